@@ -1,0 +1,44 @@
+# Persona: `make run` and `make test` work on a fresh machine with only Python 3.11.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-unit lint fmt models bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create/refresh the local virtual environment from pyproject.toml
+
+run: $(STAMP) ## run the whole engine on the embedded broker with the demo data
+	$(BIN)/persona run --demo
+
+test: $(STAMP) ## run the whole test suite (unit + integration on the embedded broker)
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP) ## run the fast tests only (no broker)
+	$(BIN)/python -m pytest -q -m "not integration"
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+models: $(STAMP) ## retrain the default models shipped in models/default from ../shared/data
+	$(BIN)/persona models train --events ../shared/data/uci_online_retail/online_retail.csv.gz --out models/default
+
+clean: ## remove the virtual environment and local state
+	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,213 @@
+"""The contract's event: types, decoding (JSON or msgpack) and validation.
+
+Pure: no I/O. `decode` turns the bytes of a Kafka value into a dict, `validate` turns a dict into an
+`Event` or raises `InvalidEvent` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgpack
+
+CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "search"})
+CART_TYPES = frozenset({"add_to_cart", "remove_from_cart", "checkout", "purchase"})
+SOCIAL_TYPES = frozenset({"like", "share", "comment", "follow", "mention"})
+EVENT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | SOCIAL_TYPES | {"consent"}
+INPUT_TOPICS = ("clickstream", "cart", "social")
+CONSENT_PURPOSES = ("personalization", "email", "ads")
+
+_ITEM_REQUIRED = frozenset({"product_view"}) | CART_TYPES - {"checkout"}
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Event times before 2000 or after 2100 are certainly unit mistakes (seconds vs ms, say).
+_MIN_TS_MS = 946_684_800_000
+_MAX_TS_MS = 4_102_444_800_000
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; `reason` says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    type: str
+    user_id: str
+    ts: int  # event time, epoch milliseconds
+    item_id: str | None = None
+    quantity: int = 1
+    price: float | None = None
+    currency: str | None = None
+    session_id: str | None = None
+    source: str | None = None
+    props: dict[str, Any] = field(default_factory=dict)
+
+    def topic(self) -> str:
+        """The input topic this event type belongs on (consent goes with clickstream)."""
+        return topic_for(self.type)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "type": self.type,
+            "user_id": self.user_id,
+            "ts": self.ts,
+        }
+        if self.item_id is not None:
+            out["item_id"] = self.item_id
+        if self.quantity != 1:
+            out["quantity"] = self.quantity
+        for name in ("price", "currency", "session_id", "source"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.props:
+            out["props"] = self.props
+        return out
+
+
+def topic_for(event_type: str) -> str:
+    if event_type in CART_TYPES:
+        return "cart"
+    if event_type in SOCIAL_TYPES:
+        return "social"
+    return "clickstream"
+
+
+def decode(raw: bytes) -> Any:
+    """Decode one Kafka value: JSON (starts with `{` after whitespace) or msgpack."""
+    if not raw:
+        raise InvalidEvent("empty message")
+    stripped = raw.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidEvent(f"invalid JSON: {exc}") from None
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise InvalidEvent(f"neither JSON nor msgpack: {exc.__class__.__name__}: {exc}") from None
+
+
+def parse(raw: bytes) -> Event:
+    return validate(decode(raw))
+
+
+def parse_ts(value: Any) -> int:
+    """RFC 3339 string or integer epoch milliseconds -> epoch milliseconds."""
+    if isinstance(value, bool):
+        raise InvalidEvent("ts must be an RFC 3339 string or integer epoch milliseconds")
+    if isinstance(value, int):
+        ms = value
+    elif isinstance(value, float) and value.is_integer():
+        ms = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidEvent(f"ts {value!r} is not RFC 3339") from None
+        if parsed.tzinfo is None:
+            raise InvalidEvent(f"ts {value!r} has no time zone offset (RFC 3339 needs one)")
+        ms = int(parsed.timestamp() * 1000)
+    else:
+        raise InvalidEvent("ts must be an RFC 3339 string or integer epoch milliseconds")
+    if not _MIN_TS_MS <= ms <= _MAX_TS_MS:
+        raise InvalidEvent(f"ts {value!r} is outside 2000..2100 (epoch milliseconds expected)")
+    return ms
+
+
+def _string(data: dict[str, Any], name: str, required: bool, max_len: int = 128) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise InvalidEvent(f"missing required field {name!r}")
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{name} must be a string")
+    if not 1 <= len(value) <= max_len:
+        raise InvalidEvent(f"{name} must be 1..{max_len} characters")
+    return value
+
+
+def validate(data: Any) -> Event:
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"an event must be an object, got {type(data).__name__}")
+    event_id = _string(data, "event_id", True)
+    etype = data.get("type")
+    if etype is None:
+        raise InvalidEvent("missing required field 'type'")
+    if etype not in EVENT_TYPES:
+        raise InvalidEvent(f"unknown event type {etype!r}")
+    user_id = _string(data, "user_id", True)
+    if "@" in str(user_id):
+        raise InvalidEvent("user_id looks like an e-mail address; send a pseudonymous id")
+    if "ts" not in data:
+        raise InvalidEvent("missing required field 'ts'")
+    ts = parse_ts(data["ts"])
+    item_id = _string(data, "item_id", etype in _ITEM_REQUIRED)
+    quantity = data.get("quantity", 1)
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+        raise InvalidEvent("quantity must be an integer >= 1")
+    price = data.get("price")
+    if price is not None:
+        if isinstance(price, bool) or not isinstance(price, int | float):
+            raise InvalidEvent("price must be a number >= 0")
+        if not math.isfinite(price) or price < 0:
+            raise InvalidEvent("price must be a finite number >= 0")
+        price = float(price)
+    currency = data.get("currency")
+    if currency is not None and (not isinstance(currency, str) or not _CURRENCY.match(currency)):
+        raise InvalidEvent("currency must be an ISO 4217 code such as 'EUR'")
+    session_id = _string(data, "session_id", False)
+    source = _string(data, "source", False, max_len=64)
+    props = data.get("props", {})
+    if props is None:
+        props = {}
+    if not isinstance(props, dict):
+        raise InvalidEvent("props must be an object")
+    if etype == "consent":
+        _check_consent(props)
+    return Event(
+        event_id=str(event_id),
+        type=etype,
+        user_id=str(user_id),
+        ts=ts,
+        item_id=item_id,
+        quantity=quantity,
+        price=price,
+        currency=currency,
+        session_id=session_id,
+        source=source,
+        props=props,
+    )
+
+
+def _check_consent(props: dict[str, Any]) -> None:
+    purposes = {k: v for k, v in props.items() if k in CONSENT_PURPOSES}
+    if not purposes:
+        raise InvalidEvent(
+            "a consent event needs props with at least one of personalization, email, ads"
+        )
+    for name, value in purposes.items():
+        if not isinstance(value, bool):
+            raise InvalidEvent(f"consent purpose {name!r} must be true or false")
+
+
+def encode(event: Event, fmt: str = "msgpack") -> bytes:
+    """Serialize an event for an input topic (msgpack by default: smaller and faster)."""
+    if fmt == "json":
+        return json.dumps(event.to_dict(), separators=(",", ":")).encode()
+    return bytes(msgpack.packb(event.to_dict(), use_bin_type=True))

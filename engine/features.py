@@ -1,0 +1,66 @@
+"""Churn features computed from a profile at a point in (event) time. Pure.
+
+The order of `FEATURE_NAMES` is the contract between the engine and every churn model: a model's
+artifact records the names it was trained on and the loader refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+
+from engine.profile import Profile
+
+DAY_MS = 86_400_000
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "recency_days",  # days since the last event of any kind
+    "purchase_recency_days",  # days since the last purchase (tenure when none)
+    "tenure_days",  # days since first seen
+    "orders",  # number of orders (frequency)
+    "monetary",  # total spend
+    "avg_order_value",
+    "orders_per_month",  # orders / max(tenure in months, 1)
+    "sessions",
+    "events",  # all events
+    "product_views",
+    "cart_adds",
+    "cart_abandonment",  # share of started carts that did not convert (0 without carts)
+    "distinct_items_bought",
+    "social_signals",
+)
+
+_SOCIAL = ("like", "share", "comment", "follow", "mention")
+
+
+def features(profile: Profile, now_ms: int) -> list[float]:
+    """The feature vector of `profile` as of `now_ms`, in `FEATURE_NAMES` order."""
+    now_ms = max(now_ms, profile.last_seen)
+    days = lambda ms: max(0.0, (now_ms - ms) / DAY_MS)  # noqa: E731
+    tenure = days(profile.first_seen) if profile.first_seen else 0.0
+    orders = float(profile.orders)
+    started = profile.carts_started
+    abandonment = 0.0
+    if started:
+        abandonment = max(0.0, 1.0 - profile.carts_converted / started)
+    counts = profile.counts
+    return [
+        days(profile.last_seen) if profile.last_seen else 0.0,
+        days(profile.last_purchase) if profile.last_purchase else tenure,
+        tenure,
+        orders,
+        profile.monetary,
+        profile.monetary / orders if orders else 0.0,
+        orders / max(tenure / 30.0, 1.0),
+        float(profile.sessions),
+        float(sum(counts.values())),
+        float(counts.get("product_view", 0)),
+        float(counts.get("add_to_cart", 0)),
+        abandonment,
+        float(len(profile.purchased)),
+        float(sum(counts.get(t, 0) for t in _SOCIAL)),
+    ]
+
+
+def log_scale(values: list[float]) -> list[float]:
+    """sign(x) * log1p(|x|): tames the heavy tails of counts and money for linear models."""
+    return [math.copysign(math.log1p(abs(v)), v) for v in values]

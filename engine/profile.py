@@ -1,0 +1,275 @@
+"""The per-user profile and the pure fold `apply(profile, event, product) -> profile`.
+
+No I/O, no clocks: everything time-related comes from event times. The stream adapter looks up the
+event's product in the catalog (for its category and brand) and passes it in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+
+from engine.catalog import Product
+from engine.events import Event
+
+RECENT_ITEMS = 30  # most recent distinct items kept, newest first
+RECENT_PURCHASES = 50
+TOP_AFFINITIES = 30
+DEDUP_IDS = 1000  # event ids remembered per user (idempotency)
+SESSION_GAP_MS = 30 * 60 * 1000
+
+# How much each kind of signal says about a shopper's taste.
+AFFINITY_WEIGHTS: dict[str, float] = {
+    "product_view": 1.0,
+    "category_view": 0.5,
+    "add_to_cart": 3.0,
+    "purchase": 5.0,
+    "like": 2.0,
+    "share": 3.0,
+    "comment": 2.0,
+    "follow": 1.0,
+    "mention": 2.0,
+}
+# Events that put an item into "recent items" (what the recommender starts from).
+RECENT_ITEM_TYPES = frozenset(
+    {"product_view", "add_to_cart", "purchase", "like", "share", "comment", "mention"}
+)
+
+
+def event_key(event_id: str) -> int:
+    """A stable 64-bit digest of an event id: the dedup memory stores these, not the ids."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+@dataclass(slots=True)
+class Profile:
+    user_id: str
+    version: int = 0  # number of events applied; changes whenever the profile does
+    first_seen: int = 0
+    last_seen: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    recent: list[tuple[str, int]] = field(default_factory=list)  # (item_id, ts), newest first
+    cart: dict[str, int] = field(default_factory=dict)
+    cart_changed: int = 0
+    purchased: list[tuple[str, int]] = field(default_factory=list)  # (item_id, ts), newest first
+    orders: int = 0
+    last_order: str = ""
+    monetary: float = 0.0
+    last_purchase: int = 0
+    sessions: int = 0
+    last_session: str = ""
+    carts_started: int = 0
+    carts_converted: int = 0
+    categories: dict[str, float] = field(default_factory=dict)
+    brands: dict[str, float] = field(default_factory=dict)
+    consent: dict[str, bool] | None = None
+    seen: list[int] = field(default_factory=list)  # event_key()s, oldest first
+
+    # -- serialization -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "u": self.user_id,
+            "v": self.version,
+            "f": self.first_seen,
+            "l": self.last_seen,
+            "c": self.counts,
+            "r": [list(x) for x in self.recent],
+            "k": self.cart,
+            "kc": self.cart_changed,
+            "p": [list(x) for x in self.purchased],
+            "o": self.orders,
+            "lo": self.last_order,
+            "m": self.monetary,
+            "lp": self.last_purchase,
+            "s": self.sessions,
+            "ls": self.last_session,
+            "cs": self.carts_started,
+            "cc": self.carts_converted,
+            "ca": self.categories,
+            "b": self.brands,
+            "co": self.consent,
+            "e": self.seen,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
+        return cls(
+            user_id=d["u"],
+            version=d["v"],
+            first_seen=d["f"],
+            last_seen=d["l"],
+            counts=d["c"],
+            recent=[(str(a), int(b)) for a, b in d["r"]],
+            cart=d["k"],
+            cart_changed=d["kc"],
+            purchased=[(str(a), int(b)) for a, b in d["p"]],
+            orders=d["o"],
+            last_order=d["lo"],
+            monetary=d["m"],
+            last_purchase=d["lp"],
+            sessions=d["s"],
+            last_session=d["ls"],
+            carts_started=d["cs"],
+            carts_converted=d["cc"],
+            categories=d["ca"],
+            brands=d["b"],
+            consent=d["co"],
+            seen=d["e"],
+        )
+
+    def pack(self) -> bytes:
+        return bytes(msgpack.packb(self.to_dict(), use_bin_type=True))
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Profile:
+        return cls.from_dict(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+
+    # -- derived views ---------------------------------------------------------------------------
+    @property
+    def recent_items(self) -> list[str]:
+        return [item for item, _ in self.recent]
+
+    def has_seen(self, event_id: str) -> bool:
+        return event_key(event_id) in self.seen
+
+    def consents_to(self, purpose: str, default: bool) -> bool:
+        """Whether the user allows `purpose`; `default` applies where they never said."""
+        if self.consent is None or purpose not in self.consent:
+            return default
+        return bool(self.consent[purpose])
+
+    def copy(self) -> Profile:
+        return replace(
+            self,
+            counts=dict(self.counts),
+            recent=list(self.recent),
+            cart=dict(self.cart),
+            purchased=list(self.purchased),
+            categories=dict(self.categories),
+            brands=dict(self.brands),
+            consent=None if self.consent is None else dict(self.consent),
+            seen=list(self.seen),
+        )
+
+
+def new_profile(user_id: str) -> Profile:
+    return Profile(user_id=user_id)
+
+
+def _bump(scores: dict[str, float], key: str, weight: float) -> None:
+    if not key or weight <= 0:
+        return
+    scores[key] = round(scores.get(key, 0.0) + weight, 4)
+    if len(scores) > TOP_AFFINITIES:
+        del scores[min(scores, key=scores.__getitem__)]
+
+
+def _push_recent(items: list[tuple[str, int]], item_id: str, ts: int, limit: int) -> None:
+    """Insert (item, ts) keeping newest-first order by event time and one entry per item."""
+    for i, (existing, existing_ts) in enumerate(items):
+        if existing == item_id:
+            if existing_ts >= ts:
+                return  # a newer sighting of the same item is already recorded
+            del items[i]
+            break
+    pos = 0
+    while pos < len(items) and items[pos][1] > ts:
+        pos += 1
+    items.insert(pos, (item_id, ts))
+    del items[limit:]
+
+
+def apply(profile: Profile | None, event: Event, product: Product | None = None) -> Profile:
+    """Fold one event into a profile and return the new profile. Repeated event ids change nothing
+    (the same object is returned)."""
+    if profile is None:
+        profile = new_profile(event.user_id)
+    key = event_key(event.event_id)
+    if key in profile.seen:
+        return profile
+    p = profile.copy()
+    p.seen.append(key)
+    del p.seen[:-DEDUP_IDS]
+    p.version += 1
+    etype = event.type
+    ts = event.ts
+    p.counts[etype] = p.counts.get(etype, 0) + 1
+    if p.first_seen == 0 or ts < p.first_seen:
+        p.first_seen = ts
+    previous_seen = p.last_seen
+    p.last_seen = max(p.last_seen, ts)
+    _track_session(p, event, previous_seen)
+
+    if etype == "consent":
+        consent = dict(p.consent or {})
+        for purpose in ("personalization", "email", "ads"):
+            if purpose in event.props:
+                consent[purpose] = bool(event.props[purpose])
+        p.consent = consent
+        return p
+
+    item = event.item_id
+    if item and etype in RECENT_ITEM_TYPES:
+        _push_recent(p.recent, item, ts, RECENT_ITEMS)
+
+    weight = AFFINITY_WEIGHTS.get(etype, 0.0)
+    category = str(event.props.get("category") or (product.category if product else ""))
+    brand = str(event.props.get("brand") or (product.brand if product else ""))
+    _bump(p.categories, category, weight)
+    _bump(p.brands, brand, weight)
+
+    if etype == "add_to_cart" and item:
+        if not p.cart:
+            p.carts_started += 1
+        p.cart[item] = p.cart.get(item, 0) + event.quantity
+        p.cart_changed = max(p.cart_changed, ts)
+    elif etype == "remove_from_cart" and item:
+        left = p.cart.get(item, 0) - event.quantity
+        if left > 0:
+            p.cart[item] = left
+        else:
+            p.cart.pop(item, None)
+        p.cart_changed = max(p.cart_changed, ts)
+    elif etype == "purchase" and item:
+        _apply_purchase(p, event, product)
+    return p
+
+
+def _track_session(p: Profile, event: Event, previous_seen: int) -> None:
+    if event.session_id:
+        if event.session_id != p.last_session:
+            p.sessions += 1
+            p.last_session = event.session_id
+    elif previous_seen == 0 or event.ts - previous_seen > SESSION_GAP_MS:
+        p.sessions += 1
+        p.last_session = ""
+
+
+def _apply_purchase(p: Profile, event: Event, product: Product | None) -> None:
+    item = str(event.item_id)
+    order = str(event.props.get("order_id") or event.session_id or f"t{event.ts // 60000}")
+    if order != p.last_order:
+        p.orders += 1
+        p.last_order = order
+        if p.cart:
+            p.carts_converted += 1
+    price = event.price if event.price is not None else (product.price if product else 0.0)
+    p.monetary = round(p.monetary + price * event.quantity, 2)
+    p.last_purchase = max(p.last_purchase, event.ts)
+    _push_recent(p.purchased, item, event.ts, RECENT_PURCHASES)
+    left = p.cart.get(item, 0) - event.quantity
+    if left > 0:
+        p.cart[item] = left
+    else:
+        p.cart.pop(item, None)
+    p.cart_changed = max(p.cart_changed, event.ts)
+
+
+def fold(events: list[Event], profile: Profile | None = None) -> Profile | None:
+    """Apply many events in order (convenience for training and tests)."""
+    for event in events:
+        profile = apply(profile, event)
+    return profile
