@@ -1,0 +1,239 @@
+"""The aiohttp application: thin handlers (parse -> core -> respond), auth, problem+json errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from api.auth import KeyRing
+from api.content import ContentService
+from api.openapi import openapi_document
+from engine.blocks import BLOCKS, FORMATS
+from engine.events import Event, InvalidEvent, validate
+
+log = logging.getLogger("persona.api")
+
+MAX_BODY = 10 * 1024 * 1024  # bytes of one request body
+MAX_EVENTS = 10_000  # events in one POST /v1/events
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CONTENT = web.AppKey("content", ContentService)
+KEYS = web.AppKey("keys", KeyRing)
+METRICS = web.AppKey("metrics", dict)
+
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
+def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/problem+json"
+    )
+
+
+def _scope_for(request: web.Request) -> str | None:
+    path = request.path
+    if path in PUBLIC:
+        return None
+    if path == "/v1/events":
+        return "events:write"
+    if path.startswith("/v1/models"):
+        return "models:admin"
+    if path.startswith("/v1/feeds/"):
+        return "feeds:read"
+    if path.startswith("/v1/users/") and (
+        path.endswith("/export") or request.method == "DELETE"
+    ):
+        return "privacy:admin"
+    return "content:read"
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    metrics = request.app[METRICS]
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            response = problem(exc.status, exc.reason, exc.text or "")
+        else:
+            raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = problem(500, "Internal Server Error", "see the server log")
+    metrics["requests"] = metrics.get("requests", 0) + 1
+    metrics["seconds"] = metrics.get("seconds", 0.0) + time.perf_counter() - started
+    status_key = f"status_{response.status // 100}xx"
+    metrics[status_key] = metrics.get(status_key, 0) + 1
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    scope = _scope_for(request)
+    if scope is None:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    key = request.app[KEYS].authenticate(secret.strip()) if scheme.lower() == "bearer" else None
+    if key is None:
+        response = problem(401, "Unauthorized", "send Authorization: Bearer <api key>")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="persona"'
+        return response
+    if scope not in key.scopes:
+        return problem(403, "Forbidden", f"this key lacks the {scope} scope")
+    request["api_key"] = key.name
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready, reason = request.app[CONTENT].state.ready()
+    return web.json_response(
+        {"status": "ready" if ready else "starting", "detail": reason},
+        status=200 if ready else 503,
+    )
+
+
+async def get_block(request: web.Request) -> web.StreamResponse:
+    user_id = request.match_info["user_id"]
+    block_name = request.match_info["block"]
+    fmt = request.query.get("format", "html")
+    if block_name not in BLOCKS:
+        return problem(404, "Unknown block", f"blocks are {', '.join(BLOCKS)}")
+    if fmt not in FORMATS:
+        return problem(400, "Bad format", f"format is one of {', '.join(FORMATS)}")
+    if not 1 <= len(user_id) <= 128:
+        return problem(400, "Bad user id", "user ids are 1..128 characters")
+    block = request.app[CONTENT].block(user_id, block_name, fmt)
+    headers = {
+        "ETag": block.etag,
+        "Cache-Control": "private, no-cache",
+        "X-Persona-Model": ",".join(f"{k}={v}" for k, v in sorted(block.models.items())),
+        "X-Persona-Variant": block.variant,
+    }
+    if block.fallback:
+        headers["X-Persona-Fallback"] = "1"
+    if block.etag in _etags(request.headers.get("If-None-Match", "")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(
+        body=block.content.encode(), headers=headers, content_type=block.content_type.split(";")[0],
+        charset="utf-8",
+    )
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+async def get_profile(request: web.Request) -> web.Response:
+    user_id = request.match_info["user_id"]
+    view = request.app[CONTENT].profile_view(user_id)
+    if view is None:
+        return problem(404, "Unknown user", f"no events were seen for user {user_id!r}")
+    return web.json_response(view, headers={"X-Persona-Model": _models_header(view["models"])})
+
+
+def _models_header(models: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(models.items()))
+
+
+def _parse_events_body(text: str, content_type: str) -> list[Any]:
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        data = json.loads(text)
+        if not isinstance(data, list):
+            raise ValueError("expected a JSON array of events")
+        return data
+    items: list[Any] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {n} is not JSON: {exc.msg}") from None
+    return items
+
+
+async def post_events(request: web.Request) -> web.Response:
+    try:
+        text = await request.text()
+    except UnicodeDecodeError:
+        return problem(400, "Bad body", "the body must be UTF-8 JSON or NDJSON")
+    try:
+        items = _parse_events_body(text, request.content_type)
+    except ValueError as exc:
+        return problem(400, "Bad body", f"expected a JSON array or NDJSON of events: {exc}")
+    if len(items) > MAX_EVENTS:
+        return problem(413, "Too many events", f"at most {MAX_EVENTS} events per request")
+    accepted: list[Event] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            accepted.append(validate(item))
+        except InvalidEvent as exc:
+            errors.append({"index": index, "reason": exc.reason})
+    if accepted:
+        await request.app[CONTENT].state.produce(accepted)
+    return web.json_response(
+        {"accepted": len(accepted), "rejected": len(errors), "errors": errors}, status=202
+    )
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    content = request.app[CONTENT]
+    metrics = request.app[METRICS]
+    lines = [
+        "# HELP persona_http_requests_total HTTP requests answered.",
+        "# TYPE persona_http_requests_total counter",
+    ]
+    for key in sorted(k for k in metrics if k.startswith("status_")):
+        lines.append(f'persona_http_requests_total{{status="{key[7:]}"}} {metrics[key]}')
+    lines += [
+        "# HELP persona_block_cache_hits_total Block cache hits.",
+        "# TYPE persona_block_cache_hits_total counter",
+        f"persona_block_cache_hits_total {content.cache.hits}",
+        "# HELP persona_block_cache_misses_total Block cache misses (renders).",
+        "# TYPE persona_block_cache_misses_total counter",
+        f"persona_block_cache_misses_total {content.cache.misses}",
+        "# HELP persona_template_errors_total Template errors answered with the fallback.",
+        "# TYPE persona_template_errors_total counter",
+        f"persona_template_errors_total {content.renderer.errors}",
+    ]
+    extra = getattr(content.state, "metrics", None)
+    if callable(extra):
+        lines += extra()
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+def create_app(content: ContentService, keys: KeyRing) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
+    )
+    app[CONTENT] = content
+    app[KEYS] = keys
+    app[METRICS] = {}
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/openapi.json", get_openapi)
+    app.router.add_get("/v1/users/{user_id}/blocks/{block}", get_block)
+    app.router.add_get("/v1/users/{user_id}/profile", get_profile)
+    app.router.add_post("/v1/events", post_events)
+    return app

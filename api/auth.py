@@ -1,0 +1,95 @@
+"""API keys: parsing the contract's key entries, constant-time checks, the local key.
+
+Keys are kept only as SHA-256 digests in memory; secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+SCOPES = frozenset({"content:read", "events:write", "feeds:read", "models:admin", "privacy:admin"})
+LOCAL_KEY_FILE = "local-api-key"
+
+
+class KeyError_(ValueError):
+    """A malformed key entry (named so as not to shadow the builtin)."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    digest: bytes
+    scopes: frozenset[str]
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def parse_entry(entry: str, where: str) -> ApiKey:
+    parts = entry.split(":", 2)
+    if len(parts) != 3:
+        raise KeyError_(f"{where}: an API key entry is name:secret:scope,scope,...")
+    name, secret, scope_text = (p.strip() for p in parts)
+    if not name or not secret:
+        raise KeyError_(f"{where}: an API key needs a name and a secret")
+    scopes = frozenset(s.strip() for s in scope_text.split(",") if s.strip())
+    unknown = scopes - SCOPES
+    if unknown or not scopes:
+        raise KeyError_(
+            f"{where}: key {name!r} has unknown or no scopes {sorted(unknown)}; "
+            f"known: {', '.join(sorted(SCOPES))}"
+        )
+    return ApiKey(name=name, digest=_digest(secret), scopes=scopes)
+
+
+class KeyRing:
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self.keys = keys
+
+    @classmethod
+    def from_settings(cls, entries: str | None, keys_file: Path | None) -> KeyRing:
+        keys: list[ApiKey] = []
+        if entries:
+            for i, entry in enumerate(e for e in entries.split(";") if e.strip()):
+                keys.append(parse_entry(entry, f"PERSONA_API_KEYS entry {i + 1}"))
+        if keys_file:
+            try:
+                lines = keys_file.read_text().splitlines()
+            except OSError as exc:
+                raise KeyError_(f"PERSONA_API_KEYS_FILE={keys_file}: {exc}") from None
+            for n, line in enumerate(lines, 1):
+                if line.strip() and not line.lstrip().startswith("#"):
+                    keys.append(parse_entry(line.strip(), f"{keys_file}:{n}"))
+        return cls(keys)
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        """The key whose secret this is, comparing every digest in constant time."""
+        digest = _digest(secret)
+        found: ApiKey | None = None
+        for key in self.keys:
+            if hmac.compare_digest(digest, key.digest):
+                found = key
+        return found
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def ensure_local_key(data_dir: Path) -> tuple[Path, str]:
+    """The local all-scopes key of `persona run` without configured keys: created once (0600)."""
+    path = data_dir / LOCAL_KEY_FILE
+    if path.exists():
+        line = path.read_text().strip()
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        line = f"local:{secrets.token_urlsafe(24)}:{','.join(sorted(SCOPES))}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(line + "\n")
+    return path, line

@@ -1,0 +1,148 @@
+"""Content: profiles, scores and blocks for one user, assembled from the state and the models.
+
+Blocks are cached per user, block, format and variant under a stamp of everything they depend on
+(profile version, catalog generation, model versions, the hour of the event-time clock); a request
+renders only when that stamp changed, so the hot path is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from engine.blocks import Block, BlockCache, BlockInput, BlockPolicy, Renderer, assemble
+from engine.catalog import Product
+from engine.events import Event
+from engine.profile import Profile
+from models.registry import ModelSet
+from models.scoring import Scores, score_profile
+
+HOUR_MS = 3_600_000
+
+
+class StateView(Protocol):
+    """What the API needs from the stream state (the Faust tables, or a fake in tests)."""
+
+    catalog_generation: int
+
+    def profile(self, user_id: str) -> Profile | None: ...
+
+    def product(self, item_id: str) -> Product | None: ...
+
+    def popular(self) -> list[str]: ...
+
+    def now_ms(self) -> int: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+    async def produce(self, events: list[Event]) -> None: ...
+
+
+class ContentService:
+    def __init__(
+        self,
+        state: StateView,
+        models: ModelSet,
+        renderer: Renderer,
+        policy: BlockPolicy,
+        cache: BlockCache | None = None,
+    ) -> None:
+        self.state = state
+        self.models = models
+        self.renderer = renderer
+        self.policy = policy
+        self.cache = cache or BlockCache()
+        self._scores: dict[str, tuple[tuple[Any, ...], Scores]] = {}
+
+    def _allowed(self, item_id: str) -> bool:
+        product = self.state.product(item_id)
+        return product is not None and product.purchasable
+
+    def _stamp(self, profile: Profile | None) -> tuple[Any, ...]:
+        versions = tuple(sorted(self.models.versions().items()))
+        return (
+            profile.version if profile else -1,
+            self.state.catalog_generation,
+            versions,
+            self.state.now_ms() // HOUR_MS,
+            len(self.state.popular()),
+        )
+
+    def scores(self, profile: Profile) -> Scores:
+        stamp = self._stamp(profile)
+        hit = self._scores.get(profile.user_id)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        scores = score_profile(profile, self.state.now_ms(), self.models, self._allowed)
+        if len(self._scores) > 200_000:
+            self._scores.clear()
+        self._scores[profile.user_id] = (stamp, scores)
+        return scores
+
+    def popular(self) -> list[str]:
+        live = self.state.popular()
+        if len(live) >= self.policy.items * 2:
+            return live
+        return live + [i for i in self.models.recs.popular if i not in set(live)]
+
+    def block(self, user_id: str, block: str, fmt: str, variant: str = "default") -> Block:
+        profile = self.state.profile(user_id)
+        stamp = self._stamp(profile)
+        key = (user_id, block, fmt, variant)
+        cached = self.cache.get(key, stamp)
+        if cached is not None:
+            return cached
+        if profile is not None:
+            scores = self.scores(profile)
+            churn: float | None = scores.churn
+            recs = scores.recommendations
+            models = scores.models
+        else:
+            churn, recs, models = None, [], self.models.versions()
+        inp = BlockInput(
+            block=block,
+            fmt=fmt,
+            user_id=user_id,
+            profile=profile,
+            churn=churn,
+            recommendations=recs,
+            models=models,
+            popular=self.popular(),
+            variant=variant,
+        )
+        result = assemble(inp, self.state.product, self.policy, self.renderer)
+        self.cache.put(key, stamp, result)
+        return result
+
+    def profile_view(self, user_id: str) -> dict[str, Any] | None:
+        profile = self.state.profile(user_id)
+        if profile is None:
+            return None
+        scores = self.scores(profile)
+        default = self.policy.consent_default
+        return {
+            "user_id": profile.user_id,
+            "events": dict(profile.counts),
+            "cart": dict(profile.cart),
+            "recent_items": profile.recent_items,
+            "consent": {
+                purpose: profile.consents_to(purpose, default)
+                for purpose in ("personalization", "email", "ads")
+            },
+            "scores": {"churn": round(scores.churn, 6)},
+            "recommendations": scores.recommendations[:20],
+            "models": scores.models,
+            "first_seen": profile.first_seen,
+            "last_seen": profile.last_seen,
+            "sessions": profile.sessions,
+            "orders": profile.orders,
+            "monetary": profile.monetary,
+            "affinities": {
+                "categories": _top(profile.categories),
+                "brands": _top(profile.brands),
+            },
+            "version": profile.version,
+        }
+
+
+def _top(scores: dict[str, float], n: int = 10) -> dict[str, float]:
+    return dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n])

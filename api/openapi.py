@@ -1,0 +1,146 @@
+"""The OpenAPI 3 document of the routes this build serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.blocks import BLOCKS, FORMATS
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_AUTH_ERRORS = {"401": _PROBLEM, "403": _PROBLEM}
+
+
+def _user_param() -> dict[str, Any]:
+    return {
+        "name": "user_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    item = {
+        "type": "object",
+        "required": ["item_id", "title", "url", "image_url", "price", "currency"],
+        "properties": {
+            "item_id": {"type": "string"},
+            "title": {"type": "string"},
+            "url": {"type": "string"},
+            "image_url": {"type": "string"},
+            "price": {"type": "number"},
+            "currency": {"type": "string"},
+        },
+    }
+    block_json = {
+        "type": "object",
+        "required": ["block", "user_id", "items", "variant", "models", "fallback"],
+        "properties": {
+            "block": {"type": "string", "enum": list(BLOCKS)},
+            "user_id": {"type": "string"},
+            "items": {"type": "array", "items": item},
+            "variant": {"type": "string"},
+            "models": {"type": "object", "additionalProperties": {"type": "string"}},
+            "fallback": {"type": "boolean"},
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Persona content API", "version": "0.1.0"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Problem": {
+                    "description": "An RFC 9457 problem",
+                    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+                }
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"security": [], "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {
+                "get": {
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "tables recovered and models loaded"},
+                        "503": {"description": "still starting"},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {"security": [], "responses": {"200": {"description": "Prometheus text"}}}
+            },
+            "/openapi.json": {
+                "get": {"security": [], "responses": {"200": {"description": "this document"}}}
+            },
+            "/v1/users/{user_id}/blocks/{block}": {
+                "get": {
+                    "summary": "One content block for one user (personalized or the fallback)",
+                    "parameters": [
+                        _user_param(),
+                        {
+                            "name": "block",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": list(BLOCKS)},
+                        },
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(FORMATS), "default": "html"},
+                        },
+                        {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the block",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "application/json": {"schema": block_json},
+                            },
+                        },
+                        "304": {"description": "not modified"},
+                        "400": _PROBLEM,
+                        "404": _PROBLEM,
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/users/{user_id}/profile": {
+                "get": {
+                    "summary": "The user's profile, scores and recommendations",
+                    "parameters": [_user_param()],
+                    "responses": {
+                        "200": {
+                            "description": "the profile",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "404": _PROBLEM,
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/events": {
+                "post": {
+                    "summary": "Collect events (a JSON array or NDJSON)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"type": "array"}},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "accepted and rejected counts",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": _PROBLEM,
+                        "413": _PROBLEM,
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,138 @@
+"""One typed settings object, read only at entry points.
+
+Precedence (highest first): command-line flags, `PERSONA_*` environment variables, the TOML file named
+by `PERSONA_CONFIG`, defaults. An invalid value raises `SettingsError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str | None = None  # unset: `persona run` starts the embedded broker
+    data_dir: Path = Path("data")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    api_keys: str | None = None
+    api_keys_file: Path | None = None
+    rate_limits: str | None = None
+    consent_default: str = "granted"  # or "required"
+    partitions: int = 8  # partitions of the input topics and tables
+    block_items: int = 6
+    churn_threshold: float = 0.5
+    template_dir: Path | None = None  # None: the templates shipped with the package
+    log_level: str = "info"
+    broker_session_timeout: float = 10.0  # seconds; Tansu delays joins by half of it
+
+    @property
+    def consent_granted_by_default(self) -> bool:
+        return self.consent_default == "granted"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+
+_ENV = {f.name: f"PERSONA_{f.name.upper()}" for f in fields(Settings)}
+
+
+def _convert(name: str, value: Any) -> Any:
+    """Turn a raw value from env/TOML/flags into the field's type, or raise SettingsError."""
+    env = _ENV[name]
+    if value is None or value == "":
+        return None if name in _OPTIONAL else getattr(Settings, name)
+    try:
+        if name in ("http_port", "partitions", "block_items"):
+            number = int(value)
+            if name == "http_port" and not 0 <= number <= 65535:
+                raise ValueError("must be 0..65535")
+            if name != "http_port" and not 1 <= number <= 1024:
+                raise ValueError("must be 1..1024")
+            return number
+        if name in ("churn_threshold", "broker_session_timeout"):
+            real = float(value)
+            if name == "churn_threshold" and not 0.0 <= real <= 1.0:
+                raise ValueError("must be between 0 and 1")
+            if name == "broker_session_timeout" and not 1.0 <= real <= 300.0:
+                raise ValueError("must be 1..300 seconds")
+            return real
+        if name in ("data_dir", "api_keys_file", "template_dir"):
+            return Path(str(value)).expanduser()
+        if name == "consent_default":
+            if value not in ("granted", "required"):
+                raise ValueError("must be 'granted' or 'required'")
+            return value
+        if name == "log_level":
+            level = str(value).lower()
+            if level not in ("debug", "info", "warning", "error"):
+                raise ValueError("must be debug, info, warning or error")
+            return level
+        if name == "broker_url":
+            return _broker_url(str(value))
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"invalid setting {env}={value!r}: {exc}") from None
+
+
+_OPTIONAL = frozenset({"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"})
+
+
+def _broker_url(value: str) -> str:
+    urls = []
+    for part in value.split(";"):
+        url = part.strip()
+        if "://" not in url:
+            url = "kafka://" + url
+        parsed = urlparse(url)
+        if parsed.scheme != "kafka" or not parsed.hostname or not parsed.port:
+            raise ValueError("expected kafka://host:port (several separated by ';')")
+        urls.append(url)
+    return ";".join(urls)
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings from flags (None values ignored), environment and config file."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    config = env.get("PERSONA_CONFIG")
+    if config:
+        path = Path(config).expanduser()
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"PERSONA_CONFIG={config!r} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"PERSONA_CONFIG={config!r} is not valid TOML: {exc}") from None
+        section = data.get("persona", data)
+        unknown = set(section) - set(_ENV)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting(s) in {config}: {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted(_ENV))})"
+            )
+        raw.update(section)
+    for name, var in _ENV.items():
+        if var in env:
+            raw[name] = env[var]
+    for name, value in (flags or {}).items():
+        if name not in _ENV:
+            raise SettingsError(f"unknown setting {name!r}")
+        if value is not None:
+            raw[name] = value
+    settings = Settings()
+    return replace(settings, **{name: _convert(name, value) for name, value in raw.items()})

@@ -1,0 +1,289 @@
+"""The Faust application: topics, tables and the thin agents that feed the pure core.
+
+Agents only decode, call `engine`, and write: events are taken in batches, folded with
+`engine.profile.apply`, and each touched user's profile is written once per batch (the write runs in
+the context of that user's last event, so it lands in the right changelog partition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka.partitioner import DefaultPartitioner
+from faust.types import EventT
+
+from engine.catalog import InvalidProduct, Product, parse_product
+from engine.clock import EventTimeClock
+from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
+from engine.profile import Profile, apply
+from engine.settings import Settings
+
+log = logging.getLogger("persona.streams")
+
+REKEYED_TOPIC = "persona-events-rekeyed"
+ITEM_ACTIVITY_TOPIC = "persona-item-activity"
+DEAD_LETTERS = "dead-letters"
+BATCH_MAX = 1000
+BATCH_WITHIN = 0.05  # seconds
+POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
+POPULAR_KEEP = 500
+
+# How an interaction counts towards an item's popularity (best-sellers are mostly purchases).
+_POPULARITY_WEIGHT = {"purchase": 1.0, "add_to_cart": 0.2, "product_view": 0.02}
+
+
+@contextlib.contextmanager
+def event_context(event: EventT) -> Iterator[None]:
+    """Make `event` Faust's current event, so table reads/writes use its partition.
+
+    Faust only sets the current event for per-event iteration; batch (`take_events`) code must set it
+    itself before touching a table (faust-streaming #261/#497).
+    """
+    from faust import streams as faust_streams
+
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+@dataclass
+class StreamStats:
+    events: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    rekeyed: int = 0
+    catalog_updates: int = 0
+    by_topic: dict[str, int] = field(default_factory=dict)
+
+
+class PersonaStreams:
+    """Builds the Faust app for the given settings and exposes read access for the API."""
+
+    def __init__(self, settings: Settings, broker_url: str) -> None:
+        self.settings = settings
+        self.clock = EventTimeClock()
+        self.stats = StreamStats()
+        self.catalog_generation = 0
+        self._popular: list[str] = []
+        self._partitioner = DefaultPartitioner()
+        n = settings.partitions
+        self._partitions = list(range(n))
+        self.app = faust.App(
+            "persona",
+            broker=broker_url,
+            store="rocksdb://",
+            datadir=str(settings.data_dir / "faust"),
+            topic_partitions=n,
+            web_enabled=False,
+            key_serializer="raw",
+            value_serializer="raw",
+            broker_session_timeout=settings.broker_session_timeout,
+            broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 3),
+            stream_wait_empty=False,
+            consumer_auto_offset_reset="earliest",
+            producer_linger=0.005,
+            table_standby_replicas=1,
+            loghandlers=[],
+        )
+        app = self.app
+
+        def topic(name: str, **kw: Any) -> faust.TopicT:
+            return app.topic(name, key_type=bytes, value_type=bytes, partitions=n, **kw)
+
+        self.input_topic = app.topic(
+            *INPUT_TOPICS, REKEYED_TOPIC, key_type=bytes, value_type=bytes, partitions=n
+        )
+        self.rekeyed_topic = topic(REKEYED_TOPIC)
+        self.event_topics = {name: topic(name) for name in INPUT_TOPICS}
+        self.catalog_topic = topic("catalog")
+        self.dead_letters = topic(DEAD_LETTERS)
+        self.item_activity = topic(ITEM_ACTIVITY_TOPIC)
+
+        table_kw: dict[str, Any] = dict(
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=n,
+            options={"driver": "rocksdict"},
+        )
+        self.profiles = app.Table("profiles", default=None, **table_kw)
+        self.catalog = app.GlobalTable("catalog", default=None, **table_kw)
+        self.popularity = app.GlobalTable("popularity", default=None, **table_kw)
+
+        app.agent(self.input_topic, name="persona.events")(self._events_agent)
+        app.agent(self.catalog_topic, name="persona.catalog")(self._catalog_agent)
+        app.agent(self.item_activity, name="persona.popularity")(self._popularity_agent)
+        app.timer(POPULAR_REFRESH)(self._refresh_popular)
+
+    # -- read side (used by the API, same process) --------------------------------------------------
+    def profile(self, user_id: str) -> Profile | None:
+        raw = self.profiles.get(user_id.encode())
+        return None if raw is None else Profile.unpack(raw)
+
+    def product(self, item_id: str) -> Product | None:
+        raw = self.catalog.get(item_id.encode())
+        return None if raw is None else Product.unpack(raw)
+
+    def popular(self) -> list[str]:
+        return self._popular
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.app.tables.recovery.completed.is_set():
+            return False, "tables recovering"
+        if self.app.rebalancing:
+            return False, "rebalancing"
+        return True, "ok"
+
+    async def produce(self, events: list[Event]) -> None:
+        """Produce validated events to their input topics, keyed by user id (the direct path)."""
+        futures = [
+            await self.event_topics[e.topic()].send(key=e.user_id.encode(), value=encode(e))
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+
+    # -- agents ----------------------------------------------------------------------------------
+    def _correctly_keyed(self, key: bytes | None, partition: int, user_id: bytes) -> bool:
+        if key != user_id:
+            return False
+        expected = self._partitioner(user_id, self._partitions, self._partitions)
+        return bool(expected == partition)
+
+    async def _dead_letter(self, event: EventT, reason: str) -> None:
+        msg = event.message
+        self.stats.invalid += 1
+        raw: bytes = msg.value if isinstance(msg.value, bytes) else b""
+        body: dict[str, Any] = {
+            "reason": reason,
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "timestamp": msg.timestamp,
+        }
+        try:
+            body["value"] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+
+            body["value_base64"] = base64.b64encode(raw).decode()
+        headers = [
+            ("reason", reason.encode()[:1000]),
+            ("source-topic", msg.topic.encode()),
+            ("source-partition", str(msg.partition).encode()),
+            ("source-offset", str(msg.offset).encode()),
+        ]
+        log.warning(
+            "dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason
+        )
+        await self.dead_letters.send(
+            key=msg.key, value=json.dumps(body).encode(), headers=headers
+        )
+
+    async def _events_agent(self, stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            try:
+                await self._process_batch(batch)
+            except Exception:  # one bad batch must never stop the worker
+                log.exception("event batch failed; processing events one by one")
+                for event in batch:
+                    try:
+                        await self._process_batch([event])
+                    except Exception as exc:
+                        await self._dead_letter(event, f"processing failed: {exc!r}")
+
+    async def _process_batch(self, batch: list[EventT]) -> None:
+        touched: dict[bytes, tuple[Profile, Profile | None, EventT]] = {}
+        activity: dict[str, list[float]] = {}
+        for fevent in batch:
+            msg = fevent.message
+            self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
+            try:
+                event = parse(msg.value)
+            except InvalidEvent as exc:
+                await self._dead_letter(fevent, exc.reason)
+                continue
+            user = event.user_id.encode()
+            if not self._correctly_keyed(msg.key, msg.partition, user):
+                self.stats.rekeyed += 1
+                await self.rekeyed_topic.send(key=user, value=msg.value)
+                continue
+            if user in touched:
+                current, original, _ = touched[user]
+            else:
+                with event_context(fevent):
+                    raw = self.profiles.get(user)
+                current = original = None if raw is None else Profile.unpack(raw)
+            product = self.product(event.item_id) if event.item_id else None
+            updated = apply(current, event, product)
+            if updated is current:
+                self.stats.duplicates += 1
+                continue
+            self.stats.events += 1
+            self.clock.observe(event.ts)
+            touched[user] = (updated, original, fevent)
+            weight = _POPULARITY_WEIGHT.get(event.type)
+            if weight and event.item_id:
+                activity.setdefault(event.item_id, [0.0])[0] += weight * event.quantity
+        for user, (profile, _, fevent) in touched.items():
+            with event_context(fevent):
+                self.profiles[user] = profile.pack()
+        for item_id, (weight,) in activity.items():
+            await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
+
+    async def _catalog_agent(self, stream: faust.StreamT) -> None:
+        async for fevent in stream.events():
+            msg = fevent.message
+            key: bytes | None = msg.key
+            try:
+                if msg.value is None:
+                    if not key:
+                        raise InvalidProduct("a catalog tombstone needs the item_id as key")
+                    self.catalog.pop(key, None)
+                else:
+                    product = parse_product(msg.value)
+                    self.catalog[product.item_id.encode()] = product.pack()
+                self.stats.catalog_updates += 1
+                self.catalog_generation += 1
+            except InvalidProduct as exc:
+                await self._dead_letter(fevent, exc.reason)
+            except Exception as exc:
+                await self._dead_letter(fevent, f"catalog update failed: {exc!r}")
+
+    async def _popularity_agent(self, stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            sums: dict[bytes, tuple[float, EventT]] = {}
+            for fevent in batch:
+                try:
+                    weight = float(fevent.message.value)
+                except (TypeError, ValueError):
+                    continue
+                key = fevent.message.key
+                previous = sums.get(key, (0.0, fevent))[0]
+                sums[key] = (previous + weight, fevent)
+            for key, (weight, fevent) in sums.items():
+                with event_context(fevent):
+                    raw = self.popularity.get(key)
+                    total = (float(raw) if raw else 0.0) + weight
+                    self.popularity[key] = repr(round(total, 4)).encode()
+
+    async def _refresh_popular(self) -> None:
+        try:
+            ranked = sorted(
+                ((float(v), k.decode()) for k, v in self.popularity.items() if v),
+                reverse=True,
+            )
+        except Exception:
+            log.exception("could not refresh the best-seller list")
+            return
+        self._popular = [item for _, item in ranked[:POPULAR_KEEP]]
