@@ -66,7 +66,7 @@ class Profile:
     categories: dict[str, float] = field(default_factory=dict)
     brands: dict[str, float] = field(default_factory=dict)
     consent: dict[str, bool] | None = None
-    seen: list[int] = field(default_factory=list)  # event_key()s, oldest first
+    seen: list[int] = field(default_factory=list, repr=False)  # event_key()s, oldest first
 
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

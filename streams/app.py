@@ -77,6 +77,7 @@ class PersonaStreams:
         self._popular: list[str] = []
         self._partitioner = DefaultPartitioner()
         n = settings.partitions
+        (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         self._partitions = list(range(n))
         self.app = faust.App(
             "persona",
@@ -112,8 +113,6 @@ class PersonaStreams:
         table_kw: dict[str, Any] = dict(
             key_type=bytes,
             value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
             partitions=n,
             options={"driver": "rocksdict"},
         )

@@ -1,0 +1,124 @@
+from engine.catalog import Product
+from engine.events import validate
+from engine.profile import DEDUP_IDS, RECENT_ITEMS, SESSION_GAP_MS, Profile, apply, fold
+
+T0 = 1_700_000_000_000
+_n = 0
+
+
+def ev(type_="product_view", item="i1", ts=T0, user="u1", **kw):
+    global _n
+    _n += 1
+    data = {"event_id": kw.pop("event_id", f"e{_n}"), "type": type_, "user_id": user, "ts": ts}
+    if item is not None:
+        data["item_id"] = item
+    data.update(kw)
+    return validate(data)
+
+
+def product(item="i1", category="Lighting", brand="Acme", price=2.5):
+    return Product(item, "T", "https://x.example/p", "https://x.example/i.jpg", price, "GBP",
+                   "in_stock", category, brand)
+
+
+def test_counts_recent_items_and_last_seen():
+    p = fold([ev(item="a", ts=T0), ev(item="b", ts=T0 + 1000), ev("page_view", None, T0 + 2000)])
+    assert p is not None
+    assert p.counts == {"product_view": 2, "page_view": 1}
+    assert p.recent_items == ["b", "a"]
+    assert (p.first_seen, p.last_seen) == (T0, T0 + 2000)
+
+
+def test_out_of_order_events_land_by_event_time():
+    p = fold([ev(item="new", ts=T0 + 5000), ev(item="old", ts=T0)])
+    assert p is not None
+    assert p.recent_items == ["new", "old"]
+    assert p.last_seen == T0 + 5000 and p.first_seen == T0
+
+
+def test_recent_items_are_distinct_and_bounded():
+    events = [ev(item=f"i{i}", ts=T0 + i) for i in range(RECENT_ITEMS + 10)]
+    events.append(ev(item="i0", ts=T0 + 10_000))
+    p = fold(events)
+    assert p is not None
+    assert len(p.recent) == RECENT_ITEMS
+    assert p.recent_items[0] == "i0"
+    assert len(set(p.recent_items)) == RECENT_ITEMS
+
+
+def test_cart_add_remove_and_purchase():
+    p = fold([
+        ev("add_to_cart", "a", T0, quantity=2),
+        ev("add_to_cart", "b", T0 + 1),
+        ev("remove_from_cart", "a", T0 + 2),
+    ])
+    assert p is not None and p.cart == {"a": 1, "b": 1}
+    p = apply(p, ev("purchase", "b", T0 + 3, price=10.0, session_id="o1"))
+    assert p.cart == {"a": 1}
+    assert p.orders == 1 and p.monetary == 10.0 and p.last_purchase == T0 + 3
+    assert p.purchased[0][0] == "b"
+    assert p.carts_started == 1 and p.carts_converted == 1
+
+
+def test_order_lines_of_one_order_count_as_one_order():
+    p = fold([
+        ev("purchase", "a", T0, price=1.0, quantity=3, props={"order_id": "A1"}),
+        ev("purchase", "b", T0, price=2.0, props={"order_id": "A1"}),
+        ev("purchase", "c", T0 + 86_400_000, price=5.0, props={"order_id": "A2"}),
+    ])
+    assert p is not None and p.orders == 2 and p.monetary == 10.0
+
+
+def test_purchase_price_falls_back_to_catalog():
+    p = apply(None, ev("purchase", "a", T0, quantity=2), product("a", price=4.0))
+    assert p.monetary == 8.0
+
+
+def test_affinities_from_catalog_and_props():
+    p = apply(None, ev("product_view", "a", T0), product("a", category="Lighting", brand="Acme"))
+    p = apply(p, ev("add_to_cart", "a", T0 + 1), product("a", category="Lighting", brand="Acme"))
+    p = apply(p, ev("like", "z", T0 + 2, props={"category": "Garden"}))
+    assert p.categories == {"Lighting": 4.0, "Garden": 2.0}
+    assert p.brands == {"Acme": 4.0}
+
+
+def test_sessions_by_id_or_thirty_minute_gap():
+    p = fold([ev(ts=T0), ev(ts=T0 + SESSION_GAP_MS - 1), ev(ts=T0 + 2 * SESSION_GAP_MS + 10)])
+    assert p is not None and p.sessions == 2
+    p = fold([ev(ts=T0, session_id="s1"), ev(ts=T0 + 1, session_id="s1"), ev(ts=T0 + 2, session_id="s2")])
+    assert p is not None and p.sessions == 2
+
+
+def test_consent_sets_purposes():
+    p = apply(None, ev("consent", None, T0, props={"email": False}))
+    assert p.consents_to("email", True) is False
+    assert p.consents_to("ads", True) is True
+    assert p.consents_to("ads", False) is False
+    p = apply(p, ev("consent", None, T0 + 1, props={"email": True, "ads": False}))
+    assert p.consent == {"email": True, "ads": False}
+
+
+def test_repeated_event_id_changes_nothing():
+    first = ev("add_to_cart", "a", T0, event_id="dup")
+    p = apply(None, first)
+    again = apply(p, first)
+    assert again is p
+    assert again.cart == {"a": 1} and again.version == 1
+
+
+def test_apply_does_not_mutate_its_input():
+    p = apply(None, ev("add_to_cart", "a", T0))
+    before = p.pack()
+    apply(p, ev("add_to_cart", "a", T0 + 1))
+    assert p.pack() == before
+
+
+def test_dedup_memory_is_bounded():
+    p = fold([ev(ts=T0 + i) for i in range(DEDUP_IDS + 50)])
+    assert p is not None and len(p.seen) == DEDUP_IDS
+
+
+def test_pack_round_trip():
+    p = fold([ev("add_to_cart", "a", T0), ev("consent", None, T0 + 1, props={"ads": False})])
+    assert p is not None
+    assert Profile.unpack(p.pack()) == p

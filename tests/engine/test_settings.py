@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from engine.settings import SettingsError, load_settings
+
+
+def test_defaults():
+    s = load_settings({}, env={})
+    assert s.broker_url is None and s.embedded
+    assert s.http_port == 8080 and s.http_host == "127.0.0.1"
+    assert s.consent_default == "granted" and s.consent_granted_by_default
+
+
+def test_precedence_flags_env_file_defaults(tmp_path: Path):
+    cfg = tmp_path / "persona.toml"
+    cfg.write_text('http_port = 9000\nconsent_default = "required"\ndata_dir = "/srv/p"\n')
+    env = {"PERSONA_CONFIG": str(cfg), "PERSONA_HTTP_PORT": "9100"}
+    s = load_settings({"http_port": None}, env=env)
+    assert s.http_port == 9100
+    assert s.consent_default == "required"
+    assert s.data_dir == Path("/srv/p")
+    s = load_settings({"http_port": 9200}, env=env)
+    assert s.http_port == 9200
+
+
+def test_broker_url_normalized():
+    s = load_settings({}, env={"PERSONA_BROKER_URL": "localhost:9092"})
+    assert s.broker_url == "kafka://localhost:9092"
+    assert not s.embedded
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"PERSONA_HTTP_PORT": "eighty"}, "PERSONA_HTTP_PORT"),
+        ({"PERSONA_HTTP_PORT": "70000"}, "PERSONA_HTTP_PORT"),
+        ({"PERSONA_CONSENT_DEFAULT": "maybe"}, "PERSONA_CONSENT_DEFAULT"),
+        ({"PERSONA_BROKER_URL": "http://x"}, "PERSONA_BROKER_URL"),
+        ({"PERSONA_CHURN_THRESHOLD": "2"}, "PERSONA_CHURN_THRESHOLD"),
+    ],
+)
+def test_invalid_settings_name_the_setting(env, name):
+    with pytest.raises(SettingsError, match=name):
+        load_settings({}, env=env)
+
+
+def test_bad_config_file(tmp_path: Path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("http_port = \n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings({}, env={"PERSONA_CONFIG": str(cfg)})
+    cfg.write_text("colour = 1\n")
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings({}, env={"PERSONA_CONFIG": str(cfg)})
