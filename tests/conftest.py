@@ -1,0 +1,112 @@
+"""Shared fixtures: the real embedded broker on a free loopback port and a real worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.broker import EmbeddedBroker, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SECRET = "test-secret-all-scopes"
+SCOPES = "content:read,events:write,feeds:read,models:admin,privacy:admin"
+
+
+def http(method: str, url: str, body: Any = None, key: str | None = SECRET,
+         headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or predicate}: {last!r}")
+
+
+@dataclass
+class Worker:
+    base: str
+    broker_url: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_worker(broker_url: str, data_dir: Path, extra_env: dict[str, str] | None = None) -> Worker:
+    port = free_port()
+    env = dict(os.environ)
+    env.update({
+        "PERSONA_API_KEYS": f"test:{SECRET}:{SCOPES};reader:reader-secret:content:read",
+        "PERSONA_PARTITIONS": "4",
+        "PERSONA_LOG_LEVEL": "info",
+        **(extra_env or {}),
+    })
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "worker.log"
+    cmd = [sys.executable, "-m", "persona", "worker", "--broker", broker_url, "--port", str(port),
+           "--data-dir", str(data_dir)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    worker = Worker(f"http://127.0.0.1:{port}", broker_url, data_dir, proc, log)
+    try:
+        wait_until(lambda: proc.poll() is not None or http("GET", worker.base + "/readyz")[0] == 200,
+                   timeout=120, what="worker /readyz")
+    except BaseException:
+        worker.stop()
+        raise
+    if proc.poll() is not None:
+        raise AssertionError(f"worker exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+    return worker
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_file=log) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    running = start_worker(broker.url, tmp_path_factory.mktemp("worker"))
+    yield running
+    running.stop()

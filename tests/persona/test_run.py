@@ -1,0 +1,81 @@
+"""`persona run` starts the embedded broker, a worker and the API, and stops all of it on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.broker import free_port
+from tests.conftest import ROOT, http, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(c) for c in text)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split(")")[-1].split()[0] != "Z"
+
+
+def test_run_serves_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+    env["PERSONA_PARTITIONS"] = "2"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "persona", "run", "--no-demo", "--port", str(port),
+         "--data-dir", str(tmp_path)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: proc.poll() is not None or http("GET", base + "/readyz", key=None)[0] == 200,
+                   timeout=120, what="/readyz")
+        assert proc.poll() is None
+        key_line = (tmp_path / "local-api-key").read_text().strip()
+        name, secret, scopes = key_line.split(":", 2)
+        assert "content:read" in scopes and oct((tmp_path / "local-api-key").stat().st_mode)[-3:] == "600"
+        status, _, _ = http("GET", base + "/v1/users/x/blocks/recommendations", key=secret)
+        assert status == 200
+        children = _children(proc.pid)
+        assert len(children) == 2  # the broker and the worker
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        assert time.monotonic() - started < 10
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert secret not in output  # the path is printed, never the secret
+        assert str(tmp_path / "local-api-key") in output
+        time.sleep(0.2)
+        assert not [c for c in children if _alive(c)]
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_invalid_setting_stops_startup_with_its_name(tmp_path: Path) -> None:
+    env = dict(os.environ, PERSONA_HTTP_PORT="eighty")
+    result = subprocess.run(
+        [sys.executable, "-m", "persona", "run", "--data-dir", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "PERSONA_HTTP_PORT" in result.stderr

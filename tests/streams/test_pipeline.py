@@ -1,0 +1,192 @@
+"""End to end through the real embedded broker and a real worker process: events in through Kafka
+(and HTTP), blocks and profiles out over HTTP, bad messages to dead-letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from engine.events import validate
+from engine.sources import read_catalog
+from persona.supervisor import DEMO_DIR
+from streams.produce import ALL_INPUTS, Producer, bootstrap_servers, ensure_topics
+from tests.conftest import Worker, http, wait_until
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_291_190_000_000  # Dec 2010, inside the demo data's era
+
+
+def produce(worker: Worker, events: list[dict], raw: list[tuple[str, bytes, bytes | None]] = ()) -> None:
+    async def go() -> None:
+        await ensure_topics(worker.broker_url, 4, ALL_INPUTS)
+        async with Producer(worker.broker_url) as producer:
+            for topic, value, key in raw:
+                await producer.send_raw(topic, value, key)
+            await producer.send_events([validate(e) for e in events], fmt="json")
+    asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def catalog_loaded(worker: Worker) -> Worker:
+    async def go() -> int:
+        await ensure_topics(worker.broker_url, 4, ALL_INPUTS)
+        async with Producer(worker.broker_url) as producer:
+            return await producer.send_products(read_catalog(DEMO_DIR / "catalog.jsonl.gz"))
+    sent = asyncio.run(go())
+    assert sent > 1000
+
+    def loaded() -> bool:
+        status, _, body = http("GET", worker.base + "/metrics", key=None)
+        return status == 200 and f"persona_catalog_updates_total {sent}" in body.decode()
+    wait_until(loaded, timeout=60, what="catalog applied")
+    return worker
+
+
+def ev(user: str, type_: str, item: str | None, ts: int, **kw) -> dict:
+    data = {"event_id": str(uuid.uuid4()), "type": type_, "user_id": user, "ts": ts, **kw}
+    if item:
+        data["item_id"] = item
+    return data
+
+
+def block(worker: Worker, user: str, name: str, fmt: str = "json") -> tuple[int, dict[str, str], bytes]:
+    return http("GET", f"{worker.base}/v1/users/{user}/blocks/{name}?format={fmt}")
+
+
+def profile(worker: Worker, user: str) -> dict | None:
+    status, _, body = http("GET", f"{worker.base}/v1/users/{user}/profile")
+    return json.loads(body) if status == 200 else None
+
+
+def test_events_through_kafka_change_profile_and_blocks(catalog_loaded: Worker) -> None:
+    worker = catalog_loaded
+    user = f"alice-{uuid.uuid4().hex[:6]}"
+    status, headers, body = block(worker, user, "cart_reminder")
+    assert status == 200 and headers.get("X-Persona-Fallback") == "1"
+    assert json.loads(body)["fallback"] is True
+    assert profile(worker, user) is None
+
+    produce(worker, [
+        ev(user, "product_view", "85123A", T0),
+        ev(user, "product_view", "71053", T0 + 1000),
+        ev(user, "add_to_cart", "84406B", T0 + 2000, quantity=2),
+    ])
+    p = wait_until(lambda: (q := profile(worker, user)) and q["events"].get("add_to_cart") and q,
+                   what="profile with the cart")
+    assert p["cart"] == {"84406B": 2}
+    assert p["recent_items"][:3] == ["84406B", "71053", "85123A"]
+    assert 0.0 <= p["scores"]["churn"] <= 1.0
+    assert len(p["recommendations"]) == 20
+    assert not {"84406B"} & set(p["recommendations"])
+    assert set(p["models"]) == {"churn", "recs"}
+
+    status, headers, body = block(worker, user, "cart_reminder")
+    content = json.loads(body)
+    assert status == 200 and "X-Persona-Fallback" not in headers
+    assert content["fallback"] is False
+    assert [i["item_id"] for i in content["items"]] == ["84406B"]
+    etag = headers["ETag"]
+
+    status, headers, _ = http("GET", f"{worker.base}/v1/users/{user}/blocks/cart_reminder?format=json",
+                              headers={"If-None-Match": etag})
+    assert status == 304
+
+    status, headers, html = block(worker, user, "recommendations", "html")
+    assert status == 200 and "X-Persona-Fallback" not in headers
+    assert headers["Content-Type"].startswith("text/html")
+    recs_etag = headers["ETag"]
+
+    produce(worker, [ev(user, "purchase", "84406B", T0 + 3000, quantity=2, price=2.1)])
+    wait_until(lambda: (q := profile(worker, user)) and q["cart"] == {}, what="cart emptied")
+    status, headers, body = block(worker, user, "cart_reminder")
+    assert headers.get("X-Persona-Fallback") == "1" and json.loads(body)["fallback"] is True
+    assert headers["ETag"] != etag
+    status, headers, _ = block(worker, user, "recommendations", "html")
+    assert headers["ETag"] != recs_etag  # the new purchase re-ranked the block
+
+
+def test_malformed_event_goes_to_dead_letters_and_the_next_is_processed(worker: Worker) -> None:
+    user = f"bob-{uuid.uuid4().hex[:6]}"
+    garbage = b'{"event_id": "x", "type": "teleport", "user_id": "' + user.encode() + b'"}'
+    produce(worker, [ev(user, "page_view", None, T0)],
+            raw=[("clickstream", garbage, user.encode()), ("cart", b"\xc1not msgpack", user.encode())])
+    p = wait_until(lambda: profile(worker, user), what="the good event")
+    assert p["events"] == {"page_view": 1}
+
+    async def dead_letters() -> list[dict]:
+        consumer = AIOKafkaConsumer(
+            "dead-letters", bootstrap_servers=bootstrap_servers(worker.broker_url),
+            auto_offset_reset="earliest", group_id=None, enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[dict] = []
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(found) < 2:
+                batches = await consumer.getmany(timeout_ms=500)
+                for messages in batches.values():
+                    for m in messages:
+                        if m.key == user.encode():
+                            found.append(json.loads(m.value))
+        finally:
+            await consumer.stop()
+        return found
+
+    letters = asyncio.run(dead_letters())
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert len(letters) == 2, letters
+    assert any("teleport" in r for r in reasons)
+    assert any("msgpack" in r or "JSON" in r for r in reasons)
+    by_topic = {letter["topic"]: letter for letter in letters}
+    assert by_topic["clickstream"]["value"] == garbage.decode()
+    assert isinstance(by_topic["clickstream"]["offset"], int)
+
+
+def test_http_collector_produces_keyed_events(worker: Worker) -> None:
+    user = f"carol-{uuid.uuid4().hex[:6]}"
+    body = [ev(user, "product_view", "22752", T0), {"type": "nope"}, ev(user, "like", "22752", T0 + 5)]
+    status, _, answer = http("POST", worker.base + "/v1/events", body)
+    result = json.loads(answer)
+    assert status == 202
+    assert result["accepted"] == 2 and result["rejected"] == 1
+    assert result["errors"][0]["index"] == 1
+    ndjson = (json.dumps(ev(user, "search", None, T0 + 9, props={"q": "lamp"})) + "\n").encode()
+    status, _, answer = http("POST", worker.base + "/v1/events", ndjson,
+                             headers={"Content-Type": "application/x-ndjson"})
+    assert status == 202 and json.loads(answer)["accepted"] == 1
+    p = wait_until(lambda: (q := profile(worker, user)) and sum(q["events"].values()) == 3 and q,
+                   what="three events")
+    assert p["events"] == {"product_view": 1, "like": 1, "search": 1}
+
+
+def test_auth_and_problem_bodies(worker: Worker) -> None:
+    status, headers, body = http("GET", worker.base + "/v1/users/u/profile", key=None)
+    assert status == 401 and headers["Content-Type"].startswith("application/problem+json")
+    assert json.loads(body)["status"] == 401
+    status, _, _ = http("GET", worker.base + "/v1/users/u/profile", key="wrong")
+    assert status == 401
+    status, _, body = http("POST", worker.base + "/v1/events", [], key="reader-secret")
+    assert status == 403 and "events:write" in json.loads(body)["detail"]
+    status, _, body = http("GET", worker.base + "/v1/users/u/blocks/nope")
+    assert status == 404 and json.loads(body)["title"] == "Unknown block"
+    status, _, body = http("POST", worker.base + "/v1/events", b"{broken")
+    assert status == 400
+    for public in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        assert http("GET", worker.base + public, key=None)[0] == 200
+
+
+def test_unknown_user_gets_the_fallback_for_every_block(catalog_loaded: Worker) -> None:
+    for name in ("recommendations", "cart_reminder", "winback"):
+        for fmt in ("html", "json"):
+            status, headers, body = block(catalog_loaded, "never-seen", name, fmt)
+            assert status == 200 and headers.get("X-Persona-Fallback") == "1"
+            assert body
+            if fmt == "json":
+                assert json.loads(body)["fallback"] is True
+                assert len(json.loads(body)["items"]) == 6
