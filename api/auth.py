@@ -16,8 +16,8 @@ SCOPES = frozenset({"content:read", "events:write", "feeds:read", "models:admin"
 LOCAL_KEY_FILE = "local-api-key"
 
 
-class KeyError_(ValueError):
-    """A malformed key entry (named so as not to shadow the builtin)."""
+class InvalidKey(ValueError):
+    """A malformed API key entry or keys file."""
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ def _digest(secret: str) -> bytes:
 def parse_entry(entry: str, where: str) -> ApiKey:
     parts = entry.split(":", 2)
     if len(parts) != 3:
-        raise KeyError_(f"{where}: an API key entry is name:secret:scope,scope,...")
+        raise InvalidKey(f"{where}: an API key entry is name:secret:scope,scope,...")
     name, secret, scope_text = (p.strip() for p in parts)
     if not name or not secret:
-        raise KeyError_(f"{where}: an API key needs a name and a secret")
+        raise InvalidKey(f"{where}: an API key needs a name and a secret")
     scopes = frozenset(s.strip() for s in scope_text.split(",") if s.strip())
     unknown = scopes - SCOPES
     if unknown or not scopes:
-        raise KeyError_(
+        raise InvalidKey(
             f"{where}: key {name!r} has unknown or no scopes {sorted(unknown)}; "
             f"known: {', '.join(sorted(SCOPES))}"
         )
@@ -62,7 +62,7 @@ class KeyRing:
             try:
                 lines = keys_file.read_text().splitlines()
             except OSError as exc:
-                raise KeyError_(f"PERSONA_API_KEYS_FILE={keys_file}: {exc}") from None
+                raise InvalidKey(f"PERSONA_API_KEYS_FILE={keys_file}: {exc}") from None
             for n, line in enumerate(lines, 1):
                 if line.strip() and not line.lstrip().startswith("#"):
                     keys.append(parse_entry(line.strip(), f"{keys_file}:{n}"))

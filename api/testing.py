@@ -1,0 +1,53 @@
+"""An in-memory `StateView` shipped with the code: the API without Kafka, for tests and notebooks.
+
+`produce` folds events straight into profiles with the same pure core the stream uses, and the clock
+is a `ManualClock` the caller controls.
+"""
+
+from __future__ import annotations
+
+from engine.catalog import Product
+from engine.clock import EventTimeClock, ManualClock
+from engine.events import Event
+from engine.profile import Profile, apply
+
+
+class MemoryState:
+    def __init__(self, wall: ManualClock | None = None) -> None:
+        self.wall = wall or ManualClock(2_000_000_000_000)
+        self.clock = EventTimeClock(self.wall)
+        self.profiles: dict[str, Profile] = {}
+        self.catalog: dict[str, Product] = {}
+        self.popular_items: list[str] = []
+        self.catalog_generation = 0
+        self.is_ready = True
+        self.produced: list[Event] = []
+
+    def profile(self, user_id: str) -> Profile | None:
+        return self.profiles.get(user_id)
+
+    def product(self, item_id: str) -> Product | None:
+        return self.catalog.get(item_id)
+
+    def popular(self) -> list[str]:
+        return self.popular_items
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def ready(self) -> tuple[bool, str]:
+        return (True, "ok") if self.is_ready else (False, "starting")
+
+    def put_product(self, product: Product) -> None:
+        self.catalog[product.item_id] = product
+        self.catalog_generation += 1
+
+    def apply(self, event: Event) -> None:
+        product = self.catalog.get(event.item_id) if event.item_id else None
+        self.profiles[event.user_id] = apply(self.profiles.get(event.user_id), event, product)
+        self.clock.observe(event.ts)
+
+    async def produce(self, events: list[Event]) -> None:
+        for event in events:
+            self.produced.append(event)
+            self.apply(event)

@@ -1,0 +1,144 @@
+"""The HTTP API over the in-memory state: routes, auth, problem bodies, ETags, fallbacks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import CONTENT, create_app
+from api.auth import KeyRing
+from api.content import ContentService
+from api.testing import MemoryState
+from engine.blocks import BlockPolicy, Renderer
+from engine.catalog import Product
+from engine.events import validate
+from models.registry import load_default
+
+T0 = 1_300_000_000_000
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+def product(item_id: str, availability: str = "in_stock") -> Product:
+    return Product(item_id, f"Product {item_id}", f"https://shop.example.com/p/{item_id}",
+                   f"https://shop.example.com/i/{item_id}.jpg", 2.5, "GBP", availability)
+
+
+@pytest.fixture
+def state() -> MemoryState:
+    s = MemoryState()
+    models = load_default()
+    for item in models.recs.popular[:50]:
+        s.put_product(product(item))
+    for item in ("A", "B", "C"):
+        s.put_product(product(item))
+    return s
+
+
+@pytest.fixture
+async def client(state: MemoryState) -> AsyncIterator[TestClient]:
+    keys = KeyRing.from_settings("all:s3cret:content:read,events:write;ro:ro:content:read", None)
+    content = ContentService(state, load_default(), Renderer(), BlockPolicy())
+    async with TestClient(TestServer(create_app(content, keys))) as c:
+        yield c
+
+
+def ev(user: str, type_: str, item: str | None, ts: int = T0, n: list[int] = [0]) -> dict:  # noqa: B006
+    n[0] += 1
+    data = {"event_id": f"t{n[0]}", "type": type_, "user_id": user, "ts": ts}
+    if item:
+        data["item_id"] = item
+    return data
+
+
+async def test_public_routes_need_no_key(client: TestClient) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        assert (await client.get(path)).status == 200
+
+
+async def test_readyz_is_503_until_ready(client: TestClient, state: MemoryState) -> None:
+    state.is_ready = False
+    assert (await client.get("/readyz")).status == 503
+
+
+async def test_every_other_route_needs_a_key_with_the_scope(client: TestClient) -> None:
+    r = await client.get("/v1/users/u/blocks/recommendations")
+    assert r.status == 401 and r.headers["Content-Type"].startswith("application/problem+json")
+    body = await r.json(content_type=None)
+    assert body["status"] == 401 and body["title"] == "Unauthorized"
+    r = await client.post("/v1/events", json=[], headers={"Authorization": "Bearer ro"})
+    assert r.status == 403
+
+
+async def test_unknown_user_gets_fallback_blocks(client: TestClient) -> None:
+    r = await client.get("/v1/users/nobody/blocks/recommendations?format=json", headers=AUTH)
+    assert r.status == 200 and r.headers["X-Persona-Fallback"] == "1"
+    body = json.loads(await r.text())
+    assert body["fallback"] is True and len(body["items"]) == 6
+    assert (await client.get("/v1/users/nobody/profile", headers=AUTH)).status == 404
+
+
+async def test_events_then_personal_blocks_and_etag(client: TestClient, state: MemoryState) -> None:
+    r = await client.post("/v1/events", headers=AUTH, json=[
+        ev("u1", "add_to_cart", "A"), ev("u1", "product_view", "B", T0 + 1), {"bad": 1}])
+    assert r.status == 202
+    assert await r.json() == {"accepted": 2, "rejected": 1,
+                              "errors": [{"index": 2, "reason": "missing required field 'event_id'"}]}
+    r = await client.get("/v1/users/u1/blocks/cart_reminder?format=json", headers=AUTH)
+    body = json.loads(await r.text())
+    assert "X-Persona-Fallback" not in r.headers and body["fallback"] is False
+    assert [i["item_id"] for i in body["items"]] == ["A"]
+    etag = r.headers["ETag"]
+    r = await client.get("/v1/users/u1/blocks/cart_reminder?format=json",
+                         headers={**AUTH, "If-None-Match": etag})
+    assert r.status == 304
+    await state.produce([validate(ev("u1", "remove_from_cart", "A", T0 + 2))])
+    r = await client.get("/v1/users/u1/blocks/cart_reminder?format=json",
+                         headers={**AUTH, "If-None-Match": etag})
+    assert r.status == 200 and r.headers["X-Persona-Fallback"] == "1"
+
+
+async def test_profile_has_contract_fields(client: TestClient, state: MemoryState) -> None:
+    await state.produce([validate(ev("u2", "product_view", "A"))])
+    r = await client.get("/v1/users/u2/profile", headers=AUTH)
+    body = await r.json()
+    for field in ("user_id", "events", "cart", "recent_items", "consent", "scores",
+                  "recommendations", "models"):
+        assert field in body
+    assert body["events"] == {"product_view": 1} and body["recent_items"] == ["A"]
+    assert body["consent"] == {"personalization": True, "email": True, "ads": True}
+    assert r.headers["X-Persona-Model"]
+
+
+async def test_cached_block_is_not_rendered_again(client: TestClient, state: MemoryState) -> None:
+    await state.produce([validate(ev("u3", "add_to_cart", "B"))])
+    first = await client.get("/v1/users/u3/blocks/cart_reminder", headers=AUTH)
+    content = client.server.app[CONTENT]
+    misses = content.cache.misses
+    for _ in range(5):
+        again = await client.get("/v1/users/u3/blocks/cart_reminder", headers=AUTH)
+        assert again.headers["ETag"] == first.headers["ETag"]
+    assert content.cache.misses == misses
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v1/users/u/blocks/nope", 404),
+        ("/v1/users/u/blocks/recommendations?format=xml", 400),
+        ("/v1/users/" + "x" * 129 + "/blocks/recommendations", 400),
+    ],
+)
+async def test_bad_requests_get_problems(client: TestClient, path: str, status: int) -> None:
+    r = await client.get(path, headers=AUTH)
+    assert r.status == status
+    assert (await r.json(content_type=None))["status"] == status
+
+
+async def test_bad_event_bodies(client: TestClient) -> None:
+    r = await client.post("/v1/events", data=b"{oops", headers=AUTH)
+    assert r.status == 400
+    r = await client.post("/v1/events", data=b'{"a": 1}\nnot json\n', headers=AUTH)
+    assert r.status == 400 and "line 2" in (await r.json(content_type=None))["detail"]
