@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from engine.blocks import BLOCKS, FORMATS
 
 from api.auth import KeyRing
 from api.content import ContentService
 from api.openapi import openapi_document
-from engine.blocks import BLOCKS, FORMATS
 from engine.events import Event, InvalidEvent, validate
 
 log = logging.getLogger("persona.api")
@@ -49,9 +49,7 @@ def _scope_for(request: web.Request) -> str | None:
         return "models:admin"
     if path.startswith("/v1/feeds/"):
         return "feeds:read"
-    if path.startswith("/v1/users/") and (
-        path.endswith("/export") or request.method == "DELETE"
-    ):
+    if path.startswith("/v1/users/") and (path.endswith("/export") or request.method == "DELETE"):
         return "privacy:admin"
     return "content:read"
 
@@ -129,7 +127,9 @@ async def get_block(request: web.Request) -> web.StreamResponse:
     if block.etag in _etags(request.headers.get("If-None-Match", "")):
         return web.Response(status=304, headers=headers)
     return web.Response(
-        body=block.content.encode(), headers=headers, content_type=block.content_type.split(";")[0],
+        body=block.content.encode(),
+        headers=headers,
+        content_type=block.content_type.split(";")[0],
         charset="utf-8",
     )
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from engine.blocks import Block, BlockCache, BlockInput, BlockPolicy, Renderer, assemble
+from models.registry import ModelSet
+from models.scoring import Scores, score_profile
+
 from engine.catalog import Product
 from engine.events import Event
 from engine.profile import Profile
-from models.registry import ModelSet
-from models.scoring import Scores, score_profile
 
 HOUR_MS = 3_600_000
 
@@ -22,7 +23,8 @@ HOUR_MS = 3_600_000
 class StateView(Protocol):
     """What the API needs from the stream state (the Faust tables, or a fake in tests)."""
 
-    catalog_generation: int
+    @property
+    def catalog_generation(self) -> int: ...
 
     def profile(self, user_id: str) -> Profile | None: ...
 

@@ -101,10 +101,8 @@ def validate_product(data: Any) -> Product:
 def parse_product(raw: bytes) -> Product:
     """Decode a `catalog` topic value (JSON or msgpack) into a valid product."""
     try:
-        if raw.lstrip()[:1] == b"{":
-            data = json.loads(raw)
-        else:
-            data = msgpack.unpackb(raw, raw=False)
+        is_json = raw.lstrip()[:1] == b"{"
+        data = json.loads(raw) if is_json else msgpack.unpackb(raw, raw=False)
     except Exception as exc:
         raise InvalidProduct(f"undecodable product: {exc}") from None
     return validate_product(data)

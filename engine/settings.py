@@ -1,7 +1,7 @@
 """One typed settings object, read only at entry points.
 
-Precedence (highest first): command-line flags, `PERSONA_*` environment variables, the TOML file named
-by `PERSONA_CONFIG`, defaults. An invalid value raises `SettingsError` naming the setting.
+Precedence (highest first): command-line flags, `PERSONA_*` environment variables, the TOML file
+named by `PERSONA_CONFIG`, defaults. An invalid value raises `SettingsError` naming the setting.
 """
 
 from __future__ import annotations

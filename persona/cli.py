@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from api.auth import InvalidKey
 from engine.settings import Settings, SettingsError, load_settings
 
 EPILOG_RUN = """examples:
@@ -143,18 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--data-dir", help="state directory (default ./data)")
 
     run = sub.add_parser(
-        "run", help="the whole engine", epilog=EPILOG_RUN,
+        "run",
+        help="the whole engine",
+        epilog=EPILOG_RUN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     common(run)
     run.add_argument(
-        "--demo", action=argparse.BooleanOptionalAction, default=False,
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="load the bundled demo catalog and orders, then print example URLs",
     )
     run.set_defaults(func=cmd_run)
 
     worker = sub.add_parser(
-        "worker", help="one more worker (stream + HTTP API) joining the consumer group",
+        "worker",
+        help="one more worker (stream + HTTP API) joining the consumer group",
         epilog="example:\n  persona worker --broker kafka://127.0.0.1:9092 --port 8081 "
         "--data-dir data2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -163,21 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     replay_p = sub.add_parser(
-        "replay", help="produce events from a file into the input topics",
+        "replay",
+        help="produce events from a file into the input topics",
         epilog="formats: the contract's JSON lines, UCI Online Retail CSV, REES46 CSV, OTTO "
         "JSONL (gzip or plain)\nexample:\n  persona replay orders.csv.gz --rate 2000 "
         "--broker kafka://127.0.0.1:9092",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     replay_p.add_argument("file")
-    replay_p.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+    replay_p.add_argument(
+        "--rate", type=float, help="events per second (default: as fast as possible)"
+    )
     common(replay_p, http=False, data=False)
     replay_p.set_defaults(func=cmd_replay)
 
     catalog = sub.add_parser("catalog", help="product catalog tools")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     imp = catalog_sub.add_parser(
-        "import", help="load a product feed (CSV/TSV/JSON lines) into the catalog topic",
+        "import",
+        help="load a product feed (CSV/TSV/JSON lines) into the catalog topic",
         epilog="example:\n  persona catalog import products.csv --broker kafka://127.0.0.1:9092",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -188,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="train and manage models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     train = models_sub.add_parser(
-        "train", help="train the churn model and the recommender from an events file",
+        "train",
+        help="train the churn model and the recommender from an events file",
         epilog="example:\n  persona models train --events orders.csv.gz --out my-models",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -208,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except SettingsError as exc:
+    except (SettingsError, InvalidKey) as exc:
         print(f"persona: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

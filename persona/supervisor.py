@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from api.auth import ensure_local_key
+from api.auth import KeyRing, ensure_local_key
 from engine.settings import Settings
 from streams.broker import EmbeddedBroker, _die_with_parent
 
@@ -45,7 +45,9 @@ def _http_get(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[i
         return 0, b""
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], stop: threading.Event, timeout: float) -> None:
+def wait_ready(
+    base: str, proc: subprocess.Popen[bytes], stop: threading.Event, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stop.is_set():
@@ -78,6 +80,7 @@ def run(settings: Settings, demo: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    KeyRing.from_settings(settings.api_keys, settings.api_keys_file)  # fail fast on bad keys
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -96,15 +99,27 @@ def run(settings: Settings, demo: bool = False) -> int:
             shutil.rmtree(data_dir / "faust", ignore_errors=True)
             broker = EmbeddedBroker(log_file=data_dir / "broker.log").start()
             broker_url = broker.url
-            print(f"persona: embedded broker on {broker.bootstrap} (in memory; log {data_dir}/broker.log)")
+            print(
+                f"persona: embedded broker on {broker.bootstrap} "
+                f"(in memory; log {data_dir}/broker.log)"
+            )
         else:
             broker_url = settings.broker_url
         cmd = [
-            sys.executable, "-m", "persona", "worker", "--broker", broker_url,
-            "--host", settings.http_host, "--port", str(settings.http_port),
-            "--data-dir", str(data_dir),
+            sys.executable,
+            "-m",
+            "persona",
+            "worker",
+            "--broker",
+            broker_url,
+            "--host",
+            settings.http_host,
+            "--port",
+            str(settings.http_port),
+            "--data-dir",
+            str(data_dir),
         ]
-        worker = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        worker = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
         base = f"http://{settings.http_host}:{settings.http_port}"
         wait_ready(base, worker, stop, timeout=180)
         print(f"persona: ready on {base}")
@@ -185,8 +200,13 @@ def print_examples(settings: Settings, base: str, data_dir: Path, key_line: str 
         lines.append(f"  curl {auth} {base}/v1/users/{u}/blocks/winback")
     lines.append(f"  curl {auth} {base}/v1/users/someone-new/blocks/recommendations  # fallback")
     event = json.dumps(
-        {"event_id": "demo-1", "type": "add_to_cart", "user_id": users[0] if users else "u1",
-         "ts": int(time.time() * 1000), "item_id": "85123A"}
+        {
+            "event_id": "demo-1",
+            "type": "add_to_cart",
+            "user_id": users[0] if users else "u1",
+            "ts": int(time.time() * 1000),
+            "item_id": "85123A",
+        }
     )
     lines.append(f"  curl {auth} -X POST {base}/v1/events -d '[{event}]'")
     lines += ["", "Stop with Ctrl-C.", ""]

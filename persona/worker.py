@@ -8,14 +8,14 @@ from typing import Any
 
 import faust
 from aiohttp import web
+from engine.blocks import BlockPolicy, Renderer
 from mode import Service
+from models.registry import ModelSet, load_default
 
 from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
-from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
-from models.registry import ModelSet, load_default
 from streams.app import PersonaStreams
 
 log = logging.getLogger("persona.worker")

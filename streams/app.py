@@ -14,7 +14,7 @@ import logging
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
@@ -44,8 +44,8 @@ _POPULARITY_WEIGHT = {"purchase": 1.0, "add_to_cart": 0.2, "product_view": 0.02}
 def event_context(event: EventT) -> Iterator[None]:
     """Make `event` Faust's current event, so table reads/writes use its partition.
 
-    Faust only sets the current event for per-event iteration; batch (`take_events`) code must set it
-    itself before touching a table (faust-streaming #261/#497).
+    Faust only sets the current event for per-event iteration; batch (`take_events`) code must set
+    it itself before touching a table (faust-streaming #261/#497).
     """
     from faust import streams as faust_streams
 
@@ -125,7 +125,7 @@ class PersonaStreams:
         app.agent(self.item_activity, name="persona.popularity")(self._popularity_agent)
         app.timer(POPULAR_REFRESH)(self._refresh_popular)
 
-    # -- read side (used by the API, same process) --------------------------------------------------
+    # -- read side (used by the API, same process) ---------------------------------------------
     def profile(self, user_id: str) -> Profile | None:
         raw = self.profiles.get(user_id.encode())
         return None if raw is None else Profile.unpack(raw)
@@ -138,7 +138,8 @@ class PersonaStreams:
         return self._popular
 
     def ready(self) -> tuple[bool, str]:
-        if not self.app.tables.recovery.completed.is_set():
+        recovery = cast(Any, self.app.tables).recovery
+        if not recovery.completed.is_set():
             return False, "tables recovering"
         if self.app.rebalancing:
             return False, "rebalancing"
@@ -182,15 +183,11 @@ class PersonaStreams:
             ("source-partition", str(msg.partition).encode()),
             ("source-offset", str(msg.offset).encode()),
         ]
-        log.warning(
-            "dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason
-        )
-        await self.dead_letters.send(
-            key=msg.key, value=json.dumps(body).encode(), headers=headers
-        )
+        log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        await self.dead_letters.send(key=msg.key, value=json.dumps(body).encode(), headers=headers)
 
     async def _events_agent(self, stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):
             try:
                 await self._process_batch(batch)
             except Exception:  # one bad batch must never stop the worker
@@ -202,13 +199,13 @@ class PersonaStreams:
                         await self._dead_letter(event, f"processing failed: {exc!r}")
 
     async def _process_batch(self, batch: list[EventT]) -> None:
-        touched: dict[bytes, tuple[Profile, Profile | None, EventT]] = {}
+        touched: dict[bytes, tuple[Profile, EventT]] = {}
         activity: dict[str, list[float]] = {}
         for fevent in batch:
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
             try:
-                event = parse(msg.value)
+                event = parse(msg.value or b"")
             except InvalidEvent as exc:
                 await self._dead_letter(fevent, exc.reason)
                 continue
@@ -217,12 +214,13 @@ class PersonaStreams:
                 self.stats.rekeyed += 1
                 await self.rekeyed_topic.send(key=user, value=msg.value)
                 continue
+            current: Profile | None
             if user in touched:
-                current, original, _ = touched[user]
+                current = touched[user][0]
             else:
                 with event_context(fevent):
                     raw = self.profiles.get(user)
-                current = original = None if raw is None else Profile.unpack(raw)
+                current = None if raw is None else Profile.unpack(raw)
             product = self.product(event.item_id) if event.item_id else None
             updated = apply(current, event, product)
             if updated is current:
@@ -230,11 +228,11 @@ class PersonaStreams:
                 continue
             self.stats.events += 1
             self.clock.observe(event.ts)
-            touched[user] = (updated, original, fevent)
+            touched[user] = (updated, fevent)
             weight = _POPULARITY_WEIGHT.get(event.type)
             if weight and event.item_id:
                 activity.setdefault(event.item_id, [0.0])[0] += weight * event.quantity
-        for user, (profile, _, fevent) in touched.items():
+        for user, (profile, fevent) in touched.items():
             with event_context(fevent):
                 self.profiles[user] = profile.pack()
         for item_id, (weight,) in activity.items():
@@ -260,7 +258,7 @@ class PersonaStreams:
                 await self._dead_letter(fevent, f"catalog update failed: {exc!r}")
 
     async def _popularity_agent(self, stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):
             sums: dict[bytes, tuple[float, EventT]] = {}
             for fevent in batch:
                 try:

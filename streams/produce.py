@@ -7,6 +7,7 @@ direct path through the worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,12 +35,10 @@ async def ensure_topics(broker_url: str, partitions: int, names: Iterable[str]) 
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics(
                     [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 

@@ -25,8 +25,14 @@ SECRET = "test-secret-all-scopes"
 SCOPES = "content:read,events:write,feeds:read,models:admin,privacy:admin"
 
 
-def http(method: str, url: str, body: Any = None, key: str | None = SECRET,
-         headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    key: str | None = SECRET,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
     data = None
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -50,7 +56,9 @@ def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.2, wha
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or predicate}: {last!r}")
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what or predicate}: {last!r}"
+    )
 
 
 @dataclass
@@ -71,25 +79,42 @@ class Worker:
                 self.proc.wait(5)
 
 
-def start_worker(broker_url: str, data_dir: Path, extra_env: dict[str, str] | None = None) -> Worker:
+def start_worker(
+    broker_url: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> Worker:
     port = free_port()
     env = dict(os.environ)
-    env.update({
-        "PERSONA_API_KEYS": f"test:{SECRET}:{SCOPES};reader:reader-secret:content:read",
-        "PERSONA_PARTITIONS": "4",
-        "PERSONA_LOG_LEVEL": "info",
-        **(extra_env or {}),
-    })
+    env.update(
+        {
+            "PERSONA_API_KEYS": f"test:{SECRET}:{SCOPES};reader:reader-secret:content:read",
+            "PERSONA_PARTITIONS": "4",
+            "PERSONA_LOG_LEVEL": "info",
+            **(extra_env or {}),
+        }
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "worker.log"
-    cmd = [sys.executable, "-m", "persona", "worker", "--broker", broker_url, "--port", str(port),
-           "--data-dir", str(data_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "persona",
+        "worker",
+        "--broker",
+        broker_url,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     worker = Worker(f"http://127.0.0.1:{port}", broker_url, data_dir, proc, log)
     try:
-        wait_until(lambda: proc.poll() is not None or http("GET", worker.base + "/readyz")[0] == 200,
-                   timeout=120, what="worker /readyz")
+        wait_until(
+            lambda: proc.poll() is not None or http("GET", worker.base + "/readyz")[0] == 200,
+            timeout=120,
+            what="worker /readyz",
+        )
     except BaseException:
         worker.stop()
         raise

@@ -7,23 +7,30 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from engine.blocks import BlockPolicy, Renderer
+from models.registry import load_default
 
 from api.app import CONTENT, create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.testing import MemoryState
-from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
 from engine.events import validate
-from models.registry import load_default
 
 T0 = 1_300_000_000_000
 AUTH = {"Authorization": "Bearer s3cret"}
 
 
 def product(item_id: str, availability: str = "in_stock") -> Product:
-    return Product(item_id, f"Product {item_id}", f"https://shop.example.com/p/{item_id}",
-                   f"https://shop.example.com/i/{item_id}.jpg", 2.5, "GBP", availability)
+    return Product(
+        item_id,
+        f"Product {item_id}",
+        f"https://shop.example.com/p/{item_id}",
+        f"https://shop.example.com/i/{item_id}.jpg",
+        2.5,
+        "GBP",
+        availability,
+    )
 
 
 @pytest.fixture
@@ -81,22 +88,30 @@ async def test_unknown_user_gets_fallback_blocks(client: TestClient) -> None:
 
 
 async def test_events_then_personal_blocks_and_etag(client: TestClient, state: MemoryState) -> None:
-    r = await client.post("/v1/events", headers=AUTH, json=[
-        ev("u1", "add_to_cart", "A"), ev("u1", "product_view", "B", T0 + 1), {"bad": 1}])
+    r = await client.post(
+        "/v1/events",
+        headers=AUTH,
+        json=[ev("u1", "add_to_cart", "A"), ev("u1", "product_view", "B", T0 + 1), {"bad": 1}],
+    )
     assert r.status == 202
-    assert await r.json() == {"accepted": 2, "rejected": 1,
-                              "errors": [{"index": 2, "reason": "missing required field 'event_id'"}]}
+    assert await r.json() == {
+        "accepted": 2,
+        "rejected": 1,
+        "errors": [{"index": 2, "reason": "missing required field 'event_id'"}],
+    }
     r = await client.get("/v1/users/u1/blocks/cart_reminder?format=json", headers=AUTH)
     body = json.loads(await r.text())
     assert "X-Persona-Fallback" not in r.headers and body["fallback"] is False
     assert [i["item_id"] for i in body["items"]] == ["A"]
     etag = r.headers["ETag"]
-    r = await client.get("/v1/users/u1/blocks/cart_reminder?format=json",
-                         headers={**AUTH, "If-None-Match": etag})
+    r = await client.get(
+        "/v1/users/u1/blocks/cart_reminder?format=json", headers={**AUTH, "If-None-Match": etag}
+    )
     assert r.status == 304
     await state.produce([validate(ev("u1", "remove_from_cart", "A", T0 + 2))])
-    r = await client.get("/v1/users/u1/blocks/cart_reminder?format=json",
-                         headers={**AUTH, "If-None-Match": etag})
+    r = await client.get(
+        "/v1/users/u1/blocks/cart_reminder?format=json", headers={**AUTH, "If-None-Match": etag}
+    )
     assert r.status == 200 and r.headers["X-Persona-Fallback"] == "1"
 
 
@@ -104,8 +119,16 @@ async def test_profile_has_contract_fields(client: TestClient, state: MemoryStat
     await state.produce([validate(ev("u2", "product_view", "A"))])
     r = await client.get("/v1/users/u2/profile", headers=AUTH)
     body = await r.json()
-    for field in ("user_id", "events", "cart", "recent_items", "consent", "scores",
-                  "recommendations", "models"):
+    for field in (
+        "user_id",
+        "events",
+        "cart",
+        "recent_items",
+        "consent",
+        "scores",
+        "recommendations",
+        "models",
+    ):
         assert field in body
     assert body["events"] == {"product_view": 1} and body["recent_items"] == ["A"]
     assert body["consent"] == {"personalization": True, "email": True, "ads": True}

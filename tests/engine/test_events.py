@@ -5,7 +5,13 @@ import pytest
 
 from engine.events import InvalidEvent, decode, encode, parse, parse_ts, topic_for, validate
 
-BASE = {"event_id": "e1", "type": "product_view", "user_id": "u1", "ts": 1700000000000, "item_id": "i1"}
+BASE = {
+    "event_id": "e1",
+    "type": "product_view",
+    "user_id": "u1",
+    "ts": 1700000000000,
+    "item_id": "i1",
+}
 
 
 def test_valid_event_round_trips_through_json_and_msgpack():

@@ -7,10 +7,26 @@ T0 = 1_700_000_000_000
 
 def test_feature_vector_matches_names_and_rfm():
     events = [
-        validate({"event_id": "1", "type": "purchase", "user_id": "u", "ts": T0, "item_id": "a",
-                  "price": 10.0, "props": {"order_id": "o1"}}),
-        validate({"event_id": "2", "type": "add_to_cart", "user_id": "u", "ts": T0 + DAY_MS,
-                  "item_id": "b"}),
+        validate(
+            {
+                "event_id": "1",
+                "type": "purchase",
+                "user_id": "u",
+                "ts": T0,
+                "item_id": "a",
+                "price": 10.0,
+                "props": {"order_id": "o1"},
+            }
+        ),
+        validate(
+            {
+                "event_id": "2",
+                "type": "add_to_cart",
+                "user_id": "u",
+                "ts": T0 + DAY_MS,
+                "item_id": "b",
+            }
+        ),
     ]
     p = fold(events)
     assert p is not None

@@ -17,8 +17,17 @@ def ev(type_="product_view", item="i1", ts=T0, user="u1", **kw):
 
 
 def product(item="i1", category="Lighting", brand="Acme", price=2.5):
-    return Product(item, "T", "https://x.example/p", "https://x.example/i.jpg", price, "GBP",
-                   "in_stock", category, brand)
+    return Product(
+        item,
+        "T",
+        "https://x.example/p",
+        "https://x.example/i.jpg",
+        price,
+        "GBP",
+        "in_stock",
+        category,
+        brand,
+    )
 
 
 def test_counts_recent_items_and_last_seen():
@@ -47,11 +56,13 @@ def test_recent_items_are_distinct_and_bounded():
 
 
 def test_cart_add_remove_and_purchase():
-    p = fold([
-        ev("add_to_cart", "a", T0, quantity=2),
-        ev("add_to_cart", "b", T0 + 1),
-        ev("remove_from_cart", "a", T0 + 2),
-    ])
+    p = fold(
+        [
+            ev("add_to_cart", "a", T0, quantity=2),
+            ev("add_to_cart", "b", T0 + 1),
+            ev("remove_from_cart", "a", T0 + 2),
+        ]
+    )
     assert p is not None and p.cart == {"a": 1, "b": 1}
     p = apply(p, ev("purchase", "b", T0 + 3, price=10.0, session_id="o1"))
     assert p.cart == {"a": 1}
@@ -61,11 +72,13 @@ def test_cart_add_remove_and_purchase():
 
 
 def test_order_lines_of_one_order_count_as_one_order():
-    p = fold([
-        ev("purchase", "a", T0, price=1.0, quantity=3, props={"order_id": "A1"}),
-        ev("purchase", "b", T0, price=2.0, props={"order_id": "A1"}),
-        ev("purchase", "c", T0 + 86_400_000, price=5.0, props={"order_id": "A2"}),
-    ])
+    p = fold(
+        [
+            ev("purchase", "a", T0, price=1.0, quantity=3, props={"order_id": "A1"}),
+            ev("purchase", "b", T0, price=2.0, props={"order_id": "A1"}),
+            ev("purchase", "c", T0 + 86_400_000, price=5.0, props={"order_id": "A2"}),
+        ]
+    )
     assert p is not None and p.orders == 2 and p.monetary == 10.0
 
 
@@ -85,7 +98,9 @@ def test_affinities_from_catalog_and_props():
 def test_sessions_by_id_or_thirty_minute_gap():
     p = fold([ev(ts=T0), ev(ts=T0 + SESSION_GAP_MS - 1), ev(ts=T0 + 2 * SESSION_GAP_MS + 10)])
     assert p is not None and p.sessions == 2
-    p = fold([ev(ts=T0, session_id="s1"), ev(ts=T0 + 1, session_id="s1"), ev(ts=T0 + 2, session_id="s2")])
+    p = fold(
+        [ev(ts=T0, session_id="s1"), ev(ts=T0 + 1, session_id="s1"), ev(ts=T0 + 2, session_id="s2")]
+    )
     assert p is not None and p.sessions == 2
 
 

@@ -1,4 +1,4 @@
-"""`persona run` starts the embedded broker, a worker and the API, and stops all of it on SIGTERM."""
+"""`persona run` starts the embedded broker, a worker and the API, and stops it all on SIGTERM."""
 
 from __future__ import annotations
 
@@ -39,18 +39,36 @@ def test_run_serves_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
     env["PERSONA_PARTITIONS"] = "2"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "persona", "run", "--no-demo", "--port", str(port),
-         "--data-dir", str(tmp_path)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "persona",
+            "run",
+            "--no-demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: proc.poll() is not None or http("GET", base + "/readyz", key=None)[0] == 200,
-                   timeout=120, what="/readyz")
+        wait_until(
+            lambda: proc.poll() is not None or http("GET", base + "/readyz", key=None)[0] == 200,
+            timeout=120,
+            what="/readyz",
+        )
         assert proc.poll() is None
         key_line = (tmp_path / "local-api-key").read_text().strip()
-        name, secret, scopes = key_line.split(":", 2)
-        assert "content:read" in scopes and oct((tmp_path / "local-api-key").stat().st_mode)[-3:] == "600"
+        _, secret, scopes = key_line.split(":", 2)
+        assert (
+            "content:read" in scopes
+            and oct((tmp_path / "local-api-key").stat().st_mode)[-3:] == "600"
+        )
         status, _, _ = http("GET", base + "/v1/users/x/blocks/recommendations", key=secret)
         assert status == 200
         children = _children(proc.pid)
@@ -75,7 +93,11 @@ def test_invalid_setting_stops_startup_with_its_name(tmp_path: Path) -> None:
     env = dict(os.environ, PERSONA_HTTP_PORT="eighty")
     result = subprocess.run(
         [sys.executable, "-m", "persona", "run", "--data-dir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "PERSONA_HTTP_PORT" in result.stderr

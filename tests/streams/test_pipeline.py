@@ -22,13 +22,16 @@ pytestmark = pytest.mark.integration
 T0 = 1_291_190_000_000  # Dec 2010, inside the demo data's era
 
 
-def produce(worker: Worker, events: list[dict], raw: list[tuple[str, bytes, bytes | None]] = ()) -> None:
+def produce(
+    worker: Worker, events: list[dict], raw: list[tuple[str, bytes, bytes | None]] = ()
+) -> None:
     async def go() -> None:
         await ensure_topics(worker.broker_url, 4, ALL_INPUTS)
         async with Producer(worker.broker_url) as producer:
             for topic, value, key in raw:
                 await producer.send_raw(topic, value, key)
             await producer.send_events([validate(e) for e in events], fmt="json")
+
     asyncio.run(go())
 
 
@@ -38,12 +41,14 @@ def catalog_loaded(worker: Worker) -> Worker:
         await ensure_topics(worker.broker_url, 4, ALL_INPUTS)
         async with Producer(worker.broker_url) as producer:
             return await producer.send_products(read_catalog(DEMO_DIR / "catalog.jsonl.gz"))
+
     sent = asyncio.run(go())
     assert sent > 1000
 
     def loaded() -> bool:
         status, _, body = http("GET", worker.base + "/metrics", key=None)
         return status == 200 and f"persona_catalog_updates_total {sent}" in body.decode()
+
     wait_until(loaded, timeout=60, what="catalog applied")
     return worker
 
@@ -55,7 +60,9 @@ def ev(user: str, type_: str, item: str | None, ts: int, **kw) -> dict:
     return data
 
 
-def block(worker: Worker, user: str, name: str, fmt: str = "json") -> tuple[int, dict[str, str], bytes]:
+def block(
+    worker: Worker, user: str, name: str, fmt: str = "json"
+) -> tuple[int, dict[str, str], bytes]:
     return http("GET", f"{worker.base}/v1/users/{user}/blocks/{name}?format={fmt}")
 
 
@@ -72,13 +79,18 @@ def test_events_through_kafka_change_profile_and_blocks(catalog_loaded: Worker) 
     assert json.loads(body)["fallback"] is True
     assert profile(worker, user) is None
 
-    produce(worker, [
-        ev(user, "product_view", "85123A", T0),
-        ev(user, "product_view", "71053", T0 + 1000),
-        ev(user, "add_to_cart", "84406B", T0 + 2000, quantity=2),
-    ])
-    p = wait_until(lambda: (q := profile(worker, user)) and q["events"].get("add_to_cart") and q,
-                   what="profile with the cart")
+    produce(
+        worker,
+        [
+            ev(user, "product_view", "85123A", T0),
+            ev(user, "product_view", "71053", T0 + 1000),
+            ev(user, "add_to_cart", "84406B", T0 + 2000, quantity=2),
+        ],
+    )
+    p = wait_until(
+        lambda: (q := profile(worker, user)) and q["events"].get("add_to_cart") and q,
+        what="profile with the cart",
+    )
     assert p["cart"] == {"84406B": 2}
     assert p["recent_items"][:3] == ["84406B", "71053", "85123A"]
     assert 0.0 <= p["scores"]["churn"] <= 1.0
@@ -93,11 +105,14 @@ def test_events_through_kafka_change_profile_and_blocks(catalog_loaded: Worker) 
     assert [i["item_id"] for i in content["items"]] == ["84406B"]
     etag = headers["ETag"]
 
-    status, headers, _ = http("GET", f"{worker.base}/v1/users/{user}/blocks/cart_reminder?format=json",
-                              headers={"If-None-Match": etag})
+    status, headers, _ = http(
+        "GET",
+        f"{worker.base}/v1/users/{user}/blocks/cart_reminder?format=json",
+        headers={"If-None-Match": etag},
+    )
     assert status == 304
 
-    status, headers, html = block(worker, user, "recommendations", "html")
+    status, headers, _ = block(worker, user, "recommendations", "html")
     assert status == 200 and "X-Persona-Fallback" not in headers
     assert headers["Content-Type"].startswith("text/html")
     recs_etag = headers["ETag"]
@@ -114,15 +129,21 @@ def test_events_through_kafka_change_profile_and_blocks(catalog_loaded: Worker) 
 def test_malformed_event_goes_to_dead_letters_and_the_next_is_processed(worker: Worker) -> None:
     user = f"bob-{uuid.uuid4().hex[:6]}"
     garbage = b'{"event_id": "x", "type": "teleport", "user_id": "' + user.encode() + b'"}'
-    produce(worker, [ev(user, "page_view", None, T0)],
-            raw=[("clickstream", garbage, user.encode()), ("cart", b"\xc1not msgpack", user.encode())])
+    produce(
+        worker,
+        [ev(user, "page_view", None, T0)],
+        raw=[("clickstream", garbage, user.encode()), ("cart", b"\xc1not msgpack", user.encode())],
+    )
     p = wait_until(lambda: profile(worker, user), what="the good event")
     assert p["events"] == {"page_view": 1}
 
     async def dead_letters() -> list[dict]:
         consumer = AIOKafkaConsumer(
-            "dead-letters", bootstrap_servers=bootstrap_servers(worker.broker_url),
-            auto_offset_reset="earliest", group_id=None, enable_auto_commit=False,
+            "dead-letters",
+            bootstrap_servers=bootstrap_servers(worker.broker_url),
+            auto_offset_reset="earliest",
+            group_id=None,
+            enable_auto_commit=False,
         )
         await consumer.start()
         found: list[dict] = []
@@ -150,18 +171,25 @@ def test_malformed_event_goes_to_dead_letters_and_the_next_is_processed(worker: 
 
 def test_http_collector_produces_keyed_events(worker: Worker) -> None:
     user = f"carol-{uuid.uuid4().hex[:6]}"
-    body = [ev(user, "product_view", "22752", T0), {"type": "nope"}, ev(user, "like", "22752", T0 + 5)]
+    body = [
+        ev(user, "product_view", "22752", T0),
+        {"type": "nope"},
+        ev(user, "like", "22752", T0 + 5),
+    ]
     status, _, answer = http("POST", worker.base + "/v1/events", body)
     result = json.loads(answer)
     assert status == 202
     assert result["accepted"] == 2 and result["rejected"] == 1
     assert result["errors"][0]["index"] == 1
     ndjson = (json.dumps(ev(user, "search", None, T0 + 9, props={"q": "lamp"})) + "\n").encode()
-    status, _, answer = http("POST", worker.base + "/v1/events", ndjson,
-                             headers={"Content-Type": "application/x-ndjson"})
+    status, _, answer = http(
+        "POST", worker.base + "/v1/events", ndjson, headers={"Content-Type": "application/x-ndjson"}
+    )
     assert status == 202 and json.loads(answer)["accepted"] == 1
-    p = wait_until(lambda: (q := profile(worker, user)) and sum(q["events"].values()) == 3 and q,
-                   what="three events")
+    p = wait_until(
+        lambda: (q := profile(worker, user)) and sum(q["events"].values()) == 3 and q,
+        what="three events",
+    )
     assert p["events"] == {"product_view": 1, "like": 1, "search": 1}
 
 
