@@ -1,0 +1,630 @@
+"""File readers: event files and product feeds -> `Event`s and `Product`s. Stdlib + engine only.
+
+Event files (`read_events`), plain or gzip (told apart by the gzip magic bytes, not the name):
+
+- the contract's JSON lines: one event object per line, validated by `engine.events.validate`;
+- UCI Online Retail CSV (`InvoiceNo,StockCode,...`): one `purchase` per invoice line with a customer
+  and a positive quantity; guest rows, cancellations (`C...` invoices) and other non-sales are
+  skipped and counted in `ReadStats`;
+- REES46 CSV (`event_time,event_type,...`): view/cart/remove_from_cart/purchase;
+- OTTO JSON lines (`{"session": .., "events": [{"aid", "ts", "type"}]}`): clicks/carts/orders.
+
+Rows of the three public formats get deterministic event ids: a prefix (`uci-`, `rees-`, `otto-`)
+and a short digest of the row's content plus its ordinal among identical rows, so replaying a file
+twice produces the same ids and the engine's dedup ignores the second pass.
+
+Errors: both readers take an optional `errors` list. Without it the first bad line raises
+(`InvalidEvent` / `InvalidProduct`, the message starting with `line N:`); with it each bad line is
+appended as a `SourceError(line, reason)` and skipped. Rows that a public format legitimately does
+not map to an event (a guest order, say) are not errors: they are counted in `ReadStats`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from engine.catalog import InvalidProduct, Product, validate_product
+from engine.events import Event, InvalidEvent, validate
+
+GZIP_MAGIC = b"\x1f\x8b"
+UCI_HEADER = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
+REES46_HEADER = (
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
+)
+REES46_TYPES = {
+    "view": "product_view",
+    "cart": "add_to_cart",
+    "remove_from_cart": "remove_from_cart",
+    "purchase": "purchase",
+}
+OTTO_TYPES = {"clicks": "product_view", "carts": "add_to_cart", "orders": "purchase"}
+# UCI stock codes that are fees, postage or manual adjustments rather than merchandise. They stay in
+# the event stream (they are part of what a customer paid) but are not catalog products.
+UCI_NON_PRODUCT_CODES = frozenset(
+    {"POST", "DOT", "M", "m", "C2", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS"}
+)
+SHOP_BASE_URL = "https://shop.example.com"
+
+FORMATS = ("jsonl", "uci", "rees46", "otto")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceError:
+    line: int
+    reason: str
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What a reader did with the rows of a file (filled in while the iterator is consumed)."""
+
+    format: str = ""
+    rows: int = 0  # data rows read (lines of JSON, CSV rows, or OTTO session events)
+    events: int = 0  # events produced
+    invalid: int = 0  # rows reported as errors
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> rows not mapped to events
+
+
+# -- opening and format detection -------------------------------------------------------------
+
+
+def open_text(path: str | Path) -> IO[str]:
+    """Open a text file, transparently decompressing gzip (detected by its magic bytes)."""
+    p = Path(path)
+    with p.open("rb") as raw:
+        magic = raw.read(2)
+    if magic == GZIP_MAGIC:
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", newline="")
+    return p.open("r", encoding="utf-8", newline="")
+
+
+def _first_line(path: str | Path) -> str:
+    with open_text(path) as fh:
+        for line in fh:
+            if line.strip():
+                return line.lstrip("\ufeff").strip()
+    return ""
+
+
+def detect_format(path: str | Path) -> str:
+    """One of `FORMATS` from the file's first non-blank line; ValueError when none fits."""
+    first = _first_line(path)
+    if not first:
+        return "jsonl"  # an empty file: no events in any format
+    if first.startswith("{"):
+        try:
+            obj = json.loads(first)
+        except json.JSONDecodeError:
+            return "jsonl"  # reported with its line number when read
+        if isinstance(obj, dict) and "session" in obj and "events" in obj and "event_id" not in obj:
+            return "otto"
+        return "jsonl"
+    header = tuple(h.strip() for h in next(csv.reader([first])))
+    if header[: len(UCI_HEADER)] == UCI_HEADER:
+        return "uci"
+    if header[: len(REES46_HEADER)] == REES46_HEADER:
+        return "rees46"
+    raise ValueError(
+        f"{path}: unknown event file format (expected JSON lines, UCI Online Retail, REES46 or "
+        f"OTTO); first line starts {first[:60]!r}"
+    )
+
+
+# -- deterministic ids ------------------------------------------------------------------------
+
+
+class _Ids:
+    """`prefix-<digest>` ids from row content; identical rows get their ordinal mixed in."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._seen: Counter[bytes] = Counter()
+
+    def __call__(self, content: str) -> str:
+        digest = hashlib.blake2b(content.encode(), digest_size=10).digest()
+        ordinal = self._seen[digest]
+        self._seen[digest] = ordinal + 1
+        if ordinal:
+            digest = hashlib.blake2b(digest + ordinal.to_bytes(4, "big"), digest_size=10).digest()
+        return f"{self.prefix}-{digest.hex()}"
+
+
+# -- readers ---------------------------------------------------------------------------------
+
+
+def _fail(
+    errors: list[SourceError] | None,
+    stats: ReadStats,
+    line: int,
+    reason: str,
+    exc: type[ValueError],
+) -> None:
+    stats.invalid += 1
+    if errors is None:
+        raise exc(f"line {line}: {reason}")
+    errors.append(SourceError(line, reason))
+
+
+def read_events(
+    path: str | Path,
+    errors: list[SourceError] | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[Event]:
+    """Events of an event file in file order (format auto-detected, see the module docstring).
+
+    With `errors=None` a bad line raises `InvalidEvent("line N: ...")`; with a list, bad lines are
+    appended to it and skipped. Pass a `ReadStats` to get counts (rows, skipped guests, ...)."""
+    stats = stats if stats is not None else ReadStats()
+    fmt = detect_format(path)
+    stats.format = fmt
+    readers: dict[str, Callable[[IO[str], list[SourceError] | None, ReadStats], Iterator[Event]]]
+    readers = {"jsonl": _read_jsonl, "uci": _read_uci, "rees46": _read_rees46, "otto": _read_otto}
+    with open_text(path) as fh:
+        yield from readers[fmt](fh, errors, stats)
+
+
+def _read_jsonl(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
+    for number, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        stats.rows += 1
+        try:
+            event = validate(json.loads(line))
+        except json.JSONDecodeError as exc:
+            _fail(errors, stats, number, f"invalid JSON: {exc}", InvalidEvent)
+            continue
+        except InvalidEvent as exc:
+            _fail(errors, stats, number, exc.reason, InvalidEvent)
+            continue
+        stats.events += 1
+        yield event
+
+
+def _csv_rows(fh: IO[str], width: int) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) after the header, skipping blank rows; short rows are padded."""
+    reader = csv.reader(fh)
+    next(reader, None)
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) < width:
+            row = row + [""] * (width - len(row))
+        yield reader.line_num, row
+
+
+def _naive_utc_ms(text: str, cache: dict[str, int]) -> int:
+    """`YYYY-MM-DD HH:MM[:SS]` (optionally ending in ` UTC`) read as UTC -> epoch ms."""
+    ms = cache.get(text)
+    if ms is None:
+        clean = text.strip().removesuffix("UTC").strip()
+        parsed = datetime.fromisoformat(clean)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ms = int(parsed.timestamp() * 1000)
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[text] = ms
+    return ms
+
+
+def uci_customer_id(raw: str) -> str:
+    """`17850.0` (how pandas exports it) or `17850` -> `17850`; `""` for guest rows."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    return str(int(float(raw)))
+
+
+def _read_uci(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
+    ids = _Ids("uci")
+    times: dict[str, int] = {}
+    for number, row in _csv_rows(fh, len(UCI_HEADER)):
+        stats.rows += 1
+        invoice, code, _desc, qty_raw, date, price_raw, customer_raw, _country = row[:8]
+        invoice = invoice.strip()
+        if invoice.startswith("C"):
+            stats.skipped["cancellation"] += 1
+            continue
+        try:
+            customer = uci_customer_id(customer_raw)
+            quantity = int(qty_raw)
+            price = float(price_raw)
+            ts = _naive_utc_ms(date, times)
+        except ValueError as exc:
+            _fail(errors, stats, number, f"bad UCI row: {exc}", InvalidEvent)
+            continue
+        if not customer:
+            stats.skipped["guest"] += 1
+            continue
+        if quantity <= 0:
+            stats.skipped["non_positive_quantity"] += 1
+            continue
+        if price < 0:
+            stats.skipped["negative_price"] += 1
+            continue
+        code = code.strip()
+        if not code or not invoice:
+            _fail(errors, stats, number, "missing InvoiceNo or StockCode", InvalidEvent)
+            continue
+        stats.events += 1
+        yield Event(
+            event_id=ids("\x1f".join(row)),
+            type="purchase",
+            user_id=customer,
+            ts=ts,
+            item_id=code,
+            quantity=quantity,
+            price=price,
+            currency="GBP",
+            session_id=invoice,
+            props={"order_id": invoice},
+        )
+
+
+def _read_rees46(
+    fh: IO[str], errors: list[SourceError] | None, stats: ReadStats
+) -> Iterator[Event]:
+    ids = _Ids("rees")
+    times: dict[str, int] = {}
+    for number, row in _csv_rows(fh, len(REES46_HEADER)):
+        stats.rows += 1
+        when, kind, product, category_id, category_code, brand, price_raw, user, session = row[:9]
+        etype = REES46_TYPES.get(kind.strip())
+        if etype is None:
+            stats.skipped[f"event_type:{kind.strip()}"] += 1
+            continue
+        try:
+            ts = _naive_utc_ms(when, times)
+            price = float(price_raw) if price_raw.strip() else None
+        except ValueError as exc:
+            _fail(errors, stats, number, f"bad REES46 row: {exc}", InvalidEvent)
+            continue
+        if not product.strip() or not user.strip():
+            _fail(errors, stats, number, "missing product_id or user_id", InvalidEvent)
+            continue
+        props: dict[str, Any] = {}
+        category = category_code.strip() or category_id.strip()
+        if category:
+            props["category"] = category
+        if brand.strip():
+            props["brand"] = brand.strip()
+        stats.events += 1
+        yield Event(
+            event_id=ids("\x1f".join(row)),
+            type=etype,
+            user_id=user.strip(),
+            ts=ts,
+            item_id=product.strip(),
+            price=price if price is None or price >= 0 else None,
+            currency="USD" if price is not None and price >= 0 else None,
+            session_id=session.strip()[:128] or None,
+            props=props,
+        )
+
+
+def _read_otto(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
+    ids = _Ids("otto")
+    for number, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            session = obj["session"]
+            events = obj["events"]
+            if not isinstance(events, list):
+                raise TypeError("events must be a list")
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            stats.rows += 1
+            _fail(errors, stats, number, f"bad OTTO session: {exc}", InvalidEvent)
+            continue
+        user = f"otto-{session}"
+        for raw in events:
+            stats.rows += 1
+            try:
+                etype = OTTO_TYPES.get(raw["type"])
+                aid, ts = raw["aid"], raw["ts"]
+                if isinstance(ts, bool) or not isinstance(ts, int):
+                    raise TypeError(f"ts must be integer milliseconds, got {ts!r}")
+            except (KeyError, TypeError) as exc:
+                _fail(errors, stats, number, f"bad OTTO event: {exc}", InvalidEvent)
+                continue
+            if etype is None:
+                stats.skipped[f"event_type:{raw['type']}"] += 1
+                continue
+            stats.events += 1
+            yield Event(
+                event_id=ids(f"{session}\x1f{aid}\x1f{ts}\x1f{raw['type']}"),
+                type=etype,
+                user_id=user,
+                ts=ts,
+                item_id=str(aid),
+                session_id=user,
+            )
+
+
+# -- product feeds ----------------------------------------------------------------------------
+
+
+def read_catalog(
+    path: str | Path,
+    errors: list[SourceError] | None = None,
+) -> Iterator[Product]:
+    """Products of a CSV, TSV (tab in the header) or JSON-lines feed with the contract's fields
+    (`item_id,title,url,image_url,price,currency,availability,category,brand[,description]`).
+
+    Errors as for `read_events`: `InvalidProduct("line N: ...")`, or collected into `errors`."""
+    stats = ReadStats(format="catalog")
+    with open_text(path) as fh:
+        first = ""
+        for line in fh:
+            if line.strip():
+                first = line.lstrip("\ufeff")
+                break
+        fh.seek(0)
+        if first.lstrip().startswith("{"):
+            yield from _catalog_jsonl(fh, errors, stats)
+        else:
+            yield from _catalog_csv(fh, "\t" if "\t" in first else ",", errors, stats)
+
+
+def _catalog_jsonl(
+    fh: IO[str], errors: list[SourceError] | None, stats: ReadStats
+) -> Iterator[Product]:
+    for number, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        try:
+            product = validate_product(json.loads(line))
+        except json.JSONDecodeError as exc:
+            _fail(errors, stats, number, f"invalid JSON: {exc}", InvalidProduct)
+            continue
+        except InvalidProduct as exc:
+            _fail(errors, stats, number, exc.reason, InvalidProduct)
+            continue
+        yield product
+
+
+def _catalog_csv(
+    fh: IO[str], delimiter: str, errors: list[SourceError] | None, stats: ReadStats
+) -> Iterator[Product]:
+    reader = csv.DictReader(_strip_bom(fh), delimiter=delimiter)
+    if reader.fieldnames is not None:
+        reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
+    for row in reader:
+        if not any((v or "").strip() for k, v in row.items() if k is not None):
+            continue
+        data = {k: v for k, v in row.items() if k is not None}
+        try:
+            product = validate_product(data)
+        except InvalidProduct as exc:
+            _fail(errors, stats, reader.line_num, exc.reason, InvalidProduct)
+            continue
+        yield product
+
+
+def _strip_bom(lines: Iterable[str]) -> Iterator[str]:
+    first = True
+    for line in lines:
+        if first:
+            line = line.lstrip("\ufeff")
+            first = False
+        yield line
+
+
+# -- the UCI catalog --------------------------------------------------------------------------
+
+_SMALL_WORDS = frozenset({"of", "and", "in", "with", "the", "for", "a", "an", "on", "to", "or"})
+# Words that describe a colour, pattern, size or theme rather than the kind of thing: skipped when
+# taking the category from the end of a description.
+_NOT_A_KIND = frozenset(
+    [
+        "RED",
+        "PINK",
+        "BLUE",
+        "WHITE",
+        "GREEN",
+        "BLACK",
+        "IVORY",
+        "CREAM",
+        "GOLD",
+        "SILVER",
+        "PURPLE",
+        "ORANGE",
+        "YELLOW",
+        "BROWN",
+        "GREY",
+        "PASTEL",
+        "NATURAL",
+        "ASSORTED",
+        "COLOUR",
+        "COLOURS",
+        "RETROSPOT",
+        "POLKADOT",
+        "SPOTTY",
+        "SPOT",
+        "SPOTS",
+        "DESIGN",
+        "DESIGNS",
+        "VINTAGE",
+        "SMALL",
+        "LARGE",
+        "MEDIUM",
+        "MINI",
+        "JUMBO",
+        "GIANT",
+        "SET",
+        "PACK",
+        "BOX",
+        "PAISLEY",
+        "FLORAL",
+        "SKULL",
+        "SKULLS",
+        "CHRISTMAS",
+        "HEART",
+        "HEARTS",
+        "STAR",
+        "STARS",
+        "UNION",
+        "JACK",
+        "FLAG",
+        "DOLLY",
+        "GIRL",
+        "BOY",
+        "CIRCUS",
+        "PARADE",
+        "RETRO",
+        "DOILY",
+        "ROSE",
+        "ROSES",
+        "LOVE",
+        "BIRD",
+        "BIRDS",
+        "WOODLAND",
+        "APPLES",
+        "PANTRY",
+        "REGENCY",
+        "BAROQUE",
+        "ENGLISH",
+        "ROSE",
+        "CHARM",
+        "RUSTIC",
+        "DOTCOM",
+        "TEA",
+        "PARTY",
+        "ANTIQUE",
+        "METAL",
+        "WOODEN",
+        "GLASS",
+        "ZINC",
+        "STRIPE",
+        "STRIPES",
+        "STRIPEY",
+        "GINGHAM",
+    ]
+)
+
+
+def nice_title(description: str) -> str:
+    """`WHITE HANGING HEART T-LIGHT HOLDER` -> `White Hanging Heart T-Light Holder`.
+
+    Capitalizes each letter that starts a word or follows `-`, `/`, `(` or `&`; letters after digits
+    stay lower case (`50CM` -> `50cm`); small words (of, and, ...) are lower case but the first."""
+    words = description.split()
+    out: list[str] = []
+    for index, word in enumerate(words):
+        lower = word.lower()
+        if index and lower in _SMALL_WORDS:
+            out.append(lower)
+            continue
+        chars: list[str] = []
+        previous = ""
+        for ch in lower:
+            if ch.isalpha() and (not previous or previous in '-/(&"'):
+                ch = ch.upper()
+            chars.append(ch)
+            previous = ch
+        out.append("".join(chars))
+    return " ".join(out)
+
+
+def uci_category(description: str) -> str:
+    """The kind of thing a UCI description names: its last word that is alphabetic, three letters
+    or longer and not a colour/pattern/size word (`JUMBO BAG RED RETROSPOT` -> `Bag`), singular
+    (`CAKE CASES` -> `Case`); `Other` when no word qualifies. A heuristic, good enough to group
+    products for affinities and feeds."""
+    words = re.findall(r"[A-Za-z]+", description.upper())
+    for word in reversed(words):
+        if len(word) < 3 or word in _NOT_A_KIND:
+            continue
+        return _singular(word).capitalize()
+    return "Other"
+
+
+def _singular(word: str) -> str:
+    if word.endswith(("SSES", "XES", "CHES", "SHES")):
+        return word[:-2]
+    if word.endswith("IES") and len(word) > 4:
+        return word[:-3] + "Y"
+    if word.endswith("S") and not word.endswith(("SS", "US", "IS")) and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def uci_catalog(path: str | Path) -> list[Product]:
+    """Every merchandise product of a UCI Online Retail file, ordered by item id.
+
+    - item_id: StockCode (fees, postage and adjustments in `UCI_NON_PRODUCT_CODES` are left out);
+    - title: the description the product is most often sold under (ties: the latest), via
+      `nice_title`; category: `uci_category(description)`; brand: empty (UCI has none);
+    - price: the latest UnitPrice > 0 (GBP); products never sold at a positive price are left out;
+    - availability in_stock; url/image_url on shop.example.com.
+    Rows are read regardless of customer or cancellation: every row says what a product is called
+    and costs."""
+    names: dict[str, Counter[str]] = {}
+    last_name: dict[str, str] = {}
+    prices: dict[str, tuple[int, float]] = {}
+    times: dict[str, int] = {}
+    with open_text(path) as fh:
+        if detect_format(path) != "uci":
+            raise ValueError(f"{path} is not a UCI Online Retail CSV")
+        for number, row in _csv_rows(fh, len(UCI_HEADER)):
+            code, desc, date, price_raw = row[1].strip(), row[2].strip(), row[4], row[5]
+            if not code or code in UCI_NON_PRODUCT_CODES:
+                continue
+            try:
+                price = float(price_raw)
+                ts = _naive_utc_ms(date, times)
+            except ValueError as exc:
+                raise InvalidProduct(f"line {number}: bad UCI row: {exc}") from None
+            if price <= 0 or not desc:
+                continue
+            names.setdefault(code, Counter())[desc] += 1
+            last_name[code] = desc
+            if code not in prices or ts >= prices[code][0]:
+                prices[code] = (ts, price)
+    products: list[Product] = []
+    for code in sorted(prices):
+        counts = names[code]
+        top = max(counts.values())
+        desc = last_name[code] if counts[last_name[code]] == top else counts.most_common(1)[0][0]
+        products.append(
+            Product(
+                item_id=code,
+                title=nice_title(desc),
+                url=f"{SHOP_BASE_URL}/products/{code}",
+                image_url=f"{SHOP_BASE_URL}/images/{code}.jpg",
+                price=round(prices[code][1], 4),
+                currency="GBP",
+                availability="in_stock",
+                category=uci_category(desc),
+            )
+        )
+    return products
