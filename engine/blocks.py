@@ -1,0 +1,422 @@
+"""Content blocks: decide what a user's block shows, render it, cache it. Pure (no I/O but reading
+the templates once at start-up).
+
+`decide` is the contract's fallback logic as a pure function; `Renderer` turns a decision into
+HTML (e-mail safe) or JSON (ads) with the sandboxed Jinja2 templates of the `templates` package and
+never raises; `BlockCache` is an in-memory LRU keyed by (user_id, block, fmt, variant) whose entries
+are only served while the caller's `stamp` (what the block depends on) is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+import templates
+from engine.catalog import Product
+from engine.profile import Profile
+
+log = logging.getLogger("persona.blocks")
+
+BLOCKS = ("recommendations", "cart_reminder", "winback")
+FORMATS = ("html", "json")
+CONTENT_TYPES = {"html": "text/html; charset=utf-8", "json": "application/json"}
+# Why a block is a fallback ("" when personalized).
+REASONS = (
+    "unknown_user",
+    "no_consent",
+    "empty_cart",
+    "low_churn_risk",
+    "nothing_personal",
+    "template_error",
+)
+CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
+DEFAULT_TEMPLATE_DIR = Path(templates.__file__).parent
+
+Lookup = Callable[[str], Product | None]
+
+
+class UnknownBlock(ValueError):
+    """A block name or format that is not in BLOCKS / FORMATS (the API answers 404/400)."""
+
+
+class TemplateSetupError(RuntimeError):
+    """A block template is missing or does not compile; the message names the file."""
+
+
+@dataclass(frozen=True)
+class BlockInput:
+    block: str
+    fmt: str
+    user_id: str
+    profile: Profile | None
+    churn: float | None
+    recommendations: list[str]  # item ids, best first, from the models
+    models: dict[str, str]  # model name -> version that produced the recommendations / churn
+    popular: list[str]  # best-sellers, best first
+    variant: str = "default"
+
+
+@dataclass(frozen=True)
+class BlockPolicy:
+    items: int = 6
+    churn_threshold: float = 0.5
+    consent_default: bool = True  # PERSONA_CONSENT_DEFAULT: granted -> True, required -> False
+
+
+@dataclass(frozen=True)
+class Block:
+    block: str
+    fmt: str
+    user_id: str
+    content: str
+    fallback: bool
+    reason: str  # one of REASONS when fallback, "" when personalized
+    items: tuple[str, ...]
+    variant: str
+    models: dict[str, str]
+    etag: str  # strong ETag: the quoted hex digest of content
+    content_type: str
+
+
+def template_path(block: str, fmt: str) -> str:
+    """The template file of a block, relative to the template directory."""
+    return f"email/{block}.html" if fmt == "html" else f"ads/{block}.json"
+
+
+def etag_of(content: str) -> str:
+    return '"' + hashlib.blake2b(content.encode(), digest_size=16).hexdigest() + '"'
+
+
+def format_price(price: float, currency: str) -> str:
+    """'£2.55', '€3.00', '$4.00'; other currencies as '12.00 XYZ'."""
+    symbol = CURRENCY_SYMBOLS.get(currency)
+    if symbol is not None:
+        return f"{symbol}{price:,.2f}"
+    return f"{price:,.2f} {currency}"
+
+
+# -- decision --------------------------------------------------------------------------------------
+
+
+def _showable(product: Product) -> bool:
+    """Products with URLs an e-mail client and an ad platform can use (absolute http(s))."""
+    return product.url.startswith(("https://", "http://")) and product.image_url.startswith(
+        ("https://", "http://")
+    )
+
+
+def _pick(
+    item_ids: list[str], lookup: Lookup, limit: int, purchasable_only: bool = True
+) -> list[Product]:
+    """The first `limit` distinct items of `item_ids` that exist in the catalog and can be shown."""
+    out: list[Product] = []
+    seen: set[str] = set()
+    for item_id in item_ids:
+        if len(out) >= limit:
+            break
+        if item_id in seen:
+            continue
+        seen.add(item_id)
+        product = lookup(item_id)
+        if product is None or not _showable(product):
+            continue
+        if purchasable_only and not product.purchasable:
+            continue
+        out.append(product)
+    return out
+
+
+def fallback_items(popular: list[str], lookup: Lookup, policy: BlockPolicy) -> list[Product]:
+    """The fallback content: best-sellers that are purchasable catalog items."""
+    return _pick(popular, lookup, policy.items)
+
+
+def _favourite_categories(
+    profile: Profile, popular: list[str], lookup: Lookup, limit: int
+) -> list[Product]:
+    """Best-sellers from the user's favourite categories, strongest category first."""
+    ranked = sorted(profile.categories.items(), key=lambda kv: (-kv[1], kv[0]))
+    favourites = {name: rank for rank, (name, _) in enumerate(ranked)}
+    if not favourites:
+        return []
+    candidates = _pick(popular, lookup, len(popular))
+    chosen = [p for p in candidates if p.category in favourites]
+    chosen.sort(key=lambda p: favourites[p.category])  # stable: best-seller order within one
+    return chosen[:limit]
+
+
+def _consented(inp: BlockInput, profile: Profile, policy: BlockPolicy) -> bool:
+    purposes = ("personalization",) if inp.fmt == "html" else ("personalization", "ads")
+    return all(profile.consents_to(p, policy.consent_default) for p in purposes)
+
+
+def decide(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> tuple[list[Product], bool, str]:
+    """What `inp`'s block shows: (items, fallback, reason). Pure.
+
+    Fallback (best-sellers) for an unknown user, missing consent (`personalization`; and `ads` for
+    json blocks), or nothing personal to show. `cart_reminder` keeps out-of-stock cart items in
+    html (the template marks them) but leaves them out of json (ads for what cannot be bought waste
+    money); unknown items are always skipped.
+    """
+    if inp.block not in BLOCKS:
+        raise UnknownBlock(f"unknown block {inp.block!r}; expected one of {', '.join(BLOCKS)}")
+    if inp.fmt not in FORMATS:
+        raise UnknownBlock(f"unknown format {inp.fmt!r}; expected one of {', '.join(FORMATS)}")
+    profile = inp.profile
+
+    def fallback(reason: str) -> tuple[list[Product], bool, str]:
+        return fallback_items(inp.popular, lookup, policy), True, reason
+
+    if profile is None:
+        return fallback("unknown_user")
+    if not _consented(inp, profile, policy):
+        return fallback("no_consent")
+
+    if inp.block == "recommendations":
+        items = _pick(inp.recommendations, lookup, policy.items)
+    elif inp.block == "cart_reminder":
+        if not profile.cart:
+            return fallback("empty_cart")
+        items = _pick(list(profile.cart), lookup, policy.items, purchasable_only=inp.fmt == "json")
+    else:  # winback
+        if inp.churn is None or inp.churn < policy.churn_threshold:
+            return fallback("low_churn_risk")
+        items = _pick(inp.recommendations, lookup, policy.items)
+        if not items:
+            items = _favourite_categories(profile, inp.popular, lookup, policy.items)
+    if not items:
+        return fallback("nothing_personal")
+    return items, False, ""
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+def _safe_fallback(inp: BlockInput) -> str:
+    """The last resort when even the fallback template fails: valid, empty, hard-coded."""
+    if inp.fmt == "json":
+        return json.dumps(
+            {
+                "block": inp.block,
+                "user_id": inp.user_id,
+                "items": [],
+                "variant": inp.variant,
+                "models": {},
+                "fallback": True,
+            }
+        )
+    return (
+        '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0">'
+        "<tr><td>&nbsp;</td></tr></table>"
+    )
+
+
+class Renderer:
+    """Renders blocks with one sandboxed Jinja2 environment. `render` never raises.
+
+    `errors` counts render failures (each served a fallback)."""
+
+    def __init__(self, template_dir: Path | str | None = None) -> None:
+        directory = Path(template_dir) if template_dir is not None else DEFAULT_TEMPLATE_DIR
+        self.template_dir = directory
+        self.errors = 0
+        self.env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(directory)),
+            autoescape=jinja2.select_autoescape(["html"]),
+            undefined=jinja2.StrictUndefined,
+            auto_reload=False,
+        )
+        for block in BLOCKS:
+            for fmt in FORMATS:
+                name = template_path(block, fmt)
+                if not (directory / name).is_file():
+                    raise TemplateSetupError(f"block template {directory / name} is missing")
+                try:
+                    self.env.get_template(name)
+                except jinja2.TemplateSyntaxError as exc:
+                    raise TemplateSetupError(
+                        f"block template {directory / name} does not compile: "
+                        f"line {exc.lineno}: {exc.message}"
+                    ) from None
+                except Exception as exc:
+                    raise TemplateSetupError(
+                        f"block template {directory / name} cannot be loaded: {exc}"
+                    ) from None
+
+    def _context(
+        self, inp: BlockInput, items: list[Product], fallback: bool, reason: str
+    ) -> dict[str, Any]:
+        cart = inp.profile.cart if inp.profile is not None else {}
+        with_quantity = inp.block == "cart_reminder" and not fallback
+        return {
+            "block": inp.block,
+            "fmt": inp.fmt,
+            "user_id": inp.user_id,
+            "variant": inp.variant,
+            "models": {} if fallback else dict(inp.models),
+            "fallback": fallback,
+            "reason": reason,
+            "items": [
+                {
+                    "item_id": p.item_id,
+                    "title": p.title,
+                    "url": p.url,
+                    "image_url": p.image_url,
+                    "price": p.price,
+                    "currency": p.currency,
+                    "price_text": format_price(p.price, p.currency),
+                    "availability": p.availability,
+                    "purchasable": p.purchasable,
+                    "category": p.category,
+                    "brand": p.brand,
+                    "quantity": int(cart.get(p.item_id, 0)) if with_quantity else None,
+                }
+                for p in items
+            ],
+        }
+
+    def _render(self, inp: BlockInput, items: list[Product], fallback: bool, reason: str) -> Block:
+        context = self._context(inp, items, fallback, reason)
+        content = self.env.get_template(template_path(inp.block, inp.fmt)).render(context)
+        if inp.fmt == "json":
+            json.loads(content)  # a template that emits invalid JSON is a template error
+        return self._block(inp, content, fallback, reason, tuple(p.item_id for p in items))
+
+    def _block(
+        self,
+        inp: BlockInput,
+        content: str,
+        fallback: bool,
+        reason: str,
+        items: tuple[str, ...],
+    ) -> Block:
+        return Block(
+            block=inp.block,
+            fmt=inp.fmt,
+            user_id=inp.user_id,
+            content=content,
+            fallback=fallback,
+            reason=reason,
+            items=items,
+            variant=inp.variant,
+            models={} if fallback else dict(inp.models),
+            etag=etag_of(content),
+            content_type=CONTENT_TYPES.get(inp.fmt, "text/plain; charset=utf-8"),
+        )
+
+    def render(
+        self,
+        inp: BlockInput,
+        items: list[Product],
+        fallback: bool,
+        reason: str,
+        lookup: Lookup,
+        policy: BlockPolicy | None = None,
+    ) -> Block:
+        """Render a decision. A failing personalized render falls back to the best-sellers (reason
+        `template_error`); a failing fallback render to a hard-coded empty block."""
+        if not fallback:
+            try:
+                return self._render(inp, items, False, "")
+            except Exception:
+                self.errors += 1
+                log.warning(
+                    "block %s/%s failed to render for a user; serving the fallback",
+                    inp.block,
+                    inp.fmt,
+                    exc_info=True,
+                )
+            items = fallback_items(inp.popular, lookup, policy or BlockPolicy())
+            fallback, reason = True, "template_error"
+        try:
+            return self._render(inp, items, True, reason)
+        except Exception:
+            self.errors += 1
+            log.error(
+                "fallback block %s/%s failed to render; serving the empty safe block",
+                inp.block,
+                inp.fmt,
+                exc_info=True,
+            )
+        return self._block(inp, _safe_fallback(inp), True, "template_error", ())
+
+
+def assemble(inp: BlockInput, lookup: Lookup, policy: BlockPolicy, renderer: Renderer) -> Block:
+    """decide + render."""
+    items, fallback, reason = decide(inp, lookup, policy)
+    return renderer.render(inp, items, fallback, reason, lookup, policy)
+
+
+# -- cache -----------------------------------------------------------------------------------------
+
+CacheKey = tuple[str, str, str, str]  # (user_id, block, fmt, variant)
+
+
+class BlockCache:
+    """In-memory LRU of rendered blocks. An entry is served only while the caller's `stamp` (an
+    opaque hashable of profile version, catalog generation, model versions, consent, ...) equals the
+    one it was stored with. Not thread-safe (one event loop)."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[CacheKey, tuple[Hashable, Block]] = OrderedDict()
+        self._by_user: dict[str, set[CacheKey]] = {}
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: CacheKey, stamp: Hashable) -> Block | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        if entry[0] != stamp:
+            self.misses += 1
+            self._remove(key)  # stale: whatever the block depended on has changed
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key: CacheKey, stamp: Hashable, block: Block) -> None:
+        self._entries[key] = (stamp, block)
+        self._entries.move_to_end(key)
+        self._by_user.setdefault(key[0], set()).add(key)
+        while len(self._entries) > self.max_entries:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+            self.evictions += 1
+
+    def invalidate_user(self, user_id: str) -> int:
+        """Drop every block of one user (erasure, consent change); returns how many."""
+        keys = self._by_user.pop(user_id, set())
+        for key in keys:
+            self._entries.pop(key, None)
+        return len(keys)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_user.clear()
+
+    def _remove(self, key: CacheKey) -> None:
+        self._entries.pop(key, None)
+        keys = self._by_user.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_user[key[0]]
