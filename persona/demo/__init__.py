@@ -1,0 +1,1 @@
+"""Bundled demo data (an attributed sample of UCI Online Retail) and the script that builds it."""
