@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from engine.blocks import BLOCKS, FORMATS
 
 from api.auth import KeyRing
 from api.content import ContentService
 from api.openapi import openapi_document
+from engine.blocks import BLOCKS, FORMATS
 from engine.events import Event, InvalidEvent, validate
 
 log = logging.getLogger("persona.api")

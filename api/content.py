@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from engine.blocks import Block, BlockCache, BlockInput, BlockPolicy, Renderer, assemble
-from models.registry import ModelSet
-from models.scoring import Scores, score_profile
-
 from engine.catalog import Product
 from engine.events import Event
 from engine.profile import Profile
+from models.registry import ModelSet
+from models.scoring import Scores, score_profile
 
 HOUR_MS = 3_600_000
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from typing import Any
 
 import faust
 from aiohttp import web
-from engine.blocks import BlockPolicy, Renderer
 from mode import Service
-from models.registry import ModelSet, load_default
 
 from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
+from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
+from models.registry import ModelSet, load_default
 from streams.app import PersonaStreams
+from streams.produce import is_tansu
 
 log = logging.getLogger("persona.worker")
 
@@ -98,7 +100,12 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
     if not len(keys):
         log.warning("no API key configured: every route but the public ones answers 401")
     models = load_default()
-    streams = PersonaStreams(settings, broker_url)
+    probe = asyncio.new_event_loop()  # not the worker's loop: Faust creates its own
+    try:
+        tansu = probe.run_until_complete(is_tansu(broker_url))
+    finally:
+        probe.close()
+    streams = PersonaStreams(settings, broker_url, tansu=tansu)
     state = StreamState(streams, models)
     policy = BlockPolicy(
         items=settings.block_items,

@@ -69,7 +69,7 @@ class StreamStats:
 class PersonaStreams:
     """Builds the Faust app for the given settings and exposes read access for the API."""
 
-    def __init__(self, settings: Settings, broker_url: str) -> None:
+    def __init__(self, settings: Settings, broker_url: str, tansu: bool = False) -> None:
         self.settings = settings
         self.clock = EventTimeClock()
         self.stats = StreamStats()
@@ -93,6 +93,10 @@ class PersonaStreams:
             stream_wait_empty=False,
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
+            # Tansu reports a partition's end offset as the base offset of its last batch + 1, so
+            # multi-record batches make Faust's recovery see a highwater below what it persisted
+            # (ConsistencyError) and stop early. Single-record batches keep the end offset exact.
+            producer_max_batch_size=16 if tansu else 16384,
             table_standby_replicas=1,
             loghandlers=[],
         )

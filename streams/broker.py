@@ -22,6 +22,7 @@ from types import TracebackType
 log = logging.getLogger("persona.broker")
 
 _PR_SET_PDEATHSIG = 1
+EMBEDDED_CLUSTER_ID = "persona-embedded-tansu"
 
 
 class BrokerError(RuntimeError):
@@ -92,6 +93,8 @@ class EmbeddedBroker:
             listener,
             "--storage-engine",
             "memory://tansu/",
+            "--cluster-id",
+            EMBEDDED_CLUSTER_ID,
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))

@@ -111,3 +111,16 @@ class Producer:
 
 
 ALL_INPUTS = (*INPUT_TOPICS, "catalog")
+
+
+async def is_tansu(broker_url: str, timeout: float = 10.0) -> bool:
+    """Whether the cluster is Tansu (the embedded broker), whose end offsets need care."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000)
+    )
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    return "tansu" in str(cluster.get("cluster_id") or "").lower()

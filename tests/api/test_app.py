@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from engine.blocks import BlockPolicy, Renderer
-from models.registry import load_default
 
 from api.app import CONTENT, create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.testing import MemoryState
+from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
 from engine.events import validate
+from models.registry import load_default
 
 T0 = 1_300_000_000_000
 AUTH = {"Authorization": "Bearer s3cret"}
