@@ -1,0 +1,51 @@
+"""Helpers shared by the model artifacts: safe JSON loading, version strings, time stamps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+class ModelLoadError(ValueError):
+    """An artifact that is missing, not in the safe format, or made for another contract."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def make_version(name: str, when: datetime, content: bytes) -> str:
+    """`churn-20261122T0800-1a2b3c4d`: the name, the UTC training minute and a digest of the
+    model's content."""
+    digest = hashlib.sha256(content).hexdigest()[:8]
+    return f"{name}-{when.astimezone(UTC):%Y%m%dT%H%M}-{digest}"
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from `path`, or ModelLoadError saying why not (never unpickles anything)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {what} artifact {path}: {exc}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelLoadError(
+            f"{path} is not a JSON {what} artifact (pickles and other formats are refused)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: a {what} artifact must be a JSON object")
+    return data
+
+
+def require(data: dict[str, Any], path: Path, *names: str) -> None:
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise ModelLoadError(f"{path}: artifact lacks {', '.join(missing)}")

@@ -1,0 +1,360 @@
+"""Item-to-item recommendations: a neighbour table from co-occurrence in users' histories.
+
+Training builds a user x item matrix (each cell the strongest signal the user gave the item:
+view 1, cart 3, purchase 5, the row damped by 1/log2(2 + items in the history) so that a few
+wholesale buyers with thousands of items do not dominate), its item-item co-occurrence `C = X'X`,
+and keeps for each item the K best neighbours by shrunk cosine
+
+    sim(i, j) = C[i, j] / (sqrt(C[i, i] * C[j, j]) + SHRINK)
+
+Serving (`Recommender.recommend`) sums neighbour similarities over the user's recent items with a
+recency weight `recency_decay`**rank (0.85 by default; rank 0 = newest), drops excluded and
+disallowed items, and fills up from the popularity list. Artifacts: `recs.npz` (numeric arrays,
+loaded with allow_pickle=False) and `recs.json` (items and metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction import DictVectorizer
+
+from engine.events import Event
+from models.artifacts import ModelLoadError, make_version, read_json, require, rfc3339, utc_now
+
+FORMAT = 1
+RECENCY_DECAY = 0.85
+SHRINK = 5.0
+POPULAR = 500
+SIGNAL_WEIGHTS: dict[str, float] = {
+    "product_view": 1.0,
+    "like": 1.0,
+    "share": 2.0,
+    "add_to_cart": 3.0,
+    "purchase": 5.0,
+}
+NPZ_NAME = "recs.npz"
+JSON_NAME = "recs.json"
+
+
+@dataclass
+class Recommender:
+    version: str
+    created: str
+    items: list[str]
+    indptr: np.ndarray  # int64, len(items)+1: neighbours of item i are [indptr[i], indptr[i+1])
+    neighbours: np.ndarray  # int32 item indices, best first within each row
+    weights: np.ndarray  # float32 similarities, aligned with neighbours
+    popular: list[str]  # best first
+    metrics: dict[str, Any] = field(default_factory=dict)
+    k: int = 50
+    recency_decay: float = RECENCY_DECAY
+    name: str = "recs"
+
+    def __post_init__(self) -> None:
+        self._index = {item: i for i, item in enumerate(self.items)}
+        # per-item Python lists: the serving loop is faster on these than on numpy scalars
+        ptr = self.indptr.tolist()
+        nbrs = self.neighbours.tolist()
+        wts = self.weights.tolist()
+        self._rows: list[list[tuple[int, float]]] = [
+            list(zip(nbrs[ptr[i] : ptr[i + 1]], wts[ptr[i] : ptr[i + 1]], strict=True))
+            for i in range(len(self.items))
+        ]
+
+    def neighbours_of(self, item: str) -> list[tuple[str, float]]:
+        i = self._index.get(item)
+        if i is None:
+            return []
+        return [(self.items[j], w) for j, w in self._rows[i]]
+
+    def recommend(
+        self,
+        recent: Sequence[tuple[str, int]],
+        exclude: Container[str],
+        k: int = 20,
+        allowed: Callable[[str], bool] | None = None,
+    ) -> list[str]:
+        """Up to k item ids, best first. `recent` is (item_id, ts) newest first; excluded items and
+        items with allowed(item) False are never returned; popular items fill what the neighbours
+        of the recent items do not. Ties go to the item earlier in `items` (sorted ids)."""
+        scores: defaultdict[int, float] = defaultdict(float)
+        weight = 1.0
+        for item, _ts in recent:
+            i = self._index.get(item)
+            if i is not None:
+                for j, w in self._rows[i]:
+                    scores[j] += w * weight
+            weight *= self.recency_decay
+        out: list[str] = []
+        taken: set[str] = set()
+        for j in sorted(scores, key=lambda j: (-scores[j], j)):
+            candidate = self.items[j]
+            if candidate in exclude or (allowed is not None and not allowed(candidate)):
+                continue
+            out.append(candidate)
+            taken.add(candidate)
+            if len(out) >= k:
+                return out
+        for candidate in self.popular:
+            if len(out) >= k:
+                break
+            if candidate in taken or candidate in exclude:
+                continue
+            if allowed is not None and not allowed(candidate):
+                continue
+            out.append(candidate)
+        return out
+
+    def popular_items(
+        self,
+        k: int,
+        allowed: Callable[[str], bool] | None = None,
+        exclude: Container[str] = (),
+    ) -> list[str]:
+        """The k most purchased items that pass the filters (best-sellers)."""
+        return self.recommend((), exclude, k, allowed)
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        index = self._index
+        np.savez_compressed(
+            d / NPZ_NAME,
+            indptr=self.indptr.astype(np.int64),
+            neighbours=self.neighbours.astype(np.int32),
+            weights=self.weights.astype(np.float32),
+            popular=np.array([index[p] for p in self.popular], dtype=np.int32),
+        )
+        meta = {
+            "format": FORMAT,
+            "name": self.name,
+            "kind": "item_knn",
+            "version": self.version,
+            "created": self.created,
+            "k": self.k,
+            "recency_decay": self.recency_decay,
+            "metrics": self.metrics,
+            "items": self.items,
+        }
+        (d / JSON_NAME).write_text(json.dumps(meta, separators=(",", ":")) + "\n", "utf-8")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Recommender:
+        d = Path(directory)
+        meta = read_json(d / JSON_NAME, "recs")
+        require(meta, d / JSON_NAME, "version", "created", "items")
+        if meta.get("name", "recs") != "recs" or meta.get("format") != FORMAT:
+            raise ModelLoadError(f"{d / JSON_NAME}: not a format-{FORMAT} recs artifact")
+        try:
+            with np.load(d / NPZ_NAME, allow_pickle=False) as npz:
+                arrays = {n: npz[n] for n in ("indptr", "neighbours", "weights", "popular")}
+        except FileNotFoundError:
+            raise ModelLoadError(f"missing recs artifact {d / NPZ_NAME}") from None
+        except (ValueError, OSError, KeyError) as exc:
+            raise ModelLoadError(f"{d / NPZ_NAME} is not a valid recs .npz: {exc}") from None
+        items = [str(i) for i in meta["items"]]
+        n = len(items)
+        indptr, neighbours, weights = arrays["indptr"], arrays["neighbours"], arrays["weights"]
+        popular = arrays["popular"]
+        if (
+            indptr.shape != (n + 1,)
+            or neighbours.shape != weights.shape
+            or int(indptr[-1]) != len(neighbours)
+            or (len(neighbours) and not 0 <= int(neighbours.min()) <= int(neighbours.max()) < n)
+            or (len(popular) and not 0 <= int(popular.min()) <= int(popular.max()) < n)
+        ):
+            raise ModelLoadError(f"{d}: recs arrays do not match the item list")
+        return cls(
+            version=str(meta["version"]),
+            created=str(meta["created"]),
+            items=items,
+            indptr=indptr.astype(np.int64),
+            neighbours=neighbours.astype(np.int32),
+            weights=weights.astype(np.float32),
+            popular=[items[i] for i in popular.tolist()],
+            metrics=dict(meta.get("metrics") or {}),
+            k=int(meta.get("k", 50)),
+            recency_decay=float(meta.get("recency_decay", RECENCY_DECAY)),
+        )
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+def _histories(events: Iterable[Event], ignore: Container[str]) -> dict[str, dict[str, float]]:
+    """user -> item -> strongest signal weight."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for e in events:
+        w = SIGNAL_WEIGHTS.get(e.type)
+        if w is None or not e.item_id or e.item_id in ignore:
+            continue
+        row = out[e.user_id]
+        if w > row.get(e.item_id, 0.0):
+            row[e.item_id] = w
+    return out
+
+
+def _popularity(events: Iterable[Event], ignore: Container[str]) -> list[str]:
+    """Items by distinct buyers (then any signal), most first; ties by item id."""
+    buyers: dict[str, set[str]] = defaultdict(set)
+    signals: dict[str, int] = defaultdict(int)
+    for e in events:
+        if not e.item_id or e.item_id in ignore or e.type not in SIGNAL_WEIGHTS:
+            continue
+        signals[e.item_id] += 1
+        if e.type == "purchase":
+            buyers[e.item_id].add(e.user_id)
+    ranked = sorted(signals, key=lambda i: (-len(buyers.get(i, ())), -signals[i], i))
+    return ranked[:POPULAR]
+
+
+def neighbour_table(
+    histories: dict[str, dict[str, float]], k: int
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(items sorted, indptr, neighbours, weights) of the K most similar items of each item."""
+    rows = []
+    for history in histories.values():
+        damp = 1.0 / math.log2(2 + len(history))
+        rows.append({item: w * damp for item, w in history.items()})
+    vectorizer = DictVectorizer(dtype=np.float64, sparse=True, sort=True)
+    x = vectorizer.fit_transform(rows)  # users x items, sparse
+    items = [str(n) for n in vectorizer.get_feature_names_out()]
+    co = (x.T @ x).tocsr()  # items x items
+    diag = np.sqrt(np.asarray(co.diagonal(), dtype=np.float64))
+    indptr = [0]
+    neighbours: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for i in range(len(items)):
+        start, end = co.indptr[i], co.indptr[i + 1]
+        cols = co.indices[start:end]
+        vals = co.data[start:end]
+        keep = cols != i
+        cols, vals = cols[keep], vals[keep]
+        sims = vals / (diag[i] * diag[cols] + SHRINK)
+        if len(sims) > k:
+            top = np.argpartition(-sims, k - 1)[:k]
+            cols, sims = cols[top], sims[top]
+        order = np.lexsort((cols, -sims))  # best first, ties by item index
+        neighbours.append(cols[order].astype(np.int32))
+        weights.append(sims[order].astype(np.float32))
+        indptr.append(indptr[-1] + len(order))
+    return (
+        items,
+        np.array(indptr, dtype=np.int64),
+        np.concatenate(neighbours) if neighbours else np.zeros(0, np.int32),
+        np.concatenate(weights) if weights else np.zeros(0, np.float32),
+    )
+
+
+def fit_recommender(
+    events: Sequence[Event], k: int = 50, ignore: Container[str] = ()
+) -> Recommender:
+    """A recommender from events, without evaluation (see `train_recs`)."""
+    items, indptr, neighbours, weights = neighbour_table(_histories(events, ignore), k)
+    when = utc_now()
+    popular = [p for p in _popularity(events, ignore) if p in set(items)]
+    content = b"".join([indptr.tobytes(), neighbours.tobytes(), weights.tobytes()])
+    content += json.dumps([items, popular]).encode()
+    return Recommender(
+        version=make_version("recs", when, content),
+        created=rfc3339(when),
+        items=items,
+        indptr=indptr,
+        neighbours=neighbours,
+        weights=weights,
+        popular=popular,
+        k=k,
+    )
+
+
+def _split_last_order(
+    events: Sequence[Event],
+) -> tuple[list[Event], dict[str, tuple[list[tuple[str, int]], set[str], set[str]]]]:
+    """Hold out each user's last order (the purchases at their last purchase time or order id).
+
+    Returns the training events and, per evaluated user, (recent items newest first, items they
+    had bought before, held-out items they had never bought before)."""
+    last: dict[str, tuple[int, str]] = {}
+    for e in events:
+        if e.type == "purchase" and e.item_id:
+            order = str(e.props.get("order_id") or e.session_id or e.ts)
+            if e.user_id not in last or e.ts >= last[e.user_id][0]:
+                last[e.user_id] = (e.ts, order)
+    train: list[Event] = []
+    held: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        cut = last.get(e.user_id)
+        if cut is None:
+            train.append(e)
+            continue
+        order = str(e.props.get("order_id") or e.session_id or e.ts)
+        if e.type == "purchase" and e.item_id and e.ts == cut[0] and order == cut[1]:
+            held[e.user_id].add(e.item_id)
+        elif e.ts < cut[0]:
+            train.append(e)
+    recent: dict[str, dict[str, int]] = defaultdict(dict)
+    bought: dict[str, set[str]] = defaultdict(set)
+    for e in train:
+        if e.user_id in held and e.item_id and e.type in SIGNAL_WEIGHTS:
+            recent[e.user_id][e.item_id] = max(e.ts, recent[e.user_id].get(e.item_id, 0))
+            if e.type == "purchase":
+                bought[e.user_id].add(e.item_id)
+    cases = {}
+    for user, targets in held.items():
+        new = targets - bought[user]
+        if not recent[user] or not new:
+            continue
+        history = sorted(recent[user].items(), key=lambda x: (-x[1], x[0]))[:30]
+        cases[user] = (history, bought[user], new)
+    return train, cases
+
+
+def evaluate(
+    events: Sequence[Event], k: int = 50, ignore: Container[str] = (), at: int = 10
+) -> dict[str, Any]:
+    """HR@`at` of the neighbour model vs popularity with each user's last order held out: a hit
+    when a top-`at` list (excluding what the user had bought before) holds an item of that order
+    that the user had never bought."""
+    train, cases = _split_last_order(events)
+    model = fit_recommender(train, k, ignore)
+    hits = pop_hits = 0
+    for history, bought, targets in cases.values():
+        if set(model.recommend(history, bought, at)) & targets:
+            hits += 1
+        if set(model.popular_items(at, exclude=bought)) & targets:
+            pop_hits += 1
+    n = len(cases)
+    return {
+        f"hr@{at}": round(hits / n, 4) if n else None,
+        f"popularity_hr@{at}": round(pop_hits / n, 4) if n else None,
+        "eval_users": n,
+        "eval": "each user's last order held out; only items new to the user count",
+    }
+
+
+def train_recs(
+    events: Iterable[Event], k: int = 50, ignore: Container[str] = (), evaluate_split: bool = True
+) -> Recommender:
+    """Train on all events; metrics from `evaluate` (a model trained without the held-out
+    orders). `ignore` drops item ids that are not products (fees, postage)."""
+    data = events if isinstance(events, list) else list(events)
+    metrics: dict[str, Any] = {}
+    if evaluate_split:
+        metrics.update(evaluate(data, k, ignore))
+        print(f"recs: {metrics}", file=sys.stderr)
+    model = fit_recommender(data, k, ignore)
+    users = len({e.user_id for e in data if e.type in SIGNAL_WEIGHTS})
+    metrics.update({"n_items": len(model.items), "n_users": users, "k": k})
+    model.metrics = metrics
+    return model

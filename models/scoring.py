@@ -1,0 +1,71 @@
+"""Scores of a profile: churn probability and recommendations, with the versions that made them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.features import DAY_MS, features
+from engine.profile import Profile
+from models.registry import ModelSet
+
+TOP_RECOMMENDATIONS = 20
+EXCLUDE_BOUGHT_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Scores:
+    churn: float
+    recommendations: list[str]  # best first, at most TOP_RECOMMENDATIONS
+    models: dict[str, str] = field(default_factory=dict)  # name -> version
+
+
+def excluded_items(profile: Profile, now_ms: int) -> set[str]:
+    """What not to recommend: items bought in the last 30 days and items in the cart."""
+    since = now_ms - EXCLUDE_BOUGHT_DAYS * DAY_MS
+    bought = {item for item, ts in profile.purchased if ts >= since}
+    return bought | set(profile.cart)
+
+
+def _recommend(
+    profile: Profile, now_ms: int, models: ModelSet, allowed: Callable[[str], bool]
+) -> list[str]:
+    return models.recs.recommend(
+        profile.recent, excluded_items(profile, now_ms), TOP_RECOMMENDATIONS, allowed
+    )
+
+
+def score_profile(
+    profile: Profile, now_ms: int, models: ModelSet, allowed: Callable[[str], bool]
+) -> Scores:
+    """Churn from `features(profile, now_ms)`; recommendations from the recent items."""
+    churn = models.churn.score(features(profile, now_ms))
+    return Scores(
+        churn=round(churn, 6),
+        recommendations=_recommend(profile, now_ms, models, allowed),
+        models=models.versions(),
+    )
+
+
+def score_profiles(
+    profiles: Sequence[Profile],
+    now_ms: int,
+    models: ModelSet,
+    allowed: Callable[[str], bool],
+) -> list[Scores]:
+    """`score_profile` for many profiles, churn scored as one matrix."""
+    if not profiles:
+        return []
+    matrix = np.array([features(p, now_ms) for p in profiles], dtype=np.float64)
+    churn = models.churn.score_batch(matrix)
+    versions = models.versions()
+    return [
+        Scores(
+            churn=round(float(c), 6),
+            recommendations=_recommend(p, now_ms, models, allowed),
+            models=dict(versions),
+        )
+        for p, c in zip(profiles, churn, strict=True)
+    ]
