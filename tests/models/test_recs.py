@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.artifacts import ModelLoadError
+from models.recs import Recommender, fit_recommender, train_recs
+from tests.models.synthetic import T0, basket_events
+
+
+@pytest.fixture(scope="module")
+def model() -> Recommender:
+    return train_recs(basket_events(), k=5)
+
+
+def test_neighbours(model: Recommender) -> None:
+    assert model.name == "recs"
+    assert model.version.startswith("recs-")
+    assert model.neighbours_of("a")[0][0] == "a2"
+    assert model.neighbours_of("nope") == []
+    assert model.popular[:2] == ["pop", "pop2"]
+    assert "hr@10" in model.metrics
+
+
+def test_recency_weighting(model: Recommender) -> None:
+    # 'b' is the newest item, 'a' older: b's partner outranks a's partner, and vice versa
+    newest_b = model.recommend([("b", T0 + 2), ("a", T0 + 1)], exclude=set(), k=10)
+    assert newest_b.index("b2") < newest_b.index("a2")
+    newest_a = model.recommend([("a", T0 + 2), ("b", T0 + 1)], exclude=set(), k=10)
+    assert newest_a.index("a2") < newest_a.index("b2")
+
+
+def test_exclusions_filters_and_fill(model: Recommender) -> None:
+    recent = [("a", T0), ("b", T0 - 1)]
+    out = model.recommend(recent, exclude={"a2", "pop"}, k=8, allowed=lambda i: i != "b2")
+    assert "a2" not in out and "pop" not in out and "b2" not in out
+    assert len(out) == len(set(out))
+    # everything allowed is reachable: neighbours first, then popular fill
+    out = model.recommend([], exclude={"pop"}, k=3)
+    assert out[0] == "pop2"
+    assert len(out) == 3
+    assert model.popular_items(2) == ["pop", "pop2"]
+    assert model.popular_items(2, allowed=lambda i: i != "pop", exclude={"pop2"})[0] not in {
+        "pop",
+        "pop2",
+    }
+    assert model.recommend([("unknown", T0)], exclude=set(), k=1) == ["pop"]
+
+
+def test_deterministic(model: Recommender) -> None:
+    recent = [("c", T0), ("a", T0 - 5)]
+    again = fit_recommender(basket_events(), k=5)
+    assert model.recommend(recent, set(), 10) == again.recommend(recent, set(), 10)
+
+
+def test_round_trip(model: Recommender, tmp_path: Path) -> None:
+    model.save(tmp_path)
+    loaded = Recommender.load(tmp_path)
+    assert loaded.items == model.items
+    assert loaded.popular == model.popular
+    assert loaded.version == model.version
+    assert loaded.metrics == model.metrics
+    np.testing.assert_array_equal(loaded.weights, model.weights)
+    recent = [("a", T0), ("c", T0 - 1)]
+    assert loaded.recommend(recent, {"x"}, 10) == model.recommend(recent, {"x"}, 10)
+
+
+def test_loader_refuses_pickles(model: Recommender, tmp_path: Path) -> None:
+    model.save(tmp_path)
+    npz = tmp_path / "recs.npz"
+    np.savez(
+        npz,
+        indptr=np.array([object()], dtype=object),
+        neighbours=np.zeros(0),
+        weights=np.zeros(0),
+        popular=np.zeros(0),
+    )
+    with pytest.raises(ModelLoadError):
+        Recommender.load(tmp_path)
+    (tmp_path / "recs.json").write_bytes(pickle.dumps({"items": []}))
+    with pytest.raises(ModelLoadError, match="not a JSON"):
+        Recommender.load(tmp_path)
+
+
+def test_fast_enough() -> None:
+    # a bigger table: 2000 items, 50 neighbours each
+    rng = np.random.default_rng(0)
+    n, k = 2000, 50
+    model = Recommender(
+        version="recs-test",
+        created="2024-01-01T00:00:00Z",
+        items=[f"i{i:04d}" for i in range(n)],
+        indptr=np.arange(0, n * k + 1, k, dtype=np.int64),
+        neighbours=rng.integers(0, n, n * k).astype(np.int32),
+        weights=rng.random(n * k).astype(np.float32),
+        popular=[f"i{i:04d}" for i in range(500)],
+    )
+    recent = [(f"i{i:04d}", T0 - i) for i in range(0, 300, 10)]
+    exclude = {f"i{i:04d}" for i in range(0, 100)}
+    started = time.perf_counter()
+    for _ in range(200):
+        model.recommend(recent, exclude, 20, allowed=lambda i: not i.endswith("7"))
+    per_call = (time.perf_counter() - started) / 200
+    assert per_call < 0.002  # ~0.3 ms here; generous for slow CI machines

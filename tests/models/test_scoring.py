@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+
+from engine.events import Event
+from engine.features import FEATURE_NAMES, features
+from engine.profile import Profile, fold
+from models.churn import train_churn
+from models.recs import train_recs
+from models.registry import DEFAULT_DIR, ModelSet, load_default
+from models.scoring import Scores, excluded_items, score_profile, score_profiles
+from tests.models.synthetic import DAY, T0, basket_events, churn_events, purchase
+
+
+@pytest.fixture(scope="module")
+def models() -> ModelSet:
+    return ModelSet(train_churn(churn_events()), train_recs(basket_events(), k=5))
+
+
+def _profile(events: list[Event]) -> Profile:
+    profile = fold(events)
+    assert profile is not None
+    return profile
+
+
+def test_versions(models: ModelSet) -> None:
+    assert models.versions() == {"churn": models.churn.version, "recs": models.recs.version}
+
+
+def test_score_profile_excludes_recent_purchases_and_cart(models: ModelSet) -> None:
+    now = T0 + 100 * DAY
+    events = [
+        purchase("x", "b", now - 60 * DAY),  # bought long ago: may be recommended again
+        purchase("x", "a", now - DAY),  # bought yesterday: never recommended
+        Event(event_id="c1", type="add_to_cart", user_id="x", ts=now, item_id="b2"),
+    ]
+    profile = _profile(events)
+    assert excluded_items(profile, now) == {"a", "b2"}
+    scores = score_profile(profile, now, models, allowed=lambda i: i != "pop")
+    assert isinstance(scores, Scores)
+    assert 0.0 <= scores.churn <= 1.0
+    assert scores.churn == pytest.approx(models.churn.score(features(profile, now)), abs=1e-6)
+    recs = scores.recommendations
+    assert "a2" in recs[:4]  # the partner of a recent purchase
+    assert "b" in recs[:4]  # the partner of the cart item; bought 60 days ago, so allowed again
+    assert not {"a", "b2", "pop"} & set(recs)
+    assert len(recs) <= 20
+    assert scores.models == models.versions()
+
+
+def test_score_profiles_batches_like_one_by_one(models: ModelSet) -> None:
+    now = T0 + 400 * DAY
+    by_user: dict[str, list[Event]] = {}
+    for e in churn_events(20):
+        by_user.setdefault(e.user_id, []).append(e)
+    profiles = [_profile(evs) for evs in by_user.values()]
+    batch = score_profiles(profiles, now, models, allowed=lambda i: True)
+    single = [score_profile(p, now, models, allowed=lambda i: True) for p in profiles]
+    assert [s.recommendations for s in batch] == [s.recommendations for s in single]
+    assert [s.churn for s in batch] == pytest.approx([s.churn for s in single], abs=1e-6)
+    assert score_profiles([], now, models, allowed=lambda i: True) == []
+
+
+def test_shipped_default_models() -> None:
+    assert (DEFAULT_DIR / "churn.json").is_file()
+    churn, recs = load_default()
+    assert churn.feature_names == FEATURE_NAMES
+    assert churn.metrics["roc_auc"] > 0.6
+    assert recs.metrics["hr@10"] > recs.metrics["popularity_hr@10"]
+    models = ModelSet(churn, recs)
+    now = 1_323_000_000_000  # 2011-12-04
+    history = [
+        purchase("17850", "85123A", now - 2 * DAY),  # white hanging heart t-light holder
+        purchase("17850", "71053", now - 2 * DAY),  # white metal lantern
+        purchase("17850", "22423", now - 40 * DAY),  # regency cakestand 3 tier
+    ]
+    scores = score_profile(_profile(history), now, models, allowed=lambda i: True)
+    assert len(scores.recommendations) == 20
+    assert not {"85123A", "71053"} & set(scores.recommendations)
+    assert all(item in set(recs.items) for item in scores.recommendations)
+    assert 0.0 <= scores.churn <= 1.0
+    assert scores.models["churn"].startswith("churn-")
