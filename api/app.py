@@ -25,6 +25,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTENT = web.AppKey("content", ContentService)
 KEYS = web.AppKey("keys", KeyRing)
 METRICS = web.AppKey("metrics", dict)
+KEY_NAME = web.RequestKey("api_key", str)
 
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
@@ -89,7 +90,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return response
     if scope not in key.scopes:
         return problem(403, "Forbidden", f"this key lacks the {scope} scope")
-    request["api_key"] = key.name
+    request[KEY_NAME] = key.name
     return await handler(request)
 
 

@@ -85,7 +85,7 @@ class ChurnModel:
             raise ValueError(f"expected shape (n, {len(self.coef)}), got {x.shape}")
         mean, scale, coef = self._arrays()
         z = ((np.sign(x) * np.log1p(np.abs(x)) - mean) / scale) @ coef + self.intercept
-        return np.asarray(1.0 / (1.0 + np.exp(-z)))
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0))))
 
     # -- artifacts -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

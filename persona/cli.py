@@ -203,7 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  persona models train --events orders.csv.gz --out my-models",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("kind", nargs="?", choices=["all"], default="all")
     train.add_argument("--events", required=True, help="events file (any `replay` format)")
     train.add_argument("--out", default="models-out", help="directory for the artifacts")
     train.add_argument("--horizon-days", type=int, default=90, help="churn horizon (days)")

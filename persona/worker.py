@@ -16,7 +16,7 @@ from api.auth import KeyRing
 from api.content import ContentService
 from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
-from models.registry import ModelSet, load_default
+from models.registry import ModelSet
 from streams.app import PersonaStreams
 from streams.produce import is_tansu
 
@@ -99,7 +99,7 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     if not len(keys):
         log.warning("no API key configured: every route but the public ones answers 401")
-    models = load_default()
+    models = ModelSet.default()
     probe = asyncio.new_event_loop()  # not the worker's loop: Faust creates its own
     try:
         tansu = probe.run_until_complete(is_tansu(broker_url))

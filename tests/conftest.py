@@ -46,6 +46,8 @@ def http(
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, {}, b""
 
 
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:

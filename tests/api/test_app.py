@@ -15,7 +15,7 @@ from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
 from engine.events import validate
-from models.registry import load_default
+from models.registry import ModelSet
 
 T0 = 1_300_000_000_000
 AUTH = {"Authorization": "Bearer s3cret"}
@@ -36,7 +36,7 @@ def product(item_id: str, availability: str = "in_stock") -> Product:
 @pytest.fixture
 def state() -> MemoryState:
     s = MemoryState()
-    models = load_default()
+    models = ModelSet.default()
     for item in models.recs.popular[:50]:
         s.put_product(product(item))
     for item in ("A", "B", "C"):
@@ -47,7 +47,7 @@ def state() -> MemoryState:
 @pytest.fixture
 async def client(state: MemoryState) -> AsyncIterator[TestClient]:
     keys = KeyRing.from_settings("all:s3cret:content:read,events:write;ro:ro:content:read", None)
-    content = ContentService(state, load_default(), Renderer(), BlockPolicy())
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
     async with TestClient(TestServer(create_app(content, keys))) as c:
         yield c
 

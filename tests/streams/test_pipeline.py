@@ -122,8 +122,15 @@ def test_events_through_kafka_change_profile_and_blocks(catalog_loaded: Worker) 
     status, headers, body = block(worker, user, "cart_reminder")
     assert headers.get("X-Persona-Fallback") == "1" and json.loads(body)["fallback"] is True
     assert headers["ETag"] != etag
+    before = profile(worker, user)["recommendations"]
+    produce(worker, [ev(user, "product_view", "22423", T0 + 4000)])  # a cake stand: new taste
+    after = wait_until(
+        lambda: (q := profile(worker, user)) and q["recent_items"][0] == "22423" and q,
+        what="the new view",
+    )
+    assert after["recommendations"] != before
     status, headers, _ = block(worker, user, "recommendations", "html")
-    assert headers["ETag"] != recs_etag  # the new purchase re-ranked the block
+    assert status == 200 and headers["ETag"] != recs_etag
 
 
 def test_malformed_event_goes_to_dead_letters_and_the_next_is_processed(worker: Worker) -> None:
