@@ -12,6 +12,7 @@ from typing import Any
 
 from api.auth import InvalidKey
 from engine.settings import Settings, SettingsError, load_settings
+from streams.admin import TopicMismatch
 
 EPILOG_RUN = """examples:
   persona run --demo                      # embedded broker + worker + API with the demo data
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (SettingsError, InvalidKey) as exc:
+    except (SettingsError, InvalidKey, TopicMismatch) as exc:
         print(f"persona: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

@@ -17,8 +17,8 @@ from api.content import ContentService
 from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
 from models.registry import ModelSet
+from streams.admin import prepare_broker
 from streams.app import PersonaStreams
-from streams.produce import is_tansu
 
 log = logging.getLogger("persona.worker")
 
@@ -102,7 +102,7 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
     models = ModelSet.default()
     probe = asyncio.new_event_loop()  # not the worker's loop: Faust creates its own
     try:
-        tansu = probe.run_until_complete(is_tansu(broker_url))
+        tansu = probe.run_until_complete(prepare_broker(broker_url, settings.partitions))
     finally:
         probe.close()
     streams = PersonaStreams(settings, broker_url, tansu=tansu)

@@ -8,6 +8,7 @@ the context of that user's last event, so it lands in the right changelog partit
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -25,12 +26,10 @@ from engine.clock import EventTimeClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
 from engine.profile import Profile, apply
 from engine.settings import Settings
+from streams.admin import DEAD_LETTERS, ITEM_ACTIVITY_TOPIC, REKEYED_TOPIC
 
 log = logging.getLogger("persona.streams")
 
-REKEYED_TOPIC = "persona-events-rekeyed"
-ITEM_ACTIVITY_TOPIC = "persona-item-activity"
-DEAD_LETTERS = "dead-letters"
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.05  # seconds
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
@@ -178,8 +177,6 @@ class PersonaStreams:
         try:
             body["value"] = raw.decode("utf-8")
         except UnicodeDecodeError:
-            import base64
-
             body["value_base64"] = base64.b64encode(raw).decode()
         headers = [
             ("reason", reason.encode()[:1000]),
@@ -194,13 +191,13 @@ class PersonaStreams:
         async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):
             try:
                 await self._process_batch(batch)
-            except Exception:  # one bad batch must never stop the worker
-                log.exception("event batch failed; processing events one by one")
-                for event in batch:
-                    try:
-                        await self._process_batch([event])
-                    except Exception as exc:
-                        await self._dead_letter(event, f"processing failed: {exc!r}")
+            except Exception as exc:
+                # Bad data never gets here (it is dead-lettered per message); this is the broker
+                # or the state store failing. Crash the worker rather than lose or skip events:
+                # a supervisor restarts it and it resumes from the last committed offsets.
+                log.exception("stream processing failed; stopping the worker")
+                await self.app.crash(exc)
+                raise
 
     async def _process_batch(self, batch: list[EventT]) -> None:
         touched: dict[bytes, tuple[Profile, EventT]] = {}
@@ -225,8 +222,13 @@ class PersonaStreams:
                 with event_context(fevent):
                     raw = self.profiles.get(user)
                 current = None if raw is None else Profile.unpack(raw)
-            product = self.product(event.item_id) if event.item_id else None
-            updated = apply(current, event, product)
+            try:
+                product = self.product(event.item_id) if event.item_id else None
+                updated = apply(current, event, product)
+            except Exception as exc:  # a bug on one event's data must not stop the stream
+                log.exception("could not apply event %s", event.event_id)
+                await self._dead_letter(fevent, f"processing failed: {exc!r}")
+                continue
             if updated is current:
                 self.stats.duplicates += 1
                 continue
@@ -258,8 +260,6 @@ class PersonaStreams:
                 self.catalog_generation += 1
             except InvalidProduct as exc:
                 await self._dead_letter(fevent, exc.reason)
-            except Exception as exc:
-                await self._dead_letter(fevent, f"catalog update failed: {exc!r}")
 
     async def _popularity_agent(self, stream: faust.StreamT) -> None:
         async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):

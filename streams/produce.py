@@ -7,40 +7,19 @@ direct path through the worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from engine.catalog import Product
-from engine.events import INPUT_TOPICS, Event, encode
+from engine.events import Event, encode
+from streams.admin import ALL_INPUTS, bootstrap_servers, ensure_topics
+
+__all__ = ["ALL_INPUTS", "Producer", "bootstrap_servers", "ensure_topics"]
 
 Progress = Callable[[int], None]
-
-
-def bootstrap_servers(broker_url: str) -> str:
-    """`kafka://a:9092;kafka://b:9092` -> `a:9092,b:9092`."""
-    return ",".join(part.split("://", 1)[-1] for part in broker_url.split(";") if part)
-
-
-async def ensure_topics(broker_url: str, partitions: int, names: Iterable[str]) -> None:
-    """Create the named topics with `partitions` partitions where they do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
-                await admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
-                )
-    finally:
-        await admin.close()
 
 
 class Producer:
@@ -108,19 +87,3 @@ class Producer:
 
     async def send_raw(self, topic: str, value: bytes | None, key: bytes | None) -> None:
         await (await self._producer.send(topic, value, key=key))
-
-
-ALL_INPUTS = (*INPUT_TOPICS, "catalog")
-
-
-async def is_tansu(broker_url: str, timeout: float = 10.0) -> bool:
-    """Whether the cluster is Tansu (the embedded broker), whose end offsets need care."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000)
-    )
-    await admin.start()
-    try:
-        cluster = await admin.describe_cluster()
-    finally:
-        await admin.close()
-    return "tansu" in str(cluster.get("cluster_id") or "").lower()

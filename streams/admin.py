@@ -1,0 +1,92 @@
+"""Cluster administration for Persona's topics: creation, partition checks, broker detection."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from engine.events import INPUT_TOPICS
+
+ALL_INPUTS = (*INPUT_TOPICS, "catalog")
+REKEYED_TOPIC = "persona-events-rekeyed"
+ITEM_ACTIVITY_TOPIC = "persona-item-activity"
+DEAD_LETTERS = "dead-letters"
+# Topics whose partitions must match the tables' (they feed tables keyed like them).
+COPARTITIONED = (*ALL_INPUTS, REKEYED_TOPIC, ITEM_ACTIVITY_TOPIC)
+
+
+class TopicMismatch(RuntimeError):
+    pass
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """`kafka://a:9092;kafka://b:9092` -> `a:9092,b:9092`."""
+    return ",".join(part.split("://", 1)[-1] for part in broker_url.split(";") if part)
+
+
+def _admin(broker_url: str, timeout: float = 10.0) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000)
+    )
+
+
+async def ensure_topics(broker_url: str, partitions: int, names: Iterable[str]) -> None:
+    """Create the named topics with `partitions` partitions where they do not exist yet."""
+    admin = _admin(broker_url)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+                )
+    finally:
+        await admin.close()
+
+
+async def partition_counts(broker_url: str, names: Iterable[str]) -> dict[str, int]:
+    admin = _admin(broker_url)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(names))
+    finally:
+        await admin.close()
+    return {t["topic"]: len(t["partitions"]) for t in described if not t.get("error_code")}
+
+
+async def prepare_topics(broker_url: str, partitions: int, names: Iterable[str]) -> None:
+    """Create missing topics; refuse to start on existing ones whose partition count differs
+    from the tables' (co-partitioning is what keeps a user's events and state together)."""
+    names = list(names)
+    await ensure_topics(broker_url, partitions, names)
+    counts = await partition_counts(broker_url, names)
+    wrong = {name: n for name, n in counts.items() if n != partitions}
+    if wrong:
+        found = ", ".join(f"{name} has {n}" for name, n in sorted(wrong.items()))
+        raise TopicMismatch(
+            f"PERSONA_PARTITIONS is {partitions} but {found} partitions: set PERSONA_PARTITIONS "
+            "to the input topics' partition count"
+        )
+
+
+async def prepare_broker(broker_url: str, partitions: int) -> bool:
+    """Everything a worker checks before it starts: topics ready; returns whether it is Tansu."""
+    await prepare_topics(broker_url, partitions, COPARTITIONED)
+    await ensure_topics(broker_url, partitions, [DEAD_LETTERS])
+    return await is_tansu(broker_url)
+
+
+async def is_tansu(broker_url: str, timeout: float = 10.0) -> bool:
+    """Whether the cluster is Tansu (the embedded broker), whose end offsets need care."""
+    admin = _admin(broker_url, timeout)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    return "tansu" in str(cluster.get("cluster_id") or "").lower()
