@@ -172,18 +172,22 @@ def load_demo(settings: Settings, broker_url: str, base: str, stop: threading.Ev
     sys.stderr.write("\n")
 
 
-def _demo_users(n: int = 3) -> list[str]:
-    """Customers of the demo orders with the most order lines (real ids from the sample)."""
+def _demo_users(n: int = 3) -> tuple[list[str], int]:
+    """Customers of the demo orders with the most order lines (real ids from the sample), and the
+    newest event time of the sample."""
     from engine.sources import read_events
 
     counts: dict[str, int] = {}
+    newest = 0
     for event in read_events(DEMO_DIR / "orders.csv.gz"):
         counts[event.user_id] = counts.get(event.user_id, 0) + 1
-    return [u for u, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+        newest = max(newest, event.ts)
+    users = [u for u, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+    return users, newest
 
 
 def print_examples(settings: Settings, base: str, data_dir: Path, key_line: str | None) -> None:
-    users = _demo_users()
+    users, newest = _demo_users()
     key_file = data_dir / "local-api-key"
     lines = ["", "Persona is running with the demo data. Try:", ""]
     if key_line:
@@ -204,7 +208,7 @@ def print_examples(settings: Settings, base: str, data_dir: Path, key_line: str 
             "event_id": "demo-1",
             "type": "add_to_cart",
             "user_id": users[0] if users else "u1",
-            "ts": int(time.time() * 1000),
+            "ts": newest + 60_000,
             "item_id": "85123A",
         }
     )

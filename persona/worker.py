@@ -128,4 +128,6 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
 
 def run_worker(settings: Settings, broker_url: str) -> None:
     worker, _ = build_worker(settings, broker_url)
+    # Faust logs every producer back-pressure wait (several per second under load): keep errors.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     worker.execute_from_commandline()

@@ -101,3 +101,60 @@ def test_invalid_setting_stops_startup_with_its_name(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "PERSONA_HTTP_PORT" in result.stderr
+
+
+def test_run_demo_prints_working_example_urls(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+    env["PERSONA_PARTITIONS"] = "4"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "persona",
+            "run",
+            "--demo",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Stop with Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert "Persona is running with the demo data" in text, text
+        secret = (tmp_path / "local-api-key").read_text().split(":")[1]
+        urls = [
+            word.strip("'")
+            for line in lines
+            if line.strip().startswith("curl") and "-X POST" not in line
+            for word in line.split()
+            if word.strip("'").startswith("http://")
+        ]
+        personal = [u for u in urls if "someone-new" not in u]
+        assert len(personal) >= 4
+        for url in personal:
+            status, headers, _ = http("GET", url, key=secret)
+            assert status == 200, url
+            if "/blocks/recommendations" in url:
+                assert "X-Persona-Fallback" not in headers, url
+        status, headers, _ = http("GET", next(u for u in urls if "someone-new" in u), key=secret)
+        assert status == 200 and headers["X-Persona-Fallback"] == "1"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
