@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from api.auth import InvalidKey
+from engine.catalog import InvalidProduct
+from engine.events import InvalidEvent
 from engine.settings import Settings, SettingsError, load_settings
 from streams.admin import TopicMismatch
 
@@ -67,6 +71,11 @@ def _require_broker(settings: Settings) -> str:
     return settings.broker_url
 
 
+def _require_file(path: str) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(2, "No such file", path)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from persona.supervisor import run
 
@@ -86,6 +95,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     broker = _require_broker(settings)
+    _require_file(args.file)
     sent = asyncio.run(replay(broker, settings.partitions, read_events(args.file), args.rate))
     return 0 if sent >= 0 else 1
 
@@ -117,6 +127,7 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     broker = _require_broker(settings)
+    _require_file(args.file)
     asyncio.run(import_catalog(broker, settings.partitions, read_catalog(args.file)))
     return 0
 
@@ -225,6 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"persona: file not found: {exc.filename}", file=sys.stderr)
         return 2
+    except KafkaError as exc:
+        print(
+            f"persona: broker error: {exc} (is the broker URL right and reachable?)",
+            file=sys.stderr,
+        )
+        return 1
+    except (InvalidEvent, InvalidProduct) as exc:
+        print(f"persona: {exc.reason}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,132 @@
+"""The loading tools against a real worker: `persona catalog import` and `persona replay`."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Worker, http, wait_until
+
+
+def persona(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PERSONA_PARTITIONS="4")
+    return subprocess.run(
+        [sys.executable, "-m", "persona", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.integration
+def test_catalog_import_and_replay_twice(worker: Worker, tmp_path: Path) -> None:
+    feed = tmp_path / "feed.csv"
+    feed.write_text(
+        "item_id,title,url,image_url,price,currency,availability,category,brand\n"
+        "cli-1,Lamp,https://s.example.com/1,https://s.example.com/1.jpg,9.5,EUR,in_stock,Light,Acme\n"
+        "cli-2,Vase,https://s.example.com/2,https://s.example.com/2.jpg,4,EUR,out_of_stock,Home,\n"
+    )
+    result = persona("catalog", "import", str(feed), "--broker", worker.broker_url)
+    assert result.returncode == 0, result.stderr
+    assert "catalog import: 2" in result.stderr
+
+    events = tmp_path / "events.jsonl.gz"
+    with gzip.open(events, "wt") as fh:
+        for i in range(50):
+            fh.write(
+                json.dumps(
+                    {
+                        "event_id": f"cli-{i}",
+                        "type": "product_view",
+                        "user_id": "cli-user",
+                        "ts": 1_600_000_000_000 + i,
+                        "item_id": "cli-1",
+                    }
+                )
+                + "\n"
+            )
+    for _ in range(2):  # the second replay repeats every event_id: nothing changes
+        result = persona("replay", str(events), "--rate", "500", "--broker", worker.broker_url)
+        assert result.returncode == 0, result.stderr
+        assert "replay: 50" in result.stderr
+
+    # A sentinel after both replays: same user, same partition, so once it is folded every
+    # repeated event before it has been seen (and ignored).
+    sentinel = tmp_path / "sentinel.jsonl"
+    sentinel.write_text(
+        json.dumps(
+            {
+                "event_id": "cli-end",
+                "type": "page_view",
+                "user_id": "cli-user",
+                "ts": 1_600_000_001_000,
+            }
+        )
+        + "\n"
+    )
+    assert persona("replay", str(sentinel), "--broker", worker.broker_url).returncode == 0
+
+    def profile_after_sentinel() -> dict | None:
+        status, _, body = http("GET", f"{worker.base}/v1/users/cli-user/profile")
+        p = json.loads(body) if status == 200 else None
+        return p if p and "page_view" in p["events"] else None
+
+    profile = wait_until(profile_after_sentinel, what="the sentinel event")
+    del profile["events"]["page_view"]
+    assert profile["events"] == {"product_view": 50}
+    assert profile["affinities"]["categories"] == {"Light": 50.0}
+
+
+def test_commands_explain_bad_input(tmp_path: Path) -> None:
+    result = persona("replay", str(tmp_path / "missing.jsonl"), "--broker", "kafka://127.0.0.1:1")
+    assert result.returncode == 2 and "file not found" in result.stderr
+    result = persona("replay", "x.jsonl")
+    assert result.returncode == 2 and "--broker" in result.stderr
+    result = persona("--help")
+    assert result.returncode == 0 and "replay" in result.stdout
+
+
+def test_models_train_writes_loadable_artifacts(tmp_path: Path) -> None:
+    from models.registry import ModelSet
+
+    events = tmp_path / "events.jsonl"
+    day = 86_400_000
+    lines = []
+    for u in range(60):
+        for k in range(4 if u % 3 else 1):
+            ts = 1_600_000_000_000 + (u % 7) * day + k * 30 * day
+            for item in (f"i{(u + k) % 9}", f"i{(u + k + 1) % 9}"):
+                lines.append(
+                    {
+                        "event_id": f"{u}-{k}-{item}",
+                        "type": "purchase",
+                        "user_id": f"u{u}",
+                        "ts": ts,
+                        "item_id": item,
+                        "price": 3.0,
+                        "props": {"order_id": f"{u}-{k}"},
+                    }
+                )
+    events.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    result = persona(
+        "models",
+        "train",
+        "--events",
+        str(events),
+        "--out",
+        str(tmp_path / "m"),
+        "--horizon-days",
+        "30",
+    )
+    assert result.returncode == 0, result.stderr
+    models = ModelSet.from_dir(tmp_path / "m")
+    assert set(models.versions()) == {"churn", "recs"}
+    assert models.recs.recommend([("i1", 0)], exclude=set(), k=3)
