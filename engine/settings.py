@@ -35,6 +35,10 @@ class Settings:
     template_dir: Path | None = None  # None: the templates shipped with the package
     log_level: str = "info"
     broker_session_timeout: float = 10.0  # seconds; Tansu delays joins by half of it
+    readers: int = 1  # read-only API processes beside the worker in `persona run` (0: none)
+    request_timeout: float = 10.0  # seconds a request may take before 503
+    tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
+    tls_key: Path | None = None
 
     @property
     def consent_granted_by_default(self) -> bool:
@@ -61,6 +65,19 @@ def _convert(name: str, value: Any) -> Any:
             if name != "http_port" and not 1 <= number <= 1024:
                 raise ValueError("must be 1..1024")
             return number
+        if name == "readers":
+            number = int(value)
+            if not 0 <= number <= 64:
+                raise ValueError("must be 0..64")
+            return number
+        if name == "request_timeout":
+            real = float(value)
+            if not 0.1 <= real <= 600.0:
+                raise ValueError("must be 0.1..600 seconds")
+            return real
+        if name == "rate_limits":
+            parse_rate_limits(str(value))
+            return str(value)
         if name in ("churn_threshold", "broker_session_timeout"):
             real = float(value)
             if name == "churn_threshold" and not 0.0 <= real <= 1.0:
@@ -68,7 +85,7 @@ def _convert(name: str, value: Any) -> Any:
             if name == "broker_session_timeout" and not 1.0 <= real <= 300.0:
                 raise ValueError("must be 1..300 seconds")
             return real
-        if name in ("data_dir", "api_keys_file", "template_dir"):
+        if name in ("data_dir", "api_keys_file", "template_dir", "tls_cert", "tls_key"):
             return Path(str(value)).expanduser()
         if name == "consent_default":
             if value not in ("granted", "required"):
@@ -86,7 +103,27 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"invalid setting {env}={value!r}: {exc}") from None
 
 
-_OPTIONAL = frozenset({"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"})
+_OPTIONAL = frozenset(
+    {"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"}
+    | {"tls_cert", "tls_key"}
+)
+
+
+def parse_rate_limits(text: str) -> dict[str, float]:
+    """`name:requests_per_second;...` -> {key name: rate}; ValueError when malformed."""
+    limits: dict[str, float] = {}
+    for entry in (e.strip() for e in text.split(";")):
+        if not entry:
+            continue
+        name, sep, rate_text = entry.rpartition(":")
+        try:
+            rate = float(rate_text)
+        except ValueError:
+            rate = -1.0
+        if not sep or not name.strip() or not rate > 0 or rate == float("inf"):
+            raise ValueError(f"entry {entry!r} is not name:requests_per_second (a number > 0)")
+        limits[name.strip()] = rate
+    return limits
 
 
 def _broker_url(value: str) -> str:
@@ -134,5 +171,7 @@ def load_settings(
             raise SettingsError(f"unknown setting {name!r}")
         if value is not None:
             raw[name] = value
-    settings = Settings()
-    return replace(settings, **{name: _convert(name, value) for name, value in raw.items()})
+    settings = replace(Settings(), **{name: _convert(name, value) for name, value in raw.items()})
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise SettingsError("PERSONA_TLS_CERT and PERSONA_TLS_KEY must be set together")
+    return settings

@@ -53,3 +53,37 @@ def test_bad_config_file(tmp_path: Path):
     cfg.write_text("colour = 1\n")
     with pytest.raises(SettingsError, match="unknown setting"):
         load_settings({}, env={"PERSONA_CONFIG": str(cfg)})
+
+
+def test_serving_settings():
+    s = load_settings({}, env={})
+    assert s.readers == 1 and s.request_timeout == 10.0 and s.tls_cert is None
+    env = {
+        "PERSONA_READERS": "3",
+        "PERSONA_RATE_LIMITS": "shop:50; esp:2.5",
+        "PERSONA_TLS_CERT": "/c.pem",
+        "PERSONA_TLS_KEY": "/k.pem",
+    }
+    s = load_settings({}, env=env)
+    assert s.readers == 3 and s.rate_limits == "shop:50; esp:2.5"
+    assert s.tls_cert == Path("/c.pem") and s.tls_key == Path("/k.pem")
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"PERSONA_RATE_LIMITS": "shop"}, "PERSONA_RATE_LIMITS"),
+        ({"PERSONA_RATE_LIMITS": "shop:-1"}, "PERSONA_RATE_LIMITS"),
+        ({"PERSONA_READERS": "-1"}, "PERSONA_READERS"),
+        ({"PERSONA_TLS_CERT": "/c.pem"}, "PERSONA_TLS"),
+    ],
+)
+def test_invalid_serving_settings(env, name):
+    with pytest.raises(SettingsError, match=name):
+        load_settings({}, env=env)
+
+
+def test_parse_rate_limits():
+    from engine.settings import parse_rate_limits
+
+    assert parse_rate_limits("a:1;b:0.5;") == {"a": 1.0, "b": 0.5}
