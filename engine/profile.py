@@ -7,6 +7,7 @@ event's product in the catalog (for its category and brand) and passes it in.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,8 +19,16 @@ from engine.events import Event
 RECENT_ITEMS = 30  # most recent distinct items kept, newest first
 RECENT_PURCHASES = 50
 TOP_AFFINITIES = 30
-DEDUP_IDS = 1000  # event ids remembered per user (idempotency)
+DAY_MS = 86_400_000
+# Idempotency memory per user: at least the last DEDUP_IDS event ids or every id of the last
+# DEDUP_WINDOW_MS of event time, whichever holds more; DEDUP_HARD_CAP bounds a runaway user.
+DEDUP_IDS = 1000
+DEDUP_WINDOW_MS = 30 * DAY_MS
+DEDUP_HARD_CAP = 20_000
 SESSION_GAP_MS = 30 * 60 * 1000
+# Session intervals are kept this far behind the newest event so out-of-order events (accepted up
+# to the lateness bound, 7 days by default) still merge or split sessions exactly.
+SESSION_WINDOW_MS = 8 * DAY_MS
 
 # How much each kind of signal says about a shopper's taste.
 AFFINITY_WEIGHTS: dict[str, float] = {
@@ -60,13 +69,14 @@ class Profile:
     monetary: float = 0.0
     last_purchase: int = 0
     sessions: int = 0
-    last_session: str = ""
+    spans: list[list[int]] = field(default_factory=list)  # recent sessions [start, end], sorted
     carts_started: int = 0
     carts_converted: int = 0
     categories: dict[str, float] = field(default_factory=dict)
     brands: dict[str, float] = field(default_factory=dict)
     consent: dict[str, bool] | None = None
-    seen: list[int] = field(default_factory=list, repr=False)  # event_key()s, oldest first
+    seen: array[int] = field(default_factory=lambda: array("Q"), repr=False)  # event_key()s
+    seen_at: array[int] = field(default_factory=lambda: array("I"), repr=False)  # their ts (s)
 
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -85,13 +95,14 @@ class Profile:
             "m": self.monetary,
             "lp": self.last_purchase,
             "s": self.sessions,
-            "ls": self.last_session,
+            "ss": self.spans,
             "cs": self.carts_started,
             "cc": self.carts_converted,
             "ca": self.categories,
             "b": self.brands,
             "co": self.consent,
-            "e": self.seen,
+            "e": self.seen.tobytes(),
+            "ea": self.seen_at.tobytes(),
         }
 
     @classmethod
@@ -111,13 +122,14 @@ class Profile:
             monetary=d["m"],
             last_purchase=d["lp"],
             sessions=d["s"],
-            last_session=d["ls"],
+            spans=d["ss"],
             carts_started=d["cs"],
             carts_converted=d["cc"],
             categories=d["ca"],
             brands=d["b"],
             consent=d["co"],
-            seen=d["e"],
+            seen=_array("Q", d["e"]),
+            seen_at=_array("I", d["ea"]),
         )
 
     def pack(self) -> bytes:
@@ -131,6 +143,10 @@ class Profile:
     @property
     def recent_items(self) -> list[str]:
         return [item for item, _ in self.recent]
+
+    @property
+    def last_session_start(self) -> int:
+        return self.spans[-1][0] if self.spans else 0
 
     def has_seen(self, event_id: str) -> bool:
         return event_key(event_id) in self.seen
@@ -151,8 +167,16 @@ class Profile:
             categories=dict(self.categories),
             brands=dict(self.brands),
             consent=None if self.consent is None else dict(self.consent),
-            seen=list(self.seen),
+            spans=[list(s) for s in self.spans],
+            seen=array("Q", self.seen),
+            seen_at=array("I", self.seen_at),
         )
+
+
+def _array(typecode: str, raw: bytes) -> array[int]:
+    out = array(typecode)
+    out.frombytes(raw)
+    return out
 
 
 def new_profile(user_id: str) -> Profile:
@@ -191,17 +215,15 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
     if key in profile.seen:
         return profile
     p = profile.copy()
-    p.seen.append(key)
-    del p.seen[:-DEDUP_IDS]
+    _remember(p, key, event.ts)
     p.version += 1
     etype = event.type
     ts = event.ts
     p.counts[etype] = p.counts.get(etype, 0) + 1
     if p.first_seen == 0 or ts < p.first_seen:
         p.first_seen = ts
-    previous_seen = p.last_seen
     p.last_seen = max(p.last_seen, ts)
-    _track_session(p, event, previous_seen)
+    _track_session(p, ts)
 
     if etype == "consent":
         consent = dict(p.consent or {})
@@ -238,14 +260,36 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
     return p
 
 
-def _track_session(p: Profile, event: Event, previous_seen: int) -> None:
-    if event.session_id:
-        if event.session_id != p.last_session:
-            p.sessions += 1
-            p.last_session = event.session_id
-    elif previous_seen == 0 or event.ts - previous_seen > SESSION_GAP_MS:
+def _remember(p: Profile, key: int, ts: int) -> None:
+    """Add an event id to the dedup memory and forget what both bounds allow forgetting."""
+    p.seen.append(key)
+    p.seen_at.append(max(0, ts // 1000))
+    horizon = (max(p.last_seen, ts) - DEDUP_WINDOW_MS) // 1000
+    drop = 0
+    limit = len(p.seen) - DEDUP_IDS
+    while drop < limit and (p.seen_at[drop] < horizon or len(p.seen) - drop > DEDUP_HARD_CAP):
+        drop += 1
+    if drop:
+        del p.seen[:drop]
+        del p.seen_at[:drop]
+
+
+def _track_session(p: Profile, ts: int) -> None:
+    """Sessions by event time: events closer than SESSION_GAP_MS belong to one session, whatever
+    order they arrive in. An event can start a session, extend one, or bridge two into one."""
+    spans = p.spans
+    near = [s for s in spans if s[0] - SESSION_GAP_MS <= ts <= s[1] + SESSION_GAP_MS]
+    if not near:
+        spans.append([ts, ts])
+        spans.sort()
         p.sessions += 1
-        p.last_session = ""
+    else:
+        merged = [min(near[0][0], ts), max(near[-1][1], ts)]
+        p.sessions -= len(near) - 1
+        p.spans = spans = sorted([s for s in spans if s not in near] + [merged])
+    cutoff = p.last_seen - SESSION_WINDOW_MS
+    if spans and spans[0][1] < cutoff:
+        p.spans = [s for s in spans if s[1] >= cutoff]
 
 
 def _apply_purchase(p: Profile, event: Event, product: Product | None) -> None:

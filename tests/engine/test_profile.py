@@ -1,6 +1,13 @@
 from engine.catalog import Product
 from engine.events import validate
-from engine.profile import DEDUP_IDS, RECENT_ITEMS, SESSION_GAP_MS, Profile, apply, fold
+from engine.profile import (
+    DEDUP_IDS,
+    RECENT_ITEMS,
+    SESSION_GAP_MS,
+    Profile,
+    apply,
+    fold,
+)
 
 T0 = 1_700_000_000_000
 _n = 0
@@ -95,13 +102,28 @@ def test_affinities_from_catalog_and_props():
     assert p.brands == {"Acme": 4.0}
 
 
-def test_sessions_by_id_or_thirty_minute_gap():
-    p = fold([ev(ts=T0), ev(ts=T0 + SESSION_GAP_MS - 1), ev(ts=T0 + 2 * SESSION_GAP_MS + 10)])
+def test_sessions_by_thirty_minute_gap_in_event_time():
+    gap = SESSION_GAP_MS
+    p = fold([ev(ts=T0), ev(ts=T0 + gap - 1), ev(ts=T0 + 2 * gap + 10)])
     assert p is not None and p.sessions == 2
-    p = fold(
-        [ev(ts=T0, session_id="s1"), ev(ts=T0 + 1, session_id="s1"), ev(ts=T0 + 2, session_id="s2")]
-    )
+
+
+def test_out_of_order_event_bridges_two_sessions_into_one():
+    gap = SESSION_GAP_MS
+    p = fold([ev(ts=T0), ev(ts=T0 + 50 * 60_000)])
     assert p is not None and p.sessions == 2
+    p = apply(p, ev(ts=T0 + 25 * 60_000))  # late, lands between: one session now
+    assert p.sessions == 1 and p.spans == [[T0, T0 + 50 * 60_000]]
+    p = apply(p, ev(ts=T0 - 3 * gap))  # much earlier: a session of its own
+    assert p.sessions == 2
+
+
+def test_session_count_is_independent_of_arrival_order():
+    times = [T0 + m * 60_000 for m in (0, 10, 45, 80, 200, 215, 400, 1000, 1029)]
+    in_order = fold([ev(ts=t) for t in times])
+    shuffled = fold([ev(ts=t) for t in reversed(times)])
+    assert in_order is not None and shuffled is not None
+    assert in_order.sessions == shuffled.sessions == 6  # gaps > 30 min: 35, 35, 120, 185, 600
 
 
 def test_consent_sets_purposes():
@@ -128,9 +150,28 @@ def test_apply_does_not_mutate_its_input():
     assert p.pack() == before
 
 
-def test_dedup_memory_is_bounded():
-    p = fold([ev(ts=T0 + i) for i in range(DEDUP_IDS + 50)])
+def test_dedup_keeps_the_last_thousand_ids_when_older_than_thirty_days():
+    day = 86_400_000
+    old = [ev(ts=T0 + i, event_id=f"old{i}") for i in range(DEDUP_IDS)]
+    p = fold(old + [ev(ts=T0 + 40 * day + i) for i in range(50)])
     assert p is not None and len(p.seen) == DEDUP_IDS
+    assert not p.has_seen("old0") and p.has_seen(f"old{DEDUP_IDS - 1}")
+
+
+def test_dedup_keeps_every_id_of_the_last_thirty_days_beyond_a_thousand():
+    events = [ev(ts=T0 + i * 60_000, event_id=f"k{i}") for i in range(DEDUP_IDS + 500)]
+    p = fold(events)
+    assert p is not None and len(p.seen) == DEDUP_IDS + 500
+    again = apply(p, events[0])
+    assert again is p  # the very first id is still remembered: it is within 30 days
+
+
+def test_dedup_memory_has_a_hard_cap(monkeypatch):
+    import engine.profile
+
+    monkeypatch.setattr(engine.profile, "DEDUP_HARD_CAP", DEDUP_IDS + 100)
+    p = fold([ev(ts=T0 + i) for i in range(DEDUP_IDS + 300)])
+    assert p is not None and len(p.seen) == DEDUP_IDS + 100
 
 
 def test_pack_round_trip():
