@@ -35,6 +35,8 @@ class Settings:
     template_dir: Path | None = None  # None: the templates shipped with the package
     log_level: str = "info"
     broker_session_timeout: float = 10.0  # seconds; Tansu delays joins by half of it
+    lateness_days: float = 7.0  # events further behind the event-time clock are dead-lettered
+    advertised_url: str | None = None  # how other workers reach this one's API (routing)
     readers: int = 1  # read-only API processes beside the worker in `persona run` (0: none)
     request_timeout: float = 10.0  # seconds a request may take before 503
     tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
@@ -47,6 +49,14 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
+
+    @property
+    def own_url(self) -> str:
+        """The URL other workers use to reach this worker's API."""
+        if self.advertised_url:
+            return self.advertised_url
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
 
 
 _ENV = {f.name: f"PERSONA_{f.name.upper()}" for f in fields(Settings)}
@@ -78,8 +88,10 @@ def _convert(name: str, value: Any) -> Any:
         if name == "rate_limits":
             parse_rate_limits(str(value))
             return str(value)
-        if name in ("churn_threshold", "broker_session_timeout"):
+        if name in ("churn_threshold", "broker_session_timeout", "lateness_days"):
             real = float(value)
+            if name == "lateness_days" and not 0.0 < real <= 3650.0:
+                raise ValueError("must be more than 0 and at most 3650 days")
             if name == "churn_threshold" and not 0.0 <= real <= 1.0:
                 raise ValueError("must be between 0 and 1")
             if name == "broker_session_timeout" and not 1.0 <= real <= 300.0:
@@ -98,6 +110,11 @@ def _convert(name: str, value: Any) -> Any:
             return level
         if name == "broker_url":
             return _broker_url(str(value))
+        if name == "advertised_url":
+            url = str(value).rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                raise ValueError("must be an http(s) URL such as http://10.0.0.5:8080")
+            return url
         return str(value)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"invalid setting {env}={value!r}: {exc}") from None
@@ -105,7 +122,7 @@ def _convert(name: str, value: Any) -> Any:
 
 _OPTIONAL = frozenset(
     {"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"}
-    | {"tls_cert", "tls_key"}
+    | {"tls_cert", "tls_key", "advertised_url"}
 )
 
 
