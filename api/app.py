@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api import privacy, routing
 from api.auth import KeyRing
 from api.content import ContentService
 from api.openapi import openapi_document
@@ -225,8 +226,15 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 def create_app(content: ContentService, keys: KeyRing) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
+        middlewares=[
+            errors_middleware,
+            auth_middleware,
+            routing.routing_middleware(content.state.owner_url),
+        ],
+        client_max_size=MAX_BODY,
     )
+    routing.register(app)
+    privacy.register(app)
     app[CONTENT] = content
     app[KEYS] = keys
     app[METRICS] = {}

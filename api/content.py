@@ -35,7 +35,11 @@ class StateView(Protocol):
 
     def ready(self) -> tuple[bool, str]: ...
 
+    def owner_url(self, user_id: str) -> str | None: ...
+
     async def produce(self, events: list[Event]) -> None: ...
+
+    async def erase(self, user_id: str) -> None: ...
 
 
 class ContentService:
@@ -78,6 +82,11 @@ class ContentService:
             self._scores.clear()
         self._scores[profile.user_id] = (stamp, scores)
         return scores
+
+    def forget(self, user_id: str) -> None:
+        """Drop everything cached about a user (after an erasure)."""
+        self.cache.invalidate_user(user_id)
+        self._scores.pop(user_id, None)
 
     def popular(self) -> list[str]:
         live = self.state.popular()

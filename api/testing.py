@@ -47,6 +47,12 @@ class MemoryState:
         self.profiles[event.user_id] = apply(self.profiles.get(event.user_id), event, product)
         self.clock.observe(event.ts)
 
+    def owner_url(self, user_id: str) -> str | None:
+        return None
+
+    async def erase(self, user_id: str) -> None:
+        self.profiles.pop(user_id, None)
+
     async def produce(self, events: list[Event]) -> None:
         for event in events:
             self.produced.append(event)

@@ -402,6 +402,10 @@ class BlockCache:
             self._remove(oldest)
             self.evictions += 1
 
+    def keys_of(self, user_id: str) -> list[list[str]]:
+        """The (block, format, variant) entries cached for one user (privacy export)."""
+        return sorted([key[1], key[2], key[3]] for key in self._by_user.get(user_id, ()))
+
     def invalidate_user(self, user_id: str) -> int:
         """Drop every block of one user (erasure, consent change); returns how many."""
         keys = self._by_user.pop(user_id, set())

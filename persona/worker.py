@@ -33,6 +33,8 @@ class StreamState:
         self.product = streams.product
         self.popular = streams.popular
         self.produce = streams.produce
+        self.owner_url = streams.owner_url
+        self.erase = streams.erase
 
     @property
     def catalog_generation(self) -> int:

@@ -14,8 +14,9 @@ ALL_INPUTS = (*INPUT_TOPICS, "catalog")
 REKEYED_TOPIC = "persona-events-rekeyed"
 ITEM_ACTIVITY_TOPIC = "persona-item-activity"
 DEAD_LETTERS = "dead-letters"
+COMMANDS_TOPIC = "persona-commands"  # erasures etc., keyed by user, in order with the events
 # Topics whose partitions must match the tables' (they feed tables keyed like them).
-COPARTITIONED = (*ALL_INPUTS, REKEYED_TOPIC, ITEM_ACTIVITY_TOPIC)
+COPARTITIONED = (*ALL_INPUTS, REKEYED_TOPIC, ITEM_ACTIVITY_TOPIC, COMMANDS_TOPIC)
 
 
 class TopicMismatch(RuntimeError):

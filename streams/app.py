@@ -26,7 +26,7 @@ from engine.clock import EventTimeClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
 from engine.profile import Profile, apply
 from engine.settings import Settings
-from streams.admin import DEAD_LETTERS, ITEM_ACTIVITY_TOPIC, REKEYED_TOPIC
+from streams.admin import COMMANDS_TOPIC, DEAD_LETTERS, ITEM_ACTIVITY_TOPIC, REKEYED_TOPIC
 
 log = logging.getLogger("persona.streams")
 
@@ -62,6 +62,8 @@ class StreamStats:
     duplicates: int = 0
     rekeyed: int = 0
     catalog_updates: int = 0
+    late: int = 0
+    erased: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
 
 
@@ -97,6 +99,7 @@ class PersonaStreams:
             # (ConsistencyError) and stop early. Single-record batches keep the end offset exact.
             producer_max_batch_size=16 if tansu else 16384,
             table_standby_replicas=1,
+            canonical_url=settings.own_url,  # advertised to the group: routing to owners
             loghandlers=[],
         )
         app = self.app
@@ -105,9 +108,15 @@ class PersonaStreams:
             return app.topic(name, key_type=bytes, value_type=bytes, partitions=n, **kw)
 
         self.input_topic = app.topic(
-            *INPUT_TOPICS, REKEYED_TOPIC, key_type=bytes, value_type=bytes, partitions=n
+            *INPUT_TOPICS,
+            REKEYED_TOPIC,
+            COMMANDS_TOPIC,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=n,
         )
         self.rekeyed_topic = topic(REKEYED_TOPIC)
+        self.commands_topic = topic(COMMANDS_TOPIC)
         self.event_topics = {name: topic(name) for name in INPUT_TOPICS}
         self.catalog_topic = topic("catalog")
         self.dead_letters = topic(DEAD_LETTERS)
@@ -122,6 +131,10 @@ class PersonaStreams:
         self.profiles = app.Table("profiles", default=None, **table_kw)
         self.catalog = app.GlobalTable("catalog", default=None, **table_kw)
         self.popularity = app.GlobalTable("popularity", default=None, **table_kw)
+        # newest event time per partition: the event-time clock survives restarts
+        self.clock_table = app.Table("clock", default=None, **table_kw)
+        self._clock_seeded = False
+        self._lateness_ms = int(settings.lateness_days * 86_400_000)
 
         app.agent(self.input_topic, name="persona.events")(self._events_agent)
         app.agent(self.catalog_topic, name="persona.catalog")(self._catalog_agent)
@@ -146,7 +159,30 @@ class PersonaStreams:
             return False, "tables recovering"
         if self.app.rebalancing:
             return False, "rebalancing"
+        if not self._clock_seeded:
+            self._seed_clock()
         return True, "ok"
+
+    def _seed_clock(self) -> None:
+        """After recovery: restore the event-time clock from the newest time of each partition."""
+        for raw in self.clock_table.values():
+            if raw:
+                self.clock.observe(int(raw))
+        self._clock_seeded = True
+
+    def owner_url(self, user_id: str) -> str | None:
+        """The API URL of the worker that owns this user's partition, or None when it is this
+        worker (or ownership is unknown: then this worker answers from what it has)."""
+        try:
+            url = str(self.app.router.key_store("profiles", user_id.encode())).rstrip("/")
+        except Exception:  # no assignment yet, or the owner left the group
+            return None
+        return None if url == self.settings.own_url else url
+
+    async def erase(self, user_id: str) -> None:
+        """Queue the erasure of a user: it runs in the user's partition, in order with events."""
+        body = json.dumps({"command": "erase", "user_id": user_id}).encode()
+        await self.commands_topic.send(key=user_id.encode(), value=body)
 
     async def produce(self, events: list[Event]) -> None:
         """Produce validated events to their input topics, keyed by user id (the direct path)."""
@@ -200,15 +236,28 @@ class PersonaStreams:
                 raise
 
     async def _process_batch(self, batch: list[EventT]) -> None:
-        touched: dict[bytes, tuple[Profile, EventT]] = {}
+        touched: dict[bytes, tuple[Profile | None, EventT]] = {}
         activity: dict[str, list[float]] = {}
+        newest: dict[int, tuple[int, EventT]] = {}
         for fevent in batch:
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
+            if msg.topic == COMMANDS_TOPIC:
+                self._command(fevent, touched)
+                continue
             try:
                 event = parse(msg.value or b"")
             except InvalidEvent as exc:
                 await self._dead_letter(fevent, exc.reason)
+                continue
+            behind = self.clock.now_ms() - event.ts
+            if behind > self._lateness_ms:
+                self.stats.late += 1
+                await self._dead_letter(
+                    fevent,
+                    f"late: {behind / 3_600_000:.1f} h behind the event-time clock "
+                    f"(bound {self.settings.lateness_days:g} days)",
+                )
                 continue
             user = event.user_id.encode()
             if not self._correctly_keyed(msg.key, msg.partition, user):
@@ -217,7 +266,7 @@ class PersonaStreams:
                 continue
             current: Profile | None
             if user in touched:
-                current = touched[user][0]
+                current = touched[user][0]  # None after an erasure in this batch
             else:
                 with event_context(fevent):
                     raw = self.profiles.get(user)
@@ -235,14 +284,37 @@ class PersonaStreams:
             self.stats.events += 1
             self.clock.observe(event.ts)
             touched[user] = (updated, fevent)
+            if event.ts > newest.get(msg.partition, (0, fevent))[0]:
+                newest[msg.partition] = (event.ts, fevent)
             weight = _POPULARITY_WEIGHT.get(event.type)
             if weight and event.item_id:
                 activity.setdefault(event.item_id, [0.0])[0] += weight * event.quantity
         for user, (profile, fevent) in touched.items():
             with event_context(fevent):
-                self.profiles[user] = profile.pack()
+                if profile is None:
+                    self.profiles.pop(user, None)  # erased: a tombstone in the changelog
+                else:
+                    self.profiles[user] = profile.pack()
+        for partition, (ts, fevent) in newest.items():
+            with event_context(fevent):
+                key = b"%d" % partition
+                stored = self.clock_table.get(key)
+                if stored is None or int(stored) < ts:
+                    self.clock_table[key] = b"%d" % ts
         for item_id, (weight,) in activity.items():
             await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
+
+    def _command(self, fevent: EventT, touched: dict[bytes, tuple[Profile | None, EventT]]) -> None:
+        try:
+            command = json.loads(fevent.message.value or b"")
+            user = str(command["user_id"]).encode()
+            kind = command["command"]
+        except (ValueError, KeyError, TypeError):
+            log.error("ignoring a malformed command at offset %s", fevent.message.offset)
+            return
+        if kind == "erase":
+            touched[user] = (None, fevent)
+            self.stats.erased += 1
 
     async def _catalog_agent(self, stream: faust.StreamT) -> None:
         async for fevent in stream.events():

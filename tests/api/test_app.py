@@ -46,7 +46,9 @@ def state() -> MemoryState:
 
 @pytest.fixture
 async def client(state: MemoryState) -> AsyncIterator[TestClient]:
-    keys = KeyRing.from_settings("all:s3cret:content:read,events:write;ro:ro:content:read", None)
+    keys = KeyRing.from_settings(
+        "all:s3cret:content:read,events:write;ro:ro:content:read;admin:adm:privacy:admin", None
+    )
     content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
     async with TestClient(TestServer(create_app(content, keys))) as c:
         yield c
@@ -165,3 +167,22 @@ async def test_bad_event_bodies(client: TestClient) -> None:
     assert r.status == 400
     r = await client.post("/v1/events", data=b'{"a": 1}\nnot json\n', headers=AUTH)
     assert r.status == 400 and "line 2" in (await r.json(content_type=None))["detail"]
+
+
+async def test_export_and_erase_need_privacy_scope_and_forget_everything(
+    client: TestClient, state: MemoryState
+) -> None:
+    await state.produce([validate(ev("gone", "add_to_cart", "A"))])
+    await client.get("/v1/users/gone/blocks/cart_reminder", headers=AUTH)
+    assert (await client.get("/v1/users/gone/export", headers=AUTH)).status == 403
+    admin = {"Authorization": "Bearer adm"}
+    r = await client.get("/v1/users/gone/export", headers=admin)
+    body = await r.json()
+    assert r.status == 200 and body["stored"]["cart"] == {"A": 1}
+    assert ["cart_reminder", "html", "default"] in body["cached_blocks"]
+    r = await client.delete("/v1/users/gone", headers=admin)
+    assert r.status == 200 and (await r.json())["erased"] is True
+    assert (await client.get("/v1/users/gone/profile", headers=AUTH)).status == 404
+    assert (await client.get("/v1/users/gone/export", headers=admin)).status == 404
+    r = await client.get("/v1/users/gone/blocks/cart_reminder", headers=AUTH)
+    assert r.headers["X-Persona-Fallback"] == "1"

@@ -1,0 +1,84 @@
+"""GDPR access and erasure: `GET /v1/users/{id}/export`, `DELETE /v1/users/{id}` (privacy:admin).
+
+Erasure is queued on the user's partition (in order with their events) where the worker deletes the
+profile with a changelog tombstone; this handler waits until the profile is gone, drops every cached
+block and score of the user, and records the action in the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from api.audit import audit
+from api.content import ContentService
+
+ERASE_WAIT = 10.0  # seconds the DELETE waits for the erasure to be applied
+
+
+def _content(request: web.Request) -> ContentService:
+    from api.app import CONTENT
+
+    return request.app[CONTENT]
+
+
+def export_view(content: ContentService, user_id: str) -> dict[str, Any] | None:
+    profile = content.state.profile(user_id)
+    if profile is None:
+        return None
+    return {
+        "user_id": user_id,
+        "profile": content.profile_view(user_id),
+        "stored": {
+            "counts": profile.counts,
+            "recent_items": profile.recent,
+            "cart": profile.cart,
+            "purchased": profile.purchased,
+            "orders": profile.orders,
+            "monetary": profile.monetary,
+            "sessions": profile.sessions,
+            "session_spans": profile.spans,
+            "categories": profile.categories,
+            "brands": profile.brands,
+            "consent": profile.consent,
+            "first_seen": profile.first_seen,
+            "last_seen": profile.last_seen,
+            "event_ids_remembered": len(profile.seen),
+        },
+        "cached_blocks": content.cache.keys_of(user_id),
+    }
+
+
+async def get_export(request: web.Request) -> web.Response:
+    from api.app import problem
+
+    user_id = request.match_info["user_id"]
+    content = _content(request)
+    view = export_view(content, user_id)
+    audit(request, "export", user_id=user_id, found=view is not None)
+    if view is None:
+        return problem(404, "Unknown user", f"nothing is stored about user {user_id!r}")
+    return web.json_response(view)
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    user_id = request.match_info["user_id"]
+    content = _content(request)
+    existed = content.state.profile(user_id) is not None
+    await content.state.erase(user_id)
+    deadline = time.monotonic() + ERASE_WAIT
+    while content.state.profile(user_id) is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    done = content.state.profile(user_id) is None
+    content.forget(user_id)
+    audit(request, "erase", user_id=user_id, existed=existed, completed=done)
+    body = {"user_id": user_id, "erased": done, "existed": existed}
+    return web.json_response(body, status=200 if done else 202)
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/v1/users/{user_id}/export", get_export)
+    app.router.add_delete("/v1/users/{user_id}", delete_user)
