@@ -63,6 +63,12 @@ class StreamState:
             "# HELP persona_events_rekeyed_total Events re-keyed through the repartition topic.",
             "# TYPE persona_events_rekeyed_total counter",
             f"persona_events_rekeyed_total {stats.rekeyed}",
+            "# HELP persona_events_late_total Events beyond the lateness bound (dead-lettered).",
+            "# TYPE persona_events_late_total counter",
+            f"persona_events_late_total {stats.late}",
+            "# HELP persona_users_erased_total Erasures applied.",
+            "# TYPE persona_users_erased_total counter",
+            f"persona_users_erased_total {stats.erased}",
             "# HELP persona_catalog_updates_total Catalog updates applied.",
             "# TYPE persona_catalog_updates_total counter",
             f"persona_catalog_updates_total {stats.catalog_updates}",
@@ -132,4 +138,7 @@ def run_worker(settings: Settings, broker_url: str) -> None:
     worker, _ = build_worker(settings, broker_url)
     # Faust logs every producer back-pressure wait (several per second under load): keep errors.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    audit_file = logging.FileHandler(settings.data_dir / "audit.log")
+    audit_file.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("persona.audit").addHandler(audit_file)
     worker.execute_from_commandline()
