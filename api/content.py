@@ -63,7 +63,7 @@ class ContentService:
         return product is not None and product.purchasable
 
     def _stamp(self, profile: Profile | None) -> tuple[Any, ...]:
-        versions = tuple(sorted(self.models.versions().items()))
+        versions = self.models.stamp()
         return (
             profile.version if profile else -1,
             self.state.catalog_generation,
@@ -77,7 +77,8 @@ class ContentService:
         hit = self._scores.get(profile.user_id)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        scores = score_profile(profile, self.state.now_ms(), self.models, self._allowed)
+        models = self.models.for_user(profile.user_id)  # one reference: swaps are atomic
+        scores = score_profile(profile, self.state.now_ms(), models, self._allowed)
         if len(self._scores) > 200_000:
             self._scores.clear()
         self._scores[profile.user_id] = (stamp, scores)

@@ -1,11 +1,19 @@
-"""Where the models live. For now: the default models shipped in `models/default/`."""
+"""The active models a worker scores with, and the default models shipped in `models/default/`.
+
+A `ModelSet` is immutable: a hot swap builds a new one off to the side and replaces the single
+reference the content service holds, so a request sees either the old set or the new one, never a
+mix. With an experiment running it also holds the candidate and answers `for_user`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from models.churn import ChurnModel
+from models.contract import ChurnScorer, RecsScorer
+from models.experiments import Experiment
 from models.recs import Recommender
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
@@ -24,13 +32,47 @@ def load_default() -> tuple[ChurnModel, Recommender]:
 
 @dataclass(frozen=True)
 class ModelSet:
-    """The active models a worker scores with."""
+    """The active models a worker scores with (plus an experiment's candidate, if any)."""
 
-    churn: ChurnModel
-    recs: Recommender
+    churn: ChurnScorer
+    recs: RecsScorer
+    experiment: Experiment | None = None
+    candidate: Any = None  # ChurnScorer | RecsScorer: the experiment's candidate version
+    _alternate: ModelSet | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.experiment is None:
+            return
+        if self.candidate is None or self.candidate.version != self.experiment.candidate:
+            raise ValueError("an experiment needs its candidate model loaded")
+        alternate = replace(self, experiment=None, candidate=None, _alternate=None)
+        alternate = replace(alternate, **{self.experiment.model: self.candidate})
+        object.__setattr__(self, "_alternate", alternate)
 
     def versions(self) -> dict[str, str]:
         return {"churn": self.churn.version, "recs": self.recs.version}
+
+    def stamp(self) -> tuple[Any, ...]:
+        """Changes whenever what any user is scored with changes (cache stamps use it)."""
+        exp = self.experiment
+        extra = (exp.name, exp.candidate, exp.mode, exp.share) if exp else ()
+        return (*sorted(self.versions().items()), *extra)
+
+    def variant(self, user_id: str) -> str | None:
+        return None if self.experiment is None else self.experiment.variant(user_id)
+
+    def for_user(self, user_id: str) -> ModelSet:
+        """The set this user is scored with: the candidate's for variant B of an A/B test."""
+        exp = self.experiment
+        if exp is None or exp.mode != "ab" or exp.variant(user_id) != "B":
+            return self
+        assert self._alternate is not None
+        return self._alternate
+
+    def shadow(self) -> ModelSet | None:
+        """The set with the candidate in place, while a shadow run is going on."""
+        exp = self.experiment
+        return self._alternate if exp is not None and exp.mode == "shadow" else None
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> ModelSet:

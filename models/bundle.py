@@ -1,0 +1,152 @@
+"""One model version as a directory of safe files, and the loader that dispatches on its kind.
+
+| name  | kind                  | files                      |
+|-------|-----------------------|----------------------------|
+| churn | `logistic_regression` | `churn.json`               |
+| churn | `sklearn`             | `churn.json`, `churn.skops`|
+| recs  | `item_knn`            | `recs.json`, `recs.npz`    |
+
+Nothing else is accepted: other files (a `.pkl`, a `.joblib`) are refused with a message, and no
+loader ever unpickles (`.npz` is read with `allow_pickle=False`, `.skops` with a trusted-type list).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.artifacts import ModelLoadError, make_version, read_json, rfc3339, utc_now
+from models.churn import ChurnModel
+from models.contract import ChurnScorer, RecsScorer
+from models.recs import Recommender
+from models.sklearn_churn import SklearnChurnModel
+
+NAMES = ("churn", "recs")
+KINDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "churn": {"logistic_regression": ("churn.json",), "sklearn": ("churn.json", "churn.skops")},
+    "recs": {"item_knn": ("recs.json", "recs.npz")},
+}
+META = {"churn": "churn.json", "recs": "recs.json"}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated model version ready to publish: its files and its metadata."""
+
+    name: str
+    kind: str
+    version: str
+    created: str
+    metrics: dict[str, Any]
+    files: dict[str, bytes]
+
+    def digest(self, file: str) -> str:
+        return hashlib.sha256(self.files[file]).hexdigest()
+
+
+def detect(directory: Path) -> tuple[str, str]:
+    """(name, kind) of the artifact in `directory`, or ModelLoadError."""
+    if not directory.is_dir():
+        raise ModelLoadError(f"{directory} is not a directory holding a model artifact")
+    found = [n for n in NAMES if (directory / META[n]).is_file()]
+    if len(found) != 1:
+        raise ModelLoadError(
+            f"{directory} must hold exactly one of churn.json or recs.json (one model per version)"
+        )
+    name = found[0]
+    meta = read_json(directory / META[name], name)
+    kind = str(meta.get("kind") or ("logistic_regression" if name == "churn" else "item_knn"))
+    if kind not in KINDS[name]:
+        raise ModelLoadError(
+            f"{directory / META[name]}: unknown {name} kind {kind!r} "
+            f"(accepted: {', '.join(KINDS[name])})"
+        )
+    return name, kind
+
+
+def load_model(directory: str | Path) -> ChurnScorer | RecsScorer:
+    """The model in `directory` (see the table above)."""
+    d = Path(directory)
+    name, kind = detect(d)
+    if name == "recs":
+        return Recommender.load(d)
+    if kind == "sklearn":
+        return SklearnChurnModel.load(d)
+    return ChurnModel.load(d / META[name])
+
+
+def load_churn(directory: str | Path) -> ChurnScorer:
+    model = load_model(directory)
+    if model.name != "churn":
+        raise ModelLoadError(f"{directory} holds a {model.name} model, not churn")
+    return model  # type: ignore[return-value]
+
+
+def load_recs(directory: str | Path) -> RecsScorer:
+    model = load_model(directory)
+    if model.name != "recs":
+        raise ModelLoadError(f"{directory} holds a {model.name} model, not recs")
+    return model  # type: ignore[return-value]
+
+
+def read_bundle(directory: str | Path) -> Bundle:
+    """Validate an artifact directory (trained here or elsewhere) and read it for publishing.
+
+    A missing `version`/`created` is filled in (the version's digest covers every file), and the
+    whole artifact is test-loaded so a broken one never reaches the registry."""
+    d = Path(directory)
+    name, kind = detect(d)
+    allowed = KINDS[name][kind]
+    extra = sorted(p.name for p in d.iterdir() if p.is_file() and p.name not in allowed)
+    if extra:
+        raise ModelLoadError(
+            f"refused {', '.join(extra)} in {d}: a {name} artifact of kind {kind} holds only "
+            f"{', '.join(allowed)} (pickle/joblib files are never loaded; save scikit-learn "
+            "estimators with skops, tables as .npz)"
+        )
+    files = {f: (d / f).read_bytes() for f in allowed if (d / f).is_file()}
+    missing = [f for f in allowed if f not in files]
+    if missing:
+        raise ModelLoadError(f"{d}: artifact lacks {', '.join(missing)}")
+    meta = json.loads(files[META[name]])
+    if not meta.get("version") or not meta.get("created"):
+        when = utc_now()
+        meta.setdefault("created", rfc3339(when))
+        content = b"".join(files[f] for f in allowed if f != META[name])
+        content += json.dumps({k: v for k, v in meta.items() if k != "version"}).encode()
+        meta["version"] = make_version(name, when, content)
+        meta.setdefault("format", 1)
+        meta.setdefault("name", name)
+        files[META[name]] = (json.dumps(meta, indent=1) + "\n").encode()
+    if not str(meta["version"]).startswith(f"{name}-"):
+        raise ModelLoadError(f"{d}: a {name} version must start with '{name}-'")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_files(Path(tmp), files)
+        model = load_model(tmp)
+    return Bundle(name, kind, model.version, model.created, dict(model.metrics), files)
+
+
+def write_files(directory: Path, files: dict[str, bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for file, data in files.items():
+        if "/" in file or file.startswith("."):
+            raise ModelLoadError(f"bad artifact file name {file!r}")
+        (directory / file).write_bytes(data)
+
+
+def save_model(model: Any, directory: str | Path) -> Path:
+    """Write a trained model's artifact into an empty/new directory."""
+    d = Path(directory)
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    if isinstance(model, ChurnModel):
+        model.save(d / META["churn"])
+    else:
+        model.save(d)
+    return d

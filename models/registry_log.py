@@ -1,0 +1,251 @@
+"""The model registry as a log: the records of the compacted `models` topic and their fold.
+
+Every worker folds the same records in the same order (one partition) into the same state, so the
+registry needs no shared disk; the files land in each worker's cache directory.
+
+- `chunk/{version}/{file}/{i}/{n}`: bytes i of n of one artifact file (sent before the manifest);
+- `version/{version}`: JSON manifest: name, kind, version, created, metrics,
+  files {file: {sha256, size, chunks}}, registered;
+- `active/{name}`: JSON {version, history (previously active, newest first), at};
+- `experiment`: the running experiment as JSON (models.experiments), or null once stopped.
+
+Keys are unique per fact, so compaction keeps every version and the latest activation. The models
+shipped in the package are versions too (source "package"); they are active until something else is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.artifacts import ModelLoadError, rfc3339, utc_now
+from models.bundle import META, Bundle, load_model
+from models.churn import ChurnModel
+from models.experiments import Experiment
+from models.recs import Recommender
+from models.registry import CHURN_FILE, DEFAULT_DIR
+
+log = logging.getLogger("persona.models")
+
+CHUNK_SIZE = 256 * 1024  # bytes per record: well under Kafka's default 1 MB message limit
+HISTORY = 20
+Record = tuple[str, bytes | None]
+
+
+@dataclass
+class Manifest:
+    name: str
+    kind: str
+    version: str
+    created: str
+    metrics: dict[str, Any]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    registered: str = ""
+    source: str = "registry"  # or "package" for the shipped defaults
+    complete: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "created": self.created,
+            "metrics": self.metrics,
+            "files": self.files,
+            "registered": self.registered,
+        }
+
+
+# -- writing records -------------------------------------------------------------------------
+
+
+def bundle_records(bundle: Bundle) -> list[Record]:
+    """The records that register `bundle`: its chunks, then its manifest."""
+    records: list[Record] = []
+    files: dict[str, dict[str, Any]] = {}
+    for file, data in sorted(bundle.files.items()):
+        n = max(1, -(-len(data) // CHUNK_SIZE))
+        for i in range(n):
+            chunk = data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
+            records.append((f"chunk/{bundle.version}/{file}/{i}/{n}", chunk))
+        files[file] = {"sha256": bundle.digest(file), "size": len(data), "chunks": n}
+    manifest = Manifest(
+        bundle.name,
+        bundle.kind,
+        bundle.version,
+        bundle.created,
+        bundle.metrics,
+        files,
+        registered=rfc3339(utc_now()),
+    )
+    records.append((f"version/{bundle.version}", json.dumps(manifest.to_dict()).encode()))
+    return records
+
+
+def activation_record(name: str, version: str, history: list[str]) -> Record:
+    value = {"version": version, "history": history[:HISTORY], "at": rfc3339(utc_now())}
+    return f"active/{name}", json.dumps(value).encode()
+
+
+def experiment_record(experiment: Experiment | None) -> Record:
+    return "experiment", None if experiment is None else json.dumps(experiment.to_dict()).encode()
+
+
+# -- folding records -------------------------------------------------------------------------
+
+
+def _builtin() -> dict[str, Manifest]:
+    churn = ChurnModel.load(DEFAULT_DIR / CHURN_FILE)
+    meta = json.loads((DEFAULT_DIR / "recs.json").read_text("utf-8"))
+    out = {}
+    for name, kind, version, created, metrics in (
+        ("churn", "logistic_regression", churn.version, churn.created, churn.metrics),
+        ("recs", "item_knn", meta["version"], meta["created"], meta.get("metrics") or {}),
+    ):
+        out[version] = Manifest(name, kind, version, created, metrics, source="package")
+    return out
+
+
+class RegistryLog:
+    """The registry's state, folded from the `models` topic's records.
+
+    With a `cache_dir`, artifact chunks are assembled into `cache_dir/{version}/{file}` (a file
+    already there with the right digest is kept); without one (the CLI's read-only view), chunks
+    are skipped and only the metadata is kept."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.versions: dict[str, Manifest] = _builtin()
+        self.defaults = {m.name: m.version for m in self.versions.values()}
+        self.activations: dict[str, dict[str, Any]] = {}
+        self.experiment: Experiment | None = None
+        self.experiments: dict[str, Experiment] = {}
+        self._pending: dict[tuple[str, str], list[bytes | None]] = {}
+
+    # -- queries ---------------------------------------------------------------------------------
+    def active(self, name: str) -> str:
+        record = self.activations.get(name)
+        return str(record["version"]) if record else self.defaults[name]
+
+    def history(self, name: str) -> list[str]:
+        record = self.activations.get(name)
+        return list(record.get("history") or []) if record else []
+
+    def listing(self) -> list[dict[str, Any]]:
+        """GET /v1/models's list: every version, oldest first."""
+        active = {self.active(n) for n in ("churn", "recs")}
+        rows = [
+            {
+                "name": m.name,
+                "version": m.version,
+                "active": m.version in active,
+                "created": m.created,
+                "metrics": m.metrics,
+                "kind": m.kind,
+                "source": m.source,
+            }
+            for m in self.versions.values()
+            if m.complete
+        ]
+        return sorted(rows, key=lambda r: (r["created"], r["version"]))
+
+    def check(self, name: str, version: str) -> Manifest:
+        """The manifest of a version that can be activated as `name`, or ValueError why not."""
+        manifest = self.versions.get(version)
+        if manifest is None:
+            raise LookupError(f"no {name} version {version!r} in the registry")
+        if manifest.name != name:
+            raise ValueError(f"{version} is a {manifest.name} model, not {name}")
+        if not manifest.complete:
+            raise ValueError(f"{version}'s artifact is incomplete on this worker")
+        return manifest
+
+    def load(self, version: str) -> Any:
+        """The model object of a registered version (ChurnScorer or RecsScorer)."""
+        manifest = self.versions[version]
+        if manifest.source == "package":
+            if manifest.name == "churn":
+                return ChurnModel.load(DEFAULT_DIR / CHURN_FILE)
+            return Recommender.load(DEFAULT_DIR)
+        if self.cache_dir is None:
+            raise ModelLoadError("this registry view keeps no artifacts")
+        model = load_model(self.cache_dir / version)
+        if model.version != version:
+            raise ModelLoadError(f"artifact of {version} says it is {model.version}")
+        return model
+
+    # -- the fold --------------------------------------------------------------------------------
+    def apply(self, key: str, value: bytes | None) -> str | None:
+        """Fold one record; returns its kind when it changed what should be served."""
+        kind = key.split("/", 1)[0]
+        try:
+            if kind == "chunk":
+                self._chunk(key, value)
+                return None
+            if kind == "version" and value is not None:
+                self._manifest(json.loads(value))
+                return None
+            if kind == "active" and value is not None:
+                name = key.split("/", 1)[1]
+                record = json.loads(value)
+                if name in self.defaults and isinstance(record.get("version"), str):
+                    self.activations[name] = record
+                    return "active"
+                return None
+            if kind == "experiment":
+                previous = self.experiment
+                self.experiment = None if value is None else Experiment.from_dict(json.loads(value))
+                if self.experiment is not None:
+                    self.experiments[self.experiment.name] = self.experiment
+                return "experiment" if previous != self.experiment else None
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("ignoring bad models record %s: %s", key, exc)
+        return None
+
+    def _chunk(self, key: str, value: bytes | None) -> None:
+        if self.cache_dir is None or value is None:
+            return
+        _, version, file, i, n = key.split("/")
+        if file not in META.values() and file not in ("recs.npz", "churn.skops"):
+            raise ValueError(f"unexpected artifact file {file!r}")
+        target = self.cache_dir / version / file
+        if target.exists():
+            return  # cached by an earlier run; the manifest's digest check decides
+        parts = self._pending.setdefault((version, file), [None] * int(n))
+        parts[int(i)] = value
+        if all(p is not None for p in parts):
+            del self._pending[(version, file)]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(target.suffix + ".part")
+            tmp.write_bytes(b"".join(p for p in parts if p is not None))
+            tmp.replace(target)
+
+    def _manifest(self, data: dict[str, Any]) -> None:
+        manifest = Manifest(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            version=str(data["version"]),
+            created=str(data["created"]),
+            metrics=dict(data.get("metrics") or {}),
+            files=dict(data.get("files") or {}),
+            registered=str(data.get("registered", "")),
+        )
+        if self.cache_dir is not None:
+            manifest.complete = all(
+                _digest(self.cache_dir / manifest.version / f) == info.get("sha256")
+                for f, info in manifest.files.items()
+            )
+            if not manifest.complete:
+                log.error("model %s: artifact missing or corrupt in the cache", manifest.version)
+        self.versions[manifest.version] = manifest
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None

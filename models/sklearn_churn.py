@@ -1,0 +1,130 @@
+"""Churn scorers that are scikit-learn classifiers, stored with skops (never plain pickle).
+
+Artifact directory: `churn.json` (`format` 1, `name` "churn", `kind` "sklearn", `feature_names`
+equal to `engine.features.FEATURE_NAMES`, optional `version`, `created`, `metrics`, `training`) and
+`churn.skops`, a scikit-learn classifier with `predict_proba` that takes raw feature rows (do your
+own scaling inside a Pipeline). skops refuses to build any type that is not trusted; we trust its
+own default list plus exactly `TRUSTED_TYPES`, and reject an artifact that needs anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import skops.io as sio
+
+from engine.features import FEATURE_NAMES
+from models.artifacts import ModelLoadError, read_json, require
+
+FORMAT = 1
+KIND = "sklearn"
+META_NAME = "churn.json"
+SKOPS_NAME = "churn.skops"
+
+# Types beyond skops' defaults that we accept in a churn artifact (checked before loading).
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.Interval",
+    "sklearn.tree._tree.Tree",
+    "numpy.dtype",
+)
+
+
+@dataclass
+class SklearnChurnModel:
+    """A scikit-learn classifier behind the churn contract (raw features in, P(churn) out)."""
+
+    version: str
+    created: str
+    estimator: Any
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    feature_names: tuple[str, ...] = FEATURE_NAMES
+    name: str = "churn"
+
+    def __post_init__(self) -> None:
+        classes = list(getattr(self.estimator, "classes_", []))
+        if not hasattr(self.estimator, "predict_proba") or 1 not in classes:
+            raise ModelLoadError("a churn estimator needs predict_proba and the class 1 (churned)")
+        self._col = classes.index(1)
+
+    def score(self, vec: Sequence[float]) -> float:
+        row = np.asarray([vec], dtype=np.float64)
+        return float(self.estimator.predict_proba(row)[0, self._col])
+
+    def score_batch(self, matrix: np.ndarray) -> np.ndarray:
+        x = np.asarray(matrix, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected shape (n, {len(self.feature_names)}), got {x.shape}")
+        return np.asarray(self.estimator.predict_proba(x)[:, self._col], dtype=np.float64)
+
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        sio.dump(self.estimator, d / SKOPS_NAME)
+        meta = {
+            "format": FORMAT,
+            "name": self.name,
+            "kind": KIND,
+            "version": self.version,
+            "created": self.created,
+            "feature_names": list(self.feature_names),
+            "metrics": self.metrics,
+            "training": self.training,
+        }
+        (d / META_NAME).write_text(json.dumps(meta, indent=1) + "\n", "utf-8")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SklearnChurnModel:
+        d = Path(directory)
+        meta = read_json(d / META_NAME, "churn")
+        require(meta, d / META_NAME, "version", "created", "feature_names")
+        if meta.get("kind") != KIND or meta.get("format") != FORMAT:
+            raise ModelLoadError(f"{d / META_NAME}: not a format-{FORMAT} sklearn churn artifact")
+        if tuple(meta["feature_names"]) != FEATURE_NAMES:
+            raise ModelLoadError(
+                f"{d / META_NAME}: trained on features {meta['feature_names']} but this engine "
+                f"computes {list(FEATURE_NAMES)}; retrain on the engine's features"
+            )
+        estimator = load_skops(d / SKOPS_NAME)
+        return cls(
+            version=str(meta["version"]),
+            created=str(meta["created"]),
+            estimator=estimator,
+            metrics=dict(meta.get("metrics") or {}),
+            training=dict(meta.get("training") or {}),
+        )
+
+
+def load_skops(path: Path) -> Any:
+    """A skops file's object, built from default-trusted types plus `TRUSTED_TYPES` only."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception:
+        raise ModelLoadError(
+            f"{path} is not a skops file (pickles and other formats are refused; save the "
+            "estimator with skops.io.dump)"
+        ) from None
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise ModelLoadError(
+            f"{path} needs types outside the trusted list: {', '.join(refused)} "
+            "(see models.sklearn_churn.TRUSTED_TYPES)"
+        )
+    try:
+        return sio.loads(data, trusted=list(untrusted))
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: skops could not load it: {exc}") from None
