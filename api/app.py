@@ -245,4 +245,7 @@ def create_app(content: ContentService, keys: KeyRing) -> web.Application:
     app.router.add_get("/v1/users/{user_id}/blocks/{block}", get_block)
     app.router.add_get("/v1/users/{user_id}/profile", get_profile)
     app.router.add_post("/v1/events", post_events)
+    from api import models_routes  # here: it imports this module
+
+    models_routes.register(app)
     return app

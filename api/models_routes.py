@@ -1,0 +1,195 @@
+"""The model registry's HTTP routes (scope models:admin) and the A/B exposure log.
+
+    GET    /v1/models                              every version, oldest first, + the experiment
+    POST   /v1/models/{name}/activate              {"version": "..."}; answers once served here
+    POST   /v1/models/{name}/rollback              back to the previously active version
+    GET    /v1/models/experiment                   the running experiment (or null)
+    PUT    /v1/models/experiment                   start {name, model, candidate, mode, share}
+    DELETE /v1/models/experiment                   stop it
+    GET    /v1/models/experiments/{name}/report    per-variant exposures, conversions, CI
+
+While an experiment runs, every 200 answer of a block or profile read of a known user is logged
+as an exposure (variant, versions, the items shown, and in shadow mode the candidate's items).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from api.app import CONTENT, Handler, problem
+from models.artifacts import rfc3339, utc_now
+from models.experiments import Experiment
+from models.scoring import score_profile
+
+log = logging.getLogger("persona.api.models")
+
+NAMES = ("churn", "recs")
+
+
+class ModelAdmin(Protocol):
+    """What the routes need from the registry (streams.registry.RegistryService)."""
+
+    def listing(self) -> list[dict[str, Any]]: ...
+
+    def experiment(self) -> dict[str, Any] | None: ...
+
+    async def activate(self, name: str, version: str | None) -> dict[str, Any]: ...
+
+    async def set_experiment(self, experiment: Experiment | None) -> dict[str, Any] | None: ...
+
+    async def report(self, name: str) -> dict[str, Any]: ...
+
+    def log_exposure(self, exposure: dict[str, Any]) -> None: ...
+
+
+ADMIN = web.AppKey("models_admin", ModelAdmin)
+
+
+def _admin(request: web.Request) -> ModelAdmin:
+    admin = request.app.get(ADMIN)
+    if admin is None:
+        raise web.HTTPServiceUnavailable(reason="No model registry", text="no registry here")
+    return admin
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(reason="Bad body", text="expected a JSON object") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="Bad body", text="expected a JSON object")
+    return body
+
+
+async def list_models(request: web.Request) -> web.Response:
+    admin = _admin(request)
+    return web.json_response({"models": admin.listing(), "experiment": admin.experiment()})
+
+
+async def _switch(request: web.Request, version: str | None) -> web.Response:
+    name = request.match_info["name"]
+    if name not in NAMES:
+        return problem(404, "Unknown model", f"models are {', '.join(NAMES)}")
+    try:
+        result = await _admin(request).activate(name, version)
+    except LookupError as exc:
+        return problem(404, "Unknown version", str(exc))
+    except ValueError as exc:
+        return problem(409, "Cannot activate", str(exc))
+    log.info("%s activated %s %s", request.get("api_key", "?"), name, result["version"])
+    return web.json_response(result)
+
+
+async def activate(request: web.Request) -> web.Response:
+    version = (await _json(request)).get("version")
+    if not isinstance(version, str) or not version:
+        return problem(400, "Bad body", 'expected {"version": "<version string>"}')
+    return await _switch(request, version)
+
+
+async def rollback(request: web.Request) -> web.Response:
+    return await _switch(request, None)
+
+
+async def get_experiment(request: web.Request) -> web.Response:
+    return web.json_response({"experiment": _admin(request).experiment()})
+
+
+async def put_experiment(request: web.Request) -> web.Response:
+    body = await _json(request)
+    admin = _admin(request)
+    try:
+        model = str(body["model"])
+        control = next(
+            (m["version"] for m in admin.listing() if m["name"] == model and m["active"]), ""
+        )
+        experiment = Experiment(
+            name=str(body["name"]),
+            model=model,
+            control=control,
+            candidate=str(body["candidate"]),
+            mode=str(body.get("mode", "ab")),
+            share=float(body.get("share", 0.5)),
+            started=rfc3339(utc_now()),
+        )
+        current = await admin.set_experiment(experiment)
+    except KeyError as exc:
+        return problem(400, "Bad body", f"missing {exc.args[0]}")
+    except LookupError as exc:
+        return problem(404, "Unknown version", str(exc))
+    except (TypeError, ValueError) as exc:
+        return problem(400, "Bad experiment", str(exc))
+    return web.json_response({"experiment": current})
+
+
+async def delete_experiment(request: web.Request) -> web.Response:
+    await _admin(request).set_experiment(None)
+    return web.json_response({"experiment": None})
+
+
+async def get_report(request: web.Request) -> web.Response:
+    return web.json_response(await _admin(request).report(request.match_info["name"]))
+
+
+@web.middleware
+async def exposures_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    admin = request.app.get(ADMIN)
+    if admin is None or response.status != 200 or "user_id" not in request.match_info:
+        return response
+    content = request.app[CONTENT]
+    models = content.models
+    if models.experiment is None or request.method != "GET":
+        return response
+    user_id = request.match_info["user_id"]
+    try:
+        log_exposure(admin, content, user_id, request.match_info.get("block", "profile"))
+    except Exception:  # exposures must never break a read
+        log.exception("could not log an exposure for %s", user_id)
+    return response
+
+
+def log_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> None:
+    models = content.models
+    exp = models.experiment
+    profile = content.state.profile(user_id)
+    if exp is None or profile is None:
+        return
+    scores = content.scores(profile)
+    n = content.policy.items
+    exposure: dict[str, Any] = {
+        "experiment": exp.name,
+        "mode": exp.mode,
+        "variant": "A" if exp.mode == "shadow" else exp.variant(user_id),
+        "user_id": user_id,
+        "ts": content.state.now_ms(),
+        "block": block,
+        "models": scores.models,
+        "items": scores.recommendations[:n],
+    }
+    shadow = models.shadow()
+    if shadow is not None:
+        candidate = score_profile(profile, content.state.now_ms(), shadow, content._allowed)
+        exposure["shadow_items"] = candidate.recommendations[:n]
+        exposure["shadow_churn"] = candidate.churn
+        exposure["churn"] = scores.churn
+    admin.log_exposure(exposure)
+
+
+def register(app: web.Application) -> None:
+    """Add the routes and the exposure middleware (call before the app starts)."""
+    app.middlewares.append(exposures_middleware)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/models/{name}/activate", activate)
+    app.router.add_post("/v1/models/{name}/rollback", rollback)
+    app.router.add_get("/v1/models/experiment", get_experiment)
+    app.router.add_put("/v1/models/experiment", put_experiment)
+    app.router.add_delete("/v1/models/experiment", delete_experiment)
+    app.router.add_get("/v1/models/experiments/{name}/report", get_report)
+
+
+__all__ = ["ADMIN", "ModelAdmin", "register"]

@@ -1,0 +1,351 @@
+"""The Kafka side of the model registry: the compacted `models` topic and the `exposures` topic.
+
+`RegistryService` runs in every worker: it folds the `models` topic (from the beginning, then
+live) into a `RegistryLog` whose artifacts land in the worker's cache directory, loads the active
+versions off the event loop and hands a complete new `ModelSet` to `on_models` (one reference
+swap). It also produces A/B exposures. The functions below it serve the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from mode import Service
+
+from engine.events import Event, InvalidEvent, parse
+from models.bundle import Bundle
+from models.experiments import Experiment, report
+from models.registry import ModelSet
+from models.registry_log import (
+    Record,
+    RegistryLog,
+    activation_record,
+    bundle_records,
+    experiment_record,
+)
+from streams.admin import bootstrap_servers
+
+log = logging.getLogger("persona.registry")
+
+MODELS_TOPIC = "models"
+EXPOSURES_TOPIC = "exposures"
+MAX_FETCH = 8 * 1024 * 1024
+ACTIVATION_WAIT = 12.0  # seconds a worker waits to serve a version it just activated
+Progress = Callable[[int], None]
+
+
+async def ensure_registry_topics(broker_url: str) -> None:
+    """`models`: one partition (a total order), compacted; `exposures`: one partition."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(MODELS_TOPIC, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(EXPOSURES_TOPIC, 1, 1),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+def _consumer(broker_url: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(broker_url),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MAX_FETCH,
+        fetch_max_bytes=MAX_FETCH,
+    )
+
+
+def _producer(broker_url: str) -> AIOKafkaProducer:
+    # one record per request: Tansu reports end offsets exactly only for single-record batches
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(broker_url),
+        max_request_size=2 * 1024 * 1024,
+        linger_ms=0,
+        acks=1,
+    )
+
+
+async def _send_all(producer: AIOKafkaProducer, records: Iterable[Record], progress: Any) -> None:
+    for n, (key, value) in enumerate(records, 1):
+        await producer.send_and_wait(MODELS_TOPIC, value, key=key.encode())
+        if progress is not None:
+            progress(n)
+
+
+async def read_topic(
+    broker_url: str, topics: Iterable[str], idle: float = 1.0
+) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
+    """Every record of `topics` from the beginning to their current end: (key, value)."""
+    consumer = _consumer(broker_url)
+    await consumer.start()
+    try:
+        parts = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        if not parts:
+            return
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        while True:
+            batch = await consumer.getmany(*parts, timeout_ms=int(idle * 1000))
+            for messages in batch.values():
+                for msg in messages:
+                    yield msg.key, msg.value
+            done = all([await consumer.position(tp) >= end[tp] for tp in parts])
+            if done and not batch:
+                return
+    finally:
+        await consumer.stop()
+
+
+async def read_registry(broker_url: str, cache_dir: Path | None = None) -> RegistryLog:
+    """The registry's current state (metadata only unless a cache directory is given)."""
+    await ensure_registry_topics(broker_url)
+    state = RegistryLog(cache_dir)
+    async for key, value in read_topic(broker_url, [MODELS_TOPIC], idle=0.5):
+        if key is not None:
+            state.apply(key.decode(), value)
+    return state
+
+
+async def publish(broker_url: str, bundle: Bundle, progress: Progress | None = None) -> int:
+    """Register a version (not active). Returns the number of records written."""
+    await ensure_registry_topics(broker_url)
+    records = bundle_records(bundle)
+    producer = _producer(broker_url)
+    await producer.start()
+    try:
+        await _send_all(producer, records, progress)
+    finally:
+        await producer.stop()
+    return len(records)
+
+
+def activation(state: RegistryLog, name: str, version: str | None) -> Record:
+    """The record that activates `version` (None: roll back to the previously active one)."""
+    current = state.active(name)
+    history = state.history(name)
+    if version is None:
+        if not history:
+            raise ValueError(f"{name}: no previously active version to roll back to")
+        version, history = history[0], history[1:]
+        state.check(name, version)
+        return activation_record(name, version, history)
+    state.check(name, version)
+    if version == current:
+        return activation_record(name, version, history)
+    return activation_record(name, version, [current, *[v for v in history if v != version]])
+
+
+async def write_records(broker_url: str, records: list[Record]) -> None:
+    producer = _producer(broker_url)
+    await producer.start()
+    try:
+        await _send_all(producer, records, None)
+    finally:
+        await producer.stop()
+
+
+async def experiment_report(broker_url: str, name: str) -> dict[str, Any]:
+    """Per-variant exposures and conversions of one experiment, from the topics."""
+    exposures: list[dict[str, Any]] = []
+    async for _key, value in read_topic(broker_url, [EXPOSURES_TOPIC], idle=0.5):
+        with contextlib.suppress(ValueError, TypeError):
+            record = json.loads(value or b"")
+            if isinstance(record, dict) and record.get("experiment") == name:
+                exposures.append(record)
+    users = {str(e.get("user_id")) for e in exposures}
+    events: list[Event] = []
+    async for _key, value in read_topic(broker_url, ["cart", "clickstream"], idle=0.5):
+        try:
+            event = parse(value or b"")
+        except InvalidEvent:
+            continue
+        if event.user_id in users:
+            events.append(event)
+    return await asyncio.to_thread(report, name, exposures, events)
+
+
+# -- the worker's service --------------------------------------------------------------------
+
+
+class RegistryService(Service):
+    """Keeps a worker's models in step with the registry (see the module doc)."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        cache_dir: Path,
+        on_models: Callable[[ModelSet], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.broker_url = broker_url
+        self.registry = RegistryLog(cache_dir)
+        self.on_models = on_models
+        self.models: ModelSet | None = None
+        self.loaded = asyncio.Event()
+        self._memo: dict[str, Any] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._exposures: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    async def on_start(self) -> None:
+        self.registry.cache_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        await ensure_registry_topics(self.broker_url)
+        self._producer = _producer(self.broker_url)
+        await self._producer.start()
+        self._consumer = _consumer(self.broker_url)
+        await self._consumer.start()
+
+    async def on_stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._flush_exposures()
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+
+    # -- following the topic -----------------------------------------------------------------
+    @Service.task
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        tp = TopicPartition(MODELS_TOPIC, 0)
+        self._consumer.assign([tp])
+        await self._consumer.seek_to_beginning(tp)
+        end = (await self._consumer.end_offsets([tp]))[tp]
+        caught_up = end == 0
+        if caught_up:
+            await self._reload()
+        while not self.should_stop:
+            batch = await self._consumer.getmany(tp, timeout_ms=500)
+            changed = False
+            for msg in batch.get(tp, []):
+                if msg.key is not None:
+                    changed |= self.registry.apply(msg.key.decode(), msg.value) is not None
+            if not caught_up and await self._consumer.position(tp) >= end:
+                caught_up, changed = True, True
+            if caught_up and changed:
+                await self._reload()
+
+    async def _reload(self) -> None:
+        """Load what the registry says is active and swap it in (or keep what we have)."""
+        try:
+            models = await asyncio.to_thread(self._build)
+        except Exception:
+            log.exception("could not load the active models; keeping the current ones")
+            if self.models is None:  # first load failed: serve the shipped defaults
+                self.models = ModelSet.default()
+                self.on_models(self.models)
+        else:
+            if self.models is None or models.stamp() != self.models.stamp():
+                log.info("serving models %s", models.stamp())
+            self.models = models
+            self.on_models(models)
+        self.loaded.set()
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _model(self, version: str) -> Any:
+        if version not in self._memo:
+            self._memo[version] = self.registry.load(version)
+        return self._memo[version]
+
+    def _build(self) -> ModelSet:
+        churn = self._model(self.registry.active("churn"))
+        recs = self._model(self.registry.active("recs"))
+        exp = self.registry.experiment
+        candidate = None
+        if exp is not None:
+            try:
+                self.registry.check(exp.model, exp.candidate)
+                candidate = self._model(exp.candidate)
+            except (LookupError, ValueError) as exc:
+                log.error("experiment %s not started: %s", exp.name, exc)
+                exp = None
+        keep = {churn.version, recs.version} | ({candidate.version} if candidate else set())
+        self._memo = {v: m for v, m in self._memo.items() if v in keep}
+        return ModelSet(churn, recs, experiment=exp, candidate=candidate)
+
+    # -- the admin API (api.models_routes.ModelAdmin) ----------------------------------------
+    def listing(self) -> list[dict[str, Any]]:
+        return self.registry.listing()
+
+    def experiment(self) -> dict[str, Any] | None:
+        exp = self.models.experiment if self.models else None
+        return exp.to_dict() if exp else None
+
+    async def _await(self, done: Callable[[], bool]) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ACTIVATION_WAIT
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return True
+
+    async def activate(self, name: str, version: str | None) -> dict[str, Any]:
+        """Activate `version` of `name` (None: roll back); returns once this worker serves it."""
+        assert self._producer is not None
+        key, value = activation(self.registry, name, version)
+        target = json.loads(value or b"{}")["version"]
+        await _send_all(self._producer, [(key, value)], None)
+        served = await self._await(
+            lambda: self.models is not None and self.models.versions().get(name) == target
+        )
+        return {"name": name, "version": target, "active": True, "serving": served}
+
+    async def set_experiment(self, experiment: Experiment | None) -> dict[str, Any] | None:
+        assert self._producer is not None
+        if experiment is not None:
+            self.registry.check(experiment.model, experiment.candidate)
+        await _send_all(self._producer, [experiment_record(experiment)], None)
+        await self._await(lambda: (self.models.experiment if self.models else None) == experiment)
+        return self.experiment()
+
+    async def report(self, name: str) -> dict[str, Any]:
+        await self._flush_exposures()
+        return await experiment_report(self.broker_url, name)
+
+    # -- exposures ---------------------------------------------------------------------------
+    def log_exposure(self, exposure: dict[str, Any]) -> None:
+        if len(self._exposures) < 100_000:
+            self._exposures.append(exposure)
+
+    @Service.timer(0.5)
+    async def _exposure_flusher(self) -> None:
+        await self._flush_exposures()
+
+    async def _flush_exposures(self) -> None:
+        if not self._exposures or self._producer is None:
+            return
+        batch, self._exposures = self._exposures, []
+        futures = [
+            await self._producer.send(
+                EXPOSURES_TOPIC, json.dumps(e).encode(), key=str(e["user_id"]).encode()
+            )
+            for e in batch
+        ]
+        await asyncio.gather(*futures, return_exceptions=True)
