@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from api import privacy, routing
-from api.auth import KeyRing
+from api.auth import KeyRing, secret_from_header
 from api.content import ContentService
+from api.limits import ServingOptions
 from api.openapi import openapi_document
 from engine.blocks import BLOCKS, FORMATS
 from engine.events import Event, InvalidEvent, validate
@@ -82,12 +83,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scope = _scope_for(request)
     if scope is None:
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    key = request.app[KEYS].authenticate(secret.strip()) if scheme.lower() == "bearer" else None
+    feeds = scope == "feeds:read"  # ad platforms fetch feeds with HTTP Basic (key as password)
+    secret = secret_from_header(request.headers.get("Authorization", ""), allow_basic=feeds)
+    key = request.app[KEYS].authenticate(secret) if secret else None
     if key is None:
         response = problem(401, "Unauthorized", "send Authorization: Bearer <api key>")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="persona"'
+        response.headers["WWW-Authenticate"] = (
+            'Basic realm="persona feeds"' if feeds else 'Bearer realm="persona"'
+        )
         return response
     if scope not in key.scopes:
         return problem(403, "Forbidden", f"this key lacks the {scope} scope")
@@ -224,7 +227,22 @@ async def get_metrics(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
 
-def create_app(content: ContentService, keys: KeyRing) -> web.Application:
+def _register_serving(app: web.Application, options: ServingOptions) -> None:
+    """Send-time routes (batch, render, feeds) and the limits (api/limits.py)."""
+    from api import batch, feeds, limits, render  # here: they import this module
+
+    audit, limit = limits.register(app, options, lambda r: r.get(KEY_NAME), _scope_for)
+    at = app.middlewares.index(auth_middleware)
+    app.middlewares.insert(at + 1, limit)  # after auth: it needs the key name
+    app.middlewares.insert(at, audit)  # before auth: refused admin requests are audited too
+    batch.register(app)
+    render.register(app)
+    feeds.register(app)
+
+
+def create_app(
+    content: ContentService, keys: KeyRing, options: ServingOptions | None = None
+) -> web.Application:
     app = web.Application(
         middlewares=[
             errors_middleware,
@@ -245,6 +263,7 @@ def create_app(content: ContentService, keys: KeyRing) -> web.Application:
     app.router.add_get("/v1/users/{user_id}/blocks/{block}", get_block)
     app.router.add_get("/v1/users/{user_id}/profile", get_profile)
     app.router.add_post("/v1/events", post_events)
+    _register_serving(app, options or ServingOptions())
     from api import models_routes  # here: it imports this module
 
     models_routes.register(app)

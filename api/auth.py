@@ -5,6 +5,8 @@ Keys are kept only as SHA-256 digests in memory; secrets are never logged.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -79,6 +81,22 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def secret_from_header(header: str, allow_basic: bool = False) -> str | None:
+    """The secret of an `Authorization` header: `Bearer <secret>`, or with `allow_basic` also HTTP
+    Basic with the secret as password (ad platforms fetch feeds that way; the user is ignored)."""
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip()
+    if scheme == "basic" and allow_basic:
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
 
 
 def ensure_local_key(data_dir: Path) -> tuple[Path, str]:

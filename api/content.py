@@ -7,9 +7,18 @@ renders only when that stamp changed, so the hot path is a dictionary lookup.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
-from engine.blocks import Block, BlockCache, BlockInput, BlockPolicy, Renderer, assemble
+from engine.blocks import (
+    Block,
+    BlockCache,
+    BlockInput,
+    BlockPolicy,
+    Renderer,
+    UnknownBlock,
+    assemble,
+)
 from engine.catalog import Product
 from engine.events import Event
 from engine.profile import Profile
@@ -17,6 +26,7 @@ from models.registry import ModelSet
 from models.scoring import Scores, score_profile
 
 HOUR_MS = 3_600_000
+log = logging.getLogger("persona.content")
 
 
 class StateView(Protocol):
@@ -57,6 +67,7 @@ class ContentService:
         self.policy = policy
         self.cache = cache or BlockCache()
         self._scores: dict[str, tuple[tuple[Any, ...], Scores]] = {}
+        self.errors = 0  # blocks answered with the fallback because the state or a model failed
 
     def _allowed(self, item_id: str) -> bool:
         product = self.state.product(item_id)
@@ -96,6 +107,35 @@ class ContentService:
         return live + [i for i in self.models.recs.popular if i not in set(live)]
 
     def block(self, user_id: str, block: str, fmt: str, variant: str = "default") -> Block:
+        """The user's block, personalized or the fallback; never raises for a known block and
+        format (a failing state read or model answers the fallback, logged and counted)."""
+        try:
+            return self._block(user_id, block, fmt, variant)
+        except UnknownBlock:
+            raise
+        except Exception:
+            self.errors += 1
+            log.exception("block %s/%s failed for a user; serving the fallback", block, fmt)
+            return self.fallback_block(user_id, block, fmt, variant)
+
+    def fallback_block(
+        self, user_id: str, block: str, fmt: str, variant: str = "default"
+    ) -> Block:
+        """The fallback (best-sellers) version of a block, not derived from the user's profile."""
+        inp = BlockInput(
+            block=block,
+            fmt=fmt,
+            user_id=user_id,
+            profile=None,
+            churn=None,
+            recommendations=[],
+            models={},
+            popular=self.popular(),
+            variant=variant,
+        )
+        return assemble(inp, self.state.product, self.policy, self.renderer)
+
+    def _block(self, user_id: str, block: str, fmt: str, variant: str) -> Block:
         profile = self.state.profile(user_id)
         stamp = self._stamp(profile)
         key = (user_id, block, fmt, variant)

@@ -6,6 +6,8 @@ is a `ManualClock` the caller controls.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from engine.catalog import Product
 from engine.clock import EventTimeClock, ManualClock
 from engine.events import Event
@@ -31,6 +33,10 @@ class MemoryState:
 
     def popular(self) -> list[str]:
         return self.popular_items
+
+    def products(self) -> Iterator[Product]:
+        """Every catalog product (the ad feeds stream these)."""
+        return iter(list(self.catalog.values()))
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

@@ -1,0 +1,94 @@
+"""`POST /v1/blocks:batch`: one block for up to 1000 users in one call.
+
+Request (JSON, or msgpack with `Content-Type: application/msgpack`):
+`{"block": "recommendations", "format": "html" | "json", "user_ids": ["u1", ...]}`.
+Response: `{"results": {user_id: {"content": str, "fallback": bool, "etag": str}}}` as JSON, or as
+msgpack when the `Accept` header names `application/msgpack`. `content` is the block exactly as
+`GET /v1/users/{id}/blocks/{block}` serves it (the HTML fragment, or the JSON document as text).
+Duplicate user ids are answered once. Every user gets an answer: personalized or the fallback.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+from aiohttp import web
+
+from api.app import CONTENT, problem
+from engine.blocks import BLOCKS, FORMATS
+
+MAX_USERS = 1000
+MSGPACK = "application/msgpack"
+
+
+class BadRequest(ValueError):
+    pass
+
+
+async def read_body(request: web.Request) -> Any:
+    """The request body as JSON or msgpack (by Content-Type); BadRequest if it is neither."""
+    raw = await request.read()
+    try:
+        if request.content_type in (MSGPACK, "application/x-msgpack"):
+            return msgpack.unpackb(raw, raw=False)
+        return json.loads(raw)
+    except Exception as exc:
+        raise BadRequest(f"the body is not valid JSON or msgpack: {exc}") from None
+
+
+def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
+    ids = body.get("user_ids")
+    if not isinstance(ids, list) or not ids:
+        raise BadRequest("user_ids must be a non-empty array of strings")
+    if len(ids) > limit:
+        raise BadRequest(f"at most {limit} user_ids per request")
+    for uid in ids:
+        if not isinstance(uid, str) or not 1 <= len(uid) <= 128:
+            raise BadRequest("every user id is a string of 1..128 characters")
+    return list(dict.fromkeys(ids))
+
+
+def parse(body: Any) -> tuple[str, str, list[str]]:
+    if not isinstance(body, dict):
+        raise BadRequest("the body is an object with block, format and user_ids")
+    block = body.get("block")
+    fmt = body.get("format", "html")
+    if block not in BLOCKS:
+        raise BadRequest(f"block is one of {', '.join(BLOCKS)}")
+    if fmt not in FORMATS:
+        raise BadRequest(f"format is one of {', '.join(FORMATS)}")
+    return str(block), str(fmt), user_ids(body)
+
+
+def wants_msgpack(request: web.Request) -> bool:
+    return MSGPACK in request.headers.get("Accept", "") or "application/x-msgpack" in (
+        request.headers.get("Accept", "")
+    )
+
+
+def respond(request: web.Request, payload: dict[str, Any]) -> web.Response:
+    if wants_msgpack(request):
+        return web.Response(body=msgpack.packb(payload, use_bin_type=True), content_type=MSGPACK)
+    return web.Response(
+        text=json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+        content_type="application/json",
+    )
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    try:
+        block_name, fmt, ids = parse(await read_body(request))
+    except BadRequest as exc:
+        return problem(400, "Bad request", str(exc))
+    content = request.app[CONTENT]
+    results: dict[str, dict[str, Any]] = {}
+    for uid in ids:
+        block = content.block(uid, block_name, fmt)
+        results[uid] = {"content": block.content, "fallback": block.fallback, "etag": block.etag}
+    return respond(request, {"results": results})
+
+
+def register(app: web.Application) -> None:
+    app.router.add_post("/v1/blocks:batch", post_batch)

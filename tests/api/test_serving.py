@@ -1,0 +1,288 @@
+"""Send-time serving over the in-memory state: batch, render, feeds, Basic auth, rate limits,
+timeouts, never-5xx blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import msgpack
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import CONTENT, create_app
+from api.auth import KeyRing
+from api.content import ContentService
+from api.limits import ServingOptions, TokenBucket
+from api.testing import MemoryState
+from engine.blocks import BlockPolicy, Renderer
+from engine.catalog import Product
+from engine.events import validate
+from models.registry import ModelSet
+
+T0 = 1_300_000_000_000
+AUTH = {"Authorization": "Bearer s3cret"}
+KEYS = (
+    "all:s3cret:content:read,events:write,feeds:read,privacy:admin;"
+    "ro:ro:content:read;feeds:feedsecret:feeds:read;slow:slowsecret:content:read"
+)
+
+
+def product(item_id: str, availability: str = "in_stock") -> Product:
+    return Product(
+        item_id,
+        f"Product {item_id} <b>",
+        f"https://shop.example.com/p/{item_id}",
+        f"https://shop.example.com/i/{item_id}.jpg",
+        2.5,
+        "GBP",
+        availability,
+    )
+
+
+@pytest.fixture
+def state() -> MemoryState:
+    s = MemoryState()
+    for item in ModelSet.default().recs.popular[:50]:
+        s.put_product(product(item))
+    for item in ("A", "B", "C"):
+        s.put_product(product(item))
+    return s
+
+
+async def _client(state: MemoryState, options: ServingOptions | None = None) -> TestClient:
+    keys = KeyRing.from_settings(KEYS, None)
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    return TestClient(TestServer(create_app(content, keys, options)))
+
+
+@pytest.fixture
+async def client(state: MemoryState) -> AsyncIterator[TestClient]:
+    async with await _client(state, ServingOptions({"slow": 2.0}, 0.5)) as c:
+        yield c
+
+
+async def _cart(state: MemoryState, user: str, item: str = "A") -> None:
+    await state.produce(
+        [
+            validate(
+                {
+                    "event_id": f"{user}-1",
+                    "type": "add_to_cart",
+                    "user_id": user,
+                    "ts": T0,
+                    "item_id": item,
+                }
+            )
+        ]
+    )
+
+
+async def test_batch_answers_every_user_in_json(client: TestClient, state: MemoryState) -> None:
+    await _cart(state, "u1")
+    body = {"block": "cart_reminder", "format": "json", "user_ids": ["u1", "new", "u1"]}
+    r = await client.post("/v1/blocks:batch", json=body, headers=AUTH)
+    assert r.status == 200
+    results = (await r.json())["results"]
+    assert set(results) == {"u1", "new"}
+    assert results["u1"]["fallback"] is False and results["new"]["fallback"] is True
+    assert json.loads(results["u1"]["content"])["items"][0]["item_id"] == "A"
+    single = await client.get("/v1/users/u1/blocks/cart_reminder?format=json", headers=AUTH)
+    assert single.headers["ETag"] == results["u1"]["etag"]
+    assert await single.text() == results["u1"]["content"]
+
+
+async def test_batch_msgpack_both_ways(client: TestClient) -> None:
+    body = msgpack.packb({"block": "recommendations", "user_ids": [f"u{i}" for i in range(1000)]})
+    r = await client.post(
+        "/v1/blocks:batch",
+        data=body,
+        headers={**AUTH, "Content-Type": "application/msgpack", "Accept": "application/msgpack"},
+    )
+    assert r.status == 200 and r.content_type == "application/msgpack"
+    results = msgpack.unpackb(await r.read())["results"]
+    assert len(results) == 1000 and all(v["content"].startswith("<") for v in results.values())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"block": "nope", "user_ids": ["u"]},
+        {"block": "winback", "format": "xml", "user_ids": ["u"]},
+        {"block": "winback", "user_ids": []},
+        {"block": "winback", "user_ids": ["u"] * 1001},
+        {"block": "winback", "user_ids": [1]},
+        {"block": "winback", "user_ids": ["x" * 129]},
+        ["not", "an", "object"],
+    ],
+)
+async def test_batch_rejects_bad_bodies(client: TestClient, body: object) -> None:
+    r = await client.post("/v1/blocks:batch", json=body, headers=AUTH)
+    assert r.status == 400 and (await r.json(content_type=None))["status"] == 400
+
+
+async def test_batch_rejects_undecodable_body(client: TestClient) -> None:
+    r = await client.post("/v1/blocks:batch", data=b"\xc1garbage", headers=AUTH)
+    assert r.status == 400
+
+
+TEMPLATE = """<html><body><p>Hi {{ user.first_name | default("there") }} ({{ user.user_id }})</p>
+{{ blocks.recommendations }}{% if user.cart_items %}{{ blocks.cart_reminder }}{% endif %}
+{{ blocks.winback }}</body></html>"""
+
+
+async def test_render_one_message_per_user(client: TestClient, state: MemoryState) -> None:
+    await _cart(state, "u1")
+    body = {
+        "template": TEMPLATE,
+        "user_ids": ["u1", "<script>"],
+        "data": {"u1": {"first_name": "<Ada>"}},
+    }
+    r = await client.post("/v1/render", json=body, headers=AUTH)
+    assert r.status == 200
+    payload = await r.json()
+    assert payload["errors"] == 0
+    ada = payload["results"]["u1"]
+    assert "Hi &lt;Ada&gt; (u1)" in ada["content"]  # sender data is escaped...
+    assert "Still in your cart" in ada["content"]  # ...block HTML is not escaped twice
+    assert "<table" in ada["content"] and "&lt;table" not in ada["content"]
+    assert "cart_reminder" not in ada["fallback_blocks"]
+    stranger = payload["results"]["<script>"]
+    assert "(&lt;script&gt;)" in stranger["content"] and stranger["fallback"] is True
+    assert "Still in your cart" not in stranger["content"]
+
+
+async def test_render_template_errors(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    r = await client.post(
+        "/v1/render", json={"template": "{% if %}", "user_ids": ["u"]}, headers=AUTH
+    )
+    assert r.status == 400 and "does not compile" in (await r.json(content_type=None))["detail"]
+    # failing only with the recipient's data: that recipient gets the fallback rendering
+    template = "{{ 1 // user.orders if user.known else 'x' }}{{ blocks.recommendations }}"
+    await client.post(
+        "/v1/events",
+        headers=AUTH,
+        json=[
+            {"event_id": "e-v", "type": "product_view", "user_id": "v", "ts": T0, "item_id": "A"}
+        ],
+    )
+    with caplog.at_level(logging.WARNING, "persona.render"):
+        r = await client.post(
+            "/v1/render", json={"template": template, "user_ids": ["v", "w"]}, headers=AUTH
+        )
+    payload = await r.json()
+    assert r.status == 200 and payload["errors"] == 1
+    v = payload["results"]["v"]
+    assert v["fallback"] is True and "ZeroDivisionError" in v["error"] and "<table" in v["content"]
+    assert payload["results"]["w"]["error"] is None
+    assert any("template failed" in m for m in caplog.messages)
+
+
+async def test_render_sandbox_blocks_internals(client: TestClient) -> None:
+    template = "{{ user.__class__.__mro__ }}{{ blocks.__class__.__init__.__globals__ }}"
+    r = await client.post(
+        "/v1/render", json={"template": template, "user_ids": ["u"]}, headers=AUTH
+    )
+    payload = await r.json()
+    assert r.status == 200
+    assert "object" not in (payload["results"]["u"]["content"] or "")
+
+
+@pytest.mark.parametrize("name", ["google.tsv", "google.xml", "meta.csv", "criteo.csv"])
+async def test_feeds_list_the_catalog(client: TestClient, state: MemoryState, name: str) -> None:
+    r = await client.get(f"/v1/feeds/{name}", headers=AUTH)
+    assert r.status == 200
+    text = await r.text()
+    for item in ("A", "B", "C"):
+        assert f"https://shop.example.com/p/{item}" in text
+    if name.endswith(".csv"):
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert len(rows) == len(state.catalog) and rows[0]["condition"] == "new"
+
+
+async def test_feeds_accept_http_basic_with_the_key_as_password(client: TestClient) -> None:
+    basic = "Basic " + base64.b64encode(b"merchant-center:feedsecret").decode()
+    r = await client.get("/v1/feeds/google.tsv", headers={"Authorization": basic})
+    assert r.status == 200
+    r = await client.get("/v1/feeds/google.tsv")
+    assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+    wrong = "Basic " + base64.b64encode(b"x:nope").decode()
+    assert (await client.get("/v1/feeds/meta.csv", headers={"Authorization": wrong})).status == 401
+    # Basic is for feeds only
+    r = await client.get("/v1/users/u/blocks/winback", headers={"Authorization": basic})
+    assert r.status == 401
+    assert (await client.get("/v1/feeds/bing.csv", headers=AUTH)).status == 404
+    r = await client.get("/v1/feeds/google.tsv", headers={"Authorization": "Bearer ro"})
+    assert r.status == 403
+
+
+async def test_rate_limit_answers_429_with_retry_after(client: TestClient) -> None:
+    slow = {"Authorization": "Bearer slowsecret"}
+    statuses = [
+        (await client.get("/v1/users/u/blocks/winback", headers=slow)).status for _ in range(4)
+    ]
+    assert statuses[:2] == [200, 200] and statuses[-1] == 429
+    r = await client.get("/v1/users/u/blocks/winback", headers=slow)
+    assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+    # other keys are not limited
+    for _ in range(10):
+        assert (await client.get("/v1/users/u/blocks/winback", headers=AUTH)).status == 200
+
+
+def test_token_bucket_refills() -> None:
+    bucket = TokenBucket(rate=2.0)
+    now = bucket.stamp
+    assert bucket.take(now) == 0.0 and bucket.take(now) == 0.0
+    assert bucket.take(now) == pytest.approx(0.5)
+    assert bucket.take(now + 0.5) == 0.0
+
+
+async def test_slow_requests_time_out_with_503(client: TestClient) -> None:
+    async def sleepy(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response()
+
+    app = client.server.app
+    content = app[CONTENT]
+    app2 = create_app(content, KeyRing.from_settings(KEYS, None), ServingOptions({}, 0.2))
+    app2.router.add_get("/v1/slow", sleepy)
+    async with TestClient(TestServer(app2)) as c2:
+        r = await c2.get("/v1/slow", headers=AUTH)
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+
+
+async def test_a_failing_state_answers_the_fallback(
+    client: TestClient, state: MemoryState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(user_id: str) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(state, "profile", broken)
+    r = await client.get("/v1/users/u/blocks/recommendations", headers=AUTH)
+    assert r.status == 200 and r.headers["X-Persona-Fallback"] == "1"
+    r = await client.post(
+        "/v1/blocks:batch", json={"block": "winback", "user_ids": ["a", "b"]}, headers=AUTH
+    )
+    assert r.status == 200
+    assert all(v["fallback"] for v in (await r.json())["results"].values())
+
+
+async def test_denied_admin_requests_are_audited(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, "persona.audit"):
+        r = await client.get("/v1/users/u/export", headers={"Authorization": "Bearer ro"})
+    assert r.status == 403
+    record = json.loads(caplog.messages[-1])
+    assert record["action"] == "denied" and record["status"] == 403
+
+
+async def test_oversized_bodies_are_refused(client: TestClient) -> None:
+    r = await client.post("/v1/render", data=b"x" * (11 * 1024 * 1024), headers=AUTH)
+    assert r.status == 413
