@@ -48,3 +48,9 @@ class EventTimeClock:
         if self._newest is None:
             return wall
         return min(self._newest, wall)
+
+    def behind(self, ts_ms: int) -> int:
+        """How far an event time lies behind the stream (0 before any event was seen)."""
+        if self._newest is None:
+            return 0
+        return max(0, self.now_ms() - ts_ms)

@@ -250,7 +250,7 @@ class PersonaStreams:
             except InvalidEvent as exc:
                 await self._dead_letter(fevent, exc.reason)
                 continue
-            behind = self.clock.now_ms() - event.ts
+            behind = self.clock.behind(event.ts)
             if behind > self._lateness_ms:
                 self.stats.late += 1
                 await self._dead_letter(

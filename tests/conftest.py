@@ -22,6 +22,9 @@ from streams.broker import EmbeddedBroker, free_port
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SECRET = "test-secret-all-scopes"
+# Event time of everything sent to the shared session worker (Dec 2010, the demo data's era): its
+# event-time clock is shared, and events more than 7 days behind it are dead-lettered as late.
+T0 = 1_291_190_000_000
 SCOPES = "content:read,events:write,feeds:read,models:admin,privacy:admin"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Worker, http, wait_until
+from tests.conftest import ROOT, T0, Worker, http, wait_until
 
 
 def persona(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -47,7 +47,7 @@ def test_catalog_import_and_replay_twice(worker: Worker, tmp_path: Path) -> None
                         "event_id": f"cli-{i}",
                         "type": "product_view",
                         "user_id": "cli-user",
-                        "ts": 1_600_000_000_000 + i,
+                        "ts": T0 + i,
                         "item_id": "cli-1",
                     }
                 )
@@ -67,7 +67,7 @@ def test_catalog_import_and_replay_twice(worker: Worker, tmp_path: Path) -> None
                 "event_id": "cli-end",
                 "type": "page_view",
                 "user_id": "cli-user",
-                "ts": 1_600_000_001_000,
+                "ts": T0 + 1_000,
             }
         )
         + "\n"

@@ -15,11 +15,9 @@ from engine.events import validate
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
 from streams.produce import ALL_INPUTS, Producer, bootstrap_servers, ensure_topics
-from tests.conftest import Worker, http, wait_until
+from tests.conftest import T0, Worker, http, wait_until
 
 pytestmark = pytest.mark.integration
-
-T0 = 1_291_190_000_000  # Dec 2010, inside the demo data's era
 
 
 def produce(
@@ -225,3 +223,67 @@ def test_unknown_user_gets_the_fallback_for_every_block(catalog_loaded: Worker) 
             if fmt == "json":
                 assert json.loads(body)["fallback"] is True
                 assert len(json.loads(body)["items"]) == 6
+
+
+def test_any_producer_librdkafka_default_partitioner_and_unkeyed(worker: Worker) -> None:
+    """librdkafka's default partitioner (CRC32) places keys differently from murmur2, and unkeyed
+    events land anywhere: both are re-keyed before they touch state, and nothing is lost."""
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    from streams.admin import bootstrap_servers as servers
+
+    users = [f"rdk-{i}-{uuid.uuid4().hex[:4]}" for i in range(12)]
+    producer = confluent_kafka.Producer({"bootstrap.servers": servers(worker.broker_url)})
+    for n, user in enumerate(users):
+        for k in range(3):
+            event = ev(user, "add_to_cart", f"item{k}", T0 + n * 10 + k)
+            producer.produce("cart", json.dumps(event).encode(), key=user.encode())
+        producer.produce("clickstream", json.dumps(ev(user, "page_view", None, T0 + n)).encode())
+    assert producer.flush(20) == 0
+
+    def done() -> bool:
+        return all((p := profile(worker, u)) and sum(p["events"].values()) == 4 for u in users)
+
+    wait_until(done, timeout=60, what="every event of the librdkafka producer")
+    for user in users:
+        p = profile(worker, user)
+        assert p["cart"] == {"item0": 1, "item1": 1, "item2": 1}
+        assert p["events"] == {"add_to_cart": 3, "page_view": 1}
+    _, _, metrics = http("GET", worker.base + "/metrics", key=None)
+    rekeyed = [
+        ln for ln in metrics.decode().splitlines() if ln.startswith("persona_events_rekeyed")
+    ]
+    assert rekeyed and float(rekeyed[0].split()[-1]) > 0
+
+
+def test_late_events_are_dead_lettered_not_folded(worker: Worker) -> None:
+    user = f"late-{uuid.uuid4().hex[:6]}"
+    produce(worker, [ev(user, "page_view", None, T0 + 5_000)])
+    wait_until(lambda: profile(worker, user), what="the first event")
+    eight_days = 8 * 86_400_000
+    produce(
+        worker,
+        [ev(user, "product_view", "85123A", T0 - eight_days), ev(user, "search", None, T0 + 6_000)],
+    )
+    p = wait_until(
+        lambda: (q := profile(worker, user)) and "search" in q["events"] and q,
+        what="the event after the late one",
+    )
+    assert p["events"] == {"page_view": 1, "search": 1}
+    _, _, metrics = http("GET", worker.base + "/metrics", key=None)
+    assert "persona_events_late_total 0" not in metrics.decode()
+
+
+def test_erasure_forgets_the_user_everywhere(catalog_loaded: Worker) -> None:
+    worker = catalog_loaded
+    user = f"erase-{uuid.uuid4().hex[:6]}"
+    produce(worker, [ev(user, "add_to_cart", "85123A", T0 + 7_000)])
+    wait_until(lambda: profile(worker, user), what="the profile")
+    assert block(worker, user, "cart_reminder")[1].get("X-Persona-Fallback") is None
+    status, _, body = http("GET", f"{worker.base}/v1/users/{user}/export")
+    assert status == 200 and json.loads(body)["stored"]["cart"] == {"85123A": 1}
+    status, _, body = http("DELETE", f"{worker.base}/v1/users/{user}")
+    assert status == 200 and json.loads(body)["erased"] is True
+    assert profile(worker, user) is None
+    assert block(worker, user, "cart_reminder")[1].get("X-Persona-Fallback") == "1"
+    audit = (worker.data_dir / "audit.log").read_text()
+    assert f'"user_id": "{user}"' in audit and '"action": "erase"' in audit
