@@ -44,7 +44,7 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Resp
 
 def _scope_for(request: web.Request) -> str | None:
     path = request.path
-    if path in PUBLIC:
+    if path in PUBLIC or path.startswith("/ui/"):  # the UI pages check the key themselves
         return None
     if path == "/v1/events":
         return "events:write"
@@ -201,32 +201,6 @@ async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
-async def get_metrics(request: web.Request) -> web.Response:
-    content = request.app[CONTENT]
-    metrics = request.app[METRICS]
-    lines = [
-        "# HELP persona_http_requests_total HTTP requests answered.",
-        "# TYPE persona_http_requests_total counter",
-    ]
-    for key in sorted(k for k in metrics if k.startswith("status_")):
-        lines.append(f'persona_http_requests_total{{status="{key[7:]}"}} {metrics[key]}')
-    lines += [
-        "# HELP persona_block_cache_hits_total Block cache hits.",
-        "# TYPE persona_block_cache_hits_total counter",
-        f"persona_block_cache_hits_total {content.cache.hits}",
-        "# HELP persona_block_cache_misses_total Block cache misses (renders).",
-        "# TYPE persona_block_cache_misses_total counter",
-        f"persona_block_cache_misses_total {content.cache.misses}",
-        "# HELP persona_template_errors_total Template errors answered with the fallback.",
-        "# TYPE persona_template_errors_total counter",
-        f"persona_template_errors_total {content.renderer.errors}",
-    ]
-    extra = getattr(content.state, "metrics", None)
-    if callable(extra):
-        lines += extra()
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
-
-
 def _register_serving(app: web.Application, options: ServingOptions) -> None:
     """Send-time routes (batch, render, feeds) and the limits (api/limits.py)."""
     from api import batch, feeds, limits, render  # here: they import this module
@@ -258,12 +232,15 @@ def create_app(
     app[METRICS] = {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/openapi.json", get_openapi)
     app.router.add_get("/v1/users/{user_id}/blocks/{block}", get_block)
     app.router.add_get("/v1/users/{user_id}/profile", get_profile)
     app.router.add_post("/v1/events", post_events)
     _register_serving(app, options or ServingOptions())
+    from api import observability, ui  # here: both import this module
+
+    observability.register(app, content)
+    ui.register(app)
     from api import models_routes  # here: it imports this module
 
     models_routes.register(app)

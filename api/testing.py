@@ -7,6 +7,7 @@ is a `ManualClock` the caller controls.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from engine.catalog import Product
 from engine.clock import EventTimeClock, ManualClock
@@ -52,6 +53,22 @@ class MemoryState:
         product = self.catalog.get(event.item_id) if event.item_id else None
         self.profiles[event.user_id] = apply(self.profiles.get(event.user_id), event, product)
         self.clock.observe(event.ts)
+
+    def figures(self) -> dict[str, Any]:
+        """Stream figures as the worker reports them (see api.observability)."""
+        return {
+            "counters": {
+                "events_processed": len(self.produced),
+                "events_duplicate": 0,
+                "events_dead_lettered": 0,
+                "catalog_updates": self.catalog_generation,
+            },
+            "consumed": {"clickstream": len(self.produced)},
+            "lag": {"clickstream": 0},
+        }
+
+    def sample_profiles(self, n: int) -> list[Profile]:
+        return list(self.profiles.values())[:n]
 
     def owner_url(self, user_id: str) -> str | None:
         return None

@@ -14,13 +14,18 @@ from mode import Service
 from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
+from api.observability import configure_json_logging
 from engine.blocks import BlockPolicy, Renderer
+from engine.events import INPUT_TOPICS
+from engine.profile import Profile
 from engine.settings import Settings
 from models.registry import ModelSet
-from streams.admin import prepare_broker
+from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
+from streams.observe import consumer_lag, sample_values
 
 log = logging.getLogger("persona.worker")
+LAG_TOPICS = {*INPUT_TOPICS, REKEYED_TOPIC, "catalog"}
 
 
 class StreamState:
@@ -48,36 +53,27 @@ class StreamState:
             return False, "models loading"
         return self.streams.ready()
 
-    def metrics(self) -> list[str]:
+    def figures(self) -> dict[str, Any]:
+        """The stream's counters, per-topic consumption and lag (`api.observability` exports them
+        as `persona_<counter>_total` and the dashboard draws them)."""
         stats = self.streams.stats
-        lines = [
-            "# HELP persona_events_processed_total Events folded into profiles.",
-            "# TYPE persona_events_processed_total counter",
-            f"persona_events_processed_total {stats.events}",
-            "# HELP persona_events_duplicate_total Events ignored as repeats of a seen event_id.",
-            "# TYPE persona_events_duplicate_total counter",
-            f"persona_events_duplicate_total {stats.duplicates}",
-            "# HELP persona_events_dead_lettered_total Messages sent to dead-letters.",
-            "# TYPE persona_events_dead_lettered_total counter",
-            f"persona_events_dead_lettered_total {stats.invalid}",
-            "# HELP persona_events_rekeyed_total Events re-keyed through the repartition topic.",
-            "# TYPE persona_events_rekeyed_total counter",
-            f"persona_events_rekeyed_total {stats.rekeyed}",
-            "# HELP persona_events_late_total Events beyond the lateness bound (dead-lettered).",
-            "# TYPE persona_events_late_total counter",
-            f"persona_events_late_total {stats.late}",
-            "# HELP persona_users_erased_total Erasures applied.",
-            "# TYPE persona_users_erased_total counter",
-            f"persona_users_erased_total {stats.erased}",
-            "# HELP persona_catalog_updates_total Catalog updates applied.",
-            "# TYPE persona_catalog_updates_total counter",
-            f"persona_catalog_updates_total {stats.catalog_updates}",
-            "# HELP persona_messages_consumed_total Messages consumed per input topic.",
-            "# TYPE persona_messages_consumed_total counter",
-        ]
-        for topic, count in sorted(stats.by_topic.items()):
-            lines.append(f'persona_messages_consumed_total{{topic="{topic}"}} {count}')
-        return lines
+        return {
+            "counters": {
+                "events_processed": stats.events,
+                "events_duplicate": stats.duplicates,
+                "events_dead_lettered": stats.invalid,
+                "events_rekeyed": stats.rekeyed,
+                "events_late": stats.late,
+                "users_erased": stats.erased,
+                "catalog_updates": stats.catalog_updates,
+            },
+            "consumed": dict(stats.by_topic),
+            "lag": consumer_lag(self.streams.app, LAG_TOPICS),
+            "triggers": dict(getattr(stats, "triggers", {})),
+        }
+
+    def sample_profiles(self, n: int) -> list[Profile]:
+        return [Profile.unpack(raw) for raw in sample_values(self.streams.profiles, n)]
 
 
 class HttpService(Service):
@@ -138,6 +134,7 @@ def run_worker(settings: Settings, broker_url: str) -> None:
     worker, _ = build_worker(settings, broker_url)
     # Faust logs every producer back-pressure wait (several per second under load): keep errors.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    configure_json_logging(settings.log_level)  # persona.* logs: JSON lines with request ids
     audit_file = logging.FileHandler(settings.data_dir / "audit.log")
     audit_file.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("persona.audit").addHandler(audit_file)

@@ -1,0 +1,505 @@
+"""Observability: Prometheus metrics, request ids, structured (JSON) access logs, and the live
+figures behind the dashboard (`GET /v1/stats`).
+
+Everything here is cheap on the hot path: one middleware that stamps a request id, counts the
+request in plain integers and a prometheus-client histogram, and logs one JSON line for every
+request except the successful ones on the hot content routes (blocks, profile), which are logged
+1 in `HOT_LOG_EVERY`. Stream figures (events, lag, dead letters, triggers) are read from the state
+only when `/metrics` is scraped or the sampler ticks (once a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from api.content import ContentService
+from engine.features import features
+from engine.profile import Profile
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+HOT_ROUTES = frozenset({"/v1/users/{user_id}/blocks/{block}", "/v1/users/{user_id}/profile"})
+HOT_LOG_EVERY = 100  # log 1 in N successful requests on HOT_ROUTES (errors always)
+HISTORY = 300  # seconds of dashboard history kept (one point a second)
+CHURN_EVERY = 5  # seconds between churn-histogram refreshes
+CHURN_SAMPLE = 2000  # profiles scored for the churn histogram
+CHURN_EDGES = tuple(round(i / 10, 1) for i in range(11))  # 0.0, 0.1, ..., 1.0
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_KEEP = 4096  # latencies kept per second for the dashboard's percentiles
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+access_log = logging.getLogger("persona.access")
+
+
+# -- logs ------------------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, request_id (inside a request), the
+    record's `fields` (passed as `extra={"fields": {...}}`), and exc for tracebacks."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        rid = request_id.get()
+        if rid:
+            out["request_id"] = rid
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, separators=(",", ":"))
+
+
+def configure_json_logging(level: str = "info") -> None:
+    """Persona's own loggers (`persona.*`) write JSON lines to stderr; libraries keep theirs."""
+    logger = logging.getLogger("persona")
+    for handler in list(logger.handlers):
+        if isinstance(handler.formatter, JsonFormatter):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def _request_id(header: str | None) -> str:
+    if header and _REQUEST_ID_OK.match(header):
+        return header
+    return secrets.token_hex(8)
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+
+def percentiles(values: list[float], qs: Iterable[float] = (50, 95, 99)) -> list[float | None]:
+    if not values:
+        return [None for _ in qs]
+    return [float(v) for v in np.percentile(np.asarray(values), list(qs))]
+
+
+def churn_histogram(scores: Iterable[float]) -> list[int]:
+    """Counts of scores per bin of CHURN_EDGES (the last bin includes 1.0)."""
+    counts = [0] * (len(CHURN_EDGES) - 1)
+    for score in scores:
+        i = min(int(score * 10), len(counts) - 1)
+        counts[max(i, 0)] += 1
+    return counts
+
+
+def stream_figures(content: ContentService) -> dict[str, Any]:
+    """What the state tells about the stream (the worker's `StreamState.figures`); {} without."""
+    figures = getattr(content.state, "figures", None)
+    return dict(figures()) if callable(figures) else {}
+
+
+def sample_profiles(content: ContentService, n: int) -> list[Profile]:
+    sample = getattr(content.state, "sample_profiles", None)
+    return list(sample(n)) if callable(sample) else []
+
+
+class Telemetry:
+    """Per-application metrics (own registry, so several apps can live in one process)."""
+
+    def __init__(self, content: ContentService) -> None:
+        self.content = content
+        self.started = time.time()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.http_requests = Counter(
+            "persona_http_requests",
+            "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "persona_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.blocks_served = Counter(
+            "persona_blocks_served",
+            "Content blocks answered, by block, variant and whether it was the fallback.",
+            ["block", "variant", "fallback"],
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(self))
+        self.requests = 0
+        self.blocks = 0
+        self.fallbacks = 0
+        self.variants: dict[tuple[str, str], list[int]] = {}  # (block, variant) -> [served, fb]
+        self.latencies: list[float] = []
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self.churn_counts: list[int] = [0] * (len(CHURN_EDGES) - 1)
+        self.churn_sampled = 0
+        self.churn_sum = 0.0
+        self._previous: dict[str, Any] | None = None
+        self._hot_seen = 0
+
+    # -- the hot path --------------------------------------------------------------------------
+    def observe(
+        self, request: web.Request, response: web.StreamResponse | None, status: int, took: float
+    ) -> None:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        self.requests += 1
+        self.http_requests.labels(route, request.method, str(status)).inc()
+        self.http_latency.labels(route).observe(took)
+        if len(self.latencies) < LATENCY_KEEP:
+            self.latencies.append(took)
+        if response is not None and route == "/v1/users/{user_id}/blocks/{block}":
+            self._count_block(request.match_info.get("block", ""), response, status)
+        self._log(request, route, status, took)
+
+    def _count_block(self, block: str, response: web.StreamResponse, status: int) -> None:
+        if status not in (200, 304):
+            return
+        variant = response.headers.get("X-Persona-Variant", "default")
+        fallback = response.headers.get("X-Persona-Fallback") == "1"
+        self.blocks += 1
+        self.fallbacks += fallback
+        self.blocks_served.labels(block, variant, "1" if fallback else "0").inc()
+        entry = self.variants.setdefault((block, variant), [0, 0])
+        entry[0] += 1
+        entry[1] += fallback
+
+    def _log(self, request: web.Request, route: str, status: int, took: float) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        if route in HOT_ROUTES and status < 400:
+            self._hot_seen += 1
+            if self._hot_seen % HOT_LOG_EVERY != 1:
+                return
+            sampled = HOT_LOG_EVERY
+        else:
+            sampled = 1
+        access_log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "fields": {
+                    "method": request.method,
+                    "path": request.path,
+                    "route": route,
+                    "status": status,
+                    "ms": round(took * 1000, 3),
+                    "sample_rate": 1 / sampled,
+                }
+            },
+        )
+
+    # -- the sampler (once a second) -------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        cache = self.content.cache
+        return {
+            "t": time.time(),
+            "stream": stream_figures(self.content),
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "requests": self.requests,
+            "blocks": self.blocks,
+            "fallbacks": self.fallbacks,
+        }
+
+    def tick(self) -> dict[str, Any] | None:
+        """Take a snapshot; append the point (rates since the previous one) to the history."""
+        now = self.snapshot()
+        latencies, self.latencies = self.latencies, []
+        previous, self._previous = self._previous, now
+        if previous is None:
+            return None
+        point = make_point(previous, now, latencies)
+        self.history.append(point)
+        return point
+
+    def refresh_churn(self) -> None:
+        profiles = sample_profiles(self.content, CHURN_SAMPLE)
+        if not profiles:
+            return
+        now = self.content.state.now_ms()
+        matrix = np.array([features(p, now) for p in profiles], dtype=np.float64)
+        scores = self.content.models.churn.score_batch(matrix)
+        self.churn_counts = churn_histogram(float(s) for s in scores)
+        self.churn_sampled = len(profiles)
+        self.churn_sum = float(np.sum(scores))
+
+    # -- the dashboard's JSON --------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        figures = stream_figures(self.content)
+        counters = figures.get("counters", {})
+        cache = self.content.cache
+        ready, detail = self.content.state.ready()
+        looked = cache.hits + cache.misses
+        return {
+            "generated": time.time(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "ready": ready,
+            "ready_detail": detail,
+            "models": self.content.models.versions(),
+            "series": list(self.history),
+            "totals": {
+                "events": counters.get("events_processed", 0),
+                "duplicates": counters.get("events_duplicate", 0),
+                "dead_lettered": counters.get("events_dead_lettered", 0),
+                "catalog_updates": counters.get("catalog_updates", 0),
+                "consumed": figures.get("consumed", {}),
+                "lag": figures.get("lag", {}),
+                "requests": self.requests,
+                "cache_hit_rate": cache.hits / looked if looked else None,
+                "fallback_rate": self.fallbacks / self.blocks if self.blocks else None,
+                "blocks": self.blocks,
+            },
+            "churn": {
+                "edges": list(CHURN_EDGES),
+                "counts": self.churn_counts,
+                "sampled": self.churn_sampled,
+            },
+            "triggers": figures.get("triggers", {}),
+            "experiments": self.experiments(figures),
+        }
+
+    def experiments(self, figures: dict[str, Any]) -> list[dict[str, Any]]:
+        """A/B results: per block, the variants served and their fallback share (a block with
+        one variant is no experiment). The stream may add conversions per variant."""
+        conversions: dict[str, int] = figures.get("conversions_by_variant", {})
+        by_block: dict[str, list[dict[str, Any]]] = {}
+        for (block, variant), (served, fallback) in sorted(self.variants.items()):
+            by_block.setdefault(block, []).append(
+                {
+                    "variant": variant,
+                    "served": served,
+                    "fallback_rate": fallback / served if served else None,
+                    "conversions": conversions.get(f"{block}:{variant}"),
+                }
+            )
+        return [
+            {"block": block, "variants": variants}
+            for block, variants in by_block.items()
+            if len(variants) > 1
+        ]
+
+
+def make_point(
+    previous: dict[str, Any], now: dict[str, Any], latencies: list[float]
+) -> dict[str, Any]:
+    """One dashboard point: per-second rates between two snapshots, percentiles of `latencies`."""
+    dt = max(now["t"] - previous["t"], 1e-6)
+    stream, before = now["stream"], previous["stream"]
+    consumed, consumed_before = stream.get("consumed", {}), before.get("consumed", {})
+    hits = now["hits"] - previous["hits"]
+    misses = now["misses"] - previous["misses"]
+    blocks = now["blocks"] - previous["blocks"]
+    p50, p95, p99 = percentiles([x * 1000 for x in latencies])
+    return {
+        "t": round(now["t"], 3),
+        "events_per_s": {
+            topic: round((n - consumed_before.get(topic, 0)) / dt, 2)
+            for topic, n in sorted(consumed.items())
+        },
+        "lag": dict(stream.get("lag", {})),
+        "dead_lettered": stream.get("counters", {}).get("events_dead_lettered", 0),
+        "triggers": sum(stream.get("triggers", {}).values()),
+        "cache_hit_rate": hits / (hits + misses) if hits + misses else None,
+        "fallback_rate": (now["fallbacks"] - previous["fallbacks"]) / blocks if blocks else None,
+        "requests_per_s": round((now["requests"] - previous["requests"]) / dt, 2),
+        "latency_ms": {"p50": p50, "p95": p95, "p99": p99},
+    }
+
+
+class _StateCollector(Collector):
+    """Figures read at scrape time: the stream, the block cache, the models, the churn sample."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def collect(self) -> Iterator[Metric]:
+        content = self.telemetry.content
+        figures = stream_figures(content)
+        yield from _stream_metrics(figures)
+        cache = content.cache
+        yield _counter("persona_block_cache_hits", "Block cache hits.", cache.hits)
+        yield _counter("persona_block_cache_misses", "Block cache misses (renders).", cache.misses)
+        entries = GaugeMetricFamily("persona_block_cache_entries", "Blocks held in the cache.")
+        entries.add_metric([], len(cache))
+        yield entries
+        yield _counter(
+            "persona_template_errors",
+            "Template errors answered with the fallback.",
+            content.renderer.errors,
+        )
+        ready = GaugeMetricFamily("persona_ready", "1 when tables are recovered and models loaded.")
+        ready.add_metric([], 1.0 if content.state.ready()[0] else 0.0)
+        yield ready
+        info = GaugeMetricFamily(
+            "persona_model_info",
+            "The model versions serving (value 1).",
+            labels=["name", "version"],
+        )
+        for name, version in sorted(content.models.versions().items()):
+            info.add_metric([name, version], 1.0)
+        yield info
+        t = self.telemetry
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for edge, count in zip(CHURN_EDGES[1:], t.churn_counts, strict=True):
+            running += count
+            buckets.append(("+Inf" if edge >= 1.0 else str(edge), float(running)))
+        yield GaugeHistogramMetricFamily(
+            "persona_churn_score",
+            f"Churn scores of a sample of up to {CHURN_SAMPLE} profiles (refreshed every "
+            f"{CHURN_EVERY} s).",
+            buckets=buckets,
+            gsum_value=t.churn_sum,
+        )
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc)
+    family.add_metric([], value)
+    return family
+
+
+def _labelled(name: str, doc: str, label: str, values: dict[str, Any]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], float(value))
+    return family
+
+
+# Descriptions of the stream's counters (`figures()["counters"]`, each `persona_<name>_total`);
+# a counter the stream adds without one here is still exported, with a generic description.
+COUNTER_HELP = {
+    "events_processed": "Events folded into profiles.",
+    "events_duplicate": "Events ignored as repeats of a seen event_id.",
+    "events_dead_lettered": "Messages sent to dead-letters.",
+    "events_rekeyed": "Events re-keyed through the repartition topic.",
+    "events_late": "Events beyond the lateness bound (dead-lettered).",
+    "users_erased": "Erasures applied.",
+    "catalog_updates": "Catalog updates applied.",
+}
+
+
+def _stream_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
+    if not figures:
+        return
+    for name, value in sorted(figures.get("counters", {}).items()):
+        yield _counter(f"persona_{name}", COUNTER_HELP.get(name, f"Stream counter {name}."), value)
+    yield _labelled(
+        "persona_messages_consumed",
+        "Messages consumed per input topic.",
+        "topic",
+        figures.get("consumed", {}),
+    )
+    lag = GaugeMetricFamily(
+        "persona_consumer_lag",
+        "Messages behind the end of the input topics (this worker's partitions).",
+        labels=["topic"],
+    )
+    for topic, value in sorted(figures.get("lag", {}).items()):
+        lag.add_metric([topic], float(value))
+    yield lag
+    yield _labelled(
+        "persona_triggers_emitted",
+        "Automation triggers produced to the triggers topic.",
+        "trigger",
+        figures.get("triggers", {}),
+    )
+
+
+# -- the aiohttp side ------------------------------------------------------------------------------
+
+TELEMETRY = web.AppKey("telemetry", Telemetry)
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = _request_id(request.headers.get("X-Request-Id"))
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    telemetry = request.app[TELEMETRY]
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects and the like; errors are problems by now
+        exc.headers["X-Request-Id"] = rid
+        telemetry.observe(request, None, exc.status, time.perf_counter() - started)
+        raise
+    finally:
+        request_id.reset(token)
+    response.headers["X-Request-Id"] = rid
+    telemetry.observe(request, response, response.status, time.perf_counter() - started)
+    return response
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[TELEMETRY].registry)
+    return web.Response(
+        body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[TELEMETRY].stats())
+
+
+async def _sampler(app: web.Application) -> AsyncIterator[None]:
+    telemetry = app[TELEMETRY]
+
+    async def loop() -> None:
+        n = 0
+        while True:
+            try:
+                telemetry.tick()
+                if n % CHURN_EVERY == 0:
+                    telemetry.refresh_churn()
+            except Exception:
+                logging.getLogger("persona.api").exception("dashboard sampler failed")
+            n += 1
+            await asyncio.sleep(1.0)
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def register(app: web.Application, content: ContentService) -> None:
+    """Add the middleware (outermost), `/metrics`, `/v1/stats` and the once-a-second sampler."""
+    app[TELEMETRY] = Telemetry(content)
+    app.middlewares.insert(0, observe_middleware)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/v1/stats", get_stats)
+    app.cleanup_ctx.append(_sampler)

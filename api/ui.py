@@ -1,0 +1,132 @@
+"""The preview and dashboard pages, their static assets, and the JSON routes only they need.
+
+Auth: the pages' data routes (`/v1/users/{id}/explain`, `/v1/users`, `/v1/stats`, the blocks and
+the profile) take the key like every other route. A browser cannot send `Authorization` when it
+navigates, so `/ui/preview` and `/ui/dashboard` answer 200 to a request with a content:read key and
+401 (with `WWW-Authenticate`) to any other, and in both cases the body is the same data-free page
+shell: a sign-in form that keeps the key in the tab's sessionStorage (never a cookie, never the
+URL's query) and sends it as `Authorization: Bearer` on every fetch. `#key=...` in the address is
+taken the same way (for scripts and tests; the fragment never reaches the server) and removed at
+once. The assets under `/ui/static/` hold code and style only and are public.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from api.app import CONTENT, KEYS, problem
+from api.explain import explain
+from api.observability import sample_profiles
+from engine.blocks import BLOCKS
+
+STATIC = Path(__file__).parent / "static"
+PAGES = {"/ui/preview": "preview.html", "/ui/dashboard": "dashboard.html"}
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src * data:; frame-src 'self' about:; connect-src 'self'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SCOPE = "content:read"
+USERS_SAMPLE = 1000
+
+
+def _has_key(request: web.Request) -> bool:
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    key = request.app[KEYS].authenticate(secret.strip())
+    return key is not None and SCOPE in key.scopes
+
+
+async def page(request: web.Request) -> web.Response:
+    authorized = _has_key(request)
+    headers = {
+        "Content-Security-Policy": CSP,
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    if not authorized:
+        headers["WWW-Authenticate"] = 'Bearer realm="persona"'
+    return web.Response(
+        status=200 if authorized else 401,
+        body=(STATIC / PAGES[request.path]).read_bytes(),
+        content_type="text/html",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    path = STATIC / name
+    kind = STATIC_TYPES.get(path.suffix)
+    if kind is None or "/" in name or name.startswith(".") or not path.is_file():
+        return problem(404, "Not Found", f"no asset {name!r}")
+    return web.Response(
+        body=path.read_bytes(),
+        content_type=kind,
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def get_explain(request: web.Request) -> web.Response:
+    content = request.app[CONTENT]
+    user_id = request.match_info["user_id"]
+    profile = content.state.profile(user_id)
+    if profile is None:
+        return problem(404, "Unknown user", f"no events were seen for user {user_id!r}")
+    scores = content.scores(profile)
+    blocks: dict[str, dict[str, Any]] = {}
+    for name in BLOCKS:
+        block = content.block(user_id, name, "json")
+        blocks[name] = {
+            "variant": block.variant,
+            "fallback": block.fallback,
+            "reason": block.reason,
+            "items": list(block.items),
+            "models": block.models,
+        }
+    body = explain(
+        profile,
+        content.state.now_ms(),
+        scores.churn,
+        scores.recommendations[: content.policy.items * 2],
+        content.models,
+        content.state.product,
+        blocks,
+        content.policy.churn_threshold,
+    )
+    return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+async def get_users(request: web.Request) -> web.Response:
+    try:
+        limit = max(1, min(int(request.query.get("limit", "20")), 200))
+    except ValueError:
+        return problem(400, "Bad limit", "limit is an integer from 1 to 200")
+    profiles = sample_profiles(request.app[CONTENT], USERS_SAMPLE)
+    profiles.sort(key=lambda p: (-p.version, p.user_id))
+    return web.json_response(
+        {
+            "users": [
+                {"user_id": p.user_id, "events": p.version, "last_seen": p.last_seen}
+                for p in profiles[:limit]
+            ],
+            "note": f"the most active of a sample of up to {USERS_SAMPLE} users of this worker",
+        }
+    )
+
+
+def register(app: web.Application) -> None:
+    for path in PAGES:
+        app.router.add_get(path, page)
+    app.router.add_get("/ui/static/{name}", static)
+    app.router.add_get("/v1/users", get_users)
+    app.router.add_get("/v1/users/{user_id}/explain", get_explain)

@@ -1,0 +1,121 @@
+"""The preview and dashboard pages, their assets, and the explain / users routes over the
+in-memory state (the browser tests in tests/ui drive them in Chromium)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import create_app
+from api.auth import KeyRing
+from api.content import ContentService
+from api.explain import churn_contributions, recommendation_reasons
+from api.testing import MemoryState
+from engine.blocks import BlockPolicy, Renderer
+from engine.events import validate
+from engine.features import FEATURE_NAMES
+from models.registry import ModelSet
+from tests.api.test_app import AUTH, T0, ev, product
+
+MODELS = ModelSet.default()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient]:
+    state = MemoryState()
+    for item in MODELS.recs.popular[:200]:
+        state.put_product(product(item))
+    recent = MODELS.recs.popular[:3]
+    await state.produce(
+        [validate(ev("u1", "product_view", item, T0 + i)) for i, item in enumerate(recent)]
+    )
+    keys = KeyRing.from_settings("all:s3cret:content:read;feeds:f33d:feeds:read", None)
+    content = ContentService(state, MODELS, Renderer(), BlockPolicy())
+    async with TestClient(TestServer(create_app(content, keys))) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", ["/ui/preview", "/ui/dashboard"])
+async def test_pages_need_a_content_read_key_and_show_sign_in_without(
+    client: TestClient, path: str
+) -> None:
+    r = await client.get(path)
+    assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    shell = await r.text()
+    assert 'id="login-form"' in shell and "s3cret" not in shell
+    assert (await client.get(path, headers={"Authorization": "Bearer f33d"})).status == 401
+    r = await client.get(path, headers=AUTH)
+    assert r.status == 200 and r.content_type == "text/html"
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    assert await r.text() == shell  # the shell holds no data: the data routes take the key
+
+
+async def test_assets_are_served_by_persona_itself(client: TestClient) -> None:
+    for page in ("/ui/preview", "/ui/dashboard"):
+        html = await (await client.get(page, headers=AUTH)).text()
+        assert "http://" not in html and "https://" not in html  # no CDN
+        for asset in ("common.js", "ui.css"):
+            assert f"/ui/static/{asset}" in html
+    for asset in ("common.js", "preview.js", "dashboard.js", "charts.js", "ui.css"):
+        r = await client.get(f"/ui/static/{asset}")
+        assert r.status == 200, asset
+        assert "https://" not in await r.text()
+    assert (await client.get("/ui/static/preview.html")).status == 404
+    assert (await client.get("/ui/static/..%2fui.py")).status == 404
+
+
+async def test_explain_says_why(client: TestClient) -> None:
+    assert (await client.get("/v1/users/u1/explain")).status == 401
+    assert (await client.get("/v1/users/nobody/explain", headers=AUTH)).status == 404
+    r = await client.get("/v1/users/u1/explain", headers=AUTH)
+    assert r.status == 200
+    why = await r.json()
+    assert [i["item_id"] for i in why["recent_items"]] == MODELS.recs.popular[:3][::-1]
+    assert why["recent_items"][0]["title"].startswith("Product ")
+    assert set(why["models"]) == {"churn", "recs"}
+    assert 0 <= why["churn"]["score"] <= 1 and len(why["churn"]["top_features"]) == 5
+    assert set(why["churn"]["features"]) == set(FEATURE_NAMES)
+    recent = {i["item_id"] for i in why["recent_items"]}
+    explained = [r for r in why["recommendations"] if r["source"] == "neighbours"]
+    assert explained, "the neighbours of recent items should produce recommendations"
+    for rec in explained:
+        assert {b["item_id"] for b in rec["because"]} <= recent
+    assert set(why["blocks"]) == {"recommendations", "cart_reminder", "winback"}
+    assert why["blocks"]["cart_reminder"] == {**why["blocks"]["cart_reminder"], "fallback": True}
+    assert why["blocks"]["recommendations"]["variant"] == "default"
+
+
+async def test_users_lists_a_sample(client: TestClient) -> None:
+    r = await client.get("/v1/users?limit=5", headers=AUTH)
+    assert [u["user_id"] for u in (await r.json())["users"]] == ["u1"]
+    assert (await client.get("/v1/users?limit=x", headers=AUTH)).status == 400
+
+
+def test_reasons_weight_recent_items_by_recency() -> None:
+    class Recs:
+        recency_decay = 0.5
+
+        def neighbours_of(self, item: str) -> list[tuple[str, float]]:
+            return {"a": [("x", 0.8), ("y", 0.1)], "b": [("x", 0.9)]}.get(item, [])
+
+    reasons = recommendation_reasons([("a", 2), ("b", 1)], ["x", "y", "z"], Recs())
+    assert [r["item_id"] for r in reasons["x"]] == ["a", "b"]  # 0.8 beats 0.9 * 0.5
+    assert reasons["x"][1]["contribution"] == 0.45 and reasons["z"] == []
+
+
+def test_churn_contributions_add_up_to_the_score() -> None:
+    import math
+
+    from engine.features import features
+    from engine.profile import apply
+
+    event = {**ev("u9", "purchase", "A", T0), "quantity": 2, "price": 3.0, "currency": "GBP"}
+    profile = apply(None, validate(event))
+    vec = features(profile, T0 + 40 * 86_400_000)
+    parts = churn_contributions(MODELS.churn, vec)
+    z = sum(p["weight"] for p in parts) + MODELS.churn.intercept
+    assert 1 / (1 + math.exp(-z)) == pytest.approx(MODELS.churn.score(vec), abs=1e-3)
+    assert abs(parts[0]["weight"]) >= abs(parts[-1]["weight"])
+    assert churn_contributions(object(), vec) == []
