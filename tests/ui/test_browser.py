@@ -1,0 +1,134 @@
+"""The preview and the dashboard in headless Chromium against a real worker (embedded broker):
+the rendered DOM holds the user's recommended products and charts with data; screenshots go to
+test-output/ for people to look at."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import re
+import time
+import uuid
+
+import pytest
+
+from engine.events import validate
+from engine.sources import read_catalog
+from persona.supervisor import DEMO_DIR
+from streams.produce import ALL_INPUTS, Producer, ensure_topics
+from tests.conftest import SECRET, Worker, http, wait_until
+from tests.ui import browser
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_291_190_000_000  # Dec 2010, inside the demo data's era
+VIEWED = ("85123A", "71053", "84406B", "22423")
+
+
+def _metric(worker: Worker, name: str) -> float:
+    _, _, body = http("GET", worker.base + "/metrics", key=None)
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def shopper(worker: Worker) -> str:
+    """The demo catalog loaded (once per session's worker) and one user who viewed and carted."""
+    browser.chromium()  # skip early, before loading anything, where there is no browser
+    user = f"ui-{uuid.uuid4().hex[:8]}"
+    events = [
+        {"event_id": f"{user}-{i}", "type": "product_view", "user_id": user, "ts": T0 + i * 1000}
+        | {"item_id": item}
+        for i, item in enumerate(VIEWED)
+    ]
+    events.append(
+        {"event_id": f"{user}-cart", "type": "add_to_cart", "user_id": user, "ts": T0 + 9000}
+        | {"item_id": VIEWED[0], "quantity": 1}
+    )
+
+    async def go() -> int:
+        await ensure_topics(worker.broker_url, 4, ALL_INPUTS)
+        async with Producer(worker.broker_url) as producer:
+            sent = 0
+            if _metric(worker, "persona_catalog_updates_total") < 1000:
+                sent = await producer.send_products(read_catalog(DEMO_DIR / "catalog.jsonl.gz"))
+            await producer.send_events([validate(e) for e in events], fmt="json")
+            return sent
+
+    sent = asyncio.run(go())
+    wait_until(
+        lambda: _metric(worker, "persona_catalog_updates_total") >= max(sent, 1000),
+        timeout=90,
+        what="catalog applied",
+    )
+
+    def carted() -> bool:
+        status, _, body = http("GET", f"{worker.base}/v1/users/{user}/profile")
+        return status == 200 and bool(json.loads(body)["cart"])
+
+    wait_until(carted, timeout=60, what="the shopper's profile")
+    return user
+
+
+def _text(dom: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_preview_shows_the_users_blocks_profile_and_why(worker: Worker, shopper: str) -> None:
+    status, _, body = http(
+        "GET", f"{worker.base}/v1/users/{shopper}/blocks/recommendations?format=json"
+    )
+    block = json.loads(body)
+    assert status == 200 and block["fallback"] is False
+    titles = [item["title"] for item in block["items"]]
+    url = f"{worker.base}/ui/preview?user={shopper}#key={SECRET}"
+    dom = browser.dom(url)
+    assert f'data-user="{shopper}"' in dom, dom[-2000:]
+    text = _text(dom)
+    for title in titles:  # in the e-mail iframe's srcdoc, the ad JSON and the "why" list
+        assert html.unescape(title) in text, title
+    assert len(re.findall(r'<iframe[^>]*sandbox=""', dom)) == 3
+    assert 'id="why-recs"' in dom and "because of" in text
+    assert 'id="churn-score"' in dom and "cart_reminder" in text and "personalized" in text
+    assert SECRET not in dom  # the key never lands in the page
+    shot = browser.screenshot(url, "preview.png")
+    assert shot.stat().st_size > 50_000
+
+
+def test_preview_without_a_key_shows_sign_in(worker: Worker) -> None:
+    dom = browser.dom(f"{worker.base}/ui/preview", budget_ms=2000)
+    assert re.search(r'<section id="login" class="card">', dom), "the sign-in form is visible"
+    assert re.search(r'<section id="app" class="hidden">', dom)
+
+
+def test_dashboard_draws_live_charts(worker: Worker, shopper: str) -> None:
+    for _ in range(20):  # some API traffic to draw
+        http("GET", f"{worker.base}/v1/users/{shopper}/blocks/recommendations")
+        http("GET", f"{worker.base}/v1/users/nobody-{uuid.uuid4().hex[:4]}/blocks/winback")
+    time.sleep(2.5)  # the sampler takes a point a second; the churn sample every 5 s
+
+    def churn_sampled() -> bool:
+        _, _, body = http("GET", f"{worker.base}/v1/stats")
+        return json.loads(body)["churn"]["sampled"] > 0
+
+    wait_until(churn_sampled, timeout=15, what="the churn sample")
+    url = f"{worker.base}/ui/dashboard#key={SECRET}"
+    dom = browser.dom(url, budget_ms=4000)
+
+    def points(chart: str) -> int:
+        found = re.search(
+            rf'<svg[^>]*id="chart-{chart}"[^>]*data-points="(\d+)"', dom
+        ) or re.search(rf'<svg[^>]*data-points="(\d+)"[^>]*id="chart-{chart}"', dom)
+        assert found, f"chart {chart} was not drawn"
+        return int(found.group(1))
+
+    for chart in ("events", "lag", "dead", "cache", "requests", "latency", "triggers"):
+        assert points(chart) > 0, chart
+    assert points("churn") > 0  # the histogram's bars hold the sampled profiles
+    assert "<path" in dom and "<rect" in dom
+    polls = re.search(r'data-polls="(\d+)"', dom)
+    assert polls and int(polls.group(1)) >= 2, "the page refreshes itself"
+    browser.screenshot(url, "dashboard.png", size="1400,1100", budget_ms=4000)
