@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit lint fmt models bench clean
+.PHONY: help venv run test test-unit lint fmt models bench clean browser
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +22,22 @@ venv: $(STAMP) ## create/refresh the local virtual environment from pyproject.to
 run: $(STAMP) ## run the whole engine on the embedded broker with the demo data
 	$(BIN)/persona run --demo
 
-test: $(STAMP) ## run the whole test suite (unit + integration on the embedded broker)
+test: $(STAMP) browser ## run the whole test suite (unit + integration on the embedded broker)
 	$(BIN)/python -m pytest -q
+
+# The browser tests drive Debian's chromium. Installed here (never from a test) only when it is
+# missing and we are root with apt-get (CI, containers): never sudo, never a browser download.
+# Where it cannot be installed the browser tests skip with the reason; SKIP_BROWSER=1 opts out.
+browser: ## install Debian's chromium for the browser tests when missing and possible
+	@if [ -n "$(SKIP_BROWSER)" ] || command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser tests (SKIP_BROWSER=1 to skip)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium fonts-dejavu-core >/dev/null) \
+		|| echo "could not install chromium: the browser tests will skip"; \
+	else \
+		echo "no chromium and no root apt-get here: the browser tests will skip"; \
+	fi
 
 test-unit: $(STAMP) ## run the fast tests only (no broker)
 	$(BIN)/python -m pytest -q -m "not integration"
