@@ -20,6 +20,7 @@ from engine.events import INPUT_TOPICS
 from engine.profile import Profile
 from engine.settings import Settings
 from models.registry import ModelSet
+from persona.models_wiring import attach_registry
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.observe import consumer_lag, sample_values
@@ -119,9 +120,11 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
     renderer = Renderer(template_dir=settings.template_dir)
     content = ContentService(state, models, renderer, policy)
     http = HttpService(create_app(content, keys), settings.http_host, settings.http_port)
+    registry = attach_registry(settings, broker_url, content, state, http.web_app)
     worker = faust.Worker(
         streams.app,
         http,
+        registry,
         loglevel=settings.log_level,
         quiet=True,
         stdout=sys.stdout,

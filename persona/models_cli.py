@@ -1,0 +1,263 @@
+"""`persona models ...`: train, evaluate, publish, list, activate, roll back, A/B, report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from engine.settings import Settings, SettingsError, load_settings
+from models.artifacts import ModelLoadError
+
+EPILOG = """examples:
+  persona models train recs --events events.jsonl --broker kafka://127.0.0.1:9092
+  persona models list --broker kafka://127.0.0.1:9092
+  persona models activate recs recs-20261122T0800-1a2b3c4d
+  persona models rollback recs
+  persona models publish my-churn-model/   # churn.json (+ churn.skops), or recs.json + recs.npz
+  persona models evaluate --events ../shared/data/uci_online_retail/online_retail.csv.gz
+  persona models experiment start recs-test --model recs --candidate recs-2026... [--shadow]
+  persona models report recs-test
+"""
+
+
+def _broker(args: argparse.Namespace) -> str:
+    settings: Settings = load_settings({"broker_url": args.broker})
+    if settings.broker_url is None:
+        raise SettingsError(
+            "no broker: pass --broker kafka://host:port or set PERSONA_BROKER_URL "
+            "(`persona run` prints the URL of its embedded broker)"
+        )
+    return settings.broker_url
+
+
+def _events(path: str) -> list[Any]:
+    from engine.sources import ReadStats, read_events
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(2, "No such file", path)
+    stats = ReadStats()
+    events = list(read_events(path, stats=stats))
+    print(f"read {len(events)} events ({stats.format})", file=sys.stderr)
+    return events
+
+
+def _publish(broker: str, directory: Path) -> str:
+    from models.bundle import read_bundle
+    from persona.cli import Progress
+    from streams.registry import publish
+
+    bundle = read_bundle(directory)
+    progress = Progress(f"publish {bundle.version}")
+    n = asyncio.run(publish(broker, bundle, progress))
+    progress.close(n)
+    return bundle.version
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.sources import UCI_NON_PRODUCT_CODES
+    from models.bundle import save_model
+
+    if args.out and args.model == "all":  # the original form: both models into one directory
+        from models.train import train_all
+
+        summary = train_all(Path(args.events), Path(args.out), horizon_days=args.horizon_days)
+        for name, info in summary.items():
+            print(f"{name}: {info}")
+        return 0
+    broker = None if args.out else _broker(args)
+    events = _events(args.events)
+    names = ("churn", "recs") if args.model == "all" else (args.model,)
+    for name in names:
+        model: Any
+        if name == "churn" and args.kind == "gbm":
+            from models.sklearn_churn import train_gbm_churn
+
+            model = train_gbm_churn(events, horizon_days=args.horizon_days)
+        elif name == "churn":
+            from models.churn import train_churn
+
+            model = train_churn(events, horizon_days=args.horizon_days)
+        else:
+            from models.recs import train_recs
+
+            model = train_recs(events, ignore=UCI_NON_PRODUCT_CODES)
+        print(f"{name} {model.version}: {json.dumps(model.metrics)}")
+        if args.out:
+            save_model(model, Path(args.out) / name)
+            print(f"wrote {Path(args.out) / name}")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(model, Path(tmp) / name)
+            assert broker is not None
+            _publish(broker, Path(tmp) / name)
+        print(f"registered {model.version} (not active: persona models activate {name} ...)")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    version = _publish(_broker(args), Path(args.path))
+    print(f"registered {version} (not active)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from streams.registry import read_registry
+
+    state = asyncio.run(read_registry(_broker(args)))
+    if args.json:
+        print(json.dumps({"models": state.listing()}, indent=1))
+        return 0
+    print(f"{'name':6} {'active':6} {'version':34} {'created':21} metrics")
+    for row in state.listing():
+        metrics = {k: v for k, v in row["metrics"].items() if isinstance(v, int | float)}
+        flag = "*" if row["active"] else ""
+        print(f"{row['name']:6} {flag:6} {row['version']:34} {row['created']:21} {metrics}")
+    if state.experiment:
+        print(f"experiment: {json.dumps(state.experiment.to_dict())}")
+    return 0
+
+
+def _switch(args: argparse.Namespace, version: str | None) -> int:
+    from streams.registry import activation, read_registry, write_records
+
+    broker = _broker(args)
+    state = asyncio.run(read_registry(broker))
+    record = activation(state, args.name, version)
+    asyncio.run(write_records(broker, [record]))
+    active = json.loads(record[1] or b"{}")["version"]
+    print(f"{args.name}: {active} is active (workers switch within seconds)")
+    return 0
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    return _switch(args, args.version)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _switch(args, None)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from models.artifacts import rfc3339, utc_now
+    from models.experiments import Experiment
+    from models.registry_log import experiment_record
+    from streams.registry import read_registry, write_records
+
+    broker = _broker(args)
+    experiment = None
+    if args.action == "start":
+        state = asyncio.run(read_registry(broker))
+        state.check(args.model, args.candidate)
+        experiment = Experiment(
+            name=args.experiment,
+            model=args.model,
+            control=state.active(args.model),
+            candidate=args.candidate,
+            mode="shadow" if args.shadow else "ab",
+            share=args.share,
+            started=rfc3339(utc_now()),
+        )
+    asyncio.run(write_records(broker, [experiment_record(experiment)]))
+    print(f"experiment: {json.dumps(experiment.to_dict()) if experiment else 'stopped'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from streams.registry import experiment_report
+
+    result = asyncio.run(experiment_report(_broker(args), args.experiment))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.sources import UCI_NON_PRODUCT_CODES
+    from models.evaluate import evaluate_churn, evaluate_recs, markdown
+
+    events = _events(args.events)
+    recs = churn = None
+    if args.model in ("all", "recs"):
+        print("evaluating recommendations ...", file=sys.stderr)
+        recs = evaluate_recs(events, args.test_days, UCI_NON_PRODUCT_CODES)
+    if args.model in ("all", "churn"):
+        print("evaluating churn ...", file=sys.stderr)
+        churn = evaluate_churn(events, args.horizon_days)
+    if args.json:
+        print(json.dumps({"recs": recs, "churn": churn}, indent=1))
+    else:
+        print(markdown(recs, churn))
+    return 0
+
+
+def _guarded(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except ModelLoadError as exc:
+            print(f"persona: refused: {exc}", file=sys.stderr)
+            return 2
+        except (LookupError, ValueError) as exc:
+            print(f"persona: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def add_models_parser(sub: Any) -> None:
+    """`persona models ...` under the main parser's subcommands."""
+    raw = argparse.RawDescriptionHelpFormatter
+    models = sub.add_parser("models", help="train and manage models", epilog=EPILOG)
+    models.formatter_class = raw
+    msub = models.add_subparsers(dest="models_command", required=True)
+
+    def command(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = msub.add_parser(
+            name, help=help, epilog=EPILOG, formatter_class=raw
+        )
+        p.add_argument("--broker", help="kafka://host:port (or PERSONA_BROKER_URL)")
+        p.set_defaults(func=_guarded(func))
+        return p
+
+    train = command("train", cmd_train, "train a model and register it as a new, inactive version")
+    train.add_argument("model", nargs="?", choices=("churn", "recs", "all"), default="all")
+    train.add_argument("--events", required=True, help="events file (any `replay` format)")
+    train.add_argument("--horizon-days", type=int, default=90, help="churn horizon (days)")
+    train.add_argument(
+        "--kind", choices=("logistic", "gbm"), default="logistic", help="churn model family"
+    )
+    train.add_argument("--out", help="write the artifacts to this directory instead")
+
+    publish = command("publish", cmd_publish, "register an artifact trained elsewhere")
+    publish.add_argument("path", help="directory with churn.json (+ churn.skops) or recs.*")
+
+    lst = command("list", cmd_list, "every registered version, oldest first (* = active)")
+    lst.add_argument("--json", action="store_true")
+
+    act = command("activate", cmd_activate, "make a version active on every worker")
+    act.add_argument("name", choices=("churn", "recs"))
+    act.add_argument("version")
+    rb = command("rollback", cmd_rollback, "back to the previously active version")
+    rb.add_argument("name", choices=("churn", "recs"))
+
+    exp = command("experiment", cmd_experiment, "start or stop an A/B test or shadow run")
+    exp.add_argument("action", choices=("start", "stop"))
+    exp.add_argument("experiment", nargs="?", default="", help="experiment name (start)")
+    exp.add_argument("--model", choices=("churn", "recs"), default="recs")
+    exp.add_argument("--candidate", help="the version under test (start)")
+    exp.add_argument("--shadow", action="store_true", help="score the candidate without showing")
+    exp.add_argument("--share", type=float, default=0.5, help="fraction of users in variant B")
+
+    rep = command("report", cmd_report, "per-variant exposures, conversions and difference")
+    rep.add_argument("experiment")
+
+    ev = command("evaluate", cmd_evaluate, "offline evaluation on a time split vs baselines")
+    ev.add_argument("--events", required=True, help="events file (any `replay` format)")
+    ev.add_argument("model", nargs="?", choices=("churn", "recs", "all"), default="all")
+    ev.add_argument("--horizon-days", type=int, default=90)
+    ev.add_argument("--test-days", type=int, default=30, help="recs: days held out at the end")
+    ev.add_argument("--json", action="store_true")
