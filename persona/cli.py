@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,40 +15,13 @@ from api.auth import InvalidKey
 from engine.catalog import InvalidProduct
 from engine.events import InvalidEvent
 from engine.settings import Settings, SettingsError, load_settings
-from persona.models_cli import add_models_parser
+from persona.progress import Progress
 from streams.admin import TopicMismatch
 
 EPILOG_RUN = """examples:
   persona run --demo                      # embedded broker + worker + API with the demo data
   persona run --broker kafka://k1:9092    # against your Kafka cluster
 """
-
-
-class Progress:
-    """A one-line progress display on stderr (quiet when stderr is not a terminal)."""
-
-    def __init__(self, label: str, total: int | None = None) -> None:
-        self.label = label
-        self.total = total
-        self.started = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self._last = 0.0
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.tty or (now - self._last < 0.2 and done != self.total):
-            return
-        self._last = now
-        rate = done / max(now - self.started, 1e-9)
-        of = f"/{self.total}" if self.total else ""
-        sys.stderr.write(f"\r{self.label}: {done}{of} ({rate:,.0f}/s)   ")
-        sys.stderr.flush()
-
-    def close(self, done: int) -> None:
-        elapsed = time.monotonic() - self.started
-        if self.tty:
-            sys.stderr.write("\r")
-        sys.stderr.write(f"{self.label}: {done} in {elapsed:.1f} s\n")
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -88,14 +60,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     run_worker(settings, _require_broker(settings))
-    return 0
-
-
-def cmd_reader(args: argparse.Namespace) -> int:
-    from persona.reader import run_reader
-
-    settings = _settings(args)
-    run_reader(settings, _require_broker(settings), args.index)
     return 0
 
 
@@ -141,6 +105,15 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_train(args: argparse.Namespace) -> int:
+    from models.train import train_all
+
+    summary = train_all(Path(args.events), Path(args.out), horizon_days=args.horizon_days)
+    for name, info in summary.items():
+        print(f"{name}: {info}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="persona", description="Persona: real-time personalization engine for online shops"
@@ -180,16 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     common(worker)
     worker.set_defaults(func=cmd_worker)
 
-    reader = sub.add_parser(
-        "reader",
-        help="a read-only API process over a worker's tables (`persona run` starts these)",
-        epilog="example:\n  persona reader --broker kafka://127.0.0.1:9092 --data-dir data",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    common(reader)
-    reader.add_argument("--index", type=int, default=0, help="reader number (default 0)")
-    reader.set_defaults(func=cmd_reader)
-
     replay_p = sub.add_parser(
         "replay",
         help="produce events from a file into the input topics",
@@ -217,7 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(imp, http=False, data=False)
     imp.set_defaults(func=cmd_catalog_import)
 
-    add_models_parser(sub)
+    models = sub.add_parser("models", help="train and manage models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    train = models_sub.add_parser(
+        "train",
+        help="train the churn model and the recommender from an events file",
+        epilog="example:\n  persona models train --events orders.csv.gz --out my-models",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--events", required=True, help="events file (any `replay` format)")
+    train.add_argument("--out", default="models-out", help="directory for the artifacts")
+    train.add_argument("--horizon-days", type=int, default=90, help="churn horizon (days)")
+    train.set_defaults(func=cmd_models_train)
     return parser
 
 
