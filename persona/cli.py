@@ -15,6 +15,7 @@ from api.auth import InvalidKey
 from engine.catalog import InvalidProduct
 from engine.events import InvalidEvent
 from engine.settings import Settings, SettingsError, load_settings
+from persona.models_cli import add_models_parser
 from persona.progress import Progress
 from streams.admin import TopicMismatch
 
@@ -63,6 +64,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reader(args: argparse.Namespace) -> int:
+    from persona.reader import run_reader
+
+    settings = _settings(args)
+    run_reader(settings, _require_broker(settings), args.index)
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.sources import read_events
 
@@ -105,15 +114,6 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models_train(args: argparse.Namespace) -> int:
-    from models.train import train_all
-
-    summary = train_all(Path(args.events), Path(args.out), horizon_days=args.horizon_days)
-    for name, info in summary.items():
-        print(f"{name}: {info}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="persona", description="Persona: real-time personalization engine for online shops"
@@ -153,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(worker)
     worker.set_defaults(func=cmd_worker)
 
+    reader = sub.add_parser(
+        "reader",
+        help="a read-only API process over a worker's tables (`persona run` starts these)",
+        epilog="example:\n  persona reader --broker kafka://127.0.0.1:9092 --data-dir data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common(reader)
+    reader.add_argument("--index", type=int, default=0, help="reader number (default 0)")
+    reader.set_defaults(func=cmd_reader)
+
     replay_p = sub.add_parser(
         "replay",
         help="produce events from a file into the input topics",
@@ -180,18 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(imp, http=False, data=False)
     imp.set_defaults(func=cmd_catalog_import)
 
-    models = sub.add_parser("models", help="train and manage models")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    train = models_sub.add_parser(
-        "train",
-        help="train the churn model and the recommender from an events file",
-        epilog="example:\n  persona models train --events orders.csv.gz --out my-models",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    train.add_argument("--events", required=True, help="events file (any `replay` format)")
-    train.add_argument("--out", default="models-out", help="directory for the artifacts")
-    train.add_argument("--horizon-days", type=int, default=90, help="churn horizon (days)")
-    train.set_defaults(func=cmd_models_train)
+    add_models_parser(sub)
     return parser
 
 
