@@ -40,8 +40,10 @@ def _events(path: str) -> list[Any]:
 
     if not Path(path).is_file():
         raise FileNotFoundError(2, "No such file", path)
+    from persona.progress import track
+
     stats = ReadStats()
-    events = list(read_events(path, stats=stats))
+    events = list(track(read_events(path, stats=stats), f"reading {Path(path).name}"))
     print(f"read {len(events)} events ({stats.format})", file=sys.stderr)
     return events
 
@@ -61,6 +63,7 @@ def _publish(broker: str, directory: Path) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.sources import UCI_NON_PRODUCT_CODES
     from models.bundle import save_model
+    from persona.progress import step
 
     if args.out and args.model == "all":  # the original form: both models into one directory
         from models.train import train_all
@@ -74,18 +77,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     names = ("churn", "recs") if args.model == "all" else (args.model,)
     for name in names:
         model: Any
-        if name == "churn" and args.kind == "gbm":
-            from models.sklearn_churn import train_gbm_churn
+        with step(f"training {name}"):
+            if name == "churn" and args.kind == "gbm":
+                from models.sklearn_churn import train_gbm_churn
 
-            model = train_gbm_churn(events, horizon_days=args.horizon_days)
-        elif name == "churn":
-            from models.churn import train_churn
+                model = train_gbm_churn(events, horizon_days=args.horizon_days)
+            elif name == "churn":
+                from models.churn import train_churn
 
-            model = train_churn(events, horizon_days=args.horizon_days)
-        else:
-            from models.recs import train_recs
+                model = train_churn(events, horizon_days=args.horizon_days)
+            else:
+                from models.recs import train_recs
 
-            model = train_recs(events, ignore=UCI_NON_PRODUCT_CODES)
+                model = train_recs(events, ignore=UCI_NON_PRODUCT_CODES)
         print(f"{name} {model.version}: {json.dumps(model.metrics)}")
         if args.out:
             save_model(model, Path(args.out) / name)
@@ -178,15 +182,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.sources import UCI_NON_PRODUCT_CODES
     from models.evaluate import evaluate_churn, evaluate_recs, markdown
+    from persona.progress import step
 
     events = _events(args.events)
     recs = churn = None
     if args.model in ("all", "recs"):
-        print("evaluating recommendations ...", file=sys.stderr)
-        recs = evaluate_recs(events, args.test_days, UCI_NON_PRODUCT_CODES)
+        with step("evaluating recommendations"):
+            recs = evaluate_recs(events, args.test_days, UCI_NON_PRODUCT_CODES)
     if args.model in ("all", "churn"):
-        print("evaluating churn ...", file=sys.stderr)
-        churn = evaluate_churn(events, args.horizon_days)
+        with step("evaluating churn"):
+            churn = evaluate_churn(events, args.horizon_days)
     if args.json:
         print(json.dumps({"recs": recs, "churn": churn}, indent=1))
     else:
