@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,9 +23,11 @@ from types import FrameType
 
 from api.auth import KeyRing, ensure_local_key
 from engine.settings import Settings
-from streams.broker import EmbeddedBroker, _die_with_parent
+from persona.reader import cleanup_secondaries, start_readers, stop_processes
+from streams.broker import EmbeddedBroker, _die_with_parent, free_port
 
 WORKER_GRACE = 6.0  # seconds the worker gets to stop before SIGKILL
+READER_GRACE = 2.0
 DEMO_DIR = Path(__file__).parent / "demo"
 
 
@@ -37,7 +40,9 @@ def _http_get(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[i
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # the local TLS certificate may be self-signed: this only checks our own children
+        context = ssl._create_unverified_context() if url.startswith("https:") else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
@@ -92,6 +97,7 @@ def run(settings: Settings, demo: bool = False) -> int:
 
     broker: EmbeddedBroker | None = None
     worker: subprocess.Popen[bytes] | None = None
+    readers: list[subprocess.Popen[bytes]] = []
     try:
         if settings.broker_url is None:
             # The embedded broker keeps everything in memory: state from an earlier run would
@@ -105,6 +111,12 @@ def run(settings: Settings, demo: bool = False) -> int:
             )
         else:
             broker_url = settings.broker_url
+        # With readers (persona/reader.py) the public port is theirs and the worker listens on a
+        # private loopback port (plain HTTP): send traffic never lands on the stream process.
+        worker_env, worker_host, worker_port = env, settings.http_host, settings.http_port
+        if settings.readers:
+            worker_host, worker_port = "127.0.0.1", free_port()
+            worker_env = {**env, "PERSONA_TLS_CERT": "", "PERSONA_TLS_KEY": ""}
         cmd = [
             sys.executable,
             "-m",
@@ -113,22 +125,33 @@ def run(settings: Settings, demo: bool = False) -> int:
             "--broker",
             broker_url,
             "--host",
-            settings.http_host,
+            worker_host,
             "--port",
-            str(settings.http_port),
+            str(worker_port),
             "--data-dir",
             str(data_dir),
         ]
-        worker = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
-        base = f"http://{settings.http_host}:{settings.http_port}"
-        wait_ready(base, worker, stop, timeout=180)
+        worker = subprocess.Popen(cmd, env=worker_env, preexec_fn=_die_with_parent)
+        scheme = "https" if settings.tls_cert and not settings.readers else "http"
+        worker_base = f"{scheme}://{worker_host}:{worker_port}"
+        wait_ready(worker_base, worker, stop, timeout=180)
+        base = f"{'https' if settings.tls_cert else 'http'}://{settings.http_host}:{settings.http_port}"
+        if settings.readers:
+            cleanup_secondaries(data_dir)
+            readers = start_readers(settings, broker_url, env, settings.readers)
+            for proc in readers:
+                wait_ready(base, proc, stop, timeout=120)
+            print(f"persona: worker on {worker_base} (private), {len(readers)} reader(s)")
         print(f"persona: ready on {base}")
         if demo:
-            load_demo(settings, broker_url, base, stop)
+            load_demo(settings, broker_url, worker_base, stop)
             print_examples(settings, base, data_dir, key_line)
         while not stop.is_set():
             if worker.poll() is not None:
                 print(f"persona: the worker exited with code {worker.returncode}", file=sys.stderr)
+                return 1
+            if any(proc.poll() is not None for proc in readers):
+                print("persona: a reader exited", file=sys.stderr)
                 return 1
             stop.wait(0.5)
         return 0
@@ -139,6 +162,7 @@ def run(settings: Settings, demo: bool = False) -> int:
         return 1
     finally:
         print("persona: stopping", file=sys.stderr)
+        stop_processes(readers, READER_GRACE)
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:

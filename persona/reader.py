@@ -1,0 +1,164 @@
+"""Reader processes: the HTTP API served from a worker's RocksDB tables, read-only, outside the
+stream worker, so heavy read traffic cannot starve ingestion.
+
+`persona run` starts `PERSONA_READERS` readers (default 1) beside its worker. Every reader binds
+the public host and port with SO_REUSEPORT (the kernel spreads connections over them); the worker
+then listens on a private loopback port of its own (stream metrics, supervisor checks), so no send
+traffic lands on the process that folds events. With `PERSONA_READERS=0` the worker serves the
+public port itself, as before. Readers follow the model registry like workers do, produce
+`POST /v1/events` with their own Kafka producer, and see the worker's writes within about
+`catch_up_interval` (150 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from api.app import create_app
+from api.auth import KeyRing
+from api.content import ContentService
+from api.limits import ServingOptions
+from api.models_routes import ADMIN
+from engine.blocks import BlockPolicy, Renderer
+from engine.settings import Settings
+from models.registry import ModelSet
+from streams.readers import SecondaryState
+from streams.registry import RegistryService
+
+log = logging.getLogger("persona.reader")
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """HTTPS when PERSONA_TLS_CERT / PERSONA_TLS_KEY are set (deployments without a proxy)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    return context
+
+
+def serving_options(settings: Settings) -> ServingOptions:
+    return ServingOptions.from_settings(settings.rate_limits, settings.request_timeout)
+
+
+def build_content(settings: Settings, state: SecondaryState) -> ContentService:
+    policy = BlockPolicy(
+        items=settings.block_items,
+        churn_threshold=settings.churn_threshold,
+        consent_default=settings.consent_granted_by_default,
+    )
+    renderer = Renderer(template_dir=settings.template_dir)
+    return ContentService(state, ModelSet.default(), renderer, policy)
+
+
+async def serve(settings: Settings, broker_url: str, index: int, stop: asyncio.Event) -> None:
+    secondary = settings.data_dir / "readers" / f"{index}-{os.getpid()}"
+    state = SecondaryState(settings.data_dir, settings.partitions, secondary, broker_url)
+    content = build_content(settings, state)
+    keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
+    app = create_app(content, keys, serving_options(settings))
+
+    def swap(models: ModelSet) -> None:
+        content.models = models
+        state.models = models
+
+    state.models = None
+    registry = RegistryService(broker_url, secondary / "models", swap)
+    app[ADMIN] = registry
+    await state.start()
+    await registry.start()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        settings.http_host,
+        settings.http_port,
+        reuse_port=True,
+        ssl_context=ssl_context(settings),
+    )
+    await site.start()
+    log.info("reader %d serving on %s:%s", index, settings.http_host, settings.http_port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        with contextlib.suppress(Exception):
+            await registry.stop()
+        await state.stop()
+
+
+def run_reader(settings: Settings, broker_url: str, index: int) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    audit_file = logging.FileHandler(settings.data_dir / "audit.log")
+    audit_file.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("persona.audit").addHandler(audit_file)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, broker_url, index, stop)
+
+    asyncio.run(main())
+
+
+def start_readers(
+    settings: Settings, broker_url: str, env: dict[str, str], count: int
+) -> list[subprocess.Popen[bytes]]:
+    """Start `count` reader processes on the public host/port (they die with this process)."""
+    from streams.broker import _die_with_parent
+
+    procs = []
+    for index in range(count):
+        cmd = [
+            sys.executable,
+            "-m",
+            "persona",
+            "reader",
+            "--broker",
+            broker_url,
+            "--host",
+            settings.http_host,
+            "--port",
+            str(settings.http_port),
+            "--data-dir",
+            str(settings.data_dir),
+            "--index",
+            str(index),
+        ]
+        procs.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent))
+    return procs
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(2)
+
+
+def cleanup_secondaries(data_dir: Path) -> None:
+    """Remove the secondary directories readers left behind (they are per process)."""
+    import shutil
+
+    shutil.rmtree(data_dir / "readers", ignore_errors=True)

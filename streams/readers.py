@@ -1,0 +1,309 @@
+"""Read-only access to a worker's RocksDB tables from another process (a reader), for the API.
+
+Faust keeps one RocksDB database per table and partition under `<data_dir>/faust/v1/tables/`
+(`profiles-3.db`, `catalog-0.db`, ...; `catalog`, `popularity` are global tables whose rows are
+spread over their partitions' databases, `clock` holds the newest event time of each partition).
+A reader opens every one of them as a RocksDB *secondary* instance (its own small directory for
+the secondary's info log) and calls `try_catch_up_with_primary()` every `catch_up_interval`
+seconds, so it sees what the worker wrote within about that interval plus the worker's write
+buffer. Nothing here writes to the worker's files, and no Faust is involved: a reader never slows
+the stream but by the CPU it uses.
+
+`SecondaryState` implements the API's `StateView`:
+- `profile(user_id)`: the user's partition is Kafka's default (murmur2) partition of the user id,
+  as the worker keys its table; unpacked profiles are memoized by their raw bytes, so a hot
+  user costs one RocksDB get and one bytes comparison.
+- `product`, `products()` (for the feeds), `popular()` (recomputed every `popular_interval` s from
+  the popularity table, as the worker does), `catalog_generation` (changes whenever a catch-up
+  moved the catalog databases' sequence numbers).
+- `now_ms()`: the event-time clock is the newest value of the worker's `clock` table (the newest
+  event time per partition, which the worker keeps for its own restarts), capped at the wall clock.
+- `produce(events)` / `erase(user_id)`: plain aiokafka producer into the input / command topics,
+  keyed by user id like the worker's own API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from rocksdict import AccessType, Options, Rdict
+
+from engine.catalog import Product
+from engine.clock import Clock, WallClock
+from engine.events import Event, encode
+from engine.profile import Profile
+from streams.admin import COMMANDS_TOPIC, bootstrap_servers
+
+log = logging.getLogger("persona.readers")
+
+OFFSET_KEY = b"__faust\x00offset__"
+TABLES = ("profiles", "catalog", "popularity", "clock")
+POPULAR_KEEP = 500
+PROFILE_MEMO = 200_000
+
+
+def table_dir(data_dir: Path) -> Path:
+    """Where Faust keeps the worker's tables (`tabledir` of an app with datadir data_dir/faust)."""
+    return data_dir / "faust" / "v1" / "tables"
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.set_max_open_files(-1)  # secondaries must keep every file open
+    return options
+
+
+class SecondaryTables:
+    """One table's partition databases opened as RocksDB secondaries."""
+
+    def __init__(self, tables: Path, name: str, partitions: int, secondary_root: Path) -> None:
+        self.name = name
+        self.dbs: list[Rdict | None] = [None] * partitions
+        self._tables = tables
+        self._secondary = secondary_root / name
+        self.sequence = -1
+
+    def open_missing(self) -> int:
+        """Open the partitions whose database exists by now; returns how many are open."""
+        for p, db in enumerate(self.dbs):
+            if db is not None:
+                continue
+            path = self._tables / f"{self.name}-{p}.db"
+            if not (path / "CURRENT").exists():
+                continue
+            secondary = self._secondary / str(p)
+            secondary.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dbs[p] = Rdict(
+                    str(path), _options(), access_type=AccessType.secondary(str(secondary))
+                )
+            except Exception as exc:  # the worker may be creating it right now
+                log.debug("cannot open %s yet: %s", path, exc)
+        return sum(db is not None for db in self.dbs)
+
+    def catch_up(self) -> bool:
+        """Catch up with the worker; True when anything changed."""
+        total = 0
+        for db in self.dbs:
+            if db is not None:
+                db.try_catch_up_with_primary()
+                total += db.latest_sequence_number()
+        changed = total != self.sequence
+        self.sequence = total
+        return changed
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        db = self.dbs[partition]
+        if db is None:
+            return None
+        value = db.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def get_any(self, key: bytes) -> bytes | None:
+        """A row of a global table: whichever partition holds it."""
+        for db in self.dbs:
+            if db is not None:
+                value = db.get(key)
+                if isinstance(value, bytes):
+                    return value
+        return None
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for db in self.dbs:
+            if db is None:
+                continue
+            for key, value in db.items():
+                if (
+                    isinstance(key, bytes)
+                    and key != OFFSET_KEY
+                    and isinstance(value, bytes)
+                    and value
+                ):
+                    yield key, value
+
+    def close(self) -> None:
+        for db in self.dbs:
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    db.close()
+        self.dbs = [None] * len(self.dbs)
+
+
+class SecondaryState:
+    """The API's `StateView` over a worker's tables, read-only (see the module doc)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        partitions: int,
+        secondary_dir: Path,
+        broker_url: str | None = None,
+        wall: Clock | None = None,
+        catch_up_interval: float = 0.15,
+        popular_interval: float = 5.0,
+    ) -> None:
+        self.data_dir = data_dir
+        self.partitions = partitions
+        self.secondary_dir = secondary_dir
+        self.broker_url = broker_url
+        self.catch_up_interval = catch_up_interval
+        self.popular_interval = popular_interval
+        self.models: Any = True  # set to None by a model registry until it has loaded
+        self._wall = wall or WallClock()
+        tables = table_dir(data_dir)
+        self.tables = {n: SecondaryTables(tables, n, partitions, secondary_dir) for n in TABLES}
+        self.catalog_generation = 0
+        self._popular: list[str] = []
+        self._newest_event = 0
+        self._memo: OrderedDict[str, tuple[bytes, Profile]] = OrderedDict()
+        self._partitioner = DefaultPartitioner()
+        self._all_partitions = list(range(partitions))
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._opened = False
+        self.catch_ups = 0
+        self.catch_up_seconds = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def refresh(self, popular: bool = False) -> None:
+        """Open new partitions, catch up, and recompute what derives from the tables."""
+        started = time.perf_counter()
+        opened = [t.open_missing() for t in self.tables.values()]
+        self._opened = opened[0] == self.partitions  # every profiles partition
+        for name, table in self.tables.items():
+            changed = table.catch_up()
+            if name == "catalog" and changed:
+                self.catalog_generation += 1
+            if name == "clock" and changed:
+                self._read_clock()
+        if popular:
+            self._refresh_popular()
+        self.catch_ups += 1
+        self.catch_up_seconds += time.perf_counter() - started
+
+    async def start(self) -> None:
+        self.refresh(popular=True)
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        for table in self.tables.values():
+            table.close()
+        shutil.rmtree(self.secondary_dir, ignore_errors=True)
+
+    async def _follow(self) -> None:
+        last_popular = time.monotonic()
+        while True:
+            await asyncio.sleep(self.catch_up_interval)
+            now = time.monotonic()
+            popular = now - last_popular >= self.popular_interval
+            if popular:
+                last_popular = now
+            try:
+                self.refresh(popular=popular)
+            except Exception:
+                log.exception("catching up with the worker's tables failed; retrying")
+
+    def _read_clock(self) -> None:
+        for _, raw in self.tables["clock"].items():
+            with contextlib.suppress(ValueError):
+                self._newest_event = max(self._newest_event, int(raw))
+
+    def _refresh_popular(self) -> None:
+        ranked: list[tuple[float, str]] = []
+        for key, raw in self.tables["popularity"].items():
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                ranked.append((float(raw), key.decode()))
+        ranked.sort(reverse=True)
+        self._popular = [item for _, item in ranked[:POPULAR_KEEP]]
+
+    # -- StateView ---------------------------------------------------------------------------------
+    def partition_of(self, user_id: str) -> int:
+        return int(self._partitioner(user_id.encode(), self._all_partitions, self._all_partitions))
+
+    def profile(self, user_id: str) -> Profile | None:
+        raw = self.tables["profiles"].get(self.partition_of(user_id), user_id.encode())
+        if raw is None:
+            self._memo.pop(user_id, None)
+            return None
+        hit = self._memo.get(user_id)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        profile = Profile.unpack(raw)
+        self._memo[user_id] = (raw, profile)
+        if len(self._memo) > PROFILE_MEMO:
+            self._memo.popitem(last=False)
+        return profile
+
+    def product(self, item_id: str) -> Product | None:
+        raw = self.tables["catalog"].get_any(item_id.encode())
+        return None if raw is None else Product.unpack(raw)
+
+    def products(self) -> Iterator[Product]:
+        for _, raw in self.tables["catalog"].items():
+            with contextlib.suppress(Exception):
+                yield Product.unpack(raw)
+
+    def popular(self) -> list[str]:
+        return self._popular
+
+    def now_ms(self) -> int:
+        wall = self._wall.now_ms()
+        return min(self._newest_event, wall) if self._newest_event else wall
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._opened:
+            return False, "waiting for the worker's tables"
+        if self.models is None:
+            return False, "models loading"
+        return True, "ok"
+
+    def owner_url(self, user_id: str) -> str | None:
+        return None  # a reader answers every user from the tables it reads
+
+    async def _send(self, topic: str, key: bytes, value: bytes) -> Any:
+        if self.broker_url is None:
+            raise RuntimeError("this reader has no broker to produce to")
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=bootstrap_servers(self.broker_url), linger_ms=5, acks=1
+            )
+            await producer.start()
+            self._producer = producer
+        return await self._producer.send(topic, value, key=key)
+
+    async def produce(self, events: list[Event]) -> None:
+        futures = [await self._send(e.topic(), e.user_id.encode(), encode(e)) for e in events]
+        await asyncio.gather(*futures)
+
+    async def erase(self, user_id: str) -> None:
+        body = json.dumps({"command": "erase", "user_id": user_id}).encode()
+        await (await self._send(COMMANDS_TOPIC, user_id.encode(), body))
+        self._memo.pop(user_id, None)
+
+    def metrics(self) -> list[str]:
+        return [
+            "# HELP persona_reader_catch_ups_total Catch-ups with the worker's RocksDB tables.",
+            "# TYPE persona_reader_catch_ups_total counter",
+            f"persona_reader_catch_ups_total {self.catch_ups}",
+            "# HELP persona_reader_catch_up_seconds_total Time spent catching up.",
+            "# TYPE persona_reader_catch_up_seconds_total counter",
+            f"persona_reader_catch_up_seconds_total {self.catch_up_seconds:.6f}",
+        ]

@@ -1,0 +1,110 @@
+"""A reader process beside a real worker: it serves the worker's tables read-only, produces events,
+and shares its port with another reader (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.broker import free_port
+from tests.conftest import ROOT, SCOPES, SECRET, Worker, http, start_worker, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def start_reader(worker: Worker, port: int, index: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "PERSONA_API_KEYS": f"test:{SECRET}:{SCOPES}",
+            "PERSONA_PARTITIONS": "4",
+            "PERSONA_LOG_LEVEL": "info",
+        }
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "persona",
+        "reader",
+        "--broker",
+        worker.broker_url,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(worker.data_dir),
+        "--index",
+        str(index),
+    ]
+    log = (worker.data_dir / f"reader-{index}.log").open("ab")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_readers_serve_the_workers_state(broker, tmp_path: Path) -> None:
+    worker = start_worker(broker.url, tmp_path / "w")
+    port = free_port()
+    readers = [start_reader(worker, port, i) for i in range(2)]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http("GET", base + "/readyz")[0] == 200, timeout=90, what="reader")
+        product = {
+            "item_id": "R1",
+            "title": "Reader mug",
+            "url": "https://s.example/R1",
+            "image_url": "https://s.example/R1.jpg",
+            "price": 3.5,
+            "currency": "EUR",
+        }
+        import asyncio
+
+        from engine.catalog import validate_product
+        from persona.cli import import_catalog
+
+        asyncio.run(import_catalog(broker.url, 4, [validate_product(product)]))
+        events = [
+            {
+                "event_id": "rp-1",
+                "type": "add_to_cart",
+                "user_id": "reader-user",
+                "ts": 1_700_000_000_000,
+                "item_id": "R1",
+            },
+        ]
+        status, _, body = http("POST", base + "/v1/events", events)
+        assert status == 202 and json.loads(body)["accepted"] == 1
+
+        def personal() -> bool:
+            s, headers, b = http(
+                "GET", base + "/v1/users/reader-user/blocks/cart_reminder?format=json"
+            )
+            return s == 200 and "X-Persona-Fallback" not in headers and b"R1" in b
+
+        wait_until(personal, timeout=60, what="the reader to see the worker's write")
+        # both readers answer on the one port; each sees the same state
+        for _ in range(10):
+            assert personal()
+        status, _, body = http("GET", base + "/v1/feeds/google.tsv")
+        assert status == 200 and b"R1\tReader mug" in body
+        status, _, body = http(
+            "POST",
+            base + "/v1/blocks:batch",
+            {"block": "cart_reminder", "format": "json", "user_ids": ["reader-user", "x"]},
+        )
+        results = json.loads(body)["results"]
+        assert results["reader-user"]["fallback"] is False and results["x"]["fallback"] is True
+        status, _, body = http("GET", base + "/v1/users/reader-user/profile")
+        assert status == 200 and json.loads(body)["cart"] == {"R1": 1}
+    finally:
+        for proc in readers:
+            proc.terminate()
+        for proc in readers:
+            proc.wait(10)
+        worker.stop()
+    assert all(proc.returncode == 0 for proc in readers)
+    assert not (worker.data_dir / "readers").exists() or not any(
+        (worker.data_dir / "readers").iterdir()
+    )

@@ -1,0 +1,109 @@
+"""Readers: a worker's RocksDB tables read as secondaries (primaries written here as Faust does)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from rocksdict import Options, Rdict
+
+from engine.catalog import Product
+from engine.events import validate
+from engine.profile import apply
+from streams.readers import OFFSET_KEY, SecondaryState, table_dir
+
+PARTITIONS = 4
+T0 = 1_300_000_000_000
+
+
+class Primary:
+    """The worker's side: one raw-mode RocksDB per table and partition, like Faust's store."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = table_dir(data_dir)
+        self.dir.mkdir(parents=True)
+        self.dbs: dict[tuple[str, int], Rdict] = {}
+        for name in ("profiles", "catalog", "popularity", "clock"):
+            for p in range(PARTITIONS):
+                options = Options(raw_mode=True)
+                options.create_if_missing(True)
+                db = Rdict(str(self.dir / f"{name}-{p}.db"), options)
+                db[OFFSET_KEY] = b"42"
+                self.dbs[(name, p)] = db
+
+    def put(self, name: str, partition: int, key: bytes, value: bytes) -> None:
+        self.dbs[(name, partition)][key] = value
+
+    def close(self) -> None:
+        for db in self.dbs.values():
+            db.close()
+
+
+def partition(user: str) -> int:
+    return int(
+        DefaultPartitioner()(user.encode(), list(range(PARTITIONS)), list(range(PARTITIONS)))
+    )
+
+
+def product(item_id: str) -> Product:
+    return Product(
+        item_id, item_id, f"https://s.example/{item_id}", "https://s.example/i.jpg", 1.0, "EUR"
+    )
+
+
+@pytest.fixture
+def primary(tmp_path: Path):
+    p = Primary(tmp_path)
+    yield p
+    p.close()
+
+
+def test_reader_sees_the_workers_writes_after_a_catch_up(primary: Primary, tmp_path: Path) -> None:
+    event = validate(
+        {"event_id": "e1", "type": "add_to_cart", "user_id": "u1", "ts": T0, "item_id": "A"}
+    )
+    profile = apply(None, event, None)
+    primary.put("profiles", partition("u1"), b"u1", profile.pack())
+    primary.put("catalog", 2, b"A", product("A").pack())
+    primary.put("popularity", 1, b"A", b"3.5")
+    primary.put("popularity", 3, b"B", b"7.0")
+    primary.put("clock", 0, b"0", b"%d" % T0)
+
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh(popular=True)
+    assert state.ready() == (True, "ok")
+    assert state.profile("u1").cart == {"A": 1}
+    assert state.profile("u1") is state.profile("u1")  # memoized while the bytes are unchanged
+    assert state.profile("nobody") is None
+    assert state.product("A") == product("A") and state.product("Z") is None
+    assert [p.item_id for p in state.products()] == ["A"]
+    assert state.popular() == ["B", "A"]
+    assert state.now_ms() == T0
+    generation = state.catalog_generation
+
+    # the worker writes on: nothing shows until the next catch-up
+    later = validate(
+        {
+            "event_id": "e2",
+            "type": "remove_from_cart",
+            "user_id": "u1",
+            "ts": T0 + 5,
+            "item_id": "A",
+        }
+    )
+    primary.put("profiles", partition("u1"), b"u1", apply(profile, later, None).pack())
+    primary.put("catalog", 0, b"C", product("C").pack())
+    primary.put("clock", 1, b"1", b"%d" % (T0 + 5))
+    state.refresh()
+    assert state.profile("u1").cart == {}
+    assert state.catalog_generation > generation
+    assert {p.item_id for p in state.products()} == {"A", "C"}
+    assert state.now_ms() == T0 + 5
+
+
+def test_reader_waits_for_the_tables(tmp_path: Path) -> None:
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    assert state.ready()[0] is False
+    assert state.profile("u1") is None and state.popular() == []
