@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit lint fmt models bench clean browser
+.PHONY: help venv run test test-unit lint fmt models bench clean browser docs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,9 @@ fmt: $(STAMP) ## format the code
 
 models: $(STAMP) ## retrain the default models shipped in models/default from ../shared/data
 	$(BIN)/persona models train --events ../shared/data/uci_online_retail/online_retail.csv.gz --out models/default
+
+docs: $(STAMP) ## regenerate docs/api.md from the OpenAPI document
+	$(BIN)/python -m api.apidoc > docs/api.md
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache

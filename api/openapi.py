@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.openapi_paths import extra_paths
 from engine.blocks import BLOCKS, FORMATS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -142,5 +143,6 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **extra_paths(),  # api/openapi_paths.py: the UI and observability routes
         },
     }
