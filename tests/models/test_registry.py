@@ -1,0 +1,193 @@
+"""Safe artifacts, the registry log's fold (chunks, activation, rollback), experiments."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import models.registry_log as registry_log
+from engine.features import FEATURE_NAMES
+from models.artifacts import ModelLoadError
+from models.bundle import load_model, read_bundle, save_model
+from models.experiments import Experiment, assign, report
+from models.recs import fit_recommender
+from models.registry import DEFAULT_DIR, ModelSet
+from models.registry_log import RegistryLog, bundle_records, experiment_record
+from models.sklearn_churn import SklearnChurnModel, train_gbm_churn
+from streams.registry import activation
+from tests.models.synthetic import T0, basket_events, churn_events, purchase, view
+
+
+def default_recs_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "recs"
+    d.mkdir()
+    for f in ("recs.json", "recs.npz"):
+        shutil.copy(DEFAULT_DIR / f, d / f)
+    return d
+
+
+def new_recs_dir(tmp_path: Path) -> Path:
+    return save_model(fit_recommender(basket_events(), k=5), tmp_path / "new-recs")
+
+
+def test_bundle_refuses_pickles_and_unknown_files(tmp_path: Path) -> None:
+    d = tmp_path / "churn"
+    d.mkdir()
+    shutil.copy(DEFAULT_DIR / "churn.json", d / "churn.json")
+    (d / "model.pkl").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ModelLoadError, match=r"refused model\.pkl.*never loaded"):
+        read_bundle(d)
+    (d / "model.pkl").unlink()
+    assert read_bundle(d).name == "churn"
+    (d / "churn.json").write_bytes(pickle.dumps({"kind": "logistic_regression"}))
+    with pytest.raises(ModelLoadError, match="not a JSON"):
+        read_bundle(d)
+
+
+def test_gbm_churn_round_trips_through_skops(tmp_path: Path) -> None:
+    model = train_gbm_churn(churn_events(120))
+    d = save_model(model, tmp_path / "gbm")
+    bundle = read_bundle(d)
+    assert (bundle.name, bundle.kind) == ("churn", "sklearn")
+    loaded = load_model(d)
+    assert isinstance(loaded, SklearnChurnModel)
+    rows = np.abs(np.random.default_rng(1).normal(size=(5, len(FEATURE_NAMES)))) * 10
+    batch = loaded.score_batch(rows)
+    assert all(0.0 <= p <= 1.0 for p in batch)
+    assert loaded.score(list(rows[0])) == pytest.approx(batch[0])
+
+
+def _double(x: np.ndarray) -> np.ndarray:  # arbitrary code an artifact must not smuggle in
+    return x * 2
+
+
+def test_skops_types_outside_the_trusted_list_are_refused(tmp_path: Path) -> None:
+    model = train_gbm_churn(churn_events(60))
+    d = save_model(model, tmp_path / "churn")
+    x = np.random.default_rng(0).random((40, len(FEATURE_NAMES)))
+    y = (x[:, 0] > 0.5).astype(int)
+    risky = make_pipeline(FunctionTransformer(_double), LogisticRegression()).fit(x, y)
+    sio.dump(risky, d / "churn.skops")
+    with pytest.raises(ModelLoadError, match=r"trusted list: tests\.models\.test_registry\._dou"):
+        load_model(d)
+    (d / "churn.skops").write_bytes(pickle.dumps(risky))
+    with pytest.raises(ModelLoadError, match="not a skops file"):
+        load_model(d)
+
+
+def fold(state: RegistryLog, records: list[tuple[str, bytes | None]]) -> list[str | None]:
+    return [state.apply(key, value) for key, value in records]
+
+
+def test_registry_log_assembles_chunks_activates_and_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_log, "CHUNK_SIZE", 4096)
+    bundle = read_bundle(new_recs_dir(tmp_path))
+    records = bundle_records(bundle)
+    assert sum(k.startswith("chunk/") for k, _ in records) > 1
+    state = RegistryLog(tmp_path / "cache")
+    default = state.active("recs")
+    fold(state, list(reversed(records[:-1])) + records[-1:])  # chunks in any order, manifest last
+    listed = {m["version"]: m["active"] for m in state.listing()}
+    assert listed[bundle.version] is False and listed[default] is True
+    assert state.load(bundle.version).recommend([("a", T0)], set(), 1) == ["a2"]
+
+    assert state.apply(*activation(state, "recs", bundle.version)) == "active"
+    assert state.active("recs") == bundle.version
+    assert state.history("recs") == [default]
+    with pytest.raises(ValueError, match="not churn"):
+        activation(state, "churn", bundle.version)
+    with pytest.raises(LookupError):
+        activation(state, "recs", "recs-unknown")
+
+    state.apply(*activation(state, "recs", None))  # rollback
+    assert state.active("recs") == default
+    with pytest.raises(ValueError, match="roll back"):
+        activation(state, "recs", None)
+
+    # a worker with a cold cache folds the same records to the same state
+    other = RegistryLog(tmp_path / "cache2")
+    fold(other, records)
+    assert other.listing() == state.listing()
+
+
+def test_a_corrupt_artifact_cannot_be_activated(tmp_path: Path) -> None:
+    bundle = read_bundle(new_recs_dir(tmp_path))
+    records = bundle_records(bundle)
+    damaged = [(k, b"x" + (v or b"")) if k.startswith("chunk/") else (k, v) for k, v in records]
+    state = RegistryLog(tmp_path / "cache")
+    fold(state, damaged)
+    assert bundle.version not in {m["version"] for m in state.listing()}
+    with pytest.raises(ValueError, match="incomplete"):
+        state.check("recs", bundle.version)
+
+
+def test_split_is_deterministic_and_near_the_share() -> None:
+    users = [f"user-{i}" for i in range(20_000)]
+    first = [assign(u, "exp1") for u in users]
+    assert first == [assign(u, "exp1") for u in users]
+    assert 0.48 < first.count("B") / len(users) < 0.52
+    assert first != [assign(u, "exp2") for u in users]
+    assert 0.08 < [assign(u, "exp1", 0.1) for u in users].count("B") / len(users) < 0.12
+
+
+def test_model_set_scores_variant_b_with_the_candidate(tmp_path: Path) -> None:
+    base = ModelSet.default()
+    candidate = fit_recommender(basket_events(), k=5)
+    exp = Experiment("t", "recs", base.recs.version, candidate.version)
+    with_exp = ModelSet(base.churn, base.recs, experiment=exp, candidate=candidate)
+    assert with_exp.stamp() != base.stamp()
+    users = [f"u{i}" for i in range(50)]
+    for user in users:
+        chosen = with_exp.for_user(user)
+        expected = candidate.version if exp.variant(user) == "B" else base.recs.version
+        assert chosen.recs.version == expected and chosen.churn is base.churn
+    shadow = ModelSet(
+        base.churn,
+        base.recs,
+        experiment=Experiment("s", "recs", base.recs.version, candidate.version, mode="shadow"),
+        candidate=candidate,
+    )
+    assert all(shadow.for_user(u) is shadow for u in users)
+    assert shadow.shadow() is not None and shadow.shadow().recs is candidate  # type: ignore[union-attr]
+
+
+def test_experiment_records_fold() -> None:
+    state = RegistryLog()
+    exp = Experiment("t", "recs", "recs-a", "recs-b", share=0.2)
+    assert state.apply(*experiment_record(exp)) == "experiment"
+    assert state.experiment == exp
+    assert state.apply(*experiment_record(None)) == "experiment"
+    assert state.experiment is None and state.experiments["t"] == exp
+
+
+def test_report_attributes_later_purchases_to_the_variant() -> None:
+    exposures = [
+        {"experiment": "e", "variant": "A", "user_id": f"a{i}", "ts": T0, "items": ["x"]}
+        for i in range(100)
+    ] + [
+        {"experiment": "e", "variant": "B", "user_id": f"b{i}", "ts": T0, "items": ["y"]}
+        for i in range(100)
+    ]
+    events = [purchase(f"a{i}", "z", T0 + 1) for i in range(10)]  # 10% of A convert
+    events += [purchase(f"b{i}", "y", T0 + 1) for i in range(30)]  # 30% of B, with the rec
+    events += [purchase(f"b{i}", "y", T0 - 1) for i in range(30, 60)]  # before exposure: ignored
+    events += [view("a50", "x", T0 + 5)]  # a recommendation click in A
+    result = report("e", exposures, events)
+    assert result["variants"]["A"]["conversions"] == 10
+    assert result["variants"]["B"]["conversions"] == 30
+    assert result["variants"]["A"]["recommendation_hits"] == 1
+    assert result["variants"]["B"]["recommendation_hits"] == 30
+    diff = result["conversion"]
+    assert diff["difference"] == pytest.approx(0.2)
+    low, high = diff["ci95"]
+    assert 0.0 < low < 0.2 < high
