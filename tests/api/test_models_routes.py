@@ -1,0 +1,128 @@
+"""The model routes over a fake registry: scope, formats, errors, and A/B exposures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import create_app
+from api.auth import KeyRing
+from api.content import ContentService
+from api.models_routes import ADMIN
+from api.testing import MemoryState
+from engine.blocks import BlockPolicy, Renderer
+from engine.events import validate
+from models.experiments import Experiment
+from models.recs import fit_recommender
+from models.registry import ModelSet
+from tests.models.synthetic import basket_events
+
+ADMIN_KEY = {"Authorization": "Bearer adm"}
+READER = {"Authorization": "Bearer ro"}
+
+
+class FakeAdmin:
+    def __init__(self, content: ContentService) -> None:
+        self.content = content
+        self.candidate = fit_recommender(basket_events(), k=5)
+        self.exposures: list[dict[str, Any]] = []
+
+    def listing(self) -> list[dict[str, Any]]:
+        models = self.content.models
+        return [
+            {"name": n, "version": v, "active": True, "created": "2026-01-01T00:00:00Z",
+             "metrics": {}}
+            for n, v in models.versions().items()
+        ] + [{"name": "recs", "version": self.candidate.version, "active": False,
+              "created": "2026-01-02T00:00:00Z", "metrics": {}}]  # fmt: skip
+
+    def experiment(self) -> dict[str, Any] | None:
+        exp = self.content.models.experiment
+        return exp.to_dict() if exp else None
+
+    async def activate(self, name: str, version: str | None) -> dict[str, Any]:
+        if version != self.candidate.version:
+            raise LookupError(f"no {name} version {version!r}")
+        models = self.content.models
+        self.content.models = ModelSet(models.churn, self.candidate)
+        return {"name": name, "version": version, "active": True, "serving": True}
+
+    async def set_experiment(self, experiment: Experiment | None) -> dict[str, Any] | None:
+        models = self.content.models
+        self.content.models = ModelSet(
+            models.churn,
+            models.recs,
+            experiment=experiment,
+            candidate=self.candidate if experiment else None,
+        )
+        return self.experiment()
+
+    async def report(self, name: str) -> dict[str, Any]:
+        return {"experiment": name, "exposures": len(self.exposures)}
+
+    def log_exposure(self, exposure: dict[str, Any]) -> None:
+        self.exposures.append(exposure)
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[TestClient, FakeAdmin, MemoryState]]:
+    state = MemoryState()
+    keys = KeyRing.from_settings("ro:ro:content:read;admin:adm:models:admin,content:read", None)
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, keys)
+    admin = FakeAdmin(content)
+    app[ADMIN] = admin
+    async with TestClient(TestServer(app)) as client:
+        yield client, admin, state
+
+
+async def test_models_routes_need_models_admin(setup: Any) -> None:
+    client, _, _ = setup
+    assert (await client.get("/v1/models")).status == 401
+    assert (await client.get("/v1/models", headers=READER)).status == 403
+    r = await client.get("/v1/models", headers=ADMIN_KEY)
+    assert r.status == 200
+    body = await r.json()
+    assert {"name", "version", "active", "created", "metrics"} <= set(body["models"][0])
+
+
+async def test_activate_switches_what_profiles_say(setup: Any) -> None:
+    client, admin, state = setup
+    state.apply(validate({"event_id": "e1", "type": "product_view", "user_id": "u1",
+                          "item_id": "a", "ts": 1_700_000_000_000}))  # fmt: skip
+    url = "/v1/models/recs/activate"
+    assert (await client.post(url, json={"version": "recs-nope"}, headers=ADMIN_KEY)).status == 404
+    assert (await client.post(url, json={}, headers=ADMIN_KEY)).status == 400
+    assert (await client.post("/v1/models/x/activate", json={"version": "v"},
+                              headers=ADMIN_KEY)).status == 404  # fmt: skip
+    r = await client.post(url, json={"version": admin.candidate.version}, headers=ADMIN_KEY)
+    assert r.status == 200 and (await r.json())["version"] == admin.candidate.version
+    r = await client.get("/v1/users/u1/profile", headers=READER)
+    assert (await r.json())["models"]["recs"] == admin.candidate.version
+    assert f"recs={admin.candidate.version}" in r.headers["X-Persona-Model"]
+
+
+async def test_experiment_exposures_are_logged_per_variant(setup: Any) -> None:
+    client, admin, state = setup
+    users = [f"u{i}" for i in range(20)]
+    for i, user in enumerate(users):
+        state.apply(validate({"event_id": f"e{i}", "type": "product_view", "user_id": user,
+                              "item_id": "a", "ts": 1_700_000_000_000}))  # fmt: skip
+    body = {"name": "t1", "model": "recs", "candidate": admin.candidate.version}
+    r = await client.put("/v1/models/experiment", json=body, headers=ADMIN_KEY)
+    assert r.status == 200 and (await r.json())["experiment"]["name"] == "t1"
+    for user in users:
+        r = await client.get(f"/v1/users/{user}/profile", headers=READER)
+        variant = Experiment("t1", "recs", "", admin.candidate.version).variant(user)
+        expected = admin.candidate.version if variant == "B" else ModelSet.default().recs.version
+        assert (await r.json())["models"]["recs"] == expected
+    assert [e["user_id"] for e in admin.exposures] == users
+    assert {e["variant"] for e in admin.exposures} == {"A", "B"}
+    r = await client.get("/v1/models/experiments/t1/report", headers=ADMIN_KEY)
+    assert (await r.json())["exposures"] == len(users)
+    assert (await client.delete("/v1/models/experiment", headers=ADMIN_KEY)).status == 200
+    await client.get("/v1/users/u0/profile", headers=READER)
+    assert len(admin.exposures) == len(users)
