@@ -118,9 +118,7 @@ class ContentService:
             log.exception("block %s/%s failed for a user; serving the fallback", block, fmt)
             return self.fallback_block(user_id, block, fmt, variant)
 
-    def fallback_block(
-        self, user_id: str, block: str, fmt: str, variant: str = "default"
-    ) -> Block:
+    def fallback_block(self, user_id: str, block: str, fmt: str, variant: str = "default") -> Block:
         """The fallback (best-sellers) version of a block, not derived from the user's profile."""
         inp = BlockInput(
             block=block,

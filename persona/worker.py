@@ -16,11 +16,13 @@ from api.auth import KeyRing
 from api.content import ContentService
 from api.observability import configure_json_logging
 from engine.blocks import BlockPolicy, Renderer
+from engine.catalog import Product
 from engine.events import INPUT_TOPICS
 from engine.profile import Profile
 from engine.settings import Settings
 from models.registry import ModelSet
 from persona.models_wiring import attach_registry
+from persona.reader import serving_options, ssl_context
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.observe import consumer_lag, sample_values
@@ -40,6 +42,7 @@ class StreamState:
         self.popular = streams.popular
         self.produce = streams.produce
         self.owner_url = streams.owner_url
+        self.products = lambda: (Product.unpack(v) for v in streams.catalog.values() if v)
         self.erase = streams.erase
 
     @property
@@ -80,8 +83,11 @@ class StreamState:
 class HttpService(Service):
     """Runs the aiohttp application as a mode service beside the Faust app."""
 
-    def __init__(self, app: web.Application, host: str, port: int, **kwargs: Any) -> None:
+    def __init__(
+        self, app: web.Application, host: str, port: int, ssl: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.ssl = ssl  # an ssl.SSLContext when PERSONA_TLS_CERT/KEY are set
         self.web_app = app
         self.host = host
         self.port = port
@@ -90,7 +96,9 @@ class HttpService(Service):
     async def on_start(self) -> None:
         self._runner = web.AppRunner(self.web_app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl
+        )
         await site.start()
         log.info("HTTP API on http://%s:%s", self.host, self.port)
 
@@ -119,7 +127,8 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
     )
     renderer = Renderer(template_dir=settings.template_dir)
     content = ContentService(state, models, renderer, policy)
-    http = HttpService(create_app(content, keys), settings.http_host, settings.http_port)
+    app = create_app(content, keys, serving_options(settings))
+    http = HttpService(app, settings.http_host, settings.http_port, ssl_context(settings))
     registry = attach_registry(settings, broker_url, content, state, http.web_app)
     worker = faust.Worker(
         streams.app,
