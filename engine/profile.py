@@ -75,6 +75,8 @@ class Profile:
     categories: dict[str, float] = field(default_factory=dict)
     brands: dict[str, float] = field(default_factory=dict)
     consent: dict[str, bool] | None = None
+    last_checkout: int = 0  # newest checkout or purchase (cancels an abandoned-cart trigger)
+    fired: dict[str, int] = field(default_factory=dict)  # trigger -> marker of its last firing
     seen: array[int] = field(default_factory=lambda: array("Q"), repr=False)  # event_key()s
     seen_at: array[int] = field(default_factory=lambda: array("I"), repr=False)  # their ts (s)
 
@@ -101,6 +103,8 @@ class Profile:
             "ca": self.categories,
             "b": self.brands,
             "co": self.consent,
+            "lc": self.last_checkout,
+            "fi": self.fired,
             "e": self.seen.tobytes(),
             "ea": self.seen_at.tobytes(),
         }
@@ -128,6 +132,8 @@ class Profile:
             categories=d["ca"],
             brands=d["b"],
             consent=d["co"],
+            last_checkout=d.get("lc", 0),
+            fired=d.get("fi", {}),
             seen=_array("Q", d["e"]),
             seen_at=_array("I", d["ea"]),
         )
@@ -167,6 +173,7 @@ class Profile:
             categories=dict(self.categories),
             brands=dict(self.brands),
             consent=None if self.consent is None else dict(self.consent),
+            fired=dict(self.fired),
             spans=[list(s) for s in self.spans],
             seen=array("Q", self.seen),
             seen_at=array("I", self.seen_at),
@@ -255,7 +262,9 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
         else:
             p.cart.pop(item, None)
         p.cart_changed = max(p.cart_changed, ts)
-    elif etype == "purchase" and item:
+    if etype in ("checkout", "purchase"):
+        p.last_checkout = max(p.last_checkout, ts)
+    if etype == "purchase" and item:
         _apply_purchase(p, event, product)
     return p
 

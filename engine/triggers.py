@@ -1,0 +1,130 @@
+"""Triggers for automation scenarios, as pure decisions over profiles and products.
+
+Each check returns the trigger to emit (or None) and the profile with the firing recorded, so the
+adapter writes both together. Every trigger has a deterministic `trigger_id`: a consumer that sees
+one twice (at-least-once delivery after a crash) can drop the repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.catalog import Product
+from engine.profile import Profile
+
+ABANDONED_CART = "abandoned_cart"
+CHURN_RISK = "churn_risk"
+BACK_IN_STOCK = "back_in_stock"
+PRICE_DROP = "price_drop"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    trigger: str
+    user_id: str
+    ts: int  # event time at which it fired
+    trigger_id: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "trigger": self.trigger,
+            "user_id": self.user_id,
+            "ts": self.ts,
+            "trigger_id": self.trigger_id,
+            **self.details,
+        }
+
+
+def abandoned_cart_due(profile: Profile, delay_ms: int) -> int | None:
+    """When this profile's cart will count as abandoned (None: nothing pending)."""
+    if not profile.cart or profile.last_checkout >= profile.cart_changed:
+        return None
+    if profile.fired.get(ABANDONED_CART) == profile.cart_changed:
+        return None  # already fired for this state of the cart
+    return profile.cart_changed + delay_ms
+
+
+def abandoned_cart(profile: Profile, now_ms: int, delay_ms: int) -> tuple[Trigger | None, Profile]:
+    """Fire once per state of the cart: items in it, no checkout or purchase since it last
+    changed, and `delay_ms` of event time passed. A later purchase or checkout cancels it."""
+    due = abandoned_cart_due(profile, delay_ms)
+    if due is None or now_ms < due:
+        return None, profile
+    fired = profile.copy()
+    fired.fired[ABANDONED_CART] = profile.cart_changed
+    trigger = Trigger(
+        ABANDONED_CART,
+        profile.user_id,
+        now_ms,
+        f"{ABANDONED_CART}:{profile.user_id}:{profile.cart_changed}",
+        {"cart": dict(profile.cart), "cart_changed": profile.cart_changed},
+    )
+    return trigger, fired
+
+
+def churn_risk(
+    profile: Profile, score: float, threshold: float, now_ms: int
+) -> tuple[Trigger | None, Profile]:
+    """Fire when the churn score crosses `threshold` upward; re-arm once it falls below."""
+    high = profile.fired.get(CHURN_RISK, 0) > 0
+    if score >= threshold and not high:
+        updated = profile.copy()
+        updated.fired[CHURN_RISK] = now_ms
+        trigger = Trigger(
+            CHURN_RISK,
+            profile.user_id,
+            now_ms,
+            f"{CHURN_RISK}:{profile.user_id}:{now_ms}",
+            {"score": round(score, 6), "threshold": threshold},
+        )
+        return trigger, updated
+    if score < threshold and high:
+        updated = profile.copy()
+        updated.fired[CHURN_RISK] = 0
+        return None, updated
+    return None, profile
+
+
+def catalog_change(old: Product | None, new: Product | None) -> list[str]:
+    """The trigger kinds a catalog update causes: back in stock and/or a lower price."""
+    if old is None or new is None:
+        return []
+    kinds = []
+    if old.availability == "out_of_stock" and new.purchasable:
+        kinds.append(BACK_IN_STOCK)
+    if new.price < old.price and new.currency == old.currency:
+        kinds.append(PRICE_DROP)
+    return kinds
+
+
+def item_triggers(
+    profile: Profile, product: Product, kinds: list[str], old_price: float, now_ms: int
+) -> list[Trigger]:
+    """Triggers for one user whose cart or recent views hold a changed product."""
+    where = (
+        "cart"
+        if product.item_id in profile.cart
+        else "recent_views"
+        if product.item_id in profile.recent_items
+        else None
+    )
+    if where is None:
+        return []
+    out = []
+    for kind in kinds:
+        marker = product.price if kind == PRICE_DROP else now_ms
+        details: dict[str, Any] = {"item_id": product.item_id, "where": where}
+        if kind == PRICE_DROP:
+            details.update(old_price=old_price, price=product.price, currency=product.currency)
+        out.append(
+            Trigger(
+                kind,
+                profile.user_id,
+                now_ms,
+                f"{kind}:{profile.user_id}:{product.item_id}:{marker}",
+                details,
+            )
+        )
+    return out

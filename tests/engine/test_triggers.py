@@ -1,0 +1,105 @@
+from engine.catalog import Product
+from engine.events import validate
+from engine.profile import apply, fold
+from engine.triggers import (
+    BACK_IN_STOCK,
+    PRICE_DROP,
+    abandoned_cart,
+    abandoned_cart_due,
+    catalog_change,
+    churn_risk,
+    item_triggers,
+)
+
+T0 = 1_700_000_000_000
+HOUR = 3_600_000
+_n = [0]
+
+
+def ev(type_, item=None, ts=T0, **kw):
+    _n[0] += 1
+    data = {"event_id": f"t{_n[0]}", "type": type_, "user_id": "u", "ts": ts, **kw}
+    if item:
+        data["item_id"] = item
+    return validate(data)
+
+
+def product(price=10.0, availability="in_stock", item="a"):
+    return Product(
+        item,
+        "A",
+        "https://s.example.com/a",
+        "https://s.example.com/a.jpg",
+        price,
+        "EUR",
+        availability,
+    )
+
+
+def test_abandoned_cart_fires_once_after_the_delay():
+    p = fold([ev("add_to_cart", "a", T0), ev("add_to_cart", "b", T0 + 10)])
+    assert p is not None
+    assert abandoned_cart_due(p, HOUR) == T0 + 10 + HOUR
+    trigger, same = abandoned_cart(p, T0 + HOUR, HOUR)
+    assert trigger is None and same is p  # not yet
+    trigger, fired = abandoned_cart(p, T0 + 10 + HOUR, HOUR)
+    assert trigger is not None and trigger.details["cart"] == {"a": 1, "b": 1}
+    assert trigger.trigger_id == f"abandoned_cart:u:{T0 + 10}"
+    again, _ = abandoned_cart(fired, T0 + 5 * HOUR, HOUR)
+    assert again is None  # fired once for this cart
+    changed = apply(fired, ev("add_to_cart", "c", T0 + 6 * HOUR))
+    assert abandoned_cart(changed, T0 + 8 * HOUR, HOUR)[0] is not None  # a new cart state
+
+
+def test_purchase_or_checkout_cancels_it():
+    p = fold(
+        [ev("add_to_cart", "a", T0), ev("add_to_cart", "b", T0 + 1), ev("checkout", None, T0 + 2)]
+    )
+    assert p is not None and abandoned_cart_due(p, HOUR) is None
+    p = fold(
+        [
+            ev("add_to_cart", "a", T0),
+            ev("add_to_cart", "b", T0 + 1),
+            ev("purchase", "a", T0 + 5, price=1.0),
+        ]
+    )
+    assert p is not None and p.cart == {"b": 1}
+    assert abandoned_cart(p, T0 + 10 * HOUR, HOUR)[0] is None
+    assert abandoned_cart_due(fold([ev("page_view")]), HOUR) is None  # empty cart
+
+
+def test_churn_risk_fires_on_upward_crossing_and_rearms():
+    p = fold([ev("page_view")])
+    assert p is not None
+    trigger, high = churn_risk(p, 0.4, 0.5, T0)
+    assert trigger is None and high is p
+    trigger, high = churn_risk(p, 0.7, 0.5, T0 + 1)
+    assert trigger is not None and trigger.details["score"] == 0.7
+    assert churn_risk(high, 0.9, 0.5, T0 + 2)[0] is None  # still high: no repeat
+    _, low = churn_risk(high, 0.2, 0.5, T0 + 3)
+    assert churn_risk(low, 0.6, 0.5, T0 + 4)[0] is not None  # crossed again
+
+
+def test_catalog_change_kinds():
+    assert catalog_change(product(availability="out_of_stock"), product()) == [BACK_IN_STOCK]
+    assert catalog_change(product(10.0), product(8.0)) == [PRICE_DROP]
+    assert catalog_change(product(10.0), product(12.0)) == []
+    assert catalog_change(None, product()) == []
+    both = catalog_change(product(10.0, "out_of_stock"), product(9.0, "preorder"))
+    assert both == [BACK_IN_STOCK, PRICE_DROP]
+
+
+def test_item_triggers_for_cart_and_recent_views_only():
+    p = fold([ev("add_to_cart", "a", T0), ev("product_view", "v", T0 + 1)])
+    assert p is not None
+    [t] = item_triggers(p, product(8.0, item="a"), [PRICE_DROP], 10.0, T0 + 2)
+    assert t.details == {
+        "item_id": "a",
+        "where": "cart",
+        "old_price": 10.0,
+        "price": 8.0,
+        "currency": "EUR",
+    }
+    [t] = item_triggers(p, product(item="v"), [BACK_IN_STOCK], 10.0, T0 + 2)
+    assert t.details["where"] == "recent_views"
+    assert item_triggers(p, product(item="zzz"), [PRICE_DROP], 10.0, T0) == []
