@@ -237,5 +237,15 @@ def print_examples(settings: Settings, base: str, data_dir: Path, key_line: str 
         }
     )
     lines.append(f"  curl {auth} -X POST {base}/v1/events -d '[{event}]'")
-    lines += ["", "Stop with Ctrl-C.", ""]
+    who = f"?user={users[0]}" if users else ""
+    lines += [
+        "",
+        "In a browser (sign in with the key's secret, or paste the whole line of "
+        f"{key_file if key_line else 'your key entry'}):",
+        f"  {base}/ui/preview{who}",
+        f"  {base}/ui/dashboard",
+        "",
+        "Stop with Ctrl-C.",
+        "",
+    ]
     print("\n".join(lines), flush=True)
