@@ -19,6 +19,13 @@ from persona.models_cli import add_models_parser
 from persona.progress import Progress
 from streams.admin import TopicMismatch
 
+EPILOG_MAIN = """examples:
+  persona run --demo                      # everything, with the demo data (what `make run` does)
+  persona replay events.jsonl --broker kafka://127.0.0.1:9092
+  persona models --help                   # train, evaluate, publish, activate, roll back
+each command has --help with examples; settings: flags, PERSONA_* variables, PERSONA_CONFIG (TOML)
+"""
+
 EPILOG_RUN = """examples:
   persona run --demo                      # embedded broker + worker + API with the demo data
   persona run --broker kafka://k1:9092    # against your Kafka cluster
@@ -116,7 +123,10 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="persona", description="Persona: real-time personalization engine for online shops"
+        prog="persona",
+        description="Persona: real-time personalization engine for online shops",
+        epilog=EPILOG_MAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -178,7 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(replay_p, http=False, data=False)
     replay_p.set_defaults(func=cmd_replay)
 
-    catalog = sub.add_parser("catalog", help="product catalog tools")
+    catalog = sub.add_parser(
+        "catalog",
+        help="product catalog tools",
+        epilog="example:\n  persona catalog import products.csv --broker kafka://127.0.0.1:9092",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     imp = catalog_sub.add_parser(
         "import",
