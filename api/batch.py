@@ -17,9 +17,9 @@ import msgpack
 from aiohttp import web
 
 from api.app import CONTENT, problem
+from api.limits import MAX_USERS
 from engine.blocks import BLOCKS, FORMATS
 
-MAX_USERS = 1000
 MSGPACK = "application/msgpack"
 
 

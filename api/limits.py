@@ -35,6 +35,8 @@ audit_log = logging.getLogger("persona.audit")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ADMIN_SCOPES = frozenset({"models:admin", "privacy:admin"})
 UNTIMED_PREFIXES = ("/v1/feeds/",)
+MAX_USERS = 1000  # user ids per batch or render request
+MAX_TEMPLATE = 256 * 1024  # characters of a sender template (POST /v1/render)
 
 
 @dataclass(frozen=True)

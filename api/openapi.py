@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.openapi_paths import extra_paths
+from api.openapi_serving import serving_paths
 from engine.blocks import BLOCKS, FORMATS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -49,7 +50,10 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "Persona content API", "version": "0.1.0"},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},  # feeds only
+            },
             "responses": {
                 "Problem": {
                     "description": "An RFC 9457 problem",
@@ -144,5 +148,6 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **extra_paths(),  # api/openapi_paths.py: the UI and observability routes
+            **serving_paths(),  # api/openapi_serving.py: batch, render, feeds
         },
     }

@@ -30,12 +30,11 @@ from markupsafe import Markup
 from api.app import CONTENT, problem
 from api.batch import BadRequest, read_body, respond, user_ids
 from api.content import ContentService
+from api.limits import MAX_TEMPLATE, MAX_USERS
 from engine.blocks import BLOCKS
 
 log = logging.getLogger("persona.render")
 
-MAX_USERS = 1000
-MAX_TEMPLATE = 256 * 1024  # characters
 
 ENV = ImmutableSandboxedEnvironment(autoescape=True, undefined=jinja2.Undefined)
 RENDER_ERRORS = web.AppKey("render_errors", list)

@@ -35,6 +35,9 @@ class Settings:
     template_dir: Path | None = None  # None: the templates shipped with the package
     log_level: str = "info"
     broker_session_timeout: float = 10.0  # seconds; Tansu delays joins by half of it
+    abandoned_cart_minutes: float = 60.0  # event time before a cart counts as abandoned
+    webhook_urls: str | None = None  # comma-separated URLs that receive every trigger
+    webhook_secret: str | None = None  # HMAC-SHA256 key for the X-Persona-Signature header
     lateness_days: float = 7.0  # events further behind the event-time clock are dead-lettered
     advertised_url: str | None = None  # how other workers reach this one's API (routing)
     readers: int = 1  # read-only API processes beside the worker in `persona run` (0: none)
@@ -88,8 +91,15 @@ def _convert(name: str, value: Any) -> Any:
         if name == "rate_limits":
             parse_rate_limits(str(value))
             return str(value)
-        if name in ("churn_threshold", "broker_session_timeout", "lateness_days"):
+        if name in (
+            "churn_threshold",
+            "broker_session_timeout",
+            "lateness_days",
+            "abandoned_cart_minutes",
+        ):
             real = float(value)
+            if name == "abandoned_cart_minutes" and not 0.0 < real <= 525_600.0:
+                raise ValueError("must be more than 0 minutes and at most a year")
             if name == "lateness_days" and not 0.0 < real <= 3650.0:
                 raise ValueError("must be more than 0 and at most 3650 days")
             if name == "churn_threshold" and not 0.0 <= real <= 1.0:
@@ -110,6 +120,11 @@ def _convert(name: str, value: Any) -> Any:
             return level
         if name == "broker_url":
             return _broker_url(str(value))
+        if name == "webhook_urls":
+            urls = [u.strip() for u in str(value).split(",") if u.strip()]
+            if not all(u.startswith(("http://", "https://")) for u in urls):
+                raise ValueError("must be comma-separated http(s) URLs")
+            return ",".join(urls)
         if name == "advertised_url":
             url = str(value).rstrip("/")
             if not url.startswith(("http://", "https://")):
@@ -122,7 +137,7 @@ def _convert(name: str, value: Any) -> Any:
 
 _OPTIONAL = frozenset(
     {"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"}
-    | {"tls_cert", "tls_key", "advertised_url"}
+    | {"tls_cert", "tls_key", "advertised_url", "webhook_urls", "webhook_secret"}
 )
 
 
@@ -191,4 +206,8 @@ def load_settings(
     settings = replace(Settings(), **{name: _convert(name, value) for name, value in raw.items()})
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("PERSONA_TLS_CERT and PERSONA_TLS_KEY must be set together")
+    if settings.webhook_urls and not settings.webhook_secret:
+        raise SettingsError(
+            "PERSONA_WEBHOOK_URLS is set but PERSONA_WEBHOOK_SECRET is not: webhooks are signed"
+        )
     return settings

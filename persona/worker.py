@@ -26,6 +26,7 @@ from persona.reader import serving_options, ssl_context
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.observe import consumer_lag, sample_values
+from streams.webhooks import WebhookSender
 
 log = logging.getLogger("persona.worker")
 LAG_TOPICS = {*INPUT_TOPICS, REKEYED_TOPIC, "catalog"}
@@ -70,10 +71,23 @@ class StreamState:
                 "events_late": stats.late,
                 "users_erased": stats.erased,
                 "catalog_updates": stats.catalog_updates,
+                **self._webhook_counters(),
             },
             "consumed": dict(stats.by_topic),
             "lag": consumer_lag(self.streams.app, LAG_TOPICS),
             "triggers": dict(getattr(stats, "triggers", {})),
+        }
+
+    def _webhook_counters(self) -> dict[str, int]:
+        hooks = self.streams.webhooks
+        if hooks is None:
+            return {}
+        s = hooks.stats
+        return {
+            "webhooks_delivered": s.delivered,
+            "webhooks_failed": s.failed,
+            "webhooks_retried": s.retries,
+            "webhooks_dropped": s.dropped,
         }
 
     def sample_profiles(self, n: int) -> list[Profile]:
@@ -120,6 +134,11 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
         probe.close()
     streams = PersonaStreams(settings, broker_url, tansu=tansu)
     state = StreamState(streams, models)
+    streams.models_provider = lambda: state.models
+    services: list[Service] = []
+    if settings.webhook_urls and settings.webhook_secret:
+        streams.webhooks = WebhookSender(settings.webhook_urls.split(","), settings.webhook_secret)
+        services.append(streams.webhooks)
     policy = BlockPolicy(
         items=settings.block_items,
         churn_threshold=settings.churn_threshold,
@@ -134,6 +153,7 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
         streams.app,
         http,
         registry,
+        *services,
         loglevel=settings.log_level,
         quiet=True,
         stdout=sys.stdout,

@@ -14,6 +14,7 @@ ALL_INPUTS = (*INPUT_TOPICS, "catalog")
 REKEYED_TOPIC = "persona-events-rekeyed"
 ITEM_ACTIVITY_TOPIC = "persona-item-activity"
 DEAD_LETTERS = "dead-letters"
+TRIGGERS_TOPIC = "triggers"
 COMMANDS_TOPIC = "persona-commands"  # erasures etc., keyed by user, in order with the events
 # Topics whose partitions must match the tables' (they feed tables keyed like them).
 COPARTITIONED = (*ALL_INPUTS, REKEYED_TOPIC, ITEM_ACTIVITY_TOPIC, COMMANDS_TOPIC)
@@ -78,7 +79,7 @@ async def prepare_topics(broker_url: str, partitions: int, names: Iterable[str])
 async def prepare_broker(broker_url: str, partitions: int) -> bool:
     """Everything a worker checks before it starts: topics ready; returns whether it is Tansu."""
     await prepare_topics(broker_url, partitions, COPARTITIONED)
-    await ensure_topics(broker_url, partitions, [DEAD_LETTERS])
+    await ensure_topics(broker_url, partitions, [DEAD_LETTERS, TRIGGERS_TOPIC])
     return await is_tansu(broker_url)
 
 

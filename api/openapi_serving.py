@@ -1,0 +1,154 @@
+"""OpenAPI entries of the send-time routes (api/batch.py, api/render.py, api/feeds.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.limits import MAX_TEMPLATE
+from engine.blocks import BLOCKS, FORMATS
+from engine.feeds import CONTENT_TYPES, FEEDS
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_LIMITED = {
+    "description": "over the key's rate limit (PERSONA_RATE_LIMITS); see Retry-After",
+    "headers": {"Retry-After": {"schema": {"type": "string"}}},
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
+_ERRORS = {"400": _PROBLEM, "401": _PROBLEM, "403": _PROBLEM, "413": _PROBLEM, "429": _LIMITED}
+_USER_IDS = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 1000,
+    "items": {"type": "string", "minLength": 1, "maxLength": 128},
+    "description": "duplicates are answered once",
+}
+
+
+def _both(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}, "application/msgpack": {"schema": schema}}
+
+
+def serving_paths() -> dict[str, Any]:
+    batch_request = {
+        "type": "object",
+        "required": ["block", "user_ids"],
+        "properties": {
+            "block": {"type": "string", "enum": list(BLOCKS)},
+            "format": {"type": "string", "enum": list(FORMATS), "default": "html"},
+            "user_ids": _USER_IDS,
+        },
+    }
+    batch_response = {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["content", "fallback", "etag"],
+                    "properties": {
+                        "content": {
+                            "type": "string",
+                            "description": "the block as GET serves it (HTML, or JSON text)",
+                        },
+                        "fallback": {"type": "boolean"},
+                        "etag": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }
+    render_request = {
+        "type": "object",
+        "required": ["template", "user_ids"],
+        "properties": {
+            "template": {"type": "string", "minLength": 1, "maxLength": MAX_TEMPLATE},
+            "user_ids": _USER_IDS,
+            "data": {
+                "type": "object",
+                "description": "user_id -> merge fields, available as user.*",
+                "additionalProperties": {"type": "object"},
+            },
+        },
+    }
+    render_response = {
+        "type": "object",
+        "required": ["results", "errors"],
+        "properties": {
+            "errors": {"type": "integer", "minimum": 0},
+            "results": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["content", "fallback", "fallback_blocks", "error"],
+                    "properties": {
+                        "content": {"type": "string", "nullable": True},
+                        "fallback": {"type": "boolean"},
+                        "fallback_blocks": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": list(BLOCKS)},
+                        },
+                        "error": {"type": "string", "nullable": True},
+                    },
+                },
+            },
+        },
+    }
+    return {
+        "/v1/blocks:batch": {
+            "post": {
+                "summary": "One block for up to 1000 users (msgpack by Accept)",
+                "requestBody": {"required": True, "content": _both(batch_request)},
+                "responses": {
+                    "200": {"description": "one answer per user", "content": _both(batch_response)},
+                    **_ERRORS,
+                },
+            }
+        },
+        "/v1/render": {
+            "post": {
+                "summary": "A sender's e-mail template (sandboxed Jinja2), one message per user",
+                "description": (
+                    "`{{ blocks.recommendations }}`, `{{ blocks.cart_reminder }}`, "
+                    "`{{ blocks.winback }}` insert the blocks' e-mail HTML; `{{ user.* }}` holds "
+                    "user_id, known, orders, monetary, first_seen, last_seen, cart_items and the "
+                    "sender's data. A template that fails for one user renders with fallbacks."
+                ),
+                "requestBody": {"required": True, "content": _both(render_request)},
+                "responses": {
+                    "200": {
+                        "description": "one message per user",
+                        "content": _both(render_response),
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+        "/v1/feeds/{name}": {
+            "get": {
+                "summary": "The catalog as an ad-platform product feed (streamed)",
+                "security": [{"bearer": []}, {"basic": []}],
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": list(FEEDS)},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the feed",
+                        "content": {
+                            ct: {"schema": {"type": "string"}} for ct in set(CONTENT_TYPES.values())
+                        },
+                    },
+                    "401": _PROBLEM,
+                    "403": _PROBLEM,
+                    "404": _PROBLEM,
+                    "429": _LIMITED,
+                },
+            }
+        },
+    }
