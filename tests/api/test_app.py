@@ -186,3 +186,24 @@ async def test_export_and_erase_need_privacy_scope_and_forget_everything(
     assert (await client.get("/v1/users/gone/export", headers=admin)).status == 404
     r = await client.get("/v1/users/gone/blocks/cart_reminder", headers=AUTH)
     assert r.headers["X-Persona-Fallback"] == "1"
+
+
+async def test_consent_change_takes_effect_at_once_cached_blocks_included(
+    client: TestClient, state: MemoryState
+) -> None:
+    await state.produce([validate(ev("c1", "add_to_cart", "A"))])
+    url = "/v1/users/c1/blocks/cart_reminder"
+    assert "X-Persona-Fallback" not in (await client.get(url, headers=AUTH)).headers
+    assert (
+        "X-Persona-Fallback" not in (await client.get(url + "?format=json", headers=AUTH)).headers
+    )
+    withdraw_ads = ev("c1", "consent", None, T0 + 1) | {"props": {"ads": False}}
+    await state.produce([validate(withdraw_ads)])
+    assert "X-Persona-Fallback" not in (await client.get(url, headers=AUTH)).headers
+    r = await client.get(url + "?format=json", headers=AUTH)
+    assert r.headers["X-Persona-Fallback"] == "1"  # ads blocks need ads consent
+    withdraw_all = ev("c1", "consent", None, T0 + 2) | {"props": {"personalization": False}}
+    await state.produce([validate(withdraw_all)])
+    assert (await client.get(url, headers=AUTH)).headers["X-Persona-Fallback"] == "1"
+    profile = await (await client.get("/v1/users/c1/profile", headers=AUTH)).json()
+    assert profile["consent"] == {"personalization": False, "email": True, "ads": False}
