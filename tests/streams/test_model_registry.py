@@ -15,7 +15,7 @@ import pytest
 
 from engine.events import encode
 from streams.broker import EmbeddedBroker
-from tests.conftest import ROOT, Worker, http, start_worker, wait_until
+from tests.conftest import ROOT, T0, Worker, http, start_worker, wait_until
 from tests.models.synthetic import basket_events
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def test_activate_switches_every_worker_and_rollback_restores(
     workers = [a, b]
     try:
         event = {"event_id": "swap-1", "type": "product_view", "user_id": USER, "item_id": "a"}
-        event["ts"] = basket_events()[-1].ts
+        event["ts"] = T0  # the shared broker's event-time clock: other tests' events follow
         assert http("POST", a.base + "/v1/events", [event])[0] == 202
         for w in workers:
             wait_until(lambda w=w: served(w), 60, what="the user's profile")
