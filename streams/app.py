@@ -38,12 +38,14 @@ from engine.triggers import (
     item_triggers,
 )
 from models.registry import ModelSet
+from streams import tansu as tansu_fix
 from streams.admin import (
     COMMANDS_TOPIC,
     DEAD_LETTERS,
     ITEM_ACTIVITY_TOPIC,
     REKEYED_TOPIC,
     TRIGGERS_TOPIC,
+    bootstrap_servers,
 )
 from streams.webhooks import WebhookSender
 
@@ -100,6 +102,8 @@ class PersonaStreams:
         self._popular: list[str] = []
         self._partitioner = DefaultPartitioner()
         n = settings.partitions
+        if tansu:
+            tansu_fix.install(bootstrap_servers(broker_url))
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         self._partitions = list(range(n))
         self.app = faust.App(
@@ -116,10 +120,6 @@ class PersonaStreams:
             stream_wait_empty=False,
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
-            # Tansu reports a partition's end offset as the base offset of its last batch + 1, so
-            # multi-record batches make Faust's recovery see a highwater below what it persisted
-            # (ConsistencyError) and stop early. Single-record batches keep the end offset exact.
-            producer_max_batch_size=16 if tansu else 16384,
             table_standby_replicas=1,
             canonical_url=settings.own_url,  # advertised to the group: routing to owners
             loghandlers=[],
