@@ -33,6 +33,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     Metric,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from api.content import ContentService
@@ -349,6 +350,9 @@ class _StateCollector(Collector):
         content = self.telemetry.content
         figures = stream_figures(content)
         yield from _stream_metrics(figures)
+        legacy = getattr(content.state, "metrics", None)  # a state's own Prometheus text lines
+        if callable(legacy):
+            yield from text_string_to_metric_families("\n".join(legacy()) + "\n")
         cache = content.cache
         yield _counter("persona_block_cache_hits", "Block cache hits.", cache.hits)
         yield _counter("persona_block_cache_misses", "Block cache misses (renders).", cache.misses)

@@ -160,3 +160,15 @@ def test_churn_histogram_and_points() -> None:
     assert point["cache_hit_rate"] == 0.75 and point["fallback_rate"] == 0.25
     assert point["requests_per_s"] == 4.0 and point["triggers"] == 2
     assert point["latency_ms"]["p50"] == pytest.approx(2.0)
+
+
+async def test_a_states_own_metric_lines_are_exported(client: TestClient) -> None:
+    state = client.server.app[TELEMETRY].content.state
+    state.metrics = lambda: [  # type: ignore[attr-defined]
+        "# HELP persona_reader_catch_ups_total Catch-ups.",
+        "# TYPE persona_reader_catch_ups_total counter",
+        "persona_reader_catch_ups_total 3",
+    ]
+    text = await (await client.get("/metrics")).text()
+    assert "persona_reader_catch_ups_total 3.0" in text
+    assert "persona_events_processed_total" in text
