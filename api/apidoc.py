@@ -42,14 +42,14 @@ def _operation(method: str, path: str, op: dict[str, Any], secured: bool) -> lis
         out.append("")
     body = op.get("requestBody")
     if body:
-        out += [f"Body: {', '.join(f'`{t}`' for t in body.get('content', {}))}", ""]
+        out += [f"Body: {', '.join(f'`{t}`' for t in sorted(body.get('content', {})))}", ""]
     out += ["| status | meaning |", "|---|---|"]
     for status, response in op.get("responses", {}).items():
         if "$ref" in response:
             meaning = "problem+json (RFC 9457)"
         else:
             meaning = response.get("description", "")
-            kinds = ", ".join(f"`{t}`" for t in response.get("content", {}))
+            kinds = ", ".join(f"`{t}`" for t in sorted(response.get("content", {})))
             meaning += f" ({kinds})" if kinds else ""
         out.append(f"| {status} | {meaning} |")
     out.append("")
