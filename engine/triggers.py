@@ -67,7 +67,13 @@ def abandoned_cart(profile: Profile, now_ms: int, delay_ms: int) -> tuple[Trigge
 def churn_risk(
     profile: Profile, score: float, threshold: float, now_ms: int
 ) -> tuple[Trigger | None, Profile]:
-    """Fire when the churn score crosses `threshold` upward; re-arm once it falls below."""
+    """Fire when the churn score crosses `threshold` upward; re-arm once it falls below. The
+    first score of a profile only sets the baseline: a newcomer who starts above the threshold
+    has crossed nothing."""
+    if CHURN_RISK not in profile.fired:
+        baseline = profile.copy()
+        baseline.fired[CHURN_RISK] = now_ms if score >= threshold else 0
+        return None, baseline
     high = profile.fired.get(CHURN_RISK, 0) > 0
     if score >= threshold and not high:
         updated = profile.copy()

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ BATCH_MAX = 1000
 BATCH_WITHIN = 0.05  # seconds
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_KEEP = 500
+PRODUCT_CACHE_TTL = 2.0  # seconds
 
 # How an interaction counts towards an item's popularity (best-sellers are mostly purchases).
 _POPULARITY_WEIGHT = {"purchase": 1.0, "add_to_cart": 0.2, "product_view": 0.02}
@@ -101,6 +103,9 @@ class PersonaStreams:
         self.catalog_generation = 0
         self._popular: list[str] = []
         self._partitioner = DefaultPartitioner()
+        self._partition_of: dict[bytes, int] = {}  # murmur2 placement memo
+        self._products: dict[str, Product | None] = {}
+        self._products_at = 0.0
         n = settings.partitions
         if tansu:
             tansu_fix.install(bootstrap_servers(broker_url))
@@ -178,8 +183,22 @@ class PersonaStreams:
         return None if raw is None else Profile.unpack(raw)
 
     def product(self, item_id: str) -> Product | None:
+        """A catalog product, through a small decoded cache: the catalog changes rarely, events
+        and blocks look the same items up over and over. The cache empties on every local
+        catalog update and every PRODUCT_CACHE_TTL seconds (updates other workers applied reach
+        this one through the changelog)."""
+        now = time.monotonic()
+        if now - self._products_at > PRODUCT_CACHE_TTL or len(self._products) > 50_000:
+            self._products.clear()
+            self._products_at = now
+        try:
+            return self._products[item_id]
+        except KeyError:
+            pass
         raw = self.catalog.get(item_id.encode())
-        return None if raw is None else Product.unpack(raw)
+        product = None if raw is None else Product.unpack(raw)
+        self._products[item_id] = product
+        return product
 
     def popular(self) -> list[str]:
         return self._popular
@@ -227,7 +246,12 @@ class PersonaStreams:
     def _correctly_keyed(self, key: bytes | None, partition: int, user_id: bytes) -> bool:
         if key != user_id:
             return False
-        expected = self._partitioner(user_id, self._partitions, self._partitions)
+        expected = self._partition_of.get(user_id)
+        if expected is None:
+            if len(self._partition_of) > 200_000:
+                self._partition_of.clear()
+            expected = self._partitioner(user_id, self._partitions, self._partitions)
+            self._partition_of[user_id] = expected
         return bool(expected == partition)
 
     async def _dead_letter(self, event: EventT, reason: str) -> None:
@@ -502,10 +526,12 @@ class PersonaStreams:
                     if not key:
                         raise InvalidProduct("a catalog tombstone needs the item_id as key")
                     self.catalog.pop(key, None)
+                    self._products.pop(key.decode(errors="replace"), None)
                 else:
                     product = parse_product(msg.value)
                     old = self.product(product.item_id)
                     self.catalog[product.item_id.encode()] = product.pack()
+                    self._products.pop(product.item_id, None)
                     await self._broadcast_item_change(old, product)
                 self.stats.catalog_updates += 1
                 self.catalog_generation += 1

@@ -71,6 +71,8 @@ def test_purchase_or_checkout_cancels_it():
 def test_churn_risk_fires_on_upward_crossing_and_rearms():
     p = fold([ev("page_view")])
     assert p is not None
+    trigger, p = churn_risk(p, 0.4, 0.5, T0)  # the first score sets the baseline
+    assert trigger is None
     trigger, high = churn_risk(p, 0.4, 0.5, T0)
     assert trigger is None and high is p
     trigger, high = churn_risk(p, 0.7, 0.5, T0 + 1)
@@ -103,3 +105,13 @@ def test_item_triggers_for_cart_and_recent_views_only():
     [t] = item_triggers(p, product(item="v"), [BACK_IN_STOCK], 10.0, T0 + 2)
     assert t.details["where"] == "recent_views"
     assert item_triggers(p, product(item="zzz"), [PRICE_DROP], 10.0, T0) == []
+
+
+def test_a_newcomer_above_the_threshold_has_crossed_nothing():
+    p = fold([ev("page_view")])
+    assert p is not None
+    trigger, p = churn_risk(p, 0.9, 0.5, T0)
+    assert trigger is None
+    assert churn_risk(p, 0.95, 0.5, T0 + 1)[0] is None
+    _, p = churn_risk(p, 0.1, 0.5, T0 + 2)
+    assert churn_risk(p, 0.8, 0.5, T0 + 3)[0] is not None

@@ -63,6 +63,8 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {
         "PERSONA_ABANDONED_CART_MINUTES": "10",
+        # the default model scores a loyal buyer ~0.11 today and ~0.26 after 200 quiet days
+        "PERSONA_CHURN_THRESHOLD": "0.2",
         "PERSONA_WEBHOOK_URLS": f"http://127.0.0.1:{port}/hook",
         "PERSONA_WEBHOOK_SECRET": SECRET,
     }
@@ -92,7 +94,21 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
                         ev(4, "watcher", "product_view", T0, "lamp"),
                         ev(5, "waiter", "add_to_cart", T0, "vase"),
                         ev(6, "waiter", "checkout", T0 + MIN),  # checked out: no abandoned cart
-                        ev(7, "sleeper", "page_view", T0),
+                    ]
+                    + [  # a loyal buyer, an order a day for a week: low risk, the baseline
+                        validate(
+                            {
+                                "event_id": f"loyal{d}-{k}",
+                                "type": "purchase",
+                                "user_id": "sleeper",
+                                "ts": T0 - (6 - d) * DAY + k,
+                                "item_id": f"i{k}",
+                                "price": 20.0,
+                                "props": {"order_id": f"o{d}"},
+                            }
+                        )
+                        for d in range(7)
+                        for k in range(3)
                     ],
                 )
             )
