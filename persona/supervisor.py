@@ -70,9 +70,14 @@ def _processed(base: str) -> int:
     status, body = _http_get(f"{base}/metrics")
     if status != 200:
         return -1
-    total = 0
+    total = 0  # every event accounted for: folded, ignored as a repeat, or dead-lettered
+    counted = (
+        "persona_events_processed_total ",
+        "persona_events_duplicate_total ",
+        "persona_events_dead_lettered_total ",
+    )
     for line in body.decode().splitlines():
-        if line.startswith(("persona_events_processed_total ", "persona_events_duplicate_total ")):
+        if line.startswith(counted):
             total += int(float(line.split()[1]))
     return total
 

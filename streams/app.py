@@ -161,6 +161,10 @@ class PersonaStreams:
         # newest event time per partition: the event-time clock survives restarts
         self.clock_table = app.Table("clock", default=None, **table_kw)
         self._clock_seeded = False
+        # Stream time per partition (newest event time folded there): lateness is measured
+        # against the event's own partition, so partitions consumed at different speeds during a
+        # bulk replay do not make each other's events late. "Now" is the newest of them all.
+        self._partition_time: dict[int, int] = {}
         self._lateness_ms = int(settings.lateness_days * 86_400_000)
         self.triggers_topic = topic(TRIGGERS_TOPIC)
         self.models_provider: Callable[[], ModelSet | None] = lambda: None
@@ -215,9 +219,12 @@ class PersonaStreams:
 
     def _seed_clock(self) -> None:
         """After recovery: restore the event-time clock from the newest time of each partition."""
-        for raw in self.clock_table.values():
+        for key, raw in self.clock_table.items():
             if raw:
                 self.clock.observe(int(raw))
+                partition = int(key)
+                newest = max(self._partition_time.get(partition, 0), int(raw))
+                self._partition_time[partition] = newest
         self._clock_seeded = True
 
     def owner_url(self, user_id: str) -> str | None:
@@ -312,7 +319,8 @@ class PersonaStreams:
             except InvalidEvent as exc:
                 await self._dead_letter(fevent, exc.reason)
                 continue
-            behind = self.clock.behind(event.ts)
+            stream_time = self._partition_time.get(msg.partition)
+            behind = 0 if stream_time is None else stream_time - event.ts
             if behind > self._lateness_ms:
                 self.stats.late += 1
                 await self._dead_letter(
@@ -339,6 +347,8 @@ class PersonaStreams:
                 continue
             self.stats.events += 1
             self.clock.observe(event.ts)
+            if event.ts > self._partition_time.get(msg.partition, 0):
+                self._partition_time[msg.partition] = event.ts
             touched[user] = (updated, fevent, True)
             if event.ts > newest.get(msg.partition, (0, fevent))[0]:
                 newest[msg.partition] = (event.ts, fevent)

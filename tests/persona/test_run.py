@@ -26,6 +26,13 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _kind(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    if any(b"tansu" in a for a in argv):
+        return "broker"
+    return argv[argv.index(b"persona") + 1].decode() if b"persona" in argv else "?"
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -72,7 +79,8 @@ def test_run_serves_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
         status, _, _ = http("GET", base + "/v1/users/x/blocks/recommendations", key=secret)
         assert status == 200
         children = _children(proc.pid)
-        assert len(children) == 2  # the broker and the worker
+        kinds = sorted(_kind(pid) for pid in children)
+        assert kinds == ["broker", "reader", "worker"]  # PERSONA_READERS defaults to 1
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)

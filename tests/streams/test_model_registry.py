@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,14 @@ def listing(worker: Worker) -> dict[str, bool]:
     status, _, body = http("GET", worker.base + "/v1/models")
     assert status == 200, body
     return {m["version"]: m["active"] for m in json.loads(body)["models"]}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of its own: two more workers on the session broker would join the session
+    worker's consumer group and take partitions from under the other tests."""
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as own:
+        yield own
 
 
 def test_activate_switches_every_worker_and_rollback_restores(
