@@ -1,0 +1,294 @@
+"""Ingestion benchmark: REES46 clickstream (looped) through the embedded broker into one worker.
+
+Prints, from one run on this machine:
+- throughput: events/s one worker process folds into RocksDB profiles, the topics pre-loaded
+  (consumption only, no producer competing for the cores);
+- the raw baseline: a plain aiokafka consumer + rocksdict doing the same fold and one write per
+  user per batch, on the same topics — the ratio shows what Faust costs;
+- freshness: event sent -> profile updated (seen over HTTP), p50/p99, while events stream in at
+  half the measured throughput.
+
+Usage: python -m benchmarks.ingest [--events 100000] [--partitions 4] [--seconds 20]
+Needs ../shared/data/rees46_oct2019_head (REES46: internal benchmarks only, never redistributed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+REES46 = ROOT.parent / "shared" / "data" / "rees46_oct2019_head" / "2019-Oct_head.csv.gz"
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+from rocksdict import Rdict  # noqa: E402
+
+from engine.events import Event, parse  # noqa: E402
+from engine.profile import Profile, apply  # noqa: E402
+from engine.sources import read_events  # noqa: E402
+from streams.admin import ALL_INPUTS, bootstrap_servers, ensure_topics  # noqa: E402
+from streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.produce import Producer  # noqa: E402
+
+SPAN_MS = 4 * 3_600_000  # each loop of the sample is shifted by this much event time
+
+
+def looped(n: int) -> Iterator[Event]:
+    base = list(read_events(REES46))
+    loop = 0
+    sent = 0
+    while True:
+        for e in base:
+            if sent >= n:
+                return
+            yield replace(e, event_id=f"{e.event_id}-{loop}", ts=e.ts + loop * SPAN_MS)
+            sent += 1
+        loop += 1
+
+
+def metric(base: str, name: str) -> float:
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def start_worker(broker: str, data: Path, partitions: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = dict(
+        os.environ,
+        PERSONA_PARTITIONS=str(partitions),
+        PERSONA_API_KEYS="bench:bench:content:read,events:write",
+        PERSONA_READERS="0",
+    )
+    with (data / "worker.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "persona",
+                "worker",
+                "--broker",
+                broker,
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, base
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("worker not ready")
+
+
+async def preload(broker: str, partitions: int, n: int) -> float:
+    await ensure_topics(broker, partitions, ALL_INPUTS)
+    started = time.monotonic()
+    async with Producer(broker) as producer:
+        await producer.send_events(looped(n))
+    return n / (time.monotonic() - started)
+
+
+def measure_worker(base: str, n: int) -> dict[str, float]:
+    name = "persona_events_processed_total"
+    first_t = None
+    first_v = 0.0
+    while True:
+        v = metric(base, name)
+        now = time.monotonic()
+        if first_t is None and v > 0:
+            first_t, first_v = now, v
+        if v >= n:
+            assert first_t is not None
+            return {
+                "events": v - first_v,
+                "seconds": now - first_t,
+                "events_per_s": (v - first_v) / max(now - first_t, 1e-9),
+            }
+        time.sleep(0.05)
+
+
+async def raw_baseline(broker: str, n: int, data: Path) -> dict[str, float]:
+    """aiokafka + rocksdict, the same pure fold, one write per user per batch."""
+    db = Rdict(str(data / "raw.db"))
+    consumer = AIOKafkaConsumer(
+        "clickstream",
+        "cart",
+        "social",
+        bootstrap_servers=bootstrap_servers(broker),
+        auto_offset_reset="earliest",
+        group_id="raw-baseline",
+        enable_auto_commit=True,
+        max_poll_records=2000,
+    )
+    await consumer.start()
+    done = 0
+    started = None
+    try:
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            touched: dict[bytes, Profile] = {}
+            for messages in batches.values():
+                for m in messages:
+                    event = parse(m.value)
+                    key = event.user_id.encode()
+                    current = touched.get(key)
+                    if current is None:
+                        raw = db.get(key)
+                        current = None if raw is None else Profile.unpack(raw)
+                    touched[key] = apply(current, event)
+                    done += 1
+            if started is None and done:
+                started = time.monotonic()
+            for key, profile in touched.items():
+                db[key] = profile.pack()
+    finally:
+        await consumer.stop()
+        db.close()
+    elapsed = time.monotonic() - (started or time.monotonic())
+    return {"events": done, "seconds": elapsed, "events_per_s": done / max(elapsed, 1e-9)}
+
+
+async def freshness(broker: str, base: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Background load at `rate` events/s; probes: one event for a probe user, poll its profile."""
+    import aiohttp
+
+    stop = asyncio.Event()
+    latencies: list[float] = []
+    timeouts = [0]
+    newest = [0]  # event time of the newest live event: probes use it, so they are never late
+
+    async def steady_load() -> None:
+        async with Producer(broker) as producer:
+            events = looped(10**9)
+            t0 = time.monotonic()
+            sent = 0
+            batch: list[Event] = []
+            for e in events:
+                if stop.is_set():
+                    return
+                live = replace(e, event_id=f"live-{e.event_id}", ts=e.ts + 1000 * SPAN_MS)
+                newest[0] = max(newest[0], live.ts)
+                batch.append(live)
+                if len(batch) >= 50:
+                    await producer.send_events(batch)
+                    sent += len(batch)
+                    batch = []
+                    ahead = sent / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+
+    async def probes() -> None:
+        headers = {"Authorization": "Bearer bench"}
+        async with Producer(broker) as producer, aiohttp.ClientSession() as http:
+            i = 0
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                i += 1
+                user = f"probe-{i % 50}"
+                url = f"{base}/v1/users/{user}/profile"
+                async with http.get(url, headers=headers) as r:
+                    before = (await r.json())["version"] if r.status == 200 else 0
+                event = Event(f"probe-{i}", "page_view", user, newest[0])
+                sent = time.monotonic()
+                await producer.send_events([event])
+                while time.monotonic() - sent < 30:
+                    async with http.get(url, headers=headers) as r:
+                        if r.status == 200 and (await r.json())["version"] > before:
+                            latencies.append(time.monotonic() - sent)
+                            break
+                    await asyncio.sleep(0.002)
+                else:
+                    timeouts[0] += 1
+                await asyncio.sleep(0.05)
+
+    loader = asyncio.create_task(steady_load())
+    while not newest[0]:
+        await asyncio.sleep(0.01)
+    await probes()
+    stop.set()
+    await loader
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [float("nan")] * 99
+    return {"probes": len(latencies), "rate": rate, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0, help="freshness phase length")
+    args = parser.parse_args()
+    if not REES46.exists():
+        sys.exit(f"needs {REES46} (the REES46 sample in ../shared/data)")
+    tmp = Path(tempfile.mkdtemp(prefix="persona-bench-"))
+    results: dict[str, Any] = {"events": args.events, "partitions": args.partitions}
+    try:
+        with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
+            results["produce_events_per_s"] = asyncio.run(
+                preload(broker.url, args.partitions, args.events)
+            )
+            (tmp / "w").mkdir()
+            proc, base = start_worker(broker.url, tmp / "w", args.partitions)
+            try:
+                results["worker"] = measure_worker(base, args.events)
+                rate = results["worker"]["events_per_s"] / 2
+                results["freshness"] = asyncio.run(freshness(broker.url, base, rate, args.seconds))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(20)
+            results["raw_baseline"] = asyncio.run(raw_baseline(broker.url, args.events, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    w, raw, f = results["worker"], results["raw_baseline"], results["freshness"]
+    print(
+        f"\nIngestion, {args.events:,} REES46 events (looped), {args.partitions} partitions, "
+        f"embedded broker, {os.cpu_count()} cores"
+    )
+    print(f"{'':34}{'events/s':>12}")
+    print(f"{'producer (aiokafka, msgpack)':34}{results['produce_events_per_s']:>12,.0f}")
+    print(f"{'Persona worker (Faust + RocksDB)':34}{w['events_per_s']:>12,.0f}")
+    print(f"{'raw baseline (aiokafka + rocksdict)':34}{raw['events_per_s']:>12,.0f}")
+    print(f"{'ratio worker / raw':34}{w['events_per_s'] / raw['events_per_s']:>12.2f}")
+    print(
+        f"freshness at {f['rate']:,.0f} events/s: p50 {f['p50_ms']:.1f} ms, "
+        f"p99 {f['p99_ms']:.1f} ms over {f['probes']} probes"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"ingest-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"raw figures: {out}")
+
+
+if __name__ == "__main__":
+    main()
