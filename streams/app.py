@@ -60,8 +60,9 @@ POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_KEEP = 500
 PRODUCT_CACHE_TTL = 2.0  # seconds
 
-# How an interaction counts towards an item's popularity (best-sellers are mostly purchases).
-_POPULARITY_WEIGHT = {"purchase": 1.0, "add_to_cart": 0.2, "product_view": 0.02}
+# How an interaction counts towards an item's popularity: best-sellers are what sells (views, the
+# bulk of a clickstream, would cost a message each per batch and say little about sales).
+_POPULARITY_WEIGHT = {"purchase": 1.0, "add_to_cart": 0.2}
 
 
 @contextlib.contextmanager
