@@ -5,6 +5,7 @@
 | churn | `logistic_regression` | `churn.json`               |
 | churn | `sklearn`             | `churn.json`, `churn.skops`|
 | recs  | `item_knn`            | `recs.json`, `recs.npz`    |
+| recs  | `embedding`           | `recs.json`, `recs.npz`    |
 
 Nothing else is accepted: other files (a `.pkl`, a `.joblib`) are refused with a message, and no
 loader ever unpickles (`.npz` is read with `allow_pickle=False`, `.skops` with a trusted-type list).
@@ -23,13 +24,14 @@ from typing import Any
 from models.artifacts import ModelLoadError, make_version, read_json, rfc3339, utc_now
 from models.churn import ChurnModel
 from models.contract import ChurnScorer, RecsScorer
+from models.embedding import EmbeddingRecommender
 from models.recs import Recommender
 from models.sklearn_churn import SklearnChurnModel
 
 NAMES = ("churn", "recs")
 KINDS: dict[str, dict[str, tuple[str, ...]]] = {
     "churn": {"logistic_regression": ("churn.json",), "sklearn": ("churn.json", "churn.skops")},
-    "recs": {"item_knn": ("recs.json", "recs.npz")},
+    "recs": {"item_knn": ("recs.json", "recs.npz"), "embedding": ("recs.json", "recs.npz")},
 }
 META = {"churn": "churn.json", "recs": "recs.json"}
 
@@ -74,7 +76,7 @@ def load_model(directory: str | Path) -> ChurnScorer | RecsScorer:
     d = Path(directory)
     name, kind = detect(d)
     if name == "recs":
-        return Recommender.load(d)
+        return EmbeddingRecommender.load(d) if kind == "embedding" else Recommender.load(d)
     if kind == "sklearn":
         return SklearnChurnModel.load(d)
     return ChurnModel.load(d / META[name])

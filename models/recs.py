@@ -45,6 +45,21 @@ NPZ_NAME = "recs.npz"
 JSON_NAME = "recs.json"
 
 
+def recency_weights(recent: Sequence[tuple[str, int]], decay: float) -> list[float]:
+    """The weight of each of `recent` ((item_id, ts), newest first): `decay**rank`, where rank
+    counts distinct time stamps (rank 0 = newest), so items seen at the same time (one basket, one
+    order) weigh the same and the most recent weigh most."""
+    out: list[float] = []
+    weight = 1.0
+    last: int | None = None
+    for _item, ts in recent:
+        if last is not None and ts != last:
+            weight *= decay
+        last = ts
+        out.append(weight)
+    return out
+
+
 @dataclass
 class Recommender:
     version: str
@@ -87,13 +102,13 @@ class Recommender:
         items with allowed(item) False are never returned; popular items fill what the neighbours
         of the recent items do not. Ties go to the item earlier in `items` (sorted ids)."""
         scores: defaultdict[int, float] = defaultdict(float)
-        weight = 1.0
-        for item, _ts in recent:
+        for (item, _ts), weight in zip(
+            recent, recency_weights(recent, self.recency_decay), strict=True
+        ):
             i = self._index.get(item)
             if i is not None:
                 for j, w in self._rows[i]:
                     scores[j] += w * weight
-            weight *= self.recency_decay
         out: list[str] = []
         taken: set[str] = set()
         for j in sorted(scores, key=lambda j: (-scores[j], j)):

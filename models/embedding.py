@@ -1,0 +1,332 @@
+"""Recommendations from an item-embedding table (e.g. implicit-ALS item factors, or any notebook's).
+
+Artifact (kind `embedding`, the same two file names as the neighbour table so the registry moves
+both alike):
+
+- `recs.json`: `format` 1, `name` "recs", `kind` "embedding", `items` (unique item ids; row i of
+  the matrix is `items[i]`), optional `version`, `created`, `recency_decay` (0..1),
+  `similarity` (`dot`, the default, or `cosine`), `metrics`, `training`;
+- `recs.npz` (read with `allow_pickle=False`), exactly two arrays: `vectors` (float32,
+  n_items x dim, 1 <= dim <= 1024, finite) and `popular` (integer row indices, unique, best first:
+  the best-seller fill and fallback).
+
+Serving (`EmbeddingRecommender.recommend`, the signature of `models.recs.Recommender`): the user
+vector is the recency-weighted sum of the vectors of the recent items (`models.recs.
+recency_weights`: newest weighted most), L2-normalized; a candidate's score is its dot product with
+the user vector (with `similarity: cosine`, item vectors are L2-normalized first) minus its own
+contribution, so that, as with neighbour tables, a recent item is scored by the other recent items
+and not by itself; only positive scores count; ties by row; excluded and disallowed items are
+dropped, popular items fill up to k. `dot` keeps the item vectors' norms, which in ALS factors
+carry how much evidence an item has: on UCI's validation period it scored HR@10 0.39 against 0.29
+for `cosine`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.events import Event
+from models.artifacts import ModelLoadError, make_version, read_json, require, rfc3339, utc_now
+from models.recs import (
+    JSON_NAME,
+    NPZ_NAME,
+    RECENCY_DECAY,
+    SIGNAL_WEIGHTS,
+    _histories,
+    _popularity,
+    recency_weights,
+)
+
+FORMAT = 1
+KIND = "embedding"
+MAX_DIM = 1024
+ARRAYS = ("vectors", "popular")
+SIMILARITIES = ("dot", "cosine")
+NEIGHBOURS_SHOWN = 50  # neighbours_of: what the explain route shows
+EPSILON = 1e-6  # a score at or below this is no evidence (own-contribution rounding included)
+
+
+@dataclass
+class EmbeddingRecommender:
+    version: str
+    created: str
+    items: list[str]
+    vectors: np.ndarray  # float32, len(items) x dim
+    popular: list[str]  # best first
+    metrics: dict[str, Any] = field(default_factory=dict)
+    recency_decay: float = RECENCY_DECAY
+    training: dict[str, Any] = field(default_factory=dict)
+    similarity: str = "dot"
+    name: str = "recs"
+
+    def __post_init__(self) -> None:
+        if self.similarity not in SIMILARITIES:
+            raise ModelLoadError(f"similarity is one of {', '.join(SIMILARITIES)}")
+        self._index = {item: i for i, item in enumerate(self.items)}
+        vectors: np.ndarray = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        if self.similarity == "cosine":
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.where(norms > 0, norms, 1.0)
+        self._unit = vectors.astype(np.float32)
+        self._self = np.einsum("ij,ij->i", self._unit, self._unit)  # each item's own dot product
+
+    def _scores(self, recent: Sequence[tuple[str, int]]) -> np.ndarray | None:
+        rows: list[int] = []
+        weights: list[float] = []
+        for (item, _ts), weight in zip(
+            recent, recency_weights(recent, self.recency_decay), strict=True
+        ):
+            i = self._index.get(item)
+            if i is not None:
+                rows.append(i)
+                weights.append(weight)
+        if not rows:
+            return None
+        w = np.array(weights, dtype=np.float32)
+        user = w @ self._unit[rows]
+        norm = float(np.linalg.norm(user))
+        if norm == 0.0:
+            return None
+        scores = self._unit @ (user / norm)
+        # leave each recent item's own contribution out of its score
+        np.subtract.at(scores, rows, w * self._self[rows] / norm)
+        return scores
+
+    def recommend(
+        self,
+        recent: Sequence[tuple[str, int]],
+        exclude: Container[str],
+        k: int = 20,
+        allowed: Callable[[str], bool] | None = None,
+    ) -> list[str]:
+        """Up to k item ids, best first (see the module's docstring)."""
+        out: list[str] = []
+        taken: set[str] = set()
+        scores = self._scores(recent)
+        if scores is not None and k > 0:
+            n = len(self.items)
+            seen = 0
+            size = min(n, 4 * k + 64)
+            while seen < n and len(out) < k:
+                top = np.argpartition(-scores, size - 1)[:size] if size < n else np.arange(n)
+                order = top[np.lexsort((top, -scores[top]))]
+                for j in order[seen:].tolist():
+                    if scores[j] <= EPSILON:  # nothing in common: the popular fill decides
+                        seen = n
+                        break
+                    candidate = self.items[j]
+                    if candidate in exclude or (allowed is not None and not allowed(candidate)):
+                        continue
+                    out.append(candidate)
+                    taken.add(candidate)
+                    if len(out) >= k:
+                        return out
+                seen = max(seen, size)
+                size = min(n, size * 4)
+        for candidate in self.popular:
+            if len(out) >= k:
+                break
+            if candidate in taken or candidate in exclude:
+                continue
+            if allowed is not None and not allowed(candidate):
+                continue
+            out.append(candidate)
+        return out
+
+    def popular_items(
+        self,
+        k: int,
+        allowed: Callable[[str], bool] | None = None,
+        exclude: Container[str] = (),
+    ) -> list[str]:
+        """The k most purchased items that pass the filters (best-sellers)."""
+        return self.recommend((), exclude, k, allowed)
+
+    def neighbours_of(self, item: str) -> list[tuple[str, float]]:
+        """The items most similar to `item` (by the model's similarity), best first."""
+        i = self._index.get(item)
+        if i is None:
+            return []
+        sims = self._unit @ self._unit[i]
+        sims[i] = -np.inf
+        size = min(NEIGHBOURS_SHOWN, len(self.items) - 1)
+        if size <= 0:
+            return []
+        top = np.argpartition(-sims, size - 1)[:size]
+        order = top[np.lexsort((top, -sims[top]))]
+        return [(self.items[j], float(sims[j])) for j in order.tolist() if sims[j] > 0]
+
+    # -- artifacts -------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            d / NPZ_NAME,
+            vectors=self.vectors.astype(np.float32),
+            popular=np.array([self._index[p] for p in self.popular], dtype=np.int32),
+        )
+        meta = {
+            "format": FORMAT,
+            "name": self.name,
+            "kind": KIND,
+            "version": self.version,
+            "created": self.created,
+            "recency_decay": self.recency_decay,
+            "similarity": self.similarity,
+            "metrics": self.metrics,
+            "training": self.training,
+            "items": self.items,
+        }
+        (d / JSON_NAME).write_text(json.dumps(meta, separators=(",", ":")) + "\n", "utf-8")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> EmbeddingRecommender:
+        d = Path(directory)
+        path = d / JSON_NAME
+        meta = read_json(path, "recs")
+        require(meta, path, "version", "created", "items")
+        if meta.get("name", "recs") != "recs" or meta.get("format") != FORMAT:
+            raise ModelLoadError(f"{path}: not a format-{FORMAT} recs artifact")
+        if meta.get("kind") != KIND:
+            raise ModelLoadError(f"{path}: kind is {meta.get('kind')!r}, not {KIND!r}")
+        items = meta["items"]
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            raise ModelLoadError(f"{path}: items must be a list of non-empty strings")
+        if len(set(items)) != len(items):
+            raise ModelLoadError(f"{path}: item ids must be unique")
+        decay = meta.get("recency_decay", RECENCY_DECAY)
+        if not isinstance(decay, int | float) or not 0.0 <= float(decay) <= 1.0:
+            raise ModelLoadError(f"{path}: recency_decay must be a number in 0..1")
+        similarity = meta.get("similarity", "dot")
+        if similarity not in SIMILARITIES:
+            raise ModelLoadError(f"{path}: similarity is one of {', '.join(SIMILARITIES)}")
+        vectors, popular = _read_arrays(d / NPZ_NAME, len(items))
+        return cls(
+            version=str(meta["version"]),
+            created=str(meta["created"]),
+            items=[str(i) for i in items],
+            vectors=vectors,
+            popular=[items[i] for i in popular.tolist()],
+            metrics=dict(meta.get("metrics") or {}),
+            recency_decay=float(decay),
+            training=dict(meta.get("training") or {}),
+            similarity=str(similarity),
+        )
+
+
+def _read_arrays(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`vectors` and `popular` of an embedding `.npz`, validated; ModelLoadError saying why not."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = sorted(npz.files)
+            if names != sorted(ARRAYS):
+                raise ModelLoadError(
+                    f"{path}: an embedding .npz holds exactly the arrays {', '.join(ARRAYS)} "
+                    f"(found: {', '.join(names) or 'none'})"
+                )
+            vectors, popular = npz["vectors"], npz["popular"]
+    except FileNotFoundError:
+        raise ModelLoadError(f"missing recs artifact {path}") from None
+    except (ValueError, OSError, KeyError) as exc:  # object arrays (pickles) land here
+        raise ModelLoadError(f"{path} is not a valid embedding .npz: {exc}") from None
+    if vectors.dtype != np.float32:
+        raise ModelLoadError(f"{path}: vectors must be float32, not {vectors.dtype}")
+    if vectors.ndim != 2 or vectors.shape[0] != n or not 1 <= vectors.shape[1] <= MAX_DIM:
+        raise ModelLoadError(
+            f"{path}: vectors must be {n} x dim (one row per item, 1 <= dim <= {MAX_DIM}), "
+            f"not {' x '.join(map(str, vectors.shape))}"
+        )
+    if not np.isfinite(vectors).all():
+        raise ModelLoadError(f"{path}: vectors hold NaN or infinite values")
+    if popular.ndim != 1 or popular.dtype.kind not in "iu":
+        raise ModelLoadError(f"{path}: popular must be a 1-d array of integer row indices")
+    if len(popular) and not 0 <= int(popular.min()) <= int(popular.max()) < n:
+        raise ModelLoadError(f"{path}: popular holds row indices outside 0..{n - 1}")
+    if len(np.unique(popular)) != len(popular):
+        raise ModelLoadError(f"{path}: popular must not repeat an item")
+    return vectors, popular
+
+
+# -- training (implicit-ALS, an optional peer) -----------------------------------------------
+
+
+def interaction_matrix(
+    events: Iterable[Event], ignore: Container[str] = ()
+) -> tuple[list[str], list[str], Any]:
+    """(users, items sorted, users x items scipy CSR of the strongest signal per cell)."""
+    from scipy.sparse import csr_matrix  # scikit-learn's own dependency
+
+    histories = _histories(events, ignore)
+    items = sorted({i for h in histories.values() for i in h})
+    index = {item: j for j, item in enumerate(items)}
+    users = list(histories)
+    rows, cols, vals = [], [], []
+    for u, user in enumerate(users):
+        for item, w in histories[user].items():
+            rows.append(u)
+            cols.append(index[item])
+            vals.append(w)
+    matrix = csr_matrix(
+        (np.array(vals, np.float32), (rows, cols)), shape=(len(users), len(items)), dtype=np.float32
+    )
+    return users, items, matrix
+
+
+ALS_PARAMS: dict[str, Any] = {
+    "factors": 64,
+    "iterations": 15,
+    "regularization": 0.05,
+    "random_state": 0,
+}
+
+
+def fit_als(matrix: Any, **params: Any) -> Any:
+    """An implicit-ALS model fitted on `matrix` (users x items); ImportError without `implicit`."""
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares  # optional peer, not a dependency
+    except ImportError:
+        raise ImportError(
+            "training an embedding recommender needs the optional `implicit` package "
+            "(pip install implicit); or write recs.json + recs.npz yourself (models/README.md)"
+        ) from None
+    model = AlternatingLeastSquares(**{**ALS_PARAMS, **params})
+    model.fit(matrix, show_progress=False)
+    return model
+
+
+def train_als_recs(
+    events: Iterable[Event],
+    ignore: Container[str] = (),
+    recency_decay: float = RECENCY_DECAY,
+    **params: Any,
+) -> EmbeddingRecommender:
+    """An embedding recommender from implicit-ALS item factors (same signal weights as the
+    neighbour table: view 1, like 1, share 2, cart 3, purchase 5)."""
+    data = events if isinstance(events, list) else list(events)
+    users, items, matrix = interaction_matrix(data, ignore)
+    if not items:
+        raise ValueError("no item interactions to train on")
+    als = fit_als(matrix, **params)
+    vectors = np.ascontiguousarray(np.asarray(als.item_factors, dtype=np.float32))
+    index = set(items)
+    popular = [p for p in _popularity(data, ignore) if p in index]
+    when = utc_now()
+    content = vectors.tobytes() + json.dumps([items, popular]).encode()
+    settings = {**ALS_PARAMS, **params}
+    return EmbeddingRecommender(
+        version=make_version("recs", when, content),
+        created=rfc3339(when),
+        items=items,
+        vectors=vectors,
+        popular=popular,
+        metrics={"n_items": len(items), "n_users": len(users), "dim": int(vectors.shape[1])},
+        recency_decay=recency_decay,
+        training={"algorithm": "implicit-als", **settings, "signals": SIGNAL_WEIGHTS},
+    )
