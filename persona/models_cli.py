@@ -19,10 +19,13 @@ EPILOG = """examples:
   persona models activate recs recs-20261122T0800-1a2b3c4d
   persona models rollback recs
   persona models publish my-churn-model/   # churn.json (+ churn.skops), or recs.json + recs.npz
+  persona models train recs --kind als --events events.jsonl   # embedding table (needs implicit)
   persona models evaluate --events ../shared/data/uci_online_retail/online_retail.csv.gz
   persona models experiment start recs-test --model recs --candidate recs-2026... [--shadow]
   persona models report recs-test
 """
+
+TRAIN_KINDS = {"churn": ("logistic", "gbm"), "recs": ("knn", "als")}  # the first is the default
 
 
 def _broker(args: argparse.Namespace) -> str:
@@ -78,6 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name in names:
         model: Any
         with step(f"training {name}"):
+            if args.model != "all" and args.kind not in (None, *TRAIN_KINDS[name]):
+                raise ValueError(f"--kind {args.kind} does not train a {name} model")
             if name == "churn" and args.kind == "gbm":
                 from models.sklearn_churn import train_gbm_churn
 
@@ -86,6 +91,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 from models.churn import train_churn
 
                 model = train_churn(events, horizon_days=args.horizon_days)
+            elif args.kind == "als":  # item factors of implicit-ALS (optional package)
+                from models.embedding import train_als_recs
+
+                model = train_als_recs(events, ignore=UCI_NON_PRODUCT_CODES)
             else:
                 from models.recs import train_recs
 
@@ -206,7 +215,7 @@ def _guarded(func: Any) -> Any:
         except ModelLoadError as exc:
             print(f"persona: refused: {exc}", file=sys.stderr)
             return 2
-        except (LookupError, ValueError) as exc:
+        except (LookupError, ValueError, ImportError) as exc:
             print(f"persona: {exc}", file=sys.stderr)
             return 2
 
@@ -233,7 +242,10 @@ def add_models_parser(sub: Any) -> None:
     train.add_argument("--events", required=True, help="events file (any `replay` format)")
     train.add_argument("--horizon-days", type=int, default=90, help="churn horizon (days)")
     train.add_argument(
-        "--kind", choices=("logistic", "gbm"), default="logistic", help="churn model family"
+        "--kind",
+        choices=(*TRAIN_KINDS["churn"], *TRAIN_KINDS["recs"]),
+        help="churn: logistic (default) or gbm; recs: the item-neighbour table (default) or als "
+        "(an embedding table of implicit-ALS item factors; needs `pip install implicit`)",
     )
     train.add_argument("--out", help="write the artifacts to this directory instead")
 
