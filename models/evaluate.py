@@ -5,7 +5,9 @@ before T who buy items new to them in [T, end] are the test cases; a model ranks
 user's 30 most recent items before T (what a profile holds), never items bought before T.
 HR@10 = share of users with at least one bought item in the list; NDCG@10 with binary relevance;
 coverage = distinct items recommended / items known at T. Baselines: popularity, and implicit-ALS
-when the optional `implicit` package is installed.
+when the optional `implicit` package is installed: `implicit_als` ranks with the user factors it
+learnt from each user's whole history; `als_embedding` is the same item factors served as the
+engine serves an embedding table (from the 30 recent items a profile holds).
 
 Churn: a model is fitted with the cut-off c1 = newest - 2 x horizon (labels from [c1, c1 + h)) and
 tested with the cut-off c2 = newest - horizon (labels from [c2, c2 + h)): train and test labels
@@ -144,6 +146,10 @@ def evaluate_recs(
     als = _als_ranker(train, ignore)
     if als is not None:
         rankers["implicit_als"] = als
+        from models.embedding import train_als_recs
+
+        embedding = train_als_recs(train, ignore)
+        rankers["als_embedding"] = lambda _u, h, b: embedding.recommend(h, b, AT)
     return {
         "test_days": test_days,
         "test_users": len(cases),
