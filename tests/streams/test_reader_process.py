@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from streams.broker import free_port
+from streams.broker import EmbeddedBroker, free_port
 from tests.conftest import ROOT, SCOPES, SECRET, Worker, http, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,15 @@ def start_reader(worker: Worker, port: int, index: int) -> subprocess.Popen[byte
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_readers_serve_the_workers_state(broker, tmp_path: Path) -> None:
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of its own: another worker on the session broker would join the session worker's
+    consumer group and take partitions from under the other tests."""
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as own:
+        yield own
+
+
+def test_readers_serve_the_workers_state(broker: EmbeddedBroker, tmp_path: Path) -> None:
     worker = start_worker(broker.url, tmp_path / "w")
     port = free_port()
     readers = [start_reader(worker, port, i) for i in range(2)]
