@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from engine.catalog import Product
 from engine.features import FEATURE_NAMES, features, log_scale
 from engine.profile import Profile
+from models.recs import recency_weights
 
 RECENT_SHOWN = 10
 REASONS_PER_ITEM = 3
@@ -52,8 +53,9 @@ def recommendation_reasons(
     such recent item came from the best-seller fill."""
     wanted = set(recommendations)
     found: dict[str, list[dict[str, Any]]] = {item: [] for item in recommendations}
-    weight = 1.0
-    for item, _ts in recent:
+    for (item, _ts), weight in zip(
+        recent, recency_weights(recent, recs.recency_decay), strict=True
+    ):
         for neighbour, similarity in recs.neighbours_of(item):
             if neighbour in wanted:
                 found[neighbour].append(
@@ -63,7 +65,6 @@ def recommendation_reasons(
                         "contribution": round(float(similarity) * weight, 4),
                     }
                 )
-        weight *= recs.recency_decay
     for reasons in found.values():
         reasons.sort(key=lambda r: (-r["contribution"], r["item_id"]))
         del reasons[per_item:]
