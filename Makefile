@@ -57,5 +57,8 @@ models: $(STAMP) ## retrain the default models shipped in models/default from ..
 docs: $(STAMP) ## regenerate docs/api.md from the OpenAPI document
 	$(BIN)/python -m api.apidoc > docs/api.md
 
+bench: $(STAMP) ## serving benchmark against a running engine (needs wrk; not part of make test)
+	$(BIN)/python benchmarks/serving.py
+
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache
