@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.openapi_models import models_paths, privacy_paths
 from api.openapi_paths import extra_paths
 from api.openapi_serving import serving_paths
 from engine.blocks import BLOCKS, FORMATS
@@ -149,5 +150,7 @@ def openapi_document() -> dict[str, Any]:
             },
             **extra_paths(),  # api/openapi_paths.py: the UI and observability routes
             **serving_paths(),  # api/openapi_serving.py: batch, render, feeds
+            **models_paths(),  # api/openapi_models.py: the model registry, experiments
+            **privacy_paths(),  # api/openapi_models.py: GDPR export and erasure
         },
     }

@@ -1,0 +1,325 @@
+"""OpenAPI entries of the model registry routes (api/models_routes.py, scope models:admin) and the
+GDPR routes (api/privacy.py, scope privacy:admin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.bundle import KINDS, NAMES
+from models.experiments import MODES
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_AUTH = {"401": _PROBLEM, "403": _PROBLEM}
+_NO_REGISTRY = {
+    "description": "no model registry on this server (the API runs without a broker)",
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
+_ANY = {"type": "object", "additionalProperties": True}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _name_param(description: str, enum: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if enum:
+        schema["enum"] = enum
+    return {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _user_param() -> dict[str, Any]:
+    return {
+        "name": "user_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+
+
+def models_paths() -> dict[str, Any]:
+    kinds = sorted({kind for kinds in KINDS.values() for kind in kinds})
+    version = {
+        "type": "object",
+        "required": ["name", "version", "active", "created", "metrics"],
+        "properties": {
+            "name": {"type": "string", "enum": list(NAMES)},
+            "version": {"type": "string", "example": "recs-20261122T0800-1a2b3c4d"},
+            "active": {"type": "boolean"},
+            "created": {"type": "string", "format": "date-time"},
+            "metrics": _ANY,
+            "kind": {"type": "string", "enum": kinds},
+            "source": {
+                "type": "string",
+                "description": "`package` for the models shipped with Persona, else `registry`",
+            },
+        },
+    }
+    experiment = {
+        "type": "object",
+        "nullable": True,
+        "required": ["name", "model", "control", "candidate", "mode", "share", "started"],
+        "properties": {
+            "name": {"type": "string"},
+            "model": {"type": "string", "enum": list(NAMES)},
+            "control": {"type": "string", "description": "the version variant A is served"},
+            "candidate": {"type": "string", "description": "the version under test"},
+            "mode": {"type": "string", "enum": list(MODES)},
+            "share": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "started": {"type": "string", "format": "date-time"},
+        },
+    }
+    experiment_body = {
+        "type": "object",
+        "required": ["experiment"],
+        "properties": {"experiment": experiment},
+    }
+    switched = {
+        "type": "object",
+        "required": ["name", "version", "active", "serving"],
+        "properties": {
+            "name": {"type": "string", "enum": list(NAMES)},
+            "version": {"type": "string"},
+            "active": {"type": "boolean"},
+            "serving": {
+                "type": "boolean",
+                "description": "whether this worker already serves it (the others follow within "
+                "seconds)",
+            },
+        },
+    }
+    switch_errors = {
+        "400": _PROBLEM,
+        **_AUTH,
+        "404": _PROBLEM,
+        "409": {
+            "description": "the version cannot be activated (another model's version, an "
+            "incomplete artifact, nothing to roll back to)",
+            "content": {"application/problem+json": {"schema": {"type": "object"}}},
+        },
+        "503": _NO_REGISTRY,
+    }
+    arm = {
+        "type": "object",
+        "properties": {
+            "users": {"type": "integer"},
+            "exposures": {"type": "integer"},
+            "conversions": {"type": "integer"},
+            "conversion_rate": {"type": "number", "nullable": True},
+            "recommendation_hits": {"type": "integer"},
+            "hit_rate": {"type": "number", "nullable": True},
+        },
+    }
+    diff = {
+        "type": "object",
+        "properties": {
+            "difference": {"type": "number", "nullable": True, "description": "B - A"},
+            "ci95": {
+                "type": "array",
+                "nullable": True,
+                "items": {"type": "number"},
+                "minItems": 2,
+                "maxItems": 2,
+            },
+        },
+    }
+    report = {
+        "type": "object",
+        "required": ["experiment", "mode", "variants", "conversion", "recommendation_hits"],
+        "properties": {
+            "experiment": {"type": "string"},
+            "mode": {"type": "string", "enum": list(MODES)},
+            "variants": {"type": "object", "properties": {"A": arm, "B": arm}},
+            "conversion": diff,
+            "recommendation_hits": diff,
+        },
+    }
+    admin = "Scope `models:admin`."
+    return {
+        "/v1/models": {
+            "get": {
+                "summary": "Every registered model version, oldest first, and the experiment",
+                "description": admin,
+                "responses": {
+                    "200": {
+                        "description": "the registry",
+                        "content": _json(
+                            {
+                                "type": "object",
+                                "required": ["models", "experiment"],
+                                "properties": {
+                                    "models": {"type": "array", "items": version},
+                                    "experiment": experiment,
+                                },
+                            }
+                        ),
+                    },
+                    **_AUTH,
+                    "503": _NO_REGISTRY,
+                },
+            }
+        },
+        "/v1/models/{name}/activate": {
+            "post": {
+                "summary": "Make a version active on every worker (answers once served here)",
+                "description": admin,
+                "parameters": [_name_param("the model", list(NAMES))],
+                "requestBody": {
+                    "required": True,
+                    "content": _json(
+                        {
+                            "type": "object",
+                            "required": ["version"],
+                            "properties": {"version": {"type": "string", "minLength": 1}},
+                        }
+                    ),
+                },
+                "responses": {
+                    "200": {"description": "activated", "content": _json(switched)},
+                    **switch_errors,
+                },
+            }
+        },
+        "/v1/models/{name}/rollback": {
+            "post": {
+                "summary": "Back to the previously active version",
+                "description": admin,
+                "parameters": [_name_param("the model", list(NAMES))],
+                "responses": {
+                    "200": {"description": "rolled back", "content": _json(switched)},
+                    **{k: v for k, v in switch_errors.items() if k != "400"},
+                },
+            }
+        },
+        "/v1/models/experiment": {
+            "get": {
+                "summary": "The running A/B test or shadow run (null when none)",
+                "description": admin,
+                "responses": {
+                    "200": {"description": "the experiment", "content": _json(experiment_body)},
+                    **_AUTH,
+                    "503": _NO_REGISTRY,
+                },
+            },
+            "put": {
+                "summary": "Start an experiment: the active version (A) against a candidate (B)",
+                "description": admin + " Replaces a running experiment.",
+                "requestBody": {
+                    "required": True,
+                    "content": _json(
+                        {
+                            "type": "object",
+                            "required": ["name", "model", "candidate"],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "model": {"type": "string", "enum": list(NAMES)},
+                                "candidate": {"type": "string", "minLength": 1},
+                                "mode": {"type": "string", "enum": list(MODES), "default": "ab"},
+                                "share": {
+                                    "type": "number",
+                                    "exclusiveMinimum": 0,
+                                    "exclusiveMaximum": 1,
+                                    "default": 0.5,
+                                    "description": "the fraction of users in variant B",
+                                },
+                            },
+                        }
+                    ),
+                },
+                "responses": {
+                    "200": {"description": "started", "content": _json(experiment_body)},
+                    "400": _PROBLEM,
+                    **_AUTH,
+                    "404": _PROBLEM,
+                    "503": _NO_REGISTRY,
+                },
+            },
+            "delete": {
+                "summary": "Stop the running experiment",
+                "description": admin,
+                "responses": {
+                    "200": {"description": "stopped", "content": _json(experiment_body)},
+                    **_AUTH,
+                    "503": _NO_REGISTRY,
+                },
+            },
+        },
+        "/v1/models/experiments/{name}/report": {
+            "get": {
+                "summary": "Per-variant exposures, conversions and recommendation hits, and B - A "
+                "with a 95% confidence interval",
+                "description": admin + " An experiment without exposures reports zeros.",
+                "parameters": [_name_param("the experiment")],
+                "responses": {
+                    "200": {"description": "the report", "content": _json(report)},
+                    **_AUTH,
+                    "503": _NO_REGISTRY,
+                },
+            }
+        },
+    }
+
+
+def privacy_paths() -> dict[str, Any]:
+    return {
+        "/v1/users/{user_id}/export": {
+            "get": {
+                "summary": "GDPR access: everything stored about a user",
+                "description": "Scope `privacy:admin`; audited.",
+                "parameters": [_user_param()],
+                "responses": {
+                    "200": {
+                        "description": "the profile view, the stored fields and cached blocks",
+                        "content": _json(
+                            {
+                                "type": "object",
+                                "required": ["user_id", "profile", "stored", "cached_blocks"],
+                                "properties": {
+                                    "user_id": {"type": "string"},
+                                    "profile": _ANY,
+                                    "stored": _ANY,
+                                    "cached_blocks": {"type": "array"},
+                                },
+                            }
+                        ),
+                    },
+                    **_AUTH,
+                    "404": _PROBLEM,
+                },
+            }
+        },
+        "/v1/users/{user_id}": {
+            "delete": {
+                "summary": "GDPR erasure: the profile (with a changelog tombstone) and every cache",
+                "description": "Scope `privacy:admin`; audited. 202 when the erasure was queued "
+                "but not yet applied within 10 s.",
+                "parameters": [_user_param()],
+                "responses": {
+                    **{
+                        status: {
+                            "description": what,
+                            "content": _json(
+                                {
+                                    "type": "object",
+                                    "required": ["user_id", "erased", "existed"],
+                                    "properties": {
+                                        "user_id": {"type": "string"},
+                                        "erased": {"type": "boolean"},
+                                        "existed": {"type": "boolean"},
+                                    },
+                                }
+                            ),
+                        }
+                        for status, what in (("200", "erased"), ("202", "queued"))
+                    },
+                    **_AUTH,
+                },
+            }
+        },
+    }
