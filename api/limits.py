@@ -10,7 +10,8 @@
   bound their own item counts (events, user ids, template size).
 - Audit: admin handlers record what they do with `api.audit.audit` (one JSON line per action on the
   `persona.audit` logger, which the process wiring sends to `<data_dir>/audit.log`); this module
-  adds a `denied` record for every admin request refused with 401, 403 or 429.
+  adds a `denied` record for every admin request refused with 401, 403 or 429, and a `models`
+  record for every model change (POST/PUT/DELETE under /v1/models) with its status.
 - Request logging on the hot content routes is at debug level only (metrics count every request).
 """
 
@@ -130,20 +131,24 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
 def _audit_middleware(
     key_of: Callable[[web.Request], str | None], scope_of: Callable[[web.Request], str | None]
 ) -> Middleware:
-    """Audit refused admin requests (401/403/429); the handlers audit the actions they take
-    (`api.audit.audit`)."""
+    """Audit refused admin requests (401/403/429, action `denied`) and every model change
+    (`models`: activate, rollback, experiments); privacy handlers audit their own actions."""
 
     @web.middleware
     async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if scope_of(request) not in ADMIN_SCOPES:
+        scope = scope_of(request)
+        if scope not in ADMIN_SCOPES:
             return await handler(request)
         response = await handler(request)
-        if response.status in (401, 403, 429):
+        denied = response.status in (401, 403, 429)
+        # privacy handlers audit themselves (api/audit.py); model changes are audited here
+        changed = scope == "models:admin" and request.method != "GET"
+        if denied or changed:
             audit_log.info(
                 json.dumps(
                     {
                         "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "action": "denied",
+                        "action": "denied" if denied else "models",
                         "status": response.status,
                         "key": key_of(request) or "",
                         "remote": request.remote or "",

@@ -286,3 +286,14 @@ async def test_denied_admin_requests_are_audited(
 async def test_oversized_bodies_are_refused(client: TestClient) -> None:
     r = await client.post("/v1/render", data=b"x" * (11 * 1024 * 1024), headers=AUTH)
     assert r.status == 413
+
+
+async def test_model_changes_are_audited(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, "persona.audit"):
+        await client.post("/v1/models/churn/activate", json={"version": "x"}, headers=AUTH)
+    record = json.loads(caplog.messages[-1])
+    assert (
+        record["action"] in ("models", "denied") and record["path"] == "/v1/models/churn/activate"
+    )
