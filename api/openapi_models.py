@@ -71,7 +71,13 @@ def models_paths() -> dict[str, Any]:
             "control": {"type": "string", "description": "the version variant A is served"},
             "candidate": {"type": "string", "description": "the version under test"},
             "mode": {"type": "string", "enum": list(MODES)},
-            "share": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "share": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "exclusiveMinimum": True,
+                "exclusiveMaximum": True,
+            },
             "started": {"type": "string", "format": "date-time"},
         },
     }
@@ -223,8 +229,10 @@ def models_paths() -> dict[str, Any]:
                                 "mode": {"type": "string", "enum": list(MODES), "default": "ab"},
                                 "share": {
                                     "type": "number",
-                                    "exclusiveMinimum": 0,
-                                    "exclusiveMaximum": 1,
+                                    "minimum": 0,
+                                    "maximum": 1,
+                                    "exclusiveMinimum": True,
+                                    "exclusiveMaximum": True,
                                     "default": 0.5,
                                     "description": "the fraction of users in variant B",
                                 },
