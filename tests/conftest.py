@@ -53,6 +53,15 @@ def http(
         return 0, {}, b""
 
 
+def metric(base: str, name: str) -> float:
+    """One unlabelled sample of the worker's /metrics (0 when absent)."""
+    _, _, body = http("GET", base + "/metrics", key=None)
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     last = None

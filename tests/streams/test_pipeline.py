@@ -15,7 +15,7 @@ from engine.events import validate
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
 from streams.produce import ALL_INPUTS, Producer, bootstrap_servers, ensure_topics
-from tests.conftest import T0, Worker, http, wait_until
+from tests.conftest import T0, Worker, http, metric, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,13 @@ def catalog_loaded(worker: Worker) -> Worker:
         async with Producer(worker.broker_url) as producer:
             return await producer.send_products(read_catalog(DEMO_DIR / "catalog.jsonl.gz"))
 
+    updates = "persona_catalog_updates_total"
+    before = metric(worker.base, updates)  # other tests may have imported products already
     sent = asyncio.run(go())
     assert sent > 1000
-
-    def loaded() -> bool:
-        status, _, body = http("GET", worker.base + "/metrics", key=None)
-        return status == 200 and f"persona_catalog_updates_total {sent}" in body.decode()
-
-    wait_until(loaded, timeout=60, what="catalog applied")
+    wait_until(
+        lambda: metric(worker.base, updates) >= before + sent, timeout=60, what="catalog applied"
+    )
     return worker
 
 
