@@ -18,6 +18,7 @@ from aiohttp import web
 
 from api.app import CONTENT, problem
 from api.limits import MAX_USERS
+from api.models_routes import log_exposures
 from engine.blocks import BLOCKS, FORMATS
 
 MSGPACK = "application/msgpack"
@@ -87,6 +88,7 @@ async def post_batch(request: web.Request) -> web.Response:
     for uid in ids:
         block = content.block(uid, block_name, fmt)
         results[uid] = {"content": block.content, "fallback": block.fallback, "etag": block.etag}
+    log_exposures(request, ids, block_name)
     return respond(request, {"results": results})
 
 

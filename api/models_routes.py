@@ -9,7 +9,8 @@
     GET    /v1/models/experiments/{name}/report    per-variant exposures, conversions, CI
 
 While an experiment runs, every 200 answer of a block or profile read of a known user is logged
-as an exposure (variant, versions, the items shown, and in shadow mode the candidate's items).
+as an exposure (variant, versions, the items shown, and in shadow mode the candidate's items); so
+is every known user of `POST /v1/blocks:batch` and `POST /v1/render` (`log_exposures`).
 """
 
 from __future__ import annotations
@@ -151,6 +152,20 @@ async def exposures_middleware(request: web.Request, handler: Handler) -> web.St
     except Exception:  # exposures must never break a read
         log.exception("could not log an exposure for %s", user_id)
     return response
+
+
+def log_exposures(request: web.Request, user_ids: list[str], block: str) -> None:
+    """The exposures of a send-time call (blocks:batch, render): one per known user, while an
+    experiment runs. Never raises: exposures must not break a send."""
+    admin = request.app.get(ADMIN)
+    content = request.app[CONTENT]
+    if admin is None or content.models.experiment is None:
+        return
+    for user_id in user_ids:
+        try:
+            log_exposure(admin, content, user_id, block)
+        except Exception:
+            log.exception("could not log an exposure for %s", user_id)
 
 
 def log_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> None:

@@ -31,6 +31,7 @@ from api.app import CONTENT, problem
 from api.batch import BadRequest, read_body, respond, user_ids
 from api.content import ContentService
 from api.limits import MAX_TEMPLATE, MAX_USERS
+from api.models_routes import log_exposures
 from engine.blocks import BLOCKS
 
 log = logging.getLogger("persona.render")
@@ -147,6 +148,7 @@ async def post_render(request: web.Request) -> web.Response:
         errors += failed
     if errors:
         request.app[RENDER_ERRORS][0] += errors
+    log_exposures(request, ids, "render")
     return respond(request, {"results": results, "errors": errors})
 
 

@@ -126,3 +126,23 @@ async def test_experiment_exposures_are_logged_per_variant(setup: Any) -> None:
     assert (await client.delete("/v1/models/experiment", headers=ADMIN_KEY)).status == 200
     await client.get("/v1/users/u0/profile", headers=READER)
     assert len(admin.exposures) == len(users)
+
+
+async def test_batch_and_render_log_exposures(setup: Any) -> None:
+    client, admin, state = setup
+    for i in range(4):
+        state.apply(validate({"event_id": f"e{i}", "type": "product_view", "user_id": f"u{i}",
+                              "item_id": "a", "ts": 1_700_000_000_000}))  # fmt: skip
+    users = ["u0", "u1", "u2", "u3", "stranger"]
+    batch = {"block": "recommendations", "format": "json", "user_ids": users}
+    assert (await client.post("/v1/blocks:batch", json=batch, headers=READER)).status == 200
+    assert admin.exposures == []  # no experiment running: nothing logged
+    body = {"name": "t2", "model": "recs", "candidate": admin.candidate.version}
+    assert (await client.put("/v1/models/experiment", json=body, headers=ADMIN_KEY)).status == 200
+    assert (await client.post("/v1/blocks:batch", json=batch, headers=READER)).status == 200
+    render = {"template": "{{ blocks.recommendations }}", "user_ids": users}
+    assert (await client.post("/v1/render", json=render, headers=READER)).status == 200
+    logged = [(e["block"], e["user_id"]) for e in admin.exposures]
+    known = users[:4]  # an unknown user sees the fallback: no exposure
+    assert logged == [("recommendations", u) for u in known] + [("render", u) for u in known]
+    assert all(e["experiment"] == "t2" and e["variant"] in "AB" for e in admin.exposures)
