@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit lint fmt models bench clean browser docs
+.PHONY: help venv run test test-unit lint fmt models bench bench-ingest clean browser docs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,8 +57,12 @@ models: $(STAMP) ## retrain the default models shipped in models/default from ..
 docs: $(STAMP) ## regenerate docs/api.md from the OpenAPI document
 	$(BIN)/python -m api.apidoc > docs/api.md
 
-bench: $(STAMP) ## serving benchmark against a running engine (needs wrk; not part of make test)
+bench: $(STAMP) ## serving and ingestion benchmarks (serving needs wrk; never part of make test)
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python -m benchmarks.ingest
+
+bench-ingest: $(STAMP) ## ingestion benchmark: REES46 through the embedded broker into one worker
+	$(BIN)/python -m benchmarks.ingest
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache
