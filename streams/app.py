@@ -21,6 +21,7 @@ from typing import Any, cast
 import faust
 import numpy as np
 from aiokafka.partitioner import DefaultPartitioner
+from faust.sensors.monitor import Monitor
 from faust.types import EventT
 
 from engine.catalog import InvalidProduct, Product, parse_product
@@ -81,6 +82,43 @@ def event_context(event: EventT) -> Iterator[None]:
         faust_streams._current_event.reset(token)
 
 
+class QuietMonitor(Monitor):
+    """Faust's default Monitor does bookkeeping on every message, stream event, table access and
+    send, for a web view Persona does not run; Persona keeps its own counters (StreamStats,
+    /metrics). The per-message hooks are no-ops; rebalance, commit and assignment ones stay."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        return None
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        return None
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        return None
+
+    def on_send_initiated(
+        self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+    ) -> None:
+        return None
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        return None
+
+
 @dataclass
 class StreamStats:
     events: int = 0
@@ -127,7 +165,8 @@ class PersonaStreams:
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
             table_standby_replicas=1,
-            canonical_url=settings.own_url,  # advertised to the group: routing to owners
+            canonical_url=settings.own_url,
+            monitor=QuietMonitor(),  # advertised to the group: routing to owners
             loghandlers=[],
         )
         app = self.app
