@@ -248,6 +248,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0, help="freshness phase length")
+    parser.add_argument(
+        "--freshness-rate", type=float, help="events/s during the freshness phase (default: half)"
+    )
     args = parser.parse_args()
     if not REES46.exists():
         sys.exit(f"needs {REES46} (the REES46 sample in ../shared/data)")
@@ -262,7 +265,7 @@ def main() -> None:
             proc, base = start_worker(broker.url, tmp / "w", args.partitions)
             try:
                 results["worker"] = measure_worker(base, args.events)
-                rate = results["worker"]["events_per_s"] / 2
+                rate = args.freshness_rate or results["worker"]["events_per_s"] / 2
                 results["freshness"] = asyncio.run(freshness(broker.url, base, rate, args.seconds))
             finally:
                 proc.send_signal(signal.SIGTERM)

@@ -5,7 +5,8 @@ with the offset after its last record, whenever that batch holds several records
 recovery trusts that figure: it stops reading a changelog early, or refuses to start with a
 ConsistencyError when the offset it persisted lies beyond it. A fetch response's high watermark
 is right, so for every partition with data we fetch once from the reported end - 1 and take the
-larger of the two. Installed only when the cluster is Tansu; other brokers are untouched.
+larger of the two. It also holds every fetch for the consumer's whole fetch_max_wait (see
+`install`). Installed only when the cluster is Tansu; other brokers are untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 log = logging.getLogger("persona.tansu")
 
 _installed = False
+FETCH_MAX_WAIT_MS = 20
 
 
 async def exact_end_offsets(
@@ -76,4 +78,16 @@ def install(bootstrap: str) -> None:
         return await exact_end_offsets(bootstrap, reported)
 
     thread_cls._highwaters = _highwaters
+
+    # Faust fixes fetch_max_wait_ms at 1,500 ms. Kafka answers a waiting fetch as soon as data
+    # arrives; Tansu holds it for the whole wait, so an event sent to an idle partition waited
+    # ~750 ms on average before the worker saw it. A short wait keeps freshness in milliseconds.
+    create = thread_cls._create_worker_consumer
+
+    def _create_worker_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        consumer = create(self, *args, **kwargs)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+    thread_cls._create_worker_consumer = _create_worker_consumer
     _installed = True
