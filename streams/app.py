@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
-import numpy as np
 from aiokafka.partitioner import DefaultPartitioner
 from faust.sensors.monitor import Monitor
 from faust.types import EventT
@@ -27,18 +26,8 @@ from faust.types import EventT
 from engine.catalog import InvalidProduct, Product, parse_product
 from engine.clock import EventTimeClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
-from engine.features import features
 from engine.profile import Profile, apply
 from engine.settings import Settings
-from engine.triggers import (
-    CHURN_RISK,
-    Trigger,
-    abandoned_cart,
-    abandoned_cart_due,
-    catalog_change,
-    churn_risk,
-    item_triggers,
-)
 from models.registry import ModelSet
 from streams import tansu as tansu_fix
 from streams.admin import (
@@ -49,9 +38,8 @@ from streams.admin import (
     TRIGGERS_TOPIC,
     bootstrap_servers,
 )
+from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
-
-Touched = dict[bytes, tuple[Profile | None, EventT, bool]]  # user -> (profile, event, dirty)
 
 log = logging.getLogger("persona.streams")
 
@@ -209,17 +197,14 @@ class PersonaStreams:
         self.triggers_topic = topic(TRIGGERS_TOPIC)
         self.models_provider: Callable[[], ModelSet | None] = lambda: None
         self.webhooks: WebhookSender | None = None
-        self._pending: dict[str, int] = {}  # user -> event time their cart counts as abandoned
-        self._cart_delay_ms = int(settings.abandoned_cart_minutes * 60_000)
-        self._sweep_every_ms = 3_600_000  # event time between sweeps of all local users
-        self._last_sweep = 0
+        self.triggers = TriggerRunner(self)
 
         app.agent(self.input_topic, name="persona.events")(self._events_agent)
         app.agent(self.catalog_topic, name="persona.catalog")(self._catalog_agent)
         app.agent(self.item_activity, name="persona.popularity")(self._popularity_agent)
         app.timer(POPULAR_REFRESH)(self._refresh_popular)
-        app.timer(1.0)(self._check_due)
-        app.timer(10.0)(self._sweep)
+        app.timer(1.0)(self.triggers.check_due)
+        app.timer(10.0)(self.triggers.sweep)
 
     # -- read side (used by the API, same process) ---------------------------------------------
     def profile(self, user_id: str) -> Profile | None:
@@ -395,7 +380,7 @@ class PersonaStreams:
             weight = _POPULARITY_WEIGHT.get(event.type)
             if weight and event.item_id:
                 activity.setdefault(event.item_id, [0.0])[0] += weight * event.quantity
-        fired = self._triggers(touched)
+        fired = self.triggers.evaluate(touched)
         for user, (profile, fevent, dirty) in touched.items():
             if not dirty:
                 continue
@@ -405,7 +390,7 @@ class PersonaStreams:
                 else:
                     self.profiles[user] = profile.pack()
         for trigger in fired:
-            await self._emit(trigger)
+            await self.triggers.emit(trigger)
         for partition, (ts, fevent) in newest.items():
             with event_context(fevent):
                 key = b"%d" % partition
@@ -424,148 +409,15 @@ class PersonaStreams:
             log.error("ignoring a malformed command at offset %s", fevent.message.offset)
             return
         if kind == "item_changed":
-            await self._item_changed(fevent, command)
+            await self.triggers.item_changed(fevent, command)
         elif kind == "erase":
             touched[user] = (None, fevent, True)
-            self._pending.pop(user.decode(), None)
+            self.triggers.forget(user.decode())
             self.stats.erased += 1
         elif kind == "check" and user not in touched:
             profile = self._load(user, fevent, touched)
             if profile is not None:
                 touched[user] = (profile, fevent, False)  # written only if a trigger fires
-
-    # -- triggers --------------------------------------------------------------------------------
-    def _triggers(self, touched: Touched) -> list[Trigger]:
-        """Evaluate the triggers of every user of the batch (marking firings in their profiles)
-        and keep the abandoned-cart schedule up to date."""
-        now = self.clock.now_ms()
-        live = [(user, entry) for user, entry in touched.items() if entry[0] is not None]
-        scores = self._churn_scores([cast(Profile, entry[0]) for _, entry in live], now)
-        fired: list[Trigger] = []
-        for (user, (profile, fevent, dirty)), score in zip(live, scores, strict=True):
-            assert profile is not None
-            before = profile
-            trigger, profile = abandoned_cart(profile, now, self._cart_delay_ms)
-            if trigger:
-                fired.append(trigger)
-            if score is not None:
-                trigger, profile = churn_risk(profile, score, self.settings.churn_threshold, now)
-                if trigger:
-                    fired.append(trigger)
-            due = abandoned_cart_due(profile, self._cart_delay_ms)
-            if due is None:
-                self._pending.pop(profile.user_id, None)
-            else:
-                self._pending[profile.user_id] = due
-            touched[user] = (profile, fevent, dirty or profile is not before)
-        return fired
-
-    def _churn_scores(self, profiles: list[Profile], now: int) -> list[float | None]:
-        models = self.models_provider()
-        if models is None or not profiles:
-            return [None] * len(profiles)
-        matrix = np.array([features(p, now) for p in profiles], dtype=np.float64)
-        return [float(s) for s in models.churn.score_batch(matrix)]
-
-    async def _emit(self, trigger: Trigger) -> None:
-        message = json.dumps(trigger.to_message()).encode()
-        self.stats.triggers[trigger.trigger] = self.stats.triggers.get(trigger.trigger, 0) + 1
-        await self.triggers_topic.send(key=trigger.user_id.encode(), value=message)
-        if self.webhooks is not None:
-            self.webhooks.submit(message)
-
-    async def _check_due(self) -> None:
-        try:
-            await self._check_due_once()
-        except Exception:
-            log.exception("the abandoned-cart check failed; retrying at the next tick")
-
-    async def _check_due_once(self) -> None:
-        """Ask the owning partition to check users whose abandoned-cart delay has passed (the
-        check runs in order with the user's events, so a purchase in between cancels it)."""
-        now = self.clock.now_ms()
-        due = [user for user, when in self._pending.items() if when <= now]
-        for user in due:
-            del self._pending[user]
-            await self._send_check(user)
-
-    async def _send_check(self, user: str) -> None:
-        body = json.dumps({"command": "check", "user_id": user}).encode()
-        await self.commands_topic.send(key=user.encode(), value=body)
-
-    def _active_partitions(self) -> list[int]:
-        assigned = cast(Any, self.app.assignor).assigned_actives()
-        return sorted({tp.partition for tp in assigned if tp.topic in INPUT_TOPICS})
-
-    def _local_profiles(self, partition: int) -> Iterator[Profile]:
-        db = cast(Any, self.profiles.data)._db_for_partition(partition)
-        for key, raw in db.items():
-            if raw and not key.startswith(b"__faust"):  # Faust keeps its offsets beside our rows
-                yield Profile.unpack(raw)
-
-    async def _sweep(self) -> None:
-        try:
-            await self._sweep_once()
-        except Exception:  # a timer must never take the worker down
-            log.exception("the trigger sweep failed; retrying at the next tick")
-
-    async def _sweep_once(self) -> None:
-        """Periodically, over this worker's users: rebuild the abandoned-cart schedule (after a
-        restart it is empty) and find users whose churn score crossed upward as time passed."""
-        now = self.clock.now_ms()
-        if not self.ready()[0] or now - self._last_sweep < self._sweep_every_ms:
-            return
-        self._last_sweep = now
-        models = self.models_provider()
-        for partition in self._active_partitions():
-            chunk: list[Profile] = []
-            for profile in self._local_profiles(partition):
-                due = abandoned_cart_due(profile, self._cart_delay_ms)
-                if due is not None:
-                    self._pending[profile.user_id] = due
-                chunk.append(profile)
-                if len(chunk) >= 2000:
-                    await self._sweep_churn(chunk, now, models)
-                    chunk = []
-            await self._sweep_churn(chunk, now, models)
-
-    async def _sweep_churn(self, chunk: list[Profile], now: int, models: ModelSet | None) -> None:
-        if not chunk or models is None:
-            return
-        scores = self._churn_scores(chunk, now)
-        threshold = self.settings.churn_threshold
-        for profile, score in zip(chunk, scores, strict=True):
-            high = profile.fired.get(CHURN_RISK, 0) > 0
-            if score is not None and (score >= threshold) != high:
-                await self._send_check(profile.user_id)
-        await asyncio.sleep(0)  # let the stream breathe between chunks
-
-    async def _item_changed(self, fevent: EventT, command: dict[str, Any]) -> None:
-        """A catalog change, broadcast to every partition: triggers for this partition's users
-        who have the item in their cart or recent views."""
-        product = Product(**command["product"])
-        kinds = list(command["kinds"])
-        now = self.clock.now_ms()
-        for profile in self._local_profiles(fevent.message.partition):
-            for trigger in item_triggers(profile, product, kinds, command["old_price"], now):
-                await self._emit(trigger)
-
-    async def _broadcast_item_change(self, old: Product | None, new: Product) -> None:
-        kinds = catalog_change(old, new)
-        if not kinds or old is None:
-            return
-        body = json.dumps(
-            {
-                "command": "item_changed",
-                "product": new.to_dict(),
-                "kinds": kinds,
-                "old_price": old.price,
-            }
-        ).encode()
-        for partition in self._partitions:
-            await self.commands_topic.send(
-                key=new.item_id.encode(), value=body, partition=partition
-            )
 
     async def _catalog_agent(self, stream: faust.StreamT) -> None:
         async for fevent in stream.events():
@@ -582,7 +434,7 @@ class PersonaStreams:
                     old = self.product(product.item_id)
                     self.catalog[product.item_id.encode()] = product.pack()
                     self._products.pop(product.item_id, None)
-                    await self._broadcast_item_change(old, product)
+                    await self.triggers.broadcast_item_change(old, product)
                 self.stats.catalog_updates += 1
                 self.catalog_generation += 1
             except InvalidProduct as exc:

@@ -1,0 +1,190 @@
+"""Triggers in the stream: the adapter around the pure decisions of `engine.triggers`.
+
+`evaluate` runs inside each event batch (in the users' partitions, before their profiles are
+written, so a firing is stored with the state that caused it); timers schedule abandoned-cart
+checks and sweep this worker's users as event time passes; catalog changes are broadcast to every
+partition as a command. Emitted triggers go to the `triggers` topic and, optionally, to webhooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+from faust.types import EventT
+
+from engine.catalog import Product
+from engine.events import INPUT_TOPICS
+from engine.features import features
+from engine.profile import Profile
+from engine.triggers import (
+    CHURN_RISK,
+    Trigger,
+    abandoned_cart,
+    abandoned_cart_due,
+    catalog_change,
+    churn_risk,
+    item_triggers,
+)
+from models.registry import ModelSet
+
+if TYPE_CHECKING:
+    from streams.app import PersonaStreams
+
+log = logging.getLogger("persona.triggers")
+
+Touched = dict[bytes, tuple[Profile | None, EventT, bool]]  # user -> (profile, event, dirty)
+SWEEP_EVERY_MS = 3_600_000  # event time between sweeps of all local users
+
+
+class TriggerRunner:
+    def __init__(self, streams: PersonaStreams) -> None:
+        self.streams = streams
+        self._pending: dict[str, int] = {}  # user -> event time their cart counts as abandoned
+        self._cart_delay_ms = int(streams.settings.abandoned_cart_minutes * 60_000)
+        self._sweep_every_ms = SWEEP_EVERY_MS
+        self._last_sweep = 0
+
+    def forget(self, user_id: str) -> None:
+        """Drop a user's schedule (erasure)."""
+        self._pending.pop(user_id, None)
+
+    def evaluate(self, touched: Touched) -> list[Trigger]:
+        """Evaluate the triggers of every user of the batch (marking firings in their profiles)
+        and keep the abandoned-cart schedule up to date."""
+        now = self.streams.clock.now_ms()
+        live = [(user, entry) for user, entry in touched.items() if entry[0] is not None]
+        scores = self.churn_scores([cast(Profile, entry[0]) for _, entry in live], now)
+        fired: list[Trigger] = []
+        for (user, (profile, fevent, dirty)), score in zip(live, scores, strict=True):
+            assert profile is not None
+            before = profile
+            trigger, profile = abandoned_cart(profile, now, self._cart_delay_ms)
+            if trigger:
+                fired.append(trigger)
+            if score is not None:
+                trigger, profile = churn_risk(
+                    profile, score, self.streams.settings.churn_threshold, now
+                )
+                if trigger:
+                    fired.append(trigger)
+            due = abandoned_cart_due(profile, self._cart_delay_ms)
+            if due is None:
+                self._pending.pop(profile.user_id, None)
+            else:
+                self._pending[profile.user_id] = due
+            touched[user] = (profile, fevent, dirty or profile is not before)
+        return fired
+
+    def churn_scores(self, profiles: list[Profile], now: int) -> list[float | None]:
+        models = self.streams.models_provider()
+        if models is None or not profiles:
+            return [None] * len(profiles)
+        matrix = np.array([features(p, now) for p in profiles], dtype=np.float64)
+        return [float(s) for s in models.churn.score_batch(matrix)]
+
+    async def emit(self, trigger: Trigger) -> None:
+        message = json.dumps(trigger.to_message()).encode()
+        self.streams.stats.triggers[trigger.trigger] = (
+            self.streams.stats.triggers.get(trigger.trigger, 0) + 1
+        )
+        await self.streams.triggers_topic.send(key=trigger.user_id.encode(), value=message)
+        if self.streams.webhooks is not None:
+            self.streams.webhooks.submit(message)
+
+    async def check_due(self) -> None:
+        try:
+            await self._check_due_once()
+        except Exception:
+            log.exception("the abandoned-cart check failed; retrying at the next tick")
+
+    async def _check_due_once(self) -> None:
+        """Ask the owning partition to check users whose abandoned-cart delay has passed (the
+        check runs in order with the user's events, so a purchase in between cancels it)."""
+        now = self.streams.clock.now_ms()
+        due = [user for user, when in self._pending.items() if when <= now]
+        for user in due:
+            del self._pending[user]
+            await self.send_check(user)
+
+    async def send_check(self, user: str) -> None:
+        body = json.dumps({"command": "check", "user_id": user}).encode()
+        await self.streams.commands_topic.send(key=user.encode(), value=body)
+
+    def _active_partitions(self) -> list[int]:
+        assigned = cast(Any, self.streams.app.assignor).assigned_actives()
+        return sorted({tp.partition for tp in assigned if tp.topic in INPUT_TOPICS})
+
+    def _local_profiles(self, partition: int) -> Iterator[Profile]:
+        db = cast(Any, self.streams.profiles.data)._db_for_partition(partition)
+        for key, raw in db.items():
+            if raw and not key.startswith(b"__faust"):  # Faust keeps its offsets beside our rows
+                yield Profile.unpack(raw)
+
+    async def sweep(self) -> None:
+        try:
+            await self._sweep_once()
+        except Exception:  # a timer must never take the worker down
+            log.exception("the trigger sweep failed; retrying at the next tick")
+
+    async def _sweep_once(self) -> None:
+        """Periodically, over this worker's users: rebuild the abandoned-cart schedule (after a
+        restart it is empty) and find users whose churn score crossed upward as time passed."""
+        now = self.streams.clock.now_ms()
+        if not self.streams.ready()[0] or now - self._last_sweep < self._sweep_every_ms:
+            return
+        self._last_sweep = now
+        models = self.streams.models_provider()
+        for partition in self._active_partitions():
+            chunk: list[Profile] = []
+            for profile in self._local_profiles(partition):
+                due = abandoned_cart_due(profile, self._cart_delay_ms)
+                if due is not None:
+                    self._pending[profile.user_id] = due
+                chunk.append(profile)
+                if len(chunk) >= 2000:
+                    await self._sweep_churn(chunk, now, models)
+                    chunk = []
+            await self._sweep_churn(chunk, now, models)
+
+    async def _sweep_churn(self, chunk: list[Profile], now: int, models: ModelSet | None) -> None:
+        if not chunk or models is None:
+            return
+        scores = self.churn_scores(chunk, now)
+        threshold = self.streams.settings.churn_threshold
+        for profile, score in zip(chunk, scores, strict=True):
+            high = profile.fired.get(CHURN_RISK, 0) > 0
+            if score is not None and (score >= threshold) != high:
+                await self.send_check(profile.user_id)
+        await asyncio.sleep(0)  # let the stream breathe between chunks
+
+    async def item_changed(self, fevent: EventT, command: dict[str, Any]) -> None:
+        """A catalog change, broadcast to every partition: triggers for this partition's users
+        who have the item in their cart or recent views."""
+        product = Product(**command["product"])
+        kinds = list(command["kinds"])
+        now = self.streams.clock.now_ms()
+        for profile in self._local_profiles(fevent.message.partition):
+            for trigger in item_triggers(profile, product, kinds, command["old_price"], now):
+                await self.emit(trigger)
+
+    async def broadcast_item_change(self, old: Product | None, new: Product) -> None:
+        kinds = catalog_change(old, new)
+        if not kinds or old is None:
+            return
+        body = json.dumps(
+            {
+                "command": "item_changed",
+                "product": new.to_dict(),
+                "kinds": kinds,
+                "old_price": old.price,
+            }
+        ).encode()
+        for partition in self.streams._partitions:
+            await self.streams.commands_topic.send(
+                key=new.item_id.encode(), value=body, partition=partition
+            )
