@@ -45,6 +45,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HOT_ROUTES = frozenset({"/v1/users/{user_id}/blocks/{block}", "/v1/users/{user_id}/profile"})
 HOT_LOG_EVERY = 100  # log 1 in N successful requests on HOT_ROUTES (errors always)
+# Probes (load balancers, `persona run` waiting for readiness, Prometheus) poll all the time: their
+# answers, 503s while starting included, are access-logged only at debug level.
+PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 HISTORY = 300  # seconds of dashboard history kept (one point a second)
 CHURN_EVERY = 5  # seconds between churn-histogram refreshes
 CHURN_SAMPLE = 2000  # profiles scored for the churn histogram
@@ -218,6 +221,10 @@ class Telemetry:
         entry[1] += fallback
 
     def _log(self, request: web.Request, route: str, status: int, took: float) -> None:
+        if route in PROBE_ROUTES and (status < 500 or route == "/readyz"):
+            if access_log.isEnabledFor(logging.DEBUG):
+                access_log.debug("%s %s %s", request.method, request.path, status)
+            return
         if not access_log.isEnabledFor(logging.INFO):
             return
         if route in HOT_ROUTES and status < 400:

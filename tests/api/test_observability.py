@@ -103,14 +103,16 @@ async def test_access_log_is_json_and_sampled_on_hot_routes(
     for _ in range(n):
         await client.get("/v1/users/u1/blocks/recommendations", headers=AUTH)
     await client.get("/v1/users/u1/blocks/nope", headers=AUTH)  # an error: always logged
-    await client.get("/healthz", headers={"X-Request-Id": "rid-1"})  # not hot: always logged
+    await client.get("/readyz")  # a probe: access-logged at debug level only
+    await client.get("/openapi.json", headers={"X-Request-Id": "rid-1"})  # not hot: logged
     records = [r for r in caplog.records if r.name == "persona.access"]
+    assert not [r for r in records if r.fields["route"] in ("/readyz", "/healthz")]
     hot = [r for r in records if r.fields["route"] == "/v1/users/{user_id}/blocks/{block}"]
     assert len(hot) == 2 + 1
     assert {r.fields["sample_rate"] for r in hot} == {1 / HOT_LOG_EVERY, 1}
     line = json.loads(JsonFormatter().format(records[-1]))
-    assert line["route"] == "/healthz" and line["status"] == 200 and line["level"] == "info"
-    assert line["msg"] == "GET /healthz 200" and "ms" in line
+    assert line["route"] == "/openapi.json" and line["status"] == 200 and line["level"] == "info"
+    assert line["msg"] == "GET /openapi.json 200" and "ms" in line
 
 
 def test_json_formatter_carries_the_request_id() -> None:
