@@ -40,6 +40,7 @@ from models.recs import (
     SIGNAL_WEIGHTS,
     _histories,
     _popularity,
+    fill_popular,
     recency_weights,
 )
 
@@ -129,15 +130,7 @@ class EmbeddingRecommender:
                         return out
                 seen = max(seen, size)
                 size = min(n, size * 4)
-        for candidate in self.popular:
-            if len(out) >= k:
-                break
-            if candidate in taken or candidate in exclude:
-                continue
-            if allowed is not None and not allowed(candidate):
-                continue
-            out.append(candidate)
-        return out
+        return fill_popular(out, taken, self.popular, k, exclude, allowed)
 
     def popular_items(
         self,

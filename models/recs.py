@@ -65,6 +65,27 @@ def recency_weights(recent: Sequence[tuple[str, int]], decay: float) -> list[flo
     return out
 
 
+def fill_popular(
+    out: list[str],
+    taken: set[str],
+    popular: Sequence[str],
+    k: int,
+    exclude: Container[str],
+    allowed: Callable[[str], bool] | None,
+) -> list[str]:
+    """Top `out` up to k items from `popular` (best first), skipping items already taken,
+    excluded, or not allowed; every recommender kind ends with this fill."""
+    for candidate in popular:
+        if len(out) >= k:
+            break
+        if candidate in taken or candidate in exclude:
+            continue
+        if allowed is not None and not allowed(candidate):
+            continue
+        out.append(candidate)
+    return out
+
+
 @dataclass
 class Recommender:
     version: str
@@ -124,15 +145,7 @@ class Recommender:
             taken.add(candidate)
             if len(out) >= k:
                 return out
-        for candidate in self.popular:
-            if len(out) >= k:
-                break
-            if candidate in taken or candidate in exclude:
-                continue
-            if allowed is not None and not allowed(candidate):
-                continue
-            out.append(candidate)
-        return out
+        return fill_popular(out, taken, self.popular, k, exclude, allowed)
 
     def popular_items(
         self,
