@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 
 
-class ChurnScorer(Protocol):
-    """Feature vector (``engine.features.FEATURE_NAMES`` order, raw values) -> churn probability."""
+class ModelInfo(Protocol):
+    """What every model version says about itself (listings, headers, the registry)."""
 
     @property
     def name(self) -> str: ...
@@ -26,26 +26,19 @@ class ChurnScorer(Protocol):
 
     @property
     def metrics(self) -> dict[str, Any]: ...
+
+
+class ChurnScorer(ModelInfo, Protocol):
+    """Feature vector (``engine.features.FEATURE_NAMES`` order, raw values) -> churn probability."""
 
     def score(self, vec: Sequence[float]) -> float: ...
 
     def score_batch(self, matrix: np.ndarray) -> np.ndarray: ...
 
 
-class RecsScorer(Protocol):
+class RecsScorer(ModelInfo, Protocol):
     """A profile's recent items (+ what to exclude, + a catalog filter) -> ranked item ids."""
 
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def version(self) -> str: ...
-
-    @property
-    def created(self) -> str: ...
-
-    @property
-    def metrics(self) -> dict[str, Any]: ...
     @property
     def popular(self) -> list[str]: ...
 
