@@ -57,10 +57,16 @@ def _scope_for(request: web.Request) -> str | None:
     return "content:read"
 
 
+def count_request(metrics: dict[str, Any], status: int, took: float) -> None:
+    metrics["requests"] = metrics.get("requests", 0) + 1
+    metrics["seconds"] = metrics.get("seconds", 0.0) + took
+    status_key = f"status_{status // 100}xx"
+    metrics[status_key] = metrics.get(status_key, 0) + 1
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    metrics = request.app[METRICS]
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -71,18 +77,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = problem(500, "Internal Server Error", "see the server log")
-    metrics["requests"] = metrics.get("requests", 0) + 1
-    metrics["seconds"] = metrics.get("seconds", 0.0) + time.perf_counter() - started
-    status_key = f"status_{response.status // 100}xx"
-    metrics[status_key] = metrics.get(status_key, 0) + 1
+    count_request(request.app[METRICS], response.status, time.perf_counter() - started)
     return response
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    scope = _scope_for(request)
-    if scope is None:
-        return await handler(request)
+def authorize(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:
+    """(key name, None) when the request's key has `scope`, else (None, the 401/403 problem)."""
     feeds = scope == "feeds:read"  # ad platforms fetch feeds with HTTP Basic (key as password)
     secret = secret_from_header(request.headers.get("Authorization", ""), allow_basic=feeds)
     key = request.app[KEYS].authenticate(secret) if secret else None
@@ -91,10 +91,22 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["WWW-Authenticate"] = (
             'Basic realm="persona feeds"' if feeds else 'Bearer realm="persona"'
         )
-        return response
+        return None, response
     if scope not in key.scopes:
-        return problem(403, "Forbidden", f"this key lacks the {scope} scope")
-    request[KEY_NAME] = key.name
+        return None, problem(403, "Forbidden", f"this key lacks the {scope} scope")
+    return key.name, None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    scope = _scope_for(request)
+    if scope is None:
+        return await handler(request)
+    name, refused = authorize(request, scope)
+    if refused is not None:
+        return refused
+    assert name is not None
+    request[KEY_NAME] = name
     return await handler(request)
 
 
@@ -111,6 +123,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def get_block(request: web.Request) -> web.StreamResponse:
+    return block_response(request)
+
+
+def block_response(request: web.Request) -> web.Response:
+    """GET /v1/users/{id}/blocks/{block}: synchronous (a cached block is a lookup), so the hot
+    path (api/hot.py) calls it directly."""
     user_id = request.match_info["user_id"]
     block_name = request.match_info["block"]
     fmt = request.query.get("format", "html")
@@ -124,19 +142,17 @@ async def get_block(request: web.Request) -> web.StreamResponse:
     headers = {
         "ETag": block.etag,
         "Cache-Control": "private, no-cache",
-        "X-Persona-Model": ",".join(f"{k}={v}" for k, v in sorted(block.models.items())),
+        "X-Persona-Model": block.models_header,
         "X-Persona-Variant": block.variant,
     }
     if block.fallback:
         headers["X-Persona-Fallback"] = "1"
-    if block.etag in _etags(request.headers.get("If-None-Match", "")):
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and block.etag in _etags(if_none_match):
         return web.Response(status=304, headers=headers)
-    return web.Response(
-        body=block.content.encode(),
-        headers=headers,
-        content_type=block.content_type.split(";")[0],
-        charset="utf-8",
-    )
+    ctype = block.content_type
+    headers["Content-Type"] = ctype if "charset" in ctype else ctype + "; charset=utf-8"
+    return web.Response(body=block.body, headers=headers)
 
 
 def _etags(header: str) -> set[str]:
@@ -244,4 +260,7 @@ def create_app(
     from api import models_routes  # here: it imports this module
 
     models_routes.register(app)
+    from api import hot  # here: it imports this module
+
+    hot.register(app)
     return app

@@ -73,15 +73,20 @@ class ContentService:
         product = self.state.product(item_id)
         return product is not None and product.purchasable
 
-    def _stamp(self, profile: Profile | None) -> tuple[Any, ...]:
-        versions = self.models.stamp()
+    def _base_stamp(self) -> tuple[Any, ...]:
+        """What every user's blocks depend on besides their profile: catalog generation, model
+        versions, the hour of the event-time clock, the best-seller list's length."""
         return (
-            profile.version if profile else -1,
             self.state.catalog_generation,
-            versions,
+            self.models.stamp(),
             self.state.now_ms() // HOUR_MS,
             len(self.state.popular()),
         )
+
+    def _stamp(
+        self, profile: Profile | None, base: tuple[Any, ...] | None = None
+    ) -> tuple[Any, ...]:
+        return (profile.version if profile else -1, base or self._base_stamp())
 
     def scores(self, profile: Profile) -> Scores:
         stamp = self._stamp(profile)
@@ -106,11 +111,19 @@ class ContentService:
             return live
         return live + [i for i in self.models.recs.popular if i not in set(live)]
 
-    def block(self, user_id: str, block: str, fmt: str, variant: str = "default") -> Block:
+    def block(
+        self,
+        user_id: str,
+        block: str,
+        fmt: str,
+        variant: str = "default",
+        base: tuple[Any, ...] | None = None,
+    ) -> Block:
         """The user's block, personalized or the fallback; never raises for a known block and
-        format (a failing state read or model answers the fallback, logged and counted)."""
+        format (a failing state read or model answers the fallback, logged and counted).
+        `base` is a `_base_stamp()` the caller took once for many users (a batch)."""
         try:
-            return self._block(user_id, block, fmt, variant)
+            return self._block(user_id, block, fmt, variant, base)
         except UnknownBlock:
             raise
         except Exception:
@@ -133,9 +146,16 @@ class ContentService:
         )
         return assemble(inp, self.state.product, self.policy, self.renderer)
 
-    def _block(self, user_id: str, block: str, fmt: str, variant: str) -> Block:
+    def blocks(self, user_ids: list[str], block: str, fmt: str) -> list[Block]:
+        """One block per user (send-time batches): the stamp's shared part is taken once."""
+        base = self._base_stamp()
+        return [self.block(uid, block, fmt, "default", base) for uid in user_ids]
+
+    def _block(
+        self, user_id: str, block: str, fmt: str, variant: str, base: tuple[Any, ...] | None
+    ) -> Block:
         profile = self.state.profile(user_id)
-        stamp = self._stamp(profile)
+        stamp = self._stamp(profile, base)
         key = (user_id, block, fmt, variant)
         cached = self.cache.get(key, stamp)
         if cached is not None:

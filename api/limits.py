@@ -101,18 +101,26 @@ def _problem(status: int, title: str, detail: str, retry_after: int) -> web.Resp
     )
 
 
+def over_limit(app: web.Application, key_name: str | None) -> web.Response | None:
+    """The 429 problem when this key is over its rate limit (taking a token otherwise)."""
+    wait = app[LIMITER].check(key_name)
+    if not wait:
+        return None
+    return _problem(
+        429,
+        "Too Many Requests",
+        "this key is over its rate limit (PERSONA_RATE_LIMITS)",
+        max(1, math.ceil(wait)),
+    )
+
+
 def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
     @web.middleware
     async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         app = request.app
-        wait = app[LIMITER].check(key_of(request))
-        if wait:
-            return _problem(
-                429,
-                "Too Many Requests",
-                "this key is over its rate limit (PERSONA_RATE_LIMITS)",
-                max(1, math.ceil(wait)),
-            )
+        refused = over_limit(app, key_of(request))
+        if refused is not None:
+            return refused
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s key=%s", request.method, request.path, key_of(request))
         if request.path.startswith(UNTIMED_PREFIXES):

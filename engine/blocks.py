@@ -15,10 +15,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import msgpack
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 import templates
@@ -86,6 +88,29 @@ class Block:
     models: dict[str, str]
     etag: str  # strong ETag: the quoted hex digest of content
     content_type: str
+
+    # Computed once per block: a cached block is served many times (send time is the hot path).
+    @cached_property
+    def body(self) -> bytes:
+        """`content` as UTF-8."""
+        return self.content.encode()
+
+    def entry(self) -> dict[str, Any]:
+        """The block as one entry of a send-time batch: content, fallback, etag."""
+        return {"content": self.content, "fallback": self.fallback, "etag": self.etag}
+
+    @cached_property
+    def entry_msgpack(self) -> bytes:
+        return msgpack.packb(self.entry(), use_bin_type=True)
+
+    @cached_property
+    def entry_json(self) -> str:
+        return json.dumps(self.entry(), ensure_ascii=False, separators=(",", ":"))
+
+    @cached_property
+    def models_header(self) -> str:
+        """`models` as `name=version,...` sorted by name (the X-Persona-Model header)."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.models.items()))
 
 
 def template_path(block: str, fmt: str) -> str:

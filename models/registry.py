@@ -8,6 +8,7 @@ mix. With an experiment running it also holds the candidate and answers `for_use
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,16 @@ class ModelSet:
     def versions(self) -> dict[str, str]:
         return {"churn": self.churn.version, "recs": self.recs.version}
 
-    def stamp(self) -> tuple[Any, ...]:
-        """Changes whenever what any user is scored with changes (cache stamps use it)."""
+    @cached_property
+    def _stamp(self) -> tuple[Any, ...]:
         exp = self.experiment
         extra = (exp.name, exp.candidate, exp.mode, exp.share) if exp else ()
         return (*sorted(self.versions().items()), *extra)
+
+    def stamp(self) -> tuple[Any, ...]:
+        """Changes whenever what any user is scored with changes (cache stamps use it). A set is
+        immutable (a swap installs a new one), so this is computed once per set."""
+        return self._stamp
 
     def variant(self, user_id: str) -> str | None:
         return None if self.experiment is None else self.experiment.variant(user_id)

@@ -168,6 +168,7 @@ class SecondaryState:
         self._newest_event = 0
         self._memo: OrderedDict[str, tuple[bytes, Profile]] = OrderedDict()
         self._partitioner = DefaultPartitioner()
+        self._partition_memo: dict[str, int] = {}
         self._all_partitions = list(range(partitions))
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -240,7 +241,16 @@ class SecondaryState:
 
     # -- StateView ---------------------------------------------------------------------------------
     def partition_of(self, user_id: str) -> int:
-        return int(self._partitioner(user_id.encode(), self._all_partitions, self._all_partitions))
+        """The user's partition (murmur2, as producers key events), memoized: the pure-Python
+        hash costs more than the RocksDB read it leads to."""
+        partition = self._partition_memo.get(user_id)
+        if partition is None:
+            if len(self._partition_memo) >= PROFILE_MEMO:
+                self._partition_memo.clear()
+            key = user_id.encode()
+            partition = int(self._partitioner(key, self._all_partitions, self._all_partitions))
+            self._partition_memo[user_id] = partition
+        return partition
 
     def profile(self, user_id: str) -> Profile | None:
         raw = self.tables["profiles"].get(self.partition_of(user_id), user_id.encode())
