@@ -107,3 +107,32 @@ def test_reader_waits_for_the_tables(tmp_path: Path) -> None:
     state.refresh()
     assert state.ready()[0] is False
     assert state.profile("u1") is None and state.popular() == []
+
+
+def test_catch_up_skips_unchanged_partitions_but_sees_every_write(
+    primary: Primary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rocksdict import Rdict as RdictClass
+
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    calls: list[int] = []
+    original = RdictClass.try_catch_up_with_primary
+
+    def counting(self: RdictClass) -> None:
+        calls.append(1)
+        original(self)
+
+    monkeypatch.setattr(RdictClass, "try_catch_up_with_primary", counting)
+    state.refresh()
+    assert calls == []  # nothing was written since the last round: no catch-up at all
+
+    user = "u-later"
+    event = validate(
+        {"event_id": "e9", "type": "add_to_cart", "user_id": user, "ts": T0, "item_id": "A"}
+    )
+    primary.put("profiles", partition(user), user.encode(), apply(None, event, None).pack())
+    state.refresh()
+    assert len(calls) == 1  # only the written partition
+    profile = state.profile(user)
+    assert profile is not None and profile.cart == {"A": 1}
