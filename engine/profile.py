@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -164,20 +164,34 @@ class Profile:
         return bool(self.consent[purpose])
 
     def copy(self) -> Profile:
-        return replace(
-            self,
-            counts=dict(self.counts),
-            recent=list(self.recent),
-            cart=dict(self.cart),
-            purchased=list(self.purchased),
-            categories=dict(self.categories),
-            brands=dict(self.brands),
-            consent=None if self.consent is None else dict(self.consent),
-            fired=dict(self.fired),
-            spans=[list(s) for s in self.spans],
-            seen=array("Q", self.seen),
-            seen_at=array("I", self.seen_at),
-        )
+        """A copy sharing nothing mutable with this profile. Built slot by slot:
+        `dataclasses.replace` re-runs `__init__` and cost three quarters of an `apply`."""
+        new = object.__new__(Profile)
+        new.user_id = self.user_id
+        new.version = self.version
+        new.first_seen = self.first_seen
+        new.last_seen = self.last_seen
+        new.cart_changed = self.cart_changed
+        new.orders = self.orders
+        new.last_order = self.last_order
+        new.monetary = self.monetary
+        new.last_purchase = self.last_purchase
+        new.sessions = self.sessions
+        new.carts_started = self.carts_started
+        new.carts_converted = self.carts_converted
+        new.last_checkout = self.last_checkout
+        new.counts = dict(self.counts)
+        new.recent = list(self.recent)
+        new.cart = dict(self.cart)
+        new.purchased = list(self.purchased)
+        new.categories = dict(self.categories)
+        new.brands = dict(self.brands)
+        new.consent = None if self.consent is None else dict(self.consent)
+        new.fired = dict(self.fired)
+        new.spans = [list(s) for s in self.spans]
+        new.seen = array("Q", self.seen)
+        new.seen_at = array("I", self.seen_at)
+        return new
 
 
 def _array(typecode: str, raw: bytes) -> array[int]:

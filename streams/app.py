@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import heapq
 import json
 import logging
 import time
@@ -459,11 +460,10 @@ class PersonaStreams:
 
     async def _refresh_popular(self) -> None:
         try:
-            ranked = sorted(
-                ((float(v), k.decode()) for k, v in self.popularity.items() if v),
-                reverse=True,
+            ranked = heapq.nlargest(
+                POPULAR_KEEP, ((float(v), k.decode()) for k, v in self.popularity.items() if v)
             )
         except Exception:
             log.exception("could not refresh the best-seller list")
             return
-        self._popular = [item for _, item in ranked[:POPULAR_KEEP]]
+        self._popular = [item for _, item in ranked]

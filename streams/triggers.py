@@ -35,6 +35,9 @@ from models.registry import ModelSet
 if TYPE_CHECKING:
     from streams.app import PersonaStreams
 
+# Profiles scored per step of the sweep; the stream runs between steps, so a step is a short stall.
+SWEEP_CHUNK = 250
+
 log = logging.getLogger("persona.triggers")
 
 Touched = dict[bytes, tuple[Profile | None, EventT, bool]]  # user -> (profile, event, dirty)
@@ -146,7 +149,7 @@ class TriggerRunner:
                 if due is not None:
                     self._pending[profile.user_id] = due
                 chunk.append(profile)
-                if len(chunk) >= 2000:
+                if len(chunk) >= SWEEP_CHUNK:
                     await self._sweep_churn(chunk, now, models)
                     chunk = []
             await self._sweep_churn(chunk, now, models)

@@ -178,3 +178,35 @@ def test_pack_round_trip():
     p = fold([ev("add_to_cart", "a", T0), ev("consent", None, T0 + 1, props={"ads": False})])
     assert p is not None
     assert Profile.unpack(p.pack()) == p
+
+
+def test_copy_is_equal_and_shares_nothing_mutable() -> None:
+    from dataclasses import fields
+
+    p = Profile(user_id="u")
+    for n, kind in enumerate(["add_to_cart", "purchase", "product_view", "consent"]):
+        p = apply(
+            p,
+            validate(
+                {
+                    "event_id": f"c{n}",
+                    "type": kind,
+                    "user_id": "u",
+                    "item_id": "A",
+                    "ts": 1_300_000_000_000 + n,
+                    "price": 2.0,
+                    "order_id": "o1",
+                    "props": {"category": "c", "brand": "b", "email": False},
+                }
+            ),
+        )
+    p.fired["abandoned_cart"] = 1
+    copied = p.copy()
+    assert copied == p  # every field set (a field copy() forgot would make this raise)
+    for f in fields(Profile):
+        value = getattr(p, f.name)
+        if isinstance(value, dict | list) or f.name in ("seen", "seen_at"):
+            assert getattr(copied, f.name) is not value, f.name
+    copied.cart["B"] = 1
+    copied.seen.append(1)
+    assert "B" not in p.cart and 1 not in p.seen
