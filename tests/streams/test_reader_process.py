@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -117,3 +118,62 @@ def test_readers_serve_the_workers_state(broker: EmbeddedBroker, tmp_path: Path)
     assert not (worker.data_dir / "readers").exists() or not any(
         (worker.data_dir / "readers").iterdir()
     )
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_reader_serves_https_with_the_configured_certificate(
+    broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    cert, key = _self_signed(tmp_path)
+    worker = start_worker(broker.url, tmp_path / "w")
+    port = free_port()
+    monkeypatch.setenv("PERSONA_TLS_CERT", str(cert))
+    monkeypatch.setenv("PERSONA_TLS_KEY", str(key))
+    reader = start_reader(worker, port, 0)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    headers = {"Authorization": f"Bearer {SECRET}"}
+
+    def get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5, context=context) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def ready() -> bool:
+        try:
+            return get(f"https://127.0.0.1:{port}/readyz", trusted)[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(ready, timeout=90, what="the TLS reader")
+        status, body = get(
+            f"https://127.0.0.1:{port}/v1/users/nobody/blocks/recommendations?format=json", trusted
+        )
+        assert status == 200 and json.loads(body)
+        with pytest.raises(OSError):  # plain HTTP is not served on the TLS port
+            get(f"http://127.0.0.1:{port}/readyz")
+        with pytest.raises(urllib.error.URLError) as refused:  # the certificate is ours
+            get(f"https://127.0.0.1:{port}/readyz", ssl.create_default_context())
+        assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
+    finally:
+        reader.terminate()
+        reader.wait(10)
+        worker.stop()
