@@ -335,13 +335,14 @@ class PersonaStreams:
 
     async def _process_batch(self, batch: list[EventT]) -> None:
         touched: Touched = {}
+        item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
         activity: dict[str, list[float]] = {}
         newest: dict[int, tuple[int, EventT]] = {}
         for fevent in batch:
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
             if msg.topic == COMMANDS_TOPIC:
-                await self._command(fevent, touched)
+                await self._command(fevent, touched, item_changes)
                 continue
             try:
                 event = parse(msg.value or b"")
@@ -384,6 +385,8 @@ class PersonaStreams:
             weight = _POPULARITY_WEIGHT.get(event.type)
             if weight and event.item_id:
                 activity.setdefault(event.item_id, [0.0])[0] += weight * event.quantity
+        for partition, commands in item_changes.items():
+            await self.triggers.items_changed(partition, commands)
         fired = self.triggers.evaluate(touched)
         for user, (profile, fevent, dirty) in touched.items():
             if not dirty:
@@ -404,7 +407,9 @@ class PersonaStreams:
         for item_id, (weight,) in activity.items():
             await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
 
-    async def _command(self, fevent: EventT, touched: Touched) -> None:
+    async def _command(
+        self, fevent: EventT, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]
+    ) -> None:
         try:
             command = json.loads(fevent.message.value or b"")
             kind = command["command"]
@@ -413,7 +418,8 @@ class PersonaStreams:
             log.error("ignoring a malformed command at offset %s", fevent.message.offset)
             return
         if kind == "item_changed":
-            await self.triggers.item_changed(fevent, command)
+            # collected: one pass over the partition's users per batch for all its changes
+            item_changes.setdefault(fevent.message.partition, []).append(command)
         elif kind == "erase":
             touched[user] = (None, fevent, True)
             self.triggers.forget(user.decode())

@@ -165,15 +165,33 @@ class TriggerRunner:
                 await self.send_check(profile.user_id)
         await asyncio.sleep(0)  # let the stream breathe between chunks
 
-    async def item_changed(self, fevent: EventT, command: dict[str, Any]) -> None:
-        """A catalog change, broadcast to every partition: triggers for this partition's users
-        who have the item in their cart or recent views."""
-        product = Product(**command["product"])
-        kinds = list(command["kinds"])
+    async def items_changed(self, partition: int, commands: list[dict[str, Any]]) -> None:
+        """Catalog changes broadcast to every partition: triggers for this partition's users who
+        have a changed item in their cart or recent views. All the changes of one batch share one
+        pass over the partition's users (a feed update changing many items costs one scan, not
+        one per item), yielding to the event loop every SWEEP_CHUNK users."""
+        changes: dict[str, list[tuple[Product, list[str], float]]] = {}
+        for command in commands:
+            try:
+                product = Product(**command["product"])
+                change = (product, [str(k) for k in command["kinds"]], float(command["old_price"]))
+            except (KeyError, TypeError, ValueError):
+                log.error("ignoring a malformed item_changed command: %.200r", command)
+                continue
+            changes.setdefault(product.item_id, []).append(change)
+        if not changes:
+            return
         now = self.streams.clock.now_ms()
-        for profile in self._local_profiles(fevent.message.partition):
-            for trigger in item_triggers(profile, product, kinds, command["old_price"], now):
-                await self.emit(trigger)
+        for n, profile in enumerate(self._local_profiles(partition), 1):
+            hits = [item for item in profile.cart if item in changes] + [
+                item for item, _ in profile.recent if item in changes and item not in profile.cart
+            ]
+            for item in hits:
+                for product, kinds, old_price in changes[item]:
+                    for trigger in item_triggers(profile, product, kinds, old_price, now):
+                        await self.emit(trigger)
+            if n % SWEEP_CHUNK == 0:
+                await asyncio.sleep(0)
 
     async def broadcast_item_change(self, old: Product | None, new: Product) -> None:
         kinds = catalog_change(old, new)
