@@ -546,3 +546,13 @@ def test_cache_with_real_blocks(renderer: Renderer) -> None:
     block = assemble(request, lookup, BlockPolicy(), renderer)
     cache.put(("u1", "recommendations", "html", "default"), stamp, block)
     assert cache.get(("u1", "recommendations", "html", "default"), stamp) == block
+
+
+def test_squeeze_html_drops_indentation_but_not_preformatted_text() -> None:
+    from engine.blocks import squeeze_html
+
+    assert squeeze_html("<table>\n  <tr>\n\t<td>a  b</td>\n  </tr>\n</table>\n") == (
+        "<table>\n<tr>\n<td>a  b</td>\n</tr>\n</table>"
+    )
+    pre = "<div>\n  <pre>\n  x\n</pre></div>"
+    assert squeeze_html(pre) == pre
