@@ -119,21 +119,38 @@ async def preload(broker: str, partitions: int, n: int) -> float:
     return n / (time.monotonic() - started)
 
 
-def measure_worker(base: str, n: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_worker(base: str, n: int, pids: dict[str, int]) -> dict[str, Any]:
+    """Events/s of the worker, and the share of one core each process in `pids` used meanwhile
+    (a Python process can use about one core: the GIL)."""
     name = "persona_events_processed_total"
     first_t = None
     first_v = 0.0
+    first_cpu: dict[str, float] = {}
     while True:
         v = metric(base, name)
         now = time.monotonic()
         if first_t is None and v > 0:
             first_t, first_v = now, v
+            first_cpu = {k: cpu_seconds(pid) for k, pid in pids.items()}
         if v >= n:
             assert first_t is not None
+            seconds = max(now - first_t, 1e-9)
             return {
                 "events": v - first_v,
-                "seconds": now - first_t,
-                "events_per_s": (v - first_v) / max(now - first_t, 1e-9),
+                "seconds": seconds,
+                "events_per_s": (v - first_v) / seconds,
+                "cpu_cores": {
+                    k: (cpu_seconds(pid) - first_cpu[k]) / seconds for k, pid in pids.items()
+                },
             }
         time.sleep(0.05)
 
@@ -264,7 +281,9 @@ def main() -> None:
             (tmp / "w").mkdir()
             proc, base = start_worker(broker.url, tmp / "w", args.partitions)
             try:
-                results["worker"] = measure_worker(base, args.events)
+                assert broker.proc is not None
+                pids = {"worker": proc.pid, "broker": broker.proc.pid}
+                results["worker"] = measure_worker(base, args.events, pids)
                 rate = args.freshness_rate or results["worker"]["events_per_s"] / 2
                 results["freshness"] = asyncio.run(freshness(broker.url, base, rate, args.seconds))
             finally:
@@ -283,6 +302,8 @@ def main() -> None:
     print(f"{'Persona worker (Faust + RocksDB)':34}{w['events_per_s']:>12,.0f}")
     print(f"{'raw baseline (aiokafka + rocksdict)':34}{raw['events_per_s']:>12,.0f}")
     print(f"{'ratio worker / raw':34}{w['events_per_s'] / raw['events_per_s']:>12.2f}")
+    cores = ", ".join(f"{k} {v:.2f}" for k, v in w["cpu_cores"].items())
+    print(f"CPU while the worker consumed, in cores: {cores} (of {os.cpu_count()})")
     print(
         f"freshness at {f['rate']:,.0f} events/s: p50 {f['p50_ms']:.1f} ms, "
         f"p99 {f['p99_ms']:.1f} ms over {f['probes']} probes"
