@@ -41,27 +41,22 @@ def _alive(pid: int) -> bool:
     return stat.split(")")[-1].split()[0] != "Z"
 
 
+def _start_run(
+    data_dir: Path, port: int, demo_flag: str, partitions: int, stderr: int
+) -> subprocess.Popen[str]:
+    """`persona run` on its own embedded broker, with none of this environment's PERSONA_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+    env["PERSONA_PARTITIONS"] = str(partitions)
+    return subprocess.Popen(
+        [sys.executable, "-m", "persona", "run", demo_flag, "--port", str(port),
+         "--data-dir", str(data_dir)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+    )  # fmt: skip
+
+
 def test_run_serves_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
-    env["PERSONA_PARTITIONS"] = "2"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "persona",
-            "run",
-            "--no-demo",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = _start_run(tmp_path, port, "--no-demo", partitions=2, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(
@@ -85,7 +80,7 @@ def test_run_serves_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
         assert time.monotonic() - started < 10
-        output = proc.stdout.read().decode() if proc.stdout else ""
+        output = proc.stdout.read() if proc.stdout else ""
         assert secret not in output  # the path is printed, never the secret
         assert str(tmp_path / "local-api-key") in output
         time.sleep(0.2)
@@ -113,26 +108,7 @@ def test_invalid_setting_stops_startup_with_its_name(tmp_path: Path) -> None:
 
 def test_run_demo_prints_working_example_urls(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
-    env["PERSONA_PARTITIONS"] = "4"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "persona",
-            "run",
-            "--demo",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = _start_run(tmp_path, port, "--demo", partitions=4, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         lines: list[str] = []
