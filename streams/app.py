@@ -48,6 +48,7 @@ BATCH_MAX = 1000
 BATCH_WITHIN = 0.05  # seconds
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_KEEP = 500
+POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_TTL = 2.0  # seconds
 
 # How an interaction counts towards an item's popularity: best-sellers are what sells (views, the
@@ -106,6 +107,25 @@ class QuietMonitor(Monitor):
 
     def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
         return None
+
+
+class TopK:
+    """The k items with the highest scores, fed one at a time (a min-heap of k entries); ties
+    rank the greater item id first, as `sorted(..., reverse=True)` does."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._heap: list[tuple[float, str]] = []
+
+    def add(self, score: float, item: str) -> None:
+        entry = (score, item)
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, entry)
+        elif entry > self._heap[0]:
+            heapq.heapreplace(self._heap, entry)
+
+    def ranked(self) -> list[str]:
+        return [item for _, item in sorted(self._heap, reverse=True)]
 
 
 @dataclass
@@ -468,11 +488,16 @@ class PersonaStreams:
                     self.popularity[key] = repr(round(total, 4)).encode()
 
     async def _refresh_popular(self) -> None:
+        """Rank the best-sellers from the popularity table, yielding to the stream every
+        POPULAR_STEP items (a catalog of many thousand sold items was one long stall)."""
+        top = TopK(POPULAR_KEEP)
         try:
-            ranked = heapq.nlargest(
-                POPULAR_KEEP, ((float(v), k.decode()) for k, v in self.popularity.items() if v)
-            )
+            for n, (key, value) in enumerate(self.popularity.items(), 1):
+                if value:
+                    top.add(float(value), key.decode())
+                if n % POPULAR_STEP == 0:
+                    await asyncio.sleep(0)
         except Exception:
             log.exception("could not refresh the best-seller list")
             return
-        self._popular = [item for _, item in ranked]
+        self._popular = top.ranked()
