@@ -32,6 +32,7 @@ from api.models_routes import ADMIN
 from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
 from models.registry import ModelSet
+from persona.runtime import tune_gc
 from streams.readers import SecondaryState
 from streams.registry import RegistryService
 
@@ -106,6 +107,7 @@ def run_reader(settings: Settings, broker_url: str, index: int) -> None:
     audit_file = logging.FileHandler(settings.data_dir / "audit.log")
     audit_file.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("persona.audit").addHandler(audit_file)
+    tune_gc()
 
     async def main() -> None:
         stop = asyncio.Event()
