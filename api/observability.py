@@ -56,6 +56,8 @@ CHURN_EVERY = 10  # seconds between churn-histogram refreshes
 CHURN_SAMPLE = 500
 CHURN_EDGES = tuple(round(i / 10, 1) for i in range(11))  # 0.0, 0.1, ..., 1.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_PROBE_EVERY = 0.05  # seconds between event-loop lag probes
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_KEEP = 4096  # latencies kept per second for the dashboard's percentiles
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -166,6 +168,13 @@ class Telemetry:
             "persona_blocks_served",
             "Content blocks answered, by block, variant and whether it was the fallback.",
             ["block", "variant", "fallback"],
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "persona_event_loop_lag_seconds",
+            f"How late a {LAG_PROBE_EVERY:g} s timer fired on this process's event loop (a stall "
+            "of the loop delays the stream and every request alike).",
+            buckets=LAG_BUCKETS,
             registry=self.registry,
         )
         self.registry.register(_StateCollector(self))
@@ -525,11 +534,19 @@ async def _sampler(app: web.Application) -> AsyncIterator[None]:
             n += 1
             await asyncio.sleep(1.0)
 
-    task = asyncio.create_task(loop())
+    async def lag_probe() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE_EVERY)
+            telemetry.loop_lag.observe(max(0.0, time.perf_counter() - started - LAG_PROBE_EVERY))
+
+    tasks = [asyncio.create_task(loop()), asyncio.create_task(lag_probe())]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def register(app: web.Application, content: ContentService) -> None:

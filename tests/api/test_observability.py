@@ -174,3 +174,20 @@ async def test_a_states_own_metric_lines_are_exported(client: TestClient) -> Non
     text = await (await client.get("/metrics")).text()
     assert "persona_reader_catch_ups_total 3.0" in text
     assert "persona_events_processed_total" in text
+
+
+async def test_a_stalled_event_loop_shows_in_the_lag_histogram(client: TestClient) -> None:
+    import asyncio
+    import time
+
+    await asyncio.sleep(0.12)  # a few probes on an idle loop
+    time.sleep(0.3)  # block the loop, as a long synchronous step would
+    await asyncio.sleep(0.12)  # the probe that was due fires late, and records it
+    found = families(await (await client.get("/metrics")).text())
+    samples = {
+        (s.name, s.labels.get("le")): s.value for s in found["persona_event_loop_lag_seconds"]
+    }
+    count = samples[("persona_event_loop_lag_seconds_count", None)]
+    under_quarter_second = samples[("persona_event_loop_lag_seconds_bucket", "0.25")]
+    assert count >= 2
+    assert count - under_quarter_second >= 1  # the stall: one probe over 0.25 s late
