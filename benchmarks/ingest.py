@@ -62,6 +62,31 @@ def looped(n: int) -> Iterator[Event]:
         loop += 1
 
 
+def loop_lag(base: str) -> dict[str, float]:
+    """The worker's event-loop lag histogram: cumulative counts by upper bound ('+Inf' = all)."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("persona_event_loop_lag_seconds_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out[le] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def lag_during(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Probes (one per 50 ms) of a phase, and how many fired more than 0.1 / 0.25 s late."""
+
+    def d(le: str) -> float:
+        return after.get(le, 0.0) - before.get(le, 0.0)
+
+    total = d("+Inf")
+    return {
+        "probes": total,
+        "late_over_0.1s": total - d("0.1"),
+        "late_over_0.25s": total - d("0.25"),
+    }
+
+
 def metric(base: str, name: str) -> float:
     with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
         for line in r.read().decode().splitlines():
@@ -285,7 +310,9 @@ def main() -> None:
                 pids = {"worker": proc.pid, "broker": broker.proc.pid}
                 results["worker"] = measure_worker(base, args.events, pids)
                 rate = args.freshness_rate or results["worker"]["events_per_s"] / 2
+                lag_before = loop_lag(base)
                 results["freshness"] = asyncio.run(freshness(broker.url, base, rate, args.seconds))
+                results["freshness"]["loop_lag"] = lag_during(lag_before, loop_lag(base))
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(20)
@@ -307,6 +334,11 @@ def main() -> None:
     print(
         f"freshness at {f['rate']:,.0f} events/s: p50 {f['p50_ms']:.1f} ms, "
         f"p99 {f['p99_ms']:.1f} ms over {f['probes']} probes"
+    )
+    lag = f["loop_lag"]
+    print(
+        f"worker event loop meanwhile: {lag['late_over_0.1s']:.0f} of {lag['probes']:.0f} "
+        f"50 ms timers fired > 0.1 s late, {lag['late_over_0.25s']:.0f} > 0.25 s late"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"ingest-{time.strftime('%Y%m%dT%H%M%S')}.json"
