@@ -15,7 +15,7 @@ from api.auth import KeyRing, secret_from_header
 from api.content import ContentService
 from api.limits import ServingOptions
 from api.openapi import openapi_document
-from engine.blocks import BLOCKS, FORMATS
+from engine.blocks import BLOCKS, FORMATS, models_header
 from engine.events import Event, InvalidEvent, validate
 
 log = logging.getLogger("persona.api")
@@ -164,11 +164,7 @@ async def get_profile(request: web.Request) -> web.Response:
     view = request.app[CONTENT].profile_view(user_id)
     if view is None:
         return problem(404, "Unknown user", f"no events were seen for user {user_id!r}")
-    return web.json_response(view, headers={"X-Persona-Model": _models_header(view["models"])})
-
-
-def _models_header(models: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(models.items()))
+    return web.json_response(view, headers={"X-Persona-Model": models_header(view["models"])})
 
 
 def _parse_events_body(text: str, content_type: str) -> list[Any]:

@@ -110,8 +110,12 @@ class Block:
 
     @cached_property
     def models_header(self) -> str:
-        """`models` as `name=version,...` sorted by name (the X-Persona-Model header)."""
-        return ",".join(f"{k}={v}" for k, v in sorted(self.models.items()))
+        return models_header(self.models)
+
+
+def models_header(models: dict[str, str]) -> str:
+    """Model versions as `name=version,...` sorted by name (the X-Persona-Model header)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(models.items()))
 
 
 _INDENT = re.compile(r"\n[ \t]+")
