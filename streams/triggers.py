@@ -123,8 +123,7 @@ class TriggerRunner:
         return sorted({tp.partition for tp in assigned if tp.topic in INPUT_TOPICS})
 
     def _local_profiles(self, partition: int) -> Iterator[Profile]:
-        db = cast(Any, self.streams.profiles.data)._db_for_partition(partition)
-        for key, raw in db.items():
+        for key, raw in self.streams.profile_db(partition).items():
             if raw and not key.startswith(b"__faust"):  # Faust keeps its offsets beside our rows
                 yield Profile.unpack(raw)
 
