@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import heapq
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from engine.catalog import InvalidProduct, Product, parse_product
 from engine.clock import EventTimeClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
 from engine.profile import Profile, apply
+from engine.ranking import POPULAR_KEEP, TopK
 from engine.settings import Settings
 from models.registry import ModelSet
 from streams import tansu as tansu_fix
@@ -47,7 +47,6 @@ log = logging.getLogger("persona.streams")
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.05  # seconds
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
-POPULAR_KEEP = 500
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_TTL = 2.0  # seconds
 
@@ -107,25 +106,6 @@ class QuietMonitor(Monitor):
 
     def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
         return None
-
-
-class TopK:
-    """The k items with the highest scores, fed one at a time (a min-heap of k entries); ties
-    rank the greater item id first, as `sorted(..., reverse=True)` does."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self._heap: list[tuple[float, str]] = []
-
-    def add(self, score: float, item: str) -> None:
-        entry = (score, item)
-        if len(self._heap) < self.k:
-            heapq.heappush(self._heap, entry)
-        elif entry > self._heap[0]:
-            heapq.heapreplace(self._heap, entry)
-
-    def ranked(self) -> list[str]:
-        return [item for _, item in sorted(self._heap, reverse=True)]
 
 
 @dataclass

@@ -44,13 +44,13 @@ from engine.catalog import Product
 from engine.clock import Clock, WallClock
 from engine.events import Event, encode
 from engine.profile import Profile
+from engine.ranking import POPULAR_KEEP, TopK
 from streams.admin import COMMANDS_TOPIC, bootstrap_servers
 
 log = logging.getLogger("persona.readers")
 
 OFFSET_KEY = b"__faust\x00offset__"
 TABLES = ("profiles", "catalog", "popularity", "clock")
-POPULAR_KEEP = 500
 PROFILE_MEMO = 200_000
 
 
@@ -258,12 +258,11 @@ class SecondaryState:
                 self._newest_event = max(self._newest_event, int(raw))
 
     def _refresh_popular(self) -> None:
-        ranked: list[tuple[float, str]] = []
+        top = TopK(POPULAR_KEEP)
         for key, raw in self.tables["popularity"].items():
             with contextlib.suppress(ValueError, UnicodeDecodeError):
-                ranked.append((float(raw), key.decode()))
-        ranked.sort(reverse=True)
-        self._popular = [item for _, item in ranked[:POPULAR_KEEP]]
+                top.add(float(raw), key.decode())
+        self._popular = top.ranked()
 
     # -- StateView ---------------------------------------------------------------------------------
     def partition_of(self, user_id: str) -> int:

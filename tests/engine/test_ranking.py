@@ -1,10 +1,10 @@
-"""The best-seller ranking (streams.app.TopK) equals a full sort."""
+"""The best-seller ranking (engine.ranking.TopK) equals a full sort."""
 
 from __future__ import annotations
 
 import random
 
-from streams.app import TopK
+from engine.ranking import TopK
 
 
 def test_topk_equals_a_full_sort_ties_included() -> None:
