@@ -297,3 +297,19 @@ async def test_model_changes_are_audited(
     assert (
         record["action"] in ("models", "denied") and record["path"] == "/v1/models/churn/activate"
     )
+
+
+def test_batch_encoding_from_cached_entries_equals_encoding_the_whole_payload(
+    state: MemoryState,
+) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from api.batch import MSGPACK, encode_results, respond
+
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    ids = ["u1", "nobody", "ünïcode"]
+    blocks = content.blocks(ids, "recommendations", "html")
+    payload = {"results": {u: b.entry() for u, b in zip(ids, blocks, strict=True)}}
+    for accept, as_msgpack in (("application/json", False), (MSGPACK, True)):
+        request = make_mocked_request("POST", "/v1/blocks:batch", headers={"Accept": accept})
+        assert encode_results(ids, blocks, as_msgpack) == respond(request, payload).body
