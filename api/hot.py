@@ -20,7 +20,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from api.app import CONTENT, METRICS, authorize, block_response, count_request, get_block, problem
+from api.app import (
+    CONTENT,
+    METRICS,
+    _scope_for,
+    authorize,
+    block_response,
+    count_request,
+    get_block,
+    problem,
+)
 from api.limits import over_limit
 from api.models_routes import ADMIN
 from api.observability import TELEMETRY, _request_id, request_id
@@ -29,7 +38,6 @@ from api.routing import ROUTED
 log = logging.getLogger("persona.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SCOPE = "content:read"
 
 
 def _needs_chain(request: web.Request, user_id: str) -> bool:
@@ -54,7 +62,9 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     started = time.perf_counter()
     app = request.app
     try:
-        name, response = authorize(request, SCOPE)
+        scope = _scope_for(request)
+        assert scope is not None  # the block route is never public
+        name, response = authorize(request, scope)
         if response is None:
             response = over_limit(app, name) or block_response(request)
     except Exception:
