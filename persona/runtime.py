@@ -6,8 +6,8 @@ import gc
 
 # CPython's default thresholds (700, 10, 10) ran a full (oldest-generation) collection every few
 # seconds in a worker under load, each scanning every live object: 130-160 ms pauses, measured
-# 26 times in a 70 s ingestion run, each one a stall of the stream and of the API, and the cause
-# of the freshness p99 (they collected almost nothing: the state is acyclic). With these
+# 26 times in a 70 s ingestion run, each one a stall of the stream and of the API (they collected
+# almost nothing: the state is acyclic). With these
 # thresholds young collections run every 50,000 net allocations and full ones ~1,400x less
 # often; cyclic garbage is still found by the young collections, which is where it dies.
 GC_THRESHOLDS = (50_000, 20, 100)
