@@ -11,8 +11,9 @@ the stream but by the CPU it uses.
 
 `SecondaryState` implements the API's `StateView`:
 - `profile(user_id)`: the user's partition is Kafka's default (murmur2) partition of the user id,
-  as the worker keys its table; unpacked profiles are memoized by their raw bytes, so a hot
-  user costs one RocksDB get and one bytes comparison.
+  as the worker keys its table; unpacked profiles are memoized with the sequence number their
+  partition was caught up to, so a hot user costs no RocksDB read until that partition changes
+  (then one get and one bytes comparison).
 - `product`, `products()` (for the feeds), `popular()` (recomputed every `popular_interval` s from
   the popularity table, as the worker does), `catalog_generation` (changes whenever a catch-up
   moved the catalog databases' sequence numbers).
@@ -88,6 +89,9 @@ class SecondaryTables:
         self._tables = tables
         self._secondary = secondary_root / name
         self.sequence = -1
+        # per partition: the sequence number the secondary has caught up to (-1: not open); the
+        # partition's contents as seen here change only when it moves
+        self.sequences: list[int] = [-1] * partitions
         self._signatures: list[tuple[tuple[str, int, int], ...] | None] = [None] * partitions
 
     def open_missing(self) -> int:
@@ -108,21 +112,35 @@ class SecondaryTables:
                 log.debug("cannot open %s yet: %s", path, exc)
         return sum(db is not None for db in self.dbs)
 
-    def catch_up(self) -> bool:
-        """Catch up with the worker; True when anything changed.
-
-        A partition is caught up only when its primary's files changed since the last round (a
-        write grows the WAL; a flush or compaction adds files and rewrites the MANIFEST):
-        `try_catch_up_with_primary` costs ~2 ms per database even when nothing changed, and holds
-        the GIL meanwhile, so an unconditional round over every partition stalled serving."""
-        total = 0
+    def stale(self) -> list[tuple[int, tuple[tuple[str, int, int], ...] | None]]:
+        """(partition, files signature) of the open partitions whose primary's files changed
+        since they were last caught up (a write grows the WAL; a flush or compaction adds files
+        and rewrites the MANIFEST). One directory listing per partition: cheap enough for the
+        event loop, where it belongs (in a thread, each stat() handed the GIL back and forth
+        with the loop: ~10% of a reader's CPU under load, for a check that finds nothing)."""
+        out = []
         for p, db in enumerate(self.dbs):
             if db is not None:
                 signature = _files_signature(self._tables / f"{self.name}-{p}.db")
                 if signature is None or signature != self._signatures[p]:
-                    db.try_catch_up_with_primary()
-                    self._signatures[p] = signature
-                total += db.latest_sequence_number()
+                    out.append((p, signature))
+        return out
+
+    def catch_up(
+        self, stale: list[tuple[int, tuple[tuple[str, int, int], ...] | None]] | None = None
+    ) -> bool:
+        """Catch up with the worker the partitions `stale` names (by default: `self.stale()`);
+        True when anything changed.
+
+        `try_catch_up_with_primary` costs ~2 ms per database even when nothing changed, and holds
+        the GIL meanwhile, so only the partitions whose files changed are caught up."""
+        for p, signature in self.stale() if stale is None else stale:
+            db = self.dbs[p]
+            if db is not None:
+                db.try_catch_up_with_primary()
+                self._signatures[p] = signature
+                self.sequences[p] = db.latest_sequence_number()
+        total = sum(self.sequences)
         changed = total != self.sequence
         self.sequence = total
         return changed
@@ -190,7 +208,7 @@ class SecondaryState:
         self.catalog_generation = 0
         self._popular: list[str] = []
         self._newest_event = 0
-        self._memo: OrderedDict[str, tuple[bytes, Profile]] = OrderedDict()
+        self._memo: OrderedDict[str, tuple[int, bytes | None, Profile | None]] = OrderedDict()
         self._partitioner = DefaultPartitioner()
         self._partition_memo: dict[str, int] = {}
         self._all_partitions = list(range(partitions))
@@ -201,13 +219,18 @@ class SecondaryState:
         self.catch_up_seconds = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def refresh(self, popular: bool = False) -> None:
-        """Open new partitions, catch up, and recompute what derives from the tables."""
+    def refresh(
+        self,
+        popular: bool = False,
+        stale: dict[str, list[tuple[int, Any]]] | None = None,
+    ) -> None:
+        """Open new partitions, catch up, and recompute what derives from the tables. `stale`:
+        per table, the partitions to catch up (`SecondaryTables.stale`), if the caller checked."""
         started = time.perf_counter()
         opened = [t.open_missing() for t in self.tables.values()]
         self._opened = opened[0] == self.partitions  # every profiles partition
         for name, table in self.tables.items():
-            changed = table.catch_up()
+            changed = table.catch_up(None if stale is None else stale.get(name, []))
             if name == "catalog" and changed:
                 self.catalog_generation += 1
             if name == "clock" and changed:
@@ -216,6 +239,21 @@ class SecondaryState:
             self._refresh_popular()
         self.catch_ups += 1
         self.catch_up_seconds += time.perf_counter() - started
+
+    def _round(self, popular: bool) -> dict[str, list[tuple[int, Any]]] | None:
+        """One catch-up round's cheap part, on the event loop: None when there is nothing to do
+        (every partition open, no files changed, no popular list due), else what `refresh`
+        should catch up (in a thread)."""
+        started = time.perf_counter()
+        missing = any(db is None for t in self.tables.values() for db in t.dbs)
+        stale = {name: t.stale() for name, t in self.tables.items()}
+        if missing:
+            return {}  # a partition may open: refresh checks every table itself
+        if popular or any(stale.values()):
+            return stale
+        self.catch_ups += 1
+        self.catch_up_seconds += time.perf_counter() - started
+        return None
 
     async def start(self) -> None:
         self.refresh(popular=True)
@@ -242,13 +280,15 @@ class SecondaryState:
             if popular:
                 last_popular = now
             try:
-                # In a thread: catching up reads the primary's manifest and WAL tails. rocksdict
-                # holds the GIL meanwhile (measured), so the thread does not make it free for the
-                # event loop; what keeps it cheap is catching up only the partitions whose files
-                # changed (SecondaryTables.catch_up). RocksDB allows reads on a secondary while it
-                # catches up; the derived figures it sets (popular list, clock, catalog
-                # generation) are single reference assignments.
-                await asyncio.to_thread(self.refresh, popular)
+                stale = self._round(popular)
+                if stale is not None:
+                    # In a thread: catching up reads the primary's manifest and WAL tails.
+                    # rocksdict holds the GIL meanwhile (measured), so the thread does not make
+                    # it free for the event loop; what keeps it cheap is catching up only the
+                    # partitions whose files changed. RocksDB allows reads on a secondary while
+                    # it catches up; the derived figures it sets (popular list, clock, catalog
+                    # generation, sequence numbers) are single reference assignments.
+                    await asyncio.to_thread(self.refresh, popular, stale or None)
             except Exception:
                 log.exception("catching up with the worker's tables failed; retrying")
 
@@ -278,15 +318,24 @@ class SecondaryState:
         return partition
 
     def profile(self, user_id: str) -> Profile | None:
-        raw = self.tables["profiles"].get(self.partition_of(user_id), user_id.encode())
-        if raw is None:
-            self._memo.pop(user_id, None)
-            return None
+        """The user's profile. Memoized with the sequence number its partition was caught up to:
+        a secondary's contents change only when it catches up, so while that number stands the
+        memo is the answer without a RocksDB read; after it moved, one read (and one bytes
+        comparison, which keeps the unpacked profile when the user's row did not change)."""
+        partition = self.partition_of(user_id)
+        table = self.tables["profiles"]
+        sequence = table.sequences[partition]  # taken before the read: never newer than it
         hit = self._memo.get(user_id)
-        if hit is not None and hit[0] == raw:
-            return hit[1]
-        profile = Profile.unpack(raw)
-        self._memo[user_id] = (raw, profile)
+        if hit is not None and hit[0] == sequence:
+            return hit[2]
+        raw = table.get(partition, user_id.encode())
+        if raw is None:
+            profile = None
+        elif hit is not None and hit[1] == raw:
+            profile = hit[2]
+        else:
+            profile = Profile.unpack(raw)
+        self._memo[user_id] = (sequence, raw, profile)
         if len(self._memo) > PROFILE_MEMO:
             self._memo.popitem(last=False)
         return profile

@@ -136,3 +136,73 @@ def test_catch_up_skips_unchanged_partitions_but_sees_every_write(
     assert len(calls) == 1  # only the written partition
     profile = state.profile(user)
     assert profile is not None and profile.cart == {"A": 1}
+
+
+def test_an_unchanged_partition_is_answered_from_the_memo_without_a_read(
+    primary: Primary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.readers import SecondaryTables
+
+    user = "u-memo"
+    first = apply(
+        None,
+        validate(
+            {"event_id": "m1", "type": "add_to_cart", "user_id": user, "ts": T0, "item_id": "A"}
+        ),
+        None,
+    )
+    primary.put("profiles", partition(user), user.encode(), first.pack())
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    reads: list[bytes] = []
+    original = SecondaryTables.get
+
+    def counting(self: SecondaryTables, p: int, key: bytes) -> bytes | None:
+        reads.append(key)
+        return original(self, p, key)
+
+    monkeypatch.setattr(SecondaryTables, "get", counting)
+    assert state.profile(user).cart == {"A": 1} and state.profile("nobody") is None
+    assert state.profile(user).cart == {"A": 1} and state.profile("nobody") is None
+    assert reads == [user.encode(), b"nobody"]  # the second round: no RocksDB read at all
+
+    # a write to another partition leaves this one's memo standing
+    other_partition = next(p for p in range(PARTITIONS) if p != partition(user))
+    primary.put("profiles", other_partition, b"x", b"y")
+    state.refresh()
+    kept = state.profile(user)
+    assert kept is not None and reads.count(user.encode()) == 1
+
+    # the user's own partition moves: read again, and the new value shows
+    later = apply(
+        first,
+        validate(
+            {"event_id": "m2", "type": "remove_from_cart", "user_id": user, "ts": T0 + 1,
+             "item_id": "A"}
+        ),
+        None,
+    )  # fmt: skip
+    primary.put("profiles", partition(user), user.encode(), later.pack())
+    state.refresh()
+    assert state.profile(user).cart == {} and reads.count(user.encode()) == 2
+    # another write to the partition that leaves the user's bytes alone keeps the unpacked profile
+    primary.put("profiles", partition(user), b"someone-else", b"z")
+    state.refresh()
+    assert state.profile(user) is state.profile(user) and reads.count(user.encode()) == 3
+
+
+def test_a_round_with_nothing_changed_stays_on_the_event_loop(
+    primary: Primary, tmp_path: Path
+) -> None:
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    rounds = state.catch_ups
+    assert state._round(popular=False) is None  # nothing to hand to a thread
+    assert state.catch_ups == rounds + 1
+    assert state._round(popular=True) == {name: [] for name in state.tables}
+    primary.put("clock", 2, b"2", b"%d" % (T0 + 9))
+    stale = state._round(popular=False)
+    assert stale is not None and [p for p, _ in stale["clock"]] == [2] and not stale["profiles"]
+    state.refresh(False, stale)
+    assert state.now_ms() == T0 + 9
+    assert state._round(popular=False) is None
