@@ -15,7 +15,7 @@ from api.auth import KeyRing, secret_from_header
 from api.content import ContentService
 from api.limits import ServingOptions
 from api.openapi import openapi_document
-from engine.blocks import BLOCKS, FORMATS, models_header
+from engine.blocks import BLOCKS, FORMATS, Block, models_header
 from engine.events import Event, InvalidEvent, validate
 
 log = logging.getLogger("persona.api")
@@ -57,10 +57,13 @@ def _scope_for(request: web.Request) -> str | None:
     return "content:read"
 
 
+_STATUS_KEYS = tuple(f"status_{n}xx" for n in range(10))
+
+
 def count_request(metrics: dict[str, Any], status: int, took: float) -> None:
     metrics["requests"] = metrics.get("requests", 0) + 1
     metrics["seconds"] = metrics.get("seconds", 0.0) + took
-    status_key = f"status_{status // 100}xx"
+    status_key = _STATUS_KEYS[status // 100]
     metrics[status_key] = metrics.get(status_key, 0) + 1
 
 
@@ -128,31 +131,27 @@ async def get_block(request: web.Request) -> web.StreamResponse:
 
 def block_response(request: web.Request) -> web.Response:
     """GET /v1/users/{id}/blocks/{block}: synchronous (a cached block is a lookup), so the hot
-    path (api/hot.py) calls it directly."""
-    user_id = request.match_info["user_id"]
-    block_name = request.match_info["block"]
-    fmt = request.query.get("format", "html")
+    path (api/hot.py) calls it directly (as `block_answer`)."""
+    return block_answer(request)[0]
+
+
+def block_answer(request: web.Request) -> tuple[web.Response, Block | None]:
+    """The block GET's response, and the block it answers with (None for a 4xx)."""
+    match = request.match_info
+    user_id = match["user_id"]
+    block_name = match["block"]
+    fmt = request.query.get("format", "html") if request.query_string else "html"
     if block_name not in BLOCKS:
-        return problem(404, "Unknown block", f"blocks are {', '.join(BLOCKS)}")
+        return problem(404, "Unknown block", f"blocks are {', '.join(BLOCKS)}"), None
     if fmt not in FORMATS:
-        return problem(400, "Bad format", f"format is one of {', '.join(FORMATS)}")
+        return problem(400, "Bad format", f"format is one of {', '.join(FORMATS)}"), None
     if not 1 <= len(user_id) <= 128:
-        return problem(400, "Bad user id", "user ids are 1..128 characters")
+        return problem(400, "Bad user id", "user ids are 1..128 characters"), None
     block = request.app[CONTENT].block(user_id, block_name, fmt)
-    headers = {
-        "ETag": block.etag,
-        "Cache-Control": "private, no-cache",
-        "X-Persona-Model": block.models_header,
-        "X-Persona-Variant": block.variant,
-    }
-    if block.fallback:
-        headers["X-Persona-Fallback"] = "1"
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and block.etag in _etags(if_none_match):
-        return web.Response(status=304, headers=headers)
-    ctype = block.content_type
-    headers["Content-Type"] = ctype if "charset" in ctype else ctype + "; charset=utf-8"
-    return web.Response(body=block.body, headers=headers)
+        return web.Response(status=304, headers=block.not_modified_headers), block
+    return web.Response(body=block.body, headers=block.headers), block
 
 
 def _etags(header: str) -> set[str]:

@@ -25,7 +25,7 @@ from api.app import (
     METRICS,
     _scope_for,
     authorize,
-    block_response,
+    block_answer,
     count_request,
     get_block,
     problem,
@@ -61,12 +61,15 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     token = request_id.set(rid)
     started = time.perf_counter()
     app = request.app
+    block = None
     try:
         scope = _scope_for(request)
         assert scope is not None  # the block route is never public
         name, response = authorize(request, scope)
         if response is None:
-            response = over_limit(app, name) or block_response(request)
+            response = over_limit(app, name)
+            if response is None:
+                response, block = block_answer(request)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = problem(500, "Internal Server Error", "see the server log")
@@ -74,8 +77,9 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         request_id.reset(token)
     took = time.perf_counter() - started
     response.headers["X-Request-Id"] = rid
-    count_request(app[METRICS], response.status, took)
-    app[TELEMETRY].observe(request, response, response.status, took)
+    status = response.status
+    count_request(app[METRICS], status, took)
+    app[TELEMETRY].observe_block(request, status, took, block)
     return response
 
 

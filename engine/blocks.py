@@ -112,6 +112,31 @@ class Block:
     def models_header(self) -> str:
         return models_header(self.models)
 
+    @cached_property
+    def not_modified_headers(self) -> dict[str, str]:
+        """The headers of a GET of this block answered 304: ETag, Cache-Control, the models and
+        variant, and `X-Persona-Fallback: 1` for the fallback. Built once per (cached) block;
+        never modified (aiohttp's Response copies what it is given)."""
+        headers = {
+            "ETag": self.etag,
+            "Cache-Control": "private, no-cache",
+            "X-Persona-Model": self.models_header,
+            "X-Persona-Variant": self.variant,
+        }
+        if self.fallback:
+            headers["X-Persona-Fallback"] = "1"
+        return headers
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """The headers of a GET of this block answered 200: the 304's plus Content-Type (with
+        the charset)."""
+        ctype = self.content_type
+        return {
+            **self.not_modified_headers,
+            "Content-Type": ctype if "charset" in ctype else ctype + "; charset=utf-8",
+        }
+
 
 def models_header(models: dict[str, str]) -> str:
     """Model versions as `name=version,...` sorted by name (the X-Persona-Model header)."""

@@ -126,10 +126,59 @@ async def test_a_failing_lookup_answers_500_problem_and_is_counted(
     def broken(request: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(api.hot, "block_response", broken)
+    monkeypatch.setattr(api.hot, "block_answer", broken)
     r = await hot.get(
         "/v1/users/u1/blocks/recommendations", headers={"Authorization": "Bearer s3cret"}
     )
     assert r.status == 500
     assert r.content_type == "application/problem+json"
     assert hot.server.app[METRICS]["status_5xx"] >= 1
+
+
+async def test_not_modified_and_fallback_headers_match_the_chain(
+    clients: tuple[TestClient, TestClient],
+) -> None:
+    hot, chain = clients
+    auth = {"Authorization": "Bearer s3cret"}
+    for path in ("/v1/users/u1/blocks/recommendations", "/v1/users/nobody/blocks/winback"):
+        etag = (await hot.get(path, headers=auth)).headers["ETag"]
+        for extra in ({"If-None-Match": etag}, {"If-None-Match": f'"x", W/{etag}'}):
+            a = await hot.get(path, headers={**auth, **extra})
+            b = await chain.get(path, headers={**auth, **extra})
+            assert a.status == b.status == 304
+            assert _comparable(dict(a.headers)) == _comparable(dict(b.headers))
+
+
+async def test_hot_and_chain_count_the_same_metrics(
+    clients: tuple[TestClient, TestClient],
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    auth = {"Authorization": "Bearer s3cret"}
+    figures = []
+    for client in clients:
+        for path, headers in CASES:
+            await client.get(path, headers=headers)
+        etag = (await client.get(CASES[0][0], headers=auth)).headers["ETag"]
+        await client.get(CASES[0][0], headers={**auth, "If-None-Match": etag})
+        text = await (await client.get("/metrics")).text()
+        found = {f.name: f.samples for f in text_string_to_metric_families(text)}
+        figures.append(
+            {
+                name: sorted(
+                    (s.name, tuple(sorted(s.labels.items())), s.value)
+                    for s in found[name]
+                    if not s.name.endswith(("_created", "_sum"))
+                    and s.labels.get("route") != "/metrics"
+                )
+                for name in ("persona_http_requests", "persona_blocks_served")
+            }
+        )
+        buckets = [
+            s
+            for s in found["persona_http_request_duration_seconds"]
+            if s.name.endswith("_count")
+            and s.labels["route"] == "/v1/users/{user_id}/blocks/{block}"
+        ]
+        assert buckets[0].value == len(CASES) + 2
+    assert figures[0] == figures[1]
