@@ -14,7 +14,8 @@ import json
 from typing import Any
 
 import msgpack
-from aiohttp import web
+from aiohttp import payload, web
+from aiohttp.abc import AbstractStreamWriter
 
 from api.app import CONTENT, problem
 from api.limits import MAX_USERS
@@ -96,6 +97,31 @@ def encode_results(user_ids: list[str], blocks: list[Block], as_msgpack: bool) -
     return ('{"results":{' + inner + "}}").encode()
 
 
+WRITE_CHUNK = 256 * 1024  # bytes of a batch response handed to the socket at a time
+
+
+class SlicedBody(payload.Payload):
+    """A response body written to the connection in `WRITE_CHUNK` slices of one buffer.
+
+    As plain bytes, aiohttp (on Python < 3.12.9) joins the headers and the whole body into a new
+    buffer, asyncio copies what the socket did not take at once and then buffers that again: a
+    1000-block batch is ~4.4 MB, copied three times over. Slices of a memoryview go to the socket
+    as they are (only the first one is joined with the headers), and aiohttp waits for the
+    socket to drain between them."""
+
+    def __init__(self, value: bytes, content_type: str) -> None:
+        super().__init__(value, content_type=content_type)
+        self._size = len(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        view = memoryview(self._value)
+        for start in range(0, len(view), WRITE_CHUNK):
+            await writer.write(view[start : start + WRITE_CHUNK])
+
+
 async def post_batch(request: web.Request) -> web.Response:
     try:
         block_name, fmt, ids = parse(await read_body(request))
@@ -104,10 +130,8 @@ async def post_batch(request: web.Request) -> web.Response:
     blocks = request.app[CONTENT].blocks(ids, block_name, fmt)
     log_exposures(request, ids, block_name)
     as_msgpack = wants_msgpack(request)
-    return web.Response(
-        body=encode_results(ids, blocks, as_msgpack),
-        content_type=MSGPACK if as_msgpack else "application/json",
-    )
+    body = encode_results(ids, blocks, as_msgpack)
+    return web.Response(body=SlicedBody(body, MSGPACK if as_msgpack else "application/json"))
 
 
 def register(app: web.Application) -> None:

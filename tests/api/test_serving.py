@@ -110,6 +110,30 @@ async def test_batch_msgpack_both_ways(client: TestClient) -> None:
     assert len(results) == 1000 and all(v["content"].startswith("<") for v in results.values())
 
 
+@pytest.mark.parametrize("accept", ["application/msgpack", "application/json"])
+async def test_a_batch_written_in_slices_is_the_whole_payload(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, accept: str
+) -> None:
+    import api.batch
+    from api.batch import encode_results
+
+    monkeypatch.setattr(api.batch, "WRITE_CHUNK", 1000)  # many slices, the last one partial
+    ids = [f"u{i}" for i in range(300)]
+    r = await client.post(
+        "/v1/blocks:batch",
+        json={"block": "recommendations", "user_ids": ids},
+        headers={**AUTH, "Accept": accept},
+    )
+    raw = await r.read()
+    content = client.server.app[CONTENT]
+    expected = encode_results(
+        ids, content.blocks(ids, "recommendations", "html"), "msgpack" in accept
+    )
+    assert r.status == 200 and r.content_type == accept and r.headers["X-Request-Id"]
+    assert len(raw) > 10 * 1000 and len(raw) % 1000 != 0
+    assert int(r.headers["Content-Length"]) == len(raw) and raw == expected
+
+
 @pytest.mark.parametrize(
     "body",
     [
