@@ -2,10 +2,12 @@
 figures behind the dashboard (`GET /v1/stats`).
 
 Everything here is cheap on the hot path: one middleware that stamps a request id, counts the
-request in plain integers and a prometheus-client histogram, and logs one JSON line for every
-request except the successful ones on the hot content routes (blocks, profile), which are logged
-1 in `HOT_LOG_EVERY`. Stream figures (events, lag, dead letters, triggers) are read from the state
-only when `/metrics` is scraped or the sampler ticks (once a second).
+request in plain numbers (counts and latency buckets, exported at scrape time by `_HttpCollector`
+under the names and samples prometheus-client's Counter and Histogram would write), and logs one
+JSON line for every request except the successful ones on the hot content routes (blocks,
+profile), which are logged 1 in `HOT_LOG_EVERY`. Stream figures (events, lag, dead letters,
+triggers) are read from the state only when `/metrics` is scraped or the sampler ticks (once a
+second).
 """
 
 from __future__ import annotations
