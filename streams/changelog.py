@@ -12,8 +12,8 @@ amount to, once per batch:
 - the highest acknowledged changelog offset of each partition is stored as Faust's persisted
   offset (where table recovery resumes), once per produce response instead of once per record.
 
-A failed changelog send is raised from the next `write`: the worker crashes and resumes from its
-committed offsets rather than keep state its changelog does not have.
+A failed changelog send is raised from the next `write` or `flush`: the worker crashes and
+resumes from its committed offsets rather than keep state its changelog does not have.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class TableWriter:
         self.table = table
         self._acked: dict[int, int] = {}  # partition -> highest acknowledged changelog offset
         self._failed: BaseException | None = None
+        self._pending: set[Any] = set()
         self._persist_scheduled = False
 
     @property
@@ -66,9 +67,11 @@ class TableWriter:
                 value_serializer="raw",
                 eager_partitioning=True,
             )
+            self._pending.add(fut)
             fut.add_done_callback(self._sent)  # on success and on failure
 
     def _sent(self, future: Any) -> None:
+        self._pending.discard(future)
         if future.cancelled():
             self._failed = self._failed or asyncio.CancelledError("changelog send cancelled")
             return
@@ -94,3 +97,11 @@ class TableWriter:
         topic = self._topic
         for partition, offset in acked.items():
             store.set_persisted_offset(TP(topic, partition), offset)
+
+    async def flush(self) -> None:
+        """Wait for the changelog sends in flight; store the acknowledged offsets."""
+        if self._pending:
+            await asyncio.wait({asyncio.ensure_future(f) for f in self._pending})
+        if self._failed is not None:
+            raise self._failed
+        self._persist()

@@ -12,8 +12,7 @@ straight from the conductor instead:
 - `FoldTopic` is a topic whose "event" is a `Delivered` (the record, nothing decoded), put on
   the channel's flow-controlled queue as before (full queues still pause fetching, rebalances
   still clear it);
-- `take` waits for the first record, then collects up to a maximum while records keep
-  arriving, for at most a short window;
+- `take` returns what the queue holds, up to a maximum, waiting only for the first record;
 - `Fold.accept` drops records fetched before the current rebalance (Faust's generation check)
   and marks the rest as pending, `Fold.ack` acknowledges them once their batch is written, so
   commits and a graceful stop behave as with an agent;

@@ -1,6 +1,6 @@
 """TableWriter (streams/changelog.py): the partition's RocksDB, the changelog records in order, the
 persisted offset once acknowledged, and a failed send stopping the next write. The broker side is
-covered end to end by tests/streams/test_crash_recovery.py and test_recovery.py; here the changelog
+covered end to end by tests/streams/test_crash_recovery.py and test_recovery.py; here the producer
 is a recorder of Faust's `send_soon` whose acknowledgements the test releases."""
 
 from __future__ import annotations
@@ -63,23 +63,22 @@ def _table(tmp_path: Path) -> tuple[Any, _Changelog, _Store]:
 
 
 def test_writes_go_to_the_partition_db_and_the_changelog_in_order(tmp_path: Path) -> None:
-    table, changelog, store = _table(tmp_path)
+    table, producer, store = _table(tmp_path)
     writer = TableWriter(table)
 
     async def go() -> None:
         writer.write(1, [(b"u1", b"v1"), (b"u2", b"v2")])
         writer.write(0, [(b"u3", b"v3")])
         writer.write(1, [(b"u1", None)])  # erased: a tombstone
-        changelog.ack_all()
-        await asyncio.sleep(0)  # the acknowledgements' callbacks
-        await asyncio.sleep(0)  # the one offset write they scheduled
+        producer.ack_all()
+        await writer.flush()
 
     asyncio.run(go())
     assert store.dbs[1].get(b"u1") is None
     assert store.dbs[1].get(b"u2") == b"v2"
     assert store.dbs[0].get(b"u3") == b"v3"
     assert store.dbs[0].get(b"u1") is None
-    assert changelog.sent == [
+    assert producer.sent == [
         ("persona-profiles-changelog", b"u1", b"v1", 1),
         ("persona-profiles-changelog", b"u2", b"v2", 1),
         ("persona-profiles-changelog", b"u3", b"v3", 0),
@@ -90,14 +89,14 @@ def test_writes_go_to_the_partition_db_and_the_changelog_in_order(tmp_path: Path
 
 
 def test_no_offset_is_persisted_before_the_broker_acknowledges(tmp_path: Path) -> None:
-    table, changelog, store = _table(tmp_path)
+    table, producer, store = _table(tmp_path)
     writer = TableWriter(table)
 
     async def go() -> None:
         writer.write(0, [(b"u", b"v")])
         await asyncio.sleep(0.01)
         assert store.persisted == []
-        changelog.ack_all()
+        producer.ack_all()
         await asyncio.sleep(0)
         await asyncio.sleep(0)
 
@@ -106,12 +105,12 @@ def test_no_offset_is_persisted_before_the_broker_acknowledges(tmp_path: Path) -
 
 
 def test_a_failed_changelog_send_stops_the_next_write(tmp_path: Path) -> None:
-    table, changelog, store = _table(tmp_path)
+    table, producer, store = _table(tmp_path)
     writer = TableWriter(table)
 
     async def go() -> None:
         writer.write(0, [(b"u", b"v1")])
-        changelog.futures[0].set_exception(RuntimeError("broker gone"))
+        producer.futures[0].set_exception(RuntimeError("broker gone"))
         await asyncio.sleep(0)
         writer.write(0, [(b"u", b"v2")])
 
