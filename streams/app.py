@@ -51,8 +51,6 @@ BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep 
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_TTL = 2.0  # seconds
-PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # changelog records queued before delivery waits for them
-PRODUCER_BATCH_BYTES = 512 * 1024
 
 # How an interaction counts towards an item's popularity: best-sellers are what sells (views, the
 # bulk of a clickstream, would cost a message each per batch and say little about sales).
@@ -158,9 +156,6 @@ class PersonaStreams:
             stream_wait_empty=False,
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
-            # aiokafka fills one batch per partition at a time and a send waits while it is full;
-            # at Faust's 16 KB that is every ~16 changelog records of ~1 KB profiles.
-            producer_max_batch_size=PRODUCER_BATCH_BYTES,
             table_standby_replicas=1,
             canonical_url=settings.own_url,
             monitor=QuietMonitor(),  # advertised to the group: routing to owners
@@ -328,9 +323,6 @@ class PersonaStreams:
         """The events fold: batches of records from the input topics, folded and written, then
         acknowledged (offsets are committed only for records whose state is written)."""
         fast_wait_first(self.app.consumer)
-        # Faust's conductor stops delivering records to flush the producer buffer whenever it
-        # holds more than 100 records; a batch queues one changelog record per written user.
-        self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MAX
         queue = self.input_topic.queue
         fold = self._fold
         while not self.app.should_stop:
