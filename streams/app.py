@@ -39,7 +39,6 @@ from streams.admin import (
     TRIGGERS_TOPIC,
     bootstrap_servers,
 )
-from streams.changelog import TableWriter
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
@@ -192,7 +191,6 @@ class PersonaStreams:
             options={"driver": "rocksdict"},
         )
         self.profiles = app.Table("profiles", default=None, **table_kw)
-        self._profile_writer = TableWriter(self.profiles)  # the fold's batch writes
         self.catalog = app.GlobalTable("catalog", default=None, **table_kw)
         self.popularity = app.GlobalTable("popularity", default=None, **table_kw)
         # newest event time per partition: the event-time clock survives restarts
@@ -330,9 +328,8 @@ class PersonaStreams:
             if not batch:
                 continue
             self.stats.batches += 1
-            epoch = fold.epoch
             try:
-                written = await self._process_batch(batch, epoch)
+                await self._process_batch(batch)
             except Exception as exc:
                 # Bad data never gets here (it is dead-lettered per message); this is the broker
                 # or the state store failing. Crash the worker rather than lose or skip events:
@@ -340,8 +337,7 @@ class PersonaStreams:
                 log.exception("stream processing failed; stopping the worker")
                 await self.app.crash(exc)
                 raise
-            if written:
-                fold.ack(batch)
+            fold.ack(batch)
 
     def _load(self, user: bytes, fevent: Carrier, touched: Touched) -> Profile | None:
         if user in touched:
@@ -357,9 +353,7 @@ class PersonaStreams:
         beside Faust's own `__faust` offset keys."""
         return cast(Any, self.profiles.data)._db_for_partition(partition)
 
-    async def _process_batch(self, batch: list[Delivered], epoch: int) -> bool:
-        """Fold and write one batch; False when a rebalance began meanwhile and nothing was
-        written (the records are read again from the committed offsets)."""
+    async def _process_batch(self, batch: list[Delivered]) -> None:
         touched: Touched = {}
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
         activity: dict[str, list[float]] = {}
@@ -400,11 +394,6 @@ class PersonaStreams:
                 continue
             if updated is current:
                 self.stats.duplicates += 1
-                if current is not None:
-                    # A repeat is redelivery after a crash (or a producer retry). The state may
-                    # have been written before its changelog record was lost with the process:
-                    # write it again, so the changelog holds it before these offsets commit.
-                    touched[user] = (current, fevent, True)
                 continue
             self.stats.events += 1
             self.clock.observe(event.ts)
@@ -419,18 +408,14 @@ class PersonaStreams:
         for partition, commands in item_changes.items():
             await self.triggers.items_changed(partition, commands)
         fired = self.triggers.evaluate(touched)
-        writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for user, (profile, carrier, dirty) in touched.items():
-            if dirty:  # erased (None): a tombstone in the changelog
-                value = None if profile is None else profile.pack()
-                writes.setdefault(carrier.message.partition, []).append((user, value))
-        # No await from this check to the last write: the writes cannot interleave with the
-        # table recovery of a rebalance.
-        if not self._fold.current(epoch):
-            log.info("a rebalance began during a batch of %d records: read again", len(batch))
-            return False
-        for partition, items in writes.items():
-            self._profile_writer.write(partition, items)
+            if not dirty:
+                continue
+            with event_context(carrier):
+                if profile is None:
+                    self.profiles.pop(user, None)  # erased: a tombstone in the changelog
+                else:
+                    self.profiles[user] = profile.pack()
         for trigger in fired:
             await self.triggers.emit(trigger)
         for partition, (ts, fevent) in newest.items():
@@ -441,7 +426,6 @@ class PersonaStreams:
                     self.clock_table[key] = b"%d" % ts
         for item_id, (weight,) in activity.items():
             await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
-        return True
 
     async def _command(
         self, fevent: Carrier, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]

@@ -26,7 +26,7 @@ import asyncio
 import time
 import types
 from collections.abc import Generator
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import faust
 from faust.types import Message
@@ -50,17 +50,11 @@ class Delivered:
         self.message = message
 
 
-async def _deliver_raw(message: Message, *, propagate: bool = False) -> Delivered:
-    return Delivered(message)
-
-
 class FoldTopic(faust.Topic):
-    """A topic delivering `Delivered` records instead of decoded Faust events (keys and values
-    stay bytes: the fold parses them itself)."""
+    """A topic delivering `Delivered` records instead of decoded Faust events."""
 
-    def _compile_decode(self) -> None:
-        # Faust compiles the schema's decoder into the instance's `decode`.
-        self.decode = _deliver_raw  # type: ignore[assignment]
+    async def decode(self, message: Message, *, propagate: bool = False) -> Any:
+        return Delivered(message)
 
 
 async def take(queue: Any, max_n: int, within: float) -> list[Delivered]:
@@ -88,22 +82,6 @@ class Fold:
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
-        # Rebalances seen: Tansu can revoke and re-assign partitions under the same generation
-        # id, so the generation alone does not tell that a batch outlived its assignment.
-        self.epoch = 0
-
-        async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-            self.epoch += 1
-
-        app.on_partitions_revoked.connect(cast(Any, on_revoked))
-
-    def current(self, epoch: int) -> bool:
-        """Whether a batch accepted at `epoch` may still write and be acknowledged: no rebalance
-        started since. (During one, table recovery rewrites the partitions' RocksDB from their
-        changelogs; a batch writing then could be overwritten by older values, and acking it
-        would commit offsets past events whose state was lost. A dropped batch is read again
-        from the committed offsets.)"""
-        return epoch == self.epoch and self.app.flow_control.is_active()
 
     def accept(self, batch: list[Delivered]) -> list[Delivered]:
         """The records of `batch` that belong to the current assignment, marked pending (a
@@ -176,13 +154,10 @@ def fast_wait_first(consumer: Any) -> None:
             return await original(*coros, timeout=timeout)
         try:
             pending = first.send(None)
-        except BaseException as exc:
+        except StopIteration as stop:
             for other in coros[1:]:
                 if isinstance(other, types.CoroutineType):
                     other.close()  # never started
-            if not isinstance(exc, StopIteration):
-                raise
-            stop = exc
             stopped = consumer._stopped.is_set() or consumer._crashed.is_set()
             if stopped:
                 return WaitResults([], [], True)
