@@ -511,7 +511,6 @@ COUNTER_HELP = {
     "events_late": "Events beyond the lateness bound (dead-lettered).",
     "users_erased": "Erasures applied.",
     "catalog_updates": "Catalog updates applied.",
-    "fold_batches": "Batches the events fold processed (messages consumed / batches = mean size).",
 }
 
 

@@ -169,9 +169,7 @@ def measure_worker(base: str, n: int, pids: dict[str, int]) -> dict[str, Any]:
         if v >= n:
             assert first_t is not None
             seconds = max(now - first_t, 1e-9)
-            batches = metric(base, "persona_fold_batches_total")
             return {
-                "mean_batch": v / batches if batches else None,
                 "events": v - first_v,
                 "seconds": seconds,
                 "events_per_s": (v - first_v) / seconds,
@@ -333,8 +331,6 @@ def main() -> None:
     print(f"{'ratio worker / raw':34}{w['events_per_s'] / raw['events_per_s']:>12.2f}")
     cores = ", ".join(f"{k} {v:.2f}" for k, v in w["cpu_cores"].items())
     print(f"CPU while the worker consumed, in cores: {cores} (of {os.cpu_count()})")
-    if w.get("mean_batch"):
-        print(f"mean fold batch: {w['mean_batch']:,.0f} events")
     print(
         f"freshness at {f['rate']:,.0f} events/s: p50 {f['p50_ms']:.1f} ms, "
         f"p99 {f['p99_ms']:.1f} ms over {f['probes']} probes"

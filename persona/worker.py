@@ -72,7 +72,6 @@ class StreamState:
                 "events_late": stats.late,
                 "users_erased": stats.erased,
                 "catalog_updates": stats.catalog_updates,
-                "fold_batches": stats.batches,
                 **self._webhook_counters(),
             },
             "consumed": dict(stats.by_topic),

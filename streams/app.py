@@ -46,7 +46,7 @@ from streams.webhooks import WebhookSender
 log = logging.getLogger("persona.streams")
 
 BATCH_MAX = 1000
-BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep arriving
+BATCH_WITHIN = 0.05  # seconds
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_TTL = 2.0  # seconds
@@ -118,7 +118,6 @@ class StreamStats:
     catalog_updates: int = 0
     late: int = 0
     erased: int = 0
-    batches: int = 0  # fold batches: records consumed / batches = the mean batch size
     by_topic: dict[str, int] = field(default_factory=dict)
     triggers: dict[str, int] = field(default_factory=dict)
 
@@ -324,10 +323,9 @@ class PersonaStreams:
         queue = self.input_topic.queue
         fold = self._fold
         while not self.app.should_stop:
-            batch = fold.accept(await take(queue, BATCH_MAX, BATCH_WITHIN))
+            batch = fold.accept(await take(queue, BATCH_MAX))
             if not batch:
                 continue
-            self.stats.batches += 1
             try:
                 await self._process_batch(batch)
             except Exception as exc:

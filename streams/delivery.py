@@ -23,7 +23,6 @@ straight from the conductor instead:
 from __future__ import annotations
 
 import asyncio
-import time
 import types
 from collections.abc import Generator
 from typing import Any, Protocol
@@ -57,24 +56,17 @@ class FoldTopic(faust.Topic):
         return Delivered(message)
 
 
-async def take(queue: Any, max_n: int, within: float) -> list[Delivered]:
-    """Wait for the first record, then collect up to `max_n` while records keep arriving, for at
-    most `within` seconds: under load batches fill (one state write per user per batch), and a
-    record arriving at a quiet stream is processed after a 2 ms look for company."""
+async def take(queue: Any, max_n: int) -> list[Delivered]:
+    """Wait for the first record, then return it with all the queue holds (at most `max_n`):
+    batches grow with the load and an idle stream answers at once."""
     batch: list[Delivered] = [await queue.get()]
     get = queue.get_nowait
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            while len(batch) < max_n:
-                batch.append(get())
-        except asyncio.QueueEmpty:
-            pass
-        if len(batch) >= max_n or time.monotonic() >= deadline:
-            return batch
-        await asyncio.sleep(0.002)
-        if queue.empty():
-            return batch
+    try:
+        while len(batch) < max_n:
+            batch.append(get())
+    except asyncio.QueueEmpty:
+        pass
+    return batch
 
 
 class Fold:
