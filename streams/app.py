@@ -39,7 +39,6 @@ from streams.admin import (
     TRIGGERS_TOPIC,
     bootstrap_servers,
 )
-from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
 
@@ -57,7 +56,7 @@ _POPULARITY_WEIGHT = {"purchase": 1.0, "add_to_cart": 0.2}
 
 
 @contextlib.contextmanager
-def event_context(event: Carrier) -> Iterator[None]:
+def event_context(event: EventT) -> Iterator[None]:
     """Make `event` Faust's current event, so table reads/writes use its partition.
 
     Faust only sets the current event for per-event iteration; batch (`take_events`) code must set
@@ -65,7 +64,7 @@ def event_context(event: Carrier) -> Iterator[None]:
     """
     from faust import streams as faust_streams
 
-    token = faust_streams._current_event.set(weakref.ref(cast(Any, event)))
+    token = faust_streams._current_event.set(weakref.ref(event))
     try:
         yield
     finally:
@@ -164,18 +163,14 @@ class PersonaStreams:
         def topic(name: str, **kw: Any) -> faust.TopicT:
             return app.topic(name, key_type=bytes, value_type=bytes, partitions=n, **kw)
 
-        # The events fold takes its records straight from the conductor (streams/delivery.py);
-        # registering the topic subscribes the worker to it, as iterating it in an agent would.
-        self.input_topic = FoldTopic(
-            app,
-            topics=[*INPUT_TOPICS, REKEYED_TOPIC, COMMANDS_TOPIC],
+        self.input_topic = app.topic(
+            *INPUT_TOPICS,
+            REKEYED_TOPIC,
+            COMMANDS_TOPIC,
             key_type=bytes,
             value_type=bytes,
             partitions=n,
-            is_iterator=True,
         )
-        app.topics.add(self.input_topic)
-        self._fold = Fold(app)
         self.rekeyed_topic = topic(REKEYED_TOPIC)
         self.commands_topic = topic(COMMANDS_TOPIC)
         self.event_topics = {name: topic(name) for name in INPUT_TOPICS}
@@ -205,7 +200,7 @@ class PersonaStreams:
         self.webhooks: WebhookSender | None = None
         self.triggers = TriggerRunner(self)
 
-        app.task(self._events_fold)
+        app.agent(self.input_topic, name="persona.events")(self._events_agent)
         app.agent(self.catalog_topic, name="persona.catalog")(self._catalog_agent)
         app.agent(self.item_activity, name="persona.popularity")(self._popularity_agent)
         app.timer(POPULAR_REFRESH)(self._refresh_popular)
@@ -292,7 +287,7 @@ class PersonaStreams:
             self._partition_of[user_id] = expected
         return bool(expected == partition)
 
-    async def _dead_letter(self, event: Carrier, reason: str) -> None:
+    async def _dead_letter(self, event: EventT, reason: str) -> None:
         msg = event.message
         self.stats.invalid += 1
         raw: bytes = msg.value if isinstance(msg.value, bytes) else b""
@@ -316,16 +311,8 @@ class PersonaStreams:
         log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
         await self.dead_letters.send(key=msg.key, value=json.dumps(body).encode(), headers=headers)
 
-    async def _events_fold(self) -> None:
-        """The events fold: batches of records from the input topics, folded and written, then
-        acknowledged (offsets are committed only for records whose state is written)."""
-        fast_wait_first(self.app.consumer)
-        queue = self.input_topic.queue
-        fold = self._fold
-        while not self.app.should_stop:
-            batch = fold.accept(await take(queue, BATCH_MAX))
-            if not batch:
-                continue
+    async def _events_agent(self, stream: faust.StreamT) -> None:
+        async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):
             try:
                 await self._process_batch(batch)
             except Exception as exc:
@@ -335,9 +322,8 @@ class PersonaStreams:
                 log.exception("stream processing failed; stopping the worker")
                 await self.app.crash(exc)
                 raise
-            fold.ack(batch)
 
-    def _load(self, user: bytes, fevent: Carrier, touched: Touched) -> Profile | None:
+    def _load(self, user: bytes, fevent: EventT, touched: Touched) -> Profile | None:
         if user in touched:
             return touched[user][0]  # None after an erasure in this batch
         # Straight from the partition's RocksDB: the table's own get costs two lookups and a
@@ -351,11 +337,11 @@ class PersonaStreams:
         beside Faust's own `__faust` offset keys."""
         return cast(Any, self.profiles.data)._db_for_partition(partition)
 
-    async def _process_batch(self, batch: list[Delivered]) -> None:
+    async def _process_batch(self, batch: list[EventT]) -> None:
         touched: Touched = {}
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
         activity: dict[str, list[float]] = {}
-        newest: dict[int, tuple[int, Delivered]] = {}
+        newest: dict[int, tuple[int, EventT]] = {}
         for fevent in batch:
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
@@ -406,10 +392,10 @@ class PersonaStreams:
         for partition, commands in item_changes.items():
             await self.triggers.items_changed(partition, commands)
         fired = self.triggers.evaluate(touched)
-        for user, (profile, carrier, dirty) in touched.items():
+        for user, (profile, fevent, dirty) in touched.items():
             if not dirty:
                 continue
-            with event_context(carrier):
+            with event_context(fevent):
                 if profile is None:
                     self.profiles.pop(user, None)  # erased: a tombstone in the changelog
                 else:
@@ -426,7 +412,7 @@ class PersonaStreams:
             await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
 
     async def _command(
-        self, fevent: Carrier, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]
+        self, fevent: EventT, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]
     ) -> None:
         try:
             command = json.loads(fevent.message.value or b"")
