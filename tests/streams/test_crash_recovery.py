@@ -99,12 +99,18 @@ def test_sigkill_part_way_loses_and_double_counts_nothing(tmp_path: Path) -> Non
                 worker = start_worker(broker.url, tmp_path / "w")
             thread.join(120)
             assert sent.is_set()
-            wait_until(
-                lambda: observed(worker) == want,
-                timeout=120,
-                interval=1.0,
-                what="exact counts and carts",
-            )
+            last: dict[str, object] = {}
+
+            def exact() -> bool:
+                seen = observed(worker)
+                last.clear()
+                last.update({u: (seen[u], want[u]) for u in USERS if seen[u] != want[u]})
+                return not last
+
+            try:
+                wait_until(exact, timeout=120, interval=1.0, what="exact counts and carts")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; users off (seen, wanted): {last}") from None
         finally:
             worker.stop()
         assert kills == 3
