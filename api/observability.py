@@ -205,7 +205,7 @@ class Telemetry:
         self._log(request, route, status, took)
 
     def observe_block(
-        self, request: web.Request, status: int, took: float, block: Block | None
+        self, request: web.BaseRequest, status: int, took: float, block: Block | None
     ) -> None:
         """`observe` for a block GET answered with `block` (None: a refusal or an error) by the
         hot path (api/hot.py): the same figures, without reading them back from the headers."""
@@ -246,7 +246,7 @@ class Telemetry:
         entry[0] += 1
         entry[1] += fallback
 
-    def _log(self, request: web.Request, route: str, status: int, took: float) -> None:
+    def _log(self, request: web.BaseRequest, route: str, status: int, took: float) -> None:
         if route in PROBE_ROUTES and (status < 500 or route == "/readyz"):
             if access_log.isEnabledFor(logging.DEBUG):
                 access_log.debug("%s %s %s", request.method, request.path, status)
@@ -509,6 +509,8 @@ COUNTER_HELP = {
     "events_dead_lettered": "Messages sent to dead-letters.",
     "events_rekeyed": "Events re-keyed through the repartition topic.",
     "events_late": "Events beyond the lateness bound (dead-lettered).",
+    "events_redelivered": "Records skipped as already folded (below their stored position).",
+    "events_gap_read": "Records Faust did not deliver, read from the broker and folded.",
     "users_erased": "Erasures applied.",
     "catalog_updates": "Catalog updates applied.",
 }

@@ -70,6 +70,8 @@ class StreamState:
                 "events_dead_lettered": stats.invalid,
                 "events_rekeyed": stats.rekeyed,
                 "events_late": stats.late,
+                "events_redelivered": stats.redelivered,
+                "events_gap_read": stats.gap_records,
                 "users_erased": stats.erased,
                 "catalog_updates": stats.catalog_updates,
                 **self._webhook_counters(),

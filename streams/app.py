@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -39,6 +40,7 @@ from streams.admin import (
     TRIGGERS_TOPIC,
     bootstrap_servers,
 )
+from streams.positions import GapReader, parse_position, position_key
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
 
@@ -49,6 +51,8 @@ BATCH_WITHIN = 0.05  # seconds
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_TTL = 2.0  # seconds
+AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
+AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
 
 # How an interaction counts towards an item's popularity: best-sellers are what sells (views, the
 # bulk of a clickstream, would cost a message each per batch and say little about sales).
@@ -117,6 +121,8 @@ class StreamStats:
     catalog_updates: int = 0
     late: int = 0
     erased: int = 0
+    redelivered: int = 0  # records below their partition's stored position: already folded
+    gap_records: int = 0  # records Faust skipped, read straight from the broker and folded
     by_topic: dict[str, int] = field(default_factory=dict)
     triggers: dict[str, int] = field(default_factory=dict)
 
@@ -199,6 +205,18 @@ class PersonaStreams:
         self.models_provider: Callable[[], ModelSet | None] = lambda: None
         self.webhooks: WebhookSender | None = None
         self.triggers = TriggerRunner(self)
+        # Input positions (see streams.positions): the next offset to fold per (topic,
+        # partition), loaded from the partition's RocksDB and forgotten on every rebalance.
+        self._fold_topics = frozenset(self.input_topic.topics)
+        self._positions: dict[tuple[str, int], int | None] = {}
+        self._positions_epoch = 0
+        self._position_chain: asyncio.Future[None] | None = None
+        self._last_delivery: dict[tuple[str, int], float] = {}
+        self._sends: list[Any] | None = None  # messages produced by the batch being folded
+        self._fold_lock = asyncio.Lock()
+        self.gaps = GapReader(bootstrap_servers(broker_url))
+        app.on_partitions_revoked.connect(self._forget_positions)
+        app.on_partitions_assigned.connect(self._forget_positions)
 
         app.agent(self.input_topic, name="persona.events")(self._events_agent)
         app.agent(self.catalog_topic, name="persona.catalog")(self._catalog_agent)
@@ -206,6 +224,7 @@ class PersonaStreams:
         app.timer(POPULAR_REFRESH)(self._refresh_popular)
         app.timer(1.0)(self.triggers.check_due)
         app.timer(10.0)(self.triggers.sweep)
+        app.timer(AUDIT_EVERY)(self._audit_positions)
 
     # -- read side (used by the API, same process) ---------------------------------------------
     def profile(self, user_id: str) -> Profile | None:
@@ -309,12 +328,23 @@ class PersonaStreams:
             ("source-offset", str(msg.offset).encode()),
         ]
         log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
-        await self.dead_letters.send(key=msg.key, value=json.dumps(body).encode(), headers=headers)
+        self.track(
+            await self.dead_letters.send(
+                key=msg.key, value=json.dumps(body).encode(), headers=headers
+            )
+        )
+
+    def track(self, sent: Any) -> None:
+        """Keep a message produced while folding a batch: the batch's positions are stored only
+        once every such message is acknowledged, so a crash cannot lose one."""
+        if self._sends is not None:
+            self._sends.append(sent)
 
     async def _events_agent(self, stream: faust.StreamT) -> None:
         async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):
             try:
-                await self._process_batch(batch)
+                async with self._fold_lock:
+                    await self._process_batch(batch)
             except Exception as exc:
                 # Bad data never gets here (it is dead-lettered per message); this is the broker
                 # or the state store failing. Crash the worker rather than lose or skip events:
@@ -337,7 +367,172 @@ class PersonaStreams:
         beside Faust's own `__faust` offset keys."""
         return cast(Any, self.profiles.data)._db_for_partition(partition)
 
+    # -- positions (streams.positions) -----------------------------------------------------------
+    async def _forget_positions(self, *args: Any, **kwargs: Any) -> None:
+        """On every rebalance: positions are re-read from each partition's RocksDB, and a batch
+        that was folding across the rebalance stores none."""
+        self._positions.clear()
+        self._positions_epoch += 1
+
+    def _stored_position(self, topic: str, partition: int) -> int | None:
+        return parse_position(self.profile_db(partition).get(position_key(topic)))
+
+    async def _in_order(self, batch: list[EventT]) -> list[EventT]:
+        """The batch without records already folded (below their partition's position) and
+        with any records skipped before them read from the broker and put in their place."""
+        positions = self._positions
+        out: list[EventT] = []
+        gaps: list[tuple[int, tuple[str, int], int, int]] = []
+        now = time.monotonic()
+        for fevent in batch:
+            msg = fevent.message
+            key = (msg.topic, msg.partition)
+            try:
+                expected = positions[key]
+            except KeyError:
+                expected = positions[key] = self._stored_position(msg.topic, msg.partition)
+            offset = msg.offset
+            if expected is not None:
+                if offset < expected:
+                    self.stats.redelivered += 1
+                    continue
+                if offset > expected:
+                    gaps.append((len(out), key, expected, offset))
+            positions[key] = offset + 1
+            self._last_delivery[key] = now
+            out.append(fevent)
+        for index, key, start, end in reversed(gaps):
+            log.warning(
+                "%s[%s]: offsets %d..%d were not delivered; reading them from the broker",
+                key[0],
+                key[1],
+                start,
+                end - 1,
+            )
+            found = (await self.gaps.read({key: (start, end)})).get(key, [])
+            self.stats.gap_records += len(found)
+            out[index:index] = cast(list[EventT], found)
+        return out
+
+    def _commit_positions(self, advanced: dict[tuple[str, int], int], epoch: int) -> None:
+        """Store the batch's positions after its profile writes and, when the batch produced
+        messages, once all of them are acknowledged (in batch order)."""
+        sends, self._sends = self._sends, None
+        if not advanced:
+            return
+        previous = self._position_chain
+        if not sends and (previous is None or previous.done()):
+            self._send_positions(advanced, epoch)
+        else:
+            self._position_chain = asyncio.ensure_future(
+                self._positions_after(previous, sends or [], advanced, epoch)
+            )
+
+    async def _positions_after(
+        self,
+        previous: asyncio.Future[None] | None,
+        sends: list[Any],
+        advanced: dict[tuple[str, int], int],
+        epoch: int,
+    ) -> None:
+        try:
+            if previous is not None:
+                await previous
+            if sends:
+                await asyncio.gather(*sends)
+        except Exception as exc:
+            log.exception("a message produced while folding was not delivered; stopping")
+            await self.app.crash(exc)
+            return
+        self._send_positions(advanced, epoch)
+
+    def _send_positions(self, advanced: dict[tuple[str, int], int], epoch: int) -> None:
+        if epoch != self._positions_epoch:
+            return  # a rebalance came in between: the next owner reads from what is stored
+        changelog = self.profiles.changelog_topic
+        for (topic, partition), position in advanced.items():
+            changelog.send_soon(
+                key=position_key(topic),
+                value=b"%d" % position,
+                partition=partition,
+                key_serializer="raw",
+                value_serializer="raw",
+                callback=functools.partial(
+                    self._position_stored, topic, partition, position, epoch
+                ),
+                eager_partitioning=True,
+            )
+
+    def _position_stored(
+        self, topic: str, partition: int, position: int, epoch: int, fut: Any
+    ) -> None:
+        """The changelog holds the position: now the local RocksDB may hold it too."""
+        try:
+            fut.result()
+        except Exception:
+            log.warning("could not store the position of %s[%s]", topic, partition, exc_info=True)
+            return
+        if epoch != self._positions_epoch:
+            return
+        db = self.profile_db(partition)
+        key = position_key(topic)
+        stored = parse_position(db.get(key))
+        if stored is None or stored < position:
+            db.put(key, b"%d" % position)
+
+    async def _audit_positions(self) -> None:
+        """Fold what Faust did not deliver to partitions that receive nothing: their position
+        lies below their end, and no later record comes to reveal the gap."""
+        try:
+            if not self.ready()[0]:
+                return
+            now = time.monotonic()
+            consumer: Any = self.app.consumer
+            ranges: dict[tuple[str, int], tuple[int, int | None]] = {}
+            for tp in cast(Any, self.app.assignor).assigned_actives():
+                key = (tp.topic, tp.partition)
+                if (
+                    tp.topic not in self._fold_topics
+                    or now - self._last_delivery.get(key, 0.0) < AUDIT_IDLE
+                ):
+                    continue
+                if key not in self._positions:
+                    self._positions[key] = self._stored_position(tp.topic, tp.partition)
+                position = self._positions[key]
+                if position is None:
+                    continue
+                end = consumer.highwater(tp)
+                if end is not None and int(end) <= position:
+                    continue
+                ranges[key] = (position, None)
+            if not ranges:
+                return
+            found = await self.gaps.read(ranges)
+            batch = [event for events in found.values() for event in events]
+            if batch:
+                log.warning(
+                    "%d records were not delivered to partitions that receive nothing; "
+                    "read them from the broker: %s",
+                    len(batch),
+                    {f"{t}[{p}]": len(events) for (t, p), events in found.items() if events},
+                )
+                self.stats.gap_records += len(batch)
+                async with self._fold_lock:
+                    await self._process_batch(cast(list[EventT], batch))
+        except Exception:
+            log.exception("the position audit failed; retrying at the next tick")
+
     async def _process_batch(self, batch: list[EventT]) -> None:
+        epoch = self._positions_epoch
+        self._sends = []
+        batch = await self._in_order(batch)
+        advanced: dict[tuple[str, int], int] = {}
+        for fevent in batch:
+            advanced[(fevent.message.topic, fevent.message.partition)] = fevent.message.offset + 1
+        await self._fold(batch)
+        self._commit_positions(advanced, epoch)
+
+    async def _fold(self, batch: list[EventT]) -> None:
         touched: Touched = {}
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
         activity: dict[str, list[float]] = {}
@@ -366,7 +561,7 @@ class PersonaStreams:
             user = event.user_id.encode()
             if not self._correctly_keyed(msg.key, msg.partition, user):
                 self.stats.rekeyed += 1
-                await self.rekeyed_topic.send(key=user, value=msg.value)
+                self.track(await self.rekeyed_topic.send(key=user, value=msg.value))
                 continue
             current = self._load(user, fevent, touched)
             try:
@@ -409,7 +604,9 @@ class PersonaStreams:
                 if stored is None or int(stored) < ts:
                     self.clock_table[key] = b"%d" % ts
         for item_id, (weight,) in activity.items():
-            await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
+            self.track(
+                await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
+            )
 
     async def _command(
         self, fevent: EventT, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]

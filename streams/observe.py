@@ -35,9 +35,11 @@ def consumer_lag(app: faust.App, topics: set[str]) -> dict[str, int]:
 
 
 def sample_values(table: Any, n: int) -> list[bytes]:
-    """Up to `n` values of a table's local store (active and standby partitions)."""
+    """Up to `n` values of a table's local store (active and standby partitions), without the
+    bookkeeping rows kept under Faust's key prefix (offsets, input positions)."""
     try:
-        return [v for v in itertools.islice(table.values(), n) if v]
+        rows = ((k, v) for k, v in table.items() if not k.startswith(b"__faust"))
+        return [v for _, v in itertools.islice(rows, n) if v]
     except Exception:
         log.debug("table sample unavailable", exc_info=True)
         return []

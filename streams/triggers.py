@@ -95,7 +95,9 @@ class TriggerRunner:
         self.streams.stats.triggers[trigger.trigger] = (
             self.streams.stats.triggers.get(trigger.trigger, 0) + 1
         )
-        await self.streams.triggers_topic.send(key=trigger.user_id.encode(), value=message)
+        self.streams.track(
+            await self.streams.triggers_topic.send(key=trigger.user_id.encode(), value=message)
+        )
         if self.streams.webhooks is not None:
             self.streams.webhooks.submit(message)
 

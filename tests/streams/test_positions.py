@@ -1,0 +1,223 @@
+"""The fold's input positions: records that Faust's committed offsets skip are still folded.
+
+The consumer group's committed offsets are moved past events no worker has folded (what a commit
+running ahead of the state would do). A worker restarted on the same data dir must still fold
+them: its stored positions say where its state ends, and the missing records are read from the
+broker. Without positions these events would be lost for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+from engine.events import validate
+from streams.admin import bootstrap_servers
+from streams.app import PersonaStreams, StreamStats
+from streams.broker import EmbeddedBroker
+from streams.positions import (
+    POSITION_PREFIX,
+    GapEvent,
+    GapMessage,
+    is_position_key,
+    parse_position,
+    position_key,
+)
+from streams.produce import ALL_INPUTS, Producer, ensure_topics
+from tests.conftest import Worker, http, metric, start_worker, wait_until
+
+pytestmark = pytest.mark.integration
+
+USERS = [f"g{i}" for i in range(8)]
+T0 = 1_600_000_000_000
+PARTITIONS = 4
+
+
+def send(broker_url: str, start: int, count: int) -> None:
+    events = [
+        validate(
+            {
+                "event_id": f"gap-{i}",
+                "type": "add_to_cart",
+                "user_id": USERS[i % len(USERS)],
+                "ts": T0 + i,
+                "item_id": f"item{i % 3}",
+            }
+        )
+        for i in range(start, start + count)
+    ]
+
+    async def go() -> None:
+        await ensure_topics(broker_url, PARTITIONS, ALL_INPUTS)
+        async with Producer(broker_url) as producer:
+            await producer.send_events(events)
+
+    asyncio.run(go())
+
+
+class AsFaust(RoundRobinPartitionAssignor):
+    """The group's protocol is Faust's: a member must name the same one to join it."""
+
+    name = "faust"
+
+
+def commit_to_end(broker_url: str, topic: str) -> dict[int, int]:
+    """Join the (idle) worker group alone and commit its offsets of every partition of `topic` at
+    the partition's end. (The broker refuses commits from outside the group.)"""
+
+    async def go() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers(broker_url),
+            group_id="persona",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            partition_assignment_strategy=(AsFaust,),
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            for _ in range(100):  # read everything: the fetch high watermark is exact on Tansu
+                await consumer.getmany(timeout_ms=300)
+                if set(consumer.assignment()) != set(tps):
+                    continue
+                done = True
+                for tp in tps:
+                    hw = consumer.highwater(tp)
+                    done = done and hw is not None and await consumer.position(tp) >= hw
+                if done:
+                    break
+            ends = {tp.partition: int(consumer.highwater(tp)) for tp in tps}
+            await consumer.commit({TopicPartition(topic, p): end for p, end in ends.items()})
+            return ends
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())
+
+
+def expected(total: int) -> dict[str, dict[str, int]]:
+    carts: dict[str, dict[str, int]] = {u: {} for u in USERS}
+    for i in range(total):
+        cart = carts[USERS[i % len(USERS)]]
+        cart[f"item{i % 3}"] = cart.get(f"item{i % 3}", 0) + 1
+    return carts
+
+
+def carts(worker: Worker) -> dict[str, dict[str, int] | None]:
+    out: dict[str, dict[str, int] | None] = {}
+    for user in USERS:
+        status, _, body = http("GET", f"{worker.base}/v1/users/{user}/profile")
+        out[user] = json.loads(body)["cart"] if status == 200 else None
+    return out
+
+
+def test_position_keys_cannot_be_user_ids() -> None:
+    key = position_key("cart")
+    assert is_position_key(key) and key.startswith(b"__faust")
+    with pytest.raises(UnicodeDecodeError):
+        key.decode("utf-8")  # user ids are UTF-8: none can equal a position key
+    assert not is_position_key(b"__faust-user")
+    assert parse_position(b"42") == 42 and parse_position(None) is None
+    assert parse_position(b"x") is None
+    assert POSITION_PREFIX in key
+
+
+def test_records_behind_a_committed_offset_are_still_folded(tmp_path: Path) -> None:
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
+        first = start_worker(broker.url, tmp_path / "w")
+        try:
+            send(broker.url, 0, 240)
+            wait_until(lambda: carts(first) == expected(240), timeout=60, what="240 events")
+            # the worker stores its positions once their changelog writes are acknowledged
+            wait_until(
+                lambda: metric(first.base, "persona_events_processed_total") >= 240,
+                what="counters",
+            )
+        finally:
+            first.stop()
+
+        send(broker.url, 240, 160)  # produced while no worker runs ...
+        ends = commit_to_end(broker.url, "cart")  # ... and skipped by the group's offsets
+        assert sum(ends.values()) == 400
+
+        again = start_worker(broker.url, tmp_path / "w")
+        try:
+            wait_until(
+                lambda: carts(again) == expected(400), timeout=60, what="the 160 skipped events"
+            )
+            assert metric(again.base, "persona_events_gap_read_total") == 160
+            assert metric(again.base, "persona_events_duplicate_total") == 0
+            send(broker.url, 400, 40)  # and the stream goes on from there
+            wait_until(lambda: carts(again) == expected(440), timeout=60, what="40 more events")
+        finally:
+            again.stop()
+
+
+class FakeGaps:
+    """Stands in for the broker read in the ordering test (the integration test above reads
+    from the real broker)."""
+
+    def __init__(self, records: dict[tuple[str, int], list[int]]) -> None:
+        self.records = records
+        self.asked: list[dict[tuple[str, int], tuple[int, int | None]]] = []
+
+    async def read(
+        self, ranges: dict[tuple[str, int], tuple[int, int | None]]
+    ) -> dict[tuple[str, int], list[GapEvent]]:
+        self.asked.append(dict(ranges))
+        out = {}
+        for key, (start, end) in ranges.items():
+            offsets = [
+                o for o in self.records.get(key, []) if o >= start and (end is None or o < end)
+            ]
+            out[key] = [rec(key[0], key[1], o) for o in offsets]
+        return out
+
+
+def rec(topic: str, partition: int, offset: int) -> GapEvent:
+    return GapEvent(GapMessage(topic, partition, offset, b"u", b"{}", 0.0))
+
+
+def test_in_order_skips_what_is_folded_and_fills_gaps_in_place() -> None:
+    stored = {("cart", 0): 10, ("clickstream", 1): None}
+    fake = SimpleNamespace(
+        _positions={},
+        stats=StreamStats(),
+        _last_delivery={},
+        gaps=FakeGaps({("cart", 0): [12, 13, 14]}),
+        _stored_position=lambda topic, partition: stored[(topic, partition)],
+    )
+    batch = [
+        rec("cart", 0, 8),  # below the stored position: already folded
+        rec("cart", 0, 9),
+        rec("clickstream", 1, 500),  # nothing stored: taken as it comes
+        rec("cart", 0, 10),
+        rec("cart", 0, 11),
+        rec("cart", 0, 15),  # 12..14 were skipped on the way
+        rec("clickstream", 1, 501),
+    ]
+    out = asyncio.run(PersonaStreams._in_order(cast(Any, fake), cast(Any, batch)))
+    got = [(e.message.topic, e.message.offset) for e in out]
+    assert got == [
+        ("clickstream", 500),
+        ("cart", 10),
+        ("cart", 11),
+        ("cart", 12),
+        ("cart", 13),
+        ("cart", 14),
+        ("cart", 15),
+        ("clickstream", 501),
+    ]
+    assert fake.gaps.asked == [{("cart", 0): (12, 15)}]
+    assert fake._positions == {("cart", 0): 16, ("clickstream", 1): 502}
+    assert fake.stats.redelivered == 2 and fake.stats.gap_records == 3
