@@ -43,7 +43,11 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Resp
 
 
 def _scope_for(request: web.Request) -> str | None:
-    path = request.path
+    return scope_for(request.path, request.method)
+
+
+def scope_for(path: str, method: str) -> str | None:
+    """The scope a request for `path` (decoded) with `method` needs; None for the public ones."""
     if path in PUBLIC or path.startswith("/ui/"):  # the UI pages check the key themselves
         return None
     if path == "/v1/events":
@@ -52,7 +56,7 @@ def _scope_for(request: web.Request) -> str | None:
         return "models:admin"
     if path.startswith("/v1/feeds/"):
         return "feeds:read"
-    if path.startswith("/v1/users/") and (path.endswith("/export") or request.method == "DELETE"):
+    if path.startswith("/v1/users/") and (path.endswith("/export") or method == "DELETE"):
         return "privacy:admin"
     return "content:read"
 
@@ -86,9 +90,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def authorize(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:
     """(key name, None) when the request's key has `scope`, else (None, the 401/403 problem)."""
+    return authorize_header(request.app[KEYS], request.headers.get("Authorization", ""), scope)
+
+
+def authorize_header(
+    keys: KeyRing, authorization: str, scope: str
+) -> tuple[str | None, web.Response | None]:
+    """`authorize` for an `Authorization` header value checked against `keys`."""
     feeds = scope == "feeds:read"  # ad platforms fetch feeds with HTTP Basic (key as password)
-    secret = secret_from_header(request.headers.get("Authorization", ""), allow_basic=feeds)
-    key = request.app[KEYS].authenticate(secret) if secret else None
+    secret = secret_from_header(authorization, allow_basic=feeds)
+    key = keys.authenticate(secret) if secret else None
     if key is None:
         response = problem(401, "Unauthorized", "send Authorization: Bearer <api key>")
         response.headers["WWW-Authenticate"] = (
@@ -138,20 +149,34 @@ def block_response(request: web.Request) -> web.Response:
 def block_answer(request: web.Request) -> tuple[web.Response, Block | None]:
     """The block GET's response, and the block it answers with (None for a 4xx)."""
     match = request.match_info
-    user_id = match["user_id"]
-    block_name = match["block"]
     fmt = request.query.get("format", "html") if request.query_string else "html"
+    refused, block = block_lookup(request.app[CONTENT], match["user_id"], match["block"], fmt)
+    if block is None:
+        assert refused is not None
+        return refused, None
+    if not_modified(block, request.headers.get("If-None-Match")):
+        return web.Response(status=304, headers=block.not_modified_headers), block
+    return web.Response(body=block.body, headers=block.headers), block
+
+
+def block_lookup(
+    content: ContentService, user_id: str, block_name: str, fmt: str
+) -> tuple[web.Response | None, Block | None]:
+    """(None, the block) for a valid block GET, else (its 4xx problem, None)."""
     if block_name not in BLOCKS:
         return problem(404, "Unknown block", f"blocks are {', '.join(BLOCKS)}"), None
     if fmt not in FORMATS:
         return problem(400, "Bad format", f"format is one of {', '.join(FORMATS)}"), None
     if not 1 <= len(user_id) <= 128:
         return problem(400, "Bad user id", "user ids are 1..128 characters"), None
-    block = request.app[CONTENT].block(user_id, block_name, fmt)
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and block.etag in _etags(if_none_match):
-        return web.Response(status=304, headers=block.not_modified_headers), block
-    return web.Response(body=block.body, headers=block.headers), block
+    return None, content.block(user_id, block_name, fmt)
+
+
+def not_modified(block: Block, if_none_match: str | None) -> bool:
+    """Whether a GET with this If-None-Match header is answered 304 for `block`."""
+    if not if_none_match:
+        return False
+    return block.etag in _etags(if_none_match)
 
 
 def _etags(header: str) -> set[str]:

@@ -1,39 +1,59 @@
-"""The hot path: `GET /v1/users/{id}/blocks/{block}` answered by one middleware.
+"""The hot path: `GET /v1/users/{id}/blocks/{block}`, answered ahead of aiohttp's routing.
 
-Send time is dominated by this route, and aiohttp's middleware chain (observe, errors, audit,
-auth, limits, routing, exposures, timeout: one coroutine frame each) cost more than the block
-lookup itself. This middleware runs first and, for that route, does the same work inline, in the
-same order and with the same answers: request id, key and scope check (401/403), rate limit
+Send time is dominated by this route. Two layers serve it, with the same answers as the full
+middleware chain (observe, errors, audit, auth, limits, routing, exposures, timeout) gives:
+
+- `HotRunner` (the reader processes' `web.AppRunner`) puts `front` in front of the application:
+  a block GET is recognized from the raw request target with a string split, before the router
+  resolves it (a walk over every `/v1/users/...` resource, a match object, the middleware
+  handlers) and answered from the block cache; its 200/304 answers are written as prebuilt bytes
+  (`HotResponse`: the block's header lines are built once per cached block) instead of building
+  a header multidict per request. Anything else (another route or method, a target with
+  percent-escapes or dot segments, `Expect`) goes to the application unchanged.
+- `hot_middleware` does the same work as the outermost middleware, for servers started without
+  `HotRunner` (the worker's own API, tests' plain test servers).
+
+Either does inline, in the chain's order: request id, key and scope check (401/403), rate limit
 (429), the block (a cached lookup, see `api.content`), metrics and the access log. No timeout is
-needed: the handler never awaits.
-
-It hands the request to the full chain whenever that chain would do something more: the user's
-partition belongs to another worker (routing forwards it), or an experiment is running (exposures
-are logged). Every other route goes through the chain as before.
+needed: neither awaits. Both hand the request to the full chain whenever it would do something
+more: the user's partition belongs to another worker (routing forwards it), or an experiment is
+running (exposures are logged).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+from multidict import CIMultiDict
 
 from api.app import (
     CONTENT,
+    KEYS,
     METRICS,
     _scope_for,
     authorize,
+    authorize_header,
     block_answer,
+    block_lookup,
     count_request,
     get_block,
+    not_modified,
     problem,
+    scope_for,
 )
-from api.limits import over_limit
+from api.limits import LIMITER, limited, over_limit
 from api.models_routes import ADMIN
 from api.observability import TELEMETRY, _request_id, request_id
 from api.routing import ROUTED
+from engine.blocks import Block
 
 log = logging.getLogger("persona.api")
 
@@ -81,6 +101,197 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     count_request(app[METRICS], status, took)
     app[TELEMETRY].observe_block(request, status, took, block)
     return response
+
+
+# -- in front of the application (HotRunner) ----------------------------------------------------
+
+BLOCK_PREFIX = "/v1/users/"
+# A request target's path the router sees exactly as written: no percent-escapes (decoded before
+# matching), no braces (the route's pattern excludes them), no fragment, nothing but ASCII.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]+")
+_NOT_A_SEGMENT = frozenset({"", ".", ".."})  # empty, or a dot segment (URL normalization drops it)
+_STATUS_LINES = {200: b"HTTP/1.1 200 OK\r\n", 304: b"HTTP/1.1 304 Not Modified\r\n"}
+_REASONS = {200: "OK", 304: "Not Modified"}
+_SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n\r\n".encode()
+
+
+class _DateLine:
+    """`Date: ...\r\n` as aiohttp formats it (its formatter caches the text for a second)."""
+
+    __slots__ = ("line", "text")
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.line = b""
+
+    def get(self) -> bytes:
+        text = rfc822_formatted_time()
+        if text is not self.text:
+            self.text = text
+            self.line = f"Date: {text}\r\n".encode()
+        return self.line
+
+
+_DATE = _DateLine()
+
+
+class HotResponse(web.StreamResponse):
+    """A block's 200 or 304 to an HTTP/1.1 keep-alive request, written as one buffer: the status
+    line, the block's prebuilt header lines, X-Request-Id, Content-Length (200 only), Date and
+    Server, then the body: the bytes aiohttp's `Response` writes for the same answer
+    (tests/api/test_hot.py compares them), without a header multidict per request. `headers`
+    is built only if something asks for it."""
+
+    def __init__(self, status: int, lines: bytes, rid: str, body: bytes | None) -> None:
+        # StreamResponse.__init__ is not called: its header multidict is what this class avoids
+        self._state: dict[Any, Any] = {}
+        self._status = status
+        self._reason = _REASONS[status]
+        self._keep_alive = True
+        self._lines = lines
+        self._rid = rid
+        self._hot_body = body
+
+    def __getattr__(self, name: str) -> Any:  # only for what __init__ did not set
+        if name != "_headers":
+            raise AttributeError(name)
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in self._lines.decode().split("\r\n"):
+            if line:
+                key, _, value = line.partition(": ")
+                headers.add(key, value)
+        headers["X-Request-Id"] = self._rid
+        if self._hot_body is not None:
+            headers["Content-Length"] = str(len(self._hot_body))
+        self._headers = headers
+        return headers
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._eof_sent:
+            return None
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        body = self._hot_body
+        parts = [_STATUS_LINES[self._status], self._lines, b"X-Request-Id: ", self._rid.encode()]
+        if body is None:
+            parts += (b"\r\n", _DATE.get(), _SERVER_LINE)
+        else:
+            parts += (b"\r\nContent-Length: %d\r\n" % len(body), _DATE.get(), _SERVER_LINE, body)
+        data = b"".join(parts)
+        transport.write(data)
+        self._eof_sent = True
+        self._body_length = len(data)  # what aiohttp counts: headers included
+        writer = request.writer
+        await writer.drain()  # as aiohttp's write_eof: wait while the transport is paused
+        return writer
+
+
+class Front:
+    """The server's request handler in front of the application (see the module doc): answers
+    block GETs it can recognize from the raw target, hands everything else to `fallback` (the
+    application's own handler)."""
+
+    def __init__(
+        self, app: web.Application, fallback: Callable[[web.BaseRequest], Awaitable[Any]]
+    ) -> None:
+        self.app = app
+        self.fallback = fallback
+        self.content = app[CONTENT]
+        self.keys = app[KEYS]
+        self.limiter = app[LIMITER]
+        self.metrics = app[METRICS]
+        self.telemetry = app[TELEMETRY]
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "GET":
+            response = self.answer(request)
+            if response is not None:
+                return response
+        response = await self.fallback(request)
+        assert isinstance(response, web.StreamResponse)
+        return response
+
+    def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """The answer to a block GET, or None when the application must answer `request`."""
+        target = request.raw_path
+        if not target.startswith(BLOCK_PREFIX):
+            return None
+        path, _, query = target.partition("?")
+        parts = path.split("/")  # "", "v1", "users", user id, "blocks", block
+        if len(parts) != 6 or parts[4] != "blocks":
+            return None
+        user_id, block_name = parts[3], parts[5]
+        if (
+            user_id in _NOT_A_SEGMENT
+            or block_name in _NOT_A_SEGMENT
+            or _PLAIN_PATH.fullmatch(path) is None
+        ):
+            return None
+        headers = request.headers
+        if headers.get("Expect"):
+            return None  # the application answers expectations
+        content = self.content
+        if content.models.experiment is not None and self.app.get(ADMIN) is not None:
+            return None  # exposures_middleware logs the exposure
+        if headers.get(ROUTED) is None and content.state.owner_url(user_id) is not None:
+            return None  # routing_middleware forwards to the owner of the user's partition
+        fmt = request.query.get("format", "html") if query else "html"
+        rid = _request_id(headers.get("X-Request-Id"))
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        block = None
+        response: web.StreamResponse | None
+        try:
+            scope = scope_for(path, "GET")
+            assert scope is not None  # the block route is never public
+            name, response = authorize_header(self.keys, headers.get("Authorization", ""), scope)
+            if response is None:
+                response = limited(self.limiter, name)
+                if response is None:
+                    response, block = block_lookup(content, user_id, block_name, fmt)
+                    if block is not None:
+                        response = _block_response(request, block, rid)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = problem(500, "Internal Server Error", "see the server log")
+        finally:
+            request_id.reset(token)
+        took = time.perf_counter() - started
+        assert response is not None
+        if not isinstance(response, HotResponse):
+            response.headers["X-Request-Id"] = rid
+        status = response.status
+        count_request(self.metrics, status, took)
+        self.telemetry.observe_block(request, status, took, block)
+        return response
+
+
+def _block_response(request: web.BaseRequest, block: Block, rid: str) -> web.StreamResponse:
+    unchanged = not_modified(block, request.headers.get("If-None-Match"))
+    if request.version == HttpVersion11 and request.keep_alive and "\n" not in rid:
+        lines = block.not_modified_header_lines if unchanged else block.header_lines
+        if lines is not None:
+            return HotResponse(
+                304 if unchanged else 200, lines, rid, None if unchanged else block.body
+            )
+    if unchanged:  # HTTP/1.0 or closing connections: aiohttp writes the connection headers
+        return web.Response(status=304, headers=block.not_modified_headers)
+    return web.Response(body=block.body, headers=block.headers)
+
+
+class HotRunner(web.AppRunner):
+    """`web.AppRunner` whose server hands requests to `Front` before the application (an
+    application with `on_response_prepare` signals, which `HotResponse` would skip, keeps its own
+    handler; `hot_middleware` still serves it)."""
+
+    async def setup(self) -> None:
+        await super().setup()
+        server = self.server
+        assert server is not None
+        app = self.app
+        if not app.on_response_prepare and CONTENT in app and TELEMETRY in app:
+            server.request_handler = Front(app, server.request_handler)
 
 
 def register(app: web.Application) -> None:

@@ -103,7 +103,12 @@ def _problem(status: int, title: str, detail: str, retry_after: int) -> web.Resp
 
 def over_limit(app: web.Application, key_name: str | None) -> web.Response | None:
     """The 429 problem when this key is over its rate limit (taking a token otherwise)."""
-    wait = app[LIMITER].check(key_name)
+    return limited(app[LIMITER], key_name)
+
+
+def limited(limiter: RateLimiter, key_name: str | None) -> web.Response | None:
+    """`over_limit` with the application's limiter at hand."""
+    wait = limiter.check(key_name)
     if not wait:
         return None
     return _problem(

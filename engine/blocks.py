@@ -137,6 +137,24 @@ class Block:
             "Content-Type": ctype if "charset" in ctype else ctype + "; charset=utf-8",
         }
 
+    @cached_property
+    def header_lines(self) -> bytes | None:
+        """`headers` as HTTP/1.1 header lines (`Name: value\r\n` each, UTF-8), which the hot
+        path (api/hot.py) writes as they are; None if a value holds a CR or LF."""
+        return _header_lines(self.headers)
+
+    @cached_property
+    def not_modified_header_lines(self) -> bytes | None:
+        """`not_modified_headers` as HTTP/1.1 header lines (see `header_lines`)."""
+        return _header_lines(self.not_modified_headers)
+
+
+def _header_lines(headers: dict[str, str]) -> bytes | None:
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if text.count("\r") != len(headers) or text.count("\n") != len(headers):
+        return None  # a CR or LF inside a name or value: no header injection
+    return text.encode()
+
 
 def models_header(models: dict[str, str]) -> str:
     """Model versions as `name=version,...` sorted by name (the X-Persona-Model header)."""

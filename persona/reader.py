@@ -27,6 +27,7 @@ from aiohttp import web
 from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
+from api.hot import HotRunner
 from api.limits import ServingOptions
 from api.models_routes import ADMIN
 from engine.blocks import BlockPolicy, Renderer
@@ -79,7 +80,7 @@ async def serve(settings: Settings, broker_url: str, index: int, stop: asyncio.E
     app[ADMIN] = registry
     await state.start()
     await registry.start()
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    runner = HotRunner(app, access_log=None, shutdown_timeout=2.0)  # block GETs before routing
     await runner.setup()
     site = web.TCPSite(
         runner,
