@@ -74,6 +74,7 @@ class StreamState:
                 "events_gap_read": stats.gap_records,
                 "users_erased": stats.erased,
                 "catalog_updates": stats.catalog_updates,
+                "fold_batches": stats.batches,
                 **self._webhook_counters(),
             },
             "consumed": dict(stats.by_topic),

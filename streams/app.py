@@ -40,6 +40,8 @@ from streams.admin import (
     TRIGGERS_TOPIC,
     bootstrap_servers,
 )
+from streams.changelog import TableWriter
+from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
 from streams.positions import GapReader, parse_position, position_key
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
@@ -47,12 +49,14 @@ from streams.webhooks import WebhookSender
 log = logging.getLogger("persona.streams")
 
 BATCH_MAX = 1000
-BATCH_WITHIN = 0.05  # seconds
+BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep arriving
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_TTL = 2.0  # seconds
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
+PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # changelog records queued before delivery waits for them
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 # How an interaction counts towards an item's popularity: best-sellers are what sells (views, the
 # bulk of a clickstream, would cost a message each per batch and say little about sales).
@@ -60,7 +64,7 @@ _POPULARITY_WEIGHT = {"purchase": 1.0, "add_to_cart": 0.2}
 
 
 @contextlib.contextmanager
-def event_context(event: EventT) -> Iterator[None]:
+def event_context(event: Carrier) -> Iterator[None]:
     """Make `event` Faust's current event, so table reads/writes use its partition.
 
     Faust only sets the current event for per-event iteration; batch (`take_events`) code must set
@@ -68,7 +72,7 @@ def event_context(event: EventT) -> Iterator[None]:
     """
     from faust import streams as faust_streams
 
-    token = faust_streams._current_event.set(weakref.ref(event))
+    token = faust_streams._current_event.set(weakref.ref(cast(Any, event)))
     try:
         yield
     finally:
@@ -123,6 +127,7 @@ class StreamStats:
     erased: int = 0
     redelivered: int = 0  # records below their partition's stored position: already folded
     gap_records: int = 0  # records Faust skipped, read straight from the broker and folded
+    batches: int = 0  # fold batches: records consumed / batches = the mean batch size
     by_topic: dict[str, int] = field(default_factory=dict)
     triggers: dict[str, int] = field(default_factory=dict)
 
@@ -159,6 +164,9 @@ class PersonaStreams:
             stream_wait_empty=False,
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
+            # aiokafka fills one batch per partition at a time and a send waits while it is full;
+            # at Faust's 16 KB that is every ~16 changelog records of ~1 KB profiles.
+            producer_max_batch_size=PRODUCER_BATCH_BYTES,
             table_standby_replicas=1,
             canonical_url=settings.own_url,
             monitor=QuietMonitor(),  # advertised to the group: routing to owners
@@ -169,14 +177,18 @@ class PersonaStreams:
         def topic(name: str, **kw: Any) -> faust.TopicT:
             return app.topic(name, key_type=bytes, value_type=bytes, partitions=n, **kw)
 
-        self.input_topic = app.topic(
-            *INPUT_TOPICS,
-            REKEYED_TOPIC,
-            COMMANDS_TOPIC,
+        # The events fold takes its records straight from the conductor (streams/delivery.py);
+        # registering the topic subscribes the worker to it, as iterating it in an agent would.
+        self.input_topic = FoldTopic(
+            app,
+            topics=[*INPUT_TOPICS, REKEYED_TOPIC, COMMANDS_TOPIC],
             key_type=bytes,
             value_type=bytes,
             partitions=n,
+            is_iterator=True,
         )
+        app.topics.add(self.input_topic)
+        self._fold = Fold(app)
         self.rekeyed_topic = topic(REKEYED_TOPIC)
         self.commands_topic = topic(COMMANDS_TOPIC)
         self.event_topics = {name: topic(name) for name in INPUT_TOPICS}
@@ -191,6 +203,7 @@ class PersonaStreams:
             options={"driver": "rocksdict"},
         )
         self.profiles = app.Table("profiles", default=None, **table_kw)
+        self._profile_writer = TableWriter(self.profiles)  # the fold's batch writes
         self.catalog = app.GlobalTable("catalog", default=None, **table_kw)
         self.popularity = app.GlobalTable("popularity", default=None, **table_kw)
         # newest event time per partition: the event-time clock survives restarts
@@ -217,8 +230,9 @@ class PersonaStreams:
         self.gaps = GapReader(bootstrap_servers(broker_url))
         app.on_partitions_revoked.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._forget_positions)
+        app.on_before_shutdown.connect(self._stop_gap_reader)
 
-        app.agent(self.input_topic, name="persona.events")(self._events_agent)
+        app.task(self._events_fold)
         app.agent(self.catalog_topic, name="persona.catalog")(self._catalog_agent)
         app.agent(self.item_activity, name="persona.popularity")(self._popularity_agent)
         app.timer(POPULAR_REFRESH)(self._refresh_popular)
@@ -306,7 +320,7 @@ class PersonaStreams:
             self._partition_of[user_id] = expected
         return bool(expected == partition)
 
-    async def _dead_letter(self, event: EventT, reason: str) -> None:
+    async def _dead_letter(self, event: Carrier, reason: str) -> None:
         msg = event.message
         self.stats.invalid += 1
         raw: bytes = msg.value if isinstance(msg.value, bytes) else b""
@@ -340,11 +354,24 @@ class PersonaStreams:
         if self._sends is not None:
             self._sends.append(sent)
 
-    async def _events_agent(self, stream: faust.StreamT) -> None:
-        async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):
+    async def _events_fold(self) -> None:
+        """The events fold: batches of records from the input topics, folded and written, then
+        acknowledged (offsets are committed only for records whose state is written)."""
+        fast_wait_first(self.app.consumer)
+        # Faust's conductor stops delivering records to flush the producer buffer whenever it
+        # holds more than 100 records; a batch queues one changelog record per written user.
+        self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MAX
+        queue = self.input_topic.queue
+        fold = self._fold
+        while not self.app.should_stop:
+            batch = fold.accept(await take(queue, BATCH_MAX, BATCH_WITHIN))
+            if not batch:
+                continue
+            self.stats.batches += 1
+            epoch = fold.epoch
             try:
                 async with self._fold_lock:
-                    await self._process_batch(batch)
+                    written = await self._process_batch(batch, epoch)
             except Exception as exc:
                 # Bad data never gets here (it is dead-lettered per message); this is the broker
                 # or the state store failing. Crash the worker rather than lose or skip events:
@@ -352,8 +379,10 @@ class PersonaStreams:
                 log.exception("stream processing failed; stopping the worker")
                 await self.app.crash(exc)
                 raise
+            if written:
+                fold.ack(batch)
 
-    def _load(self, user: bytes, fevent: EventT, touched: Touched) -> Profile | None:
+    def _load(self, user: bytes, fevent: Carrier, touched: Touched) -> Profile | None:
         if user in touched:
             return touched[user][0]  # None after an erasure in this batch
         # Straight from the partition's RocksDB: the table's own get costs two lookups and a
@@ -374,14 +403,20 @@ class PersonaStreams:
         self._positions.clear()
         self._positions_epoch += 1
 
+    async def _stop_gap_reader(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await self.gaps.stop()
+        except Exception:  # shutting down: nothing to save
+            log.debug("could not stop the gap reader", exc_info=True)
+
     def _stored_position(self, topic: str, partition: int) -> int | None:
         return parse_position(self.profile_db(partition).get(position_key(topic)))
 
-    async def _in_order(self, batch: list[EventT]) -> list[EventT]:
+    async def _in_order(self, batch: list[Delivered]) -> list[Delivered]:
         """The batch without records already folded (below their partition's position) and
         with any records skipped before them read from the broker and put in their place."""
         positions = self._positions
-        out: list[EventT] = []
+        out: list[Delivered] = []
         gaps: list[tuple[int, tuple[str, int], int, int]] = []
         now = time.monotonic()
         for fevent in batch:
@@ -403,7 +438,8 @@ class PersonaStreams:
             out.append(fevent)
         for index, key, start, end in reversed(gaps):
             log.warning(
-                "%s[%s]: offsets %d..%d were not delivered; reading them from the broker",
+                "%s[%s]: offsets %d..%d lie past the stored position but were not delivered "
+                "(committed offsets ran ahead of it); reading them from the broker",
                 key[0],
                 key[1],
                 start,
@@ -411,7 +447,7 @@ class PersonaStreams:
             )
             found = (await self.gaps.read({key: (start, end)})).get(key, [])
             self.stats.gap_records += len(found)
-            out[index:index] = cast(list[EventT], found)
+            out[index:index] = cast(list[Delivered], found)
         return out
 
     def _commit_positions(self, advanced: dict[tuple[str, int], int], epoch: int) -> None:
@@ -518,25 +554,34 @@ class PersonaStreams:
                 )
                 self.stats.gap_records += len(batch)
                 async with self._fold_lock:
-                    await self._process_batch(cast(list[EventT], batch))
+                    await self._process_batch(cast(list[Delivered], batch), self._fold.epoch)
         except Exception:
             log.exception("the position audit failed; retrying at the next tick")
 
-    async def _process_batch(self, batch: list[EventT]) -> None:
+    async def _process_batch(self, batch: list[Delivered], fold_epoch: int) -> bool:
+        """Fold and write one batch and store its positions; False when a rebalance began
+        meanwhile and nothing was written (the records are read again)."""
         epoch = self._positions_epoch
         self._sends = []
         batch = await self._in_order(batch)
         advanced: dict[tuple[str, int], int] = {}
         for fevent in batch:
             advanced[(fevent.message.topic, fevent.message.partition)] = fevent.message.offset + 1
-        await self._fold(batch)
-        self._commit_positions(advanced, epoch)
+        written = await self._fold_batch(batch, fold_epoch)
+        if written:
+            self._commit_positions(advanced, epoch)
+        else:
+            self._sends = None
+            for key in advanced:  # read again from what is stored
+                self._positions.pop(key, None)
+        return written
 
-    async def _fold(self, batch: list[EventT]) -> None:
+    async def _fold_batch(self, batch: list[Delivered], epoch: int) -> bool:
+        """Fold and write one batch; False when a rebalance began meanwhile (nothing written)."""
         touched: Touched = {}
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
         activity: dict[str, list[float]] = {}
-        newest: dict[int, tuple[int, EventT]] = {}
+        newest: dict[int, tuple[int, Delivered]] = {}
         for fevent in batch:
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
@@ -573,6 +618,11 @@ class PersonaStreams:
                 continue
             if updated is current:
                 self.stats.duplicates += 1
+                if current is not None:
+                    # A repeat is redelivery after a crash (or a producer retry). The state may
+                    # have been written before its changelog record was lost with the process:
+                    # write it again, so the changelog holds it before these offsets commit.
+                    touched[user] = (current, fevent, True)
                 continue
             self.stats.events += 1
             self.clock.observe(event.ts)
@@ -587,14 +637,18 @@ class PersonaStreams:
         for partition, commands in item_changes.items():
             await self.triggers.items_changed(partition, commands)
         fired = self.triggers.evaluate(touched)
-        for user, (profile, fevent, dirty) in touched.items():
-            if not dirty:
-                continue
-            with event_context(fevent):
-                if profile is None:
-                    self.profiles.pop(user, None)  # erased: a tombstone in the changelog
-                else:
-                    self.profiles[user] = profile.pack()
+        writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for user, (profile, carrier, dirty) in touched.items():
+            if dirty:  # erased (None): a tombstone in the changelog
+                value = None if profile is None else profile.pack()
+                writes.setdefault(carrier.message.partition, []).append((user, value))
+        # No await from this check to the last write: the writes cannot interleave with the
+        # table recovery of a rebalance.
+        if not self._fold.current(epoch):
+            log.info("a rebalance began during a batch of %d records: read again", len(batch))
+            return False
+        for partition, items in writes.items():
+            self._profile_writer.write(partition, items)
         for trigger in fired:
             await self.triggers.emit(trigger)
         for partition, (ts, fevent) in newest.items():
@@ -607,9 +661,10 @@ class PersonaStreams:
             self.track(
                 await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
             )
+        return True
 
     async def _command(
-        self, fevent: EventT, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]
+        self, fevent: Carrier, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]
     ) -> None:
         try:
             command = json.loads(fevent.message.value or b"")

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from faust.types import EventT
 
 from engine.catalog import Product
 from engine.events import INPUT_TOPICS
@@ -31,6 +30,7 @@ from engine.triggers import (
     item_triggers,
 )
 from models.registry import ModelSet
+from streams.delivery import Carrier
 
 if TYPE_CHECKING:
     from streams.app import PersonaStreams
@@ -40,7 +40,7 @@ SWEEP_CHUNK = 250
 
 log = logging.getLogger("persona.triggers")
 
-Touched = dict[bytes, tuple[Profile | None, EventT, bool]]  # user -> (profile, event, dirty)
+Touched = dict[bytes, tuple[Profile | None, Carrier, bool]]  # user -> (profile, event, dirty)
 SWEEP_EVERY_MS = 3_600_000  # event time between sweeps of all local users
 
 

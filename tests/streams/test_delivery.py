@@ -1,0 +1,207 @@
+"""The fold's delivery path (streams/delivery.py): batching, the inline fast path of the fetch
+loop's wait_first, and which records a batch keeps and acknowledges."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from mode.services import WaitResults
+
+from streams.delivery import Delivered, Fold, fast_wait_first, take
+
+
+def test_take_returns_what_is_queued_up_to_the_maximum() -> None:
+    async def go() -> tuple[list[Any], list[Any]]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        for i in range(5):
+            queue.put_nowait(i)
+        first = await take(queue, 3, within=1.0)
+        rest = await take(queue, 3, within=1.0)
+        return first, rest
+
+    first, rest = asyncio.run(go())
+    assert first == [0, 1, 2]
+    assert rest == [3, 4]
+
+
+def test_take_keeps_collecting_while_records_arrive_and_stops_when_quiet() -> None:
+    async def go() -> list[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def trickle() -> None:
+            for i in range(5):
+                queue.put_nowait(i)
+                await asyncio.sleep(0.0005)
+
+        feeder = asyncio.create_task(trickle())
+        batch = await take(queue, 100, within=1.0)
+        await feeder
+        return batch
+
+    assert asyncio.run(go()) == [0, 1, 2, 3, 4]
+
+
+def test_take_waits_for_the_first_record() -> None:
+    async def go() -> list[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        asyncio.get_running_loop().call_later(0.05, queue.put_nowait, "late")
+        return await take(queue, 10, within=0.01)
+
+    assert asyncio.run(go()) == ["late"]
+
+
+class _Consumer:
+    """The parts of a mode Service that fast_wait_first uses, with the original recorded."""
+
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
+        self._crashed = asyncio.Event()
+        self.original_calls = 0
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        self.original_calls += 1
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        won = [t for t in tasks if t in done]
+        return WaitResults([coros[tasks.index(t)] for t in won], [t.result() for t in won], False)
+
+
+def test_fast_wait_first_runs_a_delivery_that_does_not_wait_inline() -> None:
+    async def go() -> tuple[WaitResults, int, bool]:
+        consumer = _Consumer()
+        fast_wait_first(consumer)
+        suspend = asyncio.Event()
+
+        async def deliver() -> str:
+            return "delivered"
+
+        result = await consumer.wait_first(deliver(), suspend.wait())
+        return result, consumer.original_calls, suspend.is_set()
+
+    result, calls, _ = asyncio.run(go())
+    assert calls == 0
+    assert result.results == ["delivered"]
+    assert not result.stopped
+
+
+def test_fast_wait_first_hands_a_waiting_delivery_to_the_original() -> None:
+    async def go() -> tuple[WaitResults, int, list[str]]:
+        consumer = _Consumer()
+        fast_wait_first(consumer)
+        suspend = asyncio.Event()
+        gate = asyncio.get_running_loop().create_future()
+        steps: list[str] = []
+
+        async def deliver() -> str:
+            steps.append("start")
+            value = await gate
+            steps.append("resumed")
+            await asyncio.sleep(0)
+            return f"delivered {value}"
+
+        asyncio.get_running_loop().call_later(0.01, gate.set_result, 42)
+        result = await consumer.wait_first(deliver(), suspend.wait())
+        return result, consumer.original_calls, steps
+
+    result, calls, steps = asyncio.run(go())
+    assert calls == 1
+    assert result.results == ["delivered 42"]
+    assert steps == ["start", "resumed"]
+
+
+def test_fast_wait_first_lets_a_suspended_flow_interrupt_a_waiting_delivery() -> None:
+    async def go() -> tuple[WaitResults, bool]:
+        consumer = _Consumer()
+        fast_wait_first(consumer)
+        suspend = asyncio.Event()
+        cancelled = False
+
+        async def deliver() -> None:
+            nonlocal cancelled
+            try:
+                await asyncio.Event().wait()  # blocked, as on stopped flow control
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+
+        asyncio.get_running_loop().call_later(0.01, suspend.set)
+        result = await consumer.wait_first(deliver(), suspend.wait())
+        await asyncio.sleep(0)
+        return result, cancelled
+
+    result, cancelled = asyncio.run(go())
+    assert result.results == [True]  # suspend_flow.wait() won
+    assert cancelled
+
+
+def test_fast_wait_first_raises_what_the_delivery_raises() -> None:
+    async def go() -> None:
+        consumer = _Consumer()
+        fast_wait_first(consumer)
+
+        async def deliver() -> None:
+            raise ValueError("bad record")
+
+        await consumer.wait_first(deliver(), asyncio.Event().wait())
+
+    try:
+        asyncio.run(go())
+    except ValueError as exc:
+        assert str(exc) == "bad record"
+    else:
+        raise AssertionError("the delivery's error was swallowed")
+
+
+def _message(offset: int, generation: int) -> Any:
+    return SimpleNamespace(offset=offset, generation_id=generation, tracked=False)
+
+
+class _App:
+    def __init__(self, generation: int, active: bool = True) -> None:
+        self.consumer_generation_id = generation
+        self.flow_control = SimpleNamespace(is_active=lambda: active)
+        self.tracked: list[int] = []
+        self.acked: list[int] = []
+        self.consumer = SimpleNamespace(
+            track_message=lambda m: self.tracked.append(m.offset),
+            ack=lambda m: self.acked.append(m.offset),
+        )
+        self.revoked: list[Any] = []
+        self.on_partitions_revoked = SimpleNamespace(connect=self.revoked.append)
+
+
+def test_fold_keeps_records_of_the_current_generation_and_tracks_them_once() -> None:
+    app = _App(generation=2)
+    fold = Fold(app)  # type: ignore[arg-type]
+    batch = [Delivered(_message(i, 2 if i != 1 else 1)) for i in range(4)]
+    kept = fold.accept(batch)
+    assert [r.message.offset for r in kept] == [0, 2, 3]
+    assert app.tracked == [0, 2, 3]
+    fold.accept(kept)
+    assert app.tracked == [0, 2, 3]  # already tracked
+    fold.ack(kept)
+    assert app.acked == [0, 2, 3]
+
+
+def test_fold_drops_everything_while_flow_control_is_stopped() -> None:
+    app = _App(generation=1, active=False)
+    fold = Fold(app)  # type: ignore[arg-type]
+    assert fold.accept([Delivered(_message(0, 1))]) == []
+    assert app.tracked == []
+
+
+def test_a_batch_is_current_until_a_rebalance_begins() -> None:
+    app = _App(generation=1)
+    fold = Fold(app)  # type: ignore[arg-type]
+    epoch = fold.epoch
+    assert fold.current(epoch)
+    (on_revoked,) = app.revoked
+    asyncio.run(on_revoked(app, set()))  # partitions revoked, even under the same generation
+    assert not fold.current(epoch)
+    assert fold.current(fold.epoch)
+    app.flow_control = SimpleNamespace(is_active=lambda: False)
+    assert not fold.current(fold.epoch)
