@@ -425,3 +425,19 @@ def test_hot_response_headers_on_demand() -> None:
     assert response.headers["Cache-Control"] == "private, no-cache"
     assert response.content_type == "text/html"
     assert int(response.headers["Content-Length"]) > 0
+
+
+def test_a_header_value_with_a_line_break_is_never_written_raw() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from api.app import CONTENT
+    from api.hot import HotResponse, _block_response
+
+    app = _app()
+    block = app[CONTENT].block("u1", "recommendations", "html")
+    request = make_mocked_request("GET", "/v1/users/u1/blocks/recommendations")
+    assert isinstance(_block_response(request, block, "r-1"), HotResponse)
+    broken = replace(block, variant="b\r\nX-Injected: 1")
+    assert broken.header_lines is None and broken.not_modified_header_lines is None
+    response = _block_response(request, broken, "r-1")
+    assert not isinstance(response, HotResponse)  # aiohttp's own checks refuse to write it
