@@ -193,7 +193,9 @@ class Front:
     application's own handler)."""
 
     def __init__(
-        self, app: web.Application, fallback: Callable[[web.BaseRequest], Awaitable[Any]]
+        self,
+        app: web.Application,
+        fallback: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
     ) -> None:
         self.app = app
         self.fallback = fallback
@@ -208,9 +210,7 @@ class Front:
             response = self.answer(request)
             if response is not None:
                 return response
-        response = await self.fallback(request)
-        assert isinstance(response, web.StreamResponse)
-        return response
+        return await self.fallback(request)
 
     def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The answer to a block GET, or None when the application must answer `request`."""
