@@ -649,6 +649,7 @@ class PersonaStreams:
             return False
         for partition, items in writes.items():
             self._profile_writer.write(partition, items)
+        await self._profile_writer.ship()
         for trigger in fired:
             await self.triggers.emit(trigger)
         for partition, (ts, fevent) in newest.items():

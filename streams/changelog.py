@@ -1,24 +1,31 @@
 """Batch writes to a Faust RocksDB table: the partition's RocksDB and the table's changelog.
 
 A Faust table write (`table[key] = value`) goes through the mapping, the store's serializers, a
-key index, sensors, a `FutureMessage` in the producer buffer and, once the broker acknowledges
-it, one more RocksDB write for the changelog offset. Profiled at full speed that was a fifth of
-the worker's time for one profile write per user per batch. `TableWriter` does what those steps
-amount to, once per batch:
+key index, sensors, a `FutureMessage` in Faust's producer buffer and, once the broker
+acknowledges it, one more RocksDB write for the changelog offset. Profiled at full speed that was
+a fifth of the worker's time for one profile write per user per batch. And Faust's conductor stops
+delivering records whenever that buffer holds more than its limit, to flush it: measured, pauses
+of 250-350 ms every few seconds. `TableWriter` does what those steps amount to, once per batch:
 
-- the values go to the partition's RocksDB as Faust's store writes them (`put`, `delete`);
-- each value goes to the changelog (same topic, partition, key and bytes as Faust's write)
-  through Faust's producer buffer, in the order written, without a wait between writes;
+- `write` puts the values in the partition's RocksDB as Faust's store writes them (`put`,
+  `delete`), synchronously, so a batch's writes cannot interleave with anything else on the event
+  loop (a rebalance's table recovery in particular);
+- `ship` sends them to the changelog (same topic, partition, key and bytes as Faust's write) as one
+  producer batch per partition, through aiokafka's `send_batch`: no Faust message per record and
+  nothing in Faust's producer buffer. A commit still covers them: Faust flushes the aiokafka
+  producer before it commits input offsets. Records sent later to the same partition (the batch's
+  input positions) follow them in the log;
 - the highest acknowledged changelog offset of each partition is stored as Faust's persisted
-  offset (where table recovery resumes), once per produce response instead of once per record.
+  offset (where table recovery resumes), once per acknowledged producer batch.
 
-A failed changelog send is raised from the next `write`: the worker crashes and resumes from its
-committed offsets rather than keep state its changelog does not have.
+A failed changelog send is raised from the next `write`: the worker crashes and resumes from
+what is stored rather than keep state its changelog does not have.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from faust.types import TP
@@ -32,6 +39,7 @@ class TableWriter:
         self._acked: dict[int, int] = {}  # partition -> highest acknowledged changelog offset
         self._failed: BaseException | None = None
         self._persist_scheduled = False
+        self._queued: dict[int, list[tuple[bytes, bytes | None]]] = {}  # written, not shipped
 
     @property
     def _topic(self) -> str:
@@ -41,11 +49,8 @@ class TableWriter:
         return self.table.data._db_for_partition(partition)
 
     def write(self, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
-        """Store `items` (value None: delete) in `partition` and queue them for the changelog.
-
-        Synchronous: a batch's writes cannot interleave with anything else on the event loop
-        (a rebalance's table recovery in particular). Queued records are sent by Faust's
-        producer buffer, which a commit flushes before it commits input offsets."""
+        """Store `items` (value None: delete) in `partition` and queue them for the changelog
+        (`ship` sends them). Synchronous: nothing else on the event loop runs in between."""
         if self._failed is not None:
             raise self._failed
         if not items:
@@ -56,19 +61,39 @@ class TableWriter:
                 db.delete(key)
             else:
                 db.put(key, value)
-        send = self.table.changelog_topic.send_soon
-        for key, value in items:
-            fut = send(
-                key=key,
-                value=value,
-                partition=partition,
-                key_serializer="raw",
-                value_serializer="raw",
-                eager_partitioning=True,
-            )
-            fut.add_done_callback(self._sent)  # on success and on failure
+        self._queued.setdefault(partition, []).extend(items)
 
-    def _sent(self, future: Any) -> None:
+    async def ship(self) -> None:
+        """Send the records written since the last `ship` to the changelog, in order, one
+        producer batch per partition (more only when one would exceed the producer's batch
+        size). Returns once the batches are queued in the producer, not when acknowledged."""
+        queued, self._queued = self._queued, {}
+        if not queued:
+            return
+        producer = self.table.app.producer._ensure_producer()  # the aiokafka producer
+        topic = self._topic
+        for partition, items in queued.items():
+            batch = producer.create_batch()
+            count = 0
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                    await self._send(producer, batch, topic, partition, count)
+                    batch, count = producer.create_batch(), 0
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(
+                            f"a changelog record of {len(value or b'')} bytes "
+                            "does not fit in a producer batch"
+                        )
+                count += 1
+            await self._send(producer, batch, topic, partition, count)
+
+    async def _send(
+        self, producer: Any, batch: Any, topic: str, partition: int, count: int
+    ) -> None:
+        future = await producer.send_batch(batch, topic, partition=partition)
+        future.add_done_callback(functools.partial(self._sent, partition, count))
+
+    def _sent(self, partition: int, count: int, future: Any) -> None:
         if future.cancelled():
             self._failed = self._failed or asyncio.CancelledError("changelog send cancelled")
             return
@@ -77,11 +102,13 @@ class TableWriter:
             self._failed = self._failed or exc
             return
         metadata = future.result()
-        partition = metadata.partition
-        if metadata.offset > self._acked.get(partition, -1):
-            self._acked[partition] = metadata.offset
+        if metadata is None or metadata.offset is None:  # acks=0: nothing to go by
+            return
+        last = metadata.offset + count - 1
+        if last > self._acked.get(partition, -1):
+            self._acked[partition] = last
             if not self._persist_scheduled:
-                # the sends of one produce response complete together: one write per partition
+                # batches acknowledged together: one offset write per partition
                 self._persist_scheduled = True
                 asyncio.get_running_loop().call_soon(self._persist)
 
