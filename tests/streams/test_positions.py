@@ -9,7 +9,6 @@ broker. Without positions these events would be lost for good.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -18,7 +17,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-from engine.events import validate
 from streams.admin import bootstrap_servers
 from streams.app import PersonaStreams, StreamStats
 from streams.broker import EmbeddedBroker
@@ -30,36 +28,14 @@ from streams.positions import (
     parse_position,
     position_key,
 )
-from streams.produce import ALL_INPUTS, Producer, ensure_topics
-from tests.conftest import Worker, http, metric, start_worker, wait_until
+from tests.conftest import metric, start_worker, wait_until
+from tests.streams.carts import CartStream
 
 pytestmark = pytest.mark.integration
 
-USERS = [f"g{i}" for i in range(8)]
-T0 = 1_600_000_000_000
-PARTITIONS = 4
-
-
-def send(broker_url: str, start: int, count: int) -> None:
-    events = [
-        validate(
-            {
-                "event_id": f"gap-{i}",
-                "type": "add_to_cart",
-                "user_id": USERS[i % len(USERS)],
-                "ts": T0 + i,
-                "item_id": f"item{i % 3}",
-            }
-        )
-        for i in range(start, start + count)
-    ]
-
-    async def go() -> None:
-        await ensure_topics(broker_url, PARTITIONS, ALL_INPUTS)
-        async with Producer(broker_url) as producer:
-            await producer.send_events(events)
-
-    asyncio.run(go())
+STREAM = CartStream("gap", tuple(f"g{i}" for i in range(8)), items=3)
+send, expected, carts = STREAM.send, STREAM.expected, STREAM.carts
+PARTITIONS = STREAM.partitions
 
 
 class AsFaust(RoundRobinPartitionAssignor):
@@ -103,22 +79,6 @@ def commit_to_end(broker_url: str, topic: str) -> dict[int, int]:
             await consumer.stop()
 
     return asyncio.run(go())
-
-
-def expected(total: int) -> dict[str, dict[str, int]]:
-    carts: dict[str, dict[str, int]] = {u: {} for u in USERS}
-    for i in range(total):
-        cart = carts[USERS[i % len(USERS)]]
-        cart[f"item{i % 3}"] = cart.get(f"item{i % 3}", 0) + 1
-    return carts
-
-
-def carts(worker: Worker) -> dict[str, dict[str, int] | None]:
-    out: dict[str, dict[str, int] | None] = {}
-    for user in USERS:
-        status, _, body = http("GET", f"{worker.base}/v1/users/{user}/profile")
-        out[user] = json.loads(body)["cart"] if status == 200 else None
-    return out
 
 
 def test_position_keys_cannot_be_user_ids() -> None:
