@@ -55,7 +55,7 @@ POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_TTL = 2.0  # seconds
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
-PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # changelog records queued before delivery waits for them
+PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # messages in Faust's buffer before delivery waits for them
 PRODUCER_BATCH_BYTES = 512 * 1024
 
 # How an interaction counts towards an item's popularity: best-sellers are what sells (views, the
@@ -358,8 +358,9 @@ class PersonaStreams:
         """The events fold: batches of records from the input topics, folded and written, then
         acknowledged (offsets are committed only for records whose state is written)."""
         fast_wait_first(self.app.consumer)
-        # Faust's conductor stops delivering records to flush the producer buffer whenever it
-        # holds more than 100 records; a batch queues one changelog record per written user.
+        # Faust's conductor stops delivering records to flush its producer buffer whenever it
+        # holds more than 100 messages. Profiles go to the changelog around it (TableWriter),
+        # but a batch still queues its positions, item activity, triggers and clock records there.
         self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MAX
         queue = self.input_topic.queue
         fold = self._fold

@@ -9,6 +9,8 @@ from typing import Any
 
 import faust
 
+from streams.positions import is_bookkeeping
+
 log = logging.getLogger("persona.streams")
 
 
@@ -38,7 +40,7 @@ def sample_values(table: Any, n: int) -> list[bytes]:
     """Up to `n` values of a table's local store (active and standby partitions), without the
     bookkeeping rows kept under Faust's key prefix (offsets, input positions)."""
     try:
-        rows = ((k, v) for k, v in table.items() if not k.startswith(b"__faust"))
+        rows = ((k, v) for k, v in table.items() if not is_bookkeeping(k))
         return [v for _, v in itertools.islice(rows, n) if v]
     except Exception:
         log.debug("table sample unavailable", exc_info=True)

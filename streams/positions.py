@@ -30,12 +30,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 log = logging.getLogger("persona.positions")
 
-# Keys under Faust's own prefix are skipped wherever profiles are iterated; 0xff never occurs in
-# UTF-8, so no user id (UTF-8 bytes) can be equal to a position key.
-POSITION_PREFIX = b"__faust\x00persona-position\xff"
+# Bookkeeping rows (Faust's own offsets, the input positions) share this prefix; whatever
+# iterates the profiles skips them (`is_bookkeeping`). 0xff never occurs in UTF-8, so no user id
+# (UTF-8 bytes) can be equal to a position key.
+BOOKKEEPING_PREFIX = b"__faust"
+POSITION_PREFIX = BOOKKEEPING_PREFIX + b"\x00persona-position\xff"
 
 
 def position_key(topic: str) -> bytes:
@@ -45,6 +48,11 @@ def position_key(topic: str) -> bytes:
 
 def is_position_key(key: bytes) -> bool:
     return key.startswith(POSITION_PREFIX)
+
+
+def is_bookkeeping(key: bytes) -> bool:
+    """A row of a Faust table that is not a value of the table (an offset, a position)."""
+    return key.startswith(BOOKKEEPING_PREFIX)
 
 
 def parse_position(raw: bytes | None) -> int | None:
@@ -161,15 +169,14 @@ class GapReader:
             await consumer.stop()
 
 
-def _event(record: object) -> GapEvent:
-    r = record
+def _event(record: ConsumerRecord[bytes, bytes]) -> GapEvent:
     return GapEvent(
         GapMessage(
-            topic=r.topic,  # type: ignore[attr-defined]
-            partition=r.partition,  # type: ignore[attr-defined]
-            offset=r.offset,  # type: ignore[attr-defined]
-            key=r.key,  # type: ignore[attr-defined]
-            value=r.value,  # type: ignore[attr-defined]
-            timestamp=r.timestamp / 1000.0,  # type: ignore[attr-defined]
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp=record.timestamp / 1000.0,
         )
     )

@@ -31,6 +31,7 @@ from engine.triggers import (
 )
 from models.registry import ModelSet
 from streams.delivery import Carrier
+from streams.positions import is_bookkeeping
 
 if TYPE_CHECKING:
     from streams.app import PersonaStreams
@@ -126,7 +127,7 @@ class TriggerRunner:
 
     def _local_profiles(self, partition: int) -> Iterator[Profile]:
         for key, raw in self.streams.profile_db(partition).items():
-            if raw and not key.startswith(b"__faust"):  # Faust keeps its offsets beside our rows
+            if raw and not is_bookkeeping(key):  # Faust's offsets, input positions
                 yield Profile.unpack(raw)
 
     async def sweep(self) -> None:
