@@ -52,7 +52,7 @@ BATCH_MAX = 1000
 BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep arriving
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
-PRODUCT_CACHE_TTL = 2.0  # seconds
+PRODUCT_CACHE_MAX = 50_000  # decoded products kept for the fold (emptied when full)
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
 PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # messages in Faust's buffer before delivery waits for them
@@ -144,7 +144,6 @@ class PersonaStreams:
         self._partitioner = DefaultPartitioner()
         self._partition_of: dict[bytes, int] = {}  # murmur2 placement memo
         self._products: dict[str, Product | None] = {}
-        self._products_at = 0.0
         n = settings.partitions
         if tansu:
             tansu_fix.install(bootstrap_servers(broker_url))
@@ -205,6 +204,10 @@ class PersonaStreams:
         self.profiles = app.Table("profiles", default=None, **table_kw)
         self._profile_writer = TableWriter(self.profiles)  # the fold's batch writes
         self.catalog = app.GlobalTable("catalog", default=None, **table_kw)
+        # Catalog updates other workers make reach this one as changelog records of the table.
+        cast(Any, self.catalog).apply_changelog_batch = functools.partial(
+            self._apply_catalog_changelog, self.catalog.apply_changelog_batch
+        )
         self.popularity = app.GlobalTable("popularity", default=None, **table_kw)
         # newest event time per partition: the event-time clock survives restarts
         self.clock_table = app.Table("clock", default=None, **table_kw)
@@ -246,22 +249,33 @@ class PersonaStreams:
         return None if raw is None else Profile.unpack(raw)
 
     def product(self, item_id: str) -> Product | None:
-        """A catalog product, through a small decoded cache: the catalog changes rarely, events
-        and blocks look the same items up over and over. The cache empties on every local
-        catalog update and every PRODUCT_CACHE_TTL seconds (updates other workers applied reach
-        this one through the changelog)."""
-        now = time.monotonic()
-        if now - self._products_at > PRODUCT_CACHE_TTL or len(self._products) > 50_000:
-            self._products.clear()
-            self._products_at = now
+        """A catalog product, through a decoded cache: the catalog changes rarely, events and
+        blocks look the same items up over and over. An entry goes whenever its product changes:
+        a local catalog update, or a changelog record of the catalog table applied here (how
+        updates other workers made arrive)."""
         try:
             return self._products[item_id]
         except KeyError:
             pass
+        if len(self._products) >= PRODUCT_CACHE_MAX:
+            self._products.clear()
         raw = self.catalog.get(item_id.encode())
         product = None if raw is None else Product.unpack(raw)
         self._products[item_id] = product
         return product
+
+    def _apply_catalog_changelog(self, apply: Callable[[Any], None], batch: Any) -> None:
+        """The catalog table's `apply_changelog_batch`: store the records, then forget the cached
+        products they change and move `catalog_generation` (cached blocks re-check)."""
+        records = list(batch)
+        apply(records)
+        if not records:
+            return
+        for record in records:
+            key = record.message.key
+            if isinstance(key, bytes):
+                self._products.pop(key.decode(errors="replace"), None)
+        self.catalog_generation += 1
 
     def popular(self) -> list[str]:
         return self._popular

@@ -1,0 +1,45 @@
+"""The fold's product cache follows catalog changes made by other workers: they arrive as
+changelog records of the catalog table (Faust's real RocksDB store, no broker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from faust.types import TP
+
+from engine.catalog import Product
+from engine.settings import Settings
+from streams.app import PersonaStreams
+
+
+def record(key: bytes, value: bytes | None, offset: int, partition: int = 0) -> SimpleNamespace:
+    """A changelog event as Faust's recovery hands it to `apply_changelog_batch`."""
+    topic = "persona-catalog-changelog"
+    return SimpleNamespace(
+        message=SimpleNamespace(
+            tp=TP(topic, partition), offset=offset, partition=partition, key=key, value=value
+        )
+    )
+
+
+def product(price: float) -> Product:
+    return Product("sku-1", "Lamp", "https://shop.test/p/1", "https://shop.test/i/1.jpg", price, "EUR")
+
+
+def test_changelog_records_replace_cached_products(tmp_path: Path) -> None:
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    assert streams.product("sku-1") is None  # unknown, and remembered as unknown
+    generation = streams.catalog_generation
+
+    lamp = product(10.0)
+    streams.catalog.apply_changelog_batch([record(b"sku-1", lamp.pack(), 0)])
+    assert streams.product("sku-1") == lamp
+    assert streams.catalog_generation > generation
+
+    cheaper = product(8.0)
+    streams.catalog.apply_changelog_batch([record(b"sku-1", cheaper.pack(), 1)])
+    assert streams.product("sku-1") == cheaper
+
+    streams.catalog.apply_changelog_batch([record(b"sku-1", None, 2)])  # tombstone
+    assert streams.product("sku-1") is None
