@@ -30,6 +30,8 @@ SESSION_GAP_MS = 30 * 60 * 1000
 # to the lateness bound, 7 days by default) still merge or split sessions exactly.
 SESSION_WINDOW_MS = 8 * DAY_MS
 
+_PACKED_FORMAT = 2  # the first element of a packed profile
+
 # How much each kind of signal says about a shopper's taste.
 AFFINITY_WEIGHTS: dict[str, float] = {
     "product_view": 1.0,
@@ -126,7 +128,7 @@ class Profile:
             monetary=d["m"],
             last_purchase=d["lp"],
             sessions=d["s"],
-            spans=d["ss"],
+            spans=[list(span) for span in d["ss"]],
             carts_started=d["cs"],
             carts_converted=d["cc"],
             categories=d["ca"],
@@ -139,11 +141,83 @@ class Profile:
         )
 
     def pack(self) -> bytes:
-        return bytes(msgpack.packb(self.to_dict(), use_bin_type=True))
+        """The stored form: a msgpack array, fields by position after a format tag (a map with
+        short keys, `to_dict`, was the format before it and is still read)."""
+        return bytes(
+            msgpack.packb(
+                [
+                    _PACKED_FORMAT,
+                    self.user_id,
+                    self.version,
+                    self.first_seen,
+                    self.last_seen,
+                    self.counts,
+                    self.recent,
+                    self.cart,
+                    self.cart_changed,
+                    self.purchased,
+                    self.orders,
+                    self.last_order,
+                    self.monetary,
+                    self.last_purchase,
+                    self.sessions,
+                    self.spans,
+                    self.carts_started,
+                    self.carts_converted,
+                    self.categories,
+                    self.brands,
+                    self.consent,
+                    self.last_checkout,
+                    self.fired,
+                    self.seen.tobytes(),
+                    self.seen_at.tobytes(),
+                ],
+                use_bin_type=True,
+            )
+        )
 
     @classmethod
     def unpack(cls, raw: bytes) -> Profile:
-        return cls.from_dict(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=False)
+        if isinstance(data, dict):  # the map format of earlier versions (arrays as tuples)
+            return cls.from_dict(data)
+        if not data or data[0] != _PACKED_FORMAT:
+            raise ValueError(f"unknown profile format {data[:1]!r}")
+        # Slot by slot, as `copy` does: the dataclass __init__ costs more than the decoding.
+        new = object.__new__(cls)
+        (
+            _,
+            new.user_id,
+            new.version,
+            new.first_seen,
+            new.last_seen,
+            new.counts,
+            recent,
+            new.cart,
+            new.cart_changed,
+            purchased,
+            new.orders,
+            new.last_order,
+            new.monetary,
+            new.last_purchase,
+            new.sessions,
+            spans,
+            new.carts_started,
+            new.carts_converted,
+            new.categories,
+            new.brands,
+            new.consent,
+            new.last_checkout,
+            new.fired,
+            seen,
+            seen_at,
+        ) = data
+        new.recent = list(recent)  # (item_id, ts) tuples already: msgpack arrays as tuples
+        new.purchased = list(purchased)
+        new.spans = [list(span) for span in spans]
+        new.seen = _array("Q", seen)
+        new.seen_at = _array("I", seen_at)
+        return new
 
     # -- derived views ---------------------------------------------------------------------------
     @property
@@ -301,6 +375,15 @@ def _track_session(p: Profile, ts: int) -> None:
     """Sessions by event time: events closer than SESSION_GAP_MS belong to one session, whatever
     order they arrive in. An event can start a session, extend one, or bridge two into one."""
     spans = p.spans
+    if spans:
+        last = spans[-1]
+        if last[0] <= ts <= last[1] + SESSION_GAP_MS:
+            # The usual case, an event in or just after the newest session: it extends that
+            # session and touches no other (sessions lie more than a gap apart).
+            if ts > last[1]:
+                last[1] = ts
+            _drop_old_sessions(p)
+            return
     near = [s for s in spans if s[0] - SESSION_GAP_MS <= ts <= s[1] + SESSION_GAP_MS]
     if not near:
         spans.append([ts, ts])
@@ -309,8 +392,13 @@ def _track_session(p: Profile, ts: int) -> None:
     else:
         merged = [min(near[0][0], ts), max(near[-1][1], ts)]
         p.sessions -= len(near) - 1
-        p.spans = spans = sorted([s for s in spans if s not in near] + [merged])
+        p.spans = sorted([s for s in spans if s not in near] + [merged])
+    _drop_old_sessions(p)
+
+
+def _drop_old_sessions(p: Profile) -> None:
     cutoff = p.last_seen - SESSION_WINDOW_MS
+    spans = p.spans
     if spans and spans[0][1] < cutoff:
         p.spans = [s for s in spans if s[1] >= cutoff]
 

@@ -126,6 +126,33 @@ def test_session_count_is_independent_of_arrival_order():
     assert in_order.sessions == shuffled.sessions == 6  # gaps > 30 min: 35, 35, 120, 185, 600
 
 
+def sessions_of(times: list[int]) -> list[list[int]]:
+    """Reference: sort the times and split wherever two neighbours lie more than a gap apart."""
+    spans: list[list[int]] = []
+    for t in sorted(times):
+        if spans and t - spans[-1][1] <= SESSION_GAP_MS:
+            spans[-1][1] = t
+        else:
+            spans.append([t, t])
+    return spans
+
+
+def test_sessions_match_the_sorted_reference_in_any_arrival_order():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        # clustered times (in-session events, near-gap neighbours, far ones), in a mostly
+        # ordered arrival with some late events: the fast path and the merge path both run
+        times = [T0 + rng.choice((1, 20, 29, 31, 45, 240)) * 60_000 * i for i in range(25)]
+        times = [t + rng.randrange(-40, 40) * 60_000 for t in times]
+        arrival = sorted(times, key=lambda t: t + rng.choice((0, 0, 0, -1, 1)) * 90 * 60_000)
+        p = fold([ev(ts=t) for t in arrival])
+        assert p is not None
+        expected = sessions_of(arrival)
+        assert p.spans == expected and p.sessions == len(expected), arrival
+
+
 def test_consent_sets_purposes():
     p = apply(None, ev("consent", None, T0, props={"email": False}))
     assert p.consents_to("email", True) is False
@@ -172,6 +199,16 @@ def test_dedup_memory_has_a_hard_cap(monkeypatch):
     monkeypatch.setattr(engine.profile, "DEDUP_HARD_CAP", DEDUP_IDS + 100)
     p = fold([ev(ts=T0 + i) for i in range(DEDUP_IDS + 300)])
     assert p is not None and len(p.seen) == DEDUP_IDS + 100
+
+
+def test_profiles_stored_in_the_earlier_map_format_still_unpack():
+    import msgpack
+
+    p = fold([ev("add_to_cart", "a", T0), ev("purchase", "a", T0 + 1, price=3.0)])
+    assert p is not None
+    legacy = msgpack.packb(p.to_dict(), use_bin_type=True)
+    assert Profile.unpack(legacy) == p
+    assert len(p.pack()) < len(legacy)  # positions instead of keys
 
 
 def test_pack_round_trip():
