@@ -37,8 +37,12 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
+    """One validated event. A value: nothing mutates it once `validate` built it. Not a frozen
+    dataclass: a frozen one's __init__ sets each field through `object.__setattr__`, which made
+    building the Event a fifth of validating it (profiled in the worker)."""
+
     event_id: str
     type: str
     user_id: str
