@@ -3,6 +3,13 @@
 Blocks are cached per user, block, format and variant under a stamp of everything they depend on
 (profile version, catalog generation, model versions, the hour of the event-time clock); a request
 renders only when that stamp changed, so the hot path is a dictionary lookup.
+
+When only the hour moved (every block's stamp does, at once, each hour of event time; a replay
+moves it many times a second), the user is scored again (churn follows the clock), but the
+recommendations are reused while the items they exclude (bought in the last 30 days, in the
+cart) stand, and the block itself is reused when it shows the same decision (items, fallback,
+reason, models): its content cannot differ, as everything else it is rendered from is in the
+rest of the stamp.
 """
 
 from __future__ import annotations
@@ -18,14 +25,16 @@ from engine.blocks import (
     Renderer,
     UnknownBlock,
     assemble,
+    decide,
 )
 from engine.catalog import Product
 from engine.events import Event
 from engine.profile import Profile
 from models.registry import ModelSet
-from models.scoring import Scores, score_profile
+from models.scoring import Scores, excluded_items, score_profile
 
 HOUR_MS = 3_600_000
+HOUR_AT = 2  # the hour's place in `_base_stamp()`
 log = logging.getLogger("persona.content")
 
 
@@ -66,8 +75,10 @@ class ContentService:
         self.renderer = renderer
         self.policy = policy
         self.cache = cache or BlockCache()
-        self._scores: dict[str, tuple[tuple[Any, ...], Scores]] = {}
+        # user -> (stamp, scores, what the recommendations were made from)
+        self._scores: dict[str, tuple[tuple[Any, ...], Scores, tuple[Any, ...]]] = {}
         self.errors = 0  # blocks answered with the fallback because the state or a model failed
+        self.reused = 0  # stale blocks kept because only the hour moved and the decision stood
 
     def _allowed(self, item_id: str) -> bool:
         product = self.state.product(item_id)
@@ -79,7 +90,7 @@ class ContentService:
         return (
             self.state.catalog_generation,
             self.models.stamp(),
-            self.state.now_ms() // HOUR_MS,
+            self.state.now_ms() // HOUR_MS,  # at HOUR_AT
             len(self.state.popular()),
         )
 
@@ -94,10 +105,20 @@ class ContentService:
         if hit is not None and hit[0] == stamp:
             return hit[1]
         models = self.models.for_user(profile.user_id)  # one reference: swaps are atomic
-        scores = score_profile(profile, self.state.now_ms(), models, self._allowed)
+        now = self.state.now_ms()
+        made_from = (
+            profile.version,
+            self.state.catalog_generation,
+            models.stamp(),
+            frozenset(excluded_items(profile, now)),
+        )
+        recommendations = None
+        if hit is not None and hit[2] == made_from:  # only the clock moved, not past a purchase
+            recommendations = hit[1].recommendations
+        scores = score_profile(profile, now, models, self._allowed, recommendations)
         if len(self._scores) > 200_000:
             self._scores.clear()
-        self._scores[profile.user_id] = (stamp, scores)
+        self._scores[profile.user_id] = (stamp, scores, made_from)
         return scores
 
     def forget(self, user_id: str) -> None:
@@ -109,7 +130,8 @@ class ContentService:
         live = self.state.popular()
         if len(live) >= self.policy.items * 2:
             return live
-        return live + [i for i in self.models.recs.popular if i not in set(live)]
+        seen = set(live)
+        return live + [i for i in self.models.recs.popular if i not in seen]
 
     def block(
         self,
@@ -157,7 +179,7 @@ class ContentService:
         profile = self.state.profile(user_id)
         stamp = self._stamp(profile, base)
         key = (user_id, block, fmt, variant)
-        cached = self.cache.get(key, stamp)
+        cached, stale = self.cache.get_or_stale(key, stamp)
         if cached is not None:
             return cached
         if profile is not None:
@@ -178,7 +200,23 @@ class ContentService:
             popular=self.popular(),
             variant=variant,
         )
-        result = assemble(inp, self.state.product, self.policy, self.renderer)
+        if stale is not None and _only_the_hour_moved(stale[0], stamp):
+            items, fallback, reason = decide(inp, self.state.product, self.policy)
+            old = stale[1]
+            if (
+                old.items == tuple(p.item_id for p in items)
+                and old.fallback == fallback
+                and old.reason == reason
+                and old.models == ({} if fallback else inp.models)
+            ):
+                result = old
+                self.reused += 1
+            else:
+                result = self.renderer.render(
+                    inp, items, fallback, reason, self.state.product, self.policy
+                )
+        else:
+            result = assemble(inp, self.state.product, self.policy, self.renderer)
         self.cache.put(key, stamp, result)
         return result
 
@@ -211,6 +249,15 @@ class ContentService:
             },
             "version": profile.version,
         }
+
+
+def _only_the_hour_moved(old: Any, new: tuple[Any, ...]) -> bool:
+    """Whether two block stamps (`_stamp`: profile version, `_base_stamp()`) differ at most in
+    the hour of the event-time clock."""
+    if not (isinstance(old, tuple) and len(old) == 2 and old[0] == new[0]):
+        return False
+    before, after = old[1], new[1]
+    return before[:HOUR_AT] == after[:HOUR_AT] and before[HOUR_AT + 1 :] == after[HOUR_AT + 1 :]
 
 
 def _top(scores: dict[str, float], n: int = 10) -> dict[str, float]:

@@ -481,6 +481,21 @@ class BlockCache:
         self.hits += 1
         return entry[1]
 
+    def get_or_stale(
+        self, key: CacheKey, stamp: Hashable
+    ) -> tuple[Block | None, tuple[Hashable, Block] | None]:
+        """`get`, and on a stale entry also (its stamp, its block), removed as `get` removes it:
+        the caller may find the block still right for the new stamp (and `put` it again)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == stamp:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[1], None
+        self.misses += 1
+        if entry is not None:
+            self._remove(key)
+        return None, entry
+
     def put(self, key: CacheKey, stamp: Hashable, block: Block) -> None:
         self._entries[key] = (stamp, block)
         self._entries.move_to_end(key)

@@ -38,13 +38,21 @@ def _recommend(
 
 
 def score_profile(
-    profile: Profile, now_ms: int, models: ModelSet, allowed: Callable[[str], bool]
+    profile: Profile,
+    now_ms: int,
+    models: ModelSet,
+    allowed: Callable[[str], bool],
+    recommendations: list[str] | None = None,
 ) -> Scores:
-    """Churn from `features(profile, now_ms)`; recommendations from the recent items."""
+    """Churn from `features(profile, now_ms)`; recommendations from the recent items, or
+    `recommendations` as given: the caller's, made for the same profile, models, catalog and
+    `excluded_items` (the only way the clock reaches them)."""
     churn = models.churn.score(features(profile, now_ms))
+    if recommendations is None:
+        recommendations = _recommend(profile, now_ms, models, allowed)
     return Scores(
         churn=round(churn, 6),
-        recommendations=_recommend(profile, now_ms, models, allowed),
+        recommendations=recommendations,
         models=models.versions(),
     )
 

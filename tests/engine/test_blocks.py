@@ -512,6 +512,18 @@ def test_cache_hit_miss_and_stamp_mismatch() -> None:
     assert len(cache) == 0
 
 
+def test_cache_get_or_stale_hands_back_the_stale_entry_once() -> None:
+    cache = BlockCache()
+    assert cache.get_or_stale(key("u1"), (1, 1)) == (None, None)
+    block = fake_block("u1")
+    cache.put(key("u1"), (1, 1), block)
+    assert cache.get_or_stale(key("u1"), (1, 1)) == (block, None)
+    found, stale = cache.get_or_stale(key("u1"), (1, 2))
+    assert found is None and stale is not None and stale[0] == (1, 1) and stale[1] is block
+    assert cache.get_or_stale(key("u1"), (1, 2)) == (None, None)  # removed, as get removes it
+    assert (cache.hits, cache.misses) == (1, 3) and len(cache) == 0
+
+
 def test_cache_lru_eviction() -> None:
     cache = BlockCache(max_entries=2)
     cache.put(key("a"), 1, fake_block("a"))

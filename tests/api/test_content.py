@@ -1,0 +1,134 @@
+"""ContentService: blocks and scores kept across a change of the clock's hour when nothing they
+show depends on it; everything else renders again."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.content import HOUR_MS, ContentService
+from api.testing import MemoryState
+from engine.blocks import BlockPolicy, Renderer
+from engine.catalog import Product
+from engine.events import validate
+from models.recs import Recommender
+from models.registry import ModelSet
+from models.scoring import EXCLUDE_BOUGHT_DAYS
+
+T0 = 1_300_000_000_000
+DAY_MS = 86_400_000
+
+
+def product(item_id: str) -> Product:
+    return Product(
+        item_id,
+        f"Product {item_id}",
+        f"https://shop.example.com/p/{item_id}",
+        f"https://shop.example.com/i/{item_id}.jpg",
+        2.5,
+        "GBP",
+    )
+
+
+@pytest.fixture
+def state() -> MemoryState:
+    s = MemoryState()
+    for item in ModelSet.default().recs.popular[:50]:
+        s.put_product(product(item))
+    return s
+
+
+def content_of(state: MemoryState) -> ContentService:
+    return ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+
+
+def apply(state: MemoryState, user: str, n: int, kind: str, item: str, ts: int) -> None:
+    fields = {"event_id": f"{user}-{n}", "type": kind, "user_id": user, "ts": ts, "item_id": item}
+    if kind == "purchase":
+        fields |= {"quantity": 1, "price": 2.5, "currency": "GBP"}
+    state.apply(validate(fields))
+
+
+@pytest.fixture
+def recommend_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    original = Recommender.recommend
+
+    def counting(self: Recommender, *args: object, **kwargs: object) -> list[str]:
+        calls.append(1)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Recommender, "recommend", counting)
+    return calls
+
+
+def test_a_new_hour_alone_keeps_the_block_and_its_recommendations(
+    state: MemoryState, recommend_calls: list[int]
+) -> None:
+    items = ModelSet.default().recs.popular
+    apply(state, "u1", 1, "product_view", items[0], T0)
+    content = content_of(state)
+    first = content.block("u1", "recommendations", "html")
+    calls = len(recommend_calls)
+    assert content.block("u1", "recommendations", "html") is first  # cached
+
+    state.clock.observe(T0 + 3 * HOUR_MS)  # another user's events move the clock on
+    again = content.block("u1", "recommendations", "html")
+    assert again is first and content.reused == 1
+    assert len(recommend_calls) == calls  # recommendations reused: no purchase left the window
+    assert content.block("u1", "recommendations", "html") is first  # cached under the new hour
+    assert content.cache.hits == 2
+
+
+def test_a_profile_change_renders_again_whatever_else_moved(state: MemoryState) -> None:
+    items = ModelSet.default().recs.popular
+    apply(state, "u1", 1, "add_to_cart", items[0], T0)
+    content = content_of(state)
+    first = content.block("u1", "cart_reminder", "html")
+    apply(state, "u1", 2, "add_to_cart", items[1], T0 + 2 * HOUR_MS)  # new hour and a new item
+    again = content.block("u1", "cart_reminder", "html")
+    assert again is not first and content.reused == 0
+    assert set(again.items) == {items[0], items[1]}
+
+
+def test_a_new_hour_that_changes_the_decision_renders_again(state: MemoryState) -> None:
+    """The fallback shows the best-sellers: a new list of the same length (the stamp holds its
+    length) with a new hour shows the new list."""
+    items = ModelSet.default().recs.popular
+    state.popular_items = list(items[:20])
+    state.clock.observe(T0)
+    content = content_of(state)
+    first = content.block("nobody", "recommendations", "html")
+    assert first.fallback and first.items[0] == items[0]
+    state.popular_items = list(reversed(items[:20]))
+    state.clock.observe(T0 + HOUR_MS)
+    again = content.block("nobody", "recommendations", "html")
+    assert again is not first and again.items[0] == items[19] and content.reused == 0
+
+
+def test_recommendations_follow_a_purchase_out_of_the_exclusion_window(
+    state: MemoryState, recommend_calls: list[int]
+) -> None:
+    items = ModelSet.default().recs.popular
+    apply(state, "u1", 1, "purchase", items[0], T0)
+    content = content_of(state)
+    profile = state.profile("u1")
+    assert profile is not None
+    assert items[0] not in content.scores(profile).recommendations  # bought: excluded
+    calls = len(recommend_calls)
+    state.clock.observe(T0 + HOUR_MS)
+    assert items[0] not in content.scores(profile).recommendations
+    assert len(recommend_calls) == calls  # same hour's excluded items: reused
+    state.clock.observe(T0 + (EXCLUDE_BOUGHT_DAYS + 1) * DAY_MS)
+    later = content.scores(profile)
+    assert len(recommend_calls) == calls + 1  # the purchase left the window: made again
+    assert items[0] in later.recommendations
+
+
+def test_an_erasure_leaves_nothing_to_reuse(state: MemoryState) -> None:
+    items = ModelSet.default().recs.popular
+    apply(state, "u1", 1, "product_view", items[0], T0)
+    content = content_of(state)
+    first = content.block("u1", "recommendations", "html")
+    content.forget("u1")
+    state.clock.observe(T0 + HOUR_MS)
+    assert content.block("u1", "recommendations", "html") is not first and content.reused == 0
