@@ -9,13 +9,13 @@ shoppers (product views, carts and purchases of real catalog items, Zipf-skewed)
 - GET one block with wrk (32 connections, random users): engine vs a bare aiohttp app reading the
   same profile bytes from the same RocksDB files (its own secondaries, max_open_files -1 and one
   file-opening thread, caught up with the worker every 150 ms on its event loop, so it serves
-  fresh values too) — idle (once the worker is done
-  flushing and compacting after the load: under a quarter of a core over a second, at most
-  120 s; engine and baseline taking turns, BENCH_GET_ROUNDS rounds each, means reported, the
-  worker's CPU per round in the JSON), then while events stream in at half the measured ingest
-  rate: one producer process streams throughout while engine and baseline take turns in the same
-  way (reporting the ingest rate reached during each round); every round records the CPU (a share
-  of one core) of the reader(s), the worker, the broker, the bare app, the producer and wrk;
+  fresh values too) — idle (once the worker is done flushing and compacting after the load:
+  under a quarter of a core over a second, at most 120 s; engine and baseline taking turns,
+  BENCH_GET_ROUNDS rounds each, means reported), then while events stream in at half the
+  measured ingest rate (or BENCH_STREAM_RATE events/s): one producer process streams throughout
+  while engine and baseline take turns in the same way (reporting the ingest rate reached during
+  each round); every round records the CPU (a share of one core) of the reader(s), the worker,
+  the broker, the bare app, the producer and wrk, and the reader's renders and catch-ups;
   BENCH_PROFILE=<file> adds one more engine round while events stream in, sampled by py-spy
   (`--native`, raw collapsed stacks written to that file; not in the figures);
 - batch: blocks/s of POST /v1/blocks:batch (1000 users, msgpack, cached blocks) vs the bare app
@@ -64,6 +64,9 @@ WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
 GET_ROUNDS = int(os.environ.get("BENCH_GET_ROUNDS", "2"))
 PROFILE = os.environ.get("BENCH_PROFILE", "")
 STREAM_TIME = os.environ.get("BENCH_STREAM_TIME", "live")  # or "replay" (see stream_events)
+# events/s offered while streaming; default: half the bulk ingest rate measured in the same run
+# (which varies with the machine's load: a fixed rate compares runs)
+STREAM_RATE = float(os.environ.get("BENCH_STREAM_RATE", "0"))
 QUIET_SHARE = 0.25  # idle GETs start once the worker uses less than this share of a core ...
 QUIET_TIMEOUT = 120.0  # ... or after this many seconds
 T0 = 1_320_000_000_000
@@ -453,7 +456,7 @@ def main() -> int:
 
         # while events stream in at half the ingest rate: one producer process for the whole
         # phase, engine and baseline taking turns as in the idle rounds (same rate, same load)
-        rate = ingest / 2
+        rate = STREAM_RATE or ingest / 2
         turns = 2 * GET_ROUNDS + (1 if PROFILE else 0)
         # the stream goes on from the newest loaded event (the load's hour of event time)
         streamed = stream_events(items, events[-1]["ts"] + 1000, rate)
