@@ -357,9 +357,30 @@ class PersonaStreams:
         ]
         log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
         self.track(
-            await self.dead_letters.send(
-                key=msg.key, value=json.dumps(body).encode(), headers=headers
+            await self.send_raw(
+                self.dead_letters, msg.key, json.dumps(body).encode(), headers=headers
             )
+        )
+
+    async def send_raw(
+        self,
+        topic: faust.TopicT,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        """Produce one record through the aiokafka producer under Faust's, without Faust's
+        per-message machinery (FutureMessage, serializers, callbacks): about a fifth of the cost
+        of `topic.send` (docs/architecture.md). Placed as Faust places it (the default murmur2
+        partitioner over the key). Returns once queued; the future resolves when acknowledged."""
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        return cast(
+            "asyncio.Future[Any]",
+            await producer.send(
+                topic.get_topic_name(), value, key=key, partition=partition, headers=headers
+            ),
         )
 
     def track(self, sent: Any) -> None:
@@ -621,7 +642,7 @@ class PersonaStreams:
             user = event.user_id.encode()
             if not self._correctly_keyed(msg.key, msg.partition, user):
                 self.stats.rekeyed += 1
-                self.track(await self.rekeyed_topic.send(key=user, value=msg.value))
+                self.track(await self.send_raw(self.rekeyed_topic, user, msg.value))
                 continue
             current = self._load(user, fevent, touched)
             try:
@@ -675,7 +696,7 @@ class PersonaStreams:
                     self.clock_table[key] = b"%d" % ts
         for item_id, (weight,) in activity.items():
             self.track(
-                await self.item_activity.send(key=item_id.encode(), value=str(weight).encode())
+                await self.send_raw(self.item_activity, item_id.encode(), str(weight).encode())
             )
         return True
 

@@ -97,7 +97,9 @@ class TriggerRunner:
             self.streams.stats.triggers.get(trigger.trigger, 0) + 1
         )
         self.streams.track(
-            await self.streams.triggers_topic.send(key=trigger.user_id.encode(), value=message)
+            await self.streams.send_raw(
+                self.streams.triggers_topic, trigger.user_id.encode(), message
+            )
         )
         if self.streams.webhooks is not None:
             self.streams.webhooks.submit(message)
@@ -119,7 +121,7 @@ class TriggerRunner:
 
     async def send_check(self, user: str) -> None:
         body = json.dumps({"command": "check", "user_id": user}).encode()
-        await self.streams.commands_topic.send(key=user.encode(), value=body)
+        await self.streams.send_raw(self.streams.commands_topic, user.encode(), body)
 
     def _active_partitions(self) -> list[int]:
         assigned = cast(Any, self.streams.app.assignor).assigned_actives()
@@ -208,6 +210,6 @@ class TriggerRunner:
             }
         ).encode()
         for partition in self.streams._partitions:
-            await self.streams.commands_topic.send(
-                key=new.item_id.encode(), value=body, partition=partition
+            await self.streams.send_raw(
+                self.streams.commands_topic, new.item_id.encode(), body, partition=partition
             )
