@@ -372,9 +372,10 @@ class PersonaStreams:
         partition: int | None = None,
     ) -> asyncio.Future[Any]:
         """Produce one record through the aiokafka producer under Faust's, without Faust's
-        per-message machinery (FutureMessage, serializers, callbacks): about a fifth of the cost
-        of `topic.send` (docs/architecture.md). Placed as Faust places it (the default murmur2
-        partitioner over the key). Returns once queued; the future resolves when acknowledged."""
+        per-message machinery (FutureMessage, serializers, callbacks): measured here, ~10-11k
+        sends/s through `topic.send` against 61-92k/s through aiokafka. Placed as Faust places it
+        (the default murmur2 partitioner over the key). Returns once queued; the future resolves
+        when the broker acknowledges the record."""
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         return cast(
             "asyncio.Future[Any]",
