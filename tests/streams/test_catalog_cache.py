@@ -24,7 +24,9 @@ def record(key: bytes, value: bytes | None, offset: int, partition: int = 0) -> 
 
 
 def product(price: float) -> Product:
-    return Product("sku-1", "Lamp", "https://shop.test/p/1", "https://shop.test/i/1.jpg", price, "EUR")
+    return Product(
+        "sku-1", "Lamp", "https://shop.test/p/1", "https://shop.test/i/1.jpg", price, "EUR"
+    )
 
 
 def test_changelog_records_replace_cached_products(tmp_path: Path) -> None:
