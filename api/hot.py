@@ -3,7 +3,8 @@
 Send time is dominated by this route. Two layers serve it, with the same answers as the full
 middleware chain (observe, errors, audit, auth, limits, routing, exposures, timeout) gives:
 
-- `HotRunner` (the reader processes' `web.AppRunner`) puts `front` in front of the application:
+- `HotRunner` (the `web.AppRunner` of the readers and of the worker's own API) puts `front` in
+  front of the application:
   a block GET is recognized from the raw request target with a string split, before the router
   resolves it (a walk over every `/v1/users/...` resource, a match object, the middleware
   handlers) and answered from the block cache; its 200/304 answers are written as prebuilt bytes
@@ -11,7 +12,8 @@ middleware chain (observe, errors, audit, auth, limits, routing, exposures, time
   a header multidict per request. Anything else (another route or method, a target with
   percent-escapes or dot segments, `Expect`) goes to the application unchanged.
 - `hot_middleware` does the same work as the outermost middleware, for servers started without
-  `HotRunner` (the worker's own API, tests' plain test servers).
+  `HotRunner` (tests' plain test servers, an application with `on_response_prepare` signals) and
+  for block GETs `Front` hands on (percent-escapes, dot segments, `Expect`).
 
 Either does inline, in the chain's order: request id, key and scope check (401/403), rate limit
 (429), the block (a cached lookup, see `api.content`), metrics and the access log. No timeout is

@@ -14,6 +14,7 @@ from mode import Service
 from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
+from api.hot import HotRunner
 from api.observability import configure_json_logging
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
@@ -112,7 +113,8 @@ class HttpService(Service):
         self._runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
-        self._runner = web.AppRunner(self.web_app, access_log=None, shutdown_timeout=2.0)
+        # block GETs answered before aiohttp's routing, as in the readers (api/hot.py)
+        self._runner = HotRunner(self.web_app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl
