@@ -21,7 +21,9 @@ shoppers (product views, carts and purchases of real catalog items, Zipf-skewed)
 - batch: blocks/s of POST /v1/blocks:batch (1000 users, msgpack, cached blocks) vs the bare app
   returning the 1000 raw profiles as msgpack;
 - render: messages/s of POST /v1/render with a 3-block template (vs the bare batch);
-- memory: bytes of profile state per user on disk, packed profile size, RSS of worker and reader.
+- memory: bytes of profile state per user on disk (as the worker left it, of which write-ahead
+  log; and flushed and compacted once the worker stopped), packed profile size, RSS of worker
+  and reader.
 
 Prints a table and writes benchmarks/results/serving-<time>.json. Needs `wrk` on PATH.
 """
@@ -492,17 +494,23 @@ def main() -> int:
         }
         del pids["producer"]
 
-        # batch, msgpack, cached blocks
+        # batch, msgpack, cached blocks: once the worker has folded what was streamed (it goes
+        # on folding a backlog after the producer stops, and each folded event changes a
+        # profile, so blocks are rendered again and the worker takes CPU: batch runs right after
+        # the streaming phase measured 40,029-114,200 blocks/s)
+        results["batch_wait_s"] = wait_quiet(worker_pid)
         ids = sample[:1000]
         batch_body = msgpack.packb({"block": "recommendations", "format": "html", "user_ids": ids})
         headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/msgpack",
                    "Accept": "application/msgpack"}  # fmt: skip
         asyncio.run(post_loop(base + "/v1/blocks:batch", batch_body, headers, 2, 1000))  # warm
+        worker_cpu = cpu_seconds(worker_pid)
         results["batch_blocks_per_s"] = {
             "engine": asyncio.run(post_loop(base + "/v1/blocks:batch", batch_body, headers, 10, 1000)),
             "bare": asyncio.run(post_loop(bare_base + "/batch", msgpack.packb({"user_ids": ids}),
                                           {}, 10, 1000)),
         }  # fmt: skip
+        results["batch_worker_cpu"] = (cpu_seconds(worker_pid) - worker_cpu) / 20  # both loops
         render_ids = sample[:100]
         render_body = msgpack.packb({"template": TEMPLATE, "user_ids": render_ids,
                                      "data": {u: {"first_name": "Ada"} for u in render_ids}})  # fmt: skip
@@ -514,7 +522,9 @@ def main() -> int:
 
         # memory
         tables = tmp / "data" / "faust" / "v1" / "tables"
-        disk = sum(f.stat().st_size for d in tables.glob("profiles-*.db") for f in d.iterdir())
+        files = [f for d in tables.glob("profiles-*.db") for f in d.iterdir() if f.is_file()]
+        disk = sum(f.stat().st_size for f in files)
+        wal = sum(f.stat().st_size for f in files if f.suffix == ".log")
         sizes = []
         for u in sample[:500]:
             _status, body = get(f"{bare_base}/u/{u}")
@@ -522,6 +532,10 @@ def main() -> int:
         results["memory"] = {
             "profiles_disk_bytes": disk,
             "disk_bytes_per_user": disk / USERS,
+            # the write-ahead logs (recent writes, until the memtables are flushed) and repeated
+            # writes of a user not yet compacted are in `disk`; `compacted_bytes_per_user` is
+            # the same databases flushed and compacted once the worker has stopped
+            "wal_bytes": wal,
             "packed_profile_bytes_mean": sum(sizes) / len(sizes),
             "worker_rss_mb": rss_kb(worker_pid) / 1024,
             "reader_rss_mb": [rss_kb(p) / 1024 for p in reader_pids],
@@ -536,9 +550,27 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             run.kill()
         broker.stop(timeout=5)
+        if "memory" in results and run.returncode is not None:
+            compacted = compacted_bytes(tmp / "data" / "faust" / "v1" / "tables")
+            results["memory"]["compacted_bytes_per_user"] = compacted / USERS
         shutil.rmtree(tmp, ignore_errors=True)
     report(results)
     return 0
+
+
+def compacted_bytes(tables: Path) -> int:
+    """The profiles' RocksDB files once flushed and fully compacted (the worker has stopped):
+    what the state itself takes, without write-ahead logs and superseded versions."""
+    from rocksdict import Options, Rdict
+
+    total = 0
+    for path in sorted(tables.glob("profiles-*.db")):
+        db = Rdict(str(path), options=Options(raw_mode=True))
+        db.flush()
+        db.compact_range(None, None)
+        db.close()
+        total += sum(f.stat().st_size for f in path.iterdir() if f.suffix == ".sst")
+    return total
 
 
 def profile_round(url: str, lua: Path, reader_pid: int) -> dict[str, Any]:
@@ -569,6 +601,7 @@ def report(r: dict[str, Any]) -> None:
     out.write_text(json.dumps(r, indent=2))
     gi, gs = r["get_idle"], r["get_streaming"]
     b, rn, m = r["batch_blocks_per_s"], r["render_messages_per_s"], r["memory"]
+    compacted = m.get("compacted_bytes_per_user", float("nan"))
 
     def cpus(x: dict[str, float]) -> str:
         return " ".join(f"{x.get('cpu_' + k, 0):.2f}" for k in CPU_COLUMNS)
@@ -602,6 +635,8 @@ def report(r: dict[str, Any]) -> None:
         ("render (3 blocks, 100 users/req), msg/s", f"{rn['engine']:,.0f}",
          f"{rn['bare_batch_values_per_s']:,.0f}", f"{rn['engine'] / rn['bare_batch_values_per_s']:.2f}"),
         ("profile state on disk, bytes/user", f"{m['disk_bytes_per_user']:,.0f}", "", ""),
+        ("  of it write-ahead log, bytes/user", f"{m['wal_bytes'] / r['users']:,.0f}", "", ""),
+        ("  flushed and compacted, bytes/user", f"{compacted:,.0f}", "", ""),
         ("packed profile, bytes (mean)", f"{m['packed_profile_bytes_mean']:,.0f}", "", ""),
         ("RSS worker / reader(s) / bare, MB",
          f"{m['worker_rss_mb']:,.0f} / {', '.join(f'{x:,.0f}' for x in m['reader_rss_mb'])}",
