@@ -217,6 +217,40 @@ def test_pack_round_trip():
     assert Profile.unpack(p.pack()) == p
 
 
+def test_pack_keeps_every_field_in_its_place():
+    """`pack` and `unpack` list the fields by position: every field holds a value no other field
+    holds, so two fields swapped in either list fail here."""
+    from array import array
+
+    p = Profile(
+        user_id="u",
+        version=2,
+        first_seen=3,
+        last_seen=4,
+        counts={"product_view": 5},
+        recent=[("r", 6)],
+        cart={"k": 7},
+        cart_changed=8,
+        purchased=[("p", 9)],
+        orders=10,
+        last_order="o",
+        monetary=11.5,
+        last_purchase=12,
+        sessions=13,
+        spans=[[14, 15]],
+        carts_started=16,
+        carts_converted=17,
+        categories={"c": 18.0},
+        brands={"b": 19.0},
+        consent={"email": False},
+        last_checkout=20,
+        fired={"churn_risk": 21},
+        seen=array("Q", [22]),
+        seen_at=array("I", [23]),
+    )
+    assert Profile.unpack(p.pack()) == p
+
+
 def test_copy_is_equal_and_shares_nothing_mutable() -> None:
     from dataclasses import fields
 
