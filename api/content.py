@@ -25,6 +25,7 @@ from engine.blocks import (
     Renderer,
     UnknownBlock,
     assemble,
+    block_models,
     decide,
 )
 from engine.catalog import Product
@@ -207,7 +208,7 @@ class ContentService:
                 old.items == tuple(p.item_id for p in items)
                 and old.fallback == fallback
                 and old.reason == reason
-                and old.models == ({} if fallback else inp.models)
+                and old.models == block_models(inp, fallback)
             ):
                 result = old
                 self.reused += 1

@@ -397,7 +397,7 @@ class Renderer:
             reason=reason,
             items=items,
             variant=inp.variant,
-            models={} if fallback else dict(inp.models),
+            models=block_models(inp, fallback),
             etag=etag_of(content),
             content_type=CONTENT_TYPES.get(inp.fmt, "text/plain; charset=utf-8"),
         )
@@ -437,6 +437,11 @@ class Renderer:
                 exc_info=True,
             )
         return self._block(inp, _safe_fallback(inp), True, "template_error", ())
+
+
+def block_models(inp: BlockInput, fallback: bool) -> dict[str, str]:
+    """The models a block reports (`X-Persona-Model`): none for the fallback."""
+    return {} if fallback else dict(inp.models)
 
 
 def assemble(inp: BlockInput, lookup: Lookup, policy: BlockPolicy, renderer: Renderer) -> Block:
