@@ -8,25 +8,14 @@ import pytest
 from api.content import HOUR_MS, ContentService
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
-from engine.catalog import Product
 from engine.events import validate
 from models.recs import Recommender
 from models.registry import ModelSet
 from models.scoring import EXCLUDE_BOUGHT_DAYS
+from tests.api.test_app import product
 
 T0 = 1_300_000_000_000
 DAY_MS = 86_400_000
-
-
-def product(item_id: str) -> Product:
-    return Product(
-        item_id,
-        f"Product {item_id}",
-        f"https://shop.example.com/p/{item_id}",
-        f"https://shop.example.com/i/{item_id}.jpg",
-        2.5,
-        "GBP",
-    )
 
 
 @pytest.fixture
