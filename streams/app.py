@@ -395,8 +395,9 @@ class PersonaStreams:
         acknowledged (offsets are committed only for records whose state is written)."""
         fast_wait_first(self.app.consumer)
         # Faust's conductor stops delivering records to flush its producer buffer whenever it
-        # holds more than 100 messages. Profiles go to the changelog around it (TableWriter),
-        # but a batch still queues its positions, item activity, triggers and clock records there.
+        # holds more than 100 messages. Profiles go to the changelog around it (TableWriter) and
+        # produced messages go to aiokafka (send_raw); a batch still queues its input positions
+        # and the clock table's changelog records there (the popularity agent its own).
         self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MAX
         queue = self.input_topic.queue
         fold = self._fold
