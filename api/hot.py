@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+from aiohttp.web_server import Server
 from multidict import CIMultiDict
 
 from api.app import (
@@ -55,6 +56,7 @@ from api.limits import LIMITER, limited, over_limit
 from api.models_routes import ADMIN
 from api.observability import TELEMETRY, _request_id, request_id
 from api.routing import ROUTED
+from api.wire import Head, HotServer
 from engine.blocks import Block
 
 log = logging.getLogger("persona.api")
@@ -111,6 +113,9 @@ BLOCK_PREFIX = "/v1/users/"
 # A request target's path the router sees exactly as written: no percent-escapes (decoded before
 # matching), no braces (the route's pattern excludes them), no fragment, nothing but ASCII.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]+")
+# a query string the application's parser reads as written: no escapes, '+' or ';'
+_PLAIN_QUERY = re.compile(r"[A-Za-z0-9/._~!$&'()*,=:@?-]*")
+ROUTED_FIELD = ROUTED.lower().encode()
 _NOT_A_SEGMENT = frozenset({"", ".", ".."})  # empty, or a dot segment (URL normalization drops it)
 _STATUS_LINES = {200: b"HTTP/1.1 200 OK\r\n", 304: b"HTTP/1.1 304 Not Modified\r\n"}
 _REASONS = {200: "OK", 304: "Not Modified"}
@@ -135,6 +140,35 @@ class _DateLine:
 
 
 _DATE = _DateLine()
+
+
+def hot_bytes(status: int, lines: bytes, rid: str, body: bytes | None) -> bytes:
+    """A block's whole 200 (with `body`) or 304 (body None) to an HTTP/1.1 keep-alive request:
+    the bytes aiohttp's `Response` writes for it (tests/api/test_hot.py compares them)."""
+    if body is None:
+        return b"".join(
+            (
+                _STATUS_LINES[status],
+                lines,
+                b"X-Request-Id: ",
+                rid.encode(),
+                b"\r\n",
+                _DATE.get(),
+                _SERVER_LINE,
+            )
+        )
+    return b"".join(
+        (
+            _STATUS_LINES[status],
+            lines,
+            b"X-Request-Id: ",
+            rid.encode(),
+            b"\r\nContent-Length: %d\r\n" % len(body),
+            _DATE.get(),
+            _SERVER_LINE,
+            body,
+        )
+    )
 
 
 class HotResponse(web.StreamResponse):
@@ -174,13 +208,7 @@ class HotResponse(web.StreamResponse):
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
-        body = self._hot_body
-        parts = [_STATUS_LINES[self._status], self._lines, b"X-Request-Id: ", self._rid.encode()]
-        if body is None:
-            parts += (b"\r\n", _DATE.get(), _SERVER_LINE)
-        else:
-            parts += (b"\r\nContent-Length: %d\r\n" % len(body), _DATE.get(), _SERVER_LINE, body)
-        data = b"".join(parts)
+        data = hot_bytes(self._status, self._lines, self._rid, self._hot_body)
         transport.write(data)
         self._eof_sent = True
         self._body_length = len(data)  # what aiohttp counts: headers included
@@ -216,28 +244,15 @@ class Front:
 
     def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The answer to a block GET, or None when the application must answer `request`."""
-        target = request.raw_path
-        if not target.startswith(BLOCK_PREFIX):
+        route = block_route(request.raw_path)
+        if route is None:
             return None
-        path, _, query = target.partition("?")
-        parts = path.split("/")  # "", "v1", "users", user id, "blocks", block
-        if len(parts) != 6 or parts[4] != "blocks":
-            return None
-        user_id, block_name = parts[3], parts[5]
-        if (
-            user_id in _NOT_A_SEGMENT
-            or block_name in _NOT_A_SEGMENT
-            or _PLAIN_PATH.fullmatch(path) is None
-        ):
-            return None
+        path, query, user_id, block_name = route
         headers = request.headers
         if headers.get("Expect"):
             return None  # the application answers expectations
-        content = self.content
-        if content.models.experiment is not None and self.app.get(ADMIN) is not None:
-            return None  # exposures_middleware logs the exposure
-        if headers.get(ROUTED) is None and content.state.owner_url(user_id) is not None:
-            return None  # routing_middleware forwards to the owner of the user's partition
+        if self._chain_needed(user_id, headers.get(ROUTED) is not None):
+            return None
         fmt = request.query.get("format", "html") if query else "html"
         rid = _request_id(headers.get("X-Request-Id"))
         token = request_id.set(rid)
@@ -251,7 +266,7 @@ class Front:
             if response is None:
                 response = limited(self.limiter, name)
                 if response is None:
-                    response, block = block_lookup(content, user_id, block_name, fmt)
+                    response, block = block_lookup(self.content, user_id, block_name, fmt)
                     if block is not None:
                         response = _block_response(request, block, rid)
         except Exception:
@@ -267,6 +282,111 @@ class Front:
         count_request(self.metrics, status, took)
         self.telemetry.observe_block(request, status, took, block)
         return response
+
+    def _chain_needed(self, user_id: str, routed: bool) -> bool:
+        content = self.content
+        if content.models.experiment is not None and self.app.get(ADMIN) is not None:
+            return True  # exposures_middleware logs the exposure
+        # routing_middleware forwards to the owner of the user's partition
+        return not routed and content.state.owner_url(user_id) is not None
+
+    def wire(self, head: Head) -> bytes | None:
+        """The whole answer (bytes to write) to a request framed by `HotRequestHandler`
+        (api/wire.py) when it is a block GET answered 200 or 304 on a keep-alive HTTP/1.1
+        connection, counted as `answer` counts it; None when aiohttp must answer it (anything
+        else, refusals and error pages included: aiohttp's path gives them, counts them, and
+        refuses a rate-limited key again)."""
+        if head.method != b"GET" or head.version != b"HTTP/1.1":
+            return None
+        fields = head.fields
+        connection = fields.get(b"connection")
+        if connection is not None and connection.lower() != b"keep-alive":
+            return None  # close (or anything else): aiohttp's response writes the connection
+        if b"expect" in fields:
+            return None
+        route = block_route(head.target.decode("ascii"))  # ASCII: the framing checked it
+        if route is None:
+            return None
+        path, query, user_id, block_name = route
+        if query and _PLAIN_QUERY.fullmatch(query) is None:
+            return None  # percent-escapes, '+', ';': the application's query parser decides
+        if self._chain_needed(user_id, ROUTED_FIELD in fields):
+            return None
+        fmt = _format(query) if query else "html"
+        rid_field = fields.get(b"x-request-id")
+        rid = _request_id(rid_field.decode("ascii") if rid_field is not None else None)
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            authorization = fields.get(b"authorization", b"").decode("ascii")
+            scope = scope_for(path, "GET")
+            assert scope is not None  # the block route is never public
+            name, refused = authorize_header(self.keys, authorization, scope)
+            if refused is not None:
+                return None
+            _, block = block_lookup(self.content, user_id, block_name, fmt)
+            if block is None:
+                return None
+            if_none_match = fields.get(b"if-none-match")
+            unchanged = if_none_match is not None and not_modified(
+                block, if_none_match.decode("ascii")
+            )
+            lines = block.not_modified_header_lines if unchanged else block.header_lines
+            if lines is None:
+                return None
+            limiter = self.limiter
+            if limiter.check(name):
+                limiter.limited -= 1  # the application refuses it again, and counts it
+                return None
+        except Exception:
+            log.exception("unhandled error on GET %s (handed to the application)", path)
+            return None
+        finally:
+            request_id.reset(token)
+        status = 304 if unchanged else 200
+        data = hot_bytes(status, lines, rid, None if unchanged else block.body)
+        took = time.perf_counter() - started
+        count_request(self.metrics, status, took)
+        self.telemetry.observe_block(Seen("GET", path), status, took, block)
+        return data
+
+
+def block_route(target: str) -> tuple[str, str, str, str] | None:
+    """(path, query, user id, block name) of a request target the router would send to the
+    block route exactly as written (plain, see `_PLAIN_PATH`); None for any other target."""
+    if not target.startswith(BLOCK_PREFIX):
+        return None
+    path, _, query = target.partition("?")
+    parts = path.split("/")  # "", "v1", "users", user id, "blocks", block
+    if len(parts) != 6 or parts[4] != "blocks":
+        return None
+    user_id, block_name = parts[3], parts[5]
+    if (
+        user_id in _NOT_A_SEGMENT
+        or block_name in _NOT_A_SEGMENT
+        or _PLAIN_PATH.fullmatch(path) is None
+    ):
+        return None
+    return path, query, user_id, block_name
+
+
+def _format(query: str) -> str:
+    """The first `format` parameter of a plain query string (as `request.query.get` reads it)."""
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "format":
+            return value
+    return "html"
+
+
+class Seen:
+    """What the access log reads of a request answered from the wire (`Telemetry._log`)."""
+
+    __slots__ = ("method", "path")
+
+    def __init__(self, method: str, path: str) -> None:
+        self.method = method
+        self.path = path
 
 
 def _block_response(request: web.BaseRequest, block: Block, rid: str) -> web.StreamResponse:
@@ -287,13 +407,20 @@ class HotRunner(web.AppRunner):
     application with `on_response_prepare` signals, which `HotResponse` would skip, keeps its own
     handler; `hot_middleware` still serves it)."""
 
-    async def setup(self) -> None:
-        await super().setup()
-        server = self.server
-        assert server is not None
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
         app = self.app
-        if not app.on_response_prepare and CONTENT in app and TELEMETRY in app:
-            server.request_handler = Front(app, server.request_handler)
+        if app.on_response_prepare or CONTENT not in app or TELEMETRY not in app:
+            return server
+        # the same server, with `Front` before the application and connections that answer
+        # plain block GETs from the wire (api/wire.py)
+        return HotServer(
+            Front(app, server.request_handler),
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=server._loop,
+            **server._kwargs,
+        )
 
 
 def register(app: web.Application) -> None:

@@ -27,7 +27,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from aiohttp import web
@@ -72,6 +72,17 @@ _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 access_log = logging.getLogger("persona.access")
+
+
+class Seen(Protocol):
+    """What the access log reads of a request: a `web.BaseRequest`, or the hot path's own
+    record of a request it answered from the wire (api/hot.py)."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
 
 
 # -- logs ------------------------------------------------------------------------------------------
@@ -204,9 +215,7 @@ class Telemetry:
             )
         self._log(request, route, status, took)
 
-    def observe_block(
-        self, request: web.BaseRequest, status: int, took: float, block: Block | None
-    ) -> None:
+    def observe_block(self, request: Seen, status: int, took: float, block: Block | None) -> None:
         """`observe` for a block GET answered with `block` (None: a refusal or an error) by the
         hot path (api/hot.py): the same figures, without reading them back from the headers."""
         self.count(BLOCK_ROUTE, "GET", status, took)
@@ -246,7 +255,7 @@ class Telemetry:
         entry[0] += 1
         entry[1] += fallback
 
-    def _log(self, request: web.BaseRequest, route: str, status: int, took: float) -> None:
+    def _log(self, request: Seen, route: str, status: int, took: float) -> None:
         if route in PROBE_ROUTES and (status < 500 or route == "/readyz"):
             if access_log.isEnabledFor(logging.DEBUG):
                 access_log.debug("%s %s %s", request.method, request.path, status)
