@@ -33,7 +33,7 @@ from api.models_routes import ADMIN
 from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
 from models.registry import ModelSet
-from persona.runtime import READER_SLICE, request_slice, tune_gc
+from persona.runtime import tune_gc
 from streams.readers import SecondaryState
 from streams.registry import RegistryService
 
@@ -109,11 +109,6 @@ def run_reader(settings: Settings, broker_url: str, index: int) -> None:
     audit_file.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("persona.audit").addHandler(audit_file)
     tune_gc()
-    # requests wake the event loop's thread: let them preempt the worker's and broker's slices
-    if request_slice(READER_SLICE):
-        log.info("reader %d: CPU slice %.1f ms (EEVDF)", index, READER_SLICE * 1000)
-    else:
-        log.info("reader %d: the kernel's default CPU slice (a shorter one was refused)", index)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -28,12 +28,13 @@ def tune_gc() -> None:
 
 # -- the CPU scheduler's slice -------------------------------------------------------------------
 # Linux's EEVDF scheduler (6.6+; custom slices for normal tasks from 6.12) picks the runnable task
-# with the earliest virtual deadline, its eligible time plus its slice; a task with a shorter slice
+# with the earliest virtual deadline, its eligible time plus its slice: a task with a shorter slice
 # is picked sooner after it wakes and may preempt a task with a longer one, at no gain in CPU
-# share (that stays set by the weight, i.e. nice). A reader sleeps between requests and answers
-# each in tens of microseconds: with the default slice (0.7-3 ms, by core count) a request that
-# wakes it waits behind the worker's, the broker's or the load's whole slice.
-READER_SLICE = 0.0001  # seconds: the shortest the kernel accepts
+# share (the weight, i.e. nice, sets that). The benchmarks run wrk so (benchmarks/serving.py). A
+# reader asking for it measured no difference (a stand-in server beside two CPU hogs, 2 runs
+# each: wrk's p99 4.50-4.74 ms with the reader's default slice, 4.91-4.96 ms with 0.1 ms): busy,
+# a reader seldom sleeps, and the short slice helps only on wake-up; readers keep the default.
+SHORT_SLICE = 0.0001  # seconds: the shortest the kernel accepts
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}
 _SCHED_ATTR = struct.Struct("IIQiIQQQ")  # sched_attr, SCHED_ATTR_SIZE_VER0 (48 bytes)
 SCHED_OTHER = 0
