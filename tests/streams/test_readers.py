@@ -286,3 +286,58 @@ def test_secondaries_open_table_files_with_one_thread(monkeypatch: pytest.Monkey
     readers._options()
     assert ("set_max_file_opening_threads", 1) in calls
     assert ("set_max_open_files", -1) in calls
+
+
+async def test_a_stepwise_catch_up_gives_the_loop_a_turn_between_databases(
+    primary: Primary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from rocksdict import Rdict as RdictClass
+
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh(popular=True)
+    order: list[str] = []
+    original = RdictClass.try_catch_up_with_primary
+
+    def logged(self: RdictClass) -> None:
+        order.append("catch-up")
+        original(self)
+
+    monkeypatch.setattr(RdictClass, "try_catch_up_with_primary", logged)
+    ticking = True
+
+    async def ticker() -> None:  # stands for requests waiting on the loop
+        while ticking:
+            order.append("tick")
+            await asyncio.sleep(0)
+
+    users = [u for u in (f"u{n}" for n in range(40)) if partition(u) in (0, 2)][:4]
+    for user in users:
+        event = validate(
+            {"event_id": user, "type": "add_to_cart", "user_id": user, "ts": T0, "item_id": "A"}
+        )
+        primary.put("profiles", partition(user), user.encode(), apply(None, event, None).pack())
+    primary.put("catalog", 3, b"B", product("B").pack())
+    primary.put("clock", 1, b"1", b"%d" % (T0 + 5))
+    primary.put("popularity", 0, b"B", b"7.0")
+    generation, rounds, steps = state.catalog_generation, state.catch_ups, sum(state.catch_up_steps)
+    stale = state._round(popular=True)
+    assert stale is not None
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await state.catch_up_stepwise(True, stale)
+    ticking = False
+    await task
+
+    caught = [n for n, x in enumerate(order) if x == "catch-up"]
+    assert len(caught) == 5  # profiles 0 and 2, catalog 3, clock 1, popularity 0
+    assert all(order[n + 1] == "tick" for n in caught)  # the loop's turn after each database
+    assert sum(state.catch_up_steps) == steps + 5 and state.catch_ups == rounds + 1
+    for user in users:
+        profile = state.profile(user)
+        assert profile is not None and profile.cart == {"A": 1}
+    assert state.catalog_generation == generation + 1 and state.product("B") == product("B")
+    assert state.now_ms() == T0 + 5 and state.popular() == ["B"]
+    text = "\n".join(state.metrics())
+    assert f'persona_reader_catch_up_step_seconds_bucket{{le="+Inf"}} {steps + 5}' in text
