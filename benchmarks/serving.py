@@ -69,6 +69,18 @@ STREAM_TIME = os.environ.get("BENCH_STREAM_TIME", "live")  # or "replay" (see st
 # events/s offered while streaming; default: half the bulk ingest rate measured in the same run
 # (which varies with the machine's load: a fixed rate compares runs)
 STREAM_RATE = float(os.environ.get("BENCH_STREAM_RATE", "0"))
+# wrk shares the two cores with the worker and the broker, and a response that wakes one of its
+# threads can wait out their whole CPU slice (~1.4 ms here) before wrk reads it and takes the
+# time: latency of the load generator, not of the server (a sender's client runs elsewhere).
+# Measured with a stand-in server beside two CPU hogs, 2 runs each: wrk's p99 5.98-6.71 ms with
+# the default slice, 4.50-4.74 ms with 0.1 ms slices, at the same req/s. So wrk runs with 0.1 ms
+# slices (EEVDF custom slice, Linux 6.12+; its CPU share is unchanged), for the engine's and the
+# baseline's rounds alike; BENCH_WRK_SLICE=0 keeps the default.
+WRK_SLICE = float(os.environ.get("BENCH_WRK_SLICE", "0.0001"))
+_SLICED_EXEC = (
+    f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); from persona.runtime import "
+    "request_slice; request_slice(float(sys.argv[1])); os.execvp(sys.argv[2], sys.argv[2:])"
+)
 QUIET_SHARE = 0.25  # idle GETs start once the worker uses less than this share of a core ...
 QUIET_TIMEOUT = 120.0  # ... or after this many seconds
 T0 = 1_320_000_000_000
@@ -224,8 +236,11 @@ def wait_quiet(pid: int, share: float = QUIET_SHARE, timeout: float = QUIET_TIME
 def wrk(url: str, paths_lua: Path, seconds: int) -> dict[str, float]:
     """One wrk run: requests/s, p50/p99, non-2xx/3xx count and wrk's own CPU (share of a core)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    command = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(paths_lua), url]
+    if WRK_SLICE:  # wrk (and its threads) start with the short slice: see WRK_SLICE
+        command = [sys.executable, "-c", _SLICED_EXEC, str(WRK_SLICE), *command]
     out = subprocess.run(
-        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(paths_lua), url],
+        command,
         capture_output=True,
         text=True,
         check=True,
@@ -272,16 +287,26 @@ READER_COUNTERS = {  # the reader's /metrics counters each engine round records,
     "persona_reader_catch_ups_total": "catch_ups_per_s",
     "persona_reader_catch_up_seconds_total": "catch_up_share",  # seconds per second
 }
+STEP = "persona_reader_catch_up_step_seconds_bucket"  # one database's catch-up (histogram)
+READER_COUNTERS.update(
+    {
+        f'{STEP}{{le="0.001"}}': "steps_to_1ms",
+        f'{STEP}{{le="0.002"}}': "steps_to_2ms",
+        f'{STEP}{{le="0.005"}}': "steps_to_5ms",
+        f'{STEP}{{le="+Inf"}}': "steps",
+    }
+)
 
 
 def reader_counters(base: str) -> dict[str, float]:
     """READER_COUNTERS from the reader on the public port (one reader: every scrape is its own)."""
     _status, body = get(base + "/metrics")
-    out = dict.fromkeys(READER_COUNTERS.values(), 0.0)
+    wanted = READER_COUNTERS
+    out = dict.fromkeys(wanted.values(), 0.0)
     for line in body.decode().splitlines():
         name, _, value = line.partition(" ")
-        if name in READER_COUNTERS:
-            out[READER_COUNTERS[name]] = float(value)
+        if name in wanted:
+            out[wanted[name]] = float(value)
     return out
 
 
@@ -443,7 +468,12 @@ def main() -> int:
         cwd=ROOT, env=env, stdout=(tmp / "run.log").open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     bare: subprocess.Popen[bytes] | None = None
-    results: dict[str, Any] = {"users": USERS, "partitions": PARTITIONS, "cpus": os.cpu_count()}
+    results: dict[str, Any] = {
+        "users": USERS,
+        "partitions": PARTITIONS,
+        "cpus": os.cpu_count(),
+        "wrk_slice_s": WRK_SLICE or None,
+    }
     try:
         worker_base = ""
         while "ready on" not in (tmp / "run.log").read_text():
@@ -646,6 +676,10 @@ def report(r: dict[str, Any]) -> None:
     def cpus(x: dict[str, float]) -> str:
         return " ".join(f"{x.get('cpu_' + k, 0):.2f}" for k in CPU_COLUMNS)
 
+    def steps(x: dict[str, float]) -> str:
+        a, b, c, d = (x[k] for k in ("steps_to_1ms", "steps_to_2ms", "steps_to_5ms", "steps"))
+        return f"{a:.1f} / {b - a:.1f} / {c - b:.1f} / {d - c:.1f}"
+
     def get_rows(title: str, g: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         e, bare = g["engine"], g["bare"]
         return [
@@ -661,6 +695,8 @@ def report(r: dict[str, Any]) -> None:
             *[(f"  round {n}: renders/s, catch-ups/s, catch-up share",
                f"{x['engine']['renders_per_s']:,.0f}, {x['engine']['catch_ups_per_s']:.1f}, "
                f"{x['engine']['catch_up_share']:.3f}", "", "") for n, x in enumerate(g["rounds"], 1)],
+            *[(f"  round {n}: catch-up steps/s: <=1 / 1-2 / 2-5 / >5 ms",
+               steps(x["engine"]), "", "") for n, x in enumerate(g["rounds"], 1)],
         ]  # fmt: skip
 
     rows = [
@@ -689,7 +725,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"\n{r['users']:,} users, {r['cpus']} CPUs; idle GETs after waiting "
           f"{r['idle_wait_s']:.0f} s for the worker to go quiet; while streaming, "
           f"{gs['events_streamed']:,} events covering {gs['event_time_hours_streamed']:.2f} h of "
-          f"event time; CPU: share of one core over each round; raw figures: {out}")  # fmt: skip
+          f"event time; wrk's CPU slice: {f'{WRK_SLICE * 1000:g} ms' if WRK_SLICE else 'default'}; "
+          f"CPU: share of one core over each round; raw figures: {out}")  # fmt: skip
 
 
 if __name__ == "__main__":
