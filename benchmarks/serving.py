@@ -282,6 +282,22 @@ def cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
     return out
 
 
+SERVERS = ("reader", "bare")  # the processes whose main thread's run-queue wait is recorded
+
+
+def waited_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """Seconds the main thread (the event loop) of each server spent runnable but waiting for a
+    core, so far (/proc/<pid>/schedstat, second field; 0 where it cannot be read)."""
+    out = {}
+    for name in SERVERS:
+        total = 0.0
+        for pid in pids.get(name, []):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+        out[name] = total
+    return out
+
+
 READER_COUNTERS = {  # the reader's /metrics counters each engine round records, per second
     "persona_block_cache_misses_total": "renders_per_s",
     "persona_reader_catch_ups_total": "catch_ups_per_s",
@@ -322,11 +338,13 @@ def measured_turn(
     reader's URL its READER_COUNTERS meanwhile."""
     events_before = processed(worker_base) if worker_base else 0
     counters_before = reader_counters(reader_base) if reader_base else {}
-    cpu_before, started = cpu_of(pids), time.monotonic()
+    cpu_before, wait_before, started = cpu_of(pids), waited_seconds(pids), time.monotonic()
     out = wrk(url, lua, WRK_SECONDS)
-    cpu_after, took = cpu_of(pids), time.monotonic() - started
+    cpu_after, wait_after, took = cpu_of(pids), waited_seconds(pids), time.monotonic() - started
     for name in pids:
         out[f"cpu_{name}"] = (cpu_after[name] - cpu_before[name]) / took
+    for name in SERVERS:  # share of the round the server's event loop waited for a core
+        out[f"runq_{name}"] = (wait_after[name] - wait_before[name]) / took
     if worker_base:
         out["ingested_events_per_s"] = (processed(worker_base) - events_before) / took
     if reader_base:
@@ -691,6 +709,9 @@ def report(r: dict[str, Any]) -> None:
                f"{x['bare']['rps']:,.0f}, {x['bare']['p99_ms']:.2f}",
                f"{x['engine']['rps'] / x['bare']['rps']:.2f}") for n, x in enumerate(g["rounds"], 1)],
             *[(f"  round {n}: CPU {'/'.join(CPU_COLUMNS)}", cpus(x["engine"]), cpus(x["bare"]), "")
+              for n, x in enumerate(g["rounds"], 1)],
+            *[(f"  round {n}: server's event loop waiting for a core (share)",
+               f"{x['engine'].get('runq_reader', 0):.3f}", f"{x['bare'].get('runq_bare', 0):.3f}", "")
               for n, x in enumerate(g["rounds"], 1)],
             *[(f"  round {n}: renders/s, catch-ups/s, catch-up share",
                f"{x['engine']['renders_per_s']:,.0f}, {x['engine']['catch_ups_per_s']:.1f}, "
