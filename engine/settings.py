@@ -44,6 +44,10 @@ class Settings:
     request_timeout: float = 10.0  # seconds a request may take before 503
     tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
     tls_key: Path | None = None
+    # CPU placement (Linux CPU lists such as "0" or "2-3,6"; None: the kernel places): the
+    # worker and the embedded broker (the ingestion side), and the readers (the serving side)
+    worker_cpus: frozenset[int] | None = None
+    reader_cpus: frozenset[int] | None = None
 
     @property
     def consent_granted_by_default(self) -> bool:
@@ -120,6 +124,8 @@ def _convert(name: str, value: Any) -> Any:
             return level
         if name == "broker_url":
             return _broker_url(str(value))
+        if name in ("worker_cpus", "reader_cpus"):
+            return parse_cpus(str(value))
         if name == "webhook_urls":
             urls = [u.strip() for u in str(value).split(",") if u.strip()]
             if not all(u.startswith(("http://", "https://")) for u in urls):
@@ -138,7 +144,32 @@ def _convert(name: str, value: Any) -> Any:
 _OPTIONAL = frozenset(
     {"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"}
     | {"tls_cert", "tls_key", "advertised_url", "webhook_urls", "webhook_secret"}
+    | {"worker_cpus", "reader_cpus"}
 )
+
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """A Linux CPU list (`0-2,5`) -> {0, 1, 2, 5}; ValueError when malformed or when it names a
+    CPU this process may not run on."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"{part!r} is not a CPU number or range (a CPU list: 0-2,5)")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise ValueError(f"range {part!r} runs backwards")
+        cpus.update(range(first, last + 1))
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if usable is None:
+        raise ValueError("CPU placement needs Linux (sched_setaffinity)")
+    missing = sorted(cpus - usable)
+    if missing:
+        raise ValueError(
+            f"CPU(s) {','.join(map(str, missing))} not available here "
+            f"(available: {','.join(map(str, sorted(usable)))})"
+        )
+    return frozenset(cpus)
 
 
 def parse_rate_limits(text: str) -> dict[str, float]:

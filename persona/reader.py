@@ -33,7 +33,7 @@ from api.models_routes import ADMIN
 from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
 from models.registry import ModelSet
-from persona.runtime import tune_gc
+from persona.runtime import place, tune_gc
 from streams.readers import SecondaryState
 from streams.registry import RegistryService
 
@@ -109,6 +109,7 @@ def run_reader(settings: Settings, broker_url: str, index: int) -> None:
     audit_file.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("persona.audit").addHandler(audit_file)
     tune_gc()
+    place(settings.reader_cpus)  # PERSONA_READER_CPUS
 
     async def main() -> None:
         stop = asyncio.Event()

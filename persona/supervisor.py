@@ -108,7 +108,9 @@ def run(settings: Settings, demo: bool = False) -> int:
             # The embedded broker keeps everything in memory: state from an earlier run would
             # disagree with its empty changelogs, so the worker starts from a clean state dir.
             shutil.rmtree(data_dir / "faust", ignore_errors=True)
-            broker = EmbeddedBroker(log_file=data_dir / "broker.log").start()
+            broker = EmbeddedBroker(
+                log_file=data_dir / "broker.log", cpus=settings.worker_cpus
+            ).start()
             broker_url = broker.url
             print(
                 f"persona: embedded broker on {broker.bootstrap} "

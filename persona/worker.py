@@ -24,7 +24,7 @@ from engine.settings import Settings
 from models.registry import ModelSet
 from persona.models_wiring import attach_registry
 from persona.reader import serving_options, ssl_context
-from persona.runtime import tune_gc
+from persona.runtime import place, tune_gc
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.observe import consumer_lag, sample_values
@@ -177,4 +177,5 @@ def run_worker(settings: Settings, broker_url: str) -> None:
     audit_file.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("persona.audit").addHandler(audit_file)
     tune_gc()
+    place(settings.worker_cpus)  # PERSONA_WORKER_CPUS
     worker.execute_from_commandline()

@@ -67,11 +67,23 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[b
 class EmbeddedBroker:
     """Start with `start()` (or as a context manager); `url` is the `kafka://` URL to use."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_file: Path | None = None,
+        cpus: frozenset[int] | None = None,
+    ):
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file
+        self.cpus = cpus  # the CPUs the broker's threads run on (None: the kernel places)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _preexec(self) -> None:  # in the child, before exec: every thread inherits the CPUs
+        _die_with_parent()
+        assert self.cpus is not None
+        os.sched_setaffinity(0, self.cpus)
 
     @property
     def url(self) -> str:
@@ -105,7 +117,7 @@ class EmbeddedBroker:
                 stderr=out,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if self.cpus is None else self._preexec,
             )
         finally:
             if out is not subprocess.DEVNULL:

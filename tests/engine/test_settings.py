@@ -87,3 +87,22 @@ def test_parse_rate_limits():
     from engine.settings import parse_rate_limits
 
     assert parse_rate_limits("a:1;b:0.5;") == {"a": 1.0, "b": 0.5}
+
+
+def test_cpu_placement_settings():
+    import os
+
+    usable = sorted(os.sched_getaffinity(0))
+    first, last = usable[0], usable[-1]
+    s = load_settings(env={"PERSONA_WORKER_CPUS": f"{first}", "PERSONA_READER_CPUS": f"{last}"})
+    assert s.worker_cpus == frozenset({first}) and s.reader_cpus == frozenset({last})
+    assert load_settings(env={}).worker_cpus is None  # the kernel places
+    if len(usable) >= 2 and usable[1] == first + 1:
+        both = load_settings(env={"PERSONA_READER_CPUS": f"{first}-{first + 1}"})
+        assert both.reader_cpus == frozenset({first, first + 1})
+
+
+@pytest.mark.parametrize("value", ["a", "0-", "1-0", "0;1", "99999", "-1"])
+def test_invalid_cpu_lists_name_the_setting(value):
+    with pytest.raises(SettingsError, match="PERSONA_READER_CPUS"):
+        load_settings(env={"PERSONA_READER_CPUS": value})

@@ -42,11 +42,17 @@ def _alive(pid: int) -> bool:
 
 
 def _start_run(
-    data_dir: Path, port: int, demo_flag: str, partitions: int, stderr: int
+    data_dir: Path,
+    port: int,
+    demo_flag: str,
+    partitions: int,
+    stderr: int,
+    extra: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     """`persona run` on its own embedded broker, with none of this environment's PERSONA_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
     env["PERSONA_PARTITIONS"] = str(partitions)
+    env.update(extra or {})
     return subprocess.Popen(
         [sys.executable, "-m", "persona", "run", demo_flag, "--port", str(port),
          "--data-dir", str(data_dir)],
@@ -142,3 +148,38 @@ def test_run_demo_prints_working_example_urls(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+
+
+def _cpus_of_every_thread(pid: int) -> set[str]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                found.add(line.split(":", 1)[1].strip())
+    return found
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or not {0, 1} <= os.sched_getaffinity(0),
+    reason="needs Linux and CPUs 0 and 1",
+)
+def test_run_places_the_ingestion_and_the_serving_side_on_their_cpus(tmp_path: Path) -> None:
+    port = free_port()
+    placement = {"PERSONA_WORKER_CPUS": "0", "PERSONA_READER_CPUS": "1"}
+    proc = _start_run(tmp_path, port, "--no-demo", 2, subprocess.STDOUT, placement)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or http("GET", base + "/readyz", key=None)[0] == 200,
+            timeout=120,
+            what="/readyz",
+        )
+        assert proc.poll() is None
+        placed = {_kind(pid): _cpus_of_every_thread(pid) for pid in _children(proc.pid)}
+        assert placed == {"broker": {"0"}, "worker": {"0"}, "reader": {"1"}}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import threading
@@ -9,6 +10,7 @@ import threading
 import pytest
 
 from persona.runtime import SHORT_SLICE, current_slice, request_slice
+from tests.conftest import ROOT
 
 linux = pytest.mark.skipif(
     sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"),
@@ -49,3 +51,35 @@ def test_the_slice_asked_for_is_the_threads_slice() -> None:
 def test_elsewhere_nothing_is_asked() -> None:
     assert request_slice(SHORT_SLICE) is False
     assert current_slice() is None
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux and two CPUs",
+)
+def test_place_puts_every_thread_of_the_process_on_the_cpus() -> None:
+    import subprocess
+
+    cpu = max(os.sched_getaffinity(0))
+    script = f"""
+import os, threading, time
+from pathlib import Path
+from persona.runtime import place
+ready = threading.Event()
+before = threading.Thread(target=lambda: (ready.set(), time.sleep(2)), daemon=True)
+before.start(); ready.wait()
+place(frozenset({{{cpu}}}))
+after = []
+later = threading.Thread(target=lambda: after.append(os.sched_getaffinity(0)))
+later.start(); later.join()
+lists = set()
+for task in Path("/proc/self/task").iterdir():
+    for line in (task / "status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            lists.add(line.split(":", 1)[1].strip())
+print(sorted(lists), sorted(after[0]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.strip() == f"['{cpu}'] [{cpu}]"  # threads started before and after
