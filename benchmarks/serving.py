@@ -16,6 +16,8 @@ shoppers (product views, carts and purchases of real catalog items, Zipf-skewed)
   while engine and baseline take turns in the same way (reporting the ingest rate reached during
   each round); every round records the CPU (a share of one core) of the reader(s), the worker,
   the broker, the bare app, the producer and wrk, and the reader's renders and catch-ups;
+  while events stream in, the ingestion side (worker, broker, producer) and the serving side
+  (reader or bare app, and wrk) run on CPUs of their own (BENCH_PIN, see there);
   BENCH_PROFILE=<file> adds one more engine round while events stream in, sampled by py-spy
   (`--native`, raw collapsed stacks written to that file; not in the figures);
 - batch: blocks/s of POST /v1/blocks:batch (1000 users, msgpack, cached blocks) vs the bare app
@@ -81,6 +83,22 @@ _SLICED_EXEC = (
     f"import os, sys; sys.path.insert(0, {str(ROOT)!r}); from persona.runtime import "
     "request_slice; request_slice(float(sys.argv[1])); os.execvp(sys.argv[2], sys.argv[2:])"
 )
+# BENCH_PIN="<cpus>/<cpus>": while events stream in, the ingestion side (worker, broker,
+# producer) runs on the first CPUs and the serving side (the reader or the bare app, and wrk) on
+# the second, for the engine's and the baseline's rounds alike: what PERSONA_WORKER_CPUS and
+# PERSONA_READER_CPUS do (every thread's affinity), applied only for that phase, so the bulk load
+# that sets the offered rate (half of it) and the idle rounds run on the whole machine. Default:
+# the first half of the CPUs / the rest ("0/1" on 2 CPUs); "none": the kernel places everything
+# (with 2 CPUs the p99 while streaming was then 7.96-10.27 ms for the engine, 7.89-9.95 for the
+# baseline: their event loops waited for a core 27-31% of each round).
+_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+_HALF = len(_CPUS) // 2
+_DEFAULT_PIN = (
+    f"{','.join(map(str, _CPUS[:_HALF]))}/{','.join(map(str, _CPUS[_HALF:]))}"
+    if len(_CPUS) >= 2
+    else ""
+)
+PIN = os.environ.get("BENCH_PIN", _DEFAULT_PIN).replace("none", "")
 QUIET_SHARE = 0.25  # idle GETs start once the worker uses less than this share of a core ...
 QUIET_TIMEOUT = 120.0  # ... or after this many seconds
 T0 = 1_320_000_000_000
@@ -233,12 +251,14 @@ def wait_quiet(pid: int, share: float = QUIET_SHARE, timeout: float = QUIET_TIME
     return time.monotonic() - started
 
 
-def wrk(url: str, paths_lua: Path, seconds: int) -> dict[str, float]:
+def wrk(url: str, paths_lua: Path, seconds: int, pin_wrk: bool = False) -> dict[str, float]:
     """One wrk run: requests/s, p50/p99, non-2xx/3xx count and wrk's own CPU (share of a core)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     command = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(paths_lua), url]
     if WRK_SLICE:  # wrk (and its threads) start with the short slice: see WRK_SLICE
         command = [sys.executable, "-c", _SLICED_EXEC, str(WRK_SLICE), *command]
+    if PIN and pin_wrk:
+        command = ["taskset", "-c", PIN.split("/")[1], *command]
     out = subprocess.run(
         command,
         capture_output=True,
@@ -264,6 +284,32 @@ def wrk(url: str, paths_lua: Path, seconds: int) -> dict[str, float]:
         "non_2xx": int(errors.group(1)) if errors else 0,
         "cpu_wrk": used / seconds,
     }
+
+
+def cpu_set(text: str) -> set[int]:
+    """ "0-2,5" -> {0, 1, 2, 5}."""
+    out: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        out.update(range(int(low), int(high or low) + 1))
+    return out
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of `pids` onto `cpus` (threads started later inherit it)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
+
+
+def pinned(side: str) -> set[int] | None:
+    """The CPUs of `side` ("ingest" or "serve") under BENCH_PIN, None when unpinned."""
+    if not PIN:
+        return None
+    ingest, serve = PIN.split("/")
+    return cpu_set(ingest if side == "ingest" else serve)
 
 
 def mean_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -332,6 +378,7 @@ def measured_turn(
     pids: dict[str, list[int]],
     worker_base: str | None = None,
     reader_base: str | None = None,
+    pin_wrk: bool = False,
 ) -> dict[str, float]:
     """One wrk round, with the CPU each process group used meanwhile (`cpu_<name>`: a share of
     one core), given the worker's URL the events it ingested meanwhile (events/s), given the
@@ -339,7 +386,7 @@ def measured_turn(
     events_before = processed(worker_base) if worker_base else 0
     counters_before = reader_counters(reader_base) if reader_base else {}
     cpu_before, wait_before, started = cpu_of(pids), waited_seconds(pids), time.monotonic()
-    out = wrk(url, lua, WRK_SECONDS)
+    out = wrk(url, lua, WRK_SECONDS, pin_wrk)
     cpu_after, wait_after, took = cpu_of(pids), waited_seconds(pids), time.monotonic() - started
     for name in pids:
         out[f"cpu_{name}"] = (cpu_after[name] - cpu_before[name]) / took
@@ -559,10 +606,15 @@ def main() -> int:
         producer.start()
         assert producer.pid is not None
         pids["producer"] = [producer.pid]
+        ingest_cpus, serve_cpus = pinned("ingest"), pinned("serve")
+        if ingest_cpus is not None and serve_cpus is not None:
+            pin(pids["worker"] + pids["broker"] + pids["producer"], ingest_cpus)
+            pin(pids["reader"] + pids["bare"], serve_cpus)
+        results["pin"] = PIN or None
         # the rounds start once events flow in: the producer generates its events first
         results["stream_wait_s"] = wait_processed(worker_base, before + int(rate), 60)
-        rounds = [(measured_turn(base, engine_lua, pids, worker_base, base),
-                   measured_turn(bare_base, bare_lua, pids, worker_base))
+        rounds = [(measured_turn(base, engine_lua, pids, worker_base, base, pin_wrk=True),
+                   measured_turn(bare_base, bare_lua, pids, worker_base, pin_wrk=True))
                   for _ in range(GET_ROUNDS)]  # fmt: skip
         if PROFILE:
             results["profile"] = profile_round(base, engine_lua, reader_pids[0])
@@ -581,6 +633,8 @@ def main() -> int:
             "events_after": processed(worker_base),
         }
         del pids["producer"]
+        if PIN:  # the batch and render rounds run unpinned again
+            pin([pid for group in pids.values() for pid in group], set(range(os.cpu_count() or 1)))
 
         # batch, msgpack, cached blocks: once the worker has folded what was streamed (it goes
         # on folding a backlog after the producer stops, and each folded event changes a
@@ -743,10 +797,15 @@ def report(r: dict[str, Any]) -> None:
     print(f"\n{'figure':<{width}}  {'engine':>22}  {'bare baseline':>15}  ratio")
     for name, engine, bare, ratio in rows:
         print(f"{name:<{width}}  {engine:>22}  {bare:>15}  {ratio}")
+    sides = PIN.split("/") if PIN else []
+    pin_note = (
+        f"while streaming, ingestion on CPUs {sides[0]}, serving on {sides[1]}; " if PIN else ""
+    )
     print(f"\n{r['users']:,} users, {r['cpus']} CPUs; idle GETs after waiting "
           f"{r['idle_wait_s']:.0f} s for the worker to go quiet; while streaming, "
           f"{gs['events_streamed']:,} events covering {gs['event_time_hours_streamed']:.2f} h of "
           f"event time; wrk's CPU slice: {f'{WRK_SLICE * 1000:g} ms' if WRK_SLICE else 'default'}; "
+          f"{pin_note}"
           f"CPU: share of one core over each round; raw figures: {out}")  # fmt: skip
 
 
