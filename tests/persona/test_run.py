@@ -60,17 +60,22 @@ def _start_run(
     )  # fmt: skip
 
 
+def _wait_ready(proc: subprocess.Popen[str], base: str) -> None:
+    """Until `persona run` answers /readyz 200 (it must not have exited meanwhile)."""
+    wait_until(
+        lambda: proc.poll() is not None or http("GET", base + "/readyz", key=None)[0] == 200,
+        timeout=120,
+        what="/readyz",
+    )
+    assert proc.poll() is None
+
+
 def test_run_serves_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     proc = _start_run(tmp_path, port, "--no-demo", partitions=2, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(
-            lambda: proc.poll() is not None or http("GET", base + "/readyz", key=None)[0] == 200,
-            timeout=120,
-            what="/readyz",
-        )
-        assert proc.poll() is None
+        _wait_ready(proc, base)
         key_line = (tmp_path / "local-api-key").read_text().strip()
         _, secret, scopes = key_line.split(":", 2)
         assert (
@@ -169,12 +174,7 @@ def test_run_places_the_ingestion_and_the_serving_side_on_their_cpus(tmp_path: P
     proc = _start_run(tmp_path, port, "--no-demo", 2, subprocess.STDOUT, placement)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(
-            lambda: proc.poll() is not None or http("GET", base + "/readyz", key=None)[0] == 200,
-            timeout=120,
-            what="/readyz",
-        )
-        assert proc.poll() is None
+        _wait_ready(proc, base)
         placed = {_kind(pid): _cpus_of_every_thread(pid) for pid in _children(proc.pid)}
         assert placed == {"broker": {"0"}, "worker": {"0"}, "reader": {"1"}}
     finally:
