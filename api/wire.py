@@ -27,7 +27,6 @@ every other way: tracked, shut down and closed by its server.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -219,8 +218,3 @@ class HotRequestHandler(RequestHandler):
         self._sticky = True
         if pos < len(data):
             super().data_received(data[pos:])
-
-
-def is_hot(handler: asyncio.BaseProtocol) -> bool:
-    """Whether a connection's handler answers block GETs ahead of aiohttp's parser."""
-    return isinstance(handler, HotRequestHandler) and handler._front is not None

@@ -9,7 +9,6 @@ import os
 import platform
 import struct
 import sys
-from collections.abc import Callable
 
 # CPython's default thresholds (700, 10, 10) ran a full (oldest-generation) collection every few
 # seconds in a worker under load, each scanning every live object: 130-160 ms pauses, measured
@@ -89,15 +88,3 @@ def place(cpus: frozenset[int] | None) -> None:
     for tid in os.listdir("/proc/self/task"):
         with contextlib.suppress(ProcessLookupError):  # a thread that just ended
             os.sched_setaffinity(int(tid), cpus)
-
-
-def placing(cpus: frozenset[int] | None) -> Callable[[], None] | None:
-    """A `preexec_fn` that puts a child process (before it execs) on `cpus`, or None."""
-    if cpus is None:
-        return None
-    chosen = set(cpus)
-
-    def run() -> None:
-        os.sched_setaffinity(0, chosen)
-
-    return run
