@@ -249,11 +249,8 @@ class SecondaryState:
         opened = [t.open_missing() for t in self.tables.values()]
         self._opened = opened[0] == self.partitions  # every profiles partition
         for name, table in self.tables.items():
-            changed = table.catch_up(None if stale is None else stale.get(name, []))
-            if name == "catalog" and changed:
-                self.catalog_generation += 1
-            if name == "clock" and changed:
-                self._read_clock()
+            if table.catch_up(None if stale is None else stale.get(name, [])):
+                self._changed(name)
         if popular:
             self._refresh_popular()
         self.catch_ups += 1
@@ -326,9 +323,11 @@ class SecondaryState:
         Catching up replays the primary's new WAL records into the secondary's memtable, and
         rocksdict holds the GIL throughout (measured), so the event loop waits for the call
         whether it runs here or in a thread. While events stream in, a round over the four
-        profile partitions took ~5 ms of GIL (catch-up share ~0.03 at ~6 rounds/s), every
-        request in flight waiting behind it: most of the GET p99 then. One database at a time,
-        a request waits behind one of them."""
+        profile partitions took ~5 ms (catch-up share ~0.03 at ~6 rounds/s), every request in
+        flight waiting behind it; one database at a time, a request waits behind one of them
+        (most steps take under 1 ms: `persona_reader_catch_up_step_seconds`). The GET p99 while
+        streaming did not move beyond the benchmark's noise with this: the wait for a core
+        dominates it (README, "Block GETs from the wire")."""
         busy = 0.0
         for name, partitions in stale.items():
             table = self.tables[name]
@@ -341,16 +340,21 @@ class SecondaryState:
                 self.catch_up_steps[bisect_left(STEP_BUCKETS, step)] += 1
                 self.catch_up_steps_seconds += step
                 await asyncio.sleep(0)  # the loop's turn
-            if name == "catalog" and changed:
-                self.catalog_generation += 1
-            if name == "clock" and changed:
-                self._read_clock()
+            if changed:
+                self._changed(name)
         if popular:
             started = time.perf_counter()
             await asyncio.to_thread(self._refresh_popular)  # Python: the GIL changes hands
             busy += time.perf_counter() - started
         self.catch_ups += 1
         self.catch_up_seconds += busy
+
+    def _changed(self, name: str) -> None:
+        """What derives from table `name` once a catch-up moved its sequence numbers."""
+        if name == "catalog":
+            self.catalog_generation += 1
+        elif name == "clock":
+            self._read_clock()
 
     def _read_clock(self) -> None:
         for _, raw in self.tables["clock"].items():
