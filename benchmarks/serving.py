@@ -58,7 +58,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.events import validate  # noqa: E402
+from engine.settings import parse_cpus  # noqa: E402
 from engine.sources import read_catalog  # noqa: E402
+from persona.runtime import place  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 
 USERS = int(os.environ.get("BENCH_USERS", "100000"))
@@ -286,30 +288,21 @@ def wrk(url: str, paths_lua: Path, seconds: int, pin_wrk: bool = False) -> dict[
     }
 
 
-def cpu_set(text: str) -> set[int]:
-    """ "0-2,5" -> {0, 1, 2, 5}."""
-    out: set[int] = set()
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        out.update(range(int(low), int(high or low) + 1))
-    return out
-
-
-def pin(pids: list[int], cpus: set[int]) -> None:
-    """Every thread of `pids` onto `cpus` (threads started later inherit it)."""
+def pin(pids: list[int], cpus: frozenset[int]) -> None:
+    """Every thread of `pids` onto `cpus` (threads started later inherit it), as
+    PERSONA_WORKER_CPUS / PERSONA_READER_CPUS do at start-up; a process that has exited is
+    passed over."""
     for pid in pids:
         with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    os.sched_setaffinity(int(tid), cpus)
+            place(cpus, pid)
 
 
-def pinned(side: str) -> set[int] | None:
+def pinned(side: str) -> frozenset[int] | None:
     """The CPUs of `side` ("ingest" or "serve") under BENCH_PIN, None when unpinned."""
     if not PIN:
         return None
     ingest, serve = PIN.split("/")
-    return cpu_set(ingest if side == "ingest" else serve)
+    return parse_cpus(ingest if side == "ingest" else serve)
 
 
 def mean_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -634,7 +627,8 @@ def main() -> int:
         }
         del pids["producer"]
         if PIN:  # the batch and render rounds run unpinned again
-            pin([pid for group in pids.values() for pid in group], set(range(os.cpu_count() or 1)))
+            everything = frozenset(os.sched_getaffinity(0))
+            pin([pid for group in pids.values() for pid in group], everything)
 
         # batch, msgpack, cached blocks: once the worker has folded what was streamed (it goes
         # on folding a backlog after the producer stops, and each folded event changes a

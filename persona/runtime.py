@@ -76,15 +76,15 @@ def current_slice() -> float | None:
 # -- CPU placement ---------------------------------------------------------------------------------
 
 
-def place(cpus: frozenset[int] | None) -> None:
-    """Run every thread of this process on `cpus` (threads started later inherit it); None
-    leaves the kernel's placement. Call once at start-up (PERSONA_WORKER_CPUS,
+def place(cpus: frozenset[int] | None, pid: int | None = None) -> None:
+    """Run every thread of this process (or of process `pid`) on `cpus` (threads started later
+    inherit it); None leaves the kernel's placement. Call once at start-up (PERSONA_WORKER_CPUS,
     PERSONA_READER_CPUS): measured on 2 cores with a worker folding ~4,700 events/s, the worker
     and broker on one core and a reader (with its load) on the other answered block GETs at
     p99 3.94 ms against 7.96-10.27 ms with everything placed by the kernel, the worker keeping
     up (README, Serving at send time)."""
     if cpus is None:
         return
-    for tid in os.listdir("/proc/self/task"):
+    for tid in os.listdir(f"/proc/{'self' if pid is None else pid}/task"):
         with contextlib.suppress(ProcessLookupError):  # a thread that just ended
             os.sched_setaffinity(int(tid), cpus)

@@ -82,8 +82,8 @@ class EmbeddedBroker:
 
     def _preexec(self) -> None:  # in the child, before exec: every thread inherits the CPUs
         _die_with_parent()
-        assert self.cpus is not None
-        os.sched_setaffinity(0, self.cpus)
+        if self.cpus is not None:
+            os.sched_setaffinity(0, self.cpus)
 
     @property
     def url(self) -> str:
@@ -117,7 +117,7 @@ class EmbeddedBroker:
                 stderr=out,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                preexec_fn=_die_with_parent if self.cpus is None else self._preexec,
+                preexec_fn=self._preexec,
             )
         finally:
             if out is not subprocess.DEVNULL:

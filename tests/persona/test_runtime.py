@@ -83,3 +83,23 @@ print(sorted(lists), sorted(after[0]))
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     assert out.strip() == f"['{cpu}'] [{cpu}]"  # threads started before and after
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux and two CPUs",
+)
+def test_place_puts_another_process_on_the_cpus() -> None:
+    import subprocess
+
+    from persona.runtime import place
+
+    cpu = max(os.sched_getaffinity(0))
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        place(frozenset({cpu}), child.pid)
+        assert os.sched_getaffinity(child.pid) == {cpu}
+        assert os.sched_getaffinity(0) != {cpu}  # the caller keeps its own
+    finally:
+        child.kill()
+        child.wait()
