@@ -11,6 +11,9 @@ middleware chain (observe, errors, audit, auth, limits, routing, exposures, time
   (`HotResponse`: the block's header lines are built once per cached block) instead of building
   a header multidict per request. Anything else (another route or method, a target with
   percent-escapes or dot segments, `Expect`) goes to the application unchanged.
+- under `HotRunner`, connections are `api.wire.HotRequestHandler`s: a plain keep-alive block GET
+  is answered from the connection's bytes before aiohttp parses it (`Front.wire`), and every other
+  request reaches `Front` (then the application) through aiohttp as described above.
 - `hot_middleware` does the same work as the outermost middleware, for servers started without
   `HotRunner` (tests' plain test servers, an application with `on_response_prepare` signals) and
   for block GETs `Front` hands on (percent-escapes, dot segments, `Expect`).

@@ -337,31 +337,26 @@ def waited_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     return out
 
 
+STEP = "persona_reader_catch_up_step_seconds_bucket"  # one database's catch-up (histogram)
 READER_COUNTERS = {  # the reader's /metrics counters each engine round records, per second
     "persona_block_cache_misses_total": "renders_per_s",
     "persona_reader_catch_ups_total": "catch_ups_per_s",
     "persona_reader_catch_up_seconds_total": "catch_up_share",  # seconds per second
+    f'{STEP}{{le="0.001"}}': "steps_to_1ms",
+    f'{STEP}{{le="0.002"}}': "steps_to_2ms",
+    f'{STEP}{{le="0.005"}}': "steps_to_5ms",
+    f'{STEP}{{le="+Inf"}}': "steps",
 }
-STEP = "persona_reader_catch_up_step_seconds_bucket"  # one database's catch-up (histogram)
-READER_COUNTERS.update(
-    {
-        f'{STEP}{{le="0.001"}}': "steps_to_1ms",
-        f'{STEP}{{le="0.002"}}': "steps_to_2ms",
-        f'{STEP}{{le="0.005"}}': "steps_to_5ms",
-        f'{STEP}{{le="+Inf"}}': "steps",
-    }
-)
 
 
 def reader_counters(base: str) -> dict[str, float]:
     """READER_COUNTERS from the reader on the public port (one reader: every scrape is its own)."""
     _status, body = get(base + "/metrics")
-    wanted = READER_COUNTERS
-    out = dict.fromkeys(wanted.values(), 0.0)
+    out = dict.fromkeys(READER_COUNTERS.values(), 0.0)
     for line in body.decode().splitlines():
         name, _, value = line.partition(" ")
-        if name in wanted:
-            out[wanted[name]] = float(value)
+        if name in READER_COUNTERS:
+            out[READER_COUNTERS[name]] = float(value)
     return out
 
 
