@@ -81,7 +81,7 @@ def place(cpus: frozenset[int] | None, pid: int | None = None) -> None:
     inherit it); None leaves the kernel's placement. Call once at start-up (PERSONA_WORKER_CPUS,
     PERSONA_READER_CPUS): measured on 2 cores with a worker folding ~4,700 events/s, the worker
     and broker on one core and a reader (with its load) on the other answered block GETs at
-    p99 3.94 ms against 7.96-10.27 ms with everything placed by the kernel, the worker keeping
+    p99 3.94-4.33 ms against 7.96-10.27 ms with everything placed by the kernel, the worker keeping
     up (README, Serving at send time)."""
     if cpus is None:
         return
