@@ -9,6 +9,8 @@ from typing import Any
 
 import msgpack
 
+from engine.text import id_problem, text_problem
+
 AVAILABILITY = ("in_stock", "out_of_stock", "preorder")
 
 
@@ -46,6 +48,9 @@ class Product:
         return cls(**msgpack.unpackb(raw, raw=False))
 
 
+_KEYS = frozenset({"item_id", "currency", "availability", "url", "image_url"})
+
+
 def _text(data: dict[str, Any], name: str, required: bool, max_len: int = 2048) -> str:
     value = data.get(name)
     if value is None or value == "":
@@ -57,6 +62,9 @@ def _text(data: dict[str, Any], name: str, required: bool, max_len: int = 2048) 
     text = str(value).strip()
     if len(text) > max_len:
         raise InvalidProduct(f"{name} is longer than {max_len} characters")
+    problem = id_problem(text) if name in _KEYS else text_problem(text)
+    if problem:
+        raise InvalidProduct(f"{name} {problem}")
     return text
 
 
@@ -74,7 +82,7 @@ def validate_product(data: Any) -> Product:
     price_raw = data.get("price")
     try:
         price = float(price_raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidProduct("price must be a number >= 0") from None
     if not math.isfinite(price) or price < 0:
         raise InvalidProduct("price must be a finite number >= 0")
@@ -104,5 +112,12 @@ def parse_product(raw: bytes) -> Product:
         is_json = raw.lstrip()[:1] == b"{"
         data = json.loads(raw) if is_json else msgpack.unpackb(raw, raw=False)
     except Exception as exc:
-        raise InvalidProduct(f"undecodable product: {exc}") from None
-    return validate_product(data)
+        raise InvalidProduct(f"undecodable product: {str(exc)[:200]}") from None
+    try:
+        return validate_product(data)
+    except InvalidProduct:
+        raise
+    except Exception as exc:  # unforeseen: still one bad record, never a stopped agent
+        raise InvalidProduct(
+            f"unreadable product: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None

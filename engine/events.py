@@ -15,6 +15,8 @@ from typing import Any
 
 import msgpack
 
+from engine.text import id_problem, text_problem
+
 CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "search"})
 CART_TYPES = frozenset({"add_to_cart", "remove_from_cart", "checkout", "purchase"})
 SOCIAL_TYPES = frozenset({"like", "share", "comment", "follow", "mention"})
@@ -27,6 +29,15 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Event times before 2000 or after 2100 are certainly unit mistakes (seconds vs ms, say).
 _MIN_TS_MS = 946_684_800_000
 _MAX_TS_MS = 4_102_444_800_000
+# Bounds on what one event may carry (every field that grows state is bounded here or in the fold).
+MAX_EVENT_BYTES = 64 * 1024  # one encoded event
+MAX_QUANTITY = 1_000_000
+MAX_PRICE = 1e9
+MAX_PROPS_DEPTH = 3  # props -> object/list -> object/list -> scalars
+MAX_PROPS_ENTRIES = 64  # keys of one object, items of one list
+MAX_PROP_KEY = 64  # characters of a props key
+MAX_PROP_TEXT = 2000  # characters of a props string
+MAX_PROP_INT = 2**53  # beyond that JSON peers lose precision; msgpack cannot hold 2**64
 
 
 class InvalidEvent(ValueError):
@@ -91,20 +102,38 @@ def decode(raw: bytes) -> Any:
     """Decode one Kafka value: JSON (starts with `{` after whitespace) or msgpack."""
     if not raw:
         raise InvalidEvent("empty message")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"the event is larger than {MAX_EVENT_BYTES} bytes")
     stripped = raw.lstrip()
     if stripped[:1] in (b"{", b"["):
         try:
             return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidEvent(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidEvent("invalid JSON: nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many int digits
+            raise InvalidEvent(f"invalid JSON: {_short(exc)}") from None
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise InvalidEvent(f"neither JSON nor msgpack: {exc.__class__.__name__}: {exc}") from None
+        raise InvalidEvent(
+            f"neither JSON nor msgpack: {type(exc).__name__}: {_short(exc)}"
+        ) from None
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse(raw: bytes) -> Event:
-    return validate(decode(raw))
+    """Bytes from a topic -> a valid Event, or InvalidEvent with the reason: never another error,
+    whatever the bytes (a record from outside must not stop the fold)."""
+    try:
+        return validate(decode(raw))
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a case the checks above did not foresee: still one bad record
+        raise InvalidEvent(f"unreadable event: {type(exc).__name__}: {_short(exc)}") from None
 
 
 def parse_ts(value: Any) -> int:
@@ -119,13 +148,18 @@ def parse_ts(value: Any) -> int:
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
+        if len(text) > 64:
+            raise InvalidEvent("ts is longer than an RFC 3339 time")
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidEvent(f"ts {value!r} is not RFC 3339") from None
         if parsed.tzinfo is None:
             raise InvalidEvent(f"ts {value!r} has no time zone offset (RFC 3339 needs one)")
-        ms = int(parsed.timestamp() * 1000)
+        try:
+            ms = int(parsed.timestamp() * 1000)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidEvent(f"ts {value!r} is outside 2000..2100") from None
     else:
         raise InvalidEvent("ts must be an RFC 3339 string or integer epoch milliseconds")
     if not _MIN_TS_MS <= ms <= _MAX_TS_MS:
@@ -143,6 +177,9 @@ def _string(data: dict[str, Any], name: str, required: bool, max_len: int = 128)
         raise InvalidEvent(f"{name} must be a string")
     if not 1 <= len(value) <= max_len:
         raise InvalidEvent(f"{name} must be 1..{max_len} characters")
+    problem = id_problem(value)
+    if problem:
+        raise InvalidEvent(f"{name} {problem}")
     return value
 
 
@@ -165,12 +202,18 @@ def validate(data: Any) -> Event:
     quantity = data.get("quantity", 1)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
         raise InvalidEvent("quantity must be an integer >= 1")
+    if quantity > MAX_QUANTITY:
+        raise InvalidEvent(f"quantity must be at most {MAX_QUANTITY}")
     price = data.get("price")
     if price is not None:
         if isinstance(price, bool) or not isinstance(price, int | float):
             raise InvalidEvent("price must be a number >= 0")
+        if isinstance(price, int) and not -MAX_PROP_INT <= price <= MAX_PROP_INT:
+            raise InvalidEvent(f"price must be at most {MAX_PRICE:.0f}")
         if not math.isfinite(price) or price < 0:
             raise InvalidEvent("price must be a finite number >= 0")
+        if price > MAX_PRICE:
+            raise InvalidEvent(f"price must be at most {MAX_PRICE:.0f}")
         price = float(price)
     currency = data.get("currency")
     if currency is not None and (not isinstance(currency, str) or not _CURRENCY.match(currency)):
@@ -182,6 +225,7 @@ def validate(data: Any) -> Event:
         props = {}
     if not isinstance(props, dict):
         raise InvalidEvent("props must be an object")
+    _check_value(props, "props", 1)
     if etype == "consent":
         _check_consent(props)
     return Event(
@@ -197,6 +241,47 @@ def validate(data: Any) -> Event:
         source=source,
         props=props,
     )
+
+
+def _check_value(value: Any, where: str, depth: int) -> None:
+    """Props hold JSON values only (msgpack may carry bytes, extension types, non-string keys,
+    integers JSON cannot hold), nested at most MAX_PROPS_DEPTH deep, each container and string
+    bounded."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -MAX_PROP_INT <= value <= MAX_PROP_INT:
+            raise InvalidEvent(f"{where} is an integer beyond +-2**53")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent(f"{where} is not a finite number")
+    elif isinstance(value, str):
+        if len(value) > MAX_PROP_TEXT:
+            raise InvalidEvent(f"{where} is longer than {MAX_PROP_TEXT} characters")
+        problem = text_problem(value)
+        if problem:
+            raise InvalidEvent(f"{where} {problem}")
+    elif isinstance(value, dict | list | tuple):
+        _check_container(value, where, depth)
+    else:
+        raise InvalidEvent(f"{where} must be a JSON value, not {type(value).__name__}")
+
+
+def _check_container(
+    value: dict[Any, Any] | list[Any] | tuple[Any, ...], where: str, depth: int
+) -> None:
+    if depth > MAX_PROPS_DEPTH:
+        raise InvalidEvent(f"{where} is nested deeper than {MAX_PROPS_DEPTH} levels")
+    if len(value) > MAX_PROPS_ENTRIES:
+        raise InvalidEvent(f"{where} has more than {MAX_PROPS_ENTRIES} entries")
+    if not isinstance(value, dict):
+        for index, item in enumerate(value):
+            _check_value(item, f"{where}[{index}]", depth + 1)
+        return
+    for key, item in value.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_PROP_KEY or id_problem(key):
+            raise InvalidEvent(f"{where} keys must be 1..{MAX_PROP_KEY} characters of text")
+        _check_value(item, f"{where}.{key}", depth + 1)
 
 
 def _check_consent(props: dict[str, Any]) -> None:

@@ -17,6 +17,10 @@ from engine.catalog import Product
 from engine.events import Event
 
 RECENT_ITEMS = 30  # most recent distinct items kept, newest first
+CART_LINES = 200  # distinct items in a cart; adding one more drops the line added first
+CART_QUANTITY = 1_000_000  # units of one item in a cart (engine.events.MAX_QUANTITY per event)
+AFFINITY_KEY = 128  # characters of a category or brand kept as an affinity key
+ORDER_ID = 128  # characters of an order id kept to tell orders apart
 RECENT_PURCHASES = 50
 TOP_AFFINITIES = 30
 DAY_MS = 86_400_000
@@ -335,13 +339,14 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
     weight = AFFINITY_WEIGHTS.get(etype, 0.0)
     category = str(event.props.get("category") or (product.category if product else ""))
     brand = str(event.props.get("brand") or (product.brand if product else ""))
+    category, brand = category[:AFFINITY_KEY], brand[:AFFINITY_KEY]
     _bump(p.categories, category, weight)
     _bump(p.brands, brand, weight)
 
     if etype == "add_to_cart" and item:
         if not p.cart:
             p.carts_started += 1
-        p.cart[item] = p.cart.get(item, 0) + event.quantity
+        _add_to_cart(p.cart, item, event.quantity)
         p.cart_changed = max(p.cart_changed, ts)
     elif etype == "remove_from_cart" and item:
         left = p.cart.get(item, 0) - event.quantity
@@ -355,6 +360,14 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
     if etype == "purchase" and item:
         _apply_purchase(p, event, product)
     return p
+
+
+def _add_to_cart(cart: dict[str, int], item: str, quantity: int) -> None:
+    """Add units of an item, each line capped at CART_QUANTITY and the cart at CART_LINES lines
+    (the oldest line makes room): no producer can grow a profile without bound."""
+    cart[item] = min(CART_QUANTITY, cart.get(item, 0) + quantity)
+    while len(cart) > CART_LINES:
+        del cart[next(iter(cart))]
 
 
 def _remember(p: Profile, key: int, ts: int) -> None:
@@ -406,6 +419,7 @@ def _drop_old_sessions(p: Profile) -> None:
 def _apply_purchase(p: Profile, event: Event, product: Product | None) -> None:
     item = str(event.item_id)
     order = str(event.props.get("order_id") or event.session_id or f"t{event.ts // 60000}")
+    order = order[:ORDER_ID]
     if order != p.last_order:
         p.orders += 1
         p.last_order = order

@@ -1,0 +1,127 @@
+"""Hostile events: each is refused with a reason (InvalidEvent), never another exception, and
+whatever is accepted is bounded (issue 14, item 3)."""
+
+import json
+
+import msgpack
+import pytest
+
+from engine.catalog import InvalidProduct, parse_product
+from engine.events import MAX_EVENT_BYTES, MAX_QUANTITY, InvalidEvent, parse, validate
+from engine.profile import CART_LINES, CART_QUANTITY, Profile, apply
+
+BASE = {"event_id": "e1", "type": "add_to_cart", "user_id": "u1", "ts": 1700000000000}
+
+
+def event(**change: object) -> dict[str, object]:
+    return {**BASE, "item_id": "i1", **change}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "larger than"),
+        (b"[" * 20_000 + b"]" * 20_000, "nested too deeply"),
+        (b'{"quantity": ' + b"9" * 5000 + b"}", "invalid JSON"),
+        (b"\xc1\xff\xfe", "neither JSON nor msgpack"),
+        (b'{"user_id": "\xff\xfe"}', "invalid JSON"),
+        (b"\x91" * 5000 + b"\xc0", "neither JSON nor msgpack"),
+        (msgpack.packb({**BASE, "ts": 2**63}), "outside 2000..2100"),
+        (msgpack.packb(event(quantity=2**63)), "quantity"),
+        (json.dumps(event(quantity=10**30)).encode(), "quantity"),
+        (json.dumps(event(price=10**400)).encode(), "price"),
+        (json.dumps(event(price=1e300)).encode(), "price"),
+        (json.dumps(event(ts="9" * 100_0)).encode(), "RFC 3339"),
+    ],
+)
+def test_undecodable_or_unbounded_values_are_refused_with_a_reason(raw: bytes, reason: str):
+    with pytest.raises(InvalidEvent, match=reason):
+        parse(raw)
+    assert len(raw) <= MAX_EVENT_BYTES or "larger" in reason
+
+
+@pytest.mark.parametrize("field", ["user_id", "event_id", "item_id", "session_id"])
+@pytest.mark.parametrize("bad", ["__faust\u0000offset__", "a\nb", "a\x7fb", "a\x85b", "a\ud800b"])
+def test_ids_refuse_control_characters_and_lone_surrogates(field: str, bad: str):
+    with pytest.raises(InvalidEvent, match=field):
+        validate(event(**{field: bad}))
+
+
+def test_lone_surrogates_from_json_escapes_are_refused_not_crashed_on():
+    raw = b'{"event_id":"e1","type":"page_view","user_id":"\\udc80","ts":1700000000000}'
+    with pytest.raises(InvalidEvent, match="surrogate"):
+        parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("props", "reason"),
+    [
+        ({"a": {"b": {"c": {"d": 1}}}}, "nested deeper"),
+        ({"q": "x" * 2001}, "longer than"),
+        ({f"k{i}": i for i in range(65)}, "more than 64"),
+        ({"n": 2**60}, "2\\*\\*53"),
+        ({"t": "a\ud800"}, "surrogate"),
+        ({"t": "a\x00"}, "control"),
+        ({"": 1}, "keys"),
+    ],
+)
+def test_props_are_json_values_within_bounds(props: dict[str, object], reason: str):
+    with pytest.raises(InvalidEvent, match=reason):
+        validate(event(props=props))
+
+
+def test_msgpack_props_refuse_bytes_and_extension_types():
+    for value in (b"raw", msgpack.ExtType(5, b"x")):
+        raw = msgpack.packb(event(props={"x": value}), use_bin_type=True)
+        with pytest.raises(InvalidEvent, match="JSON value"):
+            parse(raw)
+    raw = msgpack.packb(event(props={1: "int key"}), use_bin_type=True)
+    with pytest.raises(InvalidEvent, match="keys"):
+        parse(raw)
+
+
+def test_text_props_keep_ordinary_line_breaks():
+    assert validate(event(props={"comment": "line 1\nline 2\ttab"})).props["comment"]
+
+
+def test_cart_lines_and_quantities_are_bounded_and_pack():
+    profile = None
+    for n in range(CART_LINES + 50):
+        profile = apply(profile, validate(event(event_id=f"e{n}", item_id=f"i{n}")))
+    assert profile is not None and len(profile.cart) == CART_LINES
+    assert "i0" not in profile.cart and f"i{CART_LINES + 49}" in profile.cart
+    for n in range(5):
+        big = event(event_id=f"q{n}", item_id="heavy", quantity=MAX_QUANTITY)
+        profile = apply(profile, validate(big))
+    assert profile.cart["heavy"] == CART_QUANTITY
+    assert Profile.unpack(profile.pack()).cart == profile.cart
+
+
+def test_long_affinity_and_order_keys_are_cut():
+    props = {"category": "c" * 2000, "brand": "b" * 2000, "order_id": "o" * 2000}
+    profile = apply(None, validate(event(type="purchase", props=props, price=1.0)))
+    assert max(map(len, profile.categories)) <= 128 and max(map(len, profile.brands)) <= 128
+    assert len(profile.last_order) <= 128
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"item_id": "i\x00"}, "item_id contains a control"),
+        ({"title": "t\ud800"}, "title contains a lone surrogate"),
+        ({"price": 10**400}, "price"),
+    ],
+)
+def test_hostile_products_are_refused_with_a_reason(change: dict[str, object], reason: str):
+    product = {
+        "item_id": "i1",
+        "title": "T",
+        "url": "https://shop.example/i1",
+        "image_url": "https://shop.example/i1.jpg",
+        "price": 1.0,
+        "currency": "EUR",
+        **change,
+    }
+    raw = json.dumps(product).encode()  # escapes the surrogate and the NUL
+    with pytest.raises(InvalidProduct, match=reason):
+        parse_product(raw)
