@@ -136,7 +136,7 @@ BARE_APP = textwrap.dedent(
         p = partitions.get(uid)
         if p is None:
             p = partitions[uid] = partitioner(uid.encode(), every, every)
-        return dbs[p].get(uid.encode()) or b""
+        return dbs[p].get(user_key(uid)) or b""
     async def follow(app):  # sees the worker's writes as the readers do: every 150 ms
         async def loop():
             while True:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+MIN_SECRET = 24  # characters of every secret (API keys: api/auth.py; the webhook secret)
+
 
 class SettingsError(ValueError):
     pass
@@ -39,6 +41,7 @@ class Settings:
     webhook_urls: str | None = None  # comma-separated URLs that receive every trigger
     webhook_secret: str | None = None  # HMAC-SHA256 key for the X-Persona-Signature header
     lateness_days: float = 7.0  # events further behind the event-time clock are dead-lettered
+    max_clock_skew_seconds: float = 300.0  # events further ahead of the wall clock: `future`
     advertised_url: str | None = None  # how other workers reach this one's API (routing)
     readers: int = 1  # read-only API processes beside the worker in `persona run` (0: none)
     request_timeout: float = 10.0  # seconds a request may take before 503
@@ -100,8 +103,11 @@ def _convert(name: str, value: Any) -> Any:
             "broker_session_timeout",
             "lateness_days",
             "abandoned_cart_minutes",
+            "max_clock_skew_seconds",
         ):
             real = float(value)
+            if name == "max_clock_skew_seconds" and not 0.0 <= real <= 86_400.0:
+                raise ValueError("must be 0..86400 seconds")
             if name == "abandoned_cart_minutes" and not 0.0 < real <= 525_600.0:
                 raise ValueError("must be more than 0 minutes and at most a year")
             if name == "lateness_days" and not 0.0 < real <= 3650.0:
@@ -240,5 +246,10 @@ def load_settings(
     if settings.webhook_urls and not settings.webhook_secret:
         raise SettingsError(
             "PERSONA_WEBHOOK_URLS is set but PERSONA_WEBHOOK_SECRET is not: webhooks are signed"
+        )
+    if settings.webhook_secret is not None and len(settings.webhook_secret) < MIN_SECRET:
+        raise SettingsError(
+            f"PERSONA_WEBHOOK_SECRET has {len(settings.webhook_secret)} characters; at least "
+            f"{MIN_SECRET} are required"
         )
     return settings

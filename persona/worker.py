@@ -27,7 +27,7 @@ from persona.reader import serving_options, ssl_context
 from persona.runtime import place, tune_gc
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
-from streams.observe import consumer_lag, sample_values
+from streams.observe import consumer_lag, sample_profile_values
 from streams.webhooks import WebhookSender
 
 log = logging.getLogger("persona.worker")
@@ -96,7 +96,7 @@ class StreamState:
         }
 
     def sample_profiles(self, n: int) -> list[Profile]:
-        return [Profile.unpack(raw) for raw in sample_values(self.streams.profiles, n)]
+        return [Profile.unpack(raw) for raw in sample_profile_values(self.streams.profiles, n)]
 
 
 class HttpService(Service):

@@ -24,8 +24,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from faust.sensors.monitor import Monitor
 from faust.types import EventT
 
+from engine.admission import admit
 from engine.catalog import InvalidProduct, Product, parse_product
-from engine.clock import EventTimeClock
+from engine.clock import EventTimeClock, WallClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
 from engine.profile import Profile, apply
 from engine.ranking import POPULAR_KEEP, TopK
@@ -42,6 +43,7 @@ from streams.admin import (
 )
 from streams.changelog import TableWriter
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
+from streams.keys import user_key
 from streams.positions import GapReader, parse_position, position_key
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
@@ -57,6 +59,13 @@ AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that 
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
 PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # messages in Faust's buffer before delivery waits for them
 PRODUCER_BATCH_BYTES = 512 * 1024
+# A stored profile above this is refused (its events dead-lettered): Kafka's default limit on a
+# record is 1 MiB, and a changelog record the broker refuses would stop the worker. The bounds of
+# engine.events and engine.profile keep real profiles far below it (~0.5 KB typical, ~250 KB with a
+# full dedup memory).
+MAX_PROFILE_BYTES = 768 * 1024
+DEAD_LETTER_MAX_BYTES = 900 * 1024  # a larger dead letter carries the original bytes as its value
+REASON_MAX = 1000  # characters of a dead-letter reason
 # Each table partition is a RocksDB database whose memtable (and the write-ahead log behind it) is
 # flushed to a table file once it holds this much. Faust's default, 64 MiB per database (16 here),
 # kept a whole benchmark run of 100,000 users in the logs (~1.2 KB per user on disk against ~280
@@ -130,6 +139,7 @@ class StreamStats:
     rekeyed: int = 0
     catalog_updates: int = 0
     late: int = 0
+    future: int = 0  # events stamped further ahead of the wall clock than the allowed skew
     erased: int = 0
     redelivered: int = 0  # records below their partition's stored position: already folded
     gap_records: int = 0  # records Faust skipped, read straight from the broker and folded
@@ -143,7 +153,8 @@ class PersonaStreams:
 
     def __init__(self, settings: Settings, broker_url: str, tansu: bool = False) -> None:
         self.settings = settings
-        self.clock = EventTimeClock()
+        self.wall = WallClock()
+        self.clock = EventTimeClock(self.wall)
         self.stats = StreamStats()
         self.catalog_generation = 0
         self._popular: list[str] = []
@@ -223,6 +234,7 @@ class PersonaStreams:
         # bulk replay do not make each other's events late. "Now" is the newest of them all.
         self._partition_time: dict[int, int] = {}
         self._lateness_ms = int(settings.lateness_days * 86_400_000)
+        self._skew_ms = int(settings.max_clock_skew_seconds * 1000)
         self.triggers_topic = topic(TRIGGERS_TOPIC)
         self.models_provider: Callable[[], ModelSet | None] = lambda: None
         self.webhooks: WebhookSender | None = None
@@ -251,7 +263,7 @@ class PersonaStreams:
 
     # -- read side (used by the API, same process) ---------------------------------------------
     def profile(self, user_id: str) -> Profile | None:
-        raw = self.profiles.get(user_id.encode())
+        raw = self.profiles.get(user_key(user_id))
         return None if raw is None else Profile.unpack(raw)
 
     def product(self, item_id: str) -> Product | None:
@@ -298,11 +310,16 @@ class PersonaStreams:
 
     def _seed_clock(self) -> None:
         """After recovery: restore the event-time clock from the newest time of each partition."""
+        wall = self.wall.now_ms()
         for key, raw in self.clock_table.items():
             if raw:
-                self.clock.observe(int(raw))
+                # A time ahead of the wall clock (stored by a version that let future events
+                # move the clock) counts as now: the clock heals instead of making every later
+                # event of the partition late.
+                ts = min(int(raw), wall)
+                self.clock.observe(ts)
                 partition = int(key)
-                newest = max(self._partition_time.get(partition, 0), int(raw))
+                newest = max(self._partition_time.get(partition, 0), ts)
                 self._partition_time[partition] = newest
         self._clock_seeded = True
 
@@ -343,6 +360,7 @@ class PersonaStreams:
     async def _dead_letter(self, event: Carrier, reason: str) -> None:
         msg = event.message
         self.stats.invalid += 1
+        reason = reason if len(reason) <= REASON_MAX else reason[:REASON_MAX] + "..."
         raw: bytes = msg.value if isinstance(msg.value, bytes) else b""
         body: dict[str, Any] = {
             "reason": reason,
@@ -362,11 +380,13 @@ class PersonaStreams:
             ("source-offset", str(msg.offset).encode()),
         ]
         log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
-        self.track(
-            await self.send_raw(
-                self.dead_letters, msg.key, json.dumps(body).encode(), headers=headers
-            )
-        )
+        value = json.dumps(body).encode()
+        if len(value) > DEAD_LETTER_MAX_BYTES:
+            # Wrapped, a record near the broker's size limit would exceed it: the original bytes
+            # go as they came (they fit: the broker took them), the rest rides in the headers.
+            value = raw
+            headers.append(("encoding", b"original"))
+        self.track(await self.send_raw(self.dead_letters, msg.key, value, headers=headers))
 
     async def send_raw(
         self,
@@ -427,13 +447,19 @@ class PersonaStreams:
                 fold.ack(batch)
 
     def _load(self, user: bytes, fevent: Carrier, touched: Touched) -> Profile | None:
+        """The user's current profile; ValueError when the stored value cannot be read."""
         if user in touched:
             return touched[user][0]  # None after an erasure in this batch
         # Straight from the partition's RocksDB: the table's own get costs two lookups and a
         # context switch of the current event, about a tenth of the worker's time at full speed
         # (profiled).
         raw = self.profile_db(fevent.message.partition).get(user)
-        return None if raw is None else Profile.unpack(raw)
+        if raw is None:
+            return None
+        try:
+            return Profile.unpack(raw)
+        except Exception as exc:
+            raise ValueError(f"the stored profile cannot be read: {type(exc).__name__}") from None
 
     def profile_db(self, partition: int) -> Any:
         """The RocksDB (rocksdict) of one partition of the profiles table: raw keys and values,
@@ -626,6 +652,7 @@ class PersonaStreams:
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
         activity: dict[str, list[float]] = {}
         newest: dict[int, tuple[int, Delivered]] = {}
+        wall = self.wall.now_ms()
         for fevent in batch:
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
@@ -637,28 +664,33 @@ class PersonaStreams:
             except InvalidEvent as exc:
                 await self._dead_letter(fevent, exc.reason)
                 continue
-            stream_time = self._partition_time.get(msg.partition)
-            behind = 0 if stream_time is None else stream_time - event.ts
-            if behind > self._lateness_ms:
-                self.stats.late += 1
-                await self._dead_letter(
-                    fevent,
-                    f"late: {behind / 3_600_000:.1f} h behind the event-time clock "
-                    f"(bound {self.settings.lateness_days:g} days)",
-                )
+            refusal = admit(
+                event.ts,
+                self._partition_time.get(msg.partition),
+                wall,
+                self._lateness_ms,
+                self._skew_ms,
+            )
+            if refusal is not None:
+                if refusal.startswith("future"):
+                    self.stats.future += 1
+                else:
+                    self.stats.late += 1
+                await self._dead_letter(fevent, refusal)
                 continue
-            user = event.user_id.encode()
-            if not self._correctly_keyed(msg.key, msg.partition, user):
+            message_key = event.user_id.encode()
+            if not self._correctly_keyed(msg.key, msg.partition, message_key):
                 self.stats.rekeyed += 1
-                self.track(await self.send_raw(self.rekeyed_topic, user, msg.value))
+                self.track(await self.send_raw(self.rekeyed_topic, message_key, msg.value))
                 continue
-            current = self._load(user, fevent, touched)
+            user = user_key(event.user_id)
             try:
+                current = self._load(user, fevent, touched)
                 product = self.product(event.item_id) if event.item_id else None
                 updated = apply(current, event, product)
-            except Exception as exc:  # a bug on one event's data must not stop the stream
-                log.exception("could not apply event %s", event.event_id)
-                await self._dead_letter(fevent, f"processing failed: {exc!r}")
+            except Exception as exc:  # one record's data (or stored state) must not stop the fold
+                log.exception("could not fold event %r", event.event_id)
+                await self._dead_letter(fevent, f"processing failed: {type(exc).__name__}: {exc}")
                 continue
             if updated is current:
                 self.stats.duplicates += 1
@@ -680,12 +712,23 @@ class PersonaStreams:
                 activity.setdefault(event.item_id, [0.0])[0] += weight * event.quantity
         for partition, commands in item_changes.items():
             await self.triggers.items_changed(partition, commands)
-        fired = self.triggers.evaluate(touched)
+        try:
+            fired = self.triggers.evaluate(touched)
+        except Exception:  # a trigger must never cost the batch its state
+            log.exception("trigger evaluation failed for a batch; its triggers are skipped")
+            fired = []
         writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        refused: dict[bytes, str] = {}
         for user, (profile, carrier, dirty) in touched.items():
-            if dirty:  # erased (None): a tombstone in the changelog
-                value = None if profile is None else profile.pack()
-                writes.setdefault(carrier.message.partition, []).append((user, value))
+            if not dirty:
+                continue
+            value = None if profile is None else _pack(profile)  # erased: a tombstone
+            if isinstance(value, str):
+                refused[user] = value
+                continue
+            writes.setdefault(carrier.message.partition, []).append((user, value))
+        if refused:
+            await self._refuse_users(batch, refused)
         # No await from this check to the last write: the writes cannot interleave with the
         # table recovery of a rebalance.
         if not self._fold.current(epoch):
@@ -699,8 +742,9 @@ class PersonaStreams:
         for partition, (ts, fevent) in newest.items():
             with event_context(fevent):
                 key = b"%d" % partition
-                stored = self.clock_table.get(key)
-                if stored is None or int(stored) < ts:
+                stored = _stored_ts(self.clock_table.get(key))
+                # also rewritten when it lies ahead of the wall clock (healing earlier versions)
+                if stored is None or stored < ts or stored > wall + self._skew_ms:
                     self.clock_table[key] = b"%d" % ts
         for item_id, (weight,) in activity.items():
             self.track(
@@ -708,25 +752,47 @@ class PersonaStreams:
             )
         return True
 
+    async def _refuse_users(self, batch: list[Delivered], refused: dict[bytes, str]) -> None:
+        """Dead-letter the batch's events of users whose new profile could not be stored (their
+        stored profile stays as it was). Never expected: the bounds on events and profiles keep
+        profiles small; this keeps one user from stopping the worker if they ever do not."""
+        for fevent in batch:
+            msg = fevent.message
+            if msg.topic == COMMANDS_TOPIC:
+                continue
+            try:
+                user = user_key(parse(msg.value or b"").user_id)
+            except InvalidEvent:
+                continue  # dead-lettered already
+            if user in refused:
+                await self._dead_letter(fevent, refused[user])
+
     async def _command(
         self, fevent: Carrier, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]
     ) -> None:
         try:
             command = json.loads(fevent.message.value or b"")
             kind = command["command"]
-            user = b"" if kind == "item_changed" else str(command["user_id"]).encode()
-        except (ValueError, KeyError, TypeError):
-            log.error("ignoring a malformed command at offset %s", fevent.message.offset)
+            user_id = "" if kind == "item_changed" else command["user_id"]
+            if not isinstance(user_id, str) or kind not in ("item_changed", "erase", "check"):
+                raise TypeError(kind)
+        except Exception:
+            await self._dead_letter(fevent, "malformed command")
             return
+        user = user_key(user_id)
         if kind == "item_changed":
             # collected: one pass over the partition's users per batch for all its changes
             item_changes.setdefault(fevent.message.partition, []).append(command)
         elif kind == "erase":
             touched[user] = (None, fevent, True)
-            self.triggers.forget(user.decode())
+            self.triggers.forget(user_id)
             self.stats.erased += 1
         elif kind == "check" and user not in touched:
-            profile = self._load(user, fevent, touched)
+            try:
+                profile = self._load(user, fevent, touched)
+            except ValueError as exc:
+                await self._dead_letter(fevent, str(exc))
+                return
             if profile is not None:
                 touched[user] = (profile, fevent, False)  # written only if a trigger fires
 
@@ -782,3 +848,21 @@ class PersonaStreams:
             log.exception("could not refresh the best-seller list")
             return
         self._popular = top.ranked()
+
+
+def _pack(profile: Profile) -> bytes | str:
+    """The stored form of a profile, or the reason it cannot be stored."""
+    try:
+        value = profile.pack()
+    except Exception as exc:
+        return f"could not store the profile: {type(exc).__name__}: {exc}"
+    if len(value) > MAX_PROFILE_BYTES:
+        return f"could not store the profile: {len(value)} bytes (bound {MAX_PROFILE_BYTES})"
+    return value
+
+
+def _stored_ts(raw: bytes | None) -> int | None:
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None

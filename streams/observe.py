@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 
-from streams.positions import is_bookkeeping
+from streams.keys import is_profile_key
 
 log = logging.getLogger("persona.streams")
 
@@ -36,11 +36,11 @@ def consumer_lag(app: faust.App, topics: set[str]) -> dict[str, int]:
         return {}
 
 
-def sample_values(table: Any, n: int) -> list[bytes]:
-    """Up to `n` values of a table's local store (active and standby partitions), without the
-    bookkeeping rows kept under Faust's key prefix (offsets, input positions)."""
+def sample_profile_values(table: Any, n: int) -> list[bytes]:
+    """Up to `n` packed profiles of the profiles table's local store (active and standby
+    partitions): rows of the profiles key space only, not Faust's offsets or input positions."""
     try:
-        rows = ((k, v) for k, v in table.items() if not is_bookkeeping(k))
+        rows = ((k, v) for k, v in table.items() if is_profile_key(k))
         return [v for _, v in itertools.islice(rows, n) if v]
     except Exception:
         log.debug("table sample unavailable", exc_info=True)

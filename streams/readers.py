@@ -51,6 +51,7 @@ from engine.events import Event, encode
 from engine.profile import Profile
 from engine.ranking import POPULAR_KEEP, TopK
 from streams.admin import COMMANDS_TOPIC, bootstrap_servers
+from streams.keys import user_key
 
 log = logging.getLogger("persona.readers")
 
@@ -392,7 +393,7 @@ class SecondaryState:
         hit = self._memo.get(user_id)
         if hit is not None and hit[0] == sequence:
             return hit[2]
-        raw = table.get(partition, user_id.encode())
+        raw = table.get(partition, user_key(user_id))
         if raw is None:
             profile = None
         elif hit is not None and hit[1] == raw:

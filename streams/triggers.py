@@ -31,7 +31,7 @@ from engine.triggers import (
 )
 from models.registry import ModelSet
 from streams.delivery import Carrier
-from streams.positions import is_bookkeeping
+from streams.keys import is_profile_key
 
 if TYPE_CHECKING:
     from streams.app import PersonaStreams
@@ -129,8 +129,11 @@ class TriggerRunner:
 
     def _local_profiles(self, partition: int) -> Iterator[Profile]:
         for key, raw in self.streams.profile_db(partition).items():
-            if raw and not is_bookkeeping(key):  # Faust's offsets, input positions
-                yield Profile.unpack(raw)
+            if raw and is_profile_key(key):  # not Faust's offsets, not input positions
+                try:
+                    yield Profile.unpack(raw)
+                except Exception:  # one unreadable row must not stop the sweep of the others
+                    log.warning("skipping an unreadable stored profile in partition %d", partition)
 
     async def sweep(self) -> None:
         try:

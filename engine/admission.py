@@ -1,0 +1,29 @@
+"""Which event times the fold takes: the lateness rule and the future rule. Pure.
+
+- Future: an event stamped more than the allowed skew (`PERSONA_MAX_CLOCK_SKEW_SECONDS`, 300 s by
+  default) ahead of the wall clock is refused as `future` and never moves the event-time clock:
+  one event stamped in 2099 would otherwise make every later event of its partition "late".
+- Late: an event more than the lateness bound (`PERSONA_LATENESS_DAYS`) behind its partition's
+  stream time is refused as `late`. Stream time is the newest event time folded in the partition,
+  never ahead of the wall clock (a time stored ahead of it by an earlier version counts as now).
+"""
+
+from __future__ import annotations
+
+
+def admit(
+    ts: int, stream_time: int | None, wall_ms: int, lateness_ms: int, skew_ms: int
+) -> str | None:
+    """None when the fold takes an event of time `ts`, else the dead-letter reason."""
+    ahead = ts - wall_ms
+    if ahead > skew_ms:
+        return f"future: {ahead / 1000:.0f} s ahead of the wall clock (bound {skew_ms / 1000:g} s)"
+    if stream_time is None:
+        return None
+    behind = min(stream_time, wall_ms) - ts
+    if behind > lateness_ms:
+        return (
+            f"late: {behind / 3_600_000:.1f} h behind the event-time clock "
+            f"(bound {lateness_ms / 86_400_000:g} days)"
+        )
+    return None

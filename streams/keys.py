@@ -1,0 +1,30 @@
+"""Key spaces of the profiles table.
+
+A partition's RocksDB (and the table's changelog) holds three kinds of rows: Faust's own offset
+record (`__faust\\x00offset__`), Persona's input positions (`streams.positions.position_key`)
+and the users' profiles. Profiles live under a key space of their own, `u:` + the user id's
+UTF-8 bytes, so no user id, whatever it holds, can name a bookkeeping row (before this, a user id
+equal to Faust's offset key made the fold unpack the offset record as a profile and stop the
+worker). Kafka message keys stay the plain user id: placement (murmur2 over it) does not change.
+"""
+
+from __future__ import annotations
+
+USER_PREFIX = b"u:"
+
+
+def user_key(user_id: str) -> bytes:
+    """The profiles-table key of a user. Never raises: an id that is not valid text (a lone
+    surrogate from a URL) still names a row, one no event can have written."""
+    return USER_PREFIX + user_id.encode("utf-8", "surrogatepass")
+
+
+def user_of(key: bytes) -> str | None:
+    """The user id of a profiles-table key, or None for a bookkeeping row."""
+    if not key.startswith(USER_PREFIX):
+        return None
+    return key[len(USER_PREFIX) :].decode("utf-8", "surrogatepass")
+
+
+def is_profile_key(key: bytes) -> bool:
+    return key.startswith(USER_PREFIX)
