@@ -518,6 +518,7 @@ COUNTER_HELP = {
     "events_dead_lettered": "Messages sent to dead-letters.",
     "events_rekeyed": "Events re-keyed through the repartition topic.",
     "events_late": "Events beyond the lateness bound (dead-lettered).",
+    "events_future": "Events too far ahead of the wall clock (dead-lettered as future).",
     "events_redelivered": "Records skipped as already folded (below their stored position).",
     "events_gap_read": "Records Faust did not deliver, read from the broker and folded.",
     "users_erased": "Erasures applied.",

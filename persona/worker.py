@@ -71,6 +71,7 @@ class StreamState:
                 "events_dead_lettered": stats.invalid,
                 "events_rekeyed": stats.rekeyed,
                 "events_late": stats.late,
+                "events_future": stats.future,
                 "events_redelivered": stats.redelivered,
                 "events_gap_read": stats.gap_records,
                 "users_erased": stats.erased,
