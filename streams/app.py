@@ -816,6 +816,10 @@ class PersonaStreams:
                 self.catalog_generation += 1
             except InvalidProduct as exc:
                 await self._dead_letter(fevent, exc.reason)
+            except Exception as exc:  # one record must not stop the agent (Faust restarts it
+                # twice, then leaves it dead while the worker lives)
+                log.exception("could not apply a catalog record")
+                await self._dead_letter(fevent, f"processing failed: {type(exc).__name__}: {exc}")
 
     async def _popularity_agent(self, stream: faust.StreamT) -> None:
         async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):
