@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ log = logging.getLogger("persona.models")
 
 CHUNK_SIZE = 256 * 1024  # bytes per record: well under Kafka's default 1 MB message limit
 HISTORY = 20
+# A version names a folder of the artifact cache: no separators, no "." or "..", bounded.
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 Record = tuple[str, bytes | None]
 
 
@@ -202,8 +205,8 @@ class RegistryLog:
                 if self.experiment is not None:
                     self.experiments[self.experiment.name] = self.experiment
                 return "experiment" if previous != self.experiment else None
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("ignoring bad models record %s: %s", key, exc)
+        except Exception as exc:  # anyone who can produce to the topic can write a bad record
+            log.error("ignoring bad models record %r: %s: %s", key[:200], type(exc).__name__, exc)
         return None
 
     def _chunk(self, key: str, value: bytes | None) -> None:
@@ -212,6 +215,8 @@ class RegistryLog:
         _, version, file, i, n = key.split("/")
         if file not in META.values() and file not in ("recs.npz", "churn.skops"):
             raise ValueError(f"unexpected artifact file {file!r}")
+        if not _VERSION.match(version):
+            raise ValueError(f"version {version!r} cannot name an artifact folder")
         target = self.cache_dir / version / file
         if target.exists():
             return  # cached by an earlier run; the manifest's digest check decides
@@ -234,6 +239,11 @@ class RegistryLog:
             files=dict(data.get("files") or {}),
             registered=str(data.get("registered", "")),
         )
+        if not _VERSION.match(manifest.version):
+            raise ValueError(f"version {manifest.version[:200]!r} cannot name an artifact folder")
+        unknown = set(manifest.files) - set(META.values()) - {"recs.npz", "churn.skops"}
+        if unknown:
+            raise ValueError(f"unexpected artifact files {sorted(unknown)[:5]!r}")
         if self.cache_dir is not None:
             manifest.complete = all(
                 _digest(self.cache_dir / manifest.version / f) == info.get("sha256")

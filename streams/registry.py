@@ -241,8 +241,9 @@ class RegistryService(Service):
             batch = await self._consumer.getmany(tp, timeout_ms=500)
             changed = False
             for msg in batch.get(tp, []):
-                if msg.key is not None:
-                    changed |= self.registry.apply(msg.key.decode(), msg.value) is not None
+                if msg.key is not None:  # a bad record is logged and skipped (RegistryLog)
+                    key = msg.key.decode("utf-8", "replace")
+                    changed |= self.registry.apply(key, msg.value) is not None
             if not caught_up and await self._consumer.position(tp) >= end:
                 caught_up, changed = True, True
             if caught_up and changed:

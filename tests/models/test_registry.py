@@ -191,3 +191,33 @@ def test_report_attributes_later_purchases_to_the_variant() -> None:
     assert diff["difference"] == pytest.approx(0.2)
     low, high = diff["ci95"]
     assert 0.0 < low < 0.2 < high
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("active/recs", b"[1, 2]"),
+        ("active/recs", b'{"version": 5}'),
+        ("version/x", b"not json"),
+        ("version/x", b'{"name": "recs", "kind": "recs", "version": "..", "created": "x"}'),
+        (
+            "version/x",
+            b'{"name": "recs", "kind": "recs", "version": "v1", "created": "x",'
+            b' "files": {"../../outside": {"sha256": "0"}}}',
+        ),
+        ("chunk/../recs.npz/0/1", b"payload"),
+        ("chunk/..", b"payload"),
+        ("experiment", b'"just a string"'),
+        ("\udcff", b"{}"),
+    ],
+)
+def test_hostile_registry_records_are_ignored_and_write_nothing_outside_the_cache(
+    tmp_path: Path, key: str, value: bytes
+) -> None:
+    cache = tmp_path / "sub" / "cache"
+    state = RegistryLog(cache)
+    before = state.listing()
+    assert state.apply(key, value) is None
+    assert state.listing() == before
+    outside = [p for p in tmp_path.rglob("*") if cache not in (p, *p.parents)]
+    assert all(p.is_dir() for p in outside), outside
