@@ -5,19 +5,39 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit lint fmt models bench bench-ingest clean browser docs
+.PHONY: help venv lock run test test-unit lint fmt models bench bench-ingest clean browser docs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+# pyproject.toml keeps the ranges (floors without published advisories); constraints.txt pins every
+# package of the tested environment, runtime and dev, to one version, so a fresh machine installs
+# the versions the tests ran with. `make lock` rewrites it (README, "Development").
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-venv: $(STAMP) ## create/refresh the local virtual environment from pyproject.toml
+venv: $(STAMP) ## create/refresh the local virtual environment from pyproject.toml and constraints.txt
+
+LOCK_HEADER := \
+	'\# Every package `make` installs (runtime + dev), pinned: `make venv` installs with -c constraints.txt.' \
+	'\# Written by `make lock`, which resolves the ranges in pyproject.toml in a fresh $(PYTHON) venv and' \
+	'\# records pip freeze. Do not edit by hand: change pyproject.toml, run make lock and make test.'
+
+lock: ## re-resolve pyproject.toml's ranges in a throwaway venv and rewrite constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) on PATH (or make PYTHON=/path/to/python3.11)"; exit 1; }
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip && \
+	"$$tmp/venv/bin/python" -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+		print(*p['dependencies'], *p['optional-dependencies']['dev'], sep='\n')" > "$$tmp/requirements.txt" && \
+	"$$tmp/venv/bin/python" -m pip install --quiet -r "$$tmp/requirements.txt" && \
+	{ printf '%s\n' $(LOCK_HEADER); "$$tmp/venv/bin/python" -m pip freeze; } > "$$tmp/constraints.txt" && \
+	cp "$$tmp/constraints.txt" constraints.txt
+	@echo "constraints.txt: $$(grep -c '==' constraints.txt) pins; run make venv and make test before committing"
 
 run: $(STAMP) ## run the whole engine on the embedded broker with the demo data
 	$(BIN)/persona run --demo
