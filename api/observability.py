@@ -27,6 +27,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -54,6 +55,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BLOCK_ROUTE = "/v1/users/{user_id}/blocks/{block}"
 HOT_ROUTES = frozenset({BLOCK_ROUTE, "/v1/users/{user_id}/profile"})
 HOT_LOG_EVERY = 100  # log 1 in N successful requests on HOT_ROUTES (errors always)
+# `persona run` counts the restarts of its children in this file of the data dir
+# (persona/children.py); its worker and readers export them (`follow_restarts`).
+RESTARTS_FILE = "restarts.json"
+PROCESS_KINDS = frozenset({"worker", "reader", "broker"})
 # Probes (load balancers, `persona run` waiting for readiness, Prometheus) poll all the time: their
 # answers, 503s while starting included, are access-logged only at debug level.
 PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -187,6 +192,7 @@ class Telemetry:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(self))
+        self.restarts_file: Path | None = None  # `follow_restarts` sets it
         self.requests = 0
         self.blocks = 0
         self.fallbacks = 0
@@ -457,6 +463,7 @@ class _StateCollector(Collector):
         content = self.telemetry.content
         figures = stream_figures(content)
         yield from _stream_metrics(figures)
+        yield from _restart_metrics(self.telemetry.restarts_file)
         legacy = getattr(content.state, "metrics", None)  # a state's own Prometheus text lines
         if callable(legacy):
             yield from text_string_to_metric_families("\n".join(legacy()) + "\n")
@@ -524,6 +531,45 @@ COUNTER_HELP = {
     "users_erased": "Erasures applied.",
     "catalog_updates": "Catalog updates applied.",
 }
+
+
+def _read_restarts(path: Path | None) -> dict[str, dict[str, int]] | None:
+    """`{"restarts": {kind: n}, "last_exit": {kind: code}}` from `persona run`'s file, or None."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_bytes()[:65536])
+    except (OSError, ValueError):
+        return None  # not under `persona run`, or a file caught mid-way: no figures this scrape
+    if not isinstance(data, dict):
+        return None
+    return {part: _per_kind(data.get(part)) for part in ("restarts", "last_exit")}
+
+
+def _per_kind(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if k in PROCESS_KINDS and type(v) is int}
+
+
+def _restart_metrics(path: Path | None) -> Iterator[Metric]:
+    status = _read_restarts(path)
+    if status is None:
+        return
+    yield _labelled(
+        "persona_process_restarts",
+        "Children `persona run` restarted after they died, by kind (worker, reader, broker).",
+        "process",
+        status["restarts"],
+    )
+    last = GaugeMetricFamily(
+        "persona_process_last_exit_code",
+        "How the last child of each kind that died ended: its exit code, or minus the signal.",
+        labels=["process"],
+    )
+    for kind, code in sorted(status["last_exit"].items()):
+        last.add_metric([kind], float(code))
+    yield last
 
 
 def _stream_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
@@ -616,6 +662,11 @@ async def _sampler(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def follow_restarts(app: web.Application, data_dir: Path) -> None:
+    """Export the restarts `persona run` counts in `data_dir` (`persona_process_restarts_total`)."""
+    app[TELEMETRY].restarts_file = data_dir / RESTARTS_FILE
 
 
 def register(app: web.Application, content: ContentService) -> None:

@@ -44,6 +44,7 @@ class Settings:
     max_clock_skew_seconds: float = 300.0  # events further ahead of the wall clock: `future`
     advertised_url: str | None = None  # how other workers reach this one's API (routing)
     readers: int = 1  # read-only API processes beside the worker in `persona run` (0: none)
+    max_restarts: int = 5  # `persona run` restarts a failing child this often in a row, then stops
     request_timeout: float = 10.0  # seconds a request may take before 503
     tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
     tls_key: Path | None = None
@@ -89,6 +90,11 @@ def _convert(name: str, value: Any) -> Any:
             number = int(value)
             if not 0 <= number <= 64:
                 raise ValueError("must be 0..64")
+            return number
+        if name == "max_restarts":
+            number = int(value)
+            if not 0 <= number <= 1000:
+                raise ValueError("must be 0..1000")
             return number
         if name == "request_timeout":
             real = float(value)

@@ -19,7 +19,6 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -30,6 +29,7 @@ from api.content import ContentService
 from api.hot import HotRunner
 from api.limits import ServingOptions
 from api.models_routes import ADMIN
+from api.observability import follow_restarts
 from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
 from models.registry import ModelSet
@@ -70,6 +70,7 @@ async def serve(settings: Settings, broker_url: str, index: int, stop: asyncio.E
     content = build_content(settings, state)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     app = create_app(content, keys, serving_options(settings))
+    follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
 
     def swap(models: ModelSet) -> None:
         content.models = models
@@ -121,34 +122,6 @@ def run_reader(settings: Settings, broker_url: str, index: int) -> None:
     asyncio.run(main())
 
 
-def start_readers(
-    settings: Settings, broker_url: str, env: dict[str, str], count: int
-) -> list[subprocess.Popen[bytes]]:
-    """Start `count` reader processes on the public host/port (they die with this process)."""
-    from streams.broker import _die_with_parent
-
-    procs = []
-    for index in range(count):
-        cmd = [
-            sys.executable,
-            "-m",
-            "persona",
-            "reader",
-            "--broker",
-            broker_url,
-            "--host",
-            settings.http_host,
-            "--port",
-            str(settings.http_port),
-            "--data-dir",
-            str(settings.data_dir),
-            "--index",
-            str(index),
-        ]
-        procs.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent))
-    return procs
-
-
 def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -166,3 +139,10 @@ def cleanup_secondaries(data_dir: Path) -> None:
     import shutil
 
     shutil.rmtree(data_dir / "readers", ignore_errors=True)
+
+
+def remove_secondary(data_dir: Path, index: int, pid: int) -> None:
+    """Remove the secondary directory of reader `index` that ran as `pid` (it died)."""
+    import shutil
+
+    shutil.rmtree(data_dir / "readers" / f"{index}-{pid}", ignore_errors=True)

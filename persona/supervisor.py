@@ -1,7 +1,10 @@
-"""`persona run`: the embedded broker (when no broker URL is set), a worker child process, the demo.
+"""`persona run`: the embedded broker (without a broker URL), the worker, the readers, the demo.
 
-Stop order on SIGTERM/SIGINT: the worker (SIGTERM, then SIGKILL after a grace period), then the
-broker. Both children also die with this process if it is killed (PR_SET_PDEATHSIG).
+The children are started, watched and restarted by `persona/children.py`: a worker or reader that
+dies is started again with a back-off, a broker death restarts all of them from a clean state,
+and a child that keeps failing stops everything. Stop order on SIGTERM/SIGINT: the readers, the
+worker (SIGTERM, then SIGKILL after a grace period), then the broker; a stop is never answered
+with a restart. Every child also dies with this process if it is killed (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -9,61 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import ssl
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import FrameType
 
 from api.auth import KeyRing, ensure_local_key
 from engine.settings import Settings
-from persona.reader import cleanup_secondaries, start_readers, stop_processes
-from streams.broker import EmbeddedBroker, _die_with_parent, free_port
+from persona.children import Children, GaveUp, Stop, _http_get
 
-WORKER_GRACE = 6.0  # seconds the worker gets to stop before SIGKILL
-READER_GRACE = 2.0
 DEMO_DIR = Path(__file__).parent / "demo"
-
-
-class Stop(Exception):
-    pass
-
-
-def _http_get(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    try:
-        # the local TLS certificate may be self-signed: this only checks our own children
-        context = ssl._create_unverified_context() if url.startswith("https:") else None
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except (urllib.error.URLError, OSError):
-        return 0, b""
-
-
-def wait_ready(
-    base: str, proc: subprocess.Popen[bytes], stop: threading.Event, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if stop.is_set():
-            raise Stop
-        if proc.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {proc.returncode} while starting")
-        status, _ = _http_get(f"{base}/readyz", timeout=1.0)
-        if status == 200:
-            return
-        time.sleep(0.25)
-    raise RuntimeError(f"the worker was not ready within {timeout:.0f} s")
 
 
 def _processed(base: str) -> int:
@@ -99,87 +59,39 @@ def run(settings: Settings, demo: bool = False) -> int:
         key_path, key_line = ensure_local_key(data_dir)
         env["PERSONA_API_KEYS_FILE"] = str(key_path)
         print(f"persona: no API key configured; created a local key with every scope in {key_path}")
-
-    broker: EmbeddedBroker | None = None
-    worker: subprocess.Popen[bytes] | None = None
-    readers: list[subprocess.Popen[bytes]] = []
+    children = Children(settings, env, stop)
     try:
-        if settings.broker_url is None:
-            # The embedded broker keeps everything in memory: state from an earlier run would
-            # disagree with its empty changelogs, so the worker starts from a clean state dir.
-            shutil.rmtree(data_dir / "faust", ignore_errors=True)
-            broker = EmbeddedBroker(
-                log_file=data_dir / "broker.log", cpus=settings.worker_cpus
-            ).start()
-            broker_url = broker.url
-            print(
-                f"persona: embedded broker on {broker.bootstrap} "
-                f"(in memory; log {data_dir}/broker.log)"
-            )
-        else:
-            broker_url = settings.broker_url
-        # With readers (persona/reader.py) the public port is theirs and the worker listens on a
-        # private loopback port (plain HTTP): send traffic never lands on the stream process.
-        worker_env, worker_host, worker_port = env, settings.http_host, settings.http_port
-        if settings.readers:
-            worker_host, worker_port = "127.0.0.1", free_port()
-            worker_env = {**env, "PERSONA_TLS_CERT": "", "PERSONA_TLS_KEY": ""}
-        cmd = [
-            sys.executable,
-            "-m",
-            "persona",
-            "worker",
-            "--broker",
-            broker_url,
-            "--host",
-            worker_host,
-            "--port",
-            str(worker_port),
-            "--data-dir",
-            str(data_dir),
-        ]
-        worker = subprocess.Popen(cmd, env=worker_env, preexec_fn=_die_with_parent)
-        scheme = "https" if settings.tls_cert and not settings.readers else "http"
-        worker_base = f"{scheme}://{worker_host}:{worker_port}"
-        wait_ready(worker_base, worker, stop, timeout=180)
-        base = f"{'https' if settings.tls_cert else 'http'}://{settings.http_host}:{settings.http_port}"
-        if settings.readers:
-            cleanup_secondaries(data_dir)
-            readers = start_readers(settings, broker_url, env, settings.readers)
-            for proc in readers:
-                wait_ready(base, proc, stop, timeout=120)
-            print(f"persona: worker on {worker_base} (private), {len(readers)} reader(s)")
-        print(f"persona: ready on {base}")
+        _start(children, settings)
         if demo:
-            load_demo(settings, broker_url, worker_base, stop)
-            print_examples(settings, base, data_dir, key_line)
-        while not stop.is_set():
-            if worker.poll() is not None:
-                print(f"persona: the worker exited with code {worker.returncode}", file=sys.stderr)
-                return 1
-            if any(proc.poll() is not None for proc in readers):
-                print("persona: a reader exited", file=sys.stderr)
-                return 1
-            stop.wait(0.5)
+            load_demo(settings, children.broker_url, children.worker_base, stop)
+            print_examples(settings, children.public_base, data_dir, key_line)
+        children.watch()
         return 0
     except Stop:
         return 0
-    except RuntimeError as exc:
+    except GaveUp as exc:
         print(f"persona: {exc}", file=sys.stderr)
         return 1
     finally:
         print("persona: stopping", file=sys.stderr)
-        stop_processes(readers, READER_GRACE)
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(WORKER_GRACE)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(2)
-        if broker is not None:
-            broker.stop(timeout=2)
+        children.stop_all()
+        children.status.remove()
         print("persona: stopped", file=sys.stderr)
+
+
+def _start(children: Children, settings: Settings) -> None:
+    if children.broker is not None:
+        print(
+            f"persona: embedded broker on {children.broker_url.split('//')[1]} "
+            f"(in memory; log {settings.data_dir}/broker.log)"
+        )
+    children.start_all()
+    if settings.readers:
+        print(
+            f"persona: worker on {children.worker_base} (private), "
+            f"{len(children.readers)} reader(s)"
+        )
+    print(f"persona: ready on {children.public_base}")
 
 
 def load_demo(settings: Settings, broker_url: str, base: str, stop: threading.Event) -> None:

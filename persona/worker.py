@@ -15,7 +15,7 @@ from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.hot import HotRunner
-from api.observability import configure_json_logging
+from api.observability import configure_json_logging, follow_restarts
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
 from engine.events import INPUT_TOPICS
@@ -154,6 +154,7 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
     renderer = Renderer(template_dir=settings.template_dir)
     content = ContentService(state, models, renderer, policy)
     app = create_app(content, keys, serving_options(settings))
+    follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
     http = HttpService(app, settings.http_host, settings.http_port, ssl_context(settings))
     registry = attach_registry(settings, broker_url, content, state, http.web_app)
     worker = faust.Worker(

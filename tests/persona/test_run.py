@@ -48,6 +48,7 @@ def _start_run(
     partitions: int,
     stderr: int,
     extra: dict[str, str] | None = None,
+    stdout: int = subprocess.PIPE,
 ) -> subprocess.Popen[str]:
     """`persona run` on its own embedded broker, with none of this environment's PERSONA_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
@@ -56,7 +57,7 @@ def _start_run(
     return subprocess.Popen(
         [sys.executable, "-m", "persona", "run", demo_flag, "--port", str(port),
          "--data-dir", str(data_dir)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        cwd=ROOT, env=env, stdout=stdout, stderr=stderr, text=True,
     )  # fmt: skip
 
 

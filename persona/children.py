@@ -1,0 +1,325 @@
+"""The child processes of `persona run`, watched and restarted when they die.
+
+Children: the embedded broker (only when no broker URL is set), the worker, and the readers. A
+worker or reader that dies while no stop was requested is started again after a back-off
+(`persona/restarts.py`: 0.5 s doubling to 30 s; a child that stayed up 60 s starts a new streak);
+`persona run` logs one line per restart and counts it in `<data dir>/restarts.json`, which the
+worker and the readers export on `/metrics` as `persona_process_restarts_total{process}`. More than
+`PERSONA_MAX_RESTARTS` failures of one child in a row stop everything (`GaveUp`).
+
+The embedded broker keeps topics and consumer offsets in memory: when it dies they are gone, and
+the worker's state no longer matches the broker. So a broker death stops the readers and the
+worker, and starts all three again from a clean state, as `persona run` does at start-up
+(the worker's tables under `<data dir>/faust` are wiped). Its back-off and give-up are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from api.observability import RESTARTS_FILE
+from engine.clock import Clock
+from engine.settings import Settings
+from persona.reader import cleanup_secondaries, remove_secondary, stop_processes
+from persona.restarts import GiveUp, MonotonicClock, RestartPolicy, describe_exit
+from streams.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
+
+WORKER_GRACE = 6.0  # seconds the worker gets to stop before SIGKILL
+READER_GRACE = 2.0
+BROKER_GRACE = 2.0
+WORKER_READY = 180.0  # seconds a starting worker may take to answer /readyz 200
+READER_READY = 120.0
+
+
+class Stop(Exception):
+    """A stop was requested (SIGTERM/SIGINT) while starting or backing off."""
+
+
+class GaveUp(Exception):
+    """A child kept failing; the message names it, how it ended each time and where its log is."""
+
+
+class StartFailed(Exception):
+    def __init__(self, what: str, code: int | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.code = code  # the return code (negative: the signal), None when it did not exit
+
+
+def _http_get(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        # the local TLS certificate may be self-signed: this only checks our own children
+        context = ssl._create_unverified_context() if url.startswith("https:") else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+@dataclass
+class Child:
+    kind: str  # worker | reader | broker: the `process` label of the restart metric
+    name: str  # for messages: "the worker", "reader 0", "the embedded broker"
+    launch: Callable[[], subprocess.Popen[bytes]]
+    policy: RestartPolicy
+    ready_url: str | None = None  # a base URL whose /readyz answers 200 once up (None: at launch)
+    ready_timeout: float = 0.0
+    grace: float = 2.0  # seconds between SIGTERM and SIGKILL when stopping it
+    log: str = "the output of `persona run`"  # where its output goes, for the give-up message
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.policy.started()
+        self.proc = self.launch()
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_processes([self.proc], self.grace)
+
+
+class RestartStatus:
+    """Restarts per child kind and the last exit codes, in a small JSON file of the data dir that
+    the worker's and the readers' `/metrics` read (api/observability.py)."""
+
+    def __init__(self, path: Path, kinds: list[str]) -> None:
+        self.path = path
+        self.restarts = dict.fromkeys(kinds, 0)
+        self.last_exit: dict[str, int] = {}
+        self.write()
+
+    def record(self, kind: str, code: int | None, restarted: bool) -> None:
+        if code is not None:
+            self.last_exit[kind] = code
+        self.restarts[kind] += int(restarted)
+        self.write()
+
+    def write(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"restarts": self.restarts, "last_exit": self.last_exit}))
+        os.replace(tmp, self.path)  # readers of the file never see half of it
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class Children:
+    """Start, watch, restart and stop the children of `persona run`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        env: dict[str, str],
+        stop: threading.Event,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.clock = clock or MonotonicClock()
+        self.broker_port = free_port() if settings.embedded else 0
+        # the embedded broker keeps its port across restarts: the URL printed at start stays valid
+        self.broker_url = settings.broker_url or f"kafka://127.0.0.1:{self.broker_port}"
+        self.broker = self._broker_child() if settings.embedded else None
+        self.worker_base, self.worker = self._worker_child(env)
+        self.readers = [self._reader_child(env, i) for i in range(settings.readers)]
+        kinds = ["broker"] * bool(self.broker) + ["worker"] + ["reader"] * bool(self.readers)
+        self.status = RestartStatus(settings.data_dir / RESTARTS_FILE, kinds)
+
+    @property
+    def all(self) -> list[Child]:
+        """Every child, the broker first (its death is handled before the others')."""
+        return [*([self.broker] if self.broker else []), self.worker, *self.readers]
+
+    def _policy(self) -> RestartPolicy:
+        return RestartPolicy(self.clock, self.settings.max_restarts)
+
+    def _broker_child(self) -> Child:
+        data_dir = self.settings.data_dir
+
+        def launch() -> subprocess.Popen[bytes]:
+            log_file, cpus = data_dir / "broker.log", self.settings.worker_cpus
+            broker = EmbeddedBroker(port=self.broker_port, log_file=log_file, cpus=cpus)
+            try:
+                broker.start()
+            except BrokerError as exc:
+                raise StartFailed(f"could not start ({exc})") from None
+            assert broker.proc is not None
+            return broker.proc
+
+        return Child(
+            "broker", "the embedded broker", launch, self._policy(),
+            grace=BROKER_GRACE, log=f"{data_dir}/broker.log",
+        )  # fmt: skip
+
+    def _worker_child(self, env: dict[str, str]) -> tuple[str, Child]:
+        s = self.settings
+        # With readers (persona/reader.py) the public port is theirs and the worker listens on a
+        # private loopback port (plain HTTP): send traffic never lands on the stream process.
+        host, port, worker_env = s.http_host, s.http_port, env
+        if s.readers:
+            host, port = "127.0.0.1", free_port()
+            worker_env = {**env, "PERSONA_TLS_CERT": "", "PERSONA_TLS_KEY": ""}
+        cmd = [sys.executable, "-m", "persona", "worker", "--broker", self.broker_url,
+               "--host", host, "--port", str(port), "--data-dir", str(s.data_dir)]  # fmt: skip
+        scheme = "https" if s.tls_cert and not s.readers else "http"
+        base = f"{scheme}://{host}:{port}"
+
+        def launch() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(cmd, env=worker_env, preexec_fn=_die_with_parent)
+
+        child = Child(
+            "worker", "the worker", launch, self._policy(),
+            ready_url=base, ready_timeout=WORKER_READY, grace=WORKER_GRACE,
+        )  # fmt: skip
+        return base, child
+
+    def _reader_child(self, env: dict[str, str], index: int) -> Child:
+        s = self.settings
+        cmd = [sys.executable, "-m", "persona", "reader", "--broker", self.broker_url,
+               "--host", s.http_host, "--port", str(s.http_port), "--data-dir", str(s.data_dir),
+               "--index", str(index)]  # fmt: skip
+
+        def launch() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+
+        return Child(
+            "reader", f"reader {index}", launch, self._policy(),
+            ready_url=self.public_base, ready_timeout=READER_READY, grace=READER_GRACE,
+        )  # fmt: skip
+
+    @property
+    def public_base(self) -> str:
+        s = self.settings
+        return f"{'https' if s.tls_cert else 'http'}://{s.http_host}:{s.http_port}"
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def start_all(self) -> None:
+        """Broker (a fresh one: the worker's tables are wiped), worker, readers, each ready."""
+        if self.broker is not None:
+            # The embedded broker keeps everything in memory: state from an earlier run would
+            # disagree with its empty changelogs, so the worker starts from a clean state dir.
+            shutil.rmtree(self.settings.data_dir / "faust", ignore_errors=True)
+            self._bring_up(self.broker)
+        self._bring_up(self.worker)
+        cleanup_secondaries(self.settings.data_dir)
+        for reader in self.readers:
+            self._bring_up(reader)
+
+    def _bring_up(self, child: Child) -> None:
+        """Start `child` and wait until it is ready, backing off and retrying while it fails."""
+        while True:
+            try:
+                child.start()
+                self._wait_ready(child)
+                return
+            except StartFailed as exc:
+                child.stop()  # one that never became ready is stopped before the next try
+                self._back_off(child, exc.what, exc.code)
+
+    def _wait_ready(self, child: Child) -> None:
+        if child.ready_url is None:
+            return
+        assert child.proc is not None
+        deadline = time.monotonic() + child.ready_timeout
+        while time.monotonic() < deadline:
+            if self.stop.is_set():
+                raise Stop
+            code = child.proc.poll()
+            if code is not None:
+                raise StartFailed(f"{describe_exit(code)} while starting", code)
+            if _http_get(f"{child.ready_url}/readyz", timeout=1.0)[0] == 200:
+                return
+            time.sleep(0.25)
+        raise StartFailed(f"was not ready within {child.ready_timeout:.0f} s")
+
+    # -- watching ----------------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Until a stop is requested: restart whichever child died (raises `GaveUp`, `Stop`)."""
+        while not self.stop.wait(0.5):
+            dead = next((c for c in self.all if c.exited() is not None), None)
+            if dead is not None:
+                self._recover(dead)
+
+    def _recover(self, child: Child) -> None:
+        assert child.proc is not None
+        code, pid = child.proc.returncode, child.proc.pid
+        what = f"(pid {pid}) {describe_exit(code)}"
+        if child is self.broker:
+            self._recover_broker(child, what, code)
+            return
+        self._back_off(child, what, code)
+        if child.kind == "reader":
+            remove_secondary(self.settings.data_dir, self.readers.index(child), pid)
+        self._bring_up(child)
+
+    def _recover_broker(self, broker: Child, what: str, code: int) -> None:
+        note = (
+            "its topics and consumer offsets were in memory and are gone: stopping the worker "
+            "and the readers to start all of them again from a clean state"
+        )
+        delay = self._decide(broker, what, code, note)
+        self.stop_all(broker=False)
+        self._sleep(delay)
+        self.start_all()
+
+    def _back_off(self, child: Child, what: str, code: int | None) -> None:
+        self._sleep(self._decide(child, what, code, "restarting it"))
+
+    def _decide(self, child: Child, what: str, code: int | None, note: str) -> float:
+        """Count the failure, log one line and return the delay, or raise `GaveUp`."""
+        decision = child.policy.failed(what)
+        self.status.record(child.kind, code, restarted=not isinstance(decision, GiveUp))
+        if isinstance(decision, GiveUp):
+            raise GaveUp(self._give_up_message(child, decision))
+        _say(
+            f"{child.name} {what}; {note} in {decision.delay:g} s "
+            f"(attempt {decision.attempt} of {child.policy.max_restarts})"
+        )
+        return decision.delay
+
+    def _give_up_message(self, child: Child, decision: GiveUp) -> str:
+        n = len(decision.exits)
+        exits = "; ".join(decision.exits)
+        return (
+            f"giving up: {child.name} failed {n} time(s) in a row ({exits}); see {child.log}. "
+            f"PERSONA_MAX_RESTARTS={self.settings.max_restarts} restarts are allowed while a "
+            "child stays up less than 60 s; stopping everything"
+        )
+
+    def _sleep(self, delay: float) -> None:
+        if self.stop.wait(delay):
+            raise Stop
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def stop_all(self, broker: bool = True) -> None:
+        """Readers, then the worker (SIGTERM, SIGKILL after their grace), then the broker."""
+        stop_processes([r.proc for r in self.readers if r.proc is not None], READER_GRACE)
+        self.worker.stop()
+        if broker and self.broker is not None:
+            self.broker.stop()
+
+
+def _say(line: str) -> None:
+    print(f"persona: {line}", file=sys.stderr, flush=True)
