@@ -52,6 +52,9 @@ AFFINITY_WEIGHTS: dict[str, float] = {
 RECENT_ITEM_TYPES = frozenset(
     {"product_view", "add_to_cart", "purchase", "like", "share", "comment", "mention"}
 )
+# A `purchase` whose props carry one of these set to true takes a purchase back (a cancelled
+# order line, a return): the contract has no event type for it, and props are free-form.
+REVERSAL_FLAGS = ("cancelled", "returned")
 
 
 def event_key(event_id: str) -> int:
@@ -331,6 +334,9 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
                 consent[purpose] = bool(event.props[purpose])
         p.consent = consent
         return p
+    if is_reversal(event):
+        _apply_reversal(p, event, product)
+        return p
 
     item = event.item_id
     if item and etype in RECENT_ITEM_TYPES:
@@ -435,6 +441,22 @@ def _apply_purchase(p: Profile, event: Event, product: Product | None) -> None:
     else:
         p.cart.pop(item, None)
     p.cart_changed = max(p.cart_changed, event.ts)
+
+
+def is_reversal(event: Event) -> bool:
+    """Whether the event takes a purchase back: a `purchase` with `props.cancelled` or
+    `props.returned` true (the boolean, not a string that looks like one)."""
+    return event.type == "purchase" and any(event.props.get(f) is True for f in REVERSAL_FLAGS)
+
+
+def _apply_reversal(p: Profile, event: Event, product: Product | None) -> None:
+    """A cancelled or returned purchase: the item leaves the user's purchases (unless they bought
+    it again after the reversal's time) and its price leaves their spend. It adds no taste, no
+    recent item and no order."""
+    item = str(event.item_id)
+    p.purchased = [(i, ts) for i, ts in p.purchased if i != item or ts > event.ts]
+    price = event.price if event.price is not None else (product.price if product else 0.0)
+    p.monetary = max(0.0, round(p.monetary - price * event.quantity, 2))
 
 
 def fold(events: list[Event], profile: Profile | None = None) -> Profile | None:

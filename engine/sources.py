@@ -4,8 +4,10 @@ Event files (`read_events`), plain or gzip (told apart by the gzip magic bytes, 
 
 - the contract's JSON lines: one event object per line, validated by `engine.events.validate`;
 - UCI Online Retail CSV (`InvoiceNo,StockCode,...`): one `purchase` per invoice line with a customer
-  and a positive quantity; guest rows, cancellations (`C...` invoices) and other non-sales are
-  skipped and counted in `ReadStats`;
+  and a positive quantity; a cancellation (a `C...` invoice, negative quantity) becomes a `purchase`
+  with `props.cancelled: true` and the quantity cancelled, which takes the purchase back
+  (`engine.profile.is_reversal`); guest rows and other non-sales are skipped and counted in
+  `ReadStats`;
 - REES46 CSV (`event_time,event_type,...`): view/cart/remove_from_cart/purchase;
 - OTTO JSON lines (`{"session": .., "events": [{"aid", "ts", "type"}]}`): clicks/carts/orders.
 
@@ -91,6 +93,7 @@ class ReadStats:
     events: int = 0  # events produced
     invalid: int = 0  # rows reported as errors
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> rows not mapped to events
+    reversals: int = 0  # of `events`, those that take a purchase back (UCI's cancellations)
 
 
 # -- opening and format detection -------------------------------------------------------------
@@ -250,12 +253,10 @@ def _read_uci(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -
         stats.rows += 1
         invoice, code, _desc, qty_raw, date, price_raw, customer_raw, _country = row[:8]
         invoice = invoice.strip()
-        if invoice.startswith("C"):
-            stats.skipped["cancellation"] += 1
-            continue
+        cancelled = invoice.startswith("C")
         try:
             customer = uci_customer_id(customer_raw)
-            quantity = int(qty_raw)
+            quantity = -int(qty_raw) if cancelled else int(qty_raw)
             price = float(price_raw)
             ts = _naive_utc_ms(date, times)
         except ValueError as exc:
@@ -275,6 +276,7 @@ def _read_uci(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -
             _fail(errors, stats, number, "missing InvoiceNo or StockCode", InvalidEvent)
             continue
         stats.events += 1
+        stats.reversals += cancelled
         yield Event(
             event_id=ids("\x1f".join(row)),
             type="purchase",
@@ -285,7 +287,7 @@ def _read_uci(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -
             price=price,
             currency="GBP",
             session_id=invoice,
-            props={"order_id": invoice},
+            props={"order_id": invoice, "cancelled": True} if cancelled else {"order_id": invoice},
         )
 
 

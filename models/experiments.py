@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import Event
+from engine.profile import is_reversal
 
 MODES = ("ab", "shadow")
 Z95 = 1.959963984540054
@@ -137,8 +138,8 @@ def report(
             shown.setdefault((variant, user), set()).update(exp.get("items") or ())
     for event in events:
         start = first.get(event.user_id)
-        if start is None or event.ts < start[0]:
-            continue
+        if start is None or event.ts < start[0] or is_reversal(event):
+            continue  # a cancellation or return is no conversion
         for arm_name in ("A", "B") if mode == "shadow" else (start[1],):
             arm = arms[arm_name]
             if event.type == "purchase":

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.profile import is_reversal
 from engine.sources import UCI_NON_PRODUCT_CODES, ReadStats, read_events
 from models.churn import train_churn
 from models.recs import train_recs
@@ -28,7 +29,9 @@ def train_all(
     out = Path(out_dir)
     started = time.monotonic()
     stats = ReadStats()
-    events = list(read_events(events_path, stats=stats))
+    # Models learn from what was bought: cancellations (UCI's `C` invoices) stay out, as before
+    # the readers yielded them.
+    events = [e for e in read_events(events_path, stats=stats) if not is_reversal(e)]
     _log(f"read {len(events)} events ({stats.format}, skipped {dict(stats.skipped)})")
     churn = train_churn(events, horizon_days=horizon_days)
     _log(f"churn {churn.version}: {churn.metrics}")

@@ -39,6 +39,7 @@ def _broker(args: argparse.Namespace) -> str:
 
 
 def _events(path: str) -> list[Any]:
+    from engine.profile import is_reversal
     from engine.sources import ReadStats, read_events
 
     if not Path(path).is_file():
@@ -46,7 +47,8 @@ def _events(path: str) -> list[Any]:
     from persona.progress import track
 
     stats = ReadStats()
-    events = list(track(read_events(path, stats=stats), f"reading {Path(path).name}"))
+    read = track(read_events(path, stats=stats), f"reading {Path(path).name}")
+    events = [e for e in read if not is_reversal(e)]  # models learn from what was bought
     print(f"read {len(events)} events ({stats.format})", file=sys.stderr)
     return events
 

@@ -281,3 +281,21 @@ def test_copy_is_equal_and_shares_nothing_mutable() -> None:
     copied.cart["B"] = 1
     copied.seen.append(1)
     assert "B" not in p.cart and 1 not in p.seen
+
+
+def test_a_cancellation_or_return_takes_the_purchase_back():
+    p = fold([ev("add_to_cart", "i2", T0), ev("purchase", "i1", T0 + 1, quantity=4, price=2.5)])
+    assert p.purchased == [("i1", T0 + 1)] and p.monetary == 10.0
+    orders, recent, categories = p.orders, list(p.recent), dict(p.categories)
+    cancel = ev("purchase", "i1", T0 + 2, quantity=4, price=2.5, props={"cancelled": True})
+    q = apply(p, cancel, product())
+    assert q.purchased == [] and q.monetary == 0.0
+    assert (q.orders, q.recent, q.categories) == (orders, recent, categories)  # no taste, no order
+    assert q.cart == {"i2": 1}
+    # a return stamped before a later purchase of the same item leaves that purchase alone
+    again = apply(q, ev("purchase", "i1", T0 + 10, price=2.5))
+    late = apply(again, ev("purchase", "i1", T0 + 5, props={"returned": True}, price=2.5))
+    assert late.purchased == [("i1", T0 + 10)]
+    assert apply(again, ev("purchase", "i1", T0 + 11, props={"returned": "yes"})).purchased == [
+        ("i1", T0 + 11)
+    ]  # only a boolean true reverses: this one is a purchase

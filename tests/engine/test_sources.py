@@ -8,6 +8,7 @@ import pytest
 
 from engine.catalog import InvalidProduct
 from engine.events import InvalidEvent
+from engine.profile import is_reversal
 from engine.sources import (
     ReadStats,
     SourceError,
@@ -68,8 +69,13 @@ def test_uci_rows_become_purchases(tmp_path: Path, gz: bool) -> None:
     stats = ReadStats()
     events = list(read_events(path, stats=stats))
     assert stats.format == "uci"
-    assert stats.skipped == {"guest": 1, "cancellation": 1}
-    assert len(events) == 4
+    assert stats.skipped == {"guest": 1}
+    assert len(events) == 5 and stats.reversals == 1
+    cancellation = events[3]  # C536379: a cancellation takes the purchase back
+    assert cancellation.type == "purchase" and is_reversal(cancellation)
+    assert (cancellation.item_id, cancellation.quantity) == ("D", 1)
+    assert cancellation.props == {"order_id": "C536379", "cancelled": True}
+    assert not any(is_reversal(e) for e in events[:3] + events[4:])
     first = events[0]
     assert first.type == "purchase"
     assert first.user_id == "17850"
@@ -80,9 +86,9 @@ def test_uci_rows_become_purchases(tmp_path: Path, gz: bool) -> None:
     assert first.ts == 1291191960000  # 2010-12-01T08:26:00Z
     assert first.session_id == "536365"
     assert first.props == {"order_id": "536365"}
-    assert events[3].user_id == "13047"
+    assert events[4].user_id == "13047"
     # identical rows still get distinct ids
-    assert len({e.event_id for e in events}) == 4
+    assert len({e.event_id for e in events}) == 5
     assert all(e.event_id.startswith("uci-") for e in events)
 
 
@@ -202,7 +208,7 @@ def test_shared_uci_file() -> None:
     assert stats.rows == 541_909
     assert count == stats.events > 390_000
     assert stats.skipped["guest"] > 100_000
-    assert stats.skipped["cancellation"] > 9_000
+    assert stats.reversals > 8_000  # cancellations of customers' order lines
     assert stats.invalid == 0
 
 
