@@ -73,7 +73,7 @@ def _http_get(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[i
         return 0, b""
 
 
-@dataclass
+@dataclass(eq=False)  # a child is itself: two readers never compare equal
 class Child:
     kind: str  # worker | reader | broker: the `process` label of the restart metric
     name: str  # for messages: "the worker", "reader 0", "the embedded broker"
