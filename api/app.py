@@ -13,7 +13,7 @@ from aiohttp import web
 from api import privacy, routing
 from api.auth import KeyRing, secret_from_header
 from api.content import ContentService
-from api.limits import ServingOptions
+from api.limits import THROTTLE, AuthThrottle, ServingOptions
 from api.openapi import openapi_document
 from engine.blocks import BLOCKS, FORMATS, Block, models_header
 from engine.events import Event, InvalidEvent, validate
@@ -89,8 +89,27 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def authorize(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:
-    """(key name, None) when the request's key has `scope`, else (None, the 401/403 problem)."""
-    return authorize_header(request.app[KEYS], request.headers.get("Authorization", ""), scope)
+    """(key name, None) when the request's key has `scope`, else (None, the 401/403 problem, or
+    a 429 when the client's address failed authentication too often: api/limits.py)."""
+    app = request.app
+    return authorize_peer(
+        app[KEYS],
+        app[THROTTLE],
+        request.headers.get("Authorization", ""),
+        scope,
+        request.remote,
+    )
+
+
+def authorize_peer(
+    keys: KeyRing, throttle: AuthThrottle, authorization: str, scope: str, remote: str | None
+) -> tuple[str | None, web.Response | None]:
+    """`authorize_header`, with a failed authentication counted against the peer address
+    `remote` (and answered 429 once it is over its allowance); a valid key always passes."""
+    name, refused = authorize_header(keys, authorization, scope)
+    if refused is not None and refused.status == 401:
+        refused = throttle.refusal(remote, refused)
+    return name, refused
 
 
 def authorize_header(

@@ -1,6 +1,8 @@
 """API keys: parsing the contract's key entries, constant-time checks, the local key.
 
-Keys are kept only as SHA-256 digests in memory; secrets are never logged.
+Keys are kept only as SHA-256 digests in memory; secrets are never logged. A secret shorter than
+`MIN_SECRET` characters is refused at start-up, with a message that names the entry (and the key's
+name) but never the secret: guessing a long random secret is infeasible, whatever the rate.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.settings import MIN_SECRET  # characters of every secret
 
 SCOPES = frozenset({"content:read", "events:write", "feeds:read", "models:admin", "privacy:admin"})
 LOCAL_KEY_FILE = "local-api-key"
@@ -40,6 +44,12 @@ def parse_entry(entry: str, where: str) -> ApiKey:
     name, secret, scope_text = (p.strip() for p in parts)
     if not name or not secret:
         raise InvalidKey(f"{where}: an API key needs a name and a secret")
+    if len(secret) < MIN_SECRET:
+        raise InvalidKey(
+            f"{where}: the secret of key {name!r} has {len(secret)} characters; at least "
+            f"{MIN_SECRET} are required (e.g. python -c 'import secrets; "
+            f"print(secrets.token_urlsafe(24))')"
+        )
     scopes = frozenset(s.strip() for s in scope_text.split(",") if s.strip())
     unknown = scopes - SCOPES
     if unknown or not scopes:

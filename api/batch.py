@@ -29,15 +29,24 @@ class BadRequest(ValueError):
     pass
 
 
+BODY = web.RequestKey("decoded_body", object)  # read_body's result, decoded once per request
+
+
 async def read_body(request: web.Request) -> Any:
-    """The request body as JSON or msgpack (by Content-Type); BadRequest if it is neither."""
+    """The request body as JSON or msgpack (by Content-Type); BadRequest if it is neither.
+    Decoded once per request (the rate limit reads it first to count the recipients)."""
+    if BODY in request:
+        return request[BODY]
     raw = await request.read()
     try:
         if request.content_type in (MSGPACK, "application/x-msgpack"):
-            return msgpack.unpackb(raw, raw=False)
-        return json.loads(raw)
+            body = msgpack.unpackb(raw, raw=False)
+        else:
+            body = json.loads(raw)
     except Exception as exc:
         raise BadRequest(f"the body is not valid JSON or msgpack: {exc}") from None
+    request[BODY] = body
+    return body
 
 
 def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:

@@ -15,9 +15,12 @@ rest of the stamp.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Protocol
 
 from engine.blocks import (
+    UNKNOWN_KEY,
+    UNKNOWN_USER,
     Block,
     BlockCache,
     BlockInput,
@@ -27,14 +30,19 @@ from engine.blocks import (
     assemble,
     block_models,
     decide,
+    for_unknown_user,
 )
 from engine.catalog import Product
 from engine.events import Event
+from engine.memo import SizedMemo
 from engine.profile import Profile
 from models.registry import ModelSet
 from models.scoring import Scores, excluded_items, score_profile
 
 HOUR_MS = 3_600_000
+SCORES_MEMO = 200_000  # users whose scores are memoized
+SCORES_MEMO_BYTES = 64 * 1024 * 1024  # accounted: ITEM_BYTES per item id it holds, plus its key
+ITEM_BYTES = 100  # an item id in a memoized list or set (<= 128 characters, mostly shared)
 HOUR_AT = 2  # the hour's place in `_base_stamp()`
 log = logging.getLogger("persona.content")
 
@@ -77,7 +85,9 @@ class ContentService:
         self.policy = policy
         self.cache = cache or BlockCache()
         # user -> (stamp, scores, what the recommendations were made from)
-        self._scores: dict[str, tuple[tuple[Any, ...], Scores, tuple[Any, ...]]] = {}
+        self._scores: SizedMemo[str, tuple[tuple[Any, ...], Scores, tuple[Any, ...]]] = SizedMemo(
+            SCORES_MEMO, SCORES_MEMO_BYTES
+        )
         self.errors = 0  # blocks answered with the fallback because the state or a model failed
         self.reused = 0  # stale blocks kept because only the hour moved and the decision stood
 
@@ -117,15 +127,15 @@ class ContentService:
         if hit is not None and hit[2] == made_from:  # only the clock moved, not past a purchase
             recommendations = hit[1].recommendations
         scores = score_profile(profile, now, models, self._allowed, recommendations)
-        if len(self._scores) > 200_000:
-            self._scores.clear()
-        self._scores[profile.user_id] = (stamp, scores, made_from)
+        items = len(scores.recommendations) + len(made_from[3])
+        size = sys.getsizeof(profile.user_id) + ITEM_BYTES * items
+        self._scores.put(profile.user_id, (stamp, scores, made_from), size)
         return scores
 
     def forget(self, user_id: str) -> None:
         """Drop everything cached about a user (after an erasure)."""
         self.cache.invalidate_user(user_id)
-        self._scores.pop(user_id, None)
+        self._scores.pop(user_id)
 
     def popular(self) -> list[str]:
         live = self.state.popular()
@@ -178,6 +188,8 @@ class ContentService:
         self, user_id: str, block: str, fmt: str, variant: str, base: tuple[Any, ...] | None
     ) -> Block:
         profile = self.state.profile(user_id)
+        if profile is None:
+            return self._unknown(user_id, block, fmt, variant, base)
         stamp = self._stamp(profile, base)
         key = (user_id, block, fmt, variant)
         cached, stale = self.cache.get_or_stale(key, stamp)
@@ -220,6 +232,21 @@ class ContentService:
             result = assemble(inp, self.state.product, self.policy, self.renderer)
         self.cache.put(key, stamp, result)
         return result
+
+    def _unknown(
+        self, user_id: str, block: str, fmt: str, variant: str, base: tuple[Any, ...] | None
+    ) -> Block:
+        """An unknown user's block: the fallback, rendered and cached once per block, format and
+        variant for every unknown user (`engine.blocks.for_unknown_user`), so ids nobody has
+        seen (a sender's typos, or a flood of random ids) cannot fill the block cache."""
+        stamp = self._stamp(None, base)
+        key = (UNKNOWN_KEY, block, fmt, variant)
+        shared = self.cache.get(key, stamp)
+        if shared is None:
+            shared = self.fallback_block(UNKNOWN_USER, block, fmt, variant)
+            self.cache.put(key, stamp, shared)
+        mine = for_unknown_user(shared, user_id)
+        return mine if mine is not None else self.fallback_block(user_id, block, fmt, variant)
 
     def profile_view(self, user_id: str) -> dict[str, Any] | None:
         profile = self.state.profile(user_id)

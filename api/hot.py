@@ -18,9 +18,10 @@ middleware chain (observe, errors, audit, auth, limits, routing, exposures, time
   `HotRunner` (tests' plain test servers, an application with `on_response_prepare` signals) and
   for block GETs `Front` hands on (percent-escapes, dot segments, `Expect`).
 
-Either does inline, in the chain's order: request id, key and scope check (401/403), rate limit
-(429), the block (a cached lookup, see `api.content`), metrics and the access log. No timeout is
-needed: neither awaits. Both hand the request to the full chain whenever it would do something
+Either does inline, in the chain's order: request id, key and scope check (401/403, or 429 for
+an address with too many failed authentications: `authorize_peer`), rate limit (429), the block
+(a cached lookup, see `api.content`), metrics and the access log. No timeout is needed: neither
+awaits. Both hand the request to the full chain whenever it would do something
 more: the user's partition belongs to another worker (routing forwards it), or an experiment is
 running (exposures are logged).
 """
@@ -47,6 +48,7 @@ from api.app import (
     _scope_for,
     authorize,
     authorize_header,
+    authorize_peer,
     block_answer,
     block_lookup,
     count_request,
@@ -55,7 +57,7 @@ from api.app import (
     problem,
     scope_for,
 )
-from api.limits import LIMITER, limited, over_limit
+from api.limits import LIMITER, THROTTLE, limited, over_limit
 from api.models_routes import ADMIN
 from api.observability import TELEMETRY, _request_id, request_id
 from api.routing import ROUTED
@@ -235,6 +237,7 @@ class Front:
         self.content = app[CONTENT]
         self.keys = app[KEYS]
         self.limiter = app[LIMITER]
+        self.throttle = app[THROTTLE]
         self.metrics = app[METRICS]
         self.telemetry = app[TELEMETRY]
 
@@ -265,7 +268,9 @@ class Front:
         try:
             scope = scope_for(path, "GET")
             assert scope is not None  # the block route is never public
-            name, response = authorize_header(self.keys, headers.get("Authorization", ""), scope)
+            name, response = authorize_peer(
+                self.keys, self.throttle, headers.get("Authorization", ""), scope, request.remote
+            )
             if response is None:
                 response = limited(self.limiter, name)
                 if response is None:
@@ -297,8 +302,9 @@ class Front:
         """The whole answer (bytes to write) to a request framed by `HotRequestHandler`
         (api/wire.py) when it is a block GET answered 200 or 304 on a keep-alive HTTP/1.1
         connection, counted as `answer` counts it; None when aiohttp must answer it (anything
-        else, refusals and error pages included: aiohttp's path gives them, counts them, and
-        refuses a rate-limited key again)."""
+        else, refusals and error pages included: aiohttp's path gives them, counts them,
+        refuses a rate-limited key again, and counts a failed authentication against the peer
+        address once: `answer` does, through `authorize_peer`)."""
         if head.method != b"GET" or head.version != b"HTTP/1.1":
             return None
         fields = head.fields

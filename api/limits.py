@@ -1,9 +1,22 @@
 """Limits of the HTTP API: per-key rate limits, request timeouts, the audit log of admin actions.
 
 - Rate limits (`PERSONA_RATE_LIMITS` = `name:requests_per_second;...`): a token bucket per key name
-  per process, holding at most one second of requests (burst = the rate, at least 1). Over the
-  limit: 429 with `Retry-After` (whole seconds). Keys without an entry are not limited. Limits are
-  per process: with N API processes behind one port a key can get up to N times its rate.
+  per process, holding at most one second of requests (burst = the rate, at least 1). A request
+  costs one token, except `POST /v1/blocks:batch` and `POST /v1/render`, which cost one per
+  distinct recipient (`user_ids`, at most `MAX_USERS`). A request costing more than the burst
+  passes when the bucket is full and leaves it in debt (a 1,000-recipient batch at 100/s passes,
+  then the key waits 10 s), so every key's average stays its rate and a max-size request can
+  always pass eventually. Over the limit: 429 with `Retry-After` (whole seconds until enough
+  tokens are there). Keys without an entry are not limited. Limits are per process: with N API
+  processes behind one port a key can get up to N times its rate.
+- Failed authentication (`AuthThrottle`): every 401 (no key or an unknown key; on the UI pages
+  only a key that was sent and is wrong) takes a token from a bucket per client address (the
+  connection's peer address, never `X-Forwarded-For`; IPv6 per /64): `auth_failures_per_minute`
+  (30) are allowed, refilling at that rate, then such requests are answered 429 with
+  `Retry-After` until a token is back. A valid key is always served, throttled address or not (a
+  shop sharing a NAT or a proxy with an attacker is never locked out; guessing a key is made
+  infeasible by the 24-character minimum, not by the throttle). At most `MAX_ADDRESSES` addresses
+  are tracked, the least recently failing evicted first.
 - Timeouts: a request that takes longer than `request_timeout` seconds answers 503 with
   `Retry-After: 1` (streamed feeds are exempt: they are bounded by the client reading them).
 - Body sizes: `client_max_size` of the application (`MAX_BODY`, 10 MiB) bounds every body; routes
@@ -18,10 +31,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -38,12 +53,16 @@ ADMIN_SCOPES = frozenset({"models:admin", "privacy:admin"})
 UNTIMED_PREFIXES = ("/v1/feeds/",)
 MAX_USERS = 1000  # user ids per batch or render request
 MAX_TEMPLATE = 256 * 1024  # characters of a sender template (POST /v1/render)
+PER_RECIPIENT = frozenset({"/v1/blocks:batch", "/v1/render"})  # cost one token per user id
+MAX_ADDRESSES = 10_000  # client addresses the failed-authentication throttle tracks
 
 
 @dataclass(frozen=True)
 class ServingOptions:
     rate_limits: dict[str, float] = field(default_factory=dict)  # key name -> requests/s
     request_timeout: float = 10.0  # seconds
+    max_clock_skew_ms: int = 300_000  # POST /v1/events refuses events further ahead as future
+    auth_failures_per_minute: float = 30.0  # failed authentications per client address
 
     @classmethod
     def from_settings(cls, rate_limits: str | None, request_timeout: float) -> ServingOptions:
@@ -61,15 +80,17 @@ class TokenBucket:
         self.tokens = self.burst
         self.stamp = time.monotonic()
 
-    def take(self, now: float | None = None) -> float:
-        """0.0 when a request may pass (and takes a token), else seconds until one would."""
+    def take(self, now: float | None = None, cost: float = 1.0) -> float:
+        """0.0 when a request costing `cost` tokens may pass (and takes them), else seconds
+        until it could. A cost over `burst` passes on a full bucket and leaves it in debt."""
         now = time.monotonic() if now is None else now
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        needed = min(cost, self.burst)
+        if self.tokens >= needed:
+            self.tokens -= cost
             return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return (needed - self.tokens) / self.rate
 
 
 class RateLimiter:
@@ -77,17 +98,78 @@ class RateLimiter:
         self.buckets = {name: TokenBucket(rate) for name, rate in limits.items()}
         self.limited = 0  # requests answered 429
 
-    def check(self, key_name: str | None) -> float:
+    def check(self, key_name: str | None, cost: int = 1) -> float:
         bucket = self.buckets.get(key_name) if key_name else None
         if bucket is None:
             return 0.0
-        wait = bucket.take()
+        wait = bucket.take(cost=cost)
         if wait:
             self.limited += 1
         return wait
 
 
+def client_of(remote: str | None) -> str:
+    """The throttle's key for a peer address: the address itself, an IPv6 one by its /64 (one
+    host usually holds a whole /64), "" when the transport has none (a Unix socket)."""
+    if not remote:
+        return ""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+class AuthThrottle:
+    """Failed authentications per client address (module doc): a `TokenBucket` of
+    `per_minute` tokens per address, refilled at `per_minute` a minute; at most
+    `max_addresses` buckets, the least recently failing evicted first."""
+
+    def __init__(self, per_minute: float = 30.0, max_addresses: int = MAX_ADDRESSES) -> None:
+        self.per_minute = per_minute
+        self.max_addresses = max_addresses
+        self.buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.throttled = 0  # failed authentications answered 429
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    def fail(self, remote: str | None, now: float | None = None) -> float:
+        """Count one failed authentication from `remote`: 0.0 while it is within the allowance
+        (answer 401), else the seconds until the next one is (answer 429)."""
+        client = client_of(remote)
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            while len(self.buckets) >= self.max_addresses:
+                self.buckets.popitem(last=False)
+            bucket = self.buckets[client] = TokenBucket(self.per_minute / 60, self.per_minute)
+        else:
+            self.buckets.move_to_end(client)
+        wait = bucket.take(now)
+        if wait:
+            self.throttled += 1
+        return wait
+
+    def refusal(self, remote: str | None, refused: web.Response) -> web.Response:
+        """`refused` (the 401 of a failed authentication from `remote`), or the 429 that
+        replaces it when the address is over its allowance."""
+        wait = self.fail(remote)
+        if not wait:
+            return refused
+        return _problem(
+            429,
+            "Too Many Requests",
+            "too many failed authentications from this address; send a valid API key",
+            max(1, math.ceil(wait)),
+        )
+
+
 LIMITER = web.AppKey("limiter", RateLimiter)
+THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 OPTIONS = web.AppKey("serving_options", ServingOptions)
 
 
@@ -101,29 +183,53 @@ def _problem(status: int, title: str, detail: str, retry_after: int) -> web.Resp
     )
 
 
-def over_limit(app: web.Application, key_name: str | None) -> web.Response | None:
-    """The 429 problem when this key is over its rate limit (taking a token otherwise)."""
-    return limited(app[LIMITER], key_name)
+def over_limit(app: web.Application, key_name: str | None, cost: int = 1) -> web.Response | None:
+    """The 429 problem when this key is over its rate limit (taking `cost` tokens otherwise)."""
+    return limited(app[LIMITER], key_name, cost)
 
 
-def limited(limiter: RateLimiter, key_name: str | None) -> web.Response | None:
+def limited(limiter: RateLimiter, key_name: str | None, cost: int = 1) -> web.Response | None:
     """`over_limit` with the application's limiter at hand."""
-    wait = limiter.check(key_name)
+    wait = limiter.check(key_name, cost)
     if not wait:
         return None
     return _problem(
         429,
         "Too Many Requests",
-        "this key is over its rate limit (PERSONA_RATE_LIMITS)",
+        "this key is over its rate limit (PERSONA_RATE_LIMITS; batch and render cost one token "
+        "per recipient)",
         max(1, math.ceil(wait)),
     )
+
+
+async def request_cost(request: web.Request) -> int:
+    """The tokens a request costs: its distinct recipients for batch and render (1..MAX_USERS;
+    a body the handler will refuse costs 1), else 1."""
+    if request.method != "POST" or request.path not in PER_RECIPIENT:
+        return 1
+    from api.batch import BadRequest, read_body  # here: api.batch imports this module
+
+    try:
+        body = await read_body(request)
+    except BadRequest:
+        return 1
+    ids = body.get("user_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list):
+        return 1
+    return max(1, min(MAX_USERS, len({uid for uid in ids if isinstance(uid, str)})))
+
+
+def _limited_key(app: web.Application, key_name: str | None) -> bool:
+    return key_name is not None and key_name in app[LIMITER].buckets
 
 
 def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
     @web.middleware
     async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         app = request.app
-        refused = over_limit(app, key_of(request))
+        key = key_of(request)
+        cost = await request_cost(request) if _limited_key(app, key) else 1
+        refused = over_limit(app, key, cost)
         if refused is not None:
             return refused
         if log.isEnabledFor(logging.DEBUG):
@@ -187,6 +293,7 @@ def register(
     key name auth sets)."""
     app[OPTIONS] = options
     app[LIMITER] = RateLimiter(options.rate_limits)
+    app[THROTTLE] = AuthThrottle(options.auth_failures_per_minute)
     return _audit_middleware(key_of, scope_of), _middleware(key_of)
 
 
@@ -195,4 +302,8 @@ def metrics_lines(app: web.Application) -> list[str]:
         "# HELP persona_http_rate_limited_total Requests answered 429 (per-key rate limits).",
         "# TYPE persona_http_rate_limited_total counter",
         f"persona_http_rate_limited_total {app[LIMITER].limited}",
+        "# HELP persona_http_auth_throttled_total Failed authentications answered 429 (too many"
+        " from one client address).",
+        "# TYPE persona_http_auth_throttled_total counter",
+        f"persona_http_auth_throttled_total {app[THROTTLE].throttled}",
     ]

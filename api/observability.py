@@ -169,6 +169,9 @@ def sample_profiles(content: ContentService, n: int) -> list[Profile]:
     return list(sample(n)) if callable(sample) else []
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class Telemetry:
     """Per-application metrics (own registry, so several apps can live in one process)."""
 
@@ -233,6 +236,8 @@ class Telemetry:
         """One request in the figures behind persona_http_requests and
         persona_http_request_duration_seconds (and the dashboard's)."""
         self.requests += 1
+        if method not in METHODS:
+            method = "OTHER"  # any token is a method: the label set stays bounded
         key = (route, method, status)
         counted = self._http.get(key)
         if counted is None:

@@ -11,6 +11,12 @@ from engine.blocks import BLOCKS, FORMATS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _AUTH_ERRORS = {"401": _PROBLEM, "403": _PROBLEM}
+_LIMITED = {
+    "description": "over the key's rate limit (PERSONA_RATE_LIMITS), or too many failed "
+    "authentications from this address; see Retry-After",
+    "headers": {"Retry-After": {"schema": {"type": "string"}}},
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
 
 
 def _user_param() -> dict[str, Any]:
@@ -23,6 +29,18 @@ def _user_param() -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
+    """The document; every operation that can answer 401 can also answer 429 (a key over its
+    rate limit, or an address with too many failed authentications: api/limits.py)."""
+    document = _document()
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if "401" in responses:
+                responses.setdefault("429", _LIMITED)
+    return document
+
+
+def _document() -> dict[str, Any]:
     item = {
         "type": "object",
         "required": ["item_id", "title", "url", "image_url", "price", "currency"],

@@ -19,7 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from api.app import CONTENT, KEYS, problem
+from api.auth import ApiKey
 from api.explain import explain
+from api.limits import THROTTLE
 from api.observability import sample_profiles
 from engine.blocks import BLOCKS
 
@@ -35,16 +37,16 @@ SCOPE = "content:read"
 USERS_SAMPLE = 1000
 
 
-def _has_key(request: web.Request) -> bool:
+def _key(request: web.Request) -> ApiKey | None:
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
-        return False
-    key = request.app[KEYS].authenticate(secret.strip())
-    return key is not None and SCOPE in key.scopes
+        return None
+    return request.app[KEYS].authenticate(secret.strip())
 
 
 async def page(request: web.Request) -> web.Response:
-    authorized = _has_key(request)
+    key = _key(request)
+    authorized = key is not None and SCOPE in key.scopes
     headers = {
         "Content-Security-Policy": CSP,
         "Cache-Control": "no-store",
@@ -53,13 +55,16 @@ async def page(request: web.Request) -> web.Response:
     }
     if not authorized:
         headers["WWW-Authenticate"] = 'Bearer realm="persona"'
-    return web.Response(
+    response = web.Response(
         status=200 if authorized else 401,
         body=(STATIC / PAGES[request.path]).read_bytes(),
         content_type="text/html",
         charset="utf-8",
         headers=headers,
     )
+    if key is None and "Authorization" in request.headers:  # a key was sent, and it is wrong
+        return request.app[THROTTLE].refusal(request.remote, response)
+    return response
 
 
 async def static(request: web.Request) -> web.Response:

@@ -102,7 +102,7 @@ def start_worker(broker: str, data: Path, partitions: int) -> tuple[subprocess.P
     env = dict(
         os.environ,
         PERSONA_PARTITIONS=str(partitions),
-        PERSONA_API_KEYS="bench:bench:content:read,events:write",
+        PERSONA_API_KEYS="bench:bench-kkkkkkkkkkkkkkkkkk:content:read,events:write",
         PERSONA_READERS="0",
     )
     with (data / "worker.log").open("wb") as log:
@@ -273,7 +273,7 @@ async def freshness(broker: str, base: str, rate: float, seconds: float) -> dict
     loader = mp.Process(target=steady_load, args=(broker, rate, newest, stop), daemon=True)
 
     async def probes() -> None:
-        headers = {"Authorization": "Bearer bench"}
+        headers = {"Authorization": "Bearer bench-kkkkkkkkkkkkkkkkkk"}
         async with Producer(broker) as producer, aiohttp.ClientSession() as http:
             i = 0
             end = time.monotonic() + seconds

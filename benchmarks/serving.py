@@ -65,7 +65,7 @@ from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 
 USERS = int(os.environ.get("BENCH_USERS", "100000"))
 PARTITIONS = 4
-SECRET = "bench-secret"
+SECRET = "bench-secret-kkkkkkkkkkk"
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
 GET_ROUNDS = int(os.environ.get("BENCH_GET_ROUNDS", "2"))
 PROFILE = os.environ.get("BENCH_PROFILE", "")

@@ -13,20 +13,22 @@ import hashlib
 import json
 import logging
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import msgpack
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import htmlsafe_json_dumps
 
 import templates
 from engine.catalog import Product
 from engine.profile import Profile
+from engine.sandbox import StrictEnvironment
 
 log = logging.getLogger("persona.blocks")
 
@@ -316,7 +318,7 @@ class Renderer:
         directory = Path(template_dir) if template_dir is not None else DEFAULT_TEMPLATE_DIR
         self.template_dir = directory
         self.errors = 0
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = StrictEnvironment(
             loader=jinja2.FileSystemLoader(str(directory)),
             autoescape=jinja2.select_autoescape(["html"]),
             undefined=jinja2.StrictUndefined,
@@ -450,20 +452,71 @@ def assemble(inp: BlockInput, lookup: Lookup, policy: BlockPolicy, renderer: Ren
     return renderer.render(inp, items, fallback, reason, lookup, policy)
 
 
+# -- unknown users ---------------------------------------------------------------------------------
+
+# The user id an unknown user's block is rendered for once, shared by every unknown user (the
+# cache keeps one entry per block, format and variant, not one per id a caller sends). Plain
+# characters: autoescaping and `tojson` write it unchanged.
+UNKNOWN_USER = "persona-unknown-user-5f0c2a"
+UNKNOWN_KEY = ""  # the cache key's user part for the shared block: never a user id (1..128)
+_DERIVED = (
+    "body",
+    "entry_msgpack",
+    "entry_json",
+    "models_header",
+    "not_modified_headers",
+    "headers",
+    "header_lines",
+    "not_modified_header_lines",
+)
+
+
+def for_unknown_user(shared: Block, user_id: str) -> Block | None:
+    """`shared` (a block rendered for `UNKNOWN_USER`) as the block of the unknown user `user_id`:
+    the same content when the template does not write the user id (the e-mail templates); the id
+    put in where a json template writes it with `tojson` (the ads templates); None when the id
+    appears any other way (the caller renders for the user, without caching)."""
+    content = shared.content
+    found = content.count(UNKNOWN_USER)
+    if not found:
+        block = replace(shared, user_id=user_id)
+        derived = vars(shared)
+        vars(block).update({name: derived[name] for name in _DERIVED if name in derived})
+        return block
+    quoted = str(htmlsafe_json_dumps(UNKNOWN_USER))
+    if shared.fmt != "json" or content.count(quoted) != found:
+        return None
+    content = content.replace(quoted, str(htmlsafe_json_dumps(user_id)))
+    return replace(shared, user_id=user_id, content=content, etag=etag_of(content))
+
+
 # -- cache -----------------------------------------------------------------------------------------
 
 CacheKey = tuple[str, str, str, str]  # (user_id, block, fmt, variant)
 
 
-class BlockCache:
-    """In-memory LRU of rendered blocks. An entry is served only while the caller's `stamp` (an
-    opaque hashable of profile version, catalog generation, model versions, consent, ...) equals the
-    one it was stored with. Not thread-safe (one event loop)."""
+CACHE_BYTES = 256 * 1024 * 1024  # accounted bytes of the block cache (`block_bytes`)
+BLOCK_OVERHEAD = 2048  # bytes of a cached block besides its content: headers, key, stamp, object
 
-    def __init__(self, max_entries: int = 100_000) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be >= 1")
+
+def block_bytes(block: Block) -> int:
+    """What a cached block is accounted for: its content four times (the text, and `body`,
+    `entry_json`, `entry_msgpack` as each is built on first use) plus BLOCK_OVERHEAD."""
+    return 4 * sys.getsizeof(block.content) + BLOCK_OVERHEAD
+
+
+class BlockCache:
+    """In-memory LRU of rendered blocks, bounded by entries and by accounted bytes
+    (`block_bytes`). An entry is served only while the caller's `stamp` (an opaque hashable of
+    profile version, catalog generation, model versions, consent, ...) equals the one it was
+    stored with. Not thread-safe (one event loop)."""
+
+    def __init__(self, max_entries: int = 100_000, max_bytes: int = CACHE_BYTES) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("max_entries and max_bytes must be >= 1")
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0  # accounted bytes of the blocks held
         self._entries: OrderedDict[CacheKey, tuple[Hashable, Block]] = OrderedDict()
         self._by_user: dict[str, set[CacheKey]] = {}
         self.hits = 0
@@ -502,10 +555,11 @@ class BlockCache:
         return None, entry
 
     def put(self, key: CacheKey, stamp: Hashable, block: Block) -> None:
+        self._remove(key)
         self._entries[key] = (stamp, block)
-        self._entries.move_to_end(key)
+        self.bytes += block_bytes(block)
         self._by_user.setdefault(key[0], set()).add(key)
-        while len(self._entries) > self.max_entries:
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))
             self._remove(oldest)
             self.evictions += 1
@@ -518,15 +572,21 @@ class BlockCache:
         """Drop every block of one user (erasure, consent change); returns how many."""
         keys = self._by_user.pop(user_id, set())
         for key in keys:
-            self._entries.pop(key, None)
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self.bytes -= block_bytes(entry[1])
         return len(keys)
 
     def clear(self) -> None:
         self._entries.clear()
         self._by_user.clear()
+        self.bytes = 0
 
     def _remove(self, key: CacheKey) -> None:
-        self._entries.pop(key, None)
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self.bytes -= block_bytes(entry[1])
         keys = self._by_user.get(key[0])
         if keys is not None:
             keys.discard(key)

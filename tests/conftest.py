@@ -21,7 +21,7 @@ from streams.broker import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
-SECRET = "test-secret-all-scopes"
+SECRET = "test-secret-all-scopes-k"
 # Event time of everything sent to the shared session worker (Dec 2010, the demo data's era): its
 # event-time clock is shared, and events more than 7 days behind it are dead-lettered as late.
 T0 = 1_291_190_000_000
@@ -100,7 +100,9 @@ def start_worker(
     env = dict(os.environ)
     env.update(
         {
-            "PERSONA_API_KEYS": f"test:{SECRET}:{SCOPES};reader:reader-secret:content:read",
+            "PERSONA_API_KEYS": (
+                f"test:{SECRET}:{SCOPES};reader:reader-secret-kkkkkkkkkk:content:read"
+            ),
             "PERSONA_PARTITIONS": "4",
             "PERSONA_LOG_LEVEL": "info",
             **(extra_env or {}),

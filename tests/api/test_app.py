@@ -18,7 +18,7 @@ from engine.events import validate
 from models.registry import ModelSet
 
 T0 = 1_300_000_000_000
-AUTH = {"Authorization": "Bearer s3cret"}
+AUTH = {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
 
 
 def product(item_id: str, availability: str = "in_stock") -> Product:
@@ -47,7 +47,8 @@ def state() -> MemoryState:
 @pytest.fixture
 async def client(state: MemoryState) -> AsyncIterator[TestClient]:
     keys = KeyRing.from_settings(
-        "all:s3cret:content:read,events:write;ro:ro:content:read;admin:adm:privacy:admin", None
+        "all:s3cret-kkkkkkkkkkkkkkkkk:content:read,events:write;ro:ro-kkkkkkkkkkkkkkkkkkkkk:content:read;admin:adm-kkkkkkkkkkkkkkkkkkkk:privacy:admin",
+        None,
     )
     content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
     async with TestClient(TestServer(create_app(content, keys))) as c:
@@ -77,7 +78,9 @@ async def test_every_other_route_needs_a_key_with_the_scope(client: TestClient) 
     assert r.status == 401 and r.headers["Content-Type"].startswith("application/problem+json")
     body = await r.json(content_type=None)
     assert body["status"] == 401 and body["title"] == "Unauthorized"
-    r = await client.post("/v1/events", json=[], headers={"Authorization": "Bearer ro"})
+    r = await client.post(
+        "/v1/events", json=[], headers={"Authorization": "Bearer ro-kkkkkkkkkkkkkkkkkkkkk"}
+    )
     assert r.status == 403
 
 
@@ -175,7 +178,7 @@ async def test_export_and_erase_need_privacy_scope_and_forget_everything(
     await state.produce([validate(ev("gone", "add_to_cart", "A"))])
     await client.get("/v1/users/gone/blocks/cart_reminder", headers=AUTH)
     assert (await client.get("/v1/users/gone/export", headers=AUTH)).status == 403
-    admin = {"Authorization": "Bearer adm"}
+    admin = {"Authorization": "Bearer adm-kkkkkkkkkkkkkkkkkkkk"}
     r = await client.get("/v1/users/gone/export", headers=admin)
     body = await r.json()
     assert r.status == 200 and body["stored"]["cart"] == {"A": 1}

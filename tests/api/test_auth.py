@@ -2,20 +2,23 @@ from pathlib import Path
 
 import pytest
 
-from api.auth import SCOPES, InvalidKey, KeyRing, ensure_local_key, parse_entry
+from api.auth import MIN_SECRET, SCOPES, InvalidKey, KeyRing, ensure_local_key, parse_entry
+
+ONE = "one-secret-of-24-chars-x"
+TWO = "two-secret-of-24-chars-x"
 
 
 def test_entries_split_at_first_two_colons():
-    key = parse_entry("sender:abc:content:read,feeds:read", "test")
+    key = parse_entry(f"sender:{ONE}:content:read,feeds:read", "test")
     assert key.name == "sender" and key.scopes == {"content:read", "feeds:read"}
 
 
 def test_authenticate_finds_the_key_and_keeps_no_secret():
-    ring = KeyRing.from_settings("a:one:content:read;b:two:events:write", None)
-    found = ring.authenticate("two")
+    ring = KeyRing.from_settings(f"a:{ONE}:content:read;b:{TWO}:events:write", None)
+    found = ring.authenticate(TWO)
     assert found is not None and found.name == "b"
     assert ring.authenticate("three") is None
-    assert "two" not in repr(ring.keys)
+    assert TWO not in repr(ring.keys)
 
 
 @pytest.mark.parametrize("entry", ["noscopes:x:", "a:b", "a:b:content:write", ":x:content:read"])
@@ -26,8 +29,8 @@ def test_bad_entries_are_refused(entry):
 
 def test_keys_file(tmp_path: Path):
     f = tmp_path / "keys"
-    f.write_text("# comment\nx:sec:content:read\n\n")
-    assert KeyRing.from_settings(None, f).authenticate("sec") is not None
+    f.write_text(f"# comment\nx:{ONE}:content:read\n\n")
+    assert KeyRing.from_settings(None, f).authenticate(ONE) is not None
 
 
 def test_local_key_is_created_once_with_every_scope(tmp_path: Path):
@@ -36,3 +39,25 @@ def test_local_key_is_created_once_with_every_scope(tmp_path: Path):
     assert ensure_local_key(tmp_path) == (path, line)
     key = parse_entry(line, "local")
     assert key.scopes == SCOPES
+
+
+SHORT = "Sh0rt-but-23-characters"  # one character under the minimum
+
+
+def test_short_secrets_are_refused_without_showing_them(tmp_path: Path) -> None:
+    assert len(SHORT) == MIN_SECRET - 1
+    with pytest.raises(InvalidKey) as env:
+        KeyRing.from_settings(f"ok:{ONE}:content:read;shop:{SHORT}:content:read", None)
+    assert "PERSONA_API_KEYS entry 2" in str(env.value) and "'shop'" in str(env.value)
+    assert SHORT not in str(env.value)
+    f = tmp_path / "keys"
+    f.write_text(f"shop:{SHORT}:content:read\n")
+    with pytest.raises(InvalidKey) as env:
+        KeyRing.from_settings(None, f)
+    assert f"{f}:1" in str(env.value) and SHORT not in str(env.value)
+    assert KeyRing.from_settings(f"shop:{SHORT}x:content:read", None).authenticate(SHORT + "x")
+
+
+def test_the_local_key_is_long(tmp_path: Path) -> None:
+    _, line = ensure_local_key(tmp_path)
+    assert len(line.split(":")[1]) >= MIN_SECRET

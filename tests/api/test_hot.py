@@ -27,20 +27,35 @@ from models.experiments import Experiment
 from models.registry import ModelSet
 
 T0 = 1_300_000_000_000
-KEYS = "all:s3cret:content:read;nocontent:other:events:write;slow:slowsecret:content:read"
+KEYS = (
+    "all:s3cret-kkkkkkkkkkkkkkkkk:content:read;nocontent:other-kkkkkkkkkkkkkkkkkk:events:write;"
+    "slow:slowsecret-kkkkkkkkkkkkk:content:read"
+)
 
 # (path, headers): every kind of answer the route gives
 CASES = [
-    ("/v1/users/u1/blocks/recommendations", {"Authorization": "Bearer s3cret"}),
-    ("/v1/users/u1/blocks/recommendations?format=json", {"Authorization": "Bearer s3cret"}),
-    ("/v1/users/nobody/blocks/recommendations", {"Authorization": "Bearer s3cret"}),
-    ("/v1/users/u1/blocks/cart_reminder", {"Authorization": "Bearer s3cret"}),
+    ("/v1/users/u1/blocks/recommendations", {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}),
+    (
+        "/v1/users/u1/blocks/recommendations?format=json",
+        {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
+    ),
+    (
+        "/v1/users/nobody/blocks/recommendations",
+        {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
+    ),
+    ("/v1/users/u1/blocks/cart_reminder", {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}),
     ("/v1/users/u1/blocks/recommendations", {}),
     ("/v1/users/u1/blocks/recommendations", {"Authorization": "Bearer wrong"}),
-    ("/v1/users/u1/blocks/recommendations", {"Authorization": "Bearer other"}),
-    ("/v1/users/u1/blocks/no_such_block", {"Authorization": "Bearer s3cret"}),
-    ("/v1/users/u1/blocks/recommendations?format=xml", {"Authorization": "Bearer s3cret"}),
-    ("/v1/users/" + "x" * 129 + "/blocks/recommendations", {"Authorization": "Bearer s3cret"}),
+    ("/v1/users/u1/blocks/recommendations", {"Authorization": "Bearer other-kkkkkkkkkkkkkkkkkk"}),
+    ("/v1/users/u1/blocks/no_such_block", {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}),
+    (
+        "/v1/users/u1/blocks/recommendations?format=xml",
+        {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
+    ),
+    (
+        "/v1/users/" + "x" * 129 + "/blocks/recommendations",
+        {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
+    ),
 ]
 
 
@@ -117,12 +132,16 @@ async def test_not_modified_and_rate_limit_and_request_id(
 ) -> None:
     hot, _ = clients
     path = "/v1/users/u1/blocks/recommendations"
-    first = await hot.get(path, headers={"Authorization": "Bearer s3cret", "X-Request-Id": "r-1"})
+    first = await hot.get(
+        path, headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk", "X-Request-Id": "r-1"}
+    )
     assert first.status == 200 and first.headers["X-Request-Id"] == "r-1"
     etag = first.headers["ETag"]
-    again = await hot.get(path, headers={"Authorization": "Bearer s3cret", "If-None-Match": etag})
+    again = await hot.get(
+        path, headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk", "If-None-Match": etag}
+    )
     assert again.status == 304 and again.headers["ETag"] == etag
-    slow = {"Authorization": "Bearer slowsecret"}
+    slow = {"Authorization": "Bearer slowsecret-kkkkkkkkkkkkk"}
     statuses = [(await hot.get(path, headers=slow)).status for _ in range(3)]
     assert statuses[0] == 200 and 429 in statuses
 
@@ -132,7 +151,8 @@ async def test_hot_requests_are_counted(clients: tuple[TestClient, TestClient]) 
     before = dict(hot.server.app[METRICS])
     for _ in range(3):
         await hot.get(
-            "/v1/users/u1/blocks/recommendations", headers={"Authorization": "Bearer s3cret"}
+            "/v1/users/u1/blocks/recommendations",
+            headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
         )
     await hot.get("/v1/users/u1/blocks/recommendations")
     after = hot.server.app[METRICS]
@@ -159,7 +179,8 @@ async def test_a_failing_lookup_answers_500_problem_and_is_counted(
     monkeypatch.setattr(api.hot, "block_answer", broken)  # hot_middleware's
     monkeypatch.setattr(api.hot, "block_lookup", broken)  # Front's
     r = await hot.get(
-        "/v1/users/u1/blocks/recommendations", headers={"Authorization": "Bearer s3cret"}
+        "/v1/users/u1/blocks/recommendations",
+        headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
     )
     assert r.status == 500
     assert r.content_type == "application/problem+json"
@@ -170,7 +191,7 @@ async def test_not_modified_and_fallback_headers_match_the_chain(
     clients: tuple[TestClient, TestClient],
 ) -> None:
     hot, chain = clients
-    auth = {"Authorization": "Bearer s3cret"}
+    auth = {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
     for path in ("/v1/users/u1/blocks/recommendations", "/v1/users/nobody/blocks/winback"):
         etag = (await hot.get(path, headers=auth)).headers["ETag"]
         for extra in ({"If-None-Match": etag}, {"If-None-Match": f'"x", W/{etag}'}):
@@ -185,7 +206,7 @@ async def test_hot_and_chain_count_the_same_metrics(
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    auth = {"Authorization": "Bearer s3cret"}
+    auth = {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
     figures = []
     for client in clients:
         for path, headers in CASES:
@@ -250,7 +271,7 @@ async def test_front_writes_the_bytes_the_chain_writes(
     front: tuple[TestClient, TestClient],
 ) -> None:
     hot, chain = front
-    auth = "Bearer s3cret"
+    auth = "Bearer s3cret-kkkkkkkkkkkkkkkkk"
     path = "/v1/users/u1/blocks/recommendations"
     etag = (await hot.get(path, headers={"Authorization": auth})).headers["ETag"]
     requests = [
@@ -261,7 +282,7 @@ async def test_front_writes_the_bytes_the_chain_writes(
         _raw(path, Authorization=auth, If_None_Match=etag),  # 304
         _raw(path, Authorization=auth, If_None_Match=f'"x", W/{etag}'),
         _raw(path),  # 401
-        _raw(path, Authorization="Bearer other"),  # 403
+        _raw(path, Authorization="Bearer other-kkkkkkkkkkkkkkkkkk"),  # 403
         _raw("/v1/users/u1/blocks/no_such_block", Authorization=auth),  # 404
         _raw(path + "?format=xml", Authorization=auth),  # 400
         _raw("/v1/users/" + "x" * 129 + "/blocks/recommendations", Authorization=auth),
@@ -283,7 +304,9 @@ async def test_front_answers_keep_alive_requests_in_a_row(
     hot, _ = front
     reader, writer = await asyncio.open_connection(hot.host, hot.port)
     try:
-        request = _raw("/v1/users/u1/blocks/recommendations", Authorization="Bearer s3cret")
+        request = _raw(
+            "/v1/users/u1/blocks/recommendations", Authorization="Bearer s3cret-kkkkkkkkkkkkkkkkk"
+        )
         writer.write(request * 3)  # pipelined
         await writer.drain()
         for _ in range(3):
@@ -331,7 +354,7 @@ async def test_front_and_the_chain_answer_alike(
     front: tuple[TestClient, TestClient], method: str, path: str
 ) -> None:
     hot, chain = front
-    headers = {"Authorization": "Bearer s3cret"}
+    headers = {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
     a = await hot.request(method, path, headers=headers)
     b = await chain.request(method, path, headers=headers)
     assert (a.status, await a.read()) == (b.status, await b.read())
@@ -350,7 +373,9 @@ def test_front_does_not_answer_what_the_application_must(method: str, path: str)
     from aiohttp.test_utils import make_mocked_request
 
     front = _front(_app())
-    request = make_mocked_request(method, path, headers={"Authorization": "Bearer s3cret"})
+    request = make_mocked_request(
+        method, path, headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
+    )
     assert method != "GET" or front.answer(request) is None
 
 
@@ -366,7 +391,9 @@ async def test_the_router_agrees_with_the_fronts_reading_of_plain_targets(user_i
 
     app = _app()
     path = f"/v1/users/{user_id}/blocks/recommendations"
-    request = make_mocked_request("GET", path, headers={"Authorization": "Bearer s3cret"})
+    request = make_mocked_request(
+        "GET", path, headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
+    )
     assert _front(app).answer(request) is not None
     match = await app.router.resolve(request)
     assert match.handler is get_block
@@ -384,7 +411,7 @@ async def test_front_hands_over_routed_users_experiments_and_expectations(
     app = _app()
     front = _front(app)
     path = "/v1/users/u1/blocks/recommendations"
-    auth = {"Authorization": "Bearer s3cret"}
+    auth = {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
     assert front.answer(make_mocked_request("GET", path, headers=auth)) is not None
     expect = {**auth, "Expect": "100-continue"}
     assert front.answer(make_mocked_request("GET", path, headers=expect)) is None
@@ -417,7 +444,7 @@ def test_hot_response_headers_on_demand() -> None:
     request = make_mocked_request(
         "GET",
         "/v1/users/u1/blocks/recommendations",
-        headers={"Authorization": "Bearer s3cret", "X-Request-Id": "r-9"},
+        headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk", "X-Request-Id": "r-9"},
     )
     response = _front(app).answer(request)
     assert isinstance(response, HotResponse) and response.status == 200

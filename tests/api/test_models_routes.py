@@ -20,8 +20,8 @@ from models.recs import fit_recommender
 from models.registry import ModelSet
 from tests.models.synthetic import basket_events
 
-ADMIN_KEY = {"Authorization": "Bearer adm"}
-READER = {"Authorization": "Bearer ro"}
+ADMIN_KEY = {"Authorization": "Bearer adm-kkkkkkkkkkkkkkkkkkkk"}
+READER = {"Authorization": "Bearer ro-kkkkkkkkkkkkkkkkkkkkk"}
 
 
 class FakeAdmin:
@@ -70,7 +70,10 @@ class FakeAdmin:
 @pytest.fixture
 async def setup() -> AsyncIterator[tuple[TestClient, FakeAdmin, MemoryState]]:
     state = MemoryState()
-    keys = KeyRing.from_settings("ro:ro:content:read;admin:adm:models:admin,content:read", None)
+    keys = KeyRing.from_settings(
+        "ro:ro-kkkkkkkkkkkkkkkkkkkkk:content:read;admin:adm-kkkkkkkkkkkkkkkkkkkk:models:admin,content:read",
+        None,
+    )
     content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
     app = create_app(content, keys)
     admin = FakeAdmin(content)

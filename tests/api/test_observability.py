@@ -44,7 +44,7 @@ async def client() -> AsyncIterator[TestClient]:
     for item in ModelSet.default().recs.popular[:30]:
         state.put_product(product(item))
     await state.produce([validate(ev("u1", "product_view", "85123A", T0))])
-    keys = KeyRing.from_settings("all:s3cret:content:read,events:write", None)
+    keys = KeyRing.from_settings("all:s3cret-kkkkkkkkkkkkkkkkk:content:read,events:write", None)
     content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
     async with TestClient(TestServer(create_app(content, keys))) as c:
         yield c

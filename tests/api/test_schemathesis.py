@@ -29,7 +29,7 @@ from engine.events import validate
 from models.registry import ModelSet
 from streams.broker import free_port
 
-SECRET = "schemathesis-secret"
+SECRET = "schemathesis-secret-kkkk"
 KEYS = f"st:{SECRET}:content:read,events:write,feeds:read"
 HEADERS = {"Authorization": f"Bearer {SECRET}"}
 SKIP = ("/ui/", "/v1/users/{user_id}/export", "/v1/models")  # pages; admin routes need a broker

@@ -27,10 +27,10 @@ from engine.events import validate
 from models.registry import ModelSet
 
 T0 = 1_300_000_000_000
-AUTH = {"Authorization": "Bearer s3cret"}
+AUTH = {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
 KEYS = (
-    "all:s3cret:content:read,events:write,feeds:read,privacy:admin;"
-    "ro:ro:content:read;feeds:feedsecret:feeds:read;slow:slowsecret:content:read"
+    "all:s3cret-kkkkkkkkkkkkkkkkk:content:read,events:write,feeds:read,privacy:admin;"
+    "ro:ro-kkkkkkkkkkkkkkkkkkkkk:content:read;feeds:feedsecret-kkkkkkkkkkkkk:feeds:read;slow:slowsecret-kkkkkkkkkkkkk:content:read"
 )
 
 
@@ -231,7 +231,7 @@ async def test_feeds_list_the_catalog(client: TestClient, state: MemoryState, na
 
 
 async def test_feeds_accept_http_basic_with_the_key_as_password(client: TestClient) -> None:
-    basic = "Basic " + base64.b64encode(b"merchant-center:feedsecret").decode()
+    basic = "Basic " + base64.b64encode(b"merchant-center:feedsecret-kkkkkkkkkkkkk").decode()
     r = await client.get("/v1/feeds/google.tsv", headers={"Authorization": basic})
     assert r.status == 200
     r = await client.get("/v1/feeds/google.tsv")
@@ -242,12 +242,14 @@ async def test_feeds_accept_http_basic_with_the_key_as_password(client: TestClie
     r = await client.get("/v1/users/u/blocks/winback", headers={"Authorization": basic})
     assert r.status == 401
     assert (await client.get("/v1/feeds/bing.csv", headers=AUTH)).status == 404
-    r = await client.get("/v1/feeds/google.tsv", headers={"Authorization": "Bearer ro"})
+    r = await client.get(
+        "/v1/feeds/google.tsv", headers={"Authorization": "Bearer ro-kkkkkkkkkkkkkkkkkkkkk"}
+    )
     assert r.status == 403
 
 
 async def test_rate_limit_answers_429_with_retry_after(client: TestClient) -> None:
-    slow = {"Authorization": "Bearer slowsecret"}
+    slow = {"Authorization": "Bearer slowsecret-kkkkkkkkkkkkk"}
     statuses = [
         (await client.get("/v1/users/u/blocks/winback", headers=slow)).status for _ in range(4)
     ]
@@ -301,7 +303,9 @@ async def test_denied_admin_requests_are_audited(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, "persona.audit"):
-        r = await client.get("/v1/users/u/export", headers={"Authorization": "Bearer ro"})
+        r = await client.get(
+            "/v1/users/u/export", headers={"Authorization": "Bearer ro-kkkkkkkkkkkkkkkkkkkkk"}
+        )
     assert r.status == 403
     record = json.loads(caplog.messages[-1])
     assert record["action"] == "denied" and record["status"] == 403

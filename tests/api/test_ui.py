@@ -31,7 +31,9 @@ async def client() -> AsyncIterator[TestClient]:
     await state.produce(
         [validate(ev("u1", "product_view", item, T0 + i)) for i, item in enumerate(recent)]
     )
-    keys = KeyRing.from_settings("all:s3cret:content:read;feeds:f33d:feeds:read", None)
+    keys = KeyRing.from_settings(
+        "all:s3cret-kkkkkkkkkkkkkkkkk:content:read;feeds:f33d-kkkkkkkkkkkkkkkkkkk:feeds:read", None
+    )
     content = ContentService(state, MODELS, Renderer(), BlockPolicy())
     async with TestClient(TestServer(create_app(content, keys))) as c:
         yield c
@@ -44,8 +46,10 @@ async def test_pages_need_a_content_read_key_and_show_sign_in_without(
     r = await client.get(path)
     assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
     shell = await r.text()
-    assert 'id="login-form"' in shell and "s3cret" not in shell
-    assert (await client.get(path, headers={"Authorization": "Bearer f33d"})).status == 401
+    assert 'id="login-form"' in shell and "s3cret-kkkkkkkkkkkkkkkkk" not in shell
+    assert (
+        await client.get(path, headers={"Authorization": "Bearer f33d-kkkkkkkkkkkkkkkkkkk"})
+    ).status == 401
     r = await client.get(path, headers=AUTH)
     assert r.status == 200 and r.content_type == "text/html"
     assert "script-src 'self'" in r.headers["Content-Security-Policy"]

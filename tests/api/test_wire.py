@@ -18,7 +18,7 @@ from api.wire import MAX_BODY, HotRequestHandler, parse_head
 from tests.api.test_hot import HotTestServer, _app, _client
 
 PATH = "/v1/users/u1/blocks/recommendations"
-AUTH = "Authorization: Bearer s3cret"
+AUTH = "Authorization: Bearer s3cret-kkkkkkkkkkkkkkkkk"
 
 
 def _get(path: str = PATH, *lines: str, version: str = "1.1", rid: str = "w-1") -> bytes:
@@ -136,7 +136,9 @@ async def test_pipelined_mixed_requests_are_answered_in_order_as_the_chain_answe
     pair: tuple[TestClient, TestClient], wired: list[int]
 ) -> None:
     hot, chain = pair
-    etag = (await hot.get(PATH, headers={"Authorization": "Bearer s3cret"})).headers["ETag"]
+    etag = (
+        await hot.get(PATH, headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"})
+    ).headers["ETag"]
     requests = [
         _get(PATH, AUTH),
         _get(PATH + "?format=json", AUTH),
@@ -241,7 +243,7 @@ async def test_a_rate_limited_key_is_refused_once_and_counted_once(
     pair: tuple[TestClient, TestClient], wired: list[int]
 ) -> None:
     hot, _ = pair
-    slow = "Authorization: Bearer slowsecret"  # 1 request/s
+    slow = "Authorization: Bearer slowsecret-kkkkkkkkkkkkk"  # 1 request/s
     answers = await _conversation(hot, [_get(PATH, slow), _get(PATH, slow)], 2)
     assert answers[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert answers[1].startswith(b"HTTP/1.1 429 ") and b"\r\nRetry-After: 1\r\n" in answers[1]
@@ -301,12 +303,12 @@ async def test_an_idle_connection_closes_after_the_keep_alive_timeout(wired: lis
 
 async def test_the_runner_serves_with_the_wire_front() -> None:
     async with TestClient(HotTestServer(_app())) as hot:
-        await hot.get(PATH, headers={"Authorization": "Bearer s3cret"})
+        await hot.get(PATH, headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"})
         server = hot.server.runner.server  # type: ignore[union-attr]
         assert server is not None
         assert any(isinstance(c, HotRequestHandler) for c in server.connections)
     async with TestClient(TestServer(_app())) as plain:  # aiohttp's own runner: no front
-        await plain.get(PATH, headers={"Authorization": "Bearer s3cret"})
+        await plain.get(PATH, headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"})
         server = plain.server.runner.server  # type: ignore[union-attr]
         assert server is not None
         assert not any(isinstance(c, HotRequestHandler) for c in server.connections)

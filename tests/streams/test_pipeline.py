@@ -203,7 +203,7 @@ def test_auth_and_problem_bodies(worker: Worker) -> None:
     assert json.loads(body)["status"] == 401
     status, _, _ = http("GET", worker.base + "/v1/users/u/profile", key="wrong")
     assert status == 401
-    status, _, body = http("POST", worker.base + "/v1/events", [], key="reader-secret")
+    status, _, body = http("POST", worker.base + "/v1/events", [], key="reader-secret-kkkkkkkkkk")
     assert status == 403 and "events:write" in json.loads(body)["detail"]
     status, _, body = http("GET", worker.base + "/v1/users/u/blocks/nope")
     assert status == 404 and json.loads(body)["title"] == "Unknown block"

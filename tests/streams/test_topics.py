@@ -20,7 +20,11 @@ pytestmark = pytest.mark.integration
 def test_worker_creates_missing_topics_and_refuses_mismatched_ones(tmp_path: Path) -> None:
     with EmbeddedBroker() as broker:
         asyncio.run(ensure_topics(broker.url, 3, ["clickstream"]))
-        env = dict(os.environ, PERSONA_PARTITIONS="4", PERSONA_API_KEYS="t:t:content:read")
+        env = dict(
+            os.environ,
+            PERSONA_PARTITIONS="4",
+            PERSONA_API_KEYS="t:t-kkkkkkkkkkkkkkkkkkkkkk:content:read",
+        )
         result = subprocess.run(
             [
                 sys.executable,

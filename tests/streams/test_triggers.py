@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 T0 = 1_291_190_000_000
 MIN = 60_000
 DAY = 86_400_000
-SECRET = "hook-secret"
+SECRET = "hook-secret-kkkkkkkkkkkk"
 
 
 class Hooks(BaseHTTPRequestHandler):

@@ -1,0 +1,81 @@
+"""Caches and memos stay within their byte bounds under a flood of distinct keys (issue 14)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from engine.blocks import BLOCK_OVERHEAD, Block, BlockCache, block_bytes, etag_of
+from engine.memo import ENTRY_OVERHEAD, SizedMemo
+
+
+def _block(user_id: str, content: str) -> Block:
+    return Block(
+        "recommendations", "html", user_id, content, True, "unknown_user", (), "default", {},
+        etag_of(content), "text/html; charset=utf-8",
+    )  # fmt: skip
+
+
+def test_a_flood_of_distinct_keys_stays_within_the_memo_bytes() -> None:
+    memo: SizedMemo[str, bytes] = SizedMemo(max_entries=1_000_000, max_bytes=1 << 20)
+    for n in range(50_000):
+        memo.put(f"user-{n:0120d}", b"x" * (n % 300), size=n % 300)
+        assert memo.bytes <= 1 << 20
+    assert 0 < len(memo) <= (1 << 20) // ENTRY_OVERHEAD
+    assert memo.get(f"user-{49_999:0120d}") is not None  # the newest are kept
+    assert memo.get(f"user-{0:0120d}") is None  # the oldest went first
+
+
+def test_the_memo_accounts_replacements_and_removals() -> None:
+    memo: SizedMemo[str, int] = SizedMemo(max_entries=10, max_bytes=10_000)
+    memo.put("a", 1, size=100)
+    memo.put("a", 2, size=300)
+    assert memo.get("a") == 2 and memo.bytes == 300 + ENTRY_OVERHEAD
+    for n in range(20):
+        memo.put(str(n), n, size=0)
+    assert len(memo) == 10
+    memo.pop("19")
+    memo.put("huge", 0, size=20_000)  # larger than the whole memo: not kept
+    assert "huge" not in memo and memo.bytes == 9 * ENTRY_OVERHEAD
+    memo.clear()
+    assert memo.bytes == 0 and len(memo) == 0
+
+
+def test_the_block_cache_is_bounded_in_bytes_under_a_flood() -> None:
+    bound = 4 << 20
+    cache = BlockCache(max_entries=1_000_000, max_bytes=bound)
+    for n in range(20_000):
+        cache.put((f"user-{n}", "recommendations", "html", "default"), 1, _block(
+            f"user-{n}", "<p>" + "é" * (n % 2000) + "</p>"
+        ))  # fmt: skip
+        assert cache.bytes <= bound
+    assert len(cache) < 20_000 and cache.evictions == 20_000 - len(cache)
+    held = sum(block_bytes(b) for _, b in cache._entries.values())
+    assert held == cache.bytes  # the accounting matches what is held
+
+
+def test_block_bytes_counts_the_content_four_times() -> None:
+    block = _block("u", "x" * 10_000)
+    assert block_bytes(block) == 4 * sys.getsizeof(block.content) + BLOCK_OVERHEAD
+    assert block_bytes(block) > 4 * len(block.body)
+
+
+@pytest.mark.parametrize("how", ["invalidate", "stale", "clear", "replace"])
+def test_the_block_cache_gives_back_the_bytes_it_drops(how: str) -> None:
+    cache = BlockCache()
+    key = ("u", "recommendations", "html", "default")
+    cache.put(key, 1, _block("u", "a" * 1000))
+    cache.put(("v", "winback", "html", "default"), 1, _block("v", "b"))
+    if how == "invalidate":
+        assert cache.invalidate_user("u") == 1
+    elif how == "stale":
+        assert cache.get(key, 2) is None
+    elif how == "replace":
+        cache.put(key, 2, _block("u", "c"))
+        cache.invalidate_user("u")
+    else:
+        cache.clear()
+        assert cache.bytes == 0
+        return
+    assert cache.bytes == block_bytes(_block("v", "b"))
