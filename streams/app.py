@@ -28,6 +28,7 @@ from engine.admission import admit
 from engine.catalog import InvalidProduct, Product, parse_product
 from engine.clock import EventTimeClock, WallClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
+from engine.popularity import Contribution, Score, Tally, contributions, rank_key
 from engine.profile import Profile, apply
 from engine.ranking import POPULAR_KEEP, TopK
 from engine.settings import Settings
@@ -72,10 +73,6 @@ REASON_MAX = 1000  # characters of a dead-letter reason
 # once flushed and compacted: every rewrite of a profile stays in the log until the flush) and up
 # to 64 MiB of memtable per database in memory.
 WRITE_BUFFER_BYTES = 8 * 1024 * 1024
-
-# How an interaction counts towards an item's popularity: best-sellers are what sells (views, the
-# bulk of a clickstream, would cost a message each per batch and say little about sales).
-_POPULARITY_WEIGHT = {"purchase": 1.0, "add_to_cart": 0.2}
 
 
 @contextlib.contextmanager
@@ -650,7 +647,7 @@ class PersonaStreams:
         """Fold and write one batch; False when a rebalance began meanwhile (nothing written)."""
         touched: Touched = {}
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
-        activity: dict[str, list[float]] = {}
+        activity: dict[bytes, list[Contribution]] = {}  # user -> popularity contributions
         newest: dict[int, tuple[int, Delivered]] = {}
         wall = self.wall.now_ms()
         for fevent in batch:
@@ -688,6 +685,7 @@ class PersonaStreams:
                 current = self._load(user, fevent, touched)
                 product = self.product(event.item_id) if event.item_id else None
                 updated = apply(current, event, product)
+                moved = list(contributions(current, updated, event))
             except Exception as exc:  # one record's data (or stored state) must not stop the fold
                 log.exception("could not fold event %r", event.event_id)
                 await self._dead_letter(fevent, f"processing failed: {type(exc).__name__}: {exc}")
@@ -707,9 +705,8 @@ class PersonaStreams:
             touched[user] = (updated, fevent, True)
             if event.ts > newest.get(msg.partition, (0, fevent))[0]:
                 newest[msg.partition] = (event.ts, fevent)
-            weight = _POPULARITY_WEIGHT.get(event.type)
-            if weight and event.item_id:
-                activity.setdefault(event.item_id, [0.0])[0] += weight * event.quantity
+            if moved:
+                activity.setdefault(user, []).extend(moved)
         for partition, commands in item_changes.items():
             await self.triggers.items_changed(partition, commands)
         try:
@@ -746,10 +743,12 @@ class PersonaStreams:
                 # also rewritten when it lies ahead of the wall clock (healing earlier versions)
                 if stored is None or stored < ts or stored > wall + self._skew_ms:
                     self.clock_table[key] = b"%d" % ts
-        for item_id, (weight,) in activity.items():
-            self.track(
-                await self.send_raw(self.item_activity, item_id.encode(), str(weight).encode())
-            )
+        tally = Tally()  # the users whose state was refused changed no stake
+        for user, moved in activity.items():
+            if user not in refused:
+                tally.add(moved)
+        for item_id, score in tally.items():
+            self.track(await self.send_raw(self.item_activity, item_id.encode(), score.pack()))
         return True
 
     async def _refuse_users(self, batch: list[Delivered], refused: dict[bytes, str]) -> None:
@@ -823,20 +822,17 @@ class PersonaStreams:
 
     async def _popularity_agent(self, stream: faust.StreamT) -> None:
         async for batch in cast(Any, stream).take_events(BATCH_MAX, within=BATCH_WITHIN):
-            sums: dict[bytes, tuple[float, EventT]] = {}
+            sums: dict[bytes, tuple[Score, EventT]] = {}
             for fevent in batch:
-                try:
-                    weight = float(fevent.message.value)
-                except (TypeError, ValueError):
-                    continue
-                key = fevent.message.key
-                previous = sums.get(key, (0.0, fevent))[0]
-                sums[key] = (previous + weight, fevent)
-            for key, (weight, fevent) in sums.items():
+                delta, key = Score.unpack(fevent.message.value), fevent.message.key
+                if delta is None or not key:
+                    continue  # not a contribution the fold sent
+                previous = sums.get(key, (Score(), fevent))[0]
+                sums[key] = (previous.plus(delta.value, delta.ts), fevent)
+            for key, (delta, fevent) in sums.items():
                 with event_context(fevent):
-                    raw = self.popularity.get(key)
-                    total = (float(raw) if raw else 0.0) + weight
-                    self.popularity[key] = repr(round(total, 4)).encode()
+                    stored = Score.unpack(self.popularity.get(key)) or Score()
+                    self.popularity[key] = stored.plus(delta.value, delta.ts).pack()
 
     async def _refresh_popular(self) -> None:
         """Rank the best-sellers from the popularity table, yielding to the stream every
@@ -844,8 +840,9 @@ class PersonaStreams:
         top = TopK(POPULAR_KEEP)
         try:
             for n, (key, value) in enumerate(self.popularity.items(), 1):
-                if value:
-                    top.add(float(value), key.decode())
+                rank = rank_key(value)  # decayed scores compare at any one time
+                if rank is not None:
+                    top.add(rank, key.decode(errors="replace"))
                 if n % POPULAR_STEP == 0:
                     await asyncio.sleep(0)
         except Exception:

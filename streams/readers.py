@@ -49,6 +49,7 @@ from engine.catalog import Product
 from engine.clock import Clock, WallClock
 from engine.events import Event, encode
 from engine.memo import SizedMemo
+from engine.popularity import rank_key
 from engine.profile import Profile
 from engine.ranking import POPULAR_KEEP, TopK
 from streams.admin import COMMANDS_TOPIC, bootstrap_servers
@@ -377,8 +378,9 @@ class SecondaryState:
     def _refresh_popular(self) -> None:
         top = TopK(POPULAR_KEEP)
         for key, raw in self.tables["popularity"].items():
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                top.add(float(raw), key.decode())
+            rank = rank_key(raw)  # engine.popularity: decayed scores compare at any one time
+            if rank is not None:
+                top.add(rank, key.decode(errors="replace"))
         self._popular = top.ranked()
 
     # -- StateView ---------------------------------------------------------------------------------

@@ -286,3 +286,48 @@ def test_erasure_forgets_the_user_everywhere(catalog_loaded: Worker) -> None:
     assert block(worker, user, "cart_reminder")[1].get("X-Persona-Fallback") == "1"
     audit = (worker.data_dir / "audit.log").read_text()
     assert f'"user_id": "{user}"' in audit and '"action": "erase"' in audit
+
+
+def test_nobody_can_buy_the_best_seller_list(catalog_loaded: Worker) -> None:
+    """Issue 14: one anonymous add_to_cart of 1,000,000 units made its item the first best-seller
+    shown to every new visitor, and a customer's 80,995 units, cancelled minutes later, led the
+    demo's list. Through the real fold and popularity agent, neither buys a place."""
+    worker = catalog_loaded
+    items = sorted(p.item_id for p in read_catalog(DEMO_DIR / "catalog.jsonl.gz"))
+    carted, bought, cancelled = items[-3:]  # items no other test here touches
+    tag = uuid.uuid4().hex[:6]
+    ts = T0 + 60_000
+    whale = f"whale-{tag}"
+    produce(worker, [ev(f"anon-{tag}", "add_to_cart", carted, ts, quantity=1_000_000)])
+    produce(
+        worker,
+        [ev(f"buyer{n}-{tag}", "purchase", bought, ts + n, price=1.0) for n in range(4)]
+        + [
+            ev(whale, "purchase", cancelled, ts, quantity=80_995, price=2.08),
+            ev(
+                whale,
+                "purchase",
+                cancelled,
+                ts + 720_000,
+                quantity=80_995,
+                price=2.08,
+                props={"cancelled": True, "order_id": f"C{tag}"},
+            ),
+        ],
+    )
+
+    def shown() -> list[str]:
+        visitor = f"visitor-{uuid.uuid4().hex[:8]}"  # a new visitor: the best-sellers
+        status, _, body = http(
+            "GET", f"{worker.base}/v1/users/{visitor}/blocks/recommendations?format=json&n=50"
+        )
+        return [i["item_id"] for i in json.loads(body)["items"]] if status == 200 else []
+
+    listed = wait_until(
+        lambda: (s := shown()) and bought in s and cancelled not in s and s,
+        timeout=60,
+        what="the item of four buyers among the best-sellers, the cancelled one not",
+    )
+    assert carted not in listed[: listed.index(bought)]
+    p = profile(worker, whale)
+    assert p is not None and p["events"] == {"purchase": 2}

@@ -11,6 +11,7 @@ from rocksdict import Options, Rdict
 
 from engine.catalog import Product
 from engine.events import validate
+from engine.popularity import Score
 from engine.profile import apply
 from streams.readers import OFFSET_KEY, SecondaryState, table_dir
 
@@ -67,8 +68,8 @@ def test_reader_sees_the_workers_writes_after_a_catch_up(primary: Primary, tmp_p
     profile = apply(None, event, None)
     primary.put("profiles", partition("u1"), b"u1", profile.pack())
     primary.put("catalog", 2, b"A", product("A").pack())
-    primary.put("popularity", 1, b"A", b"3.5")
-    primary.put("popularity", 3, b"B", b"7.0")
+    primary.put("popularity", 1, b"A", Score(3.5, T0).pack())
+    primary.put("popularity", 3, b"B", Score(7.0, T0).pack())
     primary.put("clock", 0, b"0", b"%d" % T0)
 
     state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
@@ -246,12 +247,12 @@ def test_products_are_memoized_until_the_catalog_changes(
 def test_popularity_is_caught_up_only_when_the_popular_list_is_due(
     primary: Primary, tmp_path: Path
 ) -> None:
-    primary.put("popularity", 0, b"A", b"1.0")
+    primary.put("popularity", 0, b"A", Score(1.0, T0).pack())
     state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
     state.refresh(popular=True)
     assert state.popular() == ["A"]
 
-    primary.put("popularity", 2, b"B", b"5.0")
+    primary.put("popularity", 2, b"B", Score(5.0, T0).pack())
     assert state._round(popular=False) is None  # nothing a request reads has changed
     primary.put("profiles", 1, b"u", b"x")
     stale = state._round(popular=False)
@@ -320,7 +321,7 @@ async def test_a_stepwise_catch_up_gives_the_loop_a_turn_between_databases(
         primary.put("profiles", partition(user), user.encode(), apply(None, event, None).pack())
     primary.put("catalog", 3, b"B", product("B").pack())
     primary.put("clock", 1, b"1", b"%d" % (T0 + 5))
-    primary.put("popularity", 0, b"B", b"7.0")
+    primary.put("popularity", 0, b"B", Score(7.0, T0).pack())
     generation, rounds, steps = state.catalog_generation, state.catch_ups, sum(state.catch_up_steps)
     stale = state._round(popular=True)
     assert stale is not None
