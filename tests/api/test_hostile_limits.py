@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -22,6 +26,7 @@ from api.limits import LIMITER, MAX_USERS, THROTTLE, AuthThrottle, ServingOption
 from api.testing import MemoryState
 from engine.blocks import BlockInput, BlockPolicy, Renderer, assemble
 from engine.catalog import Product
+from engine.settings import SettingsError, load_settings
 from models.registry import ModelSet
 from tests.api.test_hot import HotTestServer
 from tests.api.test_wire import _read_answer
@@ -235,3 +240,31 @@ def test_the_shared_fallback_is_the_block_rendered_for_the_user(
         user_id,
     )
     assert served.body == direct.body and served.headers == direct.headers
+
+
+# -- secrets of at least 24 characters -------------------------------------------------------------
+
+SHORT = "only-23-characters-long"
+
+
+def test_a_short_webhook_secret_stops_start_up_without_showing_it() -> None:
+    env = {"PERSONA_WEBHOOK_URLS": "https://hooks.example/x", "PERSONA_WEBHOOK_SECRET": SHORT}
+    with pytest.raises(SettingsError) as refused:
+        load_settings(env=env)
+    assert "PERSONA_WEBHOOK_SECRET" in str(refused.value) and SHORT not in str(refused.value)
+    assert load_settings(env={**env, "PERSONA_WEBHOOK_SECRET": SHORT + "x"}).webhook_secret
+
+
+def test_persona_run_refuses_a_short_key_at_start_without_showing_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+    env["PERSONA_API_KEYS"] = f"shop:{GOOD}:content:read;esp:{SHORT}:content:read"
+    done = subprocess.run(
+        [sys.executable, "-m", "persona", "run", "--data-dir", str(tmp_path), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "PERSONA_API_KEYS entry 2" in done.stderr and "'esp'" in done.stderr
+    assert SHORT not in done.stdout + done.stderr
