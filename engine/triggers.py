@@ -7,16 +7,18 @@ one twice (at-least-once delivery after a crash) can drop the repeat.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.catalog import Product
+from engine.catalog import InvalidProduct, Product, validate_product
 from engine.profile import Profile
 
 ABANDONED_CART = "abandoned_cart"
 CHURN_RISK = "churn_risk"
 BACK_IN_STOCK = "back_in_stock"
 PRICE_DROP = "price_drop"
+ITEM_KINDS = (BACK_IN_STOCK, PRICE_DROP)  # the kinds of trigger a catalog change causes
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,26 @@ def catalog_change(old: Product | None, new: Product | None) -> list[str]:
     if new.price < old.price and new.currency == old.currency:
         kinds.append(PRICE_DROP)
     return kinds
+
+
+def item_change(command: dict[str, Any]) -> tuple[Product, list[str], float]:
+    """The product, trigger kinds and old price of an `item_changed` command; InvalidProduct
+    (a ValueError) when it is not one the catalog agent could have sent (the commands topic is
+    open to any producer: a product id that is not a string once stopped the worker)."""
+    product = validate_product(command.get("product"))
+    kinds = command.get("kinds")
+    if not isinstance(kinds, list) or not kinds or any(k not in ITEM_KINDS for k in kinds):
+        raise InvalidProduct(f"kinds must be a list of {', '.join(ITEM_KINDS)}")
+    old_price = command.get("old_price")
+    try:
+        if isinstance(old_price, bool) or not isinstance(old_price, int | float):
+            raise TypeError(old_price)
+        price = float(old_price)  # OverflowError: an integer beyond any float
+    except (TypeError, OverflowError):
+        raise InvalidProduct("old_price must be a number") from None
+    if not math.isfinite(price):
+        raise InvalidProduct("old_price must be finite")
+    return product, [str(k) for k in kinds], price
 
 
 def item_triggers(

@@ -32,6 +32,7 @@ from engine.popularity import Contribution, Score, Tally, contributions, rank_ke
 from engine.profile import Profile, apply
 from engine.ranking import POPULAR_KEEP, TopK
 from engine.settings import Settings
+from engine.triggers import item_change
 from models.registry import ModelSet
 from streams import tansu as tansu_fix
 from streams.admin import (
@@ -775,6 +776,8 @@ class PersonaStreams:
             user_id = "" if kind == "item_changed" else command["user_id"]
             if not isinstance(user_id, str) or kind not in ("item_changed", "erase", "check"):
                 raise TypeError(kind)
+            if kind == "item_changed":
+                item_change(command)  # checked here: a malformed one stopped the fold later
         except Exception:
             await self._dead_letter(fevent, "malformed command")
             return

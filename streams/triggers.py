@@ -27,6 +27,7 @@ from engine.triggers import (
     abandoned_cart_due,
     catalog_change,
     churn_risk,
+    item_change,
     item_triggers,
 )
 from models.registry import ModelSet
@@ -179,13 +180,12 @@ class TriggerRunner:
         one per item), yielding to the event loop every SWEEP_CHUNK users."""
         changes: dict[str, list[tuple[Product, list[str], float]]] = {}
         for command in commands:
-            try:
-                product = Product(**command["product"])
-                change = (product, [str(k) for k in command["kinds"]], float(command["old_price"]))
-            except (KeyError, TypeError, ValueError):
+            try:  # the fold dead-letters malformed ones before they get here
+                change = item_change(command)
+            except ValueError:
                 log.error("ignoring a malformed item_changed command: %.200r", command)
                 continue
-            changes.setdefault(product.item_id, []).append(change)
+            changes.setdefault(change[0].item_id, []).append(change)
         if not changes:
             return
         now = self.streams.clock.now_ms()

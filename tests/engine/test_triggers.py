@@ -1,4 +1,6 @@
-from engine.catalog import Product
+import pytest
+
+from engine.catalog import InvalidProduct, Product
 from engine.events import validate
 from engine.profile import apply, fold
 from engine.triggers import (
@@ -8,6 +10,7 @@ from engine.triggers import (
     abandoned_cart_due,
     catalog_change,
     churn_risk,
+    item_change,
     item_triggers,
 )
 
@@ -115,3 +118,35 @@ def test_a_newcomer_above_the_threshold_has_crossed_nothing():
     assert churn_risk(p, 0.95, 0.5, T0 + 1)[0] is None
     _, p = churn_risk(p, 0.1, 0.5, T0 + 2)
     assert churn_risk(p, 0.8, 0.5, T0 + 3)[0] is not None
+
+
+def test_item_change_reads_what_the_catalog_agent_sends():
+    command = {"command": "item_changed", "product": product(8.0).to_dict()}
+    command.update(kinds=[PRICE_DROP, BACK_IN_STOCK], old_price=10)
+    assert item_change(command) == (product(8.0), [PRICE_DROP, BACK_IN_STOCK], 10.0)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"product": None},
+        {"product": [1]},
+        {"product": {**product().to_dict(), "item_id": {"a": 1}}},  # once stopped the worker
+        {"product": {**product().to_dict(), "item_id": [1]}},
+        {"product": {**product().to_dict(), "price": "cheap"}},
+        {"kinds": None},
+        {"kinds": []},
+        {"kinds": ["teleport"]},
+        {"kinds": [[PRICE_DROP]]},
+        {"old_price": None},
+        {"old_price": "10"},
+        {"old_price": True},
+        {"old_price": float("nan")},
+        {"old_price": 10**400},
+    ],
+)
+def test_a_malformed_item_change_is_refused_with_a_reason(change):
+    command = {"product": product().to_dict(), "kinds": [PRICE_DROP], "old_price": 12.0}
+    with pytest.raises(InvalidProduct) as refused:
+        item_change({**command, **change})
+    assert refused.value.reason

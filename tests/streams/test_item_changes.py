@@ -37,7 +37,9 @@ def _profile(user: str, events: list[tuple[str, str]]) -> Profile:
 
 
 def _command(item: str, price: float, old_price: float, kinds: list[str]) -> dict[str, Any]:
-    product = Product(item, item, f"https://s.example/{item}", "", price, "EUR")
+    product = Product(
+        item, item, f"https://s.example/{item}", f"https://s.example/{item}.jpg", price, "EUR"
+    )
     return {"command": "item_changed", "product": product.to_dict(), "kinds": kinds,
             "old_price": old_price}  # fmt: skip
 
