@@ -13,6 +13,7 @@ from engine.catalog import Product
 from engine.events import validate
 from engine.popularity import Score
 from engine.profile import apply
+from streams.keys import user_key
 from streams.readers import OFFSET_KEY, SecondaryState, table_dir
 
 PARTITIONS = 4
@@ -66,7 +67,7 @@ def test_reader_sees_the_workers_writes_after_a_catch_up(primary: Primary, tmp_p
         {"event_id": "e1", "type": "add_to_cart", "user_id": "u1", "ts": T0, "item_id": "A"}
     )
     profile = apply(None, event, None)
-    primary.put("profiles", partition("u1"), b"u1", profile.pack())
+    primary.put("profiles", partition("u1"), user_key("u1"), profile.pack())
     primary.put("catalog", 2, b"A", product("A").pack())
     primary.put("popularity", 1, b"A", Score(3.5, T0).pack())
     primary.put("popularity", 3, b"B", Score(7.0, T0).pack())
@@ -94,7 +95,7 @@ def test_reader_sees_the_workers_writes_after_a_catch_up(primary: Primary, tmp_p
             "item_id": "A",
         }
     )
-    primary.put("profiles", partition("u1"), b"u1", apply(profile, later, None).pack())
+    primary.put("profiles", partition("u1"), user_key("u1"), apply(profile, later, None).pack())
     primary.put("catalog", 0, b"C", product("C").pack())
     primary.put("clock", 1, b"1", b"%d" % (T0 + 5))
     state.refresh()
@@ -133,7 +134,7 @@ def test_catch_up_skips_unchanged_partitions_but_sees_every_write(
     event = validate(
         {"event_id": "e9", "type": "add_to_cart", "user_id": user, "ts": T0, "item_id": "A"}
     )
-    primary.put("profiles", partition(user), user.encode(), apply(None, event, None).pack())
+    primary.put("profiles", partition(user), user_key(user), apply(None, event, None).pack())
     state.refresh()
     assert len(calls) == 1  # only the written partition
     profile = state.profile(user)
@@ -153,7 +154,7 @@ def test_an_unchanged_partition_is_answered_from_the_memo_without_a_read(
         ),
         None,
     )
-    primary.put("profiles", partition(user), user.encode(), first.pack())
+    primary.put("profiles", partition(user), user_key(user), first.pack())
     state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
     state.refresh()
     reads: list[bytes] = []
@@ -184,7 +185,7 @@ def test_an_unchanged_partition_is_answered_from_the_memo_without_a_read(
         ),
         None,
     )  # fmt: skip
-    primary.put("profiles", partition(user), user.encode(), later.pack())
+    primary.put("profiles", partition(user), user_key(user), later.pack())
     state.refresh()
     assert state.profile(user).cart == {} and reads.count(user.encode()) == 2
     # another write to the partition that leaves the user's bytes alone keeps the unpacked profile
@@ -318,7 +319,7 @@ async def test_a_stepwise_catch_up_gives_the_loop_a_turn_between_databases(
         event = validate(
             {"event_id": user, "type": "add_to_cart", "user_id": user, "ts": T0, "item_id": "A"}
         )
-        primary.put("profiles", partition(user), user.encode(), apply(None, event, None).pack())
+        primary.put("profiles", partition(user), user_key(user), apply(None, event, None).pack())
     primary.put("catalog", 3, b"B", product("B").pack())
     primary.put("clock", 1, b"1", b"%d" % (T0 + 5))
     primary.put("popularity", 0, b"B", Score(7.0, T0).pack())
