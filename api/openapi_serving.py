@@ -7,6 +7,7 @@ from typing import Any
 from api.limits import MAX_TEMPLATE
 from engine.blocks import BLOCKS, FORMATS
 from engine.feeds import CONTENT_TYPES, FEEDS
+from engine.sandbox import REQUEST_TIME_SHARE, describe_limits
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _LIMITED = {
@@ -113,7 +114,16 @@ def serving_paths() -> dict[str, Any]:
                     "`{{ blocks.recommendations }}`, `{{ blocks.cart_reminder }}`, "
                     "`{{ blocks.winback }}` insert the blocks' e-mail HTML; `{{ user.* }}` holds "
                     "user_id, known, orders, monetary, first_seen, last_seen, cart_items and the "
-                    "sender's data. A template that fails for one user renders with fallbacks."
+                    "sender's data (JSON values only). The template runs in a strict sandbox "
+                    "and sees data, never objects: attributes, filters and callables are "
+                    "allow-lists (no `format`, no `lipsum`, no `pprint`, no names starting with "
+                    "`_`), and whatever it prints must be plain data. A template that does not "
+                    "compile is a 400; one that fails for one user renders with fallbacks; one "
+                    "that goes over a budget gets `content: null` and the reason in `error` for "
+                    "that user. Recipients after the request's budget is spent get the same. "
+                    + describe_limits()
+                    + f" Rendering stops after {REQUEST_TIME_SHARE:.0%} of the request timeout "
+                    "(PERSONA_REQUEST_TIMEOUT); other requests keep being answered meanwhile."
                 ),
                 "requestBody": {"required": True, "content": _both(render_request)},
                 "responses": {

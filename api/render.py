@@ -2,67 +2,88 @@
 
 Request (JSON or msgpack): `{"template": "<html>... {{ blocks.recommendations }} ...",
 "user_ids": ["u1", ...], "data": {"u1": {"first_name": "Ada"}}}` (`data` is optional: per-user merge
-fields the sender owns, available as `user.*`).
+fields the sender owns, JSON values only, available as `user.*`).
 Response: `{"results": {user_id: {"content": str, "fallback": bool, "fallback_blocks": [names],
 "error": str | null}}, "errors": n}` (JSON, or msgpack by `Accept`).
 
-The template runs in a sandboxed, autoescaping Jinja2 environment (no file system, no attribute
-access to internals, no mutation of the context). `blocks.<name>` is the e-mail HTML of that block
-for the recipient (computed only when the template uses it, marked safe so it is not escaped
-twice); `user` holds `user_id`, `known`, `orders`, `monetary`, `first_seen`, `last_seen`,
-`cart_items` and the sender's `data`. A template that does not compile is a 400 before anything
-renders; a
-template that fails for one recipient is logged and counted, and that recipient gets the template
-rendered with the fallback blocks and only `user.user_id`; if even that fails, `content` is null and
-`error` says why. Undefined variables render empty (senders' templates are not ours to police).
+The template runs in `engine.sandbox.StrictEnvironment` (autoescaping, no file system, an
+allow-list of attributes, filters and callables) and sees data, never objects: `blocks.<name>` is
+the e-mail HTML of that block for the recipient (computed only when the template uses it, marked
+safe so it is not escaped twice); `user` holds `user_id`, `known`, `orders`, `monetary`,
+`first_seen`, `last_seen`, `cart_items` and the sender's `data`. A template that does not compile
+is a 400 before anything renders; a template that fails for one recipient is logged and counted,
+and that recipient gets the template rendered with the fallback blocks and only `user.user_id`; if
+even that fails, `content` is null and `error` says why. Undefined variables render empty
+(senders' templates are not ours to police).
+
+Budgets (`engine.sandbox`; a recipient past one gets `content: null` and the reason in `error`,
+without a second try; recipients after the request's budget is spent get the same):
+- per message (`MESSAGE_LIMITS`): 50 ms of CPU, 20,000 loop iterations and calls, 1 MiB of
+  output, 16 MiB of intermediate strings, calls nested 32 deep; operations a deadline cannot
+  interrupt (huge powers, string or list products, format widths, `center`, `indent`, ...) are
+  refused before they run;
+- per request (`REQUEST_LIMITS`): 4 s of CPU, 2,000,000 steps, 32 MiB of output, 256 MiB of
+  intermediate strings, and `REQUEST_TIME_SHARE` (60 %) of the request timeout
+  (`PERSONA_REQUEST_TIMEOUT`, 10 s by default) of wall time for rendering.
+Recipients are rendered one at a time with a yield to the event loop between them, so the
+process keeps answering other requests (`/healthz`, block GETs) while a render runs. Compiling
+happens in a worker thread; the last `COMPILED_TEMPLATES` compiled templates are kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import jinja2
 from aiohttp import web
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from api.app import CONTENT, problem
 from api.batch import BadRequest, read_body, respond, user_ids
 from api.content import ContentService
-from api.limits import MAX_TEMPLATE, MAX_USERS
+from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
 from api.models_routes import log_exposures
 from engine.blocks import BLOCKS
+from engine.sandbox import (
+    MESSAGE_LIMITS,
+    REQUEST_LIMITS,
+    REQUEST_TIME_SHARE,
+    BudgetExceeded,
+    LazyMapping,
+    RequestBudget,
+    StrictEnvironment,
+    describe_error,
+    plain_data,
+)
 
 log = logging.getLogger("persona.render")
 
+COMPILED_TEMPLATES = 32
 
-ENV = ImmutableSandboxedEnvironment(autoescape=True, undefined=jinja2.Undefined)
+ENV = StrictEnvironment(MESSAGE_LIMITS, autoescape=True, undefined=jinja2.Undefined)
 RENDER_ERRORS = web.AppKey("render_errors", list)
+_COMPILED: OrderedDict[str, jinja2.Template] = OrderedDict()
 
 
-class LazyBlocks(dict[str, Any]):
-    """`blocks.<name>`: each block rendered (or taken from the cache) on first use."""
+def lazy_blocks(
+    content: ContentService, user_id: str, personal: bool, fallbacks: list[str]
+) -> LazyMapping:
+    """`blocks.<name>`: each block rendered (or taken from the cache) on first use, as Markup;
+    the names of those that are fallbacks are appended to `fallbacks`."""
 
-    def __init__(self, content: ContentService, user_id: str, personal: bool) -> None:
-        super().__init__()
-        self.content = content
-        self.user_id = user_id
-        self.personal = personal
-        self.fallbacks: list[str] = []
-
-    def __missing__(self, name: str) -> Any:
-        if name not in BLOCKS:
-            raise KeyError(name)
-        if self.personal:
-            block = self.content.block(self.user_id, name, "html")
+    def compute(name: str) -> Markup:
+        if personal:
+            block = content.block(user_id, name, "html")
         else:
-            block = self.content.fallback_block(self.user_id, name, "html")
+            block = content.fallback_block(user_id, name, "html")
         if block.fallback:
-            self.fallbacks.append(name)
-        value = Markup(block.content)
-        self[name] = value
-        return value
+            fallbacks.append(name)
+        return Markup(block.content)
+
+    return LazyMapping(BLOCKS, compute)
 
 
 def user_context(content: ContentService, user_id: str, data: Any) -> dict[str, Any]:
@@ -72,50 +93,67 @@ def user_context(content: ContentService, user_id: str, data: Any) -> dict[str, 
         {
             "user_id": user_id,
             "known": profile is not None,
-            "orders": profile.orders if profile else 0,
-            "monetary": profile.monetary if profile else 0.0,
-            "first_seen": profile.first_seen if profile else None,
-            "last_seen": profile.last_seen if profile else None,
-            "cart_items": sum(profile.cart.values()) if profile else 0,
+            "orders": int(profile.orders) if profile else 0,
+            "monetary": float(profile.monetary) if profile else 0.0,
+            "first_seen": int(profile.first_seen) if profile else None,
+            "last_seen": int(profile.last_seen) if profile else None,
+            "cart_items": int(sum(profile.cart.values())) if profile else 0,
         }
     )
     return user
 
 
+def _render(
+    template: jinja2.Template, blocks: LazyMapping, user: dict[str, Any], budget: RequestBudget
+) -> str:
+    message = budget.message()
+    try:
+        return ENV.render(template, {"blocks": blocks, "user": user}, message)
+    finally:
+        budget.spend(message)
+
+
 def render_one(
-    template: jinja2.Template, content: ContentService, user_id: str, data: Any
+    template: jinja2.Template,
+    content: ContentService,
+    user_id: str,
+    data: Any,
+    budget: RequestBudget,
 ) -> tuple[dict[str, Any], bool]:
     """One recipient's message; the bool says whether the template failed for them."""
+    fallbacks: list[str] = []
     try:
-        blocks = LazyBlocks(content, user_id, personal=True)
-        text = template.render(blocks=blocks, user=user_context(content, user_id, data))
-        return _result(text, blocks, None), False
+        blocks = lazy_blocks(content, user_id, True, fallbacks)
+        text = _render(template, blocks, user_context(content, user_id, data), budget)
+        return _result(text, fallbacks, None), False
+    except BudgetExceeded as exc:
+        return _failed(exc), True
     except Exception as exc:
         log.warning("render: the template failed for a recipient: %r; sending fallbacks", exc)
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = describe_error(exc)
+    fallbacks = []
     try:
-        blocks = LazyBlocks(content, user_id, personal=False)
-        text = template.render(blocks=blocks, user={"user_id": user_id})
-        return _result(text, blocks, reason), True
+        blocks = lazy_blocks(content, user_id, False, fallbacks)
+        text = _render(template, blocks, {"user_id": user_id}, budget)
+        return _result(text, fallbacks, reason), True
     except Exception as exc:
-        return {
-            "content": None,
-            "fallback": True,
-            "fallback_blocks": [],
-            "error": f"{type(exc).__name__}: {exc}",
-        }, True
+        return _failed(exc), True
 
 
-def _result(text: str, blocks: LazyBlocks, error: str | None) -> dict[str, Any]:
+def _result(text: str, fallbacks: list[str], error: str | None) -> dict[str, Any]:
     return {
         "content": text,
-        "fallback": bool(blocks.fallbacks) or error is not None,
-        "fallback_blocks": blocks.fallbacks,
+        "fallback": bool(fallbacks) or error is not None,
+        "fallback_blocks": fallbacks,
         "error": error,
     }
 
 
-def parse(body: Any) -> tuple[jinja2.Template, list[str], dict[str, Any]]:
+def _failed(exc: Exception) -> dict[str, Any]:
+    return {"content": None, "fallback": True, "fallback_blocks": [], "error": describe_error(exc)}
+
+
+def parse(body: Any) -> tuple[str, list[str], dict[str, Any]]:
     if not isinstance(body, dict):
         raise BadRequest("the body is an object with template and user_ids")
     source = body.get("template")
@@ -128,24 +166,54 @@ def parse(body: Any) -> tuple[jinja2.Template, list[str], dict[str, Any]]:
         raise BadRequest("data must be an object of user_id -> object")
     ids = user_ids(body, MAX_USERS)
     try:
-        template = ENV.from_string(source)
+        data = plain_data(data)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"data holds JSON values only: {exc}") from None
+    return source, ids, data
+
+
+def _compile(source: str) -> jinja2.Template:
+    try:
+        return ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         where = f"line {exc.lineno}: {exc.message}"
         raise BadRequest(f"the template does not compile: {where}") from None
-    return template, ids, data
+    except Exception as exc:  # too deeply nested, too many blocks, ...
+        raise BadRequest(f"the template does not compile: {describe_error(exc)}") from None
+
+
+async def compile_template(source: str) -> jinja2.Template:
+    """The compiled template (in a worker thread: compiling a large one takes a while)."""
+    template = _COMPILED.get(source)
+    if template is None:
+        template = await asyncio.to_thread(_compile, source)
+        _COMPILED[source] = template
+        while len(_COMPILED) > COMPILED_TEMPLATES:
+            _COMPILED.popitem(last=False)
+    _COMPILED.move_to_end(source)
+    return template
+
+
+def request_budget(request: web.Request) -> RequestBudget:
+    options = request.app.get(OPTIONS)
+    timeout = options.request_timeout if options is not None else 10.0
+    return RequestBudget(MESSAGE_LIMITS, REQUEST_LIMITS, REQUEST_TIME_SHARE * timeout)
 
 
 async def post_render(request: web.Request) -> web.Response:
     try:
-        template, ids, data = parse(await read_body(request))
+        source, ids, data = parse(await read_body(request))
+        template = await compile_template(source)
     except BadRequest as exc:
         return problem(400, "Bad request", str(exc))
     content = request.app[CONTENT]
+    budget = request_budget(request)
     results: dict[str, dict[str, Any]] = {}
     errors = 0
     for uid in ids:
-        results[uid], failed = render_one(template, content, uid, data.get(uid))
+        results[uid], failed = render_one(template, content, uid, data.get(uid), budget)
         errors += failed
+        await asyncio.sleep(0)  # let the loop answer other requests between two messages
     if errors:
         request.app[RENDER_ERRORS][0] += errors
     log_exposures(request, ids, "render")
