@@ -11,6 +11,8 @@ import msgpack
 
 from engine.text import id_problem, text_problem
 
+MAX_PRICE = 1e9  # as engine.events.MAX_PRICE
+
 AVAILABILITY = ("in_stock", "out_of_stock", "preorder")
 
 
@@ -86,6 +88,8 @@ def validate_product(data: Any) -> Product:
         raise InvalidProduct("price must be a number >= 0") from None
     if not math.isfinite(price) or price < 0:
         raise InvalidProduct("price must be a finite number >= 0")
+    if price > MAX_PRICE:
+        raise InvalidProduct(f"price must be at most {MAX_PRICE:.0f}")
     currency = _text(data, "currency", True, max_len=3).upper()
     if len(currency) != 3 or not currency.isalpha():
         raise InvalidProduct("currency must be an ISO 4217 code such as 'EUR'")

@@ -190,8 +190,8 @@ def validate(data: Any) -> Event:
     etype = data.get("type")
     if etype is None:
         raise InvalidEvent("missing required field 'type'")
-    if etype not in EVENT_TYPES:
-        raise InvalidEvent(f"unknown event type {etype!r}")
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
+        raise InvalidEvent(f"unknown event type {str(etype)[:64]!r}")
     user_id = _string(data, "user_id", True)
     if "@" in str(user_id):
         raise InvalidEvent("user_id looks like an e-mail address; send a pseudonymous id")

@@ -828,8 +828,9 @@ class PersonaStreams:
             sums: dict[bytes, tuple[Score, EventT]] = {}
             for fevent in batch:
                 delta, key = Score.unpack(fevent.message.value), fevent.message.key
-                if delta is None or not key:
-                    continue  # not a contribution the fold sent
+                if delta is None or not key:  # not a contribution the fold sent
+                    await self._dead_letter(fevent, "not a popularity contribution")
+                    continue
                 previous = sums.get(key, (Score(), fevent))[0]
                 sums[key] = (previous.plus(delta.value, delta.ts), fevent)
             for key, (delta, fevent) in sums.items():

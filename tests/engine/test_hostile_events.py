@@ -32,6 +32,8 @@ def event(**change: object) -> dict[str, object]:
         (json.dumps(event(price=10**400)).encode(), "price"),
         (json.dumps(event(price=1e300)).encode(), "price"),
         (json.dumps(event(ts="9" * 100_0)).encode(), "RFC 3339"),
+        (json.dumps(event(type=["add_to_cart"])).encode(), "unknown event type"),
+        (json.dumps(event(type={"a": 1})).encode(), "unknown event type"),
     ],
 )
 def test_undecodable_or_unbounded_values_are_refused_with_a_reason(raw: bytes, reason: str):
@@ -110,6 +112,7 @@ def test_long_affinity_and_order_keys_are_cut():
         ({"item_id": "i\x00"}, "item_id contains a control"),
         ({"title": "t\ud800"}, "title contains a lone surrogate"),
         ({"price": 10**400}, "price"),
+        ({"price": 2**64 - 1}, "at most"),
     ],
 )
 def test_hostile_products_are_refused_with_a_reason(change: dict[str, object], reason: str):
