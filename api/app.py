@@ -15,6 +15,7 @@ from api.auth import KeyRing, secret_from_header
 from api.content import ContentService
 from api.limits import THROTTLE, AuthThrottle, ServingOptions
 from api.openapi import openapi_document
+from engine.admission import admit
 from engine.blocks import BLOCKS, FORMATS, Block, models_header
 from engine.events import Event, InvalidEvent, validate
 
@@ -27,6 +28,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTENT = web.AppKey("content", ContentService)
 KEYS = web.AppKey("keys", KeyRing)
 METRICS = web.AppKey("metrics", dict)
+EVENT_SKEW_MS = web.AppKey("event_skew_ms", int)  # POST /v1/events: how far ahead is `future`
 KEY_NAME = web.RequestKey("api_key", str)
 
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
@@ -213,7 +215,10 @@ async def get_profile(request: web.Request) -> web.Response:
 def _parse_events_body(text: str, content_type: str) -> list[Any]:
     stripped = text.lstrip()
     if stripped.startswith("["):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
         if not isinstance(data, list):
             raise ValueError("expected a JSON array of events")
         return data
@@ -224,6 +229,8 @@ def _parse_events_body(text: str, content_type: str) -> list[Any]:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"line {n} is not JSON: {exc.msg}") from None
+            except (ValueError, RecursionError):  # too many digits, nested too deeply
+                raise ValueError(f"line {n} is not JSON within bounds") from None
     return items
 
 
@@ -240,11 +247,21 @@ async def post_events(request: web.Request) -> web.Response:
         return problem(413, "Too many events", f"at most {MAX_EVENTS} events per request")
     accepted: list[Event] = []
     errors: list[dict[str, Any]] = []
+    wall, skew = int(time.time() * 1000), request.app[EVENT_SKEW_MS]
     for index, item in enumerate(items):
         try:
-            accepted.append(validate(item))
+            event = validate(item)
         except InvalidEvent as exc:
             errors.append({"index": index, "reason": exc.reason})
+            continue
+        except Exception as exc:  # unforeseen: still one bad event, never a 500
+            errors.append({"index": index, "reason": f"unreadable event: {type(exc).__name__}"})
+            continue
+        future = admit(event.ts, None, wall, 0, skew)  # no stream time here: future only
+        if future is not None:
+            errors.append({"index": index, "reason": future})
+            continue
+        accepted.append(event)
     if accepted:
         await request.app[CONTENT].state.produce(accepted)
     return web.json_response(
@@ -285,6 +302,7 @@ def create_app(
     app[CONTENT] = content
     app[KEYS] = keys
     app[METRICS] = {}
+    app[EVENT_SKEW_MS] = (options or ServingOptions()).max_clock_skew_ms
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", get_openapi)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -51,7 +52,10 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def serving_options(settings: Settings) -> ServingOptions:
-    return ServingOptions.from_settings(settings.rate_limits, settings.request_timeout)
+    options = ServingOptions.from_settings(settings.rate_limits, settings.request_timeout)
+    return dataclasses.replace(
+        options, max_clock_skew_ms=int(settings.max_clock_skew_seconds * 1000)
+    )
 
 
 def build_content(settings: Settings, state: SecondaryState) -> ContentService:

@@ -210,3 +210,26 @@ async def test_consent_change_takes_effect_at_once_cached_blocks_included(
     assert (await client.get(url, headers=AUTH)).headers["X-Persona-Fallback"] == "1"
     profile = await (await client.get("/v1/users/c1/profile", headers=AUTH)).json()
     assert profile["consent"] == {"personalization": False, "email": True, "ads": False}
+
+
+async def test_events_from_the_future_and_hostile_bodies_are_refused_one_by_one(
+    client: TestClient, state: MemoryState
+) -> None:
+    in_2099 = 4_070_908_800_000
+    body = [
+        ev("u-future", "page_view", None, ts=in_2099),
+        ev("u-ok", "page_view", None),
+        {**ev("u-ctl", "page_view", None), "user_id": "__faust\u0000offset__"},
+        {**ev("u-deep", "page_view", None), "props": {"a": {"b": {"c": {"d": 1}}}}},
+    ]
+    r = await client.post("/v1/events", json=body, headers=AUTH)
+    assert r.status == 202
+    answer = await r.json()
+    assert answer["accepted"] == 1 and answer["rejected"] == 3
+    reasons = {e["index"]: e["reason"] for e in answer["errors"]}
+    assert reasons[0].startswith("future:")
+    assert "control character" in reasons[2] and "nested deeper" in reasons[3]
+    assert state.profile("u-future") is None and state.profile("u-ok") is not None
+    deep = "[" * 50_000 + "]" * 50_000
+    r = await client.post("/v1/events", data=deep, headers=AUTH)
+    assert r.status == 400 and "application/problem+json" in r.headers["Content-Type"]
