@@ -313,6 +313,11 @@ def create_app(
     from api import observability, ui  # here: both import this module
 
     observability.register(app, content)
+    from api import limits, render  # here: render imports this module
+
+    app[observability.TELEMETRY].text_sources.append(
+        lambda: limits.metrics_lines(app) + render.metrics_lines(app)
+    )
     ui.register(app)
     from api import models_routes  # here: it imports this module
 

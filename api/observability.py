@@ -196,6 +196,8 @@ class Telemetry:
         )
         self.registry.register(_StateCollector(self))
         self.restarts_file: Path | None = None  # `follow_restarts` sets it
+        # Prometheus text lines of other modules (rate limits, render), read at scrape time
+        self.text_sources: list[Callable[[], list[str]]] = []
         self.requests = 0
         self.blocks = 0
         self.fallbacks = 0
@@ -470,8 +472,9 @@ class _StateCollector(Collector):
         yield from _stream_metrics(figures)
         yield from _restart_metrics(self.telemetry.restarts_file)
         legacy = getattr(content.state, "metrics", None)  # a state's own Prometheus text lines
-        if callable(legacy):
-            yield from text_string_to_metric_families("\n".join(legacy()) + "\n")
+        sources = [*self.telemetry.text_sources, *([legacy] if callable(legacy) else [])]
+        for lines in sources:
+            yield from text_string_to_metric_families("\n".join(lines()) + "\n")
         cache = content.cache
         yield _counter("persona_block_cache_hits", "Block cache hits.", cache.hits)
         yield _counter("persona_block_cache_misses", "Block cache misses (renders).", cache.misses)

@@ -88,6 +88,10 @@ async def test_an_auth_flood_from_one_address_gets_429_while_a_valid_key_is_serv
     good = await client.get(BLOCK, headers=_bearer(GOOD))
     assert good.status == 200  # a valid key from the throttled address is still served
     assert _app_of(client)[THROTTLE].throttled == 2
+    metrics = await (await client.get("/metrics")).text()
+    assert "persona_http_auth_throttled_total 2.0" in metrics
+    assert "persona_http_rate_limited_total 0.0" in metrics
+    assert "persona_render_errors_total 0.0" in metrics
 
 
 async def test_the_wire_front_counts_each_failure_once(client: TestClient) -> None:
