@@ -1,18 +1,26 @@
 """An in-memory `StateView` shipped with the code: the API without Kafka, for tests and notebooks.
 
 `produce` folds events straight into profiles with the same pure core the stream uses, and the clock
-is a `ManualClock` the caller controls.
+is a `ManualClock` the caller controls. `MemoryRegistry` is the model registry's admin side
+(`api.models_routes.ModelAdmin`) over the same registry log the workers fold, without the topic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from engine.catalog import Product
 from engine.clock import EventTimeClock, ManualClock
 from engine.events import Event
 from engine.profile import Profile, apply
+from models.bundle import Bundle
+from models.experiments import Experiment, report
+from models.registry import ModelSet
+from models.registry_log import RegistryLog, activation, bundle_records, experiment_record
+
+MAX_EXPOSURES = 100_000
 
 
 class MemoryState:
@@ -80,3 +88,60 @@ class MemoryState:
         for event in events:
             self.produced.append(event)
             self.apply(event)
+
+
+class MemoryRegistry:
+    """`api.models_routes.ModelAdmin` in memory: the records a worker would read from the `models`
+    topic are folded straight into a `RegistryLog`, and the models it names are swapped into
+    `content` (an `api.content.ContentService`) at once. Versions are the shipped defaults plus
+    what `publish` registers (which needs a `cache_dir` for the artifacts)."""
+
+    def __init__(self, content: Any, state: MemoryState, cache_dir: Path | None = None) -> None:
+        self.content = content
+        self.state = state
+        self.registry = RegistryLog(cache_dir)
+        self.exposures: list[dict[str, Any]] = []
+
+    def publish(self, bundle: Bundle) -> None:
+        for key, value in bundle_records(bundle):
+            self.registry.apply(key, value)
+
+    def listing(self) -> list[dict[str, Any]]:
+        return self.registry.listing()
+
+    def experiment(self) -> dict[str, Any] | None:
+        exp = self.content.models.experiment
+        return exp.to_dict() if exp else None
+
+    async def activate(self, name: str, version: str | None) -> dict[str, Any]:
+        key, value = activation(self.registry, name, version)
+        self.registry.apply(key, value)
+        self._serve()
+        active = self.registry.active(name)
+        return {"name": name, "version": active, "active": True, "serving": True}
+
+    async def set_experiment(self, experiment: Experiment | None) -> dict[str, Any] | None:
+        if experiment is not None:
+            self.registry.check(experiment.model, experiment.candidate)
+        self.registry.apply(*experiment_record(experiment))
+        self._serve()
+        return self.experiment()
+
+    async def report(self, name: str) -> dict[str, Any]:
+        return report(name, self.exposures, self.state.produced)
+
+    def log_exposure(self, exposure: dict[str, Any]) -> None:
+        if len(self.exposures) < MAX_EXPOSURES:
+            self.exposures.append(exposure)
+
+    def _serve(self) -> None:
+        """Swap in what the log says is active (as streams.registry.RegistryService does)."""
+        registry = self.registry
+        exp = registry.experiment
+        candidate = registry.load(exp.candidate) if exp is not None else None
+        self.content.models = ModelSet(
+            registry.load(registry.active("churn")),
+            registry.load(registry.active("recs")),
+            experiment=exp,
+            candidate=candidate,
+        )

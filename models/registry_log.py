@@ -94,6 +94,22 @@ def activation_record(name: str, version: str, history: list[str]) -> Record:
     return f"active/{name}", json.dumps(value).encode()
 
 
+def activation(state: RegistryLog, name: str, version: str | None) -> Record:
+    """The record that activates `version` (None: roll back to the previously active one)."""
+    current = state.active(name)
+    history = state.history(name)
+    if version is None:
+        if not history:
+            raise ValueError(f"{name}: no previously active version to roll back to")
+        version, history = history[0], history[1:]
+        state.check(name, version)
+        return activation_record(name, version, history)
+    state.check(name, version)
+    if version == current:
+        return activation_record(name, version, history)
+    return activation_record(name, version, [current, *[v for v in history if v != version]])
+
+
 def experiment_record(experiment: Experiment | None) -> Record:
     return "experiment", None if experiment is None else json.dumps(experiment.to_dict()).encode()
 

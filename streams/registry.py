@@ -28,7 +28,7 @@ from models.registry import ModelSet
 from models.registry_log import (
     Record,
     RegistryLog,
-    activation_record,
+    activation,
     bundle_records,
     experiment_record,
 )
@@ -138,22 +138,6 @@ async def publish(broker_url: str, bundle: Bundle, progress: Progress | None = N
     finally:
         await producer.stop()
     return len(records)
-
-
-def activation(state: RegistryLog, name: str, version: str | None) -> Record:
-    """The record that activates `version` (None: roll back to the previously active one)."""
-    current = state.active(name)
-    history = state.history(name)
-    if version is None:
-        if not history:
-            raise ValueError(f"{name}: no previously active version to roll back to")
-        version, history = history[0], history[1:]
-        state.check(name, version)
-        return activation_record(name, version, history)
-    state.check(name, version)
-    if version == current:
-        return activation_record(name, version, history)
-    return activation_record(name, version, [current, *[v for v in history if v != version]])
 
 
 async def write_records(broker_url: str, records: list[Record]) -> None:
