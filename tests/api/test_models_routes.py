@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +13,10 @@ from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.models_routes import ADMIN
-from api.testing import MemoryState
+from api.testing import MemoryRegistry, MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.events import validate
+from models.bundle import read_bundle, save_model
 from models.experiments import Experiment
 from models.recs import fit_recommender
 from models.registry import ModelSet
@@ -149,3 +151,23 @@ async def test_batch_and_render_log_exposures(setup: Any) -> None:
     known = users[:4]  # an unknown user sees the fallback: no exposure
     assert logged == [("recommendations", u) for u in known] + [("render", u) for u in known]
     assert all(e["experiment"] == "t2" and e["variant"] in "AB" for e in admin.exposures)
+
+
+async def test_the_memory_registry_switches_and_rolls_back(tmp_path: Path) -> None:
+    state = MemoryState()
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    registry = MemoryRegistry(content, state, tmp_path / "cache")
+    new = fit_recommender(basket_events(), k=5)
+    registry.publish(read_bundle(save_model(new, tmp_path / "recs")))
+    default = content.models.recs.version
+    assert {r["version"] for r in registry.listing()} >= {default, new.version}
+    assert (await registry.activate("recs", new.version))["version"] == new.version
+    assert content.models.recs.version == new.version
+    assert (await registry.activate("recs", None))["version"] == default  # a rollback
+    assert content.models.recs.version == default
+    with pytest.raises(LookupError):
+        await registry.activate("recs", "recs-nope")
+    exp = Experiment("t", "recs", default, new.version, started="2026-01-01T00:00:00Z")
+    assert (await registry.set_experiment(exp)) == exp.to_dict()
+    assert content.models.candidate.version == new.version
+    assert (await registry.set_experiment(None)) is None and content.models.experiment is None
