@@ -45,7 +45,7 @@ from streams.admin import (
 )
 from streams.changelog import TableWriter
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
-from streams.keys import user_key
+from streams.keys import LAYOUT, LAYOUT_KEY, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
@@ -246,6 +246,8 @@ class PersonaStreams:
         self._last_delivery: dict[tuple[str, int], float] = {}
         self._sends: list[Any] | None = None  # messages produced by the batch being folded
         self._fold_lock = asyncio.Lock()
+        self._layout_checked: set[int] = set()  # profiles partitions known to hold `u:` keys
+        self._layout_ready = False  # the partitions assigned at start were checked (readiness)
         self.gaps = GapReader(bootstrap_servers(broker_url))
         app.on_partitions_revoked.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._forget_positions)
@@ -297,14 +299,19 @@ class PersonaStreams:
         return self._popular
 
     def ready(self) -> tuple[bool, str]:
-        recovery = cast(Any, self.app.tables).recovery
-        if not recovery.completed.is_set():
-            return False, "tables recovering"
-        if self.app.rebalancing:
-            return False, "rebalancing"
+        recovered = self._recovered()
+        if recovered != "ok":
+            return False, recovered
         if not self._clock_seeded:
             self._seed_clock()
+        if not self._layout_ready:
+            return False, "checking the layout of stored profiles"
         return True, "ok"
+
+    def _recovered(self) -> str:
+        if not cast(Any, self.app.tables).recovery.completed.is_set():
+            return "tables recovering"
+        return "rebalancing" if self.app.rebalancing else "ok"
 
     def _seed_clock(self) -> None:
         """After recovery: restore the event-time clock from the newest time of each partition."""
@@ -464,12 +471,32 @@ class PersonaStreams:
         beside Faust's own `__faust` offset keys."""
         return cast(Any, self.profiles.data)._db_for_partition(partition)
 
+    def _ensure_layout(self, partitions: set[int]) -> None:
+        """Move the profiles an earlier version stored under plain user ids in these partitions
+        under the `u:` key space (`streams.keys.layout_moves`), once per partition and before
+        anything else is written there. Synchronous: nothing on the event loop runs in between;
+        the changelog records are shipped with the next `ship`."""
+        for partition in partitions - self._layout_checked:
+            db = self.profile_db(partition)
+            if db.get(LAYOUT_KEY) != LAYOUT:
+                moves = layout_moves(db.items())
+                if len(moves) > 1:
+                    log.warning(
+                        "partition %d: moving %d profiles stored by an earlier version under "
+                        "the u: key space",
+                        partition,
+                        len(moves) // 2,
+                    )
+                self._profile_writer.write(partition, moves)
+            self._layout_checked.add(partition)
+
     # -- positions (streams.positions) -----------------------------------------------------------
     async def _forget_positions(self, *args: Any, **kwargs: Any) -> None:
         """On every rebalance: positions are re-read from each partition's RocksDB, and a batch
         that was folding across the rebalance stores none."""
         self._positions.clear()
         self._positions_epoch += 1
+        self._layout_checked.clear()
 
     async def _stop_gap_reader(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -588,6 +615,13 @@ class PersonaStreams:
         """Fold what Faust did not deliver to partitions that receive nothing: their position
         lies below their end, and no later record comes to reveal the gap."""
         try:
+            if self._recovered() != "ok":
+                return
+            async with self._fold_lock:  # before readiness: profiles of an earlier layout move
+                actives = cast(Any, self.app.assignor).assigned_actives()
+                self._ensure_layout({tp.partition for tp in actives if tp.topic in INPUT_TOPICS})
+                await self._profile_writer.ship()
+            self._layout_ready = True
             if not self.ready()[0]:
                 return
             now = time.monotonic()
@@ -632,6 +666,7 @@ class PersonaStreams:
         epoch = self._positions_epoch
         self._sends = []
         batch = await self._in_order(batch)
+        self._ensure_layout({fevent.message.partition for fevent in batch})
         advanced: dict[tuple[str, int], int] = {}
         for fevent in batch:
             advanced[(fevent.message.topic, fevent.message.partition)] = fevent.message.offset + 1

@@ -10,7 +10,15 @@ worker). Kafka message keys stay the plain user id: placement (murmur2 over it) 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from streams.positions import BOOKKEEPING_PREFIX, is_position_key
+
 USER_PREFIX = b"u:"
+FAUST_OFFSET_KEY = b"__faust\x00offset__"  # Faust's own row in each table partition
+# Marks a profiles partition whose profiles are all under USER_PREFIX (`layout_moves`).
+LAYOUT_KEY = BOOKKEEPING_PREFIX + b"\x00persona-layout\xff"
+LAYOUT = b"2"
 
 
 def user_key(user_id: str) -> bytes:
@@ -28,3 +36,18 @@ def user_of(key: bytes) -> str | None:
 
 def is_profile_key(key: bytes) -> bool:
     return key.startswith(USER_PREFIX)
+
+
+def layout_moves(rows: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes | None]]:
+    """The writes that bring a profiles partition without LAYOUT_KEY to this layout: before key
+    spaces, profiles were stored under the plain user id. Every row but Faust's offset and the
+    input positions is such a profile: it moves under `user_key` (the new row, then the old row's
+    tombstone), and LAYOUT_KEY comes last. Applied in one RocksDB write batch, so a partition is
+    either untouched or wholly moved; an empty partition only gets the mark."""
+    moves: list[tuple[bytes, bytes | None]] = []
+    for key, value in rows:
+        if key in (FAUST_OFFSET_KEY, LAYOUT_KEY) or is_position_key(key):
+            continue
+        moves += [(USER_PREFIX + key, value), (key, None)]
+    moves.append((LAYOUT_KEY, LAYOUT))
+    return moves

@@ -3,10 +3,16 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.keys import is_profile_key, user_key, user_of
+from streams.keys import (
+    FAUST_OFFSET_KEY,
+    LAYOUT,
+    LAYOUT_KEY,
+    is_profile_key,
+    layout_moves,
+    user_key,
+    user_of,
+)
 from streams.positions import is_bookkeeping, position_key
-
-FAUST_OFFSET_KEY = b"__faust\x00offset__"
 
 
 @given(st.text(max_size=200))
@@ -22,3 +28,25 @@ def test_bookkeeping_rows_are_not_users():
     assert user_of(FAUST_OFFSET_KEY) is None
     assert user_of(position_key("cart")) is None
     assert user_of(user_key("__faust\x00offset__")) == "__faust\x00offset__"
+
+
+def test_layout_moves_every_profile_row_and_marks_the_partition():
+    rows = [
+        (FAUST_OFFSET_KEY, b"17"),
+        (position_key("cart"), b"42"),
+        (b"alice", b"A"),
+        (b"__faust-looking-user", b"B"),
+        (b"u:starts-like-a-prefix", b"C"),
+    ]
+    moves = layout_moves(rows)
+    assert moves == [
+        (b"u:alice", b"A"),
+        (b"alice", None),
+        (b"u:__faust-looking-user", b"B"),
+        (b"__faust-looking-user", None),
+        (b"u:u:starts-like-a-prefix", b"C"),
+        (b"u:starts-like-a-prefix", None),
+        (LAYOUT_KEY, LAYOUT),
+    ]
+    assert layout_moves([]) == [(LAYOUT_KEY, LAYOUT)]
+    assert is_bookkeeping(LAYOUT_KEY) and user_of(LAYOUT_KEY) is None
