@@ -57,6 +57,8 @@ BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep 
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_MAX = 50_000  # decoded products kept for the fold (emptied when full)
+PRODUCT_CACHE_BYTES = 64 * 1024 * 1024  # ... or when its accounted bytes pass this
+PRODUCT_ENTRY_BYTES = 400  # a decoded product besides its text: object, fields, dict slot
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
 PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # messages in Faust's buffer before delivery waits for them
@@ -159,6 +161,7 @@ class PersonaStreams:
         self._partitioner = DefaultPartitioner()
         self._partition_of: dict[bytes, int] = {}  # murmur2 placement memo
         self._products: dict[str, Product | None] = {}
+        self._product_bytes = 0  # accounted bytes of `_products` (emptied past either bound)
         n = settings.partitions
         if tansu:
             tansu_fix.install(bootstrap_servers(broker_url))
@@ -275,11 +278,13 @@ class PersonaStreams:
             return self._products[item_id]
         except KeyError:
             pass
-        if len(self._products) >= PRODUCT_CACHE_MAX:
+        if len(self._products) >= PRODUCT_CACHE_MAX or self._product_bytes > PRODUCT_CACHE_BYTES:
             self._products.clear()
+            self._product_bytes = 0
         raw = self.catalog.get(item_id.encode())
         product = None if raw is None else Product.unpack(raw)
         self._products[item_id] = product
+        self._product_bytes += PRODUCT_ENTRY_BYTES + 3 * (len(raw or b"") + len(item_id))
         return product
 
     def _apply_catalog_changelog(self, apply: Callable[[Any], None], batch: Any) -> None:

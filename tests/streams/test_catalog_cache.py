@@ -45,3 +45,19 @@ def test_changelog_records_replace_cached_products(tmp_path: Path) -> None:
 
     streams.catalog.apply_changelog_batch([record(b"sku-1", None, 2)])  # tombstone
     assert streams.product("sku-1") is None
+
+
+def test_the_product_cache_is_bounded_in_bytes(tmp_path: Path, monkeypatch) -> None:
+    from streams import app as streams_app
+
+    monkeypatch.setattr(streams_app, "PRODUCT_CACHE_BYTES", 1024 * 1024)
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    big = "d" * 5000  # the largest description a product may have
+    for n in range(2000):  # ~10 MB of products, against a 1 MiB bound
+        item = Product(
+            f"sku-{n}", "T", "https://s.test/p", "https://s.test/i.jpg", 1.0, "EUR", description=big
+        )
+        streams.catalog.apply_changelog_batch([record(item.item_id.encode(), item.pack(), n)])
+        assert streams.product(item.item_id) == item
+        assert streams._product_bytes <= 1024 * 1024 + 3 * (len(item.pack()) + 10) + 400
+    assert len(streams._products) < 80
