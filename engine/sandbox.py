@@ -300,11 +300,13 @@ def plain_data(value: Any, depth: int = 0) -> Any:
 
 
 _REPR = re.compile(r"<[^<>]*>")
+# Jinja names an undefined attribute's owner by its qualified type ('pkg.module.Class object')
+_TYPE_NAME = re.compile(r"'[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+ object'")
 
 
 def describe_error(exc: BaseException, limit: int = 300) -> str:
     """`Type: message` for a caller, with anything that looks like an object repr removed."""
-    text = _REPR.sub("<...>", f"{type(exc).__name__}: {exc}")
+    text = _TYPE_NAME.sub("'object'", _REPR.sub("<...>", f"{type(exc).__name__}: {exc}"))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

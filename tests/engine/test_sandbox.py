@@ -399,3 +399,15 @@ def test_error_texts_carry_no_object_repr() -> None:
     exc = KeyError(object())
     assert "<...>" in describe_error(exc) and not FORBIDDEN.search(describe_error(exc))
     assert len(describe_error(ValueError("x" * 1000))) == 300
+
+
+def test_error_texts_name_no_internal_type() -> None:
+    from engine.sandbox import describe_error
+
+    exc = jinja2.UndefinedError("'engine.sandbox.LazyMapping object' has no attribute 'content'")
+    text = describe_error(exc)
+    assert "engine" not in text and "LazyMapping" not in text
+    assert text == "UndefinedError: 'object' has no attribute 'content'"
+    assert describe_error(ValueError("'list object' has no attribute 'x'")).endswith(
+        "'list object' has no attribute 'x'"
+    )
