@@ -59,6 +59,7 @@ SSTI = [
 OBJECTS = re.compile(
     r"<\w+ object|<function|<class|<module|<bound|<built-in|<method|<generator|PosixPath"
     r"|Settings\(|ContentService|SecondaryState|0x[0-9a-f]{6,}|root:x:0:0"
+    r"|'(?:engine|api|streams|models|persona|jinja2|markupsafe)\.[\w.]+ object'"
 )
 LOOPS = "{% for i in range(300) %}{% for j in range(300) %}{{ i * j }}{% endfor %}{% endfor %}"
 # Jinja's ** is left-associative: the issue's `9**9**9` is (9**9)**9, 78 digits, harmless (tested
