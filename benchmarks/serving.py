@@ -136,7 +136,7 @@ BARE_APP = textwrap.dedent(
         p = partitions.get(uid)
         if p is None:
             p = partitions[uid] = partitioner(uid.encode(), every, every)
-        return dbs[p].get(user_key(uid)) or b""
+        return dbs[p].get(b"u:" + uid.encode()) or b""  # the worker's key (streams/keys.py)
     async def follow(app):  # sees the worker's writes as the readers do: every 150 ms
         async def loop():
             while True:
