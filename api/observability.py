@@ -537,6 +537,7 @@ COUNTER_HELP = {
     "events_redelivered": "Records skipped as already folded (below their stored position).",
     "events_gap_read": "Records Faust did not deliver, read from the broker and folded.",
     "users_erased": "Erasures applied.",
+    "events_fenced": "Events of an erased user, produced before the erasure, not folded.",
     "catalog_updates": "Catalog updates applied.",
 }
 

@@ -305,8 +305,9 @@ def privacy_paths() -> dict[str, Any]:
         "/v1/users/{user_id}": {
             "delete": {
                 "summary": "GDPR erasure: the profile (with a changelog tombstone) and every cache",
-                "description": "Scope `privacy:admin`; audited. 202 when the erasure was queued "
-                "but not yet applied within 10 s.",
+                "description": "Scope `privacy:admin`; audited (with `request_id`). 202 when "
+                "the erasure was queued but not yet applied within 10 s; it is applied in order: "
+                "events of the user produced before it are never folded afterwards (a fence).",
                 "parameters": [_user_param()],
                 "responses": {
                     **{
@@ -315,11 +316,12 @@ def privacy_paths() -> dict[str, Any]:
                             "content": _json(
                                 {
                                     "type": "object",
-                                    "required": ["user_id", "erased", "existed"],
+                                    "required": ["user_id", "erased", "existed", "request_id"],
                                     "properties": {
                                         "user_id": {"type": "string"},
                                         "erased": {"type": "boolean"},
                                         "existed": {"type": "boolean"},
+                                        "request_id": {"type": "string"},
                                     },
                                 }
                             ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -74,8 +75,11 @@ async def delete_user(request: web.Request) -> web.Response:
         await asyncio.sleep(0.05)
     done = content.state.profile(user_id) is None
     content.forget(user_id)
-    audit(request, "erase", user_id=user_id, existed=existed, completed=done)
-    body = {"user_id": user_id, "erased": done, "existed": existed}
+    request_id = uuid.uuid4().hex  # names this erasure in the audit log, answered or not
+    audit(
+        request, "erase", user_id=user_id, existed=existed, completed=done, request_id=request_id
+    )
+    body = {"user_id": user_id, "erased": done, "existed": existed, "request_id": request_id}
     return web.json_response(body, status=200 if done else 202)
 
 

@@ -75,6 +75,7 @@ class StreamState:
                 "events_redelivered": stats.redelivered,
                 "events_gap_read": stats.gap_records,
                 "users_erased": stats.erased,
+                "events_fenced": stats.fenced,
                 "catalog_updates": stats.catalog_updates,
                 "fold_batches": stats.batches,
                 **self._webhook_counters(),

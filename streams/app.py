@@ -45,7 +45,7 @@ from streams.admin import (
 )
 from streams.changelog import TableWriter
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
-from streams.keys import LAYOUT, LAYOUT_KEY, layout_moves, user_key
+from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
@@ -141,6 +141,7 @@ class StreamStats:
     late: int = 0
     future: int = 0  # events stamped further ahead of the wall clock than the allowed skew
     erased: int = 0
+    fenced: int = 0  # events of an erased user produced before the erasure: not folded
     redelivered: int = 0  # records below their partition's stored position: already folded
     gap_records: int = 0  # records Faust skipped, read straight from the broker and folded
     batches: int = 0  # fold batches: records consumed / batches = the mean batch size
@@ -691,11 +692,12 @@ class PersonaStreams:
         activity: dict[bytes, list[Contribution]] = {}  # user -> popularity contributions
         newest: dict[int, tuple[int, Delivered]] = {}
         wall = self.wall.now_ms()
+        fences: dict[bytes, tuple[int, int]] = {}  # erasures of this batch: user -> (ms, partition)
         for fevent in batch:
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
             if msg.topic == COMMANDS_TOPIC:
-                await self._command(fevent, touched, item_changes)
+                await self._command(fevent, touched, item_changes, fences)
                 continue
             try:
                 event = parse(msg.value or b"")
@@ -724,6 +726,9 @@ class PersonaStreams:
             user = user_key(event.user_id)
             try:
                 current = self._load(user, fevent, touched)
+                if current is None and self._fenced(user, msg, fences):
+                    self.stats.fenced += 1  # erased after it was produced: never folded
+                    continue
                 product = self.product(event.item_id) if event.item_id else None
                 updated = apply(current, event, product)
                 moved = list(contributions(current, updated, event))
@@ -765,6 +770,8 @@ class PersonaStreams:
                 refused[user] = value
                 continue
             writes.setdefault(carrier.message.partition, []).append((user, value))
+        for user, (at, partition) in fences.items():
+            writes.setdefault(partition, []).append((fence_of(user), b"%d" % at))
         if refused:
             await self._refuse_users(batch, refused)
         # No await from this check to the last write: the writes cannot interleave with the
@@ -807,8 +814,20 @@ class PersonaStreams:
             if user in refused:
                 await self._dead_letter(fevent, refused[user])
 
+    def _fenced(self, user: bytes, msg: Any, fences: dict[bytes, tuple[int, int]]) -> bool:
+        """Whether the user was erased after this record was produced (the erasure fence: the
+        erase command travels on its own topic, so the user's older events may arrive after it
+        and must not re-create the profile). Asked only where the user has no profile."""
+        fence = fences.get(user)
+        at = fence[0] if fence else _stored_ts(self.profile_db(msg.partition).get(fence_of(user)))
+        return at is not None and int((msg.timestamp or 0) * 1000) <= at
+
     async def _command(
-        self, fevent: Carrier, touched: Touched, item_changes: dict[int, list[dict[str, Any]]]
+        self,
+        fevent: Carrier,
+        touched: Touched,
+        item_changes: dict[int, list[dict[str, Any]]],
+        fences: dict[bytes, tuple[int, int]],
     ) -> None:
         try:
             command = json.loads(fevent.message.value or b"")
@@ -827,6 +846,8 @@ class PersonaStreams:
             item_changes.setdefault(fevent.message.partition, []).append(command)
         elif kind == "erase":
             touched[user] = (None, fevent, True)
+            msg = fevent.message
+            fences[user] = (int((msg.timestamp or time.time()) * 1000), msg.partition)
             self.triggers.forget(user_id)
             self.stats.erased += 1
         elif kind == "check" and user not in touched:

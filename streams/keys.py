@@ -15,6 +15,9 @@ from collections.abc import Iterable
 from streams.positions import BOOKKEEPING_PREFIX, is_position_key
 
 USER_PREFIX = b"u:"
+# An erased user's fence: `e:` + user id -> the erasure's time (epoch ms, the erase command's
+# record timestamp). Events of the user produced before it are not folded (`streams.app`).
+FENCE_PREFIX = b"e:"
 FAUST_OFFSET_KEY = b"__faust\x00offset__"  # Faust's own row in each table partition
 # Marks a profiles partition whose profiles are all under USER_PREFIX (`layout_moves`).
 LAYOUT_KEY = BOOKKEEPING_PREFIX + b"\x00persona-layout\xff"
@@ -36,6 +39,11 @@ def user_of(key: bytes) -> str | None:
 
 def is_profile_key(key: bytes) -> bool:
     return key.startswith(USER_PREFIX)
+
+
+def fence_of(user: bytes) -> bytes:
+    """The fence key of a user's profiles-table key (`user_key`)."""
+    return FENCE_PREFIX + user[len(USER_PREFIX) :]
 
 
 def layout_moves(rows: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes | None]]:

@@ -85,5 +85,11 @@ class Producer:
             progress(sent)
         return sent
 
-    async def send_raw(self, topic: str, value: bytes | None, key: bytes | None) -> None:
-        await (await self._producer.send(topic, value, key=key))
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        await (await self._producer.send(topic, value, key=key, timestamp_ms=timestamp_ms))

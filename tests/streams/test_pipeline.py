@@ -11,7 +11,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from engine.events import validate
+from engine.events import encode, validate
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
 from streams.produce import ALL_INPUTS, Producer, bootstrap_servers, ensure_topics
@@ -331,3 +331,40 @@ def test_nobody_can_buy_the_best_seller_list(catalog_loaded: Worker) -> None:
     assert carted not in listed[: listed.index(bought)]
     p = profile(worker, whale)
     assert p is not None and p["events"] == {"purchase": 2}
+
+
+def test_a_backlog_produced_before_an_erasure_cannot_recreate_the_profile(worker: Worker) -> None:
+    """Issue 15: the erase command travels on its own topic, so events of the user produced before
+    the DELETE may reach the fold after it. They must not re-create the profile; events produced
+    after the erasure are a new history."""
+    user = f"fence-{uuid.uuid4().hex[:6]}"
+    # one event on each topic used below: a partition's first records can take the consumer a
+    # while to reach (nothing to do with the fence)
+    produce(worker, [ev(user, "page_view", None, T0 + 1_000), ev(user, "add_to_cart", "A", T0)])
+    wait_until(lambda: (profile(worker, user) or {}).get("cart"), what="the profile")
+    fenced = metric(worker.base, "persona_events_fenced_total")
+    status, _, body = http("DELETE", f"{worker.base}/v1/users/{user}")
+    answer = json.loads(body)
+    assert status == 200 and answer["erased"] is True and len(answer["request_id"]) == 32
+    assert answer["request_id"] in (worker.data_dir / "audit.log").read_text()
+    erased_at_ms = int(time.time() * 1000)
+    backlog = [validate(ev(user, "add_to_cart", "85123A", T0 + 2_000 + n)) for n in range(5)]
+    later = validate(ev(user, "page_view", None, T0 + 3_000))
+
+    async def go() -> None:
+        async with Producer(worker.broker_url) as producer:
+            for n, event in enumerate(backlog):  # produced (record time) before the erasure
+                await producer.send_raw(
+                    "cart", encode(event), user.encode(), timestamp_ms=erased_at_ms - 60_000 + n
+                )
+            await producer.send_raw("clickstream", encode(later), user.encode())
+
+    asyncio.run(go())
+    wait_until(lambda: profile(worker, user), what="the profile made after the erasure")
+    wait_until(
+        lambda: metric(worker.base, "persona_events_fenced_total") >= fenced + 5,
+        timeout=60,
+        what="the backlog fenced",
+    )
+    after = profile(worker, user)
+    assert after is not None and after["events"] == {"page_view": 1} and after["cart"] == {}
