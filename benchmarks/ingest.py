@@ -42,8 +42,9 @@ from rocksdict import Rdict  # noqa: E402
 from engine.events import Event, parse  # noqa: E402
 from engine.profile import Profile, apply  # noqa: E402
 from engine.sources import read_events  # noqa: E402
-from streams.admin import ALL_INPUTS, bootstrap_servers, ensure_topics  # noqa: E402
+from streams.admin import ALL_INPUTS, ensure_topics  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.kafka_security import as_config  # noqa: E402
 from streams.produce import Producer  # noqa: E402
 
 WARMUP_S = 12.0  # seconds of live load before the freshness probes start
@@ -194,7 +195,7 @@ async def raw_baseline(broker: str, n: int, data: Path) -> dict[str, float]:
         "clickstream",
         "cart",
         "social",
-        bootstrap_servers=bootstrap_servers(broker),
+        **as_config(broker).aiokafka(),  # the clients' one configuration (plaintext here)
         auto_offset_reset="earliest",
         group_id="raw-baseline",
         enable_auto_commit=True,

@@ -461,7 +461,7 @@ def stream_process(broker_url: str, events: list[dict[str, Any]], rate: float) -
         asyncio.run(produce(broker_url, events, rate))
         return
     from engine.events import encode
-    from streams.produce import bootstrap_servers
+    from streams.kafka_security import as_config
 
     messages = []
     for e in events:
@@ -469,7 +469,7 @@ def stream_process(broker_url: str, events: list[dict[str, Any]], rate: float) -
         messages.append((event.topic(), encode(event, "msgpack"), event.user_id.encode()))
     producer = confluent_kafka.Producer(
         {
-            "bootstrap.servers": bootstrap_servers(broker_url),
+            **as_config(broker_url).librdkafka(),  # the clients' one configuration
             "partitioner": "murmur2_random",
             "linger.ms": 5,
             "acks": 1,

@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 MIN_SECRET = 24  # characters of every secret (API keys: api/auth.py; the webhook secret)
+KAFKA_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+KAFKA_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_FILES = ("kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_password_file")
+_SECRETS = frozenset({"api_keys", "webhook_secret", "kafka_password"})  # values never shown
 
 
 class SettingsError(ValueError):
@@ -52,6 +56,15 @@ class Settings:
     # worker and the embedded broker (the ingestion side), and the readers (the serving side)
     worker_cpus: frozenset[int] | None = None
     reader_cpus: frozenset[int] | None = None
+    # Security of every Kafka client Persona makes (streams/kafka_security.py builds them)
+    kafka_security: str = "plaintext"  # KAFKA_PROTOCOLS
+    kafka_ca_file: Path | None = None  # PEM CAs that sign the brokers' certificates
+    kafka_cert_file: Path | None = None  # a client certificate (PEM), with kafka_key_file
+    kafka_key_file: Path | None = None
+    kafka_sasl_mechanism: str | None = None  # KAFKA_MECHANISMS
+    kafka_username: str | None = None
+    kafka_password: str | None = field(default=None, repr=False)  # never printed
+    kafka_password_file: Path | None = None  # or the password from this file
 
     @property
     def consent_granted_by_default(self) -> bool:
@@ -79,6 +92,8 @@ def _convert(name: str, value: Any) -> Any:
     if value is None or value == "":
         return None if name in _OPTIONAL else getattr(Settings, name)
     try:
+        if name.startswith("kafka_"):
+            return _kafka_value(name, value)
         if name in ("http_port", "partitions", "block_items"):
             number = int(value)
             if name == "http_port" and not 0 <= number <= 65535:
@@ -150,13 +165,44 @@ def _convert(name: str, value: Any) -> Any:
             return url
         return str(value)
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"invalid setting {env}={value!r}: {exc}") from None
+        shown = "(hidden)" if name in _SECRETS else repr(value)
+        raise SettingsError(f"invalid setting {env}={shown}: {exc}") from None
+
+
+def _kafka_value(name: str, value: Any) -> Any:
+    if name == "kafka_security":
+        protocol = str(value).lower()
+        if protocol not in KAFKA_PROTOCOLS:
+            raise ValueError(f"must be one of {', '.join(KAFKA_PROTOCOLS)}")
+        return protocol
+    if name == "kafka_sasl_mechanism":
+        mechanism = str(value).upper()
+        if mechanism not in KAFKA_MECHANISMS:
+            raise ValueError(f"must be one of {', '.join(KAFKA_MECHANISMS)}")
+        return mechanism
+    if name in KAFKA_FILES:
+        return _readable_file(Path(str(value)).expanduser())
+    return str(value)
+
+
+def _readable_file(path: Path) -> Path:
+    """`path` when it is a regular file this process can read; ValueError saying why not."""
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except IsADirectoryError:
+        raise ValueError("is a directory, not a file") from None
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
+    return path
 
 
 _OPTIONAL = frozenset(
     {"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"}
     | {"tls_cert", "tls_key", "advertised_url", "webhook_urls", "webhook_secret"}
     | {"worker_cpus", "reader_cpus"}
+    | {"kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_sasl_mechanism"}
+    | {"kafka_username", "kafka_password", "kafka_password_file"}
 )
 
 
@@ -258,4 +304,59 @@ def load_settings(
             f"PERSONA_WEBHOOK_SECRET has {len(settings.webhook_secret)} characters; at least "
             f"{MIN_SECRET} are required"
         )
+    return _check_kafka(settings)
+
+
+def _check_kafka(settings: Settings) -> Settings:
+    """The Kafka security settings must make one coherent client configuration; the password
+    comes from PERSONA_KAFKA_PASSWORD_FILE when that is set."""
+    if settings.kafka_password_file is not None:
+        if settings.kafka_password is not None:
+            raise SettingsError(
+                "set PERSONA_KAFKA_PASSWORD or PERSONA_KAFKA_PASSWORD_FILE, not both"
+            )
+        settings = replace(settings, kafka_password=_read_password(settings.kafka_password_file))
+    protocol = settings.kafka_security
+    _check_kafka_sasl(settings, protocol)
+    files = [_ENV[n] for n in KAFKA_FILES[:3] if getattr(settings, n) is not None]
+    if files and protocol not in ("ssl", "sasl_ssl"):
+        raise SettingsError(
+            f"{' and '.join(files)} set but PERSONA_KAFKA_SECURITY={protocol}: certificates "
+            "are used with ssl or sasl_ssl"
+        )
+    if (settings.kafka_cert_file is None) != (settings.kafka_key_file is None):
+        raise SettingsError(
+            "PERSONA_KAFKA_CERT_FILE and PERSONA_KAFKA_KEY_FILE must be set together"
+        )
     return settings
+
+
+def _check_kafka_sasl(settings: Settings, protocol: str) -> None:
+    names = ("kafka_sasl_mechanism", "kafka_username", "kafka_password")
+    given = [_ENV[n] for n in names if getattr(settings, n) is not None]
+    if not protocol.startswith("sasl_"):
+        if given:
+            raise SettingsError(
+                f"{' and '.join(given)} set but PERSONA_KAFKA_SECURITY={protocol}: SASL "
+                "is used with sasl_plaintext or sasl_ssl"
+            )
+        return
+    missing = [_ENV[n] for n in names if getattr(settings, n) is None]
+    if missing:
+        raise SettingsError(
+            f"PERSONA_KAFKA_SECURITY={protocol} needs {' and '.join(missing)} "
+            f"(mechanisms: {', '.join(KAFKA_MECHANISMS)}; the password may come from "
+            "PERSONA_KAFKA_PASSWORD_FILE)"
+        )
+
+
+def _read_password(path: Path) -> str:
+    try:
+        password = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(
+            f"PERSONA_KAFKA_PASSWORD_FILE={str(path)!r} cannot be read: {exc}"
+        ) from None
+    if not password:
+        raise SettingsError(f"PERSONA_KAFKA_PASSWORD_FILE={str(path)!r} is empty")
+    return password

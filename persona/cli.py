@@ -18,6 +18,7 @@ from engine.settings import Settings, SettingsError, load_settings
 from persona.models_cli import add_models_parser
 from persona.progress import Progress
 from streams.admin import TopicMismatch
+from streams.kafka_security import Broker, KafkaClientConfig, client_config
 
 EPILOG_MAIN = """examples:
   persona run --demo                      # everything, with the demo data (what `make run` does)
@@ -43,13 +44,14 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(flags)
 
 
-def _require_broker(settings: Settings) -> str:
+def _require_broker(settings: Settings) -> KafkaClientConfig:
+    """The configured cluster with its security (PERSONA_KAFKA_*), checked for TLS."""
     if settings.broker_url is None:
         raise SettingsError(
             "no broker: pass --broker kafka://host:port or set PERSONA_BROKER_URL "
             "(`persona run` prints the URL of its embedded broker)"
         )
-    return settings.broker_url
+    return client_config(settings, settings.broker_url)
 
 
 def _require_file(path: str) -> None:
@@ -60,7 +62,15 @@ def _require_file(path: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from persona.supervisor import run
 
-    return run(_settings(args), demo=args.demo)
+    settings = _settings(args)
+    if settings.embedded and settings.kafka_security != "plaintext":
+        raise SettingsError(
+            f"PERSONA_KAFKA_SECURITY={settings.kafka_security} needs PERSONA_BROKER_URL (or "
+            "--broker): the embedded broker speaks plaintext on loopback only"
+        )
+    if not settings.embedded:
+        _require_broker(settings)  # a wrong CA or TLS port: one message, before any child
+    return run(settings, demo=args.demo)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -89,7 +99,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if sent >= 0 else 1
 
 
-async def replay(broker: str, partitions: int, events: Any, rate: float | None = None) -> int:
+async def replay(broker: Broker, partitions: int, events: Any, rate: float | None = None) -> int:
     from streams.produce import ALL_INPUTS, Producer, ensure_topics
 
     await ensure_topics(broker, partitions, ALL_INPUTS)
@@ -100,7 +110,7 @@ async def replay(broker: str, partitions: int, events: Any, rate: float | None =
     return sent
 
 
-async def import_catalog(broker: str, partitions: int, products: Any) -> int:
+async def import_catalog(broker: Broker, partitions: int, products: Any) -> int:
     from streams.produce import ALL_INPUTS, Producer, ensure_topics
 
     await ensure_topics(broker, partitions, ALL_INPUTS)

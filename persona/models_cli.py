@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.settings import Settings, SettingsError, load_settings
 from models.artifacts import ModelLoadError
+from streams.kafka_security import KafkaClientConfig, client_config
 
 EPILOG = """examples:
   persona models train recs --events events.jsonl --broker kafka://127.0.0.1:9092
@@ -28,14 +29,15 @@ EPILOG = """examples:
 TRAIN_KINDS = {"churn": ("logistic", "gbm"), "recs": ("knn", "als")}  # the first is the default
 
 
-def _broker(args: argparse.Namespace) -> str:
+def _broker(args: argparse.Namespace) -> KafkaClientConfig:
+    """The configured cluster with its security (PERSONA_KAFKA_*), checked for TLS."""
     settings: Settings = load_settings({"broker_url": args.broker})
     if settings.broker_url is None:
         raise SettingsError(
             "no broker: pass --broker kafka://host:port or set PERSONA_BROKER_URL "
             "(`persona run` prints the URL of its embedded broker)"
         )
-    return settings.broker_url
+    return client_config(settings, settings.broker_url)
 
 
 def _events(path: str) -> list[Any]:
@@ -53,7 +55,7 @@ def _events(path: str) -> list[Any]:
     return events
 
 
-def _publish(broker: str, directory: Path) -> str:
+def _publish(broker: KafkaClientConfig, directory: Path) -> str:
     from models.bundle import read_bundle
     from persona.cli import Progress
     from streams.registry import publish

@@ -10,12 +10,13 @@ from api.content import ContentService
 from api.models_routes import ADMIN
 from engine.settings import Settings
 from models.registry import ModelSet
+from streams.kafka_security import Broker
 from streams.registry import RegistryService
 
 
 def attach_registry(
     settings: Settings,
-    broker_url: str,
+    broker_url: Broker,
     content: ContentService,
     state: Any,
     web_app: web.Application,

@@ -35,6 +35,7 @@ from engine.blocks import BlockPolicy, Renderer
 from engine.settings import Settings
 from models.registry import ModelSet
 from persona.runtime import place, tune_gc
+from streams.kafka_security import Broker
 from streams.readers import SecondaryState
 from streams.registry import RegistryService
 
@@ -68,7 +69,7 @@ def build_content(settings: Settings, state: SecondaryState) -> ContentService:
     return ContentService(state, ModelSet.default(), renderer, policy)
 
 
-async def serve(settings: Settings, broker_url: str, index: int, stop: asyncio.Event) -> None:
+async def serve(settings: Settings, broker_url: Broker, index: int, stop: asyncio.Event) -> None:
     secondary = settings.data_dir / "readers" / f"{index}-{os.getpid()}"
     state = SecondaryState(settings.data_dir, settings.partitions, secondary, broker_url)
     content = build_content(settings, state)
@@ -105,7 +106,7 @@ async def serve(settings: Settings, broker_url: str, index: int, stop: asyncio.E
         await state.stop()
 
 
-def run_reader(settings: Settings, broker_url: str, index: int) -> None:
+def run_reader(settings: Settings, broker_url: Broker, index: int) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )

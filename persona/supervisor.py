@@ -97,13 +97,15 @@ def _start(children: Children, settings: Settings) -> None:
 def load_demo(settings: Settings, broker_url: str, base: str, stop: threading.Event) -> None:
     from engine.sources import read_catalog, read_events
     from persona.cli import import_catalog, replay
+    from streams.kafka_security import from_settings
 
     catalog = DEMO_DIR / "catalog.jsonl.gz"
     orders = DEMO_DIR / "orders.csv.gz"
+    kafka = from_settings(settings, broker_url)  # plaintext on the embedded broker
     before = _processed(base)
-    asyncio.run(import_catalog(broker_url, settings.partitions, read_catalog(catalog)))
+    asyncio.run(import_catalog(kafka, settings.partitions, read_catalog(catalog)))
     time.sleep(1.0)  # let the catalog land first, so profiles get categories
-    sent = asyncio.run(replay(broker_url, settings.partitions, read_events(orders)))
+    sent = asyncio.run(replay(kafka, settings.partitions, read_events(orders)))
     target = max(before, 0) + sent
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not stop.is_set():

@@ -27,6 +27,7 @@ from persona.reader import serving_options, ssl_context
 from persona.runtime import place, tune_gc
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
+from streams.kafka_security import Broker
 from streams.observe import consumer_lag, sample_profile_values
 from streams.webhooks import WebhookSender
 
@@ -129,7 +130,7 @@ class HttpService(Service):
             await self._runner.cleanup()
 
 
-def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, PersonaStreams]:
+def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, PersonaStreams]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     if not len(keys):
@@ -171,7 +172,7 @@ def build_worker(settings: Settings, broker_url: str) -> tuple[faust.Worker, Per
     return worker, streams
 
 
-def run_worker(settings: Settings, broker_url: str) -> None:
+def run_worker(settings: Settings, broker_url: Broker) -> None:
     worker, _ = build_worker(settings, broker_url)
     # Faust logs every producer back-pressure wait (several per second under load): keep errors.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)

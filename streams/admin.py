@@ -9,6 +9,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from engine.events import INPUT_TOPICS
+from streams.kafka_security import Broker, as_config
+from streams.kafka_security import bootstrap_servers as bootstrap_servers  # its first home
 
 ALL_INPUTS = (*INPUT_TOPICS, "catalog")
 REKEYED_TOPIC = "persona-events-rekeyed"
@@ -24,18 +26,13 @@ class TopicMismatch(RuntimeError):
     pass
 
 
-def bootstrap_servers(broker_url: str) -> str:
-    """`kafka://a:9092;kafka://b:9092` -> `a:9092,b:9092`."""
-    return ",".join(part.split("://", 1)[-1] for part in broker_url.split(";") if part)
-
-
-def _admin(broker_url: str, timeout: float = 10.0) -> AIOKafkaAdminClient:
+def _admin(broker: Broker, timeout: float = 10.0) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers(broker_url), request_timeout_ms=int(timeout * 1000)
+        **as_config(broker).aiokafka(), request_timeout_ms=int(timeout * 1000)
     )
 
 
-async def ensure_topics(broker_url: str, partitions: int, names: Iterable[str]) -> None:
+async def ensure_topics(broker_url: Broker, partitions: int, names: Iterable[str]) -> None:
     """Create the named topics with `partitions` partitions where they do not exist yet."""
     admin = _admin(broker_url)
     await admin.start()
@@ -51,7 +48,7 @@ async def ensure_topics(broker_url: str, partitions: int, names: Iterable[str]) 
         await admin.close()
 
 
-async def partition_counts(broker_url: str, names: Iterable[str]) -> dict[str, int]:
+async def partition_counts(broker_url: Broker, names: Iterable[str]) -> dict[str, int]:
     admin = _admin(broker_url)
     await admin.start()
     try:
@@ -61,7 +58,7 @@ async def partition_counts(broker_url: str, names: Iterable[str]) -> dict[str, i
     return {t["topic"]: len(t["partitions"]) for t in described if not t.get("error_code")}
 
 
-async def prepare_topics(broker_url: str, partitions: int, names: Iterable[str]) -> None:
+async def prepare_topics(broker_url: Broker, partitions: int, names: Iterable[str]) -> None:
     """Create missing topics; refuse to start on existing ones whose partition count differs
     from the tables' (co-partitioning is what keeps a user's events and state together)."""
     names = list(names)
@@ -76,14 +73,14 @@ async def prepare_topics(broker_url: str, partitions: int, names: Iterable[str])
         )
 
 
-async def prepare_broker(broker_url: str, partitions: int) -> bool:
+async def prepare_broker(broker_url: Broker, partitions: int) -> bool:
     """Everything a worker checks before it starts: topics ready; returns whether it is Tansu."""
     await prepare_topics(broker_url, partitions, COPARTITIONED)
     await ensure_topics(broker_url, partitions, [DEAD_LETTERS, TRIGGERS_TOPIC])
     return await is_tansu(broker_url)
 
 
-async def is_tansu(broker_url: str, timeout: float = 10.0) -> bool:
+async def is_tansu(broker_url: Broker, timeout: float = 10.0) -> bool:
     """Whether the cluster is Tansu (the embedded broker), whose end offsets need care."""
     admin = _admin(broker_url, timeout)
     await admin.start()

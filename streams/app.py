@@ -41,10 +41,10 @@ from streams.admin import (
     ITEM_ACTIVITY_TOPIC,
     REKEYED_TOPIC,
     TRIGGERS_TOPIC,
-    bootstrap_servers,
 )
 from streams.changelog import TableWriter
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
+from streams.kafka_security import Broker, as_config
 from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
 from streams.triggers import Touched, TriggerRunner
@@ -152,7 +152,7 @@ class StreamStats:
 class PersonaStreams:
     """Builds the Faust app for the given settings and exposes read access for the API."""
 
-    def __init__(self, settings: Settings, broker_url: str, tansu: bool = False) -> None:
+    def __init__(self, settings: Settings, broker_url: Broker, tansu: bool = False) -> None:
         self.settings = settings
         self.wall = WallClock()
         self.clock = EventTimeClock(self.wall)
@@ -164,13 +164,15 @@ class PersonaStreams:
         self._products: dict[str, Product | None] = {}
         self._product_bytes = 0  # accounted bytes of `_products` (emptied past either bound)
         n = settings.partitions
+        kafka = as_config(broker_url)  # the URL and PERSONA_KAFKA_* security of every client
         if tansu:
-            tansu_fix.install(bootstrap_servers(broker_url))
+            tansu_fix.install(kafka)
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         self._partitions = list(range(n))
         self.app = faust.App(
             "persona",
-            broker=broker_url,
+            broker=kafka.url,
+            broker_credentials=kafka.faust_credentials(),
             store="rocksdb://",
             datadir=str(settings.data_dir / "faust"),
             topic_partitions=n,
@@ -252,7 +254,7 @@ class PersonaStreams:
         self._fold_lock = asyncio.Lock()
         self._layout_checked: set[int] = set()  # profiles partitions known to hold `u:` keys
         self._layout_ready = False  # the partitions assigned at start were checked (readiness)
-        self.gaps = GapReader(bootstrap_servers(broker_url))
+        self.gaps = GapReader(kafka)
         app.on_partitions_revoked.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._forget_positions)
         app.on_before_shutdown.connect(self._stop_gap_reader)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from streams.kafka_security import Broker, as_config
+
 log = logging.getLogger("persona.positions")
 
 # Bookkeeping rows (Faust's own offsets, the input positions) share this prefix; whatever
@@ -94,8 +96,8 @@ class GapReader:
     """Reads ranges of input partitions straight from the broker, outside Faust's consumer and
     consumer group (no group id: nothing is committed, no rebalance is triggered)."""
 
-    def __init__(self, bootstrap: str, timeout: float = 15.0) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, broker: Broker, timeout: float = 15.0) -> None:
+        self._kafka = as_config(broker)
         self._timeout = timeout
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
@@ -104,7 +106,7 @@ class GapReader:
     async def _start(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+                **self._kafka.aiokafka(),
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

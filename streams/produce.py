@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from engine.catalog import Product
 from engine.events import Event, encode
 from streams.admin import ALL_INPUTS, bootstrap_servers, ensure_topics
+from streams.kafka_security import Broker, as_config
 
 __all__ = ["ALL_INPUTS", "Producer", "bootstrap_servers", "ensure_topics"]
 
@@ -23,9 +24,9 @@ Progress = Callable[[int], None]
 
 
 class Producer:
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker: Broker) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers(broker_url),
+            **as_config(broker).aiokafka(),
             linger_ms=5,
             max_batch_size=256 * 1024,
             acks=1,

@@ -52,7 +52,8 @@ from engine.memo import SizedMemo
 from engine.popularity import rank_key
 from engine.profile import Profile
 from engine.ranking import POPULAR_KEEP, TopK
-from streams.admin import COMMANDS_TOPIC, bootstrap_servers
+from streams.admin import COMMANDS_TOPIC
+from streams.kafka_security import Broker, as_config
 from streams.keys import user_key
 
 log = logging.getLogger("persona.readers")
@@ -215,7 +216,7 @@ class SecondaryState:
         data_dir: Path,
         partitions: int,
         secondary_dir: Path,
-        broker_url: str | None = None,
+        broker_url: Broker | None = None,
         wall: Clock | None = None,
         catch_up_interval: float = 0.15,
         popular_interval: float = 5.0,
@@ -460,7 +461,7 @@ class SecondaryState:
             raise RuntimeError("this reader has no broker to produce to")
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=bootstrap_servers(self.broker_url), linger_ms=5, acks=1
+                **as_config(self.broker_url).aiokafka(), linger_ms=5, acks=1
             )
             await producer.start()
             self._producer = producer

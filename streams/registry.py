@@ -32,7 +32,7 @@ from models.registry_log import (
     bundle_records,
     experiment_record,
 )
-from streams.admin import bootstrap_servers
+from streams.kafka_security import Broker, as_config
 
 log = logging.getLogger("persona.registry")
 
@@ -43,9 +43,9 @@ ACTIVATION_WAIT = 12.0  # seconds a worker waits to serve a version it just acti
 Progress = Callable[[int], None]
 
 
-async def ensure_registry_topics(broker_url: str) -> None:
+async def ensure_registry_topics(broker_url: Broker) -> None:
     """`models`: one partition (a total order), compacted; `exposures`: one partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
+    admin = AIOKafkaAdminClient(**as_config(broker_url).aiokafka())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -61,9 +61,9 @@ async def ensure_registry_topics(broker_url: str) -> None:
         await admin.close()
 
 
-def _consumer(broker_url: str) -> AIOKafkaConsumer:
+def _consumer(broker_url: Broker) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(broker_url),
+        **as_config(broker_url).aiokafka(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=MAX_FETCH,
@@ -71,10 +71,10 @@ def _consumer(broker_url: str) -> AIOKafkaConsumer:
     )
 
 
-def _producer(broker_url: str) -> AIOKafkaProducer:
+def _producer(broker_url: Broker) -> AIOKafkaProducer:
     # one record per request: Tansu reports end offsets exactly only for single-record batches
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(broker_url),
+        **as_config(broker_url).aiokafka(),
         max_request_size=2 * 1024 * 1024,
         linger_ms=0,
         acks=1,
@@ -89,7 +89,7 @@ async def _send_all(producer: AIOKafkaProducer, records: Iterable[Record], progr
 
 
 async def read_topic(
-    broker_url: str, topics: Iterable[str], idle: float = 1.0
+    broker_url: Broker, topics: Iterable[str], idle: float = 1.0
 ) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
     """Every record of `topics` from the beginning to their current end: (key, value)."""
     consumer = _consumer(broker_url)
@@ -117,7 +117,7 @@ async def read_topic(
         await consumer.stop()
 
 
-async def read_registry(broker_url: str, cache_dir: Path | None = None) -> RegistryLog:
+async def read_registry(broker_url: Broker, cache_dir: Path | None = None) -> RegistryLog:
     """The registry's current state (metadata only unless a cache directory is given)."""
     await ensure_registry_topics(broker_url)
     state = RegistryLog(cache_dir)
@@ -127,7 +127,7 @@ async def read_registry(broker_url: str, cache_dir: Path | None = None) -> Regis
     return state
 
 
-async def publish(broker_url: str, bundle: Bundle, progress: Progress | None = None) -> int:
+async def publish(broker_url: Broker, bundle: Bundle, progress: Progress | None = None) -> int:
     """Register a version (not active). Returns the number of records written."""
     await ensure_registry_topics(broker_url)
     records = bundle_records(bundle)
@@ -140,7 +140,7 @@ async def publish(broker_url: str, bundle: Bundle, progress: Progress | None = N
     return len(records)
 
 
-async def write_records(broker_url: str, records: list[Record]) -> None:
+async def write_records(broker_url: Broker, records: list[Record]) -> None:
     producer = _producer(broker_url)
     await producer.start()
     try:
@@ -149,7 +149,7 @@ async def write_records(broker_url: str, records: list[Record]) -> None:
         await producer.stop()
 
 
-async def experiment_report(broker_url: str, name: str) -> dict[str, Any]:
+async def experiment_report(broker_url: Broker, name: str) -> dict[str, Any]:
     """Per-variant exposures and conversions of one experiment, from the topics."""
     exposures: list[dict[str, Any]] = []
     async for _key, value in read_topic(broker_url, [EXPOSURES_TOPIC], idle=0.5):
@@ -177,7 +177,7 @@ class RegistryService(Service):
 
     def __init__(
         self,
-        broker_url: str,
+        broker_url: Broker,
         cache_dir: Path,
         on_models: Callable[[ModelSet], None],
         **kwargs: Any,

@@ -17,6 +17,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.kafka_security import Broker, as_config
+
 log = logging.getLogger("persona.tansu")
 
 _installed = False
@@ -24,7 +26,7 @@ FETCH_MAX_WAIT_MS = 20
 
 
 async def exact_end_offsets(
-    bootstrap: str, reported: Mapping[Any, int], timeout_ms: int = 3000
+    broker: Broker, reported: Mapping[Any, int], timeout_ms: int = 3000
 ) -> dict[Any, int]:
     """The true end offsets of the partitions in `reported` (ListOffsets answers)."""
     exact = dict(reported)
@@ -32,7 +34,7 @@ async def exact_end_offsets(
     if not todo:
         return exact
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **as_config(broker).aiokafka(),
         enable_auto_commit=False,
         group_id=None,
         fetch_max_wait_ms=50,
@@ -61,7 +63,7 @@ async def exact_end_offsets(
     return exact
 
 
-def install(bootstrap: str) -> None:
+def install(broker: Broker) -> None:
     """Make Faust's consumer ask for exact end offsets (idempotent)."""
     global _installed
     if _installed:
@@ -75,7 +77,7 @@ def install(bootstrap: str) -> None:
         reported = await original(self, partitions)
         if self.consumer.in_transaction:
             return reported
-        return await exact_end_offsets(bootstrap, reported)
+        return await exact_end_offsets(broker, reported)
 
     thread_cls._highwaters = _highwaters
 

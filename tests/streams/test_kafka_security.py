@@ -1,0 +1,217 @@
+"""streams/kafka_security.py: one configuration rendered for Faust, aiokafka and librdkafka, and the
+start-up TLS check against a real TLS server (no broker needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+from engine.settings import Settings, SettingsError, load_settings
+from streams.broker import free_port
+from streams.kafka_security import (
+    KafkaClientConfig,
+    KafkaConnectError,
+    as_config,
+    check_tls,
+    client_config,
+    from_settings,
+)
+from tests.streams.tls import Pki, make_pki
+
+PASSWORD = "s3cret-kafka-password-value"
+URL = "kafka://127.0.0.1:9093;kafka://127.0.0.2:9093"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _settings(**env: str) -> Settings:
+    return load_settings({}, {f"PERSONA_KAFKA_{k.upper()}": v for k, v in env.items()})
+
+
+def _sasl_ssl(pki: Pki) -> Settings:
+    return _settings(security="sasl_ssl", ca_file=str(pki.ca), sasl_mechanism="SCRAM-SHA-512",
+                     username="persona-worker", password=PASSWORD)  # fmt: skip
+
+
+def test_a_bare_url_is_plaintext() -> None:
+    config = as_config(URL)
+    assert config.aiokafka() == {
+        "bootstrap_servers": "127.0.0.1:9093,127.0.0.2:9093",
+        "security_protocol": "PLAINTEXT",
+    }
+    assert config.faust_credentials() is None
+    assert config.librdkafka() == {
+        "bootstrap.servers": "127.0.0.1:9093,127.0.0.2:9093",
+        "security.protocol": "plaintext",
+    }
+    assert as_config(config) is config
+
+
+def test_ssl_renders_one_verifying_context_for_every_client(pki: Pki) -> None:
+    config = from_settings(_settings(security="ssl", ca_file=str(pki.ca)), URL)
+    context = config.ssl_context
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert config.aiokafka()["ssl_context"] is context
+    assert config.aiokafka()["security_protocol"] == "SSL"
+    faust_auth = credentials_to_aiokafka_auth(config.faust_credentials())
+    assert faust_auth == {"security_protocol": "SSL", "ssl_context": context}
+    assert config.librdkafka()["ssl.ca.location"] == str(pki.ca)
+    assert config.librdkafka()["security.protocol"] == "ssl"
+
+
+def test_sasl_ssl_scram_for_faust_aiokafka_and_librdkafka(pki: Pki) -> None:
+    config = from_settings(_sasl_ssl(pki), URL)
+    expected = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "persona-worker",
+        "sasl_plain_password": PASSWORD,
+        "ssl_context": config.ssl_context,
+    }
+    assert credentials_to_aiokafka_auth(config.faust_credentials()) == expected
+    assert config.aiokafka() == {"bootstrap_servers": config.bootstrap, **expected}
+    rdkafka = config.librdkafka()
+    assert rdkafka["sasl.mechanism"] == "SCRAM-SHA-512" and rdkafka["sasl.password"] == PASSWORD
+    assert rdkafka["security.protocol"] == "sasl_ssl"
+
+
+def test_sasl_plaintext_has_no_tls(pki: Pki) -> None:
+    settings = _settings(security="sasl_plaintext", sasl_mechanism="PLAIN", username="u",
+                         password=PASSWORD)  # fmt: skip
+    config = from_settings(settings, URL)
+    assert config.ssl_context is None and "ssl_context" not in config.aiokafka()
+    auth = credentials_to_aiokafka_auth(config.faust_credentials())
+    assert auth["security_protocol"] == "SASL_PLAINTEXT" and auth["sasl_mechanism"] == "PLAIN"
+
+
+def test_aiokafka_accepts_the_configuration(pki: Pki) -> None:
+    """A real aiokafka client is built from the keyword arguments (its own checks run)."""
+
+    async def build() -> dict[str, Any]:
+        producer = AIOKafkaProducer(**from_settings(_sasl_ssl(pki), URL).aiokafka())
+        client = producer.client
+        await client.close()
+        return {"protocol": client._security_protocol, "mechanism": client._sasl_mechanism}
+
+    assert asyncio.run(build()) == {"protocol": "SASL_SSL", "mechanism": "SCRAM-SHA-512"}
+
+
+def test_the_password_is_never_shown(pki: Pki) -> None:
+    config = from_settings(_sasl_ssl(pki), URL)
+    assert PASSWORD not in repr(config)
+    assert PASSWORD not in repr(config.faust_credentials())
+
+
+def test_a_file_that_is_not_a_certificate_names_the_setting(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate\n")
+    with pytest.raises(SettingsError, match="PERSONA_KAFKA_CA_FILE"):
+        from_settings(_settings(security="ssl", ca_file=str(bogus)), URL)
+
+
+def test_a_client_key_that_does_not_match_names_the_settings(pki: Pki, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    settings = _settings(security="ssl", ca_file=str(pki.ca), cert_file=str(pki.cert),
+                         key_file=str(other.key))  # fmt: skip
+    with pytest.raises(SettingsError, match="PERSONA_KAFKA_CERT_FILE / PERSONA_KAFKA_KEY_FILE"):
+        from_settings(settings, URL)
+
+
+# -- the start-up check against a real TLS server ------------------------------------------------
+@pytest.fixture
+def tls_server(pki: Pki) -> Iterator[int]:
+    """A TLS listener on loopback with the PKI's certificate; completes handshakes until closed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(pki.cert), str(pki.key))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):  # the client gave up: a wrong CA
+                    context.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_the_right_ca_passes(pki: Pki, tls_server: int) -> None:
+    settings = _settings(security="ssl", ca_file=str(pki.ca))
+    config = client_config(settings, f"kafka://127.0.0.1:{free_port()};127.0.0.1:{tls_server}")
+    assert config.tls  # the first server is down, the second answers: start-up goes on
+
+
+def test_a_wrong_ca_is_a_clear_error(tls_server: int, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    config = from_settings(
+        _settings(security="ssl", ca_file=str(other.ca)), f"127.0.0.1:{tls_server}"
+    )
+    with pytest.raises(KafkaConnectError) as info:
+        check_tls(config, timeout=10)
+    message = str(info.value)
+    assert "PERSONA_KAFKA_CA_FILE" in message and str(other.ca) in message
+    assert "does not trust" in message
+
+
+def test_a_plaintext_port_is_a_clear_error(pki: Pki) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never speaks TLS
+    port = listener.getsockname()[1]
+
+    def close_first() -> None:
+        conn, _ = listener.accept()
+        conn.recv(4096)  # the ClientHello
+        conn.sendall(b"\x00\x00\x00\x00not tls")
+        conn.close()
+
+    thread = threading.Thread(target=close_first, daemon=True)
+    thread.start()
+    try:
+        config = from_settings(_settings(security="ssl", ca_file=str(pki.ca)), f"127.0.0.1:{port}")
+        with pytest.raises(KafkaConnectError, match=r"TLS handshake .* failed"):
+            check_tls(config, timeout=10)
+    finally:
+        thread.join(5)
+        listener.close()
+
+
+def test_an_unreachable_port_names_the_broker_url(pki: Pki) -> None:
+    config = from_settings(
+        _settings(security="ssl", ca_file=str(pki.ca)), f"127.0.0.1:{free_port()}"
+    )
+    with pytest.raises(
+        KafkaConnectError, match=r"cannot reach .* \(PERSONA_BROKER_URL\): Connection refused"
+    ):
+        check_tls(config, timeout=5)
+
+
+def test_plaintext_is_not_checked() -> None:
+    """No handshake for plaintext: the embedded broker may still be starting."""
+    url = f"kafka://127.0.0.1:{free_port()}"  # nobody listens there
+    assert client_config(Settings(), url) == KafkaClientConfig(url)
