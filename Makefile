@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run test test-unit lint fmt models bench bench-ingest clean browser docs
+.PHONY: help venv lock run test test-unit lint fmt models bench bench-ingest clean browser stunnel docs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,7 +42,7 @@ lock: ## re-resolve pyproject.toml's ranges in a throwaway venv and rewrite cons
 run: $(STAMP) ## run the whole engine on the embedded broker with the demo data
 	$(BIN)/persona run --demo
 
-test: $(STAMP) browser ## run the whole test suite (unit + integration on the embedded broker)
+test: $(STAMP) browser stunnel ## run the whole test suite (unit + integration on the embedded broker)
 	$(BIN)/python -m pytest -q
 
 # The browser tests drive Debian's chromium. Installed here (never from a test) only when it is
@@ -57,6 +57,20 @@ browser: ## install Debian's chromium for the browser tests when missing and pos
 		|| echo "could not install chromium: the browser tests will skip"; \
 	else \
 		echo "no chromium and no root apt-get here: the browser tests will skip"; \
+	fi
+
+# The Kafka TLS tests put Debian's stunnel4 (a TLS terminator) in front of the embedded broker.
+# Installed like chromium: only when missing and we are root with apt-get, never from a test.
+# Where it cannot be installed those tests skip with the reason; SKIP_STUNNEL=1 opts out.
+stunnel: ## install Debian's stunnel4 for the Kafka TLS tests when missing and possible
+	@if [ -n "$(SKIP_STUNNEL)" ] || command -v stunnel4 >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's stunnel4 for the Kafka TLS tests (SKIP_STUNNEL=1 to skip)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends stunnel4 >/dev/null) \
+		|| echo "could not install stunnel4: the Kafka TLS tests will skip"; \
+	else \
+		echo "no stunnel4 and no root apt-get here: the Kafka TLS tests will skip"; \
 	fi
 
 test-unit: $(STAMP) ## run the fast tests only (no broker)

@@ -73,9 +73,13 @@ class EmbeddedBroker:
         port: int = 0,
         log_file: Path | None = None,
         cpus: frozenset[int] | None = None,
+        advertised_port: int | None = None,
     ):
         self.host = host
         self.port = port or free_port(host)
+        # the port clients are told to use: another than `port` when a TLS terminator in
+        # front of the broker forwards to it (tests/streams/test_kafka_tls.py)
+        self.advertised_port = advertised_port or self.port
         self.log_file = log_file
         self.cpus = cpus  # the CPUs the broker's threads run on (None: the kernel places)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -102,7 +106,7 @@ class EmbeddedBroker:
             "--listener-url",
             listener,
             "--advertised-listener-url",
-            listener,
+            f"tcp://{self.host}:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
             "--cluster-id",
