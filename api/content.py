@@ -18,6 +18,7 @@ import logging
 import sys
 from typing import Any, Protocol
 
+from engine import consent
 from engine.blocks import (
     UNKNOWN_KEY,
     UNKNOWN_USER,
@@ -115,7 +116,8 @@ class ContentService:
         hit = self._scores.get(profile.user_id)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        models = self.models.for_user(profile.user_id)  # one reference: swaps are atomic
+        # one reference: swaps are atomic; the A/B variant only with personalization consent
+        models = self.models.for_user(profile.user_id) if self.personal(profile) else self.models
         now = self.state.now_ms()
         made_from = (
             profile.version,
@@ -131,6 +133,10 @@ class ContentService:
         size = sys.getsizeof(profile.user_id) + ITEM_BYTES * items
         self._scores.put(profile.user_id, (stamp, scores, made_from), size)
         return scores
+
+    def personal(self, profile: Profile) -> bool:
+        """Whether outputs derived from this profile may be shown (engine.consent.personal)."""
+        return consent.personal(profile, self.policy.consent_default)
 
     def forget(self, user_id: str) -> None:
         """Drop everything cached about a user (after an erasure)."""
@@ -195,13 +201,12 @@ class ContentService:
         cached, stale = self.cache.get_or_stale(key, stamp)
         if cached is not None:
             return cached
-        if profile is not None:
-            scores = self.scores(profile)
-            churn: float | None = scores.churn
-            recs = scores.recommendations
-            models = scores.models
-        else:
-            churn, recs, models = None, [], self.models.versions()
+        churn: float | None = None
+        recs: list[str] = []
+        models: dict[str, str] = {}
+        if consent.block_allowed(profile, fmt, self.policy.consent_default):
+            scores = self.scores(profile)  # not scored (nor A/B assigned) for the fallback
+            churn, recs, models = scores.churn, scores.recommendations, scores.models
         inp = BlockInput(
             block=block,
             fmt=fmt,
@@ -252,28 +257,26 @@ class ContentService:
         profile = self.state.profile(user_id)
         if profile is None:
             return None
-        scores = self.scores(profile)
-        default = self.policy.consent_default
+        scores = self.scores(profile) if self.personal(profile) else None
         return {
             "user_id": profile.user_id,
             "events": dict(profile.counts),
             "cart": dict(profile.cart),
             "recent_items": profile.recent_items,
-            "consent": {
-                purpose: profile.consents_to(purpose, default)
-                for purpose in ("personalization", "email", "ads")
-            },
-            "scores": {"churn": round(scores.churn, 6)},
-            "recommendations": scores.recommendations[:20],
-            "models": scores.models,
+            "consent": consent.current(profile, self.policy.consent_default),
+            # without personalization consent: nothing derived from the profile (the fields stay)
+            "personalized": scores is not None,
+            "scores": {"churn": round(scores.churn, 6) if scores else None},
+            "recommendations": scores.recommendations[:20] if scores else [],
+            "models": scores.models if scores else {},
             "first_seen": profile.first_seen,
             "last_seen": profile.last_seen,
             "sessions": profile.sessions,
             "orders": profile.orders,
             "monetary": profile.monetary,
             "affinities": {
-                "categories": _top(profile.categories),
-                "brands": _top(profile.brands),
+                "categories": _top(profile.categories) if scores else {},
+                "brands": _top(profile.brands) if scores else {},
             },
             "version": profile.version,
         }

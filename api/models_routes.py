@@ -10,7 +10,8 @@
 
 While an experiment runs, every 200 answer of a block or profile read of a known user is logged
 as an exposure (variant, versions, the items shown, and in shadow mode the candidate's items); so
-is every known user of `POST /v1/blocks:batch` and `POST /v1/render` (`log_exposures`).
+is every known user of `POST /v1/blocks:batch` and `POST /v1/render` (`log_exposures`). Users
+without personalization consent are never logged (and are scored with the default model set).
 """
 
 from __future__ import annotations
@@ -172,8 +173,8 @@ def log_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> N
     models = content.models
     exp = models.experiment
     profile = content.state.profile(user_id)
-    if exp is None or profile is None:
-        return
+    if exp is None or profile is None or not content.personal(profile):
+        return  # no exposure for a user without personalization consent (engine.consent)
     scores = content.scores(profile)
     n = content.policy.items
     exposure: dict[str, Any] = {

@@ -324,7 +324,10 @@ class Telemetry:
         return point
 
     def refresh_churn(self) -> None:
-        profiles = sample_profiles(self.content, CHURN_SAMPLE)
+        # users without personalization consent are not scored (engine.consent)
+        profiles = [
+            p for p in sample_profiles(self.content, CHURN_SAMPLE) if self.content.personal(p)
+        ]
         if not profiles:
             return
         now = self.content.state.now_ms()

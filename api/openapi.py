@@ -134,6 +134,9 @@ def _document() -> dict[str, Any]:
             "/v1/users/{user_id}/profile": {
                 "get": {
                     "summary": "The user's profile, scores and recommendations",
+                    "description": "Without personalization consent `personalized` is false and "
+                    "nothing derived from the profile is shown: `scores.churn` null, "
+                    "`recommendations` [], `models` {}, `affinities` empty.",
                     "parameters": [_user_param()],
                     "responses": {
                         "200": {

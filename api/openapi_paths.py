@@ -39,6 +39,8 @@ def extra_paths() -> dict[str, Any]:
             "get": {
                 "summary": "Why a user gets their content: recent items and the neighbours behind "
                 "each recommendation, churn score and its main features, blocks' variants, models",
+                "description": "403 (`No consent`) for a user without personalization consent: "
+                "nothing is derived from their profile.",
                 "parameters": [
                     {
                         "name": "user_id",

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from api.audit import audit
 from api.content import ContentService
+from engine import consent
 
 ERASE_WAIT = 10.0  # seconds the DELETE waits for the erasure to be applied
 
@@ -45,6 +46,8 @@ def export_view(content: ContentService, user_id: str) -> dict[str, Any] | None:
             "categories": profile.categories,
             "brands": profile.brands,
             "consent": profile.consent,
+            # per purpose, newest first: value, event time, source, text_version (engine.consent)
+            "consent_records": consent.export(profile.consent_log),
             "first_seen": profile.first_seen,
             "last_seen": profile.last_seen,
             "event_ids_remembered": len(profile.seen),
@@ -76,9 +79,7 @@ async def delete_user(request: web.Request) -> web.Response:
     done = content.state.profile(user_id) is None
     content.forget(user_id)
     request_id = uuid.uuid4().hex  # names this erasure in the audit log, answered or not
-    audit(
-        request, "erase", user_id=user_id, existed=existed, completed=done, request_id=request_id
-    )
+    audit(request, "erase", user_id=user_id, existed=existed, completed=done, request_id=request_id)
     body = {"user_id": user_id, "erased": done, "existed": existed, "request_id": request_id}
     return web.json_response(body, status=200 if done else 202)
 

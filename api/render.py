@@ -10,11 +10,13 @@ The template runs in `engine.sandbox.StrictEnvironment` (autoescaping, no file s
 allow-list of attributes, filters and callables) and sees data, never objects: `blocks.<name>` is
 the e-mail HTML of that block for the recipient (computed only when the template uses it, marked
 safe so it is not escaped twice); `user` holds `user_id`, `known`, `orders`, `monetary`,
-`first_seen`, `last_seen`, `cart_items` and the sender's `data`. A template that does not compile
-is a 400 before anything renders; a template that fails for one recipient is logged and counted,
-and that recipient gets the template rendered with the fallback blocks and only `user.user_id`; if
-even that fails, `content` is null and `error` says why. Undefined variables render empty
-(senders' templates are not ours to police).
+`first_seen`, `last_seen`, `cart_items` and the sender's `data`. A recipient without
+personalization consent (`engine.consent`) gets the values of an unknown user (`known` false,
+zeros, nulls) besides their `user_id` and the sender's `data`, and the fallback blocks. A
+template that does not compile is a 400 before anything renders; a template that fails for one
+recipient is logged and counted, and that recipient gets the template rendered with the
+fallback blocks and only `user.user_id`; if even that fails, `content` is null and `error` says
+why. Undefined variables render empty (senders' templates are not ours to police).
 
 Budgets (`engine.sandbox`; a recipient past one gets `content: null` and the reason in `error`,
 without a second try; recipients after the request's budget is spent get the same):
@@ -89,6 +91,8 @@ def lazy_blocks(
 def user_context(content: ContentService, user_id: str, data: Any) -> dict[str, Any]:
     user: dict[str, Any] = dict(data) if isinstance(data, dict) else {}
     profile = content.state.profile(user_id)
+    if profile is not None and not content.personal(profile):
+        profile = None  # nothing from the profile: rendered as for an unknown user
     user.update(
         {
             "user_id": user_id,

@@ -87,6 +87,13 @@ async def get_explain(request: web.Request) -> web.Response:
     profile = content.state.profile(user_id)
     if profile is None:
         return problem(404, "Unknown user", f"no events were seen for user {user_id!r}")
+    if not content.personal(profile):  # engine.consent: an explanation is profiling
+        return problem(
+            403,
+            "No consent",
+            f"user {user_id!r} does not consent to personalization: nothing is derived from "
+            "their profile, every block is the fallback",
+        )
     scores = content.scores(profile)
     blocks: dict[str, dict[str, Any]] = {}
     for name in BLOCKS:

@@ -27,6 +27,7 @@ from jinja2.utils import htmlsafe_json_dumps
 
 import templates
 from engine.catalog import Product
+from engine.consent import block_allowed
 from engine.profile import Profile
 from engine.sandbox import StrictEnvironment
 
@@ -243,11 +244,6 @@ def _favourite_categories(
     return chosen[:limit]
 
 
-def _consented(inp: BlockInput, profile: Profile, policy: BlockPolicy) -> bool:
-    purposes = ("personalization",) if inp.fmt == "html" else ("personalization", "ads")
-    return all(profile.consents_to(p, policy.consent_default) for p in purposes)
-
-
 def decide(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> tuple[list[Product], bool, str]:
     """What `inp`'s block shows: (items, fallback, reason). Pure.
 
@@ -267,7 +263,7 @@ def decide(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> tuple[list[P
 
     if profile is None:
         return fallback("unknown_user")
-    if not _consented(inp, profile, policy):
+    if not block_allowed(profile, inp.fmt, policy.consent_default):
         return fallback("no_consent")
 
     if inp.block == "recommendations":

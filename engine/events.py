@@ -15,6 +15,7 @@ from typing import Any
 
 import msgpack
 
+from engine.consent import TEXT_VERSION
 from engine.text import id_problem, text_problem
 
 CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "search"})
@@ -293,6 +294,11 @@ def _check_consent(props: dict[str, Any]) -> None:
     for name, value in purposes.items():
         if not isinstance(value, bool):
             raise InvalidEvent(f"consent purpose {name!r} must be true or false")
+    text = props.get("text_version")
+    if text is not None and (not isinstance(text, str) or not 1 <= len(text) <= TEXT_VERSION):
+        raise InvalidEvent(
+            f"consent props.text_version must be a string of 1..{TEXT_VERSION} characters"
+        )
 
 
 def encode(event: Event, fmt: str = "msgpack") -> bytes:

@@ -14,6 +14,7 @@ from typing import Any
 import msgpack
 
 from engine.catalog import Product
+from engine.consent import PURPOSES, Record, legacy_history, merged, record_of
 from engine.events import Event
 
 RECENT_ITEMS = 30  # most recent distinct items kept, newest first
@@ -34,7 +35,10 @@ SESSION_GAP_MS = 30 * 60 * 1000
 # to the lateness bound, 7 days by default) still merge or split sessions exactly.
 SESSION_WINDOW_MS = 8 * DAY_MS
 
-_PACKED_FORMAT = 2  # the first element of a packed profile
+# The first element of a packed profile. 3 added the consent records (`consent_log`) at the end;
+# format 2 (without them) is still read.
+_PACKED_FORMAT = 3
+_FORMAT_WITHOUT_CONSENT_LOG = 2
 
 # How much each kind of signal says about a shopper's taste.
 AFFINITY_WEIGHTS: dict[str, float] = {
@@ -83,11 +87,14 @@ class Profile:
     carts_converted: int = 0
     categories: dict[str, float] = field(default_factory=dict)
     brands: dict[str, float] = field(default_factory=dict)
-    consent: dict[str, bool] | None = None
+    consent: dict[str, bool] | None = None  # purpose -> current value (consent_log's newest)
     last_checkout: int = 0  # newest checkout or purchase (cancels an abandoned-cart trigger)
     fired: dict[str, int] = field(default_factory=dict)  # trigger -> marker of its last firing
     seen: array[int] = field(default_factory=lambda: array("Q"), repr=False)  # event_key()s
     seen_at: array[int] = field(default_factory=lambda: array("I"), repr=False)  # their ts (s)
+    # purpose -> engine.consent records, newest first by event time (at most consent.HISTORY);
+    # tuples, never changed in place, so copies may share them
+    consent_log: dict[str, tuple[Record, ...]] = field(default_factory=dict)
 
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +123,7 @@ class Profile:
             "fi": self.fired,
             "e": self.seen.tobytes(),
             "ea": self.seen_at.tobytes(),
+            "cl": self.consent_log,
         }
 
     @classmethod
@@ -145,6 +153,7 @@ class Profile:
             fired=d.get("fi", {}),
             seen=_array("Q", d["e"]),
             seen_at=_array("I", d["ea"]),
+            consent_log=_consent_log(d.get("cl")),
         )
 
     def pack(self) -> bytes:
@@ -178,6 +187,7 @@ class Profile:
                     self.fired,
                     self.seen.tobytes(),
                     self.seen_at.tobytes(),
+                    self.consent_log,
                 ],
                 use_bin_type=True,
             )
@@ -188,7 +198,7 @@ class Profile:
         data = msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=False)
         if isinstance(data, dict):  # the map format of earlier versions (arrays as tuples)
             return cls.from_dict(data)
-        if not data or data[0] != _PACKED_FORMAT:
+        if not data or data[0] not in (_PACKED_FORMAT, _FORMAT_WITHOUT_CONSENT_LOG):
             raise ValueError(f"unknown profile format {data[:1]!r}")
         # Slot by slot, as `copy` does: the dataclass __init__ costs more than the decoding.
         new = object.__new__(cls)
@@ -218,7 +228,9 @@ class Profile:
             new.fired,
             seen,
             seen_at,
+            *log,
         ) = data
+        new.consent_log = _consent_log(log[0]) if log else {}
         new.recent = list(recent)  # (item_id, ts) tuples already: msgpack arrays as tuples
         new.purchased = list(purchased)
         new.spans = [list(span) for span in spans]
@@ -272,7 +284,18 @@ class Profile:
         new.spans = [list(s) for s in self.spans]
         new.seen = array("Q", self.seen)
         new.seen_at = array("I", self.seen_at)
+        new.consent_log = dict(self.consent_log)
         return new
+
+
+def _consent_log(raw: Any) -> dict[str, tuple[Record, ...]]:
+    """Stored consent records as tuples (msgpack may give lists)."""
+    if not raw:
+        return {}
+    return {
+        str(k): tuple((bool(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in v)
+        for k, v in raw.items()
+    }
 
 
 def _array(typecode: str, raw: bytes) -> array[int]:
@@ -328,11 +351,7 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
     _track_session(p, ts)
 
     if etype == "consent":
-        consent = dict(p.consent or {})
-        for purpose in ("personalization", "email", "ads"):
-            if purpose in event.props:
-                consent[purpose] = bool(event.props[purpose])
-        p.consent = consent
+        _apply_consent(p, event)
         return p
     if is_reversal(event):
         _apply_reversal(p, event, product)
@@ -366,6 +385,20 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
     if etype == "purchase" and item:
         _apply_purchase(p, event, product)
     return p
+
+
+def _apply_consent(p: Profile, event: Event) -> None:
+    """Record the event's value for each purpose it names; each purpose's value becomes its
+    newest record's by event time (engine.consent), whatever order the events arrive in."""
+    consent = dict(p.consent or {})
+    log = p.consent_log
+    for purpose in PURPOSES:
+        if purpose in event.props:
+            record = record_of(event.props[purpose], event.ts, event.source, event.props)
+            history = log.get(purpose) or legacy_history(consent.get(purpose))
+            log[purpose] = merged(history, record)
+            consent[purpose] = log[purpose][0][0]
+    p.consent = consent
 
 
 def _add_to_cart(cart: dict[str, int], item: str, quantity: int) -> None:

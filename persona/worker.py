@@ -96,6 +96,7 @@ class StreamState:
             "webhooks_failed": s.failed,
             "webhooks_retried": s.retries,
             "webhooks_dropped": s.dropped,
+            "webhooks_cancelled": s.cancelled,
         }
 
     def sample_profiles(self, n: int) -> list[Profile]:

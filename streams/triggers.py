@@ -4,6 +4,12 @@
 written, so a firing is stored with the state that caused it); timers schedule abandoned-cart
 checks and sweep this worker's users as event time passes; catalog changes are broadcast to every
 partition as a command. Emitted triggers go to the `triggers` topic and, optionally, to webhooks.
+
+Consent (`engine.consent.trigger_allowed`): a trigger fires only for a user who consents to its
+purposes (the e-mail triggers: personalization and email). A user without them has no
+abandoned-cart check scheduled (a withdrawal cancels the pending one, and takes back their queued
+webhooks); a churn crossing while withdrawn is recorded but never sent, later or otherwise; a
+cart still abandoned when consent is given again is checked then (its delay has passed: at once).
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from engine.catalog import Product
+from engine.consent import trigger_allowed, triggers_withdrawn
 from engine.events import INPUT_TOPICS
 from engine.features import features
 from engine.profile import Profile
 from engine.triggers import (
+    ABANDONED_CART,
     CHURN_RISK,
     Trigger,
     abandoned_cart,
@@ -50,13 +58,32 @@ class TriggerRunner:
     def __init__(self, streams: PersonaStreams) -> None:
         self.streams = streams
         self._pending: dict[str, int] = {}  # user -> event time their cart counts as abandoned
+        self._consent_default: bool = streams.settings.consent_granted_by_default
         self._cart_delay_ms = int(streams.settings.abandoned_cart_minutes * 60_000)
         self._sweep_every_ms = SWEEP_EVERY_MS
         self._last_sweep = 0
 
     def forget(self, user_id: str) -> None:
-        """Drop a user's schedule (erasure)."""
+        """Drop a user's schedule and queued webhooks (erasure)."""
         self._pending.pop(user_id, None)
+        if self.streams.webhooks is not None:
+            self.streams.webhooks.cancel(user_id)
+
+    def allowed(self, profile: Profile, trigger: str) -> bool:
+        """Whether `trigger` may fire for this user (engine.consent)."""
+        return trigger_allowed(profile, trigger, self._consent_default)
+
+    def _withdrawn(self, profile: Profile) -> None:
+        """Take back the webhooks the user no longer consents to (cheap with none queued)."""
+        hooks = self.streams.webhooks
+        if hooks is not None and triggers_withdrawn(profile, self._consent_default):
+            hooks.cancel(profile.user_id, lambda trigger: self.allowed(profile, trigger))
+
+    def _cart_due(self, profile: Profile) -> int | None:
+        """When the user's abandoned-cart check is due (None: nothing to check, or no consent)."""
+        if not self.allowed(profile, ABANDONED_CART):
+            return None
+        return abandoned_cart_due(profile, self._cart_delay_ms)
 
     def evaluate(self, touched: Touched) -> list[Trigger]:
         """Evaluate the triggers of every user of the batch (marking firings in their profiles)
@@ -68,16 +95,18 @@ class TriggerRunner:
         for (user, (profile, fevent, dirty)), score in zip(live, scores, strict=True):
             assert profile is not None
             before = profile
-            trigger, profile = abandoned_cart(profile, now, self._cart_delay_ms)
-            if trigger:
-                fired.append(trigger)
+            if self.allowed(profile, ABANDONED_CART):
+                trigger, profile = abandoned_cart(profile, now, self._cart_delay_ms)
+                if trigger:
+                    fired.append(trigger)
             if score is not None:
                 trigger, profile = churn_risk(
                     profile, score, self.streams.settings.churn_threshold, now
                 )
-                if trigger:
+                if trigger and self.allowed(profile, CHURN_RISK):
                     fired.append(trigger)
-            due = abandoned_cart_due(profile, self._cart_delay_ms)
+            self._withdrawn(profile)
+            due = self._cart_due(profile)
             if due is None:
                 self._pending.pop(profile.user_id, None)
             else:
@@ -103,7 +132,7 @@ class TriggerRunner:
             )
         )
         if self.streams.webhooks is not None:
-            self.streams.webhooks.submit(message)
+            self.streams.webhooks.submit(message, trigger.user_id, trigger.trigger)
 
     async def check_due(self) -> None:
         try:
@@ -153,7 +182,7 @@ class TriggerRunner:
         for partition in self._active_partitions():
             chunk: list[Profile] = []
             for profile in self._local_profiles(partition):
-                due = abandoned_cart_due(profile, self._cart_delay_ms)
+                due = self._cart_due(profile)
                 if due is not None:
                     self._pending[profile.user_id] = due
                 chunk.append(profile)
@@ -196,7 +225,8 @@ class TriggerRunner:
             for item in hits:
                 for product, kinds, old_price in changes[item]:
                     for trigger in item_triggers(profile, product, kinds, old_price, now):
-                        await self.emit(trigger)
+                        if self.allowed(profile, trigger.trigger):
+                            await self.emit(trigger)
             if n % SWEEP_CHUNK == 0:
                 await asyncio.sleep(0)
 

@@ -119,9 +119,13 @@ async function show(user) {
     let why = null;
     if (profileResponse.ok) {
       const profile = await profileResponse.json();
-      why = await json(`/v1/users/${enc(user)}/explain`);
       document.getElementById("profile").replaceChildren(profileView(profile));
-      document.getElementById("why").replaceChildren(whyView(why));
+      if (profile.personalized === false) {  // no personalization consent: /explain answers 403
+        document.getElementById("why").replaceChildren(el("p", { class: "muted" }, "No personalization consent: nothing is derived from this profile, every block is the fallback (best-sellers)."));
+      } else {
+        why = await json(`/v1/users/${enc(user)}/explain`);
+        document.getElementById("why").replaceChildren(whyView(why));
+      }
     } else {
       document.getElementById("profile").replaceChildren(el("p", { class: "muted" }, "No events seen for this user: every block is the fallback (best-sellers)."));
       document.getElementById("why").replaceChildren();

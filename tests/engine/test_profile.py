@@ -247,6 +247,7 @@ def test_pack_keeps_every_field_in_its_place():
         fired={"churn_risk": 21},
         seen=array("Q", [22]),
         seen_at=array("I", [23]),
+        consent_log={"email": ((False, 24, "s", "t"),)},
     )
     assert Profile.unpack(p.pack()) == p
 

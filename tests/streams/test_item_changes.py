@@ -51,7 +51,7 @@ def test_one_pass_for_all_changes_of_a_batch() -> None:
         _profile("other", [("product_view", "Q")]),
     ]
     streams = SimpleNamespace(
-        settings=SimpleNamespace(abandoned_cart_minutes=30),
+        settings=SimpleNamespace(abandoned_cart_minutes=30, consent_granted_by_default=True),
         clock=ManualClock(T0 + 10),
     )
     runner = TriggerRunner(cast(Any, streams))

@@ -1,6 +1,7 @@
 """Triggers end to end: abandoned carts (and their cancellation), churn risk as event time passes,
 price drops and back-in-stock from catalog changes — to the `triggers` topic and to a signed
-webhook."""
+webhook — and none of them for a user who withdrew `email` consent while their cart's check was
+pending."""
 
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
                         ev(4, "watcher", "product_view", T0, "lamp"),
                         ev(5, "waiter", "add_to_cart", T0, "vase"),
                         ev(6, "waiter", "checkout", T0 + MIN),  # checked out: no abandoned cart
+                        ev(7, "withdrawer", "add_to_cart", T0, "lamp"),
                     ]
                     + [  # a loyal buyer, an order a day for a week: low risk, the baseline
                         validate(
@@ -112,6 +114,19 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
                     ],
                 )
             )
+            time.sleep(3)
+            # The withdrawer's abandoned-cart check is pending (due at T0 + 10 min): withdrawn.
+            withdraw = validate(
+                {
+                    "event_id": "tr-withdraw",
+                    "type": "consent",
+                    "user_id": "withdrawer",
+                    "ts": T0 + MIN,
+                    "source": "web",
+                    "props": {"email": False, "text_version": "2026-12"},
+                }
+            )
+            asyncio.run(send([], [withdraw]))
             time.sleep(3)
             # Event time moves on: 20 minutes, then 200 days (the sleeper's churn risk rises).
             asyncio.run(
@@ -158,6 +173,8 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
             assert ("abandoned_cart", "buyer") not in got  # cancelled by the purchase
             assert ("abandoned_cart", "waiter") not in got  # cancelled by the checkout
             assert ("back_in_stock", "waiter") in got  # the vase came back
+            # no trigger for the withdrawer: neither the abandoned cart nor the lamp's price drop
+            assert not [kind for kind, user in got if user == "withdrawer"]
             abandoned = [t for t in triggers if t["trigger"] == "abandoned_cart"]
             assert len(abandoned) == 1 and abandoned[0]["cart"] == {"lamp": 1}
 
@@ -168,6 +185,7 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
             assert {json.loads(b)["trigger_id"] for b, _ in Hooks.received} == {
                 t["trigger_id"] for t in triggers
             }
+            assert "withdrawer" not in {json.loads(b)["user_id"] for b, _ in Hooks.received}
         finally:
             worker.stop()
             server.shutdown()
