@@ -2,7 +2,9 @@
 
 Keys are kept only as SHA-256 digests in memory; secrets are never logged. A secret shorter than
 `MIN_SECRET` characters is refused at start-up, with a message that names the entry (and the key's
-name) but never the secret: guessing a long random secret is infeasible, whatever the rate.
+name) but never the secret: guessing a long random secret is infeasible, whatever the rate. A keys
+file (and the local key file) that is a symbolic link, owned by another user or readable by group
+or others is refused at start-up (engine/files.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.files import check_secret_file, private_dir
 from engine.settings import MIN_SECRET  # characters of every secret
 
 SCOPES = frozenset({"content:read", "events:write", "feeds:read", "models:admin", "privacy:admin"})
@@ -71,6 +74,7 @@ class KeyRing:
             for i, entry in enumerate(e for e in entries.split(";") if e.strip()):
                 keys.append(parse_entry(entry, f"PERSONA_API_KEYS entry {i + 1}"))
         if keys_file:
+            check_secret_file(keys_file, "PERSONA_API_KEYS_FILE")  # 0600, ours, no symlink
             try:
                 lines = keys_file.read_text().splitlines()
             except OSError as exc:
@@ -112,10 +116,11 @@ def secret_from_header(header: str, allow_basic: bool = False) -> str | None:
 def ensure_local_key(data_dir: Path) -> tuple[Path, str]:
     """The local all-scopes key of `persona run` without configured keys: created once (0600)."""
     path = data_dir / LOCAL_KEY_FILE
+    check_secret_file(path, "the local API key file")
     if path.exists():
         line = path.read_text().strip()
     else:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         line = f"local:{secrets.token_urlsafe(24)}:{','.join(sorted(SCOPES))}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -31,7 +31,7 @@ class Settings:
     data_dir: Path = Path("data")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    api_keys: str | None = None
+    api_keys: str | None = field(default=None, repr=False)  # holds secrets: never printed
     api_keys_file: Path | None = None
     rate_limits: str | None = None
     consent_default: str = "granted"  # or "required"
@@ -43,7 +43,8 @@ class Settings:
     broker_session_timeout: float = 10.0  # seconds; Tansu delays joins by half of it
     abandoned_cart_minutes: float = 60.0  # event time before a cart counts as abandoned
     webhook_urls: str | None = None  # comma-separated URLs that receive every trigger
-    webhook_secret: str | None = None  # HMAC-SHA256 key for the X-Persona-Signature header
+    # HMAC-SHA256 key for the X-Persona-Signature header; never printed
+    webhook_secret: str | None = field(default=None, repr=False)
     lateness_days: float = 7.0  # events further behind the event-time clock are dead-lettered
     max_clock_skew_seconds: float = 300.0  # events further ahead of the wall clock: `future`
     advertised_url: str | None = None  # how other workers reach this one's API (routing)

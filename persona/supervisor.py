@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from api.auth import KeyRing, ensure_local_key
+from engine.files import private_dir
 from engine.settings import Settings
 from persona.children import Children, GaveUp, Stop, _http_get
 
@@ -52,7 +53,9 @@ def run(settings: Settings, demo: bool = False) -> int:
     signal.signal(signal.SIGINT, on_signal)
     KeyRing.from_settings(settings.api_keys, settings.api_keys_file)  # fail fast on bad keys
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    tightened = private_dir(data_dir)  # 0700 (engine/files.py)
+    if tightened:
+        print(f"persona: {tightened}", file=sys.stderr)
     env = dict(os.environ)
     key_line: str | None = None
     if not settings.api_keys and not settings.api_keys_file:

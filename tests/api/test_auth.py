@@ -30,6 +30,7 @@ def test_bad_entries_are_refused(entry):
 def test_keys_file(tmp_path: Path):
     f = tmp_path / "keys"
     f.write_text(f"# comment\nx:{ONE}:content:read\n\n")
+    f.chmod(0o600)  # a keys file others can read is refused (tests/engine/test_files.py)
     assert KeyRing.from_settings(None, f).authenticate(ONE) is not None
 
 
@@ -52,6 +53,7 @@ def test_short_secrets_are_refused_without_showing_them(tmp_path: Path) -> None:
     assert SHORT not in str(env.value)
     f = tmp_path / "keys"
     f.write_text(f"shop:{SHORT}:content:read\n")
+    f.chmod(0o600)
     with pytest.raises(InvalidKey) as env:
         KeyRing.from_settings(None, f)
     assert f"{f}:1" in str(env.value) and SHORT not in str(env.value)

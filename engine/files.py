@@ -1,0 +1,106 @@
+"""Who may read Persona's files: the data dir (0700) and files that hold secrets (0600).
+
+- `private_dir` creates the data dir with mode 0700. A data dir that exists with looser bits (one
+  made by an earlier version, or by hand with the usual umask) is tightened to 0700, and the
+  returned note says so (the caller logs it); one owned by another user is refused: Persona could
+  not tighten it, and whoever owns it can read everything in it.
+- `check_secret_file` refuses a file that holds secrets (`PERSONA_API_KEYS_FILE`, the local key
+  `<data_dir>/local-api-key`, `PERSONA_KAFKA_PASSWORD_FILE`) when it is a symbolic link, not a
+  regular file, owned by another user, or readable or writable by group or others: the message
+  names the file and what to do (`chmod 600 <file>`). Such a file is never read or fixed silently:
+  its secrets may already have been read by others, so the operator decides.
+- `open_private` opens a file for appending, created 0600 (the audit log).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from engine.settings import SettingsError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class UnsafeFile(SettingsError):
+    """A data dir or secret file whose owner, type or permissions let others read it (a
+    SettingsError: the command line prints it and exits 2)."""
+
+
+def private_dir(path: Path) -> str | None:
+    """Create `path` (and its parents) with mode 0700, or tighten an existing one to 0700; the
+    note to log when an existing one was looser, else None. UnsafeFile when another user owns it
+    or it is not a directory."""
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True)
+        return None
+    except FileExistsError:
+        pass
+    info = path.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeFile(f"the data dir {path} is not a directory")
+    _check_owner(path, info, "the data dir")
+    loose = stat.S_IMODE(info.st_mode) & 0o077
+    if not loose:
+        return None
+    path.chmod(stat.S_IMODE(info.st_mode) & ~0o077)
+    return (
+        f"the data dir {path} was accessible to group or others (mode "
+        f"{stat.S_IMODE(info.st_mode):04o}); tightened to "
+        f"{stat.S_IMODE(info.st_mode) & ~0o077:04o}"
+    )
+
+
+def check_secret_file(path: Path, setting: str) -> None:
+    """Refuse (UnsafeFile) a secret file others could read or replace (module doc). A missing
+    file passes: reading it reports that."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    where = f"{setting}={path}" if setting.startswith("PERSONA_") else f"{setting} {path}"
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeFile(
+            f"{where} is a symbolic link; secret files are read only when they are regular "
+            f"files: use the file itself ({os.path.realpath(path)})"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFile(f"{where} is not a regular file")
+    _check_owner(path, info, where)
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise UnsafeFile(
+            f"{where} can be read or written by group or others (mode {mode:04o}); it holds "
+            f"secrets: run `chmod 600 {path}` (and replace its secrets if others may have "
+            "read them)"
+        )
+
+
+def _check_owner(path: Path, info: os.stat_result, where: str) -> None:
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise UnsafeFile(
+            f"{where} is owned by uid {info.st_uid}, not by the user running Persona (uid "
+            f"{uid}): run `chown {uid} {path}` or run Persona as its owner"
+        )
+
+
+def open_private(path: Path) -> int:
+    """A descriptor appending to `path`, created 0600 (an existing file keeps its mode: callers
+    tighten it first with `tighten`)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+
+
+def tighten(path: Path) -> str | None:
+    """Make an existing file of ours 0600 when group or others had bits on it; the note to log
+    then, else None (a missing file: None)."""
+    try:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+    except FileNotFoundError:
+        return None
+    if not mode & 0o077:
+        return None
+    path.chmod(mode & ~0o077)
+    return f"{path} was accessible to group or others (mode {mode:04o}); tightened to 0600"
