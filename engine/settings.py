@@ -310,7 +310,14 @@ def load_settings(
 
 def _check_kafka(settings: Settings) -> Settings:
     """The Kafka security settings must make one coherent client configuration; the password
-    comes from PERSONA_KAFKA_PASSWORD_FILE when that is set."""
+    comes from PERSONA_KAFKA_PASSWORD_FILE when that is set. The private key and the password
+    file hold secrets: 0600, ours, no symbolic link (engine/files.py)."""
+    from engine.files import check_secret_file  # engine.files imports this module
+
+    for name in ("kafka_key_file", "kafka_password_file"):
+        path = getattr(settings, name)
+        if path is not None:
+            check_secret_file(path, _ENV[name])
     if settings.kafka_password_file is not None:
         if settings.kafka_password is not None:
             raise SettingsError(

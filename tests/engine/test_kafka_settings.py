@@ -26,6 +26,7 @@ def _refused(**env: str) -> str:
 def _file(tmp_path: Path, name: str, text: str = "-----BEGIN CERTIFICATE-----\n") -> str:
     path = tmp_path / name
     path.write_text(text)
+    path.chmod(0o600)
     return str(path)
 
 
@@ -107,6 +108,30 @@ def test_password_from_a_file(tmp_path: Path) -> None:
     settings = _load(security="sasl_ssl", sasl_mechanism="SCRAM-SHA-512", username="persona",
                      password_file=path)  # fmt: skip
     assert settings.kafka_password == PASSWORD
+
+
+def test_a_client_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    key = _file(tmp_path, "client.key", "-----BEGIN PRIVATE KEY-----\n")
+    os.chmod(key, 0o644)
+    message = _refused(security="ssl", cert_file=_file(tmp_path, "client.pem"), key_file=key)
+    assert "PERSONA_KAFKA_KEY_FILE" in message and f"chmod 600 {key}" in message
+
+
+def test_a_password_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = _file(tmp_path, "password", PASSWORD)
+    os.chmod(path, 0o640)
+    message = _refused(security="sasl_ssl", sasl_mechanism="PLAIN", username="u",
+                       password_file=path)  # fmt: skip
+    assert "PERSONA_KAFKA_PASSWORD_FILE" in message and f"chmod 600 {path}" in message
+    assert PASSWORD not in message
+
+
+def test_a_password_file_behind_a_symlink_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(_file(tmp_path, "password", PASSWORD))
+    message = _refused(security="sasl_ssl", sasl_mechanism="PLAIN", username="u",
+                       password_file=str(link))  # fmt: skip
+    assert "PERSONA_KAFKA_PASSWORD_FILE" in message and "symbolic link" in message
 
 
 def test_password_and_password_file_together_are_refused(tmp_path: Path) -> None:
