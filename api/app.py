@@ -11,11 +11,13 @@ from typing import Any
 from aiohttp import web
 
 from api import privacy, routing
+from api.audit import audit, refused
 from api.auth import KeyRing, secret_from_header
 from api.content import ContentService
 from api.limits import THROTTLE, AuthThrottle, ServingOptions
 from api.openapi import openapi_document
 from engine.admission import admit
+from engine.audit import consent_fields
 from engine.blocks import BLOCKS, FORMATS, Block, models_header
 from engine.events import Event, InvalidEvent, validate
 
@@ -91,8 +93,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def authorize(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:
-    """(key name, None) when the request's key has `scope`, else (None, the 401/403 problem, or
-    a 429 when the client's address failed authentication too often: api/limits.py)."""
+    """(key name, None) when the request's key has `scope`, else (the key's name or None when
+    no key was recognized, the 401/403 problem, or a 429 when the client's address failed
+    authentication too often: api/limits.py). The name of a refused key is only for the audit."""
     app = request.app
     return authorize_peer(
         app[KEYS],
@@ -128,7 +131,7 @@ def authorize_header(
         )
         return None, response
     if scope not in key.scopes:
-        return None, problem(403, "Forbidden", f"this key lacks the {scope} scope")
+        return key.name, problem(403, "Forbidden", f"this key lacks the {scope} scope")
     return key.name, None
 
 
@@ -137,9 +140,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scope = _scope_for(request)
     if scope is None:
         return await handler(request)
-    name, refused = authorize(request, scope)
-    if refused is not None:
-        return refused
+    name, refusal = authorize(request, scope)
+    if refusal is not None:  # audited: the key's name on a 403, the address always
+        key = name or ""
+        refused(request.app, request.remote, refusal.status, key, request.method, request.path)
+        return refusal
     assert name is not None
     request[KEY_NAME] = name
     return await handler(request)
@@ -264,9 +269,19 @@ async def post_events(request: web.Request) -> web.Response:
         accepted.append(event)
     if accepted:
         await request.app[CONTENT].state.produce(accepted)
+        audit_consents(request, accepted)
     return web.json_response(
         {"accepted": len(accepted), "rejected": len(errors), "errors": errors}, status=202
     )
+
+
+def audit_consents(request: web.Request, events: list[Event]) -> None:
+    """A `consent_received` audit record for each consent event accepted (and produced) here:
+    who sent it (the key), whose and which purposes; the worker writes `consent_applied` when
+    it folds it (streams/app.py)."""
+    for event in events:
+        if event.type == "consent":
+            audit(request, "consent_received", **consent_fields(event))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -280,7 +295,7 @@ def _register_serving(app: web.Application, options: ServingOptions) -> None:
     audit, limit = limits.register(app, options, lambda r: r.get(KEY_NAME), _scope_for)
     at = app.middlewares.index(auth_middleware)
     app.middlewares.insert(at + 1, limit)  # after auth: it needs the key name
-    app.middlewares.insert(at, audit)  # before auth: refused admin requests are audited too
+    app.middlewares.insert(at, audit)  # before auth: model changes, with their outcome
     batch.register(app)
     render.register(app)
     feeds.register(app)

@@ -19,7 +19,8 @@ middleware chain (observe, errors, audit, auth, limits, routing, exposures, time
   for block GETs `Front` hands on (percent-escapes, dot segments, `Expect`).
 
 Either does inline, in the chain's order: request id, key and scope check (401/403, or 429 for
-an address with too many failed authentications: `authorize_peer`), rate limit (429), the block
+an address with too many failed authentications: `authorize_peer`), rate limit (429), the audit
+of a refusal (`api.audit.refused`, as the audit middleware does), the block
 (a cached lookup, see `api.content`), metrics and the access log. No timeout is needed: neither
 awaits. Both hand the request to the full chain whenever it would do something
 more: the user's partition belongs to another worker (routing forwards it), or an experiment is
@@ -57,6 +58,7 @@ from api.app import (
     problem,
     scope_for,
 )
+from api.audit import REFUSED_STATUSES, refused
 from api.limits import LIMITER, THROTTLE, limited, over_limit
 from api.models_routes import ADMIN
 from api.observability import TELEMETRY, _request_id, request_id
@@ -91,6 +93,7 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     started = time.perf_counter()
     app = request.app
     block = None
+    name: str | None = None
     try:
         scope = _scope_for(request)
         assert scope is not None  # the block route is never public
@@ -107,6 +110,8 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     took = time.perf_counter() - started
     response.headers["X-Request-Id"] = rid
     status = response.status
+    if status in REFUSED_STATUSES:
+        refused(app, request.remote, status, name or "", "GET", request.path)
     count_request(app[METRICS], status, took)
     app[TELEMETRY].observe_block(request, status, took, block)
     return response
@@ -264,6 +269,7 @@ class Front:
         token = request_id.set(rid)
         started = time.perf_counter()
         block = None
+        name: str | None = None
         response: web.StreamResponse | None
         try:
             scope = scope_for(path, "GET")
@@ -287,6 +293,8 @@ class Front:
         if not isinstance(response, HotResponse):
             response.headers["X-Request-Id"] = rid
         status = response.status
+        if status in REFUSED_STATUSES:
+            refused(self.app, request.remote, status, name or "", "GET", path)
         count_request(self.metrics, status, took)
         self.telemetry.observe_block(request, status, took, block)
         return response

@@ -23,8 +23,10 @@
   bound their own item counts (events, user ids, template size).
 - Audit: admin handlers record what they do with `api.audit.audit` (one JSON line per action on the
   `persona.audit` logger, which the process wiring sends to `<data_dir>/audit.log`); this module
-  adds a `denied` record for every admin request refused with 401, 403 or 429, and a `models`
-  record for every model change (POST/PUT/DELETE under /v1/models) with its status.
+  counts every request refused with 401, 403 or 429 on any route that needs a key
+  (`api.audit.Refusals`: `denied` and `denied_repeats` lines, bounded per address and minute)
+  and writes a record for every model change (POST/PUT/DELETE under /v1/models) with its
+  outcome and status.
 - Request logging on the hot content routes is at debug level only (metrics count every request).
 """
 
@@ -43,13 +45,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from api.audit import DETAILS, REFUSED_STATUSES, audit, refused
+from api.audit import register as register_audit
+from engine.audit import FAILED, OK
 from engine.settings import parse_rate_limits
 
 log = logging.getLogger("persona.api")
-audit_log = logging.getLogger("persona.audit")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ADMIN_SCOPES = frozenset({"models:admin", "privacy:admin"})
 UNTIMED_PREFIXES = ("/v1/feeds/",)
 MAX_USERS = 1000  # user ids per batch or render request
 MAX_TEMPLATE = 256 * 1024  # characters of a sender template (POST /v1/render)
@@ -229,9 +232,10 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
         app = request.app
         key = key_of(request)
         cost = await request_cost(request) if _limited_key(app, key) else 1
-        refused = over_limit(app, key, cost)
-        if refused is not None:
-            return refused
+        limit = over_limit(app, key, cost)
+        if limit is not None:
+            refused(app, request.remote, limit.status, key or "", request.method, request.path)
+            return limit
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s key=%s", request.method, request.path, key_of(request))
         if request.path.startswith(UNTIMED_PREFIXES):
@@ -250,36 +254,44 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
 def _audit_middleware(
     key_of: Callable[[web.Request], str | None], scope_of: Callable[[web.Request], str | None]
 ) -> Middleware:
-    """Audit refused admin requests (401/403/429, action `denied`) and every model change
-    (`models`: activate, rollback, experiments); privacy handlers audit their own actions."""
+    """Audit every model change (`model_activate`, `model_rollback`, `experiment_start`,
+    `experiment_stop`) with its outcome. Refusals are audited where they are made (auth, limits,
+    the hot path, the UI pages: `api.audit.refused`); privacy handlers audit their own actions."""
 
     @web.middleware
     async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        scope = scope_of(request)
-        if scope not in ADMIN_SCOPES:
+        if request.method == "GET" or scope_of(request) != "models:admin":
             return await handler(request)
-        response = await handler(request)
-        denied = response.status in (401, 403, 429)
-        # privacy handlers audit themselves (api/audit.py); model changes are audited here
-        changed = scope == "models:admin" and request.method != "GET"
-        if denied or changed:
-            audit_log.info(
-                json.dumps(
-                    {
-                        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "action": "denied" if denied else "models",
-                        "status": response.status,
-                        "key": key_of(request) or "",
-                        "remote": request.remote or "",
-                        "method": request.method,
-                        "path": request.path,
-                    },
-                    sort_keys=True,
-                )
-            )
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # a bad body, no registry here: answered by `errors`
+            _audit_change(request, key_of, exc.status)
+            raise
+        _audit_change(request, key_of, response.status)
         return response
 
     return audit_middleware
+
+
+def _audit_change(
+    request: web.Request, key_of: Callable[[web.Request], str | None], status: int
+) -> None:
+    if key_of(request) is not None and status not in REFUSED_STATUSES:  # else: `denied`
+        outcome = OK if status < 400 else FAILED
+        details = request.get(DETAILS, {})
+        audit(request, model_action(request), outcome, status=status, **details)
+
+
+def model_action(request: web.Request) -> str:
+    """The audit action of a model change (`models` for a request no route takes)."""
+    path, method = request.path.rstrip("/"), request.method
+    if method == "POST" and path.endswith("/activate"):
+        return "model_activate"
+    if method == "POST" and path.endswith("/rollback"):
+        return "model_rollback"
+    if path == "/v1/models/experiment":
+        return {"PUT": "experiment_start", "DELETE": "experiment_stop"}.get(method, "models")
+    return "models"
 
 
 def register(
@@ -289,11 +301,11 @@ def register(
     scope_of: Callable[[web.Request], str | None],
 ) -> tuple[Middleware, Middleware]:
     """Set up the limits of `app`; returns (audit, limits) middlewares: `audit` goes before the
-    auth middleware (so refused admin requests are logged too), `limits` after it (it reads the
-    key name auth sets)."""
+    auth middleware, `limits` after it (both read the key name auth sets)."""
     app[OPTIONS] = options
     app[LIMITER] = RateLimiter(options.rate_limits)
     app[THROTTLE] = AuthThrottle(options.auth_failures_per_minute)
+    register_audit(app)
     return _audit_middleware(key_of, scope_of), _middleware(key_of)
 
 

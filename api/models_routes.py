@@ -12,6 +12,9 @@ While an experiment runs, every 200 answer of a block or profile read of a known
 as an exposure (variant, versions, the items shown, and in shadow mode the candidate's items); so
 is every known user of `POST /v1/blocks:batch` and `POST /v1/render` (`log_exposures`). Users
 without personalization consent are never logged (and are scored with the default model set).
+
+Every change (POST, PUT, DELETE) is audited by the audit middleware (api/limits.py) with its
+outcome; the handlers add what was asked and what was done (`DETAILS`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from api.app import CONTENT, Handler, problem
+from api.audit import DETAILS
 from models.artifacts import rfc3339, utc_now
 from models.experiments import Experiment
 from models.scoring import score_profile
@@ -67,6 +71,11 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _short(value: Any) -> str | None:
+    """A field of a request body as the audit record shows it: text of at most 200 characters."""
+    return None if value is None else str(value)[:200]
+
+
 async def list_models(request: web.Request) -> web.Response:
     admin = _admin(request)
     return web.json_response({"models": admin.listing(), "experiment": admin.experiment()})
@@ -74,6 +83,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def _switch(request: web.Request, version: str | None) -> web.Response:
     name = request.match_info["name"]
+    details = request[DETAILS] = {"model": _short(name), "requested": _short(version)}
     if name not in NAMES:
         return problem(404, "Unknown model", f"models are {', '.join(NAMES)}")
     try:
@@ -82,6 +92,7 @@ async def _switch(request: web.Request, version: str | None) -> web.Response:
         return problem(404, "Unknown version", str(exc))
     except ValueError as exc:
         return problem(409, "Cannot activate", str(exc))
+    details["version"] = result["version"]
     log.info("%s activated %s %s", request.get("api_key", "?"), name, result["version"])
     return web.json_response(result)
 
@@ -104,6 +115,7 @@ async def get_experiment(request: web.Request) -> web.Response:
 async def put_experiment(request: web.Request) -> web.Response:
     body = await _json(request)
     admin = _admin(request)
+    request[DETAILS] = {f: _short(body.get(f)) for f in ("name", "model", "candidate", "mode")}
     try:
         model = str(body["model"])
         control = next(
@@ -129,7 +141,9 @@ async def put_experiment(request: web.Request) -> web.Response:
 
 
 async def delete_experiment(request: web.Request) -> web.Response:
-    await _admin(request).set_experiment(None)
+    admin = _admin(request)
+    request[DETAILS] = {"stopped": (admin.experiment() or {}).get("name")}
+    await admin.set_experiment(None)
     return web.json_response({"experiment": None})
 
 

@@ -7,7 +7,9 @@ navigates, so `/ui/preview` and `/ui/dashboard` answer 200 to a request with a c
 shell: a sign-in form that keeps the key in the tab's sessionStorage (never a cookie, never the
 URL's query) and sends it as `Authorization: Bearer` on every fetch. `#key=...` in the address is
 taken the same way (for scripts and tests; the fragment never reaches the server) and removed at
-once. The assets under `/ui/static/` hold code and style only and are public.
+once. A page request that sent a key and is refused is audited (`api.audit.refused`); the sign-in
+page answered to a request without a key is not a refusal. The assets under `/ui/static/` hold
+code and style only and are public.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from api.app import CONTENT, KEYS, problem
+from api.audit import refused
 from api.auth import ApiKey
 from api.explain import explain
 from api.limits import THROTTLE
@@ -63,7 +66,10 @@ async def page(request: web.Request) -> web.Response:
         headers=headers,
     )
     if key is None and "Authorization" in request.headers:  # a key was sent, and it is wrong
-        return request.app[THROTTLE].refusal(request.remote, response)
+        response = request.app[THROTTLE].refusal(request.remote, response)
+    if not authorized and "Authorization" in request.headers:  # the sign-in page is no refusal
+        name = key.name if key is not None else ""
+        refused(request.app, request.remote, response.status, name, "GET", request.path)
     return response
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.app import create_app
+from api.audit import attach_file
 from api.auth import KeyRing
 from api.content import ContentService
 from api.hot import HotRunner
@@ -32,6 +33,7 @@ from api.limits import ServingOptions
 from api.models_routes import ADMIN
 from api.observability import follow_restarts
 from engine.blocks import BlockPolicy, Renderer
+from engine.files import private_dir
 from engine.settings import Settings
 from models.registry import ModelSet
 from persona.runtime import place, tune_gc
@@ -111,9 +113,10 @@ def run_reader(settings: Settings, broker_url: Broker, index: int) -> None:
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    audit_file = logging.FileHandler(settings.data_dir / "audit.log")
-    audit_file.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("persona.audit").addHandler(audit_file)
+    tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)
+    if tightened:
+        log.warning("%s", tightened)
+    attach_file(settings.data_dir)  # audit.log: 0600, rotated (api/audit.py)
     tune_gc()
     place(settings.reader_cpus)  # PERSONA_READER_CPUS
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from mode import Service
 
 from api.app import create_app
+from api.audit import attach_file
 from api.auth import KeyRing
 from api.content import ContentService
 from api.hot import HotRunner
@@ -19,6 +20,7 @@ from api.observability import configure_json_logging, follow_restarts
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
 from engine.events import INPUT_TOPICS
+from engine.files import private_dir
 from engine.profile import Profile
 from engine.settings import Settings
 from models.registry import ModelSet
@@ -132,7 +134,9 @@ class HttpService(Service):
 
 
 def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, PersonaStreams]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)
+    if tightened:
+        log.warning("%s", tightened)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     if not len(keys):
         log.warning("no API key configured: every route but the public ones answers 401")
@@ -178,9 +182,7 @@ def run_worker(settings: Settings, broker_url: Broker) -> None:
     # Faust logs every producer back-pressure wait (several per second under load): keep errors.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     configure_json_logging(settings.log_level)  # persona.* logs: JSON lines with request ids
-    audit_file = logging.FileHandler(settings.data_dir / "audit.log")
-    audit_file.setFormatter(logging.Formatter("%(message)s"))
-    logging.getLogger("persona.audit").addHandler(audit_file)
+    attach_file(settings.data_dir)  # audit.log: 0600, rotated (api/audit.py)
     tune_gc()
     place(settings.worker_cpus)  # PERSONA_WORKER_CPUS
     worker.execute_from_commandline()

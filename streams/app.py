@@ -25,6 +25,7 @@ from faust.sensors.monitor import Monitor
 from faust.types import EventT
 
 from engine.admission import admit
+from engine.audit import audit_consents
 from engine.catalog import InvalidProduct, Product, parse_product
 from engine.clock import EventTimeClock, WallClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
@@ -693,6 +694,7 @@ class PersonaStreams:
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
         activity: dict[bytes, list[Contribution]] = {}  # user -> popularity contributions
         newest: dict[int, tuple[int, Delivered]] = {}
+        consents: list[Event] = []  # folded consent events: audited once written
         wall = self.wall.now_ms()
         fences: dict[bytes, tuple[int, int]] = {}  # erasures of this batch: user -> (ms, partition)
         for fevent in batch:
@@ -747,6 +749,8 @@ class PersonaStreams:
                     touched[user] = (current, fevent, True)
                 continue
             self.stats.events += 1
+            if event.type == "consent":
+                consents.append(event)
             self.clock.observe(event.ts)
             if event.ts > self._partition_time.get(msg.partition, 0):
                 self._partition_time[msg.partition] = event.ts
@@ -784,6 +788,7 @@ class PersonaStreams:
         for partition, items in writes.items():
             self._profile_writer.write(partition, items)
         await self._profile_writer.ship()
+        audit_consents(e for e in consents if user_key(e.user_id) not in refused)
         for trigger in fired:
             await self.triggers.emit(trigger)
         for partition, (ts, fevent) in newest.items():
