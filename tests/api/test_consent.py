@@ -15,6 +15,7 @@ from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.models_routes import ADMIN
+from api.observability import TELEMETRY
 from api.privacy import export_view
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
@@ -218,3 +219,12 @@ async def test_the_export_shows_each_purposes_records(granted: Any) -> None:
     r = await client.get("/v1/users/u/export", headers=ADMIN_KEY)
     assert r.status == 200
     assert json.loads(await r.text())["stored"]["consent_records"]["email"][0]["ts"] == T0 + 50
+
+
+async def test_the_churn_histogram_leaves_withdrawn_users_out(granted: Any) -> None:
+    client, _, state = granted
+    for user in ("a", "b", "c"):
+        shop(user, state, {"personalization": False} if user == "b" else None)
+    telemetry = client.server.app[TELEMETRY]
+    telemetry.refresh_churn()
+    assert telemetry.churn_sampled == 2 and sum(telemetry.churn_counts) == 2

@@ -149,3 +149,18 @@ def test_catalog_triggers_skip_users_who_withdrew() -> None:
                "old_price": 10.0}  # fmt: skip
     asyncio.run(runner.items_changed(0, [command]))
     assert [(t.trigger, t.user_id) for t in emitted] == [("price_drop", "keeps")]
+
+
+def test_an_erasure_takes_back_the_users_schedule_and_webhooks() -> None:
+    async def scenario() -> None:
+        hooks = WebhookSender(["http://127.0.0.1:9/never"], "secret-kkkkkkkkkkkkkkkk")
+        runner, _ = _runner(hooks)
+        hooks.submit(b'{"trigger": "churn_risk"}', "gone", "churn_risk")
+        hooks.submit(b'{"trigger": "churn_risk"}', "other", "churn_risk")
+        runner._pending.update(gone=T0, other=T0)
+        runner.forget("gone")
+        assert runner._pending == {"other": T0}
+        assert hooks.pending("gone") == 0 and hooks.pending("other") == 1
+        assert hooks._queue.qsize() == 1 and hooks.stats.cancelled == 1
+
+    asyncio.run(scenario())
