@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KafkaError as exc:
         print(
-            f"persona: broker error: {exc} (is the broker URL right and reachable?)",
+            f"persona: broker error: {exc} (is the broker URL right and reachable, and do "
+            "PERSONA_KAFKA_SECURITY and its credentials match the cluster's listener?)",
             file=sys.stderr,
         )
         return 1

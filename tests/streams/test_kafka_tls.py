@@ -144,7 +144,7 @@ def test_plaintext_client_cannot_use_the_tls_port(cluster: TlsCluster, tmp_path:
     """The port really is TLS: without PERSONA_KAFKA_SECURITY the CLI gets nowhere."""
     path = write_events(tmp_path / "events.jsonl", "plain-user", 1)
     code, err = persona(["replay", str(path), "--broker", cluster.url], {}, timeout=180)
-    assert code == 1 and "broker error" in err, err
+    assert code == 1 and "broker error" in err and "PERSONA_KAFKA_SECURITY" in err, err
     assert "Traceback" not in err
 
 
