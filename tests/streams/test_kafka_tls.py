@@ -140,6 +140,27 @@ def test_run_with_a_reader_over_tls(cluster: TlsCluster, tmp_path: Path) -> None
             proc.wait(10)
 
 
+def test_client_certificates_over_mutual_tls(tmp_path: Path) -> None:
+    """A listener that requires client certificates: the CLI with PERSONA_KAFKA_CERT_FILE and
+    PERSONA_KAFKA_KEY_FILE produces; without them the broker cannot be used."""
+    stunnel_binary()
+    pki = make_pki(tmp_path / "pki")
+    tls_port = free_port()
+    url = f"kafka://127.0.0.1:{tls_port}"
+    env = {"PERSONA_KAFKA_SECURITY": "ssl", "PERSONA_KAFKA_CA_FILE": str(pki.ca)}
+    client = {"PERSONA_KAFKA_CERT_FILE": str(pki.cert), "PERSONA_KAFKA_KEY_FILE": str(pki.key)}
+    path = write_events(tmp_path / "events.jsonl", "mtls-user", 2)
+    with (
+        EmbeddedBroker(log_file=tmp_path / "broker.log", advertised_port=tls_port) as broker,
+        Stunnel(tmp_path, pki, accept=tls_port, connect=broker.port, client_ca=pki.ca),
+    ):
+        code, err = persona(["replay", str(path), "--broker", url], {**env, **client})
+        assert code == 0, err
+        code, err = persona(["replay", str(path), "--broker", url], env, timeout=180)
+        assert code == 1 and "broker error" in err, err
+    assert "peer did not return a certificate" in (tmp_path / "stunnel.log").read_text()
+
+
 def test_plaintext_client_cannot_use_the_tls_port(cluster: TlsCluster, tmp_path: Path) -> None:
     """The port really is TLS: without PERSONA_KAFKA_SECURITY the CLI gets nowhere."""
     path = write_events(tmp_path / "events.jsonl", "plain-user", 1)

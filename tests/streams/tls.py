@@ -64,18 +64,25 @@ def stunnel_binary() -> str:
 
 
 class Stunnel:
-    """Accepts TLS on 127.0.0.1:`accept` with the PKI's certificate, forwards to `connect`."""
+    """Accepts TLS on 127.0.0.1:`accept` with the PKI's certificate, forwards to `connect`; with
+    `client_ca`, only clients presenting a certificate that CA signed."""
 
-    def __init__(self, directory: Path, pki: Pki, accept: int, connect: int) -> None:
+    def __init__(
+        self, directory: Path, pki: Pki, accept: int, connect: int, client_ca: Path | None = None
+    ) -> None:
         self.binary = stunnel_binary()
         self.directory = directory
         self.config = directory / "stunnel.conf"
         self.log = directory / "stunnel.log"
         self.accept = accept
+        # client_ca: clients must present a certificate this CA signed (mutual TLS)
+        mutual = (
+            f"requireCert = yes\nverifyChain = yes\nCAfile = {client_ca}\n" if client_ca else ""
+        )
         self.config.write_text(
             "foreground = yes\npid =\ndebug = warning\n[kafka]\n"
             f"accept = 127.0.0.1:{accept}\nconnect = 127.0.0.1:{connect}\n"
-            f"cert = {pki.cert}\nkey = {pki.key}\n"
+            f"cert = {pki.cert}\nkey = {pki.key}\n{mutual}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
