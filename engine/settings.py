@@ -296,6 +296,10 @@ def load_settings(
     settings = replace(Settings(), **{name: _convert(name, value) for name, value in raw.items()})
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("PERSONA_TLS_CERT and PERSONA_TLS_KEY must be set together")
+    if settings.tls_key is not None:  # the HTTPS private key: 0600, ours, no symbolic link
+        from engine.files import check_secret_file  # engine.files imports this module
+
+        check_secret_file(settings.tls_key, "PERSONA_TLS_KEY")
     if settings.webhook_urls and not settings.webhook_secret:
         raise SettingsError(
             "PERSONA_WEBHOOK_URLS is set but PERSONA_WEBHOOK_SECRET is not: webhooks are signed"

@@ -147,3 +147,14 @@ def test_the_settings_never_show_their_secrets() -> None:
     settings = load_settings(env=env)
     assert SECRET not in repr(settings) and SECRET not in str(settings)
     assert settings.api_keys is not None and SECRET in settings.api_keys
+
+
+def test_an_https_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    from engine.settings import load_settings
+
+    key = _secret_file(tmp_path, 0o644)
+    env = {"PERSONA_TLS_CERT": str(tmp_path / "cert.pem"), "PERSONA_TLS_KEY": str(key)}
+    with pytest.raises(UnsafeFile, match=f"PERSONA_TLS_KEY={key} can be read.*chmod 600"):
+        load_settings(env=env)
+    key.chmod(0o600)
+    assert load_settings(env=env).tls_key == key
