@@ -13,6 +13,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from mode import Service
@@ -45,6 +46,17 @@ class Delivery:
     user_id: str = ""
     trigger: str = ""
     cancelled: bool = False
+
+
+def shown(url: str) -> str:
+    """`url` as the log shows it: without the user and password a webhook URL may carry."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"***@{host}{port}"))
 
 
 def _refuse_all(trigger: str) -> bool:
@@ -161,4 +173,4 @@ class WebhookSender(Service):
                 self.stats.retries += 1
                 await asyncio.sleep(self.base_delay * 2**attempt)
         self.stats.failed += 1
-        log.warning("webhook %s failed after %d attempt(s): %s", url, attempt + 1, reason)
+        log.warning("webhook %s failed after %d attempt(s): %s", shown(url), attempt + 1, reason)
