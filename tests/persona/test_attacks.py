@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ import pytest
 from streams.broker import free_port
 from tests.conftest import ROOT, http, wait_until
 from tests.persona.test_crash_restart import _worker_port
-from tests.persona.test_run import _children, _kind, _start_run, _wait_ready
+from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -108,15 +107,6 @@ class Engine:
             r'persona_process_restarts_total\{process="(\w+)"\} (\S+)', body.decode()
         )
         return {kind: float(value) for kind, value in found}
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 from streams.broker import free_port
 from tests.conftest import http, wait_until
-from tests.persona.test_run import _alive, _children, _kind, _start_run, _wait_ready
+from tests.persona.test_run import _alive, _children, _kind, _start_run, _stop, _wait_ready
 
 pytestmark = pytest.mark.integration
 NAMES = {"worker": "the worker", "reader": "reader 0", "broker": "the embedded broker"}
@@ -54,15 +54,6 @@ def _start(tmp: Path, extra: dict[str, str] | None = None) -> Run:
     return Run(proc, f"http://127.0.0.1:{port}", log, data)
 
 
-def _stop(run: Run) -> None:
-    if run.proc.poll() is None:
-        run.proc.send_signal(signal.SIGTERM)
-        try:
-            run.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            run.proc.kill()
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     started = _start(tmp_path_factory.mktemp("crash"))
@@ -70,7 +61,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         _wait_ready(started.proc, started.base)
         yield started
     finally:
-        _stop(started)
+        _stop(started.proc, grace=15)
 
 
 def _worker_port(pid: int) -> int:
@@ -173,7 +164,7 @@ def test_a_reader_that_cannot_start_makes_run_give_up(tmp_path: Path) -> None:
         assert not (run.data_dir / "restarts.json").exists()
     finally:
         held.close()
-        _stop(run)
+        _stop(run.proc, grace=15)
 
 
 def test_a_stop_during_a_back_off_stops_without_a_restart(tmp_path: Path) -> None:
@@ -192,4 +183,4 @@ def test_a_stop_during_a_back_off_stops_without_a_restart(tmp_path: Path) -> Non
         assert not [pid for pid in children if _alive(pid)]
     finally:
         held.close()
-        _stop(run)
+        _stop(run.proc, grace=15)

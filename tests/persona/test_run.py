@@ -61,6 +61,16 @@ def _start_run(
     )  # fmt: skip
 
 
+def _stop(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
+    """SIGTERM a `persona run`, SIGKILL it if it has not stopped within `grace` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _wait_ready(proc: subprocess.Popen[str], base: str) -> None:
     """Until `persona run` answers /readyz 200 (it must not have exited meanwhile)."""
     wait_until(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import pytest
 from streams.broker import free_port
 from tests.conftest import ROOT, http, wait_until
 from tests.persona.test_crash_restart import _worker_port
-from tests.persona.test_run import _children, _kind, _start_run, _wait_ready
+from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -76,15 +75,6 @@ class Run:
         return status, data
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("secrets")
@@ -105,7 +95,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         worker = f"http://127.0.0.1:{_worker_port(pids['worker'])}"
         yield Run(proc, base, worker, data, log)
     finally:
-        _stop(proc)
+        _stop(proc, grace=30)
 
 
 def _event(user: str, n: int, kind: str = "add_to_cart", **fields: Any) -> dict[str, Any]:
