@@ -21,10 +21,8 @@ from typing import Any
 
 import pytest
 
-from streams.broker import free_port
 from tests.conftest import ROOT, http, wait_until
-from tests.persona.test_crash_restart import _worker_port
-from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready
+from tests.persona.test_run import _children, _kind, _running
 
 pytestmark = pytest.mark.integration
 
@@ -112,23 +110,15 @@ class Engine:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     tmp = tmp_path_factory.mktemp("attacks")
-    port, log, data = free_port(), tmp / "run.log", tmp / "data"
+    log, data = tmp / "run.log", tmp / "data"
     env = {"PERSONA_API_KEYS": KEYS, "PERSONA_READERS": "1"}
-    with log.open("w") as out:
-        proc = _start_run(data, port, "--no-demo", 2, subprocess.STDOUT, env, out.fileno())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, base)
-        pids = {_kind(pid): pid for pid in _children(proc.pid)}
-        worker = f"http://127.0.0.1:{_worker_port(pids['worker'])}"
-        poller = Poller([base, worker])
+    with _running(data, log, env) as run:
+        poller = Poller([run.base, run.worker])
         thread = threading.Thread(target=poller.run, daemon=True)
         thread.start()
-        yield Engine(proc, base, data, log, pids, poller)
+        yield Engine(run.proc, run.base, data, log, run.pids, poller)
         poller.stop.set()
         thread.join(10)
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,15 @@ import pytest
 
 from streams.broker import free_port
 from tests.conftest import http, wait_until
-from tests.persona.test_run import _alive, _children, _kind, _start_run, _stop, _wait_ready
+from tests.persona.test_run import (
+    _alive,
+    _children,
+    _kind,
+    _start_run,
+    _stop,
+    _wait_ready,
+    _worker_port,
+)
 
 pytestmark = pytest.mark.integration
 NAMES = {"worker": "the worker", "reader": "reader 0", "broker": "the embedded broker"}
@@ -62,11 +70,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         yield started
     finally:
         _stop(started.proc, grace=15)
-
-
-def _worker_port(pid: int) -> int:
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    return int(argv[argv.index(b"--port") + 1])
 
 
 def _comes_back(run: Run, kind: str) -> int:

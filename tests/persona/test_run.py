@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -69,6 +72,35 @@ def _stop(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _worker_port(pid: int) -> int:
+    """The private port a worker child of `persona run` listens on (from its command line)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return int(argv[argv.index(b"--port") + 1])
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[str]
+    base: str  # the public port (readers)
+    worker: str  # the worker's private port
+    pids: dict[str, int]  # child kind -> pid
+
+
+@contextlib.contextmanager
+def _running(data: Path, log: Path, env: dict[str, str], grace: float = 20.0) -> Iterator[Running]:
+    """A ready `persona run --no-demo` (2 partitions, its output in `log`), stopped on exit."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = _start_run(data, port, "--no-demo", 2, subprocess.STDOUT, env, out.fileno())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, base)
+        pids = {_kind(pid): pid for pid in _children(proc.pid)}
+        yield Running(proc, base, f"http://127.0.0.1:{_worker_port(pids['worker'])}", pids)
+    finally:
+        _stop(proc, grace)
 
 
 def _wait_ready(proc: subprocess.Popen[str], base: str) -> None:
@@ -162,8 +194,7 @@ def test_run_demo_prints_working_example_urls(tmp_path: Path) -> None:
         status, headers, _ = http("GET", next(u for u in urls if "someone-new" in u), key=secret)
         assert status == 200 and headers["X-Persona-Fallback"] == "1"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
+        _stop(proc)
 
 
 def _cpus_of_every_thread(pid: int) -> set[str]:
@@ -189,8 +220,4 @@ def test_run_places_the_ingestion_and_the_serving_side_on_their_cpus(tmp_path: P
         placed = {_kind(pid): _cpus_of_every_thread(pid) for pid in _children(proc.pid)}
         assert placed == {"broker": {"0"}, "worker": {"0"}, "reader": {"1"}}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc, grace=15)

@@ -25,8 +25,7 @@ import pytest
 
 from streams.broker import free_port
 from tests.conftest import ROOT, http, wait_until
-from tests.persona.test_crash_restart import _worker_port
-from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready
+from tests.persona.test_run import _running
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +77,7 @@ class Run:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp("secrets")
-    port, log, data = free_port(), tmp / "run.log", tmp / "data"
+    log, data = tmp / "run.log", tmp / "data"
     env = {
         "PERSONA_API_KEYS": KEYS,
         "PERSONA_READERS": "1",
@@ -86,16 +85,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         "PERSONA_WEBHOOK_SECRET": WEBHOOK,
         "PERSONA_LOG_LEVEL": "debug",  # the most the processes ever say
     }
-    with log.open("w") as out:
-        proc = _start_run(data, port, "--no-demo", 2, subprocess.STDOUT, env, out.fileno())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, base)
-        pids = {_kind(pid): pid for pid in _children(proc.pid)}
-        worker = f"http://127.0.0.1:{_worker_port(pids['worker'])}"
-        yield Run(proc, base, worker, data, log)
-    finally:
-        _stop(proc, grace=30)
+    with _running(data, log, env, grace=30) as running:
+        yield Run(running.proc, running.base, running.worker, data, log)
 
 
 def _event(user: str, n: int, kind: str = "add_to_cart", **fields: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 
 from streams.broker import EmbeddedBroker, free_port
 from tests.conftest import ROOT, SCOPES, SECRET, T0, http, start_worker, wait_until
+from tests.persona.test_run import _stop
 from tests.streams.tls import Pki, Stunnel, make_pki, stunnel_binary
 
 pytestmark = pytest.mark.integration
@@ -132,12 +132,7 @@ def test_run_with_a_reader_over_tls(cluster: TlsCluster, tmp_path: Path) -> None
             what="events posted to the reader folded over TLS",
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _stop(proc, grace=30)
 
 
 def test_client_certificates_over_mutual_tls(tmp_path: Path) -> None:
