@@ -626,10 +626,12 @@ class PersonaStreams:
         try:
             if self._recovered() != "ok":
                 return
-            async with self._fold_lock:  # before readiness: profiles of an earlier layout move
-                actives = cast(Any, self.app.assignor).assigned_actives()
-                self._ensure_layout({tp.partition for tp in actives if tp.topic in INPUT_TOPICS})
-                await self._profile_writer.ship()
+            actives = cast(Any, self.app.assignor).assigned_actives()
+            unchecked = {tp.partition for tp in actives if tp.topic in INPUT_TOPICS}
+            if unchecked - self._layout_checked:  # before readiness: an earlier layout moves
+                async with self._fold_lock:
+                    self._ensure_layout(unchecked)
+                    await self._profile_writer.ship()
             self._layout_ready = True
             if not self.ready()[0]:
                 return
