@@ -732,7 +732,7 @@ class PersonaStreams:
             user = user_key(event.user_id)
             try:
                 current = self._load(user, fevent, touched)
-                if current is None and self._fenced(user, msg, fences):
+                if self._fenced(user, msg, fences):
                     self.stats.fenced += 1  # erased after it was produced: never folded
                     continue
                 product = self.product(event.item_id) if event.item_id else None
@@ -826,7 +826,10 @@ class PersonaStreams:
     def _fenced(self, user: bytes, msg: Any, fences: dict[bytes, tuple[int, int]]) -> bool:
         """Whether the user was erased after this record was produced (the erasure fence: the
         erase command travels on its own topic, so the user's older events may arrive after it
-        and must not re-create the profile). Asked only where the user has no profile."""
+        and must not re-create the profile). Asked for every event, with or without a profile:
+        an event produced after the erasure may reach the fold first (from another topic) and
+        start the new history; older ones arriving later must still stay out of it (~1 us: a
+        RocksDB miss)."""
         fence = fences.get(user)
         at = fence[0] if fence else _stored_ts(self.profile_db(msg.partition).get(fence_of(user)))
         return at is not None and int((msg.timestamp or 0) * 1000) <= at
