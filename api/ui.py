@@ -129,7 +129,10 @@ async def get_users(request: web.Request) -> web.Response:
         limit = max(1, min(int(request.query.get("limit", "20")), 200))
     except ValueError:
         return problem(400, "Bad limit", "limit is an integer from 1 to 200")
-    profiles = sample_profiles(request.app[CONTENT], USERS_SAMPLE)
+    content = request.app[CONTENT]
+    # engine.consent: the list is a view of profiles; a user who withdrew personalization is
+    # not offered to preview (their blocks are the fallback anyway)
+    profiles = [p for p in sample_profiles(content, USERS_SAMPLE) if content.personal(p)]
     profiles.sort(key=lambda p: (-p.version, p.user_id))
     return web.json_response(
         {
@@ -137,7 +140,8 @@ async def get_users(request: web.Request) -> web.Response:
                 {"user_id": p.user_id, "events": p.version, "last_seen": p.last_seen}
                 for p in profiles[:limit]
             ],
-            "note": f"the most active of a sample of up to {USERS_SAMPLE} users of this worker",
+            "note": f"the most active of a sample of up to {USERS_SAMPLE} users of this worker "
+            "(users without personalization consent are left out)",
         }
     )
 

@@ -228,3 +228,25 @@ async def test_the_churn_histogram_leaves_withdrawn_users_out(granted: Any) -> N
     telemetry = client.server.app[TELEMETRY]
     telemetry.refresh_churn()
     assert telemetry.churn_sampled == 2 and sum(telemetry.churn_counts) == 2
+
+
+async def test_the_preview_user_list_leaves_withdrawn_users_out(granted: Any) -> None:
+    client, _, state = granted
+    shop("kept", state)
+    shop("withdrew", state, {"personalization": False})
+    shop("no-ads", state, {"ads": False})  # still personalized by e-mail: listed
+    r = await client.get("/v1/users?limit=200", headers=READER)
+    assert r.status == 200
+    assert sorted(u["user_id"] for u in (await r.json())["users"]) == ["kept", "no-ads"]
+    again = {"event_id": "again", "type": "consent", "user_id": "withdrew", "ts": T0 + 9}
+    state.apply(validate({**again, "props": {"personalization": True}}))  # given again: listed
+    r = await client.get("/v1/users?limit=200", headers=READER)
+    assert "withdrew" in [u["user_id"] for u in (await r.json())["users"]]
+
+
+async def test_the_preview_user_list_needs_consent_when_it_is_required(required: Any) -> None:
+    client, _, state = required
+    shop("silent", state)
+    shop("agreed", state, {"personalization": True})
+    r = await client.get("/v1/users", headers=READER)
+    assert [u["user_id"] for u in (await r.json())["users"]] == ["agreed"]
