@@ -7,7 +7,6 @@ event's product in the catalog (for its category and brand) and passes it in.
 from __future__ import annotations
 
 import hashlib
-from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,7 @@ import msgpack
 
 from engine.catalog import Product
 from engine.consent import PURPOSES, Record, legacy_history, merged, record_of
+from engine.dedup import SeenIds
 from engine.events import Event
 
 RECENT_ITEMS = 30  # most recent distinct items kept, newest first
@@ -27,6 +27,7 @@ TOP_AFFINITIES = 30
 DAY_MS = 86_400_000
 # Idempotency memory per user: at least the last DEDUP_IDS event ids or every id of the last
 # DEDUP_WINDOW_MS of event time, whichever holds more; DEDUP_HARD_CAP bounds a runaway user.
+# Ids are forgotten a block at a time (engine.dedup.BLOCK): up to a block more may be kept.
 DEDUP_IDS = 1000
 DEDUP_WINDOW_MS = 30 * DAY_MS
 DEDUP_HARD_CAP = 20_000
@@ -90,8 +91,7 @@ class Profile:
     consent: dict[str, bool] | None = None  # purpose -> current value (consent_log's newest)
     last_checkout: int = 0  # newest checkout or purchase (cancels an abandoned-cart trigger)
     fired: dict[str, int] = field(default_factory=dict)  # trigger -> marker of its last firing
-    seen: array[int] = field(default_factory=lambda: array("Q"), repr=False)  # event_key()s
-    seen_at: array[int] = field(default_factory=lambda: array("I"), repr=False)  # their ts (s)
+    seen: SeenIds = field(default_factory=SeenIds, repr=False)  # event_key()s and their ts (s)
     # purpose -> engine.consent records, newest first by event time (at most consent.HISTORY);
     # tuples, never changed in place, so copies may share them
     consent_log: dict[str, tuple[Record, ...]] = field(default_factory=dict)
@@ -121,8 +121,8 @@ class Profile:
             "co": self.consent,
             "lc": self.last_checkout,
             "fi": self.fired,
-            "e": self.seen.tobytes(),
-            "ea": self.seen_at.tobytes(),
+            "e": self.seen.keys_bytes(),
+            "ea": self.seen.ats_bytes(),
             "cl": self.consent_log,
         }
 
@@ -151,8 +151,7 @@ class Profile:
             consent=d["co"],
             last_checkout=d.get("lc", 0),
             fired=d.get("fi", {}),
-            seen=_array("Q", d["e"]),
-            seen_at=_array("I", d["ea"]),
+            seen=SeenIds.from_bytes(d["e"], d["ea"]),
             consent_log=_consent_log(d.get("cl")),
         )
 
@@ -185,8 +184,8 @@ class Profile:
                     self.consent,
                     self.last_checkout,
                     self.fired,
-                    self.seen.tobytes(),
-                    self.seen_at.tobytes(),
+                    self.seen.keys_bytes(),
+                    self.seen.ats_bytes(),
                     self.consent_log,
                 ],
                 use_bin_type=True,
@@ -234,8 +233,7 @@ class Profile:
         new.recent = list(recent)  # (item_id, ts) tuples already: msgpack arrays as tuples
         new.purchased = list(purchased)
         new.spans = [list(span) for span in spans]
-        new.seen = _array("Q", seen)
-        new.seen_at = _array("I", seen_at)
+        new.seen = SeenIds.from_bytes(seen, seen_at)
         return new
 
     # -- derived views ---------------------------------------------------------------------------
@@ -282,8 +280,7 @@ class Profile:
         new.consent = None if self.consent is None else dict(self.consent)
         new.fired = dict(self.fired)
         new.spans = [list(s) for s in self.spans]
-        new.seen = array("Q", self.seen)
-        new.seen_at = array("I", self.seen_at)
+        new.seen = self.seen.copy()  # shares its frozen blocks: O(1) in the ids remembered
         new.consent_log = dict(self.consent_log)
         return new
 
@@ -296,12 +293,6 @@ def _consent_log(raw: Any) -> dict[str, tuple[Record, ...]]:
         str(k): tuple((bool(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in v)
         for k, v in raw.items()
     }
-
-
-def _array(typecode: str, raw: bytes) -> array[int]:
-    out = array(typecode)
-    out.frombytes(raw)
-    return out
 
 
 def new_profile(user_id: str) -> Profile:
@@ -411,16 +402,9 @@ def _add_to_cart(cart: dict[str, int], item: str, quantity: int) -> None:
 
 def _remember(p: Profile, key: int, ts: int) -> None:
     """Add an event id to the dedup memory and forget what both bounds allow forgetting."""
-    p.seen.append(key)
-    p.seen_at.append(max(0, ts // 1000))
+    p.seen.add(key, max(0, ts // 1000))
     horizon = (max(p.last_seen, ts) - DEDUP_WINDOW_MS) // 1000
-    drop = 0
-    limit = len(p.seen) - DEDUP_IDS
-    while drop < limit and (p.seen_at[drop] < horizon or len(p.seen) - drop > DEDUP_HARD_CAP):
-        drop += 1
-    if drop:
-        del p.seen[:drop]
-        del p.seen_at[:drop]
+    p.seen.forget(horizon, DEDUP_IDS, DEDUP_HARD_CAP)
 
 
 def _track_session(p: Profile, ts: int) -> None:

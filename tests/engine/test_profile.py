@@ -1,4 +1,5 @@
 from engine.catalog import Product
+from engine.dedup import BLOCK, SeenIds
 from engine.events import validate
 from engine.profile import (
     DEDUP_IDS,
@@ -177,12 +178,14 @@ def test_apply_does_not_mutate_its_input():
     assert p.pack() == before
 
 
-def test_dedup_keeps_the_last_thousand_ids_when_older_than_thirty_days():
+def test_dedup_forgets_ids_older_than_thirty_days_but_keeps_the_last_thousand():
     day = 86_400_000
     old = [ev(ts=T0 + i, event_id=f"old{i}") for i in range(DEDUP_IDS)]
-    p = fold(old + [ev(ts=T0 + 40 * day + i) for i in range(50)])
-    assert p is not None and len(p.seen) == DEDUP_IDS
-    assert not p.has_seen("old0") and p.has_seen(f"old{DEDUP_IDS - 1}")
+    new = [ev(ts=T0 + 40 * day + i, event_id=f"new{i}") for i in range(DEDUP_IDS)]
+    p = fold(old + new)
+    assert p is not None and DEDUP_IDS <= len(p.seen) < DEDUP_IDS + BLOCK  # whole blocks go
+    assert all(p.has_seen(f"new{i}") for i in range(DEDUP_IDS))
+    assert not p.has_seen("old0")
 
 
 def test_dedup_keeps_every_id_of_the_last_thirty_days_beyond_a_thousand():
@@ -196,9 +199,11 @@ def test_dedup_keeps_every_id_of_the_last_thirty_days_beyond_a_thousand():
 def test_dedup_memory_has_a_hard_cap(monkeypatch):
     import engine.profile
 
-    monkeypatch.setattr(engine.profile, "DEDUP_HARD_CAP", DEDUP_IDS + 100)
-    p = fold([ev(ts=T0 + i) for i in range(DEDUP_IDS + 300)])
-    assert p is not None and len(p.seen) == DEDUP_IDS + 100
+    cap = DEDUP_IDS + 100
+    monkeypatch.setattr(engine.profile, "DEDUP_HARD_CAP", cap)
+    p = fold([ev(ts=T0 + i, event_id=f"c{i}") for i in range(cap + 4 * BLOCK)])  # all recent
+    assert p is not None and DEDUP_IDS <= len(p.seen) < cap + BLOCK
+    assert not p.has_seen("c0") and p.has_seen(f"c{cap + 4 * BLOCK - 1}")
 
 
 def test_profiles_stored_in_the_earlier_map_format_still_unpack():
@@ -245,8 +250,7 @@ def test_pack_keeps_every_field_in_its_place():
         consent={"email": False},
         last_checkout=20,
         fired={"churn_risk": 21},
-        seen=array("Q", [22]),
-        seen_at=array("I", [23]),
+        seen=SeenIds.from_arrays(array("Q", [22]), array("I", [23])),
         consent_log={"email": ((False, 24, "s", "t"),)},
     )
     assert Profile.unpack(p.pack()) == p
@@ -277,10 +281,10 @@ def test_copy_is_equal_and_shares_nothing_mutable() -> None:
     assert copied == p  # every field set (a field copy() forgot would make this raise)
     for f in fields(Profile):
         value = getattr(p, f.name)
-        if isinstance(value, dict | list) or f.name in ("seen", "seen_at"):
+        if isinstance(value, dict | list) or f.name == "seen":
             assert getattr(copied, f.name) is not value, f.name
     copied.cart["B"] = 1
-    copied.seen.append(1)
+    copied.seen.add(1, 1)
     assert "B" not in p.cart and 1 not in p.seen
 
 
