@@ -11,6 +11,7 @@ The mapping (an output needs every purpose listed; a purpose the user never spok
 | triggers `abandoned_cart`, `churn_risk` (winback),            | personalization, email     |
 | `back_in_stock`, `price_drop` and their webhooks (e-mail      |                            |
 | automation: each one is an e-mail to the user)                |                            |
+| trigger `consent_withdrawn` (the notice of a withdrawal)      | none                       |
 | any other trigger                                             | personalization            |
 | `/v1/render` `user.*` profile fields                          | personalization            |
 | `/profile` scores, recommendations, models, affinities        | personalization            |
@@ -44,11 +45,12 @@ PERSONAL = (PERSONALIZATION,)  # render's user.*, /profile scores, /explain, exp
 BLOCK_PURPOSES = {"html": (PERSONALIZATION,), "json": (PERSONALIZATION, ADS)}
 EMAIL_TRIGGER = (PERSONALIZATION, EMAIL)
 # engine.triggers' names (it imports engine.profile, which imports this module: no import here)
-TRIGGER_PURPOSES = {
+TRIGGER_PURPOSES: dict[str, tuple[str, ...]] = {
     "abandoned_cart": EMAIL_TRIGGER,
     "churn_risk": EMAIL_TRIGGER,
     "back_in_stock": EMAIL_TRIGGER,
     "price_drop": EMAIL_TRIGGER,
+    "consent_withdrawn": (),  # the withdrawal itself: always sent, never taken back
 }
 OTHER_TRIGGER = (PERSONALIZATION,)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.catalog import InvalidProduct, Product, validate_product
+from engine.consent import PURPOSES
+from engine.events import Event
 from engine.profile import Profile
 
 ABANDONED_CART = "abandoned_cart"
@@ -19,6 +21,7 @@ CHURN_RISK = "churn_risk"
 BACK_IN_STOCK = "back_in_stock"
 PRICE_DROP = "price_drop"
 ITEM_KINDS = (BACK_IN_STOCK, PRICE_DROP)  # the kinds of trigger a catalog change causes
+CONSENT_WITHDRAWN = "consent_withdrawn"  # a notice: automations cancel the user's queued sends
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,20 @@ class Trigger:
             "trigger_id": self.trigger_id,
             **self.details,
         }
+
+
+def consent_withdrawn(profile: Profile, event: Event) -> Trigger | None:
+    """The notice of a `consent` event that withdrew purposes: those it says false that the
+    folded profile now holds false (a withdrawal older than a grant it lost to withdrew nothing).
+    It needs no consent itself: it is how the withdrawal reaches the automations."""
+    if event.type != "consent":
+        return None
+    props = event.props or {}
+    purposes = [p for p in PURPOSES if props.get(p) is False and not profile.consents_to(p, True)]
+    if not purposes:
+        return None
+    trigger_id = f"{CONSENT_WITHDRAWN}:{profile.user_id}:{event.event_id}"
+    return Trigger(CONSENT_WITHDRAWN, profile.user_id, event.ts, trigger_id, {"purposes": purposes})
 
 
 def abandoned_cart_due(profile: Profile, delay_ms: int) -> int | None:

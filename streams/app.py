@@ -791,7 +791,7 @@ class PersonaStreams:
             self._profile_writer.write(partition, items)
         await self._profile_writer.ship()
         audit_consents(e for e in consents if user_key(e.user_id) not in refused)
-        for trigger in fired:
+        for trigger in [*fired, *self.triggers.withdrawals(consents, touched, refused)]:
             await self.triggers.emit(trigger)
         for partition, (ts, fevent) in newest.items():
             with event_context(fevent):

@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.catalog import Product
 from engine.consent import trigger_allowed, triggers_withdrawn
-from engine.events import INPUT_TOPICS
+from engine.events import INPUT_TOPICS, Event
 from engine.features import features
 from engine.profile import Profile
 from engine.triggers import (
@@ -35,12 +35,13 @@ from engine.triggers import (
     abandoned_cart_due,
     catalog_change,
     churn_risk,
+    consent_withdrawn,
     item_change,
     item_triggers,
 )
 from models.registry import ModelSet
 from streams.delivery import Carrier
-from streams.keys import is_profile_key
+from streams.keys import is_profile_key, user_key
 
 if TYPE_CHECKING:
     from streams.app import PersonaStreams
@@ -113,6 +114,21 @@ class TriggerRunner:
                 self._pending[profile.user_id] = due
             touched[user] = (profile, fevent, dirty or profile is not before)
         return fired
+
+    def withdrawals(self, consents: list[Event], touched: Touched, refused: Any) -> list[Trigger]:
+        """The `consent_withdrawn` notices of a batch's folded consent events, for the users
+        whose profiles were written (engine.triggers.consent_withdrawn; an erased user gets
+        none: their profile is gone)."""
+        notices: list[Trigger] = []
+        for event in consents:
+            user = user_key(event.user_id)
+            profile = touched[user][0] if user in touched else None
+            notice = (
+                None if profile is None or user in refused else consent_withdrawn(profile, event)
+            )
+            if notice is not None:
+                notices.append(notice)
+        return notices
 
     def churn_scores(self, profiles: list[Profile], now: int) -> list[float | None]:
         models = self.streams.models_provider()

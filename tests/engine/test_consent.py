@@ -31,7 +31,8 @@ def consent_event(n: int, ts: int, source: str | None = None, **props: Any) -> A
 
 def test_every_trigger_needs_email_and_personalization() -> None:
     kinds = [triggers.ABANDONED_CART, triggers.CHURN_RISK, *triggers.ITEM_KINDS]
-    assert sorted(consent.TRIGGER_PURPOSES) == sorted(kinds)  # no trigger left unmapped
+    notice = triggers.CONSENT_WITHDRAWN  # needs nothing: it carries the withdrawal
+    assert sorted(consent.TRIGGER_PURPOSES) == sorted([*kinds, notice])  # none left unmapped
     withdrew_email = fold([consent_event(1, T0, email=False)])
     withdrew_all = fold([consent_event(1, T0, personalization=False)])
     withdrew_ads = fold([consent_event(1, T0, ads=False)])
@@ -47,6 +48,8 @@ def test_every_trigger_needs_email_and_personalization() -> None:
     # a trigger not in the table needs personalization only
     assert consent.trigger_allowed(withdrew_email, "some_new_trigger", True)
     assert not consent.trigger_allowed(withdrew_all, "some_new_trigger", True)
+    for withdrawn in (withdrew_email, withdrew_all, Profile("silent")):
+        assert consent.trigger_allowed(withdrawn, notice, False)
 
 
 def test_blocks_keep_their_purposes() -> None:
@@ -60,6 +63,7 @@ def test_blocks_keep_their_purposes() -> None:
     table = consent.mapping()
     assert table["block:json"] == ["personalization", "ads"]
     assert table["trigger:abandoned_cart"] == ["personalization", "email"]
+    assert table.pop("trigger:consent_withdrawn") == []  # the notice of a withdrawal
     assert all("personalization" in purposes for purposes in table.values())
 
 

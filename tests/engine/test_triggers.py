@@ -10,6 +10,7 @@ from engine.triggers import (
     abandoned_cart_due,
     catalog_change,
     churn_risk,
+    consent_withdrawn,
     item_change,
     item_triggers,
 )
@@ -150,3 +151,26 @@ def test_a_malformed_item_change_is_refused_with_a_reason(change):
     with pytest.raises(InvalidProduct) as refused:
         item_change({**command, **change})
     assert refused.value.reason
+
+
+def test_a_withdrawal_is_announced_with_the_purposes_it_withdrew():
+    granted = apply(None, ev("consent", props={"personalization": True, "email": True}))
+    withdraw = ev("consent", ts=T0 + HOUR, props={"email": False, "ads": True})
+    notice = consent_withdrawn(apply(granted, withdraw), withdraw)
+    assert notice is not None
+    assert notice.to_message() == {
+        "trigger": "consent_withdrawn",
+        "user_id": "u",
+        "ts": T0 + HOUR,
+        "trigger_id": f"consent_withdrawn:u:{withdraw.event_id}",
+        "purposes": ["email"],
+    }
+
+
+def test_no_notice_for_a_grant_or_for_a_withdrawal_a_newer_grant_outranks():
+    granted = ev("consent", ts=T0 + HOUR, props={"personalization": True})
+    profile = apply(None, granted)
+    assert consent_withdrawn(profile, granted) is None
+    late = ev("consent", ts=T0, props={"personalization": False})  # older than the grant
+    assert consent_withdrawn(apply(profile, late), late) is None
+    assert consent_withdrawn(profile, ev("page_view")) is None

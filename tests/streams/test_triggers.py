@@ -1,7 +1,7 @@
 """Triggers end to end: abandoned carts (and their cancellation), churn risk as event time passes,
 price drops and back-in-stock from catalog changes — to the `triggers` topic and to a signed
 webhook — and none of them for a user who withdrew `email` consent while their cart's check was
-pending."""
+pending, who gets a `consent_withdrawn` notice instead."""
 
 from __future__ import annotations
 
@@ -167,14 +167,24 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
                 ("price_drop", "watcher"),
                 ("price_drop", "abandoner"),
                 ("churn_risk", "sleeper"),
+                ("consent_withdrawn", "withdrawer"),
             }
             wait_until(lambda: wanted <= kinds(), timeout=90, interval=2, what="the triggers")
             got = kinds()
             assert ("abandoned_cart", "buyer") not in got  # cancelled by the purchase
             assert ("abandoned_cart", "waiter") not in got  # cancelled by the checkout
             assert ("back_in_stock", "waiter") in got  # the vase came back
-            # no trigger for the withdrawer: neither the abandoned cart nor the lamp's price drop
-            assert not [kind for kind, user in got if user == "withdrawer"]
+            # for the withdrawer only the notice of the withdrawal: neither the abandoned cart
+            # nor the lamp's price drop
+            assert [kind for kind, user in got if user == "withdrawer"] == ["consent_withdrawn"]
+            (notice,) = [t for t in triggers if t["trigger"] == "consent_withdrawn"]
+            assert notice == {
+                "trigger": "consent_withdrawn",
+                "user_id": "withdrawer",
+                "ts": T0 + MIN,
+                "trigger_id": "consent_withdrawn:withdrawer:tr-withdraw",
+                "purposes": ["email"],
+            }
             abandoned = [t for t in triggers if t["trigger"] == "abandoned_cart"]
             assert len(abandoned) == 1 and abandoned[0]["cart"] == {"lamp": 1}
 
@@ -185,7 +195,9 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
             assert {json.loads(b)["trigger_id"] for b, _ in Hooks.received} == {
                 t["trigger_id"] for t in triggers
             }
-            assert "withdrawer" not in {json.loads(b)["user_id"] for b, _ in Hooks.received}
+            to_withdrawer = [json.loads(b) for b, _ in Hooks.received]
+            to_withdrawer = [t["trigger"] for t in to_withdrawer if t["user_id"] == "withdrawer"]
+            assert to_withdrawer == ["consent_withdrawn"]  # automations cancel their sends
         finally:
             worker.stop()
             server.shutdown()
