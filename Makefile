@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run test test-unit lint fmt models bench bench-ingest clean browser stunnel docs
+.PHONY: help venv lock run test test-unit lint fmt models bench bench-heavy bench-ingest clean browser stunnel docs
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,6 +94,9 @@ docs: $(STAMP) ## regenerate docs/api.md from the OpenAPI document
 bench: $(STAMP) ## serving and ingestion benchmarks (serving needs wrk; never part of make test)
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python -m benchmarks.ingest
+
+bench-heavy: $(STAMP) ## the fold's cost per event against the length of a user's history
+	$(BIN)/python -m benchmarks.heavy_user
 
 bench-ingest: $(STAMP) ## ingestion benchmark: REES46 through the embedded broker into one worker
 	$(BIN)/python -m benchmarks.ingest
