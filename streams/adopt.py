@@ -1,0 +1,90 @@
+"""Adopting a new, empty embedded broker with the tables kept in the data dir (issue 16).
+
+The embedded broker keeps its topics in memory: after a start (or a broker death) its changelog
+and input topics are empty, while the worker's RocksDB partitions under `<data dir>/faust` still
+hold every folded row. Those rows are the truth on one machine. Two kinds of bookkeeping rows in
+them describe the old broker and would mislead the worker on the new one:
+
+- Faust's persisted changelog offset (`streams.keys.FAUST_OFFSET_KEY`), where table recovery
+  resumes: above the new, empty changelog's end it fails the recovery's consistency check.
+  Without it Faust starts recovery at the changelog's earliest offset; an empty changelog has
+  nothing to read, so recovery ends at once and the local rows stay as they are
+  (faust/tables/recovery.py `_add`, `_build_offsets`, `need_recovery`).
+- Persona's input positions (`streams.positions.position_key`): the fold skips records below
+  them as already folded, so old positions would skip the new topics' first records. Without
+  a position the fold takes a partition's records from offset 0.
+
+`forget_broker` removes both from every table partition (profiles, clock, catalog, popularity),
+in one RocksDB write batch per partition database, while no worker runs. Only `persona run` calls
+it, and only for a broker it has just started: on Kafka the changelogs are the truth and nothing
+here runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from rocksdict import Rdict, WriteBatch
+
+from streams.keys import FAUST_OFFSET_KEY
+from streams.positions import BOOKKEEPING_PREFIX, is_position_key
+from streams.readers import table_dir
+
+
+def partition_dbs(data_dir: Path) -> list[Path]:
+    """Every table partition database (`<table>-<partition>.db`) of the worker."""
+    root = table_dir(data_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("*.db") if p.is_dir())
+
+
+def _open(path: Path) -> Rdict:
+    """Open a partition the way Faust's rocksdict store does (raw keys and values, its options;
+    the write buffer size Persona sets does not change what is stored)."""
+    from faust.stores.rocksdb import RocksDBOptions
+
+    return cast(Rdict, RocksDBOptions().open(path))
+
+
+def _stale_keys(db: Rdict) -> list[bytes]:
+    """The rows that describe the old broker: Faust's offset and the input positions (every
+    bookkeeping row sorts under BOOKKEEPING_PREFIX, so only that range is read)."""
+    stale = []
+    for raw in db.keys(from_key=BOOKKEEPING_PREFIX):
+        key = cast(bytes, raw)
+        if not key.startswith(BOOKKEEPING_PREFIX):
+            break
+        if key == FAUST_OFFSET_KEY or is_position_key(key):
+            stale.append(key)
+    return stale
+
+
+def forget_partition(path: Path) -> int:
+    """Remove the old broker's rows from one partition database; returns how many."""
+    db = _open(path)
+    try:
+        stale = _stale_keys(db)
+        if stale:
+            batch = WriteBatch(raw_mode=True)
+            for key in stale:
+                batch.delete(key)
+            db.write(batch)
+        return len(stale)
+    finally:
+        db.close()
+
+
+@dataclass(frozen=True)
+class Adopted:
+    partitions: int  # partition databases kept
+    removed: int  # bookkeeping rows removed
+
+
+def forget_broker(data_dir: Path) -> Adopted:
+    """Make the kept tables ready for a new, empty broker (see the module doc). No worker may
+    run on the data dir meanwhile."""
+    paths = partition_dbs(data_dir)
+    return Adopted(len(paths), sum(forget_partition(p) for p in paths))
