@@ -40,6 +40,7 @@ SESSION_WINDOW_MS = 8 * DAY_MS
 # format 2 (without them) is still read.
 _PACKED_FORMAT = 3
 _FORMAT_WITHOUT_CONSENT_LOG = 2
+PACK_FORMAT = _PACKED_FORMAT  # what `pack` writes: recorded in the data dir (persona/state_dir.py)
 
 # How much each kind of signal says about a shopper's taste.
 AFFINITY_WEIGHTS: dict[str, float] = {

@@ -23,6 +23,7 @@ from api.auth import KeyRing, ensure_local_key
 from engine.files import private_dir
 from engine.settings import Settings
 from persona.children import Children, GaveUp, Stop, _http_get
+from persona.state_dir import prepare as prepare_state_dir
 
 DEMO_DIR = Path(__file__).parent / "demo"
 
@@ -56,6 +57,9 @@ def run(settings: Settings, demo: bool = False) -> int:
     tightened = private_dir(data_dir)  # 0700 (engine/files.py)
     if tightened:
         print(f"persona: {tightened}", file=sys.stderr)
+    taken_over = prepare_state_dir(data_dir)  # a newer format is refused before any child
+    if taken_over:
+        print(f"persona: {taken_over}", file=sys.stderr)
     env = dict(os.environ)
     key_line: str | None = None
     if not settings.api_keys and not settings.api_keys_file:

@@ -27,6 +27,7 @@ from models.registry import ModelSet
 from persona.models_wiring import attach_registry
 from persona.reader import serving_options, ssl_context
 from persona.runtime import place, tune_gc
+from persona.state_dir import prepare as prepare_state_dir
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.kafka_security import Broker
@@ -137,6 +138,9 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)
     if tightened:
         log.warning("%s", tightened)
+    taken_over = prepare_state_dir(settings.data_dir)  # state-format.json (persona/state_dir.py)
+    if taken_over:
+        log.warning("%s", taken_over)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     if not len(keys):
         log.warning("no API key configured: every route but the public ones answers 401")

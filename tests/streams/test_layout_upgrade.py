@@ -1,5 +1,6 @@
 """Profiles stored by a version before key spaces (under the plain user id) are moved under the
-`u:` key space when a worker of this version starts on them, locally and in the changelog."""
+`u:` key space when a worker of this version starts on them, locally and in the changelog; the data
+dir of such a release (no state-format.json) is taken over and its format recorded."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from rocksdict import Options, Rdict, WriteBatch
 
+from persona.state_dir import FORMAT_FILE, current, read_format
 from streams.broker import EmbeddedBroker
 from streams.keys import LAYOUT_KEY, USER_PREFIX
 from tests.conftest import start_worker, wait_until
@@ -54,6 +56,7 @@ def test_profiles_of_an_earlier_layout_are_moved_and_reach_the_changelog(tmp_pat
         finally:
             first.stop()
         assert _as_an_earlier_version_stored_it(tmp_path / "a") == len(STREAM.users)
+        (tmp_path / "a" / FORMAT_FILE).unlink()  # releases before state formats wrote none
 
         again = start_worker(broker.url, tmp_path / "a")
         try:
@@ -61,6 +64,8 @@ def test_profiles_of_an_earlier_layout_are_moved_and_reach_the_changelog(tmp_pat
             STREAM.send(broker.url, 0, 360)  # 240 repeats and 120 new events on top
             wait_until(lambda: STREAM.carts(again) == STREAM.expected(360), timeout=60)
             assert "under the u: key space" in again.log.read_text()
+            assert f"no {FORMAT_FILE}" in again.log.read_text()
+            assert read_format(tmp_path / "a") == current()
         finally:
             again.stop()
         assert _plain_user_rows(tmp_path / "a") == []

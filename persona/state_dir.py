@@ -1,0 +1,150 @@
+"""What wrote a data dir: `<data dir>/state-format.json`, checked and written at start-up.
+
+The file records the state format of the data dir (`FORMAT`), the Persona version that wrote it,
+the key layout of the profiles table (`streams.keys.LAYOUT`) and the profile pack format
+(`engine.profile.PACK_FORMAT`):
+
+    {"format": 1, "written_by": "0.1.0", "layout": 2, "profile_pack": 3}
+
+- format 0 (no file): releases before state formats were recorded. Their profiles may still be
+  under plain user ids (layout 1): the worker moves them under the `u:` key space, partition by
+  partition, before it folds anything there (`streams.keys.layout_moves`); profiles packed in
+  format 2 are read as they are. Such a data dir is read and the file written.
+- format 1: the `u:` layout, the model registry's local copy under `registry/` (issue 16).
+
+A data dir whose format (or layout, or pack format) is newer than this release knows was written
+by a newer Persona: start-up refuses it with a message naming both versions and what to do, and
+changes nothing in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from engine.profile import PACK_FORMAT
+from engine.settings import SettingsError
+from streams.keys import LAYOUT
+
+FORMAT_FILE = "state-format.json"
+FORMAT = 1
+_FIELDS = ("format", "layout", "profile_pack")
+
+
+class StateFormatError(SettingsError):
+    """A data dir this release cannot read (a SettingsError: the command line prints it and
+    exits 2)."""
+
+
+def persona_version() -> str:
+    try:
+        return metadata.version("persona-engine")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class StateFormat:
+    format: int
+    written_by: str
+    layout: int
+    profile_pack: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StateFormat:
+        """ValueError unless `data` is a JSON object with the four fields, typed."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        numbers: dict[str, int] = {}
+        for name in _FIELDS:
+            value = data.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name!r} is not a non-negative integer")
+            numbers[name] = value
+        written_by = data.get("written_by")
+        if not isinstance(written_by, str) or not 0 < len(written_by) <= 64:
+            raise ValueError("'written_by' is not a version string")
+        return cls(written_by=written_by, **numbers)
+
+
+def current() -> StateFormat:
+    """The state format this release writes."""
+    return StateFormat(FORMAT, persona_version(), int(LAYOUT), PACK_FORMAT)
+
+
+def read_format(data_dir: Path) -> StateFormat | None:
+    """The data dir's recorded format; None when it has no file (a new data dir, or one of a
+    release before format 1). StateFormatError when the file cannot be read."""
+    path = data_dir / FORMAT_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateFormatError(f"cannot read {path}: {exc}") from None
+    try:
+        return StateFormat.from_dict(json.loads(text))
+    except ValueError as exc:
+        raise StateFormatError(
+            f"{path} is damaged ({exc}); it records which Persona wrote the data dir: restore "
+            f"the data dir from a backup (`persona restore`), or if this version wrote it, "
+            f"remove the file and start again"
+        ) from None
+
+
+def newer_parts(found: StateFormat) -> list[str]:
+    """The parts of `found` newer than this release reads: empty when it can read it."""
+    ours = current().to_dict()
+    theirs = found.to_dict()
+    return [f"{n} {theirs[n]} > {ours[n]}" for n in _FIELDS if theirs[n] > ours[n]]
+
+
+def check_readable(found: StateFormat | None, where: str) -> None:
+    """StateFormatError when `found` (of the data dir or backup `where`) is newer than this
+    release: the message names both versions and what to do."""
+    if found is None:
+        return
+    newer = newer_parts(found)
+    if newer:
+        raise StateFormatError(
+            f"{where} was written by persona {found.written_by} (state format {found.format}; "
+            f"{', '.join(newer)}), newer than this persona {persona_version()} reads (state "
+            f"format {FORMAT}): run persona {found.written_by} or newer on it, or give this "
+            "version another data dir (--data-dir); nothing was changed"
+        )
+
+
+def write_format(data_dir: Path, state: StateFormat) -> None:
+    """Write the file atomically, mode 0600 (a reader never sees half of it)."""
+    tmp = data_dir / f".{FORMAT_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(state.to_dict(), sort_keys=True) + "\n")
+    os.replace(tmp, data_dir / FORMAT_FILE)
+
+
+def prepare(data_dir: Path) -> str | None:
+    """At start-up, in an existing data dir: refuse a newer format, record this release's; the
+    note to log when an earlier release's data dir was taken over, else None."""
+    found = read_format(data_dir)
+    check_readable(found, f"the data dir {data_dir}")
+    ours = current()
+    if found == ours:
+        return None
+    write_format(data_dir, ours)
+    if found is None and (data_dir / "faust").exists():
+        return (
+            f"the data dir {data_dir} has no {FORMAT_FILE} (written by a release before state "
+            f"formats): read as format 0, stored profiles move to layout {ours.layout} as their "
+            f"partitions are assigned; recorded state format {FORMAT}"
+        )
+    if found is not None and found.format < FORMAT:
+        return f"the data dir {data_dir}: state format {found.format} -> {FORMAT}"
+    return None
