@@ -46,6 +46,7 @@ SIGNAL_WEIGHTS: dict[str, float] = {
     "add_to_cart": 3.0,
     "purchase": 5.0,
 }
+ROW_CACHE = 20_000  # neighbour rows kept as Python lists per model (~7 KB each at k = 50)
 NPZ_NAME = "recs.npz"
 JSON_NAME = "recs.json"
 
@@ -102,20 +103,27 @@ class Recommender:
 
     def __post_init__(self) -> None:
         self._index = {item: i for i, item in enumerate(self.items)}
-        # per-item Python lists: the serving loop is faster on these than on numpy scalars
-        ptr = self.indptr.tolist()
-        nbrs = self.neighbours.tolist()
-        wts = self.weights.tolist()
-        self._rows: list[list[tuple[int, float]]] = [
-            list(zip(nbrs[ptr[i] : ptr[i + 1]], wts[ptr[i] : ptr[i + 1]], strict=True))
-            for i in range(len(self.items))
-        ]
+        # Neighbours stay in the arrays (8 bytes per entry); the rows asked for are kept as
+        # Python lists, which the serving loop reads faster than numpy scalars, up to ROW_CACHE
+        # rows (as lists, ~145 bytes per entry: all of them cost ~7 GB at 1M items).
+        self._rows: dict[int, list[tuple[int, float]]] = {}
+
+    def _row(self, i: int) -> list[tuple[int, float]]:
+        row = self._rows.get(i)
+        if row is None:
+            start, end = int(self.indptr[i]), int(self.indptr[i + 1])
+            nbrs, wts = self.neighbours[start:end].tolist(), self.weights[start:end].tolist()
+            row = list(zip(nbrs, wts, strict=True))
+            if len(self._rows) >= ROW_CACHE:
+                del self._rows[next(iter(self._rows))]  # the oldest row asked for
+            self._rows[i] = row
+        return row
 
     def neighbours_of(self, item: str) -> list[tuple[str, float]]:
         i = self._index.get(item)
         if i is None:
             return []
-        return [(self.items[j], w) for j, w in self._rows[i]]
+        return [(self.items[j], w) for j, w in self._row(i)]
 
     def recommend(
         self,
@@ -133,7 +141,7 @@ class Recommender:
         ):
             i = self._index.get(item)
             if i is not None:
-                for j, w in self._rows[i]:
+                for j, w in self._row(i):
                     scores[j] += w * weight
         out: list[str] = []
         taken: set[str] = set()

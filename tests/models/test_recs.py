@@ -106,3 +106,19 @@ def test_fast_enough() -> None:
         model.recommend(recent, exclude, 20, allowed=lambda i: not i.endswith("7"))
     per_call = (time.perf_counter() - started) / 200
     assert per_call < 0.002  # ~0.3 ms here; generous for slow CI machines
+
+
+def test_neighbour_rows_are_read_from_the_arrays_and_kept_within_a_bound(
+    model: Recommender, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 21: a model keeps its neighbours in the arrays; only ROW_CACHE rows become lists."""
+    import models.recs
+
+    expected = {item: model.neighbours_of(item) for item in model.items}
+    fresh = Recommender.load(model.save(tmp_path))
+    monkeypatch.setattr(models.recs, "ROW_CACHE", 2)
+    for _ in range(2):
+        for item in model.items:
+            assert fresh.neighbours_of(item) == expected[item]
+            assert len(fresh._rows) <= 2
+    assert any(expected.values())  # the comparison compared neighbours, not empty rows
