@@ -7,17 +7,16 @@ worker or reader that dies while no stop was requested is started again after a 
 worker and the readers export on `/metrics` as `persona_process_restarts_total{process}`. More than
 `PERSONA_MAX_RESTARTS` failures of one child in a row stop everything (`GaveUp`).
 
-The embedded broker keeps topics and consumer offsets in memory: when it dies they are gone, and
-the worker's state no longer matches the broker. So a broker death stops the readers and the
-worker, and starts all three again from a clean state, as `persona run` does at start-up
-(the worker's tables under `<data dir>/faust` are wiped). Its back-off and give-up are the same.
+The embedded broker keeps topics and consumer offsets in memory: when it dies they are gone. So
+a broker death stops the readers and the worker, and starts all three again as `persona run` does
+at start-up: the new broker adopts the state kept in the data dir (the worker's tables, the model
+registry's copy: streams/adopt.py) before the worker starts. Its back-off and give-up are the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -214,16 +213,21 @@ class Children:
     # -- starting ----------------------------------------------------------------------------
 
     def start_all(self) -> None:
-        """Broker (a fresh one: the worker's tables are wiped), worker, readers, each ready."""
+        """Broker (a new one adopts the kept state), worker, readers, each ready."""
         if self.broker is not None:
-            # The embedded broker keeps everything in memory: state from an earlier run would
-            # disagree with its empty changelogs, so the worker starts from a clean state dir.
-            shutil.rmtree(self.settings.data_dir / "faust", ignore_errors=True)
             self._bring_up(self.broker)
+            self._adopt()
         self._bring_up(self.worker)
         cleanup_secondaries(self.settings.data_dir)
         for reader in self.readers:
             self._bring_up(reader)
+
+    def _adopt(self) -> None:
+        """The new embedded broker's topics are empty; the data dir holds the state (tables,
+        registry copy): make the worker start on it (streams/adopt.py). No worker runs now."""
+        from streams.adopt import adopt
+
+        _say(adopt(self.settings.data_dir, self.broker_url).describe())
 
     def _bring_up(self, child: Child) -> None:
         """Start `child` and wait until it is ready, backing off and retrying while it fails."""
@@ -276,7 +280,7 @@ class Children:
     def _recover_broker(self, broker: Child, what: str, code: int) -> None:
         note = (
             "its topics and consumer offsets were in memory and are gone: stopping the worker "
-            "and the readers to start all of them again from a clean state"
+            "and the readers to start all of them again on the state kept in the data dir"
         )
         delay = self._decide(broker, what, code, note)
         self.stop_all(broker=False)

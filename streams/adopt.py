@@ -15,22 +15,35 @@ them describe the old broker and would mislead the worker on the new one:
   a position the fold takes a partition's records from offset 0.
 
 `forget_broker` removes both from every table partition (profiles, clock, catalog, popularity),
-in one RocksDB write batch per partition database, while no worker runs. Only `persona run` calls
-it, and only for a broker it has just started: on Kafka the changelogs are the truth and nothing
-here runs.
+in one RocksDB write batch per partition database, while no worker runs.
+
+The model registry lives in the compacted `models` topic; the worker keeps a copy of its records
+(`streams.registry_copy`), and `republish` writes them, headers (signatures) included, into the
+new broker's `models` topic before the worker starts, which folds them as it would have folded
+the old topic. `adopt` does both. Only `persona run` calls it, and only for an embedded broker it
+has just started: on Kafka the changelogs and the topic are the truth and nothing here runs.
+`start_fresh` is `persona run --fresh`: the kept state is removed on purpose.
 """
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 from rocksdict import Rdict, WriteBatch
 
+from streams.kafka_security import Broker
 from streams.keys import FAUST_OFFSET_KEY
 from streams.positions import BOOKKEEPING_PREFIX, is_position_key
 from streams.readers import table_dir
+from streams.registry import MODELS_TOPIC, _producer, ensure_registry_topics
+from streams.registry_copy import REGISTRY_COPY_DIR, Entry, RegistryCopy
+
+MODEL_CACHE_DIR = "models"  # <data dir>/models: the worker's artifact cache
+DEMO_MARK = "demo-loaded"  # written once `persona run --demo` has loaded the demo data
 
 
 def partition_dbs(data_dir: Path) -> list[Path]:
@@ -81,6 +94,13 @@ def forget_partition(path: Path) -> int:
 class Adopted:
     partitions: int  # partition databases kept
     removed: int  # bookkeeping rows removed
+    registry: int = 0  # registry records republished
+
+    def describe(self) -> str:
+        return (
+            f"kept state: {self.partitions} table partition(s), {self.registry} model registry "
+            "record(s) republished into the new embedded broker"
+        )
 
 
 def forget_broker(data_dir: Path) -> Adopted:
@@ -88,3 +108,53 @@ def forget_broker(data_dir: Path) -> Adopted:
     run on the data dir meanwhile."""
     paths = partition_dbs(data_dir)
     return Adopted(len(paths), sum(forget_partition(p) for p in paths))
+
+
+async def republish(broker: Broker, entries: list[Entry]) -> int:
+    """Write the kept registry records, with their headers, into the `models` topic."""
+    await ensure_registry_topics(broker)
+    if not entries:
+        return 0
+    producer = _producer(broker)
+    await producer.start()
+    try:
+        for e in entries:
+            value, key = e.value, e.key.encode("utf-8")
+            await producer.send_and_wait(MODELS_TOPIC, value, key=key, headers=e.headers)
+    finally:
+        await producer.stop()
+    return len(entries)
+
+
+def kept_registry(data_dir: Path) -> list[Entry]:
+    """The registry records the worker kept (none on a data dir without a copy)."""
+    path = data_dir / REGISTRY_COPY_DIR
+    if not path.is_dir():
+        return []
+    copy = RegistryCopy(path)
+    try:
+        return copy.entries()
+    finally:
+        copy.close()
+
+
+def adopt(data_dir: Path, broker: Broker) -> Adopted:
+    """Bring the kept state to a new, empty embedded broker (the module doc); no worker runs."""
+    tables = forget_broker(data_dir)
+    sent = asyncio.run(republish(broker, kept_registry(data_dir)))
+    return Adopted(tables.partitions, tables.removed, sent)
+
+
+def start_fresh(data_dir: Path) -> list[str]:
+    """`persona run --fresh`: remove the kept tables, the registry copy and the model cache (not
+    the local key, not audit.log); returns what was removed."""
+    removed = []
+    for name in ("faust", REGISTRY_COPY_DIR, f"{REGISTRY_COPY_DIR}.secondary", MODEL_CACHE_DIR):
+        path = data_dir / name
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(name)
+    mark = data_dir / DEMO_MARK
+    if mark.exists():
+        mark.unlink()
+    return removed
