@@ -131,6 +131,58 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from persona.backup import backup
+
+    data_dir = _settings(args).data_dir
+    manifest = backup(data_dir, Path(args.dir))
+    print(
+        f"persona: backed up {data_dir} into {args.dir}: {manifest['rows']} rows in "
+        f"{len(manifest['tables'])} table partitions, {manifest['registry_records']} model "
+        f"registry records, {', '.join(manifest['kept_files']) or 'no other file'} (0600); "
+        f"{len(manifest['files'])} files listed with their SHA-256 in "
+        f"{Path(args.dir) / 'manifest.json'} (the backup holds personal data and secrets: keep "
+        "it as private as the data dir)"
+    )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from persona.backup import restore
+
+    data_dir = _settings(args).data_dir
+    manifest = restore(Path(args.dir), data_dir)
+    print(
+        f"persona: restored the backup of {manifest.get('created')} ({manifest['rows']} rows, "
+        f"{manifest['registry_records']} model registry records) into {data_dir}; start it "
+        f"with `persona run --data-dir {data_dir}`"
+    )
+    return 0
+
+
+def _add_backup_parsers(sub: Any) -> None:
+    backup = sub.add_parser(
+        "backup",
+        help="a consistent copy of the state (tables, model registry) into a new directory",
+        epilog="works while `persona run` is running, or stopped\nexample:\n  persona backup "
+        "/backups/persona-2026-12-03 --data-dir data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    backup.add_argument("dir", help="the backup directory: new or empty (created 0700)")
+    backup.add_argument("--data-dir", help="state directory (default ./data)")
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser(
+        "restore",
+        help="bring a backup back into an empty data dir (verified first)",
+        epilog="example:\n  persona restore /backups/persona-2026-12-03 --data-dir data\n"
+        "  persona run --data-dir data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    restore.add_argument("dir", help="a directory written by `persona backup`")
+    restore.add_argument("--data-dir", help="the data dir to fill: new or empty (default ./data)")
+    restore.set_defaults(func=cmd_restore)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="persona",
@@ -216,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_catalog_import)
 
     add_models_parser(sub)
+    _add_backup_parsers(sub)
     return parser
 
 

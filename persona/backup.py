@@ -1,0 +1,405 @@
+"""`persona backup DIR` and `persona restore DIR`: a consistent copy of a data dir's state.
+
+A backup holds, with the data dir's relative layout:
+- every table partition's RocksDB (`faust/v1/tables/<table>-<p>.db`), copied row by row from a
+  RocksDB *secondary* (as the readers open them, `streams.readers`): the worker keeps writing
+  while it runs, and a secondary sees one point of its primary's history, a write-batch boundary,
+  from one catch-up to the next. Every partition database is therefore self-consistent: a profiles
+  partition's profiles and the input positions they were folded up to are written in one batch.
+  Across databases the points differ by the time it takes to catch them all up (they are opened,
+  then caught up one after the other, before any row is copied): a few milliseconds of the
+  stream, which the restored engine does not notice (no row refers to another database's);
+- the model registry's local copy (`registry/`, `streams.registry_copy`), every kept record with
+  its headers; the records hold the artifacts' chunks, so the artifact cache (`models/`) is not
+  needed: it is rebuilt from them;
+- `state-format.json` (what wrote the data dir, `persona.state_dir`), and when there are ones the
+  local API key (`local-api-key`, so senders keep working after a restore), the embedded default's
+  cluster secret (`cluster-secret`: the registry's records are signed with it, and verified with
+  it after a restore) and the demo mark (`demo-loaded`), all 0600;
+- `manifest.json`, written last: when, from where, the state format, the row counts, and the size
+  and SHA-256 of every other file.
+Left out: `audit.log` (the record of what happened on that machine), logs, `restarts.json`, the
+readers' secondaries and the artifact cache.
+
+`restore` verifies the manifest (its format and state format, every file's size and digest, no
+file missing or added, no path leaving the backup) before it writes anything, then copies into an
+empty or absent data dir (0700 directories, 0600 files). Nothing is merged into a data dir that
+holds anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch
+
+from engine.settings import SettingsError
+from models.artifacts import rfc3339, utc_now
+from persona.state_dir import (
+    FORMAT_FILE,
+    StateFormat,
+    check_readable,
+    persona_version,
+    read_format,
+)
+from streams.adopt import DEMO_MARK
+from streams.readers import _options as secondary_options
+from streams.readers import table_dir
+from streams.registry_copy import REGISTRY_COPY_DIR, RegistryCopy
+
+MANIFEST = "manifest.json"
+BACKUP_FORMAT = 1
+LOCAL_KEY = "local-api-key"
+# The embedded default's cluster secret (persona/supervisor.py): it signs the registry records, so
+# a restored registry is verified with the secret that signed it.
+CLUSTER_SECRET = "cluster-secret"
+# Small files copied as they are (0600) when present: what wrote the data dir, the secrets the
+# state goes with, and the mark that the demo data was loaded.
+KEPT_FILES = (FORMAT_FILE, LOCAL_KEY, CLUSTER_SECRET, DEMO_MARK)
+TABLES = PurePosixPath("faust/v1/tables")
+BATCH_ROWS = 10_000
+_HEX = frozenset("0123456789abcdef")
+
+
+class BackupError(SettingsError):
+    """A backup or restore that cannot be done: the message says why and what to do (the command
+    line prints it and exits 2)."""
+
+
+# -- shared ------------------------------------------------------------------------------------
+
+
+def _claim_empty(path: Path, what: str) -> bool:
+    """Create `path` (0700) or accept an empty directory; True when it was created here."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise BackupError(f"the {what} {path} is not a directory")
+    if path.exists():
+        if any(path.iterdir()):
+            raise BackupError(
+                f"the {what} {path} is not empty: give an empty or new directory (nothing is "
+                "merged into existing files)"
+            )
+        path.chmod(0o700)
+        return False
+    path.mkdir(parents=True, mode=0o700)
+    path.chmod(0o700)  # whatever the umask
+    return True
+
+
+def _abandon(path: Path, created: bool) -> None:
+    """Remove what a failed backup or restore wrote into `path`."""
+    if created:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _private_tree(root: Path) -> None:
+    """Directories 0700, files 0600 under `root`."""
+    for where, dirs, files in os.walk(root):
+        for name in dirs:
+            (Path(where) / name).chmod(0o700)
+        for name in files:
+            (Path(where) / name).chmod(0o600)
+
+
+# -- backup ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _secondaries(tables: Path) -> Iterator[dict[str, Rdict]]:
+    """Every table partition database under `tables`, opened as a RocksDB secondary and caught
+    up with its primary (all of them before any row is read), closed on exit. The secondaries'
+    own directories (their info logs) are temporary."""
+    dbs: dict[str, Rdict] = {}
+    scratch = tempfile.mkdtemp(prefix="persona-backup-")
+    try:
+        for path in sorted(tables.glob("*.db")):
+            if (path / "CURRENT").exists():
+                access = AccessType.secondary(os.path.join(scratch, path.name))
+                dbs[path.name] = Rdict(str(path), secondary_options(), access_type=access)
+        for db in dbs.values():
+            db.try_catch_up_with_primary()
+        yield dbs
+    finally:
+        for db in dbs.values():
+            db.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _copy_rows(source: Rdict, target: Path) -> int:
+    """Every row of `source` into a new RocksDB at `target`, flushed; the number of rows."""
+    db = Rdict(str(target), Options(raw_mode=True))
+    rows = 0
+    try:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in source.items():
+            batch.put(key, value)
+            rows += 1
+            if len(batch) >= BATCH_ROWS:
+                db.write(batch)
+                batch = WriteBatch(raw_mode=True)
+        db.write(batch)
+        db.flush()
+    finally:
+        db.close()
+    return rows
+
+
+def _copy_tables(data_dir: Path, dest: Path) -> dict[str, int]:
+    tables = table_dir(data_dir)
+    if not tables.is_dir():
+        raise BackupError(
+            f"no Persona state in {data_dir} (no {TABLES}): is --data-dir (PERSONA_DATA_DIR) the "
+            "data dir of `persona run`?"
+        )
+    (dest / TABLES).mkdir(parents=True)
+    with _secondaries(tables) as dbs:
+        return {name: _copy_rows(db, dest / TABLES / name) for name, db in dbs.items()}
+
+
+def _copy_registry(data_dir: Path, dest: Path) -> int:
+    """The registry's kept records, with their headers; 0 when the data dir has none yet."""
+    source_path = data_dir / REGISTRY_COPY_DIR
+    if not (source_path / "CURRENT").exists():
+        return 0
+    source = RegistryCopy(source_path, read_only=True)
+    try:
+        entries = source.entries()
+    finally:
+        source.close()
+    target = RegistryCopy(dest / REGISTRY_COPY_DIR)
+    try:
+        for entry in entries:
+            target.put(entry.key, entry.value, entry.headers)
+    finally:
+        target.close()
+    return len(entries)
+
+
+def _copy_private(source: Path, target: Path) -> bool:
+    """Copy a small file (the state format, the local key) as 0600; False when it is absent."""
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        return False
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return True
+
+
+def _file_digests(root: Path) -> dict[str, dict[str, Any]]:
+    files: dict[str, dict[str, Any]] = {}
+    for where, _, names in os.walk(root):
+        for name in names:
+            path = Path(where) / name
+            rel = path.relative_to(root).as_posix()
+            if rel != MANIFEST:
+                files[rel] = {"size": path.stat().st_size, "sha256": _digest(path)}
+    return dict(sorted(files.items()))
+
+
+def _write_manifest(dest: Path, manifest: dict[str, Any]) -> None:
+    tmp = dest / f".{MANIFEST}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, dest / MANIFEST)
+
+
+def backup(data_dir: Path, dest: Path) -> dict[str, Any]:
+    """Copy the state of `data_dir` (running or stopped) into the new or empty `dest`; the
+    manifest. BackupError when that cannot be done; `dest` is left as it was found."""
+    found = read_format(data_dir)
+    check_readable(found, f"the data dir {data_dir}")
+    created = _claim_empty(dest, "backup directory")
+    try:
+        manifest = _fill(data_dir, dest, found)
+    except BaseException:
+        _abandon(dest, created)
+        raise
+    return manifest
+
+
+def _fill(data_dir: Path, dest: Path, found: StateFormat | None) -> dict[str, Any]:
+    try:
+        tables = _copy_tables(data_dir, dest)
+        registry = _copy_registry(data_dir, dest)
+    except BackupError:
+        raise
+    except Exception as exc:  # rocksdict raises plain exceptions: a damaged or foreign database
+        raise BackupError(f"cannot read the state in {data_dir}: {exc}") from None
+    kept = [name for name in KEPT_FILES if _copy_private(data_dir / name, dest / name)]
+    _private_tree(dest)
+    manifest = {
+        "backup_format": BACKUP_FORMAT,
+        "created": rfc3339(utc_now()),
+        "written_by": persona_version(),
+        "source": str(data_dir.resolve()),
+        "state_format": None if found is None else found.to_dict(),
+        "tables": tables,
+        "rows": sum(tables.values()),
+        "registry_records": registry,
+        "kept_files": kept,
+        "files": _file_digests(dest),
+    }
+    _write_manifest(dest, manifest)
+    return manifest
+
+
+# -- restore -----------------------------------------------------------------------------------
+
+
+def _corrupt(source: Path, problems: list[str]) -> BackupError:
+    more = len(problems) - 5
+    shown = "; ".join(problems[:5]) + (f"; and {more} more" if more > 0 else "")
+    return BackupError(
+        f"the backup {source} is damaged or was changed after it was made ({shown}): nothing was "
+        "restored; use another backup"
+    )
+
+
+def _safe_relative(rel: Any) -> bool:
+    """A manifest path that stays inside the backup: relative, no `..`, not the manifest."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return False
+    path = PurePosixPath(rel)
+    return not path.is_absolute() and ".." not in path.parts and rel not in (MANIFEST, ".")
+
+
+def _valid_entry(entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    size, sha = entry.get("size"), entry.get("sha256")
+    return (
+        isinstance(size, int)
+        and not isinstance(size, bool)
+        and size >= 0
+        and isinstance(sha, str)
+        and len(sha) == 64
+        and set(sha) <= _HEX
+    )
+
+
+def read_manifest(source: Path) -> dict[str, Any]:
+    """The backup's manifest, checked for shape and versions (BackupError otherwise)."""
+    path = source / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BackupError(
+            f"{source} is not a Persona backup (no {MANIFEST}; `persona backup DIR` writes it "
+            "last, so a backup without it did not finish)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise _corrupt(source, [f"{MANIFEST} cannot be read: {exc}"]) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise _corrupt(source, [f"{MANIFEST} has no file list"])
+    version = manifest.get("backup_format")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _corrupt(source, [f"{MANIFEST} has no backup format"])
+    if version > BACKUP_FORMAT:
+        raise BackupError(
+            f"the backup {source} was made by persona {manifest.get('written_by')} (backup "
+            f"format {version}); this persona {persona_version()} reads backup format "
+            f"{BACKUP_FORMAT}: restore it with persona {manifest.get('written_by')} or newer"
+        )
+    _check_state_format(source, manifest.get("state_format"))
+    return manifest
+
+
+def _check_state_format(source: Path, raw: Any) -> None:
+    if raw is None:
+        return
+    try:
+        found = StateFormat.from_dict(raw)
+    except ValueError as exc:
+        raise _corrupt(source, [f"its state format: {exc}"]) from None
+    check_readable(found, f"the backup {source}")
+
+
+def _present_files(source: Path) -> tuple[set[str], list[str]]:
+    """The regular files under `source` (relative, POSIX) and what else is there."""
+    files: set[str] = set()
+    odd: list[str] = []
+    for where, dirs, names in os.walk(source):
+        for name in dirs + names:
+            path = Path(where) / name
+            rel = path.relative_to(source).as_posix()
+            if path.is_symlink():
+                odd.append(f"{rel} is a symbolic link")
+            elif name in names and not path.is_file():
+                odd.append(f"{rel} is not a regular file")
+            elif name in names and rel != MANIFEST:
+                files.add(rel)
+    return files, odd
+
+
+def verify(source: Path, manifest: dict[str, Any]) -> list[str]:
+    """Every difference between the backup's files and its manifest (empty: intact)."""
+    listed: dict[str, Any] = manifest["files"]
+    present, problems = _present_files(source)
+    for rel, entry in sorted(listed.items()):
+        if not _safe_relative(rel) or not _valid_entry(entry):
+            problems.append(f"the manifest lists {rel!r} wrongly")
+        elif rel not in present:
+            problems.append(f"{rel} is missing")
+        elif (source / rel).stat().st_size != entry["size"]:
+            problems.append(f"{rel} has another size")
+        elif _digest(source / rel) != entry["sha256"]:
+            problems.append(f"{rel} has another SHA-256")
+    problems += [f"{rel} is not in the manifest" for rel in sorted(present - listed.keys())]
+    return problems
+
+
+def _copy_verified(source: Path, target: Path, rel: str, sha256: str) -> None:
+    """Copy one file (created 0600, parents 0700), checking its digest on the way."""
+    out_path = target / rel
+    out_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sha = hashlib.sha256()
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with (source / rel).open("rb") as data, os.fdopen(fd, "wb") as out:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            sha.update(block)
+            out.write(block)
+    if sha.hexdigest() != sha256:
+        raise _corrupt(source, [f"{rel} changed while it was restored"])
+
+
+def restore(source: Path, data_dir: Path) -> dict[str, Any]:
+    """Bring the backup `source` into the empty or absent `data_dir`; the backup's manifest.
+    BackupError (nothing written) when the backup is damaged or the data dir holds anything."""
+    manifest = read_manifest(source)
+    problems = verify(source, manifest)
+    if problems:
+        raise _corrupt(source, problems)
+    created = _claim_empty(data_dir, "data dir")
+    try:
+        for rel, entry in manifest["files"].items():
+            _copy_verified(source, data_dir, rel, entry["sha256"])
+        _private_tree(data_dir)
+    except BaseException:
+        _abandon(data_dir, created)
+        raise
+    return manifest
