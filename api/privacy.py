@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -19,6 +19,15 @@ from api.content import ContentService
 from engine import consent
 
 ERASE_WAIT = 10.0  # seconds the DELETE waits for the erasure to be applied
+
+
+class HeldRecords(Protocol):
+    """The user's records still held on Persona's output topics (streams.erasure.HeldRecords)."""
+
+    async def of_user(self, user_id: str) -> dict[str, Any]: ...
+
+
+RECORDS = web.AppKey("held_records", HeldRecords)
 
 
 def _content(request: web.Request) -> ContentService:
@@ -62,10 +71,20 @@ async def get_export(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     content = _content(request)
     view = export_view(content, user_id)
+    held = request.app.get(RECORDS)
+    records = None if held is None else await held.of_user(user_id)
+    if view is None and records is not None and _any_held(records):
+        view = {"user_id": user_id, "profile": None, "stored": None}  # dead letters only, say
     audit(request, "export", user_id=user_id, found=view is not None)
     if view is None:
         return problem(404, "Unknown user", f"nothing is stored about user {user_id!r}")
+    if records is not None:
+        view["records"] = records
     return web.json_response(view)
+
+
+def _any_held(records: dict[str, Any]) -> bool:
+    return any(isinstance(v, list) and v for v in records.values())
 
 
 async def delete_user(request: web.Request) -> web.Response:

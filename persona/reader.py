@@ -32,11 +32,13 @@ from api.hot import HotRunner
 from api.limits import ServingOptions
 from api.models_routes import ADMIN
 from api.observability import follow_restarts
+from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.files import private_dir
 from engine.settings import Settings
 from models.registry import ModelSet
 from persona.runtime import place, tune_gc
+from streams.erasure import HeldRecords
 from streams.kafka_security import Broker
 from streams.readers import SecondaryState
 from streams.registry import RegistryService
@@ -77,6 +79,7 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
     content = build_content(settings, state)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     app = create_app(content, keys, serving_options(settings))
+    app[RECORDS] = HeldRecords(broker_url)  # the export's records on the output topics
     follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
 
     def swap(models: ModelSet) -> None:

@@ -17,6 +17,7 @@ from api.auth import KeyRing
 from api.content import ContentService
 from api.hot import HotRunner
 from api.observability import configure_json_logging, follow_restarts
+from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
 from engine.events import INPUT_TOPICS
@@ -30,6 +31,7 @@ from persona.runtime import place, tune_gc
 from persona.state_dir import prepare as prepare_state_dir
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
+from streams.erasure import HeldRecords
 from streams.kafka_security import Broker
 from streams.observe import consumer_lag, sample_profile_values
 from streams.webhooks import WebhookSender
@@ -165,6 +167,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     renderer = Renderer(template_dir=settings.template_dir)
     content = ContentService(state, models, renderer, policy)
     app = create_app(content, keys, serving_options(settings))
+    app[RECORDS] = HeldRecords(broker_url)  # the export's records on the output topics
     follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
     http = HttpService(app, settings.http_host, settings.http_port, ssl_context(settings))
     registry = attach_registry(settings, broker_url, content, state, http.web_app)

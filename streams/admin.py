@@ -18,6 +18,14 @@ ITEM_ACTIVITY_TOPIC = "persona-item-activity"
 DEAD_LETTERS = "dead-letters"
 TRIGGERS_TOPIC = "triggers"
 COMMANDS_TOPIC = "persona-commands"  # erasures etc., keyed by user, in order with the events
+# Topics where Persona writes records about a user, keyed by the user id: an erasure writes a
+# tombstone to each (streams/erasure.py), so a compacting cluster drops the user's older records;
+# everything goes after the retention in any case.
+ERASABLE_RETENTION_MS = 30 * 86_400_000
+ERASABLE_CONFIG = {
+    "cleanup.policy": "compact,delete",
+    "retention.ms": str(ERASABLE_RETENTION_MS),
+}
 # Topics whose partitions must match the tables' (they feed tables keyed like them).
 COPARTITIONED = (*ALL_INPUTS, REKEYED_TOPIC, ITEM_ACTIVITY_TOPIC, COMMANDS_TOPIC)
 
@@ -32,8 +40,14 @@ def _admin(broker: Broker, timeout: float = 10.0) -> AIOKafkaAdminClient:
     )
 
 
-async def ensure_topics(broker_url: Broker, partitions: int, names: Iterable[str]) -> None:
-    """Create the named topics with `partitions` partitions where they do not exist yet."""
+async def ensure_topics(
+    broker_url: Broker,
+    partitions: int,
+    names: Iterable[str],
+    configs: dict[str, str] | None = None,
+) -> None:
+    """Create the named topics with `partitions` partitions (and the topic `configs`) where they
+    do not exist yet; existing topics are left as they are."""
     admin = _admin(broker_url)
     await admin.start()
     try:
@@ -42,7 +56,7 @@ async def ensure_topics(broker_url: Broker, partitions: int, names: Iterable[str
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+                    [NewTopic(n, partitions, 1, topic_configs=configs or {}) for n in missing]
                 )
     finally:
         await admin.close()
@@ -76,7 +90,7 @@ async def prepare_topics(broker_url: Broker, partitions: int, names: Iterable[st
 async def prepare_broker(broker_url: Broker, partitions: int) -> bool:
     """Everything a worker checks before it starts: topics ready; returns whether it is Tansu."""
     await prepare_topics(broker_url, partitions, COPARTITIONED)
-    await ensure_topics(broker_url, partitions, [DEAD_LETTERS, TRIGGERS_TOPIC])
+    await ensure_topics(broker_url, partitions, [DEAD_LETTERS, TRIGGERS_TOPIC], ERASABLE_CONFIG)
     return await is_tansu(broker_url)
 
 

@@ -48,6 +48,7 @@ from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_firs
 from streams.kafka_security import Broker, as_config
 from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
+from streams.registry import EXPOSURES_TOPIC
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
 
@@ -241,6 +242,7 @@ class PersonaStreams:
         self._lateness_ms = int(settings.lateness_days * 86_400_000)
         self._skew_ms = int(settings.max_clock_skew_seconds * 1000)
         self.triggers_topic = topic(TRIGGERS_TOPIC)
+        self.exposures_topic = topic(EXPOSURES_TOPIC)  # written by streams.registry; tombstones
         self.models_provider: Callable[[], ModelSet | None] = lambda: None
         self.webhooks: WebhookSender | None = None
         self.triggers = TriggerRunner(self)
@@ -861,6 +863,7 @@ class PersonaStreams:
             msg = fevent.message
             fences[user] = (int((msg.timestamp or time.time()) * 1000), msg.partition)
             self.triggers.forget(user_id)
+            await self._tombstones(user_id)
             self.stats.erased += 1
         elif kind == "check" and user not in touched:
             try:
@@ -870,6 +873,16 @@ class PersonaStreams:
                 return
             if profile is not None:
                 touched[user] = (profile, fevent, False)  # written only if a trigger fires
+
+    async def _tombstones(self, user_id: str) -> None:
+        """An erasure's tombstones (the user id as key, no value) on the topics that hold records
+        about the user: their triggers, dead letters and exposures (streams/erasure.py)."""
+        try:
+            key = user_id.encode()
+        except UnicodeEncodeError:
+            return  # no record was ever keyed so: events with such ids are refused
+        for topic in (self.triggers_topic, self.dead_letters, self.exposures_topic):
+            self.track(await self.send_raw(topic, key, None))
 
     async def _catalog_agent(self, stream: faust.StreamT) -> None:
         async for fevent in stream.events():

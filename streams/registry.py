@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from mode import Service
 
+from engine.erasure import live
 from engine.events import Event, InvalidEvent, parse
 from models.bundle import Bundle
 from models.experiments import Experiment, report
@@ -32,6 +33,7 @@ from models.registry_log import (
     bundle_records,
     experiment_record,
 )
+from streams.admin import ERASABLE_CONFIG
 from streams.kafka_security import Broker, as_config
 
 log = logging.getLogger("persona.registry")
@@ -51,7 +53,7 @@ async def ensure_registry_topics(broker_url: Broker) -> None:
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(MODELS_TOPIC, 1, 1, topic_configs={"cleanup.policy": "compact"}),
-            NewTopic(EXPOSURES_TOPIC, 1, 1),
+            NewTopic(EXPOSURES_TOPIC, 1, 1, topic_configs=ERASABLE_CONFIG),  # keyed by user
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
@@ -152,9 +154,10 @@ async def write_records(broker_url: Broker, records: list[Record]) -> None:
 async def experiment_report(broker_url: Broker, name: str) -> dict[str, Any]:
     """Per-variant exposures and conversions of one experiment, from the topics."""
     exposures: list[dict[str, Any]] = []
-    async for _key, value in read_topic(broker_url, [EXPOSURES_TOPIC], idle=0.5):
+    logged = [r async for r in read_topic(broker_url, [EXPOSURES_TOPIC], idle=0.5)]
+    for _key, exposure in live(logged):  # an erased user's are left out (engine.erasure)
         with contextlib.suppress(ValueError, TypeError):
-            record = json.loads(value or b"")
+            record = json.loads(exposure)
             if isinstance(record, dict) and record.get("experiment") == name:
                 exposures.append(record)
     users = {str(e.get("user_id")) for e in exposures}

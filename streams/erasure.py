@@ -1,0 +1,112 @@
+"""What Persona still holds about a user on its own output topics, for the export.
+
+Persona writes records about a user, keyed by the user id, to `triggers`, `dead-letters` (the
+original key: the user id for a keyed event) and `exposures`. An erasure writes a tombstone (the
+user id, no value) to each (streams/app.py `_tombstones`); the topics are created
+`cleanup.policy=compact,delete` with a 30-day retention (streams/admin.py `ERASABLE_CONFIG`).
+`HeldRecords` reads the user's records still there for `GET /v1/users/{id}/export`: only the
+partition the user's key is placed on (the producers' default partitioner), at most the newest
+`SCAN_MAX` records of it, and shows at most the newest `HELD_MAX` records per topic; records a
+tombstone covers (engine.erasure.live) are not shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from engine.erasure import live
+from streams.admin import DEAD_LETTERS, TRIGGERS_TOPIC
+from streams.kafka_security import Broker, as_config
+from streams.registry import EXPOSURES_TOPIC
+
+ERASABLE_TOPICS = {
+    "triggers": TRIGGERS_TOPIC,
+    "dead_letters": DEAD_LETTERS,
+    "exposures": EXPOSURES_TOPIC,
+}
+SCAN_MAX = 100_000  # newest records read per topic
+HELD_MAX = 200  # newest records of the user shown per topic
+READ_WAIT = 15.0  # seconds the export waits for the topics
+MAX_FETCH = 8 * 1024 * 1024
+
+
+def shown(value: bytes) -> Any:
+    """A record's value as the export shows it: its JSON, else its bytes in Base64."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return {"value_base64": base64.b64encode(value).decode()}
+
+
+class HeldRecords:
+    """`api.privacy.HeldRecords` over Kafka."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._partitioner = DefaultPartitioner()
+
+    async def of_user(self, user_id: str) -> dict[str, Any]:
+        """Per topic (triggers, dead_letters, exposures) the user's records still held, oldest
+        first, and `complete`: False when the topics could not be read in time."""
+        try:
+            key = user_id.encode()
+        except UnicodeEncodeError:
+            return {**{name: [] for name in ERASABLE_TOPICS}, "complete": True}
+        try:
+            found = await asyncio.wait_for(self._read(key), READ_WAIT)
+        except (TimeoutError, OSError, RuntimeError):
+            return {**{name: [] for name in ERASABLE_TOPICS}, "complete": False}
+        return {**found, "complete": True}
+
+    async def _read(self, key: bytes) -> dict[str, list[Any]]:
+        consumer = AIOKafkaConsumer(
+            **as_config(self.broker).aiokafka(),
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_FETCH,
+            fetch_max_bytes=MAX_FETCH,
+        )
+        await consumer.start()
+        try:
+            parts = self._placed(consumer, key)
+            records = await _scan(consumer, parts, key) if parts else {}
+        finally:
+            await consumer.stop()
+        return {
+            name: [shown(v) for _, v in live(records.get(topic, []))][-HELD_MAX:]
+            for name, topic in ERASABLE_TOPICS.items()
+        }
+
+    def _placed(self, consumer: AIOKafkaConsumer, key: bytes) -> list[TopicPartition]:
+        """The partition of each topic that `key` is produced to (none for a missing topic)."""
+        parts = []
+        for topic in ERASABLE_TOPICS.values():
+            ids = sorted(consumer.partitions_for_topic(topic) or ())
+            if ids:
+                parts.append(TopicPartition(topic, self._partitioner(key, ids, ids)))
+        return parts
+
+
+async def _scan(
+    consumer: AIOKafkaConsumer, parts: list[TopicPartition], key: bytes
+) -> dict[str, list[tuple[bytes, bytes | None]]]:
+    """The records with `key` among the newest SCAN_MAX of each partition, in log order."""
+    consumer.assign(parts)
+    start = await consumer.beginning_offsets(parts)
+    end = await consumer.end_offsets(parts)
+    for tp in parts:
+        consumer.seek(tp, max(start[tp], end[tp] - SCAN_MAX))
+    found: dict[str, list[tuple[bytes, bytes | None]]] = {}
+    while True:  # to the end offsets, and on while records come (Tansu may report them short)
+        batch = await consumer.getmany(*parts, timeout_ms=500)
+        for tp, messages in batch.items():
+            for msg in messages:
+                if msg.key == key:
+                    found.setdefault(tp.topic, []).append((key, msg.value))
+        if not batch and all([await consumer.position(tp) >= end[tp] for tp in parts]):
+            return found

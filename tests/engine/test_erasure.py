@@ -1,0 +1,22 @@
+"""engine.erasure.live: a tombstone covers the earlier records of its key, not later ones."""
+
+from engine.erasure import live
+
+
+def test_a_tombstone_covers_the_earlier_records_of_its_key_only() -> None:
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (b"gone", b"1"),
+        (b"kept", b"2"),
+        (None, b"unkeyed"),
+        (b"gone", b"3"),
+        (b"gone", None),  # the erasure
+        (b"back", None),  # a tombstone of a user with nothing before it
+        (b"gone", b"4"),  # written after the erasure (a new history)
+        (b"back", b"5"),
+    ]
+    assert live(records) == [(b"kept", b"2"), (None, b"unkeyed"), (b"gone", b"4"), (b"back", b"5")]
+
+
+def test_nothing_to_cover() -> None:
+    assert live([]) == []
+    assert live([(b"a", b"1"), (b"a", b"2")]) == [(b"a", b"1"), (b"a", b"2")]

@@ -1,0 +1,148 @@
+"""Erasure reaches Persona's output topics (streams/erasure.py, issue 15 item 2): the worker writes
+a tombstone keyed by the user id to `triggers`, `dead-letters` and `exposures`, which are created
+`compact,delete`; the embedded broker does not compact, so what Persona itself reads from them
+(the export, the experiment report) skips whatever a tombstone covers. The export shows a user's
+records on those topics before the erasure and nothing after it; another user's stay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from engine.events import validate
+from streams.admin import bootstrap_servers
+from streams.broker import EmbeddedBroker
+from streams.produce import ALL_INPUTS, Producer, ensure_topics
+from streams.registry import experiment_report
+from tests.conftest import T0, Worker, http, start_worker, wait_until
+
+pytestmark = pytest.mark.integration
+
+TOPICS = ("triggers", "dead-letters", "exposures")
+USERS = ("gone", "kept")
+
+
+def _exposure(user: str) -> bytes:
+    """An exposure as streams.registry.RegistryService logs it (api.models_routes.log_exposure)."""
+    exposure = {"experiment": "exp", "mode": "ab", "variant": "A", "user_id": user, "ts": T0}
+    return json.dumps(
+        {**exposure, "block": "recommendations", "models": {}, "items": ["a"]}
+    ).encode()
+
+
+async def _produce(url: str) -> None:
+    await ensure_topics(url, 4, ALL_INPUTS)
+    events = [
+        validate({"event_id": f"{u}-{n}", "user_id": u, "ts": T0 + n, **body})
+        for u in USERS
+        for n, body in enumerate(
+            [
+                {"type": "product_view", "item_id": "a"},
+                {"type": "consent", "props": {"email": False}},  # a consent_withdrawn trigger
+            ]
+        )
+    ]
+    async with Producer(url) as producer:
+        await producer.send_events(events)
+    raw = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(url))
+    await raw.start()
+    try:
+        for user in USERS:  # a record the fold dead-letters under its original key
+            await raw.send_and_wait("clickstream", b"{not json", key=user.encode())
+            await raw.send_and_wait("exposures", _exposure(user), key=user.encode())
+    finally:
+        await raw.stop()
+
+
+def _export(worker: Worker, user: str) -> tuple[int, dict[str, Any]]:
+    status, _, body = http("GET", f"{worker.base}/v1/users/{user}/export", timeout=30)
+    return status, json.loads(body) if body else {}
+
+
+def _held(worker: Worker, user: str) -> dict[str, int] | None:
+    status, view = _export(worker, user)
+    records = view.get("records") or {}
+    if status != 200 or not records.get("complete"):
+        return None
+    return {topic: len(records[topic]) for topic in ("triggers", "dead_letters", "exposures")}
+
+
+async def _tombstones(url: str) -> dict[str, list[bytes]]:
+    """Per topic, the keys of its tombstones (records without a value)."""
+    consumer = AIOKafkaConsumer(
+        *TOPICS, bootstrap_servers=bootstrap_servers(url), auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: dict[str, list[bytes]] = {t: [] for t in TOPICS}
+    try:
+        for _ in range(3):
+            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
+                found[tp.topic] += [m.key for m in messages if m.value is None]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def _policies(url: str) -> dict[str, dict[str, str]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(url))
+    await admin.start()
+    try:
+        wanted = [ConfigResource(ConfigResourceType.TOPIC, t) for t in TOPICS]
+        described = await admin.describe_configs(wanted)
+    finally:
+        await admin.close()
+    return {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+        for response in described
+        for resource in response.resources
+    }
+
+
+def _reported_users(url: str) -> int:
+    report = asyncio.run(experiment_report(url, "exp"))
+    return int(report["variants"]["A"]["users"])
+
+
+def test_an_erasure_tombstones_the_users_records_and_the_export_shows_them_until_then(
+    tmp_path: Path,
+) -> None:
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
+        worker = start_worker(broker.url, tmp_path / "w")
+        try:
+            asyncio.run(_produce(broker.url))
+            every = {"triggers": 1, "dead_letters": 1, "exposures": 1}
+            for user in USERS:
+                wait_until(lambda u=user: _held(worker, u) == every, 90, 1, f"{user}'s records")
+            _, view = _export(worker, "gone")
+            assert view["stored"]["counts"] == {"product_view": 1, "consent": 1}
+            (notice,) = view["records"]["triggers"]
+            assert notice["trigger"] == "consent_withdrawn" and notice["purposes"] == ["email"]
+            (dead,) = view["records"]["dead_letters"]
+            assert dead["value"] == "{not json" and dead["topic"] == "clickstream"
+            assert view["records"]["exposures"][0]["user_id"] == "gone"
+            assert _reported_users(broker.url) == 2
+
+            status, _, body = http("DELETE", f"{worker.base}/v1/users/gone", timeout=30)
+            assert status == 200 and json.loads(body)["erased"] is True
+            found = wait_until(
+                lambda: (t := asyncio.run(_tombstones(broker.url))) and all(t.values()) and t,
+                60,
+                1,
+                "the tombstones",
+            )
+            assert found == {topic: [b"gone"] for topic in TOPICS}
+            assert _export(worker, "gone")[0] == 404  # nothing left: no profile, no records
+            assert _held(worker, "kept") == every
+            assert _reported_users(broker.url) == 1
+            for topic, config in asyncio.run(_policies(broker.url)).items():
+                assert config["cleanup.policy"] == "compact,delete", topic
+                assert config["retention.ms"] == str(30 * 86_400_000), topic
+        finally:
+            worker.stop()
