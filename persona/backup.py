@@ -228,9 +228,24 @@ def _write_manifest(dest: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, dest / MANIFEST)
 
 
+@contextlib.contextmanager
+def _plainly(doing: str) -> Iterator[None]:
+    """A file-system error (no space, a path through a file, permissions) as a BackupError."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise BackupError(f"{doing}: {exc.strerror or exc}{where}") from None
+
+
 def backup(data_dir: Path, dest: Path) -> dict[str, Any]:
     """Copy the state of `data_dir` (running or stopped) into the new or empty `dest`; the
     manifest. BackupError when that cannot be done; `dest` is left as it was found."""
+    with _plainly(f"cannot back up {data_dir} into {dest}"):
+        return _backup(data_dir, dest)
+
+
+def _backup(data_dir: Path, dest: Path) -> dict[str, Any]:
     found = read_format(data_dir)
     check_readable(found, f"the data dir {data_dir}")
     created = _claim_empty(dest, "backup directory")
@@ -390,6 +405,11 @@ def _copy_verified(source: Path, target: Path, rel: str, sha256: str) -> None:
 def restore(source: Path, data_dir: Path) -> dict[str, Any]:
     """Bring the backup `source` into the empty or absent `data_dir`; the backup's manifest.
     BackupError (nothing written) when the backup is damaged or the data dir holds anything."""
+    with _plainly(f"cannot restore {source} into {data_dir}"):
+        return _restore(source, data_dir)
+
+
+def _restore(source: Path, data_dir: Path) -> dict[str, Any]:
     manifest = read_manifest(source)
     problems = verify(source, manifest)
     if problems:

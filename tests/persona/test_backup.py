@@ -158,6 +158,17 @@ def test_backup_refuses_a_non_empty_directory_and_a_dir_without_state(tmp_path: 
     assert not (tmp_path / "b").exists()  # a failed backup leaves no half directory
 
 
+def test_a_file_system_error_is_a_message_not_a_traceback(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, saved = backed_up
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(BackupError, match=r"cannot restore .* Not a directory"):
+        restore(saved, tmp_path / "a-file" / "data")
+    with pytest.raises(BackupError, match=r"cannot back up .* Not a directory"):
+        backup(backed_up[0], tmp_path / "a-file" / "backup")
+
+
 def test_restore_refuses_a_non_empty_data_dir(backed_up: tuple[Path, Path], tmp_path: Path) -> None:
     _, saved = backed_up
     target = tmp_path / "other"
