@@ -27,9 +27,18 @@ CONSENT_PURPOSES = ("personalization", "email", "ads")
 
 _ITEM_REQUIRED = frozenset({"product_view"}) | CART_TYPES - {"checkout"}
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-# Event times before 2000 or after 2100 are certainly unit mistakes (seconds vs ms, say).
+# Live event times (topics, HTTP) before 2000 or after 2100 are certainly unit mistakes (seconds
+# sent for milliseconds, say). History read from files (`persona models train` / `evaluate`, the
+# readers of `persona replay`) may be of any era: years 1..9999, what RFC 3339 can write.
 _MIN_TS_MS = 946_684_800_000
 _MAX_TS_MS = 4_102_444_800_000
+_HISTORY_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_HISTORY_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+LIVE_BOUND = (
+    "live events must fall within 2000..2100 (epoch milliseconds expected: the bound catches "
+    "seconds sent for milliseconds); history files of any era are read by `persona models "
+    "train` and `persona models evaluate`"
+)
 # Bounds on what one event may carry (every field that grows state is bounded here or in the fold).
 MAX_EVENT_BYTES = 64 * 1024  # one encoded event
 MAX_QUANTITY = 1_000_000
@@ -137,8 +146,9 @@ def parse(raw: bytes) -> Event:
         raise InvalidEvent(f"unreadable event: {type(exc).__name__}: {_short(exc)}") from None
 
 
-def parse_ts(value: Any) -> int:
-    """RFC 3339 string or integer epoch milliseconds -> epoch milliseconds."""
+def parse_ts(value: Any, history: bool = False) -> int:
+    """RFC 3339 string or integer epoch milliseconds -> epoch milliseconds. Live events
+    (`history` False) fall within 2000..2100; history from files within years 1..9999."""
     if isinstance(value, bool):
         raise InvalidEvent("ts must be an RFC 3339 string or integer epoch milliseconds")
     if isinstance(value, int):
@@ -160,11 +170,18 @@ def parse_ts(value: Any) -> int:
         try:
             ms = int(parsed.timestamp() * 1000)
         except (OverflowError, OSError, ValueError):
-            raise InvalidEvent(f"ts {value!r} is outside 2000..2100") from None
+            raise InvalidEvent(f"ts {value!r} is outside years 1..9999") from None
     else:
         raise InvalidEvent("ts must be an RFC 3339 string or integer epoch milliseconds")
-    if not _MIN_TS_MS <= ms <= _MAX_TS_MS:
-        raise InvalidEvent(f"ts {value!r} is outside 2000..2100 (epoch milliseconds expected)")
+    return _bounded(value, ms, history)
+
+
+def _bounded(value: Any, ms: int, history: bool) -> int:
+    if history:
+        if not _HISTORY_MIN_MS <= ms <= _HISTORY_MAX_MS:
+            raise InvalidEvent(f"ts {value!r} is outside years 1..9999 (epoch milliseconds)")
+    elif not _MIN_TS_MS <= ms <= _MAX_TS_MS:
+        raise InvalidEvent(f"ts {value!r} is outside 2000..2100: {LIVE_BOUND}")
     return ms
 
 
@@ -184,7 +201,9 @@ def _string(data: dict[str, Any], name: str, required: bool, max_len: int = 128)
     return value
 
 
-def validate(data: Any) -> Event:
+def validate(data: Any, history: bool = False) -> Event:
+    """A decoded event -> Event, or InvalidEvent with the reason. `history` True: an event read
+    from a file for training or evaluation, whose time may be of any era (`parse_ts`)."""
     if not isinstance(data, dict):
         raise InvalidEvent(f"an event must be an object, got {type(data).__name__}")
     event_id = _string(data, "event_id", True)
@@ -198,7 +217,7 @@ def validate(data: Any) -> Event:
         raise InvalidEvent("user_id looks like an e-mail address; send a pseudonymous id")
     if "ts" not in data:
         raise InvalidEvent("missing required field 'ts'")
-    ts = parse_ts(data["ts"])
+    ts = parse_ts(data["ts"], history)
     item_id = _string(data, "item_id", etype in _ITEM_REQUIRED)
     quantity = data.get("quantity", 1)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:

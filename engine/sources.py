@@ -180,27 +180,43 @@ def read_events(
     path: str | Path,
     errors: list[SourceError] | None = None,
     stats: ReadStats | None = None,
+    history: bool = False,
 ) -> Iterator[Event]:
     """Events of an event file in file order (format auto-detected, see the module docstring).
 
     With `errors=None` a bad line raises `InvalidEvent("line N: ...")`; with a list, bad lines are
-    appended to it and skipped. Pass a `ReadStats` to get counts (rows, skipped guests, ...)."""
+    appended to it and skipped. Pass a `ReadStats` to get counts (rows, skipped guests, ...).
+    `history` True (training, evaluation) reads times of any era; False (replay into the engine)
+    keeps the live bound of `engine.events.parse_ts`."""
     stats = stats if stats is not None else ReadStats()
     fmt = detect_format(path)
     stats.format = fmt
     readers: dict[str, Callable[[IO[str], list[SourceError] | None, ReadStats], Iterator[Event]]]
-    readers = {"jsonl": _read_jsonl, "uci": _read_uci, "rees46": _read_rees46, "otto": _read_otto}
+    readers = {
+        "jsonl": _read_history if history else _read_jsonl,
+        "uci": _read_uci,
+        "rees46": _read_rees46,
+        "otto": _read_otto,
+    }
     with open_text(path) as fh:
         yield from readers[fmt](fh, errors, stats)
 
 
-def _read_jsonl(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
+def _read_history(
+    fh: IO[str], errors: list[SourceError] | None, stats: ReadStats
+) -> Iterator[Event]:
+    return _read_jsonl(fh, errors, stats, history=True)
+
+
+def _read_jsonl(
+    fh: IO[str], errors: list[SourceError] | None, stats: ReadStats, history: bool = False
+) -> Iterator[Event]:
     for number, line in enumerate(fh, 1):
         if not line.strip():
             continue
         stats.rows += 1
         try:
-            event = validate(json.loads(line))
+            event = validate(json.loads(line), history)
         except json.JSONDecodeError as exc:
             _fail(errors, stats, number, f"invalid JSON: {exc}", InvalidEvent)
             continue

@@ -31,7 +31,7 @@ def train_all(
     stats = ReadStats()
     # Models learn from what was bought: cancellations (UCI's `C` invoices) stay out, as before
     # the readers yielded them.
-    events = [e for e in read_events(events_path, stats=stats) if not is_reversal(e)]
+    events = [e for e in read_events(events_path, stats=stats, history=True) if not is_reversal(e)]
     _log(f"read {len(events)} events ({stats.format}, skipped {dict(stats.skipped)})")
     churn = train_churn(events, horizon_days=horizon_days)
     _log(f"churn {churn.version}: {churn.metrics}")

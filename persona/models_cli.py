@@ -49,7 +49,8 @@ def _events(path: str) -> list[Any]:
     from persona.progress import track
 
     stats = ReadStats()
-    read = track(read_events(path, stats=stats), f"reading {Path(path).name}")
+    # history of any era (a 1997 file trains); live events keep 2000..2100 (engine.events)
+    read = track(read_events(path, stats=stats, history=True), f"reading {Path(path).name}")
     events = [e for e in read if not is_reversal(e)]  # models learn from what was bought
     print(f"read {len(events)} events ({stats.format})", file=sys.stderr)
     return events
