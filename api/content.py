@@ -6,10 +6,10 @@ renders only when that stamp changed, so the hot path is a dictionary lookup.
 
 When only the hour moved (every block's stamp does, at once, each hour of event time; a replay
 moves it many times a second), the user is scored again (churn follows the clock), but the
-recommendations are reused while the items they exclude (bought in the last 30 days, in the
-cart) stand, and the block itself is reused when it shows the same decision (items, fallback,
-reason, models): its content cannot differ, as everything else it is rendered from is in the
-rest of the stamp.
+recommendations are reused while the items they exclude (every item the profile holds the user
+had: purchases, recent items, cart) stand, and the block itself is reused when it shows the same
+decision (items, fallback, reason, models): its content cannot differ, as everything else it is
+rendered from is in the rest of the stamp.
 """
 
 from __future__ import annotations

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.features import DAY_MS, features
+from engine.features import features
 from engine.profile import Profile
 from models.registry import ModelSet
 
 TOP_RECOMMENDATIONS = 20
-EXCLUDE_BOUGHT_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -23,10 +22,16 @@ class Scores:
 
 
 def excluded_items(profile: Profile, now_ms: int) -> set[str]:
-    """What not to recommend: items bought in the last 30 days and items in the cart."""
-    since = now_ms - EXCLUDE_BOUGHT_DAYS * DAY_MS
-    bought = {item for item, ts in profile.purchased if ts >= since}
-    return bought | set(profile.cart)
+    """What not to recommend: every item the profile holds the user interacted with, whenever
+    (its purchases, recent items and cart): a slot shows something new to them (issue 17; the
+    offline evaluation's peers exclude the same). `now_ms` is kept for callers; nothing here
+    depends on the clock any more."""
+    del now_ms
+    return (
+        {item for item, _ts in profile.purchased}
+        | {i for i, _ts in profile.recent}
+        | set(profile.cart)
+    )
 
 
 def _recommend(

@@ -27,23 +27,24 @@ def test_versions(models: ModelSet) -> None:
     assert models.versions() == {"churn": models.churn.version, "recs": models.recs.version}
 
 
-def test_score_profile_excludes_recent_purchases_and_cart(models: ModelSet) -> None:
-    now = T0 + 100 * DAY
+def test_score_profile_excludes_every_item_the_user_had(models: ModelSet) -> None:
+    now = T0 + 400 * DAY
     events = [
-        purchase("x", "b", now - 60 * DAY),  # bought long ago: may be recommended again
-        purchase("x", "a", now - DAY),  # bought yesterday: never recommended
+        purchase("x", "b", now - 300 * DAY),  # bought long ago: still never recommended
+        purchase("x", "a", now - DAY),  # bought yesterday
+        Event(event_id="v1", type="product_view", user_id="x", ts=now - 1, item_id="c"),
         Event(event_id="c1", type="add_to_cart", user_id="x", ts=now, item_id="b2"),
     ]
     profile = _profile(events)
-    assert excluded_items(profile, now) == {"a", "b2"}
+    assert excluded_items(profile, now) == {"a", "b", "b2", "c"}
+    assert excluded_items(profile, now + 1000 * DAY) == excluded_items(profile, now)
     scores = score_profile(profile, now, models, allowed=lambda i: i != "pop")
     assert isinstance(scores, Scores)
     assert 0.0 <= scores.churn <= 1.0
     assert scores.churn == pytest.approx(models.churn.score(features(profile, now)), abs=1e-6)
     recs = scores.recommendations
-    assert "a2" in recs[:4]  # the partner of a recent purchase
-    assert "b" in recs[:4]  # the partner of the cart item; bought 60 days ago, so allowed again
-    assert not {"a", "b2", "pop"} & set(recs)
+    assert {"a2", "c2"} <= set(recs[:4])  # the partners of what they bought and viewed
+    assert not {"a", "b", "b2", "c", "pop"} & set(recs)
     assert len(recs) <= 20
     assert scores.models == models.versions()
 
