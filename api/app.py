@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api import privacy, routing
+from api import hops, privacy, routing
 from api.audit import audit, refused
 from api.auth import KeyRing, secret_from_header
 from api.content import ContentService
@@ -20,6 +20,7 @@ from engine.admission import admit
 from engine.audit import consent_fields
 from engine.blocks import BLOCKS, FORMATS, Block, models_header
 from engine.events import Event, InvalidEvent, validate
+from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.api")
 
@@ -135,12 +136,34 @@ def authorize_header(
     return key.name, None
 
 
+async def authorize_hop(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:
+    """`authorize` for a forwarded request: its signed hop instead of a bearer (api/hops.py)."""
+    hop = await hops.verify(request)
+    if isinstance(hop, str):
+        response = problem(401, "Unauthorized", f"{hop}: forwarded requests are signed")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="persona"'
+        return None, request.app[THROTTLE].refusal(request.remote, response)
+    if scope not in hop.scopes:
+        return hop.name, problem(403, "Forbidden", f"this key lacks the {scope} scope")
+    return hop.name, None
+
+
+def caller(request: web.Request) -> tuple[str, frozenset[str]]:
+    """The authenticated key of a request the auth middleware let in: its name and scopes."""
+    secret = secret_from_header(request.headers.get("Authorization", ""))
+    key = request.app[KEYS].authenticate(secret) if secret else None
+    return (key.name, key.scopes) if key is not None else (request[KEY_NAME], frozenset())
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     scope = _scope_for(request)
     if scope is None:
         return await handler(request)
-    name, refusal = authorize(request, scope)
+    if HOP_HEADER in request.headers:  # forwarded by another Persona process (api/hops.py)
+        name, refusal = await authorize_hop(request, scope)
+    else:
+        name, refusal = authorize(request, scope)
     if refusal is not None:  # audited: the key's name on a 403, the address always
         key = name or ""
         refused(request.app, request.remote, refusal.status, key, request.method, request.path)
@@ -308,11 +331,12 @@ def create_app(
         middlewares=[
             errors_middleware,
             auth_middleware,
-            routing.routing_middleware(content.state.owner_url),
+            routing.routing_middleware(content.state.owner_url, caller),
         ],
         client_max_size=MAX_BODY,
     )
     routing.register(app)
+    hops.register(app, (options or ServingOptions()).cluster_secret)
     privacy.register(app)
     app[CONTENT] = content
     app[KEYS] = keys
@@ -331,7 +355,7 @@ def create_app(
     from api import limits, render  # here: render imports this module
 
     app[observability.TELEMETRY].text_sources.append(
-        lambda: limits.metrics_lines(app) + render.metrics_lines(app)
+        lambda: limits.metrics_lines(app) + render.metrics_lines(app) + hops.metrics_lines(app)
     )
     ui.register(app)
     from api import models_routes  # here: it imports this module

@@ -65,6 +65,7 @@ from api.observability import TELEMETRY, _request_id, request_id
 from api.routing import ROUTED
 from api.wire import Head, HotServer
 from engine.blocks import Block
+from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.api")
 
@@ -84,6 +85,8 @@ def _needs_chain(request: web.Request, user_id: str) -> bool:
 async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     match = request.match_info
     if match.route.handler is not get_block or request.method != "GET":
+        return await handler(request)
+    if HOP_HEADER in request.headers:  # a forwarded request: the chain checks its signature
         return await handler(request)
     user_id = match.get("user_id", "")
     if _needs_chain(request, user_id):
@@ -126,6 +129,7 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]+")
 # a query string the application's parser reads as written: no escapes, '+' or ';'
 _PLAIN_QUERY = re.compile(r"[A-Za-z0-9/._~!$&'()*,=:@?-]*")
 ROUTED_FIELD = ROUTED.lower().encode()
+HOP_FIELD = HOP_HEADER.lower().encode()
 _NOT_A_SEGMENT = frozenset({"", ".", ".."})  # empty, or a dot segment (URL normalization drops it)
 _STATUS_LINES = {200: b"HTTP/1.1 200 OK\r\n", 304: b"HTTP/1.1 304 Not Modified\r\n"}
 _REASONS = {200: "OK", 304: "Not Modified"}
@@ -260,8 +264,8 @@ class Front:
             return None
         path, query, user_id, block_name = route
         headers = request.headers
-        if headers.get("Expect"):
-            return None  # the application answers expectations
+        if headers.get("Expect") or HOP_HEADER in headers:
+            return None  # the application answers expectations and checks hop signatures
         if self._chain_needed(user_id, headers.get(ROUTED) is not None):
             return None
         fmt = request.query.get("format", "html") if query else "html"
@@ -319,8 +323,8 @@ class Front:
         connection = fields.get(b"connection")
         if connection is not None and connection.lower() != b"keep-alive":
             return None  # close (or anything else): aiohttp's response writes the connection
-        if b"expect" in fields:
-            return None
+        if b"expect" in fields or HOP_FIELD in fields:
+            return None  # expectations, and signed hops (the application checks them)
         route = block_route(head.target.decode("ascii"))  # ASCII: the framing checked it
         if route is None:
             return None

@@ -66,6 +66,7 @@ class ServingOptions:
     request_timeout: float = 10.0  # seconds
     max_clock_skew_ms: int = 300_000  # POST /v1/events refuses events further ahead as future
     auth_failures_per_minute: float = 30.0  # failed authentications per client address
+    cluster_secret: str | None = field(default=None, repr=False)  # signs hops (api/hops.py)
 
     @classmethod
     def from_settings(cls, rate_limits: str | None, request_timeout: float) -> ServingOptions:

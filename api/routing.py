@@ -4,6 +4,11 @@ Each worker advertises its API URL to the consumer group; a request for a user w
 another worker owns is forwarded there once (`X-Persona-Routed` stops loops). If the owner cannot
 be reached, this worker answers from what it has (a standby copy, or the fallback): a sender always
 gets an answer.
+
+The forwarded request never carries the caller's `Authorization`: the caller was authenticated
+here (the auth middleware runs first), and the hop is signed for the owner with the cluster secret
+(api/hops.py). A target that is not a plain http(s) URL, or a process without a cluster secret,
+answers locally instead.
 """
 
 from __future__ import annotations
@@ -13,14 +18,20 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
+
+from api import hops
+from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.routing")
 
 ROUTED = "X-Persona-Routed"
-FORWARDED_HEADERS = ("Authorization", "If-None-Match", "Accept", "Content-Type", "X-Request-Id")
+FORWARDED_HEADERS = ("If-None-Match", "Accept", "Content-Type", "X-Request-Id")
 SESSION = web.AppKey("routing_session", aiohttp.ClientSession)
 OwnerLookup = Callable[[str], "str | None"]
+Caller = Callable[[web.Request], "tuple[str, frozenset[str]]"]  # the authenticated key
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_WARNED: set[str] = set()
 
 
 def _user_of(request: web.Request) -> str | None:
@@ -29,17 +40,19 @@ def _user_of(request: web.Request) -> str | None:
     return request.match_info.get("user_id")
 
 
-def routing_middleware(owner_of: OwnerLookup) -> Callable[..., Awaitable[web.StreamResponse]]:
+def routing_middleware(
+    owner_of: OwnerLookup, caller: Caller
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         user = _user_of(request)
-        if user is None or request.headers.get(ROUTED):
+        if user is None or request.headers.get(ROUTED) or HOP_HEADER in request.headers:
             return await handler(request)
-        owner = owner_of(user)
+        owner = _target(request.app, owner_of(user))
         if owner is None:
             return await handler(request)
         try:
-            return await _forward(request, owner)
+            return await _forward(request, owner, caller(request))
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("owner %s of user %r unreachable (%s); answering locally", owner, user, exc)
             return await handler(request)
@@ -47,16 +60,44 @@ def routing_middleware(owner_of: OwnerLookup) -> Callable[..., Awaitable[web.Str
     return middleware
 
 
-async def _forward(request: web.Request, owner: str) -> web.Response:
+def _target(app: web.Application, owner: str | None) -> str | None:
+    """`owner` when a hop may go there, else None (this process answers)."""
+    if owner is None:
+        return None
+    problem = hops.target_problem(owner)
+    if problem is None and hops.CLUSTER in app:
+        return owner
+    hops.count(app, "hop_targets_refused")
+    if owner in _WARNED or len(_WARNED) > 100:
+        return None
+    _WARNED.add(owner)  # once per target: this is asked on every request
+    log.warning(
+        "not forwarding to the owner %s: %s; answering locally",
+        owner.split("@")[-1],
+        problem or "no cluster secret to sign the hop",
+    )
+    return None
+
+
+async def _forward(
+    request: web.Request, owner: str, caller: tuple[str, frozenset[str]]
+) -> web.Response:
     session = request.app[SESSION]
     headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
     headers[ROUTED] = "1"
-    body = await request.read() if request.can_read_body else None
+    body = await request.read() if request.can_read_body else b""
+    name, scopes = caller
+    target = str(request.rel_url)
+    signature = request.app[hops.CLUSTER].hop(
+        request.method, target, name, scopes, body, hops.now_ms()
+    )
+    headers[HOP_HEADER] = signature
+    hops.count(request.app, "hops_forwarded")
     async with session.request(
         request.method,
-        owner + str(request.rel_url),
+        URL(owner + target, encoded=True),  # as signed: no requoting
         headers=headers,
-        data=body,
+        data=body or None,
         allow_redirects=False,
     ) as upstream:
         payload = await upstream.read()

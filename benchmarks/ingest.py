@@ -105,6 +105,8 @@ def start_worker(broker: str, data: Path, partitions: int) -> tuple[subprocess.P
         PERSONA_PARTITIONS=str(partitions),
         PERSONA_API_KEYS="bench:bench-kkkkkkkkkkkkkkkkkk:content:read,events:write",
         PERSONA_READERS="0",
+        # on a broker URL every process signs with the cluster secret (engine/signing.py)
+        PERSONA_CLUSTER_SECRET=os.environ.get("PERSONA_CLUSTER_SECRET", "bench-" + "c" * 32),
     )
     with (data / "worker.log").open("wb") as log:
         proc = subprocess.Popen(

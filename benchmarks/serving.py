@@ -514,6 +514,8 @@ def main() -> int:
         "PERSONA_PARTITIONS": str(PARTITIONS),
         "PERSONA_LOG_LEVEL": "warning",
         "PERSONA_READERS": os.environ.get("PERSONA_READERS", "1"),
+        # on a broker URL every process signs with the cluster secret (engine/signing.py)
+        "PERSONA_CLUSTER_SECRET": os.environ.get("PERSONA_CLUSTER_SECRET", "bench-" + "c" * 32),
     }
     run = subprocess.Popen(
         [sys.executable, "-m", "persona", "run", "--no-demo", "--broker", broker.url,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.settings import SettingsError
@@ -76,6 +77,21 @@ def check_secret_file(path: Path, setting: str) -> None:
             f"secrets: run `chmod 600 {path}` (and replace its secrets if others may have "
             "read them)"
         )
+
+
+def ensure_secret_file(path: Path, make: Callable[[], str], setting: str) -> Path:
+    """`path`, created once (0600, exclusively) holding `make()` when it does not exist; an
+    existing one is checked like every secret file (`check_secret_file`)."""
+    check_secret_file(path, setting)
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:  # made meanwhile by another process: check it as it is
+            check_secret_file(path, setting)
+            return path
+        with os.fdopen(fd, "w") as fh:
+            fh.write(make() + "\n")
+    return path
 
 
 def _check_owner(path: Path, info: os.stat_result, where: str) -> None:

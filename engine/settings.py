@@ -18,7 +18,8 @@ MIN_SECRET = 24  # characters of every secret (API keys: api/auth.py; the webhoo
 KAFKA_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 KAFKA_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 KAFKA_FILES = ("kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_password_file")
-_SECRETS = frozenset({"api_keys", "webhook_secret", "kafka_password"})  # values never shown
+_SECRETS = frozenset({"api_keys", "webhook_secret", "kafka_password", "cluster_secret"})  # hidden
+MIN_CLUSTER_SECRET = 32  # characters of PERSONA_CLUSTER_SECRET (engine/signing.py)
 
 
 class SettingsError(ValueError):
@@ -66,6 +67,9 @@ class Settings:
     kafka_username: str | None = None
     kafka_password: str | None = field(default=None, repr=False)  # never printed
     kafka_password_file: Path | None = None  # or the password from this file
+    # signs hops and registry/command records between Persona processes (engine/signing.py)
+    cluster_secret: str | None = field(default=None, repr=False)  # never printed
+    cluster_secret_file: Path | None = None  # or the secret from this file (0600, ours)
 
     @property
     def consent_granted_by_default(self) -> bool:
@@ -141,6 +145,8 @@ def _convert(name: str, value: Any) -> Any:
             return real
         if name in ("data_dir", "api_keys_file", "template_dir", "tls_cert", "tls_key"):
             return Path(str(value)).expanduser()
+        if name == "cluster_secret_file":
+            return Path(str(value)).expanduser()
         if name == "consent_default":
             if value not in ("granted", "required"):
                 raise ValueError("must be 'granted' or 'required'")
@@ -204,6 +210,7 @@ _OPTIONAL = frozenset(
     | {"worker_cpus", "reader_cpus"}
     | {"kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_sasl_mechanism"}
     | {"kafka_username", "kafka_password", "kafka_password_file"}
+    | {"cluster_secret", "cluster_secret_file"}
 )
 
 
@@ -309,7 +316,45 @@ def load_settings(
             f"PERSONA_WEBHOOK_SECRET has {len(settings.webhook_secret)} characters; at least "
             f"{MIN_SECRET} are required"
         )
-    return _check_kafka(settings)
+    return _check_cluster(_check_kafka(settings))
+
+
+def _check_cluster(settings: Settings) -> Settings:
+    """PERSONA_CLUSTER_SECRET, or read from PERSONA_CLUSTER_SECRET_FILE (0600, ours, no symbolic
+    link: engine/files.py); at least MIN_CLUSTER_SECRET characters. Never shown in a message."""
+    path = settings.cluster_secret_file
+    if path is not None:
+        from engine.files import check_secret_file  # engine.files imports this module
+
+        if settings.cluster_secret is not None:
+            raise SettingsError(
+                "set PERSONA_CLUSTER_SECRET or PERSONA_CLUSTER_SECRET_FILE, not both"
+            )
+        check_secret_file(path, "PERSONA_CLUSTER_SECRET_FILE")
+        settings = replace(
+            settings, cluster_secret=_read_secret(path, "PERSONA_CLUSTER_SECRET_FILE")
+        )
+    secret = settings.cluster_secret
+    if secret is not None and len(secret) < MIN_CLUSTER_SECRET:
+        raise SettingsError(
+            f"PERSONA_CLUSTER_SECRET has {len(secret)} characters; at least {MIN_CLUSTER_SECRET} "
+            "are required (e.g. python -c 'import secrets; print(secrets.token_urlsafe(36))')"
+        )
+    return settings
+
+
+def require_cluster_secret(settings: Settings) -> str:
+    """The cluster secret a process on a broker needs (hops, registry and command records are
+    signed with it), or SettingsError naming the setting."""
+    if settings.cluster_secret is None:
+        raise SettingsError(
+            "PERSONA_CLUSTER_SECRET (or PERSONA_CLUSTER_SECRET_FILE) is required with a broker "
+            f"URL: every worker, reader and `persona models` command signs with the same secret "
+            f"of {MIN_CLUSTER_SECRET}+ characters (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(36))'); the embedded default keeps its own in "
+            "<data dir>/cluster-secret"
+        )
+    return settings.cluster_secret
 
 
 def _check_kafka(settings: Settings) -> Settings:
@@ -363,12 +408,14 @@ def _check_kafka_sasl(settings: Settings, protocol: str) -> None:
 
 
 def _read_password(path: Path) -> str:
+    return _read_secret(path, "PERSONA_KAFKA_PASSWORD_FILE")
+
+
+def _read_secret(path: Path, setting: str) -> str:
     try:
-        password = path.read_text(encoding="utf-8").rstrip("\r\n")
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(
-            f"PERSONA_KAFKA_PASSWORD_FILE={str(path)!r} cannot be read: {exc}"
-        ) from None
-    if not password:
-        raise SettingsError(f"PERSONA_KAFKA_PASSWORD_FILE={str(path)!r} is empty")
-    return password
+        raise SettingsError(f"{setting}={str(path)!r} cannot be read: {exc}") from None
+    if not secret:
+        raise SettingsError(f"{setting}={str(path)!r} is empty")
+    return secret

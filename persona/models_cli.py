@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.settings import Settings, SettingsError, load_settings
+from engine.signing import ClusterKey
 from models.artifacts import ModelLoadError
 from streams.kafka_security import KafkaClientConfig, client_config
+from streams.signed import RecordSigner, cli_signer
 
 EPILOG = """examples:
   persona models train recs --events events.jsonl --broker kafka://127.0.0.1:9092
@@ -27,6 +29,22 @@ EPILOG = """examples:
 """
 
 TRAIN_KINDS = {"churn": ("logistic", "gbm"), "recs": ("knn", "als")}  # the first is the default
+
+
+def _cluster(args: argparse.Namespace) -> ClusterKey:
+    """The cluster secret's key: the registry's records are signed and verified with it."""
+    secret = load_settings({"broker_url": args.broker}).cluster_secret
+    if secret is None:
+        raise SettingsError(
+            "PERSONA_CLUSTER_SECRET (or PERSONA_CLUSTER_SECRET_FILE) is not set: the model "
+            "registry's records are signed with the secret the workers share (`persona run` "
+            "keeps the embedded default's in <data dir>/cluster-secret)"
+        )
+    return ClusterKey(secret)
+
+
+def _signer(args: argparse.Namespace) -> RecordSigner:
+    return RecordSigner(_cluster(args), cli_signer())
 
 
 def _broker(args: argparse.Namespace) -> KafkaClientConfig:
@@ -56,14 +74,14 @@ def _events(path: str) -> list[Any]:
     return events
 
 
-def _publish(broker: KafkaClientConfig, directory: Path) -> str:
+def _publish(broker: KafkaClientConfig, directory: Path, signer: RecordSigner) -> str:
     from models.bundle import read_bundle
     from persona.cli import Progress
     from streams.registry import publish
 
     bundle = read_bundle(directory)
     progress = Progress(f"publish {bundle.version}")
-    n = asyncio.run(publish(broker, bundle, progress))
+    n = asyncio.run(publish(broker, bundle, signer, progress))
     progress.close(n)
     return bundle.version
 
@@ -81,6 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{name}: {info}")
         return 0
     broker = None if args.out else _broker(args)
+    signer = None if args.out else _signer(args)  # before training: a missing secret says so
     events = _events(args.events)
     names = ("churn", "recs") if args.model == "all" else (args.model,)
     for name in names:
@@ -111,14 +130,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             save_model(model, Path(tmp) / name)
-            assert broker is not None
-            _publish(broker, Path(tmp) / name)
+            assert broker is not None and signer is not None
+            _publish(broker, Path(tmp) / name, signer)
         print(f"registered {model.version} (not active: persona models activate {name} ...)")
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    version = _publish(_broker(args), Path(args.path))
+    version = _publish(_broker(args), Path(args.path), _signer(args))
     print(f"registered {version} (not active)")
     return 0
 
@@ -126,7 +145,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from streams.registry import read_registry
 
-    state = asyncio.run(read_registry(_broker(args)))
+    state = asyncio.run(read_registry(_broker(args), _cluster(args)))
     if args.json:
         print(json.dumps({"models": state.listing()}, indent=1))
         return 0
@@ -143,10 +162,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _switch(args: argparse.Namespace, version: str | None) -> int:
     from streams.registry import activation, read_registry, write_records
 
-    broker = _broker(args)
-    state = asyncio.run(read_registry(broker))
+    broker, signer = _broker(args), _signer(args)
+    state = asyncio.run(read_registry(broker, signer.key))
     record = activation(state, args.name, version)
-    asyncio.run(write_records(broker, [record]))
+    asyncio.run(write_records(broker, [record], signer))
     active = json.loads(record[1] or b"{}")["version"]
     print(f"{args.name}: {active} is active (workers switch within seconds)")
     return 0
@@ -166,10 +185,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from models.registry_log import experiment_record
     from streams.registry import read_registry, write_records
 
-    broker = _broker(args)
+    broker, signer = _broker(args), _signer(args)
     experiment = None
     if args.action == "start":
-        state = asyncio.run(read_registry(broker))
+        state = asyncio.run(read_registry(broker, signer.key))
         state.check(args.model, args.candidate)
         experiment = Experiment(
             name=args.experiment,
@@ -180,7 +199,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             share=args.share,
             started=rfc3339(utc_now()),
         )
-    asyncio.run(write_records(broker, [experiment_record(experiment)]))
+    asyncio.run(write_records(broker, [experiment_record(experiment)], signer))
     print(f"experiment: {json.dumps(experiment.to_dict()) if experiment else 'stopped'}")
     return 0
 

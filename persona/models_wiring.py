@@ -8,10 +8,13 @@ from aiohttp import web
 
 from api.content import ContentService
 from api.models_routes import ADMIN
+from api.observability import TELEMETRY
 from engine.settings import Settings
+from engine.signing import cluster_key
 from models.registry import ModelSet
 from streams.kafka_security import Broker
 from streams.registry import RegistryService
+from streams.signed import REFUSAL_REASONS, RecordSigner
 
 
 def attach_registry(
@@ -30,6 +33,33 @@ def attach_registry(
         state.models = models
 
     state.models = None
-    registry = RegistryService(broker_url, settings.data_dir / "models", swap)
+    registry = RegistryService(
+        broker_url,
+        settings.data_dir / "models",
+        swap,
+        signer=process_signer(settings, f"worker:{settings.own_url}"),
+        audit=True,  # the worker audits the model changes it folds (docs/security.md)
+    )
     web_app[ADMIN] = registry
+    count_refusals(web_app, registry)
     return registry
+
+
+def process_signer(settings: Settings, name: str) -> RecordSigner | None:
+    """How this process signs its registry and command records (None: no cluster secret)."""
+    key = cluster_key(settings.cluster_secret)
+    return None if key is None else RecordSigner(key, name)
+
+
+def count_refusals(web_app: web.Application, registry: RegistryService) -> None:
+    """`persona_registry_records_refused_total{reason}` on /metrics: records of the `models`
+    topic skipped as unsigned, badly signed or replayed."""
+
+    def lines() -> list[str]:
+        name = "persona_registry_records_refused_total"
+        refused = registry.gate.refused
+        return [f"# TYPE {name} counter"] + [
+            f'{name}{{reason="{r}"}} {refused.get(r, 0)}' for r in REFUSAL_REASONS
+        ]
+
+    web_app[TELEMETRY].text_sources.append(lines)

@@ -35,8 +35,9 @@ from api.observability import follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.files import private_dir
-from engine.settings import Settings
+from engine.settings import Settings, require_cluster_secret
 from models.registry import ModelSet
+from persona.models_wiring import count_refusals, process_signer
 from persona.runtime import place, tune_gc
 from streams.erasure import HeldRecords
 from streams.kafka_security import Broker
@@ -59,7 +60,9 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 def serving_options(settings: Settings) -> ServingOptions:
     options = ServingOptions.from_settings(settings.rate_limits, settings.request_timeout)
     return dataclasses.replace(
-        options, max_clock_skew_ms=int(settings.max_clock_skew_seconds * 1000)
+        options,
+        max_clock_skew_ms=int(settings.max_clock_skew_seconds * 1000),
+        cluster_secret=settings.cluster_secret,
     )
 
 
@@ -75,7 +78,10 @@ def build_content(settings: Settings, state: SecondaryState) -> ContentService:
 
 async def serve(settings: Settings, broker_url: Broker, index: int, stop: asyncio.Event) -> None:
     secondary = settings.data_dir / "readers" / f"{index}-{os.getpid()}"
-    state = SecondaryState(settings.data_dir, settings.partitions, secondary, broker_url)
+    signer = process_signer(settings, f"reader:{settings.own_url}:{index}")
+    state = SecondaryState(
+        settings.data_dir, settings.partitions, secondary, broker_url, signer=signer
+    )
     content = build_content(settings, state)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     app = create_app(content, keys, serving_options(settings))
@@ -87,8 +93,9 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
         state.models = models
 
     state.models = None
-    registry = RegistryService(broker_url, secondary / "models", swap)
+    registry = RegistryService(broker_url, secondary / "models", swap, signer=signer)
     app[ADMIN] = registry
+    count_refusals(app, registry)
     await state.start()
     await registry.start()
     runner = HotRunner(app, access_log=None, shutdown_timeout=2.0)  # block GETs before routing
@@ -116,6 +123,7 @@ def run_reader(settings: Settings, broker_url: Broker, index: int) -> None:
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    require_cluster_secret(settings)  # hops and records are signed (engine/signing.py)
     tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)
     if tightened:
         log.warning("%s", tightened)

@@ -20,12 +20,14 @@ from pathlib import Path
 from types import FrameType
 
 from api.auth import KeyRing, ensure_local_key
-from engine.files import private_dir
-from engine.settings import Settings
+from engine.files import ensure_secret_file, private_dir
+from engine.settings import Settings, require_cluster_secret
+from engine.signing import new_secret
 from persona.children import Children, GaveUp, Stop, _http_get
 from persona.state_dir import prepare as prepare_state_dir
 
 DEMO_DIR = Path(__file__).parent / "demo"
+CLUSTER_SECRET_FILE = "cluster-secret"  # the embedded default's PERSONA_CLUSTER_SECRET_FILE
 
 
 def _processed(base: str) -> int:
@@ -61,6 +63,7 @@ def run(settings: Settings, demo: bool = False) -> int:
     if taken_over:
         print(f"persona: {taken_over}", file=sys.stderr)
     env = dict(os.environ)
+    _cluster_secret(settings, env)
     key_line: str | None = None
     if not settings.api_keys and not settings.api_keys_file:
         key_path, key_line = ensure_local_key(data_dir)
@@ -84,6 +87,18 @@ def run(settings: Settings, demo: bool = False) -> int:
         children.stop_all()
         children.status.remove()
         print("persona: stopped", file=sys.stderr)
+
+
+def _cluster_secret(settings: Settings, env: dict[str, str]) -> None:
+    """With a broker URL the cluster secret is required; the embedded default makes one in
+    `<data dir>/cluster-secret` (0600, kept) and hands it to its children."""
+    if settings.cluster_secret is not None or not settings.embedded:
+        require_cluster_secret(settings)
+        return
+    path = ensure_secret_file(
+        settings.data_dir / CLUSTER_SECRET_FILE, new_secret, "the cluster secret file"
+    )
+    env["PERSONA_CLUSTER_SECRET_FILE"] = str(path)
 
 
 def _start(children: Children, settings: Settings) -> None:

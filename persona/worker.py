@@ -23,7 +23,7 @@ from engine.catalog import Product
 from engine.events import INPUT_TOPICS
 from engine.files import private_dir
 from engine.profile import Profile
-from engine.settings import Settings
+from engine.settings import Settings, require_cluster_secret
 from models.registry import ModelSet
 from persona.models_wiring import attach_registry
 from persona.reader import serving_options, ssl_context
@@ -79,6 +79,7 @@ class StreamState:
                 "events_late": stats.late,
                 "events_future": stats.future,
                 "events_redelivered": stats.redelivered,
+                "commands_unsigned": stats.unsigned_commands,
                 "events_gap_read": stats.gap_records,
                 "users_erased": stats.erased,
                 "events_fenced": stats.fenced,
@@ -144,6 +145,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     if taken_over:
         log.warning("%s", taken_over)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
+    require_cluster_secret(settings)  # hops and records are signed (engine/signing.py)
     if not len(keys):
         log.warning("no API key configured: every route but the public ones answers 401")
     models = ModelSet.default()

@@ -33,6 +33,7 @@ from engine.popularity import Contribution, Score, Tally, contributions, rank_ke
 from engine.profile import Profile, apply
 from engine.ranking import POPULAR_KEEP, TopK
 from engine.settings import Settings
+from engine.signing import cluster_key
 from engine.triggers import item_change
 from models.registry import ModelSet
 from streams import tansu as tansu_fix
@@ -49,6 +50,7 @@ from streams.kafka_security import Broker, as_config
 from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
 from streams.registry import EXPOSURES_TOPIC
+from streams.signed import RecordGate, RecordSigner
 from streams.triggers import Touched, TriggerRunner
 from streams.webhooks import WebhookSender
 
@@ -145,6 +147,7 @@ class StreamStats:
     erased: int = 0
     fenced: int = 0  # events of an erased user produced before the erasure: not folded
     redelivered: int = 0  # records below their partition's stored position: already folded
+    unsigned_commands: int = 0  # commands without a valid cluster signature: dead-lettered
     gap_records: int = 0  # records Faust skipped, read straight from the broker and folded
     batches: int = 0  # fold batches: records consumed / batches = the mean batch size
     by_topic: dict[str, int] = field(default_factory=dict)
@@ -167,6 +170,9 @@ class PersonaStreams:
         self._product_bytes = 0  # accounted bytes of `_products` (emptied past either bound)
         n = settings.partitions
         kafka = as_config(broker_url)  # the URL and PERSONA_KAFKA_* security of every client
+        key = cluster_key(settings.cluster_secret)  # commands are signed (streams/signed.py)
+        self.signer = None if key is None else RecordSigner(key, f"worker:{settings.own_url}")
+        self.command_gate = RecordGate(COMMANDS_TOPIC, key)
         if tansu:
             tansu_fix.install(kafka)
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -351,7 +357,16 @@ class PersonaStreams:
     async def erase(self, user_id: str) -> None:
         """Queue the erasure of a user: it runs in the user's partition, in order with events."""
         body = json.dumps({"command": "erase", "user_id": user_id}).encode()
-        await self.commands_topic.send(key=user_id.encode(), value=body)
+        await self.send_command(user_id.encode(), body)
+
+    async def send_command(
+        self, key: bytes, body: bytes, partition: int | None = None
+    ) -> asyncio.Future[Any]:
+        """Produce a command, signed with the cluster secret (the fold refuses unsigned ones)."""
+        headers = self.signer.headers(COMMANDS_TOPIC, key, body) if self.signer else None
+        return await self.send_raw(
+            self.commands_topic, key, body, headers=headers, partition=partition
+        )
 
     async def produce(self, events: list[Event]) -> None:
         """Produce validated events to their input topics, keyed by user id (the direct path)."""
@@ -843,6 +858,13 @@ class PersonaStreams:
         item_changes: dict[int, list[dict[str, Any]]],
         fences: dict[bytes, tuple[int, int]],
     ) -> None:
+        msg = fevent.message
+        signed = self.command_gate.admit(msg.key, msg.value, getattr(msg, "headers", None))
+        if isinstance(signed, str):  # anyone who can produce to the topic could erase users
+            self.stats.unsigned_commands += 1
+            detail = "" if signed.startswith("unsigned") else f": {signed}"
+            await self._dead_letter(fevent, "unsigned command" + detail)
+            return
         try:
             command = json.loads(fevent.message.value or b"")
             kind = command["command"]

@@ -76,6 +76,7 @@ class GapMessage:
     key: bytes | None
     value: bytes | None
     timestamp: float
+    headers: tuple[tuple[str, bytes], ...] = ()  # signed commands carry their signature here
 
 
 class GapEvent:
@@ -180,5 +181,6 @@ def _event(record: ConsumerRecord[bytes, bytes]) -> GapEvent:
             key=record.key,
             value=record.value,
             timestamp=record.timestamp / 1000.0,
+            headers=tuple(record.headers or ()),
         )
     )

@@ -52,9 +52,11 @@ from engine.memo import SizedMemo
 from engine.popularity import rank_key
 from engine.profile import Profile
 from engine.ranking import POPULAR_KEEP, TopK
+from engine.signing import Headers
 from streams.admin import COMMANDS_TOPIC
 from streams.kafka_security import Broker, as_config
 from streams.keys import user_key
+from streams.signed import RecordSigner
 
 log = logging.getLogger("persona.readers")
 
@@ -220,8 +222,10 @@ class SecondaryState:
         wall: Clock | None = None,
         catch_up_interval: float = 0.15,
         popular_interval: float = 5.0,
+        signer: RecordSigner | None = None,  # signs the erase commands (streams/signed.py)
     ) -> None:
         self.data_dir = data_dir
+        self.signer = signer
         self.partitions = partitions
         self.secondary_dir = secondary_dir
         self.broker_url = broker_url
@@ -456,7 +460,9 @@ class SecondaryState:
     def owner_url(self, user_id: str) -> str | None:
         return None  # a reader answers every user from the tables it reads
 
-    async def _send(self, topic: str, key: bytes, value: bytes) -> Any:
+    async def _send(
+        self, topic: str, key: bytes, value: bytes, headers: Headers | None = None
+    ) -> Any:
         if self.broker_url is None:
             raise RuntimeError("this reader has no broker to produce to")
         if self._producer is None:
@@ -465,7 +471,7 @@ class SecondaryState:
             )
             await producer.start()
             self._producer = producer
-        return await self._producer.send(topic, value, key=key)
+        return await self._producer.send(topic, value, key=key, headers=headers)
 
     async def produce(self, events: list[Event]) -> None:
         futures = [await self._send(e.topic(), e.user_id.encode(), encode(e)) for e in events]
@@ -473,7 +479,9 @@ class SecondaryState:
 
     async def erase(self, user_id: str) -> None:
         body = json.dumps({"command": "erase", "user_id": user_id}).encode()
-        await (await self._send(COMMANDS_TOPIC, user_id.encode(), body))
+        key = user_id.encode()
+        headers = self.signer.headers(COMMANDS_TOPIC, key, body) if self.signer else None
+        await (await self._send(COMMANDS_TOPIC, key, body, headers))
         self._memo.pop(user_id)
 
     def metrics(self) -> list[str]:

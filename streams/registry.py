@@ -21,8 +21,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from mode import Service
 
+from engine.audit import OK, audit_log, record
 from engine.erasure import live
 from engine.events import Event, InvalidEvent, parse
+from engine.signing import ClusterKey, Signed
 from models.bundle import Bundle
 from models.experiments import Experiment, report
 from models.registry import ModelSet
@@ -35,6 +37,7 @@ from models.registry_log import (
 )
 from streams.admin import ERASABLE_CONFIG
 from streams.kafka_security import Broker, as_config
+from streams.signed import RecordGate, RecordSigner
 
 log = logging.getLogger("persona.registry")
 
@@ -83,9 +86,14 @@ def _producer(broker_url: Broker) -> AIOKafkaProducer:
     )
 
 
-async def _send_all(producer: AIOKafkaProducer, records: Iterable[Record], progress: Any) -> None:
+async def _send_all(
+    producer: AIOKafkaProducer, records: Iterable[Record], progress: Any, signer: RecordSigner
+) -> None:
+    """Send `records` one by one, each signed by `signer` (streams/signed.py)."""
     for n, (key, value) in enumerate(records, 1):
-        await producer.send_and_wait(MODELS_TOPIC, value, key=key.encode())
+        raw = key.encode()
+        headers = signer.headers(MODELS_TOPIC, raw, value)
+        await producer.send_and_wait(MODELS_TOPIC, value, key=raw, headers=headers)
         if progress is not None:
             progress(n)
 
@@ -94,6 +102,14 @@ async def read_topic(
     broker_url: Broker, topics: Iterable[str], idle: float = 1.0
 ) -> AsyncIterator[tuple[bytes | None, bytes | None]]:
     """Every record of `topics` from the beginning to their current end: (key, value)."""
+    async for msg in read_messages(broker_url, topics, idle):
+        yield msg.key, msg.value
+
+
+async def read_messages(
+    broker_url: Broker, topics: Iterable[str], idle: float = 1.0
+) -> AsyncIterator[Any]:
+    """Every record of `topics` (aiokafka's ConsumerRecord, headers included) to their end."""
     consumer = _consumer(broker_url)
     await consumer.start()
     try:
@@ -111,7 +127,7 @@ async def read_topic(
             batch = await consumer.getmany(*parts, timeout_ms=int(idle * 1000))
             for messages in batch.values():
                 for msg in messages:
-                    yield msg.key, msg.value
+                    yield msg
             done = all([await consumer.position(tp) >= end[tp] for tp in parts])
             if done and not batch:
                 return
@@ -119,34 +135,39 @@ async def read_topic(
         await consumer.stop()
 
 
-async def read_registry(broker_url: Broker, cache_dir: Path | None = None) -> RegistryLog:
-    """The registry's current state (metadata only unless a cache directory is given)."""
+async def read_registry(
+    broker_url: Broker, cluster: ClusterKey | None, cache_dir: Path | None = None
+) -> RegistryLog:
+    """The registry's current state (metadata only unless a cache directory is given), from the
+    records signed with `cluster` (others are skipped, as the workers skip them)."""
     await ensure_registry_topics(broker_url)
     state = RegistryLog(cache_dir)
-    async for key, value in read_topic(broker_url, [MODELS_TOPIC], idle=0.5):
-        if key is not None:
-            state.apply(key.decode(), value)
+    gate = RecordGate(MODELS_TOPIC, cluster)
+    async for msg in read_messages(broker_url, [MODELS_TOPIC], idle=0.5):
+        if msg.key is not None and isinstance(
+            gate.admit(msg.key, msg.value, msg.headers, True), Signed
+        ):
+            state.apply(msg.key.decode("utf-8", "replace"), msg.value)
     return state
 
 
-async def publish(broker_url: Broker, bundle: Bundle, progress: Progress | None = None) -> int:
+async def publish(
+    broker_url: Broker, bundle: Bundle, signer: RecordSigner, progress: Progress | None = None
+) -> int:
     """Register a version (not active). Returns the number of records written."""
     await ensure_registry_topics(broker_url)
     records = bundle_records(bundle)
-    producer = _producer(broker_url)
-    await producer.start()
-    try:
-        await _send_all(producer, records, progress)
-    finally:
-        await producer.stop()
+    await write_records(broker_url, records, signer, progress)
     return len(records)
 
 
-async def write_records(broker_url: Broker, records: list[Record]) -> None:
+async def write_records(
+    broker_url: Broker, records: list[Record], signer: RecordSigner, progress: Any = None
+) -> None:
     producer = _producer(broker_url)
     await producer.start()
     try:
-        await _send_all(producer, records, None)
+        await _send_all(producer, records, progress, signer)
     finally:
         await producer.stop()
 
@@ -183,10 +204,17 @@ class RegistryService(Service):
         broker_url: Broker,
         cache_dir: Path,
         on_models: Callable[[ModelSet], None],
+        *,
+        signer: RecordSigner | None = None,
+        audit: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.broker_url = broker_url
+        # records are folded only when signed with the cluster secret (None: nothing is)
+        self.gate = RecordGate(MODELS_TOPIC, signer.key if signer else None)
+        self.signer = signer
+        self.audit = audit  # the worker audits the changes it folds live (readers do not)
         self.registry = RegistryLog(cache_dir)
         self.on_models = on_models
         self.models: ModelSet | None = None
@@ -228,13 +256,25 @@ class RegistryService(Service):
             batch = await self._consumer.getmany(tp, timeout_ms=500)
             changed = False
             for msg in batch.get(tp, []):
-                if msg.key is not None:  # a bad record is logged and skipped (RegistryLog)
-                    key = msg.key.decode("utf-8", "replace")
-                    changed |= self.registry.apply(key, msg.value) is not None
+                changed |= self._fold(msg, caught_up)
             if not caught_up and await self._consumer.position(tp) >= end:
                 caught_up, changed = True, True
             if caught_up and changed:
                 await self._reload()
+
+    def _fold(self, msg: Any, live: bool) -> bool:
+        """Fold one record of the topic when it is signed (and not older than its key's newest);
+        True when it changed what should be served. A bad record is logged and skipped."""
+        if msg.key is None:
+            return False
+        signed = self.gate.admit(msg.key, msg.value, msg.headers, fresh=True)
+        if not isinstance(signed, Signed):
+            return False
+        key = msg.key.decode("utf-8", "replace")
+        kind = self.registry.apply(key, msg.value)
+        if self.audit and live and not key.startswith("chunk/"):
+            audit_registry(key, msg.value, signed, kind is not None or key.startswith("version/"))
+        return kind is not None
 
     async def _reload(self) -> None:
         """Load what the registry says is active and swap it in (or keep what we have)."""
@@ -299,7 +339,7 @@ class RegistryService(Service):
         assert self._producer is not None
         key, value = activation(self.registry, name, version)
         target = json.loads(value or b"{}")["version"]
-        await _send_all(self._producer, [(key, value)], None)
+        await _send_all(self._producer, [(key, value)], None, self._signer())
         served = await self._await(
             lambda: self.models is not None and self.models.versions().get(name) == target
         )
@@ -309,9 +349,14 @@ class RegistryService(Service):
         assert self._producer is not None
         if experiment is not None:
             self.registry.check(experiment.model, experiment.candidate)
-        await _send_all(self._producer, [experiment_record(experiment)], None)
+        await _send_all(self._producer, [experiment_record(experiment)], None, self._signer())
         await self._await(lambda: (self.models.experiment if self.models else None) == experiment)
         return self.experiment()
+
+    def _signer(self) -> RecordSigner:
+        if self.signer is None:
+            raise ValueError("this process has no PERSONA_CLUSTER_SECRET to sign registry records")
+        return self.signer
 
     async def report(self, name: str) -> dict[str, Any]:
         await self._flush_exposures()
@@ -337,3 +382,17 @@ class RegistryService(Service):
             for e in batch
         ]
         await asyncio.gather(*futures, return_exceptions=True)
+
+
+def audit_registry(key: str, value: bytes | None, signed: Signed, applied: bool) -> None:
+    """A `model_change_folded` audit record: a version registered, an activation or an
+    experiment change folded from the `models` topic, with who signed it and when."""
+    fields: dict[str, Any] = {"record": key[:200], "signed_ms": signed.ts}
+    try:
+        data = json.loads(value) if value else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        fields.update({f: str(data[f])[:200] for f in ("version", "name", "model") if f in data})
+    outcome = OK if applied else "ignored"
+    audit_log.info(record("model_change_folded", signed.signer[:200], outcome, **fields))

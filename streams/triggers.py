@@ -167,7 +167,7 @@ class TriggerRunner:
 
     async def send_check(self, user: str) -> None:
         body = json.dumps({"command": "check", "user_id": user}).encode()
-        await self.streams.send_raw(self.streams.commands_topic, user.encode(), body)
+        await self.streams.send_command(user.encode(), body)
 
     def _active_partitions(self) -> list[int]:
         assigned = cast(Any, self.streams.app.assignor).assigned_actives()
@@ -259,6 +259,4 @@ class TriggerRunner:
             }
         ).encode()
         for partition in self.streams._partitions:
-            await self.streams.send_raw(
-                self.streams.commands_topic, new.item_id.encode(), body, partition=partition
-            )
+            await self.streams.send_command(new.item_id.encode(), body, partition=partition)

@@ -26,6 +26,10 @@ SECRET = "test-secret-all-scopes-k"
 # event-time clock is shared, and events more than 7 days behind it are dead-lettered as late.
 T0 = 1_291_190_000_000
 SCOPES = "content:read,events:write,feeds:read,models:admin,privacy:admin"
+# Every process started on a broker signs hops and records with the cluster secret; the
+# subprocesses the tests start inherit it (`persona run` on its embedded broker makes its own).
+CLUSTER_SECRET = "test-cluster-secret-shared-by-every-process"
+os.environ.setdefault("PERSONA_CLUSTER_SECRET", CLUSTER_SECRET)
 
 
 def http(

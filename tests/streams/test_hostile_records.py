@@ -26,9 +26,10 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from engine.events import INPUT_TOPICS
+from engine.signing import ClusterKey
 from streams.admin import COMMANDS_TOPIC, DEAD_LETTERS, REKEYED_TOPIC, bootstrap_servers
 from streams.broker import EmbeddedBroker
-from tests.conftest import Worker, http, metric, start_worker, wait_until
+from tests.conftest import CLUSTER_SECRET, Worker, http, metric, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 confluent_kafka = pytest.importorskip("confluent_kafka")
@@ -232,7 +233,13 @@ class Delivered:
             self.offsets.append((msg.topic(), msg.partition(), msg.offset()))
 
 
-def produce(worker: Worker, records: Iterator[tuple[str, bytes | None, bytes | None]]) -> Delivered:
+def produce(
+    worker: Worker,
+    records: Iterator[tuple[str, bytes | None, bytes | None]],
+    signed: frozenset[str] = frozenset(),
+) -> Delivered:
+    """Produce `records`; those of the `signed` topics with the cluster secret's signature."""
+    cluster = ClusterKey(CLUSTER_SECRET)
     producer = confluent_kafka.Producer(
         {
             "bootstrap.servers": bootstrap_servers(worker.broker_url),
@@ -241,7 +248,10 @@ def produce(worker: Worker, records: Iterator[tuple[str, bytes | None, bytes | N
     )
     delivered = Delivered()
     for topic, value, key in records:
-        producer.produce(topic, value, key=key, on_delivery=delivered.report)
+        headers = None
+        if topic in signed:
+            headers = cluster.sign_record(topic, key, value, "test", int(time.time() * 1000))
+        producer.produce(topic, value, key=key, headers=headers, on_delivery=delivered.report)
         producer.poll(0)
     assert producer.flush(120) == 0, "librdkafka did not deliver everything"
     assert not delivered.errors, delivered.errors[:5]
@@ -399,7 +409,8 @@ def test_hostile_records_are_dead_lettered_and_good_ones_folded(own_worker: Work
         hostile = produce(worker, hostile_records(rng))
         users = [f"good-{n}" for n in range(20)]
         good, expected = good_records(rng, users)
-        good_offsets = produce(worker, iter(good + good_catalog_and_commands())).offsets
+        signed = frozenset({COMMANDS_TOPIC})  # the good erasures are signed, the hostile not
+        good_offsets = produce(worker, iter(good + good_catalog_and_commands()), signed).offsets
         wait_until(
             lambda: all_folded(worker, expected),
             timeout=240,

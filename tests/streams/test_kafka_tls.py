@@ -22,7 +22,16 @@ from typing import Any
 import pytest
 
 from streams.broker import EmbeddedBroker, free_port
-from tests.conftest import ROOT, SCOPES, SECRET, T0, http, start_worker, wait_until
+from tests.conftest import (
+    CLUSTER_SECRET,
+    ROOT,
+    SCOPES,
+    SECRET,
+    T0,
+    http,
+    start_worker,
+    wait_until,
+)
 from tests.persona.test_run import _stop
 from tests.streams.tls import Pki, Stunnel, make_pki, stunnel_binary
 
@@ -37,7 +46,11 @@ class TlsCluster:
 
     def env(self, ca: Path | None = None) -> dict[str, str]:
         ca = ca or self.pki.ca
-        return {"PERSONA_KAFKA_SECURITY": "ssl", "PERSONA_KAFKA_CA_FILE": str(ca)}
+        return {
+            "PERSONA_KAFKA_SECURITY": "ssl",
+            "PERSONA_KAFKA_CA_FILE": str(ca),
+            "PERSONA_CLUSTER_SECRET": CLUSTER_SECRET,  # a broker URL needs it
+        }
 
 
 @pytest.fixture(scope="module")
