@@ -279,7 +279,12 @@ def privacy_paths() -> dict[str, Any]:
         "/v1/users/{user_id}/export": {
             "get": {
                 "summary": "GDPR access: everything stored about a user",
-                "description": "Scope `privacy:admin`; audited.",
+                "description": "Scope `privacy:admin`; audited. `records`: the user's records "
+                "still held on the `triggers`, `dead-letters` and `exposures` topics (keyed by "
+                "the user id; those an erasure's tombstone covers are left out), oldest first, "
+                "the newest 200 per topic found among the newest 100,000 records of the user's "
+                "partition; `complete` is false when the topics could not be read within 15 s. "
+                "404 when neither a profile nor such records exist.",
                 "parameters": [_user_param()],
                 "responses": {
                     "200": {
@@ -293,6 +298,15 @@ def privacy_paths() -> dict[str, Any]:
                                     "profile": _ANY,
                                     "stored": _ANY,
                                     "cached_blocks": {"type": "array"},
+                                    "records": {
+                                        "type": "object",
+                                        "properties": {
+                                            "triggers": {"type": "array"},
+                                            "dead_letters": {"type": "array"},
+                                            "exposures": {"type": "array"},
+                                            "complete": {"type": "boolean"},
+                                        },
+                                    },
                                 },
                             }
                         ),
@@ -304,7 +318,8 @@ def privacy_paths() -> dict[str, Any]:
         },
         "/v1/users/{user_id}": {
             "delete": {
-                "summary": "GDPR erasure: the profile (with a changelog tombstone) and every cache",
+                "summary": "GDPR erasure: the profile (with a changelog tombstone), every cache, "
+                "and tombstones for the user's triggers, dead letters and exposures",
                 "description": "Scope `privacy:admin`; audited (with `request_id`). 202 when "
                 "the erasure was queued but not yet applied within 10 s; it is applied in order: "
                 "events of the user produced before it are never folded afterwards (a fence).",

@@ -74,7 +74,8 @@ async def get_export(request: web.Request) -> web.Response:
     held = request.app.get(RECORDS)
     records = None if held is None else await held.of_user(user_id)
     if view is None and records is not None and _any_held(records):
-        view = {"user_id": user_id, "profile": None, "stored": None}  # dead letters only, say
+        # no profile, but records on the output topics (say, only dead letters)
+        view = {"user_id": user_id, "profile": None, "stored": None, "cached_blocks": []}
     audit(request, "export", user_id=user_id, found=view is not None)
     if view is None:
         return problem(404, "Unknown user", f"nothing is stored about user {user_id!r}")
