@@ -68,9 +68,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"PERSONA_KAFKA_SECURITY={settings.kafka_security} needs PERSONA_BROKER_URL (or "
             "--broker): the embedded broker speaks plaintext on loopback only"
         )
+    if args.fresh and not settings.embedded:
+        raise SettingsError(
+            "--fresh starts the embedded broker's state over; with a broker URL the Kafka "
+            "changelogs are the state: nothing to start over here (reset the topics instead)"
+        )
     if not settings.embedded:
         _require_broker(settings)  # a wrong CA or TLS port: one message, before any child
-    return run(settings, demo=args.demo)
+    return run(settings, demo=args.demo, fresh=args.fresh)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -212,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="load the bundled demo catalog and orders, then print example URLs",
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="embedded broker only: start from empty state on purpose (removes the kept tables, "
+        "model registry and model cache; keeps the local API key and audit.log)",
     )
     run.set_defaults(func=cmd_run)
 

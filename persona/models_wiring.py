@@ -14,6 +14,7 @@ from engine.signing import cluster_key
 from models.registry import ModelSet
 from streams.kafka_security import Broker
 from streams.registry import RegistryService
+from streams.registry_copy import REGISTRY_COPY_DIR
 from streams.signed import REFUSAL_REASONS, RecordSigner
 
 
@@ -39,6 +40,7 @@ def attach_registry(
         swap,
         signer=process_signer(settings, f"worker:{settings.own_url}"),
         audit=True,  # the worker audits the model changes it folds (docs/security.md)
+        copy=settings.data_dir / REGISTRY_COPY_DIR,  # kept across a new embedded broker
     )
     web_app[ADMIN] = registry
     count_refusals(web_app, registry)

@@ -25,6 +25,7 @@ from engine.settings import Settings, require_cluster_secret
 from engine.signing import new_secret
 from persona.children import Children, GaveUp, Stop, _http_get
 from persona.state_dir import prepare as prepare_state_dir
+from streams.adopt import DEMO_MARK, partition_dbs, start_fresh
 
 DEMO_DIR = Path(__file__).parent / "demo"
 CLUSTER_SECRET_FILE = "cluster-secret"  # the embedded default's PERSONA_CLUSTER_SECRET_FILE
@@ -46,7 +47,7 @@ def _processed(base: str) -> int:
     return total
 
 
-def run(settings: Settings, demo: bool = False) -> int:
+def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -62,6 +63,10 @@ def run(settings: Settings, demo: bool = False) -> int:
     taken_over = prepare_state_dir(data_dir)  # a newer format is refused before any child
     if taken_over:
         print(f"persona: {taken_over}", file=sys.stderr)
+    if fresh:
+        _start_fresh(data_dir)
+    # decided before this start adds any state; on Kafka the demo is replayed as before
+    demo_kept = demo and settings.embedded and _demo_kept(data_dir)
     env = dict(os.environ)
     _cluster_secret(settings, env)
     key_line: str | None = None
@@ -72,8 +77,16 @@ def run(settings: Settings, demo: bool = False) -> int:
     children = Children(settings, env, stop)
     try:
         _start(children, settings)
-        if demo:
+        if demo_kept:
+            print(
+                "persona: the demo data was loaded into this data dir before and its state is "
+                "kept: not loading it again (`persona run --demo --fresh` starts over)"
+            )
+        elif demo:
             load_demo(settings, children.broker_url, children.worker_base, stop)
+            if not stop.is_set():
+                (data_dir / DEMO_MARK).touch()
+        if demo:
             print_examples(settings, children.public_base, data_dir, key_line)
         children.watch()
         return 0
@@ -99,6 +112,21 @@ def _cluster_secret(settings: Settings, env: dict[str, str]) -> None:
         settings.data_dir / CLUSTER_SECRET_FILE, new_secret, "the cluster secret file"
     )
     env["PERSONA_CLUSTER_SECRET_FILE"] = str(path)
+
+
+def _start_fresh(data_dir: Path) -> None:
+    """`--fresh` (embedded broker only): the kept state is removed on purpose, and said so."""
+    removed = start_fresh(data_dir)
+    what = ", ".join(f"{data_dir / name}/" for name in removed) or "nothing was kept"
+    print(
+        f"persona: --fresh: starting from empty state (removed: {what}; "
+        "the local API key and audit.log are kept)"
+    )
+
+
+def _demo_kept(data_dir: Path) -> bool:
+    """Whether the demo data was loaded into this data dir and its tables are still there."""
+    return (data_dir / DEMO_MARK).exists() and bool(partition_dbs(data_dir))
 
 
 def _start(children: Children, settings: Settings) -> None:

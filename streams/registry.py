@@ -37,6 +37,7 @@ from models.registry_log import (
 )
 from streams.admin import ERASABLE_CONFIG
 from streams.kafka_security import Broker, as_config
+from streams.registry_copy import RegistryCopy
 from streams.signed import RecordGate, RecordSigner
 
 log = logging.getLogger("persona.registry")
@@ -207,10 +208,14 @@ class RegistryService(Service):
         *,
         signer: RecordSigner | None = None,
         audit: bool = False,
+        copy: Path | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.broker_url = broker_url
+        # the worker keeps every record it folds in the data dir (streams/registry_copy.py)
+        self._copy_path = copy
+        self._copy: RegistryCopy | None = None
         # records are folded only when signed with the cluster secret (None: nothing is)
         self.gate = RecordGate(MODELS_TOPIC, signer.key if signer else None)
         self.signer = signer
@@ -232,6 +237,8 @@ class RegistryService(Service):
         await self._producer.start()
         self._consumer = _consumer(self.broker_url)
         await self._consumer.start()
+        if self._copy_path is not None:
+            self._copy = RegistryCopy(self._copy_path)
 
     async def on_stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -240,6 +247,9 @@ class RegistryService(Service):
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.stop()
+        if self._copy is not None:
+            self._copy.close()
+            self._copy = None
 
     # -- following the topic -----------------------------------------------------------------
     @Service.task
@@ -271,6 +281,8 @@ class RegistryService(Service):
         if not isinstance(signed, Signed):
             return False
         key = msg.key.decode("utf-8", "replace")
+        if self._copy is not None:  # kept with its headers: republished to a new broker
+            self._copy.put(key, msg.value, [(k, bytes(v)) for k, v in msg.headers or ()])
         kind = self.registry.apply(key, msg.value)
         if self.audit and live and not key.startswith("chunk/"):
             audit_registry(key, msg.value, signed, kind is not None or key.startswith("version/"))

@@ -89,11 +89,14 @@ class Running:
 
 
 @contextlib.contextmanager
-def _running(data: Path, log: Path, env: dict[str, str], grace: float = 20.0) -> Iterator[Running]:
-    """A ready `persona run --no-demo` (2 partitions, its output in `log`), stopped on exit."""
+def _running(
+    data: Path, log: Path, env: dict[str, str], grace: float = 20.0, flag: str = "--no-demo"
+) -> Iterator[Running]:
+    """A ready `persona run --no-demo` (or `flag`; 2 partitions, its output in `log`), stopped on
+    exit."""
     port = free_port()
     with log.open("w") as out:
-        proc = _start_run(data, port, "--no-demo", 2, subprocess.STDOUT, env, out.fileno())
+        proc = _start_run(data, port, flag, 2, subprocess.STDOUT, env, out.fileno())
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, base)
