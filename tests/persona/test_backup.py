@@ -22,6 +22,8 @@ from streams.keys import FAUST_OFFSET_KEY
 from streams.readers import table_dir
 from streams.registry_copy import REGISTRY_COPY_DIR, RegistryCopy
 from tests.conftest import ROOT
+from tests.persona.test_keep_state import _cli, _fill, _secret, _settled, _tables
+from tests.persona.test_run import _running
 
 DBS = ("profiles-0.db", "profiles-1.db", "catalog-0.db", "clock-1.db")
 ENTRIES = [
@@ -284,3 +286,23 @@ def test_the_commands_say_what_they_did_and_refuse_with_exit_2(tmp_path: Path) -
     _flip_a_byte(tmp_path / "b")
     bad = _persona("restore", str(tmp_path / "b"), "--data-dir", str(tmp_path / "r2"))
     assert bad.returncode == 2 and "damaged or was changed" in bad.stderr
+
+
+@pytest.mark.integration
+def test_a_backup_of_a_running_engine_restores_into_another_data_dir(tmp_path: Path) -> None:
+    """Under `persona run`: events folded, two model versions, one active, an experiment; a
+    backup while it runs; restored into another data dir, every table row and registry record
+    is there, and `persona run` on it answers the same profiles and models."""
+    data, env = tmp_path / "data", {"PERSONA_PARTITIONS": "2"}
+    with _running(data, tmp_path / "first.log", env) as run:
+        _fill(run, data, tmp_path / "first.log", tmp_path)
+        before = _settled(run, _secret(data))
+        said = _cli(data, "backup", str(tmp_path / "backup"), "--data-dir", str(data))
+        assert "model registry records" in said
+    restored = tmp_path / "elsewhere" / "data"
+    _cli(data, "restore", str(tmp_path / "backup"), "--data-dir", str(restored))
+    assert _tables(restored) == _tables(data)  # every row but the old broker's bookkeeping
+    assert registry_of(restored) == registry_of(data) != []
+    assert _secret(restored) == _secret(data)
+    with _running(restored, tmp_path / "restored.log", env) as run:
+        assert _settled(run, _secret(restored)) == before  # profiles, models, experiment
