@@ -353,7 +353,8 @@ def dead_letters(worker: Worker, expected: set[Offset], timeout: float) -> list[
                         break
                 continue
             at_end.discard(msg.partition())
-            found.append(_source(msg.headers() or []))
+            if msg.value() is not None:  # not an erasure's tombstone (streams/erasure.py)
+                found.append(_source(msg.headers() or []))
     finally:
         consumer.close()
     return found
