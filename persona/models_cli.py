@@ -218,10 +218,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from persona.progress import step
 
     events = _events(args.events)
-    recs = churn = None
+    recs: list[dict[str, Any]] | None = None
+    churn = None
     if args.model in ("all", "recs"):
-        with step("evaluating recommendations"):
-            recs = evaluate_recs(events, args.test_days, UCI_NON_PRODUCT_CODES)
+        recs = []
+        for protocol in ("last-n", "time") if args.protocol == "both" else (args.protocol,):
+            with step(f"evaluating recommendations ({protocol})"):
+                recs.append(
+                    evaluate_recs(
+                        events,
+                        protocol,
+                        UCI_NON_PRODUCT_CODES,
+                        n=args.holdout,
+                        test_days=args.test_days,
+                        max_users=args.max_users,
+                    )
+                )
     if args.model in ("all", "churn"):
         with step("evaluating churn"):
             churn = evaluate_churn(events, args.horizon_days)
@@ -296,9 +308,18 @@ def add_models_parser(sub: Any) -> None:
     rep = command("report", cmd_report, "per-variant exposures, conversions and difference")
     rep.add_argument("experiment")
 
-    ev = command("evaluate", cmd_evaluate, "offline evaluation on a time split vs baselines")
+    ev = command("evaluate", cmd_evaluate, "offline evaluation against the simple peers")
     ev.add_argument("--events", required=True, help="events file (any `replay` format)")
     ev.add_argument("model", nargs="?", choices=("churn", "recs", "all"), default="all")
     ev.add_argument("--horizon-days", type=int, default=90)
+    ev.add_argument(
+        "--protocol",
+        choices=("last-n", "time", "both"),
+        default="both",
+        help="recs: each user's last --holdout distinct items held out, the last --test-days "
+        "days held out, or both (models/evaluate.py)",
+    )
+    ev.add_argument("--holdout", type=int, default=5, help="recs: items held out per user")
     ev.add_argument("--test-days", type=int, default=30, help="recs: days held out at the end")
+    ev.add_argument("--max-users", type=int, help="recs: evaluate at most this many users")
     ev.add_argument("--json", action="store_true")
