@@ -2,7 +2,8 @@
 a tombstone keyed by the user id to `triggers`, `dead-letters` and `exposures`, which are created
 `compact,delete`; the embedded broker does not compact, so what Persona itself reads from them
 (the export, the experiment report) skips whatever a tombstone covers. The export shows a user's
-records on those topics before the erasure and nothing after it; another user's stay."""
+records on those topics before the erasure and nothing after it (also for a user of whom only a
+dead letter is held); another user's stay."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 TOPICS = ("triggers", "dead-letters", "exposures")
 USERS = ("gone", "kept")
+ONLY_DEAD = "only-dead"  # a user of whom Persona holds nothing but a dead letter
 
 
 def _exposure(user: str) -> bytes:
@@ -57,6 +59,7 @@ async def _produce(url: str) -> None:
         for user in USERS:  # a record the fold dead-letters under its original key
             await raw.send_and_wait("clickstream", b"{not json", key=user.encode())
             await raw.send_and_wait("exposures", _exposure(user), key=user.encode())
+        await raw.send_and_wait("cart", b"[1, 2]", key=ONLY_DEAD.encode())  # no profile at all
     finally:
         await raw.stop()
 
@@ -128,6 +131,11 @@ def test_an_erasure_tombstones_the_users_records_and_the_export_shows_them_until
             assert dead["value"] == "{not json" and dead["topic"] == "clickstream"
             assert view["records"]["exposures"][0]["user_id"] == "gone"
             assert _reported_users(broker.url) == 2
+            only = {"triggers": 0, "dead_letters": 1, "exposures": 0}
+            wait_until(lambda: _held(worker, ONLY_DEAD) == only, 60, 1, "the lone dead letter")
+            _, view = _export(worker, ONLY_DEAD)
+            assert view["profile"] is None and view["stored"] is None
+            assert view["records"]["dead_letters"][0]["value"] == "[1, 2]"
 
             status, _, body = http("DELETE", f"{worker.base}/v1/users/gone", timeout=30)
             assert status == 200 and json.loads(body)["erased"] is True
@@ -139,6 +147,9 @@ def test_an_erasure_tombstones_the_users_records_and_the_export_shows_them_until
             )
             assert found == {topic: [b"gone"] for topic in TOPICS}
             assert _export(worker, "gone")[0] == 404  # nothing left: no profile, no records
+            status, _, _ = http("DELETE", f"{worker.base}/v1/users/{ONLY_DEAD}", timeout=30)
+            assert status == 200
+            wait_until(lambda: _export(worker, ONLY_DEAD)[0] == 404, 60, 1, "the letter covered")
             assert _held(worker, "kept") == every
             assert _reported_users(broker.url) == 1
             for topic, config in asyncio.run(_policies(broker.url)).items():
