@@ -61,6 +61,14 @@ def test_readers_serve_the_workers_state(broker: EmbeddedBroker, tmp_path: Path)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http("GET", base + "/readyz")[0] == 200, timeout=90, what="reader")
+        # one ready reader answers the shared port: wait for the other too, or it may still be
+        # starting (no signal handler yet) when the teardown stops it
+        logs = [worker.data_dir / f"reader-{i}.log" for i in range(2)]
+        wait_until(
+            lambda: all(b"serving on" in log.read_bytes() for log in logs),
+            timeout=120,
+            what="both readers serving",
+        )
         product = {
             "item_id": "R1",
             "title": "Reader mug",
