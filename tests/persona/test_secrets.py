@@ -36,6 +36,7 @@ WEBHOOK = "w3bhook-Secret-" + "Hy4R" * 6
 ALL_SCOPES = "content:read,events:write,feeds:read,models:admin,privacy:admin"
 KEYS = f"admin:{ADMIN}:{ALL_SCOPES};esp:{READER}:content:read;shop:{SHOP}:events:write"
 SECRETS = (ADMIN, READER, SHOP, WEBHOOK)
+SHORT_CLUSTER = "cluster-secret-too-short-26"  # a PERSONA_CLUSTER_SECRET that is refused
 
 
 def _near_misses(secret: str) -> list[str]:
@@ -138,6 +139,7 @@ def _bad_settings(tmp: Path) -> str:
         {"PERSONA_API_KEYS": f"admin:{ADMIN[:20]}:content:read"},  # too short
         {"PERSONA_WEBHOOK_URLS": "ftp://x", "PERSONA_WEBHOOK_SECRET": WEBHOOK},
         {"PERSONA_WEBHOOK_URLS": "http://x", "PERSONA_WEBHOOK_SECRET": WEBHOOK[:20]},
+        {"PERSONA_CLUSTER_SECRET": SHORT_CLUSTER},  # too short (32+)
     ]
     output = ""
     for n, extra in enumerate(cases):
@@ -162,14 +164,15 @@ def test_no_secret_in_files_output_metrics_audit_or_answers(run: Run, tmp_path: 
         "answers": b"".join(run.answers),
         "bad settings": _bad_settings(tmp_path).encode(),
     }
+    cluster = (run.data_dir / "cluster-secret").read_text().strip()  # the embedded default's
     for path in run.data_dir.rglob("*"):
-        if path.is_file() and not path.is_symlink():
+        if path.is_file() and not path.is_symlink() and path.name != "cluster-secret":
             places[str(path)] = path.read_bytes()
     assert any(p.endswith("audit.log") for p in places) and len(places) > 5
     wrongs = [w for s in (ADMIN, READER, SHOP) for w in _near_misses(s)]
     leaks = [
         (where, form[:12])
-        for secret in (*SECRETS, *[w.strip() for w in wrongs])
+        for secret in (*SECRETS, cluster, SHORT_CLUSTER, *[w.strip() for w in wrongs])
         for form in _forms(secret)
         for where, text in places.items()
         if form in text
@@ -183,7 +186,7 @@ def test_the_data_dir_is_0700_and_the_audit_log_and_keys_0600(run: Run) -> None:
     assert stat.S_IMODE(run.data_dir.stat().st_mode) == 0o700
     run.call("GET", "/v1/users/x/export", None)  # at least one audit line
     wait_until(lambda: (run.data_dir / "audit.log").exists(), 10)
-    for name in ("audit.log", "audit.log.lock"):
+    for name in ("audit.log", "audit.log.lock", "cluster-secret"):
         assert stat.S_IMODE((run.data_dir / name).stat().st_mode) == 0o600, name
 
 
