@@ -67,7 +67,7 @@ def _cell(metrics: dict[str, Any] | None, best: float) -> str:
     if metrics is None:
         return "n/i"
     value = metrics[HR]
-    return f"**{value:.3f}**" if value == best else f"{value:.3f}"
+    return f"**{value:.3f}**" if value == best and best > 0 else f"{value:.3f}"
 
 
 def recs_summary(results: list[dict[str, Any]]) -> list[str]:
@@ -80,11 +80,11 @@ def recs_summary(results: list[dict[str, Any]]) -> list[str]:
             models = split["models"]
             best = max(m[HR] for m in models.values())
             peer = max(m[HR] for name, m in models.items() if name != "persona")
-            ratio = models["persona"][HR] / peer if peer else float("nan")
+            ratio = f"{models['persona'][HR] / peer:.2f}x" if peer else "n/a"
             cells = " | ".join(_cell(models.get(name), best) for name in RECS_METHODS)
             lines.append(
                 f"| {result['name']}, {split['protocol']} | {split['test_users']} | {cells} | "
-                f"{ratio:.2f}x |"
+                f"{ratio} |"
             )
     return lines
 
@@ -125,7 +125,8 @@ is `persona models evaluate`'s (models/evaluate.py), the peers are models/peers.
   user's 30 most recent items. `item_knn` is plain cosine item-kNN, uniform weights over the whole
   history; `item_knn_last5` over the 5 most recent items; `ease` is EASE (lambda 500) over the
   10,000 most popular items at most (a dense inverse); `implicit_als` needs the optional
-  `implicit` package (n/i: not installed). Nothing here was tuned on these test splits.
+  `implicit` package (n/i: not installed). Nothing here was tuned on these test splits. The
+  last column is Persona's HR@10 over the best peer's: below 1.00x, Persona loses.
 - Churn: fitted at the cut-off newest - 2 x horizon, tested at newest - horizon; `rfm_logistic`
   is a logistic regression on purchase recency, orders and monetary value.
 
