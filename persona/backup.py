@@ -4,8 +4,11 @@ A backup holds, with the data dir's relative layout:
 - every table partition's RocksDB (`faust/v1/tables/<table>-<p>.db`), copied row by row from a
   RocksDB *secondary* (as the readers open them, `streams.readers`): the worker keeps writing
   while it runs, and a secondary sees one point of its primary's history, a write-batch boundary,
-  from one catch-up to the next. Every partition database is therefore self-consistent: a profiles
-  partition's profiles and the input positions they were folded up to are written in one batch.
+  from one catch-up to the next. Every partition database is therefore a state the worker was
+  really in: each batch's profile writes are one write batch, and a partition's input positions
+  are stored only after the profiles they cover (`streams.positions`), so a copied position never
+  reaches beyond the copied profiles (a record folded again is caught by the dedup memory kept in
+  each profile).
   Across databases the points differ by the time it takes to catch them all up (they are opened,
   then caught up one after the other, before any row is copied): a few milliseconds of the
   stream, which the restored engine does not notice (no row refers to another database's);
