@@ -7,7 +7,9 @@ and keeps for each item the K best neighbours by shrunk asymmetric cosine
 
     sim(i, j) = C[i, j] / (C[i, i]**ALPHA * C[j, j]**(1 - ALPHA) + SHRINK)
 
-(ALPHA 0.5 is the cosine; 0.3 divides more by the candidate j's own popularity).
+(ALPHA 0.5 is the cosine; 0.3 divides more by the candidate j's own popularity). The default
+table (`TABLE` "ease", issue 17) keeps instead each item's K largest EASE weights, for the 10,000
+most popular items, and the shrunk cosine rows for the others (models/ease_table.py).
 
 Serving (`Recommender.recommend`) sums neighbour similarities over the user's recent items with a
 recency weight `recency_decay`**rank (rank 0 = newest; items with the same time stamp share a
@@ -39,6 +41,7 @@ RECENCY_DECAY = 0.7
 SHRINK = 50.0
 ALPHA = 0.3
 POPULAR = 500
+TABLE = "ease"  # the default neighbour table (issue 17: chosen on validation splits)
 SIGNAL_WEIGHTS: dict[str, float] = {
     "product_view": 1.0,
     "like": 1.0,
@@ -301,10 +304,18 @@ def neighbour_table(
 
 
 def fit_recommender(
-    events: Sequence[Event], k: int = 50, ignore: Container[str] = ()
+    events: Sequence[Event], k: int = 50, ignore: Container[str] = (), table: str = TABLE
 ) -> Recommender:
-    """A recommender from events, without evaluation (see `train_recs`)."""
-    items, indptr, neighbours, weights = neighbour_table(_histories(events, ignore), k)
+    """A recommender from events, without evaluation (see `train_recs`). `table` "ease": EASE's
+    weights as the neighbour table (models/ease_table.py), "cosine": the shrunk cosine."""
+    cosine = neighbour_table(_histories(events, ignore), k)
+    if table == "ease":
+        from models.ease_table import ease_table  # models.peers imports this module
+
+        cosine = ease_table(events, k, ignore, cosine)
+    elif table != "cosine":
+        raise ValueError(f"unknown neighbour table {table!r}: ease or cosine")
+    items, indptr, neighbours, weights = cosine
     when = utc_now()
     popular = [p for p in _popularity(events, ignore) if p in set(items)]
     content = b"".join([indptr.tobytes(), neighbours.tobytes(), weights.tobytes()])
@@ -398,6 +409,6 @@ def train_recs(
         print(f"recs: {metrics}", file=sys.stderr)
     model = fit_recommender(data, k, ignore)
     users = len({e.user_id for e in data if e.type in SIGNAL_WEIGHTS})
-    metrics.update({"n_items": len(model.items), "n_users": users, "k": k})
+    metrics.update({"n_items": len(model.items), "n_users": users, "k": k, "table": TABLE})
     model.metrics = metrics
     return model

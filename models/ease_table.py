@@ -1,0 +1,85 @@
+"""EASE weights served as a neighbour table: how the default recommender is trained (issue 17).
+
+EASE (models/peers.py) learns an item x item matrix B from the binary user x item matrix; here
+each item keeps its K largest positive weights as its neighbours, so the engine serves it exactly
+as it served the cosine table (`models.recs.Recommender`: the same artifact, the same cost per
+request). Items beyond the EASE_MAX_ITEMS most popular keep their rows of the shrunk-cosine table.
+
+Chosen on validation splits only (each data set's leave-last-5 training part, its own last 5
+items held out again; docs/evaluation.md): HR@10 on UCI 0.440 (cosine table) -> 0.485, REES46
+head 0.164 -> 0.172 (122 users), Instacart sample in docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+
+import numpy as np
+
+from engine.events import Event
+from models.peers import EASE_LAMBDA, EASE_MAX_ITEMS, Interactions, ease_weights, interactions
+
+Table = tuple[list[str], np.ndarray, np.ndarray, np.ndarray]  # items, indptr, neighbours, weights
+
+
+def sorted_interactions(events: Sequence[Event], ignore: Container[str]) -> Interactions:
+    """The binary matrix with its items in sorted order (the neighbour table's order)."""
+    data = interactions(events, ignore)
+    order = np.argsort(np.array(data.items, dtype=object), kind="stable")
+    items = [data.items[i] for i in order]
+    return Interactions(
+        items, {item: i for i, item in enumerate(items)}, data.matrix[:, order].tocsr(),
+        data.popularity[order],
+    )  # fmt: skip
+
+
+def top_positive(row: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest positive entries of `row`, best first, ties by index."""
+    candidates = np.flatnonzero(row > 0)
+    if len(candidates) > k:
+        candidates = candidates[np.argpartition(-row[candidates], k - 1)[:k]]
+    return candidates[np.lexsort((candidates, -row[candidates]))]
+
+
+def ease_rows(
+    data: Interactions, k: int, lam: float, max_items: int
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """item index -> (neighbour indices, weights) for the items EASE covers."""
+    kept, b = ease_weights(data, lam, max_items)
+    rows = {}
+    for r, item in enumerate(kept.tolist()):
+        top = top_positive(b[r], k)
+        rows[item] = (kept[top].astype(np.int32), b[r, top].astype(np.float32))
+    return rows
+
+
+def ease_table(
+    events: Sequence[Event],
+    k: int,
+    ignore: Container[str],
+    fallback: Table,
+    lam: float = EASE_LAMBDA,
+    max_items: int = EASE_MAX_ITEMS,
+) -> Table:
+    """The neighbour table of EASE's weights; rows EASE does not cover come from `fallback`
+    (the cosine table of the same events: the same items, in the same sorted order)."""
+    data = sorted_interactions(events, ignore)
+    items, old_indptr, old_neighbours, old_weights = fallback
+    if items != data.items:
+        raise ValueError("the fallback table is not over the same items")
+    rows = ease_rows(data, k, lam, max_items)
+    indptr = [0]
+    neighbours: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for i in range(len(items)):
+        start, end = int(old_indptr[i]), int(old_indptr[i + 1])
+        nbrs, wts = rows.get(i, (old_neighbours[start:end], old_weights[start:end]))
+        neighbours.append(nbrs)
+        weights.append(wts)
+        indptr.append(indptr[-1] + len(nbrs))
+    return (
+        items,
+        np.array(indptr, dtype=np.int64),
+        np.concatenate(neighbours).astype(np.int32) if neighbours else np.zeros(0, np.int32),
+        np.concatenate(weights).astype(np.float32) if weights else np.zeros(0, np.float32),
+    )
