@@ -41,11 +41,8 @@ def top_positive(row: np.ndarray, k: int) -> np.ndarray:
     return candidates[np.lexsort((candidates, -row[candidates]))]
 
 
-def ease_rows(
-    data: Interactions, k: int, lam: float, max_items: int
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """item index -> (neighbour indices, weights) for the items EASE covers."""
-    kept, b = ease_weights(data, lam, max_items)
+def ease_rows(kept: np.ndarray, b: np.ndarray, k: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """item index -> (neighbour indices, weights) for the items EASE covers (`ease_weights`)."""
     rows = {}
     for r, item in enumerate(kept.tolist()):
         top = top_positive(b[r], k)
@@ -53,21 +50,9 @@ def ease_rows(
     return rows
 
 
-def ease_table(
-    events: Sequence[Event],
-    k: int,
-    ignore: Container[str],
-    fallback: Table,
-    lam: float = EASE_LAMBDA,
-    max_items: int = EASE_MAX_ITEMS,
-) -> Table:
-    """The neighbour table of EASE's weights; rows EASE does not cover come from `fallback`
-    (the cosine table of the same events: the same items, in the same sorted order)."""
-    data = sorted_interactions(events, ignore)
+def assemble(rows: dict[int, tuple[np.ndarray, np.ndarray]], fallback: Table) -> Table:
+    """The table of `rows`, and of `fallback`'s rows for the items `rows` lacks."""
     items, old_indptr, old_neighbours, old_weights = fallback
-    if items != data.items:
-        raise ValueError("the fallback table is not over the same items")
-    rows = ease_rows(data, k, lam, max_items)
     indptr = [0]
     neighbours: list[np.ndarray] = []
     weights: list[np.ndarray] = []
@@ -83,3 +68,20 @@ def ease_table(
         np.concatenate(neighbours).astype(np.int32) if neighbours else np.zeros(0, np.int32),
         np.concatenate(weights).astype(np.float32) if weights else np.zeros(0, np.float32),
     )
+
+
+def ease_table(
+    events: Sequence[Event],
+    k: int,
+    ignore: Container[str],
+    fallback: Table,
+    lam: float = EASE_LAMBDA,
+    max_items: int = EASE_MAX_ITEMS,
+) -> Table:
+    """The neighbour table of EASE's weights; rows EASE does not cover come from `fallback`
+    (the cosine table of the same events: the same items, in the same sorted order)."""
+    data = sorted_interactions(events, ignore)
+    if fallback[0] != data.items:
+        raise ValueError("the fallback table is not over the same items")
+    kept, b = ease_weights(data, lam, max_items)
+    return assemble(ease_rows(kept, b, k), fallback)

@@ -165,9 +165,13 @@ def ease_weights(
 
 
 def ease_ranker(
-    data: Interactions, lam: float = EASE_LAMBDA, max_items: int = EASE_MAX_ITEMS
+    data: Interactions,
+    lam: float = EASE_LAMBDA,
+    max_items: int = EASE_MAX_ITEMS,
+    weights: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Ranker:
-    kept, b = ease_weights(data, lam, max_items)
+    """EASE's ranking; `weights`: `ease_weights(data, ...)` computed already."""
+    kept, b = weights if weights is not None else ease_weights(data, lam, max_items)
 
     def score(cases: Sequence[Case]) -> np.ndarray:
         history = data.history_matrix(cases)[:, kept]
