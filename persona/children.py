@@ -33,6 +33,7 @@ from engine.clock import Clock
 from engine.settings import Settings
 from persona.reader import cleanup_secondaries, remove_secondary, stop_processes
 from persona.restarts import GiveUp, MonotonicClock, RestartPolicy, describe_exit
+from streams.backlog import EMBEDDED_ENV
 from streams.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
 
 WORKER_GRACE = 6.0  # seconds the worker gets to stop before SIGKILL
@@ -138,6 +139,8 @@ class Children:
         # the embedded broker keeps its port across restarts: the URL printed at start stays valid
         self.broker_url = settings.broker_url or f"kafka://127.0.0.1:{self.broker_port}"
         self.broker = self._broker_child() if settings.embedded else None
+        if settings.embedded:  # POST /v1/events waits for the fold (streams/backlog.py)
+            env = {**env, EMBEDDED_ENV: "1"}
         self.worker_base, self.worker = self._worker_child(env)
         self.readers = [self._reader_child(env, i) for i in range(settings.readers)]
         kinds = ["broker"] * bool(self.broker) + ["worker"] + ["reader"] * bool(self.readers)
@@ -227,7 +230,16 @@ class Children:
         registry copy): make the worker start on it (streams/adopt.py). No worker runs now."""
         from streams.adopt import adopt
 
-        _say(adopt(self.settings.data_dir, self.broker_url).describe())
+        data_dir = self.settings.data_dir
+        try:
+            adopted = adopt(data_dir, self.broker_url)
+        except Exception as exc:  # a damaged database, a broker that went away: one message
+            raise GaveUp(
+                f"could not bring the state kept in {data_dir} to the new embedded broker "
+                f"({type(exc).__name__}: {exc}); `persona run --fresh` starts from empty state "
+                "(it removes the kept state)"
+            ) from None
+        _say(adopted.describe())
 
     def _bring_up(self, child: Child) -> None:
         """Start `child` and wait until it is ready, backing off and retrying while it fails."""

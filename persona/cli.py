@@ -29,6 +29,7 @@ each command has --help with examples; settings: flags, PERSONA_* variables, PER
 
 EPILOG_RUN = """examples:
   persona run --demo                      # embedded broker + worker + API with the demo data
+  persona run --fresh                     # the embedded broker from empty state (else it is kept)
   persona run --broker kafka://k1:9092    # against your Kafka cluster
 """
 

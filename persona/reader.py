@@ -39,6 +39,7 @@ from engine.settings import Settings, require_cluster_secret
 from models.registry import ModelSet
 from persona.models_wiring import count_refusals, process_signer
 from persona.runtime import place, tune_gc
+from streams.backlog import EMBEDDED_ENV
 from streams.erasure import HeldRecords
 from streams.kafka_security import Broker
 from streams.readers import SecondaryState
@@ -82,6 +83,8 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
     state = SecondaryState(
         settings.data_dir, settings.partitions, secondary, broker_url, signer=signer
     )
+    if os.environ.get(EMBEDDED_ENV) == "1":  # persona run's embedded broker: topics in memory
+        state.hold_for_fold()
     content = build_content(settings, state)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     app = create_app(content, keys, serving_options(settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import Any
 
@@ -31,6 +32,7 @@ from persona.runtime import place, tune_gc
 from persona.state_dir import prepare as prepare_state_dir
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
+from streams.backlog import EMBEDDED_ENV
 from streams.erasure import HeldRecords
 from streams.kafka_security import Broker
 from streams.observe import consumer_lag, sample_profile_values
@@ -155,6 +157,8 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     finally:
         probe.close()
     streams = PersonaStreams(settings, broker_url, tansu=tansu)
+    if os.environ.get(EMBEDDED_ENV) == "1":  # persona run's embedded broker: topics in memory
+        streams.hold_for_fold()
     state = StreamState(streams, models)
     streams.models_provider = lambda: state.models
     services: list[Service] = []

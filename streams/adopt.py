@@ -28,11 +28,13 @@ has just started: on Kafka the changelogs and the topic are the truth and nothin
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from aiokafka.errors import KafkaError
 from rocksdict import Rdict, WriteBatch
 
 from streams.kafka_security import Broker
@@ -42,6 +44,8 @@ from streams.readers import table_dir
 from streams.registry import MODELS_TOPIC, _producer, ensure_registry_topics
 from streams.registry_copy import REGISTRY_COPY_DIR, Entry, RegistryCopy
 
+log = logging.getLogger("persona.adopt")
+REPUBLISH_TRIES = 5
 MODEL_CACHE_DIR = "models"  # <data dir>/models: the worker's artifact cache
 DEMO_MARK = "demo-loaded"  # written once `persona run --demo` has loaded the demo data
 
@@ -110,11 +114,26 @@ def forget_broker(data_dir: Path) -> Adopted:
     return Adopted(len(paths), sum(forget_partition(p) for p in paths))
 
 
-async def republish(broker: Broker, entries: list[Entry]) -> int:
-    """Write the kept registry records, with their headers, into the `models` topic."""
-    await ensure_registry_topics(broker)
+async def republish(broker: Broker, entries: list[Entry], tries: int = REPUBLISH_TRIES) -> int:
+    """Write the kept registry records, with their headers, into the `models` topic (nothing to
+    write: the broker is not asked). A broker just started may refuse the first requests: a
+    failed attempt is tried again (records written twice are the same facts; compaction and the
+    fold keep one)."""
     if not entries:
         return 0
+    for attempt in range(1, tries + 1):
+        try:
+            return await _send_entries(broker, entries)
+        except (KafkaError, OSError) as exc:
+            if attempt == tries:
+                raise
+            log.warning("republishing the model registry failed (%s); trying again", exc)
+            await asyncio.sleep(1.0)
+    return 0
+
+
+async def _send_entries(broker: Broker, entries: list[Entry]) -> int:
+    await ensure_registry_topics(broker)
     producer = _producer(broker)
     await producer.start()
     try:

@@ -44,6 +44,7 @@ from streams.admin import (
     REKEYED_TOPIC,
     TRIGGERS_TOPIC,
 )
+from streams.backlog import Backlog
 from streams.changelog import TableWriter
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
 from streams.kafka_security import Broker, as_config
@@ -256,6 +257,7 @@ class PersonaStreams:
         # partition), loaded from the partition's RocksDB and forgotten on every rebalance.
         self._fold_topics = frozenset(self.input_topic.topics)
         self._positions: dict[tuple[str, int], int | None] = {}
+        self.backlog: Backlog | None = None  # POST /v1/events waits for the fold (embedded)
         self._positions_epoch = 0
         self._position_chain: asyncio.Future[None] | None = None
         self._last_delivery: dict[tuple[str, int], float] = {}
@@ -369,12 +371,16 @@ class PersonaStreams:
         )
 
     async def produce(self, events: list[Event]) -> None:
-        """Produce validated events to their input topics, keyed by user id (the direct path)."""
+        """Produce validated events to their input topics, keyed by user id (the direct path);
+        with a `backlog` (the embedded broker), return once the fold is close behind them."""
         futures = [
             await self.event_topics[e.topic()].send(key=e.user_id.encode(), value=encode(e))
             for e in events
         ]
-        await asyncio.gather(*futures)
+        acks = await asyncio.gather(*futures)
+        if self.backlog is not None:
+            self.backlog.produced((m.topic, m.partition, m.offset) for m in acks)
+            await self.backlog.settle()
 
     # -- agents ----------------------------------------------------------------------------------
     def _correctly_keyed(self, key: bytes | None, partition: int, user_id: bytes) -> bool:
@@ -491,6 +497,10 @@ class PersonaStreams:
             return Profile.unpack(raw)
         except Exception as exc:
             raise ValueError(f"the stored profile cannot be read: {type(exc).__name__}") from None
+
+    def hold_for_fold(self) -> None:
+        """Make `produce` wait for the fold (the embedded broker: streams/backlog.py)."""
+        self.backlog = Backlog(self._stored_position)
 
     def profile_db(self, partition: int) -> Any:
         """The RocksDB (rocksdict) of one partition of the profiles table: raw keys and values,

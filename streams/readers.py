@@ -54,8 +54,10 @@ from engine.profile import Profile
 from engine.ranking import POPULAR_KEEP, TopK
 from engine.signing import Headers
 from streams.admin import COMMANDS_TOPIC
+from streams.backlog import Backlog
 from streams.kafka_security import Broker, as_config
 from streams.keys import user_key
+from streams.positions import parse_position, position_key
 from streams.signed import RecordSigner
 
 log = logging.getLogger("persona.readers")
@@ -249,6 +251,7 @@ class SecondaryState:
         self._partition_memo: SizedMemo[str, int] = SizedMemo(PROFILE_MEMO, PARTITION_MEMO_BYTES)
         self._all_partitions = list(range(partitions))
         self._producer: AIOKafkaProducer | None = None
+        self.backlog: Backlog | None = None  # set by `hold_for_fold`
         self._task: asyncio.Task[None] | None = None
         self._opened = False
         self.catch_ups = 0
@@ -474,8 +477,19 @@ class SecondaryState:
         return await self._producer.send(topic, value, key=key, headers=headers)
 
     async def produce(self, events: list[Event]) -> None:
+        """Produce events; with a `backlog` (the embedded broker: `hold_for_fold`), return once
+        the worker's fold is close behind them (streams/backlog.py)."""
         futures = [await self._send(e.topic(), e.user_id.encode(), encode(e)) for e in events]
-        await asyncio.gather(*futures)
+        acks = await asyncio.gather(*futures)
+        if self.backlog is not None:
+            self.backlog.produced((m.topic, m.partition, m.offset) for m in acks)
+            await self.backlog.settle()
+
+    def hold_for_fold(self) -> None:
+        """Make `produce` wait for the fold, read from the input positions in the worker's
+        profiles partitions (caught up every `catch_up_interval`)."""
+        profiles = self.tables["profiles"]
+        self.backlog = Backlog(lambda t, p: parse_position(profiles.get(p, position_key(t))))
 
     async def erase(self, user_id: str) -> None:
         body = json.dumps({"command": "erase", "user_id": user_id}).encode()

@@ -19,10 +19,11 @@ import pytest
 from rocksdict import Options, Rdict
 
 from streams.adopt import partition_dbs
+from streams.broker import free_port
 from streams.keys import FAUST_OFFSET_KEY
 from streams.positions import is_position_key
 from tests.conftest import ROOT, http, wait_until
-from tests.persona.test_run import Running, _children, _kind, _running
+from tests.persona.test_run import Running, _children, _kind, _running, _start_run, _stop
 
 pytestmark = pytest.mark.integration
 
@@ -238,6 +239,40 @@ def test_a_worker_killed_three_times_mid_stream_loses_and_repeats_nothing(tmp_pa
             _kill_worker(run)  # mid-stream: the batches just accepted are still being folded
         wait_until(lambda: _carts_counted(run, secret, sent), 240, what=f"{sent} carts folded")
         assert run.proc.poll() is None
+
+
+def test_what_was_folded_before_a_kill_of_everything_is_kept(tmp_path: Path) -> None:
+    data, env = tmp_path / "data", {"PERSONA_PARTITIONS": "2"}
+    with _running(data, tmp_path / "first.log", env) as run:
+        secret = _secret(data)
+        _post(run, secret, [_event(n) for n in range(120)])
+        wait_until(lambda: _carts_counted(run, secret, 120), 120, what="120 carts folded")
+        everything = [*_children(run.proc.pid), run.proc.pid]  # broker, worker, reader, run
+        for pid in everything:
+            os.kill(pid, signal.SIGKILL)
+        run.proc.wait(30)
+    with _running(data, tmp_path / "second.log", env) as run:
+        assert "kept state: " in (tmp_path / "second.log").read_text()
+        wait_until(lambda: _carts_counted(run, secret, 120), 60, what="the 120 kept carts")
+        _post(run, secret, [_event(n) for n in range(100, 160)])  # 100..119 again: repeats
+        wait_until(lambda: _carts_counted(run, secret, 160), 120, what="160 carts folded")
+
+
+def test_a_kept_table_that_cannot_be_opened_stops_run_with_a_message(tmp_path: Path) -> None:
+    damaged = tmp_path / "data" / "faust" / "v1" / "tables" / "profiles-0.db"
+    damaged.mkdir(parents=True)
+    (damaged / "CURRENT").write_text("MANIFEST-000099\n")  # names a manifest that is not there
+    port, log = free_port(), tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = _start_run(tmp_path / "data", port, "--no-demo", 2, subprocess.STDOUT, {},
+                          out.fileno())  # fmt: skip
+    try:
+        assert proc.wait(120) == 1
+    finally:
+        _stop(proc)
+    text = log.read_text()
+    assert "could not bring the state kept in" in text and "--fresh" in text
+    assert "Traceback" not in text
 
 
 def test_fresh_is_refused_with_a_broker_url(tmp_path: Path) -> None:
