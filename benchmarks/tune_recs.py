@@ -22,7 +22,7 @@ from benchmarks.datasets import SETS, events_file
 from benchmarks.evaluation import load
 from engine.events import Event
 from engine.sources import UCI_NON_PRODUCT_CODES as IGNORE
-from models.ease_table import assemble, ease_rows, sorted_interactions
+from models.ease_table import TABLE_LAMBDA, assemble, ease_rows, sorted_interactions
 from models.evaluate import HISTORY, leave_last_n, ranking_metrics, sample
 from models.peers import (
     AT,
@@ -95,15 +95,16 @@ def document(found: dict[str, dict[str, Any] | str], max_users: int | None) -> s
         f"Written by `python -m benchmarks.tune_recs`{users}. HR@10 on each data set's validation",
         "split: the training part of docs/evaluation.md's leave-last-5 split, each user's last 5",
         "distinct items of it held out again; the test split is never read. Persona's table as",
-        "served (the 30 most recent items, a recency decay); the default now: ease 500, decay "
-        f"{RECENCY_DECAY}. The OTTO fixture (8 test users) is too small to validate on.",
+        f"served (the 30 most recent items, a recency decay); the default now: ease "
+        f"{TABLE_LAMBDA:.0f}, decay {RECENCY_DECAY}.",
+        "The OTTO fixture (8 test users) is too small to validate on.",
         "",
         "| setting | "
         + " | ".join(f"{n} ({r['users']} users)" for n, r in measured.items())
         + " | mean |",
         "|---" * (len(measured) + 2) + "|",
     ]
-    first = next(iter(measured.values()), {"results": {}})
+    first: dict[str, Any] = next(iter(measured.values()), {"results": {}})
     for setting in first["results"]:
         values = [r["results"][setting]["hr@10"] for r in measured.values()]
         cells = " | ".join(f"{v:.3f}" for v in values)

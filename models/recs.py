@@ -8,8 +8,8 @@ and keeps for each item the K best neighbours by shrunk asymmetric cosine
     sim(i, j) = C[i, j] / (C[i, i]**ALPHA * C[j, j]**(1 - ALPHA) + SHRINK)
 
 (ALPHA 0.5 is the cosine; 0.3 divides more by the candidate j's own popularity). The default
-table (`TABLE` "ease", issue 17) keeps instead each item's K largest EASE weights, for the 10,000
-most popular items, and the shrunk cosine rows for the others (models/ease_table.py).
+table (`TABLE` "ease", issue 17) keeps instead each item's K largest EASE weights (lambda 100), for
+the 10,000 most popular items, and the shrunk cosine rows for the others (models/ease_table.py).
 
 Serving (`Recommender.recommend`) sums neighbour similarities over the user's recent items with a
 recency weight `recency_decay`**rank (rank 0 = newest; items with the same time stamp share a
