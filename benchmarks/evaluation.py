@@ -126,7 +126,9 @@ is `persona models evaluate`'s (models/evaluate.py), the peers are models/peers.
   history; `item_knn_last5` over the 5 most recent items; `ease` is EASE (lambda 500) over the
   10,000 most popular items at most (a dense inverse); `implicit_als` needs the optional
   `implicit` package (n/i: not installed). Nothing here was tuned on these test splits. The
-  last column is Persona's HR@10 over the best peer's: below 1.00x, Persona loses.
+  last column is Persona's HR@10 over the best peer's: below 1.00x, Persona loses. The
+  default's settings were chosen on validation splits:
+  [evaluation-validation.md](evaluation-validation.md).
 - Churn: fitted at the cut-off newest - 2 x horizon, tested at newest - horizon; `rfm_logistic`
   is a logistic regression on purchase recency, orders and monetary value.
 
