@@ -218,6 +218,9 @@ def evaluate_recs(
     max_users: int | None = None,
 ) -> dict[str, Any]:
     """Every method's metrics on one split: `protocol` "last-n" or "time"."""
+    _require(events)
+    if n < 1 or test_days < 1:
+        raise ValueError("--holdout and --test-days are at least 1")
     if protocol == "last-n":
         train, cases = leave_last_n(events, n, ignore)
         name = f"leave-last-{n}"
@@ -267,7 +270,15 @@ def _churn_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _require(events: Sequence[Event]) -> None:
+    if not events:
+        raise ValueError("the file holds no events to evaluate")
+
+
 def evaluate_churn(events: Sequence[Event], horizon_days: int = 90) -> dict[str, Any]:
+    _require(events)
+    if horizon_days < 1:
+        raise ValueError("--horizon-days is at least 1")
     end = max(e.ts for e in events)
     c2 = end - horizon_days * DAY_MS
     c1 = c2 - horizon_days * DAY_MS

@@ -150,3 +150,14 @@ def test_the_cli_evaluates_a_contract_file_with_both_splits(
     assert "leave-last-1" in out and "time split, last 30 days" in out
     for method in ("persona", "popularity", "item_knn", "item_knn_last1", "ease"):
         assert f"| {method} |" in out
+
+
+def test_an_empty_file_or_a_bad_setting_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["models", "evaluate", "--events", str(empty)]) == 2
+    assert "the file holds no events to evaluate" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate_recs(basket_events(), "last-n", n=0)
