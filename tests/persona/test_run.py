@@ -113,7 +113,9 @@ def _wait_ready(proc: subprocess.Popen[str], base: str) -> None:
         timeout=120,
         what="/readyz",
     )
-    assert proc.poll() is None
+    if proc.poll() is not None:  # say why: its output is in a pipe nobody else reads
+        output = proc.stdout.read() if proc.stdout else ""
+        raise AssertionError(f"persona run exited {proc.returncode}:\n{output[-4000:]}")
 
 
 def test_run_serves_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
