@@ -25,6 +25,7 @@ from api.limits import ServingOptions
 from api.models_routes import ADMIN
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
+from engine.events import validate
 from models.registry import ModelSet
 from tests.api.test_hot import _client as hot_client
 from tests.api.test_models_routes import FakeAdmin
@@ -323,3 +324,31 @@ def test_attach_tightens_an_audit_log_others_could_read(
     finally:
         logging.getLogger("persona.audit").removeHandler(handler)
         logging.getLogger("persona.audit").propagate = True
+
+
+class _SlowErasure(MemoryState):
+    """A state whose erasures are not applied before the DELETE stops waiting (a backlog)."""
+
+    async def erase(self, user_id: str) -> None:
+        return None  # queued, not applied yet
+
+
+async def test_an_erasure_not_confirmed_in_time_answers_202_with_a_request_id_and_is_audited(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.privacy
+
+    monkeypatch.setattr(api.privacy, "ERASE_WAIT", 0.2)
+    state = _SlowErasure()
+    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "u9", "ts": T0}))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.INFO, "persona.audit"):
+            r = await client.delete("/v1/users/u9", headers=_bearer(ALL))
+        body = await r.json()
+    assert r.status == 202 and body["erased"] is False and body["existed"] is True
+    assert len(body["request_id"]) == 32
+    (record,) = [r for r in _records(caplog) if r["action"] == "erase"]
+    assert record["request_id"] == body["request_id"] and record["completed"] is False
+    assert record["user_id"] == "u9" and record["key"] == "all"
