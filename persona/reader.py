@@ -84,7 +84,7 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
         settings.data_dir, settings.partitions, secondary, broker_url, signer=signer
     )
     if os.environ.get(EMBEDDED_ENV) == "1":  # persona run's embedded broker: topics in memory
-        state.hold_for_fold()
+        state.hold_for_fold(settings.request_timeout)
     content = build_content(settings, state)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     app = create_app(content, keys, serving_options(settings))

@@ -158,7 +158,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
         probe.close()
     streams = PersonaStreams(settings, broker_url, tansu=tansu)
     if os.environ.get(EMBEDDED_ENV) == "1":  # persona run's embedded broker: topics in memory
-        streams.hold_for_fold()
+        streams.hold_for_fold(settings.request_timeout)
     state = StreamState(streams, models)
     streams.models_provider = lambda: state.models
     services: list[Service] = []

@@ -44,7 +44,7 @@ from streams.admin import (
     REKEYED_TOPIC,
     TRIGGERS_TOPIC,
 )
-from streams.backlog import Backlog
+from streams.backlog import Backlog, hold_wait
 from streams.changelog import TableWriter
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
 from streams.kafka_security import Broker, as_config
@@ -498,9 +498,10 @@ class PersonaStreams:
         except Exception as exc:
             raise ValueError(f"the stored profile cannot be read: {type(exc).__name__}") from None
 
-    def hold_for_fold(self) -> None:
-        """Make `produce` wait for the fold (the embedded broker: streams/backlog.py)."""
-        self.backlog = Backlog(self._stored_position)
+    def hold_for_fold(self, request_timeout: float) -> None:
+        """Make `produce` wait for the fold (the embedded broker: streams/backlog.py), at most
+        a third of the request timeout, so a request that waited still answers."""
+        self.backlog = Backlog(self._stored_position, wait=hold_wait(request_timeout))
 
     def profile_db(self, partition: int) -> Any:
         """The RocksDB (rocksdict) of one partition of the profiles table: raw keys and values,

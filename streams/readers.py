@@ -54,7 +54,7 @@ from engine.profile import Profile
 from engine.ranking import POPULAR_KEEP, TopK
 from engine.signing import Headers
 from streams.admin import COMMANDS_TOPIC
-from streams.backlog import Backlog
+from streams.backlog import Backlog, hold_wait
 from streams.kafka_security import Broker, as_config
 from streams.keys import user_key
 from streams.positions import parse_position, position_key
@@ -485,11 +485,14 @@ class SecondaryState:
             self.backlog.produced((m.topic, m.partition, m.offset) for m in acks)
             await self.backlog.settle()
 
-    def hold_for_fold(self) -> None:
+    def hold_for_fold(self, request_timeout: float) -> None:
         """Make `produce` wait for the fold, read from the input positions in the worker's
         profiles partitions (caught up every `catch_up_interval`)."""
         profiles = self.tables["profiles"]
-        self.backlog = Backlog(lambda t, p: parse_position(profiles.get(p, position_key(t))))
+        self.backlog = Backlog(
+            lambda t, p: parse_position(profiles.get(p, position_key(t))),
+            wait=hold_wait(request_timeout),
+        )
 
     async def erase(self, user_id: str) -> None:
         body = json.dumps({"command": "erase", "user_id": user_id}).encode()
