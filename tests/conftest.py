@@ -32,6 +32,17 @@ CLUSTER_SECRET = "test-cluster-secret-shared-by-every-process"
 os.environ.setdefault("PERSONA_CLUSTER_SECRET", CLUSTER_SECRET)
 
 
+def persona_bare(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m persona ARGS` with no PERSONA_* setting from this environment (only `env`'s)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+    return subprocess.run(
+        [sys.executable, "-m", "persona", *args],
+        cwd=ROOT, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def http(
     method: str,
     url: str,

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import cast
@@ -21,7 +20,7 @@ from persona.state_dir import FORMAT, FORMAT_FILE, StateFormatError, prepare
 from streams.keys import FAUST_OFFSET_KEY
 from streams.readers import table_dir
 from streams.registry_copy import REGISTRY_COPY_DIR, RegistryCopy
-from tests.conftest import ROOT
+from tests.conftest import persona_bare
 from tests.persona.test_keep_state import _cli, _fill, _secret, _settled, _tables
 from tests.persona.test_run import _running
 
@@ -265,11 +264,7 @@ def test_a_backup_of_a_newer_state_format_is_refused(
 
 
 def _persona(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
-    return subprocess.run(
-        [sys.executable, "-m", "persona", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return persona_bare(*args, timeout=300)
 
 
 def test_the_commands_say_what_they_did_and_refuse_with_exit_2(tmp_path: Path) -> None:

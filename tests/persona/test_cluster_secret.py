@@ -3,27 +3,19 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine.settings import SettingsError, load_settings
 from persona.supervisor import CLUSTER_SECRET_FILE, _cluster_secret
-from tests.conftest import ROOT
+from tests.conftest import persona_bare
 
 
 def _persona(*args: str, secret: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
-    if secret is not None:
-        env["PERSONA_CLUSTER_SECRET"] = secret
-    return subprocess.run(
-        [sys.executable, "-m", "persona", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return persona_bare(*args, env=None if secret is None else {"PERSONA_CLUSTER_SECRET": secret})
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,6 @@ over, a newer one is refused at start-up with both versions named and nothing ch
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,17 +17,12 @@ from persona.state_dir import (
     prepare,
     read_format,
 )
-from tests.conftest import ROOT
+from tests.conftest import persona_bare
 
 NEWER = {"format": FORMAT + 1, "written_by": "99.0.0", "layout": 2, "profile_pack": 3}
 
 
-def _persona(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
-    return subprocess.run(
-        [sys.executable, "-m", "persona", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+_persona = persona_bare
 
 
 def test_a_new_data_dir_gets_this_releases_format_0600(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worker, Wor
                 timeout=90,
                 what="both workers ready after the rebalance",
             )
-            asyncio.run(_send_events(broker.url))
+            asyncio.run(send_carts(broker.url, USERS, "h"))
             wait_until(lambda: len(_owned_by(a, b)) > 0, timeout=90, what="users of b via a")
             yield a, b
         finally:
@@ -60,20 +60,21 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worker, Wor
             b.stop()
 
 
-async def _send_events(url: str) -> None:
+async def send_carts(url: str, users: list[str], prefix: str) -> None:
+    """One add_to_cart per user (event ids `prefix` + n), on 4-partition input topics."""
     await ensure_topics(url, 4, ALL_INPUTS)
     async with Producer(url) as producer:
         await producer.send_events(
             validate(
                 {
-                    "event_id": f"h{n}",
+                    "event_id": f"{prefix}{n}",
                     "type": "add_to_cart",
                     "user_id": u,
                     "ts": T0 + n,
                     "item_id": "i1",
                 }
             )
-            for n, u in enumerate(USERS)
+            for n, u in enumerate(users)
         )
 
 

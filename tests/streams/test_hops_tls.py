@@ -17,16 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import validate
 from streams.broker import EmbeddedBroker, free_port
-from streams.produce import ALL_INPUTS, Producer, ensure_topics
 from tests.conftest import ROOT, SCOPES, SECRET, wait_until
+from tests.streams.test_hops import send_carts
 from tests.streams.tls import Pki, make_pki
 
 pytestmark = pytest.mark.integration
 
 USERS = [f"tls-hop-{i}" for i in range(16)]
-T0 = 1_291_190_000_000
 
 
 class TlsWorker:
@@ -96,29 +94,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TlsWorker, 
                 timeout=180,
                 what="both https workers ready after the rebalance",
             )
-            asyncio.run(_send_events(broker.url))
+            asyncio.run(send_carts(broker.url, USERS, "t"))
             wait_until(lambda: _routed(b, a), timeout=90, what="b forwarding to a over https")
             yield a, b
         finally:
             a.stop()
             b.stop()
-
-
-async def _send_events(url: str) -> None:
-    await ensure_topics(url, 4, ALL_INPUTS)
-    async with Producer(url) as producer:
-        await producer.send_events(
-            validate(
-                {
-                    "event_id": f"t{n}",
-                    "type": "add_to_cart",
-                    "user_id": u,
-                    "ts": T0 + n,
-                    "item_id": "i1",
-                }
-            )
-            for n, u in enumerate(USERS)
-        )
 
 
 def _routed(via: TlsWorker, owner: TlsWorker) -> list[str]:
