@@ -34,10 +34,6 @@ class _Block:
         self._newest: int | None = None
 
     @property
-    def members(self) -> frozenset[int]:
-        return _members(self.keys)
-
-    @property
     def newest(self) -> int:
         if self._newest is None:
             self._newest = max(_array("I", self.ats), default=0)
@@ -132,7 +128,7 @@ class SeenIds:
             keys = array("Q", self._tail).tobytes()
             self._blocks += (_Block(keys, array("I", self._tail.values()).tobytes()),)
             if self._sets is not None:
-                self._sets += (frozenset(self._tail),)
+                self._sets += (_members(keys),)  # cached: the next load of it finds it
             self._frozen += len(self._tail)
             self._tail = {}
 
