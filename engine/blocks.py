@@ -105,7 +105,8 @@ class Block:
 
     @cached_property
     def entry_msgpack(self) -> bytes:
-        return msgpack.packb(self.entry(), use_bin_type=True)
+        packed: bytes = msgpack.packb(self.entry(), use_bin_type=True)
+        return packed
 
     @cached_property
     def entry_json(self) -> str:

@@ -35,7 +35,10 @@ _SOCIAL = ("like", "share", "comment", "follow", "mention")
 def features(profile: Profile, now_ms: int) -> list[float]:
     """The feature vector of `profile` as of `now_ms`, in `FEATURE_NAMES` order."""
     now_ms = max(now_ms, profile.last_seen)
-    days = lambda ms: max(0.0, (now_ms - ms) / DAY_MS)  # noqa: E731
+
+    def days(ms: int) -> float:
+        return max(0.0, (now_ms - ms) / DAY_MS)
+
     tenure = days(profile.first_seen) if profile.first_seen else 0.0
     orders = float(profile.orders)
     started = profile.carts_started

@@ -40,8 +40,8 @@ from itertools import islice
 from typing import Any
 
 from jinja2 import nodes
-from jinja2.defaults import DEFAULT_FILTERS
 from jinja2.exceptions import SecurityError
+from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.runtime import Context, LoopContext, Macro, Undefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace, pass_context
@@ -532,7 +532,8 @@ def concat_filter(context: Context, items: list[Any]) -> str:
     size = sum(check_plain(item) for item in items)
     _at_most(size, MAX_STR, "a joined text")
     join = markup_join if context.eval_ctx.autoescape else str_join
-    return bounded(join(items), current())
+    joined: str = bounded(join(items), current())
+    return joined
 
 
 class _Guard(NodeTransformer):
@@ -684,7 +685,8 @@ class StrictEnvironment(ImmutableSandboxedEnvironment):
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         tree = super()._parse(source, name, filename)
-        return _Guard().visit(tree)
+        guarded: nodes.Template = _Guard().visit(tree)
+        return guarded
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if attr.startswith("_"):

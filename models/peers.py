@@ -147,7 +147,8 @@ def spd_inverse(a: np.ndarray) -> np.ndarray:
     if info != 0:
         raise np.linalg.LinAlgError(f"not positive definite (LAPACK info {info})")
     upper = np.triu(inverse)
-    return upper + np.triu(upper, 1).T
+    full: np.ndarray = upper + np.triu(upper, 1).T
+    return full
 
 
 def ease_weights(
