@@ -1,10 +1,19 @@
-"""Products of the shop's catalog: validation and (de)serialization. Pure."""
+"""Products of the shop's catalog: validation and (de)serialization. Pure.
+
+Beyond the contract's fields a product may carry what Google Merchant Center feeds hold (issue 19):
+`sale_price` with an optional effective period (`sale_starts`/`sale_ends`, epoch ms, the end
+excluded; `effective_price(now)` is what blocks and feeds show), `item_group_id` (variants of one
+product), `gtin`, `mpn`, `condition`, `availability_date` (epoch ms, for pre-orders),
+`additional_image_links` and free `attributes` (text -> text, bounded). `pack()` leaves those out
+while they hold their defaults, so records of products without them are what they were before.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -14,6 +23,11 @@ from engine.text import id_problem, text_problem
 MAX_PRICE = 1e9  # as engine.events.MAX_PRICE
 
 AVAILABILITY = ("in_stock", "out_of_stock", "preorder")
+CONDITIONS = ("new", "refurbished", "used")  # Google's and Meta's shared vocabulary
+MAX_IMAGES = 10  # additional image links kept (Google takes up to 10)
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_NAME = 64
+MAX_ATTRIBUTE_VALUE = 1000
 
 
 class InvalidProduct(ValueError):
@@ -34,20 +48,62 @@ class Product:
     category: str = ""
     brand: str = ""
     description: str = ""
+    sale_price: float | None = None
+    sale_starts: int | None = None  # epoch ms; None: since ever
+    sale_ends: int | None = None  # epoch ms, excluded; None: for ever
+    item_group_id: str = ""
+    gtin: str = ""
+    mpn: str = ""
+    condition: str = "new"
+    availability_date: int | None = None  # epoch ms: when a pre-order ships
+    additional_image_links: tuple[str, ...] = ()
+    attributes: dict[str, str] = field(default_factory=dict)
 
     @property
     def purchasable(self) -> bool:
         return self.availability != "out_of_stock"
 
+    def sale_active(self, now_ms: int) -> bool:
+        """The sale price applies at `now_ms` (inside its effective period, if it has one)."""
+        if self.sale_price is None:
+            return False
+        started = self.sale_starts is None or self.sale_starts <= now_ms
+        return started and (self.sale_ends is None or now_ms < self.sale_ends)
+
+    def effective_price(self, now_ms: int) -> float:
+        """What the product costs at `now_ms`: the sale price while it is effective."""
+        return self.sale_price if self.sale_active(now_ms) else self.price  # type: ignore[return-value]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def pack(self) -> bytes:
-        return bytes(msgpack.packb(self.to_dict(), use_bin_type=True))
+        data = self.to_dict()
+        for name, default in _OPTIONAL_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return bytes(msgpack.packb(data, use_bin_type=True))
 
     @classmethod
     def unpack(cls, raw: bytes) -> Product:
-        return cls(**msgpack.unpackb(raw, raw=False))
+        data = msgpack.unpackb(raw, raw=False)
+        if "additional_image_links" in data:
+            data["additional_image_links"] = tuple(data["additional_image_links"])
+        return cls(**data)
+
+
+_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "sale_price": None,
+    "sale_starts": None,
+    "sale_ends": None,
+    "item_group_id": "",
+    "gtin": "",
+    "mpn": "",
+    "condition": "new",
+    "availability_date": None,
+    "additional_image_links": (),
+    "attributes": {},
+}
 
 
 _KEYS = frozenset({"item_id", "currency", "availability", "url", "image_url"})
@@ -96,6 +152,7 @@ def validate_product(data: Any) -> Product:
     availability = _text(data, "availability", False) or "in_stock"
     if availability not in AVAILABILITY:
         raise InvalidProduct(f"availability must be one of {', '.join(AVAILABILITY)}")
+    sale_price, sale_starts, sale_ends = _sale(data, price)
     return Product(
         item_id=item_id,
         title=_text(data, "title", True, max_len=500),
@@ -107,7 +164,123 @@ def validate_product(data: Any) -> Product:
         category=_text(data, "category", False, max_len=500),
         brand=_text(data, "brand", False, max_len=200),
         description=_text(data, "description", False, max_len=5000),
+        sale_price=sale_price,
+        sale_starts=sale_starts,
+        sale_ends=sale_ends,
+        item_group_id=_text(data, "item_group_id", False, max_len=50),
+        gtin=_gtin(data),
+        mpn=_text(data, "mpn", False, max_len=70),
+        condition=_condition(data),
+        availability_date=_time(data, "availability_date"),
+        additional_image_links=_images(data.get("additional_image_links")),
+        attributes=_attributes(data.get("attributes")),
     )
+
+
+def _price(value: Any, name: str) -> float:
+    try:
+        price = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidProduct(f"{name} must be a number >= 0") from None
+    if not math.isfinite(price) or price < 0 or price > MAX_PRICE:
+        raise InvalidProduct(f"{name} must be a finite number from 0 to {MAX_PRICE:.0f}")
+    return round(price, 4)
+
+
+def _sale(data: dict[str, Any], price: float) -> tuple[float | None, int | None, int | None]:
+    """(sale price, start, end) from `sale_price` and either `sale_price_effective_date`
+    (ISO 8601 `start/end`, Google's form) or `sale_starts`/`sale_ends` (epoch ms, ours)."""
+    raw = data.get("sale_price")
+    if raw is None or raw == "":
+        return None, None, None
+    sale = _price(raw, "sale_price")
+    if sale >= price:
+        raise InvalidProduct("sale_price must be below price")
+    period = data.get("sale_price_effective_date")
+    starts: int | None
+    ends: int | None
+    if period:
+        starts, ends = parse_period(str(period))
+    else:
+        starts, ends = _time(data, "sale_starts"), _time(data, "sale_ends")
+    if starts is not None and ends is not None and ends <= starts:
+        raise InvalidProduct("the sale's end must come after its start")
+    return sale, starts, ends
+
+
+def parse_time(text: str) -> int:
+    """An ISO 8601 date or date-time (no zone: UTC) -> epoch ms; ValueError when it is not one."""
+    parsed = datetime.fromisoformat(text.strip())
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def parse_period(text: str) -> tuple[int, int]:
+    """Google's `sale_price_effective_date`: `start/end`, both ISO 8601 -> epoch ms."""
+    start, sep, end = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return parse_time(start), parse_time(end)
+    except (ValueError, OverflowError):
+        raise InvalidProduct(
+            "sale_price_effective_date must be two ISO 8601 times as start/end"
+        ) from None
+
+
+def _time(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < 2**53:
+            raise InvalidProduct(f"{name} must be epoch milliseconds >= 0")
+        return value
+    try:
+        return parse_time(str(value)[:64])
+    except (ValueError, OverflowError):
+        raise InvalidProduct(f"{name} must be an ISO 8601 date or time") from None
+
+
+def _gtin(data: dict[str, Any]) -> str:
+    gtin = _text(data, "gtin", False, max_len=14)
+    if gtin and (not gtin.isdigit() or len(gtin) not in (8, 12, 13, 14)):
+        raise InvalidProduct("gtin must be 8, 12, 13 or 14 digits")
+    return gtin
+
+
+def _condition(data: dict[str, Any]) -> str:
+    condition = (_text(data, "condition", False, max_len=20) or "new").lower()
+    if condition not in CONDITIONS:
+        raise InvalidProduct(f"condition must be one of {', '.join(CONDITIONS)}")
+    return condition
+
+
+def _images(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")  # Google's TSV: comma-separated
+    if not isinstance(value, list | tuple):
+        raise InvalidProduct("additional_image_links must be a list of URLs")
+    links = [str(v).strip() for v in value if str(v).strip()]
+    checked = [
+        _absolute_url({"additional_image_link": link}, "additional_image_link") for link in links
+    ]
+    return tuple(checked[:MAX_IMAGES])
+
+
+def _attributes(value: Any) -> dict[str, str]:
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_ATTRIBUTES:
+        raise InvalidProduct(f"attributes must be an object of at most {MAX_ATTRIBUTES} texts")
+    out: dict[str, str] = {}
+    for name, text in value.items():
+        key = _text({"name": name}, "name", True, max_len=MAX_ATTRIBUTE_NAME)
+        out[key] = _text({key: text}, key, False, max_len=MAX_ATTRIBUTE_VALUE)
+    return out
 
 
 def parse_product(raw: bytes) -> Product:
