@@ -19,7 +19,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.settings import SettingsError
+from engine.errors import SettingsError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from engine.errors import SettingsError as SettingsError  # re-exported: callers import it here
+from engine.files import check_secret_file
+
 MIN_SECRET = 24  # characters of every secret (API keys: api/auth.py; the webhook secret)
 KAFKA_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 KAFKA_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 KAFKA_FILES = ("kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_password_file")
 _SECRETS = frozenset({"api_keys", "webhook_secret", "kafka_password", "cluster_secret"})  # hidden
 MIN_CLUSTER_SECRET = 32  # characters of PERSONA_CLUSTER_SECRET (engine/signing.py)
-
-
-class SettingsError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -304,8 +303,6 @@ def load_settings(
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("PERSONA_TLS_CERT and PERSONA_TLS_KEY must be set together")
     if settings.tls_key is not None:  # the HTTPS private key: 0600, ours, no symbolic link
-        from engine.files import check_secret_file  # engine.files imports this module
-
         check_secret_file(settings.tls_key, "PERSONA_TLS_KEY")
     if settings.webhook_urls and not settings.webhook_secret:
         raise SettingsError(
@@ -324,8 +321,6 @@ def _check_cluster(settings: Settings) -> Settings:
     link: engine/files.py); at least MIN_CLUSTER_SECRET characters. Never shown in a message."""
     path = settings.cluster_secret_file
     if path is not None:
-        from engine.files import check_secret_file  # engine.files imports this module
-
         if settings.cluster_secret is not None:
             raise SettingsError(
                 "set PERSONA_CLUSTER_SECRET or PERSONA_CLUSTER_SECRET_FILE, not both"
@@ -361,8 +356,6 @@ def _check_kafka(settings: Settings) -> Settings:
     """The Kafka security settings must make one coherent client configuration; the password
     comes from PERSONA_KAFKA_PASSWORD_FILE when that is set. The private key and the password
     file hold secrets: 0600, ours, no symbolic link (engine/files.py)."""
-    from engine.files import check_secret_file  # engine.files imports this module
-
     for name in ("kafka_key_file", "kafka_password_file"):
         path = getattr(settings, name)
         if path is not None:
