@@ -76,7 +76,7 @@ def _events(path: str) -> list[Any]:
 
 def _publish(broker: KafkaClientConfig, directory: Path, signer: RecordSigner) -> str:
     from models.bundle import read_bundle
-    from persona.cli import Progress
+    from persona.progress import Progress
     from streams.registry import publish
 
     bundle = read_bundle(directory)
