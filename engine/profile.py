@@ -18,6 +18,13 @@ from engine.dedup import SeenIds
 from engine.events import Event
 
 RECENT_ITEMS = 30  # most recent distinct items kept, newest first
+# The long history (issue 17): the newest HISTORY_ITEMS distinct items with the minute of their
+# last signal and how many signals they had; up to HISTORY_SLACK more before the oldest go (one
+# sort per HISTORY_SLACK new items instead of one per item).
+HISTORY_ITEMS = 200
+HISTORY_SLACK = 50
+HISTORY_COUNT_MAX = 65_535
+MINUTE_MS = 60_000
 CART_LINES = 200  # distinct items in a cart; adding one more drops the line added first
 CART_QUANTITY = 1_000_000  # units of one item in a cart (engine.events.MAX_QUANTITY per event)
 AFFINITY_KEY = 128  # characters of a category or brand kept as an affinity key
@@ -96,6 +103,8 @@ class Profile:
     # purpose -> engine.consent records, newest first by event time (at most consent.HISTORY);
     # tuples, never changed in place, so copies may share them
     consent_log: dict[str, tuple[Record, ...]] = field(default_factory=dict)
+    # item -> (minute of its newest signal, signals counted): the long history (HISTORY_ITEMS)
+    history: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +134,7 @@ class Profile:
             "e": self.seen.keys_bytes(),
             "ea": self.seen.ats_bytes(),
             "cl": self.consent_log,
+            "h": _pack_history(self.history),
         }
 
     @classmethod
@@ -154,6 +164,7 @@ class Profile:
             fired=d.get("fi", {}),
             seen=SeenIds.from_bytes(d["e"], d["ea"]),
             consent_log=_consent_log(d.get("cl")),
+            history=_history_or_seed(d.get("h"), d["r"], d["p"]),
         )
 
     def pack(self) -> bytes:
@@ -188,6 +199,7 @@ class Profile:
                     self.seen.keys_bytes(),
                     self.seen.ats_bytes(),
                     self.consent_log,
+                    _pack_history(self.history),
                 ],
                 use_bin_type=True,
             )
@@ -228,11 +240,12 @@ class Profile:
             new.fired,
             seen,
             seen_at,
-            *log,
+            *tail,  # format 3: consent_log, then (since issue 17) the history
         ) = data
-        new.consent_log = _consent_log(log[0]) if log else {}
+        new.consent_log = _consent_log(tail[0]) if tail else {}
         new.recent = list(recent)  # (item_id, ts) tuples already: msgpack arrays as tuples
         new.purchased = list(purchased)
+        new.history = _history_or_seed(tail[1] if len(tail) > 1 else None, recent, purchased)
         new.spans = [list(span) for span in spans]
         new.seen = SeenIds.from_bytes(seen, seen_at)
         return new
@@ -283,6 +296,7 @@ class Profile:
         new.spans = [list(s) for s in self.spans]
         new.seen = self.seen.copy()  # shares its frozen blocks: O(1) in the ids remembered
         new.consent_log = dict(self.consent_log)
+        new.history = dict(self.history)
         return new
 
 
@@ -294,6 +308,48 @@ def _consent_log(raw: Any) -> dict[str, tuple[Record, ...]]:
         str(k): tuple((bool(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in v)
         for k, v in raw.items()
     }
+
+
+def _pack_history(history: dict[str, tuple[int, int]]) -> tuple[Any, ...]:
+    """The stored history: (newest minute, items, minutes before the newest, counts), or ()."""
+    if not history:
+        return ()
+    newest = max(minute for minute, _count in history.values())
+    return (
+        newest,
+        list(history),
+        [newest - minute for minute, _count in history.values()],
+        [count for _minute, count in history.values()],
+    )
+
+
+def _history_or_seed(raw: Any, recent: Any, purchased: Any) -> dict[str, tuple[int, int]]:
+    """The stored history; a profile stored before it existed gets its recent items and
+    purchases, each counted once."""
+    if raw is None:
+        seeded: dict[str, tuple[int, int]] = {}
+        for item, ts in (*purchased, *recent):
+            minute = int(ts) // MINUTE_MS
+            seeded[str(item)] = (max(minute, seeded.get(str(item), (minute, 1))[0]), 1)
+        return seeded
+    if not raw:
+        return {}
+    newest, items, ages, counts = raw
+    return {
+        str(item): (newest - age, count)
+        for item, age, count in zip(items, ages, counts, strict=True)
+    }
+
+
+def history_newest(profile: Profile) -> list[tuple[str, int]]:
+    """The long history as (item_id, ms of its newest signal's minute), newest first, ties by id:
+    what the recommenders read."""
+    ranked = sorted(profile.history.items(), key=_newest_first)
+    return [(item, minute * MINUTE_MS) for item, (minute, _count) in ranked]
+
+
+def _newest_first(entry: tuple[str, tuple[int, int]]) -> tuple[int, str]:
+    return -entry[1][0], entry[0]
 
 
 def new_profile(user_id: str) -> Profile:
@@ -321,6 +377,18 @@ def _push_recent(items: list[tuple[str, int]], item_id: str, ts: int, limit: int
         pos += 1
     items.insert(pos, (item_id, ts))
     del items[limit:]
+
+
+def _push_history(history: dict[str, tuple[int, int]], item: str, ts: int) -> None:
+    """Count a signal for `item` at `ts` into the long history; past HISTORY_ITEMS +
+    HISTORY_SLACK items, only the HISTORY_ITEMS newest stay."""
+    minute = ts // MINUTE_MS
+    last, count = history.get(item, (minute, 0))
+    history[item] = (max(last, minute), min(count + 1, HISTORY_COUNT_MAX))
+    if len(history) > HISTORY_ITEMS + HISTORY_SLACK:
+        kept = sorted(history.items(), key=_newest_first)[:HISTORY_ITEMS]
+        history.clear()
+        history.update(kept)
 
 
 def apply(profile: Profile | None, event: Event, product: Product | None = None) -> Profile:
@@ -352,6 +420,7 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
     item = event.item_id
     if item and etype in RECENT_ITEM_TYPES:
         _push_recent(p.recent, item, ts, RECENT_ITEMS)
+        _push_history(p.history, item, ts)
 
     weight = AFFINITY_WEIGHTS.get(etype, 0.0)
     category = str(event.props.get("category") or (product.category if product else ""))
