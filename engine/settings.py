@@ -69,6 +69,10 @@ class Settings:
     # signs hops and registry/command records between Persona processes (engine/signing.py)
     cluster_secret: str | None = field(default=None, repr=False)  # never printed
     cluster_secret_file: Path | None = None  # or the secret from this file (0600, ours)
+    # scheduled retraining (persona/retrain.py): every this many hours (fractions allowed; None:
+    # never); promote a retrained version that beats the active one on the held-out window
+    retrain_hours: float | None = None
+    retrain_promote: bool = False
 
     @property
     def consent_granted_by_default(self) -> bool:
@@ -120,6 +124,8 @@ def _convert(name: str, value: Any) -> Any:
             if not 0.1 <= real <= 600.0:
                 raise ValueError("must be 0.1..600 seconds")
             return real
+        if name in ("retrain_hours", "retrain_promote"):
+            return _retrain_value(name, value)
         if name == "rate_limits":
             parse_rate_limits(str(value))
             return str(value)
@@ -175,6 +181,18 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"invalid setting {env}={shown}: {exc}") from None
 
 
+def _retrain_value(name: str, value: Any) -> Any:
+    if name == "retrain_promote":
+        text = str(value).lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError("must be true or false (1/0, yes/no, on/off)")
+        return text in ("1", "true", "yes", "on")
+    hours = float(value)
+    if not 0.0 < hours <= 8760.0:  # nan fails too
+        raise ValueError("must be more than 0 and at most 8760 hours (fractions allowed)")
+    return hours
+
+
 def _kafka_value(name: str, value: Any) -> Any:
     if name == "kafka_security":
         protocol = str(value).lower()
@@ -210,6 +228,7 @@ _OPTIONAL = frozenset(
     | {"kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_sasl_mechanism"}
     | {"kafka_username", "kafka_password", "kafka_password_file"}
     | {"cluster_secret", "cluster_secret_file"}
+    | {"retrain_hours"}
 )
 
 
