@@ -24,7 +24,7 @@ from scipy import sparse
 from scipy.linalg import lapack
 
 from engine.events import Event
-from models.recs import SIGNAL_WEIGHTS
+from models.signals import SIGNAL_WEIGHTS
 
 AT = 10
 EASE_LAMBDA = 500.0

@@ -35,6 +35,8 @@ from sklearn.feature_extraction import DictVectorizer
 
 from engine.events import Event
 from models.artifacts import ModelLoadError, make_version, read_json, require, rfc3339, utc_now
+from models.ease_table import ease_table
+from models.signals import SIGNAL_WEIGHTS as SIGNAL_WEIGHTS  # re-exported
 
 FORMAT = 1
 RECENCY_DECAY = 0.7
@@ -42,13 +44,6 @@ SHRINK = 50.0
 ALPHA = 0.3
 POPULAR = 500
 TABLE = "ease"  # the default neighbour table (issue 17: chosen on validation splits)
-SIGNAL_WEIGHTS: dict[str, float] = {
-    "product_view": 1.0,
-    "like": 1.0,
-    "share": 2.0,
-    "add_to_cart": 3.0,
-    "purchase": 5.0,
-}
 ROW_CACHE = 20_000  # neighbour rows kept as Python lists per model (~7 KB each at k = 50)
 NPZ_NAME = "recs.npz"
 JSON_NAME = "recs.json"
@@ -310,8 +305,6 @@ def fit_recommender(
     weights as the neighbour table (models/ease_table.py), "cosine": the shrunk cosine."""
     cosine = neighbour_table(_histories(events, ignore), k)
     if table == "ease":
-        from models.ease_table import ease_table  # models.peers imports this module
-
         cosine = ease_table(events, k, ignore, cosine)
     elif table != "cosine":
         raise ValueError(f"unknown neighbour table {table!r}: ease or cosine")
