@@ -30,13 +30,13 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from engine.catalog import InvalidProduct, Product, validate_product
+from engine.catalog import InvalidProduct, Product
 from engine.events import Event, InvalidEvent, validate
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -394,67 +394,23 @@ def _read_otto(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) 
 def read_catalog(
     path: str | Path,
     errors: list[SourceError] | None = None,
+    fmt: str = "auto",
+    mapping: dict[str, str] | None = None,
 ) -> Iterator[Product]:
-    """Products of a CSV, TSV (tab in the header) or JSON-lines feed with the contract's fields
-    (`item_id,title,url,image_url,price,currency,availability,category,brand[,description]`).
+    """Products of a feed file, plain or gzip: JSON lines, CSV or TSV with the contract's fields
+    (`item_id,title,url,image_url,price,currency,availability,category,brand[,description]`) or
+    Google Merchant Center's names, or Google's XML (`engine.catalog_formats`).
 
-    Errors as for `read_events`: `InvalidProduct("line N: ...")`, or collected into `errors`."""
-    stats = ReadStats(format="catalog")
-    with open_text(path) as fh:
-        first = ""
-        for line in fh:
-            if line.strip():
-                first = line.lstrip("\ufeff")
-                break
-        fh.seek(0)
-        if first.lstrip().startswith("{"):
-            yield from _catalog_jsonl(fh, errors, stats)
-        else:
-            yield from _catalog_csv(fh, "\t" if "\t" in first else ",", errors, stats)
+    Errors as for `read_events`: `InvalidProduct("line N: ...")`, or collected into `errors`;
+    a feed that cannot be read on raises `catalog_formats.InvalidFeed`."""
+    from engine.catalog_formats import open_binary, read_products
 
+    def reject(line: int, reason: str) -> None:
+        assert errors is not None
+        errors.append(SourceError(line, reason))
 
-def _catalog_jsonl(
-    fh: IO[str], errors: list[SourceError] | None, stats: ReadStats
-) -> Iterator[Product]:
-    for number, line in enumerate(fh, 1):
-        if not line.strip():
-            continue
-        try:
-            product = validate_product(json.loads(line))
-        except json.JSONDecodeError as exc:
-            _fail(errors, stats, number, f"invalid JSON: {exc}", InvalidProduct)
-            continue
-        except InvalidProduct as exc:
-            _fail(errors, stats, number, exc.reason, InvalidProduct)
-            continue
-        yield product
-
-
-def _catalog_csv(
-    fh: IO[str], delimiter: str, errors: list[SourceError] | None, stats: ReadStats
-) -> Iterator[Product]:
-    reader = csv.DictReader(_strip_bom(fh), delimiter=delimiter)
-    if reader.fieldnames is not None:
-        reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
-    for row in reader:
-        if not any((v or "").strip() for k, v in row.items() if k is not None):
-            continue
-        data = {k: v for k, v in row.items() if k is not None}
-        try:
-            product = validate_product(data)
-        except InvalidProduct as exc:
-            _fail(errors, stats, reader.line_num, exc.reason, InvalidProduct)
-            continue
-        yield product
-
-
-def _strip_bom(lines: Iterable[str]) -> Iterator[str]:
-    first = True
-    for line in lines:
-        if first:
-            line = line.lstrip("\ufeff")
-            first = False
-        yield line
+    with open_binary(path) as source:
+        yield from read_products(source, fmt, mapping, None if errors is None else reject)
 
 
 # -- the UCI catalog --------------------------------------------------------------------------

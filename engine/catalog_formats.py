@@ -1,0 +1,400 @@
+"""Product feeds in the formats shops have (issue 19 item 3), streamed into `Product`s. Pure.
+
+Formats (`FORMATS`, `auto` tells them apart from the first bytes): JSON lines, CSV, TSV and Google
+Merchant Center XML (RSS 2.0 `<item>` or Atom `<entry>`, with the `g:` namespace). Column names
+may be Persona's (`item_id, url, image_url, price, currency, ...`) or Google's (`id, link,
+image_link, price` as "2.55 GBP", `sale_price`, `additional_image_link`, `product_type`, ...);
+other names are mapped with a map file (`load_map`: a JSON object `{"their name": "our name"}`).
+Columns with no meaning here become the product's free `attributes` (the first
+`catalog.MAX_ATTRIBUTES`).
+
+Bounded memory whatever the feed's size: rows are read one at a time (a csv reader over lines of
+at most `MAX_LINE` characters; an expat parser fed 64 KB at a time that keeps only the current
+item). XML is hostile input: a document type declaration (where entity bombs and external
+entities live) is refused outright, so no entity is ever declared, expanded or fetched; a field
+longer than `MAX_FIELD` characters or an item with more than `MAX_FIELDS` fields rejects the item.
+
+A bad row is rejected with its line and reason (`reject(line, reason)`) and reading goes on; a
+feed that cannot be read on (not well-formed XML, a DTD, an over-long line) raises `InvalidFeed`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+from xml.parsers import expat
+
+from engine.catalog import MAX_ATTRIBUTES, InvalidProduct, Product, validate_product
+
+FORMATS = ("auto", "jsonl", "csv", "tsv", "google-xml")
+MAX_LINE = 1 << 20  # characters of one line of a text feed
+MAX_FIELD = 10_000  # characters of one field
+MAX_FIELDS = 200  # fields of one item
+CHUNK = 64 * 1024
+G_NS = "http://base.google.com/ns/1.0"
+ATOM_NS = "http://www.w3.org/2005/Atom"
+
+Reject = Callable[[int, str], None]
+Row = tuple[int, dict[str, Any], str | None]  # line, fields, why the row is already refused
+
+# Google Merchant Center's names for the contract's fields
+GOOGLE_NAMES = {
+    "id": "item_id",
+    "link": "url",
+    "image_link": "image_url",
+    "additional_image_link": "additional_image_links",
+    "summary": "description",  # Atom
+}
+OWN_FIELDS = frozenset(
+    {
+        "item_id",
+        "title",
+        "url",
+        "image_url",
+        "price",
+        "currency",
+        "availability",
+        "category",
+        "brand",
+        "description",
+        "sale_price",
+        "sale_price_effective_date",
+        "sale_starts",
+        "sale_ends",
+        "item_group_id",
+        "gtin",
+        "mpn",
+        "condition",
+        "availability_date",
+        "additional_image_links",
+        "attributes",
+        "product_type",
+    }
+)
+KNOWN_NAMES = OWN_FIELDS | set(GOOGLE_NAMES)
+AVAILABILITY_WORDS = {
+    "in_stock": "in_stock",
+    "in stock": "in_stock",
+    "out_of_stock": "out_of_stock",
+    "out of stock": "out_of_stock",
+    "discontinued": "out_of_stock",
+    "preorder": "preorder",
+    "pre-order": "preorder",
+    "backorder": "preorder",
+    "available for order": "preorder",
+}
+
+
+class InvalidFeed(ValueError):
+    """The feed as a whole cannot be read (on): nothing after `line` was imported."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = f"line {line}: {reason}"
+
+
+# -- opening and detection ------------------------------------------------------------------------
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """The file's bytes, gunzipped when it starts with gzip's magic bytes."""
+    with Path(path).open("rb") as raw:
+        magic = raw.read(2)
+    if magic == b"\x1f\x8b":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return Path(path).open("rb")
+
+
+def detect(head: bytes) -> str:
+    """The format of a feed from its first bytes: `google-xml`, `jsonl`, `tsv` or `csv`."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<"):
+        return "google-xml"
+    if text.startswith(b"{"):
+        return "jsonl"
+    first = text.split(b"\n", 1)[0]
+    return "tsv" if b"\t" in first else "csv"
+
+
+def load_map(path: str | Path) -> dict[str, str]:
+    """A map file: a JSON object from the feed's column names to Persona's or Google's names."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"map file {path}: not a readable JSON object ({exc})") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError(f'map file {path}: must be a JSON object {{"their name": "our name"}}')
+    unknown = sorted(v for v in data.values() if _name(v) not in KNOWN_NAMES)
+    if unknown:
+        raise ValueError(
+            f"map file {path}: unknown target name(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(KNOWN_NAMES))})"
+        )
+    return {_name(k): _name(v) for k, v in data.items()}
+
+
+def _name(column: str) -> str:
+    name = column.strip().lower()
+    return name[2:] if name.startswith("g:") else name
+
+
+# -- fields -> product ----------------------------------------------------------------------------
+
+
+def to_product(fields: dict[str, Any], mapping: dict[str, str] | None = None) -> Product:
+    """One row of any format (Persona's, Google's or mapped names) -> a valid product."""
+    data: dict[str, Any] = {}
+    attributes: dict[str, str] = {}
+    for column, value in fields.items():
+        name = _name(column)
+        name = (mapping or {}).get(name, name)
+        name = GOOGLE_NAMES.get(name, name)
+        if name in OWN_FIELDS:
+            data.setdefault(name, value)
+        elif value not in (None, "") and len(attributes) < MAX_ATTRIBUTES:
+            attributes[name] = value
+    if attributes and not data.get("attributes"):
+        data["attributes"] = attributes
+    _google_values(data)
+    return validate_product(data)
+
+
+def _google_values(data: dict[str, Any]) -> None:
+    """Google's forms of values, in place: prices with their currency, availability words,
+    `product_type` as the category."""
+    if isinstance(data.get("price"), str):
+        data["price"], currency = _money(data["price"], "price")
+        _same_currency(data, currency)
+    if isinstance(data.get("sale_price"), str) and data["sale_price"].strip():
+        data["sale_price"], currency = _money(data["sale_price"], "sale_price")
+        _same_currency(data, currency)
+    availability = data.get("availability")
+    if isinstance(availability, str) and availability.strip():
+        word = availability.strip().lower()
+        data["availability"] = AVAILABILITY_WORDS.get(word, word)
+    product_type = data.pop("product_type", "")
+    if product_type and not data.get("category"):
+        data["category"] = product_type
+
+
+def _money(text: str, name: str) -> tuple[str, str | None]:
+    """`2.55 GBP` -> ("2.55", "GBP"); `2.55` -> ("2.55", None) (the number checked later)."""
+    number, _, currency = text.strip().rpartition(" ")
+    if number and len(currency) == 3 and currency.isalpha():
+        return number.strip(), currency
+    return text, None
+
+
+def _same_currency(data: dict[str, Any], currency: str | None) -> None:
+    if currency is None:
+        return
+    given = data.get("currency")
+    if given and str(given).strip().upper() != currency.upper():
+        raise InvalidProduct(f"a price in {currency.upper()} but currency {given}")
+    data["currency"] = currency.upper()
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read_products(
+    source: IO[bytes],
+    fmt: str = "auto",
+    mapping: dict[str, str] | None = None,
+    reject: Reject | None = None,
+) -> Iterator[Product]:
+    """The valid products of a feed read from `source`, in feed order. Each bad row goes to
+    `reject(line, reason)` (None: the first one raises `InvalidProduct("line N: ...")`)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown feed format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        fmt = detect(_peek(source))
+    for line, fields, problem in _rows(source, fmt):
+        try:
+            if problem:
+                raise InvalidProduct(problem)
+            yield to_product(fields, mapping)
+        except InvalidProduct as exc:
+            if reject is None:
+                raise InvalidProduct(f"line {line}: {exc.reason}") from None
+            reject(line, exc.reason)
+
+
+def _peek(source: IO[bytes]) -> bytes:
+    start = source.tell()
+    head = source.read(CHUNK)
+    source.seek(start)
+    return head
+
+
+def _rows(source: IO[bytes], fmt: str) -> Iterator[Row]:
+    if fmt == "google-xml":
+        return xml_rows(source)
+    lines = _text_lines(source)
+    if fmt == "jsonl":
+        return _json_rows(lines)
+    return _csv_rows(lines, "\t" if fmt == "tsv" else ",")
+
+
+def _text_lines(source: IO[bytes]) -> Iterator[str]:
+    """The feed's lines as text (UTF-8, a leading BOM dropped), each at most MAX_LINE long."""
+    number = 0
+    while True:
+        raw = source.readline(MAX_LINE * 4 + 1)
+        if not raw:
+            return
+        number += 1
+        text = raw.decode("utf-8", errors="replace")
+        if len(raw) > MAX_LINE * 4 or len(text.rstrip("\r\n")) > MAX_LINE:
+            raise InvalidFeed(number, f"a line longer than {MAX_LINE} characters")
+        yield text.lstrip("\ufeff") if number == 1 else text
+
+
+def _json_rows(lines: Iterable[str]) -> Iterator[Row]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, {}, f"invalid JSON: {exc}"
+            continue
+        if not isinstance(data, dict):
+            yield number, {}, f"a product must be an object, got {type(data).__name__}"
+            continue
+        yield number, data, None
+
+
+def _csv_rows(lines: Iterable[str], delimiter: str) -> Iterator[Row]:
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = [_name(h) for h in next(reader, [])]
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            problem = None if len(row) <= len(header) else "more cells than header columns"
+            yield reader.line_num, dict(zip(header, row, strict=False)), problem
+    except csv.Error as exc:
+        raise InvalidFeed(
+            reader.line_num, f"unreadable {delimiter!r}-separated text: {exc}"
+        ) from None
+
+
+# -- Google Merchant Center XML --------------------------------------------------------------------
+
+
+def xml_rows(source: IO[bytes]) -> Iterator[Row]:
+    """The `<item>`s (RSS) or `<entry>`s (Atom) of a feed, one at a time, as (line, fields)."""
+    items = _XmlItems()
+    while True:
+        chunk = source.read(CHUNK)
+        items.feed(chunk, final=not chunk)
+        yield from items.done
+        items.done.clear()
+        if not chunk:
+            return
+
+
+class _XmlItems:
+    """An expat parser that keeps only the item being read and refuses every DTD."""
+
+    def __init__(self) -> None:
+        parser = expat.ParserCreate(namespace_separator=" ")
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        parser.StartDoctypeDeclHandler = self._doctype
+        parser.EntityDeclHandler = self._doctype
+        parser.ExternalEntityRefHandler = self._external
+        parser.StartElementHandler = self._start
+        parser.EndElementHandler = self._end
+        parser.CharacterDataHandler = self._text
+        parser.buffer_text = True
+        self.parser = parser
+        self.done: list[Row] = []
+        self.item: dict[str, Any] | None = None
+        self.line = 0
+        self.depth = 0  # inside the item: 1 = one of its fields
+        self.field = ""
+        self.parts: list[str] = []
+        self.size = 0
+        self.problem: str | None = None
+
+    def feed(self, chunk: bytes, final: bool) -> None:
+        try:
+            self.parser.Parse(chunk, final)
+        except expat.ExpatError as exc:
+            raise InvalidFeed(
+                exc.lineno, f"not well-formed XML: {expat.ErrorString(exc.code)}"
+            ) from None
+
+    def _doctype(self, *_: Any) -> None:
+        raise InvalidFeed(
+            self.parser.CurrentLineNumber,
+            "a document type declaration (DTD) is not accepted in a product feed (entities "
+            "could expand without bound or read other files)",
+        )
+
+    def _external(self, *_: Any) -> int:
+        self._doctype()
+        return 0  # not reached: refused
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        ns, _, local = name.rpartition(" ")
+        if self.item is None:
+            if local in ("item", "entry"):
+                self.item, self.line, self.depth, self.problem = (
+                    {},
+                    self.parser.CurrentLineNumber,
+                    0,
+                    None,
+                )
+            return
+        self.depth += 1
+        if self.depth != 1:
+            return  # nested (g:shipping's country, ...): not a product field here
+        self.field = ("g:" if ns == G_NS else "") + local
+        self.parts, self.size = [], 0
+        if ns == ATOM_NS and local == "link" and attrs.get("rel", "alternate") == "alternate":
+            self.parts.append(attrs.get("href", ""))
+
+    def _text(self, data: str) -> None:
+        if self.item is None or self.depth != 1 or self.problem:
+            return
+        self.size += len(data)
+        if self.size > MAX_FIELD:
+            self.problem = f"{self.field} is longer than {MAX_FIELD} characters"
+            self.parts = []
+            return
+        self.parts.append(data)
+
+    def _end(self, name: str) -> None:
+        if self.item is None:
+            return
+        if self.depth == 0:
+            self.done.append((self.line, _merge(self.item), self.problem))
+            self.item = None
+            return
+        if self.depth == 1 and not self.problem:
+            self._store("".join(self.parts).strip())
+        self.depth -= 1
+
+    def _store(self, value: str) -> None:
+        assert self.item is not None
+        if len(self.item) >= MAX_FIELDS:
+            self.problem = f"more than {MAX_FIELDS} fields in one item"
+        elif _name(self.field) == "additional_image_link":
+            self.item.setdefault(self.field, []).append(value)
+        elif value:
+            self.item[self.field] = value
+
+
+def _merge(item: dict[str, Any]) -> dict[str, Any]:
+    """An item's fields, those of the `g:` namespace over plain RSS/Atom ones of the same name."""
+    plain = {k: v for k, v in item.items() if not k.startswith("g:")}
+    return plain | {k[2:]: v for k, v in item.items() if k.startswith("g:")}

@@ -1,0 +1,201 @@
+"""Catalog import formats (issue 19 item 3): Google Merchant Center RSS, Atom, TSV and CSV, a map
+file for other names, every rejected row with its line and reason, hostile XML refused."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import pytest
+
+from engine.catalog import Product, parse_time
+from engine.catalog_formats import (
+    MAX_FIELD,
+    MAX_LINE,
+    InvalidFeed,
+    detect,
+    load_map,
+    read_products,
+)
+
+FEEDS = Path(__file__).parent / "feeds"
+
+
+def read(name: str, fmt: str = "auto", mapping: dict[str, str] | None = None):
+    rejected: list[tuple[int, str]] = []
+    with (FEEDS / name).open("rb") as fh:
+        products = list(read_products(fh, fmt, mapping, lambda n, r: rejected.append((n, r))))
+    return {p.item_id: p for p in products}, rejected
+
+
+def from_text(text: str, fmt: str = "auto") -> list[Product]:
+    return list(read_products(io.BytesIO(text.encode()), fmt))
+
+
+def test_formats_are_told_apart_by_their_first_bytes() -> None:
+    for name, fmt in [
+        ("google-rss.xml", "google-xml"),
+        ("google-atom.xml", "google-xml"),
+        ("google.tsv", "tsv"),
+        ("google.csv", "csv"),
+    ]:
+        assert detect((FEEDS / name).read_bytes()[:4096]) == fmt
+    assert detect(b'\xef\xbb\xbf\n{"item_id": 1}') == "jsonl"
+
+
+def test_google_rss_with_every_attribute() -> None:
+    products, rejected = read("google-rss.xml")
+    heart = products["85123A"]
+    assert heart.title == "White Hanging Heart T-Light Holder"
+    assert heart.description == "A holder & a heart"
+    assert heart.url == "https://shop.example.com/p/85123A"
+    assert (heart.price, heart.currency, heart.sale_price) == (2.55, "GBP", 1.99)
+    assert heart.sale_starts == parse_time("2026-12-01T00:00+00:00")
+    assert heart.sale_ends == parse_time("2026-12-31T23:59+00:00")
+    assert heart.additional_image_links == (
+        "https://shop.example.com/i/85123A-2.jpg",
+        "https://shop.example.com/i/85123A-3.jpg",
+    )
+    assert (heart.gtin, heart.mpn, heart.item_group_id) == ("4006381333931", "AC-85123", "hearts")
+    assert heart.category == "Home > Candle holders"  # product_type
+    assert heart.attributes == {
+        "google_product_category": "Home & Garden > Decor",
+        "custom_label_0": "winter",
+    }  # g:shipping's nested fields are not product fields
+    plain = products["22423"]
+    assert plain.title == "Plain RSS title" and plain.url == "https://shop.example.com/p/22423"
+    assert plain.availability == "preorder"
+    assert plain.availability_date == parse_time("2027-01-15T00:00+00:00")
+    assert rejected == [(39, "price must be a number >= 0")]  # the line of its <item>
+
+
+def test_google_atom() -> None:
+    products, rejected = read("google-atom.xml")
+    lamp = products["a-1"]  # g:id wins over Atom's own <id>
+    assert (lamp.title, lamp.url, lamp.description) == (
+        "Atom lamp",
+        "https://shop.example.com/p/a-1",
+        "A lamp from an Atom feed",
+    )
+    assert (lamp.price, lamp.currency, lamp.availability) == (19.9, "EUR", "out_of_stock")
+    assert products["a-2"].url == "https://shop.example.com/p/a-2"
+    assert products["a-2"].availability == "in_stock"
+    assert rejected == []
+
+
+def test_google_tsv() -> None:
+    products, rejected = read("google.tsv")
+    mug = products["t-1"]
+    assert (mug.price, mug.sale_price, mug.currency) == (8.0, 6.5, "USD")
+    assert (mug.condition, mug.mpn, mug.item_group_id) == ("used", "MC-1", "mugs")
+    assert mug.category == "Kitchen > Mugs"
+    assert mug.attributes == {"custom_label_1": "clearance", "color": "blue"}
+    assert products["t-2"].description == ""
+    assert rejected == [(4, "availability must be one of in_stock, out_of_stock, preorder")]
+
+
+def test_google_csv_with_quoted_cells() -> None:
+    products, rejected = read("google.csv")
+    chair = products["c-1"]
+    assert chair.title == "CSV chair, oak" and chair.description == 'Solid "oak"'
+    assert chair.gtin == "04006381333931" and len(chair.additional_image_links) == 2
+    assert chair.sale_starts == parse_time("2026-12-01") and chair.sale_ends == parse_time(
+        "2027-01-01"
+    )
+    assert chair.category == "Furniture > Chairs > Oak"
+    labels = {f"custom_label_{i}": v for i, v in enumerate("abcde")}
+    assert chair.attributes == {"google_product_category": "Furniture > Chairs", **labels}
+    assert products["c-3"].currency == "USD"
+    assert rejected == [(3, "sale_price must be below price")]
+
+
+def test_a_map_file_names_other_columns() -> None:
+    mapping = load_map(FEEDS / "custom-map.json")
+    products, rejected = read("custom.csv", "csv", mapping)
+    kettle = products["m-1"]
+    assert (kettle.title, kettle.price, kettle.currency, kettle.brand) == (
+        "Mapped kettle",
+        25.5,
+        "EUR",
+        "Kettleco",
+    )
+    assert kettle.availability == "in_stock" and kettle.attributes == {}
+    assert rejected == [(3, "image_url must be an absolute http(s) URL (e-mail clients need one)")]
+    unmapped, _ = read("custom.csv", "csv")
+    assert unmapped == {}  # without the map nothing is a product
+
+
+def test_a_bad_map_file_is_refused(tmp_path: Path) -> None:
+    for text, reason in [
+        ("[1]", "must be a JSON object"),
+        ('{"a": "colour"}', "unknown target name"),
+        ("{", "not a readable JSON object"),
+    ]:
+        (tmp_path / "m.json").write_text(text)
+        with pytest.raises(ValueError, match=reason):
+            load_map(tmp_path / "m.json")
+
+
+def test_price_and_currency_must_agree() -> None:
+    header = "id,title,link,image_link,price,currency\n"
+    row = "x,X,https://s.example.com/x,https://s.example.com/x.jpg,2.55 GBP,EUR\n"
+    with pytest.raises(ValueError, match="line 2: a price in GBP but currency EUR"):
+        from_text(header + row)
+
+
+@pytest.mark.parametrize("name", ["billion-laughs.xml", "external-entity.xml"])
+def test_hostile_xml_is_refused_before_any_entity(name: str) -> None:
+    with pytest.raises(InvalidFeed, match="line 2: a document type declaration"):
+        read(name)
+
+
+def test_an_undeclared_entity_is_not_well_formed() -> None:
+    xml = '<rss xmlns:g="http://base.google.com/ns/1.0"><channel><item><g:id>&x;</g:id>'
+    with pytest.raises(InvalidFeed, match="not well-formed XML: undefined entity"):
+        from_text(xml + "</item></channel></rss>")
+
+
+def test_an_over_long_xml_field_rejects_its_item_only() -> None:
+    good = (
+        "<item><g:id>{id}</g:id><g:title>{title}</g:title><g:link>https://s.example.com/1"
+        "</g:link><g:image_link>https://s.example.com/1.jpg</g:image_link>"
+        "<g:price>1 EUR</g:price></item>\n"
+    )
+    xml = (
+        '<rss xmlns:g="http://base.google.com/ns/1.0"><channel>\n'
+        + good.format(id="long", title="x" * (MAX_FIELD + 1))
+        + good.format(id="ok", title="fine")
+        + "</channel></rss>"
+    )
+    rejected: list[tuple[int, str]] = []
+    products = list(
+        read_products(io.BytesIO(xml.encode()), "google-xml", None, lambda *r: rejected.append(r))
+    )
+    assert [p.item_id for p in products] == ["ok"]
+    assert rejected == [(2, f"g:title is longer than {MAX_FIELD} characters")]
+
+
+def test_an_over_long_line_or_cell_stops_a_text_feed() -> None:
+    text = '{"item_id": "a"}\n' + "x" * (MAX_LINE + 10) + "\n"
+    with pytest.raises(InvalidFeed, match=f"line 2: a line longer than {MAX_LINE}"):
+        list(read_products(io.BytesIO(text.encode()), "jsonl", None, lambda *r: None))
+    with pytest.raises(InvalidFeed, match="line 2: unreadable ','-separated text: field larger"):
+        from_text("item_id,title\n" + "x" * 200_000 + "\n", "csv")
+
+
+def test_jsonl_rows_and_gzip(tmp_path: Path) -> None:
+    good = (
+        '{"item_id": "j1", "title": "T", "url": "https://s.example.com/j1", '
+        '"image_url": "https://s.example.com/j1.jpg", "price": 3, "currency": "EUR"}'
+    )
+    path = tmp_path / "feed.jsonl.gz"
+    path.write_bytes(gzip.compress(f"{good}\nnot json\n[1]\n".encode()))
+    from engine.catalog_formats import open_binary
+
+    rejected: list[tuple[int, str]] = []
+    with open_binary(path) as fh:
+        products = list(read_products(fh, "auto", None, lambda *r: rejected.append(r)))
+    assert [p.item_id for p in products] == ["j1"]
+    assert [line for line, _ in rejected] == [2, 3]
+    assert rejected[1][1] == "a product must be an object, got list"
