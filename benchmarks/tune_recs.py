@@ -23,7 +23,7 @@ from benchmarks.evaluation import load
 from engine.events import Event
 from engine.sources import UCI_NON_PRODUCT_CODES as IGNORE
 from models.ease_table import TABLE_LAMBDA, assemble, ease_rows, sorted_interactions
-from models.evaluate import HISTORY, leave_last_n, ranking_metrics, sample
+from models.evaluate import held_history, leave_last_n, ranking_metrics, sample
 from models.peers import (
     AT,
     Case,
@@ -45,9 +45,7 @@ def served(model: Recommender, decay: float) -> Ranker:
 
     def rank(cases: Sequence[Case]) -> list[list[str]]:
         model.recency_decay = decay
-        return [
-            model.recommend(list(c.history[:HISTORY]), {i for i, _ in c.history}, AT) for c in cases
-        ]
+        return [model.recommend(held_history(c), {i for i, _ in c.history}, AT) for c in cases]
 
     return rank
 

@@ -11,8 +11,10 @@ both alike):
   the best-seller fill and fallback).
 
 Serving (`EmbeddingRecommender.recommend`, the signature of `models.recs.Recommender`): the user
-vector is the recency-weighted sum of the vectors of the recent items (`models.recs.
-recency_weights`: newest weighted most), L2-normalized; a candidate's score is its dot product with
+vector is the weighted sum of the vectors of the newest `history` items of the user's long history
+(`models.recs.history_weights`, as the neighbour table weighs them: newest most, plus
+`history_floor` each; optional `history` and `history_floor` in `recs.json`, 30 and 0 without),
+L2-normalized; a candidate's score is its dot product with
 the user vector (with `similarity: cosine`, item vectors are L2-normalized first) minus its own
 contribution, so that, as with neighbour tables, a recent item is scored by the other recent items
 and not by itself; only positive scores count; ties by row; excluded and disallowed items are
@@ -34,14 +36,18 @@ import numpy as np
 from engine.events import Event
 from models.artifacts import ModelLoadError, make_version, read_json, require, rfc3339, utc_now
 from models.recs import (
+    HISTORY_FLOOR,
+    HISTORY_USED,
     JSON_NAME,
+    LEGACY_HISTORY,
     NPZ_NAME,
     RECENCY_DECAY,
     SIGNAL_WEIGHTS,
     _histories,
     _popularity,
+    check_history_settings,
     fill_popular,
-    recency_weights,
+    history_weights,
 )
 
 FORMAT = 1
@@ -64,6 +70,8 @@ class EmbeddingRecommender:
     recency_decay: float = RECENCY_DECAY
     training: dict[str, Any] = field(default_factory=dict)
     similarity: str = "dot"
+    history: int = HISTORY_USED
+    history_floor: float = HISTORY_FLOOR
     name: str = "recs"
 
     def __post_init__(self) -> None:
@@ -80,9 +88,9 @@ class EmbeddingRecommender:
     def _scores(self, recent: Sequence[tuple[str, int]]) -> np.ndarray | None:
         rows: list[int] = []
         weights: list[float] = []
-        for (item, _ts), weight in zip(
-            recent, recency_weights(recent, self.recency_decay), strict=True
-        ):
+        recent = recent[: self.history]
+        every = history_weights(recent, self.recency_decay, self.history_floor)
+        for (item, _ts), weight in zip(recent, every, strict=True):
             i = self._index.get(item)
             if i is not None:
                 rows.append(i)
@@ -172,6 +180,8 @@ class EmbeddingRecommender:
             "created": self.created,
             "recency_decay": self.recency_decay,
             "similarity": self.similarity,
+            "history": self.history,
+            "history_floor": self.history_floor,
             "metrics": self.metrics,
             "training": self.training,
             "items": self.items,
@@ -200,6 +210,9 @@ class EmbeddingRecommender:
         similarity = meta.get("similarity", "dot")
         if similarity not in SIMILARITIES:
             raise ModelLoadError(f"{path}: similarity is one of {', '.join(SIMILARITIES)}")
+        history, floor = check_history_settings(
+            meta.get("history", LEGACY_HISTORY), meta.get("history_floor", 0.0), str(path)
+        )
         vectors, popular = _read_arrays(d / NPZ_NAME, len(items))
         return cls(
             version=str(meta["version"]),
@@ -211,6 +224,8 @@ class EmbeddingRecommender:
             recency_decay=float(decay),
             training=dict(meta.get("training") or {}),
             similarity=str(similarity),
+            history=history,
+            history_floor=floor,
         )
 
 

@@ -12,10 +12,10 @@ Every method ranks 10 items and never an item the user interacted with before th
 it, as the issue's peers did); targets are new to the user. HR@10 = share of users with at least
 one target in the list; NDCG@10 with binary relevance; MRR = mean of 1 / rank of the first
 target within the 10 (0 without one); coverage = distinct items recommended / items known in
-training. Methods: `persona` (the default recommender, `models.recs`, from the user's 30 most
-recent items, what a profile holds), the peers of `models.peers` (popularity, plain cosine
-item-kNN over the whole history and the last N items, EASE), and implicit-ALS when the optional
-`implicit` package is installed.
+training. Methods: `persona` (the default recommender, `models.recs`, from the user's long
+history as a profile holds it: the newest 200 distinct items, times to the minute), the peers
+of `models.peers` (popularity, plain cosine item-kNN over the whole history and the last N
+items, EASE), and implicit-ALS when the optional `implicit` package is installed.
 
 Churn: a model is fitted with the cut-off c1 = newest - 2 x horizon (labels from [c1, c1 + h)) and
 tested with the cut-off c2 = newest - horizon (labels from [c2, c2 + h)): train and test labels
@@ -37,6 +37,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from engine.events import Event
 from engine.features import DAY_MS, FEATURE_NAMES
+from engine.profile import HISTORY_ITEMS, MINUTE_MS
 from models.churn import _fit, churn_dataset
 from models.peers import (
     AT,
@@ -52,7 +53,7 @@ from models.peers import (
 from models.recs import SIGNAL_WEIGHTS, fit_recommender
 from models.sklearn_churn import GBM_PARAMS
 
-HISTORY = 30  # what a profile holds (engine.profile.RECENT_ITEMS)
+HISTORY = HISTORY_ITEMS  # what a profile holds (engine.profile's long history)
 HOLDOUT = 5
 RFM = ("purchase_recency_days", "orders", "monetary")
 
@@ -150,15 +151,20 @@ def ranking_metrics(
     }
 
 
+def held_history(case: Case) -> list[tuple[str, int]]:
+    """A case's history as a profile holds it (engine.profile.history_newest): the newest
+    HISTORY items, times to the minute, newest first, ties by item id."""
+    held = [(item, ts // MINUTE_MS * MINUTE_MS) for item, ts in case.history[:HISTORY]]
+    return sorted(held, key=lambda x: (-x[1], x[0]))
+
+
 def persona_ranker(train: Sequence[Event], ignore: Container[str], k: int = 50) -> Ranker:
-    """Persona's default recommender as served: the 30 most recent items, every item of the
-    history excluded."""
+    """Persona's default recommender as served: the long history a profile holds, every item of
+    the history excluded."""
     model = fit_recommender(train, k, ignore)
 
     def rank(cases: Sequence[Case]) -> list[list[str]]:
-        return [
-            model.recommend(list(c.history[:HISTORY]), {i for i, _ in c.history}, AT) for c in cases
-        ]
+        return [model.recommend(held_history(c), {i for i, _ in c.history}, AT) for c in cases]
 
     return rank
 

@@ -11,11 +11,16 @@ and keeps for each item the K best neighbours by shrunk asymmetric cosine
 table (`TABLE` "ease", issue 17) keeps instead each item's K largest EASE weights (lambda 100), for
 the 10,000 most popular items, and the shrunk cosine rows for the others (models/ease_table.py).
 
-Serving (`Recommender.recommend`) sums neighbour similarities over the user's recent items with a
-recency weight `recency_decay`**rank (rank 0 = newest; items with the same time stamp share a
-rank), drops excluded and disallowed items, and fills up from the popularity list. Damping, SHRINK,
-ALPHA and the decay were chosen on the validation part of UCI Online Retail's time split (the
-last 30 days before the test period), never on the test period (models/README.md). Artifacts:
+Serving (`Recommender.recommend`) sums neighbour similarities over the newest `history` items of
+the user's long history (engine.profile: up to 200 distinct items) with the weight
+`recency_decay`**rank + `history_floor` (rank 0 = newest; items with the same time stamp share a
+rank; the floor gives the whole history a say beside the recent items), drops excluded and
+disallowed items, and fills up from the popularity list. Artifacts written before the long
+history (no `history` key) read the 30 most recent items without a floor, as they were tuned.
+Damping, SHRINK and ALPHA were chosen on the validation part of UCI Online Retail's time split
+(the last 30 days before the test period), never on the test period (models/README.md); the
+table, decay, history and floor on validation splits of several data sets (benchmarks/tune_recs.py).
+Artifacts:
 `recs.npz` (numeric arrays, loaded with allow_pickle=False) and `recs.json` (items, metadata).
 """
 
@@ -40,6 +45,10 @@ from models.signals import SIGNAL_WEIGHTS as SIGNAL_WEIGHTS  # re-exported
 
 FORMAT = 1
 RECENCY_DECAY = 0.7
+HISTORY_USED = 200  # newest history items scored (engine.profile.HISTORY_ITEMS)
+HISTORY_FLOOR = 0.0  # every history item's weight beside the recency decay's
+LEGACY_HISTORY = 30  # what an artifact without `history` reads (the recent items it was tuned on)
+MAX_HISTORY = 10_000
 SHRINK = 50.0
 ALPHA = 0.3
 POPULAR = 500
@@ -62,6 +71,21 @@ def recency_weights(recent: Sequence[tuple[str, int]], decay: float) -> list[flo
         last = ts
         out.append(weight)
     return out
+
+
+def history_weights(history: Sequence[tuple[str, int]], decay: float, floor: float) -> list[float]:
+    """`recency_weights` plus `floor` for every item: the whole history's part beside the recent
+    items' (floor 0: recency alone)."""
+    return [w + floor for w in recency_weights(history, decay)]
+
+
+def check_history_settings(history: Any, floor: Any, where: str) -> tuple[int, float]:
+    """An artifact's `history` and `history_floor`, or ModelLoadError saying what is wrong."""
+    if not isinstance(history, int) or isinstance(history, bool) or not 1 <= history <= MAX_HISTORY:
+        raise ModelLoadError(f"{where}: history must be an integer in 1..{MAX_HISTORY}")
+    if not isinstance(floor, int | float) or isinstance(floor, bool) or not 0 <= floor <= 100:
+        raise ModelLoadError(f"{where}: history_floor must be a number in 0..100")
+    return history, float(floor)
 
 
 def fill_popular(
@@ -97,6 +121,8 @@ class Recommender:
     metrics: dict[str, Any] = field(default_factory=dict)
     k: int = 50
     recency_decay: float = RECENCY_DECAY
+    history: int = HISTORY_USED
+    history_floor: float = HISTORY_FLOOR
     name: str = "recs"
 
     def __post_init__(self) -> None:
@@ -130,13 +156,14 @@ class Recommender:
         k: int = 20,
         allowed: Callable[[str], bool] | None = None,
     ) -> list[str]:
-        """Up to k item ids, best first. `recent` is (item_id, ts) newest first; excluded items and
-        items with allowed(item) False are never returned; popular items fill what the neighbours
-        of the recent items do not. Ties go to the item earlier in `items` (sorted ids)."""
+        """Up to k item ids, best first. `recent` is the user's history, (item_id, ts) newest
+        first, of which the newest `history` count; excluded items and items with allowed(item)
+        False are never returned; popular items fill what the neighbours of the history do not.
+        Ties go to the item earlier in `items` (sorted ids)."""
         scores: defaultdict[int, float] = defaultdict(float)
-        for (item, _ts), weight in zip(
-            recent, recency_weights(recent, self.recency_decay), strict=True
-        ):
+        recent = recent[: self.history]
+        weights = history_weights(recent, self.recency_decay, self.history_floor)
+        for (item, _ts), weight in zip(recent, weights, strict=True):
             i = self._index.get(item)
             if i is not None:
                 for j, w in self._row(i):
@@ -182,6 +209,8 @@ class Recommender:
             "created": self.created,
             "k": self.k,
             "recency_decay": self.recency_decay,
+            "history": self.history,
+            "history_floor": self.history_floor,
             "metrics": self.metrics,
             "items": self.items,
         }
@@ -214,6 +243,9 @@ class Recommender:
             or (len(popular) and not 0 <= int(popular.min()) <= int(popular.max()) < n)
         ):
             raise ModelLoadError(f"{d}: recs arrays do not match the item list")
+        history, floor = check_history_settings(
+            meta.get("history", LEGACY_HISTORY), meta.get("history_floor", 0.0), str(d / JSON_NAME)
+        )
         return cls(
             version=str(meta["version"]),
             created=str(meta["created"]),
@@ -225,6 +257,8 @@ class Recommender:
             metrics=dict(meta.get("metrics") or {}),
             k=int(meta.get("k", 50)),
             recency_decay=float(meta.get("recency_decay", RECENCY_DECAY)),
+            history=history,
+            history_floor=floor,
         )
 
 
@@ -362,7 +396,7 @@ def _split_last_order(
         new = targets - bought[user]
         if not recent[user] or not new:
             continue
-        history = sorted(recent[user].items(), key=lambda x: (-x[1], x[0]))[:30]
+        history = sorted(recent[user].items(), key=lambda x: (-x[1], x[0]))[:HISTORY_USED]
         cases[user] = (history, bought[user], new)
     return train, cases
 

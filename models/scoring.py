@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.features import features
-from engine.profile import Profile
+from engine.profile import Profile, history_newest
 from models.registry import ModelSet
 
 TOP_RECOMMENDATIONS = 20
@@ -23,13 +23,14 @@ class Scores:
 
 def excluded_items(profile: Profile, now_ms: int) -> set[str]:
     """What not to recommend: every item the profile holds the user interacted with, whenever
-    (its purchases, recent items and cart): a slot shows something new to them (issue 17; the
-    offline evaluation's peers exclude the same). `now_ms` is kept for callers; nothing here
-    depends on the clock any more."""
+    (its purchases, recent items, long history and cart): a slot shows something new to them
+    (issue 17; the offline evaluation's peers exclude the same). `now_ms` is kept for callers;
+    nothing here depends on the clock any more."""
     del now_ms
     return (
         {item for item, _ts in profile.purchased}
         | {i for i, _ts in profile.recent}
+        | profile.history.keys()
         | set(profile.cart)
     )
 
@@ -38,7 +39,7 @@ def _recommend(
     profile: Profile, now_ms: int, models: ModelSet, allowed: Callable[[str], bool]
 ) -> list[str]:
     return models.recs.recommend(
-        profile.recent, excluded_items(profile, now_ms), TOP_RECOMMENDATIONS, allowed
+        history_newest(profile), excluded_items(profile, now_ms), TOP_RECOMMENDATIONS, allowed
     )
 
 
@@ -49,7 +50,7 @@ def score_profile(
     allowed: Callable[[str], bool],
     recommendations: list[str] | None = None,
 ) -> Scores:
-    """Churn from `features(profile, now_ms)`; recommendations from the recent items, or
+    """Churn from `features(profile, now_ms)`; recommendations from the long history, or
     `recommendations` as given: the caller's, made for the same profile, models, catalog and
     `excluded_items` (the only way the clock reaches them)."""
     churn = models.churn.score(features(profile, now_ms))
