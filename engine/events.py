@@ -21,7 +21,10 @@ from engine.text import id_problem, text_problem
 CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "search"})
 CART_TYPES = frozenset({"add_to_cart", "remove_from_cart", "checkout", "purchase"})
 SOCIAL_TYPES = frozenset({"like", "share", "comment", "follow", "mention"})
-EVENT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | SOCIAL_TYPES | {"consent"}
+# `identify` (v1, any topic: it goes with clickstream) links `props.previous_id`, an anonymous id,
+# to `user_id`; the fold counts it and does not merge histories yet (issue 19 item 2)
+IDENTIFY = "identify"
+EVENT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | SOCIAL_TYPES | {"consent", IDENTIFY}
 INPUT_TOPICS = ("clickstream", "cart", "social")
 CONSENT_PURPOSES = ("personalization", "email", "ads")
 
@@ -248,6 +251,8 @@ def validate(data: Any, history: bool = False) -> Event:
     _check_value(props, "props", 1)
     if etype == "consent":
         _check_consent(props)
+    elif etype == IDENTIFY:
+        _check_identify(props, str(user_id))
     return Event(
         event_id=str(event_id),
         type=etype,
@@ -318,6 +323,17 @@ def _check_consent(props: dict[str, Any]) -> None:
         raise InvalidEvent(
             f"consent props.text_version must be a string of 1..{TEXT_VERSION} characters"
         )
+
+
+def _check_identify(props: dict[str, Any], user_id: str) -> None:
+    previous = props.get("previous_id")
+    if not isinstance(previous, str) or not 1 <= len(previous) <= 128:
+        raise InvalidEvent("an identify event needs props.previous_id, the anonymous id (1..128)")
+    problem = id_problem(previous)
+    if problem:
+        raise InvalidEvent(f"props.previous_id {problem}")
+    if previous == user_id:
+        raise InvalidEvent("an identify event's props.previous_id must differ from its user_id")
 
 
 def encode(event: Event, fmt: str = "msgpack") -> bytes:

@@ -89,3 +89,20 @@ def test_topics_by_type():
     assert topic_for("like") == "social"
     assert topic_for("search") == "clickstream"
     assert topic_for("consent") == "clickstream"
+
+
+def test_identify_needs_a_previous_id_other_than_the_user():
+    identify = {**BASE, "type": "identify", "user_id": "u42", "props": {"previous_id": "anon-1"}}
+    del identify["item_id"]
+    event = validate(identify)
+    assert event.type == "identify" and event.props["previous_id"] == "anon-1"
+    assert topic_for("identify") == "clickstream"
+    for props, reason in (
+        ({}, "previous_id"),
+        ({"previous_id": 7}, "previous_id"),
+        ({"previous_id": "x" * 129}, "previous_id"),
+        ({"previous_id": "a\u0000b"}, "previous_id"),
+        ({"previous_id": "u42"}, "differ"),
+    ):
+        with pytest.raises(InvalidEvent, match=reason):
+            validate(identify | {"props": props})

@@ -304,3 +304,12 @@ def test_a_cancellation_or_return_takes_the_purchase_back():
     assert apply(again, ev("purchase", "i1", T0 + 11, props={"returned": "yes"})).purchased == [
         ("i1", T0 + 11)
     ]  # only a boolean true reverses: this one is a purchase
+
+
+def test_identify_is_counted_and_merges_nothing_yet():
+    viewed = apply(None, ev(user="anon-7"))
+    before = apply(None, ev("page_view", item=None, user="u7"))
+    after = apply(before, ev("identify", item=None, user="u7", props={"previous_id": "anon-7"}))
+    assert after.counts == {"page_view": 1, "identify": 1}
+    assert after.recent == before.recent and after.cart == before.cart == {}
+    assert viewed.recent and not after.recent  # the anonymous history stays where it was
