@@ -21,7 +21,9 @@ MIN_SECRET = 24  # characters of every secret (API keys: api/auth.py; the webhoo
 KAFKA_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 KAFKA_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 KAFKA_FILES = ("kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_password_file")
-_SECRETS = frozenset({"api_keys", "webhook_secret", "kafka_password", "cluster_secret"})  # hidden
+_SECRETS = frozenset(
+    {"api_keys", "webhook_secret", "kafka_password", "cluster_secret", "catalog_feeds"}
+)  # hidden
 MIN_CLUSTER_SECRET = 32  # characters of PERSONA_CLUSTER_SECRET (engine/signing.py)
 
 
@@ -73,6 +75,12 @@ class Settings:
     # never); promote a retrained version that beats the active one on the held-out window
     retrain_hours: float | None = None
     retrain_promote: bool = False
+    # catalog feeds pulled on a schedule (persona/catalog_sync.py): `url@minutes;...`; feed URLs
+    # often carry a token, so never printed
+    catalog_feeds: str | None = field(default=None, repr=False)
+    # the ad feeds' channel (engine/feeds.py): its title and the shop's home page
+    feed_title: str = "Persona product feed"
+    feed_link: str | None = None
 
     @property
     def consent_granted_by_default(self) -> bool:
@@ -126,6 +134,8 @@ def _convert(name: str, value: Any) -> Any:
             return real
         if name in ("retrain_hours", "retrain_promote"):
             return _retrain_value(name, value)
+        if name in ("catalog_feeds", "feed_link"):
+            return _feed_value(name, str(value))
         if name == "rate_limits":
             parse_rate_limits(str(value))
             return str(value)
@@ -181,6 +191,32 @@ def _convert(name: str, value: Any) -> Any:
         raise SettingsError(f"invalid setting {env}={shown}: {exc}") from None
 
 
+def _feed_value(name: str, value: str) -> str:
+    if name == "catalog_feeds":
+        parse_catalog_feeds(value)
+        return value.strip()
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be the shop's http(s) URL, such as https://shop.example.com/")
+    return value
+
+
+def parse_catalog_feeds(text: str) -> list[tuple[str, float]]:
+    """`url@minutes;...` -> [(url, minutes)]; ValueError (never quoting a URL) when malformed."""
+    feeds: list[tuple[str, float]] = []
+    for number, entry in enumerate((e.strip() for e in text.split(";") if e.strip()), 1):
+        url, sep, minutes_text = entry.rpartition("@")
+        try:
+            minutes = float(minutes_text)
+        except ValueError:
+            minutes = -1.0
+        if not sep or not url.startswith(("http://", "https://")):
+            raise ValueError(f"entry {number} is not an http(s) URL@minutes")
+        if not 0.01 <= minutes <= 10_080.0:  # nan fails too
+            raise ValueError(f"entry {number}: minutes must be 0.01..10080 (a week)")
+        feeds.append((url, minutes))
+    return feeds
+
+
 def _retrain_value(name: str, value: Any) -> Any:
     if name == "retrain_promote":
         text = str(value).lower()
@@ -229,6 +265,7 @@ _OPTIONAL = frozenset(
     | {"kafka_username", "kafka_password", "kafka_password_file"}
     | {"cluster_secret", "cluster_secret_file"}
     | {"retrain_hours"}
+    | {"catalog_feeds", "feed_link"}
 )
 
 
