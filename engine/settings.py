@@ -53,6 +53,10 @@ class Settings:
     readers: int = 1  # read-only API processes beside the worker in `persona run` (0: none)
     max_restarts: int = 5  # `persona run` restarts a failing child this often in a row, then stops
     request_timeout: float = 10.0  # seconds a request may take before 503
+    # browser collection (api/collect.py): the origins whose pages may send events with a
+    # publishable key (`;`-separated), and POST /v1/collect requests per minute per client address
+    collect_origins: str | None = None
+    collect_per_minute: float = 600.0
     tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
     tls_key: Path | None = None
     # CPU placement (Linux CPU lists such as "0" or "2-3,6"; None: the kernel places): the
@@ -117,6 +121,8 @@ def _convert(name: str, value: Any) -> Any:
             if name != "http_port" and not 1 <= number <= 1024:
                 raise ValueError("must be 1..1024")
             return number
+        if name in ("collect_origins", "collect_per_minute"):
+            return _collect_value(name, value)
         if name == "readers":
             number = int(value)
             if not 0 <= number <= 64:
@@ -261,6 +267,7 @@ _OPTIONAL = frozenset(
     {"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"}
     | {"tls_cert", "tls_key", "advertised_url", "webhook_urls", "webhook_secret"}
     | {"worker_cpus", "reader_cpus"}
+    | {"collect_origins"}
     | {"kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_sasl_mechanism"}
     | {"kafka_username", "kafka_password", "kafka_password_file"}
     | {"cluster_secret", "cluster_secret_file"}
@@ -308,6 +315,36 @@ def parse_rate_limits(text: str) -> dict[str, float]:
             raise ValueError(f"entry {entry!r} is not name:requests_per_second (a number > 0)")
         limits[name.strip()] = rate
     return limits
+
+
+def _collect_value(name: str, value: Any) -> Any:
+    if name == "collect_origins":
+        return ";".join(parse_origins(str(value)))
+    rate = float(value)
+    if not 1.0 <= rate <= 1_000_000.0:  # nan fails too
+        raise ValueError("must be 1..1000000 requests per minute")
+    return rate
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """`https://shop.example;http://localhost:3000` -> the origins as browsers send them in
+    `Origin` (scheme://host[:port], lower case, no path); ValueError when one is not an origin."""
+    origins: list[str] = []
+    for entry in (e.strip() for e in text.split(";") if e.strip()):
+        parsed = urlparse(entry)
+        try:
+            port = parsed.port
+        except ValueError:
+            port = -1
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or port == -1:
+            raise ValueError(f"{entry!r} is not an origin such as https://shop.example.com")
+        if parsed.path not in ("", "/") or parsed.query or parsed.fragment or "@" in entry:
+            raise ValueError(f"{entry!r} has more than scheme://host[:port] (an origin)")
+        host = parsed.netloc.lower()
+        if (parsed.scheme, port) in (("http", 80), ("https", 443)):  # browsers leave it out
+            host = host.rsplit(":", 1)[0]
+        origins.append(f"{parsed.scheme}://{host}")
+    return tuple(origins)
 
 
 def _broker_url(value: str) -> str:

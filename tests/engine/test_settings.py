@@ -106,3 +106,31 @@ def test_cpu_placement_settings():
 def test_invalid_cpu_lists_name_the_setting(value):
     with pytest.raises(SettingsError, match="PERSONA_READER_CPUS"):
         load_settings(env={"PERSONA_READER_CPUS": value})
+
+
+def test_collect_origins_are_normalized_as_browsers_send_them():
+    s = load_settings({}, env={})
+    assert s.collect_origins is None and s.collect_per_minute == 600.0
+    env = {
+        "PERSONA_COLLECT_ORIGINS": "https://Shop.example.com:443/; http://127.0.0.1:8000",
+        "PERSONA_COLLECT_PER_MINUTE": "120",
+    }
+    s = load_settings({}, env=env)
+    assert s.collect_origins == "https://shop.example.com;http://127.0.0.1:8000"
+    assert s.collect_per_minute == 120.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("COLLECT_ORIGINS", "shop.example.com"),
+        ("COLLECT_ORIGINS", "https://shop.example.com/checkout"),
+        ("COLLECT_ORIGINS", "ftp://shop.example.com"),
+        ("COLLECT_ORIGINS", "*"),
+        ("COLLECT_PER_MINUTE", "0"),
+        ("COLLECT_PER_MINUTE", "nan"),
+    ],
+)
+def test_invalid_collect_settings_name_the_setting(name, value):
+    with pytest.raises(SettingsError, match=f"PERSONA_{name}"):
+        load_settings({}, env={f"PERSONA_{name}": value})
