@@ -128,7 +128,8 @@ class ContentService:
         recommendations = None
         if hit is not None and hit[2] == made_from:  # only the clock moved, not past a purchase
             recommendations = hit[1].recommendations
-        scores = score_profile(profile, now, models, self._allowed, recommendations)
+        content = getattr(self.state, "content_index", None)  # engine.similarity (issue 17)
+        scores = score_profile(profile, now, models, self._allowed, recommendations, content)
         items = len(scores.recommendations) + len(made_from[3])
         size = sys.getsizeof(profile.user_id) + ITEM_BYTES * items
         self._scores.put(profile.user_id, (stamp, scores, made_from), size)

@@ -10,6 +10,7 @@ import numpy as np
 from engine.features import features
 from engine.profile import Profile, history_newest
 from models.registry import ModelSet
+from models.similar import Content, with_content
 
 TOP_RECOMMENDATIONS = 20
 
@@ -49,13 +50,26 @@ def score_profile(
     models: ModelSet,
     allowed: Callable[[str], bool],
     recommendations: list[str] | None = None,
+    content: Content | None = None,
 ) -> Scores:
     """Churn from `features(profile, now_ms)`; recommendations from the long history, or
     `recommendations` as given: the caller's, made for the same profile, models, catalog and
-    `excluded_items` (the only way the clock reaches them)."""
+    `excluded_items` (the only way the clock reaches them). `content`: the catalog's content
+    index, for products the model has not seen (models/similar.py)."""
     churn = models.churn.score(features(profile, now_ms))
     if recommendations is None:
         recommendations = _recommend(profile, now_ms, models, allowed)
+        if content is not None:
+            exclude = excluded_items(profile, now_ms)
+            recommendations = with_content(
+                recommendations,
+                profile,
+                models.recs,
+                content,
+                exclude,
+                allowed,
+                TOP_RECOMMENDATIONS,
+            )
     return Scores(
         churn=round(churn, 6),
         recommendations=recommendations,

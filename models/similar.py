@@ -25,6 +25,7 @@ import contextlib
 import math
 from collections.abc import Callable, Container, Sequence
 
+from engine.profile import Profile, history_newest
 from engine.similarity import ContentIndex
 from models.recs import RECENCY_DECAY, recency_weights
 
@@ -37,6 +38,7 @@ MAX_UNKNOWN = 5  # newest history items the model has not seen that bring conten
 MAX_KNOWN = 3  # newest history items the model knows that may bring new products
 
 Allowed = Callable[[str], bool] | None
+Content = ContentIndex  # what models.scoring takes (the state's `content_index`)
 
 
 def known_items(recs: object) -> frozenset[str] | None:
@@ -119,7 +121,8 @@ def blend(
     known = known_items(recs)
     if content is None or known is None or not recent:
         return ranked
-    weights = recency_weights(recent, float(getattr(recs, "recency_decay", RECENCY_DECAY)))
+    recent = recent[: int(getattr(recs, "history", len(recent)))]  # what the model reads
+    weights = _weights(recs, recent)
     unseen = [
         (item, w)
         for (item, _ts), w in zip(recent, weights, strict=True)
@@ -132,6 +135,28 @@ def blend(
     for item in [i for i, _ts in recent if i in known][:MAX_KNOWN]:
         fresh += _fresh_like(item, content, known, ok)
     return _place_fresh(_merge(ranked, alike, share, k), fresh, k)
+
+
+def with_content(
+    ranked: list[str],
+    profile: Profile,
+    recs: object,
+    content: ContentIndex | None,
+    exclude: Container[str],
+    allowed: Allowed,
+    k: int,
+) -> list[str]:
+    """`blend` of a profile's recommendations `ranked` (the hook of models.scoring)."""
+    if content is None:
+        return ranked
+    return blend(ranked, history_newest(profile), recs, content, exclude, allowed, k)
+
+
+def _weights(recs: object, recent: Sequence[tuple[str, int]]) -> list[float]:
+    """The model's recency weights of `recent` (decay**rank plus its floor, as it scores)."""
+    floor = float(getattr(recs, "history_floor", 0.0))
+    decay = float(getattr(recs, "recency_decay", RECENCY_DECAY))
+    return [w + floor for w in recency_weights(recent, decay)]
 
 
 def _content_ranked(

@@ -55,6 +55,7 @@ class StreamState:
         self.owner_url = streams.owner_url
         self.products = lambda: (Product.unpack(v) for v in streams.catalog.values() if v)
         self.erase = streams.erase
+        self.content_index = streams.content.index  # engine.similarity, kept by the streams
 
     @property
     def catalog_generation(self) -> int:

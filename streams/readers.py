@@ -55,6 +55,7 @@ from engine.ranking import POPULAR_KEEP, TopK
 from engine.signing import Headers
 from streams.admin import COMMANDS_TOPIC
 from streams.backlog import Backlog, hold_wait
+from streams.content_sync import CatalogContent
 from streams.kafka_security import Broker, as_config
 from streams.keys import user_key
 from streams.positions import parse_position, position_key
@@ -76,6 +77,7 @@ PRODUCT_MEMO_BYTES = 64 * 1024 * 1024
 PROFILE_FACTOR = 6
 STEP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)  # seconds
 PRODUCT_MEMO = 100_000
+CONTENT_SYNC_DELAY = 1.0  # seconds from a catalog change to reading the catalog again
 
 
 def table_dir(data_dir: Path) -> Path:
@@ -238,6 +240,9 @@ class SecondaryState:
         tables = table_dir(data_dir)
         self.tables = {n: SecondaryTables(tables, n, partitions, secondary_dir) for n in TABLES}
         self.catalog_generation = 0
+        self.content = CatalogContent()  # content similarity of the catalog (issue 17)
+        self.content_index = self.content.index
+        self._content_due = 0.0  # monotonic time from which the index is read again; 0: not due
         self._popular: list[str] = []
         self._newest_event = 0
         self._memo: SizedMemo[str, tuple[int, bytes | None, Profile | None]] = SizedMemo(
@@ -334,6 +339,7 @@ class SecondaryState:
                     await asyncio.to_thread(self.refresh, popular, None)
             except Exception:
                 log.exception("catching up with the worker's tables failed; retrying")
+            await self._sync_content(now)
 
     async def catch_up_stepwise(
         self, popular: bool, stale: dict[str, list[tuple[int, Any]]]
@@ -375,8 +381,24 @@ class SecondaryState:
         """What derives from table `name` once a catch-up moved its sequence numbers."""
         if name == "catalog":
             self.catalog_generation += 1
+            self._content_due = self._content_due or time.monotonic() + CONTENT_SYNC_DELAY
         elif name == "clock":
             self._read_clock()
+
+    async def _sync_content(self, now: float) -> None:
+        """The content index after the catalog changed, at most every CONTENT_SYNC_DELAY s
+        (streams/content_sync.py): the table read in a thread, the changes applied here, where
+        requests read the index; `catalog_generation` moves when the index changed."""
+        if not self._content_due or now < self._content_due:
+            return
+        self._content_due = 0.0
+        try:
+            changes = await asyncio.to_thread(self.content.diff, self.tables["catalog"].items())
+            if self.content.apply_changes(changes):
+                self.catalog_generation += 1
+        except Exception:
+            log.exception("could not index the catalog's content; retrying")
+            self._content_due = now + CONTENT_SYNC_DELAY
 
     def _read_clock(self) -> None:
         for _, raw in self.tables["clock"].items():

@@ -1,0 +1,104 @@
+"""The content index follows the catalog table in the worker (catalog records, changelog records,
+the rows kept from earlier runs) and in a reader (the worker's RocksDB files), issue 17 item 4."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.catalog import Product
+from engine.settings import Settings
+from streams.app import PersonaStreams
+from streams.content_sync import CatalogContent
+from streams.readers import SecondaryState
+from tests.streams.test_catalog_cache import record
+from tests.streams.test_readers import PARTITIONS, Primary
+
+
+def product(item_id: str, title: str, availability: str = "in_stock") -> Product:
+    return Product(
+        item_id,
+        title,
+        f"https://shop.test/p/{item_id}",
+        "https://shop.test/i.jpg",
+        12.0,
+        "EUR",
+        availability,
+        category="Garden",
+    )
+
+
+HOSE, HOSE2 = product("hose", "garden hose green"), product("hose2", "garden hose blue")
+
+
+def alike(content: CatalogContent, item_id: str) -> list[str]:
+    return [i for i, _ in content.index.similar(item_id, 10)]
+
+
+def test_the_workers_index_follows_changelog_records(tmp_path: Path) -> None:
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    streams.catalog.apply_changelog_batch(
+        [record(b"hose", HOSE.pack(), 0), record(b"hose2", HOSE2.pack(), 1)]
+    )
+    assert alike(streams.content, "hose") == ["hose2"]
+    gone = product("hose2", "garden hose blue", "out_of_stock")
+    streams.catalog.apply_changelog_batch([record(b"hose2", gone.pack(), 2)])
+    assert alike(streams.content, "hose") == []
+    streams.catalog.apply_changelog_batch([record(b"hose2", HOSE2.pack(), 3)])
+    streams.catalog.apply_changelog_batch([record(b"hose2", None, 4)])  # tombstone
+    assert "hose2" not in streams.content.index and alike(streams.content, "hose") == []
+
+
+async def test_the_worker_indexes_the_rows_kept_from_earlier_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    kept: Any = {b"hose": HOSE.pack(), b"hose2": HOSE2.pack(), b"junk": b"\xc1not a product"}
+    monkeypatch.setattr(streams, "catalog", kept)  # what RocksDB holds after a restart
+    monkeypatch.setattr(streams, "_recovered", lambda: "tables recovering")
+    await streams._sync_content()
+    assert len(streams.content.index) == 0  # not before the tables are recovered
+    monkeypatch.setattr(streams, "_recovered", lambda: "ok")
+    generation = streams.catalog_generation
+    await streams._sync_content()
+    assert alike(streams.content, "hose") == ["hose2"] and "junk" not in streams.content.index
+    assert streams.catalog_generation > generation and streams.content.synced
+
+
+async def test_a_readers_index_follows_the_workers_files(tmp_path: Path) -> None:
+    primary = Primary(tmp_path)
+    try:
+        primary.put("catalog", 1, b"hose", HOSE.pack())
+        state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+        state.refresh()
+        await state._sync_content(time.monotonic() + 60)
+        assert len(state.content_index) == 1 and state.content_index.similar("hose", 5) == []
+
+        primary.put("catalog", 3, b"hose2", HOSE2.pack())
+        state.refresh()
+        generation = state.catalog_generation
+        await state._sync_content(time.monotonic())  # due only a moment after the change
+        assert "hose2" not in state.content_index
+        await state._sync_content(time.monotonic() + 60)
+        assert [i for i, _ in state.content_index.similar("hose", 5)] == ["hose2"]
+        assert state.catalog_generation > generation  # cached recommendations are made again
+
+        del primary.dbs[("catalog", 3)][b"hose2"]
+        state.refresh()
+        await state._sync_content(time.monotonic() + 60)
+        assert "hose2" not in state.content_index
+        await state.stop()
+    finally:
+        primary.close()
+
+
+def test_a_pass_decodes_only_the_rows_that_changed() -> None:
+    content = CatalogContent()
+    assert content.sync([(b"hose", HOSE.pack()), (b"hose2", HOSE2.pack())])
+    assert content.diff([(b"hose", HOSE.pack()), (b"hose2", HOSE2.pack())]) == []
+    moved = product("hose2", "garden hose red")
+    assert content.diff([(b"hose", HOSE.pack()), (b"hose2", moved.pack())]) == [("hose2", moved)]
+    assert content.diff([(b"hose2", moved.pack())]) == [("hose", None)]
