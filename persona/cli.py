@@ -128,13 +128,57 @@ async def import_catalog(broker: Broker, partitions: int, products: Any) -> int:
 
 
 def cmd_catalog_import(args: argparse.Namespace) -> int:
-    from engine.sources import read_catalog
+    """Exit 0: imported, no row rejected; 1: rows rejected (the valid ones imported) or the feed
+    unreadable; 2: a usage error (file, URL scheme, map file)."""
+    from engine.catalog_formats import InvalidFeed, load_map
+    from persona.catalog_sync import FeedFetchError
 
     settings = _settings(args)
     broker = _require_broker(settings)
-    _require_file(args.file)
-    asyncio.run(import_catalog(broker, settings.partitions, read_catalog(args.file)))
-    return 0
+    remote = args.file.startswith(("http://", "https://"))
+    if not remote:
+        _require_file(args.file)
+    try:
+        mapping = load_map(args.map) if args.map else None
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    try:
+        return asyncio.run(_catalog_import(args, broker, settings.partitions, mapping, remote))
+    except (InvalidFeed, FeedFetchError) as exc:
+        print(f"persona: {args.file}: {exc}; nothing after it was imported", file=sys.stderr)
+        return 1
+
+
+async def _catalog_import(
+    args: argparse.Namespace,
+    broker: Broker,
+    partitions: int,
+    mapping: dict[str, str] | None,
+    remote: bool,
+) -> int:
+    import tempfile
+
+    from persona.catalog_sync import download, import_feed
+
+    def reject(line: int, reason: str) -> None:
+        print(f"persona: line {line} rejected: {reason}", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="persona-feed-") as tmp:
+        path = Path(args.file)
+        if remote:
+            path = Path(tmp) / "feed"
+            await download(args.file, path)
+        progress = Progress("catalog import")
+        result = await import_feed(
+            broker, partitions, path, args.format, mapping, args.full, reject, progress
+        )
+        progress.close(result.sent)
+    print(
+        f"persona: catalog import: {result.sent} products, {result.rejected} rows rejected"
+        + (f", {result.marked_out} missing products marked out of stock" if args.full else ""),
+        file=sys.stderr,
+    )
+    return 1 if result.rejected else 0
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -271,11 +315,32 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     imp = catalog_sub.add_parser(
         "import",
-        help="load a product feed (CSV/TSV/JSON lines) into the catalog topic",
-        epilog="example:\n  persona catalog import products.csv --broker kafka://127.0.0.1:9092",
+        help="load a product feed (file or http(s) URL) into the catalog topic",
+        epilog="formats: JSON lines, CSV, TSV (Persona's or Google Merchant Center's column "
+        "names), Google Merchant Center XML (RSS or Atom); gzip or plain\nexit status: 0 "
+        "imported, 1 rows rejected (each printed with its line; the others imported) or an "
+        "unreadable feed, 2 usage\nexamples:\n  persona catalog import products.csv --broker "
+        "kafka://127.0.0.1:9092\n  persona catalog import https://shop.example.com/feed.xml "
+        "--full\n  persona catalog import export.csv --map columns.json   # "
+        '{"SKU": "id", "Name": "title", ...}',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    imp.add_argument("file")
+    imp.add_argument("file", help="a feed file, or an http(s) URL (fetched: at most 2 GiB, 10 min)")
+    imp.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "jsonl", "csv", "tsv", "google-xml"),
+        help="the feed's format (default: told from its first bytes)",
+    )
+    imp.add_argument(
+        "--map", help="a JSON file mapping the feed's column names to Persona's or Google's"
+    )
+    imp.add_argument(
+        "--full",
+        action="store_true",
+        help="a full sync: products of the catalog missing from the feed are marked out of "
+        "stock (never deleted)",
+    )
     common(imp, http=False, data=False)
     imp.set_defaults(func=cmd_catalog_import)
 

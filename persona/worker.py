@@ -26,6 +26,7 @@ from engine.files import private_dir
 from engine.profile import Profile
 from engine.settings import Settings, require_cluster_secret
 from models.registry import ModelSet
+from persona.catalog_sync import catalog_services
 from persona.models_wiring import attach_registry
 from persona.reader import serving_options, ssl_context
 from persona.runtime import place, tune_gc
@@ -177,6 +178,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     app[RECORDS] = HeldRecords(broker_url)  # the export's records on the output topics
     follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
     http = HttpService(app, settings.http_host, settings.http_port, ssl_context(settings))
+    services += catalog_services(settings, broker_url, http.web_app)  # PERSONA_CATALOG_FEEDS
     registry = attach_registry(settings, broker_url, content, state, http.web_app)
     worker = faust.Worker(
         streams.app,

@@ -1,0 +1,310 @@
+"""Catalog import and sync (issue 19 items 3-4): a feed file or URL into the `catalog` topic.
+
+- `download`: http(s) only, at most `MAX_FEED_BYTES` and `FETCH_TIMEOUT_S`, into a private file;
+  `If-None-Match`/`If-Modified-Since` from the previous pull (a 304 imports nothing).
+- `import_feed`: the feed's valid products into the topic (`engine.catalog_formats` reads it), every
+  rejected row to `reject(line, reason)`; with `full`, every product of the topic that the feed
+  does not list is produced again as `out_of_stock` (never deleted: a user may hold it in a cart;
+  it comes back when a feed lists it again). A feed with no valid product marks nothing (an
+  emptied or broken export must not take the whole shop out of stock).
+- `CatalogFeeds`: the worker's schedule for `PERSONA_CATALOG_FEEDS`: each feed is pulled every
+  N minutes as a full sync, retried with doubling backoff after a failure, one log line and one
+  count in `persona_catalog_syncs_total{feed,outcome}` per pull. Every worker pulls: a full sync
+  is idempotent (the same records again change nothing a reader sees), and `persona run` has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+
+from engine.catalog import InvalidProduct, Product, parse_product
+from engine.catalog_formats import InvalidFeed, open_binary, read_products
+from engine.settings import Settings, parse_catalog_feeds
+from streams.kafka_security import Broker, as_config
+
+log = logging.getLogger("persona.catalog")
+MAX_FEED_BYTES = 2 * 1024**3
+FETCH_TIMEOUT_S = 600.0
+FIRST_RETRY_S = 30.0
+OUTCOMES = ("imported", "not_modified", "failed")
+Reject = Callable[[int, str], None]
+
+
+class FeedFetchError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Download:
+    changed: bool  # False: 304 Not Modified, nothing written
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass
+class ImportResult:
+    sent: int = 0
+    rejected: int = 0
+    marked_out: int = 0
+
+
+def shown(url: str) -> str:
+    """A feed URL for logs: scheme, host and path (no credentials, no query)."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+async def download(
+    url: str,
+    dest: Path,
+    previous: Download | None = None,
+    max_bytes: int = MAX_FEED_BYTES,
+    timeout: float = FETCH_TIMEOUT_S,
+) -> Download:
+    """Fetch `url` into `dest` (0600), conditionally on `previous`'s validators."""
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise FeedFetchError("a feed URL must be http(s)")
+    headers = {"Accept-Encoding": "gzip"}
+    if previous and previous.etag:
+        headers["If-None-Match"] = previous.etag
+    if previous and previous.last_modified:
+        headers["If-Modified-Since"] = previous.last_modified
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with (
+        aiohttp.ClientSession(timeout=client_timeout) as session,
+        session.get(url, headers=headers) as response,
+    ):
+        if response.status == 304 and previous is not None:
+            return replace(previous, changed=False)
+        if response.status != 200:
+            raise FeedFetchError(f"HTTP {response.status}")
+        await _save(response, dest, max_bytes)
+        return Download(True, response.headers.get("ETag"), response.headers.get("Last-Modified"))
+
+
+async def _save(response: aiohttp.ClientResponse, dest: Path, max_bytes: int) -> None:
+    size = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("wb") as out:
+        dest.chmod(0o600)
+        async for chunk in response.content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            if size > max_bytes:
+                raise FeedFetchError(f"the feed is larger than {max_bytes} bytes")
+            out.write(chunk)
+
+
+# -- into the topic -------------------------------------------------------------------------------
+
+
+async def import_feed(
+    broker: Broker,
+    partitions: int,
+    path: Path,
+    fmt: str = "auto",
+    mapping: dict[str, str] | None = None,
+    full: bool = False,
+    reject: Reject | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Produce the feed at `path` into `catalog` (see the module docstring)."""
+    from streams.produce import ALL_INPUTS, Producer, ensure_topics
+
+    result = ImportResult()
+
+    def count(line: int, reason: str) -> None:
+        result.rejected += 1
+        if reject is not None:
+            reject(line, reason)
+
+    await ensure_topics(broker, partitions, ALL_INPUTS)
+    seen: set[str] = set()
+    async with Producer(broker) as producer:
+        with open_binary(path) as source:
+            products = _noting(read_products(source, fmt, mapping, count), seen if full else None)
+            result.sent = await producer.send_products(products, progress=progress)
+        if full and seen:
+            missing = await missing_products(broker, seen)
+            result.marked_out = await producer.send_products(missing)
+    return result
+
+
+def _noting(products: Iterable[Product], seen: set[str] | None) -> Iterator[Product]:
+    for product in products:
+        if seen is not None:
+            seen.add(product.item_id)
+        yield product
+
+
+async def missing_products(broker: Broker, listed: set[str]) -> list[Product]:
+    """Out-of-stock copies of the catalog's purchasable products that `listed` leaves out."""
+    latest: dict[str, Product | None] = {}
+    async for key, value in read_catalog_topic(broker):
+        item_id = key.decode("utf-8", errors="replace")
+        if item_id in listed:
+            continue
+        try:
+            latest[item_id] = None if value is None else parse_product(value)
+        except InvalidProduct:
+            continue
+    return [
+        replace(p, availability="out_of_stock")
+        for p in latest.values()
+        if p is not None and p.purchasable
+    ]
+
+
+async def read_catalog_topic(broker: Broker) -> AsyncIterator[tuple[bytes, bytes | None]]:
+    """(key, value) of every record of `catalog`, up to each partition's end at the start."""
+    consumer = AIOKafkaConsumer(
+        **as_config(broker).aiokafka(), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        parts = [
+            TopicPartition("catalog", p) for p in consumer.partitions_for_topic("catalog") or ()
+        ]
+        if not parts:
+            return
+        consumer.assign(parts)
+        end = await consumer.end_offsets(parts)
+        await consumer.seek_to_beginning(*parts)
+        while not all([await consumer.position(tp) >= end[tp] for tp in parts]):
+            batch = await consumer.getmany(*parts, timeout_ms=1000)
+            for messages in batch.values():
+                for msg in messages:
+                    if msg.key is not None:
+                        yield msg.key, msg.value
+    finally:
+        await consumer.stop()
+
+
+# -- the schedule ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FeedState:
+    url: str
+    minutes: float
+    validators: Download | None = None
+    failures: int = 0
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+
+
+class CatalogFeeds(Service):
+    """Pulls `PERSONA_CATALOG_FEEDS` on their schedules (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker,
+        first_retry_s: float = FIRST_RETRY_S,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        self.settings = settings
+        self.broker = broker
+        self.first_retry_s = first_retry_s
+        feeds = parse_catalog_feeds(settings.catalog_feeds or "")
+        self.feeds = [FeedState(url, minutes) for url, minutes in feeds]
+
+    @Service.task
+    async def _pull_all(self) -> None:
+        await asyncio.gather(*(self._follow(index) for index in range(len(self.feeds))))
+
+    async def _follow(self, index: int) -> None:
+        feed = self.feeds[index]
+        while not self.should_stop:
+            ok = await self.pull(index)
+            await self.sleep(self._wait_s(feed, ok))
+
+    def _wait_s(self, feed: FeedState, ok: bool) -> float:
+        interval = feed.minutes * 60
+        if ok:
+            return interval
+        return min(interval, self.first_retry_s * 2 ** (feed.failures - 1))
+
+    async def pull(self, index: int) -> bool:
+        """One pull of feed `index`: fetched, imported as a full sync; logged and counted."""
+        feed = self.feeds[index]
+        started = time.monotonic()
+        dest = self.settings.data_dir / "feeds" / f"feed-{index}.download"
+        try:
+            got = await download(feed.url, dest, feed.validators)
+            if not got.changed:
+                outcome, summary = "not_modified", "not modified (304)"
+            else:
+                result = await import_feed(
+                    self.broker, self.settings.partitions, dest, full=True, reject=_log_reject(feed)
+                )
+                outcome = "imported"
+                summary = (
+                    f"{result.sent} products, {result.rejected} rejected rows, "
+                    f"{result.marked_out} marked out of stock"
+                )
+            feed.validators, feed.failures = got, 0
+        except (TimeoutError, FeedFetchError, InvalidFeed, OSError, aiohttp.ClientError) as exc:
+            feed.failures += 1
+            outcome, summary = "failed", f"{type(exc).__name__}: {exc}"[:300]
+            summary += f"; retry in {self._wait_s(feed, False):.0f} s"
+        except Exception as exc:  # a broker error, say: the next pull tries again
+            feed.failures += 1
+            outcome, summary = "failed", f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            dest.unlink(missing_ok=True)
+        feed.outcomes[outcome] += 1
+        level = logging.WARNING if outcome == "failed" else logging.INFO
+        log.log(
+            level,
+            "catalog sync %s %s in %.1f s: %s",
+            shown(feed.url),
+            outcome,
+            time.monotonic() - started,
+            summary,
+        )
+        return outcome != "failed"
+
+    def metric_lines(self) -> list[str]:
+        name = "persona_catalog_syncs_total"
+        lines = [
+            f"# HELP {name} Scheduled catalog feed pulls by outcome.",
+            f"# TYPE {name} counter",
+        ]
+        for index, feed in enumerate(self.feeds):
+            for outcome, count in feed.outcomes.items():
+                lines.append(f'{name}{{feed="{index}",outcome="{outcome}"}} {count}')
+        return lines
+
+
+def _log_reject(feed: FeedState) -> Reject:
+    def reject(line: int, reason: str) -> None:
+        log.warning("catalog sync %s: line %d rejected: %s", shown(feed.url), line, reason)
+
+    return reject
+
+
+def catalog_services(settings: Settings, broker: Broker, web_app: Any) -> list[Service]:
+    """The worker's feed puller when `PERSONA_CATALOG_FEEDS` is set (else none)."""
+    if not settings.catalog_feeds:
+        return []
+    from api.observability import TELEMETRY
+
+    service = CatalogFeeds(settings, broker)
+    web_app[TELEMETRY].text_sources.append(service.metric_lines)
+    log.info(
+        "catalog feeds: %s",
+        ", ".join(f"{shown(f.url)} every {f.minutes:g} min" for f in service.feeds),
+    )
+    return [service]

@@ -1,0 +1,195 @@
+"""Catalog import by URL and the scheduled full sync (issue 19 items 3-4), against a real embedded
+broker of this module's own (a full sync marks the rest of a catalog out of stock: the session
+broker's catalog belongs to other tests) and a local aiohttp server with ETags."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from engine.catalog import Product, parse_product
+from engine.settings import load_settings
+from persona.catalog_sync import (
+    CatalogFeeds,
+    Download,
+    FeedFetchError,
+    download,
+    import_feed,
+    read_catalog_topic,
+)
+from streams.broker import EmbeddedBroker, free_port
+from streams.kafka_security import client_config
+from tests.conftest import ROOT
+
+FEEDS = ROOT / "tests" / "engine" / "feeds"
+RSS = (FEEDS / "google-rss.xml").read_bytes()
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class FeedServer:
+    """Serves `body` at /feed with `etag`; answers 500 `fail_next` times; logs each request."""
+
+    body: bytes = RSS
+    etag: str = '"v1"'
+    fail_next: int = 0
+    seen: list[tuple[str | None, int]] = field(default_factory=list)  # If-None-Match, status
+    port: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        condition = request.headers.get("If-None-Match")
+        status = 200
+        if self.fail_next:
+            self.fail_next -= 1
+            status = 500
+        elif condition == self.etag:
+            status = 304
+        self.seen.append((condition, status))
+        if status != 200:
+            return web.Response(status=status)
+        return web.Response(body=self.body, headers={"ETag": self.etag})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/feed"
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("sync-broker") / "broker.log"
+    with EmbeddedBroker(log_file=log) as running:
+        yield running
+
+
+async def big(_: web.Request) -> web.Response:
+    return web.Response(body=b"x" * 100_000)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "persona", "catalog", "import", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PERSONA_PARTITIONS="4"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FeedServer]:
+    feed = FeedServer(port=free_port())
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_get("/feed", feed.handle)
+    app.router.add_get("/big", big)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", feed.port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield feed
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def catalog(broker_url: str) -> dict[str, Product]:
+    async def read() -> dict[str, Product]:
+        broker = client_config(load_settings(env={}), broker_url)
+        return {
+            key.decode(): parse_product(value)
+            async for key, value in read_catalog_topic(broker)
+            if value is not None
+        }
+
+    return asyncio.run(read())
+
+
+def test_scheduled_pulls_use_etags_retry_and_sync_fully(
+    own_broker: EmbeddedBroker,
+    server: FeedServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = load_settings(
+        env={
+            "PERSONA_CATALOG_FEEDS": f"{server.url}?token=s3cret@5",
+            "PERSONA_DATA_DIR": str(tmp_path),
+            "PERSONA_PARTITIONS": "4",
+        }
+    )
+    feeds = CatalogFeeds(settings, client_config(settings, own_broker.url), first_retry_s=10)
+    caplog.set_level(logging.INFO, "persona.catalog")
+
+    async def pulls(n: int) -> list[bool]:
+        return [await feeds.pull(0) for _ in range(n)]
+
+    assert asyncio.run(pulls(2)) == [True, True]
+    assert server.seen[-2:] == [(None, 200), ('"v1"', 304)]
+    products = catalog(own_broker.url)
+    assert products["85123A"].sale_price == 1.99 and products["22423"].availability == "preorder"
+    assert "bad-price" not in products
+
+    # the feed drops 22423; the server fails twice first
+    server.body = RSS.replace(b"<g:id>22423</g:id>", b"<g:id>22424</g:id>")
+    server.etag, server.fail_next = '"v2"', 2
+    assert asyncio.run(pulls(2)) == [False, False]
+    assert feeds._wait_s(feeds.feeds[0], False) == 20  # 10 s, then doubled
+    assert asyncio.run(pulls(1)) == [True]
+    products = catalog(own_broker.url)
+    assert products["22423"].availability == "out_of_stock"  # kept, not deleted
+    assert products["22424"].availability == "preorder"
+    assert feeds.feeds[0].outcomes == {"imported": 2, "not_modified": 1, "failed": 2}
+    assert 'persona_catalog_syncs_total{feed="0",outcome="failed"} 2' in feeds.metric_lines()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        "imported" in line and "1 rejected rows, 1 marked out of stock" in line for line in lines
+    )
+    assert sum("failed" in line and "HTTP 500" in line for line in lines) == 2
+    assert not any("s3cret" in line for line in lines)  # the URL's token stays out of the log
+
+
+def test_a_full_sync_of_a_feed_without_products_marks_nothing(
+    own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    broker = client_config(load_settings(env={}), own_broker.url)
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("id\ttitle\tlink\timage_link\tprice\n")
+    before = catalog(own_broker.url)
+    result = asyncio.run(import_feed(broker, 4, empty, full=True, reject=lambda *_: None))
+    assert (result.sent, result.marked_out) == (0, 0)
+    assert catalog(own_broker.url) == before
+
+
+def test_downloads_are_http_only_and_bounded(server: FeedServer, tmp_path: Path) -> None:
+    with pytest.raises(FeedFetchError, match="http"):
+        asyncio.run(download("file:///etc/passwd", tmp_path / "f"))
+    with pytest.raises(FeedFetchError, match="larger than 1000 bytes"):
+        asyncio.run(download(server.url.replace("/feed", "/big"), tmp_path / "f", max_bytes=1000))
+    got = asyncio.run(download(server.url, tmp_path / "f", Download(True, '"nope"')))
+    assert got.changed and (tmp_path / "f").stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_imports_by_url_with_a_map_and_reports_each_rejected_row(
+    own_broker: EmbeddedBroker, server: FeedServer, tmp_path: Path
+) -> None:
+    server.body, server.etag = (FEEDS / "custom.csv").read_bytes(), '"csv"'
+    mapping = str(FEEDS / "custom-map.json")
+    result = cli(server.url, "--format", "csv", "--map", mapping, "--broker", own_broker.url)
+    assert result.returncode == 1, result.stderr  # a row was rejected; the other imported
+    assert "line 3 rejected: image_url must be an absolute http(s) URL" in result.stderr
+    assert "catalog import: 1 products, 1 rows rejected" in result.stderr
+    assert catalog(own_broker.url)["m-1"].title == "Mapped kettle"
+    hostile = cli(str(FEEDS / "billion-laughs.xml"), "--broker", own_broker.url)
+    assert hostile.returncode == 1 and "document type declaration" in hostile.stderr
+    assert "lol" not in catalog(own_broker.url)
