@@ -79,6 +79,9 @@ class Producer:
                 await self._producer.send("catalog", product.pack(), key=product.item_id.encode())
             )
             sent += 1
+            if len(pending) >= 5000:  # a feed of millions of rows: bounded memory
+                await asyncio.gather(*pending)
+                pending.clear()
             if progress and sent % 1000 == 0:
                 progress(sent)
         await asyncio.gather(*pending)
