@@ -170,6 +170,22 @@ def test_ranking_uses_event_time_not_the_order_of_arrival() -> None:
     assert first.ranked() == second.ranked() == ["NEW", "OLD"]
 
 
+def test_trending_a_recent_burst_outranks_an_old_all_time_seller_and_then_fades() -> None:
+    """Best-sellers are trending, not all-time (issue 17 item 4): 40 buyers of OLD over its first
+    ten weeks count less than 6 buyers of NEW this week; when NEW stops selling and OLD sells
+    one a week again, OLD is back on top within weeks."""
+    day = 86_400_000
+    board = Board()
+    board.fold(*(ev("purchase", f"old{n}", "OLD", T0 + n * 7 * day // 4) for n in range(40)))
+    now = T0 + 100 * day  # a month after OLD's last sale
+    board.fold(*(ev("purchase", f"new{n}", "NEW", now - n * day // 2) for n in range(6)))
+    assert board.ranked() == ["NEW", "OLD"]
+    assert board.value("OLD", now) < board.value("NEW", now)  # though 40 buyers against 6
+    for week in range(1, 9):
+        board.fold(ev("purchase", f"steady{week}", "OLD", now + week * 7 * day))
+    assert board.ranked() == ["OLD", "NEW"]
+
+
 def test_packed_scores_round_trip_and_anything_else_is_ignored() -> None:
     score = Score(2.5, T0)
     assert Score.unpack(score.pack()) == score
