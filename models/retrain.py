@@ -231,7 +231,12 @@ def retrain_all(events: Sequence[Event], active: Mapping[str, Any], now_ms: int)
     out = []
     for name, current in active.items():
         try:
-            out.append(Retrained(name, TRAINERS[name](events, current, now_ms)))
+            model = TRAINERS[name](events, current, now_ms)
         except NotEnoughData as exc:
             out.append(Retrained(name, skipped=str(exc)))
+            continue
+        if model.version == current.version:  # same content in the same minute: nothing new
+            out.append(Retrained(name, skipped=f"the same as the active {current.version}"))
+        else:
+            out.append(Retrained(name, model))
     return out

@@ -29,6 +29,7 @@ from models.registry import ModelSet
 from persona.catalog_sync import catalog_services
 from persona.models_wiring import attach_registry
 from persona.reader import serving_options, ssl_context
+from persona.retrain import retrain_services
 from persona.runtime import place, tune_gc
 from persona.state_dir import prepare as prepare_state_dir
 from streams.admin import REKEYED_TOPIC, prepare_broker
@@ -180,6 +181,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     http = HttpService(app, settings.http_host, settings.http_port, ssl_context(settings))
     services += catalog_services(settings, broker_url, http.web_app)  # PERSONA_CATALOG_FEEDS
     registry = attach_registry(settings, broker_url, content, state, http.web_app)
+    services += retrain_services(settings, registry, http.web_app)  # PERSONA_RETRAIN_HOURS
     worker = faust.Worker(
         streams.app,
         http,

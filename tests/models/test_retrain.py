@@ -18,6 +18,7 @@ from models.registry import ModelSet
 from models.retrain import (
     MAX_AGE_DAYS,
     RETRAIN,
+    TRAINERS,
     Schedule,
     bound,
     decide,
@@ -214,3 +215,17 @@ def test_retraining_is_off_unless_set_and_promotion_is_off_by_default(tmp_path: 
 def test_invalid_retrain_settings_name_the_setting(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings(env={name: value})
+
+
+def test_a_run_that_reproduces_the_active_version_registers_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Trained twice within a minute from the same events, a model gets the same version id
+    (models.artifacts.make_version): registering it again would overwrite its evaluation."""
+    first = retrain_recs(cluster_events(), ModelSet.default().recs, now_ms=T0)
+    monkeypatch.setitem(TRAINERS, "recs", lambda events, current, now_ms: first)
+    again = {r.name: r for r in retrain_all(cluster_events(), {"recs": first}, now_ms=T0)}
+    assert again["recs"].model is None
+    assert again["recs"].skipped == f"the same as the active {first.version}"
+    other = {r.name: r for r in retrain_all([], {"recs": ModelSet.default().recs}, now_ms=T0)}
+    assert other["recs"].model is first  # any other active version: registered
