@@ -34,7 +34,7 @@ METRICS = web.AppKey("metrics", dict)
 EVENT_SKEW_MS = web.AppKey("event_skew_ms", int)  # POST /v1/events: how far ahead is `future`
 KEY_NAME = web.RequestKey("api_key", str)
 
-PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/sdk.js"})
 
 
 def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Response:
@@ -57,6 +57,8 @@ def scope_for(path: str, method: str) -> str | None:
         return None
     if path == "/v1/events":
         return "events:write"
+    if path == "/v1/collect":  # a browser's preflight carries no key (api/collect.py)
+        return None if method == "OPTIONS" else "events:collect"
     if path.startswith("/v1/models"):
         return "models:admin"
     if path.startswith("/v1/feeds/"):
@@ -263,6 +265,15 @@ def _parse_events_body(text: str, content_type: str) -> list[Any]:
 
 
 async def post_events(request: web.Request) -> web.Response:
+    items = await read_events(request, MAX_EVENTS)
+    if isinstance(items, web.Response):
+        return items
+    return await accept_events(request, items)
+
+
+async def read_events(request: web.Request, limit: int) -> list[Any] | web.Response:
+    """The items of an events body (a JSON array or NDJSON, at most `limit`), or its 4xx problem;
+    POST /v1/collect reads its bodies here too (api/collect.py)."""
     try:
         text = await request.text()
     except UnicodeDecodeError:
@@ -271,11 +282,35 @@ async def post_events(request: web.Request) -> web.Response:
         items = _parse_events_body(text, request.content_type)
     except ValueError as exc:
         return problem(400, "Bad body", f"expected a JSON array or NDJSON of events: {exc}")
-    if len(items) > MAX_EVENTS:
-        return problem(413, "Too many events", f"at most {MAX_EVENTS} events per request")
+    if len(items) > limit:
+        return problem(413, "Too many events", f"at most {limit} events per request")
+    return items
+
+
+Policy = Callable[[Event], str | None]  # why an event is refused here (POST /v1/collect), or None
+
+
+async def accept_events(
+    request: web.Request, items: list[Any], policy: Policy | None = None
+) -> web.Response:
+    """Validate, admit (and check with `policy`: POST /v1/collect's limits), produce the good
+    events; answer 202 with the counts and the reason of each refused one."""
+    accepted, errors = sort_events(items, request.app[EVENT_SKEW_MS], policy)
+    if accepted:
+        await request.app[CONTENT].state.produce(accepted)
+        audit_consents(request, accepted)
+    return web.json_response(
+        {"accepted": len(accepted), "rejected": len(errors), "errors": errors}, status=202
+    )
+
+
+def sort_events(
+    items: list[Any], skew_ms: int, policy: Policy | None = None
+) -> tuple[list[Event], list[dict[str, Any]]]:
+    """(the acceptable events, {index, reason} of the others) of a request body."""
     accepted: list[Event] = []
     errors: list[dict[str, Any]] = []
-    wall, skew = int(time.time() * 1000), request.app[EVENT_SKEW_MS]
+    wall = int(time.time() * 1000)
     for index, item in enumerate(items):
         try:
             event = validate(item)
@@ -285,17 +320,13 @@ async def post_events(request: web.Request) -> web.Response:
         except Exception as exc:  # unforeseen: still one bad event, never a 500
             errors.append({"index": index, "reason": f"unreadable event: {type(exc).__name__}"})
             continue
-        future = admit(event.ts, None, wall, 0, skew)  # no stream time here: future only
-        if future is not None:
-            errors.append({"index": index, "reason": future})
+        future = admit(event.ts, None, wall, 0, skew_ms)  # no stream time here: future only
+        reason = future if future is not None else policy(event) if policy else None
+        if reason is not None:
+            errors.append({"index": index, "reason": reason})
             continue
         accepted.append(event)
-    if accepted:
-        await request.app[CONTENT].state.produce(accepted)
-        audit_consents(request, accepted)
-    return web.json_response(
-        {"accepted": len(accepted), "rejected": len(errors), "errors": errors}, status=202
-    )
+    return accepted, errors
 
 
 def audit_consents(request: web.Request, events: list[Event]) -> None:
@@ -361,6 +392,9 @@ def create_app(
     from api import models_routes  # here: it imports this module
 
     models_routes.register(app)
+    from api import collect  # here: it imports this module
+
+    collect.register(app, options or ServingOptions())
     from api import hot  # here: it imports this module
 
     hot.register(app)

@@ -18,10 +18,18 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.collect import COLLECT_SCOPE, PURCHASE_SCOPE
 from engine.files import check_secret_file, private_dir
 from engine.settings import MIN_SECRET  # characters of every secret
 
-SCOPES = frozenset({"content:read", "events:write", "feeds:read", "models:admin", "privacy:admin"})
+# `events:collect` is the scope of a publishable key, the only kind that may sit in a web page
+# (api/collect.py: POST /v1/collect; engine/collect.py: what it may send); `events:collect-purchase`
+# lets such a key send `purchase` events too, and needs `events:collect` beside it
+COLLECT, COLLECT_PURCHASE = COLLECT_SCOPE, PURCHASE_SCOPE
+SCOPES = frozenset(
+    {"content:read", "events:write", "feeds:read", "models:admin", "privacy:admin"}
+    | {COLLECT, COLLECT_PURCHASE}
+)
 LOCAL_KEY_FILE = "local-api-key"
 
 
@@ -60,6 +68,8 @@ def parse_entry(entry: str, where: str) -> ApiKey:
             f"{where}: key {name!r} has unknown or no scopes {sorted(unknown)}; "
             f"known: {', '.join(sorted(SCOPES))}"
         )
+    if COLLECT_PURCHASE in scopes and COLLECT not in scopes:
+        raise InvalidKey(f"{where}: key {name!r} has {COLLECT_PURCHASE} without {COLLECT}")
     return ApiKey(name=name, digest=_digest(secret), scopes=scopes)
 
 

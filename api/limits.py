@@ -64,9 +64,14 @@ MAX_ADDRESSES = 10_000  # client addresses the failed-authentication throttle tr
 class ServingOptions:
     rate_limits: dict[str, float] = field(default_factory=dict)  # key name -> requests/s
     request_timeout: float = 10.0  # seconds
+    feed_title: str = "Persona product feed"  # the ad feeds' channel (api/feeds.py)
+    feed_link: str | None = None  # PERSONA_FEED_LINK (None: the first product's origin)
     max_clock_skew_ms: int = 300_000  # POST /v1/events refuses events further ahead as future
     auth_failures_per_minute: float = 30.0  # failed authentications per client address
     cluster_secret: str | None = field(default=None, repr=False)  # signs hops (api/hops.py)
+    # POST /v1/collect (api/collect.py): the origins allowed, requests per minute per address
+    collect_origins: tuple[str, ...] = ()
+    collect_per_minute: float = 600.0
 
     @classmethod
     def from_settings(cls, rate_limits: str | None, request_timeout: float) -> ServingOptions:

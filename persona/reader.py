@@ -35,7 +35,7 @@ from api.observability import follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.files import private_dir
-from engine.settings import Settings, require_cluster_secret
+from engine.settings import Settings, parse_origins, require_cluster_secret
 from models.registry import ModelSet
 from persona.models_wiring import count_refusals, process_signer
 from persona.runtime import place, tune_gc
@@ -62,8 +62,12 @@ def serving_options(settings: Settings) -> ServingOptions:
     options = ServingOptions.from_settings(settings.rate_limits, settings.request_timeout)
     return dataclasses.replace(
         options,
+        feed_title=settings.feed_title,
+        feed_link=settings.feed_link,
         max_clock_skew_ms=int(settings.max_clock_skew_seconds * 1000),
         cluster_secret=settings.cluster_secret,
+        collect_origins=parse_origins(settings.collect_origins or ""),
+        collect_per_minute=settings.collect_per_minute,
     )
 
 

@@ -47,6 +47,7 @@ ROUTES = [
     ("GET", "/v1/users"),
     ("GET", "/v1/stats"),
     ("POST", "/v1/events"),
+    ("POST", "/v1/collect"),
     ("POST", "/v1/blocks:batch"),
     ("POST", "/v1/render"),
     ("GET", "/v1/feeds/google"),

@@ -1,0 +1,192 @@
+"""Browser collection: `POST /v1/collect` for publishable keys and `GET /v1/sdk.js`, the tag.
+
+- Keys: the request needs the `events:collect` scope, sent as `Authorization: Bearer` or as
+  `?key=` (`navigator.sendBeacon` cannot set headers); what such a key may send is
+  engine/collect.py's rule (clickstream and cart events, `identify`, consent withdrawals;
+  `purchase` only with `events:collect-purchase`). Bodies are those of `POST /v1/events` (a JSON
+  array or NDJSON, also as `text/plain`, which is what a beacon sends), at most `MAX_BODY` bytes and
+  `MAX_EVENTS` events, validated and answered exactly like `/v1/events` (202 with per-event errors).
+- Origins: a request whose `Origin` is not in `PERSONA_COLLECT_ORIGINS` is answered 403 with no
+  CORS headers and nothing is produced; a listed origin gets `Access-Control-Allow-Origin` on every
+  answer and its preflight (`OPTIONS`) is answered 204. A request without `Origin` (not from a
+  browser) passes to the key check: the origin list keeps other sites' pages out, the key's scope is
+  what bounds a script that forges headers.
+- Rate: every request to /v1/collect (preflights and refusals included) takes a token from a
+  bucket per client address (`PERSONA_COLLECT_PER_MINUTE`, refilling at that rate; at most
+  `api.limits.MAX_ADDRESSES` addresses tracked, the least recent evicted): over it, 429 with
+  `Retry-After`. Per-key limits (`PERSONA_RATE_LIMITS`) apply on top, as on every route.
+- The tag (`api/sdk/persona.js`, beside the UI's assets but not among them: it is served to shops'
+  pages, with its own caching, not to Persona's) is answered with an ETag (its SHA-256) and
+  `Cache-Control` for a day; `?v=<version>` (the ETag's value, also in `X-Persona-Sdk-Version`)
+  pins it and is cached for a year as immutable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from api.app import Handler, accept_events, auth_middleware, caller, problem, read_events
+from api.audit import refused
+from api.limits import AuthThrottle, ServingOptions
+from engine.collect import PURCHASE_SCOPE, collect_refusal
+from engine.events import Event
+
+COLLECT_PATH = "/v1/collect"
+SDK_PATH = "/v1/sdk.js"
+SDK_FILE = Path(__file__).parent / "sdk" / "persona.js"
+MAX_BODY = 64 * 1024  # bytes of one request: what a browser lets sendBeacon queue
+MAX_EVENTS = 100  # events in one request
+PREFLIGHT = {
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+REVALIDATE = "public, max-age=86400"  # GET /v1/sdk.js
+IMMUTABLE = "public, max-age=31536000, immutable"  # GET /v1/sdk.js?v=<its version>
+
+
+@dataclass(frozen=True)
+class Sdk:
+    body: bytes
+    version: str  # the first 16 hex digits of the body's SHA-256
+
+    @classmethod
+    def load(cls, path: Path = SDK_FILE) -> Sdk:
+        body = path.read_bytes()
+        return cls(body, hashlib.sha256(body).hexdigest()[:16])
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+@dataclass
+class Collect:
+    origins: frozenset[str]
+    addresses: AuthThrottle  # a token bucket per client address (one token per request)
+    sdk: Sdk
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+
+COLLECT = web.AppKey("collect", Collect)
+
+
+@web.middleware
+async def collect_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Origin check, per-address limit, preflight and CORS headers of /v1/collect (module doc);
+    before the auth middleware, which it hands a `?key=` as a bearer."""
+    if request.path != COLLECT_PATH:
+        return await handler(request)
+    collect = request.app[COLLECT]
+    origin = request.headers.get("Origin")
+    refusal = _refusal(request, collect, origin)
+    if refusal is not None:
+        refused(request.app, request.remote, refusal.status, "", request.method, request.path)
+        return refusal if refusal.status == 403 else _cors(refusal, origin)
+    if request.method == "OPTIONS":
+        return _cors(web.Response(status=204, headers=PREFLIGHT), origin)
+    return _cors(await handler(_with_query_key(request)), origin)
+
+
+def _refusal(request: web.Request, collect: Collect, origin: str | None) -> web.Response | None:
+    if origin is not None and origin.lower() not in collect.origins:
+        collect.count("refused_origin")
+        return problem(
+            403, "Origin not allowed", "this page's origin is not in PERSONA_COLLECT_ORIGINS"
+        )
+    wait = collect.addresses.fail(request.remote)
+    if not wait:
+        return None
+    collect.count("limited")
+    limited = problem(429, "Too Many Requests", "too many requests from this address")
+    limited.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return limited
+
+
+def _cors(response: web.StreamResponse, origin: str | None) -> web.StreamResponse:
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+def _with_query_key(request: web.Request) -> web.Request:
+    """`request` with `?key=` as its `Authorization: Bearer` (a header, when sent, wins)."""
+    key = request.query.get("key")
+    if not key or "Authorization" in request.headers:
+        return request
+    headers = CIMultiDict(request.headers)
+    headers["Authorization"] = f"Bearer {key}"
+    return request.clone(headers=headers)
+
+
+async def post_collect(request: web.Request) -> web.Response:
+    if (request.content_length or 0) > MAX_BODY:
+        return problem(413, "Body too large", f"at most {MAX_BODY} bytes per request")
+    items = await read_events(request, MAX_EVENTS)
+    if isinstance(items, web.Response):
+        return items
+    purchases = PURCHASE_SCOPE in caller(request)[1]
+
+    def policy(event: Event) -> str | None:
+        return collect_refusal(event, purchases)
+
+    return await accept_events(request, items, policy)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=PREFLIGHT)  # answered by the middleware before
+
+
+async def get_sdk(request: web.Request) -> web.Response:
+    sdk = request.app[COLLECT].sdk
+    pinned = request.query.get("v") == sdk.version
+    headers = {
+        "ETag": sdk.etag,
+        "Cache-Control": IMMUTABLE if pinned else REVALIDATE,
+        "X-Persona-Sdk-Version": sdk.version,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if sdk.etag in _etags(request.headers.get("If-None-Match", "")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(
+        body=sdk.body, headers=headers, content_type="text/javascript", charset="utf-8"
+    )
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+def register(app: web.Application, options: ServingOptions) -> None:
+    """The routes, and the middleware just before the auth middleware."""
+    from api.observability import TELEMETRY  # here: it imports api.app
+
+    limiter = AuthThrottle(options.collect_per_minute)
+    app[COLLECT] = Collect(frozenset(options.collect_origins), limiter, Sdk.load())
+    app.middlewares.insert(app.middlewares.index(auth_middleware), collect_middleware)
+    app.router.add_post(COLLECT_PATH, post_collect)
+    app.router.add_route("OPTIONS", COLLECT_PATH, preflight)
+    app.router.add_get(SDK_PATH, get_sdk)
+    app[TELEMETRY].text_sources.append(lambda: metrics_lines(app))
+
+
+def metrics_lines(app: web.Application) -> list[str]:
+    counts = app[COLLECT].counts
+    lines = [
+        "# HELP persona_collect_refused_total POST /v1/collect requests refused before the key "
+        "check: origin (not in PERSONA_COLLECT_ORIGINS) or limited (per client address).",
+        "# TYPE persona_collect_refused_total counter",
+    ]
+    for reason, what in (("origin", "refused_origin"), ("limited", "limited")):
+        lines.append(f'persona_collect_refused_total{{reason="{reason}"}} {counts.get(what, 0)}')
+    return lines

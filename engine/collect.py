@@ -1,0 +1,43 @@
+"""What a publishable key may send (POST /v1/collect, api/collect.py). Pure.
+
+A publishable key sits in web pages, so anybody can read it and send any user id with it. It is
+therefore limited to what a visitor's browser reports about its own visit:
+- clickstream (`page_view`, `product_view`, `category_view`, `search`) and cart events
+  (`add_to_cart`, `remove_from_cart`, `checkout`), and `identify` (the tag's `persona.identify`);
+- `purchase` only when the key also has the `events:collect-purchase` scope (a shop that reports
+  orders from its server should not let pages invent them);
+- `consent` only as a withdrawal (every purpose it names false): a page may always say no for its
+  visitor, but granting consent for a user id takes the shop's server (`events:write`), which knows
+  who the user is; a key anybody can copy must never grant processing for someone else;
+- never social events, and nothing that reads (the key has no other scope to read with).
+"""
+
+from __future__ import annotations
+
+from engine.events import CART_TYPES, CLICKSTREAM_TYPES, CONSENT_PURPOSES, IDENTIFY, Event
+
+COLLECT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | {IDENTIFY, "consent"}
+COLLECT_SCOPE = "events:collect"  # the scope of a publishable key (api/auth.py)
+PURCHASE_SCOPE = "events:collect-purchase"  # such a key may send `purchase` too
+
+
+def collect_refusal(event: Event, purchases: bool) -> str | None:
+    """Why a publishable key may not send `event` (`purchases`: the key has PURCHASE_SCOPE), or
+    None when it may."""
+    if event.type not in COLLECT_TYPES:
+        return (
+            f"a publishable key sends clickstream and cart events only, not {event.type!r} "
+            "(use an events:write key from your server)"
+        )
+    if event.type == "purchase" and not purchases:
+        return f"purchase events from a publishable key need the {PURCHASE_SCOPE} scope"
+    if event.type == "consent" and any(event.props.get(p) is not False for p in _named(event)):
+        return (
+            "a publishable key may only withdraw consent (every purpose false); grant it "
+            "with an events:write key from your server"
+        )
+    return None
+
+
+def _named(event: Event) -> list[str]:
+    return [purpose for purpose in CONSENT_PURPOSES if purpose in event.props]

@@ -1,0 +1,253 @@
+"""Browser collection (api/collect.py, engine/collect.py): POST /v1/collect with publishable keys,
+CORS for the configured origins only, ?key= and text/plain beacon bodies, the per-address limit,
+and GET /v1/sdk.js."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import create_app
+from api.auth import InvalidKey, KeyRing, parse_entry
+from api.collect import MAX_BODY, MAX_EVENTS, SDK_FILE, Sdk
+from api.content import ContentService
+from api.limits import ServingOptions
+from api.testing import MemoryState
+from engine.blocks import BlockPolicy, Renderer
+from engine.events import validate
+from models.registry import ModelSet
+
+PK = "pk-publishable-kkkkkkkkkkk"  # events:collect only
+PKP = "pk-purchases-kkkkkkkkkkkkk"  # events:collect + events:collect-purchase
+READ = "content-read-kkkkkkkkkkkkk"
+BOTH = "content-collect-kkkkkkkkkk"
+WRITE = "events-write-kkkkkkkkkkkkk"
+KEYS = ";".join(
+    [
+        f"pk:{PK}:events:collect",
+        f"pkp:{PKP}:events:collect,events:collect-purchase",
+        f"read:{READ}:content:read,feeds:read",
+        f"both:{BOTH}:content:read,events:collect",
+        f"write:{WRITE}:events:write",
+    ]
+)
+SHOP = "https://shop.example.com"
+OTHER = "https://evil.example.net"
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def ev(type_: str, user: str = "anon-1", item: str | None = "A", **extra: Any) -> dict[str, Any]:
+    data = {"event_id": f"{type_}-{time.monotonic_ns()}", "type": type_, "user_id": user}
+    data["ts"] = int(time.time() * 1000) - 1000
+    if item is not None:
+        data["item_id"] = item
+    return data | extra
+
+
+async def _client(state: MemoryState, per_minute: float = 10_000) -> TestClient:
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    options = ServingOptions(collect_origins=(SHOP,), collect_per_minute=per_minute)
+    app = create_app(content, KeyRing.from_settings(KEYS, None), options)
+    return TestClient(TestServer(app))
+
+
+@pytest.fixture
+def state() -> MemoryState:
+    return MemoryState()
+
+
+@pytest.fixture
+async def client(state: MemoryState) -> AsyncIterator[TestClient]:
+    async with await _client(state) as c:
+        yield c
+
+
+async def test_a_publishable_key_sends_views_and_cart_changes_to_the_profile(
+    client: TestClient, state: MemoryState
+) -> None:
+    events = [ev("page_view", item=None), ev("product_view"), ev("add_to_cart", quantity=2)]
+    r = await client.post("/v1/collect", json=events, headers=bearer(PK))
+    assert r.status == 202
+    assert await r.json() == {"accepted": 3, "rejected": 0, "errors": []}
+    profile = await (await client.get("/v1/users/anon-1/profile", headers=bearer(READ))).json()
+    assert profile["events"] == {"page_view": 1, "product_view": 1, "add_to_cart": 1}
+    assert profile["cart"] == {"A": 2}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/users/anon-1/blocks/recommendations"),
+        ("GET", "/v1/users/anon-1/profile"),
+        ("GET", "/v1/users/anon-1/export"),
+        ("GET", "/v1/feeds/google.tsv"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/events"),
+    ],
+)
+async def test_a_publishable_key_reads_nothing_and_cannot_post_events(
+    client: TestClient, state: MemoryState, method: str, path: str
+) -> None:
+    state.apply(validate(ev("product_view")))
+    body = json.dumps([ev("purchase")]) if method == "POST" else None
+    r = await client.request(method, path, data=body, headers=bearer(PK))
+    assert r.status == 403, await r.text()
+    assert "events:collect" not in (await r.json(content_type=None))["detail"]
+    assert not state.produced
+
+
+async def test_a_content_key_collects_only_with_the_scope(
+    client: TestClient, state: MemoryState
+) -> None:
+    r = await client.post("/v1/collect", json=[ev("product_view")], headers=bearer(READ))
+    assert r.status == 403 and "events:collect" in (await r.json(content_type=None))["detail"]
+    assert not state.produced
+    r = await client.post("/v1/collect", json=[ev("product_view")], headers=bearer(BOTH))
+    assert r.status == 202 and (await r.json())["accepted"] == 1
+    r = await client.post("/v1/collect", json=[ev("product_view")])
+    assert r.status == 401
+
+
+async def test_types_a_publishable_key_may_not_send_are_per_event_errors(
+    client: TestClient, state: MemoryState
+) -> None:
+    events = [
+        ev("product_view"),
+        ev("like"),  # social
+        ev("purchase", price=2.5, currency="GBP"),  # needs events:collect-purchase
+        ev("consent", item=None, props={"personalization": True}),  # a grant
+        ev("consent", item=None, props={"ads": False, "email": False}),  # a withdrawal
+        ev("identify", user="u-7", item=None, props={"previous_id": "anon-1"}),
+        ev("checkout", item=None),
+        ev("bogus"),  # invalid for /v1/events too
+    ]
+    r = await client.post("/v1/collect", json=events, headers=bearer(PK))
+    body = await r.json()
+    assert r.status == 202 and body["accepted"] == 4 and body["rejected"] == 4
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert sorted(reasons) == [1, 2, 3, 7]
+    assert "clickstream and cart events only" in reasons[1]
+    assert "events:collect-purchase" in reasons[2]
+    assert "only withdraw consent" in reasons[3]
+    assert "unknown event type" in reasons[7]
+    sent = [(e.type, e.user_id) for e in state.produced]
+    assert sent == [
+        ("product_view", "anon-1"),
+        ("consent", "anon-1"),
+        ("identify", "u-7"),
+        ("checkout", "anon-1"),
+    ]
+    r = await client.post("/v1/collect", json=[events[2]], headers=bearer(PKP))
+    assert (await r.json())["accepted"] == 1 and state.produced[-1].type == "purchase"
+
+
+async def test_consent_for_another_user_is_never_granted(
+    client: TestClient, state: MemoryState
+) -> None:
+    victim = ev("consent", user="someone-else", item=None, props={"email": True, "ads": False})
+    r = await client.post("/v1/collect", json=[victim], headers=bearer(PK))
+    assert (await r.json())["rejected"] == 1
+    assert state.profile("someone-else") is None and not state.produced
+
+
+async def test_preflight_from_a_listed_origin_is_answered(client: TestClient) -> None:
+    asks = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    r = await client.options("/v1/collect", headers={"Origin": SHOP, **asks})
+    assert r.status == 204
+    assert r.headers["Access-Control-Allow-Origin"] == SHOP and r.headers["Vary"] == "Origin"
+    assert r.headers["Access-Control-Allow-Methods"] == "POST"
+    assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+
+
+async def test_other_origins_are_refused_without_cors_headers(
+    client: TestClient, state: MemoryState
+) -> None:
+    r = await client.options("/v1/collect", headers={"Origin": OTHER})
+    assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    headers = {"Origin": OTHER, **bearer(PK)}
+    r = await client.post("/v1/collect", json=[ev("product_view")], headers=headers)
+    assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
+    assert "PERSONA_COLLECT_ORIGINS" in (await r.json(content_type=None))["detail"]
+    assert not state.produced  # refused before anything was produced
+    metrics = await (await client.get("/metrics")).text()
+    assert 'persona_collect_refused_total{reason="origin"} 2' in metrics
+
+
+async def test_a_beacon_with_the_key_in_the_query_and_a_text_body_is_taken(
+    client: TestClient, state: MemoryState
+) -> None:
+    body = json.dumps([ev("product_view", user="anon-b"), ev("add_to_cart", user="anon-b")])
+    beacon = {"Content-Type": "text/plain;charset=UTF-8", "Origin": SHOP}
+    r = await client.post(f"/v1/collect?key={PK}", data=body, headers=beacon)
+    assert r.status == 202 and (await r.json())["accepted"] == 2
+    assert r.headers["Access-Control-Allow-Origin"] == SHOP
+    assert state.profile("anon-b") is not None and state.profile("anon-b").cart == {"A": 1}
+    r = await client.post(f"/v1/collect?key={PK}x", data=body, headers=beacon)
+    assert r.status == 401 and r.headers["Access-Control-Allow-Origin"] == SHOP
+    r = await client.post(f"/v1/events?key={WRITE}", data=body)
+    assert r.status == 401  # only /v1/collect takes a key in the query
+
+
+async def test_bad_bodies_are_4xx_problems(client: TestClient, state: MemoryState) -> None:
+    too_many = json.dumps([ev("page_view", item=None)] * (MAX_EVENTS + 1))
+    r = await client.post("/v1/collect", data=too_many, headers=bearer(PK))
+    assert r.status == 413
+    r = await client.post("/v1/collect", data=b"[" + b" " * MAX_BODY + b"]", headers=bearer(PK))
+    assert r.status == 413
+    r = await client.post("/v1/collect", data=b"{not json", headers=bearer(PK))
+    assert r.status == 400 and "JSON" in (await r.json(content_type=None))["detail"]
+    assert not state.produced
+
+
+async def test_each_address_has_its_own_allowance(state: MemoryState) -> None:
+    async with await _client(state, per_minute=3) as client:
+        for _ in range(3):
+            r = await client.post(
+                "/v1/collect", json=[ev("page_view", item=None)], headers=bearer(PK)
+            )
+            assert r.status == 202
+        r = await client.post(
+            "/v1/collect", json=[ev("page_view", item=None)], headers={"Origin": SHOP, **bearer(PK)}
+        )
+        assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+        assert r.headers["Access-Control-Allow-Origin"] == SHOP  # the page can read why
+        assert len(state.produced) == 3
+        r = await client.post(
+            "/v1/events", json=[ev("page_view", item=None)], headers=bearer(WRITE)
+        )
+        assert r.status == 202  # the collect allowance is its own
+        metrics = await (await client.get("/metrics")).text()
+        assert 'persona_collect_refused_total{reason="limited"} 1' in metrics
+
+
+async def test_the_tag_is_public_cached_and_versioned(client: TestClient) -> None:
+    sdk = Sdk.load()
+    r = await client.get("/v1/sdk.js")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
+    assert await r.read() == SDK_FILE.read_bytes()
+    assert r.headers["ETag"] == f'"{sdk.version}"' and r.headers["X-Persona-Sdk-Version"]
+    assert r.headers["Cache-Control"] == "public, max-age=86400"
+    r = await client.get("/v1/sdk.js", headers={"If-None-Match": r.headers["ETag"]})
+    assert r.status == 304
+    r = await client.get(f"/v1/sdk.js?v={sdk.version}")
+    assert r.status == 200 and "immutable" in r.headers["Cache-Control"]
+    r = await client.get("/v1/sdk.js?v=0000000000000000")
+    assert "immutable" not in r.headers["Cache-Control"]
+
+
+def test_a_purchase_scope_needs_the_collect_scope() -> None:
+    with pytest.raises(InvalidKey, match="without events:collect"):
+        parse_entry(f"x:{PK}:events:collect-purchase", "entry 1")
+    assert "events:collect" in parse_entry(f"x:{PK}:events:collect", "entry 1").scopes
