@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run test test-unit lint fmt models bench bench-heavy bench-ingest clean browser stunnel docs evaluate
+.PHONY: help venv lock run test test-unit lint fmt models bench bench-heavy bench-ingest bench-scale clean browser stunnel docs evaluate
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -108,6 +108,10 @@ bench-heavy: $(STAMP) ## the fold's cost per event against the length of a user'
 
 bench-ingest: $(STAMP) ## ingestion benchmark: REES46 through the embedded broker into one worker
 	$(BIN)/python -m benchmarks.ingest
+
+SCALE_ARGS ?=
+bench-scale: $(STAMP) ## cost as a shop grows: 1M users, 100k items, training, catch-up (SCALE_ARGS="--users N ...")
+	$(BIN)/python -m benchmarks.scale $(SCALE_ARGS)
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) data .mypy_cache .ruff_cache .pytest_cache
