@@ -1,6 +1,8 @@
 """`GET /v1/feeds/{name}`: the catalog as an ad-platform product feed, streamed.
 
-Names: `google.tsv`, `google.xml`, `meta.csv`, `criteo.csv` (`engine.feeds`). Every catalog
+Names: `google.tsv`, `google.xml`, `meta.csv`, `criteo.csv` (`engine.feeds`): each platform's
+required attributes in its vocabulary, sale prices while effective by the wall clock, the channel
+title and link from PERSONA_FEED_TITLE / PERSONA_FEED_LINK. Every catalog
 product is listed (the catalog already holds only valid products with absolute URLs). Rows are
 written in chunks as the catalog is iterated: a 100k-product
 feed never sits in memory. Ad platforms fetch feeds with HTTP Basic: the key's secret as password
@@ -10,13 +12,14 @@ is accepted on these routes (the user name is ignored).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 from aiohttp import web
 
 from api.app import CONTENT, problem
 from engine.catalog import Product
-from engine.feeds import CONTENT_TYPES, FEEDS, stream
+from engine.feeds import CONTENT_TYPES, FEEDS, Channel, stream
 
 
 def _products(request: web.Request) -> Iterator[Product]:
@@ -40,11 +43,22 @@ async def get_feed(request: web.Request) -> web.StreamResponse:
     )
     response.enable_compression()
     await response.prepare(request)
-    for chunk in stream(name, _products(request)):
+    for chunk in stream(name, _products(request), channel=_channel(request)):
         await response.write(chunk.encode())
         await asyncio.sleep(0)  # let other requests in between chunks
     await response.write_eof()
     return response
+
+
+def _channel(request: web.Request) -> Channel:
+    """The shop's channel (PERSONA_FEED_TITLE, PERSONA_FEED_LINK) and the wall clock: ad
+    platforms show a sale by real time, not by the event-time clock of a replay."""
+    from api.limits import OPTIONS
+
+    options = request.app.get(OPTIONS)
+    if options is None:
+        return Channel(now_ms=int(time.time() * 1000))
+    return Channel(options.feed_title, options.feed_link, int(time.time() * 1000))
 
 
 def register(app: web.Application) -> None:

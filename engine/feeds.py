@@ -1,11 +1,19 @@
 """Product feeds for ad platforms, streamed from any iterable of products. Pure.
 
-Formats (`FEEDS`): Google Merchant Center TSV and RSS 2.0 XML, Meta catalog CSV, Criteo CSV. Every
-format has `id, title, description, link, image_link, availability, price, brand, condition`,
-with each platform's availability words; a missing description repeats the title. `feed_id`
-makes ids every platform accepts: an item id of 1..50 characters from
-`[A-Za-z0-9._-]` is used as is (the common case, so the ids of the ad JSON blocks match the feed);
-anything else becomes `p-<safe prefix>-<12 hex digest>` (at most 50 characters, stable).
+Formats (`FEEDS`): Google Merchant Center TSV and RSS 2.0 XML, Meta catalog CSV, Criteo CSV, each
+with its platform's columns (`GOOGLE_COLUMNS`, `META_COLUMNS`, `CRITEO_COLUMNS`: the required
+attributes and those a product can fill) in the platform's vocabulary: availability words (Meta's
+pre-order value is `preorder`), `availability_date` for a pre-order that has one,
+`identifier_exists` no unless a GTIN or a brand with an MPN, `product_type` from the category,
+`sale_price` while the sale runs at `Channel.now_ms` (Google and Meta also get a sale yet to
+start, with its `sale_price_effective_date`, which they apply themselves), item groups, GTIN, MPN,
+condition, more images; a missing description repeats the title; Meta gets the shop's name
+(`Channel.title`) as the brand of a product with no brand, GTIN nor MPN. URLs are
+percent-encoded. The RSS channel's link is `Channel.link` (PERSONA_FEED_LINK), else the origin of
+the first product's URL. `feed_id` makes ids every platform accepts: an item id of 1..50
+characters from `[A-Za-z0-9._-]` is used as is (the common case, so the ids of the ad JSON blocks
+match the feed); anything else becomes `p-<safe prefix>-<12 hex digest>` (at most 50 characters,
+stable).
 
 `stream(name, products)` yields text chunks of about `chunk_rows` rows; nothing holds more than one
 chunk, so a 100k-product feed never sits in memory at once.
@@ -16,8 +24,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import escape
 
 from engine.catalog import Product
@@ -30,27 +42,79 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # XML 1.0 forbids most control characters even escaped.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _WHITESPACE = re.compile(r"\s+")
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 
-COLUMNS = (
+# Each platform's columns, from its published attribute list (Google Merchant Center product data
+# specification, Meta catalog fields, Criteo product feed specification): the required ones and
+# those Persona's products can fill. A cell Persona has nothing for is left empty.
+GOOGLE_COLUMNS = (
     "id",
     "title",
     "description",
     "link",
     "image_link",
+    "additional_image_link",
+    "availability",
+    "availability_date",
+    "price",
+    "sale_price",
+    "sale_price_effective_date",
+    "brand",
+    "gtin",
+    "mpn",
+    "identifier_exists",
+    "condition",
+    "item_group_id",
+    "google_product_category",
+    "product_type",
+)
+META_COLUMNS = (
+    "id",
+    "title",
+    "description",
+    "availability",
+    "condition",
+    "price",
+    "link",
+    "image_link",
+    "brand",
+    "sale_price",
+    "sale_price_effective_date",
+    "item_group_id",
+    "gtin",
+    "mpn",
+    "additional_image_link",
+    "google_product_category",
+    "product_type",
+)
+CRITEO_COLUMNS = (
+    "id",
+    "title",
+    "description",
+    "link",
+    "image_link",
+    "additional_image_link",
     "availability",
     "price",
+    "sale_price",
     "brand",
+    "gtin",
+    "mpn",
+    "item_group_id",
+    "google_product_category",
+    "product_type",
     "condition",
 )
+COLUMNS = GOOGLE_COLUMNS  # the Google feeds' columns (TSV header, XML elements)
 _GOOGLE_AVAILABILITY = {
     "in_stock": "in_stock",
     "out_of_stock": "out_of_stock",
     "preorder": "preorder",
 }
-_META_AVAILABILITY = {
+_META_AVAILABILITY = {  # Meta's own pre-order value, `preorder` (not `available for order`)
     "in_stock": "in stock",
     "out_of_stock": "out of stock",
-    "preorder": "available for order",
+    "preorder": "preorder",
 }
 _CRITEO_AVAILABILITY = {
     "in_stock": "in stock",
@@ -63,6 +127,18 @@ CONTENT_TYPES = {
     "meta.csv": "text/csv",
     "criteo.csv": "text/csv",
 }
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What a feed says about the shop: the RSS channel's title and link (the shop's home page:
+    `PERSONA_FEED_LINK`, else the origin of the first product's URL); Meta's brand of products
+    that have no brand, GTIN nor MPN (its rule for private label: the shop's name); and the
+    time that decides which sales are shown (epoch ms)."""
+
+    title: str = "Persona product feed"
+    link: str | None = None
+    now_ms: int = 0
 
 
 def feed_id(item_id: str) -> str:
@@ -78,24 +154,74 @@ def _one_line(text: str, limit: int) -> str:
     return _WHITESPACE.sub(" ", text).strip()[:limit]
 
 
-def price_text(product: Product) -> str:
-    return f"{product.price:.2f} {product.currency}"
+def price_text(product: Product, price: float | None = None) -> str:
+    return f"{product.price if price is None else price:.2f} {product.currency}"
 
 
-def row(product: Product, availability: dict[str, str]) -> tuple[str, ...]:
-    """The common columns (`COLUMNS`) of one product."""
+def feed_url(url: str) -> str:
+    """`url` with spaces, non-ASCII and other unsafe characters percent-encoded (the platforms
+    want encoded URLs; `%` sequences already there are kept)."""
+    return quote(url, safe=_URL_SAFE)
+
+
+def iso_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M%z")
+
+
+def identifier_exists(product: Product) -> str:
+    """Google's rule: `no` unless the product has a GTIN, or a brand with an MPN."""
+    return "yes" if product.gtin or (product.brand and product.mpn) else "no"
+
+
+def _sale(product: Product, now_ms: int, ahead: bool) -> dict[str, str]:
+    """sale_price (and its period) while the sale runs at `now_ms`; with `ahead`, also for a
+    sale yet to start (for platforms that read the period and apply it themselves)."""
+    if product.sale_price is None:
+        return {}
+    if product.sale_ends is not None and now_ms >= product.sale_ends:
+        return {}
+    if not ahead and not product.sale_active(now_ms):
+        return {}
+    values = {"sale_price": price_text(product, product.sale_price)}
+    if product.sale_starts is not None or product.sale_ends is not None:
+        start = iso_time(product.sale_starts if product.sale_starts is not None else 0)
+        end = iso_time(product.sale_ends if product.sale_ends is not None else 253402300740000)
+        values["sale_price_effective_date"] = f"{start}/{end}"
+    return values
+
+
+def values(product: Product, availability: dict[str, str], now_ms: int) -> dict[str, str]:
+    """Every attribute of one product under Google's names (the platforms share them)."""
     title = _one_line(product.title, TITLE_MAX)
-    return (
-        feed_id(product.item_id),
-        title,
-        _one_line(product.description, DESCRIPTION_MAX) or title,
-        product.url,
-        product.image_url,
-        availability.get(product.availability, "in_stock"),
-        price_text(product),
-        _one_line(product.brand, 70),
-        "new",
-    )
+    out = {
+        "id": feed_id(product.item_id),
+        "title": title,
+        "description": _one_line(product.description, DESCRIPTION_MAX) or title,
+        "link": feed_url(product.url),
+        "image_link": feed_url(product.image_url),
+        "additional_image_link": ",".join(
+            quote(url, safe=_URL_SAFE.replace(",", "")) for url in product.additional_image_links
+        ),
+        "availability": availability.get(product.availability, "in_stock"),
+        "price": price_text(product),
+        "brand": _one_line(product.brand, 70),
+        "gtin": product.gtin,
+        "mpn": product.mpn,
+        "identifier_exists": identifier_exists(product),
+        "condition": product.condition,
+        "item_group_id": product.item_group_id,
+        "google_product_category": product.attributes.get("google_product_category", ""),
+        "product_type": _one_line(product.category, 750),
+    }
+    if product.availability == "preorder" and product.availability_date is not None:
+        out["availability_date"] = iso_time(product.availability_date)
+    return out
+
+
+def row(product: Product, availability: dict[str, str], now_ms: int = 0) -> tuple[str, ...]:
+    """The Google columns (`COLUMNS`) of one product."""
+    cells = values(product, availability, now_ms) | _sale(product, now_ms, ahead=True)
+    return tuple(cells.get(name, "") for name in COLUMNS)
 
 
 def _chunks(
@@ -111,13 +237,20 @@ def _chunks(
         yield "".join(buffer)
 
 
-def _tsv(products: Iterable[Product], chunk_rows: int) -> Iterator[str]:
-    yield "\t".join(COLUMNS) + "\n"
-    yield from _chunks(
-        products,
-        lambda p: "\t".join(v.replace("\t", " ") for v in row(p, _GOOGLE_AVAILABILITY)) + "\n",
-        chunk_rows,
-    )
+def _cells(
+    product: Product, availability: dict[str, str], channel: Channel, ahead: bool
+) -> dict[str, str]:
+    return values(product, availability, channel.now_ms) | _sale(product, channel.now_ms, ahead)
+
+
+def _tsv(products: Iterable[Product], chunk_rows: int, channel: Channel) -> Iterator[str]:
+    yield "\t".join(GOOGLE_COLUMNS) + "\n"
+
+    def line(p: Product) -> str:
+        cells = _cells(p, _GOOGLE_AVAILABILITY, channel, ahead=True)
+        return "\t".join(cells.get(c, "").replace("\t", " ") for c in GOOGLE_COLUMNS) + "\n"
+
+    yield from _chunks(products, line, chunk_rows)
 
 
 def _csv_line(values: Iterable[str]) -> str:
@@ -126,53 +259,76 @@ def _csv_line(values: Iterable[str]) -> str:
     return out.getvalue()
 
 
-def _csv(
-    products: Iterable[Product], availability: dict[str, str], chunk_rows: int
-) -> Iterator[str]:
-    yield _csv_line(COLUMNS)
-    yield from _chunks(products, lambda p: _csv_line(row(p, availability)), chunk_rows)
+def _meta(products: Iterable[Product], chunk_rows: int, channel: Channel) -> Iterator[str]:
+    yield _csv_line(META_COLUMNS)
+
+    def line(p: Product) -> str:
+        cells = _cells(p, _META_AVAILABILITY, channel, ahead=True)
+        if not (cells["brand"] or p.gtin or p.mpn):
+            cells["brand"] = _one_line(channel.title, 100)  # Meta: the shop's name
+        return _csv_line(cells.get(c, "") for c in META_COLUMNS)
+
+    yield from _chunks(products, line, chunk_rows)
+
+
+def _criteo(products: Iterable[Product], chunk_rows: int, channel: Channel) -> Iterator[str]:
+    yield _csv_line(CRITEO_COLUMNS)
+
+    def line(p: Product) -> str:
+        cells = _cells(p, _CRITEO_AVAILABILITY, channel, ahead=False)  # no sale period column
+        return _csv_line(cells.get(c, "") for c in CRITEO_COLUMNS)
+
+    yield from _chunks(products, line, chunk_rows)
 
 
 def _xml_text(value: str) -> str:
     return escape(_XML_INVALID.sub("", value))
 
 
-def _xml(products: Iterable[Product], chunk_rows: int, title: str, link: str) -> Iterator[str]:
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _xml(products: Iterable[Product], chunk_rows: int, channel: Channel) -> Iterator[str]:
+    iterator = iter(products)
+    first = next(iterator, None)
+    link = channel.link or (_origin(first.url) if first is not None else "")
     yield (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0">\n<channel>\n'
-        f"<title>{_xml_text(title)}</title>\n<link>{_xml_text(link)}</link>\n"
+        f"<title>{_xml_text(channel.title)}</title>\n<link>{_xml_text(link)}</link>\n"
         "<description>Product feed</description>\n"
     )
 
     def item(p: Product) -> str:
-        fields = "".join(
-            f"<g:{name}>{_xml_text(value)}</g:{name}>"
-            for name, value in zip(COLUMNS, row(p, _GOOGLE_AVAILABILITY), strict=True)
-        )
-        return f"<item>{fields}</item>\n"
+        cells = _cells(p, _GOOGLE_AVAILABILITY, channel, ahead=True)
+        fields = []
+        for name in GOOGLE_COLUMNS:
+            value = cells.get(name, "")
+            parts = value.split(",") if name == "additional_image_link" and value else [value]
+            fields += [f"<g:{name}>{_xml_text(v)}</g:{name}>" for v in parts if v]
+        return f"<item>{''.join(fields)}</item>\n"
 
-    yield from _chunks(products, item, chunk_rows)
+    rest = iterator if first is None else itertools.chain([first], iterator)
+    yield from _chunks(rest, item, chunk_rows)
     yield "</channel>\n</rss>\n"
 
 
 FEEDS = tuple(CONTENT_TYPES)
+_WRITERS: dict[str, Callable[[Iterable[Product], int, Channel], Iterator[str]]] = {
+    "google.tsv": _tsv,
+    "google.xml": _xml,
+    "meta.csv": _meta,
+    "criteo.csv": _criteo,
+}
 
 
 def stream(
     name: str,
     products: Iterable[Product],
     chunk_rows: int = 500,
-    title: str = "Persona product feed",
-    link: str = "https://example.invalid/",
+    channel: Channel | None = None,
 ) -> Iterator[str]:
     """The feed `name` (one of FEEDS) as text chunks; KeyError for an unknown name."""
-    if name == "google.tsv":
-        return _tsv(products, chunk_rows)
-    if name == "google.xml":
-        return _xml(products, chunk_rows, title, link)
-    if name == "meta.csv":
-        return _csv(products, _META_AVAILABILITY, chunk_rows)
-    if name == "criteo.csv":
-        return _csv(products, _CRITEO_AVAILABILITY, chunk_rows)
-    raise KeyError(name)
+    return _WRITERS[name](products, chunk_rows, channel or Channel())
