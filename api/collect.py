@@ -34,14 +34,13 @@ from multidict import CIMultiDict
 from api.app import Handler, accept_events, auth_middleware, caller, problem, read_events
 from api.audit import refused
 from api.limits import AuthThrottle, ServingOptions
-from engine.collect import PURCHASE_SCOPE, collect_refusal
+from engine.collect import MAX_BYTES as MAX_BODY
+from engine.collect import MAX_EVENTS, PURCHASE_SCOPE, collect_refusal
 from engine.events import Event
 
 COLLECT_PATH = "/v1/collect"
 SDK_PATH = "/v1/sdk.js"
 SDK_FILE = Path(__file__).parent / "sdk" / "persona.js"
-MAX_BODY = 64 * 1024  # bytes of one request: what a browser lets sendBeacon queue
-MAX_EVENTS = 100  # events in one request
 PREFLIGHT = {
     "Access-Control-Allow-Methods": "POST",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.openapi_collect import collect_paths
 from api.openapi_models import models_paths, privacy_paths
 from api.openapi_paths import extra_paths
 from api.openapi_serving import serving_paths
@@ -169,6 +170,7 @@ def _document() -> dict[str, Any]:
                     },
                 }
             },
+            **collect_paths(),  # api/openapi_collect.py: browser collection, the tag
             **extra_paths(),  # api/openapi_paths.py: the UI and observability routes
             **serving_paths(),  # api/openapi_serving.py: batch, render, feeds
             **models_paths(),  # api/openapi_models.py: the model registry, experiments

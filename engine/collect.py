@@ -17,6 +17,8 @@ from __future__ import annotations
 from engine.events import CART_TYPES, CLICKSTREAM_TYPES, CONSENT_PURPOSES, IDENTIFY, Event
 
 COLLECT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | {IDENTIFY, "consent"}
+MAX_BYTES = 64 * 1024  # of one request: what a browser lets sendBeacon queue
+MAX_EVENTS = 100  # in one request
 COLLECT_SCOPE = "events:collect"  # the scope of a publishable key (api/auth.py)
 PURCHASE_SCOPE = "events:collect-purchase"  # such a key may send `purchase` too
 

@@ -1,0 +1,81 @@
+"""OpenAPI entries of browser collection (api/collect.py): POST/OPTIONS /v1/collect, the tag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.collect import MAX_BYTES as MAX_BODY
+from engine.collect import MAX_EVENTS
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_LIMITED = {
+    "description": "too many requests from this client address (PERSONA_COLLECT_PER_MINUTE) or "
+    "over the key's rate limit; see Retry-After",
+    "headers": {"Retry-After": {"schema": {"type": "string"}}},
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
+_KEY = {
+    "name": "key",
+    "in": "query",
+    "required": False,
+    "description": "the publishable key, for navigator.sendBeacon (which cannot set headers); "
+    "an Authorization header wins",
+    "schema": {"type": "string"},
+}
+_ORIGIN = (
+    " A request whose `Origin` is not in PERSONA_COLLECT_ORIGINS is answered 403 without CORS "
+    "headers; a listed origin gets Access-Control-Allow-Origin on every answer, and its CORS "
+    "preflight (OPTIONS, no key) is answered 204."
+)
+
+
+def collect_paths() -> dict[str, Any]:
+    return {
+        "/v1/collect": {"post": _post()},  # its CORS preflight (OPTIONS, no key): in _ORIGIN
+        "/v1/sdk.js": {"get": _sdk()},
+    }
+
+
+def _post() -> dict[str, Any]:
+    return {
+        "summary": "Browser events sent with a publishable key (the collect scope)",
+        "description": "Clickstream and cart events, `identify`, and consent withdrawals; "
+        "`purchase` only with the events:collect-purchase scope; other events are refused one "
+        f"by one in `errors`. At most {MAX_EVENTS} events and {MAX_BODY} bytes; answered like "
+        "POST /v1/events." + _ORIGIN,
+        "parameters": [_KEY],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "array", "maxItems": MAX_EVENTS}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        },
+        "responses": {
+            "202": {
+                "description": "accepted and rejected counts, and each rejected event's reason",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "400": _PROBLEM,
+            "401": _PROBLEM,
+            "403": _PROBLEM,
+            "413": _PROBLEM,
+            "429": _LIMITED,
+        },
+    }
+
+
+def _sdk() -> dict[str, Any]:
+    return {
+        "summary": "The browser tag (public; no key)",
+        "security": [],
+        "description": "ETag and Cache-Control for a day; `?v=<X-Persona-Sdk-Version>` is "
+        "cached for a year (immutable).",
+        "parameters": [
+            {"name": "v", "in": "query", "required": False, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "200": {"description": "the script", "content": {"text/javascript": {}}},
+            "304": {"description": "not modified (If-None-Match)"},
+        },
+    }
