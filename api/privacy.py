@@ -17,6 +17,7 @@ from aiohttp import web
 from api.audit import audit
 from api.content import ContentService
 from engine import consent
+from engine.profile import MINUTE_MS
 
 ERASE_WAIT = 10.0  # seconds the DELETE waits for the erasure to be applied
 
@@ -48,6 +49,8 @@ def export_view(content: ContentService, user_id: str) -> dict[str, Any] | None:
             "recent_items": profile.recent,
             "cart": profile.cart,
             "purchased": profile.purchased,
+            # the long history: item, ms of the minute of its newest signal, signals counted
+            "history": [[i, m * MINUTE_MS, n] for i, (m, n) in profile.history.items()],
             "orders": profile.orders,
             "monetary": profile.monetary,
             "sessions": profile.sessions,
@@ -61,7 +64,7 @@ def export_view(content: ContentService, user_id: str) -> dict[str, Any] | None:
             "last_seen": profile.last_seen,
             "event_ids_remembered": len(profile.seen),
         },
-        "cached_blocks": content.cache.keys_of(user_id),
+        "cached_blocks": content.cached_blocks(user_id),
     }
 
 

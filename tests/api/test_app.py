@@ -182,6 +182,8 @@ async def test_export_and_erase_need_privacy_scope_and_forget_everything(
     r = await client.get("/v1/users/gone/export", headers=admin)
     body = await r.json()
     assert r.status == 200 and body["stored"]["cart"] == {"A": 1}
+    (held,) = body["stored"]["history"]  # the long history is exported too: [item, ms, count]
+    assert held[0] == "A" and held[2] == 1
     assert ["cart_reminder", "html", "default"] in body["cached_blocks"]
     r = await client.delete("/v1/users/gone", headers=admin)
     assert r.status == 200 and (await r.json())["erased"] is True
