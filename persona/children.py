@@ -7,6 +7,12 @@ worker or reader that dies while no stop was requested is started again after a 
 worker and the readers export on `/metrics` as `persona_process_restarts_total{process}`. More than
 `PERSONA_MAX_RESTARTS` failures of one child in a row stop everything (`GaveUp`).
 
+A stop (SIGTERM/SIGINT) is bounded as a whole, not child by child: the worker and the readers get
+SIGTERM at once and `WORKER_GRACE` seconds to exit (the worker writes its state meanwhile; a
+reader only reads), what remains is killed; the broker, kept up until then so the worker can
+still write to it, gets SIGTERM next and is killed at `STOP_DEADLINE` seconds from the start.
+Sequential grace periods (readers 2 s, worker 6 s, broker 2 s) added up past the contract's 10 s.
+
 The embedded broker keeps topics and consumer offsets in memory: when it dies they are gone. So
 a broker death stops the readers and the worker, and starts all three again as `persona run` does
 at start-up: the new broker adopts the state kept in the data dir (the worker's tables, the model
@@ -15,8 +21,10 @@ registry's copy: streams/adopt.py) before the worker starts. Its back-off and gi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -31,14 +39,16 @@ from pathlib import Path
 from api.observability import RESTARTS_FILE
 from engine.clock import Clock
 from engine.settings import Settings
-from persona.reader import cleanup_secondaries, remove_secondary, stop_processes
+from persona.reader import cleanup_secondaries, remove_secondary
 from persona.restarts import GiveUp, MonotonicClock, RestartPolicy, describe_exit
 from streams.backlog import EMBEDDED_ENV
 from streams.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
 
-WORKER_GRACE = 6.0  # seconds the worker gets to stop before SIGKILL
-READER_GRACE = 2.0
+STOP_DEADLINE = 8.0  # seconds from a stop to every child gone (the contract says 10 s)
+WORKER_GRACE = 6.0  # of which the worker and the readers get this before SIGKILL
+READER_GRACE = 2.0  # a reader that never became ready, stopped before the next try
 BROKER_GRACE = 2.0
+KILL_WAIT = 1.0  # seconds to reap a process after SIGKILL
 WORKER_READY = 180.0  # seconds a starting worker may take to answer /readyz 200
 READER_READY = 120.0
 
@@ -94,7 +104,7 @@ class Child:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_processes([self.proc], self.grace)
+            stop_by([self.proc], time.monotonic() + self.grace)
 
 
 class RestartStatus:
@@ -330,11 +340,28 @@ class Children:
     # -- stopping ----------------------------------------------------------------------------
 
     def stop_all(self, broker: bool = True) -> None:
-        """Readers, then the worker (SIGTERM, SIGKILL after their grace), then the broker."""
-        stop_processes([r.proc for r in self.readers if r.proc is not None], READER_GRACE)
-        self.worker.stop()
-        if broker and self.broker is not None:
-            self.broker.stop()
+        """The worker and the readers at once (SIGKILL after WORKER_GRACE), then the broker
+        (SIGKILL at STOP_DEADLINE from the start): see the module doc."""
+        started = time.monotonic()
+        procs = [c.proc for c in (self.worker, *self.readers) if c.proc is not None]
+        stop_by(procs, started + WORKER_GRACE)
+        if broker and self.broker is not None and self.broker.proc is not None:
+            stop_by([self.broker.proc], started + STOP_DEADLINE)
+
+
+def stop_by(procs: list[subprocess.Popen[bytes]], deadline: float) -> None:
+    """SIGTERM every process at once, wait for all of them until `deadline` (monotonic
+    seconds), SIGKILL those still running then."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(KILL_WAIT)
 
 
 def _say(line: str) -> None:
