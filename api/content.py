@@ -83,6 +83,7 @@ class ContentService:
         self.state = state
         self.models = models
         self.renderer = renderer
+        renderer.clock = state.now_ms  # sale prices by the event-time clock (engine/blocks.py)
         self.policy = policy
         self.cache = cache or BlockCache()
         # user -> (stamp, scores, what the recommendations were made from)
@@ -227,6 +228,7 @@ class ContentService:
                 and old.fallback == fallback
                 and old.reason == reason
                 and old.models == block_models(inp, fallback)
+                and not any(p.sale_price is not None for p in items)  # a sale may start or end
             ):
                 result = old
                 self.reused += 1

@@ -198,6 +198,11 @@ def format_price(price: float, currency: str) -> str:
 # -- decision --------------------------------------------------------------------------------------
 
 
+def shown_price(product: Product, now_ms: int | None) -> float:
+    """The price a block shows: the sale price while it is effective at `now_ms`."""
+    return product.price if now_ms is None else product.effective_price(now_ms)
+
+
 def _showable(product: Product) -> bool:
     """Products with URLs an e-mail client and an ad platform can use (absolute http(s))."""
     return product.url.startswith(("https://", "http://")) and product.image_url.startswith(
@@ -211,6 +216,7 @@ def _pick(
     """The first `limit` distinct items of `item_ids` that exist in the catalog and can be shown."""
     out: list[Product] = []
     seen: set[str] = set()
+    groups: set[str] = set()  # item_group_id: one variant of a product per block
     for item_id in item_ids:
         if len(out) >= limit:
             break
@@ -220,9 +226,12 @@ def _pick(
         product = lookup(item_id)
         if product is None or not _showable(product):
             continue
+        if product.item_group_id and product.item_group_id in groups:
+            continue
         if purchasable_only and not product.purchasable:
             continue
         out.append(product)
+        groups.add(product.item_group_id)
     return out
 
 
@@ -313,6 +322,8 @@ class Renderer:
 
     def __init__(self, template_dir: Path | str | None = None) -> None:
         directory = Path(template_dir) if template_dir is not None else DEFAULT_TEMPLATE_DIR
+        # the event-time clock (epoch ms) that decides which sale prices apply; None: list prices
+        self.clock: Callable[[], int] | None = None
         self.template_dir = directory
         self.errors = 0
         self.env = StrictEnvironment(
@@ -343,6 +354,7 @@ class Renderer:
     ) -> dict[str, Any]:
         cart = inp.profile.cart if inp.profile is not None else {}
         with_quantity = inp.block == "cart_reminder" and not fallback
+        now = self.clock() if self.clock is not None else None
         return {
             "block": inp.block,
             "fmt": inp.fmt,
@@ -357,9 +369,10 @@ class Renderer:
                     "title": p.title,
                     "url": p.url,
                     "image_url": p.image_url,
-                    "price": p.price,
+                    "price": shown_price(p, now),
                     "currency": p.currency,
-                    "price_text": format_price(p.price, p.currency),
+                    "price_text": format_price(shown_price(p, now), p.currency),
+                    "regular_price": p.price,  # above `price` while a sale runs
                     "availability": p.availability,
                     "purchasable": p.purchasable,
                     "category": p.category,

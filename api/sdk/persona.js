@@ -155,11 +155,11 @@
         queue = [];
         forget(CONSENT);
         if (cfg && cfg.consentRequired) { forget(ANON); forget(USER); }
-        return;
+        return Promise.resolve([]);
       }
       save(CONSENT, "1");
       if (cfg) { anonymousId(); if (user) save(USER, user); }
-      flush();
+      return flush();
     },
     reset: function () {
       user = null; anon = null; forget(USER); forget(ANON);

@@ -1,0 +1,55 @@
+"""Blocks and the catalog's Google fields (issue 19 item 4): a sale price shows while it is
+effective by the renderer's clock, and one item per item group."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.blocks import BlockInput, BlockPolicy, Renderer, assemble
+from engine.catalog import Product
+
+DAY = 86_400_000
+START = 1_796_083_200_000  # 2026-12-01
+
+
+def product(item_id: str, **kw: Any) -> Product:
+    url = f"https://shop.example/p/{item_id}"
+    return Product(item_id, f"Product {item_id}", url, url + ".jpg", 10.0, "EUR", **kw)
+
+
+CATALOG = {
+    "sale": product("sale", sale_price=7.5, sale_starts=START, sale_ends=START + DAY),
+    "plain": product("plain"),
+    "red": product("red", item_group_id="mug"),
+    "blue": product("blue", item_group_id="mug"),
+    "green": product("green", item_group_id="mug"),
+    "other": product("other", item_group_id="vase"),
+}
+
+
+def fallback_json(popular: list[str], clock: int | None) -> dict[str, Any]:
+    renderer = Renderer()
+    if clock is not None:
+        renderer.clock = lambda: clock
+    inp = BlockInput("recommendations", "json", "u", None, None, [], {}, popular)
+    block = assemble(inp, CATALOG.get, BlockPolicy(items=6), renderer)
+    return json.loads(block.content)
+
+
+def prices(clock: int | None) -> dict[str, float]:
+    items = fallback_json(["sale", "plain"], clock)["items"]
+    return {item["item_id"]: item["price"] for item in items}
+
+
+def test_the_sale_price_shows_only_while_the_sale_runs() -> None:
+    assert prices(START - 1) == {"sale": 10.0, "plain": 10.0}
+    assert prices(START) == {"sale": 7.5, "plain": 10.0}
+    assert prices(START + DAY - 1) == {"sale": 7.5, "plain": 10.0}
+    assert prices(START + DAY) == {"sale": 10.0, "plain": 10.0}
+    assert prices(None) == {"sale": 10.0, "plain": 10.0}  # no clock: list prices
+
+
+def test_one_item_per_item_group_in_a_block() -> None:
+    items = fallback_json(["blue", "red", "plain", "green", "other"], None)["items"]
+    assert [item["item_id"] for item in items] == ["blue", "plain", "other"]
