@@ -41,6 +41,7 @@ CHURN_HORIZON_DAYS = 90
 METRIC = {"recs": f"hr@{AT}", "churn": "roc_auc"}  # the metric that decides a promotion
 MAX_EVENTS = 500_000  # events one run reads at most, the newest (~0.8 KB each once parsed)
 MAX_AGE_DAYS = 400  # events older than this behind the newest one are left out
+MIN_TEST_USERS = 50  # held-out users below which a better score is noise: never promoted
 MIN_POLL_S = 1.0
 MAX_POLL_S = 60.0
 
@@ -117,7 +118,8 @@ class Decision:
 
 def decide(name: str, metrics: Mapping[str, Any], enabled: bool) -> Decision:
     """Whether a retrained version (its `metrics`) replaces the active one: only with promotion
-    enabled and when it is strictly better on the decisive metric of the same held-out data."""
+    enabled and when it is strictly better on the decisive metric of the same held-out data, of
+    at least `MIN_TEST_USERS` users (a few users after a restart of the embedded broker)."""
     metric = METRIC[name]
     mark = metrics.get(RETRAIN) or {}
     new = (mark.get("new") or {}).get(metric)
@@ -126,6 +128,10 @@ def decide(name: str, metrics: Mapping[str, Any], enabled: bool) -> Decision:
         return Decision(False, f"{metric} missing for the new or the active version")
     if new <= old:
         return Decision(False, f"{metric} {new} is not above the active version's {old}")
+    users = mark.get("test_users")
+    if not isinstance(users, int) or users < MIN_TEST_USERS:
+        return Decision(False, f"{metric} {new} > {old} on {users} held-out users only "
+                        f"(promotion needs {MIN_TEST_USERS})")  # fmt: skip
     if not enabled:
         return Decision(False, f"{metric} {new} > {old}, but PERSONA_RETRAIN_PROMOTE is off")
     return Decision(True, f"{metric} {new} > {old}")

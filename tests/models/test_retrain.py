@@ -119,8 +119,9 @@ def test_an_erased_users_events_produced_before_the_erasure_stay_out() -> None:
 # -- the comparison --------------------------------------------------------------------------
 
 
-def mark(new: float, old: float, metric: str = "hr@10") -> dict[str, Any]:
-    return {RETRAIN: {"new": {metric: new}, "active": {"version": "v0", metric: old}}}
+def mark(new: float, old: float, metric: str = "hr@10", users: int = 50) -> dict[str, Any]:
+    active = {"version": "v0", metric: old}
+    return {RETRAIN: {"new": {metric: new}, "active": active, "test_users": users}}
 
 
 def test_promotion_needs_the_setting_and_a_strictly_better_decisive_metric() -> None:
@@ -131,6 +132,8 @@ def test_promotion_needs_the_setting_and_a_strictly_better_decisive_metric() -> 
     assert not decide("recs", mark(0.2, 0.3), enabled=True).promote
     assert decide("churn", mark(0.8, 0.7, "roc_auc"), enabled=True).promote
     assert not decide("churn", mark(0.8, 0.7), enabled=True).promote  # churn decides on AUC
+    few = decide("recs", mark(0.9, 0.1, users=49), enabled=True)
+    assert not few.promote and "on 49 held-out users only (promotion needs 50)" in few.reason
     missing = decide("recs", {}, enabled=True)
     assert not missing.promote and "missing" in missing.reason
 
