@@ -29,7 +29,7 @@ from persona.catalog_sync import (
 )
 from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_security import client_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, http, metric, start_worker, wait_until
 
 FEEDS = ROOT / "tests" / "engine" / "feeds"
 RSS = (FEEDS / "google-rss.xml").read_bytes()
@@ -193,3 +193,29 @@ def test_cli_imports_by_url_with_a_map_and_reports_each_rejected_row(
     hostile = cli(str(FEEDS / "billion-laughs.xml"), "--broker", own_broker.url)
     assert hostile.returncode == 1 and "document type declaration" in hostile.stderr
     assert "lol" not in catalog(own_broker.url)
+
+
+def test_a_worker_pulls_persona_catalog_feeds_on_schedule(
+    own_broker: EmbeddedBroker, server: FeedServer, tmp_path: Path
+) -> None:
+    server.body, server.etag = RSS, '"worker"'
+    worker = start_worker(
+        own_broker.url,
+        tmp_path / "worker",
+        {"PERSONA_CATALOG_FEEDS": f"{server.url}@0.05", "PERSONA_FEED_TITLE": "Example Shop"},
+    )
+    try:
+
+        def listed() -> bool:
+            status, _, body = http("GET", worker.base + "/v1/feeds/google.tsv")
+            return status == 200 and b"85123A\tWhite Hanging Heart" in body
+
+        wait_until(listed, timeout=120, what="the pulled feed's products in the worker's feed")
+        unchanged = 'persona_catalog_syncs_total{feed="0",outcome="not_modified"}'
+        wait_until(lambda: metric(worker.base, unchanged) >= 1, timeout=60, what="a 304 pull")
+        assert ('"worker"', 304) in server.seen
+        log = worker.log.read_text()
+        assert f"catalog sync {server.url} imported" in log
+        assert "line 39 rejected: price must be a number" in log
+    finally:
+        worker.stop()
