@@ -195,6 +195,20 @@ def test_cli_imports_by_url_with_a_map_and_reports_each_rejected_row(
     assert "lol" not in catalog(own_broker.url)
 
 
+def test_cli_full_marks_what_the_feed_leaves_out(own_broker: EmbeddedBroker) -> None:
+    before = catalog(own_broker.url)
+    assert before["85123A"].availability == "in_stock"
+    result = cli(str(FEEDS / "google.tsv"), "--full", "--broker", own_broker.url)
+    assert result.returncode == 1, result.stderr  # t-3's availability is rejected
+    assert "line 4 rejected: availability must be one of" in result.stderr
+    after = catalog(own_broker.url)
+    assert after["85123A"].availability == "out_of_stock"  # kept, not deleted
+    assert after["t-1"].availability == "in_stock" and after["t-1"].sale_price == 6.5
+    assert [item for item in before if item not in after] == []  # nothing deleted
+    marked = sum(p.purchasable for k, p in before.items() if k not in ("t-1", "t-2"))
+    assert f"{marked} missing products marked out of stock" in result.stderr
+
+
 def test_a_worker_pulls_persona_catalog_feeds_on_schedule(
     own_broker: EmbeddedBroker, server: FeedServer, tmp_path: Path
 ) -> None:
