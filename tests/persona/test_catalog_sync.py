@@ -196,6 +196,9 @@ def test_cli_imports_by_url_with_a_map_and_reports_each_rejected_row(
 
 
 def test_cli_full_marks_what_the_feed_leaves_out(own_broker: EmbeddedBroker) -> None:
+    broker = client_config(load_settings(env={}), own_broker.url)
+    rss = FEEDS / "google-rss.xml"
+    asyncio.run(import_feed(broker, 4, rss, reject=lambda *_: None))
     before = catalog(own_broker.url)
     assert before["85123A"].availability == "in_stock"
     result = cli(str(FEEDS / "google.tsv"), "--full", "--broker", own_broker.url)
