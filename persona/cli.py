@@ -16,6 +16,8 @@ from api.auth import InvalidKey
 from engine.catalog import InvalidProduct
 from engine.events import InvalidEvent
 from engine.settings import Settings, SettingsError, load_settings
+from persona.loading import import_catalog as import_catalog  # re-exported
+from persona.loading import replay as replay  # re-exported
 from persona.models_cli import add_models_parser
 from persona.progress import Progress
 from streams.admin import TopicMismatch
@@ -110,28 +112,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _require_file(args.file)
     sent = asyncio.run(replay(broker, settings.partitions, read_events(args.file), args.rate))
     return 0 if sent >= 0 else 1
-
-
-async def replay(broker: Broker, partitions: int, events: Any, rate: float | None = None) -> int:
-    from streams.produce import ALL_INPUTS, Producer, ensure_topics
-
-    await ensure_topics(broker, partitions, ALL_INPUTS)
-    progress = Progress("replay")
-    async with Producer(broker) as producer:
-        sent = await producer.send_events(events, rate=rate, progress=progress)
-    progress.close(sent)
-    return sent
-
-
-async def import_catalog(broker: Broker, partitions: int, products: Any) -> int:
-    from streams.produce import ALL_INPUTS, Producer, ensure_topics
-
-    await ensure_topics(broker, partitions, ALL_INPUTS)
-    progress = Progress("catalog import")
-    async with Producer(broker) as producer:
-        sent = await producer.send_products(products, progress=progress)
-    progress.close(sent)
-    return sent
 
 
 def cmd_catalog_import(args: argparse.Namespace) -> int:
