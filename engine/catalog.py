@@ -59,6 +59,9 @@ class Product:
     additional_image_links: tuple[str, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict)
 
+    def __hash__(self) -> int:  # `attributes` is a dict: hash what identifies the offer
+        return hash((self.item_id, self.title, self.url, self.price, self.availability))
+
     @property
     def purchasable(self) -> bool:
         return self.availability != "out_of_stock"

@@ -98,3 +98,8 @@ def test_bad_new_fields_are_refused_with_a_reason(fields: dict[str, Any], reason
 def test_at_most_ten_additional_images_are_kept() -> None:
     links = [f"https://shop.example.com/i/{i}.jpg" for i in range(15)]
     assert len(product(additional_image_links=links).additional_image_links) == 10
+
+
+def test_products_stay_hashable_with_attributes() -> None:
+    one, same = product(attributes={"color": "red"}), product(attributes={"color": "red"})
+    assert one == same and hash(one) == hash(same) and len({one, same}) == 1
