@@ -57,6 +57,17 @@ persona.flush().then(function (sent) {{
 </script></body></html>"""
 
 
+AUTO = """<!doctype html><html><head><title>Shop</title></head><body>
+<script src="{persona}/v1/sdk.js" data-key="{key}"></script>
+<script>
+persona.category("Candles");
+document.body.setAttribute("data-anon", persona.anonymousId());
+persona.flush().then(function (sent) {{
+  document.body.setAttribute("data-sent", JSON.stringify(sent));
+}});
+</script></body></html>"""
+
+
 @dataclass
 class Shop:
     persona: Worker
@@ -66,7 +77,8 @@ class Shop:
 
 def _pages(persona: str) -> dict[str, bytes]:
     fields = {"persona": persona, "key": TAG_KEY, "shopper": SHOPPER}
-    return {"/": SHOP.format(**fields).encode(), "/consent": CONSENT.format(**fields).encode()}
+    pages = {"/": SHOP, "/consent": CONSENT, "/auto": AUTO}
+    return {path: page.format(**fields).encode() for path, page in pages.items()}
 
 
 def _serve(port: int, pages: dict[str, bytes]) -> ThreadingHTTPServer:
@@ -169,3 +181,18 @@ def test_nothing_is_stored_or_sent_before_consent(shop: Shop) -> None:
 
     events = wait_until(arrived, timeout=90, what="the events held until consent")
     assert events == {"page_view": 1, "search": 1}
+
+
+def test_the_script_tag_alone_sets_the_tag_up(shop: Shop) -> None:
+    """`data-key` on the script tag: the endpoint is the script's own origin (Persona's, not the
+    page's), and init sends the page view."""
+    dom = browser.dom(shop.allowed + "/auto", budget_ms=8000)
+    anon = _attribute(dom, "anon")
+    assert _attribute(dom, "sent") == "[202]"
+
+    def arrived() -> dict[str, int]:
+        events = _events(shop, anon)
+        return events if events.get("category_view") else {}
+
+    events = wait_until(arrived, timeout=90, what="the auto-initialized tag's events")
+    assert events == {"page_view": 1, "category_view": 1}
