@@ -28,12 +28,17 @@ from jinja2.utils import htmlsafe_json_dumps
 import templates
 from engine.catalog import Product
 from engine.consent import block_allowed
+from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile
 from engine.sandbox import StrictEnvironment
 
 log = logging.getLogger("persona.blocks")
 
 BLOCKS = ("recommendations", "cart_reminder", "winback")
+# Blocks about an item rather than a user's history: `similar_items` shows the neighbours of the
+# request's `context_item` (engine.params), for a user or for the item alone (the item route).
+CONTEXT_BLOCKS = ("similar_items",)
+ALL_BLOCKS = BLOCKS + CONTEXT_BLOCKS
 FORMATS = ("html", "json")
 CONTENT_TYPES = {"html": "text/html; charset=utf-8", "json": "application/json"}
 # Why a block is a fallback ("" when personalized).
@@ -44,11 +49,13 @@ REASONS = (
     "low_churn_risk",
     "nothing_personal",
     "template_error",
+    "nothing_similar",
 )
 CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
 DEFAULT_TEMPLATE_DIR = Path(templates.__file__).parent
 
 Lookup = Callable[[str], Product | None]
+Keep = Callable[[Product], bool]
 
 
 class UnknownBlock(ValueError):
@@ -70,6 +77,9 @@ class BlockInput:
     models: dict[str, str]  # model name -> version that produced the recommendations / churn
     popular: list[str]  # best-sellers, best first
     variant: str = "default"
+    # the request's parameters (engine.params): filters, exclusions, item count, locale; for
+    # `similar_items`, `recommendations` holds the context item's neighbours
+    params: BlockParams = NO_PARAMS
 
 
 @dataclass(frozen=True)
@@ -211,9 +221,14 @@ def _showable(product: Product) -> bool:
 
 
 def _pick(
-    item_ids: list[str], lookup: Lookup, limit: int, purchasable_only: bool = True
+    item_ids: list[str],
+    lookup: Lookup,
+    limit: int,
+    purchasable_only: bool = True,
+    keep: Keep | None = None,
 ) -> list[Product]:
-    """The first `limit` distinct items of `item_ids` that exist in the catalog and can be shown."""
+    """The first `limit` distinct items of `item_ids` that exist in the catalog, can be shown
+    and pass `keep` (the request's filters)."""
     out: list[Product] = []
     seen: set[str] = set()
     groups: set[str] = set()  # item_group_id: one variant of a product per block
@@ -230,25 +245,49 @@ def _pick(
             continue
         if purchasable_only and not product.purchasable:
             continue
+        if keep is not None and not keep(product):
+            continue
         out.append(product)
         groups.add(product.item_group_id)
     return out
 
 
-def fallback_items(popular: list[str], lookup: Lookup, policy: BlockPolicy) -> list[Product]:
-    """The fallback content: best-sellers that are purchasable catalog items."""
-    return _pick(popular, lookup, policy.items)
+def fallback_items(
+    popular: list[str], lookup: Lookup, policy: BlockPolicy, inp: BlockInput | None = None
+) -> list[Product]:
+    """The fallback content: best-sellers that are purchasable catalog items (and pass the
+    filters of `inp`'s parameters, as many as they ask for)."""
+    if inp is None or inp.params is NO_PARAMS:
+        return _pick(popular, lookup, policy.items)
+    return _pick(popular, lookup, item_count(inp, policy), keep=keeper(inp))
+
+
+def item_count(inp: BlockInput, policy: BlockPolicy) -> int:
+    """How many items the block shows: the request's `n`, else the policy's."""
+    return inp.params.n or policy.items
+
+
+def keeper(inp: BlockInput) -> Keep | None:
+    """The request's filter on candidate items (None: no filter): catalog fields, exclusions,
+    and never the context item itself in a `similar_items` block."""
+    params = inp.params
+    if params is NO_PARAMS:
+        return None
+    context = params.context_item if inp.block in CONTEXT_BLOCKS else None
+    if context is None and not params.filtered and not params.exclude:
+        return None
+    return lambda product: product.item_id != context and params.matches(product)
 
 
 def _favourite_categories(
-    profile: Profile, popular: list[str], lookup: Lookup, limit: int
+    profile: Profile, popular: list[str], lookup: Lookup, limit: int, keep: Keep | None = None
 ) -> list[Product]:
     """Best-sellers from the user's favourite categories, strongest category first."""
     ranked = sorted(profile.categories.items(), key=lambda kv: (-kv[1], kv[0]))
     favourites = {name: rank for rank, (name, _) in enumerate(ranked)}
     if not favourites:
         return []
-    candidates = _pick(popular, lookup, len(popular))
+    candidates = _pick(popular, lookup, len(popular), keep=keep)
     chosen = [p for p in candidates if p.category in favourites]
     chosen.sort(key=lambda p: favourites[p.category])  # stable: best-seller order within one
     return chosen[:limit]
@@ -262,35 +301,53 @@ def decide(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> tuple[list[P
     html (the template marks them) but leaves them out of json (ads for what cannot be bought waste
     money); unknown items are always skipped.
     """
-    if inp.block not in BLOCKS:
-        raise UnknownBlock(f"unknown block {inp.block!r}; expected one of {', '.join(BLOCKS)}")
-    if inp.fmt not in FORMATS:
-        raise UnknownBlock(f"unknown format {inp.fmt!r}; expected one of {', '.join(FORMATS)}")
+    _check(inp)
     profile = inp.profile
 
     def fallback(reason: str) -> tuple[list[Product], bool, str]:
-        return fallback_items(inp.popular, lookup, policy), True, reason
+        return fallback_items(inp.popular, lookup, policy, inp), True, reason
 
     if profile is None:
         return fallback("unknown_user")
     if not block_allowed(profile, inp.fmt, policy.consent_default):
         return fallback("no_consent")
-
-    if inp.block == "recommendations":
-        items = _pick(inp.recommendations, lookup, policy.items)
+    limit, keep = item_count(inp, policy), keeper(inp)
+    if inp.block in ("recommendations", "similar_items"):
+        items = _pick(inp.recommendations, lookup, limit, keep=keep)
     elif inp.block == "cart_reminder":
         if not profile.cart:
             return fallback("empty_cart")
-        items = _pick(list(profile.cart), lookup, policy.items, purchasable_only=inp.fmt == "json")
+        html = inp.fmt == "html"
+        items = _pick(list(profile.cart), lookup, limit, purchasable_only=not html, keep=keep)
     else:  # winback
         if inp.churn is None or inp.churn < policy.churn_threshold:
             return fallback("low_churn_risk")
-        items = _pick(inp.recommendations, lookup, policy.items)
+        items = _pick(inp.recommendations, lookup, limit, keep=keep)
         if not items:
-            items = _favourite_categories(profile, inp.popular, lookup, policy.items)
+            items = _favourite_categories(profile, inp.popular, lookup, limit, keep)
     if not items:
-        return fallback("nothing_personal")
+        return fallback("nothing_similar" if inp.block in CONTEXT_BLOCKS else "nothing_personal")
     return items, False, ""
+
+
+def decide_similar(
+    inp: BlockInput, lookup: Lookup, policy: BlockPolicy
+) -> tuple[list[Product], bool, str]:
+    """What an item's `similar_items` block shows without a user (the item route): its
+    neighbours (`inp.recommendations`) that pass the filters, never the item itself; the
+    best-sellers (reason `nothing_similar`) when none does. Pure."""
+    _check(inp)
+    items = _pick(inp.recommendations, lookup, item_count(inp, policy), keep=keeper(inp))
+    if items:
+        return items, False, ""
+    return fallback_items(inp.popular, lookup, policy, inp), True, "nothing_similar"
+
+
+def _check(inp: BlockInput) -> None:
+    if inp.block not in ALL_BLOCKS:
+        raise UnknownBlock(f"unknown block {inp.block!r}; expected one of {', '.join(ALL_BLOCKS)}")
+    if inp.fmt not in FORMATS:
+        raise UnknownBlock(f"unknown format {inp.fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -326,16 +383,23 @@ class Renderer:
         self.clock: Callable[[], int] | None = None
         self.template_dir = directory
         self.errors = 0
+        # a directory of the six files from before `similar_items` takes the packaged one
+        loader = jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader(str(directory)),
+                jinja2.FileSystemLoader(str(DEFAULT_TEMPLATE_DIR)),
+            ]
+        )
         self.env = StrictEnvironment(
-            loader=jinja2.FileSystemLoader(str(directory)),
+            loader=loader,
             autoescape=jinja2.select_autoescape(["html"]),
             undefined=jinja2.StrictUndefined,
             auto_reload=False,
         )
-        for block in BLOCKS:
+        for block in ALL_BLOCKS:
             for fmt in FORMATS:
                 name = template_path(block, fmt)
-                if not (directory / name).is_file():
+                if block in BLOCKS and not (directory / name).is_file():
                     raise TemplateSetupError(f"block template {directory / name} is missing")
                 try:
                     self.env.get_template(name)
@@ -363,6 +427,7 @@ class Renderer:
             "models": {} if fallback else dict(inp.models),
             "fallback": fallback,
             "reason": reason,
+            "locale": inp.params.locale or "",
             "items": [
                 {
                     "item_id": p.item_id,
@@ -436,7 +501,7 @@ class Renderer:
                     inp.fmt,
                     exc_info=True,
                 )
-            items = fallback_items(inp.popular, lookup, policy or BlockPolicy())
+            items = fallback_items(inp.popular, lookup, policy or BlockPolicy(), inp)
             fallback, reason = True, "template_error"
         try:
             return self._render(inp, items, True, reason)
