@@ -18,8 +18,9 @@ from api.limits import THROTTLE, AuthThrottle, ServingOptions
 from api.openapi import openapi_document
 from engine.admission import admit
 from engine.audit import consent_fields
-from engine.blocks import BLOCKS, FORMATS, Block, models_header
+from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block, models_header
 from engine.events import Event, InvalidEvent, validate
+from engine.params import NO_PARAMS, BlockParams, InvalidParam, from_query
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.api")
@@ -200,8 +201,17 @@ def block_response(request: web.Request) -> web.Response:
 def block_answer(request: web.Request) -> tuple[web.Response, Block | None]:
     """The block GET's response, and the block it answers with (None for a 4xx)."""
     match = request.match_info
-    fmt = request.query.get("format", "html") if request.query_string else "html"
-    refused, block = block_lookup(request.app[CONTENT], match["user_id"], match["block"], fmt)
+    fmt, params = "html", NO_PARAMS
+    if request.query_string:
+        query = request.query
+        fmt = query.get("format", "html")
+        if len(query) > 1 or "format" not in query:
+            try:
+                params = from_query(query.items())
+            except InvalidParam as exc:
+                return bad_param(exc), None
+    content = request.app[CONTENT]
+    refused, block = block_lookup(content, match["user_id"], match["block"], fmt, params)
     if block is None:
         assert refused is not None
         return refused, None
@@ -211,16 +221,27 @@ def block_answer(request: web.Request) -> tuple[web.Response, Block | None]:
 
 
 def block_lookup(
-    content: ContentService, user_id: str, block_name: str, fmt: str
+    content: ContentService,
+    user_id: str,
+    block_name: str,
+    fmt: str,
+    params: BlockParams = NO_PARAMS,
 ) -> tuple[web.Response | None, Block | None]:
     """(None, the block) for a valid block GET, else (its 4xx problem, None)."""
-    if block_name not in BLOCKS:
-        return problem(404, "Unknown block", f"blocks are {', '.join(BLOCKS)}"), None
+    if block_name not in ALL_BLOCKS:
+        return problem(404, "Unknown block", f"blocks are {', '.join(ALL_BLOCKS)}"), None
     if fmt not in FORMATS:
         return problem(400, "Bad format", f"format is one of {', '.join(FORMATS)}"), None
     if not 1 <= len(user_id) <= 128:
         return problem(400, "Bad user id", "user ids are 1..128 characters"), None
-    return None, content.block(user_id, block_name, fmt)
+    if block_name in CONTEXT_BLOCKS and params.context_item is None:
+        return bad_param(InvalidParam("context_item", f"{block_name} needs one")), None
+    return None, content.block(user_id, block_name, fmt, params=params)
+
+
+def bad_param(exc: InvalidParam) -> web.Response:
+    """The 400 problem for a block parameter (engine.params), naming it in `parameter`."""
+    return problem(400, "Bad parameter", str(exc), parameter=exc.name)
 
 
 def not_modified(block: Block, if_none_match: str | None) -> bool:
@@ -344,7 +365,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 def _register_serving(app: web.Application, options: ServingOptions) -> None:
     """Send-time routes (batch, render, feeds) and the limits (api/limits.py)."""
-    from api import batch, feeds, limits, render  # here: they import this module
+    from api import batch, feeds, limits, render, similar  # here: they import this module
 
     audit, limit = limits.register(app, options, lambda r: r.get(KEY_NAME), _scope_for)
     at = app.middlewares.index(auth_middleware)
@@ -353,6 +374,7 @@ def _register_serving(app: web.Application, options: ServingOptions) -> None:
     batch.register(app)
     render.register(app)
     feeds.register(app)
+    similar.register(app)
 
 
 def create_app(

@@ -6,6 +6,11 @@ Response: `{"results": {user_id: {"content": str, "fallback": bool, "etag": str}
 msgpack when the `Accept` header names `application/msgpack`. `content` is the block exactly as
 `GET /v1/users/{id}/blocks/{block}` serves it (the HTML fragment, or the JSON document as text).
 Duplicate user ids are answered once. Every user gets an answer: personalized or the fallback.
+
+Block parameters (engine.params) are fields of the same object, for every user of the batch:
+`n`, `category`, `brand`, `min_price`, `max_price` (numbers), `exclude` (an array of item ids, or
+them comma-separated), `context_item`, `locale`; `similar_items` needs `context_item`. Any other
+field, or a bad value, is a 400 problem naming it in `parameter`.
 """
 
 from __future__ import annotations
@@ -20,13 +25,29 @@ from aiohttp.abc import AbstractStreamWriter
 from api.app import CONTENT, problem
 from api.limits import MAX_USERS
 from api.models_routes import log_exposures
-from engine.blocks import BLOCKS, FORMATS, Block
+from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block
+from engine.params import BlockParams, InvalidParam, from_body
 
 MSGPACK = "application/msgpack"
 
 
 class BadRequest(ValueError):
-    pass
+    def __init__(self, detail: str, parameter: str | None = None) -> None:
+        super().__init__(detail)
+        self.parameter = parameter  # the block parameter it is about, if one
+
+    @classmethod
+    def of(cls, exc: InvalidParam) -> BadRequest:
+        return cls(str(exc), exc.name)
+
+    def answer(self) -> web.Response:
+        """The 400 problem (naming the parameter, if one)."""
+        if self.parameter is None:
+            return problem(400, "Bad request", str(self))
+        return problem(400, "Bad parameter", str(self), parameter=self.parameter)
+
+
+BATCH_FIELDS = ("block", "format", "user_ids")  # the batch's own fields; the rest: parameters
 
 
 BODY = web.RequestKey("decoded_body", object)  # read_body's result, decoded once per request
@@ -61,16 +82,28 @@ def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def parse(body: Any) -> tuple[str, str, list[str]]:
+def parse(body: Any) -> tuple[str, str, list[str], BlockParams]:
     if not isinstance(body, dict):
         raise BadRequest("the body is an object with block, format and user_ids")
     block = body.get("block")
     fmt = body.get("format", "html")
-    if block not in BLOCKS:
-        raise BadRequest(f"block is one of {', '.join(BLOCKS)}")
+    if block not in ALL_BLOCKS:
+        raise BadRequest(f"block is one of {', '.join(ALL_BLOCKS)}")
     if fmt not in FORMATS:
         raise BadRequest(f"format is one of {', '.join(FORMATS)}")
-    return str(block), str(fmt), user_ids(body)
+    params = block_params(body, BATCH_FIELDS)
+    if block in CONTEXT_BLOCKS and params.context_item is None:
+        raise BadRequest.of(InvalidParam("context_item", f"{block} needs one"))
+    return str(block), str(fmt), user_ids(body), params
+
+
+def block_params(body: dict[str, Any], own: tuple[str, ...]) -> BlockParams:
+    """The block parameters among `body`'s fields (`own`: the route's); BadRequest names a
+    bad one."""
+    try:
+        return from_body(body, own)
+    except InvalidParam as exc:
+        raise BadRequest.of(exc) from None
 
 
 def wants_msgpack(request: web.Request) -> bool:
@@ -133,10 +166,10 @@ class SlicedBody(payload.Payload):
 
 async def post_batch(request: web.Request) -> web.Response:
     try:
-        block_name, fmt, ids = parse(await read_body(request))
+        block_name, fmt, ids, params = parse(await read_body(request))
     except BadRequest as exc:
-        return problem(400, "Bad request", str(exc))
-    blocks = request.app[CONTENT].blocks(ids, block_name, fmt)
+        return exc.answer()
+    blocks = request.app[CONTENT].blocks(ids, block_name, fmt, params)
     log_exposures(request, ids, block_name)
     as_msgpack = wants_msgpack(request)
     body = encode_results(ids, blocks, as_msgpack)

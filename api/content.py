@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from engine import consent
 from engine.blocks import (
+    CONTEXT_BLOCKS,
     UNKNOWN_KEY,
     UNKNOWN_USER,
     Block,
@@ -31,20 +34,30 @@ from engine.blocks import (
     assemble,
     block_models,
     decide,
+    decide_similar,
     for_unknown_user,
 )
 from engine.catalog import Product
 from engine.events import Event
 from engine.memo import SizedMemo
-from engine.profile import Profile
+from engine.params import NO_PARAMS, BlockParams
+from engine.profile import Profile, history_newest
 from models.registry import ModelSet
-from models.scoring import Scores, excluded_items, score_profile
+from models.scoring import TOP_RECOMMENDATIONS, Scores, excluded_items, score_profile
+from models.similar import similar_items
 
 HOUR_MS = 3_600_000
 SCORES_MEMO = 200_000  # users whose scores are memoized
 SCORES_MEMO_BYTES = 64 * 1024 * 1024  # accounted: ITEM_BYTES per item id it holds, plus its key
 ITEM_BYTES = 100  # an item id in a memoized list or set (<= 128 characters, mostly shared)
 HOUR_AT = 2  # the hour's place in `_base_stamp()`
+# Blocks with request parameters (engine.params) live in their own LRU, one entry per user, block,
+# format, variant and distinct parameter set, bounded by PARAM_BLOCKS entries and
+# PARAM_BLOCK_BYTES accounted bytes: a flood of distinct parameter sets evicts only other
+# parameterized blocks, never the plain ones the hot path serves.
+PARAM_BLOCKS = 20_000
+PARAM_BLOCK_BYTES = 64 * 1024 * 1024
+ITEM_KEY = "\x00item"  # the user part of an item route's cache key: never a user id
 log = logging.getLogger("persona.content")
 
 
@@ -86,6 +99,7 @@ class ContentService:
         renderer.clock = state.now_ms  # sale prices by the event-time clock (engine/blocks.py)
         self.policy = policy
         self.cache = cache or BlockCache()
+        self.param_cache = BlockCache(PARAM_BLOCKS, PARAM_BLOCK_BYTES)
         # user -> (stamp, scores, what the recommendations were made from)
         self._scores: SizedMemo[str, tuple[tuple[Any, ...], Scores, tuple[Any, ...]]] = SizedMemo(
             SCORES_MEMO, SCORES_MEMO_BYTES
@@ -143,7 +157,14 @@ class ContentService:
     def forget(self, user_id: str) -> None:
         """Drop everything cached about a user (after an erasure)."""
         self.cache.invalidate_user(user_id)
+        self.param_cache.invalidate_user(user_id)
         self._scores.pop(user_id)
+
+    def cached_blocks(self, user_id: str) -> list[list[str]]:
+        """The (block, format, variant) entries cached for one user (privacy export); a
+        parameterized block's variant is followed by its parameter set."""
+        found = self.cache.keys_of(user_id) + self.param_cache.keys_of(user_id)
+        return [[b, f, v.replace("\x00", "?", 1).replace("\x00", "&")] for b, f, v in found]
 
     def popular(self) -> list[str]:
         live = self.state.popular()
@@ -159,20 +180,31 @@ class ContentService:
         fmt: str,
         variant: str = "default",
         base: tuple[Any, ...] | None = None,
+        params: BlockParams = NO_PARAMS,
     ) -> Block:
         """The user's block, personalized or the fallback; never raises for a known block and
         format (a failing state read or model answers the fallback, logged and counted).
-        `base` is a `_base_stamp()` the caller took once for many users (a batch)."""
+        `base` is a `_base_stamp()` the caller took once for many users (a batch); `params` the
+        request's parameters (engine.params; without any: the plain, hot path)."""
         try:
-            return self._block(user_id, block, fmt, variant, base)
+            if params is NO_PARAMS and block not in CONTEXT_BLOCKS:
+                return self._block(user_id, block, fmt, variant, base)
+            return self._param_block(user_id, block, fmt, variant, base, params)
         except UnknownBlock:
             raise
         except Exception:
             self.errors += 1
             log.exception("block %s/%s failed for a user; serving the fallback", block, fmt)
-            return self.fallback_block(user_id, block, fmt, variant)
+            return self.fallback_block(user_id, block, fmt, variant, params)
 
-    def fallback_block(self, user_id: str, block: str, fmt: str, variant: str = "default") -> Block:
+    def fallback_block(
+        self,
+        user_id: str,
+        block: str,
+        fmt: str,
+        variant: str = "default",
+        params: BlockParams = NO_PARAMS,
+    ) -> Block:
         """The fallback (best-sellers) version of a block, not derived from the user's profile."""
         inp = BlockInput(
             block=block,
@@ -184,13 +216,16 @@ class ContentService:
             models={},
             popular=self.popular(),
             variant=variant,
+            params=params,
         )
         return assemble(inp, self.state.product, self.policy, self.renderer)
 
-    def blocks(self, user_ids: list[str], block: str, fmt: str) -> list[Block]:
+    def blocks(
+        self, user_ids: list[str], block: str, fmt: str, params: BlockParams = NO_PARAMS
+    ) -> list[Block]:
         """One block per user (send-time batches): the stamp's shared part is taken once."""
         base = self._base_stamp()
-        return [self.block(uid, block, fmt, "default", base) for uid in user_ids]
+        return [self.block(uid, block, fmt, "default", base, params) for uid in user_ids]
 
     def _block(
         self, user_id: str, block: str, fmt: str, variant: str, base: tuple[Any, ...] | None
@@ -256,6 +291,152 @@ class ContentService:
         mine = for_unknown_user(shared, user_id)
         return mine if mine is not None else self.fallback_block(user_id, block, fmt, variant)
 
+    # -- blocks with request parameters (engine.params) ------------------------------------------
+
+    def _param_block(
+        self,
+        user_id: str,
+        block: str,
+        fmt: str,
+        variant: str,
+        base: tuple[Any, ...] | None,
+        params: BlockParams,
+    ) -> Block:
+        """A block for a parameter set, cached in `param_cache` under the stamp a plain block
+        has (profile version and `_base_stamp()`), rendered again whenever it changes."""
+        profile = self.state.profile(user_id)
+        stamp = self._stamp(profile, base)
+        slot = f"{variant}\x00{params.key}"
+        if profile is None:
+            return self._param_unknown(user_id, block, fmt, variant, slot, stamp, params)
+        key = (user_id, block, fmt, slot)
+        cached = self.param_cache.get(key, stamp)
+        if cached is None:
+            inp = self._param_input(profile, block, fmt, variant, params)
+            cached = assemble(inp, self.state.product, self.policy, self.renderer)
+            self.param_cache.put(key, stamp, cached)
+        return cached
+
+    def _param_unknown(
+        self,
+        user_id: str,
+        block: str,
+        fmt: str,
+        variant: str,
+        slot: str,
+        stamp: tuple[Any, ...],
+        params: BlockParams,
+    ) -> Block:
+        """`_unknown` for a parameter set: one shared fallback per block, format, variant and
+        parameter set."""
+        key = (UNKNOWN_KEY, block, fmt, slot)
+        shared = self.param_cache.get(key, stamp)
+        if shared is None:
+            shared = self.fallback_block(UNKNOWN_USER, block, fmt, variant, params)
+            self.param_cache.put(key, stamp, shared)
+        mine = for_unknown_user(shared, user_id)
+        if mine is None:
+            return self.fallback_block(user_id, block, fmt, variant, params)
+        return mine
+
+    def _param_input(
+        self, profile: Profile, block: str, fmt: str, variant: str, params: BlockParams
+    ) -> BlockInput:
+        churn: float | None = None
+        candidates: list[str] = []
+        models: dict[str, str] = {}
+        if consent.block_allowed(profile, fmt, self.policy.consent_default):
+            scores = self.scores(profile)  # not scored (nor A/B assigned) for the fallback
+            churn, candidates, models = scores.churn, scores.recommendations, scores.models
+            chosen = self.models.for_user(profile.user_id)
+            if block in CONTEXT_BLOCKS:
+                candidates = self.similar_ids(params, chosen)
+                models = {"recs": chosen.versions()["recs"]}
+            elif _recommend_again(params):
+                candidates = self._recommend(profile, params, chosen)
+        return BlockInput(
+            block=block,
+            fmt=fmt,
+            user_id=profile.user_id,
+            profile=profile,
+            churn=churn,
+            recommendations=candidates,
+            models=models,
+            popular=self.popular(),
+            variant=variant,
+            params=params,
+        )
+
+    def _recommend(self, profile: Profile, params: BlockParams, models: ModelSet) -> list[str]:
+        """Recommendations for a parameter set: only items that pass its filters, and with a
+        `context_item` that item as the newest history item (recency weight 1, the user's own
+        items from the model's decay down); never the context item itself."""
+        now = self.state.now_ms()
+        recent = list(history_newest(profile))
+        exclude = excluded_items(profile, now) | params.exclude
+        context = params.context_item
+        if context is not None:
+            newest = recent[0][1] + 1 if recent else now
+            recent.insert(0, (context, newest))
+            exclude.add(context)
+        k = max(TOP_RECOMMENDATIONS, params.n or 0)
+        return models.recs.recommend(recent, exclude, k, self._passes(params))
+
+    def _passes(self, params: BlockParams) -> Callable[[str], bool]:
+        """Whether an item is in the catalog, purchasable and passes `params`' filters."""
+
+        def passes(item_id: str) -> bool:
+            product = self.state.product(item_id)
+            return product is not None and product.purchasable and params.matches(product)
+
+        return passes
+
+    def similar_ids(self, params: BlockParams, models: ModelSet | None = None) -> list[str]:
+        """Items like `params.context_item`, best first (models.similar.similar_items): its
+        co-occurrence neighbours in the recs model (`models`, else the active one), content
+        neighbours (the state's `content_index`, where it has one) for an item the model has not
+        seen; only purchasable items that pass the filters, never the item itself."""
+        item = params.context_item
+        if item is None:
+            return []
+        recs = (models or self.models).recs
+        index = getattr(self.state, "content_index", None)
+        n = params.n or self.policy.items
+        return similar_items(item, n, recs, index, self._passes(params), params.exclude)
+
+    def similar_block(
+        self, item_id: str, fmt: str, params: BlockParams = NO_PARAMS
+    ) -> Block | None:
+        """`GET /v1/items/{item_id}/similar`: the `similar_items` block of a catalog item for no
+        user in particular (`user_id` ""), cached per item, format and parameter set; None for
+        an item not in the catalog."""
+        if self.state.product(item_id) is None:
+            return None
+        params = replace(params, context_item=item_id)
+        stamp = self._base_stamp()
+        key = (ITEM_KEY, "similar_items", fmt, params.key)
+        cached = self.param_cache.get(key, stamp)
+        if cached is None:
+            cached = self._similar_render(fmt, params)
+            self.param_cache.put(key, stamp, cached)
+        return cached
+
+    def _similar_render(self, fmt: str, params: BlockParams) -> Block:
+        models = self.models  # one reference: swaps are atomic
+        inp = BlockInput(
+            block="similar_items",
+            fmt=fmt,
+            user_id="",
+            profile=None,
+            churn=None,
+            recommendations=self.similar_ids(params, models),
+            models={"recs": models.versions()["recs"]},
+            popular=self.popular(),
+            params=params,
+        )
+        items, fallback, reason = decide_similar(inp, self.state.product, self.policy)
+        return self.renderer.render(inp, items, fallback, reason, self.state.product, self.policy)
+
     def profile_view(self, user_id: str) -> dict[str, Any] | None:
         profile = self.state.profile(user_id)
         if profile is None:
@@ -283,6 +464,13 @@ class ContentService:
             },
             "version": profile.version,
         }
+
+
+def _recommend_again(params: BlockParams) -> bool:
+    """Whether a parameter set needs recommendations of its own (the memoized top
+    TOP_RECOMMENDATIONS were made without its filters, exclusions and context item)."""
+    more = params.n is not None and params.n > TOP_RECOMMENDATIONS
+    return more or params.filtered or bool(params.exclude) or params.context_item is not None
 
 
 def _only_the_hour_moved(old: Any, new: tuple[Any, ...]) -> bool:

@@ -268,7 +268,12 @@ class Front:
             return None  # the application answers expectations and checks hop signatures
         if self._chain_needed(user_id, headers.get(ROUTED) is not None):
             return None
-        fmt = request.query.get("format", "html") if query else "html"
+        fmt = "html"
+        if query:
+            parsed = request.query
+            if len(parsed) > 1 or (parsed and "format" not in parsed):
+                return None  # block parameters: `hot_middleware` parses them (block_answer)
+            fmt = parsed.get("format", "html")
         rid = _request_id(headers.get("X-Request-Id"))
         token = request_id.set(rid)
         started = time.perf_counter()
@@ -334,6 +339,8 @@ class Front:
         if self._chain_needed(user_id, ROUTED_FIELD in fields):
             return None
         fmt = _format(query) if query else "html"
+        if fmt is None:
+            return None  # block parameters: the application parses them
         rid_field = fields.get(b"x-request-id")
         rid = _request_id(rid_field.decode("ascii") if rid_field is not None else None)
         token = request_id.set(rid)
@@ -391,13 +398,18 @@ def block_route(target: str) -> tuple[str, str, str, str] | None:
     return path, query, user_id, block_name
 
 
-def _format(query: str) -> str:
-    """The first `format` parameter of a plain query string (as `request.query.get` reads it)."""
+def _format(query: str) -> str | None:
+    """The first `format` parameter of a plain query string (as `request.query.get` reads it);
+    None when it holds any other parameter (engine.params: the application parses those)."""
+    fmt: str | None = None
     for pair in query.split("&"):
         name, _, value = pair.partition("=")
         if name == "format":
-            return value
-    return "html"
+            if fmt is None:
+                fmt = value
+        elif pair:
+            return None
+    return "html" if fmt is None else fmt
 
 
 class Seen:

@@ -6,9 +6,10 @@ from typing import Any
 
 from api.openapi_collect import collect_paths
 from api.openapi_models import models_paths, privacy_paths
+from api.openapi_params import PARAMETERS_NOTE, query_params, similar_paths
 from api.openapi_paths import extra_paths
 from api.openapi_serving import serving_paths
-from engine.blocks import BLOCKS, FORMATS
+from engine.blocks import ALL_BLOCKS, FORMATS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _AUTH_ERRORS = {"401": _PROBLEM, "403": _PROBLEM}
@@ -58,7 +59,7 @@ def _document() -> dict[str, Any]:
         "type": "object",
         "required": ["block", "user_id", "items", "variant", "models", "fallback"],
         "properties": {
-            "block": {"type": "string", "enum": list(BLOCKS)},
+            "block": {"type": "string", "enum": list(ALL_BLOCKS)},
             "user_id": {"type": "string"},
             "items": {"type": "array", "items": item},
             "variant": {"type": "string"},
@@ -102,19 +103,21 @@ def _document() -> dict[str, Any]:
             "/v1/users/{user_id}/blocks/{block}": {
                 "get": {
                     "summary": "One content block for one user (personalized or the fallback)",
+                    "description": "`similar_items` needs `context_item`." + PARAMETERS_NOTE,
                     "parameters": [
                         _user_param(),
                         {
                             "name": "block",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "enum": list(BLOCKS)},
+                            "schema": {"type": "string", "enum": list(ALL_BLOCKS)},
                         },
                         {
                             "name": "format",
                             "in": "query",
                             "schema": {"type": "string", "enum": list(FORMATS), "default": "html"},
                         },
+                        *query_params(),
                         {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
                     ],
                     "responses": {
@@ -175,5 +178,6 @@ def _document() -> dict[str, Any]:
             **serving_paths(),  # api/openapi_serving.py: batch, render, feeds
             **models_paths(),  # api/openapi_models.py: the model registry, experiments
             **privacy_paths(),  # api/openapi_models.py: GDPR export and erasure
+            **similar_paths(block_json),  # api/openapi_params.py: items like this one
         },
     }

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from api.limits import MAX_TEMPLATE
-from engine.blocks import BLOCKS, FORMATS
+from api.openapi_params import PARAMETERS_NOTE, body_properties
+from engine.blocks import ALL_BLOCKS, FORMATS
 from engine.feeds import CONTENT_TYPES, FEEDS
 from engine.sandbox import REQUEST_TIME_SHARE, describe_limits
 
@@ -33,10 +34,14 @@ def serving_paths() -> dict[str, Any]:
     batch_request = {
         "type": "object",
         "required": ["block", "user_ids"],
+        "description": "Block parameters apply to every user; `similar_items` needs "
+        "`context_item`." + PARAMETERS_NOTE,
+        "additionalProperties": False,
         "properties": {
-            "block": {"type": "string", "enum": list(BLOCKS)},
+            "block": {"type": "string", "enum": list(ALL_BLOCKS)},
             "format": {"type": "string", "enum": list(FORMATS), "default": "html"},
             "user_ids": _USER_IDS,
+            **body_properties(),
         },
     }
     batch_response = {
@@ -63,7 +68,11 @@ def serving_paths() -> dict[str, Any]:
     render_request = {
         "type": "object",
         "required": ["template", "user_ids"],
+        "description": "Block parameters apply to every block the template uses "
+        "(`blocks.similar_items` without `context_item` is the fallback)." + PARAMETERS_NOTE,
+        "additionalProperties": False,
         "properties": {
+            **body_properties(),
             "template": {"type": "string", "minLength": 1, "maxLength": MAX_TEMPLATE},
             "user_ids": _USER_IDS,
             "data": {
@@ -88,7 +97,7 @@ def serving_paths() -> dict[str, Any]:
                         "fallback": {"type": "boolean"},
                         "fallback_blocks": {
                             "type": "array",
-                            "items": {"type": "string", "enum": list(BLOCKS)},
+                            "items": {"type": "string", "enum": list(ALL_BLOCKS)},
                         },
                         "error": {"type": "string", "nullable": True},
                     },

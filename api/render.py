@@ -2,7 +2,10 @@
 
 Request (JSON or msgpack): `{"template": "<html>... {{ blocks.recommendations }} ...",
 "user_ids": ["u1", ...], "data": {"u1": {"first_name": "Ada"}}}` (`data` is optional: per-user merge
-fields the sender owns, JSON values only, available as `user.*`).
+fields the sender owns, JSON values only, available as `user.*`). Block parameters
+(engine.params: `n`, `category`, `brand`, `min_price`, `max_price`, `exclude`, `context_item`,
+`locale`, as in `POST /v1/blocks:batch`) are further fields and apply to every block the template
+uses; any other field is a 400 naming it.
 Response: `{"results": {user_id: {"content": str, "fallback": bool, "fallback_blocks": [names],
 "error": str | null}}, "errors": n}` (JSON, or msgpack by `Accept`).
 
@@ -43,12 +46,13 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from api.app import CONTENT, problem
-from api.batch import BadRequest, read_body, respond, user_ids
+from api.app import CONTENT
+from api.batch import BadRequest, block_params, read_body, respond, user_ids
 from api.content import ContentService
 from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
 from api.models_routes import log_exposures
-from engine.blocks import BLOCKS
+from engine.blocks import ALL_BLOCKS
+from engine.params import NO_PARAMS, BlockParams
 from engine.sandbox import (
     MESSAGE_LIMITS,
     REQUEST_LIMITS,
@@ -71,21 +75,26 @@ _COMPILED: OrderedDict[str, jinja2.Template] = OrderedDict()
 
 
 def lazy_blocks(
-    content: ContentService, user_id: str, personal: bool, fallbacks: list[str]
+    content: ContentService,
+    user_id: str,
+    personal: bool,
+    fallbacks: list[str],
+    params: BlockParams = NO_PARAMS,
 ) -> LazyMapping:
-    """`blocks.<name>`: each block rendered (or taken from the cache) on first use, as Markup;
-    the names of those that are fallbacks are appended to `fallbacks`."""
+    """`blocks.<name>`: each block rendered (or taken from the cache) on first use, as Markup,
+    with the request's block parameters; the names of those that are fallbacks are appended to
+    `fallbacks`."""
 
     def compute(name: str) -> Markup:
         if personal:
-            block = content.block(user_id, name, "html")
+            block = content.block(user_id, name, "html", params=params)
         else:
-            block = content.fallback_block(user_id, name, "html")
+            block = content.fallback_block(user_id, name, "html", params=params)
         if block.fallback:
             fallbacks.append(name)
         return Markup(block.content)
 
-    return LazyMapping(BLOCKS, compute)
+    return LazyMapping(ALL_BLOCKS, compute)
 
 
 def user_context(content: ContentService, user_id: str, data: Any) -> dict[str, Any]:
@@ -123,11 +132,12 @@ def render_one(
     user_id: str,
     data: Any,
     budget: RequestBudget,
+    params: BlockParams = NO_PARAMS,
 ) -> tuple[dict[str, Any], bool]:
     """One recipient's message; the bool says whether the template failed for them."""
     fallbacks: list[str] = []
     try:
-        blocks = lazy_blocks(content, user_id, True, fallbacks)
+        blocks = lazy_blocks(content, user_id, True, fallbacks, params)
         text = _render(template, blocks, user_context(content, user_id, data), budget)
         return _result(text, fallbacks, None), False
     except BudgetExceeded as exc:
@@ -137,7 +147,7 @@ def render_one(
         reason = describe_error(exc)
     fallbacks = []
     try:
-        blocks = lazy_blocks(content, user_id, False, fallbacks)
+        blocks = lazy_blocks(content, user_id, False, fallbacks, params)
         text = _render(template, blocks, {"user_id": user_id}, budget)
         return _result(text, fallbacks, reason), True
     except Exception as exc:
@@ -157,7 +167,12 @@ def _failed(exc: Exception) -> dict[str, Any]:
     return {"content": None, "fallback": True, "fallback_blocks": [], "error": describe_error(exc)}
 
 
-def parse(body: Any) -> tuple[str, list[str], dict[str, Any]]:
+RENDER_FIELDS = ("template", "user_ids", "data")  # the render's own fields; the rest: parameters
+
+
+def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams]:
+    """(template, user ids, data, block parameters): the parameters (engine.params) are the
+    body's other fields and apply to every block the template uses."""
     if not isinstance(body, dict):
         raise BadRequest("the body is an object with template and user_ids")
     source = body.get("template")
@@ -173,7 +188,7 @@ def parse(body: Any) -> tuple[str, list[str], dict[str, Any]]:
         data = plain_data(data)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"data holds JSON values only: {exc}") from None
-    return source, ids, data
+    return source, ids, data, block_params(body, RENDER_FIELDS)
 
 
 def _compile(source: str) -> jinja2.Template:
@@ -206,16 +221,16 @@ def request_budget(request: web.Request) -> RequestBudget:
 
 async def post_render(request: web.Request) -> web.Response:
     try:
-        source, ids, data = parse(await read_body(request))
+        source, ids, data, params = parse(await read_body(request))
         template = await compile_template(source)
     except BadRequest as exc:
-        return problem(400, "Bad request", str(exc))
+        return exc.answer()
     content = request.app[CONTENT]
     budget = request_budget(request)
     results: dict[str, dict[str, Any]] = {}
     errors = 0
     for uid in ids:
-        results[uid], failed = render_one(template, content, uid, data.get(uid), budget)
+        results[uid], failed = render_one(template, content, uid, data.get(uid), budget, params)
         errors += failed
         await asyncio.sleep(0)  # let the loop answer other requests between two messages
     if errors:

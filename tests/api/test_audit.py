@@ -51,6 +51,7 @@ ROUTES = [
     ("POST", "/v1/blocks:batch"),
     ("POST", "/v1/render"),
     ("GET", "/v1/feeds/google"),
+    ("GET", "/v1/items/A/similar"),
     ("GET", "/v1/models"),
     ("POST", "/v1/models/recs/activate"),
     ("POST", "/v1/models/recs/rollback"),
@@ -95,6 +96,7 @@ def test_every_route_that_needs_a_key_is_in_the_list() -> None:
     listed = {(m, p.replace("u1", "{user_id}")) for m, p in ROUTES}
     listed = {(m, p.replace("/recommendations", "/{block}")) for m, p in listed}
     listed = {(m, p.replace("feeds/google", "feeds/{name}")) for m, p in listed}
+    listed = {(m, p.replace("/items/A/", "/items/{item_id}/")) for m, p in listed}
     listed = {(m, p.replace("/recs/", "/{name}/").replace("/x/", "/{name}/")) for m, p in listed}
     assert keyed == listed
 

@@ -56,6 +56,20 @@ CASES = [
         "/v1/users/" + "x" * 129 + "/blocks/recommendations",
         {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
     ),
+    # block parameters (engine.params): the front hands them to the application
+    (
+        "/v1/users/u1/blocks/recommendations?format=json&n=2&exclude=A",
+        {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
+    ),
+    (
+        "/v1/users/u1/blocks/recommendations?n=0",
+        {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
+    ),
+    ("/v1/users/u1/blocks/recommendations?n=2", {}),
+    (
+        "/v1/users/nobody/blocks/similar_items?context_item=A&locale=en-GB",
+        {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
+    ),
 ]
 
 
