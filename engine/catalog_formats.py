@@ -394,7 +394,11 @@ class _XmlItems:
             self.item[self.field] = value
 
 
+RSS_ATOM_FIELDS = frozenset({"id", "title", "link", "description", "summary"})
+
+
 def _merge(item: dict[str, Any]) -> dict[str, Any]:
-    """An item's fields, those of the `g:` namespace over plain RSS/Atom ones of the same name."""
-    plain = {k: v for k, v in item.items() if not k.startswith("g:")}
+    """An item's fields: every `g:` one, over RSS's and Atom's own title, link, description,
+    summary and id (their other elements, such as Atom's `updated`, are not product data)."""
+    plain = {k: v for k, v in item.items() if k in RSS_ATOM_FIELDS}
     return plain | {k[2:]: v for k, v in item.items() if k.startswith("g:")}

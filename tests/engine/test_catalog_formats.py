@@ -79,6 +79,7 @@ def test_google_atom() -> None:
         "A lamp from an Atom feed",
     )
     assert (lamp.price, lamp.currency, lamp.availability) == (19.9, "EUR", "out_of_stock")
+    assert lamp.attributes == {}  # Atom's own <updated>, <author> are not product data
     assert products["a-2"].url == "https://shop.example.com/p/a-2"
     assert products["a-2"].availability == "in_stock"
     assert rejected == []
