@@ -27,6 +27,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "cart_abandonment",  # share of started carts that did not convert (0 without carts)
     "distinct_items_bought",
     "social_signals",
+    "days_between_orders",  # mean days between orders (the days observed when fewer than two)
+    "purchase_overdue",  # purchase_recency_days / days_between_orders: 1 = one usual gap late
 )
 
 _SOCIAL = ("like", "share", "comment", "follow", "mention")
@@ -46,9 +48,11 @@ def features(profile: Profile, now_ms: int) -> list[float]:
     if started:
         abandonment = max(0.0, 1.0 - profile.carts_converted / started)
     counts = profile.counts
+    since_purchase = days(profile.last_purchase) if profile.last_purchase else tenure
+    gap = _days_between_orders(profile, tenure)
     return [
         days(profile.last_seen) if profile.last_seen else 0.0,
-        days(profile.last_purchase) if profile.last_purchase else tenure,
+        since_purchase,
         tenure,
         orders,
         profile.monetary,
@@ -61,7 +65,19 @@ def features(profile: Profile, now_ms: int) -> list[float]:
         abandonment,
         float(len(profile.purchased)),
         float(sum(counts.get(t, 0) for t in _SOCIAL)),
+        gap,
+        since_purchase / max(gap, 1.0),
     ]
+
+
+def _days_between_orders(profile: Profile, tenure: float) -> float:
+    """The mean gap between orders: (last purchase - first seen) / (orders - 1). The profile keeps
+    no first purchase time, so first_seen stands in for it (the same on purchase-only data, an
+    over-estimate when the user browsed before buying). Fewer than two orders: the days observed
+    without a repeat (tenure), the shortest gap consistent with what was seen."""
+    if profile.orders < 2 or not profile.last_purchase:
+        return tenure
+    return max(0.0, (profile.last_purchase - profile.first_seen) / DAY_MS) / (profile.orders - 1)
 
 
 def log_scale(values: list[float]) -> list[float]:

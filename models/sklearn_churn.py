@@ -3,8 +3,10 @@
 Artifact directory: `churn.json` (`format` 1, `name` "churn", `kind` "sklearn", `feature_names`
 equal to `engine.features.FEATURE_NAMES`, optional `version`, `created`, `metrics`, `training`) and
 `churn.skops`, a scikit-learn classifier with `predict_proba` that takes raw feature rows (do your
-own scaling inside a Pipeline). skops refuses to build any type that is not trusted; we trust its
-own default list plus exactly `TRUSTED_TYPES`, and reject an artifact that needs anything else.
+own scaling inside a Pipeline). `feature_names` may also be a subset of the engine's names in the
+engine's order (a model trained before a feature was added): the estimator gets those columns.
+skops refuses to build any type that is not trusted; we trust its own default list plus exactly
+`TRUSTED_TYPES`, and reject an artifact that needs anything else.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import skops.io as sio
 
 from engine.features import FEATURE_NAMES
 from models.artifacts import ModelLoadError, read_json, require
+from models.churn import columns_of
 
 FORMAT = 1
 KIND = "sklearn"
@@ -55,15 +58,17 @@ class SklearnChurnModel:
         if not hasattr(self.estimator, "predict_proba") or 1 not in classes:
             raise ModelLoadError("a churn estimator needs predict_proba and the class 1 (churned)")
         self._col = classes.index(1)
+        self._columns = list(columns_of(self.feature_names))
 
     def score(self, vec: Sequence[float]) -> float:
-        row = np.asarray([vec], dtype=np.float64)
-        return float(self.estimator.predict_proba(row)[0, self._col])
+        return float(self.score_batch(np.asarray([vec], dtype=np.float64))[0])
 
     def score_batch(self, matrix: np.ndarray) -> np.ndarray:
         x = np.asarray(matrix, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(self.feature_names):
-            raise ValueError(f"expected shape (n, {len(self.feature_names)}), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"expected shape (n, {len(FEATURE_NAMES)}), got {x.shape}")
+        if len(self._columns) != len(FEATURE_NAMES):
+            x = x[:, self._columns]
         return np.asarray(self.estimator.predict_proba(x)[:, self._col], dtype=np.float64)
 
     def save(self, directory: str | Path) -> Path:
@@ -90,11 +95,14 @@ class SklearnChurnModel:
         require(meta, d / META_NAME, "version", "created", "feature_names")
         if meta.get("kind") != KIND or meta.get("format") != FORMAT:
             raise ModelLoadError(f"{d / META_NAME}: not a format-{FORMAT} sklearn churn artifact")
-        if tuple(meta["feature_names"]) != FEATURE_NAMES:
+        names = tuple(meta["feature_names"])
+        try:
+            columns_of(names)
+        except ValueError:
             raise ModelLoadError(
                 f"{d / META_NAME}: trained on features {meta['feature_names']} but this engine "
                 f"computes {list(FEATURE_NAMES)}; retrain on the engine's features"
-            )
+            ) from None
         estimator = load_skops(d / SKOPS_NAME)
         return cls(
             version=str(meta["version"]),
@@ -102,6 +110,7 @@ class SklearnChurnModel:
             estimator=estimator,
             metrics=dict(meta.get("metrics") or {}),
             training=dict(meta.get("training") or {}),
+            feature_names=names,
         )
 
 

@@ -39,3 +39,38 @@ def test_feature_vector_matches_names_and_rfm():
 
 def test_log_scale_is_monotonic_and_signed():
     assert log_scale([0.0, 1.0, -1.0]) == [0.0, log_scale([1.0])[0], -log_scale([1.0])[0]]
+
+
+def _orders(days: list[int]) -> list:
+    return [
+        validate(
+            {
+                "event_id": f"o{d}",
+                "type": "purchase",
+                "user_id": "u",
+                "ts": T0 + d * DAY_MS,
+                "item_id": "a",
+                "price": 5.0,
+                "props": {"order_id": f"o{d}"},
+            }
+        )
+        for d in days
+    ]
+
+
+def test_days_between_orders_and_overdue_from_the_order_gaps():
+    p = fold(_orders([0, 10, 30]))  # two gaps, 30 days in all: 15 days on average
+    assert p is not None
+    f = dict(zip(FEATURE_NAMES, features(p, T0 + 60 * DAY_MS), strict=True))
+    assert f["days_between_orders"] == 15.0
+    assert f["purchase_overdue"] == 2.0  # 30 days since the last order: two usual gaps
+
+
+def test_one_order_counts_the_days_observed_as_the_gap():
+    p = fold(_orders([0]))
+    assert p is not None
+    f = dict(zip(FEATURE_NAMES, features(p, T0 + 40 * DAY_MS), strict=True))
+    assert f["days_between_orders"] == 40.0
+    assert f["purchase_overdue"] == 1.0
+    same_day = dict(zip(FEATURE_NAMES, features(p, T0), strict=True))
+    assert same_day["purchase_overdue"] == 0.0  # a gap below a day divides by one day
