@@ -19,8 +19,11 @@ items, EASE), and implicit-ALS when the optional `implicit` package is installed
 
 Churn: a model is fitted with the cut-off c1 = newest - 2 x horizon (labels from [c1, c1 + h)) and
 tested with the cut-off c2 = newest - horizon (labels from [c2, c2 + h)): train and test labels
-never overlap in time. ROC AUC, PR AUC, Brier score and a calibration table (deciles of the score),
-against an RFM logistic baseline (purchase recency, orders, monetary).
+never overlap in time. ROC AUC, PR AUC, Brier score and a calibration table (deciles of the score)
+of `persona` (the default churn model as `models.churn.train_churn` fits it: logistic regression on
+every engine feature, Platt-calibrated), the same before calibration, gradient boosting on the
+same features, and the peer: a plain RFM logistic regression (purchase recency, orders, monetary;
+no class weights).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from engine.events import Event
 from engine.features import DAY_MS, FEATURE_NAMES
 from engine.profile import HISTORY_ITEMS, MINUTE_MS
-from models.churn import _fit, churn_dataset
+from models.churn import ChurnDataset, _fit, churn_dataset, fit_calibrated, fit_linear
 from models.peers import (
     AT,
     EASE_MAX_ITEMS,
@@ -295,20 +298,23 @@ def evaluate_churn(events: Sequence[Event], horizon_days: int = 90) -> dict[str,
         "train_users": len(train.users),
         "test_users": len(test.users),
         "test_positive_rate": round(float(test.y.mean()), 4),
-        "models": {},
+        "models": {n: _churn_metrics(test.y, p) for n, p in churn_scores(train, test).items()},
     }
-    scaler, clf = _fit(train.x, train.y)
-    out["models"]["logistic"] = _churn_metrics(
-        test.y, clf.predict_proba(scaler.transform(test.x))[:, 1]
-    )
-    gbm = HistGradientBoostingClassifier(**GBM_PARAMS).fit(train.x, train.y)
-    out["models"]["gbm"] = _churn_metrics(test.y, gbm.predict_proba(test.x)[:, 1])
-    idx = [FEATURE_NAMES.index(n) for n in RFM]
-    scaler, clf = _fit(train.x[:, idx], train.y)
-    out["models"]["rfm_logistic"] = _churn_metrics(
-        test.y, clf.predict_proba(scaler.transform(test.x[:, idx]))[:, 1]
-    )
     return out
+
+
+def churn_scores(train: ChurnDataset, test: ChurnDataset) -> dict[str, np.ndarray]:
+    """Each churn method's probabilities for the test users, fitted on the training users."""
+    x, y = train.x, train.y
+    gbm = HistGradientBoostingClassifier(**GBM_PARAMS).fit(x, y)
+    idx = [FEATURE_NAMES.index(n) for n in RFM]
+    scaler, rfm = _fit(x[:, idx], y)
+    return {
+        "persona": fit_calibrated(x, y)[0].proba(test.x),
+        "persona_uncalibrated": fit_linear(x, y).proba(test.x),
+        "gbm": gbm.predict_proba(test.x)[:, 1],
+        "rfm_logistic": rfm.predict_proba(scaler.transform(test.x[:, idx]))[:, 1],
+    }
 
 
 def recs_markdown(recs: dict[str, Any]) -> list[str]:
