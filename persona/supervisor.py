@@ -2,20 +2,21 @@
 
 The children are started, watched and restarted by `persona/children.py`: a worker or reader that
 dies is started again with a back-off, a broker death restarts all of them from a clean state,
-and a child that keeps failing stops everything. Stop order on SIGTERM/SIGINT: the readers, the
-worker (SIGTERM, then SIGKILL after a grace period), then the broker; a stop is never answered
-with a restart. Every child also dies with this process if it is killed (PR_SET_PDEATHSIG).
+and a child that keeps failing stops everything. On SIGTERM/SIGINT the worker and the readers
+stop at once, then the broker, all within one deadline (`children.STOP_DEADLINE`); a stop is
+never answered with a restart, and a demo load in progress ends at once (the next `--demo`
+resumes it: persona/demo_load.py). Every child also dies with this process if it is killed
+(PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import sys
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -23,28 +24,12 @@ from api.auth import KeyRing, ensure_local_key
 from engine.files import ensure_secret_file, private_dir
 from engine.settings import Settings, require_cluster_secret
 from engine.signing import new_secret
-from persona.children import Children, GaveUp, Stop, _http_get
+from persona.children import Children, GaveUp, Stop
+from persona.demo_load import DEMO_DIR, load_demo
 from persona.state_dir import prepare as prepare_state_dir
-from streams.adopt import DEMO_MARK, partition_dbs, start_fresh
+from streams.adopt import DEMO_MARK, DEMO_PROGRESS, partition_dbs, start_fresh
 
-DEMO_DIR = Path(__file__).parent / "demo"
 CLUSTER_SECRET_FILE = "cluster-secret"  # the embedded default's PERSONA_CLUSTER_SECRET_FILE
-
-
-def _processed(base: str) -> int:
-    status, body = _http_get(f"{base}/metrics")
-    if status != 200:
-        return -1
-    total = 0  # every event accounted for: folded, ignored as a repeat, or dead-lettered
-    counted = (
-        "persona_events_processed_total ",
-        "persona_events_duplicate_total ",
-        "persona_events_dead_lettered_total ",
-    )
-    for line in body.decode().splitlines():
-        if line.startswith(counted):
-            total += int(float(line.split()[1]))
-    return total
 
 
 def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
@@ -82,11 +67,10 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
                 "persona: the demo data was loaded into this data dir before and its state is "
                 "kept: not loading it again (`persona run --demo --fresh` starts over)"
             )
-        elif demo:
-            load_demo(settings, children.broker_url, children.worker_base, stop)
-            if not stop.is_set():
-                (data_dir / DEMO_MARK).touch()
-        if demo:
+        elif demo and load_demo(settings, children.broker_url, stop, _alive(children)):
+            (data_dir / DEMO_MARK).touch()
+            (data_dir / DEMO_PROGRESS).unlink(missing_ok=True)
+        if demo and not stop.is_set():
             print_examples(settings, children.public_base, data_dir, key_line)
         children.watch()
         return 0
@@ -144,27 +128,8 @@ def _start(children: Children, settings: Settings) -> None:
     print(f"persona: ready on {children.public_base}")
 
 
-def load_demo(settings: Settings, broker_url: str, base: str, stop: threading.Event) -> None:
-    from engine.sources import read_catalog, read_events
-    from persona.cli import import_catalog, replay
-    from streams.kafka_security import from_settings
-
-    catalog = DEMO_DIR / "catalog.jsonl.gz"
-    orders = DEMO_DIR / "orders.csv.gz"
-    kafka = from_settings(settings, broker_url)  # plaintext on the embedded broker
-    before = _processed(base)
-    asyncio.run(import_catalog(kafka, settings.partitions, read_catalog(catalog)))
-    time.sleep(1.0)  # let the catalog land first, so profiles get categories
-    sent = asyncio.run(replay(kafka, settings.partitions, read_events(orders)))
-    target = max(before, 0) + sent
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not stop.is_set():
-        done = _processed(base)
-        if done >= target:
-            break
-        sys.stderr.write(f"\rprocessing demo events: {max(done, 0)}/{target}   ")
-        stop.wait(0.5)
-    sys.stderr.write("\n")
+def _alive(children: Children) -> Callable[[], bool]:
+    return lambda: children.worker.exited() is None
 
 
 def _demo_users(n: int = 3) -> tuple[list[str], int]:

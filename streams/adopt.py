@@ -48,6 +48,7 @@ log = logging.getLogger("persona.adopt")
 REPUBLISH_TRIES = 5
 MODEL_CACHE_DIR = "models"  # <data dir>/models: the worker's artifact cache
 DEMO_MARK = "demo-loaded"  # written once `persona run --demo` has loaded the demo data
+DEMO_PROGRESS = "demo-progress.json"  # demo events folded so far (persona/demo_load.py)
 
 
 def partition_dbs(data_dir: Path) -> list[Path]:
@@ -166,14 +167,13 @@ def adopt(data_dir: Path, broker: Broker) -> Adopted:
 
 def start_fresh(data_dir: Path) -> list[str]:
     """`persona run --fresh`: remove the kept tables, the registry copy and the model cache (not
-    the local key, not audit.log); returns what was removed."""
+    the local key, not audit.log) and the demo's mark and progress; returns what was removed."""
     removed = []
     for name in ("faust", REGISTRY_COPY_DIR, f"{REGISTRY_COPY_DIR}.secondary", MODEL_CACHE_DIR):
         path = data_dir / name
         if path.exists():
             shutil.rmtree(path)
             removed.append(name)
-    mark = data_dir / DEMO_MARK
-    if mark.exists():
-        mark.unlink()
+    for name in (DEMO_MARK, DEMO_PROGRESS):
+        (data_dir / name).unlink(missing_ok=True)
     return removed
