@@ -117,12 +117,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_catalog_import(args: argparse.Namespace) -> int:
     """Exit 0: imported, no row rejected; 1: rows rejected (the valid ones imported) or the feed
     unreadable; 2: a usage error (file, URL scheme, map file)."""
+    import aiohttp
+
     from engine.catalog_formats import InvalidFeed, load_map
     from persona.catalog_sync import FeedFetchError
 
     settings = _settings(args)
     broker = _require_broker(settings)
     remote = args.file.startswith(("http://", "https://"))
+    if "://" in args.file and not remote:
+        raise SettingsError(f"{args.file.split('://')[0]}:// feeds are not fetched: http(s) only")
     if not remote:
         _require_file(args.file)
     try:
@@ -131,8 +135,12 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
         raise SettingsError(str(exc)) from None
     try:
         return asyncio.run(_catalog_import(args, broker, settings.partitions, mapping, remote))
-    except (InvalidFeed, FeedFetchError) as exc:
+    except InvalidFeed as exc:
         print(f"persona: {args.file}: {exc}; nothing after it was imported", file=sys.stderr)
+        return 1
+    except (FeedFetchError, aiohttp.ClientError, TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        print(f"persona: cannot fetch the feed: {reason}; nothing imported", file=sys.stderr)
         return 1
 
 

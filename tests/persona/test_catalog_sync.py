@@ -236,3 +236,11 @@ def test_a_worker_pulls_persona_catalog_feeds_on_schedule(
         assert "line 39 rejected: price must be a number" in log
     finally:
         worker.stop()
+
+
+def test_cli_refuses_other_schemes_and_reports_an_unreachable_url(tmp_path: Path) -> None:
+    ftp = cli("ftp://shop.example.com/feed.xml", "--broker", "kafka://127.0.0.1:9")
+    assert ftp.returncode == 2 and "ftp:// feeds are not fetched: http(s) only" in ftp.stderr
+    gone = cli(f"http://127.0.0.1:{free_port()}/feed.xml", "--broker", "kafka://127.0.0.1:9")
+    assert gone.returncode == 1 and "cannot fetch the feed" in gone.stderr
+    assert "Traceback" not in gone.stderr
