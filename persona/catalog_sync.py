@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -96,9 +97,9 @@ async def download(
 
 async def _save(response: aiohttp.ClientResponse, dest: Path, max_bytes: int) -> None:
     size = 0
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with dest.open("wb") as out:
-        dest.chmod(0o600)
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)
+    with os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
         async for chunk in response.content.iter_chunked(256 * 1024):
             size += len(chunk)
             if size > max_bytes:
