@@ -211,7 +211,7 @@ async def test_bad_bodies_are_4xx_problems(client: TestClient, state: MemoryStat
     assert not state.produced
 
 
-async def test_each_address_has_its_own_allowance(state: MemoryState) -> None:
+async def test_collect_requests_over_the_address_allowance_are_429(state: MemoryState) -> None:
     async with await _client(state, per_minute=3) as client:
         for _ in range(3):
             r = await client.post(
