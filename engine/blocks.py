@@ -226,9 +226,11 @@ def _pick(
     limit: int,
     purchasable_only: bool = True,
     keep: Keep | None = None,
+    per_group: bool = True,
 ) -> list[Product]:
     """The first `limit` distinct items of `item_ids` that exist in the catalog, can be shown
-    and pass `keep` (the request's filters)."""
+    and pass `keep` (the request's filters); with `per_group`, one per `item_group_id` (the
+    first: variants of one product do not fill a block, except a cart's, which the user chose)."""
     out: list[Product] = []
     seen: set[str] = set()
     groups: set[str] = set()  # item_group_id: one variant of a product per block
@@ -241,7 +243,7 @@ def _pick(
         product = lookup(item_id)
         if product is None or not _showable(product):
             continue
-        if product.item_group_id and product.item_group_id in groups:
+        if per_group and product.item_group_id and product.item_group_id in groups:
             continue
         if purchasable_only and not product.purchasable:
             continue
@@ -318,7 +320,8 @@ def decide(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> tuple[list[P
         if not profile.cart:
             return fallback("empty_cart")
         html = inp.fmt == "html"
-        items = _pick(list(profile.cart), lookup, limit, purchasable_only=not html, keep=keep)
+        cart = list(profile.cart)
+        items = _pick(cart, lookup, limit, purchasable_only=not html, keep=keep, per_group=False)
     else:  # winback
         if inp.churn is None or inp.churn < policy.churn_threshold:
             return fallback("low_churn_risk")

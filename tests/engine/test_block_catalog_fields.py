@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.blocks import BlockInput, BlockPolicy, Renderer, assemble
+from engine.blocks import BlockInput, BlockPolicy, Renderer, assemble, decide
 from engine.catalog import Product
+from engine.events import validate
+from engine.profile import apply
 
 DAY = 86_400_000
 START = 1_796_083_200_000  # 2026-12-01
@@ -53,3 +55,16 @@ def test_the_sale_price_shows_only_while_the_sale_runs() -> None:
 def test_one_item_per_item_group_in_a_block() -> None:
     items = fallback_json(["blue", "red", "plain", "green", "other"], None)["items"]
     assert [item["item_id"] for item in items] == ["blue", "plain", "other"]
+
+
+def test_a_cart_reminder_keeps_every_variant_the_user_put_in_the_cart() -> None:
+    events = [
+        {"event_id": f"c{i}", "type": "add_to_cart", "user_id": "u", "ts": START, "item_id": item}
+        for i, item in enumerate(["red", "blue", "other"])
+    ]
+    profile = None
+    for data in events:
+        profile = apply(profile, validate(data), CATALOG.get(data["item_id"]))
+    inp = BlockInput("cart_reminder", "json", "u", profile, None, [], {}, [])
+    items, fallback, _ = decide(inp, CATALOG.get, BlockPolicy())
+    assert [p.item_id for p in items] == ["red", "blue", "other"] and not fallback
