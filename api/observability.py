@@ -541,6 +541,9 @@ COUNTER_HELP = {
     "events_gap_read": "Records Faust did not deliver, read from the broker and folded.",
     "users_erased": "Erasures applied.",
     "events_fenced": "Events of an erased user, produced before the erasure, not folded.",
+    "identity_merged": "Anonymous profiles merged into a user (identify).",
+    "identity_repeated": "Merge records of an anonymous profile already merged (unchanged).",
+    "identity_forwarded": "Events of an id merged into a user, forwarded to the user.",
     "catalog_updates": "Catalog updates applied.",
 }
 

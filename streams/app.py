@@ -48,6 +48,7 @@ from streams.backlog import Backlog, hold_wait
 from streams.changelog import TableWriter
 from streams.content_sync import CatalogContent
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
+from streams.identity import MERGE_COMMANDS, Identity, check_command
 from streams.kafka_security import Broker, as_config
 from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
@@ -151,6 +152,9 @@ class StreamStats:
     fenced: int = 0  # events of an erased user produced before the erasure: not folded
     redelivered: int = 0  # records below their partition's stored position: already folded
     unsigned_commands: int = 0  # commands without a valid cluster signature: dead-lettered
+    identity_merged: int = 0  # identity: anonymous profiles merged into a user (streams/identity)
+    identity_forwarded: int = 0  # identity: events of a merged anonymous id sent to its user
+    identity_repeated: int = 0  # identity: merge records already merged (changed nothing)
     gap_records: int = 0  # records Faust skipped, read straight from the broker and folded
     batches: int = 0  # fold batches: records consumed / batches = the mean batch size
     by_topic: dict[str, int] = field(default_factory=dict)
@@ -256,6 +260,7 @@ class PersonaStreams:
         self.models_provider: Callable[[], ModelSet | None] = lambda: None
         self.webhooks: WebhookSender | None = None
         self.triggers = TriggerRunner(self)
+        self.identity = Identity(self)  # identity merges (streams/identity.py)
         # Input positions (see streams.positions): the next offset to fold per (topic,
         # partition), loaded from the partition's RocksDB and forgotten on every rebalance.
         self._fold_topics = frozenset(self.input_topic.topics)
@@ -726,6 +731,7 @@ class PersonaStreams:
     async def _fold_batch(self, batch: list[Delivered], epoch: int) -> bool:
         """Fold and write one batch; False when a rebalance began meanwhile (nothing written)."""
         touched: Touched = {}
+        self.identity.begin()
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
         activity: dict[bytes, list[Contribution]] = {}  # user -> popularity contributions
         newest: dict[int, tuple[int, Delivered]] = {}
@@ -768,6 +774,8 @@ class PersonaStreams:
                 if self._fenced(user, msg, fences):
                     self.stats.fenced += 1  # erased after it was produced: never folded
                     continue
+                if current is None and await self.identity.forward(event, fevent, user):
+                    continue  # an id merged into a user (identity): its events go to the user
                 product = self.product(event.item_id) if event.item_id else None
                 updated = apply(current, event, product)
                 moved = list(contributions(current, updated, event))
@@ -775,6 +783,8 @@ class PersonaStreams:
                 log.exception("could not fold event %r", event.event_id)
                 await self._dead_letter(fevent, f"processing failed: {type(exc).__name__}: {exc}")
                 continue
+            if event.type == "identify":  # asked again when redelivered (streams/identity.py)
+                await self.identity.identify(event)
             if updated is current:
                 self.stats.duplicates += 1
                 if current is not None:
@@ -813,6 +823,8 @@ class PersonaStreams:
             writes.setdefault(carrier.message.partition, []).append((user, value))
         for user, (at, partition) in fences.items():
             writes.setdefault(partition, []).append((fence_of(user), b"%d" % at))
+        for partition, key, value in self.identity.writes():
+            writes.setdefault(partition, []).append((key, value))
         if refused:
             await self._refuse_users(batch, refused)
         # No await from this check to the last write: the writes cannot interleave with the
@@ -886,13 +898,18 @@ class PersonaStreams:
             kind = command["command"]
             user_id = "" if kind == "item_changed" else command["user_id"]
             if not isinstance(user_id, str) or kind not in ("item_changed", "erase", "check"):
-                raise TypeError(kind)
+                if kind not in MERGE_COMMANDS:  # identity: streams/identity.py
+                    raise TypeError(kind)
+                check_command(command)
             if kind == "item_changed":
                 item_change(command)  # checked here: a malformed one stopped the fold later
         except Exception:
             await self._dead_letter(fevent, "malformed command")
             return
         user = user_key(user_id)
+        if kind in MERGE_COMMANDS:  # identity
+            await self.identity.command(command, fevent, touched)
+            return
         if kind == "item_changed":
             # collected: one pass over the partition's users per batch for all its changes
             item_changes.setdefault(fevent.message.partition, []).append(command)
@@ -902,6 +919,7 @@ class PersonaStreams:
             fences[user] = (int((msg.timestamp or time.time()) * 1000), msg.partition)
             self.triggers.forget(user_id)
             await self._tombstones(user_id)
+            await self.identity.erase(user_id, fevent)
             self.stats.erased += 1
         elif kind == "check" and user not in touched:
             try:

@@ -1,6 +1,6 @@
 """Key spaces of the profiles table.
 
-A partition's RocksDB (and the table's changelog) holds three kinds of rows: Faust's own offset
+A partition's RocksDB (and the table's changelog) holds these kinds of rows: Faust's own offset
 record (`__faust\\x00offset__`), Persona's input positions (`streams.positions.position_key`)
 and the users' profiles. Profiles live under a key space of their own, `u:` + the user id's
 UTF-8 bytes, so no user id, whatever it holds, can name a bookkeeping row (before this, a user id
@@ -18,6 +18,12 @@ USER_PREFIX = b"u:"
 # An erased user's fence: `e:` + user id -> the erasure's time (epoch ms, the erase command's
 # record timestamp). Events of the user produced before it are not folded (`streams.app`).
 FENCE_PREFIX = b"e:"
+# Identity (streams/identity.py): an anonymous id merged into a user, on the anonymous id's
+# partition: `a:` + anonymous id -> the alias (the user id, the merged profile as it was sent);
+# and on the user's partition `m:` + user id -> every id whose history was merged into the user
+# (what an erasure of the user erases too).
+ALIAS_PREFIX = b"a:"
+MERGED_PREFIX = b"m:"
 FAUST_OFFSET_KEY = b"__faust\x00offset__"  # Faust's own row in each table partition
 # Marks a profiles partition whose profiles are all under USER_PREFIX (`layout_moves`).
 LAYOUT_KEY = BOOKKEEPING_PREFIX + b"\x00persona-layout\xff"
@@ -44,6 +50,16 @@ def is_profile_key(key: bytes) -> bool:
 def fence_of(user: bytes) -> bytes:
     """The fence key of a user's profiles-table key (`user_key`)."""
     return FENCE_PREFIX + user[len(USER_PREFIX) :]
+
+
+def alias_of(user: bytes) -> bytes:
+    """The alias key of a user's profiles-table key (`user_key`)."""
+    return ALIAS_PREFIX + user[len(USER_PREFIX) :]
+
+
+def merged_of(user: bytes) -> bytes:
+    """The key of the ids merged into a user, from the user's profiles-table key."""
+    return MERGED_PREFIX + user[len(USER_PREFIX) :]
 
 
 def layout_moves(rows: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes | None]]:

@@ -1,0 +1,112 @@
+"""Identity through a real worker (issue 19 item 2): an anonymous id's history merges into the
+user who logs in, once, on the user's partition, with the two ids on different partitions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from tests.conftest import T0, Worker, http, metric, wait_until
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = [0, 1, 2, 3]  # the test worker's PERSONA_PARTITIONS
+
+
+def partition(user_id: str) -> int:
+    return int(DefaultPartitioner()(user_id.encode(), PARTITIONS, PARTITIONS))
+
+
+def apart() -> tuple[str, str]:
+    """An anonymous id and a user id placed on different partitions."""
+    anon = f"anon-{uuid.uuid4().hex[:8]}"
+    for n in range(100):
+        user = f"user-{uuid.uuid4().hex[:6]}-{n}"
+        if partition(user) != partition(anon):
+            return anon, user
+    raise AssertionError("no user id on another partition")
+
+
+def ev(user: str, type_: str, ts: int, item: str | None = None, **kw: object) -> dict:
+    data = {"event_id": str(uuid.uuid4()), "type": type_, "user_id": user, "ts": ts, **kw}
+    if item:
+        data["item_id"] = item
+    return data
+
+
+def post(worker: Worker, events: list[dict]) -> None:
+    status, _, body = http("POST", worker.base + "/v1/events", events)
+    assert status == 202 and json.loads(body)["rejected"] == 0, body
+
+
+def profile(worker: Worker, user: str) -> dict | None:
+    status, _, body = http("GET", f"{worker.base}/v1/users/{user}/profile")
+    return json.loads(body) if status == 200 else None
+
+
+def counted(worker: Worker, user: str, n: int) -> dict | None:
+    p = profile(worker, user)
+    return p if p and sum(p["events"].values()) == n else None
+
+
+def merged_identity(worker: Worker) -> tuple[str, str]:
+    """An anonymous id with views and a cart, identified as a user (the identify sent twice)."""
+    anon, user = apart()
+    post(worker, [ev(user, "product_view", T0, "u-own")])
+    anon_events = [
+        ev(anon, "product_view", T0 + 1_000, "a-1"),
+        ev(anon, "product_view", T0 + 2_000, "a-2"),
+        ev(anon, "add_to_cart", T0 + 3_000, "a-2", quantity=2),
+    ]
+    post(worker, anon_events)
+    wait_until(lambda: counted(worker, anon, 3), timeout=60, what="the anonymous history")
+    wait_until(lambda: counted(worker, user, 1), timeout=60, what="the user's own view")
+    repeated = metric(worker.base, "persona_identity_repeated_total")
+    identify = ev(user, "identify", T0 + 4_000, props={"previous_id": anon})
+    post(worker, [identify])
+    wait_until(lambda: counted(worker, user, 5), timeout=60, what="the merged history")
+    post(worker, [identify])  # delivered again: asks again, merges nothing more
+    wait_until(
+        lambda: metric(worker.base, "persona_identity_repeated_total") > repeated,
+        timeout=60,
+        what="the repeated merge record",
+    )
+    return anon, user
+
+
+def test_anonymous_history_merges_into_the_user_exactly_once(worker: Worker) -> None:
+    anon, user = merged_identity(worker)
+    p = profile(worker, user)
+    assert p is not None
+    assert p["events"] == {"product_view": 3, "add_to_cart": 1, "identify": 1}
+    assert p["cart"] == {"a-2": 2}
+    assert p["recent_items"][:3] == ["a-2", "a-1", "u-own"]
+    assert profile(worker, anon) is None  # the anonymous profile went into the user's
+    # A later event of the anonymous id lands in the user's profile.
+    post(worker, [ev(anon, "add_to_cart", T0 + 5_000, "a-3")])
+    later = wait_until(lambda: counted(worker, user, 6), timeout=60, what="the forwarded event")
+    assert later["cart"] == {"a-2": 2, "a-3": 1}
+    assert profile(worker, anon) is None
+
+
+def test_erasing_the_user_erases_the_merged_anonymous_state_and_alias(worker: Worker) -> None:
+    anon, user = merged_identity(worker)
+    erased = metric(worker.base, "persona_users_erased_total")
+    status, _, body = http("DELETE", f"{worker.base}/v1/users/{user}")
+    assert status == 200 and json.loads(body)["erased"] is True
+    assert profile(worker, user) is None and profile(worker, anon) is None
+    # The anonymous id's erasure (sent by the user's) runs on its own partition.
+    wait_until(
+        lambda: metric(worker.base, "persona_users_erased_total") >= erased + 2,
+        timeout=60,
+        what="the anonymous id's erasure",
+    )
+    # Without its alias, a new event of the anonymous id starts a history of its own again, and
+    # the erased user stays erased.
+    post(worker, [ev(anon, "product_view", T0 + 10**7, "a-new")])
+    fresh = wait_until(lambda: counted(worker, anon, 1), timeout=60, what="a fresh history")
+    assert fresh["recent_items"] == ["a-new"] and fresh["cart"] == {}
+    assert profile(worker, user) is None
