@@ -3,13 +3,19 @@ user who logs in, once, on the user's partition, with the two ids on different p
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from tests.conftest import T0, Worker, http, metric, wait_until
+from engine.signing import ClusterKey
+from streams.admin import COMMANDS_TOPIC, DEAD_LETTERS
+from streams.kafka_security import as_config
+from tests.conftest import CLUSTER_SECRET, T0, Worker, http, metric, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +116,91 @@ def test_erasing_the_user_erases_the_merged_anonymous_state_and_alias(worker: Wo
     fresh = wait_until(lambda: counted(worker, anon, 1), timeout=60, what="a fresh history")
     assert fresh["recent_items"] == ["a-new"] and fresh["cart"] == {}
     assert profile(worker, user) is None
+
+
+# -- hostile and conflicting input ---------------------------------------------------------------
+def send_command(worker: Worker, key: str, command: dict, signed: bool = True) -> None:
+    async def go() -> None:
+        producer = AIOKafkaProducer(**as_config(worker.broker_url).aiokafka())
+        await producer.start()
+        try:
+            value = json.dumps(command).encode()
+            now = int(time.time() * 1000)
+            sign = ClusterKey(CLUSTER_SECRET).sign_record
+            headers = sign(COMMANDS_TOPIC, key.encode(), value, "test", now) if signed else None
+            await producer.send_and_wait(COMMANDS_TOPIC, value, key=key.encode(), headers=headers)
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def reasons(worker: Worker, key: str) -> list[str]:
+    """The reasons of the dead letters keyed `key` (read from the start of the topic)."""
+
+    async def go() -> list[str]:
+        consumer = AIOKafkaConsumer(
+            DEAD_LETTERS, **as_config(worker.broker_url).aiokafka(), auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        found: list[str] = []
+        try:
+            while batch := await consumer.getmany(timeout_ms=1500):
+                for messages in batch.values():
+                    found += [
+                        dict(m.headers).get("reason", b"").decode()
+                        for m in messages
+                        if m.key == key.encode() and m.value is not None
+                    ]
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(go())
+
+
+def dead_lettered(worker: Worker, key: str, words: str) -> list[str]:
+    return wait_until(
+        lambda: [r for r in reasons(worker, key) if words in r],
+        timeout=90,
+        interval=1.0,
+        what=f"a dead letter keyed {key} saying {words!r}",
+    )
+
+
+def test_an_anonymous_id_merges_into_the_first_user_only(worker: Worker) -> None:
+    anon, user = merged_identity(worker)
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    post(worker, [ev(other, "identify", T0 + 6_000, props={"previous_id": anon})])
+    dead_lettered(worker, anon, "merged into another user")
+    assert counted(worker, other, 1)["events"] == {"identify": 1}  # its own event, no history
+    assert counted(worker, user, 5)["cart"] == {"a-2": 2}
+
+
+def test_merging_a_user_back_into_its_anonymous_id_is_refused(worker: Worker) -> None:
+    anon, user = merged_identity(worker)
+    # Sent as the anonymous id, the event goes to the user, where it names the user twice.
+    post(worker, [ev(anon, "identify", T0 + 6_000, props={"previous_id": user})])
+    dead_lettered(worker, user, "must differ from its user_id")
+    third = f"third-{uuid.uuid4().hex[:6]}"  # the user merged into a third id ...
+    post(worker, [ev(third, "identify", T0 + 6_000, props={"previous_id": user})])
+    wait_until(lambda: counted(worker, third, 6), timeout=60, what="the user merged on")
+    # ... whose own history may not go back into the anonymous id that is part of it
+    send_command(worker, third, {"command": "merge_request", "user_id": third, "into": anon})
+    dead_lettered(worker, third, "makes a cycle")
+    assert counted(worker, third, 6) and profile(worker, anon) is None
+
+
+def test_malformed_and_unsigned_merge_records_are_dead_lettered(worker: Worker) -> None:
+    _, user = merged_identity(worker)
+    base = {"command": "merge", "user_id": user, "from": "x-1", "merged": [], "hops": 0}
+    send_command(worker, user, {**base, "profile": "not base64!"})
+    dead_lettered(worker, user, "the merged profile cannot be read")
+    send_command(worker, user, {**base, "hops": 99, "profile": None})
+    send_command(worker, user, {**base, "from": user, "profile": None})
+    assert len(dead_lettered(worker, user, "malformed command")) >= 1
+    wait_until(lambda: len(reasons(worker, user)) >= 3, timeout=90, what="both malformed")
+    forged = {**base, "profile": None, "from": "forged"}
+    send_command(worker, user, forged, signed=False)
+    dead_lettered(worker, user, "unsigned command")
+    assert counted(worker, user, 5)["cart"] == {"a-2": 2}
