@@ -7,8 +7,11 @@ from streams.keys import (
     FAUST_OFFSET_KEY,
     LAYOUT,
     LAYOUT_KEY,
+    alias_of,
+    fence_of,
     is_profile_key,
     layout_moves,
+    merged_of,
     user_key,
     user_of,
 )
@@ -50,3 +53,14 @@ def test_layout_moves_every_profile_row_and_marks_the_partition():
     ]
     assert layout_moves([]) == [(LAYOUT_KEY, LAYOUT)]
     assert is_bookkeeping(LAYOUT_KEY) and user_of(LAYOUT_KEY) is None
+
+
+@given(st.text(max_size=200), st.text(max_size=200))
+def test_identity_rows_are_neither_profiles_nor_bookkeeping(user_id: str, other: str):
+    """The alias and merged-ids rows (streams/identity.py) of one id never name a profile, a
+    fence, a bookkeeping row or the rows of another id."""
+    rows = {alias_of(user_key(user_id)), merged_of(user_key(user_id)), fence_of(user_key(user_id))}
+    assert len(rows) == 3
+    assert not any(is_profile_key(k) or is_bookkeeping(k) or user_of(k) for k in rows)
+    if other != user_id:
+        assert alias_of(user_key(other)) not in rows and merged_of(user_key(other)) not in rows
