@@ -16,20 +16,24 @@ The similarity of two products is in [0, 1]:
   + W_PRICE * (1 for the same band, 0.5 for a neighbouring one; same currency only)
 
 `ContentIndex` holds the features of every product (`put` / `remove` as catalog records arrive)
-and inverted lists from each feature to its products. `similar(item_id, n)` scores only the
+and inverted lists from each feature to its products. `similar(item_id, n)` looks only at the
 products that share something with the item: a title token whose list holds at most MAX_POSTING
-products (a rarer token says more), the brand, or the category within one price band; each list
-is read for at most MAX_SCAN products and at most MAX_CANDIDATES are scored, so a query costs a
-bounded amount whatever the catalog's size (benchmarks/content_similarity.py measures it).
+products (a rarer token says more), the brand, or the category within one price band of it. Each
+list is read newest first for at most MAX_SCAN products, summing a cheap estimate per candidate;
+the best SHORTLIST (at least 2n) by estimate that pass the filters are scored exactly. A query
+costs a bounded amount whatever the catalog's size, and answers are memoized until the index
+changes (benchmarks/content_similarity.py measures both).
 
-Memory: about 1 KB per product at the default bounds, measured by the benchmark with tracemalloc
-(the features, the inverted-list entries, the id); at most MAX_ITEMS products are indexed (the
-others are counted in `dropped` and never returned).
+Memory: 500-700 bytes per product (measured by the benchmark with tracemalloc: the features, the
+inverted-list entries, the id; longer titles cost more, at most MAX_TOKENS tokens count), plus the
+memo (at most MEMO_ENTRIES answers, ~20 MB at 50 pairs each); at most MAX_ITEMS products are
+indexed (the others are counted in `dropped` and never returned).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import re
 import sys
@@ -42,10 +46,11 @@ MAX_TOKENS = 16  # distinct title tokens kept per product
 MAX_TOKEN_CHARS = 32
 MAX_FIELD_CHARS = 200  # category and brand are compared on at most this many characters
 BAND_RATIO = 1.5  # a price band spans prices within this factor
-MAX_ITEMS = 500_000  # products indexed at most (~0.5 GB at ~1 KB each)
+MAX_ITEMS = 500_000  # products indexed at most (~350 MB at ~700 bytes each)
 MAX_POSTING = 2_000  # a title token shared by more products does not propose candidates
-MAX_SCAN = 2_000  # entries read from one inverted list per query
-MAX_CANDIDATES = 5_000  # products scored per query
+MAX_SCAN = 1_000  # entries read from one inverted list per query
+SHORTLIST = 50  # candidates scored exactly (the best by their estimate), at least 2n
+MEMO_ENTRIES = 5_000  # answers memoized (without `accept`) while the index does not change
 W_TITLE = 0.5
 W_CATEGORY = 0.25
 W_BRAND = 0.15
@@ -132,6 +137,8 @@ class ContentIndex:
         self._lists: dict[str, dict[str, None]] = {}  # feature key -> products, oldest first
         self.generation = 0  # moves with every change: what callers memoize against
         self.dropped = 0  # products not indexed because the index was full
+        self._memo: dict[tuple[str, int, bool, frozenset[str]], tuple[tuple[str, float], ...]] = {}
+        self._memo_generation = -1
 
     def __len__(self) -> int:
         return len(self._items)
@@ -191,49 +198,75 @@ class ContentIndex:
         n: int,
         available_only: bool = True,
         accept: Callable[[str], bool] | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> list[tuple[str, float]]:
         """Up to n (product, similarity) pairs most like `item_id`, best first (ties by id),
-        never the product itself; only purchasable ones with `available_only`, only those
-        `accept` takes when given. Empty for a product that is not indexed."""
+        never the product itself nor one in `skip`; only purchasable ones with
+        `available_only`, only those `accept` takes when given. Empty for a product that is not
+        indexed. Without `accept` the answer is memoized until the index changes."""
+        if accept is not None:
+            return self._similar(item_id, n, available_only, accept, skip)
+        if self._memo_generation != self.generation or len(self._memo) >= MEMO_ENTRIES:
+            self._memo.clear()
+            self._memo_generation = self.generation
+        key = (item_id, n, available_only, skip)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = tuple(self._similar(item_id, n, available_only, None, skip))
+        return list(hit)
+
+    def _similar(
+        self,
+        item_id: str,
+        n: int,
+        available_only: bool,
+        accept: Callable[[str], bool] | None,
+        skip: frozenset[str],
+    ) -> list[tuple[str, float]]:
+        """The cheap estimates of every candidate, then the exact similarity of the best
+        max(SHORTLIST, 2n) of them that pass the filters."""
         query = self._items.get(item_id)
         if query is None or n < 1:
             return []
         idf = _Idf(self, query)
         norm = idf.norm(query.tokens)
-        scored: list[tuple[float, str]] = []
-        for candidate in self._candidates(item_id, query):
-            f = self._items[candidate]
-            if (available_only and not f.available) or (
-                accept is not None and not accept(candidate)
-            ):
+        items = self._items
+        estimates = self._estimates(item_id, query, idf, norm)
+        shortlist: list[str] = []
+        wanted = max(SHORTLIST, 2 * n)
+        for c in sorted(estimates, key=estimates.__getitem__, reverse=True):
+            if (available_only and not items[c].available) or c in skip:
                 continue
-            score = _score(query, norm, f, idf)
-            if score > 0.0:
-                scored.append((-round(score, 6), candidate))
-        return [(c, -s) for s, c in heapq.nsmallest(n, scored)]
-
-    def _candidates(self, item_id: str, query: Features) -> dict[str, None]:
-        """The products sharing a proposing feature with the query, rarest lists first, newest
-        products first within a list (so new products are found in long lists)."""
-        keys = list(_keys(query))
-        if query.category:
-            keys += [f"c:{query.band + d}:{query.category}" for d in (-1, 1)]
-        lists = []
-        for key in keys:
-            entries = self._lists.get(key)
-            if entries and not (key.startswith("t:") and len(entries) > MAX_POSTING):
-                lists.append(entries)
-        lists.sort(key=len)
-        out: dict[str, None] = {}
-        for entries in lists:
-            for scanned, candidate in enumerate(reversed(entries)):
-                if scanned >= MAX_SCAN:
+            if accept is None or accept(c):
+                shortlist.append(c)
+                if len(shortlist) >= wanted:
                     break
-                if candidate != item_id:
-                    out[candidate] = None
-                    if len(out) >= MAX_CANDIDATES:
-                        return out
-        return out
+        scored = [(-round(_score(query, norm, items[c], idf), 6), c) for c in shortlist]
+        return [(c, -s) for s, c in heapq.nsmallest(n, scored) if s < 0.0]
+
+    def _estimates(self, item_id: str, query: Features, idf: _Idf, norm: float) -> dict[str, float]:
+        """Candidate -> a cheap estimate of its similarity, summed over the inverted lists it
+        shares with the query (a title token's share taken as if both titles weighed the same;
+        the price as the category's band says): rarest lists first, each read newest first for
+        at most MAX_SCAN entries (so new products are found in long lists)."""
+        lists: list[tuple[dict[str, None], float]] = []
+        for token in query.tokens:
+            entries = self._lists.get("t:" + token)
+            if entries and len(entries) <= MAX_POSTING:
+                lists.append((entries, W_TITLE * idf.weight(token) ** 2 / norm**2))
+        if query.brand and (entries := self._lists.get("b:" + query.brand)):
+            lists.append((entries, W_BRAND))
+        for gap, closeness in ((0, 1.0), (-1, 0.5), (1, 0.5)) if query.category else ():
+            if entries := self._lists.get(f"c:{query.band + gap}:{query.category}"):
+                lists.append((entries, W_CATEGORY + W_PRICE * closeness))
+        lists.sort(key=lambda entry: len(entry[0]))
+        found: dict[str, float] = {}
+        get = found.get
+        for entries, value in lists:
+            for candidate in itertools.islice(reversed(entries), MAX_SCAN):
+                found[candidate] = get(candidate, 0.0) + value
+        found.pop(item_id, None)
+        return found
 
 
 class _Idf:

@@ -34,6 +34,7 @@ FRESH_SLOTS = 2  # places new products may take in a list of known items' neighb
 FRESH_AFTER = 2  # ... never ahead of the model's first FRESH_AFTER items
 FRESH_EVERY = 5  # ... and this many places apart
 CONTENT_SCAN = 50  # content neighbours asked for per history item
+FRESH_SCAN = 10  # new products asked for per known item (before the user's exclusions)
 MAX_UNKNOWN = 5  # newest history items the model has not seen that bring content neighbours
 MAX_KNOWN = 3  # newest history items the model knows that may bring new products
 
@@ -90,18 +91,19 @@ def similar_items(
         return model[:n]
     known = known_items(recs)
     fresh = [] if not model else _fresh_like(item_id, content, known, ok)
-    alike = [i for i, _s in content.similar(item_id, CONTENT_SCAN + n, accept=ok)]
+    alike = [i for i, _s in content.similar(item_id, CONTENT_SCAN + n) if ok(i)]
     return _place_fresh(_merge(model, alike, 0.0, n), fresh, n)
 
 
 def _fresh_like(
-    item_id: str, content: ContentIndex, known: Container[str] | None, ok: Callable[[str], bool]
+    item_id: str, content: ContentIndex, known: frozenset[str] | None, ok: Callable[[str], bool]
 ) -> list[str]:
-    """Products the model has not seen that are much like `item_id` (similarity >= FRESH_MIN)."""
+    """Products the model has not seen that are much like `item_id` (similarity >= FRESH_MIN).
+    The index memoizes the query (its `skip`, the model's items, is the same object each time)."""
     if known is None:
         return []
-    found = content.similar(item_id, FRESH_SLOTS, accept=lambda i: i not in known and ok(i))
-    return [i for i, s in found if s >= FRESH_MIN]
+    found = content.similar(item_id, FRESH_SCAN, skip=known)
+    return [i for i, s in found if s >= FRESH_MIN and ok(i)][:FRESH_SLOTS]
 
 
 def blend(
@@ -165,8 +167,9 @@ def _content_ranked(
     """Content neighbours of the unseen history items, by recency weight x similarity."""
     scores: dict[str, float] = {}
     for item, weight in unseen:
-        for other, similarity in content.similar(item, CONTENT_SCAN, accept=ok):
-            scores[other] = scores.get(other, 0.0) + weight * similarity
+        for other, similarity in content.similar(item, CONTENT_SCAN):  # memoized by the index
+            if ok(other):
+                scores[other] = scores.get(other, 0.0) + weight * similarity
     return sorted(scores, key=lambda i: (-scores[i], i))
 
 

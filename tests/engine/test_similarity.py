@@ -125,6 +125,8 @@ def test_out_of_stock_items_are_left_out_unless_asked() -> None:
     assert [i for i, _ in index.similar("a", 5)] == ["c"]
     assert {i for i, _ in index.similar("a", 5, available_only=False)} == {"b", "c"}
     assert index.similar("a", 5, accept=lambda i: i != "c") == []
+    assert index.similar("a", 5, skip=frozenset({"c"})) == []
+    assert index.similar("a", 5) == [("c", index.similarity("a", "c"))]  # memo keys apart
 
 
 def test_updates_move_an_item_and_deletions_remove_it() -> None:
