@@ -606,6 +606,12 @@ def _stream_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
     for topic, value in sorted(figures.get("lag", {}).items()):
         lag.add_metric([topic], float(value))
     yield lag
+    if "worker_lag_records" in figures:  # a worker's (not a reader's): what it must catch up
+        yield GaugeMetricFamily(
+            "persona_worker_lag_records",
+            "Input records of this worker's partitions past the positions its state reaches.",
+            value=float(figures["worker_lag_records"]),
+        )
     yield _labelled(
         "persona_triggers_emitted",
         "Automation triggers produced to the triggers topic.",

@@ -131,6 +131,11 @@ class Settings:
         t.Real(1.0, 300.0, says="must be 1..300 seconds"),
         "seconds (the embedded broker delays joins by half of it)",
     )
+    catch_up_chunk: int = setting(
+        10_000,
+        t.Integer(1_000, 1_000_000),
+        "input records a worker that fell behind reads from the broker and folds at a time",
+    )
     abandoned_cart_minutes: float = setting(
         60.0,
         t.Real(0.0, 525_600.0, "must be more than 0 minutes and at most a year", open_low=True),

@@ -97,6 +97,7 @@ class StreamState:
             },
             "consumed": dict(stats.by_topic),
             "lag": consumer_lag(self.streams.app, LAG_TOPICS),
+            "worker_lag_records": self.streams.lag_records(),
             "triggers": dict(getattr(stats, "triggers", {})),
         }
 

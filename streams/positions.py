@@ -118,11 +118,17 @@ class GapReader:
         return self._consumer
 
     async def read(
-        self, ranges: Mapping[tuple[str, int], tuple[int, int | None]]
+        self,
+        ranges: Mapping[tuple[str, int], tuple[int, int | None]],
+        limit: int | None = None,
     ) -> dict[tuple[str, int], list[GapEvent]]:
         """The records of each `(topic, partition)` from `start` up to `end` (exclusive), or up to
         the partition's high watermark when `end` is None. Raises GapError when a bounded range
-        cannot be read completely within the timeout (the caller must not move past it)."""
+        cannot be read completely within the timeout (the caller must not move past it).
+
+        With `limit`, the ranges without an end stop once `limit` records were read in all, each
+        with the records from its start on (what a catch-up folds before it reads on from the
+        positions that moved); bounded ranges are always read whole."""
         if not ranges:
             return {}
         async with self._lock:
@@ -135,26 +141,15 @@ class GapReader:
                 (tp.topic, tp.partition): [] for tp in tps
             }
             pending = set(tps)
+            room = _Room(limit)
             deadline = time.monotonic() + self._timeout
             while pending and time.monotonic() < deadline:
-                got = await consumer.getmany(*pending, timeout_ms=200, max_records=10_000)
+                got = await consumer.getmany(*pending, timeout_ms=200, max_records=room.fetch())
                 for tp, records in got.items():
                     start, end = tps[tp]
-                    bucket = out[(tp.topic, tp.partition)]
-                    for record in records:
-                        if end is not None and record.offset >= end:
-                            break
-                        if record.offset >= start:
-                            bucket.append(_event(record))
+                    _take(out[(tp.topic, tp.partition)], records, start, end, room)
                 for tp in list(pending):
-                    end = tps[tp][1]
-                    position = await consumer.position(tp)
-                    if end is not None:
-                        if position >= end:
-                            pending.discard(tp)
-                        continue
-                    highwater = consumer.highwater(tp)
-                    if highwater is not None and position >= highwater:
+                    if await _complete(consumer, tp, tps[tp][1], room):
                         pending.discard(tp)
             bounded = [tp for tp in pending if tps[tp][1] is not None]
             if bounded:
@@ -170,6 +165,56 @@ class GapReader:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
+
+
+class _Room:
+    """How many more records the ranges without an end may take (None: no bound)."""
+
+    FETCH = 10_000  # records one fetch returns at most
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+
+    def fetch(self) -> int:
+        return self.FETCH if self.left is None else max(1, min(self.FETCH, self.left))
+
+    @property
+    def full(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+
+def _take(
+    bucket: list[GapEvent],
+    records: list[ConsumerRecord[bytes, bytes]],
+    start: int,
+    end: int | None,
+    room: _Room,
+) -> None:
+    """Append the records of `[start, end)` in order; a range without an end stops when the
+    room is full (its bucket stays a run of records from its start)."""
+    for record in records:
+        if end is not None and record.offset >= end:
+            break
+        if end is None and room.full:
+            break
+        if record.offset >= start:
+            bucket.append(_event(record))
+            if end is None and room.left is not None:
+                room.left -= 1
+
+
+async def _complete(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, end: int | None, room: _Room
+) -> bool:
+    """Whether the range of `tp` is read: up to its end, or (without one) up to the high
+    watermark or as far as the room allowed."""
+    position = await consumer.position(tp)
+    if end is not None:
+        return bool(position >= end)
+    if room.full:
+        return True
+    highwater = consumer.highwater(tp)
+    return highwater is not None and position >= highwater
 
 
 def _event(record: ConsumerRecord[bytes, bytes]) -> GapEvent:

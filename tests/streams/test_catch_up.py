@@ -1,0 +1,114 @@
+"""Bounded catch-up (issue 21 item 2): a worker far behind its input reads and folds the backlog
+`PERSONA_CATCH_UP_CHUNK` records at a time, keeps answering HTTP meanwhile, and says how far
+behind it is (`persona_worker_lag_records`, /readyz) until it has caught up."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.admin import bootstrap_servers, ensure_topics
+from streams.broker import EmbeddedBroker
+from streams.positions import GapReader
+from tests.conftest import http, metric, start_worker, wait_until
+from tests.streams.carts import CartStream
+from tests.streams.test_positions import commit_to_end
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "catch-up-reads"
+PER_PARTITION = 1_200
+
+
+def _produce(broker_url: str) -> None:
+    async def go() -> None:
+        await ensure_topics(broker_url, 3, (TOPIC,))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker_url))
+        await producer.start()
+        try:
+            for n in range(PER_PARTITION):
+                for p in range(3):
+                    await producer.send(TOPIC, b"%d" % n, key=b"k", partition=p)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def test_a_limited_gap_read_never_returns_more_than_its_limit(broker: EmbeddedBroker) -> None:
+    _produce(broker.url)
+
+    async def go() -> list[dict[int, list[int]]]:
+        reader, reads = GapReader(broker.url), []
+        starts = dict.fromkeys(range(3), 0)
+        try:
+            while len(reads) < 20:
+                found = await reader.read({(TOPIC, p): (s, None) for p, s in starts.items()}, 1000)
+                got = {p: [e.message.offset for e in found[(TOPIC, p)]] for p in starts}
+                if not any(got.values()):
+                    break
+                reads.append(got)
+                starts = {p: (got[p][-1] + 1 if got[p] else s) for p, s in starts.items()}
+            whole = await reader.read({(TOPIC, 0): (0, PER_PARTITION)}, 100)
+            assert len(whole[(TOPIC, 0)]) == PER_PARTITION  # a bounded range is read whole
+        finally:
+            await reader.stop()
+        return reads
+
+    reads = asyncio.run(go())
+    assert all(sum(len(v) for v in got.values()) <= 1000 for got in reads)
+    assert len(reads) >= 4  # 3,600 records in reads of at most 1,000
+    for p in range(3):  # each read goes on where the last one stopped: every record, once
+        assert [o for got in reads for o in got[p]] == list(range(PER_PARTITION))
+
+
+def test_a_worker_behind_catches_up_in_chunks_and_keeps_answering(tmp_path: Path) -> None:
+    stream = CartStream("catch", tuple(f"c{i}" for i in range(64)), items=3)
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
+        env = {"PERSONA_CATCH_UP_CHUNK": "1000"}
+        first = start_worker(broker.url, tmp_path / "w", env)
+        try:
+            stream.send(broker.url, 0, 200)
+            wait_until(lambda: stream.carts(first) == stream.expected(200), 120, what="200 events")
+            wait_until(lambda: metric(first.base, "persona_worker_lag_records") == 0, 60)
+        finally:
+            first.stop()
+        backlog = 12_000
+        stream.send(broker.url, 200, backlog)  # produced while no worker runs ...
+        commit_to_end(broker.url, "cart")  # ... and skipped by the group's offsets
+        logged = (tmp_path / "w" / "worker.log").stat().st_size  # the first worker's lines
+        worker = start_worker(broker.url, tmp_path / "w", env)
+        answers: list[int] = []
+        behind: list[float] = []
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                answers.append(http("GET", worker.base + "/healthz", key=None, timeout=5)[0])
+                behind.append(metric(worker.base, "persona_worker_lag_records"))
+                done.wait(0.2)
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            total = 200 + backlog
+            wait_until(lambda: stream.carts(worker) == stream.expected(total), 300, 1.0)
+            wait_until(lambda: metric(worker.base, "persona_worker_lag_records") == 0, 60)
+            status, _, body = http("GET", worker.base + "/readyz", key=None)
+            assert status == 200 and b"catching up" not in body
+            assert metric(worker.base, "persona_events_gap_read_total") == backlog
+        finally:
+            done.set()
+            poller.join()
+            worker.stop()
+    assert answers and set(answers) == {200}  # /healthz answered all through the catch-up
+    assert max(behind) > 0  # the metric said it was behind (and 0 once caught up: above)
+    lines = worker.log.read_bytes()[logged:].decode(errors="replace")
+    chunks = [int(n) for n in re.findall(r"(\d+) records were not delivered", lines)]
+    assert sum(chunks) == backlog and max(chunks) <= 1000 and len(chunks) >= backlog // 1000
