@@ -50,8 +50,12 @@ MERGE_SOURCE = "identify"  # the source of the withdrawal record a conservative 
 
 
 def merge_key(anon: Profile) -> int:
-    """The dedup key of merging this version of the anonymous profile."""
-    return event_key(f"\x00identify-merge\x00{anon.user_id}\x00{anon.version}")
+    """The dedup key of merging this version of the anonymous profile (its id, version and
+    first and last event times: a history started afresh after an erasure is another one)."""
+    a = anon
+    return event_key(
+        f"\x00identify-merge\x00{a.user_id}\x00{a.version}:{a.first_seen}:{a.last_seen}"
+    )
 
 
 def merge(user: Profile | None, anon: Profile, user_id: str) -> Profile:

@@ -11,8 +11,9 @@ into the user who logged in, once, on the user's partition (docs/streams.md "Ide
    the stored alias is refused (the first identify wins), so is one that would make a cycle (the
    user's own history was merged into the anonymous id).
 3. The user's partition applies `engine.identity.merge` (once per anonymous id and profile
-   version) and adds the ids to the user's `m:` row, which an erasure of the user reads to erase
-   each of them (their profiles, fences, topic records and aliases) too.
+   version: the merge keys are kept in the user's `m:` row beside the ids merged, which an
+   erasure of the user reads to erase each of them (profiles, fences, topic records, aliases)).
+   An identify whose anonymous id is in the user's `m:` row asks nothing (step 1).
 
 An event of an id that has no profile but an alias is forwarded, re-keyed, to the alias's user (so
 is a merge record for such an id); a record forwarded MAX_HOPS times is dead-lettered instead.
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from engine.events import Event, encode
-from engine.identity import merge
+from engine.identity import merge, merge_key
 from engine.profile import Profile
 from engine.text import id_problem
 from streams.delivery import Carrier
@@ -104,16 +105,26 @@ class Identity:
         except Exception:
             return None
 
-    def merged_ids(self, user: bytes, partition: int) -> list[str]:
+    def merged(self, user: bytes, partition: int) -> tuple[list[str], list[int]]:
+        """The ids merged into `user` and the merge keys (`engine.identity.merge_key`) of the
+        profiles merged: the user's `m:` row."""
         raw = self._get(merged_of(user), partition)
         try:
-            return [] if raw is None else [str(i) for i in msgpack.unpackb(raw, raw=False)]
+            ids, keys = ([], []) if raw is None else msgpack.unpackb(raw, raw=False)
+            return [str(i) for i in ids], [int(k) for k in keys]
         except Exception:
-            return []
+            return [], []
+
+    def merged_ids(self, user: bytes, partition: int) -> list[str]:
+        return self.merged(user, partition)[0]
 
     # -- step 1 and forwarding: ordinary events ------------------------------------------------
-    async def identify(self, event: Event) -> None:
+    async def identify(self, event: Event, fevent: Carrier) -> None:
+        """Ask the anonymous id's partition for its history, unless it is merged already (the
+        browser tag identifies on every page once logged in)."""
         anon = str(event.props["previous_id"])
+        if anon in self.merged_ids(user_key(event.user_id), fevent.message.partition):
+            return
         body = {"command": "merge_request", "user_id": anon, "into": event.user_id}
         await self._send(anon, body)
 
@@ -178,16 +189,17 @@ class Identity:
             )
             return
         anon = _unpacked(command["profile"], source)
-        ids = self.merged_ids(user, partition)
+        ids, keys = self.merged(user, partition)
+        key = [] if anon is None else [merge_key(anon)]
+        if key and key[0] in keys:  # merged before: a redelivered or repeated merge record
+            self.streams.stats.identity_repeated += 1
+            return
         new = [i for i in dict.fromkeys([source, *command["merged"]]) if i not in ids and i != into]
-        if len(ids) + len(new) > MERGED_MAX:
+        if len(ids) + len(new) > MERGED_MAX or len(keys) >= MERGED_MAX:
             raise ValueError(f"more than {MERGED_MAX} ids merged into one user")
-        if new:
-            self.rows[merged_of(user)] = (msgpack.packb([*ids, *new]), partition)
+        self.rows[merged_of(user)] = (msgpack.packb([[*ids, *new], [*keys, *key]]), partition)
         updated = current if anon is None else merge(current, anon, into)
-        if updated is current:
-            self.streams.stats.identity_repeated += anon is not None
-        elif updated is not None:
+        if updated is not None and updated is not current:
             touched[user] = (updated, fevent, True)
             self.streams.stats.identity_merged += 1
 

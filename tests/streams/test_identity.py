@@ -70,17 +70,22 @@ def merged_identity(worker: Worker) -> tuple[str, str]:
     post(worker, anon_events)
     wait_until(lambda: counted(worker, anon, 3), timeout=60, what="the anonymous history")
     wait_until(lambda: counted(worker, user, 1), timeout=60, what="the user's own view")
-    repeated = metric(worker.base, "persona_identity_repeated_total")
     identify = ev(user, "identify", T0 + 4_000, props={"previous_id": anon})
     post(worker, [identify])
     wait_until(lambda: counted(worker, user, 5), timeout=60, what="the merged history")
-    post(worker, [identify])  # delivered again: asks again, merges nothing more
-    wait_until(
-        lambda: metric(worker.base, "persona_identity_repeated_total") > repeated,
-        timeout=60,
-        what="the repeated merge record",
-    )
+    duplicates = metric(worker.base, "persona_events_duplicate_total")
+    post(worker, [identify])  # delivered again: a repeat, and the id is merged: asks nothing
+    grown(worker, "persona_events_duplicate_total", duplicates, "the repeated identify")
+    # A redelivered merge request: the anonymous id's partition sends its merge record again,
+    # and the user's partition knows it (its m: row) and merges nothing more.
+    repeated = metric(worker.base, "persona_identity_repeated_total")
+    send_command(worker, anon, {"command": "merge_request", "user_id": anon, "into": user})
+    grown(worker, "persona_identity_repeated_total", repeated, "the repeated merge record")
     return anon, user
+
+
+def grown(worker: Worker, name: str, before: float, what: str) -> None:
+    wait_until(lambda: metric(worker.base, name) > before, timeout=60, what=what)
 
 
 def test_anonymous_history_merges_into_the_user_exactly_once(worker: Worker) -> None:
