@@ -1019,13 +1019,13 @@ class PersonaStreams:
                     self.popularity[key] = stored.plus(delta.value, delta.ts).pack()
 
     async def _sync_content(self) -> None:
-        """Once the tables are recovered: index the catalog rows kept from earlier runs (in one
-        pass without yielding, so no catalog record is applied in between; ~10 ms per 1,000
-        products). Later changes arrive through the catalog agent and changelog."""
+        """Once the tables are recovered: index the catalog rows kept from earlier runs, giving
+        the stream a turn every 500 rows (~110 us a row on a loaded 2-core machine); records the
+        catalog agent or changelog apply meanwhile win. Later changes arrive only through them."""
         if self.content.synced or self._recovered() != "ok":
             return
         try:
-            if self.content.sync(self.catalog.items()):
+            if await self.content.sync(self.catalog.items()):
                 self.catalog_generation += 1
         except Exception:
             log.exception("could not index the catalog's content; retrying")

@@ -2,10 +2,11 @@
 in the readers (issue 17 item 4: a product is recommendable as soon as it is in the catalog).
 
 The worker indexes each catalog record as its agent stores it or as the table's changelog brings
-it (`apply`), and reads the whole table once after its recovery (`sync`: the rows kept in RocksDB
-from earlier runs never pass through either). A reader sees the catalog only as the worker's
-RocksDB files: after a catch-up moved them it reads the whole table again (`diff`, in a thread)
-and applies what changed (`apply_changes`, on the event loop, where the index is read). Each
+it (`apply`), and reads the whole table once after its recovery (`sync`, on the event loop with a
+turn for the stream every STEP rows: the rows kept in RocksDB from earlier runs never pass through
+either; a record applied meanwhile wins). A reader sees the catalog only as the worker's RocksDB
+files: after a catch-up moved them it reads the whole table again (`diff`, in a thread) and
+applies what changed (`apply_async`, on the event loop, where the index is read). Each
 side moves its `catalog_generation` after a sync that changed the index, so cached blocks and
 recommendations are made again.
 
@@ -16,6 +17,8 @@ over the table decodes only the rows that changed.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +29,7 @@ from engine.similarity import ContentIndex
 log = logging.getLogger("persona.content")
 
 Change = tuple[str, Product | None]  # (item id, the product now; None: gone)
+STEP = 500  # rows read or applied between two turns of the event loop
 
 
 def _decode(key: Any, raw: Any) -> tuple[str, Product | None] | None:
@@ -46,19 +50,30 @@ class CatalogContent:
     def __init__(self, index: ContentIndex | None = None) -> None:
         self.index = index or ContentIndex()
         self._seen: dict[str, int] = {}  # item id -> hash of its row when last read by `diff`
+        self._touched: set[str] | None = None  # items applied one by one while a sync runs
         self.synced = False  # a whole pass over the table was applied
 
     def put(self, product: Product) -> None:
+        self._touch(product.item_id)
         self.index.put(product)
 
     def remove(self, item_id: str) -> None:
+        self._touch(item_id)
         self.index.remove(item_id)
+
+    def _touch(self, item_id: str) -> None:
+        if self._touched is not None:
+            self._touched.add(item_id)
 
     def apply(self, key: Any, raw: Any) -> None:
         """One catalog row as stored (`raw` None or empty: a tombstone)."""
         decoded = _decode(key, raw)
         if decoded is not None:
-            self.apply_changes([decoded])
+            item_id, product = decoded
+            if product is None:
+                self.remove(item_id)
+            else:
+                self.put(product)
 
     def diff(self, rows: Iterable[tuple[Any, Any]]) -> list[Change]:
         """What changed in the table since the last `diff`: the rows whose bytes changed and the
@@ -66,6 +81,12 @@ class CatalogContent:
         loop reads the index."""
         seen: dict[str, int] = {}
         changes: list[Change] = []
+        self._read(rows, seen, changes)
+        return self._finish(seen, changes)
+
+    def _read(
+        self, rows: Iterable[tuple[Any, Any]], seen: dict[str, int], out: list[Change]
+    ) -> None:
         for key, raw in rows:
             item = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
             if not raw:
@@ -75,23 +96,51 @@ class CatalogContent:
             if self._seen.get(item) != fingerprint:
                 decoded = _decode(key, raw)
                 if decoded is not None:
-                    changes.append(decoded)
+                    out.append(decoded)
+
+    def _finish(self, seen: dict[str, int], changes: list[Change]) -> list[Change]:
         changes += [(item, None) for item in self._seen.keys() - seen.keys()]
         self._seen = seen
         return changes
 
     def apply_changes(self, changes: Iterable[Change]) -> bool:
-        """Put or remove each changed product; whether the index changed."""
+        """Put or remove each changed product, but those applied one by one (`put`, `remove`,
+        `apply`) since the sync began; whether the index changed."""
         before = self.index.generation
+        touched = self._touched or ()
         for item_id, product in changes:
+            if item_id in touched:
+                continue
             if product is None:
                 self.index.remove(item_id)
             else:
                 self.index.put(product)
         return self.index.generation != before
 
-    def sync(self, rows: Iterable[tuple[Any, Any]]) -> bool:
-        """`diff` and `apply_changes` in one go (on the event loop); whether the index changed."""
-        changed = self.apply_changes(self.diff(rows))
+    async def apply_async(self, changes: list[Change], step: int = STEP) -> bool:
+        """`apply_changes`, giving the event loop a turn every `step` changes."""
+        changed = False
+        for start in range(0, len(changes), step):
+            changed = self.apply_changes(changes[start : start + step]) or changed
+            await asyncio.sleep(0)
+        return changed
+
+    async def sync(self, rows: Iterable[tuple[Any, Any]], step: int = STEP) -> bool:
+        """Read the whole table and apply what changed, on the event loop, giving it a turn
+        every `step` rows; a record applied one by one meanwhile wins over what this pass read
+        for the same item. Whether the index changed (False when a sync is already running)."""
+        if self._touched is not None:
+            return False
+        self._touched = set()
+        try:
+            seen: dict[str, int] = {}
+            changes: list[Change] = []
+            iterator = iter(rows)
+            while chunk := list(itertools.islice(iterator, step)):
+                self._read(chunk, seen, changes)
+                await asyncio.sleep(0)
+            changed = await self.apply_async(self._finish(seen, changes), step)
+        finally:
+            self._touched = None
         self.synced = True
         return changed

@@ -394,7 +394,7 @@ class SecondaryState:
         self._content_due = 0.0
         try:
             changes = await asyncio.to_thread(self.content.diff, self.tables["catalog"].items())
-            if self.content.apply_changes(changes):
+            if await self.content.apply_async(changes):  # the loop's turn every 500
                 self.catalog_generation += 1
         except Exception:
             log.exception("could not index the catalog's content; retrying")

@@ -4,6 +4,7 @@ the rows kept from earlier runs) and in a reader (the worker's RocksDB files), i
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from engine.catalog import Product
 from engine.settings import Settings
+from engine.similarity import features
 from streams.app import PersonaStreams
 from streams.content_sync import CatalogContent
 from streams.readers import SecondaryState
@@ -95,9 +97,25 @@ async def test_a_readers_index_follows_the_workers_files(tmp_path: Path) -> None
         primary.close()
 
 
-def test_a_pass_decodes_only_the_rows_that_changed() -> None:
+async def test_a_record_applied_during_a_sync_wins_over_what_the_sync_read() -> None:
     content = CatalogContent()
-    assert content.sync([(b"hose", HOSE.pack()), (b"hose2", HOSE2.pack())])
+    newer = product("hose2", "garden hose red")
+    filler = [(f"f{n}".encode(), product(f"f{n}", f"filler {n}").pack()) for n in range(40)]
+
+    def rows() -> Iterator[tuple[bytes, bytes]]:
+        yield b"hose2", HOSE2.pack()  # read before the record below is applied
+        yield from filler
+        content.put(newer)  # the catalog agent, during the sync's turn for the loop
+        yield b"hose", HOSE.pack()
+
+    assert await content.sync(rows(), step=10)
+    assert content.index.get("hose2") == features(newer) and "hose" in content.index
+    assert len(content.index) == 42 and content.synced
+
+
+async def test_a_pass_decodes_only_the_rows_that_changed() -> None:
+    content = CatalogContent()
+    assert await content.sync([(b"hose", HOSE.pack()), (b"hose2", HOSE2.pack())])
     assert content.diff([(b"hose", HOSE.pack()), (b"hose2", HOSE2.pack())]) == []
     moved = product("hose2", "garden hose red")
     assert content.diff([(b"hose", HOSE.pack()), (b"hose2", moved.pack())]) == [("hose2", moved)]
