@@ -21,6 +21,12 @@ and not by itself; only positive scores count; ties by row; excluded and disallo
 dropped, popular items fill up to k. `dot` keeps the item vectors' norms, which in ALS factors
 carry how much evidence an item has: on UCI's validation period it scored HR@10 0.39 against 0.29
 for `cosine`.
+
+The vectors are held once, by a `models.vector_index.VectorIndex` built at load: below
+`EXACT_BELOW` (50,000) items every candidate is scored (exact); above, the items are grouped in
+~sqrt(n) k-means clusters and a request scores the `probes` (32) clusters whose centroids score
+best against the user vector (~3% of the items at 1M): approximate, measured in docs/benchmarks.md
+(benchmarks/model_memory.py).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from engine.events import Event
+from models import vector_index
 from models.artifacts import ModelLoadError, make_version, read_json, require, rfc3339, utc_now
 from models.recs import (
     HISTORY_FLOOR,
@@ -64,7 +71,7 @@ class EmbeddingRecommender:
     version: str
     created: str
     items: list[str]
-    vectors: np.ndarray  # float32, len(items) x dim
+    vectors: np.ndarray = field(repr=False, compare=False)  # float32, len(items) x dim: init only
     popular: list[str]  # best first
     metrics: dict[str, Any] = field(default_factory=dict)
     recency_decay: float = RECENCY_DECAY
@@ -78,14 +85,18 @@ class EmbeddingRecommender:
         if self.similarity not in SIMILARITIES:
             raise ModelLoadError(f"similarity is one of {', '.join(SIMILARITIES)}")
         self._index = {item: i for i, item in enumerate(self.items)}
-        vectors: np.ndarray = np.ascontiguousarray(self.vectors, dtype=np.float32)
-        if self.similarity == "cosine":
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.where(norms > 0, norms, 1.0)
-        self._unit = vectors.astype(np.float32)
-        self._self = np.einsum("ij,ij->i", self._unit, self._unit)  # each item's own dot product
+        vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)  # no copy if float32
+        self._ivf = vector_index.build(vectors, self.similarity == "cosine")
+        del self.vectors  # one copy per process: the index's (grouped by cluster when large)
+        self.probes = vector_index.PROBES
 
-    def _scores(self, recent: Sequence[tuple[str, int]]) -> np.ndarray | None:
+    def item_vectors(self) -> np.ndarray:
+        """The item vectors as given, row i for items[i] (what `save` writes)."""
+        return self._ivf.item_vectors()
+
+    def _user(self, recent: Sequence[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the user's L2-normalized vector, its history's item rows, the part of each row's own
+        score that its vector put there); an empty vector when nothing in the history is known."""
         rows: list[int] = []
         weights: list[float] = []
         recent = recent[: self.history]
@@ -95,17 +106,27 @@ class EmbeddingRecommender:
             if i is not None:
                 rows.append(i)
                 weights.append(weight)
-        if not rows:
-            return None
+        found = np.array(rows, dtype=np.int64)
         w = np.array(weights, dtype=np.float32)
-        user = w @ self._unit[rows]
+        unit = self._ivf.unit(found)
+        user = w @ unit if rows else np.zeros(0, np.float32)
         norm = float(np.linalg.norm(user))
         if norm == 0.0:
-            return None
-        scores = self._unit @ (user / norm)
-        # leave each recent item's own contribution out of its score
-        np.subtract.at(scores, rows, w * self._self[rows] / norm)
-        return scores
+            return np.zeros(0, np.float32), found, w
+        return user / norm, found, w * np.einsum("ij,ij->i", unit, unit) / norm
+
+    def _scores(self, recent: Sequence[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(item rows, scores) of the candidates the index finds for the user's history, each
+        history item's own contribution left out of its score."""
+        user, rows, own = self._user(recent)
+        if not len(user):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        positions, scores = self._ivf.search(user, self.probes)
+        mine = self._ivf.where[rows]
+        at = np.minimum(np.searchsorted(positions, mine), max(len(positions) - 1, 0))
+        hit = positions[at] == mine if len(positions) else np.zeros(0, bool)
+        np.subtract.at(scores, at[hit], own[hit])
+        return self._ivf.order[positions], scores
 
     def recommend(
         self,
@@ -117,27 +138,26 @@ class EmbeddingRecommender:
         """Up to k item ids, best first (see the module's docstring)."""
         out: list[str] = []
         taken: set[str] = set()
-        scores = self._scores(recent)
-        if scores is not None and k > 0:
-            n = len(self.items)
-            seen = 0
-            size = min(n, 4 * k + 64)
-            while seen < n and len(out) < k:
-                top = np.argpartition(-scores, size - 1)[:size] if size < n else np.arange(n)
-                order = top[np.lexsort((top, -scores[top]))]
-                for j in order[seen:].tolist():
-                    if scores[j] <= EPSILON:  # nothing in common: the popular fill decides
-                        seen = n
-                        break
-                    candidate = self.items[j]
-                    if candidate in exclude or (allowed is not None and not allowed(candidate)):
-                        continue
-                    out.append(candidate)
-                    taken.add(candidate)
-                    if len(out) >= k:
-                        return out
-                seen = max(seen, size)
-                size = min(n, size * 4)
+        rows, scores = self._scores(recent)
+        n = len(rows)
+        seen = 0
+        size = min(n, 4 * k + 64)
+        while k > 0 and seen < n and len(out) < k:
+            top = np.argpartition(-scores, size - 1)[:size] if size < n else np.arange(n)
+            order = top[np.lexsort((rows[top], -scores[top]))]
+            for j in order[seen:].tolist():
+                if scores[j] <= EPSILON:  # nothing in common: the popular fill decides
+                    seen = n
+                    break
+                candidate = self.items[rows[j]]
+                if candidate in exclude or (allowed is not None and not allowed(candidate)):
+                    continue
+                out.append(candidate)
+                taken.add(candidate)
+                if len(out) >= k:
+                    return out
+            seen = max(seen, size)
+            size = min(n, size * 4)
         return fill_popular(out, taken, self.popular, k, exclude, allowed)
 
     def popular_items(
@@ -154,14 +174,15 @@ class EmbeddingRecommender:
         i = self._index.get(item)
         if i is None:
             return []
-        sims = self._unit @ self._unit[i]
-        sims[i] = -np.inf
-        size = min(NEIGHBOURS_SHOWN, len(self.items) - 1)
+        positions, sims = self._ivf.search(self._ivf.unit(np.array([i]))[0], self.probes)
+        rows = self._ivf.order[positions]
+        sims[rows == i] = -np.inf
+        size = min(NEIGHBOURS_SHOWN, len(rows) - 1)
         if size <= 0:
             return []
         top = np.argpartition(-sims, size - 1)[:size]
-        order = top[np.lexsort((top, -sims[top]))]
-        return [(self.items[j], float(sims[j])) for j in order.tolist() if sims[j] > 0]
+        order = top[np.lexsort((rows[top], -sims[top]))]
+        return [(self.items[rows[j]], float(sims[j])) for j in order.tolist() if sims[j] > 0]
 
     # -- artifacts -------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -169,7 +190,7 @@ class EmbeddingRecommender:
         d.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             d / NPZ_NAME,
-            vectors=self.vectors.astype(np.float32),
+            vectors=self.item_vectors(),
             popular=np.array([self._index[p] for p in self.popular], dtype=np.int32),
         )
         meta = {

@@ -145,7 +145,7 @@ def test_trains_from_implicit_als(tmp_path: Path) -> None:
     from models.embedding import train_als_recs
 
     model = train_als_recs(basket_events(), factors=8, iterations=5)
-    assert model.vectors.dtype == np.float32 and model.vectors.shape[1] == 8
+    assert model.item_vectors().dtype == np.float32 and model.item_vectors().shape[1] == 8
     assert model.popular[:2] == ["pop", "pop2"]
     d = save_model(model, tmp_path / "als")
     assert read_bundle(d).kind == "embedding"

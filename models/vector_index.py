@@ -1,0 +1,126 @@
+"""An inverted-file (IVF) index over item vectors, in numpy: what lets the embedding recommender
+answer without scoring the whole item matrix (issue 21 item 3).
+
+`build` clusters the vectors with a few rounds of k-means (on a sample, then every row is given
+its nearest centroid) and keeps ONE copy of them, its rows grouped by cluster, so that a cluster
+is a contiguous slice. `search` scores the centroids against the query and then only the rows of
+the `probes` best clusters (Faiss's IVF-flat with inner product does the same). Below `EXACT_BELOW`
+items there is a single cluster: the search is exact and the vectors are not copied.
+
+The result is approximate above that size: an item in a cluster whose centroid scores low is not
+seen. benchmarks/model_memory.py measures the overlap with the exact top 20 (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+EXACT_BELOW = 50_000  # items: fewer are scored exactly (one cluster, ~1 ms at dim 64)
+PROBES = 32  # clusters scanned per query (of ~sqrt(n): ~3% of the items at 1M)
+KMEANS_ROUNDS = 8
+SAMPLE_PER_LIST = 64  # k-means trains on this many rows per cluster (at most)
+CHUNK = 16_384  # rows given their centroid at a time (bounds the distance matrix: 64 MB at 1k)
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    store: np.ndarray  # float32 n x dim, rows grouped by cluster
+    order: np.ndarray  # int64 n: store row p holds item row order[p]
+    where: np.ndarray  # int64 n: item row i is store row where[i]
+    bounds: np.ndarray  # int64 lists+1: cluster c is store rows bounds[c]:bounds[c+1]
+    centroids: np.ndarray  # float32 lists x dim
+    scale: np.ndarray | None  # float32 n (store order): 1/norm for cosine, None for dot
+
+    @property
+    def lists(self) -> int:
+        return len(self.bounds) - 1
+
+    def item_vectors(self) -> np.ndarray:
+        """The vectors as given, in item-row order (a copy unless exact)."""
+        return self.store if self.lists == 1 else self.store[self.where]
+
+    def unit(self, rows: np.ndarray) -> np.ndarray:
+        """The scored vectors of item rows (L2-normalized for cosine)."""
+        p = self.where[rows]
+        v: np.ndarray = self.store[p]
+        return v if self.scale is None else v * self.scale[p, None]
+
+    def search(self, query: np.ndarray, probes: int = PROBES) -> tuple[np.ndarray, np.ndarray]:
+        """(store rows ascending, scores) of the rows of the `probes` clusters whose centroids
+        score best."""
+        if self.lists == 1:
+            return np.arange(len(self.store)), self._score(0, len(self.store), query)
+        near = np.sort(np.argsort(-(self.centroids @ query), kind="stable")[:probes])
+        spans = [(int(self.bounds[c]), int(self.bounds[c + 1])) for c in near.tolist()]
+        spans = [s for s in spans if s[1] > s[0]]
+        if not spans:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        rows = np.concatenate([np.arange(a, b) for a, b in spans])
+        return rows, np.concatenate([self._score(a, b, query) for a, b in spans])
+
+    def _score(self, start: int, end: int, query: np.ndarray) -> np.ndarray:
+        s: np.ndarray = self.store[start:end] @ query
+        return s if self.scale is None else s * self.scale[start:end]
+
+
+def build(vectors: np.ndarray, cosine: bool, seed: int = 0) -> VectorIndex:
+    """The index of `vectors` (float32 n x dim; not copied when exact)."""
+    n = len(vectors)
+    scale = _inverse_norms(vectors) if cosine else None
+    if n < EXACT_BELOW:
+        everything = np.arange(n, dtype=np.int64)
+        bounds = np.array([0, n], np.int64)
+        centroid = np.zeros((1, vectors.shape[1]), np.float32)
+        return VectorIndex(vectors, everything, everything, bounds, centroid, scale)
+    lists = max(2, round(math.sqrt(n)))
+    points = vectors if scale is None else vectors * scale[:, None]
+    centroids = _kmeans(points, lists, np.random.default_rng(seed))
+    assign = _assign(vectors, scale, centroids)
+    order = np.argsort(assign, kind="stable")
+    where = np.empty(n, np.int64)
+    where[order] = np.arange(n)
+    bounds = np.searchsorted(assign[order], np.arange(lists + 1)).astype(np.int64)
+    store = vectors[order]
+    scale = None if scale is None else scale[order]
+    return VectorIndex(store, order, where, bounds, centroids, scale)
+
+
+def _inverse_norms(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1)
+    return np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 1.0).astype(np.float32)
+
+
+def _nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Each point's nearest centroid (squared Euclidean distance)."""
+    half = 0.5 * np.einsum("ij,ij->i", centroids, centroids)
+    nearest: np.ndarray = np.argmax(points @ centroids.T - half, axis=1)
+    return nearest
+
+
+def _kmeans(points: np.ndarray, lists: int, rng: np.random.Generator) -> np.ndarray:
+    n = len(points)
+    chosen = np.sort(rng.choice(n, min(n, lists * SAMPLE_PER_LIST), replace=False))
+    sample = points[chosen]
+    centroids = sample[rng.choice(len(sample), lists, replace=False)].astype(np.float32)
+    for _ in range(KMEANS_ROUNDS):
+        label = _nearest(sample, centroids)
+        order = np.argsort(label, kind="stable")
+        counts = np.bincount(label, minlength=lists)
+        filled = counts > 0  # an empty cluster keeps its centroid
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[filled]
+        sums = np.add.reduceat(sample[order], starts, axis=0)
+        centroids[filled] = sums / counts[filled, None]
+    return centroids
+
+
+def _assign(vectors: np.ndarray, scale: np.ndarray | None, centroids: np.ndarray) -> np.ndarray:
+    out = np.empty(len(vectors), np.int64)
+    for start in range(0, len(vectors), CHUNK):
+        chunk = vectors[start : start + CHUNK]
+        if scale is not None:
+            chunk = chunk * scale[start : start + CHUNK, None]
+        out[start : start + CHUNK] = _nearest(chunk, centroids)
+    return out
