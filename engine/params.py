@@ -31,6 +31,7 @@ NAMES = (
     "context_item",
     "locale",
 )
+NUMBERS = ("n", "min_price", "max_price")  # JSON numbers in a body (text in a query string)
 MAX_N = 50
 MAX_EXCLUDE = 100  # item ids in one `exclude`
 MAX_TEXT = 500  # characters of a category or brand (as the catalog's bound)
@@ -144,6 +145,8 @@ def from_body(body: Mapping[str, Any], ignore: Iterable[str]) -> BlockParams:
             continue
         if name not in NAMES:
             raise InvalidParam(str(name)[:100], f"unknown; the parameters are {', '.join(NAMES)}")
+        if name in NUMBERS and isinstance(value, str):
+            raise InvalidParam(name, "must be a JSON number, not a string")
         values[name] = value
     return build(values)
 
