@@ -46,7 +46,7 @@ from models.signals import SIGNAL_WEIGHTS as SIGNAL_WEIGHTS  # re-exported
 FORMAT = 1
 RECENCY_DECAY = 0.7
 HISTORY_USED = 200  # newest history items scored (engine.profile.HISTORY_ITEMS)
-HISTORY_FLOOR = 0.0  # every history item's weight beside the recency decay's
+HISTORY_FLOOR = 0.02  # every history item's weight beside the recency decay's
 LEGACY_HISTORY = 30  # what an artifact without `history` reads (the recent items it was tuned on)
 MAX_HISTORY = 10_000
 SHRINK = 50.0
