@@ -209,3 +209,16 @@ def test_malformed_and_unsigned_merge_records_are_dead_lettered(worker: Worker) 
     send_command(worker, user, forged, signed=False)
     dead_lettered(worker, user, "unsigned command")
     assert counted(worker, user, 5)["cart"] == {"a-2": 2}
+
+
+def test_a_withdrawal_of_the_anonymous_id_survives_the_merge(worker: Worker) -> None:
+    anon, user = apart()
+    post(worker, [ev(user, "consent", T0, props={"personalization": True, "email": True})])
+    post(worker, [ev(anon, "consent", T0 - 1_000, props={"personalization": False})])
+    post(worker, [ev(anon, "product_view", T0 + 1_000, "w-1")])
+    wait_until(lambda: counted(worker, anon, 2), timeout=60, what="the anonymous history")
+    wait_until(lambda: counted(worker, user, 1), timeout=60, what="the user's consent")
+    post(worker, [ev(user, "identify", T0 + 2_000, props={"previous_id": anon})])
+    p = wait_until(lambda: counted(worker, user, 4), timeout=60, what="the merged history")
+    # the user's grant is newer, yet the anonymous withdrawal wins
+    assert p["consent"]["personalization"] is False and p["consent"]["email"] is True
