@@ -24,8 +24,9 @@ for `cosine`.
 
 The vectors are held once, by a `models.vector_index.VectorIndex` built at load: below
 `EXACT_BELOW` (50,000) items every candidate is scored (exact); above, the items are grouped in
-~sqrt(n) k-means clusters and a request scores the `probes` (32) clusters whose centroids score
-best against the user vector (~3% of the items at 1M): approximate, measured in docs/benchmarks.md
+~sqrt(n) clusters (spherical k-means) and a request scores the `probes` (32) clusters whose
+centroids score best against the user vector and the clusters of its `OWN_CLUSTERS` (8) heaviest
+history items (~4% of the items at 1M): approximate, measured in docs/benchmarks.md
 (benchmarks/model_memory.py).
 """
 
@@ -63,6 +64,7 @@ MAX_DIM = 1024
 ARRAYS = ("vectors", "popular")
 SIMILARITIES = ("dot", "cosine")
 NEIGHBOURS_SHOWN = 50  # neighbours_of: what the explain route shows
+OWN_CLUSTERS = 8  # the clusters of this many of the history's heaviest items are probed too
 EPSILON = 1e-6  # a score at or below this is no evidence (own-contribution rounding included)
 
 
@@ -121,7 +123,8 @@ class EmbeddingRecommender:
         user, rows, own = self._user(recent)
         if not len(user):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        positions, scores = self._ivf.search(user, self.probes)
+        heaviest = rows[np.argsort(-own, kind="stable")[:OWN_CLUSTERS]]
+        positions, scores = self._ivf.search(user, self.probes, heaviest)
         mine = self._ivf.where[rows]
         at = np.minimum(np.searchsorted(positions, mine), max(len(positions) - 1, 0))
         hit = positions[at] == mine if len(positions) else np.zeros(0, bool)

@@ -1,14 +1,15 @@
 """An inverted-file (IVF) index over item vectors, in numpy: what lets the embedding recommender
 answer without scoring the whole item matrix (issue 21 item 3).
 
-`build` clusters the vectors with a few rounds of k-means (on a sample, then every row is given
-its nearest centroid) and keeps ONE copy of them, its rows grouped by cluster, so that a cluster
-is a contiguous slice. `search` scores the centroids against the query and then only the rows of
-the `probes` best clusters (Faiss's IVF-flat with inner product does the same). Below `EXACT_BELOW`
-items there is a single cluster: the search is exact and the vectors are not copied.
+`build` clusters the vectors' directions with a few rounds of spherical k-means (on a sample;
+then every row is given its nearest centroid) and keeps ONE copy of the vectors, its rows grouped
+by cluster, so that a cluster is a contiguous slice. `search` scores the centroids against the
+query and then only the rows of the `probes` best clusters, plus the clusters of a few given rows
+(the user's heaviest history items). Below `EXACT_BELOW` items there is a single cluster: the
+search is exact and the vectors are not copied.
 
-The result is approximate above that size: an item in a cluster whose centroid scores low is not
-seen. benchmarks/model_memory.py measures the overlap with the exact top 20 (docs/benchmarks.md).
+The result is approximate above that size: an item in a cluster not probed is not seen.
+benchmarks/model_memory.py measures the overlap with the exact top 20 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -48,18 +49,28 @@ class VectorIndex:
         v: np.ndarray = self.store[p]
         return v if self.scale is None else v * self.scale[p, None]
 
-    def search(self, query: np.ndarray, probes: int = PROBES) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query: np.ndarray, probes: int = PROBES, near: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(store rows ascending, scores) of the rows of the `probes` clusters whose centroids
-        score best."""
+        score best, and of the clusters of the item rows `near` (a user's heaviest history
+        items: their own neighbourhoods, which a centroid between them can miss)."""
         if self.lists == 1:
             return np.arange(len(self.store)), self._score(0, len(self.store), query)
-        near = np.sort(np.argsort(-(self.centroids @ query), kind="stable")[:probes])
-        spans = [(int(self.bounds[c]), int(self.bounds[c + 1])) for c in near.tolist()]
+        best = np.argsort(-(self.centroids @ query), kind="stable")[:probes]
+        if near is not None and len(near):
+            best = np.concatenate([best, self.cluster(near)])
+        spans = [(int(self.bounds[c]), int(self.bounds[c + 1])) for c in np.unique(best).tolist()]
         spans = [s for s in spans if s[1] > s[0]]
         if not spans:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         rows = np.concatenate([np.arange(a, b) for a, b in spans])
         return rows, np.concatenate([self._score(a, b, query) for a, b in spans])
+
+    def cluster(self, rows: np.ndarray) -> np.ndarray:
+        """The cluster of each item row."""
+        found: np.ndarray = np.searchsorted(self.bounds, self.where[rows], side="right") - 1
+        return found
 
     def _score(self, start: int, end: int, query: np.ndarray) -> np.ndarray:
         s: np.ndarray = self.store[start:end] @ query
@@ -76,9 +87,9 @@ def build(vectors: np.ndarray, cosine: bool, seed: int = 0) -> VectorIndex:
         centroid = np.zeros((1, vectors.shape[1]), np.float32)
         return VectorIndex(vectors, everything, everything, bounds, centroid, scale)
     lists = max(2, round(math.sqrt(n)))
-    points = vectors if scale is None else vectors * scale[:, None]
-    centroids = _kmeans(points, lists, np.random.default_rng(seed))
-    assign = _assign(vectors, scale, centroids)
+    inverse = scale if scale is not None else _inverse_norms(vectors)
+    centroids = _kmeans(vectors, inverse, lists, np.random.default_rng(seed))
+    assign = _assign(vectors, inverse, centroids)
     order = np.argsort(assign, kind="stable")
     where = np.empty(n, np.int64)
     where[order] = np.arange(n)
@@ -100,11 +111,15 @@ def _nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return nearest
 
 
-def _kmeans(points: np.ndarray, lists: int, rng: np.random.Generator) -> np.ndarray:
-    n = len(points)
+def _kmeans(
+    vectors: np.ndarray, inverse: np.ndarray, lists: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Centroids of the vectors' directions (spherical: clusters of even size, where k-means on
+    the raw vectors heaped the short ones near the origin, one cluster of 10% of the items)."""
+    n = len(vectors)
     chosen = np.sort(rng.choice(n, min(n, lists * SAMPLE_PER_LIST), replace=False))
-    sample = points[chosen]
-    centroids = sample[rng.choice(len(sample), lists, replace=False)].astype(np.float32)
+    sample = vectors[chosen] * inverse[chosen, None]
+    centroids: np.ndarray = sample[rng.choice(len(sample), lists, replace=False)]
     for _ in range(KMEANS_ROUNDS):
         label = _nearest(sample, centroids)
         order = np.argsort(label, kind="stable")
@@ -116,11 +131,10 @@ def _kmeans(points: np.ndarray, lists: int, rng: np.random.Generator) -> np.ndar
     return centroids
 
 
-def _assign(vectors: np.ndarray, scale: np.ndarray | None, centroids: np.ndarray) -> np.ndarray:
+def _assign(vectors: np.ndarray, inverse: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     out = np.empty(len(vectors), np.int64)
     for start in range(0, len(vectors), CHUNK):
         chunk = vectors[start : start + CHUNK]
-        if scale is not None:
-            chunk = chunk * scale[start : start + CHUNK, None]
+        chunk = chunk * inverse[start : start + CHUNK, None]
         out[start : start + CHUNK] = _nearest(chunk, centroids)
     return out
