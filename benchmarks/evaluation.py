@@ -130,11 +130,11 @@ is `persona models evaluate`'s (models/evaluate.py), the peers are models/peers.
   *time split*: the last 30 days held out, the targets are purchases. Every method ranks 10 items
   and never an item the user interacted with before the cut; only items new to the user count.
   `persona` is the default recommender as served: the neighbour table of `models/recs.py` from the
-  user's 30 most recent items. `item_knn` is plain cosine item-kNN, uniform weights over the whole
-  history; `item_knn_last5` over the 5 most recent items; `ease` is EASE (lambda 500) over the
-  10,000 most popular items at most (a dense inverse); `implicit_als` needs the optional
-  `implicit` package (n/i: not installed). Nothing here was tuned on these test splits. The
-  last column is Persona's HR@10 over the best peer's: below 1.00x, Persona loses. The
+  newest 200 items of the user's long history. `item_knn` is plain cosine item-kNN, uniform
+  weights over the whole history; `item_knn_last5` over the 5 most recent items; `ease` is EASE
+  (lambda 500) over the 10,000 most popular items at most (a dense inverse); `implicit_als` needs
+  the optional `implicit` package (n/i: not installed). Nothing here was tuned on these test
+  splits. The last column is Persona's HR@10 over the best peer's: below 1.00x, Persona loses. The
   default's settings were chosen on validation splits:
   [evaluation-validation.md](evaluation-validation.md).
 - Churn: fitted at the cut-off newest - 2 x horizon, tested at newest - horizon. `persona` is the
