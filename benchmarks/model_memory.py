@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,7 @@ def child_load(d: Path) -> dict[str, Any]:
 
 def child_swap(old_dir: Path, new_dir: Path) -> dict[str, Any]:
     serving = load_model(old_dir)
+    old = weakref.ref(serving)
     gc.collect()
     one = rss_mb()
     peak = [one]
@@ -121,7 +123,8 @@ def child_swap(old_dir: Path, new_dir: Path) -> dict[str, Any]:
     del incoming
     gc.collect()
     return {"one_model_mb": round(one, 1), "peak_during_load_mb": round(max(peak[0], both), 1),
-            "after_swap_mb": round(rss_mb(), 1), "serving": serving.version}  # fmt: skip
+            "after_swap_mb": round(rss_mb(), 1), "serving": serving.version,
+            "old_model_garbage": old() is None}  # fmt: skip
 
 
 def child_latency(d: Path, n: int, users: int) -> dict[str, Any]:
