@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,11 @@ from typing import Any
 
 class ModelLoadError(ValueError):
     """An artifact that is missing, not in the safe format, or made for another contract."""
+
+
+# what np.load of a bad .npz raises: object arrays (pickles), a truncated or foreign zip, a
+# missing member; a loader turns them into ModelLoadError saying why
+NPZ_ERRORS = (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def utc_now() -> datetime:

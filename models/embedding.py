@@ -42,7 +42,15 @@ import numpy as np
 
 from engine.events import Event
 from models import vector_index
-from models.artifacts import ModelLoadError, make_version, read_json, require, rfc3339, utc_now
+from models.artifacts import (
+    NPZ_ERRORS,
+    ModelLoadError,
+    make_version,
+    read_json,
+    require,
+    rfc3339,
+    utc_now,
+)
 from models.recs import (
     HISTORY_FLOOR,
     HISTORY_USED,
@@ -266,7 +274,7 @@ def _read_arrays(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
             vectors, popular = npz["vectors"], npz["popular"]
     except FileNotFoundError:
         raise ModelLoadError(f"missing recs artifact {path}") from None
-    except (ValueError, OSError, KeyError) as exc:  # object arrays (pickles) land here
+    except NPZ_ERRORS as exc:  # object arrays (pickles) land here
         raise ModelLoadError(f"{path} is not a valid embedding .npz: {exc}") from None
     if vectors.dtype != np.float32:
         raise ModelLoadError(f"{path}: vectors must be float32, not {vectors.dtype}")

@@ -39,7 +39,15 @@ import numpy as np
 from sklearn.feature_extraction import DictVectorizer
 
 from engine.events import Event
-from models.artifacts import ModelLoadError, make_version, read_json, require, rfc3339, utc_now
+from models.artifacts import (
+    NPZ_ERRORS,
+    ModelLoadError,
+    make_version,
+    read_json,
+    require,
+    rfc3339,
+    utc_now,
+)
 from models.ease_table import ease_table
 from models.signals import SIGNAL_WEIGHTS as SIGNAL_WEIGHTS  # re-exported
 
@@ -229,7 +237,7 @@ class Recommender:
                 arrays = {n: npz[n] for n in ("indptr", "neighbours", "weights", "popular")}
         except FileNotFoundError:
             raise ModelLoadError(f"missing recs artifact {d / NPZ_NAME}") from None
-        except (ValueError, OSError, KeyError) as exc:
+        except NPZ_ERRORS as exc:
             raise ModelLoadError(f"{d / NPZ_NAME} is not a valid recs .npz: {exc}") from None
         items = [str(i) for i in meta["items"]]
         n = len(items)

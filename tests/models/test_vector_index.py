@@ -15,6 +15,7 @@ from api.content import ContentService
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from models import vector_index
+from models.artifacts import ModelLoadError
 from models.bundle import load_model, save_model
 from models.embedding import EmbeddingRecommender
 from models.registry import ModelSet
@@ -117,3 +118,17 @@ def test_a_swapped_out_model_is_garbage() -> None:
     assert content.scores(profile).models["recs"] == "recs-new"
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize("kind", ["embedding", "item_knn"])
+@pytest.mark.parametrize("damage", ["truncated", "not a zip"])
+def test_a_damaged_npz_is_refused_with_a_reason(tmp_path: Path, kind: str, damage: str) -> None:
+    if kind == "embedding":
+        d = save_model(_model(_vectors(300)), tmp_path / "m")
+    else:
+        d = save_model(ModelSet.default().recs, tmp_path / "m")
+    npz = d / "recs.npz"
+    data = npz.read_bytes()
+    npz.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"PK\x03\x04" + data[9:])
+    with pytest.raises(ModelLoadError, match="not a valid"):
+        load_model(d)
