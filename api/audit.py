@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.shared import KEY_NAME
 from engine.audit import OK, REFUSED, record, utc
 from engine.files import open_private, tighten
 
@@ -53,8 +54,6 @@ def write(line: str) -> None:
 def audit(request: web.Request, action: str, outcome: str = OK, **details: Any) -> None:
     """One audit record of a request: the key name the auth middleware stored, the client's
     address, the method and path, and `details`."""
-    from api.app import KEY_NAME
-
     write(
         record(
             action,

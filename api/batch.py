@@ -22,52 +22,15 @@ import msgpack
 from aiohttp import payload, web
 from aiohttp.abc import AbstractStreamWriter
 
-from api.app import CONTENT, problem
+from api.bodies import BODY as BODY  # re-exported
+from api.bodies import MSGPACK, BadRequest, read_body
 from api.limits import MAX_USERS
 from api.models_routes import log_exposures
+from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block
 from engine.params import BlockParams, InvalidParam, from_body
 
-MSGPACK = "application/msgpack"
-
-
-class BadRequest(ValueError):
-    def __init__(self, detail: str, parameter: str | None = None) -> None:
-        super().__init__(detail)
-        self.parameter = parameter  # the block parameter it is about, if one
-
-    @classmethod
-    def of(cls, exc: InvalidParam) -> BadRequest:
-        return cls(str(exc), exc.name)
-
-    def answer(self) -> web.Response:
-        """The 400 problem (naming the parameter, if one)."""
-        if self.parameter is None:
-            return problem(400, "Bad request", str(self))
-        return problem(400, "Bad parameter", str(self), parameter=self.parameter)
-
-
 BATCH_FIELDS = ("block", "format", "user_ids")  # the batch's own fields; the rest: parameters
-
-
-BODY = web.RequestKey("decoded_body", object)  # read_body's result, decoded once per request
-
-
-async def read_body(request: web.Request) -> Any:
-    """The request body as JSON or msgpack (by Content-Type); BadRequest if it is neither.
-    Decoded once per request (the rate limit reads it first to count the recipients)."""
-    if BODY in request:
-        return request[BODY]
-    raw = await request.read()
-    try:
-        if request.content_type in (MSGPACK, "application/x-msgpack"):
-            body = msgpack.unpackb(raw, raw=False)
-        else:
-            body = json.loads(raw)
-    except Exception as exc:
-        raise BadRequest(f"the body is not valid JSON or msgpack: {exc}") from None
-    request[BODY] = body
-    return body
 
 
 def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:

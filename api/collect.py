@@ -31,9 +31,12 @@ from pathlib import Path
 from aiohttp import web
 from multidict import CIMultiDict
 
-from api.app import Handler, accept_events, auth_middleware, caller, problem, read_events
 from api.audit import refused
+from api.event_routes import accept_events, read_events
+from api.gate import caller
 from api.limits import AuthThrottle, ServingOptions
+from api.observability import TELEMETRY
+from api.shared import Handler, problem
 from engine.collect import MAX_BYTES as MAX_BODY
 from engine.collect import MAX_EVENTS, PURCHASE_SCOPE, collect_refusal
 from engine.events import Event
@@ -167,12 +170,9 @@ def _etags(header: str) -> set[str]:
 
 
 def register(app: web.Application, options: ServingOptions) -> None:
-    """The routes, and the middleware just before the auth middleware."""
-    from api.observability import TELEMETRY  # here: it imports api.app
-
+    """The routes (api/app.py lists `collect_middleware` just before the auth middleware)."""
     limiter = AuthThrottle(options.collect_per_minute)
     app[COLLECT] = Collect(frozenset(options.collect_origins), limiter, Sdk.load())
-    app.middlewares.insert(app.middlewares.index(auth_middleware), collect_middleware)
     app.router.add_post(COLLECT_PATH, post_collect)
     app.router.add_route("OPTIONS", COLLECT_PATH, preflight)
     app.router.add_get(SDK_PATH, get_sdk)

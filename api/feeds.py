@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from api.app import CONTENT, problem
+from api.shared import CONTENT, problem
 from engine.catalog import Product
 from engine.feeds import CONTENT_TYPES, FEEDS, Channel, stream
 

@@ -42,27 +42,14 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 from aiohttp.web_server import Server
 from multidict import CIMultiDict
 
-from api.app import (
-    CONTENT,
-    KEYS,
-    METRICS,
-    _scope_for,
-    authorize,
-    authorize_header,
-    authorize_peer,
-    block_answer,
-    block_lookup,
-    count_request,
-    get_block,
-    not_modified,
-    problem,
-    scope_for,
-)
 from api.audit import REFUSED_STATUSES, refused
+from api.block_routes import block_answer, block_lookup, get_block, not_modified
+from api.gate import authorize, authorize_header, authorize_peer
 from api.limits import LIMITER, THROTTLE, limited, over_limit
 from api.models_routes import ADMIN
 from api.observability import TELEMETRY, _request_id, request_id
 from api.routing import ROUTED
+from api.shared import CONTENT, KEYS, METRICS, count_request, problem, request_scope, scope_for
 from api.wire import Head, HotServer
 from engine.blocks import Block
 from engine.signing import HOP_HEADER
@@ -98,7 +85,7 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     block = None
     name: str | None = None
     try:
-        scope = _scope_for(request)
+        scope = request_scope(request)
         assert scope is not None  # the block route is never public
         name, response = authorize(request, scope)
         if response is None:
@@ -454,8 +441,3 @@ class HotRunner(web.AppRunner):
             loop=server._loop,
             **server._kwargs,
         )
-
-
-def register(app: web.Application) -> None:
-    """Install the hot path as the outermost middleware (call after every other middleware)."""
-    app.middlewares.insert(0, hot_middleware)

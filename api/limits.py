@@ -47,6 +47,7 @@ from aiohttp.typedefs import Middleware
 
 from api.audit import DETAILS, REFUSED_STATUSES, audit, refused
 from api.audit import register as register_audit
+from api.bodies import BadRequest, read_body
 from engine.audit import FAILED, OK
 from engine.settings import parse_rate_limits
 
@@ -216,8 +217,6 @@ async def request_cost(request: web.Request) -> int:
     a body the handler will refuse costs 1), else 1."""
     if request.method != "POST" or request.path not in PER_RECIPIENT:
         return 1
-    from api.batch import BadRequest, read_body  # here: api.batch imports this module
-
     try:
         body = await read_body(request)
     except BadRequest:

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from api.app import CONTENT, Handler, problem
 from api.audit import DETAILS
+from api.shared import CONTENT, Handler, problem
 from models.artifacts import rfc3339, utc_now
 from models.experiments import Experiment
 from models.scoring import score_profile
@@ -211,8 +211,7 @@ def log_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> N
 
 
 def register(app: web.Application) -> None:
-    """Add the routes and the exposure middleware (call before the app starts)."""
-    app.middlewares.append(exposures_middleware)
+    """Add the routes (api/app.py lists `exposures_middleware` in the stack)."""
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/models/{name}/activate", activate)
     app.router.add_post("/v1/models/{name}/rollback", rollback)

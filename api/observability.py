@@ -691,9 +691,8 @@ def follow_restarts(app: web.Application, data_dir: Path) -> None:
 
 
 def register(app: web.Application, content: ContentService) -> None:
-    """Add the middleware (outermost), `/metrics`, `/v1/stats` and the once-a-second sampler."""
+    """`/metrics`, `/v1/stats` and the once-a-second sampler."""
     app[TELEMETRY] = Telemetry(content)
-    app.middlewares.insert(0, observe_middleware)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/v1/stats", get_stats)
     app.cleanup_ctx.append(_sampler)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from api.audit import audit
 from api.content import ContentService
+from api.shared import CONTENT, problem
 from engine import consent
 from engine.profile import MINUTE_MS
 
@@ -32,8 +33,6 @@ RECORDS = web.AppKey("held_records", HeldRecords)
 
 
 def _content(request: web.Request) -> ContentService:
-    from api.app import CONTENT
-
     return request.app[CONTENT]
 
 
@@ -69,8 +68,6 @@ def export_view(content: ContentService, user_id: str) -> dict[str, Any] | None:
 
 
 async def get_export(request: web.Request) -> web.Response:
-    from api.app import problem
-
     user_id = request.match_info["user_id"]
     content = _content(request)
     view = export_view(content, user_id)

@@ -46,11 +46,11 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from api.app import CONTENT
 from api.batch import BadRequest, block_params, read_body, respond, user_ids
 from api.content import ContentService
 from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
 from api.models_routes import log_exposures
+from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS
 from engine.params import NO_PARAMS, BlockParams
 from engine.sandbox import (

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.app import CONTENT, bad_param, not_modified, problem
+from api.block_routes import bad_param, not_modified
+from api.shared import CONTENT, problem
 from engine.blocks import FORMATS
 from engine.params import NO_PARAMS, BlockParams, InvalidParam, from_query
 

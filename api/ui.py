@@ -20,12 +20,12 @@ from typing import Any
 
 from aiohttp import web
 
-from api.app import CONTENT, KEYS, problem
 from api.audit import refused
 from api.auth import ApiKey
 from api.explain import explain
 from api.limits import THROTTLE
 from api.observability import sample_profiles
+from api.shared import CONTENT, KEYS, problem
 from engine.blocks import BLOCKS
 
 STATIC = Path(__file__).parent / "static"

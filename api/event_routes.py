@@ -1,0 +1,114 @@
+"""POST /v1/events, and the body reading and validation POST /v1/collect shares."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from api.audit import audit
+from api.shared import CONTENT, EVENT_SKEW_MS, problem
+from engine.admission import admit
+from engine.audit import consent_fields
+from engine.events import Event, InvalidEvent, validate
+
+MAX_EVENTS = 10_000  # events in one POST /v1/events
+
+
+def _parse_events_body(text: str, content_type: str) -> list[Any]:
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(data, list):
+            raise ValueError("expected a JSON array of events")
+        return data
+    items: list[Any] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {n} is not JSON: {exc.msg}") from None
+            except (ValueError, RecursionError):  # too many digits, nested too deeply
+                raise ValueError(f"line {n} is not JSON within bounds") from None
+    return items
+
+
+async def post_events(request: web.Request) -> web.Response:
+    items = await read_events(request, MAX_EVENTS)
+    if isinstance(items, web.Response):
+        return items
+    return await accept_events(request, items)
+
+
+async def read_events(request: web.Request, limit: int) -> list[Any] | web.Response:
+    """The items of an events body (a JSON array or NDJSON, at most `limit`), or its 4xx problem;
+    POST /v1/collect reads its bodies here too (api/collect.py)."""
+    try:
+        text = await request.text()
+    except UnicodeDecodeError:
+        return problem(400, "Bad body", "the body must be UTF-8 JSON or NDJSON")
+    try:
+        items = _parse_events_body(text, request.content_type)
+    except ValueError as exc:
+        return problem(400, "Bad body", f"expected a JSON array or NDJSON of events: {exc}")
+    if len(items) > limit:
+        return problem(413, "Too many events", f"at most {limit} events per request")
+    return items
+
+
+Policy = Callable[[Event], str | None]  # why an event is refused here (POST /v1/collect), or None
+
+
+async def accept_events(
+    request: web.Request, items: list[Any], policy: Policy | None = None
+) -> web.Response:
+    """Validate, admit (and check with `policy`: POST /v1/collect's limits), produce the good
+    events; answer 202 with the counts and the reason of each refused one."""
+    accepted, errors = sort_events(items, request.app[EVENT_SKEW_MS], policy)
+    if accepted:
+        await request.app[CONTENT].state.produce(accepted)
+        audit_consents(request, accepted)
+    return web.json_response(
+        {"accepted": len(accepted), "rejected": len(errors), "errors": errors}, status=202
+    )
+
+
+def sort_events(
+    items: list[Any], skew_ms: int, policy: Policy | None = None
+) -> tuple[list[Event], list[dict[str, Any]]]:
+    """(the acceptable events, {index, reason} of the others) of a request body."""
+    accepted: list[Event] = []
+    errors: list[dict[str, Any]] = []
+    wall = int(time.time() * 1000)
+    for index, item in enumerate(items):
+        try:
+            event = validate(item)
+        except InvalidEvent as exc:
+            errors.append({"index": index, "reason": exc.reason})
+            continue
+        except Exception as exc:  # unforeseen: still one bad event, never a 500
+            errors.append({"index": index, "reason": f"unreadable event: {type(exc).__name__}"})
+            continue
+        future = admit(event.ts, None, wall, 0, skew_ms)  # no stream time here: future only
+        reason = future if future is not None else policy(event) if policy else None
+        if reason is not None:
+            errors.append({"index": index, "reason": reason})
+            continue
+        accepted.append(event)
+    return accepted, errors
+
+
+def audit_consents(request: web.Request, events: list[Event]) -> None:
+    """A `consent_received` audit record for each consent event accepted (and produced) here:
+    who sent it (the key), whose and which purposes; the worker writes `consent_applied` when
+    it folds it (streams/app.py)."""
+    for event in events:
+        if event.type == "consent":
+            audit(request, "consent_received", **consent_fields(event))

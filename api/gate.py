@@ -1,0 +1,115 @@
+"""Who may call: the errors and auth middlewares and the key checks every path uses (the chain,
+api/hot.py's fast path, api/collect.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from api import hops
+from api.audit import refused
+from api.auth import KeyRing, secret_from_header
+from api.limits import THROTTLE, AuthThrottle
+from api.shared import KEY_NAME, KEYS, METRICS, Handler, count_request, problem, request_scope
+from engine.signing import HOP_HEADER
+
+log = logging.getLogger("persona.api")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            response = problem(exc.status, exc.reason, exc.text or "")
+        else:
+            raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = problem(500, "Internal Server Error", "see the server log")
+    count_request(request.app[METRICS], response.status, time.perf_counter() - started)
+    return response
+
+
+def authorize(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:
+    """(key name, None) when the request's key has `scope`, else (the key's name or None when
+    no key was recognized, the 401/403 problem, or a 429 when the client's address failed
+    authentication too often: api/limits.py). The name of a refused key is only for the audit."""
+    app = request.app
+    return authorize_peer(
+        app[KEYS],
+        app[THROTTLE],
+        request.headers.get("Authorization", ""),
+        scope,
+        request.remote,
+    )
+
+
+def authorize_peer(
+    keys: KeyRing, throttle: AuthThrottle, authorization: str, scope: str, remote: str | None
+) -> tuple[str | None, web.Response | None]:
+    """`authorize_header`, with a failed authentication counted against the peer address
+    `remote` (and answered 429 once it is over its allowance); a valid key always passes."""
+    name, refused = authorize_header(keys, authorization, scope)
+    if refused is not None and refused.status == 401:
+        refused = throttle.refusal(remote, refused)
+    return name, refused
+
+
+def authorize_header(
+    keys: KeyRing, authorization: str, scope: str
+) -> tuple[str | None, web.Response | None]:
+    """`authorize` for an `Authorization` header value checked against `keys`."""
+    feeds = scope == "feeds:read"  # ad platforms fetch feeds with HTTP Basic (key as password)
+    secret = secret_from_header(authorization, allow_basic=feeds)
+    key = keys.authenticate(secret) if secret else None
+    if key is None:
+        response = problem(401, "Unauthorized", "send Authorization: Bearer <api key>")
+        response.headers["WWW-Authenticate"] = (
+            'Basic realm="persona feeds"' if feeds else 'Bearer realm="persona"'
+        )
+        return None, response
+    if scope not in key.scopes:
+        return key.name, problem(403, "Forbidden", f"this key lacks the {scope} scope")
+    return key.name, None
+
+
+async def authorize_hop(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:
+    """`authorize` for a forwarded request: its signed hop instead of a bearer (api/hops.py)."""
+    hop = await hops.verify(request)
+    if isinstance(hop, str):
+        response = problem(401, "Unauthorized", f"{hop}: forwarded requests are signed")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="persona"'
+        return None, request.app[THROTTLE].refusal(request.remote, response)
+    if scope not in hop.scopes:
+        return hop.name, problem(403, "Forbidden", f"this key lacks the {scope} scope")
+    return hop.name, None
+
+
+def caller(request: web.Request) -> tuple[str, frozenset[str]]:
+    """The authenticated key of a request the auth middleware let in: its name and scopes."""
+    secret = secret_from_header(request.headers.get("Authorization", ""))
+    key = request.app[KEYS].authenticate(secret) if secret else None
+    return (key.name, key.scopes) if key is not None else (request[KEY_NAME], frozenset())
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    scope = request_scope(request)
+    if scope is None:
+        return await handler(request)
+    if HOP_HEADER in request.headers:  # forwarded by another Persona process (api/hops.py)
+        name, refusal = await authorize_hop(request, scope)
+    else:
+        name, refusal = authorize(request, scope)
+    if refusal is not None:  # audited: the key's name on a 403, the address always
+        key = name or ""
+        refused(request.app, request.remote, refusal.status, key, request.method, request.path)
+        return refusal
+    assert name is not None
+    request[KEY_NAME] = name
+    return await handler(request)

@@ -1,0 +1,66 @@
+"""What every route module of the API shares (a leaf: it imports no route module, so none of them
+imports api.app): the application and request keys, the handler type, problem+json, the scope a
+path needs and the request counters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from api.auth import KeyRing
+from api.content import ContentService
+
+MAX_BODY = 10 * 1024 * 1024  # bytes of one request body
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CONTENT = web.AppKey("content", ContentService)
+KEYS = web.AppKey("keys", KeyRing)
+METRICS = web.AppKey("metrics", dict)
+EVENT_SKEW_MS = web.AppKey("event_skew_ms", int)  # POST /v1/events: how far ahead is `future`
+KEY_NAME = web.RequestKey("api_key", str)
+
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/sdk.js"})
+
+
+def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/problem+json"
+    )
+
+
+def request_scope(request: web.Request) -> str | None:
+    return scope_for(request.path, request.method)
+
+
+def scope_for(path: str, method: str) -> str | None:
+    """The scope a request for `path` (decoded) with `method` needs; None for the public ones."""
+    if path in PUBLIC or path.startswith("/ui/"):  # the UI pages check the key themselves
+        return None
+    if path == "/v1/events":
+        return "events:write"
+    if path == "/v1/collect":  # a browser's preflight carries no key (api/collect.py)
+        return None if method == "OPTIONS" else "events:collect"
+    if path.startswith("/v1/models"):
+        return "models:admin"
+    if path.startswith("/v1/feeds/"):
+        return "feeds:read"
+    if path.startswith("/v1/users/") and (path.endswith("/export") or method == "DELETE"):
+        return "privacy:admin"
+    return "content:read"
+
+
+_STATUS_KEYS = tuple(f"status_{n}xx" for n in range(10))
+
+
+def count_request(metrics: dict[str, Any], status: int, took: float) -> None:
+    metrics["requests"] = metrics.get("requests", 0) + 1
+    metrics["seconds"] = metrics.get("seconds", 0.0) + took
+    status_key = _STATUS_KEYS[status // 100]
+    metrics[status_key] = metrics.get(status_key, 0) + 1
