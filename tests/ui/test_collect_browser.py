@@ -161,19 +161,24 @@ def _refused_origins(shop: Shop) -> float:
 
 
 def test_a_listed_origin_sends_a_view_and_a_cart_change_to_the_profile(shop: Shop) -> None:
+    """The page's views and cart change, then persona.identify: the anonymous history merges
+    into the shopper (issue 19 item 2), so the shopper's profile holds it and the anonymous
+    profile is gone."""
+    before = _events(shop, SHOPPER)
     dom = browser.dom(shop.allowed + "/", budget_ms=8000)
     anon = _attribute(dom, "anon")
     assert anon.startswith("anon-") and _attribute(dom, "sent") == "[202]"
     assert _attribute(dom, "identified") == "[202]"
 
-    def arrived() -> dict[str, int]:
-        events = _events(shop, anon)
-        return events if events.get("add_to_cart") else {}
+    def merged() -> dict[str, int]:
+        events = _events(shop, SHOPPER)
+        return events if events.get("add_to_cart", 0) > before.get("add_to_cart", 0) else {}
 
-    events = wait_until(arrived, timeout=90, what="the tag's events in the profile")
-    assert events == {"page_view": 1, "product_view": 1, "add_to_cart": 1}
-    assert _profile(shop, anon)[1]["cart"] == {"85123A": 2}
-    wait_until(lambda: _events(shop, SHOPPER).get("identify") == 1, 90, what="the identify")
+    events = wait_until(merged, timeout=90, what="the tag's events in the shopper's profile")
+    for kind in ("page_view", "product_view", "add_to_cart", "identify"):
+        assert events.get(kind, 0) == before.get(kind, 0) + 1, kind
+    assert _profile(shop, SHOPPER)[1]["cart"] == {"85123A": 2 * (1 + before.get("add_to_cart", 0))}
+    wait_until(lambda: _profile(shop, anon)[0] == 404, 90, what="the anonymous profile merged away")
 
 
 def test_a_page_from_another_origin_is_refused(shop: Shop) -> None:
@@ -182,10 +187,13 @@ def test_a_page_from_another_origin_is_refused(shop: Shop) -> None:
     anon = _attribute(dom, "anon")
     assert _attribute(dom, "sent") == '["error"]'  # no CORS headers: the page cannot read it
     assert _refused_origins(shop) >= refused_before + 1  # refused at Persona, not only hidden
-    # a later page from the listed origin arrives, the refused one never was produced
-    allowed = browser.dom(shop.allowed + "/", budget_ms=8000)
-    later = _attribute(allowed, "anon")
-    wait_until(lambda: _events(shop, later).get("add_to_cart"), 90, what="the allowed events")
+    # a later page from the listed origin arrives (merged into the shopper it identifies as),
+    # the refused one never was produced
+    carts = _events(shop, SHOPPER).get("add_to_cart", 0)
+    browser.dom(shop.allowed + "/", budget_ms=8000)
+    wait_until(
+        lambda: _events(shop, SHOPPER).get("add_to_cart", 0) > carts, 90, what="the allowed events"
+    )
     assert _profile(shop, anon)[0] == 404
 
 
