@@ -22,7 +22,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from engine.erasure import live
 from streams.admin import DEAD_LETTERS, TRIGGERS_TOPIC
-from streams.kafka_security import Broker, as_config
+from streams.kafka_security import Broker
+from streams.reading import topic_reader
 from streams.registry import EXPOSURES_TOPIC
 
 ERASABLE_TOPICS = {
@@ -33,7 +34,6 @@ ERASABLE_TOPICS = {
 SCAN_MAX = 100_000  # newest records read per topic
 HELD_MAX = 200  # newest records of the user shown per topic
 READ_WAIT = 15.0  # seconds the export waits for the topics
-MAX_FETCH = 8 * 1024 * 1024
 
 
 def shown(value: bytes) -> Any:
@@ -65,12 +65,7 @@ class HeldRecords:
         return {**found, "complete": True}
 
     async def _read(self, key: bytes) -> dict[str, list[Any]]:
-        consumer = AIOKafkaConsumer(
-            **as_config(self.broker).aiokafka(),
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_FETCH,
-            fetch_max_bytes=MAX_FETCH,
-        )
+        consumer = topic_reader(self.broker)  # every partition is sought explicitly
         await consumer.start()
         try:
             parts = self._placed(consumer, key)

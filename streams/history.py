@@ -23,21 +23,11 @@ from engine.profile import is_reversal
 from engine.signing import ClusterKey, Signed
 from models.retrain import MAX_EVENTS, bound, unfenced
 from streams.admin import COMMANDS_TOPIC
-from streams.kafka_security import Broker, as_config
+from streams.kafka_security import Broker
+from streams.reading import assign_all, topic_reader
 from streams.signed import RecordGate
 
-MAX_FETCH = 8 * 1024 * 1024
 IDLE_MS = 1000
-
-
-def _consumer(broker: Broker) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        **as_config(broker).aiokafka(),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=MAX_FETCH,
-        fetch_max_bytes=MAX_FETCH,
-    )
 
 
 async def _tail(consumer: AIOKafkaConsumer, parts: list[TopicPartition], limit: int) -> None:
@@ -53,17 +43,12 @@ async def read_tail(
 ) -> AsyncIterator[Any]:
     """The records of `topics` (aiokafka's ConsumerRecord), at most `per_partition` of each
     partition (None: all), up to the end each partition had when the read started."""
-    consumer = _consumer(broker)
+    consumer = topic_reader(broker)
     await consumer.start()
     try:
-        parts = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        parts = assign_all(consumer, topics)
         if not parts:
             return
-        consumer.assign(parts)
         end = await consumer.end_offsets(parts)
         if per_partition is None:
             await consumer.seek_to_beginning(*parts)

@@ -37,6 +37,7 @@ from models.registry_log import (
 )
 from streams.admin import ERASABLE_CONFIG
 from streams.kafka_security import Broker, as_config
+from streams.reading import assign_all, topic_reader
 from streams.registry_copy import RegistryCopy
 from streams.signed import RecordGate, RecordSigner
 
@@ -44,7 +45,6 @@ log = logging.getLogger("persona.registry")
 
 MODELS_TOPIC = "models"
 EXPOSURES_TOPIC = "exposures"
-MAX_FETCH = 8 * 1024 * 1024
 ACTIVATION_WAIT = 12.0  # seconds a worker waits to serve a version it just activated
 Progress = Callable[[int], None]
 
@@ -65,16 +65,6 @@ async def ensure_registry_topics(broker_url: Broker) -> None:
                 await admin.create_topics(missing)
     finally:
         await admin.close()
-
-
-def _consumer(broker_url: Broker) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        **as_config(broker_url).aiokafka(),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=MAX_FETCH,
-        fetch_max_bytes=MAX_FETCH,
-    )
 
 
 def _producer(broker_url: Broker) -> AIOKafkaProducer:
@@ -111,17 +101,12 @@ async def read_messages(
     broker_url: Broker, topics: Iterable[str], idle: float = 1.0
 ) -> AsyncIterator[Any]:
     """Every record of `topics` (aiokafka's ConsumerRecord, headers included) to their end."""
-    consumer = _consumer(broker_url)
+    consumer = topic_reader(broker_url)
     await consumer.start()
     try:
-        parts = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        parts = assign_all(consumer, topics)
         if not parts:
             return
-        consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
         while True:
@@ -235,7 +220,7 @@ class RegistryService(Service):
         await ensure_registry_topics(self.broker_url)
         self._producer = _producer(self.broker_url)
         await self._producer.start()
-        self._consumer = _consumer(self.broker_url)
+        self._consumer = topic_reader(self.broker_url)
         await self._consumer.start()
         if self._copy_path is not None:
             self._copy = RegistryCopy(self._copy_path)

@@ -1,0 +1,35 @@
+"""A plain consumer that reads whole topics from their beginning, outside any consumer group:
+the model registry's follower and readers (streams/registry.py) and the retraining's history
+read (streams/history.py) share it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.kafka_security import Broker, as_config
+
+MAX_FETCH = 8 * 1024 * 1024  # bytes per fetch (a registry record holds a whole artifact)
+
+
+def topic_reader(broker: Broker) -> AIOKafkaConsumer:
+    """A consumer without a group or commits, starting at the earliest offset."""
+    return AIOKafkaConsumer(
+        **as_config(broker).aiokafka(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MAX_FETCH,
+        fetch_max_bytes=MAX_FETCH,
+    )
+
+
+def assign_all(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Assign every partition of `topics` the started consumer knows of; the partitions (none
+    when no topic exists yet)."""
+    parts = [
+        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+    ]
+    if parts:
+        consumer.assign(parts)
+    return parts
