@@ -168,17 +168,11 @@ class Recommender:
         first, of which the newest `history` count; excluded items and items with allowed(item)
         False are never returned; popular items fill what the neighbours of the history do not.
         Ties go to the item earlier in `items` (sorted ids)."""
-        scores: defaultdict[int, float] = defaultdict(float)
         recent = recent[: self.history]
         weights = history_weights(recent, self.recency_decay, self.history_floor)
-        for (item, _ts), weight in zip(recent, weights, strict=True):
-            i = self._index.get(item)
-            if i is not None:
-                for j, w in self._row(i):
-                    scores[j] += w * weight
         out: list[str] = []
         taken: set[str] = set()
-        for j in sorted(scores, key=lambda j: (-scores[j], j)):
+        for j in self._ranked(recent, weights):
             candidate = self.items[j]
             if candidate in exclude or (allowed is not None and not allowed(candidate)):
                 continue
@@ -187,6 +181,32 @@ class Recommender:
             if len(out) >= k:
                 return out
         return fill_popular(out, taken, self.popular, k, exclude, allowed)
+
+    def _ranked(self, recent: Sequence[tuple[str, int]], weights: list[float]) -> list[int]:
+        """The neighbours of the history's items, best summed weight first (ties: lower index).
+
+        Summed with numpy over the rows' slices of the arrays, in the order a loop over the
+        history and each row would add them (float64 throughout), so the scores are the loop's
+        to the bit (200 history items: ~2.6 -> under 1 ms on the default model, noisy)."""
+        pairs = zip(recent, weights, strict=True)
+        found = [(i, w) for (item, _ts), w in pairs if (i := self._index.get(item)) is not None]
+        if not found:
+            return []
+        rows = np.array([i for i, _w in found], dtype=np.int64)
+        starts = self.indptr[rows].astype(np.int64)
+        lengths = self.indptr[rows + 1].astype(np.int64) - starts
+        total = int(lengths.sum())
+        if not total:
+            return []
+        # every entry of the rows, row after row: start of its row + its place in the row
+        begins = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        at = begins + np.arange(total)
+        js = self.neighbours[at]
+        ws = self.weights[at].astype(np.float64) * np.repeat([w for _i, w in found], lengths)
+        ids, where = np.unique(js, return_inverse=True)
+        sums = np.bincount(where, weights=ws)
+        ranked: list[int] = ids[np.lexsort((ids, -sums))].tolist()
+        return ranked
 
     def popular_items(
         self,

@@ -120,3 +120,50 @@ def test_neighbour_rows_are_read_from_the_arrays_and_kept_within_a_bound(
             assert fresh.neighbours_of(item) == expected[item]
             assert len(fresh._rows) <= 2
     assert any(expected.values())  # the comparison compared neighbours, not empty rows
+
+
+def _reference(
+    model: Recommender, recent: list[tuple[str, int]], exclude: set[str], k: int
+) -> list[str]:
+    """What recommend means, written as the plain loop it replaced: sum each history item's
+    neighbour weights times its history weight, best first, ties to the lower index."""
+    from models.recs import fill_popular, history_weights
+
+    recent = recent[: model.history]
+    weights = history_weights(recent, model.recency_decay, model.history_floor)
+    scores: dict[int, float] = {}
+    for (item, _ts), weight in zip(recent, weights, strict=True):
+        i = model.items.index(item) if item in model.items else None
+        if i is None:
+            continue
+        for at in range(int(model.indptr[i]), int(model.indptr[i + 1])):
+            j = int(model.neighbours[at])
+            scores[j] = scores.get(j, 0.0) + float(model.weights[at]) * weight
+    out = [model.items[j] for j in sorted(scores, key=lambda j: (-scores[j], j))]
+    out = [i for i in out if i not in exclude][:k]
+    return fill_popular(out, set(out), model.popular, k, exclude, None)
+
+
+def test_recommend_sums_exactly_what_the_plain_loop_sums() -> None:
+    rng = np.random.default_rng(3)
+    n, k = 300, 20
+    model = Recommender(
+        version="recs-test",
+        created="2024-01-01T00:00:00Z",
+        items=[f"i{i:03d}" for i in range(n)],
+        indptr=np.arange(0, n * k + 1, k, dtype=np.int64),
+        neighbours=rng.integers(0, n, n * k).astype(np.int32),
+        # few distinct weights: many exact ties, which must go to the lower index
+        weights=rng.choice([0.25, 0.5, 1.0], n * k).astype(np.float32),
+        popular=[f"i{i:03d}" for i in range(50)],
+        history=200,
+        history_floor=0.02,
+    )
+    for trial in range(200):
+        size = int(rng.integers(0, 250))
+        recent = [
+            (f"i{int(rng.integers(0, n + 20)):03d}", T0 - int(rng.integers(0, 3)) * 60_000 * t)
+            for t in range(size)
+        ]
+        exclude = {f"i{int(i):03d}" for i in rng.integers(0, n, int(rng.integers(0, 30)))}
+        assert model.recommend(recent, exclude, 20) == _reference(model, recent, exclude, 20), trial
