@@ -73,6 +73,7 @@ class Collect:
     origins: frozenset[str]
     addresses: AuthThrottle  # a token bucket per client address (one token per request)
     sdk: Sdk
+    identify_secret: str | None = field(default=None, repr=False)  # PERSONA_IDENTIFY_SECRET
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, what: str, n: int = 1) -> None:
@@ -138,9 +139,10 @@ async def post_collect(request: web.Request) -> web.Response:
     if isinstance(items, web.Response):
         return items
     purchases = PURCHASE_SCOPE in caller(request)[1]
+    secret = request.app[COLLECT].identify_secret
 
     def policy(event: Event) -> str | None:
-        return collect_refusal(event, purchases)
+        return collect_refusal(event, purchases, secret)
 
     return await accept_events(request, items, policy)
 
@@ -172,7 +174,9 @@ def _etags(header: str) -> set[str]:
 def register(app: web.Application, options: ServingOptions) -> None:
     """The routes (api/app.py lists `collect_middleware` just before the auth middleware)."""
     limiter = AuthThrottle(options.collect_per_minute)
-    app[COLLECT] = Collect(frozenset(options.collect_origins), limiter, Sdk.load())
+    app[COLLECT] = Collect(
+        frozenset(options.collect_origins), limiter, Sdk.load(), options.identify_secret
+    )
     app.router.add_post(COLLECT_PATH, post_collect)
     app.router.add_route("OPTIONS", COLLECT_PATH, preflight)
     app.router.add_get(SDK_PATH, get_sdk)

@@ -73,6 +73,7 @@ class ServingOptions:
     # POST /v1/collect (api/collect.py): the origins allowed, requests per minute per address
     collect_origins: tuple[str, ...] = ()
     collect_per_minute: float = 600.0
+    identify_secret: str | None = field(default=None, repr=False)  # PERSONA_IDENTIFY_SECRET
 
     @classmethod
     def from_settings(cls, rate_limits: str | None, request_timeout: float) -> ServingOptions:

@@ -9,10 +9,17 @@ therefore limited to what a visitor's browser reports about its own visit:
 - `consent` only as a withdrawal (every purpose it names false): a page may always say no for its
   visitor, but granting consent for a user id takes the shop's server (`events:write`), which knows
   who the user is; a key anybody can copy must never grant processing for someone else;
-- never social events, and nothing that reads (the key has no other scope to read with).
+- never social events, and nothing that reads (the key has no other scope to read with);
+- with an identify secret (PERSONA_IDENTIFY_SECRET), `identify` only with `props.user_hash`, the
+  hex HMAC-SHA256 of the user id under that secret: the shop's server computes it for the user who
+  logged in and puts it in the page (as Intercom's identity verification does), so a copied key
+  cannot link its own anonymous history, and its later events, to somebody else's user id.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 from engine.events import CART_TYPES, CLICKSTREAM_TYPES, CONSENT_PURPOSES, IDENTIFY, Event
 
@@ -21,11 +28,14 @@ MAX_BYTES = 64 * 1024  # of one request: what a browser lets sendBeacon queue
 MAX_EVENTS = 100  # in one request
 COLLECT_SCOPE = "events:collect"  # the scope of a publishable key (api/auth.py)
 PURCHASE_SCOPE = "events:collect-purchase"  # such a key may send `purchase` too
+USER_HASH = "user_hash"  # props of a verified identify (PERSONA_IDENTIFY_SECRET)
 
 
-def collect_refusal(event: Event, purchases: bool) -> str | None:
-    """Why a publishable key may not send `event` (`purchases`: the key has PURCHASE_SCOPE), or
-    None when it may."""
+def collect_refusal(
+    event: Event, purchases: bool, identify_secret: str | None = None
+) -> str | None:
+    """Why a publishable key may not send `event` (`purchases`: the key has PURCHASE_SCOPE;
+    `identify_secret`: identify needs a user hash), or None when it may."""
     if event.type not in COLLECT_TYPES:
         return (
             f"a publishable key sends clickstream and cart events only, not {event.type!r} "
@@ -38,6 +48,25 @@ def collect_refusal(event: Event, purchases: bool) -> str | None:
             "a publishable key may only withdraw consent (every purpose false); grant it "
             "with an events:write key from your server"
         )
+    if event.type == IDENTIFY and identify_secret is not None:
+        return _unverified(event, identify_secret)
+    return None
+
+
+def user_hash(secret: str, user_id: str) -> str:
+    """What the shop's server puts in the page for `persona.identify(userId, userHash)`."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def _unverified(event: Event, secret: str) -> str | None:
+    given = event.props.get(USER_HASH)
+    if not isinstance(given, str) or not given:
+        return (
+            f"identify from a publishable key needs props.{USER_HASH} (PERSONA_IDENTIFY_SECRET "
+            "is set): the HMAC-SHA256 of the user id, computed by your server"
+        )
+    if not hmac.compare_digest(given.lower().encode(), user_hash(secret, event.user_id).encode()):
+        return f"props.{USER_HASH} does not match the user id"
     return None
 
 

@@ -191,6 +191,13 @@ class Settings:
         "(`POST /v1/collect`)",
         example="https://shop.example.com;https://www.shop.example.com",
     )
+    identify_secret: str | None = optional(
+        t.text,
+        "24+ characters: `identify` events from a publishable key (`POST /v1/collect`) must carry "
+        "`props.user_hash`, the hex HMAC-SHA256 of the user id under this secret, computed by the "
+        "shop's server (unset: any page holding the key may link an anonymous id to any user id)",
+        secret=True,
+    )
     collect_per_minute: float = setting(
         600.0,
         t.Real(1.0, 1_000_000.0, says="must be 1..1000000 requests per minute"),
@@ -420,6 +427,11 @@ def load_settings(
     if settings.webhook_urls and not settings.webhook_secret:
         raise SettingsError(
             "PERSONA_WEBHOOK_URLS is set but PERSONA_WEBHOOK_SECRET is not: webhooks are signed"
+        )
+    if settings.identify_secret is not None and len(settings.identify_secret) < MIN_SECRET:
+        raise SettingsError(
+            f"PERSONA_IDENTIFY_SECRET has {len(settings.identify_secret)} characters; at least "
+            f"{MIN_SECRET} are required"
         )
     if settings.webhook_secret is not None and len(settings.webhook_secret) < MIN_SECRET:
         raise SettingsError(

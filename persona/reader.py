@@ -68,6 +68,7 @@ def serving_options(settings: Settings) -> ServingOptions:
         cluster_secret=settings.cluster_secret,
         collect_origins=parse_origins(settings.collect_origins or ""),
         collect_per_minute=settings.collect_per_minute,
+        identify_secret=settings.identify_secret,
     )
 
 

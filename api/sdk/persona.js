@@ -6,7 +6,8 @@
  * persona.track(type, fields): fields item_id, quantity, price, currency go on the event, the rest
  * in props. Helpers: page(), product(id), category(name), search(query), addToCart(id, qty),
  * removeFromCart(id, qty), checkout(), purchase(id, qty) (the key needs events:collect-purchase),
- * identify(userId), consent(true|false), reset(), flush().
+ * identify(userId[, userHash]) (userHash: what the shop's server computed when
+ * PERSONA_IDENTIFY_SECRET is set), consent(true|false), reset(), flush().
  * An anonymous id is kept in localStorage (or a first-party cookie where storage is blocked); with
  * consentRequired nothing is stored or sent until persona.consent(true). Events are batched and
  * sent with fetch (text/plain, ?key=, so no preflight), and with sendBeacon on pagehide.
@@ -141,10 +142,12 @@
     removeFromCart: item("remove_from_cart"),
     checkout: function (fields) { track("checkout", fields); },
     purchase: item("purchase"),
-    identify: function (userId) {
+    identify: function (userId, userHash) {
       userId = String(userId);
       if (!cfg || userId === user) return;
-      track("identify", { previous_id: anonymousId() });
+      var props = { previous_id: anonymousId() };
+      if (userHash) props.user_hash = String(userHash);
+      track("identify", props);
       queue[queue.length - 1].user_id = userId;
       user = userId;
       save(USER, userId);

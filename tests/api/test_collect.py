@@ -4,6 +4,8 @@ and GET /v1/sdk.js."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +21,7 @@ from api.content import ContentService
 from api.limits import ServingOptions
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
+from engine.collect import user_hash
 from engine.events import validate
 from models.registry import ModelSet
 
@@ -147,6 +150,55 @@ async def test_types_a_publishable_key_may_not_send_are_per_event_errors(
     ]
     r = await client.post("/v1/collect", json=[events[2]], headers=bearer(PKP))
     assert (await r.json())["accepted"] == 1 and state.produced[-1].type == "purchase"
+
+
+IDENTIFY_SECRET = "identify-secret-of-the-shop-ssss"
+
+
+async def test_with_an_identify_secret_only_a_hash_from_the_shop_links_an_id(
+    state: MemoryState,
+) -> None:
+    """A copied publishable key cannot link its anonymous id to a user it names: the hash the
+    shop's server computed for that user must come with the identify."""
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    options = ServingOptions(collect_origins=(SHOP,), identify_secret=IDENTIFY_SECRET)
+    app = create_app(content, KeyRing.from_settings(KEYS, None), options)
+    good = user_hash(IDENTIFY_SECRET, "u-7")
+    events = [
+        ev("identify", user="u-7", item=None, props={"previous_id": "anon-1"}),
+        ev("identify", user="u-7", item=None, props={"previous_id": "anon-1", "user_hash": 5}),
+        ev(
+            "identify",
+            user="u-7",
+            item=None,
+            props={"previous_id": "anon-1", "user_hash": user_hash(IDENTIFY_SECRET, "u-8")},
+        ),
+        ev(
+            "identify",
+            user="u-7",
+            item=None,
+            props={"previous_id": "anon-1", "user_hash": user_hash("another-secret" * 3, "u-7")},
+        ),
+        ev("identify", user="u-7", item=None, props={"previous_id": "anon-1", "user_hash": good}),
+        ev("product_view"),  # other types need no hash
+    ]
+    async with TestClient(TestServer(app)) as client:
+        r = await client.post("/v1/collect", json=events, headers=bearer(PK))
+        body = await r.json()
+    assert r.status == 202 and body["accepted"] == 2 and body["rejected"] == 4
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert sorted(reasons) == [0, 1, 2, 3]
+    assert "needs props.user_hash" in reasons[0] and "needs props.user_hash" in reasons[1]
+    assert reasons[2] == reasons[3] == "props.user_hash does not match the user id"
+    assert [e.type for e in state.produced] == ["identify", "product_view"]
+    assert state.produced[0].props["user_hash"] == good
+
+
+def test_the_user_hash_is_the_hex_hmac_sha256_of_the_user_id() -> None:
+    """What a shop's server in any language computes (Python's hmac here as the reference)."""
+    expected = hmac.new(b"k" * 24, "user-é".encode(), hashlib.sha256).hexdigest()
+    assert user_hash("k" * 24, "user-é") == expected
+    assert len(expected) == 64
 
 
 async def test_consent_for_another_user_is_never_granted(

@@ -120,6 +120,15 @@ def test_collect_origins_are_normalized_as_browsers_send_them():
     assert s.collect_per_minute == 120.0
 
 
+def test_a_short_identify_secret_is_refused_and_never_shown():
+    short = "s" * 23
+    with pytest.raises(SettingsError, match="PERSONA_IDENTIFY_SECRET has 23 characters") as err:
+        load_settings({}, env={"PERSONA_IDENTIFY_SECRET": short})
+    assert short not in str(err.value)
+    s = load_settings({}, env={"PERSONA_IDENTIFY_SECRET": "s" * 24})
+    assert s.identify_secret == "s" * 24 and "s" * 24 not in repr(s)
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
