@@ -1,13 +1,117 @@
-"""The block GET and the profile GET (thin: parse -> api.content -> respond)."""
+"""The block GET and the profile GET (thin: parse -> decide -> respond).
+
+`decide` is the one function that decides a block GET: the key and its scope, the key's rate
+limit, the parameters, the block, and whether it is answered 304. Its callers keep only their own
+parsing and writing: `hot_middleware`, `Front.answer` and `Front.wire` (api/hot.py), which answer
+block GETs ahead of the middleware chain. The route handler `get_block` answers the block GETs
+the chain gates (its middlewares checked the key and the limit): it calls `block_lookup` and
+`not_modified`, the second half of `decide`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from aiohttp import web
 
+from api.auth import KeyRing
+from api.block_headers import header_lines, response
 from api.content import ContentService
-from api.shared import CONTENT, problem
+from api.gate import authorize_header, authorize_peer
+from api.limits import LIMITER, THROTTLE, AuthThrottle, RateLimiter, limited
+from api.shared import CONTENT, KEYS, problem, scope_for
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block, models_header
 from engine.params import NO_PARAMS, BlockParams, InvalidParam, from_query
+
+
+@dataclass(slots=True)
+class BlockGet:
+    """A block GET as its caller parsed it: the decoded path, its parts, the format, the
+    parameters (or the error parsing them), and the headers and peer address that matter."""
+
+    path: str
+    user_id: str
+    block: str
+    fmt: str
+    params: BlockParams | InvalidParam
+    authorization: str
+    if_none_match: str | None
+    remote: str | None
+
+
+@dataclass(slots=True)
+class Decision:
+    """What a block GET is answered: `status`, the key's name (for the audit of a refusal), and
+    either the block (200, or 304 when `unchanged`) or the refusal's problem response."""
+
+    status: int
+    name: str | None
+    block: Block | None = None
+    unchanged: bool = False
+    refusal: web.Response | None = None
+
+
+HAND_ON = Decision(0, None)  # `decide(..., tentative=True)`: the application must answer it
+
+
+class Gate:
+    """What `decide` reads: the content, the keys, the rate limiter and the failed-authentication
+    throttle of one application."""
+
+    __slots__ = ("content", "keys", "limiter", "throttle")
+
+    def __init__(
+        self, content: ContentService, keys: KeyRing, limiter: RateLimiter, throttle: AuthThrottle
+    ) -> None:
+        self.content = content
+        self.keys = keys
+        self.limiter = limiter
+        self.throttle = throttle
+
+    @classmethod
+    def of(cls, app: web.Application) -> Gate:
+        return cls(app[CONTENT], app[KEYS], app[LIMITER], app[THROTTLE])
+
+
+def decide(gate: Gate, get: BlockGet, tentative: bool = False) -> Decision:
+    """The answer to a block GET, in the middleware chain's order: 401/403 (or 429 for an address
+    with too many failed authentications), 429 over the key's rate limit, 400 for a bad
+    parameter, 404/400 for an unknown block or format or a bad user id, then the block.
+
+    `tentative` (`Front.wire`): answered only when it can be written here in full (a 200 or 304
+    with writable header lines), else HAND_ON and nothing counted against the key or the address:
+    the application answers it, and decides again."""
+    scope = scope_for(get.path, "GET")
+    assert scope is not None  # the block route is never public
+    if tentative:
+        name, refusal = authorize_header(gate.keys, get.authorization, scope)
+    else:
+        name, refusal = authorize_peer(
+            gate.keys, gate.throttle, get.authorization, scope, get.remote
+        )
+    if refusal is None and not tentative:
+        refusal = limited(gate.limiter, name)
+    if refusal is None:
+        refusal, block = block_lookup(gate.content, get.user_id, get.block, get.fmt, get.params)
+    if refusal is not None:
+        return HAND_ON if tentative else Decision(refusal.status, name, refusal=refusal)
+    assert block is not None
+    unchanged = not_modified(block, get.if_none_match)
+    if tentative and not _writable(gate, name, block, unchanged):
+        return HAND_ON
+    return Decision(304 if unchanged else 200, name, block, unchanged)
+
+
+def _writable(gate: Gate, name: str | None, block: Block, unchanged: bool) -> bool:
+    """Whether a tentative answer is written: header lines to write, and the key within its
+    limit (checked last: a request handed on takes no token here)."""
+    if header_lines(block, unchanged) is None:
+        return False
+    if gate.limiter.check(name):
+        gate.limiter.limited -= 1  # the application refuses it again, and counts it
+        return False
+    return True
 
 
 async def get_block(request: web.Request) -> web.StreamResponse:
@@ -15,31 +119,35 @@ async def get_block(request: web.Request) -> web.StreamResponse:
 
 
 def block_response(request: web.Request) -> web.Response:
-    """GET /v1/users/{id}/blocks/{block}: synchronous (a cached block is a lookup), so the hot
-    path (api/hot.py) calls it directly (as `block_answer`)."""
+    """GET /v1/users/{id}/blocks/{block} behind the chain's middlewares (the key and the limit
+    checked): synchronous, a cached block is a lookup."""
     return block_answer(request)[0]
 
 
 def block_answer(request: web.Request) -> tuple[web.Response, Block | None]:
-    """The block GET's response, and the block it answers with (None for a 4xx)."""
+    """The chain's block GET response, and the block it answers with (None for a 4xx)."""
     match = request.match_info
-    fmt, params = "html", NO_PARAMS
-    if request.query_string:
-        query = request.query
-        fmt = query.get("format", "html")
-        if len(query) > 1 or "format" not in query:
-            try:
-                params = from_query(query.items())
-            except InvalidParam as exc:
-                return bad_param(exc), None
+    fmt, params = parse_query(request.query if request.query_string else None)
     content = request.app[CONTENT]
     refused, block = block_lookup(content, match["user_id"], match["block"], fmt, params)
     if block is None:
         assert refused is not None
         return refused, None
-    if not_modified(block, request.headers.get("If-None-Match")):
-        return web.Response(status=304, headers=block.not_modified_headers), block
-    return web.Response(body=block.body, headers=block.headers), block
+    return response(block, not_modified(block, request.headers.get("If-None-Match"))), block
+
+
+def parse_query(query: Mapping[str, str] | None) -> tuple[str, BlockParams | InvalidParam]:
+    """(format, parameters) of a block GET's query (None: no query string); the parameters are
+    the error parsing them for a bad one (engine.params)."""
+    if query is None:
+        return "html", NO_PARAMS
+    fmt = query.get("format", "html")
+    if len(query) == 1 and "format" in query:
+        return fmt, NO_PARAMS
+    try:
+        return fmt, from_query(query.items())
+    except InvalidParam as exc:
+        return fmt, exc
 
 
 def block_lookup(
@@ -47,9 +155,11 @@ def block_lookup(
     user_id: str,
     block_name: str,
     fmt: str,
-    params: BlockParams = NO_PARAMS,
+    params: BlockParams | InvalidParam = NO_PARAMS,
 ) -> tuple[web.Response | None, Block | None]:
     """(None, the block) for a valid block GET, else (its 4xx problem, None)."""
+    if isinstance(params, InvalidParam):
+        return bad_param(params), None
     if block_name not in ALL_BLOCKS:
         return problem(404, "Unknown block", f"blocks are {', '.join(ALL_BLOCKS)}"), None
     if fmt not in FORMATS:

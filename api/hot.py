@@ -18,13 +18,15 @@ middleware chain (observe, errors, audit, auth, limits, routing, exposures, time
   `HotRunner` (tests' plain test servers, an application with `on_response_prepare` signals) and
   for block GETs `Front` hands on (percent-escapes, dot segments, `Expect`).
 
-Either does inline, in the chain's order: request id, key and scope check (401/403, or 429 for
-an address with too many failed authentications: `authorize_peer`), rate limit (429), the audit
-of a refusal (`api.audit.refused`, as the audit middleware does), the block
-(a cached lookup, see `api.content`), metrics and the access log. No timeout is needed: neither
-awaits. Both hand the request to the full chain whenever it would do something
-more: the user's partition belongs to another worker (routing forwards it), or an experiment is
-running (exposures are logged).
+What the answer is, `api.block_routes.decide` decides for all three (in the chain's order: key
+and scope check, 401/403, or 429 for an address with too many failed authentications; rate limit,
+429; parameters; the block, a cached lookup, see `api.content`; 304 or 200); each keeps only its
+own parsing (an aiohttp request, the raw target, the framed bytes) and writing (aiohttp's
+`Response`, `HotResponse`, bytes), and `_record` counts what they answered alike: the audit of a
+refusal (`api.audit.refused`, as the audit middleware does), metrics and the access log. No
+timeout is needed: none awaits. All hand the request to the full chain whenever it would do
+something more: the user's partition belongs to another worker (routing forwards it), or an
+experiment is running (exposures are logged).
 """
 
 from __future__ import annotations
@@ -43,15 +45,15 @@ from aiohttp.web_server import Server
 from multidict import CIMultiDict
 
 from api.audit import REFUSED_STATUSES, refused
-from api.block_routes import block_answer, block_lookup, get_block, not_modified
-from api.gate import authorize, authorize_header, authorize_peer
-from api.limits import LIMITER, THROTTLE, limited, over_limit
+from api.block_headers import header_lines, response
+from api.block_routes import BlockGet, Decision, Gate, decide, get_block, parse_query
 from api.models_routes import ADMIN
 from api.observability import TELEMETRY, _request_id, request_id
+from api.observability import Seen as Observed
 from api.routing import ROUTED
-from api.shared import CONTENT, KEYS, METRICS, count_request, problem, request_scope, scope_for
+from api.shared import CONTENT, METRICS, count_request, problem
 from api.wire import Head, HotServer
-from engine.blocks import Block
+from engine.params import NO_PARAMS
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.api")
@@ -59,13 +61,31 @@ log = logging.getLogger("persona.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _needs_chain(request: web.Request, user_id: str) -> bool:
-    app = request.app
+def chain_needed(app: web.Application, user_id: str, routed: bool) -> bool:
+    """Whether the middleware chain must answer a block GET for `user_id` (`routed`: it carries
+    the routing header)."""
     content = app[CONTENT]
     if content.models.experiment is not None and app.get(ADMIN) is not None:
         return True  # exposures_middleware logs the exposure
     # routing_middleware forwards to the owner of the user's partition
-    return request.headers.get(ROUTED) is None and content.state.owner_url(user_id) is not None
+    return not routed and content.state.owner_url(user_id) is not None
+
+
+def _record(
+    app: web.Application, seen: Observed, remote: str | None, decision: Decision, took: float
+) -> None:
+    """A block GET answered ahead of the chain, counted as the chain counts it: the audit of a
+    refusal, the request counters, the block served and the access log."""
+    status = decision.status
+    if status in REFUSED_STATUSES:
+        refused(app, remote, status, decision.name or "", "GET", seen.path)
+    count_request(app[METRICS], status, took)
+    app[TELEMETRY].observe_block(seen, status, took, decision.block)
+
+
+def _failed(method: str, path: str) -> Decision:
+    log.exception("unhandled error on %s %s", method, path)
+    return Decision(500, None, refusal=problem(500, "Internal Server Error", "see the server log"))
 
 
 @web.middleware
@@ -76,35 +96,42 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if HOP_HEADER in request.headers:  # a forwarded request: the chain checks its signature
         return await handler(request)
     user_id = match.get("user_id", "")
-    if _needs_chain(request, user_id):
+    if chain_needed(request.app, user_id, request.headers.get(ROUTED) is not None):
         return await handler(request)
-    rid = _request_id(request.headers.get("X-Request-Id"))
+    headers = request.headers
+    rid = _request_id(headers.get("X-Request-Id"))
     token = request_id.set(rid)
     started = time.perf_counter()
-    app = request.app
-    block = None
-    name: str | None = None
     try:
-        scope = request_scope(request)
-        assert scope is not None  # the block route is never public
-        name, response = authorize(request, scope)
-        if response is None:
-            response = over_limit(app, name)
-            if response is None:
-                response, block = block_answer(request)
+        fmt, params = parse_query(request.query if request.query_string else None)
+        get = BlockGet(
+            request.path,
+            user_id,
+            match.get("block", ""),
+            fmt,
+            params,
+            headers.get("Authorization", ""),
+            headers.get("If-None-Match"),
+            request.remote,
+        )
+        decision = decide(Gate.of(request.app), get)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = problem(500, "Internal Server Error", "see the server log")
+        decision = _failed(request.method, request.path)
     finally:
         request_id.reset(token)
     took = time.perf_counter() - started
-    response.headers["X-Request-Id"] = rid
-    status = response.status
-    if status in REFUSED_STATUSES:
-        refused(app, request.remote, status, name or "", "GET", request.path)
-    count_request(app[METRICS], status, took)
-    app[TELEMETRY].observe_block(request, status, took, block)
-    return response
+    answer = _response(decision)
+    answer.headers["X-Request-Id"] = rid
+    _record(request.app, request, request.remote, decision, took)
+    return answer
+
+
+def _response(decision: Decision) -> web.Response:
+    """aiohttp's `Response` for a decision: the refusal, or the block's 200 or 304."""
+    if decision.block is None:
+        assert decision.refusal is not None
+        return decision.refusal
+    return response(decision.block, decision.unchanged)
 
 
 # -- in front of the application (HotRunner) ----------------------------------------------------
@@ -230,12 +257,7 @@ class Front:
     ) -> None:
         self.app = app
         self.fallback = fallback
-        self.content = app[CONTENT]
-        self.keys = app[KEYS]
-        self.limiter = app[LIMITER]
-        self.throttle = app[THROTTLE]
-        self.metrics = app[METRICS]
-        self.telemetry = app[TELEMETRY]
+        self.gate = Gate.of(app)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET":
@@ -246,6 +268,26 @@ class Front:
 
     def answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The answer to a block GET, or None when the application must answer `request`."""
+        get = self._parse(request)
+        if get is None:
+            return None
+        rid = _request_id(request.headers.get("X-Request-Id"))
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            decision = decide(self.gate, get)
+        except Exception:
+            decision = _failed(request.method, request.path)
+        finally:
+            request_id.reset(token)
+        took = time.perf_counter() - started
+        answer = _block_response(request, decision, rid)
+        _record(self.app, request, request.remote, decision, took)
+        return answer
+
+    def _parse(self, request: web.BaseRequest) -> BlockGet | None:
+        """The block GET of a request's raw target and headers; None for anything else, or for
+        what the application answers (expectations, signed hops, block parameters, the chain)."""
         route = block_route(request.raw_path)
         if route is None:
             return None
@@ -253,54 +295,18 @@ class Front:
         headers = request.headers
         if headers.get("Expect") or HOP_HEADER in headers:
             return None  # the application answers expectations and checks hop signatures
-        if self._chain_needed(user_id, headers.get(ROUTED) is not None):
+        if chain_needed(self.app, user_id, headers.get(ROUTED) is not None):
             return None
         fmt = "html"
         if query:
             parsed = request.query
             if len(parsed) > 1 or (parsed and "format" not in parsed):
-                return None  # block parameters: `hot_middleware` parses them (block_answer)
+                return None  # block parameters: `hot_middleware` parses them (parse_query)
             fmt = parsed.get("format", "html")
-        rid = _request_id(headers.get("X-Request-Id"))
-        token = request_id.set(rid)
-        started = time.perf_counter()
-        block = None
-        name: str | None = None
-        response: web.StreamResponse | None
-        try:
-            scope = scope_for(path, "GET")
-            assert scope is not None  # the block route is never public
-            name, response = authorize_peer(
-                self.keys, self.throttle, headers.get("Authorization", ""), scope, request.remote
-            )
-            if response is None:
-                response = limited(self.limiter, name)
-                if response is None:
-                    response, block = block_lookup(self.content, user_id, block_name, fmt)
-                    if block is not None:
-                        response = _block_response(request, block, rid)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            response = problem(500, "Internal Server Error", "see the server log")
-        finally:
-            request_id.reset(token)
-        took = time.perf_counter() - started
-        assert response is not None
-        if not isinstance(response, HotResponse):
-            response.headers["X-Request-Id"] = rid
-        status = response.status
-        if status in REFUSED_STATUSES:
-            refused(self.app, request.remote, status, name or "", "GET", path)
-        count_request(self.metrics, status, took)
-        self.telemetry.observe_block(request, status, took, block)
-        return response
-
-    def _chain_needed(self, user_id: str, routed: bool) -> bool:
-        content = self.content
-        if content.models.experiment is not None and self.app.get(ADMIN) is not None:
-            return True  # exposures_middleware logs the exposure
-        # routing_middleware forwards to the owner of the user's partition
-        return not routed and content.state.owner_url(user_id) is not None
+        authorization = headers.get("Authorization", "")
+        if_none_match = headers.get("If-None-Match")
+        return BlockGet(path, user_id, block_name, fmt, NO_PARAMS, authorization, if_none_match,
+                        request.remote)  # fmt: skip
 
     def wire(self, head: Head) -> bytes | None:
         """The whole answer (bytes to write) to a request framed by `HotRequestHandler`
@@ -308,7 +314,34 @@ class Front:
         connection, counted as `answer` counts it; None when aiohttp must answer it (anything
         else, refusals and error pages included: aiohttp's path gives them, counts them,
         refuses a rate-limited key again, and counts a failed authentication against the peer
-        address once: `answer` does, through `authorize_peer`)."""
+        address once: `answer` does; `decide` tentatively counts nothing of a request it hands
+        on)."""
+        get = self._parse_head(head)
+        if get is None:
+            return None
+        rid_field = head.fields.get(b"x-request-id")
+        rid = _request_id(rid_field.decode("ascii") if rid_field is not None else None)
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            decision = decide(self.gate, get, tentative=True)
+        except Exception:
+            log.exception("unhandled error on GET %s (handed to the application)", get.path)
+            return None
+        finally:
+            request_id.reset(token)
+        block = decision.block
+        if block is None:
+            return None
+        lines = header_lines(block, decision.unchanged)
+        assert lines is not None  # `decide` hands on a block without writable lines
+        data = hot_bytes(decision.status, lines, rid, None if decision.unchanged else block.body)
+        _record(self.app, Seen("GET", get.path), None, decision, time.perf_counter() - started)
+        return data
+
+    def _parse_head(self, head: Head) -> BlockGet | None:
+        """The block GET of a framed request head; None for anything else, or for what aiohttp
+        answers (see `wire`)."""
         if head.method != b"GET" or head.version != b"HTTP/1.1":
             return None
         fields = head.fields
@@ -323,47 +356,15 @@ class Front:
         path, query, user_id, block_name = route
         if query and _PLAIN_QUERY.fullmatch(query) is None:
             return None  # percent-escapes, '+', ';': the application's query parser decides
-        if self._chain_needed(user_id, ROUTED_FIELD in fields):
+        if chain_needed(self.app, user_id, ROUTED_FIELD in fields):
             return None
         fmt = _format(query) if query else "html"
         if fmt is None:
             return None  # block parameters: the application parses them
-        rid_field = fields.get(b"x-request-id")
-        rid = _request_id(rid_field.decode("ascii") if rid_field is not None else None)
-        token = request_id.set(rid)
-        started = time.perf_counter()
-        try:
-            authorization = fields.get(b"authorization", b"").decode("ascii")
-            scope = scope_for(path, "GET")
-            assert scope is not None  # the block route is never public
-            name, refused = authorize_header(self.keys, authorization, scope)
-            if refused is not None:
-                return None
-            _, block = block_lookup(self.content, user_id, block_name, fmt)
-            if block is None:
-                return None
-            if_none_match = fields.get(b"if-none-match")
-            unchanged = if_none_match is not None and not_modified(
-                block, if_none_match.decode("ascii")
-            )
-            lines = block.not_modified_header_lines if unchanged else block.header_lines
-            if lines is None:
-                return None
-            limiter = self.limiter
-            if limiter.check(name):
-                limiter.limited -= 1  # the application refuses it again, and counts it
-                return None
-        except Exception:
-            log.exception("unhandled error on GET %s (handed to the application)", path)
-            return None
-        finally:
-            request_id.reset(token)
-        status = 304 if unchanged else 200
-        data = hot_bytes(status, lines, rid, None if unchanged else block.body)
-        took = time.perf_counter() - started
-        count_request(self.metrics, status, took)
-        self.telemetry.observe_block(Seen("GET", path), status, took, block)
-        return data
+        authorization = fields.get(b"authorization", b"").decode("ascii")
+        if_none_match = fields.get(b"if-none-match")
+        etags = if_none_match.decode("ascii") if if_none_match is not None else None
+        return BlockGet(path, user_id, block_name, fmt, NO_PARAMS, authorization, etags, None)
 
 
 def block_route(target: str) -> tuple[str, str, str, str] | None:
@@ -409,17 +410,19 @@ class Seen:
         self.path = path
 
 
-def _block_response(request: web.BaseRequest, block: Block, rid: str) -> web.StreamResponse:
-    unchanged = not_modified(block, request.headers.get("If-None-Match"))
-    if request.version == HttpVersion11 and request.keep_alive and "\n" not in rid:
-        lines = block.not_modified_header_lines if unchanged else block.header_lines
-        if lines is not None:
-            return HotResponse(
-                304 if unchanged else 200, lines, rid, None if unchanged else block.body
-            )
-    if unchanged:  # HTTP/1.0 or closing connections: aiohttp writes the connection headers
-        return web.Response(status=304, headers=block.not_modified_headers)
-    return web.Response(body=block.body, headers=block.headers)
+def _block_response(request: web.BaseRequest, decision: Decision, rid: str) -> web.StreamResponse:
+    """`Front.answer`'s writing: a block's 200 or 304 as `HotResponse` on a keep-alive HTTP/1.1
+    connection, else (refusals, errors, HTTP/1.0, closing connections, header lines that cannot
+    be written raw) aiohttp's `Response`."""
+    block = decision.block
+    if block is not None and request.version == HttpVersion11 and request.keep_alive:
+        lines = header_lines(block, decision.unchanged)
+        if lines is not None and "\n" not in rid:
+            body = None if decision.unchanged else block.body
+            return HotResponse(decision.status, lines, rid, body)
+    answer = _response(decision)  # HTTP/1.0 or closing connections: aiohttp writes those headers
+    answer.headers["X-Request-Id"] = rid
+    return answer
 
 
 class HotRunner(web.AppRunner):

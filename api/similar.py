@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from api.block_headers import response
 from api.block_routes import bad_param, not_modified
 from api.shared import CONTENT, problem
 from engine.blocks import FORMATS
@@ -43,9 +44,7 @@ async def get_similar(request: web.Request) -> web.Response:
     block = request.app[CONTENT].similar_block(item_id, fmt, params)
     if block is None:
         return problem(404, "Unknown item", f"item {item_id!r} is not in the catalog")
-    if not_modified(block, request.headers.get("If-None-Match")):
-        return web.Response(status=304, headers=block.not_modified_headers)
-    return web.Response(body=block.body, headers=block.headers)
+    return response(block, not_modified(block, request.headers.get("If-None-Match")))
 
 
 def register(app: web.Application) -> None:

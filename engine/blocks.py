@@ -16,7 +16,7 @@ import re
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,9 @@ class Block:
     models: dict[str, str]
     etag: str  # strong ETag: the quoted hex digest of content
     content_type: str
+    # What the serving side derives from the block once and keeps with it (api/block_headers.py:
+    # its HTTP headers); never part of equality, never copied by `replace`.
+    memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     # Computed once per block: a cached block is served many times (send time is the hot path).
     @cached_property
@@ -125,49 +128,6 @@ class Block:
     @cached_property
     def models_header(self) -> str:
         return models_header(self.models)
-
-    @cached_property
-    def not_modified_headers(self) -> dict[str, str]:
-        """The headers of a GET of this block answered 304: ETag, Cache-Control, the models and
-        variant, and `X-Persona-Fallback: 1` for the fallback. Built once per (cached) block;
-        never modified (aiohttp's Response copies what it is given)."""
-        headers = {
-            "ETag": self.etag,
-            "Cache-Control": "private, no-cache",
-            "X-Persona-Model": self.models_header,
-            "X-Persona-Variant": self.variant,
-        }
-        if self.fallback:
-            headers["X-Persona-Fallback"] = "1"
-        return headers
-
-    @cached_property
-    def headers(self) -> dict[str, str]:
-        """The headers of a GET of this block answered 200: the 304's plus Content-Type (with
-        the charset)."""
-        ctype = self.content_type
-        return {
-            **self.not_modified_headers,
-            "Content-Type": ctype if "charset" in ctype else ctype + "; charset=utf-8",
-        }
-
-    @cached_property
-    def header_lines(self) -> bytes | None:
-        """`headers` as HTTP/1.1 header lines (`Name: value\r\n` each, UTF-8), which the hot
-        path (api/hot.py) writes as they are; None if a value holds a CR or LF."""
-        return _header_lines(self.headers)
-
-    @cached_property
-    def not_modified_header_lines(self) -> bytes | None:
-        """`not_modified_headers` as HTTP/1.1 header lines (see `header_lines`)."""
-        return _header_lines(self.not_modified_headers)
-
-
-def _header_lines(headers: dict[str, str]) -> bytes | None:
-    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    if text.count("\r") != len(headers) or text.count("\n") != len(headers):
-        return None  # a CR or LF inside a name or value: no header injection
-    return text.encode()
 
 
 def models_header(models: dict[str, str]) -> str:
@@ -542,10 +502,6 @@ _DERIVED = (
     "entry_msgpack",
     "entry_json",
     "models_header",
-    "not_modified_headers",
-    "headers",
-    "header_lines",
-    "not_modified_header_lines",
 )
 
 
@@ -560,6 +516,7 @@ def for_unknown_user(shared: Block, user_id: str) -> Block | None:
         block = replace(shared, user_id=user_id)
         derived = vars(shared)
         vars(block).update({name: derived[name] for name in _DERIVED if name in derived})
+        object.__setattr__(block, "memo", shared.memo)  # the same headers: built once for all
         return block
     quoted = str(htmlsafe_json_dumps(UNKNOWN_USER))
     if shared.fmt != "json" or content.count(quoted) != found:

@@ -4,7 +4,9 @@ Beyond the contract's fields a product may carry what Google Merchant Center fee
 `sale_price` with an optional effective period (`sale_starts`/`sale_ends`, epoch ms, the end
 excluded; `effective_price(now)` is what blocks and feeds show), `item_group_id` (variants of one
 product), `gtin`, `mpn`, `condition`, `availability_date` (epoch ms, for pre-orders),
-`additional_image_links` and free `attributes` (text -> text, bounded). `pack()` leaves those out
+`additional_image_links`, free `attributes` (text -> text, bounded) and `prices` in other
+currencies (ISO 4217 code -> list price, at most MAX_PRICES; issue 19 item 6: a block shows the
+user's currency when the product has it, engine.locales). `pack()` leaves those out
 while they hold their defaults, so records of products without them are what they were before.
 """
 
@@ -28,6 +30,7 @@ MAX_IMAGES = 10  # additional image links kept (Google takes up to 10)
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_NAME = 64
 MAX_ATTRIBUTE_VALUE = 1000
+MAX_PRICES = 20  # currencies in a product's `prices`
 
 
 class InvalidProduct(ValueError):
@@ -58,6 +61,7 @@ class Product:
     availability_date: int | None = None  # epoch ms: when a pre-order ships
     additional_image_links: tuple[str, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict)
+    prices: dict[str, float] = field(default_factory=dict)  # other currencies: code -> price
 
     def __hash__(self) -> int:  # `attributes` is a dict: hash what identifies the offer
         return hash((self.item_id, self.title, self.url, self.price, self.availability))
@@ -106,6 +110,7 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "availability_date": None,
     "additional_image_links": (),
     "attributes": {},
+    "prices": {},
 }
 
 
@@ -149,9 +154,7 @@ def validate_product(data: Any) -> Product:
         raise InvalidProduct("price must be a finite number >= 0")
     if price > MAX_PRICE:
         raise InvalidProduct(f"price must be at most {MAX_PRICE:.0f}")
-    currency = _text(data, "currency", True, max_len=3).upper()
-    if len(currency) != 3 or not currency.isalpha():
-        raise InvalidProduct("currency must be an ISO 4217 code such as 'EUR'")
+    currency = _currency(_text(data, "currency", True, max_len=3), "currency")
     availability = _text(data, "availability", False) or "in_stock"
     if availability not in AVAILABILITY:
         raise InvalidProduct(f"availability must be one of {', '.join(AVAILABILITY)}")
@@ -177,7 +180,43 @@ def validate_product(data: Any) -> Product:
         availability_date=_time(data, "availability_date"),
         additional_image_links=_images(data.get("additional_image_links")),
         attributes=_attributes(data.get("attributes")),
+        prices=_prices(data.get("prices"), round(price, 4), currency),
     )
+
+
+def _currency(text: str, name: str) -> str:
+    code = text.upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise InvalidProduct(f"{name} must be an ISO 4217 code such as 'EUR'")
+    return code
+
+
+def _prices(value: Any, price: float, currency: str) -> dict[str, float]:
+    """`prices`: an object of at most MAX_PRICES ISO 4217 code -> price (0..MAX_PRICE); the
+    product's own currency may appear only with its `price`."""
+    if value is None or value == "" or value == {}:
+        return {}
+    if isinstance(value, str):  # a CSV/TSV cell: "12.50 EUR, 54.00 PLN" (Google's price form)
+        value = _price_list(value)
+    if not isinstance(value, dict) or len(value) > MAX_PRICES:
+        raise InvalidProduct(f"prices must be an object of at most {MAX_PRICES} currency -> price")
+    out: dict[str, float] = {}
+    for code, amount in value.items():
+        key = _currency(str(code)[:8], f"prices key {str(code)[:8]!r}")
+        if isinstance(amount, bool):
+            raise InvalidProduct(f"prices[{key}] must be a number >= 0")
+        out[key] = _price(amount, f"prices[{key}]")
+    if out.get(currency, price) != price:
+        raise InvalidProduct(f"prices[{currency}] differs from price in {currency}")
+    out.pop(currency, None)
+    return out
+
+
+def _price_list(text: str) -> dict[str, str]:
+    pairs = [part.split() for part in text.split(",", MAX_PRICES) if part.strip()]
+    if len(pairs) > MAX_PRICES or any(len(pair) != 2 for pair in pairs):
+        raise InvalidProduct("prices must be written as '12.50 EUR, 54.00 PLN'")
+    return {code: amount for amount, code in pairs}
 
 
 def _price(value: Any, name: str) -> float:

@@ -73,6 +73,7 @@ OWN_FIELDS = frozenset(
         "additional_image_links",
         "attributes",
         "product_type",
+        "prices",
     }
 )
 KNOWN_NAMES = OWN_FIELDS | set(GOOGLE_NAMES)

@@ -185,13 +185,12 @@ async def test_a_failing_lookup_answers_500_problem_and_is_counted(
     clients: tuple[TestClient, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hot, _ = clients
-    import api.hot
+    import api.block_routes
 
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(api.hot, "block_answer", broken)  # hot_middleware's
-    monkeypatch.setattr(api.hot, "block_lookup", broken)  # Front's
+    monkeypatch.setattr(api.block_routes, "block_lookup", broken)  # `decide`'s, for both
     r = await hot.get(
         "/v1/users/u1/blocks/recommendations",
         headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
@@ -472,13 +471,15 @@ def test_a_header_value_with_a_line_break_is_never_written_raw() -> None:
     from aiohttp.test_utils import make_mocked_request
 
     from api.app import CONTENT
+    from api.block_headers import header_lines
+    from api.block_routes import Decision
     from api.hot import HotResponse, _block_response
 
     app = _app()
     block = app[CONTENT].block("u1", "recommendations", "html")
     request = make_mocked_request("GET", "/v1/users/u1/blocks/recommendations")
-    assert isinstance(_block_response(request, block, "r-1"), HotResponse)
+    assert isinstance(_block_response(request, Decision(200, "k", block), "r-1"), HotResponse)
     broken = replace(block, variant="b\r\nX-Injected: 1")
-    assert broken.header_lines is None and broken.not_modified_header_lines is None
-    response = _block_response(request, broken, "r-1")
+    assert header_lines(broken, False) is None and header_lines(broken, True) is None
+    response = _block_response(request, Decision(200, "k", broken), "r-1")
     assert not isinstance(response, HotResponse)  # aiohttp's own checks refuse to write it

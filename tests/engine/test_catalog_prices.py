@@ -1,0 +1,67 @@
+"""Products priced in several currencies (issue 19 item 6): an optional `prices` map of ISO 4217
+code -> list price beside `price`/`currency`, validated and bounded, read from JSON lines and
+CSV/TSV cells, stored only when present."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import msgpack
+import pytest
+
+from engine.catalog import MAX_PRICES, InvalidProduct, Product, validate_product
+from engine.catalog_formats import read_products
+
+BASE: dict[str, Any] = {
+    "item_id": "a",
+    "title": "A lamp",
+    "url": "https://shop.example/a",
+    "image_url": "https://shop.example/a.jpg",
+    "price": 12.5,
+    "currency": "EUR",
+}
+
+
+def test_prices_in_other_currencies_are_kept_by_upper_case_code() -> None:
+    product = validate_product({**BASE, "prices": {"pln": 54, "GBP": "10.99", "EUR": 12.5}})
+    assert product.prices == {"PLN": 54.0, "GBP": 10.99}  # its own currency is `price`
+    assert Product.unpack(product.pack()) == product
+
+
+def test_a_product_without_prices_is_stored_as_before() -> None:
+    product = validate_product(BASE)
+    assert product.prices == {} and "prices" not in msgpack.unpackb(product.pack())
+
+
+@pytest.mark.parametrize(
+    ("prices", "reason"),
+    [
+        ({"PL": 54}, "ISO 4217"),
+        ({"PLNX": 54}, "ISO 4217"),
+        ({"P1N": 54}, "ISO 4217"),
+        ({"PLN": -1}, "PLN"),
+        ({"PLN": float("nan")}, "PLN"),
+        ({"PLN": 2e9}, "PLN"),
+        ({"PLN": True}, "PLN"),
+        ({"PLN": "cheap"}, "PLN"),
+        ({"EUR": 13}, "differs from price"),
+        ({f"Q{chr(65 + i // 26)}{chr(65 + i % 26)}": 1 for i in range(MAX_PRICES + 1)}, "at most"),
+        (["PLN", 54], "object"),
+        ("54 PLN 3", "written as"),
+    ],
+)
+def test_bad_prices_reject_the_product_with_a_reason(prices: Any, reason: str) -> None:
+    with pytest.raises(InvalidProduct, match=reason):
+        validate_product({**BASE, "prices": prices})
+
+
+def test_prices_from_json_lines_and_a_csv_cell() -> None:
+    jsonl = '{"item_id": "a", "title": "A", "url": "https://s.example/a", "image_url": '
+    jsonl += '"https://s.example/a.jpg", "price": 12.5, "currency": "EUR", "prices": {"PLN": 54}}\n'
+    (from_json,) = read_products(io.BytesIO(jsonl.encode()), "jsonl")
+    assert from_json.prices == {"PLN": 54.0}
+    csv = "item_id,title,url,image_url,price,currency,prices\n"
+    csv += 'b,B,https://s.example/b,https://s.example/b.jpg,10,GBP,"54.00 PLN, 12.5 EUR"\n'
+    (from_csv,) = read_products(io.BytesIO(csv.encode()), "csv")
+    assert from_csv.prices == {"PLN": 54.0, "EUR": 12.5} and from_csv.attributes == {}
