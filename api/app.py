@@ -11,6 +11,7 @@ from aiohttp import web
 
 from api import (
     batch,
+    clicks,
     collect,
     feeds,
     hops,
@@ -53,10 +54,8 @@ from api.shared import (
     KEY_NAME,
     KEYS,
     MAX_BODY,
-    METRICS,
     PUBLIC,
     Handler,
-    count_request,
     problem,
     request_scope,
     scope_for,
@@ -69,7 +68,6 @@ __all__ = [
     "KEY_NAME",
     "MAX_BODY",
     "MAX_EVENTS",
-    "METRICS",
     "PUBLIC",
     "Handler",
     "accept_events",
@@ -83,7 +81,6 @@ __all__ = [
     "block_lookup",
     "block_response",
     "caller",
-    "count_request",
     "create_app",
     "errors_middleware",
     "get_block",
@@ -121,7 +118,6 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[CONTENT] = content
     app[KEYS] = keys
-    app[METRICS] = {}
     app[EVENT_SKEW_MS] = options.max_clock_skew_ms
     audit_middleware, limits_middleware = limits.register(
         app, options, lambda r: r.get(KEY_NAME), request_scope
@@ -161,4 +157,5 @@ def create_app(
     ui.register(app)
     models_routes.register(app)
     collect.register(app, options)
+    clicks.register(app, options)
     return app

@@ -1,4 +1,5 @@
-"""OpenAPI entries of browser collection (api/collect.py): POST/OPTIONS /v1/collect, the tag."""
+"""OpenAPI entries of browser collection (api/collect.py): POST/OPTIONS /v1/collect, the tag;
+and of the click redirect (api/clicks.py)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def collect_paths() -> dict[str, Any]:
     return {
         "/v1/collect": {"post": _post()},  # its CORS preflight (OPTIONS, no key): in _ORIGIN
         "/v1/sdk.js": {"get": _sdk()},
+        "/c/{token}": {"get": _click()},
     }
 
 
@@ -77,5 +79,27 @@ def _sdk() -> dict[str, Any]:
         "responses": {
             "200": {"description": "the script", "content": {"text/javascript": {}}},
             "304": {"description": "not modified (If-None-Match)"},
+        },
+    }
+
+
+def _click() -> dict[str, Any]:
+    return {
+        "summary": "Click redirect of a link in a block (public; the token is signed)",
+        "security": [],
+        "description": "302 to the item's URL in the catalog and a `click` event for the "
+        "token's user (props block, variant); a link older than 400 days still redirects but "
+        "records nothing. An item gone from the catalog redirects to PERSONA_FEED_LINK when set. "
+        "Tokens that do not verify count as failed authentications of the client address.",
+        "parameters": [
+            {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "302": {
+                "description": "to the item's page",
+                "headers": {"Location": {"schema": {"type": "string"}}},
+            },
+            "404": _PROBLEM,
+            "429": _LIMITED,
         },
     }

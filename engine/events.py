@@ -22,9 +22,12 @@ CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "se
 CART_TYPES = frozenset({"add_to_cart", "remove_from_cart", "checkout", "purchase"})
 SOCIAL_TYPES = frozenset({"like", "share", "comment", "follow", "mention"})
 # `identify` (v1, any topic: it goes with clickstream) links `props.previous_id`, an anonymous id,
-# to `user_id`; the fold counts it and does not merge histories yet (issue 19 item 2)
+# to `user_id`; the fold merges the anonymous history into the user (engine/identity.py)
 IDENTIFY = "identify"
-EVENT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | SOCIAL_TYPES | {"consent", IDENTIFY}
+# `click` (v1, clickstream): a link in a block was followed (`GET /c/{token}`, api/clicks.py);
+# props `block`, `variant`. The fold counts it; browsers cannot send it (engine/collect.py).
+CLICK = "click"
+EVENT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | SOCIAL_TYPES | {"consent", IDENTIFY, CLICK}
 INPUT_TOPICS = ("clickstream", "cart", "social")
 CONSENT_PURPOSES = ("personalization", "email", "ads")
 

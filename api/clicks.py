@@ -1,0 +1,80 @@
+"""The click redirect `GET /c/{token}` (issue 18 item 5; tokens: engine/clicks.py).
+
+No API key: a mail client or an ad's landing follows the link. A good token answers 302 to the
+item's URL in the catalog (never a URL from the request: no open redirect) and records a `click`
+event for the token's user (props `block`, `variant`), produced like `POST /v1/events`' events;
+a link older than engine.clicks.MAX_AGE_DAYS still redirects but records nothing. A token that
+does not verify is a 404 problem and counts as a failed authentication of the client address
+(api/limits.py: repeated ones are answered 429), so tokens cannot be guessed at speed. An item
+gone from the catalog redirects to PERSONA_FEED_LINK (the shop) when set, else 404.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from api.limits import THROTTLE, ServingOptions
+from api.observability import TELEMETRY
+from api.shared import CONTENT, problem
+from engine.clicks import InvalidToken, click_event, click_key, is_fresh, read_token
+from engine.events import validate
+
+CLICK_PATH = "/c/{token}"
+NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+@dataclass
+class Clicks:
+    key: bytes | None = field(repr=False)  # None: no cluster secret, no click links
+    shop_url: str | None  # where a click on an item gone from the catalog lands
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+
+CLICKS = web.AppKey("clicks", Clicks)
+
+
+async def get_click(request: web.Request) -> web.StreamResponse:
+    clicks = request.app[CLICKS]
+    if clicks.key is None:
+        return problem(404, "Not Found", "click links need PERSONA_CLUSTER_SECRET")
+    now = int(time.time() * 1000)
+    try:
+        click = read_token(clicks.key, request.match_info["token"])
+    except InvalidToken as exc:
+        clicks.count("invalid")
+        unknown = problem(404, "Unknown link", str(exc))
+        return request.app[THROTTLE].refusal(request.remote, unknown)
+    product = request.app[CONTENT].state.product(click.item_id)
+    target = product.url if product is not None else clicks.shop_url
+    if target is None:
+        clicks.count("gone")
+        return problem(404, "Item not found", "the item is no longer in the catalog")
+    if is_fresh(click, now):
+        await request.app[CONTENT].state.produce([validate(click_event(click, now))])
+        clicks.count("recorded")
+    else:
+        clicks.count("expired")
+    return web.Response(status=302, headers={"Location": target, **NO_STORE})
+
+
+def metrics_lines(clicks: Clicks) -> list[str]:
+    lines = [
+        "# HELP persona_clicks_total Click redirects: recorded, expired, invalid, gone.",
+        "# TYPE persona_clicks_total counter",
+    ]
+    for outcome in ("recorded", "expired", "invalid", "gone"):
+        lines.append(f'persona_clicks_total{{outcome="{outcome}"}} {clicks.counts.get(outcome, 0)}')
+    return lines
+
+
+def register(app: web.Application, options: ServingOptions) -> None:
+    key = click_key(options.cluster_secret) if options.cluster_secret else None
+    app[CLICKS] = Clicks(key, options.feed_link)
+    app.router.add_get(CLICK_PATH, get_click)
+    app[TELEMETRY].text_sources.append(lambda: metrics_lines(app[CLICKS]))

@@ -1,0 +1,117 @@
+"""Click tokens for the redirect `GET /c/{token}` (api/clicks.py; issue 18 item 5). Pure.
+
+A link in a block names who clicked what: the user, the block, its variant and the item, and when
+the token was made. It is signed with HMAC-SHA256 under a key derived from the cluster secret, so
+nobody can make a token for another user or item, and the redirect needs no API key (a mail
+client follows it). The redirect's target is the item's URL from the catalog, never a URL in the
+token: a token cannot send anybody elsewhere (no open redirect).
+
+Format: `<payload>.<signature>`, both base64url without padding; the payload is the compact JSON
+`[version, user_id, block, variant, item_id, minute made]` and the signature the first 16 bytes
+of the HMAC. At most MAX_TOKEN characters; a click on a link older than MAX_AGE_DAYS still opens
+the shop (api/clicks.py) but records nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+MAX_TOKEN = 1024  # characters: ids are at most 128 each
+MAX_AGE_DAYS = 400  # a mail opened a year later still counts its click
+MINUTE_MS = 60_000
+_SIGNATURE_BYTES = 16
+_KEY_LABEL = b"persona click token v1"
+
+
+@dataclass(frozen=True)
+class Click:
+    user_id: str
+    block: str
+    variant: str
+    item_id: str
+    minute: int  # epoch minutes when the link was made
+
+
+class InvalidToken(ValueError):
+    """A token that was not made by this shop's Persona, or is unreadable or too old."""
+
+
+def click_key(cluster_secret: str) -> bytes:
+    """The key click tokens are signed with: its own, derived from the cluster secret."""
+    return hmac.new(cluster_secret.encode(), _KEY_LABEL, hashlib.sha256).digest()
+
+
+def make_token(key: bytes, click: Click) -> str:
+    fields = [VERSION, click.user_id, click.block, click.variant, click.item_id, click.minute]
+    payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+    return f"{_b64(payload)}.{_b64(_sign(key, payload))}"
+
+
+def read_token(key: bytes, token: str) -> Click:
+    """The click a token names, or InvalidToken with a short reason (never the expected
+    signature)."""
+    if len(token) > MAX_TOKEN or token.count(".") != 1:
+        raise InvalidToken("not a click token")
+    encoded, signature = token.split(".")
+    payload, given = _unb64(encoded), _unb64(signature)
+    if not hmac.compare_digest(given, _sign(key, payload)):
+        raise InvalidToken("the token's signature does not match")
+    return _fields(payload)
+
+
+def is_fresh(click: Click, now_ms: int) -> bool:
+    """Whether the click still counts: its link was made at most MAX_AGE_DAYS ago."""
+    return now_ms // MINUTE_MS - click.minute <= MAX_AGE_DAYS * 24 * 60
+
+
+def click_event(click: Click, now_ms: int) -> dict[str, Any]:
+    """The `click` event the redirect records (engine/events.py validates it as any other).
+    One per link and minute: a double click (or a mail scanner's second fetch) in the same
+    minute is one click, since the fold ignores a repeated event_id."""
+    fields = [click.user_id, click.block, click.variant, click.item_id, click.minute]
+    digest = hashlib.sha256(json.dumps([fields, now_ms // MINUTE_MS]).encode()).hexdigest()
+    return {
+        "event_id": f"click-{digest[:32]}",
+        "type": "click",
+        "user_id": click.user_id,
+        "ts": now_ms,
+        "item_id": click.item_id,
+        "props": {"block": click.block, "variant": click.variant},
+    }
+
+
+def _sign(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+
+
+def _fields(payload: bytes) -> Click:
+    try:
+        fields = json.loads(payload)
+    except ValueError:
+        raise InvalidToken("unreadable payload") from None
+    if not (isinstance(fields, list) and len(fields) == 6 and fields[0] == VERSION):
+        raise InvalidToken("unknown token version")
+    _, user, block, variant, item, minute = fields
+    if not all(isinstance(v, str) and 0 < len(v) <= 128 for v in (user, block, variant, item)):
+        raise InvalidToken("unreadable payload")
+    if not isinstance(minute, int) or isinstance(minute, bool) or minute < 0:
+        raise InvalidToken("unreadable payload")
+    return Click(user, block, variant, item, minute)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("not a click token") from None

@@ -1,0 +1,148 @@
+"""The click redirect GET /c/{token} (api/clicks.py): no key, a 302 to the catalog's URL for the
+item and a click event in the user's profile; forged links are 404s that count as failed
+authentications; nothing in a token can redirect elsewhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import create_app
+from api.auth import KeyRing
+from api.content import ContentService
+from api.limits import ServingOptions
+from api.testing import MemoryState
+from engine.blocks import BlockPolicy, Renderer
+from engine.catalog import Product
+from engine.clicks import MAX_AGE_DAYS, MINUTE_MS, Click, click_key, make_token
+from models.registry import ModelSet
+
+SECRET = "cluster-secret-of-this-test-cccccccccc"
+READ = "content-read-kkkkkkkkkkkkk"
+KEY = click_key(SECRET)
+
+
+def link(item: str = "A", user: str = "u-1", minutes_ago: int = 0) -> str:
+    made = int(time.time() * 1000) // MINUTE_MS - minutes_ago
+    return "/c/" + make_token(KEY, Click(user, "recommendations", "default", item, made))
+
+
+async def _client(state: MemoryState, **options: object) -> TestClient:
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    serving = ServingOptions(cluster_secret=SECRET, **options)  # type: ignore[arg-type]
+    app = create_app(content, KeyRing.from_settings(f"read:{READ}:content:read", None), serving)
+    return TestClient(TestServer(app))
+
+
+@pytest.fixture
+def state() -> MemoryState:
+    s = MemoryState()
+    s.put_product(
+        Product(
+            "A",
+            "Tea lights",
+            "https://shop.example.com/p/A",
+            "https://shop.example.com/A.jpg",
+            2.5,
+            "GBP",
+            "in_stock",
+        )
+    )
+    return s
+
+
+@pytest.fixture
+async def client(state: MemoryState) -> AsyncIterator[TestClient]:
+    async with await _client(state) as c:
+        yield c
+
+
+async def profile_events(client: TestClient, user: str) -> dict[str, int]:
+    r = await client.get(f"/v1/users/{user}/profile", headers={"Authorization": f"Bearer {READ}"})
+    events: dict[str, int] = (await r.json())["events"]
+    return events
+
+
+async def test_a_click_redirects_to_the_item_and_lands_in_the_profile(
+    client: TestClient, state: MemoryState
+) -> None:
+    r = await client.get(link(), allow_redirects=False)
+    assert r.status == 302
+    assert r.headers["Location"] == "https://shop.example.com/p/A"
+    assert r.headers["Cache-Control"] == "no-store"
+    (event,) = state.produced
+    assert (event.type, event.user_id, event.item_id) == ("click", "u-1", "A")
+    assert event.props == {"block": "recommendations", "variant": "default"}
+    assert (await profile_events(client, "u-1")) == {"click": 1}
+    metrics = await (await client.get("/metrics")).text()
+    assert 'persona_clicks_total{outcome="recorded"} 1' in metrics
+
+
+async def test_a_double_click_in_the_same_minute_is_one_click(
+    client: TestClient, state: MemoryState
+) -> None:
+    url = link()
+    for _ in range(2):
+        assert (await client.get(url, allow_redirects=False)).status == 302
+    assert len({e.event_id for e in state.produced}) == 1
+    assert (await profile_events(client, "u-1")) == {"click": 1}
+
+
+async def test_forged_links_are_404_problems_then_429(
+    state: MemoryState,
+) -> None:
+    async with await _client(state, auth_failures_per_minute=3.0) as client:
+        forged = "/c/" + make_token(click_key("another-secret" * 3), Click("u-1", "b", "v", "A", 1))
+        statuses = []
+        for _ in range(5):
+            r = await client.get(forged, allow_redirects=False)
+            statuses.append(r.status)
+            assert "Location" not in r.headers
+        body = await (await client.get("/c/garbage", allow_redirects=False)).json(content_type=None)
+    assert statuses[:3] == [404, 404, 404] and statuses[3:] == [429, 429]
+    assert body["status"] == 429
+    assert not state.produced
+
+
+async def test_an_old_link_still_opens_the_shop_but_records_nothing(
+    client: TestClient, state: MemoryState
+) -> None:
+    r = await client.get(link(minutes_ago=(MAX_AGE_DAYS + 1) * 1440), allow_redirects=False)
+    assert r.status == 302 and r.headers["Location"] == "https://shop.example.com/p/A"
+    assert not state.produced
+
+
+async def test_an_item_gone_from_the_catalog(state: MemoryState) -> None:
+    async with await _client(state) as client:
+        r = await client.get(link("GONE"), allow_redirects=False)
+        assert (
+            r.status == 404
+            and "no longer in the catalog" in (await r.json(content_type=None))["detail"]
+        )
+    async with await _client(state, feed_link="https://shop.example.com/") as client:
+        r = await client.get(link("GONE"), allow_redirects=False)
+        assert r.status == 302 and r.headers["Location"] == "https://shop.example.com/"
+    assert [e.item_id for e in state.produced] == ["GONE"]
+
+
+async def test_without_a_cluster_secret_there_are_no_click_links(state: MemoryState) -> None:
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(f"read:{READ}:content:read", None))
+    async with TestClient(TestServer(app)) as client:
+        r = await client.get(link(), allow_redirects=False)
+        assert (
+            r.status == 404
+            and "PERSONA_CLUSTER_SECRET" in (await r.json(content_type=None))["detail"]
+        )
+    assert not state.produced
+
+
+async def test_a_publishable_key_cannot_send_clicks() -> None:
+    from engine.collect import collect_refusal
+    from engine.events import validate
+
+    event = validate({"event_id": "e", "type": "click", "user_id": "u", "ts": 1_790_000_000_000})
+    assert collect_refusal(event, purchases=True) is not None
