@@ -151,18 +151,31 @@ def spd_inverse(a: np.ndarray) -> np.ndarray:
     return full
 
 
+def ease_gram(data: Interactions, max_items: int = EASE_MAX_ITEMS) -> tuple[np.ndarray, np.ndarray]:
+    """(the kept item indices: the `max_items` most popular, the Gram matrix X'X among them):
+    what EASE's weights for every lambda share."""
+    kept = np.sort(np.argsort(-data.popularity, kind="stable")[:max_items])
+    x = data.matrix[:, kept]
+    return kept, np.asarray((x.T @ x).toarray(), dtype=np.float32)
+
+
+def ease_solve(gram: np.ndarray, lam: float, keep_gram: bool = True) -> np.ndarray:
+    """EASE's weights B for one lambda from the Gram matrix, left as it was when `keep_gram`
+    (else overwritten: one dense item x item matrix less in memory)."""
+    regularized = gram.copy() if keep_gram else gram
+    regularized[np.diag_indices_from(regularized)] += lam
+    p = spd_inverse(regularized)
+    b = -p / np.diag(p)
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
 def ease_weights(
     data: Interactions, lam: float = EASE_LAMBDA, max_items: int = EASE_MAX_ITEMS
 ) -> tuple[np.ndarray, np.ndarray]:
     """(the kept item indices, the EASE weights B among them)."""
-    kept = np.sort(np.argsort(-data.popularity, kind="stable")[:max_items])
-    x = data.matrix[:, kept]
-    gram = np.asarray((x.T @ x).toarray(), dtype=np.float32)
-    gram[np.diag_indices_from(gram)] += lam
-    p = spd_inverse(gram)
-    b = -p / np.diag(p)
-    b[np.diag_indices_from(b)] = 0.0
-    return kept, b
+    kept, gram = ease_gram(data, max_items)
+    return kept, ease_solve(gram, lam, keep_gram=False)
 
 
 def ease_ranker(
