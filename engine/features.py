@@ -2,6 +2,12 @@
 
 The order of `FEATURE_NAMES` is the contract between the engine and every churn model: a model's
 artifact records the names it was trained on and the loader refuses a mismatch.
+
+Money is never added across currencies (issue 19 item 6): `monetary` and `avg_order_value` are the
+user's spend and orders in their main currency (`Profile.main_currency`: the currency of most of
+their orders, then of the larger amount), so a purchase in another currency moves neither. A shop
+that sells in one currency sees what it saw before; a profile stored before currencies were kept
+keeps its spend (and orders) as its main currency's.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "purchase_recency_days",  # days since the last purchase (tenure when none)
     "tenure_days",  # days since first seen
     "orders",  # number of orders (frequency)
-    "monetary",  # total spend
-    "avg_order_value",
+    "monetary",  # spend in the user's main currency
+    "avg_order_value",  # that spend / the orders paid in it
     "orders_per_month",  # orders / max(tenure in months, 1)
     "sessions",
     "events",  # all events
@@ -50,13 +56,14 @@ def features(profile: Profile, now_ms: int) -> list[float]:
     counts = profile.counts
     since_purchase = days(profile.last_purchase) if profile.last_purchase else tenure
     gap = _days_between_orders(profile, tenure)
+    spent, paid_orders = profile.spend.get(profile.main_currency, (0.0, 0))
     return [
         days(profile.last_seen) if profile.last_seen else 0.0,
         since_purchase,
         tenure,
         orders,
-        profile.monetary,
-        profile.monetary / orders if orders else 0.0,
+        spent,
+        spent / paid_orders if paid_orders else 0.0,
         orders / max(tenure / 30.0, 1.0),
         float(profile.sessions),
         float(sum(counts.values())),

@@ -5,8 +5,9 @@ profile arrives (streams/app.py, docs/streams.md "Identity"). Every field is com
 bounded as `engine.profile.apply` bounds it, so a merged profile is never larger than a folded one
 may be:
 
-- counts, orders, spend, carts started/converted add; first seen is the earlier, last seen (and
-  the other "newest" times) the later;
+- counts, orders, spend (per currency: never across currencies), carts started/converted add;
+  first seen is the earlier, last seen (and the other "newest" times) the later;
+- the locale is the one set at the newer event time;
 - recent items, purchases and the long history interleave by event time, one entry per item;
 - carts combine (quantities add, capped per line, at most CART_LINES lines);
 - affinities add per category/brand, the TOP_AFFINITIES strongest stay;
@@ -42,6 +43,7 @@ from engine.profile import (
     SESSION_GAP_MS,
     TOP_AFFINITIES,
     Profile,
+    add_spend,
     event_key,
     new_profile,
 )
@@ -96,7 +98,10 @@ def _merge_counts(p: Profile, anon: Profile) -> None:
     for etype, n in anon.counts.items():
         p.counts[etype] = p.counts.get(etype, 0) + n
     p.orders += anon.orders
-    p.monetary = round(p.monetary + anon.monetary, 2)
+    for currency, (amount, orders) in anon.spend.items():
+        add_spend(p, currency, amount, orders)
+    if anon.locale and anon.locale_at >= p.locale_at:
+        p.locale, p.locale_at = anon.locale, anon.locale_at
     p.carts_started += anon.carts_started
     p.carts_converted += anon.carts_converted
 

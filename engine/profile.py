@@ -16,6 +16,7 @@ from engine.catalog import Product
 from engine.consent import PURPOSES, Record, legacy_history, merged, record_of
 from engine.dedup import SeenIds
 from engine.events import Event
+from engine.locales import valid_locale
 
 RECENT_ITEMS = 30  # most recent distinct items kept, newest first
 # The long history (issue 17): the newest HISTORY_ITEMS distinct items with the minute of their
@@ -30,6 +31,10 @@ CART_QUANTITY = 1_000_000  # units of one item in a cart (engine.events.MAX_QUAN
 AFFINITY_KEY = 128  # characters of a category or brand kept as an affinity key
 ORDER_ID = 128  # characters of an order id kept to tell orders apart
 RECENT_PURCHASES = 50
+# Spend per currency (issue 19 item 6): never added across currencies; at most SPEND_CURRENCIES
+# kept (the one with the fewest orders and least spend makes room). "" holds what a purchase
+# without any currency spent, and the spend of a profile stored before currencies were kept.
+SPEND_CURRENCIES = 8
 TOP_AFFINITIES = 30
 DAY_MS = 86_400_000
 # Idempotency memory per user: at least the last DEDUP_IDS event ids or every id of the last
@@ -105,6 +110,11 @@ class Profile:
     consent_log: dict[str, tuple[Record, ...]] = field(default_factory=dict)
     # item -> (minute of its newest signal, signals counted): the long history (HISTORY_ITEMS)
     history: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # the newest valid `props.locale` (BCP 47, canonical case) by event time, and that time
+    locale: str = ""
+    locale_at: int = 0
+    # currency -> (amount spent, orders): `monetary` is the main currency's amount (main_currency)
+    spend: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     # -- serialization -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +145,8 @@ class Profile:
             "ea": self.seen.ats_bytes(),
             "cl": self.consent_log,
             "h": _pack_history(self.history),
+            "lg": [self.locale, self.locale_at],
+            "sp": self.spend,
         }
 
     @classmethod
@@ -165,6 +177,9 @@ class Profile:
             seen=SeenIds.from_bytes(d["e"], d["ea"]),
             consent_log=_consent_log(d.get("cl")),
             history=_history_or_seed(d.get("h"), d["r"], d["p"]),
+            locale=str(d.get("lg", ("", 0))[0]),
+            locale_at=int(d.get("lg", ("", 0))[1]),
+            spend=_spend_or_seed(d.get("sp"), d["m"], d["o"]),
         )
 
     def pack(self) -> bytes:
@@ -200,6 +215,9 @@ class Profile:
                     self.seen.ats_bytes(),
                     self.consent_log,
                     _pack_history(self.history),
+                    self.locale,
+                    self.locale_at,
+                    self.spend,
                 ],
                 use_bin_type=True,
             )
@@ -240,12 +258,14 @@ class Profile:
             new.fired,
             seen,
             seen_at,
-            *tail,  # format 3: consent_log, then (since issue 17) the history
+            *tail,  # format 3: consent_log, history (issue 17), locale, its time, spend (issue 19)
         ) = data
         new.consent_log = _consent_log(tail[0]) if tail else {}
         new.recent = list(recent)  # (item_id, ts) tuples already: msgpack arrays as tuples
         new.purchased = list(purchased)
         new.history = _history_or_seed(tail[1] if len(tail) > 1 else None, recent, purchased)
+        new.locale, new.locale_at = (tail[2], tail[3]) if len(tail) > 3 else ("", 0)
+        new.spend = _spend_or_seed(tail[4] if len(tail) > 4 else None, new.monetary, new.orders)
         new.spans = [list(span) for span in spans]
         new.seen = SeenIds.from_bytes(seen, seen_at)
         return new
@@ -297,7 +317,16 @@ class Profile:
         new.seen = self.seen.copy()  # shares its frozen blocks: O(1) in the ids remembered
         new.consent_log = dict(self.consent_log)
         new.history = dict(self.history)
+        new.locale = self.locale
+        new.locale_at = self.locale_at
+        new.spend = dict(self.spend)  # (amount, orders) tuples: never changed in place
         return new
+
+    @property
+    def main_currency(self) -> str:
+        """The currency the user spends in most: most orders, then the larger amount, then the
+        code ("" for spend without a currency, or from before currencies were kept)."""
+        return _main_currency(self.spend)
 
 
 def _consent_log(raw: Any) -> dict[str, tuple[Record, ...]]:
@@ -308,6 +337,20 @@ def _consent_log(raw: Any) -> dict[str, tuple[Record, ...]]:
         str(k): tuple((bool(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in v)
         for k, v in raw.items()
     }
+
+
+def _spend_or_seed(raw: Any, monetary: float, orders: int) -> dict[str, tuple[float, int]]:
+    """The stored spend per currency; a profile stored before it existed keeps its spend
+    under "" (its currency is unknown), so its `monetary` stays what it was."""
+    if raw is None:
+        return {"": (float(monetary), int(orders))} if monetary or orders else {}
+    return {str(code): (float(v[0]), int(v[1])) for code, v in raw.items()}
+
+
+def _main_currency(spend: dict[str, tuple[float, int]]) -> str:
+    if not spend:
+        return ""
+    return min(spend, key=lambda code: (-spend[code][1], -spend[code][0], code))
 
 
 def _pack_history(history: dict[str, tuple[int, int]]) -> tuple[Any, ...]:
@@ -409,6 +452,8 @@ def apply(profile: Profile | None, event: Event, product: Product | None = None)
         p.first_seen = ts
     p.last_seen = max(p.last_seen, ts)
     _track_session(p, ts)
+    if "locale" in event.props:
+        _note_locale(p, event.props["locale"], ts)
 
     if etype == "consent":
         _apply_consent(p, event)
@@ -513,13 +558,14 @@ def _apply_purchase(p: Profile, event: Event, product: Product | None) -> None:
     item = str(event.item_id)
     order = str(event.props.get("order_id") or event.session_id or f"t{event.ts // 60000}")
     order = order[:ORDER_ID]
-    if order != p.last_order:
+    new_order = order != p.last_order
+    if new_order:
         p.orders += 1
         p.last_order = order
         if p.cart:
             p.carts_converted += 1
-    price = event.price if event.price is not None else (product.price if product else 0.0)
-    p.monetary = round(p.monetary + price * event.quantity, 2)
+    price, currency = _paid(event, product)
+    add_spend(p, currency, price * event.quantity, int(new_order))
     p.last_purchase = max(p.last_purchase, event.ts)
     _push_recent(p.purchased, item, event.ts, RECENT_PURCHASES)
     left = p.cart.get(item, 0) - event.quantity
@@ -542,8 +588,42 @@ def _apply_reversal(p: Profile, event: Event, product: Product | None) -> None:
     recent item and no order."""
     item = str(event.item_id)
     p.purchased = [(i, ts) for i, ts in p.purchased if i != item or ts > event.ts]
-    price = event.price if event.price is not None else (product.price if product else 0.0)
-    p.monetary = max(0.0, round(p.monetary - price * event.quantity, 2))
+    price, currency = _paid(event, product)
+    if currency not in p.spend:
+        currency = ""  # bought before currencies were kept (or with none)
+    if currency in p.spend:
+        add_spend(p, currency, -price * event.quantity, 0)
+
+
+def _note_locale(p: Profile, raw: Any, ts: int) -> None:
+    """Keep the event's `props.locale` when it is a BCP 47 tag and the newest by event time
+    (an invalid tag is ignored: props are free-form)."""
+    if ts < p.locale_at:
+        return
+    tag = valid_locale(raw)
+    if tag is not None:
+        p.locale, p.locale_at = tag, ts
+
+
+def _paid(event: Event, product: Product | None) -> tuple[float, str]:
+    """The unit price of a purchase line and its currency: the event's (its `currency`, else
+    the product's), else the catalog product's; "" when no currency is known."""
+    if event.price is not None:
+        return event.price, event.currency or (product.currency if product else "")
+    if product is not None:
+        return product.price, product.currency
+    return 0.0, event.currency or ""
+
+
+def add_spend(p: Profile, currency: str, amount: float, orders: int) -> None:
+    """Add to one currency's spend (never below 0) and its orders; `monetary` follows the
+    main currency. Past SPEND_CURRENCIES the smallest other currency goes."""
+    spent, counted = p.spend.get(currency, (0.0, 0))
+    p.spend[currency] = (max(0.0, round(spent + amount, 2)), counted + orders)
+    while len(p.spend) > SPEND_CURRENCIES:
+        others = [code for code in p.spend if code != currency]
+        del p.spend[min(others, key=lambda code: (p.spend[code][1], p.spend[code][0], code))]
+    p.monetary = p.spend[_main_currency(p.spend)][0]
 
 
 def fold(events: list[Event], profile: Profile | None = None) -> Profile | None:

@@ -81,7 +81,8 @@ def test_the_history_survives_pack_and_the_map_format() -> None:
 def test_a_profile_stored_before_the_history_loads_with_its_recent_items_and_purchases() -> None:
     p = folded([ev("a", T0), ev("b", T0 + MINUTE_MS, "purchase"), ev("a", T0 + 2 * MINUTE_MS)])
     fields = list(msgpack.unpackb(p.pack(), raw=False))
-    older = msgpack.packb(fields[:-1], use_bin_type=True)  # format 3 as the previous version wrote
+    history_slot = 26  # format 3 as the previous version wrote: no history, nor what came after
+    older = msgpack.packb(fields[:history_slot], use_bin_type=True)
     legacy = Profile.unpack(older)
     assert legacy.history == {"a": (MIN0 + 2, 1), "b": (MIN0 + 1, 1)}  # counted once each
     assert legacy.recent == p.recent and legacy.purchased == p.purchased

@@ -1,0 +1,208 @@
+"""Locales and currencies (issue 19 item 6): message files, price formats, the user's currency.
+Pure (no I/O but reading the message files once, at start-up, as the templates are read).
+
+- Texts: `templates/i18n/<tag>.json`, one flat JSON object of message key -> text per language
+  (`en.json`, `pl.json`, `de.json` shipped; a shop adds a language by adding a file to its template
+  directory's `i18n/`). `Messages.for_locale("pl-PL")` merges `en`, then `pl`, then `pl-PL`: a key
+  missing in a language falls back to English, never an error.
+- Prices: `format_price(12.5, "EUR", "de-DE")` -> `12,50 €` (a small table of the languages and
+  currencies Persona ships; any other language is written as English, any other currency by its
+  ISO code: `12.50 XYZ`).
+- The user's currency comes from the region of their locale (`pl-PL` -> PLN, `de-DE` -> EUR,
+  `en-GB` -> GBP, `en-US` -> USD; a bare `pl` or `de` -> PLN or EUR); a product priced in it
+  (`Product.prices`) is shown in it, any other in its own `price`/`currency`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.catalog import Product
+from engine.params import InvalidParam, build
+from engine.text import text_problem
+
+DEFAULT_LANGUAGE = "en"
+MESSAGES_DIR = "i18n"  # inside a template directory
+MAX_MESSAGES_FILE = 64 * 1024  # bytes of one message file
+MAX_MESSAGES = 200  # keys of one message file
+MAX_MESSAGE = 500  # characters of one text
+MAX_LOCALE = 64  # characters of a stored locale tag (as engine.params.MAX_LOCALE)
+NBSP = "\u00a0"  # between amount and symbol, and pl's thousands: a price never breaks a line
+
+# Regions (ISO 3166) -> their currency; a language without region -> its usual currency.
+REGION_CURRENCY: dict[str, str] = {
+    **dict.fromkeys(
+        ("AT", "BE", "CY", "DE", "EE", "ES", "FI", "FR", "GR", "HR", "IE", "IT", "LT", "LU"),
+        "EUR",
+    ),
+    **dict.fromkeys(("LV", "MT", "NL", "PT", "SI", "SK"), "EUR"),
+    "PL": "PLN",
+    "GB": "GBP",
+    "US": "USD",
+    "CH": "CHF",
+    "CZ": "CZK",
+}
+LANGUAGE_CURRENCY: dict[str, str] = {"pl": "PLN", "de": "EUR"}
+SYMBOLS: dict[str, str] = {"GBP": "£", "EUR": "€", "USD": "$", "PLN": "zł"}
+
+
+class MessagesError(ValueError):
+    """A message file that is not a flat JSON object of short texts; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceStyle:
+    decimal: str
+    group: str
+    symbol_first: bool  # `£12.50` rather than `12,50 €`
+    symbols: frozenset[str]  # the currencies written with their symbol, the others by code
+    min_group: int = 1  # 2: no separator in 4-digit amounts (Polish writes 1234,50)
+
+
+EN_STYLE = PriceStyle(".", ",", True, frozenset({"GBP", "EUR", "USD"}))
+STYLES: dict[str, PriceStyle] = {
+    "en": EN_STYLE,
+    "de": PriceStyle(",", ".", False, frozenset(SYMBOLS)),
+    "pl": PriceStyle(",", NBSP, False, frozenset(SYMBOLS), min_group=2),
+}
+
+
+def language_of(locale: str) -> str:
+    """The primary language subtag: `pl-PL` -> `pl`; `""` -> `en`."""
+    return locale.split("-", 1)[0].lower() or DEFAULT_LANGUAGE
+
+
+def valid_locale(value: Any) -> str | None:
+    """A BCP 47 tag in canonical case (engine.params rules), or None when `value` is not one."""
+    if not isinstance(value, str) or not value or len(value) > MAX_LOCALE:
+        return None
+    try:
+        return build({"locale": value}).locale
+    except InvalidParam:
+        return None
+
+
+def fallbacks(locale: str) -> list[str]:
+    """The tags to look a text up under, most specific first, English last:
+    `pl-PL` -> [`pl-PL`, `pl`, `en`]; `zh-Hant-TW` -> [`zh-Hant-TW`, `zh-Hant`, `zh`, `en`]."""
+    parts = locale.split("-") if locale else []
+    chain = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    return [*dict.fromkeys([*chain, DEFAULT_LANGUAGE])]
+
+
+# -- texts -----------------------------------------------------------------------------------------
+
+
+class Messages:
+    """The message files of a template directory (and the packaged ones it does not replace)."""
+
+    def __init__(self, catalogs: dict[str, dict[str, str]]) -> None:
+        self.catalogs = catalogs
+        self._merged: dict[str, dict[str, str]] = {}
+
+    @classmethod
+    def load(cls, *directories: Path) -> Messages:
+        """The `i18n/*.json` files of the directories, key by key, the first directory's
+        winning (a shop's file overrides the texts it has). Raises MessagesError naming a bad
+        file."""
+        catalogs: dict[str, dict[str, str]] = {}
+        for directory in dict.fromkeys(reversed(directories)):
+            for path in sorted((directory / MESSAGES_DIR).glob("*.json")):
+                catalogs.setdefault(_tag_of(path), {}).update(read_messages(path))
+        if DEFAULT_LANGUAGE not in catalogs:
+            raise MessagesError(f"no {MESSAGES_DIR}/{DEFAULT_LANGUAGE}.json message file")
+        return cls(catalogs)
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.catalogs)
+
+    def for_locale(self, locale: str) -> dict[str, str]:
+        """The texts for `locale`: English overlaid by each more specific file that exists.
+        The same dict for the same locale (do not change it)."""
+        merged = self._merged.get(locale)
+        if merged is None:
+            merged = {}
+            for tag in reversed(fallbacks(locale)):
+                merged.update(self.catalogs.get(tag, {}))
+            if len(self._merged) < 1000:  # tags are bounded and few in practice
+                self._merged[locale] = merged
+        return merged
+
+
+def _tag_of(path: Path) -> str:
+    tag = valid_locale(path.stem)
+    if tag is None:
+        raise MessagesError(f"message file {path}: {path.stem!r} is not a BCP 47 language tag")
+    return tag
+
+
+def read_messages(path: Path) -> dict[str, str]:
+    """One message file: a JSON object of at most MAX_MESSAGES key -> text (MAX_MESSAGE chars)."""
+    raw = path.read_bytes()
+    if len(raw) > MAX_MESSAGES_FILE:
+        raise MessagesError(f"message file {path} is larger than {MAX_MESSAGES_FILE} bytes")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise MessagesError(f"message file {path} is not JSON: {exc}") from None
+    if not isinstance(data, dict) or len(data) > MAX_MESSAGES:
+        raise MessagesError(f"message file {path} must be an object of at most {MAX_MESSAGES}")
+    for key, text in data.items():
+        problem = _message_problem(key, text)
+        if problem:
+            raise MessagesError(f"message file {path}: {key[:64]!r} {problem}")
+    return data
+
+
+def _message_problem(key: str, text: Any) -> str | None:
+    if not key.isidentifier() or len(key) > 64:
+        return "is not a key of letters, digits and _ (1..64)"
+    if not isinstance(text, str) or len(text) > MAX_MESSAGE:
+        return f"must be a text of at most {MAX_MESSAGE} characters"
+    return text_problem(text) if text else None
+
+
+# -- prices ----------------------------------------------------------------------------------------
+
+
+def format_price(price: float, currency: str, locale: str = "") -> str:
+    """`price` for people in `locale`'s style: en `£12.50` `€12.50` `$12.50`, de `12,50 €`,
+    pl `12,50 zł`; a currency without a symbol by its code (`12.50 XYZ`, `12,50 XYZ`)."""
+    style = STYLES.get(language_of(locale), EN_STYLE)
+    amount = _amount(price, style)
+    if currency not in style.symbols:
+        return f"{amount} {currency}" if style is EN_STYLE else f"{amount}{NBSP}{currency}"
+    symbol = SYMBOLS[currency]
+    return f"{symbol}{amount}" if style.symbol_first else f"{amount}{NBSP}{symbol}"
+
+
+def _amount(price: float, style: PriceStyle) -> str:
+    text = f"{price:,.2f}"  # `1,234.50`: swap in the style's separators
+    if style.min_group > 1 and abs(price) < 10 ** (3 * style.min_group - 2):
+        text = text.replace(",", "")
+    return text.replace(",", "\x00").replace(".", style.decimal).replace("\x00", style.group)
+
+
+# -- currencies ------------------------------------------------------------------------------------
+
+
+def currency_of(locale: str) -> str | None:
+    """The currency of the locale's region (`pl-PL` -> PLN), else of its language when it has
+    one usual currency (`pl` -> PLN, `de` -> EUR); None otherwise (`en`, `""`)."""
+    for part in locale.split("-")[1:]:
+        if len(part) == 2 and part.isalpha():
+            return REGION_CURRENCY.get(part.upper())
+    return LANGUAGE_CURRENCY.get(language_of(locale)) if locale else None
+
+
+def local_price(product: Product, price: float, currency: str | None) -> tuple[float, str]:
+    """What a block shows for `product` whose own price is `price` (the sale price while one
+    runs): its price in `currency` when the catalog gives one, else `price` in its own currency.
+    Prices in other currencies are list prices: a sale applies to `price`/`currency` only."""
+    if currency is not None and currency != product.currency and currency in product.prices:
+        return product.prices[currency], currency
+    return price, product.currency
