@@ -1,0 +1,272 @@
+"""The events fold's decisions over plain records. Pure: no Faust, no I/O, time from a `Clock`.
+
+`streams.app` hands each input record of a batch, in order, to a `BatchFold` as a `Record`
+`(topic, partition, offset, key, value, timestamp_ms)`; the fold reads stored state only through
+`Reads` (callables the adapter supplies) and answers with a `Step`: what to ship for that record
+(a dead letter and its reason, a re-keyed copy, a forward along an identity alias, a merge
+request). At the end of the batch `result()` says what to write (the touched profiles), what
+to emit (the folded consent events), where the event-time clock moved and which popularity
+contributions to ship. The decisions it makes, in order, per event record:
+
+1. the value parses as an event, else a dead letter with the parser's reason;
+2. lateness and the future rule (`engine.admission`): measured against the stream time of the
+   record's own partition (its newest folded event time), which the batch moves as it folds;
+3. key placement: a record not keyed by its user id, or keyed so but on another partition than
+   the murmur2 placement of that id, is re-keyed (sent again, keyed by the user id);
+4. the erasure fence: a record produced at or before its user's erasure is not folded;
+5. an id without a profile but with an identity alias is forwarded to the alias's user;
+6. `engine.profile.apply`; a repeat (the same profile back) is a duplicate, and a stored one is
+   written again (the state may have been lost with its changelog record before a crash);
+7. the popularity contributions of the change (`engine.popularity.contributions`).
+
+The per-batch state (`touched`, `fences`) is shared with the adapter's commands (erasure,
+identity), which run in the same order between the events. bytewax's `StatefulLogic` is the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TypeVar
+
+from engine.admission import admit
+from engine.catalog import Product
+from engine.clock import Clock
+from engine.events import Event, InvalidEvent, parse
+from engine.popularity import Contribution, Tally, contributions
+from engine.profile import Profile, apply
+
+log = logging.getLogger("persona.fold")
+
+C = TypeVar("C")  # what the adapter carries with a record (its Faust event): opaque here
+Touched = dict[bytes, tuple[Profile | None, C, bool]]  # user -> (profile, carrier, dirty)
+Writes = dict[int, list[tuple[bytes, bytes | None]]]  # partition -> (key, value or tombstone)
+
+
+class Record(NamedTuple):
+    """One input record, as plain values (`timestamp_ms`: the broker's record time)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What the fold reads of stored state (the adapter's lookups)."""
+
+    user_key: Callable[[str], bytes]  # the profiles-table key of a user id
+    profile: Callable[[bytes, int], Profile | None]  # ValueError when it cannot be read
+    fence: Callable[[bytes, int], int | None]  # the user's erasure time (ms), if any
+    product: Callable[[str], Product | None]
+    placed: Callable[[bytes, int], bool]  # a message key's placement is that partition
+    aliased: Callable[[bytes, int], bool]  # the id was merged into another user (identity)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    lateness_ms: int
+    skew_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What to ship for one record; all None: nothing (folded, a duplicate or fenced)."""
+
+    dead: str | None = None  # dead-letter the record with this reason
+    rekey: bytes | None = None  # send the record again under this key
+    forward: Event | None = None  # identity: forward this event of an aliased id to its user
+    identify: Event | None = None  # identity: a folded `identify`: ask for the merge
+    user: bytes = b""  # the profiles-table key of the event's user (forward, identify)
+
+
+NOTHING = Step()
+
+
+@dataclass(frozen=True)
+class Folded(Generic[C]):
+    """What a batch folded: what to write, emit and ship once the records are through."""
+
+    touched: Touched[C]  # written when dirty (None: a tombstone); triggers may still mark them
+    fences: dict[bytes, tuple[int, int]]  # erasures: user -> (time ms, partition)
+    activity: dict[bytes, list[Contribution]]  # user -> popularity contributions
+    consents: tuple[Event, ...]  # folded consent events (audited, maybe withdrawal notices)
+    newest: dict[int, tuple[int, C]]  # partition -> (newest event time folded, its carrier)
+    stream_time: dict[int, int]  # partitions whose stream time moved -> the new time
+    counts: dict[str, int]  # events, duplicates, late, future, rekeyed, fenced
+
+
+class BatchFold(Generic[C]):
+    """The decisions of one batch, fed its records in order (`event`); `result()` at the end."""
+
+    def __init__(
+        self, reads: Reads, rules: Rules, clock: Clock, stream_time: Mapping[int, int]
+    ) -> None:
+        self.reads = reads
+        self.rules = rules
+        self.wall = clock.now_ms()
+        self._base_time = stream_time
+        self.touched: Touched[C] = {}
+        self.fences: dict[bytes, tuple[int, int]] = {}
+        self._activity: dict[bytes, list[Contribution]] = {}
+        self._consents: list[Event] = []
+        self._newest: dict[int, tuple[int, C]] = {}
+        self._moved: dict[int, int] = {}
+        self._counts: dict[str, int] = {}
+
+    def event(self, record: Record, carrier: C) -> Step:
+        """Fold one event record (`carrier` is kept with the user's profile and clock time)."""
+        try:
+            event = parse(record.value or b"")
+        except InvalidEvent as exc:
+            return Step(dead=exc.reason)
+        refusal = self._admit(event.ts, record.partition)
+        if refusal is not None:
+            return Step(dead=refusal)
+        if not self._placed(record, event.user_id.encode()):
+            self._count("rekeyed")
+            return Step(rekey=event.user_id.encode())
+        user = self.reads.user_key(event.user_id)
+        try:  # one record's data (or stored state) must not stop the fold
+            folded = self._apply(record, event, user)
+        except Exception as exc:
+            log.exception("could not fold event %r", event.event_id)
+            return Step(dead=f"processing failed: {type(exc).__name__}: {exc}")
+        if isinstance(folded, Step):
+            return folded
+        self._take(record.partition, carrier, event, user, *folded)
+        return Step(identify=event, user=user) if event.type == "identify" else NOTHING
+
+    def load(self, user: bytes, partition: int) -> Profile | None:
+        """The user's profile as the batch left it, else as stored (ValueError: unreadable)."""
+        if user in self.touched:
+            return self.touched[user][0]  # None after an erasure in this batch
+        return self.reads.profile(user, partition)
+
+    def stream_time(self, partition: int) -> int | None:
+        """The newest event time folded in the partition (this batch's included)."""
+        moved = self._moved.get(partition)
+        return self._base_time.get(partition) if moved is None else moved
+
+    def result(self) -> Folded[C]:
+        return Folded(
+            self.touched,
+            self.fences,
+            self._activity,
+            tuple(self._consents),
+            self._newest,
+            self._moved,
+            self._counts,
+        )
+
+    def _count(self, name: str) -> None:
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def _admit(self, ts: int, partition: int) -> str | None:
+        lateness, skew = self.rules.lateness_ms, self.rules.skew_ms
+        refusal = admit(ts, self.stream_time(partition), self.wall, lateness, skew)
+        if refusal is not None:
+            self._count("future" if refusal.startswith("future") else "late")
+        return refusal
+
+    def _placed(self, record: Record, user_id: bytes) -> bool:
+        return record.key == user_id and self.reads.placed(user_id, record.partition)
+
+    def _fenced(self, user: bytes, record: Record) -> bool:
+        """Whether the user was erased after this record was produced (the erase command
+        travels on its own topic, so older events may arrive after it): asked for every event,
+        with or without a profile, as a later event may have started the new history."""
+        fence = self.fences.get(user)
+        at = fence[0] if fence else self.reads.fence(user, record.partition)
+        return at is not None and record.timestamp_ms <= at
+
+    def _apply(
+        self, record: Record, event: Event, user: bytes
+    ) -> Step | tuple[Profile | None, Profile, list[Contribution]]:
+        current = self.load(user, record.partition)
+        if self._fenced(user, record):
+            self._count("fenced")
+            return NOTHING
+        if current is None and self.reads.aliased(user, record.partition):
+            return Step(forward=event, user=user)
+        product = self.reads.product(event.item_id) if event.item_id else None
+        updated = apply(current, event, product)
+        return current, updated, list(contributions(current, updated, event))
+
+    def _take(
+        self,
+        partition: int,
+        carrier: C,
+        event: Event,
+        user: bytes,
+        current: Profile | None,
+        updated: Profile,
+        moved: list[Contribution],
+    ) -> None:
+        if updated is current:
+            self._count("duplicates")
+            if current is not None:  # a redelivery: write the state again (see the docstring)
+                self.touched[user] = (current, carrier, True)
+            return
+        self._count("events")
+        if event.type == "consent":
+            self._consents.append(event)
+        if event.ts > (self.stream_time(partition) or 0):
+            self._moved[partition] = event.ts
+        self.touched[user] = (updated, carrier, True)
+        if event.ts > self._newest.get(partition, (0, carrier))[0]:
+            self._newest[partition] = (event.ts, carrier)
+        if moved:
+            self._activity.setdefault(user, []).extend(moved)
+
+
+def pack_profile(profile: Profile, bound: int) -> bytes | str:
+    """The stored form of a profile, or the reason it cannot be stored (above `bound` bytes)."""
+    try:
+        value = profile.pack()
+    except Exception as exc:
+        return f"could not store the profile: {type(exc).__name__}: {exc}"
+    if len(value) > bound:
+        return f"could not store the profile: {len(value)} bytes (bound {bound})"
+    return value
+
+
+def profile_writes(
+    touched: Touched[C], where: Callable[[C], int], bound: int
+) -> tuple[Writes, dict[bytes, str]]:
+    """The dirty profiles' writes per partition (`where` a carrier's partition; an erased user
+    is a tombstone) and the users whose profile cannot be stored, with the reason."""
+    writes: Writes = {}
+    refused: dict[bytes, str] = {}
+    for user, (profile, carrier, dirty) in touched.items():
+        if not dirty:
+            continue
+        value = None if profile is None else pack_profile(profile, bound)
+        if isinstance(value, str):
+            refused[user] = value
+            continue
+        writes.setdefault(where(carrier), []).append((user, value))
+    return writes, refused
+
+
+def popularity(
+    activity: Mapping[bytes, Iterable[Contribution]], refused: Iterable[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """The batch's contributions summed per item, as (item key, packed score) records to ship;
+    users whose state was refused changed no stake."""
+    tally = Tally()
+    skip = set(refused)
+    for user, moved in activity.items():
+        if user not in skip:
+            tally.add(moved)
+    return [(item.encode(), score.pack()) for item, score in tally.items()]
+
+
+def clock_stale(stored: int | None, ts: int, wall_ms: int, skew_ms: int) -> bool:
+    """Whether a partition's stored clock time is rewritten with `ts`: it is missing, older, or
+    ahead of the wall clock beyond the skew (written so by earlier versions: it heals)."""
+    return stored is None or stored < ts or stored > wall_ms + skew_ms
