@@ -54,10 +54,8 @@ from api.shared import (
     KEY_NAME,
     KEYS,
     MAX_BODY,
-    METRICS,
     PUBLIC,
     Handler,
-    count_request,
     problem,
     request_scope,
     scope_for,
@@ -70,7 +68,6 @@ __all__ = [
     "KEY_NAME",
     "MAX_BODY",
     "MAX_EVENTS",
-    "METRICS",
     "PUBLIC",
     "Handler",
     "accept_events",
@@ -84,7 +81,6 @@ __all__ = [
     "block_lookup",
     "block_response",
     "caller",
-    "count_request",
     "create_app",
     "errors_middleware",
     "get_block",
@@ -122,7 +118,6 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[CONTENT] = content
     app[KEYS] = keys
-    app[METRICS] = {}
     app[EVENT_SKEW_MS] = options.max_clock_skew_ms
     audit_middleware, limits_middleware = limits.register(
         app, options, lambda r: r.get(KEY_NAME), request_scope

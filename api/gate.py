@@ -4,7 +4,6 @@ api/hot.py's fast path, api/collect.py)."""
 from __future__ import annotations
 
 import logging
-import time
 
 from aiohttp import web
 
@@ -12,7 +11,7 @@ from api import hops
 from api.audit import refused
 from api.auth import KeyRing, secret_from_header
 from api.limits import THROTTLE, AuthThrottle
-from api.shared import KEY_NAME, KEYS, METRICS, Handler, count_request, problem, request_scope
+from api.shared import KEY_NAME, KEYS, Handler, problem, request_scope
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.api")
@@ -20,7 +19,6 @@ log = logging.getLogger("persona.api")
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -31,7 +29,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = problem(500, "Internal Server Error", "see the server log")
-    count_request(request.app[METRICS], response.status, time.perf_counter() - started)
     return response
 
 

@@ -51,7 +51,7 @@ from api.models_routes import ADMIN
 from api.observability import TELEMETRY, _request_id, request_id
 from api.observability import Seen as Observed
 from api.routing import ROUTED
-from api.shared import CONTENT, METRICS, count_request, problem
+from api.shared import CONTENT, problem
 from api.wire import Head, HotServer
 from engine.params import NO_PARAMS
 from engine.signing import HOP_HEADER
@@ -75,11 +75,11 @@ def _record(
     app: web.Application, seen: Observed, remote: str | None, decision: Decision, took: float
 ) -> None:
     """A block GET answered ahead of the chain, counted as the chain counts it: the audit of a
-    refusal, the request counters, the block served and the access log."""
+    refusal, the request and the block served (`Telemetry.observe_block`: /metrics, the
+    dashboard) and the access log."""
     status = decision.status
     if status in REFUSED_STATUSES:
         refused(app, remote, status, decision.name or "", "GET", seen.path)
-    count_request(app[METRICS], status, took)
     app[TELEMETRY].observe_block(seen, status, took, decision.block)
 
 

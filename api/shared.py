@@ -1,6 +1,6 @@
 """What every route module of the API shares (a leaf: it imports no route module, so none of them
 imports api.app): the application and request keys, the handler type, problem+json, the scope a
-path needs and the request counters."""
+path needs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ MAX_BODY = 10 * 1024 * 1024  # bytes of one request body
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTENT = web.AppKey("content", ContentService)
 KEYS = web.AppKey("keys", KeyRing)
-METRICS = web.AppKey("metrics", dict)
 EVENT_SKEW_MS = web.AppKey("event_skew_ms", int)  # POST /v1/events: how far ahead is `future`
 KEY_NAME = web.RequestKey("api_key", str)
 
@@ -55,13 +54,3 @@ def scope_for(path: str, method: str) -> str | None:
     if path.startswith("/v1/users/") and (path.endswith("/export") or method == "DELETE"):
         return "privacy:admin"
     return "content:read"
-
-
-_STATUS_KEYS = tuple(f"status_{n}xx" for n in range(10))
-
-
-def count_request(metrics: dict[str, Any], status: int, took: float) -> None:
-    metrics["requests"] = metrics.get("requests", 0) + 1
-    metrics["seconds"] = metrics.get("seconds", 0.0) + took
-    status_key = _STATUS_KEYS[status // 100]
-    metrics[status_key] = metrics.get(status_key, 0) + 1

@@ -14,11 +14,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import METRICS, create_app
+from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.hot import Front, HotRunner, hot_middleware
 from api.limits import ServingOptions
+from api.observability import TELEMETRY
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
@@ -162,23 +163,27 @@ async def test_not_modified_and_rate_limit_and_request_id(
 
 async def test_hot_requests_are_counted(clients: tuple[TestClient, TestClient]) -> None:
     hot, _ = clients
-    before = dict(hot.server.app[METRICS])
+    telemetry = hot.server.app[TELEMETRY]
+    before = telemetry.requests
     for _ in range(3):
         await hot.get(
             "/v1/users/u1/blocks/recommendations",
             headers={"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
         )
     await hot.get("/v1/users/u1/blocks/recommendations")
-    after = hot.server.app[METRICS]
-    assert after["requests"] - before.get("requests", 0) == 4
-    assert after["status_2xx"] - before.get("status_2xx", 0) == 3
+    assert telemetry.requests - before == 4  # the dashboard's figure
     metrics = await (await hot.get("/metrics")).text()
+    assert block_requests(metrics, "200") == 3.0 and block_requests(metrics, "401") == 1.0
+
+
+def block_requests(metrics: str, status: str) -> float:
+    """persona_http_requests_total of the block route with `status` in a /metrics text."""
     line = next(
         x for x in metrics.splitlines()
         if x.startswith("persona_http_requests_total{")
-        and 'route="/v1/users/{user_id}/blocks/{block}"' in x and 'status="200"' in x
+        and 'route="/v1/users/{user_id}/blocks/{block}"' in x and f'status="{status}"' in x
     )  # fmt: skip
-    assert float(line.rsplit(" ", 1)[1]) == 3.0
+    return float(line.rsplit(" ", 1)[1])
 
 
 async def test_a_failing_lookup_answers_500_problem_and_is_counted(
@@ -197,7 +202,7 @@ async def test_a_failing_lookup_answers_500_problem_and_is_counted(
     )
     assert r.status == 500
     assert r.content_type == "application/problem+json"
-    assert hot.server.app[METRICS]["status_5xx"] >= 1
+    assert block_requests(await (await hot.get("/metrics")).text(), "500") >= 1
 
 
 async def test_not_modified_and_fallback_headers_match_the_chain(

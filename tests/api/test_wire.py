@@ -11,11 +11,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.app import METRICS
 from api.hot import Front, HotRunner
 from api.limits import LIMITER
+from api.observability import TELEMETRY
 from api.wire import MAX_BODY, HotRequestHandler, parse_head
-from tests.api.test_hot import HotTestServer, _app, _client
+from tests.api.test_hot import HotTestServer, _app, _client, block_requests
 
 PATH = "/v1/users/u1/blocks/recommendations"
 AUTH = "Authorization: Bearer s3cret-kkkkkkkkkkkkkkkkk"
@@ -228,12 +228,13 @@ async def test_answers_from_the_wire_are_counted_like_the_chains(
     pair: tuple[TestClient, TestClient], wired: list[int]
 ) -> None:
     hot, _ = pair
-    metrics = hot.server.app[METRICS]
-    before = metrics.get("requests", 0), metrics.get("status_2xx", 0)
+    telemetry = hot.server.app[TELEMETRY]
+    before = telemetry.requests
     await _conversation(hot, [_get(PATH, AUTH) * 5], 5)
     assert wired[0] == 5
-    assert metrics["requests"] - before[0] == 5 and metrics["status_2xx"] - before[1] == 5
+    assert telemetry.requests - before == 5
     text = await (await hot.get("/metrics")).text()
+    assert block_requests(text, "200") == 5.0
     assert re.search(r'persona_blocks_served_total\{block="recommendations",[^}]*\} 5\.0', text), (
         text
     )
