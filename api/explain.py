@@ -1,4 +1,4 @@
-"""Why a user gets what they get: the recent items and neighbours behind each recommendation, the
+"""Why a user gets what they get: the history items and neighbours behind each recommendation, the
 churn score and the features that moved it most, the blocks' variants and the model versions.
 Pure: everything comes in as arguments (`GET /v1/users/{user_id}/explain` and the preview page).
 """
@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 from engine.catalog import Product
 from engine.features import FEATURE_NAMES, features, log_scale
-from engine.profile import Profile
-from models.recs import recency_weights
+from engine.profile import Profile, history_newest
+from models.recs import history_weights
 
 RECENT_SHOWN = 10
 REASONS_PER_ITEM = 3
@@ -21,7 +21,7 @@ Lookup = Callable[[str], Product | None]
 
 
 class Neighbours(Protocol):
-    recency_decay: float
+    recency_decay: float  # and, as both recommenders have them, `history` and `history_floor`
 
     def neighbours_of(self, item: str) -> list[tuple[str, float]]: ...
 
@@ -48,13 +48,16 @@ def recommendation_reasons(
     recs: Neighbours,
     per_item: int = REASONS_PER_ITEM,
 ) -> dict[str, list[dict[str, Any]]]:
-    """For each recommended item, the recent items whose neighbour lists hold it, with the share
-    each adds to its score (similarity x recency weight), strongest first. An item without any
-    such recent item came from the best-seller fill."""
+    """For each recommended item, the history items whose neighbour lists hold it, with the
+    share each adds to its score (similarity x the weight the recommender gives the item: its
+    newest `history` items, decay**rank + floor), strongest first. An item without any such
+    history item came from the best-seller fill."""
     wanted = set(recommendations)
     found: dict[str, list[dict[str, Any]]] = {item: [] for item in recommendations}
+    recent = recent[: getattr(recs, "history", len(recent))]
+    floor = float(getattr(recs, "history_floor", 0.0))
     for (item, _ts), weight in zip(
-        recent, recency_weights(recent, recs.recency_decay), strict=True
+        recent, history_weights(recent, recs.recency_decay, floor), strict=True
     ):
         for neighbour, similarity in recs.neighbours_of(item):
             if neighbour in wanted:
@@ -90,7 +93,7 @@ def explain(
     `.versions()`); `blocks` maps block name -> {variant, fallback, reason, items}."""
     vec = features(profile, now_ms)
     contributions = churn_contributions(models.churn, vec)
-    reasons = recommendation_reasons(profile.recent, recommendations, models.recs)
+    reasons = recommendation_reasons(history_newest(profile), recommendations, models.recs)
     return {
         "user_id": profile.user_id,
         "models": dict(models.versions()),

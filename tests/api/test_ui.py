@@ -109,6 +109,44 @@ def test_reasons_weight_recent_items_by_recency() -> None:
     assert reasons["x"][1]["contribution"] == 0.45 and reasons["z"] == []
 
 
+def test_reasons_read_the_history_as_the_recommender_does() -> None:
+    """The "why" weighs the same items with the same weights as the scorer: the newest
+    `history` items of the long history, decay**rank + floor (models.recs.history_weights)."""
+
+    class Recs:
+        recency_decay = 0.5
+        history = 2
+        history_floor = 0.1
+
+        def neighbours_of(self, item: str) -> list[tuple[str, float]]:
+            return {"a": [("x", 1.0)], "b": [("x", 1.0)], "c": [("x", 1.0)]}.get(item, [])
+
+    reasons = recommendation_reasons([("a", 3), ("b", 2), ("c", 1)], ["x"], Recs())
+    assert [(r["item_id"], r["contribution"]) for r in reasons["x"]] == [("a", 1.1), ("b", 0.6)]
+
+
+def test_the_explanation_names_items_beyond_the_thirty_recent_ones() -> None:
+    from engine.profile import apply
+
+    profile = None
+    for n in range(40):  # the oldest views fall out of `recent` but stay in the long history
+        profile = apply(profile, validate(ev("u-long", "product_view", f"I{n}", T0 + n * 60_000)))
+    assert profile is not None and "I0" not in {i for i, _ in profile.recent}
+
+    class Recs:
+        recency_decay = 0.99
+        history = 200
+        history_floor = 0.0
+
+        def neighbours_of(self, item: str) -> list[tuple[str, float]]:
+            return [("x", 1.0)] if item == "I0" else []
+
+    from engine.profile import history_newest
+
+    reasons = recommendation_reasons(history_newest(profile), ["x"], Recs())
+    assert [r["item_id"] for r in reasons["x"]] == ["I0"]
+
+
 def test_churn_contributions_add_up_to_the_score() -> None:
     import math
 
