@@ -98,6 +98,7 @@ class ContentService:
         self.renderer = renderer
         renderer.clock = state.now_ms  # sale prices by the event-time clock (engine/blocks.py)
         self.policy = policy
+        self._repeat = policy.repeat.window(state.product)  # None: nothing may repeat
         self.cache = cache or BlockCache()
         self.param_cache = BlockCache(PARAM_BLOCKS, PARAM_BLOCK_BYTES)
         # user -> (stamp, scores, what the recommendations were made from)
@@ -138,13 +139,15 @@ class ContentService:
             profile.version,
             self.state.catalog_generation,
             models.stamp(),
-            frozenset(excluded_items(profile, now)),
+            frozenset(excluded_items(profile, now, self._repeat)),
         )
         recommendations = None
         if hit is not None and hit[2] == made_from:  # only the clock moved, not past a purchase
             recommendations = hit[1].recommendations
         content = getattr(self.state, "content_index", None)  # engine.similarity (issue 17)
-        scores = score_profile(profile, now, models, self._allowed, recommendations, content)
+        scores = score_profile(
+            profile, now, models, self._allowed, recommendations, content, self._repeat
+        )
         items = len(scores.recommendations) + len(made_from[3])
         size = sys.getsizeof(profile.user_id) + ITEM_BYTES * items
         self._scores.put(profile.user_id, (stamp, scores, made_from), size)
@@ -373,7 +376,7 @@ class ContentService:
         items from the model's decay down); never the context item itself."""
         now = self.state.now_ms()
         recent = list(history_newest(profile))
-        exclude = excluded_items(profile, now) | params.exclude
+        exclude = excluded_items(profile, now, self._repeat) | params.exclude
         context = params.context_item
         if context is not None:
             newest = recent[0][1] + 1 if recent else now

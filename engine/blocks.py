@@ -30,6 +30,7 @@ from engine.catalog import Product
 from engine.consent import block_allowed
 from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile
+from engine.repeat import NO_REPEATS, RepeatPolicy
 from engine.sandbox import StrictEnvironment
 
 log = logging.getLogger("persona.blocks")
@@ -87,6 +88,7 @@ class BlockPolicy:
     items: int = 6
     churn_threshold: float = 0.5
     consent_default: bool = True  # PERSONA_CONSENT_DEFAULT: granted -> True, required -> False
+    repeat: RepeatPolicy = NO_REPEATS  # PERSONA_REPEAT_ITEMS (engine/repeat.py)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from engine.repeat import parse_repeat
+
 Parse = Callable[[Any], Any]
 
 
@@ -141,6 +143,11 @@ def url_list(value: Any) -> str:
     if not all(u.startswith(("http://", "https://")) for u in urls):
         raise ValueError("must be comma-separated http(s) URLs")
     return ",".join(urls)
+
+
+def repeat_items(value: Any) -> str:
+    parse_repeat(str(value))  # engine/repeat.py: item:<id>@<days> or category:<name>@<days>
+    return str(value)
 
 
 def rate_limits(value: Any) -> str:

@@ -198,6 +198,13 @@ class Settings:
         "shop's server (unset: any page holding the key may link an anonymous id to any user id)",
         secret=True,
     )
+    repeat_items: str | None = optional(
+        t.repeat_items,
+        "`;`-separated items that may be recommended again after a purchase (consumables): "
+        "`item:<item_id>@<days>` or `category:<category>@<days>` (and its sub-categories); left "
+        "out only in the cart or within that many days of the last purchase (engine/repeat.py)",
+        example="category:Pantry > Coffee@30;item:85123A@14",
+    )
     collect_per_minute: float = setting(
         600.0,
         t.Real(1.0, 1_000_000.0, says="must be 1..1000000 requests per minute"),

@@ -35,6 +35,7 @@ from api.observability import follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.files import private_dir
+from engine.repeat import parse_repeat
 from engine.settings import Settings, parse_origins, require_cluster_secret
 from models.registry import ModelSet
 from persona.models_wiring import count_refusals, process_signer
@@ -77,6 +78,7 @@ def build_content(settings: Settings, state: SecondaryState) -> ContentService:
         items=settings.block_items,
         churn_threshold=settings.churn_threshold,
         consent_default=settings.consent_granted_by_default,
+        repeat=parse_repeat(settings.repeat_items or ""),
     )
     renderer = Renderer(template_dir=settings.template_dir)
     return ContentService(state, ModelSet.default(), renderer, policy)

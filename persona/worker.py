@@ -24,6 +24,7 @@ from engine.catalog import Product
 from engine.events import INPUT_TOPICS
 from engine.files import private_dir
 from engine.profile import Profile
+from engine.repeat import parse_repeat
 from engine.settings import Settings, require_cluster_secret
 from models.registry import ModelSet
 from persona.catalog_sync import catalog_services
@@ -176,6 +177,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
         items=settings.block_items,
         churn_threshold=settings.churn_threshold,
         consent_default=settings.consent_granted_by_default,
+        repeat=parse_repeat(settings.repeat_items or ""),
     )
     renderer = Renderer(template_dir=settings.template_dir)
     content = ContentService(state, models, renderer, policy)

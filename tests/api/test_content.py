@@ -120,3 +120,34 @@ def test_an_erasure_leaves_nothing_to_reuse(state: MemoryState) -> None:
     content.forget("u1")
     state.clock.observe(T0 + HOUR_MS)
     assert content.block("u1", "recommendations", "html") is not first and content.reused == 0
+
+
+def test_a_consumable_comes_back_after_its_window_through_the_service() -> None:
+    """BlockPolicy.repeat (PERSONA_REPEAT_ITEMS, persona/worker.py and reader.py) reaches the
+    scores a block is made from, and the cached scores follow the clock past the window."""
+    from engine.clock import ManualClock
+    from engine.repeat import DAY_MS, parse_repeat
+    from models.churn import train_churn
+    from models.recs import train_recs
+    from tests.models.synthetic import basket_events, churn_events
+
+    start = 2_000_000_000_000
+    wall = ManualClock(start)
+    state = MemoryState(wall)
+    for item in ("a", "a2", "b", "b2", "c", "c2", "pop"):
+        state.put_product(product(item))
+    models = ModelSet(train_churn(churn_events()), train_recs(basket_events(), k=5))
+    policy = BlockPolicy(repeat=parse_repeat("item:a2@30"))
+    service = ContentService(state, models, Renderer(), policy)
+    for n, item in enumerate(("a", "a2")):
+        event = {"event_id": f"p{n}", "type": "purchase", "user_id": "y", "item_id": item}
+        state.apply(validate({**event, "ts": start, "price": 2.5, "currency": "GBP"}))
+    profile = state.profile("y")
+    assert profile is not None
+    assert "a2" not in service.scores(profile).recommendations
+    wall.set(start + 31 * DAY_MS)  # the stream's clock moves with a later event
+    view = {"event_id": "v", "type": "page_view", "user_id": "z", "ts": start + 31 * DAY_MS}
+    state.apply(validate(view))
+    assert "a2" in service.scores(profile).recommendations
+    plain = ContentService(state, models, Renderer(), BlockPolicy())
+    assert "a2" not in plain.scores(profile).recommendations

@@ -5,6 +5,7 @@ import pytest
 from engine.events import Event
 from engine.features import FEATURE_NAMES, features
 from engine.profile import Profile, fold
+from engine.repeat import parse_repeat
 from models.churn import train_churn
 from models.recs import train_recs
 from models.registry import DEFAULT_DIR, ModelSet, load_default
@@ -47,6 +48,32 @@ def test_score_profile_excludes_every_item_the_user_had(models: ModelSet) -> Non
     assert not {"a", "b", "b2", "c", "pop"} & set(recs)
     assert len(recs) <= 20
     assert scores.models == models.versions()
+
+
+def test_items_that_may_repeat_come_back_after_their_window(models: ModelSet) -> None:
+    """PERSONA_REPEAT_ITEMS (engine/repeat.py): a consumable is left out in the cart and within
+    its replenishment window after the last purchase, then may be recommended again; other
+    items stay out for ever."""
+    now = T0 + 400 * DAY
+    window = parse_repeat("item:a2@30").window(lambda item: None)
+    events = [
+        purchase("y", "a", now - 40 * DAY),
+        purchase("y", "a2", now - 40 * DAY),  # a consumable, bought 40 days ago
+        purchase("y", "a2", now - 10 * DAY),  # and again 10 days ago
+    ]
+    profile = _profile(events)
+    assert excluded_items(profile, now, window) == {"a", "a2"}  # 10 days < 30
+    later = now + 21 * DAY  # 31 days after the last purchase
+    assert excluded_items(profile, later, window) == {"a"}
+    assert excluded_items(profile, later) == {"a", "a2"}  # without the setting: never again
+    recs = score_profile(profile, later, models, allowed=lambda i: True, repeat=window)
+    assert "a2" in recs.recommendations[:3] and "a" not in recs.recommendations
+    never = score_profile(profile, later, models, allowed=lambda i: True)
+    assert "a2" not in never.recommendations
+    carted = _profile(
+        [*events, Event(event_id="c", type="add_to_cart", user_id="y", ts=later, item_id="a2")]
+    )
+    assert "a2" in excluded_items(carted, later, window)  # in the cart: not recommended
 
 
 def test_score_profiles_batches_like_one_by_one(models: ModelSet) -> None:
