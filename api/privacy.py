@@ -52,6 +52,9 @@ def export_view(content: ContentService, user_id: str) -> dict[str, Any] | None:
             "history": [[i, m * MINUTE_MS, n] for i, (m, n) in profile.history.items()],
             "orders": profile.orders,
             "monetary": profile.monetary,
+            # per currency: [amount spent, orders] ("": no currency known); the newest locale
+            "spend": {code: list(v) for code, v in profile.spend.items()},
+            "locale": profile.locale,
             "sessions": profile.sessions,
             "session_spans": profile.spans,
             "categories": profile.categories,

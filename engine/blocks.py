@@ -28,6 +28,7 @@ from jinja2.utils import htmlsafe_json_dumps
 import templates
 from engine.catalog import Product
 from engine.consent import block_allowed
+from engine.locales import Messages, MessagesError, currency_of, format_price, local_price
 from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile
 from engine.repeat import NO_REPEATS, RepeatPolicy
@@ -52,7 +53,6 @@ REASONS = (
     "template_error",
     "nothing_similar",
 )
-CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
 DEFAULT_TEMPLATE_DIR = Path(templates.__file__).parent
 
 Lookup = Callable[[str], Product | None]
@@ -157,14 +157,6 @@ def template_path(block: str, fmt: str) -> str:
 
 def etag_of(content: str) -> str:
     return '"' + hashlib.blake2b(content.encode(), digest_size=16).hexdigest() + '"'
-
-
-def format_price(price: float, currency: str) -> str:
-    """'£2.55', '€3.00', '$4.00'; other currencies as '12.00 XYZ'."""
-    symbol = CURRENCY_SYMBOLS.get(currency)
-    if symbol is not None:
-        return f"{symbol}{price:,.2f}"
-    return f"{price:,.2f} {currency}"
 
 
 # -- decision --------------------------------------------------------------------------------------
@@ -377,6 +369,10 @@ class Renderer:
                     raise TemplateSetupError(
                         f"block template {directory / name} cannot be loaded: {exc}"
                     ) from None
+        try:  # texts per language (engine.locales): the directory's i18n/, then the packaged
+            self.messages = Messages.load(directory, DEFAULT_TEMPLATE_DIR)
+        except (MessagesError, OSError) as exc:
+            raise TemplateSetupError(str(exc)) from None
 
     def _context(
         self, inp: BlockInput, items: list[Product], fallback: bool, reason: str
@@ -384,6 +380,8 @@ class Renderer:
         cart = inp.profile.cart if inp.profile is not None else {}
         with_quantity = inp.block == "cart_reminder" and not fallback
         now = self.clock() if self.clock is not None else None
+        locale = block_locale(inp, reason)
+        currency = currency_of(locale)
         return {
             "block": inp.block,
             "fmt": inp.fmt,
@@ -392,23 +390,11 @@ class Renderer:
             "models": {} if fallback else dict(inp.models),
             "fallback": fallback,
             "reason": reason,
-            "locale": inp.params.locale or "",
+            "locale": locale,
+            "messages": dict(self.messages.for_locale(locale)),
             "items": [
-                {
-                    "item_id": p.item_id,
-                    "title": p.title,
-                    "url": p.url,
-                    "image_url": p.image_url,
-                    "price": shown_price(p, now),
-                    "currency": p.currency,
-                    "price_text": format_price(shown_price(p, now), p.currency),
-                    "regular_price": p.price,  # above `price` while a sale runs
-                    "availability": p.availability,
-                    "purchasable": p.purchasable,
-                    "category": p.category,
-                    "brand": p.brand,
-                    "quantity": int(cart.get(p.item_id, 0)) if with_quantity else None,
-                }
+                item_view(p, now, locale, currency)
+                | {"quantity": int(cart.get(p.item_id, 0)) if with_quantity else None}
                 for p in items
             ],
         }
@@ -479,6 +465,35 @@ class Renderer:
                 exc_info=True,
             )
         return self._block(inp, _safe_fallback(inp), True, "template_error", ())
+
+
+def block_locale(inp: BlockInput, reason: str) -> str:
+    """The locale a block is written in: the request's `locale`, else the user's (the newest
+    `props.locale` of their events; not without their consent to personalization), else ""."""
+    if inp.params.locale:
+        return inp.params.locale
+    profile = inp.profile
+    return profile.locale if profile is not None and reason != "no_consent" else ""
+
+
+def item_view(p: Product, now: int | None, locale: str, currency: str | None) -> dict[str, Any]:
+    """One item as the templates see it (templates/README.md), priced in `currency` when the
+    catalog gives the product a price in it (engine.locales.local_price)."""
+    price, code = local_price(p, shown_price(p, now), currency)
+    return {
+        "item_id": p.item_id,
+        "title": p.title,
+        "url": p.url,
+        "image_url": p.image_url,
+        "price": price,
+        "currency": code,
+        "price_text": format_price(price, code, locale),
+        "regular_price": p.price if code == p.currency else price,  # above `price` in a sale
+        "availability": p.availability,
+        "purchasable": p.purchasable,
+        "category": p.category,
+        "brand": p.brand,
+    }
 
 
 def block_models(inp: BlockInput, fallback: bool) -> dict[str, str]:

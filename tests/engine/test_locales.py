@@ -1,0 +1,166 @@
+"""Locales and currencies (issue 19 item 6), the pure parts: price formats per locale, the message
+files and their fallbacks, the currency of a locale, a product's price in the user's currency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.blocks import DEFAULT_TEMPLATE_DIR, Renderer, TemplateSetupError
+from engine.catalog import validate_product
+from engine.locales import (
+    NBSP,
+    Messages,
+    MessagesError,
+    currency_of,
+    fallbacks,
+    format_price,
+    local_price,
+    valid_locale,
+)
+
+PACKAGED = DEFAULT_TEMPLATE_DIR
+
+
+@pytest.mark.parametrize(
+    ("price", "currency", "locale", "text"),
+    [
+        (12.5, "GBP", "en-GB", "£12.50"),
+        (12.5, "EUR", "en", "€12.50"),
+        (1234.5, "USD", "en-US", "$1,234.50"),
+        (12.5, "PLN", "en-GB", "12.50 PLN"),  # English writes other currencies by code
+        (12.5, "EUR", "de-DE", f"12,50{NBSP}€"),
+        (1234.5, "EUR", "de", f"1.234,50{NBSP}€"),
+        (12.5, "PLN", "pl-PL", f"12,50{NBSP}zł"),
+        (1234.5, "PLN", "pl", f"1234,50{NBSP}zł"),  # Polish groups from five digits on
+        (12345.5, "PLN", "pl", f"12{NBSP}345,50{NBSP}zł"),
+        (12.5, "XYZ", "de-AT", f"12,50{NBSP}XYZ"),
+        (12.5, "XYZ", "", "12.50 XYZ"),
+        (12.5, "EUR", "fr-FR", "€12.50"),  # a language without a style is written as English
+    ],
+)
+def test_format_price_per_locale(price: float, currency: str, locale: str, text: str) -> None:
+    assert format_price(price, currency, locale) == text
+
+
+def test_format_price_without_a_locale_is_what_blocks_wrote_before() -> None:
+    assert [format_price(p, c) for p, c in [(2.55, "GBP"), (3, "EUR"), (4, "USD")]] == [
+        "£2.55",
+        "€3.00",
+        "$4.00",
+    ]
+    assert format_price(1234567.0, "JPY") == "1,234,567.00 JPY"
+
+
+def test_valid_locale_canonicalizes_and_refuses_what_is_not_a_tag() -> None:
+    assert valid_locale("pl-pl") == "pl-PL" and valid_locale("zh-hant-tw") == "zh-Hant-TW"
+    for bad in ("", "not a tag", "pl_PL", "x" * 70, 12, None, ["pl"], {"pl": 1}, "p"):
+        assert valid_locale(bad) is None, bad
+
+
+def test_fallbacks_go_from_the_most_specific_tag_to_english() -> None:
+    assert fallbacks("pl-PL") == ["pl-PL", "pl", "en"]
+    assert fallbacks("zh-Hant-TW") == ["zh-Hant-TW", "zh-Hant", "zh", "en"]
+    assert fallbacks("en-GB") == ["en-GB", "en"] and fallbacks("") == ["en"]
+
+
+def test_shipped_languages_have_every_english_key() -> None:
+    messages = Messages.load(PACKAGED)
+    assert {"en", "pl", "de"} <= set(messages.languages)
+    english = messages.catalogs["en"]
+    for language in ("pl", "de"):
+        own = messages.catalogs[language]
+        assert set(own) == set(english), language
+        assert all(own[k] != english[k] for k in english), language  # really translated
+    assert messages.for_locale("pl-PL")["heading_recommendations"] == "Polecane dla Ciebie"
+    assert messages.for_locale("de-AT")["heading_fallback"] == "Unsere Bestseller"
+    assert messages.for_locale("fr-FR") == english  # an unknown language: English
+    assert messages.for_locale("") == english
+
+
+def _write(directory: Path, tag: str, data: object) -> None:
+    (directory / "i18n").mkdir(parents=True, exist_ok=True)
+    (directory / "i18n" / f"{tag}.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_a_shop_adds_a_language_and_a_missing_key_falls_back_to_english(tmp_path: Path) -> None:
+    _write(tmp_path, "fr", {"heading_recommendations": "Recommandé pour vous"})
+    _write(tmp_path, "pl-PL", {"quantity": "Sztuk"})  # a region overrides its language
+    messages = Messages.load(tmp_path, PACKAGED)
+    french = messages.for_locale("fr-CA")
+    assert french["heading_recommendations"] == "Recommandé pour vous"
+    assert french["heading_fallback"] == "Our best-sellers"  # not in fr.json: English
+    assert messages.for_locale("pl-PL")["quantity"] == "Sztuk"
+    assert messages.for_locale("pl-PL")["heading_fallback"] == "Nasze bestsellery"
+    assert messages.for_locale("pl")["quantity"] == "Ilość"
+
+
+def test_a_shops_english_file_overrides_only_the_texts_it_has(tmp_path: Path) -> None:
+    _write(tmp_path, "en", {"heading_winback": "Come back!"})
+    english = Messages.load(tmp_path, PACKAGED).for_locale("en-GB")
+    assert english["heading_winback"] == "Come back!"
+    assert english["heading_recommendations"] == "Recommended for you"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("de.json", "{not json", "not JSON"),
+        ("de.json", '["a list"]', "must be an object"),
+        ("de.json", '{"quantity": 3}', "must be a text"),
+        ("de.json", '{"bad key!": "x"}', "is not a key"),
+        ("de.json", '{"quantity": "' + "x" * 600 + '"}', "must be a text"),
+        ("de.json", '{"quantity": "a\\u0000b"}', "quantity"),
+        ("en_GB.json", '{"quantity": "Menge"}', "not a BCP 47"),
+    ],
+)
+def test_a_bad_message_file_stops_the_renderer_naming_the_file(
+    tmp_path: Path, name: str, content: str, says: str
+) -> None:
+    for path in PACKAGED.glob("*/*.*"):  # a whole template directory, plus one bad file
+        target = tmp_path / path.relative_to(PACKAGED)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    (tmp_path / "i18n" / name).write_text(content, encoding="utf-8")
+    with pytest.raises(TemplateSetupError, match=name) as raised:
+        Renderer(tmp_path)
+    assert says in str(raised.value)
+    with pytest.raises(MessagesError):
+        Messages.load(tmp_path)
+
+
+def test_the_currency_of_a_locale_comes_from_its_region_else_its_language() -> None:
+    expected = {
+        "pl-PL": "PLN",
+        "de-DE": "EUR",
+        "de-AT": "EUR",
+        "en-GB": "GBP",
+        "en-US": "USD",
+        "en-IE": "EUR",
+        "pl": "PLN",
+        "de": "EUR",
+        "zh-Hant-TW": None,  # a region not in the table
+        "en": None,
+        "": None,
+    }
+    assert {tag: currency_of(tag) for tag in expected} == expected
+
+
+def test_local_price_shows_the_users_currency_only_when_the_catalog_has_it() -> None:
+    product = validate_product(
+        {
+            "item_id": "a",
+            "title": "A",
+            "url": "https://shop.example/a",
+            "image_url": "https://shop.example/a.jpg",
+            "price": 12.5,
+            "currency": "EUR",
+            "prices": {"PLN": 54},
+        }
+    )
+    assert local_price(product, 12.5, "PLN") == (54.0, "PLN")
+    assert local_price(product, 12.5, "GBP") == (12.5, "EUR")  # no GBP price: its own
+    assert local_price(product, 10.0, "EUR") == (10.0, "EUR")  # its own currency: the sale
+    assert local_price(product, 12.5, None) == (12.5, "EUR")
