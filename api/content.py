@@ -18,7 +18,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from engine import consent
 from engine.blocks import (
@@ -37,11 +37,10 @@ from engine.blocks import (
     decide_similar,
     for_unknown_user,
 )
-from engine.catalog import Product
-from engine.events import Event
 from engine.memo import SizedMemo
 from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile, history_newest
+from engine.state_view import StateView
 from models.registry import ModelSet
 from models.scoring import TOP_RECOMMENDATIONS, Scores, excluded_items, score_profile
 from models.similar import similar_items
@@ -59,29 +58,6 @@ PARAM_BLOCKS = 20_000
 PARAM_BLOCK_BYTES = 64 * 1024 * 1024
 ITEM_KEY = "\x00item"  # the user part of an item route's cache key: never a user id
 log = logging.getLogger("persona.content")
-
-
-class StateView(Protocol):
-    """What the API needs from the stream state (the Faust tables, or a fake in tests)."""
-
-    @property
-    def catalog_generation(self) -> int: ...
-
-    def profile(self, user_id: str) -> Profile | None: ...
-
-    def product(self, item_id: str) -> Product | None: ...
-
-    def popular(self) -> list[str]: ...
-
-    def now_ms(self) -> int: ...
-
-    def ready(self) -> tuple[bool, str]: ...
-
-    def owner_url(self, user_id: str) -> str | None: ...
-
-    async def produce(self, events: list[Event]) -> None: ...
-
-    async def erase(self, user_id: str) -> None: ...
 
 
 class ContentService:

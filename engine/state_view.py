@@ -1,0 +1,40 @@
+"""`StateView`: what the API reads from the stream state, whoever keeps it.
+
+Three implementations: `api.testing.MemoryState` (in memory, for tests and notebooks),
+`persona.worker.StreamState` over a worker's live Faust tables, and `streams.readers.SecondaryState`
+over the same tables opened as RocksDB secondaries from a reader process. It lives here, in the
+core, because both sides name it and neither may import the other (tests/test_layers.py): the API
+types its state with it, the streams implement it. `tests/streams/test_state_view_contract.py`
+runs one suite over all three.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from engine.catalog import Product
+from engine.events import Event
+from engine.profile import Profile
+
+
+class StateView(Protocol):
+    """What the API needs from the stream state (the Faust tables, their readers, or memory)."""
+
+    @property
+    def catalog_generation(self) -> int: ...
+
+    def profile(self, user_id: str) -> Profile | None: ...
+
+    def product(self, item_id: str) -> Product | None: ...
+
+    def popular(self) -> list[str]: ...
+
+    def now_ms(self) -> int: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+    def owner_url(self, user_id: str) -> str | None: ...
+
+    async def produce(self, events: list[Event]) -> None: ...
+
+    async def erase(self, user_id: str) -> None: ...
