@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
-from aiokafka.partitioner import DefaultPartitioner
 from faust.sensors.monitor import Monitor
 from faust.types import EventT
 
@@ -28,14 +27,14 @@ from engine.admission import admit
 from engine.audit import audit_consents
 from engine.catalog import InvalidProduct, Product, parse_product
 from engine.clock import EventTimeClock, WallClock
-from engine.events import INPUT_TOPICS, Event, InvalidEvent, encode, parse
-from engine.popularity import Contribution, Score, Tally, contributions, rank_key
+from engine.events import INPUT_TOPICS, Event, InvalidEvent, parse
+from engine.popularity import Contribution, Score, Tally, contributions
 from engine.profile import Profile, apply
-from engine.ranking import POPULAR_KEEP, TopK
 from engine.settings import Settings
-from engine.signing import cluster_key
+from engine.signing import Headers, cluster_key
 from engine.triggers import item_change
 from models.registry import ModelSet
+from streams import read_side
 from streams import tansu as tansu_fix
 from streams.admin import (
     COMMANDS_TOPIC,
@@ -52,6 +51,7 @@ from streams.identity import MERGE_COMMANDS, Identity, check_command
 from streams.kafka_security import Broker, as_config
 from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
+from streams.read_side import PartitionMemo, ProductMemo
 from streams.registry import EXPOSURES_TOPIC
 from streams.signed import RecordGate, RecordSigner
 from streams.triggers import Touched, TriggerRunner
@@ -64,9 +64,10 @@ BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep 
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 CONTENT_SYNC_EVERY = 2.0  # seconds between checks whether the stored catalog is indexed
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
-PRODUCT_CACHE_MAX = 50_000  # decoded products kept for the fold (emptied when full)
-PRODUCT_CACHE_BYTES = 64 * 1024 * 1024  # ... or when its accounted bytes pass this
-PRODUCT_ENTRY_BYTES = 400  # a decoded product besides its text: object, fields, dict slot
+PRODUCT_CACHE_MAX = 50_000  # decoded products kept for the fold (the oldest go first)
+PRODUCT_CACHE_BYTES = 64 * 1024 * 1024  # ... and their accounted bytes (streams/read_side.py)
+PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
+PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
 PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # messages in Faust's buffer before delivery waits for them
@@ -171,11 +172,11 @@ class PersonaStreams:
         self.stats = StreamStats()
         self.catalog_generation = 0
         self._popular: list[str] = []
-        self._partitioner = DefaultPartitioner()
-        self._partition_of: dict[bytes, int] = {}  # murmur2 placement memo
-        self._products: dict[str, Product | None] = {}
+        self._partition_of = PartitionMemo(
+            settings.partitions, PARTITION_MEMO, PARTITION_MEMO_BYTES
+        )
+        self._products = ProductMemo(PRODUCT_CACHE_MAX, PRODUCT_CACHE_BYTES)
         self.content = CatalogContent()  # content similarity of the catalog (issue 17)
-        self._product_bytes = 0  # accounted bytes of `_products` (emptied past either bound)
         n = settings.partitions
         kafka = as_config(broker_url)  # the URL and PERSONA_KAFKA_* security of every client
         key = cluster_key(settings.cluster_secret)  # commands are signed (streams/signed.py)
@@ -297,18 +298,7 @@ class PersonaStreams:
         blocks look the same items up over and over. An entry goes whenever its product changes:
         a local catalog update, or a changelog record of the catalog table applied here (how
         updates other workers made arrive)."""
-        try:
-            return self._products[item_id]
-        except KeyError:
-            pass
-        if len(self._products) >= PRODUCT_CACHE_MAX or self._product_bytes > PRODUCT_CACHE_BYTES:
-            self._products.clear()
-            self._product_bytes = 0
-        raw = self.catalog.get(item_id.encode())
-        product = None if raw is None else Product.unpack(raw)
-        self._products[item_id] = product
-        self._product_bytes += PRODUCT_ENTRY_BYTES + 3 * (len(raw or b"") + len(item_id))
-        return product
+        return self._products.lookup(item_id, self.catalog.get)
 
     def _apply_catalog_changelog(self, apply: Callable[[Any], None], batch: Any) -> None:
         """The catalog table's `apply_changelog_batch`: store the records, then forget the cached
@@ -320,7 +310,7 @@ class PersonaStreams:
         for record in records:
             key = record.message.key
             if isinstance(key, bytes):
-                self._products.pop(key.decode(errors="replace"), None)
+                self._products.pop(key.decode(errors="replace"))
                 self.content.apply(key, record.message.value)
         self.catalog_generation += 1
 
@@ -388,9 +378,9 @@ class PersonaStreams:
         return None if url == self.settings.own_url else url
 
     async def erase(self, user_id: str) -> None:
-        """Queue the erasure of a user: it runs in the user's partition, in order with events."""
-        body = json.dumps({"command": "erase", "user_id": user_id}).encode()
-        await self.send_command(user_id.encode(), body)
+        """Queue the erasure of a user: it runs in the user's partition, in order with events;
+        returns once the broker acknowledged the command (streams/read_side.py)."""
+        await read_side.erase(self._send_named, self.signer, user_id)
 
     async def send_command(
         self, key: bytes, body: bytes, partition: int | None = None
@@ -404,26 +394,20 @@ class PersonaStreams:
     async def produce(self, events: list[Event]) -> None:
         """Produce validated events to their input topics, keyed by user id (the direct path);
         with a `backlog` (the embedded broker), return once the fold is close behind them."""
-        futures = [
-            await self.event_topics[e.topic()].send(key=e.user_id.encode(), value=encode(e))
-            for e in events
-        ]
-        acks = await asyncio.gather(*futures)
-        if self.backlog is not None:
-            self.backlog.produced((m.topic, m.partition, m.offset) for m in acks)
-            await self.backlog.settle()
+        await read_side.produce(self._send_named, events, self.backlog)
+
+    async def _send_named(
+        self, topic: str, key: bytes, value: bytes, headers: Headers | None
+    ) -> asyncio.Future[Any]:
+        """`read_side.Send` over `send_raw`: the input and command topics, by name."""
+        named = self.commands_topic if topic == COMMANDS_TOPIC else self.event_topics[topic]
+        return await self.send_raw(named, key, value, headers=headers)
 
     # -- agents ----------------------------------------------------------------------------------
     def _correctly_keyed(self, key: bytes | None, partition: int, user_id: bytes) -> bool:
         if key != user_id:
             return False
-        expected = self._partition_of.get(user_id)
-        if expected is None:
-            if len(self._partition_of) > 200_000:
-                self._partition_of.clear()
-            expected = self._partitioner(user_id, self._partitions, self._partitions)
-            self._partition_of[user_id] = expected
-        return bool(expected == partition)
+        return self._partition_of.partition(user_id) == partition
 
     async def _dead_letter(self, event: Carrier, reason: str) -> None:
         msg = event.message
@@ -985,13 +969,13 @@ class PersonaStreams:
                     if not key:
                         raise InvalidProduct("a catalog tombstone needs the item_id as key")
                     self.catalog.pop(key, None)
-                    self._products.pop(key.decode(errors="replace"), None)
+                    self._products.pop(key.decode(errors="replace"))
                     self.content.apply(key, None)
                 else:
                     product = parse_product(msg.value)
                     old = self.product(product.item_id)
                     self.catalog[product.item_id.encode()] = product.pack()
-                    self._products.pop(product.item_id, None)
+                    self._products.pop(product.item_id)
                     self.content.put(product)
                     await self.triggers.broadcast_item_change(old, product)
                 self.stats.catalog_updates += 1
@@ -1033,18 +1017,12 @@ class PersonaStreams:
     async def _refresh_popular(self) -> None:
         """Rank the best-sellers from the popularity table, yielding to the stream every
         POPULAR_STEP items (a catalog of many thousand sold items was one long stall)."""
-        top = TopK(POPULAR_KEEP)
         try:
-            for n, (key, value) in enumerate(self.popularity.items(), 1):
-                rank = rank_key(value)  # decayed scores compare at any one time
-                if rank is not None:
-                    top.add(rank, key.decode(errors="replace"))
-                if n % POPULAR_STEP == 0:
-                    await asyncio.sleep(0)
+            ranked = await read_side.best_sellers_stepwise(self.popularity.items(), POPULAR_STEP)
         except Exception:
             log.exception("could not refresh the best-seller list")
             return
-        self._popular = top.ranked()
+        self._popular = ranked
 
 
 def _pack(profile: Profile) -> bytes | str:

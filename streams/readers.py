@@ -9,7 +9,7 @@ seconds, so it sees what the worker wrote within about that interval plus the wo
 buffer. Nothing here writes to the worker's files, and no Faust is involved: a reader never slows
 the stream but by the CPU it uses.
 
-`SecondaryState` implements the API's `StateView`:
+`SecondaryState` implements the API's `StateView` (engine/state_view.py):
 - `profile(user_id)`: the user's partition is Kafka's default (murmur2) partition of the user id,
   as the worker keys its table; unpacked profiles are memoized with the sequence number their
   partition was caught up to, so a hot user costs no RocksDB read until that partition changes
@@ -24,13 +24,15 @@ the stream but by the CPU it uses.
   event time per partition, which the worker keeps for its own restarts), capped at the wall clock.
 - `produce(events)` / `erase(user_id)`: plain aiokafka producer into the input / command topics,
   keyed by user id like the worker's own API.
+
+The partition memo, the product memo, the best-seller ranking, produce and erase are the worker's
+own (streams/read_side.py): only where the rows come from differs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -42,23 +44,21 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from rocksdict import AccessType, Options, Rdict
 
 from engine.catalog import Product
 from engine.clock import Clock, WallClock
-from engine.events import Event, encode
+from engine.events import Event
 from engine.memo import SizedMemo
-from engine.popularity import rank_key
 from engine.profile import Profile
-from engine.ranking import POPULAR_KEEP, TopK
 from engine.signing import Headers
-from streams.admin import COMMANDS_TOPIC
+from streams import read_side
 from streams.backlog import Backlog, hold_wait
 from streams.content_sync import CatalogContent
 from streams.kafka_security import Broker, as_config
 from streams.keys import user_key
 from streams.positions import parse_position, position_key
+from streams.read_side import PartitionMemo, ProductMemo
 from streams.signed import RecordSigner
 
 log = logging.getLogger("persona.readers")
@@ -120,7 +120,6 @@ class SecondaryTables:
         self.dbs: list[Rdict | None] = [None] * partitions
         self._tables = tables
         self._secondary = secondary_root / name
-        self.sequence = -1
         # per partition: the sequence number the secondary has caught up to (-1: not open); the
         # partition's contents as seen here change only when it moves
         self.sequences: list[int] = [-1] * partitions
@@ -165,17 +164,17 @@ class SecondaryTables:
         True when anything changed.
 
         `try_catch_up_with_primary` costs ~2 ms per database even when nothing changed, and holds
-        the GIL meanwhile, so only the partitions whose files changed are caught up."""
+        the GIL meanwhile, so only the partitions whose files changed are caught up. Changed: any
+        partition's sequence number moved (their sum, compared before, missed a partition that
+        opened at the number the sum started from: a reader never read that clock row)."""
+        before = list(self.sequences)
         for p, signature in self.stale() if stale is None else stale:
             db = self.dbs[p]
             if db is not None:
                 db.try_catch_up_with_primary()
                 self._signatures[p] = signature
                 self.sequences[p] = db.latest_sequence_number()
-        total = sum(self.sequences)
-        changed = total != self.sequence
-        self.sequence = total
-        return changed
+        return self.sequences != before
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         db = self.dbs[partition]
@@ -248,13 +247,9 @@ class SecondaryState:
         self._memo: SizedMemo[str, tuple[int, bytes | None, Profile | None]] = SizedMemo(
             PROFILE_MEMO, PROFILE_MEMO_BYTES
         )
-        self._products: SizedMemo[str, tuple[Product | None]] = SizedMemo(
-            PRODUCT_MEMO, PRODUCT_MEMO_BYTES
-        )
+        self._products = ProductMemo(PRODUCT_MEMO, PRODUCT_MEMO_BYTES)
         self._products_generation = -1
-        self._partitioner = DefaultPartitioner()
-        self._partition_memo: SizedMemo[str, int] = SizedMemo(PROFILE_MEMO, PARTITION_MEMO_BYTES)
-        self._all_partitions = list(range(partitions))
+        self._partition_memo = PartitionMemo(partitions, PROFILE_MEMO, PARTITION_MEMO_BYTES)
         self._producer: AIOKafkaProducer | None = None
         self.backlog: Backlog | None = None  # set by `hold_for_fold`
         self._task: asyncio.Task[None] | None = None
@@ -406,23 +401,12 @@ class SecondaryState:
                 self._newest_event = max(self._newest_event, int(raw))
 
     def _refresh_popular(self) -> None:
-        top = TopK(POPULAR_KEEP)
-        for key, raw in self.tables["popularity"].items():
-            rank = rank_key(raw)  # engine.popularity: decayed scores compare at any one time
-            if rank is not None:
-                top.add(rank, key.decode(errors="replace"))
-        self._popular = top.ranked()
+        self._popular = read_side.best_sellers(self.tables["popularity"].items())
 
     # -- StateView ---------------------------------------------------------------------------------
     def partition_of(self, user_id: str) -> int:
-        """The user's partition (murmur2, as producers key events), memoized: the pure-Python
-        hash costs more than the RocksDB read it leads to."""
-        partition = self._partition_memo.get(user_id)
-        if partition is None:
-            key = user_id.encode()
-            partition = int(self._partitioner(key, self._all_partitions, self._all_partitions))
-            self._partition_memo.put(user_id, partition, sys.getsizeof(user_id))
-        return partition
+        """The user's partition (murmur2, as producers key events), memoized."""
+        return self._partition_memo.partition(user_id.encode())
 
     def profile(self, user_id: str) -> Profile | None:
         """The user's profile. Memoized with the sequence number its partition was caught up to:
@@ -454,14 +438,7 @@ class SecondaryState:
         if generation != self._products_generation:
             self._products.clear()
             self._products_generation = generation
-        products = self._products
-        hit = products.get(item_id)
-        if hit is not None:
-            return hit[0]
-        raw = self.tables["catalog"].get_any(item_id.encode())
-        product = None if raw is None else Product.unpack(raw)
-        products.put(item_id, (product,), sys.getsizeof(item_id) + PROFILE_FACTOR * len(raw or b""))
-        return product
+        return self._products.lookup(item_id, self.tables["catalog"].get_any)
 
     def products(self) -> Iterator[Product]:
         for _, raw in self.tables["catalog"].items():
@@ -501,11 +478,7 @@ class SecondaryState:
     async def produce(self, events: list[Event]) -> None:
         """Produce events; with a `backlog` (the embedded broker: `hold_for_fold`), return once
         the worker's fold is close behind them (streams/backlog.py)."""
-        futures = [await self._send(e.topic(), e.user_id.encode(), encode(e)) for e in events]
-        acks = await asyncio.gather(*futures)
-        if self.backlog is not None:
-            self.backlog.produced((m.topic, m.partition, m.offset) for m in acks)
-            await self.backlog.settle()
+        await read_side.produce(self._send, events, self.backlog)
 
     def hold_for_fold(self, request_timeout: float) -> None:
         """Make `produce` wait for the fold, read from the input positions in the worker's
@@ -517,10 +490,7 @@ class SecondaryState:
         )
 
     async def erase(self, user_id: str) -> None:
-        body = json.dumps({"command": "erase", "user_id": user_id}).encode()
-        key = user_id.encode()
-        headers = self.signer.headers(COMMANDS_TOPIC, key, body) if self.signer else None
-        await (await self._send(COMMANDS_TOPIC, key, body, headers))
+        await read_side.erase(self._send, self.signer, user_id)
         self._memo.pop(user_id)
 
     def metrics(self) -> list[str]:

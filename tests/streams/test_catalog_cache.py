@@ -59,5 +59,5 @@ def test_the_product_cache_is_bounded_in_bytes(tmp_path: Path, monkeypatch) -> N
         )
         streams.catalog.apply_changelog_batch([record(item.item_id.encode(), item.pack(), n)])
         assert streams.product(item.item_id) == item
-        assert streams._product_bytes <= 1024 * 1024 + 3 * (len(item.pack()) + 10) + 400
+        assert streams._products.bytes <= 1024 * 1024
     assert len(streams._products) < 80

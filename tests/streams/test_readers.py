@@ -343,3 +343,24 @@ async def test_a_stepwise_catch_up_gives_the_loop_a_turn_between_databases(
     assert state.now_ms() == T0 + 5 and state.popular() == ["B"]
     text = "\n".join(state.metrics())
     assert f'persona_reader_catch_up_step_seconds_bucket{{le="+Inf"}} {steps + 5}' in text
+
+
+def test_a_partition_that_opens_is_read_whatever_its_sequence_number(tmp_path: Path) -> None:
+    """A table's partitions open one by one as the worker creates them. The change a catch-up
+    finds was the sum of the partitions' sequence numbers (-1 for one not open), compared with
+    the sum before, which started at -1: a first partition opening at sequence 2 of 4 left the
+    sum at -1, and the reader never read that partition's clock."""
+    tables = table_dir(tmp_path)
+    tables.mkdir(parents=True)
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    db = Rdict(str(tables / "clock-2.db"), options)
+    db[OFFSET_KEY] = b"42"
+    db[b"2"] = b"%d" % T0
+    try:
+        assert db.latest_sequence_number() == PARTITIONS - 2  # the sum of the numbers: -1
+        state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+        state.refresh()
+        assert state.now_ms() == T0
+    finally:
+        db.close()

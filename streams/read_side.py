@@ -1,0 +1,131 @@
+"""The read path the worker (streams/app.py) and its readers (streams/readers.py) share.
+
+Both answer the API's `engine.state_view.StateView` over the same tables, the worker from its live
+Faust tables, a reader from the same RocksDB files opened as secondaries. What they do alike lives
+here once:
+- `PartitionMemo`: Kafka's default (murmur2) partition of a user id, memoized: the pure-Python
+  hash costs more than the table read it leads to (the worker checks every event's placement with
+  it, a reader finds the user's profiles partition with it).
+- `ProductMemo`: decoded catalog products by item id (None: unknown), bounded by entries and
+  accounted bytes. The worker forgets an entry when its product changes; a reader, which cannot
+  tell which rows a catch-up changed, clears it when the catalog generation moves.
+- `best_sellers` / `best_sellers_stepwise`: the best-seller list ranked from the popularity
+  table's rows (decayed scores compare at any one time: `engine.popularity.rank_key`).
+- `produce` / `erase`: events keyed by user id into their input topics, and the signed erase
+  command, through whichever producer the caller has (`Send`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from itertools import islice
+from typing import Any
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from engine.catalog import Product
+from engine.events import Event, encode
+from engine.memo import SizedMemo
+from engine.popularity import rank_key
+from engine.ranking import POPULAR_KEEP, TopK
+from engine.signing import Headers
+from streams.admin import COMMANDS_TOPIC
+from streams.backlog import Backlog
+from streams.signed import RecordSigner
+
+# An unpacked product is accounted as PRODUCT_FACTOR times its stored row plus its id (measured
+# for profiles, ~4.6 times the row; products are alike: short strings, a dict of attributes).
+PRODUCT_FACTOR = 6
+Rows = Iterable[tuple[bytes, bytes]]
+# Produce one record: (topic, key, value, headers) -> a future that resolves on the broker's ack
+Send = Callable[[str, bytes, bytes, Headers | None], Awaitable["asyncio.Future[Any]"]]
+
+
+class PartitionMemo(SizedMemo[bytes, int]):
+    """The default partitioner's partition of a key among `partitions`, memoized."""
+
+    def __init__(self, partitions: int, max_entries: int, max_bytes: int) -> None:
+        super().__init__(max_entries, max_bytes)
+        self._partitioner = DefaultPartitioner()
+        self._all = list(range(partitions))
+
+    def partition(self, key: bytes) -> int:
+        found = self.get(key)
+        if found is None:
+            found = int(self._partitioner(key, self._all, self._all))
+            self.put(key, found, sys.getsizeof(key))
+        return found
+
+
+class ProductMemo(SizedMemo[str, tuple[Product | None]]):
+    """Decoded products by item id; `read` gives a product's stored row (None: unknown)."""
+
+    def lookup(self, item_id: str, read: Callable[[bytes], bytes | None]) -> Product | None:
+        hit = self.get(item_id)
+        if hit is not None:
+            return hit[0]
+        raw = read(item_id.encode())
+        product = None if raw is None else Product.unpack(raw)
+        self.put(item_id, (product,), sys.getsizeof(item_id) + PRODUCT_FACTOR * len(raw or b""))
+        return product
+
+
+class BestSellers:
+    """The best POPULAR_KEEP items of the popularity rows fed to it (rows that are not a
+    score are passed over)."""
+
+    def __init__(self) -> None:
+        self._top = TopK(POPULAR_KEEP)
+
+    def add(self, rows: Rows) -> None:
+        for key, raw in rows:
+            rank = rank_key(raw)
+            if rank is not None:
+                self._top.add(rank, key.decode(errors="replace"))
+
+    def ranked(self) -> list[str]:
+        return self._top.ranked()
+
+
+def best_sellers(rows: Rows) -> list[str]:
+    """The best-seller list of the popularity rows, in one go (a reader, in a thread)."""
+    top = BestSellers()
+    top.add(rows)
+    return top.ranked()
+
+
+async def best_sellers_stepwise(rows: Rows, step: int) -> list[str]:
+    """`best_sellers`, giving the event loop a turn every `step` rows (the worker, on its loop:
+    a catalog of many thousand sold items was one long stall)."""
+    top = BestSellers()
+    pending = iter(rows)
+    while chunk := list(islice(pending, step)):
+        top.add(chunk)
+        await asyncio.sleep(0)
+    return top.ranked()
+
+
+async def produce(send: Send, events: list[Event], backlog: Backlog | None) -> None:
+    """Produce events to their input topics keyed by user id (placed as the fold expects); with a
+    `backlog` (the embedded broker), return once the fold is close behind them."""
+    futures = [await send(e.topic(), e.user_id.encode(), encode(e), None) for e in events]
+    acks = await asyncio.gather(*futures)
+    if backlog is not None:
+        backlog.produced((m.topic, m.partition, m.offset) for m in acks)
+        await backlog.settle()
+
+
+def erase_command(user_id: str) -> bytes:
+    return json.dumps({"command": "erase", "user_id": user_id}).encode()
+
+
+async def erase(send: Send, signer: RecordSigner | None, user_id: str) -> None:
+    """Queue the erasure of a user: the command, signed with the cluster secret (the fold refuses
+    unsigned ones), runs in the user's partition in order with the events; returns once the
+    broker acknowledged it."""
+    body, key = erase_command(user_id), user_id.encode()
+    headers = signer.headers(COMMANDS_TOPIC, key, body) if signer else None
+    await (await send(COMMANDS_TOPIC, key, body, headers))
