@@ -22,6 +22,7 @@ from api import (
     privacy,
     render,
     routing,
+    rules,
     similar,
     ui,
 )
@@ -158,4 +159,5 @@ def create_app(
     models_routes.register(app)
     collect.register(app, options)
     clicks.register(app, options)
+    rules.register(app)
     return app

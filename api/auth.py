@@ -27,7 +27,7 @@ from engine.settings import MIN_SECRET  # characters of every secret
 # lets such a key send `purchase` events too, and needs `events:collect` beside it
 COLLECT, COLLECT_PURCHASE = COLLECT_SCOPE, PURCHASE_SCOPE
 SCOPES = frozenset(
-    {"content:read", "events:write", "feeds:read", "models:admin", "privacy:admin"}
+    {"content:read", "events:write", "feeds:read", "models:admin", "privacy:admin", "rules:admin"}
     | {COLLECT, COLLECT_PURCHASE}
 )
 LOCAL_KEY_FILE = "local-api-key"

@@ -257,6 +257,9 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
     return limits_middleware
 
 
+AUDITED_SCOPES = frozenset({"models:admin", "rules:admin"})  # every change is audited
+
+
 def _audit_middleware(
     key_of: Callable[[web.Request], str | None], scope_of: Callable[[web.Request], str | None]
 ) -> Middleware:
@@ -266,7 +269,7 @@ def _audit_middleware(
 
     @web.middleware
     async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "GET" or scope_of(request) != "models:admin":
+        if request.method == "GET" or scope_of(request) not in AUDITED_SCOPES:
             return await handler(request)
         try:
             response = await handler(request)
@@ -295,6 +298,8 @@ def model_action(request: web.Request) -> str:
         return "model_activate"
     if method == "POST" and path.endswith("/rollback"):
         return "model_rollback"
+    if path == "/v1/rules":
+        return "rules_change"
     if path == "/v1/models/experiment":
         return {"PUT": "experiment_start", "DELETE": "experiment_stop"}.get(method, "models")
     return "models"

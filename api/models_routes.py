@@ -26,6 +26,7 @@ from aiohttp import web
 
 from api.audit import DETAILS
 from api.shared import CONTENT, Handler, problem
+from engine.rules import Rules
 from models.artifacts import rfc3339, utc_now
 from models.experiments import Experiment
 from models.scoring import score_profile
@@ -47,6 +48,10 @@ class ModelAdmin(Protocol):
     async def set_experiment(self, experiment: Experiment | None) -> dict[str, Any] | None: ...
 
     async def report(self, name: str) -> dict[str, Any]: ...
+
+    def rules(self) -> Rules: ...
+
+    async def set_rules(self, rules: Rules) -> bool: ...
 
     def log_exposure(self, exposure: dict[str, Any]) -> None: ...
 

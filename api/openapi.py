@@ -8,6 +8,7 @@ from api.openapi_collect import collect_paths
 from api.openapi_models import models_paths, privacy_paths
 from api.openapi_params import PARAMETERS_NOTE, query_params, similar_paths
 from api.openapi_paths import extra_paths
+from api.openapi_rules import rules_paths
 from api.openapi_serving import serving_paths
 from engine.blocks import ALL_BLOCKS, FORMATS
 
@@ -179,5 +180,6 @@ def _document() -> dict[str, Any]:
             **models_paths(),  # api/openapi_models.py: the model registry, experiments
             **privacy_paths(),  # api/openapi_models.py: GDPR export and erasure
             **similar_paths(block_json),  # api/openapi_params.py: items like this one
+            **rules_paths(),  # api/openapi_rules.py: merchandising rules
         },
     }

@@ -49,6 +49,8 @@ def scope_for(path: str, method: str) -> str | None:
         return None if method == "OPTIONS" else "events:collect"
     if path.startswith("/v1/models"):
         return "models:admin"
+    if path == "/v1/rules":
+        return "rules:admin"
     if path.startswith("/v1/feeds/"):
         return "feeds:read"
     if path.startswith("/v1/users/") and (path.endswith("/export") or method == "DELETE"):

@@ -15,10 +15,17 @@ from engine.catalog import Product
 from engine.clock import EventTimeClock, ManualClock
 from engine.events import Event
 from engine.profile import Profile, apply
+from engine.rules import Rules
 from models.bundle import Bundle
 from models.experiments import Experiment, report
 from models.registry import ModelSet
-from models.registry_log import RegistryLog, activation, bundle_records, experiment_record
+from models.registry_log import (
+    RegistryLog,
+    activation,
+    bundle_records,
+    experiment_record,
+    rules_record,
+)
 
 MAX_EXPOSURES = 100_000
 
@@ -127,6 +134,15 @@ class MemoryRegistry:
         self._serve()
         return self.experiment()
 
+    def rules(self) -> Rules:
+        rules: Rules = self.content.models.rules
+        return rules
+
+    async def set_rules(self, rules: Rules) -> bool:
+        self.registry.apply(*rules_record(rules))
+        self._serve()
+        return True
+
     async def report(self, name: str) -> dict[str, Any]:
         return report(name, self.exposures, self.state.produced)
 
@@ -144,4 +160,5 @@ class MemoryRegistry:
             registry.load(registry.active("recs")),
             experiment=exp,
             candidate=candidate,
+            rules=registry.rules,
         )

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from engine.rules import NO_RULES, Rules
 from models.churn import ChurnModel
 from models.contract import ChurnScorer, RecsScorer
 from models.experiments import Experiment
@@ -39,6 +40,7 @@ class ModelSet:
     recs: RecsScorer
     experiment: Experiment | None = None
     candidate: Any = None  # ChurnScorer | RecsScorer: the experiment's candidate version
+    rules: Rules = NO_RULES  # merchandising rules (engine/rules.py), served with the models
     _alternate: ModelSet | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -57,7 +59,8 @@ class ModelSet:
     def _stamp(self) -> tuple[Any, ...]:
         exp = self.experiment
         extra = (exp.name, exp.candidate, exp.mode, exp.share) if exp else ()
-        return (*sorted(self.versions().items()), *extra)
+        rules = () if self.rules == NO_RULES else (("rules", self.rules.version),)
+        return (*sorted(self.versions().items()), *extra, *rules)
 
     def stamp(self) -> tuple[Any, ...]:
         """Changes whenever what any user is scored with changes (cache stamps use it). A set is

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.rules import NO_RULES, Rules, parse_rules, to_document
 from models.artifacts import ModelLoadError, rfc3339, utc_now
 from models.bundle import META, Bundle, load_model
 from models.churn import ChurnModel
@@ -114,6 +115,12 @@ def experiment_record(experiment: Experiment | None) -> Record:
     return "experiment", None if experiment is None else json.dumps(experiment.to_dict()).encode()
 
 
+def rules_record(rules: Rules) -> Record:
+    """The merchandising rules (engine/rules.py), one record on the `models` topic: every worker
+    and reader folds it as it folds activations, and serves it with its models."""
+    return "rules", json.dumps(to_document(rules), separators=(",", ":")).encode()
+
+
 # -- folding records -------------------------------------------------------------------------
 
 
@@ -143,6 +150,7 @@ class RegistryLog:
         self.activations: dict[str, dict[str, Any]] = {}
         self.experiment: Experiment | None = None
         self.experiments: dict[str, Experiment] = {}
+        self.rules: Rules = NO_RULES
         self._pending: dict[tuple[str, str], list[bytes | None]] = {}
 
     # -- queries ---------------------------------------------------------------------------------
@@ -221,6 +229,10 @@ class RegistryLog:
                 if self.experiment is not None:
                     self.experiments[self.experiment.name] = self.experiment
                 return "experiment" if previous != self.experiment else None
+            if kind == "rules":
+                before = self.rules
+                self.rules = NO_RULES if value is None else parse_rules(json.loads(value))
+                return "rules" if before != self.rules else None
         except Exception as exc:  # anyone who can produce to the topic can write a bad record
             log.error("ignoring bad models record %r: %s: %s", key[:200], type(exc).__name__, exc)
         return None

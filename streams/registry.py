@@ -24,6 +24,7 @@ from mode import Service
 from engine.audit import OK, audit_log, record
 from engine.erasure import live
 from engine.events import Event, InvalidEvent, parse
+from engine.rules import Rules
 from engine.signing import ClusterKey, Signed
 from models.bundle import Bundle
 from models.experiments import Experiment, report
@@ -34,6 +35,7 @@ from models.registry_log import (
     activation,
     bundle_records,
     experiment_record,
+    rules_record,
 )
 from streams.admin import ERASABLE_CONFIG
 from streams.kafka_security import Broker, as_config
@@ -310,7 +312,8 @@ class RegistryService(Service):
                 exp = None
         keep = {churn.version, recs.version} | ({candidate.version} if candidate else set())
         self._memo = {v: m for v, m in self._memo.items() if v in keep}
-        return ModelSet(churn, recs, experiment=exp, candidate=candidate)
+        rules = self.registry.rules
+        return ModelSet(churn, recs, experiment=exp, candidate=candidate, rules=rules)
 
     # -- the admin API (api.models_routes.ModelAdmin) ----------------------------------------
     def listing(self) -> list[dict[str, Any]]:
@@ -349,6 +352,16 @@ class RegistryService(Service):
         await _send_all(self._producer, [experiment_record(experiment)], None, self._signer())
         await self._await(lambda: (self.models.experiment if self.models else None) == experiment)
         return self.experiment()
+
+    def rules(self) -> Rules:
+        return self.models.rules if self.models else self.registry.rules
+
+    async def set_rules(self, rules: Rules) -> bool:
+        """Publish `rules` (engine/rules.py); True once this process serves them (every other
+        worker and reader folds the same record from the topic)."""
+        assert self._producer is not None
+        await _send_all(self._producer, [rules_record(rules)], None, self._signer())
+        return await self._await(lambda: self.models is not None and self.models.rules == rules)
 
     def _signer(self) -> RecordSigner:
         if self.signer is None:

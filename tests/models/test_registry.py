@@ -221,3 +221,22 @@ def test_hostile_registry_records_are_ignored_and_write_nothing_outside_the_cach
     assert state.listing() == before
     outside = [p for p in tmp_path.rglob("*") if cache not in (p, *p.parents)]
     assert all(p.is_dir() for p in outside), outside
+
+
+def test_the_rules_record_folds_and_a_bad_one_changes_nothing() -> None:
+    """Merchandising rules ride the `models` topic (models/registry_log.py `rules_record`): a
+    good record replaces the rules, a tombstone clears them, and a bad record (anyone who can
+    produce to the topic can write one; signed ones are checked too) is logged and skipped."""
+    from engine.rules import NO_RULES, parse_rules
+    from models.registry_log import RegistryLog, rules_record
+
+    log = RegistryLog()
+    rules = parse_rules(
+        {"version": "3", "rules": [{"id": "x", "action": "exclude", "match": {"brand": "b"}}]}
+    )
+    assert log.apply(*rules_record(rules)) == "rules" and log.rules == rules
+    assert log.apply(*rules_record(rules)) is None  # the same again: nothing to serve anew
+    assert log.apply("rules", b'{"rules": [{"id": "x", "action": "nuke"}]}') is None
+    assert log.apply("rules", b"\xff not json") is None
+    assert log.rules == rules
+    assert log.apply("rules", None) == "rules" and log.rules == NO_RULES
