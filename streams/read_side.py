@@ -53,10 +53,11 @@ class PartitionMemo(SizedMemo[bytes, int]):
         self._all = list(range(partitions))
 
     def partition(self, key: bytes) -> int:
-        found = self.get(key)
-        if found is None:
-            found = int(self._partitioner(key, self._all, self._all))
-            self.put(key, found, sys.getsizeof(key))
+        entry = self._entries.get(key)  # a hit is one dict read (per event in the fold)
+        if entry is not None:
+            return entry[0]
+        found = int(self._partitioner(key, self._all, self._all))
+        self.put(key, found, sys.getsizeof(key))
         return found
 
 
@@ -64,9 +65,9 @@ class ProductMemo(SizedMemo[str, tuple[Product | None]]):
     """Decoded products by item id; `read` gives a product's stored row (None: unknown)."""
 
     def lookup(self, item_id: str, read: Callable[[bytes], bytes | None]) -> Product | None:
-        hit = self.get(item_id)
-        if hit is not None:
-            return hit[0]
+        entry = self._entries.get(item_id)  # a hit is one dict read (per event in the fold)
+        if entry is not None:
+            return entry[0][0]
         raw = read(item_id.encode())
         product = None if raw is None else Product.unpack(raw)
         self.put(item_id, (product,), sys.getsizeof(item_id) + PRODUCT_FACTOR * len(raw or b""))
