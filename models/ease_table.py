@@ -6,13 +6,15 @@ as it served the cosine table (`models.recs.Recommender`: the same artifact, the
 request). Items beyond the EASE_MAX_ITEMS most popular keep their rows of the shrunk-cosine table.
 
 Chosen on validation splits only (each data set's leave-last-5 training part, its own last 5
-items held out again; docs/evaluation-validation.md, `python -m benchmarks.tune_recs`): lambda
-100, 50 neighbours, the recency decay 0.7 with a floor of 0.02 over the newest 200 items of the
-long history came nearest to never losing to a peer (0.97x of the EASE peer on UCI; lambda 500
-lost more on the REES46 head, 0.95x) with a mean HR@10 of 0.306 over UCI, the REES46 head and the
-Instacart sample (0.300 from the 30 recent items alone; the cosine table 0.287). 100 or 200
-neighbours gained at most 0.003 of mean HR@10 (0.98x at best) for 2-4x the artifact and 2-3x
-the time per request.
+items held out again; docs/evaluation-validation.md, `python -m benchmarks.tune_recs`): 50
+neighbours, the recency decay 0.7 with a floor of 0.02 over the newest 200 items of the long
+history. No fixed lambda was at least the best peer on every data set (100: 0.98x of the EASE
+peer on UCI; 500 lost on the REES46 head, 0.95x), so lambda is chosen per training set (AUTO,
+issue 17 item 2, as gorse's model search does): `choose_lambda` holds out each training user's
+last AUTO_HOLDOUT distinct items of the training data, scores the table of each lambda of
+LAMBDAS there as served, and the table is trained on all of the data with the best; with fewer
+than AUTO_MIN_USERS held-out users it keeps TABLE_LAMBDA. 100 or 200 neighbours gained at most
+0.003 of mean HR@10 for 2-4x the artifact and 2-3x the time per request.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ AUTO_HOLDOUT = 5  # each user's last distinct items held out, as the evaluation 
 AUTO_USERS = 1000  # held-out users scored per lambda (the same seeded sample for each)
 AUTO_MIN_USERS = 50  # with fewer, no choice: TABLE_LAMBDA
 CHOICES_KEPT = 4  # choices remembered, so that the metrics do not pay for a second search
-DEFAULT_LAMBDA: Lambda = TABLE_LAMBDA  # what `fit_recommender`'s table is trained with
+DEFAULT_LAMBDA: Lambda = AUTO  # what `fit_recommender`'s table is trained with
 Table = tuple[list[str], np.ndarray, np.ndarray, np.ndarray]  # items, indptr, neighbours, weights
 
 

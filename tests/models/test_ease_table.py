@@ -138,6 +138,9 @@ def test_auto_trains_the_table_with_the_lambda_the_search_chose(
     for want, lam in ((True, 1.0), (False, 1e5), (False, TABLE_LAMBDA)):
         fixed = ease_table(events, 5, (), cosine, lam=lam)
         assert all(np.array_equal(a, b) for a, b in zip(auto[1:], fixed[1:], strict=True)) == want
+    default = fit_recommender(events, 5)  # the default recommender searches too
+    assert ease_module.DEFAULT_LAMBDA == AUTO
+    assert np.array_equal(default.weights, auto[3]) and np.array_equal(default.indptr, auto[1])
 
 
 def test_the_trained_model_records_the_lambda_and_the_search(
@@ -158,5 +161,6 @@ def test_the_trained_model_records_the_lambda_and_the_search(
     assert metrics["ease_lambda_search"]["users"] == 150
 
 
-def test_a_fixed_default_is_recorded_without_a_search() -> None:
-    assert lambda_metrics(shop_events(30), 5) == {"ease_lambda": ease_module.DEFAULT_LAMBDA}
+def test_a_fixed_default_is_recorded_without_a_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ease_module, "DEFAULT_LAMBDA", 300.0)
+    assert lambda_metrics(shop_events(30), 5) == {"ease_lambda": 300.0}
