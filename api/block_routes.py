@@ -43,13 +43,15 @@ class BlockGet:
 @dataclass(slots=True)
 class Decision:
     """What a block GET is answered: `status`, the key's name (for the audit of a refusal), and
-    either the block (200, or 304 when `unchanged`) or the refusal's problem response."""
+    either the block (200, or 304 when `unchanged`) or the refusal's problem response; `lines`:
+    the answer's header lines, for a tentative decision (api/block_headers.py)."""
 
     status: int
     name: str | None
     block: Block | None = None
     unchanged: bool = False
     refusal: web.Response | None = None
+    lines: bytes | None = None
 
 
 HAND_ON = Decision(0, None)  # `decide(..., tentative=True)`: the application must answer it
@@ -98,18 +100,20 @@ def decide(gate: Gate, get: BlockGet, tentative: bool = False) -> Decision:
         return HAND_ON if tentative else Decision(refusal.status, name, refusal=refusal)
     assert block is not None
     unchanged = not_modified(block, get.if_none_match)
-    if tentative and not _writable(gate, name, block, unchanged):
+    status = 304 if unchanged else 200
+    if not tentative:
+        return Decision(status, name, block, unchanged)
+    lines = header_lines(block, unchanged)
+    if lines is None or not _within_limit(gate.limiter, name):
         return HAND_ON
-    return Decision(304 if unchanged else 200, name, block, unchanged)
+    return Decision(status, name, block, unchanged, lines=lines)
 
 
-def _writable(gate: Gate, name: str | None, block: Block, unchanged: bool) -> bool:
-    """Whether a tentative answer is written: header lines to write, and the key within its
-    limit (checked last: a request handed on takes no token here)."""
-    if header_lines(block, unchanged) is None:
-        return False
-    if gate.limiter.check(name):
-        gate.limiter.limited -= 1  # the application refuses it again, and counts it
+def _within_limit(limiter: RateLimiter, name: str | None) -> bool:
+    """Whether a tentative answer's key is within its rate limit (checked last: a request
+    handed on takes no token here)."""
+    if limiter.check(name):
+        limiter.limited -= 1  # the application refuses it again, and counts it
         return False
     return True
 

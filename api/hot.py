@@ -47,8 +47,9 @@ from multidict import CIMultiDict
 from api.audit import REFUSED_STATUSES, refused
 from api.block_headers import header_lines, response
 from api.block_routes import BlockGet, Decision, Gate, decide, get_block, parse_query
+from api.content import ContentService
 from api.models_routes import ADMIN
-from api.observability import TELEMETRY, _request_id, request_id
+from api.observability import TELEMETRY, Telemetry, _request_id, request_id
 from api.observability import Seen as Observed
 from api.routing import ROUTED
 from api.shared import CONTENT, problem
@@ -61,10 +62,9 @@ log = logging.getLogger("persona.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def chain_needed(app: web.Application, user_id: str, routed: bool) -> bool:
+def chain_needed(app: web.Application, content: ContentService, user_id: str, routed: bool) -> bool:
     """Whether the middleware chain must answer a block GET for `user_id` (`routed`: it carries
     the routing header)."""
-    content = app[CONTENT]
     if content.models.experiment is not None and app.get(ADMIN) is not None:
         return True  # exposures_middleware logs the exposure
     # routing_middleware forwards to the owner of the user's partition
@@ -72,7 +72,12 @@ def chain_needed(app: web.Application, user_id: str, routed: bool) -> bool:
 
 
 def _record(
-    app: web.Application, seen: Observed, remote: str | None, decision: Decision, took: float
+    app: web.Application,
+    telemetry: Telemetry,
+    seen: Observed,
+    remote: str | None,
+    decision: Decision,
+    took: float,
 ) -> None:
     """A block GET answered ahead of the chain, counted as the chain counts it: the audit of a
     refusal, the request and the block served (`Telemetry.observe_block`: /metrics, the
@@ -80,7 +85,7 @@ def _record(
     status = decision.status
     if status in REFUSED_STATUSES:
         refused(app, remote, status, decision.name or "", "GET", seen.path)
-    app[TELEMETRY].observe_block(seen, status, took, decision.block)
+    telemetry.observe_block(seen, status, took, decision.block)
 
 
 def _failed(method: str, path: str) -> Decision:
@@ -96,7 +101,8 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if HOP_HEADER in request.headers:  # a forwarded request: the chain checks its signature
         return await handler(request)
     user_id = match.get("user_id", "")
-    if chain_needed(request.app, user_id, request.headers.get(ROUTED) is not None):
+    app = request.app
+    if chain_needed(app, app[CONTENT], user_id, request.headers.get(ROUTED) is not None):
         return await handler(request)
     headers = request.headers
     rid = _request_id(headers.get("X-Request-Id"))
@@ -122,7 +128,7 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     took = time.perf_counter() - started
     answer = _response(decision)
     answer.headers["X-Request-Id"] = rid
-    _record(request.app, request, request.remote, decision, took)
+    _record(app, app[TELEMETRY], request, request.remote, decision, took)
     return answer
 
 
@@ -258,6 +264,7 @@ class Front:
         self.app = app
         self.fallback = fallback
         self.gate = Gate.of(app)
+        self.telemetry = app[TELEMETRY]
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "GET":
@@ -282,7 +289,7 @@ class Front:
             request_id.reset(token)
         took = time.perf_counter() - started
         answer = _block_response(request, decision, rid)
-        _record(self.app, request, request.remote, decision, took)
+        _record(self.app, self.telemetry, request, request.remote, decision, took)
         return answer
 
     def _parse(self, request: web.BaseRequest) -> BlockGet | None:
@@ -295,7 +302,7 @@ class Front:
         headers = request.headers
         if headers.get("Expect") or HOP_HEADER in headers:
             return None  # the application answers expectations and checks hop signatures
-        if chain_needed(self.app, user_id, headers.get(ROUTED) is not None):
+        if chain_needed(self.app, self.gate.content, user_id, headers.get(ROUTED) is not None):
             return None
         fmt = "html"
         if query:
@@ -333,10 +340,11 @@ class Front:
         block = decision.block
         if block is None:
             return None
-        lines = header_lines(block, decision.unchanged)
-        assert lines is not None  # `decide` hands on a block without writable lines
+        lines = decision.lines
+        assert lines is not None  # a tentative decision has them
         data = hot_bytes(decision.status, lines, rid, None if decision.unchanged else block.body)
-        _record(self.app, Seen("GET", get.path), None, decision, time.perf_counter() - started)
+        took = time.perf_counter() - started
+        _record(self.app, self.telemetry, Seen("GET", get.path), None, decision, took)
         return data
 
     def _parse_head(self, head: Head) -> BlockGet | None:
@@ -356,7 +364,7 @@ class Front:
         path, query, user_id, block_name = route
         if query and _PLAIN_QUERY.fullmatch(query) is None:
             return None  # percent-escapes, '+', ';': the application's query parser decides
-        if chain_needed(self.app, user_id, ROUTED_FIELD in fields):
+        if chain_needed(self.app, self.gate.content, user_id, ROUTED_FIELD in fields):
             return None
         fmt = _format(query) if query else "html"
         if fmt is None:
