@@ -40,7 +40,7 @@ from models.peers import (
 from models.signals import SIGNAL_WEIGHTS
 
 TABLE_LAMBDA = 100.0  # the peer EASE keeps the 500
-AUTO = "auto"  # lambda chosen per training set on an internal split (`choose_lambda`)
+AUTO: Literal["auto"] = "auto"  # lambda chosen per training set (`choose_lambda`)
 Lambda = float | Literal["auto"]
 LAMBDAS = (100.0, 300.0, 500.0, 1000.0)  # the grid `AUTO` picks from; ties go to the first
 AUTO_HOLDOUT = 5  # each user's last distinct items held out, as the evaluation holds them out
