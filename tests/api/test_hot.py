@@ -488,3 +488,29 @@ def test_a_header_value_with_a_line_break_is_never_written_raw() -> None:
     assert header_lines(broken, False) is None and header_lines(broken, True) is None
     response = _block_response(request, Decision(200, "k", broken), "r-1")
     assert not isinstance(response, HotResponse)  # aiohttp's own checks refuse to write it
+
+
+def test_a_tentative_decision_counts_nothing_against_a_key_or_an_address() -> None:
+    """`decide(..., tentative=True)` (Front.wire) hands on what it does not answer without taking
+    a token or counting a failed authentication: aiohttp's path decides again and counts once."""
+    from api.block_routes import HAND_ON, BlockGet, Gate, decide
+    from engine.params import NO_PARAMS
+
+    content = ContentService(_state(), ModelSet.default(), Renderer(), BlockPolicy())
+    options = ServingOptions({"slow": 0.001})  # one token, the next in 1,000 s
+    gate = Gate.of(create_app(content, KeyRing.from_settings(KEYS, None), options))
+
+    def get(secret: str, block: str = "recommendations") -> BlockGet:
+        path = f"/v1/users/u1/blocks/{block}"
+        return BlockGet(path, "u1", block, "html", NO_PARAMS, f"Bearer {secret}", None, "10.1.2.3")
+
+    for _ in range(100):  # far over the address's 30 failures a minute
+        assert decide(gate, get("wrong-kkkkkkkkkkkkkkkkkkkk"), tentative=True) is HAND_ON
+    assert decide(gate, get("wrong-kkkkkkkkkkkkkkkkkkkk")).status == 401  # not 429
+    slow = "slowsecret-kkkkkkkkkkkkk"
+    for _ in range(5):
+        assert decide(gate, get(slow, "no-such-block"), tentative=True) is HAND_ON
+    assert decide(gate, get(slow), tentative=True).status == 200  # takes the one token
+    assert decide(gate, get(slow), tentative=True) is HAND_ON
+    assert gate.limiter.limited == 0
+    assert decide(gate, get(slow)).status == 429 and gate.limiter.limited == 1
