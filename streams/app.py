@@ -23,16 +23,27 @@ import faust
 from faust.sensors.monitor import Monitor
 from faust.types import EventT
 
-from engine.admission import admit
 from engine.audit import audit_consents
 from engine.catalog import InvalidProduct, Product, parse_product
 from engine.clock import EventTimeClock, WallClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, parse
-from engine.popularity import Contribution, Score, Tally, contributions
-from engine.profile import Profile, apply
+from engine.fold import (
+    NOTHING,
+    BatchFold,
+    Folded,
+    Reads,
+    Record,
+    Rules,
+    Step,
+    clock_stale,
+    popularity,
+    profile_writes,
+)
+from engine.popularity import Score
+from engine.profile import Profile
 from engine.settings import Settings
 from engine.signing import Headers, cluster_key
-from engine.triggers import item_change
+from engine.triggers import Trigger, item_change
 from models.registry import ModelSet
 from streams import read_side
 from streams import tansu as tansu_fix
@@ -54,7 +65,7 @@ from streams.positions import GapReader, parse_position, position_key
 from streams.read_side import PartitionMemo, ProductMemo
 from streams.registry import EXPOSURES_TOPIC
 from streams.signed import RecordGate, RecordSigner
-from streams.triggers import Touched, TriggerRunner
+from streams.triggers import Touched, TriggerPorts, TriggerRunner
 from streams.webhooks import WebhookSender
 
 log = logging.getLogger("persona.streams")
@@ -260,7 +271,9 @@ class PersonaStreams:
         self.exposures_topic = topic(EXPOSURES_TOPIC)  # written by streams.registry; tombstones
         self.models_provider: Callable[[], ModelSet | None] = lambda: None
         self.webhooks: WebhookSender | None = None
-        self.triggers = TriggerRunner(self)
+        self.triggers = TriggerRunner(self._trigger_ports())  # narrow ports, not this object
+        self._fold_rules = Rules(self._lateness_ms, self._skew_ms)  # engine.fold's decisions
+        self._fold_reads = self._reads()
         self.identity = Identity(self)  # identity merges (streams/identity.py)
         # Input positions (see streams.positions): the next offset to fold per (topic,
         # partition), loaded from the partition's RocksDB and forgotten on every rebalance.
@@ -502,16 +515,7 @@ class PersonaStreams:
         """The user's current profile; ValueError when the stored value cannot be read."""
         if user in touched:
             return touched[user][0]  # None after an erasure in this batch
-        # Straight from the partition's RocksDB: the table's own get costs two lookups and a
-        # context switch of the current event, about a tenth of the worker's time at full speed
-        # (profiled).
-        raw = self.profile_db(fevent.message.partition).get(user)
-        if raw is None:
-            return None
-        try:
-            return Profile.unpack(raw)
-        except Exception as exc:
-            raise ValueError(f"the stored profile cannot be read: {type(exc).__name__}") from None
+        return self._stored_profile(user, fevent.message.partition)
 
     def hold_for_fold(self, request_timeout: float) -> None:
         """Make `produce` wait for the fold (the embedded broker: streams/backlog.py), at most
@@ -749,99 +753,32 @@ class PersonaStreams:
         return written
 
     async def _fold_batch(self, batch: list[Delivered], epoch: int) -> bool:
-        """Fold and write one batch; False when a rebalance began meanwhile (nothing written)."""
-        touched: Touched = {}
+        """Fold and write one batch; False when a rebalance began meanwhile (nothing written).
+        The decisions are `engine.fold`'s: this feeds it the records in order, runs the
+        commands between them, ships what it says and writes what it folded."""
+        fold: BatchFold[Carrier] = BatchFold(
+            self._fold_reads, self._fold_rules, self.wall, self._partition_time
+        )
         self.identity.begin()
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
-        activity: dict[bytes, list[Contribution]] = {}  # user -> popularity contributions
-        newest: dict[int, tuple[int, Delivered]] = {}
-        consents: list[Event] = []  # folded consent events: audited once written
-        wall = self.wall.now_ms()
-        fences: dict[bytes, tuple[int, int]] = {}  # erasures of this batch: user -> (ms, partition)
         for fevent in batch:
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
             if msg.topic == COMMANDS_TOPIC:
-                await self._command(fevent, touched, item_changes, fences)
-                continue
-            try:
-                event = parse(msg.value or b"")
-            except InvalidEvent as exc:
-                await self._dead_letter(fevent, exc.reason)
-                continue
-            refusal = admit(
-                event.ts,
-                self._partition_time.get(msg.partition),
-                wall,
-                self._lateness_ms,
-                self._skew_ms,
-            )
-            if refusal is not None:
-                if refusal.startswith("future"):
-                    self.stats.future += 1
-                else:
-                    self.stats.late += 1
-                await self._dead_letter(fevent, refusal)
-                continue
-            message_key = event.user_id.encode()
-            if not self._correctly_keyed(msg.key, msg.partition, message_key):
-                self.stats.rekeyed += 1
-                self.track(await self.send_raw(self.rekeyed_topic, message_key, msg.value))
-                continue
-            user = user_key(event.user_id)
-            try:
-                current = self._load(user, fevent, touched)
-                if self._fenced(user, msg, fences):
-                    self.stats.fenced += 1  # erased after it was produced: never folded
-                    continue
-                if current is None and await self.identity.forward(event, fevent, user):
-                    continue  # an id merged into a user (identity): its events go to the user
-                product = self.product(event.item_id) if event.item_id else None
-                updated = apply(current, event, product)
-                moved = list(contributions(current, updated, event))
-            except Exception as exc:  # one record's data (or stored state) must not stop the fold
-                log.exception("could not fold event %r", event.event_id)
-                await self._dead_letter(fevent, f"processing failed: {type(exc).__name__}: {exc}")
-                continue
-            if event.type == "identify":  # asked again when redelivered (streams/identity.py)
-                await self.identity.identify(event, fevent)
-            if updated is current:
-                self.stats.duplicates += 1
-                if current is not None:
-                    # A repeat is redelivery after a crash (or a producer retry). The state may
-                    # have been written before its changelog record was lost with the process:
-                    # write it again, so the changelog holds it before these offsets commit.
-                    touched[user] = (current, fevent, True)
-                continue
-            self.stats.events += 1
-            if event.type == "consent":
-                consents.append(event)
-            self.clock.observe(event.ts)
-            if event.ts > self._partition_time.get(msg.partition, 0):
-                self._partition_time[msg.partition] = event.ts
-            touched[user] = (updated, fevent, True)
-            if event.ts > newest.get(msg.partition, (0, fevent))[0]:
-                newest[msg.partition] = (event.ts, fevent)
-            if moved:
-                activity.setdefault(user, []).extend(moved)
+                await self._command(fevent, fold, item_changes)
+            else:
+                await self._ship(fold.event(_record(msg), fevent), fevent)
+        folded = fold.result()
+        self._took(folded)
         for partition, commands in item_changes.items():
             await self.triggers.items_changed(partition, commands)
         try:
-            fired = self.triggers.evaluate(touched)
+            fired = self.triggers.evaluate(folded.touched)
         except Exception:  # a trigger must never cost the batch its state
             log.exception("trigger evaluation failed for a batch; its triggers are skipped")
             fired = []
-        writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        refused: dict[bytes, str] = {}
-        for user, (profile, carrier, dirty) in touched.items():
-            if not dirty:
-                continue
-            value = None if profile is None else _pack(profile)  # erased: a tombstone
-            if isinstance(value, str):
-                refused[user] = value
-                continue
-            writes.setdefault(carrier.message.partition, []).append((user, value))
-        for user, (at, partition) in fences.items():
+        writes, refused = profile_writes(folded.touched, _partition_of, MAX_PROFILE_BYTES)
+        for user, (at, partition) in folded.fences.items():
             writes.setdefault(partition, []).append((fence_of(user), b"%d" % at))
         for partition, key, value in self.identity.writes():
             writes.setdefault(partition, []).append((key, value))
@@ -855,23 +792,54 @@ class PersonaStreams:
         for partition, items in writes.items():
             self._profile_writer.write(partition, items)
         await self._profile_writer.ship()
-        audit_consents(e for e in consents if user_key(e.user_id) not in refused)
-        for trigger in [*fired, *self.triggers.withdrawals(consents, touched, refused)]:
+        await self._after_write(folded, fired, refused, fold.wall)
+        return True
+
+    async def _ship(self, step: Step, fevent: Carrier) -> None:
+        """Send what the fold decided for one event record (most records: nothing)."""
+        if step is NOTHING:
+            return
+        if step.dead is not None:
+            await self._dead_letter(fevent, step.dead)
+        elif step.rekey is not None:
+            self.track(await self.send_raw(self.rekeyed_topic, step.rekey, fevent.message.value))
+        elif step.forward is not None:
+            await self._forward(step.forward, fevent, step.user)
+        elif step.identify is not None:  # asked again when redelivered (streams/identity.py)
+            await self.identity.identify(step.identify, fevent)
+
+    async def _forward(self, event: Event, fevent: Carrier, user: bytes) -> None:
+        """An event of an id merged into a user (identity): it goes to the user."""
+        try:
+            await self.identity.forward(event, fevent, user)
+        except Exception as exc:  # one record must not stop the fold
+            log.exception("could not fold event %r", event.event_id)
+            await self._dead_letter(fevent, f"processing failed: {type(exc).__name__}: {exc}")
+
+    def _took(self, folded: Folded[Carrier]) -> None:
+        """The batch's counts and the event time it folded (clock, partitions' stream time)."""
+        for name, n in folded.counts.items():
+            setattr(self.stats, name, getattr(self.stats, name) + n)
+        self._partition_time.update(folded.stream_time)
+        for ts, _ in folded.newest.values():
+            self.clock.observe(ts)
+
+    async def _after_write(
+        self, folded: Folded[Carrier], fired: list[Trigger], refused: dict[bytes, str], wall: int
+    ) -> None:
+        """What a written batch emits and ships: consent audits, triggers, its partitions'
+        clock times and its popularity contributions."""
+        audit_consents(e for e in folded.consents if user_key(e.user_id) not in refused)
+        withdrawn = self.triggers.withdrawals(list(folded.consents), folded.touched, refused)
+        for trigger in [*fired, *withdrawn]:
             await self.triggers.emit(trigger)
-        for partition, (ts, fevent) in newest.items():
+        for partition, (ts, fevent) in folded.newest.items():
             with event_context(fevent):
                 key = b"%d" % partition
-                stored = _stored_ts(self.clock_table.get(key))
-                # also rewritten when it lies ahead of the wall clock (healing earlier versions)
-                if stored is None or stored < ts or stored > wall + self._skew_ms:
+                if clock_stale(_stored_ts(self.clock_table.get(key)), ts, wall, self._skew_ms):
                     self.clock_table[key] = b"%d" % ts
-        tally = Tally()  # the users whose state was refused changed no stake
-        for user, moved in activity.items():
-            if user not in refused:
-                tally.add(moved)
-        for item_id, score in tally.items():
-            self.track(await self.send_raw(self.item_activity, item_id.encode(), score.pack()))
-        return True
+        for item, score in popularity(folded.activity, refused):
+            self.track(await self.send_raw(self.item_activity, item, score))
 
     async def _refuse_users(self, batch: list[Delivered], refused: dict[bytes, str]) -> None:
         """Dead-letter the batch's events of users whose new profile could not be stored (their
@@ -888,23 +856,65 @@ class PersonaStreams:
             if user in refused:
                 await self._dead_letter(fevent, refused[user])
 
-    def _fenced(self, user: bytes, msg: Any, fences: dict[bytes, tuple[int, int]]) -> bool:
-        """Whether the user was erased after this record was produced (the erasure fence: the
-        erase command travels on its own topic, so the user's older events may arrive after it
-        and must not re-create the profile). Asked for every event, with or without a profile:
-        an event produced after the erasure may reach the fold first (from another topic) and
-        start the new history; older ones arriving later must still stay out of it (~1 us: a
-        RocksDB miss)."""
-        fence = fences.get(user)
-        at = fence[0] if fence else _stored_ts(self.profile_db(msg.partition).get(fence_of(user)))
-        return at is not None and int((msg.timestamp or 0) * 1000) <= at
+    # -- the fold's reads (engine.fold.Reads) and the trigger runner's ports --------------------
+    def _reads(self) -> Reads:
+        return Reads(
+            user_key=user_key,
+            profile=self._stored_profile,
+            fence=self._fence,
+            product=self.product,
+            placed=self._placed,
+            aliased=self._aliased,
+        )
+
+    def _stored_profile(self, user: bytes, partition: int) -> Profile | None:
+        """A stored profile; ValueError when it cannot be read. Straight from the partition's
+        RocksDB: the table's own get costs two lookups and a context switch of the current
+        event, about a tenth of the worker's time at full speed (profiled)."""
+        raw = self.profile_db(partition).get(user)
+        if raw is None:
+            return None
+        try:
+            return Profile.unpack(raw)
+        except Exception as exc:
+            raise ValueError(f"the stored profile cannot be read: {type(exc).__name__}") from None
+
+    def _fence(self, user: bytes, partition: int) -> int | None:
+        """The user's stored erasure time (~1 us when there is none: a RocksDB miss)."""
+        return _stored_ts(self.profile_db(partition).get(fence_of(user)))
+
+    def _placed(self, key: bytes, partition: int) -> bool:
+        return self._correctly_keyed(key, partition, key)
+
+    def _aliased(self, user: bytes, partition: int) -> bool:
+        return self.identity.alias(user, partition) is not None
+
+    def _trigger_ports(self) -> TriggerPorts:
+        return TriggerPorts(
+            clock=self.clock,
+            settings=self.settings,
+            local_partitions=self._local_partitions,
+            local_rows=lambda partition: self.profile_db(partition).items(),
+            send=self._send_trigger,
+            send_command=self.send_command,
+            scorer=lambda: self.models_provider(),
+            webhooks=lambda: self.webhooks,
+            ready=lambda: self.ready()[0],
+            counts=self.stats.triggers,
+        )
+
+    def _local_partitions(self) -> list[int]:
+        assigned = cast(Any, self.app.assignor).assigned_actives()
+        return sorted({tp.partition for tp in assigned if tp.topic in INPUT_TOPICS})
+
+    async def _send_trigger(self, key: bytes, message: bytes) -> None:
+        self.track(await self.send_raw(self.triggers_topic, key, message))
 
     async def _command(
         self,
         fevent: Carrier,
-        touched: Touched,
+        fold: BatchFold[Carrier],
         item_changes: dict[int, list[dict[str, Any]]],
-        fences: dict[bytes, tuple[int, int]],
     ) -> None:
         msg = fevent.message
         signed = self.command_gate.admit(msg.key, msg.value, getattr(msg, "headers", None))
@@ -928,27 +938,32 @@ class PersonaStreams:
             return
         user = user_key(user_id)
         if kind in MERGE_COMMANDS:  # identity
-            await self.identity.command(command, fevent, touched)
+            await self.identity.command(command, fevent, fold.touched)
             return
         if kind == "item_changed":
             # collected: one pass over the partition's users per batch for all its changes
             item_changes.setdefault(fevent.message.partition, []).append(command)
         elif kind == "erase":
-            touched[user] = (None, fevent, True)
-            msg = fevent.message
-            fences[user] = (int((msg.timestamp or time.time()) * 1000), msg.partition)
-            self.triggers.forget(user_id)
-            await self._tombstones(user_id)
-            await self.identity.erase(user_id, fevent)
-            self.stats.erased += 1
-        elif kind == "check" and user not in touched:
+            await self._erase(user_id, fevent, fold)
+        elif kind == "check" and user not in fold.touched:
             try:
-                profile = self._load(user, fevent, touched)
+                profile = fold.load(user, fevent.message.partition)
             except ValueError as exc:
                 await self._dead_letter(fevent, str(exc))
                 return
             if profile is not None:
-                touched[user] = (profile, fevent, False)  # written only if a trigger fires
+                fold.touched[user] = (profile, fevent, False)  # written only if a trigger fires
+
+    async def _erase(self, user_id: str, fevent: Carrier, fold: BatchFold[Carrier]) -> None:
+        """An erase command: a tombstone for the profile and the user's fence (older events of
+        the user that arrive later stay out), its schedule, topic records and merged ids."""
+        user, msg = user_key(user_id), fevent.message
+        fold.touched[user] = (None, fevent, True)
+        fold.fences[user] = (int((msg.timestamp or time.time()) * 1000), msg.partition)
+        self.triggers.forget(user_id)
+        await self._tombstones(user_id)
+        await self.identity.erase(user_id, fevent)
+        self.stats.erased += 1
 
     async def _tombstones(self, user_id: str) -> None:
         """An erasure's tombstones (the user id as key, no value) on the topics that hold records
@@ -1025,19 +1040,18 @@ class PersonaStreams:
         self._popular = ranked
 
 
-def _pack(profile: Profile) -> bytes | str:
-    """The stored form of a profile, or the reason it cannot be stored."""
-    try:
-        value = profile.pack()
-    except Exception as exc:
-        return f"could not store the profile: {type(exc).__name__}: {exc}"
-    if len(value) > MAX_PROFILE_BYTES:
-        return f"could not store the profile: {len(value)} bytes (bound {MAX_PROFILE_BYTES})"
-    return value
-
-
 def _stored_ts(raw: bytes | None) -> int | None:
     try:
         return None if raw is None else int(raw)
     except ValueError:
         return None
+
+
+def _record(msg: Any) -> Record:
+    """A Kafka record as the pure fold takes it (`engine.fold.Record`)."""
+    stamp = int((msg.timestamp or 0) * 1000)
+    return Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, stamp)
+
+
+def _partition_of(carrier: Carrier) -> int:
+    return int(carrier.message.partition)

@@ -10,6 +10,9 @@ purposes (the e-mail triggers: personalization and email). A user without them h
 abandoned-cart check scheduled (a withdrawal cancels the pending one, and takes back their queued
 webhooks); a churn crossing while withdrawn is recorded but never sent, later or otherwise; a
 cart still abandoned when consent is given again is checked then (its delay has passed: at once).
+
+The runner sees the worker only through `TriggerPorts` (its clock, settings, local profiles,
+sends, scorer and webhooks), never the streams object: `streams.app` builds the ports.
 """
 
 from __future__ import annotations
@@ -17,16 +20,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
 from engine.catalog import Product
+from engine.clock import Clock
 from engine.consent import trigger_allowed, triggers_withdrawn
-from engine.events import INPUT_TOPICS, Event
+from engine.events import Event
 from engine.features import features
 from engine.profile import Profile
+from engine.settings import Settings
 from engine.triggers import (
     ABANDONED_CART,
     CHURN_RISK,
@@ -42,9 +48,7 @@ from engine.triggers import (
 from models.registry import ModelSet
 from streams.delivery import Carrier
 from streams.keys import is_profile_key, user_key
-
-if TYPE_CHECKING:
-    from streams.app import PersonaStreams
+from streams.webhooks import WebhookSender
 
 # Profiles scored per step of the sweep; the stream runs between steps, so a step is a short stall.
 SWEEP_CHUNK = 250
@@ -55,20 +59,37 @@ Touched = dict[bytes, tuple[Profile | None, Carrier, bool]]  # user -> (profile,
 SWEEP_EVERY_MS = 3_600_000  # event time between sweeps of all local users
 
 
+@dataclass(frozen=True)
+class TriggerPorts:
+    """What the trigger runner uses of the worker, and nothing more."""
+
+    clock: Clock  # event time
+    settings: Settings
+    local_partitions: Callable[[], list[int]]  # the input partitions this worker folds
+    local_rows: Callable[[int], Iterable[tuple[bytes, bytes]]]  # a profiles partition's rows
+    send: Callable[[bytes, bytes], Awaitable[None]]  # a trigger record: user id key, message
+    send_command: Callable[[bytes, bytes, int | None], Awaitable[Any]]  # signed, to a partition
+    scorer: Callable[[], ModelSet | None]  # the models in use (churn), if any
+    webhooks: Callable[[], WebhookSender | None]
+    ready: Callable[[], bool]  # the worker's state is recovered (the sweep waits for it)
+    counts: dict[str, int] = field(default_factory=dict)  # triggers emitted, by name
+
+
 class TriggerRunner:
-    def __init__(self, streams: PersonaStreams) -> None:
-        self.streams = streams
+    def __init__(self, ports: TriggerPorts) -> None:
+        self.ports = ports
         self._pending: dict[str, int] = {}  # user -> event time their cart counts as abandoned
-        self._consent_default: bool = streams.settings.consent_granted_by_default
-        self._cart_delay_ms = int(streams.settings.abandoned_cart_minutes * 60_000)
+        self._consent_default: bool = ports.settings.consent_granted_by_default
+        self._cart_delay_ms = int(ports.settings.abandoned_cart_minutes * 60_000)
         self._sweep_every_ms = SWEEP_EVERY_MS
         self._last_sweep = 0
 
     def forget(self, user_id: str) -> None:
         """Drop a user's schedule and queued webhooks (erasure)."""
         self._pending.pop(user_id, None)
-        if self.streams.webhooks is not None:
-            self.streams.webhooks.cancel(user_id)
+        hooks = self.ports.webhooks()
+        if hooks is not None:
+            hooks.cancel(user_id)
 
     def allowed(self, profile: Profile, trigger: str) -> bool:
         """Whether `trigger` may fire for this user (engine.consent)."""
@@ -76,7 +97,7 @@ class TriggerRunner:
 
     def _withdrawn(self, profile: Profile) -> None:
         """Take back the webhooks the user no longer consents to (cheap with none queued)."""
-        hooks = self.streams.webhooks
+        hooks = self.ports.webhooks()
         if hooks is not None and triggers_withdrawn(profile, self._consent_default):
             hooks.cancel(profile.user_id, lambda trigger: self.allowed(profile, trigger))
 
@@ -89,7 +110,7 @@ class TriggerRunner:
     def evaluate(self, touched: Touched) -> list[Trigger]:
         """Evaluate the triggers of every user of the batch (marking firings in their profiles)
         and keep the abandoned-cart schedule up to date."""
-        now = self.streams.clock.now_ms()
+        now = self.ports.clock.now_ms()
         live = [(user, entry) for user, entry in touched.items() if entry[0] is not None]
         scores = self.churn_scores([cast(Profile, entry[0]) for _, entry in live], now)
         fired: list[Trigger] = []
@@ -102,7 +123,7 @@ class TriggerRunner:
                     fired.append(trigger)
             if score is not None:
                 trigger, profile = churn_risk(
-                    profile, score, self.streams.settings.churn_threshold, now
+                    profile, score, self.ports.settings.churn_threshold, now
                 )
                 if trigger and self.allowed(profile, CHURN_RISK):
                     fired.append(trigger)
@@ -131,7 +152,7 @@ class TriggerRunner:
         return notices
 
     def churn_scores(self, profiles: list[Profile], now: int) -> list[float | None]:
-        models = self.streams.models_provider()
+        models = self.ports.scorer()
         if models is None or not profiles:
             return [None] * len(profiles)
         matrix = np.array([features(p, now) for p in profiles], dtype=np.float64)
@@ -139,16 +160,12 @@ class TriggerRunner:
 
     async def emit(self, trigger: Trigger) -> None:
         message = json.dumps(trigger.to_message()).encode()
-        self.streams.stats.triggers[trigger.trigger] = (
-            self.streams.stats.triggers.get(trigger.trigger, 0) + 1
-        )
-        self.streams.track(
-            await self.streams.send_raw(
-                self.streams.triggers_topic, trigger.user_id.encode(), message
-            )
-        )
-        if self.streams.webhooks is not None:
-            self.streams.webhooks.submit(message, trigger.user_id, trigger.trigger)
+        counts = self.ports.counts
+        counts[trigger.trigger] = counts.get(trigger.trigger, 0) + 1
+        await self.ports.send(trigger.user_id.encode(), message)
+        hooks = self.ports.webhooks()
+        if hooks is not None:
+            hooks.submit(message, trigger.user_id, trigger.trigger)
 
     async def check_due(self) -> None:
         try:
@@ -159,7 +176,7 @@ class TriggerRunner:
     async def _check_due_once(self) -> None:
         """Ask the owning partition to check users whose abandoned-cart delay has passed (the
         check runs in order with the user's events, so a purchase in between cancels it)."""
-        now = self.streams.clock.now_ms()
+        now = self.ports.clock.now_ms()
         due = [user for user, when in self._pending.items() if when <= now]
         for user in due:
             del self._pending[user]
@@ -167,14 +184,10 @@ class TriggerRunner:
 
     async def send_check(self, user: str) -> None:
         body = json.dumps({"command": "check", "user_id": user}).encode()
-        await self.streams.send_command(user.encode(), body)
-
-    def _active_partitions(self) -> list[int]:
-        assigned = cast(Any, self.streams.app.assignor).assigned_actives()
-        return sorted({tp.partition for tp in assigned if tp.topic in INPUT_TOPICS})
+        await self.ports.send_command(user.encode(), body, None)
 
     def _local_profiles(self, partition: int) -> Iterator[Profile]:
-        for key, raw in self.streams.profile_db(partition).items():
+        for key, raw in self.ports.local_rows(partition):
             if raw and is_profile_key(key):  # not Faust's offsets, not input positions
                 try:
                     yield Profile.unpack(raw)
@@ -190,12 +203,12 @@ class TriggerRunner:
     async def _sweep_once(self) -> None:
         """Periodically, over this worker's users: rebuild the abandoned-cart schedule (after a
         restart it is empty) and find users whose churn score crossed upward as time passed."""
-        now = self.streams.clock.now_ms()
-        if not self.streams.ready()[0] or now - self._last_sweep < self._sweep_every_ms:
+        now = self.ports.clock.now_ms()
+        if not self.ports.ready() or now - self._last_sweep < self._sweep_every_ms:
             return
         self._last_sweep = now
-        models = self.streams.models_provider()
-        for partition in self._active_partitions():
+        models = self.ports.scorer()
+        for partition in self.ports.local_partitions():
             chunk: list[Profile] = []
             for profile in self._local_profiles(partition):
                 due = self._cart_due(profile)
@@ -211,7 +224,7 @@ class TriggerRunner:
         if not chunk or models is None:
             return
         scores = self.churn_scores(chunk, now)
-        threshold = self.streams.settings.churn_threshold
+        threshold = self.ports.settings.churn_threshold
         for profile, score in zip(chunk, scores, strict=True):
             high = profile.fired.get(CHURN_RISK, 0) > 0
             if score is not None and (score >= threshold) != high:
@@ -233,7 +246,7 @@ class TriggerRunner:
             changes.setdefault(change[0].item_id, []).append(change)
         if not changes:
             return
-        now = self.streams.clock.now_ms()
+        now = self.ports.clock.now_ms()
         for n, profile in enumerate(self._local_profiles(partition), 1):
             hits = [item for item in profile.cart if item in changes] + [
                 item for item, _ in profile.recent if item in changes and item not in profile.cart
@@ -258,5 +271,5 @@ class TriggerRunner:
                 "old_price": old.price,
             }
         ).encode()
-        for partition in self.streams._partitions:
-            await self.streams.send_command(new.item_id.encode(), body, partition=partition)
+        for partition in range(self.ports.settings.partitions):
+            await self.ports.send_command(new.item_id.encode(), body, partition)

@@ -17,7 +17,7 @@ from engine.events import validate
 from engine.profile import Profile, apply
 from engine.triggers import Trigger
 from streams.broker import free_port
-from streams.triggers import TriggerRunner
+from streams.triggers import TriggerPorts, TriggerRunner
 from streams.webhooks import WebhookSender
 
 T0 = 1_300_000_000_000
@@ -30,15 +30,22 @@ def _event(user: str, n: int, kind: str, ts: int, **extra: Any) -> Any:
 
 def _runner(hooks: WebhookSender | None, default: bool = True) -> tuple[TriggerRunner, ManualClock]:
     clock = ManualClock(T0)
-    streams = SimpleNamespace(
-        settings=SimpleNamespace(
-            abandoned_cart_minutes=10, churn_threshold=0.5, consent_granted_by_default=default
-        ),
-        clock=clock,
-        models_provider=lambda: None,
-        webhooks=hooks,
+    settings = SimpleNamespace(
+        abandoned_cart_minutes=10, churn_threshold=0.5, consent_granted_by_default=default
     )
-    return TriggerRunner(cast(Any, streams)), clock
+    never: Any = None  # ports these tests do not reach
+    ports = TriggerPorts(
+        clock=clock,
+        settings=cast(Any, settings),
+        local_partitions=never,
+        local_rows=never,
+        send=never,
+        send_command=never,
+        scorer=lambda: None,
+        webhooks=lambda: hooks,
+        ready=never,
+    )
+    return TriggerRunner(ports), clock
 
 
 def _evaluate(runner: TriggerRunner, profiles: dict[str, Profile]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any, cast
@@ -11,8 +12,8 @@ from engine.catalog import Product
 from engine.clock import ManualClock
 from engine.events import validate
 from engine.profile import Profile, apply
-from engine.triggers import Trigger
-from streams.triggers import TriggerRunner
+from streams.keys import user_key
+from streams.triggers import TriggerPorts, TriggerRunner
 
 T0 = 1_300_000_000_000
 
@@ -50,23 +51,31 @@ def test_one_pass_for_all_changes_of_a_batch() -> None:
         _profile("viewer", [("product_view", "B"), ("product_view", "Z")]),
         _profile("other", [("product_view", "Q")]),
     ]
-    streams = SimpleNamespace(
-        settings=SimpleNamespace(abandoned_cart_minutes=30, consent_granted_by_default=True),
-        clock=ManualClock(T0 + 10),
-    )
-    runner = TriggerRunner(cast(Any, streams))
     scans: list[int] = []
-    emitted: list[Trigger] = []
+    sent: list[tuple[bytes, dict[str, Any]]] = []
 
-    def local_profiles(partition: int) -> Iterator[Profile]:
+    def local_rows(partition: int) -> Iterator[tuple[bytes, bytes]]:
         scans.append(partition)
-        yield from profiles
+        yield b"__faust\x00offset__", b"42"  # bookkeeping rows are not profiles
+        yield from ((user_key(p.user_id), p.pack()) for p in profiles)
 
-    async def emit(trigger: Trigger) -> None:
-        emitted.append(trigger)
+    async def send(key: bytes, message: bytes) -> None:
+        sent.append((key, json.loads(message)))
 
-    runner._local_profiles = local_profiles  # type: ignore[method-assign]
-    runner.emit = emit  # type: ignore[method-assign]
+    never: Any = None  # ports this test does not reach
+    settings = SimpleNamespace(abandoned_cart_minutes=30, consent_granted_by_default=True)
+    ports = TriggerPorts(
+        clock=ManualClock(T0 + 10),
+        settings=cast(Any, settings),
+        local_partitions=never,
+        local_rows=local_rows,
+        send=send,
+        send_command=never,
+        scorer=never,
+        webhooks=lambda: None,
+        ready=never,
+    )
+    runner = TriggerRunner(ports)
     commands = [
         _command("A", 8.0, 10.0, ["price_drop"]),
         _command("B", 5.0, 5.0, ["back_in_stock"]),
@@ -75,5 +84,9 @@ def test_one_pass_for_all_changes_of_a_batch() -> None:
     ]
     asyncio.run(runner.items_changed(3, commands))
     assert scans == [3]  # one pass for four changes
-    got = sorted((t.trigger, t.user_id, t.details["where"]) for t in emitted)
-    assert got == [("back_in_stock", "viewer", "recent_views"), ("price_drop", "carter", "cart")]
+    got = sorted((key, m["trigger"], m["user_id"], m["where"]) for key, m in sent)
+    assert got == [
+        (b"carter", "price_drop", "carter", "cart"),
+        (b"viewer", "back_in_stock", "viewer", "recent_views"),
+    ]
+    assert ports.counts == {"price_drop": 1, "back_in_stock": 1}
