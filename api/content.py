@@ -33,13 +33,14 @@ from engine.blocks import (
     UnknownBlock,
     assemble,
     block_models,
-    decide,
+    decide_ruled,
     decide_similar,
     for_unknown_user,
 )
 from engine.memo import SizedMemo
 from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile, history_newest
+from engine.rules import Rule
 from engine.state_view import StateView
 from models.registry import ModelSet
 from models.scoring import TOP_RECOMMENDATIONS, Scores, excluded_items, score_profile
@@ -96,12 +97,18 @@ class ContentService:
             self.models.stamp(),
             self.state.now_ms() // HOUR_MS,  # at HOUR_AT
             len(self.state.popular()),
+            self.models.rules.phase(self.state.now_ms()),  # a rule started or ended
         )
 
     def _stamp(
         self, profile: Profile | None, base: tuple[Any, ...] | None = None
     ) -> tuple[Any, ...]:
         return (profile.version if profile else -1, base or self._base_stamp())
+
+    def _rules(self, block: str) -> tuple[Rule, ...]:
+        """The merchandising rules live for `block` now (engine/rules.py; none: no cost)."""
+        rules = self.models.rules
+        return () if not rules.rules else tuple(rules.live(block, self.state.now_ms()))
 
     def scores(self, profile: Profile) -> Scores:
         stamp = self._stamp(profile)
@@ -196,6 +203,7 @@ class ContentService:
             popular=self.popular(),
             variant=variant,
             params=params,
+            rules=self._rules(block),
         )
         return assemble(inp, self.state.product, self.policy, self.renderer)
 
@@ -233,22 +241,24 @@ class ContentService:
             models=models,
             popular=self.popular(),
             variant=variant,
+            rules=self._rules(block),
         )
         if stale is not None and _only_the_hour_moved(stale[0], stamp):
-            items, fallback, reason = decide(inp, self.state.product, self.policy)
+            items, fallback, reason, fired = decide_ruled(inp, self.state.product, self.policy)
             old = stale[1]
             if (
                 old.items == tuple(p.item_id for p in items)
                 and old.fallback == fallback
                 and old.reason == reason
                 and old.models == block_models(inp, fallback)
+                and old.rules == fired
                 and not any(p.sale_price is not None for p in items)  # a sale may start or end
             ):
                 result = old
                 self.reused += 1
             else:
                 result = self.renderer.render(
-                    inp, items, fallback, reason, self.state.product, self.policy
+                    inp, items, fallback, reason, self.state.product, self.policy, fired
                 )
         else:
             result = assemble(inp, self.state.product, self.policy, self.renderer)
@@ -344,6 +354,7 @@ class ContentService:
             popular=self.popular(),
             variant=variant,
             params=params,
+            rules=self._rules(block),
         )
 
     def _recommend(self, profile: Profile, params: BlockParams, models: ModelSet) -> list[str]:
@@ -412,6 +423,7 @@ class ContentService:
             models={"recs": models.versions()["recs"]},
             popular=self.popular(),
             params=params,
+            rules=self._rules("similar_items"),
         )
         items, fallback, reason = decide_similar(inp, self.state.product, self.policy)
         return self.renderer.render(inp, items, fallback, reason, self.state.product, self.policy)

@@ -7,6 +7,7 @@ from typing import Any
 from engine.rules import ACTIONS, AVAILABILITY, MAX_ITEM_IDS, MAX_POSITION, MAX_RULES, RULE_BLOCKS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
+_AUTH = {"401": _PROBLEM, "403": _PROBLEM, "429": _PROBLEM}
 _DOCUMENT = {
     "type": "object",
     "required": ["rules"],
@@ -59,7 +60,10 @@ def rules_paths() -> dict[str, Any]:
     }
     return {
         "/v1/rules": {
-            "get": {"summary": "The merchandising rules", "responses": {"200": answer}},
+            "get": {
+                "summary": "The merchandising rules",
+                "responses": {"200": answer, "503": _PROBLEM, **_AUTH},
+            },
             "put": {
                 "summary": "Replace the merchandising rules (every process within seconds)",
                 "description": "Exclude, filter, boost/bury, pin, in that order; rules never bring "
@@ -74,6 +78,7 @@ def rules_paths() -> dict[str, Any]:
                     "412": _PROBLEM,
                     "413": _PROBLEM,
                     "503": _PROBLEM,
+                    **_AUTH,
                 },
             },
         }

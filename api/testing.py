@@ -7,6 +7,7 @@ is a `ManualClock` the caller controls. `MemoryRegistry` is the model registry's
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,9 @@ class MemoryRegistry:
         return rules
 
     async def set_rules(self, rules: Rules) -> bool:
+        """Fold the rules record; the models served stay as they are (only the rules change)."""
         self.registry.apply(*rules_record(rules))
-        self._serve()
+        self.content.models = dataclasses.replace(self.content.models, rules=self.registry.rules)
         return True
 
     async def report(self, name: str) -> dict[str, Any]:

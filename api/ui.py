@@ -110,6 +110,7 @@ async def get_explain(request: web.Request) -> web.Response:
             "reason": block.reason,
             "items": list(block.items),
             "models": block.models,
+            "rules": list(block.rules),  # the merchandising rules that changed it
         }
     body = explain(
         profile,

@@ -32,6 +32,7 @@ from engine.locales import Messages, MessagesError, currency_of, format_price, l
 from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile
 from engine.repeat import NO_REPEATS, RepeatPolicy
+from engine.rules import Rule, apply_rules
 from engine.sandbox import StrictEnvironment
 
 log = logging.getLogger("persona.blocks")
@@ -81,6 +82,8 @@ class BlockInput:
     # the request's parameters (engine.params): filters, exclusions, item count, locale; for
     # `similar_items`, `recommendations` holds the context item's neighbours
     params: BlockParams = NO_PARAMS
+    # the merchandising rules live for this block now (engine/rules.py `Rules.live`)
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class Block:
     models: dict[str, str]
     etag: str  # strong ETag: the quoted hex digest of content
     content_type: str
+    rules: tuple[str, ...] = ()  # ids of the merchandising rules that changed the items
     # What the serving side derives from the block once and keeps with it (api/block_headers.py:
     # its HTTP headers); never part of equality, never copied by `replace`.
     memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -250,7 +254,19 @@ def _favourite_categories(
 
 
 def decide(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> tuple[list[Product], bool, str]:
-    """What `inp`'s block shows: (items, fallback, reason). Pure.
+    """What `inp`'s block shows: (items, fallback, reason); `decide_ruled` says which rules
+    changed it too."""
+    items, fallback, reason, _fired = decide_ruled(inp, lookup, policy)
+    return items, fallback, reason
+
+
+Decision = tuple[list[Product], bool, str, tuple[str, ...]]
+
+
+def decide_ruled(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> Decision:
+    """(items, fallback, reason, the ids of the rules that changed the items). Pure.
+    Merchandising rules (`inp.rules`) re-rank every list but a cart's: recommendations, winback,
+    similar items and every fallback; they never change whether a block is the fallback.
 
     Fallback (best-sellers) for an unknown user, missing consent (`personalization`; and `ads` for
     json blocks), or nothing personal to show. `cart_reminder` keeps out-of-stock cart items in
@@ -259,17 +275,22 @@ def decide(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> tuple[list[P
     """
     _check(inp)
     profile = inp.profile
+    limit, keep = item_count(inp, policy), keeper(inp)
+    wide = limit * RULES_WIDTH if inp.rules else limit  # room for exclusions and filters
 
-    def fallback(reason: str) -> tuple[list[Product], bool, str]:
-        return fallback_items(inp.popular, lookup, policy, inp), True, reason
+    def fallback(reason: str) -> Decision:
+        items = fallback_items(inp.popular, lookup, replace(policy, items=wide), inp)
+        ruled, fired = _ruled(items, inp, lookup, limit, keep, frozenset())
+        return ruled, True, reason, fired
 
     if profile is None:
         return fallback("unknown_user")
     if not block_allowed(profile, inp.fmt, policy.consent_default):
         return fallback("no_consent")
-    limit, keep = item_count(inp, policy), keeper(inp)
+    fired: tuple[str, ...] = ()
     if inp.block in ("recommendations", "similar_items"):
-        items = _pick(inp.recommendations, lookup, limit, keep=keep)
+        items = _pick(inp.recommendations, lookup, wide, keep=keep)
+        items, fired = _ruled(items, inp, lookup, limit, keep, _held(profile))
     elif inp.block == "cart_reminder":
         if not profile.cart:
             return fallback("empty_cart")
@@ -279,12 +300,49 @@ def decide(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> tuple[list[P
     else:  # winback
         if inp.churn is None or inp.churn < policy.churn_threshold:
             return fallback("low_churn_risk")
-        items = _pick(inp.recommendations, lookup, limit, keep=keep)
+        items = _pick(inp.recommendations, lookup, wide, keep=keep)
         if not items:
-            items = _favourite_categories(profile, inp.popular, lookup, limit, keep)
+            items = _favourite_categories(profile, inp.popular, lookup, wide, keep)
+        items, fired = _ruled(items, inp, lookup, limit, keep, _held(profile))
     if not items:
         return fallback("nothing_similar" if inp.block in CONTEXT_BLOCKS else "nothing_personal")
-    return items, False, ""
+    return items, False, "", fired
+
+
+RULES_WIDTH = 3  # candidates picked per shown item when rules may exclude or filter some
+
+
+def _held(profile: Profile) -> frozenset[str]:
+    """Items a pin must not bring into the user's block: what they bought, carted or looked at
+    (as the recommendations leave out)."""
+    bought = {item for item, _ts in profile.purchased} | {item for item, _ts in profile.recent}
+    return frozenset(bought | set(profile.cart) | profile.history.keys())
+
+
+def _ruled(
+    items: list[Product],
+    inp: BlockInput,
+    lookup: Lookup,
+    limit: int,
+    keep: Keep | None,
+    held: frozenset[str],
+) -> tuple[list[Product], tuple[str, ...]]:
+    """`items` as the block's rules re-rank them (engine/rules.py), at most `limit`; an item a
+    pin brings in passes what `_pick` checks, the request's filters, and is not `held`."""
+    if not inp.rules:
+        return items[:limit], ()
+
+    def may_show(item_id: str) -> bool:
+        product = lookup(item_id)
+        if product is None or item_id in held or not _showable(product):
+            return False
+        return product.purchasable and (keep is None or keep(product))
+
+    by_id = {p.item_id: p for p in items}
+    ids = [p.item_id for p in items]
+    applied = apply_rules(ids, lookup, list(inp.rules), limit, may_show)
+    chosen = [by_id.get(i) or lookup(i) for i in applied.items]
+    return [p for p in chosen if p is not None], tuple(applied.fired)
 
 
 def decide_similar(
@@ -294,10 +352,15 @@ def decide_similar(
     neighbours (`inp.recommendations`) that pass the filters, never the item itself; the
     best-sellers (reason `nothing_similar`) when none does. Pure."""
     _check(inp)
-    items = _pick(inp.recommendations, lookup, item_count(inp, policy), keep=keeper(inp))
+    limit, keep = item_count(inp, policy), keeper(inp)
+    wide = limit * RULES_WIDTH if inp.rules else limit
+    items, _fired = _ruled(
+        _pick(inp.recommendations, lookup, wide, keep=keep), inp, lookup, limit, keep, frozenset()
+    )
     if items:
         return items, False, ""
-    return fallback_items(inp.popular, lookup, policy, inp), True, "nothing_similar"
+    fallback = fallback_items(inp.popular, lookup, replace(policy, items=wide), inp)
+    return _ruled(fallback, inp, lookup, limit, keep, frozenset())[0], True, "nothing_similar"
 
 
 def _check(inp: BlockInput) -> None:
@@ -399,14 +462,21 @@ class Renderer:
             ],
         }
 
-    def _render(self, inp: BlockInput, items: list[Product], fallback: bool, reason: str) -> Block:
+    def _render(
+        self,
+        inp: BlockInput,
+        items: list[Product],
+        fallback: bool,
+        reason: str,
+        fired: tuple[str, ...] = (),
+    ) -> Block:
         context = self._context(inp, items, fallback, reason)
         content = self.env.get_template(template_path(inp.block, inp.fmt)).render(context)
         if inp.fmt == "json":
             json.loads(content)  # a template that emits invalid JSON is a template error
         else:
             content = squeeze_html(content)
-        return self._block(inp, content, fallback, reason, tuple(p.item_id for p in items))
+        return self._block(inp, content, fallback, reason, tuple(p.item_id for p in items), fired)
 
     def _block(
         self,
@@ -415,6 +485,7 @@ class Renderer:
         fallback: bool,
         reason: str,
         items: tuple[str, ...],
+        fired: tuple[str, ...] = (),
     ) -> Block:
         return Block(
             block=inp.block,
@@ -428,6 +499,7 @@ class Renderer:
             models=block_models(inp, fallback),
             etag=etag_of(content),
             content_type=CONTENT_TYPES.get(inp.fmt, "text/plain; charset=utf-8"),
+            rules=fired,
         )
 
     def render(
@@ -438,12 +510,14 @@ class Renderer:
         reason: str,
         lookup: Lookup,
         policy: BlockPolicy | None = None,
+        fired: tuple[str, ...] = (),
     ) -> Block:
-        """Render a decision. A failing personalized render falls back to the best-sellers (reason
-        `template_error`); a failing fallback render to a hard-coded empty block."""
+        """Render a decision (`fired`: the rules that changed it). A failing personalized render
+        falls back to the best-sellers (reason `template_error`); a failing fallback render to a
+        hard-coded empty block."""
         if not fallback:
             try:
-                return self._render(inp, items, False, "")
+                return self._render(inp, items, False, "", fired)
             except Exception:
                 self.errors += 1
                 log.warning(
@@ -455,7 +529,9 @@ class Renderer:
             items = fallback_items(inp.popular, lookup, policy or BlockPolicy(), inp)
             fallback, reason = True, "template_error"
         try:
-            return self._render(inp, items, True, reason)
+            return self._render(
+                inp, items, True, reason, fired if reason != "template_error" else ()
+            )
         except Exception:
             self.errors += 1
             log.error(
@@ -503,8 +579,8 @@ def block_models(inp: BlockInput, fallback: bool) -> dict[str, str]:
 
 def assemble(inp: BlockInput, lookup: Lookup, policy: BlockPolicy, renderer: Renderer) -> Block:
     """decide + render."""
-    items, fallback, reason = decide(inp, lookup, policy)
-    return renderer.render(inp, items, fallback, reason, lookup, policy)
+    items, fallback, reason, fired = decide_ruled(inp, lookup, policy)
+    return renderer.render(inp, items, fallback, reason, lookup, policy, fired)
 
 
 # -- unknown users ---------------------------------------------------------------------------------

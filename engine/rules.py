@@ -18,9 +18,11 @@ it matches; ties keep the recommender's order), then `pin` (by position, first r
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from engine.catalog import Product
@@ -88,6 +90,16 @@ class Rules:
 
     def live(self, block: str, now_ms: int) -> list[Rule]:
         return [rule for rule in self.rules if rule.live(block, now_ms)]
+
+    def phase(self, now_ms: int) -> int:
+        """How many rule start and end times have passed at `now_ms`: a cached block made in
+        another phase may show what a rule no longer (or not yet) allows (api/content.py)."""
+        return bisect.bisect_right(self._bounds, now_ms)
+
+    @cached_property
+    def _bounds(self) -> list[int]:
+        times = [t for rule in self.rules for t in (rule.starts, rule.ends) if t is not None]
+        return sorted(times)
 
 
 NO_RULES = Rules("0")

@@ -99,7 +99,8 @@ function whyView(why) {
         ? "because of " + r.because.map((b) => `${b.title || b.item_id} (similarity ${b.similarity.toFixed(2)})`).join(", ")
         : "from the best-sellers (no neighbour of a recent item)"))));
   const blocks = kvTable(Object.entries(why.blocks).map(([name, b]) =>
-    [name, `variant ${b.variant}, ${b.fallback ? "fallback (" + b.reason + ")" : "personalized"}`]));
+    [name, `variant ${b.variant}, ${b.fallback ? "fallback (" + b.reason + ")" : "personalized"}` +
+      (b.rules && b.rules.length ? `; changed by rules ${b.rules.join(", ")}` : "")]));
   return el("div", {},
     churnView(why.churn),
     el("h3", {}, "Recent items (newest first)"), recent,
