@@ -27,6 +27,7 @@ from jinja2.utils import htmlsafe_json_dumps
 
 import templates
 from engine.catalog import Product
+from engine.clicks import Links
 from engine.consent import block_allowed
 from engine.locales import Messages, MessagesError, currency_of, format_price, local_price
 from engine.params import NO_PARAMS, BlockParams
@@ -401,6 +402,8 @@ class Renderer:
         directory = Path(template_dir) if template_dir is not None else DEFAULT_TEMPLATE_DIR
         # the event-time clock (epoch ms) that decides which sale prices apply; None: list prices
         self.clock: Callable[[], int] | None = None
+        # item links through the click redirect (engine/clicks.py; PERSONA_CLICK_URL), or None
+        self.links: Links | None = None
         self.template_dir = directory
         self.errors = 0
         # a directory of the six files from before `similar_items` takes the packaged one
@@ -445,6 +448,7 @@ class Renderer:
         now = self.clock() if self.clock is not None else None
         locale = block_locale(inp, reason)
         currency = currency_of(locale)
+        link = self._link(inp, reason)
         return {
             "block": inp.block,
             "fmt": inp.fmt,
@@ -458,9 +462,20 @@ class Renderer:
             "items": [
                 item_view(p, now, locale, currency)
                 | {"quantity": int(cart.get(p.item_id, 0)) if with_quantity else None}
+                | ({"url": link(p.item_id), "product_url": p.url} if link else {})
                 for p in items
             ],
         }
+
+    def _link(self, inp: BlockInput, reason: str) -> Callable[[str], str] | None:
+        """Item links through the click redirect: e-mail (html) blocks of a known user who did
+        not refuse personalization (a click is recorded for them); None: the product's URL."""
+        links = self.links
+        if links is None or inp.fmt != "html" or reason == "no_consent":
+            return None
+        if not inp.user_id or inp.user_id == UNKNOWN_USER:  # one block shared by every stranger
+            return None
+        return lambda item_id: links(inp.user_id, inp.block, inp.variant, item_id)
 
     def _render(
         self,

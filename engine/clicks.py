@@ -19,6 +19,7 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,3 +116,18 @@ def _unb64(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise InvalidToken("not a click token") from None
+
+
+Links = Callable[[str, str, str, str], str]  # (user, block, variant, item) -> the link's URL
+
+
+def link_maker(key: bytes, base_url: str, wall_ms: Callable[[], int]) -> Links:
+    """Links through `<base_url>/c/<token>` (PERSONA_CLICK_URL), each token made at the wall
+    clock's minute (its age counts from there: `is_fresh`)."""
+    base = base_url.rstrip("/")
+
+    def link(user_id: str, block: str, variant: str, item_id: str) -> str:
+        click = Click(user_id, block, variant, item_id, wall_ms() // MINUTE_MS)
+        return f"{base}/c/{make_token(key, click)}"
+
+    return link

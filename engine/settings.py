@@ -280,6 +280,14 @@ class Settings:
         secret=True,
     )
     feed_title: str = setting("Persona product feed", t.text, "the ad feeds' channel title")
+    click_url: str | None = optional(
+        t.http_url(
+            "must be the public http(s) URL of Persona's API, such as https://persona.shop.example"
+        ),
+        "links in e-mail blocks go through `<this URL>/c/<signed token>`, which records a `click` "
+        "and redirects to the product (unset: blocks link to products directly)",
+        example="https://persona.shop.example.com",
+    )
     feed_link: str | None = optional(
         t.http_url_as_given("must be the shop's http(s) URL, such as https://shop.example.com/"),
         "the shop's home page, the ad feeds' channel link",

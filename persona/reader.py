@@ -20,6 +20,7 @@ import os
 import signal
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -34,6 +35,7 @@ from api.models_routes import ADMIN
 from api.observability import follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
+from engine.clicks import Links, click_key, link_maker
 from engine.files import private_dir
 from engine.repeat import parse_repeat
 from engine.settings import Settings, parse_origins, require_cluster_secret
@@ -73,6 +75,15 @@ def serving_options(settings: Settings) -> ServingOptions:
     )
 
 
+def click_links(settings: Settings) -> Links | None:
+    """Item links through the click redirect when PERSONA_CLICK_URL is set (and the cluster
+    secret, which signs them, is known); None: blocks link to products directly."""
+    if settings.click_url is None or settings.cluster_secret is None:
+        return None
+    key = click_key(settings.cluster_secret)
+    return link_maker(key, settings.click_url, lambda: int(time.time() * 1000))
+
+
 def build_content(settings: Settings, state: SecondaryState) -> ContentService:
     policy = BlockPolicy(
         items=settings.block_items,
@@ -81,6 +92,7 @@ def build_content(settings: Settings, state: SecondaryState) -> ContentService:
         repeat=parse_repeat(settings.repeat_items or ""),
     )
     renderer = Renderer(template_dir=settings.template_dir)
+    renderer.links = click_links(settings)  # PERSONA_CLICK_URL (engine/clicks.py)
     return ContentService(state, ModelSet.default(), renderer, policy)
 
 

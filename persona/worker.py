@@ -29,7 +29,7 @@ from engine.settings import Settings, require_cluster_secret
 from models.registry import ModelSet
 from persona.catalog_sync import catalog_services
 from persona.models_wiring import attach_registry
-from persona.reader import serving_options, ssl_context
+from persona.reader import click_links, serving_options, ssl_context
 from persona.retrain import retrain_services
 from persona.runtime import place, tune_gc
 from persona.state_dir import prepare as prepare_state_dir
@@ -180,6 +180,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
         repeat=parse_repeat(settings.repeat_items or ""),
     )
     renderer = Renderer(template_dir=settings.template_dir)
+    renderer.links = click_links(settings)  # PERSONA_CLICK_URL (engine/clicks.py)
     content = ContentService(state, models, renderer, policy)
     app = create_app(content, keys, serving_options(settings))
     app[RECORDS] = HeldRecords(broker_url)  # the export's records on the output topics
