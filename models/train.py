@@ -13,7 +13,6 @@ from typing import Any
 from engine.profile import is_reversal
 from engine.sources import UCI_NON_PRODUCT_CODES, ReadStats, read_events
 from models.churn import train_churn
-from models.ease_table import lambda_metrics
 from models.recs import train_recs
 from models.registry import CHURN_FILE
 
@@ -38,7 +37,6 @@ def train_all(
     _log(f"churn {churn.version}: {churn.metrics}")
     # UCI's fee/postage codes are not products; elsewhere the set matches nothing.
     recs = train_recs(events, k=k, ignore=UCI_NON_PRODUCT_CODES)
-    recs.metrics.update(lambda_metrics(events, k, UCI_NON_PRODUCT_CODES))
     _log(f"recs {recs.version}: {recs.metrics}")
     out.mkdir(parents=True, exist_ok=True)
     churn.save(out / CHURN_FILE)

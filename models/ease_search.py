@@ -1,0 +1,92 @@
+"""The EASE lambda searched for on the training data itself (issue 17 item 2), as gorse's model
+search does: `choose_lambda` holds out each training user's last AUTO_HOLDOUT distinct items of
+the training data (the evaluation's leave-last-N, one level down), trains the neighbour table of
+each lambda of LAMBDAS on the rest (one Gram matrix for the whole grid), scores each as the engine
+serves it (HR@10 on AUTO_USERS seeded users) and picks the best.
+
+Measured on the validation splits (docs/evaluation-validation.md, its `ease auto` row): it is
+never below the best peer on any of them, where no fixed lambda is. Not yet what
+`models.recs.fit_recommender` trains with: that needs recs.py to ask for it (this module
+imports recs, so ease_table, which recs imports, cannot).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import Event
+from models.ease_table import TABLE_LAMBDA, Table, assemble, ease_rows, sorted_interactions
+from models.evaluate import held_history, leave_last_n, sample
+from models.peers import AT, EASE_MAX_ITEMS, Case, ease_gram, ease_solve
+from models.recs import Recommender, fit_recommender
+
+LAMBDAS = (100.0, 300.0, 500.0, 1000.0)  # the grid searched; ties go to the first
+AUTO_HOLDOUT = 5  # each user's last distinct items held out, as the evaluation holds them out
+AUTO_USERS = 1000  # held-out users scored per lambda (the same seeded sample for each)
+AUTO_MIN_USERS = 50  # with fewer, no choice: TABLE_LAMBDA
+
+
+# -- the data-adaptive lambda (issue 17 item 2) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The lambda picked on the internal split and what each candidate scored there."""
+
+    lam: float
+    hr: dict[float, float] = field(default_factory=dict)  # lambda -> HR@10 on the split
+    users: int = 0
+    seconds: float = 0.0
+
+    def metrics(self) -> dict[str, Any]:
+        """The choice as the model's metrics record it."""
+        return {
+            "ease_lambda": self.lam,
+            "ease_lambda_search": {
+                f"hr@{AT}": {f"{lam:g}": round(hr, 4) for lam, hr in self.hr.items()},
+                "users": self.users,
+                "seconds": round(self.seconds, 1),
+                "split": f"each training user's last {AUTO_HOLDOUT} distinct items held out",
+            },
+        }
+
+
+def choose_lambda(
+    events: Sequence[Event],
+    k: int,
+    ignore: Container[str] = (),
+    max_items: int = EASE_MAX_ITEMS,
+    grid: Sequence[float] = LAMBDAS,
+) -> Choice:
+    """The lambda of `grid` whose table, served as the engine serves it, has the best HR@10 when
+    each user's last AUTO_HOLDOUT distinct items of `events` are held out (ties: the first);
+    the Gram matrix is built once for the whole grid. TABLE_LAMBDA when fewer than
+    AUTO_MIN_USERS users can be held out."""
+    began = time.monotonic()
+    train, cases = leave_last_n(events, AUTO_HOLDOUT, ignore)
+    cases = sample(cases, AUTO_USERS)
+    if len(cases) < AUTO_MIN_USERS:
+        return Choice(TABLE_LAMBDA, users=len(cases), seconds=time.monotonic() - began)
+    cosine = fit_recommender(train, k, ignore, table="cosine")
+    fallback = (cosine.items, cosine.indptr, cosine.neighbours, cosine.weights)
+    kept, gram = ease_gram(sorted_interactions(train, ignore), max_items)
+    hr = {}
+    for lam in grid:
+        table = assemble(ease_rows(kept, ease_solve(gram, lam), k), fallback)
+        hr[lam] = hit_rate(table, cosine.popular, k, cases)
+    best = max(grid, key=lambda lam: hr[lam])
+    return Choice(best, hr, len(cases), time.monotonic() - began)
+
+
+def hit_rate(table: Table, popular: list[str], k: int, cases: Sequence[Case]) -> float:
+    """HR@10 of the neighbour table served with the default settings, from each case's
+    history as a profile holds it, every item of the history excluded."""
+    model = Recommender("auto", "", *table, popular=popular, k=k)
+    hits = sum(
+        bool(set(model.recommend(held_history(c), {i for i, _ in c.history}, AT)) & c.targets)
+        for c in cases
+    )
+    return hits / len(cases)
