@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
@@ -404,6 +405,9 @@ class Renderer:
         self.clock: Callable[[], int] | None = None
         # item links through the click redirect (engine/clicks.py; PERSONA_CLICK_URL), or None
         self.links: Links | None = None
+        # the blocks' buttons: the shop (PERSONA_FEED_LINK) and the cart (PERSONA_CART_URL)
+        self.shop_url: str | None = None
+        self.cart_url: str | None = None
         self.template_dir = directory
         self.errors = 0
         # a directory of the six files from before `similar_items` takes the packaged one
@@ -449,6 +453,14 @@ class Renderer:
         locale = block_locale(inp, reason)
         currency = currency_of(locale)
         link = self._link(inp, reason)
+        views = [
+            item_view(p, now, locale, currency)
+            | {"quantity": int(cart.get(p.item_id, 0)) if with_quantity else None}
+            | ({"url": link(p.item_id), "product_url": p.url} if link else {})
+            for p in items
+        ]
+        if with_quantity:
+            add_line_totals(views, locale)
         return {
             "block": inp.block,
             "fmt": inp.fmt,
@@ -459,13 +471,19 @@ class Renderer:
             "reason": reason,
             "locale": locale,
             "messages": dict(self.messages.for_locale(locale)),
-            "items": [
-                item_view(p, now, locale, currency)
-                | {"quantity": int(cart.get(p.item_id, 0)) if with_quantity else None}
-                | ({"url": link(p.item_id), "product_url": p.url} if link else {})
-                for p in items
-            ],
+            "items": views,
+            "subtotal_text": subtotal_text(views, locale) if with_quantity else "",
+            "cta_url": self._cta_url(inp, items, with_quantity),
         }
+
+    def _cta_url(self, inp: BlockInput, items: list[Product], to_cart: bool) -> str:
+        """Where a block's button leads: the cart (PERSONA_CART_URL, `{user_id}` filled in) for
+        a user's cart reminder, else the shop (PERSONA_FEED_LINK, else the first item's site)."""
+        if to_cart and self.cart_url and inp.user_id and inp.user_id != UNKNOWN_USER:
+            return self.cart_url.replace("{user_id}", urllib.parse.quote(inp.user_id, safe=""))
+        if self.shop_url:
+            return self.shop_url
+        return site_of(items[0].url) if items else ""
 
     def _link(self, inp: BlockInput, reason: str) -> Callable[[str], str] | None:
         """Item links through the click redirect: e-mail (html) blocks of a known user who did
@@ -585,6 +603,30 @@ def item_view(p: Product, now: int | None, locale: str, currency: str | None) ->
         "category": p.category,
         "brand": p.brand,
     }
+
+
+def add_line_totals(views: list[dict[str, Any]], locale: str) -> None:
+    """A cart line's total (`line_total`, `line_total_text`): its price times its quantity."""
+    for view in views:
+        total = round(view["price"] * (view["quantity"] or 0), 2)
+        view["line_total"] = total
+        view["line_total_text"] = format_price(total, view["currency"], locale)
+
+
+def subtotal_text(views: list[dict[str, Any]], locale: str) -> str:
+    """The cart's subtotal over the lines that can be bought, when they share one currency
+    (amounts in different currencies are never added); "" otherwise."""
+    lines = [v for v in views if v["purchasable"]]
+    currencies = {v["currency"] for v in lines}
+    if len(currencies) != 1:
+        return ""
+    return format_price(round(sum(v["line_total"] for v in lines), 2), currencies.pop(), locale)
+
+
+def site_of(url: str) -> str:
+    """`https://shop.example.com/` of a product URL."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/" if parts.scheme and parts.netloc else ""
 
 
 def block_models(inp: BlockInput, fallback: bool) -> dict[str, str]:

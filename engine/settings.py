@@ -288,6 +288,12 @@ class Settings:
         "and redirects to the product (unset: blocks link to products directly)",
         example="https://persona.shop.example.com",
     )
+    cart_url: str | None = optional(
+        t.http_url_as_given("must be an http(s) URL, such as https://shop.example.com/cart"),
+        "where the cart reminder's button leads (`{user_id}` is replaced by the user's id, "
+        "URL-encoded); unset: the shop (PERSONA_FEED_LINK, else the products' site)",
+        example="https://shop.example.com/cart?restore={user_id}",
+    )
     feed_link: str | None = optional(
         t.http_url_as_given("must be the shop's http(s) URL, such as https://shop.example.com/"),
         "the shop's home page, the ad feeds' channel link",

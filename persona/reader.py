@@ -93,6 +93,7 @@ def build_content(settings: Settings, state: SecondaryState) -> ContentService:
     )
     renderer = Renderer(template_dir=settings.template_dir)
     renderer.links = click_links(settings)  # PERSONA_CLICK_URL (engine/clicks.py)
+    renderer.shop_url, renderer.cart_url = settings.feed_link, settings.cart_url  # buttons
     return ContentService(state, ModelSet.default(), renderer, policy)
 
 
