@@ -21,6 +21,7 @@ from api.observability import TELEMETRY
 from api.shared import CONTENT, problem
 from engine.clicks import InvalidToken, click_event, click_key, is_fresh, read_token
 from engine.events import validate
+from engine.utm import with_utm
 
 CLICK_PATH = "/c/{token}"
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -30,6 +31,7 @@ NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 class Clicks:
     key: bytes | None = field(repr=False)  # None: no cluster secret, no click links
     shop_url: str | None  # where a click on an item gone from the catalog lands
+    utm: str = ""  # PERSONA_UTM on the target (engine/utm.py)
     counts: dict[str, int] = field(default_factory=dict)
 
     def count(self, what: str) -> None:
@@ -52,6 +54,8 @@ async def get_click(request: web.Request) -> web.StreamResponse:
         return request.app[THROTTLE].refusal(request.remote, unknown)
     product = request.app[CONTENT].state.product(click.item_id)
     target = product.url if product is not None else clicks.shop_url
+    if product is not None:
+        target = with_utm(product.url, clicks.utm, click.block, click.variant)
     if target is None:
         clicks.count("gone")
         return problem(404, "Item not found", "the item is no longer in the catalog")
@@ -75,6 +79,6 @@ def metrics_lines(clicks: Clicks) -> list[str]:
 
 def register(app: web.Application, options: ServingOptions) -> None:
     key = click_key(options.cluster_secret) if options.cluster_secret else None
-    app[CLICKS] = Clicks(key, options.feed_link)
+    app[CLICKS] = Clicks(key, options.feed_link, options.utm)
     app.router.add_get(CLICK_PATH, get_click)
     app[TELEMETRY].text_sources.append(lambda: metrics_lines(app[CLICKS]))

@@ -74,6 +74,7 @@ class ServingOptions:
     collect_origins: tuple[str, ...] = ()
     collect_per_minute: float = 600.0
     identify_secret: str | None = field(default=None, repr=False)  # PERSONA_IDENTIFY_SECRET
+    utm: str = ""  # PERSONA_UTM: campaign parameters on the click redirect's target
 
     @classmethod
     def from_settings(cls, rate_limits: str | None, request_timeout: float) -> ServingOptions:

@@ -36,6 +36,7 @@ from engine.profile import Profile
 from engine.repeat import NO_REPEATS, RepeatPolicy
 from engine.rules import Rule, apply_rules
 from engine.sandbox import StrictEnvironment
+from engine.utm import with_utm
 
 log = logging.getLogger("persona.blocks")
 
@@ -408,6 +409,7 @@ class Renderer:
         # the blocks' buttons: the shop (PERSONA_FEED_LINK) and the cart (PERSONA_CART_URL)
         self.shop_url: str | None = None
         self.cart_url: str | None = None
+        self.utm = ""  # PERSONA_UTM on e-mail blocks' product links (engine/utm.py)
         self.template_dir = directory
         self.errors = 0
         # a directory of the six files from before `similar_items` takes the packaged one
@@ -456,7 +458,7 @@ class Renderer:
         views = [
             item_view(p, now, locale, currency)
             | {"quantity": int(cart.get(p.item_id, 0)) if with_quantity else None}
-            | ({"url": link(p.item_id), "product_url": p.url} if link else {})
+            | self._urls(inp, p, link)
             for p in items
         ]
         if with_quantity:
@@ -475,6 +477,18 @@ class Renderer:
             "subtotal_text": subtotal_text(views, locale) if with_quantity else "",
             "cta_url": self._cta_url(inp, items, with_quantity),
         }
+
+    def _urls(
+        self, inp: BlockInput, p: Product, link: Callable[[str], str] | None
+    ) -> dict[str, str]:
+        """An e-mail item's links: campaign parameters on the product's URL, and the click
+        redirect as `url` when links go through it (`product_url` keeps the product's)."""
+        if inp.fmt != "html" or not (self.utm or link):
+            return {}
+        product = with_utm(p.url, self.utm, inp.block, inp.variant)
+        if link is None:
+            return {"url": product}
+        return {"url": link(p.item_id), "product_url": product}
 
     def _cta_url(self, inp: BlockInput, items: list[Product], to_cart: bool) -> str:
         """Where a block's button leads: the cart (PERSONA_CART_URL, `{user_id}` filled in) for

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from engine.repeat import parse_repeat
+from engine.utm import parse_utm
 
 Parse = Callable[[Any], Any]
 
@@ -143,6 +144,10 @@ def url_list(value: Any) -> str:
     if not all(u.startswith(("http://", "https://")) for u in urls):
         raise ValueError("must be comma-separated http(s) URLs")
     return ",".join(urls)
+
+
+def utm(value: Any) -> str:
+    return parse_utm(str(value))  # engine/utm.py: key=value&... with {block} and {variant}
 
 
 def repeat_items(value: Any) -> str:

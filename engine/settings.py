@@ -288,6 +288,13 @@ class Settings:
         "and redirects to the product (unset: blocks link to products directly)",
         example="https://persona.shop.example.com",
     )
+    utm: str | None = optional(
+        t.utm,
+        "campaign parameters added to the product links of e-mail blocks and to the click "
+        "redirect's target (`{block}` and `{variant}` are filled in; a parameter the product URL "
+        "sets already is kept)",
+        example="utm_source=persona&utm_medium=email&utm_campaign={block}",
+    )
     cart_url: str | None = optional(
         t.http_url_as_given("must be an http(s) URL, such as https://shop.example.com/cart"),
         "where the cart reminder's button leads (`{user_id}` is replaced by the user's id, "

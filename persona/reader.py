@@ -72,6 +72,7 @@ def serving_options(settings: Settings) -> ServingOptions:
         collect_origins=parse_origins(settings.collect_origins or ""),
         collect_per_minute=settings.collect_per_minute,
         identify_secret=settings.identify_secret,
+        utm=settings.utm or "",
     )
 
 
@@ -94,6 +95,7 @@ def build_content(settings: Settings, state: SecondaryState) -> ContentService:
     renderer = Renderer(template_dir=settings.template_dir)
     renderer.links = click_links(settings)  # PERSONA_CLICK_URL (engine/clicks.py)
     renderer.shop_url, renderer.cart_url = settings.feed_link, settings.cart_url  # buttons
+    renderer.utm = settings.utm or ""  # PERSONA_UTM (engine/utm.py)
     return ContentService(state, ModelSet.default(), renderer, policy)
 
 

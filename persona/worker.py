@@ -182,6 +182,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     renderer = Renderer(template_dir=settings.template_dir)
     renderer.links = click_links(settings)  # PERSONA_CLICK_URL (engine/clicks.py)
     renderer.shop_url, renderer.cart_url = settings.feed_link, settings.cart_url  # buttons
+    renderer.utm = settings.utm or ""  # PERSONA_UTM (engine/utm.py)
     content = ContentService(state, models, renderer, policy)
     app = create_app(content, keys, serving_options(settings))
     app[RECORDS] = HeldRecords(broker_url)  # the export's records on the output topics

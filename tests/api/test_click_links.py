@@ -42,7 +42,7 @@ async def shop() -> AsyncIterator[tuple[TestClient, MemoryState]]:
     renderer = Renderer()
     renderer.links = link_maker(click_key(SECRET), BASE + "/", lambda: int(time.time() * 1000))
     content = ContentService(state, ModelSet.default(), renderer, BlockPolicy())
-    options = ServingOptions(cluster_secret=SECRET)
+    options = ServingOptions(cluster_secret=SECRET, utm="utm_medium=email&utm_campaign={block}")
     app = create_app(content, KeyRing.from_settings(f"read:{READ}:content:read", None), options)
     for user in ("u-1", "no-consent"):
         view = {"event_id": f"v-{user}", "type": "page_view", "user_id": user}
@@ -75,11 +75,12 @@ async def test_a_users_email_block_links_through_the_redirect(
     assert len(links) >= 6 and "https://shop.example.com/p/" not in html.split("<img")[0]
     r = await client.get(links[0], allow_redirects=False)
     assert r.status == 302 and r.headers["Location"].startswith("https://shop.example.com/p/P")
+    assert r.headers["Location"].endswith("?utm_medium=email&utm_campaign=recommendations")
     profile = state.profile("u-1")
     assert profile is not None and profile.counts.get("click") == 1
     (click,) = [e for e in state.produced if e.type == "click"]
     assert click.props == {"block": "recommendations", "variant": "default"}
-    assert click.item_id == r.headers["Location"].rsplit("/", 1)[1]
+    assert click.item_id == r.headers["Location"].split("?")[0].rsplit("/", 1)[1]
 
 
 async def test_json_strangers_and_users_without_consent_keep_the_product_url(
