@@ -32,7 +32,7 @@ from engine.clicks import Links
 from engine.consent import block_allowed
 from engine.locales import Messages, MessagesError, currency_of, format_price, local_price
 from engine.params import NO_PARAMS, BlockParams
-from engine.profile import Profile
+from engine.profile import Profile, held_items
 from engine.repeat import NO_REPEATS, RepeatPolicy
 from engine.rules import Rule, apply_rules
 from engine.sandbox import StrictEnvironment
@@ -318,8 +318,7 @@ RULES_WIDTH = 3  # candidates picked per shown item when rules may exclude or fi
 def _held(profile: Profile) -> frozenset[str]:
     """Items a pin must not bring into the user's block: what they bought, carted or looked at
     (as the recommendations leave out)."""
-    bought = {item for item, _ts in profile.purchased} | {item for item, _ts in profile.recent}
-    return frozenset(bought | set(profile.cart) | profile.history.keys())
+    return frozenset(held_items(profile))
 
 
 def _ruled(

@@ -384,6 +384,17 @@ def _history_or_seed(raw: Any, recent: Any, purchased: Any) -> dict[str, tuple[i
     }
 
 
+def held_items(profile: Profile) -> set[str]:
+    """Every item the profile holds the user had: bought (whenever), recent, in the long history
+    or in the cart (what recommendations and merchandising pins leave out)."""
+    return (
+        {item for item, _ts in profile.purchased}
+        | {item for item, _ts in profile.recent}
+        | profile.history.keys()
+        | set(profile.cart)
+    )
+
+
 def history_newest(profile: Profile) -> list[tuple[str, int]]:
     """The long history as (item_id, ms of its newest signal's minute), newest first, ties by id:
     what the recommenders read."""

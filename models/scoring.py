@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.features import features
-from engine.profile import Profile, history_newest
+from engine.profile import Profile, held_items, history_newest
 from engine.repeat import Window
 from models.registry import ModelSet
 from models.similar import Content, with_content
@@ -30,12 +30,7 @@ def excluded_items(profile: Profile, now_ms: int, repeat: Window | None = None) 
     (`repeat`, engine/repeat.py: PERSONA_REPEAT_ITEMS) are left out only while in the cart or
     within their replenishment window after the last purchase: the only way the clock reaches
     the exclusions."""
-    held = (
-        {item for item, _ts in profile.purchased}
-        | {i for i, _ts in profile.recent}
-        | profile.history.keys()
-        | set(profile.cart)
-    )
+    held = held_items(profile)
     if repeat is None:
         return held
     bought: dict[str, int] = {}
