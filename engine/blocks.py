@@ -30,6 +30,7 @@ import templates
 from engine.catalog import Product
 from engine.clicks import Links
 from engine.consent import block_allowed
+from engine.content_experiments import DEFAULT, HOLDOUT, VARIANT_NAME
 from engine.locales import Messages, MessagesError, currency_of, format_price, local_price
 from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile, held_items
@@ -56,6 +57,7 @@ REASONS = (
     "nothing_personal",
     "template_error",
     "nothing_similar",
+    "holdout",  # the user is in a content experiment's holdout (engine/content_experiments.py)
 )
 DEFAULT_TEMPLATE_DIR = Path(templates.__file__).parent
 
@@ -157,9 +159,22 @@ def squeeze_html(html: str) -> str:
     return _INDENT.sub("\n", html).strip()
 
 
-def template_path(block: str, fmt: str) -> str:
-    """The template file of a block, relative to the template directory."""
-    return f"email/{block}.html" if fmt == "html" else f"ads/{block}.json"
+def template_path(block: str, fmt: str, variant: str = "default") -> str:
+    """The template file of a block (of a template variant: `email/<block>.<variant>.html`,
+    engine/content_experiments.py), relative to the template directory."""
+    stem = block if variant == "default" else f"{block}.{variant}"
+    return f"email/{stem}.html" if fmt == "html" else f"ads/{stem}.json"
+
+
+def variant_files(directory: Path, block: str, fmt: str) -> dict[str, Path]:
+    """The template variants of a block in a directory: variant name -> file."""
+    folder, ext = ("email", "html") if fmt == "html" else ("ads", "json")
+    found: dict[str, Path] = {}
+    for path in sorted((directory / folder).glob(f"{block}.*.{ext}")):
+        name = path.name[len(block) + 1 : -len(ext) - 1]
+        if VARIANT_NAME.fullmatch(name) and name not in (DEFAULT, HOLDOUT):
+            found[name] = path
+    return found
 
 
 def etag_of(content: str) -> str:
@@ -288,6 +303,8 @@ def decide_ruled(inp: BlockInput, lookup: Lookup, policy: BlockPolicy) -> Decisi
 
     if profile is None:
         return fallback("unknown_user")
+    if inp.variant == HOLDOUT:
+        return fallback("holdout")
     if not block_allowed(profile, inp.fmt, policy.consent_default):
         return fallback("no_consent")
     fired: tuple[str, ...] = ()
@@ -424,26 +441,51 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             auto_reload=False,
         )
+        # (block, fmt) -> its template variants (content experiments), the directory's first
+        self.variants: dict[tuple[str, str], frozenset[str]] = {}
         for block in ALL_BLOCKS:
             for fmt in FORMATS:
                 name = template_path(block, fmt)
                 if block in BLOCKS and not (directory / name).is_file():
                     raise TemplateSetupError(f"block template {directory / name} is missing")
-                try:
-                    self.env.get_template(name)
-                except jinja2.TemplateSyntaxError as exc:
-                    raise TemplateSetupError(
-                        f"block template {directory / name} does not compile: "
-                        f"line {exc.lineno}: {exc.message}"
-                    ) from None
-                except Exception as exc:
-                    raise TemplateSetupError(
-                        f"block template {directory / name} cannot be loaded: {exc}"
-                    ) from None
+                self._check_template(name, directory / name)
+                self._find_variants(block, fmt, directory)
         try:  # texts per language (engine.locales): the directory's i18n/, then the packaged
             self.messages = Messages.load(directory, DEFAULT_TEMPLATE_DIR)
         except (MessagesError, OSError) as exc:
             raise TemplateSetupError(str(exc)) from None
+
+    def _check_template(self, name: str, path: Path) -> None:
+        """Compile a template once (start-up): TemplateSetupError naming the file if it fails."""
+        try:
+            self.env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateSetupError(
+                f"block template {path} does not compile: line {exc.lineno}: {exc.message}"
+            ) from None
+        except Exception as exc:
+            raise TemplateSetupError(f"block template {path} cannot be loaded: {exc}") from None
+
+    def _find_variants(self, block: str, fmt: str, directory: Path) -> None:
+        """The block's template variants in the shop's directory and the packaged one (the
+        shop's file wins, as for the block's own template), each checked as it is."""
+        found = variant_files(DEFAULT_TEMPLATE_DIR, block, fmt) | variant_files(
+            directory, block, fmt
+        )
+        for variant, path in found.items():
+            self._check_template(template_path(block, fmt, variant), path)
+        if found:
+            self.variants[(block, fmt)] = frozenset(found)
+
+    def has_variant(self, block: str, variant: str) -> bool:
+        """Whether `block` has a template variant `variant` in either format."""
+        return any(variant in self.variants.get((block, fmt), ()) for fmt in FORMATS)
+
+    def template_of(self, inp: BlockInput) -> str:
+        """The template a block is rendered with: its variant's file, where it has one."""
+        if inp.variant in self.variants.get((inp.block, inp.fmt), ()):
+            return template_path(inp.block, inp.fmt, inp.variant)
+        return template_path(inp.block, inp.fmt)
 
     def _context(
         self, inp: BlockInput, items: list[Product], fallback: bool, reason: str
@@ -517,7 +559,7 @@ class Renderer:
         fired: tuple[str, ...] = (),
     ) -> Block:
         context = self._context(inp, items, fallback, reason)
-        content = self.env.get_template(template_path(inp.block, inp.fmt)).render(context)
+        content = self.env.get_template(self.template_of(inp)).render(context)
         if inp.fmt == "json":
             json.loads(content)  # a template that emits invalid JSON is a template error
         else:

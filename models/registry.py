@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from engine.content_experiments import NO_EXPERIMENTS, ContentExperiments
 from engine.rules import NO_RULES, Rules
 from models.churn import ChurnModel
 from models.contract import ChurnScorer, RecsScorer
@@ -41,6 +42,8 @@ class ModelSet:
     experiment: Experiment | None = None
     candidate: Any = None  # ChurnScorer | RecsScorer: the experiment's candidate version
     rules: Rules = NO_RULES  # merchandising rules (engine/rules.py), served with the models
+    # content A/B tests (engine/content_experiments.py), served with the models
+    content_experiments: ContentExperiments = NO_EXPERIMENTS
     _alternate: ModelSet | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -60,7 +63,9 @@ class ModelSet:
         exp = self.experiment
         extra = (exp.name, exp.candidate, exp.mode, exp.share) if exp else ()
         rules = () if self.rules == NO_RULES else (("rules", self.rules.version),)
-        return (*sorted(self.versions().items()), *extra, *rules)
+        content = self.content_experiments
+        tests = () if content == NO_EXPERIMENTS else (("experiments", content.version),)
+        return (*sorted(self.versions().items()), *extra, *rules, *tests)
 
     def stamp(self) -> tuple[Any, ...]:
         """Changes whenever what any user is scored with changes (cache stamps use it). A set is

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import content_experiments as content
+from engine.content_experiments import NO_EXPERIMENTS, ContentExperiments, parse_experiments
 from engine.rules import NO_RULES, Rules, parse_rules, to_document
 from models.artifacts import ModelLoadError, rfc3339, utc_now
 from models.bundle import META, Bundle, load_model
@@ -121,6 +123,13 @@ def rules_record(rules: Rules) -> Record:
     return "rules", json.dumps(to_document(rules), separators=(",", ":")).encode()
 
 
+def experiments_record(experiments: ContentExperiments) -> Record:
+    """The content experiments (engine/content_experiments.py), one record on the `models`
+    topic, folded and served like the rules."""
+    document = content.to_document(experiments)
+    return "content_experiments", json.dumps(document, separators=(",", ":")).encode()
+
+
 # -- folding records -------------------------------------------------------------------------
 
 
@@ -151,6 +160,9 @@ class RegistryLog:
         self.experiment: Experiment | None = None
         self.experiments: dict[str, Experiment] = {}
         self.rules: Rules = NO_RULES
+        self.content_experiments: ContentExperiments = NO_EXPERIMENTS
+        # every content experiment ever folded, by name (its report outlives its run)
+        self.content_seen: dict[str, content.ContentExperiment] = {}
         self._pending: dict[tuple[str, str], list[bytes | None]] = {}
 
     # -- queries ---------------------------------------------------------------------------------
@@ -233,6 +245,12 @@ class RegistryLog:
                 before = self.rules
                 self.rules = NO_RULES if value is None else parse_rules(json.loads(value))
                 return "rules" if before != self.rules else None
+            if kind == "content_experiments":
+                was = self.content_experiments
+                found = NO_EXPERIMENTS if value is None else parse_experiments(json.loads(value))
+                self.content_experiments = found
+                self.content_seen.update((exp.name, exp) for exp in found.experiments)
+                return kind if was != found else None
         except Exception as exc:  # anyone who can produce to the topic can write a bad record
             log.error("ignoring bad models record %r: %s: %s", key[:200], type(exc).__name__, exc)
         return None

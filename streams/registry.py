@@ -22,11 +22,13 @@ from aiokafka.errors import TopicAlreadyExistsError
 from mode import Service
 
 from engine.audit import OK, audit_log, record
+from engine.content_experiments import NO_EXPERIMENTS, ContentExperiment, ContentExperiments
 from engine.erasure import live
 from engine.events import Event, InvalidEvent, parse
 from engine.rules import Rules
 from engine.signing import ClusterKey, Signed
 from models.bundle import Bundle
+from models.content_report import content_report
 from models.experiments import Experiment, report
 from models.registry import ModelSet
 from models.registry_log import (
@@ -35,6 +37,7 @@ from models.registry_log import (
     activation,
     bundle_records,
     experiment_record,
+    experiments_record,
     rules_record,
 )
 from streams.admin import ERASABLE_CONFIG
@@ -162,6 +165,20 @@ async def write_records(
 
 async def experiment_report(broker_url: Broker, name: str) -> dict[str, Any]:
     """Per-variant exposures and conversions of one experiment, from the topics."""
+    exposures, events = await _exposed(broker_url, name)
+    return await asyncio.to_thread(report, name, exposures, events)
+
+
+async def content_experiment_report(
+    broker_url: Broker, experiment: ContentExperiment, window_hours: float
+) -> dict[str, Any]:
+    """A content experiment's report (models/content_report.py), from the topics."""
+    exposures, events = await _exposed(broker_url, experiment.name)
+    return await asyncio.to_thread(content_report, experiment, exposures, events, window_hours)
+
+
+async def _exposed(broker_url: Broker, name: str) -> tuple[list[dict[str, Any]], list[Event]]:
+    """The exposures of one experiment, and every event of the users they name."""
     exposures: list[dict[str, Any]] = []
     logged = [r async for r in read_topic(broker_url, [EXPOSURES_TOPIC], idle=0.5)]
     for _key, exposure in live(logged):  # an erased user's are left out (engine.erasure)
@@ -178,7 +195,7 @@ async def experiment_report(broker_url: Broker, name: str) -> dict[str, Any]:
             continue
         if event.user_id in users:
             events.append(event)
-    return await asyncio.to_thread(report, name, exposures, events)
+    return exposures, events
 
 
 # -- the worker's service --------------------------------------------------------------------
@@ -312,8 +329,10 @@ class RegistryService(Service):
                 exp = None
         keep = {churn.version, recs.version} | ({candidate.version} if candidate else set())
         self._memo = {v: m for v, m in self._memo.items() if v in keep}
-        rules = self.registry.rules
-        return ModelSet(churn, recs, experiment=exp, candidate=candidate, rules=rules)
+        rules, tests = self.registry.rules, self.registry.content_experiments
+        return ModelSet(
+            churn, recs, experiment=exp, candidate=candidate, rules=rules, content_experiments=tests
+        )
 
     # -- the admin API (api.models_routes.ModelAdmin) ----------------------------------------
     def listing(self) -> list[dict[str, Any]]:
@@ -362,6 +381,27 @@ class RegistryService(Service):
         assert self._producer is not None
         await _send_all(self._producer, [rules_record(rules)], None, self._signer())
         return await self._await(lambda: self.models is not None and self.models.rules == rules)
+
+    def content_experiments(self) -> ContentExperiments:
+        return self.models.content_experiments if self.models else NO_EXPERIMENTS
+
+    async def set_content_experiments(self, experiments: ContentExperiments) -> bool:
+        """Publish content experiments (engine/content_experiments.py) as `set_rules` does."""
+        assert self._producer is not None
+        await _send_all(self._producer, [experiments_record(experiments)], None, self._signer())
+        return await self._await(
+            lambda: self.models is not None and self.models.content_experiments == experiments
+        )
+
+    async def content_report(
+        self, experiment: ContentExperiment, window_hours: float
+    ) -> dict[str, Any]:
+        await self._flush_exposures()
+        return await content_experiment_report(self.broker_url, experiment, window_hours)
+
+    def content_experiment(self, name: str) -> ContentExperiment | None:
+        """A content experiment running or run before (its report outlives it)."""
+        return self.registry.content_seen.get(name)
 
     def _signer(self) -> RecordSigner:
         if self.signer is None:
