@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -56,7 +57,7 @@ from streams import read_side
 from streams.backlog import Backlog, hold_wait
 from streams.content_sync import CatalogContent
 from streams.kafka_security import Broker, as_config
-from streams.keys import user_key
+from streams.keys import is_profile_key, user_key
 from streams.positions import parse_position, position_key
 from streams.read_side import PartitionMemo, ProductMemo
 from streams.signed import RecordSigner
@@ -447,6 +448,12 @@ class SecondaryState:
 
     def popular(self) -> list[str]:
         return self._popular
+
+    def sample_profiles(self, n: int) -> list[Profile]:
+        """Up to `n` profiles of the worker's tables, read from this reader's secondaries (the
+        preview's user picker, the churn histogram): profile rows only, never bookkeeping."""
+        rows = (v for k, v in self.tables["profiles"].items() if is_profile_key(k))
+        return [Profile.unpack(raw) for raw in itertools.islice(rows, n)]
 
     def now_ms(self) -> int:
         wall = self._wall.now_ms()

@@ -124,6 +124,10 @@ class LiveStore:
         self.streams = PersonaStreams(settings, "kafka://127.0.0.1:9")
         self.state: StateView = StreamState(self.streams, ModelSet.default())
         self.offset = 0
+        # one worker alone in its group: every partition is its own (what Faust's table
+        # iteration, the sample of profiles, covers)
+        owned = {TP("persona-profiles-changelog", p) for p in range(PARTITIONS)}
+        self.streams.app.assignor.assigned_actives = lambda: owned  # type: ignore[method-assign]
         for name in ("profiles", "catalog", "popularity", "clock"):  # every partition exists
             for p in range(PARTITIONS):
                 self._write(name, p, b"contract-nothing", None)
@@ -196,6 +200,18 @@ def test_a_stored_profile_reads_back_and_follows_its_changes(store: Store) -> No
     store.settle()
     assert store.state.profile("ann") == later
     assert store.state.profile("bob") == profile_of("bob", "B")
+
+
+def test_the_sample_of_profiles_holds_the_stored_users_and_nothing_else(store: Store) -> None:
+    """The preview's user picker and the churn histogram read it, in a reader too."""
+    store.put_profile(profile_of("ann", "A"))
+    store.put_profile(profile_of("bob", "B", "C"))
+    store.put_product("A", product("A"))
+    store.settle()
+    sample = store.state.sample_profiles(10)
+    assert sorted(p.user_id for p in sample) == ["ann", "bob"]
+    assert {p.user_id: p for p in sample}["bob"] == profile_of("bob", "B", "C")
+    assert len(store.state.sample_profiles(1)) == 1
 
 
 def test_a_changed_product_is_read_anew_and_moves_the_generation(store: Store) -> None:
