@@ -152,6 +152,17 @@ class QuietMonitor(Monitor):
 
 
 @dataclass
+class Ordered:
+    """A batch put in order (`PersonaStreams._in_order`): the records to fold now, and, when it
+    stopped at a skipped range too long to put in, that range `(key, start, end)` and the
+    records from the one that revealed it on."""
+
+    records: list[Delivered]
+    gap: tuple[tuple[str, int], int, int] | None = None
+    rest: list[Delivered] = field(default_factory=list)
+
+
+@dataclass
 class StreamStats:
     events: int = 0
     invalid: int = 0
@@ -563,14 +574,20 @@ class PersonaStreams:
     def _stored_position(self, topic: str, partition: int) -> int | None:
         return parse_position(self.profile_db(partition).get(position_key(topic)))
 
-    async def _in_order(self, batch: list[Delivered]) -> list[Delivered]:
+    async def _in_order(self, batch: list[Delivered], limit: int | None = None) -> Ordered:
         """The batch without records already folded (below their partition's position) and
-        with any records skipped before them read from the broker and put in their place."""
+        with any records skipped before them read from the broker and put in their place.
+
+        With `limit`, at most `limit` skipped records are put in (issue 21 item 2): at a gap
+        that would pass it, the batch stops. `Ordered.gap` names that range (folded on its own
+        in chunks, `_fold_gap`) and `Ordered.rest` the records from the one that revealed it
+        on, whose positions have not moved."""
         positions = self._positions
         out: list[Delivered] = []
         gaps: list[tuple[int, tuple[str, int], int, int]] = []
+        room = limit
         now = time.monotonic()
-        for fevent in batch:
+        for at, fevent in enumerate(batch):
             msg = fevent.message
             key = (msg.topic, msg.partition)
             try:
@@ -583,10 +600,21 @@ class PersonaStreams:
                     self.stats.redelivered += 1
                     continue
                 if offset > expected:
+                    if room is not None and offset - expected > room:
+                        await self._fill_gaps(out, gaps)
+                        return Ordered(out, (key, expected, offset), batch[at:])
                     gaps.append((len(out), key, expected, offset))
+                    room = None if room is None else room - (offset - expected)
             positions[key] = offset + 1
             self._last_delivery[key] = now
             out.append(fevent)
+        await self._fill_gaps(out, gaps)
+        return Ordered(out)
+
+    async def _fill_gaps(
+        self, out: list[Delivered], gaps: list[tuple[int, tuple[str, int], int, int]]
+    ) -> None:
+        """Read each skipped range from the broker and put its records in their place."""
         for index, key, start, end in reversed(gaps):
             log.warning(
                 "%s[%s]: offsets %d..%d lie past the stored position but were not delivered "
@@ -599,7 +627,6 @@ class PersonaStreams:
             found = (await self.gaps.read({key: (start, end)})).get(key, [])
             self.stats.gap_records += len(found)
             out[index:index] = cast(list[Delivered], found)
-        return out
 
     def _commit_positions(self, advanced: dict[tuple[str, int], int], epoch: int) -> None:
         """Store the batch's positions after its profile writes and, when the batch produced
@@ -735,10 +762,22 @@ class PersonaStreams:
 
     async def _process_batch(self, batch: list[Delivered], fold_epoch: int) -> bool:
         """Fold and write one batch and store its positions; False when a rebalance began
-        meanwhile and nothing was written (the records are read again)."""
+        meanwhile and what was not written is read again. A skipped range longer than
+        `catch_up_chunk` is folded on its own, a chunk at a time, where it lies in the batch."""
+        while True:
+            ordered = await self._in_order(batch, self.settings.catch_up_chunk)
+            if not await self._write_ordered(ordered.records, fold_epoch):
+                return False
+            if ordered.gap is None:
+                return True
+            if not await self._fold_gap(*ordered.gap, fold_epoch):
+                return False
+            batch = ordered.rest
+
+    async def _write_ordered(self, batch: list[Delivered], fold_epoch: int) -> bool:
+        """Fold and write records in order and store their positions (False: not written)."""
         epoch = self._positions_epoch
         self._sends = []
-        batch = await self._in_order(batch)
         self._ensure_layout({fevent.message.partition for fevent in batch})
         advanced: dict[tuple[str, int], int] = {}
         for fevent in batch:
@@ -751,6 +790,32 @@ class PersonaStreams:
             for key in advanced:  # read again from what is stored
                 self._positions.pop(key, None)
         return written
+
+    async def _fold_gap(self, key: tuple[str, int], start: int, end: int, fold_epoch: int) -> bool:
+        """Fold the skipped records `[start, end)` of one partition, `catch_up_chunk` read at a
+        time and folded in batches of BATCH_MAX, so memory stays bounded however far behind
+        the committed offsets ran (issue 21 item 2). The fold lock stays held (the delivered
+        batch waits behind the range); other coroutines, HTTP among them, run between chunks."""
+        chunk = max(1, self.settings.catch_up_chunk)
+        log.warning(
+            "%s[%s]: offsets %d..%d lie past the stored position but were not delivered; "
+            "reading them from the broker %d at a time",
+            key[0],
+            key[1],
+            start,
+            end - 1,
+            chunk,
+        )
+        for at in range(start, end, chunk):
+            upto = min(at + chunk, end)
+            found = cast(list[Delivered], (await self.gaps.read({key: (at, upto)})).get(key, []))
+            self.stats.gap_records += len(found)
+            for first in range(0, len(found), BATCH_MAX):
+                if not await self._write_ordered(found[first : first + BATCH_MAX], fold_epoch):
+                    return False
+            self._positions[key] = upto
+            await asyncio.sleep(0)
+        return True
 
     async def _fold_batch(self, batch: list[Delivered], epoch: int) -> bool:
         """Fold and write one batch; False when a rebalance began meanwhile (nothing written).

@@ -149,14 +149,8 @@ def rec(topic: str, partition: int, offset: int) -> GapEvent:
 
 
 def test_in_order_skips_what_is_folded_and_fills_gaps_in_place() -> None:
-    stored = {("cart", 0): 10, ("clickstream", 1): None}
-    fake = SimpleNamespace(
-        _positions={},
-        stats=StreamStats(),
-        _last_delivery={},
-        gaps=FakeGaps({("cart", 0): [12, 13, 14]}),
-        _stored_position=lambda topic, partition: stored[(topic, partition)],
-    )
+    stored: dict[tuple[str, int], int | None] = {("cart", 0): 10, ("clickstream", 1): None}
+    fake = _fake_worker(stored, FakeGaps({("cart", 0): [12, 13, 14]}), 1_000)
     batch = [
         rec("cart", 0, 8),  # below the stored position: already folded
         rec("cart", 0, 9),
@@ -166,7 +160,7 @@ def test_in_order_skips_what_is_folded_and_fills_gaps_in_place() -> None:
         rec("cart", 0, 15),  # 12..14 were skipped on the way
         rec("clickstream", 1, 501),
     ]
-    out = asyncio.run(PersonaStreams._in_order(cast(Any, fake), cast(Any, batch)))
+    out = asyncio.run(PersonaStreams._in_order(cast(Any, fake), cast(Any, batch))).records
     got = [(e.message.topic, e.message.offset) for e in out]
     assert got == [
         ("clickstream", 500),
@@ -181,3 +175,74 @@ def test_in_order_skips_what_is_folded_and_fills_gaps_in_place() -> None:
     assert fake.gaps.asked == [{("cart", 0): (12, 15)}]
     assert fake._positions == {("cart", 0): 16, ("clickstream", 1): 502}
     assert fake.stats.redelivered == 2 and fake.stats.gap_records == 3
+
+
+def _fake_worker(stored: dict[tuple[str, int], int | None], gaps: FakeGaps, chunk: int) -> Any:
+    """The parts of PersonaStreams that ordering and gap folding use; writes are recorded."""
+    fake = SimpleNamespace(
+        _positions={},
+        stats=StreamStats(),
+        _last_delivery={},
+        gaps=gaps,
+        settings=SimpleNamespace(catch_up_chunk=chunk),
+        _stored_position=lambda topic, partition: stored[(topic, partition)],
+        written=[],
+    )
+
+    async def write(batch: list[GapEvent], fold_epoch: int) -> bool:
+        fake.written.append([(e.message.topic, e.message.offset) for e in batch])
+        return True
+
+    fake._write_ordered = write
+    fake._fill_gaps = lambda out, found: PersonaStreams._fill_gaps(cast(Any, fake), out, found)
+    fake._in_order = lambda batch, limit=None: PersonaStreams._in_order(
+        cast(Any, fake), batch, limit
+    )
+    fake._fold_gap = lambda *args: PersonaStreams._fold_gap(cast(Any, fake), *args)
+    return fake
+
+
+def test_in_order_stops_at_a_gap_longer_than_its_limit() -> None:
+    """Issue 21 item 2: a skipped range past the limit is not read into the batch."""
+    fake = _fake_worker({("cart", 0): 10}, FakeGaps({("cart", 0): list(range(11, 500))}), 100)
+    batch = [rec("cart", 0, 10), rec("cart", 0, 500), rec("cart", 0, 501)]
+    ordered = asyncio.run(PersonaStreams._in_order(fake, cast(Any, batch), 100))
+    assert [e.message.offset for e in ordered.records] == [10]
+    assert ordered.gap == (("cart", 0), 11, 500)
+    assert [e.message.offset for e in ordered.rest] == [500, 501]
+    assert fake.gaps.asked == []  # nothing of the long range was read
+    assert fake._positions == {("cart", 0): 11}  # the rest's positions have not moved
+
+
+def test_small_gaps_are_put_in_while_their_sum_stays_within_the_limit() -> None:
+    stored: dict[tuple[str, int], int | None] = {("cart", 0): 0, ("cart", 1): 0}
+    gaps = FakeGaps({("cart", 0): [0, 1, 2], ("cart", 1): [0, 1, 2]})
+    fake = _fake_worker(stored, gaps, 5)
+    batch = [rec("cart", 0, 3), rec("cart", 1, 3)]  # 3 + 3 skipped: more than 5 in all
+    ordered = asyncio.run(PersonaStreams._in_order(fake, cast(Any, batch), 5))
+    assert [(e.message.partition, e.message.offset) for e in ordered.records] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+    ]
+    assert ordered.gap == (("cart", 1), 0, 3)
+
+
+def test_a_long_gap_is_folded_in_chunks_in_its_place() -> None:
+    """The records before the gap, then the gap a chunk at a time (each read bounded), then
+    the record that revealed it and the rest: every record once, in offset order."""
+    skipped = list(range(11, 2_511))  # 2,500 skipped records, chunks of 1,000
+    fake = _fake_worker({("cart", 0): 10}, FakeGaps({("cart", 0): skipped}), 1_000)
+    batch = [rec("cart", 0, 10), rec("cart", 0, 2_511), rec("cart", 0, 2_512)]
+    assert asyncio.run(PersonaStreams._process_batch(fake, cast(Any, batch), 0))
+    assert fake.gaps.asked == [
+        {("cart", 0): (11, 1_011)},
+        {("cart", 0): (1_011, 2_011)},
+        {("cart", 0): (2_011, 2_511)},
+    ]
+    assert max(len(w) for w in fake.written) <= 1_000
+    folded = [offset for written in fake.written for _, offset in written]
+    assert folded == list(range(10, 2_513))
+    assert fake._positions == {("cart", 0): 2_513}
+    assert fake.stats.gap_records == 2_500
