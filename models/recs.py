@@ -331,6 +331,14 @@ def neighbour_table(
     vectorizer = DictVectorizer(dtype=np.float64, sparse=True, sort=True)
     x = vectorizer.fit_transform(rows)  # users x items, sparse
     items = [str(n) for n in vectorizer.get_feature_names_out()]
+    return cooccurrence_table(x, items, k)
+
+
+def cooccurrence_table(
+    x: Any, items: list[str], k: int
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """`neighbour_table` of the users x `items` matrix `x` (scipy sparse, damped weights):
+    models/recs_stream.py builds `x` from compact arrays."""
     co = (x.T @ x).tocsr()  # items x items
     diag = np.asarray(co.diagonal(), dtype=np.float64)
     source = diag**ALPHA  # the recent item's side
