@@ -13,6 +13,7 @@ from api import (
     batch,
     clicks,
     collect,
+    experiments,
     feeds,
     hops,
     hot,
@@ -160,4 +161,5 @@ def create_app(
     collect.register(app, options)
     clicks.register(app, options)
     rules.register(app)
+    experiments.register(app)
     return app

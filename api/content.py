@@ -37,6 +37,7 @@ from engine.blocks import (
     decide_similar,
     for_unknown_user,
 )
+from engine.content_experiments import DEFAULT, HOLDOUT
 from engine.memo import SizedMemo
 from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile, history_newest
@@ -98,7 +99,21 @@ class ContentService:
             self.state.now_ms() // HOUR_MS,  # at HOUR_AT
             len(self.state.popular()),
             self.models.rules.phase(self.state.now_ms()),  # a rule started or ended
+            self._experiment_phase(),  # a content experiment started or ended
         )
+
+    def _experiment_phase(self) -> int:
+        tests = self.models.content_experiments
+        return tests.phase(self.state.now_ms()) if tests.experiments else 0
+
+    def arm(self, profile: Profile, block: str) -> str:
+        """The variant `block` is shown to this user in: the arm of the content experiment
+        running on it (engine/content_experiments.py), or `default` (none runs, or the user
+        did not consent to personalization: never assigned, never logged)."""
+        running = self.models.content_experiments.running(block, self.state.now_ms())
+        if running is None or not self.personal(profile):
+            return DEFAULT
+        return running.assign(profile.user_id)
 
     def _stamp(
         self, profile: Profile | None, base: tuple[Any, ...] | None = None
@@ -220,6 +235,8 @@ class ContentService:
         profile = self.state.profile(user_id)
         if profile is None:
             return self._unknown(user_id, block, fmt, variant, base)
+        if variant == DEFAULT and block in self.models.content_experiments.by_block:
+            variant = self.arm(profile, block)  # no experiment on the block: one dict lookup
         stamp = self._stamp(profile, base)
         key = (user_id, block, fmt, variant)
         cached, stale = self.cache.get_or_stale(key, stamp)
@@ -228,7 +245,7 @@ class ContentService:
         churn: float | None = None
         recs: list[str] = []
         models: dict[str, str] = {}
-        if consent.block_allowed(profile, fmt, self.policy.consent_default):
+        if variant != HOLDOUT and consent.block_allowed(profile, fmt, self.policy.consent_default):
             scores = self.scores(profile)  # not scored (nor A/B assigned) for the fallback
             churn, recs, models = scores.churn, scores.recommendations, scores.models
         inp = BlockInput(
@@ -294,6 +311,8 @@ class ContentService:
         """A block for a parameter set, cached in `param_cache` under the stamp a plain block
         has (profile version and `_base_stamp()`), rendered again whenever it changes."""
         profile = self.state.profile(user_id)
+        if profile is not None and variant == DEFAULT:
+            variant = self.arm(profile, block)
         stamp = self._stamp(profile, base)
         slot = f"{variant}\x00{params.key}"
         if profile is None:

@@ -65,7 +65,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def chain_needed(app: web.Application, content: ContentService, user_id: str, routed: bool) -> bool:
     """Whether the middleware chain must answer a block GET for `user_id` (`routed`: it carries
     the routing header)."""
-    if content.models.experiment is not None and app.get(ADMIN) is not None:
+    models = content.models
+    testing = models.experiment is not None or bool(models.content_experiments.experiments)
+    if testing and app.get(ADMIN) is not None:
         return True  # exposures_middleware logs the exposure
     # routing_middleware forwards to the owner of the user's partition
     return not routed and content.state.owner_url(user_id) is not None

@@ -301,6 +301,8 @@ def model_action(request: web.Request) -> str:
         return "model_rollback"
     if path == "/v1/rules":
         return "rules_change"
+    if path == "/v1/experiments":
+        return "content_experiments_change"
     if path == "/v1/models/experiment":
         return {"PUT": "experiment_start", "DELETE": "experiment_stop"}.get(method, "models")
     return "models"

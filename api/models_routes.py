@@ -26,6 +26,7 @@ from aiohttp import web
 
 from api.audit import DETAILS
 from api.shared import CONTENT, Handler, problem
+from engine.content_experiments import ContentExperiment, ContentExperiments
 from engine.rules import Rules
 from models.artifacts import rfc3339, utc_now
 from models.experiments import Experiment
@@ -54,6 +55,17 @@ class ModelAdmin(Protocol):
     async def set_rules(self, rules: Rules) -> bool: ...
 
     def log_exposure(self, exposure: dict[str, Any]) -> None: ...
+
+    # content experiments (api/experiments.py)
+    def content_experiments(self) -> ContentExperiments: ...
+
+    async def set_content_experiments(self, experiments: ContentExperiments) -> bool: ...
+
+    def content_experiment(self, name: str) -> ContentExperiment | None: ...
+
+    async def content_report(
+        self, experiment: ContentExperiment, window_hours: float
+    ) -> dict[str, Any]: ...
 
 
 ADMIN = web.AppKey("models_admin", ModelAdmin)
@@ -164,11 +176,16 @@ async def exposures_middleware(request: web.Request, handler: Handler) -> web.St
         return response
     content = request.app[CONTENT]
     models = content.models
-    if models.experiment is None or request.method != "GET":
+    testing = models.content_experiments.experiments
+    if (models.experiment is None and not testing) or request.method != "GET":
         return response
     user_id = request.match_info["user_id"]
+    block = request.match_info.get("block", "profile")
     try:
-        log_exposure(admin, content, user_id, request.match_info.get("block", "profile"))
+        if models.experiment is not None:
+            log_exposure(admin, content, user_id, block)
+        if testing:
+            log_content_exposure(admin, content, user_id, block)
     except Exception:  # exposures must never break a read
         log.exception("could not log an exposure for %s", user_id)
     return response
@@ -179,11 +196,16 @@ def log_exposures(request: web.Request, user_ids: list[str], block: str) -> None
     experiment runs. Never raises: exposures must not break a send."""
     admin = request.app.get(ADMIN)
     content = request.app[CONTENT]
-    if admin is None or content.models.experiment is None:
+    models = content.models
+    testing = block in models.content_experiments.by_block
+    if admin is None or (models.experiment is None and not testing):
         return
     for user_id in user_ids:
         try:
-            log_exposure(admin, content, user_id, block)
+            if models.experiment is not None:
+                log_exposure(admin, content, user_id, block)
+            if testing:
+                log_content_exposure(admin, content, user_id, block)
         except Exception:
             log.exception("could not log an exposure for %s", user_id)
 
@@ -212,6 +234,25 @@ def log_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> N
         exposure["shadow_items"] = candidate.recommendations[:n]
         exposure["shadow_churn"] = candidate.churn
         exposure["churn"] = scores.churn
+    admin.log_exposure(exposure)
+
+
+def log_content_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> None:
+    """One exposure of a content experiment (engine/content_experiments.py) running on `block`:
+    the variant the user was shown (`ContentService.arm`, as the block was made). Users without
+    personalization consent are never assigned, so never logged."""
+    running = content.models.content_experiments.running(block, content.state.now_ms())
+    profile = content.state.profile(user_id)
+    if running is None or profile is None or not content.personal(profile):
+        return
+    exposure = {
+        "experiment": running.name,
+        "kind": "content",
+        "variant": content.arm(profile, block),
+        "user_id": user_id,
+        "ts": content.state.now_ms(),
+        "block": block,
+    }
     admin.log_exposure(exposure)
 
 

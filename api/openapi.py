@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.openapi_collect import collect_paths
+from api.openapi_experiments import experiments_paths
 from api.openapi_models import models_paths, privacy_paths
 from api.openapi_params import PARAMETERS_NOTE, query_params, similar_paths
 from api.openapi_paths import extra_paths
@@ -181,5 +182,6 @@ def _document() -> dict[str, Any]:
             **privacy_paths(),  # api/openapi_models.py: GDPR export and erasure
             **similar_paths(block_json),  # api/openapi_params.py: items like this one
             **rules_paths(),  # api/openapi_rules.py: merchandising rules
+            **experiments_paths(),  # api/openapi_experiments.py: content A/B tests
         },
     }

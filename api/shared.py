@@ -47,7 +47,7 @@ def scope_for(path: str, method: str) -> str | None:
         return "events:write"
     if path == "/v1/collect":  # a browser's preflight carries no key (api/collect.py)
         return None if method == "OPTIONS" else "events:collect"
-    if path.startswith("/v1/models"):
+    if path.startswith(("/v1/models", "/v1/experiments")):
         return "models:admin"
     if path == "/v1/rules":
         return "rules:admin"

@@ -14,10 +14,12 @@ from typing import Any
 
 from engine.catalog import Product
 from engine.clock import EventTimeClock, ManualClock
+from engine.content_experiments import ContentExperiment, ContentExperiments
 from engine.events import Event
 from engine.profile import Profile, apply
 from engine.rules import Rules
 from models.bundle import Bundle
+from models.content_report import content_report
 from models.experiments import Experiment, report
 from models.registry import ModelSet
 from models.registry_log import (
@@ -25,6 +27,7 @@ from models.registry_log import (
     activation,
     bundle_records,
     experiment_record,
+    experiments_record,
     rules_record,
 )
 
@@ -152,6 +155,25 @@ class MemoryRegistry:
         if len(self.exposures) < MAX_EXPOSURES:
             self.exposures.append(exposure)
 
+    def content_experiments(self) -> ContentExperiments:
+        tests: ContentExperiments = self.content.models.content_experiments
+        return tests
+
+    async def set_content_experiments(self, experiments: ContentExperiments) -> bool:
+        """Fold the record; the models served stay as they are (only the experiments change)."""
+        self.registry.apply(*experiments_record(experiments))
+        tests = self.registry.content_experiments
+        self.content.models = dataclasses.replace(self.content.models, content_experiments=tests)
+        return True
+
+    def content_experiment(self, name: str) -> ContentExperiment | None:
+        return self.registry.content_seen.get(name)
+
+    async def content_report(
+        self, experiment: ContentExperiment, window_hours: float
+    ) -> dict[str, Any]:
+        return content_report(experiment, self.exposures, self.state.produced, window_hours)
+
     def _serve(self) -> None:
         """Swap in what the log says is active (as streams.registry.RegistryService does)."""
         registry = self.registry
@@ -163,4 +185,5 @@ class MemoryRegistry:
             experiment=exp,
             candidate=candidate,
             rules=registry.rules,
+            content_experiments=registry.content_experiments,
         )

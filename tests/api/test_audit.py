@@ -63,6 +63,9 @@ ROUTES = [
     ("GET", "/v1/models/experiments/x/report"),
     ("GET", "/v1/rules"),
     ("PUT", "/v1/rules"),
+    ("GET", "/v1/experiments"),
+    ("PUT", "/v1/experiments"),
+    ("GET", "/v1/experiments/x/report"),
 ]
 
 

@@ -1,0 +1,124 @@
+"""`GET`/`PUT /v1/experiments` and `GET /v1/experiments/{name}/report` (scope `models:admin`):
+content A/B and multivariate tests over block template variants (issue 18 items 4 and 5).
+
+A route of its own beside `/v1/models/experiment` (a model A/B test: one experiment, two versions
+of a model) because a content test is another thing: any number of experiments, one a block,
+each over template variants with weights and a holdout. The document and its checks are
+engine/content_experiments.py; an arm naming a variant with no template file is a 400 naming it.
+Like the merchandising rules (api/rules.py): server-numbered versions with `ETag` and `If-Match`
+(412 on a stale edit), one signed record on the `models` topic that every worker and reader folds
+and serves with its models, every change audited (`content_experiments_change`). The report is
+models/content_report.py over the `exposures` topic and the users' events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from api.audit import DETAILS
+from api.models_routes import ADMIN, ModelAdmin
+from api.rules import MAX_RULES_BODY, _matches, _next_version
+from api.shared import CONTENT, problem
+from engine.content_experiments import (
+    ContentExperiments,
+    InvalidExperiments,
+    parse_experiments,
+    to_document,
+)
+from models.content_report import DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS
+
+EXPERIMENTS_PATH = "/v1/experiments"
+MAX_BODY = MAX_RULES_BODY  # bytes of a PUT body
+
+
+def _admin(request: web.Request) -> ModelAdmin | None:
+    return request.app.get(ADMIN)
+
+
+def _no_registry() -> web.Response:
+    return problem(503, "No registry", "this process does not follow the experiments")
+
+
+def _answer(experiments: ContentExperiments) -> web.Response:
+    response = web.json_response(to_document(experiments))
+    response.headers["ETag"] = f'"{experiments.version}"'
+    return response
+
+
+async def get_experiments(request: web.Request) -> web.Response:
+    admin = _admin(request)
+    return _no_registry() if admin is None else _answer(admin.content_experiments())
+
+
+async def put_experiments(request: web.Request) -> web.Response:
+    admin = _admin(request)
+    if admin is None:
+        return _no_registry()
+    current = admin.content_experiments()
+    if not _matches(request.headers.get("If-Match"), current.version):
+        return problem(
+            412, "Precondition Failed", f"the experiments are at version {current.version!r} now"
+        )
+    if (request.content_length or 0) > MAX_BODY:
+        return problem(413, "Body too large", f"at most {MAX_BODY} bytes")
+    document = await _document(request)
+    if isinstance(document, web.Response):
+        return document
+    renderer = request.app[CONTENT].renderer
+    try:
+        parsed = parse_experiments(document, renderer.has_variant)
+    except InvalidExperiments as exc:
+        return problem(400, "Invalid experiments", str(exc))
+    experiments = ContentExperiments(_next_version(current.version), parsed.experiments)
+    serving = await admin.set_content_experiments(experiments)
+    names = [exp.name for exp in experiments.experiments]
+    request[DETAILS] = {"version": experiments.version, "experiments": names, "serving": serving}
+    return _answer(experiments)
+
+
+async def get_report(request: web.Request) -> web.Response:
+    admin = _admin(request)
+    if admin is None:
+        return _no_registry()
+    window = _window(request.query.get("window_hours"))
+    if window is None:
+        return problem(
+            400,
+            "Bad parameter",
+            f"window_hours is a number of hours, more than 0 and at most {MAX_WINDOW_HOURS:g}",
+            parameter="window_hours",
+        )
+    name = request.match_info["name"]
+    experiment = admin.content_experiment(name)
+    if experiment is None:
+        return problem(404, "Unknown experiment", f"no content experiment {name[:64]!r}")
+    return web.json_response(await admin.content_report(experiment, window))
+
+
+async def _document(request: web.Request) -> Any:
+    body = await request.content.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        return problem(413, "Body too large", f"at most {MAX_BODY} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return problem(400, "Bad body", "expected a JSON object with `experiments`")
+
+
+def _window(value: str | None) -> float | None:
+    if value is None:
+        return DEFAULT_WINDOW_HOURS
+    try:
+        hours = float(value)
+    except ValueError:
+        return None
+    return hours if 0 < hours <= MAX_WINDOW_HOURS else None  # NaN fails both
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get(EXPERIMENTS_PATH, get_experiments)
+    app.router.add_put(EXPERIMENTS_PATH, put_experiments)
+    app.router.add_get(EXPERIMENTS_PATH + "/{name}/report", get_report)
