@@ -10,6 +10,7 @@ Takes minutes; never part of `make test`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -72,8 +73,9 @@ def _cell(metrics: dict[str, Any] | None, best: float) -> str:
 
 def recs_summary(results: list[dict[str, Any]]) -> list[str]:
     lines = [
-        f"| data set, split | users | {' | '.join(RECS_METHODS)} | persona / best peer |",
-        "|---|---" + "|---" * len(RECS_METHODS) + "|---|",
+        f"| data set, split | users | {' | '.join(RECS_METHODS)} | persona / best peer "
+        "| persona's lambda |",
+        "|---|---" + "|---" * len(RECS_METHODS) + "|---|---|",
     ]
     for result in results:
         for split in result.get("recs", ()):
@@ -84,9 +86,17 @@ def recs_summary(results: list[dict[str, Any]]) -> list[str]:
             cells = " | ".join(_cell(models.get(name), best) for name in RECS_METHODS)
             lines.append(
                 f"| {result['name']}, {split['protocol']} | {split['test_users']} | {cells} | "
-                f"{ratio} |"
+                f"{ratio} | {lambda_cell(split.get('persona_lambda'))} |"
             )
     return lines
+
+
+def lambda_cell(choice: dict[str, Any] | None) -> str:
+    """The EASE lambda the default training chose on the split's training part, and how."""
+    if not choice:
+        return ""
+    how = {"searched": "searched", "pinned": "pinned"}.get(choice["ease_lambda_by"], "too few")
+    return f"{choice['ease_lambda']:g} ({how})"
 
 
 def churn_summary(results: list[dict[str, Any]]) -> list[str]:
@@ -129,13 +139,17 @@ is `persona models evaluate`'s (models/evaluate.py), the peers are models/peers.
   seen at or after the time of their 5th newest distinct item), only their earlier events train;
   *time split*: the last 30 days held out, the targets are purchases. Every method ranks 10 items
   and never an item the user interacted with before the cut; only items new to the user count.
-  `persona` is the default recommender as served: the neighbour table of `models/recs.py` from the
-  newest 200 items of the user's long history. `item_knn` is plain cosine item-kNN, uniform
-  weights over the whole history; `item_knn_last5` over the 5 most recent items; `ease` is EASE
-  (lambda 500) over the 10,000 most popular items at most (a dense inverse); `implicit_als` needs
-  the optional `implicit` package (n/i: not installed). Nothing here was tuned on these test
-  splits. The last column is Persona's HR@10 over the best peer's: below 1.00x, Persona loses. The
-  default's settings were chosen on validation splits:
+  `persona` is the default recommender as `persona models train recs` trains it and as served:
+  the neighbour table of `models/recs.py` (EASE with the lambda the training searches for on the
+  split's training part alone, of 100, 300, 500, 1000: each training user's last 5 distinct
+  items held out again, `models/ease_search.py`; the column "persona's lambda" says which, "too
+  few" when under 50 users could be held out, then 100) from the newest 200 items of the long
+  history. `item_knn` is plain cosine item-kNN, uniform weights over the whole history;
+  `item_knn_last5` over the 5 most recent items; `ease` is EASE (lambda 500) over the 10,000 most
+  popular items at most (a dense inverse); `implicit_als` needs the optional `implicit` package
+  (n/i: not installed). Nothing here was tuned on these test splits. The column "persona / best
+  peer" is Persona's HR@10 over the best peer's: below 1.00x, Persona loses. The default's
+  settings were chosen on validation splits:
   [evaluation-validation.md](evaluation-validation.md).
 - Churn: fitted at the cut-off newest - 2 x horizon, tested at newest - horizon. `persona` is the
   default churn model as `persona models train churn` fits it: a logistic regression on every
@@ -183,10 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/evaluation.md")
     parser.add_argument("--max-users", type=int, help="evaluate at most this many users a split")
     parser.add_argument("--only", nargs="*", help="data set names (default: all)")
+    parser.add_argument("--json", help="also write every measurement here")
+    parser.add_argument("--from-json", help="measure nothing: write the page of an earlier --json")
     args = parser.parse_args(argv)
     chosen = [d for d in SETS if not args.only or d.name in args.only]
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [evaluate_set(d, Path(tmp), args.max_users) for d in chosen]
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = [evaluate_set(d, Path(tmp), args.max_users) for d in chosen]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
     Path(args.out).write_text(document(results, args.max_users))
     _log(f"wrote {args.out}")
     return 0

@@ -27,7 +27,7 @@ from benchmarks.datasets import SETS, events_file
 from benchmarks.evaluation import load
 from engine.events import Event
 from engine.sources import UCI_NON_PRODUCT_CODES as IGNORE
-from models.ease_search import AUTO_HOLDOUT, AUTO_MIN_USERS, Choice, choose_lambda
+from models.ease_search import AUTO_HOLDOUT, AUTO_MIN_USERS, Choice
 from models.ease_search import LAMBDAS as AUTO_LAMBDAS
 from models.ease_table import TABLE_LAMBDA, assemble, ease_rows, sorted_interactions
 from models.evaluate import held_history, leave_last_n, ranking_metrics, sample
@@ -40,7 +40,14 @@ from models.peers import (
     knn_ranker,
     popularity_ranker,
 )
-from models.recs import HISTORY_FLOOR, HISTORY_USED, RECENCY_DECAY, Recommender, fit_recommender
+from models.recs import (
+    HISTORY_FLOOR,
+    HISTORY_USED,
+    RECENCY_DECAY,
+    Recommender,
+    fit_recommender,
+    search_lambda,
+)
 
 LAMBDAS = (100.0, 500.0)  # 2000 did worse on average (an earlier run of this script)
 NEIGHBOURS = (50, 100, 200)  # kept per item
@@ -125,7 +132,7 @@ def validate(name: str, workdir: Path, max_users: int | None) -> dict[str, Any] 
     vtrain, vcases = leave_last_n(train, 5, IGNORE)
     vcases = sample(vcases, max_users)
     n_items = len(sorted_interactions(vtrain, IGNORE).items)
-    choice = choose_lambda(vtrain, SHIPPED_K, IGNORE)  # its own split of the validation training
+    choice = search_lambda(vtrain, SHIPPED_K, IGNORE)  # its own split of the validation training
     print(f"[tune] {name}: auto {choice}", file=sys.stderr)
     results = {m: measure(r, vcases, n_items) for m, r in candidates(vtrain, choice).items()}
     print(f"[tune] {name}: {len(vcases)} users", file=sys.stderr)

@@ -5,19 +5,22 @@ each item keeps its K largest positive weights as its neighbours, so the engine 
 as it served the cosine table (`models.recs.Recommender`: the same artifact, the same cost per
 request). Items beyond the EASE_MAX_ITEMS most popular keep their rows of the shrunk-cosine table.
 
-Chosen on validation splits only (each data set's leave-last-5 training part, its own last 5
-items held out again; docs/evaluation-validation.md, `python -m benchmarks.tune_recs`): lambda
-100, 50 neighbours, the recency decay 0.7 with a floor of 0.02 over the newest 200 items of the
-long history came nearest to never losing to a peer (0.97x of the EASE peer on UCI; lambda 500
-lost more on the REES46 head, 0.95x) with a mean HR@10 of 0.306 over UCI, the REES46 head and the
-Instacart sample (0.300 from the 30 recent items alone; the cosine table 0.287). 100 or 200
-neighbours gained at most 0.003 of mean HR@10 (0.98x at best) for 2-4x the artifact and 2-3x
-the time per request.
+The lambda is searched for at training time by default (models/ease_search.py: AUTO, the value of
+its grid best on the training data's own leave-last-5 split); TABLE_LAMBDA is its fallback with
+too few users to hold out, or what the user pins. The other settings were chosen on validation
+splits only (each data set's leave-last-5 training part, its own last 5 items held out again;
+docs/evaluation-validation.md, `python -m benchmarks.tune_recs`): 50 neighbours, the recency decay
+0.7 with a floor of 0.02 over the newest 200 items of the long history; the searched lambda was
+the only setting never below the best peer on any of the validation data sets (a fixed 100 came
+nearest: 0.97x of the EASE peer on UCI). 100 or 200 neighbours gained at most 0.003 of mean
+HR@10 (0.98x at best) for 2-4x the artifact and 2-3x the time per request.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Container, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -25,7 +28,26 @@ from engine.events import Event
 from models.peers import EASE_MAX_ITEMS, Interactions, ease_weights, interactions
 
 TABLE_LAMBDA = 100.0  # the peer EASE keeps the issue's 500
+AUTO: Literal["auto"] = "auto"  # the lambda searched for on the training data (the default)
+Lambda = float | Literal["auto"]
+MAX_LAMBDA = 1e9
 Table = tuple[list[str], np.ndarray, np.ndarray, np.ndarray]  # items, indptr, neighbours, weights
+
+
+def parse_lambda(value: object) -> Lambda:
+    """AUTO or a pinned lambda: a finite number in (0, MAX_LAMBDA]; ValueError saying what is
+    wrong otherwise (a CLI flag, a setting)."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"the EASE lambda must be 'auto' or a number, not {value!r}")
+    try:
+        lam = float(value)
+    except ValueError:
+        raise ValueError(f"the EASE lambda must be 'auto' or a number, not {value!r}") from None
+    if not math.isfinite(lam) or not 0 < lam <= MAX_LAMBDA:
+        raise ValueError(f"the EASE lambda must be above 0 and at most {MAX_LAMBDA:g}, not {value}")
+    return lam
 
 
 def sorted_interactions(events: Sequence[Event], ignore: Container[str]) -> Interactions:

@@ -28,10 +28,8 @@ no class weights).
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import defaultdict
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,7 +38,6 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from engine.events import Event
 from engine.features import DAY_MS, FEATURE_NAMES
-from engine.profile import HISTORY_ITEMS, MINUTE_MS
 from models.churn import ChurnDataset, _fit, churn_dataset, fit_calibrated, fit_linear
 from models.peers import (
     AT,
@@ -53,78 +50,17 @@ from models.peers import (
     knn_ranker,
     popularity_ranker,
 )
-from models.recs import SIGNAL_WEIGHTS, fit_recommender
+from models.recs import Recommender, fit_recommender
 from models.sklearn_churn import GBM_PARAMS
+from models.splits import HISTORY as HISTORY
+from models.splits import HOLDOUT as HOLDOUT
+from models.splits import held_history as held_history
+from models.splits import leave_last_n as leave_last_n
+from models.splits import sample as sample
+from models.splits import signals
+from models.splits import time_split as time_split
 
-HISTORY = HISTORY_ITEMS  # what a profile holds (engine.profile's long history)
-HOLDOUT = 5
 RFM = ("purchase_recency_days", "orders", "monetary")
-
-
-# -- recommendations: splits -----------------------------------------------------------------
-
-
-def _signals(events: Iterable[Event], ignore: Container[str]) -> Iterable[Event]:
-    return (e for e in events if e.type in SIGNAL_WEIGHTS and e.item_id and e.item_id not in ignore)
-
-
-def _histories(events: Iterable[Event], ignore: Container[str]) -> dict[str, dict[str, int]]:
-    """user -> item -> newest time of an item signal."""
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for e in _signals(events, ignore):
-        items = out[e.user_id]
-        items[str(e.item_id)] = max(e.ts, items.get(str(e.item_id), e.ts))
-    return out
-
-
-def _case(user: str, history: dict[str, int], targets: Iterable[str]) -> Case:
-    newest_first = sorted(history.items(), key=lambda x: (-x[1], x[0]))
-    return Case(user, tuple(newest_first), frozenset(targets) - history.keys())
-
-
-def leave_last_n(
-    events: Sequence[Event], n: int = HOLDOUT, ignore: Container[str] = ()
-) -> tuple[list[Event], list[Case]]:
-    """(training events, cases): each user's last `n` distinct items held out (see the module)."""
-    first: dict[str, dict[str, int]] = defaultdict(dict)
-    for e in _signals(events, ignore):
-        items = first[e.user_id]
-        items[str(e.item_id)] = min(e.ts, items.get(str(e.item_id), e.ts))
-    cut: dict[str, int] = {}
-    for user, items in first.items():
-        if len(items) > n:
-            cut[user] = sorted(items.values())[-n]
-    train = [e for e in events if e.ts < cut.get(e.user_id, e.ts + 1)]
-    before = _histories((e for e in train if e.user_id in cut), ignore)
-    cases = [
-        _case(user, before[user], (i for i, ts in first[user].items() if ts >= cut[user]))
-        for user in sorted(cut)
-        if before.get(user)
-    ]
-    return train, [c for c in cases if c.targets]
-
-
-def time_split(
-    events: Sequence[Event], test_days: int = 30, ignore: Container[str] = ()
-) -> tuple[list[Event], list[Case]]:
-    """(training events, cases): the last `test_days` held out; targets are purchases."""
-    t = max(e.ts for e in events) - test_days * DAY_MS
-    train = [e for e in events if e.ts < t]
-    before = _histories(train, ignore)
-    targets: dict[str, set[str]] = defaultdict(set)
-    for e in _signals(events, ignore):
-        if e.ts >= t and e.type == "purchase" and e.user_id in before:
-            targets[e.user_id].add(str(e.item_id))
-    cases = [_case(u, before[u], items) for u, items in sorted(targets.items())]
-    return train, [c for c in cases if c.targets]
-
-
-def sample(cases: list[Case], max_users: int | None) -> list[Case]:
-    """At most `max_users` cases, the same ones on every run (by a digest of the user id)."""
-    if max_users is None or len(cases) <= max_users:
-        return cases
-    key = lambda c: hashlib.blake2b(c.user.encode(), digest_size=8).digest()  # noqa: E731
-    return sorted(sorted(cases, key=key)[:max_users], key=lambda c: c.user)
 
 
 # -- recommendations: methods and metrics ----------------------------------------------------
@@ -154,22 +90,22 @@ def ranking_metrics(
     }
 
 
-def held_history(case: Case) -> list[tuple[str, int]]:
-    """A case's history as a profile holds it (engine.profile.history_newest): the newest
-    HISTORY items, times to the minute, newest first, ties by item id."""
-    held = [(item, ts // MINUTE_MS * MINUTE_MS) for item, ts in case.history[:HISTORY]]
-    return sorted(held, key=lambda x: (-x[1], x[0]))
-
-
-def persona_ranker(train: Sequence[Event], ignore: Container[str], k: int = 50) -> Ranker:
-    """Persona's default recommender as served: the long history a profile holds, every item of
-    the history excluded."""
-    model = fit_recommender(train, k, ignore)
+def persona_ranker(model: Recommender) -> Ranker:
+    """Persona's default recommender as served (`model`: `fit_recommender` of the training part,
+    its EASE lambda searched for on that part alone): the long history a profile holds, every
+    item of the history excluded."""
 
     def rank(cases: Sequence[Case]) -> list[list[str]]:
         return [model.recommend(held_history(c), {i for i, _ in c.history}, AT) for c in cases]
 
     return rank
+
+
+def lambda_choice(model: Recommender | None) -> dict[str, Any] | None:
+    """The EASE lambda the default training chose for `model` and what it saw (its metrics)."""
+    if model is None or "ease_lambda" not in model.metrics:
+        return None
+    return {k: v for k, v in model.metrics.items() if k.startswith("ease_lambda")}
 
 
 def als_ranker(data: Interactions, users: dict[str, int]) -> Ranker | None:
@@ -201,17 +137,22 @@ def _implicit_installed() -> bool:
     return find_spec("implicit") is not None
 
 
-def rankers(train: Sequence[Event], ignore: Container[str], n: int = HOLDOUT) -> dict[str, Ranker]:
-    """Persona's default and every peer, fitted on `train`."""
+def rankers(
+    train: Sequence[Event],
+    ignore: Container[str],
+    n: int = HOLDOUT,
+    persona: Recommender | None = None,
+) -> dict[str, Ranker]:
+    """Persona's default (`persona`, else fitted here) and every peer, fitted on `train`."""
     data = interactions(train, ignore)
     out: dict[str, Ranker] = {
-        "persona": persona_ranker(train, ignore),
+        "persona": persona_ranker(persona or fit_recommender(train, 50, ignore)),
         "popularity": popularity_ranker(data),
         "item_knn": knn_ranker(data),
         f"item_knn_last{n}": knn_ranker(data, last=n),
         "ease": ease_ranker(data),
     }
-    users = {u: i for i, u in enumerate(dict.fromkeys(e.user_id for e in _signals(train, ignore)))}
+    users = {u: i for i, u in enumerate(dict.fromkeys(e.user_id for e in signals(train, ignore)))}
     als = als_ranker(data, users)
     if als is not None:
         out["implicit_als"] = als
@@ -239,11 +180,13 @@ def evaluate_recs(
     else:
         raise ValueError(f"unknown protocol {protocol!r}: last-n or time")
     cases = sample(cases, max_users)
-    methods = rankers(train, ignore, n) if cases else {}  # nothing to rank, nothing to fit
+    persona = fit_recommender(train, 50, ignore) if cases else None  # nothing to rank: no fit
+    methods = rankers(train, ignore, n, persona) if persona else {}
     n_items = len(interactions(train, ignore).items)
     return {
         "protocol": name,
         "test_users": len(cases),
+        "persona_lambda": lambda_choice(persona),
         "items": n_items,
         "ease_items": min(n_items, EASE_MAX_ITEMS),
         "models": {m: ranking_metrics(r(cases), cases, n_items) for m, r in methods.items()},
@@ -332,7 +275,19 @@ def recs_markdown(recs: dict[str, Any]) -> list[str]:
         )
     if not recs["implicit_installed"]:
         lines.append("| implicit_als | (the optional `implicit` package is not installed) | | | |")
-    return [*lines, ""]
+    return [*lines, "", *lambda_lines(recs.get("persona_lambda"))]
+
+
+def lambda_lines(choice: dict[str, Any] | None) -> list[str]:
+    """What the default training chose for `persona` on this split's training part."""
+    if not choice:
+        return []
+    search = choice.get("ease_lambda_search")
+    line = f"persona's EASE lambda: {choice['ease_lambda']:g} ({choice['ease_lambda_by']}"
+    if search and search[f"hr@{AT}"]:
+        figures = ", ".join(f"{lam} {hr:.3f}" for lam, hr in search[f"hr@{AT}"].items())
+        line += f"; HR@{AT} on {search['users']} users of the training part: {figures}"
+    return [line + ")", ""]
 
 
 def markdown(recs: Sequence[dict[str, Any]] | None, churn: dict[str, Any] | None) -> str:

@@ -8,8 +8,9 @@ and keeps for each item the K best neighbours by shrunk asymmetric cosine
     sim(i, j) = C[i, j] / (C[i, i]**ALPHA * C[j, j]**(1 - ALPHA) + SHRINK)
 
 (ALPHA 0.5 is the cosine; 0.3 divides more by the candidate j's own popularity). The default
-table (`TABLE` "ease", issue 17) keeps instead each item's K largest EASE weights (lambda 100), for
-the 10,000 most popular items, and the shrunk cosine rows for the others (models/ease_table.py).
+table (`TABLE` "ease", issue 17) keeps instead each item's K largest EASE weights, for the 10,000
+most popular items, and the shrunk cosine rows for the others (models/ease_table.py). Its lambda is
+searched for on the training events themselves unless pinned (`lam`; models/ease_search.py).
 
 Serving (`Recommender.recommend`) sums neighbour similarities over the newest `history` items of
 the user's long history (engine.profile: up to 200 distinct items) with the weight
@@ -48,7 +49,8 @@ from models.artifacts import (
     rfc3339,
     utc_now,
 )
-from models.ease_table import ease_table
+from models.ease_search import PINNED, Choice, choose_lambda
+from models.ease_table import AUTO, Lambda, Table, ease_table, parse_lambda
 from models.signals import SIGNAL_WEIGHTS as SIGNAL_WEIGHTS  # re-exported
 
 FORMAT = 1
@@ -369,16 +371,38 @@ def cooccurrence_table(
 
 
 def fit_recommender(
-    events: Sequence[Event], k: int = 50, ignore: Container[str] = (), table: str = TABLE
+    events: Sequence[Event],
+    k: int = 50,
+    ignore: Container[str] = (),
+    table: str = TABLE,
+    lam: Lambda = AUTO,
 ) -> Recommender:
     """A recommender from events, without evaluation (see `train_recs`). `table` "ease": EASE's
-    weights as the neighbour table (models/ease_table.py), "cosine": the shrunk cosine."""
-    cosine = neighbour_table(_histories(events, ignore), k)
-    if table == "ease":
-        cosine = ease_table(events, k, ignore, cosine)
-    elif table != "cosine":
+    weights as the neighbour table (models/ease_table.py) with the lambda `lam`, by default AUTO:
+    searched for on `events` alone (models/ease_search.py), the choice in the model's metrics;
+    "cosine": the shrunk cosine."""
+    if table not in ("ease", "cosine"):
         raise ValueError(f"unknown neighbour table {table!r}: ease or cosine")
-    items, indptr, neighbours, weights = cosine
+    lam = parse_lambda(lam)
+    cosine = neighbour_table(_histories(events, ignore), k)
+    if table == "cosine":
+        return _recommender(events, ignore, cosine, k)
+    choice = search_lambda(events, k, ignore) if lam == AUTO else Choice(float(lam), how=PINNED)
+    model = _recommender(events, ignore, ease_table(events, k, ignore, cosine, choice.lam), k)
+    model.metrics = choice.metrics()
+    return model
+
+
+def search_lambda(events: Sequence[Event], k: int = 50, ignore: Container[str] = ()) -> Choice:
+    """The EASE lambda the default training picks on `events` (models.ease_search)."""
+    return choose_lambda(events, k, lambda part: fit_recommender(part, k, ignore, "cosine"), ignore)
+
+
+def _recommender(
+    events: Sequence[Event], ignore: Container[str], table: Table, k: int
+) -> Recommender:
+    """The recommender of a neighbour table, its popular items from `events`."""
+    items, indptr, neighbours, weights = table
     when = utc_now()
     popular = [p for p in _popularity(events, ignore) if p in set(items)]
     content = b"".join([indptr.tobytes(), neighbours.tobytes(), weights.tobytes()])
@@ -438,13 +462,18 @@ def _split_last_order(
 
 
 def evaluate(
-    events: Sequence[Event], k: int = 50, ignore: Container[str] = (), at: int = 10
+    events: Sequence[Event],
+    k: int = 50,
+    ignore: Container[str] = (),
+    at: int = 10,
+    lam: Lambda = AUTO,
 ) -> dict[str, Any]:
     """HR@`at` of the neighbour model vs popularity with each user's last order held out: a hit
     when a top-`at` list (excluding what the user had bought before) holds an item of that order
-    that the user had never bought."""
+    that the user had never bought. The model's lambda (AUTO: searched for on the training part
+    alone, never on the held-out orders) is `eval_ease_lambda`."""
     train, cases = _split_last_order(events)
-    model = fit_recommender(train, k, ignore)
+    model = fit_recommender(train, k, ignore, lam=lam)
     hits = pop_hits = 0
     for history, bought, targets in cases.values():
         if set(model.recommend(history, bought, at)) & targets:
@@ -457,21 +486,29 @@ def evaluate(
         f"popularity_hr@{at}": round(pop_hits / n, 4) if n else None,
         "eval_users": n,
         "eval": "each user's last order held out; only items new to the user count",
+        "eval_ease_lambda": model.metrics.get("ease_lambda"),
     }
 
 
 def train_recs(
-    events: Iterable[Event], k: int = 50, ignore: Container[str] = (), evaluate_split: bool = True
+    events: Iterable[Event],
+    k: int = 50,
+    ignore: Container[str] = (),
+    evaluate_split: bool = True,
+    lam: Lambda = AUTO,
 ) -> Recommender:
     """Train on all events; metrics from `evaluate` (a model trained without the held-out
-    orders). `ignore` drops item ids that are not products (fees, postage)."""
+    orders) and the EASE lambda's choice (`lam`: AUTO, the default, searches for it on the
+    events; a number pins it). `ignore` drops item ids that are not products (fees, postage)."""
     data = events if isinstance(events, list) else list(events)
+    lam = parse_lambda(lam)  # a bad lambda fails before the evaluation's training
     metrics: dict[str, Any] = {}
     if evaluate_split:
-        metrics.update(evaluate(data, k, ignore))
+        metrics.update(evaluate(data, k, ignore, lam=lam))
         print(f"recs: {metrics}", file=sys.stderr)
-    model = fit_recommender(data, k, ignore)
+    model = fit_recommender(data, k, ignore, lam=lam)
     users = len({e.user_id for e in data if e.type in SIGNAL_WEIGHTS})
+    metrics.update(model.metrics)  # the lambda's choice
     metrics.update({"n_items": len(model.items), "n_users": users, "k": k, "table": TABLE})
     model.metrics = metrics
     return model

@@ -13,6 +13,7 @@ from typing import Any
 from engine.profile import is_reversal
 from engine.sources import UCI_NON_PRODUCT_CODES, ReadStats, read_events
 from models.churn import train_churn
+from models.ease_table import AUTO, Lambda
 from models.recs import train_recs
 from models.registry import CHURN_FILE
 
@@ -22,10 +23,15 @@ def _log(message: str) -> None:
 
 
 def train_all(
-    events_path: str | Path, out_dir: str | Path, horizon_days: int = 90, k: int = 50
+    events_path: str | Path,
+    out_dir: str | Path,
+    horizon_days: int = 90,
+    k: int = 50,
+    lam: Lambda = AUTO,
 ) -> dict[str, Any]:
-    """Read the events once, train churn and recs, write churn.json, recs.npz and recs.json
-    into `out_dir`; returns {"churn": {"version", "metrics"}, "recs": {...}, "events": n}."""
+    """Read the events once, train churn and recs (`lam`: the EASE lambda, AUTO searched for on
+    the events), write churn.json, recs.npz and recs.json into `out_dir`; returns
+    {"churn": {"version", "metrics"}, "recs": {...}, "events": n}."""
     out = Path(out_dir)
     started = time.monotonic()
     stats = ReadStats()
@@ -36,7 +42,7 @@ def train_all(
     churn = train_churn(events, horizon_days=horizon_days)
     _log(f"churn {churn.version}: {churn.metrics}")
     # UCI's fee/postage codes are not products; elsewhere the set matches nothing.
-    recs = train_recs(events, k=k, ignore=UCI_NON_PRODUCT_CODES)
+    recs = train_recs(events, k=k, ignore=UCI_NON_PRODUCT_CODES, lam=lam)
     _log(f"recs {recs.version}: {recs.metrics}")
     out.mkdir(parents=True, exist_ok=True)
     churn.save(out / CHURN_FILE)

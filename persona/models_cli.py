@@ -18,6 +18,7 @@ from streams.signed import RecordSigner, cli_signer
 
 EPILOG = """examples:
   persona models train recs --events events.jsonl --broker kafka://127.0.0.1:9092
+  persona models train recs --lambda 500 --events events.jsonl   # pin EASE's lambda (default auto)
   persona models list --broker kafka://127.0.0.1:9092
   persona models activate recs recs-20261122T0800-1a2b3c4d
   persona models rollback recs
@@ -29,6 +30,17 @@ EPILOG = """examples:
 """
 
 TRAIN_KINDS = {"churn": ("logistic", "gbm"), "recs": ("knn", "als")}  # the first is the default
+AUTO = "auto"  # models.ease_table.AUTO: --lambda's default, the lambda searched for in training
+
+
+def ease_lambda(text: str) -> Any:
+    """`--lambda`: "auto" or a number (models.ease_table.parse_lambda), else argparse's error."""
+    from models.ease_table import parse_lambda
+
+    try:
+        return parse_lambda(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cluster(args: argparse.Namespace) -> ClusterKey:
@@ -91,10 +103,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from models.bundle import save_model
     from persona.progress import step
 
+    if args.ease_lambda != AUTO and (args.model == "churn" or args.kind == "als"):
+        raise ValueError("--lambda sets the EASE neighbour table of recs (--kind knn)")
     if args.out and args.model == "all":  # the original form: both models into one directory
         from models.train import train_all
 
-        summary = train_all(Path(args.events), Path(args.out), horizon_days=args.horizon_days)
+        summary = train_all(
+            Path(args.events), Path(args.out), horizon_days=args.horizon_days, lam=args.ease_lambda
+        )
         for name, info in summary.items():
             print(f"{name}: {info}")
         return 0
@@ -122,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             else:
                 from models.recs import train_recs
 
-                model = train_recs(events, ignore=UCI_NON_PRODUCT_CODES)
+                model = train_recs(events, ignore=UCI_NON_PRODUCT_CODES, lam=args.ease_lambda)
         print(f"{name} {model.version}: {json.dumps(model.metrics)}")
         if args.out:
             save_model(model, Path(args.out) / name)
@@ -284,6 +300,16 @@ def add_models_parser(sub: Any) -> None:
         "(an embedding table of implicit-ALS item factors; needs `pip install implicit`)",
     )
     train.add_argument("--out", help="write the artifacts to this directory instead")
+    train.add_argument(
+        "--lambda",
+        dest="ease_lambda",
+        type=ease_lambda,
+        default=AUTO,
+        metavar="auto|NUMBER",
+        help="recs: the EASE table's regularization. auto (the default): the value of 100, 300, "
+        "500, 1000 with the best HR@10 when each user's last 5 distinct items of the events are "
+        "held out (models/ease_search.py; below 50 such users, 100); a number pins it",
+    )
 
     publish = command("publish", cmd_publish, "register an artifact trained elsewhere")
     publish.add_argument("path", help="directory with churn.json (+ churn.skops) or recs.*")
