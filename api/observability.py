@@ -21,6 +21,7 @@ import logging
 import math
 import re
 import secrets
+import socket
 import sys
 import time
 from bisect import bisect_left
@@ -45,6 +46,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from api import fleet
 from api.content import ContentService
 from engine.blocks import Block
 from engine.features import features
@@ -209,6 +211,9 @@ class Telemetry:
         self.churn_sum = 0.0
         self._previous: dict[str, Any] | None = None
         self._hot_seen = 0
+        # the other processes' newest snapshots (api/fleet.py; `follow_peers` sets both)
+        self.peers: Callable[[], list[fleet.Pair]] = list
+        self.identity = {"process": f"process:{socket.gethostname()}", "kind": "worker"}
 
     # -- the hot path --------------------------------------------------------------------------
     def observe(
@@ -310,6 +315,38 @@ class Telemetry:
             "requests": self.requests,
             "blocks": self.blocks,
             "fallbacks": self.fallbacks,
+            "latency": self._latency_buckets(),
+        }
+
+    def _latency_buckets(self) -> list[float]:
+        """Requests per latency bucket over every route (the last: beyond the last bound)."""
+        counts = [0.0] * (len(LATENCY_BUCKETS) + 1)
+        for per_route in list(self._latency.values()):
+            for i, n in enumerate(per_route[:-1]):
+                counts[i] += n
+        return counts
+
+    def published(self) -> dict[str, Any]:
+        """This process's cumulative figures, for every other process's dashboard
+        (engine/process_stats.py checks them on the way in, api/fleet.py merges them)."""
+        figures = stream_figures(self.content)
+        ready, detail = self.content.state.ready()
+        now = self.snapshot()
+        return {
+            **self.identity,
+            "host": socket.gethostname(),
+            "started": self.started,
+            "ready": ready,
+            "ready_detail": detail,
+            "models": self.content.models.versions(),
+            "stream": {name: dict(figures.get(name, {})) for name in fleet.STREAM_MAPS},
+            **{name: now[name] for name in ("t", *fleet.COUNTS, "latency")},
+            "variants": {f"{b}:{v}": list(n) for (b, v), n in self.variants.items()},
+            "churn": {
+                "counts": self.churn_counts,
+                "sampled": self.churn_sampled,
+                "sum": self.churn_sum,
+            },
         }
 
     def tick(self) -> dict[str, Any] | None:
@@ -320,6 +357,10 @@ class Telemetry:
         if previous is None:
             return None
         point = make_point(previous, now, latencies)
+        bounds = list(LATENCY_BUCKETS)
+        point = fleet.merged_point(
+            point, (previous, now), self.peers(), now["t"], make_point, bounds
+        )
         self.history.append(point)
         return point
 
@@ -339,45 +380,50 @@ class Telemetry:
 
     # -- the dashboard's JSON --------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        """The whole engine's figures: this process's and every other live process's
+        (api/fleet.py), with the processes they come from."""
         figures = stream_figures(self.content)
-        counters = figures.get("counters", {})
-        cache = self.content.cache
-        ready, detail = self.content.state.ready()
-        looked = cache.hits + cache.misses
+        own, peers = self.published(), self.peers()
+        merged = fleet.totals([own, *(last for _, last in peers)])
+        counters, looked = merged["stream"]["counters"], merged["hits"] + merged["misses"]
+        variants = {tuple(k.split(":", 1)): v for k, v in merged["variants"].items()}
         return {
             "generated": time.time(),
             "uptime_s": round(time.time() - self.started, 1),
-            "ready": ready,
-            "ready_detail": detail,
-            "models": self.content.models.versions(),
+            "ready": own["ready"],
+            "ready_detail": own["ready_detail"],
+            "models": own["models"],
             "series": list(self.history),
             "totals": {
                 "events": counters.get("events_processed", 0),
                 "duplicates": counters.get("events_duplicate", 0),
                 "dead_lettered": counters.get("events_dead_lettered", 0),
                 "catalog_updates": counters.get("catalog_updates", 0),
-                "consumed": figures.get("consumed", {}),
-                "lag": figures.get("lag", {}),
-                "requests": self.requests,
-                "cache_hit_rate": cache.hits / looked if looked else None,
-                "fallback_rate": self.fallbacks / self.blocks if self.blocks else None,
-                "blocks": self.blocks,
+                "consumed": merged["stream"]["consumed"],
+                "lag": merged["stream"]["lag"],
+                "requests": merged["requests"],
+                "cache_hit_rate": merged["hits"] / looked if looked else None,
+                "fallback_rate": merged["fallbacks"] / merged["blocks"]
+                if merged["blocks"]
+                else None,
+                "blocks": merged["blocks"],
             },
-            "churn": {
-                "edges": list(CHURN_EDGES),
-                "counts": self.churn_counts,
-                "sampled": self.churn_sampled,
-            },
-            "triggers": figures.get("triggers", {}),
-            "experiments": self.experiments(figures),
+            "churn": {"edges": list(CHURN_EDGES), **merged["churn"]},
+            "triggers": merged["stream"]["triggers"],
+            "experiments": self.experiments(figures, variants),
+            "processes": fleet.processes(own, peers, own["t"]),
         }
 
-    def experiments(self, figures: dict[str, Any]) -> list[dict[str, Any]]:
-        """A/B results: per block, the variants served and their fallback share (a block with
-        one variant is no experiment). The stream may add conversions per variant."""
+    def experiments(
+        self, figures: dict[str, Any], variants: dict[Any, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """A/B results: per block, the variants served (`variants`: every process's, by
+        default this one's) and their fallback share (a block with one variant is no
+        experiment). The stream may add conversions per variant."""
         conversions: dict[str, int] = figures.get("conversions_by_variant", {})
         by_block: dict[str, list[dict[str, Any]]] = {}
-        for (block, variant), (served, fallback) in sorted(self.variants.items()):
+        served_by = self.variants if variants is None else variants
+        for (block, variant), (served, fallback) in sorted(served_by.items()):
             by_block.setdefault(block, []).append(
                 {
                     "variant": variant,
@@ -696,3 +742,13 @@ def register(app: web.Application, content: ContentService) -> None:
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/v1/stats", get_stats)
     app.cleanup_ctx.append(_sampler)
+
+
+def follow_peers(
+    app: web.Application, process: str, kind: str, peers: Callable[[], list[fleet.Pair]]
+) -> None:
+    """Name this process in what it publishes (`Telemetry.published`) and merge the other
+    processes' snapshots `peers` gives into its dashboard (`/v1/stats`, api/fleet.py)."""
+    telemetry = app[TELEMETRY]
+    telemetry.identity = {"process": process, "kind": kind}
+    telemetry.peers = peers

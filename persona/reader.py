@@ -42,6 +42,7 @@ from engine.settings import Settings, parse_origins, require_cluster_secret
 from models.registry import ModelSet
 from persona.models_wiring import count_refusals, process_signer
 from persona.runtime import place, tune_gc
+from persona.stats_wiring import stats_board
 from streams.backlog import EMBEDDED_ENV
 from streams.erasure import HeldRecords
 from streams.kafka_security import Broker
@@ -121,8 +122,11 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
     registry = RegistryService(broker_url, secondary / "models", swap, signer=signer)
     app[ADMIN] = registry
     count_refusals(app, registry)
+    process = f"reader:{settings.own_url}:{index}:{os.getpid()}"
+    board = stats_board(settings, broker_url, app, "reader", process)  # every process's figures
     await state.start()
     await registry.start()
+    await board.start()
     runner = HotRunner(app, access_log=None, shutdown_timeout=2.0)  # block GETs before routing
     await runner.setup()
     site = web.TCPSite(
@@ -138,6 +142,8 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
         await stop.wait()
     finally:
         await runner.cleanup()
+        with contextlib.suppress(Exception):
+            await board.stop()
         with contextlib.suppress(Exception):
             await registry.stop()
         await state.stop()

@@ -33,6 +33,7 @@ from persona.reader import click_links, serving_options, ssl_context
 from persona.retrain import retrain_services
 from persona.runtime import place, tune_gc
 from persona.state_dir import prepare as prepare_state_dir
+from persona.stats_wiring import stats_board
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.backlog import EMBEDDED_ENV
@@ -191,6 +192,8 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     services += catalog_services(settings, broker_url, http.web_app)  # PERSONA_CATALOG_FEEDS
     registry = attach_registry(settings, broker_url, content, state, http.web_app)
     services += retrain_services(settings, registry, http.web_app)  # PERSONA_RETRAIN_HOURS
+    process = f"worker:{settings.own_url}"  # the dashboard's figures of every process
+    services.append(stats_board(settings, broker_url, http.web_app, "worker", process))
     worker = faust.Worker(
         streams.app,
         http,

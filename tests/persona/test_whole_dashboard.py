@@ -1,0 +1,102 @@
+"""The pages show the whole engine from any process (issue 18 item 7): `persona run` with a reader
+on its embedded broker; events posted to the public port (the reader) are folded by the worker,
+and the reader's dashboard figures carry the worker's event counts (the stats board,
+streams/stats_board.py), the worker's carry the reader's API requests, and the reader's user
+picker lists the users the worker folded."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from streams.broker import free_port
+from tests.conftest import http, wait_until
+from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready, _worker_port
+
+pytestmark = pytest.mark.integration
+KEY = "dashboard-kkkkkkkkkkkkkkkkkkkkkkkk"
+KEYS = f"all:{KEY}:content:read,events:write"
+USERS = ("dash-ann", "dash-bob", "dash-cy")
+
+
+@dataclass
+class Run:
+    base: str  # the public port: the reader
+    worker: str  # the worker's private port
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    port, log = free_port(), tmp / "run.log"
+    extra = {"PERSONA_READERS": "1", "PERSONA_API_KEYS": KEYS}
+    with log.open("w") as out:
+        proc = _start_run(tmp / "data", port, "--no-demo", 2, out.fileno(), extra, out.fileno())
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(proc, base)
+        (pid,) = [p for p in _children(proc.pid) if _kind(p) == "worker"]
+        worker = f"http://127.0.0.1:{_worker_port(pid)}"
+        wait_until(lambda: http("GET", worker + "/readyz", key=None)[0] == 200, 120, what="worker")
+        yield Run(base, worker)
+    finally:
+        _stop(proc, grace=15)
+
+
+def stats(url: str) -> dict[str, Any]:
+    status, _, body = http("GET", url + "/v1/stats", key=KEY)
+    assert status == 200, body
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def events() -> list[dict[str, Any]]:
+    now = int(time.time() * 1000) - 60_000
+    return [
+        {"event_id": f"{user}-{n}", "type": "product_view", "user_id": user, "item_id": f"I{n}",
+         "ts": now + n}
+        for user in USERS for n in range(4)
+    ]  # fmt: skip
+
+
+def test_the_readers_dashboard_shows_the_workers_events_and_the_worker_the_readers_requests(
+    run: Run,
+) -> None:
+    reader_own = stats(run.base)["processes"]
+    assert [(p["kind"], p["this"]) for p in reader_own][:1] == [("reader", True)]
+    status, _, body = http("POST", run.base + "/v1/events", events(), key=KEY)
+    assert status == 202 and json.loads(body)["accepted"] == 12, body
+    # the reader itself folds nothing: what it shows of the stream is the worker's
+    seen = wait_until(
+        lambda: (s := stats(run.base))["totals"]["events"] >= 12 and s,
+        60,
+        what="the worker's folded events on the reader's dashboard",
+    )
+    kinds = {p["kind"]: p for p in seen["processes"]}
+    assert set(kinds) == {"reader", "worker"} and kinds["reader"]["this"]
+    assert kinds["worker"]["events"] >= 12 and kinds["worker"]["age_s"] < 60
+    assert sum(seen["totals"]["consumed"].values()) >= 12
+    for _ in range(5):  # requests the reader answers, and only it
+        http("GET", run.base + f"/v1/users/{USERS[0]}/blocks/recommendations", key=KEY)
+    worker = wait_until(
+        lambda: (s := stats(run.worker))["totals"]["blocks"] >= 5 and s,
+        60,
+        what="the reader's blocks on the worker's dashboard",
+    )
+    assert {p["kind"] for p in worker["processes"]} == {"reader", "worker"}
+    assert worker["totals"]["events"] >= 12 and worker["totals"]["cache_hit_rate"] is not None
+
+
+def test_the_readers_user_picker_lists_the_folded_users(run: Run) -> None:
+    http("POST", run.base + "/v1/events", events(), key=KEY)
+
+    def listed() -> set[str]:
+        status, _, body = http("GET", run.base + "/v1/users?limit=50", key=KEY)
+        return {u["user_id"] for u in json.loads(body)["users"]} if status == 200 else set()
+
+    assert wait_until(lambda: set(USERS) <= listed(), 60, what="the users in the reader's picker")
