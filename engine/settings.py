@@ -136,6 +136,12 @@ class Settings:
         t.Integer(1_000, 1_000_000),
         "input records a worker that fell behind reads from the broker and folds at a time",
     )
+    rocksdb_memory_mb: int = setting(
+        256,
+        t.Integer(16, 65_536),
+        "MiB of memory the RocksDB tables of one process may hold: one block cache shared by "
+        "every table partition (index and filter blocks in it), a quarter of it for memtables",
+    )
     abandoned_cart_minutes: float = setting(
         60.0,
         t.Real(0.0, 525_600.0, "must be more than 0 minutes and at most a year", open_low=True),

@@ -48,6 +48,7 @@ from streams.erasure import HeldRecords
 from streams.kafka_security import Broker
 from streams.readers import SecondaryState
 from streams.registry import RegistryService
+from streams.rocks_memory import RocksMemory
 
 log = logging.getLogger("persona.reader")
 
@@ -104,7 +105,12 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
     secondary = settings.data_dir / "readers" / f"{index}-{os.getpid()}"
     signer = process_signer(settings, f"reader:{settings.own_url}:{index}")
     state = SecondaryState(
-        settings.data_dir, settings.partitions, secondary, broker_url, signer=signer
+        settings.data_dir,
+        settings.partitions,
+        secondary,
+        broker_url,
+        signer=signer,
+        memory=RocksMemory(settings.rocksdb_memory_mb * 1024 * 1024),
     )
     if os.environ.get(EMBEDDED_ENV) == "1":  # persona run's embedded broker: topics in memory
         state.hold_for_fold(settings.request_timeout)

@@ -64,6 +64,7 @@ from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
 from streams.read_side import PartitionMemo, ProductMemo
 from streams.registry import EXPOSURES_TOPIC
+from streams.rocks_memory import RocksMemory
 from streams.signed import RecordGate, RecordSigner
 from streams.triggers import Touched, TriggerPorts, TriggerRunner
 from streams.webhooks import WebhookSender
@@ -271,6 +272,10 @@ class PersonaStreams:
         self.popularity = app.GlobalTable("popularity", default=None, **table_kw)
         # newest event time per partition: the event-time clock survives restarts
         self.clock_table = app.Table("clock", default=None, **table_kw)
+        # every partition of every table within one memory budget (streams/rocks_memory.py)
+        self.rocks_memory = RocksMemory(settings.rocksdb_memory_mb * 1024 * 1024)
+        for table in (self.profiles, self.catalog, self.popularity, self.clock_table):
+            self.rocks_memory.bound(table)
         self._clock_seeded = False
         # Stream time per partition (newest event time folded there): lateness is measured
         # against the event's own partition, so partitions consumed at different speeds during a

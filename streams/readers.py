@@ -60,6 +60,7 @@ from streams.kafka_security import Broker, as_config
 from streams.keys import is_profile_key, user_key
 from streams.positions import parse_position, position_key
 from streams.read_side import PartitionMemo, ProductMemo
+from streams.rocks_memory import RocksMemory
 from streams.signed import RecordSigner
 
 log = logging.getLogger("persona.readers")
@@ -86,8 +87,8 @@ def table_dir(data_dir: Path) -> Path:
     return data_dir / "faust" / "v1" / "tables"
 
 
-def _options() -> Options:
-    options = Options(raw_mode=True)
+def _options(memory: RocksMemory | None = None) -> Options:
+    options = Options(raw_mode=True) if memory is None else memory.within(Options(raw_mode=True))
     options.set_max_open_files(-1)  # secondaries must keep every file open
     # RocksDB opens a version's table files with this many threads, and a secondary builds a
     # version on every catch-up that finds something new: with the default (16) each catch-up
@@ -116,8 +117,16 @@ def _files_signature(path: Path) -> tuple[tuple[str, int, int], ...] | None:
 class SecondaryTables:
     """One table's partition databases opened as RocksDB secondaries."""
 
-    def __init__(self, tables: Path, name: str, partitions: int, secondary_root: Path) -> None:
+    def __init__(
+        self,
+        tables: Path,
+        name: str,
+        partitions: int,
+        secondary_root: Path,
+        memory: RocksMemory | None = None,  # the process's RocksDB budget (rocks_memory.py)
+    ) -> None:
         self.name = name
+        self._memory = memory
         self.dbs: list[Rdict | None] = [None] * partitions
         self._tables = tables
         self._secondary = secondary_root / name
@@ -136,9 +145,13 @@ class SecondaryTables:
                 continue
             secondary = self._secondary / str(p)
             secondary.mkdir(parents=True, exist_ok=True)
+            options = _options(self._memory)
             try:
                 self.dbs[p] = Rdict(
-                    str(path), _options(), access_type=AccessType.secondary(str(secondary))
+                    str(path),
+                    options,
+                    column_families={"default": options},  # else the files' options win
+                    access_type=AccessType.secondary(str(secondary)),
                 )
             except Exception as exc:  # the worker may be creating it right now
                 log.debug("cannot open %s yet: %s", path, exc)
@@ -227,6 +240,7 @@ class SecondaryState:
         catch_up_interval: float = 0.15,
         popular_interval: float = 5.0,
         signer: RecordSigner | None = None,  # signs the erase commands (streams/signed.py)
+        memory: RocksMemory | None = None,  # every secondary within one RocksDB budget
     ) -> None:
         self.data_dir = data_dir
         self.signer = signer
@@ -238,7 +252,9 @@ class SecondaryState:
         self.models: Any = True  # set to None by a model registry until it has loaded
         self._wall = wall or WallClock()
         tables = table_dir(data_dir)
-        self.tables = {n: SecondaryTables(tables, n, partitions, secondary_dir) for n in TABLES}
+        self.tables = {
+            n: SecondaryTables(tables, n, partitions, secondary_dir, memory) for n in TABLES
+        }
         self.catalog_generation = 0
         self.content = CatalogContent()  # content similarity of the catalog (issue 17)
         self.content_index = self.content.index

@@ -1,0 +1,93 @@
+"""One RocksDB memory budget per process (streams/rocks_memory.py, issue 21 item 2): the databases
+of every table partition share one block cache, memtables charged to it, so what RocksDB holds
+stays within `PERSONA_ROCKSDB_MEMORY_MB` however much data is written and read."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.stores.rocksdb import RocksDBOptions
+from rocksdict import AccessType, Options, Rdict
+
+from streams.readers import _options
+from streams.rocks_memory import BoundedOptions, RocksMemory
+
+MIB = 1024 * 1024
+
+
+def _fill(db: Rdict, n: int) -> None:
+    for k in range(n):
+        db[b"u%08d" % k] = os.urandom(200)
+
+
+def _read(db: Rdict, n: int) -> None:
+    for k in range(0, n, 2):
+        assert db[b"u%08d" % k] is not None
+
+
+def test_many_databases_stay_within_one_budget(tmp_path: Path) -> None:
+    memory = RocksMemory(8 * MIB)
+    base = RocksDBOptions(use_rocksdict=True, write_buffer_size=4 * MIB)
+    dbs = [memory.options(base).open(tmp_path / f"p{i}") for i in range(6)]
+    for db in dbs:  # 6 x 40,000 x ~210 bytes: ~50 MB, six times the budget
+        _fill(db, 40_000)
+    written = memory.usage()
+    assert 0 < written <= memory.budget  # the memtables are charged to the shared cache
+    for db in dbs:
+        db.flush()
+        _read(db, 40_000)
+    assert 0 < memory.usage() <= memory.budget
+    for db in dbs:
+        db.close()
+
+
+def test_a_faust_table_opens_its_partitions_within_the_budget(tmp_path: Path) -> None:
+    app = faust.App("rocks-memory-test", store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("t", options={"driver": "rocksdict", "write_buffer_size": 2 * MIB})
+    memory = RocksMemory(4 * MIB)
+    memory.bound(table)
+    store: Any = table.data
+    options = store.rocksdb_options
+    assert isinstance(options, BoundedOptions)
+    assert options.write_buffer_size == 2 * MIB  # the table's own options are kept
+    before = memory.usage()
+    db = store._db_for_partition(0)
+    _fill(db, 20_000)
+    assert memory.usage() > before  # the store's database charges the shared cache
+    assert memory.usage() <= memory.budget
+    db.flush()
+    store._dbs.clear()
+    db.close()
+    again = RocksMemory(4 * MIB)  # a restart opens the existing database: still in the budget
+    store.rocksdb_options = again.options(options)
+    reopened = store._db_for_partition(0)
+    before = again.usage()
+    _read(reopened, 20_000)
+    assert before < again.usage() <= again.budget
+
+
+def test_a_reader_secondary_reads_through_the_shared_cache(tmp_path: Path) -> None:
+    primary = Rdict(str(tmp_path / "primary"), Options(raw_mode=True))
+    _fill(primary, 20_000)
+    primary.flush()
+    primary.compact_range(None, None)  # table files, which is what a secondary reads blocks of
+    memory = RocksMemory(4 * MIB)
+    options = _options(memory)
+    secondary = Rdict(
+        str(tmp_path / "primary"),
+        options,
+        column_families={"default": options},
+        access_type=_secondary(tmp_path),
+    )
+    before = memory.usage()
+    _read(secondary, 20_000)
+    assert before < memory.usage() <= memory.budget
+    secondary.close()
+    primary.close()
+
+
+def _secondary(tmp_path: Path) -> AccessType:
+    return AccessType.secondary(str(tmp_path / "secondary"))
