@@ -234,3 +234,16 @@ async def test_a_click_and_the_purchase_after_it_count_in_the_arm(shop: Shop) ->
     assert (compact["purchases"], compact["revenue"]) == (1, 8.0)
     assert arms["default"]["users"] == 1 and arms["default"]["clicks"] == 0
     assert compact["vs_control"]["ctr"]["difference"] == 1.0
+
+
+async def test_a_batch_logs_one_exposure_per_consenting_user_in_their_arm(shop: Shop) -> None:
+    assert (await put(shop, {"experiments": [DESIGN]}))[0] == 200
+    ids = [*USERS[:10], "refuser", "a-stranger"]
+    body = {"block": "recommendations", "format": "html", "user_ids": ids}
+    r = await shop.client.post("/v1/blocks:batch", json=body, headers=bearer(READ_KEY))
+    assert r.status == 200
+    results = (await r.json())["results"]
+    for user in USERS[:10]:
+        assert (MARK in results[user]["content"]) == (arm_of(user) == "compact")
+    logged = [(e["user_id"], e["variant"]) for e in shop.registry.exposures]
+    assert logged == [(user, arm_of(user)) for user in USERS[:10]]
