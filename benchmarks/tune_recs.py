@@ -177,6 +177,42 @@ def spread(table: dict[str, list[float]], names: list[str]) -> str:
     return "Spread of HR@10 over Persona's settings: " + ", ".join(parts) + "."
 
 
+def best_peers(measured: dict[str, dict[str, Any]]) -> list[tuple[str, float]]:
+    """(name, HR@10) of the best peer on each measured data set."""
+    out = []
+    for r in measured.values():
+        peers = {
+            s[len(PEER) :]: m[f"hr@{AT}"] for s, m in r["results"].items() if s.startswith(PEER)
+        }
+        best = max(peers, key=lambda name: peers[name])
+        out.append((best, peers[best]))
+    return out
+
+
+def default_lines(
+    table: dict[str, list[float]], measured: dict[str, dict[str, Any]], default: str
+) -> list[str]:
+    """The default setting against the best peer on each data set, and the spread of both."""
+    if default not in table:
+        return [f"(*{default}* was not measured.)", ""]
+    ours, peers = table[default], best_peers(measured)
+    ratios = [v / p if p else 1.0 for v, (_n, p) in zip(ours, peers, strict=True)]
+    each = "; ".join(
+        f"{name} {v:.3f} against {peer} {p:.3f} ({r:.2f}x)"
+        for name, v, (peer, p), r in zip(measured, ours, peers, ratios, strict=True)
+    )
+    mean_peer = sum(p for _n, p in peers) / len(peers)
+    below = [name for name, r in zip(measured, ratios, strict=True) if r < 1.0]
+    verdict = f"below it on {', '.join(below)}" if below else "never below it"
+    return [
+        f"The default against the best peer on each validation data set: {each}.",
+        f"Spread over the data sets: {min(ratios):.2f}x-{max(ratios):.2f}x of the best peer "
+        f"({verdict}); HR@10 {min(ours):.3f}-{max(ours):.3f}, mean {sum(ours) / len(ours):.3f} "
+        f"against the best peers' mean {mean_peer:.3f}.",
+        "",
+    ]
+
+
 def auto_lines(measured: dict[str, dict[str, Any]]) -> list[str]:
     """What the `auto` setting chose on each data set, and the figures it chose by."""
     grid = ", ".join(f"{lam:g}" for lam in AUTO_LAMBDAS)
@@ -223,11 +259,11 @@ def document(found: dict[str, dict[str, Any] | str], max_users: int | None) -> s
         "",
         f"Picked among the settings with k {SHIPPED_K} (larger k makes the artifact 2-4x and a",
         "request 2-3x as long): the best mean among those never below the best peer on any data",
-        f"set, or else the nearest to it: **{chosen}**. The default now: ease "
-        f"{TABLE_LAMBDA:g}, k {SHIPPED_K}, decay {RECENCY_DECAY}, floor {HISTORY_FLOOR}, "
-        f"history {HISTORY_USED} (the `auto` search is not yet what `models.recs.fit_recommender`"
-        " trains with: models/ease_search.py).",
+        f"set, or else the nearest to it: **{chosen}**. The default now: **{AUTO_SETTING}**",
+        "(`models.recs.fit_recommender` searches the lambda at training time unless it is",
+        "pinned: `persona models train recs --lambda N`).",
         "",
+        *default_lines(table, measured, AUTO_SETTING),
         *auto_lines(measured),
         spread(table, list(measured)) if table else "",
         "",

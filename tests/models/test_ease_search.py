@@ -21,6 +21,7 @@ from models.ease_search import (
 from models.ease_table import AUTO, TABLE_LAMBDA, ease_table, parse_lambda
 from models.peers import Case
 from models.recs import Recommender, fit_recommender, train_recs
+from models.retrain import retrain_recs
 from models.splits import held_history, leave_last_n, sample
 from tests.models.synthetic import DAY, T0, basket_events, purchase
 
@@ -73,9 +74,9 @@ def test_with_too_few_users_to_hold_out_the_fixed_lambda_stays() -> None:
     assert (choice.lam, choice.hr, choice.users, choice.how) == (TABLE_LAMBDA, {}, 0, TOO_FEW)
 
 
-def hub_events(users: int = 400, seed: int = 5) -> list[Event]:
-    """Ten staples nearly everyone buys first (95 %), then 8 of the 30 items of the user's group
-    (of 5), ten days apart. With these counts a small lambda learns that a staple says nothing
+def hub_events(users: int = 400, own: int = 8, seed: int = 5) -> list[Event]:
+    """Ten staples nearly everyone buys first (95 %), then `own` of the 30 items of the user's
+    group (of 5), ten days apart. With these counts a small lambda learns that a staple says nothing
     about which group item follows (the regression explains it away), while a large one ranks
     candidates by their co-counts with the staples (the whole history's weight): HR@10 on each
     user's last 5 items is about 0.89 at lambda 100, 0.80 at 300 and 0.41 at 1000."""
@@ -84,7 +85,7 @@ def hub_events(users: int = 400, seed: int = 5) -> list[Event]:
     for u in range(users):
         start = T0 + u * DAY
         events += [purchase(f"u{u}", f"h{h}", start) for h in range(10) if rng.random() < 0.95]
-        for step, item in enumerate(rng.sample(range(30), 8)):
+        for step, item in enumerate(rng.sample(range(30), own)):
             events.append(purchase(f"u{u}", f"g{u % 5}-{item}", start + (step + 1) * 10 * DAY))
     return events
 
@@ -135,3 +136,12 @@ def test_lambdas_are_parsed_as_the_cli_gives_them() -> None:
     assert parse_lambda("auto") == AUTO
     assert parse_lambda("300") == parse_lambda(300) == 300.0
     assert parse_lambda("1e3") == 1000.0
+
+
+def test_the_retraining_schedule_trains_with_the_searched_lambda() -> None:
+    events = hub_events(own=13)  # the retraining holds out 5 of them, the search 5 more
+    active = train_recs(events, k=5, evaluate_split=False, lam=1000)
+    model = retrain_recs(events, active, now_ms=T0 + 400 * DAY)
+    assert model.metrics["ease_lambda_by"] == SEARCHED  # on the retraining's own training part
+    assert set(model.metrics["ease_lambda_search"]["hr@10"]) == {f"{lam:g}" for lam in LAMBDAS}
+    assert model.metrics["retrain"]  # and evaluated against the active version, as before
