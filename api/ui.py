@@ -26,6 +26,7 @@ from api.explain import explain
 from api.limits import THROTTLE
 from api.observability import sample_profiles
 from api.shared import CONTENT, KEYS, problem
+from api.shop_words import shop_why
 from engine.blocks import BLOCKS
 
 STATIC = Path(__file__).parent / "static"
@@ -92,7 +93,12 @@ async def get_explain(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     profile = content.state.profile(user_id)
     if profile is None:
-        return problem(404, "Unknown user", f"no events were seen for user {user_id!r}")
+        return problem(
+            404,
+            "Unknown user",
+            f"no events were seen for user {user_id!r}: every block is the fallback "
+            "(the best-sellers)",
+        )
     if not content.personal(profile):  # engine.consent: an explanation is profiling
         return problem(
             403,
@@ -122,6 +128,7 @@ async def get_explain(request: web.Request) -> web.Response:
         blocks,
         content.policy.churn_threshold,
     )
+    body["shop"] = shop_why(profile, body, content.state.product, content.state.now_ms())
     return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 

@@ -14,6 +14,18 @@ const byKey = (series, field) => {
   return names.map((name) => ({ name, values: series.map((p) => (p[field] || {})[name] ?? null) }));
 };
 
+// Every worker and reader publishes its figures (the stats board); the tiles and charts add them
+// up, and this table says which process each came from and how old its figures are.
+function processTable(rows) {
+  return el("table", { class: "kv", id: "process-table" },
+    el("tr", {}, ["process", "kind", "host", "figures from", "status", "events folded", "API requests"].map((h) => el("th", {}, h))),
+    rows.map((p) => el("tr", { "data-kind": p.kind },
+      el("td", {}, p.process + (p.this ? " (this page)" : "")), el("td", {}, p.kind), el("td", {}, p.host),
+      el("td", {}, p.this ? "now" : `${p.age_s} s ago`), el("td", {}, p.ready ? "ready" : p.ready_detail),
+      el("td", {}, p.kind === "worker" ? Number(p.events).toLocaleString() : "–"),
+      el("td", {}, Number(p.requests).toLocaleString()))));
+}
+
 function draw(stats) {
   const s = stats.series;
   const t = s.map((p) => p.t);
@@ -30,6 +42,7 @@ function draw(stats) {
     tile("API requests", totals.requests.toLocaleString()),
     tile("p95 latency", last.latency_ms.p95 == null ? "–" : last.latency_ms.p95.toFixed(2) + " ms"),
   );
+  document.getElementById("processes").replaceChildren(processTable(stats.processes || []));
   document.getElementById("models").textContent = "models: " + Object.entries(stats.models).map(([n, v]) => `${n} ${v}`).join(" · ");
   const L = (id) => ({ legend: document.getElementById("legend-" + id) });
   const events = byKey(s, "events_per_s");

@@ -3,6 +3,7 @@ in-memory state (the browser tests in tests/ui drive them in Chromium)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +13,7 @@ from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.explain import churn_contributions, recommendation_reasons
+from api.shared import CONTENT
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.events import validate
@@ -89,6 +91,60 @@ async def test_explain_says_why(client: TestClient) -> None:
     assert set(why["blocks"]) == {"recommendations", "cart_reminder", "winback"}
     assert why["blocks"]["cart_reminder"] == {**why["blocks"]["cart_reminder"], "fallback": True}
     assert why["blocks"]["recommendations"]["variant"] == "default"
+
+
+async def test_the_why_is_in_shop_language(client: TestClient) -> None:
+    """No model terms, money with its currency, orders rather than purchase lines, titles."""
+    state = client.server.app[CONTENT].state
+    items = MODELS.recs.popular[:3]
+    order = {"order_id": "o-1", "locale": "en-GB"}
+    bought = [  # one order of three lines, paid in GBP, and one item left in the cart
+        {**ev("shop-1", "purchase", item, T0 + 10 + i), "price": 4.0, "currency": "GBP"}
+        | {"quantity": 2, "props": order}
+        for i, item in enumerate(items)
+    ]
+    carted = ev("shop-1", "add_to_cart", MODELS.recs.popular[5], T0 + 20) | {"quantity": 3}
+    await state.produce([validate(e) for e in [*bought, carted]])
+    r = await client.get("/v1/users/shop-1/explain", headers=AUTH)
+    assert r.status == 200
+    body = await r.json()
+    shop = body["shop"]
+    assert shop["customer"]["orders"] == 1 and shop["customer"]["spent"] == ["£24.00"]
+    (line,) = shop["customer"]["cart"]
+    assert line == {"title": f"Product {MODELS.recs.popular[5]}", "quantity": 3, "price": "£2.50"}
+    words = json.dumps(shop)
+    for term in ("log-odds", "similarity", "weight", "contribution", "churn"):
+        assert term not in words, term
+    assert body["churn"]["top_features"]  # the technical "why" stays for data scientists
+    assert 0 <= shop["risk"]["percent"] <= 100 and shop["risk"]["level"] in (
+        "low",
+        "medium",
+        "high",
+    )
+    assert all(
+        d["effect"] in ("raises the risk", "lowers the risk") for d in shop["risk"]["drivers"]
+    )
+    for rec in shop["recommendations"]:
+        assert rec["title"] == f"Product {rec['item_id']}" and rec["price"] == "£2.50"
+        assert rec["item_id"] not in rec["because"]  # products by their titles
+    explained = [r for r in shop["recommendations"] if "also chose it" in r["because"]]
+    assert explained and "(bought)" in explained[0]["because"]
+    cart = shop["blocks"]["cart_reminder"]
+    assert cart["fallback"] is False and cart["reason_text"] == ""
+    winback = shop["blocks"]["winback"]
+    assert winback["fallback"] and "not at risk" in winback["reason_text"]
+
+
+async def test_unknown_and_unconsenting_users_say_why_they_get_the_fallback(
+    client: TestClient,
+) -> None:
+    r = await client.get("/v1/users/nobody-at-all/explain", headers=AUTH)
+    assert r.status == 404 and "every block is the fallback" in (await r.json())["detail"]
+    state = client.server.app[CONTENT].state
+    withdrawn = ev("shop-2", "consent", None, T0) | {"props": {"personalization": False}}
+    await state.produce([validate(withdrawn)])
+    r = await client.get("/v1/users/shop-2/explain", headers=AUTH)
+    assert r.status == 403 and "every block is the fallback" in (await r.json())["detail"]
 
 
 async def test_users_lists_a_sample(client: TestClient) -> None:

@@ -90,12 +90,44 @@ def test_preview_shows_the_users_blocks_profile_and_why(worker: Worker, shopper:
     text = _text(dom)
     for title in titles:  # in the e-mail iframe's srcdoc, the ad JSON and the "why" list
         assert html.unescape(title) in text, title
-    assert len(re.findall(r'<iframe[^>]*sandbox=""', dom)) == 3
-    assert 'id="why-recs"' in dom and "because of" in text
+    assert len(re.findall(r'<iframe[^>]*sandbox="allow-same-origin"', dom)) == 3
+    assert 'id="why-recs"' in dom and "also chose it" in text
     assert 'id="churn-score"' in dom and "cart_reminder" in text and "personalized" in text
+    assert "log-odds" not in text and "similarity" not in text  # shop language
+    assert "£" in text and "1 \u00d7 " in text  # money with its currency; the cart line
+    wide = _frame_sizes(dom)
+    assert {w for w, _ in wide.values()} == {600}
+    assert wide["recommendations"][1] > 400  # as tall as the e-mail: two rows of three
     assert SECRET not in dom  # the key never lands in the page
     shot = browser.screenshot(url, "preview.png")
     assert shot.stat().st_size > 50_000
+    phone = _frame_sizes(browser.dom(url.replace("#", "&width=375#")))
+    assert {w for w, _ in phone.values()} == {375}
+    assert phone["recommendations"][1] > wide["recommendations"][1] * 1.5  # stacked
+
+
+def _frame_sizes(dom: str) -> dict[str, tuple[int, int]]:
+    """block -> (width, height) in px of the preview's e-mail iframes, as the page set them."""
+    sizes = {}
+    for tag in re.findall(r"<iframe[^>]*>", dom):
+        block = re.search(r'data-block="([a-z_]+)"', tag)
+        style = re.search(r'style="([^"]*)"', tag)
+        if block and style:
+            props = dict(p.split(":", 1) for p in style.group(1).split(";") if ":" in p)
+            px = {k.strip(): int(float(v.strip().removesuffix("px"))) for k, v in props.items()}
+            sizes[block.group(1)] = (px["width"], px["height"])
+    return sizes
+
+
+def test_preview_of_an_unknown_user_says_why_every_block_is_the_fallback(worker: Worker) -> None:
+    browser.chromium()
+    user = f"never-seen-{uuid.uuid4().hex[:6]}"
+    dom = browser.dom(f"{worker.base}/ui/preview?user={user}#key={SECRET}")
+    assert f'data-user="{user}"' in dom, dom[-2000:]
+    assert len(re.findall(r'data-badge="fallback"', dom)) == 3
+    assert 'data-badge="personalized"' not in dom
+    reasons = re.findall(r'<p class="reason" data-reason="[a-z_]+">([^<]+)</p>', dom)
+    assert len(reasons) == 3 and all("every block is the fallback" in r for r in reasons)
 
 
 def test_preview_without_a_key_shows_sign_in(worker: Worker) -> None:
@@ -129,6 +161,7 @@ def test_dashboard_draws_live_charts(worker: Worker, shopper: str) -> None:
         assert points(chart) > 0, chart
     assert points("churn") > 0  # the histogram's bars hold the sampled profiles
     assert "<path" in dom and "<rect" in dom
+    assert 'id="process-table"' in dom and 'data-kind="worker"' in dom  # whose figures
     polls = re.search(r'data-polls="(\d+)"', dom)
     assert polls and int(polls.group(1)) >= 2, "the page refreshes itself"
     browser.screenshot(url, "dashboard.png", size="1400,1100", budget_ms=4000)
