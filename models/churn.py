@@ -317,7 +317,12 @@ def train_churn(
 ) -> ChurnModel:
     """Fit the calibrated churn model. AUC and Brier are measured on 25% held-out users with a
     model fit on the other 75%; the returned model is then fit on all users."""
-    data = churn_dataset(events, horizon_days, cutoff_ms)
+    return train_churn_on(churn_dataset(events, horizon_days, cutoff_ms), horizon_days)
+
+
+def train_churn_on(data: ChurnDataset, horizon_days: int) -> ChurnModel:
+    """`train_churn` of a training set built already (models/churn_stream.py reads it from a
+    file)."""
     if len(set(data.y.tolist())) < 2:
         raise ValueError("churn labels are all the same: need churned and retained users")
     metrics: dict[str, Any] = {

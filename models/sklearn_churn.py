@@ -22,7 +22,7 @@ import skops.io as sio
 
 from engine.features import FEATURE_NAMES
 from models.artifacts import ModelLoadError, read_json, require
-from models.churn import columns_of
+from models.churn import ChurnDataset, churn_dataset, columns_of
 
 FORMAT = 1
 KIND = "sklearn"
@@ -144,13 +144,18 @@ def train_gbm_churn(
 ) -> SklearnChurnModel:
     """A gradient-boosted churn model (scikit-learn HistGradientBoosting) on the engine's raw
     features, with the same labels and held-out AUC as `models.churn.train_churn`."""
+    return train_gbm_churn_on(churn_dataset(events, horizon_days, cutoff_ms), horizon_days)
+
+
+def train_gbm_churn_on(data: ChurnDataset, horizon_days: int) -> SklearnChurnModel:
+    """`train_gbm_churn` of a `models.churn.ChurnDataset` built already (from a file:
+    models/churn_stream.py)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
     from models.artifacts import make_version, rfc3339, utc_now
-    from models.churn import _held_out_split, churn_dataset
+    from models.churn import _held_out_split
 
-    data = churn_dataset(events, horizon_days, cutoff_ms)
     x = np.sign(data.x) * np.expm1(np.abs(data.x))  # back to raw features: what serving passes
     y = data.y
 
