@@ -42,7 +42,7 @@ addEventListener("load", () => {
 </script>"""
 
 
-def block_html(block: str) -> str:
+def block_html(block: str, items: int = 6) -> str:
     profile = None
     for n, item in enumerate(("P0", "P1", "P2")):
         event = {"event_id": f"c{n}", "type": "add_to_cart", "user_id": "u", "item_id": item}
@@ -53,7 +53,7 @@ def block_html(block: str) -> str:
     )  # fmt: skip
     renderer = Renderer()
     renderer.shop_url = "https://shop.example.com/"
-    out = assemble(inp, CATALOG.get, BlockPolicy(), renderer).content
+    out = assemble(inp, CATALOG.get, BlockPolicy(items=items), renderer).content
     assert not out.startswith("<!--") and "fallback" not in out
     # mark each item's one link for the probe (the block itself carries no test hooks)
     return re.sub(r'<a href="(https://shop.example.com/p/[^"]+)"', r'<a data-item href="\1"', out)
@@ -133,3 +133,43 @@ def test_every_item_one_link_with_alt_text_a_heading_and_a_button() -> None:
         alts = re.findall(r'alt="([^"]*)"', html)
         assert alts and all(a.startswith("Scented candle no. ") for a in alts), block
         assert 'bgcolor="#1a56db"' in html and "https://shop.example.com/" in html
+
+
+MSO_OPEN, MSO_CLOSE = "<!--[if mso]>", "<![endif]-->"
+
+
+def as_outlook_reads_it(html: str) -> str:
+    """The markup Outlook on Windows lays out: its conditional comments opened."""
+    return html.replace(MSO_OPEN, "").replace(MSO_CLOSE, "")
+
+
+def as_others_read_it(html: str) -> str:
+    """The markup every other client lays out: the conditional comments are comments."""
+    return re.sub(r"<!--\[if mso\]>.*?<!\[endif\]-->", "", html, flags=re.S)
+
+
+@pytest.mark.parametrize(("block", "shown"), [("recommendations", 6), ("winback", 6)])
+def test_outlook_gets_a_ghost_table_of_three_columns(block: str, shown: int) -> None:
+    html = block_html(block)
+    outlook = as_outlook_reads_it(html)
+    start = outlook.index('<table role="presentation" width="588"')
+    ghost = outlook[start : outlook.index("</table>", start)]
+    rows = ghost.split("<tr>")[1:]
+    cells = [re.findall(r'<td width="196"', row) for row in rows]
+    assert [len(c) for c in cells] == [3] * (shown // 3), ghost
+    assert [len(re.findall(r"<a data-item ", row)) for row in rows] == [3] * (shown // 3)
+    assert ghost.count("<td") == ghost.count("</td>") == shown
+    # the others see the fluid grid alone: no table, row or cell of the ghost
+    others = as_others_read_it(html)
+    assert 'width="588"' not in others and 'width="196"' not in others
+    assert others.count("<table") == html.count("<table") - html.count(MSO_OPEN + "<table")
+
+
+def test_a_ghost_row_holds_what_is_left() -> None:
+    """Four items: a row of three cells and a row of one (no empty cell Outlook would pad)."""
+    html = as_outlook_reads_it(block_html("recommendations", items=4))
+    start = html.index('<table role="presentation" width="588"')
+    ghost = html[start : html.index("</table>", start)]
+    per_row = [row.count('<td width="196"') for row in ghost.split("<tr>")[1:]]
+    assert per_row == [3, 1]
+    assert len(re.findall(r"<a data-item ", ghost)) == 4
