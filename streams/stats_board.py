@@ -45,6 +45,7 @@ HEARTBEAT = 30.0  # seconds between two snapshots of a process whose figures sta
 LIVE_FOR = 75.0  # seconds a process counts as live after its newest snapshot
 FORGET_AFTER = 3600.0  # seconds after which a silent process is forgotten
 TAIL = 2000  # records read back from the topic's end at start
+STOP_WAIT = 2.0  # seconds a stopping process waits for its tombstone's acknowledgement
 Pair = tuple[dict[str, Any] | None, dict[str, Any]]  # a process's previous and newest snapshot
 
 
@@ -80,8 +81,8 @@ class StatsBoard(Service):
         await self._consumer.start()
 
     async def on_stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._send(None)  # gone: the others drop this process at once
+        with contextlib.suppress(Exception):  # gone: the others drop this process at once
+            await asyncio.wait_for(self._send(None), STOP_WAIT)  # a dead broker: not for long
         for client in (self._consumer, self._producer):
             if client is not None:
                 with contextlib.suppress(Exception):
