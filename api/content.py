@@ -108,12 +108,17 @@ class ContentService:
 
     def arm(self, profile: Profile, block: str) -> str:
         """The variant `block` is shown to this user in: the arm of the content experiment
-        running on it (engine/content_experiments.py), or `default` (none runs, or the user
-        did not consent to personalization: never assigned, never logged)."""
+        running on it (engine/content_experiments.py), else of a model A/B test (`A`, `B`;
+        models/experiments.py), else `default`, as for a user who did not consent to
+        personalization (never assigned, never logged)."""
         running = self.models.content_experiments.running(block, self.state.now_ms())
-        if running is None or not self.personal(profile):
+        model = self.models.experiment
+        if (running is None and model is None) or not self.personal(profile):
             return DEFAULT
-        return running.assign(profile.user_id)
+        if running is not None:
+            return running.assign(profile.user_id)
+        assert model is not None
+        return model.variant(profile.user_id) if model.mode == "ab" else DEFAULT
 
     def _stamp(
         self, profile: Profile | None, base: tuple[Any, ...] | None = None
@@ -235,8 +240,9 @@ class ContentService:
         profile = self.state.profile(user_id)
         if profile is None:
             return self._unknown(user_id, block, fmt, variant, base)
-        if variant == DEFAULT and block in self.models.content_experiments.by_block:
-            variant = self.arm(profile, block)  # no experiment on the block: one dict lookup
+        testing = self.models.content_experiments.by_block
+        if variant == DEFAULT and (block in testing or self.models.experiment is not None):
+            variant = self.arm(profile, block)  # no experiment: a dict lookup and an attribute
         stamp = self._stamp(profile, base)
         key = (user_id, block, fmt, variant)
         cached, stale = self.cache.get_or_stale(key, stamp)

@@ -29,6 +29,7 @@ from engine.clicks import click_key, link_maker
 from engine.clock import ManualClock
 from engine.content_experiments import share
 from engine.events import validate
+from models.experiments import Experiment
 from models.registry import ModelSet
 
 ADMIN_KEY = "models-admin-kkkkkkkkkkkkkk"
@@ -247,3 +248,35 @@ async def test_a_batch_logs_one_exposure_per_consenting_user_in_their_arm(shop: 
         assert (MARK in results[user]["content"]) == (arm_of(user) == "compact")
     logged = [(e["user_id"], e["variant"]) for e in shop.registry.exposures]
     assert logged == [(user, arm_of(user)) for user in USERS[:10]]
+
+
+async def test_a_model_ab_test_names_its_arm_where_no_content_experiment_runs() -> None:
+    """CONTRACT: `variant` names the arm of a running content or model experiment."""
+    from tests.api.test_models_routes import FakeAdmin
+
+    state = MemoryState()
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    admin = FakeAdmin(content)
+    app[ADMIN] = admin
+    for user in [*USERS, "refuser"]:
+        view = {"event_id": f"v-{user}", "type": "page_view", "user_id": user}
+        state.apply(validate({**view, "ts": state.wall.now_ms() - 60_000}))
+    refuse = {"event_id": "no", "type": "consent", "user_id": "refuser"}
+    props = {"personalization": False}
+    state.apply(validate({**refuse, "ts": state.wall.now_ms() - 30_000, "props": props}))
+    experiment = Experiment("m1", "recs", "", admin.candidate.version)
+    await admin.set_experiment(experiment)
+    assert {experiment.variant(user) for user in USERS} == {"A", "B"}
+    async with TestClient(TestServer(app)) as client:
+        for user in USERS:
+            r = await client.get(
+                f"/v1/users/{user}/blocks/winback?format=json", headers=bearer(READ_KEY)
+            )
+            assert r.headers["X-Persona-Variant"] == experiment.variant(user)
+            assert (await r.json())["variant"] == experiment.variant(user)
+        r = await client.get("/v1/users/refuser/blocks/winback", headers=bearer(READ_KEY))
+        assert r.headers["X-Persona-Variant"] == "default"
+        await admin.set_experiment(None)
+        r = await client.get(f"/v1/users/{USERS[0]}/blocks/winback", headers=bearer(READ_KEY))
+        assert r.headers["X-Persona-Variant"] == "default"
