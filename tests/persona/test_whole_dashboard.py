@@ -10,12 +10,13 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from streams.broker import free_port
-from tests.conftest import http, wait_until
+from streams.broker import EmbeddedBroker, free_port
+from tests.conftest import Worker, http, start_worker, wait_until
 from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready, _worker_port
 
 pytestmark = pytest.mark.integration
@@ -100,3 +101,46 @@ def test_the_readers_user_picker_lists_the_folded_users(run: Run) -> None:
         return {u["user_id"] for u in json.loads(body)["users"]} if status == 200 else set()
 
     assert wait_until(lambda: set(USERS) <= listed(), 60, what="the users in the reader's picker")
+
+
+def test_two_workers_on_one_broker_each_show_both(tmp_path: Path) -> None:
+    """Several workers against one cluster (here the embedded broker as the cluster): each folds
+    its partitions' share, and each one's dashboard adds up both."""
+    users = [f"split-{n}" for n in range(24)]
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
+        a = start_worker(broker.url, tmp_path / "a")
+        b = start_worker(broker.url, tmp_path / "b")
+        try:
+            both = (a, b)
+            wait_until(
+                lambda: all(http("GET", w.base + "/readyz", key=None)[0] == 200 for w in both),
+                120,
+                what="both workers ready after the rebalance",
+            )
+            now = int(time.time() * 1000) - 60_000
+            batch = [
+                {"event_id": f"{u}-0", "type": "product_view", "user_id": u, "item_id": "I1",
+                 "ts": now}
+                for u in users
+            ]  # fmt: skip
+            status, _, body = http("POST", a.base + "/v1/events", batch)
+            assert status == 202 and json.loads(body)["accepted"] == len(users), body
+
+            def whole(w: Worker) -> dict[str, Any] | None:
+                _, _, raw = http("GET", w.base + "/v1/stats")
+                s: dict[str, Any] = json.loads(raw or b"{}")
+                workers = [p for p in s.get("processes", []) if p["kind"] == "worker"]
+                shares = sum(p["events"] for p in workers)
+                done = s["totals"]["events"] == shares == len(users) and len(workers) == 2
+                return s if done else None
+
+            own = []  # what each page's own process folded
+            for w in both:
+                seen = wait_until(lambda w=w: whole(w), 90, what=f"both workers on {w.base}")
+                own.append(next(p["events"] for p in seen["processes"] if p["this"]))
+            # the partitions are split (or, if one worker folded all before the rebalance, the
+            # other's page still shows every event): some page shows events it did not fold
+            assert min(own) < len(users)
+        finally:
+            a.stop()
+            b.stop()
