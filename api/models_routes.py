@@ -237,6 +237,22 @@ def log_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> N
     admin.log_exposure(exposure)
 
 
+def log_shown_blocks(request: web.Request, shown: dict[str, list[str]]) -> None:
+    """The content experiments' exposures of `POST /v1/render`: user id -> the blocks their
+    message showed. Never raises."""
+    admin = request.app.get(ADMIN)
+    content = request.app[CONTENT]
+    testing = content.models.content_experiments.by_block
+    if admin is None or not testing:
+        return
+    for user_id, blocks in shown.items():
+        for block in dict.fromkeys(b for b in blocks if b in testing):
+            try:
+                log_content_exposure(admin, content, user_id, block)
+            except Exception:
+                log.exception("could not log an exposure for %s", user_id)
+
+
 def log_content_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> None:
     """One exposure of a content experiment (engine/content_experiments.py) running on `block`:
     the variant the user was shown (`ContentService.arm`, as the block was made). Users without

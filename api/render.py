@@ -49,7 +49,7 @@ from markupsafe import Markup
 from api.batch import BadRequest, block_params, read_body, respond, user_ids
 from api.content import ContentService
 from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
-from api.models_routes import log_exposures
+from api.models_routes import log_exposures, log_shown_blocks
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS
 from engine.params import NO_PARAMS, BlockParams
@@ -80,10 +80,11 @@ def lazy_blocks(
     personal: bool,
     fallbacks: list[str],
     params: BlockParams = NO_PARAMS,
+    shown: list[str] | None = None,
 ) -> LazyMapping:
     """`blocks.<name>`: each block rendered (or taken from the cache) on first use, as Markup,
     with the request's block parameters; the names of those that are fallbacks are appended to
-    `fallbacks`."""
+    `fallbacks`, and of every block used to `shown` (content experiments' exposures)."""
 
     def compute(name: str) -> Markup:
         if personal:
@@ -92,6 +93,8 @@ def lazy_blocks(
             block = content.fallback_block(user_id, name, "html", params=params)
         if block.fallback:
             fallbacks.append(name)
+        if shown is not None:
+            shown.append(name)
         return Markup(block.content)
 
     return LazyMapping(ALL_BLOCKS, compute)
@@ -133,12 +136,17 @@ def render_one(
     data: Any,
     budget: RequestBudget,
     params: BlockParams = NO_PARAMS,
+    shown: list[str] | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """One recipient's message; the bool says whether the template failed for them."""
+    """One recipient's message; the bool says whether the template failed for them. The names
+    of the personal blocks the message shows are appended to `shown`."""
     fallbacks: list[str] = []
+    used: list[str] = []
     try:
-        blocks = lazy_blocks(content, user_id, True, fallbacks, params)
+        blocks = lazy_blocks(content, user_id, True, fallbacks, params, used)
         text = _render(template, blocks, user_context(content, user_id, data), budget)
+        if shown is not None:
+            shown.extend(used)
         return _result(text, fallbacks, None), False
     except BudgetExceeded as exc:
         return _failed(exc), True
@@ -229,13 +237,18 @@ async def post_render(request: web.Request) -> web.Response:
     budget = request_budget(request)
     results: dict[str, dict[str, Any]] = {}
     errors = 0
+    shown: dict[str, list[str]] = {}
     for uid in ids:
-        results[uid], failed = render_one(template, content, uid, data.get(uid), budget, params)
+        shown[uid] = []
+        results[uid], failed = render_one(
+            template, content, uid, data.get(uid), budget, params, shown[uid]
+        )
         errors += failed
         await asyncio.sleep(0)  # let the loop answer other requests between two messages
     if errors:
         request.app[RENDER_ERRORS][0] += errors
     log_exposures(request, ids, "render")
+    log_shown_blocks(request, shown)
     return respond(request, {"results": results, "errors": errors})
 
 

@@ -280,3 +280,21 @@ async def test_a_model_ab_test_names_its_arm_where_no_content_experiment_runs() 
         await admin.set_experiment(None)
         r = await client.get(f"/v1/users/{USERS[0]}/blocks/winback", headers=bearer(READ_KEY))
         assert r.headers["X-Persona-Variant"] == "default"
+
+
+async def test_render_logs_the_blocks_a_message_shows(shop: Shop) -> None:
+    assert (await put(shop, {"experiments": [DESIGN]}))[0] == 200
+    ids = [*USERS[:6], "refuser", "a-stranger"]
+    without = {"template": "<p>{{ blocks.winback }}</p>", "user_ids": ids}
+    r = await shop.client.post("/v1/render", json=without, headers=bearer(READ_KEY))
+    assert r.status == 200 and shop.registry.exposures == []  # no experiment on winback
+    body = {"template": "<p>{{ blocks.recommendations }}{{ blocks.recommendations }}</p>"}
+    r = await shop.client.post(
+        "/v1/render", json={**body, "user_ids": ids}, headers=bearer(READ_KEY)
+    )
+    assert r.status == 200
+    results = (await r.json())["results"]
+    for user in USERS[:6]:
+        assert (MARK in results[user]["content"]) == (arm_of(user) == "compact")
+    logged = [(e["user_id"], e["variant"], e["block"]) for e in shop.registry.exposures]
+    assert logged == [(user, arm_of(user), "recommendations") for user in USERS[:6]]
