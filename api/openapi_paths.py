@@ -59,8 +59,8 @@ def extra_paths() -> dict[str, Any]:
         },
         "/v1/users": {
             "get": {
-                "summary": "The most active users of a sample of this worker's profiles (for the "
-                "preview's user picker)",
+                "summary": "The most active users of a sample of the profiles this process reads "
+                "(a worker's or its reader's; for the preview's user picker)",
                 "parameters": [
                     {
                         "name": "limit",
@@ -80,9 +80,11 @@ def extra_paths() -> dict[str, Any]:
         },
         "/v1/stats": {
             "get": {
-                "summary": "The dashboard's figures: a point a second for the last 5 minutes "
+                "summary": "The dashboard's figures of the whole engine (this process's merged "
+                "with every live worker's and reader's): a point a second for the last 5 minutes "
                 "(events/s per topic, lag, dead letters, cache hit and fallback rates, requests/s, "
-                "latency percentiles, triggers), totals, churn histogram, experiments",
+                "latency percentiles, triggers), totals, churn histogram, experiments, and the "
+                "processes they come from (kind, host, age of their figures)",
                 "responses": {
                     "200": {"description": "the figures", "content": _JSON},
                     "401": _PROBLEM,

@@ -148,8 +148,9 @@ async def get_users(request: web.Request) -> web.Response:
                 {"user_id": p.user_id, "events": p.version, "last_seen": p.last_seen}
                 for p in profiles[:limit]
             ],
-            "note": f"the most active of a sample of up to {USERS_SAMPLE} users of this worker "
-            "(users without personalization consent are left out)",
+            "note": f"the most active of a sample of up to {USERS_SAMPLE} users of the tables "
+            "this process reads (a worker's, or its worker's for a reader; users without "
+            "personalization consent are left out)",
         }
     )
 
