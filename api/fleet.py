@@ -52,7 +52,10 @@ def merged_point(
     looked = total["hits"] + total["misses"]
     merged["cache_hit_rate"] = total["hits"] / looked if looked else None
     merged["fallback_rate"] = total["fb"] / total["blocks"] if total["blocks"] else None
-    buckets = [sum(col) for col in zip(*(r["latency"] for r in rates), strict=False)]
+    buckets = [0.0] * (len(bounds) + 1)
+    for r in rates:  # a quiet peer has none
+        for i, n in enumerate(r["latency"][: len(buckets)]):
+            buckets[i] += n
     merged["latency_ms"] = latency_percentiles(buckets, bounds)
     return merged
 

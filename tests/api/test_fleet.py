@@ -38,9 +38,10 @@ def test_alone_the_point_is_this_processs_own() -> None:
 
 
 def test_a_peers_rates_add_to_this_processs_and_stop_when_it_goes_quiet() -> None:
-    reader = (snap(0, "reader"), snap(1, "reader", requests=10, hits=8, misses=2))
     latency = [0.0] * (len(BOUNDS) + 1)
     latency[2] = 10.0  # ten requests between 1 and 2.5 ms
+    answered = {"requests": 10, "hits": 8, "misses": 2, "latency": latency}
+    reader = (snap(0, "reader"), snap(1, "reader", **answered))
     worker = (
         snap(0, stream={"consumed": {"cart": 0}, "lag": {"cart": 5}}),
         snap(2, stream={"consumed": {"cart": 40}, "lag": {"cart": 3}}, latency=latency),
@@ -52,6 +53,7 @@ def test_a_peers_rates_add_to_this_processs_and_stop_when_it_goes_quiet() -> Non
     assert 1.0 < point["latency_ms"]["p50"] < 2.5
     quiet = merged_point(own, reader, [worker], 60.0, make_point, BOUNDS)
     assert quiet["events_per_s"] == {"cart": 0} and quiet["lag"] == {"cart": 3}
+    assert 1.0 < quiet["latency_ms"]["p50"] < 2.5  # this process's requests still count
 
 
 def test_latency_percentiles_interpolate_within_a_bucket() -> None:
