@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from api.auth import InvalidKey
+from engine.blocks import TemplateSetupError
 from engine.catalog import InvalidProduct
 from engine.events import InvalidEvent
 from engine.settings import Settings, SettingsError, load_settings
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (SettingsError, InvalidKey, TopicMismatch) as exc:
+    except (SettingsError, InvalidKey, TopicMismatch, TemplateSetupError) as exc:
         print(f"persona: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

@@ -160,6 +160,11 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     if not len(keys):
         log.warning("no API key configured: every route but the public ones answers 401")
     models = ModelSet.default()
+    # the block templates and their variants compile, before anything is started
+    renderer = Renderer(template_dir=settings.template_dir)
+    renderer.links = click_links(settings)  # PERSONA_CLICK_URL (engine/clicks.py)
+    renderer.shop_url, renderer.cart_url = settings.feed_link, settings.cart_url  # buttons
+    renderer.utm = settings.utm or ""  # PERSONA_UTM (engine/utm.py)
     probe = asyncio.new_event_loop()  # not the worker's loop: Faust creates its own
     try:
         tansu = probe.run_until_complete(prepare_broker(broker_url, settings.partitions))
@@ -180,10 +185,6 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
         consent_default=settings.consent_granted_by_default,
         repeat=parse_repeat(settings.repeat_items or ""),
     )
-    renderer = Renderer(template_dir=settings.template_dir)
-    renderer.links = click_links(settings)  # PERSONA_CLICK_URL (engine/clicks.py)
-    renderer.shop_url, renderer.cart_url = settings.feed_link, settings.cart_url  # buttons
-    renderer.utm = settings.utm or ""  # PERSONA_UTM (engine/utm.py)
     content = ContentService(state, models, renderer, policy)
     app = create_app(content, keys, serving_options(settings))
     app[RECORDS] = HeldRecords(broker_url)  # the export's records on the output topics
