@@ -29,6 +29,8 @@ REASON_TEXT = {
     "nothing_personal": "nothing personal to show yet: the block shows the best-sellers",
     "template_error": "the block's template failed: the block shows the best-sellers",
     "nothing_similar": "no similar product is available: the block shows the best-sellers",
+    "holdout": "in a content test's holdout group: the block shows the best-sellers, to measure "
+    "what personal blocks add",
 }
 
 # The churn model's features (engine.features.FEATURE_NAMES) as sentences: (value, money) -> text.

@@ -298,3 +298,11 @@ async def test_render_logs_the_blocks_a_message_shows(shop: Shop) -> None:
         assert (MARK in results[user]["content"]) == (arm_of(user) == "compact")
     logged = [(e["user_id"], e["variant"], e["block"]) for e in shop.registry.exposures]
     assert logged == [(user, arm_of(user), "recommendations") for user in USERS[:6]]
+
+
+def test_every_fallback_reason_has_words_in_the_preview() -> None:
+    """The holdout's reason too (api/shop_words.py: the preview's badge)."""
+    from api.shop_words import REASON_TEXT
+    from engine.blocks import REASONS
+
+    assert set(REASON_TEXT) == set(REASONS)
