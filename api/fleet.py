@@ -14,6 +14,8 @@ live ones to `Telemetry.peers` as (previous, newest) pairs. Pure functions over 
   cache, blocks, variants); the churn histogram of the largest sample (workers and readers read
   the same profiles: their samples are not added up);
 - the processes behind the figures, each with its kind, host and the age of its figures.
+Ages and freshness compare a snapshot's time (the publisher's clock) with this process's clock:
+machines whose clocks differ by more than `RATES_FOR` show each other's totals but no rates.
 """
 
 from __future__ import annotations
