@@ -62,6 +62,7 @@ async def get_click(request: web.Request) -> web.StreamResponse:
     if is_fresh(click, now):
         await request.app[CONTENT].state.produce([validate(click_event(click, now))])
         clicks.count("recorded")
+        request.app[TELEMETRY].count_click(click.block, click.variant)  # the dashboard's A/B
     else:
         clicks.count("expired")
     return web.Response(status=302, headers={"Location": target, **NO_STORE})

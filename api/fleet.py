@@ -131,7 +131,8 @@ def totals(snapshots: list[Snapshot]) -> dict[str, Any]:
             found[1] += fallback
     churn = max((s["churn"] for s in snapshots), key=lambda c: c.get("sampled", 0))
     counts = {name: sum(s.get(name, 0) for s in snapshots) for name in COUNTS}
-    return {"stream": stream, "variants": variants, "churn": churn, **counts}
+    clicks = _sum_maps(s.get("clicks", {}) for s in snapshots)  # "block:variant" -> clicks
+    return {"stream": stream, "variants": variants, "clicks": clicks, "churn": churn, **counts}
 
 
 def processes(own: Snapshot, peers: list[Pair], now: float) -> list[dict[str, Any]]:

@@ -65,6 +65,7 @@ PROCESS_KINDS = frozenset({"worker", "reader", "broker"})
 # answers, 503s while starting included, are access-logged only at debug level.
 PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 HISTORY = 300  # seconds of dashboard history kept (one point a second)
+MAX_CLICK_KEYS = 200  # (block, variant) pairs whose clicks are counted (process_stats' bound)
 CHURN_EVERY = 10  # seconds between churn-histogram refreshes
 # Profiles scored for the churn histogram. The refresh runs on the event loop of the process that
 # serves the dashboard (in a worker: the stream's loop), so it stays small: 500 profiles take
@@ -204,6 +205,7 @@ class Telemetry:
         self.blocks = 0
         self.fallbacks = 0
         self.variants: dict[tuple[str, str], list[int]] = {}  # (block, variant) -> [served, fb]
+        self.clicks: dict[str, int] = {}  # "block:variant" -> clicks recorded (api/clicks.py)
         self.latencies: list[float] = []
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.churn_counts: list[int] = [0] * (len(CHURN_EDGES) - 1)
@@ -272,6 +274,12 @@ class Telemetry:
             entry = self.variants[(block, variant)] = [0, 0]
         entry[0] += 1
         entry[1] += fallback
+
+    def count_click(self, block: str, variant: str) -> None:
+        """A click recorded by the redirect (api/clicks.py), for the A/B panel."""
+        key = f"{block}:{variant}"
+        if key in self.clicks or len(self.clicks) < MAX_CLICK_KEYS:
+            self.clicks[key] = self.clicks.get(key, 0) + 1
 
     def _log(self, request: Seen, route: str, status: int, took: float) -> None:
         if route in PROBE_ROUTES and (status < 500 or route == "/readyz"):
@@ -342,6 +350,7 @@ class Telemetry:
             "stream": {name: dict(figures.get(name, {})) for name in fleet.STREAM_MAPS},
             **{name: now[name] for name in ("t", *fleet.COUNTS, "latency")},
             "variants": {f"{b}:{v}": list(n) for (b, v), n in self.variants.items()},
+            "clicks": dict(self.clicks),
             "churn": {
                 "counts": self.churn_counts,
                 "sampled": self.churn_sampled,
@@ -410,16 +419,21 @@ class Telemetry:
             },
             "churn": {"edges": list(CHURN_EDGES), **merged["churn"]},
             "triggers": merged["stream"]["triggers"],
-            "experiments": self.experiments(figures, variants),
+            "experiments": self.experiments(figures, variants, merged["clicks"]),
             "processes": fleet.processes(own, peers, own["t"]),
         }
 
     def experiments(
-        self, figures: dict[str, Any], variants: dict[Any, Any] | None = None
+        self,
+        figures: dict[str, Any],
+        variants: dict[Any, Any] | None = None,
+        clicks: dict[str, float] | None = None,
     ) -> list[dict[str, Any]]:
         """A/B results: per block, the variants served (`variants`: every process's, by
-        default this one's) and their fallback share (a block with one variant is no
-        experiment). The stream may add conversions per variant."""
+        default this one's), their fallback share and the clicks on their links (`clicks`,
+        "block:variant" -> clicks; by default this one's) per block served (a block with one
+        variant is no experiment). The stream may add conversions per variant."""
+        clicked = self.clicks if clicks is None else clicks
         conversions: dict[str, int] = figures.get("conversions_by_variant", {})
         by_block: dict[str, list[dict[str, Any]]] = {}
         served_by = self.variants if variants is None else variants
@@ -429,6 +443,8 @@ class Telemetry:
                     "variant": variant,
                     "served": served,
                     "fallback_rate": fallback / served if served else None,
+                    "clicks": clicked.get(f"{block}:{variant}", 0),
+                    "click_rate": clicked.get(f"{block}:{variant}", 0) / served if served else None,
                     "conversions": conversions.get(f"{block}:{variant}"),
                 }
             )

@@ -63,6 +63,7 @@ def clean(data: Any) -> dict[str, Any]:
         **{name: _number(data.get(name, 0), name) for name in COUNTS},
         "latency": _list(data.get("latency", []), "latency"),
         "variants": {k: _list(v, k)[:2] for k, v in _map(data.get("variants", {})).items()},
+        "clicks": _numbers(data.get("clicks", {}), "clicks"),  # "block:variant" -> clicks
         "churn": {
             "counts": _list(churn.get("counts", []), "churn"),
             "sampled": _number(churn.get("sampled", 0), "sampled"),

@@ -62,9 +62,10 @@ function draw(stats) {
   Charts.lines(document.getElementById("chart-triggers"), t, [{ name: "triggers", values: s.map((p) => p.triggers) }], L("triggers"));
   const experiments = stats.experiments;
   document.getElementById("experiments").replaceChildren(experiments.length
-    ? el("table", { class: "kv" }, el("tr", {}, ["block", "variant", "served", "fallback", "conversions"].map((h) => el("th", {}, h))),
+    ? el("table", { class: "kv" }, el("tr", {}, ["block", "variant", "served", "fallback", "clicks", "clicks / served", "conversions"].map((h) => el("th", {}, h))),
       experiments.flatMap((x) => x.variants.map((v) => el("tr", {}, el("td", {}, x.block), el("td", {}, v.variant),
-        el("td", {}, String(v.served)), el("td", {}, pct(v.fallback_rate)), el("td", {}, v.conversions ?? "–")))))
+        el("td", {}, String(v.served)), el("td", {}, pct(v.fallback_rate)), el("td", {}, String(v.clicks ?? 0)),
+        el("td", {}, pct(v.click_rate)), el("td", {}, v.conversions ?? "–")))))
     : el("p", { class: "muted" }, "No experiment is running: every block is served with one variant."));
   document.getElementById("updated").textContent = "updated " + new Date(stats.generated * 1000).toLocaleTimeString();
   document.body.setAttribute("data-polls", String(Number(document.body.getAttribute("data-polls") || 0) + 1));

@@ -235,6 +235,12 @@ async def test_a_click_and_the_purchase_after_it_count_in_the_arm(shop: Shop) ->
     assert (compact["purchases"], compact["revenue"]) == (1, 8.0)
     assert arms["default"]["users"] == 1 and arms["default"]["clicks"] == 0
     assert compact["vs_control"]["ctr"]["difference"] == 1.0
+    # the dashboard's A/B panel counts the click beside the blocks served, live
+    r = await shop.client.get("/v1/stats", headers=bearer(READ_KEY))
+    (panel,) = [x for x in (await r.json())["experiments"] if x["block"] == "recommendations"]
+    served = {v["variant"]: v for v in panel["variants"]}
+    assert served["compact"]["clicks"] == 1 and served["default"]["clicks"] == 0
+    assert served["compact"]["click_rate"] == 1 / served["compact"]["served"]
 
 
 async def test_a_batch_logs_one_exposure_per_consenting_user_in_their_arm(shop: Shop) -> None:
