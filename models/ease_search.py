@@ -18,6 +18,8 @@ from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from engine.events import Event
 from models.ease_table import TABLE_LAMBDA, Table, assemble, ease_rows, sorted_interactions
 from models.peers import AT, EASE_MAX_ITEMS, Case, ease_gram, ease_solve
@@ -82,11 +84,25 @@ def choose_lambda(
     if len(cases) < AUTO_MIN_USERS:
         return Choice(TABLE_LAMBDA, users=len(cases), seconds=time.monotonic() - began, how=TOO_FEW)
     cosine = fit_cosine(train)
-    fallback = (cosine.items, cosine.indptr, cosine.neighbours, cosine.weights)
     kept, gram = ease_gram(sorted_interactions(train, ignore), max_items)
+    return best_of(grid, cosine, (kept, gram), k, cases, began)
+
+
+def best_of(
+    grid: Sequence[float],
+    cosine: Recommender,
+    gram: tuple[np.ndarray, np.ndarray],
+    k: int,
+    cases: Sequence[Case],
+    began: float,
+) -> Choice:
+    """The lambda of `grid` with the best `hit_rate` on `cases` (ties: the first), from the
+    training part's cosine recommender and (kept items, Gram matrix); models/recs_stream.py
+    searches from a file's compact signals with it."""
+    fallback = (cosine.items, cosine.indptr, cosine.neighbours, cosine.weights)
     hr = {}
     for lam in grid:
-        table = assemble(ease_rows(kept, ease_solve(gram, lam), k), fallback)
+        table = assemble(ease_rows(gram[0], ease_solve(gram[1], lam), k), fallback)
         hr[lam] = hit_rate(cosine, table, cases)
     best = max(grid, key=lambda lam: hr[lam])
     return Choice(best, hr, len(cases), time.monotonic() - began)

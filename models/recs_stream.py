@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,21 @@ from scipy import sparse
 from engine.sources import ReadStats
 from models.artifacts import make_version, rfc3339, utc_now
 from models.compact import NO_ORDER, PURCHASE, Signals, read_signals
-from models.ease_table import TABLE_LAMBDA, Table, assemble, ease_rows
-from models.peers import Interactions, ease_weights
+from models.compact_splits import leave_last_n
+from models.ease_search import (
+    AUTO_HOLDOUT,
+    AUTO_MIN_USERS,
+    AUTO_USERS,
+    LAMBDAS,
+    PINNED,
+    TOO_FEW,
+    Choice,
+    best_of,
+)  # fmt: skip
+from models.ease_table import AUTO, TABLE_LAMBDA, Lambda, Table, assemble, ease_rows, parse_lambda
+from models.peers import Interactions, ease_gram, ease_weights
 from models.recs import HISTORY_USED, POPULAR, TABLE, Recommender, cooccurrence_table
+from models.splits import sample
 
 CO_ITEMS = 200  # a user's most recent distinct items that enter co-occurrence
 NO_CUT = np.iinfo(np.int64).min  # a user without a purchase: nothing held out
@@ -133,20 +146,37 @@ def popular_items(s: Signals, ignore: Container[str], m: Matrix) -> list[str]:
 
 def fit_signals(
     s: Signals, k: int = 50, ignore: Container[str] = (), table: str = TABLE,
-    cap: int = CO_ITEMS, lam: float = TABLE_LAMBDA,
+    cap: int = CO_ITEMS, lam: Lambda = AUTO,
 ) -> Recommender:  # fmt: skip
-    """A recommender from signals, without evaluation (models.recs.fit_recommender's model
-    when no user has more than `cap` distinct items)."""
+    """A recommender from signals, without evaluation: models.recs.fit_recommender's model
+    (its EASE lambda searched for when `lam` is AUTO) when no user has more than `cap` items."""
+    if table not in ("ease", "cosine"):
+        raise ValueError(f"unknown neighbour table {table!r}: ease or cosine")
+    lam = parse_lambda(lam)
     m = user_item_matrix(s, ignore, cap)
     fitted: Table = cooccurrence_table(m.x, m.items, k)
+    metrics: dict[str, Any] = {}
     if table == "ease":
-        kept, b = ease_weights(binary(m), lam)
+        choice = search_lambda(s, k, ignore, cap) if lam == AUTO else Choice(float(lam), how=PINNED)
+        kept, b = ease_weights(binary(m), choice.lam)
         fitted = assemble(ease_rows(kept, b, k), fitted)
-    elif table != "cosine":
-        raise ValueError(f"unknown neighbour table {table!r}: ease or cosine")
+        metrics = choice.metrics()
     model = _recommender(fitted, popular_items(s, ignore, m), k)
-    model.metrics = {"co_items_cap": cap, "capped_users": m.capped_users}
+    model.metrics = {**metrics, "co_items_cap": cap, "capped_users": m.capped_users}
     return model
+
+
+def search_lambda(s: Signals, k: int, ignore: Container[str], cap: int = CO_ITEMS) -> Choice:
+    """models.ease_search.choose_lambda on the signals: the same split (models/compact_splits),
+    the same sampled users and grid, the tables built from the capped matrix."""
+    began = time.monotonic()
+    train, cases = leave_last_n(s, AUTO_HOLDOUT, ignore)
+    cases = sample(cases, AUTO_USERS)
+    if len(cases) < AUTO_MIN_USERS:
+        return Choice(TABLE_LAMBDA, users=len(cases), seconds=time.monotonic() - began, how=TOO_FEW)
+    cosine = fit_signals(train, k, ignore, table="cosine", cap=cap)
+    gram = ease_gram(binary(user_item_matrix(train, ignore, cap)))
+    return best_of(LAMBDAS, cosine, gram, k, cases, began)
 
 
 def _recommender(fitted: Table, popular: list[str], k: int) -> Recommender:
@@ -213,11 +243,12 @@ def _cases(s: Signals, held: np.ndarray, before: np.ndarray) -> dict[str, Case]:
 
 
 def evaluate_signals(
-    s: Signals, k: int = 50, ignore: Container[str] = (), at: int = 10, cap: int = CO_ITEMS
-) -> dict[str, Any]:
+    s: Signals, k: int = 50, ignore: Container[str] = (), at: int = 10, cap: int = CO_ITEMS,
+    lam: Lambda = AUTO,
+) -> dict[str, Any]:  # fmt: skip
     """models.recs.evaluate's HR@`at` against popularity, each user's last order held out."""
     train, cases = split_last_order(s)
-    model = fit_signals(train, k, ignore, cap=cap)
+    model = fit_signals(train, k, ignore, cap=cap, lam=lam)
     hits = pop_hits = 0
     for history, bought, targets in cases.values():
         if set(model.recommend(history, bought, at)) & targets:
@@ -230,26 +261,29 @@ def evaluate_signals(
         f"popularity_hr@{at}": round(pop_hits / n, 4) if n else None,
         "eval_users": n,
         "eval": "each user's last order held out; only items new to the user count",
+        "eval_ease_lambda": model.metrics.get("ease_lambda"),
     }
 
 
 def train_signals(
     s: Signals, k: int = 50, ignore: Container[str] = (), evaluate_split: bool = True,
-    cap: int = CO_ITEMS,
+    cap: int = CO_ITEMS, lam: Lambda = AUTO,
 ) -> Recommender:  # fmt: skip
     """models.recs.train_recs from signals: metrics from `evaluate_signals`, the model from all."""
+    lam = parse_lambda(lam)
     metrics: dict[str, Any] = {}
     if evaluate_split:
-        metrics.update(evaluate_signals(s, k, ignore, cap=cap))
+        metrics.update(evaluate_signals(s, k, ignore, cap=cap, lam=lam))
         print(f"recs: {metrics}", file=sys.stderr)
-    model = fit_signals(s, k, ignore, cap=cap)
+    model = fit_signals(s, k, ignore, cap=cap, lam=lam)
     metrics.update({"n_items": len(model.items), "n_users": len(s.users), "k": k, "table": TABLE})
     model.metrics = {**metrics, **model.metrics}
     return model
 
 
 def train_recs_file(
-    path: str | Path, k: int = 50, ignore: Container[str] = (), stats: ReadStats | None = None
-) -> Recommender:
+    path: str | Path, k: int = 50, ignore: Container[str] = (), lam: Lambda = AUTO,
+    stats: ReadStats | None = None,
+) -> Recommender:  # fmt: skip
     """The recs model of an events file, read in one streaming pass (`models.compact`)."""
-    return train_signals(read_signals(path, stats), k, ignore)
+    return train_signals(read_signals(path, stats), k, ignore, lam=lam)

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.profile import is_reversal
-from engine.sources import UCI_NON_PRODUCT_CODES, ReadStats, read_events
-from models.churn import train_churn
+from engine.sources import UCI_NON_PRODUCT_CODES, ReadStats
+from models.churn import train_churn_on
+from models.churn_stream import churn_dataset_file
 from models.ease_table import AUTO, Lambda
-from models.recs import train_recs
+from models.recs_stream import train_recs_file
 from models.registry import CHURN_FILE
 
 
@@ -29,27 +29,27 @@ def train_all(
     k: int = 50,
     lam: Lambda = AUTO,
 ) -> dict[str, Any]:
-    """Read the events once, train churn and recs (`lam`: the EASE lambda, AUTO searched for on
-    the events), write churn.json, recs.npz and recs.json into `out_dir`; returns
-    {"churn": {"version", "metrics"}, "recs": {...}, "events": n}."""
+    """Train churn and recs (`lam`: the EASE lambda, AUTO searched for on the events) from the
+    events file, read in streaming passes (never a list of every event: models/churn_stream.py,
+    models/recs_stream.py), write churn.json, recs.npz and recs.json into `out_dir`; returns
+    {"churn": {"version", "metrics"}, "recs": {...}, "events": n}. Cancellations (UCI's `C`
+    invoices) stay out: models learn from what was bought."""
     out = Path(out_dir)
     started = time.monotonic()
     stats = ReadStats()
-    # Models learn from what was bought: cancellations (UCI's `C` invoices) stay out, as before
-    # the readers yielded them.
-    events = [e for e in read_events(events_path, stats=stats, history=True) if not is_reversal(e)]
-    _log(f"read {len(events)} events ({stats.format}, skipped {dict(stats.skipped)})")
-    churn = train_churn(events, horizon_days=horizon_days)
+    data = churn_dataset_file(events_path, horizon_days, stats=stats)
+    _log(f"read {stats.events} events ({stats.format}, skipped {dict(stats.skipped)})")
+    churn = train_churn_on(data, horizon_days)
     _log(f"churn {churn.version}: {churn.metrics}")
     # UCI's fee/postage codes are not products; elsewhere the set matches nothing.
-    recs = train_recs(events, k=k, ignore=UCI_NON_PRODUCT_CODES, lam=lam)
+    recs = train_recs_file(events_path, k=k, ignore=UCI_NON_PRODUCT_CODES, lam=lam)
     _log(f"recs {recs.version}: {recs.metrics}")
     out.mkdir(parents=True, exist_ok=True)
     churn.save(out / CHURN_FILE)
     recs.save(out)
     _log(f"wrote {out} in {time.monotonic() - started:.1f}s")
     return {
-        "events": len(events),
+        "events": stats.events,
         "churn": {"version": churn.version, "created": churn.created, "metrics": churn.metrics},
         "recs": {"version": recs.version, "created": recs.created, "metrics": recs.metrics},
     }

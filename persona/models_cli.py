@@ -99,7 +99,6 @@ def _publish(broker: KafkaClientConfig, directory: Path, signer: RecordSigner) -
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from engine.sources import UCI_NON_PRODUCT_CODES
     from models.bundle import save_model
     from persona.progress import step
 
@@ -116,29 +115,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     broker = None if args.out else _broker(args)
     signer = None if args.out else _signer(args)  # before training: a missing secret says so
-    events = _events(args.events)
+    if not Path(args.events).is_file():
+        raise FileNotFoundError(2, "No such file", args.events)
     names = ("churn", "recs") if args.model == "all" else (args.model,)
     for name in names:
         model: Any
         with step(f"training {name}"):
             if args.model != "all" and args.kind not in (None, *TRAIN_KINDS[name]):
                 raise ValueError(f"--kind {args.kind} does not train a {name} model")
-            if name == "churn" and args.kind == "gbm":
-                from models.sklearn_churn import train_gbm_churn
-
-                model = train_gbm_churn(events, horizon_days=args.horizon_days)
-            elif name == "churn":
-                from models.churn import train_churn
-
-                model = train_churn(events, horizon_days=args.horizon_days)
-            elif args.kind == "als":  # item factors of implicit-ALS (optional package)
-                from models.embedding import train_als_recs
-
-                model = train_als_recs(events, ignore=UCI_NON_PRODUCT_CODES)
-            else:
-                from models.recs import train_recs
-
-                model = train_recs(events, ignore=UCI_NON_PRODUCT_CODES, lam=args.ease_lambda)
+            model = _trained(name, args)
         print(f"{name} {model.version}: {json.dumps(model.metrics)}")
         if args.out:
             save_model(model, Path(args.out) / name)
@@ -150,6 +135,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             _publish(broker, Path(tmp) / name, signer)
         print(f"registered {model.version} (not active: persona models activate {name} ...)")
     return 0
+
+
+def _trained(name: str, args: argparse.Namespace) -> Any:
+    """One model from the events file. Churn and the item-kNN recs read the file in streaming
+    passes into compact arrays, never a list of every event (issue 21 item 4:
+    models/churn_stream.py, models/recs_stream.py); ALS reads the events into a list."""
+    from engine.sources import UCI_NON_PRODUCT_CODES
+
+    if name == "churn":
+        from models.churn import train_churn_on
+        from models.churn_stream import churn_dataset_file
+        from models.sklearn_churn import train_gbm_churn_on
+
+        data = churn_dataset_file(args.events, args.horizon_days)
+        train = train_gbm_churn_on if args.kind == "gbm" else train_churn_on
+        return train(data, args.horizon_days)
+    if args.kind == "als":  # item factors of implicit-ALS (optional package)
+        from models.embedding import train_als_recs
+
+        return train_als_recs(_events(args.events), ignore=UCI_NON_PRODUCT_CODES)
+    from models.recs_stream import train_recs_file
+
+    return train_recs_file(args.events, ignore=UCI_NON_PRODUCT_CODES, lam=args.ease_lambda)
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

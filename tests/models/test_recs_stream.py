@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.events import Event
+from models import compact_splits, splits
 from models.compact import read_signals, signals_of
+from models.ease_search import AUTO_HOLDOUT, AUTO_MIN_USERS
 from models.ease_table import TABLE_LAMBDA, ease_table
 from models.recs import _histories, _popularity, _split_last_order, fit_recommender, neighbour_table
 from models.recs_stream import CO_ITEMS, fit_signals, split_last_order, user_item_matrix
@@ -22,12 +24,12 @@ IGNORE = frozenset({"POST"})
 KINDS = ("product_view", "add_to_cart", "purchase", "like", "page_view", "search")
 
 
-def varied_events(users: int = 80, seed: int = 5) -> list[Event]:
+def varied_events(users: int = 80, seed: int = 5, per_user: int = 12) -> list[Event]:
     """Views, carts, purchases in orders (some sharing a time stamp), likes without an item,
     a fee item to ignore, non-signal events; users interleaved, some times out of file order."""
     rng = random.Random(seed)
     out: list[Event] = []
-    for n in range(users * 12):
+    for n in range(users * per_user):
         user, kind = f"u{rng.randrange(users)}", rng.choice(KINDS)
         item = f"i{min(int(rng.paretovariate(1.2)), 60)}" if kind != "like" or n % 2 else None
         item = "POST" if kind == "purchase" and n % 17 == 0 else item
@@ -118,3 +120,24 @@ def test_the_default_cap_keeps_the_newest_items_and_serves_them() -> None:
     oldest, newest = model.neighbours_of("i0"), model.neighbours_of(f"i{CO_ITEMS + 99}")
     assert newest and all(int(j[1:]) >= 100 for j, _w in newest)  # the heavy user's newest
     assert all(int(j[1:]) < 50 for j, _w in oldest)  # i0 co-occurs with light users' items only
+
+
+def test_the_lambda_search_splits_and_picks_as_the_event_search() -> None:
+    events = varied_events(users=120, seed=8, per_user=30)
+    s = signals_of(events)
+    train, cases = splits.leave_last_n(events, AUTO_HOLDOUT, IGNORE)
+    s_train, s_cases = compact_splits.leave_last_n(s, AUTO_HOLDOUT, IGNORE)
+    assert s_cases == cases and len(cases) >= AUTO_MIN_USERS
+    a, b = s_train, signals_of(train)
+    assert [a.users[u] for u in a.user] == [b.users[u] for u in b.user]
+    assert [a.items[i] for i in a.item] == [b.items[i] for i in b.item]
+    assert np.array_equal(a.ts, b.ts) and np.array_equal(a.kind, b.kind)
+    mine_model, their_model = fit_signals(s, 5, IGNORE), fit_recommender(events, 5, IGNORE)
+    assert (
+        mine_model.metrics["ease_lambda_by"] == their_model.metrics["ease_lambda_by"] == "searched"
+    )
+    mine_hr = mine_model.metrics["ease_lambda_search"]["hr@10"]
+    assert mine_hr == their_model.metrics["ease_lambda_search"]["hr@10"]
+    assert mine_model.metrics["ease_lambda"] == their_model.metrics["ease_lambda"]
+    assert np.array_equal(mine_model.weights, their_model.weights)
+    assert mine_model.version.rsplit("-", 1)[1] == their_model.version.rsplit("-", 1)[1]
