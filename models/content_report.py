@@ -116,6 +116,11 @@ def content_report(
     }
 
 
+def _ours(exposure: dict[str, Any], name: str) -> bool:
+    """An exposure of this content experiment (a model experiment's of the same name is not)."""
+    return exposure.get("experiment") == name and exposure.get("kind") == "content"
+
+
 def _first_exposures(
     name: str, exposures: list[dict[str, Any]], arms: dict[str, ArmFigures]
 ) -> dict[str, tuple[int, str]]:
@@ -123,14 +128,14 @@ def _first_exposures(
     first: dict[str, tuple[int, str]] = {}
     for exp in exposures:
         variant = str(exp.get("variant"))
-        if exp.get("experiment") != name or variant not in arms:
+        if not _ours(exp, name) or variant not in arms:
             continue
         user, ts = str(exp.get("user_id")), int(exp.get("ts") or 0)
         if user not in first or ts < first[user][0]:
             first[user] = (ts, variant)
     for exp in exposures:
         user = str(exp.get("user_id"))
-        if exp.get("experiment") == name and user in first:
+        if _ours(exp, name) and user in first:
             arm = arms[first[user][1]]
             arm.users.add(user)
             arm.exposures += 1

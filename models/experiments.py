@@ -117,8 +117,8 @@ def report(
     arms: dict[str, _Arm] = {"A": _Arm(), "B": _Arm()}
     mode = "ab"
     for exp in exposures:
-        if exp.get("experiment") != experiment:
-            continue
+        if exp.get("experiment") != experiment or exp.get("kind") == "content":
+            continue  # a content experiment's exposures (models/content_report.py) are not ours
         user, variant, ts = str(exp["user_id"]), str(exp["variant"]), int(exp["ts"])
         if variant not in arms:
             continue

@@ -16,7 +16,13 @@ T0 = 1_900_000_000_000
 
 
 def exposure(user: str, variant: str, ts: int = T0, experiment: str = "design") -> dict[str, Any]:
-    return {"experiment": experiment, "variant": variant, "user_id": user, "ts": ts}
+    return {
+        "experiment": experiment,
+        "variant": variant,
+        "user_id": user,
+        "ts": ts,
+        "kind": "content",
+    }
 
 
 def click(user: str, variant: str, ts: int, block: str = "recommendations") -> Event:
@@ -114,3 +120,9 @@ def test_welch_interval_on_hand_values() -> None:
         round(2.5 + 1.959963984540054 * se, 6),
     ]
     assert welch([1.0], b) == {"difference": None, "ci95": None}
+
+
+def test_a_model_experiments_exposures_of_the_same_name_are_not_counted() -> None:
+    model = {"experiment": "design", "variant": "default", "user_id": "m1", "ts": T0}
+    got = arms(content_report(EXP, [exposure("u1", "default"), model], [], window_hours=24))
+    assert got["default"]["users"] == 1 and got["default"]["exposures"] == 1

@@ -240,3 +240,10 @@ def test_the_rules_record_folds_and_a_bad_one_changes_nothing() -> None:
     assert log.apply("rules", b"\xff not json") is None
     assert log.rules == rules
     assert log.apply("rules", None) == "rules" and log.rules == NO_RULES
+
+
+def test_a_content_experiments_exposures_of_the_same_name_are_not_counted() -> None:
+    ours = {"experiment": "e", "variant": "A", "user_id": "a1", "ts": T0, "items": ["x"]}
+    content = {**ours, "user_id": "c1", "kind": "content"}
+    result = report("e", [ours, content], [])
+    assert result["variants"]["A"]["users"] == 1
