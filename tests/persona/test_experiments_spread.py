@@ -10,10 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.broker import free_port
 from tests.conftest import http, wait_until
-from tests.persona.test_rules_spread import SPREAD, Run
-from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready, _worker_port
+from tests.persona.runs import Run, persona_run
+from tests.persona.test_rules_spread import SPREAD
 
 pytestmark = pytest.mark.integration
 ADMIN = "data-scientist-kkkkkkkkkkkkkkkk"
@@ -22,20 +21,8 @@ KEYS = f"ds:{ADMIN}:models:admin"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    tmp = tmp_path_factory.mktemp("experiments")
-    port, log = free_port(), tmp / "run.log"
-    extra = {"PERSONA_READERS": "2", "PERSONA_API_KEYS": KEYS}
-    with log.open("w") as out:
-        proc = _start_run(tmp / "data", port, "--no-demo", 2, out.fileno(), extra, out.fileno())
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_ready(proc, base)
-        (pid,) = [p for p in _children(proc.pid) if _kind(p) == "worker"]
-        worker = f"http://127.0.0.1:{_worker_port(pid)}"
-        wait_until(lambda: http("GET", worker + "/readyz", key=None)[0] == 200, 120, what="worker")
-        yield Run(base, worker)
-    finally:
-        _stop(proc, grace=15)
+    with persona_run(tmp_path_factory.mktemp("experiments"), 2, KEYS) as started:
+        yield started
 
 
 def version(url: str) -> str | None:

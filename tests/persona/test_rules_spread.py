@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from streams.broker import free_port
 from tests.conftest import http, wait_until
-from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready, _worker_port
+from tests.persona.runs import Run, persona_run
 
 pytestmark = pytest.mark.integration
 SPREAD = 10.0  # seconds: the bound for every worker and reader
@@ -21,28 +19,10 @@ MERCH = "merchandiser-kkkkkkkkkkkkkkkkkk"
 KEYS = f"merch:{MERCH}:rules:admin"
 
 
-@dataclass
-class Run:
-    base: str  # the public port: the readers
-    worker: str  # the worker's private port
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    tmp = tmp_path_factory.mktemp("rules")
-    port, log = free_port(), tmp / "run.log"
-    extra = {"PERSONA_READERS": "2", "PERSONA_API_KEYS": KEYS}
-    with log.open("w") as out:
-        proc = _start_run(tmp / "data", port, "--no-demo", 2, out.fileno(), extra, out.fileno())
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_ready(proc, base)
-        (pid,) = [p for p in _children(proc.pid) if _kind(p) == "worker"]
-        worker = f"http://127.0.0.1:{_worker_port(pid)}"
-        wait_until(lambda: http("GET", worker + "/readyz", key=None)[0] == 200, 120, what="worker")
-        yield Run(base, worker)
-    finally:
-        _stop(proc, grace=15)
+    with persona_run(tmp_path_factory.mktemp("rules"), 2, KEYS) as started:
+        yield started
 
 
 def version(url: str) -> str | None:

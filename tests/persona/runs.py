@@ -1,0 +1,38 @@
+"""`persona run` on its embedded broker for a module's tests: the public port (the readers) and
+the worker's private port, both ready."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.broker import free_port
+from tests.conftest import http, wait_until
+from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_ready, _worker_port
+
+
+@dataclass
+class Run:
+    base: str  # the public port: the readers
+    worker: str  # the worker's private port
+
+
+@contextmanager
+def persona_run(tmp: Path, readers: int, api_keys: str) -> Iterator[Run]:
+    """`persona run --no-demo` with `readers` readers and `PERSONA_API_KEYS` = `api_keys`, its
+    output in tmp/run.log; stopped on exit."""
+    port, log = free_port(), tmp / "run.log"
+    extra = {"PERSONA_READERS": str(readers), "PERSONA_API_KEYS": api_keys}
+    with log.open("w") as out:
+        proc = _start_run(tmp / "data", port, "--no-demo", 2, out.fileno(), extra, out.fileno())
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(proc, base)
+        (pid,) = [p for p in _children(proc.pid) if _kind(p) == "worker"]
+        worker = f"http://127.0.0.1:{_worker_port(pid)}"
+        wait_until(lambda: http("GET", worker + "/readyz", key=None)[0] == 200, 120, what="worker")
+        yield Run(base, worker)
+    finally:
+        _stop(proc, grace=15)
