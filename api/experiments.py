@@ -13,14 +13,11 @@ models/content_report.py over the `exposures` topic and the users' events.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
 from api.audit import DETAILS
+from api.documents import answer, if_match, next_version, read_document, too_large
 from api.models_routes import ADMIN, ModelAdmin
-from api.rules import MAX_RULES_BODY, _matches, _next_version
 from api.shared import CONTENT, problem
 from engine.content_experiments import (
     ContentExperiments,
@@ -31,7 +28,6 @@ from engine.content_experiments import (
 from models.content_report import DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS
 
 EXPERIMENTS_PATH = "/v1/experiments"
-MAX_BODY = MAX_RULES_BODY  # bytes of a PUT body
 
 
 def _admin(request: web.Request) -> ModelAdmin | None:
@@ -43,9 +39,7 @@ def _no_registry() -> web.Response:
 
 
 def _answer(experiments: ContentExperiments) -> web.Response:
-    response = web.json_response(to_document(experiments))
-    response.headers["ETag"] = f'"{experiments.version}"'
-    return response
+    return answer(to_document(experiments), experiments.version)
 
 
 async def get_experiments(request: web.Request) -> web.Response:
@@ -58,13 +52,14 @@ async def put_experiments(request: web.Request) -> web.Response:
     if admin is None:
         return _no_registry()
     current = admin.content_experiments()
-    if not _matches(request.headers.get("If-Match"), current.version):
+    if not if_match(request.headers.get("If-Match"), current.version):
         return problem(
             412, "Precondition Failed", f"the experiments are at version {current.version!r} now"
         )
-    if (request.content_length or 0) > MAX_BODY:
-        return problem(413, "Body too large", f"at most {MAX_BODY} bytes")
-    document = await _document(request)
+    refused = too_large(request)
+    if refused is not None:
+        return refused
+    document = await read_document(request, "experiments")
     if isinstance(document, web.Response):
         return document
     renderer = request.app[CONTENT].renderer
@@ -72,7 +67,7 @@ async def put_experiments(request: web.Request) -> web.Response:
         parsed = parse_experiments(document, renderer.has_variant)
     except InvalidExperiments as exc:
         return problem(400, "Invalid experiments", str(exc))
-    experiments = ContentExperiments(_next_version(current.version), parsed.experiments)
+    experiments = ContentExperiments(next_version(current.version), parsed.experiments)
     serving = await admin.set_content_experiments(experiments)
     names = [exp.name for exp in experiments.experiments]
     request[DETAILS] = {"version": experiments.version, "experiments": names, "serving": serving}
@@ -96,16 +91,6 @@ async def get_report(request: web.Request) -> web.Response:
     if experiment is None:
         return problem(404, "Unknown experiment", f"no content experiment {name[:64]!r}")
     return web.json_response(await admin.content_report(experiment, window))
-
-
-async def _document(request: web.Request) -> Any:
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        return problem(413, "Body too large", f"at most {MAX_BODY} bytes")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return problem(400, "Bad body", "expected a JSON object with `experiments`")
 
 
 def _window(value: str | None) -> float | None:

@@ -1,0 +1,51 @@
+"""The admin documents edited whole with `GET`/`PUT` (the merchandising rules, api/rules.py; the
+content experiments, api/experiments.py): a bounded JSON body, server-numbered versions answered
+as `ETag`, and `If-Match` so that two editors cannot overwrite each other's change unseen."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from api.shared import problem
+
+MAX_DOCUMENT_BODY = 512 * 1024  # bytes of a PUT body
+
+
+def too_large(request: web.Request) -> web.Response | None:
+    """The 413 problem when the declared length is over the bound (None: go on)."""
+    if (request.content_length or 0) > MAX_DOCUMENT_BODY:
+        return problem(413, "Body too large", f"at most {MAX_DOCUMENT_BODY} bytes")
+    return None
+
+
+async def read_document(request: web.Request, field: str) -> Any:
+    """The JSON body (read up to the bound whatever the declared length), or the 413 or 400
+    problem to answer (`field`: the list the document is an object with)."""
+    body = await request.content.read(MAX_DOCUMENT_BODY + 1)
+    if len(body) > MAX_DOCUMENT_BODY:
+        return problem(413, "Body too large", f"at most {MAX_DOCUMENT_BODY} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return problem(400, "Bad body", f"expected a JSON object with `{field}`")
+
+
+def answer(document: dict[str, Any], version: str) -> web.Response:
+    response = web.json_response(document)
+    response.headers["ETag"] = f'"{version}"'
+    return response
+
+
+def if_match(header: str | None, version: str) -> bool:
+    """Whether a PUT with this `If-Match` may replace `version` (no header, or `*`: yes)."""
+    if header is None or header.strip() == "*":
+        return True
+    tags = {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
+    return version in tags
+
+
+def next_version(version: str) -> str:
+    return str(int(version) + 1) if version.isdigit() else "1"
