@@ -24,13 +24,27 @@ def too_large(request: web.Request) -> web.Response | None:
 async def read_document(request: web.Request, field: str) -> Any:
     """The JSON body (read up to the bound whatever the declared length), or the 413 or 400
     problem to answer (`field`: the list the document is an object with)."""
-    body = await request.content.read(MAX_DOCUMENT_BODY + 1)
+    body = await _read_bounded(request, MAX_DOCUMENT_BODY + 1)
     if len(body) > MAX_DOCUMENT_BODY:
         return problem(413, "Body too large", f"at most {MAX_DOCUMENT_BODY} bytes")
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return problem(400, "Bad body", f"expected a JSON object with `{field}`")
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes:
+    """At most `limit` bytes of the body, to its end or the limit: one `read` returns only what
+    has arrived, so a body sent in chunks (no Content-Length) was cut at its first chunk."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        part = await request.content.read(limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def answer(document: dict[str, Any], version: str) -> web.Response:

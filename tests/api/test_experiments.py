@@ -6,6 +6,7 @@ report's arm counting a click and the purchase after it."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -123,6 +124,31 @@ async def test_only_models_admin_may_read_or_change_experiments(shop: Shop) -> N
     r = await shop.client.put("/v1/experiments", json={"experiments": [DESIGN]})
     assert r.status == 401
     assert shop.content.models.content_experiments.experiments == ()
+
+
+async def test_a_huge_body_is_413_however_its_length_is_declared(shop: Shop) -> None:
+    huge = b'{"experiments": [' + b" " * (600 * 1024) + b"]}"
+    r = await shop.client.put("/v1/experiments", data=huge, headers=bearer())
+    assert r.status == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: read up to the bound
+        yield huge
+
+    r = await shop.client.put("/v1/experiments", data=chunks(), headers=bearer())
+    assert r.status == 413, await r.text()
+
+
+async def test_a_document_sent_in_chunks_is_read_whole(shop: Shop) -> None:
+    whole = json.dumps({"experiments": [DESIGN]}).encode()
+    padded = whole[:-1] + b" " * (300 * 1024) + whole[-1:]  # under the bound, many chunks
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for at in range(0, len(padded), 4096):
+            yield padded[at : at + 4096]
+
+    r = await shop.client.put("/v1/experiments", data=chunks(), headers=bearer())
+    assert r.status == 200, await r.text()
+    assert [e["name"] for e in (await r.json())["experiments"]] == [DESIGN["name"]]
 
 
 async def test_bad_documents_are_400_problems_naming_the_place(shop: Shop) -> None:
