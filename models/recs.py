@@ -31,7 +31,7 @@ import json
 import math
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -473,7 +473,15 @@ def evaluate(
     that the user had never bought. The model's lambda (AUTO: searched for on the training part
     alone, never on the held-out orders) is `eval_ease_lambda`."""
     train, cases = _split_last_order(events)
-    model = fit_recommender(train, k, ignore, lam=lam)
+    return last_order_metrics(fit_recommender(train, k, ignore, lam=lam), cases, at)
+
+
+HeldOut = Mapping[str, tuple[list[tuple[str, int]], set[str], set[str]]]
+
+
+def last_order_metrics(model: Recommender, cases: HeldOut, at: int = 10) -> dict[str, Any]:
+    """HR@`at` of `model` and of popularity over the held-out last orders (per user: recent
+    items newest first, items bought before, held-out items new to the user)."""
     hits = pop_hits = 0
     for history, bought, targets in cases.values():
         if set(model.recommend(history, bought, at)) & targets:

@@ -40,7 +40,14 @@ from models.ease_search import (
 )  # fmt: skip
 from models.ease_table import AUTO, TABLE_LAMBDA, Lambda, Table, assemble, ease_rows, parse_lambda
 from models.peers import Interactions, ease_gram, ease_weights
-from models.recs import HISTORY_USED, POPULAR, TABLE, Recommender, cooccurrence_table
+from models.recs import (
+    HISTORY_USED,
+    POPULAR,
+    TABLE,
+    Recommender,
+    cooccurrence_table,
+    last_order_metrics,
+)
 from models.splits import sample
 
 CO_ITEMS = 200  # a user's most recent distinct items that enter co-occurrence
@@ -248,21 +255,7 @@ def evaluate_signals(
 ) -> dict[str, Any]:  # fmt: skip
     """models.recs.evaluate's HR@`at` against popularity, each user's last order held out."""
     train, cases = split_last_order(s)
-    model = fit_signals(train, k, ignore, cap=cap, lam=lam)
-    hits = pop_hits = 0
-    for history, bought, targets in cases.values():
-        if set(model.recommend(history, bought, at)) & targets:
-            hits += 1
-        if set(model.popular_items(at, exclude=bought)) & targets:
-            pop_hits += 1
-    n = len(cases)
-    return {
-        f"hr@{at}": round(hits / n, 4) if n else None,
-        f"popularity_hr@{at}": round(pop_hits / n, 4) if n else None,
-        "eval_users": n,
-        "eval": "each user's last order held out; only items new to the user count",
-        "eval_ease_lambda": model.metrics.get("ease_lambda"),
-    }
+    return last_order_metrics(fit_signals(train, k, ignore, cap=cap, lam=lam), cases, at)
 
 
 def train_signals(
