@@ -27,10 +27,10 @@ item's cluster) is computed once when the model is made and stored in the artifa
 `ivf_centroids`, `ivf_assign`), so a load only regroups the rows; a format-1 artifact (without
 it) still loads, clustering at load as before (~37 s at 1M items). Below
 `EXACT_BELOW` (50,000) items every candidate is scored (exact); above, the items are grouped in
-~sqrt(n) clusters (spherical k-means) and a request scores the `probes` (32) clusters whose
-centroids score best against the user vector and the clusters of its `OWN_CLUSTERS` (8) heaviest
-history items (~4% of the items at 1M): approximate, measured in docs/benchmarks.md
-(benchmarks/model_memory.py).
+~sqrt(n) clusters (spherical k-means) and a request scores the `probes` (16) clusters whose
+centroids, each times its cluster's longest vector, score best against the user vector and the
+clusters of its `OWN_CLUSTERS` (8) heaviest history items (~2.5% of the items at 1M):
+approximate, measured in docs/benchmarks.md (benchmarks/model_memory.py).
 """
 
 from __future__ import annotations

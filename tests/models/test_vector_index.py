@@ -80,7 +80,7 @@ def test_probing_a_few_clusters_finds_most_of_the_exact_top(indexed: None) -> No
     model.probes = model._ivf.lists
     exact = [model.recommend(h, set(), 20) for h in _histories()]
     overlap = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(got, exact, strict=True)])
-    assert overlap >= 0.9  # 32 of 55 clusters probed; this seed measures ~0.99
+    assert overlap >= 0.9  # 16 of 55 clusters probed (+ the own); this seed measures ~0.99
     assert all(len(a) == 20 for a in got)
 
 
