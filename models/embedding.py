@@ -27,7 +27,8 @@ item's cluster) is computed once when the model is made and stored in the artifa
 `ivf_centroids`, `ivf_assign`), so a load only regroups the rows; a format-1 artifact (without
 it) still loads, clustering at load as before (~37 s at 1M items). Below
 `EXACT_BELOW` (50,000) items every candidate is scored (exact); above, the items are grouped in
-~sqrt(n) clusters (spherical k-means) and a request scores the `probes` (16) clusters whose
+~sqrt(n) clusters (spherical k-means) and a request scores the `probes` clusters (as many as
+hold ~16,000 rows: 16 of 1,000 at 1M) whose
 centroids, each times its cluster's longest vector, score best against the user vector and the
 clusters of its `OWN_CLUSTERS` (8) heaviest history items (~2.5% of the items at 1M):
 approximate, measured in docs/benchmarks.md (benchmarks/model_memory.py).
@@ -107,7 +108,7 @@ class EmbeddingRecommender:
         self._ivf = vector_index.build(vectors, cosine, layout=self.layout)
         del self.vectors  # one copy per process: the index's (grouped by cluster when large)
         del self.layout
-        self.probes = vector_index.PROBES
+        self.probes = self._ivf.probes()
 
     def item_vectors(self) -> np.ndarray:
         """The item vectors as given, row i for items[i] (what `save` writes)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 EXACT_BELOW = 50_000  # items: fewer are scored exactly (one cluster, ~1 ms at dim 64)
-PROBES = 16  # clusters scanned per query (of ~sqrt(n): ~1.6% of the items at 1M)
+SCAN_ROWS = 16_000  # rows the probed clusters hold on average: 16 of 1,000 clusters at 1M items
 KMEANS_ROUNDS = 8
 SAMPLE_PER_LIST = 64  # k-means trains on this many rows per cluster (at most)
 CHUNK = 16_384  # rows given their centroid at a time (bounds the distance matrix: 64 MB at 1k)
@@ -55,7 +55,7 @@ class VectorIndex:
         return v if self.scale is None else v * self.scale[p, None]
 
     def search(
-        self, query: np.ndarray, probes: int = PROBES, near: np.ndarray | None = None
+        self, query: np.ndarray, probes: int, near: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(store rows ascending, scores) of the rows of the `probes` clusters whose centroids
         score best, and of the clusters of the item rows `near` (a user's heaviest history
@@ -66,6 +66,13 @@ class VectorIndex:
         if near is not None and len(near):
             best = np.concatenate([best, self.cluster(near)])
         return self._scan(np.unique(best), query)
+
+    def probes(self) -> int:
+        """How many clusters a query probes: as many as hold `SCAN_ROWS` rows on average (16 of
+        1,000 at 1M items, 50 of 316 at 100k), so that a request scans about as many rows at
+        any size (every cluster when there are fewer rows)."""
+        average = len(self.store) / self.lists
+        return max(1, min(self.lists, round(SCAN_ROWS / max(average, 1.0))))
 
     def best_clusters(self, query: np.ndarray, probes: int) -> np.ndarray:
         """The `probes` clusters whose best row is likely to score best against `query` (any

@@ -71,3 +71,15 @@ def test_the_scan_scores_every_row_of_the_probed_clusters_as_the_whole_matrix(
         assert np.array_equal(rows, np.sort(rows)) and len(set(rows.tolist())) == len(rows)
         assert sorted(items.tolist()) == [i for i in range(300) if assign[i] in clusters]
         np.testing.assert_allclose(scores, (unit @ query)[items], rtol=1e-5, atol=1e-5)
+
+
+def test_a_query_probes_as_many_clusters_as_hold_the_scan_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((300, 4)).astype(np.float32)
+    layout = (rng.standard_normal((12, 4)).astype(np.float32), np.arange(300) % 12)
+    index = vector_index.build(vectors, False, layout=layout)  # 12 clusters of 25 rows
+    for rows, probes in ((50, 2), (60, 2), (250, 10), (10**6, 12), (1, 1)):
+        monkeypatch.setattr(vector_index, "SCAN_ROWS", rows)
+        assert index.probes() == probes
