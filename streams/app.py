@@ -294,7 +294,7 @@ class PersonaStreams:
         # Input positions (see streams.positions): the next offset to fold per (topic,
         # partition), loaded from the partition's RocksDB and forgotten on every rebalance.
         self._fold_topics = frozenset(self.input_topic.topics)
-        self._positions: dict[tuple[str, int], int | None] = {}
+        self._positions: dict[tuple[str, int], int] = {}
         self.backlog: Backlog | None = None  # POST /v1/events waits for the fold (embedded)
         self._positions_epoch = 0
         self._position_chain: asyncio.Future[None] | None = None
@@ -371,7 +371,7 @@ class PersonaStreams:
                     at = self._positions.get((tp.topic, tp.partition))
                     if at is None:
                         at = self._stored_position(tp.topic, tp.partition)
-                    behind += max(0, int(end) - (at or 0))
+                    behind += max(0, int(end) - at)
             return behind
         except Exception:  # not started, rebalancing: no figure this time
             log.debug("worker lag unavailable", exc_info=True)
@@ -576,8 +576,13 @@ class PersonaStreams:
         except Exception:  # shutting down: nothing to save
             log.debug("could not stop the gap reader", exc_info=True)
 
-    def _stored_position(self, topic: str, partition: int) -> int | None:
-        return parse_position(self.profile_db(partition).get(position_key(topic)))
+    def _stored_position(self, topic: str, partition: int) -> int:
+        """Where the state of a partition reaches: its stored position, or 0 (the start of the
+        partition's log) when none is stored yet. Faust's committed offsets may lie past records
+        the state lacks even then: a worker killed before its first position write was
+        acknowledged had its offsets committed, and its successor, trusting the first record
+        delivered, lost every record before it."""
+        return parse_position(self.profile_db(partition).get(position_key(topic))) or 0
 
     async def _in_order(self, batch: list[Delivered], limit: int | None = None) -> Ordered:
         """The batch without records already folded (below their partition's position) and
@@ -600,16 +605,15 @@ class PersonaStreams:
             except KeyError:
                 expected = positions[key] = self._stored_position(msg.topic, msg.partition)
             offset = msg.offset
-            if expected is not None:
-                if offset < expected:
-                    self.stats.redelivered += 1
-                    continue
-                if offset > expected:
-                    if room is not None and offset - expected > room:
-                        await self._fill_gaps(out, gaps)
-                        return Ordered(out, (key, expected, offset), batch[at:])
-                    gaps.append((len(out), key, expected, offset))
-                    room = None if room is None else room - (offset - expected)
+            if offset < expected:
+                self.stats.redelivered += 1
+                continue
+            if offset > expected:
+                if room is not None and offset - expected > room:
+                    await self._fill_gaps(out, gaps)
+                    return Ordered(out, (key, expected, offset), batch[at:])
+                gaps.append((len(out), key, expected, offset))
+                room = None if room is None else room - (offset - expected)
             positions[key] = offset + 1
             self._last_delivery[key] = now
             out.append(fevent)
@@ -727,8 +731,6 @@ class PersonaStreams:
                 if key not in self._positions:
                     self._positions[key] = self._stored_position(tp.topic, tp.partition)
                 position = self._positions[key]
-                if position is None:
-                    continue
                 end = consumer.highwater(tp)
                 if end is not None and int(end) <= position:
                     continue

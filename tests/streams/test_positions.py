@@ -123,6 +123,27 @@ def test_records_behind_a_committed_offset_are_still_folded(tmp_path: Path) -> N
             again.stop()
 
 
+def test_records_behind_a_committed_offset_are_folded_when_no_position_was_stored(
+    tmp_path: Path,
+) -> None:
+    """A worker killed before its first position write was acknowledged leaves committed
+    offsets but no position: its successor takes the state as reaching offset 0 and reads the
+    skipped records. It trusted the first record delivered before and lost every one before it
+    (the kill test of tests/persona/test_keep_state.py lost 52 of 100 events that way)."""
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
+        send(broker.url, 0, 200)
+        ends = commit_to_end(broker.url, "cart")  # offsets committed, nothing folded or stored
+        assert sum(ends.values()) == 200
+        worker = start_worker(broker.url, tmp_path / "w")
+        try:
+            wait_until(lambda: carts(worker) == expected(200), timeout=60, what="200 events")
+            assert metric(worker.base, "persona_events_gap_read_total") == 200
+            send(broker.url, 200, 40)
+            wait_until(lambda: carts(worker) == expected(240), timeout=60, what="40 more events")
+        finally:
+            worker.stop()
+
+
 class FakeGaps:
     """Stands in for the broker read in the ordering test (the integration test above reads
     from the real broker)."""
@@ -150,31 +171,35 @@ def rec(topic: str, partition: int, offset: int) -> GapEvent:
 
 def test_in_order_skips_what_is_folded_and_fills_gaps_in_place() -> None:
     stored: dict[tuple[str, int], int | None] = {("cart", 0): 10, ("clickstream", 1): None}
-    fake = _fake_worker(stored, FakeGaps({("cart", 0): [12, 13, 14]}), 1_000)
+    gaps = FakeGaps({("cart", 0): [12, 13, 14], ("clickstream", 1): [0, 1, 2]})
+    fake = _fake_worker(stored, gaps, 1_000)
     batch = [
         rec("cart", 0, 8),  # below the stored position: already folded
         rec("cart", 0, 9),
-        rec("clickstream", 1, 500),  # nothing stored: taken as it comes
+        rec("clickstream", 1, 3),  # nothing stored: the state reaches offset 0, 0..2 skipped
         rec("cart", 0, 10),
         rec("cart", 0, 11),
         rec("cart", 0, 15),  # 12..14 were skipped on the way
-        rec("clickstream", 1, 501),
+        rec("clickstream", 1, 4),
     ]
     out = asyncio.run(PersonaStreams._in_order(cast(Any, fake), cast(Any, batch))).records
     got = [(e.message.topic, e.message.offset) for e in out]
     assert got == [
-        ("clickstream", 500),
+        ("clickstream", 0),
+        ("clickstream", 1),
+        ("clickstream", 2),
+        ("clickstream", 3),
         ("cart", 10),
         ("cart", 11),
         ("cart", 12),
         ("cart", 13),
         ("cart", 14),
         ("cart", 15),
-        ("clickstream", 501),
+        ("clickstream", 4),
     ]
-    assert fake.gaps.asked == [{("cart", 0): (12, 15)}]
-    assert fake._positions == {("cart", 0): 16, ("clickstream", 1): 502}
-    assert fake.stats.redelivered == 2 and fake.stats.gap_records == 3
+    assert fake.gaps.asked == [{("cart", 0): (12, 15)}, {("clickstream", 1): (0, 3)}]
+    assert fake._positions == {("cart", 0): 16, ("clickstream", 1): 5}
+    assert fake.stats.redelivered == 2 and fake.stats.gap_records == 6
 
 
 def _fake_worker(stored: dict[tuple[str, int], int | None], gaps: FakeGaps, chunk: int) -> Any:
@@ -185,7 +210,11 @@ def _fake_worker(stored: dict[tuple[str, int], int | None], gaps: FakeGaps, chun
         _last_delivery={},
         gaps=gaps,
         settings=SimpleNamespace(catch_up_chunk=chunk),
-        _stored_position=lambda topic, partition: stored[(topic, partition)],
+        profile_db=lambda partition: {
+            position_key(topic): b"%d" % at
+            for (topic, p), at in stored.items()
+            if p == partition and at is not None
+        },
         written=[],
     )
 
@@ -194,6 +223,9 @@ def _fake_worker(stored: dict[tuple[str, int], int | None], gaps: FakeGaps, chun
         return True
 
     fake._write_ordered = write
+    fake._stored_position = lambda topic, partition: PersonaStreams._stored_position(
+        cast(Any, fake), topic, partition
+    )
     fake._fill_gaps = lambda out, found: PersonaStreams._fill_gaps(cast(Any, fake), out, found)
     fake._in_order = lambda batch, limit=None: PersonaStreams._in_order(
         cast(Any, fake), batch, limit
