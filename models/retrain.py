@@ -31,9 +31,11 @@ from engine.events import Event
 from engine.features import DAY_MS
 from engine.sources import UCI_NON_PRODUCT_CODES
 from models.churn import churn_dataset, train_churn
+from models.compact import signals_of
 from models.evaluate import HISTORY, leave_last_n, ranking_metrics
 from models.peers import AT, Case
-from models.recs import SIGNAL_WEIGHTS, train_recs
+from models.recs import SIGNAL_WEIGHTS
+from models.recs_stream import train_signals
 
 RETRAIN = "retrain"  # the key of a retrained version's metrics that holds its evaluation
 HOLDOUT_ITEMS = 5  # recs: distinct items held out per user
@@ -159,7 +161,9 @@ def retrain_recs(events: Sequence[Event], active: Any, now_ms: int) -> Any:
     train, cases = leave_last_n(events, HOLDOUT_ITEMS, UCI_NON_PRODUCT_CODES)
     if not cases:
         raise NotEnoughData(f"no user has more than {HOLDOUT_ITEMS} distinct items to hold out")
-    model = train_recs(train, ignore=UCI_NON_PRODUCT_CODES, evaluate_split=False)
+    # The streaming trainer's arrays, with each user's co-occurrence capped (issue 21 item 4):
+    # one heavy user or bot in the window cannot make the run quadratic.
+    model = train_signals(signals_of(train), ignore=UCI_NON_PRODUCT_CODES, evaluate_split=False)
     n_items = len({e.item_id for e in train if e.type in SIGNAL_WEIGHTS and e.item_id})
     held = f"each user's last {HOLDOUT_ITEMS} distinct items"
     new, old = score_recs(model, cases, n_items), score_recs(active, cases, n_items)
