@@ -190,6 +190,28 @@ def measure_worker(base: str, n: int, pids: dict[str, int]) -> dict[str, Any]:
         time.sleep(POLL)
 
 
+def per_core(worker: dict[str, Any], raw: dict[str, Any]) -> str:
+    """Events per CPU-second of the worker and of the raw fold, and their ratio: on a shared
+    machine each got whatever share of a core it could, so this ratio is steadier than the
+    events/s one (the same work per event whatever the share)."""
+    w_core = worker["events_per_s"] / max(worker["cpu_cores"]["worker"], 1e-9)
+    r_core = raw["events_per_s"] / max(raw["cpu_cores"], 1e-9)
+    return (
+        f"per busy core: worker {w_core:,.0f} events/s, raw {r_core:,.0f} events/s "
+        f"(raw used {raw['cpu_cores']:.2f} cores), ratio {w_core / r_core:.2f}"
+    )
+
+
+def read_again(base: str) -> dict[str, float]:
+    """Records the worker read from the broker outside Faust's delivery (the position audit's
+    catch-up) and Faust's copies of them it dropped as already folded: a backlog folded once
+    reads none twice (issue 21 item 5; 46,000-75,000 of 150,000 records before)."""
+    return {
+        "gap_read": metric(base, "persona_events_gap_read_total"),
+        "redelivered": metric(base, "persona_events_redelivered_total"),
+    }
+
+
 async def raw_baseline(broker: str, n: int, data: Path) -> dict[str, float]:
     """aiokafka + rocksdict, the same pure fold, one write per user per batch."""
     db = Rdict(str(data / "raw.db"))
@@ -206,6 +228,7 @@ async def raw_baseline(broker: str, n: int, data: Path) -> dict[str, float]:
     await consumer.start()
     done = 0
     started = None
+    cpu_started = 0.0
     try:
         while done < n:
             batches = await consumer.getmany(timeout_ms=500, max_records=2000)
@@ -221,14 +244,20 @@ async def raw_baseline(broker: str, n: int, data: Path) -> dict[str, float]:
                     touched[key] = apply(current, event)
                     done += 1
             if started is None and done:
-                started = time.monotonic()
+                started, cpu_started = time.monotonic(), time.process_time()
             for key, profile in touched.items():
                 db[key] = profile.pack()
     finally:
         await consumer.stop()
         db.close()
     elapsed = time.monotonic() - (started or time.monotonic())
-    return {"events": done, "seconds": elapsed, "events_per_s": done / max(elapsed, 1e-9)}
+    cores = (time.process_time() - cpu_started) / max(elapsed, 1e-9) if started else 0.0
+    return {
+        "events": done,
+        "seconds": elapsed,
+        "events_per_s": done / max(elapsed, 1e-9),
+        "cpu_cores": cores,  # this process's CPU meanwhile (the fold runs here)
+    }
 
 
 async def _steady_load(broker: str, rate: float, newest: Any, stop: Any) -> None:
@@ -351,6 +380,7 @@ def main() -> None:
                 assert broker.proc is not None
                 pids = {"worker": proc.pid, "broker": broker.proc.pid}
                 results["worker"] = measure_worker(base, args.events, pids)
+                results["worker"]["read_again"] = read_again(base)
                 rate = args.freshness_rate or results["worker"]["events_per_s"] / 2
                 lag_before = loop_lag(base)
                 results["freshness"] = asyncio.run(freshness(broker.url, base, rate, args.seconds))
@@ -373,6 +403,12 @@ def main() -> None:
     print(f"{'ratio worker / raw':34}{w['events_per_s'] / raw['events_per_s']:>12.2f}")
     cores = ", ".join(f"{k} {v:.2f}" for k, v in w["cpu_cores"].items())
     print(f"CPU while the worker consumed, in cores: {cores} (of {os.cpu_count()})")
+    print(per_core(w, raw))
+    again = w["read_again"]
+    print(
+        f"read outside Faust's delivery (position audit): {again['gap_read']:,.0f} records, "
+        f"{again['redelivered']:,.0f} delivered again and dropped"
+    )
     print(
         f"freshness at {f['rate']:,.0f} events/s: p50 {f['p50_ms']:.1f} ms, "
         f"p99 {f['p99_ms']:.1f} ms, max {f['max_ms']:.1f} ms over {f['probes']} probes "

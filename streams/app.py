@@ -720,6 +720,7 @@ class PersonaStreams:
                 return
             now = time.monotonic()
             consumer: Any = self.app.consumer
+            queued = _newest_queued(self.input_topic.queue)
             ranges: dict[tuple[str, int], tuple[int, int | None]] = {}
             for tp in cast(Any, self.app.assignor).assigned_actives():
                 key = (tp.topic, tp.partition)
@@ -734,6 +735,10 @@ class PersonaStreams:
                 end = consumer.highwater(tp)
                 if end is not None and int(end) <= position:
                     continue
+                if queued.get(key, -1) >= position or _delivery_pending(
+                    consumer._read_offset.get(tp), end
+                ):
+                    continue  # records of it wait for the fold, or Faust has more to deliver
                 ranges[key] = (position, None)
             await self._catch_up(ranges)
         except Exception:
@@ -1110,6 +1115,28 @@ class PersonaStreams:
             log.exception("could not refresh the best-seller list")
             return
         self._popular = ranked
+
+
+def _delivery_pending(read: int | None, end: int | None) -> bool:
+    """Whether Faust's consumer has records of a partition still to deliver: the offset it last
+    delivered (`read`, or where it was sought to) lies below the partition's last one. Then the
+    partition is only slow, not idle (a worker folding a backlog delivers each partition every
+    few seconds): its next delivery reveals any skipped range to `_in_order`, and an audit
+    would read from the broker the records Faust has fetched or is about to fetch. Measured
+    (150,000 REES46 records pre-loaded, 4 partitions), it read 46,000-75,000 of them again."""
+    return read is not None and end is not None and read + 1 < int(end)
+
+
+def _newest_queued(queue: Any) -> dict[tuple[str, int], int]:
+    """The newest offset per partition of the records waiting in the fold's queue (delivered by
+    Faust, not yet taken): a snapshot, so nothing stale outlives a rebalance."""
+    newest: dict[tuple[str, int], int] = {}
+    for record in tuple(queue._queue):
+        msg = record.message
+        key = (msg.topic, msg.partition)
+        if msg.offset > newest.get(key, -1):
+            newest[key] = msg.offset
+    return newest
 
 
 def _stored_ts(raw: bytes | None) -> int | None:
