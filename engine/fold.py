@@ -112,6 +112,7 @@ class BatchFold(Generic[C]):
         self._base_time = stream_time
         self.touched: Touched[C] = {}
         self.fences: dict[bytes, tuple[int, int]] = {}
+        self._stored_fences: dict[bytes, int | None] = {}  # read once per user and batch
         self._activity: dict[bytes, list[Contribution]] = {}
         self._consents: list[Event] = []
         self._newest: dict[int, tuple[int, C]] = {}
@@ -179,9 +180,16 @@ class BatchFold(Generic[C]):
     def _fenced(self, user: bytes, record: Record) -> bool:
         """Whether the user was erased after this record was produced (the erase command
         travels on its own topic, so older events may arrive after it): asked for every event,
-        with or without a profile, as a later event may have started the new history."""
+        with or without a profile, as a later event may have started the new history. The
+        stored fence is read once per user and batch (it changes only after the batch is
+        written; an erasure within the batch is in `fences`)."""
         fence = self.fences.get(user)
-        at = fence[0] if fence else self.reads.fence(user, record.partition)
+        if fence is not None:
+            at: int | None = fence[0]
+        elif user in self._stored_fences:
+            at = self._stored_fences[user]
+        else:
+            at = self._stored_fences[user] = self.reads.fence(user, record.partition)
         return at is not None and record.timestamp_ms <= at
 
     def _apply(

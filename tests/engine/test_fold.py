@@ -4,7 +4,7 @@ each record ships, what the batch writes, emits and ships, and how stream time m
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.catalog import Product
@@ -139,6 +139,21 @@ def test_an_event_produced_before_its_users_erasure_is_fenced() -> None:
     assert out.counts == {"fenced": 1, "events": 1}
     profile = out.touched[b"u:ann"][0]
     assert profile is not None and profile.version == 1
+
+
+def test_a_users_stored_fence_is_read_once_per_batch() -> None:
+    """Issue 21 item 5: a RocksDB read per event was ~2% of the worker's time; the stored
+    fence changes only when a batch is written, so one read per user and batch decides."""
+    store = Store(fences={b"u:ann": 5_000})
+    asked: list[bytes] = []
+    reads = store.reads()
+    counted = replace(reads, fence=lambda user, p: asked.append(user) or reads.fence(user, p))
+    batch = BatchFold(counted, RULES, ManualClock(T0), {})
+    for n, at in enumerate([4_000, 5_000, 6_000, 4_500]):
+        batch.event(record(event(n), at=at), "c")
+    batch.event(record(event(9, user="bob"), at=1), "c")
+    assert asked == [b"u:ann", b"u:bob"]
+    assert batch.result().counts == {"fenced": 3, "events": 2}  # 4,000, 5,000, 4,500: fenced
 
 
 def test_an_erasure_earlier_in_the_batch_fences_too() -> None:
