@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import json
 import zipfile
@@ -55,3 +58,25 @@ def require(data: dict[str, Any], path: Path, *names: str) -> None:
     missing = [n for n in names if n not in data]
     if missing:
         raise ModelLoadError(f"{path}: artifact lacks {', '.join(missing)}")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def release_heap() -> bool:
+    """Give the heap that a load freed back to the system (glibc's `malloc_trim`; False where
+    there is none). A large model's load frees tens of MB of temporaries (the JSON text, index
+    arrays under glibc's mmap threshold) that the heap would otherwise keep in the process's RSS:
+    ~28 MB of an embedding model at 1M items (docs/benchmarks.md, 2026-12-04)."""
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.artifacts import ModelLoadError, make_version, read_json, rfc3339, utc_now
+from models.artifacts import (
+    ModelLoadError,
+    make_version,
+    read_json,
+    release_heap,
+    rfc3339,
+    utc_now,
+)
 from models.churn import ChurnModel
 from models.contract import ChurnScorer, RecsScorer
 from models.embedding import EmbeddingRecommender
@@ -76,7 +83,9 @@ def load_model(directory: str | Path) -> ChurnScorer | RecsScorer:
     d = Path(directory)
     name, kind = detect(d)
     if name == "recs":
-        return EmbeddingRecommender.load(d) if kind == "embedding" else Recommender.load(d)
+        model = EmbeddingRecommender.load(d) if kind == "embedding" else Recommender.load(d)
+        release_heap()  # the load's temporaries (JSON text, index arrays), tens of MB at 1M items
+        return model
     if kind == "sklearn":
         return SklearnChurnModel.load(d)
     return ChurnModel.load(d / META[name])
