@@ -31,7 +31,7 @@ it) still loads, clustering at load as before (~37 s at 1M items). Below
 hold ~16,000 rows: 16 of 1,000 at 1M) whose
 centroids, each times its cluster's longest vector, score best against the user vector and the
 clusters of its `OWN_CLUSTERS` (8) heaviest history items (~2.5% of the items at 1M):
-approximate, measured in docs/benchmarks.md (benchmarks/model_memory.py).
+approximate, measured in docs/benchmarks.md (benchmarks/embedding_latency.py).
 """
 
 from __future__ import annotations

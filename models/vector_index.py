@@ -10,7 +10,8 @@ clusters, plus the clusters of a few given rows
 search is exact and the vectors are not copied.
 
 The result is approximate above that size: an item in a cluster not probed is not seen.
-benchmarks/model_memory.py measures the overlap with the exact top 20 (docs/benchmarks.md).
+benchmarks/embedding_latency.py measures its recall@10 of the exact answer and its latency
+against the exact path's (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class VectorIndex:
     def search(
         self, query: np.ndarray, probes: int, near: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(store rows ascending, scores) of the rows of the `probes` clusters whose centroids
-        score best, and of the clusters of the item rows `near` (a user's heaviest history
+        """(store rows ascending, scores) of the rows of the `probes` best clusters
+        (`best_clusters`), and of the clusters of the item rows `near` (a user's heaviest history
         items: their own neighbourhoods, which a centroid between them can miss)."""
         if self.lists == 1:
             return np.arange(len(self.store)), self._score(0, len(self.store), query)
@@ -69,7 +70,7 @@ class VectorIndex:
 
     def probes(self) -> int:
         """How many clusters a query probes: as many as hold `SCAN_ROWS` rows on average (16 of
-        1,000 at 1M items, 50 of 316 at 100k), so that a request scans about as many rows at
+        1,000 at 1M items, 51 of 316 at 100k), so that a request scans about as many rows at
         any size (every cluster when there are fewer rows)."""
         average = len(self.store) / self.lists
         return max(1, min(self.lists, round(SCAN_ROWS / max(average, 1.0))))
