@@ -22,7 +22,8 @@ Phases, each printed and kept in benchmarks/results/scale-<time>.json:
    event ids);
 8. catch-up: the worker stopped, `--backlog` more events produced, the worker started again: how
    long until they are folded, the worker's peak RSS meanwhile, and how many of its `/healthz`
-   polls (every 0.5 s) failed or took over a second while it caught up.
+   polls (every 0.5 s, counted from its first answer: start-up and recovery included) failed
+   (no answer in 5 s) or took over a second while it caught up, and the slowest answer.
 
     .venv/bin/python -m benchmarks.scale [--users 1000000] [--items 100000] [--events-per-user 3]
         [--backlog 1000000] [--partitions 8] [--skip-train]
@@ -274,14 +275,20 @@ def wait_folded(worker: str, target: int, timeout: float, pid: int, peak: list[i
     return time.monotonic() - started
 
 
-def health_poller(base: str, stop_flag: threading.Event, out: dict[str, int]) -> None:
+def health_poller(base: str, stop_flag: threading.Event, out: dict[str, float]) -> None:
+    """/healthz every 0.5 s, counted from the worker's first answer (before it nothing listens):
+    polls, failed (no answer within 5 s), slow (over 1 s), the slowest answer in seconds."""
+    answered = False
     while not stop_flag.is_set():
         began = time.monotonic()
         status, _ = get(base + "/healthz", 5.0)
         took = time.monotonic() - began
-        out["polls"] += 1
-        out["failed"] += status != 200
-        out["slow"] += took > 1.0
+        answered = answered or status == 200
+        if answered:
+            out["polls"] += 1
+            out["failed"] += status != 200
+            out["slow"] += took > 1.0
+            out["slowest_s"] = round(max(out["slowest_s"], took), 2)
         time.sleep(0.5)
 
 
@@ -399,14 +406,14 @@ def main() -> int:
                 ),
             )
             asyncio.run(preload(broker.url, args.partitions, backlog_file, 0))
-            health = {"polls": 0, "failed": 0, "slow": 0}
+            health: dict[str, float] = {"polls": 0, "failed": 0, "slow": 0, "slowest_s": 0.0}
             flag = threading.Event()
             started = time.monotonic()
-            worker = start("worker", broker.url, data, wport, env)
-            poller = threading.Thread(
+            poller = threading.Thread(  # from the first answer on, start-up included
                 target=health_poller, args=(worker_base, flag, health), daemon=True
             )
             poller.start()
+            worker = start("worker", broker.url, data, wport, env)
             peak = [0]
             wait_folded(worker_base, backlog_users * per, 7200, worker.pid, peak)
             flag.set()

@@ -57,7 +57,7 @@ from streams.admin import (
 from streams.backlog import Backlog, hold_wait
 from streams.changelog import TableWriter
 from streams.content_sync import CatalogContent
-from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, take
+from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, paced, take
 from streams.identity import MERGE_COMMANDS, Identity, check_command
 from streams.kafka_security import Broker, as_config
 from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
@@ -73,6 +73,7 @@ log = logging.getLogger("persona.streams")
 
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep arriving
+FOLD_SLICE = 100  # records (or 20 ms) folded between two turns of the event loop (paced)
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
 CONTENT_SYNC_EVERY = 2.0  # seconds between checks whether the stored catalog is indexed
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
@@ -838,7 +839,7 @@ class PersonaStreams:
         )
         self.identity.begin()
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
-        for fevent in batch:
+        async for fevent in paced(batch, FOLD_SLICE):  # HTTP answers between slices
             msg = fevent.message
             self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
             if msg.topic == COMMANDS_TOPIC:

@@ -18,7 +18,9 @@ straight from the conductor instead:
   and marks the rest as pending, `Fold.ack` acknowledges them once their batch is written, so
   commits and a graceful stop behave as with an agent;
 - `fast_wait_first` lets the fetch loop run a delivery that completes without waiting (nearly
-  all of them) inline, and falls back to `wait_first` for one that has to wait.
+  all of them) inline, and falls back to `wait_first` for one that has to wait;
+- `paced` hands a batch's records to the fold giving the event loop a turn every few of them,
+  so HTTP and Faust's own tasks run while a backlog is folded.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import time
 import types
-from collections.abc import Generator
-from typing import Any, Protocol, cast
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 import faust
 from faust.types import Message
 from mode.services import WaitResults
+
+T = TypeVar("T")
 
 
 class Carrier(Protocol):
@@ -82,6 +86,26 @@ async def take(queue: Any, max_n: int, within: float) -> list[Delivered]:
         await asyncio.sleep(0.002)
         if queue.empty():
             return batch
+
+
+async def paced(
+    items: Sequence[T],
+    every: int,
+    seconds: float = 0.02,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[T]:
+    """`items`, giving the event loop a turn after every `every` of them, or sooner once
+    `seconds` have passed since the last turn (issue 21 item 2). Folded in one stretch, a batch
+    of 1,000 records held the loop for 1.5-2 s on a loaded 2-core machine (records dead-lettered
+    as late cost ~1 ms each): `/healthz` waited that long during a catch-up, and every step of a
+    request's answer waited for another batch. The time bound keeps a slice of costly records
+    short, and shorter still when other processes take the CPU."""
+    turn = clock() + seconds
+    for n, item in enumerate(items, 1):
+        yield item
+        if n % every == 0 or clock() >= turn:
+            await asyncio.sleep(0)
+            turn = clock() + seconds
 
 
 class Fold:

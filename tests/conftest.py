@@ -109,9 +109,11 @@ class Worker:
 
 
 def start_worker(
-    broker_url: str, data_dir: Path, extra_env: dict[str, str] | None = None
+    broker_url: str, data_dir: Path, extra_env: dict[str, str] | None = None, port: int = 0
 ) -> Worker:
-    port = free_port()
+    """A `persona worker` once its /readyz answers 200; on `port` when given (a caller can
+    then poll it from before it is ready)."""
+    port = port or free_port()
     env = dict(os.environ)
     env.update(
         {

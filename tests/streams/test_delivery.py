@@ -9,7 +9,7 @@ from typing import Any
 
 from mode.services import WaitResults
 
-from streams.delivery import Delivered, Fold, fast_wait_first, take
+from streams.delivery import Delivered, Fold, fast_wait_first, paced, take
 
 
 def test_take_returns_what_is_queued_up_to_the_maximum() -> None:
@@ -68,6 +68,58 @@ class _Consumer:
             t.cancel()
         won = [t for t in tasks if t in done]
         return WaitResults([coros[tasks.index(t)] for t in won], [t.result() for t in won], False)
+
+
+def test_paced_gives_the_event_loop_a_turn_after_every_slice() -> None:
+    """A batch folded synchronously item by item still lets other tasks (HTTP) run every
+    `every` items: here a task that notes how far the fold got each time it runs."""
+
+    async def go() -> tuple[list[int], list[int]]:
+        folded: list[int] = []
+        seen: list[int] = []
+
+        async def other() -> None:
+            while len(folded) < 1000:
+                seen.append(len(folded))
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)
+        async for item in paced(range(1000), 100, clock=lambda: 0.0):  # time stands still
+            folded.append(item)  # synchronous work between turns, as the fold's
+        await task
+        return folded, seen
+
+    folded, seen = asyncio.run(go())
+    assert folded == list(range(1000))
+    assert seen == list(range(0, 1000, 100))  # a turn after each slice of 100, none within
+
+
+def test_paced_gives_a_turn_sooner_when_its_time_slice_is_spent() -> None:
+    """Costly items (a clock that moves 1 s per look) get a turn every 2 s of them."""
+
+    async def go() -> list[int]:
+        folded: list[int] = []
+        seen: list[int] = []
+        now = [0.0]
+
+        def clock() -> float:
+            now[0] += 1.0
+            return now[0]
+
+        async def other() -> None:
+            while len(folded) < 10:
+                seen.append(len(folded))
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other())
+        await asyncio.sleep(0)
+        async for item in paced(range(10), 100, seconds=2.0, clock=clock):
+            folded.append(item)
+        await task
+        return seen
+
+    assert asyncio.run(go()) == [0, 2, 4, 6, 8]  # every second item: 2 s of clock
 
 
 def test_fast_wait_first_runs_a_delivery_that_does_not_wait_inline() -> None:
