@@ -1120,12 +1120,16 @@ class PersonaStreams:
 
 def _delivery_pending(read: int | None, end: int | None) -> bool:
     """Whether Faust's consumer has records of a partition still to deliver: the offset it last
-    delivered (`read`, or where it was sought to) lies below the partition's last one. Then the
-    partition is only slow, not idle (a worker folding a backlog delivers each partition every
-    few seconds): its next delivery reveals any skipped range to `_in_order`, and an audit
-    would read from the broker the records Faust has fetched or is about to fetch. Measured
-    (150,000 REES46 records pre-loaded, 4 partitions), it read 46,000-75,000 of them again."""
-    return read is not None and end is not None and read + 1 < int(end)
+    delivered (`read`, or where it was sought to) lies below the partition's last one, or it has
+    delivered nothing and was sought nowhere (no committed offset: it reads the partition from
+    its start) while the partition holds records. Then the partition is only slow, not idle (a
+    worker folding a backlog delivers each partition every few seconds): its next delivery
+    reveals any skipped range to `_in_order`, and an audit would read from the broker the
+    records Faust has fetched or is about to fetch. Measured (150,000 REES46 records
+    pre-loaded, 4 partitions), it read 46,000-75,000 of them again."""
+    if end is None:
+        return False
+    return int(end) > 0 if read is None else read + 1 < int(end)
 
 
 def _newest_queued(queue: Any) -> dict[tuple[str, int], int]:

@@ -287,7 +287,9 @@ def test_the_audit_leaves_partitions_whose_records_are_on_their_way() -> None:
     assert _delivery_pending(5, 10)  # Faust delivered offset 5 of 0..9: more will come
     assert not _delivery_pending(9, 10)  # delivered to the end: the partition is idle
     assert not _delivery_pending(10, 10)  # sought to the end (committed offsets ran ahead)
-    assert not _delivery_pending(None, 10) and not _delivery_pending(3, None)  # unknown: audit
+    assert _delivery_pending(None, 10)  # nothing delivered or sought yet: from the start
+    assert not _delivery_pending(None, 0)  # an empty partition
+    assert not _delivery_pending(3, None)  # its end unknown: audit
     queue: asyncio.Queue[GapEvent] = asyncio.Queue()
     for topic, partition, offset in [
         ("cart", 0, 7),
