@@ -83,6 +83,7 @@ PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
+IN_HAND_IDLE = 20.0  # seconds Faust may hold handed records without delivering any (audit)
 PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # messages in Faust's buffer before delivery waits for them
 PRODUCER_BATCH_BYTES = 512 * 1024
 # A stored profile above this is refused (its events dead-lettered): Kafka's default limit on a
@@ -296,6 +297,9 @@ class PersonaStreams:
         # partition), loaded from the partition's RocksDB and forgotten on every rebalance.
         self._fold_topics = frozenset(self.input_topic.topics)
         self._positions: dict[tuple[str, int], int] = {}
+        # Per input partition: the offset after the last one Faust delivered, and since when
+        # (the position audit tells records Faust still holds from records it dropped).
+        self._faust_marks: dict[tuple[str, int], tuple[int, float]] = {}
         self.backlog: Backlog | None = None  # POST /v1/events waits for the fold (embedded)
         self._positions_epoch = 0
         self._position_chain: asyncio.Future[None] | None = None
@@ -568,6 +572,7 @@ class PersonaStreams:
         """On every rebalance: positions are re-read from each partition's RocksDB, and a batch
         that was folding across the rebalance stores none."""
         self._positions.clear()
+        self._faust_marks.clear()
         self._positions_epoch += 1
         self._layout_checked.clear()
 
@@ -736,8 +741,13 @@ class PersonaStreams:
                 end = consumer.highwater(tp)
                 if end is not None and int(end) <= position:
                     continue
+                read = consumer._read_offset.get(tp)
+                delivered = 0 if read is None else int(read) + 1
+                mark = self._faust_marks.get(key)
+                if mark is None or mark[0] != delivered:
+                    mark = self._faust_marks[key] = (delivered, now)
                 if queued.get(key, -1) >= position or _delivery_pending(
-                    consumer._read_offset.get(tp), end
+                    _handed_offset(consumer, tp, delivered), delivered, end, now - mark[1]
                 ):
                     continue  # records of it wait for the fold, or Faust has more to deliver
                 ranges[key] = (position, None)
@@ -1118,18 +1128,47 @@ class PersonaStreams:
         self._popular = ranked
 
 
-def _delivery_pending(read: int | None, end: int | None) -> bool:
-    """Whether Faust's consumer has records of a partition still to deliver: the offset it last
-    delivered (`read`, or where it was sought to) lies below the partition's last one, or it has
-    delivered nothing and was sought nowhere (no committed offset: it reads the partition from
-    its start) while the partition holds records. Then the partition is only slow, not idle (a
-    worker folding a backlog delivers each partition every few seconds): its next delivery
-    reveals any skipped range to `_in_order`, and an audit would read from the broker the
-    records Faust has fetched or is about to fetch. Measured (150,000 REES46 records
-    pre-loaded, 4 partitions), it read 46,000-75,000 of them again."""
+def _delivery_pending(handed: int | None, delivered: int, end: int | None, unmoved: float) -> bool:
+    """Whether the records of a partition past the fold's position are still on their way to
+    it, so the position audit leaves the partition alone.
+
+    `handed` is the next offset the Kafka client hands Faust (None: not known yet, it is about
+    to fetch from the committed offset or the start), `delivered` the offset after the last one
+    Faust delivered (0: none) and `unmoved` how long `delivered` has stayed where it is.
+
+    On their way: records the client has yet to fetch or hand over (`handed` below the end),
+    and records Faust holds, handed but not delivered, while its deliveries move (it feeds a
+    full queue as the fold drains it). Faust also drops fetched records, as when its recovery
+    resumes the stream: a partition without a committed offset is not sought back (aiokafka
+    seeks only to committed offsets above 0), so they never come. Once `delivered` has stayed
+    below `handed` for IN_HAND_IDLE seconds they are taken as dropped and the audit reads them.
+    Seen: tests/persona/test_keep_state.py's three-kills test waited for 520 of 600 events,
+    the client at the partitions' ends, Faust having delivered none of them.
+
+    An audit of a partition whose records are on their way would read from the broker the
+    records Faust has fetched or is about to fetch: measured (150,000 REES46 records
+    pre-loaded, 4 partitions), 46,000-75,000 of them were read again."""
     if end is None:
         return False
-    return int(end) > 0 if read is None else read + 1 < int(end)
+    if handed is None:
+        return int(end) > 0
+    if handed < int(end):
+        return True
+    return delivered < handed and unmoved < IN_HAND_IDLE
+
+
+def _handed_offset(consumer: Any, tp: Any, delivered: int) -> int | None:
+    """The next offset Faust's Kafka client (aiokafka, in Faust's consumer thread) hands Faust
+    for `tp`: None while it has no position yet. `delivered` stands in where its state cannot
+    be read (no client, partition not assigned there)."""
+    try:
+        client = consumer._thread._ensure_consumer()
+        state = client._subscription.subscription.assignment.state_value(tp)
+    except Exception:
+        return delivered
+    if state is None:
+        return delivered
+    return int(state._position) if state.has_valid_position else None
 
 
 def _newest_queued(queue: Any) -> dict[tuple[str, int], int]:

@@ -9,6 +9,7 @@ broker. Without positions these events would be lost for good.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -18,7 +19,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from streams.admin import bootstrap_servers
-from streams.app import PersonaStreams, StreamStats, _delivery_pending, _newest_queued
+from streams.app import (
+    IN_HAND_IDLE,
+    PersonaStreams,
+    StreamStats,
+    _delivery_pending,
+    _handed_offset,
+    _newest_queued,
+)
 from streams.broker import EmbeddedBroker
 from streams.positions import (
     POSITION_PREFIX,
@@ -284,12 +292,19 @@ def test_the_audit_leaves_partitions_whose_records_are_on_their_way() -> None:
     """Issue 21 item 5: the audit reads a partition from the broker only when Faust has nothing
     of it left to deliver and the fold's queue holds none of it past the stored position; a
     worker folding a backlog had 46,000-75,000 of 150,000 pre-loaded records read twice."""
-    assert _delivery_pending(5, 10)  # Faust delivered offset 5 of 0..9: more will come
-    assert not _delivery_pending(9, 10)  # delivered to the end: the partition is idle
-    assert not _delivery_pending(10, 10)  # sought to the end (committed offsets ran ahead)
-    assert _delivery_pending(None, 10)  # nothing delivered or sought yet: from the start
-    assert not _delivery_pending(None, 0)  # an empty partition
-    assert not _delivery_pending(3, None)  # its end unknown: audit
+    # (handed by the Kafka client, delivered by Faust, end, seconds Faust's mark stayed put)
+    assert _delivery_pending(6, 6, 10, 0.0)  # the client has 6..9 still to fetch
+    assert _delivery_pending(None, 0, 10, 60.0)  # no position yet: it is about to fetch
+    assert not _delivery_pending(None, 0, 0, 60.0)  # an empty partition
+    assert not _delivery_pending(10, 10, 10, 0.0)  # all delivered: the partition is idle
+    assert not _delivery_pending(10, 11, 10, 0.0)  # sought to the end (committed ran ahead)
+    assert not _delivery_pending(3, 3, None, 0.0)  # its end unknown: audit
+    # handed to Faust, not delivered yet: on their way while Faust's deliveries move ...
+    assert _delivery_pending(10, 4, 10, IN_HAND_IDLE - 1)
+    # ... dropped once they have stayed put that long (Faust resuming a stream drops fetched
+    # records and seeks back only partitions with a committed offset above 0)
+    assert not _delivery_pending(10, 4, 10, IN_HAND_IDLE)
+    assert not _delivery_pending(500, 0, 500, IN_HAND_IDLE + 1)
     queue: asyncio.Queue[GapEvent] = asyncio.Queue()
     for topic, partition, offset in [
         ("cart", 0, 7),
@@ -301,3 +316,30 @@ def test_the_audit_leaves_partitions_whose_records_are_on_their_way() -> None:
     assert _newest_queued(queue) == {("cart", 0): 9, ("cart", 1): 3}
     assert queue.qsize() == 4  # a snapshot: nothing taken
     assert _newest_queued(asyncio.Queue()) == {}
+
+
+def test_the_handed_offset_is_the_kafka_clients_position(tmp_path: Path) -> None:
+    """What the audit reads of Faust's aiokafka client: its position of a partition (the next
+    offset it hands Faust), None before it has one, Faust's own figure where it cannot tell."""
+
+    async def go(url: str) -> None:
+        client = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(url))
+        await client.start()
+        try:
+            faust_side = SimpleNamespace(_thread=SimpleNamespace(_ensure_consumer=lambda: client))
+            tp, other = TopicPartition("cart", 0), TopicPartition("cart", 1)
+            client.assign([tp])
+            assert _handed_offset(faust_side, tp, 7) is None  # awaiting its first position
+            client.seek(tp, 42)
+            assert _handed_offset(faust_side, tp, 7) == 42
+            assert _handed_offset(faust_side, other, 7) == 7  # not assigned to this client
+            assert _handed_offset(SimpleNamespace(), tp, 7) == 7  # no client
+        finally:
+            # aiokafka 0.14's group-less coordinator lets the cancellation of its own task out
+            # of stop() after a manual assignment; the client is stopped all the same
+            with contextlib.suppress(asyncio.CancelledError):
+                await client.stop()
+
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
+        send(broker.url, 0, 12)  # the topic exists, with records in both partitions
+        asyncio.run(go(broker.url))
