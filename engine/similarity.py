@@ -37,10 +37,13 @@ import itertools
 import math
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Hashable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from engine.catalog import Product
+
+Skip = Container[str]  # ids never returned (hashable: a model's ids, one object for its life)
 
 MAX_TOKENS = 16  # distinct title tokens kept per product
 MAX_TOKEN_CHARS = 32
@@ -137,7 +140,7 @@ class ContentIndex:
         self._lists: dict[str, dict[str, None]] = {}  # feature key -> products, oldest first
         self.generation = 0  # moves with every change: what callers memoize against
         self.dropped = 0  # products not indexed because the index was full
-        self._memo: dict[tuple[str, int, bool, frozenset[str]], tuple[tuple[str, float], ...]] = {}
+        self._memo: dict[tuple[str, int, bool, Hashable], tuple[tuple[str, float], ...]] = {}
         self._memo_generation = -1
 
     def __len__(self) -> int:
@@ -198,7 +201,7 @@ class ContentIndex:
         n: int,
         available_only: bool = True,
         accept: Callable[[str], bool] | None = None,
-        skip: frozenset[str] = frozenset(),
+        skip: Skip = frozenset(),
     ) -> list[tuple[str, float]]:
         """Up to n (product, similarity) pairs most like `item_id`, best first (ties by id),
         never the product itself nor one in `skip`; only purchasable ones with
@@ -209,7 +212,7 @@ class ContentIndex:
         if self._memo_generation != self.generation or len(self._memo) >= MEMO_ENTRIES:
             self._memo.clear()
             self._memo_generation = self.generation
-        key = (item_id, n, available_only, skip)
+        key = (item_id, n, available_only, cast(Hashable, skip))  # hashable by contract
         hit = self._memo.get(key)
         if hit is None:
             hit = self._memo[key] = tuple(self._similar(item_id, n, available_only, None, skip))
@@ -221,7 +224,7 @@ class ContentIndex:
         n: int,
         available_only: bool,
         accept: Callable[[str], bool] | None,
-        skip: frozenset[str],
+        skip: Skip,
     ) -> list[tuple[str, float]]:
         """The cheap estimates of every candidate, then the exact similarity of the best
         max(SHORTLIST, 2n) of them that pass the filters."""

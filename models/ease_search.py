@@ -99,7 +99,7 @@ def best_of(
     """The lambda of `grid` with the best `hit_rate` on `cases` (ties: the first), from the
     training part's cosine recommender and (kept items, Gram matrix); models/recs_stream.py
     searches from a file's compact signals with it."""
-    fallback = (cosine.items, cosine.indptr, cosine.neighbours, cosine.weights)
+    fallback = (list(cosine.items), cosine.indptr, cosine.neighbours, cosine.weights)
     hr = {}
     for lam in grid:
         table = assemble(ease_rows(gram[0], ease_solve(gram[1], lam), k), fallback)

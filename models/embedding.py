@@ -55,6 +55,7 @@ from models.artifacts import (
     rfc3339,
     utc_now,
 )
+from models.item_ids import ItemIds
 from models.recs import (
     HISTORY_FLOOR,
     HISTORY_USED,
@@ -86,7 +87,7 @@ EPSILON = 1e-6  # a score at or below this is no evidence (own-contribution roun
 class EmbeddingRecommender:
     version: str
     created: str
-    items: list[str]
+    items: Sequence[str]  # row order; held as ItemIds once built
     vectors: np.ndarray = field(repr=False, compare=False)  # float32, len(items) x dim: init only
     popular: list[str]  # best first
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +103,8 @@ class EmbeddingRecommender:
     def __post_init__(self) -> None:
         if self.similarity not in SIMILARITIES:
             raise ModelLoadError(f"similarity is one of {', '.join(SIMILARITIES)}")
-        self._index = {item: i for i, item in enumerate(self.items)}
+        self._ids = ItemIds.of(self.items)  # one buffer and a hash index (models.item_ids)
+        self.items = self._ids
         vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)  # no copy if float32
         cosine = self.similarity == "cosine"
         self._ivf = vector_index.build(vectors, cosine, layout=self.layout)
@@ -121,8 +123,8 @@ class EmbeddingRecommender:
         weights: list[float] = []
         recent = recent[: self.history]
         every = history_weights(recent, self.recency_decay, self.history_floor)
-        for (item, _ts), weight in zip(recent, every, strict=True):
-            i = self._index.get(item)
+        found_rows = self._ids.rows_of([item for item, _ts in recent])
+        for i, weight in zip(found_rows, every, strict=True):
             if i is not None:
                 rows.append(i)
                 weights.append(weight)
@@ -192,7 +194,7 @@ class EmbeddingRecommender:
 
     def neighbours_of(self, item: str) -> list[tuple[str, float]]:
         """The items most similar to `item` (by the model's similarity), best first."""
-        i = self._index.get(item)
+        i = self._ids.get(item)
         if i is None:
             return []
         positions, sims = self._ivf.search(self._ivf.unit(np.array([i]))[0], self.probes)
@@ -212,7 +214,7 @@ class EmbeddingRecommender:
         layout = self._ivf.layout()
         arrays: dict[str, Any] = {
             "vectors": self.item_vectors(),
-            "popular": np.array([self._index[p] for p in self.popular], dtype=np.int32),
+            "popular": np.array([self._ids.index(p) for p in self.popular], dtype=np.int32),
         }
         if layout is not None:
             arrays.update(zip(LAYOUT, layout, strict=True))
@@ -229,7 +231,7 @@ class EmbeddingRecommender:
             "history_floor": self.history_floor,
             "metrics": self.metrics,
             "training": self.training,
-            "items": self.items,
+            "items": list(self.items),
         }
         (d / JSON_NAME).write_text(json.dumps(meta, separators=(",", ":")) + "\n", "utf-8")
         return d

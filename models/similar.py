@@ -26,7 +26,8 @@ import math
 from collections.abc import Callable, Container, Sequence
 
 from engine.profile import Profile, history_newest
-from engine.similarity import ContentIndex
+from engine.similarity import ContentIndex, Skip
+from models.item_ids import ItemIds
 from models.recs import RECENCY_DECAY, recency_weights
 
 FRESH_MIN = 0.35  # content similarity a new product needs to stand beside known items
@@ -42,13 +43,16 @@ Allowed = Callable[[str], bool] | None
 Content = ContentIndex  # what models.scoring takes (the state's `content_index`)
 
 
-def known_items(recs: object) -> frozenset[str] | None:
+def known_items(recs: object) -> Skip | None:
     """The items the model was trained on (None: it does not say; then nothing is blended),
-    kept on the model object (a loaded model does not change)."""
+    kept on the model object (a loaded model does not change). A recs model's own `ItemIds`
+    answer `in` from their hash index: no set of a million strings beside them."""
+    items = getattr(recs, "items", None)
+    if isinstance(items, ItemIds):
+        return items
     known = getattr(recs, "_known_items", None)
     if isinstance(known, frozenset):
         return known
-    items = getattr(recs, "items", None)
     if not isinstance(items, list):
         return None
     known = frozenset(items)
@@ -96,7 +100,7 @@ def similar_items(
 
 
 def _fresh_like(
-    item_id: str, content: ContentIndex, known: frozenset[str] | None, ok: Callable[[str], bool]
+    item_id: str, content: ContentIndex, known: Skip | None, ok: Callable[[str], bool]
 ) -> list[str]:
     """Products the model has not seen that are much like `item_id` (similarity >= FRESH_MIN).
     The index memoizes the query (its `skip`, the model's items, is the same object each time)."""
