@@ -3,9 +3,10 @@
 - Future: an event stamped more than the allowed skew (`PERSONA_MAX_CLOCK_SKEW_SECONDS`, 300 s by
   default) ahead of the wall clock is refused as `future` and never moves the event-time clock:
   one event stamped in 2099 would otherwise make every later event of its partition "late".
-- Late: an event more than the lateness bound (`PERSONA_LATENESS_DAYS`) behind its partition's
-  stream time is refused as `late`. Stream time is the newest event time folded in the partition,
-  never ahead of the wall clock (a time stored ahead of it by an earlier version counts as now).
+- Late: an event more than the lateness bound (`PERSONA_LATENESS_DAYS`) behind the stream time of
+  its own topic-partition is refused as `late`. Stream time is the newest event time folded from
+  that topic-partition (`engine.fold`), never ahead of the wall clock (a time stored ahead of it by
+  an earlier version counts as now).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def admit(
     behind = min(stream_time, wall_ms) - ts
     if behind > lateness_ms:
         return (
-            f"late: {behind / 3_600_000:.1f} h behind the event-time clock "
+            f"late: {behind / 3_600_000:.1f} h behind the stream time of its topic-partition "
             f"(bound {lateness_ms / 86_400_000:g} days)"
         )
     return None

@@ -9,8 +9,11 @@ to emit (the folded consent events), where the event-time clock moved and which 
 contributions to ship. The decisions it makes, in order, per event record:
 
 1. the value parses as an event, else a dead letter with the parser's reason;
-2. lateness and the future rule (`engine.admission`): measured against the stream time of the
-   record's own partition (its newest folded event time), which the batch moves as it folds;
+2. lateness and the future rule (`engine.admission`): lateness is measured against the stream
+   time of the record's own topic-partition (its newest folded event time), which the batch moves
+   as it folds. Each topic-partition log is roughly in time order by itself, but nothing orders
+   the topics of one partition number against each other: a worker reads them at different
+   speeds, and during a replay one runs weeks of event time ahead of another;
 3. key placement: a record not keyed by its user id, or keyed so but on another partition than
    the murmur2 placement of that id, is re-keyed (sent again, keyed by the user id);
 4. the erasure fence: a record produced at or before its user's erasure is not folded;
@@ -26,7 +29,7 @@ identity), which run in the same order between the events. bytewax's `StatefulLo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
@@ -42,6 +45,7 @@ log = logging.getLogger("persona.fold")
 C = TypeVar("C")  # what the adapter carries with a record (its Faust event): opaque here
 Touched = dict[bytes, tuple[Profile | None, C, bool]]  # user -> (profile, carrier, dirty)
 Writes = dict[int, list[tuple[bytes, bytes | None]]]  # partition -> (key, value or tombstone)
+TopicPartition = tuple[str, int]
 
 
 class Record(NamedTuple):
@@ -96,7 +100,7 @@ class Folded(Generic[C]):
     activity: dict[bytes, list[Contribution]]  # user -> popularity contributions
     consents: tuple[Event, ...]  # folded consent events (audited, maybe withdrawal notices)
     newest: dict[int, tuple[int, C]]  # partition -> (newest event time folded, its carrier)
-    stream_time: dict[int, int]  # partitions whose stream time moved -> the new time
+    stream_time: dict[TopicPartition, int]  # topic-partitions whose stream time moved -> the time
     counts: dict[str, int]  # events, duplicates, late, future, rekeyed, fenced
 
 
@@ -104,7 +108,11 @@ class BatchFold(Generic[C]):
     """The decisions of one batch, fed its records in order (`event`); `result()` at the end."""
 
     def __init__(
-        self, reads: Reads, rules: Rules, clock: Clock, stream_time: Mapping[int, int]
+        self,
+        reads: Reads,
+        rules: Rules,
+        clock: Clock,
+        stream_time: Mapping[TopicPartition, int],
     ) -> None:
         self.reads = reads
         self.rules = rules
@@ -116,7 +124,7 @@ class BatchFold(Generic[C]):
         self._activity: dict[bytes, list[Contribution]] = {}
         self._consents: list[Event] = []
         self._newest: dict[int, tuple[int, C]] = {}
-        self._moved: dict[int, int] = {}
+        self._moved: dict[TopicPartition, int] = {}
         self._counts: dict[str, int] = {}
 
     def event(self, record: Record, carrier: C) -> Step:
@@ -125,7 +133,7 @@ class BatchFold(Generic[C]):
             event = parse(record.value or b"")
         except InvalidEvent as exc:
             return Step(dead=exc.reason)
-        refusal = self._admit(event.ts, record.partition)
+        refusal = self._admit(event.ts, record)
         if refusal is not None:
             return Step(dead=refusal)
         if not self._placed(record, event.user_id.encode()):
@@ -139,7 +147,7 @@ class BatchFold(Generic[C]):
             return Step(dead=f"processing failed: {type(exc).__name__}: {exc}")
         if isinstance(folded, Step):
             return folded
-        self._take(record.partition, carrier, event, user, *folded)
+        self._take(record, carrier, event, user, *folded)
         return Step(identify=event, user=user) if event.type == "identify" else NOTHING
 
     def load(self, user: bytes, partition: int) -> Profile | None:
@@ -148,10 +156,10 @@ class BatchFold(Generic[C]):
             return self.touched[user][0]  # None after an erasure in this batch
         return self.reads.profile(user, partition)
 
-    def stream_time(self, partition: int) -> int | None:
-        """The newest event time folded in the partition (this batch's included)."""
-        moved = self._moved.get(partition)
-        return self._base_time.get(partition) if moved is None else moved
+    def stream_time(self, topic: str, partition: int) -> int | None:
+        """The newest event time folded from the topic-partition (this batch's included)."""
+        moved = self._moved.get((topic, partition))
+        return self._base_time.get((topic, partition)) if moved is None else moved
 
     def result(self) -> Folded[C]:
         return Folded(
@@ -167,9 +175,10 @@ class BatchFold(Generic[C]):
     def _count(self, name: str) -> None:
         self._counts[name] = self._counts.get(name, 0) + 1
 
-    def _admit(self, ts: int, partition: int) -> str | None:
+    def _admit(self, ts: int, record: Record) -> str | None:
         lateness, skew = self.rules.lateness_ms, self.rules.skew_ms
-        refusal = admit(ts, self.stream_time(partition), self.wall, lateness, skew)
+        stream_time = self.stream_time(record.topic, record.partition)
+        refusal = admit(ts, stream_time, self.wall, lateness, skew)
         if refusal is not None:
             self._count("future" if refusal.startswith("future") else "late")
         return refusal
@@ -207,7 +216,7 @@ class BatchFold(Generic[C]):
 
     def _take(
         self,
-        partition: int,
+        record: Record,
         carrier: C,
         event: Event,
         user: bytes,
@@ -223,8 +232,9 @@ class BatchFold(Generic[C]):
         self._count("events")
         if event.type == "consent":
             self._consents.append(event)
-        if event.ts > (self.stream_time(partition) or 0):
-            self._moved[partition] = event.ts
+        topic, partition = record.topic, record.partition
+        if event.ts > (self.stream_time(topic, partition) or 0):
+            self._moved[(topic, partition)] = event.ts
         self.touched[user] = (updated, carrier, True)
         if event.ts > self._newest.get(partition, (0, carrier))[0]:
             self._newest[partition] = (event.ts, carrier)
@@ -278,3 +288,39 @@ def clock_stale(stored: int | None, ts: int, wall_ms: int, skew_ms: int) -> bool
     """Whether a partition's stored clock time is rewritten with `ts`: it is missing, older, or
     ahead of the wall clock beyond the skew (written so by earlier versions: it heals)."""
     return stored is None or stored < ts or stored > wall_ms + skew_ms
+
+
+def stream_time_key(topic: str, partition: int) -> bytes:
+    """The clock-table key of a topic-partition's stream time (`b"<partition>:<topic>"`), beside
+    the partition number's newest event time under `b"<partition>"`."""
+    return b"%d:%s" % (partition, topic.encode())
+
+
+def seed_times(
+    rows: Iterable[tuple[bytes, bytes | None]], topics: Collection[str], wall_ms: int
+) -> tuple[dict[int, int], dict[TopicPartition, int]]:
+    """What a restart takes from the clock table's rows: the newest event time per partition
+    number (the event-time clock) and the stream time per topic-partition (lateness). A time
+    ahead of the wall clock counts as now (an earlier version stored it: it heals); a row that
+    cannot be read is skipped. A partition number without any topic-partition row was kept by a
+    version that measured lateness per partition number: its time seeds every topic in
+    `topics` of that number (as strict as that version was, until each topic moves it)."""
+    clock: dict[int, int] = {}
+    stream: dict[TopicPartition, int] = {}
+    for key, raw in rows:
+        try:
+            ts = min(int(raw or b""), wall_ms)
+            number, _, topic = key.partition(b":")
+            partition = int(number)
+            name = topic.decode() if topic else None
+        except ValueError:  # no row Persona writes (UnicodeDecodeError is a ValueError)
+            continue
+        if name is None:
+            clock[partition] = max(clock.get(partition, ts), ts)
+        else:
+            stream[(name, partition)] = max(stream.get((name, partition), ts), ts)
+    kept = {partition for _, partition in stream}
+    for partition, ts in clock.items():
+        if partition not in kept:
+            stream.update({(topic, partition): ts for topic in topics})
+    return clock, stream

@@ -160,7 +160,8 @@ class Settings:
     lateness_days: float = setting(
         7.0,
         t.Real(0.0, 3650.0, "must be more than 0 and at most 3650 days", open_low=True),
-        "events further behind the event-time clock go to `dead-letters` as late",
+        "events further behind the newest event time of their topic-partition go to "
+        "`dead-letters` as late",
     )
     max_clock_skew_seconds: float = setting(
         300.0,

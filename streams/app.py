@@ -38,6 +38,8 @@ from engine.fold import (
     clock_stale,
     popularity,
     profile_writes,
+    seed_times,
+    stream_time_key,
 )
 from engine.popularity import Score
 from engine.profile import Profile
@@ -279,10 +281,12 @@ class PersonaStreams:
         for table in (self.profiles, self.catalog, self.popularity, self.clock_table):
             self.rocks_memory.bound(table)
         self._clock_seeded = False
-        # Stream time per partition (newest event time folded there): lateness is measured
-        # against the event's own partition, so partitions consumed at different speeds during a
-        # bulk replay do not make each other's events late. "Now" is the newest of them all.
-        self._partition_time: dict[int, int] = {}
+        # Stream time per input topic-partition (the newest event time folded from it): lateness
+        # is measured against the record's own topic-partition, so the topics and partitions a
+        # worker reads at different speeds during a bulk replay do not make each other's events
+        # late (engine.fold). "Now" (self.clock) is the newest of them all. Kept in the clock
+        # table beside each partition number's newest time (engine.fold.seed_times).
+        self._stream_time: dict[tuple[str, int], int] = {}
         self._lateness_ms = int(settings.lateness_days * 86_400_000)
         self._skew_ms = int(settings.max_clock_skew_seconds * 1000)
         self.triggers_topic = topic(TRIGGERS_TOPIC)
@@ -388,18 +392,15 @@ class PersonaStreams:
         return "rebalancing" if self.app.rebalancing else "ok"
 
     def _seed_clock(self) -> None:
-        """After recovery: restore the event-time clock from the newest time of each partition."""
-        wall = self.wall.now_ms()
-        for key, raw in self.clock_table.items():
-            if raw:
-                # A time ahead of the wall clock (stored by a version that let future events
-                # move the clock) counts as now: the clock heals instead of making every later
-                # event of the partition late.
-                ts = min(int(raw), wall)
-                self.clock.observe(ts)
-                partition = int(key)
-                newest = max(self._partition_time.get(partition, 0), ts)
-                self._partition_time[partition] = newest
+        """After recovery: restore the event-time clock from the newest time of each partition
+        and the stream time of each input topic-partition (engine.fold.seed_times)."""
+        rows = self.clock_table.items()
+        topics = [*INPUT_TOPICS, REKEYED_TOPIC]  # an earlier version's time seeds each of them
+        clock, stream_time = seed_times(rows, topics, self.wall.now_ms())
+        for ts in [*clock.values(), *stream_time.values()]:
+            self.clock.observe(ts)
+        for key, ts in stream_time.items():
+            self._stream_time[key] = max(self._stream_time.get(key, ts), ts)
         self._clock_seeded = True
 
     def owner_url(self, user_id: str) -> str | None:
@@ -845,7 +846,7 @@ class PersonaStreams:
         The decisions are `engine.fold`'s: this feeds it the records in order, runs the
         commands between them, ships what it says and writes what it folded."""
         fold: BatchFold[Carrier] = BatchFold(
-            self._fold_reads, self._fold_rules, self.wall, self._partition_time
+            self._fold_reads, self._fold_rules, self.wall, self._stream_time
         )
         self.identity.begin()
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
@@ -905,10 +906,11 @@ class PersonaStreams:
             await self._dead_letter(fevent, f"processing failed: {type(exc).__name__}: {exc}")
 
     def _took(self, folded: Folded[Carrier]) -> None:
-        """The batch's counts and the event time it folded (clock, partitions' stream time)."""
+        """The batch's counts and the event time it folded (clock, topic-partitions' stream
+        time)."""
         for name, n in folded.counts.items():
             setattr(self.stats, name, getattr(self.stats, name) + n)
-        self._partition_time.update(folded.stream_time)
+        self._stream_time.update(folded.stream_time)
         for ts, _ in folded.newest.values():
             self.clock.observe(ts)
 
@@ -916,7 +918,7 @@ class PersonaStreams:
         self, folded: Folded[Carrier], fired: list[Trigger], refused: dict[bytes, str], wall: int
     ) -> None:
         """What a written batch emits and ships: consent audits, triggers, its partitions'
-        clock times and its popularity contributions."""
+        clock times and topic-partitions' stream times, and its popularity contributions."""
         audit_consents(e for e in folded.consents if user_key(e.user_id) not in refused)
         withdrawn = self.triggers.withdrawals(list(folded.consents), folded.touched, refused)
         for trigger in [*fired, *withdrawn]:
@@ -924,6 +926,12 @@ class PersonaStreams:
         for partition, (ts, fevent) in folded.newest.items():
             with event_context(fevent):
                 key = b"%d" % partition
+                if clock_stale(_stored_ts(self.clock_table.get(key)), ts, wall, self._skew_ms):
+                    self.clock_table[key] = b"%d" % ts
+        for (topic, partition), ts in folded.stream_time.items():
+            # in the context of an event of the same partition number: its changelog partition
+            with event_context(folded.newest[partition][1]):
+                key = stream_time_key(topic, partition)
                 if clock_stale(_stored_ts(self.clock_table.get(key)), ts, wall, self._skew_ms):
                     self.clock_table[key] = b"%d" % ts
         for item, score in popularity(folded.activity, refused):

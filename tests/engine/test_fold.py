@@ -20,6 +20,8 @@ from engine.fold import (
     pack_profile,
     popularity,
     profile_writes,
+    seed_times,
+    stream_time_key,
 )
 from engine.popularity import CART_WEIGHT, PURCHASE_WEIGHT, Score
 from engine.profile import Profile, apply
@@ -61,15 +63,26 @@ def event(n: int, kind: str = "product_view", user: str = "ann", ts: int = T0, *
     return {"event_id": f"e{n}", "type": kind, "user_id": user, "ts": ts, "item_id": "lamp", **kw}
 
 
-def record(body: dict | bytes, partition: int = 0, key: bytes | None = None, at: int = 0) -> Record:
+def record(
+    body: dict | bytes,
+    partition: int = 0,
+    key: bytes | None = None,
+    at: int = 0,
+    topic: str = "clickstream",
+) -> Record:
     value = body if isinstance(body, bytes) else json.dumps(body).encode()
     if key is None and isinstance(body, dict):
         key = body["user_id"].encode()
-    return Record("clickstream", partition, 7, key, value, at)
+    return Record(topic, partition, 7, key, value, at)
 
 
-def fold(store: Store, wall: int = T0, stream_time: dict[int, int] | None = None) -> BatchFold[str]:
-    return BatchFold(store.reads(), RULES, ManualClock(wall), stream_time or {})
+def fold(
+    store: Store,
+    wall: int = T0,
+    stream_time: dict[tuple[str, int], int] | None = None,
+    rules: Rules = RULES,
+) -> BatchFold[str]:
+    return BatchFold(store.reads(), rules, ManualClock(wall), stream_time or {})
 
 
 def test_an_event_is_folded_into_the_touched_profile_to_write() -> None:
@@ -79,7 +92,7 @@ def test_an_event_is_folded_into_the_touched_profile_to_write() -> None:
     profile, carrier, dirty = out.touched[b"u:ann"]
     assert profile is not None and profile.user_id == "ann" and dirty and carrier == "carrier-1"
     assert out.counts == {"events": 1}
-    assert out.newest == {0: (T0, "carrier-1")} and out.stream_time == {0: T0}
+    assert out.newest == {0: (T0, "carrier-1")} and out.stream_time == {("clickstream", 0): T0}
 
 
 def test_a_value_that_is_no_event_is_dead_lettered_with_the_parsers_reason() -> None:
@@ -102,7 +115,7 @@ def test_an_event_ahead_of_the_wall_clock_beyond_the_skew_is_refused_as_future()
 
 def test_lateness_is_measured_against_the_partitions_own_stream_time() -> None:
     store = Store(placement={b"bob": 1})
-    batch = fold(store, wall=T0 + 30 * DAY, stream_time={0: T0 + 20 * DAY})
+    batch = fold(store, wall=T0 + 30 * DAY, stream_time={("clickstream", 0): T0 + 20 * DAY})
     late = batch.event(record(event(1, ts=T0 + 12 * DAY)), "c")
     assert late.dead is not None and late.dead.startswith("late")
     assert batch.event(record(event(2, ts=T0 + 14 * DAY)), "c") is NOTHING  # within the bound
@@ -117,7 +130,59 @@ def test_stream_time_moves_within_the_batch_and_makes_later_events_late() -> Non
     step = batch.event(record(event(2, ts=T0 + 12 * DAY)), "c")
     assert step.dead is not None and step.dead.startswith("late")
     out = batch.result()
-    assert out.stream_time == {0: T0 + 20 * DAY} and out.counts == {"events": 1, "late": 1}
+    assert out.stream_time == {("clickstream", 0): T0 + 20 * DAY}
+    assert out.counts == {"events": 1, "late": 1}
+
+
+def test_topics_of_one_partition_number_running_weeks_apart_make_nothing_late() -> None:
+    """A replay: the worker reads partition 0 of `cart` 30 days of event time ahead of partition
+    0 of `clickstream` (each log in time order by itself). Measured per partition number, every
+    clickstream event below was late."""
+    batch = fold(Store(placement={b"bob": 0}), wall=T0 + 90 * DAY)
+    for day in range(30, 40):
+        cart = event(day, "add_to_cart", ts=T0 + day * DAY)
+        assert batch.event(record(cart, topic="cart"), "c") is NOTHING
+    for day in range(10):
+        view = event(100 + day, user="bob", ts=T0 + day * DAY)
+        assert batch.event(record(view), "c") is NOTHING
+    out = batch.result()
+    assert out.counts == {"events": 20}
+    assert out.stream_time == {("cart", 0): T0 + 39 * DAY, ("clickstream", 0): T0 + 9 * DAY}
+    assert out.newest[0][0] == T0 + 39 * DAY  # "now" is the newest of every topic
+
+
+def test_an_event_8_days_behind_its_own_topic_partitions_time_is_late() -> None:
+    times = {("cart", 0): T0 + 40 * DAY, ("clickstream", 0): T0 + 10 * DAY}
+    batch = fold(Store(), wall=T0 + 90 * DAY, stream_time=times)
+    step = batch.event(record(event(1, ts=T0 + 2 * DAY)), "c")  # 8 days behind clickstream 0
+    assert step.dead is not None and step.dead.startswith("late: 192.0 h")
+    step = batch.event(record(event(2, "add_to_cart", ts=T0 + 32 * DAY), topic="cart"), "c")
+    assert step.dead is not None and step.dead.startswith("late: 192.0 h")
+    assert batch.event(record(event(3, ts=T0 + 4 * DAY)), "c") is NOTHING  # 6 days behind
+    assert batch.result().counts == {"late": 2, "events": 1}
+
+
+def test_restart_seeds_stream_times_per_topic_partition_from_the_clock_table() -> None:
+    rows = [
+        (b"0", b"%d" % (T0 + 40 * DAY)),
+        (stream_time_key("cart", 0), b"%d" % (T0 + 40 * DAY)),
+        (stream_time_key("clickstream", 0), b"%d" % (T0 + 10 * DAY)),
+        (b"1", b"%d" % (T0 + 99 * DAY)),  # ahead of the wall clock: counts as now
+        (b"x", b"1"),  # no row Persona writes: skipped
+        (b"2", b""),
+    ]
+    clock, times = seed_times(rows, ("cart", "clickstream", "social"), T0 + 90 * DAY)
+    assert clock == {0: T0 + 40 * DAY, 1: T0 + 90 * DAY}
+    # partition 1 was kept by a version with one stream time per partition number: it seeds
+    # every topic of that number; partition 0 has its own per topic (social: none yet)
+    assert times == {
+        ("cart", 0): T0 + 40 * DAY,
+        ("clickstream", 0): T0 + 10 * DAY,
+        ("cart", 1): T0 + 90 * DAY,
+        ("clickstream", 1): T0 + 90 * DAY,
+        ("social", 1): T0 + 90 * DAY,
+    }
+    assert stream_time_key("cart", 3) == b"3:cart"
 
 
 def test_a_record_not_keyed_by_its_user_or_on_another_partition_is_rekeyed() -> None:

@@ -3,8 +3,9 @@ input topic of a running worker, then good records. Every hostile record is foun
 at the exact topic/partition/offset its delivery report gave, every good event is folded, and the
 worker is the same process throughout, answering `/healthz` all along.
 
-Late events are deterministic: before the flood, one event per partition sets every partition's
-stream time (`BASE`), and the late records are stamped 9 days before it (the bound is 7).
+Late events are deterministic: before the flood, one event per partition of every event topic sets
+every topic-partition's stream time (`BASE`; lateness is measured per topic-partition), and the
+late records are stamped 9 days before it (the bound is 7).
 The item-activity topic is left out: its agent skips records it cannot read instead of
 dead-lettering them (they are the fold's own output, not an input producers write)."""
 
@@ -265,14 +266,28 @@ def ev(user: str, type_: str, ts: int, item: str | None = None) -> bytes:
     return _js(event)
 
 
+# What sets each event topic's stream time (`clock_records`): a type the topic takes, an item.
+CLOCK_EVENTS = {
+    "clickstream": ("page_view", None),
+    "cart": ("add_to_cart", "item0"),
+    "social": ("like", "item0"),
+    REKEYED_TOPIC: ("page_view", None),
+}
+
+
 def clock_records() -> list[tuple[str, bytes | None, bytes | None]]:
-    """One good event per partition, so every partition's stream time is BASE."""
+    """One good event per partition of every event topic, so every topic-partition's stream
+    time is BASE."""
     place, parts = DefaultPartitioner(), list(range(PARTITIONS))
     users: dict[int, str] = {}
     for n in range(1000):
         users.setdefault(place(f"clock-{n}".encode(), parts, parts), f"clock-{n}")
-    assert len(users) == PARTITIONS
-    return [("clickstream", ev(u, "page_view", BASE), u.encode()) for u in users.values()]
+    assert len(users) == PARTITIONS and set(CLOCK_EVENTS) == EVENT_TOPICS
+    return [
+        (topic, ev(u, type_, BASE, item), u.encode())
+        for topic, (type_, item) in CLOCK_EVENTS.items()
+        for u in users.values()
+    ]
 
 
 GOOD_TYPES = [("clickstream", "page_view"), ("cart", "add_to_cart"), ("social", "like")]
@@ -399,10 +414,14 @@ def test_hostile_records_are_dead_lettered_and_good_ones_folded(own_worker: Work
     pid = worker.proc.pid
     clocks = clock_records()
     produce(worker, iter(clocks))
+    clock_users = {json.loads(v or b"")["user_id"] for _, v, _ in clocks}
     wait_until(
-        lambda: all(profile_events(worker, json.loads(v or b"")["user_id"]) for _, v, _ in clocks),
+        lambda: all(
+            sum((profile_events(worker, u) or {}).values()) == len(CLOCK_EVENTS)
+            for u in clock_users
+        ),
         timeout=60,
-        what="every partition's stream time set",
+        what="every topic-partition's stream time set",
     )
     watch = HealthWatch(worker)
     watch.start()
