@@ -21,7 +21,8 @@ the stream but by the CPU it uses.
   `catalog_generation` (changes whenever a catch-up moved the catalog databases' sequence
   numbers).
 - `now_ms()`: the event-time clock is the newest value of the worker's `clock` table (the newest
-  event time per partition, which the worker keeps for its own restarts), capped at the wall clock.
+  event time per partition, and per topic-partition the stream time lateness is measured against,
+  never newer: the worker keeps both for its own restarts), capped at the wall clock.
 - `produce(events)` / `erase(user_id)`: plain aiokafka producer into the input / command topics,
   keyed by user id like the worker's own API.
 
