@@ -17,7 +17,7 @@ from api.audit import attach_file
 from api.auth import KeyRing
 from api.content import ContentService
 from api.hot import HotRunner
-from api.observability import configure_json_logging, follow_restarts
+from api.observability import TELEMETRY, configure_json_logging, follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
@@ -191,6 +191,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
     http = HttpService(app, settings.http_host, settings.http_port, ssl_context(settings))
     services += catalog_services(settings, broker_url, http.web_app)  # PERSONA_CATALOG_FEEDS
+    app[TELEMETRY].text_sources.append(streams.rocks_memory.metric_lines)  # persona_rocksdb_*
     registry = attach_registry(settings, broker_url, content, state, http.web_app)
     services += retrain_services(settings, registry, http.web_app)  # PERSONA_RETRAIN_HOURS
     process = f"worker:{settings.own_url}"  # the dashboard's figures of every process

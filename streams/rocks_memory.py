@@ -11,6 +11,7 @@ it. What RocksDB holds is then bounded by the setting, whatever the number of us
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,19 @@ from faust.stores.rocksdb import RocksDBOptions
 MEMTABLE_SHARE = 4  # the memtables may take up to 1/MEMTABLE_SHARE of the budget
 MAX_WRITE_BUFFERS = 2  # per database: one being written, one being flushed
 BLOOM_BITS = 3  # Faust's default bloom filter bits per key
+# RocksDB's figures of one database, summed over the process's databases (`RocksMemory.figures`)
+PROPERTIES = {
+    "memtable_bytes": "rocksdb.size-all-mem-tables",
+    "table_readers_bytes": "rocksdb.estimate-table-readers-mem",
+}
+HELP = {
+    "budget_bytes": "PERSONA_ROCKSDB_MEMORY_MB: what the RocksDB tables of this process may hold.",
+    "block_cache_bytes": "Bytes in the shared RocksDB block cache (memtables' charge included).",
+    "block_cache_pinned_bytes": "Bytes of the shared block cache pinned by readers and tables.",
+    "memtable_bytes": "Bytes of every RocksDB memtable of this process (active and immutable).",
+    "table_readers_bytes": "RocksDB's estimate of its table readers' memory outside the cache.",
+    "databases": "RocksDB databases open in this process (table partitions).",
+}
 
 
 class RocksMemory:
@@ -31,6 +45,40 @@ class RocksMemory:
         self.buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
             budget_bytes // MEMTABLE_SHARE, False, self.cache
         )
+        self._sources: list[Callable[[], Iterable[Any]]] = []  # each: the open databases of one
+
+    def watch(self, databases: Callable[[], Iterable[Any]]) -> None:
+        """Count the databases `databases()` gives (open rocksdict.Rdict) in `figures`."""
+        self._sources.append(databases)
+
+    def figures(self) -> dict[str, int]:
+        """What RocksDB holds now, in bytes: the shared cache, and the memtables and table
+        readers of every watched database (RocksDB's own properties, summed)."""
+        out = {
+            "budget_bytes": self.budget,
+            "block_cache_bytes": int(self.cache.get_usage()),
+            "block_cache_pinned_bytes": int(self.cache.get_pinned_usage()),
+            **dict.fromkeys(PROPERTIES, 0),
+            "databases": 0,
+        }
+        for source in self._sources:
+            for db in list(source()):
+                try:
+                    values = {k: db.property_int_value(p) for k, p in PROPERTIES.items()}
+                except Exception:  # closed meanwhile (a rebalance): not held any more
+                    continue
+                out["databases"] += 1
+                for key, value in values.items():
+                    out[key] += int(value or 0)
+        return out
+
+    def metric_lines(self) -> list[str]:
+        """`figures` as Prometheus text: persona_rocksdb_<figure> gauges."""
+        lines = []
+        for key, value in self.figures().items():
+            name = f"persona_rocksdb_{key}"
+            lines += [f"# HELP {name} {HELP[key]}", f"# TYPE {name} gauge", f"{name} {value}"]
+        return lines
 
     def usage(self) -> int:
         """Bytes the block cache holds now (memtables charged to it included)."""
@@ -56,6 +104,7 @@ class RocksMemory:
         """Make a Faust table's store open its databases within this budget (before any opens)."""
         store = table.data
         store.rocksdb_options = self.options(store.rocksdb_options)
+        self.watch(lambda: store._dbs.values())
 
 
 class BoundedOptions(RocksDBOptions):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.stores.rocksdb import RocksDBOptions
@@ -91,3 +91,45 @@ def test_a_reader_secondary_reads_through_the_shared_cache(tmp_path: Path) -> No
 
 def _secondary(tmp_path: Path) -> AccessType:
     return AccessType.secondary(str(tmp_path / "secondary"))
+
+
+def test_figures_are_rocksdbs_own_summed_over_the_watched_databases(tmp_path: Path) -> None:
+    memory = RocksMemory(64 * MIB)  # memtables up to 16 MiB: nothing flushed early
+    base = RocksDBOptions(use_rocksdict=True, write_buffer_size=4 * MIB)
+    dbs = [memory.options(base).open(tmp_path / f"p{i}") for i in range(3)]
+    memory.watch(lambda: dbs)
+    empty = memory.figures()
+    assert empty["databases"] == 3 and empty["budget_bytes"] == 64 * MIB
+    for db in dbs:
+        _fill(db, 5_000)
+    written = memory.figures()
+    memtables = sum(db.property_int_value("rocksdb.size-all-mem-tables") for db in dbs)
+    assert written["memtable_bytes"] == memtables > 5_000 * 200 * 3 > empty["memtable_bytes"]
+    for db in dbs:
+        db.flush()
+    flushed = memory.figures()
+    assert flushed["memtable_bytes"] < written["memtable_bytes"]
+    assert flushed["table_readers_bytes"] > 0  # one table file per database now
+    assert flushed["block_cache_bytes"] == memory.usage()
+    dbs.pop().close()
+    assert memory.figures()["databases"] == 2
+    for db in dbs:
+        db.close()
+
+
+def test_a_bound_faust_table_is_watched_and_the_figures_are_gauges(tmp_path: Path) -> None:
+    app = faust.App("rocks-memory-figures", store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("t", options={"driver": "rocksdict"})
+    memory = RocksMemory(64 * MIB)
+    memory.bound(table)
+    assert memory.figures()["databases"] == 0
+    db: Any = cast(Any, table.data)._db_for_partition(1)
+    _fill(db, 1_000)
+    figures = memory.figures()
+    assert figures["databases"] == 1 and figures["memtable_bytes"] > 1_000 * 200
+    lines = memory.metric_lines()
+    samples = dict(line.split() for line in lines if not line.startswith("#"))
+    assert samples["persona_rocksdb_databases"] == "1"
+    assert int(samples["persona_rocksdb_memtable_bytes"]) > 1_000 * 200
+    assert "# TYPE persona_rocksdb_block_cache_bytes gauge" in lines
+    db.close()
