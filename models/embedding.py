@@ -218,7 +218,7 @@ class EmbeddingRecommender:
         }
         if layout is not None:
             arrays.update(zip(LAYOUT, layout, strict=True))
-        np.savez_compressed(d / NPZ_NAME, **arrays)
+        np.savez(d / NPZ_NAME, **arrays)  # stored, not deflated: loads read it (models.recs)
         meta = {
             "format": FORMAT if layout is not None else 1,
             "name": self.name,

@@ -36,7 +36,7 @@ class ItemIds(Sequence[str]):
         self._blob = b"".join(encoded)
         hashes = np.fromiter(map(hash, encoded), dtype=np.int64, count=n)
         del encoded
-        order = np.argsort(hashes, kind="stable")
+        order = np.argsort(hashes)  # equal hashes are told apart by their bytes: any order
         self._hashes: np.ndarray = hashes[order]
         self._rows: np.ndarray = order.astype(np.int32 if n < 2**31 else np.int64)
 
