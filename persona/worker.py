@@ -38,6 +38,7 @@ from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.backlog import EMBEDDED_ENV
 from streams.erasure import HeldRecords
+from streams.fetch_limit import install as bound_fetches
 from streams.kafka_security import Broker
 from streams.observe import consumer_lag, sample_profile_values
 from streams.webhooks import WebhookSender
@@ -170,6 +171,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
         tansu = probe.run_until_complete(prepare_broker(broker_url, settings.partitions))
     finally:
         probe.close()
+    bound_fetches()  # what the consumer holds of fetched records (streams/fetch_limit.py)
     streams = PersonaStreams(settings, broker_url, tansu=tansu)
     if os.environ.get(EMBEDDED_ENV) == "1":  # persona run's embedded broker: topics in memory
         streams.hold_for_fold(settings.request_timeout)
