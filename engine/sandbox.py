@@ -23,12 +23,14 @@ blocks). A refusal raises `BudgetExceeded` (or jinja2's `SecurityError`) out of 
 
 `StrictEnvironment.render(template, context, budget)` renders under a budget; a plain
 `Template.render()` gets a fresh `Budget(env.limits)`. Values computed while rendering
-(`LazyMapping`, e.g. the blocks of a message) are computed outside the template's budget.
+(`LazyMapping`, e.g. the blocks of a message) are computed outside the template's budget; their
+CPU time, and the garbage collector's while a template renders, is not charged to it.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import re
 import time
 import types
@@ -108,18 +110,26 @@ class Budget:
         self.built = 0
         self.depth = 0
         self.cpu_used = 0.0
+        self.excluded = 0.0  # CPU seconds not charged: trusted code, the garbage collector
         self._deadline = float("inf")
+        self._gc_started: float | None = None
 
     @contextmanager
     def activate(self) -> Iterator[Budget]:
         started = time.thread_time()
+        excluded = self.excluded
         self._deadline = started + self.limits.cpu_seconds
         token = _CURRENT.set(self)
         try:
             yield self
         finally:
             _CURRENT.reset(token)
-            self.cpu_used += time.thread_time() - started
+            self.cpu_used += time.thread_time() - started - (self.excluded - excluded)
+
+    def exclude(self, seconds: float) -> None:
+        """Do not charge `seconds` of CPU time spent meanwhile to the template."""
+        self.excluded += seconds
+        self._deadline += seconds
 
     def charge(self, steps: int = 1) -> None:
         self.steps += steps
@@ -150,12 +160,33 @@ def current() -> Budget:
 
 @contextmanager
 def outside_budget() -> Iterator[None]:
-    """Run trusted code (e.g. a block computed for a template) without the template's budget."""
+    """Run trusted code (e.g. a block computed for a template) without the template's budget:
+    its CPU time is not charged either."""
+    budget = _CURRENT.get()
     token = _CURRENT.set(None)
+    started = time.thread_time()
     try:
         yield
     finally:
         _CURRENT.reset(token)
+        if budget is not None:
+            budget.exclude(time.thread_time() - started)
+
+
+def _collecting(phase: str, info: dict[str, int]) -> None:
+    """gc callback: a collection while a template renders is not the template's CPU time (a
+    full collection in a large process takes tens of milliseconds: a message's whole budget)."""
+    budget = _CURRENT.get()
+    if budget is None:
+        return
+    if phase == "start":
+        budget._gc_started = time.thread_time()
+    elif budget._gc_started is not None:
+        budget.exclude(time.thread_time() - budget._gc_started)
+        budget._gc_started = None
+
+
+gc.callbacks.append(_collecting)
 
 
 class LazyMapping(Mapping[str, Any]):

@@ -201,7 +201,7 @@ async def test_render_template_errors(client: TestClient, caplog: pytest.LogCapt
             "/v1/render", json={"template": template, "user_ids": ["v", "w"]}, headers=AUTH
         )
     payload = await r.json()
-    assert r.status == 200 and payload["errors"] == 1
+    assert r.status == 200 and payload["errors"] == 1, payload
     v = payload["results"]["v"]
     assert v["fallback"] is True and "ZeroDivisionError" in v["error"] and "<table" in v["content"]
     assert payload["results"]["w"]["error"] is None

@@ -5,7 +5,9 @@ on counts and sizes, never on elapsed time)."""
 
 from __future__ import annotations
 
+import gc
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,6 +367,34 @@ def test_lazy_values_are_computed_once_outside_the_template_budget() -> None:
         "{{ blocks.a }}{{ blocks.a }}{{ 'b' in blocks }}", Limits(steps=5), {"blocks": blocks}
     )
     assert text == "okokTrue" and calls == ["a"] and budget.steps <= 5
+
+
+def burn(seconds: float) -> None:
+    """Spend `seconds` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_the_cpu_time_of_lazy_values_is_not_charged_to_the_template() -> None:
+    """A block computed for a template (a cold model, a slow store) does not spend the message's
+    CPU budget: the template still runs its loop after 60 ms of block work against 20 ms."""
+    blocks = LazyMapping(("a",), lambda name: burn(0.06) or "ok")
+    source = "{{ blocks.a }}{% for i in range(200) %}{% endfor %}done"
+    budget, text = run(source, Limits(cpu_seconds=0.02), {"blocks": blocks})
+    assert text == "okdone" and budget.excluded >= 0.06 and budget.cpu_used < 0.06
+
+
+def test_garbage_collection_while_rendering_is_not_charged_to_the_template() -> None:
+    """A full collection of a large heap in the middle of a message is the process's cost, not
+    the template's: the budget's clock moves past it."""
+    heap = [[i] for i in range(1_000_000)]
+    budget = Budget(Limits(cpu_seconds=0.001))
+    with budget.activate():
+        gc.collect()
+        budget.check_clock()  # would raise "more than 1 ms of CPU time" if the collection counted
+    assert budget.excluded >= 0.001 and budget.cpu_used < budget.excluded
+    assert len(heap) == 1_000_000
 
 
 def test_the_block_renderer_uses_the_strict_sandbox(tmp_path: Path) -> None:

@@ -89,7 +89,12 @@ def test_a_scheduled_retrain_registers_evaluates_and_promotes_a_better_recommend
         version = promoted["version"]
         for worker in (a, b):
             wait_until(lambda w=worker: served(w, "c0") == version, 60, what="the new version")
-        audit = (a.data_dir / "audit.log").read_text()
+        # written once the activation is sent: the workers may fold it first
+        audit = wait_until(
+            lambda: "model_promoted" in (text := (a.data_dir / "audit.log").read_text()) and text,
+            30,
+            what="the promotion audited",
+        )
         assert '"action": "model_promoted"' in audit and version in audit
 
         # the next run's version (a run within the same minute makes the same version id and
