@@ -8,9 +8,14 @@ import functools
 import hashlib
 import json
 import zipfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from math import prod
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from numpy.lib import format as npy
 
 
 class ModelLoadError(ValueError):
@@ -20,6 +25,56 @@ class ModelLoadError(ValueError):
 # what np.load of a bad .npz raises: object arrays (pickles), a truncated or foreign zip, a
 # missing member; a loader turns them into ModelLoadError saying why
 NPZ_ERRORS = (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile)
+NPY_HEADER_MAX = 10_000  # bytes of one member's .npy header (numpy's own default limit)
+
+
+def check_npz(path: Path, limits: Mapping[str, int]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each member's (shape, dtype) from its header alone, before any array is read: an .npz is a
+    zip, and `np.load` allocates what a member's header declares and inflates what its zip entry
+    declares. ModelLoadError unless every member is `<name>.npy` with `name` in `limits`, its
+    header is a plain (non-object) dtype whose data takes at most `limits[name]` bytes, and the
+    header and data fill exactly the size the zip declares (so nothing inflates past it: a zip
+    bomb or a header promising terabytes is refused without allocating them)."""
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename.removesuffix(".npy")
+                if not info.filename.endswith(".npy") or name not in limits:
+                    raise ModelLoadError(
+                        f"{path}: holds only the arrays {', '.join(limits)}, not {info.filename!r}"
+                    )
+                with zf.open(info) as fp:
+                    version = npy.read_magic(fp)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(fp, NPY_HEADER_MAX)
+                    elif version == (2, 0):
+                        shape, _, dtype = npy.read_array_header_2_0(fp, NPY_HEADER_MAX)
+                    else:
+                        raise ModelLoadError(f"{path}: {name} is .npy format {version}")
+                    header = fp.tell()
+                dtype = np.dtype(dtype)
+                if dtype.hasobject:
+                    raise ModelLoadError(f"{path}: {name} holds objects (pickles are refused)")
+                size = prod(shape) * dtype.itemsize
+                if size > limits[name]:
+                    raise ModelLoadError(
+                        f"{path}: {name} declares {size:,} bytes, more than the {limits[name]:,} "
+                        "its metadata allows"
+                    )
+                if header + size != info.file_size:
+                    raise ModelLoadError(
+                        f"{path}: {name} declares {size:,} bytes of data in an entry of "
+                        f"{info.file_size - header:,}"
+                    )
+                out[name] = (tuple(shape), dtype.str)
+    except FileNotFoundError:
+        raise
+    except ModelLoadError:
+        raise
+    except (*NPZ_ERRORS, RuntimeError, NotImplementedError) as exc:
+        raise ModelLoadError(f"{path} is not a valid .npz: {exc}") from None
+    return out
 
 
 def utc_now() -> datetime:

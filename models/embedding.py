@@ -49,6 +49,7 @@ from models import vector_index
 from models.artifacts import (
     NPZ_ERRORS,
     ModelLoadError,
+    check_npz,
     make_version,
     read_json,
     require,
@@ -283,7 +284,10 @@ def _read_arrays(
     """`vectors`, `popular` and (format 2) the index layout of an embedding `.npz`, validated;
     ModelLoadError saying why not."""
     expected = (*ARRAYS, *LAYOUT) if with_layout else ARRAYS
+    matrix = n * MAX_DIM * 4  # float32 rows of at most MAX_DIM
+    limits = {"vectors": matrix, "popular": n * 8, "ivf_centroids": matrix, "ivf_assign": n * 8}
     try:
+        check_npz(path, {a: limits[a] for a in expected})
         with np.load(path, allow_pickle=False) as npz:
             names = sorted(npz.files)
             if names != sorted(expected) and not (with_layout and names == sorted(ARRAYS)):
@@ -295,6 +299,8 @@ def _read_arrays(
             stored = tuple(npz[a] for a in LAYOUT) if len(names) > len(ARRAYS) else None
     except FileNotFoundError:
         raise ModelLoadError(f"missing recs artifact {path}") from None
+    except ModelLoadError:
+        raise
     except NPZ_ERRORS as exc:  # object arrays (pickles) land here
         raise ModelLoadError(f"{path} is not a valid embedding .npz: {exc}") from None
     if vectors.dtype != np.float32:

@@ -43,6 +43,7 @@ from engine.events import Event
 from models.artifacts import (
     NPZ_ERRORS,
     ModelLoadError,
+    check_npz,
     make_version,
     read_json,
     require,
@@ -60,6 +61,7 @@ HISTORY_USED = 200  # newest history items scored (engine.profile.HISTORY_ITEMS)
 HISTORY_FLOOR = 0.02  # every history item's weight beside the recency decay's
 LEGACY_HISTORY = 30  # what an artifact without `history` reads (the recent items it was tuned on)
 MAX_HISTORY = 10_000
+MAX_K = 1000  # neighbours kept per item, at most (a loaded artifact's `k`)
 SHRINK = 50.0
 ALPHA = 0.3
 POPULAR = 500
@@ -260,16 +262,25 @@ class Recommender:
         require(meta, d / JSON_NAME, "version", "created", "items")
         if meta.get("name", "recs") != "recs" or meta.get("format") != FORMAT:
             raise ModelLoadError(f"{d / JSON_NAME}: not a format-{FORMAT} recs artifact")
+        items = meta["items"]
+        if not isinstance(items, list):
+            raise ModelLoadError(f"{d / JSON_NAME}: items must be a list")
+        k = meta.get("k", 50)
+        if type(k) is not int or not 1 <= k <= MAX_K:
+            raise ModelLoadError(f"{d / JSON_NAME}: k must be an integer in 1..{MAX_K}")
+        n = len(items)
+        entries = n * k * 8  # neighbours and weights: at most k per item, 8-byte numbers at most
+        limits = {"indptr": (n + 1) * 8, "neighbours": entries, "weights": entries}
         try:
+            check_npz(d / NPZ_NAME, {**limits, "popular": n * 8})
             with np.load(d / NPZ_NAME, allow_pickle=False) as npz:
                 arrays = {n: npz[n] for n in ("indptr", "neighbours", "weights", "popular")}
         except FileNotFoundError:
             raise ModelLoadError(f"missing recs artifact {d / NPZ_NAME}") from None
+        except ModelLoadError:
+            raise
         except NPZ_ERRORS as exc:
             raise ModelLoadError(f"{d / NPZ_NAME} is not a valid recs .npz: {exc}") from None
-        items = meta["items"]
-        if not isinstance(items, list):
-            raise ModelLoadError(f"{d / JSON_NAME}: items must be a list")
         if not all(type(i) is str for i in items):  # ids written as numbers elsewhere
             items = [str(i) for i in items]
         n = len(items)
@@ -295,7 +306,7 @@ class Recommender:
             weights=weights.astype(np.float32, copy=False),
             popular=[items[i] for i in popular.tolist()],
             metrics=dict(meta.get("metrics") or {}),
-            k=int(meta.get("k", 50)),
+            k=k,
             recency_decay=float(meta.get("recency_decay", RECENCY_DECAY)),
             history=history,
             history_floor=floor,

@@ -96,7 +96,7 @@ def _write(d: Path, meta: dict[str, object], **arrays: np.ndarray) -> Path:
         ({}, {"popular": np.array([0, 7], np.int32)}, "outside"),
         ({}, {"popular": np.array([0, 0], np.int32)}, "repeat"),
         ({}, {"popular": np.array([0.5])}, "integer"),
-        ({}, {"extra": np.zeros(1)}, "exactly the arrays"),
+        ({}, {"extra": np.zeros(1)}, "only the arrays vectors, popular, not 'extra.npy'"),
         ({"items": ["x", "x", "y"]}, {}, "unique"),
         ({"kind": "word2vec"}, {}, "unknown recs kind"),
         ({"similarity": "euclid"}, {}, "similarity"),
@@ -119,7 +119,7 @@ def test_pickled_arrays_are_refused(tmp_path: Path) -> None:
     meta = {"format": 1, "name": "recs", "kind": "embedding", "items": ["x"]}
     objects = np.array([{"evil": 1}], dtype=object)
     d = _write(tmp_path / "pkl", meta, vectors=objects, popular=np.array([0], np.int32))
-    with pytest.raises(ModelLoadError, match="not a valid embedding"):
+    with pytest.raises(ModelLoadError, match="vectors holds objects"):
         read_bundle(d)
 
 
