@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -33,12 +32,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 REES46 = ROOT.parent / "shared" / "data" / "rees46_oct2019_head" / "2019-Oct_head.csv.gz"
-RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 from rocksdict import Rdict  # noqa: E402
 
+from benchmarks import results_file  # noqa: E402
 from engine.events import Event, parse  # noqa: E402
 from engine.profile import Profile, apply  # noqa: E402
 from engine.sources import read_events  # noqa: E402
@@ -419,9 +418,7 @@ def main() -> None:
         f"worker event loop meanwhile: {lag['late_over_0.1s']:.0f} of {lag['probes']:.0f} "
         f"50 ms timers fired > 0.1 s late, {lag['late_over_0.25s']:.0f} > 0.25 s late"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"ingest-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=2))
+    out = results_file.save("ingest", results)
     print(f"raw figures: {out}")
 
 

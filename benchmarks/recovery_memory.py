@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
+from benchmarks import results_file  # noqa: E402
 from benchmarks.serving import SECRET, get  # noqa: E402
 from engine.events import validate  # noqa: E402
 from engine.profile import Profile, apply  # noqa: E402
@@ -41,7 +41,6 @@ from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.keys import LAYOUT, LAYOUT_KEY, user_key  # noqa: E402
 
 CHANGELOG = "persona-profiles-changelog"
-RESULTS = ROOT / "benchmarks" / "results"
 T0 = 1_767_225_600_000
 
 
@@ -207,9 +206,7 @@ def main() -> int:
             f"/healthz {r['healthz']}",
             flush=True,
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"recovery-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(runs, indent=2))
+    out = results_file.save("recovery", runs)
     print(f"raw figures: {out}")
     return 0
 

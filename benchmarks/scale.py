@@ -56,7 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import heavy_user  # noqa: E402
+from benchmarks import heavy_user, results_file  # noqa: E402
 from benchmarks.ingest import raw_baseline  # noqa: E402
 from benchmarks.serving import SECRET, compacted_bytes, get, lua_script, processed, rss_kb, wrk  # noqa: E402
 from engine.catalog import Product  # noqa: E402
@@ -65,7 +65,6 @@ from streams.admin import ALL_INPUTS, ensure_topics  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.produce import Producer  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 T0 = 1_767_225_600_000  # 2026-01-01: event times of the load; the backlog follows them
 CLUSTER_SECRET = os.environ.get("PERSONA_CLUSTER_SECRET", "bench-" + "c" * 32)
 TYPES = ("product_view", "product_view", "add_to_cart", "purchase")
@@ -443,9 +442,7 @@ def heavy_curve() -> dict[str, float]:
 
 
 def report(r: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(r, indent=2))
+    out = results_file.save("scale", r)
     i, raw, g, c = r["ingest"], r["raw_baseline"], r["get"], r["catch_up"]
     print(
         f"\nScale: {r['users']:,} users, {r['items']:,} items, {r['data']['events']:,} events, {r['partitions']} partitions, {r['cpus']} CPUs"

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import multiprocessing
 import os
 import random
@@ -57,6 +56,7 @@ import msgpack
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import results_file  # noqa: E402
 from engine.events import validate  # noqa: E402
 from engine.settings import parse_cpus  # noqa: E402
 from engine.sources import read_catalog  # noqa: E402
@@ -104,7 +104,6 @@ PIN = os.environ.get("BENCH_PIN", _DEFAULT_PIN).replace("none", "")
 QUIET_SHARE = 0.25  # idle GETs start once the worker uses less than this share of a core ...
 QUIET_TIMEOUT = 120.0  # ... or after this many seconds
 T0 = 1_320_000_000_000
-RESULTS = ROOT / "benchmarks" / "results"
 # the processes whose CPU each GET round records, in the table's order (wrk: the load generator)
 CPU_COLUMNS = ("reader", "worker", "bare", "broker", "producer", "wrk")
 TEMPLATE = """<html><body><p>Hello {{ user.first_name | default("there") }},</p>
@@ -729,9 +728,7 @@ async def _catalog(broker_url: str) -> None:
 
 
 def report(r: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"serving-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(r, indent=2))
+    out = results_file.save("serving", r)
     gi, gs = r["get_idle"], r["get_streaming"]
     b, rn, m = r["batch_blocks_per_s"], r["render_messages_per_s"], r["memory"]
     compacted = m.get("compacted_bytes_per_user", float("nan"))

@@ -35,11 +35,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import results_file  # noqa: E402
 from benchmarks.scale import env_for, events, preload, start, stop, write_events  # noqa: E402
 from benchmarks.serving import get, processed  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 ARENA_BYTES = 64 * 1024 * 1024  # glibc's per-thread malloc heaps are reserved 64 MiB at a time
 
 
@@ -195,9 +195,7 @@ def main() -> int:
             f" load average {r['load_average']}",
             flush=True,
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"worker-memory-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(runs, indent=2))
+    out = results_file.save("worker-memory", runs)
     print(f"raw figures: {out}")
     return 0
 
