@@ -64,3 +64,16 @@ def test_membership_equals_a_set(keys: list[int]) -> None:
     assert all(key in seen for key in keys)
     assert list(seen) == keys
     assert SeenIds.from_bytes(seen.keys_bytes(), seen.ats_bytes()) == seen
+
+
+def test_membership_follows_freezes_and_forgets_after_it_was_asked() -> None:
+    """The blocks' set, once built, is rebuilt when a block freezes or old blocks are dropped."""
+    seen = SeenIds.from_bytes(_filled(2 * BLOCK).keys_bytes(), _filled(2 * BLOCK).ats_bytes())
+    assert 0 in seen and 2 * BLOCK not in seen  # builds the set of the two loaded blocks
+    for i in range(2 * BLOCK, 3 * BLOCK):  # the tail fills and freezes into a third block
+        seen.add(i, i)
+    assert len(seen._tail) == 0 and all(i in seen for i in (0, 2 * BLOCK, 3 * BLOCK - 1))
+    seen.forget(horizon=BLOCK, keep=0, cap=10**9)  # block 0 is wholly older
+    assert 0 not in seen and BLOCK - 1 not in seen and BLOCK in seen and 3 * BLOCK - 1 in seen
+    loaded = SeenIds.from_bytes(seen.keys_bytes(), seen.ats_bytes())  # cached set by content
+    assert BLOCK in loaded and 0 not in loaded and 3 * BLOCK not in loaded
