@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -57,6 +58,10 @@ log = logging.getLogger("persona.triggers")
 
 Touched = dict[bytes, tuple[Profile | None, Carrier, bool]]  # user -> (profile, event, dirty)
 SWEEP_EVERY_MS = 3_600_000  # event time between sweeps of all local users
+# A sweep reads every local profile (~1M unpacks at 1M users); while the worker catches up, an hour
+# of event time passes every few seconds. After a sweep that took T seconds the next waits at least
+# SWEEP_REST * T seconds: sweeps take at most 1 / (1 + SWEEP_REST) of the worker's time.
+SWEEP_REST = 19.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class TriggerPorts:
     webhooks: Callable[[], WebhookSender | None]
     ready: Callable[[], bool]  # the worker's state is recovered (the sweep waits for it)
     counts: dict[str, int] = field(default_factory=dict)  # triggers emitted, by name
+    wall: Callable[[], float] = time.monotonic  # seconds, for pacing the sweeps
 
 
 class TriggerRunner:
@@ -83,6 +89,7 @@ class TriggerRunner:
         self._cart_delay_ms = int(ports.settings.abandoned_cart_minutes * 60_000)
         self._sweep_every_ms = SWEEP_EVERY_MS
         self._last_sweep = 0
+        self._sweep_after = float("-inf")  # wall time (ports.wall) before which no sweep starts
 
     def forget(self, user_id: str) -> None:
         """Drop a user's schedule and queued webhooks (erasure)."""
@@ -206,7 +213,17 @@ class TriggerRunner:
         now = self.ports.clock.now_ms()
         if not self.ports.ready() or now - self._last_sweep < self._sweep_every_ms:
             return
+        started = self.ports.wall()
+        if started < self._sweep_after:
+            return
         self._last_sweep = now
+        try:
+            await self._sweep_partitions(now)
+        finally:
+            ended = self.ports.wall()
+            self._sweep_after = ended + SWEEP_REST * (ended - started)
+
+    async def _sweep_partitions(self, now: int) -> None:
         models = self.ports.scorer()
         for partition in self.ports.local_partitions():
             chunk: list[Profile] = []

@@ -1,0 +1,73 @@
+"""The trigger runner's sweep over every local profile is paced by its own cost: while a worker
+catches up (an hour of event time every few seconds) it sweeps at most 1 / (1 + SWEEP_REST) of the
+time, on a controllable wall clock and event clock."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
+
+from engine.clock import ManualClock
+from engine.events import validate
+from engine.profile import apply
+from streams.keys import user_key
+from streams.triggers import SWEEP_EVERY_MS, SWEEP_REST, TriggerPorts, TriggerRunner
+
+T0 = 1_700_000_000_000
+HOUR = 3_600_000
+
+
+def _runner(sweep_seconds: float) -> tuple[TriggerRunner, ManualClock, list[float], list[int]]:
+    clock, wall, reads = ManualClock(T0), [1000.0], []
+    profile = apply(
+        None,
+        validate({"event_id": "e", "type": "add_to_cart", "user_id": "u", "ts": T0,
+                  "item_id": "lamp"}),
+    )  # fmt: skip
+
+    def rows(partition: int) -> list[tuple[bytes, bytes]]:
+        reads.append(partition)
+        wall[0] += sweep_seconds  # reading every profile takes this long
+        return [(user_key("u"), profile.pack())]
+
+    settings = SimpleNamespace(
+        abandoned_cart_minutes=10, churn_threshold=0.5, consent_granted_by_default=True
+    )
+    ports = TriggerPorts(
+        clock=clock,
+        settings=cast(Any, settings),
+        local_partitions=lambda: [0],
+        local_rows=rows,
+        send=cast(Any, None),
+        send_command=cast(Any, None),
+        scorer=lambda: None,
+        webhooks=lambda: None,
+        ready=lambda: True,
+        wall=lambda: wall[0],
+    )
+    return TriggerRunner(ports), clock, wall, reads
+
+
+def test_a_sweep_rests_in_proportion_to_what_it_took() -> None:
+    runner, clock, wall, reads = _runner(sweep_seconds=10.0)
+    clock.set(T0 + SWEEP_EVERY_MS)
+    asyncio.run(runner.sweep())
+    assert reads == [0] and "u" in runner._pending  # swept: the cart's check is scheduled
+    clock.set(T0 + 5 * HOUR)  # hours of event time later (a catch-up), but only 100 s of wall
+    wall[0] += 100.0
+    asyncio.run(runner.sweep())
+    assert reads == [0]
+    wall[0] += SWEEP_REST * 10.0 - 100.0  # the rest after a 10 s sweep is over
+    asyncio.run(runner.sweep())
+    assert reads == [0, 0]
+
+
+def test_cheap_sweeps_still_follow_event_time() -> None:
+    runner, clock, wall, reads = _runner(sweep_seconds=0.001)
+    for hour in range(1, 4):
+        clock.set(T0 + hour * HOUR)
+        wall[0] += 1.0
+        asyncio.run(runner.sweep())
+        asyncio.run(runner.sweep())  # within the same hour of event time: nothing
+    assert reads == [0, 0, 0]
