@@ -39,7 +39,9 @@ def test_many_databases_stay_within_one_budget(tmp_path: Path) -> None:
     for db in dbs:
         db.flush()
         _read(db, 40_000)
-    assert 0 < memory.usage() <= memory.budget
+    # reads fill the cache to its capacity; RocksDB's LRU cache (not strict) may pass it by what
+    # is pinned, which it cannot evict (index and filter blocks, blocks in use): ~0.7 MiB here
+    assert 0 < memory.usage() <= memory.budget + memory.cache.get_pinned_usage()
     for db in dbs:
         db.close()
 
