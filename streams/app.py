@@ -41,6 +41,7 @@ from engine.fold import (
     seed_times,
     stream_time_key,
 )
+from engine.pacing import Pacer
 from engine.popularity import Score
 from engine.profile import Profile
 from engine.settings import Settings
@@ -76,7 +77,7 @@ log = logging.getLogger("persona.streams")
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep arriving
 FOLD_SLICE = 100  # records (or 20 ms) folded between two turns of the event loop (paced)
-POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list
+POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list, at least
 CONTENT_SYNC_EVERY = 2.0  # seconds between checks whether the stored catalog is indexed
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 PRODUCT_CACHE_MAX = 50_000  # decoded products kept for the fold (the oldest go first)
@@ -203,6 +204,7 @@ class PersonaStreams:
             settings.partitions, PARTITION_MEMO, PARTITION_MEMO_BYTES
         )
         self._products = ProductMemo(PRODUCT_CACHE_MAX, PRODUCT_CACHE_BYTES)
+        self._popular_pacer = Pacer(read_side.POPULAR_REST)
         self.content = CatalogContent()  # content similarity of the catalog (issue 17)
         n = settings.partitions
         kafka = as_config(broker_url)  # the URL and PERSONA_KAFKA_* security of every client
@@ -1128,11 +1130,16 @@ class PersonaStreams:
     async def _refresh_popular(self) -> None:
         """Rank the best-sellers from the popularity table, yielding to the stream every
         POPULAR_STEP items (a catalog of many thousand sold items was one long stall)."""
+        if not self._popular_pacer.due():
+            return
+        self._popular_pacer.start()
         try:
             ranked = await read_side.best_sellers_stepwise(self.popularity.items(), POPULAR_STEP)
         except Exception:
             log.exception("could not refresh the best-seller list")
             return
+        finally:
+            self._popular_pacer.done()
         self._popular = ranked
 
 

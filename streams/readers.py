@@ -52,6 +52,7 @@ from engine.catalog import Product
 from engine.clock import Clock, WallClock
 from engine.events import Event
 from engine.memo import SizedMemo
+from engine.pacing import Pacer
 from engine.profile import Profile
 from engine.signing import Headers
 from streams import read_side
@@ -266,6 +267,7 @@ class SecondaryState:
             PROFILE_MEMO, PROFILE_MEMO_BYTES
         )
         self._products = ProductMemo(PRODUCT_MEMO, PRODUCT_MEMO_BYTES)
+        self._popular_pacer = Pacer(read_side.POPULAR_REST)
         self._products_generation = -1
         self._partition_memo = PartitionMemo(partitions, PROFILE_MEMO, PARTITION_MEMO_BYTES)
         self._producer: AIOKafkaProducer | None = None
@@ -338,7 +340,7 @@ class SecondaryState:
         while True:
             await asyncio.sleep(self.catch_up_interval)
             now = time.monotonic()
-            popular = now - last_popular >= self.popular_interval
+            popular = now - last_popular >= self.popular_interval and self._popular_pacer.due()
             if popular:
                 last_popular = now
             try:
@@ -419,7 +421,11 @@ class SecondaryState:
                 self._newest_event = max(self._newest_event, int(raw))
 
     def _refresh_popular(self) -> None:
-        self._popular = read_side.best_sellers(self.tables["popularity"].items())
+        self._popular_pacer.start()
+        try:
+            self._popular = read_side.best_sellers(self.tables["popularity"].items())
+        finally:
+            self._popular_pacer.done()
 
     # -- StateView ---------------------------------------------------------------------------------
     def partition_of(self, user_id: str) -> int:

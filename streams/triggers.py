@@ -32,6 +32,7 @@ from engine.clock import Clock
 from engine.consent import trigger_allowed, triggers_withdrawn
 from engine.events import Event
 from engine.features import features
+from engine.pacing import Pacer
 from engine.profile import Profile
 from engine.settings import Settings
 from engine.triggers import (
@@ -89,7 +90,7 @@ class TriggerRunner:
         self._cart_delay_ms = int(ports.settings.abandoned_cart_minutes * 60_000)
         self._sweep_every_ms = SWEEP_EVERY_MS
         self._last_sweep = 0
-        self._sweep_after = float("-inf")  # wall time (ports.wall) before which no sweep starts
+        self._pacer = Pacer(SWEEP_REST, ports.wall)
 
     def forget(self, user_id: str) -> None:
         """Drop a user's schedule and queued webhooks (erasure)."""
@@ -213,15 +214,14 @@ class TriggerRunner:
         now = self.ports.clock.now_ms()
         if not self.ports.ready() or now - self._last_sweep < self._sweep_every_ms:
             return
-        started = self.ports.wall()
-        if started < self._sweep_after:
+        if not self._pacer.due():
             return
         self._last_sweep = now
+        self._pacer.start()
         try:
             await self._sweep_partitions(now)
         finally:
-            ended = self.ports.wall()
-            self._sweep_after = ended + SWEEP_REST * (ended - started)
+            self._pacer.done()
 
     async def _sweep_partitions(self, now: int) -> None:
         models = self.ports.scorer()

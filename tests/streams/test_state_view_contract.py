@@ -28,6 +28,7 @@ from api.testing import MemoryState
 from engine.catalog import Product
 from engine.clock import ManualClock
 from engine.events import Event, parse, validate
+from engine.pacing import Pacer
 from engine.popularity import Score, rank_key
 from engine.profile import Profile, apply
 from engine.settings import Settings
@@ -156,7 +157,9 @@ class LiveStore:
         self.streams.clock.observe(ts)
 
     def settle(self) -> None:
-        asyncio.run(self.streams._refresh_popular())  # the best-seller timer
+        # the best-seller timer, due at each settle (its pacing: tests/engine/test_pacing.py)
+        self.streams._popular_pacer = Pacer(0.0)
+        asyncio.run(self.streams._refresh_popular())
 
 
 class SecondaryStore(LiveStore):
