@@ -8,6 +8,7 @@ api/shared.py, a leaf; this module imports them all and nothing imports it but t
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 
 from api import (
     batch,
@@ -162,4 +163,18 @@ def create_app(
     clicks.register(app, options)
     rules.register(app)
     experiments.register(app)
+    for route in app.router.routes():
+        route._expect_handler = expect_continue
     return app
+
+
+async def expect_continue(request: web.Request) -> None:
+    """The routes' `Expect` handling: `100-continue` is answered as aiohttp does; any other
+    expectation is ignored and the request answered as usual (RFC 9110 10.1.1 allows it). aiohttp
+    answered those with a plain-text 417 outside the middlewares: no problem body, and a status
+    the API document does not list."""
+    if request.version == HttpVersion11 and (
+        request.headers.get("Expect", "").lower() == "100-continue"
+    ):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the body's size counts from here

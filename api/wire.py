@@ -15,7 +15,8 @@ handler unchanged, message by message, in the order received:
   writing is paused (a client that does not read): answers stay in request order, and
   back-pressure is aiohttp's;
 - for good, from the first byte it cannot frame with certainty: `Transfer-Encoding`, `Upgrade`,
-  `CONNECT`, a malformed or duplicate `Content-Length`, control characters, bytes outside ASCII,
+  `CONNECT`, `Expect` (the client sends the body only after aiohttp's 100 Continue), a malformed
+  or duplicate `Content-Length`, control characters, bytes outside ASCII,
   a CR or LF outside a CRLF, a head over 16 KiB or a body over 1 MiB. aiohttp's parser then
   reads the connection from that byte on and refuses what it must.
 
@@ -99,8 +100,8 @@ def parse_head(head: bytes) -> tuple[Head | None, int] | None:
             length = int(value)
             if length > MAX_BODY:
                 return None
-        elif key in (b"transfer-encoding", b"upgrade"):
-            return None
+        elif key in (b"transfer-encoding", b"upgrade", b"expect"):
+            return None  # `Expect`: the client waits for 100 Continue before sending the body
         if key not in fields:
             fields[key] = value
     parts = lines[0].split(b" ")

@@ -279,3 +279,27 @@ def test_persona_run_refuses_a_short_key_at_start_without_showing_it(tmp_path: P
     assert done.returncode == 2
     assert "PERSONA_API_KEYS entry 2" in done.stderr and "'esp'" in done.stderr
     assert SHORT not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("expect", ["+75,?2'FV$", "100-continue", "something-else"])
+async def test_an_expect_header_never_turns_into_a_plain_text_417(
+    client: TestClient, expect: str
+) -> None:
+    """An unknown expectation is ignored (RFC 9110 allows it): the request is answered as usual,
+    a refusal with a problem body; aiohttp answered a plain-text 417 the API document lacks (a
+    schemathesis find)."""
+    good = await client.get(BLOCK, headers={**_bearer(GOOD), "Expect": expect})
+    assert good.status == 200
+    bad = await client.get(BLOCK, headers={**_bearer("nope-0123456789abcdefgh"), "Expect": expect})
+    assert bad.status == 401 and bad.content_type == "application/problem+json"
+    rules = await client.get("/v1/rules", headers={**_bearer(GOOD), "Expect": expect})
+    assert rules.status == 403 and rules.content_type == "application/problem+json"
+
+
+async def test_100_continue_still_lets_a_body_in(client: TestClient) -> None:
+    event = {"event_id": "x1", "type": "product_view", "user_id": "u9", "ts": 1_700_000_000_000,
+             "item_id": "A"}  # fmt: skip
+    r = await client.post(
+        "/v1/events", json=[event], headers=_bearer("ro-key-0123456789abcdefghij"), expect100=True
+    )
+    assert r.status == 202, await r.text()
