@@ -6,7 +6,8 @@ large the data grows. Pure; the clock is passed in (tests use their own)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class Pacer:
@@ -14,19 +15,17 @@ class Pacer:
         self.rest = rest
         self._wall = wall
         self._after = float("-inf")  # no run starts before this wall time
-        self._started: float | None = None
 
     def due(self) -> bool:
         """Whether a run may start now."""
         return self._wall() >= self._after
 
-    def start(self) -> None:
-        self._started = self._wall()
-
-    def done(self) -> None:
-        """The run that `start` began has ended: the next waits `rest` times its length."""
-        if self._started is None:
-            return
-        ended = self._wall()
-        self._after = ended + self.rest * (ended - self._started)
-        self._started = None
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """One run: however it ends, the next waits `rest` times its length."""
+        started = self._wall()
+        try:
+            yield
+        finally:
+            ended = self._wall()
+            self._after = ended + self.rest * (ended - started)

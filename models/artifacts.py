@@ -68,9 +68,7 @@ def check_npz(path: Path, limits: Mapping[str, int]) -> dict[str, tuple[tuple[in
                         f"{info.file_size - header:,}"
                     )
                 out[name] = (tuple(shape), dtype.str)
-    except FileNotFoundError:
-        raise
-    except ModelLoadError:
+    except (FileNotFoundError, ModelLoadError):
         raise
     except (*NPZ_ERRORS, RuntimeError, NotImplementedError) as exc:
         raise ModelLoadError(f"{path} is not a valid .npz: {exc}") from None

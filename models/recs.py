@@ -274,7 +274,7 @@ class Recommender:
         try:
             check_npz(d / NPZ_NAME, {**limits, "popular": n * 8})
             with np.load(d / NPZ_NAME, allow_pickle=False) as npz:
-                arrays = {n: npz[n] for n in ("indptr", "neighbours", "weights", "popular")}
+                arrays = {a: npz[a] for a in ("indptr", "neighbours", "weights", "popular")}
         except FileNotFoundError:
             raise ModelLoadError(f"missing recs artifact {d / NPZ_NAME}") from None
         except ModelLoadError:
@@ -283,7 +283,6 @@ class Recommender:
             raise ModelLoadError(f"{d / NPZ_NAME} is not a valid recs .npz: {exc}") from None
         if not all(type(i) is str for i in items):  # ids written as numbers elsewhere
             items = [str(i) for i in items]
-        n = len(items)
         indptr, neighbours, weights = arrays["indptr"], arrays["neighbours"], arrays["weights"]
         popular = arrays["popular"]
         if (

@@ -1132,14 +1132,14 @@ class PersonaStreams:
         POPULAR_STEP items (a catalog of many thousand sold items was one long stall)."""
         if not self._popular_pacer.due():
             return
-        self._popular_pacer.start()
         try:
-            ranked = await read_side.best_sellers_stepwise(self.popularity.items(), POPULAR_STEP)
+            with self._popular_pacer.running():
+                ranked = await read_side.best_sellers_stepwise(
+                    self.popularity.items(), POPULAR_STEP
+                )
         except Exception:
             log.exception("could not refresh the best-seller list")
             return
-        finally:
-            self._popular_pacer.done()
         self._popular = ranked
 
 

@@ -421,11 +421,8 @@ class SecondaryState:
                 self._newest_event = max(self._newest_event, int(raw))
 
     def _refresh_popular(self) -> None:
-        self._popular_pacer.start()
-        try:
+        with self._popular_pacer.running():
             self._popular = read_side.best_sellers(self.tables["popularity"].items())
-        finally:
-            self._popular_pacer.done()
 
     # -- StateView ---------------------------------------------------------------------------------
     def partition_of(self, user_id: str) -> int:

@@ -217,11 +217,8 @@ class TriggerRunner:
         if not self._pacer.due():
             return
         self._last_sweep = now
-        self._pacer.start()
-        try:
+        with self._pacer.running():
             await self._sweep_partitions(now)
-        finally:
-            self._pacer.done()
 
     async def _sweep_partitions(self, now: int) -> None:
         models = self.ports.scorer()

@@ -9,9 +9,8 @@ def test_a_run_rests_in_proportion_to_its_length() -> None:
     wall = [100.0]
     pacer = Pacer(19.0, lambda: wall[0])
     assert pacer.due()  # nothing ran yet
-    pacer.start()
-    wall[0] += 2.0  # the run took 2 s
-    pacer.done()
+    with pacer.running():
+        wall[0] += 2.0  # the run took 2 s
     assert not pacer.due()
     wall[0] += 37.9
     assert not pacer.due()
@@ -19,11 +18,19 @@ def test_a_run_rests_in_proportion_to_its_length() -> None:
     assert pacer.due()
 
 
-def test_done_without_start_changes_nothing() -> None:
+def test_a_failed_run_rests_too_and_an_instant_one_not_at_all() -> None:
     wall = [0.0]
     pacer = Pacer(19.0, lambda: wall[0])
-    pacer.done()
+    with pacer.running():
+        pass  # an instant run: due again at once
     assert pacer.due()
-    pacer.start()
-    pacer.done()  # an instant run: due again at once
+    try:
+        with pacer.running():
+            wall[0] += 1.0
+            raise RuntimeError("the run failed")
+    except RuntimeError:
+        pass
+    wall[0] += 18.9
+    assert not pacer.due()
+    wall[0] += 0.1
     assert pacer.due()
