@@ -181,3 +181,12 @@ class Tally:
 
     def items(self) -> Iterator[tuple[str, Score]]:
         return iter(self.scores.items())
+
+
+def merge(stored: bytes | None, deltas: Iterable[Score]) -> bytes:
+    """An item's stored score (as `Score.pack` wrote it; anything else counts as none) with
+    `deltas`, the contributions that arrived for it, added: the value to store."""
+    total = Score.unpack(stored) or Score()
+    for delta in deltas:
+        total = total.plus(delta.value, delta.ts)
+    return total.pack()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 from faust.types import TP
@@ -77,25 +78,8 @@ class TableWriter:
         producer = self.table.app.producer._ensure_producer()  # the aiokafka producer
         topic = self._topic
         for partition, items in queued.items():
-            batch = producer.create_batch()
-            count = 0
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                    await self._send(producer, batch, topic, partition, count)
-                    batch, count = producer.create_batch(), 0
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(
-                            f"a changelog record of {len(value or b'')} bytes "
-                            "does not fit in a producer batch"
-                        )
-                count += 1
-            await self._send(producer, batch, topic, partition, count)
-
-    async def _send(
-        self, producer: Any, batch: Any, topic: str, partition: int, count: int
-    ) -> None:
-        future = await producer.send_batch(batch, topic, partition=partition)
-        future.add_done_callback(functools.partial(self._sent, partition, count))
+            for future, count in await send_batches(producer, topic, partition, items):
+                future.add_done_callback(functools.partial(self._sent, partition, count))
 
     def _sent(self, partition: int, count: int, future: Any) -> None:
         if future.cancelled():
@@ -125,3 +109,26 @@ class TableWriter:
         topic = self._topic
         for partition, offset in acked.items():
             store.set_persisted_offset(TP(topic, partition), offset)
+
+
+async def send_batches(
+    producer: Any, topic: str, partition: int, items: Iterable[tuple[bytes, bytes | None]]
+) -> list[tuple[asyncio.Future[Any], int]]:
+    """Send `items` (key, value) to one partition of `topic` through an aiokafka producer, in
+    order, as few producer batches as fit them (no per-record future, callback or partitioner
+    call). Returns each batch's future (resolved on the broker's acknowledgement) and its record
+    count, once queued in the producer."""
+    sent: list[tuple[asyncio.Future[Any], int]] = []
+    batch, count = producer.create_batch(), 0
+    for key, value in items:
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full
+            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+            batch, count = producer.create_batch(), 0
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(
+                    f"a record of {len(value or b'')} bytes does not fit in a producer batch"
+                )
+        count += 1
+    if count:
+        sent.append((await producer.send_batch(batch, topic, partition=partition), count))
+    return sent

@@ -18,6 +18,7 @@ from engine.popularity import (
     Score,
     Tally,
     contributions,
+    merge,
     rank_key,
 )
 from engine.profile import RECENT_PURCHASES, Profile, apply
@@ -204,3 +205,17 @@ def test_views_and_duplicates_contribute_nothing() -> None:
     repeat = ev("purchase", "u", "X", event_id="same")
     once = apply(profile, repeat)
     assert list(contributions(once, apply(once, repeat), repeat)) == []
+
+
+def test_merge_adds_the_contributions_to_the_stored_score_and_ignores_what_is_not_one() -> None:
+    day = 86_400_000
+    stored = Score(2.0, 10 * day).pack()
+    merged = Score.unpack(merge(stored, [Score(1.0, 10 * day), Score(0.5, 12 * day)]))
+    expected = Score(2.0, 10 * day).plus(1.0, 10 * day).plus(0.5, 12 * day)
+    assert merged is not None and merged.ts == 12 * day
+    assert merged.value == pytest.approx(expected.value)
+    # a stored value that is not a packed score (an older version's quantity sum, garbage)
+    # counts as none: the contributions alone
+    for junk in (None, b"", b"12", b"nan 5 -", b"\xff" * 10):
+        alone = Score.unpack(merge(junk, [Score(1.0, day)]))
+        assert alone == Score(1.0, day)

@@ -9,11 +9,14 @@ import time
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from engine.events import encode, validate
+from engine.popularity import Score
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
+from streams.admin import ITEM_ACTIVITY_TOPIC
 from streams.produce import ALL_INPUTS, Producer, bootstrap_servers, ensure_topics
 from tests.conftest import T0, Worker, http, metric, wait_until
 
@@ -331,6 +334,93 @@ def test_nobody_can_buy_the_best_seller_list(catalog_loaded: Worker) -> None:
     assert carted not in listed[: listed.index(bought)]
     p = profile(worker, whale)
     assert p is not None and p["events"] == {"purchase": 2}
+
+
+def test_the_popularity_fold_refuses_what_the_events_fold_did_not_send(
+    catalog_loaded: Worker,
+) -> None:
+    """Issue 21 item 5 moved the popularity fold off Faust's agent onto the lean delivery path:
+    records on its internal topic that are not a score, or a score off its item's partition
+    (its copy there would rank the item twice), are dead-lettered; the fold goes on and the next
+    contribution counts."""
+    worker = catalog_loaded
+    items = sorted(p.item_id for p in read_catalog(DEMO_DIR / "catalog.jsonl.gz"))
+    garbled, misplaced, counted = items[-6:-3]  # items no other test here touches
+    place = DefaultPartitioner()
+    every = list(range(4))
+
+    def partition(item: str) -> int:
+        return int(place(item.encode(), every, every))
+
+    wrong = (partition(misplaced) + 1) % 4
+    # far above any real sum (bounded by MAX_VALUE): the counted item leads the best-sellers
+    score = Score(1e9, T0 + 60_000).pack()
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(worker.broker_url))
+        await producer.start()
+        try:
+            sent = [
+                await producer.send(ITEM_ACTIVITY_TOPIC, b"1e9 not a score", key=garbled.encode()),
+                await producer.send(
+                    ITEM_ACTIVITY_TOPIC, score, key=misplaced.encode(), partition=wrong
+                ),
+                await producer.send(
+                    ITEM_ACTIVITY_TOPIC, score, key=counted.encode(), partition=partition(counted)
+                ),
+            ]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+    def shown() -> list[str]:
+        visitor = f"visitor-{uuid.uuid4().hex[:8]}"
+        status, _, body = http(
+            "GET", f"{worker.base}/v1/users/{visitor}/blocks/recommendations?format=json&n=50"
+        )
+        return [i["item_id"] for i in json.loads(body)["items"]] if status == 200 else []
+
+    listed = wait_until(
+        lambda: (s := shown()) and s[0] == counted and s,
+        timeout=60,
+        what="the counted item first among the best-sellers",
+    )
+    assert misplaced not in listed and garbled not in listed
+    letters = dead_letters_of(worker, ITEM_ACTIVITY_TOPIC, 2)
+    reasons = {letter["value"]: letter["reason"] for letter in letters}
+    assert reasons["1e9 not a score"] == "not a popularity contribution"
+    assert reasons[score.decode()] == "a popularity contribution off its item's partition"
+
+
+def dead_letters_of(worker: Worker, topic: str, n: int) -> list[dict]:
+    """The first `n` dead letters of records from `topic` (waiting up to 20 s for them)."""
+
+    async def go() -> list[dict]:
+        consumer = AIOKafkaConsumer(
+            "dead-letters",
+            bootstrap_servers=bootstrap_servers(worker.broker_url),
+            auto_offset_reset="earliest",
+            group_id=None,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[dict] = []
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(found) < n:
+                for messages in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [
+                        letter
+                        for m in messages
+                        if m.value and (letter := json.loads(m.value)).get("topic") == topic
+                    ]
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(go())
 
 
 def test_a_backlog_produced_before_an_erasure_cannot_recreate_the_profile(worker: Worker) -> None:
