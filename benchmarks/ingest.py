@@ -9,7 +9,13 @@ Prints, from one run on this machine:
   half the measured throughput.
 
 Usage: python -m benchmarks.ingest [--events 100000] [--partitions 4] [--seconds 20]
+    [--load rees46|synthetic]
 Needs ../shared/data/rees46_oct2019_head (REES46: internal benchmarks only, never redistributed).
+`--load synthetic` pre-loads `benchmarks.scale`'s users instead (3 events each, the third an
+add_to_cart, over `--items` Zipf-skewed products; `--events` / 3 users): a catalog-wide load in
+which every user is new to the fold and a third of the events change an item's popularity, where
+REES46's looped sample is mostly views by users seen many times. The freshness phase stays on
+REES46.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +45,7 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 from rocksdict import Rdict  # noqa: E402
 
 from benchmarks import results_file  # noqa: E402
-from engine.events import Event, parse  # noqa: E402
+from engine.events import Event, parse, validate  # noqa: E402
 from engine.profile import Profile, apply  # noqa: E402
 from engine.sources import read_events  # noqa: E402
 from streams.admin import ALL_INPUTS, ensure_topics  # noqa: E402
@@ -140,11 +147,19 @@ def start_worker(broker: str, data: Path, partitions: int) -> tuple[subprocess.P
     raise RuntimeError("worker not ready")
 
 
-async def preload(broker: str, partitions: int, n: int) -> float:
+def synthetic(n: int, items: int) -> Iterator[Event]:
+    """`n` events of `benchmarks.scale`'s synthetic users (3 each)."""
+    from benchmarks.scale import events
+
+    for row in islice(events(-(-n // 3), 3, items, seed=1), n):
+        yield validate(row)
+
+
+async def preload(broker: str, partitions: int, n: int, load: Iterator[Event]) -> float:
     await ensure_topics(broker, partitions, ALL_INPUTS)
     started = time.monotonic()
     async with Producer(broker) as producer:
-        await producer.send_events(looped(n))
+        await producer.send_events(load)
     return n / (time.monotonic() - started)
 
 
@@ -359,6 +374,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--load", choices=("rees46", "synthetic"), default="rees46")
+    parser.add_argument("--items", type=int, default=5000, help="products of the synthetic load")
     parser.add_argument("--seconds", type=float, default=20.0, help="freshness phase length")
     parser.add_argument(
         "--freshness-rate", type=float, help="events/s during the freshness phase (default: half)"
@@ -367,11 +384,17 @@ def main() -> None:
     if not REES46.exists():
         sys.exit(f"needs {REES46} (the REES46 sample in ../shared/data)")
     tmp = Path(tempfile.mkdtemp(prefix="persona-bench-"))
-    results: dict[str, Any] = {"events": args.events, "partitions": args.partitions}
+    results: dict[str, Any] = {
+        "events": args.events,
+        "partitions": args.partitions,
+        "load": args.load,
+        "items": args.items if args.load == "synthetic" else None,
+    }
+    load = synthetic(args.events, args.items) if args.load == "synthetic" else looped(args.events)
     try:
         with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
             results["produce_events_per_s"] = asyncio.run(
-                preload(broker.url, args.partitions, args.events)
+                preload(broker.url, args.partitions, args.events, load)
             )
             (tmp / "w").mkdir()
             proc, base = start_worker(broker.url, tmp / "w", args.partitions)
@@ -391,8 +414,13 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     w, raw, f = results["worker"], results["raw_baseline"], results["freshness"]
+    described = (
+        f"synthetic events ({-(-args.events // 3):,} users, {args.items:,} items)"
+        if args.load == "synthetic"
+        else "REES46 events (looped)"
+    )
     print(
-        f"\nIngestion, {args.events:,} REES46 events (looped), {args.partitions} partitions, "
+        f"\nIngestion, {args.events:,} {described}, {args.partitions} partitions, "
         f"embedded broker, {os.cpu_count()} cores"
     )
     print(f"{'':34}{'events/s':>12}")
