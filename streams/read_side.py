@@ -4,8 +4,8 @@ Both answer the API's `engine.state_view.StateView` over the same tables, the wo
 Faust tables, a reader from the same RocksDB files opened as secondaries. What they do alike lives
 here once:
 - `PartitionMemo`: Kafka's default (murmur2) partition of a user id, memoized: the pure-Python
-  hash costs more than the table read it leads to (the worker checks every event's placement with
-  it, a reader finds the user's profiles partition with it).
+  hash (`engine.placement`) costs about as much as the table read it leads to (the worker checks
+  every event's placement with it, a reader finds the user's profiles partition with it).
 - `ProductMemo`: decoded catalog products by item id (None: unknown), bounded by entries and
   accounted bytes. The worker forgets an entry when its product changes; a reader, which cannot
   tell which rows a catch-up changed, clears it when the catalog generation moves.
@@ -24,11 +24,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from itertools import islice
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
-
 from engine.catalog import Product
 from engine.events import Event, encode
 from engine.memo import SizedMemo
+from engine.placement import partition
 from engine.popularity import rank_key
 from engine.ranking import POPULAR_KEEP, TopK
 from engine.signing import Headers
@@ -53,14 +52,13 @@ class PartitionMemo(SizedMemo[bytes, int]):
 
     def __init__(self, partitions: int, max_entries: int, max_bytes: int) -> None:
         super().__init__(max_entries, max_bytes)
-        self._partitioner = DefaultPartitioner()
-        self._all = list(range(partitions))
+        self._partitions = partitions
 
     def partition(self, key: bytes) -> int:
         entry = self._entries.get(key)  # a hit is one dict read (per event in the fold)
         if entry is not None:
             return entry[0]
-        found = int(self._partitioner(key, self._all, self._all))
+        found = partition(key, self._partitions)
         self.put(key, found, sys.getsizeof(key))
         return found
 
