@@ -6,8 +6,9 @@ worker is the same process throughout, answering `/healthz` all along.
 Late events are deterministic: before the flood, one event per partition of every event topic sets
 every topic-partition's stream time (`BASE`; lateness is measured per topic-partition), and the
 late records are stamped 9 days before it (the bound is 7).
-The item-activity topic is left out: its agent skips records it cannot read instead of
-dead-lettering them (they are the fold's own output, not an input producers write)."""
+The item-activity topic (the fold's own output, not an input producers write) is attacked in
+tests/streams/test_pipeline.py: a record that is not a score, and a score off its item's
+partition, each dead-lettered."""
 
 from __future__ import annotations
 
