@@ -41,6 +41,7 @@ from engine.fold import (
     stream_time_key,
 )
 from engine.pacing import Pacer
+from engine.placement import partition as default_partition
 from engine.popularity import Score
 from engine.popularity import merge as merge_scores
 from engine.profile import Profile
@@ -58,7 +59,8 @@ from streams.admin import (
     TRIGGERS_TOPIC,
 )
 from streams.backlog import Backlog, hold_wait
-from streams.changelog import TableWriter, send_batches
+from streams.batched import send_keyed
+from streams.changelog import TableWriter
 from streams.content_sync import CatalogContent
 from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, paced, take
 from streams.identity import MERGE_COMMANDS, Identity, check_command
@@ -935,8 +937,7 @@ class PersonaStreams:
         clock times and topic-partitions' stream times, and its popularity contributions."""
         audit_consents(e for e in folded.consents if user_key(e.user_id) not in refused)
         withdrawn = self.triggers.withdrawals(list(folded.consents), folded.touched, refused)
-        for trigger in [*fired, *withdrawn]:
-            await self.triggers.emit(trigger)
+        await self.triggers.emit(*fired, *withdrawn)
         for partition, (ts, fevent) in folded.newest.items():
             with event_context(fevent):
                 key = b"%d" % partition
@@ -951,17 +952,19 @@ class PersonaStreams:
         await self._send_contributions(popularity(folded.activity, refused))
 
     async def _send_contributions(self, records: list[tuple[bytes, bytes]]) -> None:
-        """Send a batch's popularity contributions (item key, packed score), placed as the
-        default partitioner places their keys, as one producer batch per partition: one
-        aiokafka `send` per item was ~5 % of a worker's samples folding a catalog-wide load."""
-        by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for item, score in records:
-            by_partition.setdefault(self._partition_of.partition(item), []).append((item, score))
+        """Send a batch's popularity contributions (item key, packed score) as producer batches
+        (streams/batched.py): one aiokafka `send` per item was ~5 % of a worker's samples
+        folding a catalog-wide load."""
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         topic = self.item_activity.get_topic_name()
-        for partition, items in by_partition.items():
-            for future, _ in await send_batches(producer, topic, partition, items):
-                self.track(future)
+        for future in await send_keyed(producer, topic, records, self._place):
+            self.track(future)
+
+    def _place(self, key: bytes, partitions: int) -> int:
+        """Kafka's default partition of `key`, memoized for the co-partitioned topics."""
+        if partitions == self.settings.partitions:
+            return self._partition_of.partition(key)
+        return default_partition(key, partitions)
 
     async def _refuse_users(self, batch: list[Delivered], refused: dict[bytes, str]) -> None:
         """Dead-letter the batch's events of users whose new profile could not be stored (their
@@ -1017,7 +1020,7 @@ class PersonaStreams:
             settings=self.settings,
             local_partitions=self._local_partitions,
             local_rows=lambda partition: self.profile_db(partition).items(),
-            send=self._send_trigger,
+            send=self._send_triggers,
             send_command=self.send_command,
             scorer=lambda: self.models_provider(),
             webhooks=lambda: self.webhooks,
@@ -1029,8 +1032,12 @@ class PersonaStreams:
         assigned = cast(Any, self.app.assignor).assigned_actives()
         return sorted({tp.partition for tp in assigned if tp.topic in INPUT_TOPICS})
 
-    async def _send_trigger(self, key: bytes, message: bytes) -> None:
-        self.track(await self.send_raw(self.triggers_topic, key, message))
+    async def _send_triggers(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Trigger records (user id key, message), sent as producer batches."""
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        topic = self.triggers_topic.get_topic_name()
+        for future in await send_keyed(producer, topic, records, self._place):
+            self.track(future)
 
     async def _command(
         self,

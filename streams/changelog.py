@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable
 from typing import Any
 
 from faust.types import TP
 from rocksdict import WriteBatch
+
+from streams.batched import send_batches
 
 
 class TableWriter:
@@ -109,26 +110,3 @@ class TableWriter:
         topic = self._topic
         for partition, offset in acked.items():
             store.set_persisted_offset(TP(topic, partition), offset)
-
-
-async def send_batches(
-    producer: Any, topic: str, partition: int, items: Iterable[tuple[bytes, bytes | None]]
-) -> list[tuple[asyncio.Future[Any], int]]:
-    """Send `items` (key, value) to one partition of `topic` through an aiokafka producer, in
-    order, as few producer batches as fit them (no per-record future, callback or partitioner
-    call). Returns each batch's future (resolved on the broker's acknowledgement) and its record
-    count, once queued in the producer."""
-    sent: list[tuple[asyncio.Future[Any], int]] = []
-    batch, count = producer.create_batch(), 0
-    for key, value in items:
-        if batch.append(key=key, value=value, timestamp=None) is None:  # full
-            sent.append((await producer.send_batch(batch, topic, partition=partition), count))
-            batch, count = producer.create_batch(), 0
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(
-                    f"a record of {len(value or b'')} bytes does not fit in a producer batch"
-                )
-        count += 1
-    if count:
-        sent.append((await producer.send_batch(batch, topic, partition=partition), count))
-    return sent

@@ -73,7 +73,9 @@ class TriggerPorts:
     settings: Settings
     local_partitions: Callable[[], list[int]]  # the input partitions this worker folds
     local_rows: Callable[[int], Iterable[tuple[bytes, bytes]]]  # a profiles partition's rows
-    send: Callable[[bytes, bytes], Awaitable[None]]  # a trigger record: user id key, message
+    send: Callable[
+        [list[tuple[bytes, bytes]]], Awaitable[None]
+    ]  # trigger records: user id, message
     send_command: Callable[[bytes, bytes, int | None], Awaitable[Any]]  # signed, to a partition
     scorer: Callable[[], ModelSet | None]  # the models in use (churn), if any
     webhooks: Callable[[], WebhookSender | None]
@@ -166,14 +168,21 @@ class TriggerRunner:
         matrix = np.array([features(p, now) for p in profiles], dtype=np.float64)
         return [float(s) for s in models.churn.score_batch(matrix)]
 
-    async def emit(self, trigger: Trigger) -> None:
-        message = json.dumps(trigger.to_message()).encode()
+    async def emit(self, *triggers: Trigger) -> None:
+        """Send `triggers` to the triggers topic (one call of the port for all of them) and
+        queue their webhooks."""
+        if not triggers:
+            return
+        records: list[tuple[bytes, bytes]] = []
         counts = self.ports.counts
-        counts[trigger.trigger] = counts.get(trigger.trigger, 0) + 1
-        await self.ports.send(trigger.user_id.encode(), message)
         hooks = self.ports.webhooks()
-        if hooks is not None:
-            hooks.submit(message, trigger.user_id, trigger.trigger)
+        for trigger in triggers:
+            message = json.dumps(trigger.to_message()).encode()
+            counts[trigger.trigger] = counts.get(trigger.trigger, 0) + 1
+            records.append((trigger.user_id.encode(), message))
+            if hooks is not None:
+                hooks.submit(message, trigger.user_id, trigger.trigger)
+        await self.ports.send(records)
 
     async def check_due(self) -> None:
         try:
@@ -265,11 +274,15 @@ class TriggerRunner:
             hits = [item for item in profile.cart if item in changes] + [
                 item for item, _ in profile.recent if item in changes and item not in profile.cart
             ]
-            for item in hits:
-                for product, kinds, old_price in changes[item]:
-                    for trigger in item_triggers(profile, product, kinds, old_price, now):
-                        if self.allowed(profile, trigger.trigger):
-                            await self.emit(trigger)
+            await self.emit(
+                *(
+                    trigger
+                    for item in hits
+                    for product, kinds, old_price in changes[item]
+                    for trigger in item_triggers(profile, product, kinds, old_price, now)
+                    if self.allowed(profile, trigger.trigger)
+                )
+            )
             if n % SWEEP_CHUNK == 0:
                 await asyncio.sleep(0)
 

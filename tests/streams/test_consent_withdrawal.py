@@ -146,8 +146,8 @@ def test_catalog_triggers_skip_users_who_withdrew() -> None:
     profiles[1] = apply(profiles[1], _event("quiet", 2, "consent", T0 + 1, props={"email": False}))
     emitted: list[Trigger] = []
 
-    async def emit(trigger: Trigger) -> None:
-        emitted.append(trigger)
+    async def emit(*triggers: Trigger) -> None:
+        emitted.extend(triggers)
 
     runner._local_profiles = lambda partition: iter(profiles)  # type: ignore[method-assign]
     runner.emit = emit  # type: ignore[method-assign]

@@ -59,8 +59,8 @@ def test_one_pass_for_all_changes_of_a_batch() -> None:
         yield b"__faust\x00offset__", b"42"  # bookkeeping rows are not profiles
         yield from ((user_key(p.user_id), p.pack()) for p in profiles)
 
-    async def send(key: bytes, message: bytes) -> None:
-        sent.append((key, json.loads(message)))
+    async def send(records: list[tuple[bytes, bytes]]) -> None:
+        sent.extend((key, json.loads(message)) for key, message in records)
 
     never: Any = None  # ports this test does not reach
     settings = SimpleNamespace(abandoned_cart_minutes=30, consent_granted_by_default=True)
