@@ -76,7 +76,12 @@ from streams.webhooks import WebhookSender
 
 log = logging.getLogger("persona.streams")
 
-BATCH_MAX = 1000
+# Records folded per batch at most (a backlog fills them; a live stream rarely does): each user is
+# read and written once per batch, so larger batches fold a session's events with fewer of both.
+# benchmarks.ingest (REES46, 4 runs each, alternating): 5,147-7,596 events per busy core at 2,000
+# against 4,858-5,198 at 1,000, freshness at 2,500 events/s alike (docs/benchmarks.md). The raw
+# fold it is compared with takes up to 2,000 records per poll.
+BATCH_MAX = 2000
 BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep arriving
 FOLD_SLICE = 100  # records (or 20 ms) folded between two turns of the event loop (paced)
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list, at least
