@@ -62,7 +62,7 @@ from streams.backlog import Backlog, hold_wait
 from streams.batched import send_keyed
 from streams.changelog import TableWriter
 from streams.content_sync import CatalogContent
-from streams.delivery import Carrier, Delivered, Fold, FoldTopic, fast_wait_first, paced, take
+from streams.delivery import Carrier, Delivered, Fold, fast_wait_first, paced, subscribe, take
 from streams.identity import MERGE_COMMANDS, Identity, check_command
 from streams.kafka_security import Broker, as_config
 from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
@@ -250,17 +250,8 @@ class PersonaStreams:
         def topic(name: str, **kw: Any) -> faust.TopicT:
             return app.topic(name, key_type=bytes, value_type=bytes, partitions=n, **kw)
 
-        # The events fold takes its records straight from the conductor (streams/delivery.py);
-        # registering the topic subscribes the worker to it, as iterating it in an agent would.
-        self.input_topic = FoldTopic(
-            app,
-            topics=[*INPUT_TOPICS, REKEYED_TOPIC, COMMANDS_TOPIC],
-            key_type=bytes,
-            value_type=bytes,
-            partitions=n,
-            is_iterator=True,
-        )
-        app.topics.add(self.input_topic)
+        # The events fold takes its records straight from the conductor (streams/delivery.py).
+        self.input_topic = subscribe(app, [*INPUT_TOPICS, REKEYED_TOPIC, COMMANDS_TOPIC], n)
         self._fold = Fold(app)
         self.rekeyed_topic = topic(REKEYED_TOPIC)
         self.commands_topic = topic(COMMANDS_TOPIC)
@@ -269,15 +260,7 @@ class PersonaStreams:
         self.dead_letters = topic(DEAD_LETTERS)
         self.item_activity = topic(ITEM_ACTIVITY_TOPIC)
         # The popularity fold takes its records straight from the conductor too.
-        self.activity_topic = FoldTopic(
-            app,
-            topics=[ITEM_ACTIVITY_TOPIC],
-            key_type=bytes,
-            value_type=bytes,
-            partitions=n,
-            is_iterator=True,
-        )
-        app.topics.add(self.activity_topic)
+        self.activity_topic = subscribe(app, [ITEM_ACTIVITY_TOPIC], n)
         self._activity_fold = Fold(app)
 
         table_kw: dict[str, Any] = dict(

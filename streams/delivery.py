@@ -68,6 +68,21 @@ class FoldTopic(faust.Topic):
         self.decode = _deliver_raw  # type: ignore[assignment]
 
 
+def subscribe(app: faust.App, topics: list[str], partitions: int) -> FoldTopic:
+    """A `FoldTopic` over `topics`, registered with the app: that subscribes the worker to them,
+    as iterating a topic in an agent would; its `queue` is what `take` reads."""
+    topic = FoldTopic(
+        app,
+        topics=topics,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        is_iterator=True,
+    )
+    app.topics.add(topic)
+    return topic
+
+
 async def take(queue: Any, max_n: int, within: float) -> list[Delivered]:
     """Wait for the first record, then collect up to `max_n` while records keep arriving, for at
     most `within` seconds: under load batches fill (one state write per user per batch), and a
