@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run test test-unit lint fmt models bench bench-heavy bench-ingest bench-scale clean browser stunnel docs evaluate
+.PHONY: help venv lock run test test-unit lint fmt models bench bench-heavy bench-ingest bench-fold bench-scale clean browser stunnel docs evaluate
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -109,6 +109,9 @@ bench-heavy: $(STAMP) ## the fold's cost per event against the length of a user'
 
 bench-ingest: $(STAMP) ## ingestion benchmark: REES46 through the embedded broker into one worker
 	$(BIN)/python -m benchmarks.ingest
+
+bench-fold: $(STAMP) ## the fold's own decisions against the raw fold, without Kafka or Faust
+	$(BIN)/python -m benchmarks.fold_cost
 
 SCALE_ARGS ?=
 bench-scale: $(STAMP) ## cost as a shop grows: 1M users, 100k items, training, catch-up (SCALE_ARGS="--users N ...")
