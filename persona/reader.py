@@ -44,7 +44,7 @@ from persona.models_wiring import count_refusals, process_signer
 from persona.runtime import place, tune_gc
 from persona.stats_wiring import stats_board
 from streams.backlog import EMBEDDED_ENV
-from streams.erasure import HeldRecords
+from streams.erasure import HeldRecords, read_wait
 from streams.kafka_security import Broker
 from streams.readers import SecondaryState
 from streams.registry import RegistryService
@@ -117,7 +117,8 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
     content = build_content(settings, state)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     app = create_app(content, keys, serving_options(settings))
-    app[RECORDS] = HeldRecords(broker_url)  # the export's records on the output topics
+    # the export's records on the output topics, read within half the request timeout
+    app[RECORDS] = HeldRecords(broker_url, read_wait(settings.request_timeout))
     follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
 
     def swap(models: ModelSet) -> None:

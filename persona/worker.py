@@ -37,7 +37,7 @@ from persona.stats_wiring import stats_board
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.backlog import EMBEDDED_ENV
-from streams.erasure import HeldRecords
+from streams.erasure import HeldRecords, read_wait
 from streams.fetch_limit import install as bound_fetches
 from streams.kafka_security import Broker
 from streams.observe import consumer_lag, sample_profile_values
@@ -189,7 +189,8 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     )
     content = ContentService(state, models, renderer, policy)
     app = create_app(content, keys, serving_options(settings))
-    app[RECORDS] = HeldRecords(broker_url)  # the export's records on the output topics
+    # the export's records on the output topics, read within half the request timeout
+    app[RECORDS] = HeldRecords(broker_url, read_wait(settings.request_timeout))
     follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
     http = HttpService(app, settings.http_host, settings.http_port, ssl_context(settings))
     services += catalog_services(settings, broker_url, http.web_app)  # PERSONA_CATALOG_FEEDS

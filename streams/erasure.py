@@ -33,7 +33,14 @@ ERASABLE_TOPICS = {
 }
 SCAN_MAX = 100_000  # newest records read per topic
 HELD_MAX = 200  # newest records of the user shown per topic
-READ_WAIT = 15.0  # seconds the export waits for the topics
+READ_WAIT = 15.0  # seconds the export waits for the topics at most
+
+
+def read_wait(request_timeout: float) -> float:
+    """How long the export reads the topics: READ_WAIT, at most half the request timeout, so a
+    slow read answers with `complete: false` instead of the timeout's 503 (a dead-letters
+    partition holding tens of thousands of records took longer than the default 10 s here)."""
+    return min(READ_WAIT, request_timeout / 2)
 
 
 def shown(value: bytes) -> Any:
@@ -47,8 +54,9 @@ def shown(value: bytes) -> Any:
 class HeldRecords:
     """`api.privacy.HeldRecords` over Kafka."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, wait: float = READ_WAIT) -> None:
         self.broker = broker
+        self.wait = wait
         self._partitioner = DefaultPartitioner()
 
     async def of_user(self, user_id: str) -> dict[str, Any]:
@@ -59,7 +67,7 @@ class HeldRecords:
         except UnicodeEncodeError:
             return {**{name: [] for name in ERASABLE_TOPICS}, "complete": True}
         try:
-            found = await asyncio.wait_for(self._read(key), READ_WAIT)
+            found = await asyncio.wait_for(self._read(key), self.wait)
         except (TimeoutError, OSError, RuntimeError):
             return {**{name: [] for name in ERASABLE_TOPICS}, "complete": False}
         return {**found, "complete": True}

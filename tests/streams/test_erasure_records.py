@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from engine.events import validate
 from streams.admin import bootstrap_servers
 from streams.broker import EmbeddedBroker
+from streams.erasure import READ_WAIT, HeldRecords, read_wait
 from streams.produce import ALL_INPUTS, Producer, ensure_topics
 from streams.registry import experiment_report
 from tests.conftest import T0, Worker, http, start_worker, wait_until
@@ -157,3 +159,37 @@ def test_an_erasure_tombstones_the_users_records_and_the_export_shows_them_until
                 assert config["retention.ms"] == str(30 * 86_400_000), topic
         finally:
             worker.stop()
+
+
+def test_the_export_read_is_bounded_by_half_the_request_timeout(broker: EmbeddedBroker) -> None:
+    """A dead-letters partition of tens of thousands of records took the export's read past the
+    default 10 s request timeout (a 503 instead of an answer). The read stops at `read_wait` of
+    the timeout and says it is incomplete; given the time, it finds the user's records."""
+    assert read_wait(10.0) == 5.0 and read_wait(600.0) == READ_WAIT
+    user = "bounded-export"
+
+    async def go() -> tuple[dict[str, Any], float, dict[str, Any]]:
+        await ensure_topics(broker.url, 4, list(TOPICS))
+        raw = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker.url), linger_ms=5)
+        await raw.start()
+        try:  # 20,000 dead letters of ~1 KB over the partitions, the user's last
+            pending = [
+                await raw.send(
+                    "dead-letters", b'{"reason": "%d"}' % n + b" " * 1000, key=b"x%d" % n
+                )
+                for n in range(20_000)
+            ]
+            await asyncio.gather(*pending)
+            await raw.send_and_wait("dead-letters", b'{"reason": "theirs"}', key=user.encode())
+        finally:
+            await raw.stop()
+        started = time.monotonic()
+        hurried = await HeldRecords(broker.url, wait=0.05).of_user(user)
+        took = time.monotonic() - started
+        patient = await HeldRecords(broker.url, wait=60.0).of_user(user)
+        return hurried, took, patient
+
+    hurried, took, patient = asyncio.run(go())
+    assert hurried["complete"] is False and took < 5.0
+    assert patient["complete"] is True
+    assert patient["dead_letters"] == [{"reason": "theirs"}]
