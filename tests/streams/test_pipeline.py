@@ -367,7 +367,9 @@ def test_the_popularity_fold_refuses_what_the_events_fold_did_not_send(
         what="the counted item first among the best-sellers",
     )
     assert misplaced not in listed and garbled not in listed
-    letters = dead_letters(worker, 2, lambda key, letter: letter["topic"] == ITEM_ACTIVITY_TOPIC)
+    letters = dead_letters(
+        worker, 2, lambda key, letter: letter.get("topic") == ITEM_ACTIVITY_TOPIC
+    )
     reasons = {letter["value"]: letter["reason"] for letter in letters}
     assert reasons["1e9 not a score"] == "not a popularity contribution"
     assert reasons[score.decode()] == "a popularity contribution off its item's partition"
