@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -62,7 +62,16 @@ from streams.backlog import Backlog, hold_wait
 from streams.batched import send_keyed
 from streams.changelog import TableWriter
 from streams.content_sync import CatalogContent
-from streams.delivery import Carrier, Delivered, Fold, fast_wait_first, paced, subscribe, take
+from streams.delivery import (
+    Carrier,
+    Delivered,
+    Fold,
+    FoldTopic,
+    fast_wait_first,
+    paced,
+    subscribe,
+    take,
+)
 from streams.identity import MERGE_COMMANDS, Identity, check_command
 from streams.kafka_security import Broker, as_config
 from streams.keys import LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
@@ -514,24 +523,37 @@ class PersonaStreams:
         # Faust's conductor stops delivering records to flush its producer buffer whenever it
         # holds more than 100 messages. Profiles go to the changelog around it (TableWriter) and
         # produced messages go to aiokafka (send_raw); a batch still queues its input positions
-        # and the clock table's changelog records there (the popularity agent its own).
+        # and the clock table's changelog records there.
         self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MAX
-        queue = self.input_topic.queue
-        fold = self._fold
+        await self._consume(self.input_topic, self._fold, self._locked_batch, "stream processing")
+
+    async def _locked_batch(self, batch: list[Delivered], epoch: int) -> bool:
+        self.stats.batches += 1
+        async with self._fold_lock:
+            return await self._process_batch(batch, epoch)
+
+    async def _consume(
+        self,
+        topic: FoldTopic,
+        fold: Fold,
+        process: Callable[[list[Delivered], int], Awaitable[bool]],
+        what: str,
+    ) -> None:
+        """Take batches of `topic`'s records (streams/delivery.py), `process` each and
+        acknowledge it once written (offsets are committed only for records whose state is
+        written; a batch not written is read again)."""
+        queue = topic.queue
         while not self.app.should_stop:
             batch = fold.accept(await take(queue, BATCH_MAX, BATCH_WITHIN))
             if not batch:
                 continue
-            self.stats.batches += 1
-            epoch = fold.epoch
             try:
-                async with self._fold_lock:
-                    written = await self._process_batch(batch, epoch)
+                written = await process(batch, fold.epoch)
             except Exception as exc:
                 # Bad data never gets here (it is dead-lettered per message); this is the broker
                 # or the state store failing. Crash the worker rather than lose or skip events:
                 # a supervisor restarts it and it resumes from the last committed offsets.
-                log.exception("stream processing failed; stopping the worker")
+                log.exception("%s failed; stopping the worker", what)
                 await self.app.crash(exc)
                 raise
             if written:
@@ -943,9 +965,13 @@ class PersonaStreams:
         """Send a batch's popularity contributions (item key, packed score) as producer batches
         (streams/batched.py): one aiokafka `send` per item was ~5 % of a worker's samples
         folding a catalog-wide load."""
+        await self._send_keyed(self.item_activity, records)
+
+    async def _send_keyed(self, topic: faust.TopicT, records: list[tuple[bytes, bytes]]) -> None:
+        """Keyed records to `topic` as producer batches, each tracked with the batch folded."""
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        topic = self.item_activity.get_topic_name()
-        for future in await send_keyed(producer, topic, records, self._place):
+        name = topic.get_topic_name()
+        for future in await send_keyed(producer, name, records, self._place):
             self.track(future)
 
     def _place(self, key: bytes, partitions: int) -> int:
@@ -1022,10 +1048,7 @@ class PersonaStreams:
 
     async def _send_triggers(self, records: list[tuple[bytes, bytes]]) -> None:
         """Trigger records (user id key, message), sent as producer batches."""
-        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        topic = self.triggers_topic.get_topic_name()
-        for future in await send_keyed(producer, topic, records, self._place):
-            self.track(future)
+        await self._send_keyed(self.triggers_topic, records)
 
     async def _command(
         self,
@@ -1125,20 +1148,9 @@ class PersonaStreams:
         partition with its changelog records (streams/changelog.py), then acknowledged. Through
         Faust's agent and table (a stream event, a table write and a changelog message per
         item) it took 16 % of a worker's samples folding a catalog-wide load (issue 21 item 5)."""
-        queue = self.activity_topic.queue
-        fold = self._activity_fold
-        while not self.app.should_stop:
-            batch = fold.accept(await take(queue, BATCH_MAX, BATCH_WITHIN))
-            if not batch:
-                continue
-            try:
-                written = await self._fold_popularity(batch, fold.epoch)
-            except Exception as exc:  # the broker or the store failing: as the events fold
-                log.exception("popularity processing failed; stopping the worker")
-                await self.app.crash(exc)
-                raise
-            if written:
-                fold.ack(batch)
+        await self._consume(
+            self.activity_topic, self._activity_fold, self._fold_popularity, "popularity processing"
+        )
 
     async def _fold_popularity(self, batch: list[Delivered], epoch: int) -> bool:
         """Add one batch of contributions to the stored scores; False when a rebalance began
@@ -1162,8 +1174,10 @@ class PersonaStreams:
             return False
         for partition, items in deltas.items():
             db = cast(Any, self.popularity.data)._db_for_partition(partition)
-            writes = [(key, merge_scores(db.get(key), d)) for key, d in items.items()]
-            self._popularity_writer.write(partition, cast(Any, writes))
+            writes: list[tuple[bytes, bytes | None]] = [
+                (key, merge_scores(db.get(key), d)) for key, d in items.items()
+            ]
+            self._popularity_writer.write(partition, writes)
         await self._popularity_writer.ship()
         return True
 

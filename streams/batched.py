@@ -19,7 +19,7 @@ Records = Iterable[tuple[bytes, bytes | None]]  # (key, value)
 
 
 async def send_batches(
-    producer: Any, topic: str, partition: int, items: Iterable[tuple[bytes, bytes | None]]
+    producer: Any, topic: str, partition: int, items: Records
 ) -> list[tuple[asyncio.Future[Any], int]]:
     """Send `items` (key, value) to one partition of `topic` through an aiokafka producer, in
     order, as few producer batches as fit them (no per-record future, callback or partitioner

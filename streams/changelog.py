@@ -34,6 +34,19 @@ from rocksdict import WriteBatch
 from streams.batched import send_batches
 
 
+def write_batch(db: Any, items: list[tuple[bytes, bytes | None]]) -> None:
+    """Store `items` (value None: delete) in a rocksdict database as one RocksDB write batch:
+    atomic, one write-ahead-log append instead of one per record (measured here: 5.4 against
+    11 us per record)."""
+    batch = WriteBatch(raw_mode=True)
+    for key, value in items:
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    db.write(batch)
+
+
 class TableWriter:
     """Writes raw (bytes) keys and values of one Faust RocksDB table, batch by batch."""
 
@@ -58,15 +71,7 @@ class TableWriter:
             raise self._failed
         if not items:
             return
-        # One RocksDB write batch: atomic, one write-ahead-log append instead of one per record
-        # (measured here: 5.4 against 11 us per record).
-        batch = WriteBatch(raw_mode=True)
-        for key, value in items:
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        self._db(partition).write(batch)
+        write_batch(self._db(partition), items)
         self._queued.setdefault(partition, []).extend(items)
 
     async def ship(self) -> None:

@@ -18,9 +18,9 @@ import json
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from engine.erasure import live
+from engine.placement import partition
 from streams.admin import DEAD_LETTERS, TRIGGERS_TOPIC
 from streams.kafka_security import Broker
 from streams.reading import topic_reader
@@ -57,7 +57,6 @@ class HeldRecords:
     def __init__(self, broker: Broker, wait: float = READ_WAIT) -> None:
         self.broker = broker
         self.wait = wait
-        self._partitioner = DefaultPartitioner()
 
     async def of_user(self, user_id: str) -> dict[str, Any]:
         """Per topic (triggers, dead_letters, exposures) the user's records still held, oldest
@@ -91,7 +90,7 @@ class HeldRecords:
         for topic in ERASABLE_TOPICS.values():
             ids = sorted(consumer.partitions_for_topic(topic) or ())
             if ids:
-                parts.append(TopicPartition(topic, self._partitioner(key, ids, ids)))
+                parts.append(TopicPartition(topic, ids[partition(key, len(ids))]))
         return parts
 
 

@@ -65,6 +65,10 @@ SWEEP_EVERY_MS = 3_600_000  # event time between sweeps of all local users
 SWEEP_REST = 19.0
 
 
+# Sends trigger records: (user id key, message) each.
+SendTriggers = Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class TriggerPorts:
     """What the trigger runner uses of the worker, and nothing more."""
@@ -73,9 +77,7 @@ class TriggerPorts:
     settings: Settings
     local_partitions: Callable[[], list[int]]  # the input partitions this worker folds
     local_rows: Callable[[int], Iterable[tuple[bytes, bytes]]]  # a profiles partition's rows
-    send: Callable[
-        [list[tuple[bytes, bytes]]], Awaitable[None]
-    ]  # trigger records: user id, message
+    send: SendTriggers
     send_command: Callable[[bytes, bytes, int | None], Awaitable[Any]]  # signed, to a partition
     scorer: Callable[[], ModelSet | None]  # the models in use (churn), if any
     webhooks: Callable[[], WebhookSender | None]
