@@ -97,18 +97,27 @@ class HeldRecords:
 async def _scan(
     consumer: AIOKafkaConsumer, parts: list[TopicPartition], key: bytes
 ) -> dict[str, list[tuple[bytes, bytes | None]]]:
-    """The records with `key` among the newest SCAN_MAX of each partition, in log order."""
+    """The records with `key` among the newest SCAN_MAX of each partition, in log order, up to
+    each partition's end as the scan found it: records produced meanwhile are not waited for, so
+    a partition that keeps receiving records still exports completely. ListOffsets may report
+    the end short on Tansu (streams/tansu.py); the first fetch answer's high watermark is exact,
+    and the larger of the two is the end."""
     consumer.assign(parts)
     start = await consumer.beginning_offsets(parts)
-    end = await consumer.end_offsets(parts)
+    reported = await consumer.end_offsets(parts)
     for tp in parts:
-        consumer.seek(tp, max(start[tp], end[tp] - SCAN_MAX))
+        consumer.seek(tp, max(start[tp], reported[tp] - SCAN_MAX))
+    end: dict[TopicPartition, int] = {}
     found: dict[str, list[tuple[bytes, bytes | None]]] = {}
-    while True:  # to the end offsets, and on while records come (Tansu may report them short)
+    while True:
         batch = await consumer.getmany(*parts, timeout_ms=500)
+        for tp in parts:
+            highwater = consumer.highwater(tp)
+            if tp not in end and highwater is not None:
+                end[tp] = max(reported[tp], highwater)
         for tp, messages in batch.items():
             for msg in messages:
-                if msg.key == key:
+                if msg.key == key and msg.offset < end.get(tp, reported[tp]):
                     found.setdefault(tp.topic, []).append((key, msg.value))
-        if not batch and all([await consumer.position(tp) >= end[tp] for tp in parts]):
+        if len(end) == len(parts) and all([await consumer.position(tp) >= end[tp] for tp in parts]):
             return found

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from engine.events import validate
+from engine.placement import partition
 from streams.admin import bootstrap_servers
 from streams.broker import EmbeddedBroker
 from streams.erasure import READ_WAIT, HeldRecords, read_wait
@@ -193,3 +194,54 @@ def test_the_export_read_is_bounded_by_half_the_request_timeout(broker: Embedded
     assert hurried["complete"] is False and took < 5.0
     assert patient["complete"] is True
     assert patient["dead_letters"] == [{"reason": "theirs"}]
+
+
+def test_the_export_of_a_partition_that_keeps_receiving_records_completes(
+    broker: EmbeddedBroker,
+) -> None:
+    """Records produced to the user's dead-letters partition while the export reads it are not
+    waited for: the scan stops at the end it found (the first fetch's high watermark, exact on
+    Tansu, which can report ListOffsets short), so it completes with the user's records instead
+    of reading on until its time is up and saying it is incomplete."""
+    user = "busy-export"
+    parts = 4
+
+    async def go() -> tuple[dict[str, Any], int]:
+        await ensure_topics(broker.url, parts, list(TOPICS))
+        where = partition(user.encode(), parts)
+        raw = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker.url), linger_ms=2)
+        await raw.start()
+        stop = asyncio.Event()
+        sent = [0]
+
+        async def keep_sending() -> None:  # other users' letters on the same partition
+            while not stop.is_set():
+                pending = [
+                    await raw.send(
+                        "dead-letters", b'{"reason": "busy"}', key=b"o%d" % n, partition=where
+                    )
+                    for n in range(sent[0], sent[0] + 200)
+                ]
+                await asyncio.gather(*pending)
+                sent[0] += 200
+
+        try:
+            await raw.send_and_wait("dead-letters", b'{"reason": "theirs"}', key=user.encode())
+            sender = asyncio.create_task(keep_sending())
+            try:
+                while sent[0] < 2_000:  # the partition is busy before the export starts
+                    await asyncio.sleep(0.01)
+                before = sent[0]
+                found = await HeldRecords(broker.url, wait=20.0).of_user(user)
+                during = sent[0] - before
+            finally:
+                stop.set()
+                await sender
+        finally:
+            await raw.stop()
+        return found, during
+
+    found, during = asyncio.run(go())
+    assert during > 0  # records did arrive while the export read
+    assert found["complete"] is True
+    assert found["dead_letters"] == [{"reason": "theirs"}]
