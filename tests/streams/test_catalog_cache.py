@@ -61,3 +61,29 @@ def test_the_product_cache_is_bounded_in_bytes(tmp_path: Path, monkeypatch) -> N
         assert streams.product(item.item_id) == item
         assert streams._products.bytes <= 1024 * 1024
     assert len(streams._products) < 80
+
+
+def test_products_are_read_from_any_partition_of_the_catalog(tmp_path: Path) -> None:
+    """The fold reads catalog rows straight from the global table's RocksDB partitions: the
+    partition Kafka's default partitioner places the item on first, then the others (a producer
+    may have sent a product to another partition of the catalog topic). Unknown items stay
+    unknown."""
+    from engine.placement import partition
+
+    settings = Settings(data_dir=tmp_path)
+    streams = PersonaStreams(settings, "kafka://127.0.0.1:9")
+    n = settings.partitions
+    placed, elsewhere = (
+        product(10.0),
+        Product("sku-2", "Rug", "https://shop.test/p/2", "https://shop.test/i/2.jpg", 3.0, "EUR"),
+    )
+    home = partition(b"sku-2", n)
+    streams.catalog.apply_changelog_batch(
+        [
+            record(b"sku-1", placed.pack(), 0, partition(b"sku-1", n)),
+            record(b"sku-2", elsewhere.pack(), 0, (home + 1) % n),
+        ]
+    )
+    assert streams.product("sku-1") == placed
+    assert streams.product("sku-2") == elsewhere
+    assert streams.product("sku-3") is None
