@@ -9,13 +9,15 @@ Prints, from one run on this machine:
   half the measured throughput.
 
 Usage: python -m benchmarks.ingest [--events 100000] [--partitions 4] [--seconds 20]
-    [--load rees46|synthetic]
+    [--load rees46|synthetic] [--items 5000] [--catalog]
 Needs ../shared/data/rees46_oct2019_head (REES46: internal benchmarks only, never redistributed).
 `--load synthetic` pre-loads `benchmarks.scale`'s users instead (3 events each, the third an
 add_to_cart, over `--items` Zipf-skewed products; `--events` / 3 users): a catalog-wide load in
 which every user is new to the fold and a third of the events change an item's popularity, where
 REES46's looped sample is mostly views by users seen many times. The freshness phase stays on
-REES46.
+REES46. With `--catalog` those products are imported as the catalog first (`persona catalog
+import`'s path; the worker reads them while it folds), so the fold looks up known products
+instead of unknown ones.
 """
 
 from __future__ import annotations
@@ -155,8 +157,17 @@ def synthetic(n: int, items: int) -> Iterator[Event]:
         yield validate(row)
 
 
-async def preload(broker: str, partitions: int, n: int, load: Iterator[Event]) -> float:
+async def preload(
+    broker: str, partitions: int, n: int, load: Iterator[Event], catalog: int = 0
+) -> float:
+    """Produce the load (events/s of the producer); first a catalog of `catalog` products
+    (`benchmarks.scale`'s, the synthetic load's items) when asked."""
     await ensure_topics(broker, partitions, ALL_INPUTS)
+    if catalog:
+        from benchmarks.scale import products
+        from persona.cli import import_catalog
+
+        await import_catalog(broker, partitions, products(catalog))
     started = time.monotonic()
     async with Producer(broker) as producer:
         await producer.send_events(load)
@@ -376,6 +387,11 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--load", choices=("rees46", "synthetic"), default="rees46")
     parser.add_argument("--items", type=int, default=5000, help="products of the synthetic load")
+    parser.add_argument(
+        "--catalog",
+        action="store_true",
+        help="synthetic load: import its items as a catalog first (else every item is unknown)",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="freshness phase length")
     parser.add_argument(
         "--freshness-rate", type=float, help="events/s during the freshness phase (default: half)"
@@ -389,12 +405,14 @@ def main() -> None:
         "partitions": args.partitions,
         "load": args.load,
         "items": args.items if args.load == "synthetic" else None,
+        "catalog": args.catalog and args.load == "synthetic",
     }
     load = synthetic(args.events, args.items) if args.load == "synthetic" else looped(args.events)
+    catalog = args.items if results["catalog"] else 0
     try:
         with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
             results["produce_events_per_s"] = asyncio.run(
-                preload(broker.url, args.partitions, args.events, load)
+                preload(broker.url, args.partitions, args.events, load, catalog)
             )
             (tmp / "w").mkdir()
             proc, base = start_worker(broker.url, tmp / "w", args.partitions)
@@ -415,7 +433,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     w, raw, f = results["worker"], results["raw_baseline"], results["freshness"]
     described = (
-        f"synthetic events ({-(-args.events // 3):,} users, {args.items:,} items)"
+        f"synthetic events ({-(-args.events // 3):,} users, {args.items:,} items"
+        f"{', in the catalog' if catalog else ', none in the catalog'})"
         if args.load == "synthetic"
         else "REES46 events (looped)"
     )
