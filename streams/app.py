@@ -364,7 +364,7 @@ class PersonaStreams:
         if raw is not None:
             return cast(bytes, raw)
         for number, db in list(dbs.items()):
-            if number != placed:
+            if number != placed and db.key_may_exist(key):  # its bloom filters: no read
                 raw = db.get(key)
                 if raw is not None:
                     return cast(bytes, raw)
