@@ -73,8 +73,8 @@ class HeldRecords:
 
     async def _read(self, key: bytes) -> dict[str, list[Any]]:
         consumer = topic_reader(self.broker)  # every partition is sought explicitly
-        await consumer.start()
-        try:
+        try:  # stopped also when its start is cut short (the wait, an unresponsive broker)
+            await consumer.start()
             parts = self._placed(consumer, key)
             records = await _scan(consumer, parts, key) if parts else {}
         finally:
