@@ -355,7 +355,7 @@ class PersonaStreams:
         """A catalog row straight from the global table's RocksDB partitions, the one Kafka's
         default partitioner places the key on first (where producers of the catalog topic put
         it), then the others. The table's own `get` took a containment check and a get, each
-        over the partitions not yet indexed, and its mapping layers: ~13 % of a folding worker's
+        over the partitions not yet indexed, and its mapping layers: ~10 % of a folding worker's
         py-spy samples at 100,000 items (the product memo misses in the long tail)."""
         dbs: dict[int, Any] = cast(Any, self.catalog.data)._dbs
         placed = default_partition(key, self.settings.partitions)
