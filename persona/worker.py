@@ -72,7 +72,12 @@ class StreamState:
     def ready(self) -> tuple[bool, str]:
         if self.models is None:
             return False, "models loading"
-        return self.streams.ready()
+        ready = self.streams.ready()
+        if ready[0] and not self.streams.content.synced:
+            # the catalog kept from earlier runs is not in the content index yet: content
+            # neighbours would be missing from recommendations and similar items
+            return False, "indexing the catalog's content"
+        return ready
 
     def figures(self) -> dict[str, Any]:
         """The stream's counters, per-topic consumption and lag (`api.observability` exports them

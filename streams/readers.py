@@ -396,7 +396,9 @@ class SecondaryState:
         """What derives from table `name` once a catch-up moved its sequence numbers."""
         if name == "catalog":
             self.catalog_generation += 1
-            self._content_due = self._content_due or time.monotonic() + CONTENT_SYNC_DELAY
+            # the first pass at once (readiness waits for it), later ones gathered for a while
+            delay = CONTENT_SYNC_DELAY if self.content.synced else 0.0
+            self._content_due = self._content_due or time.monotonic() + delay
         elif name == "clock":
             self._read_clock()
 
@@ -411,6 +413,7 @@ class SecondaryState:
             changes = await asyncio.to_thread(self.content.diff, self.tables["catalog"].items())
             if await self.content.apply_async(changes):  # the loop's turn every 500
                 self.catalog_generation += 1
+            self.content.synced = True
         except Exception:
             log.exception("could not index the catalog's content; retrying")
             self._content_due = now + CONTENT_SYNC_DELAY
@@ -484,6 +487,9 @@ class SecondaryState:
             return False, "waiting for the worker's tables"
         if self.models is None:
             return False, "models loading"
+        if not self.content.synced and any(self.tables["catalog"].dbs):
+            # until then content neighbours were missing from recommendations and similar items
+            return False, "indexing the catalog's content"
         return True, "ok"
 
     def owner_url(self, user_id: str) -> str | None:

@@ -70,6 +70,24 @@ async def test_the_worker_indexes_the_rows_kept_from_earlier_runs(
     assert streams.catalog_generation > generation and streams.content.synced
 
 
+async def test_the_workers_api_is_ready_once_the_kept_rows_are_indexed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted worker answers /readyz 503 until the catalog kept from earlier runs is in its
+    content index (else recommendations and similar items lacked content neighbours meanwhile);
+    the stream's own readiness (triggers, the position audit) does not wait for it."""
+    from persona.worker import StreamState
+
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    monkeypatch.setattr(streams, "catalog", {b"hose": HOSE.pack(), b"hose2": HOSE2.pack()})
+    monkeypatch.setattr(streams, "_recovered", lambda: "ok")
+    monkeypatch.setattr(streams, "ready", lambda: (True, "ok"))
+    state = StreamState(streams, Any)  # type: ignore[arg-type]  # any models: loaded
+    assert state.ready() == (False, "indexing the catalog's content")
+    await streams._sync_content()
+    assert state.ready() == (True, "ok") and "hose" in state.content_index
+
+
 async def test_a_readers_index_follows_the_workers_files(tmp_path: Path) -> None:
     primary = Primary(tmp_path)
     try:

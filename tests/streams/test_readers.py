@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from engine.events import validate
 from engine.popularity import Score
 from engine.profile import apply
 from streams.keys import user_key
-from streams.readers import OFFSET_KEY, SecondaryState, table_dir
+from streams.readers import CONTENT_SYNC_DELAY, OFFSET_KEY, SecondaryState, table_dir
 
 PARTITIONS = 4
 T0 = 1_300_000_000_000
@@ -75,6 +76,7 @@ def test_reader_sees_the_workers_writes_after_a_catch_up(primary: Primary, tmp_p
 
     state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
     state.refresh(popular=True)
+    state.content.synced = True  # the content index: test_reader_is_ready_once_...
     assert state.ready() == (True, "ok")
     assert state.profile("u1").cart == {"A": 1}
     assert state.profile("u1") is state.profile("u1")  # memoized while the bytes are unchanged
@@ -103,6 +105,49 @@ def test_reader_sees_the_workers_writes_after_a_catch_up(primary: Primary, tmp_p
     assert state.catalog_generation > generation
     assert {p.item_id for p in state.products()} == {"A", "C"}
     assert state.now_ms() == T0 + 5
+
+
+async def test_reader_is_ready_once_the_stored_catalog_is_in_the_content_index(
+    primary: Primary, tmp_path: Path
+) -> None:
+    """A restarted reader finds a catalog in the worker's tables: until its first pass over it,
+    content neighbours would be missing from recommendations, so /readyz says it is not ready;
+    that first pass is due at once, not after the delay that gathers later changes."""
+    for n, item in enumerate("ABC"):
+        primary.put("catalog", n, item.encode(), product(item).pack())
+    primary.put("profiles", partition("u1"), user_key("u1"), b"")
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    assert state.ready() == (False, "indexing the catalog's content")
+    assert "A" not in state.content_index
+    generation = state.catalog_generation
+    await state._sync_content(time.monotonic())
+    assert state.ready() == (True, "ok")
+    assert {"A", "B", "C"} <= {i for i in "ABC" if i in state.content_index}
+    assert state.catalog_generation > generation  # blocks and scores are made again
+
+    primary.put("catalog", 3, b"D", product("D").pack())  # a later change: gathered
+    state.refresh()
+    await state._sync_content(time.monotonic())
+    assert "D" not in state.content_index and state.ready() == (True, "ok")
+    await state._sync_content(time.monotonic() + 2 * CONTENT_SYNC_DELAY)
+    assert "D" in state.content_index
+
+
+def test_reader_without_a_catalog_table_is_ready(tmp_path: Path) -> None:
+    """No catalog partition exists (no worker stored one yet): nothing to index, no wait."""
+    for p in range(PARTITIONS):
+        db = Rdict(str(table_dir(tmp_path) / f"profiles-{p}.db"), _created())
+        db.close()
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    assert state.ready() == (True, "ok")
+
+
+def _created() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    return options
 
 
 def test_reader_waits_for_the_tables(tmp_path: Path) -> None:
