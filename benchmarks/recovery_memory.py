@@ -3,13 +3,17 @@ the profiles table from its changelog. How far does its RSS rise for a large cha
 that bounded by settings rather than by the number of users?
 
 For each `--users` N: N packed profiles (a real 3-event profile, its user id changed, ~0.3 KB)
-are produced straight into `persona-profiles-changelog` on a fresh embedded broker, then one
-`persona worker` starts on an empty data dir. Printed per run: seconds until `/readyz` answers
-200 (recovery done, models loaded), the worker's peak RSS until then (VmHWM) and its RSS then,
-and the slowest `/healthz` answer meanwhile (polled every 0.5 s from the first answer).
+are produced straight into `persona-profiles-changelog` on a fresh embedded broker (and with
+`--items` M, M synthetic products into `persona-catalog-changelog`), then one `persona worker`
+starts on an empty data dir. Printed per run: seconds until `/readyz` answers 200 (recovery
+done, models loaded, the catalog's content indexed), the worker's peak RSS until then (VmHWM) and
+its RSS then, and the slowest `/healthz` answer meanwhile (polled every 0.5 s from the first
+answer). With `--restart` the worker is then stopped and started again on the data dir it left
+(a restart on kept state: no changelog to read, the catalog's content indexed again) and the
+same figures are printed for that start.
 
     .venv/bin/python -m benchmarks.recovery_memory [--users 200000 1000000] [--partitions 8]
-        [--memory-mb 256]
+        [--memory-mb 256] [--items 100000] [--restart]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from benchmarks import results_file  # noqa: E402
 from benchmarks.serving import SECRET, get  # noqa: E402
+from engine.catalog import Product  # noqa: E402
 from engine.events import validate  # noqa: E402
 from engine.profile import Profile, apply  # noqa: E402
 from streams.admin import bootstrap_servers, ensure_topics  # noqa: E402
@@ -41,6 +46,8 @@ from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.keys import LAYOUT, LAYOUT_KEY, user_key  # noqa: E402
 
 CHANGELOG = "persona-profiles-changelog"
+CATALOG_CHANGELOG = "persona-catalog-changelog"
+WORDS = tuple(f"word{n}" for n in range(2_000))
 T0 = 1_767_225_600_000
 
 
@@ -65,10 +72,26 @@ def template() -> Profile:
     return profile
 
 
-async def load_changelog(broker: str, partitions: int, users: int) -> float:
-    """Produce what a worker's changelog holds for `users` profiles: each partition's layout
-    mark, then every profile in its user's partition; returns seconds taken."""
-    await ensure_topics(broker, partitions, [CHANGELOG])
+def product(n: int) -> Product:
+    """Synthetic item `n`: a five-word title out of WORDS, one of 200 categories and 500 brands."""
+    title = " ".join(WORDS[(n * k * 7919 + k) % len(WORDS)] for k in range(1, 6))
+    return Product(
+        f"item-{n}",
+        title,
+        f"https://shop.example/p/{n}",
+        f"https://shop.example/p/{n}.jpg",
+        1.0 + (n * 37) % 400,
+        "EUR",
+        category=f"category {n % 200}",
+        brand=f"brand {n % 500}",
+    )
+
+
+async def load_changelog(broker: str, partitions: int, users: int, items: int = 0) -> float:
+    """Produce what a worker's changelogs hold for `users` profiles and `items` products: each
+    partition's layout mark, every profile in its user's partition, every product in its item's
+    partition of the catalog's changelog; returns seconds taken."""
+    await ensure_topics(broker, partitions, [CHANGELOG, CATALOG_CHANGELOG])
     base, placed = template(), list(range(partitions))
     partition_of = DefaultPartitioner()
     producer = AIOKafkaProducer(
@@ -86,6 +109,11 @@ async def load_changelog(broker: str, partitions: int, users: int) -> float:
             base.user_id = uid = f"u{n}"
             at = partition_of(uid.encode(), placed, placed)
             await producer.send(CHANGELOG, base.pack(), key=user_key(uid), partition=at)
+        for n in range(items):
+            row = product(n)
+            key = row.item_id.encode()
+            at = partition_of(key, placed, placed)
+            await producer.send(CATALOG_CHANGELOG, row.pack(), key=key, partition=at)
         await producer.flush()
     finally:
         await producer.stop()
@@ -99,8 +127,10 @@ def status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def recover(broker: str, data: Path, partitions: int, memory_mb: int, users: int) -> dict[str, Any]:
-    """Start a worker on an empty data dir and watch it until it is ready."""
+def recover(
+    broker: str, data: Path, partitions: int, memory_mb: int, users: int, items: int = 0
+) -> dict[str, Any]:
+    """Start a worker on `data` and watch it until it is ready; then stop it."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -142,6 +172,8 @@ def recover(broker: str, data: Path, partitions: int, memory_mb: int, users: int
         for n in (0, users // 2, users - 1):  # recovered: the first, middle and last profiles
             if get(f"{base}/v1/users/u{n}/profile")[0] != 200:
                 raise RuntimeError(f"profile u{n} not recovered")
+        if items and get(f"{base}/v1/items/item-{items - 1}/similar?format=json")[0] != 200:
+            raise RuntimeError(f"item-{items - 1} not recovered")
         poller.join()
         return {
             "ready_s": ready_s,
@@ -170,16 +202,21 @@ def poll_health(base: str, flag: threading.Event, out: dict[str, float]) -> None
         time.sleep(0.5)
 
 
-def one(users: int, partitions: int, memory_mb: int) -> dict[str, Any]:
+def one(
+    users: int, partitions: int, memory_mb: int, items: int = 0, restart: bool = False
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="persona-recovery-"))
     try:
         data = tmp / "data"
         data.mkdir()
         with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
-            load_s = asyncio.run(load_changelog(broker.url, partitions, users))
-            result = recover(broker.url, data, partitions, memory_mb, users)
+            load_s = asyncio.run(load_changelog(broker.url, partitions, users, items))
+            result = recover(broker.url, data, partitions, memory_mb, users, items)
+            if restart:
+                result["restart"] = recover(broker.url, data, partitions, memory_mb, users, items)
         result.update(
             users=users,
+            items=items,
             partitions=partitions,
             memory_mb=memory_mb,
             load_s=load_s,
@@ -195,17 +232,22 @@ def main() -> int:
     p.add_argument("--users", type=int, nargs="+", default=[200_000, 1_000_000])
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--memory-mb", type=int, default=256, help="PERSONA_ROCKSDB_MEMORY_MB")
+    p.add_argument("--items", type=int, default=0, help="products in the catalog's changelog")
+    p.add_argument("--restart", action="store_true", help="then a restart on the kept state")
     args = p.parse_args()
     runs = []
     for users in args.users:
-        r = one(users, args.partitions, args.memory_mb)
+        r = one(users, args.partitions, args.memory_mb, args.items, args.restart)
         runs.append(r)
-        print(
-            f"{users:>9,} profiles: ready in {r['ready_s']:.0f} s, "
-            f"peak RSS {r['peak_rss_mb']:.0f} MB, RSS when ready {r['rss_ready_mb']:.0f} MB; "
-            f"/healthz {r['healthz']}",
-            flush=True,
-        )
+        for label, figures in (("recovery", r), ("restart", r.get("restart"))):
+            if figures is not None:
+                print(
+                    f"{users:>9,} profiles, {args.items:,} items, {label}: ready in "
+                    f"{figures['ready_s']:.1f} s, peak RSS {figures['peak_rss_mb']:.0f} MB, "
+                    f"RSS when ready {figures['rss_ready_mb']:.0f} MB; /healthz "
+                    f"{figures['healthz']}",
+                    flush=True,
+                )
     out = results_file.save("recovery", runs)
     print(f"raw figures: {out}")
     return 0
