@@ -91,8 +91,11 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "security": [],
                     "responses": {
-                        "200": {"description": "tables recovered and models loaded"},
-                        "503": {"description": "still starting"},
+                        "200": {
+                            "description": "tables recovered, models loaded, the catalog "
+                            "kept from earlier runs in the content index"
+                        },
+                        "503": {"description": "still starting; `detail` says what it waits for"},
                     },
                 }
             },
