@@ -3,10 +3,11 @@ the rows kept from earlier runs) and in a reader (the worker's RocksDB files), i
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -54,12 +55,19 @@ def test_the_workers_index_follows_changelog_records(tmp_path: Path) -> None:
     assert "hose2" not in streams.content.index and alike(streams.content, "hose") == []
 
 
+def keep(streams: PersonaStreams, partition: int, rows: dict[bytes, bytes]) -> None:
+    """Rows in a catalog partition's RocksDB, as an earlier run left them (no changelog apply)."""
+    db = cast(Any, streams.catalog.data)._db_for_partition(partition)
+    for key, value in rows.items():
+        db[key] = value
+
+
 async def test_the_worker_indexes_the_rows_kept_from_earlier_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
-    kept: Any = {b"hose": HOSE.pack(), b"hose2": HOSE2.pack(), b"junk": b"\xc1not a product"}
-    monkeypatch.setattr(streams, "catalog", kept)  # what RocksDB holds after a restart
+    keep(streams, 0, {b"hose": HOSE.pack(), b"junk": b"\xc1not a product"})
+    keep(streams, 1, {b"hose2": HOSE2.pack()})
     monkeypatch.setattr(streams, "_recovered", lambda: "tables recovering")
     await streams._sync_content()
     assert len(streams.content.index) == 0  # not before the tables are recovered
@@ -68,6 +76,26 @@ async def test_the_worker_indexes_the_rows_kept_from_earlier_runs(
     await streams._sync_content()
     assert alike(streams.content, "hose") == ["hose2"] and "junk" not in streams.content.index
     assert streams.catalog_generation > generation and streams.content.synced
+
+
+async def test_a_partition_opened_during_the_pass_does_not_restart_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust opens a catalog partition's database when its first record arrives, also while
+    the pass over the kept rows gives the stream a turn: the pass reads on (the table's own
+    `items()` stopped with "dictionary changed size during iteration" and began again), and
+    the rows of the partition opened meanwhile are indexed too."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    many = {f"mat-{n}".encode(): product(f"mat-{n}", f"door mat {n}").pack() for n in range(1200)}
+    keep(streams, 0, many)
+    monkeypatch.setattr(streams, "_recovered", lambda: "ok")
+    syncing = asyncio.create_task(streams._sync_content())
+    await asyncio.sleep(0)  # the pass has read its first rows and given the loop a turn
+    assert not syncing.done()
+    keep(streams, 3, {b"hose": HOSE.pack()})  # a partition opened now, its row kept earlier
+    await syncing
+    assert streams.content.synced
+    assert len(streams.content.index) == 1201 and "hose" in streams.content.index
 
 
 async def test_the_workers_api_is_ready_once_the_kept_rows_are_indexed(
@@ -79,7 +107,7 @@ async def test_the_workers_api_is_ready_once_the_kept_rows_are_indexed(
     from persona.worker import StreamState
 
     streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
-    monkeypatch.setattr(streams, "catalog", {b"hose": HOSE.pack(), b"hose2": HOSE2.pack()})
+    keep(streams, 2, {b"hose": HOSE.pack(), b"hose2": HOSE2.pack()})
     monkeypatch.setattr(streams, "_recovered", lambda: "ok")
     monkeypatch.setattr(streams, "ready", lambda: (True, "ok"))
     state = StreamState(streams, Any)  # type: ignore[arg-type]  # any models: loaded
