@@ -49,8 +49,11 @@ WORKER_GRACE = 6.0  # of which the worker and the readers get this before SIGKIL
 READER_GRACE = 2.0  # a reader that never became ready, stopped before the next try
 BROKER_GRACE = 2.0
 KILL_WAIT = 1.0  # seconds to reap a process after SIGKILL
-WORKER_READY = 180.0  # seconds a starting worker may take to answer /readyz 200
+WORKER_READY = 180.0  # seconds a starting worker may take to answer /readyz 200 ...
 READER_READY = 120.0
+# ... counted again from each change of what its /readyz says (a long recovery or catalog index
+# moves on: slow, not stuck), up to READY_CAP seconds from its launch
+READY_CAP = 3600.0
 
 
 class Stop(Exception):
@@ -81,6 +84,17 @@ def _http_get(url: str, key: str | None = None, timeout: float = 2.0) -> tuple[i
         return int(exc.code), exc.read()
     except (urllib.error.URLError, OSError):
         return 0, b""
+
+
+def _ready_detail(body: bytes) -> str:
+    """What a /readyz answer said it waits for, for a message (bounded: it is a child's output)."""
+    if not body:
+        return "its /readyz never answered"
+    try:
+        detail = str(json.loads(body)["detail"])
+    except (ValueError, KeyError, TypeError):
+        detail = body.decode(errors="replace")
+    return "its /readyz said: " + detail[:200]
 
 
 @dataclass(eq=False)  # a child is itself: two readers never compare equal
@@ -263,20 +277,32 @@ class Children:
                 self._back_off(child, exc.what, exc.code)
 
     def _wait_ready(self, child: Child) -> None:
+        """Until the child's /readyz answers 200. It fails when the child exits, or when
+        `ready_timeout` seconds pass with no change in what its /readyz says (each change, such
+        as the rows its catalog index has read, counts the time again: a start that moves on is
+        slow, not stuck), and at the latest READY_CAP seconds after the launch."""
         if child.ready_url is None:
             return
         assert child.proc is not None
-        deadline = time.monotonic() + child.ready_timeout
+        started = time.monotonic()
+        deadline, said = started + child.ready_timeout, b""
         while time.monotonic() < deadline:
             if self.stop.is_set():
                 raise Stop
             code = child.proc.poll()
             if code is not None:
                 raise StartFailed(f"{describe_exit(code)} while starting", code)
-            if _http_get(f"{child.ready_url}/readyz", timeout=1.0)[0] == 200:
+            status, body = _http_get(f"{child.ready_url}/readyz", timeout=1.0)
+            if status == 200:
                 return
+            if status and body != said:  # it answers, and something moved on
+                said = body
+                deadline = min(
+                    max(deadline, time.monotonic() + child.ready_timeout), started + READY_CAP
+                )
             time.sleep(0.25)
-        raise StartFailed(f"was not ready within {child.ready_timeout:.0f} s")
+        took = time.monotonic() - started
+        raise StartFailed(f"was not ready within {took:.0f} s ({_ready_detail(said)})")
 
     # -- watching ----------------------------------------------------------------------------
 

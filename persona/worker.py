@@ -76,7 +76,7 @@ class StreamState:
         if ready[0] and not self.streams.content.synced:
             # the catalog kept from earlier runs is not in the content index yet: content
             # neighbours would be missing from recommendations and similar items
-            return False, "indexing the catalog's content"
+            return False, self.streams.content.indexing()
         return ready
 
     def figures(self) -> dict[str, Any]:

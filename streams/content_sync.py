@@ -52,6 +52,17 @@ class CatalogContent:
         self._seen: dict[str, int] = {}  # item id -> hash of its row when last read by `diff`
         self._touched: set[str] | None = None  # items applied one by one while a sync runs
         self.synced = False  # a whole pass over the table was applied
+        # progress, for readiness while the first pass runs (only ever grows)
+        self.rows_read = 0
+        self.changes_applied = 0
+
+    def indexing(self) -> str:
+        """What /readyz says while the first pass runs; it changes as the pass moves on (a
+        supervisor waiting for readiness tells a slow start from a stuck one by that)."""
+        return (
+            f"indexing the catalog's content: {self.rows_read:,} rows read, "
+            f"{self.changes_applied:,} applied"
+        )
 
     def put(self, product: Product) -> None:
         self._touch(product.item_id)
@@ -88,6 +99,7 @@ class CatalogContent:
         self, rows: Iterable[tuple[Any, Any]], seen: dict[str, int], out: list[Change]
     ) -> None:
         for key, raw in rows:
+            self.rows_read += 1
             item = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
             if not raw:
                 continue
@@ -122,6 +134,7 @@ class CatalogContent:
         changed = False
         for start in range(0, len(changes), step):
             changed = self.apply_changes(changes[start : start + step]) or changed
+            self.changes_applied += len(changes[start : start + step])
             await asyncio.sleep(0)
         return changed
 

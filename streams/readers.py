@@ -489,7 +489,7 @@ class SecondaryState:
             return False, "models loading"
         if not self.content.synced and any(self.tables["catalog"].dbs):
             # until then content neighbours were missing from recommendations and similar items
-            return False, "indexing the catalog's content"
+            return False, self.content.indexing()
         return True, "ok"
 
     def owner_url(self, user_id: str) -> str | None:

@@ -111,7 +111,9 @@ async def test_the_workers_api_is_ready_once_the_kept_rows_are_indexed(
     monkeypatch.setattr(streams, "_recovered", lambda: "ok")
     monkeypatch.setattr(streams, "ready", lambda: (True, "ok"))
     state = StreamState(streams, Any)  # type: ignore[arg-type]  # any models: loaded
-    assert state.ready() == (False, "indexing the catalog's content")
+    assert state.ready() == (
+        False, "indexing the catalog's content: 0 rows read, 0 applied"
+    )  # fmt: skip
     await streams._sync_content()
     assert state.ready() == (True, "ok") and "hose" in state.content_index
 

@@ -118,11 +118,12 @@ async def test_reader_is_ready_once_the_stored_catalog_is_in_the_content_index(
     primary.put("profiles", partition("u1"), user_key("u1"), b"")
     state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
     state.refresh()
-    assert state.ready() == (False, "indexing the catalog's content")
+    assert state.ready() == (False, "indexing the catalog's content: 0 rows read, 0 applied")
     assert "A" not in state.content_index
     generation = state.catalog_generation
     await state._sync_content(time.monotonic())
     assert state.ready() == (True, "ok")
+    assert state.content.indexing().endswith(": 3 rows read, 3 applied")  # the pass's progress
     assert {"A", "B", "C"} <= {i for i in "ABC" if i in state.content_index}
     assert state.catalog_generation > generation  # blocks and scores are made again
 
