@@ -434,8 +434,14 @@ class PersonaStreams:
             return 0
 
     def _recovered(self) -> str:
-        if not cast(Any, self.app.tables).recovery.completed.is_set():
-            return "tables recovering"
+        recovery = cast(Any, self.app.tables).recovery
+        if not recovery.completed.is_set():
+            # the count moves while it reads: `persona run` tells a long recovery from a stuck one
+            try:
+                left = int(recovery.active_remaining_total())
+            except Exception:  # Faust's figures before the assignment: the plain words
+                return "tables recovering"
+            return f"tables recovering: {left:,} changelog records to read"
         return "rebalancing" if self.app.rebalancing else "ok"
 
     def _seed_clock(self) -> None:
