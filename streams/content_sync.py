@@ -130,12 +130,15 @@ class CatalogContent:
         return self.index.generation != before
 
     async def apply_async(self, changes: list[Change], step: int = STEP) -> bool:
-        """`apply_changes`, giving the event loop a turn every `step` changes."""
+        """`apply_changes` for what a whole pass over the table found (`diff`, `sync`), giving
+        the event loop a turn every `step` changes; then the index is `synced`."""
         changed = False
         for start in range(0, len(changes), step):
-            changed = self.apply_changes(changes[start : start + step]) or changed
-            self.changes_applied += len(changes[start : start + step])
+            chunk = changes[start : start + step]
+            changed = self.apply_changes(chunk) or changed
+            self.changes_applied += len(chunk)
             await asyncio.sleep(0)
+        self.synced = True
         return changed
 
     async def sync(self, rows: Iterable[tuple[Any, Any]], step: int = STEP) -> bool:
@@ -155,5 +158,4 @@ class CatalogContent:
             changed = await self.apply_async(self._finish(seen, changes), step)
         finally:
             self._touched = None
-        self.synced = True
         return changed

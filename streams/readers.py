@@ -413,7 +413,6 @@ class SecondaryState:
             changes = await asyncio.to_thread(self.content.diff, self.tables["catalog"].items())
             if await self.content.apply_async(changes):  # the loop's turn every 500
                 self.catalog_generation += 1
-            self.content.synced = True
         except Exception:
             log.exception("could not index the catalog's content; retrying")
             self._content_due = now + CONTENT_SYNC_DELAY
@@ -487,7 +486,7 @@ class SecondaryState:
             return False, "waiting for the worker's tables"
         if self.models is None:
             return False, "models loading"
-        if not self.content.synced and any(self.tables["catalog"].dbs):
+        if not self.content.synced and any(db is not None for db in self.tables["catalog"].dbs):
             # until then content neighbours were missing from recommendations and similar items
             return False, self.content.indexing()
         return True, "ok"
