@@ -67,8 +67,9 @@ from streams.delivery import (
     Delivered,
     Fold,
     FoldTopic,
+    Turns,
+    bulk_drain,
     fast_wait_first,
-    paced,
     subscribe,
     take,
 )
@@ -92,7 +93,7 @@ log = logging.getLogger("persona.streams")
 # fold it is compared with takes up to 2,000 records per poll.
 BATCH_MAX = 2000
 BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep arriving
-FOLD_SLICE = 100  # records (or 20 ms) folded between two turns of the event loop (paced)
+FOLD_SLICE = 100  # records (or 20 ms) folded between two turns of the event loop (Turns)
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list, at least
 CONTENT_SYNC_EVERY = 0.5  # seconds between checks whether the kept catalog is indexed (readyz)
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
@@ -328,6 +329,7 @@ class PersonaStreams:
         self.gaps = GapReader(kafka)
         app.on_partitions_revoked.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._forget_positions)
+        app.on_partitions_assigned.connect(self._lean_delivery)
         app.on_before_shutdown.connect(self._stop_gap_reader)
 
         app.task(self._events_fold)
@@ -560,12 +562,19 @@ class PersonaStreams:
         """The events fold: batches of records from the input topics, folded and written, then
         acknowledged (offsets are committed only for records whose state is written)."""
         fast_wait_first(self.app.consumer)
+        bulk_drain(self.app.consumer)  # installed at the first assignment already (below)
         # Faust's conductor stops delivering records to flush its producer buffer whenever it
         # holds more than 100 messages. Profiles go to the changelog around it (TableWriter) and
         # produced messages go to aiokafka (send_raw); a batch still queues its input positions
         # and the clock table's changelog records there.
         self.app.producer.buffer.max_messages = PRODUCER_BUFFER_MAX
         await self._consume(self.input_topic, self._fold, self._locked_batch, "stream processing")
+
+    async def _lean_delivery(self, *args: Any, **kwargs: Any) -> None:
+        """At an assignment, before the table recovery it starts hands over to the fetcher:
+        the fetch loop the fetcher then runs is `bulk_drain`'s (it looks the loop up when it
+        starts, which is after the first assignment's recovery)."""
+        bulk_drain(self.app.consumer)
 
     async def _locked_batch(self, batch: list[Delivered], epoch: int) -> bool:
         self.stats.batches += 1
@@ -868,10 +877,9 @@ class PersonaStreams:
         """Fold and write records in order and store their positions (False: not written)."""
         epoch = self._positions_epoch
         self._sends = []
-        self._ensure_layout({fevent.message.partition for fevent in batch})
-        advanced: dict[tuple[str, int], int] = {}
-        for fevent in batch:
-            advanced[(fevent.message.topic, fevent.message.partition)] = fevent.message.offset + 1
+        # each topic-partition's records lie in offset order: its last one's offset wins
+        advanced = {(m.topic, m.partition): m.offset + 1 for m in [f.message for f in batch]}
+        self._ensure_layout({partition for _, partition in advanced})
         written = await self._fold_batch(batch, fold_epoch)
         if written:
             self._commit_positions(advanced, epoch)
@@ -916,13 +924,23 @@ class PersonaStreams:
         )
         self.identity.begin()
         item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
-        async for fevent in paced(batch, FOLD_SLICE):  # HTTP answers between slices
+        # A plain loop (no coroutine per record): an await only for a command, for what a
+        # record ships (rare) and for the event loop's turns (HTTP answers between slices).
+        turns = Turns(FOLD_SLICE)
+        fold_event = fold.event
+        by_topic = self.stats.by_topic
+        for fevent in batch:
             msg = fevent.message
-            self.stats.by_topic[msg.topic] = self.stats.by_topic.get(msg.topic, 0) + 1
-            if msg.topic == COMMANDS_TOPIC:
+            topic = msg.topic
+            by_topic[topic] = by_topic.get(topic, 0) + 1
+            if topic == COMMANDS_TOPIC:
                 await self._command(fevent, fold, item_changes)
             else:
-                await self._ship(fold.event(_record(msg), fevent), fevent)
+                step = fold_event(_record(msg), fevent)
+                if step is not NOTHING:
+                    await self._ship(step, fevent)
+            if turns.due():
+                await asyncio.sleep(0)
         folded = fold.result()
         self._took(folded)
         for partition, commands in item_changes.items():
@@ -951,9 +969,8 @@ class PersonaStreams:
         return True
 
     async def _ship(self, step: Step, fevent: Carrier) -> None:
-        """Send what the fold decided for one event record (most records: nothing)."""
-        if step is NOTHING:
-            return
+        """Send what the fold decided for one event record (called for a step other than
+        NOTHING: most records ship nothing)."""
         if step.dead is not None:
             await self._dead_letter(fevent, step.dead)
         elif step.rekey is not None:

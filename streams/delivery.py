@@ -19,23 +19,31 @@ straight from the conductor instead:
   commits and a graceful stop behave as with an agent;
 - `fast_wait_first` lets the fetch loop run a delivery that completes without waiting (nearly
   all of them) inline, and falls back to `wait_first` for one that has to wait;
-- `paced` hands a batch's records to the fold giving the event loop a turn every few of them,
-  so HTTP and Faust's own tasks run while a backlog is folded.
+- `Turns` (and `paced`) give the event loop a turn every few records of a batch, so HTTP and
+  Faust's own tasks run while a backlog is folded;
+- `bulk_drain` replaces the consumer's fetch loop: the records of a topic-partition whose only
+  subscriber is a `FoldTopic` go onto its queue a fetched chunk at a time (one flow-control,
+  producer-buffer and high-water check per chunk instead of per record, no coroutine per
+  record), in offset order, a partition's chunk after another's; every other topic-partition
+  goes through Faust's own per-record delivery, as before (issue 21 item 5).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import faust
-from faust.types import Message
+from faust.types import TP, Message
 from mode.services import WaitResults
 
 T = TypeVar("T")
+log = logging.getLogger("persona.delivery")
+FETCHING = "FETCHING"  # the consumer's diagnostic flag while its fetch loop reads (Faust's name)
 
 
 class Carrier(Protocol):
@@ -103,24 +111,47 @@ async def take(queue: Any, max_n: int, within: float) -> list[Delivered]:
             return batch
 
 
+class Turns:
+    """When a synchronous loop should give the event loop a turn: after every `every` items, or
+    sooner once `seconds` have passed since the last turn (issue 21 item 2). Folded in one
+    stretch, a batch of 1,000 records held the loop for 1.5-2 s on a loaded 2-core machine
+    (records dead-lettered as late cost ~1 ms each): `/healthz` waited that long during a
+    catch-up, and every step of a request's answer waited for another batch. The time bound
+    keeps a slice of costly records short, and shorter still when other processes take the CPU.
+    A loop asks `due()` once per item and awaits `asyncio.sleep(0)` when it says so: no
+    coroutine or generator step per item (the fold's loop, issue 21 item 5)."""
+
+    __slots__ = ("_clock", "_every", "_n", "_seconds", "_turn")
+
+    def __init__(
+        self, every: int, seconds: float = 0.02, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._every, self._seconds, self._clock = every, seconds, clock
+        self._n = 0
+        self._turn = clock() + seconds
+
+    def due(self) -> bool:
+        """Count one item; True when a turn is due after it (the time counts again from now)."""
+        self._n += 1
+        now = self._clock()
+        if self._n % self._every == 0 or now >= self._turn:
+            self._turn = now + self._seconds
+            return True
+        return False
+
+
 async def paced(
     items: Sequence[T],
     every: int,
     seconds: float = 0.02,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[T]:
-    """`items`, giving the event loop a turn after every `every` of them, or sooner once
-    `seconds` have passed since the last turn (issue 21 item 2). Folded in one stretch, a batch
-    of 1,000 records held the loop for 1.5-2 s on a loaded 2-core machine (records dead-lettered
-    as late cost ~1 ms each): `/healthz` waited that long during a catch-up, and every step of a
-    request's answer waited for another batch. The time bound keeps a slice of costly records
-    short, and shorter still when other processes take the CPU."""
-    turn = clock() + seconds
-    for n, item in enumerate(items, 1):
+    """`items`, giving the event loop a turn as `Turns(every, seconds, clock)` says."""
+    turns = Turns(every, seconds, clock)
+    for item in items:
         yield item
-        if n % every == 0 or clock() >= turn:
+        if turns.due():
             await asyncio.sleep(0)
-            turn = clock() + seconds
 
 
 class Fold:
@@ -237,3 +268,177 @@ def fast_wait_first(consumer: Any) -> None:
         return await original(_resumed(first, pending), *coros[1:], timeout=timeout)
 
     consumer.wait_first = wait_first
+
+
+class _Pressure:
+    """A fold topic-partition's flow-control callbacks, as Faust's conductor makes them: the
+    queue under high pressure pauses the partition's fetching, and resumes it once drained to
+    half. One object per topic-partition: the queue tells pending callbacks apart by identity."""
+
+    __slots__ = ("drop", "high", "tp")
+
+    def __init__(self, consumer: Any, tp: Any) -> None:
+        self.tp = tp
+        sensors = consumer.app.sensors
+
+        def high() -> None:
+            sensors.on_topic_buffer_full(tp)
+            consumer.on_buffer_full(tp)
+
+        def drop() -> None:
+            consumer.on_buffer_drop(tp)
+
+        self.high, self.drop = high, drop
+
+
+def _fold_channel(conductor: Any, topic: str) -> FoldTopic | None:
+    """The `FoldTopic` that is the only subscriber of `topic`, if one is."""
+    channels = conductor._topic_name_index.get(topic)
+    if channels is None or len(channels) != 1:
+        return None
+    (channel,) = channels
+    return channel if isinstance(channel, FoldTopic) else None
+
+
+async def _put_unless_suspended(queue: Any, item: Any, suspend: asyncio.Event) -> bool:
+    """Wait for room in a full queue, unless a rebalance suspends the flow first (False: the
+    item was not put)."""
+    put = asyncio.ensure_future(queue.put(item))
+    suspended = asyncio.ensure_future(suspend.wait())
+    try:
+        await asyncio.wait({put, suspended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (put, suspended):
+            if not task.done():
+                task.cancel()
+    return put.done() and not put.cancelled()
+
+
+def bulk_drain(consumer: Any) -> bool:
+    """Replace `consumer`'s fetch loop (`_drain_messages`, run by Faust's fetcher service) with
+    one that hands fold topics' records over a chunk at a time; False (nothing replaced) where
+    this Faust lacks what the loop relies on. Per record, Faust's loop runs an async generator
+    step, a high-water lookup, `wait_first` (two coroutines), the conductor's handler (a lock,
+    flow control, a wait on the producer buffer, the channel's decode coroutine) and a queue
+    put: ~15 % of a worker's samples while folding a backlog (profiled). What it decides is
+    kept: records below the partition's read offset are dropped, skipped offsets are recorded
+    as gaps for the commit, `broker_commit_every` is honoured, a rebalance (new generation,
+    flow stopped or suspended) stops the delivery, and a full queue pauses the partition."""
+    if getattr(consumer._drain_messages, "bulk", False):
+        return True  # installed already
+    needed = ("_wait_next_records", "_read_offset", "suspend_flow", "_to_message", "_add_gap")
+    if not all(hasattr(consumer, name) for name in needed):
+        log.warning("this Faust's consumer lacks the fetch loop's internals: per-record delivery")
+        return False
+    app = consumer.app
+    pressure: dict[Any, _Pressure] = {}
+
+    async def deliver_chunk(
+        tp: Any, records: list[Any], channel: FoldTopic, generation: int
+    ) -> bool:
+        """Put one topic-partition's fetched records on the fold's queue; False when a
+        rebalance interrupted it (the rest is read again after it)."""
+        read_offset = consumer._read_offset
+        last = read_offset[tp]
+        acks = app.topics.acks_enabled_for(tp.topic)
+        to_message = consumer._to_message
+        kept: list[Delivered] = []
+        gaps: list[tuple[int, int]] = []
+        for record in records:
+            offset = record.offset
+            if last is not None and offset < last:
+                continue  # read already (Faust's loop drops these too)
+            if last and offset - last > 1 and acks:
+                gaps.append((last + 1, offset))
+            kept.append(Delivered(to_message(tp, record)))
+            last = offset
+        for start, end in gaps:
+            await consumer._add_gap(tp, start, end)
+        if not kept:
+            return True
+        commit_every = consumer._commit_every
+        if commit_every is not None and consumer._n_acked >= commit_every:
+            consumer._n_acked = 0
+            await consumer.commit()
+        await app.flow_control.acquire()
+        await app.producer.buffer.wait_until_ebb()
+        if app.consumer_generation_id != generation or not consumer.flow_active:
+            return False
+        flow = pressure.get(tp)
+        if flow is None:  # Faust's own TP: the consumer asserts the type of what it pauses
+            flow = pressure[tp] = _Pressure(consumer, TP(tp.topic, tp.partition))
+        queue = channel.queue
+        for item in kept:
+            if queue.full():
+                if not await _put_unless_suspended(queue, item, consumer.suspend_flow):
+                    return False  # suspended for a rebalance: not delivered
+            else:
+                queue.put_nowait_enhanced(
+                    item, on_pressure_high=flow.high, on_pressure_drop=flow.drop
+                )
+            read_offset[tp] = item.message.offset
+        return True
+
+    async def one_by_one(tp: Any, records: list[Any], generation: int) -> None:
+        """Faust's own per-record delivery, for topic-partitions other than the fold's."""
+        callback = consumer.callback
+        read_offset = consumer._read_offset
+        for record in records:
+            if app.consumer_generation_id != generation or not consumer.flow_active:
+                return
+            message = consumer._to_message(tp, record)
+            last = read_offset[tp]
+            offset = message.offset
+            if last is not None and offset < last:
+                continue
+            if last and offset - last > 1 and app.topics.acks_enabled_for(message.topic):
+                await consumer._add_gap(tp, last + 1, offset)
+            await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
+            read_offset[tp] = offset
+
+    async def _drain_messages(fetcher: Any) -> None:
+        stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
+        diag = consumer.diag
+        try:
+            while not (stopped() or fetcher_stopped()):
+                diag.set_flag(FETCHING)
+                records, active = await consumer._wait_next_records(1.0)
+                await asyncio.sleep(0)
+                if records is None or consumer.should_stop:
+                    continue
+                if not consumer.flow_active:
+                    try:
+                        await consumer.perform_seek()
+                    except Exception as exc:
+                        log.warning("seek while the flow was stopped failed: %r", exc)
+                    continue
+                generation = app.consumer_generation_id
+                for tp, chunk in records.items():
+                    if app.consumer_generation_id != generation or not consumer.flow_active:
+                        break
+                    paused = active is not None and tp not in active
+                    if paused and tp not in consumer._buffered_partitions:
+                        continue
+                    app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
+                    channel = _fold_channel(app.topics, tp.topic)
+                    if channel is None:
+                        await one_by_one(tp, chunk, generation)
+                    elif not await deliver_chunk(tp, chunk, channel, generation):
+                        break
+                    await asyncio.sleep(0)
+                diag.unset_flag(FETCHING)
+        except consumer.consumer_stopped_errors:
+            if app.should_stop:
+                log.info("the broker stopped the consumer; shutting down")
+                return
+            raise
+        except asyncio.CancelledError:
+            if app.should_stop:
+                return
+            raise
+        finally:
+            diag.unset_flag(FETCHING)
+
+    _drain_messages.bulk = True  # type: ignore[attr-defined]
+    consumer._drain_messages = _drain_messages
+    return True
