@@ -561,8 +561,7 @@ class PersonaStreams:
     async def _events_fold(self) -> None:
         """The events fold: batches of records from the input topics, folded and written, then
         acknowledged (offsets are committed only for records whose state is written)."""
-        fast_wait_first(self.app.consumer)
-        bulk_drain(self.app.consumer)  # installed at the first assignment already (below)
+        fast_wait_first(self.app.consumer)  # bulk_drain: at each assignment (_lean_delivery)
         # Faust's conductor stops delivering records to flush its producer buffer whenever it
         # holds more than 100 messages. Profiles go to the changelog around it (TableWriter) and
         # produced messages go to aiokafka (send_raw); a batch still queues its input positions

@@ -19,8 +19,8 @@ straight from the conductor instead:
   commits and a graceful stop behave as with an agent;
 - `fast_wait_first` lets the fetch loop run a delivery that completes without waiting (nearly
   all of them) inline, and falls back to `wait_first` for one that has to wait;
-- `Turns` (and `paced`) give the event loop a turn every few records of a batch, so HTTP and
-  Faust's own tasks run while a backlog is folded;
+- `Turns` gives the event loop a turn every few records of a batch, so HTTP and Faust's own
+  tasks run while a backlog is folded;
 - `bulk_drain` replaces the consumer's fetch loop: the records of a topic-partition whose only
   subscriber is a `FoldTopic` go onto its queue a fetched chunk at a time (one flow-control,
   producer-buffer and high-water check per chunk instead of per record, no coroutine per
@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 import types
-from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from typing import Any, Protocol, TypeVar, cast
 
 import faust
@@ -138,20 +138,6 @@ class Turns:
             self._turn = now + self._seconds
             return True
         return False
-
-
-async def paced(
-    items: Sequence[T],
-    every: int,
-    seconds: float = 0.02,
-    clock: Callable[[], float] = time.monotonic,
-) -> AsyncIterator[T]:
-    """`items`, giving the event loop a turn as `Turns(every, seconds, clock)` says."""
-    turns = Turns(every, seconds, clock)
-    for item in items:
-        yield item
-        if turns.due():
-            await asyncio.sleep(0)
 
 
 class Fold:
@@ -275,10 +261,9 @@ class _Pressure:
     queue under high pressure pauses the partition's fetching, and resumes it once drained to
     half. One object per topic-partition: the queue tells pending callbacks apart by identity."""
 
-    __slots__ = ("drop", "high", "tp")
+    __slots__ = ("drop", "high")
 
     def __init__(self, consumer: Any, tp: Any) -> None:
-        self.tp = tp
         sensors = consumer.app.sensors
 
         def high() -> None:
@@ -314,6 +299,25 @@ async def _put_unless_suspended(queue: Any, item: Any, suspend: asyncio.Event) -
     return put.done() and not put.cancelled()
 
 
+def _unread(
+    records: list[Any], last: int | None, acks: bool
+) -> tuple[list[Any], list[tuple[int, int]]]:
+    """The fetched `records` not read yet (below the read offset `last`, Faust's loop drops
+    them; the same offset again it keeps) and, where acks are on, the offset ranges skipped
+    before each (gaps the commit may pass over), as Faust's fetch loop decides them."""
+    kept: list[Any] = []
+    gaps: list[tuple[int, int]] = []
+    for record in records:
+        offset = record.offset
+        if last is not None and offset < last:
+            continue
+        if acks and last and offset - last > 1:
+            gaps.append((last + 1, offset))
+        kept.append(record)
+        last = offset
+    return kept, gaps
+
+
 def bulk_drain(consumer: Any) -> bool:
     """Replace `consumer`'s fetch loop (`_drain_messages`, run by Faust's fetcher service) with
     one that hands fold topics' records over a chunk at a time; False (nothing replaced) where
@@ -339,23 +343,13 @@ def bulk_drain(consumer: Any) -> bool:
         """Put one topic-partition's fetched records on the fold's queue; False when a
         rebalance interrupted it (the rest is read again after it)."""
         read_offset = consumer._read_offset
-        last = read_offset[tp]
-        acks = app.topics.acks_enabled_for(tp.topic)
-        to_message = consumer._to_message
-        kept: list[Delivered] = []
-        gaps: list[tuple[int, int]] = []
-        for record in records:
-            offset = record.offset
-            if last is not None and offset < last:
-                continue  # read already (Faust's loop drops these too)
-            if last and offset - last > 1 and acks:
-                gaps.append((last + 1, offset))
-            kept.append(Delivered(to_message(tp, record)))
-            last = offset
+        unread, gaps = _unread(records, read_offset[tp], app.topics.acks_enabled_for(tp.topic))
         for start, end in gaps:
             await consumer._add_gap(tp, start, end)
-        if not kept:
+        if not unread:
             return True
+        to_message = consumer._to_message
+        kept = [Delivered(to_message(tp, record)) for record in unread]
         commit_every = consumer._commit_every
         if commit_every is not None and consumer._n_acked >= commit_every:
             consumer._n_acked = 0
@@ -383,18 +377,15 @@ def bulk_drain(consumer: Any) -> bool:
         """Faust's own per-record delivery, for topic-partitions other than the fold's."""
         callback = consumer.callback
         read_offset = consumer._read_offset
-        for record in records:
+        unread, gaps = _unread(records, read_offset[tp], app.topics.acks_enabled_for(tp.topic))
+        for start, end in gaps:
+            await consumer._add_gap(tp, start, end)
+        for record in unread:
             if app.consumer_generation_id != generation or not consumer.flow_active:
                 return
             message = consumer._to_message(tp, record)
-            last = read_offset[tp]
-            offset = message.offset
-            if last is not None and offset < last:
-                continue
-            if last and offset - last > 1 and app.topics.acks_enabled_for(message.topic):
-                await consumer._add_gap(tp, last + 1, offset)
             await consumer.wait_first(callback(message), consumer.suspend_flow.wait())
-            read_offset[tp] = offset
+            read_offset[tp] = message.offset
 
     async def _drain_messages(fetcher: Any) -> None:
         stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set

@@ -154,7 +154,7 @@ def test_a_restarted_worker_folds_its_backlog_and_answers_every_health_poll(
     """`make bench-scale`'s catch-up: the worker stopped, a backlog produced, the worker started
     again on its data dir; Faust delivers the backlog from the committed offsets. From its first
     answer on, /healthz answers every poll within 5 s (generous: a batch folded in one stretch
-    held the event loop 1.5-2 s on a loaded machine, streams.delivery.paced), and /readyz and
+    held the event loop 1.5-2 s on a loaded machine, streams.delivery.Turns), and /readyz and
     persona_worker_lag_records say how far behind it is until they fall to 0."""
     stream = CartStream("restart", tuple(f"r{i}" for i in range(400)), items=5)
     backlog = 40_000

@@ -9,7 +9,7 @@ from typing import Any
 
 from mode.services import WaitResults
 
-from streams.delivery import Delivered, Fold, fast_wait_first, paced, take
+from streams.delivery import Delivered, Fold, Turns, fast_wait_first, take
 
 
 def test_take_returns_what_is_queued_up_to_the_maximum() -> None:
@@ -70,7 +70,7 @@ class _Consumer:
         return WaitResults([coros[tasks.index(t)] for t in won], [t.result() for t in won], False)
 
 
-def test_paced_gives_the_event_loop_a_turn_after_every_slice() -> None:
+def test_turns_give_the_event_loop_a_turn_after_every_slice() -> None:
     """A batch folded synchronously item by item still lets other tasks (HTTP) run every
     `every` items: here a task that notes how far the fold got each time it runs."""
 
@@ -85,8 +85,11 @@ def test_paced_gives_the_event_loop_a_turn_after_every_slice() -> None:
 
         task = asyncio.create_task(other())
         await asyncio.sleep(0)
-        async for item in paced(range(1000), 100, clock=lambda: 0.0):  # time stands still
+        turns = Turns(100, clock=lambda: 0.0)  # time stands still
+        for item in range(1000):
             folded.append(item)  # synchronous work between turns, as the fold's
+            if turns.due():
+                await asyncio.sleep(0)
         await task
         return folded, seen
 
@@ -95,7 +98,7 @@ def test_paced_gives_the_event_loop_a_turn_after_every_slice() -> None:
     assert seen == list(range(0, 1000, 100))  # a turn after each slice of 100, none within
 
 
-def test_paced_gives_a_turn_sooner_when_its_time_slice_is_spent() -> None:
+def test_turns_come_sooner_when_the_time_slice_is_spent() -> None:
     """Costly items (a clock that moves 1 s per look) get a turn every 2 s of them."""
 
     async def go() -> list[int]:
@@ -114,8 +117,11 @@ def test_paced_gives_a_turn_sooner_when_its_time_slice_is_spent() -> None:
 
         task = asyncio.create_task(other())
         await asyncio.sleep(0)
-        async for item in paced(range(10), 100, seconds=2.0, clock=clock):
+        turns = Turns(100, seconds=2.0, clock=clock)
+        for item in range(10):
             folded.append(item)
+            if turns.due():
+                await asyncio.sleep(0)
         await task
         return seen
 
