@@ -41,9 +41,9 @@ import shutil
 import sys
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from rocksdict import AccessType, Options, Rdict
@@ -65,6 +65,7 @@ from streams.read_side import PartitionMemo, ProductMemo
 from streams.rocks_memory import RocksMemory
 from streams.signed import RecordSigner
 
+T = TypeVar("T")
 log = logging.getLogger("persona.readers")
 
 OFFSET_KEY = b"__faust\x00offset__"
@@ -273,6 +274,7 @@ class SecondaryState:
         self._producer: AIOKafkaProducer | None = None
         self.backlog: Backlog | None = None  # set by `hold_for_fold`
         self._task: asyncio.Task[None] | None = None
+        self._threads: set[asyncio.Future[Any]] = set()  # reads of the tables in a thread
         self._opened = False
         self.catch_ups = 0
         self.catch_up_seconds = 0.0
@@ -323,11 +325,22 @@ class SecondaryState:
         self.refresh(popular=True)
         self._task = asyncio.create_task(self._follow())
 
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a thread, tracked: cancelling the caller cannot stop the thread, and
+        `stop` must not close the databases while it still reads them (a closed rocksdict
+        under a running iteration crashed the process with a segfault)."""
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._threads.add(future)
+        future.add_done_callback(self._threads.discard)
+        return await asyncio.shield(future)
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._threads:  # let reads already running in a thread end before closing
+            await asyncio.wait(set(self._threads))
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
@@ -351,7 +364,7 @@ class SecondaryState:
                     # a partition may open (start-up, a new worker): the whole refresh, in a
                     # thread. RocksDB allows reads on a secondary while it catches up; the
                     # derived figures it sets are single reference assignments.
-                    await asyncio.to_thread(self.refresh, popular, None)
+                    await self._in_thread(self.refresh, popular, None)
             except Exception:
                 log.exception("catching up with the worker's tables failed; retrying")
             await self._sync_content(now)
@@ -387,7 +400,7 @@ class SecondaryState:
                 self._changed(name)
         if popular:
             started = time.perf_counter()
-            await asyncio.to_thread(self._refresh_popular)  # Python: the GIL changes hands
+            await self._in_thread(self._refresh_popular)  # Python: the GIL changes hands
             busy += time.perf_counter() - started
         self.catch_ups += 1
         self.catch_up_seconds += busy
@@ -410,7 +423,7 @@ class SecondaryState:
             return
         self._content_due = 0.0
         try:
-            changes = await asyncio.to_thread(self.content.diff, self.tables["catalog"].items())
+            changes = await self._in_thread(self.content.diff, self.tables["catalog"].items())
             if await self.content.apply_async(changes):  # the loop's turn every 500
                 self.catalog_generation += 1
         except Exception:

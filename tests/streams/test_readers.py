@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -410,3 +413,38 @@ def test_a_partition_that_opens_is_read_whatever_its_sequence_number(tmp_path: P
         assert state.now_ms() == T0
     finally:
         db.close()
+
+
+async def test_stop_waits_for_a_read_running_in_a_thread_before_closing_the_tables(
+    primary: Primary, tmp_path: Path
+) -> None:
+    """Stopping cancels the follow task, but not a thread already reading the tables (the
+    catalog's content pass): the databases close only once it has ended. Closed under a
+    running iteration, rocksdict crashed the whole process (a segfault seen at a test run's
+    end)."""
+    for n, item in enumerate("ABC"):
+        primary.put("catalog", n, item.encode(), product(item).pack())
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    reading, go_on = threading.Event(), threading.Event()
+    diff = state.content.diff
+    read: list[int] = []
+
+    def slow_diff(rows: Any) -> Any:
+        reading.set()
+        go_on.wait(10)
+        rows = list(rows)  # the tables are read here, after stop() was asked
+        read.append(len(rows))
+        return diff(rows)
+
+    state.content.diff = slow_diff  # type: ignore[method-assign]
+    state._task = asyncio.create_task(state._sync_content(time.monotonic()))
+    await asyncio.to_thread(reading.wait, 10)
+    stopping = asyncio.create_task(state.stop())
+    await asyncio.sleep(0.2)
+    assert not stopping.done()  # waiting for the thread
+    assert any(db is not None for db in state.tables["catalog"].dbs)  # still open
+    go_on.set()
+    await asyncio.wait_for(stopping, 10)
+    assert read == [3]  # the thread read every row of the open tables
+    assert all(db is None for db in state.tables["catalog"].dbs)  # closed after it
