@@ -6,15 +6,17 @@ through it in every integration test (tests/streams/test_pipeline.py checks it i
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 import faust
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
-from streams.delivery import Delivered, bulk_drain, subscribe
+from streams.delivery import Delivered, _Pressure, bulk_drain, subscribe, wake_fetch
 
 FOLD, OTHER = "clickstream", "catalog"
 
@@ -214,6 +216,49 @@ def test_installing_twice_keeps_one_loop_and_a_consumer_without_the_internals_is
         assert not bulk_drain(bare) and bare._drain_messages is original
 
     asyncio.run(go())
+
+
+def test_a_drained_queue_wakes_the_consumer_threads_wait_for_fetched_records() -> None:
+    """The pressure drop that resumes a partition also ends the consumer thread's wait for
+    fetched records (aiokafka's fetch waiter, registered by aiokafka's own code), which would
+    otherwise last its whole timeout before the resumed partition's records were looked at."""
+    thread_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=thread_loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        fetcher: Any = Fetcher.__new__(Fetcher)  # aiokafka's waiter bookkeeping only
+        fetcher._loop, fetcher._fetch_waiters = thread_loop, set()
+        waiting = threading.Event()
+
+        async def wait_for_records() -> bool:  # as aiokafka's fetched_records waits
+            waiter = fetcher._create_fetch_waiter()
+            waiting.set()
+            done, _ = await asyncio.wait([waiter], timeout=120)
+            return bool(done)
+
+        woken = asyncio.run_coroutine_threadsafe(wait_for_records(), thread_loop)
+        assert waiting.wait(30)
+        resumed: list[Any] = []
+        consumer = SimpleNamespace(
+            _thread=SimpleNamespace(
+                _consumer=SimpleNamespace(_fetcher=fetcher), thread_loop=thread_loop
+            ),
+            app=SimpleNamespace(sensors=SimpleNamespace(on_topic_buffer_full=lambda tp: None)),
+            on_buffer_full=lambda tp: None,
+            on_buffer_drop=resumed.append,
+        )
+        _Pressure(consumer, TP(FOLD, 0)).drop()
+        assert resumed == [TP(FOLD, 0)]  # Faust's resume, as before
+        assert woken.result(timeout=120)  # the wait ended on the wake, not on its timeout
+        assert not fetcher._fetch_waiters
+    finally:
+        thread_loop.call_soon_threadsafe(thread_loop.stop)
+        thread.join(30)
+        thread_loop.close()
+    # no consumer thread (or its loop closed): nothing to wake, and no error
+    assert not wake_fetch(SimpleNamespace())
+    closed = SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher), thread_loop=thread_loop)
+    assert not wake_fetch(SimpleNamespace(_thread=closed))
 
 
 def _with(namespace: Any, **changes: Any) -> Any:
