@@ -1,0 +1,81 @@
+"""Decoded profiles of recently folded users, kept between the fold's batches (issue 21 item 5).
+
+A batch loads each of its users' profiles once, a RocksDB read and an unpack (~32 us a user,
+timed in a worker folding REES46), and writes the changed ones. A shop's users come in sessions:
+the users of one batch fold again in the next ones. `ProfileCache` keeps the profiles a batch
+wrote, as objects, so the next batch's load of the same user is a dict read; Kafka Streams puts
+a record cache in front of its state stores for the same reason. A profile is never changed in
+place (`engine.profile.apply` returns a new one), so an object kept here stays what was written.
+
+The cache holds only what the profiles table holds:
+- every write to the table drops the keys it writes (`forget`, before the write);
+- once a batch is written, `keep` puts back the profiles it wrote, from the values written;
+- a rebalance clears it (table recovery rewrites partitions), and so does a batch dropped for a
+  rebalance (its loads may have read a partition during recovery);
+- a read that misses keeps what it read.
+Bounded by entries and accounted bytes: a decoded profile counts PROFILE_FACTOR times its stored
+size (~9 measured on REES46 profiles: 9.1 KB of objects for 0.99 KB stored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from engine.memo import SizedMemo
+from engine.profile import Profile
+
+PROFILE_FACTOR = 10
+
+
+class ProfileCache:
+    """Decoded profiles by profiles-table key, as stored (module doc)."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self._memo: SizedMemo[bytes, Profile] = SizedMemo(max_entries, max_bytes)
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    @property
+    def accounted(self) -> int:
+        """The accounted bytes of the profiles kept."""
+        return self._memo.bytes
+
+    def read(self, user: bytes, stored: Callable[[bytes], bytes | None]) -> Profile | None:
+        """The user's profile: kept, else read with `stored` and unpacked (and kept). An
+        unreadable stored value raises what `Profile.unpack` raises, and is not kept."""
+        kept = self._memo.get(user)
+        if kept is not None:
+            return kept
+        raw = stored(user)
+        if raw is None:
+            return None
+        profile = Profile.unpack(raw)
+        self._memo.put(user, profile, PROFILE_FACTOR * len(raw))
+        return profile
+
+    def forget(self, items: Iterable[tuple[bytes, Any]]) -> None:
+        """Drop the keys about to be written (values: anything; tombstones included)."""
+        pop = self._memo.pop
+        for key, _ in items:
+            pop(key)
+
+    def keep(
+        self,
+        touched: Mapping[bytes, tuple[Profile | None, Any, bool]],
+        written: Mapping[bytes, int],
+    ) -> None:
+        """After a batch's writes: keep the profiles it wrote. `touched` is the batch's users
+        (profile, carrier, dirty); `written` the stored size of each profile written from it.
+        A dirty profile not written (refused, or the batch's writes failed) is not kept."""
+        put = self._memo.put
+        for user, (profile, _, dirty) in touched.items():
+            if profile is None or not dirty:
+                continue
+            size = written.get(user)
+            if size is not None:
+                put(user, profile, PROFILE_FACTOR * size)
+
+    def clear(self) -> None:
+        self._memo.clear()
