@@ -149,6 +149,24 @@ def start_worker(broker: str, data: Path, partitions: int) -> tuple[subprocess.P
     raise RuntimeError("worker not ready")
 
 
+def stop_worker(proc: subprocess.Popen[bytes], log: Path, wait: float = 20.0) -> None:
+    """SIGTERM the measured worker and wait for it. One that has not stopped within `wait`
+    seconds is killed, its log kept under benchmarks/results/ (the data directory is removed
+    afterwards) and the run fails saying where: a slow stop is a finding, not noise."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+        results_file.RESULTS.mkdir(parents=True, exist_ok=True)
+        kept = results_file.RESULTS / f"worker-stop-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        shutil.copy(log, kept)
+        raise RuntimeError(
+            f"the worker did not stop within {wait:g} s of SIGTERM; log: {kept}"
+        ) from None
+
+
 def with_catalog(broker: str, data: Path, partitions: int, items: int) -> float:
     """Import `benchmarks.scale`'s catalog of `items` products and let a worker on `data` apply
     it, then stop that worker: the measured worker starts on the same data with the catalog in
@@ -446,8 +464,7 @@ def main() -> None:
                 results["freshness"] = asyncio.run(freshness(broker.url, base, rate, args.seconds))
                 results["freshness"]["loop_lag"] = lag_during(lag_before, loop_lag(base))
             finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(20)
+                stop_worker(proc, tmp / "w" / "worker.log")
             results["raw_baseline"] = asyncio.run(raw_baseline(broker.url, args.events, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
