@@ -6,17 +6,22 @@ through it in every integration test (tests/streams/test_pipeline.py checks it i
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 import faust
-from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
-from streams.delivery import Delivered, _Pressure, bulk_drain, subscribe, wake_fetch
+from streams.delivery import (
+    FETCH_WAIT,
+    PAUSED_WAIT,
+    Delivered,
+    bulk_drain,
+    fetch_wait,
+    subscribe,
+)
 
 FOLD, OTHER = "clickstream", "catalog"
 
@@ -54,11 +59,13 @@ class _Consumer:
         self.one_by_one: list[tuple[str, int]] = []
         self.paused: list[Any] = []
         self.after_fetch: list[Any] = []  # called after each fetch is returned
+        self.waits: list[float] = []  # the timeout of each call for records
 
     async def _nothing(self) -> None:
         return None
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        self.waits.append(timeout)
         if not self.fetches:
             self._stopped.set()
             return None, None
@@ -218,47 +225,24 @@ def test_installing_twice_keeps_one_loop_and_a_consumer_without_the_internals_is
     asyncio.run(go())
 
 
-def test_a_drained_queue_wakes_the_consumer_threads_wait_for_fetched_records() -> None:
-    """The pressure drop that resumes a partition also ends the consumer thread's wait for
-    fetched records (aiokafka's fetch waiter, registered by aiokafka's own code), which would
-    otherwise last its whole timeout before the resumed partition's records were looked at."""
-    thread_loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=thread_loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        fetcher: Any = Fetcher.__new__(Fetcher)  # aiokafka's waiter bookkeeping only
-        fetcher._loop, fetcher._fetch_waiters = thread_loop, set()
-        waiting = threading.Event()
+def test_the_fetch_loop_waits_briefly_while_a_fold_partition_is_paused() -> None:
+    """A call for records waits Faust's second normally; while a fold partition is paused for a
+    full queue, only PAUSED_WAIT, so the partition's records are taken soon after the fold
+    drains the queue and resumes it (a waiting call does not look at a resumed partition)."""
+    p0, r0 = _records(FOLD, 0, [0, 1])
+    p1, r1 = _records(FOLD, 1, [0])
 
-        async def wait_for_records() -> bool:  # as aiokafka's fetched_records waits
-            waiter = fetcher._create_fetch_waiter()
-            waiting.set()
-            done, _ = await asyncio.wait([waiter], timeout=120)
-            return bool(done)
+    def pause_after_first(consumer: _Consumer, topic: Any) -> list[Any]:
+        def pause() -> None:
+            consumer._buffered_partitions.add(TP(FOLD, 0))  # what on_buffer_full does
 
-        woken = asyncio.run_coroutine_threadsafe(wait_for_records(), thread_loop)
-        assert waiting.wait(30)
-        resumed: list[Any] = []
-        consumer = SimpleNamespace(
-            _thread=SimpleNamespace(
-                _consumer=SimpleNamespace(_fetcher=fetcher), thread_loop=thread_loop
-            ),
-            app=SimpleNamespace(sensors=SimpleNamespace(on_topic_buffer_full=lambda tp: None)),
-            on_buffer_full=lambda tp: None,
-            on_buffer_drop=resumed.append,
-        )
-        _Pressure(consumer, TP(FOLD, 0)).drop()
-        assert resumed == [TP(FOLD, 0)]  # Faust's resume, as before
-        assert woken.result(timeout=120)  # the wait ended on the wake, not on its timeout
-        assert not fetcher._fetch_waiters
-    finally:
-        thread_loop.call_soon_threadsafe(thread_loop.stop)
-        thread.join(30)
-        thread_loop.close()
-    # no consumer thread (or its loop closed): nothing to wake, and no error
-    assert not wake_fetch(SimpleNamespace())
-    closed = SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher), thread_loop=thread_loop)
-    assert not wake_fetch(SimpleNamespace(_thread=closed))
+        return [pause]
+
+    consumer, queued = _run([{p0: r0}, {p1: r1}], after_fetch=pause_after_first)
+    assert consumer.waits[:2] == [FETCH_WAIT, PAUSED_WAIT]
+    assert [(d.message.partition, d.message.offset) for d in queued] == [(0, 0), (0, 1), (1, 0)]
+    assert fetch_wait(SimpleNamespace(_buffered_partitions=set())) == FETCH_WAIT
+    assert PAUSED_WAIT < FETCH_WAIT
 
 
 def _with(namespace: Any, **changes: Any) -> Any:
