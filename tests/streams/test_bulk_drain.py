@@ -18,6 +18,7 @@ from streams.delivery import (
     FETCH_WAIT,
     PAUSED_WAIT,
     Delivered,
+    _flow_open,
     bulk_drain,
     fetch_wait,
     subscribe,
@@ -33,13 +34,14 @@ class _Consumer:
 
     def __init__(self, app: faust.App, fetches: list[dict[Any, list[Any]]]) -> None:
         self.fetches = fetches
+        self.flowing: bool = True  # the app's flow control (False: suspended, as at a stop)
         self.generation = 1
         self.app = SimpleNamespace(
             topics=SimpleNamespace(
                 _topic_name_index=app.topics._topic_name_index,  # type: ignore[attr-defined]
                 acks_enabled_for=lambda topic: True,
             ),
-            flow_control=SimpleNamespace(acquire=self._nothing),
+            flow_control=SimpleNamespace(acquire=self._nothing, is_active=lambda: self.flowing),
             producer=SimpleNamespace(buffer=SimpleNamespace(wait_until_ebb=self._nothing)),
             monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
             sensors=SimpleNamespace(on_topic_buffer_full=lambda tp: None),
@@ -243,6 +245,27 @@ def test_the_fetch_loop_waits_briefly_while_a_fold_partition_is_paused() -> None
     assert [(d.message.partition, d.message.offset) for d in queued] == [(0, 0), (0, 1), (1, 0)]
     assert fetch_wait(SimpleNamespace(_buffered_partitions=set())) == FETCH_WAIT
     assert PAUSED_WAIT < FETCH_WAIT
+
+
+def test_a_stopping_fetch_loop_does_not_wait_for_a_suspended_flow() -> None:
+    """A stopping app's flow control stays suspended: the loop, told to stop while it waited
+    there, ends without delivering (it used to wait for a resume that never came)."""
+    p0, r0 = _records(FOLD, 0, [0, 1])
+
+    def stop_after_fetch(consumer: _Consumer, topic: Any) -> list[Any]:
+        consumer.flowing = False
+        return [consumer._stopped.set]  # the stop, as the fetch returns
+
+    consumer, queued = _run([{p0: r0}], after_fetch=stop_after_fetch)
+    assert queued == [] and consumer._read_offset[p0] is None
+
+    async def resumed() -> bool:
+        flow = SimpleNamespace(active=False)
+        flow.is_active = lambda: flow.active
+        asyncio.get_running_loop().call_later(0.1, lambda: setattr(flow, "active", True))
+        return await asyncio.wait_for(_flow_open(flow, lambda: False), 30)
+
+    assert asyncio.run(resumed())  # not stopping: the resume ends the wait
 
 
 def _with(namespace: Any, **changes: Any) -> Any:
