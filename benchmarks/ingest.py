@@ -188,8 +188,7 @@ def with_catalog(broker: str, data: Path, partitions: int, items: int) -> float:
             time.sleep(POLL)
         return time.monotonic() - started
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        stop_worker(proc, data / "worker.log", wait=60)
 
 
 def synthetic(n: int, items: int) -> Iterator[Event]:

@@ -367,7 +367,11 @@ def bulk_drain(consumer: Any) -> bool:
     pressure: dict[Any, _Pressure] = {}
 
     async def deliver_chunk(
-        tp: Any, records: list[Any], channel: FoldTopic, generation: int, stopping: Any
+        tp: Any,
+        records: list[Any],
+        channel: FoldTopic,
+        generation: int,
+        stopping: Callable[[], bool],
     ) -> bool:
         """Put one topic-partition's fetched records on the fold's queue; False when a
         rebalance interrupted it (the rest is read again after it)."""
@@ -425,7 +429,7 @@ def bulk_drain(consumer: Any) -> bool:
 
         diag = consumer.diag
         try:
-            while not (stopped() or fetcher_stopped()):
+            while not stopping():
                 diag.set_flag(FETCHING)
                 records, active = await consumer._wait_next_records(fetch_wait(consumer))
                 await asyncio.sleep(0)

@@ -67,14 +67,13 @@ class ProfileCache:
         written: Mapping[bytes, int],
     ) -> None:
         """After a batch's writes: keep the profiles it wrote. `touched` is the batch's users
-        (profile, carrier, dirty); `written` the stored size of each profile written from it.
+        (profile, carrier, dirty); `written` the stored size of each profile written from it
+        (users of `touched` only).
         A dirty profile not written (refused, or the batch's writes failed) is not kept."""
         put = self._memo.put
-        for user, (profile, _, dirty) in touched.items():
-            if profile is None or not dirty:
-                continue
-            size = written.get(user)
-            if size is not None:
+        for user, size in written.items():
+            profile = touched[user][0]
+            if profile is not None:
                 put(user, profile, PROFILE_FACTOR * size)
 
     def clear(self) -> None:

@@ -41,7 +41,7 @@ class _Consumer:
                 _topic_name_index=app.topics._topic_name_index,  # type: ignore[attr-defined]
                 acks_enabled_for=lambda topic: True,
             ),
-            flow_control=SimpleNamespace(acquire=self._nothing, is_active=lambda: self.flowing),
+            flow_control=SimpleNamespace(is_active=lambda: self.flowing),
             producer=SimpleNamespace(buffer=SimpleNamespace(wait_until_ebb=self._nothing)),
             monitor=SimpleNamespace(track_tp_end_offset=lambda tp, offset: None),
             sensors=SimpleNamespace(on_topic_buffer_full=lambda tp: None),
