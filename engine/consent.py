@@ -63,6 +63,8 @@ Record = tuple[bool, int, str, str]
 
 def allows(profile: Profile, purposes: tuple[str, ...], default: bool) -> bool:
     """Whether the user consents to every one of `purposes` (`default` where they never said)."""
+    if not profile.consent:  # never said anything (most users): the default for every purpose
+        return bool(default) or not purposes
     return all(profile.consents_to(p, default) for p in purposes)
 
 

@@ -23,15 +23,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, cast
 
 import numpy as np
 
 from engine.catalog import Product
 from engine.clock import Clock
-from engine.consent import trigger_allowed, triggers_withdrawn
+from engine.consent import EMAIL_TRIGGER, allows, trigger_allowed
 from engine.events import Event
-from engine.features import features
+from engine.features import FEATURE_NAMES, features
 from engine.pacing import Pacer
 from engine.profile import Profile
 from engine.settings import Settings
@@ -107,11 +108,11 @@ class TriggerRunner:
         """Whether `trigger` may fire for this user (engine.consent)."""
         return trigger_allowed(profile, trigger, self._consent_default)
 
-    def _withdrawn(self, profile: Profile) -> None:
-        """Take back the webhooks the user no longer consents to (cheap with none queued)."""
-        hooks = self.ports.webhooks()
-        if hooks is not None and triggers_withdrawn(profile, self._consent_default):
-            hooks.cancel(profile.user_id, lambda trigger: self.allowed(profile, trigger))
+    def _cancel_withdrawn(self, hooks: WebhookSender, profile: Profile) -> None:
+        """Take back the queued webhooks of a user without the e-mail purposes
+        (`engine.consent.triggers_withdrawn`) whose trigger they no longer consent to (cheap with
+        none queued)."""
+        hooks.cancel(profile.user_id, lambda trigger: self.allowed(profile, trigger))
 
     def _cart_due(self, profile: Profile) -> int | None:
         """When the user's abandoned-cart check is due (None: nothing to check, or no consent)."""
@@ -121,31 +122,43 @@ class TriggerRunner:
 
     def evaluate(self, touched: Touched) -> list[Trigger]:
         """Evaluate the triggers of every user of the batch (marking firings in their profiles)
-        and keep the abandoned-cart schedule up to date."""
+        and keep the abandoned-cart schedule up to date.
+
+        Per user: the abandoned cart (with consent), the churn crossing (recorded always, sent
+        with consent), the webhooks taken back (without consent), the cart's check scheduled
+        (with consent). One consent check answers all of them: both triggers need the e-mail
+        purposes (`engine.consent.EMAIL_TRIGGER`), the withdrawal check is their absence, and
+        marking a firing changes nothing but `fired`. A user without a cart has no cart work."""
         now = self.ports.clock.now_ms()
         live = [(user, entry) for user, entry in touched.items() if entry[0] is not None]
         scores = self.churn_scores([cast(Profile, entry[0]) for _, entry in live], now)
         fired: list[Trigger] = []
-        for (user, (profile, fevent, dirty)), score in zip(live, scores, strict=True):
+        default = self._consent_default
+        delay = self._cart_delay_ms
+        threshold = self.ports.settings.churn_threshold
+        hooks = self.ports.webhooks()
+        pending = self._pending
+        for (user, (profile, fevent, _)), score in zip(live, scores, strict=True):
             assert profile is not None
             before = profile
-            if self.allowed(profile, ABANDONED_CART):
-                trigger, profile = abandoned_cart(profile, now, self._cart_delay_ms)
+            consents = allows(profile, EMAIL_TRIGGER, default)
+            if consents and profile.cart:
+                trigger, profile = abandoned_cart(profile, now, delay)
                 if trigger:
                     fired.append(trigger)
             if score is not None:
-                trigger, profile = churn_risk(
-                    profile, score, self.ports.settings.churn_threshold, now
-                )
-                if trigger and self.allowed(profile, CHURN_RISK):
+                trigger, profile = churn_risk(profile, score, threshold, now)
+                if trigger and consents:
                     fired.append(trigger)
-            self._withdrawn(profile)
-            due = self._cart_due(profile)
+            if hooks is not None and not consents:
+                self._cancel_withdrawn(hooks, profile)
+            due = abandoned_cart_due(profile, delay) if consents and profile.cart else None
             if due is None:
-                self._pending.pop(profile.user_id, None)
+                pending.pop(profile.user_id, None)
             else:
-                self._pending[profile.user_id] = due
-            touched[user] = (profile, fevent, dirty or profile is not before)
+                pending[profile.user_id] = due
+            if profile is not before:  # a firing or a baseline marked: to be written
+                touched[user] = (profile, fevent, True)
         return fired
 
     def withdrawals(self, consents: list[Event], touched: Touched, refused: Any) -> list[Trigger]:
@@ -167,7 +180,9 @@ class TriggerRunner:
         models = self.ports.scorer()
         if models is None or not profiles:
             return [None] * len(profiles)
-        matrix = np.array([features(p, now) for p in profiles], dtype=np.float64)
+        rows = chain.from_iterable(features(p, now) for p in profiles)  # one row per profile
+        matrix = np.fromiter(rows, np.float64, len(profiles) * len(FEATURE_NAMES))
+        matrix = matrix.reshape(len(profiles), len(FEATURE_NAMES))
         return [float(s) for s in models.churn.score_batch(matrix)]
 
     async def emit(self, *triggers: Trigger) -> None:

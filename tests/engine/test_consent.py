@@ -52,6 +52,19 @@ def test_every_trigger_needs_email_and_personalization() -> None:
         assert consent.trigger_allowed(withdrawn, notice, False)
 
 
+def test_a_user_who_never_spoke_gets_the_default_for_every_purpose() -> None:
+    said_nothing = [Profile("silent"), Profile("silent", consent={})]  # {}: as None
+    spoke = fold([consent_event(1, T0, email=False)])
+    assert spoke
+    for n in range(len(consent.PURPOSES) + 1):
+        for purposes in itertools.combinations(consent.PURPOSES, n):
+            for default in (True, False):
+                want = all(spoke.consents_to(p, default) for p in purposes)
+                assert consent.allows(spoke, purposes, default) is want
+                for profile in said_nothing:
+                    assert consent.allows(profile, purposes, default) is (default or not purposes)
+
+
 def test_blocks_keep_their_purposes() -> None:
     withdrew_ads = fold([consent_event(1, T0, ads=False)])
     withdrew_all = fold([consent_event(1, T0, personalization=False)])
