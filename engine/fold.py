@@ -37,7 +37,7 @@ from engine.admission import admit
 from engine.catalog import Product
 from engine.clock import Clock
 from engine.events import Event, InvalidEvent, parse
-from engine.popularity import Contribution, Tally, contributions
+from engine.popularity import STAKE_TYPES, Contribution, Tally, contributions
 from engine.profile import Profile, apply
 
 log = logging.getLogger("persona.fold")
@@ -89,6 +89,7 @@ class Step:
 
 
 NOTHING = Step()
+_UNREAD = object()  # a user's stored fence not read yet in this batch (`_fenced_at`)
 
 
 @dataclass(frozen=True)
@@ -128,27 +129,89 @@ class BatchFold(Generic[C]):
         self._counts: dict[str, int] = {}
 
     def event(self, record: Record, carrier: C) -> Step:
-        """Fold one event record (`carrier` is kept with the user's profile and clock time)."""
+        """Fold one event record (`carrier` is kept with the user's profile and clock time).
+
+        One straight path per record (issue 21 item 5): the batch's per-user state is looked up
+        once, admission's common case (neither late nor future) is two comparisons, and the
+        popularity contributions are asked only of the event types that move a stake. The
+        decisions and their order are the module doc's."""
         try:
             event = parse(record.value or b"")
         except InvalidEvent as exc:
             return Step(dead=exc.reason)
-        refusal = self._admit(event.ts, record)
-        if refusal is not None:
-            return Step(dead=refusal)
-        if not self._placed(record, event.user_id.encode()):
+        topic, partition = record.topic, record.partition
+        tp = (topic, partition)
+        moved = self._moved
+        stream_time = moved.get(tp)
+        if stream_time is None:
+            stream_time = self._base_time.get(tp)
+        ts, wall = event.ts, self.wall
+        rules = self.rules
+        if ts - wall > rules.skew_ms or (
+            stream_time is not None and min(stream_time, wall) - ts > rules.lateness_ms
+        ):
+            refusal = admit(ts, stream_time, wall, rules.lateness_ms, rules.skew_ms)
+            if refusal is not None:
+                self._count("future" if refusal.startswith("future") else "late")
+                return Step(dead=refusal)
+        reads = self.reads
+        raw_id = event.user_id.encode()
+        if record.key != raw_id or not reads.placed(raw_id, partition):
             self._count("rekeyed")
-            return Step(rekey=event.user_id.encode())
-        user = self.reads.user_key(event.user_id)
+            return Step(rekey=raw_id)
+        user = reads.user_key(event.user_id)
         try:  # one record's data (or stored state) must not stop the fold
-            folded = self._apply(record, event, user)
+            entry = self.touched.get(user)
+            current = reads.profile(user, partition) if entry is None else entry[0]
+            if self._fenced_at(user, partition, record.timestamp_ms):
+                self._count("fenced")
+                return NOTHING
+            if current is None and reads.aliased(user, partition):
+                return Step(forward=event, user=user)
+            product = reads.product(event.item_id) if event.item_id else None
+            updated = apply(current, event, product)
+            stakes = (
+                list(contributions(current, updated, event))
+                if event.type in STAKE_TYPES and updated is not current
+                else None
+            )
         except Exception as exc:
             log.exception("could not fold event %r", event.event_id)
             return Step(dead=f"processing failed: {type(exc).__name__}: {exc}")
-        if isinstance(folded, Step):
-            return folded
-        self._take(record, carrier, event, user, *folded)
+        counts = self._counts
+        if updated is current:
+            counts["duplicates"] = counts.get("duplicates", 0) + 1
+            if current is not None:  # a redelivery: write the state again (see the docstring)
+                self.touched[user] = (current, carrier, True)
+        else:
+            self._took(event, updated, carrier, user, tp, stream_time, stakes)
+        # an identify asks for its merge again when redelivered (streams/identity.py)
         return Step(identify=event, user=user) if event.type == "identify" else NOTHING
+
+    def _took(
+        self,
+        event: Event,
+        updated: Profile,
+        carrier: C,
+        user: bytes,
+        tp: TopicPartition,
+        stream_time: int | None,
+        stakes: list[Contribution] | None,
+    ) -> None:
+        """What a folded (new) event leaves in the batch's state."""
+        ts, counts = event.ts, self._counts
+        counts["events"] = counts.get("events", 0) + 1
+        if event.type == "consent":
+            self._consents.append(event)
+        if ts > (stream_time or 0):
+            self._moved[tp] = ts
+        self.touched[user] = (updated, carrier, True)
+        partition = tp[1]
+        newest = self._newest.get(partition)
+        if ts > (0 if newest is None else newest[0]):
+            self._newest[partition] = (ts, carrier)
+        if stakes:
+            self._activity.setdefault(user, []).extend(stakes)
 
     def load(self, user: bytes, partition: int) -> Profile | None:
         """The user's profile as the batch left it, else as stored (ValueError: unreadable)."""
@@ -175,18 +238,7 @@ class BatchFold(Generic[C]):
     def _count(self, name: str) -> None:
         self._counts[name] = self._counts.get(name, 0) + 1
 
-    def _admit(self, ts: int, record: Record) -> str | None:
-        lateness, skew = self.rules.lateness_ms, self.rules.skew_ms
-        stream_time = self.stream_time(record.topic, record.partition)
-        refusal = admit(ts, stream_time, self.wall, lateness, skew)
-        if refusal is not None:
-            self._count("future" if refusal.startswith("future") else "late")
-        return refusal
-
-    def _placed(self, record: Record, user_id: bytes) -> bool:
-        return record.key == user_id and self.reads.placed(user_id, record.partition)
-
-    def _fenced(self, user: bytes, record: Record) -> bool:
+    def _fenced_at(self, user: bytes, partition: int, produced_ms: int) -> bool:
         """Whether the user was erased after this record was produced (the erase command
         travels on its own topic, so older events may arrive after it): asked for every event,
         with or without a profile, as a later event may have started the new history. The
@@ -194,52 +246,12 @@ class BatchFold(Generic[C]):
         written; an erasure within the batch is in `fences`)."""
         fence = self.fences.get(user)
         if fence is not None:
-            at: int | None = fence[0]
-        elif user in self._stored_fences:
-            at = self._stored_fences[user]
-        else:
-            at = self._stored_fences[user] = self.reads.fence(user, record.partition)
-        return at is not None and record.timestamp_ms <= at
-
-    def _apply(
-        self, record: Record, event: Event, user: bytes
-    ) -> Step | tuple[Profile | None, Profile, list[Contribution]]:
-        current = self.load(user, record.partition)
-        if self._fenced(user, record):
-            self._count("fenced")
-            return NOTHING
-        if current is None and self.reads.aliased(user, record.partition):
-            return Step(forward=event, user=user)
-        product = self.reads.product(event.item_id) if event.item_id else None
-        updated = apply(current, event, product)
-        return current, updated, list(contributions(current, updated, event))
-
-    def _take(
-        self,
-        record: Record,
-        carrier: C,
-        event: Event,
-        user: bytes,
-        current: Profile | None,
-        updated: Profile,
-        moved: list[Contribution],
-    ) -> None:
-        if updated is current:
-            self._count("duplicates")
-            if current is not None:  # a redelivery: write the state again (see the docstring)
-                self.touched[user] = (current, carrier, True)
-            return
-        self._count("events")
-        if event.type == "consent":
-            self._consents.append(event)
-        topic, partition = record.topic, record.partition
-        if event.ts > (self.stream_time(topic, partition) or 0):
-            self._moved[(topic, partition)] = event.ts
-        self.touched[user] = (updated, carrier, True)
-        if event.ts > self._newest.get(partition, (0, carrier))[0]:
-            self._newest[partition] = (event.ts, carrier)
-        if moved:
-            self._activity.setdefault(user, []).extend(moved)
+            return produced_ms <= fence[0]
+        stored = self._stored_fences
+        at = stored.get(user, _UNREAD)
+        if at is _UNREAD:
+            at = stored[user] = self.reads.fence(user, partition)
+        return isinstance(at, int) and produced_ms <= at
 
 
 def pack_profile(profile: Profile, bound: int) -> bytes | str:

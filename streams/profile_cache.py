@@ -42,6 +42,10 @@ class ProfileCache:
         """The accounted bytes of the profiles kept."""
         return self._memo.bytes
 
+    def kept(self, user: bytes) -> Profile | None:
+        """The user's profile if kept, else None (not kept, or no profile: ask `read`)."""
+        return self._memo.get(user)
+
     def read(self, user: bytes, stored: Callable[[bytes], bytes | None]) -> Profile | None:
         """The user's profile: kept, else read with `stored` and unpacked (and kept). An
         unreadable stored value raises what `Profile.unpack` raises, and is not kept."""

@@ -48,6 +48,7 @@ def test_a_read_keeps_what_it_read_and_the_next_read_is_not_a_store_read() -> No
     again = cache.read(b"u:ann", store.get)
     assert first is not None and first.pack() == stored.pack()
     assert again is first and store.reads == 1
+    assert cache.kept(b"u:ann") is first and cache.kept(b"u:bob") is None  # kept: no read
     assert cache.read(b"u:bob", store.get) is None  # no row: nothing kept
     assert cache.read(b"u:bob", store.get) is None and store.reads == 3
     assert cache.accounted >= PROFILE_FACTOR * len(stored.pack())
