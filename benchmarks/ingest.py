@@ -99,11 +99,18 @@ def lag_during(before: dict[str, float], after: dict[str, float]) -> dict[str, f
 
 
 def metric(base: str, name: str) -> float:
+    return metrics(base, name)[0]
+
+
+def metrics(base: str, *names: str) -> list[float]:
+    """The values of unlabelled metrics `names` from one /metrics page (0.0 where absent)."""
+    found = dict.fromkeys(names, 0.0)
     with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
+            name, _, value = line.partition(" ")
+            if name in found:
+                found[name] = float(value.split()[0])
+    return list(found.values())
 
 
 def start_worker(broker: str, data: Path, partitions: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -224,23 +231,26 @@ def measure_worker(base: str, n: int, pids: dict[str, int]) -> dict[str, Any]:
     millisecond: sampling every 50 ms took ~2% of its time); the rate is taken between the first
     sample with events folded and the last sample before all `n` were, both while it folds."""
     name = "persona_events_processed_total"
-    first: tuple[float, float, dict[str, float]] | None = None
-    last: tuple[float, float, dict[str, float]] | None = None
+    first: tuple[float, float, dict[str, float], float] | None = None
+    last: tuple[float, float, dict[str, float], float] | None = None
     while True:
-        v = metric(base, name)
+        v, folded_batches = metrics(base, name, "persona_fold_batches_total")
         now = time.monotonic()
         if v >= n and first is not None and last is not None and last[0] > first[0]:
             seconds = last[0] - first[0]
+            batches = last[3] - first[3]
             return {
                 "events": last[1] - first[1],
                 "seconds": seconds,
                 "events_per_s": (last[1] - first[1]) / seconds,
                 "cpu_cores": {k: (last[2][k] - first[2][k]) / seconds for k in pids},
+                "records_per_batch": (last[1] - first[1]) / max(batches, 1),
             }
         if v >= n:
             raise RuntimeError("the worker folded every event within one sample: use more --events")
         if v > 0:
-            sample = (now, v, {k: cpu_seconds(pid) for k, pid in pids.items()})
+            cpu = {k: cpu_seconds(pid) for k, pid in pids.items()}
+            sample = (now, v, cpu, folded_batches)
             if first is None:
                 first = sample
             elif v < n:
@@ -270,26 +280,31 @@ def read_again(base: str) -> dict[str, float]:
     }
 
 
-async def raw_baseline(broker: str, n: int, data: Path) -> dict[str, float]:
-    """aiokafka + rocksdict, the same pure fold, one write per user per batch."""
-    db = Rdict(str(data / "raw.db"))
+async def raw_baseline(
+    broker: str, n: int, data: Path, group: str = "raw-baseline"
+) -> dict[str, float]:
+    """aiokafka + rocksdict, the same pure fold, one write per user per batch (a new consumer
+    `group` and a new database each run: it reads the topics from their start)."""
+    db = Rdict(str(data / f"{group}.db"))
     consumer = AIOKafkaConsumer(
         "clickstream",
         "cart",
         "social",
         **as_config(broker).aiokafka(),  # the clients' one configuration (plaintext here)
         auto_offset_reset="earliest",
-        group_id="raw-baseline",
+        group_id=group,
         enable_auto_commit=True,
         max_poll_records=2000,
     )
     await consumer.start()
     done = 0
+    folds = 0  # batches folded (getmany calls that returned records)
     started = None
     cpu_started = 0.0
     try:
         while done < n:
             batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            folds += bool(batches)
             touched: dict[bytes, Profile] = {}
             for messages in batches.values():
                 for m in messages:
@@ -315,6 +330,7 @@ async def raw_baseline(broker: str, n: int, data: Path) -> dict[str, float]:
         "seconds": elapsed,
         "events_per_s": done / max(elapsed, 1e-9),
         "cpu_cores": cores,  # this process's CPU meanwhile (the fold runs here)
+        "records_per_batch": done / max(folds, 1),
     }
 
 
@@ -491,6 +507,10 @@ def main() -> None:
     cores = ", ".join(f"{k} {v:.2f}" for k, v in w["cpu_cores"].items())
     print(f"CPU while the worker consumed, in cores: {cores} (of {os.cpu_count()})")
     print(per_core(w, raw))
+    print(
+        f"records per fold batch: worker {w['records_per_batch']:,.0f}, "
+        f"raw {raw['records_per_batch']:,.0f}"
+    )
     again = w["read_again"]
     print(
         f"read outside Faust's delivery (position audit): {again['gap_read']:,.0f} records, "
