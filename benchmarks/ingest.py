@@ -9,7 +9,10 @@ Prints, from one run on this machine:
   half the measured throughput.
 
 Usage: python -m benchmarks.ingest [--events 100000] [--partitions 4] [--seconds 20]
-    [--load rees46|synthetic] [--items 5000] [--catalog]
+    [--load rees46|synthetic] [--items 5000] [--catalog] [--repeat 1]
+With `--repeat N` the throughput part (a new broker, pre-load, worker, raw fold) runs N times and
+each round's ratios are printed with their medians (one round's ratio is one draw on a machine
+whose speed moves 10-20 % between runs).
 Needs ../shared/data/rees46_oct2019_head (REES46: internal benchmarks only, never redistributed).
 `--load synthetic` pre-loads `benchmarks.scale`'s users instead (3 events each, the third an
 add_to_cart, over `--items` Zipf-skewed products; `--events` / 3 users): a catalog-wide load in
@@ -430,6 +433,67 @@ async def freshness(broker: str, base: str, rate: float, seconds: float) -> dict
     }
 
 
+def one_round(args: argparse.Namespace, catalog: int, freshness_phase: bool) -> dict[str, Any]:
+    """One measurement on a new embedded broker and new data: pre-load the topics, fold them with
+    a worker (then, with `freshness_phase`, the freshness phase), stop it, fold them again with
+    the raw baseline."""
+    out: dict[str, Any] = {}
+    load = synthetic(args.events, args.items) if args.load == "synthetic" else looped(args.events)
+    tmp = Path(tempfile.mkdtemp(prefix="persona-bench-"))
+    try:
+        with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
+            (tmp / "w").mkdir()
+            if catalog:
+                out["catalog_seconds"] = with_catalog(
+                    broker.url, tmp / "w", args.partitions, catalog
+                )
+            out["produce_events_per_s"] = asyncio.run(
+                preload(broker.url, args.partitions, args.events, load)
+            )
+            proc, base = start_worker(broker.url, tmp / "w", args.partitions)
+            try:
+                assert broker.proc is not None
+                pids = {"worker": proc.pid, "broker": broker.proc.pid}
+                out["worker"] = measure_worker(base, args.events, pids)
+                out["worker"]["read_again"] = read_again(base)
+                if freshness_phase:
+                    rate = args.freshness_rate or out["worker"]["events_per_s"] / 2
+                    lag_before = loop_lag(base)
+                    out["freshness"] = asyncio.run(freshness(broker.url, base, rate, args.seconds))
+                    out["freshness"]["loop_lag"] = lag_during(lag_before, loop_lag(base))
+            finally:
+                stop_worker(proc, tmp / "w" / "worker.log")
+            out["raw_baseline"] = asyncio.run(raw_baseline(broker.url, args.events, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def rounds_summary(rounds: list[dict[str, Any]]) -> list[str]:
+    """One line per round (events/s and per-busy-core ratios of worker to raw fold) and their
+    medians: the machine's speed moves 10-20 % between runs, for the raw fold as for the worker,
+    so one round's ratio is one draw."""
+    lines, ratios, core_ratios = [], [], []
+    for n, r in enumerate(rounds, 1):
+        w, raw = r["worker"], r["raw_baseline"]
+        ratio = w["events_per_s"] / raw["events_per_s"]
+        w_core = w["events_per_s"] / max(w["cpu_cores"]["worker"], 1e-9)
+        r_core = raw["events_per_s"] / max(raw["cpu_cores"], 1e-9)
+        ratios.append(ratio)
+        core_ratios.append(w_core / r_core)
+        lines.append(
+            f"round {n}: worker {w['events_per_s']:,.0f} events/s ({w['cpu_cores']['worker']:.2f} "
+            f"cores), raw {raw['events_per_s']:,.0f} events/s, ratio {ratio:.2f}, "
+            f"per busy core {w_core / r_core:.2f}"
+        )
+    lines.append(
+        f"median of {len(rounds)} rounds: ratio {statistics.median(ratios):.2f}, per busy core "
+        f"{statistics.median(core_ratios):.2f} (range {min(core_ratios):.2f}-"
+        f"{max(core_ratios):.2f})"
+    )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -443,12 +507,18 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="freshness phase length")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure worker and raw fold this many times, each on a new broker (the freshness "
+        "phase runs in the first); prints each round and the medians",
+    )
+    parser.add_argument(
         "--freshness-rate", type=float, help="events/s during the freshness phase (default: half)"
     )
     args = parser.parse_args()
     if not REES46.exists():
         sys.exit(f"needs {REES46} (the REES46 sample in ../shared/data)")
-    tmp = Path(tempfile.mkdtemp(prefix="persona-bench-"))
     results: dict[str, Any] = {
         "events": args.events,
         "partitions": args.partitions,
@@ -456,33 +526,11 @@ def main() -> None:
         "items": args.items if args.load == "synthetic" else None,
         "catalog": args.catalog and args.load == "synthetic",
     }
-    load = synthetic(args.events, args.items) if args.load == "synthetic" else looped(args.events)
     catalog = args.items if results["catalog"] else 0
-    try:
-        with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
-            (tmp / "w").mkdir()
-            if catalog:
-                results["catalog_seconds"] = with_catalog(
-                    broker.url, tmp / "w", args.partitions, catalog
-                )
-            results["produce_events_per_s"] = asyncio.run(
-                preload(broker.url, args.partitions, args.events, load)
-            )
-            proc, base = start_worker(broker.url, tmp / "w", args.partitions)
-            try:
-                assert broker.proc is not None
-                pids = {"worker": proc.pid, "broker": broker.proc.pid}
-                results["worker"] = measure_worker(base, args.events, pids)
-                results["worker"]["read_again"] = read_again(base)
-                rate = args.freshness_rate or results["worker"]["events_per_s"] / 2
-                lag_before = loop_lag(base)
-                results["freshness"] = asyncio.run(freshness(broker.url, base, rate, args.seconds))
-                results["freshness"]["loop_lag"] = lag_during(lag_before, loop_lag(base))
-            finally:
-                stop_worker(proc, tmp / "w" / "worker.log")
-            results["raw_baseline"] = asyncio.run(raw_baseline(broker.url, args.events, tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    rounds = [one_round(args, catalog, freshness_phase=n == 0) for n in range(args.repeat)]
+    results.update(rounds[0])  # the first round's figures, as a run of one round gives them
+    if args.repeat > 1:
+        results["rounds"] = [{k: r[k] for k in ("worker", "raw_baseline")} for r in rounds]
     w, raw, f = results["worker"], results["raw_baseline"], results["freshness"]
     described = (
         f"synthetic events ({-(-args.events // 3):,} users, {args.items:,} items"
@@ -511,6 +559,8 @@ def main() -> None:
         f"records per fold batch: worker {w['records_per_batch']:,.0f}, "
         f"raw {raw['records_per_batch']:,.0f}"
     )
+    if args.repeat > 1:
+        print(*rounds_summary(rounds), sep="\n")
     again = w["read_again"]
     print(
         f"read outside Faust's delivery (position audit): {again['gap_read']:,.0f} records, "
