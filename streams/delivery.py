@@ -38,8 +38,13 @@ from collections.abc import Callable, Generator
 from typing import Any, Protocol, TypeVar, cast
 
 import faust
+import faust.types.tuples as faust_tuples
 from faust.types import TP, Message
 from mode.services import WaitResults
+from mode.utils.futures import notify
+
+# Faust's lock around the ack bookkeeping (faust-streaming 0.15.3); without it, per-record acks
+_ACK_LOCK: Any = getattr(faust_tuples, "ack_lock", None)
 
 T = TypeVar("T")
 log = logging.getLogger("persona.delivery")
@@ -145,6 +150,10 @@ class Turns:
         return False
 
 
+# What Faust's Consumer.ack reads and writes (Fold.ack does the same for a batch).
+_ACK_STATE = ("_committed_offset", "_acked_index", "_acked", "_unacked_messages", "_n_acked")
+
+
 class Fold:
     """Record bookkeeping shared with Faust's consumer: which records count, and acks."""
 
@@ -188,9 +197,53 @@ class Fold:
         return kept
 
     def ack(self, batch: list[Delivered]) -> None:
-        ack = self.app.consumer.ack
-        for record in batch:
-            ack(record.message)
+        """Acknowledge a written batch: what Faust's `Consumer.ack` does per record, done for the
+        batch under one hold of Faust's ack lock with one wake of a waiter (issue 21 item 5:
+        acking was ~2 us a record). Where this Faust lacks the bookkeeping it relies on, each
+        record goes through `Consumer.ack`."""
+        consumer: Any = self.app.consumer
+        if _ACK_LOCK is None or not all(hasattr(consumer, name) for name in _ACK_STATE):
+            ack = consumer.ack
+            for record in batch:
+                ack(record.message)
+            return
+        enabled_for = self.app.topics.acks_enabled_for
+        committed_offset, acked_index, acked = (
+            consumer._committed_offset,
+            consumer._acked_index,
+            consumer._acked,
+        )
+        unacked = consumer._unacked_messages
+        enabled: dict[str, bool] = {}
+        last_tp: Any = None
+        committed: int | None = None
+        index: set[int] = set()
+        offsets: list[int] = []
+        n = 0
+        with _ACK_LOCK:
+            for record in batch:
+                message = record.message
+                if message.acked:
+                    continue
+                message.acked = True
+                topic = message.topic
+                on = enabled.get(topic)
+                if on is None:
+                    on = enabled[topic] = enabled_for(topic)
+                if not on:
+                    continue
+                tp, offset = message.tp, message.offset
+                if tp != last_tp:  # a batch holds runs of one topic-partition's records
+                    last_tp = tp
+                    committed, index, offsets = committed_offset[tp], acked_index[tp], acked[tp]
+                if (committed is None or offset >= committed) and offset not in index:
+                    unacked.discard(message)
+                    index.add(offset)
+                    offsets.append(offset)
+                    n += 1
+            consumer._n_acked += n
+        if enabled and any(enabled.values()):
+            notify(consumer._waiting_for_ack)
 
 
 class _Resume:

@@ -290,3 +290,78 @@ def test_a_batch_is_current_until_a_rebalance_begins() -> None:
     assert fold.current(fold.epoch)
     app.flow_control = SimpleNamespace(is_active=lambda: False)
     assert not fold.current(fold.epoch)
+
+
+def _faust_consumer(name: str) -> Any:
+    """A real (unstarted) Faust consumer whose conductor acks `clickstream` and `cart` only."""
+    import faust
+
+    app = faust.App(name, broker="kafka://127.0.0.1:1", web_enabled=False)
+    app.topics._acking_topics.update({"clickstream", "cart"})
+    return app
+
+
+def _real_messages() -> list[Any]:
+    from faust.types import TP
+    from faust.types.tuples import ConsumerMessage
+
+    def m(topic: str, partition: int, offset: int) -> Any:
+        tp = TP(topic, partition)
+        return ConsumerMessage(topic, partition, offset, 0.0, 0, [], b"k", b"v", None, 1, 1, tp)
+
+    return [
+        *(m("clickstream", 0, o) for o in range(0, 6)),  # 0 and 1 lie below the committed 2
+        *(m("cart", 1, o) for o in (7, 8, 8, 9)),  # offset 8 twice (a redelivered record)
+        m("social", 0, 3),  # a topic the conductor does not ack
+        *(m("clickstream", 1, o) for o in (4, 5)),
+    ]
+
+
+def test_a_batch_ack_leaves_faust_s_bookkeeping_as_acking_each_record_does() -> None:
+    from faust.types import TP
+
+    def run(bulk: bool) -> tuple[Any, ...]:
+        async def go() -> tuple[Any, ...]:
+            app = _faust_consumer(f"ack-{bulk}")
+            consumer = app.consumer
+            messages = _real_messages()
+            for message in messages:
+                consumer.track_message(message)
+            consumer._committed_offset[TP("clickstream", 0)] = 2
+            messages[3].acked = True  # acked already (by a path other than the fold's)
+            waiter = consumer._waiting_for_ack = asyncio.get_running_loop().create_future()
+            batch = [Delivered(m) for m in messages]
+            if bulk:
+
+                def per_record(message: Any) -> None:
+                    raise AssertionError("the batch path acks without Consumer.ack")
+
+                consumer.ack = per_record
+                Fold(app).ack(batch)
+            else:
+                for record in batch:
+                    consumer.ack(record.message)
+            return (
+                {tp: list(v) for tp, v in consumer._acked.items()},
+                {tp: set(v) for tp, v in consumer._acked_index.items()},
+                consumer._n_acked,
+                sorted((m.topic, m.partition, m.offset) for m in consumer._unacked_messages),
+                [m.acked for m in messages],
+                waiter.done(),
+            )
+
+        return asyncio.run(go())
+
+    bulk, each = run(bulk=True), run(bulk=False)
+    assert bulk == each
+    acked, _, n, unacked, flags, woken = bulk
+    assert acked[TP("cart", 1)] == [7, 8, 9] and n == 8 and woken and all(flags)
+    # below the committed offset, acked before, a second copy of an offset and the unacked
+    # topic's stay tracked (as Faust leaves them)
+    assert unacked == [
+        ("cart", 1, 8),
+        ("clickstream", 0, 0),
+        ("clickstream", 0, 1),
+        ("clickstream", 0, 3),
+        ("social", 0, 3),
+    ]
