@@ -272,3 +272,25 @@ def _with(namespace: Any, **changes: Any) -> Any:
     values = dict(vars(namespace))
     values.update(changes)
     return SimpleNamespace(**values)
+
+
+def test_a_commit_every_n_acks_runs_beside_delivery_instead_of_holding_it_up() -> None:
+    """`broker_commit_every` reached: the commit starts, and the fetched records reach the
+    fold's queue while it is still running (the loop awaited it: with a commit that does not
+    finish, the loop would never end and the run would fail after 5 s)."""
+    p0, r0 = _records(FOLD, 0, [0, 1])
+    p1, r1 = _records(FOLD, 1, [4])
+    started: list[int] = []
+
+    def hanging_commit(consumer: _Consumer, topic: Any) -> Any:
+        async def commit() -> None:
+            started.append(len(topic.queue._queue))
+            await asyncio.Event().wait()  # never done within the run
+
+        return commit
+
+    consumer, queued = _run(
+        [{p0: r0}, {p1: r1}], _commit_every=2, _n_acked=2, commit=hanging_commit
+    )
+    assert [(d.message.partition, d.message.offset) for d in queued] == [(0, 0), (0, 1), (1, 4)]
+    assert len(started) == 1 and consumer._n_acked == 0  # one commit, the count restarted
