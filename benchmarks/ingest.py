@@ -261,12 +261,18 @@ def measure_worker(base: str, n: int, pids: dict[str, int]) -> dict[str, Any]:
         time.sleep(POLL)
 
 
-def per_core(worker: dict[str, Any], raw: dict[str, Any]) -> str:
-    """Events per CPU-second of the worker and of the raw fold, and their ratio: on a shared
-    machine each got whatever share of a core it could, so this ratio is steadier than the
-    events/s one (the same work per event whatever the share)."""
+def busy_core_rates(worker: dict[str, Any], raw: dict[str, Any]) -> tuple[float, float]:
+    """Events per CPU-second of the worker and of the raw fold: on a shared machine each got
+    whatever share of a core it could, so their ratio is steadier than the events/s one (the
+    same work per event whatever the share)."""
     w_core = worker["events_per_s"] / max(worker["cpu_cores"]["worker"], 1e-9)
     r_core = raw["events_per_s"] / max(raw["cpu_cores"], 1e-9)
+    return w_core, r_core
+
+
+def per_core(worker: dict[str, Any], raw: dict[str, Any]) -> str:
+    """`busy_core_rates` and their ratio, as printed."""
+    w_core, r_core = busy_core_rates(worker, raw)
     return (
         f"per busy core: worker {w_core:,.0f} events/s, raw {r_core:,.0f} events/s "
         f"(raw used {raw['cpu_cores']:.2f} cores), ratio {w_core / r_core:.2f}"
@@ -477,8 +483,7 @@ def rounds_summary(rounds: list[dict[str, Any]]) -> list[str]:
     for n, r in enumerate(rounds, 1):
         w, raw = r["worker"], r["raw_baseline"]
         ratio = w["events_per_s"] / raw["events_per_s"]
-        w_core = w["events_per_s"] / max(w["cpu_cores"]["worker"], 1e-9)
-        r_core = raw["events_per_s"] / max(raw["cpu_cores"], 1e-9)
+        w_core, r_core = busy_core_rates(w, raw)
         ratios.append(ratio)
         core_ratios.append(w_core / r_core)
         lines.append(
@@ -517,6 +522,8 @@ def main() -> None:
         "--freshness-rate", type=float, help="events/s during the freshness phase (default: half)"
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1 (got {args.repeat})")
     if not REES46.exists():
         sys.exit(f"needs {REES46} (the REES46 sample in ../shared/data)")
     results: dict[str, Any] = {

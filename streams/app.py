@@ -499,11 +499,6 @@ class PersonaStreams:
         return await self.send_raw(named, key, value, headers=headers)
 
     # -- agents ----------------------------------------------------------------------------------
-    def _correctly_keyed(self, key: bytes | None, partition: int, user_id: bytes) -> bool:
-        if key != user_id:
-            return False
-        return self._partition_of.partition(user_id) == partition
-
     async def _dead_letter(self, event: Carrier, reason: str) -> None:
         msg = event.message
         self.stats.invalid += 1
