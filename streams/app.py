@@ -105,6 +105,7 @@ PROFILE_CACHE_MAX = 100_000  # decoded profiles kept between batches (streams/pr
 PROFILE_CACHE_BYTES = 64 * 1024 * 1024  # ... and their accounted bytes
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
+READY_POLL = 0.05  # seconds between looks at the first recovery, for readiness
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
 IN_HAND_IDLE = 20.0  # seconds Faust may hold handed records without delivering any (audit)
 PRODUCER_BUFFER_MAX = 4 * BATCH_MAX  # messages in Faust's buffer before delivery waits for them
@@ -345,6 +346,7 @@ class PersonaStreams:
         app.timer(1.0)(self.triggers.check_due)
         app.timer(10.0)(self.triggers.sweep)
         app.timer(AUDIT_EVERY)(self._audit_positions)
+        app.task(self._ready_at_start)
 
     # -- read side (used by the API, same process) ---------------------------------------------
     def profile(self, user_id: str) -> Profile | None:
@@ -416,7 +418,9 @@ class PersonaStreams:
         if not self._clock_seeded:
             self._seed_clock()
         if not self._layout_ready:
-            return False, "checking the layout of stored profiles"
+            if self._unchecked_partitions():
+                return False, "checking the layout of stored profiles"
+            self._layout_ready = True  # the fold checked every assigned partition before the audit
         behind = self.lag_records()
         if behind:  # ready: it answers from what it folded, and says how far behind that is
             return True, f"ok; catching up: {behind} input records behind"
@@ -642,6 +646,12 @@ class PersonaStreams:
                 self._write_profiles(partition, moves)
             self._layout_checked.add(partition)
 
+    def _unchecked_partitions(self) -> set[int]:
+        """Assigned input partitions whose stored layout was not checked yet (`_ensure_layout`:
+        by the fold, for the partitions of each batch, or by the position audit)."""
+        actives = cast(Any, self.app.assignor).assigned_actives()
+        return {tp.partition for tp in actives if tp.topic in INPUT_TOPICS} - self._layout_checked
+
     # -- positions (streams.positions) -----------------------------------------------------------
     async def _forget_positions(self, *args: Any, **kwargs: Any) -> None:
         """On every rebalance: positions are re-read from each partition's RocksDB, and a batch
@@ -785,19 +795,35 @@ class PersonaStreams:
         if stored is None or stored < position:
             db.put(key, b"%d" % position)
 
+    async def _check_layout(self) -> None:
+        """Check the stored layout of every assigned input partition (before readiness: an
+        earlier version's layout moves), then say ready."""
+        if unchecked := self._unchecked_partitions():
+            async with self._fold_lock:
+                self._ensure_layout(unchecked)
+                await self._profile_writer.ship()
+        self._layout_ready = True
+
+    async def _ready_at_start(self) -> None:
+        """Readiness as soon as the first recovery completes, not at the position audit's first
+        tick (up to AUDIT_EVERY later): a restarted worker folding its backlog meanwhile says
+        it is catching up rather than not ready."""
+        try:
+            while not self._layout_ready and not self.app.should_stop:
+                if self._recovered() == "ok":
+                    await self._check_layout()
+                    return
+                await asyncio.sleep(READY_POLL)
+        except Exception:
+            log.exception("the layout check at start failed; the position audit retries it")
+
     async def _audit_positions(self) -> None:
         """Fold what Faust did not deliver to partitions that receive nothing: their position
         lies below their end, and no later record comes to reveal the gap."""
         try:
             if self._recovered() != "ok":
                 return
-            actives = cast(Any, self.app.assignor).assigned_actives()
-            unchecked = {tp.partition for tp in actives if tp.topic in INPUT_TOPICS}
-            if unchecked - self._layout_checked:  # before readiness: an earlier layout moves
-                async with self._fold_lock:
-                    self._ensure_layout(unchecked)
-                    await self._profile_writer.ship()
-            self._layout_ready = True
+            await self._check_layout()
             if not self.ready()[0]:
                 return
             now = time.monotonic()

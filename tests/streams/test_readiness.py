@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from faust.types import TP
 
+from engine.events import INPUT_TOPICS
 from engine.settings import Settings
 from streams.app import PersonaStreams
 
@@ -23,3 +26,48 @@ def test_a_recovering_worker_says_how_much_changelog_is_left(
     assert streams.ready() == (False, "tables recovering: 1,234,567 changelog records to read")
     monkeypatch.setattr(recovery, "active_remaining_total", lambda: 1_000)
     assert streams.ready() == (False, "tables recovering: 1,000 changelog records to read")
+
+
+def test_a_worker_is_ready_once_the_fold_checked_every_assigned_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readiness after recovery waits for the layout check of each assigned input partition,
+    and no longer than that: when the fold's batches checked them all, /readyz says ready at
+    once, not at the position audit's next tick (a restarted worker folded a 40,000-record
+    backlog before that tick and never said it was catching up)."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    cast(Any, streams.app.tables).recovery.completed.set()
+    monkeypatch.setattr(type(streams.app), "rebalancing", False, raising=False)
+    topic = INPUT_TOPICS[0]
+    actives = {TP(topic, 0), TP(topic, 1), TP("elsewhere", 2)}
+    monkeypatch.setattr(streams.app.assignor, "assigned_actives", lambda: actives)
+    assert streams.ready() == (False, "checking the layout of stored profiles")
+    streams._ensure_layout({0})  # a batch with records of partition 0 only
+    assert streams.ready() == (False, "checking the layout of stored profiles")
+    streams._ensure_layout({1})  # partition 2 is not an input topic's: nothing to check
+    assert streams.ready() == (True, "ok")
+
+
+def test_the_layout_is_checked_as_soon_as_the_first_recovery_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's start task checks the assigned partitions' layout when recovery completes,
+    without waiting for the position audit's tick: /readyz then says ready."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    recovery = cast(Any, streams.app.tables).recovery
+    monkeypatch.setattr(type(streams.app), "rebalancing", False, raising=False)
+    actives = {TP(INPUT_TOPICS[0], 0), TP(INPUT_TOPICS[1], 3)}
+    monkeypatch.setattr(streams.app.assignor, "assigned_actives", lambda: actives)
+
+    async def go() -> list[tuple[bool, str]]:
+        start = asyncio.create_task(streams._ready_at_start())
+        await asyncio.sleep(0.3)
+        seen = [streams.ready()]  # still recovering: the task waits
+        recovery.completed.set()
+        await asyncio.wait_for(start, 5)
+        return [*seen, streams.ready()]
+
+    before, after = asyncio.run(go())
+    assert before[0] is False and before[1].startswith("tables recovering")
+    assert after == (True, "ok")
+    assert {0, 3} <= streams._layout_checked
