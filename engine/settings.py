@@ -142,6 +142,12 @@ class Settings:
         "MiB of memory the RocksDB tables of one process may hold: one block cache shared by "
         "every table partition (index and filter blocks in it), a quarter of it for memtables",
     )
+    profile_cache_mb: int = setting(
+        64,
+        t.Integer(0, 65_536),
+        "MiB of decoded profiles a worker keeps between its fold's batches (the users of one "
+        "batch fold again in the next ones); 0 keeps none",
+    )
     abandoned_cart_minutes: float = setting(
         60.0,
         t.Real(0.0, 525_600.0, "must be more than 0 minutes and at most a year", open_low=True),

@@ -13,8 +13,12 @@ The cache holds only what the profiles table holds:
 - a rebalance clears it (table recovery rewrites partitions), and so does a batch dropped for a
   rebalance (its loads may have read a partition during recovery);
 - a read that misses keeps what it read.
-Bounded by entries and accounted bytes: a decoded profile counts PROFILE_FACTOR times its stored
-size (~9 measured on REES46 profiles: 9.1 KB of objects for 0.99 KB stored).
+Bounded by entries and accounted bytes (`PERSONA_PROFILE_CACHE_MB`): a decoded profile counts
+PROFILE_BASE + PROFILE_FACTOR times its stored size, at or above what tracemalloc measured for
+decoded profiles (2026-12-05): 10.6-13.4x the stored bytes for profiles of 1 to 300 views,
+carts and purchases (148 to 5,650 bytes stored; tests/streams/test_profile_cache.py checks it),
+13.0x for the synthetic users of `benchmarks.scale` (236 bytes), 8.4-10.4x for REES46 users. It
+counted 10x before, below what small and mid-sized profiles take.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from typing import Any
 from engine.memo import SizedMemo
 from engine.profile import Profile
 
-PROFILE_FACTOR = 10
+PROFILE_BASE = 1_000  # bytes of a decoded profile's objects besides what grows with its size
+PROFILE_FACTOR = 14  # ... and per stored byte
+
+
+def profile_cost(stored: int) -> int:
+    """The bytes a decoded profile of `stored` packed bytes counts for in the cache."""
+    return PROFILE_BASE + PROFILE_FACTOR * stored
 
 
 class ProfileCache:
@@ -56,7 +66,7 @@ class ProfileCache:
         if raw is None:
             return None
         profile = Profile.unpack(raw)
-        self._memo.put(user, profile, PROFILE_FACTOR * len(raw))
+        self._memo.put(user, profile, profile_cost(len(raw)))
         return profile
 
     def forget(self, items: Iterable[tuple[bytes, Any]]) -> None:
@@ -78,7 +88,7 @@ class ProfileCache:
         for user, size in written.items():
             profile = touched[user][0]
             if profile is not None:
-                put(user, profile, PROFILE_FACTOR * size)
+                put(user, profile, profile_cost(size))
 
     def clear(self) -> None:
         self._memo.clear()

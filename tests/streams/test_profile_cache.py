@@ -3,13 +3,15 @@ profiles table holds (what was read, what a batch wrote), and stay within their 
 
 from __future__ import annotations
 
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.events import validate
 from engine.profile import Profile, apply, new_profile
-from streams.profile_cache import PROFILE_FACTOR, ProfileCache
+from streams.profile_cache import ProfileCache, profile_cost
 
 
 def _profile(user: str, *items: str) -> Profile:
@@ -51,7 +53,7 @@ def test_a_read_keeps_what_it_read_and_the_next_read_is_not_a_store_read() -> No
     assert cache.kept(b"u:ann") is first and cache.kept(b"u:bob") is None  # kept: no read
     assert cache.read(b"u:bob", store.get) is None  # no row: nothing kept
     assert cache.read(b"u:bob", store.get) is None and store.reads == 3
-    assert cache.accounted >= PROFILE_FACTOR * len(stored.pack())
+    assert cache.accounted >= profile_cost(len(stored.pack()))
 
 
 def test_an_unreadable_row_raises_and_is_not_kept() -> None:
@@ -101,9 +103,69 @@ def test_bounded_by_entries_and_accounted_bytes_the_oldest_go_first() -> None:
     cache.read(b"u0", store.get)  # the oldest: gone
     assert store.reads == reads + 1
     size = len(profiles[b"u0"].pack())
-    small = ProfileCache(100, PROFILE_FACTOR * size * 2 + 500)  # room for about two
+    small = ProfileCache(100, profile_cost(size) * 2 + 500)  # room for about two
     for key in profiles:
         small.read(key, store.get)
-    assert 1 <= len(small) <= 2 and small.accounted <= PROFILE_FACTOR * size * 2 + 500
+    assert 1 <= len(small) <= 2 and small.accounted <= profile_cost(size) * 2 + 500
     small.clear()
     assert len(small) == 0 and small.accounted == 0
+
+
+def _grown(user: str, events: int) -> Profile:
+    """A profile of `events` views, carts and purchases of up to 97 items, in two categories."""
+    profile = new_profile(user)
+    for n in range(events):
+        event = validate(
+            {
+                "event_id": f"{user}-{n}",
+                "user_id": user,
+                "type": ("product_view", "add_to_cart", "purchase")[n % 3],
+                "item_id": f"p{n % 97}",
+                "ts": 1_700_000_000_000 + n * 60_000,
+                "quantity": 1,
+                "price": 9.5,
+                "currency": "GBP",
+                "props": {"category": f"c{n % 2}"},
+            }
+        )
+        profile = apply(profile, event)
+    return profile
+
+
+@pytest.mark.parametrize("events", [1, 3, 10, 30, 100, 300])
+def test_a_kept_profile_counts_at_least_what_its_objects_take(events: int) -> None:
+    """The cache's byte bound is real memory: a decoded profile's objects (measured with
+    tracemalloc) never take more than it is accounted for, small profiles (a fixed part
+    dominates) and large ones alike."""
+    packed = [_grown(f"user{i}", events).pack() for i in range(200)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        decoded = [Profile.unpack(value) for value in packed]
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(decoded) == len(packed)
+    assert taken <= sum(profile_cost(len(value)) for value in packed)
+
+
+def test_a_budget_of_zero_keeps_nothing() -> None:
+    """PERSONA_PROFILE_CACHE_MB=0 (the worker builds the cache with one byte): every read is a
+    store read."""
+    stored = _profile("ann", "p1")
+    store = _Store({b"u:ann": stored.pack()})
+    cache = ProfileCache(100_000, 1)
+    assert cache.read(b"u:ann", store.get) is not None
+    assert cache.read(b"u:ann", store.get) is not None
+    assert store.reads == 2 and len(cache) == 0 and cache.accounted == 0
+
+
+@pytest.mark.parametrize(("mb", "bound"), [(0, 1), (3, 3 * 1024 * 1024), (64, 64 * 1024 * 1024)])
+def test_the_worker_bounds_its_cache_by_the_setting(tmp_path: Path, mb: int, bound: int) -> None:
+    from engine.settings import Settings
+    from streams.app import PersonaStreams
+
+    streams = PersonaStreams(
+        Settings(data_dir=tmp_path, profile_cache_mb=mb), "kafka://127.0.0.1:9"
+    )
+    assert streams._profile_cache._memo.max_bytes == bound
