@@ -32,10 +32,19 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 
 async def send(
-    producer: AIOKafkaProducer, topic: str, key: str, value: bytes, signed: bool
-) -> None:
+    producer: AIOKafkaProducer,
+    topic: str,
+    key: str,
+    value: bytes,
+    signed: bool,
+    timestamp_ms: int | None = None,
+) -> int:
+    """Produce one record; its record time (ms)."""
     headers = RecordSigner(KEY, "test").headers(topic, key.encode(), value) if signed else None
-    await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+    sent = await producer.send_and_wait(
+        topic, value, key=key.encode(), headers=headers, timestamp_ms=timestamp_ms
+    )
+    return int(sent.timestamp)
 
 
 async def test_history_bounds_each_partition_and_leaves_erased_users_out(
@@ -49,11 +58,14 @@ async def test_history_bounds_each_partition_and_leaves_erased_users_out(
             for n in range(4):
                 event = view(user, f"item-{n}", T0 + n)
                 await send(producer, "clickstream", user, encode(event), signed=False)
+        erased_at = 0
         for user, signed in (("gone", True), ("kept", False)):
             body = json.dumps({"command": "erase", "user_id": user}).encode()
-            await send(producer, COMMANDS_TOPIC, user, body, signed)
+            erased_at = max(erased_at, await send(producer, COMMANDS_TOPIC, user, body, signed))
         later = view("gone", "item-after", T0 + 99)  # produced after the erasure: a new history
-        await send(producer, "clickstream", "gone", encode(later), signed=False)
+        # a record time after the erasure's (both could fall in one millisecond on loopback, and
+        # a record of the erasure's own millisecond is fenced, as in the fold)
+        await send(producer, "clickstream", "gone", encode(later), False, erased_at + 1)
     finally:
         await producer.stop()
 
