@@ -13,7 +13,10 @@ between it and `benchmarks.ingest`'s ratio is Faust's delivery and the worker's 
 changelog, triggers, HTTP, timers). CPU seconds of this process, rounds alternating, the best
 round of each kept (noise only adds time).
 
-    .venv/bin/python -m benchmarks.fold_cost [--loops 6] [--batch 2000] [--rounds 3]
+    .venv/bin/python -m benchmarks.fold_cost [--passes 6] [--batch 2000] [--rounds 3]
+
+(Not `--loops`: importing Faust reads any argument starting with `--loop` as the name of an
+event loop to install, and fails.)
 """
 
 from __future__ import annotations
@@ -127,13 +130,13 @@ def fold(recs: list[Record], batch: int, dbs: list[Rdict]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--loops", type=int, default=6, help="passes over the REES46 sample")
+    parser.add_argument("--passes", type=int, default=6, help="passes over the REES46 sample")
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if not REES46.exists():
         sys.exit(f"needs {REES46} (the REES46 sample in ../shared/data)")
-    recs = records(args.loops)
+    recs = records(args.passes)
     best = {"raw": float("inf"), "fold": float("inf")}
     for _ in range(args.rounds):
         for name, run in (("raw", raw), ("fold", fold)):
