@@ -35,8 +35,8 @@ from streams.admin import COMMANDS_TOPIC
 from streams.backlog import Backlog
 from streams.signed import RecordSigner
 
-# An unpacked product is accounted as PRODUCT_FACTOR times its stored row plus its id (measured
-# for profiles, ~4.6 times the row; products are alike: short strings, a dict of attributes).
+# An unpacked product is accounted as PRODUCT_FACTOR times its stored row plus its id (tracemalloc,
+# 2026-12-05: the demo catalog's 3,926 products, 234 bytes stored, take 3.6 times that decoded).
 PRODUCT_FACTOR = 6
 # The best-seller ranking reads every popularity row (100,000 sold items: 4.6 % of a folding
 # worker's samples at a 5 s period): the worker and the readers wait at least POPULAR_REST times

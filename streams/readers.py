@@ -61,6 +61,7 @@ from streams.content_sync import CatalogContent
 from streams.kafka_security import Broker, as_config
 from streams.keys import is_profile_key, user_key
 from streams.positions import parse_position, position_key
+from streams.profile_cache import profile_cost
 from streams.read_side import PartitionMemo, ProductMemo
 from streams.rocks_memory import RocksMemory
 from streams.signed import RecordSigner
@@ -73,16 +74,25 @@ TABLES = ("profiles", "catalog", "popularity", "clock")
 # tables only the popular list reads: caught up when it is recomputed, not every round
 POPULAR_TABLES = frozenset({"popularity"})
 # The memos below are keyed by what callers send (user ids, item ids) and bounded by entries and
-# by accounted bytes (engine.memo.SizedMemo): an unpacked profile or product is accounted as
-# PROFILE_FACTOR times its stored row (measured: ~4.6 for a profile of 60 events, plus the row).
+# by accounted bytes (engine.memo.SizedMemo): a profile entry as `memo_cost` says, a product as
+# read_side.PRODUCT_FACTOR times its stored row.
 PROFILE_MEMO = 200_000
 PROFILE_MEMO_BYTES = 128 * 1024 * 1024
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 PRODUCT_MEMO_BYTES = 64 * 1024 * 1024
-PROFILE_FACTOR = 6
 STEP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1)  # seconds
 PRODUCT_MEMO = 100_000
 CONTENT_SYNC_DELAY = 1.0  # seconds from a catalog change to reading the catalog again
+
+
+def memo_cost(user_id: str, raw: bytes | None) -> int:
+    """The accounted bytes of a profile memo entry: the id, the stored row it keeps (to tell
+    an unchanged row after a catch-up) and the decoded profile, counted as the worker's profile
+    cache counts one (streams.profile_cache.profile_cost: at or above what tracemalloc measured).
+    It counted 6x the row for both before (2026-12-05): under half of what they take."""
+    if raw is None:
+        return sys.getsizeof(user_id)
+    return sys.getsizeof(user_id) + sys.getsizeof(raw) + profile_cost(len(raw))
 
 
 def table_dir(data_dir: Path) -> Path:
@@ -462,8 +472,7 @@ class SecondaryState:
             profile = hit[2]
         else:
             profile = Profile.unpack(raw)
-        size = sys.getsizeof(user_id) + PROFILE_FACTOR * len(raw or b"")
-        self._memo.put(user_id, (sequence, raw, profile), size)
+        self._memo.put(user_id, (sequence, raw, profile), memo_cost(user_id, raw))
         return profile
 
     def product(self, item_id: str) -> Product | None:
