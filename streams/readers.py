@@ -89,7 +89,7 @@ def memo_cost(user_id: str, raw: bytes | None) -> int:
     """The accounted bytes of a profile memo entry: the id, the stored row it keeps (to tell
     an unchanged row after a catch-up) and the decoded profile, counted as the worker's profile
     cache counts one (streams.profile_cache.profile_cost: at or above what tracemalloc measured).
-    It counted 6x the row for both before (2026-12-05): under half of what they take."""
+    Before 2026-12-05 an entry counted 6x the row in all: under half of what it takes."""
     if raw is None:
         return sys.getsizeof(user_id)
     return sys.getsizeof(user_id) + sys.getsizeof(raw) + profile_cost(len(raw))
