@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +81,22 @@ class Product:
     def effective_price(self, now_ms: int) -> float:
         """What the product costs at `now_ms`: the sale price while it is effective."""
         return self.sale_price if self.sale_active(now_ms) else self.price  # type: ignore[return-value]
+
+    def fold_view(self) -> Product:
+        """This product as the profile fold reads it (`engine.profile.apply`: the category and
+        brand for affinities, the price and currency of a purchase without its own), every other
+        field left empty: what a worker keeps for its fold, about a third of a whole decoded
+        product's memory (streams.read_side.FoldProducts). The shared strings are interned."""
+        return Product(
+            self.item_id,
+            "",
+            "",
+            "",
+            self.price,
+            sys.intern(self.currency),
+            category=sys.intern(self.category),
+            brand=sys.intern(self.brand),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -78,7 +78,7 @@ from streams.kafka_security import Broker, as_config
 from streams.keys import FAUST_OFFSET_KEY, LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
 from streams.positions import GapReader, parse_position, position_key
 from streams.profile_cache import ProfileCache
-from streams.read_side import PartitionMemo, ProductMemo
+from streams.read_side import FoldProducts, PartitionMemo, ProductMemo
 from streams.registry import EXPOSURES_TOPIC
 from streams.rocks_memory import RocksMemory
 from streams.signed import RecordGate, RecordSigner
@@ -98,8 +98,13 @@ FOLD_SLICE = 100  # records (or 20 ms) folded between two turns of the event loo
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list, at least
 CONTENT_SYNC_EVERY = 0.5  # seconds between checks whether the kept catalog is indexed (readyz)
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
-PRODUCT_CACHE_MAX = 50_000  # decoded products kept for the fold (the oldest go first)
-PRODUCT_CACHE_BYTES = 64 * 1024 * 1024  # ... and their accounted bytes (streams/read_side.py)
+# Products kept decoded: whole for reads (HTTP routes served by the worker, catalog triggers),
+# as fold views for the fold (streams/read_side.FoldProducts: ~830 accounted bytes a view, so
+# 64 MiB keeps ~80,000 items; the one 64 MiB memo of whole products before kept ~46,000).
+PRODUCT_CACHE_MAX = 50_000  # whole products kept for reads (the oldest go first)
+PRODUCT_CACHE_BYTES = 16 * 1024 * 1024  # ... and their accounted bytes (streams/read_side.py)
+FOLD_PRODUCTS_MAX = 200_000  # the fold's product views kept
+FOLD_PRODUCTS_BYTES = 64 * 1024 * 1024  # ... and their accounted bytes
 PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
 PROFILE_CACHE_MAX = 100_000  # decoded profiles kept between batches (streams/profile_cache.py)
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
@@ -224,6 +229,7 @@ class PersonaStreams:
             settings.partitions, PARTITION_MEMO, PARTITION_MEMO_BYTES
         )
         self._products = ProductMemo(PRODUCT_CACHE_MAX, PRODUCT_CACHE_BYTES)
+        self._fold_products = FoldProducts(FOLD_PRODUCTS_MAX, FOLD_PRODUCTS_BYTES)
         self._popular_pacer = Pacer(read_side.POPULAR_REST)
         self.content = CatalogContent()  # content similarity of the catalog (issue 17)
         n = settings.partitions
@@ -361,6 +367,16 @@ class PersonaStreams:
         updates other workers made arrive)."""
         return self._products.lookup(item_id, self._stored_product)
 
+    def _fold_product(self, item_id: str) -> Product | None:
+        """A catalog product as the fold reads it (`Product.fold_view`), through its own memo
+        (streams/read_side.FoldProducts); forgotten with `product`'s whenever it changes."""
+        return self._fold_products.lookup(item_id, self._stored_product)
+
+    def _forget_product(self, item_id: str) -> None:
+        """Drop a changed product from both memos (the reads' and the fold's)."""
+        self._products.pop(item_id)
+        self._fold_products.pop(item_id)
+
     def _stored_product(self, key: bytes) -> bytes | None:
         """A catalog row straight from the global table's RocksDB partitions, the one Kafka's
         default partitioner places the key on first (where producers of the catalog topic put
@@ -405,7 +421,7 @@ class PersonaStreams:
         for record in records:
             key = record.message.key
             if isinstance(key, bytes):
-                self._products.pop(key.decode(errors="replace"))
+                self._forget_product(key.decode(errors="replace"))
                 self.content.apply(key, record.message.value)
         self.catalog_generation += 1
 
@@ -1088,7 +1104,7 @@ class PersonaStreams:
             user_key=user_key,
             profile=self._stored_profile,
             fence=self._fence,
-            product=self.product,
+            product=self._fold_product,
             placed=self._placed,
             aliased=self._aliased,
         )
@@ -1219,13 +1235,13 @@ class PersonaStreams:
                     if not key:
                         raise InvalidProduct("a catalog tombstone needs the item_id as key")
                     self.catalog.pop(key, None)
-                    self._products.pop(key.decode(errors="replace"))
+                    self._forget_product(key.decode(errors="replace"))
                     self.content.apply(key, None)
                 else:
                     product = parse_product(msg.value)
                     old = self.product(product.item_id)
                     self.catalog[product.item_id.encode()] = product.pack()
-                    self._products.pop(product.item_id)
+                    self._forget_product(product.item_id)
                     self.content.put(product)
                     await self.triggers.broadcast_item_change(old, product)
                 self.stats.catalog_updates += 1

@@ -87,3 +87,71 @@ def test_products_are_read_from_any_partition_of_the_catalog(tmp_path: Path) -> 
     assert streams.product("sku-1") == placed
     assert streams.product("sku-2") == elsewhere
     assert streams.product("sku-3") is None
+
+
+def test_the_folds_product_views_follow_changelog_records(tmp_path: Path) -> None:
+    """The fold reads products through its own memo of views (`Product.fold_view`): a
+    changelog record of another worker's catalog update replaces the view, a tombstone makes
+    the item unknown, as for the whole products."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    fold_product = streams._fold_reads.product
+    assert fold_product("sku-1") is None  # unknown, and remembered as unknown
+
+    streams.catalog.apply_changelog_batch([record(b"sku-1", product(10.0).pack(), 0)])
+    assert fold_product("sku-1") == product(10.0).fold_view()
+    assert streams.product("sku-1") == product(10.0)  # the reads' memo keeps whole products
+
+    streams.catalog.apply_changelog_batch([record(b"sku-1", product(8.0).pack(), 1)])
+    assert fold_product("sku-1") == product(8.0).fold_view()
+
+    streams.catalog.apply_changelog_batch([record(b"sku-1", None, 2)])  # tombstone
+    assert fold_product("sku-1") is None
+
+
+def test_the_folds_product_views_are_bounded_in_bytes(tmp_path: Path, monkeypatch) -> None:
+    """The views drop what the fold does not read (a 5,000-character description here), so the
+    same bound holds many more of them than of whole products."""
+    from streams import app as streams_app
+
+    monkeypatch.setattr(streams_app, "FOLD_PRODUCTS_BYTES", 1024 * 1024)
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    big = "d" * 5000
+    for n in range(4000):
+        item = Product(
+            f"sku-{n}", "T", "https://s.test/p", "https://s.test/i.jpg", 1.0, "EUR", description=big
+        )
+        streams.catalog.apply_changelog_batch([record(item.item_id.encode(), item.pack(), n)])
+        assert streams._fold_reads.product(item.item_id) == item.fold_view()
+        assert streams._fold_products.bytes <= 1024 * 1024
+    assert 1000 < len(streams._fold_products) < 4000
+
+
+def test_a_fold_view_counts_at_least_what_its_objects_take() -> None:
+    """The fold memo's byte bound is real memory: views of products with short and with long
+    category and brand names (tracemalloc) never take more than `fold_view_cost` accounts."""
+    import tracemalloc
+
+    from streams.read_side import fold_view_cost
+
+    rows = [
+        Product(
+            f"item-{n:06d}",
+            f"Title {n}",
+            f"https://s.test/p/{n}",
+            "https://s.test/i.jpg",
+            1.0 + n,
+            "EUR",
+            category=f"category {n % 50}" * (1 + n % 3) * (40 if n % 7 == 0 else 1),
+            brand=f"brand {n % 300}",
+            description="words " * 100,
+        ).pack()
+        for n in range(2000)
+    ]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [(f"item-{n:06d}", Product.unpack(raw).fold_view()) for n, raw in enumerate(rows)]
+        taken = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert taken <= sum(fold_view_cost(key, view) for key, view in kept)
