@@ -12,6 +12,7 @@ import pytest
 from engine.events import validate
 from engine.profile import Profile, apply, new_profile
 from streams.profile_cache import ProfileCache, profile_cost
+from tests.streams.grown import grown
 
 
 def _profile(user: str, *items: str) -> Profile:
@@ -111,33 +112,12 @@ def test_bounded_by_entries_and_accounted_bytes_the_oldest_go_first() -> None:
     assert len(small) == 0 and small.accounted == 0
 
 
-def _grown(user: str, events: int) -> Profile:
-    """A profile of `events` views, carts and purchases of up to 97 items, in two categories."""
-    profile = new_profile(user)
-    for n in range(events):
-        event = validate(
-            {
-                "event_id": f"{user}-{n}",
-                "user_id": user,
-                "type": ("product_view", "add_to_cart", "purchase")[n % 3],
-                "item_id": f"p{n % 97}",
-                "ts": 1_700_000_000_000 + n * 60_000,
-                "quantity": 1,
-                "price": 9.5,
-                "currency": "GBP",
-                "props": {"category": f"c{n % 2}"},
-            }
-        )
-        profile = apply(profile, event)
-    return profile
-
-
 @pytest.mark.parametrize("events", [1, 3, 10, 30, 100, 300])
 def test_a_kept_profile_counts_at_least_what_its_objects_take(events: int) -> None:
     """The cache's byte bound is real memory: a decoded profile's objects (measured with
     tracemalloc) never take more than it is accounted for, small profiles (a fixed part
     dominates) and large ones alike."""
-    packed = [_grown(f"user{i}", events).pack() for i in range(200)]
+    packed = [grown(f"user{i}", events).pack() for i in range(200)]
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from rocksdict import Options, Rdict
 
-from engine.events import validate
 from engine.memo import ENTRY_OVERHEAD
-from engine.profile import Profile, apply, new_profile
+from engine.profile import Profile
 from streams import readers
 from streams.keys import user_key
+from tests.streams.grown import grown
 
 
 def test_a_flood_of_unknown_ids_stays_within_the_reader_memos(
@@ -31,33 +31,12 @@ def test_a_flood_of_unknown_ids_stays_within_the_reader_memos(
         assert len(memo) < 20_000
 
 
-def _grown(user: str, events: int) -> Profile:
-    """A profile of `events` views, carts and purchases of up to 97 items, in two categories."""
-    profile = new_profile(user)
-    for n in range(events):
-        event = validate(
-            {
-                "event_id": f"{user}-{n}",
-                "user_id": user,
-                "type": ("product_view", "add_to_cart", "purchase")[n % 3],
-                "item_id": f"p{n % 97}",
-                "ts": 1_700_000_000_000 + n * 60_000,
-                "quantity": 1,
-                "price": 9.5,
-                "currency": "GBP",
-                "props": {"category": f"c{n % 2}"},
-            }
-        )
-        profile = apply(profile, event)
-    return profile
-
-
 @pytest.mark.parametrize("events", [1, 3, 10, 30, 100, 300])
 def test_a_profile_memo_entry_counts_at_least_what_it_keeps(events: int) -> None:
     """The reader's profile memo bound (128 MiB) is real memory: an entry keeps the user id, the
     stored row and the decoded profile, and their objects (tracemalloc) never take more than
     `memo_cost` accounts. (At 6x the row, as before, every case here failed.)"""
-    stored = {f"user{i:05d}": _grown(f"user{i:05d}", events).pack() for i in range(200)}
+    stored = {f"user{i:05d}": grown(f"user{i:05d}", events).pack() for i in range(200)}
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -86,7 +65,7 @@ def test_the_reader_accounts_each_profile_it_memoizes(tmp_path: Path) -> None:
             db[readers.OFFSET_KEY] = b"1"
             dbs.append(db)
     state = readers.SecondaryState(tmp_path, 4, tmp_path / "secondary")
-    raw = _grown("ann", 30).pack()
+    raw = grown("ann", 30).pack()
     by_name = dict(zip([(n, p) for n in readers.TABLES for p in range(4)], dbs, strict=True))
     by_name[("profiles", state.partition_of("ann"))][user_key("ann")] = raw
     for db in dbs:
