@@ -64,16 +64,25 @@ class PartitionMemo(SizedMemo[bytes, int]):
 
 
 class ProductMemo(SizedMemo[str, tuple[Product | None]]):
-    """Decoded products by item id; `read` gives a product's stored row (None: unknown)."""
+    """Decoded products by item id; `read` gives a product's stored row (None: unknown).
+    What an entry keeps of a product (`kept`) and what it counts (`cost`) are the subclass's."""
 
     def lookup(self, item_id: str, read: Callable[[bytes], bytes | None]) -> Product | None:
         entry = self._entries.get(item_id)  # a hit is one dict read (per event in the fold)
         if entry is not None:
             return entry[0][0]
         raw = read(item_id.encode())
-        product = None if raw is None else Product.unpack(raw)
-        self.put(item_id, (product,), sys.getsizeof(item_id) + PRODUCT_FACTOR * len(raw or b""))
+        product = None if raw is None else self.kept(Product.unpack(raw))
+        self.put(item_id, (product,), self.cost(item_id, raw, product))
         return product
+
+    def kept(self, product: Product) -> Product:
+        """What an entry keeps of a decoded product: all of it."""
+        return product
+
+    def cost(self, item_id: str, raw: bytes | None, product: Product | None) -> int:
+        """The accounted bytes of an entry: the key and PRODUCT_FACTOR times the stored row."""
+        return sys.getsizeof(item_id) + PRODUCT_FACTOR * len(raw or b"")
 
 
 # A fold view's objects besides its strings (tracemalloc, 2026-12-05: 336 bytes for
@@ -91,20 +100,17 @@ def fold_view_cost(item_id: str, view: Product | None) -> int:
     return size + FOLD_VIEW_BYTES + sum(sys.getsizeof(text) for text in strings)
 
 
-class FoldProducts(SizedMemo[str, tuple[Product | None]]):
+class FoldProducts(ProductMemo):
     """The fold's products by item id, kept as `Product.fold_view` (~0.4 KB against ~0.9 KB
     for a whole decoded product): the same bytes hold twice the catalog, and each event of an
     item kept saves a RocksDB read and an unpack (issue 21 item 5: a worker folding a
     100,000-item catalog missed about half of its lookups, ~7 % of its time)."""
 
-    def lookup(self, item_id: str, read: Callable[[bytes], bytes | None]) -> Product | None:
-        entry = self._entries.get(item_id)  # a hit is one dict read (per event in the fold)
-        if entry is not None:
-            return entry[0][0]
-        raw = read(item_id.encode())
-        view = None if raw is None else Product.unpack(raw).fold_view()
-        self.put(item_id, (view,), fold_view_cost(item_id, view))
-        return view
+    def kept(self, product: Product) -> Product:
+        return product.fold_view()
+
+    def cost(self, item_id: str, raw: bytes | None, product: Product | None) -> int:
+        return fold_view_cost(item_id, product)
 
 
 class BestSellers:
