@@ -357,3 +357,16 @@ def parse_product(raw: bytes) -> Product:
         raise InvalidProduct(
             f"unreadable product: {type(exc).__name__}: {str(exc)[:200]}"
         ) from None
+
+
+def catalog_record(key: bytes | None, value: bytes | None) -> tuple[bytes, Product | None]:
+    """What one record of the `catalog` topic asks for: (the catalog table's key, the product to
+    store; None: delete the key). A product is stored under its own item id, whatever the record's
+    key; a null value deletes the item its key names. InvalidProduct (with the reason) for a record
+    the catalog cannot take."""
+    if value is None:
+        if not key:
+            raise InvalidProduct("a catalog tombstone needs the item_id as key")
+        return key, None
+    product = parse_product(value)
+    return product.item_id.encode(), product

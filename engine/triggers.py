@@ -126,7 +126,7 @@ def catalog_change(old: Product | None, new: Product | None) -> list[str]:
 
 def item_change(command: dict[str, Any]) -> tuple[Product, list[str], float]:
     """The product, trigger kinds and old price of an `item_changed` command; InvalidProduct
-    (a ValueError) when it is not one the catalog agent could have sent (the commands topic is
+    (a ValueError) when it is not one the catalog fold could have sent (the commands topic is
     open to any producer: a product id that is not a string once stopped the worker)."""
     product = validate_product(command.get("product"))
     kinds = command.get("kinds")

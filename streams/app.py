@@ -23,7 +23,7 @@ import faust
 from faust.sensors.monitor import Monitor
 
 from engine.audit import audit_consents
-from engine.catalog import InvalidProduct, Product, parse_product
+from engine.catalog import InvalidProduct, Product, catalog_record
 from engine.clock import EventTimeClock, WallClock
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, parse
 from engine.fold import (
@@ -275,7 +275,9 @@ class PersonaStreams:
         self.rekeyed_topic = topic(REKEYED_TOPIC)
         self.commands_topic = topic(COMMANDS_TOPIC)
         self.event_topics = {name: topic(name) for name in INPUT_TOPICS}
-        self.catalog_topic = topic("catalog")
+        # The catalog's records are applied in batches too (`_catalog_fold`).
+        self.catalog_topic = subscribe(app, ["catalog"], n)
+        self._catalog_batches = Fold(app)
         self.dead_letters = topic(DEAD_LETTERS)
         self.item_activity = topic(ITEM_ACTIVITY_TOPIC)
         # The popularity fold takes its records straight from the conductor too.
@@ -299,6 +301,7 @@ class PersonaStreams:
         cast(Any, self.catalog).apply_changelog_batch = functools.partial(
             self._apply_catalog_changelog, self.catalog.apply_changelog_batch
         )
+        self._catalog_writer = TableWriter(self.catalog)  # the catalog fold's writes
         self.popularity = app.GlobalTable("popularity", default=None, **table_kw)
         self._popularity_writer = TableWriter(self.popularity)  # the popularity fold's writes
         # newest event time per partition: the event-time clock survives restarts
@@ -346,7 +349,7 @@ class PersonaStreams:
         app.on_before_shutdown.connect(self._stop_gap_reader)
 
         app.task(self._events_fold)
-        app.agent(self.catalog_topic, name="persona.catalog")(self._catalog_agent)
+        app.task(self._catalog_fold)
         app.task(self._popularity_fold)
         app.timer(POPULAR_REFRESH)(self._refresh_popular)
         app.timer(CONTENT_SYNC_EVERY)(self._sync_content)
@@ -1226,32 +1229,76 @@ class PersonaStreams:
         for topic in (self.triggers_topic, self.dead_letters, self.exposures_topic):
             self.track(await self.send_raw(topic, key, None))
 
-    async def _catalog_agent(self, stream: faust.StreamT) -> None:
-        async for fevent in stream.events():
-            msg = fevent.message
-            key: bytes | None = msg.key
+    async def _catalog_fold(self) -> None:
+        """The catalog fold: batches of `catalog` records (streams/delivery.py) applied by
+        `_apply_catalog`, then acknowledged. Through Faust's agent and table each record was a
+        stream event, a table write and a changelog message in Faust's producer buffer; with the
+        agent busy that buffer never emptied, and an offset commit (which first flushes it)
+        waited until the import ended: measured, a 100,000-product import committed nothing for
+        its 25 s, and a worker stopped meanwhile applied the whole catalog again."""
+        await self._consume(
+            self.catalog_topic, self._catalog_batches, self._apply_catalog, "catalog processing"
+        )
+
+    async def _apply_catalog(self, batch: list[Delivered], epoch: int) -> bool:
+        """Apply one batch of catalog records in order (`engine.catalog.catalog_record`): a
+        product is stored in its record's partition (where Faust's table put it), a tombstone
+        deletes the key from every partition holding it; both with their changelog records
+        (TableWriter). The changed products leave the memos and the content index learns them;
+        a record the catalog cannot take is dead-lettered with the reason; price drops and
+        products back in stock are broadcast (engine.triggers.catalog_change). False when a
+        rebalance began meanwhile (nothing written: the batch is read again)."""
+        after: dict[bytes, Product | None] = {}  # key -> the product as the batch leaves it
+        writes: dict[int, dict[bytes, bytes | None]] = {}  # partition -> key -> row (None: gone)
+        changes: list[tuple[Product | None, Product]] = []  # (before, after) of stored products
+        dead: list[tuple[Delivered, str]] = []
+        for record in batch:
+            msg = record.message
             try:
-                if msg.value is None:
-                    if not key:
-                        raise InvalidProduct("a catalog tombstone needs the item_id as key")
-                    self.catalog.pop(key, None)
-                    self._forget_product(key.decode(errors="replace"))
+                key, product = catalog_record(msg.key, msg.value)
+                row = None if product is None else product.pack()
+                if product is not None:
+                    before = after[key] if key in after else self.product(product.item_id)
+                    changes.append((before, product))
+            except InvalidProduct as exc:
+                dead.append((record, exc.reason))
+                continue
+            except Exception as exc:  # one record must not stop the fold
+                log.exception("could not apply a catalog record")
+                dead.append((record, f"processing failed: {type(exc).__name__}: {exc}"))
+                continue
+            after[key] = product
+            writes.setdefault(msg.partition, {})[key] = row
+        # No await from this check to the last write (as the events fold: a rebalance's table
+        # recovery cannot interleave).
+        if not self._catalog_batches.current(epoch):
+            return False
+        for partition, rows in writes.items():
+            self._catalog_writer.write(partition, list(rows.items()))
+        dbs: dict[int, Any] = cast(Any, self.catalog.data)._dbs
+        for key, product in after.items():
+            if product is None:  # also where another partitioner once put it
+                for number, db in list(dbs.items()):
+                    if db.key_may_exist(key) and db.get(key) is not None:
+                        self._catalog_writer.write(number, [(key, None)])
+            self._forget_product(key.decode(errors="replace"))
+            try:
+                if product is None:
                     self.content.apply(key, None)
                 else:
-                    product = parse_product(msg.value)
-                    old = self.product(product.item_id)
-                    self.catalog[product.item_id.encode()] = product.pack()
-                    self._forget_product(product.item_id)
                     self.content.put(product)
-                    await self.triggers.broadcast_item_change(old, product)
-                self.stats.catalog_updates += 1
-                self.catalog_generation += 1
-            except InvalidProduct as exc:
-                await self._dead_letter(fevent, exc.reason)
-            except Exception as exc:  # one record must not stop the agent (Faust restarts it
-                # twice, then leaves it dead while the worker lives)
-                log.exception("could not apply a catalog record")
-                await self._dead_letter(fevent, f"processing failed: {type(exc).__name__}: {exc}")
+            except Exception:  # the index is derived: the row is stored, the next sync has it
+                log.exception("could not index catalog item %r", key)
+        if after:
+            self.catalog_generation += 1
+        await self._catalog_writer.ship()
+        for record, reason in dead:
+            await self._dead_letter(record, reason)
+        for before, product in changes:
+            await self.triggers.broadcast_item_change(before, product)
+        # last: once the count covers a record, its batch is acknowledged with no await between
+        self.stats.catalog_updates += len(batch) - len(dead)
+        return True
 
     async def _popularity_fold(self) -> None:
         """The popularity fold: batches of the contributions the events fold sent (summed per
@@ -1295,7 +1342,7 @@ class PersonaStreams:
     async def _sync_content(self) -> None:
         """Once the tables are recovered: index the catalog rows kept from earlier runs, giving
         the stream a turn every 500 rows (~110 us a row on a loaded 2-core machine); records the
-        catalog agent or changelog apply meanwhile win. Later changes arrive only through them."""
+        catalog fold or changelog apply meanwhile win. Later changes arrive only through them."""
         if self.content.synced or self._recovered() != "ok":
             return
         try:

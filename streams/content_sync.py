@@ -34,7 +34,7 @@ STEP = 500  # rows read or applied between two turns of the event loop
 
 def _decode(key: Any, raw: Any) -> tuple[str, Product | None] | None:
     """(item id, product) of a catalog row; product None for a tombstone; None for a row that is
-    not a product (logged once per row at debug level: the catalog agent dead-letters bad input
+    not a product (logged once per row at debug level: the catalog fold dead-letters bad input
     before it is stored)."""
     try:
         item_id = key.decode() if isinstance(key, bytes) else str(key)

@@ -153,7 +153,7 @@ async def test_a_record_applied_during_a_sync_wins_over_what_the_sync_read() -> 
     def rows() -> Iterator[tuple[bytes, bytes]]:
         yield b"hose2", HOSE2.pack()  # read before the record below is applied
         yield from filler
-        content.put(newer)  # the catalog agent, during the sync's turn for the loop
+        content.put(newer)  # the catalog fold, during the sync's turn for the loop
         yield b"hose", HOSE.pack()
 
     assert await content.sync(rows(), step=10)

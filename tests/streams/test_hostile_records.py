@@ -297,7 +297,7 @@ GOOD_ERASURES = 3
 
 
 def good_catalog_and_commands() -> list[tuple[str, bytes | None, bytes | None]]:
-    """Products and erasures (of users never seen) that the catalog agent and the commands path
+    """Products and erasures (of users never seen) that the catalog fold and the commands path
     must still take after the flood."""
     products = [_product(n, item_id=f"good-item-{n}") for n in range(GOOD_PRODUCTS)]
     erasures = [{"command": "erase", "user_id": f"gone-{n}"} for n in range(GOOD_ERASURES)]
