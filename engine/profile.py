@@ -448,12 +448,13 @@ def _push_history(history: dict[str, tuple[int, int]], item: str, ts: int) -> No
 def apply(profile: Profile | None, event: Event, product: Product | None = None) -> Profile:
     """Fold one event into a profile and return the new profile. Repeated event ids change nothing
     (the same object is returned)."""
-    if profile is None:
-        profile = new_profile(event.user_id)
     key = event_key(event.event_id)
-    if key in profile.seen:
+    if profile is None:
+        p = new_profile(event.user_id)  # nothing to share with: no copy of an empty profile
+    elif key in profile.seen:
         return profile
-    p = profile.copy()
+    else:
+        p = profile.copy()
     _remember(p, key, event.ts)
     p.version += 1
     etype = event.type
