@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 from rocksdict import Rdict  # noqa: E402
 
 from benchmarks import results_file  # noqa: E402
+from engine.catalog import Product  # noqa: E402
 from engine.events import Event, parse, validate  # noqa: E402
 from engine.profile import Profile, apply  # noqa: E402
 from engine.sources import read_events  # noqa: E402
@@ -201,6 +202,14 @@ def with_catalog(broker: str, data: Path, partitions: int, items: int) -> float:
         stop_worker(proc, data / "worker.log", wait=60)
 
 
+def catalog_views(items: int) -> dict[str, Product]:
+    """`with_catalog`'s products as the raw fold keeps them: item id -> the fold's view
+    (`Product.fold_view`: what `engine.profile.apply` reads), built before the raw fold starts."""
+    from benchmarks.scale import products
+
+    return {p.item_id: p.fold_view() for p in products(items)}
+
+
 def synthetic(n: int, items: int) -> Iterator[Event]:
     """`n` events of `benchmarks.scale`'s synthetic users (3 each)."""
     from benchmarks.scale import events
@@ -290,10 +299,16 @@ def read_again(base: str) -> dict[str, float]:
 
 
 async def raw_baseline(
-    broker: str, n: int, data: Path, group: str = "raw-baseline"
+    broker: str,
+    n: int,
+    data: Path,
+    group: str = "raw-baseline",
+    products: Mapping[str, Product] | None = None,
 ) -> dict[str, float]:
     """aiokafka + rocksdict, the same pure fold, one write per user per batch (a new consumer
-    `group` and a new database each run: it reads the topics from their start)."""
+    `group` and a new database each run: it reads the topics from their start). With `products`
+    (a catalog the worker has too) each event's product comes from that dict, as a plain app
+    would keep its catalog in memory: the fold then does the worker's category and brand work."""
     db = Rdict(str(data / f"{group}.db"))
     consumer = AIOKafkaConsumer(
         "clickstream",
@@ -323,7 +338,9 @@ async def raw_baseline(
                     if current is None:
                         raw = db.get(key)
                         current = None if raw is None else Profile.unpack(raw)
-                    touched[key] = apply(current, event)
+                    item = event.item_id
+                    product = products.get(item) if products is not None and item else None
+                    touched[key] = apply(current, event, product)
                     done += 1
             if started is None and done:
                 started, cpu_started = time.monotonic(), time.process_time()
@@ -475,7 +492,10 @@ def one_round(args: argparse.Namespace, catalog: int, freshness_phase: bool) -> 
                     out["freshness"]["loop_lag"] = lag_during(lag_before, loop_lag(base))
             finally:
                 stop_worker(proc, tmp / "w" / "worker.log")
-            out["raw_baseline"] = asyncio.run(raw_baseline(broker.url, args.events, tmp))
+            known = None if not catalog or args.raw_unknown_products else catalog_views(catalog)
+            out["raw_baseline"] = asyncio.run(
+                raw_baseline(broker.url, args.events, tmp, products=known)
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -515,6 +535,12 @@ def main() -> None:
         "--catalog",
         action="store_true",
         help="synthetic load: import its items as a catalog first (else every item is unknown)",
+    )
+    parser.add_argument(
+        "--raw-unknown-products",
+        action="store_true",
+        help="with --catalog, the raw fold folds without products (before 2026-12-05's sixth "
+        "session it always did: no category or brand work, which the worker does)",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="freshness phase length")
     parser.add_argument(

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import heavy_user, results_file  # noqa: E402
-from benchmarks.ingest import raw_baseline  # noqa: E402
+from benchmarks.ingest import catalog_views, raw_baseline  # noqa: E402
 from benchmarks.serving import SECRET, compacted_bytes, get, lua_script, processed, rss_kb, wrk  # noqa: E402
 from engine.catalog import Product  # noqa: E402
 from engine.events import Event, parse  # noqa: E402
@@ -420,7 +420,9 @@ def main() -> int:
             r["catch_up"] = {"events": backlog_users * per, "seconds_incl_start": time.monotonic() - started,
                              "worker_peak_rss_mb": peak[0] / 1024, "healthz": health}  # fmt: skip
             stop(worker)
-            r["raw_baseline"] = asyncio.run(raw_baseline(broker.url, n_events, tmp))
+            known = catalog_views(args.items)  # the raw fold knows the catalog the worker has
+            r["raw_baseline"] = asyncio.run(raw_baseline(broker.url, n_events, tmp, products=known))
+            del known
         r["heavy_user"] = heavy_curve()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
