@@ -20,7 +20,6 @@ from api.hot import HotRunner
 from api.observability import TELEMETRY, configure_json_logging, follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
-from engine.catalog import Product
 from engine.events import INPUT_TOPICS
 from engine.files import private_dir
 from engine.profile import Profile
@@ -58,7 +57,7 @@ class StreamState:
         self.popular = streams.popular
         self.produce = streams.produce
         self.owner_url = streams.owner_url
-        self.products = lambda: (Product.unpack(v) for v in streams.catalog.values() if v)
+        self.products = streams.products
         self.erase = streams.erase
         self.content_index = streams.content.index  # engine.similarity, kept by the streams
 

@@ -1258,8 +1258,7 @@ class PersonaStreams:
                 key, product = catalog_record(msg.key, msg.value)
                 row = None if product is None else product.pack()
                 if product is not None:
-                    before = after[key] if key in after else self.product(product.item_id)
-                    changes.append((before, product))
+                    changes.append((self._before(key, product, after), product))
             except InvalidProduct as exc:
                 dead.append((record, exc.reason))
                 continue
@@ -1287,7 +1286,7 @@ class PersonaStreams:
                     self.content.apply(key, None)
                 else:
                     self.content.put(product)
-            except Exception:  # the index is derived: the row is stored, the next sync has it
+            except Exception:  # the index is derived: one product it cannot take stops nothing
                 log.exception("could not index catalog item %r", key)
         if after:
             self.catalog_generation += 1
@@ -1299,6 +1298,30 @@ class PersonaStreams:
         # last: once the count covers a record, its batch is acknowledged with no await between
         self.stats.catalog_updates += len(batch) - len(dead)
         return True
+
+    def _before(
+        self, key: bytes, product: Product, after: dict[bytes, Product | None]
+    ) -> Product | None:
+        """The product a catalog record replaces: as this batch left it, else as stored; None
+        for a stored row that is not a product (the table's changelog is open to producers
+        too): the new product replaces it rather than being refused for it."""
+        if key in after:
+            return after[key]
+        try:
+            return self.product(product.item_id)
+        except Exception:
+            log.warning("replacing an unreadable stored catalog row for %r", key)
+            return None
+
+    def products(self) -> Iterator[Product]:
+        """Every stored product (the feeds), straight from the catalog's RocksDB partitions; a
+        row that is not a product is skipped (changelog records are outside bytes too)."""
+        for key, raw in self._stored_catalog_rows():
+            if raw:
+                try:
+                    yield Product.unpack(raw)
+                except Exception:
+                    log.debug("skipping catalog row %r: not a product", key)
 
     async def _popularity_fold(self) -> None:
         """The popularity fold: batches of the contributions the events fold sent (summed per

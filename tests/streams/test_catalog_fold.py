@@ -9,16 +9,21 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import confluent_kafka
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.catalog import Product
+from engine.settings import Settings
 from persona.loading import import_catalog
 from streams.admin import bootstrap_servers
+from streams.app import PersonaStreams
 from streams.broker import EmbeddedBroker
 from tests.conftest import Worker, http, metric, start_worker, wait_until
+from tests.streams.test_catalog_cache import record
 
 UPDATES = "persona_catalog_updates_total"
 PARTITIONS = 4
@@ -143,3 +148,48 @@ def test_a_tombstone_deletes_the_item_from_every_partition_and_a_batch_applies_i
     assert status == 200
     assert b"Phoenix again" in body and b"Phoenix first" not in body
     assert b"cf-twin" not in body
+
+
+# -- hostile rows in the table: in-process, Faust's real RocksDB store, no broker ----------------
+
+
+def _streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PersonaStreams:
+    """A worker's streams object whose catalog fold writes (its changelog sends and broadcasts
+    are recorded instead of sent: no broker here)."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    monkeypatch.setattr(streams._catalog_batches, "current", lambda epoch: True)
+    shipped: list[int] = []
+
+    async def ship() -> None:
+        shipped.append(1)
+
+    async def broadcast(old: Product | None, new: Product) -> None:
+        return None
+
+    async def dead_letter(record: Any, reason: str) -> None:
+        raise AssertionError(f"dead-lettered: {reason}")
+
+    monkeypatch.setattr(streams._catalog_writer, "ship", ship)
+    monkeypatch.setattr(streams.triggers, "broadcast_item_change", broadcast)
+    monkeypatch.setattr(streams, "_dead_letter", dead_letter)
+    return streams
+
+
+def _catalog(key: bytes, value: bytes | None, partition: int = 0) -> Any:
+    return SimpleNamespace(message=SimpleNamespace(key=key, value=value, partition=partition))
+
+
+def test_a_product_replaces_an_unreadable_stored_row_and_the_feed_skips_such_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    streams = _streams(tmp_path, monkeypatch)
+    lamp = next(products(1, "lamp"))
+    # a changelog record of the catalog table that is not a product (any producer can write it)
+    streams.catalog.apply_changelog_batch([record(b"lamp-0", b"\xc1 not a product", 0)])
+    streams.catalog.apply_changelog_batch([record(b"vase", b"\xc1 nor this", 1, partition=1)])
+    assert list(streams.products()) == []  # skipped, not a failed feed
+    batch = [_catalog(b"lamp-0", json.dumps(lamp.to_dict()).encode())]
+    assert asyncio.run(streams._apply_catalog(batch, 0))  # not dead-lettered for the old row
+    assert streams.product("lamp-0") == lamp
+    assert list(streams.products()) == [lamp]
+    assert streams.stats.catalog_updates == 1
