@@ -1314,14 +1314,9 @@ class PersonaStreams:
             return None
 
     def products(self) -> Iterator[Product]:
-        """Every stored product (the feeds), straight from the catalog's RocksDB partitions; a
-        row that is not a product is skipped (changelog records are outside bytes too)."""
-        for key, raw in self._stored_catalog_rows():
-            if raw:
-                try:
-                    yield Product.unpack(raw)
-                except Exception:
-                    log.debug("skipping catalog row %r: not a product", key)
+        """Every stored product (the feeds), straight from the catalog's RocksDB partitions,
+        skipping rows that are not products (read_side.stored_products, as a reader does)."""
+        return read_side.stored_products(self._stored_catalog_rows())
 
     async def _popularity_fold(self) -> None:
         """The popularity fold: batches of the contributions the events fold sent (summed per

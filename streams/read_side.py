@@ -18,9 +18,10 @@ here once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -45,6 +46,16 @@ POPULAR_REST = 19.0
 Rows = Iterable[tuple[bytes, bytes]]
 # Produce one record: (topic, key, value, headers) -> a future that resolves on the broker's ack
 Send = Callable[[str, bytes, bytes, Headers | None], Awaitable["asyncio.Future[Any]"]]
+
+
+def stored_products(rows: Iterable[tuple[Any, Any]]) -> Iterator[Product]:
+    """The products of catalog rows (the feeds of the worker and of a reader). A row that is
+    not a product is skipped: the catalog table's changelog topic is open to producers too, and
+    its bookkeeping rows share the files."""
+    for _, raw in rows:
+        if raw:
+            with contextlib.suppress(Exception):
+                yield Product.unpack(raw)
 
 
 class PartitionMemo(SizedMemo[bytes, int]):

@@ -486,9 +486,7 @@ class SecondaryState:
         return self._products.lookup(item_id, self.tables["catalog"].get_any)
 
     def products(self) -> Iterator[Product]:
-        for _, raw in self.tables["catalog"].items():
-            with contextlib.suppress(Exception):
-                yield Product.unpack(raw)
+        return read_side.stored_products(self.tables["catalog"].items())
 
     def popular(self) -> list[str]:
         return self._popular
