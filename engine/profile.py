@@ -322,6 +322,42 @@ class Profile:
         new.spend = dict(self.spend)  # (amount, orders) tuples: never changed in place
         return new
 
+    def marked(self, trigger: str, marker: int) -> Profile:
+        """This profile with `fired[trigger] = marker`: a new profile that shares every
+        container but `fired` with this one. Safe because no profile is changed in place once
+        a function has returned it (each change starts from `copy()`); a trigger's mark costs a
+        third of a `copy()` (0.5 against 1.5 us), paid for most users of every batch."""
+        new = object.__new__(Profile)
+        new.user_id = self.user_id
+        new.version = self.version
+        new.first_seen = self.first_seen
+        new.last_seen = self.last_seen
+        new.cart_changed = self.cart_changed
+        new.orders = self.orders
+        new.last_order = self.last_order
+        new.monetary = self.monetary
+        new.last_purchase = self.last_purchase
+        new.sessions = self.sessions
+        new.carts_started = self.carts_started
+        new.carts_converted = self.carts_converted
+        new.last_checkout = self.last_checkout
+        new.counts = self.counts
+        new.recent = self.recent
+        new.cart = self.cart
+        new.purchased = self.purchased
+        new.categories = self.categories
+        new.brands = self.brands
+        new.consent = self.consent
+        new.fired = {**self.fired, trigger: marker}
+        new.spans = self.spans
+        new.seen = self.seen
+        new.consent_log = self.consent_log
+        new.history = self.history
+        new.locale = self.locale
+        new.locale_at = self.locale_at
+        new.spend = self.spend
+        return new
+
     @property
     def main_currency(self) -> str:
         """The currency the user spends in most: most orders, then the larger amount, then the

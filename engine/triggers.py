@@ -71,8 +71,7 @@ def abandoned_cart(profile: Profile, now_ms: int, delay_ms: int) -> tuple[Trigge
     due = abandoned_cart_due(profile, delay_ms)
     if due is None or now_ms < due:
         return None, profile
-    fired = profile.copy()
-    fired.fired[ABANDONED_CART] = profile.cart_changed
+    fired = profile.marked(ABANDONED_CART, profile.cart_changed)
     trigger = Trigger(
         ABANDONED_CART,
         profile.user_id,
@@ -90,13 +89,10 @@ def churn_risk(
     first score of a profile only sets the baseline: a newcomer who starts above the threshold
     has crossed nothing."""
     if CHURN_RISK not in profile.fired:
-        baseline = profile.copy()
-        baseline.fired[CHURN_RISK] = now_ms if score >= threshold else 0
-        return None, baseline
+        return None, profile.marked(CHURN_RISK, now_ms if score >= threshold else 0)
     high = profile.fired.get(CHURN_RISK, 0) > 0
     if score >= threshold and not high:
-        updated = profile.copy()
-        updated.fired[CHURN_RISK] = now_ms
+        updated = profile.marked(CHURN_RISK, now_ms)
         trigger = Trigger(
             CHURN_RISK,
             profile.user_id,
@@ -106,9 +102,7 @@ def churn_risk(
         )
         return trigger, updated
     if score < threshold and high:
-        updated = profile.copy()
-        updated.fired[CHURN_RISK] = 0
-        return None, updated
+        return None, profile.marked(CHURN_RISK, 0)
     return None, profile
 
 

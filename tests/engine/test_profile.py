@@ -288,6 +288,28 @@ def test_copy_is_equal_and_shares_nothing_mutable() -> None:
     assert "B" not in p.cart and 1 not in p.seen
 
 
+def test_marked_sets_one_firing_and_leaves_its_origin_as_it_was() -> None:
+    p = fold(
+        [
+            ev("add_to_cart", "i2", T0),
+            ev("purchase", "i1", T0 + 1, price=2.5),
+            ev("product_view", "i3", T0 + 2, props={"category": "c", "brand": "b"}),
+        ]
+    )
+    p = p.marked("abandoned_cart", 5)
+    marked = p.marked("churn_risk", 7)
+    assert marked.fired == {"abandoned_cart": 5, "churn_risk": 7}
+    assert p.fired == {"abandoned_cart": 5}  # the origin's firings are its own
+    assert marked.copy() == marked  # every field set (one marked() forgot would raise here)
+    assert Profile.unpack(marked.pack()) == marked
+    origin = p.copy()
+    marked.fired["x"] = 1  # its firings are a dict of its own
+    # the shared containers stay shared only until a change: an event copies them first
+    later = apply(marked, ev("add_to_cart", "i4", T0 + 3))
+    assert later.cart == {"i2": 1, "i4": 1} and later.recent[0][0] == "i4"
+    assert p == origin and p.cart == {"i2": 1}
+
+
 def test_a_cancellation_or_return_takes_the_purchase_back():
     p = fold([ev("add_to_cart", "i2", T0), ev("purchase", "i1", T0 + 1, quantity=4, price=2.5)])
     assert p.purchased == [("i1", T0 + 1)] and p.monetary == 10.0
