@@ -380,8 +380,8 @@ async def _steady_load(
         for e in events:
             if stop.is_set():
                 return
-            # event time moving as the wall clock does (`live_ts`), as a shop's live events'
-            # does: the looped sample's own times advance 4 h of event time per loop (every few
+            # event time moving with the wall clock (`live_ts`), as a shop's live events' does:
+            # the looped sample's own times advance 4 h of event time per loop (every few
             # seconds here), which ran the hourly (event-time) trigger sweep every 10 s
             live = replace(e, event_id=f"live-{e.event_id}", ts=live_ts(origin_ms, started))
             newest.value = max(newest.value, live.ts)

@@ -292,19 +292,7 @@ class Profile:
         """A copy sharing nothing mutable with this profile. Built slot by slot:
         `dataclasses.replace` re-runs `__init__` and cost three quarters of an `apply`."""
         new = object.__new__(Profile)
-        new.user_id = self.user_id
-        new.version = self.version
-        new.first_seen = self.first_seen
-        new.last_seen = self.last_seen
-        new.cart_changed = self.cart_changed
-        new.orders = self.orders
-        new.last_order = self.last_order
-        new.monetary = self.monetary
-        new.last_purchase = self.last_purchase
-        new.sessions = self.sessions
-        new.carts_started = self.carts_started
-        new.carts_converted = self.carts_converted
-        new.last_checkout = self.last_checkout
+        self._values_into(new)
         new.counts = dict(self.counts)
         new.recent = list(self.recent)
         new.cart = dict(self.cart)
@@ -317,8 +305,6 @@ class Profile:
         new.seen = self.seen.copy()  # shares its frozen blocks: O(1) in the ids remembered
         new.consent_log = dict(self.consent_log)
         new.history = dict(self.history)
-        new.locale = self.locale
-        new.locale_at = self.locale_at
         new.spend = dict(self.spend)  # (amount, orders) tuples: never changed in place
         return new
 
@@ -328,6 +314,26 @@ class Profile:
         a function has returned it (each change starts from `copy()`); a trigger's mark costs a
         third of a `copy()` (0.5 against 1.5 us), paid for most users of every batch."""
         new = object.__new__(Profile)
+        self._values_into(new)
+        new.counts = self.counts
+        new.recent = self.recent
+        new.cart = self.cart
+        new.purchased = self.purchased
+        new.categories = self.categories
+        new.brands = self.brands
+        new.consent = self.consent
+        new.fired = {**self.fired, trigger: marker}
+        new.spans = self.spans
+        new.seen = self.seen
+        new.consent_log = self.consent_log
+        new.history = self.history
+        new.spend = self.spend
+        return new
+
+    def _values_into(self, new: Profile) -> None:
+        """Set `new`'s fields that hold no container (numbers and strings) to this profile's:
+        the part `copy` and `marked` share (measured: copy 1.29 us with or without the call,
+        marked 0.47 against 0.45 us)."""
         new.user_id = self.user_id
         new.version = self.version
         new.first_seen = self.first_seen
@@ -341,22 +347,8 @@ class Profile:
         new.carts_started = self.carts_started
         new.carts_converted = self.carts_converted
         new.last_checkout = self.last_checkout
-        new.counts = self.counts
-        new.recent = self.recent
-        new.cart = self.cart
-        new.purchased = self.purchased
-        new.categories = self.categories
-        new.brands = self.brands
-        new.consent = self.consent
-        new.fired = {**self.fired, trigger: marker}
-        new.spans = self.spans
-        new.seen = self.seen
-        new.consent_log = self.consent_log
-        new.history = self.history
         new.locale = self.locale
         new.locale_at = self.locale_at
-        new.spend = self.spend
-        return new
 
     @property
     def main_currency(self) -> str:
