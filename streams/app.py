@@ -106,7 +106,6 @@ PRODUCT_CACHE_BYTES = 16 * 1024 * 1024  # ... and their accounted bytes (streams
 FOLD_PRODUCTS_MAX = 200_000  # the fold's product views kept
 FOLD_PRODUCTS_BYTES = 64 * 1024 * 1024  # ... and their accounted bytes
 PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
-PROFILE_CACHE_MAX = 100_000  # decoded profiles kept between batches (streams/profile_cache.py)
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
 READY_POLL = 0.05  # seconds between looks at the first recovery, for readiness
@@ -293,9 +292,8 @@ class PersonaStreams:
         self.profiles = app.Table("profiles", default=None, **table_kw)
         self._profile_writer = TableWriter(self.profiles)  # the fold's batch writes
         # what the fold last wrote or read, decoded; every write goes through _write_profiles
-        self._profile_cache = ProfileCache(  # PERSONA_PROFILE_CACHE_MB=0: none kept
-            PROFILE_CACHE_MAX, max(1, self.settings.profile_cache_mb * 1024 * 1024)
-        )
+        # PERSONA_PROFILE_CACHE_MB=0: none kept
+        self._profile_cache = ProfileCache.within(self.settings.profile_cache_mb * 1024 * 1024)
         self.catalog = app.GlobalTable("catalog", default=None, **table_kw)
         # Catalog updates other workers make reach this one as changelog records of the table.
         cast(Any, self.catalog).apply_changelog_batch = functools.partial(

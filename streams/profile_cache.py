@@ -13,11 +13,11 @@ The cache holds only what the profiles table holds:
 - a rebalance clears it (table recovery rewrites partitions), and so does a batch dropped for a
   rebalance (its loads may have read a partition during recovery);
 - a read that misses keeps what it read.
-Bounded by entries and accounted bytes (`PERSONA_PROFILE_CACHE_MB`): a decoded profile counts
-PROFILE_BASE + PROFILE_FACTOR times its stored size, at or above what tracemalloc measured for
-decoded profiles (2026-12-05): 10.6-13.4x the stored bytes for profiles of 1 to 300 views,
-carts and purchases (148 to 5,650 bytes stored; tests/streams/test_profile_cache.py checks it),
-13.0x for the synthetic users of `benchmarks.scale` (236 bytes), 8.4-10.4x for REES46 users. It
+Bounded by accounted bytes alone (`PERSONA_PROFILE_CACHE_MB`, `ProfileCache.within`): a decoded
+profile counts PROFILE_BASE + PROFILE_FACTOR times its stored size, at or above what tracemalloc
+measured for decoded profiles (2026-12-05): 10.6-13.4x the stored bytes for profiles of 1 to 300
+views, carts and purchases (148 to 5,650 bytes stored; tests/streams/test_profile_cache.py checks
+it), 13.0x for the synthetic users of `benchmarks.scale` (236 bytes), 8.4-10.4x for REES46 users. It
 counted 10x before, below what small and mid-sized profiles take.
 """
 
@@ -43,6 +43,15 @@ class ProfileCache:
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self._memo: SizedMemo[bytes, Profile] = SizedMemo(max_entries, max_bytes)
+
+    @classmethod
+    def within(cls, max_bytes: int) -> ProfileCache:
+        """A cache bounded by `max_bytes` of accounted profiles alone: every profile counts at
+        least PROFILE_BASE, so it never holds more than `max_bytes // PROFILE_BASE` of them.
+        The worker's fixed bound of 100,000 entries before kept a larger
+        `PERSONA_PROFILE_CACHE_MB` from holding more small profiles than that (~440 MB of
+        them: a setting above it changed nothing)."""
+        return cls(max(1, max_bytes // PROFILE_BASE), max(1, max_bytes))
 
     def __len__(self) -> int:
         return len(self._memo)

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from engine.events import validate
+from engine.memo import ENTRY_OVERHEAD
 from engine.profile import Profile, apply, new_profile
-from streams.profile_cache import ProfileCache, profile_cost
+from streams.profile_cache import PROFILE_BASE, ProfileCache, profile_cost
 from tests.streams.grown import grown
 
 
@@ -130,11 +131,10 @@ def test_a_kept_profile_counts_at_least_what_its_objects_take(events: int) -> No
 
 
 def test_a_budget_of_zero_keeps_nothing() -> None:
-    """PERSONA_PROFILE_CACHE_MB=0 (the worker builds the cache with one byte): every read is a
-    store read."""
+    """PERSONA_PROFILE_CACHE_MB=0: every read is a store read."""
     stored = _profile("ann", "p1")
     store = _Store({b"u:ann": stored.pack()})
-    cache = ProfileCache(100_000, 1)
+    cache = ProfileCache.within(0)
     assert cache.read(b"u:ann", store.get) is not None
     assert cache.read(b"u:ann", store.get) is not None
     assert store.reads == 2 and len(cache) == 0 and cache.accounted == 0
@@ -149,3 +149,24 @@ def test_the_worker_bounds_its_cache_by_the_setting(tmp_path: Path, mb: int, bou
         Settings(data_dir=tmp_path, profile_cache_mb=mb), "kafka://127.0.0.1:9"
     )
     assert streams._profile_cache._memo.max_bytes == bound
+    assert streams._profile_cache._memo.max_entries == max(1, bound // PROFILE_BASE)
+
+
+def test_the_byte_budget_alone_bounds_how_many_profiles_are_kept() -> None:
+    """A budget that holds more than 100,000 small profiles keeps them all (the worker's cache
+    stopped at 100,000 entries whatever `PERSONA_PROFILE_CACHE_MB` said), and one that holds
+    fewer keeps what its bytes allow."""
+    profile = _profile("ann", "p1")
+    size = len(profile.pack())
+    n = 120_000
+    touched: dict[bytes, tuple[Any, Any, bool]] = {
+        b"u:%d" % i: (profile, None, True) for i in range(n)
+    }
+    written = dict.fromkeys(touched, size)
+    roomy = ProfileCache.within(n * (profile_cost(size) + ENTRY_OVERHEAD))
+    roomy.keep(touched, written)
+    assert len(roomy) == n and roomy.kept(b"u:0") is profile
+    tight = ProfileCache.within(1000 * (profile_cost(size) + ENTRY_OVERHEAD))
+    tight.keep(touched, written)
+    assert len(tight) == 1000 and tight.kept(b"u:%d" % (n - 1)) is profile
+    assert tight.kept(b"u:0") is None  # the oldest went first
