@@ -38,6 +38,10 @@ def test_broker_url_normalized():
         ({"PERSONA_CONSENT_DEFAULT": "maybe"}, "PERSONA_CONSENT_DEFAULT"),
         ({"PERSONA_BROKER_URL": "http://x"}, "PERSONA_BROKER_URL"),
         ({"PERSONA_CHURN_THRESHOLD": "2"}, "PERSONA_CHURN_THRESHOLD"),
+        # the profile cache's only bound (streams/profile_cache.py `ProfileCache.within`)
+        ({"PERSONA_PROFILE_CACHE_MB": "65537"}, "PERSONA_PROFILE_CACHE_MB"),
+        ({"PERSONA_PROFILE_CACHE_MB": "-1"}, "PERSONA_PROFILE_CACHE_MB"),
+        ({"PERSONA_PROFILE_CACHE_MB": "1e9"}, "PERSONA_PROFILE_CACHE_MB"),
     ],
 )
 def test_invalid_settings_name_the_setting(env, name):
