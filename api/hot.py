@@ -51,6 +51,7 @@ from api.content import ContentService
 from api.models_routes import ADMIN
 from api.observability import TELEMETRY, Telemetry, _request_id, request_id
 from api.observability import Seen as Observed
+from api.protocol import ProblemRunner, rebuilt
 from api.routing import ROUTED
 from api.shared import CONTENT, problem
 from api.wire import Head, HotServer
@@ -435,10 +436,11 @@ def _block_response(request: web.BaseRequest, decision: Decision, rid: str) -> w
     return answer
 
 
-class HotRunner(web.AppRunner):
+class HotRunner(ProblemRunner):
     """`web.AppRunner` whose server hands requests to `Front` before the application (an
     application with `on_response_prepare` signals, which `HotResponse` would skip, keeps its own
-    handler; `hot_middleware` still serves it)."""
+    handler; `hot_middleware` still serves it). Either way, what aiohttp refuses before the
+    application sees it is answered with a problem body (`api.protocol.ProblemRunner`)."""
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
@@ -447,10 +449,4 @@ class HotRunner(web.AppRunner):
             return server
         # the same server, with `Front` before the application and connections that answer
         # plain block GETs from the wire (api/wire.py)
-        return HotServer(
-            Front(app, server.request_handler),
-            request_factory=server.request_factory,
-            handler_cancellation=server.handler_cancellation,
-            loop=server._loop,
-            **server._kwargs,
-        )
+        return HotServer(Front(app, server.request_handler), **rebuilt(server))

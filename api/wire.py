@@ -17,7 +17,7 @@ handler unchanged, message by message, in the order received:
 - for good, from the first byte it cannot frame with certainty: `Transfer-Encoding`, `Upgrade`,
   `CONNECT`, `Expect` (the client sends the body only after aiohttp's 100 Continue), a malformed
   or duplicate `Content-Length`, control characters, bytes outside ASCII,
-  a CR or LF outside a CRLF, a head over 16 KiB or a body over 1 MiB. aiohttp's parser then
+  a CR or LF outside a CRLF, a head over 8,190 bytes or a body over 1 MiB. aiohttp's parser then
   reads the connection from that byte on and refuses what it must.
 
 aiohttp's parser never holds part of a message the front could also read, so the two never
@@ -33,7 +33,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_server import Server
+
+from api.protocol import ProblemRequestHandler, ProblemServer
 
 if TYPE_CHECKING:
     from api.hot import Front
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("persona.api")
 
 HEAD_END = b"\r\n\r\n"
-MAX_HEAD = 16 * 1024  # aiohttp refuses lines over 8190 bytes: a longer head is its to refuse
+# aiohttp refuses request and header lines over 8,190 bytes: a head that long is its to read
+# (and refuse, if one of its lines is), never the front's to answer
+MAX_HEAD = 8190
 MAX_BODY = 1024 * 1024  # larger bodies stream through aiohttp's parser
 # Bytes aiohttp's parser might read otherwise than the framing here: control characters other
 # than HTAB, DEL and non-ASCII, a CR not followed by LF, an LF not preceded by CR.
@@ -112,9 +115,9 @@ def parse_head(head: bytes) -> tuple[Head | None, int] | None:
     return Head(parts[0], parts[1], parts[2], fields), length
 
 
-class HotServer(Server):
+class HotServer(ProblemServer):
     """aiohttp's `Server` whose connections are `HotRequestHandler`s answering through
-    `front`."""
+    `front` (and whose refusals are problem bodies, api/protocol.py)."""
 
     def __init__(self, front: Front, *args: Any, **kwargs: Any) -> None:
         super().__init__(front, *args, **kwargs)
@@ -124,7 +127,7 @@ class HotServer(Server):
         return HotRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
-class HotRequestHandler(RequestHandler):
+class HotRequestHandler(ProblemRequestHandler):
     """aiohttp's request handler with the block GET front in front of its parser (module doc)."""
 
     __slots__ = ("_answered", "_front", "_pending", "_sticky")
@@ -171,7 +174,7 @@ class HotRequestHandler(RequestHandler):
                     self._stick(answers, data, pos)
                     return
                 break
-            framed = parse_head(data[pos:end])
+            framed = parse_head(data[pos:end]) if end - pos <= MAX_HEAD else None
             if framed is None:
                 self._stick(answers, data, pos)
                 return

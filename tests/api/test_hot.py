@@ -20,6 +20,7 @@ from api.content import ContentService
 from api.hot import Front, HotRunner, hot_middleware
 from api.limits import ServingOptions
 from api.observability import TELEMETRY
+from api.protocol import ProblemRunner
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
@@ -89,6 +90,14 @@ def _state() -> MemoryState:
     return state
 
 
+class ProblemTestServer(TestServer):
+    """A test server run by `ProblemRunner`: the application with connections whose refusals are
+    problem bodies, as served without the front."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return ProblemRunner(self.app, **kwargs)
+
+
 class HotTestServer(TestServer):
     """A test server run by `HotRunner`, as the reader processes serve."""
 
@@ -108,7 +117,7 @@ async def _client(mode: str) -> TestClient:
         return TestClient(HotTestServer(app))
     if mode == "chain":
         app.middlewares.remove(hot_middleware)
-    return TestClient(TestServer(app))
+    return TestClient(ProblemTestServer(app))
 
 
 @pytest.fixture(params=["front", "middleware"])

@@ -1,7 +1,8 @@
 """Property-based API test: schemathesis generates requests for every route of /openapi.json (the
 pages, the privacy and the models admin routes included) against a running server (the API over
-the in-memory state and registry, api/testing.py) with a key holding every scope, and checks there
-is no 5xx and that every response conforms to the document (status codes, content types, bodies)."""
+the in-memory state and registry, api/testing.py, served by the worker's and readers' runner) with
+a key holding every scope, and checks there is no 5xx and that every response conforms to the
+document (status codes, content types, bodies)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
 from api.app import create_app
 from api.auth import SCOPES, KeyRing
 from api.content import ContentService
+from api.hot import HotRunner
 from api.models_routes import ADMIN
 from api.openapi import openapi_document
 from api.testing import MemoryRegistry, MemoryState
@@ -76,7 +78,7 @@ class Server:
         self.app[ADMIN] = self.registry
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = HotRunner(self.app, access_log=None)  # as the worker and readers serve
 
     def start(self) -> None:
         ready = threading.Event()

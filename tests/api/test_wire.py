@@ -217,11 +217,14 @@ async def test_what_aiohttp_must_read_takes_the_connection_for_good(
         b"GET " + PATH.encode() + b" HTTP/1.1\r\nHost: persona.test\r\nBad Name: 1\r\n\r\n",
     ],
 )
-async def test_odd_requests_get_aiohttps_own_answer(
+async def test_odd_requests_get_the_parsers_problem_answer(
     pair: tuple[TestClient, TestClient], request_bytes: bytes
 ) -> None:
     hot, chain = pair
-    assert await _conversation(hot, [request_bytes], 1) == await _one_by_one(chain, [request_bytes])
+    answer = (await _conversation(hot, [request_bytes], 1))[0]
+    assert answer == (await _one_by_one(chain, [request_bytes]))[0]
+    assert re.match(rb"HTTP/1\.[01] 400 Bad Request\r\n", answer), answer[:40]
+    assert b"\r\nContent-Type: application/problem+json; charset=utf-8\r\n" in answer
 
 
 async def test_answers_from_the_wire_are_counted_like_the_chains(
@@ -313,3 +316,26 @@ async def test_the_runner_serves_with_the_wire_front() -> None:
         server = plain.server.runner.server  # type: ignore[union-attr]
         assert server is not None
         assert not any(isinstance(c, HotRequestHandler) for c in server.connections)
+
+
+@pytest.mark.parametrize(
+    ("lines", "status"),
+    [
+        ([f"X-Pad-{n}: {'p' * 90}" for n in range(100)], b"200"),  # ~10 KB of short lines
+        ([f"X-Long: {'x' * 9_000}"], b"400"),  # one line over aiohttp's limit, sent whole
+    ],
+)
+async def test_a_head_over_aiohttps_line_limit_is_aiohttps_to_answer(
+    pair: tuple[TestClient, TestClient], wired: list[int], lines: list[str], status: bytes
+) -> None:
+    """A keep-alive block GET the front could answer, but whose head is longer than aiohttp
+    lets a line be: the front does not answer it (it would answer a request aiohttp refuses),
+    aiohttp's parser reads it and answers as the chain does."""
+    hot, chain = pair
+    request = _get(PATH, AUTH, *lines)
+    expected = await _one_by_one(chain, [request])
+    wired[:] = [0, 0]
+    answers = await _conversation(hot, [request], 1)
+    assert answers == expected
+    assert answers[0].split(b" ", 2)[1] == status
+    assert wired[0] == 0
