@@ -17,6 +17,16 @@ where the API document promises RFC 9457 `application/problem+json` for every er
   bytes, so they must not fill an operator's log); a 500 is logged with its traceback, as
   aiohttp does.
 
+Connections are bounded too, since each holds a file descriptor the process shares with RocksDB
+and its Kafka clients (a flood of connections must not leave the store unable to open a file):
+
+- at most `max_connections` open at once (default: the process's descriptor limit less a reserve,
+  `connection_cap`); a connection beyond that is answered `503` with a problem body and
+  `Retry-After: 1` and closed at once, and a warning is logged (at most once a minute);
+- a connection without a request in progress is closed `KEEPALIVE_SECONDS` after its last answer
+  (or after it opened): aiohttp's default is an hour. A request head that trickles in counts as no
+  request: a client sending a byte now and then cannot hold a connection longer than that.
+
 `ProblemServer` is aiohttp's `Server` whose connections are `ProblemRequestHandler`s and
 `ProblemRunner` the `web.AppRunner` serving with it; the runner of the worker and of the readers
 (`api.hot.HotRunner`) is one.
@@ -24,8 +34,11 @@ where the API document promises RFC 9457 `application/problem+json` for every er
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import resource
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -40,6 +53,32 @@ log = logging.getLogger("persona.api")
 
 MAX_DETAIL = 120  # characters of the parser's reason kept in the detail
 MAX_LINE = 8190  # aiohttp's limit on a request line and on a header line (its default, kept)
+KEEPALIVE_SECONDS = 75.0  # an idle connection's life (nginx's keepalive_timeout default)
+FD_RESERVE = 4096  # descriptors kept for RocksDB, Kafka and files beyond the connections
+BUSY_WARN_EVERY = 60.0  # seconds between two warnings of refused connections
+_BUSY_BODY = json.dumps(
+    {
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "this process has as many connections open as it serves; retry shortly",
+    }
+).encode()
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(_BUSY_BODY)
+) + _BUSY_BODY
+
+
+def connection_cap(limit: int | None = None) -> int:
+    """How many connections a process keeps open at once: its descriptor limit (`limit`, default
+    the soft RLIMIT_NOFILE) less FD_RESERVE, or half of it when the limit is small (a limit of
+    1,024, common, gives 512); at least 16."""
+    if limit is None:
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limit == resource.RLIM_INFINITY:
+            limit = 1 << 20
+    return max(16, limit - FD_RESERVE, limit // 2)
 
 
 def refusal_detail(exc: BaseException | None) -> str:
@@ -69,9 +108,19 @@ def problem_page(status: int, detail: str) -> Response:
 
 
 class ProblemRequestHandler(RequestHandler):
-    """aiohttp's request handler whose own refusals are problem bodies (module doc)."""
+    """aiohttp's request handler whose own refusals are problem bodies, refusing connections
+    beyond its server's cap (module doc)."""
 
     __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        manager = self._manager
+        if isinstance(manager, ProblemServer) and manager.full():
+            manager.refused(transport)
+            self._manager = None  # connection_lost then has nothing to undo
+            self._force_close = True
+            return
+        super().connection_made(transport)
 
     def handle_error(
         self,
@@ -90,7 +139,34 @@ class ProblemRequestHandler(RequestHandler):
 
 
 class ProblemServer(Server):
-    """aiohttp's `Server` whose connections are `ProblemRequestHandler`s."""
+    """aiohttp's `Server` whose connections are `ProblemRequestHandler`s, at most
+    `max_connections` of them open (default `connection_cap()`)."""
+
+    def __init__(self, *args: Any, max_connections: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = connection_cap() if max_connections is None else max_connections
+        self.refusals = 0  # connections refused for the cap
+        self._warned_at = -BUSY_WARN_EVERY
+
+    def full(self) -> bool:
+        return len(self._connections) >= self.max_connections
+
+    def refused(self, transport: asyncio.BaseTransport) -> None:
+        """Answer a connection beyond the cap with a 503 and close it."""
+        self.refusals += 1
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(BUSY)
+        transport.close()
+        now = time.monotonic()
+        if now - self._warned_at >= BUSY_WARN_EVERY:
+            self._warned_at = now
+            log.warning(
+                "%d connections are open, the most this process keeps (its descriptor limit "
+                "less a reserve): refusing new ones with 503 (%d so far); raise `ulimit -n` "
+                "or add readers",
+                len(self._connections),
+                self.refusals,
+            )
 
     def __call__(self) -> RequestHandler:
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
@@ -100,6 +176,7 @@ def rebuilt(server: Server) -> dict[str, Any]:
     """The keyword arguments that build another `Server` like `server` (its request factory,
     settings and loop): for a subclass taking its place."""
     return {
+        "max_connections": getattr(server, "max_connections", None),
         "request_factory": server.request_factory,
         "handler_cancellation": server.handler_cancellation,
         "loop": server._loop,
@@ -108,8 +185,18 @@ def rebuilt(server: Server) -> dict[str, Any]:
 
 
 class ProblemRunner(web.AppRunner):
-    """`web.AppRunner` whose server is a `ProblemServer`."""
+    """`web.AppRunner` whose server is a `ProblemServer` (at most `max_connections` open, default
+    `connection_cap()`), its connections idle at most KEEPALIVE_SECONDS unless told otherwise."""
+
+    def __init__(
+        self, app: web.Application, *, max_connections: int | None = None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_SECONDS)
+        super().__init__(app, **kwargs)
+        self._max_connections = max_connections
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
-        return ProblemServer(server.request_handler, **rebuilt(server))
+        return ProblemServer(
+            server.request_handler, **{**rebuilt(server), "max_connections": self._max_connections}
+        )

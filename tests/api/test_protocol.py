@@ -1,15 +1,20 @@
 """What aiohttp refuses before the application sees a request (api/protocol.py): over-long request
 and header lines, garbage, bad framing, a failure outside every middleware. Each is a problem body
 (`application/problem+json`) that does not echo the client's bytes, on the worker's and readers'
-runner (`HotRunner`) and on `ProblemRunner`; the connection is closed after it."""
+runner (`HotRunner`) and on `ProblemRunner`; the connection is closed after it. And connections
+are bounded: a flood beyond the cap gets 503s, a trickling or idle connection is closed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
 import re
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +22,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadStatusLine, LineTooLong
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.protocol import refusal_detail
+from api.hot import HotRunner
+from api.protocol import KEEPALIVE_SECONDS, ProblemRunner, connection_cap, refusal_detail
 from tests.api.test_hot import HotTestServer, ProblemTestServer, _app
+from tests.conftest import ROOT
 
 AUTH = b"Authorization: Bearer s3cret-kkkkkkkkkkkkkkkkk\r\n"
 MARK = "zq7marker"  # hostile bytes the answers must not echo
@@ -159,3 +166,177 @@ def test_refusal_detail_keeps_the_reason_and_drops_the_bytes(
     said = refusal_detail(exc)
     assert MARK not in said
     assert said == detail
+
+
+@asynccontextmanager
+async def _serving(runner: web.AppRunner) -> AsyncIterator[int]:
+    """`runner` serving on a free loopback port (yielded)."""
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
+RUNNERS: dict[str, Callable[..., web.AppRunner]] = {"hot": HotRunner, "problem": ProblemRunner}
+
+
+@pytest.mark.parametrize("kind", list(RUNNERS))
+async def test_connections_beyond_the_cap_get_a_503_problem_and_are_closed(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _serving(RUNNERS[kind](_app(), max_connections=3)) as port:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        with caplog.at_level(logging.WARNING):
+            refused = [await _exchange(port, _request(b"/healthz")) for _ in range(2)]
+        for status, headers, body in refused:
+            assert status == 503
+            assert headers["Content-Type"] == "application/problem+json"
+            assert headers["Retry-After"] == "1"
+            assert json.loads(body)["status"] == 503
+        warnings = [r for r in caplog.records if "refusing new ones with 503" in r.getMessage()]
+        assert len(warnings) == 1  # a flood is one line in the log, not one per connection
+        # the held connections are served; once one closes, a new connection is too
+        reader, writer = held[0]
+        writer.write(_request(b"/healthz", b"Connection: close\r\n"))
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        writer.close()
+        await asyncio.sleep(0.05)
+        status, _, _ = await _exchange(port, _request(b"/healthz", b"Connection: close\r\n"))
+        assert status == 200
+        for _, other in held[1:]:
+            other.close()
+
+
+@pytest.mark.parametrize("kind", list(RUNNERS))
+async def test_a_trickling_request_head_cannot_hold_a_connection(kind: str) -> None:
+    """A client sending its head a byte at a time (slowloris) is closed at the keep-alive
+    deadline, however often its bytes arrive."""
+    async with _serving(RUNNERS[kind](_app(), keepalive_timeout=0.5)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        closed_after = None
+        for byte in _request(b"/healthz") * 100:
+            if reader.at_eof() or writer.is_closing():
+                break
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                break
+            try:
+                if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                    break
+            except TimeoutError:
+                pass
+            if loop.time() - start > 5:
+                break
+        closed_after = loop.time() - start
+        writer.close()
+    assert closed_after < 3, f"the connection was still open after {closed_after:.1f} s"
+
+
+async def test_idle_connections_close_after_75_seconds_by_default() -> None:
+    """aiohttp's own default is 3,630 s: an idle connection held a descriptor for an hour."""
+    for runner in (HotRunner(_app()), ProblemRunner(_app())):
+        await runner.setup()
+        try:
+            server = runner.server
+            assert server is not None
+            handler = server()
+            assert handler.keepalive_timeout == KEEPALIVE_SECONDS == 75.0
+        finally:
+            await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("limit", "cap"), [(1_024, 512), (20_000, 15_904), (1_048_576, 1_044_480), (20, 16)]
+)
+def test_the_cap_leaves_descriptors_for_the_store(limit: int, cap: int) -> None:
+    assert connection_cap(limit) == cap
+
+
+FD_SERVER = r"""
+import asyncio, resource, sys
+from pathlib import Path
+from aiohttp import web
+from rocksdict import Rdict
+from api.protocol import ProblemRunner
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))  # the cap: 128 connections
+db = Rdict(sys.argv[1])
+count = 0
+
+async def write(request: web.Request) -> web.Response:
+    global count
+    count += 1
+    db[f"k{count}"] = b"v" * 100
+    db.flush()  # a new table file, as the worker's store makes
+    Path(sys.argv[1], f"extra-{count}").write_text("x")
+    return web.json_response({"written": count})
+
+async def main() -> None:
+    app = web.Application()
+    app.router.add_post("/write", write)
+    runner = ProblemRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], runner.server.max_connections, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_connection_flood_leaves_the_store_its_descriptors(tmp_path: Path) -> None:
+    """A process limited to 256 descriptors (cap 128 connections) holding a RocksDB store: 400
+    connections opened at once get 503s beyond the cap, and the store can still write a new
+    table file and the process open a file (without the cap, the flood takes every descriptor
+    and the write fails with `Too many open files`)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FD_SERVER, str(tmp_path / "db"),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        port, cap = map(int, (await asyncio.wait_for(proc.stdout.readline(), 30)).split())
+        assert cap == 128
+        control = await asyncio.open_connection("127.0.0.1", port)
+        flood = []
+        for _ in range(400):
+            try:
+                flood.append(await asyncio.open_connection("127.0.0.1", port))
+            except OSError:
+                break
+        await asyncio.sleep(0.5)
+
+        async def first_bytes(reader: asyncio.StreamReader) -> bytes:
+            try:
+                return await asyncio.wait_for(reader.read(200), 1.0)
+            except TimeoutError:
+                return b""  # held: served when it asks
+
+        answers = await asyncio.gather(*(first_bytes(reader) for reader, _ in flood))
+        refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+        assert len(flood) - len(refused) <= 128 and len(refused) >= 400 - 128
+        reader, writer = control
+        for _ in range(3):
+            writer.write(b"POST /write HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 OK"), head
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+        for _, flooding in flood:
+            flooding.close()
+        writer.close()
+    finally:
+        proc.kill()
+        await proc.wait()
