@@ -18,7 +18,8 @@
   infeasible by the 24-character minimum, not by the throttle). At most `MAX_ADDRESSES` addresses
   are tracked, the least recently failing evicted first.
 - Timeouts: a request that takes longer than `request_timeout` seconds answers 503 with
-  `Retry-After: 1` (streamed feeds are exempt: they are bounded by the client reading them).
+  `Retry-After: 1` (streamed feeds are exempt: they are bounded by the client reading them); the
+  time counts its body's arrival (a rate-limited key's batch body is read to count recipients).
 - Body sizes: `client_max_size` of the application (`MAX_BODY`, 10 MiB) bounds every body; routes
   bound their own item counts (events, user ids, template size).
 - Audit: admin handlers record what they do with `api.audit.audit` (one JSON line per action on the
@@ -238,18 +239,21 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
     async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         app = request.app
         key = key_of(request)
-        cost = await request_cost(request) if _limited_key(app, key) else 1
-        limit = over_limit(app, key, cost)
-        if limit is not None:
-            refused(app, request.remote, limit.status, key or "", request.method, request.path)
-            return limit
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s key=%s", request.method, request.path, key_of(request))
-        if request.path.startswith(UNTIMED_PREFIXES):
-            return await handler(request)
         timeout = app[OPTIONS].request_timeout
+        untimed = request.path.startswith(UNTIMED_PREFIXES)
         try:
-            async with asyncio.timeout(timeout):
+            # the body a rate limit reads to count recipients is read within the timeout too: a
+            # body trickled in cannot hold the request open
+            async with asyncio.timeout(None if untimed else timeout):
+                cost = await request_cost(request) if _limited_key(app, key) else 1
+                limit = over_limit(app, key, cost)
+                if limit is not None:
+                    refused(
+                        app, request.remote, limit.status, key or "", request.method, request.path
+                    )
+                    return limit
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s %s key=%s", request.method, request.path, key_of(request))
                 return await handler(request)
         except TimeoutError:
             log.warning("%s %s timed out after %.1f s", request.method, request.path, timeout)

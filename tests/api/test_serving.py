@@ -348,3 +348,35 @@ def test_batch_encoding_from_cached_entries_equals_encoding_the_whole_payload(
     for accept, as_msgpack in (("application/json", False), (MSGPACK, True)):
         request = make_mocked_request("POST", "/v1/blocks:batch", headers={"Accept": accept})
         assert encode_results(ids, blocks, as_msgpack) == respond(request, payload).body
+
+
+@pytest.mark.parametrize(
+    "key",
+    [AUTH, {"Authorization": "Bearer slowsecret-kkkkkkkkkkkkk"}],
+    ids=["unlimited", "limited"],
+)
+async def test_a_trickled_body_times_out_with_503(state: MemoryState, key: dict[str, str]) -> None:
+    """A batch body sent a few bytes at a time is cut at the request timeout (0.5 s here), for a
+    rate-limited key too (whose body the rate limit reads first, to count the recipients)."""
+    async with await _client(state, ServingOptions({"slow": 100.0}, 0.5)) as c:
+        body = b'{"user_ids": ["u1", "u2"], "block": "recommendations"}'
+        head = (
+            f"POST /v1/blocks:batch HTTP/1.1\r\nHost: p\r\n{next(iter(key))}: "
+            f"{next(iter(key.values()))}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection(c.host, c.port)
+        writer.write(head)
+        start = asyncio.get_running_loop().time()
+        answer = b""
+        for n in range(len(body)):
+            writer.write(body[n : n + 1])
+            try:
+                answer = await asyncio.wait_for(reader.read(1000), 0.1)
+                break
+            except TimeoutError:
+                continue
+        writer.close()
+        took = asyncio.get_running_loop().time() - start
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
+        assert b"Retry-After: 1" in answer and took < 3
