@@ -339,3 +339,20 @@ async def test_a_head_over_aiohttps_line_limit_is_aiohttps_to_answer(
     assert answers == expected
     assert answers[0].split(b" ", 2)[1] == status
     assert wired[0] == 0
+
+
+@pytest.mark.parametrize("size", [600_000, MAX_BODY - 1_000, 2 * MAX_BODY])
+async def test_a_large_body_is_answered_at_once(
+    pair: tuple[TestClient, TestClient], size: int
+) -> None:
+    """A body the handler's buffer cannot take in one piece: aiohttp's parser stops feeding it and
+    goes on when the handler has read some (it calls `data_received(b"")` for that). The front
+    swallowed that call, and the request waited for the request timeout (a 503 after 10 s)."""
+    hot, chain = pair
+    body = b'{"user_ids": ["u1"], "block": "recommendations"}'
+    body += b" " * (size - len(body))  # valid JSON of `size` bytes
+    request = _post("/v1/blocks:batch", body, AUTH, "Content-Type: application/json")
+    expected = await _one_by_one(chain, [request])
+    answers = await _conversation(hot, [request], 1)  # _read_answer gives up after 5 s
+    assert answers == expected
+    assert answers[0].startswith(b"HTTP/1.1 200 OK")
