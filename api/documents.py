@@ -29,7 +29,7 @@ async def read_document(request: web.Request, field: str) -> Any:
         return problem(413, "Body too large", f"at most {MAX_DOCUMENT_BODY} bytes")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         return problem(400, "Bad body", f"expected a JSON object with `{field}`")
 
 

@@ -81,7 +81,7 @@ def _admin(request: web.Request) -> ModelAdmin:
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         raise web.HTTPBadRequest(reason="Bad body", text="expected a JSON object") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(reason="Bad body", text="expected a JSON object")

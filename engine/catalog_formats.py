@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 from xml.parsers import expat
 
 from engine.catalog import MAX_ATTRIBUTES, InvalidProduct, Product, validate_product
+from engine.text import BadJson, outside_json
 
 FORMATS = ("auto", "jsonl", "csv", "tsv", "google-xml")
 MAX_LINE = 1 << 20  # characters of one line of a text feed
@@ -125,8 +125,8 @@ def detect(head: bytes) -> str:
 def load_map(path: str | Path) -> dict[str, str]:
     """A map file: a JSON object from the feed's column names to Persona's or Google's names."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = outside_json(Path(path).read_bytes())
+    except (OSError, BadJson) as exc:
         raise ValueError(f"map file {path}: not a readable JSON object ({exc})") from None
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()
@@ -263,9 +263,9 @@ def _json_rows(lines: Iterable[str]) -> Iterator[Row]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, {}, f"invalid JSON: {exc}"
+            data = outside_json(line)
+        except BadJson as exc:
+            yield number, {}, str(exc)
             continue
         if not isinstance(data, dict):
             yield number, {}, f"a product must be an object, got {type(data).__name__}"

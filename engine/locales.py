@@ -15,14 +15,13 @@ Pure (no I/O but reading the message files once, at start-up, as the templates a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.catalog import Product
 from engine.params import InvalidParam, build
-from engine.text import text_problem
+from engine.text import BadJson, outside_json, text_problem
 
 DEFAULT_LANGUAGE = "en"
 MESSAGES_DIR = "i18n"  # inside a template directory
@@ -146,8 +145,8 @@ def read_messages(path: Path) -> dict[str, str]:
     if len(raw) > MAX_MESSAGES_FILE:
         raise MessagesError(f"message file {path} is larger than {MAX_MESSAGES_FILE} bytes")
     try:
-        data = json.loads(raw)
-    except ValueError as exc:
+        data = outside_json(raw)
+    except BadJson as exc:
         raise MessagesError(f"message file {path} is not JSON: {exc}") from None
     if not isinstance(data, dict) or len(data) > MAX_MESSAGES:
         raise MessagesError(f"message file {path} must be an object of at most {MAX_MESSAGES}")

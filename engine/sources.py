@@ -27,7 +27,6 @@ import csv
 import gzip
 import hashlib
 import io
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from typing import IO, Any
 
 from engine.catalog import InvalidProduct, Product
 from engine.events import Event, InvalidEvent, validate
+from engine.text import BadJson, outside_json
 
 GZIP_MAGIC = b"\x1f\x8b"
 UCI_HEADER = (
@@ -124,8 +124,8 @@ def detect_format(path: str | Path) -> str:
         return "jsonl"  # an empty file: no events in any format
     if first.startswith("{"):
         try:
-            obj = json.loads(first)
-        except json.JSONDecodeError:
+            obj = outside_json(first)
+        except BadJson:
             return "jsonl"  # reported with its line number when read
         if isinstance(obj, dict) and "session" in obj and "events" in obj and "event_id" not in obj:
             return "otto"
@@ -216,9 +216,9 @@ def _read_jsonl(
             continue
         stats.rows += 1
         try:
-            event = validate(json.loads(line), history)
-        except json.JSONDecodeError as exc:
-            _fail(errors, stats, number, f"invalid JSON: {exc}", InvalidEvent)
+            event = validate(outside_json(line), history)
+        except BadJson as exc:
+            _fail(errors, stats, number, str(exc), InvalidEvent)
             continue
         except InvalidEvent as exc:
             _fail(errors, stats, number, exc.reason, InvalidEvent)
@@ -354,12 +354,12 @@ def _read_otto(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) 
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = outside_json(line)
             session = obj["session"]
             events = obj["events"]
             if not isinstance(events, list):
                 raise TypeError("events must be a list")
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (BadJson, KeyError, TypeError) as exc:
             stats.rows += 1
             _fail(errors, stats, number, f"bad OTTO session: {exc}", InvalidEvent)
             continue

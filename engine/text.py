@@ -1,13 +1,19 @@
-"""Checks on text from outside: ids and free text that state and Kafka keys are built from.
+"""Checks on text from outside: ids and free text that state and Kafka keys are built from, and
+JSON read from files, feeds and topics.
 
 Pure. Ids (user, event, item, session ids) are keys: they refuse every control character (C0, DEL,
 C1) and every lone surrogate (which no UTF-8 encoder accepts). Free text (titles, comments, search
 queries) refuses lone surrogates and the C0 controls other than tab, line feed and carriage return.
+JSON from outside (`outside_json`) fails with one exception type, `BadJson` (a `ValueError`),
+whatever went wrong: invalid JSON, nesting deeper than Python's stack (a `RecursionError` out of
+`json.loads`), an integer over Python's 4,300-digit conversion limit, bytes that are not UTF-8.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 _ID_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _TEXT_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
@@ -29,3 +35,19 @@ def text_problem(value: str) -> str | None:
     """Why `value` cannot be stored as free text, or None when it can."""
     found = _TEXT_FORBIDDEN.search(value)
     return None if found is None else f"contains {_describe(found.group())}"
+
+
+class BadJson(ValueError):
+    """JSON from outside that cannot be read; the message says why, without the input."""
+
+
+def outside_json(raw: str | bytes) -> Any:
+    """`json.loads(raw)`, every failure a `BadJson` with a short reason."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadJson(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise BadJson("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError, an integer over the digit limit
+        raise BadJson(f"invalid JSON: {str(exc)[:120]}") from None

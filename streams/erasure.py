@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.erasure import live
 from engine.placement import partition
+from engine.text import BadJson, outside_json
 from streams.admin import DEAD_LETTERS, TRIGGERS_TOPIC
 from streams.kafka_security import Broker
 from streams.reading import topic_reader
@@ -46,8 +46,8 @@ def read_wait(request_timeout: float) -> float:
 def shown(value: bytes) -> Any:
     """A record's value as the export shows it: its JSON, else its bytes in Base64."""
     try:
-        return json.loads(value)
-    except ValueError:
+        return outside_json(value)
+    except BadJson:
         return {"value_base64": base64.b64encode(value).decode()}
 
 

@@ -12,7 +12,6 @@ restart of `persona run` the history starts empty (the folded profiles are not t
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -21,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, parse
 from engine.profile import is_reversal
 from engine.signing import ClusterKey, Signed
+from engine.text import BadJson, outside_json
 from models.retrain import MAX_EVENTS, bound, unfenced
 from streams.admin import COMMANDS_TOPIC
 from streams.kafka_security import Broker
@@ -86,8 +86,8 @@ async def erasures(broker: Broker, key: ClusterKey | None) -> dict[str, int]:
 
 def _erased_user(value: bytes | None) -> str | None:
     try:
-        command = json.loads(value or b"")
-    except ValueError:
+        command = outside_json(value or b"")
+    except BadJson:
         return None
     if not isinstance(command, dict) or command.get("command") != "erase":
         return None

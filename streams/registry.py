@@ -27,6 +27,7 @@ from engine.erasure import live
 from engine.events import Event, InvalidEvent, parse
 from engine.rules import Rules
 from engine.signing import ClusterKey, Signed
+from engine.text import BadJson, outside_json
 from models.bundle import Bundle
 from models.content_report import content_report
 from models.experiments import Experiment, report
@@ -183,7 +184,7 @@ async def _exposed(broker_url: Broker, name: str) -> tuple[list[dict[str, Any]],
     logged = [r async for r in read_topic(broker_url, [EXPOSURES_TOPIC], idle=0.5)]
     for _key, exposure in live(logged):  # an erased user's are left out (engine.erasure)
         with contextlib.suppress(ValueError, TypeError):
-            record = json.loads(exposure)
+            record = outside_json(exposure)
             if isinstance(record, dict) and record.get("experiment") == name:
                 exposures.append(record)
     users = {str(e.get("user_id")) for e in exposures}
@@ -439,8 +440,8 @@ def audit_registry(key: str, value: bytes | None, signed: Signed, applied: bool)
     experiment change folded from the `models` topic, with who signed it and when."""
     fields: dict[str, Any] = {"record": key[:200], "signed_ms": signed.ts}
     try:
-        data = json.loads(value) if value else None
-    except ValueError:
+        data = outside_json(value) if value else None
+    except BadJson:
         data = None
     if isinstance(data, dict):
         fields.update({f: str(data[f])[:200] for f in ("version", "name", "model") if f in data})

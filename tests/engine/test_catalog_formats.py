@@ -200,3 +200,25 @@ def test_jsonl_rows_and_gzip(tmp_path: Path) -> None:
     assert [p.item_id for p in products] == ["j1"]
     assert [line for line, _ in rejected] == [2, 3]
     assert rejected[1][1] == "a product must be an object, got list"
+
+
+def test_a_hostile_jsonl_row_rejects_its_line_only() -> None:
+    """A feed row nested deeper than Python's stack, or with a 5,000-digit price, stopped the
+    whole import (a RecursionError, a ValueError); now it is its line's rejection."""
+    good = (
+        '{"item_id": "j%d", "title": "T", "url": "https://s.example.com/j", '
+        '"image_url": "https://s.example.com/j.jpg", "price": 3, "currency": "EUR"}'
+    )
+    rows = [good % 1, "[" * 100_000 + "]" * 100_000, '{"price": ' + "9" * 5_000 + "}", good % 2]
+    rejected: list[tuple[int, str]] = []
+    feed = io.BytesIO("\n".join(rows).encode())
+    products = list(read_products(feed, "jsonl", None, lambda *r: rejected.append(r)))
+    assert [p.item_id for p in products] == ["j1", "j2"]
+    assert rejected[0] == (2, "invalid JSON: nested too deeply")
+    assert rejected[1][0] == 3 and "4300 digits" in rejected[1][1]
+
+
+def test_a_hostile_map_file_is_refused_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"not a readable JSON object.*nested too deeply"):
+        load_map(tmp_path / "m.json")

@@ -221,3 +221,34 @@ def test_shared_rees46_and_otto() -> None:
     assert len(otto) == 862
     assert len({e.user_id for e in otto}) == 20
     assert len({e.event_id for e in otto}) == 862
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deeply"),
+        ('{"a":' * 50_000 + "1" + "}" * 50_000, "invalid JSON: nested too deeply"),
+        (
+            '{"event_id": "e9", "type": "product_view", "user_id": "u", "item_id": "i", "ts": '
+            + "1" * 5_000
+            + "}",
+            "4300 digits",
+        ),
+    ],
+    ids=["deep array", "deep object", "long integer"],
+)
+def test_a_hostile_json_line_is_an_error_of_its_own_line(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    """Before, a line nested deeper than Python's stack or holding a 5,000-digit number stopped
+    the whole read with a RecursionError or a ValueError (with an errors list, too)."""
+    good = '{"event_id": "e%d", "type": "product_view", "user_id": "u", "item_id": "i", "ts": %d}'
+    path = tmp_path / "events.jsonl"
+    t = 1_700_000_000_000
+    path.write_text("\n".join([good % (1, t), line, good % (2, t + 1)]) + "\n")
+    errors: list[SourceError] = []
+    events = list(read_events(path, errors=errors))
+    assert [e.event_id for e in events] == ["e1", "e2"]
+    assert [e.line for e in errors] == [2] and reason in errors[0].reason
+    with pytest.raises(InvalidEvent, match=f"line 2: .*{reason}"):
+        list(read_events(path))

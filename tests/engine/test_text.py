@@ -1,0 +1,39 @@
+"""JSON from outside fails as one exception type with a reason, never as a RecursionError or a
+plain ValueError out of `json.loads` (engine.text.outside_json)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.text import BadJson, outside_json
+
+DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
+DEEP_OBJECT = '{"a":' * 100_000 + "1" + "}" * 100_000
+LONG_INT = '{"ts": ' + "7" * 5_000 + "}"  # over Python's 4,300-digit conversion limit
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (DEEP_ARRAY, "nested too deeply"),
+        (DEEP_OBJECT.encode(), "nested too deeply"),
+        (LONG_INT, "4300 digits"),
+        (b'{"a": "\xff\xfe"}', "invalid JSON"),
+        ("{", "invalid JSON: Expecting property name"),
+        ("", "invalid JSON"),
+    ],
+    ids=["deep array", "deep object", "long integer", "not UTF-8", "truncated", "empty"],
+)
+def test_hostile_json_is_a_bad_json_with_its_reason(raw: str | bytes, reason: str) -> None:
+    with pytest.raises(BadJson, match=reason) as caught:
+        outside_json(raw)
+    assert "7777" not in str(caught.value)  # the input is not echoed whole
+    assert isinstance(caught.value, ValueError)
+
+
+def test_good_json_is_read() -> None:
+    assert outside_json(b'{"a": [1, 2.5, "x", null]}') == {"a": [1, 2.5, "x", None]}
+    nested = outside_json("[" * 100 + "]" * 100)  # nesting within Python's stack is fine
+    for _ in range(99):
+        (nested,) = nested
+    assert nested == []
