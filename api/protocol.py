@@ -23,6 +23,8 @@ and its Kafka clients (a flood of connections must not leave the store unable to
 - at most `max_connections` open at once (default: the process's descriptor limit less a reserve,
   `connection_cap`); a connection beyond that is answered `503` with a problem body and
   `Retry-After: 1` and closed at once, and a warning is logged (at most once a minute);
+  `/metrics` reports `persona_http_connections` (open), `persona_http_connections_max` (the cap)
+  and `persona_http_connections_refused_total`;
 - a connection without a request in progress is closed `KEEPALIVE_SECONDS` after its last answer
   (or after it opened): aiohttp's default is an hour. A request head that trickles in counts as no
   request: a client sending a byte now and then cannot hold a connection longer than that.
@@ -48,6 +50,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import Response, StreamResponse
 from aiohttp.web_server import Server
+
+from api.observability import TELEMETRY
 
 log = logging.getLogger("persona.api")
 
@@ -171,6 +175,20 @@ class ProblemServer(Server):
     def __call__(self) -> RequestHandler:
         return ProblemRequestHandler(self, loop=self._loop, **self._kwargs)
 
+    def metric_lines(self) -> list[str]:
+        """This process's connection figures in Prometheus text."""
+        return [
+            "# HELP persona_http_connections Client connections open in this process.",
+            "# TYPE persona_http_connections gauge",
+            f"persona_http_connections {len(self._connections)}",
+            "# HELP persona_http_connections_max The most connections this process keeps open.",
+            "# TYPE persona_http_connections_max gauge",
+            f"persona_http_connections_max {self.max_connections}",
+            "# HELP persona_http_connections_refused_total Connections refused (503) at the cap.",
+            "# TYPE persona_http_connections_refused_total counter",
+            f"persona_http_connections_refused_total {self.refusals}",
+        ]
+
 
 def rebuilt(server: Server) -> dict[str, Any]:
     """The keyword arguments that build another `Server` like `server` (its request factory,
@@ -194,9 +212,23 @@ class ProblemRunner(web.AppRunner):
         kwargs.setdefault("keepalive_timeout", KEEPALIVE_SECONDS)
         super().__init__(app, **kwargs)
         self._max_connections = max_connections
+        self._figures: ProblemServer | None = None  # the server serving, for /metrics
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
-        return ProblemServer(
+        problem_server = ProblemServer(
             server.request_handler, **{**rebuilt(server), "max_connections": self._max_connections}
         )
+        self.serving(problem_server)
+        telemetry = self.app.get(TELEMETRY)
+        if telemetry is not None:
+            telemetry.text_sources.append(self._metric_lines)
+        return problem_server
+
+    def serving(self, server: ProblemServer) -> None:
+        """Name the server that serves (a subclass may build another one from this one's): its
+        connections are the ones /metrics reports."""
+        self._figures = server
+
+    def _metric_lines(self) -> list[str]:
+        return [] if self._figures is None else self._figures.metric_lines()

@@ -210,6 +210,12 @@ async def test_connections_beyond_the_cap_get_a_503_problem_and_are_closed(
         await asyncio.sleep(0.05)
         status, _, _ = await _exchange(port, _request(b"/healthz", b"Connection: close\r\n"))
         assert status == 200
+        await asyncio.sleep(0.05)
+        status, _, body = await _exchange(port, _request(b"/metrics", b"Connection: close\r\n"))
+        text = body.decode()
+        assert "\npersona_http_connections_refused_total 2.0\n" in text
+        assert "\npersona_http_connections_max 3.0\n" in text
+        assert "\npersona_http_connections 3.0\n" in text  # two held, and this one
         for _, other in held[1:]:
             other.close()
 
