@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import resource
 import time
 from http import HTTPStatus
@@ -56,6 +57,8 @@ from api.observability import TELEMETRY
 log = logging.getLogger("persona.api")
 
 MAX_DETAIL = 120  # characters of the parser's reason kept in the detail
+# where aiohttp's reasons start quoting the input: after a colon, or at a quoted repr
+_QUOTED = re.compile(r":|\s(?:b?['\"])")
 MAX_LINE = 8190  # aiohttp's limit on a request line and on a header line (its default, kept)
 KEEPALIVE_SECONDS = 75.0  # an idle connection's life (nginx's keepalive_timeout default)
 FD_RESERVE = 4096  # descriptors kept for RocksDB, Kafka and files beyond the connections
@@ -87,15 +90,13 @@ def connection_cap(limit: int | None = None) -> int:
 
 def refusal_detail(exc: BaseException | None) -> str:
     """What a parser refusal's problem body says: aiohttp's reason, cut before any quoted
-    input (its messages quote the offending bytes after a colon or in quotes)."""
+    input (its messages quote the offending bytes after a colon or as a repr in quotes)."""
     if isinstance(exc, LineTooLong):
         return f"the request line or a header line is longer than {MAX_LINE:,} bytes"
     if not isinstance(exc, HttpProcessingError):
         return "the request could not be read"
     reason = str(exc.message or "").replace("\n", " ").replace("\r", " ")
-    for mark in (":", "'", '"'):
-        reason = reason.split(mark, 1)[0]
-    reason = reason.strip()[:MAX_DETAIL].strip()
+    reason = _QUOTED.split(reason, maxsplit=1)[0].strip()[:MAX_DETAIL].strip()
     return reason or "the request could not be read"
 
 

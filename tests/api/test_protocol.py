@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.http_exceptions import BadStatusLine, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, InvalidHeader, LineTooLong
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.hot import HotRunner
@@ -54,6 +54,17 @@ HOSTILE = {
         b"/v1/events", AUTH, b"Content-Length: " + MARK.encode() + b"\r\n", method=b"POST"
     ),
     "bare LF and a header without a colon": b"GET / HTTP/1.1\nHost: p\n" + MARK.encode() + b"\n\n",
+    "too many headers": _request(
+        b"/healthz", *(b"X-%s: 1\r\n" % MARK.encode() for _ in range(200))
+    ),
+    "content length and chunked": _request(
+        b"/v1/events", AUTH, b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", method=b"POST"
+    )
+    + b"0\r\n\r\n",
+    "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + MARK.encode(),
+    "NUL in the path": _request(
+        b"/v1/users/" + MARK.encode() + b"\x00/blocks/recommendations", AUTH
+    ),
 }
 
 
@@ -156,6 +167,11 @@ async def test_a_plain_aiohttp_runner_would_answer_in_text() -> None:
     [
         (LineTooLong(MARK, 8190), "the request line or a header line is longer than 8,190 bytes"),
         (BadStatusLine(f"{MARK} with more"), "Bad status line"),
+        (
+            BadHttpMessage("Transfer-Encoding can't be present with Content-Length"),
+            "Transfer-Encoding can't be present with Content-Length",
+        ),
+        (InvalidHeader(f"{MARK}\n"), "Invalid HTTP header"),
         (RuntimeError(MARK), "the request could not be read"),
         (None, "the request could not be read"),
     ],
