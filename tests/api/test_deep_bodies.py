@@ -9,7 +9,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
@@ -24,16 +23,8 @@ BODIES = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = Server(tmp_path_factory.mktemp("registry"))
-    started.start()
-    yield started
-    started.stop()
-
-
-def _routes(server: Server) -> list[tuple[str, str]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/openapi.json") as answer:
+def _routes(api_server: Server) -> list[tuple[str, str]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{api_server.port}/openapi.json") as answer:
         paths = json.load(answer)["paths"]
     found = []
     for path, operations in paths.items():
@@ -47,21 +38,21 @@ def _routes(server: Server) -> list[tuple[str, str]]:
     return found
 
 
-def test_the_document_lists_the_routes_that_take_bodies(server: Server) -> None:
-    routes = _routes(server)
+def test_the_document_lists_the_routes_that_take_bodies(api_server: Server) -> None:
+    routes = _routes(api_server)
     for route in [("POST", "/v1/events"), ("POST", "/v1/render"), ("PUT", "/v1/rules")]:
         assert route in routes
 
 
 @pytest.mark.parametrize("kind", list(BODIES))
 def test_every_body_route_refuses_hostile_json_with_a_4xx_problem(
-    server: Server, kind: str
+    api_server: Server, kind: str
 ) -> None:
     body, content_type = BODIES[kind]
     wrong = []
-    for method, path in _routes(server):
+    for method, path in _routes(api_server):
         request = urllib.request.Request(
-            f"http://127.0.0.1:{server.port}{path}",
+            f"http://127.0.0.1:{api_server.port}{path}",
             data=body,
             method=method,
             headers={**HEADERS, "Content-Type": content_type},
@@ -79,6 +70,6 @@ def test_every_body_route_refuses_hostile_json_with_a_4xx_problem(
     assert wrong == []
 
 
-def test_the_server_still_answers(server: Server) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz") as answer:
+def test_the_server_still_answers(api_server: Server) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{api_server.port}/healthz") as answer:
         assert answer.status == 200

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +113,6 @@ class Server:
         asyncio.run_coroutine_threadsafe(refold(), self.loop).result(10)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = Server(tmp_path_factory.mktemp("registry"))
-    started.start()
-    yield started
-    started.stop()
-
-
 def _pick(value: Any, choices: list[str]) -> str | None:
     """One of `choices` for half of the generated values (by their text), else None: random
     ids and versions are almost never known, and the 200 answers must be checked too."""
@@ -151,10 +142,10 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 @pytest.mark.filterwarnings("ignore:Skipped test cases with unsupported payload media types")
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_its_document(case: Any, server: Server) -> None:
-    server.refold()
-    _aim(case, server.versions())
-    base_url = f"http://127.0.0.1:{server.port}"
+def test_api_conforms_to_its_document(case: Any, api_server: Server) -> None:
+    api_server.refold()
+    _aim(case, api_server.versions())
+    base_url = f"http://127.0.0.1:{api_server.port}"
     response = case.call(base_url=base_url, headers=HEADERS, timeout=10)
     assert response.status_code < 500, response.text[:500]
     case.validate_response(
