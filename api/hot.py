@@ -449,6 +449,4 @@ class HotRunner(ProblemRunner):
             return server
         # the same server, with `Front` before the application and connections that answer
         # plain block GETs from the wire (api/wire.py)
-        hot = HotServer(Front(app, server.request_handler), **rebuilt(server))
-        self.serving(hot)
-        return hot
+        return HotServer(Front(app, server.request_handler), **rebuilt(server))

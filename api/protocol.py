@@ -53,6 +53,7 @@ from aiohttp.web_response import Response, StreamResponse
 from aiohttp.web_server import Server
 
 from api.observability import TELEMETRY
+from api.shared import problem
 
 log = logging.getLogger("persona.api")
 
@@ -106,8 +107,7 @@ def problem_page(status: int, detail: str) -> Response:
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    answer = Response(status=status, text=json.dumps(body), content_type="application/problem+json")
+    answer = problem(status, title, detail)
     answer.force_close()
     return answer
 
@@ -213,23 +213,18 @@ class ProblemRunner(web.AppRunner):
         kwargs.setdefault("keepalive_timeout", KEEPALIVE_SECONDS)
         super().__init__(app, **kwargs)
         self._max_connections = max_connections
-        self._figures: ProblemServer | None = None  # the server serving, for /metrics
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         problem_server = ProblemServer(
             server.request_handler, **{**rebuilt(server), "max_connections": self._max_connections}
         )
-        self.serving(problem_server)
         telemetry = self.app.get(TELEMETRY)
         if telemetry is not None:
             telemetry.text_sources.append(self._metric_lines)
         return problem_server
 
-    def serving(self, server: ProblemServer) -> None:
-        """Name the server that serves (a subclass may build another one from this one's): its
-        connections are the ones /metrics reports."""
-        self._figures = server
-
     def _metric_lines(self) -> list[str]:
-        return [] if self._figures is None else self._figures.metric_lines()
+        """The figures of the server that serves (a subclass may build it from this one's)."""
+        server = self.server
+        return server.metric_lines() if isinstance(server, ProblemServer) else []
