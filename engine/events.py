@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 
 from engine.consent import TEXT_VERSION
-from engine.text import id_problem, text_problem
+from engine.text import BadJson, id_problem, outside_json, short, text_problem
 
 CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "search"})
 CART_TYPES = frozenset({"add_to_cart", "remove_from_cart", "checkout", "purchase"})
@@ -123,22 +123,15 @@ def decode(raw: bytes) -> Any:
     stripped = raw.lstrip()
     if stripped[:1] in (b"{", b"["):
         try:
-            return json.loads(raw)
-        except RecursionError:
-            raise InvalidEvent("invalid JSON: nested too deeply") from None
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many int digits
-            raise InvalidEvent(f"invalid JSON: {_short(exc)}") from None
+            return outside_json(raw)
+        except BadJson as exc:
+            raise InvalidEvent(str(exc)) from None
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
         raise InvalidEvent(
-            f"neither JSON nor msgpack: {type(exc).__name__}: {_short(exc)}"
+            f"neither JSON nor msgpack: {type(exc).__name__}: {short(exc)}"
         ) from None
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse(raw: bytes) -> Event:
@@ -149,7 +142,7 @@ def parse(raw: bytes) -> Event:
     except InvalidEvent:
         raise
     except Exception as exc:  # a case the checks above did not foresee: still one bad record
-        raise InvalidEvent(f"unreadable event: {type(exc).__name__}: {_short(exc)}") from None
+        raise InvalidEvent(f"unreadable event: {type(exc).__name__}: {short(exc)}") from None
 
 
 def parse_ts(value: Any, history: bool = False) -> int:

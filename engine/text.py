@@ -41,13 +41,17 @@ class BadJson(ValueError):
     """JSON from outside that cannot be read; the message says why, without the input."""
 
 
+def short(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message for a reason given to users: at most `limit` characters."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def outside_json(raw: str | bytes) -> Any:
     """`json.loads(raw)`, every failure a `BadJson` with a short reason."""
     try:
         return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BadJson(f"invalid JSON: {exc}") from None
     except RecursionError:
         raise BadJson("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # UnicodeDecodeError, an integer over the digit limit
-        raise BadJson(f"invalid JSON: {str(exc)[:120]}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many integer digits
+        raise BadJson(f"invalid JSON: {short(exc)}") from None
