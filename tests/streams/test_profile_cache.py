@@ -170,3 +170,76 @@ def test_the_byte_budget_alone_bounds_how_many_profiles_are_kept() -> None:
     tight.keep(touched, written)
     assert len(tight) == 1000 and tight.kept(b"u:%d" % (n - 1)) is profile
     assert tight.kept(b"u:0") is None  # the oldest went first
+
+
+def test_a_read_that_does_not_keep_leaves_the_cache_as_it_was() -> None:
+    """The fold reads with keep=False (it writes the profile back and keeps it then): a miss is
+    a store read each time and nothing is kept."""
+    store = _Store({b"u:ann": _profile("ann", "p1").pack()})
+    cache = ProfileCache(10, 10_000_000)
+    assert cache.read(b"u:ann", store.get, keep=False) is not None
+    assert len(cache) == 0 and cache.accounted == 0 and cache.kept(b"u:ann") is None
+    assert cache.read(b"u:ann", store.get, keep=False) is not None and store.reads == 2
+    kept = cache.read(b"u:ann", store.get)  # the default keeps
+    assert cache.read(b"u:ann", store.get, keep=False) is kept and store.reads == 3
+
+
+def test_forget_leaves_the_keys_the_writer_keeps_after_and_drops_the_rest() -> None:
+    old_ann, old_bob = _profile("ann", "p1"), _profile("bob", "p1")
+    cache = ProfileCache(10, 10_000_000)
+    touched: dict[bytes, tuple[Profile | None, Any, bool]] = {
+        b"u:ann": (old_ann, None, True),
+        b"u:bob": (old_bob, None, True),
+    }
+    cache.keep(touched, {b"u:ann": 10, b"u:bob": 10})
+    new_ann = _profile("ann", "p1", "p2")
+    cache.forget([(b"u:ann", new_ann.pack()), (b"u:bob", None)], kept={b"u:ann": 1})
+    assert cache.kept(b"u:ann") is old_ann  # replaced by the keep that follows the write
+    assert cache.kept(b"u:bob") is None  # a tombstone: dropped before the write
+    cache.keep({b"u:ann": (new_ann, None, True)}, {b"u:ann": len(new_ann.pack())})
+    assert cache.kept(b"u:ann") is new_ann and len(cache) == 1
+
+
+class _FailingWriter:
+    """The worker's table writer, failing at its second partition (a changelog send failed)."""
+
+    def __init__(self) -> None:
+        self.written: list[int] = []
+
+    def write(self, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
+        if self.written:
+            raise RuntimeError("changelog send failed")
+        self.written.append(partition)
+
+
+def test_a_failed_batch_write_clears_what_the_worker_kept(tmp_path: Path) -> None:
+    """The fold no longer drops its users' profiles from the cache before writing them (they are
+    replaced after the write): a write that fails part-way must not leave the cache holding the
+    old profile of a user whose new one a partition written before the failure already stores."""
+    from engine.settings import Settings
+    from streams.app import PersonaStreams
+
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    old_ann, old_bob = _profile("ann", "p1"), _profile("bob", "p1")
+    cache = streams._profile_cache
+    cache.keep(
+        {b"u:ann": (old_ann, None, True), b"u:bob": (old_bob, None, True)},
+        {b"u:ann": 10, b"u:bob": 10},
+    )
+    new_ann, new_bob = _profile("ann", "p1", "p2"), _profile("bob", "p1", "p2")
+    touched: dict[bytes, tuple[Profile | None, Any, bool]] = {
+        b"u:ann": (new_ann, None, True),
+        b"u:bob": (new_bob, None, True),
+    }
+    writes = {0: [(b"u:ann", new_ann.pack())], 1: [(b"u:bob", new_bob.pack())]}
+    written = {b"u:ann": len(new_ann.pack()), b"u:bob": len(new_bob.pack())}
+    writer = _FailingWriter()
+    streams._profile_writer = writer  # type: ignore[assignment]
+    with pytest.raises(RuntimeError):
+        streams._write_folded(writes, touched, written)  # type: ignore[arg-type]
+    assert writer.written == [0]  # ann's new profile is stored ...
+    assert cache.kept(b"u:ann") is None and len(cache) == 0  # ... and no old one is kept
+
+    streams._profile_writer = _FailingWriter()  # type: ignore[assignment]
+    streams._write_folded({0: writes[0]}, touched, {b"u:ann": written[b"u:ann"]})  # type: ignore[arg-type]
+    assert cache.kept(b"u:ann") is new_ann  # a write that succeeds keeps what it wrote
