@@ -100,12 +100,15 @@ POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list,
 CONTENT_SYNC_EVERY = 0.5  # seconds between checks whether the kept catalog is indexed (readyz)
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 # Products kept decoded: whole for reads (HTTP routes served by the worker, catalog triggers),
-# as fold views for the fold (streams/read_side.FoldProducts: ~830 accounted bytes a view, so
-# 64 MiB keeps ~80,000 items; the one 64 MiB memo of whole products before kept ~46,000).
+# as fold views for the fold (streams/read_side.FoldProducts: ~830 accounted bytes a view, ~644
+# traced by tracemalloc for benchmarks.scale's products; 96 MiB keeps ~120,000 items. At 64 MiB
+# it kept ~81,000: a 100,000-item catalog's events missed 20 % of their lookups (11 % at 96 MiB,
+# the first sightings; a FoldProducts fed the synthetic load's 900,000 item ids); the one
+# 64 MiB memo of whole products before kept ~46,000).
 PRODUCT_CACHE_MAX = 50_000  # whole products kept for reads (the oldest go first)
 PRODUCT_CACHE_BYTES = 16 * 1024 * 1024  # ... and their accounted bytes (streams/read_side.py)
 FOLD_PRODUCTS_MAX = 200_000  # the fold's product views kept
-FOLD_PRODUCTS_BYTES = 64 * 1024 * 1024  # ... and their accounted bytes
+FOLD_PRODUCTS_BYTES = 96 * 1024 * 1024  # ... and their accounted bytes
 PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
