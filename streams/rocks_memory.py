@@ -20,7 +20,12 @@ from faust.stores.rocksdb import RocksDBOptions
 
 MEMTABLE_SHARE = 4  # the memtables may take up to 1/MEMTABLE_SHARE of the budget
 MAX_WRITE_BUFFERS = 2  # per database: one being written, one being flushed
-BLOOM_BITS = 3  # Faust's default bloom filter bits per key
+# Bloom filter bits per key: RocksDB's usual 10 (~1 % false positives) where Faust's default of 3
+# lets roughly a fifth of the misses of each table file read a data block. The fold looks up
+# keys that mostly do not exist (a new user's profile, every user's erasure fence and identity
+# alias); a miss in a 300,000-key database of 10 files took 0.6-1.1 us at 10 bits against
+# 0.9-1.4 us at 3 (two runs each), for ~1.25 bytes of filter per key in the block cache.
+BLOOM_BITS = 10
 # RocksDB's figures of one database, summed over the process's databases (`RocksMemory.figures`)
 PROPERTIES = {
     "memtable_bytes": "rocksdb.size-all-mem-tables",
