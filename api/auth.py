@@ -48,6 +48,15 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def _header_digest(secret: str) -> bytes | None:
+    """The digest of a secret a request sent, or None when it cannot be one: aiohttp hands a
+    header's bytes that are not UTF-8 over as surrogates, which no configured secret holds."""
+    try:
+        return _digest(secret)
+    except UnicodeEncodeError:
+        return None
+
+
 def parse_entry(entry: str, where: str) -> ApiKey:
     parts = entry.split(":", 2)
     if len(parts) != 3:
@@ -95,8 +104,11 @@ class KeyRing:
         return cls(keys)
 
     def authenticate(self, secret: str) -> ApiKey | None:
-        """The key whose secret this is, comparing every digest in constant time."""
-        digest = _digest(secret)
+        """The key whose secret this is, comparing every digest in constant time; None for a
+        secret that is no UTF-8 text (a header's undecodable bytes)."""
+        digest = _header_digest(secret)
+        if digest is None:
+            return None
         found: ApiKey | None = None
         for key in self.keys:
             if hmac.compare_digest(digest, key.digest):

@@ -1,0 +1,62 @@
+"""A hostile client against the API's authentication, over real sockets (the `api_server`
+fixture: the API served by `HotRunner`, as workers and readers serve it), with the raw bytes a
+client library would not send."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.api.test_schemathesis import SECRET, Server
+
+
+def raw(server: Server, request: bytes) -> tuple[int, bytes]:
+    """The status and body (by its Content-Length) of one raw HTTP/1.1 request."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        length = int({k.lower(): v for k, v in fields.items()}.get(b"content-length", b"0"))
+        while len(body) < length and (chunk := conn.recv(65536)):
+            body += chunk
+    return int(head.split(b" ", 2)[1]), body
+
+
+def get(server: Server, target: str, authorization: bytes, keep_alive: bool = False) -> bytes:
+    connection = b"keep-alive" if keep_alive else b"close"
+    return (
+        b"GET " + target.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: " + connection
+        + b"\r\nAuthorization: " + authorization + b"\r\n\r\n"
+    )  # fmt: skip
+
+
+GATED = [
+    "/v1/users/u1/blocks/recommendations",  # the hot path (api/hot.py)
+    "/v1/users/u1/blocks/recommendations?format=json&n=3",  # hot_middleware
+    "/v1/users/u1/profile",  # the middleware chain
+    "/v1/users/u1/export",
+    "/v1/models",
+    "/v1/feeds/google.tsv",  # Basic is accepted here
+    "/ui/preview",  # the page checks the key itself
+]
+
+
+@pytest.mark.parametrize("target", GATED)
+@pytest.mark.parametrize(
+    "authorization",
+    [b"Bearer \xff\xfe-not-utf-8", b"Bearer " + SECRET.encode() + b"\xff"],
+)
+def test_a_key_that_is_not_utf8_is_a_401_not_a_500(
+    api_server: Server, target: str, authorization: bytes
+) -> None:
+    """A header value aiohttp cannot decode as UTF-8 reaches the key check as surrogates; hashing
+    it raised UnicodeEncodeError: every authenticated route answered 500 (with a traceback in the
+    log) instead of 401, and the failed authentication was not counted against the address."""
+    for keep_alive in (False, True):  # Front.wire hands a keep-alive block GET on; close: Front
+        status, body = raw(api_server, get(api_server, target, authorization, keep_alive))
+        assert status == 401, body[:300]
+        assert b"Internal" not in body
