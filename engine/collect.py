@@ -13,7 +13,12 @@ therefore limited to what a visitor's browser reports about its own visit:
 - with an identify secret (PERSONA_IDENTIFY_SECRET), `identify` only with `props.user_hash`, the
   hex HMAC-SHA256 of the user id under that secret: the shop's server computes it for the user who
   logged in and puts it in the page (as Intercom's identity verification does), so a copied key
-  cannot link its own anonymous history, and its later events, to somebody else's user id.
+  cannot link its own anonymous history, and its later events, to somebody else's user id;
+- `identify` only with a `props.previous_id` of the tag's anonymous form (`ANONYMOUS_PREFIX`, then
+  the browser's random id): the merge moves the previous id's whole profile into the user and
+  deletes it (streams/identity.py), so a key anybody can copy must not name a customer's user id
+  there: a logged-in visitor (whose hash the page holds) would take that customer's history, cart
+  and purchases into their own profile, and see them in their own blocks.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ MAX_EVENTS = 100  # in one request
 COLLECT_SCOPE = "events:collect"  # the scope of a publishable key (api/auth.py)
 PURCHASE_SCOPE = "events:collect-purchase"  # such a key may send `purchase` too
 USER_HASH = "user_hash"  # props of a verified identify (PERSONA_IDENTIFY_SECRET)
+ANONYMOUS_PREFIX = "anon-"  # api/sdk/persona.js: the anonymous ids the tag makes
 
 
 def collect_refusal(
@@ -48,8 +54,16 @@ def collect_refusal(
             "a publishable key may only withdraw consent (every purpose false); grant it "
             "with an events:write key from your server"
         )
-    if event.type == IDENTIFY and identify_secret is not None:
-        return _unverified(event, identify_secret)
+    if event.type == IDENTIFY:
+        previous = str(event.props.get("previous_id", ""))
+        if not previous.startswith(ANONYMOUS_PREFIX):
+            return (
+                f"a publishable key's identify names an anonymous id ({ANONYMOUS_PREFIX}...) "
+                "as props.previous_id, as the tag makes them; merging any other id takes an "
+                "events:write key from your server"
+            )
+        if identify_secret is not None:
+            return _unverified(event, identify_secret)
     return None
 
 

@@ -303,3 +303,33 @@ def test_a_purchase_scope_needs_the_collect_scope() -> None:
     with pytest.raises(InvalidKey, match="without events:collect"):
         parse_entry(f"x:{PK}:events:collect-purchase", "entry 1")
     assert "events:collect" in parse_entry(f"x:{PK}:events:collect", "entry 1").scopes
+
+
+@pytest.mark.parametrize("secret", [None, IDENTIFY_SECRET])
+async def test_a_publishable_key_cannot_merge_a_customer_into_its_own_user(
+    state: MemoryState, secret: str | None
+) -> None:
+    """The identify merge moves the previous id's whole profile into the user (and deletes it):
+    a visitor logged in as u-attacker (the page holds their user hash) named a customer's user
+    id as `previous_id` and took that customer's history, cart and purchases into their own
+    profile, to see in their own blocks. A publishable key names only the tag's anonymous ids."""
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    options = ServingOptions(collect_origins=(SHOP,), identify_secret=secret)
+    app = create_app(content, KeyRing.from_settings(KEYS, None), options)
+    props: dict[str, Any] = {}
+    if secret is not None:
+        props["user_hash"] = user_hash(secret, "u-attacker")
+    events = [
+        ev("identify", user="u-attacker", item=None, props={"previous_id": "customer-42"} | props),
+        ev("identify", user="u-attacker", item=None, props={"previous_id": "anon-b1e5"} | props),
+    ]
+    async with TestClient(TestServer(app)) as client:
+        r = await client.post("/v1/collect", json=events, headers=bearer(PK))
+        body = await r.json()
+        assert r.status == 202 and body["accepted"] == 1, body
+        assert [e["index"] for e in body["errors"]] == [0]
+        assert "anonymous id" in body["errors"][0]["reason"]
+        assert [e.props["previous_id"] for e in state.produced] == ["anon-b1e5"]
+        # the shop's server may still merge any id
+        r = await client.post("/v1/events", json=events[:1], headers=bearer(WRITE))
+        assert (await r.json())["accepted"] == 1
