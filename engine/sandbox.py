@@ -18,8 +18,9 @@ operators), output bytes, characters built in intermediate strings and call dept
 recursive loops). Whatever a deadline cannot interrupt (one C-level operation) is bounded before
 it runs: `**` and `*` on integers (`MAX_INT_BITS`), `*` and `+` building strings or lists
 (`MAX_STR`, `MAX_ITEMS`), `%`/`format` widths (`MAX_WIDTH`), `center`, `indent`, `wordwrap`,
-`replace`, `join`, `batch`, `slice`, `sum`, `list`, `range` and any joined buffer (macros, `set`
-blocks). A refusal raises `BudgetExceeded` (or jinja2's `SecurityError`) out of the render.
+`replace`, `join`, `tojson` (its indent), `batch`, `slice`, `sum`, `list`, `range` and any joined
+buffer (macros, `set` blocks). A refusal raises `BudgetExceeded` (or jinja2's `SecurityError`)
+out of the render.
 
 `StrictEnvironment.render(template, context, budget)` renders under a budget; a plain
 `Template.render()` gets a fresh `Budget(env.limits)`. Values computed while rendering
@@ -458,6 +459,24 @@ def pre_replace(value: Any, old: Any, new: Any, count: Any = None) -> None:
     _at_most(len(text) + n * max(len(new) - len(old), 0), MAX_STR, "a replaced text")
 
 
+def pre_tojson(value: Any, indent: Any = None) -> None:
+    """json.dumps writes a newline and `indent` times the depth before every item: bound that."""
+    width = len(indent) if isinstance(indent, str) else max(int(indent or 0), 0)
+    if not width:
+        return
+    extra, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend((part, depth + 1) for part in item.values())
+            extra += (len(item) + 1) * (1 + width * depth)
+        elif isinstance(item, _VIEWS):
+            stack.extend((part, depth + 1) for part in item)
+            extra += (len(item) + 1) * (1 + width * depth)
+        _at_most(extra, MAX_STR, "an indented JSON text")
+    _at_most(check_plain(value) + extra, MAX_STR, "an indented JSON text")
+
+
 def pre_join(value: Any, d: Any = "", attribute: Any = None) -> None:
     _at_most(len(str(d)) * _length(value), MAX_STR, "a joined text")
 
@@ -501,6 +520,7 @@ PRE_CHECKS: dict[str, Callable[..., None]] = {
     "batch": pre_batch,
     "slice": pre_slice,
     "sum": pre_sum,
+    "tojson": pre_tojson,
     **{
         name: _sequence
         for name in (
