@@ -283,16 +283,14 @@ class Recommender:
             raise ModelLoadError(f"{d / NPZ_NAME} is not a valid recs .npz: {exc}") from None
         if not all(type(i) is str for i in items):  # ids written as numbers elsewhere
             items = [str(i) for i in items]
+        if len(set(items)) != len(items):
+            raise ModelLoadError(f"{d / JSON_NAME}: item ids must be unique")
+        check_table(arrays, n, d)
         indptr, neighbours, weights = arrays["indptr"], arrays["neighbours"], arrays["weights"]
         popular = arrays["popular"]
-        if (
-            indptr.shape != (n + 1,)
-            or neighbours.shape != weights.shape
-            or int(indptr[-1]) != len(neighbours)
-            or (len(neighbours) and not 0 <= int(neighbours.min()) <= int(neighbours.max()) < n)
-            or (len(popular) and not 0 <= int(popular.min()) <= int(popular.max()) < n)
-        ):
-            raise ModelLoadError(f"{d}: recs arrays do not match the item list")
+        decay = meta.get("recency_decay", RECENCY_DECAY)
+        if type(decay) not in (int, float) or not 0.0 <= decay <= 1.0:  # NaN fails both
+            raise ModelLoadError(f"{d / JSON_NAME}: recency_decay must be a number in 0..1")
         history, floor = check_history_settings(
             meta.get("history", LEGACY_HISTORY), meta.get("history_floor", 0.0), str(d / JSON_NAME)
         )
@@ -306,10 +304,40 @@ class Recommender:
             popular=[items[i] for i in popular.tolist()],
             metrics=dict(meta.get("metrics") or {}),
             k=k,
-            recency_decay=float(meta.get("recency_decay", RECENCY_DECAY)),
+            recency_decay=float(decay),
             history=history,
             history_floor=floor,
         )
+
+
+def check_table(arrays: dict[str, np.ndarray], n: int, d: Path) -> None:
+    """ModelLoadError unless the arrays are a neighbour table of `n` items that serving can walk:
+    integer `indptr` of n+1 offsets from 0, never decreasing, ending at the number of neighbours
+    (a decreasing or huge one made serving fail or allocate terabytes for a user), integer
+    neighbour and popular row indices in 0..n-1, finite weights (NaN scores rank nothing)."""
+    indptr, neighbours, weights = arrays["indptr"], arrays["neighbours"], arrays["weights"]
+    popular = arrays["popular"]
+    for name in ("indptr", "neighbours", "popular"):
+        if arrays[name].ndim != 1 or arrays[name].dtype.kind not in "iu":
+            raise ModelLoadError(f"{d}: recs {name} must be a 1-d array of integers")
+    if weights.ndim != 1 or weights.dtype.kind not in "fiu" or not np.isfinite(weights).all():
+        raise ModelLoadError(f"{d}: recs weights must be finite numbers")
+    if (
+        indptr.shape != (n + 1,)
+        or int(indptr[0]) != 0
+        or (n and bool((np.diff(indptr) < 0).any()))
+        or int(indptr[-1]) != len(neighbours)
+    ):
+        raise ModelLoadError(
+            f"{d}: recs indptr must be {n + 1} offsets from 0, never decreasing, ending at "
+            f"the {len(neighbours)} neighbours"
+        )
+    if (
+        neighbours.shape != weights.shape
+        or (len(neighbours) and not 0 <= int(neighbours.min()) <= int(neighbours.max()) < n)
+        or (len(popular) and not 0 <= int(popular.min()) <= int(popular.max()) < n)
+    ):
+        raise ModelLoadError(f"{d}: recs arrays do not match the item list")
 
 
 # -- training --------------------------------------------------------------------------------

@@ -160,3 +160,58 @@ def test_embedding_vectors_beyond_their_rows_are_refused(tmp_path: Path) -> None
     write_zip(d / "recs.npz", members)
     with pytest.raises(ModelLoadError, match="vectors declares 12,000,000,000 bytes"):
         EmbeddingRecommender.load(d)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        # rows of negative length: np.repeat raised ValueError for every user with item i1
+        ({"indptr": np.array([0, 2, 0, 2], np.int64)}, "indptr"),
+        # a row of 2**40 entries: serving allocated 8 TB for a user with item i0
+        ({"indptr": np.array([0, 2**40, 2**40, 2], np.int64)}, "indptr"),
+        ({"indptr": np.array([1, 1, 2, 2], np.int64)}, "indptr"),
+        ({"neighbours": np.array([1.0, np.nan], np.float64)}, "neighbours"),
+        ({"weights": np.array([np.nan, 1.0], np.float32)}, "weights"),
+        ({"weights": np.array([np.inf, 1.0], np.float32)}, "weights"),
+        ({"popular": np.array([0.5], np.float64)}, "popular"),
+    ],
+)
+def test_item_knn_arrays_that_would_break_serving_are_refused(
+    tmp_path: Path, arrays: dict[str, np.ndarray], message: str
+) -> None:
+    good = {
+        "indptr": np.array([0, 1, 2, 2], np.int64),
+        "neighbours": np.array([1, 0], np.int32),
+        "weights": np.array([0.5, 0.5], np.float32),
+    }
+    members = {name: npy_bytes(a) for name, a in (good | arrays).items()}
+    d = recs_dir(tmp_path, **members)
+    with pytest.raises(ModelLoadError, match=message):
+        Recommender.load(d)
+
+
+def test_a_valid_item_knn_table_serves(tmp_path: Path) -> None:
+    members = {
+        "indptr": npy_bytes(np.array([0, 1, 2, 2], np.int64)),
+        "neighbours": npy_bytes(np.array([1, 0], np.int32)),
+        "weights": npy_bytes(np.array([0.5, 0.5], np.float32)),
+    }
+    model = Recommender.load(recs_dir(tmp_path, **members))
+    assert model.recommend([("i0", 1)], exclude={"i0"}, k=2) == ["i1", "i2"]
+
+
+@pytest.mark.parametrize("decay", [float("nan"), float("inf"), -1.0, 2.0, "0.5", None])
+def test_item_knn_recency_decay_is_a_number_in_0_1(tmp_path: Path, decay: object) -> None:
+    d = recs_dir(tmp_path)
+    meta = json.loads((d / "recs.json").read_text()) | {"recency_decay": decay}
+    (d / "recs.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="recency_decay"):
+        Recommender.load(d)
+
+
+def test_item_knn_item_ids_are_unique(tmp_path: Path) -> None:
+    d = recs_dir(tmp_path)
+    meta = json.loads((d / "recs.json").read_text()) | {"items": ["a", "b", "a"]}
+    (d / "recs.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="unique"):
+        Recommender.load(d)
