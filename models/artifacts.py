@@ -6,7 +6,6 @@ import ctypes
 import ctypes.util
 import functools
 import hashlib
-import json
 import zipfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,6 +15,8 @@ from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy
+
+from engine.text import BadJson, outside_json
 
 
 class ModelLoadError(ValueError):
@@ -97,10 +98,10 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     except OSError as exc:
         raise ModelLoadError(f"cannot read {what} artifact {path}: {exc}") from None
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = outside_json(raw)
+    except BadJson as exc:  # also nesting past the stack, a number of more than 4300 digits
         raise ModelLoadError(
-            f"{path} is not a JSON {what} artifact (pickles and other formats are refused)"
+            f"{path} is not a JSON {what} artifact (pickles and other formats are refused): {exc}"
         ) from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path}: a {what} artifact must be a JSON object")

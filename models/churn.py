@@ -151,6 +151,9 @@ class ChurnModel:
             raise ModelLoadError(f"{p}: malformed churn artifact: {exc}") from None
         if any(s <= 0 or not math.isfinite(s) for s in model.scale):
             raise ModelLoadError(f"{p}: scale values must be finite and positive")
+        numbers = (*model.mean, *model.coef, model.intercept)
+        if not all(math.isfinite(v) for v in numbers):  # NaN scores for every user otherwise
+            raise ModelLoadError(f"{p}: mean, coef and intercept must be finite numbers")
         return model
 
 

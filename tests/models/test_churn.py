@@ -88,3 +88,31 @@ def test_needs_both_classes() -> None:
     events = [e for e in churn_events() if e.user_id in {"u1", "u3"}]
     with pytest.raises(ValueError):
         train_churn(events, cutoff_ms=T0 + 300 * DAY)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("coef", float("nan")), ("coef", float("inf")), ("mean", float("-inf")), ("intercept", 0.0)],
+)
+def test_loader_rejects_non_finite_numbers(
+    model: ChurnModel, tmp_path: Path, field: str, value: float
+) -> None:
+    """JSON's NaN/Infinity loaded as floats: every user's churn score became NaN (the profile's
+    `scores.churn` out of 0..1, and `NaN` in its JSON)."""
+    data = model.to_dict()
+    if field == "intercept":
+        data["intercept"] = float("nan")
+    else:
+        data[field] = [value, *data[field][1:]]
+    path = tmp_path / "churn.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelLoadError, match="finite"):
+        ChurnModel.load(path)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"format": ' + "9" * 5000 + "}"])
+def test_loader_rejects_json_too_deep_or_too_long_a_number(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "churn.json"
+    path.write_text(text)
+    with pytest.raises(ModelLoadError):
+        ChurnModel.load(path)
