@@ -120,6 +120,12 @@ def read_bundle(directory: str | Path) -> Bundle:
             f"{', '.join(allowed)} (pickle/joblib files are never loaded; save scikit-learn "
             "estimators with skops, tables as .npz)"
         )
+    for f in allowed:
+        if (d / f).is_symlink():
+            raise ModelLoadError(
+                f"{d / f} is a symbolic link; an artifact's files are read only as regular files "
+                "of its directory"
+            )
     files = {f: (d / f).read_bytes() for f in allowed if (d / f).is_file()}
     missing = [f for f in allowed if f not in files]
     if missing:

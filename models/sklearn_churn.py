@@ -29,6 +29,7 @@ KIND = "sklearn"
 META_NAME = "churn.json"
 SKOPS_NAME = "churn.skops"
 
+PROBE_ROW = [1e6] * len(FEATURE_NAMES)  # large feature values, as a long history has
 # Types beyond skops' defaults that we accept in a churn artifact (checked before loading).
 TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
@@ -59,6 +60,19 @@ class SklearnChurnModel:
             raise ModelLoadError("a churn estimator needs predict_proba and the class 1 (churned)")
         self._col = classes.index(1)
         self._columns = list(columns_of(self.feature_names))
+
+    def probe(self) -> None:
+        """ModelLoadError unless the estimator gives probabilities in 0..1 for a few rows: one
+        with NaN parameters scored every user NaN, one fitted on other columns than its
+        `feature_names` failed every score."""
+        rows = np.array([[0.0] * len(FEATURE_NAMES), [1.0] * len(FEATURE_NAMES), PROBE_ROW])
+        try:
+            scores = self.score_batch(rows)
+        except Exception as exc:
+            raise ModelLoadError(f"the churn estimator cannot score: {exc}") from None
+        finite = scores.shape == (3,) and bool(np.isfinite(scores).all())
+        if not finite or not bool(((scores >= 0) & (scores <= 1)).all()):
+            raise ModelLoadError("the churn estimator does not give probabilities in 0..1")
 
     def score(self, vec: Sequence[float]) -> float:
         return float(self.score_batch(np.asarray([vec], dtype=np.float64))[0])
@@ -104,7 +118,7 @@ class SklearnChurnModel:
                 f"computes {list(FEATURE_NAMES)}; retrain on the engine's features"
             ) from None
         estimator = load_skops(d / SKOPS_NAME)
-        return cls(
+        model = cls(
             version=str(meta["version"]),
             created=str(meta["created"]),
             estimator=estimator,
@@ -112,6 +126,8 @@ class SklearnChurnModel:
             training=dict(meta.get("training") or {}),
             feature_names=names,
         )
+        model.probe()
+        return model
 
 
 def load_skops(path: Path) -> Any:

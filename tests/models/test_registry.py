@@ -247,3 +247,39 @@ def test_a_content_experiments_exposures_of_the_same_name_are_not_counted() -> N
     content = {**ours, "user_id": "c1", "kind": "content"}
     result = report("e", [ours, content], [])
     assert result["variants"]["A"]["users"] == 1
+
+
+def test_bundle_refuses_symbolic_links(tmp_path: Path) -> None:
+    """A directory handed over (an unpacked archive) whose churn.json is a link: publishing read
+    whatever file it named on the publisher's machine into the registry."""
+    elsewhere = tmp_path / "elsewhere.json"
+    shutil.copy(DEFAULT_DIR / "churn.json", elsewhere)
+    d = tmp_path / "churn"
+    d.mkdir()
+    (d / "churn.json").symlink_to(elsewhere)
+    with pytest.raises(ModelLoadError, match="symbolic link"):
+        read_bundle(d)
+
+
+def test_a_sklearn_churn_model_scoring_nan_is_refused(tmp_path: Path) -> None:
+    """A logistic regression whose coefficients are NaN (skops' default-trusted types) loaded
+    and scored every user NaN."""
+    x = np.random.default_rng(0).random((40, len(FEATURE_NAMES)))
+    y = (x[:, 0] > 0.5).astype(int)
+    estimator = LogisticRegression().fit(x, y)
+    estimator.coef_[0, 0] = np.nan
+    model = SklearnChurnModel("churn-nan", "2026-12-04T00:00:00Z", estimator)
+    d = save_model(model, tmp_path / "c")
+    with pytest.raises(ModelLoadError, match="probabilit"):
+        load_model(d)
+
+
+def test_a_sklearn_churn_model_fitted_on_other_columns_is_refused(tmp_path: Path) -> None:
+    """Fitted on 3 columns but saved with the engine's feature names: it loaded, then every
+    score raised."""
+    x = np.random.default_rng(0).random((40, 3))
+    y = (x[:, 0] > 0.5).astype(int)
+    estimator = LogisticRegression().fit(x, y)
+    d = save_model(SklearnChurnModel("churn-3", "2026-12-04T00:00:00Z", estimator), tmp_path / "c")
+    with pytest.raises(ModelLoadError, match="cannot score"):
+        load_model(d)
