@@ -9,10 +9,13 @@ Columns with no meaning here become the product's free `attributes` (the first
 `catalog.MAX_ATTRIBUTES`).
 
 Bounded memory whatever the feed's size: rows are read one at a time (a csv reader over lines of
-at most `MAX_LINE` characters; an expat parser fed 64 KB at a time that keeps only the current
-item). XML is hostile input: a document type declaration (where entity bombs and external
-entities live) is refused outright, so no entity is ever declared, expanded or fetched; a field
-longer than `MAX_FIELD` characters or an item with more than `MAX_FIELDS` fields rejects the item.
+at most `MAX_LINE` characters, and rows of at most `MAX_LINE` characters whatever their quoted
+newlines; an expat parser fed 64 KB at a time that keeps only the current item, refuses markup
+longer than `MAX_MARKUP` bytes and elements nested deeper than `MAX_NESTING`); a gzip feed
+inflates to at most `MAX_GZIP_RATIO` times its size (`GZIP_FLOOR` at least). XML is hostile
+input: a document type declaration (where entity bombs and external entities live) is refused
+outright, so no entity is ever declared, expanded or fetched; a field longer than `MAX_FIELD`
+characters or an item with more than `MAX_FIELDS` fields rejects the item.
 
 A bad row is rejected with its line and reason (`reject(line, reason)`) and reading goes on; a
 feed that cannot be read on (not well-formed XML, a DTD, an over-long line) raises `InvalidFeed`.
@@ -34,6 +37,10 @@ FORMATS = ("auto", "jsonl", "csv", "tsv", "google-xml")
 MAX_LINE = 1 << 20  # characters of one line of a text feed
 MAX_FIELD = 10_000  # characters of one field
 MAX_FIELDS = 200  # fields of one item
+MAX_MARKUP = 1 << 20  # bytes of one XML token (a start tag with its attributes, a comment, ...)
+MAX_NESTING = 100  # depth of XML elements
+MAX_GZIP_RATIO = 100  # a gzip feed inflates to at most this times its size ...
+GZIP_FLOOR = 64 << 20  # ... or this many bytes, whichever is more
 CHUNK = 64 * 1024
 G_NS = "http://base.google.com/ns/1.0"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -94,21 +101,65 @@ class InvalidFeed(ValueError):
     """The feed as a whole cannot be read (on): nothing after `line` was imported."""
 
     def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
+        where = f"line {line}: " if line else ""  # 0: not about a line (the gzip layer)
+        super().__init__(f"{where}{reason}")
         self.line = line
-        self.reason = f"line {line}: {reason}"
+        self.reason = f"{where}{reason}"
 
 
 # -- opening and detection ------------------------------------------------------------------------
 
 
 def open_binary(path: str | Path) -> IO[bytes]:
-    """The file's bytes, gunzipped when it starts with gzip's magic bytes."""
-    with Path(path).open("rb") as raw:
+    """The file's bytes, gunzipped when it starts with gzip's magic bytes; a gzip file that
+    inflates to more than MAX_GZIP_RATIO times its size (at least GZIP_FLOOR bytes) raises
+    InvalidFeed once it gets there (a gzip bomb: 200 MB of newlines fit in 200 KB)."""
+    p = Path(path)
+    with p.open("rb") as raw:
         magic = raw.read(2)
     if magic == b"\x1f\x8b":
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return Path(path).open("rb")
+        limit = max(GZIP_FLOOR, MAX_GZIP_RATIO * p.stat().st_size)
+        return cast(IO[bytes], _Inflating(gzip.GzipFile(p, "rb"), limit))
+    return p.open("rb")
+
+
+class _Inflating:
+    """The reading side of a GzipFile (what the readers use: read, readline, tell, seek) that
+    refuses to inflate past `limit` bytes."""
+
+    def __init__(self, inner: gzip.GzipFile, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    def _checked(self, data: bytes) -> bytes:
+        if self._inner.tell() > self._limit:
+            raise InvalidFeed(
+                0,
+                f"the gzip feed inflates to more than {self._limit} bytes ({MAX_GZIP_RATIO} "
+                "times its size): a gzip bomb?",
+            )
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._checked(self._inner.read(size))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._checked(self._inner.readline(size))
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> _Inflating:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def detect(head: bytes) -> str:
@@ -273,11 +324,43 @@ def _json_rows(lines: Iterable[str]) -> Iterator[Row]:
         yield number, data, None
 
 
+class _RowLines:
+    """The lines csv reads, at most MAX_LINE characters per row: a quoted cell left open (or
+    holding newlines on purpose) made one row of the rest of the feed, cell after cell in
+    memory. `start_row()` between rows."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.number = 0
+        self._first = 1
+        self._size = 0
+
+    def start_row(self) -> None:
+        self._first, self._size = self.number + 1, 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.number += 1
+        self._size += len(line)
+        if self._size > MAX_LINE:
+            raise InvalidFeed(
+                self._first,
+                f"a row longer than {MAX_LINE} characters (a quoted cell that does not end?)",
+            )
+        return line
+
+
 def _csv_rows(lines: Iterable[str], delimiter: str) -> Iterator[Row]:
-    reader = csv.reader(lines, delimiter=delimiter)
+    rows = _RowLines(lines)
+    reader = csv.reader(rows, delimiter=delimiter)
     try:
         header = [_name(h) for h in next(reader, [])]
+        rows.start_row()
         for row in reader:
+            rows.start_row()
             if not any(cell.strip() for cell in row):
                 continue
             problem = None if len(row) <= len(header) else "more cells than header columns"
@@ -315,8 +398,15 @@ class _XmlItems:
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end
         parser.CharacterDataHandler = self._text
+        parser.CommentHandler = self._seen
+        parser.ProcessingInstructionHandler = self._seen
+        parser.StartCdataSectionHandler = self._seen
+        parser.EndCdataSectionHandler = self._seen
         parser.buffer_text = True
         self.parser = parser
+        self.fed = 0  # bytes given to the parser
+        self.parsed = 0  # where the parser last reported something
+        self.open = 0  # elements open
         self.done: list[Row] = []
         self.item: dict[str, Any] | None = None
         self.line = 0
@@ -333,6 +423,17 @@ class _XmlItems:
             raise InvalidFeed(
                 exc.lineno, f"not well-formed XML: {expat.ErrorString(exc.code)}"
             ) from None
+        self.fed += len(chunk)
+        # expat holds an unfinished token and rescans it with each chunk: bound it
+        if self.fed - self.parsed > MAX_MARKUP + CHUNK:
+            raise InvalidFeed(
+                self.parser.CurrentLineNumber,
+                f"markup longer than {MAX_MARKUP} bytes (a tag with its attributes, a comment, "
+                "...)",
+            )
+
+    def _seen(self, *_: Any) -> None:
+        self.parsed = self.parser.CurrentByteIndex
 
     def _doctype(self, *_: Any) -> None:
         raise InvalidFeed(
@@ -346,6 +447,12 @@ class _XmlItems:
         return 0  # not reached: refused
 
     def _start(self, name: str, attrs: dict[str, str]) -> None:
+        self._seen()
+        self.open += 1
+        if self.open > MAX_NESTING:
+            raise InvalidFeed(
+                self.parser.CurrentLineNumber, f"elements nested deeper than {MAX_NESTING}"
+            )
         ns, _, local = name.rpartition(" ")
         if self.item is None:
             if local in ("item", "entry"):
@@ -365,6 +472,7 @@ class _XmlItems:
             self.parts.append(attrs.get("href", ""))
 
     def _text(self, data: str) -> None:
+        self._seen()
         if self.item is None or self.depth != 1 or self.problem:
             return
         self.size += len(data)
@@ -375,6 +483,8 @@ class _XmlItems:
         self.parts.append(data)
 
     def _end(self, name: str) -> None:
+        self._seen()
+        self.open -= 1
         if self.item is None:
             return
         if self.depth == 0:

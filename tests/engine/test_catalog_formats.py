@@ -222,3 +222,50 @@ def test_a_hostile_map_file_is_refused_with_a_reason(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match=r"not a readable JSON object.*nested too deeply"):
         load_map(tmp_path / "m.json")
+
+
+HEADER = "item_id,title,url,image_url,price,currency\n"
+
+
+def test_a_row_that_never_ends_stops_a_text_feed() -> None:
+    """A quoted cell holding a newline, 300,000 times over: one csv row of 300,000 cells built in
+    memory (10x the feed's size: a 2 GB feed, or a small gzip, exhausted the worker's memory)."""
+    text = HEADER + '"\n",' * 300_000 + "x\n"
+    with pytest.raises(InvalidFeed, match=f"line 2: a row longer than {MAX_LINE} characters"):
+        list(read_products(io.BytesIO(text.encode()), "csv", None, lambda *r: None))
+
+
+XML_HEAD = '<rss xmlns:g="http://base.google.com/ns/1.0"><channel>'
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        '<item a="' + "x" * 2_000_000 + '"><g:id>1</g:id></item>',  # one huge start tag
+        "<!--" + "x" * 2_000_000 + "-->",  # a huge comment
+        "<item " + " ".join(f"a{i}='1'" for i in range(300_000)) + "></item>",
+    ],
+    ids=["attribute", "comment", "attributes"],
+)
+def test_over_long_xml_markup_stops_the_feed(markup: str) -> None:
+    """expat rescans a token it has not finished with each chunk it gets: a 50 MB attribute took
+    18 s (quadratic) and held the whole token; markup is now bounded like a text feed's line."""
+    xml = XML_HEAD + markup + "</channel></rss>"
+    with pytest.raises(InvalidFeed, match="markup longer than"):
+        list(read_products(io.BytesIO(xml.encode()), "google-xml", None, lambda *r: None))
+
+
+def test_deeply_nested_xml_stops_the_feed() -> None:
+    xml = XML_HEAD + "<item>" + "<a>" * 10_000 + "</a>" * 10_000 + "</item></channel></rss>"
+    with pytest.raises(InvalidFeed, match="nested deeper than"):
+        list(read_products(io.BytesIO(xml.encode()), "google-xml", None, lambda *r: None))
+
+
+def test_a_gzip_bomb_stops_the_feed(tmp_path: Path) -> None:
+    """200 MB of blank lines in 200 KB of gzip: inflated whole, however large."""
+    from engine.catalog_formats import open_binary
+
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(HEADER.encode() + (b" " * 999 + b"\n") * 200_000, 1))
+    with open_binary(path) as fh, pytest.raises(InvalidFeed, match="inflates to more than"):
+        list(read_products(fh, "csv", None, lambda *r: None))
