@@ -2,10 +2,12 @@
 
 - `download`: http(s) only, at most `MAX_FEED_BYTES` and `FETCH_TIMEOUT_S`, into a private file;
   `If-None-Match`/`If-Modified-Since` from the previous pull (a 304 imports nothing).
-- `import_feed`: the feed's valid products into the topic (`engine.catalog_formats` reads it), every
-  rejected row to `reject(line, reason)`; with `full`, every product of the topic that the feed
-  does not list is produced again as `out_of_stock` (never deleted: a user may hold it in a cart;
-  it comes back when a feed lists it again). A feed with no valid product marks nothing (an
+- `import_feed`: the feed's valid products into the topic (`engine.catalog_formats` reads it, in a
+  worker thread that hands the GIL back often, so the worker's loop keeps serving), every
+  rejected row to `reject(line, reason)` (a scheduled pull logs the first `LOGGED_REJECTS`);
+  with `full`, every product of the topic that the feed does not list is produced again as
+  `out_of_stock` (never deleted: a user may hold it in a cart; it comes back when a feed lists it
+  again). A feed with no valid product marks nothing (an
   emptied or broken export must not take the whole shop out of stock).
 - `CatalogFeeds`: the worker's schedule for `PERSONA_CATALOG_FEEDS`: each feed is pulled every
   N minutes as a full sync, retried with doubling backoff after a failure, one log line and one
@@ -16,13 +18,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -38,6 +41,10 @@ log = logging.getLogger("persona.catalog")
 MAX_FEED_BYTES = 2 * 1024**3
 FETCH_TIMEOUT_S = 600.0
 FIRST_RETRY_S = 30.0
+READ_BATCH = 1000  # products read in a worker thread at a time
+YIELD_EVERY_S = 0.01  # the reading thread hands the GIL to the event loop this often ...
+YIELD_PAUSE_S = 0.0005  # ... for this long
+LOGGED_REJECTS = 20  # rejected rows logged per pull (the summary line counts them all)
 OUTCOMES = ("imported", "not_modified", "failed")
 Reject = Callable[[int, str], None]
 
@@ -134,12 +141,64 @@ async def import_feed(
     seen: set[str] = set()
     async with Producer(broker) as producer:
         with open_binary(path) as source:
-            products = _noting(read_products(source, fmt, mapping, count), seen if full else None)
-            result.sent = await producer.send_products(products, progress=progress)
+            polite = cast(IO[bytes], _Yielding(source))
+            products = _noting(read_products(polite, fmt, mapping, count), seen if full else None)
+            async for batch in _read_aside(products):
+                result.sent += await producer.send_products(
+                    batch, progress=_after(result, progress)
+                )
         if full and seen:
             missing = await missing_products(broker, seen)
             result.marked_out = await producer.send_products(missing)
     return result
+
+
+async def _read_aside(products: Iterator[Product]) -> AsyncIterator[list[Product]]:
+    """The products in batches of READ_BATCH, each read (parsed, validated, rejected) in a
+    worker thread: the worker's event loop serves the API and the streams meanwhile (a feed of
+    rejected rows was read on it without a single await: seconds of stall per 100,000 rows)."""
+    while batch := await asyncio.to_thread(lambda: list(itertools.islice(products, READ_BATCH))):
+        yield batch
+
+
+class _Yielding:
+    """A feed file read in a worker thread that hands the GIL over every YIELD_EVERY_S: a
+    thread that reads a file takes the GIL back after each read before the event loop's thread
+    gets it (CPython's convoy effect), which stalled the loop as if nothing ran aside."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+        self._due = time.monotonic() + YIELD_EVERY_S
+
+    def _pause(self) -> None:
+        now = time.monotonic()
+        if now >= self._due:
+            time.sleep(YIELD_PAUSE_S)
+            self._due = now + YIELD_EVERY_S
+
+    def read(self, size: int = -1) -> bytes:
+        self._pause()
+        return self._inner.read(size)
+
+    def readline(self, size: int = -1) -> bytes:
+        self._pause()
+        return self._inner.readline(size)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+
+def _after(
+    result: ImportResult, progress: Callable[[int], None] | None
+) -> Callable[[int], None] | None:
+    """`progress` of the products sent so far, for a batch that counts from 0."""
+    if progress is None:
+        return None
+    done = result.sent
+    return lambda sent: progress(done + sent)
 
 
 def _noting(products: Iterable[Product], seen: set[str] | None) -> Iterator[Product]:
@@ -290,8 +349,17 @@ class CatalogFeeds(Service):
 
 
 def _log_reject(feed: FeedState) -> Reject:
+    """A pull's rejected rows to the log: the first LOGGED_REJECTS (a feed of a million bad rows
+    wrote a million warnings); the pull's summary line counts them all."""
+    logged = 0
+
     def reject(line: int, reason: str) -> None:
-        log.warning("catalog sync %s: line %d rejected: %s", shown(feed.url), line, reason)
+        nonlocal logged
+        logged += 1
+        if logged <= LOGGED_REJECTS:
+            log.warning("catalog sync %s: line %d rejected: %s", shown(feed.url), line, reason)
+        if logged == LOGGED_REJECTS:
+            log.warning("catalog sync %s: further rejected rows are counted only", shown(feed.url))
 
     return reject
 

@@ -244,3 +244,54 @@ def test_cli_refuses_other_schemes_and_reports_an_unreachable_url(tmp_path: Path
     gone = cli(f"http://127.0.0.1:{free_port()}/feed.xml", "--broker", "kafka://127.0.0.1:9")
     assert gone.returncode == 1 and "cannot fetch the feed" in gone.stderr
     assert "Traceback" not in gone.stderr
+
+
+def test_a_pull_of_a_hostile_feed_leaves_the_worker_answering(
+    own_broker: EmbeddedBroker,
+    server: FeedServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """200,000 rows that are all rejected: the pull read them on the worker's event loop without
+    a single await (its API and stream stalled for the whole feed, seconds here) and logged one
+    warning per row."""
+    rows = b"".join(b'{"item_id": "r%d"}\n' % i for i in range(200_000))
+    settings = load_settings(
+        env={
+            "PERSONA_CATALOG_FEEDS": f"{server.url}@5",
+            "PERSONA_DATA_DIR": str(tmp_path),
+            "PERSONA_PARTITIONS": "4",
+        }
+    )
+    feeds = CatalogFeeds(settings, client_config(settings, own_broker.url))
+    caplog.set_level(logging.INFO, "persona.catalog")
+
+    async def pull_while_ticking() -> tuple[bool, float]:
+        longest, done = 0.0, asyncio.Event()
+
+        async def tick() -> None:
+            nonlocal longest
+            loop = asyncio.get_running_loop()
+            last = loop.time()
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                longest, last = max(longest, loop.time() - last), loop.time()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await feeds.pull(0), longest
+        finally:
+            done.set()
+            await ticker
+
+    saved = server.body, server.etag
+    server.body, server.etag = rows, '"hostile"'
+    try:
+        ok, longest = asyncio.run(pull_while_ticking())
+    finally:
+        server.body, server.etag = saved
+    assert ok
+    assert longest < 0.5, f"the event loop stalled {longest:.1f} s"
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("rejected:" in line for line in lines) <= 20
+    assert any("200000 rejected rows" in line for line in lines)
