@@ -181,7 +181,7 @@ def validate_product(data: Any) -> Product:
         title=_text(data, "title", True, max_len=500),
         url=_absolute_url(data, "url"),
         image_url=_absolute_url(data, "image_url"),
-        price=round(price, 4),
+        price=round(price, 4) + 0.0,  # + 0.0: -0.0 is 0.0 (shown "-0.00" otherwise)
         currency=currency,
         availability=availability,
         category=_text(data, "category", False, max_len=500),
@@ -197,7 +197,7 @@ def validate_product(data: Any) -> Product:
         availability_date=_time(data, "availability_date"),
         additional_image_links=_images(data.get("additional_image_links")),
         attributes=_attributes(data.get("attributes")),
-        prices=_prices(data.get("prices"), round(price, 4), currency),
+        prices=_prices(data.get("prices"), round(price, 4) + 0.0, currency),
     )
 
 
@@ -243,7 +243,7 @@ def _price(value: Any, name: str) -> float:
         raise InvalidProduct(f"{name} must be a number >= 0") from None
     if not math.isfinite(price) or price < 0 or price > MAX_PRICE:
         raise InvalidProduct(f"{name} must be a finite number from 0 to {MAX_PRICE:.0f}")
-    return round(price, 4)
+    return round(price, 4) + 0.0  # -0.0 is 0.0
 
 
 def _sale(data: dict[str, Any], price: float) -> tuple[float | None, int | None, int | None]:

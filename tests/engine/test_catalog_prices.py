@@ -65,3 +65,17 @@ def test_prices_from_json_lines_and_a_csv_cell() -> None:
     csv += 'b,B,https://s.example/b,https://s.example/b.jpg,10,GBP,"54.00 PLN, 12.5 EUR"\n'
     (from_csv,) = read_products(io.BytesIO(csv.encode()), "csv")
     assert from_csv.prices == {"PLN": 54.0, "EUR": 12.5} and from_csv.attributes == {}
+
+
+def test_negative_zero_prices_are_zero() -> None:
+    """A feed's `-0` (or `-0.00 EUR`) was kept as -0.0: e-mail blocks showed "€-0.00" and the
+    Google feed a negative price "-0.00 EUR"."""
+    from engine.feeds import stream
+    from engine.locales import format_price
+
+    product = validate_product({**BASE, "price": "-0", "prices": {"PLN": "-0.0"}})
+    assert str(product.price) == "0.0" and str(product.prices["PLN"]) == "0.0"
+    sale = validate_product({**BASE, "sale_price": -0.0})
+    assert str(sale.sale_price) == "0.0"
+    assert "-" not in format_price(product.price, "EUR", "en")
+    assert "\t0.00 EUR\t" in "".join(stream("google.tsv", [product]))
