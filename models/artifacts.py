@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import hashlib
+import math
 import zipfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -74,6 +75,34 @@ def check_npz(path: Path, limits: Mapping[str, int]) -> dict[str, tuple[tuple[in
     except (*NPZ_ERRORS, RuntimeError, NotImplementedError) as exc:
         raise ModelLoadError(f"{path} is not a valid .npz: {exc}") from None
     return out
+
+
+MAX_METRICS_DEPTH = 8
+MAX_METRICS_ITEMS = 1000  # entries of one object or list of metrics
+MAX_METRIC_TEXT = 1000  # characters of one string
+
+
+def json_metrics(value: Any, depth: int = 0) -> Any:
+    """Metrics from an artifact as JSON values (what GET /v1/models answers): NaN and infinities
+    (Python's json reads them) become None, and so does what nests deeper than
+    MAX_METRICS_DEPTH; objects and lists keep their first MAX_METRICS_ITEMS entries, strings
+    their first MAX_METRIC_TEXT characters."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:MAX_METRIC_TEXT]
+    if depth >= MAX_METRICS_DEPTH:
+        return None
+    if isinstance(value, Mapping):
+        pairs = list(value.items())[:MAX_METRICS_ITEMS]
+        return {str(k)[:MAX_METRIC_TEXT]: json_metrics(v, depth + 1) for k, v in pairs}
+    if isinstance(value, list | tuple):
+        return [json_metrics(v, depth + 1) for v in value[:MAX_METRICS_ITEMS]]
+    return str(value)[:MAX_METRIC_TEXT]
 
 
 def utc_now() -> datetime:

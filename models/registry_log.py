@@ -26,7 +26,7 @@ from typing import Any
 from engine import content_experiments as content
 from engine.content_experiments import NO_EXPERIMENTS, ContentExperiments, parse_experiments
 from engine.rules import NO_RULES, Rules, parse_rules, to_document
-from models.artifacts import ModelLoadError, rfc3339, utc_now
+from models.artifacts import ModelLoadError, json_metrics, rfc3339, utc_now
 from models.bundle import META, Bundle, load_model
 from models.churn import ChurnModel
 from models.experiments import Experiment
@@ -69,6 +69,12 @@ class Manifest:
 # -- writing records -------------------------------------------------------------------------
 
 
+def _metrics(value: Any) -> dict[str, Any]:
+    """A manifest's metrics as JSON values (models.artifacts.json_metrics), an object."""
+    metrics = json_metrics(value) if isinstance(value, dict) else {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
 def bundle_records(bundle: Bundle) -> list[Record]:
     """The records that register `bundle`: its chunks, then its manifest."""
     records: list[Record] = []
@@ -84,7 +90,7 @@ def bundle_records(bundle: Bundle) -> list[Record]:
         bundle.kind,
         bundle.version,
         bundle.created,
-        bundle.metrics,
+        _metrics(bundle.metrics),
         files,
         registered=rfc3339(utc_now()),
     )
@@ -281,7 +287,7 @@ class RegistryLog:
             kind=str(data["kind"]),
             version=str(data["version"]),
             created=str(data["created"]),
-            metrics=dict(data.get("metrics") or {}),
+            metrics=_metrics(data.get("metrics")),
             files=dict(data.get("files") or {}),
             registered=str(data.get("registered", "")),
         )

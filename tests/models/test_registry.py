@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -283,3 +284,20 @@ def test_a_sklearn_churn_model_fitted_on_other_columns_is_refused(tmp_path: Path
     d = save_model(SklearnChurnModel("churn-3", "2026-12-04T00:00:00Z", estimator), tmp_path / "c")
     with pytest.raises(ModelLoadError, match="cannot score"):
         load_model(d)
+
+
+def test_metrics_that_are_not_json_are_listed_as_null(tmp_path: Path) -> None:
+    """A bundle's churn.json with `"metrics": {"roc_auc": NaN}` (Python's json reads it): GET
+    /v1/models answered `NaN`, which is not JSON (a dashboard's JSON.parse fails on the whole
+    list)."""
+    d = tmp_path / "churn"
+    d.mkdir()
+    meta = json.loads((DEFAULT_DIR / "churn.json").read_text())
+    meta |= {"version": "churn-nan-metrics", "created": "2026-12-04T00:00:00Z"}
+    meta["metrics"] = {"roc_auc": float("nan"), "lift": float("inf"), "n": 3}
+    (d / "churn.json").write_text(json.dumps(meta))
+    state = RegistryLog(tmp_path / "cache")
+    fold(state, bundle_records(read_bundle(d)))
+    [listed] = [m for m in state.listing() if m["version"] == "churn-nan-metrics"]
+    assert listed["metrics"]["roc_auc"] is None and listed["metrics"]["n"] == 3
+    json.dumps(state.listing(), allow_nan=False)
