@@ -291,7 +291,10 @@ def test_a_pull_of_a_hostile_feed_leaves_the_worker_answering(
     finally:
         server.body, server.etag = saved
     assert ok
-    assert longest < 0.5, f"the event loop stalled {longest:.1f} s"
+    rejected = [r for r in caplog.records if "rejected:" in r.getMessage()]
+    assert rejected and all(r.thread != threading.get_ident() for r in rejected)  # read aside
+    # the loop ticks every 5 ms; the bound is generous for a shared machine (5.4 s on the loop)
+    assert longest < 1.0, f"the event loop stalled {longest:.2f} s"
     lines = [r.getMessage() for r in caplog.records]
     assert sum("rejected:" in line for line in lines) <= 20
     assert any("200000 rejected rows" in line for line in lines)
