@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -158,13 +159,28 @@ def _absolute_url(data: dict[str, Any], name: str) -> str:
     return url
 
 
+# A price written as text: decimal digits, an optional fraction and exponent. Python's float()
+# also takes "1_000" (1000) and surrounding whitespace of any kind; a feed means neither.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _as_float(value: Any) -> float:
+    """`value` as a float (TypeError, ValueError or OverflowError when it is none): a number, or
+    text that is a plain decimal number (`_DECIMAL`, after trimming spaces)."""
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip(" ")):
+        raise ValueError(f"not a decimal number: {value[:40]!r}")
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a price")
+    return float(value)
+
+
 def validate_product(data: Any) -> Product:
     if not isinstance(data, dict):
         raise InvalidProduct(f"a product must be an object, got {type(data).__name__}")
     item_id = _text(data, "item_id", True, max_len=128)
     price_raw = data.get("price")
     try:
-        price = float(price_raw)  # type: ignore[arg-type]
+        price = _as_float(price_raw)
     except (TypeError, ValueError, OverflowError):
         raise InvalidProduct("price must be a number >= 0") from None
     if not math.isfinite(price) or price < 0:
@@ -238,7 +254,7 @@ def _price_list(text: str) -> dict[str, str]:
 
 def _price(value: Any, name: str) -> float:
     try:
-        price = float(value)
+        price = _as_float(value)
     except (TypeError, ValueError, OverflowError):
         raise InvalidProduct(f"{name} must be a number >= 0") from None
     if not math.isfinite(price) or price < 0 or price > MAX_PRICE:

@@ -79,3 +79,23 @@ def test_negative_zero_prices_are_zero() -> None:
     assert str(sale.sale_price) == "0.0"
     assert "-" not in format_price(product.price, "EUR", "en")
     assert "\t0.00 EUR\t" in "".join(stream("google.tsv", [product]))
+
+
+@pytest.mark.parametrize("written", ["1_000", "\u0661\u0662", "12,50", "0x10", "1 000", "", True])
+def test_a_price_that_is_not_a_plain_decimal_number_is_refused(written: object) -> None:
+    """Python's float() reads "1_000" as 1000 and Arabic-Indic digits as 12, and True as 1.0: a
+    feed means none of these as a price."""
+    with pytest.raises(InvalidProduct, match="price must be a number"):
+        validate_product({**BASE, "price": written})
+    if written == "":
+        return  # an empty sale_price cell is no sale
+    with pytest.raises(InvalidProduct, match="sale_price must be a number"):
+        validate_product({**BASE, "price": "20", "sale_price": written})
+
+
+@pytest.mark.parametrize(
+    ("written", "price"),
+    [("12.50", 12.5), (" 12.5 ", 12.5), ("1e3", 1000.0), (".5", 0.5), (7, 7.0)],
+)
+def test_plain_decimal_prices_are_read(written: object, price: float) -> None:
+    assert validate_product({**BASE, "price": written}).price == price
