@@ -8,7 +8,6 @@ the context of that user's last event, so it lands in the right changelog partit
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import json
@@ -25,6 +24,7 @@ from faust.sensors.monitor import Monitor
 from engine.audit import audit_consents
 from engine.catalog import InvalidProduct, Product, catalog_record
 from engine.clock import EventTimeClock, WallClock
+from engine.dead_letter import Source, letter, shorten
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, parse
 from engine.fold import (
     NOTHING,
@@ -122,8 +122,10 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 # engine.events and engine.profile keep real profiles far below it (~0.5 KB typical, ~250 KB with a
 # full dedup memory).
 MAX_PROFILE_BYTES = 768 * 1024
-DEAD_LETTER_MAX_BYTES = 900 * 1024  # a larger dead letter carries the original bytes as its value
-REASON_MAX = 1000  # characters of a dead-letter reason
+# A dead letter's key, value and headers at most (engine.dead_letter: a larger one carries the
+# original bytes, else no value): the producer refuses a record over 1,000,000 bytes (Faust's
+# producer_max_request_size) and the worker would stop on it.
+DEAD_LETTER_MAX_BYTES = 900 * 1024
 # Each table partition is a RocksDB database whose memtable (and the write-ahead log behind it) is
 # flushed to a table file once it holds this much. Faust's default, 64 MiB per database (16 here),
 # kept a whole benchmark run of 100,000 users in the logs (~1.2 KB per user on disk against ~280
@@ -528,33 +530,14 @@ class PersonaStreams:
     async def _dead_letter(self, event: Carrier, reason: str) -> None:
         msg = event.message
         self.stats.invalid += 1
-        reason = reason if len(reason) <= REASON_MAX else reason[:REASON_MAX] + "..."
-        raw: bytes = msg.value if isinstance(msg.value, bytes) else b""
-        body: dict[str, Any] = {
-            "reason": reason,
-            "topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
-            "timestamp": msg.timestamp,
-        }
-        try:
-            body["value"] = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            body["value_base64"] = base64.b64encode(raw).decode()
-        headers = [
-            ("reason", reason.encode()[:1000]),
-            ("source-topic", msg.topic.encode()),
-            ("source-partition", str(msg.partition).encode()),
-            ("source-offset", str(msg.offset).encode()),
-        ]
-        log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
-        value = json.dumps(body).encode()
-        if len(value) > DEAD_LETTER_MAX_BYTES:
-            # Wrapped, a record near the broker's size limit would exceed it: the original bytes
-            # go as they came (they fit: the broker took them), the rest rides in the headers.
-            value = raw
-            headers.append(("encoding", b"original"))
-        self.track(await self.send_raw(self.dead_letters, msg.key, value, headers=headers))
+        source = Source(msg.topic, msg.partition, msg.offset, msg.timestamp)
+        dead = letter(msg.key, msg.value, source, reason, DEAD_LETTER_MAX_BYTES)
+        log.warning(
+            "dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, shorten(reason)
+        )
+        self.track(
+            await self.send_raw(self.dead_letters, dead.key, dead.value, headers=dead.headers)
+        )
 
     async def send_raw(
         self,
