@@ -383,6 +383,23 @@ def catalog_record(key: bytes | None, value: bytes | None) -> tuple[bytes, Produ
     if value is None:
         if not key:
             raise InvalidProduct("a catalog tombstone needs the item_id as key")
-        return key, None
+        return _tombstone_key(key), None
     product = parse_product(value)
     return product.item_id.encode(), product
+
+
+def _tombstone_key(key: bytes) -> bytes:
+    """A tombstone's key, when it can name a product: an item id as `validate_product` takes
+    one (1..128 characters of UTF-8, no control character). Any other key names no product,
+    and may name a row of the table's own: Faust's offset row (`__faust\\x00offset__`, where
+    table recovery resumes) is in every partition, and a tombstone keyed so deleted it from all."""
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidProduct("a catalog tombstone's key must be an item id (UTF-8)") from None
+    problem = id_problem(text) if 1 <= len(text) <= 128 else "is not 1..128 characters"
+    if problem or text != text.strip():
+        raise InvalidProduct(
+            f"a catalog tombstone's key must be an item id: it {problem or 'has outer spaces'}"
+        )
+    return key

@@ -33,6 +33,10 @@ def test_a_tombstone_deletes_the_item_its_key_names() -> None:
     [
         (None, None, "a catalog tombstone needs the item_id as key"),
         (b"", None, "a catalog tombstone needs the item_id as key"),
+        (b"__faust\x00offset__", None, "a catalog tombstone's key must be an item id"),
+        (b"\xff\xfe", None, "a catalog tombstone's key must be an item id (UTF-8)"),
+        (b"x" * 129, None, "is not 1..128 characters"),
+        (b" sku-1", None, "has outer spaces"),
         (b"sku-1", b"\xc1", "undecodable product"),
         (b"sku-1", json.dumps({**LAMP, "price": "free"}).encode(), "price"),
         (b"sku-1", json.dumps({**LAMP, "url": "/relative"}).encode(), "url"),

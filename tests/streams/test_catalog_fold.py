@@ -15,6 +15,7 @@ from typing import Any
 import confluent_kafka
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
 
 from engine.catalog import Product
 from engine.settings import Settings
@@ -22,6 +23,7 @@ from persona.loading import import_catalog
 from streams.admin import bootstrap_servers
 from streams.app import PersonaStreams
 from streams.broker import EmbeddedBroker
+from streams.keys import FAUST_OFFSET_KEY
 from tests.conftest import Worker, http, metric, start_worker, wait_until
 from tests.streams.test_catalog_cache import record
 
@@ -193,3 +195,30 @@ def test_a_product_replaces_an_unreadable_stored_row_and_the_feed_skips_such_row
     assert streams.product("lamp-0") == lamp
     assert list(streams.products()) == [lamp]
     assert streams.stats.catalog_updates == 1
+
+
+def test_a_tombstone_keyed_as_fausts_offset_row_leaves_the_row_and_is_dead_lettered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `catalog` tombstone whose key is Faust's own row in every table partition
+    (`__faust\\x00offset__`, where table recovery resumes): it deleted that row from every
+    partition holding it, and sent the deletion to the table's changelog."""
+    streams = _streams(tmp_path, monkeypatch)
+    letters: list[str] = []
+
+    async def dead_letter(record: Any, reason: str) -> None:
+        letters.append(reason)
+
+    monkeypatch.setattr(streams, "_dead_letter", dead_letter)
+    store: Any = streams.catalog.data
+    changelog = streams.catalog.changelog_topic.get_topic_name()
+    for partition in range(PARTITIONS):
+        store.set_persisted_offset(TP(changelog, partition), 100 + partition)
+    hostile = [FAUST_OFFSET_KEY, b"\xff\xfe", b"a\x00b", b"x" * 129]
+    batch = [_catalog(key, None, partition) for partition, key in enumerate(hostile)]
+    assert asyncio.run(streams._apply_catalog(batch, 0))
+    persisted = [store.persisted_offset(TP(changelog, p)) for p in range(PARTITIONS)]
+    assert persisted == [100, 101, 102, 103]
+    assert len(letters) == len(hostile)
+    assert all(reason.startswith("a catalog tombstone's key") for reason in letters), letters
+    assert streams.stats.catalog_updates == 0
