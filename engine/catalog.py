@@ -388,18 +388,24 @@ def catalog_record(key: bytes | None, value: bytes | None) -> tuple[bytes, Produ
     return product.item_id.encode(), product
 
 
-def _tombstone_key(key: bytes) -> bytes:
-    """A tombstone's key, when it can name a product: an item id as `validate_product` takes
-    one (1..128 characters of UTF-8, no control character). Any other key names no product,
-    and may name a row of the table's own: Faust's offset row (`__faust\\x00offset__`, where
-    table recovery resumes) is in every partition, and a tombstone keyed so deleted it from all."""
+def item_key_problem(key: bytes) -> str | None:
+    """Why a record key cannot be an item id (1..128 characters of UTF-8, no control character:
+    what `validate_product` and engine.events take), or None when it can. A key that is no item
+    id may name a row of a table's own: Faust's offset row (`__faust\\x00offset__`, where table
+    recovery resumes) is in every partition of the catalog and popularity tables."""
     try:
         text = key.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidProduct("a catalog tombstone's key must be an item id (UTF-8)") from None
-    problem = id_problem(text) if 1 <= len(text) <= 128 else "is not 1..128 characters"
-    if problem or text != text.strip():
-        raise InvalidProduct(
-            f"a catalog tombstone's key must be an item id: it {problem or 'has outer spaces'}"
-        )
+        return "is not UTF-8"
+    if not 1 <= len(text) <= 128:
+        return "is not 1..128 characters"
+    return id_problem(text)
+
+
+def _tombstone_key(key: bytes) -> bytes:
+    """A tombstone's key, when it can name a product (a tombstone keyed as Faust's offset row
+    deleted that row from every partition)."""
+    problem = item_key_problem(key)
+    if problem:
+        raise InvalidProduct(f"a catalog tombstone's key must be an item id: it {problem}")
     return key

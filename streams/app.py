@@ -22,7 +22,7 @@ import faust
 from faust.sensors.monitor import Monitor
 
 from engine.audit import audit_consents
-from engine.catalog import InvalidProduct, Product, catalog_record
+from engine.catalog import InvalidProduct, Product, catalog_record, item_key_problem
 from engine.clock import EventTimeClock, WallClock
 from engine.dead_letter import Source, letter, shorten
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, parse
@@ -1342,6 +1342,11 @@ class PersonaStreams:
             delta, key = Score.unpack(msg.value), msg.key
             if delta is None or not key:  # not a contribution the fold sent
                 await self._dead_letter(record, "not a popularity contribution")
+            elif problem := item_key_problem(key):
+                # the fold keys them by item ids; other keys may name the table's own rows
+                await self._dead_letter(
+                    record, f"a popularity contribution keyed by no item id: the key {problem}"
+                )
             elif self._partition_of.partition(key) != msg.partition:
                 # its score lives in the item's own partition: a copy elsewhere would rank twice
                 await self._dead_letter(
