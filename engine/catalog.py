@@ -117,6 +117,18 @@ class Product:
         return cls(**data)
 
 
+def stored_product(raw: bytes | None) -> Product | None:
+    """A catalog table row as a product; None for no row and for a row that is not a product
+    (the table's changelog topic is open to producers too, and earlier versions wrote other
+    rows): whoever reads it takes the item as unknown, as the feeds pass such rows over."""
+    if raw is None:
+        return None
+    try:
+        return Product.unpack(raw)
+    except Exception:
+        return None
+
+
 _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "sale_price": None,
     "sale_starts": None,

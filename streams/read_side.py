@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from engine.catalog import Product
+from engine.catalog import Product, stored_product
 from engine.events import Event, encode
 from engine.memo import SizedMemo
 from engine.placement import partition
@@ -83,7 +83,10 @@ class ProductMemo(SizedMemo[str, tuple[Product | None]]):
         if entry is not None:
             return entry[0][0]
         raw = read(item_id.encode())
-        product = None if raw is None else self.kept(Product.unpack(raw))
+        # a row that is not a product counts as none: the fold unpacked it for every event about
+        # the item, and its error dead-lettered each of them, whoever sent it
+        found = stored_product(raw)
+        product = None if found is None else self.kept(found)
         self.put(item_id, (product,), self.cost(item_id, raw, product))
         return product
 
