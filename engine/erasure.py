@@ -27,3 +27,12 @@ def live(records: Sequence[tuple[K, bytes | None]]) -> list[tuple[K, bytes]]:
         for index, (key, value) in enumerate(records)
         if value is not None and index > last_tombstone.get(key, -1)
     ]
+
+
+def erase_replayed(signed_ms: int, erased_ms: int | None) -> bool:
+    """Whether a signed erase command is a copy of an erasure already done: signed at or before
+    the user's stored erasure time (`erased_ms`, None: never erased). A signature covers the
+    record's key, value, signer and signing time, so a copy of a user's erase record produced
+    again verifies; taken, it erased whatever the user did after the erasure it copies (and
+    fenced their events produced before it). A new erasure is signed after the stored one."""
+    return erased_ms is not None and signed_ms <= erased_ms

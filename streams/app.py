@@ -25,6 +25,7 @@ from engine.audit import audit_consents
 from engine.catalog import InvalidProduct, Product, catalog_record, item_key_problem
 from engine.clock import EventTimeClock, WallClock
 from engine.dead_letter import Source, letter, shorten
+from engine.erasure import erase_replayed
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, parse
 from engine.fold import (
     NOTHING,
@@ -1203,6 +1204,15 @@ class PersonaStreams:
             # collected: one pass over the partition's users per batch for all its changes
             item_changes.setdefault(fevent.message.partition, []).append(command)
         elif kind == "erase":
+            erased = fold.fences.get(user)
+            at = self._fence(user, msg.partition) if erased is None else erased[0]
+            if erase_replayed(signed.ts, at):
+                await self._dead_letter(
+                    fevent,
+                    f"replayed erase command: signed at {signed.ts}, not after the user's "
+                    f"erasure at {at} (done already; a copy must not erase what came after)",
+                )
+                return
             await self._erase(user_id, fevent, fold)
         elif kind == "check" and user not in fold.touched:
             try:

@@ -4,12 +4,16 @@ rows. A real broker and worker (librdkafka as the hostile producer), as there.""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from typing import Any
 
 import pytest
 
-from tests.conftest import Worker, metric, wait_until
+from engine.signing import ClusterKey
+from streams.admin import COMMANDS_TOPIC, bootstrap_servers
+from tests.conftest import CLUSTER_SECRET, Worker, metric, wait_until
 from tests.streams.test_hostile_records import (
     dead_letters,
     ev,
@@ -52,3 +56,51 @@ def test_a_record_whose_dead_letter_outgrows_a_kafka_record_is_dead_lettered(
     assert set(hostile.offsets) <= set(letters)
     assert metric(worker.base, "persona_events_dead_lettered_total") == len(poison)
     assert worker.proc.pid == pid and "processing failed" not in worker.log.read_text()
+
+
+def test_a_replayed_signed_erase_command_does_not_erase_the_users_later_history(
+    own_worker: Worker,  # noqa: F811
+) -> None:
+    """A producer that can read the commands topic copies a user's signed erase record (key,
+    value, headers) and produces it again once the user has come back: the signature verified
+    (it covers key, value, signer and signing time, and the record is the same), so the replay
+    erased the user's new history too, and fenced their events produced before it. Any erasure
+    ever made could be replayed, at any time."""
+    worker = own_worker
+    user = f"back-{uuid.uuid4().hex[:8]}"
+    key = user.encode()
+    produce(worker, iter([("clickstream", ev(user, "page_view", NOW), key)]))
+    wait_until(lambda: profile_events(worker, user) == {"page_view": 1}, what="first history")
+    erase = json.dumps({"command": "erase", "user_id": user}).encode()
+    headers = ClusterKey(CLUSTER_SECRET).sign_record(
+        COMMANDS_TOPIC, key, erase, "test", int(time.time() * 1000)
+    )
+    erased = metric(worker.base, "persona_users_erased_total")
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": bootstrap_servers(worker.broker_url),
+            "partitioner": "murmur2_random",  # on the user's partition, as Persona sends it
+        }
+    )
+    producer.produce(COMMANDS_TOPIC, erase, key=key, headers=headers)
+    assert producer.flush(30) == 0
+    wait_until(lambda: profile_events(worker, user) is None, what="the erasure")
+    time.sleep(0.05)  # the new history is produced after the erasure
+    produce(worker, iter([("clickstream", ev(user, "page_view", NOW + 1000), key)]))
+    wait_until(lambda: profile_events(worker, user) == {"page_view": 1}, what="the user back")
+    replay: list[tuple[str, int, int]] = []
+
+    def delivered(err: object, msg: Any) -> None:
+        replay.append((msg.topic(), msg.partition(), msg.offset()))
+
+    producer.produce(COMMANDS_TOPIC, erase, key=key, headers=headers, on_delivery=delivered)
+    assert producer.flush(30) == 0
+    produce(worker, iter([("clickstream", ev(user, "product_view", NOW + 2000, "i1"), key)]))
+    events = wait_until(
+        lambda: (found := profile_events(worker, user)) and "product_view" in found and found,
+        what="the marker event folded",
+    )
+    assert events == {"page_view": 1, "product_view": 1}, "the replay erased the new history"
+    letters = dead_letters(worker, set(replay), timeout=60)
+    assert set(replay) <= set(letters), "the replayed erase was not dead-lettered"
+    assert metric(worker.base, "persona_users_erased_total") == erased + 1
