@@ -29,10 +29,12 @@ def live(records: Sequence[tuple[K, bytes | None]]) -> list[tuple[K, bytes]]:
     ]
 
 
-def erase_replayed(signed_ms: int, erased_ms: int | None) -> bool:
-    """Whether a signed erase command is a copy of an erasure already done: signed at or before
-    the user's stored erasure time (`erased_ms`, None: never erased). A signature covers the
-    record's key, value, signer and signing time, so a copy of a user's erase record produced
-    again verifies; taken, it erased whatever the user did after the erasure it copies (and
-    fenced their events produced before it). A new erasure is signed after the stored one."""
+def signed_before_erasure(signed_ms: int, erased_ms: int | None) -> bool:
+    """Whether a signed command about a user (erase, merge, merge_request) was signed at or
+    before the user's stored erasure time (`erased_ms`, None: never erased): a copy of a record
+    that came before the erasure. A signature covers the record's key, value, signer and signing
+    time, so a copy produced again verifies. Taken, a copied erase erased whatever the user did
+    after the erasure it copies, and a copied merge brought the erased anonymous history back
+    (its record carries the profile; the user's record of merged ids went with the erasure).
+    A new command is signed after the stored erasure."""
     return erased_ms is not None and signed_ms <= erased_ms

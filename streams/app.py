@@ -25,7 +25,7 @@ from engine.audit import audit_consents
 from engine.catalog import InvalidProduct, Product, catalog_record, item_key_problem
 from engine.clock import EventTimeClock, WallClock
 from engine.dead_letter import Source, letter, shorten
-from engine.erasure import erase_replayed
+from engine.erasure import signed_before_erasure
 from engine.events import INPUT_TOPICS, Event, InvalidEvent, parse
 from engine.fold import (
     NOTHING,
@@ -1197,6 +1197,16 @@ class PersonaStreams:
             await self._dead_letter(fevent, "malformed command")
             return
         user = user_key(user_id)
+        if kind == "erase" or kind in MERGE_COMMANDS:
+            erased = fold.fences.get(user)
+            at = self._fence(user, msg.partition) if erased is None else erased[0]
+            if signed_before_erasure(signed.ts, at):  # a copy: it must not undo the erasure
+                await self._dead_letter(
+                    fevent,
+                    f"replayed {kind} command: signed at {signed.ts}, not after the erasure of "
+                    f"its user at {at}",
+                )
+                return
         if kind in MERGE_COMMANDS:  # identity
             await self.identity.command(command, fevent, fold.touched)
             return
@@ -1204,15 +1214,6 @@ class PersonaStreams:
             # collected: one pass over the partition's users per batch for all its changes
             item_changes.setdefault(fevent.message.partition, []).append(command)
         elif kind == "erase":
-            erased = fold.fences.get(user)
-            at = self._fence(user, msg.partition) if erased is None else erased[0]
-            if erase_replayed(signed.ts, at):
-                await self._dead_letter(
-                    fevent,
-                    f"replayed erase command: signed at {signed.ts}, not after the user's "
-                    f"erasure at {at} (done already; a copy must not erase what came after)",
-                )
-                return
             await self._erase(user_id, fevent, fold)
         elif kind == "check" and user not in fold.touched:
             try:

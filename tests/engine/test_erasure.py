@@ -1,6 +1,6 @@
 """engine.erasure.live: a tombstone covers the earlier records of its key, not later ones."""
 
-from engine.erasure import erase_replayed, live
+from engine.erasure import live, signed_before_erasure
 
 
 def test_a_tombstone_covers_the_earlier_records_of_its_key_only() -> None:
@@ -22,8 +22,8 @@ def test_nothing_to_cover() -> None:
     assert live([(b"a", b"1"), (b"a", b"2")]) == [(b"a", b"1"), (b"a", b"2")]
 
 
-def test_an_erase_signed_at_or_before_the_stored_erasure_is_a_replay() -> None:
-    assert not erase_replayed(1_000, None)  # never erased
-    assert not erase_replayed(1_001, 1_000)  # a new erasure, after the user came back
-    assert erase_replayed(1_000, 1_000)  # the same record again
-    assert erase_replayed(900, 1_000)  # an older one
+def test_a_command_signed_at_or_before_the_stored_erasure_is_a_copy() -> None:
+    assert not signed_before_erasure(1_000, None)  # never erased
+    assert not signed_before_erasure(1_001, 1_000)  # a new erasure, after the user came back
+    assert signed_before_erasure(1_000, 1_000)  # the same record again
+    assert signed_before_erasure(900, 1_000)  # an older one

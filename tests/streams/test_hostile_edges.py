@@ -13,7 +13,7 @@ import pytest
 
 from engine.signing import ClusterKey
 from streams.admin import COMMANDS_TOPIC, bootstrap_servers
-from tests.conftest import CLUSTER_SECRET, Worker, metric, wait_until
+from tests.conftest import CLUSTER_SECRET, Worker, http, metric, wait_until
 from tests.streams.test_hostile_records import (
     dead_letters,
     ev,
@@ -104,3 +104,82 @@ def test_a_replayed_signed_erase_command_does_not_erase_the_users_later_history(
     letters = dead_letters(worker, set(replay), timeout=60)
     assert set(replay) <= set(letters), "the replayed erase was not dead-lettered"
     assert metric(worker.base, "persona_users_erased_total") == erased + 1
+
+
+def _commands(worker: Worker, key: bytes) -> list[Any]:
+    """The records of the commands topic keyed `key`, read to the topic's end."""
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers(worker.broker_url),
+            "group.id": f"copy-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.subscribe([COMMANDS_TOPIC])
+    found, ends, deadline = [], 0, time.monotonic() + 30
+    try:
+        while ends < 4 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                ends += msg.error().code() == confluent_kafka.KafkaError._PARTITION_EOF
+            elif msg.key() == key:
+                found.append(msg)
+    finally:
+        consumer.close()
+    return found
+
+
+def test_a_replayed_signed_merge_does_not_bring_back_an_erased_users_history(
+    own_worker: Worker,  # noqa: F811
+) -> None:
+    """An anonymous id's history merged into a user (identify); the user erased (their profile,
+    the ids merged into them). A copy of the signed `merge` command, produced again, carries the
+    anonymous profile as it was merged: the user had no `m:` row any more to tell it was merged
+    before, and the erased history came back as the user's profile."""
+    worker = own_worker
+    anon, user = f"anon-{uuid.uuid4().hex[:8]}", f"user-{uuid.uuid4().hex[:8]}"
+    post = [
+        ("clickstream", ev(anon, "product_view", NOW, "i1"), anon.encode()),
+        ("clickstream", ev(anon, "product_view", NOW + 1, "i2"), anon.encode()),
+    ]
+    produce(worker, iter(post))
+    wait_until(lambda: profile_events(worker, anon) == {"product_view": 2}, what="anon history")
+    identify = json.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "identify",
+            "user_id": user,
+            "ts": NOW + 2,
+            "props": {"previous_id": anon},
+        }
+    ).encode()
+    produce(worker, iter([("clickstream", identify, user.encode())]))
+    wait_until(
+        lambda: (profile_events(worker, user) or {}).get("product_view") == 2, what="the merge"
+    )
+    merges = [m for m in _commands(worker, user.encode()) if b'"merge"' in m.value()]
+    assert merges, "no merge command found"
+    status, _, _ = http("DELETE", f"{worker.base}/v1/users/{user}")
+    assert status == 200
+    wait_until(lambda: profile_events(worker, user) is None, what="the erasure")
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": bootstrap_servers(worker.broker_url), "partitioner": "murmur2_random"}
+    )
+    replay: list[tuple[str, int, int]] = []
+    for merge in merges:
+        producer.produce(
+            COMMANDS_TOPIC,
+            merge.value(),
+            key=merge.key(),
+            headers=merge.headers(),
+            on_delivery=lambda err, msg: replay.append(
+                (msg.topic(), msg.partition(), msg.offset())
+            ),
+        )
+    assert producer.flush(30) == 0
+    letters = dead_letters(worker, set(replay), timeout=60)
+    assert profile_events(worker, user) is None, "the replay brought the erased history back"
+    assert set(replay) <= set(letters), "the replayed merge was not dead-lettered"
