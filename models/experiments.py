@@ -106,6 +106,37 @@ def difference(x_a: int, n_a: int, x_b: int, n_b: int) -> dict[str, Any]:
     return {"difference": round(d, 6), "ci95": [round(d - Z95 * se, 6), round(d + Z95 * se, 6)]}
 
 
+_EXPOSURE_TEXT = ("experiment", "variant", "user_id")
+_EXPOSURE_OPTIONAL_TEXT = ("kind", "mode")
+_EXPOSURE_ITEMS = ("items", "shadow_items")
+
+
+def exposure_of(record: Any) -> dict[str, Any] | None:
+    """A record of the `exposures` topic as the reports read it (this one's and
+    models.content_report's), or None when it is not one: `experiment`, `variant` and `user_id`
+    text, `ts` integer epoch milliseconds, `kind` and `mode` text when present, `items` and
+    `shadow_items` lists of text when present. Any producer can write the topic, and the
+    reports read every record of it: one record of another shape failed them (a KeyError, an
+    int() of a string or of infinity)."""
+    if not isinstance(record, dict):
+        return None
+    if not all(isinstance(record.get(name), str) for name in _EXPOSURE_TEXT):
+        return None
+    ts = record.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int) or abs(ts) > 2**53:
+        return None
+    for name in _EXPOSURE_OPTIONAL_TEXT:
+        if record.get(name) is not None and not isinstance(record[name], str):
+            return None
+    for name in _EXPOSURE_ITEMS:
+        items = record.get(name)
+        if items is not None and not (
+            isinstance(items, list) and all(isinstance(i, str) for i in items)
+        ):
+            return None
+    return record
+
+
 def report(
     experiment: str, exposures: Iterable[dict[str, Any]], events: Iterable[Event]
 ) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from engine.signing import ClusterKey, Signed
 from engine.text import BadJson, outside_json
 from models.bundle import Bundle
 from models.content_report import content_report
-from models.experiments import Experiment, report
+from models.experiments import Experiment, exposure_of, report
 from models.registry import ModelSet
 from models.registry_log import (
     Record,
@@ -184,8 +184,8 @@ async def _exposed(broker_url: Broker, name: str) -> tuple[list[dict[str, Any]],
     logged = [r async for r in read_topic(broker_url, [EXPOSURES_TOPIC], idle=0.5)]
     for _key, exposure in live(logged):  # an erased user's are left out (engine.erasure)
         with contextlib.suppress(ValueError, TypeError):
-            record = outside_json(exposure)
-            if isinstance(record, dict) and record.get("experiment") == name:
+            record = exposure_of(outside_json(exposure))  # any producer can write the topic
+            if record is not None and record["experiment"] == name:
                 exposures.append(record)
     users = {str(e.get("user_id")) for e in exposures}
     events: list[Event] = []
