@@ -37,8 +37,8 @@ from api.gate import caller
 from api.limits import AuthThrottle, ServingOptions
 from api.observability import TELEMETRY
 from api.shared import Handler, problem
+from engine.collect import COLLECT_SCOPE, MAX_EVENTS, PURCHASE_SCOPE, collect_refusal
 from engine.collect import MAX_BYTES as MAX_BODY
-from engine.collect import MAX_EVENTS, PURCHASE_SCOPE, collect_refusal
 from engine.events import Event
 
 COLLECT_PATH = "/v1/collect"
@@ -100,6 +100,10 @@ async def collect_middleware(request: web.Request, handler: Handler) -> web.Stre
     return _cors(await handler(_with_query_key(request)), origin)
 
 
+QUERY_KEY = web.RequestKey("collect_query_key", bool)  # the request's key came as ?key=
+PUBLISHABLE_SCOPES = frozenset({COLLECT_SCOPE, PURCHASE_SCOPE})
+
+
 def _refusal(request: web.Request, collect: Collect, origin: str | None) -> web.Response | None:
     if origin is not None and origin.lower() not in collect.origins:
         collect.count("refused_origin")
@@ -129,12 +133,36 @@ def _with_query_key(request: web.Request) -> web.Request:
         return request
     headers = CIMultiDict(request.headers)
     headers["Authorization"] = f"Bearer {key}"
-    return request.clone(headers=headers)
+    cloned = request.clone(headers=headers)
+    cloned[QUERY_KEY] = True
+    return cloned
+
+
+def _beyond_collect(request: web.Request) -> web.Response | None:
+    """A 403 for a key sent in the URL that holds more than the publishable scopes: a URL ends up
+    in pages, browser histories and proxy logs, so a key that can write events for any user,
+    read content or administer must never travel there (it is refused even where it would
+    work, so the mistake shows at once instead of leaking quietly)."""
+    if not request.get(QUERY_KEY):
+        return None
+    extra = caller(request)[1] - PUBLISHABLE_SCOPES
+    if not extra:
+        return None
+    return problem(
+        403,
+        "Key not publishable",
+        "a key sent as ?key= may hold only events:collect and events:collect-purchase; this "
+        f"one also holds {', '.join(sorted(extra))}: keep it on your server and make a "
+        "publishable key for pages",
+    )
 
 
 async def post_collect(request: web.Request) -> web.Response:
     if (request.content_length or 0) > MAX_BODY:
         return problem(413, "Body too large", f"at most {MAX_BODY} bytes per request")
+    refusal = _beyond_collect(request)
+    if refusal is not None:
+        return refusal
     items = await read_events(request, MAX_EVENTS)
     if isinstance(items, web.Response):
         return items

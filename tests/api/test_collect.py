@@ -333,3 +333,21 @@ async def test_a_publishable_key_cannot_merge_a_customer_into_its_own_user(
         # the shop's server may still merge any id
         r = await client.post("/v1/events", json=events[:1], headers=bearer(WRITE))
         assert (await r.json())["accepted"] == 1
+
+
+async def test_a_key_beyond_the_publishable_scopes_is_refused_in_the_url(
+    client: TestClient, state: MemoryState
+) -> None:
+    """A URL lands in pages, histories and proxy logs: a key that can also write any user's
+    events, read content or administer is refused as ?key= (403, naming the extra scopes), even
+    though it holds events:collect; the same key in the Authorization header is taken."""
+    body = json.dumps([ev("product_view", user="anon-q")])
+    beacon = {"Content-Type": "text/plain;charset=UTF-8", "Origin": SHOP}
+    r = await client.post(f"/v1/collect?key={BOTH}", data=body, headers=beacon)
+    assert r.status == 403 and r.content_type == "application/problem+json"
+    assert "content:read" in (await r.json())["detail"]
+    assert state.profile("anon-q") is None
+    r = await client.post("/v1/collect", data=body, headers={**beacon, **bearer(BOTH)})
+    assert r.status == 202 and state.profile("anon-q") is not None
+    r = await client.post(f"/v1/collect?key={PKP}", data=body, headers=beacon)
+    assert r.status == 202  # both publishable scopes: taken
