@@ -7,7 +7,8 @@ pre-order value is `preorder`), `availability_date` for a pre-order that has one
 `identifier_exists` no unless a GTIN or a brand with an MPN, `product_type` from the category,
 `sale_price` while the sale runs at `Channel.now_ms` (Google and Meta also get a sale yet to
 start, with its `sale_price_effective_date`, which they apply themselves), item groups, GTIN, MPN,
-condition, more images; a missing description repeats the title; Meta gets the shop's name
+condition, more images; every free-text attribute is one line (a catalog's line breaks and tabs
+never add a row or a column); a missing description repeats the title; Meta gets the shop's name
 (`Channel.title`) as the brand of a product with no brand, GTIN nor MPN. URLs are
 percent-encoded. The RSS channel's link is `Channel.link` (PERSONA_FEED_LINK), else the origin of
 the first product's URL. `feed_id` makes ids every platform accepts: an item id of 1..50
@@ -42,6 +43,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # XML 1.0 forbids most control characters even escaped.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _WHITESPACE = re.compile(r"\s+")
+# Any whitespace but the space: tabs and every line break (CR, LF, VT, FF, NEL, U+2028/9, ...)
+# that a TSV reader may take for a column or row boundary.
+_TSV_BREAKS = re.compile(r"[^\S ]")
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 
 # Each platform's columns, from its published attribute list (Google Merchant Center product data
@@ -206,11 +210,13 @@ def values(product: Product, availability: dict[str, str], now_ms: int) -> dict[
         "price": price_text(product),
         "brand": _one_line(product.brand, 70),
         "gtin": product.gtin,
-        "mpn": product.mpn,
+        "mpn": _one_line(product.mpn, 70),
         "identifier_exists": identifier_exists(product),
         "condition": product.condition,
-        "item_group_id": product.item_group_id,
-        "google_product_category": product.attributes.get("google_product_category", ""),
+        "item_group_id": _one_line(product.item_group_id, 50),
+        "google_product_category": _one_line(
+            product.attributes.get("google_product_category", ""), 750
+        ),
         "product_type": _one_line(product.category, 750),
     }
     if product.availability == "preorder" and product.availability_date is not None:
@@ -248,7 +254,8 @@ def _tsv(products: Iterable[Product], chunk_rows: int, channel: Channel) -> Iter
 
     def line(p: Product) -> str:
         cells = _cells(p, _GOOGLE_AVAILABILITY, channel, ahead=True)
-        return "\t".join(cells.get(c, "").replace("\t", " ") for c in GOOGLE_COLUMNS) + "\n"
+        # one line of one cell per column, whatever text a product holds
+        return "\t".join(_TSV_BREAKS.sub(" ", cells.get(c, "")) for c in GOOGLE_COLUMNS) + "\n"
 
     yield from _chunks(products, line, chunk_rows)
 

@@ -93,3 +93,40 @@ def test_feeds_stream_lazily_in_chunks(name: str):
 def test_unknown_feed():
     with pytest.raises(KeyError):
         stream("bing.csv", [])
+
+
+def test_line_breaks_in_any_catalog_text_never_add_feed_rows_or_columns():
+    """A hostile catalog producer's line breaks (CR, LF, NEL, U+2028/9) and tabs in the
+    free-text fields other than title/description/brand/category (mpn, item_group_id, an
+    attribute) split a Google TSV row in two: the second line was a forged product row."""
+    from engine.catalog import validate_product
+
+    breaks = "\r\n\x85\u2028\u2029\t"
+    forged = "FORGED\tFake\tdesc\thttps://evil.example/\thttps://evil.example/i.jpg"
+    hostile = validate_product(
+        {
+            "item_id": "a1",
+            "title": "T",
+            "url": "https://shop.example/p",
+            "image_url": "https://shop.example/i.jpg",
+            "price": 1,
+            "currency": "EUR",
+            "mpn": f"M1{breaks}{forged}"[:70],
+            "item_group_id": f"g{breaks}x",
+            "attributes": {"google_product_category": f"c{breaks}{forged}"},
+        }
+    )
+    text = "".join(stream("google.tsv", [hostile, product("B")]))
+    lines = text.split("\n")
+    assert lines[-1] == "" and len(lines) == 4  # header, two products, the final newline
+    assert not any(c in text for c in "\r\x85\u2028\u2029")
+    rows = [line.split("\t") for line in lines[:-1]]
+    assert all(len(r) == len(COLUMNS) for r in rows)
+    first = dict(zip(COLUMNS, rows[1], strict=True))
+    assert first["mpn"].startswith("M1 FORGED Fake") and first["item_group_id"] == "g x"
+    for name in ("meta.csv", "criteo.csv"):  # quoted by csv, and one line anyway
+        parsed = list(csv.reader(io.StringIO("".join(stream(name, [hostile, product("B")])))))
+        assert len(parsed) == 3 and all("\n" not in cell for row in parsed for cell in row)
+    root = ET.fromstring("".join(stream("google.xml", [hostile])))
+    mpn = root.find("./channel/item/{http://base.google.com/ns/1.0}mpn")
+    assert mpn is not None and "\n" not in (mpn.text or "")
