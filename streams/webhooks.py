@@ -2,6 +2,10 @@
 with exponential backoff, never blocking the stream (a bounded queue; when full, the trigger is
 dropped for webhooks — it is still in the `triggers` topic — and counted).
 
+Redirects are never followed: a 3xx answer is a failed delivery, not retried. A receiver (or
+whoever holds its address) must not steer the signed trigger, and Persona's requests, to another
+address: loopback, link-local or private ones (the embedded broker, a cloud metadata service).
+
 `cancel(user_id)` takes a user's deliveries back: those still queued are dropped, those being
 sent stop retrying (consent withdrawn, erasure). Each is counted in `stats.cancelled`."""
 
@@ -159,12 +163,17 @@ class WebhookSender(Service):
             if delivery.cancelled:
                 return
             try:
-                async with self._session.post(url, data=body, headers=headers) as response:
+                async with self._session.post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as response:
                     if response.status < 300:
                         self.stats.delivered += 1
                         self.stats.by_url[url] = self.stats.by_url.get(url, 0) + 1
                         return
                     reason = f"HTTP {response.status}"
+                    if response.status < 400:  # never followed: see the module docstring
+                        reason += " (a redirect: set the URL it names, redirects are not followed)"
+                        break
                     if 400 <= response.status < 500 and response.status not in (408, 429):
                         break  # the receiver refuses it: retrying will not help
             except (aiohttp.ClientError, TimeoutError) as exc:
