@@ -53,10 +53,13 @@ class Delivery:
 
 
 def shown(url: str) -> str:
-    """`url` as the log shows it: without the user and password a webhook URL may carry."""
-    parts = urlsplit(url)
+    """`url` as the log shows it: without the user and password a webhook URL may carry, its
+    query (`?***`: receivers take tokens there too) and its fragment."""
+    parts = urlsplit(url)._replace(fragment="")
+    if parts.query:
+        parts = parts._replace(query="***")
     if parts.username is None and parts.password is None:
-        return url
+        return urlunsplit(parts)
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host
     port = f":{parts.port}" if parts.port else ""

@@ -1,5 +1,5 @@
-"""A webhook URL may carry credentials (`https://user:password@host/...`): the log never shows
-them (issue 15 item 5: no plaintext secret in logs)."""
+"""A webhook URL may carry credentials (`https://user:password@host/...`, or a token in its
+query, `?token=...`): the log never shows them (issue 15 item 5: no plaintext secret in logs)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ PASSWORD = "hook-Password-" + "p" * 20
     [
         (
             f"https://user:{PASSWORD}@hooks.example:8443/x?a=1",
-            "https://***@hooks.example:8443/x?a=1",
+            "https://***@hooks.example:8443/x?***",
         ),
+        (f"https://hooks.example/x?token={PASSWORD}", "https://hooks.example/x?***"),
+        (f"https://hooks.example/x#{PASSWORD}", "https://hooks.example/x"),
         (f"http://{PASSWORD}@h/x", "http://***@h/x"),
         (f"http://u:{PASSWORD}@[::1]:9/x", "http://***@[::1]:9/x"),
         ("https://hooks.example/x", "https://hooks.example/x"),
