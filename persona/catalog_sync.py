@@ -1,7 +1,11 @@
 """Catalog import and sync (issue 19 items 3-4): a feed file or URL into the `catalog` topic.
 
 - `download`: http(s) only, at most `MAX_FEED_BYTES` and `FETCH_TIMEOUT_S`, into a private file;
-  `If-None-Match`/`If-Modified-Since` from the previous pull (a 304 imports nothing).
+  `If-None-Match`/`If-Modified-Since` from the previous pull (a 304 imports nothing). At most
+  `MAX_REDIRECTS` redirects, to http(s) only; the configured URL's host may be any (the
+  operator's choice), every other host a redirect names must resolve to public addresses only
+  (`engine.addresses`: never loopback, link-local such as cloud metadata, or private networks),
+  checked where the connection is made, so a name re-pointed between check and use is caught.
 - `import_feed`: the feed's valid products into the topic (`engine.catalog_formats` reads it, in a
   worker thread that hands the GIL back often, so the worker's loop keeps serving), every
   rejected row to `reject(line, reason)` (a scheduled pull logs the first `LOGGED_REJECTS`);
@@ -21,17 +25,21 @@ import asyncio
 import itertools
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
+from engine.addresses import internal_address, ip_literal
 from engine.catalog import InvalidProduct, Product, parse_product
 from engine.catalog_formats import InvalidFeed, open_binary, read_products
 from engine.settings import Settings, parse_catalog_feeds
@@ -40,6 +48,8 @@ from streams.kafka_security import Broker, as_config
 log = logging.getLogger("persona.catalog")
 MAX_FEED_BYTES = 2 * 1024**3
 FETCH_TIMEOUT_S = 600.0
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 FIRST_RETRY_S = 30.0
 READ_BATCH = 1000  # products read in a worker thread at a time
 YIELD_EVERY_S = 0.01  # the reading thread hands the GIL to the event loop this often ...
@@ -81,7 +91,8 @@ async def download(
     max_bytes: int = MAX_FEED_BYTES,
     timeout: float = FETCH_TIMEOUT_S,
 ) -> Download:
-    """Fetch `url` into `dest` (0600), conditionally on `previous`'s validators."""
+    """Fetch `url` into `dest` (0600), conditionally on `previous`'s validators, following at
+    most MAX_REDIRECTS redirects (see the module docstring)."""
     if urlsplit(url).scheme not in ("http", "https"):
         raise FeedFetchError("a feed URL must be http(s)")
     headers = {"Accept-Encoding": "gzip"}
@@ -90,16 +101,61 @@ async def download(
     if previous and previous.last_modified:
         headers["If-Modified-Since"] = previous.last_modified
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    async with (
-        aiohttp.ClientSession(timeout=client_timeout) as session,
-        session.get(url, headers=headers) as response,
-    ):
-        if response.status == 304 and previous is not None:
-            return replace(previous, changed=False)
-        if response.status != 200:
-            raise FeedFetchError(f"HTTP {response.status}")
-        await _save(response, dest, max_bytes)
-        return Download(True, response.headers.get("ETag"), response.headers.get("Last-Modified"))
+    trusted = (urlsplit(url).hostname or "").lower()
+    connector = aiohttp.TCPConnector(resolver=_PublicBeyond(trusted))
+    async with aiohttp.ClientSession(timeout=client_timeout, connector=connector) as session:
+        target = url
+        for _ in range(MAX_REDIRECTS + 1):
+            async with session.get(target, headers=headers, allow_redirects=False) as response:
+                if response.status in _REDIRECTS:
+                    target = _redirect(target, response.headers.get("Location"), trusted)
+                    continue
+                if response.status == 304 and previous is not None:
+                    return replace(previous, changed=False)
+                if response.status != 200:
+                    raise FeedFetchError(f"HTTP {response.status}")
+                await _save(response, dest, max_bytes)
+                return Download(
+                    True, response.headers.get("ETag"), response.headers.get("Last-Modified")
+                )
+    raise FeedFetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _redirect(current: str, location: str | None, trusted: str) -> str:
+    """Where a redirect leads, if a feed may be fetched there (FeedFetchError otherwise). A host
+    name is checked when it is resolved (`_PublicBeyond`); an address written out, here."""
+    if not location:
+        raise FeedFetchError("a redirect without a Location")
+    target = urljoin(current, location)
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https"):
+        raise FeedFetchError("a redirect to a URL that is not http(s)")
+    host = (parts.hostname or "").lower()
+    if host != trusted and ip_literal(host) and internal_address(host):
+        raise FeedFetchError(f"a redirect to the internal address {host}")
+    return target
+
+
+class _PublicBeyond(AbstractResolver):
+    """The system resolver, refusing internal addresses for every host but `trusted` (the
+    configured feed URL's): a redirect can name a host that resolves to one."""
+
+    def __init__(self, trusted: str) -> None:
+        self._inner = DefaultResolver()
+        self._trusted = trusted
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        if host.lower() != self._trusted:
+            internal = [r["host"] for r in found if internal_address(r["host"])]
+            if internal:
+                raise FeedFetchError(f"a redirect to {host}, an internal address ({internal[0]})")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 async def _save(response: aiohttp.ClientResponse, dest: Path, max_bytes: int) -> None:

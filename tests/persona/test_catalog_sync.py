@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -75,6 +76,13 @@ async def big(_: web.Request) -> web.Response:
     return web.Response(body=b"x" * 100_000)
 
 
+async def moved(request: web.Request) -> web.Response:
+    """/moved?to=URL: a 302 to URL (a feed host, or whoever took it over, steering the pull);
+    /moved?to= (empty): a 302 to itself, for ever."""
+    to = request.query["to"] or str(request.rel_url)
+    return web.Response(status=302, headers={"Location": to})
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "persona", "catalog", "import", *args],
@@ -93,6 +101,7 @@ def server() -> Iterator[FeedServer]:
     app = web.Application()
     app.router.add_get("/feed", feed.handle)
     app.router.add_get("/big", big)
+    app.router.add_get("/moved", moved)
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", feed.port).start())
@@ -178,6 +187,43 @@ def test_downloads_are_http_only_and_bounded(server: FeedServer, tmp_path: Path)
         asyncio.run(download(server.url.replace("/feed", "/big"), tmp_path / "f", max_bytes=1000))
     got = asyncio.run(download(server.url, tmp_path / "f", Download(True, '"nope"')))
     assert got.changed and (tmp_path / "f").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("http://localhost:{port}/feed", "localhost"),  # another host name, a loopback address
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),  # cloud metadata
+        ("http://[::ffff:10.0.0.1]/admin", "10.0.0.1"),  # a private address, IPv4-mapped
+        ("http://0.0.0.0:{port}/feed", "0.0.0.0"),
+        ("file:///etc/passwd", "http"),
+        ("ftp://feeds.example/feed.xml", "http"),
+    ],
+)
+def test_a_feed_redirect_never_leads_to_an_internal_address_or_another_scheme(
+    server: FeedServer, tmp_path: Path, target: str, why: str
+) -> None:
+    """The feed's own host is the operator's choice (it may be internal); a redirect to another
+    host must lead to a public address: a feed host redirecting to loopback, link-local (cloud
+    metadata) or a private network got Persona to fetch it and import or log what it said."""
+    url = server.url.replace("/feed", "/moved")
+    to = target.format(port=server.port)
+    with pytest.raises(FeedFetchError, match=why.replace(".", r"\.").replace("[", r"\[")):
+        asyncio.run(download(f"{url}?to={quote(to)}", tmp_path / "f", timeout=10))
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_feed_may_redirect_on_its_own_host_a_bounded_number_of_times(
+    server: FeedServer, tmp_path: Path
+) -> None:
+    url = server.url.replace("/feed", "/moved")
+    got = asyncio.run(download(f"{url}?to=/feed", tmp_path / "f", timeout=10))
+    assert got.changed and (tmp_path / "f").read_bytes() == server.body
+    loop = f"{url}?to={quote(f'{url}?to=/feed')}"  # 2 hops: fine
+    assert asyncio.run(download(loop, tmp_path / "g", timeout=10)).changed
+    endless = f"{url}?to=/moved%3Fto%3D/moved%253Fto%253D"  # /moved?to=/moved?to=/moved?to=...
+    with pytest.raises(FeedFetchError, match="more than 5 redirects"):
+        asyncio.run(download(endless, tmp_path / "h", timeout=10))
 
 
 def test_cli_imports_by_url_with_a_map_and_reports_each_rejected_row(
