@@ -138,10 +138,35 @@ def item_change(command: dict[str, Any]) -> tuple[Product, list[str], float]:
     return product, [str(k) for k in kinds], price
 
 
+def item_marker(kind: str, item_id: str) -> str:
+    """The key in `Profile.fired` of the newest item change of `kind` that fired for the item."""
+    return f"{kind}:{item_id}"
+
+
+def _marked_item(key: str) -> str | None:
+    """The item of an item-change marker (None: a key of another trigger)."""
+    for kind in ITEM_KINDS:
+        if key.startswith(kind + ":"):
+            return key[len(kind) + 1 :]
+    return None
+
+
 def item_triggers(
-    profile: Profile, product: Product, kinds: list[str], old_price: float, now_ms: int
-) -> list[Trigger]:
-    """Triggers for one user whose cart or recent views hold a changed product."""
+    profile: Profile,
+    product: Product,
+    kinds: list[str],
+    old_price: float,
+    now_ms: int,
+    changed_ms: int,
+) -> tuple[list[Trigger], Profile]:
+    """Triggers for one user whose cart or recent views hold a changed product, and the profile
+    with the firings recorded.
+
+    `changed_ms` identifies the change (the signing time of its `item_changed` command): each
+    kind fires once per change and item, and a change at or before the one recorded for the
+    kind and item (the same command redelivered, or a signed copy produced again) fires nothing.
+    Recording a firing drops the markers of items the user no longer holds in the cart or the
+    recent views, so `fired` stays bounded by those."""
     where = (
         "cart"
         if product.item_id in profile.cart
@@ -150,10 +175,15 @@ def item_triggers(
         else None
     )
     if where is None:
-        return []
+        return [], profile
     out = []
+    updated = profile
     for kind in kinds:
-        marker = product.price if kind == PRICE_DROP else now_ms
+        key = item_marker(kind, product.item_id)
+        if key in updated.fired and changed_ms <= updated.fired[key]:
+            continue  # this change (or a newer one) already fired for the user
+        updated = updated.marked(key, changed_ms)
+        marker = product.price if kind == PRICE_DROP else changed_ms
         details: dict[str, Any] = {"item_id": product.item_id, "where": where}
         if kind == PRICE_DROP:
             details.update(old_price=old_price, price=product.price, currency=product.currency)
@@ -166,4 +196,10 @@ def item_triggers(
                 details,
             )
         )
-    return out
+    if updated is not profile:  # its `fired` is its own dict (Profile.marked)
+        held = set(profile.cart) | set(profile.recent_items)
+        for key in list(updated.fired):
+            item = _marked_item(key)
+            if item is not None and item not in held:
+                del updated.fired[key]
+    return out, updated

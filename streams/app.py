@@ -955,7 +955,8 @@ class PersonaStreams:
             self._fold_reads, self._fold_rules, self.wall, self._stream_time
         )
         self.identity.begin()
-        item_changes: dict[int, list[dict[str, Any]]] = {}  # partition -> catalog changes
+        # partition -> catalog changes (command, signing time, its record)
+        item_changes: dict[int, list[tuple[dict[str, Any], int, Carrier]]] = {}
         # A plain loop (no coroutine per record): an await only for a command, for what a
         # record ships (rare) and for the event loop's turns (HTTP answers between slices).
         turns = Turns(FOLD_SLICE)
@@ -975,13 +976,15 @@ class PersonaStreams:
                 await asyncio.sleep(0)
         folded = fold.result()
         self._took(folded)
-        for partition, commands in item_changes.items():
-            await self.triggers.items_changed(partition, commands)
+        try:  # a trigger must never cost the batch its state
+            fired = await self._item_triggers(item_changes, folded.touched)
+        except Exception:
+            log.exception("item-change triggers failed for a batch; they are skipped")
+            fired = []
         try:
-            fired = self.triggers.evaluate(folded.touched)
+            fired += self.triggers.evaluate(folded.touched)
         except Exception:  # a trigger must never cost the batch its state
             log.exception("trigger evaluation failed for a batch; its triggers are skipped")
-            fired = []
         writes, refused = profile_writes(folded.touched, _partition_of, MAX_PROFILE_BYTES)
         written = {user: len(value) for items in writes.values() for user, value in items if value}
         for user, (at, partition) in folded.fences.items():
@@ -1000,6 +1003,22 @@ class PersonaStreams:
         await self._profile_writer.ship()
         await self._after_write(folded, fired, refused, fold.wall)
         return True
+
+    async def _item_triggers(
+        self,
+        item_changes: dict[int, list[tuple[dict[str, Any], int, Carrier]]],
+        touched: dict[bytes, tuple[Profile | None, Carrier, bool]],
+    ) -> list[Trigger]:
+        """The batch's catalog-change triggers, per partition over its users as the batch leaves
+        them (streams/triggers.py `items_changed`: the firings it marks join `touched`)."""
+        fired: list[Trigger] = []
+        for partition, changes in item_changes.items():
+            mine = {u: e for u, e in touched.items() if _partition_of(e[1]) == partition}
+            commands = [(command, signed_ms) for command, signed_ms, _ in changes]
+            carrier = changes[-1][2]  # a command of the partition: its profiles' partition
+            fired += await self.triggers.items_changed(partition, commands, mine, carrier)
+            touched.update(mine)
+        return fired
 
     async def _ship(self, step: Step, fevent: Carrier) -> None:
         """Send what the fold decided for one event record (called for a step other than
@@ -1174,7 +1193,7 @@ class PersonaStreams:
         self,
         fevent: Carrier,
         fold: BatchFold[Carrier],
-        item_changes: dict[int, list[dict[str, Any]]],
+        item_changes: dict[int, list[tuple[dict[str, Any], int, Carrier]]],
     ) -> None:
         msg = fevent.message
         signed = self.command_gate.admit(msg.key, msg.value, getattr(msg, "headers", None))
@@ -1212,7 +1231,7 @@ class PersonaStreams:
             return
         if kind == "item_changed":
             # collected: one pass over the partition's users per batch for all its changes
-            item_changes.setdefault(fevent.message.partition, []).append(command)
+            item_changes.setdefault(msg.partition, []).append((command, signed.ts, fevent))
         elif kind == "erase":
             await self._erase(user_id, fevent, fold)
         elif kind == "check" and user not in fold.touched:

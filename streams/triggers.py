@@ -271,37 +271,67 @@ class TriggerRunner:
                 await self.send_check(profile.user_id)
         await asyncio.sleep(0)  # let the stream breathe between chunks
 
-    async def items_changed(self, partition: int, commands: list[dict[str, Any]]) -> None:
-        """Catalog changes broadcast to every partition: triggers for this partition's users who
-        have a changed item in their cart or recent views. All the changes of one batch share one
-        pass over the partition's users (a feed update changing many items costs one scan, not
-        one per item), yielding to the event loop every SWEEP_CHUNK users."""
-        changes: dict[str, list[tuple[Product, list[str], float]]] = {}
-        for command in commands:
+    async def items_changed(
+        self,
+        partition: int,
+        changes: list[tuple[dict[str, Any], int]],
+        touched: Touched,
+        carrier: Carrier,
+    ) -> list[Trigger]:
+        """Catalog changes broadcast to every partition, each with its command's signing time:
+        the triggers for this partition's users who have a changed item in their cart or recent
+        views. All the changes of one batch share one pass over the partition's users (a feed
+        update changing many items costs one scan, not one per item), yielding to the event loop
+        every SWEEP_CHUNK users.
+
+        The users are taken as the batch leaves them: `touched` holds the batch's users of this
+        partition (None: erased in the batch), over the stored rows, so a user erased or whose
+        consent was withdrawn in the batch gets nothing and one new in it is included. A firing
+        is recorded in the user's profile (engine.triggers.item_triggers: a replayed or
+        redelivered command fires nothing again), entered in `touched` to be written (with
+        `carrier`, a command of the partition, for a user the batch had not touched). The
+        triggers are returned: the batch emits them after its writes, as its other triggers."""
+        parsed: dict[str, list[tuple[Product, list[str], float, int]]] = {}
+        for command, signed_ms in changes:
             try:  # the fold dead-letters malformed ones before they get here
-                change = item_change(command)
+                product, kinds, old_price = item_change(command)
             except ValueError:
                 log.error("ignoring a malformed item_changed command: %.200r", command)
                 continue
-            changes.setdefault(change[0].item_id, []).append(change)
-        if not changes:
-            return
+            parsed.setdefault(product.item_id, []).append((product, kinds, old_price, signed_ms))
+        if not parsed:
+            return []
         now = self.ports.clock.now_ms()
-        for n, profile in enumerate(self._local_profiles(partition), 1):
-            hits = [item for item in profile.cart if item in changes] + [
-                item for item, _ in profile.recent if item in changes and item not in profile.cart
+        fired: list[Trigger] = []
+        for n, (user, profile) in enumerate(self._batch_profiles(partition, touched), 1):
+            hits = [item for item in profile.cart if item in parsed] + [
+                item for item, _ in profile.recent if item in parsed and item not in profile.cart
             ]
-            await self.emit(
-                *(
-                    trigger
-                    for item in hits
-                    for product, kinds, old_price in changes[item]
-                    for trigger in item_triggers(profile, product, kinds, old_price, now)
-                    if self.allowed(profile, trigger.trigger)
-                )
-            )
+            updated = profile
+            for item in hits:
+                for product, kinds, old_price, signed_ms in parsed[item]:
+                    allowed = [kind for kind in kinds if self.allowed(updated, kind)]
+                    triggers, updated = item_triggers(
+                        updated, product, allowed, old_price, now, signed_ms
+                    )
+                    fired.extend(triggers)
+            if updated is not profile:
+                entry = touched.get(user)
+                touched[user] = (updated, carrier if entry is None else entry[1], True)
             if n % SWEEP_CHUNK == 0:
                 await asyncio.sleep(0)
+        return fired
+
+    def _batch_profiles(self, partition: int, touched: Touched) -> Iterator[tuple[bytes, Profile]]:
+        """The partition's users as the batch leaves them: the stored ones the batch did not
+        touch, then the batch's own (the erased left out)."""
+        batch = [(user, p) for user, (p, _, _) in touched.items() if p is not None]
+        taken = set(touched)  # as at the start: the pass enters the users it marks
+        for profile in self._local_profiles(partition):
+            user = user_key(profile.user_id)
+            if user not in taken:
+                yield user, profile
+        yield from batch
 
     async def broadcast_item_change(self, old: Product | None, new: Product) -> None:
         kinds = catalog_change(old, new)

@@ -2,7 +2,7 @@ import pytest
 
 from engine.catalog import InvalidProduct, Product
 from engine.events import validate
-from engine.profile import apply, fold
+from engine.profile import RECENT_ITEMS, apply, fold
 from engine.triggers import (
     BACK_IN_STOCK,
     PRICE_DROP,
@@ -98,7 +98,7 @@ def test_catalog_change_kinds():
 def test_item_triggers_for_cart_and_recent_views_only():
     p = fold([ev("add_to_cart", "a", T0), ev("product_view", "v", T0 + 1)])
     assert p is not None
-    [t] = item_triggers(p, product(8.0, item="a"), [PRICE_DROP], 10.0, T0 + 2)
+    [t], _ = item_triggers(p, product(8.0, item="a"), [PRICE_DROP], 10.0, T0 + 2, T0 + 1)
     assert t.details == {
         "item_id": "a",
         "where": "cart",
@@ -106,9 +106,39 @@ def test_item_triggers_for_cart_and_recent_views_only():
         "price": 8.0,
         "currency": "EUR",
     }
-    [t] = item_triggers(p, product(item="v"), [BACK_IN_STOCK], 10.0, T0 + 2)
+    [t], _ = item_triggers(p, product(item="v"), [BACK_IN_STOCK], 10.0, T0 + 2, T0 + 1)
     assert t.details["where"] == "recent_views"
-    assert item_triggers(p, product(item="zzz"), [PRICE_DROP], 10.0, T0) == []
+    assert item_triggers(p, product(item="zzz"), [PRICE_DROP], 10.0, T0, T0) == ([], p)
+
+
+def test_an_item_change_fires_once_per_change_whatever_its_replays():
+    """A signed `item_changed` command produced again (a copy, or the same record redelivered)
+    fired its price drop and back-in-stock again: nothing recorded the firing, and the
+    back-in-stock id took the clock's time, so even a consumer's de-duplication missed it."""
+    p = fold([ev("add_to_cart", "a", T0), ev("product_view", "v", T0 + 1)])
+    assert p is not None
+    kinds = [BACK_IN_STOCK, PRICE_DROP]
+    fired, p1 = item_triggers(p, product(8.0, item="a"), kinds, 10.0, T0 + 5, T0 + 2)
+    assert [t.trigger_id for t in fired] == [f"back_in_stock:u:a:{T0 + 2}", "price_drop:u:a:8.0"]
+    for later in (T0 + 5, T0 + HOUR):  # the same change (signed at T0 + 2) or an older one
+        for signed in (T0 + 2, T0 + 1):
+            assert item_triggers(p1, product(8.0, item="a"), kinds, 10.0, later, signed) == ([], p1)
+    fired, p2 = item_triggers(p1, product(6.0, item="a"), [PRICE_DROP], 8.0, T0 + HOUR, T0 + 9)
+    assert [t.trigger_id for t in fired] == ["price_drop:u:a:6.0"]  # a new change fires
+    assert p2.fired["price_drop:a"] == T0 + 9 and p2.fired["back_in_stock:a"] == T0 + 2
+
+
+def test_item_change_markers_are_kept_only_for_items_the_user_holds():
+    p = fold([ev("add_to_cart", "a", T0), ev("add_to_cart", "b", T0 + 1)])
+    assert p is not None
+    _, p = item_triggers(p, product(8.0, item="a"), [PRICE_DROP], 10.0, T0 + 2, T0 + 2)
+    _, p = item_triggers(p, product(8.0, item="b"), [PRICE_DROP], 10.0, T0 + 2, T0 + 2)
+    p = apply(p, ev("remove_from_cart", "a", T0 + 3))
+    for n in range(RECENT_ITEMS):  # "a" leaves the recent items too
+        p = apply(p, ev("product_view", f"x{n}", T0 + 4 + n))
+    assert "a" not in p.recent_items and "b" in p.cart
+    _, p = item_triggers(p, product(7.0, item="b"), [PRICE_DROP], 8.0, T0 + 99, T0 + 99)
+    assert {k for k in p.fired if ":" in k} == {"price_drop:b"}
 
 
 def test_a_newcomer_above_the_threshold_has_crossed_nothing():

@@ -15,7 +15,6 @@ from engine.catalog import Product
 from engine.clock import ManualClock
 from engine.events import validate
 from engine.profile import Profile, apply
-from engine.triggers import Trigger
 from streams.broker import free_port
 from streams.triggers import TriggerPorts, TriggerRunner
 from streams.webhooks import WebhookSender
@@ -144,17 +143,11 @@ def test_catalog_triggers_skip_users_who_withdrew() -> None:
         apply(None, _event(u, 1, "add_to_cart", T0, item_id="A")) for u in ("keeps", "quiet")
     ]
     profiles[1] = apply(profiles[1], _event("quiet", 2, "consent", T0 + 1, props={"email": False}))
-    emitted: list[Trigger] = []
-
-    async def emit(*triggers: Trigger) -> None:
-        emitted.extend(triggers)
-
     runner._local_profiles = lambda partition: iter(profiles)  # type: ignore[method-assign]
-    runner.emit = emit  # type: ignore[method-assign]
     lamp = Product("A", "A", "https://s.example/A", "https://s.example/A.jpg", 8.0, "EUR")
     command = {"command": "item_changed", "product": lamp.to_dict(), "kinds": ["price_drop"],
                "old_price": 10.0}  # fmt: skip
-    asyncio.run(runner.items_changed(0, [command]))
+    emitted = asyncio.run(runner.items_changed(0, [(command, T0 + 2)], {}, cast(Any, None)))
     assert [(t.trigger, t.user_id) for t in emitted] == [("price_drop", "keeps")]
 
 
