@@ -64,6 +64,10 @@ SWEEP_EVERY_MS = 3_600_000  # event time between sweeps of all local users
 # of event time passes every few seconds. After a sweep that took T seconds the next waits at least
 # SWEEP_REST * T seconds: sweeps take at most 1 / (1 + SWEEP_REST) of the worker's time.
 SWEEP_REST = 19.0
+# Users whose abandoned-cart check a worker schedules in memory. Beyond it the checks due last are
+# shed (a flood of distinct users with carts must not grow the worker without bound); a sweep of
+# the stored profiles schedules them again once the earliest of them is due, so none is lost.
+PENDING_MAX = 200_000
 
 
 # Sends trigger records: (user id key, message) each.
@@ -88,9 +92,11 @@ class TriggerPorts:
 
 
 class TriggerRunner:
-    def __init__(self, ports: TriggerPorts) -> None:
+    def __init__(self, ports: TriggerPorts, pending_max: int = PENDING_MAX) -> None:
         self.ports = ports
         self._pending: dict[str, int] = {}  # user -> event time their cart counts as abandoned
+        self._pending_max = max(1, pending_max)
+        self._shed_due: int | None = None  # the earliest due time of a shed check, if any
         self._consent_default: bool = ports.settings.consent_granted_by_default
         self._cart_delay_ms = int(ports.settings.abandoned_cart_minutes * 60_000)
         self._sweep_every_ms = SWEEP_EVERY_MS
@@ -103,6 +109,25 @@ class TriggerRunner:
         hooks = self.ports.webhooks()
         if hooks is not None:
             hooks.cancel(user_id)
+
+    def _schedule(self, user: str, due: int) -> None:
+        """Schedule the user's abandoned-cart check at `due`, within PENDING_MAX: when over, the
+        tenth of the schedule due last is shed (amortized O(log n) a call) and the earliest shed
+        due time kept, at which a sweep schedules them again; until then a check due after it
+        is shed at once."""
+        pending = self._pending
+        if self._shed_due is not None and due >= self._shed_due:
+            pending.pop(user, None)  # due after a shed one: that one's sweep schedules it
+            return
+        pending[user] = due
+        if len(pending) <= self._pending_max:
+            return
+        order = sorted(pending.items(), key=lambda entry: entry[1])
+        keep = self._pending_max - self._pending_max // 10
+        shed = order[keep:]
+        self._pending = dict(order[:keep])
+        first = shed[0][1]
+        self._shed_due = first if self._shed_due is None else min(self._shed_due, first)
 
     def allowed(self, profile: Profile, trigger: str) -> bool:
         """Whether `trigger` may fire for this user (engine.consent)."""
@@ -137,7 +162,6 @@ class TriggerRunner:
         delay = self._cart_delay_ms
         threshold = self.ports.settings.churn_threshold
         hooks = self.ports.webhooks()
-        pending = self._pending
         for (user, (profile, fevent, _)), score in zip(live, scores, strict=True):
             assert profile is not None
             before = profile
@@ -154,9 +178,9 @@ class TriggerRunner:
                 self._cancel_withdrawn(hooks, profile)
             due = abandoned_cart_due(profile, delay) if consents and profile.cart else None
             if due is None:
-                pending.pop(profile.user_id, None)
+                self._pending.pop(profile.user_id, None)
             else:
-                pending[profile.user_id] = due
+                self._schedule(profile.user_id, due)
             if profile is not before:  # a firing or a baseline marked: to be written
                 touched[user] = (profile, fevent, True)
         return fired
@@ -213,8 +237,8 @@ class TriggerRunner:
         now = self.ports.clock.now_ms()
         due = [user for user, when in self._pending.items() if when <= now]
         for user in due:
-            del self._pending[user]
-            await self.send_check(user)
+            if self._pending.pop(user, None) is not None:  # still scheduled (not shed meanwhile)
+                await self.send_check(user)
 
     async def send_check(self, user: str) -> None:
         body = json.dumps({"command": "check", "user_id": user}).encode()
@@ -238,11 +262,13 @@ class TriggerRunner:
         """Periodically, over this worker's users: rebuild the abandoned-cart schedule (after a
         restart it is empty) and find users whose churn score crossed upward as time passed."""
         now = self.ports.clock.now_ms()
-        if not self.ports.ready() or now - self._last_sweep < self._sweep_every_ms:
+        shed = self._shed_due is not None and now >= self._shed_due  # schedule them again
+        if not self.ports.ready() or (now - self._last_sweep < self._sweep_every_ms and not shed):
             return
         if not self._pacer.due():
             return
         self._last_sweep = now
+        self._shed_due = None  # the sweep sheds again what does not fit
         with self._pacer.running():
             await self._sweep_partitions(now)
 
@@ -253,7 +279,7 @@ class TriggerRunner:
             for profile in self._local_profiles(partition):
                 due = self._cart_due(profile)
                 if due is not None:
-                    self._pending[profile.user_id] = due
+                    self._schedule(profile.user_id, due)
                 chunk.append(profile)
                 if len(chunk) >= SWEEP_CHUNK:
                     await self._sweep_churn(chunk, now, models)

@@ -71,3 +71,48 @@ def test_cheap_sweeps_still_follow_event_time() -> None:
         asyncio.run(runner.sweep())
         asyncio.run(runner.sweep())  # within the same hour of event time: nothing
     assert reads == [0, 0, 0]
+
+
+def test_a_flood_of_carts_keeps_the_schedule_bounded_and_loses_no_check() -> None:
+    """Every user with a cart had an entry in the in-memory schedule: a flood of distinct users
+    with carts grew the worker without bound. The schedule is bounded; the checks it sheds are
+    scheduled again by a sweep once the first of them is due, and none is lost."""
+    users = [f"u{n:03d}" for n in range(100)]
+    profiles = {
+        u: apply(None, validate({"event_id": u, "type": "add_to_cart", "user_id": u,
+                                 "ts": T0 + n * 60_000, "item_id": "lamp"}))
+        for n, u in enumerate(users)
+    }  # fmt: skip
+    clock, checked, sizes = ManualClock(T0), [], []
+
+    async def send_command(key: bytes, body: bytes, partition: int | None) -> None:
+        checked.append(key.decode())
+        profiles.pop(key.decode())  # the check fires it: the profile no longer waits
+
+    settings = SimpleNamespace(
+        abandoned_cart_minutes=10, churn_threshold=0.5, consent_granted_by_default=True
+    )
+    ports = TriggerPorts(
+        clock=clock,
+        settings=cast(Any, settings),
+        local_partitions=lambda: [0],
+        local_rows=lambda p: [(user_key(u), pr.pack()) for u, pr in list(profiles.items())],
+        send=cast(Any, None),
+        send_command=send_command,
+        scorer=lambda: None,
+        webhooks=lambda: None,
+        ready=lambda: True,
+        wall=lambda: 0.0,
+    )
+    runner = TriggerRunner(ports, pending_max=10)
+    runner._pacer.due = lambda: True  # type: ignore[method-assign]
+    runner.evaluate(cast(Any, {user_key(u): (p, None, False) for u, p in profiles.items()}))
+    assert len(runner._pending) <= 10
+    assert set(runner._pending) <= set(users[:10])  # the earliest due are kept
+    for minute in range(0, 200):
+        clock.set(T0 + minute * 60_000)
+        asyncio.run(runner.check_due())
+        asyncio.run(runner.sweep())
+        sizes.append(len(runner._pending))
+    assert max(sizes) <= 10
+    assert sorted(checked) == users  # each checked once, none lost
