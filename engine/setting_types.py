@@ -9,6 +9,7 @@ CPU affinity lookup.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,22 @@ from engine.utm import parse_utm
 
 Parse = Callable[[Any], Any]
 
+# Numbers as people type them, in ASCII: Python's int() and float() also take other scripts'
+# digits ("٨٠٨٠"), underscores ("80_80"), "nan" and "inf"; a setting takes none of those.
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+NAME_MAX = 255  # bytes of one path component (Linux)
+PATH_MAX = 4095  # bytes of a whole path (Linux, without the terminating NUL)
+
+
+def _number_text(value: Any, pattern: re.Pattern[str], says: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(says)  # TOML's true/false are no numbers; arrays and tables neither
+    text = str(value).strip()
+    if isinstance(value, str) and (len(text) > 40 or not pattern.fullmatch(text)):
+        raise ValueError(says)
+    return text
+
 
 @dataclass(frozen=True)
 class Integer:
@@ -27,6 +44,12 @@ class Integer:
     high: int
 
     def __call__(self, value: Any) -> int:
+        says = f"must be a whole number {self.low}..{self.high}"
+        _number_text(value, _INTEGER, says)
+        if isinstance(value, float):
+            if not value.is_integer():  # TOML's 3.7: never cut to 3
+                raise ValueError(says)
+            value = int(value)
         number = int(value)
         if not self.low <= number <= self.high:
             raise ValueError(f"must be {self.low}..{self.high}")
@@ -43,7 +66,8 @@ class Real:
     open_low: bool = False
 
     def __call__(self, value: Any) -> float:
-        real = float(value)
+        says = self.says or f"must be {self.low:g}..{self.high:g}"
+        real = float(_number_text(value, _REAL, says))
         inside = self.low < real if self.open_low else self.low <= real
         if not (inside and real <= self.high):  # nan fails too
             raise ValueError(self.says or f"must be {self.low:g}..{self.high:g}")
@@ -73,7 +97,20 @@ def text(value: Any) -> str:
 
 
 def path(value: Any) -> Path:
-    return Path(str(value)).expanduser()
+    """A path the file system can take: no NUL byte, no name over NAME_MAX bytes, at most
+    PATH_MAX bytes in all (else every use of it fails with an OSError far from the setting)."""
+    text = str(value)
+    if "\x00" in text:
+        raise ValueError("a path cannot hold a NUL character")
+    try:
+        raw = os.fsencode(text)
+    except UnicodeError:
+        raise ValueError("is not a path this system can encode") from None
+    if len(raw) > PATH_MAX or any(len(part) > NAME_MAX for part in raw.split(b"/")):
+        raise ValueError(
+            f"is longer than a path may be ({PATH_MAX} bytes, {NAME_MAX} bytes per name)"
+        )
+    return Path(text).expanduser()
 
 
 def readable_file(value: Any) -> Path:

@@ -12,8 +12,10 @@ that the committed files are current).
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -33,6 +35,7 @@ KAFKA_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 KAFKA_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 KAFKA_FILES = ("kafka_ca_file", "kafka_cert_file", "kafka_key_file", "kafka_password_file")
 MIN_CLUSTER_SECRET = 32  # characters of PERSONA_CLUSTER_SECRET (engine/signing.py)
+MAX_CONFIG_BYTES = 1 << 20  # the TOML file of PERSONA_CONFIG (every setting fits in a few KB)
 
 
 @dataclass(frozen=True)
@@ -347,11 +350,31 @@ def _convert(name: str, value: Any) -> Any:
     spec = SPECS[name]
     if value is None or value == "":
         return None if spec.optional else getattr(Settings, name)
+    shown = "(hidden)" if spec.secret else _shown(value)
+    if isinstance(value, list | dict | datetime.date | datetime.time):
+        kind = (
+            "an array" if isinstance(value, list) else
+            "a table" if isinstance(value, dict) else "a date or time"
+        )  # fmt: skip
+        raise SettingsError(
+            f"invalid setting {_ENV[name]}={shown}: must be one string, number or boolean, not "
+            f"{kind}"
+        )
+    if isinstance(value, str) and not value.strip():
+        raise SettingsError(
+            f"invalid setting {_ENV[name]}: it is blank (only white space); give a value, or "
+            "leave it unset or empty for the default"
+        )
     try:
         return spec.parse(value)
-    except (TypeError, ValueError) as exc:
-        shown = "(hidden)" if spec.secret else repr(value)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SettingsError(f"invalid setting {_ENV[name]}={shown}: {exc}") from None
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: its repr, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(str(value))} characters)"
 
 
 def _default_text(name: str, spec: Spec) -> str:
@@ -428,6 +451,42 @@ def _wrap(text: str, width: int) -> list[str]:
     return [*lines, line] if line else lines
 
 
+def _read_config(config: str) -> dict[str, Any]:
+    """The settings of the TOML file PERSONA_CONFIG names (its `[persona]` table, or the whole
+    file): a regular file of at most MAX_CONFIG_BYTES of UTF-8 TOML, nested no deeper than the
+    parser can go. A FIFO or a device (`/dev/zero`) is refused before it is read: one would
+    wait for a writer forever, the other never end."""
+    where = f"PERSONA_CONFIG={_shown(config)}"
+    try:
+        fd = os.open(Path(config).expanduser(), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{where} cannot be read: {exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SettingsError(f"{where} is not a regular file (a TOML settings file)")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise SettingsError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise SettingsError(f"{where} cannot be read: {exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:  # it grew meanwhile
+        raise SettingsError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{where} is not UTF-8 text (byte {exc.start}): not TOML") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{where} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SettingsError(f"{where} holds arrays or tables nested too deeply") from None
+    section = data.get("persona", data)
+    if not isinstance(section, dict):
+        raise SettingsError(f"{where}: [persona] must be a table of settings")
+    return section
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -436,15 +495,7 @@ def load_settings(
     raw: dict[str, Any] = {}
     config = env.get("PERSONA_CONFIG")
     if config:
-        path = Path(config).expanduser()
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise SettingsError(f"PERSONA_CONFIG={config!r} cannot be read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"PERSONA_CONFIG={config!r} is not valid TOML: {exc}") from None
-        section = data.get("persona", data)
+        section = _read_config(config)
         unknown = set(section) - set(_ENV)
         if unknown:
             raise SettingsError(
