@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import io
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.catalog import InvalidProduct, Product
+from engine.catalog_formats import InvalidFeed, open_binary
 from engine.events import Event, InvalidEvent, validate
 from engine.text import BadJson, outside_json
 
@@ -76,6 +78,7 @@ UCI_NON_PRODUCT_CODES = frozenset(
 SHOP_BASE_URL = "https://shop.example.com"
 
 FORMATS = ("jsonl", "uci", "rees46", "otto")
+MAX_LINE = 1 << 20  # characters of one line of an event file
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,16 +112,64 @@ def open_text(path: str | Path) -> IO[str]:
     return p.open("r", encoding="utf-8", newline="")
 
 
+class _Lines:
+    """The lines of an event file (gzip or plain) as text, for the readers: each line at most
+    MAX_LINE characters of UTF-8, read without ever holding more than one line (a file of binary
+    garbage, a 10 GiB line or a damaged gzip stream is an InvalidEvent naming the line, not a
+    MemoryError or a decoding traceback). Such a file cannot be read on, so these are raised
+    whether or not the reader collects its bad lines. A leading BOM is dropped."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._source = open_binary(path)  # a gzip bomb inflates to a bounded size
+        self.number = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        where = f"line {self.number + 1}"
+        try:
+            raw = self._source.readline(MAX_LINE * 4 + 1)
+        except InvalidFeed as exc:
+            raise InvalidEvent(f"{where}: {exc.reason}") from None
+        except (OSError, EOFError, zlib.error) as exc:  # a damaged or cut gzip stream
+            raise InvalidEvent(f"{where}: the file cannot be read on ({exc})") from None
+        if not raw:
+            raise StopIteration
+        self.number += 1
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if len(raw) <= MAX_LINE * 4 or exc.start < MAX_LINE * 4 - 4:
+                raise InvalidEvent(
+                    f"{where}: not UTF-8 text (byte {exc.start} of the line): not an event file?"
+                ) from None
+            text = ""  # cut inside a character: too long anyway
+        if len(raw) > MAX_LINE * 4 or len(text.rstrip("\r\n")) > MAX_LINE:
+            raise InvalidEvent(f"{where}: a line longer than {MAX_LINE} characters")
+        return text.lstrip("\ufeff") if self.number == 1 else text
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _first_line(path: str | Path) -> str:
-    with open_text(path) as fh:
-        for line in fh:
+    with _Lines(path) as lines:
+        for line in lines:
             if line.strip():
-                return line.lstrip("\ufeff").strip()
+                return line.strip()
     return ""
 
 
 def detect_format(path: str | Path) -> str:
-    """One of `FORMATS` from the file's first non-blank line; ValueError when none fits."""
+    """One of `FORMATS` from the file's first non-blank line; InvalidEvent (a ValueError) when
+    none fits or the file is no text."""
     first = _first_line(path)
     if not first:
         return "jsonl"  # an empty file: no events in any format
@@ -135,7 +186,7 @@ def detect_format(path: str | Path) -> str:
         return "uci"
     if header[: len(REES46_HEADER)] == REES46_HEADER:
         return "rees46"
-    raise ValueError(
+    raise InvalidEvent(
         f"{path}: unknown event file format (expected JSON lines, UCI Online Retail, REES46 or "
         f"OTTO); first line starts {first[:60]!r}"
     )
@@ -191,25 +242,25 @@ def read_events(
     stats = stats if stats is not None else ReadStats()
     fmt = detect_format(path)
     stats.format = fmt
-    readers: dict[str, Callable[[IO[str], list[SourceError] | None, ReadStats], Iterator[Event]]]
+    readers: dict[str, Callable[[_Lines, list[SourceError] | None, ReadStats], Iterator[Event]]]
     readers = {
         "jsonl": _read_history if history else _read_jsonl,
         "uci": _read_uci,
         "rees46": _read_rees46,
         "otto": _read_otto,
     }
-    with open_text(path) as fh:
-        yield from readers[fmt](fh, errors, stats)
+    with _Lines(path) as lines:
+        yield from readers[fmt](lines, errors, stats)
 
 
 def _read_history(
-    fh: IO[str], errors: list[SourceError] | None, stats: ReadStats
+    fh: _Lines, errors: list[SourceError] | None, stats: ReadStats
 ) -> Iterator[Event]:
     return _read_jsonl(fh, errors, stats, history=True)
 
 
 def _read_jsonl(
-    fh: IO[str], errors: list[SourceError] | None, stats: ReadStats, history: bool = False
+    fh: _Lines, errors: list[SourceError] | None, stats: ReadStats, history: bool = False
 ) -> Iterator[Event]:
     for number, line in enumerate(fh, 1):
         if not line.strip():
@@ -227,11 +278,23 @@ def _read_jsonl(
         yield event
 
 
-def _csv_rows(fh: IO[str], width: int) -> Iterator[tuple[int, list[str]]]:
-    """(line number, row) after the header, skipping blank rows; short rows are padded."""
+def _csv_rows(fh: _Lines, width: int) -> Iterator[tuple[int, list[str]]]:
+    """(line number, row) after the header, skipping blank rows; short rows are padded. A row
+    csv cannot read (a quoted cell that never ends grows past csv's field limit) stops the
+    file: what follows it cannot be told apart."""
     reader = csv.reader(fh)
-    next(reader, None)
-    for row in reader:
+    header = True
+    while True:
+        start = reader.line_num + 1  # where the next row begins
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InvalidEvent(f"line {start}: unreadable CSV: {exc}") from None
+        if header:
+            header = False
+            continue
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) < width:
@@ -262,7 +325,7 @@ def uci_customer_id(raw: str) -> str:
     return str(int(float(raw)))
 
 
-def _read_uci(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
+def _read_uci(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
     ids = _Ids("uci")
     times: dict[str, int] = {}
     for number, row in _csv_rows(fh, len(UCI_HEADER)):
@@ -307,9 +370,7 @@ def _read_uci(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -
         )
 
 
-def _read_rees46(
-    fh: IO[str], errors: list[SourceError] | None, stats: ReadStats
-) -> Iterator[Event]:
+def _read_rees46(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
     ids = _Ids("rees")
     times: dict[str, int] = {}
     for number, row in _csv_rows(fh, len(REES46_HEADER)):
@@ -348,7 +409,7 @@ def _read_rees46(
         )
 
 
-def _read_otto(fh: IO[str], errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
+def _read_otto(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
     ids = _Ids("otto")
     for number, line in enumerate(fh, 1):
         if not line.strip():
@@ -566,7 +627,7 @@ def uci_catalog(path: str | Path) -> list[Product]:
     last_name: dict[str, str] = {}
     prices: dict[str, tuple[int, float]] = {}
     times: dict[str, int] = {}
-    with open_text(path) as fh:
+    with _Lines(path) as fh:
         if detect_format(path) != "uci":
             raise ValueError(f"{path} is not a UCI Online Retail CSV")
         for number, row in _csv_rows(fh, len(UCI_HEADER)):

@@ -60,8 +60,13 @@ def _require_broker(settings: Settings) -> KafkaClientConfig:
 
 
 def _require_file(path: str) -> None:
-    if not Path(path).is_file():
+    """A regular file (through symbolic links): a directory, a FIFO or a device such as
+    /dev/zero is refused before it is opened (one blocks, the other never ends)."""
+    file = Path(path)
+    if not file.exists():
         raise FileNotFoundError(2, "No such file", path)
+    if not file.is_file():
+        raise SettingsError(f"{path} is not a regular file (a directory, FIFO or device?)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -106,11 +111,12 @@ def cmd_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from engine.sources import read_events
+    from engine.sources import detect_format, read_events
 
     settings = _settings(args)
     broker = _require_broker(settings)
     _require_file(args.file)
+    detect_format(args.file)  # a file of no known format: said before the broker is asked
     sent = asyncio.run(replay(broker, settings.partitions, read_events(args.file), args.rate))
     return 0 if sent >= 0 else 1
 

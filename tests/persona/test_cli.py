@@ -130,3 +130,29 @@ def test_models_train_writes_loadable_artifacts(tmp_path: Path) -> None:
     models = ModelSet.from_dir(tmp_path / "m")
     assert set(models.versions()) == {"churn", "recs"}
     assert models.recs.recommend([("i1", 0)], exclude=set(), k=3)
+
+
+def test_replay_of_a_hostile_file_is_one_line_and_no_traceback(tmp_path: Path) -> None:
+    """Refused before any broker is asked (the URL here answers nothing): a directory, a FIFO,
+    /dev/zero, binary garbage, a 10 GiB sparse file, a file of no known format."""
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes(range(255, -1, -1)) * 100)
+    sparse = tmp_path / "sparse.jsonl"
+    with sparse.open("wb") as out:
+        out.truncate(10 << 30)
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    cases = {
+        tmp_path: "is not a regular file",
+        fifo: "is not a regular file",
+        Path("/dev/zero"): "is not a regular file",
+        garbage: "not UTF-8 text",
+        sparse: "longer than",
+        passwd: "unknown event file format",
+    }
+    for path, message in cases.items():
+        result = persona("replay", str(path), "--broker", "kafka://127.0.0.1:1", timeout=60)
+        assert result.returncode in (1, 2), (path, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr, (path, result)

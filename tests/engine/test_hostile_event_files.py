@@ -1,0 +1,85 @@
+"""Hostile event files for `read_events` (what `persona replay` and `persona models` read): binary
+garbage, a 10 GiB line, a damaged gzip, a CSV cell that never ends. Each ends in an InvalidEvent
+naming the line, in bounded memory, never a UnicodeDecodeError, csv.Error or MemoryError."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from engine.events import InvalidEvent
+from engine.sources import MAX_LINE, UCI_HEADER, SourceError, detect_format, read_events
+
+EVENT = {"event_id": "e1", "type": "page_view", "user_id": "u1", "ts": "2024-01-01T00:00:00Z"}
+
+
+def _sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as out:
+        out.truncate(size)  # NUL bytes that take no disk space
+    return path
+
+
+def test_binary_garbage_is_not_an_event_file(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.bin"
+    path.write_bytes(bytes(range(255, -1, -1)) * 100)
+    with pytest.raises(InvalidEvent, match="line 1: not UTF-8 text"):
+        list(read_events(path))
+
+
+def test_garbage_after_good_lines_names_its_line_even_when_errors_are_collected(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(json.dumps(EVENT).encode() + b"\n\xff\xfe\x00garbage\n")
+    errors: list[SourceError] = []
+    with pytest.raises(InvalidEvent, match="line 2: not UTF-8 text"):
+        list(read_events(path, errors=errors))
+
+
+def test_a_10_gib_line_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    path = _sparse(tmp_path / "sparse.jsonl", 10 << 30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidEvent, match=f"line 1: .*longer than {MAX_LINE} characters"):
+            list(read_events(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20  # the line is never held whole (it was: MemoryError)
+
+
+def test_a_long_line_after_a_good_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps(EVENT) + "\n" + "x" * (MAX_LINE + 10) + "\n")
+    with pytest.raises(InvalidEvent, match="line 2: "):
+        list(read_events(path, errors=[]))
+
+
+def test_a_damaged_gzip_file_is_an_invalid_event(tmp_path: Path) -> None:
+    whole = gzip.compress((json.dumps(EVENT) + "\n").encode() * 10_000)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InvalidEvent, match="cannot be read"):
+        list(read_events(path, errors=[]))
+    path.write_bytes(whole[:10] + b"\x00" * 50 + whole[60:])
+    with pytest.raises(InvalidEvent, match="cannot be read"):
+        list(read_events(path, errors=[]))
+
+
+def test_a_csv_cell_that_never_ends_is_an_invalid_event(tmp_path: Path) -> None:
+    path = tmp_path / "uci.csv"
+    row = '536365,85123A,"never closed,6,2010-12-01 08:26,2.55,17850,UK\n'
+    path.write_text(",".join(UCI_HEADER) + "\n" + row + "more,text\n" * 20_000)
+    with pytest.raises(InvalidEvent, match="line 2"):
+        list(read_events(path, errors=[]))
+
+
+def test_an_unknown_format_is_an_invalid_event(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(InvalidEvent, match="unknown event file format"):
+        detect_format(path)
