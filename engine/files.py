@@ -10,10 +10,17 @@
   names the file and what to do (`chmod 600 <file>`). Such a file is never read or fixed silently:
   its secrets may already have been read by others, so the operator decides.
 - `open_private` opens a file for appending, created 0600 (the audit log).
+- `lock_data_dir` takes the data dir for one `persona run` (or `persona restore`): two engines on
+  one data dir would corrupt it (the second's start-up rewrites the tables' bookkeeping rows,
+  `--fresh` removes the tables under the running worker). The lock is an exclusive `flock` on
+  the directory itself, so no lock file is left behind and a lock dies with the processes that
+  hold its descriptor (the children of `persona run` inherit it: a SIGKILLed `persona run`
+  keeps its data dir locked until its worker has gone too).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections.abc import Callable
@@ -120,3 +127,24 @@ def tighten(path: Path) -> str | None:
         return None
     path.chmod(mode & ~0o077)
     return f"{path} was accessible to group or others (mode {mode:04o}); tightened to 0600"
+
+
+class DataDirInUse(SettingsError):
+    """The data dir is held by another `persona run` or `persona restore`."""
+
+
+def lock_data_dir(path: Path) -> int:
+    """A descriptor of the directory `path` holding an exclusive lock on it, until it is closed
+    (by every process that inherited it); DataDirInUse when another holds it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirInUse(
+            f"the data dir {path} is in use by another `persona run` (or a restore, or the "
+            "children of a `persona run` that was killed): two engines on one data dir would "
+            "corrupt it; stop the other one first, or give this one another --data-dir "
+            "(PERSONA_DATA_DIR)"
+        ) from None
+    return fd

@@ -155,8 +155,11 @@ class Children:
         env: dict[str, str],
         stop: threading.Event,
         clock: Clock | None = None,
+        keep_fds: tuple[int, ...] = (),
     ) -> None:
         self.settings = settings
+        # descriptors the worker and the readers inherit: the data dir's lock (engine/files.py)
+        self.keep_fds = keep_fds
         self.stop = stop
         self.clock = clock or MonotonicClock()
         self.broker_port = free_port() if settings.embedded else 0
@@ -210,7 +213,9 @@ class Children:
         base = f"{scheme}://{host}:{port}"
 
         def launch() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(cmd, env=worker_env, preexec_fn=_die_with_parent)
+            return subprocess.Popen(
+                cmd, env=worker_env, preexec_fn=_die_with_parent, pass_fds=self.keep_fds
+            )
 
         child = Child(
             "worker", "the worker", launch, self._policy(),
@@ -225,7 +230,9 @@ class Children:
                "--index", str(index)]  # fmt: skip
 
         def launch() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+            return subprocess.Popen(
+                cmd, env=env, preexec_fn=_die_with_parent, pass_fds=self.keep_fds
+            )
 
         return Child(
             "reader", f"reader {index}", launch, self._policy(),

@@ -11,9 +11,11 @@ resumes it: persona/demo_load.py). Every child also dies with this process if it
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -21,8 +23,8 @@ from pathlib import Path
 from types import FrameType
 
 from api.auth import KeyRing, ensure_local_key
-from engine.files import ensure_secret_file, private_dir
-from engine.settings import Settings, require_cluster_secret
+from engine.files import ensure_secret_file, lock_data_dir, private_dir
+from engine.settings import Settings, SettingsError, require_cluster_secret
 from engine.signing import new_secret
 from persona.children import Children, GaveUp, Stop
 from persona.demo_load import DEMO_DIR, load_demo
@@ -41,10 +43,13 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     KeyRing.from_settings(settings.api_keys, settings.api_keys_file)  # fail fast on bad keys
+    check_listen(settings.http_host, settings.http_port)  # a taken port: said before any child
     data_dir = settings.data_dir
     tightened = private_dir(data_dir)  # 0700 (engine/files.py)
     if tightened:
         print(f"persona: {tightened}", file=sys.stderr)
+    # held (by this process and inherited by the worker and the readers) until all are gone
+    lock = lock_data_dir(data_dir)
     taken_over = prepare_state_dir(data_dir)  # a newer format is refused before any child
     if taken_over:
         print(f"persona: {taken_over}", file=sys.stderr)
@@ -59,7 +64,7 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
         key_path, key_line = ensure_local_key(data_dir)
         env["PERSONA_API_KEYS_FILE"] = str(key_path)
         print(f"persona: no API key configured; created a local key with every scope in {key_path}")
-    children = Children(settings, env, stop)
+    children = Children(settings, env, stop, keep_fds=(lock,))
     try:
         _start(children, settings)
         if demo_kept:
@@ -84,6 +89,42 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
         children.stop_all()
         children.status.remove()
         print("persona: stopped", file=sys.stderr)
+
+
+def check_listen(host: str, port: int) -> None:
+    """SettingsError unless the API could listen on host:port now: a port another process
+    holds, or a host that is no address of this machine, would otherwise be found by each
+    child in turn, restarted until `persona run` gave up. (The readers share the port with
+    SO_REUSEPORT; a probe without it fails on a port anyone else listens on.)"""
+    if port == 0:
+        raise SettingsError(
+            "PERSONA_HTTP_PORT=0: `persona run` needs a fixed port (its readers share it)"
+        )
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise SettingsError(f"PERSONA_HTTP_HOST={host!r} cannot be resolved: {exc}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SettingsError(
+                    f"PERSONA_HTTP_PORT: {host}:{port} is in use by another process; stop it "
+                    "or choose another port (--port, PERSONA_HTTP_PORT)"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise SettingsError(
+                    f"PERSONA_HTTP_HOST={host!r} is no address of this machine (127.0.0.1: "
+                    "this machine only; 0.0.0.0: every interface)"
+                ) from None
+            raise SettingsError(
+                f"PERSONA_HTTP_HOST/PERSONA_HTTP_PORT: cannot listen on {host}:{port}: "
+                f"{exc.strerror or exc}"
+            ) from None
 
 
 def _cluster_secret(settings: Settings, env: dict[str, str]) -> None:
