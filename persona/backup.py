@@ -25,31 +25,43 @@ Left out: `audit.log` (the record of what happened on that machine), logs, `rest
 readers' secondaries and the artifact cache.
 
 `restore` verifies the manifest (its format and state format, every file's size and digest, no
-file missing or added, no path leaving the backup) before it writes anything, then copies into an
-empty or absent data dir (0700 directories, 0600 files). Nothing is merged into a data dir that
-holds anything.
+file missing or added, no path leaving the backup, no file a backup does not hold: only the kept
+files, the files of `faust/v1/tables/<table>-<partition>.db/` and of `registry/`; counts that
+add up, printable text) before it writes anything, then copies into an empty or absent data dir
+(0700 directories, 0600 files) that it holds locked (`engine.files.lock_data_dir`), and opens
+every restored database to count its rows against the manifest: a backup whose digests match
+but whose databases do not open or hold other counts is refused and the copy removed. A backup
+of another partition count than PERSONA_PARTITIONS is refused (users would be looked up on other
+partitions than theirs). Every file is read only when it is a regular file, never through a
+symbolic link (a manifest that is a link out of the backup, a FIFO or /dev/zero is refused
+unread). Nothing is merged into a data dir that holds anything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
+from engine.files import lock_data_dir
 from engine.settings import SettingsError
 from models.artifacts import rfc3339, utc_now
 from persona.state_dir import (
     FORMAT_FILE,
     StateFormat,
     check_readable,
+    partitions_of,
     persona_version,
     read_format,
 )
@@ -70,6 +82,15 @@ KEPT_FILES = (FORMAT_FILE, LOCAL_KEY, CLUSTER_SECRET, DEMO_MARK)
 TABLES = PurePosixPath("faust/v1/tables")
 BATCH_ROWS = 10_000
 _HEX = frozenset("0123456789abcdef")
+MAX_MANIFEST = 64 << 20  # bytes of manifest.json (a few hundred bytes per file listed)
+# The files a backup holds (`_fill`): the kept files, and the files of the table partition
+# databases and of the registry copy (RocksDB: no subdirectories).
+_FILE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_LAYOUT = re.compile(
+    rf"(?:{'|'.join(map(re.escape, KEPT_FILES))}"
+    rf"|{re.escape(str(TABLES))}/[a-z][a-z0-9_]*-[0-9]{{1,5}}\.db/{_FILE_NAME}"
+    rf"|{re.escape(REGISTRY_COPY_DIR)}/{_FILE_NAME})"
+)
 
 
 class BackupError(SettingsError):
@@ -109,9 +130,25 @@ def _abandon(path: Path, created: bool) -> None:
             child.unlink(missing_ok=True)
 
 
+def _open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading when it is a regular file, never through a symbolic link (one
+    could lead out of the backup or the data dir); a FIFO or a device is refused before it could
+    block or never end. FileNotFoundError when it is absent."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise BackupError(f"{path} is not a regular file (a symbolic link)") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BackupError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def _digest(path: Path) -> str:
     sha = hashlib.sha256()
-    with path.open("rb") as data:
+    with _open_regular(path) as data:
         for block in iter(lambda: data.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
@@ -203,9 +240,12 @@ def _copy_registry(data_dir: Path, dest: Path) -> int:
 def _copy_private(source: Path, target: Path) -> bool:
     """Copy a small file (the state format, the local key) as 0600; False when it is absent."""
     try:
-        data = source.read_bytes()
+        with _open_regular(source) as kept:
+            data = kept.read(MAX_MANIFEST + 1)
     except FileNotFoundError:
         return False
+    if len(data) > MAX_MANIFEST:
+        raise BackupError(f"{source} is larger than {MAX_MANIFEST} bytes: not a Persona file")
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
@@ -324,13 +364,17 @@ def read_manifest(source: Path) -> dict[str, Any]:
     """The backup's manifest, checked for shape and versions (BackupError otherwise)."""
     path = source / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        with _open_regular(path) as data:
+            raw = data.read(MAX_MANIFEST + 1)
+        if len(raw) > MAX_MANIFEST:
+            raise _corrupt(source, [f"{MANIFEST} is larger than {MAX_MANIFEST} bytes"])
+        manifest = json.loads(raw)
     except FileNotFoundError:
         raise BackupError(
             f"{source} is not a Persona backup (no {MANIFEST}; `persona backup DIR` writes it "
             "last, so a backup without it did not finish)"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise _corrupt(source, [f"{MANIFEST} cannot be read: {exc}"]) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise _corrupt(source, [f"{MANIFEST} has no file list"])
@@ -338,13 +382,50 @@ def read_manifest(source: Path) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise _corrupt(source, [f"{MANIFEST} has no backup format"])
     if version > BACKUP_FORMAT:
+        by = _text(manifest.get("written_by")) or "a newer version"
         raise BackupError(
-            f"the backup {source} was made by persona {manifest.get('written_by')} (backup "
-            f"format {version}); this persona {persona_version()} reads backup format "
-            f"{BACKUP_FORMAT}: restore it with persona {manifest.get('written_by')} or newer"
+            f"the backup {source} was made by persona {by} (backup format {version}); this "
+            f"persona {persona_version()} reads backup format {BACKUP_FORMAT}: restore it with "
+            f"persona {by} or newer"
         )
     _check_state_format(source, manifest.get("state_format"))
+    problems = _count_problems(manifest)
+    if problems:
+        raise _corrupt(source, problems)
     return manifest
+
+
+def _text(value: Any) -> str | None:
+    """A manifest string fit to print: at most 64 printable characters (no terminal escapes)."""
+    if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable():
+        return value
+    return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _count_problems(manifest: dict[str, Any]) -> list[str]:
+    """What is wrong with the fields the command prints and the restore checks its databases
+    against: `created`, `tables` (database -> rows), `rows` (their sum), `registry_records`."""
+    problems = []
+    if _text(manifest.get("created")) is None:
+        problems.append(f"{MANIFEST} has no readable creation time")
+    tables = manifest.get("tables")
+    if not isinstance(tables, dict) or not all(
+        isinstance(name, str) and _count(rows) for name, rows in tables.items()
+    ):
+        problems.append(f"{MANIFEST} has no table list")
+    elif not _count(manifest.get("rows")) or manifest["rows"] != sum(tables.values()):
+        problems.append(f"{MANIFEST}'s row count is not its tables' sum")
+    else:
+        listed = {rel.split("/")[3] for rel in manifest["files"] if rel.startswith(f"{TABLES}/")}
+        if set(tables) != listed:
+            problems.append(f"{MANIFEST}'s tables are not the databases it lists")
+    if not _count(manifest.get("registry_records")):
+        problems.append(f"{MANIFEST} has no registry record count")
+    return problems
 
 
 def _check_state_format(source: Path, raw: Any) -> None:
@@ -381,6 +462,8 @@ def verify(source: Path, manifest: dict[str, Any]) -> list[str]:
     for rel, entry in sorted(listed.items()):
         if not _safe_relative(rel) or not _valid_entry(entry):
             problems.append(f"the manifest lists {rel!r} wrongly")
+        elif not _LAYOUT.fullmatch(rel):
+            problems.append(f"it lists {rel!r}, no part of a Persona backup")
         elif rel not in present:
             problems.append(f"{rel} is missing")
         elif (source / rel).stat().st_size != entry["size"]:
@@ -396,8 +479,8 @@ def _copy_verified(source: Path, target: Path, rel: str, sha256: str) -> None:
     out_path = target / rel
     out_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     sha = hashlib.sha256()
-    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with (source / rel).open("rb") as data, os.fdopen(fd, "wb") as out:
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with _open_regular(source / rel) as data, os.fdopen(fd, "wb") as out:
         for block in iter(lambda: data.read(1 << 20), b""):
             sha.update(block)
             out.write(block)
@@ -405,24 +488,74 @@ def _copy_verified(source: Path, target: Path, rel: str, sha256: str) -> None:
         raise _corrupt(source, [f"{rel} changed while it was restored"])
 
 
-def restore(source: Path, data_dir: Path) -> dict[str, Any]:
+def restore(source: Path, data_dir: Path, partitions: int | None = None) -> dict[str, Any]:
     """Bring the backup `source` into the empty or absent `data_dir`; the backup's manifest.
-    BackupError (nothing written) when the backup is damaged or the data dir holds anything."""
+    BackupError (nothing written) when the backup is damaged, was made with another partition
+    count than `partitions` (PERSONA_PARTITIONS; None: not checked) or the data dir holds
+    anything."""
     with _plainly(f"cannot restore {source} into {data_dir}"):
-        return _restore(source, data_dir)
+        return _restore(source, data_dir, partitions)
 
 
-def _restore(source: Path, data_dir: Path) -> dict[str, Any]:
+def _restore(source: Path, data_dir: Path, partitions: int | None) -> dict[str, Any]:
     manifest = read_manifest(source)
     problems = verify(source, manifest)
     if problems:
         raise _corrupt(source, problems)
+    found = partitions_of(manifest["tables"])
+    if partitions is not None and found is not None and found != partitions:
+        raise BackupError(
+            f"the backup {source} holds tables of {found} partitions, but PERSONA_PARTITIONS="
+            f"{partitions}: a user's profile lives on the partition of its id's hash modulo the "
+            f"partition count, so it would not be found; restore with PERSONA_PARTITIONS={found} "
+            "and run with it; nothing was restored"
+        )
     created = _claim_empty(data_dir, "data dir")
+    lock = lock_data_dir(data_dir)  # no `persona run` starts on it while it is filled
     try:
         for rel, entry in manifest["files"].items():
             _copy_verified(source, data_dir, rel, entry["sha256"])
         _private_tree(data_dir)
+        _check_databases(source, data_dir, manifest)
     except BaseException:
         _abandon(data_dir, created)
         raise
+    finally:
+        os.close(lock)
     return manifest
+
+
+def _check_databases(source: Path, data_dir: Path, manifest: dict[str, Any]) -> None:
+    """Open every restored database (read-only) and count its rows against the manifest: digests
+    that match prove only that the files are the ones listed, not that they are RocksDB."""
+    problems = []
+    for name, rows in sorted(manifest["tables"].items()):
+        try:
+            db = Rdict(
+                str(data_dir / TABLES / name),
+                Options(raw_mode=True),
+                access_type=AccessType.read_only(),
+            )
+            try:
+                found = sum(1 for _ in db.keys())  # noqa: SIM118 (not a dict)
+            finally:
+                db.close()
+        except Exception as exc:  # rocksdict raises plain exceptions on a damaged database
+            problems.append(f"{name} does not open as a database ({exc})")
+            continue
+        if found != rows:
+            problems.append(f"{name} holds {found} rows, not the {rows} listed")
+    if (data_dir / REGISTRY_COPY_DIR).exists() or manifest["registry_records"]:
+        try:
+            copy = RegistryCopy(data_dir / REGISTRY_COPY_DIR, read_only=True)
+            try:
+                records = len(copy.entries())
+            finally:
+                copy.close()
+        except Exception as exc:
+            problems.append(f"{REGISTRY_COPY_DIR} does not open as a database ({exc})")
+        else:
+            if records != manifest["registry_records"]:
+                problems.append(f"{REGISTRY_COPY_DIR} holds {records} records, not those listed")
+    if problems:
+        raise _corrupt(source, problems)

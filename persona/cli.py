@@ -202,8 +202,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from persona.backup import restore
 
-    data_dir = _settings(args).data_dir
-    manifest = restore(Path(args.dir), data_dir)
+    settings = _settings(args)
+    data_dir = settings.data_dir
+    manifest = restore(Path(args.dir), data_dir, settings.partitions)
     print(
         f"persona: restored the backup of {manifest.get('created')} ({manifest['rows']} rows, "
         f"{manifest['registry_records']} model registry records) into {data_dir}; start it "

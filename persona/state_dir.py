@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -148,3 +150,27 @@ def prepare(data_dir: Path) -> str | None:
     if found is not None and found.format < FORMAT:
         return f"the data dir {data_dir}: state format {found.format} -> {FORMAT}"
     return None
+
+
+_PARTITION_DB = re.compile(r"[a-z][a-z0-9_]*-([0-9]{1,5})\.db")
+
+
+def partitions_of(names: Iterable[str]) -> int | None:
+    """The partition count table databases named `<table>-<partition>.db` were made with: the
+    highest partition + 1 (the global tables, catalog and popularity, hold one database for
+    every partition); None without any."""
+    found = [int(m.group(1)) for m in map(_PARTITION_DB.fullmatch, names) if m]
+    return max(found) + 1 if found else None
+
+
+def check_partitions(names: Iterable[str], partitions: int, where: str) -> None:
+    """StateFormatError when the table databases `names` of `where` were made with another
+    partition count than `partitions` (PERSONA_PARTITIONS)."""
+    found = partitions_of(names)
+    if found is not None and found != partitions:
+        raise StateFormatError(
+            f"{where} holds tables of {found} partitions, but PERSONA_PARTITIONS={partitions}: "
+            "a user's profile lives on the partition of its id's hash modulo the partition "
+            f"count, so profiles would not be found; set PERSONA_PARTITIONS={found} (or start "
+            "from empty state with `persona run --fresh`); nothing was changed"
+        )

@@ -28,6 +28,7 @@ from engine.settings import Settings, SettingsError, require_cluster_secret
 from engine.signing import new_secret
 from persona.children import Children, GaveUp, Stop
 from persona.demo_load import DEMO_DIR, load_demo
+from persona.state_dir import check_partitions
 from persona.state_dir import prepare as prepare_state_dir
 from streams.adopt import DEMO_MARK, DEMO_PROGRESS, partition_dbs, start_fresh
 
@@ -55,6 +56,9 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
         print(f"persona: {taken_over}", file=sys.stderr)
     if fresh:
         _start_fresh(data_dir)
+    if settings.embedded:  # on Kafka the topics' partition count is checked (TopicMismatch)
+        names = [path.name for path in partition_dbs(data_dir)]
+        check_partitions(names, settings.partitions, f"the data dir {data_dir}")
     # decided before this start adds any state; on Kafka the demo is replayed as before
     demo_kept = demo and settings.embedded and _demo_kept(data_dir)
     env = dict(os.environ)

@@ -264,7 +264,8 @@ def test_a_backup_of_a_newer_state_format_is_refused(
 
 
 def _persona(*args: str) -> subprocess.CompletedProcess[str]:
-    return persona_bare(*args, timeout=300)
+    # the partition count of _state_dir's tables (a restore checks it against the setting)
+    return persona_bare(*args, env={"PERSONA_PARTITIONS": "2"}, timeout=300)
 
 
 def test_the_commands_say_what_they_did_and_refuse_with_exit_2(tmp_path: Path) -> None:

@@ -1,0 +1,204 @@
+"""Hostile or damaged backups for `persona restore` beyond what test_backup.py covers: a backup
+whose manifest lies consistently (files no data dir holds, RocksDB files that are not RocksDB,
+fields the command prints), a manifest that is a link out of the backup or never ends, another
+partition count; and a data dir whose kept files are links out of it for `persona backup`.
+Each is refused with a BackupError, nothing read outside the backup or the data dir, nothing left
+in the target."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from persona.backup import CLUSTER_SECRET, MANIFEST, BackupError, backup, restore
+from streams.broker import free_port
+from tests.conftest import persona_bare
+from tests.persona.test_backup import _sst, _state_dir
+
+
+@pytest.fixture
+def backed_up(tmp_path: Path) -> tuple[Path, Path]:
+    data = _state_dir(tmp_path)
+    backup(data, tmp_path / "backup")
+    return data, tmp_path / "backup"
+
+
+def _manifest(saved: Path) -> dict[str, Any]:
+    return dict(json.loads((saved / MANIFEST).read_text()))
+
+
+def _plant(saved: Path, rel: str, data: bytes) -> None:
+    """Add a file to the backup and list it in the manifest with its true size and digest: a
+    backup made by hand to look whole."""
+    path = saved / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    manifest = _manifest(saved)
+    manifest["files"][rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (saved / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "models/recs/v9/artifact.npz",  # the artifact cache: rebuilt from the registry
+        "api-keys",
+        "audit.log",
+        "faust/v1/tables/evil.db/000001.sst",  # no <table>-<partition>.db
+        "faust/v1/tables/profiles-0.db/sub/x",
+        "registry/sub/x",
+        "templates/recommendations.html",
+    ],
+)
+def test_a_file_no_data_dir_holds_is_refused(
+    backed_up: tuple[Path, Path], tmp_path: Path, rel: str
+) -> None:
+    _, saved = backed_up
+    _plant(saved, rel, b"planted")
+    listed = "no part of a Persona backup|are not the databases it lists"
+    with pytest.raises(BackupError, match=listed):
+        restore(saved, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+def test_a_rocksdb_file_that_is_not_rocksdb_is_refused(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, saved = backed_up
+    sst = _sst(saved)
+    rel = sst.relative_to(saved).as_posix()
+    garbage = os.urandom(sst.stat().st_size)
+    sst.unlink()
+    _plant(saved, rel, garbage)
+    with pytest.raises(BackupError, match=r"profiles-1\.db"):
+        restore(saved, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rows": "many"},
+        {"registry_records": -1},
+        {"tables": {"profiles-0.db": 1}},  # counts that are not the databases'
+        {"created": "\x1b]0;owned\x07\x1b[2J"},  # terminal escapes, printed by the command
+    ],
+)
+def test_manifest_fields_the_command_prints_or_counts_are_checked(
+    backed_up: tuple[Path, Path], tmp_path: Path, change: dict[str, Any]
+) -> None:
+    _, saved = backed_up
+    manifest = _manifest(saved)
+    manifest.update(change)
+    (saved / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="damaged or was changed"):
+        restore(saved, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+def test_a_manifest_missing_its_counts_is_refused(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, saved = backed_up
+    manifest = _manifest(saved)
+    del manifest["rows"]  # `persona restore` printed manifest["rows"]: a KeyError traceback
+    (saved / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="damaged or was changed"):
+        restore(saved, tmp_path / "target")
+
+
+def test_a_manifest_that_links_out_of_the_backup_is_not_read(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, saved = backed_up
+    outside = tmp_path / "elsewhere.json"
+    (saved / MANIFEST).rename(outside)
+    (saved / MANIFEST).symlink_to(outside)
+    with pytest.raises(BackupError, match=r"manifest\.json is not a regular file"):
+        restore(saved, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+def test_a_huge_manifest_is_refused_unread(backed_up: tuple[Path, Path], tmp_path: Path) -> None:
+    _, saved = backed_up
+    with (saved / MANIFEST).open("r+b") as out:
+        out.truncate(200 << 20)  # sparse
+    with pytest.raises(BackupError, match="larger than"):
+        restore(saved, tmp_path / "target")
+
+
+def test_a_manifest_that_is_a_fifo_is_refused_at_once(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, saved = backed_up
+    (saved / MANIFEST).unlink()
+    os.mkfifo(saved / MANIFEST)
+    done = threading.Event()
+
+    def unblock() -> None:  # if restore waits on the FIFO, feed it after a while
+        deadline = time.monotonic() + 5
+        while not done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while not done.is_set():
+            try:
+                fd = os.open(saved / MANIFEST, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader yet
+                time.sleep(0.05)
+                continue
+            os.write(fd, b"{}")
+            os.close(fd)
+            return
+
+    feeder = threading.Thread(target=unblock, daemon=True)
+    feeder.start()
+    try:
+        with pytest.raises(BackupError, match=r"manifest\.json is not a regular file"):
+            restore(saved, tmp_path / "target")
+    finally:
+        done.set()
+        feeder.join()
+
+
+def test_a_backup_of_another_partition_count_is_refused(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, saved = backed_up  # tables of partitions 0 and 1
+    with pytest.raises(BackupError, match=r"2 partitions.*PERSONA_PARTITIONS=8"):
+        restore(saved, tmp_path / "target", partitions=8)
+    assert not (tmp_path / "target").exists()
+    restore(saved, tmp_path / "target", partitions=2)
+
+
+def test_backup_reads_no_kept_file_through_a_link_out_of_the_data_dir(tmp_path: Path) -> None:
+    data = _state_dir(tmp_path)
+    outside = tmp_path / "someone-elses-secret"
+    outside.write_text("not the data dir's\n")
+    (data / CLUSTER_SECRET).unlink()
+    (data / CLUSTER_SECRET).symlink_to(outside)
+    with pytest.raises(BackupError, match=f"{CLUSTER_SECRET} is not a regular file"):
+        backup(data, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.integration
+def test_run_and_restore_refuse_another_partition_count_before_any_child(tmp_path: Path) -> None:
+    data = _state_dir(tmp_path)  # tables of 2 partitions
+    backup(data, tmp_path / "b")
+    env = {"PERSONA_PARTITIONS": "4"}
+    run = persona_bare(
+        "run", "--no-demo", "--port", str(free_port()), "--data-dir", str(data), env=env,
+        timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "2 partitions, but PERSONA_PARTITIONS=4" in run.stderr
+    assert "embedded broker" not in run.stdout
+    back = persona_bare("restore", str(tmp_path / "b"), "--data-dir", str(tmp_path / "r"), env=env)
+    assert back.returncode == 2 and "PERSONA_PARTITIONS=4" in back.stderr, back.stderr
+    assert not (tmp_path / "r").exists()
