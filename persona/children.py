@@ -138,12 +138,18 @@ class RestartStatus:
         self.write()
 
     def write(self) -> None:
+        """Best effort: a full disk or a data dir gone read-only must not end the supervisor
+        that restarts and stops the children (only /metrics misses the figures meanwhile)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"restarts": self.restarts, "last_exit": self.last_exit}))
-        os.replace(tmp, self.path)  # readers of the file never see half of it
+        try:
+            tmp.write_text(json.dumps({"restarts": self.restarts, "last_exit": self.last_exit}))
+            os.replace(tmp, self.path)  # readers of the file never see half of it
+        except OSError as exc:
+            _say(f"cannot write {self.path} ({exc.strerror or exc}): restarts not exported")
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # as write: never the end of the supervisor
+            self.path.unlink(missing_ok=True)
 
 
 class Children:

@@ -33,6 +33,9 @@ from persona.state_dir import prepare as prepare_state_dir
 from streams.adopt import DEMO_MARK, DEMO_PROGRESS, partition_dbs, start_fresh
 
 CLUSTER_SECRET_FILE = "cluster-secret"  # the embedded default's PERSONA_CLUSTER_SECRET_FILE
+# free bytes a data dir needs to start: RocksDB refuses to open a table (it writes its OPTIONS
+# file) on a full disk, and the worker would be restarted until `persona run` gave up
+MIN_FREE = 16 << 20
 
 
 def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
@@ -46,28 +49,26 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
     KeyRing.from_settings(settings.api_keys, settings.api_keys_file)  # fail fast on bad keys
     check_listen(settings.http_host, settings.http_port)  # a taken port: said before any child
     data_dir = settings.data_dir
-    tightened = private_dir(data_dir)  # 0700 (engine/files.py)
-    if tightened:
-        print(f"persona: {tightened}", file=sys.stderr)
-    # held (by this process and inherited by the worker and the readers) until all are gone
-    lock = lock_data_dir(data_dir)
-    taken_over = prepare_state_dir(data_dir)  # a newer format is refused before any child
-    if taken_over:
-        print(f"persona: {taken_over}", file=sys.stderr)
-    if fresh:
-        _start_fresh(data_dir)
-    if settings.embedded:  # on Kafka the topics' partition count is checked (TopicMismatch)
-        names = [path.name for path in partition_dbs(data_dir)]
-        check_partitions(names, settings.partitions, f"the data dir {data_dir}")
-    # decided before this start adds any state; on Kafka the demo is replayed as before
-    demo_kept = demo and settings.embedded and _demo_kept(data_dir)
-    env = dict(os.environ)
-    _cluster_secret(settings, env)
-    key_line: str | None = None
-    if not settings.api_keys and not settings.api_keys_file:
-        key_path, key_line = ensure_local_key(data_dir)
-        env["PERSONA_API_KEYS_FILE"] = str(key_path)
-        print(f"persona: no API key configured; created a local key with every scope in {key_path}")
+    try:
+        lock = _take_data_dir(settings, fresh)
+        # decided before this start adds any state; on Kafka the demo is replayed as before
+        demo_kept = demo and settings.embedded and _demo_kept(data_dir)
+        env = dict(os.environ)
+        _cluster_secret(settings, env)
+        key_line: str | None = None
+        if not settings.api_keys and not settings.api_keys_file:
+            key_path, key_line = ensure_local_key(data_dir)
+            env["PERSONA_API_KEYS_FILE"] = str(key_path)
+            print(
+                f"persona: no API key configured; created a local key with every scope in "
+                f"{key_path}"
+            )
+    except OSError as exc:  # read-only, no space, permissions: before any child
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise SettingsError(
+            f"the data dir {data_dir} cannot be used: {exc.strerror or exc}{where}; "
+            "--data-dir (PERSONA_DATA_DIR) must name a directory this user can write, with room"
+        ) from None
     children = Children(settings, env, stop, keep_fds=(lock,))
     try:
         _start(children, settings)
@@ -93,6 +94,38 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
         children.stop_all()
         children.status.remove()
         print("persona: stopped", file=sys.stderr)
+
+
+def _take_data_dir(settings: Settings, fresh: bool) -> int:
+    """Make the data dir ready for this run: 0700, locked for it (the lock's descriptor, held by
+    this process and inherited by the worker and the readers until all are gone), with room,
+    of a state format and partition count this release and the settings read."""
+    data_dir = settings.data_dir
+    tightened = private_dir(data_dir)  # 0700 (engine/files.py)
+    if tightened:
+        print(f"persona: {tightened}", file=sys.stderr)
+    lock = lock_data_dir(data_dir)
+    free = _free_bytes(data_dir)
+    if free < MIN_FREE:
+        raise SettingsError(
+            f"the data dir {data_dir} has {free // 1024} KiB free; the tables, the model cache and "
+            f"the logs need at least {MIN_FREE >> 20} MiB to start: free some space or give "
+            "another --data-dir (PERSONA_DATA_DIR)"
+        )
+    taken_over = prepare_state_dir(data_dir)  # a newer format is refused before any child
+    if taken_over:
+        print(f"persona: {taken_over}", file=sys.stderr)
+    if fresh:
+        _start_fresh(data_dir)
+    if settings.embedded:  # on Kafka the topics' partition count is checked (TopicMismatch)
+        names = [path.name for path in partition_dbs(data_dir)]
+        check_partitions(names, settings.partitions, f"the data dir {data_dir}")
+    return lock
+
+
+def _free_bytes(path: Path) -> int:
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
 
 
 def check_listen(host: str, port: int) -> None:

@@ -1,16 +1,20 @@
 """Local conditions `persona run` must refuse clearly, before it starts any child: a data dir in
 use by another `persona run` (two engines on one data dir would corrupt it: `--fresh` would
-remove the tables under the running worker), and an HTTP port another process holds."""
+remove the tables under the running worker), an HTTP port another process holds, a data dir on
+a read-only or full file system."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.files import DataDirInUse, lock_data_dir
+from persona.children import RestartStatus
 from streams.broker import free_port
 from tests.conftest import persona_bare
 from tests.persona.test_run import _running
@@ -67,3 +71,57 @@ def test_an_http_host_that_is_no_address_here_is_refused(tmp_path: Path) -> None
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert "PERSONA_HTTP_HOST" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def tiny_mount(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """A function mounting a tmpfs with the given options under tmp_path (skipped where mounts
+    are not allowed: as a normal user, in most containers)."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _run_on(data: Path) -> subprocess.CompletedProcess[str]:
+    return persona_bare(
+        "run", "--no-demo", "--port", str(free_port()), "--data-dir", str(data), timeout=60
+    )
+
+
+def test_a_read_only_data_dir_is_refused_before_any_child(
+    tiny_mount: Callable[[str], Path],
+) -> None:
+    where = tiny_mount("size=1m,ro")
+    for data in (where, where / "data"):  # an existing one (made 0700), a new one (made)
+        result = _run_on(data)
+        assert result.returncode == 2, result.stderr
+        assert f"the data dir {data} cannot be used: Read-only file system" in result.stderr
+        assert "Traceback" not in result.stderr and "embedded broker" not in result.stdout
+
+
+def test_a_full_disk_is_refused_before_any_child(tiny_mount: Callable[[str], Path]) -> None:
+    data = tiny_mount("size=256k") / "data"
+    result = _run_on(data)
+    assert result.returncode == 2, result.stderr
+    assert "KiB free" in result.stderr and "Traceback" not in result.stderr
+    assert "embedded broker" not in result.stdout
+
+
+def test_the_restart_status_survives_a_disk_it_cannot_write(tmp_path: Path) -> None:
+    status = RestartStatus(tmp_path / "gone" / "restarts.json", ["worker"])  # no such dir
+    status.record("worker", 1, restarted=True)  # the supervisor goes on restarting
+    status.remove()
+    assert status.restarts == {"worker": 1}
