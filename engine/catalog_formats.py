@@ -31,6 +31,7 @@ from typing import IO, Any, cast
 from xml.parsers import expat
 
 from engine.catalog import MAX_ATTRIBUTES, InvalidProduct, Product, validate_product
+from engine.files import read_regular
 from engine.text import BadJson, outside_json
 
 FORMATS = ("auto", "jsonl", "csv", "tsv", "google-xml")
@@ -42,6 +43,7 @@ MAX_NESTING = 100  # depth of XML elements
 MAX_GZIP_RATIO = 100  # a gzip feed inflates to at most this times its size ...
 GZIP_FLOOR = 64 << 20  # ... or this many bytes, whichever is more
 CHUNK = 64 * 1024
+MAX_MAP_FILE = 1 << 20  # bytes of a map file (a JSON object of column names)
 G_NS = "http://base.google.com/ns/1.0"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 
@@ -176,8 +178,12 @@ def detect(head: bytes) -> str:
 def load_map(path: str | Path) -> dict[str, str]:
     """A map file: a JSON object from the feed's column names to Persona's or Google's names."""
     try:
-        data = outside_json(Path(path).read_bytes())
-    except (OSError, BadJson) as exc:
+        raw = read_regular(Path(path), MAX_MAP_FILE)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"map file {path}: cannot be read: {exc}") from None
+    try:
+        data = outside_json(raw)
+    except BadJson as exc:
         raise ValueError(f"map file {path}: not a readable JSON object ({exc})") from None
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in data.items()

@@ -10,6 +10,9 @@
   names the file and what to do (`chmod 600 <file>`). Such a file is never read or fixed silently:
   its secrets may already have been read by others, so the operator decides.
 - `open_private` opens a file for appending, created 0600 (the audit log).
+- `read_regular` reads a small file named by a setting or a flag (a secret, a certificate, a map
+  file): a FIFO or a device such as /dev/zero is refused before it is read (one would block
+  forever, the other never end), a file larger than its bound unread.
 - `lock_data_dir` takes the data dir for one `persona run` (or `persona restore`): two engines on
   one data dir would corrupt it (the second's start-up rewrites the tables' bookkeeping rows,
   `--fresh` removes the tables under the running worker). The lock is an exclusive `flock` on
@@ -148,3 +151,20 @@ def lock_data_dir(path: Path) -> int:
             "(PERSONA_DATA_DIR)"
         ) from None
     return fd
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of `path` (through symbolic links), a regular file of at most `limit` bytes;
+    ValueError saying why not (the caller names the setting). OSError when it cannot be
+    opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("is not a regular file (a directory, FIFO or device?)")
+        if info.st_size > limit:
+            raise ValueError(f"is larger than {limit} bytes")
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # it grew meanwhile
+        raise ValueError(f"is larger than {limit} bytes")
+    return data

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from engine.files import read_regular
 from engine.repeat import parse_repeat
 from engine.utm import parse_utm
 
@@ -113,14 +114,16 @@ def path(value: Any) -> Path:
     return Path(text).expanduser()
 
 
+MAX_SETTING_FILE = 16 << 20  # bytes of a file a setting names (a CA bundle, a key, a password)
+
+
 def readable_file(value: Any) -> Path:
-    """A regular file this process can read; ValueError saying why not."""
+    """A regular file of at most MAX_SETTING_FILE bytes this process can read; ValueError saying
+    why not (a FIFO or /dev/zero is refused unread: TLS would wait on one, read the other
+    forever)."""
     file = path(value)
     try:
-        with file.open("rb") as fh:
-            fh.read(1)
-    except IsADirectoryError:
-        raise ValueError("is a directory, not a file") from None
+        read_regular(file, MAX_SETTING_FILE)
     except OSError as exc:
         raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
     return file

@@ -24,7 +24,7 @@ from typing import Any
 
 from engine import setting_types as t
 from engine.errors import SettingsError as SettingsError  # re-exported: callers import it here
-from engine.files import check_secret_file
+from engine.files import check_secret_file, read_regular
 from engine.setting_types import parse_catalog_feeds as parse_catalog_feeds  # re-exported
 from engine.setting_types import parse_cpus as parse_cpus  # re-exported
 from engine.setting_types import parse_origins as parse_origins  # re-exported
@@ -621,10 +621,13 @@ def _read_password(path: Path) -> str:
     return _read_secret(path, "PERSONA_KAFKA_PASSWORD_FILE")
 
 
+MAX_SECRET_FILE = 64 << 10  # bytes of a file holding one secret
+
+
 def _read_secret(path: Path, setting: str) -> str:
     try:
-        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
+        secret = read_regular(path, MAX_SECRET_FILE).decode("utf-8").rstrip("\r\n")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise SettingsError(f"{setting}={str(path)!r} cannot be read: {exc}") from None
     if not secret:
         raise SettingsError(f"{setting}={str(path)!r} is empty")

@@ -269,3 +269,13 @@ def test_a_gzip_bomb_stops_the_feed(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(HEADER.encode() + (b" " * 999 + b"\n") * 200_000, 1))
     with open_binary(path) as fh, pytest.raises(InvalidFeed, match="inflates to more than"):
         list(read_products(fh, "csv", None, lambda *r: None))
+
+
+def test_a_map_file_that_never_ends_or_is_huge_is_refused_unread(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a regular file"):
+        load_map("/dev/zero")  # read whole it was a MemoryError
+    huge = tmp_path / "map.json"
+    with huge.open("wb") as out:
+        out.truncate(4 << 30)
+    with pytest.raises(ValueError, match="larger than"):
+        load_map(huge)

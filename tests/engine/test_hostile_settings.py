@@ -112,3 +112,27 @@ def test_numbers_are_ascii_decimal_and_in_range(name: str, value: str) -> None:
 def test_plain_numbers_with_surrounding_space_still_pass() -> None:
     s = load_settings({}, env={"PERSONA_HTTP_PORT": " 9000\n", "PERSONA_CHURN_THRESHOLD": "0.25"})
     assert s.http_port == 9000 and s.churn_threshold == 0.25
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo"])
+def test_a_kafka_file_that_never_ends_is_refused_unread(tmp_path: Path, kind: str) -> None:
+    path = Path(kind)
+    if kind == "fifo":
+        path = tmp_path / "ca.pem"
+        os.mkfifo(path)  # opening it would wait for a writer forever
+    env = {
+        "PERSONA_BROKER_URL": "kafka://127.0.0.1:9093",
+        "PERSONA_KAFKA_SECURITY": "ssl",
+        "PERSONA_KAFKA_CA_FILE": str(path),
+    }
+    with pytest.raises(SettingsError, match=r"PERSONA_KAFKA_CA_FILE.*not a regular file"):
+        load_settings({}, env=env)
+
+
+def test_a_huge_secret_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "cluster-secret"
+    with path.open("wb") as out:
+        out.truncate(4 << 30)  # sparse; read whole it was a MemoryError
+    path.chmod(0o600)
+    with pytest.raises(SettingsError, match=r"PERSONA_CLUSTER_SECRET_FILE.*larger than"):
+        load_settings({}, env={"PERSONA_CLUSTER_SECRET_FILE": str(path)})
