@@ -95,10 +95,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from persona.supervisor import check_listen
     from persona.worker import run_worker
 
     settings = _settings(args)
-    run_worker(settings, _require_broker(settings))
+    broker = _require_broker(settings)
+    check_listen(settings.http_host, settings.http_port)  # a taken port: one line, no traceback
+    run_worker(settings, broker)
     return 0
 
 

@@ -47,6 +47,10 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     KeyRing.from_settings(settings.api_keys, settings.api_keys_file)  # fail fast on bad keys
+    if settings.http_port == 0:
+        raise SettingsError(
+            "PERSONA_HTTP_PORT=0: `persona run` needs a fixed port (its readers share it)"
+        )
     check_listen(settings.http_host, settings.http_port)  # a taken port: said before any child
     data_dir = settings.data_dir
     try:
@@ -131,12 +135,11 @@ def _free_bytes(path: Path) -> int:
 def check_listen(host: str, port: int) -> None:
     """SettingsError unless the API could listen on host:port now: a port another process
     holds, or a host that is no address of this machine, would otherwise be found by each
-    child in turn, restarted until `persona run` gave up. (The readers share the port with
+    child in turn, restarted until `persona run` gave up (and a `persona worker` would end in
+    Faust's traceback). (The readers share the port with
     SO_REUSEPORT; a probe without it fails on a port anyone else listens on.)"""
-    if port == 0:
-        raise SettingsError(
-            "PERSONA_HTTP_PORT=0: `persona run` needs a fixed port (its readers share it)"
-        )
+    if port == 0:  # any free port: nothing to check
+        return
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

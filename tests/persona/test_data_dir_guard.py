@@ -15,7 +15,7 @@ import pytest
 
 from engine.files import DataDirInUse, lock_data_dir
 from persona.children import RestartStatus
-from streams.broker import free_port
+from streams.broker import EmbeddedBroker, free_port
 from tests.conftest import persona_bare
 from tests.persona.test_run import _running
 
@@ -125,3 +125,19 @@ def test_the_restart_status_survives_a_disk_it_cannot_write(tmp_path: Path) -> N
     status.record("worker", 1, restarted=True)  # the supervisor goes on restarting
     status.remove()
     assert status.restarts == {"worker": 1}
+
+
+def test_a_worker_on_a_taken_port_says_so(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """`persona worker` (scaling out by hand) on a port another process holds."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = persona_bare(
+            "worker", "--broker", broker.url, "--port", str(port),
+            "--data-dir", str(tmp_path / "d"), env={"PERSONA_CLUSTER_SECRET": "c" * 40},
+            timeout=90,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"127.0.0.1:{port} is in use" in result.stderr
+    assert "Traceback" not in result.stderr
