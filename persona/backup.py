@@ -306,8 +306,14 @@ def _fill(data_dir: Path, dest: Path, found: StateFormat | None) -> dict[str, An
         registry = _copy_registry(data_dir, dest)
     except BackupError:
         raise
-    except Exception as exc:  # rocksdict raises plain exceptions: a damaged or foreign database
-        raise BackupError(f"cannot read the state in {data_dir}: {exc}") from None
+    except Exception as exc:  # rocksdict raises plain exceptions: a damaged or foreign database,
+        # or a backup directory without room (RocksDB says "No space" or "Writer has previous
+        # error" then): both sides are named
+        free = shutil.disk_usage(dest).free
+        raise BackupError(
+            f"cannot copy the state of {data_dir} into {dest} ({exc}); {dest} has "
+            f"{free // 1024} KiB free: a full disk there, or a damaged database in the data dir"
+        ) from None
     kept = [name for name in KEPT_FILES if _copy_private(data_dir / name, dest / name)]
     _private_tree(dest)
     manifest = {

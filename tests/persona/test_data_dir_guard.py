@@ -141,3 +141,16 @@ def test_a_worker_on_a_taken_port_says_so(broker: EmbeddedBroker, tmp_path: Path
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"127.0.0.1:{port} is in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_backup_onto_a_full_disk_names_the_backup_directory(
+    tiny_mount: Callable[[str], Path], tmp_path: Path
+) -> None:
+    from persona.backup import BackupError, backup
+    from tests.persona.test_backup import _state_dir
+
+    data = _state_dir(tmp_path)
+    dest = tiny_mount("size=64k") / "b"
+    with pytest.raises(BackupError, match=f"into {dest} .*KiB free: a full disk there"):
+        backup(data, dest)
+    assert not dest.exists()
