@@ -69,9 +69,20 @@ def _require_file(path: str) -> None:
         raise SettingsError(f"{path} is not a regular file (a directory, FIFO or device?)")
 
 
+PRIVATE_UMASK = 0o077
+
+
+def _private_files() -> None:
+    """What the long-running processes create (tables, registry copy, model cache, the readers'
+    secondaries, logs) is theirs alone, whatever umask they were started with: the data dir is
+    0700, but a data dir loosened later must expose nothing (children inherit the mask)."""
+    os.umask(PRIVATE_UMASK)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from persona.supervisor import run
 
+    _private_files()
     settings = _settings(args)
     if settings.embedded and settings.kafka_security != "plaintext":
         raise SettingsError(
@@ -98,6 +109,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from persona.supervisor import check_listen
     from persona.worker import run_worker
 
+    _private_files()
     settings = _settings(args)
     broker = _require_broker(settings)
     check_listen(settings.http_host, settings.http_port)  # a taken port: one line, no traceback
@@ -108,6 +120,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_reader(args: argparse.Namespace) -> int:
     from persona.reader import run_reader
 
+    _private_files()
     settings = _settings(args)
     run_reader(settings, _require_broker(settings), args.index)
     return 0

@@ -215,3 +215,19 @@ def test_the_audit_log_has_who_what_when_and_the_outcome(run: Run) -> None:
     assert all({"ts", "action", "key", "outcome"} <= set(r) for r in records)
     denied = [r for r in records if r["action"] == "denied"]
     assert {r["remote"] for r in denied} == {"127.0.0.1"} and denied[0]["outcome"] == "refused"
+
+
+def test_nothing_in_the_data_dir_is_open_to_group_or_others(run: Run) -> None:
+    """The tables (personal data), the registry copy, the model cache, the readers' secondaries
+    and the logs: private whatever the umask `persona run` was started with, so a data dir
+    loosened later (a backup tool, a chmod) exposes nothing."""
+    run.call("GET", "/v1/users/x/export", None)
+    wait_until(lambda: (run.data_dir / "audit.log").exists(), 10)
+    open_to_others = []
+    for where, dirs, files in os.walk(run.data_dir):
+        for name in dirs + files:
+            path = Path(where) / name
+            info = path.lstat()
+            if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+                open_to_others.append(f"{path.relative_to(run.data_dir)} {info.st_mode:o}")
+    assert open_to_others == []
