@@ -156,3 +156,14 @@ def test_replay_of_a_hostile_file_is_one_line_and_no_traceback(tmp_path: Path) -
         result = persona("replay", str(path), "--broker", "kafka://127.0.0.1:1", timeout=60)
         assert result.returncode in (1, 2), (path, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, (path, result)
+
+
+def test_replay_refuses_a_rate_it_cannot_pace_by(tmp_path: Path) -> None:
+    """nan, inf, 0 and negatives were taken and paced nothing; 1e-300 slept for ever."""
+    events = tmp_path / "e.jsonl"
+    events.write_text("")
+    for rate in ("nan", "inf", "0", "-5", "1e-300", "fast"):
+        result = persona(
+            "replay", str(events), f"--rate={rate}", "--broker", "kafka://127.0.0.1:1", timeout=30
+        )
+        assert result.returncode == 2 and "--rate" in result.stderr, (rate, result.stderr)
