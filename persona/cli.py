@@ -410,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     except (InvalidEvent, InvalidProduct) as exc:
         print(f"persona: {exc.reason}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the file system said no: a path through a file, read-only, full
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"persona: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

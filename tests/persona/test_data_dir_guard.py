@@ -154,3 +154,14 @@ def test_a_backup_onto_a_full_disk_names_the_backup_directory(
     with pytest.raises(BackupError, match=f"into {dest} .*KiB free: a full disk there"):
         backup(data, dest)
     assert not dest.exists()
+
+
+def test_a_worker_data_dir_under_a_file_is_one_line(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = persona_bare(
+        "worker", "--broker", broker.url, "--port", str(free_port()),
+        "--data-dir", str(tmp_path / "file" / "data"),
+        env={"PERSONA_CLUSTER_SECRET": "c" * 40}, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Not a directory" in result.stderr and "Traceback" not in result.stderr
