@@ -6,6 +6,7 @@ a read-only or full file system."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -16,8 +17,8 @@ import pytest
 from engine.files import DataDirInUse, lock_data_dir
 from persona.children import RestartStatus
 from streams.broker import EmbeddedBroker, free_port
-from tests.conftest import persona_bare
-from tests.persona.test_run import _running
+from tests.conftest import persona_bare, wait_until
+from tests.persona.test_run import _alive, _running
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +166,25 @@ def test_a_worker_data_dir_under_a_file_is_one_line(broker: EmbeddedBroker, tmp_
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Not a directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_killed_run_leaves_no_child_port_or_lock_behind(tmp_path: Path) -> None:
+    """SIGKILL of `persona run`: the broker, the worker and the readers die with it (the kernel
+    signals them), their ports close, and the data dir's lock, which they inherited, goes
+    with the last of them: the next run may start."""
+    data = tmp_path / "data"
+    with _running(data, tmp_path / "run.log", {}) as run:
+        children = list(run.pids.values())
+        broker_port = _broker_port(run.pids["broker"])
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(10)
+        wait_until(lambda: not any(_alive(pid) for pid in children), 30, what="children gone")
+        for port in (broker_port, int(run.base.rsplit(":", 1)[1])):
+            with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                pass
+        os.close(lock_data_dir(data))
+
+
+def _broker_port(pid: int) -> int:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return int(argv[argv.index(b"--listener-url") + 1].rsplit(b":", 1)[1])
