@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.collect import COLLECT_SCOPE, PURCHASE_SCOPE
-from engine.files import check_secret_file, private_dir
+from engine.files import check_secret_file, private_dir, read_regular
 from engine.settings import MIN_SECRET  # characters of every secret
 
 # `events:collect` is the scope of a publishable key, the only kind that may sit in a web page
@@ -31,6 +31,7 @@ SCOPES = frozenset(
     | {COLLECT, COLLECT_PURCHASE}
 )
 LOCAL_KEY_FILE = "local-api-key"
+MAX_KEYS_FILE = 16 << 20  # bytes of PERSONA_API_KEYS_FILE (some 100,000 entries)
 
 
 class InvalidKey(ValueError):
@@ -95,8 +96,12 @@ class KeyRing:
         if keys_file:
             check_secret_file(keys_file, "PERSONA_API_KEYS_FILE")  # 0600, ours, no symlink
             try:
-                lines = keys_file.read_text().splitlines()
-            except OSError as exc:
+                lines = read_regular(keys_file, MAX_KEYS_FILE).decode("utf-8").splitlines()
+            except UnicodeDecodeError as exc:
+                raise InvalidKey(
+                    f"PERSONA_API_KEYS_FILE={keys_file}: not UTF-8 text (byte {exc.start})"
+                ) from None
+            except (OSError, ValueError) as exc:
                 raise InvalidKey(f"PERSONA_API_KEYS_FILE={keys_file}: {exc}") from None
             for n, line in enumerate(lines, 1):
                 if line.strip() and not line.lstrip().startswith("#"):

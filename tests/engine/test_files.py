@@ -158,3 +158,21 @@ def test_an_https_key_others_can_read_is_refused(tmp_path: Path) -> None:
         load_settings(env=env)
     key.chmod(0o600)
     assert load_settings(env=env).tls_key == key
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xff\xfe\x00binary", "not UTF-8 text"), (None, "larger than")],
+)
+def test_a_keys_file_of_binary_or_huge_content_is_refused_by_name(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "keys"
+    with path.open("wb") as out:
+        if content is None:
+            out.truncate(4 << 30)  # sparse: read whole it was a MemoryError
+        else:
+            out.write(content)  # it was a UnicodeDecodeError traceback
+    path.chmod(0o600)
+    with pytest.raises(InvalidKey, match=rf"PERSONA_API_KEYS_FILE={path}.*{message}"):
+        KeyRing.from_settings(None, path)
