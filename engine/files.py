@@ -17,8 +17,8 @@
   one data dir would corrupt it (the second's start-up rewrites the tables' bookkeeping rows,
   `--fresh` removes the tables under the running worker). The lock is an exclusive `flock` on
   the directory itself, so no lock file is left behind and a lock dies with the processes that
-  hold its descriptor (the children of `persona run` inherit it: a SIGKILLed `persona run`
-  keeps its data dir locked until its worker has gone too).
+  hold its descriptor (the worker of `persona run` inherits it: a SIGKILLed `persona run` keeps
+  its data dir locked until its worker has gone too).
 """
 
 from __future__ import annotations

@@ -164,7 +164,8 @@ class Children:
         keep_fds: tuple[int, ...] = (),
     ) -> None:
         self.settings = settings
-        # descriptors the worker and the readers inherit: the data dir's lock (engine/files.py)
+        # descriptors the worker inherits: the data dir's lock (engine/files.py), held until the
+        # process that writes the tables is gone
         self.keep_fds = keep_fds
         self.stop = stop
         self.clock = clock or MonotonicClock()
@@ -236,9 +237,8 @@ class Children:
                "--index", str(index)]  # fmt: skip
 
         def launch() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
-                cmd, env=env, preexec_fn=_die_with_parent, pass_fds=self.keep_fds
-            )
+            # no lock for a reader: it writes nothing in the data dir but its own secondary
+            return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
         return Child(
             "reader", f"reader {index}", launch, self._policy(),

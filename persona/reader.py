@@ -101,6 +101,9 @@ def build_content(settings: Settings, state: SecondaryState) -> ContentService:
     return ContentService(state, ModelSet.default(), renderer, policy)
 
 
+STOP_WAIT = 2.0  # seconds each of a reader's services may take to stop
+
+
 async def serve(settings: Settings, broker_url: Broker, index: int, stop: asyncio.Event) -> None:
     secondary = settings.data_dir / "readers" / f"{index}-{os.getpid()}"
     signer = process_signer(settings, f"reader:{settings.own_url}:{index}")
@@ -148,12 +151,15 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
-        with contextlib.suppress(Exception):
-            await board.stop()
-        with contextlib.suppress(Exception):
-            await registry.stop()
-        await state.stop()
+        await runner.cleanup()  # the port first: a successor may bind it at once
+        # Each stop is bounded: with the broker gone (a SIGKILLed `persona run`: every child
+        # gets SIGTERM at once), aiokafka's consumers retried their fetches for ~40 s while the
+        # reader lingered, holding its secondary and the process slot.
+        for service in (board, registry):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(service.stop(), STOP_WAIT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.stop(), STOP_WAIT)
 
 
 def run_reader(settings: Settings, broker_url: Broker, index: int) -> None:

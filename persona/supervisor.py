@@ -102,7 +102,7 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
 
 def _take_data_dir(settings: Settings, fresh: bool) -> int:
     """Make the data dir ready for this run: 0700, locked for it (the lock's descriptor, held by
-    this process and inherited by the worker and the readers until all are gone), with room,
+    this process and inherited by the worker until both are gone), with room,
     of a state format and partition count this release and the settings read."""
     data_dir = settings.data_dir
     tightened = private_dir(data_dir)  # 0700 (engine/files.py)
