@@ -147,16 +147,23 @@ def _processes_of(data_dir: Path) -> list[int]:
     return found
 
 
-def _hold(port: int) -> socket.socket:
-    """Bind the public port without SO_REUSEPORT: every reader fails to start on it."""
+def _hold(run: Run) -> socket.socket:
+    """Bind the public port without SO_REUSEPORT once `persona run` has started its worker, so
+    every reader fails to start on it. Bound before that, `persona run` refuses the taken port
+    up front (one message, exit 2) and starts no child at all."""
+    wait_until(
+        lambda: any(_kind(p) == "worker" for p in _children(run.proc.pid)),
+        timeout=120,
+        what="the worker child",
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", port))
+    sock.bind(("127.0.0.1", int(run.base.rsplit(":", 1)[1])))
     return sock
 
 
 def test_a_reader_that_cannot_start_makes_run_give_up(tmp_path: Path) -> None:
     run = _start(tmp_path, {"PERSONA_MAX_RESTARTS": "2"})
-    held = _hold(int(run.base.rsplit(":", 1)[1]))
+    held = _hold(run)
     try:
         assert run.proc.wait(300) == 1
         out = run.output()
@@ -173,7 +180,7 @@ def test_a_reader_that_cannot_start_makes_run_give_up(tmp_path: Path) -> None:
 
 def test_a_stop_during_a_back_off_stops_without_a_restart(tmp_path: Path) -> None:
     run = _start(tmp_path, {"PERSONA_MAX_RESTARTS": "10"})
-    held = _hold(int(run.base.rsplit(":", 1)[1]))
+    held = _hold(run)
     try:
         wait_until(lambda: "(attempt 4 of 10)" in run.output(), 300, what="the 4th restart")
         children = _children(run.proc.pid)
