@@ -508,8 +508,8 @@ def _restore(source: Path, data_dir: Path, partitions: int | None) -> dict[str, 
     problems = verify(source, manifest)
     if problems:
         raise _corrupt(source, problems)
-    found = partitions_of(manifest["tables"])
-    if partitions is not None and found is not None and found != partitions:
+    found = None if partitions is None else partitions_of(manifest["tables"], partitions)
+    if found is not None:
         raise BackupError(
             f"the backup {source} holds tables of {found} partitions, but PERSONA_PARTITIONS="
             f"{partitions}: a user's profile lives on the partition of its id's hash modulo the "

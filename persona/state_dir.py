@@ -152,22 +152,41 @@ def prepare(data_dir: Path) -> str | None:
     return None
 
 
-_PARTITION_DB = re.compile(r"[a-z][a-z0-9_]*-([0-9]{1,5})\.db")
+_PARTITION_DB = re.compile(r"([a-z][a-z0-9_]*)-([0-9]{1,5})\.db")
 
 
-def partitions_of(names: Iterable[str]) -> int | None:
-    """The partition count table databases named `<table>-<partition>.db` were made with: the
-    highest partition + 1 (the global tables, catalog and popularity, hold one database for
-    every partition); None without any."""
-    found = [int(m.group(1)) for m in map(_PARTITION_DB.fullmatch, names) if m]
-    return max(found) + 1 if found else None
+GLOBAL_TABLES = ("catalog", "popularity")  # Faust opens one database per partition for each
+
+
+def partitions_of(names: Iterable[str], partitions: int) -> int | None:
+    """The partition count table databases named `<table>-<partition>.db` show they were made
+    with, where it is not `partitions`; None when they agree or do not tell. They tell when a
+    database lies on a partition at or past `partitions` (more partitions before), or when both
+    global tables hold exactly the databases of partitions 0..k-1 for another k (Faust opens every
+    partition's database of a global table). Fewer databases alone tell nothing: a data dir
+    whose engine stopped early, or a damaged one, may lack some (that is found when they open)."""
+    by_table: dict[str, set[int]] = {}
+    for match in map(_PARTITION_DB.fullmatch, names):
+        if match:
+            by_table.setdefault(match.group(1), set()).add(int(match.group(2)))
+    if not by_table:
+        return None
+    top = max(max(found) for found in by_table.values()) + 1
+    if top > partitions:
+        return top
+    counts = {len(by_table.get(name, ())) for name in GLOBAL_TABLES}
+    if len(counts) != 1:
+        return None
+    (count,) = counts
+    whole = all(by_table.get(name) == set(range(count)) for name in GLOBAL_TABLES)
+    return count if whole and 0 < count != partitions else None
 
 
 def check_partitions(names: Iterable[str], partitions: int, where: str) -> None:
     """StateFormatError when the table databases `names` of `where` were made with another
     partition count than `partitions` (PERSONA_PARTITIONS)."""
-    found = partitions_of(names)
-    if found is not None and found != partitions:
+    found = partitions_of(names, partitions)
+    if found is not None:
         raise StateFormatError(
             f"{where} holds tables of {found} partitions, but PERSONA_PARTITIONS={partitions}: "
             "a user's profile lives on the partition of its id's hash modulo the partition "

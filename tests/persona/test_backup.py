@@ -24,7 +24,16 @@ from tests.conftest import persona_bare
 from tests.persona.test_keep_state import _cli, _fill, _secret, _settled, _tables
 from tests.persona.test_run import _running
 
-DBS = ("profiles-0.db", "profiles-1.db", "catalog-0.db", "clock-1.db")
+# a stopped data dir of 2 partitions: the global tables (catalog, popularity) hold both
+DBS = (
+    "profiles-0.db",
+    "profiles-1.db",
+    "catalog-0.db",
+    "catalog-1.db",
+    "popularity-0.db",
+    "popularity-1.db",
+    "clock-1.db",
+)
 ENTRIES = [
     ("chunk/v1/recs.npz/0/1", b"\x00chunk", [("persona-sig", b"s1")]),
     ("version/v1", b'{"name": "recs"}', [("persona-sig", b"s2")]),

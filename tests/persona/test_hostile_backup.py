@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from persona.backup import CLUSTER_SECRET, MANIFEST, BackupError, backup, restore
+from persona.state_dir import partitions_of
 from streams.broker import free_port
 from tests.conftest import persona_bare
 from tests.persona.test_backup import _sst, _state_dir
@@ -202,3 +203,28 @@ def test_run_and_restore_refuse_another_partition_count_before_any_child(tmp_pat
     back = persona_bare("restore", str(tmp_path / "b"), "--data-dir", str(tmp_path / "r"), env=env)
     assert back.returncode == 2 and "PERSONA_PARTITIONS=4" in back.stderr, back.stderr
     assert not (tmp_path / "r").exists()
+
+
+def _dbs(**tables: range) -> list[str]:
+    return [f"{name}-{n}.db" for name, numbers in tables.items() for n in numbers]
+
+
+@pytest.mark.parametrize(
+    ("names", "partitions", "told"),
+    [
+        (_dbs(profiles=range(4), catalog=range(4), popularity=range(4)), 4, None),
+        (_dbs(profiles=range(4), catalog=range(4), popularity=range(4)), 2, 4),  # more before
+        (_dbs(profiles=range(2), catalog=range(2), popularity=range(2)), 4, 2),  # fewer before
+        (_dbs(profiles=range(1)), 2, None),  # a partial or damaged data dir tells nothing
+        (_dbs(profiles=range(2), catalog=range(1), popularity=range(2)), 4, None),
+        (_dbs(profiles=range(3)), 2, 3),  # a database past the count tells
+        ([], 4, None),
+    ],
+)
+def test_the_partition_count_is_told_only_by_what_proves_it(
+    names: list[str], partitions: int, told: int | None
+) -> None:
+    """A data dir with only some databases (an engine stopped early, a damaged one) was refused
+    as made with fewer partitions; only a database past the count, or both global tables whole
+    for another count, tell (the missing ones are found when they open)."""
+    assert partitions_of(names, partitions) == told
