@@ -62,19 +62,7 @@ def test_one_pass_for_all_changes_of_a_batch() -> None:
     async def send(records: list[tuple[bytes, bytes]]) -> None:
         sent.extend((key, json.loads(message)) for key, message in records)
 
-    never: Any = None  # ports this test does not reach
-    settings = SimpleNamespace(abandoned_cart_minutes=30, consent_granted_by_default=True)
-    ports = TriggerPorts(
-        clock=ManualClock(T0 + 10),
-        settings=cast(Any, settings),
-        local_partitions=never,
-        local_rows=local_rows,
-        send=send,
-        send_command=never,
-        scorer=never,
-        webhooks=lambda: None,
-        ready=never,
-    )
+    ports = _ports(local_rows, send)
     runner = TriggerRunner(ports)
     commands = [
         _command("A", 8.0, 10.0, ["price_drop"]),
@@ -105,19 +93,7 @@ def _scenario(
     def local_rows(partition: int) -> Iterator[tuple[bytes, bytes]]:
         yield from ((user_key(u), p.pack()) for u, p in list(rows.items()))
 
-    never: Any = None
-    settings = SimpleNamespace(abandoned_cart_minutes=30, consent_granted_by_default=True)
-    ports = TriggerPorts(
-        clock=ManualClock(T0 + 10),
-        settings=cast(Any, settings),
-        local_partitions=never,
-        local_rows=local_rows,
-        send=never,
-        send_command=never,
-        scorer=never,
-        webhooks=lambda: None,
-        ready=never,
-    )
+    ports = _ports(local_rows, None)
     return TriggerRunner(ports), rows
 
 
@@ -173,3 +149,20 @@ def test_item_changes_see_the_batch_erasures_withdrawals_and_newcomers() -> None
     assert got == ["price_drop:newcomer:A:8.0", "price_drop:stays:A:8.0"]
     assert touched[user_key("erased")] == (None, "erase", True)  # still erased
     assert touched[user_key("newcomer")][1:] == ("event", True)  # its own record kept
+
+
+def _ports(local_rows: Any, send: Any) -> TriggerPorts:
+    """Trigger ports at T0 + 10 over `local_rows`; the ports these tests do not reach are None."""
+    never: Any = None
+    settings = SimpleNamespace(abandoned_cart_minutes=30, consent_granted_by_default=True)
+    return TriggerPorts(
+        clock=ManualClock(T0 + 10),
+        settings=cast(Any, settings),
+        local_partitions=never,
+        local_rows=local_rows,
+        send=send,
+        send_command=never,
+        scorer=never,
+        webhooks=lambda: None,
+        ready=never,
+    )
