@@ -1,13 +1,22 @@
 """Optional webhooks: each trigger POSTed to the configured URLs, signed with HMAC-SHA256, retried
-with exponential backoff, never blocking the stream (a bounded queue; when full, the trigger is
-dropped for webhooks — it is still in the `triggers` topic — and counted).
+with exponential backoff, never blocking the stream.
+
+Each URL has its own bounded queue (`queue_size` copies) and its own sender loop: a receiver that
+is slow, down or retried with backoff delays only its own deliveries, never another URL's. When a
+URL's queue is full, the trigger's copy for that URL is dropped (it is still in the `triggers`
+topic) and counted in `stats.dropped`; the other URLs still get it. Memory stays bounded: at most
+`queue_size` queued copies per URL, the URLs' copies sharing one body.
+
+Every counter of `WebhookStats` counts URL copies (one trigger to three URLs is three): each
+copy is delivered, failed, dropped or cancelled.
 
 Redirects are never followed: a 3xx answer is a failed delivery, not retried. A receiver (or
 whoever holds its address) must not steer the signed trigger, and Persona's requests, to another
 address: loopback, link-local or private ones (the embedded broker, a cloud metadata service).
 
-`cancel(user_id)` takes a user's deliveries back: those still queued are dropped, those being
-sent stop retrying (consent withdrawn, erasure). Each is counted in `stats.cancelled`."""
+`cancel(user_id)` takes a user's deliveries back on every URL: the copies still queued are
+dropped, those being sent stop retrying (consent withdrawn, erasure). Each copy is counted in
+`stats.cancelled`."""
 
 from __future__ import annotations
 
@@ -34,22 +43,35 @@ def sign(secret: str, body: bytes) -> str:
 
 @dataclass
 class WebhookStats:
+    """Counts of URL copies (one trigger to three URLs is three)."""
+
     delivered: int = 0
     failed: int = 0  # gave up after every retry
     retries: int = 0
-    dropped: int = 0  # queue full
+    dropped: int = 0  # the URL's queue full
     cancelled: int = 0  # taken back by `cancel` (consent withdrawn, erasure)
-    by_url: dict[str, int] = field(default_factory=dict)
+    by_url: dict[str, int] = field(default_factory=dict)  # delivered, by URL (never exported)
 
 
 @dataclass(eq=False)
 class Delivery:
-    """One trigger to POST to every URL, with the user and trigger it is about."""
+    """One trigger to POST to every URL, with the user and trigger it is about; its copies, one
+    per URL queue, share it."""
 
     body: bytes
     user_id: str = ""
     trigger: str = ""
     cancelled: bool = False
+    copies: int = 0  # the URL copies queued or being sent
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One URL's queue and what its sender loop is sending."""
+
+    url: str
+    queue: asyncio.Queue[Delivery]
+    sending: Delivery | None = None
 
 
 def shown(url: str) -> str:
@@ -87,51 +109,68 @@ class WebhookSender(Service):
         self.base_delay = base_delay
         self.timeout = timeout
         self.stats = WebhookStats()
-        self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
+        # one queue of `queue_size` copies per URL (a URL listed twice is sent to twice)
+        self._lanes = [_Lane(url, asyncio.Queue(maxsize=queue_size)) for url in urls]
         self._session: aiohttp.ClientSession | None = None
         self._pending: dict[str, int] = {}  # user -> their deliveries queued or being sent
-        self._sending: list[Delivery] = []
 
     def submit(self, body: bytes, user_id: str = "", trigger: str = "") -> None:
-        """Queue a trigger for every URL; never waits."""
-        try:
-            self._queue.put_nowait(Delivery(body, user_id, trigger))
-        except asyncio.QueueFull:
-            self.stats.dropped += 1
-            return
-        self._pending[user_id] = self._pending.get(user_id, 0) + 1
+        """Queue a trigger for every URL; never waits. A URL whose queue is full drops its copy
+        (counted in `stats.dropped`); the other URLs still get theirs."""
+        delivery = Delivery(body, user_id, trigger)
+        for lane in self._lanes:
+            try:
+                lane.queue.put_nowait(delivery)
+            except asyncio.QueueFull:
+                self.stats.dropped += 1
+            else:
+                delivery.copies += 1
+        if delivery.copies:
+            self._pending[user_id] = self._pending.get(user_id, 0) + 1
 
     def cancel(self, user_id: str, keep: Callable[[str], bool] = _refuse_all) -> int:
-        """Take back the user's deliveries whose trigger `keep` refuses (all by default): the
-        queued ones are dropped, the ones being sent stop retrying. Returns how many; O(1) for
-        a user with nothing pending."""
+        """Take back the user's deliveries whose trigger `keep` refuses (all by default), on
+        every URL: the queued copies are dropped, the ones being sent stop retrying (a POST
+        under way may still arrive). Returns how many URL copies were taken back (a delivery
+        queued for two URLs is two; one already finished for a URL counts only for the others),
+        as `stats.cancelled` counts them. O(1) for a user with nothing pending, else O(the
+        copies queued)."""
         if not self._pending.get(user_id):
             return 0
-        queued: list[Delivery] = []
-        while not self._queue.empty():
-            queued.append(self._queue.get_nowait())
-        taken = 0
-        for delivery in queued:
-            if delivery.user_id == user_id and not keep(delivery.trigger):
-                delivery.cancelled = True
-                self._finished(delivery)
-                taken += 1
-            else:
-                self._queue.put_nowait(delivery)
-        for delivery in self._sending:
-            if (
-                delivery.user_id == user_id
-                and not delivery.cancelled
-                and not keep(delivery.trigger)
-            ):
-                delivery.cancelled = True
-                taken += 1
-        self.stats.cancelled += taken
-        return taken
+        taken: dict[Delivery, bool] = {}  # each delivery's verdict, `keep` asked once
+
+        def takes(delivery: Delivery) -> bool:
+            if delivery.user_id != user_id or delivery.cancelled:
+                return False
+            if delivery not in taken:
+                taken[delivery] = not keep(delivery.trigger)
+            return taken[delivery]
+
+        count = 0
+        for lane in self._lanes:
+            if lane.sending is not None and takes(lane.sending):
+                count += 1  # its loop stops retrying it and finishes it
+            queued = [lane.queue.get_nowait() for _ in range(lane.queue.qsize())]
+            for delivery in queued:
+                if takes(delivery):
+                    count += 1
+                    self._copy_finished(delivery)
+                else:
+                    lane.queue.put_nowait(delivery)
+        for delivery, take in taken.items():
+            delivery.cancelled = delivery.cancelled or take
+        self.stats.cancelled += count
+        return count
 
     def pending(self, user_id: str) -> int:
-        """The user's deliveries queued or being sent."""
+        """The user's deliveries queued or being sent: one counts until every URL's copy of it
+        is finished (delivered, failed or cancelled)."""
         return self._pending.get(user_id, 0)
+
+    def _copy_finished(self, delivery: Delivery) -> None:
+        delivery.copies -= 1
+        if delivery.copies <= 0:
+            self._finished(delivery)
 
     def _finished(self, delivery: Delivery) -> None:
         left = self._pending.get(delivery.user_id, 0) - 1
@@ -149,14 +188,19 @@ class WebhookSender(Service):
             await self._session.close()
 
     async def _run(self) -> None:
+        """Every URL's sender loop."""
+        await asyncio.gather(*(self._send(lane) for lane in self._lanes))
+
+    async def _send(self, lane: _Lane) -> None:
+        """One URL's loop: its copies one after the other, whatever the other URLs do."""
         while not self.should_stop:
-            delivery = await self._queue.get()
-            self._sending.append(delivery)
+            delivery = await lane.queue.get()
+            lane.sending = delivery
             try:
-                await asyncio.gather(*(self._deliver(url, delivery) for url in self.urls))
+                await self._deliver(lane.url, delivery)
             finally:
-                self._sending.remove(delivery)
-                self._finished(delivery)
+                lane.sending = None
+                self._copy_finished(delivery)
 
     async def _deliver(self, url: str, delivery: Delivery) -> None:
         assert self._session is not None
@@ -164,7 +208,7 @@ class WebhookSender(Service):
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, body)}
         for attempt in range(self.attempts):
             if delivery.cancelled:
-                return
+                return  # counted by `cancel`
             try:
                 async with self._session.post(
                     url, data=body, headers=headers, allow_redirects=False
@@ -181,6 +225,8 @@ class WebhookSender(Service):
                         break  # the receiver refuses it: retrying will not help
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = repr(exc)
+            if delivery.cancelled:
+                return  # taken back while this attempt was under way: counted by `cancel`
             if attempt + 1 < self.attempts:
                 self.stats.retries += 1
                 await asyncio.sleep(self.base_delay * 2**attempt)

@@ -76,7 +76,7 @@ def test_a_withdrawal_cancels_the_scheduled_check_and_queued_webhooks() -> None:
         assert _evaluate(runner, profiles) == []
         assert runner._pending == {"stays": T0 + 10 * MIN}  # the check is cancelled
         assert hooks.pending("leaves") == 0 and hooks.pending("stays") == 1
-        assert hooks.stats.cancelled == 2 and hooks._queue.qsize() == 1
+        assert hooks.stats.cancelled == 2 and hooks._lanes[0].queue.qsize() == 1
         clock.set(T0 + 20 * MIN)
         assert _evaluate(runner, profiles) == ["abandoned_cart:stays"]
         # the sweep that rebuilds the schedule after a restart leaves the withdrawn user out
@@ -161,6 +161,6 @@ def test_an_erasure_takes_back_the_users_schedule_and_webhooks() -> None:
         runner.forget("gone")
         assert runner._pending == {"other": T0}
         assert hooks.pending("gone") == 0 and hooks.pending("other") == 1
-        assert hooks._queue.qsize() == 1 and hooks.stats.cancelled == 1
+        assert hooks._lanes[0].queue.qsize() == 1 and hooks.stats.cancelled == 1
 
     asyncio.run(scenario())
