@@ -72,6 +72,7 @@ class _Lane:
     url: str
     queue: asyncio.Queue[Delivery]
     sending: Delivery | None = None
+    unexpected: set[type[BaseException]] = field(default_factory=set)  # logged with a traceback
 
 
 def shown(url: str) -> str:
@@ -192,15 +193,28 @@ class WebhookSender(Service):
         await asyncio.gather(*(self._send(lane) for lane in self._lanes))
 
     async def _send(self, lane: _Lane) -> None:
-        """One URL's loop: its copies one after the other, whatever the other URLs do."""
+        """One URL's loop: its copies one after the other, whatever the other URLs do. Any
+        exception of a delivery fails that copy only (cancelling the loop stops it)."""
         while not self.should_stop:
             delivery = await lane.queue.get()
             lane.sending = delivery
             try:
                 await self._deliver(lane.url, delivery)
+            except Exception as exc:  # e.g. aiohttp's UnicodeError on a malformed host
+                self._unexpected(lane, delivery, exc)
             finally:
                 lane.sending = None
                 self._copy_finished(delivery)
+
+    def _unexpected(self, lane: _Lane, delivery: Delivery, exc: Exception) -> None:
+        """A copy failed with an exception `_deliver` does not expect: counted failed (unless
+        taken back), logged once; with its traceback the first time its type occurs for the
+        URL, not at each trigger."""
+        if not delivery.cancelled:
+            self.stats.failed += 1
+        first = type(exc) not in lane.unexpected
+        lane.unexpected.add(type(exc))
+        log.error("webhook %s failed: unexpected %r", shown(lane.url), exc, exc_info=first)
 
     async def _deliver(self, url: str, delivery: Delivery) -> None:
         assert self._session is not None

@@ -1,16 +1,19 @@
-"""Each webhook URL is sent to on its own (streams/webhooks.py): a receiver that never answers
-delays no delivery to the other URLs (one bounded queue and one sender loop per URL), and
+"""Each webhook URL is sent to on its own (streams/webhooks.py): a receiver that never answers,
+or a URL that makes aiohttp raise something unexpected, neither delays nor stops the deliveries
+to the other URLs (one bounded queue and one sender loop per URL, surviving any exception), and
 `cancel` and `pending` see every URL's copy. Real aiohttp receivers on loopback ports, no
 mocks."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from streams.webhooks import WebhookSender
@@ -103,6 +106,38 @@ def test_a_receiver_that_never_answers_does_not_delay_the_others() -> None:
                 release.set()
 
     asyncio.run(scenario())
+
+
+def test_an_unexpected_exception_for_one_url_stops_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`http://a..b/` makes aiohttp raise a UnicodeError (a ValueError, not an
+    aiohttp.ClientError) from the IDNA codec, for real: each delivery to it fails and is logged,
+    and every delivery still reaches the other URL."""
+    received: list[bytes] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(status=200)
+
+    async def scenario() -> None:
+        async with _receiver(answer) as url:
+            hooks = WebhookSender(["http://a..b/hook", url], SECRET, attempts=2, base_delay=0.01)
+            async with _sending(hooks) as task:
+                for n in range(3):
+                    hooks.submit(_body(n), "u", "price_drop")
+                    await asyncio.sleep(0.05)
+                await _until(lambda: len(received) == 3 and hooks.stats.failed == 3, within=5.0)
+                assert received == [_body(n) for n in range(3)]
+                assert hooks.stats.delivered == 3 and hooks.stats.failed == 3
+                assert hooks.pending("u") == 0 and not task.done()
+            assert task.cancelled()  # cancelling still stops the loops
+
+    with caplog.at_level(logging.WARNING, "persona"):
+        asyncio.run(scenario())
+    failures = [r for r in caplog.records if "http://a..b/" in r.getMessage()]
+    assert len(failures) == 3, caplog.text  # once per delivery
+    assert all("UnicodeError" in r.getMessage() for r in failures), caplog.text
 
 
 def test_cancel_and_pending_see_every_urls_copies() -> None:
