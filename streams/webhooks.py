@@ -7,8 +7,15 @@ URL's queue is full, the trigger's copy for that URL is dropped (it is still in 
 topic) and counted in `stats.dropped`; the other URLs still get it. Memory stays bounded: at most
 `queue_size` queued copies per URL, the URLs' copies sharing one body.
 
-Every counter of `WebhookStats` counts URL copies (one trigger to three URLs is three): each
-copy is delivered, failed, dropped or cancelled.
+The counters of `WebhookStats` count URL copies (one trigger to three URLs is three; `retries`
+counts attempts): each copy ends delivered, failed, dropped or cancelled (one taken back while its
+POST was under way may arrive all the same, and count as delivered too). An unexpected exception
+(neither aiohttp's nor a timeout) fails that copy only: each URL's loop goes on.
+
+Logs show a URL as `shown(url)`, `scheme://host[:port]/***`: never its path, query, fragment or
+user info, where receivers take secrets (Slack-style `/services/T…/B…/<token>`, `?token=`); an
+error's message naming the URL is scrubbed likewise. `stats.by_url` keeps the URL as written,
+for the process only (it is exported nowhere).
 
 Redirects are never followed: a 3xx answer is a failed delivery, not retried. A receiver (or
 whoever holds its address) must not steer the signed trigger, and Persona's requests, to another
@@ -24,9 +31,11 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import aiohttp
 from mode import Service
@@ -70,23 +79,66 @@ class _Lane:
     """One URL's queue and what its sender loop is sending."""
 
     url: str
+    label: str  # as logs show it
     queue: asyncio.Queue[Delivery]
     sending: Delivery | None = None
     unexpected: set[type[BaseException]] = field(default_factory=set)  # logged with a traceback
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+_PIECES = re.compile(r"[/?&=#;:@]")
+_SHORTEST_HIDDEN = 4  # pieces of the URL shorter than this are not looked for in a message
+
+
+def _split(url: str) -> tuple[str, str, str, str] | None:
+    """`url` as (scheme, user info, host[:port], the rest: path, query and fragment), split as
+    written (never raises: a malformed URL is what a failure may be about); None without
+    `scheme://`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        return None
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    end = min(ends, default=len(rest))
+    userinfo, _, host = rest[:end].rpartition("@")
+    return scheme, userinfo, host, rest[end:]
+
+
 def shown(url: str) -> str:
-    """`url` as the log shows it: without the user and password a webhook URL may carry, its
-    query (`?***`: receivers take tokens there too) and its fragment."""
-    parts = urlsplit(url)._replace(fragment="")
-    if parts.query:
-        parts = parts._replace(query="***")
-    if parts.username is None and parts.password is None:
-        return urlunsplit(parts)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"***@{host}{port}"))
+    """`url` as logs show it: `scheme://host[:port]/`, with `***` after the slash when the URL
+    has a path, a query or a fragment. Receivers take secrets in all of them (Slack-style
+    `/services/T…/B…/<token>`, `?token=`) and in the user and password, none of which is ever
+    shown; `***` alone for what is no `scheme://` URL."""
+    split = _split(url)
+    if split is None:
+        return "***"
+    scheme, _, host, rest = split
+    host = "".join(c for c in host if c.isprintable() and not c.isspace())
+    return f"{scheme.lower()}://{host}/{'***' if rest.strip('/') else ''}"
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """`text` (an exception's message or traceback) without what `shown(url)` hides: aiohttp's
+    InvalidURL and ClientResponseError carry the whole URL. The URL as written, then any URL
+    in the text, is replaced by its shown form; then any piece of its user info, path, query
+    or fragment (split at `/?&=#;:@`, as written and decoded) of 4 or more characters."""
+    if url:
+        text = text.replace(url, shown(url))
+    text = _URL_IN_TEXT.sub(lambda match: shown(match.group()), text)
+    split = _split(url)
+    hidden = [url] if split is None else [split[1], split[3]]
+    pieces = {*hidden, *(piece for part in hidden for piece in _PIECES.split(part))}
+    pieces |= {unquote(piece) for piece in pieces}
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= _SHORTEST_HIDDEN:
+            text = text.replace(piece, "***")
+    return text
+
+
+def _label(url: str, position: int, count: int) -> str:
+    """A URL as its logs show it: `shown(url)`, and its position among several (two URLs of
+    one host look alike)."""
+    return shown(url) if count == 1 else f"{shown(url)} (URL {position} of {count})"
 
 
 def _refuse_all(trigger: str) -> bool:
@@ -111,7 +163,10 @@ class WebhookSender(Service):
         self.timeout = timeout
         self.stats = WebhookStats()
         # one queue of `queue_size` copies per URL (a URL listed twice is sent to twice)
-        self._lanes = [_Lane(url, asyncio.Queue(maxsize=queue_size)) for url in urls]
+        self._lanes = [
+            _Lane(url, _label(url, i, len(urls)), asyncio.Queue(maxsize=queue_size))
+            for i, url in enumerate(urls, 1)
+        ]
         self._session: aiohttp.ClientSession | None = None
         self._pending: dict[str, int] = {}  # user -> their deliveries queued or being sent
 
@@ -199,7 +254,7 @@ class WebhookSender(Service):
             delivery = await lane.queue.get()
             lane.sending = delivery
             try:
-                await self._deliver(lane.url, delivery)
+                await self._deliver(lane, delivery)
             except Exception as exc:  # e.g. aiohttp's UnicodeError on a malformed host
                 self._unexpected(lane, delivery, exc)
             finally:
@@ -214,10 +269,14 @@ class WebhookSender(Service):
             self.stats.failed += 1
         first = type(exc) not in lane.unexpected
         lane.unexpected.add(type(exc))
-        log.error("webhook %s failed: unexpected %r", shown(lane.url), exc, exc_info=first)
+        told = repr(exc)
+        if first:
+            told += "\n" + "".join(traceback.format_exception(exc)).rstrip()
+        log.error("webhook %s failed: unexpected %s", lane.label, _scrubbed(told, lane.url))
 
-    async def _deliver(self, url: str, delivery: Delivery) -> None:
+    async def _deliver(self, lane: _Lane, delivery: Delivery) -> None:
         assert self._session is not None
+        url = lane.url
         body = delivery.body
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, body)}
         for attempt in range(self.attempts):
@@ -238,11 +297,13 @@ class WebhookSender(Service):
                     if 400 <= response.status < 500 and response.status not in (408, 429):
                         break  # the receiver refuses it: retrying will not help
             except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = repr(exc)
+                reason = _scrubbed(repr(exc), url)  # InvalidURL's is the whole URL
             if delivery.cancelled:
                 return  # taken back while this attempt was under way: counted by `cancel`
             if attempt + 1 < self.attempts:
                 self.stats.retries += 1
                 await asyncio.sleep(self.base_delay * 2**attempt)
+        if delivery.cancelled:
+            return  # taken back while refused: counted by `cancel`
         self.stats.failed += 1
-        log.warning("webhook %s failed after %d attempt(s): %s", shown(url), attempt + 1, reason)
+        log.warning("webhook %s failed after %d attempt(s): %s", lane.label, attempt + 1, reason)

@@ -1,8 +1,8 @@
 """Each webhook URL is sent to on its own (streams/webhooks.py): a receiver that never answers,
 or a URL that makes aiohttp raise something unexpected, neither delays nor stops the deliveries
 to the other URLs (one bounded queue and one sender loop per URL, surviving any exception), and
-`cancel` and `pending` see every URL's copy. Real aiohttp receivers on loopback ports, no
-mocks."""
+`cancel` and `pending` see every URL's copy; and a failure's log never shows a URL's path,
+query or credentials. Real aiohttp receivers on loopback ports, no mocks."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from streams.broker import free_port
 from streams.webhooks import WebhookSender
 
 SECRET = "secret-kkkkkkkkkkkkkkkkkkkk"
@@ -138,6 +139,43 @@ def test_an_unexpected_exception_for_one_url_stops_nothing(
     failures = [r for r in caplog.records if "http://a..b/" in r.getMessage()]
     assert len(failures) == 3, caplog.text  # once per delivery
     assert all("UnicodeError" in r.getMessage() for r in failures), caplog.text
+    # its traceback the first time only, not at each trigger
+    assert ["Traceback" in r.getMessage() for r in failures] == [True, False, False]
+
+
+def test_a_failure_never_logs_the_path_query_or_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three failures: a closed port (a connection error), a port out of range (aiohttp's
+    InvalidURL, whose message is the whole URL) and a malformed host (an unexpected UnicodeError,
+    logged with its traceback); each URL with a Slack-style secret path, a token in its query and
+    a password."""
+    path_secret = "XXXX" + "p" * 20
+    query_secret = "tok-" + "q" * 20
+    password = "pw-" + "w" * 20
+    tail = f"/services/T000/B000/{path_secret}?token={query_secret}#frag"
+    closed = free_port()
+    urls = [
+        f"http://hooks:{password}@127.0.0.1:{closed}{tail}",
+        f"http://hooks:{password}@127.0.0.1:99999{tail}",
+        f"http://hooks:{password}@a..b{tail}",
+    ]
+
+    async def scenario() -> WebhookSender:
+        hooks = WebhookSender(urls, SECRET, attempts=1, timeout=2.0)
+        async with _sending(hooks):
+            hooks.submit(_body(0), "u", "price_drop")
+            await _until(lambda: hooks.stats.failed == 3, within=5.0)
+        return hooks
+
+    with caplog.at_level(logging.DEBUG, "persona"):
+        hooks = asyncio.run(scenario())
+    for secret in (path_secret, query_secret, password, "/services", "T000", "frag"):
+        assert secret not in caplog.text, caplog.text
+    assert hooks.stats.failed == 3
+    for port in (closed, 99999):
+        assert f"webhook http://127.0.0.1:{port}/***" in caplog.text, caplog.text
+    assert "webhook http://a..b/***" in caplog.text, caplog.text
 
 
 def test_cancel_and_pending_see_every_urls_copies() -> None:
