@@ -42,6 +42,7 @@ import faust.types.tuples as faust_tuples
 from faust.types import TP, Message
 from mode.services import WaitResults
 from mode.utils.futures import notify
+from mode.utils.queues import FlowControlQueue
 
 # Faust's lock around the ack bookkeeping (faust-streaming 0.15.3); without it, per-record acks
 _ACK_LOCK: Any = getattr(faust_tuples, "ack_lock", None)
@@ -101,19 +102,95 @@ async def take(queue: Any, max_n: int, within: float) -> list[Delivered]:
     most `within` seconds: under load batches fill (one state write per user per batch), and a
     record arriving at a quiet stream is processed after a 2 ms look for company."""
     batch: list[Delivered] = [await queue.get()]
-    get = queue.get_nowait
     deadline = time.monotonic() + within
     while True:
-        try:
-            while len(batch) < max_n:
-                batch.append(get())
-        except asyncio.QueueEmpty:
-            pass
+        _get_queued(queue, batch, max_n)
         if len(batch) >= max_n or time.monotonic() >= deadline:
             return batch
         await asyncio.sleep(0.002)
         if queue.empty():
             return batch
+
+
+# What `_get_queued` and `_put_room` read and write of a Faust channel's queue (mode's
+# FlowControlQueue over asyncio.Queue); a queue without them is read and fed item by item.
+_QUEUE_STATE = (
+    "_queue",
+    "_getters",
+    "_putters",
+    "_wakeup_next",
+    "_unfinished_tasks",
+    "_finished",
+    "_pending_pressure_drop_callbacks",
+    "maybe_endorse_pressure_drop",
+    "pressure_high_size",
+    "on_pressure_high",
+)
+
+
+def _bulk(queue: Any) -> bool:
+    """Whether `queue` is a flow-controlled asyncio queue `_get_queued` and `_put_room` know."""
+    return isinstance(queue, FlowControlQueue) and all(hasattr(queue, n) for n in _QUEUE_STATE)
+
+
+def _get_queued(queue: Any, batch: list[Any], max_n: int) -> None:
+    """Move queued items onto `batch` until it holds `max_n` or the queue is empty: what calling
+    `get_nowait` for each does (its errors raised first; before each item, the pressure-drop
+    check; after it, a waiting putter woken), without its three method calls per item (issue 21
+    item 5: ~0.65 us a record, measured)."""
+    if not _bulk(queue) or getattr(queue, "_errors", None):
+        get = queue.get_nowait  # raises a thrown error, as it would
+        try:
+            while len(batch) < max_n:
+                batch.append(get())
+        except asyncio.QueueEmpty:
+            pass
+        return
+    items = queue._queue
+    n = min(max_n - len(batch), len(items))
+    if n <= 0:
+        return
+    pending, putters = queue._pending_pressure_drop_callbacks, queue._putters
+    if not pending and not putters:
+        batch.extend(items.popleft() for _ in range(n))
+        return
+    wakeup, endorse, take_one = queue._wakeup_next, queue.maybe_endorse_pressure_drop, items.popleft
+    for _ in range(n):
+        if pending:
+            endorse()
+        batch.append(take_one())
+        if putters:
+            wakeup(putters)
+
+
+def _put_room(queue: Any, items: list[Any], high: Callable[[], None], drop: Any) -> int:
+    """Put as many of `items` as the queue has room for at once (none where `queue` is not one
+    `_bulk` knows); how many were put. What `put_nowait_enhanced(item, high, drop)` does for
+    each: the pressure-high check before each put (`drop` registered and `high` called once,
+    when the queue reaches its high-water size), each put waking a waiting getter."""
+    if not _bulk(queue):
+        return 0
+    items_q = queue._queue
+    room = queue.maxsize - len(items_q) if queue.maxsize > 0 else len(items)
+    n = min(room, len(items))
+    if n <= 0:
+        return 0
+    pending = queue._pending_pressure_drop_callbacks
+    if drop not in pending and len(items_q) + n - 1 >= queue.pressure_high_size:
+        # an item of these meets the high-water size (nothing runs between the puts, so when
+        # among them the callbacks run changes nothing)
+        pending.add(drop)
+        queue.on_pressure_high()
+        high()
+    items_q.extend(items[:n])
+    queue._unfinished_tasks += n
+    queue._finished.clear()
+    getters, wakeup = queue._getters, queue._wakeup_next
+    for _ in range(n):
+        if not getters:
+            break
+        wakeup(getters)
+    return n
 
 
 FETCH_WAIT = 1.0  # seconds a fetch loop's call waits for records (Faust's own loop: 1 s)
@@ -470,7 +547,10 @@ def bulk_drain(consumer: Any) -> bool:
         if flow is None:  # Faust's own TP: the consumer asserts the type of what it pauses
             flow = pressure[tp] = _Pressure(consumer, TP(tp.topic, tp.partition))
         queue = channel.queue
-        for item in kept:
+        put = _put_room(queue, kept, flow.high, flow.drop)
+        if put:
+            read_offset[tp] = kept[put - 1].message.offset
+        for item in kept[put:]:
             if queue.full():
                 if not await _put_unless_suspended(queue, item, consumer.suspend_flow):
                     return False  # suspended for a rebalance: not delivered

@@ -365,3 +365,116 @@ def test_a_batch_ack_leaves_faust_s_bookkeeping_as_acking_each_record_does() -> 
         ("clickstream", 0, 3),
         ("social", 0, 3),
     ]
+
+
+# -- bulk queue moves (_put_room, _get_queued) against mode's per-item calls -----------------
+
+
+def _queue(maxsize: int) -> Any:
+    from mode.utils.queues import FlowControlEvent, ThrowableQueue
+
+    flow = FlowControlEvent()
+    flow.resume()
+    return ThrowableQueue(maxsize=maxsize, flow_control=flow)
+
+
+class _Calls:
+    """A partition's pressure callbacks, counting their calls (one object per partition, as the
+    queue tells pending drops apart by identity)."""
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.high = lambda: log.append(f"high {name}")
+        self.drop = lambda: log.append(f"drop {name}")
+
+
+def _state(queue: Any) -> tuple[Any, ...]:
+    return (
+        list(queue._queue),
+        queue._unfinished_tasks,
+        len(queue._pending_pressure_drop_callbacks),
+    )
+
+
+def test_a_bulk_put_leaves_the_queue_as_a_put_per_item_does() -> None:
+    """Across the high-water size (maxsize 20: high at 16): the same items queued, the same
+    pressure callback registered and the partition's `high` called once, at the same item."""
+    from streams.delivery import _put_room
+
+    for queued_first, count in ((0, 10), (0, 16), (0, 17), (10, 10), (15, 3), (16, 2), (5, 30)):
+        logs: tuple[list[str], list[str]] = ([], [])
+        queues = (_queue(20), _queue(20))
+        calls = (_Calls(logs[0], "p"), _Calls(logs[1], "p"))
+        for q, c in zip(queues, calls, strict=True):
+            for i in range(queued_first):
+                q.put_nowait_enhanced(-i, on_pressure_high=c.high, on_pressure_drop=c.drop)
+        items = list(range(count))
+        # per item: as far as there is room, as the fetch loop does before waiting for room
+        room = 20 - queued_first
+        for item in items[:room]:
+            queues[0].put_nowait_enhanced(
+                item, on_pressure_high=calls[0].high, on_pressure_drop=calls[0].drop
+            )
+        put = _put_room(queues[1], items, calls[1].high, calls[1].drop)
+        assert put == min(room, count)
+        assert _state(queues[1]) == _state(queues[0]), (queued_first, count)
+        assert logs[1] == logs[0], (queued_first, count)
+
+
+def test_a_bulk_put_wakes_a_waiting_taker() -> None:
+    from streams.delivery import _put_room
+
+    async def main() -> list[Any]:
+        queue = _queue(100)
+        waiting = asyncio.ensure_future(take(queue, 10, within=0.0))
+        await asyncio.sleep(0)
+        calls = _Calls([], "p")
+        assert _put_room(queue, [1, 2, 3], calls.high, calls.drop) == 3
+        return await asyncio.wait_for(waiting, 1.0)
+
+    assert asyncio.run(main()) == [1, 2, 3]
+
+
+def test_a_bulk_take_ends_pressure_as_a_get_per_item_does() -> None:
+    """Two partitions paused at the high-water size (maxsize 20: drop at 8 or fewer queued):
+    taking in bulk calls their drop callbacks where taking item by item would, and leaves the
+    same items queued."""
+    for take_n in (1, 5, 12, 13, 14, 16, 20):
+        logs: tuple[list[str], list[str]] = ([], [])
+        queues = (_queue(20), _queue(20))
+        for q, log in zip(queues, logs, strict=True):
+            a, b = _Calls(log, "a"), _Calls(log, "b")
+            for i in range(10):
+                q.put_nowait_enhanced(i, on_pressure_high=a.high, on_pressure_drop=a.drop)
+            for i in range(10, 20):
+                q.put_nowait_enhanced(i, on_pressure_high=b.high, on_pressure_drop=b.drop)
+        one_by_one = [queues[0].get_nowait() for _ in range(take_n)]
+        bulk: list[Any] = []
+        from streams.delivery import _get_queued
+
+        _get_queued(queues[1], bulk, take_n)
+        assert bulk == one_by_one
+        assert _state(queues[1]) == _state(queues[0]), take_n
+        assert sorted(logs[1]) == sorted(logs[0]), take_n  # the set pops in its own order
+
+
+def test_a_bulk_take_wakes_a_waiting_putter_and_raises_a_thrown_error() -> None:
+    async def main() -> None:
+        queue = _queue(3)
+        for item in (1, 2, 3):
+            queue.put_nowait(item)
+        putters = [asyncio.ensure_future(queue.put(item)) for item in (4, 5)]
+        await asyncio.sleep(0)
+        assert not any(p.done() for p in putters)  # full
+        # the first item is got as ever (waking one putter), the next two in bulk
+        assert await take(queue, 3, within=0.0) == [1, 2, 3]
+        await asyncio.wait_for(asyncio.gather(*putters), 1.0)  # both woken
+        assert list(queue._queue) == [4, 5]
+        await queue.throw(RuntimeError("broken"))
+        try:
+            await take(queue, 5, within=0.0)
+        except RuntimeError as exc:
+            assert str(exc) == "broken"
+        else:
+            raise AssertionError("the thrown error was not raised")
+
+    asyncio.run(main())
