@@ -13,12 +13,15 @@
 - `read_regular` reads a small file named by a setting or a flag (a secret, a certificate, a map
   file): a FIFO or a device such as /dev/zero is refused before it is read (one would block
   forever, the other never end), a file larger than its bound unread.
-- `lock_data_dir` takes the data dir for one `persona run` (or `persona restore`): two engines on
-  one data dir would corrupt it (the second's start-up rewrites the tables' bookkeeping rows,
-  `--fresh` removes the tables under the running worker). The lock is an exclusive `flock` on
-  the directory itself, so no lock file is left behind and a lock dies with the processes that
-  hold its descriptor (the worker of `persona run` inherits it: a SIGKILLed `persona run` keeps
-  its data dir locked until its worker has gone too).
+- `lock_data_dir` takes the data dir for one `persona run`, standalone `persona worker` (or
+  `persona restore`): two engines on one data dir would corrupt it (the second's start-up
+  rewrites the tables' bookkeeping rows, `--fresh` removes the tables under the running worker,
+  both write restarts.json, the keys, the secrets). The lock is an exclusive `flock` on the
+  directory itself, so no lock file is left behind and a lock dies with the processes that hold
+  its descriptor (the worker of `persona run` inherits it: a SIGKILLed `persona run` keeps its
+  data dir locked until its worker has gone too).
+- `hold_data_dir` is the worker's side: the lock `persona run` passed down (its descriptor's
+  number in `LOCK_FD_ENV`), checked to be a lock on that very directory, else its own.
 """
 
 from __future__ import annotations
@@ -132,8 +135,12 @@ def tighten(path: Path) -> str | None:
     return f"{path} was accessible to group or others (mode {mode:04o}); tightened to 0600"
 
 
+# `persona run` names the descriptor of its data dir's lock, which its worker inherits, here
+LOCK_FD_ENV = "PERSONA_RUN_DATA_DIR_LOCK"
+
+
 class DataDirInUse(SettingsError):
-    """The data dir is held by another `persona run` or `persona restore`."""
+    """The data dir is held by another `persona run`, `persona worker` or `persona restore`."""
 
 
 def lock_data_dir(path: Path) -> int:
@@ -145,11 +152,43 @@ def lock_data_dir(path: Path) -> int:
     except BlockingIOError:
         os.close(fd)
         raise DataDirInUse(
-            f"the data dir {path} is in use by another `persona run` (or a restore, or the "
-            "children of a `persona run` that was killed): two engines on one data dir would "
-            "corrupt it; stop the other one first, or give this one another --data-dir "
-            "(PERSONA_DATA_DIR)"
+            f"the data dir {path} is in use by another `persona run` or `persona worker` (or a "
+            "restore, or the children of a `persona run` that was killed): two engines on one "
+            "data dir would corrupt it; stop the other one first, or give this one another "
+            "--data-dir (PERSONA_DATA_DIR)"
         ) from None
+    return fd
+
+
+def hold_data_dir(path: Path, inherited: str | None) -> int:
+    """The descriptor holding the lock on the directory `path` for this process: the one named
+    by `inherited` (the value of LOCK_FD_ENV) when it is open here on that same directory and
+    its lock is this one's (flock on it succeeds: it holds the lock, or nobody did and now it
+    does), else a new lock (`lock_data_dir`). The variable alone proves nothing: a descriptor
+    that is not open here, or is open on something else, is ignored; one opened apart from the
+    holder's on this directory is refused like any other (DataDirInUse)."""
+    fd = _inherited_fd(path, inherited)
+    if fd is None:
+        return lock_data_dir(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another open of the directory: its holder is another process
+        return lock_data_dir(path)  # DataDirInUse (or the lock, when freed meanwhile)
+    os.set_inheritable(fd, False)  # held by this process only: not by what it starts
+    return fd
+
+
+def _inherited_fd(path: Path, inherited: str | None) -> int | None:
+    """The descriptor number `inherited` names when it is open here on the directory `path`."""
+    if not inherited or not inherited.isdecimal():
+        return None
+    fd = int(inherited)
+    try:
+        held, here = os.fstat(fd), os.stat(path)
+    except (OSError, OverflowError):  # not open here (closed, or never passed)
+        return None
+    if not stat.S_ISDIR(held.st_mode) or (held.st_dev, held.st_ino) != (here.st_dev, here.st_ino):
+        return None
     return fd
 
 

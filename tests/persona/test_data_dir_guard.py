@@ -9,16 +9,17 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.files import DataDirInUse, lock_data_dir
+from engine.files import LOCK_FD_ENV, DataDirInUse, hold_data_dir, lock_data_dir
 from persona.children import RestartStatus
 from streams.broker import EmbeddedBroker, free_port
-from tests.conftest import persona_bare
+from tests.conftest import ROOT, persona_bare
 from tests.persona.test_run import _alive, _running
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,49 @@ def test_the_data_dir_lock_is_exclusive_and_ends_with_its_holder(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []  # no lock file: a restore target stays empty
     os.close(held)
     os.close(lock_data_dir(tmp_path))
+
+
+def test_a_lock_is_inherited_only_as_a_descriptor_of_that_directory(tmp_path: Path) -> None:
+    """What `persona run`'s worker does with LOCK_FD_ENV: the descriptor it names counts when it
+    is open here, on this directory, with the lock; anything else is no lock (a new one is
+    taken, refused here: the directory is held)."""
+    data, elsewhere = tmp_path / "data", tmp_path / "other"
+    data.mkdir()
+    elsewhere.mkdir()
+    held = lock_data_dir(data)
+    assert hold_data_dir(data, str(held)) == held
+    apart = os.open(data, os.O_RDONLY | os.O_DIRECTORY)  # the same directory, not the lock
+    other = lock_data_dir(elsewhere)
+    for claim in (None, "", "x", "-1", "99999", str(1 << 80), str(apart), str(other)):
+        with pytest.raises(DataDirInUse, match=f"{data} is in use"):
+            hold_data_dir(data, claim)
+    os.close(held)
+    mine = hold_data_dir(data, str(other))  # free now: taken, on a descriptor of its own
+    assert mine != other and os.fstat(mine).st_ino == data.stat().st_ino
+    with pytest.raises(DataDirInUse):
+        lock_data_dir(data)
+    for fd in (mine, apart, other):
+        os.close(fd)
+
+
+def test_a_child_holds_the_lock_it_inherits_and_not_one_it_is_only_told_of(
+    tmp_path: Path,
+) -> None:
+    held = lock_data_dir(tmp_path)
+    code = "import sys; from pathlib import Path; from engine.files import hold_data_dir as h; "
+    code += f"h(Path(sys.argv[1]), {str(held)!r})"
+    env = {**os.environ, LOCK_FD_ENV: str(held)}
+    inherited = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env, pass_fds=(held,),
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert inherited.returncode == 0, inherited.stderr
+    told = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert told.returncode == 1 and "DataDirInUse" in told.stderr, told.stderr
+    os.close(held)
 
 
 def test_a_second_run_on_a_data_dir_in_use_is_refused_and_changes_nothing(
