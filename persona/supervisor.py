@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from api.auth import KeyRing, ensure_local_key
-from engine.files import ensure_secret_file, lock_data_dir, private_dir
+from engine.files import LOCK_FD_ENV, ensure_secret_file, lock_data_dir, private_dir
 from engine.settings import Settings, SettingsError, require_cluster_secret
 from engine.signing import new_secret
 from persona.children import Children, GaveUp, Stop
@@ -58,6 +58,9 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
         # decided before this start adds any state; on Kafka the demo is replayed as before
         demo_kept = demo and settings.embedded and _demo_kept(data_dir)
         env = dict(os.environ)
+        # the worker inherits the lock's descriptor (keep_fds) and checks it by this number
+        # instead of taking the lock (engine.files.hold_data_dir); the readers take none
+        env[LOCK_FD_ENV] = str(lock)
         _cluster_secret(settings, env)
         key_line: str | None = None
         if not settings.api_keys and not settings.api_keys_file:

@@ -21,7 +21,7 @@ from api.observability import TELEMETRY, configure_json_logging, follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.events import INPUT_TOPICS
-from engine.files import private_dir
+from engine.files import LOCK_FD_ENV, hold_data_dir, private_dir
 from engine.profile import Profile
 from engine.repeat import parse_repeat
 from engine.settings import Settings, require_cluster_secret
@@ -157,6 +157,9 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)
     if tightened:
         log.warning("%s", tightened)
+    # One engine per data dir, before anything is written there: the lock `persona run` passed
+    # down, else this worker's own (DataDirInUse: one line, exit 2). Held until the process ends.
+    hold_data_dir(settings.data_dir, os.environ.get(LOCK_FD_ENV))
     taken_over = prepare_state_dir(settings.data_dir)  # state-format.json (persona/state_dir.py)
     if taken_over:
         log.warning("%s", taken_over)
