@@ -165,7 +165,8 @@ class Children:
     ) -> None:
         self.settings = settings
         # descriptors the worker inherits: the data dir's lock (engine/files.py), held until the
-        # process that writes the tables is gone
+        # process that writes the tables is gone (the worker finds it by the number the
+        # supervisor puts in its environment, LOCK_FD_ENV, and checks it: hold_data_dir)
         self.keep_fds = keep_fds
         self.stop = stop
         self.clock = clock or MonotonicClock()
@@ -238,6 +239,7 @@ class Children:
 
         def launch() -> subprocess.Popen[bytes]:
             # no lock for a reader: it writes nothing in the data dir but its own secondary
+            # (readers/<index>-<pid>) and audit.log lines (each under audit.log.lock)
             return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
         return Child(

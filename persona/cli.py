@@ -311,8 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser(
         "worker",
         help="one more worker (stream + HTTP API) joining the consumer group",
-        epilog="example:\n  persona worker --broker kafka://127.0.0.1:9092 --port 8081 "
-        "--data-dir data2",
+        epilog="each worker needs a data dir of its own (one held by a `persona run` or another "
+        "worker is refused)\nexample:\n  persona worker --broker kafka://127.0.0.1:9092 "
+        "--port 8081 --data-dir data2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     common(worker)
