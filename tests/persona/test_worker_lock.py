@@ -14,6 +14,7 @@ import pytest
 from engine.files import LOCK_FD_ENV, DataDirInUse, lock_data_dir
 from streams.broker import EmbeddedBroker, free_port
 from tests.conftest import persona_bare, start_worker
+from tests.persona.test_run import _alive, _running
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +72,17 @@ def test_a_worker_holds_the_lock_while_it_runs_and_releases_it_at_exit(
         worker.stop()
     assert worker.proc.returncode == 0, worker.log.read_text()[-3000:]
     os.close(lock_data_dir(data))  # released with the process
+
+
+def test_a_worker_beside_a_running_persona_run_is_refused(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """The case this lock is for: `persona worker` on the data dir of a running `persona run`,
+    whose own worker holds the lock it inherited (the refusal comes before any file is written
+    and before the broker is asked)."""
+    data = tmp_path / "data"
+    with _running(data, tmp_path / "run.log", {}) as run:
+        before = sorted(p.name for p in data.iterdir())
+        _refused(_worker(broker, data), data)
+        assert sorted(p.name for p in data.iterdir()) == before
+        assert run.proc.poll() is None and _alive(run.pids["worker"])
