@@ -158,8 +158,11 @@ class Settings:
     )
     webhook_urls: str | None = optional(
         t.url_list,
-        "comma-separated URLs that receive every trigger, signed (needs `PERSONA_WEBHOOK_SECRET`)",
+        "comma-separated URLs that receive every trigger, signed (needs `PERSONA_WEBHOOK_SECRET`); "
+        "each URL has its own queue of 10,000 and its own sender, so a slow receiver delays only "
+        "itself",
         example="https://automation.example/persona",
+        secret=True,  # receivers take tokens in the path and query (Slack-style URLs)
     )
     webhook_secret: str | None = optional(
         t.text,

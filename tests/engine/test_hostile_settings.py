@@ -136,3 +136,21 @@ def test_a_huge_secret_file_is_refused_unread(tmp_path: Path) -> None:
     path.chmod(0o600)
     with pytest.raises(SettingsError, match=r"PERSONA_CLUSTER_SECRET_FILE.*larger than"):
         load_settings({}, env={"PERSONA_CLUSTER_SECRET_FILE": str(path)})
+
+
+def test_a_refused_webhook_url_list_is_not_shown() -> None:
+    """Receivers take tokens in a webhook URL's path and query: a refused list is named, never
+    echoed (an error shown at start-up lands in logs and terminals)."""
+    token = "T0/B0/XXXXSECRETXXXX"
+    urls = f"https://h.test/s/{token},ftp://h.test/?t=SECRET2"  # short: it was shown whole
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, env={"PERSONA_WEBHOOK_URLS": urls, "PERSONA_WEBHOOK_SECRET": "s" * 32})
+    message = str(refused.value)
+    assert "PERSONA_WEBHOOK_URLS" in message
+    assert "XXXXSECRETXXXX" not in message and "SECRET2" not in message
+    settings = load_settings(
+        {},
+        env={"PERSONA_WEBHOOK_URLS": f"https://hooks.example.test/services/{token}"}
+        | {"PERSONA_WEBHOOK_SECRET": "s" * 32},
+    )
+    assert "XXXXSECRETXXXX" not in repr(settings)
