@@ -6,6 +6,8 @@ Response: `{"results": {user_id: {"content": str, "fallback": bool, "etag": str}
 msgpack when the `Accept` header names `application/msgpack`. `content` is the block exactly as
 `GET /v1/users/{id}/blocks/{block}` serves it (the HTML fragment, or the JSON document as text).
 Duplicate user ids are answered once. Every user gets an answer: personalized or the fallback.
+A user id is 1..128 characters with no control character and no lone surrogate (engine/text.py
+`id_problem`: what no id may hold); any other is a 400 naming its index.
 
 Block parameters (engine.params) are fields of the same object, for every user of the batch:
 `n`, `category`, `brand`, `min_price`, `max_price` (numbers), `exclude` (an array of item ids, or
@@ -29,6 +31,7 @@ from api.models_routes import log_exposures
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block
 from engine.params import BlockParams, InvalidParam, from_body
+from engine.text import id_problem
 
 BATCH_FIELDS = ("block", "format", "user_ids")  # the batch's own fields; the rest: parameters
 
@@ -39,9 +42,12 @@ def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
         raise BadRequest("user_ids must be a non-empty array of strings")
     if len(ids) > limit:
         raise BadRequest(f"at most {limit} user_ids per request")
-    for uid in ids:
+    for n, uid in enumerate(ids):
         if not isinstance(uid, str) or not 1 <= len(uid) <= 128:
             raise BadRequest("every user id is a string of 1..128 characters")
+        problem = id_problem(uid)  # a lone surrogate cannot even be written in the answer
+        if problem:
+            raise BadRequest(f"user_ids[{n}] {problem}")
     return list(dict.fromkeys(ids))
 
 

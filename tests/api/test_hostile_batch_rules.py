@@ -1,0 +1,107 @@
+"""Hostile input to the send-time batch (`POST /v1/blocks:batch`) and to the admin documents
+(`PUT /v1/rules`, `PUT /v1/experiments`): user ids no id may hold."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api.app import create_app
+from api.auth import KeyRing
+from api.content import ContentService
+from api.models_routes import ADMIN
+from api.testing import MemoryRegistry, MemoryState
+from engine.blocks import BlockPolicy, Renderer
+from engine.catalog import Product
+from models.registry import ModelSet
+
+READ_KEY = "read-key-0123456789abcdefghij"
+RULES_KEY = "rules-key-0123456789abcdefghi"
+MODELS_KEY = "models-key-0123456789abcdefgh"
+KEYS = f"shop:{READ_KEY}:content:read;merch:{RULES_KEY}:rules:admin;ds:{MODELS_KEY}:models:admin"
+ITEMS = [f"i{n}" for n in range(1000)]
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@dataclass
+class Shop:
+    client: TestClient
+    content: ContentService
+
+
+@pytest.fixture
+async def shop() -> AsyncIterator[Shop]:
+    state = MemoryState()
+    for item in [*ModelSet.default().recs.popular[:20], *ITEMS]:
+        url = f"https://shop.example/{item}"
+        state.put_product(Product(item, f"P {item}", url, url + ".jpg", 2.0, "GBP", "in_stock"))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    app[ADMIN] = MemoryRegistry(content, state)
+    async with TestClient(TestServer(app)) as client:
+        yield Shop(client, content)
+
+
+async def batch(shop: Shop, body: bytes, accept: str = "") -> tuple[int, dict[str, Any]]:
+    headers = {**bearer(READ_KEY), "Content-Type": "application/json"}
+    if accept:
+        headers["Accept"] = accept
+    r = await shop.client.post("/v1/blocks:batch", data=body, headers=headers)
+    raw = await r.read()
+    if r.content_type == "application/msgpack":
+        return r.status, msgpack.unpackb(raw)
+    return r.status, json.loads(raw)
+
+
+# -- the batch ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["html", "json"])
+@pytest.mark.parametrize("accept", ["", "application/msgpack"])
+@pytest.mark.parametrize(
+    ("user_id", "says"),
+    [("\\ud800", "lone surrogate (U+D800)"), ("a\\u0000b", "control character (U+0000)")],
+)
+async def test_a_user_id_no_id_may_hold_is_a_400_naming_it(
+    shop: Shop, fmt: str, accept: str, user_id: str, says: str
+) -> None:
+    """A lone surrogate in a user id was a 500 (UnicodeEncodeError writing the answer, JSON or
+    msgpack); a control character was answered as a user of that id. Ids refuse both
+    (engine/text.py), and the batch says which entry."""
+    body = f'{{"block":"recommendations","format":"{fmt}","user_ids":["ok","{user_id}"]}}'
+    status, problem = await batch(shop, body.encode(), accept)
+    assert status == 400, problem
+    assert says in problem["detail"] and "user_ids[1]" in problem["detail"]
+
+
+async def test_render_refuses_the_same_user_ids(shop: Shop) -> None:
+    """`POST /v1/render` reads its user ids as the batch does: a lone surrogate was a 500 there."""
+    body = '{"template": "hi {{ user.user_id }}", "user_ids": ["\\ud800"]}'
+    headers = {**bearer(READ_KEY), "Content-Type": "application/json"}
+    r = await shop.client.post("/v1/render", data=body, headers=headers)
+    problem = await r.json(content_type=None)
+    assert r.status == 400 and "user_ids[0] contains a lone surrogate" in problem["detail"]
+
+
+async def test_the_largest_batch_stays_bounded(shop: Shop) -> None:
+    """1000 distinct user ids of 128 characters (the documented maximum): one answer each, in
+    bounded time; one more entry (even a duplicate) is a 400."""
+    ids = [f"{n:0128d}" for n in range(1000)]
+    body: dict[str, Any] = {"block": "recommendations", "format": "json", "user_ids": ids}
+    started = time.perf_counter()
+    status, answer = await batch(shop, json.dumps(body).encode())
+    assert status == 200 and len(answer["results"]) == 1000
+    assert time.perf_counter() - started < 10
+    body["user_ids"] = [*ids, ids[0]]
+    status, problem = await batch(shop, json.dumps(body).encode())
+    assert status == 400 and "at most 1000" in problem["detail"]
