@@ -230,6 +230,8 @@ def _ids(value: Any) -> frozenset[str]:
         raise InvalidParam("exclude", "must be item ids (comma-separated, or an array)")
     if len(value) > MAX_EXCLUDE:
         raise InvalidParam("exclude", f"holds more than {MAX_EXCLUDE} item ids")
+    if not all(isinstance(v, str) for v in value):  # `_item` takes None for "not given"
+        raise InvalidParam("exclude", f"must be item ids of 1..{MAX_ID} characters")
     return frozenset(_item(v, "exclude") or "" for v in value)
 
 

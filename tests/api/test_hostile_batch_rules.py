@@ -93,6 +93,14 @@ async def test_render_refuses_the_same_user_ids(shop: Shop) -> None:
     assert r.status == 400 and "user_ids[0] contains a lone surrogate" in problem["detail"]
 
 
+async def test_a_non_string_in_exclude_is_a_400(shop: Shop) -> None:
+    """`"exclude": [null]` was taken as an exclusion of the item id "" (200)."""
+    for bad in (None, 7, True):
+        body = {"block": "recommendations", "user_ids": ["u1"], "exclude": ["i1", bad]}
+        status, problem = await batch(shop, json.dumps(body).encode())
+        assert status == 400 and problem["parameter"] == "exclude", (bad, problem)
+
+
 async def test_the_largest_batch_stays_bounded(shop: Shop) -> None:
     """1000 distinct user ids of 128 characters (the documented maximum): one answer each, in
     bounded time; one more entry (even a duplicate) is a 400."""
