@@ -6,7 +6,8 @@ A rule matches products by item ids, category (the product's category or a sub-c
 `Home > Candles` under `Home`), brand, price range and availability.
 
 `parse_rules` checks a document from outside (the HTTP body: hostile) and names the first
-problem with its place (`rules[3].match.min_price: ...`); `apply_rules` re-ranks a block's
+problem with its place (`rules[3].match.min_price: ...`), and refuses pins whose listed items
+times the rules exceed `MAX_PIN_CHECKS`; `apply_rules` re-ranks a block's
 candidates. Rules never bring back an item that is out of stock or unknown to the catalog, and
 they only re-rank what the caller may show: consent and the block's own choice (personal or the
 fallback) are decided before them.
@@ -38,6 +39,10 @@ MAX_ID = 128  # characters of a rule id, item id, block name, version
 MAX_TEXT = 256  # characters of a category or brand
 MAX_POSITION = 50  # the most items a block shows (engine.params)
 MAX_WEIGHT = 100.0
+# A pin tries its listed items, best first, each against the block's rules (is it excluded, does
+# it pass the filters): the listed items of all pins times the rules, at most (~30 ms of CPU a
+# block).
+MAX_PIN_CHECKS = 100_000
 DEFAULT_WEIGHT = {"boost": 2.0, "bury": 0.5}
 
 
@@ -266,7 +271,20 @@ def parse_rules(document: Any) -> Rules:
     duplicate = next((i for n, i in enumerate(ids) if i in ids[:n]), None)
     if duplicate is not None:
         raise InvalidRules(f"rules: the id {duplicate!r} is used twice")
+    _check_pin_work(rules)
     return Rules(str(version), rules)
+
+
+def _check_pin_work(rules: tuple[Rule, ...]) -> None:
+    """Refuse pins whose listed items, each tried against every rule, would cost more than
+    MAX_PIN_CHECKS checks in a block (a 440 KB document cost seconds of CPU per block)."""
+    listed = sum(len(r.match.item_ids or ()) for r in rules if r.action == "pin")
+    if listed * len(rules) > MAX_PIN_CHECKS:
+        raise InvalidRules(
+            f"rules: the pins list {listed} item ids and there are {len(rules)} rules; a pin "
+            f"checks each listed item against every rule, at most {MAX_PIN_CHECKS} checks in "
+            "all: list fewer items to pin or use fewer rules"
+        )
 
 
 def _rule(data: Any, where: str) -> Rule:

@@ -113,3 +113,42 @@ async def test_the_largest_batch_stays_bounded(shop: Shop) -> None:
     body["user_ids"] = [*ids, ids[0]]
     status, problem = await batch(shop, json.dumps(body).encode())
     assert status == 400 and "at most 1000" in problem["detail"]
+
+
+# -- the rules ------------------------------------------------------------------------------------
+
+
+def costly_rules(pins: int, excludes: int) -> dict[str, Any]:
+    """Pins of 1000 listed items each, and every item excluded by the last of many exclude rules:
+    each pin tried each listed item against every exclude rule."""
+    rules: list[dict[str, Any]] = [
+        {"id": f"x{n}", "action": "exclude", "match": {"brand": f"b{n}"}} for n in range(excludes)
+    ]
+    rules.append({"id": "all", "action": "exclude", "match": {"min_price": 0}})
+    rules += [
+        {"id": f"p{n}", "action": "pin", "position": 1, "match": {"item_ids": ITEMS}}
+        for n in range(pins)
+    ]
+    return {"rules": rules}
+
+
+async def test_a_rules_document_costing_seconds_per_block_is_refused(shop: Shop) -> None:
+    """A 440 KB document (under the 512 KB bound) of 60 pins listing 1000 items each and 400
+    exclude rules was accepted, and then every block it applied to took seconds of CPU on the
+    event loop. The work of the pins is bounded when the document is put."""
+    document = costly_rules(60, 400)
+    assert len(json.dumps(document)) < 512 * 1024
+    r = await shop.client.put("/v1/rules", json=document, headers=bearer(RULES_KEY))
+    problem = await r.json(content_type=None)
+    started = time.perf_counter()
+    block = await shop.client.get(
+        "/v1/users/u1/blocks/recommendations?format=json", headers=bearer(READ_KEY)
+    )
+    elapsed = time.perf_counter() - started
+    assert (r.status, block.status, elapsed < 1.0) == (400, 200, True), (r.status, elapsed)
+    assert "pin" in problem["detail"] and shop.content.models.rules.version == "0"
+
+
+async def test_pins_and_exclusions_within_the_bound_are_accepted(shop: Shop) -> None:
+    r = await shop.client.put("/v1/rules", json=costly_rules(2, 20), headers=bearer(RULES_KEY))
+    assert r.status == 200
