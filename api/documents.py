@@ -1,10 +1,13 @@
 """The admin documents edited whole with `GET`/`PUT` (the merchandising rules, api/rules.py; the
 content experiments, api/experiments.py): a bounded JSON body, server-numbered versions answered
-as `ETag`, and `If-Match` so that two editors cannot overwrite each other's change unseen."""
+as `ETag`, and `If-Match` so that two editors cannot overwrite each other's change unseen (checked
+before the body is read, and again under `edit_lock` once it is)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +15,17 @@ from aiohttp import web
 from api.shared import problem
 
 MAX_DOCUMENT_BODY = 512 * 1024  # bytes of a PUT body
+
+
+_EDITS: weakref.WeakKeyDictionary[object, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+def edit_lock(admin: object, document: str) -> asyncio.Lock:
+    """The lock a PUT of `document` ("rules", "experiments") on `admin` (the registry) holds
+    from its `If-Match` check, made once the body is read whole, until its version is published:
+    an edit whose body arrived slowly was checked against the version before another edit
+    replaced it, and then overwrote that edit unseen under the same version number."""
+    return _EDITS.setdefault(admin, {}).setdefault(document, asyncio.Lock())
 
 
 def too_large(request: web.Request) -> web.Response | None:
@@ -59,6 +73,13 @@ def if_match(header: str | None, version: str) -> bool:
         return True
     tags = {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
     return version in tags
+
+
+def stale(request: web.Request, version: str, what: str) -> web.Response | None:
+    """The 412 problem when the request's `If-Match` is not `version` of `what` (None: go on)."""
+    if if_match(request.headers.get("If-Match"), version):
+        return None
+    return problem(412, "Precondition Failed", f"the {what} are at version {version!r} now")
 
 
 def next_version(version: str) -> str:

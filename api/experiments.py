@@ -16,7 +16,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.audit import DETAILS
-from api.documents import answer, if_match, next_version, read_document, too_large
+from api.documents import (
+    answer,
+    edit_lock,
+    next_version,
+    read_document,
+    stale,
+    too_large,
+)
 from api.models_routes import ADMIN, ModelAdmin
 from api.shared import CONTENT, problem
 from engine.content_experiments import (
@@ -52,10 +59,9 @@ async def put_experiments(request: web.Request) -> web.Response:
     if admin is None:
         return _no_registry()
     current = admin.content_experiments()
-    if not if_match(request.headers.get("If-Match"), current.version):
-        return problem(
-            412, "Precondition Failed", f"the experiments are at version {current.version!r} now"
-        )
+    refused = stale(request, current.version, "experiments")
+    if refused is not None:
+        return refused
     refused = too_large(request)
     if refused is not None:
         return refused
@@ -67,8 +73,13 @@ async def put_experiments(request: web.Request) -> web.Response:
         parsed = parse_experiments(document, renderer.has_variant)
     except InvalidExperiments as exc:
         return problem(400, "Invalid experiments", str(exc))
-    experiments = ContentExperiments(next_version(current.version), parsed.experiments)
-    serving = await admin.set_content_experiments(experiments)
+    async with edit_lock(admin, "experiments"):  # another edit may have come in meanwhile
+        current = admin.content_experiments()
+        refused = stale(request, current.version, "experiments")
+        if refused is not None:
+            return refused
+        experiments = ContentExperiments(next_version(current.version), parsed.experiments)
+        serving = await admin.set_content_experiments(experiments)
     names = [exp.name for exp in experiments.experiments]
     request[DETAILS] = {"version": experiments.version, "experiments": names, "serving": serving}
     return _answer(experiments)

@@ -15,7 +15,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.audit import DETAILS
-from api.documents import answer, if_match, next_version, read_document, too_large
+from api.documents import (
+    answer,
+    edit_lock,
+    next_version,
+    read_document,
+    stale,
+    too_large,
+)
 from api.models_routes import ADMIN, ModelAdmin
 from api.shared import problem
 from engine.rules import InvalidRules, Rules, parse_rules, to_document
@@ -43,19 +50,23 @@ async def put_rules(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     current = admin.rules()
-    if not if_match(request.headers.get("If-Match"), current.version):
-        return problem(
-            412, "Precondition Failed", f"the rules are at version {current.version!r} now"
-        )
+    refused = stale(request, current.version, "rules")
+    if refused is not None:
+        return refused
     document = await read_document(request, "rules")
     if isinstance(document, web.Response):
         return document
     try:
-        rules = parse_rules(document)
+        parsed = parse_rules(document)
     except InvalidRules as exc:
         return problem(400, "Invalid rules", str(exc))
-    rules = Rules(next_version(current.version), rules.rules)
-    serving = await admin.set_rules(rules)
+    async with edit_lock(admin, "rules"):  # another edit may have been put while this body came
+        current = admin.rules()
+        refused = stale(request, current.version, "rules")
+        if refused is not None:
+            return refused
+        rules = Rules(next_version(current.version), parsed.rules)
+        serving = await admin.set_rules(rules)
     request[DETAILS] = {"version": rules.version, "rules": len(rules.rules), "serving": serving}
     return answer(to_document(rules), rules.version)
 

@@ -1,8 +1,11 @@
 """Hostile input to the send-time batch (`POST /v1/blocks:batch`) and to the admin documents
-(`PUT /v1/rules`, `PUT /v1/experiments`): user ids no id may hold."""
+(`PUT /v1/rules`, `PUT /v1/experiments`): user ids no id may hold, wrong types in a parameter's
+list, a rules document that costs seconds of CPU on every block it applies to, and two edits
+with the same `If-Match` racing each other."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -152,3 +155,50 @@ async def test_a_rules_document_costing_seconds_per_block_is_refused(shop: Shop)
 async def test_pins_and_exclusions_within_the_bound_are_accepted(shop: Shop) -> None:
     r = await shop.client.put("/v1/rules", json=costly_rules(2, 20), headers=bearer(RULES_KEY))
     assert r.status == 200
+
+
+# -- two edits of the same version ----------------------------------------------------------------
+
+EXPERIMENT = {
+    "name": "layout",
+    "block": "recommendations",
+    "arms": [{"variant": "default", "weight": 1}],
+    "holdout": 0.5,
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "first", "second"),
+    [
+        ("/v1/rules", RULES_KEY, {"rules": []}, {"rules": [costly_rules(1, 0)["rules"][0]]}),
+        ("/v1/experiments", MODELS_KEY, {"experiments": []}, {"experiments": [EXPERIMENT]}),
+    ],
+)
+async def test_a_slow_edit_of_a_version_another_edit_replaced_is_412(
+    shop: Shop, path: str, key: str, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    """Two editors with `If-Match: "0"`: the one whose body arrived last was checked against the
+    version before its body arrived, so it overwrote the other's change unseen, under the same
+    version number ("1" twice). The version is checked when the document is read whole."""
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        text = json.dumps(second).encode()
+        yield text[:1]
+        await release.wait()
+        yield text[1:]
+
+    headers = {**bearer(key), "If-Match": '"0"', "Content-Type": "application/json"}
+    slow = asyncio.create_task(shop.client.put(path, data=slow_body(), headers=headers))
+    await asyncio.sleep(0.2)  # the slow edit's headers are in: its handler waits for the body
+    fast = await shop.client.put(path, json=first, headers=headers)
+    assert fast.status == 200 and fast.headers["ETag"] == '"1"'
+    release.set()
+    late = await slow
+    answer = await late.json(content_type=None)
+    assert late.status == 412, answer
+    current = await shop.client.get(path, headers=bearer(key))
+    assert current.headers["ETag"] == '"1"' and await current.json() == {
+        **first,
+        "version": "1",
+    }
