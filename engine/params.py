@@ -12,7 +12,6 @@ block caches keep one entry per distinct key.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -204,10 +203,10 @@ def _price(values: Mapping[str, Any], name: str) -> float | None:
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidParam(name, "must be a number >= 0, such as 10 or 9.99")
-    price = float(value)
-    if not math.isfinite(price) or not 0 <= price <= MAX_PRICE:
+    # compared before float(): an integer of 400 digits overflows it (NaN fails the comparison)
+    if not 0 <= value <= MAX_PRICE:
         raise InvalidParam(name, f"must be a number from 0 to {MAX_PRICE:.0f}")
-    return price
+    return float(value)
 
 
 def _item(value: Any, name: str) -> str | None:

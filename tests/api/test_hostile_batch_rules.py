@@ -104,6 +104,15 @@ async def test_a_non_string_in_exclude_is_a_400(shop: Shop) -> None:
         assert status == 400 and problem["parameter"] == "exclude", (bad, problem)
 
 
+@pytest.mark.parametrize("name", ["min_price", "max_price"])
+async def test_a_price_of_400_digits_is_a_400(shop: Shop, name: str) -> None:
+    """A JSON integer too large for a float (under Python's 4300-digit limit) was a 500: the
+    OverflowError of float() escaped the parameter check."""
+    body = f'{{"block":"recommendations","user_ids":["u1"],"{name}":{"9" * 400}}}'
+    status, problem = await batch(shop, body.encode())
+    assert status == 400 and problem["parameter"] == name, problem
+
+
 async def test_the_largest_batch_stays_bounded(shop: Shop) -> None:
     """1000 distinct user ids of 128 characters (the documented maximum): one answer each, in
     bounded time; one more entry (even a duplicate) is a 400."""
