@@ -356,11 +356,24 @@ def _price(data: dict[str, Any], name: str, where: str) -> float | None:
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    number = _finite(value)
+    if number is None:
         raise InvalidRules(f"{where}.{name}: must be a number")
-    if value < 0:
+    if number < 0:
         raise InvalidRules(f"{where}.{name}: must be >= 0")
-    return float(value)
+    return number
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float, or None (not a number, NaN, infinite, or an integer
+    too large for a float: math.isfinite and float() raise OverflowError on those)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _weight(data: dict[str, Any], action: str, where: str) -> float:
@@ -371,7 +384,7 @@ def _weight(data: dict[str, Any], action: str, where: str) -> float:
         return 1.0
     if value is None:
         return DEFAULT_WEIGHT[action]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if _finite(value) is None:
         raise InvalidRules(f"{where}.weight: must be a number")
     if action == "boost" and not 1.0 < value <= MAX_WEIGHT:
         raise InvalidRules(

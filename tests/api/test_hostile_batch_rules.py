@@ -144,6 +144,24 @@ def costly_rules(pins: int, excludes: int) -> dict[str, Any]:
     return {"rules": rules}
 
 
+@pytest.mark.parametrize(
+    ("rule", "place"),
+    [
+        ({"action": "boost", "weight": "W", "match": {"brand": "b"}}, "rules[0].weight"),
+        ({"action": "exclude", "match": {"min_price": "W"}}, "rules[0].match.min_price"),
+        ({"action": "exclude", "match": {"max_price": "W"}}, "rules[0].match.max_price"),
+    ],
+)
+async def test_a_number_of_400_digits_in_a_rule_is_a_400_naming_its_place(
+    shop: Shop, rule: dict[str, Any], place: str
+) -> None:
+    """An integer too large for a float was a 500 (OverflowError out of math.isfinite)."""
+    body = json.dumps({"rules": [{"id": "r", **rule}]}).replace('"W"', "9" * 400)
+    r = await shop.client.put("/v1/rules", data=body, headers=bearer(RULES_KEY))
+    problem = await r.json(content_type=None)
+    assert r.status == 400 and problem["detail"].startswith(place), problem
+
+
 async def test_a_rules_document_costing_seconds_per_block_is_refused(shop: Shop) -> None:
     """A 440 KB document (under the 512 KB bound) of 60 pins listing 1000 items each and 400
     exclude rules was accepted, and then every block it applied to took seconds of CPU on the
