@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.catalog import Product
 from engine.events import InvalidEvent, parse_ts
+from engine.text import text_problem
 
 ACTIONS = ("pin", "boost", "bury", "exclude", "filter")
 MATCH_FIELDS = ("item_ids", "category", "brand", "min_price", "max_price", "availability")
@@ -349,6 +350,9 @@ def _text(value: Any, where: str) -> str | None:
         return None
     if not isinstance(value, str) or not 0 < len(value.strip()) <= MAX_TEXT:
         raise InvalidRules(f"{where}: must be a string of 1..{MAX_TEXT} characters")
+    problem = text_problem(value)  # as the catalog's text: no product could match it
+    if problem:
+        raise InvalidRules(f"{where}: {problem}")
     return value.strip().casefold()
 
 

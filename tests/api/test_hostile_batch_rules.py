@@ -162,6 +162,23 @@ async def test_a_number_of_400_digits_in_a_rule_is_a_400_naming_its_place(
     assert r.status == 400 and problem["detail"].startswith(place), problem
 
 
+@pytest.mark.parametrize("field", ["category", "brand"])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("\\ud800", "lone surrogate (U+D800)"), ("a\\u0000b", "control character (U+0000)")],
+)
+async def test_a_category_or_brand_no_text_may_hold_is_a_400(
+    shop: Shop, field: str, text: str, says: str
+) -> None:
+    """A lone surrogate or a control character in a rule's category or brand was stored and
+    published (200), though the catalog refuses both in its text: no product could match."""
+    body = f'{{"rules":[{{"id":"r","action":"exclude","match":{{"{field}":"{text}"}}}}]}}'
+    r = await shop.client.put("/v1/rules", data=body, headers=bearer(RULES_KEY))
+    problem = await r.json(content_type=None)
+    assert r.status == 400 and f"rules[0].match.{field}: contains a {says}" in problem["detail"]
+    assert shop.content.models.rules.version == "0"
+
+
 async def test_a_rules_document_costing_seconds_per_block_is_refused(shop: Shop) -> None:
     """A 440 KB document (under the 512 KB bound) of 60 pins listing 1000 items each and 400
     exclude rules was accepted, and then every block it applied to took seconds of CPU on the
