@@ -197,8 +197,12 @@ async def test_a_rules_document_costing_seconds_per_block_is_refused(shop: Shop)
 
 
 async def test_pins_and_exclusions_within_the_bound_are_accepted(shop: Shop) -> None:
-    r = await shop.client.put("/v1/rules", json=costly_rules(2, 20), headers=bearer(RULES_KEY))
+    """1000 listed items and 10 rules: 10,000 checks, the most a document may cost."""
+    r = await shop.client.put("/v1/rules", json=costly_rules(1, 8), headers=bearer(RULES_KEY))
     assert r.status == 200
+    r = await shop.client.put("/v1/rules", json=costly_rules(1, 9), headers=bearer(RULES_KEY))
+    problem = await r.json(content_type=None)
+    assert r.status == 400 and "10000 checks" in problem["detail"], problem
 
 
 # -- two edits of the same version ----------------------------------------------------------------
