@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.rules import ACTIONS, AVAILABILITY, MAX_ITEM_IDS, MAX_POSITION, MAX_RULES, RULE_BLOCKS
+from engine.rules import (
+    ACTIONS,
+    AVAILABILITY,
+    MAX_ITEM_IDS,
+    MAX_PIN_CHECKS,
+    MAX_POSITION,
+    MAX_RULES,
+    RULE_BLOCKS,
+)
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _AUTH = {"401": _PROBLEM, "403": _PROBLEM, "429": _PROBLEM}
@@ -16,6 +24,9 @@ _DOCUMENT = {
         "rules": {
             "type": "array",
             "maxItems": MAX_RULES,
+            "description": f"the item_ids of all pin rules times the number of rules is at most "
+            f"{MAX_PIN_CHECKS} (a pin checks each item it lists against every rule); category "
+            "and brand hold no lone surrogate and no control character but tab, LF and CR",
             "items": {
                 "type": "object",
                 "required": ["id", "action", "match"],

@@ -22,7 +22,8 @@ _USER_IDS = {
     "minItems": 1,
     "maxItems": 1000,
     "items": {"type": "string", "minLength": 1, "maxLength": 128},
-    "description": "duplicates are answered once",
+    "description": "duplicates are answered once (the limit counts every entry); an id with a "
+    "control character or a lone surrogate is a 400 naming its index",
 }
 
 
