@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from api.shared import problem
 
 MAX_DOCUMENT_BODY = 512 * 1024  # bytes of a PUT body
+T = TypeVar("T")
 
 
 _EDITS: weakref.WeakKeyDictionary[object, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
@@ -80,6 +82,24 @@ def stale(request: web.Request, version: str, what: str) -> web.Response | None:
     if if_match(request.headers.get("If-Match"), version):
         return None
     return problem(412, "Precondition Failed", f"the {what} are at version {version!r} now")
+
+
+async def save_if_current(
+    request: web.Request,
+    admin: object,
+    what: str,
+    version_of: Callable[[], str],
+    save: Callable[[str], Awaitable[T]],
+) -> T | web.Response:
+    """`save(the next version)` under `edit_lock(admin, what)` when the request's `If-Match` is
+    still the current version (`version_of()`, read under the lock), else the 412 problem: the
+    check made before the body was read may be stale once it has arrived."""
+    async with edit_lock(admin, what):
+        version = version_of()
+        refused = stale(request, version, what)
+        if refused is not None:
+            return refused
+        return await save(next_version(version))
 
 
 def next_version(version: str) -> str:

@@ -16,14 +16,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.audit import DETAILS
-from api.documents import (
-    answer,
-    edit_lock,
-    next_version,
-    read_document,
-    stale,
-    too_large,
-)
+from api.documents import answer, read_document, save_if_current, stale, too_large
 from api.models_routes import ADMIN, ModelAdmin
 from api.shared import CONTENT, problem
 from engine.content_experiments import (
@@ -73,13 +66,17 @@ async def put_experiments(request: web.Request) -> web.Response:
         parsed = parse_experiments(document, renderer.has_variant)
     except InvalidExperiments as exc:
         return problem(400, "Invalid experiments", str(exc))
-    async with edit_lock(admin, "experiments"):  # another edit may have come in meanwhile
-        current = admin.content_experiments()
-        refused = stale(request, current.version, "experiments")
-        if refused is not None:
-            return refused
-        experiments = ContentExperiments(next_version(current.version), parsed.experiments)
-        serving = await admin.set_content_experiments(experiments)
+
+    async def save(version: str) -> tuple[ContentExperiments, object]:
+        experiments = ContentExperiments(version, parsed.experiments)
+        return experiments, await admin.set_content_experiments(experiments)
+
+    saved = await save_if_current(
+        request, admin, "experiments", lambda: admin.content_experiments().version, save
+    )
+    if isinstance(saved, web.Response):
+        return saved  # another edit came in while this body did
+    experiments, serving = saved
     names = [exp.name for exp in experiments.experiments]
     request[DETAILS] = {"version": experiments.version, "experiments": names, "serving": serving}
     return _answer(experiments)

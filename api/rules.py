@@ -15,14 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.audit import DETAILS
-from api.documents import (
-    answer,
-    edit_lock,
-    next_version,
-    read_document,
-    stale,
-    too_large,
-)
+from api.documents import answer, read_document, save_if_current, stale, too_large
 from api.models_routes import ADMIN, ModelAdmin
 from api.shared import problem
 from engine.rules import InvalidRules, Rules, parse_rules, to_document
@@ -60,13 +53,15 @@ async def put_rules(request: web.Request) -> web.Response:
         parsed = parse_rules(document)
     except InvalidRules as exc:
         return problem(400, "Invalid rules", str(exc))
-    async with edit_lock(admin, "rules"):  # another edit may have been put while this body came
-        current = admin.rules()
-        refused = stale(request, current.version, "rules")
-        if refused is not None:
-            return refused
-        rules = Rules(next_version(current.version), parsed.rules)
-        serving = await admin.set_rules(rules)
+
+    async def save(version: str) -> tuple[Rules, object]:
+        rules = Rules(version, parsed.rules)
+        return rules, await admin.set_rules(rules)
+
+    saved = await save_if_current(request, admin, "rules", lambda: admin.rules().version, save)
+    if isinstance(saved, web.Response):
+        return saved  # another edit was put while this body came
+    rules, serving = saved
     request[DETAILS] = {"version": rules.version, "rules": len(rules.rules), "serving": serving}
     return answer(to_document(rules), rules.version)
 
