@@ -463,7 +463,19 @@ def _unread(
 ) -> tuple[list[Any], list[tuple[int, int]]]:
     """The fetched `records` not read yet (below the read offset `last`, Faust's loop drops
     them; the same offset again it keeps) and, where acks are on, the offset ranges skipped
-    before each (gaps the commit may pass over), as Faust's fetch loop decides them."""
+    before each (gaps the commit may pass over), as Faust's fetch loop decides them.
+
+    A fetched chunk is nearly always consecutive offsets from the read offset on: that case is
+    answered by comparing its offsets with that range, without the loop's step per record
+    (issue 21 item 5: the loop was ~0.4 us a record, profiled)."""
+    if records:
+        first = records[0].offset
+        if (last is None or first >= last) and [r.offset for r in records] == list(
+            range(first, first + len(records))
+        ):
+            if acks and last and first - last > 1:
+                return records, [(last + 1, first)]
+            return records, []
     kept: list[Any] = []
     gaps: list[tuple[int, int]] = []
     for record in records:

@@ -478,3 +478,65 @@ def test_a_bulk_take_wakes_a_waiting_putter_and_raises_a_thrown_error() -> None:
             raise AssertionError("the thrown error was not raised")
 
     asyncio.run(main())
+
+
+def _unread_reference(
+    records: list[Any], last: int | None, acks: bool
+) -> tuple[list[Any], list[tuple[int, int]]]:
+    """Faust's fetch loop's decisions, record by record (what `_unread` must answer)."""
+    kept: list[Any] = []
+    gaps: list[tuple[int, int]] = []
+    for record in records:
+        offset = record.offset
+        if last is not None and offset < last:
+            continue
+        if acks and last and offset - last > 1:
+            gaps.append((last + 1, offset))
+        kept.append(record)
+        last = offset
+    return kept, gaps
+
+
+def test_unread_answers_as_the_per_record_loop_for_every_chunk_shape() -> None:
+    import random
+
+    from streams.delivery import _unread
+
+    rng = random.Random(21)
+    shapes = {"consecutive": 0, "other": 0}
+    for _ in range(3000):
+        start = rng.randrange(0, 40)
+        n = rng.randrange(0, 12)
+        kind = rng.random()
+        if kind < 0.5:  # consecutive, the common case
+            offsets = list(range(start, start + n))
+        elif kind < 0.8:  # gaps (compaction) or a repeat
+            offsets = sorted(rng.sample(range(start, start + 3 * n + 1), n))
+        else:  # anything, out of order included (a consecutive span with a swap among them)
+            offsets = [rng.randrange(0, 50) for _ in range(n)]
+        records = [SimpleNamespace(offset=o) for o in offsets]
+        last = rng.choice([None, 0, 1, start - 1, start, start + 1, rng.randrange(0, 60)])
+        acks = rng.random() < 0.7
+        if offsets == list(range(start, start + n)):
+            shapes["consecutive"] += 1
+        else:
+            shapes["other"] += 1
+        got = _unread(records, last, acks)
+        assert (list(got[0]), got[1]) == _unread_reference(records, last, acks), (
+            offsets,
+            last,
+            acks,
+        )
+    assert min(shapes.values()) > 500
+
+
+def test_unread_keeps_a_consecutive_chunk_and_names_the_gap_before_it() -> None:
+    from streams.delivery import _unread
+
+    records = [SimpleNamespace(offset=o) for o in (10, 11, 12)]
+    assert _unread(records, 5, True) == (records, [(6, 10)])
+    assert _unread(records, 5, False) == (records, [])
+    assert _unread(records, 10, True) == (records, [])  # the same offset again is kept
+    assert _unread(records, 11, True) == (records[1:], [])
+    swapped = [SimpleNamespace(offset=o) for o in (5, 7, 6, 8)]  # its ends span 4 offsets
+    assert _unread(swapped, None, True) == ([swapped[0], swapped[1], swapped[3]], [(6, 7)])
