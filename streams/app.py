@@ -1158,8 +1158,15 @@ class PersonaStreams:
         self._profile_writer.write(partition, items)
 
     def _fence(self, user: bytes, partition: int) -> int | None:
-        """The user's stored erasure time (~1 us when there is none: a RocksDB miss)."""
-        return _stored_ts(self.profile_db(partition).get(fence_of(user)))
+        """The user's stored erasure time: none when the profile cache knows there is none, else
+        read (~1.5 us when there is none: a RocksDB miss, which the cache then remembers)."""
+        cache = self._profile_cache
+        if cache.unfenced(user):
+            return None
+        at = _stored_ts(self.profile_db(partition).get(fence_of(user)))
+        if at is None:
+            cache.note_unfenced(user)
+        return at
 
     def _placed(self, key: bytes, partition: int) -> bool:
         return self._partition_of.partition(key) == partition

@@ -23,18 +23,27 @@ measured for decoded profiles (2026-12-05): 10.6-13.4x the stored bytes for prof
 views, carts and purchases (148 to 5,650 bytes stored; tests/streams/test_profile_cache.py checks
 it), 13.0x for the synthetic users of `benchmarks.scale` (236 bytes), 8.4-10.4x for REES46 users. It
 counted 10x before, below what small and mid-sized profiles take.
+
+It also remembers which users have no stored erasure fence (`unfenced`): the fold asks for a
+user's fence once per batch (~1.5 us a RocksDB miss: ~0.7 us an event folding REES46, issue 21
+item 5), and a fence is written only through the same writes (`forget` sees its key and drops the
+user) or by a table recovery (a rebalance clears the cache). At most as many users as profiles
+can be kept, oldest dropped first (~100 bytes each).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 from engine.memo import SizedMemo
 from engine.profile import Profile
+from streams.keys import FENCE_PREFIX, USER_PREFIX
 
 PROFILE_BASE = 1_000  # bytes of a decoded profile's objects besides what grows with its size
 PROFILE_FACTOR = 14  # ... and per stored byte
+_FENCED = len(FENCE_PREFIX)
 
 
 def profile_cost(stored: int) -> int:
@@ -47,6 +56,8 @@ class ProfileCache:
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self._memo: SizedMemo[bytes, Profile] = SizedMemo(max_entries, max_bytes)
+        self._unfenced: OrderedDict[bytes, None] = OrderedDict()
+        self._unfenced_max = max_entries
 
     @classmethod
     def within(cls, max_bytes: int) -> ProfileCache:
@@ -86,18 +97,31 @@ class ProfileCache:
             self._memo.put(user, profile, profile_cost(len(raw)))
         return profile
 
+    def unfenced(self, user: bytes) -> bool:
+        """Whether the user (profiles-table key) is known to have no stored fence."""
+        return user in self._unfenced
+
+    def note_unfenced(self, user: bytes) -> None:
+        """The user's fence was just read from the table and there is none (no write between:
+        the caller reads and notes without giving the event loop a turn)."""
+        unfenced = self._unfenced
+        unfenced[user] = None
+        if len(unfenced) > self._unfenced_max:
+            unfenced.popitem(last=False)
+
     def forget(self, items: Iterable[tuple[bytes, Any]], kept: Container[bytes] = ()) -> None:
         """Drop the keys about to be written (values: anything; tombstones included), but those
         in `kept`: the caller `keep`s them once written (which replaces what is kept) and
-        `clear`s the cache if the write fails."""
+        `clear`s the cache if the write fails. A fence key written (or deleted) drops its
+        user from the unfenced ones."""
         pop = self._memo.pop
-        if kept:
-            for key, _ in items:
-                if key not in kept:
-                    pop(key)
-            return
+        unfenced = self._unfenced
         for key, _ in items:
+            if key in kept:
+                continue
             pop(key)
+            if key[:_FENCED] == FENCE_PREFIX:
+                unfenced.pop(USER_PREFIX + key[_FENCED:], None)
 
     def keep(
         self,
@@ -116,3 +140,4 @@ class ProfileCache:
 
     def clear(self) -> None:
         self._memo.clear()
+        self._unfenced.clear()

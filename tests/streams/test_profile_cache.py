@@ -243,3 +243,56 @@ def test_a_failed_batch_write_clears_what_the_worker_kept(tmp_path: Path) -> Non
     streams._profile_writer = _FailingWriter()  # type: ignore[assignment]
     streams._write_folded({0: writes[0]}, touched, {b"u:ann": written[b"u:ann"]})  # type: ignore[arg-type]
     assert cache.kept(b"u:ann") is new_ann  # a write that succeeds keeps what it wrote
+
+
+def test_a_user_noted_without_a_fence_is_unfenced_until_a_fence_key_is_written() -> None:
+    cache = ProfileCache(10, 10_000_000)
+    assert not cache.unfenced(b"u:ann")
+    cache.note_unfenced(b"u:ann")
+    cache.note_unfenced(b"u:bob")
+    assert cache.unfenced(b"u:ann") and cache.unfenced(b"u:bob")
+    # the fold's own profile writes (kept) and other rows leave it as it is
+    cache.forget([(b"u:ann", b"x"), (b"a:ann", b"y")], kept={b"u:ann": 1})
+    assert cache.unfenced(b"u:ann")
+    # an erasure writes the fence in the same batch as the profile's tombstone
+    cache.forget([(b"u:ann", None), (b"e:ann", b"1700000000000")], kept={})
+    assert not cache.unfenced(b"u:ann") and cache.unfenced(b"u:bob")
+    cache.forget([(b"e:bob", None)])  # a fence deleted counts as written too
+    assert not cache.unfenced(b"u:bob")
+
+
+def test_unfenced_users_are_bounded_and_cleared_with_the_cache() -> None:
+    cache = ProfileCache(3, 10_000_000)
+    for user in (b"u:a", b"u:b", b"u:c", b"u:d"):
+        cache.note_unfenced(user)
+    assert [cache.unfenced(u) for u in (b"u:a", b"u:b", b"u:c", b"u:d")] == [
+        False,
+        True,
+        True,
+        True,
+    ]
+    cache.clear()  # a rebalance: table recovery may bring fences in
+    assert not any(cache.unfenced(u) for u in (b"u:b", b"u:c", b"u:d"))
+
+
+def test_the_worker_reads_a_fence_once_until_one_is_written(tmp_path: Path) -> None:
+    """streams.app's fence read: a user without a stored fence is read from the partition once;
+    after the worker writes a fence (an erasure), the next ask reads it again and finds it."""
+    from engine.settings import Settings
+    from streams.app import PersonaStreams
+
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    store = _Store({})
+    streams.profile_db = lambda partition: store  # type: ignore[method-assign]
+    assert streams._fence(b"u:ann", 0) is None and store.reads == 1
+    assert streams._fence(b"u:ann", 0) is None and store.reads == 1  # remembered
+    written: list[tuple[bytes, bytes | None]] = []
+
+    class _Writer:
+        def write(self, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
+            written.extend(items)
+            store.rows.update({k: v for k, v in items if v is not None})
+
+    streams._profile_writer = _Writer()  # type: ignore[assignment]
+    streams._write_profiles(0, [(b"u:ann", None), (b"e:ann", b"1700000000000")])
+    assert streams._fence(b"u:ann", 0) == 1_700_000_000_000 and store.reads == 2
