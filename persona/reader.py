@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -197,11 +198,71 @@ def stop_processes(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
             proc.wait(2)
 
 
-def cleanup_secondaries(data_dir: Path) -> None:
-    """Remove the secondary directories readers left behind (they are per process)."""
+SECONDARY_NAME = re.compile(r"(0|[1-9][0-9]{0,5})-([1-9][0-9]{0,9})")  # <index>-<pid>
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (a zombie counts; it is weeded out by its cmdline)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    except OverflowError:  # beyond pid_t: no such process
+        return False
+    return True
+
+
+def _may_be_reader(pid: int) -> bool:
+    """Whether live process `pid` may be a persona reader: its command line names "persona"
+    and has a "reader" argument (`persona reader ...`, `python -m persona reader ...`). When
+    the command line cannot be read (no /proc, another user's process under hidepid) it may be
+    one. An empty command line (a zombie, a kernel thread) is no reader."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:  # it exited meanwhile; or there is no /proc: cannot tell
+        return not Path("/proc/self").exists()
+    except OSError:
+        return True
+    return b"reader" in argv and any(b"persona" in arg for arg in argv)
+
+
+def cleanup_secondaries(data_dir: Path) -> list[Path]:
+    """Remove the secondary directories of readers that are gone; return the removed ones.
+
+    A reader keeps its RocksDB secondary in `<data_dir>/readers/<index>-<pid>` (`serve`). At a
+    start of `persona run` the directories of readers that died (a SIGKILLed `persona run` takes
+    its readers with it) are left behind; a standalone `persona reader` may be running against
+    the same data dir and still uses its own, so only directories whose owner is gone go:
+    - `<index>-<pid>` whose pid is no process: removed;
+    - whose pid is a live process that is no persona reader by its /proc/<pid>/cmdline (the pid
+      was reused, or the reader is a zombie): removed;
+    - whose pid is a live persona reader, or a live process whose command line cannot be read:
+      kept (a stale directory costs a little disk; removing a live reader's breaks it);
+    - anything else under `readers/` (no name of ours, not a directory, a symlink): left alone,
+      as nothing here made it.
+    A reader in another pid namespace (a container sharing the data dir) is not seen as alive
+    here: readers of one data dir are expected to run on one host, in one namespace.
+    """
     import shutil
 
-    shutil.rmtree(data_dir / "readers", ignore_errors=True)
+    root = data_dir / "readers"
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:  # no readers/ yet (or unreadable: nothing to do then either)
+        return removed
+    for entry in entries:
+        match = SECONDARY_NAME.fullmatch(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid = int(match.group(2))
+        if _pid_alive(pid) and _may_be_reader(pid):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
 
 
 def remove_secondary(data_dir: Path, index: int, pid: int) -> None:
