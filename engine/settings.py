@@ -156,6 +156,14 @@ class Settings:
         t.Real(0.0, 525_600.0, "must be more than 0 minutes and at most a year", open_low=True),
         "event time after which an unchanged cart with no checkout fires `abandoned_cart`",
     )
+    abandoned_cart_pending_max: int = setting(
+        200_000,
+        t.Integer(1, 10_000_000),
+        "users whose abandoned-cart check a worker keeps scheduled in memory (about 200 bytes "
+        "each); over it the tenth due last is dropped and scheduled again by a sweep of the "
+        "worker's stored profiles once the earliest dropped one is due: no check is lost, but "
+        "those may fire later and each such sweep reads every local profile",
+    )
     webhook_urls: str | None = optional(
         t.url_list,
         "comma-separated URLs that receive every trigger, signed (needs `PERSONA_WEBHOOK_SECRET`); "

@@ -64,10 +64,10 @@ SWEEP_EVERY_MS = 3_600_000  # event time between sweeps of all local users
 # of event time passes every few seconds. After a sweep that took T seconds the next waits at least
 # SWEEP_REST * T seconds: sweeps take at most 1 / (1 + SWEEP_REST) of the worker's time.
 SWEEP_REST = 19.0
-# Users whose abandoned-cart check a worker schedules in memory. Beyond it the checks due last are
-# shed (a flood of distinct users with carts must not grow the worker without bound); a sweep of
-# the stored profiles schedules them again once the earliest of them is due, so none is lost.
-PENDING_MAX = 200_000
+# Users whose abandoned-cart check a worker schedules in memory: PERSONA_ABANDONED_CART_PENDING_MAX
+# (engine/settings.py, default 200,000). Beyond it the checks due last are shed (a flood of
+# distinct users with carts must not grow the worker without bound); a sweep of the stored
+# profiles schedules them again once the earliest of them is due, so none is lost.
 
 
 # Sends trigger records: (user id key, message) each.
@@ -92,10 +92,11 @@ class TriggerPorts:
 
 
 class TriggerRunner:
-    def __init__(self, ports: TriggerPorts, pending_max: int = PENDING_MAX) -> None:
+    def __init__(self, ports: TriggerPorts) -> None:
         self.ports = ports
         self._pending: dict[str, int] = {}  # user -> event time their cart counts as abandoned
-        self._pending_max = max(1, pending_max)
+        # the schedule's bound (`_schedule`): PERSONA_ABANDONED_CART_PENDING_MAX, 1..10,000,000
+        self._pending_max = max(1, ports.settings.abandoned_cart_pending_max)
         self._shed_due: int | None = None  # the earliest due time of a shed check, if any
         self._consent_default: bool = ports.settings.consent_granted_by_default
         self._cart_delay_ms = int(ports.settings.abandoned_cart_minutes * 60_000)
@@ -111,10 +112,10 @@ class TriggerRunner:
             hooks.cancel(user_id)
 
     def _schedule(self, user: str, due: int) -> None:
-        """Schedule the user's abandoned-cart check at `due`, within PENDING_MAX: when over, the
-        tenth of the schedule due last is shed (amortized O(log n) a call) and the earliest shed
-        due time kept, at which a sweep schedules them again; until then a check due after it
-        is shed at once."""
+        """Schedule the user's abandoned-cart check at `due`, within the bound (the setting
+        PERSONA_ABANDONED_CART_PENDING_MAX): when over, the tenth of the schedule due last is
+        shed (amortized O(log n) a call) and the earliest shed due time kept, at which a sweep
+        schedules them again; until then a check due after it is shed at once."""
         pending = self._pending
         if self._shed_due is not None and due >= self._shed_due:
             pending.pop(user, None)  # due after a shed one: that one's sweep schedules it

@@ -102,6 +102,10 @@ def test_a_path_no_file_system_takes_is_refused_naming_the_setting(name: str, va
         ("PERSONA_REQUEST_TIMEOUT", "inf"),
         ("PERSONA_LATENESS_DAYS", "-1"),
         ("PERSONA_READERS", "1e9"),
+        ("PERSONA_ABANDONED_CART_PENDING_MAX", "\uff15\uff10\uff10"),  # full-width 500
+        ("PERSONA_ABANDONED_CART_PENDING_MAX", "200_000"),
+        ("PERSONA_ABANDONED_CART_PENDING_MAX", "0x100"),
+        ("PERSONA_ABANDONED_CART_PENDING_MAX", "9" * 5000),
     ],
 )
 def test_numbers_are_ascii_decimal_and_in_range(name: str, value: str) -> None:

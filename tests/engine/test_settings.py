@@ -147,3 +147,46 @@ def test_a_short_identify_secret_is_refused_and_never_shown():
 def test_invalid_collect_settings_name_the_setting(name, value):
     with pytest.raises(SettingsError, match=f"PERSONA_{name}"):
         load_settings({}, env={f"PERSONA_{name}": value})
+
+
+def test_the_abandoned_cart_schedule_bound_is_a_setting(tmp_path: Path):
+    """PERSONA_ABANDONED_CART_PENDING_MAX (streams/triggers.py `TriggerRunner._schedule`): the
+    users whose abandoned-cart check a worker schedules in memory; 200,000 unless set."""
+    assert load_settings({}, env={}).abandoned_cart_pending_max == 200_000
+    for raw, value in [("1", 1), ("5000", 5000), (" 750000 ", 750_000), ("10000000", 10_000_000)]:
+        env = {"PERSONA_ABANDONED_CART_PENDING_MAX": raw}
+        assert load_settings({}, env=env).abandoned_cart_pending_max == value
+    cfg = tmp_path / "persona.toml"
+    cfg.write_text("abandoned_cart_pending_max = 50_000\n")  # TOML's own digit separators
+    assert load_settings({}, env={"PERSONA_CONFIG": str(cfg)}).abandoned_cart_pending_max == 50_000
+    cfg.write_text("abandoned_cart_pending_max = 4000.0\n")
+    assert load_settings({}, env={"PERSONA_CONFIG": str(cfg)}).abandoned_cart_pending_max == 4000
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("0", "must be 1..10000000"),
+        ("-1", "must be 1..10000000"),
+        ("-200000", "must be 1..10000000"),
+        ("1.5", "must be a whole number 1..10000000"),
+        ("2e5", "must be a whole number 1..10000000"),
+        ("lots", "must be a whole number 1..10000000"),
+        ("10000001", "must be 1..10000000"),
+        ("9" * 400, "must be"),
+    ],
+)
+def test_a_bad_abandoned_cart_schedule_bound_is_refused_naming_it(value, says):
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, env={"PERSONA_ABANDONED_CART_PENDING_MAX": value})
+    message = str(refused.value)
+    assert message.startswith("invalid setting PERSONA_ABANDONED_CART_PENDING_MAX=")
+    assert says in message
+
+
+@pytest.mark.parametrize("line", ["= 0", "= -5", "= 2.5", "= true", '= "many"', "= 20_000_000"])
+def test_a_bad_abandoned_cart_schedule_bound_in_the_file_is_refused(tmp_path: Path, line):
+    cfg = tmp_path / "persona.toml"
+    cfg.write_text(f"abandoned_cart_pending_max {line}\n")
+    with pytest.raises(SettingsError, match="PERSONA_ABANDONED_CART_PENDING_MAX"):
+        load_settings({}, env={"PERSONA_CONFIG": str(cfg)})

@@ -30,7 +30,10 @@ def _event(user: str, n: int, kind: str, ts: int, **extra: Any) -> Any:
 def _runner(hooks: WebhookSender | None, default: bool = True) -> tuple[TriggerRunner, ManualClock]:
     clock = ManualClock(T0)
     settings = SimpleNamespace(
-        abandoned_cart_minutes=10, churn_threshold=0.5, consent_granted_by_default=default
+        abandoned_cart_minutes=10,
+        abandoned_cart_pending_max=200_000,
+        churn_threshold=0.5,
+        consent_granted_by_default=default,
     )
     never: Any = None  # ports these tests do not reach
     ports = TriggerPorts(

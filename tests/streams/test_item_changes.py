@@ -154,7 +154,11 @@ def test_item_changes_see_the_batch_erasures_withdrawals_and_newcomers() -> None
 def _ports(local_rows: Any, send: Any) -> TriggerPorts:
     """Trigger ports at T0 + 10 over `local_rows`; the ports these tests do not reach are None."""
     never: Any = None
-    settings = SimpleNamespace(abandoned_cart_minutes=30, consent_granted_by_default=True)
+    settings = SimpleNamespace(
+        abandoned_cart_minutes=30,
+        abandoned_cart_pending_max=200_000,
+        consent_granted_by_default=True,
+    )
     return TriggerPorts(
         clock=ManualClock(T0 + 10),
         settings=cast(Any, settings),

@@ -60,7 +60,10 @@ def test_churn_crossings_consent_and_the_rewritten_entries() -> None:
     order = list(scores)
     hooks = Hooks()
     settings = SimpleNamespace(
-        abandoned_cart_minutes=60, churn_threshold=0.5, consent_granted_by_default=True
+        abandoned_cart_minutes=60,
+        abandoned_cart_pending_max=200_000,
+        churn_threshold=0.5,
+        consent_granted_by_default=True,
     )
     never: Any = None
     runner = TriggerRunner(

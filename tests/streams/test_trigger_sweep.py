@@ -8,9 +8,12 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
+
 from engine.clock import ManualClock
 from engine.events import validate
 from engine.profile import apply
+from engine.settings import load_settings
 from streams.keys import user_key
 from streams.triggers import SWEEP_EVERY_MS, SWEEP_REST, TriggerPorts, TriggerRunner
 
@@ -32,7 +35,10 @@ def _runner(sweep_seconds: float) -> tuple[TriggerRunner, ManualClock, list[floa
         return [(user_key("u"), profile.pack())]
 
     settings = SimpleNamespace(
-        abandoned_cart_minutes=10, churn_threshold=0.5, consent_granted_by_default=True
+        abandoned_cart_minutes=10,
+        abandoned_cart_pending_max=200_000,
+        churn_threshold=0.5,
+        consent_granted_by_default=True,
     )
     ports = TriggerPorts(
         clock=clock,
@@ -73,10 +79,13 @@ def test_cheap_sweeps_still_follow_event_time() -> None:
     assert reads == [0, 0, 0]
 
 
-def test_a_flood_of_carts_keeps_the_schedule_bounded_and_loses_no_check() -> None:
+@pytest.mark.parametrize("bound", [10, 37])
+def test_a_flood_of_carts_keeps_the_schedule_bounded_and_loses_no_check(bound: int) -> None:
     """Every user with a cart had an entry in the in-memory schedule: a flood of distinct users
-    with carts grew the worker without bound. The schedule is bounded; the checks it sheds are
-    scheduled again by a sweep once the first of them is due, and none is lost."""
+    with carts grew the worker without bound. The schedule is bounded by the setting
+    PERSONA_ABANDONED_CART_PENDING_MAX (read as the worker reads its settings: before, a constant
+    of 200,000 that no setting changed); the checks it sheds are scheduled again by a sweep once
+    the first of them is due, and none is lost."""
     users = [f"u{n:03d}" for n in range(100)]
     profiles = {
         u: apply(None, validate({"event_id": u, "type": "add_to_cart", "user_id": u,
@@ -89,12 +98,10 @@ def test_a_flood_of_carts_keeps_the_schedule_bounded_and_loses_no_check() -> Non
         checked.append(key.decode())
         profiles.pop(key.decode())  # the check fires it: the profile no longer waits
 
-    settings = SimpleNamespace(
-        abandoned_cart_minutes=10, churn_threshold=0.5, consent_granted_by_default=True
-    )
+    env = {"PERSONA_ABANDONED_CART_MINUTES": "10", "PERSONA_ABANDONED_CART_PENDING_MAX": str(bound)}
     ports = TriggerPorts(
         clock=clock,
-        settings=cast(Any, settings),
+        settings=load_settings({}, env=env),
         local_partitions=lambda: [0],
         local_rows=lambda p: [(user_key(u), pr.pack()) for u, pr in list(profiles.items())],
         send=cast(Any, None),
@@ -104,15 +111,29 @@ def test_a_flood_of_carts_keeps_the_schedule_bounded_and_loses_no_check() -> Non
         ready=lambda: True,
         wall=lambda: 0.0,
     )
-    runner = TriggerRunner(ports, pending_max=10)
+    runner = TriggerRunner(ports)
     runner._pacer.due = lambda: True  # type: ignore[method-assign]
     runner.evaluate(cast(Any, {user_key(u): (p, None, False) for u, p in profiles.items()}))
-    assert len(runner._pending) <= 10
-    assert set(runner._pending) <= set(users[:10])  # the earliest due are kept
+    assert bound - bound // 10 <= len(runner._pending) <= bound  # shed to nine tenths, no more
+    assert set(runner._pending) <= set(users[:bound])  # the earliest due are kept
     for minute in range(0, 200):
         clock.set(T0 + minute * 60_000)
         asyncio.run(runner.check_due())
         asyncio.run(runner.sweep())
         sizes.append(len(runner._pending))
-    assert max(sizes) <= 10
+    assert max(sizes) <= bound
     assert sorted(checked) == users  # each checked once, none lost
+
+
+def test_the_schedule_bound_defaults_to_200000() -> None:
+    """Unset, the bound is the old constant's: 200,000 carts schedule without any shed."""
+    never: Any = None
+    settings = load_settings({}, env={})
+    assert settings.abandoned_cart_pending_max == 200_000
+    ports = TriggerPorts(ManualClock(T0), settings, never, never, never, never, never, never, never)
+    runner = TriggerRunner(ports)
+    for n in range(200_000):
+        runner._schedule(f"u{n}", T0 + n)
+    assert len(runner._pending) == 200_000 and runner._shed_due is None
+    runner._schedule("one-more", T0 + 200_000)
+    assert len(runner._pending) == 180_000 and runner._shed_due == T0 + 180_000
