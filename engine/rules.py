@@ -7,10 +7,15 @@ A rule matches products by item ids, category (the product's category or a sub-c
 
 `parse_rules` checks a document from outside (the HTTP body: hostile) and names the first
 problem with its place (`rules[3].match.min_price: ...`), and refuses pins whose listed items
-times the rules exceed `MAX_PIN_CHECKS`; `apply_rules` re-ranks a block's
-candidates. Rules never bring back an item that is out of stock or unknown to the catalog, and
-they only re-rank what the caller may show: consent and the block's own choice (personal or the
-fallback) are decided before them.
+times the rules exceed `MAX_PIN_CHECKS`; `apply_rules` re-ranks a block's candidates. Rules never
+bring back an item that is out of stock or unknown to the catalog, and they only re-rank what the
+caller may show: consent and the block's own choice (personal or the fallback) are decided
+before them.
+
+`apply_rules` runs on the API's event loop for every block of a batch: what it needs of a list
+of live rules (`Rules.live`, kept per block and phase) is worked out once and kept (`_plan`: the
+rules split by action and indexed by the item ids, brand or category they match, the pins'
+listed ids sorted), and each item's product and verdicts once per block (`_Block`).
 
 Order of application: `exclude`, then `filter` (an item must match every filter of the block),
 then `boost`/`bury` (each candidate's reciprocal rank 1/(1 + rank) times the weights of the rules
@@ -46,6 +51,7 @@ MAX_WEIGHT = 100.0
 # 100,000 a 1000-recipient batch took ~35 s.
 MAX_PIN_CHECKS = 10_000
 DEFAULT_WEIGHT = {"boost": 2.0, "bury": 0.5}
+MAX_LIVE = 64  # live lists a document keeps (per block and phase: `Rules.live`)
 
 
 class InvalidRules(ValueError):
@@ -62,15 +68,14 @@ class Match:
     availability: str | None = None
 
     def matches(self, product: Product) -> bool:
-        checks = (
-            self.item_ids is None or product.item_id in self.item_ids,
-            self.category is None or _under(product.category, self.category),
-            self.brand is None or product.brand.casefold() == self.brand,
-            self.min_price is None or product.price >= self.min_price,
-            self.max_price is None or product.price <= self.max_price,
-            self.availability is None or product.availability == self.availability,
+        return (
+            (self.item_ids is None or product.item_id in self.item_ids)
+            and (self.category is None or _under(product.category, self.category))
+            and (self.brand is None or product.brand.casefold() == self.brand)
+            and (self.min_price is None or product.price >= self.min_price)
+            and (self.max_price is None or product.price <= self.max_price)
+            and (self.availability is None or product.availability == self.availability)
         )
-        return all(checks)
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,17 @@ class Rules:
     rules: tuple[Rule, ...] = ()
 
     def live(self, block: str, now_ms: int) -> list[Rule]:
-        return [rule for rule in self.rules if rule.live(block, now_ms)]
+        """The rules live in `block` at `now_ms`, in the document's order. The same in every
+        `phase` (each rule's start and end times are among the bounds), so kept per block and
+        phase: the same rule objects each time, which `apply_rules` keeps its plan for."""
+        key = (block, self.phase(now_ms))
+        found = self._live.get(key)
+        if found is None:
+            found = tuple(rule for rule in self.rules if rule.live(block, now_ms))
+            if len(self._live) >= MAX_LIVE:
+                self._live.clear()
+            self._live[key] = found
+        return list(found)
 
     def phase(self, now_ms: int) -> int:
         """How many rule start and end times have passed at `now_ms`: a cached block made in
@@ -107,6 +122,10 @@ class Rules:
     def _bounds(self) -> list[int]:
         times = [t for rule in self.rules for t in (rule.starts, rule.ends) if t is not None]
         return sorted(times)
+
+    @cached_property
+    def _live(self) -> dict[tuple[str, int], tuple[Rule, ...]]:
+        return {}
 
 
 NO_RULES = Rules("0")
@@ -131,19 +150,21 @@ def apply_rules(
     """The first `k` of `candidates` (best first, each one the caller may show) as `rules`
     (already chosen for the block and the time: `Rules.live`) re-rank them; a pin brings in an
     item from outside the candidates only when `may_show(item)` (the request's exclusions, the
-    user's own purchases: the caller's rules still hold)."""
+    user's own purchases: the caller's rules still hold). `catalog` and `may_show` are read at
+    most once per item (they must not change during the call)."""
     if not rules:
         return Applied(list(candidates[:k]), [])
     if may_show is not None:
         catalog = _only(catalog, set(candidates), may_show)
-    products = {item: catalog(item) for item in candidates}
-    kept = [item for item in candidates if _showable(products[item])]
+    plan = _plan(rules)
+    block = _Block(plan, catalog)
+    kept = [item for item in candidates if _showable(block.product(item))]
     fired: set[str] = set()
-    kept = _exclude(kept, products, rules, fired)
-    kept = _filter(kept, products, rules, fired)
-    kept = _weigh(kept, products, rules, fired)
-    out = _pin(kept, catalog, rules, k, fired)
-    return Applied(out, [rule.id for rule in rules if rule.id in fired])
+    kept = block.exclude(kept, fired)
+    kept = block.filter(kept, fired)
+    kept = block.weigh(kept, fired)
+    out = block.pin(kept, k, fired)
+    return Applied(out, [rule_id for rule_id in plan.ids if rule_id in fired] if fired else [])
 
 
 def _only(catalog: Catalog, candidates: set[str], may_show: Callable[[str], bool]) -> Catalog:
@@ -157,98 +178,270 @@ def _showable(product: Product | None) -> bool:
     return product is not None and product.availability != "out_of_stock"
 
 
-def _exclude(
-    items: list[str], products: dict[str, Product | None], rules: list[Rule], fired: set[str]
-) -> list[str]:
-    out = []
-    for item in items:
-        hits = [r.id for r in rules if r.action == "exclude" and _hit(r, products[item])]
-        fired.update(hits)
-        if not hits:
-            out.append(item)
-    return out
-
-
-def _filter(
-    items: list[str], products: dict[str, Product | None], rules: list[Rule], fired: set[str]
-) -> list[str]:
-    filters = [r for r in rules if r.action == "filter"]
-    out = [item for item in items if all(_hit(r, products[item]) for r in filters)]
-    if len(out) < len(items):
-        fired.update(r.id for r in filters if any(not _hit(r, products[i]) for i in items))
-    return out
-
-
-def _weigh(
-    items: list[str], products: dict[str, Product | None], rules: list[Rule], fired: set[str]
-) -> list[str]:
-    weights = [r for r in rules if r.action in ("boost", "bury")]
-    if not weights:
-        return items
-    scores = {}
-    for rank, item in enumerate(items):
-        score = 1.0 / (1 + rank)
-        for rule in weights:
-            if _hit(rule, products[item]):
-                score *= rule.weight
-        scores[item] = score
-    out = sorted(items, key=lambda item: -scores[item])  # stable: ties keep their order
-    if out != items:
-        moved = {item for item, before in zip(out, items, strict=True) if item != before}
-        fired.update(r.id for r in weights if any(_hit(r, products[i]) for i in moved))
-    return out
-
-
-def _pin(
-    items: list[str], catalog: Catalog, rules: list[Rule], k: int, fired: set[str]
-) -> list[str]:
-    out = list(items)
-    pins = sorted((r for r in rules if r.action == "pin"), key=lambda r: r.position or 1)
-    placed: set[str] = set()
-    for rule in pins:
-        item = _pinned(rule, out, catalog, rules, placed)
-        if item is None:
-            continue
-        at = min((rule.position or 1) - 1, k - 1, len(out))
-        before = out.index(item) if item in out else None
-        if item in out:
-            out.remove(item)
-        out.insert(min(at, len(out)), item)
-        placed.add(item)
-        if before != out.index(item):
-            fired.add(rule.id)
-    return out[:k]
-
-
-def _pinned(
-    rule: Rule, items: list[str], catalog: Catalog, rules: list[Rule], placed: set[str]
-) -> str | None:
-    """The item `rule` pins: its first listed item that is showable and that the block's
-    exclusions and filters allow, or else the best candidate it matches; never one another pin
-    placed."""
-
-    def eligible(item: str) -> bool:
-        product = catalog(item)
-        return item not in placed and _hit(rule, product) and _allowed(product, rules)
-
-    if rule.match.item_ids is not None:
-        listed = sorted(rule.match.item_ids, key=lambda i: (i not in items, i))
-        return next((item for item in listed if eligible(item)), None)
-    return next((item for item in items if eligible(item)), None)
-
-
-def _allowed(product: Product | None, rules: list[Rule]) -> bool:
-    excluded = any(r.action == "exclude" and _hit(r, product) for r in rules)
-    return not excluded and all(_hit(r, product) for r in rules if r.action == "filter")
-
-
-def _hit(rule: Rule, product: Product | None) -> bool:
-    return _showable(product) and product is not None and rule.match.matches(product)
-
-
 def _under(category: str, wanted: str) -> bool:
     have = category.casefold()
     return have == wanted or have.startswith(wanted + " > ")
+
+
+def _categories(category: str) -> list[str]:
+    """Every `wanted` that `_under(category, wanted)` holds for: the category (casefolded) and
+    each of its prefixes that ends before a " > "."""
+    have = category.casefold()
+    out = [have]
+    at = have.find(" > ")
+    while at != -1:
+        out.append(have[:at])
+        at = have.find(" > ", at + 1)
+    return out
+
+
+class _Group:
+    """Rules of one action (in the order given), indexed by what a product must have to match
+    them: its item id, its brand or its category (a rule matching by none of them is checked
+    against every product). A rule is indexed by one of its fields and then checked whole, so
+    a product is checked only against the rules it may match."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = rules
+        self.by_item: dict[str, list[int]] = {}
+        self.by_brand: dict[str, list[int]] = {}
+        self.by_category: dict[str, list[int]] = {}
+        self.rest: list[int] = []
+        for n, rule in enumerate(rules):
+            match = rule.match
+            if match.item_ids is not None:
+                for item in match.item_ids:
+                    self.by_item.setdefault(item, []).append(n)
+            elif match.brand is not None:
+                self.by_brand.setdefault(match.brand, []).append(n)
+            elif match.category is not None:
+                self.by_category.setdefault(match.category, []).append(n)
+            else:
+                self.rest.append(n)
+
+    def _maybe(self, product: Product) -> list[int]:
+        found = list(self.rest)
+        if self.by_item:
+            found += self.by_item.get(product.item_id, ())
+        if self.by_brand:
+            found += self.by_brand.get(product.brand.casefold(), ())
+        if self.by_category:
+            for wanted in _categories(product.category):
+                found += self.by_category.get(wanted, ())
+        return found  # each rule at most once: it is indexed under one key
+
+    def hits(self, product: Product) -> list[int]:
+        """The places (ascending: the rules' order) of the rules `product` (showable) matches."""
+        rules = self.rules
+        found = [n for n in self._maybe(product) if rules[n].match.matches(product)]
+        found.sort()
+        return found
+
+    def any(self, product: Product) -> bool:
+        """`product` (showable) matches one of the rules (`hits`, stopping at the first)."""
+        rules = self.rules
+        for n in self.rest:
+            if rules[n].match.matches(product):
+                return True
+        if self.by_item:
+            for n in self.by_item.get(product.item_id, ()):
+                if rules[n].match.matches(product):
+                    return True
+        if self.by_brand:
+            for n in self.by_brand.get(product.brand.casefold(), ()):
+                if rules[n].match.matches(product):
+                    return True
+        if self.by_category:
+            for wanted in _categories(product.category):
+                for n in self.by_category.get(wanted, ()):
+                    if rules[n].match.matches(product):
+                        return True
+        return False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What applying a list of live rules needs, computed once per list (`_plan`)."""
+
+    rules: tuple[Rule, ...]  # held: the cache's key is their ids
+    ids: tuple[str, ...]
+    excludes: _Group
+    filters: _Group
+    weights: _Group  # boost and bury
+    pins: tuple[tuple[Rule, tuple[str, ...] | None], ...]  # by position; listed ids sorted
+
+    @staticmethod
+    def of(rules: list[Rule]) -> _Plan:
+        pins = sorted((r for r in rules if r.action == "pin"), key=lambda r: r.position or 1)
+        return _Plan(
+            rules=tuple(rules),
+            ids=tuple(rule.id for rule in rules),
+            excludes=_Group([r for r in rules if r.action == "exclude"]),
+            filters=_Group([r for r in rules if r.action == "filter"]),
+            weights=_Group([r for r in rules if r.action in ("boost", "bury")]),
+            pins=tuple(
+                (r, None if r.match.item_ids is None else tuple(sorted(r.match.item_ids)))
+                for r in pins
+            ),
+        )
+
+
+# Plans of the live rules lists seen lately, by the ids of their rules (a plan holds its rules,
+# so no other object can have those ids while it is here). A document has a live list per block
+# and phase (`Rules.live`): a few.
+_PLANS: dict[tuple[int, ...], _Plan] = {}
+MAX_PLANS = 64
+
+
+def _plan(rules: list[Rule]) -> _Plan:
+    key = tuple(map(id, rules))
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _Plan.of(rules)
+        if len(_PLANS) >= MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+_UNREAD: Any = object()
+
+
+class _Block:
+    """Applying a plan to one block: each item's product and verdicts are worked out at most
+    once (a pin's listed items are tried against the exclusions and filters once per block)."""
+
+    def __init__(self, plan: _Plan, catalog: Catalog) -> None:
+        self.plan = plan
+        self.catalog = catalog
+        self.products: dict[str, Product | None] = {}
+        self.excluded: dict[str, list[int]] = {}
+        self.filtered: dict[str, list[int]] = {}
+        self.weighed: dict[str, list[int]] = {}
+        self.allowed: dict[str, bool] = {}
+
+    def product(self, item: str) -> Product | None:
+        product = self.products.get(item, _UNREAD)
+        if product is _UNREAD:
+            product = self.products[item] = self.catalog(item)
+        return product  # type: ignore[no-any-return]
+
+    def _hits(self, memo: dict[str, list[int]], group: _Group, item: str) -> list[int]:
+        """The rules of `group` the showable `item` matches (read once)."""
+        found = memo.get(item)
+        if found is None:
+            product = self.product(item)
+            assert product is not None
+            found = memo[item] = group.hits(product)
+        return found
+
+    def exclude(self, items: list[str], fired: set[str]) -> list[str]:
+        group = self.plan.excludes
+        if not group.rules:
+            return items
+        out = []
+        for item in items:
+            hits = self._hits(self.excluded, group, item)
+            if hits:
+                fired.update(group.rules[n].id for n in hits)
+            else:
+                out.append(item)
+        return out
+
+    def filter(self, items: list[str], fired: set[str]) -> list[str]:
+        """Only the items that match every filter; a filter fires when it drops an item (when
+        any item is dropped, every filter some item fails fires)."""
+        group = self.plan.filters
+        need = len(group.rules)
+        if not need:
+            return items
+        hits = {item: self._hits(self.filtered, group, item) for item in items}
+        out = [item for item in items if len(hits[item]) == need]
+        if len(out) < len(items):
+            passed = set(range(need))
+            for found in hits.values():
+                passed.intersection_update(found)
+            fired.update(rule.id for n, rule in enumerate(group.rules) if n not in passed)
+        return out
+
+    def weigh(self, items: list[str], fired: set[str]) -> list[str]:
+        group = self.plan.weights
+        if not group.rules:
+            return items
+        rules = group.rules
+        scores = {}
+        for rank, item in enumerate(items):
+            score = 1.0 / (1 + rank)
+            for n in self._hits(self.weighed, group, item):  # in the rules' order
+                score *= rules[n].weight
+            scores[item] = score
+        out = sorted(items, key=lambda item: -scores[item])  # stable: ties keep their order
+        if out != items:
+            moved = {item for item, before in zip(out, items, strict=True) if item != before}
+            fired.update(rules[n].id for i in moved for n in self.weighed[i])
+        return out
+
+    def pin(self, items: list[str], k: int, fired: set[str]) -> list[str]:
+        out = list(items)
+        placed: set[str] = set()
+        for rule, listed in self.plan.pins:
+            item = self._pinned(rule, listed, out, placed)
+            if item is None:
+                continue
+            at = min((rule.position or 1) - 1, k - 1, len(out))
+            before = out.index(item) if item in out else None
+            if item in out:
+                out.remove(item)
+            out.insert(min(at, len(out)), item)
+            placed.add(item)
+            if before != out.index(item):
+                fired.add(rule.id)
+        return out[:k]
+
+    def _pinned(
+        self, rule: Rule, listed: tuple[str, ...] | None, items: list[str], placed: set[str]
+    ) -> str | None:
+        """The item `rule` pins: its first listed item (those in `items` first, each part in
+        sorted order) that is showable and that the block's exclusions and filters allow, or
+        else the best candidate it matches; never one another pin placed."""
+        if listed is None:
+            return next((item for item in items if self._eligible(rule, item, placed)), None)
+        ids = rule.match.item_ids
+        assert ids is not None
+        inside = sorted({item for item in items if item in ids})
+        for item in inside:
+            if self._eligible(rule, item, placed):
+                return item
+        skip = set(inside)
+        for item in listed:
+            if item not in skip and self._eligible(rule, item, placed):
+                return item
+        return None
+
+    def _eligible(self, rule: Rule, item: str, placed: set[str]) -> bool:
+        if item in placed:
+            return False
+        product = self.products.get(item, _UNREAD)
+        if product is _UNREAD:
+            product = self.products[item] = self.catalog(item)
+        if not _showable(product) or not rule.match.matches(product):
+            return False
+        allowed = self.allowed.get(item)
+        if allowed is None:
+            allowed = self.allowed[item] = self._allowed(item, product)
+        return allowed
+
+    def _allowed(self, item: str, product: Product) -> bool:
+        """No exclusion matches the showable `product` and it matches every filter."""
+        plan = self.plan
+        excluded = self.excluded.get(item)
+        if excluded is None:
+            if plan.excludes.rules and plan.excludes.any(product):
+                return False
+        elif excluded:
+            return False
+        need = len(plan.filters.rules)
+        return not need or len(self._hits(self.filtered, plan.filters, item)) == need
 
 
 # Parsing a document from outside
