@@ -170,6 +170,7 @@ class RegistryLog:
         # every content experiment ever folded, by name (its report outlives its run)
         self.content_seen: dict[str, content.ContentExperiment] = {}
         self._pending: dict[tuple[str, str], list[bytes | None]] = {}
+        self.refused = 0  # bad records logged and skipped (`apply`)
 
     # -- queries ---------------------------------------------------------------------------------
     def active(self, name: str) -> str:
@@ -225,7 +226,9 @@ class RegistryLog:
 
     # -- the fold --------------------------------------------------------------------------------
     def apply(self, key: str, value: bytes | None) -> str | None:
-        """Fold one record; returns its kind when it changed what should be served."""
+        """Fold one record; returns its kind when it changed what should be served. A bad record
+        (a rules document `parse_rules` refuses, say) is logged, counted in `refused` and
+        skipped: what it would have replaced stays."""
         kind = key.split("/", 1)[0]
         try:
             if kind == "chunk":
@@ -259,6 +262,7 @@ class RegistryLog:
                 return kind if was != found else None
         except Exception as exc:  # anyone who can produce to the topic can write a bad record
             log.error("ignoring bad models record %r: %s: %s", key[:200], type(exc).__name__, exc)
+            self.refused += 1
         return None
 
     def _chunk(self, key: str, value: bytes | None) -> None:

@@ -219,6 +219,7 @@ class RegistryService(Service):
         super().__init__(**kwargs)
         self.broker_url = broker_url
         # the worker keeps every record it folds in the data dir (streams/registry_copy.py)
+        # but those the fold refuses
         self._copy_path = copy
         self._copy: RegistryCopy | None = None
         # records are folded only when signed with the cluster secret (None: nothing is)
@@ -286,9 +287,13 @@ class RegistryService(Service):
         if not isinstance(signed, Signed):
             return False
         key = msg.key.decode("utf-8", "replace")
-        if self._copy is not None:  # kept with its headers: republished to a new broker
-            self._copy.put(key, msg.value, [(k, bytes(v)) for k, v in msg.headers or ()])
+        refused = self.registry.refused
         kind = self.registry.apply(key, msg.value)
+        # kept with its headers (republished to a new broker) unless the fold refused it: a
+        # refused record must not replace the kept one its key had (a restarted worker would
+        # fold the refused record alone and lose, say, the rules it served)
+        if self._copy is not None and self.registry.refused == refused:
+            self._copy.put(key, msg.value, [(k, bytes(v)) for k, v in msg.headers or ()])
         if self.audit and live and not key.startswith("chunk/"):
             audit_registry(key, msg.value, signed, kind is not None or key.startswith("version/"))
         return kind is not None
