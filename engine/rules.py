@@ -46,9 +46,10 @@ MAX_TEXT = 256  # characters of a category or brand
 MAX_POSITION = 50  # the most items a block shows (engine.params)
 MAX_WEIGHT = 100.0
 # A pin tries its listed items, best first, each against the block's rules (is it excluded, does
-# it pass the filters): the listed items of all pins times the rules, at most. ~5 ms of CPU a
-# block, as many checks as the candidates of a block of 6 (RULES_WIDTH 3) against 500 rules: at
-# 100,000 a 1000-recipient batch took ~35 s.
+# it pass the filters): the listed items of all pins times the rules, at most. Before `_plan` a
+# block at this bound took ~5 ms of CPU (at 100,000 a 1000-recipient batch took ~35 s); with it,
+# a 1,000-item pin whose items are all excluded, plus 10 rules, ~1 ms a block
+# (benchmarks/rules_batch.py), the bound's worst case.
 MAX_PIN_CHECKS = 10_000
 DEFAULT_WEIGHT = {"boost": 2.0, "bury": 0.5}
 MAX_LIVE = 64  # live lists a document keeps (per block and phase: `Rules.live`)
