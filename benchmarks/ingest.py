@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -353,12 +354,16 @@ async def raw_baseline(
     data: Path,
     group: str = "raw-baseline",
     products: Mapping[str, Product] | None = None,
+    progress: Path | None = None,
 ) -> dict[str, float]:
     """aiokafka + rocksdict, the same pure fold, one write per user per batch (a new consumer
     `group` and a new database each run: it reads the topics from their start). With `products`
     (a catalog the worker has too) each event's product comes from that dict, as a plain app
-    would keep its catalog in memory: the fold then does the worker's category and brand work."""
+    would keep its catalog in memory: the fold then does the worker's category and brand work.
+    With `progress`, a line `events folded, time.monotonic()` is appended to that file after each
+    batch is written (`--alternate` reads it)."""
     db = Rdict(str(data / f"{group}.db"))
+    log = None if progress is None else progress.open("a", buffering=1)
     consumer = AIOKafkaConsumer(
         "clickstream",
         "cart",
@@ -395,9 +400,13 @@ async def raw_baseline(
                 started, cpu_started = time.monotonic(), time.process_time()
             for key, profile in touched.items():
                 db[key] = profile.pack()
+            if log is not None and batches:
+                log.write(f"{done} {time.monotonic()}\n")
     finally:
         await consumer.stop()
         db.close()
+        if log is not None:
+            log.close()
     ended = time.monotonic()
     elapsed = ended - (started or ended)
     cores = (time.process_time() - cpu_started) / max(elapsed, 1e-9) if started else 0.0
@@ -560,10 +569,15 @@ def one_round(args: argparse.Namespace, catalog: int, freshness_phase: bool) -> 
             try:
                 assert broker.proc is not None
                 pids = {"worker": proc.pid, "broker": broker.proc.pid}
-                if args.together:
-                    out["worker"], out["raw_baseline"] = together(
-                        broker.url, base, proc.pid, args.events, tmp, known
-                    )
+                if args.together or args.alternate:
+                    if args.together:
+                        out["worker"], out["raw_baseline"] = together(
+                            broker.url, base, proc.pid, args.events, tmp, known
+                        )
+                    else:
+                        out["worker"], out["raw_baseline"] = alternate(
+                            broker.url, base, proc.pid, args.events, tmp, len(known or ())
+                        )
                     while metric(base, "persona_events_processed_total") < args.events:
                         time.sleep(POLL)  # the freshness phase starts on a folded backlog
                 else:
@@ -578,7 +592,7 @@ def one_round(args: argparse.Namespace, catalog: int, freshness_phase: bool) -> 
                     out["freshness"]["loop_lag"] = lag_during(lag_before, loop_lag(base))
             finally:
                 stop_worker(proc, tmp / "w" / "worker.log")
-            if not args.together:
+            if not (args.together or args.alternate):
                 out["raw_baseline"] = asyncio.run(
                     raw_baseline(broker.url, args.events, tmp, products=known)
                 )
@@ -609,6 +623,109 @@ def together(
         sampler.terminate()
         sampler.wait(10)
     worker = worker_between(samples, raw["from"], raw["to"], n)
+    return worker, raw
+
+
+RAW_RUNNER = """
+import asyncio, json, sys
+from pathlib import Path
+from benchmarks.ingest import catalog_views, raw_baseline
+broker, n, tmp, progress, items = sys.argv[1:6]
+tmp, progress = Path(tmp), Path(progress)
+known = catalog_views(int(items)) if int(items) else None
+out = asyncio.run(raw_baseline(broker, int(n), tmp, products=known, progress=progress))
+(tmp / "raw-result.json").write_text(json.dumps(out))
+"""
+SLICE_S = 1.5  # seconds each process runs while the other is stopped (`--alternate`)
+
+
+def _progress(path: Path) -> list[tuple[float, float]]:
+    """The raw runner's progress lines: (events folded, monotonic time)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            rows.append((float(parts[0]), float(parts[1])))
+    return rows
+
+
+def alternate(
+    broker: str, base: str, pid: int, n: int, tmp: Path, items: int, slice_s: float = SLICE_S
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--alternate`: the worker and a raw fold in its own process take turns of `slice_s`
+    seconds (the other one SIGSTOPped), until either has folded nearly all `n` events. Each one's
+    rate is its events over its own turns' seconds: both fold alone on the machine, as when run
+    one after the other, and the machine's slow and fast phases (which moved sequential rounds
+    of one commit between 0.49 and 0.89, 2026-12-06) fall on both. The worker's turn is measured
+    from its counter read after SIGCONT to the one read before SIGSTOP; the raw fold's from its
+    first to its last batch written inside the turn."""
+    progress = tmp / "raw-progress.txt"
+    os.kill(pid, signal.SIGSTOP)  # the raw fold joins its group while the worker waits
+    raw_proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_RUNNER, broker, str(n), str(tmp), str(progress), str(items)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    w_events = w_seconds = w_cpu = r_events = r_seconds = r_cpu = r_turns = 0.0
+    turns = 0
+    try:
+        deadline = time.monotonic() + 300
+        while not _progress(progress):  # its first batch: the raw fold is under way
+            if raw_proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the raw fold did not start")
+            time.sleep(0.05)
+        os.kill(raw_proc.pid, signal.SIGSTOP)
+        while True:
+            os.kill(pid, signal.SIGCONT)
+            v0, c0 = metric(base, "persona_events_processed_total"), cpu_seconds(pid)
+            t0 = time.monotonic()
+            time.sleep(slice_s)
+            v1, c1 = metric(base, "persona_events_processed_total"), cpu_seconds(pid)
+            t1 = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            w_events, w_seconds, w_cpu = w_events + v1 - v0, w_seconds + t1 - t0, w_cpu + c1 - c0
+            seen, rc0, rt0 = len(_progress(progress)), cpu_seconds(raw_proc.pid), time.monotonic()
+            os.kill(raw_proc.pid, signal.SIGCONT)
+            time.sleep(slice_s)
+            os.kill(raw_proc.pid, signal.SIGSTOP)
+            r_cpu += cpu_seconds(raw_proc.pid) - rc0
+            r_turns += time.monotonic() - rt0
+            inside = _progress(progress)[seen:]
+            if len(inside) >= 2:
+                r_events += inside[-1][0] - inside[0][0]
+                r_seconds += inside[-1][1] - inside[0][1]
+            turns += 1
+            done = inside[-1][0] if inside else 0.0
+            if v1 >= 0.9 * n or done >= 0.9 * n:
+                break
+    finally:
+        for target in (pid, raw_proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGCONT)
+        raw_proc.kill()
+        raw_proc.wait(30)
+    if not w_seconds or not r_seconds:
+        raise RuntimeError("no turn measured: use more --events")
+    worker = {
+        "events": w_events,
+        "seconds": w_seconds,
+        "events_per_s": w_events / w_seconds,
+        "cpu_cores": {"worker": w_cpu / w_seconds},
+        "records_per_batch": float("nan"),
+        "turns": turns,
+    }
+    raw = {
+        "events": r_events,
+        "seconds": r_seconds,
+        "events_per_s": r_events / r_seconds,
+        "cpu_cores": r_cpu / r_turns,  # over its whole turns
+        "records_per_batch": float("nan"),
+        "turns": turns,
+    }
     return worker, raw
 
 
@@ -668,11 +785,20 @@ def main() -> None:
         "over the same seconds: the machine's phase then moves both",
     )
     parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help=f"the worker and the raw fold (in its own process) take turns of {SLICE_S:g} s, "
+        "the other stopped, and each one's rate is taken over its own turns: both fold alone, "
+        "through the same phases of a shared machine",
+    )
+    parser.add_argument(
         "--freshness-rate", type=float, help="events/s during the freshness phase (default: half)"
     )
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1 (got {args.repeat})")
+    if args.together and args.alternate:
+        parser.error("--together and --alternate are two ways of measuring: choose one")
     if not REES46.exists():
         sys.exit(f"needs {REES46} (the REES46 sample in ../shared/data)")
     results: dict[str, Any] = {
