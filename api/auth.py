@@ -10,7 +10,6 @@ or others is refused at start-up (engine/files.py).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -134,7 +133,7 @@ def secret_from_header(header: str, allow_basic: bool = False) -> str | None:
     if scheme == "basic" and allow_basic:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and text outside ASCII
             return None
         return decoded.partition(":")[2] or None
     return None

@@ -60,3 +60,21 @@ def test_a_key_that_is_not_utf8_is_a_401_not_a_500(
         status, body = raw(api_server, get(api_server, target, authorization, keep_alive))
         assert status == 401, body[:300]
         assert b"Internal" not in body
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Basic \xc3\xa9",  # UTF-8 text, but not Base64's alphabet
+        b"Basic \xff\xfe",  # not UTF-8: reaches the check as surrogates
+        b"Basic dXNlcjo" + b"\xe2\x80\x8b",  # Base64 with a zero-width space after it
+    ],
+)
+def test_basic_credentials_that_are_not_ascii_are_a_401_not_a_500(
+    api_server: Server, authorization: bytes
+) -> None:
+    """The feeds take HTTP Basic: base64.b64decode raises a plain ValueError (not binascii.Error)
+    for text with a character outside ASCII, which reached the errors middleware as a 500."""
+    status, body = raw(api_server, get(api_server, "/v1/feeds/google.tsv", authorization))
+    assert status in (401, 429), body[:300]  # 429: the module's earlier 401s used the allowance
+    assert b"Internal" not in body
