@@ -158,12 +158,10 @@ def _beyond_collect(request: web.Request) -> web.Response | None:
 
 
 async def post_collect(request: web.Request) -> web.Response:
-    if (request.content_length or 0) > MAX_BODY:
-        return problem(413, "Body too large", f"at most {MAX_BODY} bytes per request")
     refusal = _beyond_collect(request)
     if refusal is not None:
         return refusal
-    items = await read_events(request, MAX_EVENTS)
+    items = await read_events(request, MAX_EVENTS, MAX_BODY)
     if isinstance(items, web.Response):
         return items
     purchases = PURCHASE_SCOPE in caller(request)[1]

@@ -1,0 +1,99 @@
+"""Hostile bodies for the browser collector (`POST /v1/collect`, a publishable key anybody can
+copy) and for `POST /v1/events`, which reads its bodies the same way (api/event_routes.py):
+a Content-Type naming a charset Python cannot decode with, a body past the collector's bound sent
+without a Content-Length, and NDJSON with far more lines than a request may hold."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from api.collect import MAX_BODY, MAX_EVENTS
+from api.event_routes import MAX_EVENTS as MAX_POSTED
+from api.testing import MemoryState
+from tests.api.test_collect import PK, WRITE, _client, bearer, ev
+
+
+@pytest.fixture
+def state() -> MemoryState:
+    return MemoryState()
+
+
+@pytest.fixture
+async def client(state: MemoryState) -> AsyncIterator[TestClient]:
+    async with await _client(state) as c:
+        yield c
+
+
+ROUTES = [("/v1/collect", PK), ("/v1/events", WRITE)]
+
+
+@pytest.mark.parametrize(("path", "secret"), ROUTES)
+@pytest.mark.parametrize("charset", ["x-no-such-charset", "rot13", "base64"])
+async def test_a_charset_is_never_a_500_nor_a_way_around_utf8(
+    client: TestClient, state: MemoryState, path: str, secret: str, charset: str
+) -> None:
+    """`request.text()` decoded with whatever charset the Content-Type names: an unknown one
+    (or a codec that is not a text encoding, such as rot13 or base64) raised LookupError, a 500
+    with a traceback. Events bodies are UTF-8 JSON whatever the header says (RFC 8259 defines
+    no charset for JSON), so a latin-1 body is a 400 too."""
+    body = json.dumps([ev("page_view", item=None)]).encode()
+    headers = {**bearer(secret), "Content-Type": f"text/plain; charset={charset}"}
+    r = await client.post(path, data=body, headers=headers)
+    assert r.status == 202, await r.text()
+    assert (await r.json())["accepted"] == 1
+    latin1 = json.dumps([ev("search", item=None, props={"query": "thé"})], ensure_ascii=False)
+    headers = {**bearer(secret), "Content-Type": "application/json; charset=latin-1"}
+    r = await client.post(path, data=latin1.encode("latin-1"), headers=headers)
+    assert r.status == 400 and r.content_type == "application/problem+json"
+    assert "UTF-8" in (await r.json())["detail"]
+    assert len(state.produced) == 1
+
+
+async def _chunks(total: int, piece: bytes = b" " * 16384) -> AsyncIterator[bytes]:
+    """`total` bytes of a JSON array sent with chunked transfer encoding (no Content-Length)."""
+    yield b"["
+    sent = 2
+    while sent + len(piece) < total:
+        yield piece
+        sent += len(piece)
+    yield b"]"
+
+
+async def test_a_chunked_body_past_the_collect_bound_is_413(
+    client: TestClient, state: MemoryState
+) -> None:
+    """The 64 KiB bound of /v1/collect was checked on the Content-Length only: a body sent
+    chunked (no Content-Length) was read and parsed up to the app's 10 MiB."""
+    r = await client.post("/v1/collect", data=_chunks(MAX_BODY * 4), headers=bearer(PK))
+    assert r.status == 413 and r.content_type == "application/problem+json"
+    assert str(MAX_BODY) in (await r.json())["detail"]
+    events = json.dumps([ev("page_view", item=None)] * 3).encode()
+
+    async def small() -> AsyncIterator[bytes]:
+        yield events
+
+    r = await client.post("/v1/collect", data=small(), headers=bearer(PK))
+    assert r.status == 202 and (await r.json())["accepted"] == 3  # chunked and within: taken
+    assert len(state.produced) == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "secret", "limit"),
+    [("/v1/collect", PK, MAX_EVENTS), ("/v1/events", WRITE, MAX_POSTED)],
+)
+async def test_ndjson_stops_being_read_past_the_event_limit(
+    client: TestClient, state: MemoryState, path: str, secret: str, limit: int
+) -> None:
+    """NDJSON was parsed to its last line before the event count was checked: 10 MiB of `{}`
+    lines are some 3.5 million json.loads calls on the event loop (seconds with every other
+    request of the process waiting) for an answer that is a 413 anyway. Reading stops at the
+    first line past the limit: what follows it (here, a line that is not JSON) is never read."""
+    lines = [json.dumps(ev("page_view", item=None))] * (limit + 1) + ["{not json"]
+    r = await client.post(path, data="\n".join(lines).encode(), headers=bearer(secret))
+    assert r.status == 413, await r.text()
+    assert f"at most {limit} events" in (await r.json())["detail"]
+    assert not state.produced
