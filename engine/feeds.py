@@ -254,15 +254,17 @@ def _tsv(products: Iterable[Product], chunk_rows: int, channel: Channel) -> Iter
 
     def line(p: Product) -> str:
         cells = _cells(p, _GOOGLE_AVAILABILITY, channel, ahead=True)
-        # one line of one cell per column, whatever text a product holds
-        return "\t".join(_TSV_BREAKS.sub(" ", cells.get(c, "")) for c in GOOGLE_COLUMNS) + "\n"
+        # one line of one cell per column, whatever text a product holds; a cell with a double
+        # quote is quoted (quotes doubled): one that starts with a quote would otherwise open a
+        # quoted value for every quote-aware reader and run on into the next rows
+        return _csv_line((_TSV_BREAKS.sub(" ", cells.get(c, "")) for c in GOOGLE_COLUMNS), "\t")
 
     yield from _chunks(products, line, chunk_rows)
 
 
-def _csv_line(values: Iterable[str]) -> str:
+def _csv_line(values: Iterable[str], delimiter: str = ",") -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(list(values))
+    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow(list(values))
     return out.getvalue()
 
 

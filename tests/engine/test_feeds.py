@@ -130,3 +130,25 @@ def test_line_breaks_in_any_catalog_text_never_add_feed_rows_or_columns():
     root = ET.fromstring("".join(stream("google.xml", [hostile])))
     mpn = root.find("./channel/item/{http://base.google.com/ns/1.0}mpn")
     assert mpn is not None and "\n" not in (mpn.text or "")
+
+
+def test_quotes_in_catalog_text_never_merge_google_tsv_rows():
+    """A TSV cell that starts with a double quote opens a quoted value for every quote-aware
+    reader (Python's csv, Persona's own `catalog import`, Merchant Center with quoted fields,
+    its default for new data sources): with no closing quote the rest of the feed became one
+    cell of one row. Cells with a quote are written quoted, the quotes doubled."""
+    from engine.catalog_formats import read_products
+
+    hostile = product("Q1", title='"Open quote, never closed', brand='12" pan', mpn='"x"')
+    text = "".join(stream("google.tsv", [hostile, product("Q2"), product("Q3")]))
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    assert len(rows) == 4 and all(len(r) == len(COLUMNS) for r in rows)
+    first = dict(zip(COLUMNS, rows[1], strict=True))
+    assert first["title"] == '"Open quote, never closed' and first["brand"] == '12" pan'
+    assert first["mpn"] == '"x"' and rows[2][0] == "Q2" and rows[3][0] == "Q3"
+    back = list(read_products(io.BytesIO(text.encode()), "tsv"))
+    assert [(p.item_id, p.title) for p in back][:2] == [
+        ("Q1", '"Open quote, never closed'),
+        ("Q2", "White hanging heart T-light holder"),
+    ]
+    assert len(back) == 3
