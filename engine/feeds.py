@@ -16,6 +16,12 @@ characters from `[A-Za-z0-9._-]` is used as is (the common case, so the ids of t
 match the feed); anything else becomes `p-<safe prefix>-<12 hex digest>` (at most 50 characters,
 stable).
 
+Formula-looking text (a cell starting with `=`, `+`, `-` or `@`) is written as the catalog has
+it, on purpose: these files are read by the ad platforms, which take every cell as text and show
+it in ads, so the `'` prefix OWASP recommends against CSV injection in spreadsheet exports would
+appear in front of titles such as "-20% desk lamp" or "@home cushion" (and change ids). Whoever
+opens meta.csv or criteo.csv in a spreadsheet should import it as text, not double-click it.
+
 `stream(name, products)` yields text chunks of about `chunk_rows` rows; nothing holds more than one
 chunk, so a 100k-product feed never sits in memory at once.
 """
