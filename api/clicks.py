@@ -3,8 +3,9 @@
 No API key: a mail client or an ad's landing follows the link. A good token answers 302 to the
 item's URL in the catalog (never a URL from the request: no open redirect) and records a `click`
 event for the token's user (props `block`, `variant`), produced like `POST /v1/events`' events;
-a link older than engine.clicks.MAX_AGE_DAYS still redirects but records nothing. A token that
-does not verify is a 404 problem and counts as a failed authentication of the client address
+a link older than engine.clicks.MAX_AGE_DAYS still redirects but records nothing. `Location` is
+ASCII: the URL's spaces and non-ASCII characters are percent-encoded. A token that does not
+verify is a 404 problem and counts as a failed authentication of the client address
 (api/limits.py: repeated ones are answered 429), so tokens cannot be guessed at speed. An item
 gone from the catalog redirects to PERSONA_FEED_LINK (the shop) when set, else 404.
 """
@@ -12,6 +13,7 @@ gone from the catalog redirects to PERSONA_FEED_LINK (the shop) when set, else 4
 from __future__ import annotations
 
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -65,7 +67,18 @@ async def get_click(request: web.Request) -> web.StreamResponse:
         request.app[TELEMETRY].count_click(click.block, click.variant)  # the dashboard's A/B
     else:
         clicks.count("expired")
-    return web.Response(status=302, headers={"Location": target, **NO_STORE})
+    return web.Response(status=302, headers={"Location": _ascii(target), **NO_STORE})
+
+
+# every printable ASCII character but the space: `_ascii` leaves the URL's structure alone
+_PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def _ascii(url: str) -> str:
+    """`url` with its spaces and non-ASCII characters percent-encoded (UTF-8), for `Location`,
+    where HTTP allows ASCII only; every other character stays as the catalog wrote it (encoding
+    a backslash, say, would change which host a browser reads)."""
+    return urllib.parse.quote(url, safe=_PRINTABLE)
 
 
 def metrics_lines(clicks: Clicks) -> list[str]:

@@ -146,3 +146,22 @@ async def test_a_publishable_key_cannot_send_clicks() -> None:
 
     event = validate({"event_id": "e", "type": "click", "user_id": "u", "ts": 1_790_000_000_000})
     assert collect_refusal(event, purchases=True) is not None
+
+
+async def test_the_location_is_ascii_whatever_the_catalog_url_holds(
+    state: MemoryState,
+) -> None:
+    """A catalog URL may hold spaces and non-ASCII (the feeds percent-encode them): the redirect
+    sent them raw in `Location`, where HTTP allows ASCII only (a client reading the header as
+    ISO-8859-1 went to another URL). They are percent-encoded; every ASCII character stays as
+    the catalog wrote it, so the URL's parts (a backslash, an '@') are read as before."""
+    for item, url in [
+        ("U", "https://shop.example.com/p/thé lamp?c=ä"),
+        ("S", "https://shop.example.com\\@x.example/p/\u2028"),
+    ]:
+        state.put_product(Product(item, "T", url, url, 1.0, "EUR", "in_stock"))
+    async with await _client(state) as client:
+        r = await client.get(link("U"), allow_redirects=False)
+        assert r.headers["Location"] == "https://shop.example.com/p/th%C3%A9%20lamp?c=%C3%A4"
+        r = await client.get(link("S"), allow_redirects=False)
+        assert r.headers["Location"] == "https://shop.example.com\\@x.example/p/%E2%80%A8"
