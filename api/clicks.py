@@ -3,11 +3,12 @@
 No API key: a mail client or an ad's landing follows the link. A good token answers 302 to the
 item's URL in the catalog (never a URL from the request: no open redirect) and records a `click`
 event for the token's user (props `block`, `variant`), produced like `POST /v1/events`' events;
-a link older than engine.clicks.MAX_AGE_DAYS still redirects but records nothing. `Location` is
-ASCII: the URL's spaces and non-ASCII characters are percent-encoded. A token that does not
-verify is a 404 problem and counts as a failed authentication of the client address
-(api/limits.py: repeated ones are answered 429), so tokens cannot be guessed at speed. An item
-gone from the catalog redirects to PERSONA_FEED_LINK (the shop) when set, else 404.
+a link older than engine.clicks.MAX_AGE_DAYS still redirects but records nothing, and so does a
+HEAD (a link checker's or mail scanner's probe, not a click). `Location` is ASCII: the URL's
+spaces and non-ASCII characters are percent-encoded. A token that does not verify is a 404
+problem and counts as a failed authentication of the client address (api/limits.py: repeated
+ones are answered 429), so tokens cannot be guessed at speed. An item gone from the catalog
+redirects to PERSONA_FEED_LINK (the shop) when set, else 404.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ async def get_click(request: web.Request) -> web.StreamResponse:
     if target is None:
         clicks.count("gone")
         return problem(404, "Item not found", "the item is no longer in the catalog")
+    if request.method == "HEAD":  # a mail scanner checking the link, not a person clicking
+        return web.Response(status=302, headers={"Location": _ascii(target), **NO_STORE})
     if is_fresh(click, now):
         await request.app[CONTENT].state.produce([validate(click_event(click, now))])
         clicks.count("recorded")

@@ -148,6 +148,19 @@ async def test_a_publishable_key_cannot_send_clicks() -> None:
     assert collect_refusal(event, purchases=True) is not None
 
 
+async def test_a_head_request_opens_nothing_and_records_no_click(
+    client: TestClient, state: MemoryState
+) -> None:
+    """Mail security scanners check links with HEAD before (or instead of) a person clicking:
+    aiohttp answers HEAD with the GET handler, so each check was recorded as the user's click
+    (in the profile and the dashboard's A/B counts)."""
+    r = await client.head(link(), allow_redirects=False)
+    assert r.status == 302 and r.headers["Location"] == "https://shop.example.com/p/A"
+    assert not state.produced
+    metrics = await (await client.get("/metrics")).text()
+    assert 'persona_clicks_total{outcome="recorded"} 0' in metrics
+
+
 async def test_the_location_is_ascii_whatever_the_catalog_url_holds(
     state: MemoryState,
 ) -> None:
