@@ -105,12 +105,12 @@ PUBLISHABLE_SCOPES = frozenset({COLLECT_SCOPE, PURCHASE_SCOPE})
 
 
 def _refusal(request: web.Request, collect: Collect, origin: str | None) -> web.Response | None:
+    wait = collect.addresses.fail(request.remote)  # every request, origin refusals too
     if origin is not None and origin.lower() not in collect.origins:
         collect.count("refused_origin")
         return problem(
             403, "Origin not allowed", "this page's origin is not in PERSONA_COLLECT_ORIGINS"
         )
-    wait = collect.addresses.fail(request.remote)
     if not wait:
         return None
     collect.count("limited")

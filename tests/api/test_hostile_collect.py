@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from api.collect import MAX_BODY, MAX_EVENTS
 from api.event_routes import MAX_EVENTS as MAX_POSTED
 from api.testing import MemoryState
-from tests.api.test_collect import PK, WRITE, _client, bearer, ev
+from tests.api.test_collect import OTHER, PK, SHOP, WRITE, _client, bearer, ev
 
 
 @pytest.fixture
@@ -96,4 +96,21 @@ async def test_ndjson_stops_being_read_past_the_event_limit(
     r = await client.post(path, data="\n".join(lines).encode(), headers=bearer(secret))
     assert r.status == 413, await r.text()
     assert f"at most {limit} events" in (await r.json())["detail"]
+    assert not state.produced
+
+
+async def test_refused_origins_take_from_the_address_allowance_too(state: MemoryState) -> None:
+    """Every request to /v1/collect takes a token from its address's bucket, refusals included
+    (api/collect.py): an Origin refusal took none, so one address could be refused at any rate.
+    A refused origin never gets CORS headers, not even on the 429."""
+    async with await _client(state, per_minute=3) as client:
+        for _ in range(3):
+            headers = {"Origin": OTHER, **bearer(PK)}
+            r = await client.post("/v1/collect", json=[ev("page_view", item=None)], headers=headers)
+            assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
+        r = await client.post("/v1/collect", json=[ev("page_view", item=None)], headers=headers)
+        assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
+        headers = {"Origin": SHOP, **bearer(PK)}
+        r = await client.post("/v1/collect", json=[ev("page_view", item=None)], headers=headers)
+        assert r.status == 429 and r.headers["Access-Control-Allow-Origin"] == SHOP
     assert not state.produced
