@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy
 
-from engine.text import BadJson, outside_json
+from engine.text import BadJson, id_problem, outside_json
 
 
 class ModelLoadError(ValueError):
@@ -75,6 +75,34 @@ def check_npz(path: Path, limits: Mapping[str, int]) -> dict[str, tuple[tuple[in
     except (*NPZ_ERRORS, RuntimeError, NotImplementedError) as exc:
         raise ModelLoadError(f"{path} is not a valid .npz: {exc}") from None
     return out
+
+
+MAX_ITEM_ID = 128  # characters: the longest item id an event or the catalog accepts
+
+
+def check_item_ids(items: Any, where: str, numbers: bool = False) -> list[str]:
+    """A recs artifact's `items` as a list of distinct ids that an event could name: 1..128
+    characters without control characters or lone surrogates (engine.text.id_problem), or
+    ModelLoadError saying why not. Any other id never matches a user's history and reaches every
+    user through the popular fill (a 10 MB id, a NUL or a terminal escape in each answer).
+    `numbers`: integers are accepted too (ids written as numbers elsewhere), as their text."""
+    if not isinstance(items, list):
+        raise ModelLoadError(f"{where}: items must be a list of item ids")
+    if not all(type(i) is str for i in items):
+        accepted = (str, int) if numbers else (str,)
+        bad = [type(i).__name__ for i in items if type(i) not in accepted][:1]
+        if bad:
+            kinds = "strings or integers" if numbers else "strings"
+            raise ModelLoadError(f"{where}: item ids must be {kinds}, not {bad[0]}")
+        items = [str(i) for i in items]
+    if items and not 1 <= min(map(len, items)) <= max(map(len, items)) <= MAX_ITEM_ID:
+        raise ModelLoadError(f"{where}: every item id must be 1..{MAX_ITEM_ID} characters")
+    problem = id_problem("".join(items))  # one scan of them all
+    if problem:
+        raise ModelLoadError(f"{where}: an item id {problem}")
+    if len(set(items)) != len(items):
+        raise ModelLoadError(f"{where}: item ids must be unique")
+    return items
 
 
 MAX_METRICS_DEPTH = 8

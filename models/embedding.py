@@ -49,6 +49,7 @@ from models import vector_index
 from models.artifacts import (
     NPZ_ERRORS,
     ModelLoadError,
+    check_item_ids,
     check_npz,
     make_version,
     read_json,
@@ -82,6 +83,10 @@ SIMILARITIES = ("dot", "cosine")
 NEIGHBOURS_SHOWN = 50  # neighbours_of: what the explain route shows
 OWN_CLUSTERS = 8  # the clusters of this many of the history's heaviest items are probed too
 EPSILON = 1e-6  # a score at or below this is no evidence (own-contribution rounding included)
+# The largest magnitude of a vector's value: a user vector sums at most 10,000 history items
+# weighing at most 101 each, so its squared norm stays below 1024 * (1e6 * 1e9)**2 = 1e33, far
+# within float32 (3.4e38). Vectors of 1e30 overflowed the norms to inf: NaN or zero scores.
+MAX_VALUE = 1e9
 
 
 @dataclass
@@ -247,11 +252,7 @@ class EmbeddingRecommender:
             raise ModelLoadError(f"{path}: not a format-{FORMAT} recs artifact")
         if meta.get("kind") != KIND:
             raise ModelLoadError(f"{path}: kind is {meta.get('kind')!r}, not {KIND!r}")
-        items = meta["items"]
-        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-            raise ModelLoadError(f"{path}: items must be a list of non-empty strings")
-        if len(set(items)) != len(items):
-            raise ModelLoadError(f"{path}: item ids must be unique")
+        items = check_item_ids(meta["items"], str(path))
         decay = meta.get("recency_decay", RECENCY_DECAY)
         if not isinstance(decay, int | float) or not 0.0 <= float(decay) <= 1.0:
             raise ModelLoadError(f"{path}: recency_decay must be a number in 0..1")
@@ -312,6 +313,8 @@ def _read_arrays(
         )
     if not np.isfinite(vectors).all():
         raise ModelLoadError(f"{path}: vectors hold NaN or infinite values")
+    if vectors.size and not -MAX_VALUE <= vectors.min() <= vectors.max() <= MAX_VALUE:
+        raise ModelLoadError(f"{path}: vectors hold values beyond +-{MAX_VALUE:g}: scores overflow")
     if popular.ndim != 1 or popular.dtype.kind not in "iu":
         raise ModelLoadError(f"{path}: popular must be a 1-d array of integer row indices")
     if len(popular) and not 0 <= int(popular.min()) <= int(popular.max()) < n:
@@ -330,8 +333,11 @@ def _layout(
     n, dim = shape
     if centroids.dtype != np.float32 or centroids.ndim != 2 or centroids.shape[1] != dim:
         raise ModelLoadError(f"{path}: ivf_centroids must be float32 lists x {dim}")
-    if not 2 <= len(centroids) <= max(2, n) or not np.isfinite(centroids).all():
-        raise ModelLoadError(f"{path}: ivf_centroids must be 2..{n} finite rows")
+    bounded = (
+        centroids.size and np.isfinite(centroids).all() and np.abs(centroids).max() <= MAX_VALUE
+    )
+    if not 2 <= len(centroids) <= max(2, n) or not bounded:
+        raise ModelLoadError(f"{path}: ivf_centroids must be 2..{n} finite rows within +-1e9")
     if assign.shape != (n,) or assign.dtype.kind not in "iu":
         raise ModelLoadError(f"{path}: ivf_assign must hold one integer per item")
     if n and not 0 <= int(assign.min()) <= int(assign.max()) < len(centroids):

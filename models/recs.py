@@ -43,6 +43,7 @@ from engine.events import Event
 from models.artifacts import (
     NPZ_ERRORS,
     ModelLoadError,
+    check_item_ids,
     check_npz,
     make_version,
     read_json,
@@ -262,9 +263,7 @@ class Recommender:
         require(meta, d / JSON_NAME, "version", "created", "items")
         if meta.get("name", "recs") != "recs" or meta.get("format") != FORMAT:
             raise ModelLoadError(f"{d / JSON_NAME}: not a format-{FORMAT} recs artifact")
-        items = meta["items"]
-        if not isinstance(items, list):
-            raise ModelLoadError(f"{d / JSON_NAME}: items must be a list")
+        items = check_item_ids(meta["items"], str(d / JSON_NAME), numbers=True)
         k = meta.get("k", 50)
         if type(k) is not int or not 1 <= k <= MAX_K:
             raise ModelLoadError(f"{d / JSON_NAME}: k must be an integer in 1..{MAX_K}")
@@ -281,10 +280,6 @@ class Recommender:
             raise
         except NPZ_ERRORS as exc:
             raise ModelLoadError(f"{d / NPZ_NAME} is not a valid recs .npz: {exc}") from None
-        if not all(type(i) is str for i in items):  # ids written as numbers elsewhere
-            items = [str(i) for i in items]
-        if len(set(items)) != len(items):
-            raise ModelLoadError(f"{d / JSON_NAME}: item ids must be unique")
         check_table(arrays, n, d)
         indptr, neighbours, weights = arrays["indptr"], arrays["neighbours"], arrays["weights"]
         popular = arrays["popular"]
@@ -314,18 +309,25 @@ def check_table(arrays: dict[str, np.ndarray], n: int, d: Path) -> None:
     """ModelLoadError unless the arrays are a neighbour table of `n` items that serving can walk:
     integer `indptr` of n+1 offsets from 0, never decreasing, ending at the number of neighbours
     (a decreasing or huge one made serving fail or allocate terabytes for a user), integer
-    neighbour and popular row indices in 0..n-1, finite weights (NaN scores rank nothing)."""
+    neighbour and popular row indices in 0..n-1, popular items not repeated (the fill served them
+    as often as listed), weights finite as the float32 they are served as (NaN scores rank
+    nothing; a float64 1e300 became inf)."""
     indptr, neighbours, weights = arrays["indptr"], arrays["neighbours"], arrays["weights"]
     popular = arrays["popular"]
     for name in ("indptr", "neighbours", "popular"):
         if arrays[name].ndim != 1 or arrays[name].dtype.kind not in "iu":
             raise ModelLoadError(f"{d}: recs {name} must be a 1-d array of integers")
-    if weights.ndim != 1 or weights.dtype.kind not in "fiu" or not np.isfinite(weights).all():
-        raise ModelLoadError(f"{d}: recs weights must be finite numbers")
+    if weights.ndim != 1 or weights.dtype.kind not in "fiu":
+        raise ModelLoadError(f"{d}: recs weights must be a 1-d array of numbers")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(weights.astype(np.float32, copy=False)).all():
+            raise ModelLoadError(f"{d}: recs weights must be finite float32 numbers")
     if (
         indptr.shape != (n + 1,)
         or int(indptr[0]) != 0
-        or (n and bool((np.diff(indptr) < 0).any()))
+        # compared, not subtracted: np.diff of small or unsigned integers wraps a decrease
+        # around to a positive step
+        or (n and bool((indptr[1:] < indptr[:-1]).any()))
         or int(indptr[-1]) != len(neighbours)
     ):
         raise ModelLoadError(
@@ -338,6 +340,8 @@ def check_table(arrays: dict[str, np.ndarray], n: int, d: Path) -> None:
         or (len(popular) and not 0 <= int(popular.min()) <= int(popular.max()) < n)
     ):
         raise ModelLoadError(f"{d}: recs arrays do not match the item list")
+    if len(np.unique(popular)) != len(popular):
+        raise ModelLoadError(f"{d}: recs popular must not repeat an item")
 
 
 # -- training --------------------------------------------------------------------------------

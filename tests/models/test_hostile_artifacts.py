@@ -1,0 +1,166 @@
+"""Model artifacts attacked byte by byte (issue: hostile-input probe of artifacts and publishing).
+
+Each test is an artifact that loaded before and then crashed, wedged or fed garbage to serving;
+now the loader (and so `persona models publish`, which test-loads) refuses it with a reason.
+The size attacks (headers declaring terabytes, zip bombs, foreign members) are in
+tests/models/test_artifacts.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.artifacts import ModelLoadError
+from models.embedding import EmbeddingRecommender
+from models.recs import Recommender
+from tests.models.test_artifacts import npy_bytes, recs_dir
+
+GOOD_TABLE = {
+    "indptr": np.array([0, 1, 2, 2], np.int64),
+    "neighbours": np.array([1, 0], np.int32),
+    "weights": np.array([0.5, 0.5], np.float32),
+}
+
+
+def knn_dir(tmp_path: Path, **arrays: np.ndarray) -> Path:
+    return recs_dir(tmp_path, **{n: npy_bytes(a) for n, a in (GOOD_TABLE | arrays).items()})
+
+
+# -- item-kNN (CSR) tables ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "indptr",
+    [
+        # decreasing offsets that np.diff wraps to positive numbers: row 1 read as -2 entries,
+        # np.repeat raised ValueError for every user holding item i1
+        np.array([0, 5, 3, 5], np.uint64),
+        np.array([0, 100, -100, 2], np.int8),
+        np.array([0, 30000, -30000, 2], np.int16),
+    ],
+)
+def test_an_indptr_whose_dtype_hides_a_decrease_is_refused(
+    tmp_path: Path, indptr: np.ndarray
+) -> None:
+    neighbours = np.zeros(int(indptr[-1]), np.int32)
+    d = knn_dir(tmp_path, indptr=indptr, neighbours=neighbours, weights=neighbours.astype("f4"))
+    with pytest.raises(ModelLoadError, match="indptr"):
+        Recommender.load(d)
+
+
+def test_big_endian_and_small_integer_tables_that_are_sound_still_load(tmp_path: Path) -> None:
+    d = knn_dir(
+        tmp_path,
+        indptr=np.array([0, 1, 2, 2], ">u2"),
+        neighbours=np.array([1, 0], ">i8"),
+        weights=np.array([0.5, 0.5], ">f2"),
+    )
+    assert Recommender.load(d).recommend([("i0", 1)], {"i0"}, 2) == ["i1", "i2"]
+
+
+def test_weights_that_overflow_float32_are_refused(tmp_path: Path) -> None:
+    """float64 weights of 1e300 are finite but became inf when cast to the served float32
+    (and inf - inf = NaN in a sum of positive and negative weights)."""
+    d = knn_dir(tmp_path, weights=np.array([1e300, -1e300], np.float64))
+    with pytest.raises(ModelLoadError, match="weights"):
+        Recommender.load(d)
+
+
+def test_a_popular_list_that_repeats_an_item_is_refused(tmp_path: Path) -> None:
+    """The popular fill appended i0 three times: a user with no known history got [i0, i0, i0]."""
+    d = knn_dir(tmp_path, popular=np.array([0, 0, 0], np.int64))
+    with pytest.raises(ModelLoadError, match="popular"):
+        Recommender.load(d)
+
+
+# -- item ids (both recs kinds) -----------------------------------------------------------------
+
+
+def _with_items(d: Path, items: list[object]) -> Path:
+    meta = json.loads((d / "recs.json").read_text())
+    (d / "recs.json").write_text(json.dumps(meta | {"items": items}))
+    return d
+
+
+BAD_IDS = [
+    pytest.param("", id="empty"),
+    pytest.param("a\x00b", id="nul"),
+    pytest.param("a\nb", id="newline"),
+    pytest.param("\x1b[31mred", id="escape"),
+    pytest.param("\ud800", id="lone-surrogate"),
+    pytest.param("x" * 129, id="longer-than-an-event-id"),
+    pytest.param(None, id="null"),
+    pytest.param(["i"], id="list"),
+    pytest.param(1.5, id="float"),
+    pytest.param(True, id="bool"),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_item_knn_item_ids_that_no_event_could_name_are_refused(
+    tmp_path: Path, bad: object
+) -> None:
+    """Such an id never matches a history (events refuse it) and is served to everyone through
+    the popular fill: a 10 MB id, a terminal escape or a NUL in every fallback answer; a lone
+    surrogate made the load raise UnicodeEncodeError instead of ModelLoadError."""
+    d = _with_items(knn_dir(tmp_path), ["i0", bad, "i2"])
+    with pytest.raises(ModelLoadError, match="item id"):
+        Recommender.load(d)
+
+
+def test_item_knn_numeric_ids_still_load_as_text(tmp_path: Path) -> None:
+    d = _with_items(knn_dir(tmp_path), [10, 11, "i2"])
+    assert list(Recommender.load(d).items) == ["10", "11", "i2"]
+
+
+def emb_dir(tmp_path: Path, items: list[object], vectors: np.ndarray | None = None) -> Path:
+    d = tmp_path / "emb"
+    d.mkdir(parents=True, exist_ok=True)
+    meta = {"format": 1, "name": "recs", "kind": "embedding", "version": "recs-e"}
+    meta |= {"created": "2026-12-04T00:00:00Z", "items": items}
+    (d / "recs.json").write_text(json.dumps(meta))
+    if vectors is None:
+        vectors = np.eye(len(items), 2, dtype=np.float32)
+    np.savez(d / "recs.npz", vectors=vectors, popular=np.arange(len(items)))
+    return d
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+def test_embedding_item_ids_that_no_event_could_name_are_refused(
+    tmp_path: Path, bad: object
+) -> None:
+    d = emb_dir(tmp_path, ["x", bad, "z"])
+    with pytest.raises(ModelLoadError, match="item id"):
+        EmbeddingRecommender.load(d)
+
+
+# -- embedding values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_embedding_vectors_so_large_their_scores_overflow_are_refused(
+    tmp_path: Path, similarity: str
+) -> None:
+    """Finite float32 vectors of 1e30: the user vector's norm overflowed to inf, every score
+    was NaN, and NaN passes `score <= EPSILON` as evidence: arbitrary items ranked first."""
+    vectors = np.full((3, 4), 1e30, np.float32)
+    vectors[1] *= -1
+    d = emb_dir(tmp_path, ["x", "y", "z"], vectors)
+    meta = json.loads((d / "recs.json").read_text()) | {"similarity": similarity}
+    (d / "recs.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="vectors"):
+        EmbeddingRecommender.load(d)
+
+
+def test_denormal_and_zero_embedding_vectors_load_and_serve_only_evidence(tmp_path: Path) -> None:
+    vectors = np.array([[1e-45, 0], [0, 0], [0, 1]], np.float32)
+    for similarity in ("dot", "cosine"):
+        d = emb_dir(tmp_path / similarity, ["x", "y", "z"], vectors)
+        meta = json.loads((d / "recs.json").read_text()) | {"similarity": similarity}
+        (d / "recs.json").write_text(json.dumps(meta))
+        model = EmbeddingRecommender.load(d)
+        got = model.recommend([("x", 1), ("y", 1)], set(), 3)
+        assert sorted(got) == ["x", "y", "z"] and len(set(got)) == 3
