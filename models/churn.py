@@ -154,7 +154,26 @@ class ChurnModel:
         numbers = (*model.mean, *model.coef, model.intercept)
         if not all(math.isfinite(v) for v in numbers):  # NaN scores for every user otherwise
             raise ModelLoadError(f"{p}: mean, coef and intercept must be finite numbers")
+        if not names:
+            raise ModelLoadError(f"{p}: a churn model needs at least one feature")
+        if not math.isfinite(max_logit(model)):
+            raise ModelLoadError(
+                f"{p}: mean, scale and coef make scores overflow (inf - inf is a NaN churn)"
+            )
         return model
+
+
+# |sign(x) * log1p(|x|)| of any finite float64 feature value is below this (log1p(1.8e308) = 709.8)
+MAX_LOG_FEATURE = 710.0
+
+
+def max_logit(model: ChurnModel) -> float:
+    """A bound on |z . coef + intercept| over every finite feature vector: inf when some
+    feature's term, or their sum, can overflow (then scores can be inf - inf = NaN)."""
+    total = abs(model.intercept)
+    for m, s, c in zip(model.mean, model.scale, model.coef, strict=True):
+        total += (MAX_LOG_FEATURE + abs(m)) / s * abs(c)  # inf once any step overflows
+    return total
 
 
 def columns_of(names: Sequence[str]) -> tuple[int, ...]:

@@ -8,14 +8,20 @@ tests/models/test_artifacts.py."""
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from engine.features import FEATURE_NAMES
 from models.artifacts import ModelLoadError
+from models.bundle import load_model, read_bundle
+from models.churn import ChurnModel
 from models.embedding import EmbeddingRecommender
 from models.recs import Recommender
+from models.registry import DEFAULT_DIR
 from tests.models.test_artifacts import npy_bytes, recs_dir
 
 GOOD_TABLE = {
@@ -164,3 +170,63 @@ def test_denormal_and_zero_embedding_vectors_load_and_serve_only_evidence(tmp_pa
         model = EmbeddingRecommender.load(d)
         got = model.recommend([("x", 1), ("y", 1)], set(), 3)
         assert sorted(got) == ["x", "y", "z"] and len(set(got)) == 3
+
+
+# -- churn ----------------------------------------------------------------------------------------
+
+
+def churn_file(tmp_path: Path, **change: object) -> Path:
+    meta = json.loads((DEFAULT_DIR / "churn.json").read_text()) | change
+    path = tmp_path / "churn.json"
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def _extreme(n: int, value: float) -> list[float]:
+    return [value if i % 2 == 0 else -value for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"coef": "huge"}, id="huge-coef"),  # 1e308, -1e308, ...: inf - inf = NaN
+        pytest.param({"scale": 5e-324}, id="denormal-scale"),  # 710 / 5e-324 = inf
+        pytest.param({"mean": 1e308}, id="huge-mean"),
+    ],
+)
+def test_churn_numbers_that_overflow_a_score_are_refused(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
+    """Finite coefficients whose score overflows for some profile: inf - inf = NaN churn, which
+    the profile answered as `NaN` (not JSON) and every churn trigger compared as False."""
+    meta = json.loads((DEFAULT_DIR / "churn.json").read_text())
+    n = len(meta["feature_names"])
+    key, value = next(iter(change.items()))
+    numbers = _extreme(n, 1e308) if value == "huge" else [float(value)] * n  # type: ignore[arg-type]
+    path = churn_file(tmp_path, **{key: numbers})
+    try:
+        model = ChurnModel.load(path)
+    except ModelLoadError as exc:
+        assert "overflow" in str(exc)
+        return
+    rows = np.array([[0.0] * len(FEATURE_NAMES), [1e3] * len(FEATURE_NAMES)])
+    scores = [*model.score_batch(rows), model.score(list(rows[1]))]
+    pytest.fail(f"loaded and scored {scores}")
+
+
+def test_a_churn_model_without_features_is_refused(tmp_path: Path) -> None:
+    """`feature_names: []` loaded: the same churn score for every user, whatever they did."""
+    path = churn_file(tmp_path, feature_names=[], mean=[], scale=[], coef=[])
+    with pytest.raises(ModelLoadError, match="at least one feature"):
+        ChurnModel.load(path)
+
+
+def test_the_default_models_still_load_and_score_in_range(tmp_path: Path) -> None:
+    churn = ChurnModel.load(DEFAULT_DIR / "churn.json")
+    rows = np.array([[0.0] * len(FEATURE_NAMES), [1e300] * len(FEATURE_NAMES)])
+    assert all(0.0 <= p <= 1.0 and math.isfinite(p) for p in churn.score_batch(rows))
+    d = tmp_path / "recs"
+    d.mkdir()
+    for f in ("recs.json", "recs.npz"):
+        shutil.copy(DEFAULT_DIR / f, d / f)
+    assert read_bundle(d).name == "recs" and load_model(d).name == "recs"
