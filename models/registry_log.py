@@ -27,7 +27,7 @@ from engine import content_experiments as content
 from engine.content_experiments import NO_EXPERIMENTS, ContentExperiments, parse_experiments
 from engine.rules import NO_RULES, Rules, parse_rules, to_document
 from models.artifacts import ModelLoadError, json_metrics, rfc3339, utc_now
-from models.bundle import META, Bundle, load_model
+from models.bundle import KINDS, META, Bundle, load_model
 from models.churn import ChurnModel
 from models.experiments import Experiment
 from models.recs import Recommender
@@ -36,6 +36,7 @@ from models.registry import CHURN_FILE, DEFAULT_DIR
 log = logging.getLogger("persona.models")
 
 CHUNK_SIZE = 256 * 1024  # bytes per record: well under Kafka's default 1 MB message limit
+MAX_CHUNKS = 16_384  # chunks of one file (4 GiB): a chunk record's count is allocated as a list
 HISTORY = 20
 # A version names a folder of the artifact cache: no separators, no "." or "..", bounded.
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -222,7 +223,27 @@ class RegistryLog:
         model = load_model(self.cache_dir / version)
         if model.version != version:
             raise ModelLoadError(f"artifact of {version} says it is {model.version}")
+        if model.name != manifest.name:  # a recs model in the churn slot failed every score
+            raise ModelLoadError(
+                f"artifact of {version} is a {model.name} model, not {manifest.name}"
+            )
         return model
+
+    def conflict(self, bundle: Bundle) -> str | None:
+        """Why `bundle` cannot be registered here, or None: its version is a shipped default's,
+        or is registered already with other content (workers would hold either, by the order
+        they saw them in). The same content again is fine."""
+        known = self.versions.get(bundle.version)
+        if known is None:
+            return None
+        if known.source == "package":
+            return f"{bundle.version} is the version of a model shipped with Persona"
+        if _digests(known) != {f: bundle.digest(f) for f in bundle.files}:
+            return (
+                f"{bundle.version} is registered already with other content (a version names "
+                "one artifact: publish the new one without a version to have one made)"
+            )
+        return None
 
     # -- the fold --------------------------------------------------------------------------------
     def apply(self, key: str, value: bytes | None) -> str | None:
@@ -273,11 +294,16 @@ class RegistryLog:
             raise ValueError(f"unexpected artifact file {file!r}")
         if not _VERSION.match(version):
             raise ValueError(f"version {version!r} cannot name an artifact folder")
+        at, count = int(i), int(n)
+        if not 0 <= at < count <= MAX_CHUNKS:  # [None] * 10**9 was 8 GB for one record
+            raise ValueError(f"chunk {i[:20]} of {n[:20]}: at most {MAX_CHUNKS} chunks a file")
         target = self.cache_dir / version / file
         if target.exists():
             return  # cached by an earlier run; the manifest's digest check decides
-        parts = self._pending.setdefault((version, file), [None] * int(n))
-        parts[int(i)] = value
+        parts = self._pending.setdefault((version, file), [None] * count)
+        if len(parts) != count:
+            raise ValueError(f"chunk {at} of {count} of a file sent before in {len(parts)}")
+        parts[at] = value
         if all(p is not None for p in parts):
             del self._pending[(version, file)]
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -297,9 +323,18 @@ class RegistryLog:
         )
         if not _VERSION.match(manifest.version):
             raise ValueError(f"version {manifest.version[:200]!r} cannot name an artifact folder")
-        unknown = set(manifest.files) - set(META.values()) - {"recs.npz", "churn.skops"}
-        if unknown:
-            raise ValueError(f"unexpected artifact files {sorted(unknown)[:5]!r}")
+        files = KINDS.get(manifest.name, {}).get(manifest.kind)
+        if files is None:
+            raise ValueError(f"unknown model {manifest.name[:50]!r} of kind {manifest.kind[:50]!r}")
+        if sorted(manifest.files) != sorted(files):
+            raise ValueError(f"a {manifest.kind} {manifest.name} artifact is {', '.join(files)}")
+        known = self.versions.get(manifest.version)
+        if known is not None and known.source == "package":
+            raise ValueError(f"{manifest.version} is a shipped model's version")
+        if known is not None and _digests(known) != _digests(manifest):
+            # the first one stays: its files are the ones in the cache (chunks of a file already
+            # there are skipped), and a worker serving it must not switch content under one name
+            raise ValueError(f"{manifest.version} is registered already with other files")
         if self.cache_dir is not None:
             manifest.complete = all(
                 _digest(self.cache_dir / manifest.version / f) == info.get("sha256")
@@ -315,3 +350,7 @@ def _digest(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def _digests(manifest: Manifest) -> dict[str, Any]:
+    return {f: info.get("sha256") for f, info in manifest.files.items()}
