@@ -28,6 +28,7 @@ from engine.events import Event, InvalidEvent, parse
 from engine.rules import Rules
 from engine.signing import ClusterKey, Signed
 from engine.text import BadJson, outside_json
+from models.artifacts import ModelLoadError
 from models.bundle import Bundle
 from models.content_report import content_report
 from models.experiments import Experiment, exposure_of, report
@@ -146,8 +147,13 @@ async def read_registry(
 async def publish(
     broker_url: Broker, bundle: Bundle, signer: RecordSigner, progress: Progress | None = None
 ) -> int:
-    """Register a version (not active). Returns the number of records written."""
-    await ensure_registry_topics(broker_url)
+    """Register a version (not active). Returns the number of records written. ValueError when
+    the registry holds its version with other content (or it is a shipped model's version):
+    the workers would refuse the new manifest (models.registry_log)."""
+    state = await read_registry(broker_url, signer.key)  # ensures the topics
+    problem = state.conflict(bundle)
+    if problem:
+        raise ValueError(f"refused: {problem}")
     records = bundle_records(bundle)
     await write_records(broker_url, records, signer, progress)
     return len(records)
@@ -364,6 +370,10 @@ class RegistryService(Service):
         assert self._producer is not None
         key, value = activation(self.registry, name, version)
         target = json.loads(value or b"{}")["version"]
+        try:  # before the record: one that every worker fails to load is refused here (409)
+            await asyncio.to_thread(self._model, target)
+        except ModelLoadError as exc:
+            raise ValueError(f"{target} cannot be served: {exc}") from None
         await _send_all(self._producer, [(key, value)], None, self._signer())
         served = await self._await(
             lambda: self.models is not None and self.models.versions().get(name) == target
