@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ KINDS: dict[str, dict[str, tuple[str, ...]]] = {
     "recs": {"item_knn": ("recs.json", "recs.npz"), "embedding": ("recs.json", "recs.npz")},
 }
 META = {"churn": "churn.json", "recs": "recs.json"}
+# A version names a folder of the artifact cache and keys of the `models` topic: no separators,
+# no "." or "..", no newline, bounded (models/registry_log.py refuses other records).
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_CREATED = 64  # characters of `created` (RFC 3339 takes 20 to 35)
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,14 @@ def read_bundle(directory: str | Path) -> Bundle:
         files[META[name]] = (json.dumps(meta, indent=1) + "\n").encode()
     if not str(meta["version"]).startswith(f"{name}-"):
         raise ModelLoadError(f"{d}: a {name} version must start with '{name}-'")
+    if not isinstance(meta["version"], str) or not VERSION.fullmatch(meta["version"]):
+        raise ModelLoadError(
+            f"{d}: a version is at most 128 letters, digits, '.', '_' and '-' (it names a folder "
+            "of every worker's artifact cache)"
+        )
+    created = meta["created"]
+    if not isinstance(created, str) or len(created) > MAX_CREATED or not created.isprintable():
+        raise ModelLoadError(f"{d}: created must be an RFC 3339 time, not {str(created)[:40]!r}")
     with tempfile.TemporaryDirectory() as tmp:
         write_files(Path(tmp), files)
         model = load_model(tmp)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from engine import content_experiments as content
 from engine.content_experiments import NO_EXPERIMENTS, ContentExperiments, parse_experiments
 from engine.rules import NO_RULES, Rules, parse_rules, to_document
 from models.artifacts import ModelLoadError, json_metrics, rfc3339, utc_now
-from models.bundle import KINDS, META, Bundle, load_model
+from models.bundle import KINDS, META, VERSION, Bundle, load_model
 from models.churn import ChurnModel
 from models.experiments import Experiment
 from models.recs import Recommender
@@ -38,8 +37,6 @@ log = logging.getLogger("persona.models")
 CHUNK_SIZE = 256 * 1024  # bytes per record: well under Kafka's default 1 MB message limit
 MAX_CHUNKS = 16_384  # chunks of one file (4 GiB): a chunk record's count is allocated as a list
 HISTORY = 20
-# A version names a folder of the artifact cache: no separators, no "." or "..", bounded.
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 Record = tuple[str, bytes | None]
 
 
@@ -292,7 +289,7 @@ class RegistryLog:
         _, version, file, i, n = key.split("/")
         if file not in META.values() and file not in ("recs.npz", "churn.skops"):
             raise ValueError(f"unexpected artifact file {file!r}")
-        if not _VERSION.match(version):
+        if not VERSION.fullmatch(version):
             raise ValueError(f"version {version!r} cannot name an artifact folder")
         at, count = int(i), int(n)
         if not 0 <= at < count <= MAX_CHUNKS:  # [None] * 10**9 was 8 GB for one record
@@ -321,7 +318,7 @@ class RegistryLog:
             files=dict(data.get("files") or {}),
             registered=str(data.get("registered", "")),
         )
-        if not _VERSION.match(manifest.version):
+        if not VERSION.fullmatch(manifest.version):
             raise ValueError(f"version {manifest.version[:200]!r} cannot name an artifact folder")
         files = KINDS.get(manifest.name, {}).get(manifest.kind)
         if files is None:

@@ -135,3 +135,36 @@ def test_the_shipped_default_version_cannot_be_registered(tmp_path: Path) -> Non
         [("x", T0)], set(), 3
     )
     assert np.array_equal(model.weights, Recommender.load(DEFAULT_DIR).weights)
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["recs-a/b", "recs-../../x", "recs-a\x00b", "recs-x\n", "recs-" + "x" * 200, "recs- x"],
+)
+def test_a_version_that_cannot_name_a_cache_folder_is_refused_at_publish(
+    tmp_path: Path, version: str
+) -> None:
+    """read_bundle took any version starting with `recs-`: the records went out and every worker
+    refused them (a version with '/' made chunk keys of more parts). "recs-x\\n" also passed the
+    fold's pattern (`$` matches before a final newline) and named a cache folder."""
+    d = save_model(fit_recommender(basket_events(), k=2), tmp_path / "r")
+    meta = json.loads((d / "recs.json").read_text()) | {"version": version}
+    (d / "recs.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="a version is at most 128 letters"):
+        read_bundle(d)
+    manifest = {"name": "recs", "kind": "item_knn", "version": version, "created": "x"}
+    state = RegistryLog(tmp_path / "cache")
+    state.apply(f"version/{version}", json.dumps(manifest).encode())
+    assert state.refused == 1
+
+
+@pytest.mark.parametrize("created", [5, "x" * 10_000_000, "2026\x1b[2J"])
+def test_a_created_time_that_is_not_one_is_refused_at_publish(
+    tmp_path: Path, created: object
+) -> None:
+    """A 10 MB `created` was listed in every GET /v1/models answer."""
+    d = save_model(fit_recommender(basket_events(), k=2), tmp_path / "r")
+    meta = json.loads((d / "recs.json").read_text()) | {"created": created}
+    (d / "recs.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="created must be an RFC 3339 time"):
+        read_bundle(d)
