@@ -327,9 +327,32 @@ class RegistryService(Service):
             self._memo[version] = self.registry.load(version)
         return self._memo[version]
 
+    def _servable(self, name: str) -> Any:
+        """The active version of `name`, or when it cannot be loaded (an artifact a newer loader
+        refuses, damaged in the cache) the newest previously active one that can, then the
+        shipped default: a restarted worker serves what was served before, not the defaults of
+        both models."""
+        active = self.registry.active(name)
+        versions = [active, *self.registry.history(name), self.registry.defaults[name]]
+        failed: list[str] = []
+        for version in dict.fromkeys(versions):
+            manifest = self.registry.versions.get(version)
+            if manifest is None or manifest.name != name:
+                continue
+            try:
+                model = self._model(version)
+            except ModelLoadError as exc:
+                log.error("cannot serve %s %s: %s", name, version, exc)
+                failed.append(version)
+                continue
+            if failed:
+                log.error("serving %s %s instead of %s", name, version, ", ".join(failed))
+            return model
+        raise ModelLoadError(f"no {name} version can be served ({', '.join(failed)})")
+
     def _build(self) -> ModelSet:
-        churn = self._model(self.registry.active("churn"))
-        recs = self._model(self.registry.active("recs"))
+        churn = self._servable("churn")
+        recs = self._servable("recs")
         exp = self.registry.experiment
         candidate = None
         if exp is not None:

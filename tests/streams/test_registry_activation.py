@@ -19,7 +19,7 @@ from models.bundle import read_bundle, save_model
 from models.recs import fit_recommender
 from models.registry import ModelSet
 from models.registry_log import bundle_records
-from streams.registry import RegistryService
+from streams.registry import RegistryService, activation
 from tests.models.synthetic import basket_events
 from tests.streams.test_registry_rules import worker
 
@@ -71,6 +71,32 @@ def test_a_version_that_loads_is_activated(tmp_path: Path) -> None:
         assert result == {"name": "recs", "version": version, "active": True, "serving": False}
         assert [key for key, _ in producer.sent] == ["active/recs"]
         assert version in service._memo  # loaded once: the swap that follows reuses it
+    finally:
+        assert service._copy is not None
+        service._copy.close()
+
+
+def test_a_restarted_worker_whose_active_version_fails_serves_the_one_before(
+    tmp_path: Path,
+) -> None:
+    """recs B active (activated by the CLI, which cannot test-load), A before it; B's cached
+    artifact no longer loads. A restarted worker's first load raised, and it served the shipped
+    defaults of both models; now it serves A, the last version that was served."""
+    service, _producer, before = _service(tmp_path)
+    try:
+        service.registry.apply(*activation(service.registry, "recs", before))
+        model = fit_recommender(basket_events(), k=2)
+        model.version = before[:-8] + "bbbbbbbb"
+        bundle = read_bundle(save_model(model, tmp_path / "b"))
+        for key, value in bundle_records(bundle):
+            service.registry.apply(key, value)
+        service.registry.apply(*activation(service.registry, "recs", bundle.version))
+        assert service.registry.history("recs")[0] == before
+        meta = tmp_path / "models" / bundle.version / "recs.json"
+        meta.write_text(json.dumps(json.loads(meta.read_text()) | {"k": 0}))
+        built = service._build()
+        assert built.recs.version == before
+        assert built.churn.version == service.registry.active("churn")
     finally:
         assert service._copy is not None
         service._copy.close()
