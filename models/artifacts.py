@@ -88,21 +88,22 @@ def check_item_ids(items: Any, where: str, numbers: bool = False) -> list[str]:
     `numbers`: integers are accepted too (ids written as numbers elsewhere), as their text."""
     if not isinstance(items, list):
         raise ModelLoadError(f"{where}: items must be a list of item ids")
+    ids: list[str] = items
     if not all(type(i) is str for i in items):
         accepted = (str, int) if numbers else (str,)
-        bad = [type(i).__name__ for i in items if type(i) not in accepted][:1]
-        if bad:
+        bad = next((i for i in items if type(i) not in accepted), items[0])
+        if type(bad) not in accepted:
             kinds = "strings or integers" if numbers else "strings"
-            raise ModelLoadError(f"{where}: item ids must be {kinds}, not {bad[0]}")
-        items = [str(i) for i in items]
-    if items and not 1 <= min(map(len, items)) <= max(map(len, items)) <= MAX_ITEM_ID:
+            raise ModelLoadError(f"{where}: item ids must be {kinds}, not {type(bad).__name__}")
+        ids = [str(i) for i in items]
+    if ids and not 1 <= min(map(len, ids)) <= max(map(len, ids)) <= MAX_ITEM_ID:
         raise ModelLoadError(f"{where}: every item id must be 1..{MAX_ITEM_ID} characters")
-    problem = id_problem("".join(items))  # one scan of them all
+    problem = id_problem("".join(ids))  # one scan of them all
     if problem:
         raise ModelLoadError(f"{where}: an item id {problem}")
-    if len(set(items)) != len(items):
+    if len(set(ids)) != len(ids):
         raise ModelLoadError(f"{where}: item ids must be unique")
-    return items
+    return ids
 
 
 MAX_METRICS_DEPTH = 8
