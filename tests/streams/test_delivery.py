@@ -260,16 +260,49 @@ class _App:
 
 
 def test_fold_keeps_records_of_the_current_generation_and_tracks_them_once() -> None:
+    """A Faust without a set of unacknowledged messages: each kept record is tracked, once."""
     app = _App(generation=2)
     fold = Fold(app)  # type: ignore[arg-type]
     batch = [Delivered(_message(i, 2 if i != 1 else 1)) for i in range(4)]
     kept = fold.accept(batch)
     assert [r.message.offset for r in kept] == [0, 2, 3]
-    assert app.tracked == [0, 2, 3]
+    assert app.tracked == [0, 2, 3] and kept.pending is None
     fold.accept(kept)
     assert app.tracked == [0, 2, 3]  # already tracked
     fold.ack(kept)
     assert app.acked == [0, 2, 3]
+
+
+def test_an_accepted_batch_is_pending_in_faust_s_set_until_acked() -> None:
+    """With Faust's set of unacknowledged messages, a batch is one mark there: what a graceful
+    stop and a rebalance wait for (`wait_empty`) until the batch is acked; records of an older
+    generation are not kept; a batch never acked (not written) leaves with its records."""
+    import gc
+
+    async def go() -> None:
+        app = _faust_consumer("pending")
+        consumer = app.consumer
+        messages = _real_messages()
+        for message in messages:
+            message.generation_id = app.consumer_generation_id
+        messages[2].generation_id = app.consumer_generation_id - 1  # fetched before a rebalance
+        fold = Fold(app)
+        app.flow_control.resume()
+        kept = fold.accept([Delivered(m) for m in messages])
+        assert len(kept) == len(messages) - 1 and messages[2] not in [r.message for r in kept]
+        assert list(consumer._unacked_messages) == [kept.pending]
+        assert kept.pending is not None and not kept.pending.acked
+        consumer._clean_unacked_messages()  # wait_empty's sweep keeps what is not acked
+        assert len(consumer._unacked_messages) == 1
+        fold.ack(kept)
+        assert kept.pending.acked and len(consumer._unacked_messages) == 0
+        dropped = fold.accept([Delivered(m) for m in messages[:3]])
+        assert len(consumer._unacked_messages) == 1
+        del dropped  # a batch not written is read again: nothing waits for it
+        gc.collect()
+        assert len(consumer._unacked_messages) == 0
+
+    asyncio.run(go())
 
 
 def test_fold_drops_everything_while_flow_control_is_stopped() -> None:
@@ -345,6 +378,7 @@ def test_a_batch_ack_leaves_faust_s_bookkeeping_as_acking_each_record_does() -> 
                 {tp: list(v) for tp, v in consumer._acked.items()},
                 {tp: set(v) for tp, v in consumer._acked_index.items()},
                 consumer._n_acked,
+                # records tracked one by one (a Faust without the set's Pending mark)
                 sorted((m.topic, m.partition, m.offset) for m in consumer._unacked_messages),
                 [m.acked for m in messages],
                 waiter.done(),
