@@ -84,7 +84,13 @@ def click_event(click: Click, now_ms: int) -> dict[str, Any]:
         "user_id": click.user_id,
         "ts": now_ms,
         "item_id": click.item_id,
-        "props": {"block": click.block, "variant": click.variant},
+        # when the link was made: the fold fences a click on a link made before the user's
+        # erasure (engine/fold.py `_produced`)
+        "props": {
+            "block": click.block,
+            "variant": click.variant,
+            "link_ms": click.minute * MINUTE_MS,
+        },
     }
 
 

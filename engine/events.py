@@ -25,7 +25,8 @@ SOCIAL_TYPES = frozenset({"like", "share", "comment", "follow", "mention"})
 # to `user_id`; the fold merges the anonymous history into the user (engine/identity.py)
 IDENTIFY = "identify"
 # `click` (v1, clickstream): a link in a block was followed (`GET /c/{token}`, api/clicks.py);
-# props `block`, `variant`. The fold counts it; browsers cannot send it (engine/collect.py).
+# props `block`, `variant`, `link_ms` (when the link was made: a click on a link made before the
+# user's erasure is fenced). The fold counts it; browsers cannot send it (engine/collect.py).
 CLICK = "click"
 EVENT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | SOCIAL_TYPES | {"consent", IDENTIFY, CLICK}
 INPUT_TOPICS = ("clickstream", "cart", "social")

@@ -16,7 +16,8 @@ contributions to ship. The decisions it makes, in order, per event record:
    speeds, and during a replay one runs weeks of event time ahead of another;
 3. key placement: a record not keyed by its user id, or keyed so but on another partition than
    the murmur2 placement of that id, is re-keyed (sent again, keyed by the user id);
-4. the erasure fence: a record produced at or before its user's erasure is not folded;
+4. the erasure fence: a record produced at or before its user's erasure is not folded (a click
+   counts as produced when its link was made, if earlier: `_produced`);
 5. an id without a profile but with an identity alias is forwarded to the alias's user;
 6. `engine.profile.apply`; a repeat (the same profile back) is a duplicate, and a stored one is
    written again (the state may have been lost with its changelog record before a crash);
@@ -163,7 +164,7 @@ class BatchFold(Generic[C]):
         try:  # one record's data (or stored state) must not stop the fold
             entry = self.touched.get(user)
             current = reads.profile(user, partition) if entry is None else entry[0]
-            if self._fenced_at(user, partition, record.timestamp_ms):
+            if self._fenced_at(user, partition, _produced(record, event)):
                 self._count("fenced")
                 return NOTHING
             if current is None and reads.aliased(user, partition):
@@ -252,6 +253,20 @@ class BatchFold(Generic[C]):
         if at is _UNREAD:
             at = stored[user] = self.reads.fence(user, partition)
         return isinstance(at, int) and produced_ms <= at
+
+
+def _produced(record: Record, event: Event) -> int:
+    """When the record counts as produced for the erasure fence: its record time, or for a click
+    the time its link was made (`props.link_ms`, engine/clicks.py) when earlier. A link mailed
+    before a user's erasure is followed after it: without this the click started a new
+    profile for the erased user. The earlier time can only fence more (a forged one stops the
+    event, never lets an old one through)."""
+    produced = record.timestamp_ms
+    if event.type == "click":
+        link = event.props.get("link_ms")
+        if type(link) is int and link < produced:
+            return link
+    return produced
 
 
 def pack_profile(profile: Profile, bound: int) -> bytes | str:

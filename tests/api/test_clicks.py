@@ -75,7 +75,10 @@ async def test_a_click_redirects_to_the_item_and_lands_in_the_profile(
     assert r.headers["Cache-Control"] == "no-store"
     (event,) = state.produced
     assert (event.type, event.user_id, event.item_id) == ("click", "u-1", "A")
-    assert event.props == {"block": "recommendations", "variant": "default"}
+    assert event.props["link_ms"] % 60_000 == 0  # the minute the link was made
+    assert event.props == {"block": "recommendations", "variant": "default"} | {
+        "link_ms": event.props["link_ms"]
+    }
     assert (await profile_events(client, "u-1")) == {"click": 1}
     metrics = await (await client.get("/metrics")).text()
     assert 'persona_clicks_total{outcome="recorded"} 1' in metrics

@@ -92,7 +92,8 @@ def test_the_click_event_is_valid_and_one_per_link_and_minute() -> None:
         "85123A",
         NOW,
     )
-    assert event.props == {"block": "recommendations", "variant": "b"}
+    link_ms = CLICK.minute * MINUTE_MS  # when the link was made: the erasure fence's time
+    assert event.props == {"block": "recommendations", "variant": "b", "link_ms": link_ms}
     assert click_event(CLICK, NOW + 1_000)["event_id"] == event.event_id
     assert click_event(CLICK, NOW + MINUTE_MS)["event_id"] != event.event_id
     other = Click(CLICK.user_id, "winback", "b", "85123A", CLICK.minute)

@@ -331,3 +331,27 @@ def test_the_stored_clock_time_is_rewritten_when_missing_older_or_ahead_of_the_w
     assert not clock_stale(T0 - 5, T0 - 5, wall, skew)
     assert not clock_stale(T0 + skew, T0 - 5, wall, skew)  # ahead, but within the skew
     assert clock_stale(T0 + skew + 1, T0 - 5, wall, skew)  # healed
+
+
+def test_a_click_on_a_link_made_before_the_users_erasure_is_fenced() -> None:
+    """A link mailed before the erasure and followed after it: the click's record is produced
+    after the fence, but its link was made before (`props.link_ms`): it must not start a new
+    profile for the erased user. A link made after the erasure is a new history's."""
+    store = Store(fences={b"u:ann": 5_000})
+    batch = fold(store)
+    old_link = event(
+        1, "click", item_id="A", props={"block": "b", "variant": "v", "link_ms": 4_000}
+    )
+    assert batch.event(record(old_link, at=9_000), "c") is NOTHING
+    assert batch.result().counts == {"fenced": 1}
+    new_link = event(
+        2, "click", item_id="A", props={"block": "b", "variant": "v", "link_ms": 6_000}
+    )
+    assert batch.event(record(new_link, at=9_000), "c") is NOTHING
+    assert batch.result().counts == {"fenced": 1, "events": 1}
+    # a link time after the record's, or one that is no integer, changes nothing
+    odd = event(3, "click", item_id="A", props={"block": "b", "variant": "v", "link_ms": "1"})
+    later = event(4, "click", item_id="A", props={"block": "b", "variant": "v", "link_ms": 99_000})
+    batch.event(record(odd, at=9_000), "c")
+    batch.event(record(later, at=4_000), "c")  # produced before the fence: fenced as any event
+    assert batch.result().counts == {"fenced": 2, "events": 2}
