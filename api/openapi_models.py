@@ -322,7 +322,8 @@ def privacy_paths() -> dict[str, Any]:
                 "and tombstones for the user's triggers, dead letters and exposures",
                 "description": "Scope `privacy:admin`; audited (with `request_id`). 202 when "
                 "the erasure was queued but not yet applied within 10 s; it is applied in order: "
-                "events of the user produced before it are never folded afterwards (a fence).",
+                "events of the user produced before it are never folded afterwards (a fence). "
+                "An id no event could hold (over 128 characters, a control character) is a 400.",
                 "parameters": [_user_param()],
                 "responses": {
                     **{
@@ -343,6 +344,7 @@ def privacy_paths() -> dict[str, Any]:
                         }
                         for status, what in (("200", "erased"), ("202", "queued"))
                     },
+                    "400": _PROBLEM,  # an id no user can hold (over 128 characters, controls)
                     **_AUTH,
                 },
             }

@@ -43,6 +43,7 @@ class MemoryState:
         self.popular_items: list[str] = []
         self.catalog_generation = 0
         self.is_ready = True
+        self.erased: list[str] = []  # the user ids `erase` was asked for, in order
         self.produced: list[Event] = []
 
     def profile(self, user_id: str) -> Profile | None:
@@ -93,6 +94,7 @@ class MemoryState:
         return None
 
     async def erase(self, user_id: str) -> None:
+        self.erased.append(user_id)
         self.profiles.pop(user_id, None)
 
     async def produce(self, events: list[Event]) -> None:

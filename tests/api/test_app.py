@@ -193,6 +193,21 @@ async def test_export_and_erase_need_privacy_scope_and_forget_everything(
     assert r.headers["X-Persona-Fallback"] == "1"
 
 
+async def test_erasing_an_id_no_user_can_hold_is_a_400_and_erases_nothing(
+    client: TestClient, state: MemoryState
+) -> None:
+    """Events refuse user ids over 128 characters or holding control characters: DELETE of such
+    an id named nobody, yet sent an erase command (a fence row per id) and answered 200."""
+    admin = {"Authorization": "Bearer adm-kkkkkkkkkkkkkkkkkkkk"}
+    for bad in ("x" * 129, "a%01b", "a%7Fb"):
+        r = await client.delete(f"/v1/users/{bad}", headers=admin)
+        assert r.status == 400, bad
+        assert "no user can hold it" in (await r.json(content_type=None))["detail"]
+    assert state.erased == []
+    r = await client.delete("/v1/users/" + "y" * 128, headers=admin)  # at the bound: an id
+    assert r.status == 200 and state.erased == ["y" * 128]
+
+
 async def test_consent_change_takes_effect_at_once_cached_blocks_included(
     client: TestClient, state: MemoryState
 ) -> None:
