@@ -79,6 +79,8 @@ async def test_a_users_email_block_links_through_the_redirect(
     profile = state.profile("u-1")
     assert profile is not None and profile.counts.get("click") == 1
     (click,) = [e for e in state.produced if e.type == "click"]
+    link_ms = click.props.pop("link_ms")  # when the link was made (the erasure fence's time)
+    assert isinstance(link_ms, int) and link_ms % 60_000 == 0
     assert click.props == {"block": "recommendations", "variant": "default"}
     assert click.item_id == r.headers["Location"].split("?")[0].rsplit("/", 1)[1]
 

@@ -245,6 +245,8 @@ async def test_a_click_and_the_purchase_after_it_count_in_the_arm(shop: Shop) ->
     r = await shop.client.get(link, allow_redirects=False)
     assert r.status == 302
     (click,) = [e for e in shop.state.produced if e.type == "click"]
+    link_ms = click.props.pop("link_ms")  # when the link was made (the erasure fence's time)
+    assert isinstance(link_ms, int) and link_ms % 60_000 == 0
     assert click.props == {"block": "recommendations", "variant": "compact"}
     profile = shop.state.profile(user)
     assert profile is not None and profile.counts.get("click") == 1
