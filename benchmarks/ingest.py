@@ -576,7 +576,13 @@ def one_round(args: argparse.Namespace, catalog: int, freshness_phase: bool) -> 
                         )
                     else:
                         out["worker"], out["raw_baseline"] = alternate(
-                            broker.url, base, proc.pid, args.events, tmp, len(known or ())
+                            broker.url,
+                            base,
+                            proc.pid,
+                            args.events,
+                            tmp,
+                            len(known or ()),
+                            broker_pid=broker.proc.pid,
                         )
                     while metric(base, "persona_events_processed_total") < args.events:
                         time.sleep(POLL)  # the freshness phase starts on a folded backlog
@@ -654,7 +660,14 @@ def _progress(path: Path) -> list[tuple[float, float]]:
 
 
 def alternate(
-    broker: str, base: str, pid: int, n: int, tmp: Path, items: int, slice_s: float = SLICE_S
+    broker: str,
+    base: str,
+    pid: int,
+    n: int,
+    tmp: Path,
+    items: int,
+    slice_s: float = SLICE_S,
+    broker_pid: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`--alternate`: the worker and a raw fold in its own process take turns of `slice_s`
     seconds (the other one SIGSTOPped), until either has folded nearly all `n` events. Each one's
@@ -671,7 +684,12 @@ def alternate(
         stdout=subprocess.DEVNULL,
     )
     w_events = w_seconds = w_cpu = r_events = r_seconds = r_cpu = r_turns = 0.0
+    b_worker = b_raw = 0.0  # the broker's CPU seconds during each one's turns
     turns = 0
+
+    def broker_cpu() -> float:
+        return 0.0 if broker_pid is None else cpu_seconds(broker_pid)
+
     try:
         deadline = time.monotonic() + 300
         while not _progress(progress):  # its first batch: the raw fold is under way
@@ -680,6 +698,7 @@ def alternate(
             time.sleep(0.05)
         os.kill(raw_proc.pid, signal.SIGSTOP)
         while True:
+            bc0 = broker_cpu()
             os.kill(pid, signal.SIGCONT)
             v0, c0 = metric(base, "persona_events_processed_total"), cpu_seconds(pid)
             t0 = time.monotonic()
@@ -687,11 +706,13 @@ def alternate(
             v1, c1 = metric(base, "persona_events_processed_total"), cpu_seconds(pid)
             t1 = time.monotonic()
             os.kill(pid, signal.SIGSTOP)
+            bc1 = broker_cpu()
             w_events, w_seconds, w_cpu = w_events + v1 - v0, w_seconds + t1 - t0, w_cpu + c1 - c0
             seen, rc0, rt0 = len(_progress(progress)), cpu_seconds(raw_proc.pid), time.monotonic()
             os.kill(raw_proc.pid, signal.SIGCONT)
             time.sleep(slice_s)
             os.kill(raw_proc.pid, signal.SIGSTOP)
+            b_worker, b_raw = b_worker + bc1 - bc0, b_raw + broker_cpu() - bc1
             r_cpu += cpu_seconds(raw_proc.pid) - rc0
             r_turns += time.monotonic() - rt0
             inside = _progress(progress)[seen:]
@@ -717,6 +738,7 @@ def alternate(
         "cpu_cores": {"worker": w_cpu / w_seconds},
         "records_per_batch": float("nan"),
         "turns": turns,
+        "broker_cores": b_worker / w_seconds,  # the broker's CPU during the worker's turns
     }
     raw = {
         "events": r_events,
@@ -725,6 +747,7 @@ def alternate(
         "cpu_cores": r_cpu / r_turns,  # over its whole turns
         "records_per_batch": float("nan"),
         "turns": turns,
+        "broker_cores": b_raw / r_turns,  # ... and during the raw fold's
     }
     return worker, raw
 
@@ -841,6 +864,11 @@ def main() -> None:
         f"records per fold batch: worker {w['records_per_batch']:,.0f}, "
         f"raw {raw['records_per_batch']:,.0f}"
     )
+    if "broker_cores" in w:
+        print(
+            f"broker CPU in cores during the turns: the worker's {w['broker_cores']:.2f}, "
+            f"the raw fold's {raw['broker_cores']:.2f}"
+        )
     if args.repeat > 1:
         print(*rounds_summary(rounds), sep="\n")
     again = w["read_again"]
