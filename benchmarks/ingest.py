@@ -602,6 +602,10 @@ def one_round(args: argparse.Namespace, catalog: int, freshness_phase: bool) -> 
                 out["raw_baseline"] = asyncio.run(
                     raw_baseline(broker.url, args.events, tmp, products=known)
                 )
+            elif args.alternate:  # the raw fold once more, alone and without turns: a check
+                out["raw_alone"] = asyncio.run(
+                    raw_baseline(broker.url, args.events, tmp, "raw-alone", products=known)
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -763,10 +767,17 @@ def rounds_summary(rounds: list[dict[str, Any]]) -> list[str]:
         w_core, r_core = busy_core_rates(w, raw)
         ratios.append(ratio)
         core_ratios.append(w_core / r_core)
+        alone = r.get("raw_alone")
         lines.append(
             f"round {n}: worker {w['events_per_s']:,.0f} events/s ({w['cpu_cores']['worker']:.2f} "
             f"cores), raw {raw['events_per_s']:,.0f} events/s, ratio {ratio:.2f}, "
             f"per busy core {w_core / r_core:.2f}"
+            + (
+                ""
+                if alone is None
+                else f"; raw alone after {alone['events_per_s']:,.0f}, ratio to it "
+                f"{w['events_per_s'] / alone['events_per_s']:.2f}"
+            )
         )
     lines.append(
         f"median of {len(rounds)} rounds: ratio {statistics.median(ratios):.2f}, per busy core "
@@ -835,7 +846,9 @@ def main() -> None:
     rounds = [one_round(args, catalog, freshness_phase=n == 0) for n in range(args.repeat)]
     results.update(rounds[0])  # the first round's figures, as a run of one round gives them
     if args.repeat > 1:
-        results["rounds"] = [{k: r[k] for k in ("worker", "raw_baseline")} for r in rounds]
+        results["rounds"] = [
+            {k: r[k] for k in ("worker", "raw_baseline", "raw_alone") if k in r} for r in rounds
+        ]
     w, raw, f = results["worker"], results["raw_baseline"], results["freshness"]
     described = (
         f"synthetic events ({-(-args.events // 3):,} users, {args.items:,} items"
@@ -864,6 +877,13 @@ def main() -> None:
         f"records per fold batch: worker {w['records_per_batch']:,.0f}, "
         f"raw {raw['records_per_batch']:,.0f}"
     )
+    if "raw_alone" in results:
+        alone = results["raw_alone"]
+        print(
+            f"the raw fold again, alone after the turns: {alone['events_per_s']:,.0f} events/s "
+            f"({alone['cpu_cores']:.2f} cores); worker / it: "
+            f"{w['events_per_s'] / alone['events_per_s']:.2f}"
+        )
     if "broker_cores" in w:
         print(
             f"broker CPU in cores during the turns: the worker's {w['broker_cores']:.2f}, "
