@@ -67,7 +67,7 @@ class SklearnChurnModel:
         `feature_names` failed every score."""
         rows = np.array([[0.0] * len(FEATURE_NAMES), [1.0] * len(FEATURE_NAMES), PROBE_ROW])
         try:
-            scores = self.score_batch(rows)
+            scores = self.probabilities(rows)
         except Exception as exc:
             raise ModelLoadError(f"the churn estimator cannot score: {exc}") from None
         finite = scores.shape == (3,) and bool(np.isfinite(scores).all())
@@ -78,12 +78,25 @@ class SklearnChurnModel:
         return float(self.score_batch(np.asarray([vec], dtype=np.float64))[0])
 
     def score_batch(self, matrix: np.ndarray) -> np.ndarray:
+        p = self.probabilities(matrix)
+        if p.size and not (np.isfinite(p).all() and p.min() >= 0.0 and p.max() <= 1.0):
+            # A model that passed its load-time check can still fail for extreme inputs (huge
+            # but finite coefficients times a large spend: inf - inf). Such a score is no risk
+            # (0.0): no churn trigger fires from it and no answer carries NaN.
+            p = np.nan_to_num(np.clip(p, 0.0, 1.0), nan=0.0)
+        return p
+
+    def probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        """The estimator's probability of churn for each row, as it gives them (the load-time
+        check reads these: `score_batch` hides what is no probability)."""
         x = np.asarray(matrix, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"expected shape (n, {len(FEATURE_NAMES)}), got {x.shape}")
         if len(self._columns) != len(FEATURE_NAMES):
             x = x[:, self._columns]
-        return np.asarray(self.estimator.predict_proba(x)[:, self._col], dtype=np.float64)
+        with np.errstate(all="ignore"):  # overflow gives inf or NaN, which the callers check
+            p = self.estimator.predict_proba(x)[:, self._col]
+        return np.asarray(p, dtype=np.float64)
 
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)

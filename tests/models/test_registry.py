@@ -275,6 +275,25 @@ def test_a_sklearn_churn_model_scoring_nan_is_refused(tmp_path: Path) -> None:
         load_model(d)
 
 
+def test_a_sklearn_churn_score_that_is_no_probability_is_no_risk() -> None:
+    """Coefficients of +-1e300 on spend and order value pass the load-time rows, then score NaN
+    (inf - inf) for a big spender: a NaN answered as churn (not JSON) and compared with the
+    trigger's threshold. Such scores are 0.0 (no risk); the others are left as they are."""
+    x = np.random.default_rng(0).random((40, len(FEATURE_NAMES)))
+    y = (x[:, 0] > 0.5).astype(int)
+    estimator = LogisticRegression().fit(x, y)
+    estimator.coef_[0, :] = 0.0
+    spend, value = FEATURE_NAMES.index("monetary"), FEATURE_NAMES.index("avg_order_value")
+    estimator.coef_[0, spend], estimator.coef_[0, value] = 1e300, -1e300
+    estimator.intercept_[:] = 0.0
+    model = SklearnChurnModel("churn-huge", "2026-12-06T00:00:00Z", estimator)
+    rows = np.zeros((2, len(FEATURE_NAMES)))
+    rows[1, spend] = rows[1, value] = 2e8
+    scores = model.score_batch(rows)
+    assert scores[0] == 0.5 and scores[1] == 0.0
+    assert model.score(list(rows[1])) == 0.0
+
+
 def test_a_sklearn_churn_model_fitted_on_other_columns_is_refused(tmp_path: Path) -> None:
     """Fitted on 3 columns but saved with the engine's feature names: it loaded, then every
     score raised."""
