@@ -582,6 +582,7 @@ def one_round(args: argparse.Namespace, catalog: int, freshness_phase: bool) -> 
                             args.events,
                             tmp,
                             len(known or ()),
+                            slice_s=args.turn_seconds,
                             broker_pid=broker.proc.pid,
                         )
                     while metric(base, "persona_events_processed_total") < args.events:
@@ -824,6 +825,12 @@ def main() -> None:
         help=f"the worker and the raw fold (in its own process) take turns of {SLICE_S:g} s, "
         "the other stopped, and each one's rate is taken over its own turns: both fold alone, "
         "through the same phases of a shared machine",
+    )
+    parser.add_argument(
+        "--turn-seconds",
+        type=float,
+        default=SLICE_S,
+        help="with --alternate, the seconds of each turn",
     )
     parser.add_argument(
         "--freshness-rate", type=float, help="events/s during the freshness phase (default: half)"
