@@ -31,7 +31,7 @@ from api.models_routes import log_exposures
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block
 from engine.params import BlockParams, InvalidParam, from_body
-from engine.text import id_problem
+from engine.text import MAX_ID, id_problem
 
 BATCH_FIELDS = ("block", "format", "user_ids")  # the batch's own fields; the rest: parameters
 
@@ -43,8 +43,8 @@ def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
     if len(ids) > limit:
         raise BadRequest(f"at most {limit} user_ids per request")
     for n, uid in enumerate(ids):
-        if not isinstance(uid, str) or not 1 <= len(uid) <= 128:
-            raise BadRequest("every user id is a string of 1..128 characters")
+        if not isinstance(uid, str) or not 1 <= len(uid) <= MAX_ID:
+            raise BadRequest(f"every user id is a string of 1..{MAX_ID} characters")
         problem = id_problem(uid)  # a lone surrogate cannot even be written in the answer
         if problem:
             raise BadRequest(f"user_ids[{n}] {problem}")

@@ -19,7 +19,7 @@ from api.content import ContentService
 from api.shared import CONTENT, problem
 from engine import consent
 from engine.profile import MINUTE_MS
-from engine.text import id_problem
+from engine.text import MAX_ID, id_problem
 
 ERASE_WAIT = 10.0  # seconds the DELETE waits for the erasure to be applied
 
@@ -92,12 +92,10 @@ def _any_held(records: dict[str, Any]) -> bool:
     return any(isinstance(v, list) and v for v in records.values())
 
 
-MAX_USER_ID = 128  # characters: what an event's user_id may hold (engine/events.py)
-
-
 async def delete_user(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
-    why = id_problem(user_id) or (None if len(user_id) <= MAX_USER_ID else "is over 128 characters")
+    too_long = len(user_id) > MAX_ID
+    why = id_problem(user_id) or (f"is over {MAX_ID} characters" if too_long else None)
     if why is not None:  # no event can have named it: nothing to erase, no fence to write
         return problem(400, "Bad user id", f"the user id {why}: no user can hold it")
     content = _content(request)

@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 
 from engine.consent import TEXT_VERSION
-from engine.text import BadJson, id_problem, outside_json, short, text_problem
+from engine.text import MAX_ID, BadJson, id_problem, outside_json, short, text_problem
 
 CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "search"})
 CART_TYPES = frozenset({"add_to_cart", "remove_from_cart", "checkout", "purchase"})
@@ -185,7 +185,7 @@ def _bounded(value: Any, ms: int, history: bool) -> int:
     return ms
 
 
-def _string(data: dict[str, Any], name: str, required: bool, max_len: int = 128) -> str | None:
+def _string(data: dict[str, Any], name: str, required: bool, max_len: int = MAX_ID) -> str | None:
     value = data.get(name)
     if value is None:
         if required:

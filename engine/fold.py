@@ -37,7 +37,7 @@ from typing import Generic, NamedTuple, TypeVar
 from engine.admission import admit
 from engine.catalog import Product
 from engine.clock import Clock
-from engine.events import Event, InvalidEvent, parse
+from engine.events import CLICK, Event, InvalidEvent, parse
 from engine.popularity import STAKE_TYPES, Contribution, Tally, contributions
 from engine.profile import Profile, apply
 
@@ -262,7 +262,7 @@ def _produced(record: Record, event: Event) -> int:
     profile for the erased user. The earlier time can only fence more (a forged one stops the
     event, never lets an old one through)."""
     produced = record.timestamp_ms
-    if event.type == "click":
+    if event.type == CLICK:
         link = event.props.get("link_ms")
         if type(link) is int and link < produced:
             return link

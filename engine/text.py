@@ -15,6 +15,7 @@ import json
 import re
 from typing import Any
 
+MAX_ID = 128  # characters of an id (user, event, item id): what an event may hold
 _ID_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _TEXT_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
