@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy
 
-from engine.text import BadJson, id_problem, outside_json
+from engine.text import MAX_ID, BadJson, id_problem, outside_json
 
 
 class ModelLoadError(ValueError):
@@ -77,12 +77,9 @@ def check_npz(path: Path, limits: Mapping[str, int]) -> dict[str, tuple[tuple[in
     return out
 
 
-MAX_ITEM_ID = 128  # characters: the longest item id an event or the catalog accepts
-
-
 def check_item_ids(items: Any, where: str, numbers: bool = False) -> list[str]:
     """A recs artifact's `items` as a list of distinct ids that an event could name: 1..128
-    characters without control characters or lone surrogates (engine.text.id_problem), or
+    characters (engine.text.MAX_ID) without control characters or lone surrogates (id_problem), or
     ModelLoadError saying why not. Any other id never matches a user's history and reaches every
     user through the popular fill (a 10 MB id, a NUL or a terminal escape in each answer).
     `numbers`: integers are accepted too (ids written as numbers elsewhere), as their text."""
@@ -96,8 +93,8 @@ def check_item_ids(items: Any, where: str, numbers: bool = False) -> list[str]:
             kinds = "strings or integers" if numbers else "strings"
             raise ModelLoadError(f"{where}: item ids must be {kinds}, not {type(bad).__name__}")
         ids = [str(i) for i in items]
-    if ids and not 1 <= min(map(len, ids)) <= max(map(len, ids)) <= MAX_ITEM_ID:
-        raise ModelLoadError(f"{where}: every item id must be 1..{MAX_ITEM_ID} characters")
+    if ids and not 1 <= min(map(len, ids)) <= max(map(len, ids)) <= MAX_ID:
+        raise ModelLoadError(f"{where}: every item id must be 1..{MAX_ID} characters")
     problem = id_problem("".join(ids))  # one scan of them all
     if problem:
         raise ModelLoadError(f"{where}: an item id {problem}")
