@@ -154,10 +154,12 @@ class RegistryLog:
 
     With a `cache_dir`, artifact chunks are assembled into `cache_dir/{version}/{file}` (a file
     already there with the right digest is kept); without one (the CLI's read-only view), chunks
-    are skipped and only the metadata is kept."""
+    are skipped and only the metadata is kept. With `only` too, only that version's artifact is
+    assembled (the CLI test-loading the version it activates): the others keep their metadata."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, only: str | None = None) -> None:
         self.cache_dir = cache_dir
+        self.only = only
         self.versions: dict[str, Manifest] = _builtin()
         self.defaults = {m.name: m.version for m in self.versions.values()}
         self.activations: dict[str, dict[str, Any]] = {}
@@ -287,6 +289,8 @@ class RegistryLog:
         if self.cache_dir is None or value is None:
             return
         _, version, file, i, n = key.split("/")
+        if self.only is not None and version != self.only:
+            return
         if file not in META.values() and file not in ("recs.npz", "churn.skops"):
             raise ValueError(f"unexpected artifact file {file!r}")
         if not VERSION.fullmatch(version):
@@ -332,7 +336,7 @@ class RegistryLog:
             # the first one stays: its files are the ones in the cache (chunks of a file already
             # there are skipped), and a worker serving it must not switch content under one name
             raise ValueError(f"{manifest.version} is registered already with other files")
-        if self.cache_dir is not None:
+        if self.cache_dir is not None and self.only in (None, manifest.version):
             manifest.complete = all(
                 _digest(self.cache_dir / manifest.version / f) == info.get("sha256")
                 for f, info in manifest.files.items()

@@ -184,13 +184,25 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _switch(args: argparse.Namespace, version: str | None) -> int:
+    """Write the activation record of `version` (None: roll back) once the version's artifact,
+    read back from the registry, loads here: a version no worker can load is refused before
+    any record is written (as POST /v1/models/{name}/activate answers 409). Workers would keep
+    serving the previous version (streams.registry `_servable`), but the registry would list
+    the refused one active."""
     from streams.registry import activation, read_registry, write_records
 
     broker, signer = _broker(args), _signer(args)
-    state = asyncio.run(read_registry(broker, signer.key))
-    record = activation(state, args.name, version)
+    with tempfile.TemporaryDirectory(prefix="persona-activate-") as tmp:
+        # an activation assembles only its version's artifact; a rollback's target is known
+        # only once the registry is read, so it assembles every version's
+        state = asyncio.run(read_registry(broker, signer.key, Path(tmp), only=version))
+        record = activation(state, args.name, version)
+        active = json.loads(record[1] or b"{}")["version"]
+        try:
+            state.load(active)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{active} cannot be served: {exc}") from None
     asyncio.run(write_records(broker, [record], signer))
-    active = json.loads(record[1] or b"{}")["version"]
     print(f"{args.name}: {active} is active (workers switch within seconds)")
     return 0
 

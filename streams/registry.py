@@ -129,12 +129,16 @@ async def read_messages(
 
 
 async def read_registry(
-    broker_url: Broker, cluster: ClusterKey | None, cache_dir: Path | None = None
+    broker_url: Broker,
+    cluster: ClusterKey | None,
+    cache_dir: Path | None = None,
+    only: str | None = None,
 ) -> RegistryLog:
-    """The registry's current state (metadata only unless a cache directory is given), from the
-    records signed with `cluster` (others are skipped, as the workers skip them)."""
+    """The registry's current state (metadata only unless a cache directory is given: then the
+    artifacts too, or only version `only`'s), from the records signed with `cluster` (others are
+    skipped, as the workers skip them)."""
     await ensure_registry_topics(broker_url)
-    state = RegistryLog(cache_dir)
+    state = RegistryLog(cache_dir, only)
     gate = RecordGate(MODELS_TOPIC, cluster)
     async for msg in read_messages(broker_url, [MODELS_TOPIC], idle=0.5):
         if msg.key is not None and isinstance(
