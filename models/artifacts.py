@@ -7,6 +7,7 @@ import ctypes.util
 import functools
 import hashlib
 import math
+import os
 import zipfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -146,10 +147,23 @@ def make_version(name: str, when: datetime, content: bytes) -> str:
     return f"{name}-{when.astimezone(UTC):%Y%m%dT%H%M}-{digest}"
 
 
+# Bytes of an artifact's JSON file (recs.json, churn.json): its metadata, the item ids (~130 MB
+# for 1M ids of the longest kind) and a linear model's numbers. A JSON text is parsed whole into
+# Python objects several times its size; without this bound only the registry's 4 GiB per file
+# (MAX_CHUNKS) limited what a load could take.
+MAX_JSON_BYTES = 256 * 1024 * 1024
+
+
 def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from `path`, or ModelLoadError saying why not (never unpickles anything)."""
+    """A JSON object from `path`, or ModelLoadError saying why not (never unpickles anything;
+    nothing over MAX_JSON_BYTES is read)."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_JSON_BYTES:  # (read(n) allocates n bytes)
+                raise ModelLoadError(
+                    f"{path}: a JSON {what} artifact is at most {MAX_JSON_BYTES} bytes"
+                )
+            raw = f.read()
     except OSError as exc:
         raise ModelLoadError(f"cannot read {what} artifact {path}: {exc}") from None
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from models.artifacts import (
+    MAX_JSON_BYTES,
     ModelLoadError,
     make_version,
     read_json,
@@ -131,6 +132,9 @@ def read_bundle(directory: str | Path) -> Bundle:
                 f"{d / f} is a symbolic link; an artifact's files are read only as regular files "
                 "of its directory"
             )
+    meta_file = d / META[name]
+    if meta_file.is_file() and meta_file.stat().st_size > MAX_JSON_BYTES:  # parsed whole below
+        raise ModelLoadError(f"{meta_file}: a JSON artifact is at most {MAX_JSON_BYTES} bytes")
     files = {f: (d / f).read_bytes() for f in allowed if (d / f).is_file()}
     missing = [f for f in allowed if f not in files]
     if missing:

@@ -25,7 +25,7 @@ from typing import Any
 from engine import content_experiments as content
 from engine.content_experiments import NO_EXPERIMENTS, ContentExperiments, parse_experiments
 from engine.rules import NO_RULES, Rules, parse_rules, to_document
-from models.artifacts import ModelLoadError, json_metrics, rfc3339, utc_now
+from models.artifacts import MAX_JSON_BYTES, ModelLoadError, json_metrics, rfc3339, utc_now
 from models.bundle import KINDS, META, VERSION, Bundle, load_model
 from models.churn import ChurnModel
 from models.experiments import Experiment
@@ -36,6 +36,7 @@ log = logging.getLogger("persona.models")
 
 CHUNK_SIZE = 256 * 1024  # bytes per record: well under Kafka's default 1 MB message limit
 MAX_CHUNKS = 16_384  # chunks of one file (4 GiB): a chunk record's count is allocated as a list
+MAX_JSON_CHUNKS = -(-MAX_JSON_BYTES // CHUNK_SIZE)  # of a JSON file (models.artifacts)
 HISTORY = 20
 Record = tuple[str, bytes | None]
 
@@ -298,6 +299,8 @@ class RegistryLog:
         at, count = int(i), int(n)
         if not 0 <= at < count <= MAX_CHUNKS:  # [None] * 10**9 was 8 GB for one record
             raise ValueError(f"chunk {i[:20]} of {n[:20]}: at most {MAX_CHUNKS} chunks a file")
+        if file in META.values() and count > MAX_JSON_CHUNKS:  # not held to be refused at load
+            raise ValueError(f"{file} of {count} chunks: at most {MAX_JSON_BYTES} bytes")
         target = self.cache_dir / version / file
         if target.exists():
             return  # cached by an earlier run; the manifest's digest check decides

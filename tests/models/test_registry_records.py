@@ -168,3 +168,36 @@ def test_a_created_time_that_is_not_one_is_refused_at_publish(
     (d / "recs.json").write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="created must be an RFC 3339 time"):
         read_bundle(d)
+
+
+def test_a_json_file_of_more_chunks_than_its_bound_is_refused(tmp_path: Path) -> None:
+    """A recs.json announced in 1,025 chunks (over 256 MiB, parsed whole at load): refused at
+    its first chunk instead of held in memory up to the 4 GiB of any file; a table of as many
+    chunks is still taken."""
+    from models.registry_log import MAX_JSON_CHUNKS
+
+    state = RegistryLog(tmp_path / "cache")
+    state.apply(f"chunk/recs-v/recs.json/0/{MAX_JSON_CHUNKS + 1}", b"x")
+    assert state.refused == 1 and not state._pending
+    state.apply(f"chunk/recs-v/recs.npz/0/{MAX_JSON_CHUNKS + 1}", b"x")
+    assert state.refused == 1 and len(state._pending) == 1
+
+
+def test_a_json_artifact_over_its_bound_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_json reads at most MAX_JSON_BYTES (+1 to tell): at load, and at publish before the
+    whole file is parsed. The bound is lowered to the file's size - 1 here."""
+    import models.artifacts
+    import models.bundle
+    from models.bundle import load_model
+
+    directory = save_model(fit_recommender(basket_events(), k=5), tmp_path / "m")
+    size = (directory / "recs.json").stat().st_size
+    assert load_model(directory).name == "recs"
+    for module in (models.artifacts, models.bundle):
+        monkeypatch.setattr(module, "MAX_JSON_BYTES", size - 1)
+    with pytest.raises(ModelLoadError, match="at most"):
+        load_model(directory)
+    with pytest.raises(ModelLoadError, match="at most"):
+        read_bundle(directory)
