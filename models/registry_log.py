@@ -233,15 +233,22 @@ class RegistryLog:
         """Why `bundle` cannot be registered here, or None: its version is a shipped default's,
         or is registered already with other content (workers would hold either, by the order
         they saw them in). The same content again is fine."""
-        known = self.versions.get(bundle.version)
+        return self._clash(bundle.version, {f: bundle.digest(f) for f in bundle.files})
+
+    def _clash(self, version: str, digests: dict[str, Any]) -> str | None:
+        """Why files with these digests cannot be registered as `version` (`conflict` at
+        publish, the fold for a manifest), or None."""
+        known = self.versions.get(version)
         if known is None:
             return None
         if known.source == "package":
-            return f"{bundle.version} is the version of a model shipped with Persona"
-        if _digests(known) != {f: bundle.digest(f) for f in bundle.files}:
+            return f"{version} is the version of a model shipped with Persona"
+        if _digests(known) != digests:
+            # the first one stays: its files are the ones in the cache (chunks of a file already
+            # there are skipped), and a worker serving it must not switch content under one name
             return (
-                f"{bundle.version} is registered already with other content (a version names "
-                "one artifact: publish the new one without a version to have one made)"
+                f"{version} is registered already with other content (a version names one "
+                "artifact: publish the new one without a version to have one made)"
             )
         return None
 
@@ -332,13 +339,9 @@ class RegistryLog:
             raise ValueError(f"unknown model {manifest.name[:50]!r} of kind {manifest.kind[:50]!r}")
         if sorted(manifest.files) != sorted(files):
             raise ValueError(f"a {manifest.kind} {manifest.name} artifact is {', '.join(files)}")
-        known = self.versions.get(manifest.version)
-        if known is not None and known.source == "package":
-            raise ValueError(f"{manifest.version} is a shipped model's version")
-        if known is not None and _digests(known) != _digests(manifest):
-            # the first one stays: its files are the ones in the cache (chunks of a file already
-            # there are skipped), and a worker serving it must not switch content under one name
-            raise ValueError(f"{manifest.version} is registered already with other files")
+        clash = self._clash(manifest.version, _digests(manifest))
+        if clash:
+            raise ValueError(clash)
         if self.cache_dir is not None and self.only in (None, manifest.version):
             manifest.complete = all(
                 _digest(self.cache_dir / manifest.version / f) == info.get("sha256")
