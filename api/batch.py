@@ -13,11 +13,20 @@ Block parameters (engine.params) are fields of the same object, for every user o
 `n`, `category`, `brand`, `min_price`, `max_price` (numbers), `exclude` (an array of item ids, or
 them comma-separated), `context_item`, `locale`; `similar_items` needs `context_item`. Any other
 field, or a bad value, is a 400 problem naming it in `parameter`.
+
+The blocks are computed in slices on the event loop: `CHUNK_USERS` users at a time (one
+`ContentService.blocks` call: the stamp's shared part taken once for them), yielding to the loop
+whenever `SLICE_SECONDS` have passed since the last yield, so a batch of uncached users (~0.5 ms
+each) does not hold up the process's other requests (block GETs at send time, /healthz) for
+the whole batch. Exposures are logged per chunk, right after its blocks. The answer is the same
+as computed in one go.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import msgpack
@@ -34,6 +43,8 @@ from engine.params import BlockParams, InvalidParam, from_body
 from engine.text import MAX_ID, id_problem
 
 BATCH_FIELDS = ("block", "format", "user_ids")  # the batch's own fields; the rest: parameters
+CHUNK_USERS = 8  # users whose blocks are computed in one call (~4 ms when none is cached)
+SLICE_SECONDS = 0.004  # a batch computes this long at most (plus one chunk) between yields
 
 
 def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
@@ -133,13 +144,42 @@ class SlicedBody(payload.Payload):
             await writer.write(view[start : start + WRITE_CHUNK])
 
 
+async def between_slices() -> None:
+    """Where a batch lets the event loop answer the process's other requests.
+
+    Twice: after one `sleep(0)` the batch is first in the loop's next round, before the I/O and
+    the timers that round polls (a block GET that arrived during the slice); the second puts it
+    behind them, so what waited is served before the next slice, not after it."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+async def sliced_blocks(
+    request: web.Request, ids: list[str], block_name: str, fmt: str, params: BlockParams
+) -> list[Block]:
+    """`ContentService.blocks` for `ids` (and their exposures logged), `CHUNK_USERS` at a time,
+    yielding to the event loop (`between_slices`) once `SLICE_SECONDS` have passed since the
+    last yield: the same blocks, in the same order, as one call would answer."""
+    content = request.app[CONTENT]
+    blocks: list[Block] = []
+    clock = time.perf_counter
+    since = clock()
+    for start in range(0, len(ids), CHUNK_USERS):
+        if start and clock() - since >= SLICE_SECONDS:
+            await between_slices()
+            since = clock()
+        chunk = ids[start : start + CHUNK_USERS]
+        blocks += content.blocks(chunk, block_name, fmt, params)
+        log_exposures(request, chunk, block_name)
+    return blocks
+
+
 async def post_batch(request: web.Request) -> web.Response:
     try:
         block_name, fmt, ids, params = parse(await read_body(request))
     except BadRequest as exc:
         return exc.answer()
-    blocks = request.app[CONTENT].blocks(ids, block_name, fmt, params)
-    log_exposures(request, ids, block_name)
+    blocks = await sliced_blocks(request, ids, block_name, fmt, params)
     as_msgpack = wants_msgpack(request)
     body = encode_results(ids, blocks, as_msgpack)
     return web.Response(body=SlicedBody(body, MSGPACK if as_msgpack else "application/json"))

@@ -284,6 +284,23 @@ async def test_a_batch_logs_one_exposure_per_consenting_user_in_their_arm(shop: 
     assert logged == [(user, arm_of(user)) for user in USERS[:10]]
 
 
+async def test_a_batch_in_slices_logs_the_same_exposures_in_the_same_order(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """api/batch.py logs exposures per chunk of users: 3 users a chunk, a yield after each."""
+    import api.batch
+
+    monkeypatch.setattr(api.batch, "CHUNK_USERS", 3)
+    monkeypatch.setattr(api.batch, "SLICE_SECONDS", 0.0)
+    assert (await put(shop, {"experiments": [DESIGN]}))[0] == 200
+    ids = [*USERS[:4], "refuser", *USERS[4:10], "a-stranger", USERS[0]]
+    body = {"block": "recommendations", "format": "html", "user_ids": ids}
+    r = await shop.client.post("/v1/blocks:batch", json=body, headers=bearer(READ_KEY))
+    assert r.status == 200 and len((await r.json())["results"]) == 12
+    logged = [(e["user_id"], e["variant"]) for e in shop.registry.exposures]
+    assert logged == [(user, arm_of(user)) for user in USERS[:10]]
+
+
 async def test_a_model_ab_test_names_its_arm_where_no_content_experiment_runs() -> None:
     """CONTRACT: `variant` names the arm of a running content or model experiment."""
     from tests.api.test_models_routes import FakeAdmin
