@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import json.scanner
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,18 +21,15 @@ MAX_EVENTS = 10_000  # events in one POST /v1/events
 
 
 def _parse_events_body(text: str, limit: int) -> list[Any]:
-    """The items of a JSON array or NDJSON body; NDJSON is read only up to its first line past
-    `limit` (the caller answers 413 for it), so a 10 MiB body of tiny lines is not parsed whole
-    on the event loop for nothing."""
+    """The items of a JSON array or NDJSON body, read only up to the first item past `limit`
+    (the caller answers 413 for it), so a 10 MiB body of tiny items is not parsed whole on the
+    event loop for nothing."""
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
-            data = json.loads(text)
+            return _parse_array(text, limit)
         except RecursionError:
             raise ValueError("nested too deeply") from None
-        if not isinstance(data, list):
-            raise ValueError("expected a JSON array of events")
-        return data
     items: list[Any] = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -42,6 +41,53 @@ def _parse_events_body(text: str, limit: int) -> list[Any]:
                 raise ValueError(f"line {n} is not JSON: {exc.msg}") from None
             except (ValueError, RecursionError):  # too many digits, nested too deeply
                 raise ValueError(f"line {n} is not JSON within bounds") from None
+    return items
+
+
+# (a JSON value, its end) at an index: what JSONDecoder.raw_decode calls (typeshed types the
+# scanner's argument as a scanner; it is the decoder whose options it reads)
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace (str.lstrip's is wider)
+_NEXT = re.compile(r"[ \t\n\r]*([,\]]?)[ \t\n\r]*")  # what follows an item, and spaces
+
+
+def _skip(text: str, at: int) -> int:
+    """The index of the first character at or after `at` that is not JSON whitespace."""
+    found = _SPACE.match(text, at)
+    return found.end() if found else at  # always found: the pattern matches ""
+
+
+def _parse_array(text: str, limit: int) -> list[Any]:
+    """The items of a JSON array, decoded one by one and only up to the first past `limit`;
+    for a body that is not one, the JSONDecodeError `json.loads` raises (same message, same
+    position: the items are decoded by the same scanner, the array syntax is checked here)."""
+    at = _skip(text, 0)
+    if not text.startswith("[", at):
+        raise json.JSONDecodeError("Expecting value", text, at)
+    at = _skip(text, at + 1)
+    items: list[Any] = []
+    if text.startswith("]", at):
+        at += 1
+    else:
+        scan, after, append = _SCAN, _NEXT.match, items.append
+        while True:
+            try:
+                item, at = scan(text, at)
+            except StopIteration as exc:  # a trailing comma too: no value at the "]"
+                raise json.JSONDecodeError("Expecting value", text, exc.value) from None
+            append(item)
+            if len(items) > limit:
+                return items  # the rest is never read
+            found = after(text, at)
+            assert found is not None  # the pattern matches ""
+            if not found[1]:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, found.start(1))
+            at = found.end()
+            if found[1] == "]":
+                break
+    at = _skip(text, at)
+    if at != len(text):
+        raise json.JSONDecodeError("Extra data", text, at)
     return items
 
 

@@ -1,7 +1,8 @@
 """Hostile bodies for the browser collector (`POST /v1/collect`, a publishable key anybody can
 copy) and for `POST /v1/events`, which reads its bodies the same way (api/event_routes.py):
 a Content-Type naming a charset Python cannot decode with, a body past the collector's bound sent
-without a Content-Length, and NDJSON with far more lines than a request may hold."""
+without a Content-Length, and NDJSON or a JSON array with far more events than a request may
+hold."""
 
 from __future__ import annotations
 
@@ -97,6 +98,28 @@ async def test_ndjson_stops_being_read_past_the_event_limit(
     assert r.status == 413, await r.text()
     assert f"at most {limit} events" in (await r.json())["detail"]
     assert not state.produced
+
+
+@pytest.mark.parametrize(
+    ("path", "secret", "limit"),
+    [("/v1/collect", PK, MAX_EVENTS), ("/v1/events", WRITE, MAX_POSTED)],
+)
+async def test_a_json_array_stops_being_read_past_the_event_limit(
+    client: TestClient, state: MemoryState, path: str, secret: str, limit: int
+) -> None:
+    """A JSON array was parsed whole (json.loads) before the event count was checked: 10 MiB of
+    `{}` items cost a quarter of a second or more of the event loop for a 413 anyway. Reading
+    stops at the first item past the limit, as for NDJSON: what follows it (here, an item that is
+    not JSON and no closing bracket) is never read; before, this body was a 400."""
+    item = json.dumps(ev("page_view", item=None))
+    body = "[" + ",".join([item] * (limit + 1)) + ", {not json"
+    r = await client.post(path, data=body.encode(), headers=bearer(secret))
+    assert r.status == 413, await r.text()
+    assert f"at most {limit} events" in (await r.json())["detail"]
+    assert not state.produced
+    within = "[" + ",".join([item] * limit) + "]"
+    r = await client.post(path, data=within.encode(), headers=bearer(secret))
+    assert r.status == 202 and (await r.json())["accepted"] == limit
 
 
 async def test_refused_origins_take_from_the_address_allowance_too(state: MemoryState) -> None:
