@@ -30,7 +30,6 @@ from api import (
 )
 from api.auth import KeyRing
 from api.block_routes import (
-    bad_param,
     block_answer,
     block_lookup,
     block_response,
@@ -59,6 +58,7 @@ from api.shared import (
     MAX_BODY,
     PUBLIC,
     Handler,
+    bad_param,
     problem,
     request_scope,
     scope_for,

@@ -10,17 +10,17 @@ the chain gates (its middlewares checked the key and the limit): it calls `block
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from api.auth import KeyRing
 from api.block_headers import header_lines, response
 from api.content import ContentService
 from api.gate import authorize_header, authorize_peer
 from api.limits import LIMITER, THROTTLE, AuthThrottle, RateLimiter, limited
-from api.shared import CONTENT, KEYS, problem, scope_for
+from api.shared import CONTENT, KEYS, bad_param, problem, scope_for, single
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block, models_header
 from engine.params import NO_PARAMS, BlockParams, InvalidParam, from_query
 
@@ -140,12 +140,15 @@ def block_answer(request: web.Request) -> tuple[web.Response, Block | None]:
     return response(block, not_modified(block, request.headers.get("If-None-Match"))), block
 
 
-def parse_query(query: Mapping[str, str] | None) -> tuple[str, BlockParams | InvalidParam]:
+def parse_query(query: MultiMapping[str] | None) -> tuple[str, BlockParams | InvalidParam]:
     """(format, parameters) of a block GET's query (None: no query string); the parameters are
-    the error parsing them for a bad one (engine.params)."""
+    the error parsing them for a bad one (engine.params; `format` given twice too)."""
     if query is None:
         return "html", NO_PARAMS
-    fmt = query.get("format", "html")
+    try:
+        fmt = single(query, "format", "html")
+    except InvalidParam as exc:
+        return "html", exc
     if len(query) == 1 and "format" in query:
         return fmt, NO_PARAMS
     try:
@@ -173,11 +176,6 @@ def block_lookup(
     if block_name in CONTEXT_BLOCKS and params.context_item is None:
         return bad_param(InvalidParam("context_item", f"{block_name} needs one")), None
     return None, content.block(user_id, block_name, fmt, params=params)
-
-
-def bad_param(exc: InvalidParam) -> web.Response:
-    """The 400 problem for a block parameter (engine.params), naming it in `parameter`."""
-    return problem(400, "Bad parameter", str(exc), parameter=exc.name)
 
 
 def not_modified(block: Block, if_none_match: str | None) -> bool:

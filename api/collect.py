@@ -36,10 +36,11 @@ from api.event_routes import accept_events, read_events
 from api.gate import caller
 from api.limits import AuthThrottle, ServingOptions
 from api.observability import TELEMETRY
-from api.shared import Handler, problem
+from api.shared import Handler, bad_param, problem, single
 from engine.collect import COLLECT_SCOPE, MAX_EVENTS, PURCHASE_SCOPE, collect_refusal
 from engine.collect import MAX_BYTES as MAX_BODY
 from engine.events import Event
+from engine.params import InvalidParam
 
 COLLECT_PATH = "/v1/collect"
 SDK_PATH = "/v1/sdk.js"
@@ -97,7 +98,11 @@ async def collect_middleware(request: web.Request, handler: Handler) -> web.Stre
         return refusal if refusal.status == 403 else _cors(refusal, origin)
     if request.method == "OPTIONS":
         return _cors(web.Response(status=204, headers=PREFLIGHT), origin)
-    return _cors(await handler(_with_query_key(request)), origin)
+    try:
+        keyed = _with_query_key(request)
+    except InvalidParam as exc:  # `?key=` twice
+        return _cors(bad_param(exc), origin)
+    return _cors(await handler(keyed), origin)
 
 
 QUERY_KEY = web.RequestKey("collect_query_key", bool)  # the request's key came as ?key=
@@ -127,8 +132,9 @@ def _cors(response: web.StreamResponse, origin: str | None) -> web.StreamRespons
 
 
 def _with_query_key(request: web.Request) -> web.Request:
-    """`request` with `?key=` as its `Authorization: Bearer` (a header, when sent, wins)."""
-    key = request.query.get("key")
+    """`request` with `?key=` as its `Authorization: Bearer` (a header, when sent, wins);
+    InvalidParam for a key given twice."""
+    key = single(request.query, "key")
     if not key or "Authorization" in request.headers:
         return request
     headers = CIMultiDict(request.headers)
@@ -179,7 +185,10 @@ async def preflight(request: web.Request) -> web.Response:
 
 async def get_sdk(request: web.Request) -> web.Response:
     sdk = request.app[COLLECT].sdk
-    pinned = request.query.get("v") == sdk.version
+    try:
+        pinned = single(request.query, "v") == sdk.version
+    except InvalidParam as exc:
+        return bad_param(exc)
     headers = {
         "ETag": sdk.etag,
         "Cache-Control": IMMUTABLE if pinned else REVALIDATE,

@@ -18,13 +18,14 @@ from aiohttp import web
 from api.audit import DETAILS
 from api.documents import answer, read_document, save_if_current, stale, too_large
 from api.models_routes import ADMIN, ModelAdmin
-from api.shared import CONTENT, problem
+from api.shared import CONTENT, bad_param, problem, single
 from engine.content_experiments import (
     ContentExperiments,
     InvalidExperiments,
     parse_experiments,
     to_document,
 )
+from engine.params import InvalidParam
 from models.content_report import DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS
 
 EXPERIMENTS_PATH = "/v1/experiments"
@@ -86,7 +87,10 @@ async def get_report(request: web.Request) -> web.Response:
     admin = _admin(request)
     if admin is None:
         return _no_registry()
-    window = _window(request.query.get("window_hours"))
+    try:
+        window = _window(single(request.query, "window_hours"))
+    except InvalidParam as exc:  # given twice
+        return bad_param(exc)
     if window is None:
         return problem(
             400,

@@ -311,7 +311,7 @@ class Front:
         if query:
             parsed = request.query
             if len(parsed) > 1 or (parsed and "format" not in parsed):
-                return None  # block parameters: `hot_middleware` parses them (parse_query)
+                return None  # block parameters, `format` twice: `hot_middleware` parses them
             fmt = parsed.get("format", "html")
         authorization = headers.get("Authorization", "")
         if_none_match = headers.get("If-None-Match")
@@ -398,14 +398,13 @@ def block_route(target: str) -> tuple[str, str, str, str] | None:
 
 
 def _format(query: str) -> str | None:
-    """The first `format` parameter of a plain query string (as `request.query.get` reads it);
-    None when it holds any other parameter (engine.params: the application parses those)."""
+    """The `format` parameter of a plain query string; None when it holds any other parameter
+    (engine.params) or `format` twice (a 400): the application parses those."""
     fmt: str | None = None
     for pair in query.split("&"):
         name, _, value = pair.partition("=")
-        if name == "format":
-            if fmt is None:
-                fmt = value
+        if name == "format" and fmt is None:
+            fmt = value
         elif pair:
             return None
     return "html" if fmt is None else fmt

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, overload
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from api.auth import KeyRing
 from api.content import ContentService
+from engine.params import REPEATED, InvalidParam
 
 MAX_BODY = 10 * 1024 * 1024  # bytes of one request body
 
@@ -32,6 +34,25 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Resp
     return web.Response(
         status=status, text=json.dumps(body), content_type="application/problem+json"
     )
+
+
+def bad_param(exc: InvalidParam) -> web.Response:
+    """The 400 problem for a bad query parameter (engine.params), naming it in `parameter`."""
+    return problem(400, "Bad parameter", str(exc), parameter=exc.name)
+
+
+@overload
+def single(query: MultiMapping[str], name: str, default: str) -> str: ...
+@overload
+def single(query: MultiMapping[str], name: str, default: None = None) -> str | None: ...
+def single(query: MultiMapping[str], name: str, default: str | None = None) -> str | None:
+    """The value of query parameter `name` (`default` when absent); InvalidParam naming it when
+    it is given more than once (answered with `bad_param`). No query parameter of the API is
+    repeatable (`exclude` takes its ids comma-separated): a second value was ignored silently."""
+    values = query.getall(name, ())
+    if len(values) > 1:
+        raise InvalidParam(name, REPEATED)
+    return values[0] if values else default
 
 
 def request_scope(request: web.Request) -> str | None:

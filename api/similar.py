@@ -13,8 +13,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.block_headers import response
-from api.block_routes import bad_param, not_modified
-from api.shared import CONTENT, problem
+from api.block_routes import not_modified
+from api.shared import CONTENT, bad_param, problem, single
 from engine.blocks import FORMATS
 from engine.params import NO_PARAMS, BlockParams, InvalidParam, from_query
 
@@ -22,13 +22,14 @@ ROUTE = "/v1/items/{item_id}/similar"
 
 
 def parse(request: web.Request) -> tuple[str, BlockParams]:
-    """(format, parameters) of the query string; InvalidParam for a bad one."""
+    """(format, parameters) of the query string; InvalidParam for a bad one (`format` given
+    twice too)."""
     if not request.query_string:
         return "html", NO_PARAMS
     query = request.query
     if "context_item" in query:
         raise InvalidParam("context_item", "is the path's item on this route")
-    return query.get("format", "html"), from_query(query.items())
+    return single(query, "format", "html"), from_query(query.items())
 
 
 async def get_similar(request: web.Request) -> web.Response:

@@ -25,9 +25,10 @@ from api.auth import ApiKey
 from api.explain import explain
 from api.limits import THROTTLE
 from api.observability import sample_profiles
-from api.shared import CONTENT, KEYS, problem
+from api.shared import CONTENT, KEYS, bad_param, problem, single
 from api.shop_words import shop_why
 from engine.blocks import BLOCKS
+from engine.params import InvalidParam
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/ui/preview": "preview.html", "/ui/dashboard": "dashboard.html"}
@@ -134,7 +135,9 @@ async def get_explain(request: web.Request) -> web.Response:
 
 async def get_users(request: web.Request) -> web.Response:
     try:
-        limit = max(1, min(int(request.query.get("limit", "20")), 200))
+        limit = max(1, min(int(single(request.query, "limit", "20")), 200))
+    except InvalidParam as exc:  # `limit` twice
+        return bad_param(exc)
     except ValueError:
         return problem(400, "Bad limit", "limit is an integer from 1 to 200")
     content = request.app[CONTENT]

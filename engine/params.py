@@ -37,6 +37,7 @@ MAX_TEXT = 500  # characters of a category or brand (as the catalog's bound)
 MAX_ID = 128
 MAX_LOCALE = 64
 MAX_PRICE = 1e9  # as engine.catalog.MAX_PRICE
+REPEATED = "given more than once"  # the reason for a parameter given twice (api.shared.single)
 CATEGORY_SEPARATOR = " > "  # Google's product_type path: "Home > Kitchen" is in "Home"
 # BCP 47 (RFC 5646) language tags, matched on the lower-cased tag: language (with extlangs),
 # script, region, variants, extensions, private use. Grandfathered tags are not accepted.
@@ -129,7 +130,7 @@ def from_query(
         if name not in NAMES:
             raise InvalidParam(name, f"unknown; the parameters are {', '.join(NAMES)}")
         if name in values:
-            raise InvalidParam(name, "given more than once")
+            raise InvalidParam(name, REPEATED)
         values[name] = value
     return build(values)
 

@@ -252,6 +252,20 @@ async def test_a_beacon_with_the_key_in_the_query_and_a_text_body_is_taken(
     assert r.status == 401  # only /v1/collect takes a key in the query
 
 
+async def test_a_key_given_twice_in_the_query_is_a_400_naming_it(
+    client: TestClient, state: MemoryState
+) -> None:
+    """The first `?key=` was taken silently, whatever the second said."""
+    body = json.dumps([ev("product_view", user="anon-k")])
+    beacon = {"Content-Type": "text/plain;charset=UTF-8", "Origin": SHOP}
+    for query in (f"key={PK}&key={PK}x", f"key={PK}&key={PK}"):
+        r = await client.post(f"/v1/collect?{query}", data=body, headers=beacon)
+        assert r.status == 400 and r.content_type == "application/problem+json"
+        assert (await r.json())["parameter"] == "key"
+        assert r.headers["Access-Control-Allow-Origin"] == SHOP  # the page can read why
+    assert not state.produced
+
+
 async def test_bad_bodies_are_4xx_problems(client: TestClient, state: MemoryState) -> None:
     too_many = json.dumps([ev("page_view", item=None)] * (MAX_EVENTS + 1))
     r = await client.post("/v1/collect", data=too_many, headers=bearer(PK))
@@ -297,6 +311,8 @@ async def test_the_tag_is_public_cached_and_versioned(client: TestClient) -> Non
     assert r.status == 200 and "immutable" in r.headers["Cache-Control"]
     r = await client.get("/v1/sdk.js?v=0000000000000000")
     assert "immutable" not in r.headers["Cache-Control"]
+    r = await client.get(f"/v1/sdk.js?v={sdk.version}&v=0000000000000000")  # the first was taken
+    assert r.status == 400 and (await r.json())["parameter"] == "v"
 
 
 def test_a_purchase_scope_needs_the_collect_scope() -> None:

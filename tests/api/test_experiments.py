@@ -162,6 +162,9 @@ async def test_bad_documents_are_400_problems_naming_the_place(shop: Shop) -> No
     assert r.status == 400 and (await r.json())["title"] == "Bad body"
     r = await shop.client.get("/v1/experiments/design-1/report?window_hours=0", headers=bearer())
     assert r.status == 400 and (await r.json())["parameter"] == "window_hours"
+    twice = "/v1/experiments/design-1/report?window_hours=1&window_hours=0"  # the first was taken
+    r = await shop.client.get(twice, headers=bearer())
+    assert r.status == 400 and (await r.json())["parameter"] == "window_hours"
     r = await shop.client.get("/v1/experiments/nobody/report", headers=bearer())
     assert r.status == 404
     assert shop.content.models.content_experiments.experiments == ()

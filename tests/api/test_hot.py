@@ -68,6 +68,10 @@ CASES = [
         {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
     ),
     ("/v1/users/u1/blocks/recommendations?n=2", {}),
+    (  # `format` twice: a 400 the application answers
+        "/v1/users/u1/blocks/recommendations?format=json&format=html",
+        {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},
+    ),
     (
         "/v1/users/nobody/blocks/similar_items?context_item=A&locale=en-GB",
         {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"},

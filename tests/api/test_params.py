@@ -149,6 +149,8 @@ async def test_similar_items_block_for_a_user(client: TestClient, state: MemoryS
         ("locale=not_a_tag", "locale"),
         ("sort=price", "sort"),
         ("n=2&n=3", "n"),
+        ("format=json&format=html", "format"),  # the first was taken silently
+        ("format=json&n=2&format=json", "format"),
     ],
 )
 async def test_bad_parameters_are_400_problems_naming_them(

@@ -106,7 +106,12 @@ async def test_an_item_without_neighbours_gets_the_best_sellers(
 
 @pytest.mark.parametrize(
     ("query", "name"),
-    [("n=0", "n"), ("context_item=x", "context_item"), ("colour=red", "colour")],
+    [
+        ("n=0", "n"),
+        ("context_item=x", "context_item"),
+        ("colour=red", "colour"),
+        ("format=json&format=html", "format"),  # the first was taken silently
+    ],
 )
 async def test_bad_parameters_are_400(client: TestClient, query: str, name: str) -> None:
     r = await client.get(f"{ROUTE}?{query}", headers=AUTH)

@@ -151,6 +151,8 @@ async def test_users_lists_a_sample(client: TestClient) -> None:
     r = await client.get("/v1/users?limit=5", headers=AUTH)
     assert [u["user_id"] for u in (await r.json())["users"]] == ["u1"]
     assert (await client.get("/v1/users?limit=x", headers=AUTH)).status == 400
+    r = await client.get("/v1/users?limit=5&limit=500", headers=AUTH)  # the first was taken
+    assert r.status == 400 and (await r.json())["parameter"] == "limit"
 
 
 def test_reasons_weight_recent_items_by_recency() -> None:

@@ -169,6 +169,21 @@ async def test_pipelined_mixed_requests_are_answered_in_order_as_the_chain_answe
         writer.close()
 
 
+async def test_format_given_twice_is_left_to_the_application(
+    pair: tuple[TestClient, TestClient], wired: list[int]
+) -> None:
+    """The wire front took the first `format` and answered 200 from the connection's bytes; a
+    repeated parameter is the application's 400 naming it, as the chain answers it."""
+    hot, chain = pair
+    request = _get(PATH + "?format=json&format=html", AUTH)
+    expected = await _one_by_one(chain, [request])
+    wired[:] = [0, 0]
+    answers = await _conversation(hot, [request, _get(PATH, AUTH)], 2)
+    assert answers[0] == expected[0] and answers[0].startswith(b"HTTP/1.1 400")
+    assert b'"parameter": "format"' in answers[0]
+    assert answers[1].startswith(b"HTTP/1.1 200") and wired[0] == 1  # the plain GET: the wire's
+
+
 async def test_requests_split_anywhere_are_framed(
     pair: tuple[TestClient, TestClient], wired: list[int]
 ) -> None:
