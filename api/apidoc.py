@@ -68,6 +68,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "Errors are RFC 9457 `application/problem+json`. Keys are sent as "
         "`Authorization: Bearer <secret>`; see the README for scopes.",
         "",
+        *([info["description"], ""] if info.get("description") else []),
         "| method | path | summary |",
         "|---|---|---|",
     ]

@@ -71,7 +71,12 @@ def _document() -> dict[str, Any]:
     }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Persona content API", "version": "0.1.0"},
+        "info": {
+            "title": "Persona content API",
+            "version": "0.1.0",
+            "description": "A query parameter given more than once is a 400 problem naming it "
+            "in `parameter`: none is repeatable (`exclude` takes its item ids comma-separated).",
+        },
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

@@ -79,6 +79,7 @@ def _sdk() -> dict[str, Any]:
         "responses": {
             "200": {"description": "the script", "content": {"text/javascript": {}}},
             "304": {"description": "not modified (If-None-Match)"},
+            "400": _PROBLEM,  # `v` given twice
         },
     }
 
