@@ -95,3 +95,52 @@ def test_an_item_nested_too_deeply_is_still_a_bad_body(body: str) -> None:
 def test_an_item_past_the_digit_limit_is_still_a_bad_body() -> None:
     with pytest.raises(ValueError, match="digits"):
         _parse_events_body("[" + "1" * 5_000 + "]", LIMIT)
+
+
+LINE_PIECES = [
+    "a",
+    "{}",
+    " ",
+    "\n",
+    "\r",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x85",
+    "\u2028",
+    "\u2029",
+]
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 7, 64])
+def test_ndjson_lines_split_a_window_at_a_time_are_splitlines_lines(
+    window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`_lines` splits as str.splitlines does, whatever the window cuts (a \\r\\n across it, a
+    line longer than it, a break ending it)."""
+    import random
+
+    from api import event_routes
+
+    monkeypatch.setattr(event_routes, "_WINDOW", window)
+    rng = random.Random(window)
+    for _ in range(3000):
+        text = "".join(rng.choice(LINE_PIECES) for _ in range(rng.randint(0, 40)))
+        assert list(event_routes._lines(text)) == text.splitlines(), repr(text)
+
+
+def test_ndjson_past_the_limit_is_not_split_whole() -> None:
+    """10 MiB of `{}` lines with a limit of 3: the body was split into 3.5 million strings (a
+    list of ~200 MB) before its first line was parsed; now a window at a time."""
+    import tracemalloc
+
+    text = "{}\n" * (3_500_000)
+    tracemalloc.start()
+    try:
+        items = _parse_events_body(text, LIMIT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(items) == LIMIT + 1
+    assert peak < 8 << 20
