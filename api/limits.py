@@ -66,6 +66,8 @@ MAX_ADDRESSES = 10_000  # client addresses the failed-authentication throttle tr
 class ServingOptions:
     rate_limits: dict[str, float] = field(default_factory=dict)  # key name -> requests/s
     request_timeout: float = 10.0  # seconds
+    feed_timeout: float = 300.0  # seconds of one feed response (api/feeds.py)
+    feed_streams_per_key: int = 2  # feed responses one key streams at once
     feed_title: str = "Persona product feed"  # the ad feeds' channel (api/feeds.py)
     feed_link: str | None = None  # PERSONA_FEED_LINK (None: the first product's origin)
     max_clock_skew_ms: int = 300_000  # POST /v1/events refuses events further ahead as future

@@ -210,7 +210,20 @@ class Settings:
     request_timeout: float = setting(
         10.0,
         t.Real(0.1, 600.0, says="must be 0.1..600 seconds"),
-        "seconds a request may take before 503 (feeds are exempt)",
+        "seconds a request may take before 503 (feeds are exempt: `PERSONA_FEED_TIMEOUT`)",
+    )
+    feed_timeout: float = setting(
+        300.0,
+        t.Real(1.0, 86_400.0, says="must be 1..86400 seconds"),
+        "seconds one `GET /v1/feeds/{name}` response may take: then it stops and its connection "
+        "is closed (a warning names the key); a client that stops reading holds a catalog "
+        "iterator no longer than this",
+    )
+    feed_streams_per_key: int = setting(
+        2,
+        t.Integer(1, 1000),
+        "feed responses one API key may be streaming at once, per process; one more is a 429 "
+        "with `Retry-After`",
     )
     collect_origins: str | None = optional(
         t.origins,

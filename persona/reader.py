@@ -70,6 +70,8 @@ def serving_options(settings: Settings) -> ServingOptions:
         options,
         feed_title=settings.feed_title,
         feed_link=settings.feed_link,
+        feed_timeout=settings.feed_timeout,
+        feed_streams_per_key=settings.feed_streams_per_key,
         max_clock_skew_ms=int(settings.max_clock_skew_seconds * 1000),
         cluster_secret=settings.cluster_secret,
         collect_origins=parse_origins(settings.collect_origins or ""),
