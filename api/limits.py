@@ -18,8 +18,13 @@
   infeasible by the 24-character minimum, not by the throttle). At most `MAX_ADDRESSES` addresses
   are tracked, the least recently failing evicted first.
 - Timeouts: a request that takes longer than `request_timeout` seconds answers 503 with
-  `Retry-After: 1` (streamed feeds are exempt: they are bounded by the client reading them); the
-  time counts its body's arrival (a rate-limited key's batch body is read to count recipients).
+  `Retry-After: 1`; the time counts its body's arrival (a rate-limited key's batch body is read
+  to count recipients). Streamed feeds are exempt: api/feeds.py bounds them itself.
+- Feed streams (`FeedStreams`): a key streams at most `feed_streams_per_key` feed responses at
+  once (per process, whatever its rate limit); one more is answered 429 with
+  `Retry-After: FEED_RETRY_AFTER`, counted with the rate-limit refusals. api/feeds.py takes a
+  slot before it starts a response and gives it back however the response ends, and stops a
+  response (closing its connection) after `feed_timeout` seconds.
 - Body sizes: `client_max_size` of the application (`MAX_BODY`, 10 MiB) bounds every body; routes
   bound their own item counts (events, user ids, template size).
 - Audit: admin handlers record what they do with `api.audit.audit` (one JSON line per action on the
@@ -60,6 +65,9 @@ MAX_USERS = 1000  # user ids per batch or render request
 MAX_TEMPLATE = 256 * 1024  # characters of a sender template (POST /v1/render)
 PER_RECIPIENT = frozenset({"/v1/blocks:batch", "/v1/render"})  # cost one token per user id
 MAX_ADDRESSES = 10_000  # client addresses the failed-authentication throttle tracks
+# Retry-After of a key over its feed streams: a feed takes about a minute per million products
+# to make (benchmarks/feed_rate.py), and the ad platforms that fetch feeds retry on their own
+FEED_RETRY_AFTER = 10
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,34 @@ class RateLimiter:
         if wait:
             self.limited += 1
         return wait
+
+
+class FeedStreams:
+    """The feed responses each key is streaming in this process: at most `per_key` at once."""
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self.streams: dict[str, int] = {}  # key name -> responses under way (none: absent)
+        self.timeouts = 0  # responses stopped at the deadline
+
+    def __len__(self) -> int:
+        return sum(self.streams.values())
+
+    def enter(self, key_name: str) -> bool:
+        """Take a slot for `key_name`; False when it has `per_key` streams already."""
+        count = self.streams.get(key_name, 0)
+        if count >= self.per_key:
+            return False
+        self.streams[key_name] = count + 1
+        return True
+
+    def leave(self, key_name: str) -> None:
+        """Give back a slot `enter` gave."""
+        count = self.streams.get(key_name, 0) - 1
+        if count > 0:
+            self.streams[key_name] = count
+        else:
+            self.streams.pop(key_name, None)
 
 
 def client_of(remote: str | None) -> str:
@@ -186,6 +222,7 @@ class AuthThrottle:
 LIMITER = web.AppKey("limiter", RateLimiter)
 THROTTLE = web.AppKey("auth_throttle", AuthThrottle)
 OPTIONS = web.AppKey("serving_options", ServingOptions)
+FEED_STREAMS = web.AppKey("feed_streams", FeedStreams)
 
 
 def _problem(status: int, title: str, detail: str, retry_after: int) -> web.Response:
@@ -214,6 +251,22 @@ def limited(limiter: RateLimiter, key_name: str | None, cost: int = 1) -> web.Re
         "this key is over its rate limit (PERSONA_RATE_LIMITS; batch and render cost one token "
         "per recipient)",
         max(1, math.ceil(wait)),
+    )
+
+
+def feed_slot(app: web.Application, key_name: str) -> web.Response | None:
+    """None when `key_name` may start one more feed response (its slot is taken: give it back
+    with `app[FEED_STREAMS].leave`), else the 429 problem (counted as a rate-limit refusal)."""
+    streams = app[FEED_STREAMS]
+    if streams.enter(key_name):
+        return None
+    app[LIMITER].limited += 1
+    return _problem(
+        429,
+        "Too Many Requests",
+        f"this key is streaming {streams.per_key} feeds already (PERSONA_FEED_STREAMS_PER_KEY); "
+        "try again when one has ended",
+        FEED_RETRY_AFTER,
     )
 
 
@@ -325,15 +378,23 @@ def register(
     app[OPTIONS] = options
     app[LIMITER] = RateLimiter(options.rate_limits)
     app[THROTTLE] = AuthThrottle(options.auth_failures_per_minute)
+    app[FEED_STREAMS] = FeedStreams(options.feed_streams_per_key)
     register_audit(app)
     return _audit_middleware(key_of, scope_of), _middleware(key_of)
 
 
 def metrics_lines(app: web.Application) -> list[str]:
     return [
-        "# HELP persona_http_rate_limited_total Requests answered 429 (per-key rate limits).",
+        "# HELP persona_http_rate_limited_total Requests answered 429 (per-key rate limits and"
+        " feed streams per key).",
         "# TYPE persona_http_rate_limited_total counter",
         f"persona_http_rate_limited_total {app[LIMITER].limited}",
+        "# HELP persona_http_feed_streams Feed responses being streamed.",
+        "# TYPE persona_http_feed_streams gauge",
+        f"persona_http_feed_streams {len(app[FEED_STREAMS])}",
+        "# HELP persona_http_feed_timeouts_total Feed responses stopped at PERSONA_FEED_TIMEOUT.",
+        "# TYPE persona_http_feed_timeouts_total counter",
+        f"persona_http_feed_timeouts_total {app[FEED_STREAMS].timeouts}",
         "# HELP persona_http_auth_throttled_total Failed authentications answered 429 (too many"
         " from one client address).",
         "# TYPE persona_http_auth_throttled_total counter",

@@ -169,7 +169,11 @@ def serving_paths() -> dict[str, Any]:
                     "401": _PROBLEM,
                     "403": _PROBLEM,
                     "404": _PROBLEM,
-                    "429": _LIMITED,
+                    "429": {
+                        **_LIMITED,
+                        "description": "over the key's rate limit (PERSONA_RATE_LIMITS) or "
+                        "streaming PERSONA_FEED_STREAMS_PER_KEY feeds already; see Retry-After",
+                    },
                 },
             }
         },
