@@ -59,9 +59,15 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class ReaderTestServer(TestServer):
-    """A test server run by `HotRunner`, as the reader processes serve."""
+    """A test server run by `HotRunner` as the reader processes serve: without aiohttp's
+    `handler_cancellation` (which TestServer turns on) unless `cancel_handlers`."""
+
+    def __init__(self, app: web.Application, cancel_handlers: bool = False) -> None:
+        super().__init__(app)
+        self.cancel_handlers = cancel_handlers
 
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        kwargs["handler_cancellation"] = self.cancel_handlers
         return HotRunner(self.app, **kwargs)
 
 
@@ -71,17 +77,18 @@ OPEN: list[RawStream] = []  # the raw streams of the running test
 
 @pytest.fixture
 async def serve(data_dir: Path, tmp_path: Path) -> AsyncIterator[Serve]:
-    """serve(options, **runner_kwargs) -> a started client of a reader's API on the catalog."""
+    """serve(options, cancel_handlers=False) -> a started client of a reader's API on the
+    catalog."""
     states: list[SecondaryState] = []
     clients: list[TestClient] = []
 
-    async def start(options: ServingOptions, **runner: Any) -> TestClient:
+    async def start(options: ServingOptions, cancel_handlers: bool = False) -> TestClient:
         state = SecondaryState(data_dir, PARTITIONS, tmp_path / f"secondary-{len(states)}")
         state.refresh()
         states.append(state)
         content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
         app = create_app(content, KeyRing.from_settings(KEYS, None), options)
-        client = TestClient(ReaderTestServer(app, **runner))
+        client = TestClient(ReaderTestServer(app, cancel_handlers))
         await client.start_server()
         clients.append(client)
         return client
@@ -202,8 +209,8 @@ async def test_a_client_gone_mid_stream_frees_its_slot(serve: Serve) -> None:
 
 async def test_a_cancelled_stream_frees_its_slot(serve: Serve) -> None:
     """With aiohttp's `handler_cancellation`, a client going away cancels the handler: the
-    slot is freed by the cancellation, not by a failed write."""
-    client = await serve(ServingOptions(feed_streams_per_key=1), handler_cancellation=True)
+    slot is freed by the cancellation (without it, as `persona` serves, by the failed write)."""
+    client = await serve(ServingOptions(feed_streams_per_key=1), cancel_handlers=True)
     stream = await RawStream.open(client)
     assert (await status_of(client))[0] == 429
     stream.abort()
