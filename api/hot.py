@@ -81,14 +81,19 @@ def _record(
     remote: str | None,
     decision: Decision,
     took: float,
+    rid: str,
 ) -> None:
     """A block GET answered ahead of the chain, counted as the chain counts it: the audit of a
     refusal, the request and the block served (`Telemetry.observe_block`: /metrics, the
-    dashboard) and the access log."""
-    status = decision.status
-    if status in REFUSED_STATUSES:
-        refused(app, remote, status, decision.name or "", "GET", seen.path)
-    telemetry.observe_block(seen, status, took, decision.block)
+    dashboard) and the access log, with the request's id (`rid`) as a request's lines have."""
+    token = request_id.set(rid)
+    try:
+        status = decision.status
+        if status in REFUSED_STATUSES:
+            refused(app, remote, status, decision.name or "", "GET", seen.path)
+        telemetry.observe_block(seen, status, took, decision.block)
+    finally:
+        request_id.reset(token)
 
 
 def _failed(method: str, path: str) -> Decision:
@@ -131,7 +136,7 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     took = time.perf_counter() - started
     answer = _response(decision)
     answer.headers["X-Request-Id"] = rid
-    _record(app, app[TELEMETRY], request, request.remote, decision, took)
+    _record(app, app[TELEMETRY], request, request.remote, decision, took, rid)
     return answer
 
 
@@ -292,7 +297,7 @@ class Front:
             request_id.reset(token)
         took = time.perf_counter() - started
         answer = _block_response(request, decision, rid)
-        _record(self.app, self.telemetry, request, request.remote, decision, took)
+        _record(self.app, self.telemetry, request, request.remote, decision, took, rid)
         return answer
 
     def _parse(self, request: web.BaseRequest) -> BlockGet | None:
@@ -347,7 +352,7 @@ class Front:
         assert lines is not None  # a tentative decision has them
         data = hot_bytes(decision.status, lines, rid, None if decision.unchanged else block.body)
         took = time.perf_counter() - started
-        _record(self.app, self.telemetry, Seen("GET", get.path), None, decision, took)
+        _record(self.app, self.telemetry, Seen("GET", get.path), None, decision, took, rid)
         return data
 
     def _parse_head(self, head: Head) -> BlockGet | None:

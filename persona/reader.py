@@ -33,7 +33,7 @@ from api.content import ContentService
 from api.hot import HotRunner
 from api.limits import ServingOptions
 from api.models_routes import ADMIN
-from api.observability import follow_restarts
+from api.observability import configure_json_logging, follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.clicks import Links, click_key, link_maker
@@ -168,7 +168,8 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
 def run_reader(settings: Settings, broker_url: Broker, index: int) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    )  # the libraries' (aiokafka, aiohttp)
+    configure_json_logging(settings.log_level)  # persona.* (the access log too): JSON lines
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     require_cluster_secret(settings)  # hops and records are signed (engine/signing.py)
     tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -113,6 +114,33 @@ async def test_access_log_is_json_and_sampled_on_hot_routes(
     line = json.loads(JsonFormatter().format(records[-1]))
     assert line["route"] == "/openapi.json" and line["status"] == 200 and line["level"] == "info"
     assert line["msg"] == "GET /openapi.json 200" and "ms" in line
+
+
+async def test_a_block_gets_access_line_carries_its_request_id(client: TestClient) -> None:
+    """Block GETs are answered ahead of the application's chain (api/hot.py): their access
+    lines (and refusal audits) were written after the request's id was taken out of the
+    context, so the JSON line had no `request_id` though the answer carried one."""
+    lines: list[dict[str, Any]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:  # formatted now, as stderr is
+            lines.append(json.loads(JsonFormatter().format(record)))
+
+    keep = Keep()
+    logger = logging.getLogger("persona.access")
+    logger.addHandler(keep)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        for n in range(HOT_LOG_EVERY + 1):  # sampled: at least one is logged
+            headers = {**AUTH, "X-Request-Id": f"hot-{n}"}
+            r = await client.get("/v1/users/u1/blocks/recommendations", headers=headers)
+            assert r.status == 200 and r.headers["X-Request-Id"] == f"hot-{n}"
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    hot = [line for line in lines if line["route"] == "/v1/users/{user_id}/blocks/{block}"]
+    assert hot and all(line.get("request_id", "").startswith("hot-") for line in hot), hot
 
 
 def test_json_formatter_carries_the_request_id() -> None:

@@ -17,6 +17,7 @@ from tests.persona.test_run import _children, _kind, _start_run, _stop, _wait_re
 class Run:
     base: str  # the public port: the readers
     worker: str  # the worker's private port
+    log: Path  # what `persona run` and its children wrote (stdout and stderr)
 
 
 @contextmanager
@@ -33,6 +34,6 @@ def persona_run(tmp: Path, readers: int, api_keys: str) -> Iterator[Run]:
         (pid,) = [p for p in _children(proc.pid) if _kind(p) == "worker"]
         worker = f"http://127.0.0.1:{_worker_port(pid)}"
         wait_until(lambda: http("GET", worker + "/readyz", key=None)[0] == 200, 120, what="worker")
-        yield Run(base, worker)
+        yield Run(base, worker, log)
     finally:
         _stop(proc, grace=15)

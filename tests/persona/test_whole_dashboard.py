@@ -125,3 +125,21 @@ def test_two_workers_on_one_broker_each_show_both(tmp_path: Path) -> None:
         finally:
             a.stop()
             b.stop()
+
+
+def test_the_readers_logs_are_json_lines(run: Run) -> None:
+    """operations.md: `persona.*` logs are JSON lines. A reader's were plain text (`INFO
+    persona.access: GET ...`): it never set up the JSON handler the worker sets up."""
+    path = f"/v1/users/{USERS[1]}/blocks/no-such-block"  # an error: logged unsampled
+    assert http("GET", run.base + path, key=KEY)[0] == 404
+
+    def access() -> list[dict[str, Any]]:
+        found = []
+        for line in run.log.read_text(errors="replace").splitlines():
+            if "persona.access" in line and path in line:
+                assert line.startswith("{"), line  # a plain-text access line
+                found.append(json.loads(line))
+        return found
+
+    (line, *_) = wait_until(access, 30, what="the reader's access log line")
+    assert line["logger"] == "persona.access" and line["request_id"]
