@@ -65,7 +65,7 @@ def authorize_header(
     secret = secret_from_header(authorization, allow_basic=feeds)
     key = keys.authenticate(secret) if secret else None
     if key is None:
-        response = problem(401, "Unauthorized", "send Authorization: Bearer <api key>")
+        response = problem(401, "Unauthorized", _unauthorized(keys, secret))
         response.headers["WWW-Authenticate"] = (
             'Basic realm="persona feeds"' if feeds else 'Bearer realm="persona"'
         )
@@ -73,6 +73,19 @@ def authorize_header(
     if scope not in key.scopes:
         return key.name, problem(403, "Forbidden", f"this key lacks the {scope} scope")
     return key.name, None
+
+
+def _unauthorized(keys: KeyRing, secret: str | None) -> str:
+    """The 401's detail: what to send, or why the key sent is not taken (it said "send
+    Authorization: Bearer <api key>" to requests that had sent one)."""
+    if not secret:
+        return "send Authorization: Bearer <api key>"
+    if not keys.keys:
+        return (
+            "this process has no API keys (PERSONA_API_KEYS or PERSONA_API_KEYS_FILE; "
+            "`persona run` makes <data dir>/local-api-key)"
+        )
+    return "the API key sent is not one of this process's keys"
 
 
 async def authorize_hop(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:

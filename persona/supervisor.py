@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from api.auth import KeyRing, ensure_local_key
+from api.auth import LOCAL_KEY_FILE, KeyRing, ensure_local_key
 from engine.files import LOCK_FD_ENV, ensure_secret_file, lock_data_dir, private_dir
 from engine.settings import Settings, SettingsError, require_cluster_secret
 from engine.signing import new_secret
@@ -64,12 +64,9 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
         _cluster_secret(settings, env)
         key_line: str | None = None
         if not settings.api_keys and not settings.api_keys_file:
-            key_path, key_line = ensure_local_key(data_dir)
+            key_path, key_line, said = local_key(data_dir)
             env["PERSONA_API_KEYS_FILE"] = str(key_path)
-            print(
-                f"persona: no API key configured; created a local key with every scope in "
-                f"{key_path}"
-            )
+            print(said)
     except OSError as exc:  # read-only, no space, permissions: before any child
         where = f" ({exc.filename})" if exc.filename else ""
         raise SettingsError(
@@ -230,9 +227,21 @@ def _demo_users(n: int = 3) -> tuple[list[str], int]:
     return users, newest
 
 
+def local_key(data_dir: Path) -> tuple[Path, str, str]:
+    """The local all-scopes key of a start without configured keys (`ensure_local_key`), and the
+    line saying so: created by this start, or the one an earlier start created (said as created
+    at every start before, though the secret stayed the same)."""
+    existed = (data_dir / LOCAL_KEY_FILE).exists()
+    path, line = ensure_local_key(data_dir)
+    if existed:
+        return path, line, f"persona: no API key configured; using the local key in {path}"
+    said = f"persona: no API key configured; created a local key with every scope in {path}"
+    return path, line, said
+
+
 def print_examples(settings: Settings, base: str, data_dir: Path, key_line: str | None) -> None:
     users, newest = _demo_users()
-    key_file = data_dir / "local-api-key"
+    key_file = data_dir / LOCAL_KEY_FILE
     lines = ["", "Persona is running with the demo data. Try:", ""]
     if key_line:
         lines.append(f"  export PERSONA_KEY=$(cut -d: -f2 {key_file})")

@@ -38,3 +38,15 @@ def test_the_demo_is_loaded_once_per_data_dir(tmp_path: Path) -> None:
     (tmp_path / DEMO_MARK).touch()
     start_fresh(tmp_path)
     assert not _demo_kept(tmp_path)  # --fresh: load it again
+
+
+def test_the_local_key_is_said_created_only_when_this_start_created_it(tmp_path: Path) -> None:
+    """Every start without configured keys printed "created a local key", also when it used the
+    one an earlier start made (the same secret)."""
+    from persona.supervisor import local_key
+
+    path, line, said = local_key(tmp_path / "data")
+    assert "created a local key" in said and str(path) in said
+    again, same, said = local_key(tmp_path / "data")
+    assert (again, same) == (path, line)
+    assert "using the local key" in said and "created" not in said
