@@ -205,6 +205,16 @@ class ChurnDataset:
     cutoff_ms: int
 
 
+def nobody_before(horizon_days: int, span_ms: int) -> str:
+    """Why no churn data set can be made: nobody was active before the cut-off (events spanning
+    less than the horizon, as the six-week demo against the default 90 days)."""
+    return (
+        f"no user was active before the cut-off (the newest event minus the {horizon_days}-day "
+        f"horizon); the events span {span_ms / DAY_MS:.0f} days: train churn on a longer history "
+        "or with a shorter --horizon-days"
+    )
+
+
 def churn_dataset(
     events: Iterable[Event], horizon_days: int = 90, cutoff_ms: int | None = None
 ) -> ChurnDataset:
@@ -225,7 +235,7 @@ def churn_dataset(
             buyers_after.add(event.user_id)
     users = sorted(profiles)
     if not users:
-        raise ValueError("no user was active before the cut-off")
+        raise ValueError(nobody_before(horizon_days, ordered[-1].ts - ordered[0].ts))
     x = np.array([log_scale(features(profiles[u], cutoff_ms)) for u in users], dtype=np.float64)
     y = np.array([0 if u in buyers_after else 1 for u in users], dtype=np.int64)
     return ChurnDataset(users, x, y, cutoff_ms)

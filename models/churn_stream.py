@@ -30,7 +30,7 @@ from engine.events import Event
 from engine.features import DAY_MS, features, log_scale
 from engine.profile import Profile, apply, is_reversal
 from engine.sources import ReadStats, read_events
-from models.churn import ChurnDataset
+from models.churn import ChurnDataset, nobody_before
 
 
 @dataclass
@@ -123,7 +123,7 @@ def churn_dataset_file(
     buyers_after = set(np.unique(s.user[after]).tolist())
     vectors = _fold(path, s, before, cutoff_ms)
     if not vectors:
-        raise ValueError("no user was active before the cut-off")
+        raise ValueError(nobody_before(horizon_days, int(s.ts.max()) - int(s.ts.min())))
     order = sorted(vectors, key=s.users.__getitem__)
     x = np.array([vectors[u] for u in order], dtype=np.float64)
     y = np.array([0 if u in buyers_after else 1 for u in order], dtype=np.int64)

@@ -71,3 +71,15 @@ def test_an_empty_file_and_a_cut_off_before_everything_say_so(tmp_path: Path) ->
     path = write_jsonl(tmp_path / "events.jsonl.gz", churn_events(10))
     with pytest.raises(ValueError, match="no user was active"):
         churn_dataset_file(path, 90, cutoff_ms=T0 - DAY)
+
+
+def test_events_shorter_than_the_horizon_name_it_and_the_way_out(tmp_path: Path) -> None:
+    """Six weeks of events against the default 90-day horizon (the demo): the error said only
+    "no user was active before the cut-off", neither why nor what to change."""
+    events = [view(f"u{n}", "i1", T0 + n * DAY) for n in range(42)]
+    path = write_jsonl(tmp_path / "six-weeks.jsonl.gz", events)
+    said = r"90-day horizon\); the events span 41 days.*--horizon-days"
+    with pytest.raises(ValueError, match=said):
+        churn_dataset_file(path, 90)
+    with pytest.raises(ValueError, match=said):
+        churn_dataset(events, 90)
