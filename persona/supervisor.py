@@ -52,6 +52,8 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
             "PERSONA_HTTP_PORT=0: `persona run` needs a fixed port (its readers share it)"
         )
     check_listen(settings.http_host, settings.http_port)  # a taken port: said before any child
+    if not settings.embedded:  # said before the data dir is made or marked (state-format.json)
+        require_cluster_secret(settings)
     data_dir = settings.data_dir
     try:
         lock = _take_data_dir(settings, fresh)

@@ -154,6 +154,8 @@ class HttpService(Service):
 
 
 def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, PersonaStreams]:
+    require_cluster_secret(settings)  # hops and records are signed: said before the data dir is
+    # made or marked (a refused start left state-format.json behind)
     tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)
     if tightened:
         log.warning("%s", tightened)
@@ -164,7 +166,6 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     if taken_over:
         log.warning("%s", taken_over)
     keys = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
-    require_cluster_secret(settings)  # hops and records are signed (engine/signing.py)
     if not len(keys):
         log.warning("no API key configured: every route but the public ones answers 401")
     models = ModelSet.default()

@@ -33,6 +33,8 @@ def test_a_process_on_a_broker_needs_the_cluster_secret(tmp_path: Path, args: tu
     done = _persona(*args, *data)
     assert done.returncode == 2, done.stderr
     assert "PERSONA_CLUSTER_SECRET" in done.stderr and "Traceback" not in done.stderr
+    # refused before anything is made: `persona run` left <data dir>/state-format.json behind
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
 def test_a_short_secret_is_refused_without_showing_it(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from persona.state_dir import (
     prepare,
     read_format,
 )
-from tests.conftest import persona_bare
+from tests.conftest import CLUSTER_SECRET, persona_bare
 
 NEWER = {"format": FORMAT + 1, "written_by": "99.0.0", "layout": 2, "profile_pack": 3}
 
@@ -81,6 +81,9 @@ def test_persona_run_refuses_a_newer_data_dir_before_starting_anything(tmp_path:
 
 def test_persona_worker_refuses_a_newer_data_dir(tmp_path: Path) -> None:
     (tmp_path / FORMAT_FILE).write_text(json.dumps(NEWER))
-    done = _persona("worker", "--broker", "kafka://127.0.0.1:1", "--data-dir", str(tmp_path))
+    done = _persona(
+        "worker", "--broker", "kafka://127.0.0.1:1", "--data-dir", str(tmp_path),
+        env={"PERSONA_CLUSTER_SECRET": CLUSTER_SECRET},  # checked first: see test_cluster_secret
+    )  # fmt: skip
     assert done.returncode == 2
     assert "written by persona 99.0.0" in done.stderr and f"format {FORMAT}" in done.stderr
