@@ -271,7 +271,7 @@ class Children:
 
         data_dir = self.settings.data_dir
         try:
-            adopted = adopt(data_dir, self.broker_url)
+            adopted = adopt(data_dir, self.broker_url, self.settings.partitions)
         except Exception as exc:  # a damaged database, a broker that went away: one message
             raise GaveUp(
                 f"could not bring the state kept in {data_dir} to the new embedded broker "

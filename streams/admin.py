@@ -13,6 +13,9 @@ from streams.kafka_security import Broker, as_config
 from streams.kafka_security import bootstrap_servers as bootstrap_servers  # its first home
 
 ALL_INPUTS = (*INPUT_TOPICS, "catalog")
+# On a `catalog` record: a row of the worker's catalog table, republished into a new embedded
+# broker's empty topic for the topic's readers (streams/adopt.py); the catalog fold passes it over.
+KEPT_HEADER = "persona-kept"
 REKEYED_TOPIC = "persona-events-rekeyed"
 ITEM_ACTIVITY_TOPIC = "persona-item-activity"
 DEAD_LETTERS = "dead-letters"

@@ -20,7 +20,17 @@ in one RocksDB write batch per partition database, while no worker runs.
 The model registry lives in the compacted `models` topic; the worker keeps a copy of its records
 (`streams.registry_copy`), and `republish` writes them, headers (signatures) included, into the
 new broker's `models` topic before the worker starts, which folds them as it would have folded
-the old topic. `adopt` does both. Only `persona run` calls it, and only for an embedded broker it
+the old topic.
+
+The catalog's products are in the catalog table; the `catalog` topic is read too, by a full sync
+(persona/catalog_sync.py `missing_products`: what the feed leaves out is marked out of stock).
+On the new broker's empty topic it found nothing to mark, so `republish_catalog` writes every
+product of the table into the topic, each in the partition whose table database holds it, marked
+with `KEPT_HEADER`: the worker's catalog fold passes those over (the table holds them already:
+writing them again would cost a write, a changelog record and a content index update per
+product for nothing). Measured with benchmarks/adopt_catalog.py.
+
+`adopt` does all three. Only `persona run` calls it, and only for an embedded broker it
 has just started: on Kafka the changelogs and the topic are the truth and nothing here runs.
 `start_fresh` is `persona run --fresh`: the kept state is removed on purpose.
 """
@@ -30,22 +40,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from rocksdict import Rdict, WriteBatch
 
-from streams.kafka_security import Broker
+from engine.catalog import InvalidProduct, catalog_record
+from engine.placement import partition as default_partition
+from streams.admin import ALL_INPUTS, KEPT_HEADER, ensure_topics
+from streams.kafka_security import Broker, as_config
 from streams.keys import FAUST_OFFSET_KEY
-from streams.positions import BOOKKEEPING_PREFIX, is_position_key
+from streams.positions import BOOKKEEPING_PREFIX, is_bookkeeping, is_position_key
 from streams.readers import table_dir
 from streams.registry import MODELS_TOPIC, _producer, ensure_registry_topics
 from streams.registry_copy import REGISTRY_COPY_DIR, Entry, RegistryCopy
 
 log = logging.getLogger("persona.adopt")
 REPUBLISH_TRIES = 5
+CATALOG_TABLE = "catalog"
+KEPT = [(KEPT_HEADER, b"1")]
+PENDING_SENDS = 5000  # catalog records sent before their acknowledgements are awaited
 MODEL_CACHE_DIR = "models"  # <data dir>/models: the worker's artifact cache
 DEMO_MARK = "demo-loaded"  # written once `persona run --demo` has loaded the demo data
 DEMO_PROGRESS = "demo-progress.json"  # demo events folded so far (persona/demo_load.py)
@@ -100,11 +118,13 @@ class Adopted:
     partitions: int  # partition databases kept
     removed: int  # bookkeeping rows removed
     registry: int = 0  # registry records republished
+    catalog: int = 0  # catalog products republished
 
     def describe(self) -> str:
         return (
-            f"kept state: {self.partitions} table partition(s), {self.registry} model registry "
-            "record(s) republished into the new embedded broker"
+            f"kept state: {self.partitions} table partition(s); {self.catalog} catalog "
+            f"product(s) and {self.registry} model registry record(s) republished into the new "
+            "embedded broker"
         )
 
 
@@ -122,13 +142,17 @@ async def republish(broker: Broker, entries: list[Entry], tries: int = REPUBLISH
     fold keep one)."""
     if not entries:
         return 0
+    return await _retrying("the model registry", lambda: _send_entries(broker, entries), tries)
+
+
+async def _retrying(what: str, send: Callable[[], Awaitable[int]], tries: int) -> int:
     for attempt in range(1, tries + 1):
         try:
-            return await _send_entries(broker, entries)
+            return await send()
         except (KafkaError, OSError) as exc:
             if attempt == tries:
                 raise
-            log.warning("republishing the model registry failed (%s); trying again", exc)
+            log.warning("republishing %s failed (%s); trying again", what, exc)
             await asyncio.sleep(1.0)
     return 0
 
@@ -146,6 +170,76 @@ async def _send_entries(broker: Broker, entries: list[Entry]) -> int:
     return len(entries)
 
 
+def catalog_dbs(data_dir: Path) -> list[tuple[int, Path]]:
+    """(partition number, database) of every partition of the worker's catalog table."""
+    found = []
+    for path in partition_dbs(data_dir):
+        table, _, number = path.stem.rpartition("-")
+        if table == CATALOG_TABLE and number.isdigit():
+            found.append((int(number), path))
+    return found
+
+
+def kept_products(db: Rdict) -> Iterator[tuple[bytes, bytes]]:
+    """(key, row) of the products one catalog partition holds: every row but the bookkeeping
+    ones and those the catalog fold would not store as they are (not a product, or not under
+    its own item id: the table's changelog is open to producers too)."""
+    for raw_key, raw_row in db.items():
+        key, row = cast(bytes, raw_key), cast(bytes, raw_row)
+        if is_bookkeeping(key):
+            continue
+        try:
+            stored_as, product = catalog_record(key, row)
+        except InvalidProduct:
+            continue
+        if product is not None and stored_as == key:
+            yield key, row
+
+
+async def republish_catalog(
+    broker: Broker, data_dir: Path, partitions: int, tries: int = REPUBLISH_TRIES
+) -> int:
+    """Write the kept catalog table's products into the `catalog` topic, marked as kept (the
+    module doc); no catalog table: the broker is not asked. Tried again as `republish` is
+    (products written twice are the same facts: a full sync takes the last of each)."""
+    dbs = catalog_dbs(data_dir)
+    if not dbs:
+        return 0
+    send = lambda: _send_catalog(broker, dbs, partitions)  # noqa: E731
+    return await _retrying("the catalog", send, tries)
+
+
+async def _send_catalog(broker: Broker, dbs: list[tuple[int, Path]], partitions: int) -> int:
+    await ensure_topics(broker, partitions, ALL_INPUTS)
+    producer = AIOKafkaProducer(
+        **as_config(broker).aiokafka(), linger_ms=5, max_batch_size=256 * 1024, acks=1
+    )
+    await producer.start()
+    sent = 0
+    try:
+        pending: list[asyncio.Future[Any]] = []
+        for number, path in dbs:
+            db = _open(path)
+            try:
+                for key, row in kept_products(db):
+                    # where the table holds it (a partition past today's count: where the
+                    # producers of the topic would put it)
+                    placed = number if number < partitions else default_partition(key, partitions)
+                    sent += 1
+                    pending.append(
+                        await producer.send("catalog", row, key=key, partition=placed, headers=KEPT)
+                    )
+                    if len(pending) >= PENDING_SENDS:
+                        await asyncio.gather(*pending)
+                        pending.clear()
+            finally:
+                db.close()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
 def kept_registry(data_dir: Path) -> list[Entry]:
     """The registry records the worker kept (none on a data dir without a copy)."""
     path = data_dir / REGISTRY_COPY_DIR
@@ -158,11 +252,17 @@ def kept_registry(data_dir: Path) -> list[Entry]:
         copy.close()
 
 
-def adopt(data_dir: Path, broker: Broker) -> Adopted:
-    """Bring the kept state to a new, empty embedded broker (the module doc); no worker runs."""
+def adopt(data_dir: Path, broker: Broker, partitions: int) -> Adopted:
+    """Bring the kept state to a new, empty embedded broker (the module doc) with `partitions`
+    partitions per topic; no worker runs."""
     tables = forget_broker(data_dir)
-    sent = asyncio.run(republish(broker, kept_registry(data_dir)))
-    return Adopted(tables.partitions, tables.removed, sent)
+
+    async def both() -> tuple[int, int]:
+        catalog = await republish_catalog(broker, data_dir, partitions)
+        return catalog, await republish(broker, kept_registry(data_dir))
+
+    catalog, registry = asyncio.run(both())
+    return Adopted(tables.partitions, tables.removed, registry, catalog)
 
 
 def start_fresh(data_dir: Path) -> list[str]:

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Container, Iterator
+from collections.abc import Awaitable, Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -57,6 +57,7 @@ from streams.admin import (
     COMMANDS_TOPIC,
     DEAD_LETTERS,
     ITEM_ACTIVITY_TOPIC,
+    KEPT_HEADER,
     REKEYED_TOPIC,
     TRIGGERS_TOPIC,
 )
@@ -1288,14 +1289,20 @@ class PersonaStreams:
         deletes the key from every partition holding it; both with their changelog records
         (TableWriter). The changed products leave the memos and the content index learns them;
         a record the catalog cannot take is dead-lettered with the reason; price drops and
-        products back in stock are broadcast (engine.triggers.catalog_change). False when a
-        rebalance began meanwhile (nothing written: the batch is read again)."""
+        products back in stock are broadcast (engine.triggers.catalog_change). A record marked
+        kept is a row of this table republished into a new embedded broker's topic for the
+        topic's readers (streams/adopt.py): passed over. False when a rebalance began meanwhile
+        (nothing written: the batch is read again)."""
         after: dict[bytes, Product | None] = {}  # key -> the product as the batch leaves it
         writes: dict[int, dict[bytes, bytes | None]] = {}  # partition -> key -> row (None: gone)
         changes: list[tuple[Product | None, Product]] = []  # (before, after) of stored products
         dead: list[tuple[Delivered, str]] = []
+        kept = 0
         for record in batch:
             msg = record.message
+            if _kept(getattr(msg, "headers", None)):
+                kept += 1
+                continue
             try:
                 key, product = catalog_record(msg.key, msg.value)
                 row = None if product is None else product.pack()
@@ -1338,7 +1345,7 @@ class PersonaStreams:
         for before, product in changes:
             await self.triggers.broadcast_item_change(before, product)
         # last: once the count covers a record, its batch is acknowledged with no await between
-        self.stats.catalog_updates += len(batch) - len(dead)
+        self.stats.catalog_updates += len(batch) - len(dead) - kept
         return True
 
     def _before(
@@ -1492,6 +1499,16 @@ def _stored_ts(raw: bytes | None) -> int | None:
         return None if raw is None else int(raw)
     except ValueError:
         return None
+
+
+def _kept(headers: Any) -> bool:
+    """Whether a record carries KEPT_HEADER (Kafka headers: (name, bytes) pairs, or None)."""
+    if isinstance(headers, Mapping):
+        return KEPT_HEADER in headers
+    return any(
+        isinstance(pair, tuple | list) and len(pair) == 2 and pair[0] == KEPT_HEADER
+        for pair in headers or ()
+    )
 
 
 def _record(msg: Any) -> Record:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +21,7 @@ from faust.types import TP
 from engine.catalog import Product
 from engine.settings import Settings
 from persona.loading import import_catalog
-from streams.admin import bootstrap_servers
+from streams.admin import KEPT_HEADER, bootstrap_servers
 from streams.app import PersonaStreams
 from streams.broker import EmbeddedBroker
 from streams.keys import FAUST_OFFSET_KEY
@@ -222,3 +223,31 @@ def test_a_tombstone_keyed_as_fausts_offset_row_leaves_the_row_and_is_dead_lette
     assert len(letters) == len(hostile)
     assert all(reason.startswith("a catalog tombstone's key") for reason in letters), letters
     assert streams.stats.catalog_updates == 0
+
+
+def test_a_kept_record_republished_at_adoption_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `catalog` record marked kept is a row of the table republished into a new embedded
+    broker's topic for the topic's readers (streams/adopt.py): the fold writes nothing for it,
+    announces nothing (not even a price drop it would seem to be) and counts no update."""
+    streams = _streams(tmp_path, monkeypatch)
+    announced: list[tuple[Product | None, Product]] = []
+
+    async def broadcast(old: Product | None, new: Product) -> None:
+        announced.append((old, new))
+
+    monkeypatch.setattr(streams.triggers, "broadcast_item_change", broadcast)
+    lamp = next(products(1, "lamp"))
+    assert asyncio.run(streams._apply_catalog([_catalog(b"lamp-0", lamp.pack())], 0))
+    generation = streams.catalog_generation
+    announced.clear()  # (None, lamp): a new product, announced to nobody
+    cheaper = replace(lamp, price=lamp.price / 2)
+    kept = _catalog(b"lamp-0", cheaper.pack())
+    kept.message.headers = [(KEPT_HEADER, b"1")]
+    assert asyncio.run(streams._apply_catalog([kept], 0))
+    assert streams.product("lamp-0") == lamp and list(streams.products()) == [lamp]
+    assert streams.catalog_generation == generation and announced == []
+    assert streams.stats.catalog_updates == 1
+    assert asyncio.run(streams._apply_catalog([_catalog(b"lamp-0", cheaper.pack())], 0))
+    assert streams.product("lamp-0") == cheaper and announced == [(lamp, cheaper)]  # unmarked
