@@ -200,6 +200,13 @@ class Settings:
         "read-only API processes `persona run` starts beside the worker (0: the worker serves "
         "the API)",
     )
+    worker_port: int = setting(
+        0,
+        t.Integer(0, 65535),
+        "the loopback port of the worker behind the readers under `persona run` (its `/metrics` "
+        "has the stream counters; 0: a free port at each start, printed)",
+        example="9464",
+    )
     max_restarts: int = setting(
         5,
         t.Integer(0, 1000),

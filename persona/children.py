@@ -213,7 +213,7 @@ class Children:
         # private loopback port (plain HTTP): send traffic never lands on the stream process.
         host, port, worker_env = s.http_host, s.http_port, env
         if s.readers:
-            host, port = "127.0.0.1", free_port()
+            host, port = "127.0.0.1", s.worker_port or free_port()
             worker_env = {**env, "PERSONA_TLS_CERT": "", "PERSONA_TLS_KEY": ""}
         cmd = [sys.executable, "-m", "persona", "worker", "--broker", self.broker_url,
                "--host", host, "--port", str(port), "--data-dir", str(s.data_dir)]  # fmt: skip

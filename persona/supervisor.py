@@ -52,6 +52,10 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
             "PERSONA_HTTP_PORT=0: `persona run` needs a fixed port (its readers share it)"
         )
     check_listen(settings.http_host, settings.http_port)  # a taken port: said before any child
+    if settings.readers and settings.worker_port:
+        if settings.worker_port == settings.http_port:
+            raise SettingsError("PERSONA_WORKER_PORT: the readers' port (PERSONA_HTTP_PORT) too")
+        check_listen("127.0.0.1", settings.worker_port, "PERSONA_WORKER_PORT")
     if not settings.embedded:  # said before the data dir is made or marked (state-format.json)
         require_cluster_secret(settings)
     data_dir = settings.data_dir
@@ -134,7 +138,10 @@ def _free_bytes(path: Path) -> int:
     return info.f_bavail * info.f_frsize
 
 
-def check_listen(host: str, port: int) -> None:
+HTTP_PORT = "PERSONA_HTTP_PORT"
+
+
+def check_listen(host: str, port: int, setting: str = HTTP_PORT) -> None:
     """SettingsError unless the API could listen on host:port now: a port another process
     holds, or a host that is no address of this machine, would otherwise be found by each
     child in turn, restarted until `persona run` gave up (and a `persona worker` would end in
@@ -155,8 +162,9 @@ def check_listen(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise SettingsError(
-                    f"PERSONA_HTTP_PORT: {host}:{port} is in use by another process; stop it "
-                    "or choose another port (--port, PERSONA_HTTP_PORT)"
+                    f"{setting}: {host}:{port} is in use by another process; stop it "
+                    f"or choose another port ({'--port, ' if setting == HTTP_PORT else ''}"
+                    f"{setting})"
                 ) from None
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise SettingsError(

@@ -21,11 +21,13 @@ class Run:
 
 
 @contextmanager
-def persona_run(tmp: Path, readers: int, api_keys: str) -> Iterator[Run]:
-    """`persona run --no-demo` with `readers` readers and `PERSONA_API_KEYS` = `api_keys`, its
-    output in tmp/run.log; stopped on exit."""
+def persona_run(
+    tmp: Path, readers: int, api_keys: str, env: dict[str, str] | None = None
+) -> Iterator[Run]:
+    """`persona run --no-demo` with `readers` readers, `PERSONA_API_KEYS` = `api_keys` and
+    `env`'s settings, its output in tmp/run.log; stopped on exit."""
     port, log = free_port(), tmp / "run.log"
-    extra = {"PERSONA_READERS": str(readers), "PERSONA_API_KEYS": api_keys}
+    extra = {"PERSONA_READERS": str(readers), "PERSONA_API_KEYS": api_keys, **(env or {})}
     with log.open("w") as out:
         proc = _start_run(tmp / "data", port, "--no-demo", 2, out.fileno(), extra, out.fileno())
     try:

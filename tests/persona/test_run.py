@@ -168,6 +168,24 @@ def test_invalid_setting_stops_startup_with_its_name(tmp_path: Path) -> None:
     assert "PERSONA_HTTP_PORT" in result.stderr
 
 
+def test_a_worker_port_that_cannot_be_used_stops_startup_with_its_name(tmp_path: Path) -> None:
+    """PERSONA_WORKER_PORT taken by another process, or the readers' own port: said before any
+    child starts (the worker would fail to listen, restarted until `persona run` gave up)."""
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        for worker_port, said in ((taken.getsockname()[1], "in use"), (port, "readers' port")):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+            env |= {"PERSONA_WORKER_PORT": str(worker_port), "PERSONA_HTTP_PORT": str(port)}
+            result = subprocess.run(
+                [sys.executable, "-m", "persona", "run", "--data-dir", str(tmp_path / "d")],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 2, result.stderr
+            assert "PERSONA_WORKER_PORT" in result.stderr and said in result.stderr
+
+
 def test_run_demo_prints_working_example_urls(tmp_path: Path) -> None:
     port = free_port()
     proc = _start_run(tmp_path, port, "--demo", partitions=4, stderr=subprocess.DEVNULL)

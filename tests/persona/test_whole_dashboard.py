@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.broker import EmbeddedBroker, free_port
 from tests.conftest import Worker, http, start_worker, wait_until
 from tests.persona.runs import Run, persona_run
 
@@ -24,10 +24,22 @@ KEYS = f"all:{KEY}:content:read,events:write"
 USERS = ("dash-ann", "dash-bob", "dash-cy")
 
 
+WORKER_PORT = free_port()  # PERSONA_WORKER_PORT: the worker's private port, fixed
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    with persona_run(tmp_path_factory.mktemp("dashboard"), 1, KEYS) as started:
+    env = {"PERSONA_WORKER_PORT": str(WORKER_PORT)}
+    with persona_run(tmp_path_factory.mktemp("dashboard"), 1, KEYS, env) as started:
         yield started
+
+
+def test_the_worker_behind_the_readers_listens_on_the_port_set(run: Run) -> None:
+    """Its /metrics has the stream counters (the readers' have none): a free port chosen at each
+    start could not be scraped; PERSONA_WORKER_PORT fixes it."""
+    assert run.worker == f"http://127.0.0.1:{WORKER_PORT}"
+    status, _, body = http("GET", run.worker + "/metrics", key=None)
+    assert status == 200 and b"persona_events_processed_total" in body
 
 
 def stats(url: str) -> dict[str, Any]:
