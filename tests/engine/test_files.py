@@ -14,7 +14,7 @@ import pytest
 from api.auth import InvalidKey, KeyRing, ensure_local_key
 from engine.files import UnsafeFile, check_secret_file, private_dir
 from engine.settings import SettingsError
-from tests.conftest import ROOT
+from tests.conftest import CLUSTER_SECRET, ROOT
 
 SECRET = "k-" + "s" * 30
 ENTRY = f"x:{SECRET}:content:read\n"
@@ -126,6 +126,7 @@ def test_persona_refuses_to_start_on_a_loose_keys_file(tmp_path: Path) -> None:
     path = _secret_file(tmp_path, 0o640)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
     env["PERSONA_API_KEYS_FILE"] = str(path)
+    env["PERSONA_CLUSTER_SECRET"] = CLUSTER_SECRET  # checked first (test_cluster_secret.py)
     done = subprocess.run(
         [sys.executable, "-m", "persona", "worker", "--data-dir", str(tmp_path / "data"),
          "--broker", "kafka://127.0.0.1:9"],
