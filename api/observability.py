@@ -138,7 +138,7 @@ _ID_COUNTER = itertools.count(1)
 
 
 def _request_id(header: str | None) -> str:
-    if header and _REQUEST_ID_OK.match(header):
+    if header and _REQUEST_ID_OK.fullmatch(header):
         return header
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 

@@ -153,7 +153,7 @@ class Channel:
 
 def feed_id(item_id: str) -> str:
     """An id valid in Google, Meta and Criteo feeds, equal to `item_id` whenever it already is."""
-    if _SAFE_ID.match(item_id):
+    if _SAFE_ID.fullmatch(item_id):
         return item_id
     digest = hashlib.blake2b(item_id.encode(), digest_size=6).hexdigest()
     prefix = _UNSAFE.sub("_", item_id)[: FEED_ID_MAX - len(digest) - 3].strip("_")

@@ -23,7 +23,7 @@ def parse_utm(text: str) -> str:
     if len(text) > MAX_UTM:
         raise ValueError(f"at most {MAX_UTM} characters")
     for pair in text.split("&"):
-        if not _PAIR.match(pair):
+        if not _PAIR.fullmatch(pair):
             raise ValueError(f"{pair!r} is not key=value (letters, digits, _ . - ~ % +)")
         braces = re.findall(r"\{[^}]*\}", pair)
         if any(b not in _PLACES for b in braces) or pair.count("{") != len(braces):
