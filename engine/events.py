@@ -236,7 +236,9 @@ def validate(data: Any, history: bool = False) -> Event:
             raise InvalidEvent(f"price must be at most {MAX_PRICE:.0f}")
         price = float(price)
     currency = data.get("currency")
-    if currency is not None and (not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)):
+    if currency is not None and (
+        not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)
+    ):
         raise InvalidEvent("currency must be an ISO 4217 code such as 'EUR'")
     session_id = _string(data, "session_id", False)
     source = _string(data, "source", False, max_len=64)
