@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,16 @@ class RegistryLog:
                 f"artifact of {version} is a {model.name} model, not {manifest.name}"
             )
         return model
+
+    def unservable(self, version: str, load: Callable[[str], Any] | None = None) -> str | None:
+        """Why `version` cannot be served (its artifact does not load with `load`, by default
+        `self.load`), or None: checked before an activation record is written, by the CLI and
+        by the HTTP route alike (a version no worker can load is refused, not listed active)."""
+        try:
+            (load or self.load)(version)
+        except ModelLoadError as exc:
+            return f"{version} cannot be served: {exc}"
+        return None
 
     def conflict(self, bundle: Bundle) -> str | None:
         """Why `bundle` cannot be registered here, or None: its version is a shipped default's,

@@ -198,10 +198,9 @@ def _switch(args: argparse.Namespace, version: str | None) -> int:
         state = asyncio.run(read_registry(broker, signer.key, Path(tmp), only=version))
         record = activation(state, args.name, version)
         active = json.loads(record[1] or b"{}")["version"]
-        try:
-            state.load(active)
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"{active} cannot be served: {exc}") from None
+        refused = state.unservable(active)
+        if refused is not None:
+            raise ModelLoadError(refused)
     asyncio.run(write_records(broker, [record], signer))
     print(f"{args.name}: {active} is active (workers switch within seconds)")
     return 0

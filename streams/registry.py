@@ -397,10 +397,10 @@ class RegistryService(Service):
         assert self._producer is not None
         key, value = activation(self.registry, name, version)
         target = json.loads(value or b"{}")["version"]
-        try:  # before the record: one that every worker fails to load is refused here (409)
-            await asyncio.to_thread(self._model, target)
-        except ModelLoadError as exc:
-            raise ValueError(f"{target} cannot be served: {exc}") from None
+        # before the record: one that every worker fails to load is refused here (409)
+        refused = await asyncio.to_thread(self.registry.unservable, target, self._model)
+        if refused is not None:
+            raise ValueError(refused)
         await _send_all(self._producer, [(key, value)], None, self._signer())
         served = await self._await(
             lambda: self.models is not None and self.models.versions().get(name) == target
