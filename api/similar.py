@@ -13,10 +13,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.block_headers import response
-from api.block_routes import not_modified
-from api.shared import CONTENT, bad_param, problem, single
+from api.block_routes import not_modified, parse_query
+from api.shared import CONTENT, bad_param, problem
 from engine.blocks import FORMATS
-from engine.params import NO_PARAMS, BlockParams, InvalidParam, from_query
+from engine.params import BlockParams, InvalidParam
 
 ROUTE = "/v1/items/{item_id}/similar"
 
@@ -24,12 +24,13 @@ ROUTE = "/v1/items/{item_id}/similar"
 def parse(request: web.Request) -> tuple[str, BlockParams]:
     """(format, parameters) of the query string; InvalidParam for a bad one (`format` given
     twice too)."""
-    if not request.query_string:
-        return "html", NO_PARAMS
-    query = request.query
-    if "context_item" in query:
+    query = request.query if request.query_string else None
+    if query is not None and "context_item" in query:
         raise InvalidParam("context_item", "is the path's item on this route")
-    return single(query, "format", "html"), from_query(query.items())
+    fmt, params = parse_query(query)  # as a user block GET reads it
+    if isinstance(params, InvalidParam):
+        raise params
+    return fmt, params
 
 
 async def get_similar(request: web.Request) -> web.Response:
