@@ -12,6 +12,7 @@ from api.audit import refused
 from api.auth import KeyRing, secret_from_header
 from api.limits import THROTTLE, AuthThrottle
 from api.shared import KEY_NAME, KEYS, Handler, problem, request_scope
+from engine.clicks import logged_path
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.api")
@@ -27,7 +28,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         else:
             raise
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, logged_path(request.path))
         response = problem(500, "Internal Server Error", "see the server log")
     return response
 

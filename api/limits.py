@@ -55,6 +55,7 @@ from api.audit import DETAILS, REFUSED_STATUSES, audit, refused
 from api.audit import register as register_audit
 from api.bodies import BadRequest, read_body
 from engine.audit import FAILED, OK
+from engine.clicks import logged_path
 from engine.settings import parse_rate_limits
 
 log = logging.getLogger("persona.api")
@@ -308,10 +309,12 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
                     )
                     return limit
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s %s key=%s", request.method, request.path, key_of(request))
+                    path = logged_path(request.path)
+                    log.debug("%s %s key=%s", request.method, path, key_of(request))
                 return await handler(request)
         except TimeoutError:
-            log.warning("%s %s timed out after %.1f s", request.method, request.path, timeout)
+            path = logged_path(request.path)
+            log.warning("%s %s timed out after %.1f s", request.method, path, timeout)
             return _problem(503, "Timeout", f"the request took longer than {timeout:g} s", 1)
 
     return limits_middleware

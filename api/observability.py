@@ -49,6 +49,7 @@ from prometheus_client.utils import floatToGoString
 from api import fleet
 from api.content import ContentService
 from engine.blocks import Block
+from engine.clicks import logged_path
 from engine.features import features
 from engine.profile import Profile
 
@@ -284,7 +285,7 @@ class Telemetry:
     def _log(self, request: Seen, route: str, status: int, took: float) -> None:
         if route in PROBE_ROUTES and (status < 500 or route == "/readyz"):
             if access_log.isEnabledFor(logging.DEBUG):
-                access_log.debug("%s %s %s", request.method, request.path, status)
+                access_log.debug("%s %s %s", request.method, logged_path(request.path), status)
             return
         if not access_log.isEnabledFor(logging.INFO):
             return
@@ -295,15 +296,16 @@ class Telemetry:
             sampled = HOT_LOG_EVERY
         else:
             sampled = 1
+        path = logged_path(request.path)  # a click link's token never (engine/clicks.py)
         access_log.info(
             "%s %s %s",
             request.method,
-            request.path,
+            path,
             status,
             extra={
                 "fields": {
                     "method": request.method,
-                    "path": request.path,
+                    "path": path,
                     "route": route,
                     "status": status,
                     "ms": round(took * 1000, 3),

@@ -29,6 +29,8 @@ MAX_AGE_DAYS = 400  # a mail opened a year later still counts its click
 MINUTE_MS = 60_000
 _SIGNATURE_BYTES = 16
 _KEY_LABEL = b"persona click token v1"
+CLICK_PREFIX = "/c/"  # the redirect's path: `/c/<token>` (api/clicks.py)
+LOGGED_DIGITS = 12  # hex digits of a token's SHA-256 that log lines show instead of it
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,22 @@ def click_event(click: Click, now_ms: int) -> dict[str, Any]:
             "link_ms": click.minute * MINUTE_MS,
         },
     }
+
+
+def logged_path(path: str) -> str:
+    """`path` as log lines write it: a click redirect's token replaced by `~` and the first
+    LOGGED_DIGITS hex digits of its SHA-256. Anybody can decode a token into who clicked what
+    (the payload is plain base64), so a log holding tokens would be a store of clicks readable by
+    whoever reads logs and kept past an erasure; the digest names one link (its lines correlate,
+    and a support case holding the link can find them) and reveals nothing else: it cannot be
+    recomputed without the token, whose signature needs the click key. Everything after `/c/`
+    counts, so a link the router misses (a trailing slash) is hidden as well; every other path
+    is returned as it is."""
+    stripped = path.lstrip("/")
+    if not stripped.startswith("c/") or stripped == "c/":
+        return path
+    tail = stripped[2:].encode("utf-8", "surrogatepass")
+    return f"{CLICK_PREFIX}~{hashlib.sha256(tail).hexdigest()[:LOGGED_DIGITS]}"
 
 
 def _sign(key: bytes, payload: bytes) -> bytes:
