@@ -139,7 +139,10 @@ class ProblemRequestHandler(RequestHandler):
         if status >= 500:
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
             return problem_page(status, "the server failed to answer this request")
-        log.debug("refused a request from %s: %s", request.remote, exc)
+        # what the client is told, cut before the bytes the parser quotes: those may hold an
+        # Authorization header, a `?key=` or a click token (`str(exc)` wrote them in the log)
+        reason = refusal_detail(exc)
+        log.debug("refused a request from %s: %s: %s", request.remote, type(exc).__name__, reason)
         return problem_page(status, refusal_detail(exc))
 
 

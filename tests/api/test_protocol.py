@@ -111,6 +111,39 @@ async def test_a_request_the_parser_refuses_gets_a_problem_body(
     assert (await client.get("/healthz")).status == 200
 
 
+SECRET = b"s3cret-kkkkkkkkkkkkkkkkk-" + MARK.encode()
+SECRETS_REFUSED = {
+    "a control character in Authorization": _request(
+        b"/healthz", b"Authorization: Bearer " + SECRET + b"\x01\r\n"
+    ),
+    "Authorization without its colon": b"GET /healthz HTTP/1.1\r\nHost: p\r\n"
+    + b"Authorization Bearer "
+    + SECRET
+    + b"\r\n\r\n",
+    "a control character after ?key=": _request(
+        b"/v1/collect?key=" + SECRET + b"\x01", method=b"POST"
+    ),
+    "a control character after a click token": _request(b"/c/" + SECRET + b".sig\x01"),
+}
+
+
+@pytest.mark.parametrize("data", list(SECRETS_REFUSED.values()), ids=list(SECRETS_REFUSED))
+async def test_a_refused_requests_log_line_quotes_none_of_its_bytes(
+    client: TestClient, data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The parser's message quotes the offending line: the `refused a request` debug line
+    wrote an API key sent in a malformed header or query (or a click token) into the log."""
+    with caplog.at_level(logging.DEBUG):
+        status, _, _ = await _exchange(client.port, data)
+    assert status == 400
+    refusals = [r for r in caplog.records if r.getMessage().startswith("refused a request")]
+    assert refusals  # still logged: the address and what was wrong
+    assert all("127.0.0.1" in r.getMessage() for r in refusals)
+    # aiohttp's own access log (the test server's) is off in the worker and readers
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
+    assert MARK not in logged
+
+
 async def test_the_server_answers_on_after_a_refusal_on_another_connection(
     client: TestClient,
 ) -> None:
