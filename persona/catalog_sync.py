@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -78,10 +79,23 @@ class ImportResult:
 
 
 def shown(url: str) -> str:
-    """A feed URL for logs: scheme, host and path (no credentials, no query)."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+    """A feed URL for logs: scheme, host[:port] as written and path (no credentials, no query,
+    no fragment); `scheme://***` for a URL that does not split (an open bracket)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{url.partition('://')[0]}://***"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+
+
+def scrubbed(text: str) -> str:
+    """`text` (an exception's message) with every URL in it as `shown` writes it: aiohttp's
+    InvalidUrlClientError is the whole URL, the feed's or the one its host redirected to, with
+    the token or signature in its query or user info."""
+    return _URL_IN_TEXT.sub(lambda match: shown(match.group()), text)
 
 
 async def download(
@@ -373,11 +387,11 @@ class CatalogFeeds(Service):
             feed.validators, feed.failures = got, 0
         except (TimeoutError, FeedFetchError, InvalidFeed, OSError, aiohttp.ClientError) as exc:
             feed.failures += 1
-            outcome, summary = "failed", f"{type(exc).__name__}: {exc}"[:300]
+            outcome, summary = "failed", scrubbed(f"{type(exc).__name__}: {exc}")[:300]
             summary += f"; retry in {self._wait_s(feed, False):.0f} s"
         except Exception as exc:  # a broker error, say: the next pull tries again
             feed.failures += 1
-            outcome, summary = "failed", f"{type(exc).__name__}: {exc}"[:300]
+            outcome, summary = "failed", scrubbed(f"{type(exc).__name__}: {exc}")[:300]
         finally:
             dest.unlink(missing_ok=True)
         feed.outcomes[outcome] += 1

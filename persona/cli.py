@@ -161,7 +161,7 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     import aiohttp
 
     from engine.catalog_formats import InvalidFeed, load_map
-    from persona.catalog_sync import FeedFetchError
+    from persona.catalog_sync import FeedFetchError, scrubbed
 
     settings = _settings(args)
     broker = _require_broker(settings)
@@ -180,7 +180,7 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
         print(f"persona: {args.file}: {exc}; nothing after it was imported", file=sys.stderr)
         return 1
     except (FeedFetchError, aiohttp.ClientError, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = scrubbed(str(exc)) or type(exc).__name__  # InvalidURL's is the URL
         print(f"persona: cannot fetch the feed: {reason}; nothing imported", file=sys.stderr)
         return 1
 
