@@ -7,10 +7,24 @@ registry needs no shared disk; the files land in each worker's cache directory.
 - `version/{version}`: JSON manifest: name, kind, version, created, metrics,
   files {file: {sha256, size, chunks}}, registered;
 - `active/{name}`: JSON {version, history (previously active, newest first), at};
-- `experiment`: the running experiment as JSON (models.experiments), or null once stopped.
+- `experiment`: the running experiment as JSON (models.experiments), or null once stopped;
+- `doc/{document}/{version}/{nonce}`: one version of an admin document edited with `If-Match`
+  (`rules`: the merchandising rules; `content_experiments`), see "Admin documents" below.
 
 Keys are unique per fact, so compaction keeps every version and the latest activation. The models
 shipped in the package are versions too (source "package"); they are active until something else is.
+
+Admin documents. Every process folds the same records in the same order, so the fold decides which
+of two edits based on the same version wins, the same way everywhere: a document record is
+accepted only when its version is above the version folded so far, so of two records of version
+N+1 the first in the log wins and the other is ignored (counted in `lost`); the process that put
+the loser answers 412 (api/documents.py). What the fold ends on is the first record of the
+highest version, which compaction cannot remove: each version's key is unique (the nonce), and
+the only tombstones written are those the winner of a version sends for the older versions and
+the losers it has folded (`superseded`). Earlier versions kept a document under the single key
+`rules` / `content_experiments` (the last record wins); those still fold until the first
+versioned record is accepted (then they are ignored), and a tombstone of that key still clears
+the document (its versions start again from 1).
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,20 +138,66 @@ def experiment_record(experiment: Experiment | None) -> Record:
     return "experiment", None if experiment is None else json.dumps(experiment.to_dict()).encode()
 
 
-def rules_record(rules: Rules) -> Record:
+DOCUMENTS = ("rules", "content_experiments")  # the admin documents (the module doc)
+
+
+class EditLost(Exception):
+    """An edit of an admin document lost: another edit of the same version was folded first
+    (or the document was at a later version already). `version`: the one folded now."""
+
+    def __init__(self, document: str, version: str) -> None:
+        super().__init__(f"the {document} are at version {version!r} now")
+        self.document = document
+        self.version = version
+
+
+class EditUnsettled(Exception):
+    """An admin document record was put but not folded by this process in time: whether it won
+    is not known yet."""
+
+    def __init__(self, document: str) -> None:
+        super().__init__(f"the {document} edit was sent but is not folded here yet")
+        self.document = document
+
+
+def document_key(document: str, version: str, nonce: str | None = None) -> str:
+    """The record key of one version of an admin document: unique per edit (`nonce`)."""
+    return f"doc/{document}/{version}/{nonce or secrets.token_hex(8)}"
+
+
+def rules_record(rules: Rules, nonce: str | None = None) -> Record:
     """The merchandising rules (engine/rules.py), one record on the `models` topic: every worker
-    and reader folds it as it folds activations, and serves it with its models."""
-    return "rules", json.dumps(to_document(rules), separators=(",", ":")).encode()
+    and reader folds it as it folds activations, and serves it with its models (the version
+    wins only when it is the first record of a version above the folded one: the module doc)."""
+    value = json.dumps(to_document(rules), separators=(",", ":")).encode()
+    return document_key("rules", rules.version, nonce), value
 
 
-def experiments_record(experiments: ContentExperiments) -> Record:
+def experiments_record(experiments: ContentExperiments, nonce: str | None = None) -> Record:
     """The content experiments (engine/content_experiments.py), one record on the `models`
     topic, folded and served like the rules."""
     document = content.to_document(experiments)
-    return "content_experiments", json.dumps(document, separators=(",", ":")).encode()
+    value = json.dumps(document, separators=(",", ":")).encode()
+    return document_key("content_experiments", experiments.version, nonce), value
 
 
 # -- folding records -------------------------------------------------------------------------
+
+
+@dataclass
+class Held:
+    """How far one admin document is folded: the accepted version's number and record key
+    (None: none yet, or the single key of earlier versions), and the keys of versioned records
+    folded since that no longer count (older versions, losers): the next winner's tombstones."""
+
+    number: int = 0
+    key: str | None = None
+    superseded: dict[str, None] = field(default_factory=dict)  # in log order
+
+
+def _number(version: str) -> int:
+    """A document version as a number (the server numbers them; anything else counts as 0)."""
+    return int(version) if version.isascii() and version.isdigit() else 0
 
 
 def _builtin() -> dict[str, Manifest]:
@@ -171,8 +232,10 @@ class RegistryLog:
         self.content_experiments: ContentExperiments = NO_EXPERIMENTS
         # every content experiment ever folded, by name (its report outlives its run)
         self.content_seen: dict[str, content.ContentExperiment] = {}
+        self.held: dict[str, Held] = {name: Held() for name in DOCUMENTS}
         self._pending: dict[tuple[str, str], list[bytes | None]] = {}
         self.refused = 0  # bad records logged and skipped (`apply`)
+        self.lost = 0  # admin document records that lost to another edit (logged, ignored)
 
     # -- queries ---------------------------------------------------------------------------------
     def active(self, name: str) -> str:
@@ -182,6 +245,14 @@ class RegistryLog:
     def history(self, name: str) -> list[str]:
         record = self.activations.get(name)
         return list(record.get("history") or []) if record else []
+
+    def holds(self, key: str) -> bool:
+        """Whether `key` is the record of an admin document's version folded now."""
+        return any(held.key == key for held in self.held.values())
+
+    def document_version(self, document: str) -> str:
+        """The version of `document` ("rules", "content_experiments") folded now."""
+        return self.rules.version if document == "rules" else self.content_experiments.version
 
     def listing(self) -> list[dict[str, Any]]:
         """GET /v1/models's list: every version, oldest first."""
@@ -289,20 +360,77 @@ class RegistryLog:
                 if self.experiment is not None:
                     self.experiments[self.experiment.name] = self.experiment
                 return "experiment" if previous != self.experiment else None
-            if kind == "rules":
-                before = self.rules
-                self.rules = NO_RULES if value is None else parse_rules(json.loads(value))
-                return "rules" if before != self.rules else None
-            if kind == "content_experiments":
-                was = self.content_experiments
-                found = NO_EXPERIMENTS if value is None else parse_experiments(json.loads(value))
-                self.content_experiments = found
-                self.content_seen.update((exp.name, exp) for exp in found.experiments)
-                return kind if was != found else None
+            if kind == "doc":
+                return self._document(key, value)
+            if kind in DOCUMENTS:  # the single key of earlier versions
+                return self._legacy(kind, value)
         except Exception as exc:  # anyone who can produce to the topic can write a bad record
             log.error("ignoring bad models record %r: %s: %s", key[:200], type(exc).__name__, exc)
             self.refused += 1
         return None
+
+    def _parse(self, document: str, value: bytes) -> Rules | ContentExperiments:
+        if document == "rules":
+            return parse_rules(json.loads(value))
+        return parse_experiments(json.loads(value))
+
+    def _hold(self, document: str, found: Rules | ContentExperiments) -> str | None:
+        """Serve `found` as `document`; its kind when that changed what is served."""
+        if isinstance(found, Rules):
+            before, self.rules = self.rules, found
+            return "rules" if before != found else None
+        was, self.content_experiments = self.content_experiments, found
+        self.content_seen.update((exp.name, exp) for exp in found.experiments)
+        return document if was != found else None
+
+    def _legacy(self, document: str, value: bytes | None) -> str | None:
+        """A record under the single key earlier versions wrote: the last one wins, until a
+        versioned record is accepted; a tombstone clears the document (versions start again)."""
+        held = self.held[document]
+        if value is None:
+            if held.key is not None:
+                held.superseded[held.key] = None
+            self.held[document] = Held(superseded=held.superseded)
+            return self._hold(document, NO_RULES if document == "rules" else NO_EXPERIMENTS)
+        found = self._parse(document, value)
+        if held.key is not None:
+            self.lost += 1
+            log.warning("ignoring a %s record under the key of earlier versions", document)
+            return None
+        held.number = _number(found.version)
+        return self._hold(document, found)
+
+    def _document(self, key: str, value: bytes | None) -> str | None:
+        """`doc/{document}/{version}/{nonce}`: accepted when its version is above the folded
+        one, else ignored and counted in `lost` (another edit won); a tombstone (the winner of
+        a later version clearing what it superseded) changes nothing served."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[1] not in DOCUMENTS or not _number(parts[2]):
+            raise ValueError("a document record's key is doc/{document}/{version}/{nonce}")
+        document, version = parts[1], parts[2]
+        held = self.held[document]
+        if value is None:
+            held.superseded.pop(key, None)
+            return None
+        found = self._parse(document, value)
+        if found.version != version:
+            raise ValueError(f"the key says version {version!r}, the document {found.version!r}")
+        number = _number(version)
+        if number <= held.number:
+            held.superseded[key] = None
+            self.lost += 1
+            log.warning(
+                "ignoring %s version %s (%s): version %s was folded first (another edit won)",
+                document,
+                version,
+                key,
+                self.document_version(document),
+            )
+            return None
+        if held.key is not None:
+            held.superseded[held.key] = None
+        held.number, held.key = number, key
+        return self._hold(document, found)
 
     def _chunk(self, key: str, value: bytes | None) -> None:
         if self.cache_dir is None or value is None:
