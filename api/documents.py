@@ -1,7 +1,10 @@
 """The admin documents edited whole with `GET`/`PUT` (the merchandising rules, api/rules.py; the
 content experiments, api/experiments.py): a bounded JSON body, server-numbered versions answered
 as `ETag`, and `If-Match` so that two editors cannot overwrite each other's change unseen (checked
-before the body is read, and again under `edit_lock` once it is)."""
+before the body is read, and again under `edit_lock` once it is). The lock holds within one
+process; across processes (workers, readers) the `models` topic's fold decides: of two records of
+the same version the first folded wins everywhere, and the PUT whose record lost answers 412 like
+a stale `If-Match` (models/registry_log.py, `EditLost`)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from api.shared import problem
+from models.registry_log import EditLost, EditUnsettled
 
 MAX_DOCUMENT_BODY = 512 * 1024  # bytes of a PUT body
+EDIT_ATTEMPTS = 3  # puts of an edit without `If-Match` that lose to another process's edit
 T = TypeVar("T")
 
 
@@ -81,7 +86,16 @@ def stale(request: web.Request, version: str, what: str) -> web.Response | None:
     """The 412 problem when the request's `If-Match` is not `version` of `what` (None: go on)."""
     if if_match(request.headers.get("If-Match"), version):
         return None
+    return _precondition_failed(version, what)
+
+
+def _precondition_failed(version: str, what: str) -> web.Response:
     return problem(412, "Precondition Failed", f"the {what} are at version {version!r} now")
+
+
+def _conditional(request: web.Request) -> bool:
+    header = request.headers.get("If-Match")
+    return header is not None and header.strip() != "*"
 
 
 async def save_if_current(
@@ -93,13 +107,31 @@ async def save_if_current(
 ) -> T | web.Response:
     """`save(the next version)` under `edit_lock(admin, what)` when the request's `If-Match` is
     still the current version (`version_of()`, read under the lock), else the 412 problem: the
-    check made before the body was read may be stale once it has arrived."""
+    check made before the body was read may be stale once it has arrived. When `save` raises
+    EditLost (another process's edit of that version was folded first) the answer is 412 too;
+    an edit without `If-Match` is put again on the version that won (at most EDIT_ATTEMPTS
+    times). A 503 problem when the record was sent but not folded here in time."""
     async with edit_lock(admin, what):
-        version = version_of()
-        refused = stale(request, version, what)
-        if refused is not None:
-            return refused
-        return await save(next_version(version))
+        last = version_of()
+        for _ in range(EDIT_ATTEMPTS):
+            version = version_of()
+            refused = stale(request, version, what)
+            if refused is not None:
+                return refused
+            try:
+                return await save(next_version(version))
+            except EditLost as lost:
+                if _conditional(request):
+                    return _precondition_failed(lost.version, what)
+                last = lost.version
+            except EditUnsettled:
+                return problem(
+                    503,
+                    "Edit not settled",
+                    f"the {what} edit was sent but is not folded here yet: GET the {what} to "
+                    "see whether it was applied",
+                )
+        return _precondition_failed(last, what)
 
 
 def next_version(version: str) -> str:

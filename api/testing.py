@@ -23,6 +23,8 @@ from models.content_report import content_report
 from models.experiments import Experiment, report
 from models.registry import ModelSet
 from models.registry_log import (
+    EditLost,
+    Record,
     RegistryLog,
     activation,
     bundle_records,
@@ -144,9 +146,15 @@ class MemoryRegistry:
         rules: Rules = self.content.models.rules
         return rules
 
+    def _edit(self, document: str, record: Record) -> None:
+        """Fold an admin document record; EditLost when it did not win (the fold's rule)."""
+        self.registry.apply(*record)
+        if not self.registry.holds(record[0]):
+            raise EditLost(document, self.registry.document_version(document))
+
     async def set_rules(self, rules: Rules) -> bool:
         """Fold the rules record; the models served stay as they are (only the rules change)."""
-        self.registry.apply(*rules_record(rules))
+        self._edit("rules", rules_record(rules))
         self.content.models = dataclasses.replace(self.content.models, rules=self.registry.rules)
         return True
 
@@ -163,7 +171,7 @@ class MemoryRegistry:
 
     async def set_content_experiments(self, experiments: ContentExperiments) -> bool:
         """Fold the record; the models served stay as they are (only the experiments change)."""
-        self.registry.apply(*experiments_record(experiments))
+        self._edit("content_experiments", experiments_record(experiments))
         tests = self.registry.content_experiments
         self.content.models = dataclasses.replace(self.content.models, content_experiments=tests)
         return True

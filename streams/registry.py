@@ -34,6 +34,8 @@ from models.content_report import content_report
 from models.experiments import Experiment, exposure_of, report
 from models.registry import ModelSet
 from models.registry_log import (
+    EditLost,
+    EditUnsettled,
     Record,
     RegistryLog,
     activation,
@@ -245,6 +247,8 @@ class RegistryService(Service):
         self._producer: AIOKafkaProducer | None = None
         self._exposures: list[dict[str, Any]] = []
         self._changed = asyncio.Event()
+        # the admin document records this process put, by key: won or lost once folded here
+        self._edits: dict[str, asyncio.Future[bool]] = {}
 
     async def on_start(self) -> None:
         self.registry.cache_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
@@ -297,14 +301,20 @@ class RegistryService(Service):
         if not isinstance(signed, Signed):
             return False
         key = msg.key.decode("utf-8", "replace")
-        refused = self.registry.refused
+        refused, lost = self.registry.refused, self.registry.lost
         kind = self.registry.apply(key, msg.value)
+        edit = self._edits.get(key)
+        if edit is not None and not edit.done():  # an edit this process put: settled here
+            edit.set_result(self.registry.holds(key))
         # kept with its headers (republished to a new broker) unless the fold refused it: a
         # refused record must not replace the kept one its key had (a restarted worker would
-        # fold the refused record alone and lose, say, the rules it served)
-        if self._copy is not None and self.registry.refused == refused:
+        # fold the refused record alone and lose, say, the rules it served); nor a document
+        # edit that lost (models/registry_log.py)
+        kept = self.registry.refused == refused and self.registry.lost == lost
+        if self._copy is not None and kept:
             self._copy.put(key, msg.value, [(k, bytes(v)) for k, v in msg.headers or ()])
-        if self.audit and live and not key.startswith("chunk/"):
+        housekeeping = key.startswith("chunk/") or (key.startswith("doc/") and msg.value is None)
+        if self.audit and live and not housekeeping:
             audit_registry(key, msg.value, signed, kind is not None or key.startswith("version/"))
         return kind is not None
 
@@ -419,22 +429,66 @@ class RegistryService(Service):
         return self.models.rules if self.models else self.registry.rules
 
     async def set_rules(self, rules: Rules) -> bool:
-        """Publish `rules` (engine/rules.py); True once this process serves them (every other
-        worker and reader folds the same record from the topic)."""
-        assert self._producer is not None
-        await _send_all(self._producer, [rules_record(rules)], None, self._signer())
-        return await self._await(lambda: self.models is not None and self.models.rules == rules)
+        """Publish `rules` (engine/rules.py) as version `rules.version`: EditLost when another
+        edit of that version was folded first (any process's: they all fold the one topic in
+        one order), else True once this process serves them (every other worker and reader
+        folds the same record from the topic)."""
+        return await self._edit(
+            "rules", rules_record(rules), lambda m: m.rules.version, rules.version
+        )
 
     def content_experiments(self) -> ContentExperiments:
         return self.models.content_experiments if self.models else NO_EXPERIMENTS
 
     async def set_content_experiments(self, experiments: ContentExperiments) -> bool:
         """Publish content experiments (engine/content_experiments.py) as `set_rules` does."""
-        assert self._producer is not None
-        await _send_all(self._producer, [experiments_record(experiments)], None, self._signer())
-        return await self._await(
-            lambda: self.models is not None and self.models.content_experiments == experiments
+        return await self._edit(
+            "content_experiments",
+            experiments_record(experiments),
+            lambda m: m.content_experiments.version,
+            experiments.version,
         )
+
+    async def _edit(
+        self, document: str, record: Record, served: Callable[[ModelSet], str], version: str
+    ) -> bool:
+        """Put one admin document record and wait until this process has folded it: EditLost
+        when another edit was folded first (once the winner is served here, so that the 412
+        names it and a GET answers it), else tombstone what the win superseded and return
+        whether this process serves the version. EditUnsettled when the record is not folded
+        here within ACTIVATION_WAIT (whether it won is then not known)."""
+        assert self._producer is not None
+        signer = self._signer()
+        key = record[0]
+        settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._edits[key] = settled
+        try:
+            await _send_all(self._producer, [record], None, signer)
+            try:
+                won = await asyncio.wait_for(asyncio.shield(settled), ACTIVATION_WAIT)
+            except TimeoutError:
+                raise EditUnsettled(document) from None
+        finally:
+            self._edits.pop(key, None)
+        if not won:
+            now = self.registry.document_version(document)
+            await self._await(lambda: self.models is not None and served(self.models) == now)
+            raise EditLost(document, now)
+        await self._tombstone(document, signer)
+        return await self._await(lambda: self.models is not None and served(self.models) == version)
+
+    async def _tombstone(self, document: str, signer: RecordSigner) -> None:
+        """Tombstones for the records the won version superseded (older versions, losers
+        folded so far): compaction then drops them. A failure is logged: the next winner
+        tombstones them again."""
+        assert self._producer is not None
+        keys = list(self.registry.held[document].superseded)
+        try:
+            await _send_all(self._producer, [(k, None) for k in keys], None, signer)
+        except Exception as exc:
+            log.warning(
+                "could not tombstone %d superseded %s records: %s", len(keys), document, exc
+            )
 
     async def content_report(
         self, experiment: ContentExperiment, window_hours: float

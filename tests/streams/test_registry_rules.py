@@ -102,3 +102,43 @@ def test_a_refused_rules_document_is_logged_and_the_previous_rules_kept(
     finally:
         assert again._copy is not None
         again._copy.close()
+
+
+def test_a_losing_edit_is_not_kept_and_the_kept_records_fold_to_the_winner(
+    tmp_path: Path,
+) -> None:
+    """Two edits of version 4 (models/registry_log.py): the second folded loses. The worker's
+    copy (republished into a new embedded broker, in key order, not log order) keeps the winner
+    and not the loser, and a tombstone removes what a later winner superseded."""
+    first = parse_rules(
+        {"version": "4", "rules": [{"id": "w", "action": "exclude", "match": {"brand": "b"}}]}
+    )
+    second = parse_rules(
+        {"version": "4", "rules": [{"id": "l", "action": "exclude", "match": {"brand": "b"}}]}
+    )
+    won, lost = rules_record(first, "zz"), rules_record(second, "aa")  # the loser sorts first
+    service = worker(tmp_path, [])
+    try:
+        assert service._fold(message(*rules_record(GOOD)), live=True)
+        assert service._fold(message(*won), live=True)
+        assert not service._fold(message(*lost), live=True)
+        assert service.registry.rules == first and service.registry.lost == 1
+        assert service._copy is not None
+        assert lost[0] not in [key for key, _ in service._copy.records()]
+        # a later winner's tombstones: version 3's record leaves the copy (and the topic)
+        older = [k for k in service.registry.held["rules"].superseded if "/3/" in k]
+        assert len(older) == 1
+        assert not service._fold(message(older[0], None), live=True)
+        kept = service._copy.records()
+        assert [key for key, _ in kept] == [won[0]]
+    finally:
+        assert service._copy is not None
+        service._copy.close()
+    again = worker(tmp_path / "again", [])
+    try:
+        for key, value in kept:
+            again._fold(message(key, value), live=False)
+        assert again.registry.rules == first
+    finally:
+        assert again._copy is not None
+        again._copy.close()
