@@ -50,3 +50,40 @@ def test_a_change_through_a_reader_or_the_worker_reaches_every_process(run: Run)
         assert new == str(int(before) + n + 1)
         wait_until(lambda new=new: everywhere(run, new), SPREAD, what=f"rules version {new}")
         assert time.monotonic() - started < SPREAD
+
+
+def test_two_edits_of_one_version_through_two_processes_one_wins(run: Run) -> None:
+    """The same `If-Match` through a reader and through the worker at once: one 200, one 412
+    (before, both answered 200 with the same version and the later record replaced the other
+    edit unseen), and every process serves the winner's document."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    status, headers, _ = http("GET", run.worker + "/v1/rules", key=MERCH)
+    assert status == 200
+    etag = headers["ETag"]
+
+    def put(through: str, n: int) -> tuple[int, dict[str, object]]:
+        status, _, body = http(
+            "PUT",
+            through + "/v1/rules",
+            rules(n),
+            key=MERCH,
+            headers={"If-Match": etag},
+            timeout=30,
+        )
+        return status, json.loads(body) if body.startswith(b"{") else {"body": body.decode()}
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(put, (run.base, run.worker), (10, 11)))
+    assert sorted(status for status, _ in answers) == [200, 412], answers
+    won = next(body for status, body in answers if status == 200)
+
+    def served(url: str) -> object:
+        _, _, body = http("GET", url + "/v1/rules", key=MERCH)
+        return json.loads(body)
+
+    wait_until(
+        lambda: served(run.worker) == won and all(served(run.base) == won for _ in range(8)),
+        SPREAD,
+        what="the winner's rules everywhere",
+    )
