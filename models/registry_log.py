@@ -195,7 +195,7 @@ class Held:
     superseded: dict[str, None] = field(default_factory=dict)  # in log order
 
 
-def _number(version: str) -> int:
+def document_number(version: str) -> int:
     """A document version as a number (the server numbers them; anything else counts as 0)."""
     return int(version) if version.isascii() and version.isdigit() else 0
 
@@ -397,7 +397,7 @@ class RegistryLog:
             self.lost += 1
             log.warning("ignoring a %s record under the key of earlier versions", document)
             return None
-        held.number = _number(found.version)
+        held.number = document_number(found.version)
         return self._hold(document, found)
 
     def _document(self, key: str, value: bytes | None) -> str | None:
@@ -405,7 +405,7 @@ class RegistryLog:
         one, else ignored and counted in `lost` (another edit won); a tombstone (the winner of
         a later version clearing what it superseded) changes nothing served."""
         parts = key.split("/")
-        if len(parts) != 4 or parts[1] not in DOCUMENTS or not _number(parts[2]):
+        if len(parts) != 4 or parts[1] not in DOCUMENTS or not document_number(parts[2]):
             raise ValueError("a document record's key is doc/{document}/{version}/{nonce}")
         document, version = parts[1], parts[2]
         held = self.held[document]
@@ -415,7 +415,7 @@ class RegistryLog:
         found = self._parse(document, value)
         if found.version != version:
             raise ValueError(f"the key says version {version!r}, the document {found.version!r}")
-        number = _number(version)
+        number = document_number(version)
         if number <= held.number:
             held.superseded[key] = None
             self.lost += 1

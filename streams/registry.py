@@ -40,6 +40,7 @@ from models.registry_log import (
     RegistryLog,
     activation,
     bundle_records,
+    document_number,
     experiment_record,
     experiments_record,
     rules_record,
@@ -458,6 +459,13 @@ class RegistryService(Service):
         whether this process serves the version. EditUnsettled when the record is not folded
         here within ACTIVATION_WAIT (whether it won is then not known)."""
         assert self._producer is not None
+
+        def reached(version: str) -> bool:
+            # `version` or a later one served: another process's next edit may be folded here
+            # before this one is seen served (waiting for `version` itself then timed out)
+            number = document_number(version)
+            return self.models is not None and document_number(served(self.models)) >= number
+
         signer = self._signer()
         key = record[0]
         settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -472,10 +480,10 @@ class RegistryService(Service):
             self._edits.pop(key, None)
         if not won:
             now = self.registry.document_version(document)
-            await self._await(lambda: self.models is not None and served(self.models) == now)
+            await self._await(lambda: reached(now))
             raise EditLost(document, now)
         await self._tombstone(document, signer)
-        return await self._await(lambda: self.models is not None and served(self.models) == version)
+        return await self._await(lambda: reached(version))
 
     async def _tombstone(self, document: str, signer: RecordSigner) -> None:
         """Tombstones for the records the won version superseded (older versions, losers

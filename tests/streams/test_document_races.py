@@ -115,7 +115,9 @@ async def test_two_processes_one_if_match_one_wins(
     async with AsyncExitStack() as stack:  # a process started now folds the topic from the start
         fresh = await process(stack, broker, tmp_path / "fresh")
         await settled([fresh], second, _doc)
-        assert not fresh.registry.registry.held["rules"].superseded  # all three tombstoned
+        # all three tombstoned: the tombstones follow version 2's record in the log, so they
+        # may be folded a moment after the document is served
+        await settled([fresh], {}, lambda p: dict(p.registry.registry.held["rules"].superseded))
 
 
 def _doc(p: Process) -> dict[str, Any]:
