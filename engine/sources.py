@@ -39,7 +39,7 @@ from typing import IO, Any
 from engine.catalog import InvalidProduct, Product
 from engine.catalog_formats import InvalidFeed, open_binary
 from engine.events import Event, InvalidEvent, validate
-from engine.text import BadJson, outside_json
+from engine.text import MAX_ID, BadJson, id_problem, outside_json
 
 GZIP_MAGIC = b"\x1f\x8b"
 UCI_HEADER = (
@@ -330,6 +330,30 @@ def _naive_utc_ms(text: str, cache: dict[str, int]) -> int:
     return ms
 
 
+def _ids_problem(**ids: str | None) -> str | None:
+    """Why one of a row's ids (user, item, session) cannot be an event's, or None: 1..MAX_ID
+    characters without control characters or lone surrogates, what `engine.events.validate`
+    takes from the contract's JSON lines. (An item id of 300 characters, or one holding a NUL,
+    trained into an artifact that every loader refuses: `models.artifacts.check_item_ids`.)"""
+    for name, value in ids.items():
+        if value is None:
+            continue
+        if len(value) > MAX_ID:
+            return f"{name} is longer than {MAX_ID} characters"
+        problem = id_problem(value)
+        if problem:
+            return f"{name} {problem}"
+    return None
+
+
+def _otto_id(value: Any, name: str) -> str:
+    """An OTTO session or aid (an integer, or text) as an id; TypeError for any other JSON value
+    (True was read as the id "True", 5.5 as "5.5")."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"{name} must be an integer or a string, got {type(value).__name__}")
+    return str(value)
+
+
 def uci_customer_id(raw: str) -> str:
     """`17850.0` (how pandas exports it) or `17850` -> `17850`; `""` for guest rows."""
     raw = raw.strip()
@@ -351,7 +375,7 @@ def _read_uci(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) ->
             quantity = -int(qty_raw) if cancelled else int(qty_raw)
             price = float(price_raw)
             ts = _naive_utc_ms(date, times)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: a customer id of "inf"
             _fail(errors, stats, number, f"bad UCI row: {exc}", InvalidEvent)
             continue
         if not customer:
@@ -366,6 +390,10 @@ def _read_uci(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) ->
         code = code.strip()
         if not code or not invoice:
             _fail(errors, stats, number, "missing InvoiceNo or StockCode", InvalidEvent)
+            continue
+        problem = _ids_problem(CustomerID=customer, StockCode=code, InvoiceNo=invoice)
+        if problem:
+            _fail(errors, stats, number, f"bad UCI row: {problem}", InvalidEvent)
             continue
         stats.events += 1
         stats.reversals += cancelled
@@ -402,6 +430,12 @@ def _read_rees46(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats)
         if not product.strip() or not user.strip():
             _fail(errors, stats, number, "missing product_id or user_id", InvalidEvent)
             continue
+        problem = _ids_problem(
+            user_id=user.strip(), product_id=product.strip(), user_session=session.strip()[:128]
+        )
+        if problem:
+            _fail(errors, stats, number, f"bad REES46 row: {problem}", InvalidEvent)
+            continue
         props: dict[str, Any] = {}
         category = category_code.strip() or category_id.strip()
         if category:
@@ -429,10 +463,13 @@ def _read_otto(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -
             continue
         try:
             obj = outside_json(line)
-            session = obj["session"]
+            session = _otto_id(obj["session"], "session")
             events = obj["events"]
             if not isinstance(events, list):
                 raise TypeError("events must be a list")
+            problem = _ids_problem(session=f"otto-{session}")
+            if problem:
+                raise TypeError(problem)
         except (BadJson, KeyError, TypeError) as exc:
             stats.rows += 1
             _fail(errors, stats, number, f"bad OTTO session: {exc}", InvalidEvent)
@@ -442,9 +479,12 @@ def _read_otto(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -
             stats.rows += 1
             try:
                 etype = OTTO_TYPES.get(raw["type"])
-                aid, ts = raw["aid"], raw["ts"]
+                aid, ts = _otto_id(raw["aid"], "aid"), raw["ts"]
                 if isinstance(ts, bool) or not isinstance(ts, int):
                     raise TypeError(f"ts must be integer milliseconds, got {ts!r}")
+                problem = _ids_problem(aid=aid)
+                if problem:
+                    raise TypeError(problem)
             except (KeyError, TypeError) as exc:
                 _fail(errors, stats, number, f"bad OTTO event: {exc}", InvalidEvent)
                 continue
@@ -457,7 +497,7 @@ def _read_otto(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -
                 type=etype,
                 user_id=user,
                 ts=ts,
-                item_id=str(aid),
+                item_id=aid,
                 session_id=user,
             )
 
