@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -127,7 +128,8 @@ def open_binary(path: str | Path) -> IO[bytes]:
 
 class _Inflating:
     """The reading side of a GzipFile (what the readers use: read, readline, tell, seek) that
-    refuses to inflate past `limit` bytes."""
+    refuses to inflate past `limit` bytes. A damaged or cut stream (EOFError, BadGzipFile,
+    zlib.error out of gzip) is an InvalidFeed too: nothing after it can be read."""
 
     def __init__(self, inner: gzip.GzipFile, limit: int) -> None:
         self._inner = inner
@@ -143,10 +145,16 @@ class _Inflating:
         return data
 
     def read(self, size: int = -1) -> bytes:
-        return self._checked(self._inner.read(size))
+        try:
+            return self._checked(self._inner.read(size))
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _damaged(exc) from None
 
     def readline(self, size: int = -1) -> bytes:
-        return self._checked(self._inner.readline(size))
+        try:
+            return self._checked(self._inner.readline(size))
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _damaged(exc) from None
 
     def tell(self) -> int:
         return self._inner.tell()
@@ -162,6 +170,10 @@ class _Inflating:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _damaged(exc: BaseException) -> InvalidFeed:
+    return InvalidFeed(0, f"the gzip data is damaged or cut short ({exc})")
 
 
 def detect(head: bytes) -> str:
