@@ -432,6 +432,7 @@ class _XmlItems:
         self.field = ""
         self.parts: list[str] = []
         self.size = 0
+        self.links = 0  # additional image links of the item
         self.problem: str | None = None
 
     def feed(self, chunk: bytes, final: bool) -> None:
@@ -480,6 +481,7 @@ class _XmlItems:
                     0,
                     None,
                 )
+                self.links = 0
             return
         self.depth += 1
         if self.depth != 1:
@@ -515,10 +517,14 @@ class _XmlItems:
 
     def _store(self, value: str) -> None:
         assert self.item is not None
-        if len(self.item) >= MAX_FIELDS:
+        # each additional image link counts as a field: they were kept without bound (one item
+        # of repeated links held the whole feed in memory)
+        if len(self.item) + self.links >= MAX_FIELDS:
             self.problem = f"more than {MAX_FIELDS} fields in one item"
+            self.item.clear()  # rejected: nothing of it is kept
         elif _name(self.field) == "additional_image_link":
             self.item.setdefault(self.field, []).append(value)
+            self.links += 1
         elif value:
             self.item[self.field] = value
 
