@@ -177,6 +177,28 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def json_object(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    """`data[name]` as an object (absent, null or empty: {}), or ModelLoadError saying it must be
+    one: `dict()` of a list or a string raised TypeError or ValueError out of the loader, which
+    the registry (`streams.registry`, catching ModelLoadError) and `persona models` did not
+    expect."""
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{path}: {name} must be a JSON object, not {type(value).__name__}")
+    return dict(value)
+
+
+def read_feature_names(data: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """A churn artifact's `feature_names`, a list (of names: `churn.columns_of` checks them), or
+    ModelLoadError (`tuple(5)` raised TypeError out of the loader)."""
+    value = data.get("feature_names")
+    if not isinstance(value, list):
+        raise ModelLoadError(f"{path}: feature_names must be a list of feature names")
+    return tuple(value)
+
+
 def require(data: dict[str, Any], path: Path, *names: str) -> None:
     missing = [n for n in names if n not in data]
     if missing:

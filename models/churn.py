@@ -35,7 +35,9 @@ from engine.features import DAY_MS, FEATURE_NAMES, features, log_scale
 from engine.profile import Profile, apply
 from models.artifacts import (
     ModelLoadError,
+    json_object,
     make_version,
+    read_feature_names,
     read_json,
     require,
     rfc3339,
@@ -128,7 +130,7 @@ class ChurnModel:
             raise ModelLoadError(f"{p}: not a format-{FORMAT} churn artifact")
         if data.get("transform") != TRANSFORM:
             raise ModelLoadError(f"{p}: unknown feature transform {data.get('transform')!r}")
-        names = tuple(data["feature_names"])
+        names = read_feature_names(data, p)
         try:
             columns_of(names)
         except ValueError:
@@ -145,7 +147,7 @@ class ChurnModel:
                 scale=tuple(float(v) for v in data["scale"]),
                 coef=tuple(float(v) for v in data["coef"]),
                 intercept=float(data.get("intercept", 0.0)),
-                metrics=dict(data.get("metrics") or {}),
+                metrics=json_object(data, "metrics", p),
             )
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f"{p}: malformed churn artifact: {exc}") from None

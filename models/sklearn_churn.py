@@ -21,7 +21,7 @@ import numpy as np
 import skops.io as sio
 
 from engine.features import FEATURE_NAMES
-from models.artifacts import ModelLoadError, read_json, require
+from models.artifacts import ModelLoadError, json_object, read_feature_names, read_json, require
 from models.churn import ChurnDataset, churn_dataset, columns_of
 
 FORMAT = 1
@@ -122,7 +122,7 @@ class SklearnChurnModel:
         require(meta, d / META_NAME, "version", "created", "feature_names")
         if meta.get("kind") != KIND or meta.get("format") != FORMAT:
             raise ModelLoadError(f"{d / META_NAME}: not a format-{FORMAT} sklearn churn artifact")
-        names = tuple(meta["feature_names"])
+        names = read_feature_names(meta, d / META_NAME)
         try:
             columns_of(names)
         except ValueError:
@@ -135,8 +135,8 @@ class SklearnChurnModel:
             version=str(meta["version"]),
             created=str(meta["created"]),
             estimator=estimator,
-            metrics=dict(meta.get("metrics") or {}),
-            training=dict(meta.get("training") or {}),
+            metrics=json_object(meta, "metrics", d / META_NAME),
+            training=json_object(meta, "training", d / META_NAME),
             feature_names=names,
         )
         model.probe()
