@@ -284,8 +284,16 @@ def read_products(
     `reject(line, reason)` (None: the first one raises `InvalidProduct("line N: ...")`)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown feed format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    head = _peek(source)
+    wide = _wide_encoding(head)
+    if wide == "UTF-16" and fmt in ("auto", "google-xml") and _utf16_xml(head):
+        fmt = "google-xml"  # expat reads UTF-16 (with its byte order mark) itself
+    elif wide:
+        raise InvalidFeed(
+            1, f"the feed is {wide} text (its byte order mark says so): save it as UTF-8"
+        )
     if fmt == "auto":
-        fmt = detect(_peek(source))
+        fmt = detect(head)
     for line, fields, problem in _rows(source, fmt):
         try:
             if problem:
@@ -295,6 +303,22 @@ def read_products(
             if reject is None:
                 raise InvalidProduct(f"line {line}: {exc.reason}") from None
             reject(line, exc.reason)
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """ "UTF-32" or "UTF-16" when the feed starts with that encoding's byte order mark, else
+    None (the text readers read UTF-8: a UTF-16 feed's rows were all rejected as missing their
+    item_id, and a UTF-16 XML feed read as CSV imported nothing without a word)."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    return None
+
+
+def _utf16_xml(head: bytes) -> bool:
+    codec = "utf-16-le" if head.startswith(b"\xff\xfe") else "utf-16-be"
+    return head[2:].decode(codec, errors="replace").lstrip(" \t\r\n").startswith("<")
 
 
 def _peek(source: IO[bytes]) -> bytes:
@@ -314,14 +338,17 @@ def _rows(source: IO[bytes], fmt: str) -> Iterator[Row]:
 
 
 def _text_lines(source: IO[bytes]) -> Iterator[str]:
-    """The feed's lines as text (UTF-8, a leading BOM dropped), each at most MAX_LINE long."""
+    """The feed's lines as text (UTF-8, a leading BOM dropped), each at most MAX_LINE long. A
+    byte that is not UTF-8 is read as a lone surrogate (Python's `surrogateescape`), which the
+    product's field checks refuse (`engine.text`): its row is rejected naming the field, where
+    U+FFFD stored a damaged title without a word."""
     number = 0
     while True:
         raw = source.readline(MAX_LINE * 4 + 1)
         if not raw:
             return
         number += 1
-        text = raw.decode("utf-8", errors="replace")
+        text = raw.decode("utf-8", errors="surrogateescape")
         if len(raw) > MAX_LINE * 4 or len(text.rstrip("\r\n")) > MAX_LINE:
             raise InvalidFeed(number, f"a line longer than {MAX_LINE} characters")
         yield text.lstrip("\ufeff") if number == 1 else text

@@ -21,6 +21,11 @@ _TEXT_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
 
 def _describe(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":  # how Python's surrogateescape reads a byte
+        return (
+            f"a lone surrogate (U+{ord(char):04X}: in a file, the byte 0x{ord(char) - 0xDC00:02X}, "
+            "which is not UTF-8)"
+        )
     if "\ud800" <= char <= "\udfff":
         return f"a lone surrogate (U+{ord(char):04X})"
     return f"a control character (U+{ord(char):04X})"
