@@ -78,6 +78,8 @@ UCI_NON_PRODUCT_CODES = frozenset(
 SHOP_BASE_URL = "https://shop.example.com"
 
 FORMATS = ("jsonl", "uci", "rees46", "otto")
+MAX_SKIP_REASONS = 50  # distinct reasons counted in ReadStats.skipped; the rest under one key
+MAX_SKIP_TEXT = 40  # characters of an unknown event type in its reason
 MAX_LINE = 1 << 20  # characters of one line of an event file
 
 
@@ -97,6 +99,17 @@ class ReadStats:
     invalid: int = 0  # rows reported as errors
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> rows not mapped to events
     reversals: int = 0  # of `events`, those that take a purchase back (UCI's cancellations)
+
+
+def _skip_type(stats: ReadStats, kind: object) -> None:
+    """Count a row skipped for its unknown event type `kind`: under `event_type:<kind>` (cut to
+    MAX_SKIP_TEXT characters) for the first MAX_SKIP_REASONS reasons, under
+    `event_type:(others)` after them (a key per distinct type held a file of distinct types in
+    memory)."""
+    key = f"event_type:{str(kind)[:MAX_SKIP_TEXT]}"
+    if key not in stats.skipped and len(stats.skipped) >= MAX_SKIP_REASONS:
+        key = "event_type:(others)"
+    stats.skipped[key] += 1
 
 
 # -- opening and format detection -------------------------------------------------------------
@@ -419,7 +432,7 @@ def _read_rees46(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats)
         when, kind, product, category_id, category_code, brand, price_raw, user, session = row[:9]
         etype = REES46_TYPES.get(kind.strip())
         if etype is None:
-            stats.skipped[f"event_type:{kind.strip()}"] += 1
+            _skip_type(stats, kind.strip())
             continue
         try:
             ts = _naive_utc_ms(when, times)
@@ -489,7 +502,7 @@ def _read_otto(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -
                 _fail(errors, stats, number, f"bad OTTO event: {exc}", InvalidEvent)
                 continue
             if etype is None:
-                stats.skipped[f"event_type:{raw['type']}"] += 1
+                _skip_type(stats, raw["type"])
                 continue
             stats.events += 1
             yield Event(
