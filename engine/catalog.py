@@ -155,6 +155,8 @@ def _text(data: dict[str, Any], name: str, required: bool, max_len: int = 2048) 
         return ""
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise InvalidProduct(f"{name} must be a string")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN: the product "nan"
+        raise InvalidProduct(f"{name} must be a string, not {value}")
     text = str(value).strip()
     if len(text) > max_len:
         raise InvalidProduct(f"{name} is longer than {max_len} characters")
@@ -296,11 +298,15 @@ def _sale(data: dict[str, Any], price: float) -> tuple[float | None, int | None,
 
 
 def parse_time(text: str) -> int:
-    """An ISO 8601 date or date-time (no zone: UTC) -> epoch ms; ValueError when it is not one."""
+    """An ISO 8601 date or date-time (no zone: UTC) -> epoch ms; ValueError when it is not one
+    or comes before 1970 (epoch ms >= 0, as a product's times written as numbers: `_time`)."""
     parsed = datetime.fromisoformat(text.strip())
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    ms = int(parsed.timestamp() * 1000)
+    if ms < 0:
+        raise ValueError(f"{text.strip()[:40]!r} is before 1970")
+    return ms
 
 
 def parse_period(text: str) -> tuple[int, int]:
