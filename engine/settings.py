@@ -505,7 +505,8 @@ def _read_config(config: str) -> dict[str, Any]:
     if len(raw) > MAX_CONFIG_BYTES:  # it grew meanwhile
         raise SettingsError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        # a leading UTF-8 byte order mark (Windows editors write one) is not TOML: read past it
+        data = tomllib.loads(raw.decode("utf-8").removeprefix("\ufeff"))
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{where} is not UTF-8 text (byte {exc.start}): not TOML") from None
     except tomllib.TOMLDecodeError as exc:
