@@ -27,6 +27,7 @@ import csv
 import gzip
 import hashlib
 import io
+import math
 import re
 import zlib
 from collections import Counter, OrderedDict
@@ -38,7 +39,7 @@ from typing import IO, Any
 
 from engine.catalog import InvalidProduct, Product
 from engine.catalog_formats import InvalidFeed, open_binary
-from engine.events import Event, InvalidEvent, validate
+from engine.events import MAX_PRICE, MAX_QUANTITY, Event, InvalidEvent, validate
 from engine.text import MAX_ID, BadJson, id_problem, outside_json
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -359,6 +360,20 @@ def _ids_problem(**ids: str | None) -> str | None:
     return None
 
 
+def _numbers_problem(
+    price: float | None, quantity: int, price_name: str, qty_name: str
+) -> str | None:
+    """Why a row's price (None: it has none) or quantity is out of the contract's bounds
+    (`engine.events.validate`), or None. An infinite price, or one of 1e308, summed into
+    infinite or NaN training features; a quantity of 4,000 digits overflowed converting it to a
+    float."""
+    if price is not None and not (math.isfinite(price) and price <= MAX_PRICE):
+        return f"{price_name} must be a finite number of at most {MAX_PRICE:.0f}"
+    if quantity > MAX_QUANTITY:
+        return f"{qty_name} must be at most {MAX_QUANTITY}"
+    return None
+
+
 def _otto_id(value: Any, name: str) -> str:
     """An OTTO session or aid (an integer, or text) as an id; TypeError for any other JSON value
     (True was read as the id "True", 5.5 as "5.5")."""
@@ -405,6 +420,7 @@ def _read_uci(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) ->
             _fail(errors, stats, number, "missing InvoiceNo or StockCode", InvalidEvent)
             continue
         problem = _ids_problem(CustomerID=customer, StockCode=code, InvoiceNo=invoice)
+        problem = problem or _numbers_problem(price, quantity, "UnitPrice", "Quantity")
         if problem:
             _fail(errors, stats, number, f"bad UCI row: {problem}", InvalidEvent)
             continue
@@ -446,6 +462,9 @@ def _read_rees46(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats)
         problem = _ids_problem(
             user_id=user.strip(), product_id=product.strip(), user_session=session.strip()[:128]
         )
+        if price is not None and not price >= 0:  # negative or NaN: an event without a price
+            price = None
+        problem = problem or _numbers_problem(price, 1, "price", "")
         if problem:
             _fail(errors, stats, number, f"bad REES46 row: {problem}", InvalidEvent)
             continue
@@ -462,8 +481,8 @@ def _read_rees46(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats)
             user_id=user.strip(),
             ts=ts,
             item_id=product.strip(),
-            price=price if price is None or price >= 0 else None,
-            currency="USD" if price is not None and price >= 0 else None,
+            price=price,
+            currency=None if price is None else "USD",
             session_id=session.strip()[:128] or None,
             props=props,
         )
