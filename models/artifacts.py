@@ -47,35 +47,69 @@ def check_npz(path: Path, limits: Mapping[str, int]) -> dict[str, tuple[tuple[in
                     raise ModelLoadError(
                         f"{path}: holds only the arrays {', '.join(limits)}, not {info.filename!r}"
                     )
-                with zf.open(info) as fp:
-                    version = npy.read_magic(fp)
-                    if version == (1, 0):
-                        shape, _, dtype = npy.read_array_header_1_0(fp, NPY_HEADER_MAX)
-                    elif version == (2, 0):
-                        shape, _, dtype = npy.read_array_header_2_0(fp, NPY_HEADER_MAX)
-                    else:
-                        raise ModelLoadError(f"{path}: {name} is .npy format {version}")
-                    header = fp.tell()
-                dtype = np.dtype(dtype)
-                if dtype.hasobject:
-                    raise ModelLoadError(f"{path}: {name} holds objects (pickles are refused)")
-                size = prod(shape) * dtype.itemsize
-                if size > limits[name]:
-                    raise ModelLoadError(
-                        f"{path}: {name} declares {size:,} bytes, more than the {limits[name]:,} "
-                        "its metadata allows"
-                    )
-                if header + size != info.file_size:
-                    raise ModelLoadError(
-                        f"{path}: {name} declares {size:,} bytes of data in an entry of "
-                        f"{info.file_size - header:,}"
-                    )
-                out[name] = (tuple(shape), dtype.str)
+                out[name] = _npy_member(path, zf, info, limits[name])
     except (FileNotFoundError, ModelLoadError):
         raise
     except (*NPZ_ERRORS, RuntimeError, NotImplementedError) as exc:
         raise ModelLoadError(f"{path} is not a valid .npz: {exc}") from None
     return out
+
+
+def _npy_member(
+    path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int
+) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype) of the .npy member `info` from its header alone (`check_npz`), or
+    ModelLoadError: format 1.0 or 2.0, no objects, at most `limit` bytes of data, and header
+    plus data exactly the size the zip declares."""
+    name = info.filename.removesuffix(".npy")
+    with zf.open(info) as fp:
+        version = npy.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(fp, NPY_HEADER_MAX)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(fp, NPY_HEADER_MAX)
+        else:
+            raise ModelLoadError(f"{path}: {name} is .npy format {version}")
+        header = fp.tell()
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise ModelLoadError(f"{path}: {name} holds objects (pickles are refused)")
+    size = prod(shape) * dtype.itemsize
+    if size > limit:
+        raise ModelLoadError(
+            f"{path}: {name} declares {size:,} bytes, more than the {limit:,} its metadata allows"
+        )
+    if header + size != info.file_size:
+        raise ModelLoadError(
+            f"{path}: {name} declares {size:,} bytes of data in an entry of "
+            f"{info.file_size - header:,}"
+        )
+    return tuple(shape), dtype.str
+
+
+def check_zip_members(path: Path, limit: int, what: str) -> None:
+    """A zip of arrays read by another library (a `.skops` file) checked before that library
+    inflates it: its members inflate to at most `limit` bytes in all (the sizes the zip declares,
+    which reading enforces), and each `.npy` member passes `_npy_member` (np.load would
+    allocate what its header declares). ModelLoadError saying why not (`what` names the format
+    for a file that is no zip)."""
+    try:
+        if path.stat().st_size > limit:
+            raise ModelLoadError(f"{path} is larger than {limit:,} bytes")
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            inflated = sum(info.file_size for info in members)
+            if inflated > limit:
+                raise ModelLoadError(
+                    f"{path}: its members inflate to {inflated:,} bytes, more than {limit:,}"
+                )
+            for info in members:
+                if info.filename.endswith(".npy"):
+                    _npy_member(path, zf, info, limit)
+    except (FileNotFoundError, ModelLoadError):
+        raise
+    except (*NPZ_ERRORS, RuntimeError, NotImplementedError) as exc:
+        raise ModelLoadError(f"{path} is not a {what}: {exc}") from None
 
 
 def check_item_ids(items: Any, where: str, numbers: bool = False) -> list[str]:
