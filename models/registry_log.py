@@ -351,6 +351,7 @@ class RegistryLog:
                 name = key.split("/", 1)[1]
                 record = json.loads(value)
                 if name in self.defaults and isinstance(record.get("version"), str):
+                    _check_activation(record)
                     self.activations[name] = record
                     return "active"
                 return None
@@ -489,6 +490,18 @@ class RegistryLog:
             if not manifest.complete:
                 log.error("model %s: artifact missing or corrupt in the cache", manifest.version)
         self.versions[manifest.version] = manifest
+
+
+def _check_activation(record: dict[str, Any]) -> None:
+    """ValueError unless an activation's version and history (absent or a list) are versions
+    (`VERSION`): a history holding an object made serving raise TypeError (`dict.fromkeys` of
+    it in streams.registry._servable) and a rollback too."""
+    history = record.get("history") or []
+    if not isinstance(history, list):
+        raise ValueError("an activation's history must be a list of versions")
+    for version in [record["version"], *history]:
+        if not isinstance(version, str) or not VERSION.fullmatch(version):
+            raise ValueError(f"an activation names {str(version)[:60]!r}, which is no version")
 
 
 def _digest(path: Path) -> str | None:
