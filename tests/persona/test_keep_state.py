@@ -106,6 +106,12 @@ def _models(run: Running, secret: str) -> Any:
     return json.loads(body)
 
 
+def _rules(run: Running, secret: str) -> Any:
+    """The merchandising rules served, with their version."""
+    _, _, body = http("GET", run.base + "/v1/rules", key=secret)
+    return json.loads(body)
+
+
 def _tables(data: Path) -> dict[str, dict[bytes, bytes]]:
     """Every row of every table partition but the broker's bookkeeping (offsets, positions)."""
     out = {}
@@ -158,6 +164,11 @@ def _fill(run: Running, data: Path, log: Path, tmp: Path) -> tuple[str, str]:
     status, _, body = http("PUT", run.base + "/v1/models/experiment", experiment,
                            key=secret, timeout=60)  # fmt: skip
     assert status == 200, body
+    for n, etag in enumerate(('"0"', '"1"')):  # two versions: the second tombstones the first
+        rules = {"rules": [{"id": f"keep-{n}", "action": "exclude", "match": {"brand": "No"}}]}
+        status, _, body = http("PUT", run.base + "/v1/rules", rules, key=secret, timeout=60,
+                               headers={"If-Match": etag})  # fmt: skip
+        assert status == 200, body
     return first, second
 
 
@@ -165,9 +176,11 @@ def _settled(run: Running, secret: str) -> dict[str, Any]:
     """Profiles and models once two reads a second apart agree (the reader caught up)."""
 
     def same() -> dict[str, Any] | None:
-        first = {"profiles": _profiles(run, secret), "models": _models(run, secret)}
+        first = {"profiles": _profiles(run, secret), "models": _models(run, secret),
+                 "rules": _rules(run, secret)}  # fmt: skip
         time.sleep(1.0)
-        again = {"profiles": _profiles(run, secret), "models": _models(run, secret)}
+        again = {"profiles": _profiles(run, secret), "models": _models(run, secret),
+                 "rules": _rules(run, secret)}  # fmt: skip
         return first if first == again else None
 
     return wait_until(same, 60, what="a settled state")
@@ -191,7 +204,8 @@ def test_state_is_kept_across_a_stop_and_a_start(tmp_path: Path) -> None:
     with _running(data, tmp_path / "second.log", env) as run:
         assert "kept state: " in (tmp_path / "second.log").read_text()
         secret = _secret(data)
-        assert _settled(run, secret) == before  # profiles, catalog, models, experiment
+        assert before["rules"]["version"] == "2"
+        assert _settled(run, secret) == before  # profiles, catalog, models, experiment, rules
         _post(run, secret, [_event(n) for n in range(90)])  # 0..59 again: repeats, not counted
         wait_until(lambda: _carts_counted(run, secret, 90), 120, what="90 carts folded")
     after = _tables(data)
