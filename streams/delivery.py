@@ -59,6 +59,15 @@ class Carrier(Protocol):
     def message(self) -> Message: ...
 
 
+def record_ms(msg: Message) -> int | None:
+    """The record time (epoch ms) of a consumed record, for a copy the worker produces of it
+    (re-keyed, forwarded to a merged id's user): the erasure fence compares a record's time with
+    the erasure's, so a copy stamped when it was made counted an event produced before an
+    erasure as produced after it, and re-created the erased profile. None without a time."""
+    seconds = msg.timestamp
+    return round(seconds * 1000) if seconds else None
+
+
 class Delivered:
     """One record as the fold sees it. Shaped like a Faust event (`.message`), so a table write
     made in its `event_context` lands in the record's partition."""

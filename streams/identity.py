@@ -33,7 +33,7 @@ from engine.events import Event, encode
 from engine.identity import merge, merge_key
 from engine.profile import Profile
 from engine.text import id_problem
-from streams.delivery import Carrier
+from streams.delivery import Carrier, record_ms
 from streams.keys import alias_of, merged_of, user_key
 from streams.triggers import Touched
 
@@ -140,8 +140,10 @@ class Identity:
             return True
         moved = dataclasses.replace(event, user_id=alias[0])
         headers = [(HOPS_HEADER, b"%d" % (hops + 1))]
-        topic = self.streams.rekeyed_topic
-        sent = await self.streams.send_raw(topic, alias[0].encode(), encode(moved), headers=headers)
+        topic, stamp = self.streams.rekeyed_topic, record_ms(msg)  # produced when the original was
+        sent = await self.streams.send_raw(
+            topic, alias[0].encode(), encode(moved), headers=headers, timestamp_ms=stamp
+        )
         self.streams.track(sent)
         self.streams.stats.identity_forwarded += 1
         return True
