@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+from engine.events import CLICK, Event
+
 K = TypeVar("K")
 
 
@@ -38,3 +40,17 @@ def signed_before_erasure(signed_ms: int, erased_ms: int | None) -> bool:
     (its record carries the profile; the user's record of merged ids went with the erasure).
     A new command is signed after the stored erasure."""
     return erased_ms is not None and signed_ms <= erased_ms
+
+
+def produced_ms(record_ms: int, event: Event) -> int:
+    """When a record counts as produced for the erasure fence: its record time, or for a click
+    the time its link was made (`props.link_ms`, engine/clicks.py) when earlier. A link mailed
+    before a user's erasure is followed after it: without this the click started a new
+    profile for the erased user. The earlier time can only fence more (a forged one stops the
+    event, never lets an old one through). The fold's fence (engine/fold.py) and retraining's
+    (models/retrain.py `unfenced`) both count so."""
+    if event.type == CLICK:
+        link = event.props.get("link_ms")
+        if type(link) is int and link < record_ms:
+            return link
+    return record_ms

@@ -37,7 +37,8 @@ from typing import Generic, NamedTuple, TypeVar
 from engine.admission import admit
 from engine.catalog import Product
 from engine.clock import Clock
-from engine.events import CLICK, Event, InvalidEvent, parse
+from engine.erasure import produced_ms
+from engine.events import Event, InvalidEvent, parse
 from engine.popularity import STAKE_TYPES, Contribution, Tally, contributions
 from engine.profile import Profile, apply
 
@@ -256,17 +257,8 @@ class BatchFold(Generic[C]):
 
 
 def _produced(record: Record, event: Event) -> int:
-    """When the record counts as produced for the erasure fence: its record time, or for a click
-    the time its link was made (`props.link_ms`, engine/clicks.py) when earlier. A link mailed
-    before a user's erasure is followed after it: without this the click started a new
-    profile for the erased user. The earlier time can only fence more (a forged one stops the
-    event, never lets an old one through)."""
-    produced = record.timestamp_ms
-    if event.type == CLICK:
-        link = event.props.get("link_ms")
-        if type(link) is int and link < produced:
-            return link
-    return produced
+    """When the record counts as produced for the erasure fence (engine.erasure.produced_ms)."""
+    return produced_ms(record.timestamp_ms, event)
 
 
 def pack_profile(profile: Profile, bound: int) -> bytes | str:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from engine.erasure import produced_ms
 from engine.events import Event
 from engine.features import DAY_MS
 from engine.sources import UCI_NON_PRODUCT_CODES
@@ -105,8 +106,9 @@ def bound(events: Sequence[Event], max_events: int = MAX_EVENTS) -> list[Event]:
 
 def unfenced(records: Iterable[tuple[int, Event]], erased: Mapping[str, int]) -> list[Event]:
     """The events of (record time ms, event) whose user was not erased after the record was
-    produced (the fold's erasure fence, streams/app.py: an erased user's history stays out)."""
-    return [e for at, e in records if at > erased.get(e.user_id, -1)]
+    produced (the fold's erasure fence, streams/app.py: an erased user's history stays out; a
+    click counts as produced when its link was made, engine.erasure.produced_ms)."""
+    return [e for at, e in records if produced_ms(at, e) > erased.get(e.user_id, -1)]
 
 
 # -- the comparison --------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.clock import ManualClock
-from engine.events import Event
+from engine.events import Event, validate
 from engine.settings import SettingsError, load_settings
 from models.artifacts import rfc3339
 from models.registry import ModelSet
@@ -114,6 +114,20 @@ def test_an_erased_users_events_produced_before_the_erasure_stay_out() -> None:
     before, after, other = view("gone", "a", T0), view("gone", "b", T0 + 9), view("kept", "a", T0)
     records = [(100, before), (300, after), (100, other)]
     assert unfenced(records, {"gone": 200}) == [after, other]
+
+
+def test_an_erased_users_click_on_a_link_made_before_the_erasure_stays_out() -> None:
+    """A click counts as produced when its link was made (`props.link_ms`), as in the fold's
+    fence (engine/fold.py): the fold left such a click out, retraining learned from it."""
+
+    def click(user: str, link_ms: int) -> Event:
+        props = {"block": "recommendations", "variant": "default", "link_ms": link_ms}
+        raw = {"event_id": f"c-{user}-{link_ms}", "type": "click", "user_id": user, "ts": T0}
+        return validate({**raw, "item_id": "a", "props": props})
+
+    old_link, new_link = click("gone", 150), click("gone", 250)
+    records = [(300, old_link), (300, new_link)]
+    assert unfenced(records, {"gone": 200}) == [new_link]
 
 
 # -- the comparison --------------------------------------------------------------------------
