@@ -234,6 +234,23 @@ class ContentService:
         base = self._base_stamp()
         return [self.block(uid, block, fmt, "default", base, params) for uid in user_ids]
 
+    def stranger_blocks(
+        self, user_ids: list[str], block: str, fmt: str, params: BlockParams = NO_PARAMS
+    ) -> list[Block]:
+        """The blocks `user_ids` would get had they no profile (the best-sellers fallback an
+        unknown user gets), without reading their profiles: the shared unknown-user block taken
+        once (rendered, or from the cache as for unknown users), then one copy per user
+        (`for_unknown_user`). A batch's users left when its deadline passed (api/batch.py)."""
+        base = self._base_stamp()
+        if params is NO_PARAMS and block not in CONTEXT_BLOCKS:
+            shared = self._shared_unknown(block, fmt, DEFAULT, base)
+        else:
+            slot = f"{DEFAULT}\x00{params.key}"
+            shared = self._shared_param_unknown(
+                block, fmt, DEFAULT, slot, self._stamp(None, base), params
+            )
+        return [self._as_unknown(shared, uid, block, fmt, DEFAULT, params) for uid in user_ids]
+
     def _block(
         self, user_id: str, block: str, fmt: str, variant: str, base: tuple[Any, ...] | None
     ) -> Block:
@@ -294,14 +311,36 @@ class ContentService:
         """An unknown user's block: the fallback, rendered and cached once per block, format and
         variant for every unknown user (`engine.blocks.for_unknown_user`), so ids nobody has
         seen (a sender's typos, or a flood of random ids) cannot fill the block cache."""
+        shared = self._shared_unknown(block, fmt, variant, base)
+        return self._as_unknown(shared, user_id, block, fmt, variant)
+
+    def _shared_unknown(
+        self, block: str, fmt: str, variant: str, base: tuple[Any, ...] | None
+    ) -> Block:
+        """The block rendered for `UNKNOWN_USER`, cached once for every unknown user."""
         stamp = self._stamp(None, base)
         key = (UNKNOWN_KEY, block, fmt, variant)
         shared = self.cache.get(key, stamp)
         if shared is None:
             shared = self.fallback_block(UNKNOWN_USER, block, fmt, variant)
             self.cache.put(key, stamp, shared)
+        return shared
+
+    def _as_unknown(
+        self,
+        shared: Block,
+        user_id: str,
+        block: str,
+        fmt: str,
+        variant: str,
+        params: BlockParams = NO_PARAMS,
+    ) -> Block:
+        """`shared` as the unknown user `user_id`'s block (rendered for them when the template
+        writes their id in a way `for_unknown_user` cannot put in)."""
         mine = for_unknown_user(shared, user_id)
-        return mine if mine is not None else self.fallback_block(user_id, block, fmt, variant)
+        if mine is None:
+            return self.fallback_block(user_id, block, fmt, variant, params)
+        return mine
 
     # -- blocks with request parameters (engine.params) ------------------------------------------
 
@@ -343,15 +382,24 @@ class ContentService:
     ) -> Block:
         """`_unknown` for a parameter set: one shared fallback per block, format, variant and
         parameter set."""
+        shared = self._shared_param_unknown(block, fmt, variant, slot, stamp, params)
+        return self._as_unknown(shared, user_id, block, fmt, variant, params)
+
+    def _shared_param_unknown(
+        self,
+        block: str,
+        fmt: str,
+        variant: str,
+        slot: str,
+        stamp: tuple[Any, ...],
+        params: BlockParams,
+    ) -> Block:
         key = (UNKNOWN_KEY, block, fmt, slot)
         shared = self.param_cache.get(key, stamp)
         if shared is None:
             shared = self.fallback_block(UNKNOWN_USER, block, fmt, variant, params)
             self.param_cache.put(key, stamp, shared)
-        mine = for_unknown_user(shared, user_id)
-        if mine is None:
-            return self.fallback_block(user_id, block, fmt, variant, params)
-        return mine
+        return shared
 
     def _param_input(
         self, profile: Profile, block: str, fmt: str, variant: str, params: BlockParams
