@@ -14,6 +14,15 @@ Block parameters (engine.params) are fields of the same object, for every user o
 them comma-separated), `context_item`, `locale`; `similar_items` needs `context_item`. Any other
 field, or a bad value, is a 400 problem naming it in `parameter`.
 
+`deadline_ms` (optional, an integer 1..10000; anything else a 400 naming it): the answer is sent
+about that many milliseconds after the body was read. No chunk is started that would end past
+the deadline (were it to take as long as the one before): the users left (the last ones of the
+de-duplicated `user_ids`) get the fallback an unknown user gets
+(`ContentService.stranger_blocks`: rendered once for them all, no profile read, no exposure
+logged), the same entry shape (`"fallback": true`), and the answer says how many in
+`X-Persona-Deadline-Fallbacks` (sent whenever `deadline_ms` is; counted in
+persona_http_batch_deadline_fallbacks_total). Without it nothing changes.
+
 The blocks are computed in slices on the event loop: `CHUNK_USERS` users at a time (one
 `ContentService.blocks` call: the stamp's shared part taken once for them), yielding to the loop
 whenever `SLICE_SECONDS` have passed since the last yield, so a batch of uncached users (~0.5 ms
@@ -27,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -37,14 +47,18 @@ from api.bodies import BODY as BODY  # re-exported
 from api.bodies import MSGPACK, BadRequest, read_body
 from api.limits import MAX_USERS
 from api.models_routes import log_exposures
+from api.observability import TELEMETRY
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block
 from engine.params import BlockParams, InvalidParam, from_body
 from engine.text import MAX_ID, id_problem
 
-BATCH_FIELDS = ("block", "format", "user_ids")  # the batch's own fields; the rest: parameters
+BATCH_FIELDS = ("block", "format", "user_ids", "deadline_ms")  # the rest: block parameters
 CHUNK_USERS = 8  # users whose blocks are computed in one call (~4 ms when none is cached)
 SLICE_SECONDS = 0.004  # a batch computes this long at most (plus one chunk) between yields
+MAX_DEADLINE_MS = 10_000
+DEADLINE_HEADER = "X-Persona-Deadline-Fallbacks"
+clock: Callable[[], float] = time.perf_counter  # seconds: slices and deadlines (tests replace it)
 
 
 def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
@@ -60,6 +74,19 @@ def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
         if problem:
             raise BadRequest(f"user_ids[{n}] {problem}")
     return list(dict.fromkeys(ids))
+
+
+def deadline_ms(body: dict[str, Any]) -> int | None:
+    """The body's `deadline_ms` (None without one); BadRequest naming it unless an integer
+    1..MAX_DEADLINE_MS (not a boolean, a string or a float)."""
+    if "deadline_ms" not in body:
+        return None
+    value = body["deadline_ms"]
+    if type(value) is not int or not 1 <= value <= MAX_DEADLINE_MS:
+        raise BadRequest.of(
+            InvalidParam("deadline_ms", f"must be an integer 1..{MAX_DEADLINE_MS} (milliseconds)")
+        )
+    return value
 
 
 def parse(body: Any) -> tuple[str, str, list[str], BlockParams]:
@@ -155,34 +182,60 @@ async def between_slices() -> None:
 
 
 async def sliced_blocks(
-    request: web.Request, ids: list[str], block_name: str, fmt: str, params: BlockParams
+    request: web.Request,
+    ids: list[str],
+    block_name: str,
+    fmt: str,
+    params: BlockParams,
+    deadline: float | None = None,
 ) -> list[Block]:
     """`ContentService.blocks` for `ids` (and their exposures logged), `CHUNK_USERS` at a time,
     yielding to the event loop (`between_slices`) once `SLICE_SECONDS` have passed since the
-    last yield: the same blocks, in the same order, as one call would answer."""
+    last yield: the same blocks, in the same order, as one call would answer. With `deadline`
+    (a `clock()` time), no chunk starts that would end past it, were it to take as long as the
+    last one did: the blocks of the first ids only."""
     content = request.app[CONTENT]
     blocks: list[Block] = []
-    clock = time.perf_counter
     since = clock()
+    took = 0.0  # how long the last chunk took (with a deadline)
     for start in range(0, len(ids), CHUNK_USERS):
         if start and clock() - since >= SLICE_SECONDS:
             await between_slices()
             since = clock()
+        if deadline is not None:
+            now = clock()
+            if now + took >= deadline:  # this chunk would likely end past it
+                break  # the users left: the caller's fallbacks
         chunk = ids[start : start + CHUNK_USERS]
         blocks += content.blocks(chunk, block_name, fmt, params)
         log_exposures(request, chunk, block_name)
+        if deadline is not None:
+            took = clock() - now
     return blocks
 
 
 async def post_batch(request: web.Request) -> web.Response:
     try:
-        block_name, fmt, ids, params = parse(await read_body(request))
+        body = await read_body(request)
+        read = clock()
+        block_name, fmt, ids, params = parse(body)
+        budget = deadline_ms(body)
     except BadRequest as exc:
         return exc.answer()
-    blocks = await sliced_blocks(request, ids, block_name, fmt, params)
+    deadline = None if budget is None else read + budget / 1000
+    blocks = await sliced_blocks(request, ids, block_name, fmt, params, deadline)
+    late = ids[len(blocks) :]
+    if late:  # past the deadline: the fallback, rendered once for them all
+        blocks += request.app[CONTENT].stranger_blocks(late, block_name, fmt, params)
+        telemetry = request.app.get(TELEMETRY)
+        if telemetry is not None:
+            telemetry.batch_deadline_fallbacks += len(late)
     as_msgpack = wants_msgpack(request)
-    body = encode_results(ids, blocks, as_msgpack)
-    return web.Response(body=SlicedBody(body, MSGPACK if as_msgpack else "application/json"))
+    encoded = encode_results(ids, blocks, as_msgpack)
+    response = web.Response(body=SlicedBody(encoded, MSGPACK if as_msgpack else "application/json"))
+    if deadline is not None:
+        response.headers[DEADLINE_HEADER] = str(len(late))
+    return response
 
 
 def register(app: web.Application) -> None:

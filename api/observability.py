@@ -207,6 +207,7 @@ class Telemetry:
         self.fallbacks = 0
         self.variants: dict[tuple[str, str], list[int]] = {}  # (block, variant) -> [served, fb]
         self.clicks: dict[str, int] = {}  # "block:variant" -> clicks recorded (api/clicks.py)
+        self.batch_deadline_fallbacks = 0  # batch users past `deadline_ms` (api/batch.py)
         self.latencies: list[float] = []
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.churn_counts: list[int] = [0] * (len(CHURN_EDGES) - 1)
@@ -525,6 +526,12 @@ class _HttpCollector(Collector):
         for (block, variant, fallback), (count, created) in list(t._served.items()):
             served.add_metric([block, variant, "1" if fallback else "0"], count, created=created)
         yield served
+        yield _counter(
+            "persona_http_batch_deadline_fallbacks",
+            "Users of POST /v1/blocks:batch answered with the fallback because the request's "
+            "deadline_ms had passed before their blocks were computed.",
+            t.batch_deadline_fallbacks,
+        )
 
 
 class _StateCollector(Collector):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.batch import DEADLINE_HEADER, MAX_DEADLINE_MS
 from api.limits import MAX_TEMPLATE
 from api.openapi_params import PARAMETERS_NOTE, body_properties
 from engine.blocks import ALL_BLOCKS, FORMATS
@@ -42,6 +43,13 @@ def serving_paths() -> dict[str, Any]:
             "block": {"type": "string", "enum": list(ALL_BLOCKS)},
             "format": {"type": "string", "enum": list(FORMATS), "default": "html"},
             "user_ids": _USER_IDS,
+            "deadline_ms": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_DEADLINE_MS,
+                "description": "answer about this many milliseconds after the body was read: "
+                "the users not computed by then get the fallback",
+            },
             **body_properties(),
         },
     }
@@ -110,9 +118,29 @@ def serving_paths() -> dict[str, Any]:
         "/v1/blocks:batch": {
             "post": {
                 "summary": "One block for up to 1000 users (msgpack by Accept)",
+                "description": (
+                    "With `deadline_ms` (an integer 1.."
+                    f"{MAX_DEADLINE_MS}; anything else is a 400 naming it) the answer is sent "
+                    "about that many milliseconds after the request's body was read: the users "
+                    "whose blocks were not computed by then get the fallback block an unknown "
+                    "user gets (best-sellers, `fallback` true, the same entry shape). They are "
+                    "the last ones of the de-duplicated `user_ids`, and "
+                    f"`{DEADLINE_HEADER}: <n>` (sent whenever `deadline_ms` is) says how many. "
+                    "Without `deadline_ms` every user's block is computed."
+                ),
                 "requestBody": {"required": True, "content": _both(batch_request)},
                 "responses": {
-                    "200": {"description": "one answer per user", "content": _both(batch_response)},
+                    "200": {
+                        "description": "one answer per user",
+                        "headers": {
+                            DEADLINE_HEADER: {
+                                "description": "users answered with the fallback because "
+                                "`deadline_ms` had passed (only when it was given)",
+                                "schema": {"type": "integer", "minimum": 0},
+                            }
+                        },
+                        "content": _both(batch_response),
+                    },
                     **_ERRORS,
                 },
             }

@@ -179,3 +179,132 @@ async def test_a_bad_id_is_still_a_400_naming_its_index(
     r = await client.post("/v1/blocks:batch", json=body, headers=AUTH)
     assert r.status == 400 and r.content_type == "application/problem+json"
     assert f"user_ids[{len(USERS)}]" in (await r.json())["detail"]
+
+
+# -- deadline_ms ----------------------------------------------------------------------------------
+
+
+class SlowClock:
+    """`api.batch.clock` for a test: seconds that pass only when a chunk is computed (`step`
+    per `ContentService.blocks` call), so where a deadline falls is certain."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 1000.0
+        self.step = step
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def slow_chunks(client: TestClient, monkeypatch: pytest.MonkeyPatch, users: int, ms: int) -> None:
+    """`users` users per chunk, each chunk taking `ms` milliseconds of the test's clock."""
+    slice_every_chunk(monkeypatch, users)
+    fake = SlowClock(ms / 1000)
+    monkeypatch.setattr(api.batch, "clock", fake, raising=False)
+    record_slices(client, [], lambda: setattr(fake, "now", fake.now + fake.step))
+
+
+def results_of(raw: bytes, accept: str) -> dict[str, Any]:
+    if accept == "application/msgpack":
+        return dict(msgpack.unpackb(raw)["results"])
+    return dict(json.loads(raw)["results"])
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/msgpack"])
+async def test_users_past_the_deadline_get_the_fallback(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, accept: str
+) -> None:
+    """Chunks of 2 users taking 10 ms each, a 35 ms deadline: the chunks started at 0, 10 and
+    20 ms are computed (6 users, personalized as without a deadline); the one at 30 ms would end
+    past it, so the 5 users left get the fallback an unknown user gets, counted in the header
+    and the metric. The old route refused the field (400)."""
+    headers = {**AUTH, "Accept": accept}
+    body = {"block": "recommendations", "user_ids": USERS[1:]}
+    r = await client.post("/v1/blocks:batch", json=body, headers=headers)
+    full = results_of(await r.read(), accept)
+    stranger = {"block": "recommendations", "user_ids": ["nobody-1"]}
+    r = await client.post("/v1/blocks:batch", json=stranger, headers=headers)
+    fallback = results_of(await r.read(), accept)["nobody-1"]
+    assert fallback["fallback"] is True
+    assert "X-Persona-Deadline-Fallbacks" not in r.headers  # no deadline_ms: no header
+
+    slow_chunks(client, monkeypatch, 2, 10)
+    r = await client.post("/v1/blocks:batch", json={**body, "deadline_ms": 35}, headers=headers)
+    assert r.status == 200 and r.content_type == accept
+    assert r.headers["X-Persona-Deadline-Fallbacks"] == "5"
+    results = results_of(await r.read(), accept)
+    assert list(results) == USERS[1:]
+    computed, late = USERS[1:7], USERS[7:]
+    assert {u: results[u] for u in computed} == {u: full[u] for u in computed}
+    assert not all(results[u]["fallback"] for u in computed)  # personalized ones among them
+    assert all(results[u] == fallback for u in late)  # the html fallback names no user
+    assert all(not full[u]["fallback"] for u in late)  # they were personalized without one
+    metrics = await (await client.get("/metrics")).text()
+    assert "persona_http_batch_deadline_fallbacks_total 5.0" in metrics
+
+
+async def test_the_deadline_fallback_of_an_ads_block_names_each_user(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """json blocks write the user id: each late user's fallback is an unknown user's with their
+    own id (the shared one rendered once), exactly what the route answers a stranger."""
+    r = await client.post(
+        "/v1/blocks:batch",
+        json={"block": "recommendations", "format": "json", "user_ids": ["nobody-1"]},
+        headers=AUTH,
+    )
+    stranger = (await r.json())["results"]["nobody-1"]
+    slow_chunks(client, monkeypatch, 2, 10)
+    body = {"block": "recommendations", "format": "json", "user_ids": USERS, "deadline_ms": 5}
+    r = await client.post("/v1/blocks:batch", json=body, headers=AUTH)
+    assert r.status == 200 and r.headers["X-Persona-Deadline-Fallbacks"] == "10"
+    results = (await r.json())["results"]
+    assert not results["u0"]["fallback"]  # the first chunk starts before the deadline
+    for user in USERS[2:]:
+        entry = results[user]
+        assert entry["fallback"] is True and json.loads(entry["content"])["user_id"] == user
+        mine = stranger["content"].replace('"nobody-1"', json.dumps(user))
+        assert entry["content"] == mine
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/msgpack"])
+@pytest.mark.parametrize("fmt", ["html", "json"])
+async def test_a_generous_deadline_answers_as_without_one(
+    state: MemoryState, monkeypatch: pytest.MonkeyPatch, accept: str, fmt: str
+) -> None:
+    """Slow chunks (10 ms each) well within 10 s: the same bytes as without `deadline_ms`."""
+    ids = ["u3", "stranger", "u1", "u3", *USERS, "u0"]
+    headers = {**AUTH, "Content-Type": "application/msgpack", "Accept": accept}
+    answers = []
+    for extra in ({}, {"deadline_ms": 10_000}):
+        body = msgpack.packb({"block": "cart_reminder", "format": fmt, "user_ids": ids, **extra})
+        async with make_client(state) as c:
+            slow_chunks(c, monkeypatch, 2, 10)
+            r = await c.post("/v1/blocks:batch", data=body, headers=headers)
+            assert r.status == 200 and r.content_type == accept
+            assert r.headers.get("X-Persona-Deadline-Fallbacks") == ("0" if extra else None)
+            answers.append(await r.read())
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("value", [0, -1, 10_001, "50", 1.5, 50.0, True, None, [50], {}])
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_a_bad_deadline_is_a_400_naming_it(
+    client: TestClient, value: Any, encoding: str
+) -> None:
+    body = {"block": "recommendations", "user_ids": USERS, "deadline_ms": value}
+    if encoding == "json":
+        r = await client.post("/v1/blocks:batch", json=body, headers=AUTH)
+    else:
+        headers = {**AUTH, "Content-Type": "application/msgpack"}
+        r = await client.post("/v1/blocks:batch", data=msgpack.packb(body), headers=headers)
+    assert r.status == 400 and r.content_type == "application/problem+json"
+    problem = await r.json()
+    assert problem["parameter"] == "deadline_ms" and "deadline_ms" in problem["detail"]
+
+
+@pytest.mark.parametrize("value", [1, 10_000])
+async def test_the_deadline_bounds_are_accepted(client: TestClient, value: int) -> None:
+    body = {"block": "recommendations", "user_ids": USERS, "deadline_ms": value}
+    r = await client.post("/v1/blocks:batch", json=body, headers=AUTH)
+    assert r.status == 200 and len((await r.json())["results"]) == len(USERS)
