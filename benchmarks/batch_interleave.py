@@ -17,9 +17,12 @@ on the same event loop. This measures how long the single GETs wait behind the b
 
 Prints the single GETs' p50 / p99 / max (idle and during the batches), the same for the server's
 event loop stalls (how late a 1 ms sleep in the server wakes up) and the batches' durations.
+With `--deadline-ms N` every batch carries `deadline_ms` N, and the users each batch answered
+with the deadline's fallback (X-Persona-Deadline-Fallbacks) are printed too.
 Needs nothing outside the repository.
 
     .venv/bin/python -m benchmarks.batch_interleave [--batches 10] [--batch 1000] [--gap-ms 2]
+        [--deadline-ms 200]
 """
 
 from __future__ import annotations
@@ -124,22 +127,28 @@ def serve(port: int, users: int, ready: Any, phase: Any, stalls: Any) -> None:
     asyncio.run(main())
 
 
-def fire_batches(base: str, first: int, batches: int, size: int, out: Any) -> None:
+def fire_batches(
+    base: str, first: int, batches: int, size: int, out: Any, deadline_ms: int | None = None
+) -> None:
     """`batches` batches of uncached users, then the first one again CACHED_ROUNDS times (its
-    blocks cached now); puts both lists of durations (seconds) on `out`."""
+    blocks cached now); puts both lists of durations (seconds) on `out`, then the deadline
+    fallbacks of each batch (with `deadline_ms`)."""
 
-    async def main() -> tuple[list[float], list[float]]:
-        took: tuple[list[float], list[float]] = ([], [])
+    async def main() -> tuple[list[float], list[float], list[int]]:
+        took: tuple[list[float], list[float], list[int]] = ([], [], [])
+        extra = {} if deadline_ms is None else {"deadline_ms": deadline_ms}
         headers = {**AUTH, "Content-Type": "application/msgpack", "Accept": "application/msgpack"}
         async with aiohttp.ClientSession() as session:
             for b in [*range(batches), *[0] * CACHED_ROUNDS]:
                 ids = [f"u{first + b * size + i}" for i in range(size)]
-                body = msgpack.packb({"block": "recommendations", "user_ids": ids})
+                body = msgpack.packb({"block": "recommendations", "user_ids": ids, **extra})
                 started = time.perf_counter()
                 async with session.post(f"{base}/v1/blocks:batch", data=body, headers=headers) as r:
                     raw = await r.read()
                     assert r.status == 200, (r.status, raw[:200])
+                    late = int(r.headers.get("X-Persona-Deadline-Fallbacks", "0"))
                 took[len(took[0]) >= batches].append(time.perf_counter() - started)
+                took[2].append(late)
         return took
 
     out.put(asyncio.run(main()))
@@ -203,6 +212,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1000, help="users per batch")
     p.add_argument("--gap-ms", type=float, default=2.0, help="pause between two single GETs")
     p.add_argument("--idle-seconds", type=float, default=3.0)
+    p.add_argument("--deadline-ms", type=int, default=None, help="deadline_ms of every batch")
     args = p.parse_args()
     ctx = multiprocessing.get_context("fork")
     port = free_port()
@@ -225,7 +235,8 @@ def main() -> None:
         )
         out = ctx.Queue()
         batcher = ctx.Process(
-            target=fire_batches, args=(base, WARM_USERS, args.batches, args.batch, out)
+            target=fire_batches,
+            args=(base, WARM_USERS, args.batches, args.batch, out, args.deadline_ms),
         )
         phase.value = 1
         batcher.start()
@@ -245,6 +256,12 @@ def main() -> None:
     print("  " + figures("during the batches", lags[1]))
     print(durations(f"batches of {args.batch} uncached users (msgpack)", took[0]))
     print(durations(f"batches of {args.batch} cached users (msgpack)", took[1]))
+    if args.deadline_ms is not None:
+        late = took[2]
+        print(
+            f"deadline_ms {args.deadline_ms}: deadline fallbacks per uncached batch "
+            f"{late[: args.batches]}, per cached batch {late[args.batches :]}"
+        )
 
 
 if __name__ == "__main__":
