@@ -7,6 +7,13 @@ worker or reader that dies while no stop was requested is started again after a 
 worker and the readers export on `/metrics` as `persona_process_restarts_total{process}`. More than
 `PERSONA_MAX_RESTARTS` failures of one child in a row stop everything (`GaveUp`).
 
+A worker or reader that dies while the data dir's file system has less than `MIN_FREE` bytes free
+(a full disk: RocksDB fails on ENOSPC, and cannot even open a table to start again) is not counted
+and not restarted: `persona run` says so, naming the data dir, and waits until there is room again,
+then starts it. Giving up would stop the embedded broker, and with it every accepted event the
+worker had not folded yet (they are in its memory only); waiting keeps them, and the worker
+restarted on a disk with room folds them from its stored positions.
+
 A stop (SIGTERM/SIGINT) is bounded as a whole, not child by child: the worker and the readers get
 SIGTERM at once and `WORKER_GRACE` seconds to exit (the worker writes its state meanwhile; a
 reader only reads), what remains is killed; the broker, kept up until then so the worker can
@@ -54,6 +61,18 @@ READER_READY = 120.0
 # ... counted again from each change of what its /readyz says (a long recovery or catalog index
 # moves on: slow, not stuck), up to READY_CAP seconds from its launch
 READY_CAP = 3600.0
+# free bytes a data dir needs for a child to start: RocksDB refuses to open a table (it writes its
+# OPTIONS and MANIFEST files) on a full disk, and the worker would be restarted until `persona run`
+# gave up
+MIN_FREE = 16 << 20
+ROOM_POLL = 2.0  # seconds between two looks at the free space of a full data dir
+ROOM_REMIND = 300.0  # seconds between two reminders that `persona run` still waits for room
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged user may still write on the file system of `path`."""
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
 
 
 class Stop(Exception):
@@ -180,6 +199,7 @@ class Children:
         self.readers = [self._reader_child(env, i) for i in range(settings.readers)]
         kinds = ["broker"] * bool(self.broker) + ["worker"] + ["reader"] * bool(self.readers)
         self.status = RestartStatus(settings.data_dir / RESTARTS_FILE, kinds)
+        self.free_bytes: Callable[[Path], int] = free_bytes  # tests fill the disk with it
 
     @property
     def all(self) -> list[Child]:
@@ -351,7 +371,43 @@ class Children:
         self.start_all()
 
     def _back_off(self, child: Child, what: str, code: int | None) -> None:
+        if self._wait_for_room(child, what, code):
+            return
         self._sleep(self._decide(child, what, code, "restarting it"))
+
+    def _wait_for_room(self, child: Child, what: str, code: int | None) -> bool:
+        """True when the data dir was full as `child` died: said, waited until it has room
+        (`MIN_FREE`), not counted as a failure. False when there is room (a failure as any)."""
+        data_dir = self.settings.data_dir
+        free = self._free(data_dir)
+        if free is None or free >= MIN_FREE:
+            return False
+        self.status.record(child.kind, code, restarted=False)
+        _say(
+            f"{child.name} {what}: the data dir {data_dir} is full ({free // 1024} KiB free, "
+            f"No space left on device); its tables cannot be written. Not restarting it until "
+            f"{MIN_FREE >> 20} MiB are free: free some space there (events already accepted wait "
+            "in the broker and are folded then)"
+        )
+        said = time.monotonic()
+        while free is None or free < MIN_FREE:
+            self._sleep(ROOM_POLL)
+            free = self._free(data_dir)
+            if time.monotonic() - said >= ROOM_REMIND:
+                shown = "?" if free is None else str(free // 1024)
+                _say(f"still waiting for room in the data dir {data_dir} ({shown} KiB free)")
+                said = time.monotonic()
+        assert free is not None
+        _say(
+            f"the data dir {data_dir} has room again ({free >> 20} MiB free): starting {child.name}"
+        )
+        return True
+
+    def _free(self, path: Path) -> int | None:
+        try:
+            return self.free_bytes(path)
+        except OSError:  # the data dir went away or cannot be read: not a matter of room
+            return None
 
     def _decide(self, child: Child, what: str, code: int | None, note: str) -> float:
         """Count the failure, log one line and return the delay, or raise `GaveUp`."""

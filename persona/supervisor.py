@@ -26,16 +26,13 @@ from api.auth import LOCAL_KEY_FILE, KeyRing, ensure_local_key
 from engine.files import LOCK_FD_ENV, ensure_secret_file, lock_data_dir, private_dir
 from engine.settings import Settings, SettingsError, require_cluster_secret
 from engine.signing import new_secret
-from persona.children import Children, GaveUp, Stop
+from persona.children import MIN_FREE, Children, GaveUp, Stop, free_bytes
 from persona.demo_load import DEMO_DIR, load_demo
 from persona.state_dir import check_partitions
 from persona.state_dir import prepare as prepare_state_dir
 from streams.adopt import DEMO_MARK, DEMO_PROGRESS, partition_dbs, start_fresh
 
 CLUSTER_SECRET_FILE = "cluster-secret"  # the embedded default's PERSONA_CLUSTER_SECRET_FILE
-# free bytes a data dir needs to start: RocksDB refuses to open a table (it writes its OPTIONS
-# file) on a full disk, and the worker would be restarted until `persona run` gave up
-MIN_FREE = 16 << 20
 
 
 def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
@@ -115,7 +112,7 @@ def _take_data_dir(settings: Settings, fresh: bool) -> int:
     if tightened:
         print(f"persona: {tightened}", file=sys.stderr)
     lock = lock_data_dir(data_dir)
-    free = _free_bytes(data_dir)
+    free = free_bytes(data_dir)  # less than MIN_FREE: see persona/children.py
     if free < MIN_FREE:
         raise SettingsError(
             f"the data dir {data_dir} has {free // 1024} KiB free; the tables, the model cache and "
@@ -131,11 +128,6 @@ def _take_data_dir(settings: Settings, fresh: bool) -> int:
         names = [path.name for path in partition_dbs(data_dir)]
         check_partitions(names, settings.partitions, f"the data dir {data_dir}")
     return lock
-
-
-def _free_bytes(path: Path) -> int:
-    info = os.statvfs(path)
-    return info.f_bavail * info.f_frsize
 
 
 HTTP_PORT = "PERSONA_HTTP_PORT"
