@@ -15,6 +15,12 @@ the key layout of the profiles table (`streams.keys.LAYOUT`) and the profile pac
 A data dir whose format (or layout, or pack format) is newer than this release knows was written
 by a newer Persona: start-up refuses it with a message naming both versions and what to do, and
 changes nothing in it.
+
+Before that, start-up checks that this user can read and write every piece of the data dir that
+Persona writes (`check_access`): a file or directory under it left read-only, owned by another
+user (a `sudo` run, a restore as root) or `chmod 000` is refused with its path, its mode and owner
+and the command that fixes it. Found later, it was a reader or the worker dying at each start on
+a RocksDB "Permission denied (os error 13)" that names no file, until `persona run` gave up.
 """
 
 from __future__ import annotations
@@ -40,6 +46,56 @@ _FIELDS = ("format", "layout", "profile_pack")
 class StateFormatError(SettingsError):
     """A data dir this release cannot read (a SettingsError: the command line prints it and
     exits 2)."""
+
+
+# what Persona writes in a data dir, each checked with everything under it (the local key and the
+# cluster secret are checked as secrets where they are read: engine/files.py)
+WRITTEN = (
+    "faust", "registry", "models", "readers",
+    "audit.log", "audit.log.lock", "broker.log", "restarts.json", FORMAT_FILE,
+)  # fmt: skip
+
+
+def check_access(data_dir: Path) -> None:
+    """StateFormatError naming the first piece of the data dir (of WRITTEN, and everything under
+    them) this user cannot read and write (and enter, for a directory)."""
+    for name in WRITTEN:
+        denied = _denied(data_dir / name)
+        if denied is None:
+            continue
+        path, info = denied
+        kind = "directory" if os.path.isdir(path) else "file"
+        uid = os.geteuid()
+        raise StateFormatError(
+            f"the data dir {data_dir} cannot be used: this user (uid {uid}) cannot "
+            f"{'read, write and enter' if kind == 'directory' else 'read and write'} the {kind} "
+            f"{path} (mode {info.st_mode & 0o7777:04o}, owner uid {info.st_uid}); give the data "
+            f"dir back to this user (`chown -R {uid} {data_dir}; chmod -R u+rwX {data_dir}`) "
+            "or run Persona as its owner; nothing was changed"
+        )
+
+
+def _denied(path: Path) -> tuple[Path, os.stat_result] | None:
+    """The first of `path` and everything under it this user cannot use, with its stat; None
+    when every one can be used or is gone (a reader's secondary changes as this looks)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    is_dir = os.path.isdir(path)
+    need = os.R_OK | os.W_OK | (os.X_OK if is_dir else 0)
+    if not os.access(path, need):
+        return (path, info) if os.path.lexists(path) else None
+    if is_dir and not path.is_symlink():
+        try:
+            children = sorted(path.iterdir())
+        except FileNotFoundError:
+            return None
+        for child in children:
+            denied = _denied(child)
+            if denied is not None:
+                return denied
+    return None
 
 
 def persona_version() -> str:
@@ -134,7 +190,9 @@ def write_format(data_dir: Path, state: StateFormat) -> None:
 
 def prepare(data_dir: Path) -> str | None:
     """At start-up, in an existing data dir: refuse a newer format, record this release's; the
-    note to log when an earlier release's data dir was taken over, else None."""
+    note to log when an earlier release's data dir was taken over, else None. Refuses a data dir
+    with pieces this user cannot read or write (`check_access`)."""
+    check_access(data_dir)
     found = read_format(data_dir)
     check_readable(found, f"the data dir {data_dir}")
     ours = current()
