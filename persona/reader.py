@@ -42,7 +42,7 @@ from engine.repeat import parse_repeat
 from engine.settings import Settings, parse_origins, require_cluster_secret
 from models.registry import ModelSet
 from persona.models_wiring import count_refusals, process_signer
-from persona.runtime import place, tune_gc
+from persona.runtime import READER_FILES_PER_PARTITION, check_open_files, place, tune_gc
 from persona.stats_wiring import stats_board
 from streams.backlog import EMBEDDED_ENV
 from streams.erasure import HeldRecords, read_wait
@@ -172,6 +172,7 @@ def run_reader(settings: Settings, broker_url: Broker, index: int) -> None:
     configure_json_logging(settings.log_level)  # persona.* (the access log too): JSON lines
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     require_cluster_secret(settings)  # hops and records are signed (engine/signing.py)
+    check_open_files(settings.partitions, READER_FILES_PER_PARTITION, f"reader {index}")
     tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)
     if tightened:
         log.warning("%s", tightened)

@@ -10,6 +10,8 @@ import platform
 import struct
 import sys
 
+from engine.settings import SettingsError
+
 # CPython's default thresholds (700, 10, 10) ran a full (oldest-generation) collection every few
 # seconds in a worker under load, each scanning every live object: 130-160 ms pauses, measured
 # 26 times in a 70 s ingestion run, each one a stall of the stream and of the API (they collected
@@ -88,3 +90,61 @@ def place(cpus: frozenset[int] | None, pid: int | None = None) -> None:
     for tid in os.listdir(f"/proc/{'self' if pid is None else pid}/task"):
         with contextlib.suppress(ProcessLookupError):  # a thread that just ended
             os.sched_setaffinity(int(tid), cpus)
+
+
+# -- open files ------------------------------------------------------------------------------------
+# Descriptors a process keeps open beyond its connections, measured in /proc/<pid>/fd right after
+# start-up on empty tables (`persona run`, 8 and 64 partitions: worker 215 and 1,559, reader 106
+# and 777): each RocksDB table partition holds its directory, LOCK, LOG, MANIFEST, WAL and
+# OPTIONS open, 6 per table and 4 tables per partition in the worker, 3 tables as secondaries in a
+# reader. SST files add more as the tables grow: these are floors. Below them a worker died at
+# start on "Too many open files" (ulimit -n 256, PERSONA_PARTITIONS=64) at every restart until
+# `persona run` gave up.
+WORKER_FILES_PER_PARTITION = 24
+READER_FILES_PER_PARTITION = 12
+BASE_FILES = 64  # Python, the broker connections, logs, the models
+MIN_CONNECTIONS = 64  # connections a process must have room for beyond its tables
+NOFILE_CAP = 1 << 20  # the soft limit asked for when the hard limit is unlimited
+
+
+class OpenFilesError(SettingsError):
+    """The open-file limit is too low for the partition count (a SettingsError: the command line
+    prints it and exits 2)."""
+
+
+def raise_open_files() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (children inherit it), as the
+    soft default (often 1,024) is a guard for select()-based programs, which Persona is not; the
+    soft limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_CAP if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):  # a kernel cap (fs.nr_open) lower still
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return NOFILE_CAP if soft == resource.RLIM_INFINITY else soft
+
+
+def files_needed(partitions: int, per_partition: int) -> int:
+    """The fewest descriptors a process with `per_partition` files per table partition needs to
+    start on `partitions` partitions and take MIN_CONNECTIONS connections."""
+    return BASE_FILES + per_partition * partitions + MIN_CONNECTIONS
+
+
+def check_open_files(partitions: int, per_partition: int, what: str) -> None:
+    """OpenFilesError unless the open-file limit (raised to the hard limit first) leaves `what`
+    (the worker, a reader) room for its tables on `partitions` partitions and some connections."""
+    limit = raise_open_files()
+    needed = files_needed(partitions, per_partition)
+    roomy = max(65536, 4 * needed)
+    if limit < needed:
+        raise OpenFilesError(
+            f"the open-file limit is {limit} (`ulimit -n`, hard limit included), but with "
+            f"PERSONA_PARTITIONS={partitions} {what} keeps at least "
+            f"{needed - MIN_CONNECTIONS} files open (RocksDB: {per_partition} per partition) "
+            f"and needs room for connections: raise the limit to {needed} or more, better "
+            f"{roomy} for the tables' growth (`ulimit -n {roomy}`; systemd: "
+            f"LimitNOFILE={roomy}), or run with fewer partitions"
+        )

@@ -28,6 +28,7 @@ from engine.settings import Settings, SettingsError, require_cluster_secret
 from engine.signing import new_secret
 from persona.children import MIN_FREE, Children, GaveUp, Stop, free_bytes
 from persona.demo_load import DEMO_DIR, load_demo
+from persona.runtime import WORKER_FILES_PER_PARTITION, check_open_files
 from persona.state_dir import check_partitions
 from persona.state_dir import prepare as prepare_state_dir
 from streams.adopt import DEMO_MARK, DEMO_PROGRESS, partition_dbs, start_fresh
@@ -49,6 +50,8 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
             "PERSONA_HTTP_PORT=0: `persona run` needs a fixed port (its readers share it)"
         )
     check_listen(settings.http_host, settings.http_port)  # a taken port: said before any child
+    # the children inherit the limit (raised to the hard one): too low, each one would die at start
+    check_open_files(settings.partitions, WORKER_FILES_PER_PARTITION, "the worker")
     if settings.readers and settings.worker_port:
         if settings.worker_port == settings.http_port:
             raise SettingsError("PERSONA_WORKER_PORT: the readers' port (PERSONA_HTTP_PORT) too")

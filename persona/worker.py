@@ -30,7 +30,7 @@ from persona.catalog_sync import catalog_services
 from persona.models_wiring import attach_registry
 from persona.reader import click_links, serving_options, ssl_context
 from persona.retrain import retrain_services
-from persona.runtime import place, tune_gc
+from persona.runtime import WORKER_FILES_PER_PARTITION, check_open_files, place, tune_gc
 from persona.state_dir import prepare as prepare_state_dir
 from persona.stats_wiring import stats_board
 from streams.admin import REKEYED_TOPIC, prepare_broker
@@ -156,6 +156,7 @@ class HttpService(Service):
 def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, PersonaStreams]:
     require_cluster_secret(settings)  # hops and records are signed: said before the data dir is
     # made or marked (a refused start left state-format.json behind)
+    check_open_files(settings.partitions, WORKER_FILES_PER_PARTITION, "the worker")
     tightened = private_dir(settings.data_dir)  # 0700 (engine/files.py)
     if tightened:
         log.warning("%s", tightened)
