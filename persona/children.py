@@ -48,6 +48,7 @@ from engine.clock import Clock
 from engine.settings import Settings
 from persona.reader import cleanup_secondaries, remove_secondary
 from persona.restarts import GiveUp, MonotonicClock, RestartPolicy, describe_exit
+from persona.state_dir import MIN_FREE, free_bytes
 from streams.backlog import EMBEDDED_ENV
 from streams.broker import BrokerError, EmbeddedBroker, _die_with_parent, free_port
 
@@ -61,18 +62,8 @@ READER_READY = 120.0
 # ... counted again from each change of what its /readyz says (a long recovery or catalog index
 # moves on: slow, not stuck), up to READY_CAP seconds from its launch
 READY_CAP = 3600.0
-# free bytes a data dir needs for a child to start: RocksDB refuses to open a table (it writes its
-# OPTIONS and MANIFEST files) on a full disk, and the worker would be restarted until `persona run`
-# gave up
-MIN_FREE = 16 << 20
 ROOM_POLL = 2.0  # seconds between two looks at the free space of a full data dir
 ROOM_REMIND = 300.0  # seconds between two reminders that `persona run` still waits for room
-
-
-def free_bytes(path: Path) -> int:
-    """Bytes an unprivileged user may still write on the file system of `path`."""
-    info = os.statvfs(path)
-    return info.f_bavail * info.f_frsize
 
 
 class Stop(Exception):

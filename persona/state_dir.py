@@ -25,6 +25,7 @@ a RocksDB "Permission denied (os error 13)" that names no file, until `persona r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -46,6 +47,30 @@ _FIELDS = ("format", "layout", "profile_pack")
 class StateFormatError(SettingsError):
     """A data dir this release cannot read (a SettingsError: the command line prints it and
     exits 2)."""
+
+
+# free bytes a data dir needs for a worker to start: RocksDB refuses to open a table (it writes its
+# OPTIONS and MANIFEST files) on a full disk, and the worker would be restarted until `persona run`
+# gave up; `persona run` also waits for this much room before it restarts a worker that died on a
+# full disk (persona/children.py)
+MIN_FREE = 16 << 20
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged user may still write on the file system of `path`."""
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
+def check_room(data_dir: Path) -> None:
+    """StateFormatError when the data dir's file system has less than MIN_FREE bytes free."""
+    free = free_bytes(data_dir)
+    if free < MIN_FREE:
+        raise StateFormatError(
+            f"the data dir {data_dir} has {free // 1024} KiB free; the tables, the model cache and "
+            f"the logs need at least {MIN_FREE >> 20} MiB to start: free some space or give "
+            "another --data-dir (PERSONA_DATA_DIR)"
+        )
 
 
 # what Persona writes in a data dir, each checked with everything under it (the local key and the
@@ -180,19 +205,27 @@ def check_readable(found: StateFormat | None, where: str) -> None:
 
 
 def write_format(data_dir: Path, state: StateFormat) -> None:
-    """Write the file atomically, mode 0600 (a reader never sees half of it)."""
+    """Write the file atomically, mode 0600 (a reader never sees half of it). An OSError names
+    the file; the temporary file is gone then (a full disk left an empty one behind)."""
+    path = data_dir / FORMAT_FILE
     tmp = data_dir / f".{FORMAT_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(state.to_dict(), sort_keys=True) + "\n")
-    os.replace(tmp, data_dir / FORMAT_FILE)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(state.to_dict(), sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
 def prepare(data_dir: Path) -> str | None:
     """At start-up, in an existing data dir: refuse a newer format, record this release's; the
     note to log when an earlier release's data dir was taken over, else None. Refuses a data dir
-    with pieces this user cannot read or write (`check_access`)."""
+    with pieces this user cannot read or write (`check_access`), or without room (`check_room`)."""
     check_access(data_dir)
+    check_room(data_dir)
     found = read_format(data_dir)
     check_readable(found, f"the data dir {data_dir}")
     ours = current()

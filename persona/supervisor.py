@@ -26,7 +26,7 @@ from api.auth import LOCAL_KEY_FILE, KeyRing, ensure_local_key
 from engine.files import LOCK_FD_ENV, ensure_secret_file, lock_data_dir, private_dir
 from engine.settings import Settings, SettingsError, require_cluster_secret
 from engine.signing import new_secret
-from persona.children import MIN_FREE, Children, GaveUp, Stop, free_bytes
+from persona.children import Children, GaveUp, Stop
 from persona.demo_load import DEMO_DIR, load_demo
 from persona.runtime import WORKER_FILES_PER_PARTITION, check_open_files
 from persona.state_dir import check_partitions
@@ -115,14 +115,8 @@ def _take_data_dir(settings: Settings, fresh: bool) -> int:
     if tightened:
         print(f"persona: {tightened}", file=sys.stderr)
     lock = lock_data_dir(data_dir)
-    free = free_bytes(data_dir)  # less than MIN_FREE: see persona/children.py
-    if free < MIN_FREE:
-        raise SettingsError(
-            f"the data dir {data_dir} has {free // 1024} KiB free; the tables, the model cache and "
-            f"the logs need at least {MIN_FREE >> 20} MiB to start: free some space or give "
-            "another --data-dir (PERSONA_DATA_DIR)"
-        )
-    taken_over = prepare_state_dir(data_dir)  # a newer format is refused before any child
+    # a newer format, a piece this user cannot write or a full disk: refused before any child
+    taken_over = prepare_state_dir(data_dir)
     if taken_over:
         print(f"persona: {taken_over}", file=sys.stderr)
     if fresh:

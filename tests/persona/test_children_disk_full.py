@@ -17,7 +17,8 @@ import pytest
 
 from engine.settings import load_settings
 from persona import children
-from persona.children import MIN_FREE, Child, Children, GaveUp
+from persona.children import Child, Children, GaveUp
+from persona.state_dir import MIN_FREE
 
 
 def _exiting() -> subprocess.Popen[bytes]:
