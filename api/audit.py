@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -45,6 +46,7 @@ MAX_BYTES = 10 * 1024 * 1024  # audit.log rotates when a line would take it past
 KEEP = 9  # rotated files kept: audit.log.1 (newest) .. audit.log.9
 DETAILS = web.RequestKey("audit_details", dict)  # what a handler adds to its audit record
 REFUSED_STATUSES = frozenset({401, 403, 429})
+LOST_WARN_EVERY = 60.0  # seconds between two lines saying audit records cannot be written
 
 
 def write(line: str) -> None:
@@ -174,13 +176,22 @@ class AuditFile(logging.Handler):
     """Appends each record as a line to `path` (created 0600), rotating it when the line would
     take it past `max_bytes`: `path` becomes `path.1`, `path.1` becomes `path.2`, ... and the
     oldest beyond `keep` is dropped. Every write takes an exclusive lock on `path.lock` and opens
-    the file by name, so processes sharing the file never write into a rotated one."""
+    the file by name, so processes sharing the file never write into a rotated one.
+
+    A record is written whole or not at all: a write the disk cannot take (full, a file size
+    limit) is cut back to the line before, so the file stays whole JSON lines; the record is
+    lost, counted in `lost`, and said in one line (the path and the reason, never the record:
+    its user id stays out of the process's output) at most every LOST_WARN_EVERY seconds.
+    Before, a full disk left half a line, the next record glued to it once there was room, and
+    logging's error dump printed each lost record with its user id on stderr."""
 
     def __init__(self, path: Path, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> None:
         super().__init__(logging.INFO)
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
+        self.lost = 0  # records that could not be written
+        self._warned = -LOST_WARN_EVERY  # monotonic seconds of the last line saying so
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, entry: logging.LogRecord) -> None:
@@ -190,11 +201,23 @@ class AuditFile(logging.Handler):
                 self._rotate(len(data))
                 fd = open_private(self.path)
                 try:
-                    os.write(fd, data)
+                    _append_whole(fd, data)
                 finally:
                     os.close(fd)
-        except Exception:
-            self.handleError(entry)
+        except Exception as exc:
+            self._lose(exc)
+
+    def _lose(self, exc: Exception) -> None:
+        self.lost += 1
+        now = time.monotonic()
+        if now - self._warned < LOST_WARN_EVERY:
+            return
+        self._warned = now
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        log.error(
+            "cannot write the audit log %s (%s): %d audit record(s) lost so far by this process",
+            self.path, reason, self.lost,
+        )  # fmt: skip
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -220,6 +243,25 @@ class AuditFile(logging.Handler):
             self.path.replace(self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink()
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append all of `data` to `fd` (O_APPEND, under the file's lock), or nothing: a short or
+    failed write is cut back to the file's size before it, and the OSError raised (a short write
+    that wrote nothing more is ENOSPC)."""
+    size = os.fstat(fd).st_size
+    done = 0
+    try:
+        while done < len(data):
+            written = os.write(fd, data[done:])
+            if written <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done += written
+    except OSError:
+        if done:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+        raise
 
 
 def attach_file(data_dir: Path) -> AuditFile:
