@@ -102,8 +102,29 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+# What a worker's state says while a rebalance moves partitions (streams/app.py `_recovered`)
+REBALANCE_REASONS = ("rebalancing", "tables recovering")
+READY_SEEN = web.AppKey("ready_seen", list)
+
+
+def served_readiness(ready: bool, reason: str, was_ready: bool) -> tuple[bool, str]:
+    """What `/readyz` answers for the state's (ready, reason), once the process has been ready
+    (`was_ready`): a rebalance after that does not take it out of service. Every worker of a
+    group rebalances at once when one joins or leaves, and each answered 503 for its 5-9 s
+    (measured with two workers): a load balancer checking `/readyz` was left with no worker at
+    all at every scale-out step, while each went on answering from what it had (a standby copy
+    or the fallback). Before the first ready, and for any other reason, the state's answer."""
+    if not ready and was_ready and reason.startswith(REBALANCE_REASONS):
+        return True, f"ok; {reason}"
+    return ready, reason
+
+
 async def readyz(request: web.Request) -> web.Response:
     ready, reason = request.app[CONTENT].state.ready()
+    seen = request.app[READY_SEEN]
+    ready, reason = served_readiness(ready, reason, bool(seen))
+    if ready and not seen:
+        seen.append(True)
     return web.json_response(
         {"status": "ready" if ready else "starting", "detail": reason},
         status=200 if ready else 503,
@@ -121,6 +142,7 @@ def create_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[CONTENT] = content
     app[KEYS] = keys
+    app[READY_SEEN] = []  # one element once /readyz has answered 200 (`served_readiness`)
     app[EVENT_SKEW_MS] = options.max_clock_skew_ms
     audit_middleware, limits_middleware = limits.register(
         app, options, lambda r: r.get(KEY_NAME), request_scope

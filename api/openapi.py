@@ -100,7 +100,12 @@ def _document() -> dict[str, Any]:
                             "description": "tables recovered, models loaded, the catalog "
                             "kept from earlier runs in the content index"
                         },
-                        "503": {"description": "still starting; `detail` says what it waits for"},
+                        "503": {
+                            "description": "still starting; `detail` says what it waits for. "
+                            "Once ready, a rebalance of the worker group does not make it 503: "
+                            "200 with `detail` `ok; rebalancing` (or `ok; tables recovering: "
+                            "...`) while it answers from what it has"
+                        },
                     },
                 }
             },

@@ -73,6 +73,25 @@ async def test_readyz_is_503_until_ready(client: TestClient, state: MemoryState)
     assert (await client.get("/readyz")).status == 503
 
 
+async def test_a_rebalance_after_the_first_ready_keeps_readyz_200(
+    client: TestClient, state: MemoryState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker of a group rebalances at once when one joins or leaves: answering 503 then
+    left a load balancer with no worker. Before the first ready, and for other reasons, 503."""
+    said = [(False, "tables recovering: 7 changelog records to read"), (False, "rebalancing")]
+    monkeypatch.setattr(state, "ready", lambda: said[0])
+    first = await client.get("/readyz")
+    assert first.status == 503  # not ready yet: a rebalance before the first ready counts
+    said[0] = (True, "ok")
+    assert (await client.get("/readyz")).status == 200
+    for reason in ("rebalancing", "tables recovering: 1,234 changelog records to read"):
+        said[0] = (False, reason)
+        r = await client.get("/readyz")
+        assert r.status == 200 and (await r.json())["detail"] == f"ok; {reason}"
+    said[0] = (False, "models loading")  # anything else is still a 503
+    assert (await client.get("/readyz")).status == 503
+
+
 async def test_every_other_route_needs_a_key_with_the_scope(client: TestClient) -> None:
     r = await client.get("/v1/users/u/blocks/recommendations")
     assert r.status == 401 and r.headers["Content-Type"].startswith("application/problem+json")
