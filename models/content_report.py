@@ -8,8 +8,11 @@ clickers / users, a proportion), and the purchases made within `window_hours` af
 user's clicks (`buyers`, `purchases`, `revenue`: price x quantity; cancelled or returned purchases
 do not count). A user counts in the arm of their first exposure; a click or purchase before it
 does not count. Every arm but the control is compared with the control: the difference of `ctr`
-and of the purchase rate (buyers / users) with models.experiments.difference's 95% Wald interval,
-and of revenue per user (zero for a user who bought nothing) with a 95% Welch normal interval.
+and of the purchase rate (buyers / users) with models.experiments.difference's 95% interval
+(Newcombe's hybrid score), and of revenue per user (zero for a user who bought nothing) with a
+95% Welch normal interval. `sample_ratio` tests the users per arm against the configured split
+(the holdout, then the arms' weights over the rest; models.experiments.sample_ratio): a
+mismatch means the assignment or the logging is broken and the differences cannot be trusted.
 Revenue adds amounts in whatever currency each event carried: run one experiment per currency.
 """
 
@@ -20,10 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.content_experiments import ContentExperiment
+from engine.content_experiments import HOLDOUT, ContentExperiment
 from engine.events import Event
 from engine.profile import is_reversal
-from models.experiments import Z95, difference
+from models.experiments import Z95, difference, sample_ratio
 
 HOUR_MS = 3_600_000
 DEFAULT_WINDOW_HOURS = 24.0
@@ -111,9 +114,22 @@ def content_report(
             | ({} if v == control else {"vs_control": compare(arms[control], arms[v])})
             for v in experiment.variants
         ],
+        "sample_ratio": sample_ratio(
+            {v: len(arms[v].users) for v in experiment.variants}, expected_shares(experiment)
+        ),
         "note": "ctr and purchase_rate are per exposed user; differences are arm - control "
-        "with 95% intervals (Wald for rates, Welch normal for revenue per user)",
+        "with 95% intervals (Newcombe hybrid score for rates, Welch normal for revenue per "
+        "user); sample_ratio checks users per arm against the split (mismatch: p < 0.001)",
     }
+
+
+def expected_shares(experiment: ContentExperiment) -> dict[str, float]:
+    """Each variant's configured fraction of the assigned users (engine.content_experiments
+    `ContentExperiment.assign`): the holdout's, then the arms' weights over the rest."""
+    total = sum(arm.weight for arm in experiment.arms)
+    rest = 1.0 - experiment.holdout
+    shares = {arm.variant: rest * arm.weight / total for arm in experiment.arms}
+    return shares | ({HOLDOUT: experiment.holdout} if experiment.holdout > 0 else {})
 
 
 def _ours(exposure: dict[str, Any], name: str) -> bool:

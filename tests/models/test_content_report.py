@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+
 from engine.content_experiments import Arm, ContentExperiment
 from engine.events import Event
 from models.content_report import HOUR_MS, content_report, welch
@@ -127,3 +129,24 @@ def test_a_model_experiments_exposures_of_the_same_name_are_not_counted() -> Non
     got = arms(content_report(EXP, [exposure("u1", "default"), model], [], window_hours=24))
     assert got["default"]["users"] == 1 and got["default"]["exposures"] == 1
 
+
+def test_sample_ratio_mismatch_against_the_weights_and_the_holdout() -> None:
+    """Users per arm against the configured split (holdout 0.1, then the arms' weights 1 : 3 of
+    the rest): 100 holdout, 450 control, 450 compact is a broken split (expected 225 and 675)."""
+    exp = ContentExperiment(
+        "design", "recommendations", (Arm("default"), Arm("compact", 3.0)), holdout=0.1
+    )
+    exposures = [exposure(f"h{i}", "holdout") for i in range(100)]
+    exposures += [exposure(f"a{i}", "default") for i in range(450)]
+    exposures += [exposure(f"b{i}", "compact") for i in range(450)]
+    srm = content_report(exp, exposures, [])["sample_ratio"]
+    assert srm["expected"] == {"default": 0.225, "compact": 0.675, "holdout": 0.1}
+    assert srm["observed"] == {"default": 450, "compact": 450, "holdout": 100}
+    chi2 = (450 - 225) ** 2 / 225 + (450 - 675) ** 2 / 675 + 0
+    assert srm["chi2"] == pytest.approx(chi2) and srm["df"] == 2
+    assert srm["p_value"] == pytest.approx(math.exp(-chi2 / 2), rel=1e-5)  # df 2: e^(-x/2)
+    assert srm["mismatch"] is True
+    fine = [exposure(f"h{i}", "holdout") for i in range(100)]
+    fine += [exposure(f"a{i}", "default") for i in range(230)]
+    fine += [exposure(f"b{i}", "compact") for i in range(670)]
+    assert content_report(exp, fine, [])["sample_ratio"]["mismatch"] is False
