@@ -159,7 +159,10 @@ class MemoryRegistry:
         return True
 
     async def report(self, name: str) -> dict[str, Any]:
-        return report(name, self.exposures, self.state.produced)
+        known = self.registry.experiments.get(name)
+        return report(
+            name, self.exposures, self.state.produced, None if known is None else known.share
+        )
 
     def log_exposure(self, exposure: dict[str, Any]) -> None:
         if len(self.exposures) < MAX_EXPOSURES:

@@ -177,10 +177,13 @@ async def write_records(
         await producer.stop()
 
 
-async def experiment_report(broker_url: Broker, name: str) -> dict[str, Any]:
-    """Per-variant exposures and conversions of one experiment, from the topics."""
+async def experiment_report(
+    broker_url: Broker, name: str, share: float | None = None
+) -> dict[str, Any]:
+    """Per-variant exposures and conversions of one experiment, from the topics; `share` (the
+    experiment's, when known) adds the sample-ratio-mismatch check."""
     exposures, events = await _exposed(broker_url, name)
-    return await asyncio.to_thread(report, name, exposures, events)
+    return await asyncio.to_thread(report, name, exposures, events, share)
 
 
 async def content_experiment_report(
@@ -515,7 +518,10 @@ class RegistryService(Service):
 
     async def report(self, name: str) -> dict[str, Any]:
         await self._flush_exposures()
-        return await experiment_report(self.broker_url, name)
+        known = self.registry.experiments.get(name)
+        return await experiment_report(
+            self.broker_url, name, None if known is None else known.share
+        )
 
     # -- exposures ---------------------------------------------------------------------------
     def log_exposure(self, exposure: dict[str, Any]) -> None:
