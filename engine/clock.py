@@ -16,6 +16,13 @@ class WallClock:
         return int(time.time() * 1000)
 
 
+class MonotonicClock:
+    """Milliseconds of `time.monotonic`: for intervals, never set back with the wall clock."""
+
+    def now_ms(self) -> int:
+        return int(time.monotonic() * 1000)
+
+
 class ManualClock:
     """A clock tests move by hand."""
 
