@@ -32,7 +32,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from api.audit import refused
-from api.event_routes import accept_events, read_events
+from api.event_routes import accept_events, read_events, refuse_when_full
 from api.gate import caller
 from api.limits import AuthThrottle, ServingOptions
 from api.observability import TELEMETRY
@@ -164,7 +164,7 @@ def _beyond_collect(request: web.Request) -> web.Response | None:
 
 
 async def post_collect(request: web.Request) -> web.Response:
-    refusal = _beyond_collect(request)
+    refusal = _beyond_collect(request) or refuse_when_full(request)
     if refusal is not None:
         return refusal
     items = await read_events(request, MAX_EVENTS, MAX_BODY)

@@ -1,23 +1,71 @@
-"""POST /v1/events, and the body reading and validation POST /v1/collect shares."""
+"""POST /v1/events, and the body reading and validation POST /v1/collect shares; both refuse
+events with a 503 while the process's data dir is full (`watch_data_dir`, engine/room.py)."""
 
 from __future__ import annotations
 
 import json
 import json.scanner
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from api.audit import audit
+from api.observability import TELEMETRY
 from api.shared import CONTENT, EVENT_SKEW_MS, problem
 from engine.admission import admit
 from engine.audit import consent_fields
+from engine.clock import Clock, MonotonicClock
 from engine.events import Event, InvalidEvent, validate
+from engine.room import Room
 
 MAX_EVENTS = 10_000  # events in one POST /v1/events
+FULL_RETRY_AFTER = 30  # seconds: the Retry-After of a 503 for a full data dir
+ROOM = web.AppKey("data_dir_room", Room)  # set by `watch_data_dir`; absent without a data dir
+log = logging.getLogger("persona.api")
+
+
+def watch_data_dir(
+    app: web.Application,
+    data_dir: Path,
+    free_bytes: Callable[[Path], int],
+    min_free: int,
+    clock: Clock | None = None,
+) -> None:
+    """Refuse events (`refuse_when_full`) while `data_dir` has less than `min_free` bytes free,
+    and export its free bytes (`persona_data_dir_free_bytes`). The worker and the readers call it
+    with their data dir; an app without one (tests) never refuses."""
+    room = Room(data_dir, free_bytes, min_free, clock or MonotonicClock())
+    app[ROOM] = room
+    app[TELEMETRY].room = room
+
+
+def refuse_when_full(request: web.Request) -> web.Response | None:
+    """The 503 for an events request while the data dir is full (read at most once a second),
+    else None. The body names no path; the log line (at most one a minute) does."""
+    room = request.app.get(ROOM)
+    if room is None or not room.full():
+        return None
+    if room.warn_due():
+        log.warning(
+            "the data dir %s has %s KiB free, under the %s MiB the worker needs: POST /v1/events "
+            "and /v1/collect answer 503 until there is room; free some space",
+            room.data_dir,
+            (room.free() or 0) // 1024,
+            room.min_free >> 20,
+        )
+    refusal = problem(
+        503,
+        "Data dir full",
+        "the engine's disk is full, so events cannot be kept; nothing was accepted: send them "
+        "again later",
+    )
+    refusal.headers["Retry-After"] = str(FULL_RETRY_AFTER)
+    return refusal
 
 
 def _parse_events_body(text: str, limit: int) -> list[Any]:
@@ -118,6 +166,9 @@ def _parse_array(text: str, limit: int) -> list[Any]:
 
 
 async def post_events(request: web.Request) -> web.Response:
+    refusal = refuse_when_full(request)
+    if refusal is not None:
+        return refusal
     items = await read_events(request, MAX_EVENTS)
     if isinstance(items, web.Response):
         return items

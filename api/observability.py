@@ -52,6 +52,7 @@ from engine.blocks import Block
 from engine.clicks import logged_path
 from engine.features import features
 from engine.profile import Profile
+from engine.room import Room
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -200,6 +201,7 @@ class Telemetry:
         )
         self.registry.register(_StateCollector(self))
         self.restarts_file: Path | None = None  # `follow_restarts` sets it
+        self.room: Room | None = None  # the data dir's free space (api/event_routes.py)
         # Prometheus text lines of other modules (rate limits, render), read at scrape time
         self.text_sources: list[Callable[[], list[str]]] = []
         self.requests = 0
@@ -545,6 +547,7 @@ class _StateCollector(Collector):
         figures = stream_figures(content)
         yield from _stream_metrics(figures)
         yield from _restart_metrics(self.telemetry.restarts_file)
+        yield from _room_metrics(self.telemetry.room)
         legacy = getattr(content.state, "metrics", None)  # a state's own Prometheus text lines
         sources = [*self.telemetry.text_sources, *([legacy] if callable(legacy) else [])]
         for lines in sources:
@@ -656,6 +659,22 @@ def _restart_metrics(path: Path | None) -> Iterator[Metric]:
     for kind, code in sorted(status["last_exit"].items()):
         last.add_metric([kind], float(code))
     yield last
+
+
+def _room_metrics(room: Room | None) -> Iterator[Metric]:
+    """The data dir's free bytes, read now (none without a data dir, or when it cannot be read)."""
+    if room is None:
+        return
+    free = room.read()
+    if free is None:
+        return
+    yield GaugeMetricFamily(
+        "persona_data_dir_free_bytes",
+        "Bytes still free on the data dir's file system (for this user). Under "
+        f"{room.min_free >> 20} MiB, POST /v1/events and /v1/collect answer "
+        "503 and a worker that died is not restarted until there is room.",
+        value=float(free),
+    )
 
 
 def _stream_metrics(figures: dict[str, Any]) -> Iterator[Metric]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.openapi_collect import collect_paths
+from api.openapi_collect import DISK_FULL, collect_paths
 from api.openapi_experiments import experiments_paths
 from api.openapi_models import models_paths, privacy_paths
 from api.openapi_params import PARAMETERS_NOTE, query_params, similar_paths
@@ -185,6 +185,7 @@ def _document() -> dict[str, Any]:
                         "400": _PROBLEM,
                         "413": _PROBLEM,
                         **_AUTH_ERRORS,
+                        "503": DISK_FULL,
                     },
                 }
             },

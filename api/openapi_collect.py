@@ -15,6 +15,13 @@ _LIMITED = {
     "headers": {"Retry-After": {"schema": {"type": "string"}}},
     "content": {"application/problem+json": {"schema": {"type": "object"}}},
 }
+# POST /v1/events and /v1/collect while the data dir is full (api/event_routes.py)
+DISK_FULL = {
+    "description": "the engine's data dir is full (less free space than a worker needs to "
+    "start): no event of the request was accepted; send them again after Retry-After",
+    "headers": {"Retry-After": {"schema": {"type": "string"}}},
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
 _KEY = {
     "name": "key",
     "in": "query",
@@ -63,6 +70,7 @@ def _post() -> dict[str, Any]:
             "403": _PROBLEM,
             "413": _PROBLEM,
             "429": _LIMITED,
+            "503": DISK_FULL,
         },
     }
 

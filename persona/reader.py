@@ -30,6 +30,7 @@ from api.app import create_app
 from api.audit import attach_file
 from api.auth import KeyRing
 from api.content import ContentService
+from api.event_routes import watch_data_dir
 from api.hot import HotRunner
 from api.limits import ServingOptions
 from api.models_routes import ADMIN
@@ -43,6 +44,7 @@ from engine.settings import Settings, parse_origins, require_cluster_secret
 from models.registry import ModelSet
 from persona.models_wiring import count_refusals, process_signer
 from persona.runtime import READER_FILES_PER_PARTITION, check_open_files, place, tune_gc
+from persona.state_dir import MIN_FREE, free_bytes
 from persona.stats_wiring import stats_board
 from streams.backlog import EMBEDDED_ENV
 from streams.erasure import HeldRecords, read_wait
@@ -126,6 +128,8 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
     # the export's records on the output topics, read within half the request timeout
     app[RECORDS] = HeldRecords(broker_url, read_wait(settings.request_timeout))
     follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
+    # events refused (503) while the data dir is full; its free bytes on /metrics
+    watch_data_dir(app, settings.data_dir, free_bytes, MIN_FREE)
 
     def swap(models: ModelSet) -> None:
         content.models = models

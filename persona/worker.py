@@ -16,6 +16,7 @@ from api.app import create_app
 from api.audit import attach_file
 from api.auth import KeyRing
 from api.content import ContentService
+from api.event_routes import watch_data_dir
 from api.hot import HotRunner
 from api.observability import TELEMETRY, configure_json_logging, follow_restarts
 from api.privacy import RECORDS
@@ -31,6 +32,7 @@ from persona.models_wiring import attach_registry
 from persona.reader import click_links, serving_options, ssl_context
 from persona.retrain import retrain_services
 from persona.runtime import WORKER_FILES_PER_PARTITION, check_open_files, place, tune_gc
+from persona.state_dir import MIN_FREE, free_bytes
 from persona.state_dir import prepare as prepare_state_dir
 from persona.stats_wiring import stats_board
 from streams.admin import REKEYED_TOPIC, prepare_broker
@@ -201,6 +203,8 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     # the export's records on the output topics, read within half the request timeout
     app[RECORDS] = HeldRecords(broker_url, read_wait(settings.request_timeout))
     follow_restarts(app, settings.data_dir)  # `persona run`'s restarts on /metrics
+    # events refused (503) while the data dir is full; its free bytes on /metrics
+    watch_data_dir(app, settings.data_dir, free_bytes, MIN_FREE)
     http = HttpService(app, settings.http_host, settings.http_port, ssl_context(settings))
     services += catalog_services(settings, broker_url, http.web_app)  # PERSONA_CATALOG_FEEDS
     app[TELEMETRY].text_sources.append(streams.rocks_memory.metric_lines)  # persona_rocksdb_*
