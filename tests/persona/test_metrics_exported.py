@@ -87,3 +87,5 @@ def test_every_advertised_metric_is_exported_and_nothing_twice(tmp_path: Path) -
         exported.update(declared(text))
         exported.update(name.split("{")[0] for name in samples(text))
     assert sorted(advertised() - exported) == []
+    for process, text in scrapes.items():  # both know the data dir (api/event_routes.py)
+        assert "\npersona_data_dir_free_bytes " in text, process
