@@ -87,7 +87,7 @@ def click_event(click: Click, now_ms: int) -> dict[str, Any]:
         "ts": now_ms,
         "item_id": click.item_id,
         # when the link was made: the fold fences a click on a link made before the user's
-        # erasure (engine/fold.py `_produced`)
+        # erasure (engine.erasure.produced_ms)
         "props": {
             "block": click.block,
             "variant": click.variant,

@@ -17,7 +17,7 @@ contributions to ship. The decisions it makes, in order, per event record:
 3. key placement: a record not keyed by its user id, or keyed so but on another partition than
    the murmur2 placement of that id, is re-keyed (sent again, keyed by the user id);
 4. the erasure fence: a record produced at or before its user's erasure is not folded (a click
-   counts as produced when its link was made, if earlier: `_produced`);
+   counts as produced when its link was made, if earlier: `engine.erasure.produced_ms`);
 5. an id without a profile but with an identity alias is forwarded to the alias's user;
 6. `engine.profile.apply`; a repeat (the same profile back) is a duplicate, and a stored one is
    written again (the state may have been lost with its changelog record before a crash);
@@ -165,7 +165,7 @@ class BatchFold(Generic[C]):
         try:  # one record's data (or stored state) must not stop the fold
             entry = self.touched.get(user)
             current = reads.profile(user, partition) if entry is None else entry[0]
-            if self._fenced_at(user, partition, _produced(record, event)):
+            if self._fenced_at(user, partition, produced_ms(record.timestamp_ms, event)):
                 self._count("fenced")
                 return NOTHING
             if current is None and reads.aliased(user, partition):
@@ -254,11 +254,6 @@ class BatchFold(Generic[C]):
         if at is _UNREAD:
             at = stored[user] = self.reads.fence(user, partition)
         return isinstance(at, int) and produced_ms <= at
-
-
-def _produced(record: Record, event: Event) -> int:
-    """When the record counts as produced for the erasure fence (engine.erasure.produced_ms)."""
-    return produced_ms(record.timestamp_ms, event)
 
 
 def pack_profile(profile: Profile, bound: int) -> bytes | str:
