@@ -143,7 +143,7 @@ class ProblemRequestHandler(RequestHandler):
         # Authorization header, a `?key=` or a click token (`str(exc)` wrote them in the log)
         reason = refusal_detail(exc)
         log.debug("refused a request from %s: %s: %s", request.remote, type(exc).__name__, reason)
-        return problem_page(status, refusal_detail(exc))
+        return problem_page(status, reason)
 
 
 class ProblemServer(Server):
