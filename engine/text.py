@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 MAX_ID = 128  # characters of an id (user, event, item id): what an event may hold
@@ -61,3 +62,13 @@ def outside_json(raw: str | bytes) -> Any:
         raise BadJson("invalid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many integer digits
         raise BadJson(f"invalid JSON: {short(exc)}") from None
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+
+
+def urls_shown(text: str, shown: Callable[[str], str]) -> str:
+    """`text` (an error's message) with every `scheme://...` URL in it replaced by `shown(url)`:
+    aiohttp's errors name URLs whole, tokens and signatures in their query or user info included
+    (webhook receivers, streams/webhooks.py; catalog feeds, persona/catalog_sync.py)."""
+    return _URL_IN_TEXT.sub(lambda match: shown(match.group()), text)

@@ -25,7 +25,6 @@ import asyncio
 import itertools
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -44,6 +43,7 @@ from engine.addresses import internal_address, ip_literal
 from engine.catalog import InvalidProduct, Product, parse_product
 from engine.catalog_formats import InvalidFeed, open_binary, read_products
 from engine.settings import Settings, parse_catalog_feeds
+from engine.text import urls_shown
 from streams.kafka_security import Broker, as_config
 
 log = logging.getLogger("persona.catalog")
@@ -88,14 +88,11 @@ def shown(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
-
-
 def scrubbed(text: str) -> str:
     """`text` (an exception's message) with every URL in it as `shown` writes it: aiohttp's
     InvalidUrlClientError is the whole URL, the feed's or the one its host redirected to, with
     the token or signature in its query or user info."""
-    return _URL_IN_TEXT.sub(lambda match: shown(match.group()), text)
+    return urls_shown(text, shown)
 
 
 async def download(

@@ -40,6 +40,8 @@ from urllib.parse import unquote
 import aiohttp
 from mode import Service
 
+from engine.text import urls_shown
+
 log = logging.getLogger("persona.webhooks")
 
 SIGNATURE_HEADER = "X-Persona-Signature"
@@ -86,7 +88,6 @@ class _Lane:
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
 _PIECES = re.compile(r"[/?&=#;:@]")
 _SHORTEST_HIDDEN = 4  # pieces of the URL shorter than this are not looked for in a message
 
@@ -124,7 +125,7 @@ def _scrubbed(text: str, url: str) -> str:
     or fragment (split at `/?&=#;:@`, as written and decoded) of 4 or more characters."""
     if url:
         text = text.replace(url, shown(url))
-    text = _URL_IN_TEXT.sub(lambda match: shown(match.group()), text)
+    text = urls_shown(text, shown)
     split = _split(url)
     hidden = [url] if split is None else [split[1], split[3]]
     pieces = {*hidden, *(piece for part in hidden for piece in _PIECES.split(part))}
