@@ -1,8 +1,8 @@
 """Content: profiles, scores and blocks for one user, assembled from the state and the models.
 
 Blocks are cached per user, block, format and variant under a stamp of everything they depend on
-(profile version, catalog generation, model versions, the hour of the event-time clock); a request
-renders only when that stamp changed, so the hot path is a dictionary lookup.
+(profile version and event times, catalog generation, model versions, the hour of the event-time
+clock); a request renders only when that stamp changed, so the hot path is a dictionary lookup.
 
 When only the hour moved (every block's stamp does, at once, each hour of event time; a replay
 moves it many times a second), the user is scored again (churn follows the clock), but the
@@ -123,7 +123,7 @@ class ContentService:
     def _stamp(
         self, profile: Profile | None, base: tuple[Any, ...] | None = None
     ) -> tuple[Any, ...]:
-        return (profile.version if profile else -1, base or self._base_stamp())
+        return (incarnation(profile) if profile else -1, base or self._base_stamp())
 
     def _rules(self, block: str) -> tuple[Rule, ...]:
         """The merchandising rules live for `block` now (engine/rules.py; none: no cost)."""
@@ -139,7 +139,7 @@ class ContentService:
         models = self.models.for_user(profile.user_id) if self.personal(profile) else self.models
         now = self.state.now_ms()
         made_from = (
-            profile.version,
+            incarnation(profile),
             self.state.catalog_generation,
             models.stamp(),
             frozenset(excluded_items(profile, now, self._repeat)),
@@ -161,7 +161,8 @@ class ContentService:
         return consent.personal(profile, self.policy.consent_default)
 
     def forget(self, user_id: str) -> None:
-        """Drop everything cached about a user (after an erasure)."""
+        """Drop everything cached about a user (after an erasure; and whenever a request finds
+        their profile gone: an erasure the worker applied, this process never told of it)."""
         self.cache.invalidate_user(user_id)
         self.param_cache.invalidate_user(user_id)
         self._scores.pop(user_id)
@@ -256,6 +257,7 @@ class ContentService:
     ) -> Block:
         profile = self.state.profile(user_id)
         if profile is None:
+            self.forget(user_id)  # erased elsewhere: nothing of the old profile stays here
             return self._unknown(user_id, block, fmt, variant, base)
         testing = self.models.content_experiments.by_block
         if variant == DEFAULT and (block in testing or self.models.experiment is not None):
@@ -361,6 +363,7 @@ class ContentService:
         stamp = self._stamp(profile, base)
         slot = f"{variant}\x00{params.key}"
         if profile is None:
+            self.forget(user_id)
             return self._param_unknown(user_id, block, fmt, variant, slot, stamp, params)
         key = (user_id, block, fmt, slot)
         cached = self.param_cache.get(key, stamp)
@@ -530,6 +533,14 @@ class ContentService:
         }
 
 
+def incarnation(profile: Profile) -> tuple[int, int, int]:
+    """What names one state of a profile in a stamp: its version (events applied) alone does not,
+    as an erased user who comes back counts from 0 again (and the process that cached the old
+    profile's blocks may never be told of the erasure: a reader, or the worker when a reader took
+    the DELETE); with the first and last event times, the new profile's stamp differs."""
+    return (profile.version, profile.first_seen, profile.last_seen)
+
+
 def _recommend_again(params: BlockParams) -> bool:
     """Whether a parameter set needs recommendations of its own (the memoized top
     TOP_RECOMMENDATIONS were made without its filters, exclusions and context item)."""
@@ -538,7 +549,7 @@ def _recommend_again(params: BlockParams) -> bool:
 
 
 def _only_the_hour_moved(old: Any, new: tuple[Any, ...]) -> bool:
-    """Whether two block stamps (`_stamp`: profile version, `_base_stamp()`) differ at most in
+    """Whether two block stamps (`_stamp`: `incarnation`, `_base_stamp()`) differ at most in
     the hour of the event-time clock."""
     if not (isinstance(old, tuple) and len(old) == 2 and old[0] == new[0]):
         return False

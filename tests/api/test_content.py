@@ -9,6 +9,7 @@ from api.content import HOUR_MS, ContentService
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.events import validate
+from engine.params import from_query
 from models.recs import Recommender
 from models.registry import ModelSet
 from tests.api.test_app import product
@@ -151,3 +152,39 @@ def test_a_consumable_comes_back_after_its_window_through_the_service() -> None:
     assert "a2" in service.scores(profile).recommendations
     plain = ContentService(state, models, Renderer(), BlockPolicy())
     assert "a2" not in plain.scores(profile).recommendations
+
+
+def test_an_erasure_applied_elsewhere_never_brings_back_the_erased_profile(
+    state: MemoryState,
+) -> None:
+    """The worker folds an erasure; this process (a reader, or the worker when a reader took the
+    DELETE) is never told. A user who comes back with as many events as before has the same
+    profile version: the block cached from the erased profile must not be served for the new one."""
+    items = ModelSet.default().recs.popular
+    apply(state, "u1", 1, "add_to_cart", items[0], T0)
+    content = content_of(state)
+    for fmt in ("html", "json"):
+        assert content.block("u1", "cart_reminder", fmt).items == (items[0],)
+    assert content.scores(state.profiles["u1"]).recommendations
+    state.profiles.pop("u1")  # erased by the worker
+    apply(state, "u1", 2, "add_to_cart", items[5], T0 + 60_000)  # back: one event again
+    assert state.profiles["u1"].version == 1
+    for fmt in ("html", "json"):
+        again = content.block("u1", "cart_reminder", fmt)
+        assert again.items == (items[5],) and items[0] not in again.content
+    recs = content.scores(state.profiles["u1"]).recommendations
+    assert items[5] not in recs  # scored from the new profile (its cart), not the erased one
+
+
+def test_an_erased_user_asked_for_leaves_nothing_cached_here(state: MemoryState) -> None:
+    """A block asked for a user whose profile is gone (erased by another process) drops what
+    this process kept about them: nothing personal stays in its memory."""
+    items = ModelSet.default().recs.popular
+    apply(state, "u1", 1, "product_view", items[0], T0)
+    content = content_of(state)
+    content.block("u1", "recommendations", "html")
+    content.block("u1", "recommendations", "json", params=from_query([("n", "3")]))
+    assert content.cached_blocks("u1")
+    state.profiles.pop("u1")
+    assert content.block("u1", "recommendations", "html").fallback
+    assert content.cached_blocks("u1") == [] and "u1" not in content._scores
