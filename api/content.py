@@ -264,7 +264,7 @@ class ContentService:
             variant = self.arm(profile, block)  # no experiment: a dict lookup and an attribute
         stamp = self._stamp(profile, base)
         key = (user_id, block, fmt, variant)
-        cached, stale = self.cache.get_or_stale(key, stamp)
+        cached, stale = self.cache.get_or_stale(key, stamp, self.state.now_ms())
         if cached is not None:
             return cached
         churn: float | None = None
@@ -322,7 +322,7 @@ class ContentService:
         """The block rendered for `UNKNOWN_USER`, cached once for every unknown user."""
         stamp = self._stamp(None, base)
         key = (UNKNOWN_KEY, block, fmt, variant)
-        shared = self.cache.get(key, stamp)
+        shared = self.cache.get(key, stamp, self.state.now_ms())
         if shared is None:
             shared = self.fallback_block(UNKNOWN_USER, block, fmt, variant)
             self.cache.put(key, stamp, shared)
@@ -366,7 +366,7 @@ class ContentService:
             self.forget(user_id)
             return self._param_unknown(user_id, block, fmt, variant, slot, stamp, params)
         key = (user_id, block, fmt, slot)
-        cached = self.param_cache.get(key, stamp)
+        cached = self.param_cache.get(key, stamp, self.state.now_ms())
         if cached is None:
             inp = self._param_input(profile, block, fmt, variant, params)
             cached = assemble(inp, self.state.product, self.policy, self.renderer)
@@ -398,7 +398,7 @@ class ContentService:
         params: BlockParams,
     ) -> Block:
         key = (UNKNOWN_KEY, block, fmt, slot)
-        shared = self.param_cache.get(key, stamp)
+        shared = self.param_cache.get(key, stamp, self.state.now_ms())
         if shared is None:
             shared = self.fallback_block(UNKNOWN_USER, block, fmt, variant, params)
             self.param_cache.put(key, stamp, shared)
@@ -481,7 +481,7 @@ class ContentService:
         params = replace(params, context_item=item_id)
         stamp = self._base_stamp()
         key = (ITEM_KEY, "similar_items", fmt, params.key)
-        cached = self.param_cache.get(key, stamp)
+        cached = self.param_cache.get(key, stamp, self.state.now_ms())
         if cached is None:
             cached = self._similar_render(fmt, params)
             self.param_cache.put(key, stamp, cached)

@@ -113,6 +113,9 @@ class Block:
     etag: str  # strong ETag: the quoted hex digest of content
     content_type: str
     rules: tuple[str, ...] = ()  # ids of the merchandising rules that changed the items
+    # The event time (epoch ms) from which the content is out of date by the clock alone: the next
+    # start or end of a sale of an item it shows (`price_change_after`); None: never.
+    until: int | None = None
     # What the serving side derives from the block once and keeps with it (api/block_headers.py:
     # its HTTP headers); never part of equality, never copied by `replace`.
     memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -182,6 +185,21 @@ def etag_of(content: str) -> str:
 
 
 # -- decision --------------------------------------------------------------------------------------
+
+
+def price_change_after(products: list[Product], now_ms: int | None) -> int | None:
+    """The first event time after `now_ms` at which the price one of `products` shows changes
+    (a sale starts or ends); None: none does (or no clock: list prices)."""
+    if now_ms is None:
+        return None
+    times = [
+        t
+        for p in products
+        if p.sale_price is not None
+        for t in (p.sale_starts, p.sale_ends)
+        if t is not None and t > now_ms
+    ]
+    return min(times, default=None)
 
 
 def shown_price(product: Product, now_ms: int | None) -> float:
@@ -488,11 +506,10 @@ class Renderer:
         return template_path(inp.block, inp.fmt)
 
     def _context(
-        self, inp: BlockInput, items: list[Product], fallback: bool, reason: str
+        self, inp: BlockInput, items: list[Product], fallback: bool, reason: str, now: int | None
     ) -> dict[str, Any]:
         cart = inp.profile.cart if inp.profile is not None else {}
         with_quantity = inp.block == "cart_reminder" and not fallback
-        now = self.clock() if self.clock is not None else None
         locale = block_locale(inp, reason)
         currency = currency_of(locale)
         link = self._link(inp, reason)
@@ -558,13 +575,17 @@ class Renderer:
         reason: str,
         fired: tuple[str, ...] = (),
     ) -> Block:
-        context = self._context(inp, items, fallback, reason)
+        now = self.clock() if self.clock is not None else None  # the prices' time
+        context = self._context(inp, items, fallback, reason, now)
         content = self.env.get_template(self.template_of(inp)).render(context)
         if inp.fmt == "json":
             json.loads(content)  # a template that emits invalid JSON is a template error
         else:
             content = squeeze_html(content)
-        return self._block(inp, content, fallback, reason, tuple(p.item_id for p in items), fired)
+        ids = tuple(p.item_id for p in items)
+        block = self._block(inp, content, fallback, reason, ids, fired)
+        until = price_change_after(items, now)
+        return block if until is None else replace(block, until=until)
 
     def _block(
         self,
@@ -732,6 +753,13 @@ def for_unknown_user(shared: Block, user_id: str) -> Block | None:
 
 # -- cache -----------------------------------------------------------------------------------------
 
+
+def _expired(block: Block, now: int | None) -> bool:
+    """Whether a price `block` shows has changed by the event time `now` (a sale started or
+    ended since it was rendered: catalog data that moves no stamp)."""
+    return block.until is not None and now is not None and now >= block.until
+
+
 CacheKey = tuple[str, str, str, str]  # (user_id, block, fmt, variant)
 
 
@@ -766,12 +794,14 @@ class BlockCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: CacheKey, stamp: Hashable) -> Block | None:
+    def get(self, key: CacheKey, stamp: Hashable, now: int | None = None) -> Block | None:
+        """The block cached under `key` while its stamp is `stamp` and, at the event time
+        `now`, no price it shows has changed (`Block.until`)."""
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
             return None
-        if entry[0] != stamp:
+        if entry[0] != stamp or _expired(entry[1], now):
             self.misses += 1
             self._remove(key)  # stale: whatever the block depended on has changed
             return None
@@ -780,12 +810,12 @@ class BlockCache:
         return entry[1]
 
     def get_or_stale(
-        self, key: CacheKey, stamp: Hashable
+        self, key: CacheKey, stamp: Hashable, now: int | None = None
     ) -> tuple[Block | None, tuple[Hashable, Block] | None]:
         """`get`, and on a stale entry also (its stamp, its block), removed as `get` removes it:
         the caller may find the block still right for the new stamp (and `put` it again)."""
         entry = self._entries.get(key)
-        if entry is not None and entry[0] == stamp:
+        if entry is not None and entry[0] == stamp and not _expired(entry[1], now):
             self._entries.move_to_end(key)
             self.hits += 1
             return entry[1], None

@@ -3,6 +3,8 @@ show depends on it; everything else renders again."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from api.content import HOUR_MS, ContentService
@@ -188,3 +190,32 @@ def test_an_erased_user_asked_for_leaves_nothing_cached_here(state: MemoryState)
     state.profiles.pop("u1")
     assert content.block("u1", "recommendations", "html").fallback
     assert content.cached_blocks("u1") == [] and "u1" not in content._scores
+
+
+def test_a_sale_that_ends_within_the_hour_leaves_the_cached_blocks_at_once(
+    state: MemoryState,
+) -> None:
+    """A sale's start and end are catalog data that does not change the catalog: the cached
+    block must not show the sale price past its end (nor the list price past a sale's start),
+    whatever the hour of the clock."""
+    items = ModelSet.default().recs.popular
+    start = T0 - T0 % HOUR_MS  # the top of an hour
+    ends, starts = start + 20 * 60_000, start + 40 * 60_000
+    state.put_product(replace(product(items[0]), sale_price=1.0, sale_ends=ends))
+    state.put_product(replace(product(items[1]), sale_price=0.5, sale_starts=starts))
+    apply(state, "u1", 1, "add_to_cart", items[0], start + 60_000)
+    apply(state, "u1", 2, "add_to_cart", items[1], start + 60_000)
+    content = content_of(state)
+    nobody = content.block("nobody", "recommendations", "json", params=from_query([("n", "3")]))
+    assert '"price": 1.0' in nobody.content
+    for fmt in ("html", "json"):
+        block = content.block("u1", "cart_reminder", fmt)
+        assert "1.0" in block.content and "0.5" not in block.content
+    state.clock.observe(ends)  # the same hour: the first sale is over
+    nobody = content.block("nobody", "recommendations", "json", params=from_query([("n", "3")]))
+    assert '"price": 1.0' not in nobody.content
+    for fmt in ("html", "json"):
+        assert "1.0" not in content.block("u1", "cart_reminder", fmt).content
+    state.clock.observe(starts)  # the second one starts
+    for fmt in ("html", "json"):
+        assert "0.5" in content.block("u1", "cart_reminder", fmt).content
