@@ -284,6 +284,9 @@ def privacy_paths() -> dict[str, Any]:
                 "the user id; those an erasure's tombstone covers are left out), oldest first, "
                 "the newest 200 per topic found among the newest 100,000 records of the user's "
                 "partition; `complete` is false when the topics could not be read within 15 s. "
+                "`merged_ids`: every anonymous id an `identify` merged into the user (its "
+                "history is in `stored` since the merge), each with `records`, the records "
+                "still held under that id's key, as above (null without the topics). "
                 "404 when neither a profile nor such records exist.",
                 "parameters": [_user_param()],
                 "responses": {
@@ -298,6 +301,17 @@ def privacy_paths() -> dict[str, Any]:
                                     "profile": _ANY,
                                     "stored": _ANY,
                                     "cached_blocks": {"type": "array"},
+                                    "merged_ids": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["user_id", "records"],
+                                            "properties": {
+                                                "user_id": {"type": "string"},
+                                                "records": _ANY,
+                                            },
+                                        },
+                                    },
                                     "records": {
                                         "type": "object",
                                         "properties": {

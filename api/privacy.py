@@ -29,6 +29,8 @@ class HeldRecords(Protocol):
 
     async def of_user(self, user_id: str) -> dict[str, Any]: ...
 
+    async def of_users(self, user_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
 
 RECORDS = web.AppKey("held_records", HeldRecords)
 
@@ -75,8 +77,10 @@ async def get_export(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     content = _content(request)
     view = export_view(content, user_id)
+    merged_ids = [i for i in content.state.merged_ids(user_id) if i != user_id]
     held = request.app.get(RECORDS)
-    records = None if held is None else await held.of_user(user_id)
+    found = None if held is None else await held.of_users([user_id, *merged_ids])
+    records = None if found is None else found[user_id]
     if view is None and records is not None and _any_held(records):
         # no profile, but records on the output topics (say, only dead letters)
         view = {"user_id": user_id, "profile": None, "stored": None, "cached_blocks": []}
@@ -85,6 +89,11 @@ async def get_export(request: web.Request) -> web.Response:
         return problem(404, "Unknown user", f"nothing is stored about user {user_id!r}")
     if records is not None:
         view["records"] = records
+    # Identity: the anonymous ids an `identify` merged into the user (their histories are in
+    # `stored` since the merge) and the records still held under each of those ids' keys.
+    view["merged_ids"] = [
+        {"user_id": anon, "records": None if found is None else found[anon]} for anon in merged_ids
+    ]
     return web.json_response(view)
 
 

@@ -46,10 +46,14 @@ class MemoryState:
         self.catalog_generation = 0
         self.is_ready = True
         self.erased: list[str] = []  # the user ids `erase` was asked for, in order
+        self.merged: dict[str, list[str]] = {}  # user id -> ids merged into it (identity)
         self.produced: list[Event] = []
 
     def profile(self, user_id: str) -> Profile | None:
         return self.profiles.get(user_id)
+
+    def merged_ids(self, user_id: str) -> list[str]:
+        return list(self.merged.get(user_id, ()))
 
     def product(self, item_id: str) -> Product | None:
         return self.catalog.get(item_id)
@@ -98,6 +102,7 @@ class MemoryState:
     async def erase(self, user_id: str) -> None:
         self.erased.append(user_id)
         self.profiles.pop(user_id, None)
+        self.merged.pop(user_id, None)
 
     async def produce(self, events: list[Event]) -> None:
         for event in events:

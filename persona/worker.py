@@ -55,6 +55,7 @@ class StreamState:
         self.streams = streams
         self.models = models
         self.profile = streams.profile
+        self.merged_ids = streams.merged_ids
         self.product = streams.product
         self.popular = streams.popular
         self.produce = streams.produce

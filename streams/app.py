@@ -79,7 +79,16 @@ from streams.delivery import (
 )
 from streams.identity import MERGE_COMMANDS, Identity, check_command
 from streams.kafka_security import Broker, as_config
-from streams.keys import FAUST_OFFSET_KEY, LAYOUT, LAYOUT_KEY, fence_of, layout_moves, user_key
+from streams.keys import (
+    FAUST_OFFSET_KEY,
+    LAYOUT,
+    LAYOUT_KEY,
+    fence_of,
+    layout_moves,
+    merged_ids_of,
+    merged_of,
+    user_key,
+)
 from streams.positions import GapReader, parse_position, position_key
 from streams.profile_cache import ProfileCache
 from streams.read_side import FoldProducts, PartitionMemo, ProductMemo
@@ -369,6 +378,10 @@ class PersonaStreams:
     def profile(self, user_id: str) -> Profile | None:
         raw = self.profiles.get(user_key(user_id))
         return None if raw is None else Profile.unpack(raw)
+
+    def merged_ids(self, user_id: str) -> list[str]:
+        """The ids whose history an identify merged into the user (its `m:` row)."""
+        return merged_ids_of(self.profiles.get(merged_of(user_key(user_id))))
 
     def product(self, item_id: str) -> Product | None:
         """A catalog product, through a decoded cache: the catalog changes rarely, events and

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -61,27 +62,41 @@ class HeldRecords:
     async def of_user(self, user_id: str) -> dict[str, Any]:
         """Per topic (triggers, dead_letters, exposures) the user's records still held, oldest
         first, and `complete`: False when the topics could not be read in time."""
-        try:
-            key = user_id.encode()
-        except UnicodeEncodeError:
-            return {**{name: [] for name in ERASABLE_TOPICS}, "complete": True}
-        try:
-            found = await asyncio.wait_for(self._read(key), self.wait)
-        except (TimeoutError, OSError, RuntimeError):
-            return {**{name: [] for name in ERASABLE_TOPICS}, "complete": False}
-        return {**found, "complete": True}
+        return (await self.of_users([user_id]))[user_id]
 
-    async def _read(self, key: bytes) -> dict[str, list[Any]]:
+    async def of_users(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """`of_user` for several ids (a user and the ids merged into it) in one read: each
+        partition any of their keys is placed on is scanned once, within the one wait."""
+        empty: dict[str, list[Any]] = {name: [] for name in ERASABLE_TOPICS}
+        keys: dict[str, bytes] = {}
+        for user_id in dict.fromkeys(user_ids):
+            with contextlib.suppress(UnicodeEncodeError):  # no record can carry such a key
+                keys[user_id] = user_id.encode()
+        answer: dict[str, dict[str, Any]] = {u: {**empty, "complete": True} for u in user_ids}
+        if not keys:
+            return answer
+        try:
+            found = await asyncio.wait_for(self._read(set(keys.values())), self.wait)
+        except (TimeoutError, OSError, RuntimeError):
+            return {u: {**empty, "complete": u not in keys} for u in user_ids}
+        for user_id, key in keys.items():
+            answer[user_id] = {**found.get(key, empty), "complete": True}
+        return answer
+
+    async def _read(self, keys: set[bytes]) -> dict[bytes, dict[str, list[Any]]]:
         consumer = topic_reader(self.broker)  # every partition is sought explicitly
         try:  # stopped also when its start is cut short (the wait, an unresponsive broker)
             await consumer.start()
-            parts = self._placed(consumer, key)
-            records = await _scan(consumer, parts, key) if parts else {}
+            parts = sorted({tp for key in keys for tp in self._placed(consumer, key)})
+            records = await _scan(consumer, parts, keys) if parts else {}
         finally:
             await consumer.stop()
         return {
-            name: [shown(v) for _, v in live(records.get(topic, []))][-HELD_MAX:]
-            for name, topic in ERASABLE_TOPICS.items()
+            key: {
+                name: [shown(v) for _, v in live(records.get((topic, key), []))][-HELD_MAX:]
+                for name, topic in ERASABLE_TOPICS.items()
+            }
+            for key in keys
         }
 
     def _placed(self, consumer: AIOKafkaConsumer, key: bytes) -> list[TopicPartition]:
@@ -95,20 +110,20 @@ class HeldRecords:
 
 
 async def _scan(
-    consumer: AIOKafkaConsumer, parts: list[TopicPartition], key: bytes
-) -> dict[str, list[tuple[bytes, bytes | None]]]:
-    """The records with `key` among the newest SCAN_MAX of each partition, in log order, up to
-    each partition's end as the scan found it: records produced meanwhile are not waited for, so
-    a partition that keeps receiving records still exports completely. ListOffsets may report
-    the end short on Tansu (streams/tansu.py); the first fetch answer's high watermark is exact,
-    and the larger of the two is the end."""
+    consumer: AIOKafkaConsumer, parts: list[TopicPartition], keys: set[bytes]
+) -> dict[tuple[str, bytes], list[tuple[bytes, bytes | None]]]:
+    """Per topic and key, the records with one of `keys` among the newest SCAN_MAX of each
+    partition, in log order, up to each partition's end as the scan found it: records produced
+    meanwhile are not waited for, so a partition that keeps receiving records still exports
+    completely. ListOffsets may report the end short on Tansu (streams/tansu.py); the first
+    fetch answer's high watermark is exact, and the larger of the two is the end."""
     consumer.assign(parts)
     start = await consumer.beginning_offsets(parts)
     reported = await consumer.end_offsets(parts)
     for tp in parts:
         consumer.seek(tp, max(start[tp], reported[tp] - SCAN_MAX))
     end: dict[TopicPartition, int] = {}
-    found: dict[str, list[tuple[bytes, bytes | None]]] = {}
+    found: dict[tuple[str, bytes], list[tuple[bytes, bytes | None]]] = {}
     while True:
         batch = await consumer.getmany(*parts, timeout_ms=500)
         for tp in parts:
@@ -117,7 +132,8 @@ async def _scan(
                 end[tp] = max(reported[tp], highwater)
         for tp, messages in batch.items():
             for msg in messages:
-                if msg.key == key and msg.offset < end.get(tp, reported[tp]):
-                    found.setdefault(tp.topic, []).append((key, msg.value))
+                key = msg.key
+                if key in keys and msg.offset < end.get(tp, reported[tp]):
+                    found.setdefault((tp.topic, key), []).append((key, msg.value))
         if len(end) == len(parts) and all([await consumer.position(tp) >= end[tp] for tp in parts]):
             return found

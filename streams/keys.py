@@ -11,6 +11,9 @@ worker). Kafka message keys stay the plain user id: placement (murmur2 over it) 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+import msgpack
 
 from streams.positions import BOOKKEEPING_PREFIX, is_position_key
 
@@ -60,6 +63,18 @@ def alias_of(user: bytes) -> bytes:
 def merged_of(user: bytes) -> bytes:
     """The key of the ids merged into a user, from the user's profiles-table key."""
     return MERGED_PREFIX + user[len(USER_PREFIX) :]
+
+
+def merged_ids_of(raw: Any) -> list[str]:
+    """The ids of a user's `m:` row (`streams.identity.Identity.merged`); none for a missing or
+    unreadable row."""
+    if not isinstance(raw, bytes):
+        return []
+    try:
+        ids, _ = msgpack.unpackb(raw, raw=False)
+        return [str(i) for i in ids]
+    except Exception:
+        return []
 
 
 def layout_moves(rows: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes | None]]:

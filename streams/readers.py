@@ -59,7 +59,7 @@ from streams import read_side
 from streams.backlog import Backlog, hold_wait
 from streams.content_sync import CatalogContent
 from streams.kafka_security import Broker, as_config
-from streams.keys import is_profile_key, user_key
+from streams.keys import is_profile_key, merged_ids_of, merged_of, user_key
 from streams.positions import parse_position, position_key
 from streams.profile_cache import profile_cost
 from streams.read_side import PartitionMemo, ProductMemo
@@ -474,6 +474,11 @@ class SecondaryState:
             profile = Profile.unpack(raw)
         self._memo.put(user_id, (sequence, raw, profile), memo_cost(user_id, raw))
         return profile
+
+    def merged_ids(self, user_id: str) -> list[str]:
+        """The ids whose history an identify merged into the user (its `m:` row)."""
+        key = merged_of(user_key(user_id))
+        return merged_ids_of(self.tables["profiles"].get(self.partition_of(user_id), key))
 
     def product(self, item_id: str) -> Product | None:
         """The catalog's product (None: unknown). Memoized while `catalog_generation` stands (it

@@ -123,6 +123,43 @@ def test_erasing_the_user_erases_the_merged_anonymous_state_and_alias(worker: Wo
     assert profile(worker, user) is None
 
 
+def export(worker: Worker, user: str) -> dict | None:
+    status, _, body = http("GET", f"{worker.base}/v1/users/{user}/export", timeout=30)
+    return json.loads(body) if status == 200 else None
+
+
+def test_the_export_lists_the_merged_ids_and_their_held_records(worker: Worker) -> None:
+    """A data subject's access request covers what came from their merged anonymous ids: the
+    anonymous id's consent_withdrawn notice is keyed by that id on `triggers`, so the user's own
+    `records` never showed it (and nothing named the merged id)."""
+    anon, user = apart()
+    post(worker, [ev(user, "product_view", T0, "u-own")])
+    withdrawn = ev(anon, "consent", T0 + 2_000, props={"email": False})
+    post(worker, [ev(anon, "product_view", T0 + 1_000, "a-1"), withdrawn])
+    wait_until(lambda: counted(worker, anon, 2), timeout=60, what="the anonymous history")
+    wait_until(lambda: counted(worker, user, 1), timeout=60, what="the user's own view")
+    post(worker, [ev(user, "identify", T0 + 4_000, props={"previous_id": anon})])
+    wait_until(lambda: counted(worker, user, 4), timeout=60, what="the merged history")
+
+    def merged_notice() -> dict | None:
+        view = export(worker, user)
+        merged = (view or {}).get("merged_ids") or []
+        held = merged[0]["records"] if merged else None
+        return view if held and held["complete"] and held["triggers"] else None
+
+    view = wait_until(merged_notice, timeout=60, interval=1.0, what="the merged id's records")
+    (entry,) = view["merged_ids"]
+    assert entry["user_id"] == anon
+    (notice,) = entry["records"]["triggers"]
+    assert notice["trigger"] == "consent_withdrawn" and notice["user_id"] == anon
+    assert entry["records"]["dead_letters"] == [] and entry["records"]["exposures"] == []
+    # the existing fields stay as they were: the user's own records, the merged history
+    assert view["records"]["complete"] is True and view["records"]["triggers"] == []
+    assert view["stored"]["counts"] == {"product_view": 2, "consent": 1, "identify": 1}
+    # an id that nothing was merged into lists none
+    assert export(worker, anon) is None or export(worker, anon)["merged_ids"] == []
+
+
 # -- hostile and conflicting input ---------------------------------------------------------------
 def send_command(worker: Worker, key: str, command: dict, signed: bool = True) -> None:
     async def go() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
 
+import msgpack
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
@@ -39,7 +40,7 @@ from persona.worker import StreamState
 from streams.admin import COMMANDS_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.broker import EmbeddedBroker
-from streams.keys import user_key
+from streams.keys import merged_of, user_key
 from streams.readers import SecondaryState
 from streams.signed import RecordGate, RecordSigner
 
@@ -78,6 +79,8 @@ class Store(Protocol):
 
     def put_product(self, item_id: str, product: Product | None) -> None: ...
 
+    def put_merged(self, user_id: str, ids: list[str]) -> None: ...  # the user's `m:` row
+
     def put_score(self, item_id: str, partition: int, score: Score) -> None: ...
 
     def put_event_time(self, partition: int, ts: int) -> None: ...
@@ -93,6 +96,9 @@ class MemoryStore:
 
     def put_profile(self, profile: Profile) -> None:
         self.memory.profiles[profile.user_id] = profile
+
+    def put_merged(self, user_id: str, ids: list[str]) -> None:
+        self.memory.merged[user_id] = ids
 
     def put_product(self, item_id: str, product: Product | None) -> None:
         if product is None:
@@ -143,6 +149,11 @@ class LiveStore:
     def put_profile(self, profile: Profile) -> None:
         key = user_key(profile.user_id)
         self._write("profiles", partition_of(profile.user_id), key, profile.pack())
+
+    def put_merged(self, user_id: str, ids: list[str]) -> None:
+        """The `m:` row as streams.identity writes it: the ids and their merge keys."""
+        row = msgpack.packb([ids, list(range(len(ids)))])
+        self._write("profiles", partition_of(user_id), merged_of(user_key(user_id)), row)
 
     def put_product(self, item_id: str, product: Product | None) -> None:
         value = None if product is None else product.pack()
@@ -203,6 +214,16 @@ def test_a_stored_profile_reads_back_and_follows_its_changes(store: Store) -> No
     store.settle()
     assert store.state.profile("ann") == later
     assert store.state.profile("bob") == profile_of("bob", "B")
+
+
+def test_the_ids_merged_into_a_user_read_back(store: Store) -> None:
+    """The export lists them (api/privacy.py): an `m:` row of the user's partition."""
+    store.put_profile(profile_of("ann", "A"))
+    store.put_merged("ann", ["anon-1", "anon-2"])
+    store.settle()
+    assert store.state.merged_ids("ann") == ["anon-1", "anon-2"]
+    assert store.state.merged_ids("anon-1") == [] and store.state.merged_ids("nobody") == []
+    assert store.state.profile("ann") == profile_of("ann", "A")
 
 
 def test_the_sample_of_profiles_holds_the_stored_users_and_nothing_else(store: Store) -> None:
