@@ -12,6 +12,7 @@ The mapping (an output needs every purpose listed; a purpose the user never spok
 | `back_in_stock`, `price_drop` and their webhooks (e-mail      |                            |
 | automation: each one is an e-mail to the user)                |                            |
 | trigger `consent_withdrawn` (the notice of a withdrawal)      | none                       |
+| webhook `user_erased` (the notice of an erasure)              | none                       |
 | any other trigger                                             | personalization            |
 | `/v1/render` `user.*` profile fields                          | personalization            |
 | `/profile` scores, recommendations, models, affinities        | personalization            |
@@ -51,6 +52,7 @@ TRIGGER_PURPOSES: dict[str, tuple[str, ...]] = {
     "back_in_stock": EMAIL_TRIGGER,
     "price_drop": EMAIL_TRIGGER,
     "consent_withdrawn": (),  # the withdrawal itself: always sent, never taken back
+    "user_erased": (),  # an erasure's webhook notice: never taken back by a withdrawal
 }
 OTHER_TRIGGER = (PERSONALIZATION,)
 

@@ -22,6 +22,7 @@ BACK_IN_STOCK = "back_in_stock"
 PRICE_DROP = "price_drop"
 ITEM_KINDS = (BACK_IN_STOCK, PRICE_DROP)  # the kinds of trigger a catalog change causes
 CONSENT_WITHDRAWN = "consent_withdrawn"  # a notice: automations cancel the user's queued sends
+USER_ERASED = "user_erased"  # a webhook notice: receivers delete what they hold about the user
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,16 @@ def consent_withdrawn(profile: Profile, event: Event) -> Trigger | None:
         return None
     trigger_id = f"{CONSENT_WITHDRAWN}:{profile.user_id}:{event.event_id}"
     return Trigger(CONSENT_WITHDRAWN, profile.user_id, event.ts, trigger_id, {"purposes": purposes})
+
+
+def user_erased(user_id: str, erased_ms: int) -> Trigger:
+    """The webhook notice of an erasure (`DELETE /v1/users/{id}`, or a merged id erased with its
+    user): webhook receivers got the user's triggers and must delete their copies. `ts` is the
+    erasure's time (the erase command's record time, the user's fence); a repeat of the same
+    erasure (a redelivered command) has the same `trigger_id`. Only to the webhooks: consumers
+    of the `triggers` topic have the erasure's tombstone, and a record after it would be one
+    more record keyed by the erased user."""
+    return Trigger(USER_ERASED, user_id, erased_ms, f"{USER_ERASED}:{user_id}:{erased_ms}")
 
 
 def abandoned_cart_due(profile: Profile, delay_ms: int) -> int | None:

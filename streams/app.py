@@ -1277,8 +1277,9 @@ class PersonaStreams:
         the user that arrive later stay out), its schedule, topic records and merged ids."""
         user, msg = user_key(user_id), fevent.message
         fold.touched[user] = (None, fevent, True)
-        fold.fences[user] = (int((msg.timestamp or time.time()) * 1000), msg.partition)
-        self.triggers.forget(user_id)
+        erased_ms = int((msg.timestamp or time.time()) * 1000)
+        fold.fences[user] = (erased_ms, msg.partition)
+        self.triggers.erased(user_id, erased_ms)
         await self._tombstones(user_id)
         await self.identity.erase(user_id, fevent)
         self.stats.erased += 1

@@ -47,6 +47,7 @@ from engine.triggers import (
     consent_withdrawn,
     item_change,
     item_triggers,
+    user_erased,
 )
 from models.registry import ModelSet
 from streams.delivery import Carrier
@@ -105,11 +106,22 @@ class TriggerRunner:
         self._pacer = Pacer(SWEEP_REST, ports.wall)
 
     def forget(self, user_id: str) -> None:
-        """Drop a user's schedule and queued webhooks (erasure)."""
+        """Drop a user's schedule and queued webhooks (erasure, an id merged into a user)."""
         self._pending.pop(user_id, None)
         hooks = self.ports.webhooks()
         if hooks is not None:
             hooks.cancel(user_id)
+
+    def erased(self, user_id: str, erased_ms: int) -> None:
+        """An erasure: `forget` the user, then queue the `user_erased` notice for every webhook
+        URL (engine.triggers.user_erased), signed like every trigger, so receivers delete the
+        copies of the user's triggers they keep. It needs no consent (it is no use of the data)
+        and goes to the webhooks only, never to the `triggers` topic (the tombstone's)."""
+        self.forget(user_id)
+        hooks = self.ports.webhooks()
+        if hooks is not None:
+            notice = user_erased(user_id, erased_ms)
+            hooks.submit(json.dumps(notice.to_message()).encode(), user_id, notice.trigger)
 
     def _schedule(self, user: str, due: int) -> None:
         """Schedule the user's abandoned-cart check at `due`, within the bound (the setting

@@ -5,6 +5,7 @@ trigger fires for them afterwards. The whole pipeline is covered in test_trigger
 from __future__ import annotations
 
 import asyncio
+import json
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -165,5 +166,31 @@ def test_an_erasure_takes_back_the_users_schedule_and_webhooks() -> None:
         assert runner._pending == {"other": T0}
         assert hooks.pending("gone") == 0 and hooks.pending("other") == 1
         assert hooks._lanes[0].queue.qsize() == 1 and hooks.stats.cancelled == 1
+
+    asyncio.run(scenario())
+
+
+def test_an_erasure_queues_a_user_erased_notice_for_every_webhook_url() -> None:
+    """Receivers kept the user's triggers: the erasure tells them (signed like every trigger when
+    sent), after taking back what was queued; a later withdrawal does not take the notice back."""
+
+    async def scenario() -> None:
+        urls = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
+        hooks = WebhookSender(urls, "secret-kkkkkkkkkkkkkkkk")
+        runner, _ = _runner(hooks)
+        hooks.submit(b'{"trigger": "churn_risk"}', "gone", "churn_risk")
+        runner.erased("gone", T0 + 5)
+        queued = [lane.queue.get_nowait() for lane in hooks._lanes]
+        assert queued[0] is queued[1] and hooks.pending("gone") == 1
+        assert json.loads(queued[0].body) == {
+            "trigger": "user_erased",
+            "user_id": "gone",
+            "ts": T0 + 5,
+            "trigger_id": f"user_erased:gone:{T0 + 5}",
+        }
+        withdrawn = apply(None, _event("gone", 1, "consent", T0 + 6, props={"email": False}))
+        for lane, delivery in zip(hooks._lanes, queued, strict=True):
+            lane.queue.put_nowait(delivery)
+        assert hooks.cancel("gone", lambda t: runner.allowed(withdrawn, t)) == 0
 
     asyncio.run(scenario())

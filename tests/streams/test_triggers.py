@@ -23,7 +23,7 @@ from engine.events import validate
 from streams.admin import bootstrap_servers
 from streams.broker import EmbeddedBroker, free_port
 from streams.produce import ALL_INPUTS, Producer, ensure_topics
-from tests.conftest import start_worker, wait_until
+from tests.conftest import http, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -198,6 +198,28 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
             to_withdrawer = [json.loads(b) for b, _ in Hooks.received]
             to_withdrawer = [t["trigger"] for t in to_withdrawer if t["user_id"] == "withdrawer"]
             assert to_withdrawer == ["consent_withdrawn"]  # automations cancel their sends
+
+            # An erasure reaches the receivers: a signed `user_erased` notice, so they delete
+            # the user's triggers they keep (the abandoner's abandoned_cart above).
+            status, _, body = http("DELETE", f"{worker.base}/v1/users/abandoner", timeout=30)
+            assert status == 200 and json.loads(body)["erased"] is True
+            erased = wait_until(
+                lambda: [
+                    (json.loads(b), s)
+                    for b, s in Hooks.received
+                    if json.loads(b)["trigger"] == "user_erased"
+                ],
+                timeout=30,
+                what="the erasure's webhook notice",
+            )
+            ((notice, signature),) = erased
+            assert set(notice) == {"trigger", "user_id", "ts", "trigger_id"}
+            assert notice["user_id"] == "abandoner"
+            assert notice["trigger_id"] == f"user_erased:abandoner:{notice['ts']}"
+            assert abs(notice["ts"] - time.time() * 1000) < 120_000  # the erasure's time
+            body_sent = next(b for b, _ in Hooks.received if b"user_erased" in b)
+            expected = hmac.new(SECRET.encode(), body_sent, hashlib.sha256).hexdigest()
+            assert signature == f"sha256={expected}"
         finally:
             worker.stop()
             server.shutdown()
