@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
+import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -113,17 +115,39 @@ class InvalidFeed(ValueError):
 # -- opening and detection ------------------------------------------------------------------------
 
 
+NOT_REGULAR = "is not a regular file (a directory, FIFO or device?)"
+
+
 def open_binary(path: str | Path) -> IO[bytes]:
     """The file's bytes, gunzipped when it starts with gzip's magic bytes; a gzip file that
     inflates to more than MAX_GZIP_RATIO times its size (at least GZIP_FLOOR bytes) raises
-    InvalidFeed once it gets there (a gzip bomb: 200 MB of newlines fit in 200 KB)."""
-    p = Path(path)
-    with p.open("rb") as raw:
+    InvalidFeed once it gets there (a gzip bomb: 200 MB of newlines fit in 200 KB).
+
+    Only a regular file (through symbolic links) is read: a directory, a FIFO or a device raises
+    InvalidFeed(NOT_REGULAR) at once. The file is opened without blocking and its type taken
+    from the open descriptor, then read through that descriptor only, so a path swapped for a
+    FIFO after a caller's check cannot block the reader (a FIFO without a writer blocked the
+    open for ever; /dev/zero and /dev/urandom never end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidFeed(0, NOT_REGULAR)
+        os.set_blocking(fd, True)
+        raw = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
         magic = raw.read(2)
-    if magic == b"\x1f\x8b":
-        limit = max(GZIP_FLOOR, MAX_GZIP_RATIO * p.stat().st_size)
-        return cast(IO[bytes], _Inflating(gzip.GzipFile(p, "rb"), limit))
-    return p.open("rb")
+        raw.seek(0)
+        if magic == b"\x1f\x8b":
+            limit = max(GZIP_FLOOR, MAX_GZIP_RATIO * info.st_size)
+            return cast(IO[bytes], _Inflating(gzip.GzipFile(fileobj=raw, mode="rb"), limit, raw))
+    except BaseException:
+        raw.close()
+        raise
+    return raw
 
 
 class _Inflating:
@@ -131,9 +155,10 @@ class _Inflating:
     refuses to inflate past `limit` bytes. A damaged or cut stream (EOFError, BadGzipFile,
     zlib.error out of gzip) is an InvalidFeed too: nothing after it can be read."""
 
-    def __init__(self, inner: gzip.GzipFile, limit: int) -> None:
+    def __init__(self, inner: gzip.GzipFile, limit: int, raw: IO[bytes] | None = None) -> None:
         self._inner = inner
         self._limit = limit
+        self._raw = raw  # the file under a GzipFile made over a file object (not closed by it)
 
     def _checked(self, data: bytes) -> bytes:
         if self._inner.tell() > self._limit:
@@ -164,6 +189,8 @@ class _Inflating:
 
     def close(self) -> None:
         self._inner.close()
+        if self._raw is not None:
+            self._raw.close()
 
     def __enter__(self) -> _Inflating:
         return self

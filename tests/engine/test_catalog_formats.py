@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -279,3 +281,33 @@ def test_a_map_file_that_never_ends_or_is_huge_is_refused_unread(tmp_path: Path)
         out.truncate(4 << 30)
     with pytest.raises(ValueError, match="larger than"):
         load_map(huge)
+
+
+# -- what is no regular file, repeated columns ---------------------------------------------------
+
+
+def test_open_binary_refuses_what_is_not_a_regular_file_at_once(tmp_path: Path) -> None:
+    """A FIFO blocked the open until a writer came (for ever under `persona catalog import`);
+    /dev/zero and /dev/urandom never end; a directory failed with IsADirectoryError. Each is
+    refused from the open descriptor, before a byte is read. (The FIFO here has a writer and
+    bytes waiting, so the old code returned a handle instead of hanging the test.)"""
+    from engine.catalog_formats import NOT_REGULAR, open_binary
+
+    fifo = tmp_path / "feed.csv"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # never blocks on Linux
+    try:
+        os.write(writer, b"id,title\n")
+        for path in (fifo, tmp_path, Path("/dev/zero"), Path("/dev/urandom"), Path("/dev/null")):
+            with pytest.raises(InvalidFeed, match=re.escape(NOT_REGULAR)):
+                open_binary(path).close()
+    finally:
+        os.close(writer)
+    plain = tmp_path / "plain.csv"
+    plain.write_text("id,title\n")
+    with open_binary(plain) as fh:
+        assert fh.read() == b"id,title\n"
+    packed = tmp_path / "packed.csv.gz"
+    packed.write_bytes(gzip.compress(b"id,title\n"))
+    with open_binary(packed) as fh:
+        assert fh.read() == b"id,title\n"

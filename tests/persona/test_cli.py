@@ -158,6 +158,21 @@ def test_replay_of_a_hostile_file_is_one_line_and_no_traceback(tmp_path: Path) -
         assert message in result.stderr and "Traceback" not in result.stderr, (path, result)
 
 
+def test_catalog_import_of_what_is_no_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    """A FIFO (no writer: its open blocked for ever), a directory, /dev/zero and /dev/urandom
+    (never ending) and /dev/null: one line naming the path, exit 2, before the broker (which
+    answers nothing here) is asked. `-` is no stdin: there is no such file."""
+    fifo = tmp_path / "feed.csv"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path, "/dev/zero", "/dev/urandom", "/dev/null"):
+        result = persona("catalog", "import", str(path), "--broker", "kafka://127.0.0.1:1")
+        assert result.returncode == 2, (path, result.stderr)
+        assert f"{path} is not a regular file" in result.stderr, (path, result.stderr)
+        assert "Traceback" not in result.stderr
+    result = persona("catalog", "import", "-", "--broker", "kafka://127.0.0.1:1")
+    assert result.returncode == 2 and "file not found: -" in result.stderr, result.stderr
+
+
 def test_replay_refuses_a_rate_it_cannot_pace_by(tmp_path: Path) -> None:
     """nan, inf, 0 and negatives were taken and paced nothing; 1e-300 slept for ever."""
     events = tmp_path / "e.jsonl"
