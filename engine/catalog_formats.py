@@ -18,7 +18,9 @@ outright, so no entity is ever declared, expanded or fetched; a field longer tha
 characters or an item with more than `MAX_FIELDS` fields rejects the item.
 
 A bad row is rejected with its line and reason (`reject(line, reason)`) and reading goes on; a
-feed that cannot be read on (not well-formed XML, a DTD, an over-long line) raises `InvalidFeed`.
+feed that cannot be read on (not well-formed XML, a DTD, an over-long line) raises `InvalidFeed`,
+so does a CSV/TSV header that gives one product field twice (`check_columns`; a repeated column
+of no product field is only a warning).
 """
 
 from __future__ import annotations
@@ -306,9 +308,12 @@ def read_products(
     fmt: str = "auto",
     mapping: dict[str, str] | None = None,
     reject: Reject | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Iterator[Product]:
     """The valid products of a feed read from `source`, in feed order. Each bad row goes to
-    `reject(line, reason)` (None: the first one raises `InvalidProduct("line N: ...")`)."""
+    `reject(line, reason)` (None: the first one raises `InvalidProduct("line N: ...")`); what
+    is read but worth a word (a repeated column Persona does not use, `check_columns`) goes to
+    `warn(message)`."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown feed format {fmt!r}; expected one of {', '.join(FORMATS)}")
     head = _peek(source)
@@ -321,7 +326,11 @@ def read_products(
         )
     if fmt == "auto":
         fmt = detect(head)
-    for line, fields, problem in _rows(source, fmt):
+
+    def header(names: list[str]) -> None:
+        check_columns(names, mapping, warn)
+
+    for line, fields, problem in _rows(source, fmt, header):
         try:
             if problem:
                 raise InvalidProduct(problem)
@@ -355,13 +364,51 @@ def _peek(source: IO[bytes]) -> bytes:
     return head
 
 
-def _rows(source: IO[bytes], fmt: str) -> Iterator[Row]:
+def check_columns(
+    names: list[str], mapping: dict[str, str] | None, warn: Callable[[str], None] | None
+) -> None:
+    """A CSV/TSV header: two columns that give the same product field (the same name twice,
+    Google's and Persona's name of one field, or a mapped name) raise InvalidFeed naming them;
+    a row took one of them silently before (the last of a repeated name), say a second
+    `price`. Google Merchant Center counts a single-valued attribute given more than once as
+    an error too. A repeated name Persona does not use as a field (a free attribute, an unnamed
+    column) only goes to `warn`: the last one's value is kept, as before."""
+    own: dict[str, tuple[int, str]] = {}  # product field -> the first column giving it
+    other: dict[str, list[int]] = {}  # a name of no field -> its columns
+    for number, raw in enumerate(names, 1):
+        name = (mapping or {}).get(raw, raw)
+        field = GOOGLE_NAMES.get(name, name)
+        if field not in OWN_FIELDS:
+            other.setdefault(raw, []).append(number)
+            continue
+        if field in own:
+            first, first_name = own[field]
+            said = repr(raw) if first_name == raw else f"{first_name!r} and {raw!r}"
+            raise InvalidFeed(
+                1,
+                f"the column {said} is given twice (columns {first} and {number}) for the "
+                f"product's {field}: Persona would take one of them silently; keep one",
+            )
+        own[field] = (number, raw)
+    for raw, columns in other.items():
+        if len(columns) > 1 and warn is not None:
+            shown = f"the column {raw!r}" if raw else "an unnamed column"
+            where = ", ".join(str(c) for c in columns)
+            warn(
+                f"line 1: {shown} appears {len(columns)} times (columns {where}); it is no "
+                "product field, only a free attribute: the last one's value is kept"
+            )
+
+
+def _rows(
+    source: IO[bytes], fmt: str, header: Callable[[list[str]], None] | None = None
+) -> Iterator[Row]:
     if fmt == "google-xml":
         return xml_rows(source)
     lines = _text_lines(source)
     if fmt == "jsonl":
         return _json_rows(lines)
-    return _csv_rows(lines, "\t" if fmt == "tsv" else ",")
+    return _csv_rows(lines, "\t" if fmt == "tsv" else ",", header)
 
 
 def _text_lines(source: IO[bytes]) -> Iterator[str]:
@@ -425,11 +472,15 @@ class _RowLines:
         return line
 
 
-def _csv_rows(lines: Iterable[str], delimiter: str) -> Iterator[Row]:
+def _csv_rows(
+    lines: Iterable[str], delimiter: str, check: Callable[[list[str]], None] | None = None
+) -> Iterator[Row]:
     rows = _RowLines(lines)
     reader = csv.reader(rows, delimiter=delimiter)
     try:
         header = [_name(h) for h in next(reader, [])]
+        if check is not None:
+            check(header)  # before any row: a refused header imports nothing
         rows.start_row()
         for row in reader:
             rows.start_row()

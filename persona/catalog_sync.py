@@ -193,8 +193,10 @@ async def import_feed(
     full: bool = False,
     reject: Reject | None = None,
     progress: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> ImportResult:
-    """Produce the feed at `path` into `catalog` (see the module docstring)."""
+    """Produce the feed at `path` into `catalog` (see the module docstring). A warning about
+    the feed (a repeated column Persona does not use) goes to `warn`, else to the log."""
     from streams.produce import ALL_INPUTS, Producer, ensure_topics
 
     result = ImportResult()
@@ -209,7 +211,9 @@ async def import_feed(
     async with Producer(broker) as producer:
         with open_binary(path) as source:
             polite = cast(IO[bytes], _Yielding(source))
-            products = _noting(read_products(polite, fmt, mapping, count), seen if full else None)
+            told = warn or _logged_warning
+            read = read_products(polite, fmt, mapping, count, told)
+            products = _noting(read, seen if full else None)
             async for batch in _read_aside(products):
                 result.sent += await producer.send_products(
                     batch, progress=_after(result, progress)
@@ -218,6 +222,10 @@ async def import_feed(
             missing = await missing_products(broker, seen)
             result.marked_out = await producer.send_products(missing)
     return result
+
+
+def _logged_warning(message: str) -> None:
+    log.warning("catalog feed: %s", message)
 
 
 async def _read_aside(products: Iterator[Product]) -> AsyncIterator[list[Product]]:

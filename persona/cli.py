@@ -199,6 +199,9 @@ async def _catalog_import(
     def reject(line: int, reason: str) -> None:
         print(f"persona: line {line} rejected: {reason}", file=sys.stderr)
 
+    def warn(message: str) -> None:
+        print(f"persona: warning: {message}", file=sys.stderr)
+
     with tempfile.TemporaryDirectory(prefix="persona-feed-") as tmp:
         path = Path(args.file)
         if remote:
@@ -206,7 +209,7 @@ async def _catalog_import(
             await download(args.file, path)
         progress = Progress("catalog import")
         result = await import_feed(
-            broker, partitions, path, args.format, mapping, args.full, reject, progress
+            broker, partitions, path, args.format, mapping, args.full, reject, progress, warn
         )
         progress.close(result.sent)
     print(

@@ -311,3 +311,45 @@ def test_open_binary_refuses_what_is_not_a_regular_file_at_once(tmp_path: Path) 
     packed.write_bytes(gzip.compress(b"id,title\n"))
     with open_binary(packed) as fh:
         assert fh.read() == b"id,title\n"
+
+
+ROW = "c-1,Chair,https://s.example/c-1,https://s.example/c-1.jpg"
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_repeated_product_column_refuses_the_feed_naming_it(sep: str) -> None:
+    """Two `price` columns: the last one silently won, whichever the shop meant."""
+    head = sep.join(["id", "title", "link", "image_link", "price", "brand", "price"])
+    row = sep.join([*ROW.split(","), "10.00 EUR", "Oakly", "99.00 EUR"])
+    fmt = "csv" if sep == "," else "tsv"
+    with pytest.raises(
+        InvalidFeed, match=r"line 1: the column 'price' is given twice \(columns 5 and 7\)"
+    ):
+        from_text(f"{head}\n{row}\n", fmt)
+
+
+def test_two_names_of_one_field_refuse_the_feed_too() -> None:
+    """Google's `id` and Persona's `item_id`, or a mapped name and the name it maps to: to_product
+    kept the first and dropped the other without a word."""
+    text = f"id,title,link,image_link,price,item_id\n{ROW},10.00 EUR,c-2\n"
+    with pytest.raises(InvalidFeed, match=r"'id' and 'item_id' is given twice \(columns 1 and 6\)"):
+        from_text(text)
+    mapped = f"sku,title,link,image_link,price,id\n{ROW},10.00 EUR,c-2\n"
+    with pytest.raises(InvalidFeed, match="for the product's item_id"):
+        list(read_products(io.BytesIO(mapped.encode()), "csv", {"sku": "id"}))
+
+
+def test_a_repeated_column_persona_does_not_use_is_a_warning() -> None:
+    """A free attribute (`color`) or unnamed columns (a trailing separator) given twice: the feed
+    is read, the last value kept, and the warning names the column."""
+    warned: list[str] = []
+    text = f"id,title,link,image_link,price,color,color,,\n{ROW},10.00 EUR,red,blue,,\n"
+    (product,) = read_products(io.BytesIO(text.encode()), "csv", None, None, warned.append)
+    assert product.item_id == "c-1" and product.attributes == {"color": "blue"}
+    assert warned == [
+        "line 1: the column 'color' appears 2 times (columns 6, 7); it is no product field, "
+        "only a free attribute: the last one's value is kept",
+        "line 1: an unnamed column appears 2 times (columns 8, 9); it is no product field, "
+        "only a free attribute: the last one's value is kept",
+    ]
+    assert from_text(text)[0].price == 10.0  # no warn given: read all the same
