@@ -91,6 +91,8 @@ OWN_FIELDS = frozenset(
     }
 )
 KNOWN_NAMES = OWN_FIELDS | set(GOOGLE_NAMES)
+# fields a text feed may give in several columns of one name, a value each (Google's sheets do)
+REPEATED_FIELDS = frozenset({"additional_image_links"})
 AVAILABILITY_WORDS = {
     "in_stock": "in_stock",
     "in stock": "in_stock",
@@ -371,7 +373,9 @@ def check_columns(
     Google's and Persona's name of one field, or a mapped name) raise InvalidFeed naming them;
     a row took one of them silently before (the last of a repeated name), say a second
     `price`. Google Merchant Center counts a single-valued attribute given more than once as
-    an error too. A repeated name Persona does not use as a field (a free attribute, an unnamed
+    an error too. A repeated field (`REPEATED_FIELDS`: `additional_image_link`) may be given in
+    several columns of the same name, one value each, as Google's sheets take it: `_csv_rows`
+    joins them. A repeated name Persona does not use as a field (a free attribute, an unnamed
     column) only goes to `warn`: the last one's value is kept, as before."""
     own: dict[str, tuple[int, str]] = {}  # product field -> the first column giving it
     other: dict[str, list[int]] = {}  # a name of no field -> its columns
@@ -383,6 +387,8 @@ def check_columns(
             continue
         if field in own:
             first, first_name = own[field]
+            if field in REPEATED_FIELDS and first_name == raw:
+                continue  # one value a column, joined by _csv_rows
             said = repr(raw) if first_name == raw else f"{first_name!r} and {raw!r}"
             raise InvalidFeed(
                 1,
@@ -472,6 +478,17 @@ class _RowLines:
         return line
 
 
+def _joined_columns(header: list[str]) -> list[tuple[str, list[int]]]:
+    """The names of a repeated field (`REPEATED_FIELDS`) that the header gives in more than one
+    column, with those columns: a row's values of them are joined with commas (the form one
+    such cell takes)."""
+    columns: dict[str, list[int]] = {}
+    for number, name in enumerate(header):
+        if GOOGLE_NAMES.get(name, name) in REPEATED_FIELDS:
+            columns.setdefault(name, []).append(number)
+    return [(name, where) for name, where in columns.items() if len(where) > 1]
+
+
 def _csv_rows(
     lines: Iterable[str], delimiter: str, check: Callable[[list[str]], None] | None = None
 ) -> Iterator[Row]:
@@ -481,13 +498,17 @@ def _csv_rows(
         header = [_name(h) for h in next(reader, [])]
         if check is not None:
             check(header)  # before any row: a refused header imports nothing
+        joined = _joined_columns(header)
         rows.start_row()
         for row in reader:
             rows.start_row()
             if not any(cell.strip() for cell in row):
                 continue
             problem = None if len(row) <= len(header) else "more cells than header columns"
-            yield reader.line_num, dict(zip(header, row, strict=False)), problem
+            fields = dict(zip(header, row, strict=False))
+            for name, columns in joined:
+                fields[name] = ",".join(row[c] for c in columns if c < len(row) and row[c])
+            yield reader.line_num, fields, problem
     except csv.Error as exc:
         raise InvalidFeed(
             reader.line_num, f"unreadable {delimiter!r}-separated text: {exc}"

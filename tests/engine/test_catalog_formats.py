@@ -353,3 +353,17 @@ def test_a_repeated_column_persona_does_not_use_is_a_warning() -> None:
         "only a free attribute: the last one's value is kept",
     ]
     assert from_text(text)[0].price == 10.0  # no warn given: read all the same
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_repeated_field_in_several_columns_is_joined_not_refused(sep: str) -> None:
+    """Google's sheets take a repeated attribute (`additional_image_link`) as one column per
+    value: every column's image is kept, in column order, and an empty cell adds none."""
+    head = sep.join(["id", "title", "link", "image_link", "price", *["additional_image_link"] * 3])
+    images = ["https://shop.example/a.jpg", "", "https://shop.example/c.jpg"]
+    row = sep.join([*ROW.split(","), "10.00 EUR", *images])
+    (product,) = from_text(f"{head}\n{row}\n", "csv" if sep == "," else "tsv")
+    assert product.additional_image_links == (
+        "https://shop.example/a.jpg",
+        "https://shop.example/c.jpg",
+    )
