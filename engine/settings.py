@@ -166,7 +166,8 @@ class Settings:
     )
     webhook_urls: str | None = optional(
         t.url_list,
-        "comma-separated URLs that receive every trigger, signed (needs `PERSONA_WEBHOOK_SECRET`); "
+        "comma-separated URLs that receive every trigger and a `user_erased` notice at each "
+        "erasure, signed (needs `PERSONA_WEBHOOK_SECRET`); "
         "each URL has its own queue of 10,000 and its own sender, so a slow receiver delays only "
         "itself",
         example="https://automation.example/persona",
