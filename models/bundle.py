@@ -13,10 +13,11 @@ loader ever unpickles (`.npz` is read with `allow_pickle=False`, `.skops` with a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,12 +174,52 @@ def write_files(directory: Path, files: dict[str, bytes]) -> None:
         (directory / file).write_bytes(data)
 
 
-def save_model(model: Any, directory: str | Path) -> Path:
-    """Write a trained model's artifact into an empty/new directory."""
+def artifact_files(name: str) -> frozenset[str]:
+    """Every file an artifact of model `name` may hold, whatever its kind."""
+    return frozenset(f for files in KINDS[name].values() for f in files)
+
+
+def check_out(directory: str | Path, name: str) -> None:
+    """Whether `save_model` may write model `name`'s artifact into `directory`: OSError when a
+    path through a file or a folder that cannot be written stands in the way, ValueError when
+    the folder holds anything but an earlier artifact's files (never removed)."""
     d = Path(directory)
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
+    if d.exists() and not d.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(d))
+    if d.is_dir():
+        others = sorted(p.name for p in d.iterdir() if p.name not in artifact_files(name))
+        if others:
+            shown = ", ".join(others[:5]) + (
+                f" and {len(others) - 5} more" if len(others) > 5 else ""
+            )
+            raise ValueError(
+                f"{d} holds {shown}: not overwritten (a {name} artifact folder holds only "
+                f"{', '.join(sorted(artifact_files(name)))}); choose another --out"
+            )
+    check_writable(d)
+
+
+def check_writable(directory: str | Path) -> None:
+    """OSError when `directory` cannot be made or written: it, or its nearest existing
+    ancestor, is a file or a folder this process may not write."""
+    base = Path(directory).absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(base))
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", str(base))
+
+
+def save_model(model: Any, directory: str | Path) -> Path:
+    """Write a trained model's artifact into `directory`, new or holding an earlier artifact of
+    the same model (its files are replaced; anything else there is refused, never removed)."""
+    d = Path(directory)
+    name = str(model.name)
+    check_out(d, name)
+    for file in artifact_files(name):
+        (d / file).unlink(missing_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     if isinstance(model, ChurnModel):
         model.save(d / META["churn"])
     else:

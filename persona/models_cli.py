@@ -98,12 +98,27 @@ def _publish(broker: KafkaClientConfig, directory: Path, signer: RecordSigner) -
     return bundle.version
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """A `--out` that cannot take the artifacts is said before training (minutes on a big
+    file), not after: a path through a file, a folder that cannot be written, or a model's
+    folder holding files of the user's own (save_model never removes those)."""
+    from models.bundle import check_out, check_writable
+
+    if not args.out:
+        return
+    if args.model == "all":  # churn.json, recs.json and recs.npz written into `out` itself
+        check_writable(args.out)
+    else:
+        check_out(Path(args.out) / args.model, args.model)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from models.bundle import save_model
     from persona.progress import step
 
     if args.ease_lambda != AUTO and (args.model == "churn" or args.kind == "als"):
         raise ValueError("--lambda sets the EASE neighbour table of recs (--kind knn)")
+    _check_out(args)
     if args.out and args.model == "all":  # the original form: both models into one directory
         from models.train import train_all
 
