@@ -134,17 +134,20 @@ async def put_experiment(request: web.Request) -> web.Response:
     admin = _admin(request)
     request[DETAILS] = {f: _short(body.get(f)) for f in ("name", "model", "candidate", "mode")}
     try:
-        model = str(body["model"])
+        model = _text(body, "model")
         control = next(
             (m["version"] for m in admin.listing() if m["name"] == model and m["active"]), ""
         )
+        share = body.get("share", 0.5)
+        if isinstance(share, bool) or not isinstance(share, int | float):
+            raise TypeError("share is a number between 0 and 1 (the fraction in variant B)")
         experiment = Experiment(
-            name=str(body["name"]),
+            name=_text(body, "name"),
             model=model,
             control=control,
-            candidate=str(body["candidate"]),
-            mode=str(body.get("mode", "ab")),
-            share=float(body.get("share", 0.5)),
+            candidate=_text(body, "candidate"),
+            mode=_text(body, "mode") if "mode" in body else "ab",
+            share=float(share),
             started=rfc3339(utc_now()),
         )
         current = await admin.set_experiment(experiment)
@@ -155,6 +158,15 @@ async def put_experiment(request: web.Request) -> web.Response:
     except (TypeError, ValueError) as exc:
         return problem(400, "Bad experiment", str(exc))
     return web.json_response({"experiment": current})
+
+
+def _text(body: dict[str, Any], field: str) -> str:
+    """A string field of a request body (KeyError when missing, TypeError when not a string):
+    `str()` of anything started an experiment named "{'a': 1}" or looked up the version 'None'."""
+    value = body[field]
+    if not isinstance(value, str):
+        raise TypeError(f"{field} is a string")
+    return value
 
 
 async def delete_experiment(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.content_experiments import MAX_NAME
 from models.bundle import KINDS, NAMES
 from models.experiments import MODES
 
@@ -223,7 +224,12 @@ def models_paths() -> dict[str, Any]:
                             "type": "object",
                             "required": ["name", "model", "candidate"],
                             "properties": {
-                                "name": {"type": "string", "minLength": 1},
+                                "name": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": MAX_NAME,
+                                    "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                                },
                                 "model": {"type": "string", "enum": list(NAMES)},
                                 "candidate": {"type": "string", "minLength": 1},
                                 "mode": {"type": "string", "enum": list(MODES), "default": "ab"},

@@ -228,11 +228,18 @@ def _time(data: dict[str, Any], name: str, where: str) -> int | None:
         raise InvalidExperiments(f"{where}.{name}: {exc}") from None
 
 
+NAME_RULE = f"1..{MAX_NAME} letters, digits, '.', '_' or '-' (not first)"
+
+
+def valid_name(value: Any) -> bool:
+    """Whether `value` may name an experiment (content or model: models/experiments.py) or a
+    version: it keys a report's URL and every exposure record."""
+    return isinstance(value, str) and len(value) <= MAX_NAME and bool(_NAME.fullmatch(value))
+
+
 def _check_name(value: Any, where: str) -> None:
-    if not isinstance(value, str) or len(value) > MAX_NAME or not _NAME.fullmatch(value):
-        raise InvalidExperiments(
-            f"{where}: must be 1..{MAX_NAME} letters, digits, '.', '_' or '-' (not first)"
-        )
+    if not valid_name(value):
+        raise InvalidExperiments(f"{where}: must be {NAME_RULE}")
 
 
 def _check_unique(found: tuple[ContentExperiment, ...]) -> None:

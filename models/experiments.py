@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.content_experiments import NAME_RULE, valid_name
 from engine.events import Event
 from engine.profile import is_reversal
 
@@ -44,6 +45,10 @@ class Experiment:
     started: str = ""
 
     def __post_init__(self) -> None:
+        if not valid_name(self.name):
+            raise ValueError(f"an experiment's name is {NAME_RULE}, not {str(self.name)[:80]!r}")
+        if not isinstance(self.candidate, str) or not self.candidate:
+            raise ValueError("the candidate is the version string under test")
         if self.model not in ("churn", "recs"):
             raise ValueError("an experiment compares two churn or two recs versions")
         if self.mode not in MODES:

@@ -235,6 +235,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from models.registry_log import experiment_record
     from streams.registry import read_registry, write_records
 
+    if args.action == "start":  # said before any broker is asked
+        from engine.content_experiments import NAME_RULE, valid_name
+
+        if not valid_name(args.experiment):
+            raise ValueError(f"experiment start NAME: the name is {NAME_RULE}")
+        if not args.candidate:
+            raise ValueError("experiment start: --candidate names the version under test")
     broker, signer = _broker(args), _signer(args)
     experiment = None
     if args.action == "start":

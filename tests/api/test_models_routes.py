@@ -171,3 +171,29 @@ async def test_the_memory_registry_switches_and_rolls_back(tmp_path: Path) -> No
     assert (await registry.set_experiment(exp)) == exp.to_dict()
     assert content.models.candidate.version == new.version
     assert (await registry.set_experiment(None)) is None and content.models.experiment is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": ""},  # an experiment nobody can ask the report of
+        {"name": {"a": 1}},  # was started as "{'a': 1}"
+        {"name": "a/b"},  # its report URL /v1/models/experiments/a/b/report does not route
+        {"name": "x" * 65},
+        {"name": 7},
+        {"candidate": None},  # was looked up as the version 'None': a 404
+        {"candidate": ["recs-1"]},
+        {"share": "0.3"},  # the OpenAPI document says a number
+        {"share": True},
+        {"mode": 1},
+    ],
+)
+async def test_an_experiment_body_of_the_wrong_shape_is_a_400_problem(
+    setup: Any, change: dict[str, Any]
+) -> None:
+    client, admin, _ = setup
+    body = {"name": "t1", "model": "recs", "candidate": admin.candidate.version, **change}
+    r = await client.put("/v1/models/experiment", json=body, headers=ADMIN_KEY)
+    assert r.status == 400, await r.text()
+    assert r.content_type == "application/problem+json"
+    assert admin.experiment() is None

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from engine.events import Event
-from models.experiments import assign, chi2_sf, difference, report, sample_ratio
+from models.experiments import (
+    Experiment,
+    assign,
+    chi2_sf,
+    difference,
+    report,
+    sample_ratio,
+)
 
 T0 = 1_900_000_000_000
 
@@ -160,3 +167,11 @@ def test_shadow_hits_are_compared_as_paired() -> None:
     se = math.sqrt((25 / 100 - 0.15**2) / 100)
     assert hits["difference"] == pytest.approx(0.15)
     assert hits["ci95"] == pytest.approx([0.15 - 1.959964 * se, 0.15 + 1.959964 * se], abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["", " ", "a/b", "-x", "x" * 65, "t\n1", "été"])
+def test_an_experiment_name_is_a_url_safe_word(name: str) -> None:
+    """The name keys the report's URL and the CLI's argument: the content experiments' rule."""
+    with pytest.raises(ValueError, match="name"):
+        Experiment(name, "recs", "recs-a", "recs-b")
+    assert Experiment("recs-test_2.1", "recs", "recs-a", "recs-b").name == "recs-test_2.1"
