@@ -29,7 +29,7 @@ from api.shared import CONTENT, Handler, problem
 from engine.content_experiments import ContentExperiment, ContentExperiments
 from engine.rules import Rules
 from models.artifacts import rfc3339, utc_now
-from models.experiments import Experiment
+from models.experiments import Experiment, exposures_of
 from models.scoring import score_profile
 
 log = logging.getLogger("persona.api.models")
@@ -177,7 +177,20 @@ async def delete_experiment(request: web.Request) -> web.Response:
 
 
 async def get_report(request: web.Request) -> web.Response:
-    return web.json_response(await _admin(request).report(request.match_info["name"]))
+    """The report, or 404 for a name that is not the running experiment and has no exposure
+    logged: a mistyped name answered 200 with every count 0, as an experiment nobody saw."""
+    admin = _admin(request)
+    name = request.match_info["name"]
+    result = await admin.report(name)
+    running = (admin.experiment() or {}).get("name")
+    if name != running and not exposures_of(result):
+        return problem(
+            404,
+            "Unknown experiment",
+            f"no exposure was logged for an experiment {name[:64]!r} and it is not running "
+            f"(running: {running!r}; GET /v1/models/experiment)",
+        )
+    return web.json_response(result)
 
 
 @web.middleware

@@ -268,11 +268,13 @@ def models_paths() -> dict[str, Any]:
             "get": {
                 "summary": "Per-variant exposures, conversions and recommendation hits, and B - A "
                 "with a 95% confidence interval",
-                "description": admin + " An experiment without exposures reports zeros.",
+                "description": admin + " The running experiment without exposures reports "
+                "zeros; any other name without an exposure logged is a 404 (a mistyped name).",
                 "parameters": [_name_param("the experiment")],
                 "responses": {
                     "200": {"description": "the report", "content": _json(report)},
                     **_AUTH,
+                    "404": _PROBLEM,
                     "503": _NO_REGISTRY,
                 },
             }

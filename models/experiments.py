@@ -217,6 +217,11 @@ def exposure_of(record: Any) -> dict[str, Any] | None:
     return record
 
 
+def exposures_of(result: dict[str, Any]) -> int:
+    """The exposures a report of `report` counts, over both arms."""
+    return sum(int(arm["exposures"]) for arm in result["variants"].values())
+
+
 def report(
     experiment: str,
     exposures: Iterable[dict[str, Any]],

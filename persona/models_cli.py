@@ -262,10 +262,17 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from models.experiments import exposures_of
     from streams.registry import experiment_report
 
     result = asyncio.run(experiment_report(_broker(args), args.experiment))
     print(json.dumps(result, indent=1))
+    if not exposures_of(result):  # a mistyped name looks like an experiment nobody saw
+        print(
+            f"persona: no exposure is logged for an experiment {args.experiment!r} (is the name "
+            "right? `persona models list` shows the running experiment)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -17,7 +17,7 @@ from api.testing import MemoryRegistry, MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.events import validate
 from models.bundle import read_bundle, save_model
-from models.experiments import Experiment
+from models.experiments import Experiment, report
 from models.recs import fit_recommender
 from models.registry import ModelSet
 from tests.models.synthetic import basket_events
@@ -63,7 +63,7 @@ class FakeAdmin:
         return self.experiment()
 
     async def report(self, name: str) -> dict[str, Any]:
-        return {"experiment": name, "exposures": len(self.exposures)}
+        return report(name, self.exposures, [])
 
     def log_exposure(self, exposure: dict[str, Any]) -> None:
         self.exposures.append(exposure)
@@ -127,7 +127,7 @@ async def test_experiment_exposures_are_logged_per_variant(setup: Any) -> None:
     assert [e["user_id"] for e in admin.exposures] == users
     assert {e["variant"] for e in admin.exposures} == {"A", "B"}
     r = await client.get("/v1/models/experiments/t1/report", headers=ADMIN_KEY)
-    assert (await r.json())["exposures"] == len(users)
+    assert sum(arm["exposures"] for arm in (await r.json())["variants"].values()) == len(users)
     assert (await client.delete("/v1/models/experiment", headers=ADMIN_KEY)).status == 200
     await client.get("/v1/users/u0/profile", headers=READER)
     assert len(admin.exposures) == len(users)
@@ -197,3 +197,22 @@ async def test_an_experiment_body_of_the_wrong_shape_is_a_400_problem(
     assert r.status == 400, await r.text()
     assert r.content_type == "application/problem+json"
     assert admin.experiment() is None
+
+
+async def test_the_report_of_an_unknown_experiment_is_a_404_problem(setup: Any) -> None:
+    """A mistyped name answered 200 with every count 0, like an experiment nobody saw yet."""
+    client, admin, state = setup
+    state.apply(validate({"event_id": "e1", "type": "product_view", "user_id": "u1",
+                          "item_id": "a", "ts": 1_700_000_000_000}))  # fmt: skip
+    body = {"name": "t1", "model": "recs", "candidate": admin.candidate.version}
+    assert (await client.put("/v1/models/experiment", json=body, headers=ADMIN_KEY)).status == 200
+    r = await client.get("/v1/models/experiments/t1/report", headers=ADMIN_KEY)
+    assert r.status == 200  # running, nobody exposed yet: zeros, not a 404
+    r = await client.get("/v1/models/experiments/typo/report", headers=ADMIN_KEY)
+    assert r.status == 404 and r.content_type == "application/problem+json"
+    assert "typo" in (await r.json())["detail"]
+    await client.get("/v1/users/u1/profile", headers=READER)  # one exposure of t1
+    assert (await client.delete("/v1/models/experiment", headers=ADMIN_KEY)).status == 200
+    r = await client.get("/v1/models/experiments/t1/report", headers=ADMIN_KEY)
+    assert r.status == 200  # stopped, with its exposures: still reported
+    assert sum(arm["exposures"] for arm in (await r.json())["variants"].values()) == 1
