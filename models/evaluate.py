@@ -232,6 +232,14 @@ def evaluate_churn(events: Sequence[Event], horizon_days: int = 90) -> dict[str,
     if horizon_days < 1:
         raise ValueError("--horizon-days is at least 1")
     end = max(e.ts for e in events)
+    span = (end - min(e.ts for e in events)) / DAY_MS
+    if span <= 2 * horizon_days:  # else "no user was active before the cut-off" from c1
+        raise ValueError(
+            f"evaluating churn needs events over more than 2 x the horizon ({2 * horizon_days} "
+            f"days: a model fitted at the newest event - {2 * horizon_days} days is tested at the "
+            f"newest - {horizon_days}); the events span {span:.1f} days: use a --horizon-days "
+            f"under {span / 2:.1f}"
+        )
     c2 = end - horizon_days * DAY_MS
     c1 = c2 - horizon_days * DAY_MS
     train = churn_dataset(events, horizon_days, c1)
