@@ -298,13 +298,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         max_users=args.max_users,
                     )
                 )
+    skipped: dict[str, str] = {}
     if args.model in ("all", "churn"):
-        with step("evaluating churn"):
-            churn = evaluate_churn(events, args.horizon_days)
+        try:
+            with step("evaluating churn"):
+                churn = evaluate_churn(events, args.horizon_days)
+        except ValueError as exc:
+            if args.model == "churn":
+                raise
+            # the default form: the recommendations' tables (minutes on a big file) still print
+            skipped["churn"] = str(exc)
+            print(f"persona: churn not evaluated: {exc}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"recs": recs, "churn": churn}, indent=1))
+        print(json.dumps({"recs": recs, "churn": churn, "not_evaluated": skipped}, indent=1))
     else:
-        print(markdown(recs, churn))
+        print(markdown(recs, churn), end="")
+        for name, why in skipped.items():
+            print(f"\n{name.capitalize()}: not evaluated: {why}")
     return 0
 
 

@@ -88,3 +88,23 @@ def test_cdnow_lines_become_1997_purchases_that_history_reads(tmp_path: Path) ->
         ("00002", "cd", 2, 12.0),
     ]
     assert events[0].ts == 852_076_800_000  # 1997-01-01T00:00:00Z
+
+
+def test_the_default_evaluation_keeps_the_recs_tables_when_churn_cannot_be_evaluated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`persona models evaluate --events F` evaluates both models; on a file too short for the
+    churn horizon it used to print nothing but churn's error after evaluating the
+    recommendations (minutes on a big file). `evaluate churn` still fails with status 2."""
+    path = _uci_file(tmp_path / "retail.csv")
+    args = ["models", "evaluate", "--events", str(path), "--holdout", "1", "--protocol", "last-n"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "| persona |" in captured.out and "Churn: not evaluated: " in captured.out
+    assert "churn not evaluated: evaluating churn needs" in captured.err
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recs"][0]["test_users"] > 0 and result["churn"] is None
+    assert "2 x the horizon" in result["not_evaluated"]["churn"]
+    assert main(["models", "evaluate", "churn", "--events", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
