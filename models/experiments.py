@@ -43,9 +43,12 @@ class Experiment:
     mode: str = "ab"
     share: float = 0.5
     started: str = ""
+    # a record an earlier version wrote, whose name that version allowed (a space, say): loaded as
+    # it is, so an upgrade does not end a running experiment; new experiments follow NAME_RULE
+    legacy_name: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not valid_name(self.name):
+        if not (valid_name(self.name) or (self.legacy_name and self.name.strip())):
             raise ValueError(f"an experiment's name is {NAME_RULE}, not {str(self.name)[:80]!r}")
         if not isinstance(self.candidate, str) or not self.candidate:
             raise ValueError("the candidate is the version string under test")
@@ -72,8 +75,10 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Experiment:
+        name = str(data["name"])
         return cls(
-            name=str(data["name"]),
+            name=name,
+            legacy_name=not valid_name(name),
             model=str(data["model"]),
             control=str(data["control"]),
             candidate=str(data["candidate"]),

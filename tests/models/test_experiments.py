@@ -175,3 +175,16 @@ def test_an_experiment_name_is_a_url_safe_word(name: str) -> None:
     with pytest.raises(ValueError, match="name"):
         Experiment(name, "recs", "recs-a", "recs-b")
     assert Experiment("recs-test_2.1", "recs", "recs-a", "recs-b").name == "recs-test_2.1"
+
+
+def test_a_stored_experiment_named_as_earlier_versions_allowed_still_loads() -> None:
+    """An experiment started before the name rule (a space in its name) keeps running after an
+    upgrade: its record loads as it is; a new one of that name is refused."""
+    record = {"name": "spring sale", "model": "recs", "control": "recs-a", "candidate": "recs-b"}
+    loaded = Experiment.from_dict(record)
+    assert loaded.name == "spring sale" and loaded.to_dict()["name"] == "spring sale"
+    assert loaded.variant("u1") == assign("u1", "spring sale", 0.5)
+    with pytest.raises(ValueError, match="name"):
+        Experiment("spring sale", "recs", "recs-a", "recs-b")
+    with pytest.raises(ValueError, match="name"):
+        Experiment.from_dict({**record, "name": " "})
