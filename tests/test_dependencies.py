@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS: dict[str, tuple[str, str]] = {
     "faust-streaming": ("0.15.3", ""),
     "aiokafka": ("0.14.0", ""),
+    "cramjam": ("2.8.0", ""),
     "aiohttp": (
         "3.14.5",
         "CVE-2025-53643 (3.12.14), GHSA-6mq8-rvhq-8wgg (3.13.3), CVE-2026-22815 and"
