@@ -42,6 +42,7 @@ from streams.erasure import HeldRecords, read_wait
 from streams.fetch_limit import install as bound_fetches
 from streams.kafka_security import Broker
 from streams.observe import consumer_lag, sample_profile_values
+from streams.read_committed import install as read_committed
 from streams.webhooks import WebhookSender
 
 log = logging.getLogger("persona.worker")
@@ -184,6 +185,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     finally:
         probe.close()
     bound_fetches()  # what the consumer holds of fetched records (streams/fetch_limit.py)
+    read_committed()  # no event of an aborted transaction is folded (streams/read_committed.py)
     streams = PersonaStreams(settings, broker_url, tansu=tansu)
     if os.environ.get(EMBEDDED_ENV) == "1":  # persona run's embedded broker: topics in memory
         streams.hold_for_fold(settings.request_timeout)

@@ -1,0 +1,26 @@
+"""streams/read_committed.py: the worker's consumer asks the broker for committed records only, so
+a shop's aborted transactions are never folded (the end-to-end check, which needs a broker that
+names aborted transactions, is tests/streams/test_transactional_input.py). The consumer Faust
+builds for a worker read uncommitted."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import faust
+from aiokafka.consumer.fetcher import READ_COMMITTED
+
+from streams.broker import EmbeddedBroker
+from streams.read_committed import install
+
+
+async def test_a_workers_consumer_reads_committed_records_only(broker: EmbeddedBroker) -> None:
+    install()
+    app = faust.App("read-committed-test", broker=broker.url)
+    thread: Any = cast(Any, app.consumer)._thread
+    consumer = thread._create_worker_consumer(app.transport)
+    await consumer.start()
+    try:
+        assert consumer._fetcher._isolation_level == READ_COMMITTED
+    finally:
+        await consumer.stop()
