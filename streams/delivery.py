@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import types
 from collections.abc import Callable, Generator
@@ -39,6 +40,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import faust
 import faust.types.tuples as faust_tuples
+from aiokafka.errors import UnsupportedCodecError
 from faust.types import TP, Message
 from mode.services import WaitResults
 from mode.utils.futures import notify
@@ -549,6 +551,29 @@ async def _commit_logged(consumer: Any) -> None:
         log.warning("committing offsets failed; the next commit retries", exc_info=True)
 
 
+_CODEC = re.compile(r"for (\w+) compression codec")
+
+
+def codec_refusal(exc: UnsupportedCodecError) -> str:
+    """What the worker says when the consumer cannot decompress a fetched batch: the codec and
+    the topic-partition (aiokafka's error names neither the partition nor what to do). The
+    partition is found in the traceback, in the frame of aiokafka's batch reader (`tp`)."""
+    found = _CODEC.search(str(exc))
+    codec = found.group(1) if found else "an unknown codec"
+    where = "a fetched partition"
+    tb = exc.__traceback__
+    while tb is not None:
+        tp = tb.tb_frame.f_locals.get("tp")
+        if hasattr(tp, "topic") and hasattr(tp, "partition"):
+            where = f"{tp.topic}[{tp.partition}]"
+        tb = tb.tb_next
+    return (
+        f"cannot read {where}: its records are compressed with {codec}, which this worker has "
+        "no library for (aiokafka decompresses snappy, lz4 and zstd with cramjam, a dependency "
+        "of Persona: reinstall it with its dependencies); the worker stops rather than skip them"
+    )
+
+
 def bulk_drain(consumer: Any) -> bool:
     """Replace `consumer`'s fetch loop (`_drain_messages`, run by Faust's fetcher service) with
     one that hands fold topics' records over a chunk at a time; False (nothing replaced) where
@@ -673,6 +698,9 @@ def bulk_drain(consumer: Any) -> bool:
                         break
                     await asyncio.sleep(0)
                 diag.unset_flag(FETCHING)
+        except UnsupportedCodecError as exc:
+            log.critical("%s", codec_refusal(exc))
+            raise
         except consumer.consumer_stopped_errors:
             if app.should_stop:
                 log.info("the broker stopped the consumer; shutting down")

@@ -8,9 +8,12 @@ the same batch, forever, with lag growing."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,8 +41,9 @@ def codec_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
             worker.stop()
 
 
-def produce_compressed(worker: Worker, codec: str, users: list[str]) -> None:
-    """EVENTS page views, spread over `users`, produced in batches compressed with `codec`."""
+def produce_compressed(worker: Worker, codec: str, users: list[str]) -> set[int]:
+    """EVENTS page views, spread over `users`, produced in batches compressed with `codec`; the
+    partitions they went to."""
     producer = confluent_kafka.Producer(
         {
             "bootstrap.servers": bootstrap_servers(worker.broker_url),
@@ -49,10 +53,13 @@ def produce_compressed(worker: Worker, codec: str, users: list[str]) -> None:
         }
     )
     errors: list[str] = []
+    partitions: set[int] = set()
 
-    def report(err: object, msg: object) -> None:
+    def report(err: object, msg: Any) -> None:
         if err is not None:
             errors.append(str(err))
+        else:
+            partitions.add(msg.partition())
 
     for n in range(EVENTS):
         user = users[n % len(users)]
@@ -64,6 +71,7 @@ def produce_compressed(worker: Worker, codec: str, users: list[str]) -> None:
             on_delivery=report,
         )
     assert producer.flush(30) == 0 and not errors, errors
+    return partitions
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -79,3 +87,26 @@ def test_compressed_events_are_folded(codec_worker: Worker, codec: str) -> None:
         return all(profile_events(worker, u) == {"page_view": per_user} for u in users)
 
     wait_until(folded, timeout=60, what=f"the {codec} events folded")
+
+
+def test_a_codec_the_worker_cannot_decompress_is_named_with_its_partition(tmp_path: Path) -> None:
+    """Were a codec's library missing (here cramjam is hidden from the worker), the worker stops
+    on the batch it cannot read: it must say which codec and which topic-partition, and what
+    to do. aiokafka's error names only the codec, in a traceback of Faust's fetcher, and
+    `persona run` restarts the worker onto the same batch."""
+    hidden = tmp_path / "hide" / "cramjam"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    path = os.pathsep.join(filter(None, [str(hidden.parent), os.environ.get("PYTHONPATH")]))
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
+        worker = start_worker(broker.url, tmp_path / "w", extra_env={"PYTHONPATH": path})
+        try:
+            user = f"lz4-{uuid.uuid4().hex[:6]}"
+            [partition] = produce_compressed(worker, "lz4", [user])
+            wait_until(lambda: worker.proc.poll() is not None, timeout=60, what="the worker stop")
+        finally:
+            worker.stop()
+    log = worker.log.read_text()
+    said = f"cannot read clickstream[{partition}]: its records are compressed with lz4"
+    assert said in log, log[-3000:]
+    assert "cramjam" in log[log.index(said) :].splitlines()[0]
