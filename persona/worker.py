@@ -38,6 +38,7 @@ from persona.stats_wiring import stats_board
 from streams.admin import REKEYED_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.backlog import EMBEDDED_ENV
+from streams.corrupt_batches import install as pass_corrupt_batches
 from streams.erasure import HeldRecords, read_wait
 from streams.fetch_limit import install as bound_fetches
 from streams.kafka_security import Broker
@@ -186,6 +187,7 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
         probe.close()
     bound_fetches()  # what the consumer holds of fetched records (streams/fetch_limit.py)
     read_committed()  # no event of an aborted transaction is folded (streams/read_committed.py)
+    pass_corrupt_batches()  # dead-lettered, not fatal (streams/corrupt_batches.py)
     streams = PersonaStreams(settings, broker_url, tansu=tansu)
     if os.environ.get(EMBEDDED_ENV) == "1":  # persona run's embedded broker: topics in memory
         streams.hold_for_fold(settings.request_timeout)

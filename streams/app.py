@@ -65,6 +65,7 @@ from streams.backlog import Backlog, hold_wait
 from streams.batched import send_keyed
 from streams.changelog import TableWriter
 from streams.content_sync import CatalogContent
+from streams.corrupt_batches import CorruptBatch
 from streams.delivery import (
     Carrier,
     Delivered,
@@ -555,6 +556,17 @@ class PersonaStreams:
             await self.send_raw(self.dead_letters, dead.key, dead.value, headers=dead.headers)
         )
 
+    async def dead_letter_batch(self, batch: CorruptBatch) -> None:
+        """The dead letter of a record batch the fetch passed over as corrupt: its records cannot
+        be read, so the letter names the topic, partition and offsets (the first in the
+        source headers, the range in the reason) and carries no value."""
+        self.stats.invalid += 1
+        source = Source(batch.topic, batch.partition, batch.first, None)
+        dead = letter(None, None, source, batch.describe(), DEAD_LETTER_MAX_BYTES)
+        self.track(
+            await self.send_raw(self.dead_letters, dead.key, dead.value, headers=dead.headers)
+        )
+
     async def send_raw(
         self,
         topic: faust.TopicT,
@@ -602,7 +614,7 @@ class PersonaStreams:
         """At an assignment, before the table recovery it starts hands over to the fetcher:
         the fetch loop the fetcher then runs is `bulk_drain`'s (it looks the loop up when it
         starts, which is after the first assignment's recovery)."""
-        bulk_drain(self.app.consumer)
+        bulk_drain(self.app.consumer, self.dead_letter_batch)
 
     async def _locked_batch(self, batch: list[Delivered], epoch: int) -> bool:
         self.stats.batches += 1

@@ -35,7 +35,7 @@ import logging
 import re
 import time
 import types
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol, TypeVar, cast
 
 import faust
@@ -45,6 +45,8 @@ from faust.types import TP, Message
 from mode.services import WaitResults
 from mode.utils.futures import notify
 from mode.utils.queues import FlowControlQueue
+
+from streams.corrupt_batches import CorruptBatch, passed_over
 
 # Faust's lock around the ack bookkeeping (faust-streaming 0.15.3); without it, per-record acks
 _ACK_LOCK: Any = getattr(faust_tuples, "ack_lock", None)
@@ -574,7 +576,9 @@ def codec_refusal(exc: UnsupportedCodecError) -> str:
     )
 
 
-def bulk_drain(consumer: Any) -> bool:
+def bulk_drain(
+    consumer: Any, on_corrupt: Callable[[CorruptBatch], Awaitable[None]] | None = None
+) -> bool:
     """Replace `consumer`'s fetch loop (`_drain_messages`, run by Faust's fetcher service) with
     one that hands fold topics' records over a chunk at a time; False (nothing replaced) where
     this Faust lacks what the loop relies on. Per record, Faust's loop runs an async generator
@@ -594,6 +598,12 @@ def bulk_drain(consumer: Any) -> bool:
     app = consumer.app
     pressure: dict[Any, _Pressure] = {}
     commits: set[asyncio.Task[Any]] = set()
+
+    async def corrupt_ones() -> None:
+        """Dead-letter the corrupt batches the fetch passed over (streams/corrupt_batches.py)."""
+        for batch in passed_over():
+            if on_corrupt is not None:
+                await on_corrupt(batch)
 
     def commit_behind() -> None:
         """Commit the acknowledged offsets (`broker_commit_every`) without holding up delivery:
@@ -674,6 +684,7 @@ def bulk_drain(consumer: Any) -> bool:
             while not stopping():
                 diag.set_flag(FETCHING)
                 records, active = await consumer._wait_next_records(fetch_wait(consumer))
+                await corrupt_ones()
                 await asyncio.sleep(0)
                 if records is None or consumer.should_stop or fetcher_stopped():
                     continue
