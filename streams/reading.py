@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.kafka_security import Broker, as_config
+from streams.read_committed import ISOLATION_LEVEL
 
 MAX_FETCH = 8 * 1024 * 1024  # bytes per fetch (a registry record holds a whole artifact)
 
@@ -21,6 +22,9 @@ def topic_reader(broker: Broker) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=MAX_FETCH,
         fetch_max_bytes=MAX_FETCH,
+        # retraining's history (streams/history.py) reads the input topics: no event of a
+        # transaction a shop's producer aborted (streams/read_committed.py)
+        isolation_level=ISOLATION_LEVEL,
     )
 
 
