@@ -31,7 +31,15 @@ from engine.catalog import Product
 from engine.clicks import Links
 from engine.consent import block_allowed
 from engine.content_experiments import DEFAULT, HOLDOUT, VARIANT_NAME
-from engine.locales import Messages, MessagesError, currency_of, format_price, local_price
+from engine.locales import (
+    Messages,
+    MessagesError,
+    currency_of,
+    format_price,
+    line_total,
+    local_price,
+    total,
+)
 from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile, held_items
 from engine.repeat import NO_REPEATS, RepeatPolicy
@@ -684,9 +692,9 @@ def item_view(p: Product, now: int | None, locale: str, currency: str | None) ->
 def add_line_totals(views: list[dict[str, Any]], locale: str) -> None:
     """A cart line's total (`line_total`, `line_total_text`): its price times its quantity."""
     for view in views:
-        total = round(view["price"] * (view["quantity"] or 0), 2)
-        view["line_total"] = total
-        view["line_total_text"] = format_price(total, view["currency"], locale)
+        amount = line_total(view["price"], view["quantity"] or 0, view["currency"])
+        view["line_total"] = amount
+        view["line_total_text"] = format_price(amount, view["currency"], locale)
 
 
 def subtotal_text(views: list[dict[str, Any]], locale: str) -> str:
@@ -696,7 +704,8 @@ def subtotal_text(views: list[dict[str, Any]], locale: str) -> str:
     currencies = {v["currency"] for v in lines}
     if len(currencies) != 1:
         return ""
-    return format_price(round(sum(v["line_total"] for v in lines), 2), currencies.pop(), locale)
+    currency = currencies.pop()
+    return format_price(total((v["line_total"] for v in lines), currency), currency, locale)
 
 
 def site_of(url: str) -> str:

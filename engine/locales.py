@@ -15,7 +15,9 @@ Pure (no I/O but reading the message files once, at start-up, as the templates a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,17 @@ REGION_CURRENCY: dict[str, str] = {
 }
 LANGUAGE_CURRENCY: dict[str, str] = {"pl": "PLN", "de": "EUR"}
 SYMBOLS: dict[str, str] = {"GBP": "£", "EUR": "€", "USD": "$", "PLN": "zł"}
+# ISO 4217 minor units of the currencies that do not have two decimals (yen are never written
+# `1,000.00`, a Kuwaiti dinar price of 1.234 is not 1.23); every other code has 2.
+MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(
+        ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI"), 0
+    ),
+    **dict.fromkeys(("VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    "CLF": 4,
+    "UYW": 4,
+}
 
 
 class MessagesError(ValueError):
@@ -170,18 +183,42 @@ def _message_problem(key: str, text: Any) -> str | None:
 
 def format_price(price: float, currency: str, locale: str = "") -> str:
     """`price` for people in `locale`'s style: en `£12.50` `€12.50` `$12.50`, de `12,50 €`,
-    pl `12,50 zł`; a currency without a symbol by its code (`12.50 XYZ`, `12,50 XYZ`)."""
+    pl `12,50 zł`; a currency without a symbol by its code (`12.50 XYZ`, `12,50 XYZ`). With the
+    currency's minor units (`1,000 JPY`, `1.234 KWD`), rounded half up (2.675 -> 2.68)."""
     style = STYLES.get(language_of(locale), EN_STYLE)
-    amount = _amount(price, style)
+    amount = _amount(rounded(price, currency), minor_units(currency), style)
     if currency not in style.symbols:
         return f"{amount} {currency}" if style is EN_STYLE else f"{amount}{NBSP}{currency}"
     symbol = SYMBOLS[currency]
     return f"{symbol}{amount}" if style.symbol_first else f"{amount}{NBSP}{symbol}"
 
 
-def _amount(price: float, style: PriceStyle) -> str:
-    text = f"{price:,.2f}"  # `1,234.50`: swap in the style's separators
-    if style.min_group > 1 and abs(price) < 10 ** (3 * style.min_group - 2):
+def minor_units(currency: str) -> int:
+    """The decimals `currency` is written with (ISO 4217): 0 for JPY, 3 for KWD, else 2."""
+    return MINOR_UNITS.get(currency, 2)
+
+
+def rounded(amount: float | Decimal, currency: str) -> Decimal:
+    """`amount` to `currency`'s minor units, half up, from its shortest decimal form (the float
+    2.675 is 2.67499999... in binary; the shop wrote 2.675 and means 2.68)."""
+    exact = amount if isinstance(amount, Decimal) else Decimal(repr(float(amount)))
+    out = exact.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
+    return out if out else abs(out)  # never "-0.00"
+
+
+def line_total(price: float, quantity: int, currency: str) -> float:
+    """`quantity` times `price`, to `currency`'s minor units (2 x 1.234 KWD = 2.468)."""
+    return float(rounded(Decimal(repr(float(price))) * quantity, currency))
+
+
+def total(amounts: Iterable[float], currency: str) -> float:
+    """The sum of amounts in one currency, exact in decimal, to its minor units."""
+    return float(rounded(sum((Decimal(repr(float(a))) for a in amounts), Decimal(0)), currency))
+
+
+def _amount(amount: Decimal, digits: int, style: PriceStyle) -> str:
+    text = f"{amount:,.{digits}f}"  # `1,234.50`: swap in the style's separators
+    if style.min_group > 1 and abs(amount) < 10 ** (3 * style.min_group - 2):
         text = text.replace(",", "")
     return text.replace(",", "\x00").replace(".", style.decimal).replace("\x00", style.group)
 

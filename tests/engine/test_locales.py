@@ -51,7 +51,7 @@ def test_format_price_without_a_locale_is_what_blocks_wrote_before() -> None:
         "€3.00",
         "$4.00",
     ]
-    assert format_price(1234567.0, "JPY") == "1,234,567.00 JPY"
+    assert format_price(1234567.0, "JPY") == "1,234,567 JPY"  # yen have no minor unit
 
 
 def test_valid_locale_canonicalizes_and_refuses_what_is_not_a_tag() -> None:
@@ -164,3 +164,66 @@ def test_local_price_shows_the_users_currency_only_when_the_catalog_has_it() -> 
     assert local_price(product, 12.5, "GBP") == (12.5, "EUR")  # no GBP price: its own
     assert local_price(product, 10.0, "EUR") == (10.0, "EUR")  # its own currency: the sale
     assert local_price(product, 12.5, None) == (12.5, "EUR")
+
+
+@pytest.mark.parametrize(
+    ("price", "currency", "locale", "text"),
+    [
+        # ISO 4217 minor units: no decimals for yen and won, three for the dinars
+        (1000, "JPY", "en", "1,000 JPY"),
+        (1234567, "JPY", "de-DE", f"1.234.567{NBSP}JPY"),
+        (12345, "KRW", "pl", f"12{NBSP}345{NBSP}KRW"),
+        (1.234, "KWD", "en", "1.234 KWD"),
+        (0.125, "BHD", "de", f"0,125{NBSP}BHD"),
+        (1234.5, "BHD", "pl", f"1234,500{NBSP}BHD"),
+        # half up, as shops and checkouts round, not as the float's binary value happens to fall
+        (2.675, "EUR", "en", "€2.68"),
+        (1.005, "EUR", "de", f"1,01{NBSP}€"),
+        (0.5, "JPY", "en", "1 JPY"),
+        (1e9, "USD", "en-US", "$1,000,000,000.00"),
+        (0, "GBP", "", "£0.00"),
+    ],
+)
+def test_format_price_writes_each_currencys_minor_units(
+    price: float, currency: str, locale: str, text: str
+) -> None:
+    assert format_price(price, currency, locale) == text
+
+
+def test_cart_line_totals_and_subtotal_keep_the_currencys_minor_units() -> None:
+    """A cart of Kuwaiti dinar prices (three decimals): 2 x 1.234 is 2.468, not 2.47."""
+    from engine.blocks import BlockInput, BlockPolicy, assemble
+    from engine.events import validate
+    from engine.profile import apply
+
+    catalog = {
+        item: validate_product(
+            {
+                "item_id": item,
+                "title": item,
+                "url": f"https://shop.example/{item}",
+                "image_url": f"https://shop.example/{item}.jpg",
+                "price": price,
+                "currency": "KWD",
+            }
+        )
+        for item, price in (("a", 1.234), ("b", 0.005))
+    }
+    profile = None
+    for n, (item, quantity) in enumerate((("a", 2), ("b", 3))):
+        event = {"event_id": f"e{n}", "type": "add_to_cart", "user_id": "u", "item_id": item}
+        profile = apply(profile, validate({**event, "ts": 1_790_000_000_000, "quantity": quantity}))
+    inp = BlockInput(
+        block="cart_reminder",
+        fmt="html",
+        user_id="u",
+        profile=profile,
+        churn=None,
+        recommendations=[],
+        models={},
+        popular=[],
+    )
+    html = assemble(inp, catalog.get, BlockPolicy(), Renderer()).content
+    assert "1.234 KWD" in html and "2.468 KWD" in html  # a's price and its line
+    assert "0.005 KWD" in html and "0.015 KWD" in html  # b's price and its line
+    assert "2.483 KWD" in html  # the subtotal
