@@ -228,11 +228,25 @@ def _amount(amount: Decimal, digits: int, style: PriceStyle) -> str:
 
 def currency_of(locale: str) -> str | None:
     """The currency of the locale's region (`pl-PL` -> PLN), else of its language when it has
-    one usual currency (`pl` -> PLN, `de` -> EUR); None otherwise (`en`, `""`)."""
-    for part in locale.split("-")[1:]:
-        if len(part) == 2 and part.isalpha():
-            return REGION_CURRENCY.get(part.upper())
+    one usual currency (`pl` -> PLN, `de` -> EUR); None otherwise (`en`, `""`). Only the region
+    subtag counts, never a two-letter subtag of an extension or private use (`de-x-us` -> EUR)."""
+    region = region_of(locale)
+    if region is not None:
+        return REGION_CURRENCY.get(region)
     return LANGUAGE_CURRENCY.get(language_of(locale)) if locale else None
+
+
+def region_of(locale: str) -> str | None:
+    """The region subtag of a tag (`zh-Hant-TW` -> `TW`, `es-419` -> `419`), or None: it
+    follows the language, its extended language subtags and its script, before any variant,
+    extension (`-u-`) or private use (`-x-`)."""
+    parts = locale.split("-")
+    for part in parts[1:] if len(parts[0]) > 1 else ():
+        if (len(part) == 2 and part.isalpha()) or (len(part) == 3 and part.isdigit()):
+            return part.upper()
+        if not (len(part) in (3, 4) and part.isalpha()):  # extlang or script: read on
+            return None
+    return None
 
 
 def local_price(product: Product, price: float, currency: str | None) -> tuple[float, str]:

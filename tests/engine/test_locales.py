@@ -227,3 +227,20 @@ def test_cart_line_totals_and_subtotal_keep_the_currencys_minor_units() -> None:
     assert "1.234 KWD" in html and "2.468 KWD" in html  # a's price and its line
     assert "0.005 KWD" in html and "0.015 KWD" in html  # b's price and its line
     assert "2.483 KWD" in html  # the subtotal
+
+
+def test_the_currency_of_a_locale_reads_only_its_region_subtag() -> None:
+    """Extensions (`-u-...`) and private use (`-x-...`) hold two-letter subtags that are not
+    regions: a German reader tagged `de-x-us` is not shown dollars."""
+    expected = {
+        "de-x-us": "EUR",  # private use: not the United States
+        "de-u-co-phonebk": "EUR",  # a collation, not Colombia
+        "en-x-gb": None,
+        "x-pl": None,
+        "pl-PL-x-de": "PLN",
+        "de-CH-1996": "CHF",  # a variant after the region
+        "sr-Latn-RS": None,
+        "zh-Hant-TW": None,
+        "es-419": None,  # a numeric region: none in the table
+    }
+    assert {tag: currency_of(tag) for tag in expected} == expected
