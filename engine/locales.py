@@ -61,6 +61,15 @@ MINOR_UNITS: dict[str, int] = {
 }
 
 
+# Right-to-left writing (CLDR's character order): the scripts, and the languages usually written
+# in one when the tag names no script (`az-Arab` is right-to-left, `az` and `ug-Latn` are not).
+RTL_SCRIPTS = frozenset({"Adlm", "Arab", "Hebr", "Mand", "Nkoo", "Rohg", "Syrc", "Thaa", "Yezi"})
+RTL_LANGUAGES = frozenset(
+    {"ar", "arc", "ckb", "dv", "fa", "he", "iw", "ks", "ku", "lrc", "mzn", "ps", "sd", "syr"}
+    | {"ug", "ur", "yi"}
+)
+
+
 class MessagesError(ValueError):
     """A message file that is not a flat JSON object of short texts; the message names it."""
 
@@ -85,6 +94,18 @@ STYLES: dict[str, PriceStyle] = {
 def language_of(locale: str) -> str:
     """The primary language subtag: `pl-PL` -> `pl`; `""` -> `en`."""
     return locale.split("-", 1)[0].lower() or DEFAULT_LANGUAGE
+
+
+def direction(locale: str) -> str:
+    """`rtl` for a tag written right to left (`ar`, `he-IL`, `fa`, `az-Arab`), else `ltr`: its
+    script subtag when it has one, else its language."""
+    parts = locale.split("-")
+    for part in parts[1:] if len(parts[0]) > 1 else ():
+        if len(part) == 4 and part.isalpha():
+            return "rtl" if part.title() in RTL_SCRIPTS else "ltr"
+        if not (len(part) == 3 and part.isalpha()):  # past the extlangs: no script subtag
+            break
+    return "rtl" if parts[0].lower() in RTL_LANGUAGES else "ltr"
 
 
 def valid_locale(value: Any) -> str | None:

@@ -4,6 +4,7 @@ files and their fallbacks, the currency of a locale, a product's price in the us
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,76 @@ def test_the_currency_of_a_locale_reads_only_its_region_subtag() -> None:
         "es-419": None,  # a numeric region: none in the table
     }
     assert {tag: currency_of(tag) for tag in expected} == expected
+
+
+def _block_in(locale: str | None, block: str = "recommendations") -> str:
+    from engine.blocks import BlockInput, BlockPolicy, assemble
+    from engine.events import validate
+    from engine.params import build
+    from engine.profile import apply
+
+    catalog = {
+        item: validate_product(
+            {
+                "item_id": item,
+                "title": "שמלה",
+                "url": f"https://shop.example/{item}",
+                "image_url": f"https://shop.example/{item}.jpg",
+                "price": 12.5,
+                "currency": "EUR",
+            }
+        )
+        for item in ("a", "b")
+    }
+    event = {"event_id": "e", "type": "add_to_cart", "user_id": "u", "item_id": "a"}
+    profile = apply(None, validate({**event, "ts": 1_790_000_000_000, "quantity": 1}))
+    inp = BlockInput(
+        block=block,
+        fmt="html",
+        user_id="u",
+        profile=profile,
+        churn=0.9,
+        recommendations=["b"],
+        models={},
+        popular=["a", "b"],
+        params=build({"locale": locale} if locale else {}),
+    )
+    return assemble(inp, catalog.get, BlockPolicy(), Renderer()).content
+
+
+@pytest.mark.parametrize("block", ["recommendations", "cart_reminder", "winback"])
+@pytest.mark.parametrize(
+    ("locale", "direction"),
+    [
+        ("ar", "rtl"),
+        ("he-IL", "rtl"),
+        ("fa-IR", "rtl"),
+        ("ur", "rtl"),
+        ("az-Arab", "rtl"),  # the script decides
+        ("pa-Arab-PK", "rtl"),
+        ("az-Latn", "ltr"),
+        ("en-GB", "ltr"),
+        ("de", "ltr"),
+    ],
+)
+def test_an_e_mail_block_is_written_in_its_languages_direction(
+    block: str, locale: str, direction: str
+) -> None:
+    """An Arabic or Hebrew block says `dir="rtl"` beside its `lang` and aligns its texts to the
+    right; a left-to-right one says `dir="ltr"` (it may sit in a right-to-left host message)."""
+    html = _block_in(locale, block)
+    first = html[: html.index(">")]
+    assert f'lang="{locale}"' in first and f'dir="{direction}"' in first, first
+    start = "right" if direction == "rtl" else "left"
+    heading = re.search(r'text-align:(\w+);"><h2', html)
+    assert heading is not None and heading.group(1) == start
+    if block == "cart_reminder":  # the lines' texts, and the subtotal at the end
+        assert re.search(r"vertical-align:top;text-align:(\w+);", html).group(1) == start  # type: ignore[union-attr]
+        end = "left" if direction == "rtl" else "right"
+        assert re.search(r"text-align:(\w+);font-size:16px", html).group(1) == end  # type: ignore[union-attr]
+
+
+def test_a_block_without_a_locale_keeps_its_hosts_direction() -> None:
+    html = _block_in(None)
+    first = html[: html.index(">")]
+    assert "lang=" not in first and "dir=" not in first
