@@ -7,6 +7,7 @@ in test-output/ for people to look at."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -42,18 +43,19 @@ addEventListener("load", () => {
 </script>"""
 
 
-def block_html(block: str, items: int = 6) -> str:
+def block_html(block: str, items: int = 6, catalog: dict[str, Product] | None = None) -> str:
+    catalog = CATALOG if catalog is None else catalog
     profile = None
     for n, item in enumerate(("P0", "P1", "P2")):
         event = {"event_id": f"c{n}", "type": "add_to_cart", "user_id": "u", "item_id": item}
         profile = apply(profile, validate({**event, "ts": 1_790_000_000_000, "quantity": n + 1}))
     inp = BlockInput(
         block=block, fmt="html", user_id="u", profile=profile, churn=0.9,
-        recommendations=list(CATALOG), models={"recs": "v"}, popular=list(CATALOG),
+        recommendations=list(catalog), models={"recs": "v"}, popular=list(catalog),
     )  # fmt: skip
     renderer = Renderer()
     renderer.shop_url = "https://shop.example.com/"
-    out = assemble(inp, CATALOG.get, BlockPolicy(items=items), renderer).content
+    out = assemble(inp, catalog.get, BlockPolicy(items=items), renderer).content
     assert not out.startswith("<!--") and "fallback" not in out
     # mark each item's one link for the probe (the block itself carries no test hooks)
     return re.sub(r'<a href="(https://shop.example.com/p/[^"]+)"', r'<a data-item href="\1"', out)
@@ -96,10 +98,12 @@ def test_grid_blocks_three_a_row_at_600_and_stacked_at_375(tmp_path: Path, block
         assert data["scroll"] <= data["width"]
 
 
-def _framed(tmp_path: Path, block: str, width: int) -> str:
+def _framed(
+    tmp_path: Path, block: str, width: int, catalog: dict[str, Product] | None = None
+) -> str:
     html = (
         f'<!doctype html><html><head><meta charset="utf-8"></head><body style="margin:0">'
-        f'<div style="width:{width}px">{block_html(block)}</div>'
+        f'<div style="width:{width}px">{block_html(block, catalog=catalog)}</div>'
         '<pre id="probe" style="display:none"></pre>'
         + PROBE.replace("innerWidth", str(width)).replace(
             "document.documentElement.scrollWidth", "document.querySelector('div').scrollWidth"
@@ -173,3 +177,24 @@ def test_a_ghost_row_holds_what_is_left() -> None:
     per_row = [row.count('<td width="196"') for row in ghost.split("<tr>")[1:]]
     assert per_row == [3, 1]
     assert len(re.findall(r"<a data-item ", ghost)) == 4
+
+
+LONG_WORD = "Superkalifragilistisch" * 23  # 506 letters: the catalog's longest title, one word
+
+
+@pytest.mark.parametrize("block", ["recommendations", "cart_reminder"])
+def test_a_title_of_one_long_word_wraps_inside_its_item(tmp_path: Path, block: str) -> None:
+    """A title with no break opportunity (500 characters, a long compound word, a run of
+    emoji) must not widen its item: three items a row still fit 600 px and the block is no
+    wider than a 375 px screen."""
+    catalog = dict(CATALOG)
+    catalog["P1"] = dataclasses.replace(CATALOG["P1"], title=LONG_WORD[:500])
+    catalog["P2"] = dataclasses.replace(CATALOG["P2"], title="👍🏽" * 120)
+    for width in (600, 375):
+        data = layout(_framed(tmp_path, block, width, catalog), width)
+        items = data["items"]
+        assert isinstance(items, list) and items
+        assert all(i["right"] <= width for i in items), (width, items)
+        assert isinstance(data["scroll"], int) and data["scroll"] <= width, width
+        if block != "cart_reminder" and width == 600:
+            assert len({i["top"] for i in items}) == 2, items  # still three a row
