@@ -31,6 +31,7 @@ from engine.catalog import Product
 from engine.clicks import Links
 from engine.consent import block_allowed
 from engine.content_experiments import DEFAULT, HOLDOUT, VARIANT_NAME
+from engine.feeds import feed_url
 from engine.locales import (
     Messages,
     MessagesError,
@@ -553,7 +554,7 @@ class Renderer:
         redirect as `url` when links go through it (`product_url` keeps the product's)."""
         if inp.fmt != "html" or not (self.utm or link):
             return {}
-        product = with_utm(p.url, self.utm, inp.block, inp.variant)
+        product = with_utm(feed_url(p.url), self.utm, inp.block, inp.variant)
         if link is None:
             return {"url": product}
         return {"url": link(p.item_id), "product_url": product}
@@ -678,8 +679,10 @@ def item_view(p: Product, now: int | None, locale: str, currency: str | None) ->
     return {
         "item_id": p.item_id,
         "title": p.title,
-        "url": p.url,
-        "image_url": p.image_url,
+        # percent-encoded as the ad feeds write them: no raw space, non-ASCII or control in an
+        # href, a src or an ad's URL (`%` sequences the catalog wrote are kept)
+        "url": feed_url(p.url),
+        "image_url": feed_url(p.image_url),
         "price": price,
         "currency": code,
         "price_text": format_price(price, code, locale),

@@ -4,6 +4,7 @@ effective by the renderer's clock, and one item per item group."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from engine.blocks import BlockInput, BlockPolicy, Renderer, assemble, decide
@@ -68,3 +69,34 @@ def test_a_cart_reminder_keeps_every_variant_the_user_put_in_the_cart() -> None:
     inp = BlockInput("cart_reminder", "json", "u", profile, None, [], {}, [])
     items, fallback, _ = decide(inp, CATALOG.get, BlockPolicy())
     assert [p.item_id for p in items] == ["red", "blue", "other"] and not fallback
+
+
+def test_block_urls_are_encoded_as_the_ad_feeds_write_them() -> None:
+    """A catalog URL with spaces, non-ASCII letters, a quote or a right-to-left override goes
+    into blocks percent-encoded (UTF-8), as the feeds write it (engine.feeds.feed_url): the ads
+    JSON's `url` is a URL ad platforms take and matches the feed's `link`, and an e-mail href or
+    src holds no raw space or invisible control a mail client cuts the link at or shows."""
+    from engine.feeds import feed_url
+
+    url = 'https://shop.example/kategorie/über uns/tür "2"\u202e?q=a b&c=%C3%BC#x y'
+    image = "https://cdn.example/bilder/straße 1.jpg"
+    odd = Product("odd", "Tür", url, image, 10.0, "EUR")
+    catalog = {"odd": odd}
+    ads = assemble(
+        BlockInput("recommendations", "json", "u", None, None, [], {}, ["odd"]),
+        catalog.get,
+        BlockPolicy(),
+        Renderer(),
+    )
+    item = json.loads(ads.content)["items"][0]
+    assert item["url"] == feed_url(url) and item["image_url"] == feed_url(image)
+    assert item["url"].isascii() and " " not in item["url"] and "%C3%BC" in item["url"]
+    html = assemble(
+        BlockInput("recommendations", "html", "u", None, None, [], {}, ["odd"]),
+        catalog.get,
+        BlockPolicy(),
+        Renderer(),
+    ).content
+    hrefs = [h for h in re.findall(r'(?:href|src)="([^"]*)"', html) if "example" in h]
+    assert hrefs and all(h.isascii() and " " not in h for h in hrefs), hrefs
+    assert feed_url(url).replace("&", "&amp;") in html
