@@ -53,6 +53,7 @@ _WHITESPACE = re.compile(r"\s+")
 # that a TSV reader may take for a column or row boundary.
 _TSV_BREAKS = re.compile(r"[^\S ]")
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
+_PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]*")  # no `%`: nothing to check
 
 # Each platform's columns, from its published attribute list (Google Merchant Center product data
 # specification, Meta catalog fields, Criteo product feed specification): the required ones and
@@ -170,8 +171,37 @@ def price_text(product: Product, price: float | None = None) -> str:
 
 def feed_url(url: str) -> str:
     """`url` with spaces, non-ASCII and other unsafe characters percent-encoded (the platforms
-    want encoded URLs; `%` sequences already there are kept)."""
+    want encoded URLs; `%` sequences already there are kept). A non-ASCII host name is written
+    in its IDNA (punycode) form, as browsers and mail clients resolve it: percent-encoded, it
+    named no host. A URL that needs nothing is returned as it is (blocks call this per item)."""
+    if _PLAIN_URL.fullmatch(url):
+        return url
+    if not url.isascii():
+        url = _idna_host(url)
     return quote(url, safe=_URL_SAFE)
+
+
+def _idna_host(url: str) -> str:
+    """`url` with its host name in IDNA form when it has a non-ASCII one (else as it is: an
+    unconvertible name is percent-encoded by the caller, as before)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return url
+    if not host or host.isascii():
+        return url
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return url
+    netloc = parts.netloc
+    at = netloc.rfind("@") + 1  # user info, if any, stays (percent-encoded by the caller)
+    start = netloc.lower().find(host, at)
+    if start < 0:
+        return url
+    netloc = netloc[:start] + ascii_host + netloc[start + len(host) :]
+    return parts._replace(netloc=netloc).geturl()
 
 
 def iso_time(ms: int) -> str:

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from engine.catalog import Product
-from engine.feeds import COLUMNS, CRITEO_COLUMNS, FEEDS, META_COLUMNS, feed_id, stream
+from engine.feeds import COLUMNS, CRITEO_COLUMNS, FEEDS, META_COLUMNS, feed_id, feed_url, stream
 
 
 def product(item_id: str = "85123A", **kw) -> Product:
@@ -152,3 +152,21 @@ def test_quotes_in_catalog_text_never_merge_google_tsv_rows():
         ("Q2", "White hanging heart T-light holder"),
     ]
     assert len(back) == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "written"),
+    [
+        (
+            "https://bücher.example/pfad/ä?q=ü#x",
+            "https://xn--bcher-kva.example/pfad/%C3%A4?q=%C3%BC#x",
+        ),
+        ("https://u:p@BÜCHER.example:8443/x", "https://u:p@xn--bcher-kva.example:8443/x"),
+        ("https://xn--bcher-kva.example/x y", "https://xn--bcher-kva.example/x%20y"),
+        ("https://shop.example/a%20b/plain_1.jpg", "https://shop.example/a%20b/plain_1.jpg"),
+    ],
+)
+def test_a_non_ascii_host_is_written_in_idna_form(url: str, written: str) -> None:
+    """A percent-encoded host name (https://b%C3%BCcher.example/) names no host a browser or a
+    mail client resolves: the host goes to punycode, the rest is percent-encoded."""
+    assert feed_url(url) == written
