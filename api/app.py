@@ -14,6 +14,7 @@ from api import (
     batch,
     clicks,
     collect,
+    encodings,
     experiments,
     feeds,
     hops,
@@ -148,13 +149,16 @@ def create_app(
         app, options, lambda r: r.get(KEY_NAME), request_scope
     )
     # The whole stack, outermost first: block GETs answered inline (api/hot.py), the request
-    # counters and trace, problem+json for errors, the audit of admin calls (with their outcome),
-    # browser CORS before auth, auth, the per-key rate limit (it needs the key name), routing to
-    # the user's worker, and the exposure log of model experiments.
+    # counters and trace, the body's content coding (415 for one not read here, and no
+    # inflating of what an answer left unread), problem+json for errors, the audit of admin
+    # calls (with their outcome), browser CORS before auth, auth, the per-key rate limit (it
+    # needs the key name), routing to the user's worker, and the exposure log of model
+    # experiments.
     app.middlewares.extend(
         [
             hot.hot_middleware,
             observability.observe_middleware,
+            encodings.body_middleware,
             errors_middleware,
             audit_middleware,
             collect.collect_middleware,

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 from aiohttp import web
 
+from api.encodings import read_whole
 from api.shared import problem
 from engine.params import InvalidParam
 
@@ -39,7 +40,7 @@ async def read_body(request: web.Request) -> Any:
     Decoded once per request (the rate limit reads it first to count the recipients)."""
     if BODY in request:
         return request[BODY]
-    raw = await request.read()
+    raw = await read_whole(request)
     try:
         if request.content_type in (MSGPACK, "application/x-msgpack"):
             body = msgpack.unpackb(raw, raw=False)

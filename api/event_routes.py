@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from api.audit import audit
+from api.encodings import read_whole
 from api.observability import TELEMETRY
 from api.shared import CONTENT, EVENT_SKEW_MS, problem
 from engine.admission import admit
@@ -203,7 +204,7 @@ async def _read_bounded(request: web.Request, max_bytes: int | None) -> bytes | 
     again as it arrives, since a chunked body has none (the app's client_max_size bounds the
     rest)."""
     if max_bytes is None:
-        return await request.read()
+        return await read_whole(request)
     if (request.content_length or 0) > max_bytes:
         return None
     body = bytearray()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from api import hops
 from api.audit import refused
@@ -27,10 +28,27 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             response = problem(exc.status, exc.reason, exc.text or "")
         else:
             raise
+    except web.RequestPayloadError as exc:  # the body broke off or did not inflate: the client's
+        response = unreadable_body(exc)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, logged_path(request.path))
         response = problem(500, "Internal Server Error", "see the server log")
     return response
+
+
+def unreadable_body(exc: web.RequestPayloadError) -> web.Response:
+    """The 400 problem for a body aiohttp could not read (it was a 500): one that does not
+    inflate as its `Content-Encoding` says (corrupt, or not compressed), or whose framing broke
+    off. The connection is closed: its parser cannot tell where the next request starts."""
+    if isinstance(exc.__cause__, ContentEncodingError):
+        detail = (
+            "the body does not inflate as its Content-Encoding says (corrupt, or not compressed)"
+        )
+    else:
+        detail = "the request body could not be read"
+    answer = problem(400, "Bad body", detail)
+    answer.force_close()
+    return answer
 
 
 def authorize(request: web.Request, scope: str) -> tuple[str | None, web.Response | None]:

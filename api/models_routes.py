@@ -19,12 +19,14 @@ outcome; the handlers add what was asked and what was done (`DETAILS`).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from api.audit import DETAILS
+from api.encodings import read_whole
 from api.shared import CONTENT, Handler, problem
 from engine.content_experiments import ContentExperiment, ContentExperiments
 from engine.rules import Rules
@@ -80,7 +82,7 @@ def _admin(request: web.Request) -> ModelAdmin:
 
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = json.loads(await read_whole(request))
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         raise web.HTTPBadRequest(reason="Bad body", text="expected a JSON object") from None
     if not isinstance(body, dict):

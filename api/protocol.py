@@ -46,12 +46,13 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import Response, StreamResponse
 from aiohttp.web_server import Server
 
+from api.encodings import BODY_CODINGS, unsupported
 from api.observability import TELEMETRY
 from api.shared import problem
 
@@ -101,6 +102,16 @@ def refusal_detail(exc: BaseException | None) -> str:
     return reason or "the request could not be read"
 
 
+def undecodable(exc: BaseException | None) -> bool:
+    """Whether aiohttp's parser refused a request for a body coding it cannot inflate here
+    (`br` or `zstd` without their libraries: it says so before the body is read), not for a
+    gzip or deflate body that does not inflate."""
+    if not isinstance(exc, ContentEncodingError):
+        return False
+    reason = str(exc.message or "").lower()
+    return not reason.rstrip(". ").endswith(BODY_CODINGS)
+
+
 def problem_page(status: int, detail: str) -> Response:
     """The problem response for a connection-level refusal (closes the connection)."""
     try:
@@ -116,7 +127,24 @@ class ProblemRequestHandler(RequestHandler):
     """aiohttp's request handler whose own refusals are problem bodies, refusing connections
     beyond its server's cap (module doc)."""
 
-    __slots__ = ()
+    __slots__ = ("_discarding",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._discarding = False
+
+    def discard_body(self) -> None:
+        """From now on, take what the connection receives without parsing it: for the rest of a
+        request body left unread by an answer that closes the connection. aiohttp would read
+        that rest for up to 10 s (its lingering close, so that the client reads the answer
+        rather than a reset) through its parser, inflating a compressed body whole; the bytes
+        are still taken (no reset), at no cost."""
+        self._discarding = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._manager
@@ -139,6 +167,12 @@ class ProblemRequestHandler(RequestHandler):
         if status >= 500:
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
             return problem_page(status, "the server failed to answer this request")
+        if undecodable(exc):  # `br`, `zstd`: aiohttp knows them, this process cannot inflate them
+            log.debug("refused a request from %s: a body coding not read here", request.remote)
+            return unsupported(
+                f"the body's Content-Encoding is not read here: send it as is, or "
+                f"in one of {', '.join(BODY_CODINGS)}"
+            )
         # what the client is told, cut before the bytes the parser quotes: those may hold an
         # Authorization header, a `?key=` or a click token (`str(exc)` wrote them in the log)
         reason = refusal_detail(exc)

@@ -157,7 +157,14 @@ class HotRequestHandler(ProblemRequestHandler):
 
     def data_received(self, data: bytes) -> None:
         front = self._front
-        if not data or front is None or self._sticky or self._close or self._force_close:
+        if (
+            not data
+            or front is None
+            or self._sticky
+            or self._close
+            or self._force_close
+            or self._discarding
+        ):
             # no bytes: aiohttp calls this itself to parse on what its parser holds (a body it
             # stopped feeding while the handler's buffer was full); it must reach the parser
             super().data_received(data)

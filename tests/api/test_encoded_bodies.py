@@ -1,0 +1,213 @@
+"""Request bodies with a `Content-Encoding`, as senders' HTTP clients send them, on every route
+that takes a body (found in /openapi.json, as tests/api/test_deep_bodies.py finds them):
+
+- gzip and deflate (zlib-wrapped or raw) are read, inflated;
+- a coding not read here (`br`, `zstd`, an unknown one, `gzip, gzip`, two fields) is a 415
+  problem naming the codings that are, before the body is read: aiohttp refused `br`/`zstd` with
+  a 400, and passed the others' bytes on as they were (an unknown coding's body was accepted);
+- a body that does not inflate (corrupt, or not compressed) is a 400 problem, where it was 500;
+- a small body that inflates past the route's bound is a 413 problem, and what the answer left
+  unread is not inflated afterwards: aiohttp read (and inflated) the rest of a 1 MiB body of
+  1 GiB for its lingering close, ~2.3 s of the event loop's CPU per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import http.client
+import json
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from api.encodings import body_middleware, read_whole
+from api.gate import errors_middleware
+from api.hot import HotRunner
+from api.protocol import ProblemRunner
+from tests.api.test_deep_bodies import _routes
+from tests.api.test_schemathesis import HEADERS, Server
+
+EVENTS = [{"event_id": "enc-1", "type": "page_view", "user_id": "u1", "ts": 1_700_000_000_000}]
+GOOD = {
+    "/v1/events": EVENTS,
+    "/v1/collect": EVENTS,
+    "/v1/blocks:batch": {"block": "recommendations", "format": "json", "user_ids": ["u1"]},
+    "/v1/render": {"template": "hi {{ user.user_id }}", "user_ids": ["u1"]},
+    "/v1/rules": {"rules": []},
+    "/v1/experiments": {"experiments": []},
+}
+GIB = 1 << 30
+
+
+def bomb(size: int = GIB) -> bytes:
+    """A gzip body of ~1/1000 of `size` that inflates to `size` bytes: `[` and spaces."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b" " * (1 << 20)
+    parts = [packer.compress(b"[")]
+    parts += [packer.compress(block) for _ in range(size >> 20)]
+    return b"".join(parts) + packer.flush()
+
+
+def send(
+    server: Server, method: str, path: str, body: bytes, *codings: str
+) -> tuple[int, Any, bytes]:
+    """(status, headers, body) of one request with `codings` as its Content-Encoding fields."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.putrequest(method, path)
+    for name, value in {**HEADERS, "Content-Type": "application/json"}.items():
+        connection.putheader(name, value)
+    for coding in codings:
+        connection.putheader("Content-Encoding", coding)
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders(body)
+    answer = connection.getresponse()
+    try:
+        return answer.status, answer.headers, answer.read()
+    finally:
+        connection.close()
+
+
+def is_problem(headers: Any, body: bytes, status: int) -> bool:
+    if not headers.get("Content-Type", "").startswith("application/problem+json"):
+        return False
+    return json.loads(body).get("status") == status
+
+
+def test_gzip_and_deflate_bodies_are_read_on_the_routes_that_take_json(
+    api_server: Server,
+) -> None:
+    wrong = []
+    for path, document in GOOD.items():
+        method = "PUT" if path in ("/v1/rules", "/v1/experiments") else "POST"
+        raw = json.dumps(document).encode()
+        for coding, body in (
+            ("gzip", gzip.compress(raw)),
+            ("GZIP", gzip.compress(raw)),
+            ("deflate", zlib.compress(raw)),
+            ("deflate", zlib.compress(raw)[2:-4]),  # raw deflate, as some clients send it
+            ("identity", raw),
+        ):
+            status, _, answer = send(api_server, method, path, body, coding)
+            if status not in (200, 202):
+                wrong.append((path, coding, status, answer[:120]))
+    assert wrong == []
+
+
+REFUSED = {
+    "br": (b"\x0b\x02\x80[]\x03", ("br",)),
+    "zstd": (b"(\xb5/\xfd\x00X\x11\x00\x00[]", ("zstd",)),
+    "unknown": (b"[]", ("x-foo",)),
+    "x-gzip": (gzip.compress(b"[]"), ("x-gzip",)),
+    "stacked": (gzip.compress(gzip.compress(b"[]")), ("gzip, gzip",)),
+    "two fields": (gzip.compress(gzip.compress(b"[]")), ("gzip", "gzip")),
+}
+
+
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_a_coding_not_read_here_is_a_415_problem_on_every_body_route(
+    api_server: Server, kind: str
+) -> None:
+    body, codings = REFUSED[kind]
+    wrong = []
+    for method, path in _routes(api_server):
+        status, headers, answer = send(api_server, method, path, body, *codings)
+        accepted = headers.get("Accept-Encoding", "")
+        if not (is_problem(headers, answer, 415) and "gzip" in accepted):
+            wrong.append((method, path, status, accepted, answer[:100]))
+    assert wrong == []
+
+
+UNREADABLE = {
+    "corrupt gzip": (b"\x1f\x8b\x08\x00garbage, not deflate data", "gzip"),
+    "not compressed": (b'{"rules": []}', "gzip"),
+    "corrupt deflate": (b"x\x9c\xff\xff garbage", "deflate"),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNREADABLE))
+def test_a_body_that_does_not_inflate_is_a_400_problem_on_every_body_route(
+    api_server: Server, kind: str
+) -> None:
+    body, coding = UNREADABLE[kind]
+    wrong = []
+    for method, path in _routes(api_server):
+        status, headers, answer = send(api_server, method, path, body, coding)
+        # a route that refuses before reading (no model named `x`) may say so
+        if not (is_problem(headers, answer, status) and status in (400, 404)):
+            wrong.append((method, path, status, answer[:100]))
+    assert wrong == []
+
+
+def test_a_body_inflating_past_the_bound_is_a_413_problem_on_every_body_route(
+    api_server: Server,
+) -> None:
+    body = bomb(64 << 20)  # 64 MiB inflated: past every route's bound
+    wrong = []
+    for method, path in _routes(api_server):
+        status, headers, answer = send(api_server, method, path, body, "gzip")
+        # a route that refuses before reading (no such model, no such version) may say so
+        if not (is_problem(headers, answer, status) and status in (404, 413)):
+            wrong.append((method, path, status, answer[:100]))
+        elif status == 413 and headers.get("Connection", "").lower() != "close":
+            wrong.append((method, path, "kept the connection"))
+    assert wrong == []
+
+
+def test_the_server_still_answers(api_server: Server) -> None:
+    status, _, _ = send(api_server, "POST", "/v1/events", gzip.compress(b"[]"), "gzip")
+    assert status == 202
+
+
+# What is inflated after the answer: a bare app with the API's body middleware, served as the
+# worker and the readers serve (`ProblemRunner`, `HotRunner`).
+READERS: list[Any] = []
+
+
+async def _events(request: web.Request) -> web.Response:
+    READERS.append(request.content)
+    await read_whole(request)
+    return web.json_response({})
+
+
+@asynccontextmanager
+async def _serving(kind: str) -> AsyncIterator[int]:
+    app = web.Application(client_max_size=10 << 20)
+    app.middlewares.extend([body_middleware, errors_middleware])
+    app.router.add_post("/v1/events", _events)
+    runner: web.AppRunner = (
+        ProblemRunner(app) if kind == "problem" else HotRunner(app, access_log=None)
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("kind", ["problem", "hot"])
+async def test_what_a_413_leaves_unread_is_not_inflated(kind: str) -> None:
+    READERS.clear()
+    body = bomb()
+    async with _serving(kind) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        await writer.drain()
+        writer.write_eof()  # the whole body is sent: the server reads to the end or closes
+        answer = await asyncio.wait_for(reader.read(), 30)  # to the server's close
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"application/problem+json" in answer
+    inflated = READERS[0].total_bytes
+    assert inflated < 12 << 20  # the 10 MiB bound and a step, not the 1 GiB
