@@ -45,6 +45,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from api.bodies import BODY as BODY  # re-exported
 from api.bodies import MSGPACK, BadRequest, read_body
+from api.encodings import gzipped, label
 from api.limits import MAX_USERS
 from api.models_routes import log_exposures
 from api.observability import TELEMETRY
@@ -232,7 +233,10 @@ async def post_batch(request: web.Request) -> web.Response:
             telemetry.batch_deadline_fallbacks += len(late)
     as_msgpack = wants_msgpack(request)
     encoded = encode_results(ids, blocks, as_msgpack)
-    response = web.Response(body=SlicedBody(encoded, MSGPACK if as_msgpack else "application/json"))
+    packed = await gzipped(request, encoded)
+    content_type = MSGPACK if as_msgpack else "application/json"
+    response = web.Response(body=SlicedBody(encoded if packed is None else packed, content_type))
+    label(response, packed is not None)
     if deadline is not None:
         response.headers[DEADLINE_HEADER] = str(len(late))
     return response

@@ -48,6 +48,7 @@ from markupsafe import Markup
 
 from api.batch import BadRequest, block_params, read_body, respond, user_ids
 from api.content import ContentService
+from api.encodings import gzipped, label
 from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
 from api.models_routes import log_exposures, log_shown_blocks
 from api.shared import CONTENT
@@ -249,7 +250,13 @@ async def post_render(request: web.Request) -> web.Response:
         request.app[RENDER_ERRORS][0] += errors
     log_exposures(request, ids, "render")
     log_shown_blocks(request, shown)
-    return respond(request, {"results": results, "errors": errors})
+    response = respond(request, {"results": results, "errors": errors})
+    assert isinstance(response.body, bytes)
+    packed = await gzipped(request, response.body)
+    if packed is not None:
+        response.body = packed
+    label(response, packed is not None)
+    return response
 
 
 def register(app: web.Application) -> None:
