@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.encodings import COMPRESS_FROM
 from api.openapi_collect import DISK_FULL, collect_paths
 from api.openapi_experiments import experiments_paths
 from api.openapi_models import models_paths, privacy_paths
@@ -34,13 +35,16 @@ def _user_param() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     """The document; every operation that can answer 401 can also answer 429 (a key over its
-    rate limit, or an address with too many failed authentications: api/limits.py)."""
+    rate limit, or an address with too many failed authentications: api/limits.py), and every
+    one that takes a body 415 (a `Content-Encoding` not read here: api/encodings.py)."""
     document = _document()
     for operations in document["paths"].values():
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation.get("responses", {})
             if "401" in responses:
                 responses.setdefault("429", _LIMITED)
+            if method in ("post", "put", "patch"):
+                responses.setdefault("415", _PROBLEM)
     return document
 
 
@@ -75,7 +79,13 @@ def _document() -> dict[str, Any]:
             "title": "Persona content API",
             "version": "0.1.0",
             "description": "A query parameter given more than once is a 400 problem naming it "
-            "in `parameter`: none is repeatable (`exclude` takes its item ids comma-separated).",
+            "in `parameter`: none is repeatable (`exclude` takes its item ids comma-separated). "
+            "A request body may be sent with `Content-Encoding: gzip` or `deflate`: every bound "
+            "on a body counts its inflated bytes (413 past it), one that does not inflate is a "
+            "400, and any other coding (or several) a 415 naming these two in "
+            "`Accept-Encoding`. Answers of `POST /v1/blocks:batch` and `POST /v1/render` of "
+            f"{COMPRESS_FROM // 1024} KiB or more are gzipped when the request's "
+            "`Accept-Encoding` accepts gzip; they carry `Vary: Accept-Encoding`.",
         },
         "components": {
             "securitySchemes": {

@@ -158,6 +158,18 @@ def test_a_body_inflating_past_the_bound_is_a_413_problem_on_every_body_route(
     assert wrong == []
 
 
+def test_the_document_lists_the_415_on_every_body_route() -> None:
+    from api.openapi import openapi_document
+
+    missing = [
+        (method, path)
+        for path, operations in openapi_document()["paths"].items()
+        for method, operation in operations.items()
+        if method in ("post", "put", "patch") and "415" not in operation["responses"]
+    ]
+    assert missing == []
+
+
 def test_the_server_still_answers(api_server: Server) -> None:
     status, _, _ = send(api_server, "POST", "/v1/events", gzip.compress(b"[]"), "gzip")
     assert status == 202
