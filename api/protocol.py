@@ -15,7 +15,12 @@ where the API document promises RFC 9457 `application/problem+json` for every er
   request would start);
 - a refusal of the parser is logged at debug level without a traceback (anyone can send such
   bytes, so they must not fill an operator's log); a 500 is logged with its traceback, as
-  aiohttp does.
+  aiohttp does;
+- a body in a coding the parser cannot inflate here (`br`, `zstd`) is a 415 naming the ones it
+  can (api/encodings.py), where aiohttp's parser answered 400;
+- `discard_body`: what a connection receives after an answer that left an encoded body unread
+  is taken without being parsed, so aiohttp's lingering close does not inflate it
+  (api/encodings.py `body_middleware`).
 
 Connections are bounded too, since each holds a file descriptor the process shares with RocksDB
 and its Kafka clients (a flood of connections must not leave the store unable to open a file):
