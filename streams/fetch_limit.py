@@ -25,23 +25,29 @@ from typing import Any
 
 FETCH_MAX_BYTES = 256 * 1024
 
-_installed = False
+_settings: dict[str, Any] = {}  # attribute of aiokafka's consumer -> value (set_on_worker_consumer)
 
 
 def install() -> None:
     """Make Faust's consumer fetch at most FETCH_MAX_BYTES at a time (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    from faust.transport.drivers import aiokafka as faust_aiokafka
+    set_on_worker_consumer("_fetch_max_bytes", FETCH_MAX_BYTES)  # read when the consumer starts
 
-    thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
-    create = thread_cls._create_worker_consumer
 
-    def _create_worker_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
-        consumer = create(self, *args, **kwargs)
-        consumer._fetch_max_bytes = FETCH_MAX_BYTES  # read when the consumer starts
-        return consumer
+def set_on_worker_consumer(attribute: str, value: Any) -> None:
+    """Set `attribute` of the aiokafka consumer Faust creates for the worker, right after it is
+    created and before it starts (Faust passes no such option through): one wrapper of
+    `_create_worker_consumer` however many settings (streams/read_committed.py sets another)."""
+    if not _settings:
+        from faust.transport.drivers import aiokafka as faust_aiokafka
 
-    thread_cls._create_worker_consumer = _create_worker_consumer
-    _installed = True
+        thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
+        create = thread_cls._create_worker_consumer
+
+        def _create_worker_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
+            consumer = create(self, *args, **kwargs)
+            for name, setting in _settings.items():
+                setattr(consumer, name, setting)
+            return consumer
+
+        thread_cls._create_worker_consumer = _create_worker_consumer
+    _settings[attribute] = value

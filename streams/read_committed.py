@@ -12,27 +12,11 @@ topics only they write, the last stable offset is the high watermark, and nothin
 
 from __future__ import annotations
 
-from typing import Any
+from streams.fetch_limit import set_on_worker_consumer
 
 ISOLATION_LEVEL = "read_committed"
-
-_installed = False
 
 
 def install() -> None:
     """Make Faust's worker consumer read committed records only (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
-    create = thread_cls._create_worker_consumer
-
-    def _create_worker_consumer(self: Any, *args: Any, **kwargs: Any) -> Any:
-        consumer = create(self, *args, **kwargs)
-        consumer._isolation_level = ISOLATION_LEVEL  # read when the consumer starts its fetcher
-        return consumer
-
-    thread_cls._create_worker_consumer = _create_worker_consumer
-    _installed = True
+    set_on_worker_consumer("_isolation_level", ISOLATION_LEVEL)  # read when its fetcher starts
