@@ -57,6 +57,51 @@ MAX_PROP_TEXT = 2000  # characters of a props string
 MAX_PROP_INT = 2**53  # beyond that JSON peers lose precision; msgpack cannot hold 2**64
 
 
+def found(value: Any) -> str:
+    """What a producer sent, in JSON's terms (a JavaScript producer knows no `NoneType`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, bytes):
+        return "binary data"
+    return f"a {type(value).__name__}"
+
+
+def _holds_object(value: str) -> bool:
+    """Whether a string is a JSON object encoded as text (an object encoded twice)."""
+    if not value.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(value), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _not_object(what: str, value: Any) -> str:
+    """The reason for `what` (an event, props) that is not an object."""
+    if isinstance(value, str) and _holds_object(value):
+        return (
+            f"{what} must be an object, got a string holding a JSON object (encoded twice?): "
+            "send the object itself"
+        )
+    if what == "an event" and isinstance(value, list | tuple):
+        return (
+            "an event must be an object, got an array: send one event object per item of the "
+            "body's array (or per NDJSON line, per Kafka message)"
+        )
+    return f"{what} must be an object, got {found(value)}"
+
+
 class InvalidEvent(ValueError):
     """An event that breaks the contract; `reason` says how."""
 
@@ -150,30 +195,88 @@ def parse_ts(value: Any, history: bool = False) -> int:
     """RFC 3339 string or integer epoch milliseconds -> epoch milliseconds. Live events
     (`history` False) fall within 2000..2100; history from files within years 1..9999."""
     if isinstance(value, bool):
-        raise InvalidEvent("ts must be an RFC 3339 string or integer epoch milliseconds")
+        raise InvalidEvent(f"{TS_FORMS}, got {found(value)}")
     if isinstance(value, int):
         ms = value
     elif isinstance(value, float) and value.is_integer():
         ms = int(value)
+    elif isinstance(value, float):
+        raise InvalidEvent(_fraction(value))
     elif isinstance(value, str):
         text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
         if len(text) > 64:
             raise InvalidEvent("ts is longer than an RFC 3339 time")
+        if _NUMBER.fullmatch(text):
+            raise InvalidEvent(_number_in_string(value, text, history))
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidEvent(f"ts {value!r} is not RFC 3339") from None
         if parsed.tzinfo is None:
-            raise InvalidEvent(f"ts {value!r} has no time zone offset (RFC 3339 needs one)")
+            raise InvalidEvent(
+                f"ts {value!r} has no time zone offset (RFC 3339 needs a date, a time and an "
+                "offset, such as '2023-11-14T22:13:20Z')"
+            )
         try:
             ms = int(parsed.timestamp() * 1000)
         except (OverflowError, OSError, ValueError):
             raise InvalidEvent(f"ts {value!r} is outside years 1..9999") from None
     else:
-        raise InvalidEvent("ts must be an RFC 3339 string or integer epoch milliseconds")
+        raise InvalidEvent(f"{TS_FORMS}, got {found(value)}")
     return _bounded(value, ms, history)
+
+
+TS_FORMS = "ts must be an RFC 3339 string or integer epoch milliseconds"
+_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+# (unit, milliseconds per unit) of the epoch times a producer may send for milliseconds: their
+# 2000..2100 ranges do not overlap, so a live time outside the bound names at most one
+_UNITS = (("seconds", 1e3), ("microseconds", 1e-3), ("nanoseconds", 1e-6))
+
+
+def _unit(number: float) -> tuple[str, int] | None:
+    """For an epoch time in another unit than milliseconds (what its magnitude says of 2000..2100),
+    (the unit, the milliseconds to send); never applied to the value: a `ts` in seconds is
+    refused, not multiplied."""
+    if not -1e30 < number < 1e30:  # nothing near (and an int beyond a float would not convert)
+        return None
+    for unit, ms_per in _UNITS:
+        ms = number * ms_per
+        if _MIN_TS_MS <= ms <= _MAX_TS_MS:
+            return unit, round(ms) if unit == "seconds" else int(ms)
+    return None
+
+
+def _looks_like(unit: str, ms: int) -> str:
+    return f"it looks like {unit} sent for milliseconds: send epoch milliseconds ({ms})"
+
+
+def _fraction(value: float) -> str:
+    """The reason for a `ts` number with a fraction."""
+    if math.isfinite(value) and _MIN_TS_MS <= value <= _MAX_TS_MS:
+        return f"ts {value!r} must be a whole number of milliseconds: send {int(value)}"
+    guess = _unit(value) if math.isfinite(value) else None
+    if guess is not None:
+        return f"ts {value!r} is not a whole number: {_looks_like(*guess)}"
+    return f"{TS_FORMS}, got {found(value)}"
+
+
+def _number_in_string(value: str, text: str, history: bool) -> str:
+    """The reason for a `ts` sent as a number in a string ("1700000000000")."""
+    number = float(text)
+    guess = None if history or _MIN_TS_MS <= number <= _MAX_TS_MS else _unit(number)
+    if guess is not None:
+        unit, ms = guess
+        return (
+            f"ts {value!r} is a number in a string, and it looks like {unit} sent for "
+            f"milliseconds: send epoch milliseconds as a JSON number ({ms}), or an RFC 3339 time"
+        )
+    shown = f" ({int(number)})" if number.is_integer() and abs(number) <= MAX_PROP_INT else ""
+    return (
+        f"ts {value!r} is a number in a string: send epoch milliseconds as a JSON number{shown}, "
+        "or an RFC 3339 time"
+    )
 
 
 def _bounded(value: Any, ms: int, history: bool) -> int:
@@ -181,6 +284,9 @@ def _bounded(value: Any, ms: int, history: bool) -> int:
         if not _HISTORY_MIN_MS <= ms <= _HISTORY_MAX_MS:
             raise InvalidEvent(f"ts {value!r} is outside years 1..9999 (epoch milliseconds)")
     elif not _MIN_TS_MS <= ms <= _MAX_TS_MS:
+        guess = _unit(ms)
+        if guess is not None:
+            raise InvalidEvent(f"ts {value!r} is outside 2000..2100: {_looks_like(*guess)}")
         raise InvalidEvent(f"ts {value!r} is outside 2000..2100: {LIVE_BOUND}")
     return ms
 
@@ -192,7 +298,8 @@ def _string(data: dict[str, Any], name: str, required: bool, max_len: int = MAX_
             raise InvalidEvent(f"missing required field {name!r}")
         return None
     if not isinstance(value, str):
-        raise InvalidEvent(f"{name} must be a string")
+        hint = f': send "{value}"' if isinstance(value, int) and not isinstance(value, bool) else ""
+        raise InvalidEvent(f"{name} must be a string, got {found(value)}{hint}")
     if not 1 <= len(value) <= max_len:
         raise InvalidEvent(f"{name} must be 1..{max_len} characters")
     problem = id_problem(value)
@@ -205,13 +312,15 @@ def validate(data: Any, history: bool = False) -> Event:
     """A decoded event -> Event, or InvalidEvent with the reason. `history` True: an event read
     from a file for training or evaluation, whose time may be of any era (`parse_ts`)."""
     if not isinstance(data, dict):
-        raise InvalidEvent(f"an event must be an object, got {type(data).__name__}")
+        raise InvalidEvent(_not_object("an event", data))
     event_id = _string(data, "event_id", True)
     etype = data.get("type")
     if etype is None:
         raise InvalidEvent("missing required field 'type'")
-    if not isinstance(etype, str) or etype not in EVENT_TYPES:
-        raise InvalidEvent(f"unknown event type {str(etype)[:64]!r}")
+    if not isinstance(etype, str):
+        raise InvalidEvent(f"type must be a string, got {found(etype)}")
+    if etype not in EVENT_TYPES:
+        raise InvalidEvent(unknown_type(etype))
     user_id = _string(data, "user_id", True)
     if "@" in str(user_id):
         raise InvalidEvent("user_id looks like an e-mail address; send a pseudonymous id")
@@ -221,17 +330,17 @@ def validate(data: Any, history: bool = False) -> Event:
     item_id = _string(data, "item_id", etype in _ITEM_REQUIRED)
     quantity = data.get("quantity", 1)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
-        raise InvalidEvent("quantity must be an integer >= 1")
+        raise InvalidEvent(_bad_quantity(quantity))
     if quantity > MAX_QUANTITY:
         raise InvalidEvent(f"quantity must be at most {MAX_QUANTITY}")
     price = data.get("price")
     if price is not None:
         if isinstance(price, bool) or not isinstance(price, int | float):
-            raise InvalidEvent("price must be a number >= 0")
+            raise InvalidEvent(_bad_price(price))
         if isinstance(price, int) and not -MAX_PROP_INT <= price <= MAX_PROP_INT:
             raise InvalidEvent(f"price must be at most {MAX_PRICE:.0f}")
         if not math.isfinite(price) or price < 0:
-            raise InvalidEvent("price must be a finite number >= 0")
+            raise InvalidEvent(f"price must be a finite number >= 0, got {price!r}")
         if price > MAX_PRICE:
             raise InvalidEvent(f"price must be at most {MAX_PRICE:.0f}")
         price = float(price)
@@ -239,14 +348,14 @@ def validate(data: Any, history: bool = False) -> Event:
     if currency is not None and (
         not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)
     ):
-        raise InvalidEvent("currency must be an ISO 4217 code such as 'EUR'")
+        raise InvalidEvent(_bad_currency(currency))
     session_id = _string(data, "session_id", False)
     source = _string(data, "source", False, max_len=64)
     props = data.get("props", {})
     if props is None:
         props = {}
     if not isinstance(props, dict):
-        raise InvalidEvent("props must be an object")
+        raise InvalidEvent(_not_object("props", props))
     _check_value(props, "props", 1)
     if etype == "consent":
         _check_consent(props)
@@ -265,6 +374,108 @@ def validate(data: Any, history: bool = False) -> Event:
         source=source,
         props=props,
     )
+
+
+# Other vocabularies' names for the contract's types, by their `_type_key` (GA4's recommended
+# events, Segment's e-commerce spec, the Meta pixel's standard events): named in the reason, never
+# applied (a type is the contract's or the event is refused).
+_OTHER_NAMES = {
+    "view_item": "product_view",
+    "view_content": "product_view",
+    "product_viewed": "product_view",
+    "view_item_list": "category_view",
+    "product_list_viewed": "category_view",
+    "view_search_results": "search",
+    "products_searched": "search",
+    "page": "page_view",
+    "pageview": "page_view",
+    "page_viewed": "page_view",
+    "addtocart": "add_to_cart",
+    "product_added": "add_to_cart",
+    "product_removed": "remove_from_cart",
+    "begin_checkout": "checkout",
+    "initiate_checkout": "checkout",
+    "checkout_started": "checkout",
+    "order_completed": "purchase",
+    "product_shared": "share",
+}
+# ... and theirs for a return or a cancellation, which Persona records as a `purchase` with a flag
+# (docs/streams.md, "Best-sellers")
+_RETURNS = {
+    "refund": "returned",
+    "order_refunded": "returned",
+    "order_cancelled": "cancelled",
+    "order_canceled": "cancelled",
+}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SEPARATORS = re.compile(r"[\s\-.]+")
+
+
+def _type_key(text: str) -> str:
+    """`text` in the contract's spelling: lower case, words joined by `_` ("addToCart",
+    "Add To Cart", "add-to-cart" -> "add_to_cart")."""
+    return _SEPARATORS.sub("_", _CAMEL.sub("_", text.strip())).strip("_").lower()
+
+
+def unknown_type(etype: str) -> str:
+    """The reason for a type the contract does not name: the contract's name when `etype` is one
+    spelled otherwise or another vocabulary's (GA4, Segment), else the list of types."""
+    shown = f"unknown event type {etype[:64]!r}"
+    key = _type_key(etype[:64])
+    if key in EVENT_TYPES:
+        return f"{shown}: send {key!r} (types are lower case, words joined by '_')"
+    if key in _OTHER_NAMES:
+        return f"{shown}: send {_OTHER_NAMES[key]!r}, Persona's name for it"
+    if key in _RETURNS:
+        flag = _RETURNS[key]
+        return f"{shown}: send 'purchase' with props.{flag}: true, how Persona records it"
+    return f"{shown}: the types are {', '.join(sorted(EVENT_TYPES))}"
+
+
+def _bad_quantity(quantity: Any) -> str:
+    reason = "quantity must be an integer >= 1, got "
+    if isinstance(quantity, str) and _COUNT.fullmatch(quantity.strip()):
+        return reason + f"{found(quantity)}: send {int(quantity)} (a JSON number)"
+    if isinstance(quantity, float) and quantity.is_integer() and quantity >= 1:
+        return reason + f"{quantity!r}: send {int(quantity)}"
+    if isinstance(quantity, int | float) and not isinstance(quantity, bool) and quantity < 1:
+        return reason + (
+            f"{quantity!r}: an event is about 1 or more units (taking units out of the cart is "
+            "remove_from_cart with a positive quantity)"
+        )
+    return reason + found(quantity)
+
+
+_COUNT = re.compile(r"0*[1-9][0-9]{0,8}")  # a quantity in a string ("2")
+
+
+def _bad_price(price: Any) -> str:
+    reason = f"price must be a JSON number >= 0, got {found(price)}"
+    if not isinstance(price, str):
+        return reason
+    text = price.strip()
+    comma = "," in text and "." not in text
+    try:
+        number = float(text.replace(",", ".") if comma else text)
+    except ValueError:
+        return reason
+    if not math.isfinite(number) or number < 0:
+        return reason
+    return (
+        reason + f": send {number!r}" + (" (a JSON number, with a decimal point)" if comma else "")
+    )
+
+
+def _bad_currency(currency: Any) -> str:
+    if not isinstance(currency, str):
+        return f"currency must be an ISO 4217 code such as 'EUR', got {found(currency)}"
+    shown = currency if len(currency) <= 40 else currency[:40] + "..."
+    if _CURRENCY.fullmatch(currency.strip().upper()):
+        code = currency.strip().upper()
+        return f"currency {shown!r} must be an ISO 4217 code in capital letters: send {code!r}"
+    if not re.search(r"[A-Za-z]", currency):
+        return f"currency {shown!r} looks like a symbol: send its ISO 4217 code, such as 'EUR'"
+    return f"currency {shown!r} must be an ISO 4217 code such as 'EUR'"
 
 
 def _check_value(value: Any, where: str, depth: int) -> None:
