@@ -160,18 +160,31 @@ def topic_for(event_type: str) -> str:
     return "clickstream"
 
 
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
+# the first bytes of JSON scalars (a string encoded twice, a number, true/false/null): msgpack
+# reads them as positive integers, never as the map an event is
+_JSON_SCALAR_STARTS = b'"-0123456789tfn'
+
+
 def decode(raw: bytes) -> Any:
-    """Decode one Kafka value: JSON (starts with `{` after whitespace) or msgpack."""
+    """Decode one Kafka value: JSON (starts with `{` or `[` after whitespace and an optional BOM;
+    a JSON scalar is read as JSON too, so its reason is the HTTP route's) or msgpack."""
     if not raw:
         raise InvalidEvent("empty message")
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"the event is larger than {MAX_EVENT_BYTES} bytes")
+    raw = raw.removeprefix(BOM)  # RFC 8259 lets a parser ignore one; some UTF-8 writers add it
     stripped = raw.lstrip()
     if stripped[:1] in (b"{", b"["):
         try:
             return outside_json(raw)
         except BadJson as exc:
             raise InvalidEvent(str(exc)) from None
+    if stripped[:1] and stripped[:1] in _JSON_SCALAR_STARTS:
+        try:  # JSON that is no object ("an event must be an object, got ...": the route's reason)
+            return outside_json(raw)
+        except BadJson:
+            pass  # a msgpack integer (no msgpack map starts so): msgpack says what it is
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -313,6 +326,14 @@ def validate(data: Any, history: bool = False) -> Event:
     from a file for training or evaluation, whose time may be of any era (`parse_ts`)."""
     if not isinstance(data, dict):
         raise InvalidEvent(_not_object("an event", data))
+    if "event_id" not in data:
+        wrapped = _wrapping(data)
+        if wrapped is not None:
+            raise InvalidEvent(
+                f"missing required field 'event_id'; this object holds a list of objects under "
+                f"{wrapped!r}: send the events themselves (a JSON array or NDJSON over HTTP, "
+                "one per message on a topic)"
+            )
     event_id = _string(data, "event_id", True)
     etype = data.get("type")
     if etype is None:
@@ -476,6 +497,17 @@ def _bad_currency(currency: Any) -> str:
     if not re.search(r"[A-Za-z]", currency):
         return f"currency {shown!r} looks like a symbol: send its ISO 4217 code, such as 'EUR'"
     return f"currency {shown!r} must be an ISO 4217 code such as 'EUR'"
+
+
+def _wrapping(data: dict[Any, Any]) -> str | None:
+    """The key of an object without the event fields that holds a list of objects: events
+    wrapped as `{"events": [...]}` or `{"batch": [...]}`."""
+    if "type" in data or "user_id" in data:
+        return None
+    for key, value in data.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return str(key)[:64]
+    return None
 
 
 def _check_value(value: Any, where: str, depth: int) -> None:

@@ -169,3 +169,51 @@ def test_a_value_that_is_no_object_says_what_it_is_in_json_terms(
         validate(value)
     for word in words:
         assert word in caught.value.reason, caught.value.reason
+
+
+def test_a_kafka_value_with_a_byte_order_mark_reads_as_the_http_route_reads_it() -> None:
+    """RFC 8259 lets a parser ignore a leading BOM; .NET's and PowerShell's UTF-8 writers add one.
+    Before, the value went to msgpack: 'neither JSON nor msgpack: ExtraData'."""
+    raw = json.dumps(BASE).encode()
+    assert parse(b"\xef\xbb\xbf" + raw) == validate(BASE)
+    assert parse(b"\xef\xbb\xbf\n " + raw) == validate(BASE)
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (json.dumps(json.dumps(BASE)).encode(), ["encoded twice", "send the object itself"]),
+        (b'"hello"', ["an event must be an object", "got the string 'hello'"]),
+        (b"null", ["an event must be an object", "got null"]),
+        (b"42", ["an event must be an object", "got the number 42"]),
+        (b"-1", ["an event must be an object", "got the number -1"]),
+        (b"true", ["an event must be an object", "got true"]),
+    ],
+)
+def test_a_kafka_value_of_json_that_is_no_object_says_so_as_the_route_does(
+    raw: bytes, words: list[str]
+) -> None:
+    """A JSON serializer given a string already encoded (a common Kafka producer mistake) wrote a
+    JSON string; it was read as msgpack and refused as 'neither JSON nor msgpack'."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse(raw)
+    for word in words:
+        assert word in caught.value.reason, caught.value.reason
+    with pytest.raises(InvalidEvent) as route:
+        validate(json.loads(raw))
+    assert route.value.reason == caught.value.reason
+
+
+def test_an_object_wrapping_the_events_says_to_send_them_themselves() -> None:
+    """Segment's batch API and others wrap events: `{"batch": [...]}`; the reason was only
+    "missing required field 'event_id'"."""
+    for key in ("events", "batch", "data"):
+        text = reason_of({key: [BASE]})
+        assert "missing required field 'event_id'" in text
+        assert f"a list of objects under {key!r}" in text and "events themselves" in text, text
+
+
+def reason_of(data: Any) -> str:
+    found = reasons(data)
+    assert len(found) == 1, found
+    return found.pop()
