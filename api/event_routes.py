@@ -21,7 +21,7 @@ from api.shared import CONTENT, EVENT_SKEW_MS, problem
 from engine.admission import admit
 from engine.audit import consent_fields
 from engine.clock import Clock, MonotonicClock
-from engine.events import Event, InvalidEvent, validate
+from engine.events import MAX_EVENT_BYTES, Event, InvalidEvent, validate
 from engine.room import Room
 
 MAX_EVENTS = 10_000  # events in one POST /v1/events
@@ -87,12 +87,15 @@ def _parse_events_body(text: str, limit: int) -> list[Any]:
             try:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"line {n} is not JSON: {exc.msg}") from None
+                comma = exc.msg == "Extra data" and line[exc.pos :].strip() == ","
+                hint = f" ({_COMMA_AFTER})" if comma else ""
+                raise ValueError(f"line {n} is not JSON: {exc.msg}{hint}") from None
             except (ValueError, RecursionError):  # too many digits, nested too deeply
                 raise ValueError(f"line {n} is not JSON within bounds") from None
     return items
 
 
+_COMMA_AFTER = "a comma after the event? NDJSON is one event per line, with nothing between them"
 _BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines's (and \r\n)
 _WINDOW = 64 * 1024  # characters split at a time
 
@@ -187,16 +190,44 @@ async def read_events(
     if raw is None:
         return problem(413, "Body too large", f"at most {max_bytes} bytes per request")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # a BOM: ignored, as RFC 8259 allows
     except UnicodeDecodeError:
         return problem(400, "Bad body", "the body must be UTF-8 JSON or NDJSON")
     try:
         items = _parse_events_body(text, limit)
     except ValueError as exc:
-        return problem(400, "Bad body", f"expected a JSON array or NDJSON of events: {exc}")
+        return problem(
+            400, "Bad body", f"expected a JSON array or NDJSON of events: {exc}{_hint(text, exc)}"
+        )
     if len(items) > limit:
         return problem(413, "Too many events", f"at most {limit} events per request")
     return items
+
+
+def _hint(text: str, error: ValueError) -> str:
+    """What an unreadable body looks like, for the common mistakes: one pretty-printed object
+    (read as NDJSON, whose line 1 is `{`), an array with a trailing comma."""
+    if isinstance(error, json.JSONDecodeError):  # an array's error (NDJSON's name their line)
+        before = text[: error.pos].rstrip()
+        if (
+            error.msg == "Expecting value"
+            and text.startswith("]", error.pos)
+            and before[-1:] == ","
+        ):
+            return " (a trailing comma before ']'? JSON allows none)"
+        return ""
+    if len(text) > MAX_EVENT_BYTES or not text.lstrip().startswith("{") or "\n" not in text.strip():
+        return ""  # a body larger than one event is not one event: not parsed again
+    try:
+        whole = json.loads(text)
+    except (ValueError, RecursionError):
+        return ""
+    if not isinstance(whole, dict):
+        return ""
+    return (
+        " (the body is one JSON object over several lines: NDJSON is one event per line; send "
+        "the event on one line, or inside a JSON array)"
+    )
 
 
 async def _read_bounded(request: web.Request, max_bytes: int | None) -> bytes | None:
