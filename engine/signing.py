@@ -11,6 +11,11 @@ Two things are signed with HMAC-SHA256, each with its own key derived from the s
   the topic, the key, the time, the signer and the SHA-256 of the value (a tombstone has its own
   marker). The value stays as it was: unsigned readers and old records are unchanged.
 
+A third key marks a `catalog` record as *kept* (streams/adopt.py: a row of the worker's own
+table republished into a new embedded broker's topic, which the catalog fold passes over): the
+mark is `v1;<hex>`, HMAC-SHA256 over the topic, the partition, the key and the value, so no
+producer without the secret can make the fold pass over a real update.
+
 A verification answers the signed facts or a short reason (never the secret or a signature).
 """
 
@@ -31,6 +36,7 @@ HOP_WINDOW_MS = 30_000  # a hop older or newer than this (either side's clock) i
 SIGNER_HEADER = "persona-signer"
 SIGNATURE_HEADER = "persona-signature"
 _TOMBSTONE = b"\x00persona-tombstone"
+_KEPT_VERSION = b"v1;"
 Headers = list[tuple[str, bytes]]
 
 
@@ -55,7 +61,7 @@ class Signed:
 class ClusterKey:
     """The cluster secret's two derived keys; never shown (no repr of the secret)."""
 
-    __slots__ = ("_hop", "_record")
+    __slots__ = ("_hop", "_kept", "_record")
 
     def __init__(self, secret: str) -> None:
         if len(secret) < MIN_CLUSTER_SECRET:
@@ -63,6 +69,7 @@ class ClusterKey:
         raw = secret.encode()
         self._hop = hmac.new(raw, b"persona hop v1", hashlib.sha256).digest()
         self._record = hmac.new(raw, b"persona record v1", hashlib.sha256).digest()
+        self._kept = hmac.new(raw, b"persona kept v1", hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return "ClusterKey(<hidden>)"
@@ -137,6 +144,22 @@ class ClusterKey:
         digest = hashlib.sha256(_TOMBSTONE if value is None else b"v" + value).digest()
         text = b"\n".join((topic.encode(), key or b"", str(ts).encode(), signer.encode(), digest))
         return hmac.new(self._record, text, hashlib.sha256).hexdigest()
+
+    # -- kept catalog records ------------------------------------------------------------------
+    def kept_mark(self, topic: str, partition: int, key: bytes, value: bytes) -> bytes:
+        """The kept header's value for a record of `value` under `key` in topic-partition
+        `topic`/`partition` (one HMAC over them: cheap enough for every product of a catalog)."""
+        framed = f"{topic}\n{partition}\n{len(key)}\n".encode() + key + value
+        return _KEPT_VERSION + hmac.digest(self._kept, framed, "sha256").hex().encode()
+
+    def is_kept(
+        self, topic: str, partition: int, key: bytes | None, value: bytes | None, mark: object
+    ) -> bool:
+        """Whether `mark` is the kept mark of exactly this record (constant-time compare; a
+        tombstone, a record without a key or a mark that is not bytes never is)."""
+        if key is None or value is None or not isinstance(mark, bytes):
+            return False
+        return hmac.compare_digest(self.kept_mark(topic, partition, key, value), mark)
 
 
 def cluster_key(secret: str | None) -> ClusterKey | None:

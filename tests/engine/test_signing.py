@@ -122,3 +122,42 @@ def test_the_cluster_secret_setting(tmp_path: Path) -> None:
             env={"PERSONA_CLUSTER_SECRET_FILE": str(path), "PERSONA_CLUSTER_SECRET": SECRET}
         )
     assert SECRET not in repr(KEY) and "hidden" in repr(KEY)
+
+
+# -- kept catalog records (streams/adopt.py) ----------------------------------------------------
+
+ROW = b'{"item_id": "lamp", "price": 5}'
+
+
+def test_a_kept_mark_verifies_for_exactly_its_record() -> None:
+    mark = KEY.kept_mark("catalog", 3, b"lamp", ROW)
+    assert mark.startswith(b"v1;") and len(mark) == 3 + 64
+    assert KEY.is_kept("catalog", 3, b"lamp", ROW, mark)
+    assert KEY.kept_mark("catalog", 3, b"lamp", ROW) == mark  # no time, no nonce: repeatable
+
+
+@pytest.mark.parametrize(
+    ("topic", "partition", "key", "value"),
+    [
+        ("events", 3, b"lamp", ROW),  # other topic
+        ("catalog", 2, b"lamp", ROW),  # other partition
+        ("catalog", 3, b"vase", ROW),  # other key
+        ("catalog", 3, b"lamp", ROW.replace(b"5", b"4")),  # other value (a new price)
+        ("catalog", 3, b"lam", b"p" + ROW),  # the key's end moved into the value
+        ("catalog", 3, b"lamp", None),  # a tombstone
+        ("catalog", 3, None, ROW),  # no key
+    ],
+)
+def test_a_kept_mark_does_not_verify_for_another_record(
+    topic: str, partition: int, key: bytes | None, value: bytes | None
+) -> None:
+    assert not KEY.is_kept(topic, partition, key, value, KEY.kept_mark("catalog", 3, b"lamp", ROW))
+
+
+def test_a_forged_or_damaged_kept_mark_does_not_verify() -> None:
+    mark = KEY.kept_mark("catalog", 0, b"lamp", ROW)
+    flipped = mark[:-1] + (b"0" if mark[-1:] != b"0" else b"1")
+    other = ClusterKey("d" * 40).kept_mark("catalog", 0, b"lamp", ROW)
+    for forged in (b"1", b"", mark[:-1], mark[:35], mark + b"0", flipped, other, mark[3:],
+                   mark.upper(), b"v2;" + mark[3:], mark.decode(), None, 1):  # fmt: skip
+        assert not KEY.is_kept("catalog", 0, b"lamp", ROW, forged), forged
