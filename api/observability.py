@@ -619,6 +619,9 @@ COUNTER_HELP = {
     "identity_repeated": "Merge records of an anonymous profile already merged (unchanged).",
     "identity_forwarded": "Events of an id merged into a user, forwarded to the user.",
     "catalog_updates": "Catalog updates applied.",
+    "catalog_kept_unverified": (
+        "Catalog records marked kept whose mark did not verify: applied, not passed over."
+    ),
 }
 
 

@@ -36,12 +36,16 @@ from benchmarks import results_file  # noqa: E402
 from benchmarks.recovery_memory import product  # noqa: E402
 from benchmarks.serving import SECRET, get  # noqa: E402
 from engine.placement import partition  # noqa: E402
+from engine.signing import ClusterKey  # noqa: E402
 from persona.catalog_sync import missing_products  # noqa: E402
 from streams.admin import bootstrap_servers  # noqa: E402
 from streams.adopt import _open, forget_broker, republish_catalog  # noqa: E402
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.changelog import write_batch  # noqa: E402
 from streams.readers import table_dir  # noqa: E402
+
+# the worker's secret: the republished records' kept marks verify with it
+CLUSTER_SECRET = os.environ.get("PERSONA_CLUSTER_SECRET", "bench-" + "c" * 32)
 
 
 def kept_catalog(data: Path, items: int, partitions: int) -> int:
@@ -87,7 +91,7 @@ def worker(broker: str, data: Path, partitions: int) -> dict[str, float]:
         "PERSONA_PARTITIONS": str(partitions),
         "PERSONA_API_KEYS": f"bench:{SECRET}:content:read",
         "PERSONA_LOG_LEVEL": "warning",
-        "PERSONA_CLUSTER_SECRET": os.environ.get("PERSONA_CLUSTER_SECRET", "bench-" + "c" * 32),
+        "PERSONA_CLUSTER_SECRET": CLUSTER_SECRET,
     }
     cmd = [sys.executable, "-m", "persona", "worker", "--broker", broker, "--host", "127.0.0.1",
            "--port", str(port), "--data-dir", str(data)]  # fmt: skip
@@ -120,7 +124,8 @@ def one(items: int, partitions: int, with_worker: bool) -> dict[str, Any]:
             forget_broker(data)
             forget_s = time.monotonic() - began
             began = time.monotonic()
-            sent = asyncio.run(republish_catalog(broker.url, data, partitions))
+            cluster = ClusterKey(CLUSTER_SECRET)
+            sent = asyncio.run(republish_catalog(broker.url, data, partitions, cluster))
             republish_s = time.monotonic() - began
             began = time.monotonic()
             marked = len(asyncio.run(missing_products(broker.url, {"item-0"})))

@@ -588,6 +588,13 @@ def _check_cluster(settings: Settings) -> Settings:
     return settings
 
 
+def with_cluster_secret_file(settings: Settings, path: Path) -> Settings:
+    """`settings` with the cluster secret `path` holds (checked as PERSONA_CLUSTER_SECRET_FILE
+    is): `persona run` makes the embedded default's and uses it too (streams/adopt.py)."""
+    read = _check_cluster(replace(settings, cluster_secret=None, cluster_secret_file=path))
+    return replace(settings, cluster_secret=read.cluster_secret)
+
+
 def require_cluster_secret(settings: Settings) -> str:
     """The cluster secret a process on a broker needs (hops, registry and command records are
     signed with it), or SettingsError naming the setting."""

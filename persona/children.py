@@ -45,7 +45,8 @@ from pathlib import Path
 
 from api.observability import RESTARTS_FILE
 from engine.clock import Clock
-from engine.settings import Settings
+from engine.settings import Settings, require_cluster_secret
+from engine.signing import ClusterKey
 from persona.reader import cleanup_secondaries, remove_secondary
 from persona.restarts import GiveUp, MonotonicClock, RestartPolicy, describe_exit
 from persona.state_dir import MIN_FREE, free_bytes
@@ -281,8 +282,10 @@ class Children:
         from streams.adopt import adopt
 
         data_dir = self.settings.data_dir
+        # the secret the worker verifies kept marks with (supervisor.py `_cluster_secret`)
+        cluster = ClusterKey(require_cluster_secret(self.settings))
         try:
-            adopted = adopt(data_dir, self.broker_url, self.settings.partitions)
+            adopted = adopt(data_dir, self.broker_url, self.settings.partitions, cluster)
         except Exception as exc:  # a damaged database, a broker that went away: one message
             raise GaveUp(
                 f"could not bring the state kept in {data_dir} to the new embedded broker "

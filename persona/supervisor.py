@@ -24,7 +24,12 @@ from types import FrameType
 
 from api.auth import LOCAL_KEY_FILE, KeyRing, ensure_local_key
 from engine.files import LOCK_FD_ENV, ensure_secret_file, lock_data_dir, private_dir
-from engine.settings import Settings, SettingsError, require_cluster_secret
+from engine.settings import (
+    Settings,
+    SettingsError,
+    require_cluster_secret,
+    with_cluster_secret_file,
+)
 from engine.signing import new_secret
 from persona.children import Children, GaveUp, Stop
 from persona.demo_load import DEMO_DIR, load_demo
@@ -67,7 +72,7 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
         # the worker inherits the lock's descriptor (keep_fds) and checks it by this number
         # instead of taking the lock (engine.files.hold_data_dir); the readers take none
         env[LOCK_FD_ENV] = str(lock)
-        _cluster_secret(settings, env)
+        settings = _cluster_secret(settings, env)
         key_line: str | None = None
         if not settings.api_keys and not settings.api_keys_file:
             key_path, key_line, said = local_key(data_dir)
@@ -166,16 +171,18 @@ def check_listen(host: str, port: int, setting: str = HTTP_PORT) -> None:
             ) from None
 
 
-def _cluster_secret(settings: Settings, env: dict[str, str]) -> None:
+def _cluster_secret(settings: Settings, env: dict[str, str]) -> Settings:
     """With a broker URL the cluster secret is required; the embedded default makes one in
-    `<data dir>/cluster-secret` (0600, kept) and hands it to its children."""
+    `<data dir>/cluster-secret` (0600, kept) and hands it to its children. Returns the settings
+    with the secret (the adoption of a new embedded broker marks kept records with it)."""
     if settings.cluster_secret is not None or not settings.embedded:
         require_cluster_secret(settings)
-        return
+        return settings
     path = ensure_secret_file(
         settings.data_dir / CLUSTER_SECRET_FILE, new_secret, "the cluster secret file"
     )
     env["PERSONA_CLUSTER_SECRET_FILE"] = str(path)
+    return with_cluster_secret_file(settings, path)
 
 
 def _start_fresh(data_dir: Path) -> None:

@@ -104,6 +104,7 @@ class StreamState:
                 "identity_repeated": stats.identity_repeated,
                 "identity_forwarded": stats.identity_forwarded,
                 "catalog_updates": stats.catalog_updates,
+                "catalog_kept_unverified": stats.kept_unverified,
                 "fold_batches": stats.batches,
                 **self._webhook_counters(),
             },

@@ -28,7 +28,9 @@ On the new broker's empty topic it found nothing to mark, so `republish_catalog`
 product of the table into the topic, each in the partition whose table database holds it, marked
 with `KEPT_HEADER`: the worker's catalog fold passes those over (the table holds them already:
 writing them again would cost a write, a changelog record and a content index update per
-product for nothing). Measured with benchmarks/adopt_catalog.py.
+product for nothing). Measured with benchmarks/adopt_catalog.py. The mark is the cluster key's
+HMAC of the record's topic, partition, key and value (engine/signing.py `kept_mark`): any
+producer can set the header, and the fold applies a record whose mark does not verify.
 
 `adopt` does all three. Only `persona run` calls it, and only for an embedded broker it
 has just started: on Kafka the changelogs and the topic are the truth and nothing here runs.
@@ -51,6 +53,7 @@ from rocksdict import Rdict, WriteBatch
 
 from engine.catalog import InvalidProduct, catalog_record
 from engine.placement import partition as default_partition
+from engine.signing import ClusterKey
 from streams.admin import ALL_INPUTS, KEPT_HEADER, ensure_topics
 from streams.kafka_security import Broker, as_config
 from streams.keys import FAUST_OFFSET_KEY
@@ -62,7 +65,6 @@ from streams.registry_copy import REGISTRY_COPY_DIR, Entry, RegistryCopy
 log = logging.getLogger("persona.adopt")
 REPUBLISH_TRIES = 5
 CATALOG_TABLE = "catalog"
-KEPT = [(KEPT_HEADER, b"1")]
 PENDING_SENDS = 5000  # catalog records sent before their acknowledgements are awaited
 MODEL_CACHE_DIR = "models"  # <data dir>/models: the worker's artifact cache
 DEMO_MARK = "demo-loaded"  # written once `persona run --demo` has loaded the demo data
@@ -197,19 +199,26 @@ def kept_products(db: Rdict) -> Iterator[tuple[bytes, bytes]]:
 
 
 async def republish_catalog(
-    broker: Broker, data_dir: Path, partitions: int, tries: int = REPUBLISH_TRIES
+    broker: Broker,
+    data_dir: Path,
+    partitions: int,
+    cluster: ClusterKey,
+    tries: int = REPUBLISH_TRIES,
 ) -> int:
-    """Write the kept catalog table's products into the `catalog` topic, marked as kept (the
-    module doc); no catalog table: the broker is not asked. Tried again as `republish` is
-    (products written twice are the same facts: a full sync takes the last of each)."""
+    """Write the kept catalog table's products into the `catalog` topic, marked as kept with
+    `cluster`'s mark (the module doc); no catalog table: the broker is not asked. Tried again
+    as `republish` is (products written twice are the same facts: a full sync takes the last
+    of each)."""
     dbs = catalog_dbs(data_dir)
     if not dbs:
         return 0
-    send = lambda: _send_catalog(broker, dbs, partitions)  # noqa: E731
+    send = lambda: _send_catalog(broker, dbs, partitions, cluster)  # noqa: E731
     return await _retrying("the catalog", send, tries)
 
 
-async def _send_catalog(broker: Broker, dbs: list[tuple[int, Path]], partitions: int) -> int:
+async def _send_catalog(
+    broker: Broker, dbs: list[tuple[int, Path]], partitions: int, cluster: ClusterKey
+) -> int:
     await ensure_topics(broker, partitions, ALL_INPUTS)
     producer = AIOKafkaProducer(
         **as_config(broker).aiokafka(), linger_ms=5, max_batch_size=256 * 1024, acks=1
@@ -226,8 +235,9 @@ async def _send_catalog(broker: Broker, dbs: list[tuple[int, Path]], partitions:
                     # producers of the topic would put it)
                     placed = number if number < partitions else default_partition(key, partitions)
                     sent += 1
+                    kept = [(KEPT_HEADER, cluster.kept_mark("catalog", placed, key, row))]
                     pending.append(
-                        await producer.send("catalog", row, key=key, partition=placed, headers=KEPT)
+                        await producer.send("catalog", row, key=key, partition=placed, headers=kept)
                     )
                     if len(pending) >= PENDING_SENDS:
                         await asyncio.gather(*pending)
@@ -252,13 +262,14 @@ def kept_registry(data_dir: Path) -> list[Entry]:
         copy.close()
 
 
-def adopt(data_dir: Path, broker: Broker, partitions: int) -> Adopted:
+def adopt(data_dir: Path, broker: Broker, partitions: int, cluster: ClusterKey) -> Adopted:
     """Bring the kept state to a new, empty embedded broker (the module doc) with `partitions`
-    partitions per topic; no worker runs."""
+    partitions per topic; no worker runs. `cluster` is the key of the secret the worker is
+    given: its catalog fold verifies the kept marks with it."""
     tables = forget_broker(data_dir)
 
     async def both() -> tuple[int, int]:
-        catalog = await republish_catalog(broker, data_dir, partitions)
+        catalog = await republish_catalog(broker, data_dir, partitions, cluster)
         return catalog, await republish(broker, kept_registry(data_dir))
 
     catalog, registry = asyncio.run(both())

@@ -224,6 +224,7 @@ class StreamStats:
     fenced: int = 0  # events of an erased user produced before the erasure: not folded
     redelivered: int = 0  # records below their partition's stored position: already folded
     unsigned_commands: int = 0  # commands without a valid cluster signature: dead-lettered
+    kept_unverified: int = 0  # catalog records marked kept whose mark did not verify: applied
     identity_merged: int = 0  # identity: anonymous profiles merged into a user (streams/identity)
     identity_forwarded: int = 0  # identity: events of a merged anonymous id sent to its user
     identity_repeated: int = 0  # identity: merge records already merged (changed nothing)
@@ -254,6 +255,7 @@ class PersonaStreams:
         kafka = as_config(broker_url)  # the URL and PERSONA_KAFKA_* security of every client
         key = cluster_key(settings.cluster_secret)  # commands are signed (streams/signed.py)
         self.signer = None if key is None else RecordSigner(key, f"worker:{settings.own_url}")
+        self._cluster = key  # verifies the kept mark of republished catalog records (`_kept`)
         self.command_gate = RecordGate(COMMANDS_TOPIC, key)
         if tansu:
             tansu_fix.install(kafka)
@@ -1325,8 +1327,9 @@ class PersonaStreams:
         a record the catalog cannot take is dead-lettered with the reason; price drops and
         products back in stock are broadcast (engine.triggers.catalog_change). A record marked
         kept is a row of this table republished into a new embedded broker's topic for the
-        topic's readers (streams/adopt.py): passed over. False when a rebalance began meanwhile
-        (nothing written: the batch is read again)."""
+        topic's readers (streams/adopt.py): passed over when its mark verifies (`_kept`), applied
+        like any other record otherwise. False when a rebalance began meanwhile (nothing written:
+        the batch is read again)."""
         after: dict[bytes, Product | None] = {}  # key -> the product as the batch leaves it
         writes: dict[int, dict[bytes, bytes | None]] = {}  # partition -> key -> row (None: gone)
         changes: list[tuple[Product | None, Product]] = []  # (before, after) of stored products
@@ -1334,7 +1337,7 @@ class PersonaStreams:
         kept = 0
         for record in batch:
             msg = record.message
-            if _kept(getattr(msg, "headers", None)):
+            if self._kept(msg):
                 kept += 1
                 continue
             try:
@@ -1381,6 +1384,30 @@ class PersonaStreams:
         # last: once the count covers a record, its batch is acknowledged with no await between
         self.stats.catalog_updates += len(batch) - len(dead) - kept
         return True
+
+    def _kept(self, msg: Any) -> bool:
+        """Whether a catalog record is one of this table's rows republished by the adoption of a
+        new embedded broker (streams/adopt.py): its KEPT_HEADER is the cluster key's mark of its
+        topic, partition, key and value. Any producer can set the header: a mark that does not
+        verify (or no cluster secret to verify it with) is a real update, applied, counted and
+        logged (the first time), never passed over."""
+        mark = _kept_mark(getattr(msg, "headers", None))
+        if mark is None:
+            return False
+        cluster = self._cluster
+        if cluster is not None and cluster.is_kept(
+            "catalog", msg.partition, msg.key, msg.value, mark
+        ):
+            return True
+        if not self.stats.kept_unverified:
+            log.warning(
+                "a catalog record carries %s but its mark does not verify (partition %s, "
+                "offset %s): applied as an ordinary catalog record (only Persona's adoption of "
+                "a new embedded broker marks records kept; counted in catalog_kept_unverified)",
+                KEPT_HEADER, msg.partition, getattr(msg, "offset", "?"),
+            )  # fmt: skip
+        self.stats.kept_unverified += 1
+        return False
 
     def _before(
         self, key: bytes, product: Product, after: dict[bytes, Product | None]
@@ -1535,14 +1562,15 @@ def _stored_ts(raw: bytes | None) -> int | None:
         return None
 
 
-def _kept(headers: Any) -> bool:
-    """Whether a record carries KEPT_HEADER (Kafka headers: (name, bytes) pairs, or None)."""
+def _kept_mark(headers: Any) -> object | None:
+    """The value of a record's first KEPT_HEADER (Kafka headers: (name, bytes) pairs, or None),
+    or None without one."""
     if isinstance(headers, Mapping):
-        return KEPT_HEADER in headers
-    return any(
-        isinstance(pair, tuple | list) and len(pair) == 2 and pair[0] == KEPT_HEADER
-        for pair in headers or ()
-    )
+        return headers.get(KEPT_HEADER)
+    for pair in headers or ():
+        if isinstance(pair, tuple | list) and len(pair) == 2 and pair[0] == KEPT_HEADER:
+            return cast(object, pair[1])
+    return None
 
 
 def _record(msg: Any) -> Record:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import http, wait_until
+from tests.conftest import http, metric, wait_until
 from tests.persona.test_keep_state import _broker_url, _cli, _secret
 from tests.persona.test_run import Running, _running
 
@@ -19,6 +19,8 @@ pytestmark = pytest.mark.integration
 
 HEADER = "item_id,title,url,image_url,price,currency,availability\n"
 ITEMS = ("full-a", "full-b", "full-c")
+UPDATES = "persona_catalog_updates_total"
+UNVERIFIED = "persona_catalog_kept_unverified_total"
 
 
 def _rows(items: tuple[str, ...]) -> str:
@@ -58,3 +60,8 @@ def test_full_import_after_a_restart_marks_the_kept_products_it_leaves_out(
         assert "2 missing products marked out of stock" in out, out
         expected = {"full-a": "in_stock", "full-b": "out_of_stock", "full-c": "out_of_stock"}
         wait_until(lambda: _availability(run, secret) == expected, 60, what="2 marked out")
+        # the republished products (before these in each partition) were passed over: their kept
+        # marks verified with the secret the worker was given; applied were the import's record
+        # and the two marks out of stock
+        wait_until(lambda: metric(run.worker, UPDATES) >= 3, 30, what="3 updates")
+        assert metric(run.worker, UPDATES) == 3 and metric(run.worker, UNVERIFIED) == 0

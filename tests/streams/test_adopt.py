@@ -12,13 +12,14 @@ from rocksdict import Options, Rdict
 
 from engine.catalog import Product
 from engine.placement import partition as default_partition
+from engine.signing import ClusterKey
 from streams.admin import KEPT_HEADER, bootstrap_servers
 from streams.adopt import forget_broker, partition_dbs, republish_catalog
 from streams.broker import EmbeddedBroker
 from streams.keys import FAUST_OFFSET_KEY
 from streams.positions import is_position_key
 from streams.readers import table_dir
-from tests.conftest import start_worker, wait_until
+from tests.conftest import CLUSTER_SECRET, start_worker, wait_until
 from tests.streams.carts import CartStream
 
 pytestmark = pytest.mark.integration
@@ -86,8 +87,9 @@ def _topic(broker: str) -> list[tuple[int, bytes, bytes, list[tuple[str, bytes]]
 
 def test_the_kept_catalog_is_republished_into_the_new_brokers_topic(tmp_path: Path) -> None:
     """Every product of the catalog table goes into `catalog` in its table partition (a
-    partition past today's count: where producers would put it), marked kept; bookkeeping
-    rows and rows the fold would not store as they are stay out."""
+    partition past today's count: where producers would put it), marked kept with the cluster
+    key's mark of the record (only Persona can make it); bookkeeping rows and rows the fold
+    would not store as they are stay out."""
     lamp, vase, cup, mug = (
         Product(
             i, i.title(), f"https://s.example.com/{i}", f"https://s.example.com/{i}.jpg", 2.5, "EUR"
@@ -106,12 +108,25 @@ def test_the_kept_catalog_is_republished_into_the_new_brokers_topic(tmp_path: Pa
         for key, value in items:
             db[key] = value
         db.close()
-    kept = [(KEPT_HEADER, b"1")]
+    cluster = ClusterKey(CLUSTER_SECRET)
+
+    def kept(partition: int, key: bytes, value: bytes) -> tuple[int, bytes, bytes, object]:
+        return (
+            partition,
+            key,
+            value,
+            [(KEPT_HEADER, cluster.kept_mark("catalog", partition, key, value))],
+        )
+
     with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
-        assert asyncio.run(republish_catalog(broker.url, tmp_path, 2)) == 3
-        assert _topic(broker.url) == sorted([
-            (0, b"lamp", lamp.pack(), kept),
-            (1, b"vase", vase.pack(), kept),
-            (default_partition(b"mug", 2), b"mug", mug.pack(), kept),
+        assert asyncio.run(republish_catalog(broker.url, tmp_path, 2, cluster)) == 3
+        found = _topic(broker.url)
+        assert found == sorted([
+            kept(0, b"lamp", lamp.pack()),
+            kept(1, b"vase", vase.pack()),
+            kept(default_partition(b"mug", 2), b"mug", mug.pack()),
         ])  # fmt: skip
-    assert asyncio.run(republish_catalog("kafka://127.0.0.1:9", tmp_path / "none", 2)) == 0
+    for partition, key, value, headers in found:  # what the worker's fold verifies
+        assert cluster.is_kept("catalog", partition, key, value, dict(headers)[KEPT_HEADER])
+    none = tmp_path / "none"
+    assert asyncio.run(republish_catalog("kafka://127.0.0.1:9", none, 2, cluster)) == 0

@@ -20,15 +20,17 @@ from faust.types import TP
 
 from engine.catalog import Product
 from engine.settings import Settings
+from engine.signing import ClusterKey
 from persona.loading import import_catalog
 from streams.admin import KEPT_HEADER, bootstrap_servers
 from streams.app import PersonaStreams
 from streams.broker import EmbeddedBroker
 from streams.keys import FAUST_OFFSET_KEY
-from tests.conftest import Worker, http, metric, start_worker, wait_until
+from tests.conftest import CLUSTER_SECRET, Worker, http, metric, start_worker, wait_until
 from tests.streams.test_catalog_cache import record
 
 UPDATES = "persona_catalog_updates_total"
+UNVERIFIED = "persona_catalog_kept_unverified_total"
 PARTITIONS = 4
 
 
@@ -156,10 +158,16 @@ def test_a_tombstone_deletes_the_item_from_every_partition_and_a_batch_applies_i
 # -- hostile rows in the table: in-process, Faust's real RocksDB store, no broker ----------------
 
 
-def _streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PersonaStreams:
+CLUSTER = ClusterKey(CLUSTER_SECRET)
+
+
+def _streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str | None = CLUSTER_SECRET
+) -> PersonaStreams:
     """A worker's streams object whose catalog fold writes (its changelog sends and broadcasts
     are recorded instead of sent: no broker here)."""
-    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    settings = Settings(data_dir=tmp_path, cluster_secret=secret)
+    streams = PersonaStreams(settings, "kafka://127.0.0.1:9")
     monkeypatch.setattr(streams._catalog_batches, "current", lambda epoch: True)
     shipped: list[int] = []
 
@@ -230,7 +238,8 @@ def test_a_kept_record_republished_at_adoption_is_passed_over(
 ) -> None:
     """A `catalog` record marked kept is a row of the table republished into a new embedded
     broker's topic for the topic's readers (streams/adopt.py): the fold writes nothing for it,
-    announces nothing (not even a price drop it would seem to be) and counts no update."""
+    announces nothing (not even a price drop it would seem to be) and counts no update. (Marked
+    with the cluster key's mark of the record, as the adoption marks it.)"""
     streams = _streams(tmp_path, monkeypatch)
     announced: list[tuple[Product | None, Product]] = []
 
@@ -244,10 +253,112 @@ def test_a_kept_record_republished_at_adoption_is_passed_over(
     announced.clear()  # (None, lamp): a new product, announced to nobody
     cheaper = replace(lamp, price=lamp.price / 2)
     kept = _catalog(b"lamp-0", cheaper.pack())
-    kept.message.headers = [(KEPT_HEADER, b"1")]
+    kept.message.headers = [
+        (KEPT_HEADER, CLUSTER.kept_mark("catalog", 0, b"lamp-0", cheaper.pack()))
+    ]
     assert asyncio.run(streams._apply_catalog([kept], 0))
     assert streams.product("lamp-0") == lamp and list(streams.products()) == [lamp]
     assert streams.catalog_generation == generation and announced == []
-    assert streams.stats.catalog_updates == 1
+    assert streams.stats.catalog_updates == 1 and streams.stats.kept_unverified == 0
     assert asyncio.run(streams._apply_catalog([_catalog(b"lamp-0", cheaper.pack())], 0))
     assert streams.product("lamp-0") == cheaper and announced == [(lamp, cheaper)]  # unmarked
+
+
+def _forged_marks(key: bytes, value: bytes, partition: int) -> list[object]:
+    """KEPT_HEADER values any producer could set on a real update of `key` to `value`: a plain
+    flag, garbage, the true mark truncated or damaged, the mark of another partition, of the
+    value before the update, or under another secret."""
+    true = CLUSTER.kept_mark("catalog", partition, key, value)
+    return [
+        b"1",
+        b"",
+        b"v1;" + b"0" * 64,
+        true[:-1],
+        true[:20],
+        true[:-1] + (b"0" if true[-1:] != b"0" else b"1"),
+        CLUSTER.kept_mark("catalog", partition + 1, key, value),
+        ClusterKey("f" * 40).kept_mark("catalog", partition, key, value),
+    ]
+
+
+def test_a_record_whose_kept_mark_does_not_verify_is_applied_counted_and_announced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any producer can set KEPT_HEADER: on a real product update whose mark is not the cluster
+    key's mark of the record it was passed over silently (neither applied nor dead-lettered).
+    Now it is applied as an ordinary record (a price drop announced), counted, logged once."""
+    streams = _streams(tmp_path, monkeypatch)
+    announced: list[tuple[Product | None, Product]] = []
+
+    async def broadcast(old: Product | None, new: Product) -> None:
+        announced.append((old, new))
+
+    monkeypatch.setattr(streams.triggers, "broadcast_item_change", broadcast)
+    lamp = next(products(1, "lamp"))
+    assert asyncio.run(streams._apply_catalog([_catalog(b"lamp-0", lamp.pack(), 1)], 0))
+    stale = CLUSTER.kept_mark("catalog", 1, b"lamp-0", lamp.pack())  # the stored row's mark
+    forged = len(_forged_marks(b"lamp-0", lamp.pack(), 1)) + 1
+    before = lamp
+    for n in range(forged):
+        announced.clear()
+        cheaper = replace(lamp, price=round(lamp.price / (n + 2), 2))
+        mark = [*_forged_marks(b"lamp-0", cheaper.pack(), 1), stale][n]
+        record = _catalog(b"lamp-0", cheaper.pack(), 1)
+        record.message.headers = [("other", b"x"), (KEPT_HEADER, mark)]
+        generation = streams.catalog_generation
+        with caplog.at_level("WARNING", logger="persona.streams"):
+            assert asyncio.run(streams._apply_catalog([record], 0))
+        assert streams.product("lamp-0") == cheaper, mark
+        assert list(streams.products()) == [cheaper]
+        assert streams.catalog_generation == generation + 1
+        assert announced == [(before, cheaper)], mark
+        before = cheaper
+    assert streams.stats.catalog_updates == 1 + forged
+    assert streams.stats.kept_unverified == forged
+    said = [r for r in caplog.records if KEPT_HEADER in r.getMessage()]
+    assert len(said) == 1, said  # once, not once a record
+
+
+def test_without_a_cluster_secret_no_record_is_passed_over_as_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    streams = _streams(tmp_path, monkeypatch, secret=None)
+    lamp = next(products(1, "lamp"))
+    record = _catalog(b"lamp-0", lamp.pack())
+    record.message.headers = [
+        (KEPT_HEADER, CLUSTER.kept_mark("catalog", 0, b"lamp-0", lamp.pack()))
+    ]
+    assert asyncio.run(streams._apply_catalog([record], 0))
+    assert streams.product("lamp-0") == lamp and streams.stats.kept_unverified == 1
+
+
+@pytest.mark.integration
+def test_an_outside_producers_record_marked_kept_is_applied(worker: Worker) -> None:
+    """A shop's producer (confluent-kafka) sets `persona-kept: 1` on a real price change, and a
+    wrong and a truncated mark on two more: the worker applies all three (the new prices are in
+    the feed) and counts them; none is passed over or dead-lettered."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap_servers(worker.broker_url)})
+    item = "cf-forged-kept"
+    lamp = Product(item, "Forged lamp", f"https://shop.test/p/{item}",
+                   f"https://shop.test/i/{item}.jpg", 40.0, "EUR")  # fmt: skip
+    updates, unverified = metric(worker.base, UPDATES), metric(worker.base, UNVERIFIED)
+    producer.produce("catalog", lamp.pack(), key=item.encode(), partition=2)
+    assert producer.flush(30) == 0
+    wait_until(lambda: metric(worker.base, UPDATES) >= updates + 1, what="the product")
+    true = CLUSTER.kept_mark("catalog", 2, item.encode(), replace(lamp, price=31.0).pack())
+    marks = [b"1", b"v1;" + b"ab" * 32, true[:-2]]
+    for price, mark in zip((33.0, 32.0, 31.0), marks, strict=True):
+        value = replace(lamp, price=price).pack()
+        producer.produce("catalog", value, key=item.encode(), partition=2,
+                         headers=[(KEPT_HEADER, mark)])  # fmt: skip
+        assert producer.flush(30) == 0
+        shown = f"\t{price:.2f} EUR".encode()
+        wait_until(lambda shown=shown: shown in _feed_line(worker, item), what=f"{shown!r}")
+    assert metric(worker.base, UPDATES) == updates + 1 + len(marks)
+    assert metric(worker.base, UNVERIFIED) == unverified + len(marks)
+
+
+def _feed_line(worker: Worker, item: str) -> bytes:
+    status, _, body = http("GET", worker.base + "/v1/feeds/google.tsv")
+    assert status == 200
+    return next((row for row in body.split(b"\n") if row.startswith(item.encode())), b"")
