@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from api.encodings import body_chunks
 from api.shared import problem
 from models.registry_log import EditLost, EditUnsettled
 
@@ -55,17 +56,17 @@ async def read_document(request: web.Request, field: str) -> Any:
 
 
 async def _read_bounded(request: web.Request, limit: int) -> bytes:
-    """At most `limit` bytes of the body, to its end or the limit: one `read` returns only what
-    has arrived, so a body sent in chunks (no Content-Length) was cut at its first chunk."""
+    """At most `limit` bytes of the body (inflated, a step at a time, when encoded: see
+    `api.encodings.body_chunks`), to its end or the limit: one `read` returns only what has
+    arrived, so a body sent in chunks (no Content-Length) was cut at its first chunk."""
     parts: list[bytes] = []
     size = 0
-    while size < limit:
-        part = await request.content.read(limit - size)
-        if not part:
-            break
+    async for part in body_chunks(request):
         parts.append(part)
         size += len(part)
-    return b"".join(parts)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]
 
 
 def answer(document: dict[str, Any], version: str) -> web.Response:

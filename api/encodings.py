@@ -3,10 +3,19 @@
 Request bodies (`body_middleware`, ahead of the errors middleware, so it sees every answer):
 
 - `Content-Encoding: gzip` or `deflate` (one coding, any case; `identity` or none: as sent) is
-  inflated by aiohttp's parser as the body is read, a bounded step at a time; every bound a
-  route sets on its body (`MAX_BODY`, 10 MiB; POST /v1/collect's 64 KiB; a document's 512 KiB)
-  counts the inflated bytes, so a small body that inflates past it is refused with 413 once the
-  bound is passed, not inflated whole;
+  inflated here (`body_chunks`, `Inflater`) as the body is read, a bounded step (`STEP`, 64 KiB)
+  at a time; every bound a route sets on its body (`MAX_BODY`, 10 MiB; POST /v1/collect's
+  64 KiB; a document's 512 KiB) counts the inflated bytes, so a small body that inflates past it
+  is refused with 413 once the bound is passed, not inflated whole;
+- Persona's servers (`api.protocol.ProblemServer`: the worker's and the readers' runners) are
+  built with `auto_decompress=False`: aiohttp's parser inflated these codings itself and never
+  checked that a gzip stream ended, so an NDJSON batch cut at a flush point (a client that died
+  mid-compress, a proxy that truncated it) was answered 202 with the events before the cut, the
+  rest lost. Here a stream that stops before its end, whose trailer (gzip's CRC32 and ISIZE,
+  zlib's Adler-32) does not match, or that is followed by anything but another gzip member
+  (RFC 1952 2.2) is a 400 problem saying so, and nothing of it is taken. A server that inflates
+  itself (aiohttp's default: a plain test server) is detected (`server_inflates`) and its
+  inflated body read as it is, so a body is never inflated twice;
 - any other coding, several (`gzip, gzip`), or several `Content-Encoding` fields are refused
   with 415 and `Accept-Encoding: gzip, deflate` (RFC 9110 15.5.16) before the body is read:
   aiohttp passed an unknown coding's bytes on as they were (read as JSON: a misleading 400,
@@ -18,9 +27,9 @@ Request bodies (`body_middleware`, ahead of the errors middleware, so it sees ev
   after the answer (its lingering close), inflating all of it: a 1 MiB gzip body of 1 GiB cost
   ~2.3 s of CPU after its 413 was sent;
 - `read_whole` (the bodies of batch, render, events, the model routes) inflates a 64 KiB step at
-  a time: `request.read` inflates in 10 MiB steps, and took ~86 MB to refuse that body;
-- a body that does not inflate (corrupt, or not compressed at all) is a 400 problem
-  (`errors_middleware`), where it was a 500.
+  a time: `request.read` inflated in 10 MiB steps, and took ~86 MB to refuse that body;
+- a body that does not inflate (corrupt, or not compressed at all) is a 400 problem, where it
+  was a 500.
 
 Answers (`compressed`): `POST /v1/blocks:batch` and `POST /v1/render` answers of at least
 `COMPRESS_FROM` bytes are sent gzipped (level `GZIP_LEVEL`, in a worker thread) when the
@@ -32,18 +41,24 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import zlib
+from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import hdrs, web
 
 from api.shared import Handler, problem
 
-BODY_CODINGS = ("gzip", "deflate")  # what aiohttp's parser inflates (brotli, zstd: not here)
+BODY_CODINGS = ("gzip", "deflate")  # what is inflated here (brotli, zstd: not here)
 ACCEPTED = ", ".join(BODY_CODINGS)
 PLAIN = frozenset({"", "identity"})
 COMPRESS_FROM = 64 * 1024  # bytes of an answer from which it is gzipped (when accepted)
 # gzip's fastest level: a 6.5 MB 1000-recipient HTML batch to 5.3 % in ~13 ms of CPU, where
 # level 6 gets 3.7 % in ~29 ms (benchmarks/batch_compression.py)
 GZIP_LEVEL = 1
+STEP = 64 * 1024  # the most bytes a body is inflated by at a time
+INFLATED = web.RequestKey("body_inflated", int)  # bytes of the body inflated here so far
+_SERVER_INFLATES = web.RequestKey("server_inflates", bool)  # `server_inflates`, once known
+_READ_TO_END = web.RequestKey("body_read_to_end", bool)  # `body_chunks` took all of it
 
 
 def refused_coding(request: web.BaseRequest) -> str | None:
@@ -60,20 +75,145 @@ def refused_coding(request: web.BaseRequest) -> str | None:
 
 
 def encoded(request: web.BaseRequest) -> bool:
-    """Whether aiohttp inflates this request's body (one coding it knows)."""
+    """Whether this request's body is in a coding read here (gzip or deflate)."""
     coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
     return coding in BODY_CODINGS
 
 
+def server_inflates(request: web.BaseRequest) -> bool:
+    """Whether aiohttp's parser inflated this request's body already: it does unless its server
+    was built with `auto_decompress=False`, as every `api.protocol.ProblemServer` is (asked of
+    the connection's server while it is open, then kept on the request)."""
+    known = request.get(_SERVER_INFLATES)
+    if known is None:
+        manager = getattr(request.protocol, "_manager", None)
+        settings = getattr(manager, "_kwargs", None)
+        known = not (isinstance(settings, dict) and settings.get("auto_decompress") is False)
+        request[_SERVER_INFLATES] = known
+    return known
+
+
+class UnreadableBody(web.HTTPBadRequest):
+    """A body that does not inflate as its `Content-Encoding` says: the 400 problem
+    (`api.gate.errors_middleware`) names what is wrong with it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(reason="Bad body", text=detail)
+
+
+NOT_INFLATING = (
+    "the body does not inflate as its Content-Encoding says (corrupt, or not compressed)"
+)
+
+
+class Inflater:
+    """One body's gzip or deflate stream inflated `STEP` bytes at a time, checked to its end:
+    `feed` each piece as it arrives, then `finish`. Raises `UnreadableBody` for a corrupt
+    stream, a trailer that does not match, bytes after the end, or (`finish`) no end."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        self.size = 0  # bytes inflated so far
+        self._stream: zlib._Decompress | None = None
+        self._members = 0  # gzip members ended so far
+
+    def _start(self, first: int) -> zlib._Decompress:
+        if self.coding == "gzip":
+            wbits = 16 + zlib.MAX_WBITS
+        elif first & 0x0F == 8:  # RFC 1950's CM = 8: zlib-wrapped deflate, as the RFC says
+            wbits = zlib.MAX_WBITS
+        else:  # raw deflate, as some clients send it (aiohttp took it too)
+            wbits = -zlib.MAX_WBITS
+        return zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The inflated bytes of `data`, at most `STEP` at a time: a reader that stops taking
+        them (its bound is passed) stops the inflating."""
+        stream = self._stream
+        while True:
+            if stream is None or stream.eof:
+                if not data:
+                    return
+                if stream is not None and self.coding != "gzip":
+                    raise UnreadableBody(f"bytes follow the end of the body's {self.coding} stream")
+                stream = self._stream = self._start(data[0])
+            try:
+                out = stream.decompress(data, STEP)
+            except zlib.error as exc:
+                raise UnreadableBody(self._why(exc)) from None
+            if stream.eof:
+                self._members += 1
+                data = stream.unused_data
+            else:
+                data = stream.unconsumed_tail
+            if out:
+                self.size += len(out)
+                yield out
+            # a full step may leave inflated bytes inside zlib with no input left: ask again
+            if not data and len(out) < STEP and not stream.eof:
+                return
+
+    def finish(self) -> None:
+        """Check the stream ended (an empty body is read as empty, as aiohttp read it)."""
+        if self._stream is not None and not self._stream.eof:
+            raise UnreadableBody(
+                f"the body's {self.coding} stream stops before its end (cut short): none of "
+                "it is taken"
+            )
+
+    def _why(self, exc: zlib.error) -> str:
+        reason = str(exc)
+        if "incorrect data check" in reason or "incorrect length check" in reason:
+            check = "CRC32 or ISIZE trailer" if self.coding == "gzip" else "Adler-32 check"
+            return (
+                f"the body's {self.coding} stream does not end as it should: its {check} does "
+                "not match what it inflates to (corrupt): none of it is taken"
+            )
+        if self._members and "incorrect header check" in reason:
+            return "bytes follow the end of the body's gzip stream that are not a gzip member"
+        return NOT_INFLATING
+
+
+async def _raw_chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive (those `request.read` took already, when it did)."""
+    if request.content.at_eof():
+        whole = await request.read()  # what it read before (a hop's signature check), or b""
+        if whole:
+            yield whole
+        return
+    async for chunk in request.content.iter_any():
+        yield chunk
+
+
+async def body_chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    """The request body as it arrives, inflated here (a `STEP` at a time, its stream checked to
+    its end, `UnreadableBody` else) when it is gzip or deflate and its server does not inflate
+    it; a reader that stops taking chunks (its bound is passed) stops the inflating."""
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if coding not in BODY_CODINGS or server_inflates(request):
+        async for chunk in _raw_chunks(request):
+            yield chunk
+    else:
+        inflater = Inflater(coding)
+        request[INFLATED] = 0
+        async for chunk in _raw_chunks(request):
+            for out in inflater.feed(chunk):
+                request[INFLATED] = inflater.size
+                yield out
+        inflater.finish()
+    request[_READ_TO_END] = True
+
+
 async def read_whole(request: web.Request) -> bytes:
-    """The request body (at most the app's `client_max_size`, `MAX_BODY`; else aiohttp's 413).
-    An encoded one is inflated a parser step (64 KiB) at a time, not in the 10 MiB steps
-    `request.read` sets, which took ~86 MB of memory to refuse a 1 MiB gzip body of 1 GiB."""
+    """The request body (at most the app's `client_max_size`, `MAX_BODY`; else a 413). An
+    encoded one is inflated a step (64 KiB) at a time, counted against that bound, not in the
+    10 MiB steps `request.read` sets, which took ~86 MB of memory to refuse a 1 MiB gzip body
+    of 1 GiB; one whose stream does not end properly is a 400 (`UnreadableBody`)."""
     if not encoded(request):
         return await request.read()
     limit = request.client_max_size
     body = bytearray()
-    async for chunk in request.content.iter_any():
+    async for chunk in body_chunks(request):
         body += chunk
         if len(body) > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
@@ -96,10 +236,15 @@ async def body_middleware(request: web.Request, handler: Handler) -> web.StreamR
             f"the body's Content-Encoding {coding[:40]!r} is not read here: send it as is, "
             f"or in one of {ACCEPTED}"
         )
+    if encoded(request):
+        server_inflates(request)  # asked while the connection is open
     response = await handler(request)
-    if encoded(request) and not request.content.is_eof():
+    if encoded(request) and not request.get(_READ_TO_END, False):
+        # not taken to its end (an answer before it was read, a bound passed, a stream that
+        # did not inflate): the rest is not read (nor inflated) for the next request's sake
         response.force_close()
-        # aiohttp would otherwise inflate the rest of it (api.protocol.ProblemRequestHandler)
+        # aiohttp would otherwise read the rest through its parser (and, where it inflates
+        # bodies itself, inflate it): api.protocol.ProblemRequestHandler
         discard = getattr(request.protocol, "discard_body", None)
         if discard is not None:
             discard()

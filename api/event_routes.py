@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from api.audit import audit
-from api.encodings import read_whole
+from api.encodings import body_chunks, read_whole
 from api.observability import TELEMETRY
 from api.shared import CONTENT, EVENT_SKEW_MS, problem
 from engine.admission import admit
@@ -239,7 +239,7 @@ async def _read_bounded(request: web.Request, max_bytes: int | None) -> bytes | 
     if (request.content_length or 0) > max_bytes:
         return None
     body = bytearray()
-    async for chunk in request.content.iter_any():
+    async for chunk in body_chunks(request):  # inflated, a step at a time, when encoded
         body += chunk
         if len(body) > max_bytes:
             return None

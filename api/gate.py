@@ -11,6 +11,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from api import hops
 from api.audit import refused
 from api.auth import KeyRing, secret_from_header
+from api.encodings import NOT_INFLATING
 from api.limits import THROTTLE, AuthThrottle
 from api.shared import KEY_NAME, KEYS, Handler, problem, request_scope
 from engine.clicks import logged_path
@@ -41,9 +42,7 @@ def unreadable_body(exc: web.RequestPayloadError) -> web.Response:
     inflate as its `Content-Encoding` says (corrupt, or not compressed), or whose framing broke
     off. The connection is closed: its parser cannot tell where the next request starts."""
     if isinstance(exc.__cause__, ContentEncodingError):
-        detail = (
-            "the body does not inflate as its Content-Encoding says (corrupt, or not compressed)"
-        )
+        detail = NOT_INFLATING
     else:
         detail = "the request body could not be read"
     answer = problem(400, "Bad body", detail)

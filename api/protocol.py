@@ -16,8 +16,10 @@ where the API document promises RFC 9457 `application/problem+json` for every er
 - a refusal of the parser is logged at debug level without a traceback (anyone can send such
   bytes, so they must not fill an operator's log); a 500 is logged with its traceback, as
   aiohttp does;
-- a body in a coding the parser cannot inflate here (`br`, `zstd`) is a 415 naming the ones it
-  can (api/encodings.py), where aiohttp's parser answered 400;
+- a body in a coding the parser cannot inflate here (`br`, `zstd`) is a 415 naming the ones
+  that are read (api/encodings.py), where aiohttp's parser answered 400 (`ProblemServer`'s
+  parser inflates nothing, `auto_decompress=False`: api/encodings.py reads gzip and deflate
+  bodies and refuses the rest before reading them; this stays for a parser that does);
 - `discard_body`: what a connection receives after an answer that left an encoded body unread
   is taken without being parsed, so aiohttp's lingering close does not inflate it
   (api/encodings.py `body_middleware`).
@@ -187,10 +189,12 @@ class ProblemRequestHandler(RequestHandler):
 
 class ProblemServer(Server):
     """aiohttp's `Server` whose connections are `ProblemRequestHandler`s, at most
-    `max_connections` of them open (default `connection_cap()`)."""
+    `max_connections` of them open (default `connection_cap()`). Its parser leaves gzip and
+    deflate bodies as they were sent (`auto_decompress=False`, whatever it is given): they are
+    inflated, and their streams checked to their end, by the body readers (`api.encodings`)."""
 
     def __init__(self, *args: Any, max_connections: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **{**kwargs, "auto_decompress": False})
         self.max_connections = connection_cap() if max_connections is None else max_connections
         self.refusals = 0  # connections refused for the cap
         self._warned_at = -BUSY_WARN_EVERY

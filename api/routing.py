@@ -21,6 +21,7 @@ from aiohttp import web
 from yarl import URL
 
 from api import hops
+from api.encodings import read_whole
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.routing")
@@ -85,7 +86,8 @@ async def _forward(
     session = request.app[SESSION]
     headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
     headers[ROUTED] = "1"
-    body = await request.read() if request.can_read_body else b""
+    # inflated here (the owner is sent no Content-Encoding), its stream checked to its end
+    body = await read_whole(request) if request.can_read_body else b""
     name, scopes = caller
     target = str(request.rel_url)
     signature = request.app[hops.CLUSTER].hop(
