@@ -81,8 +81,10 @@ def _document() -> dict[str, Any]:
             "description": "A query parameter given more than once is a 400 problem naming it "
             "in `parameter`: none is repeatable (`exclude` takes its item ids comma-separated). "
             "A request body may be sent with `Content-Encoding: gzip` or `deflate`: every bound "
-            "on a body counts its inflated bytes (413 past it), one that does not inflate is a "
-            "400, and any other coding (or several) a 415 naming these two in "
+            "on a body counts its inflated bytes (413 past it), one that does not inflate, or "
+            "whose stream does not end properly (cut short, a CRC32/ISIZE trailer that does not "
+            "match, bytes after it), is a 400 and nothing of it is accepted, and any other "
+            "coding (or several) a 415 naming these two in "
             "`Accept-Encoding`. Answers of `POST /v1/blocks:batch` and `POST /v1/render` of "
             f"{COMPRESS_FROM // 1024} KiB or more are gzipped when the request's "
             "`Accept-Encoding` accepts gzip; they carry `Vary: Accept-Encoding`.",
