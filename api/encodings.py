@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from aiohttp import hdrs, web
 
-from api.shared import Handler, problem
+from api.shared import Handler, http_problem, problem
 
 BODY_CODINGS = ("gzip", "deflate")  # what is inflated here (brotli, zstd: not here)
 ACCEPTED = ", ".join(BODY_CODINGS)
@@ -196,7 +196,15 @@ async def body_chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
     else:
         inflater = Inflater(coding)
         request[INFLATED] = 0
+        # the encoded bytes are bounded too: no body within the limit inflated takes more than
+        # the limit compressed (gzip's worst case adds ~0.03 %); empty deflate blocks would
+        # otherwise be read without end, inflating to nothing
+        raw_limit = request.client_max_size + (request.client_max_size >> 6) + 4096
+        raw = 0
         async for chunk in _raw_chunks(request):
+            raw += len(chunk)
+            if raw > raw_limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=raw_limit, actual_size=raw)
             for out in inflater.feed(chunk):
                 request[INFLATED] = inflater.size
                 yield out
@@ -238,17 +246,27 @@ async def body_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     if encoded(request):
         server_inflates(request)  # asked while the connection is open
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # a refusal raised on the way (a bound passed, say)
+        if exc.status < 400 or not encoded(request) or request.get(_READ_TO_END, False):
+            raise
+        response = http_problem(exc)  # answered here, so that it closes the connection
+    _unread_rest(request, response)
+    return response
+
+
+def _unread_rest(request: web.Request, response: web.StreamResponse) -> None:
+    """When an encoded body was not taken to its end (an answer before it was read, a bound
+    passed, a stream that did not inflate), the rest is not read (nor inflated) for the next
+    request's sake: the connection closes after `response`."""
     if encoded(request) and not request.get(_READ_TO_END, False):
-        # not taken to its end (an answer before it was read, a bound passed, a stream that
-        # did not inflate): the rest is not read (nor inflated) for the next request's sake
         response.force_close()
         # aiohttp would otherwise read the rest through its parser (and, where it inflates
         # bodies itself, inflate it): api.protocol.ProblemRequestHandler
         discard = getattr(request.protocol, "discard_body", None)
         if discard is not None:
-            discard()
-    return response
+            discard(request.content)
 
 
 def accepts_gzip(header: str) -> bool:

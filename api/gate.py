@@ -13,7 +13,7 @@ from api.audit import refused
 from api.auth import KeyRing, secret_from_header
 from api.encodings import NOT_INFLATING
 from api.limits import THROTTLE, AuthThrottle
-from api.shared import KEY_NAME, KEYS, Handler, problem, request_scope
+from api.shared import KEY_NAME, KEYS, Handler, http_problem, problem, request_scope
 from engine.clicks import logged_path
 from engine.signing import HOP_HEADER
 
@@ -26,7 +26,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400:
-            response = problem(exc.status, exc.reason, exc.text or "")
+            response = http_problem(exc)
         else:
             raise
     except web.RequestPayloadError as exc:  # the body broke off or did not inflate: the client's

@@ -134,19 +134,29 @@ class ProblemRequestHandler(RequestHandler):
     """aiohttp's request handler whose own refusals are problem bodies, refusing connections
     beyond its server's cap (module doc)."""
 
-    __slots__ = ("_discarding",)
+    __slots__ = ("_discarded", "_discarding")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._discarding = False
+        self._discarded: Any = None  # the body whose rest is discarded (its StreamReader)
 
-    def discard_body(self) -> None:
+    def discard_body(self, payload: Any = None) -> None:
         """From now on, take what the connection receives without parsing it: for the rest of a
         request body left unread by an answer that closes the connection. aiohttp would read
         that rest for up to 10 s (its lingering close, so that the client reads the answer
         rather than a reset) through its parser, inflating a compressed body whole; the bytes
-        are still taken (no reset), at no cost."""
+        are still taken (no reset), at no cost. `payload` (the request's body stream) is ended
+        when the client goes: the lingering close waits for its end, which nothing feeds any
+        more, so it held the connection's task the whole 10 s after the client had gone."""
         self._discarding = True
+        self._discarded = payload
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        payload, self._discarded = self._discarded, None
+        if payload is not None:
+            payload.feed_eof()
 
     def data_received(self, data: bytes) -> None:
         if self._discarding:

@@ -36,6 +36,11 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Resp
     )
 
 
+def http_problem(exc: web.HTTPException) -> web.Response:
+    """The problem answer of an aiohttp HTTP error (status 400 and above) raised on the way."""
+    return problem(exc.status, exc.reason, exc.text or "")
+
+
 def bad_param(exc: InvalidParam) -> web.Response:
     """The 400 problem for a bad query parameter (engine.params), naming it in `parameter`."""
     return problem(400, "Bad parameter", str(exc), parameter=exc.name)

@@ -363,3 +363,47 @@ async def test_persona_servers_refuse_a_cut_gzip_body_whatever_they_are_given(ki
         async with session.post(url, data=cut, headers={"Content-Encoding": "gzip"}) as answer:
             assert answer.status == 400
             assert "before its end" in (await answer.json())["detail"]
+
+
+def test_encoded_bytes_that_inflate_to_nothing_are_bounded_too(api_server: Server) -> None:
+    """A chunked gzip body of empty deflate blocks (5 bytes each, inflating to nothing) passed
+    every bound, which counted inflated bytes: read without end. Its encoded bytes are bounded
+    by the body limit too (a 413, the connection closed)."""
+    empty = b"\x00\x00\x00\xff\xff"  # a non-final stored block of length 0
+    assert (
+        zlib.decompressobj(31).decompress(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + empty)
+        == b""
+    )
+
+    def body() -> Any:
+        yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # a gzip header
+        chunk = empty * (1 << 16)  # 320 KiB of empty blocks
+        for _ in range(48):  # ~15 MiB, past the 10 MiB body limit
+            yield chunk
+
+    for method, path in (
+        ("POST", "/v1/events"),
+        ("POST", "/v1/blocks:batch"),
+        ("PUT", "/v1/rules"),
+    ):
+        connection = http.client.HTTPConnection("127.0.0.1", api_server.port, timeout=60)
+        try:
+            connection.putrequest(method, path)
+            for name, value in {**HEADERS, "Content-Type": "application/json"}.items():
+                connection.putheader(name, value)
+            connection.putheader("Content-Encoding", "gzip")
+            connection.putheader("Transfer-Encoding", "chunked")
+            connection.endheaders()
+            try:
+                for part in body():
+                    connection.send(b"%x\r\n%s\r\n" % (len(part), part))
+                connection.send(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before the end: the answer tells
+            answer = connection.getresponse()
+            assert is_problem(answer.headers, answer.read(), 413), (path, answer.status)
+        finally:
+            connection.close()
+
+
+ROUTES_X = (("PUT", "/v1/rules"),)
