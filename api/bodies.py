@@ -1,5 +1,7 @@
 """Request bodies of the send-time routes (batch, render): JSON or msgpack, decoded once per
-request (the rate limit reads them first to count the recipients), and their 400 problem."""
+request (the rate limit reads them first to count the recipients), their `user_ids` (checked
+once, the same way, by the handlers and by the rate limit that charges per recipient), and their
+400 problem."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from aiohttp import web
 from api.encodings import read_whole
 from api.shared import problem
 from engine.params import InvalidParam
+from engine.text import MAX_ID, id_problem
 
 MSGPACK = "application/msgpack"
 
@@ -50,3 +53,22 @@ async def read_body(request: web.Request) -> Any:
         raise BadRequest(f"the body is not valid JSON or msgpack: {exc}") from None
     request[BODY] = body
     return body
+
+
+def recipient_ids(body: dict[str, Any], limit: int) -> list[str]:
+    """The body's `user_ids`, duplicates dropped (first occurrence kept, in order); BadRequest
+    naming the index of the first bad id, unless a non-empty array of at most `limit` ids of
+    1..MAX_ID characters with no control character and no lone surrogate (engine/text.py
+    `id_problem`: a lone surrogate cannot even be written in the answer)."""
+    ids = body.get("user_ids")
+    if not isinstance(ids, list) or not ids:
+        raise BadRequest("user_ids must be a non-empty array of strings")
+    if len(ids) > limit:
+        raise BadRequest(f"at most {limit} user_ids per request")
+    for n, uid in enumerate(ids):
+        if not isinstance(uid, str) or not 1 <= len(uid) <= MAX_ID:
+            raise BadRequest(f"user_ids[{n}] is not a string of 1..{MAX_ID} characters")
+        problem = id_problem(uid)
+        if problem:
+            raise BadRequest(f"user_ids[{n}] {problem}")
+    return list(dict.fromkeys(ids))

@@ -3,12 +3,13 @@
 - Rate limits (`PERSONA_RATE_LIMITS` = `name:requests_per_second;...`): a token bucket per key name
   per process, holding at most one second of requests (burst = the rate, at least 1). A request
   costs one token, except `POST /v1/blocks:batch` and `POST /v1/render`, which cost one per
-  distinct recipient (`user_ids`, at most `MAX_USERS`). A request costing more than the burst
-  passes when the bucket is full and leaves it in debt (a 1,000-recipient batch at 100/s passes,
-  then the key waits 10 s), so every key's average stays its rate and a max-size request can
-  always pass eventually. Over the limit: 429 with `Retry-After` (whole seconds until enough
-  tokens are there). Keys without an entry are not limited. Limits are per process: with N API
-  processes behind one port a key can get up to N times its rate.
+  distinct recipient (`user_ids`, at most `MAX_USERS`; a list the handler refuses with a 400
+  costs one). A request costing more than the burst passes when the bucket is full and leaves it
+  in debt (a 1,000-recipient batch at 100/s passes, then the key waits 10 s), so every key's
+  average stays its rate and a max-size request can always pass eventually. Over the limit: 429
+  with `Retry-After` (whole seconds until enough tokens are there). Keys without an entry are not
+  limited. Limits are per process: with N API processes behind one port a key can get up to N
+  times its rate.
 - Failed authentication (`AuthThrottle`): every 401 (no key or an unknown key; on the UI pages
   only a key that was sent and is wrong) takes a token from a bucket per client address (the
   connection's peer address, never `X-Forwarded-For`; IPv6 per /64): `auth_failures_per_minute`
@@ -53,7 +54,7 @@ from aiohttp.typedefs import Middleware
 
 from api.audit import DETAILS, REFUSED_STATUSES, audit, refused
 from api.audit import register as register_audit
-from api.bodies import BadRequest, read_body
+from api.bodies import BadRequest, read_body, recipient_ids
 from engine.audit import FAILED, OK
 from engine.clicks import logged_path
 from engine.settings import parse_rate_limits
@@ -272,18 +273,18 @@ def feed_slot(app: web.Application, key_name: str) -> web.Response | None:
 
 
 async def request_cost(request: web.Request) -> int:
-    """The tokens a request costs: its distinct recipients for batch and render (1..MAX_USERS;
-    a body the handler will refuse costs 1), else 1."""
+    """The tokens a request costs: its distinct recipients for batch and render (1..MAX_USERS),
+    else 1. A body whose `user_ids` the handler will refuse (unreadable, too many ids, a bad
+    id: the same check, `recipient_ids`) costs 1, like any other 400."""
     if request.method != "POST" or request.path not in PER_RECIPIENT:
         return 1
     try:
         body = await read_body(request)
+        if not isinstance(body, dict):
+            return 1
+        return max(1, len(recipient_ids(body, MAX_USERS)))
     except BadRequest:
         return 1
-    ids = body.get("user_ids") if isinstance(body, dict) else None
-    if not isinstance(ids, list):
-        return 1
-    return max(1, min(MAX_USERS, len({uid for uid in ids if isinstance(uid, str)})))
 
 
 def _limited_key(app: web.Application, key_name: str | None) -> bool:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -201,6 +202,32 @@ async def test_duplicate_and_bad_recipients_are_not_charged_as_many() -> None:
             assert (await client.post("/v1/blocks:batch", json=same, headers=_bearer(GOOD))).ok
         broken = await client.post("/v1/blocks:batch", data=b"{", headers=_bearer(GOOD))
         assert broken.status == 400  # charged one token, answered by the handler
+        assert _app_of(client)[LIMITER].limited == 0
+
+
+@pytest.mark.parametrize("route", ["/v1/blocks:batch", "/v1/render"])
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [f"user-{n}" for n in range(MAX_USERS + 1)],  # one too many
+        ["x" * 10_240, *(f"user-{n}" for n in range(MAX_USERS - 1))],  # an id of 10 KB
+        [*(f"user-{n}" for n in range(MAX_USERS - 1)), "bad\x00id"],  # a control character
+        [*(f"user-{n}" for n in range(MAX_USERS - 1)), 7],  # not a string
+    ],
+    ids=["1001-ids", "10kb-id", "control-character", "not-a-string"],
+)
+async def test_a_refused_list_of_recipients_costs_one_token(route: str, ids: list[Any]) -> None:
+    """A body the handler answers 400 costs one token, however many recipients it lists: a
+    sender's mistake (1001 ids, one oversized id) must not lock its key out for 100 s."""
+    async with TestClient(TestServer(_app({"shop": 10.0}))) as client:
+        own = (
+            {"block": "recommendations"} if "batch" in route else {"template": "{{ user.user_id }}"}
+        )
+        refused = await client.post(route, json={"user_ids": ids, **own}, headers=_bearer(GOOD))
+        assert refused.status == 400
+        assert refused.content_type == "application/problem+json"
+        good = await client.post(route, json={"user_ids": ["u1"], **own}, headers=_bearer(GOOD))
+        assert good.status == 200, await good.text()
         assert _app_of(client)[LIMITER].limited == 0
 
 
