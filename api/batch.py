@@ -44,7 +44,7 @@ from aiohttp import payload, web
 from aiohttp.abc import AbstractStreamWriter
 
 from api.bodies import BODY as BODY  # re-exported
-from api.bodies import MSGPACK, BadRequest, read_body
+from api.bodies import MSGPACK, BadRequest, read_body, recipient_ids
 from api.encodings import gzipped, label
 from api.limits import MAX_USERS
 from api.models_routes import log_exposures
@@ -52,7 +52,6 @@ from api.observability import TELEMETRY
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block
 from engine.params import BlockParams, InvalidParam, from_body
-from engine.text import MAX_ID, id_problem
 
 BATCH_FIELDS = ("block", "format", "user_ids", "deadline_ms")  # the rest: block parameters
 CHUNK_USERS = 8  # users whose blocks are computed in one call (~4 ms when none is cached)
@@ -63,18 +62,7 @@ clock: Callable[[], float] = time.perf_counter  # seconds: slices and deadlines 
 
 
 def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
-    ids = body.get("user_ids")
-    if not isinstance(ids, list) or not ids:
-        raise BadRequest("user_ids must be a non-empty array of strings")
-    if len(ids) > limit:
-        raise BadRequest(f"at most {limit} user_ids per request")
-    for n, uid in enumerate(ids):
-        if not isinstance(uid, str) or not 1 <= len(uid) <= MAX_ID:
-            raise BadRequest(f"every user id is a string of 1..{MAX_ID} characters")
-        problem = id_problem(uid)  # a lone surrogate cannot even be written in the answer
-        if problem:
-            raise BadRequest(f"user_ids[{n}] {problem}")
-    return list(dict.fromkeys(ids))
+    return recipient_ids(body, limit)
 
 
 def deadline_ms(body: dict[str, Any]) -> int | None:

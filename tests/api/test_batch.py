@@ -181,6 +181,19 @@ async def test_a_bad_id_is_still_a_400_naming_its_index(
     assert f"user_ids[{len(USERS)}]" in (await r.json())["detail"]
 
 
+@pytest.mark.parametrize("route", ["/v1/blocks:batch", "/v1/render"])
+@pytest.mark.parametrize("bad", ["x" * 129, "", 7, None])
+async def test_an_id_of_a_bad_length_or_type_is_a_400_naming_its_index(
+    client: TestClient, route: str, bad: Any
+) -> None:
+    """A sender looking for the one bad id among 1000 is told where it is."""
+    own = {"block": "recommendations"} if "batch" in route else {"template": "{{ user.user_id }}"}
+    body = {**own, "user_ids": [*USERS, bad, "after"]}
+    r = await client.post(route, json=body, headers=AUTH)
+    assert r.status == 400 and r.content_type == "application/problem+json"
+    assert f"user_ids[{len(USERS)}]" in (await r.json())["detail"]
+
+
 # -- deadline_ms ----------------------------------------------------------------------------------
 
 
