@@ -29,12 +29,19 @@ whenever `SLICE_SECONDS` have passed since the last yield, so a batch of uncache
 each) does not hold up the process's other requests (block GETs at send time, /healthz) for
 the whole batch. Exposures are logged per chunk, right after its blocks. The answer is the same
 as computed in one go.
+
+A client that goes away (its connection closed: an ESP's own timeout) stops the batch at the
+next yield (`client_gone`): `persona` serves without aiohttp's handler cancellation, so the rest
+of the batch was computed, and its exposures logged, for nobody. Nothing is sent; the access
+log and the request metrics say 499 (nginx's "client closed request"), and a line at info says
+how far the batch got. api/render.py does the same between recipients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +65,7 @@ CHUNK_USERS = 8  # users whose blocks are computed in one call (~4 ms when none 
 SLICE_SECONDS = 0.004  # a batch computes this long at most (plus one chunk) between yields
 MAX_DEADLINE_MS = 10_000
 DEADLINE_HEADER = "X-Persona-Deadline-Fallbacks"
+log = logging.getLogger("persona.api")
 clock: Callable[[], float] = time.perf_counter  # seconds: slices and deadlines (tests replace it)
 
 
@@ -160,6 +168,37 @@ class SlicedBody(payload.Payload):
             await writer.write(view[start : start + WRITE_CHUNK])
 
 
+CLIENT_GONE = 499  # the status a request abandoned by its client is logged and counted with
+
+
+class ClientGone(Exception):
+    """The client of a batch or render closed its connection before the answer was ready,
+    after `done` recipients were computed."""
+
+    def __init__(self, done: int) -> None:
+        super().__init__(f"the client went away after {done} recipients")
+        self.done = done
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether `request`'s connection is closed or closing (its client went away)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def abandoned(request: web.Request, done: int, total: int) -> web.Response:
+    """What a handler returns for a client that went away after `done` of `total` recipients:
+    a 499 no one reads (aiohttp drops it), logged and counted as such."""
+    log.info(
+        "%s %s: the client went away; stopped after %d of %d users",
+        request.method,
+        request.path,
+        done,
+        total,
+    )
+    return web.Response(status=CLIENT_GONE, reason="Client Closed Request")
+
+
 async def between_slices() -> None:
     """Where a batch lets the event loop answer the process's other requests.
 
@@ -180,7 +219,8 @@ async def sliced_blocks(
 ) -> list[Block]:
     """`ContentService.blocks` for `ids` (and their exposures logged), `CHUNK_USERS` at a time,
     yielding to the event loop (`between_slices`) once `SLICE_SECONDS` have passed since the
-    last yield: the same blocks, in the same order, as one call would answer. With `deadline`
+    last yield: the same blocks, in the same order, as one call would answer (ClientGone when
+    the client went away meanwhile: checked after each yield). With `deadline`
     (a `clock()` time), no chunk starts that would end past it, were it to take as long as the
     last one did: the blocks of the first ids only."""
     content = request.app[CONTENT]
@@ -191,6 +231,8 @@ async def sliced_blocks(
         if start and clock() - since >= SLICE_SECONDS:
             await between_slices()
             since = clock()
+            if client_gone(request):
+                raise ClientGone(len(blocks))
         if deadline is not None:
             now = clock()
             if now + took >= deadline:  # this chunk would likely end past it
@@ -212,7 +254,10 @@ async def post_batch(request: web.Request) -> web.Response:
     except BadRequest as exc:
         return exc.answer()
     deadline = None if budget is None else read + budget / 1000
-    blocks = await sliced_blocks(request, ids, block_name, fmt, params, deadline)
+    try:
+        blocks = await sliced_blocks(request, ids, block_name, fmt, params, deadline)
+    except ClientGone as gone:
+        return abandoned(request, gone.done, len(ids))
     late = ids[len(blocks) :]
     if late:  # past the deadline: the fallback, rendered once for them all
         blocks += request.app[CONTENT].stranger_blocks(late, block_name, fmt, params)

@@ -31,7 +31,9 @@ without a second try; recipients after the request's budget is spent get the sam
   intermediate strings, and `REQUEST_TIME_SHARE` (60 %) of the request timeout
   (`PERSONA_REQUEST_TIMEOUT`, 10 s by default) of wall time for rendering.
 Recipients are rendered one at a time with a yield to the event loop between them, so the
-process keeps answering other requests (`/healthz`, block GETs) while a render runs. Compiling
+process keeps answering other requests (`/healthz`, block GETs) while a render runs; a client
+that went away stops the render at the next yield (api/batch.py `client_gone`: a 499 in the
+logs and metrics, nothing sent, no exposure logged). Compiling
 happens in a worker thread; the last `COMPILED_TEMPLATES` compiled templates are kept.
 """
 
@@ -46,7 +48,15 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from api.batch import BadRequest, block_params, read_body, respond, user_ids
+from api.batch import (
+    BadRequest,
+    abandoned,
+    block_params,
+    client_gone,
+    read_body,
+    respond,
+    user_ids,
+)
 from api.content import ContentService
 from api.encodings import gzipped, label
 from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
@@ -246,6 +256,8 @@ async def post_render(request: web.Request) -> web.Response:
         )
         errors += failed
         await asyncio.sleep(0)  # let the loop answer other requests between two messages
+        if client_gone(request):  # nobody will read the rest (api/batch.py `client_gone`)
+            return abandoned(request, len(results), len(ids))
     if errors:
         request.app[RENDER_ERRORS][0] += errors
     log_exposures(request, ids, "render")
