@@ -21,7 +21,15 @@ de-duplicated `user_ids`) get the fallback an unknown user gets
 (`ContentService.stranger_blocks`: rendered once for them all, no profile read, no exposure
 logged), the same entry shape (`"fallback": true`), and the answer says how many in
 `X-Persona-Deadline-Fallbacks` (sent whenever `deadline_ms` is; counted in
-persona_http_batch_deadline_fallbacks_total). Without it nothing changes.
+persona_http_batch_deadline_fallbacks_total).
+
+Whatever `deadline_ms` says, a batch stops computing once `TIMEOUT_SHARE` of the request
+timeout (`PERSONA_REQUEST_TIMEOUT`, 10 s: 6 s) has passed since its body was read, as
+api/render.py stops rendering at the same share: the users left get the same fallback and the
+header says how many (it is sent whenever `deadline_ms` is, or some users were cut). Without
+it a batch slowed down by load (an ESP's concurrent 1000-user batches on busy cores) computed
+on until the timeout answered 503 and threw away every block it had made, and the sender
+retried the whole batch into the same load.
 
 The blocks are computed in slices on the event loop: `CHUNK_USERS` users at a time (one
 `ContentService.blocks` call: the stamp's shared part taken once for them), yielding to the loop
@@ -53,7 +61,7 @@ from aiohttp.abc import AbstractStreamWriter
 from api.bodies import BODY as BODY  # re-exported
 from api.bodies import MSGPACK, BadRequest, read_body, recipient_ids
 from api.encodings import gzipped, label
-from api.limits import MAX_USERS
+from api.limits import MAX_USERS, OPTIONS, ServingOptions
 from api.models_routes import log_exposures
 from api.observability import TELEMETRY
 from api.shared import CONTENT
@@ -64,6 +72,10 @@ BATCH_FIELDS = ("block", "format", "user_ids", "deadline_ms")  # the rest: block
 CHUNK_USERS = 8  # users whose blocks are computed in one call (~4 ms when none is cached)
 SLICE_SECONDS = 0.004  # a batch computes this long at most (plus one chunk) between yields
 MAX_DEADLINE_MS = 10_000
+# of the request timeout: when a batch stops computing, leaving the rest (the fallback for the
+# users left, encoding, gzip in a thread) time to finish before the timeout's 503; as render's
+# REQUEST_TIME_SHARE (engine/sandbox.py)
+TIMEOUT_SHARE = 0.6
 DEADLINE_HEADER = "X-Persona-Deadline-Fallbacks"
 log = logging.getLogger("persona.api")
 clock: Callable[[], float] = time.perf_counter  # seconds: slices and deadlines (tests replace it)
@@ -253,7 +265,12 @@ async def post_batch(request: web.Request) -> web.Response:
         budget = deadline_ms(body)
     except BadRequest as exc:
         return exc.answer()
-    deadline = None if budget is None else read + budget / 1000
+    options = request.app.get(OPTIONS)
+    timeout = options.request_timeout if options is not None else ServingOptions().request_timeout
+    seconds = TIMEOUT_SHARE * timeout
+    if budget is not None:
+        seconds = min(seconds, budget / 1000)
+    deadline = read + seconds
     try:
         blocks = await sliced_blocks(request, ids, block_name, fmt, params, deadline)
     except ClientGone as gone:
@@ -270,7 +287,7 @@ async def post_batch(request: web.Request) -> web.Response:
     content_type = MSGPACK if as_msgpack else "application/json"
     response = web.Response(body=SlicedBody(encoded if packed is None else packed, content_type))
     label(response, packed is not None)
-    if deadline is not None:
+    if budget is not None or late:
         response.headers[DEADLINE_HEADER] = str(len(late))
     return response
 

@@ -209,7 +209,7 @@ class Telemetry:
         self.fallbacks = 0
         self.variants: dict[tuple[str, str], list[int]] = {}  # (block, variant) -> [served, fb]
         self.clicks: dict[str, int] = {}  # "block:variant" -> clicks recorded (api/clicks.py)
-        self.batch_deadline_fallbacks = 0  # batch users past `deadline_ms` (api/batch.py)
+        self.batch_deadline_fallbacks = 0  # batch users past their deadline (api/batch.py)
         self.latencies: list[float] = []
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.churn_counts: list[int] = [0] * (len(CHURN_EDGES) - 1)
@@ -531,7 +531,8 @@ class _HttpCollector(Collector):
         yield _counter(
             "persona_http_batch_deadline_fallbacks",
             "Users of POST /v1/blocks:batch answered with the fallback because the request's "
-            "deadline_ms had passed before their blocks were computed.",
+            "deadline_ms (or its share of the request timeout) had passed before their blocks "
+            "were computed.",
             t.batch_deadline_fallbacks,
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.batch import DEADLINE_HEADER, MAX_DEADLINE_MS
+from api.batch import DEADLINE_HEADER, MAX_DEADLINE_MS, TIMEOUT_SHARE
 from api.limits import MAX_TEMPLATE
 from api.openapi_params import PARAMETERS_NOTE, body_properties
 from engine.blocks import ALL_BLOCKS, FORMATS
@@ -125,8 +125,10 @@ def serving_paths() -> dict[str, Any]:
                     "whose blocks were not computed by then get the fallback block an unknown "
                     "user gets (best-sellers, `fallback` true, the same entry shape). They are "
                     "the last ones of the de-duplicated `user_ids`, and "
-                    f"`{DEADLINE_HEADER}: <n>` (sent whenever `deadline_ms` is) says how many. "
-                    "Without `deadline_ms` every user's block is computed."
+                    f"`{DEADLINE_HEADER}: <n>` (sent whenever `deadline_ms` is, or users were "
+                    "cut) says how many. With or without it, a batch stops computing at "
+                    f"{TIMEOUT_SHARE:.0%} of the request timeout (PERSONA_REQUEST_TIMEOUT) the "
+                    "same way, rather than answer 503 at the timeout."
                 ),
                 "requestBody": {"required": True, "content": _both(batch_request)},
                 "responses": {
@@ -135,7 +137,8 @@ def serving_paths() -> dict[str, Any]:
                         "headers": {
                             DEADLINE_HEADER: {
                                 "description": "users answered with the fallback because "
-                                "`deadline_ms` had passed (only when it was given)",
+                                "`deadline_ms` or the share of the request timeout had passed "
+                                "(when `deadline_ms` was given, or users were cut)",
                                 "schema": {"type": "integer", "minimum": 0},
                             }
                         },

@@ -21,6 +21,7 @@ from api.app import CONTENT, create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.hot import HotRunner
+from api.limits import ServingOptions
 from api.testing import MemoryState
 from engine.blocks import Block, BlockPolicy, Renderer
 from engine.catalog import Product
@@ -366,6 +367,32 @@ async def test_a_generous_deadline_answers_as_without_one(
             assert r.headers.get("X-Persona-Deadline-Fallbacks") == ("0" if extra else None)
             answers.append(await r.read())
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("deadline", [None, 10_000])
+async def test_a_batch_answers_within_the_request_timeout(
+    state: MemoryState, monkeypatch: pytest.MonkeyPatch, deadline: int | None
+) -> None:
+    """Chunks slower than the request timeout allows (here 6 chunks of 200 ms, a 1 s timeout):
+    the users left when `TIMEOUT_SHARE` of it has passed get the fallback, with or without
+    `deadline_ms` (10 s is no later than the timeout), and the answer is a 200 saying how many.
+    The old code computed on until the timeout answered 503 and threw every block away (as
+    under an ESP's 4 concurrent 1000-user batches on a loaded machine)."""
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    keys = KeyRing.from_settings(f"send:{SECRET}:content:read", None)
+    options = ServingOptions(request_timeout=1.0)
+    async with TestClient(TestServer(create_app(content, keys, options))) as c:
+        slow_chunks(c, monkeypatch, 2, 200)
+        extra = {} if deadline is None else {"deadline_ms": deadline}
+        body = {"block": "recommendations", "user_ids": USERS, **extra}
+        r = await c.post("/v1/blocks:batch", json=body, headers=AUTH)
+        assert r.status == 200
+        late = int(r.headers["X-Persona-Deadline-Fallbacks"])
+        assert 0 < late < len(USERS) - 2
+        results = (await r.json())["results"]
+        assert list(results) == USERS
+        assert all(results[u]["fallback"] for u in USERS[-late:])
+        assert not all(results[u]["fallback"] for u in USERS[:-late])
 
 
 @pytest.mark.parametrize("value", [0, -1, 10_001, "50", 1.5, 50.0, True, None, [50], {}])
