@@ -117,6 +117,29 @@ def churn_risk(
     return None, profile
 
 
+def cause_ms(trigger: Trigger, profile: Profile) -> int:
+    """The event time of what a trigger is about: the cart's last change for `abandoned_cart`,
+    the user's cart change or view of the item for `back_in_stock` / `price_drop`, the firing
+    itself for the others (`churn_risk`: the event time at which the score crossed)."""
+    if trigger.trigger == ABANDONED_CART:
+        return int(trigger.details.get("cart_changed", trigger.ts))
+    if trigger.trigger in ITEM_KINDS:
+        if trigger.details.get("where") == "cart":
+            return profile.cart_changed
+        item = trigger.details.get("item_id")
+        return max((ts for seen, ts in profile.recent if seen == item), default=trigger.ts)
+    return trigger.ts
+
+
+def stale(trigger: Trigger, profile: Profile, wall_ms: int, max_age_ms: int) -> bool:
+    """Whether a trigger is about something more than `max_age_ms` older than the wall clock
+    (`PERSONA_TRIGGER_MAX_AGE_HOURS`; 0: no bound). Event time decides when a trigger is due, so
+    a replay of last year's events (into an empty engine, or one whose clock is current) makes
+    year-old carts due: the firing is recorded, as usual, so it never fires later, but not sent:
+    nobody is e-mailed about a cart they left a year ago."""
+    return max_age_ms > 0 and wall_ms - cause_ms(trigger, profile) > max_age_ms
+
+
 def catalog_change(old: Product | None, new: Product | None) -> list[str]:
     """The trigger kinds a catalog update causes: back in stock and/or a lower price."""
     if old is None or new is None:

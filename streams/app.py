@@ -1222,6 +1222,7 @@ class PersonaStreams:
             webhooks=lambda: self.webhooks,
             ready=lambda: self.ready()[0],
             counts=self.stats.triggers,
+            wall_clock=self.wall,
         )
 
     def _local_partitions(self) -> list[int]:

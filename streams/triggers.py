@@ -29,7 +29,7 @@ from typing import Any, cast
 import numpy as np
 
 from engine.catalog import Product
-from engine.clock import Clock
+from engine.clock import Clock, WallClock
 from engine.consent import EMAIL_TRIGGER, allows, trigger_allowed
 from engine.events import Event
 from engine.features import FEATURE_NAMES, features
@@ -47,6 +47,7 @@ from engine.triggers import (
     consent_withdrawn,
     item_change,
     item_triggers,
+    stale,
     user_erased,
 )
 from models.registry import ModelSet
@@ -90,6 +91,8 @@ class TriggerPorts:
     ready: Callable[[], bool]  # the worker's state is recovered (the sweep waits for it)
     counts: dict[str, int] = field(default_factory=dict)  # triggers emitted, by name
     wall: Callable[[], float] = time.monotonic  # seconds, for pacing the sweeps
+    wall_clock: Clock = field(default_factory=WallClock)  # the bound on a trigger's age
+    stale: dict[str, int] = field(default_factory=dict)  # triggers recorded, not sent (too old)
 
 
 class TriggerRunner:
@@ -104,6 +107,26 @@ class TriggerRunner:
         self._sweep_every_ms = SWEEP_EVERY_MS
         self._last_sweep = 0
         self._pacer = Pacer(SWEEP_REST, ports.wall)
+        self._max_age_ms = int(ports.settings.trigger_max_age_hours * 3_600_000)
+
+    def _fresh(self, trigger: Trigger, profile: Profile) -> bool:
+        """Whether to send a trigger whose firing is recorded: not when what it is about is older
+        than PERSONA_TRIGGER_MAX_AGE_HOURS against the wall clock (engine.triggers.stale: a
+        replay of old events makes old carts due in event time); those are counted and logged."""
+        if not stale(trigger, profile, self.ports.wall_clock.now_ms(), self._max_age_ms):
+            return True
+        counts = self.ports.stale
+        counts[trigger.trigger] = n = counts.get(trigger.trigger, 0) + 1
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ...: a replay does not flood the log
+            log.info(
+                "not sending %s for %s: what it is about is older than %g hours "
+                "(PERSONA_TRIGGER_MAX_AGE_HOURS); %d not sent so far",
+                trigger.trigger,
+                trigger.user_id,
+                self._max_age_ms / 3_600_000,
+                n,
+            )
+        return False
 
     def forget(self, user_id: str) -> None:
         """Drop a user's schedule and queued webhooks (erasure, an id merged into a user)."""
@@ -181,11 +204,11 @@ class TriggerRunner:
             consents = allows(profile, EMAIL_TRIGGER, default)
             if consents and profile.cart:
                 trigger, profile = abandoned_cart(profile, now, delay)
-                if trigger:
+                if trigger and self._fresh(trigger, profile):
                     fired.append(trigger)
             if score is not None:
                 trigger, profile = churn_risk(profile, score, threshold, now)
-                if trigger and consents:
+                if trigger and consents and self._fresh(trigger, profile):
                     fired.append(trigger)
             if hooks is not None and not consents:
                 self._cancel_withdrawn(hooks, profile)
@@ -353,7 +376,7 @@ class TriggerRunner:
                     triggers, updated = item_triggers(
                         updated, product, allowed, old_price, now, signed_ms
                     )
-                    fired.extend(triggers)
+                    fired.extend(t for t in triggers if self._fresh(t, updated))
             if updated is not profile:
                 entry = touched.get(user)
                 touched[user] = (updated, carrier if entry is None else entry[1], True)

@@ -32,6 +32,7 @@ def _runner(hooks: WebhookSender | None, default: bool = True) -> tuple[TriggerR
     clock = ManualClock(T0)
     settings = SimpleNamespace(
         abandoned_cart_minutes=10,
+        trigger_max_age_hours=0,  # 2010-11 event times: no bound on their age
         abandoned_cart_pending_max=200_000,
         churn_threshold=0.5,
         consent_granted_by_default=default,

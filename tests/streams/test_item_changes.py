@@ -156,6 +156,7 @@ def _ports(local_rows: Any, send: Any) -> TriggerPorts:
     never: Any = None
     settings = SimpleNamespace(
         abandoned_cart_minutes=30,
+        trigger_max_age_hours=0,  # 2010-11 event times: no bound on their age
         abandoned_cart_pending_max=200_000,
         consent_granted_by_default=True,
     )

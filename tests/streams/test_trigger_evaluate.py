@@ -61,6 +61,7 @@ def test_churn_crossings_consent_and_the_rewritten_entries() -> None:
     hooks = Hooks()
     settings = SimpleNamespace(
         abandoned_cart_minutes=60,
+        trigger_max_age_hours=0,  # 2010-11 event times: no bound on their age
         abandoned_cart_pending_max=200_000,
         churn_threshold=0.5,
         consent_granted_by_default=True,

@@ -64,6 +64,9 @@ def test_triggers_reach_the_topic_and_a_signed_webhook(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {
         "PERSONA_ABANDONED_CART_MINUTES": "10",
+        # the events are of 2010: no bound on a trigger's age against the wall clock (the bound
+        # itself: test_trigger_age.py)
+        "PERSONA_TRIGGER_MAX_AGE_HOURS": "0",
         # the default model scores a loyal buyer ~0.11 today and ~0.26 after 200 quiet days
         "PERSONA_CHURN_THRESHOLD": "0.2",
         "PERSONA_WEBHOOK_URLS": f"http://127.0.0.1:{port}/hook",
