@@ -157,12 +157,14 @@ class Settings:
         "event time after which an unchanged cart with no checkout fires `abandoned_cart`",
     )
     trigger_max_age_hours: float = setting(
-        72.0,
+        0.0,
         t.Real(0.0, 87_600.0, says="must be 0..87600 hours"),
         "triggers about something older than this against the wall clock (a cart's last change, "
         "the view or cart of a changed item, a churn crossing's event time) are recorded but "
         "not sent to the `triggers` topic or webhooks, so a replay of old events e-mails nobody "
-        "about a cart they left long ago; 0 sends them whatever their age",
+        "about a cart they left long ago (72 is a sensible bound in production); 0, the "
+        "default, sends them whatever their age, as the contract's event-time clock has a "
+        "replay of last year's data fire as it would have then",
     )
     abandoned_cart_pending_max: int = setting(
         200_000,

@@ -163,3 +163,15 @@ async def test_back_in_stock_and_price_drop_skip_year_old_carts_and_views() -> N
     ]
     # recorded for all: a redelivered command fires nothing, whatever the bound
     assert all(touched[u][0].fired for u in (b"hal", b"ida"))
+
+
+def test_by_default_a_replay_fires_as_it_would_have_then() -> None:
+    """The contract's clock: a replay of last year's data fires as it would have then. The bound
+    is a shop's choice (PERSONA_TRIGGER_MAX_AGE_HOURS), off unless set."""
+    from engine.settings import Settings
+
+    assert Settings().trigger_max_age_hours == 0
+    runner = _runner(YEAR_AGO + 2 * HOUR, ManualClock(NOW))
+    runner._max_age_ms = int(Settings().trigger_max_age_hours * HOUR)
+    fired, _ = _evaluate(runner, _cart("kim", YEAR_AGO))
+    assert fired == [ABANDONED_CART]
