@@ -1,4 +1,4 @@
-"""Every metric docs/operations.md and the README advertise is on `/metrics`, and every metric
+"""Every metric the user documentation advertises is on `/metrics`, and every metric
 family and sample is written there once, scraped from a real `persona run` (its worker, with
 scheduled retraining and a catalog feed, which add their own figures, and its reader)."""
 
@@ -13,7 +13,24 @@ from streams.broker import free_port
 from tests.conftest import ROOT, http, wait_until
 from tests.persona.test_run import _children, _kind, _start_run, _stop, _worker_port
 
-ADVERTISING = (ROOT / "docs" / "operations.md", ROOT / "README.md")
+# every user document that names metrics (docs/evaluation*.md name methods such as
+# `persona_uncalibrated`, docs/benchmarks.md is history, docs/api.md is generated)
+ADVERTISING = (
+    ROOT / "README.md",
+    *(
+        ROOT / "docs" / f"{name}.md"
+        for name in (
+            "architecture",
+            "data-scientists",
+            "operations",
+            "security",
+            "serving",
+            "state",
+            "streams",
+        )
+    ),
+    ROOT / "templates" / "README.md",
+)
 # a backticked metric name (labels may follow), or the abbreviated `_misses_total` after a full one
 _NAME = re.compile(r"`(persona_[a-z_]+[a-z]|_[a-z_]+_total)[`{]")
 _VALUE = re.compile(r" [^ ]+$")  # a sample line's value (exposition without timestamps)
