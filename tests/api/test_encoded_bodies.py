@@ -31,6 +31,7 @@ from api.gate import errors_middleware
 from api.hot import HotRunner
 from api.protocol import ProblemRunner
 from tests.api.test_deep_bodies import _routes
+from tests.api.test_protocol import _serving as serving
 from tests.api.test_schemathesis import HEADERS, Server
 
 EVENTS = [{"event_id": "enc-1", "type": "page_view", "user_id": "u1", "ts": 1_700_000_000_000}]
@@ -204,16 +205,8 @@ async def _serving(kind: str) -> AsyncIterator[int]:
         "plain": lambda: web.AppRunner(app),  # aiohttp inflates (a plain test server)
         "plain, not inflating": lambda: web.AppRunner(app, auto_decompress=False),
     }
-    runner: web.AppRunner = runners[kind]()
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        await runner.cleanup()
+    async with serving(runners[kind]()) as port:
+        yield port
 
 
 @pytest.mark.parametrize("kind", ["problem", "hot"])
