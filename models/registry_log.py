@@ -29,9 +29,11 @@ the document (its versions start again from 1).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,8 +53,10 @@ from models.registry import CHURN_FILE, DEFAULT_DIR
 log = logging.getLogger("persona.models")
 
 CHUNK_SIZE = 256 * 1024  # bytes per record: well under Kafka's default 1 MB message limit
-MAX_CHUNKS = 16_384  # chunks of one file (4 GiB): a chunk record's count is allocated as a list
+MAX_CHUNKS = 16_384  # chunks of one file (4 GiB): spooled to disk, a bit each in memory
 MAX_JSON_CHUNKS = -(-MAX_JSON_BYTES // CHUNK_SIZE)  # of a JSON file (models.artifacts)
+MAX_PENDING = 8  # incomplete files spooled at once per process (`RegistryLog._chunk`)
+SPOOL = ".part"  # suffix of a file being assembled: cache_dir/{version}/{file}.part
 HISTORY = 20
 Record = tuple[str, bytes | None]
 
@@ -218,7 +222,15 @@ class RegistryLog:
     With a `cache_dir`, artifact chunks are assembled into `cache_dir/{version}/{file}` (a file
     already there with the right digest is kept); without one (the CLI's read-only view), chunks
     are skipped and only the metadata is kept. With `only` too, only that version's artifact is
-    assembled (the CLI test-loading the version it activates): the others keep their metadata."""
+    assembled (the CLI test-loading the version it activates): the others keep their metadata.
+
+    A file being assembled is spooled to `{file}.part` beside its target, each chunk written at
+    its offset, and renamed to the target once every chunk has arrived (the manifest's digest
+    check judges it): memory holds only which chunks arrived (`_Spool`, a bit a chunk). At most
+    `MAX_PENDING` files are incomplete at once: the least recently fed is dropped (logged, its
+    .part removed), so abandoned publishes do not add up. `.part` files found at start were left
+    by a process that died mid-assembly; they are removed (the fold reads the topic from its
+    start, so their chunks come again)."""
 
     def __init__(self, cache_dir: Path | None = None, only: str | None = None) -> None:
         self.cache_dir = cache_dir
@@ -233,7 +245,11 @@ class RegistryLog:
         # every content experiment ever folded, by name (its report outlives its run)
         self.content_seen: dict[str, content.ContentExperiment] = {}
         self.held: dict[str, Held] = {name: Held() for name in DOCUMENTS}
-        self._pending: dict[tuple[str, str], list[bytes | None]] = {}
+        # files being assembled, least recently fed first (`_chunk`)
+        self._pending: dict[tuple[str, str], _Spool] = {}
+        self.dropped = 0  # incomplete files dropped to keep within MAX_PENDING (logged)
+        if cache_dir is not None:
+            _remove_spools(cache_dir)
         self.refused = 0  # bad records logged and skipped (`apply`)
         self.lost = 0  # admin document records that lost to another edit (logged, ignored)
 
@@ -448,19 +464,44 @@ class RegistryLog:
             raise ValueError(f"chunk {i[:20]} of {n[:20]}: at most {MAX_CHUNKS} chunks a file")
         if file in META.values() and count > MAX_JSON_CHUNKS:  # not held to be refused at load
             raise ValueError(f"{file} of {count} chunks: at most {MAX_JSON_BYTES} bytes")
+        if len(value) > CHUNK_SIZE:  # it wrote over the next chunk's bytes
+            raise ValueError(f"chunk {at} of {count}: {len(value)} bytes, over {CHUNK_SIZE}")
+        if at < count - 1 and len(value) != CHUNK_SIZE:  # the next ones would be misplaced
+            raise ValueError(f"chunk {at} of {count}: {len(value)} bytes, not the last one")
         target = self.cache_dir / version / file
         if target.exists():
             return  # cached by an earlier run; the manifest's digest check decides
-        parts = self._pending.setdefault((version, file), [None] * count)
-        if len(parts) != count:
-            raise ValueError(f"chunk {at} of {count} of a file sent before in {len(parts)}")
-        parts[at] = value
-        if all(p is not None for p in parts):
-            del self._pending[(version, file)]
+        spool = self._pending.get((version, file))
+        if spool is not None and spool.count != count:
+            raise ValueError(f"chunk {at} of {count} of a file sent before in {spool.count}")
+        if spool is None:
+            self._make_room()
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + ".part")
-            tmp.write_bytes(b"".join(p for p in parts if p is not None))
-            tmp.replace(target)
+            spool = _Spool(target.with_name(target.name + SPOOL), count)
+            spool.path.unlink(missing_ok=True)  # of a set dropped before, begun again
+        else:
+            del self._pending[(version, file)]
+        self._pending[(version, file)] = spool  # the most recently fed: last
+        spool.write(at, value)
+        if spool.done():
+            del self._pending[(version, file)]
+            spool.path.replace(target)
+
+    def _make_room(self) -> None:
+        """Drop the least recently fed incomplete files until one more fits in MAX_PENDING."""
+        while len(self._pending) >= MAX_PENDING:
+            (version, file), spool = next(iter(self._pending.items()))
+            del self._pending[(version, file)]
+            spool.path.unlink(missing_ok=True)
+            self.dropped += 1
+            log.warning(
+                "model %s: dropping %s, %d of %d chunks arrived: over %d incomplete files",
+                version,
+                file,
+                spool.arrived,
+                spool.count,
+                MAX_PENDING,
+            )
 
     def _manifest(self, data: dict[str, Any]) -> None:
         manifest = Manifest(
@@ -490,6 +531,51 @@ class RegistryLog:
             if not manifest.complete:
                 log.error("model %s: artifact missing or corrupt in the cache", manifest.version)
         self.versions[manifest.version] = manifest
+
+
+class _Spool:
+    """One file being assembled: its chunks are on disk at `path`, each at its offset; memory
+    holds a bit a chunk (which arrived), O(count) bits whatever the file's size."""
+
+    __slots__ = ("arrived", "count", "path", "seen")
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path = path
+        self.count = count
+        self.seen = bytearray(-(-count // 8))
+        self.arrived = 0
+
+    def write(self, at: int, value: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            if os.pwrite(fd, value, at * CHUNK_SIZE) != len(value):
+                raise OSError(f"short write to {self.path}")
+            if at == self.count - 1:  # the last chunk sets the size (sent again shorter, say)
+                os.ftruncate(fd, at * CHUNK_SIZE + len(value))
+        finally:
+            os.close(fd)
+        byte, bit = divmod(at, 8)
+        if not self.seen[byte] & (1 << bit):
+            self.seen[byte] |= 1 << bit
+            self.arrived += 1
+
+    def done(self) -> bool:
+        return self.arrived == self.count
+
+
+def _remove_spools(cache_dir: Path) -> None:
+    """Remove the `{file}.part` files a process that died mid-assembly left in `cache_dir`."""
+    try:
+        folders = list(cache_dir.iterdir())
+    except OSError:  # no cache yet
+        return
+    for folder in folders:
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for part in folder.glob("*" + SPOOL):
+            log.info("removing %s, left by an assembly that did not finish", part)
+            with contextlib.suppress(OSError):
+                part.unlink()
 
 
 def _check_activation(record: dict[str, Any]) -> None:

@@ -174,12 +174,12 @@ def test_a_json_file_of_more_chunks_than_its_bound_is_refused(tmp_path: Path) ->
     """A recs.json announced in 1,025 chunks (over 256 MiB, parsed whole at load): refused at
     its first chunk instead of held in memory up to the 4 GiB of any file; a table of as many
     chunks is still taken."""
-    from models.registry_log import MAX_JSON_CHUNKS
+    from models.registry_log import CHUNK_SIZE, MAX_JSON_CHUNKS
 
     state = RegistryLog(tmp_path / "cache")
     state.apply(f"chunk/recs-v/recs.json/0/{MAX_JSON_CHUNKS + 1}", b"x")
     assert state.refused == 1 and not state._pending
-    state.apply(f"chunk/recs-v/recs.npz/0/{MAX_JSON_CHUNKS + 1}", b"x")
+    state.apply(f"chunk/recs-v/recs.npz/0/{MAX_JSON_CHUNKS + 1}", b"x" * CHUNK_SIZE)
     assert state.refused == 1 and len(state._pending) == 1
 
 
