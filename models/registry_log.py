@@ -591,8 +591,11 @@ def _check_activation(record: dict[str, Any]) -> None:
 
 
 def _digest(path: Path) -> str | None:
+    """The file's SHA-256, read a chunk at a time (an artifact may be gigabytes: reading it
+    whole held it in memory in every process that checks it), None when it cannot be read."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
 
