@@ -712,6 +712,13 @@ def _stream_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
         "trigger",
         figures.get("triggers", {}),
     )
+    yield _labelled(
+        "persona_triggers_stale",
+        "Automation triggers recorded but not sent: what they are about is older than "
+        "PERSONA_TRIGGER_MAX_AGE_HOURS against the wall clock (a replay of old events).",
+        "trigger",
+        figures.get("triggers_stale", {}),
+    )
 
 
 # -- the aiohttp side ------------------------------------------------------------------------------

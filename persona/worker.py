@@ -112,6 +112,7 @@ class StreamState:
             "lag": consumer_lag(self.streams.app, LAG_TOPICS),
             "worker_lag_records": self.streams.lag_records(),
             "triggers": dict(getattr(stats, "triggers", {})),
+            "triggers_stale": dict(stats.triggers_stale),
         }
 
     def _webhook_counters(self) -> dict[str, int]:

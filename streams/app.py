@@ -232,6 +232,8 @@ class StreamStats:
     batches: int = 0  # fold batches: records consumed / batches = the mean batch size
     by_topic: dict[str, int] = field(default_factory=dict)
     triggers: dict[str, int] = field(default_factory=dict)
+    # triggers recorded but not sent: older than PERSONA_TRIGGER_MAX_AGE_HOURS (streams/triggers)
+    triggers_stale: dict[str, int] = field(default_factory=dict)
 
 
 class PersonaStreams:
@@ -1223,6 +1225,7 @@ class PersonaStreams:
             ready=lambda: self.ready()[0],
             counts=self.stats.triggers,
             wall_clock=self.wall,
+            stale=self.stats.triggers_stale,
         )
 
     def _local_partitions(self) -> list[int]:
