@@ -12,6 +12,7 @@ from api.observability import TELEMETRY
 from engine.settings import Settings
 from engine.signing import cluster_key
 from models.registry import ModelSet
+from models.registry_log import MAX_PENDING
 from streams.kafka_security import Broker
 from streams.registry import RegistryService
 from streams.registry_copy import REGISTRY_COPY_DIR
@@ -55,13 +56,21 @@ def process_signer(settings: Settings, name: str) -> RecordSigner | None:
 
 def count_refusals(web_app: web.Application, registry: RegistryService) -> None:
     """`persona_registry_records_refused_total{reason}` on /metrics: records of the `models`
-    topic skipped as unsigned, badly signed or replayed."""
+    topic skipped as unsigned, badly signed or replayed; and
+    `persona_registry_chunks_dropped_total`: incomplete artifact files whose spooled chunks the
+    fold dropped to keep within MAX_PENDING (models/registry_log.py, abandoned publishes)."""
 
     def lines() -> list[str]:
         name = "persona_registry_records_refused_total"
         refused = registry.gate.refused
-        return [f"# TYPE {name} counter"] + [
-            f'{name}{{reason="{r}"}} {refused.get(r, 0)}' for r in REFUSAL_REASONS
+        dropped = "persona_registry_chunks_dropped_total"
+        return [
+            f"# TYPE {name} counter",
+            *(f'{name}{{reason="{r}"}} {refused.get(r, 0)}' for r in REFUSAL_REASONS),
+            f"# HELP {dropped} Incomplete model artifact files dropped with the chunks spooled "
+            f"so far: over {MAX_PENDING} were being assembled at once.",
+            f"# TYPE {dropped} counter",
+            f"{dropped} {registry.registry.dropped}",
         ]
 
     web_app[TELEMETRY].text_sources.append(lines)
