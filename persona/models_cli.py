@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ EPILOG = """examples:
   persona models train recs --kind als --events events.jsonl   # embedding table (needs implicit)
   persona models evaluate --events ../shared/data/uci_online_retail/online_retail.csv.gz
   persona models experiment start recs-test --model recs --candidate recs-2026... [--shadow]
-  persona models report recs-test
+  persona models report recs-test --share 0.5   # --share: the check of the split
 """
 
 TRAIN_KINDS = {"churn": ("logistic", "gbm"), "recs": ("knn", "als")}  # the first is the default
@@ -41,6 +42,21 @@ def ease_lambda(text: str) -> Any:
         return parse_lambda(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def variant_share(text: str) -> float:
+    """`report --share`: the experiment's fraction of users in variant B, strictly between 0
+    and 1 (models.experiments.Experiment's bound), else argparse's error."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0.0 < share < 1.0:  # nan fails too
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r}: the share of variant B is a number between 0 and 1 (exclusive), "
+            "the experiment's `share` (`persona models list` shows it)"
+        )
+    return share
 
 
 def _cluster(args: argparse.Namespace) -> ClusterKey:
@@ -265,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from models.experiments import exposures_of
     from streams.registry import experiment_report
 
-    result = asyncio.run(experiment_report(_broker(args), args.experiment))
+    result = asyncio.run(experiment_report(_broker(args), args.experiment, args.share))
     print(json.dumps(result, indent=1))
     if not exposures_of(result):  # a mistyped name looks like an experiment nobody saw
         print(
@@ -391,6 +407,14 @@ def add_models_parser(sub: Any) -> None:
 
     rep = command("report", cmd_report, "per-variant exposures, conversions and difference")
     rep.add_argument("experiment")
+    rep.add_argument(
+        "--share",
+        type=variant_share,
+        metavar="F",
+        help="the experiment's fraction of users in variant B (0 < F < 1): adds the "
+        "sample-ratio-mismatch check of users per arm, as the HTTP report does (without it, "
+        "sample_ratio is null)",
+    )
 
     ev = command("evaluate", cmd_evaluate, "offline evaluation against the simple peers")
     ev.add_argument("--events", required=True, help="events file (any `replay` format)")
