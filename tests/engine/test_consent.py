@@ -32,7 +32,8 @@ def consent_event(n: int, ts: int, source: str | None = None, **props: Any) -> A
 def test_every_trigger_needs_email_and_personalization() -> None:
     kinds = [triggers.ABANDONED_CART, triggers.CHURN_RISK, *triggers.ITEM_KINDS]
     notice = triggers.CONSENT_WITHDRAWN  # needs nothing: it carries the withdrawal
-    assert sorted(consent.TRIGGER_PURPOSES) == sorted([*kinds, notice])  # none left unmapped
+    erased = triggers.USER_ERASED  # needs nothing either: it carries the erasure
+    assert sorted(consent.TRIGGER_PURPOSES) == sorted([*kinds, notice, erased])  # all mapped
     withdrew_email = fold([consent_event(1, T0, email=False)])
     withdrew_all = fold([consent_event(1, T0, personalization=False)])
     withdrew_ads = fold([consent_event(1, T0, ads=False)])
@@ -50,6 +51,7 @@ def test_every_trigger_needs_email_and_personalization() -> None:
     assert not consent.trigger_allowed(withdrew_all, "some_new_trigger", True)
     for withdrawn in (withdrew_email, withdrew_all, Profile("silent")):
         assert consent.trigger_allowed(withdrawn, notice, False)
+        assert consent.trigger_allowed(withdrawn, erased, False)
 
 
 def test_a_user_who_never_spoke_gets_the_default_for_every_purpose() -> None:
@@ -77,6 +79,7 @@ def test_blocks_keep_their_purposes() -> None:
     assert table["block:json"] == ["personalization", "ads"]
     assert table["trigger:abandoned_cart"] == ["personalization", "email"]
     assert table.pop("trigger:consent_withdrawn") == []  # the notice of a withdrawal
+    assert table.pop("trigger:user_erased") == []  # the notice of an erasure
     assert all("personalization" in purposes for purposes in table.values())
 
 
