@@ -778,20 +778,25 @@ CacheKey = tuple[str, str, str, str]  # (user_id, block, fmt, variant)
 
 
 CACHE_BYTES = 256 * 1024 * 1024  # accounted bytes of the block cache (`block_bytes`)
-BLOCK_OVERHEAD = 2048  # bytes of a cached block besides its content: headers, key, stamp, object
+BLOCK_OVERHEAD = 2048  # bytes of a cached block besides its texts: headers, key, stamp, object
 
 
 def block_bytes(block: Block) -> int:
-    """What a cached block is accounted for: its content four times (the text, and `body`,
-    `entry_json`, `entry_msgpack` as each is built on first use) plus BLOCK_OVERHEAD."""
-    return 4 * sys.getsizeof(block.content) + BLOCK_OVERHEAD
+    """What a cached block is accounted for, once served in every form (tracemalloc,
+    tests/api/test_block_cache_memory.py): its text twice (the text, and `entry_json`, the same
+    characters quoted), its UTF-8 bytes four times (`body`, `entry_msgpack`, the UTF-8 copy
+    CPython keeps of a non-ASCII text once msgpack packed it, and the quoting), plus
+    BLOCK_OVERHEAD. Counted once, when the block is stored: the cache gives back what it
+    counted (the text's size grows by that UTF-8 copy while it is held)."""
+    return 2 * sys.getsizeof(block.content) + 4 * len(block.body) + BLOCK_OVERHEAD
 
 
 class BlockCache:
     """In-memory LRU of rendered blocks, bounded by entries and by accounted bytes
-    (`block_bytes`). An entry is served only while the caller's `stamp` (an opaque hashable of
-    profile version, catalog generation, model versions, consent, ...) equals the one it was
-    stored with. Not thread-safe (one event loop)."""
+    (`block_bytes`, counted when a block is stored and given back as counted). An entry is
+    served only while the caller's `stamp` (an opaque hashable of profile version, catalog
+    generation, model versions, consent, ...) equals the one it was stored with. Not
+    thread-safe (one event loop)."""
 
     def __init__(self, max_entries: int = 100_000, max_bytes: int = CACHE_BYTES) -> None:
         if max_entries < 1 or max_bytes < 1:
@@ -799,7 +804,7 @@ class BlockCache:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.bytes = 0  # accounted bytes of the blocks held
-        self._entries: OrderedDict[CacheKey, tuple[Hashable, Block]] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, tuple[Hashable, Block, int]] = OrderedDict()
         self._by_user: dict[str, set[CacheKey]] = {}
         self.hits = 0
         self.misses = 0
@@ -834,14 +839,16 @@ class BlockCache:
             self.hits += 1
             return entry[1], None
         self.misses += 1
-        if entry is not None:
-            self._remove(key)
-        return None, entry
+        if entry is None:
+            return None, None
+        self._remove(key)
+        return None, (entry[0], entry[1])
 
     def put(self, key: CacheKey, stamp: Hashable, block: Block) -> None:
         self._remove(key)
-        self._entries[key] = (stamp, block)
-        self.bytes += block_bytes(block)
+        cost = block_bytes(block)
+        self._entries[key] = (stamp, block, cost)
+        self.bytes += cost
         self._by_user.setdefault(key[0], set()).add(key)
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))
@@ -858,7 +865,7 @@ class BlockCache:
         for key in keys:
             entry = self._entries.pop(key, None)
             if entry is not None:
-                self.bytes -= block_bytes(entry[1])
+                self.bytes -= entry[2]
         return len(keys)
 
     def clear(self) -> None:
@@ -870,7 +877,7 @@ class BlockCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        self.bytes -= block_bytes(entry[1])
+        self.bytes -= entry[2]
         keys = self._by_user.get(key[0])
         if keys is not None:
             keys.discard(key)

@@ -51,14 +51,33 @@ def test_the_block_cache_is_bounded_in_bytes_under_a_flood() -> None:
         ))  # fmt: skip
         assert cache.bytes <= bound
     assert len(cache) < 20_000 and cache.evictions == 20_000 - len(cache)
-    held = sum(block_bytes(b) for _, b in cache._entries.values())
+    held = sum(block_bytes(b) for _, b, _ in cache._entries.values())
     assert held == cache.bytes  # the accounting matches what is held
 
 
-def test_block_bytes_counts_the_content_four_times() -> None:
-    block = _block("u", "x" * 10_000)
-    assert block_bytes(block) == 4 * sys.getsizeof(block.content) + BLOCK_OVERHEAD
-    assert block_bytes(block) > 4 * len(block.body)
+def test_block_bytes_counts_the_text_twice_and_its_utf8_four_times() -> None:
+    block = _block("u", "x" * 5_000 + "\u20ac" * 5_000)
+    assert block_bytes(block) == (
+        2 * sys.getsizeof(block.content) + 4 * len(block.content.encode()) + BLOCK_OVERHEAD
+    )
+
+
+def test_a_block_served_as_msgpack_gives_back_what_it_counted() -> None:
+    """Packing a non-ASCII text makes CPython keep its UTF-8 copy, which `sys.getsizeof`
+    counts from then on: the cache gives back the bytes it counted at `put`, not the text's
+    size at removal (which drove `bytes` below zero and let the cache outgrow its bound)."""
+    cache = BlockCache(max_entries=1_000_000, max_bytes=1 << 20)
+    for n in range(2_000):
+        key = (f"user-{n}", "recommendations", "html", "default")
+        cache.put(key, 1, _block(f"user-{n}", "<p>" + "é" * 3000 + "</p>"))
+        held = cache.get(key, 1)
+        assert held is not None
+        held.entry_msgpack  # noqa: B018
+        assert 0 <= cache.bytes <= 1 << 20
+    cache.get(("user-1999", "recommendations", "html", "default"), 2)  # stale: dropped
+    for n in range(2_000):
+        cache.invalidate_user(f"user-{n}")
+    assert (len(cache), cache.bytes) == (0, 0)
 
 
 @pytest.mark.parametrize("how", ["invalidate", "stale", "clear", "replace"])
