@@ -86,6 +86,11 @@ class ContentService:
         self.errors = 0  # blocks answered with the fallback because the state or a model failed
         self.reused = 0  # stale blocks kept because only the hour moved and the decision stood
 
+    @property
+    def scores_memo(self) -> SizedMemo[str, tuple[tuple[Any, ...], Scores, tuple[Any, ...]]]:
+        """The users' memoized scores (its entries and accounted bytes are exported)."""
+        return self._scores
+
     def _allowed(self, item_id: str) -> bool:
         product = self.state.product(item_id)
         return product is not None and product.purchasable

@@ -48,9 +48,10 @@ from prometheus_client.utils import floatToGoString
 
 from api import fleet
 from api.content import ContentService
-from engine.blocks import Block
+from engine.blocks import Block, BlockCache
 from engine.clicks import logged_path
 from engine.features import features
+from engine.memo import SizedMemo
 from engine.profile import Profile
 from engine.room import Room
 
@@ -559,6 +560,7 @@ class _StateCollector(Collector):
         entries = GaugeMetricFamily("persona_block_cache_entries", "Blocks held in the cache.")
         entries.add_metric([], len(cache))
         yield entries
+        yield from _cache_metrics(content)
         yield _counter(
             "persona_template_errors",
             "Template errors answered with the fallback.",
@@ -588,6 +590,30 @@ class _StateCollector(Collector):
             buckets=buckets,
             gsum_value=t.churn_sum,
         )
+
+
+def _cache_metrics(content: ContentService) -> Iterator[Metric]:
+    """Entries and accounted bytes of the content service's caches, by cache (`blocks`,
+    `param_blocks`: blocks with request parameters, `scores`), beside their bounds."""
+    caches: dict[str, BlockCache | SizedMemo[Any, Any]] = {
+        "blocks": content.cache,
+        "param_blocks": content.param_cache,
+        "scores": content.scores_memo,
+    }
+    held = GaugeMetricFamily(
+        "persona_cache_entries", "Entries a content cache holds.", labels=["cache"]
+    )
+    accounted = GaugeMetricFamily(
+        "persona_cache_bytes", "Accounted bytes a content cache holds.", labels=["cache"]
+    )
+    bound = GaugeMetricFamily(
+        "persona_cache_max_bytes", "The accounted bytes a content cache may hold.", labels=["cache"]
+    )
+    for name, cache in caches.items():
+        held.add_metric([name], len(cache))
+        accounted.add_metric([name], cache.bytes)
+        bound.add_metric([name], cache.max_bytes)
+    yield from (held, accounted, bound)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

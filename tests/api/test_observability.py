@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
+from api.app import CONTENT, create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.observability import (
@@ -219,3 +219,28 @@ async def test_a_stalled_event_loop_shows_in_the_lag_histogram(client: TestClien
     under_quarter_second = samples[("persona_event_loop_lag_seconds_bucket", "0.25")]
     assert count >= 2
     assert count - under_quarter_second >= 1  # the stall: one probe over 0.25 s late
+
+
+async def test_the_content_caches_export_their_entries_bytes_and_bounds(
+    client: TestClient,
+) -> None:
+    """Each content cache's accounted bytes beside its bound, as the cache counts them."""
+    await client.get("/v1/users/u1/blocks/recommendations", headers=AUTH)
+    await client.get("/v1/users/u1/blocks/recommendations?n=3", headers=AUTH)
+    app = client.app
+    assert app is not None
+    content = app[CONTENT]
+    found = families(await (await client.get("/metrics")).text())
+    by_cache = {
+        name: {s.labels["cache"]: s.value for s in found[name]}
+        for name in ("persona_cache_entries", "persona_cache_bytes", "persona_cache_max_bytes")
+    }
+    caches = {
+        "blocks": content.cache,
+        "param_blocks": content.param_cache,
+        "scores": content.scores_memo,
+    }
+    for name, cache in caches.items():
+        assert by_cache["persona_cache_entries"][name] == len(cache) > 0
+        assert by_cache["persona_cache_bytes"][name] == cache.bytes > 0
+        assert by_cache["persona_cache_max_bytes"][name] == cache.max_bytes
