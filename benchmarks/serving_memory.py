@@ -4,7 +4,8 @@ batches (`POST /v1/blocks:batch`, 1000 recipients each: half known users, half i
 new ones every round; html/json, JSON/msgpack answers, some with `deadline_ms`, some with a
 parameter set among `n`, `category`, `exclude`, `locale`) while events stream in at `--rate`
 events/s, and after each round prints every worker's and reader's RSS and VmHWM (MB, from
-/proc) and the block cache entries /metrics reports.
+/proc) and the content caches' entries and accounted bytes /metrics reports (of the reader that
+answered the scrape).
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.serving_memory --base http://127.0.0.1:8080 \
         --key SECRET --users 12748,14096,... [--rounds 10] [--batches 20] [--rate 1000]
@@ -119,7 +120,9 @@ async def cache_entries(session: aiohttp.ClientSession, base: str) -> str:
         text = await answer.text()
     return " ".join(
         f"{m.group(1)}={float(m.group(2)):.0f}"
-        for m in re.finditer(r"^(persona_block_cache_(?:entries|bytes)\S*) (\S+)$", text, re.M)
+        for m in re.finditer(
+            r"^(persona_(?:block_cache_entries|cache_(?:entries|bytes))\S*) (\S+)$", text, re.M
+        )
     )
 
 
