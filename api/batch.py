@@ -81,10 +81,6 @@ log = logging.getLogger("persona.api")
 clock: Callable[[], float] = time.perf_counter  # seconds: slices and deadlines (tests replace it)
 
 
-def user_ids(body: dict[str, Any], limit: int = MAX_USERS) -> list[str]:
-    return recipient_ids(body, limit)
-
-
 def deadline_ms(body: dict[str, Any]) -> int | None:
     """The body's `deadline_ms` (None without one); BadRequest naming it unless an integer
     1..MAX_DEADLINE_MS (not a boolean, a string or a float)."""
@@ -110,7 +106,7 @@ def parse(body: Any) -> tuple[str, str, list[str], BlockParams]:
     params = block_params(body, BATCH_FIELDS)
     if block in CONTEXT_BLOCKS and params.context_item is None:
         raise BadRequest.of(InvalidParam("context_item", f"{block} needs one"))
-    return str(block), str(fmt), user_ids(body), params
+    return str(block), str(fmt), recipient_ids(body, MAX_USERS), params
 
 
 def block_params(body: dict[str, Any], own: tuple[str, ...]) -> BlockParams:

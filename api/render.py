@@ -55,8 +55,8 @@ from api.batch import (
     client_gone,
     read_body,
     respond,
-    user_ids,
 )
+from api.bodies import recipient_ids
 from api.content import ContentService
 from api.encodings import gzipped, label
 from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
@@ -202,7 +202,7 @@ def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams]:
     data = body.get("data", {})
     if not isinstance(data, dict):
         raise BadRequest("data must be an object of user_id -> object")
-    ids = user_ids(body, MAX_USERS)
+    ids = recipient_ids(body, MAX_USERS)
     try:
         data = plain_data(data)
     except (ValueError, RecursionError) as exc:
