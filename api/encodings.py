@@ -29,7 +29,9 @@ Request bodies (`body_middleware`, ahead of the errors middleware, so it sees ev
 - `read_whole` (the bodies of batch, render, events, the model routes) inflates a 64 KiB step at
   a time: `request.read` inflated in 10 MiB steps, and took ~86 MB to refuse that body;
 - a body that does not inflate (corrupt, or not compressed at all) is a 400 problem, where it
-  was a 500.
+  was a 500;
+- the encoded bytes are bounded too (the body limit plus gzip's worst-case overhead): a
+  chunked body of empty deflate blocks inflates to nothing and was read without end.
 
 Answers (`compressed`): `POST /v1/blocks:batch` and `POST /v1/render` answers of at least
 `COMPRESS_FROM` bytes are sent gzipped (level `GZIP_LEVEL`, in a worker thread) when the
@@ -74,10 +76,14 @@ def refused_coding(request: web.BaseRequest) -> str | None:
     return ", ".join(fields)
 
 
+def body_coding(request: web.BaseRequest) -> str:
+    """The request's `Content-Encoding`, lower case ("" without one)."""
+    return request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+
+
 def encoded(request: web.BaseRequest) -> bool:
     """Whether this request's body is in a coding read here (gzip or deflate)."""
-    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
-    return coding in BODY_CODINGS
+    return body_coding(request) in BODY_CODINGS
 
 
 def server_inflates(request: web.BaseRequest) -> bool:
@@ -189,7 +195,7 @@ async def body_chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
     """The request body as it arrives, inflated here (a `STEP` at a time, its stream checked to
     its end, `UnreadableBody` else) when it is gzip or deflate and its server does not inflate
     it; a reader that stops taking chunks (its bound is passed) stops the inflating."""
-    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    coding = body_coding(request)
     if coding not in BODY_CODINGS or server_inflates(request):
         async for chunk in _raw_chunks(request):
             yield chunk
