@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +50,23 @@ class CorruptBatch:
         )
 
 
+def raised_in(exc: BaseException, name: str, accept: Callable[[Any], bool]) -> Any:
+    """The local variable `name` of the innermost frame of `exc`'s traceback where `accept`
+    takes it, None when none does: what aiokafka was reading when it raised (its errors do not
+    name the batch or the partition)."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        value = tb.tb_frame.f_locals.get(name)
+        if value is not None and accept(value):
+            found = value
+        tb = tb.tb_next
+    return found
+
+
 def failing_batch(exc: BaseException) -> Any:
     """The batch aiokafka's reader was reading when `exc` was raised (its frame's `next_batch`),
     None when not found."""
-    found, tb = None, exc.__traceback__
-    while tb is not None:
-        batch = tb.tb_frame.f_locals.get("next_batch")
-        if batch is not None and hasattr(batch, "next_offset"):
-            found = batch
-        tb = tb.tb_next
-    return found
+    return raised_in(exc, "next_batch", lambda batch: hasattr(batch, "next_offset"))
 
 
 def passed_over() -> list[CorruptBatch]:

@@ -46,7 +46,7 @@ from mode.services import WaitResults
 from mode.utils.futures import notify
 from mode.utils.queues import FlowControlQueue
 
-from streams.corrupt_batches import CorruptBatch, passed_over
+from streams.corrupt_batches import CorruptBatch, passed_over, raised_in
 
 # Faust's lock around the ack bookkeeping (faust-streaming 0.15.3); without it, per-record acks
 _ACK_LOCK: Any = getattr(faust_tuples, "ack_lock", None)
@@ -562,13 +562,8 @@ def codec_refusal(exc: UnsupportedCodecError) -> str:
     partition is found in the traceback, in the frame of aiokafka's batch reader (`tp`)."""
     found = _CODEC.search(str(exc))
     codec = found.group(1) if found else "an unknown codec"
-    where = "a fetched partition"
-    tb = exc.__traceback__
-    while tb is not None:
-        tp = tb.tb_frame.f_locals.get("tp")
-        if hasattr(tp, "topic") and hasattr(tp, "partition"):
-            where = f"{tp.topic}[{tp.partition}]"
-        tb = tb.tb_next
+    tp = raised_in(exc, "tp", lambda tp: hasattr(tp, "topic") and hasattr(tp, "partition"))
+    where = "a fetched partition" if tp is None else f"{tp.topic}[{tp.partition}]"
     return (
         f"cannot read {where}: its records are compressed with {codec}, which this worker has "
         "no library for (aiokafka decompresses snappy, lz4 and zstd with cramjam, a dependency "
