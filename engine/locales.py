@@ -99,13 +99,10 @@ def language_of(locale: str) -> str:
 def direction(locale: str) -> str:
     """`rtl` for a tag written right to left (`ar`, `he-IL`, `fa`, `az-Arab`), else `ltr`: its
     script subtag when it has one, else its language."""
-    parts = locale.split("-")
-    for part in parts[1:] if len(parts[0]) > 1 else ():
-        if len(part) == 4 and part.isalpha():
-            return "rtl" if part.title() in RTL_SCRIPTS else "ltr"
-        if not (len(part) == 3 and part.isalpha()):  # past the extlangs: no script subtag
-            break
-    return "rtl" if parts[0].lower() in RTL_LANGUAGES else "ltr"
+    language, script, _ = subtags(locale)
+    if script is not None:
+        return "rtl" if script in RTL_SCRIPTS else "ltr"
+    return "rtl" if language.lower() in RTL_LANGUAGES else "ltr"
 
 
 def valid_locale(value: Any) -> str | None:
@@ -261,13 +258,24 @@ def region_of(locale: str) -> str | None:
     """The region subtag of a tag (`zh-Hant-TW` -> `TW`, `es-419` -> `419`), or None: it
     follows the language, its extended language subtags and its script, before any variant,
     extension (`-u-`) or private use (`-x-`)."""
+    return subtags(locale)[2]
+
+
+def subtags(locale: str) -> tuple[str, str | None, str | None]:
+    """A tag's language, script (title case) and region (upper case) subtags, None where it has
+    none: after the language come its extended language subtags (3 letters), then a script (4
+    letters), then a region (2 letters or 3 digits), before any variant, extension (`-u-`) or
+    private use (`-x-`), whose subtags are never read as these (`de-x-us` has no region)."""
     parts = locale.split("-")
+    script: str | None = None
     for part in parts[1:] if len(parts[0]) > 1 else ():
         if (len(part) == 2 and part.isalpha()) or (len(part) == 3 and part.isdigit()):
-            return part.upper()
-        if not (len(part) in (3, 4) and part.isalpha()):  # extlang or script: read on
-            return None
-    return None
+            return parts[0], script, part.upper()
+        if script is None and len(part) == 4 and part.isalpha():
+            script = part.title()
+        elif not (script is None and len(part) == 3 and part.isalpha()):  # not an extlang
+            break
+    return parts[0], script, None
 
 
 def local_price(product: Product, price: float, currency: str | None) -> tuple[float, str]:
