@@ -332,7 +332,7 @@ def read_products(
     def header(names: list[str]) -> None:
         check_columns(names, mapping, warn)
 
-    for line, fields, problem in _rows(source, fmt, header):
+    for line, fields, problem in _rows(source, fmt, header, mapping):
         try:
             if problem:
                 raise InvalidProduct(problem)
@@ -407,14 +407,17 @@ def check_columns(
 
 
 def _rows(
-    source: IO[bytes], fmt: str, header: Callable[[list[str]], None] | None = None
+    source: IO[bytes],
+    fmt: str,
+    header: Callable[[list[str]], None] | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> Iterator[Row]:
     if fmt == "google-xml":
         return xml_rows(source)
     lines = _text_lines(source)
     if fmt == "jsonl":
         return _json_rows(lines)
-    return _csv_rows(lines, "\t" if fmt == "tsv" else ",", header)
+    return _csv_rows(lines, "\t" if fmt == "tsv" else ",", header, mapping)
 
 
 def _text_lines(source: IO[bytes]) -> Iterator[str]:
@@ -478,19 +481,26 @@ class _RowLines:
         return line
 
 
-def _joined_columns(header: list[str]) -> list[tuple[str, list[int]]]:
+def _joined_columns(
+    header: list[str], mapping: dict[str, str] | None = None
+) -> list[tuple[str, list[int]]]:
     """The names of a repeated field (`REPEATED_FIELDS`) that the header gives in more than one
     column, with those columns: a row's values of them are joined with commas (the form one
-    such cell takes)."""
+    such cell takes). A name is read through `mapping` as `check_columns` and `to_product` read
+    it: a mapped name of the field given in several columns kept only the last one's value."""
     columns: dict[str, list[int]] = {}
     for number, name in enumerate(header):
-        if GOOGLE_NAMES.get(name, name) in REPEATED_FIELDS:
+        field = (mapping or {}).get(name, name)
+        if GOOGLE_NAMES.get(field, field) in REPEATED_FIELDS:
             columns.setdefault(name, []).append(number)
     return [(name, where) for name, where in columns.items() if len(where) > 1]
 
 
 def _csv_rows(
-    lines: Iterable[str], delimiter: str, check: Callable[[list[str]], None] | None = None
+    lines: Iterable[str],
+    delimiter: str,
+    check: Callable[[list[str]], None] | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> Iterator[Row]:
     rows = _RowLines(lines)
     reader = csv.reader(rows, delimiter=delimiter)
@@ -498,7 +508,7 @@ def _csv_rows(
         header = [_name(h) for h in next(reader, [])]
         if check is not None:
             check(header)  # before any row: a refused header imports nothing
-        joined = _joined_columns(header)
+        joined = _joined_columns(header, mapping)
         rows.start_row()
         for row in reader:
             rows.start_row()

@@ -367,3 +367,15 @@ def test_a_repeated_field_in_several_columns_is_joined_not_refused(sep: str) -> 
         "https://shop.example/a.jpg",
         "https://shop.example/c.jpg",
     )
+
+
+def test_a_mapped_repeated_field_in_several_columns_is_joined_too() -> None:
+    """A map file naming the shop's column for `additional_image_link` (`extra_image`), given in
+    three columns: the header check lets them through as one repeated field, so every image is
+    kept too, not the last column's alone."""
+    head = "id,title,link,image_link,price,extra_image,extra_image,extra_image"
+    images = "https://shop.example/a.jpg,https://shop.example/b.jpg,https://shop.example/c.jpg"
+    text = f"{head}\n{ROW},10.00 EUR,{images}\n"
+    mapping = {"extra_image": "additional_image_link"}
+    (product,) = read_products(io.BytesIO(text.encode()), "csv", mapping)
+    assert product.additional_image_links == tuple(images.split(","))
