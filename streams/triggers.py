@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -107,7 +108,8 @@ class TriggerRunner:
         self._sweep_every_ms = SWEEP_EVERY_MS
         self._last_sweep = 0
         self._pacer = Pacer(SWEEP_REST, ports.wall)
-        self._max_age_ms = int(ports.settings.trigger_max_age_hours * 3_600_000)
+        # rounded up: a bound under a millisecond is 1 ms, not 0 (which `stale` reads as none)
+        self._max_age_ms = math.ceil(ports.settings.trigger_max_age_hours * 3_600_000)
 
     def _fresh(self, trigger: Trigger, profile: Profile) -> bool:
         """Whether to send a trigger whose firing is recorded: not when what it is about is older

@@ -30,14 +30,18 @@ def _event(user: str, n: int, kind: str, ts: int, **extra: Any) -> Any:
 
 
 def _runner(
-    event_ms: int, wall: ManualClock | None = None, scores: list[float] | None = None, **ports: Any
+    event_ms: int,
+    wall: ManualClock | None = None,
+    scores: list[float] | None = None,
+    max_age_hours: float = 72,
+    **ports: Any,
 ) -> TriggerRunner:
     settings = SimpleNamespace(
         abandoned_cart_minutes=60,
         abandoned_cart_pending_max=200_000,
         churn_threshold=0.5,
         consent_granted_by_default=True,
-        trigger_max_age_hours=72,
+        trigger_max_age_hours=max_age_hours,
     )
     scorer = (
         None
@@ -175,3 +179,12 @@ def test_by_default_a_replay_fires_as_it_would_have_then() -> None:
     runner._max_age_ms = int(Settings().trigger_max_age_hours * HOUR)
     fired, _ = _evaluate(runner, _cart("kim", YEAR_AGO))
     assert fired == [ABANDONED_CART]
+
+
+def test_a_bound_under_a_millisecond_is_a_bound_not_none() -> None:
+    """The setting takes any hours above 0 as a bound (0 alone lifts it): 1e-7 hours (0.36 ms)
+    rounded down to 0 ms, which `stale` reads as no bound, so a two-hour-old cart was sent."""
+    runner = _runner(NOW, ManualClock(NOW), max_age_hours=1e-7)
+    fired, _ = _evaluate(runner, _cart("lee", NOW - 2 * HOUR))
+    assert fired == []
+    assert runner.ports.stale == {ABANDONED_CART: 1}
