@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from engine.admission import admit
 from engine.catalog import Product
@@ -59,6 +59,24 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     timestamp_ms: int = 0
+
+
+class Incoming(Protocol):
+    """What the fold reads of an input record: a `Record`, or the adapter's own record object
+    with the same fields (streams.delivery.FoldRecord: no copy a record)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp_ms(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +148,7 @@ class BatchFold(Generic[C]):
         self._moved: dict[TopicPartition, int] = {}
         self._counts: dict[str, int] = {}
 
-    def event(self, record: Record, carrier: C) -> Step:
+    def event(self, record: Incoming, carrier: C) -> Step:
         """Fold one event record (`carrier` is kept with the user's profile and clock time).
 
         One straight path per record (issue 21 item 5): the batch's per-user state is looked up
@@ -165,7 +183,7 @@ class BatchFold(Generic[C]):
         try:  # one record's data (or stored state) must not stop the fold
             entry = self.touched.get(user)
             current = reads.profile(user, partition) if entry is None else entry[0]
-            if self._fenced_at(user, partition, produced_ms(record.timestamp_ms, event)):
+            if self._fenced_at(user, partition, record.timestamp_ms, event):
                 self._count("fenced")
                 return NOTHING
             if current is None and reads.aliased(user, partition):
@@ -240,20 +258,21 @@ class BatchFold(Generic[C]):
     def _count(self, name: str) -> None:
         self._counts[name] = self._counts.get(name, 0) + 1
 
-    def _fenced_at(self, user: bytes, partition: int, produced_ms: int) -> bool:
+    def _fenced_at(self, user: bytes, partition: int, record_ms: int, event: Event) -> bool:
         """Whether the user was erased after this record was produced (the erase command
-        travels on its own topic, so older events may arrive after it): asked for every event,
-        with or without a profile, as a later event may have started the new history. The
-        stored fence is read once per user and batch (it changes only after the batch is
-        written; an erasure within the batch is in `fences`)."""
+        travels on its own topic, so older events may arrive after it; `engine.erasure.
+        produced_ms`, worked out only for a user with a fence): asked for every event, with or
+        without a profile, as a later event may have started the new history. The stored fence
+        is read once per user and batch (it changes only after the batch is written; an erasure
+        within the batch is in `fences`)."""
         fence = self.fences.get(user)
         if fence is not None:
-            return produced_ms <= fence[0]
+            return produced_ms(record_ms, event) <= fence[0]
         stored = self._stored_fences
         at = stored.get(user, _UNREAD)
         if at is _UNREAD:
             at = stored[user] = self.reads.fence(user, partition)
-        return isinstance(at, int) and produced_ms <= at
+        return isinstance(at, int) and produced_ms(record_ms, event) <= at
 
 
 def pack_profile(profile: Profile, bound: int) -> bytes | str:

@@ -70,6 +70,7 @@ from streams.delivery import (
     Carrier,
     Delivered,
     Fold,
+    FoldRecord,
     FoldTopic,
     Turns,
     bulk_drain,
@@ -1004,7 +1005,8 @@ class PersonaStreams:
             if topic == COMMANDS_TOPIC:
                 await self._command(fevent, fold, item_changes)
             else:
-                step = fold_event(_record(msg), fevent)
+                # a fetched record is the fold's record too; a gap read's is made one
+                step = fold_event(msg if type(msg) is FoldRecord else _record(msg), fevent)
                 if step is not NOTHING:
                     await self._ship(step, fevent)
             if turns.due():

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.types import TP
 
 from streams.delivery import (
     FETCH_WAIT,
     PAUSED_WAIT,
-    Delivered,
+    FoldRecord,
     _flow_open,
     bulk_drain,
     fetch_wait,
@@ -117,7 +117,12 @@ class _Consumer:
 
 
 def _records(topic: str, partition: int, offsets: list[int]) -> tuple[Any, list[Any]]:
-    return TopicPartition(topic, partition), [SimpleNamespace(offset=o) for o in offsets]
+    """aiokafka's records as its fetch returns them."""
+    records = [
+        ConsumerRecord(topic, partition, o, 1_700_000_000_000 + o, 0, b"k", b"v", None, 1, 1, [])
+        for o in offsets
+    ]
+    return TopicPartition(topic, partition), records
 
 
 def _run(fetches: list[dict[Any, list[Any]]], **setup: Any) -> tuple[_Consumer, list[Any]]:
@@ -143,7 +148,8 @@ def test_fold_records_are_queued_in_offset_order_a_partition_at_a_time() -> None
     p0, r0 = _records(FOLD, 0, [5, 6, 7])
     p1, r1 = _records(FOLD, 1, [2, 3])
     consumer, queued = _run([{p0: r0, p1: r1}])
-    assert all(isinstance(d, Delivered) for d in queued)
+    assert all(isinstance(d, FoldRecord) and d.message is d for d in queued)
+    assert all(d.generation_id == consumer.app.consumer_generation_id for d in queued)
     assert [(d.message.partition, d.message.offset) for d in queued] == [
         (0, 5),
         (0, 6),

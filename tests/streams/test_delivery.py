@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from mode.services import WaitResults
 
@@ -574,3 +574,47 @@ def test_unread_keeps_a_consecutive_chunk_and_names_the_gap_before_it() -> None:
     assert _unread(records, 11, True) == (records[1:], [])
     swapped = [SimpleNamespace(offset=o) for o in (5, 7, 6, 8)]  # its ends span 4 offsets
     assert _unread(swapped, None, True) == ([swapped[0], swapped[1], swapped[3]], [(6, 7)])
+
+
+def _consumer_record(timestamp: int | None) -> Any:
+    from aiokafka.structs import ConsumerRecord
+
+    return ConsumerRecord(
+        "clickstream", 2, 41, timestamp, 0, b"u-1", b"value", b"crc", 3, 5, [("h", b"v")]
+    )
+
+
+def test_a_fold_record_is_the_message_faust_would_make_of_the_fetched_record() -> None:
+    """FoldRecord replaces Faust's Message (and the wrapper and fold record around it): every
+    slot Faust's `_to_message` sets must read the same, so Faust's bookkeeping, the tables'
+    current event and dead letters see what they saw."""
+    from faust.transport.drivers.aiokafka import Consumer
+    from faust.types import TP
+    from faust.types.tuples import Message
+
+    from engine.fold import Record
+    from streams.app import _record
+    from streams.delivery import FoldRecord
+
+    tp = TP("clickstream", 2)
+    for timestamp in (1_700_000_000_123, None):
+        record = _consumer_record(timestamp)
+        faust_consumer = SimpleNamespace(app=SimpleNamespace(consumer_generation_id=7))
+        expected = Consumer._to_message(cast(Any, faust_consumer), tp, record)
+        fold_record = FoldRecord.fetched(tp, record, 7)
+        assert isinstance(fold_record, Message)
+        slots = [s for s in Message.__slots__ if s != "__weakref__"]
+        assert slots, "Faust's Message has no slots to compare"
+        unset = object()  # a slot Faust leaves unset (span) must be unset here too
+        for slot in slots:
+            assert getattr(fold_record, slot, unset) == getattr(expected, slot, unset), slot
+        assert fold_record.message is fold_record  # the carrier of itself (event_context)
+        # and the pure fold's record, as the adapter made it from a Faust message
+        assert _record(expected) == Record(
+            fold_record.topic,
+            fold_record.partition,
+            fold_record.offset,
+            fold_record.key,
+            fold_record.value,
+            fold_record.timestamp_ms,
+        )
