@@ -170,7 +170,7 @@ def create_app(
     )
     routing.register(app)
     hops.register(app, options.cluster_secret)
-    privacy.register(app)
+    privacy.register(app, options.cluster_secret)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", get_openapi)

@@ -21,10 +21,11 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from api.shared import KEY_NAME
-from engine.audit import OK, REFUSED, record, utc
+from engine.audit import OK, REFUSED, pseudonymized, record, utc
 from engine.files import open_private, tighten
 
 audit_log = logging.getLogger("persona.audit")
@@ -53,20 +54,28 @@ def write(line: str) -> None:
     audit_log.info(line)
 
 
-def audit(request: web.Request, action: str, outcome: str = OK, **details: Any) -> None:
+def audit(
+    request: web.Request,
+    action: str,
+    outcome: str = OK,
+    erased: Mapping[str, str] | None = None,
+    **details: Any,
+) -> None:
     """One audit record of a request: the key name the auth middleware stored, the client's
-    address, the method and path, and `details`."""
-    write(
-        record(
-            action,
-            request.get(KEY_NAME, ""),
-            outcome,
-            remote=request.remote or "",
-            method=request.method,
-            path=request.path,
-            **details,
-        )
+    address, the method and path, and `details`; with `erased` (user id -> pseudonym), those
+    ids pseudonymized (`engine.audit.pseudonymized`)."""
+    line = record(
+        action,
+        request.get(KEY_NAME, ""),
+        outcome,
+        remote=request.remote or "",
+        method=request.method,
+        path=request.path,
+        **details,
     )
+    if erased:
+        line = json.dumps(pseudonymized(json.loads(line), erased), sort_keys=True, default=str)
+    write(line)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from api.audit import audit
 from api.content import ContentService
 from api.shared import CONTENT, problem
 from engine import consent
+from engine.audit import AuditPseudonyms
 from engine.profile import MINUTE_MS
 from engine.text import MAX_ID, id_problem
 
@@ -33,6 +34,7 @@ class HeldRecords(Protocol):
 
 
 RECORDS = web.AppKey("held_records", HeldRecords)
+PSEUDONYMS = web.AppKey("audit_pseudonyms", AuditPseudonyms)
 
 
 def _content(request: web.Request) -> ContentService:
@@ -116,11 +118,24 @@ async def delete_user(request: web.Request) -> web.Response:
     done = content.state.profile(user_id) is None
     content.forget(user_id)
     request_id = uuid.uuid4().hex  # names this erasure in the audit log, answered or not
-    audit(request, "erase", user_id=user_id, existed=existed, completed=done, request_id=request_id)
+    # the erasure's own record names the user by pseudonym only (engine/audit.py)
+    erased = {user_id: request.app[PSEUDONYMS].of(user_id)}
+    audit(
+        request,
+        "erase",
+        erased=erased,
+        user_id=user_id,
+        existed=existed,
+        completed=done,
+        request_id=request_id,
+    )
     body = {"user_id": user_id, "erased": done, "existed": existed, "request_id": request_id}
     return web.json_response(body, status=200 if done else 202)
 
 
-def register(app: web.Application) -> None:
+def register(app: web.Application, cluster_secret: str | None = None) -> None:
+    """The routes, and the audit pseudonyms under the cluster secret (every process has one: a
+    worker or reader refuses to start without it; "" keys them in a bare test app)."""
+    app[PSEUDONYMS] = AuditPseudonyms(cluster_secret or "")
     app.router.add_get("/v1/users/{user_id}/export", get_export)
     app.router.add_delete("/v1/users/{user_id}", delete_user)

@@ -5,17 +5,32 @@ Every record has `ts` (UTC, when it was written), `action` (what), `key` (who: t
 never its secret; "" when no key was presented or known) and `outcome`; the rest depends on the
 action. No record ever holds a secret. Records go to the `persona.audit` logger, which the
 processes send to the audit file (api/audit.py) and nowhere else.
+
+Erasure (docs/security.md "Audit records"): the records of an erased user keep no user id in
+clear. `AuditPseudonyms.of` is the user's pseudonym, a keyed hash under the cluster secret
+(HMAC-SHA256 of the id's UTF-8 bytes, keyed with HMAC-SHA256(secret, "persona audit user v1")):
+whoever knows the id and the secret can still find the user's consent and erasure records, no one
+else can read the id back. `pseudonymized` rewrites one record; `erase_from_audit` rewrites the
+audit file and its rotations when the worker folds an erasure, and the `erase` record itself is
+written pseudonymized.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import hmac
 import json
 import logging
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from engine.events import CONSENT_PURPOSES, Event
+from engine.files import open_private
 
 OK = "ok"  # the action was carried out (or accepted and queued: see the record's fields)
 REFUSED = "refused"  # 401, 403 or 429
@@ -55,3 +70,110 @@ def audit_consents(events: Iterable[Event]) -> None:
     once (a batch read again after a crash or a rebalance writes it again; `event_id` tells)."""
     for event in events:
         audit_log.info(record("consent_applied", "", OK, **consent_fields(event)))
+
+
+PSEUDONYM_FIELD = "user_id_hmac"  # what stands in for `user_id` in an erased user's records
+PATH_STAND_IN = "{user_id}"  # what stands in for the erased id in a record's `path`
+AUDIT_KEEP = 9  # rotated files beside the audit log (api/audit.py `KEEP`)
+
+
+class AuditPseudonyms:
+    """The audit pseudonyms of user ids under one cluster secret; never shows the key."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret: str) -> None:
+        self._key = hmac.new(secret.encode(), b"persona audit user v1", hashlib.sha256).digest()
+
+    def of(self, user_id: str) -> str:
+        raw = user_id.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, raw, hashlib.sha256).hexdigest()
+
+
+def pseudonymized(entry: dict[str, Any], ids: Mapping[str, str]) -> dict[str, Any]:
+    """`entry` (one parsed audit record) without the ids of `ids` (user id -> pseudonym): a
+    `user_id` among them becomes `user_id_hmac`, a `path` segment equal to one becomes
+    `{user_id}` (with `user_id_hmac` added), any other field whose value is one of the ids gets
+    the pseudonym. Ids merely contained in a longer value (an event id the shop made of the user
+    id) are left as they are: no rule can tell them apart."""
+    out: dict[str, Any] = {}
+    pseudonym: str | None = None
+    for name, value in entry.items():
+        if not isinstance(value, str):
+            out[name] = value
+        elif name == "user_id" and value in ids:
+            pseudonym = ids[value]
+        elif name == "path":
+            segments = value.split("/")
+            for n, segment in enumerate(segments):
+                if segment in ids:
+                    pseudonym = pseudonym or ids[segment]
+                    segments[n] = PATH_STAND_IN
+            out[name] = "/".join(segments)
+        else:
+            out[name] = ids.get(value, value)
+    if pseudonym is not None:
+        out[PSEUDONYM_FIELD] = pseudonym
+    return out
+
+
+def _rewritten(data: bytes, ids: Mapping[str, str]) -> bytes | None:
+    """The audit file's bytes with every record naming one of `ids` pseudonymized, or None when
+    that changes nothing (the file is left as it is). A line that is not a JSON object stays."""
+    needles = [json.dumps(i)[1:-1].encode() for i in ids]
+    if not any(n in data for n in needles):
+        return None
+    lines = data.split(b"\n")
+    for n, line in enumerate(lines):
+        if not any(needle in line for needle in needles):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            lines[n] = json.dumps(pseudonymized(entry, ids), sort_keys=True, default=str).encode()
+    new = b"\n".join(lines)
+    return None if new == data else new
+
+
+def erase_from_audit(path: Path, ids: Mapping[str, str], keep: int = AUDIT_KEEP) -> int:
+    """Pseudonymize the records naming one of `ids` (user id -> pseudonym) in the audit log
+    `path` and its rotations `path.1` .. `path.<keep>`; the number of files rewritten. Under the
+    lock every writer takes (`path.lock`, api/audit.py `AuditFile`); each file is replaced whole
+    (written beside it 0600, then renamed), so a crash leaves the old file or the new one."""
+    if not ids:
+        return 0
+    lock = open_private(path.with_name(path.name + ".lock"))
+    rewritten = 0
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for n in range(keep + 1):
+            name = path if n == 0 else path.with_name(f"{path.name}.{n}")
+            try:
+                data = name.read_bytes()
+            except FileNotFoundError:
+                continue
+            new = _rewritten(data, ids)
+            if new is None:
+                continue
+            _replace(name, new)
+            rewritten += 1
+    finally:
+        os.close(lock)  # releases the lock
+    return rewritten
+
+
+def _replace(path: Path, data: bytes) -> None:
+    fresh = path.with_name(path.name + ".erasing")
+    with contextlib.suppress(FileNotFoundError):
+        fresh.unlink()  # left by a crash during an earlier rewrite
+    fd = open_private(fresh)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fresh.replace(path)

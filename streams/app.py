@@ -21,7 +21,7 @@ from typing import Any, cast
 import faust
 from faust.sensors.monitor import Monitor
 
-from engine.audit import audit_consents
+from engine.audit import AuditPseudonyms, audit_consents, erase_from_audit
 from engine.catalog import InvalidProduct, Product, catalog_record, item_key_problem
 from engine.clock import EventTimeClock, WallClock
 from engine.dead_letter import Source, letter, shorten
@@ -257,6 +257,9 @@ class PersonaStreams:
         n = settings.partitions
         kafka = as_config(broker_url)  # the URL and PERSONA_KAFKA_* security of every client
         key = cluster_key(settings.cluster_secret)  # commands are signed (streams/signed.py)
+        # erased users' audit records are pseudonymized under it (engine/audit.py)
+        self._audit_pseudonyms = AuditPseudonyms(settings.cluster_secret or "")
+        self._audit_erased: list[str] = []
         self.signer = None if key is None else RecordSigner(key, f"worker:{settings.own_url}")
         self._cluster = key  # verifies the kept mark of republished catalog records (`_kept`)
         self.command_gate = RecordGate(COMMANDS_TOPIC, key)
@@ -1095,6 +1098,7 @@ class PersonaStreams:
         """What a written batch emits and ships: consent audits, triggers, its partitions'
         clock times and topic-partitions' stream times, and its popularity contributions."""
         audit_consents(e for e in folded.consents if user_key(e.user_id) not in refused)
+        await self._erase_from_audit()
         withdrawn = self.triggers.withdrawals(list(folded.consents), folded.touched, refused)
         await self.triggers.emit(*fired, *withdrawn)
         for partition, (ts, fevent) in folded.newest.items():
@@ -1300,9 +1304,26 @@ class PersonaStreams:
         erased_ms = int((msg.timestamp or time.time()) * 1000)
         fold.fences[user] = (erased_ms, msg.partition)
         self.triggers.erased(user_id, erased_ms)
+        self._audit_erased.append(user_id)  # pseudonymized once the batch is audited
         await self._tombstones(user_id)
         await self.identity.erase(user_id, fevent)
         self.stats.erased += 1
+
+    async def _erase_from_audit(self) -> None:
+        """Pseudonymize the records of the users erased so far in the audit log and its
+        rotations (engine/audit.py `erase_from_audit`), after the batch's own consent records:
+        from then on no record of theirs names them in clear. In a thread: a rewrite reads up
+        to the whole log (about 100 MiB), though only files naming a user are rewritten."""
+        if not self._audit_erased:
+            return
+        ids = {u: self._audit_pseudonyms.of(u) for u in self._audit_erased}
+        path = self.settings.data_dir / "audit.log"
+        try:
+            await asyncio.to_thread(erase_from_audit, path, ids)
+        except OSError as exc:  # a full disk: kept, tried again after the next batch
+            log.error("could not pseudonymize erased users in %s: %s", path, exc.strerror)
+            return
+        self._audit_erased = []
 
     async def _tombstones(self, user_id: str) -> None:
         """An erasure's tombstones (the user id as key, no value) on the topics that hold records

@@ -26,6 +26,7 @@ from api.content import ContentService
 from api.limits import ServingOptions
 from api.models_routes import ADMIN
 from api.testing import MemoryState
+from engine.audit import AuditPseudonyms
 from engine.blocks import BlockPolicy, Renderer
 from engine.events import validate
 from models.registry import ModelSet
@@ -367,4 +368,6 @@ async def test_an_erasure_not_confirmed_in_time_answers_202_with_a_request_id_an
     assert len(body["request_id"]) == 32
     (record,) = [r for r in _records(caplog) if r["action"] == "erase"]
     assert record["request_id"] == body["request_id"] and record["completed"] is False
-    assert record["user_id"] == "u9" and record["key"] == "all"
+    # the erasure's record names the user by pseudonym (no cluster secret here: keyed with "")
+    assert record["user_id_hmac"] == AuditPseudonyms("").of("u9") and "user_id" not in record
+    assert record["path"] == "/v1/users/{user_id}" and record["key"] == "all"

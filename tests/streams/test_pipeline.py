@@ -13,13 +13,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from engine.audit import AuditPseudonyms
 from engine.events import encode, validate
 from engine.popularity import Score
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
 from streams.admin import ITEM_ACTIVITY_TOPIC
 from streams.produce import ALL_INPUTS, Producer, bootstrap_servers, ensure_topics
-from tests.conftest import T0, Worker, http, metric, wait_until
+from tests.conftest import CLUSTER_SECRET, T0, Worker, http, metric, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -267,7 +268,10 @@ def test_erasure_forgets_the_user_everywhere(catalog_loaded: Worker) -> None:
     assert profile(worker, user) is None
     assert block(worker, user, "cart_reminder")[1].get("X-Persona-Fallback") == "1"
     audit = (worker.data_dir / "audit.log").read_text()
-    assert f'"user_id": "{user}"' in audit and '"action": "erase"' in audit
+    # the user's records stay, under the pseudonym (engine/audit.py), and name them no more
+    pseudonym = AuditPseudonyms(CLUSTER_SECRET).of(user)
+    assert f'"user_id_hmac": "{pseudonym}"' in audit and '"action": "erase"' in audit
+    assert user not in audit
 
 
 def test_nobody_can_buy_the_best_seller_list(catalog_loaded: Worker) -> None:

@@ -1,0 +1,80 @@
+"""An erased user's audit records are pseudonymized (engine/audit.py): `pseudonymized` rewrites
+one record, `erase_from_audit` the audit log and its rotations, leaving every other record and
+every file that does not name the user byte for byte as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from engine.audit import AuditPseudonyms, erase_from_audit, pseudonymized, record
+
+SECRET = "a-cluster-secret-of-enough-length-000"
+USER = "gone-ü"  # escaped in the JSON lines (ensure_ascii)
+
+
+def test_the_pseudonym_is_keyed_by_the_cluster_secret() -> None:
+    ours, theirs = AuditPseudonyms(SECRET), AuditPseudonyms(SECRET + "x")
+    assert ours.of(USER) == AuditPseudonyms(SECRET).of(USER)  # matched by who knows both
+    assert ours.of(USER) != theirs.of(USER) and ours.of(USER) != ours.of("kept")
+    assert USER not in ours.of(USER) and len(ours.of(USER)) == 64
+
+
+def test_a_record_loses_the_id_in_user_id_path_and_exact_fields_only() -> None:
+    ids = {USER: "p" * 64}
+    entry = {
+        "action": "export",
+        "user_id": USER,
+        "path": f"/v1/users/{USER}/export",
+        "into": USER,
+        "event_id": f"{USER}-1",  # the shop's own id, made of the user id: not recognisable
+        "found": True,
+    }
+    assert pseudonymized(entry, ids) == {
+        "action": "export",
+        "user_id_hmac": "p" * 64,
+        "path": "/v1/users/{user_id}/export",
+        "into": "p" * 64,
+        "event_id": f"{USER}-1",
+        "found": True,
+    }
+    denied = {"action": "denied", "path": f"/v1/users/{USER}/profile", "status": 401}
+    assert pseudonymized(denied, ids)["user_id_hmac"] == "p" * 64
+    other = {"action": "export", "user_id": "kept", "path": "/v1/users/kept/export"}
+    assert pseudonymized(other, ids) == other
+
+
+def _line(action: str, user: str) -> str:
+    return record(action, "admin", "ok", now=0, user_id=user, path=f"/v1/users/{user}/export")
+
+
+def test_the_log_and_its_rotations_are_rewritten_and_nothing_else(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    kept = _line("export", "kept") + "\n"
+    log.write_text(kept + _line("erase", USER) + "\n" + "not json " + json.dumps(USER) + "\n")
+    (tmp_path / "audit.log.1").write_text(kept)
+    (tmp_path / "audit.log.3").write_text(_line("export", USER) + "\n" + kept)
+    (tmp_path / "audit.log.10").write_text(_line("export", USER) + "\n")  # beyond KEEP: not ours
+    untouched = (tmp_path / "audit.log.1").stat().st_mtime_ns
+    pseudonym = AuditPseudonyms(SECRET).of(USER)
+
+    assert erase_from_audit(log, {USER: pseudonym}) == 2
+
+    escaped = json.dumps(USER)[1:-1]
+    lines = log.read_text().splitlines()
+    assert lines[0] == kept.strip() and lines[2].startswith("not json")
+    erased = json.loads(lines[1])
+    assert erased["user_id_hmac"] == pseudonym and "user_id" not in erased
+    assert erased["path"] == "/v1/users/{user_id}/export"
+    assert escaped not in (tmp_path / "audit.log.3").read_text()
+    assert (tmp_path / "audit.log.3").read_text().endswith(kept)
+    assert (tmp_path / "audit.log.1").stat().st_mtime_ns == untouched
+    assert escaped in (tmp_path / "audit.log.10").read_text()
+    assert os.stat(log).st_mode & 0o777 == 0o600 and not list(tmp_path.glob("*.erasing"))
+    assert erase_from_audit(log, {USER: pseudonym}) == 0  # nothing names the user any more
+
+
+def test_no_audit_log_yet(tmp_path: Path) -> None:
+    assert erase_from_audit(tmp_path / "audit.log", {USER: "p"}) == 0
+    assert erase_from_audit(tmp_path / "audit.log", {}) == 0
