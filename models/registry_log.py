@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ MAX_CHUNKS = 16_384  # chunks of one file (4 GiB): spooled to disk, a bit each i
 MAX_JSON_CHUNKS = -(-MAX_JSON_BYTES // CHUNK_SIZE)  # of a JSON file (models.artifacts)
 MAX_PENDING = 8  # incomplete files spooled at once per process (`RegistryLog._chunk`)
 SPOOL = ".part"  # suffix of a file being assembled: cache_dir/{version}/{file}.part
+NEXT = ".next"  # of one assembled while another is cached, until the version's manifest picks
 HISTORY = 20
 Record = tuple[str, bytes | None]
 
@@ -219,18 +221,35 @@ def _builtin() -> dict[str, Manifest]:
 class RegistryLog:
     """The registry's state, folded from the `models` topic's records.
 
-    With a `cache_dir`, artifact chunks are assembled into `cache_dir/{version}/{file}` (a file
-    already there with the right digest is kept); without one (the CLI's read-only view), chunks
-    are skipped and only the metadata is kept. With `only` too, only that version's artifact is
-    assembled (the CLI test-loading the version it activates): the others keep their metadata.
+    With a `cache_dir`, artifact chunks are assembled into `cache_dir/{version}/{file}`; without
+    one (the CLI's read-only view), chunks are skipped and only the metadata is kept. With `only`
+    too, only that version's artifact is assembled (the CLI test-loading the version it
+    activates): the others keep their metadata.
 
     A file being assembled is spooled to `{file}.part` beside its target, each chunk written at
-    its offset, and renamed to the target once every chunk has arrived (the manifest's digest
-    check judges it): memory holds only which chunks arrived (`_Spool`, a bit a chunk). At most
-    `MAX_PENDING` files are incomplete at once: the least recently fed is dropped (logged, its
-    .part removed), so abandoned publishes do not add up. `.part` files found at start were left
-    by a process that died mid-assembly; they are removed (the fold reads the topic from its
-    start, so their chunks come again)."""
+    its offset, and renamed to the target once every chunk has arrived: memory holds only which
+    chunks arrived (`_Spool`, a bit a chunk). A file already cached is compared chunk by chunk
+    and spooled only from the first chunk that differs (a restart, which reads the topic from its
+    start, writes nothing again). Who decides which content a version has is its manifest:
+
+    - a file the manifest verified (its digest matched, when the manifest was folded or when a
+      chunk set completed after it) is never changed: a later chunk of other content (forged,
+      late) is refused and counted in `refused`; the same bytes sent again are skipped;
+    - while no manifest of the version is known (a publish that died before its manifest, then
+      the same version published again with other content), a chunk set that completes with
+      other content than the cached file is kept beside it as `{file}.next` (the latest such
+      set; one of the cached file's content removes it), and the manifest, when it is folded,
+      keeps whichever of the two has its digest and removes the `.next` file: a restart folding
+      an older set before the manifest never replaces a file the manifest verifies;
+    - a file the known manifest has not verified (it did not match) is replaced by a chunk set
+      that completes with the manifest's digest, and by no other (refused, the file stays):
+      the version is complete once all its files are verified ("version" from `apply`).
+
+    At most `MAX_PENDING` files are incomplete at once (compared or spooled): the least recently
+    fed is dropped (logged, its .part removed), so abandoned publishes do not add up; a `.next`
+    file waits for its version's manifest, one at most per file of a version that has none.
+    `.part` and `.next` files found at start were left by an earlier process; they are removed
+    (the fold reads the topic from its start, so their chunks come again)."""
 
     def __init__(self, cache_dir: Path | None = None, only: str | None = None) -> None:
         self.cache_dir = cache_dir
@@ -248,6 +267,8 @@ class RegistryLog:
         # files being assembled, least recently fed first (`_chunk`)
         self._pending: dict[tuple[str, str], _Spool] = {}
         self.dropped = 0  # incomplete files dropped to keep within MAX_PENDING (logged)
+        # (version, file) of cached files that matched their version's manifest: never changed
+        self._verified: set[tuple[str, str]] = set()
         if cache_dir is not None:
             _remove_spools(cache_dir)
         self.refused = 0  # bad records logged and skipped (`apply`)
@@ -342,8 +363,9 @@ class RegistryLog:
         if known.source == "package":
             return f"{version} is the version of a model shipped with Persona"
         if _digests(known) != digests:
-            # the first one stays: its files are the ones in the cache (chunks of a file already
-            # there are skipped), and a worker serving it must not switch content under one name
+            # the first one stays: the cache's files are checked against it (chunks of other
+            # content never replace a file it verified), and a worker serving it must not
+            # switch content under one name
             return (
                 f"{version} is registered already with other content (a version names one "
                 "artifact: publish the new one without a version to have one made)"
@@ -358,8 +380,7 @@ class RegistryLog:
         kind = key.split("/", 1)[0]
         try:
             if kind == "chunk":
-                self._chunk(key, value)
-                return None
+                return self._chunk(key, value)
             if kind == "version" and value is not None:
                 self._manifest(json.loads(value))
                 return None
@@ -449,12 +470,14 @@ class RegistryLog:
         held.number, held.key = number, key
         return self._hold(document, found)
 
-    def _chunk(self, key: str, value: bytes | None) -> None:
+    def _chunk(self, key: str, value: bytes | None) -> str | None:
+        """Spool one chunk (the class doc); "version" when it completed a version whose manifest
+        was known (what can be served changed), else None. ValueError for a chunk refused."""
         if self.cache_dir is None or value is None:
-            return
+            return None
         _, version, file, i, n = key.split("/")
         if self.only is not None and version != self.only:
-            return
+            return None
         if file not in META.values() and file not in ("recs.npz", "churn.skops"):
             raise ValueError(f"unexpected artifact file {file!r}")
         if not VERSION.fullmatch(version):
@@ -469,23 +492,62 @@ class RegistryLog:
         if at < count - 1 and len(value) != CHUNK_SIZE:  # the next ones would be misplaced
             raise ValueError(f"chunk {at} of {count}: {len(value)} bytes, not the last one")
         target = self.cache_dir / version / file
-        if target.exists():
-            return  # cached by an earlier run; the manifest's digest check decides
+        if (version, file) in self._verified:
+            # verified against its manifest: never changed (the same bytes sent again are fine)
+            if not _same(target, at, count, value):
+                raise ValueError(
+                    f"chunk {at} of {count} of {file} of {version}, other content than the "
+                    "file verified against its manifest"
+                )
+            return None
         spool = self._pending.get((version, file))
         if spool is not None and spool.count != count:
             raise ValueError(f"chunk {at} of {count} of a file sent before in {spool.count}")
         if spool is None:
             self._make_room()
             target.parent.mkdir(parents=True, exist_ok=True)
-            spool = _Spool(target.with_name(target.name + SPOOL), count)
+            spool = _Spool(target.with_name(target.name + SPOOL), count, target)
             spool.path.unlink(missing_ok=True)  # of a set dropped before, begun again
         else:
             del self._pending[(version, file)]
         self._pending[(version, file)] = spool  # the most recently fed: last
         spool.write(at, value)
-        if spool.done():
-            del self._pending[(version, file)]
-            spool.path.replace(target)
+        if not spool.done():
+            return None
+        del self._pending[(version, file)]
+        return self._assembled(version, file, spool)
+
+    def _assembled(self, version: str, file: str, spool: _Spool) -> str | None:
+        """Put a file whose chunks have all arrived in place (the class doc). "version" when
+        that completed the version."""
+        assert self.cache_dir is not None
+        target = self.cache_dir / version / file
+        known = self.versions.get(version)
+        if known is None or known.source != "registry":  # no manifest of ours judges it yet
+            candidate = target.with_name(target.name + NEXT)
+            if not spool.spooled:  # every chunk matched the cached file: the latest set is it
+                candidate.unlink(missing_ok=True)
+            elif target.exists():  # another content than the cached one: the manifest picks
+                spool.path.replace(candidate)
+            else:
+                candidate.unlink(missing_ok=True)
+                spool.path.replace(target)
+            return None
+        if not spool.spooled:  # the cached file, which the manifest did not verify: unchanged
+            return None
+        if _digest(spool.path) != _digests(known).get(file):
+            spool.path.unlink(missing_ok=True)
+            raise ValueError(
+                f"{file} of {version} assembled from its chunks does not match the version's "
+                "manifest: the cached file stays"
+            )
+        spool.path.replace(target)
+        self._verified.add((version, file))
+        known.complete = all((version, f) in self._verified for f in known.files)
+        if not known.complete:
+            return None
+        log.info("model %s: artifact complete in the cache", version)
+        return "version"
 
     def _make_room(self) -> None:
         """Drop the least recently fed incomplete files until one more fits in MAX_PENDING."""
@@ -524,28 +586,58 @@ class RegistryLog:
         if clash:
             raise ValueError(clash)
         if self.cache_dir is not None and self.only in (None, manifest.version):
-            manifest.complete = all(
-                _digest(self.cache_dir / manifest.version / f) == info.get("sha256")
-                for f, info in manifest.files.items()
-            )
+            verified = self._verify(manifest)
+            self._verified |= {(manifest.version, f) for f in verified}
+            manifest.complete = len(verified) == len(manifest.files)
             if not manifest.complete:
                 log.error("model %s: artifact missing or corrupt in the cache", manifest.version)
         self.versions[manifest.version] = manifest
 
+    def _verify(self, manifest: Manifest) -> set[str]:
+        """The files of `manifest` whose cached copy has its digest: the cached file, or else
+        the one assembled since from another chunk set (`{file}.next`), which then replaces it.
+        The `.next` files of the version are removed: the manifest has judged them."""
+        assert self.cache_dir is not None
+        folder = self.cache_dir / manifest.version
+        verified = set()
+        for file, info in manifest.files.items():
+            target = folder / file
+            candidate = target.with_name(target.name + NEXT)
+            if _digest(target) == info.get("sha256"):
+                verified.add(file)
+            elif candidate.is_file() and _digest(candidate) == info.get("sha256"):
+                candidate.replace(target)
+                verified.add(file)
+            candidate.unlink(missing_ok=True)
+        return verified
+
 
 class _Spool:
     """One file being assembled: its chunks are on disk at `path`, each at its offset; memory
-    holds a bit a chunk (which arrived), O(count) bits whatever the file's size."""
+    holds a bit a chunk (which arrived), O(count) bits whatever the file's size.
 
-    __slots__ = ("arrived", "count", "path", "seen")
+    When the file is cached already (`target`), chunks are first compared with it: while each
+    one holds the bytes the cached file has at its offset, nothing is written (a restart reads
+    the topic from its start: its cached files are not written again). The first that differs
+    copies the cached file to `path` (the chunks that matched are its bytes) and the spool goes
+    on there (`spooled`)."""
 
-    def __init__(self, path: Path, count: int) -> None:
+    __slots__ = ("arrived", "count", "path", "seen", "spooled", "target")
+
+    def __init__(self, path: Path, count: int, target: Path) -> None:
         self.path = path
         self.count = count
+        self.target = target
+        self.spooled = not target.exists()
         self.seen = bytearray(-(-count // 8))
         self.arrived = 0
 
     def write(self, at: int, value: bytes) -> None:
+        if not self.spooled:
+            if _same(self.target, at, self.count, value):
+                self._arrived(at)
+                return
+            self._spool()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             if os.pwrite(fd, value, at * CHUNK_SIZE) != len(value):
@@ -554,6 +646,19 @@ class _Spool:
                 os.ftruncate(fd, at * CHUNK_SIZE + len(value))
         finally:
             os.close(fd)
+        self._arrived(at)
+
+    def _spool(self) -> None:
+        """Go on in `path`, from a copy of the cached file (or afresh when it is gone)."""
+        self.spooled = True
+        try:
+            shutil.copyfile(self.target, self.path)
+        except OSError:  # removed under us: what matched it is lost, those chunks come again
+            self.path.unlink(missing_ok=True)
+            self.seen = bytearray(len(self.seen))
+            self.arrived = 0
+
+    def _arrived(self, at: int) -> None:
         byte, bit = divmod(at, 8)
         if not self.seen[byte] & (1 << bit):
             self.seen[byte] |= 1 << bit
@@ -563,8 +668,21 @@ class _Spool:
         return self.arrived == self.count
 
 
+def _same(path: Path, at: int, count: int, value: bytes) -> bool:
+    """Whether the file at `path` holds `value` as chunk `at` of `count` (the last one: and
+    ends with it)."""
+    try:
+        with path.open("rb") as f:
+            if at == count - 1 and os.fstat(f.fileno()).st_size != at * CHUNK_SIZE + len(value):
+                return False
+            return os.pread(f.fileno(), len(value), at * CHUNK_SIZE) == value
+    except OSError:
+        return False
+
+
 def _remove_spools(cache_dir: Path) -> None:
-    """Remove the `{file}.part` files a process that died mid-assembly left in `cache_dir`."""
+    """Remove the `{file}.part` files a process that died mid-assembly left in `cache_dir`, and
+    the `{file}.next` files that were waiting for their version's manifest."""
     try:
         folders = list(cache_dir.iterdir())
     except OSError:  # no cache yet
@@ -572,7 +690,7 @@ def _remove_spools(cache_dir: Path) -> None:
     for folder in folders:
         if not folder.is_dir() or folder.is_symlink():
             continue
-        for part in folder.glob("*" + SPOOL):
+        for part in [*folder.glob("*" + SPOOL), *folder.glob("*" + NEXT)]:
             log.info("removing %s, left by an assembly that did not finish", part)
             with contextlib.suppress(OSError):
                 part.unlink()

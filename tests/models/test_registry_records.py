@@ -20,6 +20,7 @@ from models.recs import Recommender, fit_recommender
 from models.registry import DEFAULT_DIR
 from models.registry_log import Manifest, RegistryLog, bundle_records
 from tests.models.synthetic import T0, basket_events
+from tests.models.test_registry_republish import differs
 
 
 def fold(state: RegistryLog, records: list[tuple[str, bytes | None]]) -> None:
@@ -97,7 +98,8 @@ def test_a_version_registered_again_with_other_content_keeps_the_first(tmp_path:
     """The same version published twice with different tables: the cache kept the first files
     (chunks of a file there are skipped) while the manifest said the second, so the version
     turned incomplete (unlisted, not activatable); a cold worker read the second. Now the
-    second manifest is refused at the fold and by `conflict` (what `publish` asks first)."""
+    second manifest is refused at the fold and by `conflict` (what `publish` asks first), and so
+    is each of its chunks that would change a file the first manifest verified."""
     version = "recs-20261206T0000-cccccccc"
     first, second = recs_bundle(tmp_path, version, k=5), recs_bundle(tmp_path, version, k=1)
     assert first.files != second.files
@@ -105,8 +107,10 @@ def test_a_version_registered_again_with_other_content_keeps_the_first(tmp_path:
     fold(state, bundle_records(first))
     assert state.conflict(first) is None  # the same content again is fine
     assert "other content" in (state.conflict(second) or "")
-    fold(state, bundle_records(second))
-    assert state.refused == 1
+    records = bundle_records(second)
+    fold(state, records)
+    changed = sum(differs(first, key, value) for key, value in records[:-1])
+    assert changed and state.refused == 1 + changed
     assert state.check("recs", version).complete
     assert state.load(version).k == 5
 
