@@ -347,15 +347,20 @@ class RegistryService(Service):
 
     def _servable(self, name: str) -> Any:
         """The active version of `name`, or when it cannot be loaded (an artifact a newer loader
-        refuses, damaged in the cache) the newest previously active one that can, then the
-        shipped default: a restarted worker serves what was served before, not the defaults of
-        both models."""
+        refuses, damaged in the cache, or not verified against its manifest yet: its chunks
+        complete it later, and the fold then reloads) the newest previously active one that can,
+        then the shipped default: a restarted worker serves what was served before, not the
+        defaults of both models."""
         active = self.registry.active(name)
         versions = [active, *self.registry.history(name), self.registry.defaults[name]]
         failed: list[str] = []
         for version in dict.fromkeys(versions):
             manifest = self.registry.versions.get(version)
             if manifest is None or manifest.name != name:
+                continue
+            if not manifest.complete:  # its cached bytes are not the manifest's: never served
+                log.error("cannot serve %s %s: its artifact is incomplete here", name, version)
+                failed.append(version)
                 continue
             try:
                 model = self._model(version)
