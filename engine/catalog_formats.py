@@ -19,8 +19,9 @@ characters or an item with more than `MAX_FIELDS` fields rejects the item.
 
 A bad row is rejected with its line and reason (`reject(line, reason)`) and reading goes on; a
 feed that cannot be read on (not well-formed XML, a DTD, an over-long line) raises `InvalidFeed`,
-so does a CSV/TSV header that gives one product field twice (`check_columns`; a repeated column
-of no product field is only a warning).
+so does a CSV/TSV header that gives one product field twice or none the item id (`check_columns`;
+a repeated column of no product field is only a warning), and so do the files no format reads: an
+empty one, a binary one (a spreadsheet) and a JSON array (`_refuse_what_no_format_reads`).
 """
 
 from __future__ import annotations
@@ -326,6 +327,8 @@ def read_products(
         raise InvalidFeed(
             1, f"the feed is {wide} text (its byte order mark says so): save it as UTF-8"
         )
+    else:
+        _refuse_what_no_format_reads(head, fmt)
     if fmt == "auto":
         fmt = detect(head)
 
@@ -341,6 +344,32 @@ def read_products(
             if reject is None:
                 raise InvalidProduct(f"line {line}: {exc.reason}") from None
             reject(line, exc.reason)
+
+
+def _refuse_what_no_format_reads(head: bytes, fmt: str) -> None:
+    """Raise InvalidFeed for the files a new user hands over by mistake, each of which imported
+    nothing with exit status 0 ("0 products, 0 rows rejected"): an empty file, a binary one (a
+    spreadsheet: its bytes were one CSV header without rows) and a JSON array (read as a CSV
+    whose header was the whole file)."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text and len(head) < CHUNK:
+        raise InvalidFeed(1, "the feed is empty")
+    if head.startswith(b"PK\x03\x04"):
+        kind = "a ZIP archive (an .xlsx or .ods spreadsheet?)"
+    elif b"\x00" in head:
+        kind = "binary data (NUL bytes: a spreadsheet, or UTF-16 text without a byte order mark?)"
+    else:
+        kind = ""
+    if kind:
+        raise InvalidFeed(
+            1, f"the feed is {kind}, not text: export it as CSV, TSV, JSON lines or Google XML"
+        )
+    if fmt != "google-xml" and text.startswith(b"[") and text[1:].lstrip()[:1] in (b"{", b"]"):
+        raise InvalidFeed(
+            1,
+            "the feed is one JSON array; Persona reads JSON lines, one product object a line "
+            "(`jq -c '.[]' feed.json > feed.jsonl` writes them)",
+        )
 
 
 def _wide_encoding(head: bytes) -> str | None:
@@ -396,6 +425,14 @@ def check_columns(
                 f"product's {field}: Persona would take one of them silently; keep one",
             )
         own[field] = (number, raw)
+    if "item_id" not in own:
+        shown = ", ".join(repr(name[:40]) for name in names[:12])
+        more = f" and {len(names) - 12} more" if len(names) > 12 else ""
+        raise InvalidFeed(
+            1,
+            f"no column gives the item_id (`item_id`, or Google's `id`; another name with "
+            f"--map): the columns are {shown}{more}",
+        )
     for raw, columns in other.items():
         if len(columns) > 1 and warn is not None:
             shown = f"the column {raw!r}" if raw else "an unnamed column"
