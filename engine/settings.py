@@ -13,6 +13,7 @@ that the committed files are current).
 from __future__ import annotations
 
 import datetime
+import difflib
 import os
 import re
 import stat
@@ -546,6 +547,7 @@ def load_settings(
                 f"(known: {', '.join(sorted(_ENV))})"
             )
         raw.update(section)
+    _refuse_misspelled(env)
     for name, var in _ENV.items():
         if var in env:
             raw[name] = env[var]
@@ -574,6 +576,22 @@ def load_settings(
             f"{MIN_SECRET} are required"
         )
     return _check_cluster(_check_kafka(settings))
+
+
+def _refuse_misspelled(env: Mapping[str, str]) -> None:
+    """Stop on a `PERSONA_*` variable that is no setting but close to one (`PERSONA_PARTITONS`):
+    it was ignored without a word and the engine ran with the default, where the same typo in
+    the TOML file stops start-up. Other `PERSONA_*` names are left alone: `PERSONA_KEY` holds
+    the secret in the README's shell, `persona run` tells its children `PERSONA_RUN_*`."""
+    known = [var.removeprefix("PERSONA_") for var in _ENV.values()] + ["CONFIG"]
+    for var in sorted(env):
+        if not var.startswith("PERSONA_") or var.removeprefix("PERSONA_") in known:
+            continue
+        close = difflib.get_close_matches(var.removeprefix("PERSONA_"), known, n=1, cutoff=0.8)
+        if close:
+            raise SettingsError(
+                f"{var} is no setting: did you mean PERSONA_{close[0]}? (correct or unset it)"
+            )
 
 
 def _check_cluster(settings: Settings) -> Settings:

@@ -190,3 +190,35 @@ def test_a_bad_abandoned_cart_schedule_bound_in_the_file_is_refused(tmp_path: Pa
     cfg.write_text(f"abandoned_cart_pending_max {line}\n")
     with pytest.raises(SettingsError, match="PERSONA_ABANDONED_CART_PENDING_MAX"):
         load_settings({}, env={"PERSONA_CONFIG": str(cfg)})
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("PERSONA_PARTITONS", "PERSONA_PARTITIONS"),
+        ("PERSONA_HTTP_PROT", "PERSONA_HTTP_PORT"),
+        ("PERSONA_API_KEY", "PERSONA_API_KEYS"),
+        ("PERSONA_CONSENT_DEFUALT", "PERSONA_CONSENT_DEFAULT"),
+        ("PERSONA_BROKER_ULR", "PERSONA_BROKER_URL"),
+    ],
+)
+def test_a_misspelled_setting_in_the_environment_stops_naming_the_setting_meant(typo, meant):
+    """A typo in an environment variable was ignored without a word: the engine ran with the
+    default (4 partitions for PERSONA_PARTITONS=8, every key refused for PERSONA_API_KEY), where
+    the same typo in the TOML file stops start-up."""
+    with pytest.raises(SettingsError, match=rf"{typo} is no setting.*did you mean {meant}\?"):
+        load_settings({}, env={typo: "8"})
+
+
+def test_other_persona_variables_are_left_alone():
+    """PERSONA_KEY is the README's shell variable for the secret; PERSONA_RUN_* are what
+    `persona run` tells its children; a name close to no setting is not taken for a typo."""
+    env = {
+        "PERSONA_KEY": "x" * 32,
+        "PERSONA_RUN_EMBEDDED_BROKER": "1",
+        "PERSONA_RUN_DATA_DIR_LOCK": "5",
+        "PERSONA_SHOP": "tea",
+        "PERSONA_CONFIG": "",
+        "PERSONA_PARTITIONS": "8",
+    }
+    assert load_settings({}, env=env).partitions == 8
