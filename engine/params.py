@@ -12,6 +12,7 @@ block caches keep one entry per distinct key.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -122,13 +123,14 @@ def from_query(
 ) -> BlockParams:
     """The parameters of a query string's (name, value) pairs; names in `ignore` are the route's
     own (`format`). Raises InvalidParam."""
-    skip = frozenset(ignore)
+    own = tuple(ignore)
+    skip = frozenset(own)
     values: dict[str, Any] = {}
     for name, value in pairs:
         if name in skip:
             continue
         if name not in NAMES:
-            raise InvalidParam(name, f"unknown; the parameters are {', '.join(NAMES)}")
+            raise _unknown(name, own)
         if name in values:
             raise InvalidParam(name, REPEATED)
         values[name] = value
@@ -138,17 +140,30 @@ def from_query(
 def from_body(body: Mapping[str, Any], ignore: Iterable[str]) -> BlockParams:
     """The parameters among a JSON body's fields; names in `ignore` are the route's own fields
     (`block`, `user_ids`, ...). Raises InvalidParam for any other field."""
-    skip = frozenset(ignore)
+    own = tuple(ignore)
+    skip = frozenset(own)
     values: dict[str, Any] = {}
     for name, value in body.items():
         if name in skip:
             continue
         if name not in NAMES:
-            raise InvalidParam(str(name)[:100], f"unknown; the parameters are {', '.join(NAMES)}")
+            raise _unknown(str(name)[:100], own)
         if name in NUMBERS and isinstance(value, str):
             raise InvalidParam(name, "must be a JSON number, not a string")
         values[name] = value
     return build(values)
+
+
+def _unknown(name: str, own: tuple[str, ...]) -> InvalidParam:
+    """An unknown name, with the one meant when it is close to one (`deadline` for
+    `deadline_ms`, `fromat`) and the route's own fields beside the block parameters: the
+    message listed only the latter, so a misspelled own field read as one that does not exist."""
+    close = difflib.get_close_matches(name, (*own, *NAMES), n=1, cutoff=0.6)
+    meant = f"did you mean {close[0]!r}? " if close else ""
+    fields = f"the fields are {', '.join(own)}; " if own else ""
+    return InvalidParam(
+        name, f"unknown; {meant}{fields}the block parameters are {', '.join(NAMES)}"
+    )
 
 
 def build(values: Mapping[str, Any]) -> BlockParams:

@@ -152,3 +152,26 @@ def test_keys_are_equal_for_equal_sets_and_differ_otherwise() -> None:
         )
     }
     assert len(keys) == 8 and NO_PARAMS.key == ""
+
+
+def test_an_unknown_name_is_answered_with_the_one_meant_and_the_routes_own_fields() -> None:
+    """`deadline` in a batch body, `fromat` in a block's query: the message listed only the
+    block parameters, not the route's own fields the sender had misspelled (`deadline_ms`,
+    `format`), so it read as if they did not exist."""
+    own = ("block", "format", "user_ids", "deadline_ms")
+    with pytest.raises(InvalidParam) as caught:
+        from_body({"block": "recommendations", "deadline": 200}, own)
+    assert caught.value.name == "deadline"
+    assert "did you mean 'deadline_ms'?" in caught.value.reason
+    assert "block, format, user_ids, deadline_ms" in caught.value.reason
+    assert "n, category, brand" in caught.value.reason
+    with pytest.raises(InvalidParam) as caught:
+        from_query([("fromat", "json")])
+    assert "did you mean 'format'?" in caught.value.reason
+    with pytest.raises(InvalidParam) as caught:
+        from_query([("catgory", "Home")])
+    assert "did you mean 'category'?" in caught.value.reason
+    with pytest.raises(InvalidParam) as caught:
+        from_body({"colour": "red"}, own)
+    assert "did you mean" not in caught.value.reason  # nothing close: the lists only
+    assert "block, format, user_ids, deadline_ms" in caught.value.reason
