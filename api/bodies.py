@@ -44,15 +44,31 @@ async def read_body(request: web.Request) -> Any:
     if BODY in request:
         return request[BODY]
     raw = await read_whole(request)
+    packed = request.content_type in (MSGPACK, "application/x-msgpack")
     try:
-        if request.content_type in (MSGPACK, "application/x-msgpack"):
-            body = msgpack.unpackb(raw, raw=False)
-        else:
-            body = json.loads(raw)
+        body = msgpack.unpackb(raw, raw=False) if packed else json.loads(raw)
     except Exception as exc:
-        raise BadRequest(f"the body is not valid JSON or msgpack: {exc}") from None
+        raise BadRequest(_undecodable(raw, packed, request.content_type, exc)) from None
     request[BODY] = body
     return body
+
+
+def _undecodable(raw: bytes, packed: bool, content_type: str, exc: Exception) -> str:
+    """Why a body did not decode, and which Content-Type to send when it looks like the other
+    encoding (JSON sent as msgpack, or msgpack without its header): 'not valid JSON or msgpack:
+    unpack(b) received extra data.' did not tell the sender what to change."""
+    head = raw.lstrip(b" \t\r\n")[:1]
+    if packed:
+        hint = (
+            " (it looks like JSON: send Content-Type: application/json)"
+            if head in (b"{", b"[")
+            else ""
+        )
+        return f"the body is not msgpack (Content-Type: {content_type[:100]}): {exc}{hint}"
+    hint = ""
+    if head and (0x80 <= head[0] <= 0x9F or head[0] in (0xDC, 0xDD, 0xDE, 0xDF)):
+        hint = " (it looks like msgpack: send Content-Type: application/msgpack)"
+    return f"the body is not JSON (Content-Type: {content_type[:100]}): {exc}{hint}"
 
 
 def recipient_ids(body: dict[str, Any], limit: int) -> list[str]:

@@ -416,3 +416,26 @@ async def test_the_deadline_bounds_are_accepted(client: TestClient, value: int) 
     body = {"block": "recommendations", "user_ids": USERS, "deadline_ms": value}
     r = await client.post("/v1/blocks:batch", json=body, headers=AUTH)
     assert r.status == 200 and len((await r.json())["results"]) == len(USERS)
+
+
+@pytest.mark.parametrize("route", ["/v1/blocks:batch", "/v1/render"])
+async def test_a_body_in_the_other_encoding_than_its_content_type_says_so(
+    client: TestClient, route: str
+) -> None:
+    """JSON sent as `Content-Type: application/msgpack` was answered 'not valid JSON or msgpack:
+    unpack(b) received extra data.', msgpack sent without the header '... 'utf-8' codec can't
+    decode byte 0x83': the sender was not told which header to send."""
+    fields = {"block": "recommendations", "template": "x", "user_ids": USERS[:2]}
+    as_msgpack = {**AUTH, "Content-Type": "application/msgpack"}
+    r = await client.post(route, data=json.dumps(fields).encode(), headers=as_msgpack)
+    detail = (await r.json())["detail"]
+    assert r.status == 400 and "Content-Type: application/msgpack" in detail
+    assert "looks like JSON: send Content-Type: application/json" in detail
+    r = await client.post(route, data=msgpack.packb(fields), headers=AUTH)
+    detail = (await r.json())["detail"]
+    assert (
+        r.status == 400 and "looks like msgpack: send Content-Type: application/msgpack" in detail
+    )
+    r = await client.post(route, data=b"<xml/>", headers={**AUTH, "Content-Type": "text/xml"})
+    detail = (await r.json())["detail"]
+    assert r.status == 400 and "not JSON" in detail and "looks like" not in detail
