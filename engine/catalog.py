@@ -147,6 +147,15 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
 _KEYS = frozenset({"item_id", "currency", "availability", "url", "image_url"})
 
 
+def _shown(value: Any) -> str:
+    """A refused value for a message (so a shop sees what its feed said): its repr, cut to 40
+    characters; control characters come escaped, so the message stays one line."""
+    if isinstance(value, int) and value.bit_length() > 64:  # repr could take long, or refuse
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 42 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _text(data: dict[str, Any], name: str, required: bool, max_len: int = 2048) -> str:
     value = data.get(name)
     if value is None or value == "":
@@ -196,15 +205,17 @@ def validate_product(data: Any) -> Product:
     try:
         price = _as_float(price_raw)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidProduct("price must be a number >= 0") from None
+        raise InvalidProduct(f"price must be a number >= 0, not {_shown(price_raw)}") from None
     if not math.isfinite(price) or price < 0:
-        raise InvalidProduct("price must be a finite number >= 0")
+        raise InvalidProduct(f"price must be a finite number >= 0, not {_shown(price_raw)}")
     if price > MAX_PRICE:
-        raise InvalidProduct(f"price must be at most {MAX_PRICE:.0f}")
+        raise InvalidProduct(f"price must be at most {MAX_PRICE:.0f}, not {_shown(price_raw)}")
     currency = _currency(_text(data, "currency", True, max_len=3), "currency")
     availability = _text(data, "availability", False) or "in_stock"
     if availability not in AVAILABILITY:
-        raise InvalidProduct(f"availability must be one of {', '.join(AVAILABILITY)}")
+        raise InvalidProduct(
+            f"availability must be one of {', '.join(AVAILABILITY)}, not {_shown(availability)}"
+        )
     sale_price, sale_starts, sale_ends = _sale(data, price)
     return Product(
         item_id=item_id,
@@ -234,7 +245,7 @@ def validate_product(data: Any) -> Product:
 def _currency(text: str, name: str) -> str:
     code = text.upper()
     if len(code) != 3 or not code.isascii() or not code.isalpha():
-        raise InvalidProduct(f"{name} must be an ISO 4217 code such as 'EUR'")
+        raise InvalidProduct(f"{name} must be an ISO 4217 code such as 'EUR', not {_shown(text)}")
     return code
 
 
@@ -270,9 +281,11 @@ def _price(value: Any, name: str) -> float:
     try:
         price = _as_float(value)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidProduct(f"{name} must be a number >= 0") from None
+        raise InvalidProduct(f"{name} must be a number >= 0, not {_shown(value)}") from None
     if not math.isfinite(price) or price < 0 or price > MAX_PRICE:
-        raise InvalidProduct(f"{name} must be a finite number from 0 to {MAX_PRICE:.0f}")
+        raise InvalidProduct(
+            f"{name} must be a finite number from 0 to {MAX_PRICE:.0f}, not {_shown(value)}"
+        )
     return round(price, 4) + 0.0  # -0.0 is 0.0
 
 
@@ -328,25 +341,29 @@ def _time(data: dict[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         if not 0 <= value < 2**53:
-            raise InvalidProduct(f"{name} must be epoch milliseconds >= 0")
+            raise InvalidProduct(f"{name} must be epoch milliseconds >= 0, not {_shown(value)}")
         return value
     try:
         return parse_time(str(value)[:64])
     except (ValueError, OverflowError):
-        raise InvalidProduct(f"{name} must be an ISO 8601 date or time") from None
+        raise InvalidProduct(
+            f"{name} must be an ISO 8601 date or time, not {_shown(value)}"
+        ) from None
 
 
 def _gtin(data: dict[str, Any]) -> str:
     gtin = _text(data, "gtin", False, max_len=14)
     if gtin and (not gtin.isdigit() or len(gtin) not in (8, 12, 13, 14)):
-        raise InvalidProduct("gtin must be 8, 12, 13 or 14 digits")
+        raise InvalidProduct(f"gtin must be 8, 12, 13 or 14 digits, not {_shown(gtin)}")
     return gtin
 
 
 def _condition(data: dict[str, Any]) -> str:
     condition = (_text(data, "condition", False, max_len=20) or "new").lower()
     if condition not in CONDITIONS:
-        raise InvalidProduct(f"condition must be one of {', '.join(CONDITIONS)}")
+        raise InvalidProduct(
+            f"condition must be one of {', '.join(CONDITIONS)}, not {_shown(condition)}"
+        )
     return condition
 
 

@@ -69,7 +69,7 @@ def test_google_rss_with_every_attribute() -> None:
     assert plain.title == "Plain RSS title" and plain.url == "https://shop.example.com/p/22423"
     assert plain.availability == "preorder"
     assert plain.availability_date == parse_time("2027-01-15T00:00+00:00")
-    assert rejected == [(39, "price must be a number >= 0")]  # the line of its <item>
+    assert rejected == [(39, "price must be a number >= 0, not 'cheap'")]  # the line of its <item>
 
 
 def test_google_atom() -> None:
@@ -95,7 +95,9 @@ def test_google_tsv() -> None:
     assert mug.category == "Kitchen > Mugs"
     assert mug.attributes == {"custom_label_1": "clearance", "color": "blue"}
     assert products["t-2"].description == ""
-    assert rejected == [(4, "availability must be one of in_stock, out_of_stock, preorder")]
+    assert rejected == [
+        (4, "availability must be one of in_stock, out_of_stock, preorder, not 'sold out'")
+    ]
 
 
 def test_google_csv_with_quoted_cells() -> None:

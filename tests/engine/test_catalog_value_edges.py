@@ -55,3 +55,30 @@ def test_numbers_as_text_and_times_from_1970_still_read() -> None:
     )
     assert (product.item_id, product.title, product.availability_date) == ("12345", "1.5", 0)
     assert product.sale_starts is not None and product.sale_starts > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("price", "abc", "'abc'"),
+        ("price", -1, "-1"),
+        ("price", 10**4000, "an integer of 13288 bits"),
+        ("availability", "instock", "'instock'"),
+        ("currency", "E1R", "'E1R'"),
+        ("gtin", "12ab", "'12ab'"),
+        ("condition", "mint", "'mint'"),
+        ("sale_price", "x" * 500, "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (502 characters)"),
+        ("availability_date", "yesterday", "'yesterday'"),
+        ("price", "\n\x1b[31m", "'\\n\\x1b[31m'"),
+    ],
+)
+def test_a_refused_value_is_shown_in_the_reason_one_line_and_bounded(
+    field: str, value: Any, shown: str
+) -> None:
+    """A shop reading 'availability must be one of ...' for row 7,412 of its feed needs to see
+    what the row said; the value comes escaped (one line, no terminal codes) and cut short."""
+    with pytest.raises(InvalidProduct) as refused:
+        validate_product(GOOD | {field: value})
+    reason = str(refused.value)
+    assert reason.startswith(field) and reason.endswith(f", not {shown}"), reason
+    assert "\n" not in reason and "\x1b" not in reason and len(reason) < 200
