@@ -2,11 +2,12 @@
 
 Request bodies (`body_middleware`, ahead of the errors middleware, so it sees every answer):
 
-- `Content-Encoding: gzip` or `deflate` (one coding, any case; `identity` or none: as sent) is
-  inflated here (`body_chunks`, `Inflater`) as the body is read, a bounded step (`STEP`, 64 KiB)
-  at a time; every bound a route sets on its body (`MAX_BODY`, 10 MiB; POST /v1/collect's
-  64 KiB; a document's 512 KiB) counts the inflated bytes, so a small body that inflates past it
-  is refused with 413 once the bound is passed, not inflated whole;
+- `Content-Encoding: gzip` or `deflate` (one coding, any case; `identity` or none: as sent;
+  `x-gzip` is gzip, as RFC 9110 8.4.1.3 says a recipient SHOULD take it: every bound and check
+  below is gzip's) is inflated here (`body_chunks`, `Inflater`) as the body is read, a bounded
+  step (`STEP`, 64 KiB) at a time; every bound a route sets on its body (`MAX_BODY`, 10 MiB;
+  POST /v1/collect's 64 KiB; a document's 512 KiB) counts the inflated bytes, so a small body
+  that inflates past it is refused with 413 once the bound is passed, not inflated whole;
 - Persona's servers (`api.protocol.ProblemServer`: the worker's and the readers' runners) are
   built with `auto_decompress=False`: aiohttp's parser inflated these codings itself and never
   checked that a gzip stream ended, so an NDJSON batch cut at a flush point (a client that died
@@ -15,7 +16,8 @@ Request bodies (`body_middleware`, ahead of the errors middleware, so it sees ev
   zlib's Adler-32) does not match, or that is followed by anything but another gzip member
   (RFC 1952 2.2) is a 400 problem saying so, and nothing of it is taken. A server that inflates
   itself (aiohttp's default: a plain test server) is detected (`server_inflates`) and its
-  inflated body read as it is, so a body is never inflated twice;
+  inflated body read as it is, so a body is never inflated twice (aiohttp leaves `x-gzip` as
+  sent: that one is inflated here whichever server reads it);
 - any other coding, several (`gzip, gzip`), or several `Content-Encoding` fields are refused
   with 415 and `Accept-Encoding: gzip, deflate` (RFC 9110 15.5.16) before the body is read:
   aiohttp passed an unknown coding's bytes on as they were (read as JSON: a misleading 400,
@@ -51,6 +53,8 @@ from aiohttp import hdrs, web
 from api.shared import Handler, http_problem, problem
 
 BODY_CODINGS = ("gzip", "deflate")  # what is inflated here (brotli, zstd: not here)
+# other names of those codings (RFC 9110 8.4.1.3: x-gzip is gzip); aiohttp's parser knows none
+ALIASES = {"x-gzip": "gzip"}
 ACCEPTED = ", ".join(BODY_CODINGS)
 PLAIN = frozenset({"", "identity"})
 COMPRESS_FROM = 64 * 1024  # bytes of an answer from which it is gzipped (when accepted)
@@ -71,19 +75,32 @@ def refused_coding(request: web.BaseRequest) -> str | None:
         return None
     if len(fields) == 1:
         coding = fields[0].strip().lower()
-        if coding in PLAIN or coding in BODY_CODINGS:
+        if coding in PLAIN or ALIASES.get(coding, coding) in BODY_CODINGS:
             return None
     return ", ".join(fields)
 
 
-def body_coding(request: web.BaseRequest) -> str:
-    """The request's `Content-Encoding`, lower case ("" without one)."""
+def sent_coding(request: web.BaseRequest) -> str:
+    """The request's `Content-Encoding` as sent, lower case ("" without one)."""
     return request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+
+
+def body_coding(request: web.BaseRequest) -> str:
+    """The request's `Content-Encoding`, lower case ("" without one), an alias (`x-gzip`) by
+    the name of its coding (`gzip`)."""
+    coding = sent_coding(request)
+    return ALIASES.get(coding, coding)
 
 
 def encoded(request: web.BaseRequest) -> bool:
     """Whether this request's body is in a coding read here (gzip or deflate)."""
     return body_coding(request) in BODY_CODINGS
+
+
+def inflated_by_server(request: web.BaseRequest) -> bool:
+    """Whether aiohttp's parser inflated this request's body already: its server inflates
+    (`server_inflates`) and the coding was sent by a name it knows (not `x-gzip`)."""
+    return sent_coding(request) in BODY_CODINGS and server_inflates(request)
 
 
 def server_inflates(request: web.BaseRequest) -> bool:
@@ -196,7 +213,7 @@ async def body_chunks(request: web.BaseRequest) -> AsyncIterator[bytes]:
     its end, `UnreadableBody` else) when it is gzip or deflate and its server does not inflate
     it; a reader that stops taking chunks (its bound is passed) stops the inflating."""
     coding = body_coding(request)
-    if coding not in BODY_CODINGS or server_inflates(request):
+    if coding not in BODY_CODINGS or inflated_by_server(request):
         async for chunk in _raw_chunks(request):
             yield chunk
     else:

@@ -80,7 +80,8 @@ def _document() -> dict[str, Any]:
             "version": "0.1.0",
             "description": "A query parameter given more than once is a 400 problem naming it "
             "in `parameter`: none is repeatable (`exclude` takes its item ids comma-separated). "
-            "A request body may be sent with `Content-Encoding: gzip` or `deflate`: every bound "
+            "A request body may be sent with `Content-Encoding: gzip` (or its alias `x-gzip`) "
+            "or `deflate`: every bound "
             "on a body counts its inflated bytes (413 past it), one that does not inflate, or "
             "whose stream does not end properly (cut short, a CRC32/ISIZE trailer that does not "
             "match, bytes after it), is a 400 and nothing of it is accepted, and any other "

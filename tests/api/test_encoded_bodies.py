@@ -1,7 +1,8 @@
 """Request bodies with a `Content-Encoding`, as senders' HTTP clients send them, on every route
 that takes a body (found in /openapi.json, as tests/api/test_deep_bodies.py finds them):
 
-- gzip and deflate (zlib-wrapped or raw) are read, inflated;
+- gzip and deflate (zlib-wrapped or raw) are read, inflated; `x-gzip` is read as gzip (RFC 9110
+  8.4.1.3: a recipient SHOULD take it as gzip), where it was a 415;
 - a coding not read here (`br`, `zstd`, an unknown one, `gzip, gzip`, two fields) is a 415
   problem naming the codings that are, before the body is read: aiohttp refused `br`/`zstd` with
   a 400, and passed the others' bytes on as they were (an unknown coding's body was accepted);
@@ -90,6 +91,8 @@ def test_gzip_and_deflate_bodies_are_read_on_the_routes_that_take_json(
         for coding, body in (
             ("gzip", gzip.compress(raw)),
             ("GZIP", gzip.compress(raw)),
+            ("x-gzip", gzip.compress(raw)),
+            ("X-GZIP", gzip.compress(raw)),
             ("deflate", zlib.compress(raw)),
             ("deflate", zlib.compress(raw)[2:-4]),  # raw deflate, as some clients send it
             ("identity", raw),
@@ -104,9 +107,10 @@ REFUSED = {
     "br": (b"\x0b\x02\x80[]\x03", ("br",)),
     "zstd": (b"(\xb5/\xfd\x00X\x11\x00\x00[]", ("zstd",)),
     "unknown": (b"[]", ("x-foo",)),
-    "x-gzip": (gzip.compress(b"[]"), ("x-gzip",)),
     "stacked": (gzip.compress(gzip.compress(b"[]")), ("gzip, gzip",)),
     "two fields": (gzip.compress(gzip.compress(b"[]")), ("gzip", "gzip")),
+    "x-gzip stacked": (gzip.compress(gzip.compress(b"[]")), ("x-gzip, gzip",)),
+    "x-deflate": (zlib.compress(b"[]"), ("x-deflate",)),  # no such alias in RFC 9110
 }
 
 
@@ -341,7 +345,11 @@ async def test_a_body_is_inflated_once_whichever_server_reads_it(kind: str) -> N
     itself: either way the handler gets the body inflated once."""
     raw = b'{"x": "' + b"y" * 200_000 + b'"}'
     async with _serving(kind) as port, aiohttp.ClientSession() as session:
-        for coding, body in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
+        for coding, body in (
+            ("gzip", gzip.compress(raw)),
+            ("x-gzip", gzip.compress(raw)),  # aiohttp's own parser leaves x-gzip as it is
+            ("deflate", zlib.compress(raw)),
+        ):
             headers = {"Content-Encoding": coding}
             url = f"http://127.0.0.1:{port}/echo"
             async with session.post(url, data=body, headers=headers) as answer:
@@ -400,3 +408,18 @@ def test_encoded_bytes_that_inflate_to_nothing_are_bounded_too(api_server: Serve
 
 
 ROUTES_X = (("PUT", "/v1/rules"),)
+
+
+def test_an_x_gzip_body_is_read_as_gzip_with_its_bounds_and_checks(api_server: Server) -> None:
+    """x-gzip is gzip (RFC 9110 8.4.1.3): its stream is checked to its end and its inflated
+    bytes count against the route's bound, as gzip's are."""
+    first, second = _halves("/v1/events", "x-gzip")
+    status, _, answer = send(
+        api_server, "POST", "/v1/events", gzip.compress(first + second), "x-gzip"
+    )
+    assert (status, json.loads(answer)["accepted"]) == (202, 2)
+    cut = _flushed("gzip", first, second, zlib.Z_SYNC_FLUSH)
+    status, headers, answer = send(api_server, "POST", "/v1/events", cut, "x-gzip")
+    assert is_problem(headers, answer, 400) and "before its end" in json.loads(answer)["detail"]
+    status, headers, answer = send(api_server, "POST", "/v1/collect", bomb(1 << 20), "X-Gzip")
+    assert is_problem(headers, answer, 413)
