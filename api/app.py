@@ -149,11 +149,12 @@ def create_app(
         app, options, lambda r: r.get(KEY_NAME), request_scope
     )
     # The whole stack, outermost first: block GETs answered inline (api/hot.py), the request
-    # counters and trace, the body's content coding (415 for one not read here, and no
-    # inflating of what an answer left unread), problem+json for errors, the audit of admin
-    # calls (with their outcome), browser CORS before auth, auth, the per-key rate limit (it
-    # needs the key name), routing to the user's worker, and the exposure log of model
-    # experiments.
+    # counters and trace, the body's content coding (no inflating of what an answer left
+    # unread), problem+json for errors, the audit of admin calls (with their outcome), browser
+    # CORS before auth, auth, the 415 for a body coding not read here (after auth: a client
+    # without a valid key learns nothing else; before anything reads the body), the per-key
+    # rate limit (it needs the key name, and reads a batch's body), routing to the user's
+    # worker, and the exposure log of model experiments.
     app.middlewares.extend(
         [
             hot.hot_middleware,
@@ -163,6 +164,7 @@ def create_app(
             audit_middleware,
             collect.collect_middleware,
             auth_middleware,
+            encodings.coding_middleware,
             limits_middleware,
             routing.routing_middleware(content.state.owner_url, caller),
             models_routes.exposures_middleware,

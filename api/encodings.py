@@ -19,15 +19,17 @@ Request bodies (`body_middleware`, ahead of the errors middleware, so it sees ev
   inflated body read as it is, so a body is never inflated twice (aiohttp leaves `x-gzip` as
   sent: that one is inflated here whichever server reads it);
 - any other coding, several (`gzip, gzip`), or several `Content-Encoding` fields are refused
-  with 415 and `Accept-Encoding: gzip, deflate` (RFC 9110 15.5.16) before the body is read:
+  with 415 and `Accept-Encoding: gzip, deflate` (RFC 9110 15.5.16) before the body is read,
+  but after the key is checked (`coding_middleware`, inside the auth middleware): a client
+  without a valid key gets its 401 or 403 whatever its coding, and learns nothing else:
   aiohttp passed an unknown coding's bytes on as they were (read as JSON: a misleading 400,
   or accepted as sent) and refused `br`/`zstd` with a 400 in its parser
   (`api.protocol.ProblemRequestHandler` answers those 415 too);
 - an answer given before an encoded body was read to its end (a 413, a 401 before the body was
-  looked at) closes the connection, and the rest of the body is taken without being parsed
-  (`ProblemRequestHandler.discard_body`): aiohttp read it through its parser for up to 10 s
-  after the answer (its lingering close), inflating all of it: a 1 MiB gzip body of 1 GiB cost
-  ~2.3 s of CPU after its 413 was sent;
+  looked at), or to a body in a coding not read here, closes the connection, and the rest of
+  the body is taken without being parsed (`ProblemRequestHandler.discard_body`): aiohttp read
+  it through its parser for up to 10 s after the answer (its lingering close), inflating all
+  of it: a 1 MiB gzip body of 1 GiB cost ~2.3 s of CPU after its 413 was sent;
 - `read_whole` (the bodies of batch, render, events, the model routes) inflates a 64 KiB step at
   a time: `request.read` inflated in 10 MiB steps, and took ~86 MB to refuse that body;
 - a body that does not inflate (corrupt, or not compressed at all) is a 400 problem, where it
@@ -261,12 +263,8 @@ def unsupported(detail: str) -> web.Response:
 
 @web.middleware
 async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    coding = refused_coding(request)
-    if coding is not None:
-        return unsupported(
-            f"the body's Content-Encoding {coding[:40]!r} is not read here: send it as is, "
-            f"or in one of {ACCEPTED}"
-        )
+    """Outside the errors middleware: what an answer leaves of an encoded body is not read
+    (`_unread_rest`); a coding not read here is refused later, by `coding_middleware`."""
     if encoded(request):
         server_inflates(request)  # asked while the connection is open
     try:
@@ -279,11 +277,27 @@ async def body_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+@web.middleware
+async def coding_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The 415 for a body in a coding not read here, before the body is read: after the key
+    check (api/app.py puts it just inside the auth middleware), so that a client without a
+    valid key gets its 401 or 403 and learns nothing of what else is wrong with its request."""
+    coding = refused_coding(request)
+    if coding is not None:
+        return unsupported(
+            f"the body's Content-Encoding {coding[:40]!r} is not read here: send it as is, "
+            f"or in one of {ACCEPTED}"
+        )
+    return await handler(request)
+
+
 def _unread_rest(request: web.Request, response: web.StreamResponse) -> None:
     """When an encoded body was not taken to its end (an answer before it was read, a bound
-    passed, a stream that did not inflate), the rest is not read (nor inflated) for the next
-    request's sake: the connection closes after `response`."""
-    if encoded(request) and not request.get(_READ_TO_END, False):
+    passed, a stream that did not inflate), or a body in a coding not read here was answered
+    (its 415, a 401 before it), the rest is not read (nor inflated) for the next request's
+    sake: the connection closes after `response`."""
+    unread = encoded(request) or refused_coding(request) is not None
+    if unread and not request.get(_READ_TO_END, False):
         response.force_close()
         # aiohttp would otherwise read the rest through its parser (and, where it inflates
         # bodies itself, inflate it): api.protocol.ProblemRequestHandler

@@ -86,9 +86,10 @@ def _document() -> dict[str, Any]:
             "whose stream does not end properly (cut short, a CRC32/ISIZE trailer that does not "
             "match, bytes after it), is a 400 and nothing of it is accepted, and any other "
             "coding (or several) a 415 naming these two in "
-            "`Accept-Encoding`. Answers of `POST /v1/blocks:batch` and `POST /v1/render` of "
-            f"{COMPRESS_FROM // 1024} KiB or more are gzipped when the request's "
-            "`Accept-Encoding` accepts gzip; they carry `Vary: Accept-Encoding`.",
+            "`Accept-Encoding` (after the key check: a request without a valid key gets its "
+            "401 or 403 whatever its coding). Answers of `POST /v1/blocks:batch` and "
+            f"`POST /v1/render` of {COMPRESS_FROM // 1024} KiB or more are gzipped when the "
+            "request's `Accept-Encoding` accepts gzip; they carry `Vary: Accept-Encoding`.",
         },
         "components": {
             "securitySchemes": {

@@ -6,6 +6,7 @@ that takes a body (found in /openapi.json, as tests/api/test_deep_bodies.py find
 - a coding not read here (`br`, `zstd`, an unknown one, `gzip, gzip`, two fields) is a 415
   problem naming the codings that are, before the body is read: aiohttp refused `br`/`zstd` with
   a 400, and passed the others' bytes on as they were (an unknown coding's body was accepted);
+  a client without a valid key gets its 401 or 403 first (it was the 415);
 - a body that does not inflate (corrupt, or not compressed) is a 400 problem, where it was 500;
 - a small body that inflates past the route's bound is a 413 problem, and what the answer left
   unread is not inflated afterwards: aiohttp read (and inflated) the rest of a 1 MiB body of
@@ -30,6 +31,7 @@ from aiohttp import web
 from api.encodings import INFLATED, body_middleware, read_whole
 from api.gate import errors_middleware
 from api.hot import HotRunner
+from api.limits import THROTTLE
 from api.protocol import ProblemRunner
 from tests.api.test_deep_bodies import _routes
 from tests.api.test_protocol import _serving as serving
@@ -423,3 +425,77 @@ def test_an_x_gzip_body_is_read_as_gzip_with_its_bounds_and_checks(api_server: S
     assert is_problem(headers, answer, 400) and "before its end" in json.loads(answer)["detail"]
     status, headers, answer = send(api_server, "POST", "/v1/collect", bomb(1 << 20), "X-Gzip")
     assert is_problem(headers, answer, 413)
+
+
+# A client without a valid key learns nothing of a body coding: its 401 (or its key's 403)
+# comes first, where a coding not read here was a 415 before the key was looked at.
+FEEDS_ONLY = "feeds-only-secret-kkkkkkk"  # a key whose scope no body route takes
+WRONG_KEYS = {
+    "no key": None,
+    "a key not known": "Bearer not-a-key-of-this-process-kkkk",
+    "a key lacking the scope": f"Bearer {FEEDS_ONLY}",
+}
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.api.test_schemathesis import KEYS
+
+    started = Server(tmp_path_factory.mktemp("keyed"), f"{KEYS};feeds:{FEEDS_ONLY}:feeds:read")
+    started.start()
+    yield started
+    started.stop()
+
+
+def _send_as(
+    server: Server, authorization: str | None, method: str, path: str, body: bytes, coding: str
+) -> tuple[int, Any, bytes]:
+    """(status, headers, body) of one request sent with `authorization` (none when None)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.putrequest(method, path)
+    connection.putheader("Content-Type", "application/json")
+    if authorization is not None:
+        connection.putheader("Authorization", authorization)
+    connection.putheader("Content-Encoding", coding)
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders(body)
+    answer = connection.getresponse()
+    try:
+        return answer.status, answer.headers, answer.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("coding", ["x-foo", "br", "gzip, gzip"])
+def test_a_client_without_a_valid_key_gets_its_401_or_403_before_a_415(
+    keyed_server: Server, coding: str
+) -> None:
+    keyed_server.app[THROTTLE].buckets.clear()  # its failed authentications start afresh
+    wrong = []
+    for method, path in _routes(keyed_server):
+        for kind, authorization in WRONG_KEYS.items():
+            status = 403 if authorization == f"Bearer {FEEDS_ONLY}" else 401
+            got, headers, answer = _send_as(
+                keyed_server, authorization, method, path, b"[]", coding
+            )
+            if not is_problem(headers, answer, status) or "Accept-Encoding" in headers:
+                wrong.append((method, path, kind, got, answer[:100]))
+    assert wrong == []
+
+
+def test_an_unauthenticated_body_in_a_coding_not_read_here_is_not_read(
+    keyed_server: Server,
+) -> None:
+    """Past the body bound, a client without a key still gets its 401 (the key is looked at
+    before any of the body is), and the connection is closed: the rest of a body nobody will
+    read is not taken for it (aiohttp's lingering close read it up to 10 s)."""
+    keyed_server.app[THROTTLE].buckets.clear()
+    body = b"[" + b" " * (12 << 20) + b"]"  # past the 10 MiB bound
+    _, headers, answer = _send_as(keyed_server, None, "POST", "/v1/events", body, "x-foo")
+    assert is_problem(headers, answer, 401)
+    assert headers.get("Connection", "").lower() == "close"
+
+
+def test_a_valid_key_with_a_coding_not_read_here_still_gets_the_415(api_server: Server) -> None:
+    _, headers, answer = send(api_server, "POST", "/v1/events", b"[]", "x-foo")
+    assert is_problem(headers, answer, 415) and "gzip" in headers["Accept-Encoding"]

@@ -67,10 +67,10 @@ def _state() -> MemoryState:
 class Server:
     """The API over the in-memory state and registry, served on its own event loop's thread."""
 
-    def __init__(self, registry_dir: Path) -> None:
+    def __init__(self, registry_dir: Path, keys: str = KEYS) -> None:
         self.state = _state()
         content = ContentService(self.state, ModelSet.default(), Renderer(), BlockPolicy())
-        self.app = create_app(content, KeyRing.from_settings(KEYS, None))
+        self.app = create_app(content, KeyRing.from_settings(keys, None))
         self.registry = MemoryRegistry(content, self.state, registry_dir / "cache")
         new_recs = fit_recommender(basket_events(), k=5)  # a second recs version to switch to
         self.registry.publish(read_bundle(save_model(new_recs, registry_dir / "recs")))
