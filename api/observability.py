@@ -566,6 +566,11 @@ class _StateCollector(Collector):
             "Template errors answered with the fallback.",
             content.renderer.errors,
         )
+        yield _counter(
+            "persona_blocks_oversized",
+            "Block renders past the template output budget (1 MiB), answered with fewer items.",
+            content.renderer.oversized,
+        )
         ready = GaugeMetricFamily("persona_ready", "1 when tables are recovered and models loaded.")
         ready.add_metric([], 1.0 if content.state.ready()[0] else 0.0)
         yield ready

@@ -46,7 +46,7 @@ from engine.params import NO_PARAMS, BlockParams
 from engine.profile import Profile, held_items
 from engine.repeat import NO_REPEATS, RepeatPolicy
 from engine.rules import Rule, apply_rules
-from engine.sandbox import StrictEnvironment
+from engine.sandbox import StrictEnvironment, output_too_large
 from engine.utm import with_utm
 
 log = logging.getLogger("persona.blocks")
@@ -442,7 +442,9 @@ def _safe_fallback(inp: BlockInput) -> str:
 class Renderer:
     """Renders blocks with one sandboxed Jinja2 environment. `render` never raises.
 
-    `errors` counts render failures (each served a fallback)."""
+    `errors` counts render failures (each served a fallback); `oversized` the blocks whose
+    rendering passed the sandbox's output budget (`Limits.output_bytes`, 1 MiB: the largest
+    items the catalog takes, 50 of them), each served as the fallback with the items that fit."""
 
     def __init__(self, template_dir: Path | str | None = None) -> None:
         directory = Path(template_dir) if template_dir is not None else DEFAULT_TEMPLATE_DIR
@@ -456,6 +458,7 @@ class Renderer:
         self.utm = ""  # PERSONA_UTM on e-mail blocks' product links (engine/utm.py)
         self.template_dir = directory
         self.errors = 0
+        self.oversized = 0
         # a directory of the six files from before `similar_items` takes the packaged one
         loader = jinja2.ChoiceLoader(
             [
@@ -633,24 +636,29 @@ class Renderer:
         fired: tuple[str, ...] = (),
     ) -> Block:
         """Render a decision (`fired`: the rules that changed it). A failing personalized render
-        falls back to the best-sellers (reason `template_error`); a failing fallback render to a
-        hard-coded empty block."""
+        falls back to the best-sellers (reason `template_error`); a fallback larger than the
+        output budget keeps half its items at a time until it fits (`_fitting`); a failing
+        fallback render falls back to a hard-coded empty block."""
+        too_large = 0  # the items of a render past the output budget (0: none was)
         if not fallback:
             try:
                 return self._render(inp, items, False, "", fired)
-            except Exception:
-                self.errors += 1
-                log.warning(
-                    "block %s/%s failed to render for a user; serving the fallback",
-                    inp.block,
-                    inp.fmt,
-                    exc_info=True,
-                )
+            except Exception as exc:
+                if output_too_large(exc):
+                    too_large = len(items)
+                else:
+                    self.errors += 1
+                    log.warning(
+                        "block %s/%s failed to render for a user; serving the fallback",
+                        inp.block,
+                        inp.fmt,
+                        exc_info=True,
+                    )
             items = fallback_items(inp.popular, lookup, policy or BlockPolicy(), inp)
             fallback, reason = True, "template_error"
         try:
-            return self._render(
-                inp, items, True, reason, fired if reason != "template_error" else ()
+            return self._fitting(
+                inp, items, reason, fired if reason != "template_error" else (), too_large
             )
         except Exception:
             self.errors += 1
@@ -661,6 +669,39 @@ class Renderer:
                 exc_info=True,
             )
         return self._block(inp, _safe_fallback(inp), True, "template_error", ())
+
+    def _fitting(
+        self,
+        inp: BlockInput,
+        items: list[Product],
+        reason: str,
+        fired: tuple[str, ...],
+        too_large: int,
+    ) -> Block:
+        """The fallback of `items`, or of the first half of them, a quarter, ... down to none:
+        the first that renders within the output budget (at most 7 renders for 50 items),
+        counted and logged when a render (`too_large`: the personalized one's items) did not."""
+        while True:
+            try:
+                block = self._render(inp, items, True, reason, fired)
+            except Exception as exc:
+                if not (items and output_too_large(exc)):
+                    raise
+                too_large = too_large or len(items)
+                items = items[: len(items) // 2]
+                continue
+            if too_large:
+                self.oversized += 1
+                log.warning(
+                    "block %s/%s of %d items renders past the output budget (%d bytes: the "
+                    "catalog's titles and URLs are that large); serving the fallback with %d",
+                    inp.block,
+                    inp.fmt,
+                    too_large,
+                    self.env.limits.output_bytes,
+                    len(items),
+                )
+            return block
 
 
 def block_locale(inp: BlockInput, reason: str) -> str:

@@ -95,7 +95,18 @@ def describe_limits() -> str:
 
 
 class BudgetExceeded(SecurityError):
-    """A render used more than its `Limits` allow (or would have, for C-level operations)."""
+    """A render used more than its `Limits` allow (or would have, for C-level operations).
+    `output`: it was its text that passed `Limits.output_bytes` (the data may be too large for
+    it: a block then renders fewer items, engine/blocks.py)."""
+
+    def __init__(self, message: str, *, output: bool = False) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def output_too_large(exc: BaseException) -> bool:
+    """Whether `exc` is a render's text passing its `Limits.output_bytes`."""
+    return isinstance(exc, BudgetExceeded) and exc.output
 
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("persona_template_budget", default=None)
@@ -713,13 +724,20 @@ class StrictEnvironment(ImmutableSandboxedEnvironment):
     def _collect(self, pieces: Iterable[str], budget: Budget) -> str:
         out: list[str] = []
         cap = budget.limits.output_bytes
-        for piece in pieces:
-            budget.output += (
-                len(piece) if piece.isascii() else len(piece.encode("utf-8", "replace"))
-            )
-            if budget.output > cap:
-                raise BudgetExceeded(f"the output is larger than {cap} bytes")
-            out.append(piece)
+        try:
+            for piece in pieces:
+                budget.output += (
+                    len(piece) if piece.isascii() else len(piece.encode("utf-8", "replace"))
+                )
+                if budget.output > cap:
+                    raise BudgetExceeded(f"the output is larger than {cap} bytes", output=True)
+                out.append(piece)
+        finally:
+            # a render stopped here is closed here, under its budget, not left suspended for
+            # the garbage collector to finalize in the middle of whatever runs then
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
         return "".join(out)
 
     def _concat(self, parts: Iterable[str]) -> str:

@@ -382,3 +382,57 @@ async def test_a_trickled_body_times_out_with_503(state: MemoryState, key: dict[
         took = asyncio.get_running_loop().time() - start
         assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
         assert b"Retry-After: 1" in answer and took < 3
+
+
+def _bulky(item_id: str) -> Product:
+    """A product as large as the catalog lets it be where it shows in a block: a 500-character
+    title of `&` (5 bytes each, escaped in HTML) and 2,048-character URLs of CJK text (9 bytes a
+    character, percent-encoded): ~40 KB of a block's HTML an item, past 1 MiB at 50 items."""
+    from engine.catalog import validate_product
+
+    return validate_product(
+        {
+            "item_id": item_id,
+            "title": "&" * 500,
+            "url": f"https://shop.example.com/{item_id}/" + "\u4e2d" * 1990,
+            "image_url": "https://shop.example.com/" + "\u6587" * 2000,
+            "price": 1.5,
+            "currency": "EUR",
+        }
+    )
+
+
+@pytest.mark.parametrize("fmt", ["html", "json"])
+async def test_a_block_past_the_output_budget_is_the_fallback_with_the_items_that_fit(
+    fmt: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """n=50 of the largest items renders past the sandbox's 1 MiB of output, personalized and
+    best-sellers alike: it was answered with the empty hard-coded block. It is the fallback
+    (the best-sellers) with as many of its items as fit, counted and logged."""
+    state = MemoryState()
+    popular = ModelSet.default().recs.popular[:60]
+    for item in popular:
+        state.put_product(_bulky(item))
+    async with await _client(state, ServingOptions({}, 60.0)) as client:
+        with caplog.at_level(logging.WARNING, "persona"):
+            r = await client.get(
+                f"/v1/users/u1/blocks/recommendations?n=50&format={fmt}", headers=AUTH
+            )
+        body = await r.read()
+        assert r.status == 200 and r.headers["X-Persona-Fallback"] == "1"
+        assert 0 < len(body) <= 1 << 20
+        shown = [item for item in popular if f"/{item}/" in body.decode()]
+        assert len(shown) >= 10, len(shown)
+        if fmt == "json":
+            assert len(json.loads(body)["items"]) == len(shown)
+        assert any("output budget" in m for m in caplog.messages)
+        r = await client.post(
+            "/v1/blocks:batch",
+            json={"block": "recommendations", "format": fmt, "user_ids": ["u1"], "n": 50},
+            headers=AUTH,
+        )
+        entry = (await r.json())["results"]["u1"]
+        assert entry["fallback"] is True and f"/{popular[0]}/" in entry["content"]
+        metrics = await (await client.get("/metrics")).text()
+        # one render: the batch's block is the one rendered for the GET, from the block cache
+        assert "persona_blocks_oversized_total 1.0" in metrics

@@ -451,6 +451,35 @@ def test_failing_fallback_serves_hard_coded_block(tmp_path: Path) -> None:
     assert renderer.errors == 2 + 2 + 1 + 1  # personalized: render + fallback; unknown: fallback
 
 
+# Output budgets between a render of 3 and of 6 items with 500-character titles of `&`.
+CAPS = {"html": 25_000, "json": 14_000}
+
+
+def bulky(count: int) -> list[Product]:
+    return [product(f"p{i}", title="&" * 500) for i in range(count)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_render_past_the_output_budget_serves_the_fallback_that_fits(fmt: str) -> None:
+    """A block whose items render past the sandbox's output budget was the empty hard-coded
+    block when its fallback did too: a personalized one is the fallback (the best-sellers),
+    and a fallback keeps half its items at a time until it fits; counted in `oversized`."""
+    from engine.sandbox import Limits
+
+    renderer = Renderer()
+    whole = renderer.render(inp(fmt=fmt), bulky(6), True, "unknown_user", lookup)
+    assert len(whole.content.encode()) > CAPS[fmt]  # past the budget set below
+    renderer.env.limits = Limits(output_bytes=CAPS[fmt])
+    out = renderer.render(inp(fmt=fmt, profile=shopper()), bulky(6), False, "", lookup)
+    assert (out.fallback, out.reason, list(out.items)) == (True, "template_error", FALLBACK_IDS)
+    assert (renderer.oversized, renderer.errors) == (1, 0)
+    out = renderer.render(inp(fmt=fmt), bulky(6), True, "unknown_user", lookup)
+    assert (out.fallback, out.reason, out.items) == (True, "unknown_user", ("p0", "p1", "p2"))
+    assert (renderer.oversized, renderer.errors) == (2, 0)
+    if fmt == "json":
+        assert [i["item_id"] for i in json.loads(out.content)["items"]] == ["p0", "p1", "p2"]
+
+
 def test_missing_template_names_the_file(tmp_path: Path) -> None:
     directory = copy_templates(tmp_path)
     (directory / "ads" / "cart_reminder.json").unlink()

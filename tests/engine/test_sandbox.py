@@ -29,6 +29,7 @@ from engine.sandbox import (
     StrictEnvironment,
     check_percent,
     describe_error,
+    output_too_large,
     plain_data,
 )
 from engine.settings import Settings
@@ -449,3 +450,25 @@ def test_error_texts_name_no_internal_type() -> None:
 def test_tojson_with_a_modest_indent_still_works(context: dict[str, Any]) -> None:
     text = answer("{{ {'a': [1, 2]}|tojson(indent=2) }}", context)
     assert text == '{\n  "a": [\n    1,\n    2\n  ]\n}'
+
+
+def test_a_render_stopped_at_its_output_budget_is_closed_at_once() -> None:
+    """A render past `output_bytes` is a `BudgetExceeded` saying so (`output_too_large`), and the
+    template's generator it stopped is closed then: left suspended, it was finalized by the
+    garbage collector in the middle of a later render (a block retried with fewer items), and
+    the process crashed (CPython 3.11, a segmentation fault in the test run)."""
+    closed: list[bool] = []
+
+    def pieces() -> Any:
+        try:
+            while True:
+                yield "x" * 100
+        finally:
+            closed.append(True)
+
+    env = StrictEnvironment()
+    with pytest.raises(BudgetExceeded) as raised:
+        env._collect(pieces(), Budget(Limits(output_bytes=1000)))
+    assert output_too_large(raised.value) and "output is larger" in str(raised.value)
+    assert closed == [True]
+    assert not output_too_large(BudgetExceeded("more than 5 loop iterations and calls"))
