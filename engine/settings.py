@@ -128,7 +128,8 @@ class Settings:
         t.Choice(
             ("debug", "info", "warning", "error"), "lower", "must be debug, info, warning or error"
         ),
-        "`debug`, `info`, `warning`, `error`",
+        "`debug`, `info`, `warning`, `error`; the command-line tools (`replay`, `catalog`, "
+        "`models`, `backup`) show the Kafka client's INFO lines only at `debug`",
     )
     broker_session_timeout: float = setting(
         10.0,

@@ -402,6 +402,30 @@ def _lost_connection_futures(record: logging.LogRecord) -> bool:
     return not isinstance(error, ConnectionError)
 
 
+# The commands that are services: their logs are logs (Faust's for a worker; a reader sets its
+# own levels), not a terminal's output. The others are tools a user runs and reads.
+SERVICES = frozenset({"worker", "reader"})
+QUIET_LIBRARIES = ("aiokafka",)  # their INFO lines are noise among a tool's output
+
+
+def quiet_libraries(log_level: str) -> None:
+    """A tool's terminal shows Persona's own messages and the libraries' warnings and errors:
+    aiokafka's INFO lines ("Updating subscribed topics to: ...") came in between. With
+    PERSONA_LOG_LEVEL=debug (verbose) the libraries say everything."""
+    level = logging.DEBUG if log_level == "debug" else logging.WARNING
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(level)
+
+
+def _log_level() -> str:
+    """PERSONA_LOG_LEVEL (from the environment or PERSONA_CONFIG); "info" when the settings do
+    not load (the command says why when it loads them)."""
+    try:
+        return load_settings().log_level
+    except (SettingsError, OSError):
+        return "info"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -409,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("asyncio").addFilter(_lost_connection_futures)
+    if args.command not in SERVICES:
+        quiet_libraries(_log_level())
     try:
         return int(args.func(args) or 0)
     except (SettingsError, InvalidKey, TopicMismatch, TemplateSetupError) as exc:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import ROOT, T0, Worker, http, wait_until
 
 
-def persona(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PERSONA_PARTITIONS="4")
+def persona(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "persona", *args],
         cwd=ROOT,
-        env=env,
+        env=dict(os.environ, PERSONA_PARTITIONS="4", **(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -182,3 +185,33 @@ def test_replay_refuses_a_rate_it_cannot_pace_by(tmp_path: Path) -> None:
             "replay", str(events), f"--rate={rate}", "--broker", "kafka://127.0.0.1:1", timeout=30
         )
         assert result.returncode == 2 and "--rate" in result.stderr, (rate, result.stderr)
+
+
+@pytest.mark.integration
+def test_the_tools_print_no_library_info_lines_unless_asked_to(broker: Any) -> None:
+    """`persona models list` (as `models train`, `models report`: the tools that read a topic)
+    printed aiokafka's INFO lines ("Updating subscribed topics to: ...") among its own output.
+    A tool prints its own messages; the Kafka client's warnings and errors still show, and
+    PERSONA_LOG_LEVEL=debug shows everything."""
+    secret = {"PERSONA_CLUSTER_SECRET": "cli-cluster-secret-" + "k" * 24}
+    result = persona("models", "list", "--broker", broker.url, env=secret)
+    assert result.returncode == 0, result.stderr
+    assert "recs" in result.stdout
+    assert "aiokafka" not in result.stderr and " INFO " not in result.stderr, result.stderr
+    verbose = persona(
+        "models", "list", "--broker", broker.url, env={**secret, "PERSONA_LOG_LEVEL": "debug"}
+    )
+    assert verbose.returncode == 0 and "aiokafka" in verbose.stderr
+
+
+def test_the_quieted_libraries_keep_their_warnings_and_errors() -> None:
+    from persona.cli import quiet_libraries
+
+    client = logging.getLogger("aiokafka.consumer.group_coordinator")
+    try:
+        quiet_libraries("info")
+        assert client.isEnabledFor(logging.WARNING) and not client.isEnabledFor(logging.INFO)
+        quiet_libraries("debug")
+        assert client.isEnabledFor(logging.DEBUG)
+    finally:
+        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
