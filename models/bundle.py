@@ -201,7 +201,9 @@ def check_out(directory: str | Path, name: str) -> None:
 
 def check_writable(directory: str | Path) -> None:
     """OSError when `directory` cannot be made or written: it, or its nearest existing
-    ancestor, is a file or a folder this process may not write."""
+    ancestor, is a file or a folder this process may not write; ValueError saying so when
+    that folder takes no new folder all the same (tried: /proc, a read-only file system, where
+    root's `os.access` says yes and the mkdir said "No such file or directory" after training)."""
     base = Path(directory).absolute()
     while not base.exists():
         base = base.parent
@@ -209,6 +211,13 @@ def check_writable(directory: str | Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(base))
     if not os.access(base, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "Permission denied", str(base))
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".persona-out-", dir=base))
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write {directory}: no folder can be made in {base} "
+            f"({exc.strerror or exc}); choose another --out"
+        ) from None
 
 
 def save_model(model: Any, directory: str | Path) -> Path:

@@ -175,6 +175,7 @@ def evaluate_recs(
         train, cases = leave_last_n(events, n, ignore)
         name = f"leave-last-{n}"
     elif protocol == "time":
+        _within_span(events, test_days)
         train, cases = time_split(events, test_days, ignore)
         name = f"time split, last {test_days} days"
     else:
@@ -192,6 +193,19 @@ def evaluate_recs(
         "models": {m: ranking_metrics(r(cases), cases, n_items) for m, r in methods.items()},
         "implicit_installed": _implicit_installed(),
     }
+
+
+def _within_span(events: Sequence[Event], test_days: int) -> None:
+    """ValueError naming the events' span when the time split's test window holds all of them
+    out (nothing before it trains: "0 test users", said by nothing else)."""
+    end = max(e.ts for e in events)
+    span = (end - min(e.ts for e in events)) / DAY_MS
+    if test_days >= span:
+        raise ValueError(
+            f"--test-days {test_days} holds out every event: the events span {span:.1f} days "
+            f"(the time split trains on those before the newest - {test_days} days); use a "
+            f"--test-days under {span:.1f}"
+        )
 
 
 # -- churn ---------------------------------------------------------------------------------

@@ -143,7 +143,11 @@ def test_the_cli_evaluates_a_contract_file_with_both_splits(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "events.jsonl"
-    lines = [json.dumps(e.to_dict()) for e in basket_events()]
+    events = basket_events()
+    first = min(e.ts for e in events)
+    # a second between two users' baskets made two days: the events span more than the 30 days
+    # the time split holds out (one that holds out all of them is refused: test_evaluate_sources)
+    lines = [json.dumps({**e.to_dict(), "ts": first + (e.ts - first) * 172_800}) for e in events]
     path.write_text("\n".join(lines) + "\n")
     assert main(["models", "evaluate", "recs", "--events", str(path), "--holdout", "1"]) == 0
     out = capsys.readouterr().out

@@ -108,3 +108,27 @@ def test_the_default_evaluation_keeps_the_recs_tables_when_churn_cannot_be_evalu
     assert "2 x the horizon" in result["not_evaluated"]["churn"]
     assert main(["models", "evaluate", "churn", "--events", str(path)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_test_window_as_long_as_the_events_is_refused_naming_their_span(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--test-days 30` (the default) on events over 8 days held every event out: the time
+    split printed "0 test users" and an empty table without a word. `--protocol time` is
+    refused (status 2) naming the span; the default `both` keeps the leave-last-N table and
+    says why the time split is missing."""
+    path = _uci_file(tmp_path / "retail.csv")
+    args = ["models", "evaluate", "recs", "--events", str(path), "--holdout", "1"]
+    assert main([*args, "--protocol", "time", "--test-days", "30"]) == 2
+    err = capsys.readouterr().err
+    assert "--test-days 30" in err and "span 8.0 days" in err and "Traceback" not in err
+    assert main([*args, "--test-days", "30"]) == 0
+    captured = capsys.readouterr()
+    assert "leave-last-1" in captured.out and ": 0 test users" not in captured.out
+    assert "Recommendations (time split): not evaluated: --test-days 30" in captured.out
+    assert "time split not evaluated: --test-days 30" in captured.err
+    assert main([*args, "--test-days", "30", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [split["protocol"] for split in result["recs"]] == ["leave-last-1"]
+    assert "span 8.0 days" in result["not_evaluated"]["recs (time split)"]
+    assert main([*args, "--protocol", "time", "--test-days", "3"]) == 0  # within the span

@@ -87,3 +87,18 @@ def test_an_out_through_a_file_is_said_before_training(
     assert code != 0
     assert "Not a directory" in err and str(a_file) in err and "Traceback" not in err
     assert "training recs" not in err and "[models.train] read" not in err
+
+
+@pytest.mark.parametrize("form", [("recs",), ("all",)])
+def test_an_out_where_no_folder_can_be_made_says_so_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], form: tuple[str, ...]
+) -> None:
+    """`--out /proc/x`: /proc takes no new folder, whoever asks (root's os.access says yes).
+    It was found after training, as "file not found: /proc/x"."""
+    events = events_file(tmp_path)
+    code = train(*form, "--events", str(events), "--out", "/proc/x", "--horizon-days", "30")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "/proc/x" in err and "no folder can be made in /proc" in err, err
+    assert "file not found" not in err and "Traceback" not in err
+    assert "training recs" not in err and "[models.train] read" not in err
