@@ -25,12 +25,14 @@ from typing import Any
 import jinja2
 import msgpack
 from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import escape
 
 import templates
 from engine.catalog import Product
 from engine.clicks import Links
 from engine.consent import block_allowed
 from engine.content_experiments import DEFAULT, HOLDOUT, VARIANT_NAME
+from engine.email_lines import SMTP_LINE_MAX, octets, wrap_html
 from engine.feeds import feed_url
 from engine.locales import (
     Messages,
@@ -224,6 +226,28 @@ def _showable(product: Product) -> bool:
     )
 
 
+# An e-mail block writes an item's link and image link (percent-encoded, HTML-escaped) and its
+# title (HTML-escaped, as the image's alt text) each as one token no line break may split
+# (engine/email_lines.py). The catalog takes URLs of 2,048 characters (up to 12 octets each once
+# encoded) and titles of 500 (up to 5 octets each once escaped), so an item whose tokens could
+# not fit a line of SMTP_LINE_MAX octets is not shown in an e-mail block (`fits_email`); ads
+# (json) show it. Room is left for the attribute's name and quotes, the next tag's end, and the
+# link's campaign parameters (PERSONA_UTM).
+EMAIL_URL_MAX = 800  # octets of an item's link or image link as an e-mail block writes it
+EMAIL_TITLE_MAX = SMTP_LINE_MAX - 48  # octets of an item's title, escaped
+
+
+def fits_email(product: Product) -> bool:
+    """Whether an e-mail block can write `product`'s links and title within SMTP's line limit."""
+    title = product.title
+    if len(title) * 5 > EMAIL_TITLE_MAX and octets(str(escape(title))) > EMAIL_TITLE_MAX:
+        return False
+    return all(
+        len(url) * 12 <= EMAIL_URL_MAX or len(str(escape(feed_url(url)))) <= EMAIL_URL_MAX
+        for url in (product.url, product.image_url)
+    )
+
+
 def _pick(
     item_ids: list[str],
     lookup: Lookup,
@@ -262,8 +286,8 @@ def fallback_items(
     popular: list[str], lookup: Lookup, policy: BlockPolicy, inp: BlockInput | None = None
 ) -> list[Product]:
     """The fallback content: best-sellers that are purchasable catalog items (and pass the
-    filters of `inp`'s parameters, as many as they ask for)."""
-    if inp is None or inp.params is NO_PARAMS:
+    filters of `inp`'s parameters, as many as they ask for; in an e-mail block, fit it)."""
+    if inp is None:
         return _pick(popular, lookup, policy.items)
     return _pick(popular, lookup, item_count(inp, policy), keep=keeper(inp))
 
@@ -275,13 +299,17 @@ def item_count(inp: BlockInput, policy: BlockPolicy) -> int:
 
 def keeper(inp: BlockInput) -> Keep | None:
     """The request's filter on candidate items (None: no filter): catalog fields, exclusions,
-    and never the context item itself in a `similar_items` block."""
+    never the context item itself in a `similar_items` block, and in an e-mail (html) block
+    only items whose links and title fit a line (`fits_email`)."""
     params = inp.params
+    email = inp.fmt == "html"
     if params is NO_PARAMS:
-        return None
+        return fits_email if email else None
     context = params.context_item if inp.block in CONTEXT_BLOCKS else None
     if context is None and not params.filtered and not params.exclude:
-        return None
+        return fits_email if email else None
+    if email:
+        return lambda p: p.item_id != context and params.matches(p) and fits_email(p)
     return lambda product: product.item_id != context and params.matches(product)
 
 
@@ -594,8 +622,8 @@ class Renderer:
         content = self.env.get_template(self.template_of(inp)).render(context)
         if inp.fmt == "json":
             json.loads(content)  # a template that emits invalid JSON is a template error
-        else:
-            content = squeeze_html(content)
+        else:  # lines within SMTP's limit (engine/email_lines.py); LineTooLong: a template error
+            content = wrap_html(squeeze_html(content))
         ids = tuple(p.item_id for p in items)
         block = self._block(inp, content, fallback, reason, ids, fired)
         until = price_change_after(items, now)

@@ -1,0 +1,272 @@
+"""engine/email_lines.py: lines of e-mail HTML within SMTP's 998 octets, broken only where a
+line break means what is there; engine/blocks.py: items whose links or title could not fit a line
+stay out of e-mail blocks (not of ads), and a line nothing can break is a template error."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from engine import blocks
+from engine.blocks import (
+    DEFAULT_TEMPLATE_DIR,
+    BlockInput,
+    BlockPolicy,
+    Renderer,
+    assemble,
+    fits_email,
+)
+from engine.catalog import Product, validate_product
+from engine.email_lines import LINE_TARGET, SMTP_LINE_MAX, LineTooLong, longest_line, wrap_html
+from engine.params import build
+
+Event = tuple[str, object]
+
+
+class Events(HTMLParser):
+    """What a parser makes of HTML: tags with their exact attribute values, comments, text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.events: list[Event] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.events.append(("start", (tag, tuple(attrs))))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.events.append(("start", (tag, tuple(attrs))))
+
+    def handle_endtag(self, tag: str) -> None:
+        self.events.append(("end", tag))
+
+    def handle_comment(self, data: str) -> None:
+        self.events.append(("comment", data))
+
+    def handle_data(self, data: str) -> None:
+        if self.events and self.events[-1][0] == "text":  # one text between two tags
+            self.events[-1] = ("text", str(self.events[-1][1]) + data)
+        else:
+            self.events.append(("text", data))
+
+
+def parsed(html: str) -> list[Event]:
+    parser = Events()
+    parser.feed(html)
+    parser.close()
+    return parser.events
+
+
+def assert_same_meaning(before: str, after: str) -> None:
+    """Same tags with the same attribute values, same comments; texts equal but for spaces or
+    tabs that became line breaks (collapsible white space either way)."""
+    a, b = parsed(before), parsed(after)
+    assert [e[0] for e in a] == [e[0] for e in b]
+    for (kind, x), (_kind, y) in zip(a, b, strict=True):
+        if kind != "text":
+            assert x == y
+            continue
+        assert isinstance(x, str) and isinstance(y, str) and len(x) == len(y)
+        assert all(c == d or (c in " \t" and d == "\n") for c, d in zip(x, y, strict=True))
+
+
+def lines_within(html: str, limit: int = SMTP_LINE_MAX) -> bool:
+    return all(len(line.encode()) <= limit for line in html.replace("\r\n", "\n").split("\n"))
+
+
+def test_short_html_is_returned_as_it_is() -> None:
+    html = '<table role="presentation"><tr><td>a b</td></tr></table>'
+    assert wrap_html(html) is html
+
+
+def test_a_long_tag_breaks_between_attributes_never_inside_a_value() -> None:
+    value = "x" * 300 + " y" * 50  # spaces inside a value are not whitespace of the tag
+    html = "<td " + " ".join(f'data-a{n}="{value}"' for n in range(8)) + ">t</td>"
+    out = wrap_html(html)
+    assert lines_within(out, LINE_TARGET) and out.count("\n") >= 3
+    assert out.replace("\n", " ") == html
+    assert_same_meaning(html, out)
+
+
+def test_text_breaks_at_spaces_and_an_end_tag_before_its_bracket() -> None:
+    html = "<p>" + "<b>word</b>" * 150 + " and " + "word " * 300 + "</p>"
+    out = wrap_html(html)
+    assert lines_within(out, LINE_TARGET)
+    # no whitespace anywhere in the run of tags: a line break is added inside a tag
+    assert "</b\n>" in out or "<b\n>" in out
+    assert out.replace("b\n>", "b>").replace("\n", " ") == html
+    assert_same_meaning(html, out)
+
+
+def test_a_start_tag_before_a_long_word_breaks_before_its_bracket() -> None:
+    word = "ü" * 440  # 880 octets: only a line of its own holds it
+    html = f'<span style="{"x" * 100}">{word}</span><span>b</span>'
+    out = wrap_html(html)
+    assert f'"\n>{word}</span>' in out and lines_within(out)
+    assert_same_meaning(html, out)
+
+
+def test_multibyte_characters_are_never_split_and_octets_are_counted() -> None:
+    html = "<p>" + "ä€😀 " * 400 + "</p>"  # 10 octets a word: 4,000 octets in 1,600 characters
+    out = wrap_html(html)
+    assert lines_within(out, LINE_TARGET)
+    assert all(line.count("ä€😀") * 10 <= LINE_TARGET for line in out.split("\n"))
+    assert_same_meaning(html, out)
+
+
+def test_no_break_between_east_asian_wide_characters_or_by_a_zero_width_space() -> None:
+    """CSS removes a line break between two wide characters (and next to U+200B) instead of
+    showing it as a space: such a space must stay a space."""
+    cjk = "<p>" + "日本 製" * 200 + "</p>"
+    with pytest.raises(LineTooLong):
+        wrap_html(cjk)
+    zwsp = "<p>" + "ab\u200b cd" * 200 + "</p>"
+    with pytest.raises(LineTooLong):
+        wrap_html(zwsp)
+    mixed = "<p>" + "日本 製 AB " * 200 + "</p>"  # breaks where a narrow character is beside
+    out = wrap_html(mixed)
+    assert lines_within(out, LINE_TARGET) and out.count("\n") >= 3 and "本\n製" not in out
+    assert_same_meaning(mixed, out)
+    # an entity is read as its character: `&#26085;` is 日
+    entity = "<p>" + "&#26085; 本 " * 150 + "</p>"
+    with pytest.raises(LineTooLong):
+        wrap_html(entity)
+
+
+def test_entities_comments_and_raw_text_are_kept_whole() -> None:
+    html = (
+        "<!--[if mso]>" + "<td>" * 300 + "<![endif]-->"  # a conditional comment: whole
+        "<style>a { color: red; } " * 20 + "</style>"
+        "<p>" + "&amp; " * 250 + "</p>"
+    )
+    with pytest.raises(LineTooLong):  # the comment alone is 1,225 octets
+        wrap_html(html)
+    out = wrap_html(html.replace("<td>" * 300, "<td>" * 100))
+    comment_end = out.index("<![endif]-->")
+    assert "\n" not in out[: comment_end + 12]
+    style = out[out.index("<style>") : out.index("</style>")]
+    assert "\n" not in style
+    assert "&amp;\n" in out and "&am\n" not in out
+    assert_same_meaning(html.replace("<td>" * 300, "<td>" * 100), out)
+
+
+@pytest.mark.parametrize(
+    "keeps",
+    ["<pre>", "<textarea>", '<div style="white-space: pre-line">', "<div style='WHITE-SPACE:pre'>"],
+)
+def test_text_where_white_space_is_kept_is_not_broken(keeps: str) -> None:
+    html = keeps + "word " * 300 + "</div>"
+    with pytest.raises(LineTooLong):
+        wrap_html(html)
+
+
+def test_a_line_nothing_can_break_is_an_error_naming_its_size() -> None:
+    url = "https://shop.example.com/" + "a" * 1200
+    with pytest.raises(LineTooLong, match=r"a line of 12\d\d octets"):
+        wrap_html(f'<a href="{url}">x</a>')
+    out = wrap_html(f'<a style="{"s" * 200}" href="{url[:950]}" title="t">x</a>')
+    assert lines_within(out) and f'href="{url[:950]}"' in out  # over the target, within 998
+
+
+def test_crlf_and_lf_lines_are_both_counted() -> None:
+    html = ("<p>" + "word " * 100 + "</p>\r\n") * 3
+    assert wrap_html(html) is html  # every line is short
+    long = "<p>" + "word " * 400 + "</p>\r\n" + "<p>x</p>"
+    out = wrap_html(long)
+    assert lines_within(out, LINE_TARGET) and out.endswith("</p>\r\n<p>x</p>")
+
+
+# -- blocks ----------------------------------------------------------------------------------------
+
+
+def product(item: str, title: str = "Candle", url_size: int = 0, image_size: int = 0) -> Product:
+    url = f"https://shop.example.com/p/{item}?" + "&".join(f"k{n}=v" for n in range(500))
+    image = f"https://shop.example.com/i/{item}.jpg?" + "x" * 2100
+    return validate_product(
+        {
+            "item_id": item,
+            "title": title,
+            "url": url[:url_size] if url_size else f"https://shop.example.com/p/{item}",
+            "image_url": image[:image_size] if image_size else f"https://x.example/{item}.jpg",
+            "price": 3,
+            "currency": "EUR",
+        }
+    )
+
+
+def test_fits_email_bounds_links_as_written_and_titles_as_escaped() -> None:
+    assert fits_email(dataclasses.replace(product("a"), url="https://a.example/" + "a" * 782))
+    assert not fits_email(dataclasses.replace(product("a"), url="https://a.example/" + "a" * 783))
+    assert not fits_email(product("a", url_size=2000))
+    assert not fits_email(product("a", url_size=700))  # 700 characters, '&' written '&amp;'
+    assert not fits_email(product("a", image_size=900))
+    assert fits_email(product("a", title="A" * 500))
+    assert fits_email(product("a", title="&" * 189))  # 945 octets escaped
+    assert not fits_email(product("a", title="&" * 191))
+    assert not fits_email(product("a", title="日本" * 160))  # 960 octets
+    url = "https://shop.example.com/😀/" + "😀" * 66  # 12 octets a character once encoded
+    assert not fits_email(dataclasses.replace(product("a"), url=url))
+
+
+CATALOG = {
+    f"P{n}": product(f"P{n}", url_size=2000 if n % 2 else 0, title="Lamp " * 100) for n in range(12)
+}
+
+
+def block_input(fmt: str, n: int = 6) -> BlockInput:
+    return BlockInput(
+        block="recommendations", fmt=fmt, user_id="u", profile=None, churn=None,
+        recommendations=[], models={}, popular=list(CATALOG), params=build({"n": n}),
+    )  # fmt: skip
+
+
+def test_an_item_whose_link_cannot_fit_stays_out_of_email_blocks_only() -> None:
+    renderer = Renderer()
+    html = assemble(block_input("html"), CATALOG.get, BlockPolicy(), renderer)
+    assert html.items == ("P0", "P2", "P4", "P6", "P8", "P10") and lines_within(html.content)
+    ads = assemble(block_input("json"), CATALOG.get, BlockPolicy(), renderer)
+    assert ads.items == tuple(f"P{n}" for n in range(6))  # json (ads) blocks are not affected
+    default = dataclasses.replace(block_input("html"), params=build({}))
+    assert assemble(default, CATALOG.get, BlockPolicy(), renderer).items[:2] == ("P0", "P2")
+
+
+def test_wrapping_keeps_the_blocks_meaning(monkeypatch: pytest.MonkeyPatch) -> None:
+    catalog = {
+        "a": product("a", title=('Tom & Jerry "XL" <set> ' * 30)[:500], url_size=400),
+        "b": product("b", title=("Superkalifragilistisch" * 23)[:500]),
+        "c": product("c", title=("👍🏽 candle " * 60)[:500]),
+        "d": product("d", title="日本製の陶器 " * 50),
+    }
+    renderer = Renderer()
+    for block in ("recommendations", "cart_reminder", "winback", "similar_items"):
+        for locale in ("en-GB", "he"):
+            inp = dataclasses.replace(
+                block_input("html"),
+                block=block,
+                popular=list(catalog),
+                params=build({"n": 4, "locale": locale}),
+            )
+            after = assemble(inp, catalog.get, BlockPolicy(), renderer).content
+            with monkeypatch.context() as m:
+                m.setattr(blocks, "wrap_html", lambda html: html)
+                before = assemble(inp, catalog.get, BlockPolicy(), renderer).content
+            # over the target only where a token cannot break (an alt text in CJK: 950 octets)
+            assert longest_line(before) > SMTP_LINE_MAX and lines_within(after)
+            assert_same_meaning(before, after)
+
+
+def test_a_template_line_nothing_can_break_is_a_template_error(tmp_path: Path) -> None:
+    directory = tmp_path / "templates"
+    shutil.copytree(DEFAULT_TEMPLATE_DIR, directory)
+    (directory / "email" / "recommendations.html").write_text(
+        '{% set heading, intro, cta_text = "Picked for you", "", "Shop" %}'
+        '<img src="https://cdn.example/banner.png?' + "x" * 1200 + '">'
+        '{% include "email/_grid.html" %}'
+    )
+    renderer = Renderer(template_dir=directory)
+    block = assemble(block_input("html"), CATALOG.get, BlockPolicy(), renderer)
+    assert renderer.errors == 1 and block.reason == "template_error" and block.items == ()
+    assert lines_within(block.content)
