@@ -242,8 +242,11 @@ def fits_email(product: Product) -> bool:
     title = product.title
     if len(title) * 5 > EMAIL_TITLE_MAX and octets(str(escape(title))) > EMAIL_TITLE_MAX:
         return False
+    # an ASCII URL's character takes at most 5 octets written (`&` escaped), any other 12
+    # (percent-encoded UTF-8): most links are settled by their length, without encoding them
     return all(
-        len(url) * 12 <= EMAIL_URL_MAX or len(str(escape(feed_url(url)))) <= EMAIL_URL_MAX
+        len(url) * (5 if url.isascii() else 12) <= EMAIL_URL_MAX
+        or len(str(escape(feed_url(url)))) <= EMAIL_URL_MAX
         for url in (product.url, product.image_url)
     )
 

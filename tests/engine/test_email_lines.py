@@ -211,6 +211,22 @@ def test_fits_email_bounds_links_as_written_and_titles_as_escaped() -> None:
     assert not fits_email(dataclasses.replace(product("a"), url=url))
 
 
+def test_fits_email_never_passes_a_link_written_longer_than_its_bound() -> None:
+    """`fits_email` settles most links by their length (an ASCII character is written in at
+    most 5 octets, `&` escaped): no printable ASCII character may take more, else a link the
+    shortcut passes could be written past the bound."""
+    from markupsafe import escape
+
+    from engine.blocks import EMAIL_URL_MAX
+    from engine.feeds import feed_url
+
+    for code in range(32, 127):
+        link = "https://a.example/" + chr(code) * 140  # 158 characters: within 5 x 160
+        written = len(str(escape(feed_url(link))))
+        assert written <= 5 * len(link), (chr(code), written)
+        assert fits_email(dataclasses.replace(product("a"), url=link)) == (written <= EMAIL_URL_MAX)
+
+
 CATALOG = {
     f"P{n}": product(f"P{n}", url_size=2000 if n % 2 else 0, title="Lamp " * 100) for n in range(12)
 }
