@@ -402,13 +402,14 @@ def _bulky(item_id: str) -> Product:
     )
 
 
-@pytest.mark.parametrize("fmt", ["html", "json"])
 async def test_a_block_past_the_output_budget_is_the_fallback_with_the_items_that_fit(
-    fmt: str, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """n=50 of the largest items renders past the sandbox's 1 MiB of output, personalized and
     best-sellers alike: it was answered with the empty hard-coded block. It is the fallback
-    (the best-sellers) with as many of its items as fit, counted and logged."""
+    (the best-sellers) with as many of its items as fit, counted and logged. (An ad's json:
+    an e-mail block leaves such items out, next test.)"""
+    fmt = "json"
     state = MemoryState()
     popular = ModelSet.default().recs.popular[:60]
     for item in popular:
@@ -423,8 +424,7 @@ async def test_a_block_past_the_output_budget_is_the_fallback_with_the_items_tha
         assert 0 < len(body) <= 1 << 20
         shown = [item for item in popular if f"/{item}/" in body.decode()]
         assert len(shown) >= 10, len(shown)
-        if fmt == "json":
-            assert len(json.loads(body)["items"]) == len(shown)
+        assert len(json.loads(body)["items"]) == len(shown)
         assert any("output budget" in m for m in caplog.messages)
         r = await client.post(
             "/v1/blocks:batch",
@@ -436,3 +436,21 @@ async def test_a_block_past_the_output_budget_is_the_fallback_with_the_items_tha
         metrics = await (await client.get("/metrics")).text()
         # one render: the batch's block is the one rendered for the GET, from the block cache
         assert "persona_blocks_oversized_total 1.0" in metrics
+
+
+async def test_an_email_block_leaves_out_items_whose_links_cannot_fit_a_line() -> None:
+    """The same items in an e-mail (html) block: none of their links or titles fits a line of
+    SMTP's 998 octets (engine.blocks.fits_email), so none is shown, the block stays within
+    the limit and is not past the output budget."""
+    state = MemoryState()
+    popular = ModelSet.default().recs.popular[:60]
+    for item in popular:
+        state.put_product(_bulky(item))
+    async with await _client(state, ServingOptions({}, 60.0)) as client:
+        r = await client.get("/v1/users/u1/blocks/recommendations?n=50&format=html", headers=AUTH)
+        body = await r.read()
+        assert r.status == 200 and r.headers["X-Persona-Fallback"] == "1"
+        assert not [item for item in popular if f"/{item}/" in body.decode()]
+        assert max(len(line) for line in body.split(b"\n")) <= 998
+        metrics = await (await client.get("/metrics")).text()
+        assert "persona_blocks_oversized_total 0.0" in metrics

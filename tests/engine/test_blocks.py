@@ -451,12 +451,14 @@ def test_failing_fallback_serves_hard_coded_block(tmp_path: Path) -> None:
     assert renderer.errors == 2 + 2 + 1 + 1  # personalized: render + fallback; unknown: fallback
 
 
-# Output budgets between a render of 3 and of 6 items with 500-character titles of `&`.
-CAPS = {"html": 25_000, "json": 14_000}
+# Output budgets between a render of 3 and of 6 items with titles of `&`: 500 characters in an
+# ad, 180 in an e-mail (900 octets escaped: the longest an e-mail line takes, `fits_email`).
+CAPS = {"html": 12_000, "json": 14_000}
+TITLES = {"html": 180, "json": 500}
 
 
-def bulky(count: int) -> list[Product]:
-    return [product(f"p{i}", title="&" * 500) for i in range(count)]
+def bulky(count: int, fmt: str = "json") -> list[Product]:
+    return [product(f"p{i}", title="&" * TITLES[fmt]) for i in range(count)]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -467,13 +469,13 @@ def test_a_render_past_the_output_budget_serves_the_fallback_that_fits(fmt: str)
     from engine.sandbox import Limits
 
     renderer = Renderer()
-    whole = renderer.render(inp(fmt=fmt), bulky(6), True, "unknown_user", lookup)
+    whole = renderer.render(inp(fmt=fmt), bulky(6, fmt), True, "unknown_user", lookup)
     assert len(whole.content.encode()) > CAPS[fmt]  # past the budget set below
     renderer.env.limits = Limits(output_bytes=CAPS[fmt])
-    out = renderer.render(inp(fmt=fmt, profile=shopper()), bulky(6), False, "", lookup)
+    out = renderer.render(inp(fmt=fmt, profile=shopper()), bulky(6, fmt), False, "", lookup)
     assert (out.fallback, out.reason, list(out.items)) == (True, "template_error", FALLBACK_IDS)
     assert (renderer.oversized, renderer.errors) == (1, 0)
-    out = renderer.render(inp(fmt=fmt), bulky(6), True, "unknown_user", lookup)
+    out = renderer.render(inp(fmt=fmt), bulky(6, fmt), True, "unknown_user", lookup)
     assert (out.fallback, out.reason, out.items) == (True, "unknown_user", ("p0", "p1", "p2"))
     assert (renderer.oversized, renderer.errors) == (2, 0)
     if fmt == "json":
