@@ -177,7 +177,8 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_catalog_import(args, broker, settings.partitions, mapping, remote))
     except InvalidFeed as exc:
-        print(f"persona: {args.file}: {exc}; nothing after it was imported", file=sys.stderr)
+        lost = "nothing was imported" if exc.line <= 1 else "nothing after it was imported"
+        print(f"persona: {args.file}: {exc}; {lost}", file=sys.stderr)
         return 1
     except (FeedFetchError, aiohttp.ClientError, TimeoutError) as exc:
         reason = scrubbed(str(exc)) or type(exc).__name__  # InvalidURL's is the URL
@@ -283,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, http: bool = True, data: bool = True) -> None:
-        p.add_argument("--broker", help="kafka://host:port (unset: embedded broker for `run`)")
+        p.add_argument(
+            "--broker",
+            help="kafka://host:port (or PERSONA_BROKER_URL; `persona run` starts an embedded "
+            "broker without one and prints its address for the other commands)",
+        )
         if http:
             p.add_argument("--host", help="HTTP host (default 127.0.0.1)")
             p.add_argument("--port", type=int, help="HTTP port (default 8080)")

@@ -215,3 +215,17 @@ def test_the_quieted_libraries_keep_their_warnings_and_errors() -> None:
         assert client.isEnabledFor(logging.DEBUG)
     finally:
         logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+
+
+@pytest.mark.integration
+def test_a_feed_refused_at_its_first_line_says_nothing_was_imported(
+    broker: Any, tmp_path: Path
+) -> None:
+    """An empty feed is refused at line 1: the message said "nothing after it was imported",
+    which reads as if something before it had been."""
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = persona("catalog", "import", str(empty), "--broker", broker.url)
+    assert result.returncode == 1, result.stderr
+    assert "line 1:" in result.stderr and "nothing was imported" in result.stderr, result.stderr
+    assert "nothing after it" not in result.stderr and "Traceback" not in result.stderr
