@@ -58,14 +58,25 @@ def bomb(size: int = GIB) -> bytes:
     return b"".join(parts) + packer.flush()
 
 
+_KEYED = object()  # `send`'s default authorization: the test key (HEADERS)
+
+
 def send(
-    server: Server, method: str, path: str, body: bytes, *codings: str
+    server: Server,
+    method: str,
+    path: str,
+    body: bytes,
+    *codings: str,
+    authorization: str | object | None = _KEYED,
 ) -> tuple[int, Any, bytes]:
-    """(status, headers, body) of one request with `codings` as its Content-Encoding fields."""
+    """(status, headers, body) of one request with `codings` as its Content-Encoding fields,
+    sent with the test key, or with `authorization` (none when None)."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     connection.putrequest(method, path)
-    for name, value in {**HEADERS, "Content-Type": "application/json"}.items():
-        connection.putheader(name, value)
+    connection.putheader("Content-Type", "application/json")
+    key = HEADERS["Authorization"] if authorization is _KEYED else authorization
+    if isinstance(key, str):
+        connection.putheader("Authorization", key)
     for coding in codings:
         connection.putheader("Content-Encoding", coding)
     connection.putheader("Content-Length", str(len(body)))
@@ -451,19 +462,7 @@ def _send_as(
     server: Server, authorization: str | None, method: str, path: str, body: bytes, coding: str
 ) -> tuple[int, Any, bytes]:
     """(status, headers, body) of one request sent with `authorization` (none when None)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    connection.putrequest(method, path)
-    connection.putheader("Content-Type", "application/json")
-    if authorization is not None:
-        connection.putheader("Authorization", authorization)
-    connection.putheader("Content-Encoding", coding)
-    connection.putheader("Content-Length", str(len(body)))
-    connection.endheaders(body)
-    answer = connection.getresponse()
-    try:
-        return answer.status, answer.headers, answer.read()
-    finally:
-        connection.close()
+    return send(server, method, path, body, coding, authorization=authorization)
 
 
 @pytest.mark.parametrize("coding", ["x-foo", "br", "gzip, gzip"])
