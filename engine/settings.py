@@ -551,6 +551,13 @@ def load_settings(
     _refuse_misspelled(env)
     for name, var in _ENV.items():
         if var in env:
+            if _SERVICE_LINK_VALUE.fullmatch(env[var]):
+                raise SettingsError(
+                    f"{var}={_shown(env[var])} is a Kubernetes service link (a Service named "
+                    f"{var.removesuffix('_PORT').lower().replace('_', '-')} in the namespace), "
+                    "not a setting: rename the Service or set enableServiceLinks: false in the "
+                    "pod spec"
+                )
             raw[name] = env[var]
     for name, value in (flags or {}).items():
         if name not in _ENV:
@@ -579,15 +586,30 @@ def load_settings(
     return _check_cluster(_check_kafka(settings))
 
 
+# what Kubernetes gives every pod for each Service of its namespace (enableServiceLinks, on by
+# default): SVC_SERVICE_HOST, SVC_SERVICE_PORT[_NAME], SVC_PORT=tcp://ip:port and
+# SVC_PORT_<port>_<proto>[_PROTO|_PORT|_ADDR]; a Service named persona-broker gives PERSONA_BROKER_*
+_SERVICE_LINK_NAME = re.compile(
+    r"PERSONA(?:_[A-Z0-9]+)*?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?"
+    r"|PORT_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)"
+)
+_SERVICE_LINK_VALUE = re.compile(r"(?:tcp|udp|sctp)://[^\s/]+:[0-9]+", re.ASCII)
+
+
 def _refuse_misspelled(env: Mapping[str, str]) -> None:
     """Stop on a `PERSONA_*` variable that is no setting but close to one (`PERSONA_PARTITONS`):
     it was ignored without a word and the engine ran with the default, where the same typo in
     the TOML file stops start-up. Other `PERSONA_*` names are left alone: `PERSONA_KEY` holds
-    the secret in the README's shell, `persona run` tells its children `PERSONA_RUN_*`."""
+    the secret in the README's shell, `persona run` tells its children `PERSONA_RUN_*`, and
+    Kubernetes names a Service's address `PERSONA_BROKER_PORT` (for a Service `persona-broker`)."""
     known = [var.removeprefix("PERSONA_") for var in _ENV.values()] + ["CONFIG"]
     for var in sorted(env):
         if not var.startswith("PERSONA_") or var.removeprefix("PERSONA_") in known:
             continue
+        if _SERVICE_LINK_NAME.fullmatch(var) or (
+            var.endswith("_PORT") and _SERVICE_LINK_VALUE.fullmatch(env[var])
+        ):
+            continue  # a Kubernetes service link, not a misspelled setting
         close = difflib.get_close_matches(var.removeprefix("PERSONA_"), known, n=1, cutoff=0.8)
         if close:
             raise SettingsError(

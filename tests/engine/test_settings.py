@@ -222,3 +222,47 @@ def test_other_persona_variables_are_left_alone():
         "PERSONA_PARTITIONS": "8",
     }
     assert load_settings({}, env=env).partitions == 8
+
+
+def _service_links(service: str, port: int = 8080, port_name: str = "http") -> dict[str, str]:
+    """The variables Kubernetes (enableServiceLinks, on by default) gives every pod of a
+    namespace for a Service named `service` with one TCP port."""
+    svc = service.upper().replace("-", "_")
+    base = f"{svc}_PORT_{port}_TCP"
+    return {
+        f"{svc}_SERVICE_HOST": "10.0.0.7",
+        f"{svc}_SERVICE_PORT": str(port),
+        f"{svc}_SERVICE_PORT_{port_name.upper()}": str(port),
+        f"{svc}_PORT": f"tcp://10.0.0.7:{port}",
+        base: f"tcp://10.0.0.7:{port}",
+        f"{base}_PROTO": "tcp",
+        f"{base}_PORT": str(port),
+        f"{base}_ADDR": "10.0.0.7",
+    }
+
+
+@pytest.mark.parametrize(
+    "service", ["persona", "persona-broker", "persona-workers", "persona-https", "persona-api"]
+)
+def test_kubernetes_service_link_variables_are_not_taken_for_typos(service):
+    """A Service in the namespace named `persona-broker` gives every pod PERSONA_BROKER_PORT=
+    tcp://...: two letters off PERSONA_WORKER_PORT, it stopped start-up as a typo."""
+    env = _service_links(service, 9092) | {"PERSONA_PARTITIONS": "8"}
+    assert load_settings({}, env=env).partitions == 8
+
+
+@pytest.mark.parametrize(
+    ("service", "var"),
+    [("persona-http", "PERSONA_HTTP_PORT"), ("persona-worker", "PERSONA_WORKER_PORT")],
+)
+def test_a_service_link_on_a_setting_stops_start_up_saying_why(service, var):
+    """A Service named `persona-http` gives every pod PERSONA_HTTP_PORT=tcp://10.0.0.7:8080, a
+    setting's own name: the message says where the value comes from and what to do."""
+    with pytest.raises(SettingsError, match=rf"{var}=.*Kubernetes.*enableServiceLinks"):
+        load_settings({}, env=_service_links(service))
+
+
+def test_a_misspelled_port_setting_is_still_a_typo_when_no_service_link():
+    """Only a value Kubernetes writes (tcp://ip:port) makes a PERSONA_*_PORT name a service link."""
+    with pytest.raises(SettingsError, match="did you mean PERSONA_WORKER_PORT"):
+        load_settings({}, env={"PERSONA_WROKER_PORT": "9000"})
