@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -104,17 +105,26 @@ def pseudonymized(entry: dict[str, Any], ids: Mapping[str, str]) -> dict[str, An
         elif name == "user_id" and value in ids:
             pseudonym = ids[value]
         elif name == "path":
-            segments = value.split("/")
-            for n, segment in enumerate(segments):
-                if segment in ids:
-                    pseudonym = pseudonym or ids[segment]
-                    segments[n] = PATH_STAND_IN
-            out[name] = "/".join(segments)
+            out[name], found = _path_without(value, ids)
+            pseudonym = pseudonym or found
         else:
             out[name] = ids.get(value, value)
     if pseudonym is not None:
         out[PSEUDONYM_FIELD] = pseudonym
     return out
+
+
+def _path_without(path: str, ids: Mapping[str, str]) -> tuple[str, str | None]:
+    """`path` with each run of whole segments equal to one of `ids` (an id may hold '/', and the
+    path is the decoded one: `a%2Fb` is `a/b`) as `{user_id}`, longest ids first; and the
+    pseudonym of the first id found (None: none was)."""
+    found: str | None = None
+    for user_id in sorted((i for i in ids if i and i in path), key=len, reverse=True):
+        pattern = re.compile(r"(?:^|(?<=/))" + re.escape(user_id) + r"(?=/|$)")
+        path, n = pattern.subn(PATH_STAND_IN, path)
+        if n and found is None:
+            found = ids[user_id]
+    return path, found
 
 
 def _rewritten(data: bytes, ids: Mapping[str, str]) -> bytes | None:
@@ -157,7 +167,8 @@ def erase_from_audit(path: Path, ids: Mapping[str, str], keep: int = AUDIT_KEEP)
             new = _rewritten(data, ids)
             if new is None:
                 continue
-            _replace(name, new)
+            # a linked log (to a log volume) is rewritten where it points, the link kept
+            _replace(Path(os.path.realpath(name)) if name.is_symlink() else name, new)
             rewritten += 1
     finally:
         os.close(lock)  # releases the lock

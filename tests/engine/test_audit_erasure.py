@@ -78,3 +78,40 @@ def test_the_log_and_its_rotations_are_rewritten_and_nothing_else(tmp_path: Path
 def test_no_audit_log_yet(tmp_path: Path) -> None:
     assert erase_from_audit(tmp_path / "audit.log", {USER: "p"}) == 0
     assert erase_from_audit(tmp_path / "audit.log", {}) == 0
+
+
+def test_an_id_with_slashes_leaves_no_trace_in_the_path() -> None:
+    """An id may hold '/' (engine/text.py id_problem allows it): the request path, decoded
+    (`/v1/users/a%2Fb/export` is `/v1/users/a/b/export`), kept it in clear, segment by segment."""
+    ids = {"shop/42/anna": "p" * 64}
+    entry = {"user_id": "shop/42/anna", "path": "/v1/users/shop/42/anna/export"}
+    assert pseudonymized(entry, ids) == {
+        "user_id_hmac": "p" * 64,
+        "path": "/v1/users/{user_id}/export",
+    }
+    denied = {"action": "denied", "path": "/v1/users/shop/42/anna", "status": 401}
+    assert pseudonymized(denied, ids) == {
+        "action": "denied",
+        "path": "/v1/users/{user_id}",
+        "status": 401,
+        "user_id_hmac": "p" * 64,
+    }
+
+
+def test_a_symlinked_audit_log_is_rewritten_where_it_points(tmp_path: Path) -> None:
+    """An operator may link audit.log to a log volume (the writer follows the link): the rewrite
+    replaced the link by a new file, leaving the user's records in clear in the file linked to
+    and the next records away from it."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "logs").mkdir()
+    target = tmp_path / "logs" / "persona-audit.log"
+    target.write_text(_line("export", USER) + "\n" + _line("export", "kept") + "\n")
+    target.chmod(0o600)
+    log = tmp_path / "data" / "audit.log"
+    log.symlink_to(target)
+
+    assert erase_from_audit(log, {USER: AuditPseudonyms(SECRET).of(USER)}) == 1
+
+    assert log.is_symlink() and log.resolve() == target
+    assert json.dumps(USER)[1:-1] not in target.read_text()
+    assert "kept" in target.read_text() and os.stat(target).st_mode & 0o777 == 0o600
