@@ -24,7 +24,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -91,12 +90,15 @@ class AuditPseudonyms:
         return hmac.new(self._key, raw, hashlib.sha256).hexdigest()
 
 
-def pseudonymized(entry: dict[str, Any], ids: Mapping[str, str]) -> dict[str, Any]:
+def pseudonymized(
+    entry: dict[str, Any], ids: Mapping[str, str], longest: int | None = None
+) -> dict[str, Any]:
     """`entry` (one parsed audit record) without the ids of `ids` (user id -> pseudonym): a
-    `user_id` among them becomes `user_id_hmac`, a `path` segment equal to one becomes
+    `user_id` among them becomes `user_id_hmac`, a run of `path` segments equal to one becomes
     `{user_id}` (with `user_id_hmac` added), any other field whose value is one of the ids gets
     the pseudonym. Ids merely contained in a longer value (an event id the shop made of the user
-    id) are left as they are: no rule can tell them apart."""
+    id) are left as they are: no rule can tell them apart. `longest`: the most segments an id of
+    `ids` has, when the caller rewrites many records with the same ids."""
     out: dict[str, Any] = {}
     pseudonym: str | None = None
     for name, value in entry.items():
@@ -105,7 +107,7 @@ def pseudonymized(entry: dict[str, Any], ids: Mapping[str, str]) -> dict[str, An
         elif name == "user_id" and value in ids:
             pseudonym = ids[value]
         elif name == "path":
-            out[name], found = _path_without(value, ids)
+            out[name], found = _path_without(value, ids, longest)
             pseudonym = pseudonym or found
         else:
             out[name] = ids.get(value, value)
@@ -114,37 +116,66 @@ def pseudonymized(entry: dict[str, Any], ids: Mapping[str, str]) -> dict[str, An
     return out
 
 
-def _path_without(path: str, ids: Mapping[str, str]) -> tuple[str, str | None]:
+def _path_without(
+    path: str, ids: Mapping[str, str], longest: int | None = None
+) -> tuple[str, str | None]:
     """`path` with each run of whole segments equal to one of `ids` (an id may hold '/', and the
-    path is the decoded one: `a%2Fb` is `a/b`) as `{user_id}`, longest ids first; and the
-    pseudonym of the first id found (None: none was)."""
+    path is the decoded one: `a%2Fb` is `a/b`) as `{user_id}`, longest runs first; and the
+    pseudonym of the first id found (None: none was). Runs are looked up, never searched for: the
+    cost is the path's segments times the most segments an id has, whatever the number of ids."""
+    segments = path.split("/")
+    longest = _segments(ids) if longest is None else longest
+    out: list[str] = []
     found: str | None = None
-    for user_id in sorted((i for i in ids if i and i in path), key=len, reverse=True):
-        pattern = re.compile(r"(?:^|(?<=/))" + re.escape(user_id) + r"(?=/|$)")
-        path, n = pattern.subn(PATH_STAND_IN, path)
-        if n and found is None:
-            found = ids[user_id]
-    return path, found
+    n = 0
+    while n < len(segments):
+        for end in range(min(len(segments), n + longest), n, -1):
+            run = "/".join(segments[n:end])
+            if run and run in ids:
+                found = found or ids[run]
+                out.append(PATH_STAND_IN)
+                n = end
+                break
+        else:
+            out.append(segments[n])
+            n += 1
+    return ("/".join(out), found) if found is not None else (path, None)
+
+
+def _segments(ids: Iterable[str]) -> int:
+    """The most path segments one of `ids` takes."""
+    return max((i.count("/") + 1 for i in ids), default=0)
+
+
+FEW_IDS = 16  # up to this many ids, lines are searched for them before being read as JSON
 
 
 def _rewritten(data: bytes, ids: Mapping[str, str]) -> bytes | None:
     """The audit file's bytes with every record naming one of `ids` pseudonymized, or None when
-    that changes nothing (the file is left as it is). A line that is not a JSON object stays."""
+    that changes nothing (the file is left as it is). A line that is not a JSON object stays.
+    A few ids are searched for in each line; more (a batch folding many erasures) and every line
+    is read as JSON once instead: searching cost the lines times the ids, under the lock."""
     needles = [json.dumps(i)[1:-1].encode() for i in ids]
-    if not any(n in data for n in needles):
+    few = len(needles) <= FEW_IDS
+    longest = _segments(ids)
+    if few and not any(n in data for n in needles):
         return None
     lines = data.split(b"\n")
+    changed = False
     for n, line in enumerate(lines):
-        if not any(needle in line for needle in needles):
+        if not line or (few and not any(needle in line for needle in needles)):
             continue
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
-        if isinstance(entry, dict):
-            lines[n] = json.dumps(pseudonymized(entry, ids), sort_keys=True, default=str).encode()
-    new = b"\n".join(lines)
-    return None if new == data else new
+        if not isinstance(entry, dict):
+            continue
+        new = pseudonymized(entry, ids, longest)
+        if new != entry:
+            lines[n] = json.dumps(new, sort_keys=True, default=str).encode()
+            changed = True
+    return b"\n".join(lines) if changed else None
 
 
 def erase_from_audit(path: Path, ids: Mapping[str, str], keep: int = AUDIT_KEEP) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from engine.audit import AuditPseudonyms, erase_from_audit, pseudonymized, record
@@ -115,3 +116,27 @@ def test_a_symlinked_audit_log_is_rewritten_where_it_points(tmp_path: Path) -> N
     assert log.is_symlink() and log.resolve() == target
     assert json.dumps(USER)[1:-1] not in target.read_text()
     assert "kept" in target.read_text() and os.stat(target).st_mode & 0o777 == 0o600
+
+
+def test_many_erasures_at_once_cost_one_pass_over_the_log(tmp_path: Path) -> None:
+    """A batch folding a thousand erasures (a shop purging old accounts) searched every line for
+    every id, under the lock every audit writer waits for: 1,000 ids took about 14 s per 8 MiB
+    file (up to 10 files), stalling every reader's requests. One pass now, whatever the count."""
+    log = tmp_path / "audit.log"
+    log.write_text("".join(_line("export", f"user-{n}") + "\n" for n in range(20_000)))
+    ids = {f"user-{n * 20}": f"p{n}" for n in range(1_000)}
+    ids |= {f"absent-{n}": "q" for n in range(1_000)}
+
+    started = time.perf_counter()
+    assert erase_from_audit(log, ids) == 1
+    took = time.perf_counter() - started
+
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(entries) == 20_000
+    for n, entry in enumerate(entries):
+        if n % 20 == 0:
+            assert entry["user_id_hmac"] == f"p{n // 20}" and "user_id" not in entry
+            assert entry["path"] == "/v1/users/{user_id}/export"
+        else:
+            assert entry["user_id"] == f"user-{n}" and "user_id_hmac" not in entry
+    assert took < 3.0, f"{took:.1f} s for 2,000 ids on {log.stat().st_size >> 20} MiB"
