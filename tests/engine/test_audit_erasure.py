@@ -140,3 +140,16 @@ def test_many_erasures_at_once_cost_one_pass_over_the_log(tmp_path: Path) -> Non
         else:
             assert entry["user_id"] == f"user-{n}" and "user_id_hmac" not in entry
     assert took < 3.0, f"{took:.1f} s for 2,000 ids on {log.stat().st_size >> 20} MiB"
+
+
+def test_a_line_nested_too_deeply_to_read_stays_and_the_rest_is_rewritten(tmp_path: Path) -> None:
+    """A damaged line naming the user, nested deeper than the JSON reader goes, raised
+    RecursionError out of the rewrite, which the worker (catching OSError) did not survive."""
+    log = tmp_path / "audit.log"
+    deep = '{"user_id": ' + json.dumps(USER) + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    log.write_text(deep + "\n" + _line("export", USER) + "\n")
+
+    assert erase_from_audit(log, {USER: "p" * 64}) == 1
+
+    first, second = log.read_text().splitlines()
+    assert first == deep and json.loads(second)["user_id_hmac"] == "p" * 64
