@@ -201,7 +201,7 @@ def _tag_breaks(tag: str, offset: int) -> list[Break]:
     """Inside a tag: each run of whitespace outside quotes (replaced), and before its `>` or
     `/>` when no whitespace is there (inserted)."""
     out: list[Break] = []
-    body_end = len(tag) - (2 if tag.endswith("/>") else 1)
+    body_end = len(tag) - (2 if tag.endswith("/>") and not _unquoted_slash(tag) else 1)
     for part in _TAG_PART.finditer(tag, 0, body_end):
         run = part.group()
         if run[0] in " \t\r\n\f" and "\n" not in run:
@@ -209,6 +209,18 @@ def _tag_breaks(tag: str, offset: int) -> list[Break]:
     if tag[body_end - 1] not in " \t\r\n\f":
         out.append((offset + body_end, True))
     return out
+
+
+def _unquoted_slash(tag: str) -> bool:
+    """Whether the '/' of a tag ending in `/>` ends an unquoted attribute value (`href=/a/>`),
+    which it belongs to (HTML's tokenizer), rather than marking the tag self-closing: the value
+    is the last run of the tag if that holds '=' or follows one (`src= /a/>`)."""
+    parts = [p.group() for p in _TAG_PART.finditer(tag, 0, len(tag) - 1)]
+    runs = [p for p in parts if p[0] not in " \t\r\n\f"]
+    if len(runs) < 2 or runs[-1][0] in "\"'":
+        return False  # `<br/>`, or a quoted value before the '/'
+    last = runs[-1]
+    return "=" in last or (runs[-2].endswith("=") and len(runs) > 2)
 
 
 _SPACE = re.compile("[ \t]")

@@ -286,3 +286,31 @@ def test_a_template_line_nothing_can_break_is_a_template_error(tmp_path: Path) -
     block = assemble(block_input("html"), CATALOG.get, BlockPolicy(), renderer)
     assert renderer.errors == 1 and block.reason == "template_error" and block.items == ()
     assert lines_within(block.content)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "<a href=https://shop.example/{long}/>",  # an unquoted link ending in '/'
+        "<img src=https://shop.example/{long}/>",
+        '<img alt="" src= https://shop.example/{long}/>',  # whitespace after '='
+        '<a title="t" href=/{long}/>',
+    ],
+)
+def test_an_unquoted_value_ending_in_a_slash_keeps_its_slash(tag: str) -> None:
+    """In `<a href=https://x/>` the '/' belongs to the unquoted value (HTML's tokenizer): the
+    break went before it as if it were a self-closing '/>', and the link lost its last '/'."""
+    html = "<p>x" + tag.format(long="a" * 895) + "y</a></p>"
+    wrapped = wrap_html(html)
+    assert wrapped != html and lines_within(wrapped)
+    assert_same_meaning(html, wrapped)
+
+
+def test_a_self_closing_slash_still_breaks_before_it() -> None:
+    """`<br/>`, `<img src="..."/>` and `<input disabled/>`: the '/' is no value's, a break may
+    go before it as before."""
+    for tag in ('<img src="/{long}"/>', "<input value=1 disabled{long}/>"):
+        html = "<p>x" + tag.format(long="a" * 895) + "</p>"
+        wrapped = wrap_html(html)
+        assert "\n/>" in wrapped and lines_within(wrapped)
+        assert_same_meaning(html, wrapped)
