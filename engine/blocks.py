@@ -585,13 +585,19 @@ class Renderer:
         self, inp: BlockInput, p: Product, link: Callable[[str], str] | None
     ) -> dict[str, str]:
         """An e-mail item's links: campaign parameters on the product's URL, and the click
-        redirect as `url` when links go through it (`product_url` keeps the product's)."""
+        redirect as `url` when links go through it (`product_url` keeps the product's), unless
+        the redirect is longer than an e-mail line can hold (EMAIL_URL_MAX)."""
         if inp.fmt != "html" or not (self.utm or link):
             return {}
         product = with_utm(feed_url(p.url), self.utm, inp.block, inp.variant)
         if link is None:
             return {"url": product}
-        return {"url": link(p.item_id), "product_url": product}
+        tracked = link(p.item_id)
+        if octets(str(escape(tracked))) > EMAIL_URL_MAX:
+            # the click token carries the user and item ids (512 octets each at most): a link
+            # no line could hold would fail the block and its fallback; the product's instead
+            return {"url": product}
+        return {"url": tracked, "product_url": product}
 
     def _cta_url(self, inp: BlockInput, items: list[Product], to_cart: bool) -> str:
         """Where a block's button leads: the cart (PERSONA_CART_URL, `{user_id}` filled in) for

@@ -21,8 +21,10 @@ from engine.blocks import (
     fits_email,
 )
 from engine.catalog import Product, validate_product
+from engine.clicks import link_maker
 from engine.email_lines import LINE_TARGET, SMTP_LINE_MAX, LineTooLong, longest_line, wrap_html
 from engine.params import build
+from engine.text import MAX_ID
 
 Event = tuple[str, object]
 
@@ -314,3 +316,21 @@ def test_a_self_closing_slash_still_breaks_before_it() -> None:
         wrapped = wrap_html(html)
         assert "\n/>" in wrapped and lines_within(wrapped)
         assert_same_meaning(html, wrapped)
+
+
+def test_a_click_link_too_long_for_a_line_is_the_products_link_not_a_template_error() -> None:
+    """The click redirect's token carries the user id and item id (engine/clicks.py): a user id
+    of 128 emoji (512 octets, as an event may name) and an item id of 128 'é' made a link of
+    1,141 octets, which no line holds: the personalized render and its fallback both failed
+    (LineTooLong), and the user got the empty block, logged as a template error."""
+    item = "é" * MAX_ID
+    catalog = {item: product("p", title="Candle")}
+    catalog[item] = dataclasses.replace(catalog[item], item_id=item)
+    renderer = Renderer()
+    renderer.links = link_maker(b"k" * 32, "https://shop.example.com/persona", lambda: 0)
+    for user, tracked in (("u", True), ("😀" * MAX_ID, False)):
+        inp = dataclasses.replace(block_input("html"), user_id=user, popular=list(catalog))
+        block = assemble(inp, catalog.get, BlockPolicy(), renderer)
+        assert block.items == (item,) and renderer.errors == 0 and lines_within(block.content)
+        assert ("/persona/c/" in block.content) is tracked
+        assert tracked or 'href="https://shop.example.com/' in block.content
