@@ -603,7 +603,11 @@ class Renderer:
         """Where a block's button leads: the cart (PERSONA_CART_URL, `{user_id}` filled in) for
         a user's cart reminder, else the shop (PERSONA_FEED_LINK, else the first item's site)."""
         if to_cart and self.cart_url and inp.user_id and inp.user_id != UNKNOWN_USER:
-            return self.cart_url.replace("{user_id}", urllib.parse.quote(inp.user_id, safe=""))
+            cart = self.cart_url.replace("{user_id}", urllib.parse.quote(inp.user_id, safe=""))
+            # a user id of 128 emoji is 1,536 octets encoded: a link no e-mail line could hold
+            # would fail an e-mail block; the shop's link below instead
+            if inp.fmt != "html" or octets(str(escape(cart))) <= EMAIL_URL_MAX:
+                return cart
         if self.shop_url:
             return self.shop_url
         return site_of(items[0].url) if items else ""

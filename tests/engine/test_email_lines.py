@@ -24,6 +24,7 @@ from engine.catalog import Product, validate_product
 from engine.clicks import link_maker
 from engine.email_lines import LINE_TARGET, SMTP_LINE_MAX, LineTooLong, longest_line, wrap_html
 from engine.params import build
+from engine.profile import Profile
 from engine.text import MAX_ID
 
 Event = tuple[str, object]
@@ -334,3 +335,22 @@ def test_a_click_link_too_long_for_a_line_is_the_products_link_not_a_template_er
         assert block.items == (item,) and renderer.errors == 0 and lines_within(block.content)
         assert ("/persona/c/" in block.content) is tracked
         assert tracked or 'href="https://shop.example.com/' in block.content
+
+
+def test_a_cart_link_too_long_for_a_line_is_the_shops_link_not_a_template_error() -> None:
+    """PERSONA_CART_URL takes the user id percent-encoded: 128 emoji made it 1,575 octets, the
+    cart reminder failed (LineTooLong) and the user got the best-sellers, as a template error."""
+    catalog = {f"P{n}": product(f"P{n}") for n in range(3)}
+    renderer = Renderer()
+    renderer.cart_url = "https://shop.example.com/cart?u={user_id}"
+    for user, to_cart in (("u", True), ("😀" * MAX_ID, False)):
+        inp = dataclasses.replace(
+            block_input("html"),
+            block="cart_reminder",
+            user_id=user,
+            popular=list(catalog),
+            profile=Profile(user, cart={"P0": 1, "P1": 2}),
+        )
+        block = assemble(inp, catalog.get, BlockPolicy(), renderer)
+        assert block.items == ("P0", "P1") and not block.fallback and renderer.errors == 0
+        assert ("/cart?u=" in block.content) is to_cart and lines_within(block.content)
