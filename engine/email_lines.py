@@ -50,12 +50,15 @@ class LineTooLong(ValueError):
 # those (kept whole up to the next `>`, never broken: a malformed tag is not ours to guess)
 _TOKEN = re.compile(
     r"(?P<comment><!--.*?-->|<!--.*\Z|<![^>]*>|<\?[^>]*>)"
-    r"|(?P<tag></?[A-Za-z][^\s/>]*(?:[^>\"']|\"[^\"]*\"|'[^']*')*>)"
+    r"|(?P<tag></?[A-Za-z][^\s/>]*+(?:[^>\"']++|\"[^\"]*\"|'[^']*')*+>)"
     r"|(?P<text>[^<]+)"
     r"|(?P<other><[^>]*>?)",
     re.S,
 )
 _TAG_NAME = re.compile(r"</?([A-Za-z][^\s/>]*)")
+_TAG_START = re.compile(r"</?[A-Za-z][^\s/>]*+")  # a tag's `<` and name (`_TOKEN`'s `tag`)
+_TAG_SPECIAL = re.compile("[>\"']")
+_OTHER = re.compile(r"<[^>]*>?")  # `_TOKEN`'s `other`
 # inside a tag: a quoted value, a run of whitespace, or anything else
 _TAG_PART = re.compile(r"\"[^\"]*\"|'[^']*'|[ \t\r\n\f]+|[^ \t\r\n\f\"']+")
 # elements whose content is raw text (kept whole, up to their end tag)
@@ -163,6 +166,59 @@ def _apply(html: str, chosen: list[Break]) -> str:
     return "".join(parts)
 
 
+class _TagEnds:
+    """Whether the tag starting at a `<` of `html` ends (`_TOKEN`'s `tag` matches there): its
+    name, then quoted values and other characters up to an unquoted `>`. Tried by the regular
+    expression at each `<`, a tag whose quotes pair up to the end of the document without a `>`
+    (`<a '>'"<a '>'"...`) read the rest of the document for every `<`: quadratic, minutes for a
+    megabyte. Here each `>` or quote outside quotes is followed once, its outcome kept: every
+    later tag whose reading reaches it shares it."""
+
+    __slots__ = ("_html", "_known")
+
+    def __init__(self, html: str) -> None:
+        self._html = html
+        self._known: dict[int, bool] = {}  # position of a `>` or quote read outside quotes
+
+    def closes(self, start: int, name_end: int) -> bool:
+        html, known = self._html, self._known
+        seen: list[int] = []
+        pos = name_end
+        ends = False
+        while True:
+            special = _TAG_SPECIAL.search(html, pos)
+            if special is None:
+                break
+            at = special.start()
+            if at in known:
+                ends = known[at]
+                break
+            seen.append(at)
+            if html[at] == ">":
+                ends = True
+                break
+            closing = html.find(html[at], at + 1)
+            if closing < 0:
+                break
+            pos = closing + 1
+        for at in seen:
+            known[at] = ends
+        return ends
+
+
+def _token(html: str, pos: int, tags: _TagEnds) -> tuple[re.Match[str], str]:
+    """The token of `html` at `pos` and its kind (`_TOKEN`), without trying a tag that does not
+    end (`_TagEnds`)."""
+    start = _TAG_START.match(html, pos)
+    if start is not None and not tags.closes(pos, start.end()):
+        other = _OTHER.match(html, pos)
+        assert other is not None  # `<` is there
+        return other, "other"
+    m = _TOKEN.match(html, pos)
+    assert m is not None and m.lastgroup is not None  # `other` matches any `<`, text the rest
+    return m, m.lastgroup
+
+
 def _breaks(html: str, spans: list[tuple[int, int]]) -> list[Break]:
     """The places in the lines `spans` of `html` where a line break means what is there, in
     order (the whole document is read: what a line is inside of starts before it)."""
@@ -171,12 +227,10 @@ def _breaks(html: str, spans: list[tuple[int, int]]) -> list[Break]:
     preformatted = 0
     pos = 0
     span = 0  # the first span that does not end before the token
+    tags = _TagEnds(html)
     while pos < len(html) and span < len(spans):
-        m = _TOKEN.match(html, pos)
-        if m is None:  # unreachable: `other` matches any `<`
-            break
+        m, kind = _token(html, pos, tags)
         pos = m.end()
-        kind = m.lastgroup
         while span < len(spans) and spans[span][1] <= m.start():
             span += 1
         inside = span < len(spans) and spans[span][0] < pos

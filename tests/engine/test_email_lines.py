@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -354,3 +355,20 @@ def test_a_cart_link_too_long_for_a_line_is_the_shops_link_not_a_template_error(
         block = assemble(inp, catalog.get, BlockPolicy(), renderer)
         assert block.items == ("P0", "P1") and not block.fallback and renderer.errors == 0
         assert ("/cart?u=" in block.content) is to_cart and lines_within(block.content)
+
+
+@pytest.mark.parametrize("unit", ["<a '>'\"", '<a ">"\'', "<a '>' \""])
+def test_tags_whose_quotes_never_close_cost_linear_time(unit: str) -> None:
+    """Each '<' of `<a '>'"<a '>'"...` started a tag whose quotes pair up to the end of the
+    document without closing it: every one was scanned to the end, quadratic (80 KB: 8 s, a
+    1 MiB block: about 20 minutes of a reader's CPU). Now each place is read once."""
+    html = unit * (60_000 // len(unit))
+    started = time.perf_counter()
+    try:
+        wrapped = wrap_html(html)
+    except LineTooLong:
+        wrapped = None
+    took = time.perf_counter() - started
+    assert took < 0.5, f"{took:.1f} s for {len(html)} characters"
+    if wrapped is not None:
+        assert lines_within(wrapped)
