@@ -125,7 +125,7 @@ def test_many_erasures_at_once_cost_one_pass_over_the_log(tmp_path: Path) -> Non
     log = tmp_path / "audit.log"
     log.write_text("".join(_line("export", f"user-{n}") + "\n" for n in range(20_000)))
     ids = {f"user-{n * 20}": f"p{n}" for n in range(1_000)}
-    ids |= {f"absent-{n}": "q" for n in range(1_000)}
+    ids |= {f"absent-{n}": "q" for n in range(7_000)}  # one search per id: ~35 s
 
     started = time.perf_counter()
     assert erase_from_audit(log, ids) == 1
@@ -139,7 +139,8 @@ def test_many_erasures_at_once_cost_one_pass_over_the_log(tmp_path: Path) -> Non
             assert entry["path"] == "/v1/users/{user_id}/export"
         else:
             assert entry["user_id"] == f"user-{n}" and "user_id_hmac" not in entry
-    assert took < 3.0, f"{took:.1f} s for 2,000 ids on {log.stat().st_size >> 20} MiB"
+    # a guard against a search per id (a margin of ~30x either way), not a speed target
+    assert took < 15.0, f"{took:.1f} s for 8,000 ids on {log.stat().st_size >> 20} MiB"
 
 
 def test_a_line_nested_too_deeply_to_read_stays_and_the_rest_is_rewritten(tmp_path: Path) -> None:
