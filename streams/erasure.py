@@ -24,7 +24,7 @@ from engine.placement import partition
 from engine.text import BadJson, outside_json
 from streams.admin import DEAD_LETTERS, TRIGGERS_TOPIC
 from streams.kafka_security import Broker
-from streams.reading import stop_reader, topic_reader
+from streams.reading import topic_reader
 from streams.registry import EXPOSURES_TOPIC
 
 ERASABLE_TOPICS = {
@@ -90,7 +90,7 @@ class HeldRecords:
             parts = sorted({tp for key in keys for tp in self._placed(consumer, key)})
             records = await _scan(consumer, parts, keys) if parts else {}
         finally:
-            await stop_reader(consumer)
+            await consumer.stop()
         return {
             key: {
                 name: [shown(v) for _, v in live(records.get((topic, key), []))][-HELD_MAX:]

@@ -24,7 +24,7 @@ from engine.text import BadJson, outside_json
 from models.retrain import MAX_EVENTS, bound, unfenced
 from streams.admin import COMMANDS_TOPIC
 from streams.kafka_security import Broker
-from streams.reading import assign_all, stop_reader, topic_reader
+from streams.reading import assign_all, topic_reader
 from streams.signed import RecordGate
 
 IDLE_MS = 1000
@@ -57,7 +57,7 @@ async def read_tail(
         async for msg in _until(consumer, parts, end):
             yield msg
     finally:
-        await stop_reader(consumer)
+        await consumer.stop()
 
 
 async def _until(

@@ -15,9 +15,21 @@ from streams.read_committed import ISOLATION_LEVEL
 MAX_FETCH = 8 * 1024 * 1024  # bytes per fetch (a registry record holds a whole artifact)
 
 
+class _Reader(AIOKafkaConsumer):
+    """aiokafka's consumer, whose `stop` works also right after `start`: its no-group
+    coordinator starts a routine that, cancelled by `stop` before its first step, raises
+    CancelledError out of `stop` (a reader of a topic that does not exist yet stopped so, and
+    `persona models report` died with a traceback). One turn of the event loop first lets that
+    routine start, after which its cancellation is its own."""
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0)
+        await super().stop()
+
+
 def topic_reader(broker: Broker) -> AIOKafkaConsumer:
     """A consumer without a group or commits, starting at the earliest offset."""
-    return AIOKafkaConsumer(
+    return _Reader(
         **as_config(broker).aiokafka(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -38,13 +50,3 @@ def assign_all(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicP
     if parts:
         consumer.assign(parts)
     return parts
-
-
-async def stop_reader(consumer: AIOKafkaConsumer) -> None:
-    """Stop a `topic_reader` consumer, also one stopped right after it started: aiokafka's
-    no-group coordinator starts a routine that, cancelled by `stop` before its first step,
-    raises CancelledError out of `stop` (a reader of a topic that does not exist yet stopped so,
-    and `persona models report` died with a traceback). One turn of the event loop first lets
-    that routine start, after which its cancellation is its own."""
-    await asyncio.sleep(0)
-    await consumer.stop()

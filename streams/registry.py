@@ -47,7 +47,7 @@ from models.registry_log import (
 )
 from streams.admin import ERASABLE_CONFIG
 from streams.kafka_security import Broker, as_config
-from streams.reading import assign_all, stop_reader, topic_reader
+from streams.reading import assign_all, topic_reader
 from streams.registry_copy import RegistryCopy
 from streams.signed import RecordGate, RecordSigner
 
@@ -128,7 +128,7 @@ async def read_messages(
             if done and not batch:
                 return
     finally:
-        await stop_reader(consumer)
+        await consumer.stop()
 
 
 async def read_registry(
