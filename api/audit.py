@@ -20,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
-import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,20 @@ from typing import Any
 from aiohttp import web
 
 from api.shared import KEY_NAME
-from engine.audit import OK, REFUSED, pseudonymized, record, utc
+from engine.audit import (
+    AUDIT_FILE,
+    AUDIT_KEEP,
+    OK,
+    REFUSED,
+    audit_locked,
+    entry,
+    line,
+    lock_of,
+    pseudonymized,
+    record,
+    rotated,
+    utc,
+)
 from engine.files import open_private, tighten
 
 audit_log = logging.getLogger("persona.audit")
@@ -44,7 +55,7 @@ MAX_CLIENTS = 1000  # addresses with a window of their own; the rest share the "
 MAX_KEYS = 8  # key names a `denied_repeats` line lists
 FLUSH_EVERY = 10.0  # seconds between writes of the windows that ended
 MAX_BYTES = 10 * 1024 * 1024  # audit.log rotates when a line would take it past this size
-KEEP = 9  # rotated files kept: audit.log.1 (newest) .. audit.log.9
+KEEP = AUDIT_KEEP  # rotated files kept: audit.log.1 (newest) .. audit.log.9
 DETAILS = web.RequestKey("audit_details", dict)  # what a handler adds to its audit record
 REFUSED_STATUSES = frozenset({401, 403, 429})
 LOST_WARN_EVERY = 60.0  # seconds between two lines saying audit records cannot be written
@@ -64,7 +75,7 @@ def audit(
     """One audit record of a request: the key name the auth middleware stored, the client's
     address, the method and path, and `details`; with `erased` (user id -> pseudonym), those
     ids pseudonymized (`engine.audit.pseudonymized`)."""
-    line = record(
+    fields = entry(
         action,
         request.get(KEY_NAME, ""),
         outcome,
@@ -73,9 +84,7 @@ def audit(
         path=request.path,
         **details,
     )
-    if erased:
-        line = json.dumps(pseudonymized(json.loads(line), erased), sort_keys=True, default=str)
-    write(line)
+    write(line(pseudonymized(fields, erased) if erased else fields))
 
 
 @dataclass
@@ -206,7 +215,7 @@ class AuditFile(logging.Handler):
     def emit(self, entry: logging.LogRecord) -> None:
         try:
             data = (self.format(entry) + "\n").encode()
-            with self._locked():
+            with audit_locked(self.path):
                 self._rotate(len(data))
                 fd = open_private(self.path)
                 try:
@@ -228,15 +237,6 @@ class AuditFile(logging.Handler):
             self.path, reason, self.lost,
         )  # fmt: skip
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = open_private(self.path.with_name(self.path.name + ".lock"))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
     def _rotate(self, incoming: int) -> None:
         try:
             size = self.path.stat().st_size
@@ -245,11 +245,11 @@ class AuditFile(logging.Handler):
         if not size or size + incoming <= self.max_bytes:
             return
         for n in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{n}")
+            older = rotated(self.path, n)
             if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+                older.replace(rotated(self.path, n + 1))
         if self.keep:
-            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+            self.path.replace(rotated(self.path, 1))
         else:
             self.path.unlink()
 
@@ -276,8 +276,8 @@ def _append_whole(fd: int, data: bytes) -> None:
 def attach_file(data_dir: Path) -> AuditFile:
     """Send the `persona.audit` logger to `<data_dir>/audit.log` (tightened to 0600 if an earlier
     version left it readable by others, with a warning), and only there."""
-    path = data_dir / "audit.log"
-    for name in (path.name, path.name + ".lock"):
+    path = data_dir / AUDIT_FILE
+    for name in (path.name, lock_of(path).name):
         note = tighten(data_dir / name)
         if note:
             log.warning("%s", note)

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,21 @@ def utc(now: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
 
 
+def entry(
+    action: str, key: str, outcome: str, now: float | None = None, **fields: Any
+) -> dict[str, Any]:
+    """One audit record: the common fields, then `fields`."""
+    return {"ts": utc(now), "action": action, "key": key, "outcome": outcome, **fields}
+
+
+def line(record: dict[str, Any]) -> str:
+    """An audit record as its line (without the newline), keys sorted."""
+    return json.dumps(record, sort_keys=True, default=str)
+
+
 def record(action: str, key: str, outcome: str, now: float | None = None, **fields: Any) -> str:
     """One audit line (without the newline): the common fields, then `fields`, keys sorted."""
-    entry = {"ts": utc(now), "action": action, "key": key, "outcome": outcome, **fields}
-    return json.dumps(entry, sort_keys=True, default=str)
+    return line(entry(action, key, outcome, now, **fields))
 
 
 def consent_fields(event: Event) -> dict[str, Any]:
@@ -72,9 +83,34 @@ def audit_consents(events: Iterable[Event]) -> None:
         audit_log.info(record("consent_applied", "", OK, **consent_fields(event)))
 
 
+AUDIT_FILE = "audit.log"  # in the data directory (api/audit.py `attach_file`)
+AUDIT_KEEP = 9  # rotated files kept beside it: audit.log.1 (newest) .. audit.log.9
+
+
+def rotated(path: Path, n: int) -> Path:
+    """The audit log `path`'s `n`th rotated file (`path.n`; 0: `path` itself)."""
+    return path if n == 0 else path.with_name(f"{path.name}.{n}")
+
+
+def lock_of(path: Path) -> Path:
+    """The file every writer of the audit log `path` (and its rewrite) locks: `path.lock`."""
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def audit_locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the audit log `path` (`lock_of`): writers, rotation and the
+    erasure's rewrite take turns under it."""
+    fd = open_private(lock_of(path))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 PSEUDONYM_FIELD = "user_id_hmac"  # what stands in for `user_id` in an erased user's records
 PATH_STAND_IN = "{user_id}"  # what stands in for the erased id in a record's `path`
-AUDIT_KEEP = 9  # rotated files beside the audit log (api/audit.py `KEEP`)
 
 
 class AuditPseudonyms:
@@ -162,18 +198,18 @@ def _rewritten(data: bytes, ids: Mapping[str, str]) -> bytes | None:
         return None
     lines = data.split(b"\n")
     changed = False
-    for n, line in enumerate(lines):
-        if not line or (few and not any(needle in line for needle in needles)):
+    for n, raw in enumerate(lines):
+        if not raw or (few and not any(needle in raw for needle in needles)):
             continue
         try:
-            entry = json.loads(line)
+            parsed = json.loads(raw)
         except (ValueError, RecursionError):
             continue
-        if not isinstance(entry, dict):
+        if not isinstance(parsed, dict):
             continue
-        new = pseudonymized(entry, ids, longest)
-        if new != entry:
-            lines[n] = json.dumps(new, sort_keys=True, default=str).encode()
+        new = pseudonymized(parsed, ids, longest)
+        if new != parsed:
+            lines[n] = line(new).encode()
             changed = True
     return b"\n".join(lines) if changed else None
 
@@ -185,12 +221,10 @@ def erase_from_audit(path: Path, ids: Mapping[str, str], keep: int = AUDIT_KEEP)
     (written beside it 0600, then renamed), so a crash leaves the old file or the new one."""
     if not ids:
         return 0
-    lock = open_private(path.with_name(path.name + ".lock"))
     rewritten = 0
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with audit_locked(path):
         for n in range(keep + 1):
-            name = path if n == 0 else path.with_name(f"{path.name}.{n}")
+            name = rotated(path, n)
             try:
                 data = name.read_bytes()
             except FileNotFoundError:
@@ -201,8 +235,6 @@ def erase_from_audit(path: Path, ids: Mapping[str, str], keep: int = AUDIT_KEEP)
             # a linked log (to a log volume) is rewritten where it points, the link kept
             _replace(Path(os.path.realpath(name)) if name.is_symlink() else name, new)
             rewritten += 1
-    finally:
-        os.close(lock)  # releases the lock
     return rewritten
 
 

@@ -21,7 +21,7 @@ from typing import Any, cast
 import faust
 from faust.sensors.monitor import Monitor
 
-from engine.audit import AuditPseudonyms, audit_consents, erase_from_audit
+from engine.audit import AUDIT_FILE, AuditPseudonyms, audit_consents, erase_from_audit
 from engine.catalog import InvalidProduct, Product, catalog_record, item_key_problem
 from engine.clock import EventTimeClock, WallClock
 from engine.dead_letter import Source, letter, shorten
@@ -1317,7 +1317,7 @@ class PersonaStreams:
         if not self._audit_erased:
             return
         ids = {u: self._audit_pseudonyms.of(u) for u in self._audit_erased}
-        path = self.settings.data_dir / "audit.log"
+        path = self.settings.data_dir / AUDIT_FILE
         try:
             await asyncio.to_thread(erase_from_audit, path, ids)
         except OSError as exc:  # a full disk: kept, tried again after the next batch
