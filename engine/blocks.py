@@ -245,10 +245,15 @@ def fits_email(product: Product) -> bool:
     # an ASCII URL's character takes at most 5 octets written (`&` escaped), any other 12
     # (percent-encoded UTF-8): most links are settled by their length, without encoding them
     return all(
-        len(url) * (5 if url.isascii() else 12) <= EMAIL_URL_MAX
-        or len(str(escape(feed_url(url)))) <= EMAIL_URL_MAX
+        len(url) * (5 if url.isascii() else 12) <= EMAIL_URL_MAX or link_fits(feed_url(url))
         for url in (product.url, product.image_url)
     )
+
+
+def link_fits(link: str) -> bool:
+    """Whether an e-mail block can write `link` (encoded already) in an attribute: at most
+    EMAIL_URL_MAX octets once HTML-escaped."""
+    return octets(str(escape(link))) <= EMAIL_URL_MAX
 
 
 def _pick(
@@ -593,7 +598,7 @@ class Renderer:
         if link is None:
             return {"url": product}
         tracked = link(p.item_id)
-        if octets(str(escape(tracked))) > EMAIL_URL_MAX:
+        if not link_fits(tracked):
             # the click token carries the user and item ids (512 octets each at most): a link
             # no line could hold would fail the block and its fallback; the product's instead
             return {"url": product}
@@ -606,7 +611,7 @@ class Renderer:
             cart = self.cart_url.replace("{user_id}", urllib.parse.quote(inp.user_id, safe=""))
             # a user id of 128 emoji is 1,536 octets encoded: a link no e-mail line could hold
             # would fail an e-mail block; the shop's link below instead
-            if inp.fmt != "html" or octets(str(escape(cart))) <= EMAIL_URL_MAX:
+            if inp.fmt != "html" or link_fits(cart):
                 return cart
         if self.shop_url:
             return self.shop_url
