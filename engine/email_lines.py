@@ -67,8 +67,9 @@ _PREFORMATTED = frozenset({"pre", "listing"})
 _KEEPS_SPACE = re.compile(
     r"white-space(?:-collapse)?\s*:\s*(?:pre|break-spaces|preserve)|<plaintext", re.I
 )
-_ENTITY_BEFORE = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{0,31});\Z")
-_ENTITY_AFTER = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{0,31});")
+_ENTITY = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{0,31});"  # a reference
+_ENTITY_BEFORE = re.compile(_ENTITY + r"\Z")  # one ending where the search ends
+_ENTITY_AFTER = re.compile(_ENTITY)
 _SPACES = " \t"
 _ZWSP = "\u200b"
 
