@@ -108,11 +108,29 @@ class Worker:
                 self.proc.wait(5)
 
 
+# The session broker's address: its one worker is the session `worker`. Another worker there would
+# join that worker's consumer group and take partitions (and their events, and the metrics
+# counting them) from under whichever test runs: a test needing its own worker brings its own
+# broker. Enforced, so the mistake fails at once rather than only when the session worker runs.
+_SESSION_BROKERS: set[str] = set()
+
+
 def start_worker(
-    broker_url: str, data_dir: Path, extra_env: dict[str, str] | None = None, port: int = 0
+    broker_url: str,
+    data_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int = 0,
+    *,
+    session: bool = False,
 ) -> Worker:
     """A `persona worker` once its /readyz answers 200; on `port` when given (a caller can
-    then poll it from before it is ready)."""
+    then poll it from before it is ready). Refused on the session broker but for the session
+    worker (`session`)."""
+    if broker_url in _SESSION_BROKERS and not session:
+        raise AssertionError(
+            "a second worker on the session broker would share the session worker's consumer "
+            "group: start an EmbeddedBroker of the test's own"
+        )
     port = port or free_port()
     env = dict(os.environ)
     env.update(
@@ -160,11 +178,15 @@ def start_worker(
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     log = tmp_path_factory.mktemp("broker") / "broker.log"
     with EmbeddedBroker(log_file=log) as running:
-        yield running
+        _SESSION_BROKERS.add(running.url)
+        try:
+            yield running
+        finally:
+            _SESSION_BROKERS.discard(running.url)
 
 
 @pytest.fixture(scope="session")
 def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    running = start_worker(broker.url, tmp_path_factory.mktemp("worker"))
+    running = start_worker(broker.url, tmp_path_factory.mktemp("worker"), session=True)
     yield running
     running.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,14 @@ from tests.persona.test_run import _alive, _running
 pytestmark = pytest.mark.integration
 
 REFUSED_WITHIN = 60  # seconds: a refusal takes the imports and the settings (~3 s measured)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker for a worker that runs: on the session broker it would join the session worker's
+    consumer group."""
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as own:
+        yield own
 
 
 def _worker(
@@ -59,14 +68,14 @@ def test_a_worker_on_a_locked_data_dir_is_refused_in_one_line(
 
 
 def test_a_worker_holds_the_lock_while_it_runs_and_releases_it_at_exit(
-    broker: EmbeddedBroker, tmp_path: Path
+    own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    worker = start_worker(broker.url, data)
+    worker = start_worker(own_broker.url, data)
     try:
         with pytest.raises(DataDirInUse, match=f"the data dir {data} is in use"):
             os.close(lock_data_dir(data))
-        _refused(_worker(broker, data), data)  # a second standalone worker on it
+        _refused(_worker(own_broker, data), data)  # a second standalone worker on it
         assert worker.proc.poll() is None  # the first runs on
     finally:
         worker.stop()
