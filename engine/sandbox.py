@@ -17,7 +17,8 @@ loop iterations, calls, filters and operators), steps (loop iterations + calls +
 operators), output bytes, characters built in intermediate strings and call depth (macros,
 recursive loops). Whatever a deadline cannot interrupt (one C-level operation) is bounded before
 it runs: `**` and `*` on integers (`MAX_INT_BITS`), `*` and `+` building strings or lists
-(`MAX_STR`, `MAX_ITEMS`), `%`/`format` widths (`MAX_WIDTH`), `center`, `indent`, `wordwrap`,
+(`MAX_STR`, `MAX_ITEMS`), `%`/`format` widths (`MAX_WIDTH`) and output (`percent_size`: a
+mapping key named in every conversion multiplies a value), `center`, `indent`, `wordwrap`,
 `replace`, `join`, `tojson` (its indent), `batch`, `slice`, `sum`, `list`, `range` and any joined
 buffer (macros, `set` blocks). A refusal raises `BudgetExceeded` (or jinja2's `SecurityError`)
 out of the render.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
 import re
 import time
 import types
@@ -49,6 +51,7 @@ from jinja2.runtime import Context, LoopContext, Macro, Undefined, markup_join, 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace, pass_context
 from jinja2.visitor import NodeTransformer
+from markupsafe import Markup
 
 MAX_STR = 1 << 20  # characters of any one string a template builds
 MAX_ITEMS = 10_000  # items of any list, tuple or range a template builds
@@ -412,10 +415,60 @@ def check_percent(fmt: str) -> None:
         i = j + 1
 
 
+_CONVERSION = re.compile(  # %(key)flags width.precision length conversion
+    r"%(?:\(([^()]*(?:\([^()]*\)[^()]*)*)\))?([#0\- +]*)([\d*]*)(?:\.([\d*]*))?[hlL]?(.)?"
+)
+
+
+def _text_bound(value: Any, conversion: str) -> int:
+    """At most how many characters one `%` conversion of `value` writes (before its width)."""
+    if isinstance(value, str) and conversion == "s":
+        return len(value)
+    if isinstance(value, float):  # `%f`, `%d` or `%o` of 1e308 write its 309 to 342 digits
+        return (int(abs(value)).bit_length() if math.isfinite(value) else 0) // 3 + 40
+    if isinstance(value, int):
+        return check_plain(value) + 32
+    return 10 * check_plain(value) + 32  # repr or str of data: `\U0001f600` for one character
+
+
+def percent_size(fmt: str, args: Any) -> int:
+    """An upper bound of what the conversions of `fmt % args` write, computed without building
+    it: a mapping key named in every conversion, or a width on each, multiplies the output of
+    one C call."""
+    size, taken = 0, 0
+    named: dict[tuple[str, str], int] = {}  # a key's bound, computed once however often named
+    for match in _CONVERSION.finditer(fmt):
+        key, _, width, precision, conversion = match.groups()
+        if conversion is None or conversion == "%":
+            continue
+        if key is not None:
+            if (key, conversion) not in named:
+                value = args.get(key) if isinstance(args, Mapping) else args
+                named[key, conversion] = _text_bound(value, conversion)
+            size += named[key, conversion]
+        elif isinstance(args, tuple):
+            size += _text_bound(args[taken] if taken < len(args) else None, conversion)
+            taken += 1
+        else:
+            size += _text_bound(args, conversion)
+        size += sum(int(n) for n in (width, precision) if n and n.isdigit())
+        if size > MAX_STR:
+            break  # enough to refuse it
+    return size
+
+
+def check_format(fmt: str, args: Any) -> None:
+    """`fmt % args` within MAX_WIDTH and MAX_STR, refused before it runs (a `Markup` format
+    escapes what it inserts: `"` becomes `&#34;`)."""
+    check_percent(fmt)
+    check_plain(args)
+    escaped = 5 if isinstance(fmt, Markup) else 1
+    _at_most(len(fmt) + escaped * percent_size(fmt, args), MAX_STR, "a formatted text")
+
+
 def check_mod(left: Any, right: Any) -> None:
     if isinstance(left, str):
-        check_percent(left)
-        check_plain(right)
+        check_format(left, right)
 
 
 BINOP_CHECKS: dict[str, Callable[[Any, Any], None]] = {
@@ -459,7 +512,7 @@ def pre_urlize(value: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def pre_format(value: Any, *args: Any, **kwargs: Any) -> None:
-    check_percent(str(value))
+    check_format(value if isinstance(value, str) else str(value), kwargs or args)
 
 
 def pre_replace(value: Any, old: Any, new: Any, count: Any = None) -> None:

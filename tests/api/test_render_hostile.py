@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -121,6 +122,8 @@ async def test_a_hostile_render_leaves_the_process_answering(
         '{{ "a"|center(10**9) }}',
         '{{ "%0999999999d"|format(1) }}',
         "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+        "{{ ('%(a)s' * 1000) % {'a': 'x' * 200000} }}",
+        "{{ ('%(a)1000s' * 5000)|format(a='x') }}",
     ],
 )
 async def test_hostile_templates_get_per_recipient_errors(
@@ -133,6 +136,23 @@ async def test_hostile_templates_get_per_recipient_errors(
     assert r.status == 200 and payload["errors"] == 2
     for result in payload["results"].values():
         assert result["content"] is None and result["error"].startswith("BudgetExceeded")
+
+
+async def test_an_amplifying_format_is_refused_before_it_allocates(client: TestClient) -> None:
+    """One `%` naming a 200,000-character value 1,000 times would build 200 MB in one C call."""
+    template = "{{ ('%(a)s' * 1000) % {'a': 'x' * 200000} }}"
+    tracemalloc.start()
+    try:
+        r = await client.post(
+            "/v1/render", json={"template": template, "user_ids": ["a"]}, headers=AUTH
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    result = (await r.json())["results"]["a"]
+    assert r.status == 200 and result["content"] is None
+    assert "a formatted text above" in result["error"]
+    assert peak < 32 << 20
 
 
 async def test_the_response_size_is_bounded(client: TestClient) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import re
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,49 @@ def test_the_bounds_of_c_level_operations_are_exact() -> None:
     check_percent("%(a)s %5d %.3f %%d %1000s")
     with pytest.raises(BudgetExceeded):
         check_percent("%(a(b)c)1001s")
+
+
+# One `%` or `|format` is one C call: a mapping key named in every conversion, or a width on
+# each, multiplies its output (`('%(a)s' * 100000) % {'a': 'x' * 10**6}` is 10**11 characters,
+# built before any check after the call could refuse it). Each would build over 100 MB here.
+AMPLIFIED = [
+    "{{ ('%(a)s' * 1000) % {'a': 'x' * 200000} }}",
+    "{{ ('%(a)s' * 1000)|format(a='x' * 200000) }}",
+    "{{ ['%(a)s' * 1000]|map('format', a='x' * 200000)|list }}",
+    "{{ ('%(a)1000s' * 100000) % {'a': 'x'} }}",
+    "{{ ('%1000s' * 10000) % ((1,) * 10000) }}",
+    "{{ ('%(a)r' * 1000) % {'a': '\\x00' * 100000} }}",
+    "{{ ('%(a)s' * 2000) % {'a': range(10000)|list} }}",
+    # a Markup format escapes what it inserts: 5 x 200,000 characters become 5 x 1,000,000
+    "{{ (('%(a)s' * 5)|safe) % {'a': '\"' * 200000} }}",
+]
+
+
+@pytest.mark.parametrize("source", AMPLIFIED)
+def test_percent_formatting_is_bounded_before_it_runs(source: str) -> None:
+    tracemalloc.start()
+    try:
+        _, text = run(source, Limits(cpu_seconds=60))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "a formatted text above" in text, text[:200]
+    assert peak < 16 << 20  # the output would be 100-400 MB; its bound is 1 MiB
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ '%(a)s-%(a)s' % {'a': 'x' * 1000} }}", "x" * 1000 + "-" + "x" * 1000),
+        ("{{ '%5d|%-4s|%.2f|%%|%r' % (42, 'ab', 3.14159, 'q') }}", "   42|ab  |3.14|%|&#39;q&#39;"),
+        ("{{ '%s' % ('y' * 500000) }}", "y" * 500000),
+        ("{{ '%(n)s items'|format(n=3) }}", "3 items"),
+        ("{{ '%d %.0f %o' % (1e308, 1e308, 2**1000) }}", f"{int(1e308)} {1e308:.0f} {2**1000:o}"),
+        ("{{ '%.3e %f' % (10**300 * 1.0, 1e300) }}", f"{1e300:.3e} {1e300:f}"),
+    ],
+)
+def test_percent_formatting_within_its_bound(source: str, expected: str) -> None:
+    assert run(source, Limits())[1] == expected
 
 
 def test_request_budget_sums_its_messages() -> None:
