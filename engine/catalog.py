@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from engine.text import id_problem, text_problem
+from engine.text import id_problem, new_id_problem, text_problem
 
 MAX_PRICE = 1e9  # as engine.events.MAX_PRICE
 
@@ -169,7 +169,7 @@ def _text(data: dict[str, Any], name: str, required: bool, max_len: int = 2048) 
     text = str(value).strip()
     if len(text) > max_len:
         raise InvalidProduct(f"{name} is longer than {max_len} characters")
-    problem = id_problem(text) if name in _KEYS else text_problem(text)
+    problem = new_id_problem(text) if name in _KEYS else text_problem(text)
     if problem:
         raise InvalidProduct(f"{name} {problem}")
     return text

@@ -16,7 +16,15 @@ from typing import Any
 import msgpack
 
 from engine.consent import TEXT_VERSION
-from engine.text import MAX_ID, BadJson, id_problem, outside_json, short, text_problem
+from engine.text import (
+    MAX_ID,
+    BadJson,
+    id_problem,
+    new_id_problem,
+    outside_json,
+    short,
+    text_problem,
+)
 
 CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "search"})
 CART_TYPES = frozenset({"add_to_cart", "remove_from_cart", "checkout", "purchase"})
@@ -321,7 +329,7 @@ def _string(data: dict[str, Any], name: str, required: bool, max_len: int = MAX_
         raise InvalidEvent(f"{name} must be a string, got {found(value)}{hint}")
     if not 1 <= len(value) <= max_len:
         raise InvalidEvent(f"{name} must be 1..{max_len} characters")
-    problem = id_problem(value)
+    problem = new_id_problem(value)
     if problem:
         raise InvalidEvent(f"{name} {problem}")
     return value
@@ -577,7 +585,7 @@ def _check_identify(props: dict[str, Any], user_id: str) -> None:
     previous = props.get("previous_id")
     if not isinstance(previous, str) or not 1 <= len(previous) <= 128:
         raise InvalidEvent("an identify event needs props.previous_id, the anonymous id (1..128)")
-    problem = id_problem(previous)
+    problem = new_id_problem(previous)
     if problem:
         raise InvalidEvent(f"props.previous_id {problem}")
     if previous == user_id:

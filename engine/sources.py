@@ -40,7 +40,7 @@ from typing import IO, Any
 from engine.catalog import InvalidProduct, Product
 from engine.catalog_formats import InvalidFeed, open_binary
 from engine.events import MAX_PRICE, MAX_QUANTITY, Event, InvalidEvent, validate
-from engine.text import MAX_ID, BadJson, id_problem, outside_json
+from engine.text import MAX_ID, BadJson, new_id_problem, outside_json
 
 GZIP_MAGIC = b"\x1f\x8b"
 UCI_HEADER = (
@@ -354,7 +354,7 @@ def _ids_problem(**ids: str | None) -> str | None:
             continue
         if len(value) > MAX_ID:
             return f"{name} is longer than {MAX_ID} characters"
-        problem = id_problem(value)
+        problem = new_id_problem(value)
         if problem:
             return f"{name} {problem}"
     return None

@@ -2,8 +2,13 @@
 JSON read from files, feeds and topics.
 
 Pure. Ids (user, event, item, session ids) are keys: they refuse every control character (C0, DEL,
-C1) and every lone surrogate (which no UTF-8 encoder accepts). Free text (titles, comments, search
-queries) refuses lone surrogates and the C0 controls other than tab, line feed and carriage return.
+C1) and every lone surrogate (which no UTF-8 encoder accepts), `id_problem`. An id entering state
+(an event's, a catalog feed's) also refuses the invisible characters that make two different ids
+look alike (a byte order mark left by joined files, zero-width spaces and joiners, direction
+marks, overrides and isolates, which can show one id as another), `new_id_problem`; lookups
+keep the first rule, so what an older version stored stays readable, exportable and erasable.
+Free text (titles, comments, search queries) refuses lone surrogates and the C0 controls other
+than tab, line feed and carriage return.
 JSON from outside (`outside_json`) fails with one exception type, `BadJson` (a `ValueError`),
 whatever went wrong: invalid JSON, nesting deeper than Python's stack (a `RecursionError` out of
 `json.loads`), an integer over Python's 4,300-digit conversion limit, bytes that are not UTF-8.
@@ -17,7 +22,31 @@ from collections.abc import Callable
 from typing import Any
 
 MAX_ID = 128  # characters of an id (user, event, item id): what an event may hold
+_INVISIBLE = {
+    "\u00ad": "a soft hyphen",
+    "\u200b": "a zero-width space",
+    "\u200c": "a zero-width non-joiner",
+    "\u200d": "a zero-width joiner",
+    "\u200e": "a direction mark",
+    "\u200f": "a direction mark",
+    "\u202a": "a direction embedding",
+    "\u202b": "a direction embedding",
+    "\u202c": "a direction pop",
+    "\u202d": "a direction override",
+    "\u202e": "a direction override",
+    "\u2060": "a word joiner",
+    "\u2061": "an invisible operator",
+    "\u2062": "an invisible operator",
+    "\u2063": "an invisible operator",
+    "\u2064": "an invisible operator",
+    "\u2066": "a direction isolate",
+    "\u2067": "a direction isolate",
+    "\u2068": "a direction isolate",
+    "\u2069": "a direction isolate",
+    "\ufeff": "a byte order mark",
+}
 _ID_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NEW_ID_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff" + "".join(_INVISIBLE) + "]")
 _TEXT_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 
 
@@ -29,12 +58,20 @@ def _describe(char: str) -> str:
         )
     if "\ud800" <= char <= "\udfff":
         return f"a lone surrogate (U+{ord(char):04X})"
+    if char in _INVISIBLE:
+        return f"an invisible character (U+{ord(char):04X}, {_INVISIBLE[char]})"
     return f"a control character (U+{ord(char):04X})"
 
 
 def id_problem(value: str) -> str | None:
     """Why `value` cannot be an id, or None when it can."""
     found = _ID_FORBIDDEN.search(value)
+    return None if found is None else f"contains {_describe(found.group())}"
+
+
+def new_id_problem(value: str) -> str | None:
+    """Why `value` cannot be the id of something new (an event's, a product's), or None."""
+    found = _NEW_ID_FORBIDDEN.search(value)
     return None if found is None else f"contains {_describe(found.group())}"
 
 

@@ -227,6 +227,16 @@ async def test_erasing_an_id_no_user_can_hold_is_a_400_and_erases_nothing(
     assert r.status == 200 and state.erased == ["y" * 128]
 
 
+async def test_an_id_stored_before_invisible_characters_were_refused_is_still_erased(
+    client: TestClient, state: MemoryState
+) -> None:
+    """New events refuse ids holding invisible characters (engine.text.new_id_problem); a user an
+    older version stored under such an id must still be exportable and erasable."""
+    admin = {"Authorization": "Bearer adm-kkkkkkkkkkkkkkkkkkkk"}
+    r = await client.delete("/v1/users/old%E2%80%8Bid", headers=admin)  # a zero-width space
+    assert r.status == 200 and state.erased == ["old\u200bid"]
+
+
 async def test_consent_change_takes_effect_at_once_cached_blocks_included(
     client: TestClient, state: MemoryState
 ) -> None:

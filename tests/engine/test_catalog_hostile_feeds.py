@@ -164,3 +164,11 @@ def test_xinclude_and_stylesheets_are_plain_markup_never_followed() -> None:
     )
     products, rejected = read(xml.encode())
     assert [(p.item_id, p.title) for p in products] == [("x", "t")] and rejected == []
+
+
+def test_a_byte_order_mark_inside_the_feed_rejects_its_row_naming_it() -> None:
+    """Two exports joined with `cat`: the second's BOM opens a row. Kept, it would store the id
+    `\\ufeffb`, which no event names: the row is refused saying why."""
+    products, rejected = read(HEADER + ROW % (b"a", b"T") + b"\xef\xbb\xbf" + ROW % (b"b", b"T"))
+    assert [p.item_id for p in products] == ["a"]
+    assert rejected == [(3, "item_id contains an invisible character (U+FEFF, a byte order mark)")]

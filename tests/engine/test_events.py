@@ -47,6 +47,9 @@ def test_rfc3339_and_epoch_ms_agree():
         ({"price": float("nan")}, "price"),
         ({"currency": "euro"}, "currency"),
         ({"props": [1]}, "props"),
+        ({"user_id": "user-\u202e1"}, "user_id contains an invisible character (U+202E"),
+        ({"item_id": "\ufeffsku-1"}, "item_id contains an invisible character (U+FEFF"),
+        ({"event_id": "e\u200b1"}, "event_id contains an invisible character (U+200B"),
     ],
 )
 def test_invalid_events_say_why(change, reason):

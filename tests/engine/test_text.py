@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.text import BadJson, outside_json
+from engine.text import BadJson, id_problem, new_id_problem, outside_json
 
 DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECT = '{"a":' * 100_000 + "1" + "}" * 100_000
@@ -37,3 +37,28 @@ def test_good_json_is_read() -> None:
     for _ in range(99):
         (nested,) = nested
     assert nested == []
+
+
+@pytest.mark.parametrize(
+    ("char", "name"),
+    [
+        ("\ufeff", "U+FEFF, a byte order mark"),
+        ("\u200b", "U+200B, a zero-width space"),
+        ("\u200d", "U+200D, a zero-width joiner"),
+        ("\u200e", "U+200E, a direction mark"),
+        ("\u202e", "U+202E, a direction override"),
+        ("\u2066", "U+2066, a direction isolate"),
+        ("\u2060", "U+2060, a word joiner"),
+    ],
+)
+def test_an_id_holding_an_invisible_character_is_refused_naming_it(char: str, name: str) -> None:
+    """Two ids that look alike must be alike: an invisible character (a BOM from a joined file,
+    a zero-width space pasted with an id, a direction override that shows `user-1` for another id)
+    is refused where ids are checked."""
+    assert new_id_problem(f"user{char}-1") == f"contains an invisible character ({name})"
+    assert id_problem(f"user{char}-1") is None  # a lookup: what an older version stored
+
+
+@pytest.mark.parametrize("value", ["user-1", "utilisateur-é", "用户", "ユーザー", "פריט-1", "a b"])
+def test_ids_in_any_script_stay_allowed(value: str) -> None:
+    assert new_id_problem(value) is None
