@@ -131,7 +131,7 @@ def start_worker(
             "a second worker on the session broker would share the session worker's consumer "
             "group: start an EmbeddedBroker of the test's own"
         )
-    port = port or free_port()
+    chosen = port
     env = dict(os.environ)
     env.update(
         {
@@ -145,6 +145,25 @@ def start_worker(
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "worker.log"
+    # A port of free_port's choosing can be taken by any process in the seconds before the
+    # worker binds it (the worker then exits at once saying so): another is tried.
+    for _ in range(PORT_TRIES if not chosen else 1):
+        port = chosen or free_port()
+        logged = log.stat().st_size if log.exists() else 0
+        worker = _launch(broker_url, data_dir, env, port, log)
+        if worker.proc.poll() is None:
+            return worker
+        said = log.read_bytes()[logged:].decode(errors="replace")
+        if chosen or f":{port} is in use by another process" not in said:
+            break
+    raise AssertionError(f"worker exited {worker.proc.returncode}:\n{log.read_text()[-4000:]}")
+
+
+PORT_TRIES = 3
+
+
+def _launch(broker_url: str, data_dir: Path, env: dict[str, str], port: int, log: Path) -> Worker:
+    """A `persona worker` once its /readyz answers 200 or it has exited."""
     cmd = [
         sys.executable,
         "-m",
@@ -169,8 +188,6 @@ def start_worker(
     except BaseException:
         worker.stop()
         raise
-    if proc.poll() is not None:
-        raise AssertionError(f"worker exited {proc.returncode}:\n{log.read_text()[-4000:]}")
     return worker
 
 
