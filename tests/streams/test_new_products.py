@@ -17,7 +17,7 @@ from models.registry import ModelSet
 from models.similar import FRESH_AFTER
 from persona.supervisor import DEMO_DIR
 from streams.produce import ALL_INPUTS, Producer, ensure_topics
-from tests.conftest import T0, Worker, http, metric, wait_until
+from tests.conftest import T0, Worker, http, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +50,23 @@ def send(worker: Worker, products: list[Product], events: list[dict]) -> None:
 
 
 def load_products(worker: Worker, products: list[Product]) -> None:
-    updates = "persona_catalog_updates_total"
-    before = metric(worker.base, updates)
+    """Send `products` and wait until the feed lists each (the session worker's update count is
+    no witness: other tests' catalog records move it too)."""
     send(worker, products, [])
     wait_until(
-        lambda: metric(worker.base, updates) >= before + len(products),
+        lambda: listed(worker, {p.item_id for p in products}),
         timeout=90,
         what="the new products in the catalog",
     )
+
+
+def listed(worker: Worker, items: set[str]) -> bool:
+    """Whether the worker's product feed lists every one of `items`."""
+    status, _, body = http("GET", worker.base + "/v1/feeds/google.tsv")
+    rows = (
+        {row.split(b"\t", 1)[0].decode() for row in body.split(b"\n")} if status == 200 else set()
+    )
+    return items <= rows
 
 
 def view(user: str, item: str, ts: int) -> dict:
