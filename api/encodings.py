@@ -298,12 +298,18 @@ def _unread_rest(request: web.Request, response: web.StreamResponse) -> None:
     sake: the connection closes after `response`."""
     unread = encoded(request) or refused_coding(request) is not None
     if unread and not request.get(_READ_TO_END, False):
-        response.force_close()
-        # aiohttp would otherwise read the rest through its parser (and, where it inflates
-        # bodies itself, inflate it): api.protocol.ProblemRequestHandler
-        discard = getattr(request.protocol, "discard_body", None)
-        if discard is not None:
-            discard(request.content)
+        leave_unread(request, response)
+
+
+def leave_unread(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The connection closes after `response`, and what is left of the request's body is
+    taken without being read."""
+    response.force_close()
+    # aiohttp would otherwise read the rest through its parser (and, where it inflates
+    # bodies itself, inflate it): api.protocol.ProblemRequestHandler
+    discard = getattr(request.protocol, "discard_body", None)
+    if discard is not None:
+        discard(request.content)
 
 
 def accepts_gzip(header: str) -> bool:

@@ -11,7 +11,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from api import hops
 from api.audit import refused
 from api.auth import KeyRing, secret_from_header
-from api.encodings import NOT_INFLATING
+from api.encodings import NOT_INFLATING, leave_unread
 from api.limits import THROTTLE, AuthThrottle
 from api.shared import KEY_NAME, KEYS, Handler, http_problem, problem, request_scope
 from engine.clicks import logged_path
@@ -112,7 +112,10 @@ async def authorize_hop(request: web.Request, scope: str) -> tuple[str | None, w
     if isinstance(hop, str):
         response = problem(401, "Unauthorized", f"{hop}: forwarded requests are signed")
         response.headers["WWW-Authenticate"] = 'Bearer realm="persona"'
-        return None, request.app[THROTTLE].refusal(request.remote, response)
+        response = request.app[THROTTLE].refusal(request.remote, response)
+        if request.can_read_body:  # a body the refusal left unread (past the bound) stays so
+            leave_unread(request, response)
+        return None, response
     if scope not in hop.scopes:
         return hop.name, problem(403, "Forbidden", f"this key lacks the {scope} scope")
     return hop.name, None

@@ -21,7 +21,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from engine.signing import HOP_HEADER, ClusterKey, Hop, SeenNonces, cluster_key
+from engine.signing import (
+    HOP_HEADER,
+    ClusterKey,
+    Hop,
+    SeenNonces,
+    cluster_key,
+    hop_header_problem,
+)
 
 log = logging.getLogger("persona.routing")
 
@@ -50,22 +57,51 @@ def now_ms() -> int:
 
 
 async def verify(request: web.Request) -> Hop | str:
-    """The caller a request's hop header speaks for, or why it is refused (counted)."""
+    """The caller a request's hop header speaks for, or why it is refused (counted). What can be
+    checked from the header (a cluster secret here, the header's form, its time) is checked
+    before the body is read, and a body past the app's bound (`MAX_BODY`) is refused as
+    unverifiable, not answered 413: no member forwards one (it reads a body within that bound
+    to sign it), and a forged hop learns nothing but its refusal. A body announced past the
+    bound is not read at all; one without a length is read no further than the bound."""
     app = request.app
     key = app.get(CLUSTER)
-    body = await request.read() if request.can_read_body else b""
     now = now_ms()
+    found: Hop | str
     if key is None:
-        found: Hop | str = "this process has no cluster secret"
+        found = "this process has no cluster secret"
     else:
         header = request.headers.get(HOP_HEADER, "")
-        found = key.verify_hop(header, request.method, str(request.rel_url), body, now)
+        found = hop_header_problem(header, now) or await _check_signature(request, key, header, now)
     if isinstance(found, Hop) and not app[NONCES].first(found, now):
         found = "replayed hop signature"
     count(app, "hops_accepted" if isinstance(found, Hop) else "hops_refused")
     if not isinstance(found, Hop):
         log.warning("refused a hop from %s: %s", request.remote, found)
     return found
+
+
+async def _check_signature(
+    request: web.Request, key: ClusterKey, header: str, now: int
+) -> Hop | str:
+    """`verify`'s signature check, which covers the body (read here, within its bound)."""
+    body = await _signed_body(request)
+    if body is None:
+        return "a hop's body past the body bound or broken off cannot be verified"
+    return key.verify_hop(header, request.method, str(request.rel_url), body, now)
+
+
+async def _signed_body(request: web.Request) -> bytes | None:
+    """The body a hop's signature covers, or None when it is past the app's bound (announced
+    past it: not read; else read up to it) or broke off: its signature cannot be checked."""
+    if not request.can_read_body:
+        return b""
+    length = request.content_length
+    if length is not None and length > request.client_max_size:
+        return None
+    try:
+        return await request.read()
+    except (web.HTTPRequestEntityTooLarge, web.RequestPayloadError):
+        return None
 
 
 def target_problem(url: str) -> str | None:

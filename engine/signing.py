@@ -87,19 +87,13 @@ class ClusterKey:
 
     def verify_hop(self, header: str, method: str, target: str, body: bytes, now: int) -> Hop | str:
         """The hop's caller, or why it is refused."""
-        fields = _fields(header)
-        if fields is None:
-            return "malformed hop header"
-        try:
-            ts = int(fields["t"])
-            name = base64.urlsafe_b64decode(fields["k"].encode()).decode()
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            return "malformed hop header"
+        parsed = _hop_fields(header, now)
+        if isinstance(parsed, str):
+            return parsed
+        fields, ts, name = parsed
         expected = self._hop_sig(method, target, ts, fields["n"], name, fields["s"], body)
         if not hmac.compare_digest(expected, fields["sig"]):
             return "bad hop signature"
-        if abs(now - ts) > HOP_WINDOW_MS:
-            return "expired hop signature"
         scopes = frozenset(s for s in fields["s"].split(",") if s)
         return Hop(name, scopes, ts, fields["n"])
 
@@ -165,6 +159,29 @@ class ClusterKey:
 def cluster_key(secret: str | None) -> ClusterKey | None:
     """The key of a configured secret (None: not configured; nothing verifies)."""
     return None if secret is None else ClusterKey(secret)
+
+
+def hop_header_problem(header: str, now: int) -> str | None:
+    """Why a hop header is refused before its body is looked at (malformed, or signed outside
+    `HOP_WINDOW_MS` of `now`), or None: then only its signature, which covers the body, is left
+    to check (`ClusterKey.verify_hop`). Nothing here needs the secret."""
+    found = _hop_fields(header, now)
+    return found if isinstance(found, str) else None
+
+
+def _hop_fields(header: str, now: int) -> tuple[dict[str, str], int, str] | str:
+    """A hop header's fields, time and key name, or why it is refused (its signature unchecked)."""
+    fields = _fields(header)
+    if fields is None:
+        return "malformed hop header"
+    try:
+        ts = int(fields["t"])
+        name = base64.urlsafe_b64decode(fields["k"].encode()).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return "malformed hop header"
+    if abs(now - ts) > HOP_WINDOW_MS:
+        return "expired hop signature"
+    return fields, ts, name
 
 
 def _fields(header: str) -> dict[str, str] | None:

@@ -3,6 +3,7 @@ one, and a process without a cluster secret (the two-worker proofs: tests/stream
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -13,8 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
-from api.hops import target_problem
+from api.hops import now_ms, target_problem
 from api.limits import ServingOptions
+from api.shared import MAX_BODY
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.signing import HOP_HEADER, ClusterKey, Hop
@@ -104,3 +106,54 @@ async def test_a_process_without_a_secret_refuses_every_hop() -> None:
         response = await client.get("/v1/users/u1/profile", headers={HOP_HEADER: hop})
         assert response.status == 401
         assert "persona_hops_refused_total 1" in await (await client.get("/metrics")).text()
+
+
+def _forged(kind: str) -> str:
+    """A hop header no cluster member signed: a fresh one under another secret, or malformed."""
+    if kind == "malformed":
+        return "v1;t=1;nonsense"
+    other = ClusterKey("not-the-cluster-secret-kkkkkkkkkkkkkkk")
+    return other.hop("POST", "/v1/events", "sender", frozenset({"events:write"}), b"", now_ms())
+
+
+OVER = MAX_BODY + 1  # bytes: one past the bound of every body
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize(("kind", "cluster"), [("forged", CLUSTER), ("malformed", CLUSTER),
+                                               ("forged", None)])  # fmt: skip
+async def test_a_forged_hop_over_the_body_bound_is_401_not_413(
+    kind: str, cluster: str | None, framing: str
+) -> None:
+    """A forged hop learns only that it is refused (401), whatever its body's size: it got the
+    413 of the body bound, which the signature check reached first by reading the body."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(OVER // (1 << 20)):
+            yield b"x" * (1 << 20)
+        yield b"x" * (OVER % (1 << 20))
+
+    body = b"x" * OVER if framing == "length" else chunks()
+    async with _client(None, cluster) as client:
+        response = await client.post("/v1/events", data=body, headers={HOP_HEADER: _forged(kind)})
+        assert response.status == 401, await response.text()
+        assert "forwarded requests are signed" in (await response.json())["detail"]
+        assert "persona_hops_refused_total 1" in await (await client.get("/metrics")).text()
+
+
+@pytest.mark.parametrize("cluster", [CLUSTER, None])
+async def test_a_forged_hop_is_refused_before_its_body_is_read(cluster: str | None) -> None:
+    """A hop announcing a body past the bound is answered 401 from its head: the server does not
+    wait for (or read) the body, of which only a few bytes are ever sent here."""
+    async with _client(None, cluster) as client:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        try:
+            head = (
+                f"POST /v1/events HTTP/1.1\r\nHost: t\r\n{HOP_HEADER}: {_forged('forged')}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {64 * MAX_BODY}\r\n\r\n"
+            )
+            writer.write(head.encode() + b"[" * 1024)
+            status_line = await asyncio.wait_for(reader.readline(), 60)
+        finally:
+            writer.close()
+        assert status_line.split(b" ", 2)[1] == b"401"

@@ -14,6 +14,7 @@ from engine.signing import (
     RecordClock,
     SeenNonces,
     Signed,
+    hop_header_problem,
 )
 
 SECRET = "c" * 40
@@ -62,6 +63,16 @@ def test_a_hop_of_another_secret_or_with_changed_scopes_is_refused() -> None:
 def test_malformed_hop_headers_are_refused(header: str) -> None:
     found = KEY.verify_hop(header, "GET", "/v1/users/u1/profile", b"", NOW)
     assert found in ("malformed hop header", "bad hop signature")
+
+
+def test_what_the_header_alone_refuses_needs_neither_the_body_nor_the_secret() -> None:
+    """api/hops.py refuses these before it reads a body; a signature never verifies past them."""
+    forged = ClusterKey("f" * 40).hop("GET", "/", "sender", SCOPES, b"", NOW)
+    assert hop_header_problem(forged, NOW) is None  # well formed and fresh: its body decides
+    assert hop_header_problem(forged, NOW + HOP_WINDOW_MS + 1) == "expired hop signature"
+    assert hop_header_problem("v1;t=1;nonsense", NOW) == "malformed hop header"
+    late = NOW + HOP_WINDOW_MS + 1
+    assert KEY.verify_hop(forged, "GET", "/", b"", late) == "expired hop signature"
 
 
 def test_a_replayed_nonce_is_refused_within_the_window() -> None:
