@@ -32,7 +32,7 @@ from engine.catalog import Product
 from engine.clicks import Links
 from engine.consent import block_allowed
 from engine.content_experiments import DEFAULT, HOLDOUT, VARIANT_NAME
-from engine.email_lines import SMTP_LINE_MAX, octets, wrap_html
+from engine.email_lines import EMAIL_URL_MAX, SMTP_LINE_MAX, octets, wrap_html
 from engine.feeds import feed_url
 from engine.locales import (
     Messages,
@@ -232,8 +232,7 @@ def _showable(product: Product) -> bool:
 # encoded) and titles of 500 (up to 5 octets each once escaped), so an item whose tokens could
 # not fit a line of SMTP_LINE_MAX octets is not shown in an e-mail block (`fits_email`); ads
 # (json) show it. Room is left for the attribute's name and quotes, the next tag's end, and the
-# link's campaign parameters (PERSONA_UTM).
-EMAIL_URL_MAX = 800  # octets of an item's link or image link as an e-mail block writes it
+# link's campaign parameters (PERSONA_UTM, bounded by engine/utm.py: EMAIL_UTM_MAX).
 EMAIL_TITLE_MAX = SMTP_LINE_MAX - 48  # octets of an item's title, escaped
 
 

@@ -31,7 +31,8 @@ from engine.events import InvalidEvent, parse_ts
 
 DEFAULT = "default"  # the block's own template: the control unless the document says otherwise
 HOLDOUT = "holdout"  # the arm that gets the block's fallback
-VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # a template variant's file name part
+MAX_VARIANT = 32  # characters of a template variant's name
+VARIANT_NAME = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{MAX_VARIANT - 1}}}")  # its file name part
 EXPERIMENT_BLOCKS = ("recommendations", "cart_reminder", "winback", "similar_items")
 MAX_EXPERIMENTS = 50
 MAX_ARMS = 20

@@ -39,6 +39,13 @@ import unicodedata
 
 SMTP_LINE_MAX = 998  # octets a line, without its CRLF (RFC 5321 4.5.3.1.6, RFC 5322 2.1.1)
 LINE_TARGET = 900  # octets: where lines are broken (module docstring: why below 998)
+# An e-mail block writes a link as one token no break may split, on a line of its own but for
+# the attribute's name and quotes (`href="..."`) and what ends its tag: EMAIL_ROOM octets are
+# kept for those, EMAIL_URL_MAX for the link as the catalog gave it (engine/blocks.py
+# `fits_email`), and EMAIL_UTM_MAX for the campaign parameters added to it (engine/utm.py).
+EMAIL_ROOM = 48
+EMAIL_URL_MAX = 800  # octets of an item's link or image link as an e-mail block writes it
+EMAIL_UTM_MAX = SMTP_LINE_MAX - EMAIL_ROOM - EMAIL_URL_MAX  # 150 octets of PERSONA_UTM, written
 
 
 class LineTooLong(ValueError):
