@@ -164,6 +164,9 @@ def serving_paths() -> dict[str, Any]:
                     "compile is a 400; one that fails for one user renders with fallbacks; one "
                     "that goes over a budget gets `content: null` and the reason in `error` for "
                     "that user. Recipients after the request's budget is spent get the same. "
+                    "The message's lines are kept within SMTP's 998 octets as a block's are "
+                    "(broken only where a line break changes nothing); a line with nowhere to "
+                    "break is that recipient's template error. "
                     + describe_limits()
                     + f" Rendering stops after {REQUEST_TIME_SHARE:.0%} of the request timeout "
                     "(PERSONA_REQUEST_TIMEOUT); other requests keep being answered meanwhile."

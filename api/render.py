@@ -21,6 +21,13 @@ recipient is logged and counted, and that recipient gets the template rendered w
 fallback blocks and only `user.user_id`; if even that fails, `content` is null and `error` says
 why. Undefined variables render empty (senders' templates are not ours to police).
 
+The message is e-mail HTML: its lines are kept within SMTP's 998 octets as a block's are
+(`engine.email_lines.wrap_html`: broken only where a line break means what is there, between
+attributes, before a tag's `>`, at a space of collapsible text), so a line of the sender's own
+markup around a block, or a long merge field, does not go out thousands of octets long. A line
+with nowhere to break (a long URL, a run of wide characters) is the recipient's template error,
+as a block's is: the fallback render, else `content: null` with the reason in `error`.
+
 Budgets (`engine.sandbox`; a recipient past one gets `content: null` and the reason in `error`,
 without a second try; recipients after the request's budget is spent get the same):
 - per message (`MESSAGE_LIMITS`): 50 ms of CPU, 20,000 loop iterations and calls, 1 MiB of
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -63,11 +71,13 @@ from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
 from api.models_routes import log_exposures, log_shown_blocks
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS
+from engine.email_lines import wrap_html
 from engine.params import NO_PARAMS, BlockParams
 from engine.sandbox import (
     MESSAGE_LIMITS,
     REQUEST_LIMITS,
     REQUEST_TIME_SHARE,
+    Budget,
     BudgetExceeded,
     LazyMapping,
     RequestBudget,
@@ -130,17 +140,37 @@ def user_context(content: ContentService, user_id: str, data: Any) -> dict[str, 
     return user
 
 
-def _render(
+WRAP_INLINE = 64 * 1024  # characters of a message wrapped on the event loop; longer: a thread
+
+
+async def _render(
     template: jinja2.Template, blocks: LazyMapping, user: dict[str, Any], budget: RequestBudget
 ) -> str:
+    """The message, its lines within SMTP's limit as a block's are (engine/email_lines.py);
+    `LineTooLong` for a line with nowhere to break: the recipient's template error. Wrapping is
+    trusted code (linear: ~0.7 s for a message of 1 MiB of breakable long lines at worst), not
+    bounded by the message's CPU limit, but its CPU is charged to the request's, and a long
+    message is wrapped in a worker thread, so the loop keeps answering meanwhile."""
     message = budget.message()
     try:
-        return ENV.render(template, {"blocks": blocks, "user": user}, message)
+        text = ENV.render(template, {"blocks": blocks, "user": user}, message)
+        if len(text) <= WRAP_INLINE:
+            return _wrap(text, message)
+        return await asyncio.to_thread(_wrap, text, message)
     finally:
         budget.spend(message)
 
 
-def render_one(
+def _wrap(text: str, message: Budget) -> str:
+    """`wrap_html(text)`, its CPU (of the thread it runs in) charged to `message`."""
+    started = time.thread_time()
+    try:
+        return wrap_html(text)
+    finally:
+        message.cpu_used += time.thread_time() - started
+
+
+async def render_one(
     template: jinja2.Template,
     content: ContentService,
     user_id: str,
@@ -155,7 +185,7 @@ def render_one(
     used: list[str] = []
     try:
         blocks = lazy_blocks(content, user_id, True, fallbacks, params, used)
-        text = _render(template, blocks, user_context(content, user_id, data), budget)
+        text = await _render(template, blocks, user_context(content, user_id, data), budget)
         if shown is not None:
             shown.extend(used)
         return _result(text, fallbacks, None), False
@@ -167,7 +197,7 @@ def render_one(
     fallbacks = []
     try:
         blocks = lazy_blocks(content, user_id, False, fallbacks, params)
-        text = _render(template, blocks, {"user_id": user_id}, budget)
+        text = await _render(template, blocks, {"user_id": user_id}, budget)
         return _result(text, fallbacks, reason), True
     except Exception as exc:
         return _failed(exc), True
@@ -251,7 +281,7 @@ async def post_render(request: web.Request) -> web.Response:
     shown: dict[str, list[str]] = {}
     for uid in ids:
         shown[uid] = []
-        results[uid], failed = render_one(
+        results[uid], failed = await render_one(
             template, content, uid, data.get(uid), budget, params, shown[uid]
         )
         errors += failed

@@ -23,6 +23,7 @@ from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import InvalidProduct, validate_product
 from engine.events import validate
 from models.registry import ModelSet
+from tests.engine.test_email_lines import assert_same_meaning
 
 AUTH = {"Authorization": "Bearer reader-key-0123456789abcdef"}
 KEYS = "reader:reader-key-0123456789abcdef:content:read"
@@ -150,3 +151,61 @@ async def test_the_item_route_and_the_batch_keep_lines_within_998(client: TestCl
     for entry in (await r.json())["results"].values():
         assert long_lines(entry["content"]) == []
         assert shown(entry["content"])
+
+
+# one line of the sender's own markup, the block inserted in the middle of it
+SENDER_TEMPLATE = (
+    '<html><body><table role="presentation"><tr><td style="' + "padding:1px;" * 40 + '" '
+    'class="a b c">Hello {{ user.first_name }}, ' + "here are some picks for you " * 30
+    + "{{ blocks.recommendations }}" + " and more words after the block" * 20 + "</td></tr>"
+    "</table><p>{{ user.note }}</p><p>" + "我们的新品" * 40 + " and " + "我们的新品" * 40
+    + "</p></body></html>"
+)  # fmt: skip
+
+
+async def test_a_rendered_message_keeps_lines_within_998_and_its_meaning(
+    client: TestClient,
+) -> None:
+    """POST /v1/render wrapped its blocks' lines but not the sender's template around them: a
+    line of the sender's markup and text (a block inserted mid-line, a merge field) went out as
+    it was, thousands of octets long. Now the message's lines are broken as a block's are
+    (engine/email_lines.py: only where a line break means what is there)."""
+    note = "a note the sender merges in, & spaces " * 60
+    data = {"u1": {"first_name": "Ada", "note": note}}
+    body = {"template": SENDER_TEMPLATE, "user_ids": ["u1"], "data": data}
+    r = await client.post("/v1/render", json=body, headers=AUTH)
+    assert r.status == 200, await r.text()
+    result = (await r.json())["results"]["u1"]
+    assert result["error"] is None and result["content"]
+    block = await client.get("/v1/users/u1/blocks/recommendations", headers=AUTH)
+    as_written = (
+        SENDER_TEMPLATE.replace("{{ user.first_name }}", "Ada")
+        .replace("{{ user.note }}", note.replace("&", "&amp;"))
+        .replace("{{ blocks.recommendations }}", await block.text())
+    )
+    assert long_lines(as_written), "the template makes lines past the limit"
+    assert long_lines(result["content"]) == []
+    assert_same_meaning(as_written, result["content"])
+    assert result["content"].count("我们的新品" * 40) == 2  # wide characters kept together
+
+
+async def test_a_message_line_nothing_can_break_is_the_recipients_error(
+    client: TestClient,
+) -> None:
+    """A line with nowhere to break (a run of wide characters, a long URL) would be refused or
+    cut mid-character by a mail server: the message is not given, as a block's template error
+    is not, and the error says why; a recipient whose merge field made it gets the template
+    rendered without their data."""
+    template = "<p>" + "我们的新品" * 70 + "</p>"
+    body = {"template": template, "user_ids": ["u1"]}
+    r = await client.post("/v1/render", json=body, headers=AUTH)
+    result = (await r.json())["results"]["u1"]
+    assert result["content"] is None and "LineTooLong" in result["error"]
+    assert "octets has nowhere to break (at most 998)" in result["error"]
+    data = {"u1": {"code": "X" * 2000}}
+    body = {"template": "<p>{{ user.code }}</p>", "user_ids": ["u1"], "data": data}
+    result = (await (await client.post("/v1/render", json=body, headers=AUTH)).json())["results"]
+    assert result["u1"]["content"] == "<p></p>" and result["u1"]["fallback"]
+    assert "nowhere to break" in result["u1"]["error"]
+    metrics = await (await client.get("/metrics")).text()
+    assert "persona_render_errors_total 2" in metrics

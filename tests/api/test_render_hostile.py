@@ -5,6 +5,7 @@ errors while the same process keeps answering `/healthz` and block GETs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from api.limits import ServingOptions
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
+from engine.sandbox import RequestBudget
 from engine.settings import Settings
 from models.registry import ModelSet
 from tests.engine.test_sandbox import FILE_CONTENT, FORBIDDEN, PAYLOADS, SECRET
@@ -156,8 +158,9 @@ async def test_an_amplifying_format_is_refused_before_it_allocates(client: TestC
 
 
 async def test_the_response_size_is_bounded(client: TestClient) -> None:
-    """1,000 recipients x 256 KiB: messages until the request's 32 MiB, then errors."""
-    template = "{{ 'x' * 262144 }}"
+    """1,000 recipients x 256 KiB: messages until the request's 32 MiB, then errors (in lines
+    of 512 octets: a longer line is wrapped, at a CPU cost charged to the request)."""
+    template = "{{ ('x' * 511 + '\\n') * 512 }}"
     ids = [f"u{i}" for i in range(1000)]
     r = await client.post("/v1/render", json={"template": template, "user_ids": ids}, headers=AUTH)
     results = (await r.json())["results"]
@@ -196,3 +199,18 @@ async def test_merge_data_is_json_values_only(client: TestClient) -> None:
         headers={**AUTH, "Content-Type": "application/msgpack"},
     )
     assert r.status == 400 and "JSON values" in (await r.json(content_type=None))["detail"]
+
+
+async def test_wrapping_a_messages_lines_is_charged_to_the_requests_cpu(state: DiskState) -> None:
+    """A template that renders a MB of breakable long lines in a millisecond costs ~0.7 s to
+    wrap (engine/email_lines.py): that CPU counts against the request's, so a request cannot
+    wrap far past its budget. Here the request has 20 ms: the first message spends it (its
+    wrapping alone takes 30x that), the second is refused."""
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    template = render.ENV.from_string("{{ 'x ' * 500000 }}")
+    total = dataclasses.replace(render.REQUEST_LIMITS, cpu_seconds=0.02)
+    budget = RequestBudget(render.MESSAGE_LIMITS, total, 60.0)
+    first, failed = await render.render_one(template, content, "u1", None, budget)
+    assert not failed and "\n" in first["content"]  # wrapped
+    second, failed = await render.render_one(template, content, "u2", None, budget)
+    assert failed and second["content"] is None and "budget is spent" in second["error"]

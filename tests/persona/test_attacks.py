@@ -62,7 +62,9 @@ LOOPS = "{% for i in range(300) %}{% for j in range(300) %}{{ i * j }}{% endfor 
 # Jinja's ** is left-associative: the issue's `9**9**9` is (9**9)**9, 78 digits, harmless (tested
 # below); 9**(9**9) is the bomb it meant.
 BOMBS = ["{{ 9**(9**9) }}", '{{ "x" * 10**9 }}', LOOPS, "{{ range(10**9)|list|length }}"]
-HUGE = '{{ "x" * 262144 }}'  # 256 KiB of output per recipient
+# 256 KiB of output per recipient, in lines of 512 octets (a message's longer lines are wrapped,
+# one with nowhere to break is the recipient's error: api/render.py)
+HUGE = '{{ ("x" * 511 + "\\n") * 512 }}'
 T_2099 = 4_070_908_800_000
 
 
