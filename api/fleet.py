@@ -32,7 +32,7 @@ PointFn = Callable[[Snapshot, Snapshot, list[float]], Point]
 RATES_FOR = 5.0  # seconds a peer's rates are shown after its newest snapshot
 SUMMED = ("dead_lettered", "triggers", "requests_per_s")
 COUNTS = ("hits", "misses", "requests", "blocks", "fallbacks")
-STREAM_MAPS = ("counters", "consumed", "lag", "triggers")
+STREAM_MAPS = ("counters", "consumed", "lag", "triggers", "triggers_stale")
 
 
 def merged_point(

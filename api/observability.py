@@ -425,6 +425,8 @@ class Telemetry:
             },
             "churn": {"edges": list(CHURN_EDGES), **merged["churn"]},
             "triggers": merged["stream"]["triggers"],
+            # recorded but not sent: older than PERSONA_TRIGGER_MAX_AGE_HOURS (streams/triggers.py)
+            "triggers_stale": merged["stream"]["triggers_stale"],
             "experiments": self.experiments(figures, variants, merged["clicks"]),
             "processes": fleet.processes(own, peers, own["t"]),
         }

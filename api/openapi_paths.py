@@ -83,7 +83,9 @@ def extra_paths() -> dict[str, Any]:
                 "summary": "The dashboard's figures of the whole engine (this process's merged "
                 "with every live worker's and reader's): a point a second for the last 5 minutes "
                 "(events/s per topic, lag, dead letters, cache hit and fallback rates, requests/s, "
-                "latency percentiles, triggers), totals, churn histogram, experiments, and the "
+                "latency percentiles, triggers), totals, churn histogram, the triggers emitted "
+                "by name (`triggers`) and those recorded but not sent for being older than "
+                "PERSONA_TRIGGER_MAX_AGE_HOURS (`triggers_stale`), experiments, and the "
                 "processes they come from (kind, host, age of their figures)",
                 "responses": {
                     "200": {"description": "the figures", "content": _JSON},

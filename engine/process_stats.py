@@ -19,7 +19,7 @@ MAX_ENTRIES = 200  # entries of one map (topics, counters, triggers, variants, m
 MAX_TEXT = 200  # characters of one text or map key
 KINDS = frozenset({"worker", "reader"})
 COUNTS = ("hits", "misses", "requests", "blocks", "fallbacks")
-STREAM_MAPS = ("counters", "consumed", "lag", "triggers")
+STREAM_MAPS = ("counters", "consumed", "lag", "triggers", "triggers_stale")
 
 
 class BadSnapshot(ValueError):

@@ -125,3 +125,18 @@ def test_the_board_folds_signed_snapshots_only() -> None:
     assert board.peers(102.0 + 76) == []  # silent for longer than LIVE_FOR
     fold(b"worker:1", None)  # a tombstone: stopped
     assert board.snapshots == {}
+
+
+def test_stale_triggers_of_every_worker_are_added_up_and_checked() -> None:
+    """The triggers recorded but too old to send (streams/triggers.py) travel in the snapshot
+    like the emitted ones (a peer's were dropped on the way in), and an older peer without them
+    counts none."""
+    one = snap(1, stream={"triggers_stale": {"abandoned_cart": 2}})
+    two = snap(1, "worker", stream={"triggers_stale": {"abandoned_cart": 1, "churn_risk": 4}})
+    older = snap(1, "reader", stream={"counters": {}})
+    assert totals([one, two, older])["stream"]["triggers_stale"] == {
+        "abandoned_cart": 3,
+        "churn_risk": 4,
+    }
+    with pytest.raises(BadSnapshot):
+        clean({**snap(1), "stream": {"triggers_stale": {"abandoned_cart": -1}}})

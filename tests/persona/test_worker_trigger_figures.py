@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.app import create_app
+from api.auth import KeyRing
 from api.content import ContentService
 from api.observability import Telemetry
 from engine.blocks import BlockPolicy, Renderer
@@ -23,6 +26,7 @@ from persona.worker import StreamState
 from streams.app import PersonaStreams
 
 DAY = 86_400_000
+KEY = "ops-key-0123456789abcdef"
 YEAR_AGO = int(time.time() * 1000) - 365 * DAY
 
 
@@ -56,3 +60,21 @@ def test_a_stale_trigger_is_counted_on_the_workers_metrics(tmp_path: Path) -> No
     metrics = _scrape(state)
     assert metrics["persona_triggers_stale"] == {ABANDONED_CART: 2.0}
     assert metrics["persona_triggers_emitted"] == {}
+
+
+async def test_the_stale_count_is_on_the_dashboards_stats_beside_the_emitted(
+    tmp_path: Path,
+) -> None:
+    """`/v1/stats` showed the triggers emitted by name, not those recorded but too old to send."""
+    settings = Settings(data_dir=tmp_path, trigger_max_age_hours=72)
+    streams = PersonaStreams(settings, "kafka://127.0.0.1:9")
+    state = StreamState(streams, ModelSet.default())
+    touched: Any = {b"cy": (_cart("cy", YEAR_AGO), None, False)}
+    assert streams.triggers.evaluate(touched) == []
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(f"ops:{KEY}:content:read", None))
+    async with TestClient(TestServer(app)) as client:
+        r = await client.get("/v1/stats", headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status == 200, await r.text()
+        stats = await r.json()
+    assert stats["triggers"] == {} and stats["triggers_stale"] == {ABANDONED_CART: 1}
