@@ -68,9 +68,21 @@ def http(
         return 0, {}, b""
 
 
+METRICS_PATIENCE = 30.0  # seconds /metrics may keep not answering before a test fails
+
+
 def metric(base: str, name: str) -> float:
-    """One unlabelled sample of the worker's /metrics (0 when absent)."""
-    _, _, body = http("GET", base + "/metrics", key=None)
+    """One unlabelled sample of the worker's /metrics (0 when the page lacks it). A page that does
+    not answer is asked again, then fails the test: read as 0, it ended waits for a counter to
+    reach 0 and gave baselines of 0 to waits for growth."""
+    deadline = time.monotonic() + METRICS_PATIENCE
+    while True:
+        status, _, body = http("GET", base + "/metrics", key=None)
+        if status == 200:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{base}/metrics did not answer 200 (last: {status})")
+        time.sleep(0.2)
     for line in body.decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
