@@ -219,3 +219,25 @@ def test_churn_contributions_add_up_to_the_score() -> None:
     assert 1 / (1 + math.exp(-z)) == pytest.approx(MODELS.churn.score(vec), abs=1e-3)
     assert abs(parts[0]["weight"]) >= abs(parts[-1]["weight"])
     assert churn_contributions(object(), vec) == []
+
+
+async def test_every_page_and_asset_carries_the_security_headers(client: TestClient) -> None:
+    """The pages had a CSP with frame-ancestors but no X-Frame-Options (browsers that predate
+    frame-ancestors framed them: clickjacking of the sign-in form); the assets had no CSP, no
+    framing or referrer rule (an asset opened by itself, an SVG above all, runs as a page of
+    Persona's origin). Every HTML and JS answer now carries all of them, also the 401 shell."""
+    answers = [await client.get(p, headers=h) for p in PAGE_PATHS for h in (AUTH, {})]
+    answers += [await client.get(f"/ui/static/{a}") for a in STATIC_ASSETS]
+    for r in answers:
+        assert r.headers["X-Content-Type-Options"] == "nosniff", r.url
+        assert r.headers["X-Frame-Options"] == "DENY", r.url
+        assert r.headers["Referrer-Policy"] == "no-referrer", r.url
+        csp = r.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "base-uri 'none'" in csp, r.url
+        assert ("'unsafe-eval'" not in csp and "script-src 'self'" in csp) or (
+            "default-src 'none'" in csp and "script-src" not in csp
+        ), r.url
+
+
+PAGE_PATHS = ("/ui/preview", "/ui/dashboard")
+STATIC_ASSETS = ("common.js", "preview.js", "dashboard.js", "charts.js", "ui.css")
