@@ -60,6 +60,10 @@ function draw(stats) {
   Charts.bars(document.getElementById("chart-churn"), edges.slice(0, -1).map((e) => e.toFixed(1)), stats.churn.counts,
     { legend: document.getElementById("legend-churn"), caption: `${stats.churn.sampled} profiles sampled (bins of churn probability)` });
   Charts.lines(document.getElementById("chart-triggers"), t, [{ name: "triggers", values: s.map((p) => p.triggers) }], L("triggers"));
+  // recorded but not sent, for being older than PERSONA_TRIGGER_MAX_AGE_HOURS (by trigger)
+  const stale = Object.entries(stats.triggers_stale || {}).sort(([a], [b]) => (a < b ? -1 : 1));
+  document.getElementById("triggers-stale").replaceChildren("not sent, too old: ",
+    stale.length ? stale.flatMap(([n, v], i) => [i ? " · " : "", el("bdi", {}, n), ` ${Number(v).toLocaleString()}`]) : "none");
   const experiments = stats.experiments;
   document.getElementById("experiments").replaceChildren(experiments.length
     ? el("table", { class: "kv" }, el("tr", {}, ["block", "variant", "served", "fallback", "clicks", "clicks / served", "conversions"].map((h) => el("th", {}, h))),

@@ -163,6 +163,9 @@ def test_dashboard_draws_live_charts(worker: Worker, shopper: str) -> None:
     assert points("churn") > 0  # the histogram's bars hold the sampled profiles
     assert "<path" in dom and "<rect" in dom
     assert 'id="process-table"' in dom and 'data-kind="worker"' in dom  # whose figures
+    # beside the triggers chart: those not sent for their age (`triggers_stale` of /v1/stats)
+    stale = re.search(r'<p class="legend" id="triggers-stale">not sent, too old: .+?</p>', dom)
+    assert stale, "the stale triggers are not shown"
     polls = re.search(r'data-polls="(\d+)"', dom)
     assert polls and int(polls.group(1)) >= 2, "the page refreshes itself"
     browser.screenshot(url, "dashboard.png", size="1400,1100", budget_ms=4000)
