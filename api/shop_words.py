@@ -2,7 +2,9 @@
 beside a customer's e-mail. No model terms (no log-odds, no similarity scores, no ids where a
 product title exists), money with its currency in the customer's locale (engine/locales.py),
 orders rather than purchase lines. Pure: built from the profile and `api.explain.explain`'s
-technical explanation, which `GET /v1/users/{id}/explain` keeps for data scientists.
+technical explanation, which `GET /v1/users/{id}/explain` keeps for data scientists. A title
+with direction controls comes isolated (engine.text.isolated): it cannot reorder the sentence or
+the price written after it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from engine.blocks import item_view
 from engine.catalog import Product
 from engine.locales import currency_of, format_price
 from engine.profile import Profile
+from engine.text import isolated
 
 Lookup = Callable[[str], Product | None]
 DAY_MS = 86_400_000
@@ -153,7 +156,7 @@ def _recommendation(
     ]
     return {
         "item_id": rec["item_id"],
-        "title": product.title if product else "a product no longer in the catalog",
+        "title": isolated(product.title) if product else "a product no longer in the catalog",
         "price": _price(product, profile.locale, now_ms),
         "because": (
             "shoppers who were interested in " + " and ".join(because) + " also chose it"
@@ -168,7 +171,7 @@ def _cart_line(
 ) -> dict[str, Any]:
     product = lookup(item)
     return {
-        "title": product.title if product else "a product no longer in the catalog",
+        "title": isolated(product.title) if product else "a product no longer in the catalog",
         "quantity": quantity,
         "price": _price(product, profile.locale, now_ms),
     }
@@ -188,7 +191,7 @@ def _did(profile: Profile, item: str) -> str:
 
 def _title(lookup: Lookup, item: str) -> str:
     product = lookup(item)
-    return product.title if product else "a product no longer in the catalog"
+    return isolated(product.title) if product else "a product no longer in the catalog"
 
 
 def _ago(now_ms: int, ts: int) -> str:

@@ -75,6 +75,26 @@ def new_id_problem(value: str) -> str | None:
     return None if found is None else f"contains {_describe(found.group())}"
 
 
+# Unicode's bidirectional formatting characters: marks, embeddings, overrides, isolates
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_OPENS_ISOLATE = "\u2066\u2067\u2068"
+_FSI, _PDI = "\u2068", "\u2069"
+
+
+def isolated(text: str) -> str:
+    """`text` to be written inside other text (a title in a sentence): with direction controls, it
+    is put between FSI and PDI so that it cannot reorder what stands after it (a right-to-left
+    override in a title reversed the price beside it). Its own PDIs, which would close that FSI
+    early, are dropped, and every isolate it leaves open is closed (a PDI also ends the
+    embeddings and overrides opened inside it). Text without direction controls is returned as
+    it is."""
+    if not _BIDI.intersection(text):
+        return text
+    inner = text.replace(_PDI, "")
+    opened = sum(inner.count(ch) for ch in _OPENS_ISOLATE)
+    return _FSI + inner + _PDI * (opened + 1)
+
+
 def text_problem(value: str) -> str | None:
     """Why `value` cannot be stored as free text, or None when it can."""
     found = _TEXT_FORBIDDEN.search(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.text import BadJson, id_problem, new_id_problem, outside_json
+from engine.text import BadJson, id_problem, isolated, new_id_problem, outside_json
 
 DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECT = '{"a":' * 100_000 + "1" + "}" * 100_000
@@ -62,3 +62,36 @@ def test_an_id_holding_an_invisible_character_is_refused_naming_it(char: str, na
 @pytest.mark.parametrize("value", ["user-1", "utilisateur-é", "用户", "ユーザー", "פריט-1", "a b"])
 def test_ids_in_any_script_stay_allowed(value: str) -> None:
     assert new_id_problem(value) is None
+
+
+RLO, PDI, FSI = "\u202e", "\u2069", "\u2068"
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        f"{RLO}99.00 £",
+        f"{PDI}{RLO}escapes a naive wrapper",
+        f"\u2067\u2067{RLO}two isolates left open",
+        "\u202b\u202a nested embeddings",
+    ],
+)
+def test_isolated_text_cannot_reorder_what_follows(title: str) -> None:
+    """A free text (a product title) with direction controls, written into a sentence, reversed
+    the rest of its line (the price, the other titles). `isolated` closes everything it opens."""
+    wrapped = isolated(title)
+    assert wrapped.startswith(FSI) and wrapped.endswith(PDI)
+    depth = 0
+    for ch in wrapped:  # every isolate it opens is closed, and none closes one opened before it
+        depth += ch in "\u2066\u2067\u2068"
+        depth -= ch == PDI
+        assert depth >= 0
+    assert depth == 0
+    # the rest is kept: a legitimate right-to-left title still shows as written
+    assert wrapped[1:].rstrip(PDI) == title.replace(PDI, "")
+
+
+def test_text_without_direction_controls_is_left_alone() -> None:
+    for text in ("Tea lights", "שמן זית", "قهوة", ""):
+        assert isolated(text) == text
+    assert isolated("قهوة \u200f").startswith(FSI)  # a mark, too, acts on what follows
