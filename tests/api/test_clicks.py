@@ -181,3 +181,39 @@ async def test_the_location_is_ascii_whatever_the_catalog_url_holds(
         assert r.headers["Location"] == "https://shop.example.com/p/th%C3%A9%20lamp?c=%C3%A4"
         r = await client.get(link("S"), allow_redirects=False)
         assert r.headers["Location"] == "https://shop.example.com\\@x.example/p/%E2%80%A8"
+
+
+async def test_no_link_can_be_bent_to_another_target_or_user(
+    client: TestClient, state: MemoryState
+) -> None:
+    """The target is the catalog's URL of the signed item, never anything in the request: a
+    payload changed under its signature (another user, another item), a path or query naming a
+    host, an over-long link are 404s and nothing is recorded."""
+    good = link()[3:]
+    payload, signature = good.split(".")
+    other = make_token(KEY, Click("u-2", "recommendations", "default", "A", 1))
+    bent = [
+        f"{other.split('.')[0]}.{signature}",  # another user's payload, this link's signature
+        f"{payload}.{other.split('.')[1]}",
+        good + "A",
+        "x" * 2000 + "." + signature,
+        "%2F%2Fevil.example",
+        "javascript:alert(1)",
+        "data:text%2Fhtml,x",
+    ]
+    for token in bent:
+        r = await client.get(f"/c/{token}", allow_redirects=False)
+        assert r.status == 404 and "Location" not in r.headers, token
+    for query in ("?next=//evil.example", "?url=/%5Cevil.example", "?to=https://shop@evil"):
+        r = await client.get(link() + query, allow_redirects=False)
+        assert r.headers["Location"] == "https://shop.example.com/p/A", query
+    assert {e.user_id for e in state.produced} == {"u-1"}
+
+
+def test_the_catalog_takes_no_url_a_redirect_could_abuse() -> None:
+    from engine.catalog import InvalidProduct, validate_product
+
+    base = {"item_id": "I", "title": "T", "price": 1, "currency": "EUR", "image_url": "https://s/i"}
+    for url in ("javascript:alert(1)", "data:text/html,x", "//evil.example", "/\\evil.example"):
+        with pytest.raises(InvalidProduct, match="absolute http"):
+            validate_product({**base, "url": url})
