@@ -367,3 +367,20 @@ async def test_a_key_beyond_the_publishable_scopes_is_refused_in_the_url(
     assert r.status == 202 and state.profile("anon-q") is not None
     r = await client.post(f"/v1/collect?key={PKP}", data=body, headers=beacon)
     assert r.status == 202  # both publishable scopes: taken
+
+
+async def test_lookalike_and_null_origins_get_no_cors_and_nobody_gets_credentials(
+    client: TestClient, state: MemoryState
+) -> None:
+    """Only an origin on the list, compared whole: not `null` (a sandboxed frame, a file), not the
+    shop's name with a suffix or inside another host; and no answer allows credentials (the key
+    travels in a header or the query, never a cookie)."""
+    for origin in ("null", SHOP + ".evil.example", SHOP + ":8443", "https://evil.example"):
+        r = await client.options("/v1/collect", headers={"Origin": origin})
+        assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers, origin
+    r = await client.options("/v1/collect", headers={"Origin": SHOP})
+    assert r.status == 204 and "Access-Control-Allow-Credentials" not in r.headers
+    r = await client.post(
+        "/v1/collect", json=[ev("product_view")], headers={"Origin": SHOP, **bearer(PK)}
+    )
+    assert r.status == 202 and "Access-Control-Allow-Credentials" not in r.headers
