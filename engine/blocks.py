@@ -49,6 +49,7 @@ from engine.profile import Profile, held_items
 from engine.repeat import NO_REPEATS, RepeatPolicy
 from engine.rules import Rule, apply_rules
 from engine.sandbox import StrictEnvironment, output_too_large
+from engine.text import isolated
 from engine.utm import with_utm
 
 log = logging.getLogger("persona.blocks")
@@ -760,11 +761,13 @@ def block_locale(inp: BlockInput, reason: str) -> str:
 
 def item_view(p: Product, now: int | None, locale: str, currency: str | None) -> dict[str, Any]:
     """One item as the templates see it (templates/README.md), priced in `currency` when the
-    catalog gives the product a price in it (engine.locales.local_price)."""
+    catalog gives the product a price in it (engine.locales.local_price). Its words come isolated
+    when they hold direction controls (engine.text.isolated): a right-to-left override in a
+    title cannot reorder the price written after it."""
     price, code = local_price(p, shown_price(p, now), currency)
     return {
         "item_id": p.item_id,
-        "title": p.title,
+        "title": isolated(p.title),
         # percent-encoded as the ad feeds write them: no raw space, non-ASCII or control in an
         # href, a src or an ad's URL (`%` sequences the catalog wrote are kept)
         "url": feed_url(p.url),
@@ -775,8 +778,8 @@ def item_view(p: Product, now: int | None, locale: str, currency: str | None) ->
         "regular_price": p.price if code == p.currency else price,  # above `price` in a sale
         "availability": p.availability,
         "purchasable": p.purchasable,
-        "category": p.category,
-        "brand": p.brand,
+        "category": isolated(p.category),
+        "brand": isolated(p.brand),
     }
 
 

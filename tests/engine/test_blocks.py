@@ -27,6 +27,7 @@ from engine.blocks import (
     decide,
     etag_of,
     format_price,
+    item_view,
 )
 from engine.catalog import Product
 from engine.events import validate
@@ -353,6 +354,23 @@ def test_malicious_title_is_escaped(renderer: Renderer) -> None:
     )
     assert "<script" not in js.content
     assert json.loads(js.content)["items"][0]["title"] == evil
+
+
+def test_a_title_with_a_direction_override_cannot_reorder_what_follows(renderer: Renderer) -> None:
+    """A right-to-left override in a title (or brand, or category) reversed the rest of its line
+    in a mail client (the price beside it included): such text is isolated, FSI...PDI."""
+    bent = product("bent", title="Mug \u202eeulb", brand="\u202eACME", category="mugs")
+    find = {"bent": bent}.get
+    for fmt in FORMATS:
+        out = assemble(
+            inp(fmt=fmt, profile=shopper(), recs=["bent"]), find, BlockPolicy(), renderer
+        )
+        assert out.items == ("bent",) and not out.fallback, out
+        assert "\u2068Mug \u202eeulb\u2069" in (
+            json.loads(out.content)["items"][0]["title"] if fmt == "json" else out.content
+        )
+    view = item_view(bent, None, "en-GB", None)
+    assert view["brand"] == "\u2068\u202eACME\u2069" and view["category"] == "mugs"
 
 
 def test_weird_user_id_and_variant_stay_valid_json(renderer: Renderer) -> None:
