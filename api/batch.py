@@ -97,13 +97,15 @@ def deadline_ms(body: dict[str, Any]) -> int | None:
 def parse(body: Any) -> tuple[str, str, list[str], BlockParams]:
     if not isinstance(body, dict):
         raise BadRequest("the body is an object with block, format and user_ids")
+    # the fields first: a misspelled one of the route's own (`blocks`) is named with the one
+    # meant, where it was answered as if that one were missing ("block is one of ...")
+    params = block_params(body, BATCH_FIELDS)
     block = body.get("block")
     fmt = body.get("format", "html")
     if block not in ALL_BLOCKS:
         raise BadRequest(f"block is one of {', '.join(ALL_BLOCKS)}")
     if fmt not in FORMATS:
         raise BadRequest(f"format is one of {', '.join(FORMATS)}")
-    params = block_params(body, BATCH_FIELDS)
     if block in CONTEXT_BLOCKS and params.context_item is None:
         raise BadRequest.of(InvalidParam("context_item", f"{block} needs one"))
     return str(block), str(fmt), recipient_ids(body, MAX_USERS), params

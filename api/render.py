@@ -16,10 +16,11 @@ safe so it is not escaped twice); `user` holds `user_id`, `known`, `orders`, `mo
 `first_seen`, `last_seen`, `cart_items` and the sender's `data`. A recipient without
 personalization consent (`engine.consent`) gets the values of an unknown user (`known` false,
 zeros, nulls) besides their `user_id` and the sender's `data`, and the fallback blocks. A
-template that does not compile is a 400 before anything renders; a template that fails for one
+template that does not compile is a 400 before anything renders, and so is one that reads a
+block that does not exist by its name (`template_names_checked`); a template that fails for one
 recipient is logged and counted, and that recipient gets the template rendered with the
 fallback blocks and only `user.user_id`; if even that fails, `content` is null and `error` says
-why. Undefined variables render empty (senders' templates are not ours to police).
+why. Other undefined variables render empty (senders' templates are not ours to police).
 
 The message is e-mail HTML: its lines are kept within SMTP's 998 octets as a block's are
 (`engine.email_lines.wrap_html`: broken only where a line break means what is there, between
@@ -47,12 +48,14 @@ happens in a worker thread; the last `COMPILED_TEMPLATES` compiled templates are
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import time
 from collections import OrderedDict
 from typing import Any
 
 import jinja2
+import jinja2.nodes
 from aiohttp import web
 from markupsafe import Markup
 
@@ -224,6 +227,7 @@ def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams]:
     body's other fields and apply to every block the template uses."""
     if not isinstance(body, dict):
         raise BadRequest("the body is an object with template and user_ids")
+    params = block_params(body, RENDER_FIELDS)  # first: a misspelled `tempalte` is named so
     source = body.get("template")
     if not isinstance(source, str) or not source:
         raise BadRequest("template must be a non-empty string")
@@ -237,12 +241,63 @@ def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams]:
         data = plain_data(data)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"data holds JSON values only: {exc}") from None
-    return source, ids, data, block_params(body, RENDER_FIELDS)
+    return source, ids, data, params
+
+
+MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})  # what `blocks` has besides names
+
+
+def _unknown_blocks(tree: jinja2.nodes.Template) -> list[str]:
+    """The names a template reads from `blocks` by a literal (`blocks.name`, `blocks['name']`)
+    that are no block, in the template's order; none when the template binds a `blocks` of its
+    own (`set`, a loop, a macro's argument): it may then mean its own."""
+    names = jinja2.nodes.Name
+    if any(n.name == "blocks" and n.ctx != "load" for n in tree.find_all(names)):
+        return []
+    unknown: list[str] = []
+    for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+        if isinstance(node, jinja2.nodes.Getattr):
+            source, name = node.node, node.attr
+            if name in MAPPING_METHODS:
+                continue
+        else:
+            assert isinstance(node, jinja2.nodes.Getitem)
+            source, key = node.node, node.arg
+            if not (isinstance(key, jinja2.nodes.Const) and isinstance(key.value, str)):
+                continue  # a name known when it renders (`blocks[name]`)
+            name = key.value
+        if not (isinstance(source, names) and source.name == "blocks"):
+            continue
+        if name.startswith("_"):
+            continue  # a probe of the mapping's insides, not a misspelling: the sandbox's
+        if name not in ALL_BLOCKS and name not in unknown:
+            unknown.append(name)
+    return unknown
+
+
+def template_names_checked(source: str) -> jinja2.nodes.Template:
+    """The template's (guarded) tree; BadRequest when it reads a block that does not exist:
+    `{{ blocks.recomendations }}` rendered nothing, answered 200 without an error, and the
+    e-mails went out without their recommendations (user.* is the sender's own data and stays
+    free: an undefined one renders empty)."""
+    tree = ENV.parse(source)
+    unknown = _unknown_blocks(tree)
+    if unknown:
+        name = unknown[0][:64]
+        close = difflib.get_close_matches(name, ALL_BLOCKS, n=1, cutoff=0.6)
+        meant = f"did you mean blocks.{close[0]}? " if close else ""
+        there = ", ".join(f"blocks.{block}" for block in ALL_BLOCKS)
+        raise BadRequest(
+            f"the template uses blocks.{name}, which is no block: {meant}(the blocks are {there})"
+        )
+    return tree
 
 
 def _compile(source: str) -> jinja2.Template:
     try:
-        return ENV.from_string(source)
+        return ENV.from_string(template_names_checked(source))
+    except BadRequest:
+        raise
     except jinja2.TemplateSyntaxError as exc:
         where = f"line {exc.lineno}: {exc.message}"
         raise BadRequest(f"the template does not compile: {where}") from None

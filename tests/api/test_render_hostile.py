@@ -73,7 +73,17 @@ def assert_clean(text: str, data_dir: Path) -> None:
 
 
 async def test_the_issue_payload_returns_no_key(client: TestClient, state: DiskState) -> None:
+    """As written, the payload reads `blocks.content`, no block: a 400 before anything renders
+    (api/render.py `template_names_checked`); through an alias of `blocks`, which that check
+    does not follow, it reaches the sandbox, which refuses it as it did."""
     r = await client.post("/v1/render", json={"template": ISSUE, "user_ids": ["u1"]}, headers=AUTH)
+    text = await r.text()
+    assert r.status == 400 and "blocks.content" in (await r.json())["detail"]
+    assert_clean(text, state.data_dir)
+    aliased = "{% set b = blocks %}" + ISSUE.replace("blocks.", "b.")
+    r = await client.post(
+        "/v1/render", json={"template": aliased, "user_ids": ["u1"]}, headers=AUTH
+    )
     text = await r.text()
     assert r.status == 200
     assert_clean(text, state.data_dir)
