@@ -545,7 +545,8 @@ def load_settings(
         unknown = set(section) - set(_ENV)
         if unknown:
             raise SettingsError(
-                f"unknown setting(s) in {config}: {', '.join(sorted(unknown))} "
+                f"unknown setting(s) in {config}: "
+                f"{', '.join(_meant(name) for name in sorted(unknown))} "
                 f"(known: {', '.join(sorted(_ENV))})"
             )
         raw.update(section)
@@ -595,6 +596,14 @@ _SERVICE_LINK_NAME = re.compile(
     r"|PORT_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?)"
 )
 _SERVICE_LINK_VALUE = re.compile(r"(?:tcp|udp|sctp)://[^\s/]+:[0-9]+", re.ASCII)
+
+
+def _meant(name: str) -> str:
+    """A config file's unknown name, with the setting meant when one is close to it or it is a
+    variable's name (`PERSONA_HTTP_PORT`, `HTTP_PORT`: the file takes `http_port`)."""
+    plain = str(name)[:100].lower().removeprefix("persona_")
+    close = [plain] if plain in _ENV else difflib.get_close_matches(plain, _ENV, n=1, cutoff=0.8)
+    return f"{name[:100]} (did you mean {close[0]}?)" if close else name[:100]
 
 
 def _refuse_misspelled(env: Mapping[str, str]) -> None:

@@ -59,6 +59,26 @@ def test_bad_config_file(tmp_path: Path):
         load_settings({}, env={"PERSONA_CONFIG": str(cfg)})
 
 
+@pytest.mark.parametrize(
+    ("line", "meant"),
+    [
+        ("http_prot = 8081", "http_port"),  # a typo
+        ("PERSONA_HTTP_PORT = 8081", "http_port"),  # the variable's name, as in the shell
+        ("HTTP_PORT = 8081", "http_port"),
+        ("partitons = 4", "partitions"),
+    ],
+)
+def test_a_misspelled_name_in_the_config_file_is_named_with_the_one_meant(
+    tmp_path: Path, line: str, meant: str
+):
+    """The file's unknown name was listed beside all 56 known ones, where the same mistake in
+    the environment (PERSONA_HTTP_PROT) says which one was meant."""
+    cfg = tmp_path / "persona.toml"
+    cfg.write_text(line + "\n")
+    with pytest.raises(SettingsError, match=f"did you mean {meant}\\?"):
+        load_settings({}, env={"PERSONA_CONFIG": str(cfg)})
+
+
 def test_serving_settings():
     s = load_settings({}, env={})
     assert s.readers == 1 and s.request_timeout == 10.0 and s.tls_cert is None
