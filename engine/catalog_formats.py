@@ -20,13 +20,15 @@ characters or an item with more than `MAX_FIELDS` fields rejects the item.
 A bad row is rejected with its line and reason (`reject(line, reason)`) and reading goes on; a
 feed that cannot be read on (not well-formed XML, a DTD, an over-long line) raises `InvalidFeed`,
 so does a CSV/TSV header that gives one product field twice or none the item id (`check_columns`;
-a repeated column of no product field is only a warning), and so do the files no format reads: an
+a repeated column of no product field, or one named close to a field no column gives (`titel`),
+is only a warning), and so do the files no format reads: an
 empty one, a binary one (a spreadsheet) and a JSON array (`_refuse_what_no_format_reads`).
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
 import os
 import stat
@@ -433,6 +435,13 @@ def check_columns(
             f"no column gives the item_id (`item_id`, or Google's `id`; another name with "
             f"--map): the columns are {shown}{more}",
         )
+    for raw in other if warn is not None else ():
+        meant = _field_meant(raw, own)
+        if meant is not None and warn is not None:
+            warn(
+                f"line 1: the column {raw[:40]!r} is no product field (read as a free "
+                f"attribute): did you mean {meant!r}?"
+            )
     for raw, columns in other.items():
         if len(columns) > 1 and warn is not None:
             shown = f"the column {raw!r}" if raw else "an unnamed column"
@@ -441,6 +450,14 @@ def check_columns(
                 f"line 1: {shown} appears {len(columns)} times (columns {where}); it is no "
                 "product field, only a free attribute: the last one's value is kept"
             )
+
+
+def _field_meant(column: str, given: dict[str, tuple[int, str]]) -> str | None:
+    """The name (Persona's or Google's) of a product field no column gives that `column` looks
+    like a misspelling of (`titel`: 'title'), else None."""
+    free = [name for name in KNOWN_NAMES if GOOGLE_NAMES.get(name, name) not in given]
+    close = difflib.get_close_matches(column[:100], free, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _rows(

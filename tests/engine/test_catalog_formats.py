@@ -318,6 +318,38 @@ def test_open_binary_refuses_what_is_not_a_regular_file_at_once(tmp_path: Path) 
 ROW = "c-1,Chair,https://s.example/c-1,https://s.example/c-1.jpg"
 
 
+def test_a_column_named_close_to_a_product_field_is_a_warning_naming_it() -> None:
+    """A header's misspelled field (`titel`) was only a free attribute, without a word: each row
+    was then rejected as missing its title (a required field), or, for an optional one
+    (`catgory`), imported without it. The warning names the field meant, once; a column close
+    to a field another column gives already (`titles` beside `title`) is left alone."""
+    warned: list[str] = []
+    text = "item_id,titel,url,image_url,price,currency,catgory,notes\n" + (
+        "c-1,Mug,https://s.example/c-1,https://s.example/c-1.jpg,2.00,GBP,Mugs,x\n" * 2
+    )
+    rejected: list[tuple[int, str]] = []
+    products = list(
+        read_products(
+            io.BytesIO(text.encode()),
+            "csv",
+            None,
+            lambda n, r: rejected.append((n, r)),
+            warned.append,
+        )
+    )
+    assert products == [] and [n for n, _ in rejected] == [2, 3]
+    assert warned == [
+        "line 1: the column 'titel' is no product field (read as a free attribute): "
+        "did you mean 'title'?",
+        "line 1: the column 'catgory' is no product field (read as a free attribute): "
+        "did you mean 'category'?",
+    ]
+    fixed = text.replace("titel", "title").replace(",notes", ",titles")
+    warned.clear()
+    (first, _) = read_products(io.BytesIO(fixed.encode()), "csv", None, None, warned.append)
+    assert first.title == "Mug" and len(warned) == 1 and "'catgory'" in warned[0]
+
+
 @pytest.mark.parametrize("sep", [",", "\t"])
 def test_a_repeated_product_column_refuses_the_feed_naming_it(sep: str) -> None:
     """Two `price` columns: the last one silently won, whichever the shop meant."""
