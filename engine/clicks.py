@@ -136,10 +136,16 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
+    """The bytes `_b64` wrote as `text`; InvalidToken for any other spelling (base64 decoding
+    ignores unused low bits and characters outside its alphabet: a token with its last
+    character changed still read as the same signed link)."""
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise InvalidToken("not a click token") from None
+    if _b64(raw) != text:
+        raise InvalidToken("not a click token")
+    return raw
 
 
 Links = Callable[[str, str, str, str], str]  # (user, block, variant, item) -> the link's URL

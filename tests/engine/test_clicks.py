@@ -55,6 +55,31 @@ def test_a_changed_token_is_refused(change: Callable[[str], str]) -> None:
         read_token(KEY, change(make_token(KEY, CLICK)))
 
 
+def _other_spellings(token: str) -> list[str]:
+    """Strings base64 reads as the same bytes: the signature's last character with its unused
+    low bits set otherwise, a character outside the alphabet inside, padding added."""
+    payload, signature = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(signature[-1])  # 16 bytes: 22 characters, the last holds 2 bits + 4
+    spare = alphabet[last ^ 1]
+    return [
+        f"{payload}.{signature[:-1]}{spare}",
+        f"{payload[:4]}!{payload[4:]}.{signature}",
+        f"{payload}.{signature}==",
+    ]
+
+
+def test_one_click_has_one_token_spelling() -> None:
+    """Base64 decoding ignores a signature's unused bits and characters outside its alphabet:
+    a changed last character still redirected and counted the click, so many strings named one
+    signed link. Only the spelling the engine writes is read."""
+    token = make_token(KEY, CLICK)
+    for other in _other_spellings(token):
+        assert other != token
+        with pytest.raises(InvalidToken, match="not a click token"):
+            read_token(KEY, other)
+
+
 def test_another_shops_token_is_refused() -> None:
     with pytest.raises(InvalidToken, match="signature does not match"):
         read_token(KEY, make_token(click_key("e" * 32), CLICK))
