@@ -162,7 +162,10 @@ def read_bundle(directory: str | Path) -> Bundle:
         raise ModelLoadError(f"{d}: created must be an RFC 3339 time, not {str(created)[:40]!r}")
     with tempfile.TemporaryDirectory() as tmp:
         write_files(Path(tmp), files)
-        model = load_model(tmp)
+        try:
+            model = load_model(tmp)
+        except ModelLoadError as exc:  # the loader names the copy: say the user's directory
+            raise ModelLoadError(str(exc).replace(tmp, str(d))) from None
     return Bundle(name, kind, model.version, model.created, dict(model.metrics), files)
 
 

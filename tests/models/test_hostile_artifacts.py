@@ -230,3 +230,16 @@ def test_the_default_models_still_load_and_score_in_range(tmp_path: Path) -> Non
     for f in ("recs.json", "recs.npz"):
         shutil.copy(DEFAULT_DIR / f, d / f)
     assert read_bundle(d).name == "recs" and load_model(d).name == "recs"
+
+
+def test_a_truncated_table_is_refused_naming_the_users_file_not_a_temporary_copy(
+    tmp_path: Path,
+) -> None:
+    """`persona models publish DIR` with a cut-off recs.npz said `/tmp/tmpXXXX/recs.npz is not a
+    valid .npz`: the test-load's temporary copy, a path the user never had."""
+    d = knn_dir(tmp_path)
+    npz = d / "recs.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    with pytest.raises(ModelLoadError) as refused:
+        read_bundle(d)
+    assert str(npz) in str(refused.value) and "not a valid .npz" in str(refused.value)
