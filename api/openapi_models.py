@@ -216,7 +216,9 @@ def models_paths() -> dict[str, Any]:
             },
             "put": {
                 "summary": "Start an experiment: the active version (A) against a candidate (B)",
-                "description": admin + " Replaces a running experiment.",
+                "description": admin
+                + " Replaces a running experiment. A candidate that is the active version is a"
+                " 400 (a model against itself), an unknown one a 404.",
                 "requestBody": {
                     "required": True,
                     "content": _json(

@@ -142,7 +142,7 @@ class MemoryRegistry:
 
     async def set_experiment(self, experiment: Experiment | None) -> dict[str, Any] | None:
         if experiment is not None:
-            self.registry.check(experiment.model, experiment.candidate)
+            self.registry.check_experiment(experiment)
         self.registry.apply(*experiment_record(experiment))
         self._serve()
         return self.experiment()

@@ -320,6 +320,17 @@ class RegistryLog:
             raise ValueError(f"{version}'s artifact is incomplete on this worker")
         return manifest
 
+    def check_experiment(self, experiment: Experiment) -> Manifest:
+        """`check` of a new experiment's candidate, which must not be the active version (an A/B
+        test of a model against itself: every difference is noise), or ValueError why not."""
+        manifest = self.check(experiment.model, experiment.candidate)
+        if experiment.candidate == self.active(experiment.model):
+            raise ValueError(
+                f"{experiment.candidate} is the active {experiment.model} version: an experiment "
+                "compares it with another (train or publish one, then name that candidate)"
+            )
+        return manifest
+
     def load(self, version: str) -> Any:
         """The model object of a registered version (ChurnScorer or RecsScorer)."""
         manifest = self.versions[version]

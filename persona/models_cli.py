@@ -260,9 +260,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             raise ValueError("experiment start: --candidate names the version under test")
     broker, signer = _broker(args), _signer(args)
     experiment = None
+    if args.action == "stop" and args.experiment:  # a name stops that one only, not any
+        running = asyncio.run(read_registry(broker, signer.key)).experiment
+        if running is None or running.name != args.experiment:
+            now = f"{running.name!r} is running" if running else "none is running"
+            raise ValueError(
+                f"experiment stop: {args.experiment!r} is not running ({now}; `persona models "
+                "experiment stop` without a name stops the running one)"
+            )
     if args.action == "start":
         state = asyncio.run(read_registry(broker, signer.key))
-        state.check(args.model, args.candidate)
         experiment = Experiment(
             name=args.experiment,
             model=args.model,
@@ -272,6 +279,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             share=args.share,
             started=rfc3339(utc_now()),
         )
+        state.check_experiment(experiment)
     asyncio.run(write_records(broker, [experiment_record(experiment)], signer))
     print(f"experiment: {json.dumps(experiment.to_dict()) if experiment else 'stopped'}")
     return 0
@@ -408,7 +416,12 @@ def add_models_parser(sub: Any) -> None:
 
     exp = command("experiment", cmd_experiment, "start or stop an A/B test or shadow run")
     exp.add_argument("action", choices=("start", "stop"))
-    exp.add_argument("experiment", nargs="?", default="", help="experiment name (start)")
+    exp.add_argument(
+        "experiment",
+        nargs="?",
+        default="",
+        help="experiment name (start; with stop: that one only)",
+    )
     exp.add_argument("--model", choices=("churn", "recs"), default="recs")
     exp.add_argument("--candidate", help="the version under test (start)")
     exp.add_argument("--shadow", action="store_true", help="score the candidate without showing")

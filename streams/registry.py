@@ -429,7 +429,7 @@ class RegistryService(Service):
     async def set_experiment(self, experiment: Experiment | None) -> dict[str, Any] | None:
         assert self._producer is not None
         if experiment is not None:
-            self.registry.check(experiment.model, experiment.candidate)
+            self.registry.check_experiment(experiment)
         await _send_all(self._producer, [experiment_record(experiment)], None, self._signer())
         await self._await(lambda: (self.models.experiment if self.models else None) == experiment)
         return self.experiment()

@@ -216,3 +216,20 @@ async def test_the_report_of_an_unknown_experiment_is_a_404_problem(setup: Any) 
     r = await client.get("/v1/models/experiments/t1/report", headers=ADMIN_KEY)
     assert r.status == 200  # stopped, with its exposures: still reported
     assert sum(arm["exposures"] for arm in (await r.json())["variants"].values()) == 1
+
+
+async def test_an_experiment_of_the_active_version_against_itself_is_a_400(tmp_path: Path) -> None:
+    """PUT /v1/models/experiment with the active version as the candidate started an A/B test of
+    a model against itself (every difference noise); the memory registry checks as a worker's."""
+    state = MemoryState()
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    keys = KeyRing.from_settings("admin:adm-kkkkkkkkkkkkkkkkkkkk:models:admin", None)
+    app = create_app(content, keys)
+    app[ADMIN] = MemoryRegistry(content, state, tmp_path / "cache")
+    active = content.models.recs.version
+    body = {"name": "self", "model": "recs", "candidate": active}
+    async with TestClient(TestServer(app)) as client:
+        r = await client.put("/v1/models/experiment", json=body, headers=ADMIN_KEY)
+        assert r.status == 400, await r.text()
+        assert f"{active} is the active recs version" in (await r.json())["detail"]
+        assert content.models.experiment is None
