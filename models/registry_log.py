@@ -379,7 +379,8 @@ class RegistryLog:
             # switch content under one name
             return (
                 f"{version} is registered already with other content (a version names one "
-                "artifact: publish the new one without a version to have one made)"
+                f'artifact: remove "version" from its {META.get(known.name, "JSON file")} and '
+                "publish it again to have a new version made)"
             )
         return None
 

@@ -320,3 +320,24 @@ def test_metrics_that_are_not_json_are_listed_as_null(tmp_path: Path) -> None:
     [listed] = [m for m in state.listing() if m["version"] == "churn-nan-metrics"]
     assert listed["metrics"]["roc_auc"] is None and listed["metrics"]["n"] == 3
     json.dumps(state.listing(), allow_nan=False)
+
+
+def test_a_version_held_with_other_content_says_how_to_publish_this_one(tmp_path: Path) -> None:
+    """The same model trained twice in one minute (`train` registered it, `train --out` wrote
+    it) has one version with another `created`: publish was refused with `publish the new one
+    without a version to have one made`, which no flag or file named. It now names the field
+    and the file to drop it from, and that publish then gets a version of its own."""
+    model = fit_recommender(basket_events(), k=5)
+    first = read_bundle(save_model(model, tmp_path / "first"))
+    state = RegistryLog()
+    for key, value in bundle_records(first):
+        state.apply(key, value)
+    again = tmp_path / "again"
+    save_model(model, again)
+    meta = json.loads((again / "recs.json").read_text())
+    (again / "recs.json").write_text(json.dumps(meta | {"created": "2026-12-07T00:00:59Z"}))
+    problem = state.conflict(read_bundle(again))
+    assert problem is not None and 'remove "version" from its recs.json' in problem
+    del meta["version"]
+    (again / "recs.json").write_text(json.dumps(meta))
+    assert state.conflict(read_bundle(again)) is None
