@@ -739,6 +739,16 @@ def _stream_metrics(figures: dict[str, Any]) -> Iterator[Metric]:
             "Input records of this worker's partitions past the positions its state reaches.",
             value=float(figures["worker_lag_records"]),
         )
+    if "topics_mismatched" in figures:  # a worker's
+        mismatched = GaugeMetricFamily(
+            "persona_topic_partitions_mismatched",
+            "Partitions of an input topic whose count differs from PERSONA_PARTITIONS (the "
+            "topic re-created since start-up): records on partitions past it are not read.",
+            labels=["topic"],
+        )
+        for topic, count in sorted(figures["topics_mismatched"].items()):
+            mismatched.add_metric([topic], float(count))
+        yield mismatched
     yield _labelled(
         "persona_triggers_emitted",
         "Automation triggers produced to the triggers topic.",

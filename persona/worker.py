@@ -111,6 +111,7 @@ class StreamState:
             "consumed": dict(stats.by_topic),
             "lag": consumer_lag(self.streams.app, LAG_TOPICS),
             "worker_lag_records": self.streams.lag_records(),
+            "topics_mismatched": dict(self.streams.mismatched_topics),
             "triggers": dict(getattr(stats, "triggers", {})),
             "triggers_stale": dict(stats.triggers_stale),
         }

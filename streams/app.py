@@ -55,11 +55,13 @@ from streams import read_side
 from streams import tansu as tansu_fix
 from streams.admin import (
     COMMANDS_TOPIC,
+    COPARTITIONED,
     DEAD_LETTERS,
     ITEM_ACTIVITY_TOPIC,
     KEPT_HEADER,
     REKEYED_TOPIC,
     TRIGGERS_TOPIC,
+    partition_counts,
 )
 from streams.backlog import Backlog, hold_wait
 from streams.batched import send_keyed
@@ -126,6 +128,7 @@ FOLD_PRODUCTS_BYTES = 96 * 1024 * 1024  # ... and their accounted bytes
 PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
+TOPIC_CHECK_EVERY = 15.0  # seconds between checks of the co-partitioned topics' partition counts
 READY_POLL = 0.05  # seconds between looks at the first recovery, for readiness
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
 IN_HAND_IDLE = 20.0  # seconds Faust may hold handed records without delivering any (audit)
@@ -368,6 +371,10 @@ class PersonaStreams:
         self._layout_checked: set[int] = set()  # profiles partitions known to hold `u:` keys
         self._layout_ready = False  # the partitions assigned at start were checked (readiness)
         self.gaps = GapReader(kafka)
+        self._broker_url = broker_url
+        # topics whose partition count differs from the tables' since start-up (re-created):
+        # {topic: partitions}; start-up refuses them (streams.admin.TopicMismatch)
+        self.mismatched_topics: dict[str, int] = {}
         app.on_partitions_revoked.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._lean_delivery)
@@ -381,6 +388,7 @@ class PersonaStreams:
         app.timer(1.0)(self.triggers.check_due)
         app.timer(10.0)(self.triggers.sweep)
         app.timer(AUDIT_EVERY)(self._audit_positions)
+        app.timer(TOPIC_CHECK_EVERY)(self._check_topics)
         app.task(self._ready_at_start)
 
     # -- read side (used by the API, same process) ---------------------------------------------
@@ -470,10 +478,36 @@ class PersonaStreams:
             if self._unchecked_partitions():
                 return False, "checking the layout of stored profiles"
             self._layout_ready = True  # the fold checked every assigned partition before the audit
+        if self.mismatched_topics:  # it answers from what it folds, and says what it cannot read
+            return True, "ok; " + self.topics_problem()
         behind = self.lag_records()
         if behind:  # ready: it answers from what it folded, and says how far behind that is
             return True, f"ok; catching up: {behind} input records behind"
         return True, "ok"
+
+    def topics_problem(self) -> str:
+        """What `mismatched_topics` means, in one line."""
+        n = self.settings.partitions
+        found = ", ".join(f"{t} has {c}" for t, c in sorted(self.mismatched_topics.items()))
+        return (
+            f"PERSONA_PARTITIONS is {n} but {found} partitions (re-created?): records on "
+            "partitions past it are not read (docs/streams.md)"
+        )
+
+    async def _check_topics(self) -> None:
+        """Input topics re-created with another partition count while the worker runs (start-up
+        refuses them): records on partitions past the tables' were never read, without a word.
+        Now said at /readyz, in the log and by `persona_topic_partitions_mismatched`."""
+        try:
+            counts = await partition_counts(self._broker_url, COPARTITIONED)
+        except Exception:  # the broker unreachable: the consumer says so; checked again later
+            log.debug("the topics' partition counts are unavailable", exc_info=True)
+            return
+        found = {t: c for t, c in counts.items() if c != self.settings.partitions}
+        if found and found != self.mismatched_topics:
+            self.mismatched_topics = found
+            log.error("%s", self.topics_problem())
+        self.mismatched_topics = found
 
     def lag_records(self) -> int:
         """Input records of the partitions this worker folds past the positions its state
