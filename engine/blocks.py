@@ -32,7 +32,7 @@ from engine.catalog import Product
 from engine.clicks import Links
 from engine.consent import block_allowed
 from engine.content_experiments import DEFAULT, HOLDOUT, VARIANT_NAME
-from engine.email_lines import EMAIL_URL_MAX, SMTP_LINE_MAX, octets, wrap_html
+from engine.email_lines import EMAIL_ROOM, EMAIL_URL_MAX, SMTP_LINE_MAX, octets, wrap_html
 from engine.feeds import feed_url
 from engine.locales import (
     Messages,
@@ -234,12 +234,13 @@ def _showable(product: Product) -> bool:
 # not fit a line of SMTP_LINE_MAX octets is not shown in an e-mail block (`fits_email`); ads
 # (json) show it. Room is left for the attribute's name and quotes, the next tag's end, and the
 # link's campaign parameters (PERSONA_UTM, bounded by engine/utm.py: EMAIL_UTM_MAX).
-EMAIL_TITLE_MAX = SMTP_LINE_MAX - 48  # octets of an item's title, escaped
+EMAIL_TITLE_MAX = SMTP_LINE_MAX - EMAIL_ROOM  # octets of an item's title, escaped
 
 
 def fits_email(product: Product) -> bool:
-    """Whether an e-mail block can write `product`'s links and title within SMTP's line limit."""
-    title = product.title
+    """Whether an e-mail block can write `product`'s links and title within SMTP's line limit
+    (the title as `item_view` writes it: isolated when it holds direction controls)."""
+    title = isolated(product.title)
     if len(title) * 5 > EMAIL_TITLE_MAX and octets(str(escape(title))) > EMAIL_TITLE_MAX:
         return False
     # an ASCII URL's character takes at most 5 octets written (`&` escaped), any other 12

@@ -211,6 +211,9 @@ def test_fits_email_bounds_links_as_written_and_titles_as_escaped() -> None:
     assert fits_email(product("a", title="&" * 189))  # 945 octets escaped
     assert not fits_email(product("a", title="&" * 191))
     assert not fits_email(product("a", title="日本" * 160))  # 960 octets
+    # the title as written: a direction override is isolated (FSI ... PDI, 3 octets each)
+    assert fits_email(product("a", title="&" * 188 + "\u202e"))  # 943 octets, 949 written
+    assert not fits_email(product("a", title="&" * 189 + "\u202e"))  # 948 octets, 954 written
     url = "https://shop.example.com/😀/" + "😀" * 66  # 12 octets a character once encoded
     assert not fits_email(dataclasses.replace(product("a"), url=url))
 
