@@ -24,6 +24,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from engine.process_stats import STREAM_MAPS
+
 Snapshot = dict[str, Any]
 Pair = tuple[Snapshot | None, Snapshot]  # a process's previous and newest snapshot
 Point = dict[str, Any]
@@ -32,7 +34,6 @@ PointFn = Callable[[Snapshot, Snapshot, list[float]], Point]
 RATES_FOR = 5.0  # seconds a peer's rates are shown after its newest snapshot
 SUMMED = ("dead_lettered", "triggers", "requests_per_s")
 COUNTS = ("hits", "misses", "requests", "blocks", "fallbacks")
-STREAM_MAPS = ("counters", "consumed", "lag", "triggers", "triggers_stale")
 
 
 def merged_point(

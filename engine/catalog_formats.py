@@ -435,15 +435,17 @@ def check_columns(
             f"no column gives the item_id (`item_id`, or Google's `id`; another name with "
             f"--map): the columns are {shown}{more}",
         )
-    for raw in other if warn is not None else ():
+    if warn is None:
+        return
+    for raw in other:
         meant = _field_meant(raw, own)
-        if meant is not None and warn is not None:
+        if meant is not None:
             warn(
                 f"line 1: the column {raw[:40]!r} is no product field (read as a free "
                 f"attribute): did you mean {meant!r}?"
             )
     for raw, columns in other.items():
-        if len(columns) > 1 and warn is not None:
+        if len(columns) > 1:
             shown = f"the column {raw!r}" if raw else "an unnamed column"
             where = ", ".join(str(c) for c in columns)
             warn(

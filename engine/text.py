@@ -75,8 +75,11 @@ def new_id_problem(value: str) -> str | None:
     return None if found is None else f"contains {_describe(found.group())}"
 
 
-# Unicode's bidirectional formatting characters: marks, embeddings, overrides, isolates
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Unicode's bidirectional formatting characters: marks, embeddings, overrides, isolates (the
+# Arabic letter mark besides those ids refuse)
+_BIDI = frozenset(
+    ["\u061c", *(char for char, what in _INVISIBLE.items() if what.startswith("a direction"))]
+)
 _OPENS_ISOLATE = "\u2066\u2067\u2068"
 _FSI, _PDI = "\u2068", "\u2069"
 

@@ -504,10 +504,9 @@ class PersonaStreams:
             log.debug("the topics' partition counts are unavailable", exc_info=True)
             return
         found = {t: c for t, c in counts.items() if c != self.settings.partitions}
-        if found and found != self.mismatched_topics:
-            self.mismatched_topics = found
+        changed, self.mismatched_topics = found != self.mismatched_topics, found
+        if found and changed:
             log.error("%s", self.topics_problem())
-        self.mismatched_topics = found
 
     def lag_records(self) -> int:
         """Input records of the partitions this worker folds past the positions its state
