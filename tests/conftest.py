@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -201,6 +202,18 @@ def _launch(broker_url: str, data_dir: Path, env: dict[str, str], port: int, log
         worker.stop()
         raise
     return worker
+
+
+@contextlib.contextmanager
+def worker_of_its_own(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Worker]:
+    """A worker (data dir `tmp/w`) on an embedded broker of its own (`tmp/broker.log`): for tests
+    that need a worker other than the session's (see `start_worker`)."""
+    with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
+        worker = start_worker(broker.url, tmp / "w", extra_env)
+        try:
+            yield worker
+        finally:
+            worker.stop()
 
 
 @pytest.fixture(scope="session")

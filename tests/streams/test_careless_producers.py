@@ -22,8 +22,7 @@ import pytest
 from engine.events import MAX_EVENT_BYTES
 from engine.signing import ClusterKey
 from streams.admin import COMMANDS_TOPIC, DEAD_LETTERS, REKEYED_TOPIC, bootstrap_servers
-from streams.broker import EmbeddedBroker
-from tests.conftest import CLUSTER_SECRET, Worker, metric, start_worker, wait_until
+from tests.conftest import CLUSTER_SECRET, Worker, metric, wait_until, worker_of_its_own
 from tests.streams.test_hostile_records import ev, profile_events
 
 pytestmark = pytest.mark.integration
@@ -36,13 +35,8 @@ Offset = tuple[str, int, int]
 
 @pytest.fixture(scope="module")
 def careless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    tmp = tmp_path_factory.mktemp("careless")
-    with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
-        worker = start_worker(broker.url, tmp / "w")
-        try:
-            yield worker
-        finally:
-            worker.stop()
+    with worker_of_its_own(tmp_path_factory.mktemp("careless")) as worker:
+        yield worker
 
 
 def producer(worker: Worker, **config: Any) -> Any:

@@ -19,7 +19,7 @@ import pytest
 
 from streams.admin import bootstrap_servers
 from streams.broker import EmbeddedBroker
-from tests.conftest import Worker, start_worker, wait_until
+from tests.conftest import Worker, start_worker, wait_until, worker_of_its_own
 from tests.streams.test_hostile_records import profile_events
 
 pytestmark = pytest.mark.integration
@@ -32,13 +32,8 @@ EVENTS = 40  # per codec, enough for batches of several records
 
 @pytest.fixture(scope="module")
 def codec_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    tmp = tmp_path_factory.mktemp("codecs")
-    with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
-        worker = start_worker(broker.url, tmp / "w")
-        try:
-            yield worker
-        finally:
-            worker.stop()
+    with worker_of_its_own(tmp_path_factory.mktemp("codecs")) as worker:
+        yield worker
 
 
 def produce_compressed(worker: Worker, codec: str, users: list[str]) -> set[int]:
