@@ -22,6 +22,11 @@ _LIMITED = {
     "headers": {"Retry-After": {"schema": {"type": "string"}}},
     "content": {"application/problem+json": {"schema": {"type": "object"}}},
 }
+_UNREADABLE = {
+    "description": "a request HTTP cannot read (a malformed request line or header, such as an "
+    "empty `Content-Length`), refused before any route sees it",
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
 
 
 def _user_param() -> dict[str, Any]:
@@ -34,13 +39,16 @@ def _user_param() -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    """The document; every operation that can answer 401 can also answer 429 (a key over its
-    rate limit, or an address with too many failed authentications: api/limits.py), and every
-    one that takes a body 415 (a `Content-Encoding` not read here: api/encodings.py)."""
+    """The document; every operation can answer 400 (a request aiohttp's parser refuses before
+    any route sees it: api/protocol.py), every one that can answer 401 can also answer 429 (a
+    key over its rate limit, or an address with too many failed authentications:
+    api/limits.py), and every one that takes a body 415 (a `Content-Encoding` not read here:
+    api/encodings.py)."""
     document = _document()
     for operations in document["paths"].values():
         for method, operation in operations.items():
-            responses = operation.get("responses", {})
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("400", _UNREADABLE)
             if "401" in responses:
                 responses.setdefault("429", _LIMITED)
             if method in ("post", "put", "patch"):

@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, InvalidHeader
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.hot import HotRunner
+from api.openapi import openapi_document
 from api.protocol import KEEPALIVE_SECONDS, ProblemRunner, connection_cap, refusal_detail
 from tests.api.test_hot import HotTestServer, ProblemTestServer, _app
 from tests.conftest import ROOT
@@ -61,6 +62,10 @@ HOSTILE = {
         b"/v1/events", AUTH, b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", method=b"POST"
     )
     + b"0\r\n\r\n",
+    # the header Schemathesis once generated on GET routes whose document listed no 400
+    "empty content length on a GET": _request(
+        b"/v1/users/u1/export", AUTH, b"Content-Length:\r\nX-" + MARK.encode() + b": 1\r\n"
+    ),
     "HTTP/2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + MARK.encode(),
     "NUL in the path": _request(
         b"/v1/users/" + MARK.encode() + b"\x00/blocks/recommendations", AUTH
@@ -109,6 +114,20 @@ async def test_a_request_the_parser_refuses_gets_a_problem_body(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     # and the server goes on answering
     assert (await client.get("/healthz")).status == 200
+
+
+def test_the_document_lists_the_parsers_400_on_every_operation() -> None:
+    """The parser refuses such requests before any route sees them, on every route: each
+    operation of the API document must list the 400 problem, or a conforming client (and
+    Schemathesis) reads the answer as undocumented."""
+    document = openapi_document()
+    missing = [
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if "400" not in operation.get("responses", {})
+    ]
+    assert not missing, missing
 
 
 SECRET = b"s3cret-kkkkkkkkkkkkkkkkk-" + MARK.encode()
