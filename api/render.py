@@ -48,7 +48,6 @@ happens in a worker thread; the last `COMPILED_TEMPLATES` compiled templates are
 from __future__ import annotations
 
 import asyncio
-import difflib
 import logging
 import time
 from collections import OrderedDict
@@ -88,6 +87,7 @@ from engine.sandbox import (
     describe_error,
     plain_data,
 )
+from engine.suggest import did_you_mean
 
 log = logging.getLogger("persona.render")
 
@@ -284,8 +284,7 @@ def template_names_checked(source: str) -> jinja2.nodes.Template:
     unknown = _unknown_blocks(tree)
     if unknown:
         name = unknown[0][:64]
-        close = difflib.get_close_matches(name, ALL_BLOCKS, n=1, cutoff=0.6)
-        meant = f"did you mean blocks.{close[0]}? " if close else ""
+        meant = did_you_mean(name, ALL_BLOCKS, shown=lambda block: f"blocks.{block}")
         there = ", ".join(f"blocks.{block}" for block in ALL_BLOCKS)
         raise BadRequest(
             f"the template uses blocks.{name}, which is no block: {meant}(the blocks are {there})"

@@ -28,7 +28,6 @@ empty one, a binary one (a spreadsheet) and a JSON array (`_refuse_what_no_forma
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import os
 import stat
@@ -40,6 +39,7 @@ from xml.parsers import expat
 
 from engine.catalog import MAX_ATTRIBUTES, InvalidProduct, Product, validate_product
 from engine.files import read_regular
+from engine.suggest import closest, meaning
 from engine.text import BadJson, outside_json
 
 FORMATS = ("auto", "jsonl", "csv", "tsv", "google-xml")
@@ -442,7 +442,7 @@ def check_columns(
         if meant is not None:
             warn(
                 f"line 1: the column {raw[:40]!r} is no product field (read as a free "
-                f"attribute): did you mean {meant!r}?"
+                f"attribute): {meaning(meant)}"
             )
     for raw, columns in other.items():
         if len(columns) > 1:
@@ -454,12 +454,16 @@ def check_columns(
             )
 
 
+# as alike as a column must be to a product field to be warned of: at engine.suggest's CUTOFF a
+# shop's free `rating` column read as Google's `gtin`, `style` as `title`, `region` as `gtin`
+MISSPELLED_COLUMN = 0.75
+
+
 def _field_meant(column: str, given: dict[str, tuple[int, str]]) -> str | None:
     """The name (Persona's or Google's) of a product field no column gives that `column` looks
     like a misspelling of (`titel`: 'title'), else None."""
     free = [name for name in KNOWN_NAMES if GOOGLE_NAMES.get(name, name) not in given]
-    close = difflib.get_close_matches(column[:100], free, n=1, cutoff=0.75)
-    return close[0] if close else None
+    return closest(column, free, cutoff=MISSPELLED_COLUMN)
 
 
 def _rows(

@@ -12,13 +12,13 @@ block caches keep one entry per distinct key.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine.catalog import Product
+from engine.suggest import did_you_mean
 from engine.text import id_problem, text_problem
 
 NAMES = (
@@ -158,8 +158,7 @@ def _unknown(name: str, own: tuple[str, ...]) -> InvalidParam:
     """An unknown name, with the one meant when it is close to one (`deadline` for
     `deadline_ms`, `fromat`) and the route's own fields beside the block parameters: the
     message listed only the latter, so a misspelled own field read as one that does not exist."""
-    close = difflib.get_close_matches(name, (*own, *NAMES), n=1, cutoff=0.6)
-    meant = f"did you mean {close[0]!r}? " if close else ""
+    meant = did_you_mean(name, (*own, *NAMES))
     fields = f"the fields are {', '.join(own)}; " if own else ""
     return InvalidParam(
         name, f"unknown; {meant}{fields}the block parameters are {', '.join(NAMES)}"

@@ -13,7 +13,6 @@ that the committed files are current).
 from __future__ import annotations
 
 import datetime
-import difflib
 import os
 import re
 import stat
@@ -30,6 +29,7 @@ from engine.setting_types import parse_catalog_feeds as parse_catalog_feeds  # r
 from engine.setting_types import parse_cpus as parse_cpus  # re-exported
 from engine.setting_types import parse_origins as parse_origins  # re-exported
 from engine.setting_types import parse_rate_limits as parse_rate_limits  # re-exported
+from engine.suggest import closest, meaning
 
 MIN_SECRET = 24  # characters of every secret (API keys: api/auth.py; the webhook secret)
 KAFKA_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
@@ -602,8 +602,14 @@ def _meant(name: str) -> str:
     """A config file's unknown name, with the setting meant when one is close to it or it is a
     variable's name (`PERSONA_HTTP_PORT`, `HTTP_PORT`: the file takes `http_port`)."""
     plain = str(name)[:100].lower().removeprefix("persona_")
-    close = [plain] if plain in _ENV else difflib.get_close_matches(plain, _ENV, n=1, cutoff=0.8)
-    return f"{name[:100]} (did you mean {close[0]}?)" if close else name[:100]
+    close = plain if plain in _ENV else closest(plain, _ENV)
+    return f"{name[:100]} ({meaning(close)})" if close is not None else name[:100]
+
+
+# as alike as a PERSONA_* variable must be to a setting to stop start-up: at engine.suggest's
+# CUTOFF the README's PERSONA_KEY read as PERSONA_TLS_KEY, and `persona run`'s own
+# PERSONA_RUN_DATA_DIR_LOCK as PERSONA_DATA_DIR
+MISSPELLED_VARIABLE = 0.8
 
 
 def _refuse_misspelled(env: Mapping[str, str]) -> None:
@@ -620,10 +626,10 @@ def _refuse_misspelled(env: Mapping[str, str]) -> None:
             var.endswith("_PORT") and _SERVICE_LINK_VALUE.fullmatch(env[var])
         ):
             continue  # a Kubernetes service link, not a misspelled setting
-        close = difflib.get_close_matches(var.removeprefix("PERSONA_"), known, n=1, cutoff=0.8)
-        if close:
+        close = closest(var.removeprefix("PERSONA_"), known, cutoff=MISSPELLED_VARIABLE)
+        if close is not None:
             raise SettingsError(
-                f"{var} is no setting: did you mean PERSONA_{close[0]}? (correct or unset it)"
+                f"{var} is no setting: {meaning('PERSONA_' + close)} (correct or unset it)"
             )
 
 

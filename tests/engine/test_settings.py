@@ -66,6 +66,7 @@ def test_bad_config_file(tmp_path: Path):
         ("PERSONA_HTTP_PORT = 8081", "http_port"),  # the variable's name, as in the shell
         ("HTTP_PORT = 8081", "http_port"),
         ("partitons = 4", "partitions"),
+        ('broker = "kafka://k:9092"', "broker_url"),  # a name short of the setting's
     ],
 )
 def test_a_misspelled_name_in_the_config_file_is_named_with_the_one_meant(
@@ -75,7 +76,7 @@ def test_a_misspelled_name_in_the_config_file_is_named_with_the_one_meant(
     the environment (PERSONA_HTTP_PROT) says which one was meant."""
     cfg = tmp_path / "persona.toml"
     cfg.write_text(line + "\n")
-    with pytest.raises(SettingsError, match=f"did you mean {meant}\\?"):
+    with pytest.raises(SettingsError, match=f"did you mean '{meant}'\\?"):
         load_settings({}, env={"PERSONA_CONFIG": str(cfg)})
 
 
@@ -226,7 +227,7 @@ def test_a_misspelled_setting_in_the_environment_stops_naming_the_setting_meant(
     """A typo in an environment variable was ignored without a word: the engine ran with the
     default (4 partitions for PERSONA_PARTITONS=8, every key refused for PERSONA_API_KEY), where
     the same typo in the TOML file stops start-up."""
-    with pytest.raises(SettingsError, match=rf"{typo} is no setting.*did you mean {meant}\?"):
+    with pytest.raises(SettingsError, match=rf"{typo} is no setting.*did you mean '{meant}'\?"):
         load_settings({}, env={typo: "8"})
 
 
@@ -284,5 +285,5 @@ def test_a_service_link_on_a_setting_stops_start_up_saying_why(service, var):
 
 def test_a_misspelled_port_setting_is_still_a_typo_when_no_service_link():
     """Only a value Kubernetes writes (tcp://ip:port) makes a PERSONA_*_PORT name a service link."""
-    with pytest.raises(SettingsError, match="did you mean PERSONA_WORKER_PORT"):
+    with pytest.raises(SettingsError, match="did you mean 'PERSONA_WORKER_PORT'"):
         load_settings({}, env={"PERSONA_WROKER_PORT": "9000"})
