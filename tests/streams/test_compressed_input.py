@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from streams.admin import bootstrap_servers
-from streams.broker import EmbeddedBroker
-from tests.conftest import Worker, start_worker, wait_until, worker_of_its_own
+from tests.conftest import Worker, wait_until, worker_of_its_own
 from tests.streams.test_hostile_records import profile_events
 
 pytestmark = pytest.mark.integration
@@ -93,14 +92,10 @@ def test_a_codec_the_worker_cannot_decompress_is_named_with_its_partition(tmp_pa
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
     path = os.pathsep.join(filter(None, [str(hidden.parent), os.environ.get("PYTHONPATH")]))
-    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
-        worker = start_worker(broker.url, tmp_path / "w", extra_env={"PYTHONPATH": path})
-        try:
-            user = f"lz4-{uuid.uuid4().hex[:6]}"
-            [partition] = produce_compressed(worker, "lz4", [user])
-            wait_until(lambda: worker.proc.poll() is not None, timeout=60, what="the worker stop")
-        finally:
-            worker.stop()
+    with worker_of_its_own(tmp_path, {"PYTHONPATH": path}) as worker:
+        user = f"lz4-{uuid.uuid4().hex[:6]}"
+        [partition] = produce_compressed(worker, "lz4", [user])
+        wait_until(lambda: worker.proc.poll() is not None, timeout=60, what="the worker stop")
     log = worker.log.read_text()
     said = f"cannot read clickstream[{partition}]: its records are compressed with lz4"
     assert said in log, log[-3000:]

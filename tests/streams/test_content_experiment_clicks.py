@@ -23,8 +23,7 @@ import pytest
 
 from engine.blocks import DEFAULT_TEMPLATE_DIR
 from engine.content_experiments import share
-from streams.broker import EmbeddedBroker
-from tests.conftest import ROOT, Worker, http, start_worker, wait_until
+from tests.conftest import ROOT, Worker, http, wait_until, worker_of_its_own
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +56,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     html = (templates / "email" / "recommendations.html").read_text()
     (templates / "email" / "recommendations.compact.html").write_text(MARK + html)
     extra = {"PERSONA_TEMPLATE_DIR": str(templates), "PERSONA_CLICK_URL": CLICK_BASE}
-    with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
-        worker = start_worker(broker.url, tmp / "worker", extra)
-        try:
-            _catalog(tmp / "catalog.csv", broker.url)
-            yield worker
-        finally:
-            worker.stop()
+    with worker_of_its_own(tmp, extra) as worker:
+        _catalog(tmp / "catalog.csv", worker.broker_url)
+        yield worker
 
 
 def _catalog(path: Path, broker_url: str) -> None:

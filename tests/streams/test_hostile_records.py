@@ -30,8 +30,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from engine.events import INPUT_TOPICS
 from engine.signing import ClusterKey
 from streams.admin import COMMANDS_TOPIC, DEAD_LETTERS, REKEYED_TOPIC, bootstrap_servers
-from streams.broker import EmbeddedBroker
-from tests.conftest import CLUSTER_SECRET, Worker, http, metric, start_worker, wait_until
+from tests.conftest import CLUSTER_SECRET, Worker, http, metric, wait_until, worker_of_its_own
 
 pytestmark = pytest.mark.integration
 confluent_kafka = pytest.importorskip("confluent_kafka")
@@ -401,12 +400,8 @@ def profile_events(worker: Worker, user: str) -> dict[str, int] | None:
 @pytest.fixture
 def own_worker(tmp_path: Path) -> Iterator[Worker]:
     """A broker and worker of the test's own: the flood would disturb the session's."""
-    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
-        worker = start_worker(broker.url, tmp_path / "w")
-        try:
-            yield worker
-        finally:
-            worker.stop()
+    with worker_of_its_own(tmp_path) as worker:
+        yield worker
 
 
 # -- the proof ---------------------------------------------------------------------------------

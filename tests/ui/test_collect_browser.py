@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker, free_port
-from tests.conftest import SCOPES, SECRET, Worker, http, start_worker, wait_until
+from streams.broker import free_port
+from tests.conftest import SCOPES, SECRET, Worker, http, wait_until, worker_of_its_own
 from tests.ui import browser
 
 pytestmark = pytest.mark.integration
@@ -104,12 +104,11 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     browser.chromium()  # skip before starting anything where there is no browser
     root: Path = tmp_path_factory.mktemp("collect")
     allowed_port, other_port = free_port(), free_port()
-    with EmbeddedBroker(log_file=root / "broker.log") as broker:
-        env = {
-            "PERSONA_API_KEYS": f"test:{SECRET}:{SCOPES};tag:{TAG_KEY}:events:collect",
-            "PERSONA_COLLECT_ORIGINS": f"http://127.0.0.1:{allowed_port}",
-        }
-        worker = start_worker(broker.url, root / "worker", env)
+    env = {
+        "PERSONA_API_KEYS": f"test:{SECRET}:{SCOPES};tag:{TAG_KEY}:events:collect",
+        "PERSONA_COLLECT_ORIGINS": f"http://127.0.0.1:{allowed_port}",
+    }
+    with worker_of_its_own(root, env) as worker:  # stopped also when the warm-up fails
         _warm_up(worker)
         servers = [_serve(port, _pages(worker.base)) for port in (allowed_port, other_port)]
         try:
@@ -117,7 +116,6 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         finally:
             for server in servers:
                 server.shutdown()
-            worker.stop()
 
 
 def _warm_up(worker: Worker) -> None:
