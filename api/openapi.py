@@ -8,11 +8,17 @@ from api.encodings import COMPRESS_FROM
 from api.openapi_collect import DISK_FULL, collect_paths
 from api.openapi_experiments import experiments_paths
 from api.openapi_models import models_paths, privacy_paths
-from api.openapi_params import PARAMETERS_NOTE, query_params, similar_paths
+from api.openapi_params import (
+    PARAMETERS_NOTE,
+    block_parameters,
+    block_responses,
+    similar_paths,
+    user_param,
+)
 from api.openapi_paths import extra_paths
 from api.openapi_rules import rules_paths
 from api.openapi_serving import serving_paths
-from engine.blocks import ALL_BLOCKS, FORMATS
+from engine.blocks import ALL_BLOCKS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _AUTH_ERRORS = {"401": _PROBLEM, "403": _PROBLEM}
@@ -27,15 +33,6 @@ _UNREADABLE = {
     "empty `Content-Length`), refused before any route sees it",
     "content": {"application/problem+json": {"schema": {"type": "object"}}},
 }
-
-
-def _user_param() -> dict[str, Any]:
-    return {
-        "name": "user_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
-    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -141,35 +138,16 @@ def _document() -> dict[str, Any]:
                 "get": {
                     "summary": "One content block for one user (personalized or the fallback)",
                     "description": "`similar_items` needs `context_item`." + PARAMETERS_NOTE,
-                    "parameters": [
-                        _user_param(),
+                    "parameters": block_parameters(
+                        user_param(),
                         {
                             "name": "block",
                             "in": "path",
                             "required": True,
                             "schema": {"type": "string", "enum": list(ALL_BLOCKS)},
                         },
-                        {
-                            "name": "format",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": list(FORMATS), "default": "html"},
-                        },
-                        *query_params(),
-                        {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "the block",
-                            "content": {
-                                "text/html": {"schema": {"type": "string"}},
-                                "application/json": {"schema": block_json},
-                            },
-                        },
-                        "304": {"description": "not modified"},
-                        "400": _PROBLEM,
-                        "404": _PROBLEM,
-                        **_AUTH_ERRORS,
-                    },
+                    ),
+                    "responses": block_responses(block_json),
                 }
             },
             "/v1/users/{user_id}/profile": {
@@ -178,7 +156,7 @@ def _document() -> dict[str, Any]:
                     "description": "Without personalization consent `personalized` is false and "
                     "nothing derived from the profile is shown: `scores.churn` null, "
                     "`recommendations` [], `models` {}, `affinities` empty.",
-                    "parameters": [_user_param()],
+                    "parameters": [user_param()],
                     "responses": {
                         "200": {
                             "description": "the profile",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.openapi_params import user_param
 from engine.content_experiments import MAX_NAME
 from models.bundle import KINDS, NAMES
 from models.experiments import MODES
@@ -32,15 +33,6 @@ def _name_param(description: str, enum: list[str] | None = None) -> dict[str, An
         "required": True,
         "description": description,
         "schema": schema,
-    }
-
-
-def _user_param() -> dict[str, Any]:
-    return {
-        "name": "user_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
     }
 
 
@@ -298,7 +290,7 @@ def privacy_paths() -> dict[str, Any]:
                 "history is in `stored` since the merge), each with `records`, the records "
                 "still held under that id's key, as above (null without the topics). "
                 "404 when neither a profile nor such records exist.",
-                "parameters": [_user_param()],
+                "parameters": [user_param()],
                 "responses": {
                     "200": {
                         "description": "the profile view, the stored fields and cached blocks",
@@ -348,7 +340,7 @@ def privacy_paths() -> dict[str, Any]:
                 "the erasure was queued but not yet applied within 10 s; it is applied in order: "
                 "events of the user produced before it are never folded afterwards (a fence). "
                 "An id no event could hold (over 128 characters, a control character) is a 400.",
-                "parameters": [_user_param()],
+                "parameters": [user_param()],
                 "responses": {
                     **{
                         status: {

@@ -66,6 +66,49 @@ def body_properties() -> dict[str, Any]:
     }
 
 
+def user_param() -> dict[str, Any]:
+    """The path's `{user_id}`."""
+    return {
+        "name": "user_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+
+
+def block_parameters(*path: dict[str, Any], skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """A block route's parameters: its path's, `format`, the block parameters but `skip`, and
+    If-None-Match."""
+    return [
+        *path,
+        {
+            "name": "format",
+            "in": "query",
+            "schema": {"type": "string", "enum": list(FORMATS), "default": "html"},
+        },
+        *query_params(skip=skip),
+        {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
+    ]
+
+
+def block_responses(block_json: dict[str, Any]) -> dict[str, Any]:
+    """A block route's answers; `block_json` is the JSON block's schema."""
+    return {
+        "200": {
+            "description": "the block",
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/json": {"schema": block_json},
+            },
+        },
+        "304": {"description": "not modified"},
+        "400": _PROBLEM,
+        "404": _PROBLEM,
+        "401": _PROBLEM,
+        "403": _PROBLEM,
+    }
+
+
 def similar_paths(block_json: dict[str, Any]) -> dict[str, Any]:
     """`GET /v1/items/{item_id}/similar`; `block_json` is the JSON block's schema."""
     return {
@@ -76,30 +119,11 @@ def similar_paths(block_json: dict[str, Any]) -> dict[str, Any]:
                 "neighbours for an item the model has not seen; only items in stock, never the "
                 "item itself; the best-sellers (`fallback` true) when none is. `user_id` is "
                 '"". 404 for an item not in the catalog.' + PARAMETERS_NOTE,
-                "parameters": [
+                "parameters": block_parameters(
                     {"name": "item_id", "in": "path", "required": True, "schema": _ITEM},
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": list(FORMATS), "default": "html"},
-                    },
-                    *query_params(skip=("context_item",)),
-                    {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}},
-                ],
-                "responses": {
-                    "200": {
-                        "description": "the block",
-                        "content": {
-                            "text/html": {"schema": {"type": "string"}},
-                            "application/json": {"schema": block_json},
-                        },
-                    },
-                    "304": {"description": "not modified"},
-                    "400": _PROBLEM,
-                    "404": _PROBLEM,
-                    "401": _PROBLEM,
-                    "403": _PROBLEM,
-                },
+                    skip=("context_item",),
+                ),
+                "responses": block_responses(block_json),
             }
         }
     }
