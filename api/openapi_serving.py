@@ -199,7 +199,8 @@ def serving_paths() -> dict[str, Any]:
                     "200": {
                         "description": "the feed",
                         "content": {
-                            ct: {"schema": {"type": "string"}} for ct in set(CONTENT_TYPES.values())
+                            ct: {"schema": {"type": "string"}}
+                            for ct in dict.fromkeys(CONTENT_TYPES.values())  # no set: one order
                         },
                     },
                     "401": _PROBLEM,
