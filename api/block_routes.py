@@ -179,10 +179,13 @@ def block_lookup(
 
 
 def not_modified(block: Block, if_none_match: str | None) -> bool:
-    """Whether a GET with this If-None-Match header is answered 304 for `block`."""
+    """Whether a GET with this If-None-Match header is answered 304 for `block`: one of its
+    tags is the block's (weak or strong), or it holds `*`, which matches any current
+    representation (RFC 9110 13.1.2), and every block of every user has one."""
     if not if_none_match:
         return False
-    return block.etag in _etags(if_none_match)
+    tags = _etags(if_none_match)
+    return block.etag in tags or "*" in tags
 
 
 def _etags(header: str) -> set[str]:

@@ -225,7 +225,13 @@ async def test_not_modified_and_fallback_headers_match_the_chain(
     auth = {"Authorization": "Bearer s3cret-kkkkkkkkkkkkkkkkk"}
     for path in ("/v1/users/u1/blocks/recommendations", "/v1/users/nobody/blocks/winback"):
         etag = (await hot.get(path, headers=auth)).headers["ETag"]
-        for extra in ({"If-None-Match": etag}, {"If-None-Match": f'"x", W/{etag}'}):
+        # `*` matches any current representation (RFC 9110 13.1.2), and every block has one
+        for extra in (
+            {"If-None-Match": etag},
+            {"If-None-Match": f'"x", W/{etag}'},
+            {"If-None-Match": "*"},
+            {"If-None-Match": '"x", *'},
+        ):
             a = await hot.get(path, headers={**auth, **extra})
             b = await chain.get(path, headers={**auth, **extra})
             assert a.status == b.status == 304
