@@ -89,6 +89,14 @@ def serving_paths() -> dict[str, Any]:
                 "description": "user_id -> merge fields, available as user.*",
                 "additionalProperties": {"type": "object"},
             },
+            "deadline_ms": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_DEADLINE_MS,
+                "description": "render for at most this many milliseconds after the body was "
+                "read: the recipients not rendered by then get `content: null` and why in "
+                "`error`",
+            },
         },
     }
     render_response = {
@@ -171,7 +179,11 @@ def serving_paths() -> dict[str, Any]:
                     "break is that recipient's template error. "
                     + describe_limits()
                     + f" Rendering stops after {REQUEST_TIME_SHARE:.0%} of the request timeout "
-                    "(PERSONA_REQUEST_TIMEOUT); other requests keep being answered meanwhile."
+                    "(PERSONA_REQUEST_TIMEOUT), or after `deadline_ms` (an integer 1.."
+                    f"{MAX_DEADLINE_MS}, as a batch's; anything else is a 400 naming it) "
+                    "milliseconds from when the body was read when that is sooner; the "
+                    "recipients left get `content: null` and the reason in `error` (counted "
+                    "in `errors`). Other requests keep being answered meanwhile."
                 ),
                 "requestBody": {"required": True, "content": _both(render_request)},
                 "responses": {

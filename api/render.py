@@ -37,7 +37,10 @@ without a second try; recipients after the request's budget is spent get the sam
   refused before they run;
 - per request (`REQUEST_LIMITS`): 4 s of CPU, 2,000,000 steps, 32 MiB of output, 256 MiB of
   intermediate strings, and `REQUEST_TIME_SHARE` (60 %) of the request timeout
-  (`PERSONA_REQUEST_TIMEOUT`, 10 s by default) of wall time for rendering.
+  (`PERSONA_REQUEST_TIMEOUT`, 10 s by default) of wall time for rendering, or the body's
+  `deadline_ms` (an integer 1..10000, as a batch's; anything else a 400 naming it) when that is
+  sooner, counted from when the body was read: a sender with a client timeout of its own gets
+  the messages rendered by then, the recipients left `content: null` and why in `error`.
 Recipients are rendered one at a time with a yield to the event loop between them, so the
 process keeps answering other requests (`/healthz`, block GETs) while a render runs; a client
 that went away stops the render at the next yield (api/batch.py `client_gone`: a 499 in the
@@ -51,6 +54,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import jinja2
@@ -63,6 +67,7 @@ from api.batch import (
     abandoned,
     block_params,
     client_gone,
+    deadline_ms,
     read_body,
     respond,
 )
@@ -219,12 +224,14 @@ def _failed(exc: Exception) -> dict[str, Any]:
     return {"content": None, "fallback": True, "fallback_blocks": [], "error": describe_error(exc)}
 
 
-RENDER_FIELDS = ("template", "user_ids", "data")  # the render's own fields; the rest: parameters
+# the render's own fields; the rest: block parameters
+RENDER_FIELDS = ("template", "user_ids", "data", "deadline_ms")
+clock: Callable[[], float] = time.monotonic  # seconds: the request's deadline (tests replace it)
 
 
-def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams]:
-    """(template, user ids, data, block parameters): the parameters (engine.params) are the
-    body's other fields and apply to every block the template uses."""
+def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams, int | None]:
+    """(template, user ids, data, block parameters, deadline_ms): the parameters
+    (engine.params) are the body's other fields and apply to every block the template uses."""
     if not isinstance(body, dict):
         raise BadRequest("the body is an object with template and user_ids")
     params = block_params(body, RENDER_FIELDS)  # first: a misspelled `tempalte` is named so
@@ -241,7 +248,7 @@ def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams]:
         data = plain_data(data)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"data holds JSON values only: {exc}") from None
-    return source, ids, data, params
+    return source, ids, data, params, deadline_ms(body)
 
 
 MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})  # what `blocks` has besides names
@@ -316,20 +323,33 @@ async def compile_template(source: str) -> jinja2.Template:
     return template
 
 
-def request_budget(request: web.Request) -> RequestBudget:
+def request_budget(
+    request: web.Request, read: float, budget_ms: int | None = None
+) -> RequestBudget:
+    """The request's budget, its time counted from `read` (a `clock()` time: when the body was
+    read, as a batch's): `REQUEST_TIME_SHARE` of the request timeout, or `budget_ms` (the
+    body's `deadline_ms`) when that is sooner."""
     options = request.app.get(OPTIONS)
     timeout = options.request_timeout if options is not None else 10.0
-    return RequestBudget(MESSAGE_LIMITS, REQUEST_LIMITS, REQUEST_TIME_SHARE * timeout)
+    seconds = REQUEST_TIME_SHARE * timeout
+    late = "the request's time for rendering is spent"
+    if budget_ms is not None and budget_ms / 1000 < seconds:
+        seconds = budget_ms / 1000
+        late = f"not rendered: the request's deadline_ms ({budget_ms}) had passed"
+    left = seconds - (clock() - read)
+    return RequestBudget(MESSAGE_LIMITS, REQUEST_LIMITS, left, clock=clock, late=late)
 
 
 async def post_render(request: web.Request) -> web.Response:
     try:
-        source, ids, data, params = parse(await read_body(request))
+        body = await read_body(request)
+        read = clock()
+        source, ids, data, params, budget_ms = parse(body)
         template = await compile_template(source)
     except BadRequest as exc:
         return exc.answer()
     content = request.app[CONTENT]
-    budget = request_budget(request)
+    budget = request_budget(request, read, budget_ms)
     results: dict[str, dict[str, Any]] = {}
     errors = 0
     shown: dict[str, list[str]] = {}

@@ -865,17 +865,19 @@ class RequestBudget:
         total: Limits,
         wall_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        late: str = "the request's time for rendering is spent",
     ) -> None:
         self.per_message = per_message
         self.total = total
         self.spent = Limits(cpu_seconds=0.0, steps=0, output_bytes=0, built_chars=0)
         self._clock = clock
         self._deadline = clock() + wall_seconds
+        self._late = late  # why a message asked for past `wall_seconds` is refused
 
     def message(self) -> Budget:
         """The budget of the next message; BudgetExceeded once the request's is spent."""
         if self._clock() > self._deadline:
-            raise BudgetExceeded("the request's time for rendering is spent")
+            raise BudgetExceeded(self._late)
         per, total, spent = self.per_message, self.total, self.spent
         left = Limits(
             cpu_seconds=min(per.cpu_seconds, total.cpu_seconds - spent.cpu_seconds),
