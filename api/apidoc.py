@@ -53,6 +53,18 @@ def _operation(method: str, path: str, op: dict[str, Any], secured: bool) -> lis
             meaning += f" ({kinds})" if kinds else ""
         out.append(f"| {status} | {meaning} |")
     out.append("")
+    # the described response headers, each once with the statuses that send it (a header
+    # without a description, such as a 429's Retry-After, is named in its status's meaning)
+    headers: dict[tuple[str, str], list[str]] = {}
+    for status, response in op.get("responses", {}).items():
+        for name, spec in response.get("headers", {}).items():
+            if spec.get("description"):
+                headers.setdefault((name, spec["description"]), []).append(status)
+    if headers:
+        out += ["| response header | status | meaning |", "|---|---|---|"]
+        for (name, meaning), statuses in headers.items():
+            out.append(f"| `{name}` | {', '.join(statuses)} | {meaning} |")
+        out.append("")
     return out
 
 

@@ -33,6 +33,31 @@ PARAMETERS_NOTE = (
 )
 
 
+def _header(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+# the headers of a block GET's 200 and 304 (api/block_headers.py), beside Content-Type
+BLOCK_HEADERS = {
+    "ETag": _header("the block's tag: send it back in If-None-Match to get a 304 while unchanged"),
+    "Cache-Control": _header(
+        "`private, no-cache`: a cache may keep it for this user only, and revalidates with the ETag"
+    ),
+    "X-Persona-Fallback": _header(
+        "`1` when the block is the fallback (not derived from this "
+        "user's own profile; an e-mail block has no `fallback` field to say so); absent "
+        "otherwise",
+        {"type": "string", "enum": ["1"]},
+    ),
+    "X-Persona-Variant": _header(
+        "the arm of a running content or model experiment (`default` otherwise)"
+    ),
+    "X-Persona-Model": _header(
+        "`name=version` of the models behind the block, comma-separated (empty for a fallback)"
+    ),
+}
+
+
 def _schemas(body: bool) -> dict[str, dict[str, Any]]:
     exclude: dict[str, Any] = {"type": "string", "minLength": 1, "description": "comma-separated"}
     if body:
@@ -96,12 +121,13 @@ def block_responses(block_json: dict[str, Any]) -> dict[str, Any]:
     return {
         "200": {
             "description": "the block",
+            "headers": BLOCK_HEADERS,
             "content": {
                 "text/html": {"schema": {"type": "string"}},
                 "application/json": {"schema": block_json},
             },
         },
-        "304": {"description": "not modified"},
+        "304": {"description": "not modified", "headers": BLOCK_HEADERS},
         "400": _PROBLEM,
         "404": _PROBLEM,
         "401": _PROBLEM,
