@@ -7,7 +7,8 @@ msgpack when the `Accept` header names `application/msgpack`. `content` is the b
 `GET /v1/users/{id}/blocks/{block}` serves it (the HTML fragment, or the JSON document as text).
 Duplicate user ids are answered once. Every user gets an answer: personalized or the fallback.
 A user id is 1..128 characters with no control character and no lone surrogate (engine/text.py
-`id_problem`: what no id may hold); any other is a 400 naming its index.
+`id_problem`: what no id may hold); a list with any other is a 400 naming each bad one's
+index (api/bodies.py `recipient_ids`).
 
 Block parameters (engine.params) are fields of the same object, for every user of the batch:
 `n`, `category`, `brand`, `min_price`, `max_price` (numbers), `exclude` (an array of item ids, or

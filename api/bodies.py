@@ -71,20 +71,33 @@ def _undecodable(raw: bytes, packed: bool, content_type: str, exc: Exception) ->
     return f"the body is not JSON (Content-Type: {content_type[:100]}): {exc}{hint}"
 
 
+MAX_NAMED = 10  # bad user ids a 400 names, in order (then how many more)
+
+
 def recipient_ids(body: dict[str, Any], limit: int) -> list[str]:
     """The body's `user_ids`, duplicates dropped (first occurrence kept, in order); BadRequest
-    naming the index of the first bad id, unless a non-empty array of at most `limit` ids of
-    1..MAX_ID characters with no control character and no lone surrogate (engine/text.py
-    `id_problem`: a lone surrogate cannot even be written in the answer)."""
+    (`parameter` user_ids) naming the index and the fault of every bad id (the first
+    `MAX_NAMED`, then how many more: a sender fixes them all at once), unless a non-empty array
+    of at most `limit` ids of 1..MAX_ID characters with no control character and no lone
+    surrogate (engine/text.py `id_problem`: a lone surrogate cannot even be written in the
+    answer)."""
     ids = body.get("user_ids")
     if not isinstance(ids, list) or not ids:
         raise BadRequest("user_ids must be a non-empty array of strings")
     if len(ids) > limit:
         raise BadRequest(f"at most {limit} user_ids per request")
+    faults: list[str] = []
+    bad = 0
     for n, uid in enumerate(ids):
         if not isinstance(uid, str) or not 1 <= len(uid) <= MAX_ID:
-            raise BadRequest(f"user_ids[{n}] is not a string of 1..{MAX_ID} characters")
-        problem = id_problem(uid)
-        if problem:
-            raise BadRequest(f"user_ids[{n}] {problem}")
+            fault = f"is not a string of 1..{MAX_ID} characters"
+        else:
+            fault = id_problem(uid) or ""
+        if fault:
+            bad += 1
+            if len(faults) < MAX_NAMED:
+                faults.append(f"user_ids[{n}] {fault}")
+    if bad:
+        more = f"; and {bad - len(faults)} more" if bad > len(faults) else ""
+        raise BadRequest("; ".join(faults) + more, "user_ids")
     return list(dict.fromkeys(ids))

@@ -23,8 +23,10 @@ _USER_IDS = {
     "minItems": 1,
     "maxItems": 1000,
     "items": {"type": "string", "minLength": 1, "maxLength": 128},
-    "description": "duplicates are answered once (the limit counts every entry); an id with a "
-    "control character or a lone surrogate is a 400 naming its index",
+    "description": "duplicates are answered once (the limit counts every entry); a list with "
+    "ids that are no string of 1..128 characters, or hold a control character or a lone "
+    "surrogate, is a 400 (`parameter` user_ids) naming each one's index and fault (the first "
+    "10, then how many more)",
 }
 
 

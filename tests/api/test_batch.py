@@ -439,3 +439,30 @@ async def test_a_body_in_the_other_encoding_than_its_content_type_says_so(
     r = await client.post(route, data=b"<xml/>", headers={**AUTH, "Content-Type": "text/xml"})
     detail = (await r.json())["detail"]
     assert r.status == 400 and "not JSON" in detail and "looks like" not in detail
+
+
+@pytest.mark.parametrize("route", ["/v1/blocks:batch", "/v1/render"])
+async def test_every_bad_id_is_named_not_only_the_first(client: TestClient, route: str) -> None:
+    """A list of 1000 with three bad ids was refused naming the first only: the sender fixed it,
+    sent again, was refused for the second, and so on. Every one is named (at most
+    `MAX_NAMED`, then how many more), in order, with `parameter` user_ids."""
+    from api.bodies import MAX_NAMED
+
+    own = {"block": "recommendations"} if "batch" in route else {"template": "{{ user.user_id }}"}
+    ids: list[Any] = [*USERS, "", "ok-1", 7, "ok-2", "bad\x00id"]
+    r = await client.post(route, json={**own, "user_ids": ids}, headers=AUTH)
+    assert r.status == 400 and r.content_type == "application/problem+json"
+    problem = await r.json()
+    assert problem["parameter"] == "user_ids"
+    n = len(USERS)
+    named = [f"user_ids[{i}]" for i in (n, n + 2, n + 4)]
+    assert all(name in problem["detail"] for name in named), problem["detail"]
+    assert [problem["detail"].index(name) for name in named] == sorted(
+        problem["detail"].index(name) for name in named
+    )
+    assert "ok-1" not in problem["detail"] and f"user_ids[{n + 1}]" not in problem["detail"]
+    many = [*USERS, *([None] * (MAX_NAMED + 5))]
+    r = await client.post(route, json={**own, "user_ids": many}, headers=AUTH)
+    detail = (await r.json())["detail"]
+    assert r.status == 400 and detail.count("user_ids[") == MAX_NAMED
+    assert detail.endswith("and 5 more")
