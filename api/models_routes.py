@@ -31,7 +31,7 @@ from api.shared import CONTENT, Handler, problem
 from engine.content_experiments import ContentExperiment, ContentExperiments
 from engine.rules import Rules
 from models.artifacts import rfc3339, utc_now
-from models.experiments import Experiment, exposures_of
+from models.experiments import Experiment, exposures_of, unknown_experiment
 from models.scoring import score_profile
 
 log = logging.getLogger("persona.api.models")
@@ -51,6 +51,10 @@ class ModelAdmin(Protocol):
     async def set_experiment(self, experiment: Experiment | None) -> dict[str, Any] | None: ...
 
     async def report(self, name: str) -> dict[str, Any]: ...
+
+    def experiment_names(self) -> list[str]:
+        """Every experiment the registry has seen started (running or stopped since)."""
+        ...
 
     def rules(self) -> Rules: ...
 
@@ -179,19 +183,16 @@ async def delete_experiment(request: web.Request) -> web.Response:
 
 
 async def get_report(request: web.Request) -> web.Response:
-    """The report, or 404 for a name that is not the running experiment and has no exposure
-    logged: a mistyped name answered 200 with every count 0, as an experiment nobody saw."""
+    """The report, or 404 for a name no experiment was started with and with no exposure logged:
+    a mistyped name answered 200 with every count 0, as an experiment nobody saw. The 404 names
+    the experiments there are, and the one meant when one is close (as `persona models report`)."""
     admin = _admin(request)
     name = request.match_info["name"]
     result = await admin.report(name)
     running = (admin.experiment() or {}).get("name")
-    if name != running and not exposures_of(result):
-        return problem(
-            404,
-            "Unknown experiment",
-            f"no exposure was logged for an experiment {name[:64]!r} and it is not running "
-            f"(running: {running!r}; GET /v1/models/experiment)",
-        )
+    known = {*admin.experiment_names(), *([running] if running else [])}
+    if name not in known and not exposures_of(result):
+        return problem(404, "Unknown experiment", unknown_experiment(name, known))
     return web.json_response(result)
 
 

@@ -262,8 +262,10 @@ def models_paths() -> dict[str, Any]:
             "get": {
                 "summary": "Per-variant exposures, conversions and recommendation hits, and B - A "
                 "with a 95% confidence interval",
-                "description": admin + " The running experiment without exposures reports "
-                "zeros; any other name without an exposure logged is a 404 (a mistyped name).",
+                "description": admin + " An experiment started (running or stopped since) "
+                "without exposures reports zeros; any other name without an exposure logged is "
+                "a 404 (a mistyped name) whose detail names the experiments started and the one "
+                "meant when one is close.",
                 "parameters": [_name_param("the experiment")],
                 "responses": {
                     "200": {"description": "the report", "content": _json(report)},

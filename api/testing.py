@@ -163,6 +163,9 @@ class MemoryRegistry:
         self.content.models = dataclasses.replace(self.content.models, rules=self.registry.rules)
         return True
 
+    def experiment_names(self) -> list[str]:
+        return sorted(self.registry.experiments)
+
     async def report(self, name: str) -> dict[str, Any]:
         known = self.registry.experiments.get(name)
         return report(

@@ -19,6 +19,7 @@ below p = 0.001: then the split itself is broken and no difference can be truste
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 from collections.abc import Iterable
@@ -225,6 +226,21 @@ def exposure_of(record: Any) -> dict[str, Any] | None:
 def exposures_of(result: dict[str, Any]) -> int:
     """The exposures a report of `report` counts, over both arms."""
     return sum(int(arm["exposures"]) for arm in result["variants"].values())
+
+
+def unknown_experiment(name: str, known: Iterable[str], shown: int = 20) -> str:
+    """What a report of `name` says when no experiment of that name was started and no exposure
+    is logged for it (a typo, most likely): the experiments there are (the first `shown`, names
+    as the registry holds them), and the closest name when one is close."""
+    names = sorted({str(k) for k in known})
+    said = f"no experiment {name[:64]!r} was started and no exposure is logged for it"
+    if not names:
+        return f"{said}; no experiment was started"
+    listed = ", ".join(repr(n[:64]) for n in names[:shown])
+    more = f" (the first {shown} of {len(names)} experiments)" if len(names) > shown else ""
+    close = difflib.get_close_matches(name[:64], names, n=1, cutoff=0.6)
+    meant = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{said}; experiments: {listed}{more}{meant}"
 
 
 def report(

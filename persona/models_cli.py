@@ -286,17 +286,26 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from models.experiments import exposures_of
-    from streams.registry import experiment_report
+    """The report; a name with no exposure logged that no experiment was started with (a typo)
+    is an error naming the experiments there are (LookupError: exit 2), as the HTTP route's 404:
+    it printed a report of zeros and exited 0."""
+    from models.experiments import exposures_of, unknown_experiment
+    from streams.registry import experiment_report, read_registry
 
-    result = asyncio.run(experiment_report(_broker(args), args.experiment, args.share))
+    broker = _broker(args)
+    result = asyncio.run(experiment_report(broker, args.experiment, args.share))
+    if not exposures_of(result):  # started with nobody exposed yet, or no such experiment
+        try:
+            key = _cluster(args)
+        except SettingsError as exc:
+            raise LookupError(
+                f"no exposure is logged for an experiment {args.experiment[:64]!r}, and the "
+                f"registry cannot tell whether it was started: {exc}"
+            ) from None
+        started = asyncio.run(read_registry(broker, key)).experiments
+        if args.experiment not in started:
+            raise LookupError(unknown_experiment(args.experiment, started))
     print(json.dumps(result, indent=1))
-    if not exposures_of(result):  # a mistyped name looks like an experiment nobody saw
-        print(
-            f"persona: no exposure is logged for an experiment {args.experiment!r} (is the name "
-            "right? `persona models list` shows the running experiment)",
-            file=sys.stderr,
-        )
     return 0
 
 

@@ -521,6 +521,9 @@ class RegistryService(Service):
             raise ValueError("this process has no PERSONA_CLUSTER_SECRET to sign registry records")
         return self.signer
 
+    def experiment_names(self) -> list[str]:
+        return sorted(self.registry.experiments)
+
     async def report(self, name: str) -> dict[str, Any]:
         await self._flush_exposures()
         known = self.registry.experiments.get(name)

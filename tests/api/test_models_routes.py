@@ -65,6 +65,9 @@ class FakeAdmin:
     async def report(self, name: str) -> dict[str, Any]:
         return report(name, self.exposures, [])
 
+    def experiment_names(self) -> list[str]:
+        return []  # the running one only (the routes add it)
+
     def log_exposure(self, exposure: dict[str, Any]) -> None:
         self.exposures.append(exposure)
 
@@ -233,3 +236,34 @@ async def test_an_experiment_of_the_active_version_against_itself_is_a_400(tmp_p
         assert r.status == 400, await r.text()
         assert f"{active} is the active recs version" in (await r.json())["detail"]
         assert content.models.experiment is None
+
+
+async def test_the_report_of_a_mistyped_name_names_the_experiments_there_are(
+    tmp_path: Path,
+) -> None:
+    """A 404 for a typo said only that the name was unknown (and which one ran), not which
+    experiments there are nor the one meant; an experiment started and stopped before anyone was
+    exposed was "unknown" too, though the registry holds it (its report: zeros)."""
+    state = MemoryState()
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    keys = KeyRing.from_settings("admin:adm-kkkkkkkkkkkkkkkkkkkk:models:admin", None)
+    app = create_app(content, keys)
+    registry = MemoryRegistry(content, state, tmp_path / "cache")
+    app[ADMIN] = registry
+    new = fit_recommender(basket_events(), k=5)
+    registry.publish(read_bundle(save_model(new, tmp_path / "recs")))
+    async with TestClient(TestServer(app)) as client:
+        for name in ("spring-sale", "homepage-v2"):
+            body = {"name": name, "model": "recs", "candidate": new.version}
+            r = await client.put("/v1/models/experiment", json=body, headers=ADMIN_KEY)
+            assert r.status == 200, await r.text()
+        assert (await client.delete("/v1/models/experiment", headers=ADMIN_KEY)).status == 200
+        r = await client.get("/v1/models/experiments/spring-sale/report", headers=ADMIN_KEY)
+        assert r.status == 200, await r.text()  # started, stopped, never exposed: zeros
+        r = await client.get("/v1/models/experiments/spring-sal/report", headers=ADMIN_KEY)
+        assert r.status == 404 and r.content_type == "application/problem+json"
+        detail = (await r.json())["detail"]
+        assert "'spring-sal'" in detail and "did you mean 'spring-sale'?" in detail, detail
+        assert "'homepage-v2'" in detail, detail
+        r = await client.get("/v1/models/experiments/zzz/report", headers=ADMIN_KEY)
+        assert r.status == 404 and "did you mean" not in (await r.json())["detail"]

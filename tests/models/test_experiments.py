@@ -188,3 +188,15 @@ def test_a_stored_experiment_named_as_earlier_versions_allowed_still_loads() -> 
         Experiment("spring sale", "recs", "recs-a", "recs-b")
     with pytest.raises(ValueError, match="name"):
         Experiment.from_dict({**record, "name": " "})
+
+
+def test_an_unknown_experiment_is_said_with_those_there_are() -> None:
+    from models.experiments import unknown_experiment
+
+    said = unknown_experiment("spring-sal", ["homepage-v2", "spring-sale"])
+    assert "'spring-sal'" in said and "did you mean 'spring-sale'?" in said
+    assert "'homepage-v2', 'spring-sale'" in said
+    assert "did you mean" not in unknown_experiment("zzz", ["spring-sale"])
+    assert "no experiment was started" in unknown_experiment("zzz", [])
+    many = unknown_experiment("x", [f"e{i:03}" for i in range(500)])
+    assert len(many) < 1000 and "500 experiments" in many  # a bounded list

@@ -5,14 +5,22 @@ refused by argparse before any broker is asked."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from models.experiments import sample_ratio
+from engine.signing import ClusterKey
+from models.experiments import Experiment, sample_ratio
+from models.registry_log import experiment_record
 from persona.cli import main
 from streams import registry
+from streams.broker import EmbeddedBroker
+from streams.signed import RecordSigner, cli_signer
+from tests.conftest import CLUSTER_SECRET
 
 T0 = 1_765_000_000_000
 
@@ -71,3 +79,36 @@ def test_the_help_names_the_share(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["models", "report", "--help"])
     assert "--share" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker of its own whose registry has seen two experiments (started, then stopped; no
+    exposure logged): the URL. Its own, so no worker of the session runs these experiments."""
+    log: Path = tmp_path_factory.mktemp("report-broker") / "broker.log"
+    with EmbeddedBroker(log_file=log) as broker:
+        signer = RecordSigner(ClusterKey(CLUSTER_SECRET), cli_signer())
+        records = [
+            experiment_record(Experiment(name, "recs", "recs-a", "recs-b"))
+            for name in ("spring-sale", "homepage-v2")
+        ]
+        records.append(experiment_record(None))
+        asyncio.run(registry.write_records(broker.url, records, signer))
+        yield broker.url
+
+
+@pytest.mark.integration
+def test_a_mistyped_name_fails_naming_the_experiments_there_are(
+    started: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo printed a report with every count 0 and exited 0 (a warning on stderr aside),
+    as for an experiment nobody saw."""
+    monkeypatch.setenv("PERSONA_CLUSTER_SECRET", CLUSTER_SECRET)
+    assert main(["models", "report", "spring-sal", "--broker", started]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err
+    assert "'spring-sal'" in err and "did you mean 'spring-sale'?" in err, err
+    assert "'homepage-v2'" in err, err
+    # started and stopped before anyone was exposed: a report of zeros, not an error
+    assert main(["models", "report", "spring-sale", "--broker", started]) == 0
+    assert json.loads(capsys.readouterr().out)["experiment"] == "spring-sale"
