@@ -45,16 +45,19 @@ def ease_lambda(text: str) -> Any:
 
 
 def variant_share(text: str) -> float:
-    """`report --share`: the experiment's fraction of users in variant B, strictly between 0
-    and 1 (models.experiments.Experiment's bound), else argparse's error."""
+    """`--share` (experiment start, report): the experiment's fraction of users in variant B, a
+    fraction strictly between 0 and 1 (0.3) or a percentage strictly between 0 and 100 (30%),
+    models.experiments.Experiment's bound, else argparse's error naming the value given."""
+    stripped = text.strip()
+    percent = stripped.endswith("%")
     try:
-        share = float(text)
+        share = float(stripped.removesuffix("%")) / (100.0 if percent else 1.0)
     except ValueError:
         share = math.nan
     if not 0.0 < share < 1.0:  # nan fails too
         raise argparse.ArgumentTypeError(
-            f"{text[:40]!r}: the share of variant B is a number between 0 and 1 (exclusive), "
-            "the experiment's `share` (`persona models list` shows it)"
+            f"{text[:40]!r}: the share of variant B is a fraction between 0 and 1 (exclusive, "
+            "e.g. 0.3) or a percentage between 0 and 100 % (exclusive, e.g. 30%)"
         )
     return share
 
@@ -434,7 +437,14 @@ def add_models_parser(sub: Any) -> None:
     exp.add_argument("--model", choices=("churn", "recs"), default="recs")
     exp.add_argument("--candidate", help="the version under test (start)")
     exp.add_argument("--shadow", action="store_true", help="score the candidate without showing")
-    exp.add_argument("--share", type=float, default=0.5, help="fraction of users in variant B")
+    exp.add_argument(
+        "--share",
+        type=variant_share,
+        default=0.5,
+        metavar="F",
+        help="the fraction of users in variant B: 0 < F < 1 (0.3) or a percentage (30%%); "
+        "default 0.5",
+    )
 
     rep = command("report", cmd_report, "per-variant exposures, conversions and difference")
     rep.add_argument("experiment")
@@ -442,7 +452,8 @@ def add_models_parser(sub: Any) -> None:
         "--share",
         type=variant_share,
         metavar="F",
-        help="the experiment's fraction of users in variant B (0 < F < 1): adds the "
+        help="the experiment's fraction of users in variant B (0 < F < 1, or a percentage "
+        "such as 30%%): adds the "
         "sample-ratio-mismatch check of users per arm, as the HTTP report does (without it, "
         "sample_ratio is null)",
     )
