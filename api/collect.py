@@ -8,9 +8,10 @@
   `MAX_EVENTS` events, validated and answered exactly like `/v1/events` (202 with per-event errors).
 - Origins: a request whose `Origin` is not in `PERSONA_COLLECT_ORIGINS` is answered 403 with no
   CORS headers and nothing is produced; a listed origin gets `Access-Control-Allow-Origin` on every
-  answer and its preflight (`OPTIONS`) is answered 204. A request without `Origin` (not from a
-  browser) passes to the key check: the origin list keeps other sites' pages out, the key's scope is
-  what bounds a script that forges headers.
+  answer and its preflight (`OPTIONS`) is answered 204. Every answer carries `Vary: Origin` (each
+  depends on it), so a shared cache keeps one origin's answers from another's. A request without
+  `Origin` (not from a browser) passes to the key check: the origin list keeps other sites' pages
+  out, the key's scope is what bounds a script that forges headers.
 - Rate: every request to /v1/collect (preflights and refusals included) takes a token from a
   bucket per client address (`PERSONA_COLLECT_PER_MINUTE`, refilling at that rate; at most
   `api.limits.MAX_ADDRESSES` addresses tracked, the least recent evicted): over it, 429 with
@@ -28,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from api.audit import refused
@@ -36,7 +37,7 @@ from api.event_routes import accept_events, read_events, refuse_when_full
 from api.gate import caller
 from api.limits import AuthThrottle, ServingOptions
 from api.observability import TELEMETRY
-from api.shared import Handler, bad_param, problem, single
+from api.shared import Handler, bad_param, http_problem, problem, single
 from engine.collect import COLLECT_SCOPE, MAX_EVENTS, PURCHASE_SCOPE, collect_refusal
 from engine.collect import MAX_BYTES as MAX_BODY
 from engine.events import Event
@@ -95,14 +96,20 @@ async def collect_middleware(request: web.Request, handler: Handler) -> web.Stre
     refusal = _refusal(request, collect, origin)
     if refusal is not None:
         refused(request.app, request.remote, refusal.status, "", request.method, request.path)
-        return refusal if refusal.status == 403 else _cors(refusal, origin)
+        return _vary(refusal) if refusal.status == 403 else _cors(refusal, origin)
     if request.method == "OPTIONS":
         return _cors(web.Response(status=204, headers=PREFLIGHT), origin)
     try:
         keyed = _with_query_key(request)
     except InvalidParam as exc:  # `?key=` twice
         return _cors(bad_param(exc), origin)
-    return _cors(await handler(keyed), origin)
+    try:
+        response = await handler(keyed)
+    except web.HTTPException as exc:  # a 405, say: answered as api.gate's errors, with CORS
+        if exc.status < 400:
+            raise
+        response = http_problem(exc)
+    return _cors(response, origin)
 
 
 QUERY_KEY = web.RequestKey("collect_query_key", bool)  # the request's key came as ?key=
@@ -127,7 +134,18 @@ def _refusal(request: web.Request, collect: Collect, origin: str | None) -> web.
 def _cors(response: web.StreamResponse, origin: str | None) -> web.StreamResponse:
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
+    return _vary(response)
+
+
+def _vary(response: web.StreamResponse) -> web.StreamResponse:
+    """`Vary: Origin` (beside any other Vary) on every answer of /v1/collect: each depends on the
+    request's Origin (a 403, the CORS header or its absence), so a shared cache must not give one
+    origin's answer to another, nor a request without Origin's to a page."""
+    vary = response.headers.get(hdrs.VARY)
+    if vary is None:
+        response.headers[hdrs.VARY] = "Origin"
+    elif not {t.strip().lower() for t in vary.split(",")} & {"origin", "*"}:
+        response.headers[hdrs.VARY] = f"{vary}, Origin"
     return response
 
 

@@ -33,7 +33,7 @@ _KEY = {
 _ORIGIN = (
     " A request whose `Origin` is not in PERSONA_COLLECT_ORIGINS is answered 403 without CORS "
     "headers; a listed origin gets Access-Control-Allow-Origin on every answer, and its CORS "
-    "preflight (OPTIONS, no key) is answered 204."
+    "preflight (OPTIONS, no key) is answered 204. Every answer carries `Vary: Origin`."
 )
 
 

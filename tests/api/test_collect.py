@@ -384,3 +384,31 @@ async def test_lookalike_and_null_origins_get_no_cors_and_nobody_gets_credential
         "/v1/collect", json=[ev("product_view")], headers={"Origin": SHOP, **bearer(PK)}
     )
     assert r.status == 202 and "Access-Control-Allow-Credentials" not in r.headers
+
+
+def varies_on_origin(r: Any) -> bool:
+    tokens = {t.strip().lower() for v in r.headers.getall("Vary", []) for t in v.split(",")}
+    return "origin" in tokens or "*" in tokens
+
+
+async def test_every_collect_answer_varies_on_origin(state: MemoryState) -> None:
+    """A 403 to an unlisted origin had no `Vary: Origin` (nor an answer to a request without
+    Origin), so a shared cache could give one origin's answer to another: a listed origin a
+    cached 403, or an unlisted one a cached answer with the shop's CORS header."""
+    async with await _client(state, per_minute=6) as client:
+        body = [ev("page_view", item=None)]
+        for origin in (OTHER, SHOP, None):
+            headers = {"Origin": origin} if origin else {}
+            r = await client.options("/v1/collect", headers=headers)
+            assert r.status in (204, 403) and varies_on_origin(r), (origin, r.status, r.headers)
+            r = await client.post("/v1/collect", json=body, headers={**headers, **bearer(PK)})
+            assert r.status in (202, 403) and varies_on_origin(r), (origin, r.status, r.headers)
+        r = await client.post("/v1/collect", json=body, headers={"Origin": SHOP, **bearer(PK)})
+        assert r.status == 429 and varies_on_origin(r), r.headers
+    async with await _client(state) as client:
+        r = await client.post("/v1/collect", json=body, headers={"Origin": SHOP, **bearer(PK)})
+        assert r.headers["Vary"].count("Origin") == 1  # said once (Accept-Encoding beside it)
+        r = await client.post("/v1/collect?key=a&key=b", json=body, headers={"Origin": SHOP})
+        assert r.status == 400 and varies_on_origin(r)
+        r = await client.get("/v1/collect", headers={"Origin": SHOP, **bearer(PK)})
+        assert r.status == 405 and varies_on_origin(r), r.headers
