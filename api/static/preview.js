@@ -6,6 +6,15 @@
 const { el, json, api } = Persona;
 const BLOCKS = ["recommendations", "cart_reminder", "winback"];
 const enc = encodeURIComponent;
+// Unicode's direction controls (engine/text.py's _BIDI, the same list: tests/api/test_ui.py)
+const DIRECTION_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+// JSON text to show: direction controls written as JSON escapes (\u202e), which JSON allows in
+// strings and reads back the same, so a right-to-left override in a title cannot reverse the rest
+// of its line. Outside strings JSON has none; text that is not JSON is shown escaped the same.
+function readableJson(text) {
+  return text.replace(DIRECTION_CONTROLS, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
 
 function setStatus(text, isError) {
   const status = document.getElementById("status");
@@ -48,6 +57,7 @@ async function blockCard(user, name, meta, fallbackWhy) {
   const ad = await jsonResponse.text();
   let pretty = ad;
   try { pretty = JSON.stringify(JSON.parse(ad), null, 2); } catch (error) { /* shown as is */ }
+  pretty = readableJson(pretty);
   const fallback = htmlResponse.headers.get("X-Persona-Fallback") === "1";
   const reasonText = fallback ? (meta && meta.reason_text) || fallbackWhy || "" : "";
   const frame = el("iframe", { class: "email", sandbox: "allow-same-origin", title: `${name} e-mail block`, "data-block": name });

@@ -241,3 +241,21 @@ async def test_every_page_and_asset_carries_the_security_headers(client: TestCli
 
 PAGE_PATHS = ("/ui/preview", "/ui/dashboard")
 STATIC_ASSETS = ("common.js", "preview.js", "dashboard.js", "charts.js", "ui.css")
+
+
+def test_the_preview_escapes_the_direction_controls_the_engine_isolates() -> None:
+    """The ad JSON box showed a title's right-to-left override raw (the rest of the line read
+    reversed); preview.js escapes the characters of its DIRECTION_CONTROLS class, which must be
+    engine/text.py's list of direction controls, no fewer."""
+    import re
+    from pathlib import Path
+
+    from engine.text import _BIDI
+
+    script = (Path(__file__).parents[2] / "api" / "static" / "preview.js").read_text()
+    found = re.search(r"const DIRECTION_CONTROLS = /\[([^\]]+)\]/g;", script)
+    assert found is not None and "pretty = readableJson(pretty);" in script
+    chars: set[str] = set()
+    for first, last in re.findall(r"\\u([0-9a-f]{4})(?:-\\u([0-9a-f]{4}))?", found.group(1)):
+        chars.update(chr(c) for c in range(int(first, 16), int(last or first, 16) + 1))
+    assert chars == set(_BIDI)

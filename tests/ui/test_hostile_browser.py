@@ -5,6 +5,7 @@ real routes (a product feed, events): markup in titles and in a user id runs now
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import urllib.parse
@@ -89,5 +90,19 @@ def test_hostile_titles_and_user_ids_run_nowhere_and_reorder_nothing(worker: Wor
     assert overrides >= 2  # the cart line and "looked at lately"
     isolated = re.findall("\u2068[^\u2069]*" + RLO + "[^\u2069]*\u2069", side)
     assert len(isolated) == overrides, side[:3000]
+    # the ad JSON shows the override escaped (as JSON may write any character), not raw: the
+    # rest of its line read reversed; the text shown is still the JSON the ad API serves
+    ads = re.findall(r'<pre class="json" data-block="(\w+)">(.*?)</pre>', dom, re.S)
+    assert {name for name, _ in ads} == {"recommendations", "cart_reminder", "winback"}, dom[-3000:]
+    blocks = f"{worker.base}/v1/users/{quoted}/blocks"
+    for name, shown in ads:
+        text = html.unescape(shown)
+        assert RLO not in text, (name, text[:2000])
+        status, _, served = http("GET", f"{blocks}/{name}?format=json")
+        assert status == 200 and json.loads(text) == json.loads(served), name
+    cart = html.unescape(dict(ads)["cart_reminder"])
+    assert "\\u202e" in cart and RLO in json.loads(cart)["items"][0]["title"], cart[:2000]
+    status, _, served = http("GET", f"{blocks}/cart_reminder?format=json")
+    assert RLO in json.loads(served)["items"][0]["title"]  # the API's title is unchanged
     dash = browser.dom(f"{worker.base}/ui/dashboard#key={SECRET}", budget_ms=3000)
     assert 'id="process-table"' in dash and "data-pwned" not in dash
