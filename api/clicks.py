@@ -8,7 +8,9 @@ HEAD (a link checker's or mail scanner's probe, not a click). `Location` is ASCI
 spaces and non-ASCII characters are percent-encoded. A token that does not verify is a 404
 problem and counts as a failed authentication of the client address (api/limits.py: repeated
 ones are answered 429), so tokens cannot be guessed at speed. An item gone from the catalog
-redirects to PERSONA_FEED_LINK (the shop) when set, else 404.
+redirects to PERSONA_FEED_LINK (the shop) when set, else 404; so does an item whose stored URL has
+userinfo (`https://shop@evil.example/p` goes to evil.example; the catalog refuses such URLs, one
+stored before it did is not followed), and no click is recorded for either.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiohttp import web
 from api.limits import THROTTLE, ServingOptions
 from api.observability import TELEMETRY
 from api.shared import CONTENT, problem
+from engine.catalog import userinfo_problem
 from engine.clicks import InvalidToken, click_event, click_key, is_fresh, read_token
 from engine.events import validate
 from engine.utm import with_utm
@@ -56,6 +59,12 @@ async def get_click(request: web.Request) -> web.StreamResponse:
         unknown = problem(404, "Unknown link", str(exc))
         return request.app[THROTTLE].refusal(request.remote, unknown)
     product = request.app[CONTENT].state.product(click.item_id)
+    unsafe = userinfo_problem(product.url) if product is not None else None
+    if unsafe:  # stored before the catalog refused such URLs, or by another producer
+        clicks.count("refused")
+        if clicks.shop_url is None:
+            return problem(404, "Link refused", f"the item's URL {unsafe}: not followed")
+        return web.Response(status=302, headers={"Location": _ascii(clicks.shop_url), **NO_STORE})
     target = product.url if product is not None else clicks.shop_url
     if product is not None:
         target = with_utm(product.url, clicks.utm, click.block, click.variant)
@@ -86,10 +95,11 @@ def _ascii(url: str) -> str:
 
 def metrics_lines(clicks: Clicks) -> list[str]:
     lines = [
-        "# HELP persona_clicks_total Click redirects: recorded, expired, invalid, gone.",
+        "# HELP persona_clicks_total Click redirects: recorded, expired, invalid, gone, "
+        "refused (the item's URL has a user name: not followed).",
         "# TYPE persona_clicks_total counter",
     ]
-    for outcome in ("recorded", "expired", "invalid", "gone"):
+    for outcome in ("recorded", "expired", "invalid", "gone", "refused"):
         lines.append(f'persona_clicks_total{{outcome="{outcome}"}} {clicks.counts.get(outcome, 0)}')
     return lines
 

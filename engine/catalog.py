@@ -179,7 +179,30 @@ def _absolute_url(data: dict[str, Any], name: str) -> str:
     url = _text(data, name, True)
     if not url.startswith(("https://", "http://")):
         raise InvalidProduct(f"{name} must be an absolute http(s) URL (e-mail clients need one)")
+    problem = userinfo_problem(url)
+    if problem:
+        raise InvalidProduct(f"{name} {problem}")
     return url
+
+
+def userinfo_problem(url: str) -> str | None:
+    """Why an http(s) URL must not be followed for its userinfo (`https://shop@evil.example/p`
+    reads as the shop and goes to evil.example), or None when it has none. The authority is read
+    as browsers read it (WHATWG URL, special schemes): after the scheme's `:` any slashes and
+    backslashes, then up to the first `/`, `?`, `#` or backslash; its userinfo is what stands
+    before its last `@`."""
+    _, sep, rest = url.partition(":")
+    if not sep:
+        return None
+    rest = rest.lstrip("/\\")
+    authority = re.split(r"[/?#\\]", rest, maxsplit=1)[0]
+    user, at, host = authority.rpartition("@")
+    if not at:
+        return None
+    return (
+        f"holds a user name before '@' ({_shown(user)}): it reads as the shop, but the link "
+        f"goes to {_shown(host)}"
+    )
 
 
 # A price written as text: decimal digits, an optional fraction and exponent. Python's float()

@@ -217,3 +217,24 @@ def test_the_catalog_takes_no_url_a_redirect_could_abuse() -> None:
     for url in ("javascript:alert(1)", "data:text/html,x", "//evil.example", "/\\evil.example"):
         with pytest.raises(InvalidProduct, match="absolute http"):
             validate_product({**base, "url": url})
+
+
+async def test_a_stored_url_with_userinfo_is_not_followed(state: MemoryState) -> None:
+    """A product stored before the catalog refused URLs with userinfo (or written to the topic
+    by another producer) redirected to `https://shop.example.com@evil.example/p`: evil.example.
+    The redirect refuses it as it would a gone item (to the shop when PERSONA_FEED_LINK is set,
+    else a 404), records no click and counts it."""
+    url = "https://shop.example.com@evil.example/p"
+    state.put_product(Product("E", "T", url, "https://shop.example.com/E.jpg", 1.0, "EUR", "x"))
+    async with await _client(state) as client:
+        r = await client.get(link("E"), allow_redirects=False)
+        assert r.status == 404 and "Location" not in r.headers
+        assert "user name" in (await r.json(content_type=None))["detail"]
+        r = await client.head(link("E"), allow_redirects=False)
+        assert r.status == 404 and "Location" not in r.headers
+        metrics = await (await client.get("/metrics")).text()
+        assert 'persona_clicks_total{outcome="refused"} 2' in metrics
+    async with await _client(state, feed_link="https://shop.example.com/") as client:
+        r = await client.get(link("E"), allow_redirects=False)
+        assert r.status == 302 and r.headers["Location"] == "https://shop.example.com/"
+    assert not state.produced

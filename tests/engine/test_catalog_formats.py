@@ -465,3 +465,31 @@ def test_an_empty_feed_is_refused() -> None:
         with pytest.raises(InvalidFeed, match="the feed is empty"):
             from_text(text)
     assert from_text("item_id,title\n") == []  # a header without rows is an empty catalog
+
+
+def test_urls_with_userinfo_are_refused_per_row() -> None:
+    """`https://shop@evil.example/p` reads as the shop but goes to evil.example (the part before
+    the '@' is a user name): it was taken, and the click redirect followed it. A browser reads
+    the host after the last '@' before the first '/', '?', '#' or '\\' (after any slashes)."""
+    rows = [
+        ("ok", "https://shop.example.com/p/1", "https://shop.example.com/1.jpg"),
+        ("at-path", "https://shop.example.com/p/@home?x=a@b#c@d", "https://shop.example.com/1.jpg"),
+        ("back", "https://shop.example.com\\@x.example/p", "https://shop.example.com/1.jpg"),
+        ("user", "https://shop@evil.example/p", "https://shop.example.com/1.jpg"),
+        ("pass", "http://shop.example.com:x@evil.example", "https://shop.example.com/1.jpg"),
+        ("slashes", "https:///shop.example.com@evil.example/p", "https://shop.example.com/1.jpg"),
+        ("empty", "https://@evil.example/p", "https://shop.example.com/1.jpg"),
+        ("image", "https://shop.example.com/p/2", "https://cdn@evil.example/2.jpg"),
+    ]
+    feed = "item_id,title,price,currency,url,image_url\n" + "".join(
+        f"{item},T,1,EUR,{url},{image}\n" for item, url, image in rows
+    )
+    rejected: list[tuple[int, str]] = []
+    products = list(
+        read_products(io.BytesIO(feed.encode()), "csv", None, lambda n, r: rejected.append((n, r)))
+    )
+    assert [p.item_id for p in products] == ["ok", "at-path", "back"]
+    assert [n for n, _ in rejected] == [5, 6, 7, 8, 9]
+    for (_, reason), field in zip(rejected, ["url"] * 4 + ["image_url"], strict=True):
+        assert reason.startswith(f"{field} holds a user name before '@'"), reason
+        assert "evil.example" in reason, reason
