@@ -62,7 +62,7 @@ from aiohttp.abc import AbstractStreamWriter
 from api.bodies import BODY as BODY  # re-exported
 from api.bodies import MSGPACK, BadRequest, read_body, recipient_ids
 from api.encodings import gzipped, label
-from api.limits import MAX_USERS, OPTIONS, ServingOptions
+from api.limits import MAX_USERS, OPTIONS, ServingOptions, shape_check
 from api.models_routes import log_exposures
 from api.observability import TELEMETRY
 from api.shared import CONTENT
@@ -110,6 +110,17 @@ def parse(body: Any) -> tuple[str, str, list[str], BlockParams]:
     if block in CONTEXT_BLOCKS and params.context_item is None:
         raise BadRequest.of(InvalidParam("context_item", f"{block} needs one"))
     return str(block), str(fmt), recipient_ids(body, MAX_USERS), params
+
+
+def recipients(body: Any) -> list[str]:
+    """The body's distinct user ids, by the checks the handler makes (`parse`, `deadline_ms`):
+    the rate limit charges them, or leaves a body refused here to the handler's 400."""
+    ids = parse(body)[2]
+    deadline_ms(body)
+    return ids
+
+
+shape_check("/v1/blocks:batch", recipients)
 
 
 def block_params(body: dict[str, Any], own: tuple[str, ...]) -> BlockParams:

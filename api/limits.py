@@ -2,14 +2,16 @@
 
 - Rate limits (`PERSONA_RATE_LIMITS` = `name:requests_per_second;...`): a token bucket per key name
   per process, holding at most one second of requests (burst = the rate, at least 1). A request
-  costs one token, except `POST /v1/blocks:batch` and `POST /v1/render`, which cost one per
-  distinct recipient (`user_ids`, at most `MAX_USERS`; a list the handler refuses with a 400
-  costs one). A request costing more than the burst passes when the bucket is full and leaves it
-  in debt (a 1,000-recipient batch at 100/s passes, then the key waits 10 s), so every key's
-  average stays its rate and a max-size request can always pass eventually. Over the limit: 429
-  with `Retry-After` (whole seconds until enough tokens are there). Keys without an entry are not
-  limited. Limits are per process: with N API processes behind one port a key can get up to N
-  times its rate.
+  costs one token, except `POST /v1/blocks:batch` and `POST /v1/render`, which cost one per distinct
+  recipient (`user_ids`, at most `MAX_USERS`). A body the handler refuses for its shape (the route's
+  `parse`, registered with `shape_check`: too many ids, a bad id, a bad `format`, parameter or
+  `deadline_ms`, not a JSON object) is left to the handler's 400 and costs nothing: a key in debt
+  learns what is wrong with its request, not to wait 100 s. A request costing more than the burst
+  passes when the bucket is full and leaves it in debt (a 1,000-recipient batch at 100/s passes,
+  then the key waits 10 s), so every key's average stays its rate and a max-size request can always
+  pass eventually. Over the limit: 429 with `Retry-After` (whole seconds until enough tokens are
+  there). Keys without an entry are not limited. Limits are per process: with N API processes behind
+  one port a key can get up to N times its rate.
 - Failed authentication (`AuthThrottle`): every 401 (no key or an unknown key; on the UI pages
   only a key that was sent and is wrong) takes a token from a bucket per client address (the
   connection's peer address, never `X-Forwarded-For`; IPv6 per /64): `auth_failures_per_minute`
@@ -48,6 +50,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -66,6 +69,8 @@ UNTIMED_PREFIXES = ("/v1/feeds/",)
 MAX_USERS = 1000  # user ids per batch or render request
 MAX_TEMPLATE = 256 * 1024  # characters of a sender template (POST /v1/render)
 PER_RECIPIENT = frozenset({"/v1/blocks:batch", "/v1/render"})  # cost one token per user id
+# path -> the route's body check: its recipients, or BadRequest when its handler answers 400
+SHAPES: dict[str, Callable[[Any], list[str]]] = {}
 MAX_ADDRESSES = 10_000  # client addresses the failed-authentication throttle tracks
 # Retry-After of a key over its feed streams: a feed takes about a minute per million products
 # to make (benchmarks/feed_rate.py), and the ad platforms that fetch feeds retry on their own
@@ -272,19 +277,28 @@ def feed_slot(app: web.Application, key_name: str) -> web.Response | None:
     )
 
 
-async def request_cost(request: web.Request) -> int:
+def shape_check(path: str, check: Callable[[Any], list[str]]) -> None:
+    """Register the body check of a per-recipient route: the body's distinct recipients, by
+    the handler's own `parse` (BadRequest for what the handler answers 400)."""
+    SHAPES[path] = check
+
+
+async def request_cost(request: web.Request) -> int | None:
     """The tokens a request costs: its distinct recipients for batch and render (1..MAX_USERS),
-    else 1. A body whose `user_ids` the handler will refuse (unreadable, too many ids, a bad
-    id: the same check, `recipient_ids`) costs 1, like any other 400."""
+    else 1; None for a batch or render body its handler will refuse with a 400 (unreadable, or
+    refused by the route's `parse`: the same check), which is not charged (module doc)."""
     if request.method != "POST" or request.path not in PER_RECIPIENT:
         return 1
     try:
         body = await read_body(request)
+        check = SHAPES.get(request.path)
+        if check is not None:
+            return max(1, len(check(body)))
         if not isinstance(body, dict):
-            return 1
+            return None
         return max(1, len(recipient_ids(body, MAX_USERS)))
     except BadRequest:
-        return 1
+        return None
 
 
 def _limited_key(app: web.Application, key_name: str | None) -> bool:
@@ -303,7 +317,8 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
             # body trickled in cannot hold the request open
             async with asyncio.timeout(None if untimed else timeout):
                 cost = await request_cost(request) if _limited_key(app, key) else 1
-                limit = over_limit(app, key, cost)
+                # a body refused for its shape is answered its 400 by the handler, uncharged
+                limit = None if cost is None else over_limit(app, key, cost)
                 if limit is not None:
                     refused(
                         app, request.remote, limit.status, key or "", request.method, request.path

@@ -74,7 +74,7 @@ from api.batch import (
 from api.bodies import recipient_ids
 from api.content import ContentService
 from api.encodings import gzipped, label
-from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS
+from api.limits import MAX_TEMPLATE, MAX_USERS, OPTIONS, shape_check
 from api.models_routes import log_exposures, log_shown_blocks
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS
@@ -249,6 +249,9 @@ def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams, int |
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"data holds JSON values only: {exc}") from None
     return source, ids, data, params, deadline_ms(body)
+
+
+shape_check("/v1/render", lambda body: parse(body)[1])  # the rate limit's check (api/limits.py)
 
 
 MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})  # what `blocks` has besides names

@@ -330,3 +330,40 @@ async def test_100_continue_still_lets_a_body_in(client: TestClient) -> None:
         "/v1/events", json=[event], headers=_bearer("ro-key-0123456789abcdefghij"), expect100=True
     )
     assert r.status == 202, await r.text()
+
+
+@pytest.mark.parametrize("route", ["/v1/blocks:batch", "/v1/render"])
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        {"user_ids": [f"user-{n}" for n in range(MAX_USERS + 1)]},  # over the bound
+        {"user_ids": ["u1"], "deadline_ms": 0},  # a bad deadline
+        {"user_ids": ["u1"], "n": "many"},  # a bad block parameter
+    ],
+    ids=["1001-ids", "bad-deadline", "bad-parameter"],
+)
+async def test_a_key_in_debt_still_gets_the_400_of_a_misshapen_body(
+    route: str, mistake: dict[str, Any]
+) -> None:
+    """A body refused for its shape is answered its 400 before the rate limit: a key in debt
+    (a 1,000-recipient batch at 10/s) sending 1,001 ids was answered 429 with a Retry-After of
+    ~100 s, and learnt only then that the list was too long. Not charged either; a request
+    without a key is still a 401."""
+    async with TestClient(TestServer(_app({"shop": 10.0}))) as client:
+        own = (
+            {"block": "recommendations"} if "batch" in route else {"template": "{{ user.user_id }}"}
+        )
+        full = {"user_ids": [f"user-{n}" for n in range(MAX_USERS)], **own}
+        assert (await client.post(route, json=full, headers=_bearer(GOOD))).status == 200
+        refused = await client.post(route, json={**own, **mistake}, headers=_bearer(GOOD))
+        assert refused.status == 400, await refused.text()
+        assert refused.content_type == "application/problem+json"
+        assert "Retry-After" not in refused.headers
+        assert _app_of(client)[LIMITER].limited == 0
+        unknown = await client.post(route, json={**own, **mistake})
+        assert unknown.status == 401
+        good = await client.post(route, json={"user_ids": ["u1"], **own}, headers=_bearer(GOOD))
+        assert good.status == 429  # the debt is still there
+        if route == "/v1/blocks:batch":
+            fmt = await client.post(route, json={**full, "format": "text"}, headers=_bearer(GOOD))
+            assert fmt.status == 400
