@@ -106,7 +106,7 @@ def parse(body: Any) -> tuple[str, str, list[str], BlockParams]:
     if block not in ALL_BLOCKS:
         raise BadRequest(f"block is one of {', '.join(ALL_BLOCKS)}")
     if fmt not in FORMATS:
-        raise BadRequest(f"format is one of {', '.join(FORMATS)}")
+        raise BadRequest(f"format is one of {', '.join(FORMATS)}", "format")
     if block in CONTEXT_BLOCKS and params.context_item is None:
         raise BadRequest.of(InvalidParam("context_item", f"{block} needs one"))
     return str(block), str(fmt), recipient_ids(body, MAX_USERS), params

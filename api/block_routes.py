@@ -170,7 +170,9 @@ def block_lookup(
     if block_name not in ALL_BLOCKS:
         return problem(404, "Unknown block", f"blocks are {', '.join(ALL_BLOCKS)}"), None
     if fmt not in FORMATS:
-        return problem(400, "Bad format", f"format is one of {', '.join(FORMATS)}"), None
+        return problem(
+            400, "Bad format", f"format is one of {', '.join(FORMATS)}", parameter="format"
+        ), None
     if not 1 <= len(user_id) <= 128:
         return problem(400, "Bad user id", "user ids are 1..128 characters"), None
     if block_name in CONTEXT_BLOCKS and params.context_item is None:

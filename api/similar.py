@@ -40,7 +40,9 @@ async def get_similar(request: web.Request) -> web.Response:
     except InvalidParam as exc:
         return bad_param(exc)
     if fmt not in FORMATS:
-        return problem(400, "Bad format", f"format is one of {', '.join(FORMATS)}")
+        return problem(
+            400, "Bad format", f"format is one of {', '.join(FORMATS)}", parameter="format"
+        )
     if not 1 <= len(item_id) <= 128:
         return problem(400, "Bad item id", "item ids are 1..128 characters")
     block = request.app[CONTENT].similar_block(item_id, fmt, params)

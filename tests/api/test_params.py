@@ -231,3 +231,35 @@ async def test_render_applies_the_parameters_to_every_block(client: TestClient) 
     assert 'lang="fr-CA"' in similar and result["fallback_blocks"] == []
     r = await client.post("/v1/render", json={**body, "n": 99}, headers=AUTH)
     assert r.status == 400 and (await r.json(content_type=None))["parameter"] == "n"
+
+
+@pytest.mark.parametrize("front", [False, True], ids=["middleware", "front"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/users/u1/blocks/recommendations?format=text",
+        "/v1/users/u1/blocks/recommendations?format=text&n=2",
+        f"/v1/items/{CONTEXT}/similar?format=text",
+    ],
+)
+async def test_a_bad_format_names_the_parameter(
+    content: ContentService, path: str, front: bool
+) -> None:
+    """`format=text` was a 400 without `parameter`, which every other bad parameter carries."""
+    from tests.api.test_hot import HotTestServer
+
+    keys = KeyRing.from_settings("all:s3cret-kkkkkkkkkkkkkkkkk:content:read", None)
+    app = create_app(content, keys)
+    server = HotTestServer(app) if front else TestServer(app)
+    async with TestClient(server) as c:
+        r = await c.get(path, headers=AUTH)
+        assert r.status == 400 and r.headers["Content-Type"].startswith("application/problem+json")
+        problem = await r.json(content_type=None)
+        assert problem["parameter"] == "format" and "html, json" in problem["detail"]
+
+
+async def test_batch_names_a_bad_format(client: TestClient) -> None:
+    body = {"block": "recommendations", "user_ids": ["u1"], "format": "text"}
+    r = await client.post("/v1/blocks:batch", json=body, headers=AUTH)
+    problem = await r.json(content_type=None)
+    assert r.status == 400 and problem["parameter"] == "format", problem
