@@ -91,6 +91,7 @@ from engine.sandbox import (
     StrictEnvironment,
     describe_error,
     plain_data,
+    request_spent,
 )
 from engine.suggest import did_you_mean
 
@@ -99,7 +100,8 @@ log = logging.getLogger("persona.render")
 COMPILED_TEMPLATES = 32
 
 ENV = StrictEnvironment(MESSAGE_LIMITS, autoescape=True, undefined=jinja2.Undefined)
-RENDER_ERRORS = web.AppKey("render_errors", list)
+RENDER_ERRORS = web.AppKey("render_errors", list)  # [template failures, recipients cut]
+FAILED, CUT = "failed", "cut"  # render_one's outcomes besides "" (rendered)
 _COMPILED: OrderedDict[str, jinja2.Template] = OrderedDict()
 
 
@@ -186,9 +188,11 @@ async def render_one(
     budget: RequestBudget,
     params: BlockParams = NO_PARAMS,
     shown: list[str] | None = None,
-) -> tuple[dict[str, Any], bool]:
-    """One recipient's message; the bool says whether the template failed for them. The names
-    of the personal blocks the message shows are appended to `shown`."""
+) -> tuple[dict[str, Any], str]:
+    """One recipient's message and the outcome: "" (rendered), `FAILED` (the template failed
+    for them) or `CUT` (not rendered: the request's deadline or rendering budget was spent
+    before them, engine.sandbox `request_spent`). The names of the personal blocks the message
+    shows are appended to `shown`."""
     fallbacks: list[str] = []
     used: list[str] = []
     try:
@@ -196,9 +200,9 @@ async def render_one(
         text = await _render(template, blocks, user_context(content, user_id, data), budget)
         if shown is not None:
             shown.extend(used)
-        return _result(text, fallbacks, None), False
+        return _result(text, fallbacks, None), ""
     except BudgetExceeded as exc:
-        return _failed(exc), True
+        return _failed(exc), CUT if request_spent(exc) else FAILED
     except Exception as exc:
         log.warning("render: the template failed for a recipient: %r; sending fallbacks", exc)
         reason = describe_error(exc)
@@ -206,9 +210,9 @@ async def render_one(
     try:
         blocks = lazy_blocks(content, user_id, False, fallbacks, params)
         text = await _render(template, blocks, {"user_id": user_id}, budget)
-        return _result(text, fallbacks, reason), True
-    except Exception as exc:
-        return _failed(exc), True
+        return _result(text, fallbacks, reason), FAILED
+    except Exception as exc:  # the template failed first, whatever stopped its fallback render
+        return _failed(exc), FAILED
 
 
 def _result(text: str, fallbacks: list[str], error: str | None) -> dict[str, Any]:
@@ -355,18 +359,22 @@ async def post_render(request: web.Request) -> web.Response:
     budget = request_budget(request, read, budget_ms)
     results: dict[str, dict[str, Any]] = {}
     errors = 0
+    counts = {FAILED: 0, CUT: 0}
     shown: dict[str, list[str]] = {}
     for uid in ids:
         shown[uid] = []
-        results[uid], failed = await render_one(
+        results[uid], outcome = await render_one(
             template, content, uid, data.get(uid), budget, params, shown[uid]
         )
-        errors += failed
+        if outcome:
+            counts[outcome] += 1
+            errors += 1
         await asyncio.sleep(0)  # let the loop answer other requests between two messages
         if client_gone(request):  # nobody will read the rest (api/batch.py `client_gone`)
             return abandoned(request, len(results), len(ids))
     if errors:
-        request.app[RENDER_ERRORS][0] += errors
+        request.app[RENDER_ERRORS][0] += counts[FAILED]
+        request.app[RENDER_ERRORS][1] += counts[CUT]
     log_exposures(request, ids, "render")
     log_shown_blocks(request, shown)
     response = respond(request, {"results": results, "errors": errors})
@@ -379,7 +387,7 @@ async def post_render(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    app[RENDER_ERRORS] = [0]
+    app[RENDER_ERRORS] = [0, 0]
     app.router.add_post("/v1/render", post_render)
 
 
@@ -388,4 +396,9 @@ def metrics_lines(app: web.Application) -> list[str]:
         "# HELP persona_render_errors_total Recipients whose message template failed.",
         "# TYPE persona_render_errors_total counter",
         f"persona_render_errors_total {app[RENDER_ERRORS][0]}",
+        "# HELP persona_render_cut_total Recipients of POST /v1/render not rendered because the"
+        " request's deadline_ms, its share of the request timeout or its rendering budget was"
+        " spent before them (not a template failure).",
+        "# TYPE persona_render_cut_total counter",
+        f"persona_render_cut_total {app[RENDER_ERRORS][1]}",
     ]

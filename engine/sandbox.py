@@ -100,11 +100,19 @@ def describe_limits() -> str:
 class BudgetExceeded(SecurityError):
     """A render used more than its `Limits` allow (or would have, for C-level operations).
     `output`: it was its text that passed `Limits.output_bytes` (the data may be too large for
-    it: a block then renders fewer items, engine/blocks.py)."""
+    it: a block then renders fewer items, engine/blocks.py). `request`: the message was not
+    started, its request's time or rendering budget being spent (`RequestBudget.message`): no
+    failure of the template (`request_spent`)."""
 
-    def __init__(self, message: str, *, output: bool = False) -> None:
+    def __init__(self, message: str, *, output: bool = False, request: bool = False) -> None:
         super().__init__(message)
         self.output = output
+        self.request = request
+
+
+def request_spent(exc: BaseException) -> bool:
+    """Whether `exc` refused a message its request had no time or budget left for."""
+    return isinstance(exc, BudgetExceeded) and exc.request
 
 
 def output_too_large(exc: BaseException) -> bool:
@@ -875,9 +883,10 @@ class RequestBudget:
         self._late = late  # why a message asked for past `wall_seconds` is refused
 
     def message(self) -> Budget:
-        """The budget of the next message; BudgetExceeded once the request's is spent."""
+        """The budget of the next message; BudgetExceeded (`request`) once the request's is
+        spent."""
         if self._clock() > self._deadline:
-            raise BudgetExceeded(self._late)
+            raise BudgetExceeded(self._late, request=True)
         per, total, spent = self.per_message, self.total, self.spent
         left = Limits(
             cpu_seconds=min(per.cpu_seconds, total.cpu_seconds - spent.cpu_seconds),
@@ -887,7 +896,7 @@ class RequestBudget:
             depth=per.depth,
         )
         if min(left.cpu_seconds, left.steps, left.output_bytes, left.built_chars) <= 0:
-            raise BudgetExceeded("the request's rendering budget is spent")
+            raise BudgetExceeded("the request's rendering budget is spent", request=True)
         return Budget(left)
 
     def spend(self, budget: Budget) -> None:

@@ -77,6 +77,34 @@ async def test_recipients_past_the_deadline_get_no_message_and_say_why(
     assert payload["errors"] == len(late)
 
 
+def _metric(text: str, name: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(lines) == 1, (name, lines)
+    return float(lines[0].split()[1])
+
+
+async def test_recipients_cut_by_the_deadline_are_not_counted_as_template_failures(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """persona_render_errors_total ("template failed") counted the recipients a deadline cut,
+    so an operator could not tell a slow render from a broken template: they are counted in
+    persona_render_cut_total, and a failing template still in the errors."""
+    monkeypatch.setattr(api.render, "clock", TickingClock())
+    body = {"template": TEMPLATE, "user_ids": IDS, "deadline_ms": 4}
+    payload = await (await client.post("/v1/render", json=body, headers=AUTH)).json()
+    late = [u for u, entry in payload["results"].items() if entry["content"] is None]
+    assert late and payload["errors"] == len(late)  # the answer still counts them all
+    metrics = await (await client.get("/metrics")).text()
+    assert _metric(metrics, "persona_render_errors_total") == 0
+    assert _metric(metrics, "persona_render_cut_total") == len(late)
+    broken = {"template": "{{ blocks.recommendations }}{{ 1 // 0 }}", "user_ids": ["b1"]}
+    answer = await (await client.post("/v1/render", json=broken, headers=AUTH)).json()
+    assert answer["errors"] == 1
+    metrics = await (await client.get("/metrics")).text()
+    assert _metric(metrics, "persona_render_errors_total") == 1
+    assert _metric(metrics, "persona_render_cut_total") == len(late)
+
+
 async def test_without_a_deadline_every_recipient_is_rendered(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -220,7 +220,8 @@ async def test_wrapping_a_messages_lines_is_charged_to_the_requests_cpu(state: D
     template = render.ENV.from_string("{{ 'x ' * 500000 }}")
     total = dataclasses.replace(render.REQUEST_LIMITS, cpu_seconds=0.02)
     budget = RequestBudget(render.MESSAGE_LIMITS, total, 60.0)
-    first, failed = await render.render_one(template, content, "u1", None, budget)
-    assert not failed and "\n" in first["content"]  # wrapped
-    second, failed = await render.render_one(template, content, "u2", None, budget)
-    assert failed and second["content"] is None and "budget is spent" in second["error"]
+    first, outcome = await render.render_one(template, content, "u1", None, budget)
+    assert outcome == "" and "\n" in first["content"]  # wrapped
+    second, outcome = await render.render_one(template, content, "u2", None, budget)
+    assert outcome == render.CUT and second["content"] is None
+    assert "budget is spent" in second["error"]
