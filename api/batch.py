@@ -3,7 +3,8 @@
 Request (JSON, or msgpack with `Content-Type: application/msgpack`):
 `{"block": "recommendations", "format": "html" | "json", "user_ids": ["u1", ...]}`.
 Response: `{"results": {user_id: {"content": str, "fallback": bool, "etag": str}}}` as JSON, or as
-msgpack when the `Accept` header names `application/msgpack`. `content` is the block exactly as
+msgpack when the `Accept` header names `application/msgpack`; a fallback entry also has
+`fallback_reason` (engine.blocks.REASONS, docs/serving.md). `content` is the block exactly as
 `GET /v1/users/{id}/blocks/{block}` serves it (the HTML fragment, or the JSON document as text).
 Duplicate user ids are answered once. Every user gets an answer: personalized or the fallback.
 A user id is 1..128 characters with no control character and no lone surrogate (engine/text.py
@@ -20,8 +21,8 @@ about that many milliseconds after the body was read. No chunk is started that w
 the deadline (were it to take as long as the one before): the users left (the last ones of the
 de-duplicated `user_ids`) get the fallback an unknown user gets
 (`ContentService.stranger_blocks`: rendered once for them all, no profile read, no exposure
-logged), the same entry shape (`"fallback": true`), and the answer says how many in
-`X-Persona-Deadline-Fallbacks` (sent whenever `deadline_ms` is; counted in
+logged), the same entry shape (`"fallback": true`, `"fallback_reason": "deadline"`), and the
+answer says how many in `X-Persona-Deadline-Fallbacks` (sent whenever `deadline_ms` is; counted in
 persona_http_batch_deadline_fallbacks_total).
 
 Whatever `deadline_ms` says, a batch stops computing once `TIMEOUT_SHARE` of the request
@@ -287,7 +288,7 @@ async def post_batch(request: web.Request) -> web.Response:
         return abandoned(request, gone.done, len(ids))
     late = ids[len(blocks) :]
     if late:  # past the deadline: the fallback, rendered once for them all
-        blocks += request.app[CONTENT].stranger_blocks(late, block_name, fmt, params)
+        blocks += request.app[CONTENT].stranger_blocks(late, block_name, fmt, params, "deadline")
         telemetry = request.app.get(TELEMETRY)
         if telemetry is not None:
             telemetry.batch_deadline_fallbacks += len(late)

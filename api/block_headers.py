@@ -3,7 +3,8 @@
 A cached block is served many times (send time is the hot path), so what is derived from it here
 is built once per block and kept in its `memo`: the header dict aiohttp's `Response` is given and
 the header lines the hot path writes as bytes (api/hot.py). Everything here depends only on what
-a block's headers show (ETag, models, variant, fallback, content type), never on its user id:
+a block's headers show (ETag, models, variant, fallback and its reason, content type), never on
+its user id:
 `engine.blocks.for_unknown_user` shares the memo between blocks that differ only in that.
 """
 
@@ -20,8 +21,9 @@ _MISSING = object()
 
 def not_modified_headers(block: Block) -> dict[str, str]:
     """The headers of a GET of `block` answered 304: ETag, Cache-Control, the models and
-    variant, and `X-Persona-Fallback: 1` for the fallback. Never modified (aiohttp's `Response`
-    copies what it is given)."""
+    variant, and for the fallback `X-Persona-Fallback: 1` and `X-Persona-Fallback-Reason` (one
+    of engine.blocks.REASONS, never user data). Never modified (aiohttp's `Response` copies
+    what it is given)."""
     headers: dict[str, str] | None = block.memo.get("not_modified_headers")
     if headers is None:
         headers = {
@@ -32,6 +34,8 @@ def not_modified_headers(block: Block) -> dict[str, str]:
         }
         if block.fallback:
             headers["X-Persona-Fallback"] = "1"
+            if block.reason:
+                headers["X-Persona-Fallback-Reason"] = block.reason
         block.memo["not_modified_headers"] = headers
     return headers
 

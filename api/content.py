@@ -207,7 +207,8 @@ class ContentService:
         except Exception:
             self.errors += 1
             log.exception("block %s/%s failed for a user; serving the fallback", block, fmt)
-            return self.fallback_block(user_id, block, fmt, variant, params)
+            failed = self.fallback_block(user_id, block, fmt, variant, params)
+            return replace(failed, reason="error")  # not "unknown_user": the id may be good
 
     def fallback_block(
         self,
@@ -241,12 +242,18 @@ class ContentService:
         return [self.block(uid, block, fmt, "default", base, params) for uid in user_ids]
 
     def stranger_blocks(
-        self, user_ids: list[str], block: str, fmt: str, params: BlockParams = NO_PARAMS
+        self,
+        user_ids: list[str],
+        block: str,
+        fmt: str,
+        params: BlockParams = NO_PARAMS,
+        reason: str = "unknown_user",
     ) -> list[Block]:
         """The blocks `user_ids` would get had they no profile (the best-sellers fallback an
         unknown user gets), without reading their profiles: the shared unknown-user block taken
         once (rendered, or from the cache as for unknown users), then one copy per user
-        (`for_unknown_user`). A batch's users left when its deadline passed (api/batch.py)."""
+        (`for_unknown_user`), their fallback `reason` that one (engine.blocks.REASONS: a batch's
+        users left when its deadline passed, api/batch.py, are `deadline`)."""
         base = self._base_stamp()
         if params is NO_PARAMS and block not in CONTEXT_BLOCKS:
             shared = self._shared_unknown(block, fmt, DEFAULT, base)
@@ -255,7 +262,11 @@ class ContentService:
             shared = self._shared_param_unknown(
                 block, fmt, DEFAULT, slot, self._stamp(None, base), params
             )
-        return [self._as_unknown(shared, uid, block, fmt, DEFAULT, params) for uid in user_ids]
+        if shared.reason != reason:  # a copy (not cached): its entry and headers built once
+            shared = replace(shared, reason=reason)
+            shared.entry_json, shared.entry_msgpack  # noqa: B018  (copied to each user's block)
+        blocks = [self._as_unknown(shared, uid, block, fmt, DEFAULT, params) for uid in user_ids]
+        return [b if b.reason == reason else replace(b, reason=reason) for b in blocks]
 
     def _block(
         self, user_id: str, block: str, fmt: str, variant: str, base: tuple[Any, ...] | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.blocks import FORMATS
+from engine.blocks import FORMATS, REASONS
 from engine.params import MAX_EXCLUDE, MAX_ID, MAX_LOCALE, MAX_N, MAX_PRICE, MAX_TEXT
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -48,6 +48,11 @@ BLOCK_HEADERS = {
         "user's own profile; an e-mail block has no `fallback` field to say so); absent "
         "otherwise",
         {"type": "string", "enum": ["1"]},
+    ),
+    "X-Persona-Fallback-Reason": _header(
+        "why the block is the fallback, one of a fixed vocabulary (docs/serving.md); absent "
+        "when personalized",
+        {"type": "string", "enum": list(REASONS)},
     ),
     "X-Persona-Variant": _header(
         "the arm of a running content or model experiment (`default` otherwise)"

@@ -7,7 +7,7 @@ from typing import Any
 from api.batch import DEADLINE_HEADER, MAX_DEADLINE_MS, TIMEOUT_SHARE
 from api.limits import MAX_TEMPLATE
 from api.openapi_params import PARAMETERS_NOTE, body_properties
-from engine.blocks import ALL_BLOCKS, FORMATS
+from engine.blocks import ALL_BLOCKS, FORMATS, REASONS
 from engine.feeds import CONTENT_TYPES, FEEDS
 from engine.sandbox import REQUEST_TIME_SHARE, describe_limits
 
@@ -71,6 +71,12 @@ def serving_paths() -> dict[str, Any]:
                         },
                         "fallback": {"type": "boolean"},
                         "etag": {"type": "string"},
+                        "fallback_reason": {
+                            "type": "string",
+                            "enum": list(REASONS),
+                            "description": "why the entry is the fallback (docs/serving.md); "
+                            "only on fallbacks",
+                        },
                     },
                 },
             }

@@ -34,6 +34,10 @@ REASON_TEXT = {
     "nothing_similar": "no similar product is available: the block shows the best-sellers",
     "holdout": "in a content test's holdout group: the block shows the best-sellers, to measure "
     "what personal blocks add",
+    "deadline": "the batch's time limit passed before this customer's block was made: the block "
+    "shows the best-sellers",
+    "error": "reading this customer's data or a model failed (see the logs): the block shows the "
+    "best-sellers",
 }
 
 # The churn model's features (engine.features.FEATURE_NAMES) as sentences: (value, money) -> text.

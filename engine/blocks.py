@@ -71,6 +71,8 @@ REASONS = (
     "template_error",
     "nothing_similar",
     "holdout",  # the user is in a content experiment's holdout (engine/content_experiments.py)
+    "deadline",  # a batch's deadline passed before the user's block was computed (api/batch.py)
+    "error",  # reading the user's state or a model failed (api/content.py: logged, counted)
 )
 DEFAULT_TEMPLATE_DIR = Path(templates.__file__).parent
 
@@ -140,8 +142,16 @@ class Block:
         return self.content.encode()
 
     def entry(self) -> dict[str, Any]:
-        """The block as one entry of a send-time batch: content, fallback, etag."""
-        return {"content": self.content, "fallback": self.fallback, "etag": self.etag}
+        """The block as one entry of a send-time batch: content, fallback, etag, and for a
+        fallback `fallback_reason` (one of REASONS)."""
+        entry: dict[str, Any] = {
+            "content": self.content,
+            "fallback": self.fallback,
+            "etag": self.etag,
+        }
+        if self.fallback and self.reason:
+            entry["fallback_reason"] = self.reason
+        return entry
 
     @cached_property
     def entry_msgpack(self) -> bytes:

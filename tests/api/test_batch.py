@@ -319,7 +319,9 @@ async def test_users_past_the_deadline_get_the_fallback(
     computed, late = USERS[1:7], USERS[7:]
     assert {u: results[u] for u in computed} == {u: full[u] for u in computed}
     assert not all(results[u]["fallback"] for u in computed)  # personalized ones among them
-    assert all(results[u] == fallback for u in late)  # the html fallback names no user
+    # the html fallback names no user; the reason says they were cut, not unknown
+    assert fallback["fallback_reason"] == "unknown_user"
+    assert all(results[u] == {**fallback, "fallback_reason": "deadline"} for u in late)
     assert all(not full[u]["fallback"] for u in late)  # they were personalized without one
     metrics = await (await client.get("/metrics")).text()
     assert "persona_http_batch_deadline_fallbacks_total 5.0" in metrics
