@@ -27,7 +27,7 @@ from aiohttp import web
 from api.audit import refused
 from api.limits import FEED_STREAMS, OPTIONS, feed_slot
 from api.shared import CONTENT, KEY_NAME, problem
-from engine.catalog import Product
+from engine.catalog import Product, shown_safely
 from engine.feeds import CONTENT_TYPES, FEEDS, Channel, stream
 
 log = logging.getLogger("persona.api")
@@ -69,7 +69,10 @@ async def _send(request: web.Request, name: str, key: str) -> web.StreamResponse
     response.enable_compression()
     timeout = request.app[OPTIONS].feed_timeout
     products = _products(request)
-    chunks = stream(name, products, channel=_channel(request))
+    # all but the products whose links hold userinfo (stored before the catalog refused them:
+    # engine.catalog `shown_safely` leaves them out, reported once)
+    listed = (product for product in products if shown_safely(product))
+    chunks = stream(name, listed, channel=_channel(request))
     written = 0
     try:
         async with asyncio.timeout(timeout):

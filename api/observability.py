@@ -49,6 +49,7 @@ from prometheus_client.utils import floatToGoString
 from api import fleet
 from api.content import ContentService
 from engine.blocks import Block, BlockCache
+from engine.catalog import UNSAFE_PRODUCTS
 from engine.clicks import logged_path
 from engine.features import features
 from engine.memo import SizedMemo
@@ -567,6 +568,12 @@ class _StateCollector(Collector):
             "persona_template_errors",
             "Template errors answered with the fallback.",
             content.renderer.errors,
+        )
+        yield _counter(
+            "persona_catalog_unsafe_urls",
+            "Stored products left out of blocks and feeds because their url or image_url holds "
+            "a user name before '@' (each counted and logged once).",
+            UNSAFE_PRODUCTS.count,
         )
         yield _counter(
             "persona_blocks_oversized",

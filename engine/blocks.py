@@ -28,7 +28,7 @@ from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import escape
 
 import templates
-from engine.catalog import Product
+from engine.catalog import Product, shown_safely
 from engine.clicks import Links
 from engine.consent import block_allowed
 from engine.content_experiments import DEFAULT, HOLDOUT, VARIANT_NAME
@@ -231,9 +231,12 @@ def shown_price(product: Product, now_ms: int | None) -> float:
 
 
 def _showable(product: Product) -> bool:
-    """Products with URLs an e-mail client and an ad platform can use (absolute http(s))."""
-    return product.url.startswith(("https://", "http://")) and product.image_url.startswith(
-        ("https://", "http://")
+    """Products with URLs an e-mail client and an ad platform can use (absolute http(s), no
+    userinfo: engine.catalog `shown_safely`, which reports such a product once)."""
+    return (
+        product.url.startswith(("https://", "http://"))
+        and product.image_url.startswith(("https://", "http://"))
+        and shown_safely(product)
     )
 
 

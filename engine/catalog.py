@@ -13,6 +13,7 @@ while they hold their defaults, so records of products without them are what the
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import sys
@@ -23,6 +24,8 @@ from typing import Any
 import msgpack
 
 from engine.text import id_problem, new_id_problem, text_problem
+
+log = logging.getLogger("persona.catalog")
 
 MAX_PRICE = 1e9  # as engine.events.MAX_PRICE
 
@@ -203,6 +206,53 @@ def userinfo_problem(url: str) -> str | None:
         f"holds a user name before '@' ({_shown(user)}): it reads as the shop, but the link "
         f"goes to {_shown(host)}"
     )
+
+
+MAX_REPORTED = 10_000  # item ids `UnsafeProducts` remembers having reported
+
+
+class UnsafeProducts:
+    """Stored products left out of blocks and feeds because their `url` or `image_url` holds
+    userinfo (`shown_safely`): catalog intake refuses such URLs (`userinfo_problem`), but a
+    catalog stored by an older version, or by another producer, can hold them. Each product is
+    logged once (a warning naming the item and the field, never the userinfo, which may be a
+    password) and counted (`count`: products reported, per process); at most `limit` ids are
+    remembered, then the memory starts over (a product may then be reported again)."""
+
+    def __init__(self, limit: int = MAX_REPORTED) -> None:
+        self.limit = limit
+        self.reported: set[str] = set()
+        self.count = 0
+
+    def report(self, product: Product, name: str) -> None:
+        """Log and count `product` (its URL field `name` holds userinfo) unless done already."""
+        if product.item_id in self.reported:
+            return
+        if len(self.reported) >= self.limit:
+            self.reported.clear()
+        self.reported.add(product.item_id)
+        self.count += 1
+        log.warning(
+            "product %r left out of blocks and feeds: its %s holds a user name before '@' (it "
+            "reads as the shop, the link goes elsewhere; stored before the catalog refused such "
+            "URLs): send the product again with a plain URL",
+            product.item_id[:128],
+            name,
+        )
+
+
+UNSAFE_PRODUCTS = UnsafeProducts()
+
+
+def shown_safely(product: Product) -> bool:
+    """Whether `product`'s links may be shown (blocks, feeds): False, reported once
+    (`UNSAFE_PRODUCTS`), when its `url` or `image_url` holds userinfo. One substring test per
+    URL in the common case."""
+    for name, url in (("url", product.url), ("image_url", product.image_url)):
+        if "@" in url and userinfo_problem(url):
+            UNSAFE_PRODUCTS.report(product, name)
+            return False
+    return True
 
 
 # A price written as text: decimal digits, an optional fraction and exponent. Python's float()
