@@ -63,3 +63,31 @@ def test_short_secrets_are_refused_without_showing_them(tmp_path: Path) -> None:
 def test_the_local_key_is_long(tmp_path: Path) -> None:
     _, line = ensure_local_key(tmp_path)
     assert len(line.split(":")[1]) >= MIN_SECRET
+
+
+async def test_a_rotated_key_works_under_both_secrets_and_shares_its_name() -> None:
+    """What docs/security.md 'Rotating an API key' relies on: an entry with the same name and a
+    new secret beside the old one is accepted, both secrets act as that one key (its name: rate
+    limit, audit), and the old one stops working once its entry is removed and the process
+    starts again (keys are read once, at start-up)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from api.app import create_app
+    from api.content import ContentService
+    from api.limits import LIMITER, ServingOptions
+    from api.testing import MemoryState
+    from engine.blocks import BlockPolicy, Renderer
+    from models.registry import ModelSet
+
+    both = f"shop:{ONE}:content:read;shop:{TWO}:content:read"
+    content = ContentService(MemoryState(), ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(both, None), ServingOptions({"shop": 1.0}))
+    async with TestClient(TestServer(app)) as client:
+        path = "/v1/users/u1/blocks/recommendations"
+        first = await client.get(path, headers={"Authorization": f"Bearer {ONE}"})
+        assert first.status == 200
+        second = await client.get(path, headers={"Authorization": f"Bearer {TWO}"})
+        assert second.status == 429  # one bucket: the key's name, whichever secret
+        assert app[LIMITER].limited == 1
+    rotated = KeyRing.from_settings(f"shop:{TWO}:content:read", None)
+    assert rotated.authenticate(ONE) is None and rotated.authenticate(TWO) is not None
