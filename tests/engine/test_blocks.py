@@ -617,3 +617,15 @@ def test_squeeze_html_drops_indentation_but_not_preformatted_text() -> None:
     )
     pre = "<div>\n  <pre>\n  x\n</pre></div>"
     assert squeeze_html(pre) == pre
+
+
+def test_the_template_reference_lists_every_reason_a_template_sees() -> None:
+    """templates/README.md tells shops which `reason`s their fallback templates get; a reason
+    added to the engine (`holdout` was) must be listed there. `deadline` and `error` are the
+    API's (a block never rendered), so templates never see them."""
+    readme = (Path(__file__).resolve().parents[2] / "templates" / "README.md").read_text()
+    line = next(row for row in readme.splitlines() if row.startswith("| `reason` |"))
+    from engine.blocks import REASONS
+
+    missing = [r for r in REASONS if r not in ("deadline", "error") and f"`{r}`" not in line]
+    assert not missing, missing
