@@ -482,7 +482,7 @@ class PersonaStreams:
             return True, "ok; " + self.topics_problem()
         behind = self.lag_records()
         if behind:  # ready: it answers from what it folded, and says how far behind that is
-            return True, f"ok; catching up: {behind} input records behind"
+            return True, f"ok; catching up: {behind:,} input records behind"
         return True, "ok"
 
     def topics_problem(self) -> str:
@@ -531,7 +531,14 @@ class PersonaStreams:
         if not recovery.completed.is_set():
             # the count moves while it reads: `persona run` tells a long recovery from a stuck one
             try:
-                left = int(recovery.active_remaining_total())
+                if not recovery.active_highwaters and not self.app.assignor.assigned_actives():
+                    return (  # the group's join: no figure yet, and "0 to read" looked stuck
+                        f"tables recovering: waiting for the consumer group ({self.app.conf.id})"
+                        " to assign partitions"
+                    )
+                # a partition read past the high-water mark taken at the start (the embedded
+                # broker under-reports it; records written meanwhile) has none left, not -n
+                left = sum(max(0, int(n)) for n in recovery.active_remaining().values())
             except Exception:  # Faust's figures before the assignment: the plain words
                 return "tables recovering"
             return f"tables recovering: {left:,} changelog records to read"

@@ -14,17 +14,17 @@ from engine.settings import Settings
 from streams.app import PersonaStreams
 
 
-def test_a_recovering_worker_says_how_much_changelog_is_left(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_recovering_worker_says_how_much_changelog_is_left(tmp_path: Path) -> None:
     """/readyz during a table recovery names the changelog records still to read: the answer
     moves on while the recovery does (what `persona run` tells a slow start from a stuck one by)."""
     streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
     recovery = cast(Any, streams.app.tables).recovery
     assert not recovery.completed.is_set()
-    monkeypatch.setattr(recovery, "active_remaining_total", lambda: 1_234_567)
+    tp = TP("persona-profiles-changelog", 0)
+    recovery.active_highwaters[tp] = 1_234_567
+    recovery.active_offsets[tp] = 0
     assert streams.ready() == (False, "tables recovering: 1,234,567 changelog records to read")
-    monkeypatch.setattr(recovery, "active_remaining_total", lambda: 1_000)
+    recovery.active_offsets[tp] = 1_233_567
     assert streams.ready() == (False, "tables recovering: 1,000 changelog records to read")
 
 
@@ -71,3 +71,42 @@ def test_the_layout_is_checked_as_soon_as_the_first_recovery_completes(
     assert before[0] is False and before[1].startswith("tables recovering")
     assert after == (True, "ok")
     assert {0, 3} <= streams._layout_checked
+
+
+def test_a_recovering_worker_never_says_a_negative_count(tmp_path: Path) -> None:
+    """A changelog partition read past the high-water mark Faust took at the start of recovery
+    (the embedded broker under-reports it; records written meanwhile) has nothing left to read,
+    not a negative count: /readyz said `-772 changelog records to read` at a worker's restart."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    recovery = cast(Any, streams.app.tables).recovery
+    ahead, behind = TP("persona-profiles-changelog", 0), TP("persona-profiles-changelog", 1)
+    recovery.active_highwaters.update({ahead: 100, behind: 50})
+    recovery.active_offsets.update({ahead: 900, behind: 10})
+    assert streams.ready() == (False, "tables recovering: 40 changelog records to read")
+
+
+def test_a_worker_waiting_for_its_partitions_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the consumer group assigned it any partition, a worker has no changelog figure:
+    /readyz said `0 changelog records to read` for the whole join (8 s on the embedded broker,
+    longer on a cluster with a slow member), as if recovery were done and stuck."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    monkeypatch.setattr(streams.app.assignor, "assigned_actives", lambda: set())
+    assert streams.ready() == (
+        False,
+        "tables recovering: waiting for the consumer group (persona) to assign partitions",
+    )
+
+
+def test_a_catching_up_worker_writes_its_count_as_the_recovery_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ok; catching up: 7522 input records behind` followed `12,300 changelog records to read`
+    at the same start: both counts are written with thousands separators."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    cast(Any, streams.app.tables).recovery.completed.set()
+    monkeypatch.setattr(type(streams.app), "rebalancing", False, raising=False)
+    monkeypatch.setattr(streams.app.assignor, "assigned_actives", lambda: set())
+    monkeypatch.setattr(streams, "lag_records", lambda: 12_345)
+    assert streams.ready() == (True, "ok; catching up: 12,345 input records behind")
