@@ -6,13 +6,17 @@ its files and credentials) and renders them for each client library: Faust's
 `streams` take a `KafkaClientConfig` or a bare broker URL (plaintext: the embedded broker, tests).
 `client_config` builds the value at an entry point and, for TLS, shakes hands with a bootstrap
 server first, so a wrong CA or an unreachable TLS port stops start-up with a message naming the
-setting instead of a retry loop deep inside a client.
+setting instead of a retry loop deep inside a client; with SASL it also asks that server whether
+it takes the configured mechanism (Kafka's SaslHandshake), so a wrong mechanism or a listener
+without SASL is named too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,7 +128,9 @@ def from_settings(settings: Settings, broker_url: str) -> KafkaClientConfig:
 def client_config(settings: Settings, broker_url: str) -> KafkaClientConfig:
     """`from_settings`, then (TLS) a handshake with a bootstrap server: entry points call this."""
     config = from_settings(settings, broker_url)
-    if config.tls:
+    if config.sasl:
+        check_sasl(config)  # over TLS with sasl_ssl: the TLS check comes with it
+    elif config.tls:
         check_tls(config)
     return config
 
@@ -169,7 +175,12 @@ def check_tls(config: KafkaClientConfig, timeout: float = HANDSHAKE_TIMEOUT) -> 
 
 
 def _handshake(config: KafkaClientConfig, host: str, port: int, timeout: float) -> None:
-    assert config.ssl_context is not None
+    _connect(config, host, port, timeout).close()
+
+
+def _connect(config: KafkaClientConfig, host: str, port: int, timeout: float) -> socket.socket:
+    """A connection to one bootstrap server, TLS-wrapped under ssl/sasl_ssl; KafkaConnectError
+    naming the setting when it cannot be made."""
     where = f"{host}:{port}"
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
@@ -178,17 +189,122 @@ def _handshake(config: KafkaClientConfig, host: str, port: int, timeout: float) 
         raise KafkaConnectError(
             f"cannot reach the Kafka broker at {where} (PERSONA_BROKER_URL): {reason}"
         ) from None
-    with raw:
+    if not config.tls:
+        return raw
+    assert config.ssl_context is not None
+    try:
+        return config.ssl_context.wrap_socket(raw, server_hostname=host)
+    except ssl.SSLCertVerificationError as exc:
+        raw.close()
+        raise KafkaConnectError(_untrusted(config, where, exc)) from None
+    except OSError as exc:  # ssl.SSLError included
+        raw.close()
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise KafkaConnectError(
+            f"TLS handshake with the Kafka broker at {where} failed "
+            f"(PERSONA_KAFKA_SECURITY={config.protocol}; is it a TLS listener?): {reason}"
+        ) from None
+
+
+SASL_HANDSHAKE = 17  # Kafka's API key; version 1 answers the broker's enabled mechanisms
+UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE = 33, 34
+SASL_ANSWER_MAX = 64 * 1024  # bytes of a handshake answer read (a list of mechanism names)
+
+
+def check_sasl(config: KafkaClientConfig, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+    """A SASL handshake (the mechanism only; no credentials are sent) with the first bootstrap
+    server that answers; KafkaConnectError naming the setting to look at when none takes it.
+    The user and password are the broker's to judge when the clients authenticate."""
+    errors = []
+    for server in config.bootstrap.split(","):
+        host, _, port = server.rpartition(":")
         try:
-            config.ssl_context.wrap_socket(raw, server_hostname=host).close()
-        except ssl.SSLCertVerificationError as exc:
-            raise KafkaConnectError(_untrusted(config, where, exc)) from None
-        except OSError as exc:  # ssl.SSLError included
-            reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
-            raise KafkaConnectError(
-                f"TLS handshake with the Kafka broker at {where} failed "
-                f"(PERSONA_KAFKA_SECURITY={config.protocol}; is it a TLS listener?): {reason}"
-            ) from None
+            with _connect(config, host.strip("[]"), int(port), timeout) as sock:
+                _sasl_handshake(config, sock, f"{host}:{port}")
+            return
+        except KafkaConnectError as exc:
+            errors.append(str(exc))
+    raise KafkaConnectError("; ".join(errors))
+
+
+def _sasl_handshake(config: KafkaClientConfig, sock: socket.socket, where: str) -> None:
+    mechanism = config.mechanism or ""
+    client, name = b"persona-check", mechanism.encode()
+    request = struct.pack(">hhih", SASL_HANDSHAKE, 1, 1, len(client)) + client
+    request += struct.pack(">h", len(name)) + name
+    protocol = f"PERSONA_KAFKA_SECURITY={config.protocol}"
+    try:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        error, offered = _parse_answer(_read_answer(sock))
+    except TimeoutError:
+        raise KafkaConnectError(
+            f"the Kafka broker at {where} did not answer a SASL handshake within "
+            f"{sock.gettimeout() or 0:.0f} s ({protocol}; is it a Kafka SASL listener?)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = f": {exc.strerror or exc}" if isinstance(exc, OSError) else ""
+        raise KafkaConnectError(
+            f"the Kafka broker at {where} closed the connection at the SASL handshake "
+            f"({protocol}; is it a SASL listener, and TLS only with sasl_ssl?){reason}"
+        ) from None
+    if error == 0:
+        return
+    if error == UNSUPPORTED_SASL_MECHANISM:
+        offers = (
+            f" (it offers {', '.join(offered)})" if offered and mechanism not in offered else ""
+        )
+        raise KafkaConnectError(
+            f"the Kafka broker at {where} does not accept PERSONA_KAFKA_SASL_MECHANISM="
+            f"{mechanism}{offers}: set the mechanism its listener enables"
+        )
+    if error == ILLEGAL_SASL_STATE:
+        raise KafkaConnectError(
+            f"the Kafka broker at {where} does not use SASL on this listener ({protocol}): "
+            "set PERSONA_KAFKA_SECURITY to the listener's protocol (plaintext or ssl)"
+        )
+    raise KafkaConnectError(
+        f"the Kafka broker at {where} answered the SASL handshake with error {error} "
+        f"({protocol}, PERSONA_KAFKA_SASL_MECHANISM={mechanism})"
+    )
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """One size-prefixed Kafka answer; ValueError when the connection closes first or the size
+    is out of bounds."""
+    size = struct.unpack(">i", _read_exactly(sock, 4))[0]
+    if not 4 <= size <= SASL_ANSWER_MAX:
+        raise ValueError(f"an answer of {size} bytes")
+    return _read_exactly(sock, size)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ValueError("closed")
+        data += chunk
+    return data
+
+
+def _parse_answer(answer: bytes) -> tuple[int, list[str]]:
+    """(error code, mechanisms) of a SaslHandshake v1 answer (after its correlation id); an
+    answer too short for the list gives what it holds (the error code decides); ValueError when
+    it has no error code."""
+    if len(answer) < 6:
+        raise ValueError("no error code")
+    error = struct.unpack_from(">h", answer, 4)[0]
+    offered: list[str] = []
+    with contextlib.suppress(struct.error):  # a list cut short: what it holds
+        (count,) = struct.unpack_from(">i", answer, 6)
+        at = 10
+        for _ in range(min(max(count, 0), 64)):
+            (length,) = struct.unpack_from(">h", answer, at)
+            name = answer[at + 2 : at + 2 + max(length, 0)]
+            text = name.decode("ascii", errors="replace")[:64]  # the broker's: printed as seen
+            offered.append("".join(c if c.isprintable() else "?" for c in text))
+            at += 2 + max(length, 0)
+    return error, offered
 
 
 def _untrusted(config: KafkaClientConfig, where: str, exc: ssl.SSLCertVerificationError) -> str:

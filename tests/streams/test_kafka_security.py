@@ -17,11 +17,12 @@ from aiokafka import AIOKafkaProducer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from engine.settings import Settings, SettingsError, load_settings
-from streams.broker import free_port
+from streams.broker import EmbeddedBroker, free_port
 from streams.kafka_security import (
     KafkaClientConfig,
     KafkaConnectError,
     as_config,
+    check_sasl,
     check_tls,
     client_config,
     from_settings,
@@ -215,3 +216,99 @@ def test_plaintext_is_not_checked() -> None:
     """No handshake for plaintext: the embedded broker may still be starting."""
     url = f"kafka://127.0.0.1:{free_port()}"  # nobody listens there
     assert client_config(Settings(), url) == KafkaClientConfig(url)
+
+
+def _sasl_plaintext(mechanism: str) -> Settings:
+    return _settings(security="sasl_plaintext", sasl_mechanism=mechanism,
+                     username="persona-worker", password=PASSWORD)  # fmt: skip
+
+
+def test_a_mechanism_the_broker_refuses_names_the_setting(broker: EmbeddedBroker) -> None:
+    """The real broker refusing the SASL mechanism stops start-up naming
+    PERSONA_KAFKA_SASL_MECHANISM: before, every entry point ended in aiokafka's "Unable to
+    bootstrap" and a generic "do PERSONA_KAFKA_SECURITY and its credentials match"."""
+    with pytest.raises(KafkaConnectError) as refused:
+        client_config(_sasl_plaintext("PLAIN"), broker.url)
+    message = str(refused.value)
+    assert "PERSONA_KAFKA_SASL_MECHANISM=PLAIN" in message, message
+    assert f"127.0.0.1:{broker.port}" in message and PASSWORD not in message, message
+
+
+class _SaslListener:
+    """A loopback socket that reads one request and answers it with `reply(request)` (None:
+    closes the connection), for the answers the embedded broker cannot give."""
+
+    def __init__(self, reply: Any) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, args=(reply,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, reply: Any) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            size = int.from_bytes(conn.recv(4), "big")
+            request = b""
+            while len(request) < size:
+                request += conn.recv(size - len(request))
+            self.requests.append(request)
+            answer = reply(request)
+            if answer is not None:
+                conn.sendall(len(answer).to_bytes(4, "big") + answer)
+
+    def close(self) -> None:
+        self.thread.join(5)
+        self.listener.close()
+
+
+def _sasl_answer(error: int, *mechanisms: str) -> Any:
+    def reply(request: bytes) -> bytes:
+        listed = b"".join(len(m).to_bytes(2, "big") + m.encode() for m in mechanisms)
+        count = len(mechanisms).to_bytes(4, "big")
+        return request[4:8] + error.to_bytes(2, "big") + count + listed  # its correlation id
+
+    return reply
+
+
+def test_an_accepted_mechanism_passes_the_check() -> None:
+    """A SASL handshake the broker accepts passes (the credentials are the broker's to judge
+    when the clients authenticate); the request names the configured mechanism."""
+    server = _SaslListener(_sasl_answer(0, "SCRAM-SHA-512", "PLAIN"))
+    try:
+        check_sasl(from_settings(_sasl_plaintext("SCRAM-SHA-512"), f"127.0.0.1:{server.port}"))
+    finally:
+        server.close()
+    assert server.requests[0][:4] == (17).to_bytes(2, "big") + (1).to_bytes(2, "big")
+    assert server.requests[0].endswith(b"\x00\x0dSCRAM-SHA-512")
+
+
+def test_a_refused_mechanism_lists_what_the_broker_offers() -> None:
+    server = _SaslListener(_sasl_answer(33, "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    try:
+        with pytest.raises(KafkaConnectError) as refused:
+            check_sasl(from_settings(_sasl_plaintext("PLAIN"), f"127.0.0.1:{server.port}"))
+    finally:
+        server.close()
+    message = str(refused.value)
+    assert "PERSONA_KAFKA_SASL_MECHANISM=PLAIN" in message, message
+    assert "SCRAM-SHA-256, SCRAM-SHA-512" in message, message
+
+
+def test_a_listener_without_sasl_names_the_protocol() -> None:
+    """Kafka answers a SASL handshake on a PLAINTEXT listener with ILLEGAL_SASL_STATE (34)."""
+    server = _SaslListener(_sasl_answer(34))
+    try:
+        with pytest.raises(KafkaConnectError, match=r"PERSONA_KAFKA_SECURITY=sasl_plaintext"):
+            check_sasl(from_settings(_sasl_plaintext("PLAIN"), f"127.0.0.1:{server.port}"))
+    finally:
+        server.close()
+
+
+def test_a_listener_that_hangs_up_names_the_protocol() -> None:
+    server = _SaslListener(lambda request: None)
+    try:
+        with pytest.raises(KafkaConnectError, match=r"closed the connection .*SECURITY=sasl_pl"):
+            check_sasl(from_settings(_sasl_plaintext("PLAIN"), f"127.0.0.1:{server.port}"))
+    finally:
+        server.close()
