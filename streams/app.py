@@ -375,6 +375,9 @@ class PersonaStreams:
         # topics whose partition count differs from the tables' since start-up (re-created):
         # {topic: partitions}; start-up refuses them (streams.admin.TopicMismatch)
         self.mismatched_topics: dict[str, int] = {}
+        # (monotonic time of the first failed check, why) while the topic check cannot reach
+        # the broker: /readyz says so
+        self.broker_unreachable: tuple[float, str] | None = None
         app.on_partitions_revoked.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._lean_delivery)
@@ -478,6 +481,8 @@ class PersonaStreams:
             if self._unchecked_partitions():
                 return False, "checking the layout of stored profiles"
             self._layout_ready = True  # the fold checked every assigned partition before the audit
+        if self.broker_unreachable is not None:  # it answers from the state it has
+            return True, "ok; " + self.broker_problem()
         if self.mismatched_topics:  # it answers from what it folds, and says what it cannot read
             return True, "ok; " + self.topics_problem()
         behind = self.lag_records()
@@ -494,15 +499,36 @@ class PersonaStreams:
             "partitions past it are not read (docs/streams.md)"
         )
 
+    def broker_problem(self) -> str:
+        """What `broker_unreachable` means, in one line."""
+        since, why = self.broker_unreachable or (time.monotonic(), "")
+        url = as_config(self._broker_url).url
+        return (
+            f"the broker is unreachable (PERSONA_BROKER_URL={url}) for at least "
+            f"{time.monotonic() - since:,.0f} s: {why}; answering from the state kept"
+        )
+
     async def _check_topics(self) -> None:
         """Input topics re-created with another partition count while the worker runs (start-up
         refuses them): records on partitions past the tables' were never read, without a word.
-        Now said at /readyz, in the log and by `persona_topic_partitions_mismatched`."""
+        Now said at /readyz, in the log and by `persona_topic_partitions_mismatched`. A broker
+        that cannot be reached is said at /readyz and in the log too (it said `ok`)."""
         try:
             counts = await partition_counts(self._broker_url, COPARTITIONED)
-        except Exception:  # the broker unreachable: the consumer says so; checked again later
+        except Exception as exc:  # checked again at the next tick
             log.debug("the topics' partition counts are unavailable", exc_info=True)
+            why = (str(exc) or type(exc).__name__)[:300]
+            first = self.broker_unreachable is None
+            self.broker_unreachable = (
+                self.broker_unreachable[0] if self.broker_unreachable else time.monotonic(),
+                why,
+            )
+            if first:
+                log.warning("%s", self.broker_problem())
             return
+        if self.broker_unreachable is not None:
+            log.warning("the broker is reachable again (PERSONA_BROKER_URL)")
+            self.broker_unreachable = None
         found = {t: c for t, c in counts.items() if c != self.settings.partitions}
         changed, self.mismatched_topics = found != self.mismatched_topics, found
         if found and changed:

@@ -12,6 +12,7 @@ from faust.types import TP
 from engine.events import INPUT_TOPICS
 from engine.settings import Settings
 from streams.app import PersonaStreams
+from streams.broker import EmbeddedBroker
 
 
 def test_a_recovering_worker_says_how_much_changelog_is_left(tmp_path: Path) -> None:
@@ -110,3 +111,27 @@ def test_a_catching_up_worker_writes_its_count_as_the_recovery_does(
     monkeypatch.setattr(streams.app.assignor, "assigned_actives", lambda: set())
     monkeypatch.setattr(streams, "lag_records", lambda: 12_345)
     assert streams.ready() == (True, "ok; catching up: 12,345 input records behind")
+
+
+def test_a_ready_worker_says_when_its_broker_is_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose broker went away stays ready (it answers from the state it has) but its
+    /readyz says so, naming PERSONA_BROKER_URL: with the cluster stopped for 20 s every worker's
+    /readyz still said `ok`. Once the broker answers again the detail is `ok` again."""
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
+        port = broker.port
+        # describing a topic creates it on the embedded broker, with 4 partitions
+        streams = PersonaStreams(Settings(data_dir=tmp_path / "data", partitions=4), broker.url)
+        cast(Any, streams.app.tables).recovery.completed.set()
+        monkeypatch.setattr(type(streams.app), "rebalancing", False, raising=False)
+        monkeypatch.setattr(streams.app.assignor, "assigned_actives", lambda: set())
+        asyncio.run(streams._check_topics())
+        assert streams.ready() == (True, "ok")
+    asyncio.run(streams._check_topics())  # the broker stopped
+    ready, detail = streams.ready()
+    assert ready is True and detail.startswith("ok; the broker is unreachable"), detail
+    assert f"PERSONA_BROKER_URL=kafka://127.0.0.1:{port}" in detail, detail
+    with EmbeddedBroker(port=port, log_file=tmp_path / "broker2.log"):
+        asyncio.run(streams._check_topics())
+        assert streams.ready() == (True, "ok")
