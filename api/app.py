@@ -41,6 +41,8 @@ from api.block_routes import (
 from api.content import ContentService
 from api.event_routes import MAX_EVENTS, accept_events, post_events, read_events, sort_events
 from api.gate import (
+    BROKER_WARN_EVERY,
+    BROKER_WARNED,
     auth_middleware,
     authorize,
     authorize_header,
@@ -144,6 +146,7 @@ def create_app(
     app[CONTENT] = content
     app[KEYS] = keys
     app[READY_SEEN] = []  # one element once /readyz has answered 200 (`served_readiness`)
+    app[BROKER_WARNED] = [-BROKER_WARN_EVERY]  # when a 503 for the broker was last logged
     app[EVENT_SKEW_MS] = options.max_clock_skew_ms
     audit_middleware, limits_middleware = limits.register(
         app, options, lambda r: r.get(KEY_NAME), request_scope

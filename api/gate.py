@@ -4,6 +4,7 @@ api/hot.py's fast path, api/collect.py)."""
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
@@ -15,6 +16,7 @@ from api.encodings import NOT_INFLATING, leave_unread
 from api.limits import THROTTLE, AuthThrottle
 from api.shared import KEY_NAME, KEYS, Handler, http_problem, problem, request_scope
 from engine.clicks import logged_path
+from engine.errors import BrokerUnavailable
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.api")
@@ -31,10 +33,40 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
     except web.RequestPayloadError as exc:  # the body broke off or did not inflate: the client's
         response = unreadable_body(exc)
+    except BrokerUnavailable as exc:
+        response = broker_unavailable(request, exc)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, logged_path(request.path))
         response = problem(500, "Internal Server Error", "see the server log")
     return response
+
+
+BROKER_RETRY_AFTER = 5  # seconds: the Retry-After of a 503 for a broker that took nothing
+BROKER_WARN_EVERY = 60.0  # seconds between two warnings of a broker that takes nothing
+BROKER_WARNED = web.AppKey("broker_warned", list)  # [monotonic time of the last warning]
+
+
+def broker_unavailable(request: web.Request, exc: BrokerUnavailable) -> web.Response:
+    """The 503 for a request whose records the broker did not take (unreachable, or it
+    refused them): nothing was accepted, send again. One warning a minute names the error."""
+    now = time.monotonic()
+    warned = request.app.get(BROKER_WARNED, [-BROKER_WARN_EVERY])  # set by api.app.create_app
+    if now - warned[0] >= BROKER_WARN_EVERY:
+        warned[0] = now
+        log.warning(
+            "the broker took nothing on %s %s (PERSONA_BROKER_URL): %s; answering 503",
+            request.method,
+            logged_path(request.path),
+            exc,
+        )
+    answer = problem(
+        503,
+        "Broker unavailable",
+        "the event broker cannot be reached: send the request again later (an event sent "
+        "twice is applied once, by its event_id)",
+    )
+    answer.headers["Retry-After"] = str(BROKER_RETRY_AFTER)
+    return answer
 
 
 def unreadable_body(exc: web.RequestPayloadError) -> web.Response:

@@ -18,7 +18,9 @@ _LIMITED = {
 # POST /v1/events and /v1/collect while the data dir is full (api/event_routes.py)
 DISK_FULL = {
     "description": "the engine's data dir is full (less free space than a worker needs to "
-    "start): no event of the request was accepted; send them again after Retry-After",
+    "start): no event of the request was accepted; or the event broker cannot be reached "
+    "(title `Broker unavailable`). Send them again after Retry-After (an event sent twice is "
+    "applied once, by its event_id)",
     "headers": {"Retry-After": {"schema": {"type": "string"}}},
     "content": {"application/problem+json": {"schema": {"type": "object"}}},
 }

@@ -25,7 +25,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from engine.catalog import Product, stored_product
+from engine.errors import BrokerUnavailable
 from engine.events import Event, encode
 from engine.memo import SizedMemo
 from engine.placement import partition
@@ -165,8 +168,9 @@ async def best_sellers_stepwise(rows: Rows, step: int) -> list[str]:
 async def produce(send: Send, events: list[Event], backlog: Backlog | None) -> None:
     """Produce events to their input topics keyed by user id (placed as the fold expects); with a
     `backlog` (the embedded broker), return once the fold is close behind them."""
-    futures = [await send(e.topic(), e.user_id.encode(), encode(e), None) for e in events]
-    acks = await asyncio.gather(*futures)
+    with _broker_errors():
+        futures = [await send(e.topic(), e.user_id.encode(), encode(e), None) for e in events]
+        acks = await asyncio.gather(*futures)
     if backlog is not None:
         backlog.produced((m.topic, m.partition, m.offset) for m in acks)
         await backlog.settle()
@@ -182,4 +186,15 @@ async def erase(send: Send, signer: RecordSigner | None, user_id: str) -> None:
     broker acknowledged it."""
     body, key = erase_command(user_id), user_id.encode()
     headers = signer.headers(COMMANDS_TOPIC, key, body) if signer else None
-    await (await send(COMMANDS_TOPIC, key, body, headers))
+    with _broker_errors():
+        await (await send(COMMANDS_TOPIC, key, body, headers))
+
+
+@contextlib.contextmanager
+def _broker_errors() -> Iterator[None]:
+    """The Kafka client's errors as BrokerUnavailable: the API answers them 503 (send again)
+    instead of a 500 (a reader whose broker was down answered POST /v1/events so)."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
