@@ -528,7 +528,11 @@ class SecondaryState:
             producer = AIOKafkaProducer(
                 **as_config(self.broker_url).aiokafka(), linger_ms=5, acks=1
             )
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:  # the broker away: closed now, another tried next request
+                await producer.stop()
+                raise
             self._producer = producer
         return await self._producer.send(topic, value, key=key, headers=headers)
 
