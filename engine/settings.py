@@ -550,6 +550,7 @@ def load_settings(
                 f"(known: {', '.join(sorted(_ENV))})"
             )
         raw.update(section)
+    from_file = {name: f"{name} in {config}" for name in raw}  # where a refused value came from
     _refuse_misspelled(env)
     for name, var in _ENV.items():
         if var in env:
@@ -561,12 +562,22 @@ def load_settings(
                     "pod spec"
                 )
             raw[name] = env[var]
+            from_file.pop(name, None)
     for name, value in (flags or {}).items():
         if name not in _ENV:
             raise SettingsError(f"unknown setting {name!r}")
         if value is not None:
             raw[name] = value
-    settings = replace(Settings(), **{name: _convert(name, value) for name, value in raw.items()})
+            from_file.pop(name, None)
+    converted: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            converted[name] = _convert(name, value)
+        except SettingsError as exc:
+            if name not in from_file:
+                raise
+            raise SettingsError(f"{exc} (set as {from_file[name]})") from None
+    settings = replace(Settings(), **converted)
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("PERSONA_TLS_CERT and PERSONA_TLS_KEY must be set together")
     if settings.tls_key is not None:  # the HTTPS private key: 0600, ours, no symbolic link

@@ -287,3 +287,19 @@ def test_a_misspelled_port_setting_is_still_a_typo_when_no_service_link():
     """Only a value Kubernetes writes (tcp://ip:port) makes a PERSONA_*_PORT name a service link."""
     with pytest.raises(SettingsError, match="did you mean 'PERSONA_WORKER_PORT'"):
         load_settings({}, env={"PERSONA_WROKER_PORT": "9000"})
+
+
+def test_a_bad_value_from_the_file_names_the_file_and_its_key(tmp_path: Path):
+    """A value from PERSONA_CONFIG was refused as `invalid setting PERSONA_HTTP_PORT='x'`: an
+    operator with no such variable in the environment looked for it there. The message now
+    says where the value came from; a value from the environment says nothing more."""
+    cfg = tmp_path / "persona.toml"
+    cfg.write_text('[persona]\nhttp_port = "x"\n')
+    with pytest.raises(SettingsError) as refused:
+        load_settings({}, env={"PERSONA_CONFIG": str(cfg)})
+    message = str(refused.value)
+    assert message.startswith("invalid setting PERSONA_HTTP_PORT='x'"), message
+    assert f"http_port in {cfg}" in message, message
+    with pytest.raises(SettingsError) as from_env:
+        load_settings({}, env={"PERSONA_CONFIG": str(cfg), "PERSONA_HTTP_PORT": "y"})
+    assert str(cfg) not in str(from_env.value) and "'y'" in str(from_env.value)
