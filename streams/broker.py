@@ -99,6 +99,19 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         binary = broker_binary()
+        # a port another process listens on answered `wait_for_port` as if the broker did, and
+        # the broker died of `Address in use` in its log only: say it here, naming the address
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # as the broker binds: connections of an earlier broker waiting out TIME_WAIT
+                # on the port do not count (`persona run` restarts it on the same port)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((self.host, self.port))
+        except OSError as exc:
+            raise BrokerError(
+                f"the embedded broker cannot listen on {self.host}:{self.port}: it is in use by "
+                f"another process ({exc.strerror or exc})"
+            ) from None
         listener = f"tcp://{self.host}:{self.port}"
         cmd = [
             binary,
