@@ -3,16 +3,25 @@
 Every worker folds the same records in the same order (one partition) into the same state, so the
 registry needs no shared disk; the files land in each worker's cache directory.
 
-- `chunk/{version}/{file}/{i}/{n}`: bytes i of n of one artifact file (sent before the manifest);
-- `version/{version}`: JSON manifest: name, kind, version, created, metrics,
-  files {file: {sha256, size, chunks}}, registered;
+- `chunk/{version}/{publish}/{file}/{i}/{n}`: bytes i of n of one artifact file, sent by one
+  publish (`publish`: its id, 16 hex digits) before its manifest;
+- `version/{version}/{publish}`: JSON manifest: name, kind, version, created, metrics,
+  files {file: {sha256, size, chunks}}, registered, publish;
 - `active/{name}`: JSON {version, history (previously active, newest first), at};
 - `experiment`: the running experiment as JSON (models.experiments), or null once stopped;
 - `doc/{document}/{version}/{nonce}`: one version of an admin document edited with `If-Match`
   (`rules`: the merchandising rules; `content_experiments`), see "Admin documents" below.
 
-Keys are unique per fact, so compaction keeps every version and the latest activation. The models
-shipped in the package are versions too (source "package"); they are active until something else is.
+Keys are unique per fact, so compaction keeps every version and the latest activation. Each
+publish's records have keys of their own (its id), so two publishes of one version running at once
+never share a key: compaction cannot mix their chunk sets, and the fold assembles each set apart.
+The first manifest of a version in the log decides its content (a later one of other content is
+refused), the same on every process, restarts included; the publish whose manifest lost withdraws
+its records (tombstones, `streams.registry.publish`), and the one that won tombstones the chunk
+sets of the version's other publishes (one that died half way, or lost). Records of earlier
+releases (`chunk/{version}/{file}/{i}/{n}`, `version/{version}`: no publish id) still fold. The
+models shipped in the package are versions too (source "package"); they are active until something
+else is.
 
 Admin documents. Every process folds the same records in the same order, so the fold decides which
 of two edits based on the same version wins, the same way everywhere: a document record is
@@ -34,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -60,6 +70,7 @@ MAX_PENDING = 8  # incomplete files spooled at once per process (`RegistryLog._c
 SPOOL = ".part"  # suffix of a file being assembled: cache_dir/{version}/{file}.part
 NEXT = ".next"  # of one assembled while another is cached, until the version's manifest picks
 HISTORY = 20
+PUBLISH = re.compile(r"[0-9a-f]{16}")  # a publish's id (`new_publish`): in its records' keys
 Record = tuple[str, bytes | None]
 
 
@@ -74,6 +85,7 @@ class Manifest:
     registered: str = ""
     source: str = "registry"  # or "package" for the shipped defaults
     complete: bool = True
+    publish: str = ""  # the id of the publish that sent it ("": a release before publish ids)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +96,7 @@ class Manifest:
             "metrics": self.metrics,
             "files": self.files,
             "registered": self.registered,
+            "publish": self.publish,
         }
 
 
@@ -96,15 +109,32 @@ def _metrics(value: Any) -> dict[str, Any]:
     return metrics if isinstance(metrics, dict) else {}
 
 
-def bundle_records(bundle: Bundle) -> list[Record]:
-    """The records that register `bundle`: its chunks, then its manifest."""
+def new_publish() -> str:
+    """A new publish id (`PUBLISH`)."""
+    return secrets.token_hex(8)
+
+
+def publish_of(key: str) -> str:
+    """The publish id in a chunk's or manifest's key ("": a key of a release before them)."""
+    parts = key.split("/")
+    if (parts[0] == "chunk" and len(parts) == 6) or (parts[0] == "version" and len(parts) == 3):
+        return parts[2]
+    return ""
+
+
+def bundle_records(bundle: Bundle, publish: str | None = None) -> list[Record]:
+    """The records that register `bundle` as one publish (`publish`, a new id by default): its
+    chunks, then its manifest, each under a key holding the publish id."""
+    publish = publish or new_publish()
+    if not PUBLISH.fullmatch(publish):
+        raise ValueError(f"a publish id is 16 hex digits, not {publish[:40]!r}")
     records: list[Record] = []
     files: dict[str, dict[str, Any]] = {}
     for file, data in sorted(bundle.files.items()):
         n = max(1, -(-len(data) // CHUNK_SIZE))
         for i in range(n):
             chunk = data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
-            records.append((f"chunk/{bundle.version}/{file}/{i}/{n}", chunk))
+            records.append((f"chunk/{bundle.version}/{publish}/{file}/{i}/{n}", chunk))
         files[file] = {"sha256": bundle.digest(file), "size": len(data), "chunks": n}
     manifest = Manifest(
         bundle.name,
@@ -114,8 +144,10 @@ def bundle_records(bundle: Bundle) -> list[Record]:
         _metrics(bundle.metrics),
         files,
         registered=rfc3339(utc_now()),
+        publish=publish,
     )
-    records.append((f"version/{bundle.version}", json.dumps(manifest.to_dict()).encode()))
+    manifest_key = f"version/{bundle.version}/{publish}"
+    records.append((manifest_key, json.dumps(manifest.to_dict()).encode()))
     return records
 
 
@@ -235,25 +267,35 @@ class RegistryLog:
     - a file the manifest verified (its digest matched, when the manifest was folded or when a
       chunk set completed after it) is never changed: a later chunk of other content (forged,
       late) is refused and counted in `refused`; the same bytes sent again are skipped;
+    - each publish's chunks are assembled apart (its own `.part`, keyed by its publish id): two
+      publishes of one version sent at once never make one file of both sets;
     - while no manifest of the version is known (a publish that died before its manifest, then
-      the same version published again with other content), a chunk set that completes with
-      other content than the cached file is kept beside it as `{file}.next` (the latest such
-      set; one of the cached file's content removes it), and the manifest, when it is folded,
-      keeps whichever of the two has its digest and removes the `.next` file: a restart folding
-      an older set before the manifest never replaces a file the manifest verifies;
+      the same version published again with other content; two publishes at once), a chunk set
+      that completes with other content than the cached file is kept beside it as
+      `{file}.{publish}.next` (`{file}.next` for a set without a publish id; one of the cached
+      file's content removes its publish's), and the manifest, when it is folded, keeps
+      whichever has its digest and removes the `.next` files: a restart folding an older set
+      before the manifest never replaces a file the manifest verifies;
     - a file the known manifest has not verified (it did not match) is replaced by a chunk set
       that completes with the manifest's digest, and by no other (refused, the file stays):
       the version is complete once all its files are verified ("version" from `apply`).
 
     At most `MAX_PENDING` files are incomplete at once (compared or spooled): the least recently
     fed is dropped (logged, its .part removed), so abandoned publishes do not add up; a `.next`
-    file waits for its version's manifest, one at most per file of a version that has none.
+    file waits for its version's manifest, at most MAX_PENDING per file of a version that has
+    none (the oldest is removed). A tombstone of a chunk drops its publish's incomplete file.
     `.part` and `.next` files found at start were left by an earlier process; they are removed
     (the fold reads the topic from its start, so their chunks come again)."""
 
-    def __init__(self, cache_dir: Path | None = None, only: str | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path | None = None, only: str | None = None, keys_of: str | None = None
+    ) -> None:
         self.cache_dir = cache_dir
         self.only = only
+        # with `keys_of` (a version): the keys of its chunks and manifests folded and not
+        # tombstoned, in log order (what the publish that won tombstones of the others)
+        self.keys_of = keys_of
+        self.keys: dict[str, None] = {}
         self.versions: dict[str, Manifest] = _builtin()
         self.defaults = {m.name: m.version for m in self.versions.values()}
         self.activations: dict[str, dict[str, Any]] = {}
@@ -264,8 +306,8 @@ class RegistryLog:
         # every content experiment ever folded, by name (its report outlives its run)
         self.content_seen: dict[str, content.ContentExperiment] = {}
         self.held: dict[str, Held] = {name: Held() for name in DOCUMENTS}
-        # files being assembled, least recently fed first (`_chunk`)
-        self._pending: dict[tuple[str, str], _Spool] = {}
+        # files being assembled, by (version, publish, file), least recently fed first (`_chunk`)
+        self._pending: dict[tuple[str, str, str], _Spool] = {}
         self.dropped = 0  # incomplete files dropped to keep within MAX_PENDING (logged)
         # (version, file) of cached files that matched their version's manifest: never changed
         self._verified: set[tuple[str, str]] = set()
@@ -390,11 +432,16 @@ class RegistryLog:
         (a rules document `parse_rules` refuses, say) is logged, counted in `refused` and
         skipped: what it would have replaced stays."""
         kind = key.split("/", 1)[0]
+        if self.keys_of is not None and self._of_version(key, self.keys_of):
+            if value is None:
+                self.keys.pop(key, None)
+            else:
+                self.keys[key] = None
         try:
             if kind == "chunk":
                 return self._chunk(key, value)
             if kind == "version" and value is not None:
-                self._manifest(json.loads(value))
+                self._manifest(json.loads(value), key)
                 return None
             if kind == "active" and value is not None:
                 name = key.split("/", 1)[1]
@@ -418,6 +465,12 @@ class RegistryLog:
             log.error("ignoring bad models record %r: %s: %s", key[:200], type(exc).__name__, exc)
             self.refused += 1
         return None
+
+    @staticmethod
+    def _of_version(key: str, version: str) -> bool:
+        """Whether `key` is a chunk or a manifest of `version`."""
+        chunk, manifest = f"chunk/{version}/", f"version/{version}"
+        return key.startswith((chunk, manifest + "/")) or key == manifest
 
     def _parse(self, document: str, value: bytes) -> Rules | ContentExperiments:
         if document == "rules":
@@ -485,9 +538,23 @@ class RegistryLog:
     def _chunk(self, key: str, value: bytes | None) -> str | None:
         """Spool one chunk (the class doc); "version" when it completed a version whose manifest
         was known (what can be served changed), else None. ValueError for a chunk refused."""
-        if self.cache_dir is None or value is None:
+        if self.cache_dir is None:
             return None
-        _, version, file, i, n = key.split("/")
+        parts = key.split("/")
+        if len(parts) == 5:  # a release before publish ids
+            _, version, file, i, n = parts
+            publish = ""
+        elif len(parts) == 6:
+            _, version, publish, file, i, n = parts
+            if not PUBLISH.fullmatch(publish):
+                raise ValueError(f"a chunk's publish id is 16 hex digits, not {publish[:40]!r}")
+        else:
+            raise ValueError("a chunk's key is chunk/{version}/{publish}/{file}/{i}/{n}")
+        if value is None:  # withdrawn: its publish's incomplete file goes
+            dropped = self._pending.pop((version, publish, file), None)
+            if dropped is not None:
+                dropped.path.unlink(missing_ok=True)
+            return None
         if self.only is not None and version != self.only:
             return None
         if file not in META.values() and file not in ("recs.npz", "churn.skops"):
@@ -512,35 +579,36 @@ class RegistryLog:
                     "file verified against its manifest"
                 )
             return None
-        spool = self._pending.get((version, file))
+        spool = self._pending.get((version, publish, file))
         if spool is not None and spool.count != count:
             raise ValueError(f"chunk {at} of {count} of a file sent before in {spool.count}")
         if spool is None:
             self._make_room()
             target.parent.mkdir(parents=True, exist_ok=True)
-            spool = _Spool(target.with_name(target.name + SPOOL), count, target)
+            spool = _Spool(_beside(target, publish, SPOOL), count, target)
             spool.path.unlink(missing_ok=True)  # of a set dropped before, begun again
         else:
-            del self._pending[(version, file)]
-        self._pending[(version, file)] = spool  # the most recently fed: last
+            del self._pending[(version, publish, file)]
+        self._pending[(version, publish, file)] = spool  # the most recently fed: last
         spool.write(at, value)
         if not spool.done():
             return None
-        del self._pending[(version, file)]
-        return self._assembled(version, file, spool)
+        del self._pending[(version, publish, file)]
+        return self._assembled(version, publish, file, spool)
 
-    def _assembled(self, version: str, file: str, spool: _Spool) -> str | None:
+    def _assembled(self, version: str, publish: str, file: str, spool: _Spool) -> str | None:
         """Put a file whose chunks have all arrived in place (the class doc). "version" when
         that completed the version."""
         assert self.cache_dir is not None
         target = self.cache_dir / version / file
         known = self.versions.get(version)
         if known is None or known.source != "registry":  # no manifest of ours judges it yet
-            candidate = target.with_name(target.name + NEXT)
-            if not spool.spooled:  # every chunk matched the cached file: the latest set is it
+            candidate = _beside(target, publish, NEXT)
+            if not spool.spooled:  # every chunk matched the cached file: the set is it
                 candidate.unlink(missing_ok=True)
             elif target.exists():  # another content than the cached one: the manifest picks
                 spool.path.replace(candidate)
+                _keep_newest(_candidates(target), MAX_PENDING)
             else:
                 candidate.unlink(missing_ok=True)
                 spool.path.replace(target)
@@ -564,8 +632,8 @@ class RegistryLog:
     def _make_room(self) -> None:
         """Drop the least recently fed incomplete files until one more fits in MAX_PENDING."""
         while len(self._pending) >= MAX_PENDING:
-            (version, file), spool = next(iter(self._pending.items()))
-            del self._pending[(version, file)]
+            (version, publish, file), spool = next(iter(self._pending.items()))
+            del self._pending[(version, publish, file)]
             spool.path.unlink(missing_ok=True)
             self.dropped += 1
             log.warning(
@@ -577,7 +645,7 @@ class RegistryLog:
                 MAX_PENDING,
             )
 
-    def _manifest(self, data: dict[str, Any]) -> None:
+    def _manifest(self, data: dict[str, Any], key: str) -> None:
         manifest = Manifest(
             name=str(data["name"]),
             kind=str(data["kind"]),
@@ -586,9 +654,14 @@ class RegistryLog:
             metrics=_metrics(data.get("metrics")),
             files=dict(data.get("files") or {}),
             registered=str(data.get("registered", "")),
+            publish=str(data.get("publish") or ""),
         )
         if not VERSION.fullmatch(manifest.version):
             raise ValueError(f"version {manifest.version[:200]!r} cannot name an artifact folder")
+        if manifest.publish and not PUBLISH.fullmatch(manifest.publish):
+            raise ValueError(f"a publish id is 16 hex digits, not {manifest.publish[:40]!r}")
+        if key.count("/") > 1 and key != f"version/{manifest.version}/{manifest.publish}":
+            raise ValueError(f"a manifest of {manifest.version} under another key than its own")
         files = KINDS.get(manifest.name, {}).get(manifest.kind)
         if files is None:
             raise ValueError(f"unknown model {manifest.name[:50]!r} of kind {manifest.kind[:50]!r}")
@@ -597,6 +670,9 @@ class RegistryLog:
         clash = self._clash(manifest.version, _digests(manifest))
         if clash:
             raise ValueError(clash)
+        known = self.versions.get(manifest.version)
+        if known is not None:  # the same content again: the first manifest's publish decided
+            manifest.publish = known.publish
         if self.cache_dir is not None and self.only in (None, manifest.version):
             verified = self._verify(manifest)
             self._verified |= {(manifest.version, f) for f in verified}
@@ -614,13 +690,13 @@ class RegistryLog:
         verified = set()
         for file, info in manifest.files.items():
             target = folder / file
-            candidate = target.with_name(target.name + NEXT)
             if _digest(target) == info.get("sha256"):
                 verified.add(file)
-            elif candidate.is_file() and _digest(candidate) == info.get("sha256"):
-                candidate.replace(target)
-                verified.add(file)
-            candidate.unlink(missing_ok=True)
+            for candidate in _candidates(target):
+                if file not in verified and _digest(candidate) == info.get("sha256"):
+                    candidate.replace(target)
+                    verified.add(file)
+                candidate.unlink(missing_ok=True)
         return verified
 
 
@@ -678,6 +754,28 @@ class _Spool:
 
     def done(self) -> bool:
         return self.arrived == self.count
+
+
+def _beside(target: Path, publish: str, suffix: str) -> Path:
+    """The `.part` or `.next` file of one publish's set of `target`."""
+    return target.with_name(f"{target.name}.{publish}{suffix}" if publish else target.name + suffix)
+
+
+def _candidates(target: Path) -> list[Path]:
+    """The `.next` files of `target` (any publish's), oldest first."""
+    found = [*target.parent.glob(f"{target.name}.*{NEXT}"), target.with_name(target.name + NEXT)]
+    stamped = []
+    for path in found:
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.name.removeprefix(target.name + ".").count(".") <= 1:
+                stamped.append((path.stat().st_mtime_ns, path))
+    return [path for _, path in sorted(stamped)]
+
+
+def _keep_newest(paths: list[Path], keep: int) -> None:
+    for path in paths[: max(0, len(paths) - keep)]:
+        log.warning("removing %s: over %d chunk sets of one file wait for a manifest", path, keep)
+        path.unlink(missing_ok=True)
 
 
 def _same(path: Path, at: int, count: int, value: bytes) -> bool:

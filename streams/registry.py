@@ -29,7 +29,7 @@ from engine.rules import Rules
 from engine.signing import ClusterKey, Signed
 from engine.text import BadJson, outside_json
 from models.artifacts import ModelLoadError
-from models.bundle import Bundle
+from models.bundle import META, Bundle
 from models.content_report import content_report
 from models.experiments import Experiment, exposure_of, report
 from models.registry import ModelSet
@@ -43,6 +43,8 @@ from models.registry_log import (
     document_number,
     experiment_record,
     experiments_record,
+    new_publish,
+    publish_of,
     rules_record,
 )
 from streams.admin import ERASABLE_CONFIG
@@ -88,13 +90,20 @@ def _producer(broker_url: Broker) -> AIOKafkaProducer:
 
 
 async def _send_all(
-    producer: AIOKafkaProducer, records: Iterable[Record], progress: Any, signer: RecordSigner
+    producer: AIOKafkaProducer,
+    records: Iterable[Record],
+    progress: Any,
+    signer: RecordSigner,
+    sent: list[str] | None = None,
 ) -> None:
-    """Send `records` one by one, each signed by `signer` (streams/signed.py)."""
+    """Send `records` one by one, each signed by `signer` (streams/signed.py); the key of each
+    one the broker took is appended to `sent`."""
     for n, (key, value) in enumerate(records, 1):
         raw = key.encode()
         headers = signer.headers(MODELS_TOPIC, raw, value)
         await producer.send_and_wait(MODELS_TOPIC, value, key=raw, headers=headers)
+        if sent is not None:
+            sent.append(key)
         if progress is not None:
             progress(n)
 
@@ -136,12 +145,14 @@ async def read_registry(
     cluster: ClusterKey | None,
     cache_dir: Path | None = None,
     only: str | None = None,
+    keys_of: str | None = None,
 ) -> RegistryLog:
     """The registry's current state (metadata only unless a cache directory is given: then the
     artifacts too, or only version `only`'s), from the records signed with `cluster` (others are
-    skipped, as the workers skip them)."""
+    skipped, as the workers skip them); with `keys_of`, the keys of that version's chunks and
+    manifests too (`RegistryLog.keys`)."""
     await ensure_registry_topics(broker_url)
-    state = RegistryLog(cache_dir, only)
+    state = RegistryLog(cache_dir, only, keys_of)
     gate = RecordGate(MODELS_TOPIC, cluster)
     async for msg in read_messages(broker_url, [MODELS_TOPIC], idle=0.5):
         if msg.key is not None and isinstance(
@@ -154,25 +165,80 @@ async def read_registry(
 async def publish(
     broker_url: Broker, bundle: Bundle, signer: RecordSigner, progress: Progress | None = None
 ) -> int:
-    """Register a version (not active). Returns the number of records written. ValueError when
-    the registry holds its version with other content (or it is a shipped model's version):
-    the workers would refuse the new manifest (models.registry_log)."""
+    """Register a version (not active) as one publish (its records' keys hold a new publish id:
+    models/registry_log.py). Returns the number of records written. ValueError when the
+    registry holds its version with other content (or it is a shipped model's version): the
+    workers would refuse the new manifest; and when another publish of the version with other
+    content, running at the same time, had its manifest folded first: this publish's records
+    are then withdrawn (tombstoned). The publish whose manifest won tombstones the version's
+    other chunk sets (a publish that died half way, or lost); one that fails before its
+    manifest was sent tombstones the chunks it sent."""
     state = await read_registry(broker_url, signer.key)  # ensures the topics
     problem = state.conflict(bundle)
     if problem:
         raise ValueError(f"refused: {problem}")
-    records = bundle_records(bundle)
-    await write_records(broker_url, records, signer, progress)
-    return len(records)
+    again = bundle.version in state.versions  # the same content sent again: kept (it mends)
+    publish_id = new_publish()
+    records = bundle_records(bundle, publish_id)
+    sent: list[str] = []
+    try:
+        await write_records(broker_url, records, signer, progress, sent)
+    except BaseException:
+        if len(sent) < len(records) - 1:  # the manifest not sent: nothing can use the chunks
+            await _withdraw(broker_url, sent, signer, f"the failed publish of {bundle.version}")
+        raise
+    after = await read_registry(broker_url, signer.key, keys_of=bundle.version)
+    manifest = after.versions.get(bundle.version)
+    if manifest is not None and manifest.publish == publish_id:  # ours decided the content
+        others = [k for k in after.keys if publish_of(k) != publish_id]
+        await _withdraw(broker_url, others, signer, f"superseded sets of {bundle.version}")
+        return len(records)
+    ours = [key for key, _ in records]
+    if manifest is not None and manifest.source == "registry" and not after.conflict(bundle):
+        if not again:  # another publish of the same content won the race: ours is redundant
+            await _withdraw(broker_url, ours, signer, f"a redundant publish of {bundle.version}")
+        return len(records)
+    await _withdraw(broker_url, ours, signer, f"the publish of {bundle.version} that lost")
+    by = f"publish {manifest.publish}" if manifest is not None and manifest.publish else "another"
+    when = f", registered {manifest.registered}" if manifest and manifest.registered else ""
+    raise ValueError(
+        f"refused: {bundle.version} was published at the same time by another publish with other "
+        f"content, whose manifest was registered first ({by}{when}); this publish's "
+        f"{len(records)} records were withdrawn (tombstoned). A version names one artifact: "
+        f'remove "version" from its {META[bundle.name]} and publish it again to have a new '
+        "version made"
+    )
+
+
+WITHDRAW_TIMEOUT = 30.0  # seconds a publish spends tombstoning records before it gives up
+
+
+async def _withdraw(broker_url: Broker, keys: list[str], signer: RecordSigner, what: str) -> None:
+    """Tombstone `keys` (compaction then drops them); a failure is logged, not raised: the
+    records stay, and the next publish of the version that wins tombstones its other chunks."""
+    if not keys:
+        return
+    try:
+        await asyncio.wait_for(
+            write_records(broker_url, [(k, None) for k in keys], signer), WITHDRAW_TIMEOUT
+        )
+    except Exception as exc:
+        log.warning("could not tombstone %d records of %s: %s", len(keys), what, exc)
+    else:
+        log.info("tombstoned %d records of %s", len(keys), what)
 
 
 async def write_records(
-    broker_url: Broker, records: list[Record], signer: RecordSigner, progress: Any = None
+    broker_url: Broker,
+    records: list[Record],
+    signer: RecordSigner,
+    progress: Any = None,
+    sent: list[str] | None = None,
 ) -> None:
     producer = _producer(broker_url)
     await producer.start()
     try:
-        await _send_all(producer, records, progress, signer)
+        await _send_all(producer, records, progress, signer, sent)
     finally:
         await producer.stop()
 

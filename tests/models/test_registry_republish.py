@@ -43,7 +43,7 @@ def fold(state: RegistryLog, records: list[Record]) -> None:
 
 def differs(good: Bundle, key: str, value: bytes | None) -> bool:
     """Whether the chunk `key` holds other bytes than `good`'s file at its offset."""
-    _, _, file, i, n = key.split("/")
+    file, i, n = key.split("/")[-3:]
     at, size, data = int(i), registry_log.CHUNK_SIZE, good.files[file]
     value = value or b""
     last = at == int(n) - 1
@@ -199,3 +199,25 @@ def test_a_restart_folding_an_older_chunk_set_first_keeps_the_verified_file(
     fold(state, compacted + chunks(bundle_records(late)))
     assert state.versions[VERSION].complete and state.load(VERSION).k == 1
     assert cached(cache) == second.files  # no .next or .part left
+
+
+@pytest.mark.parametrize("winner", [0, 1])
+def test_two_publishes_interleaved_are_assembled_apart_and_the_first_manifest_decides(
+    tmp_path: Path, winner: int
+) -> None:
+    """Two publishes of one version at once: their chunks alternate on the topic, then both
+    manifests. Each set is assembled apart (its publish id); the first manifest's content is
+    served, on a live fold, a restart on the kept cache and a cold cache alike."""
+    bundles = [bundle(tmp_path, 5), bundle(tmp_path, 1)]
+    sets = [bundle_records(b, p) for b, p in zip(bundles, ("a" * 16, "b" * 16), strict=True)]
+    mixed = [r for pair in zip(chunks(sets[0]), chunks(sets[1]), strict=False) for r in pair]
+    mixed += chunks(sets[0])[len(mixed) // 2 :] + chunks(sets[1])[len(mixed) // 2 :]
+    log = [*mixed, sets[winner][-1], sets[1 - winner][-1]]
+    cache = tmp_path / "cache"
+    for folder in (cache, cache, tmp_path / "cold"):
+        state = RegistryLog(folder)
+        fold(state, log)
+        assert state.versions[VERSION].complete, "the two sets were mixed"
+        assert state.versions[VERSION].publish == ("a", "b")[winner] * 16
+        assert cached(folder) == bundles[winner].files  # no .part or .next left
+        assert state.load(VERSION).k == (5, 1)[winner]

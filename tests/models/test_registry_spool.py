@@ -60,7 +60,7 @@ def test_chunks_spooled_in_any_order_assemble_the_file(
     assert len(chunks) > 3
     state = RegistryLog(tmp_path / "cache")
     # out of order, and the last chunk twice: once longer (a bad resend), then right
-    last = max((r for r in chunks if "/recs.npz/" in r[0]), key=lambda r: int(r[0].split("/")[3]))
+    last = max((r for r in chunks if "/recs.npz/" in r[0]), key=lambda r: int(r[0].split("/")[-2]))
     state.apply(last[0], (last[1] or b"") + b"junk")
     for key, value in reversed(chunks):
         state.apply(key, value)
