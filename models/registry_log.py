@@ -314,6 +314,7 @@ class RegistryLog:
         if cache_dir is not None:
             _remove_spools(cache_dir)
         self.refused = 0  # bad records logged and skipped (`apply`)
+        self.mismatched = 0  # loads refused: a cached file not of its manifest's digest
         self.lost = 0  # admin document records that lost to another edit (logged, ignored)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -382,6 +383,7 @@ class RegistryLog:
             return Recommender.load(DEFAULT_DIR)
         if self.cache_dir is None:
             raise ModelLoadError("this registry view keeps no artifacts")
+        self._check_cached(manifest)
         model = load_model(self.cache_dir / version)
         if model.version != version:
             raise ModelLoadError(f"artifact of {version} says it is {model.version}")
@@ -390,6 +392,27 @@ class RegistryLog:
                 f"artifact of {version} is a {model.name} model, not {manifest.name}"
             )
         return model
+
+    def _check_cached(self, manifest: Manifest) -> None:
+        """ModelLoadError unless every cached file of `manifest` has the digest recorded at
+        publish (read again now: the cache may have changed since the fold verified it). A
+        mismatch is logged and counted in `mismatched`; the version is incomplete until a chunk
+        set of its digest assembles it again."""
+        assert self.cache_dir is not None
+        for file, info in sorted(manifest.files.items()):
+            found = _digest(self.cache_dir / manifest.version / file)
+            if found == info.get("sha256"):
+                continue
+            self.mismatched += 1
+            self._verified.discard((manifest.version, file))
+            manifest.complete = False
+            problem = (
+                f"the cached {file} of {manifest.version} does not match the digest recorded at "
+                f"publish ({str(info.get('sha256'))[:16]}..., found {str(found)[:16]}...): "
+                "not loaded"
+            )
+            log.error("%s", problem)
+            raise ModelLoadError(problem)
 
     def unservable(self, version: str, load: Callable[[str], Any] | None = None) -> str | None:
         """Why `version` cannot be served (its artifact does not load with `load`, by default

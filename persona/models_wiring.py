@@ -58,12 +58,15 @@ def count_refusals(web_app: web.Application, registry: RegistryService) -> None:
     """`persona_registry_records_refused_total{reason}` on /metrics: records of the `models`
     topic skipped as unsigned, badly signed or replayed; and
     `persona_registry_chunks_dropped_total`: incomplete artifact files whose spooled chunks the
-    fold dropped to keep within MAX_PENDING (models/registry_log.py, abandoned publishes)."""
+    fold dropped to keep within MAX_PENDING (models/registry_log.py, abandoned publishes);
+    `persona_registry_artifacts_mismatched_total`: loads refused because a cached artifact file
+    did not match the digest recorded at publish."""
 
     def lines() -> list[str]:
         name = "persona_registry_records_refused_total"
         refused = registry.gate.refused
         dropped = "persona_registry_chunks_dropped_total"
+        mismatched = "persona_registry_artifacts_mismatched_total"
         return [
             f"# TYPE {name} counter",
             *(f'{name}{{reason="{r}"}} {refused.get(r, 0)}' for r in REFUSAL_REASONS),
@@ -71,6 +74,10 @@ def count_refusals(web_app: web.Application, registry: RegistryService) -> None:
             f"so far: over {MAX_PENDING} were being assembled at once.",
             f"# TYPE {dropped} counter",
             f"{dropped} {registry.registry.dropped}",
+            f"# HELP {mismatched} Model versions not loaded: a cached artifact file did not "
+            "match the digest recorded at publish.",
+            f"# TYPE {mismatched} counter",
+            f"{mismatched} {registry.registry.mismatched}",
         ]
 
     web_app[TELEMETRY].text_sources.append(lines)

@@ -8,6 +8,7 @@ restarted worker fell back to the shipped defaults. No broker: the producer is a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -53,6 +54,9 @@ def test_a_version_that_does_not_load_is_refused_before_its_activation_is_writte
         meta = tmp_path / "models" / version / "recs.json"
         data = json.loads(meta.read_text())
         meta.write_text(json.dumps(data | {"items": ["a"] * len(data["items"])}))
+        # published so (an older loader took it): its manifest records the digest of these bytes
+        digest = hashlib.sha256(meta.read_bytes()).hexdigest()
+        service.registry.versions[version].files["recs.json"]["sha256"] = digest
         with pytest.raises(ValueError, match=f"{version} cannot be served: .*unique"):
             asyncio.run(service.activate("recs", version))
         assert producer.sent == []

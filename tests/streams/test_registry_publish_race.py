@@ -157,3 +157,32 @@ def test_a_publish_that_fails_before_its_manifest_tombstones_the_chunks_it_sent(
     assert live_keys(own_broker, version) == []
     state = asyncio.run(read_registry(own_broker.url, SIGNER.key))
     assert version not in state.versions
+
+
+def test_a_chunk_forged_under_a_verified_versions_keys_is_never_loaded(
+    own_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A signed chunk produced under the keys of a published version after its publish (one who
+    holds the secret): compaction then keeps it in place of the genuine one. The live fold
+    refuses it, and a reader of the compacted topic (a cold cache) finds the version incomplete
+    and refuses to load it: the bytes that were verified, or none."""
+    version = "recs-20261208T0000-dddddddd"
+    good, forged = bundle(tmp_path, version, 5), bundle(tmp_path, version, 1)
+    asyncio.run(publish(own_broker.url, good, SIGNER))
+    live = asyncio.run(read_registry(own_broker.url, SIGNER.key, tmp_path / "live"))
+    assert live.versions[version].complete
+    ours = publish_of(live_keys(own_broker, version)[0])
+    fake = [(k, v) for k, v in bundle_records(forged, ours) if k.startswith("chunk/")]
+    asyncio.run(write_records(own_broker.url, fake, SIGNER))
+    log = topic(own_broker)
+    kept = compacted(log)
+    for folder in ("live", "cold"):
+        state = RegistryLog(tmp_path / folder)
+        for key, value in log:
+            if kept.get(key) is value:
+                state.apply(key, value)
+        if folder == "live":  # the kept cache: verified by the manifest, forged chunks refused
+            assert state.versions[version].complete and state.load(version).k == 5
+        else:
+            assert not state.versions[version].complete
+            assert state.unservable(version) is not None

@@ -131,3 +131,25 @@ def test_a_version_published_again_after_a_publish_died_is_loaded_everywhere(
         for service in (live, restarted):
             if service is not None and service._copy is not None:
                 service._copy.close()
+
+
+def test_a_cached_artifact_changed_after_its_verification_is_not_loaded(tmp_path: Path) -> None:
+    """The cache's copy of a verified version replaced by other bytes (another process, a
+    hand, a disk fault) after its manifest verified it: loading checks the files against the
+    digests recorded at publish, refuses them (logged, counted) and keeps the previous one."""
+    version = "recs-20261208T0000-eeeeeeee"
+    good, other = bundle(tmp_path, version, 5), bundle(tmp_path, version, 1)
+    service = worker(tmp_path, [])
+    try:
+        default = service.registry.active("recs")
+        for key, value in bundle_records(good):
+            service._fold(message(key, value), True)
+        service._fold(message(*activation_record("recs", version, [default])), True)
+        assert service.registry.versions[version].complete
+        (tmp_path / "models" / version / "recs.npz").write_bytes(other.files["recs.npz"])
+        built = service._build()
+        assert built.recs.version == default, "bytes other than the verified ones were served"
+        assert service.registry.mismatched == 1
+    finally:
+        assert service._copy is not None
+        service._copy.close()
