@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from engine.ownership import url_problem
 from engine.signing import (
     HOP_HEADER,
     ClusterKey,
@@ -105,21 +105,9 @@ async def _signed_body(request: web.Request) -> bytes | None:
 
 
 def target_problem(url: str) -> str | None:
-    """Why `url` cannot receive a hop, or None: an http(s) URL with a host and no credentials."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "not a URL"
-    if parts.scheme not in ("http", "https"):
-        return f"scheme {parts.scheme!r} is not http(s)"
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        return "the URL carries credentials"
-    if not parts.hostname or (port is not None and not 0 < port < 65536):
-        return "no host"
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "the URL has a path, query or fragment"
-    return None
+    """Why `url` cannot receive a hop, or None: an http(s) URL with a host and no credentials
+    (engine/ownership.py `url_problem`, which a reader checks its worker's view with too)."""
+    return url_problem(url)
 
 
 def metrics_lines(app: web.Application) -> list[str]:

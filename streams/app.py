@@ -21,6 +21,7 @@ from typing import Any, cast
 import faust
 from faust.sensors.monitor import Monitor
 
+from engine import ownership
 from engine.audit import AUDIT_FILE, AuditPseudonyms, audit_consents, erase_from_audit
 from engine.catalog import InvalidProduct, Product, catalog_record, item_key_problem
 from engine.clock import EventTimeClock, WallClock
@@ -127,6 +128,7 @@ FOLD_PRODUCTS_MAX = 200_000  # the fold's product views kept
 FOLD_PRODUCTS_BYTES = 96 * 1024 * 1024  # ... and their accounted bytes
 PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
+OWNERSHIP_EVERY = 1.0  # seconds between checks of the partition ownership the readers route by
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
 TOPIC_CHECK_EVERY = 15.0  # seconds between checks of the co-partitioned topics' partition counts
 READY_POLL = 0.05  # seconds between looks at the first recovery, for readiness
@@ -381,6 +383,7 @@ class PersonaStreams:
         app.on_partitions_revoked.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._lean_delivery)
+        app.on_partitions_revoked.connect(self._ownership_revoked)
         app.on_before_shutdown.connect(self._stop_gap_reader)
 
         app.task(self._events_fold)
@@ -392,6 +395,9 @@ class PersonaStreams:
         app.timer(10.0)(self.triggers.sweep)
         app.timer(AUDIT_EVERY)(self._audit_positions)
         app.timer(TOPIC_CHECK_EVERY)(self._check_topics)
+        app.timer(OWNERSHIP_EVERY)(self._publish_ownership)
+        self._ownership: tuple[str | None, ...] | None = None  # the view last published
+        self._ownership_at = 0.0  # monotonic time it was written
         app.task(self._ready_at_start)
 
     # -- read side (used by the API, same process) ---------------------------------------------
@@ -590,6 +596,48 @@ class PersonaStreams:
         except Exception:  # no assignment yet, or the owner left the group
             return None
         return None if url == self.settings.own_url else url
+
+    def ownership_view(self) -> tuple[str | None, ...]:
+        """Per profiles partition, the API URL of its owner as the group's assignment says;
+        None for each while rebalancing or before the first assignment (engine/ownership.py)."""
+        n = self.settings.partitions
+        owners: list[str | None] = [None] * n
+        if self.app.rebalancing:
+            return tuple(owners)
+        try:
+            hosts = self.app.router.table_metadata("profiles")
+        except Exception:  # no assignment yet
+            return tuple(owners)
+        for url, topics in hosts.items():
+            for partitions in topics.values():
+                for p in partitions:
+                    if isinstance(p, int) and 0 <= p < n:
+                        owners[p] = str(url).rstrip("/")
+        return tuple(owners)
+
+    async def _publish_ownership(self) -> None:
+        """Write the ownership view to the data dir for the readers (streams/readers.py) when it
+        changed, and at least every `ownership.HEARTBEAT` s (they stop routing by a stale one)."""
+        view = self.ownership_view()
+        now = time.monotonic()
+        if view == self._ownership and now - self._ownership_at < ownership.HEARTBEAT:
+            return
+        self._write_ownership(view)
+
+    async def _ownership_revoked(self, *args: Any, **kwargs: Any) -> None:
+        """A rebalance began: ownership unknown until it ends (readers answer locally)."""
+        self._write_ownership((None,) * self.settings.partitions)
+
+    def _write_ownership(self, view: tuple[str | None, ...]) -> None:
+        try:
+            path = self.settings.data_dir / ownership.FILE_NAME
+            ownership.write(path, self.settings.own_url, view)
+        except OSError as exc:  # a full disk: readers stop routing once the file is stale
+            log.warning("could not publish partition ownership for the readers: %s", exc)
+            return
+        if view != self._ownership:
+            log.info("partition ownership for the readers: %s", ownership.describe(view))
+        self._ownership, self._ownership_at = view, time.monotonic()
 
     async def erase(self, user_id: str) -> None:
         """Queue the erasure of a user: it runs in the user's partition, in order with events;

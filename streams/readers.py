@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from rocksdict import AccessType, Options, Rdict
 
+from engine import ownership
 from engine.catalog import Product
 from engine.clock import Clock, WallClock
 from engine.events import Event
@@ -290,6 +291,13 @@ class SecondaryState:
         self.catch_up_seconds = 0.0
         self.catch_up_steps = [0] * (len(STEP_BUCKETS) + 1)  # one database's catch-up: counts
         self.catch_up_steps_seconds = 0.0
+        # the worker's view of who owns each profiles partition (engine/ownership.py)
+        self.ownership_path = data_dir / ownership.FILE_NAME
+        self.ownership: ownership.Ownership | None = None  # None: answer every user here
+        self._ownership_key: tuple[int, int, int] | None = None  # the file last parsed
+        self._parsed: ownership.Ownership | str | None = None  # its view, or why it was refused
+        self._ownership_problem: str | None = None  # why there is no view (logged once)
+        self._scaled_out = False  # a view ever named another worker
 
     # -- lifecycle -------------------------------------------------------------------------------
     def refresh(
@@ -332,6 +340,7 @@ class SecondaryState:
         return None
 
     async def start(self) -> None:
+        self.check_ownership()
         self.refresh(popular=True)
         self._task = asyncio.create_task(self._follow())
 
@@ -367,6 +376,7 @@ class SecondaryState:
             if popular:
                 last_popular = now
             try:
+                self.check_ownership()
                 stale = self._round(popular)
                 if stale:
                     await self.catch_up_stepwise(popular, stale)
@@ -414,6 +424,68 @@ class SecondaryState:
             busy += time.perf_counter() - started
         self.catch_ups += 1
         self.catch_up_seconds += busy
+
+    # -- routing -----------------------------------------------------------------------------------
+    def check_ownership(self, wall: float | None = None) -> None:
+        """Load the worker's ownership file when it changed (one stat per catch-up round, none
+        per request); without a usable one (missing, unreadable, refused, not touched for
+        `ownership.STALE` s: the worker is gone or stuck) every user is answered here."""
+        try:
+            st = os.stat(self.ownership_path)
+        except FileNotFoundError:
+            self._no_ownership("missing", f"{self.ownership_path} is missing")
+            return
+        except OSError as exc:
+            self._no_ownership("unreadable", f"{self.ownership_path} is unreadable: {exc}")
+            return
+        age = (time.time() if wall is None else wall) - st.st_mtime
+        if age > ownership.STALE:
+            self._no_ownership(
+                "stale", f"{self.ownership_path} not refreshed for {age:.0f} s (worker down?)"
+            )
+            return
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        # a new file (each write renames one in place; a change missed by a reused inode of the
+        # same size within the clock's tick shows at the next touch, `ownership.HEARTBEAT` s on)
+        if key != self._ownership_key:
+            self._ownership_key = key
+            try:
+                self._parsed = ownership.read(self.ownership_path, self.partitions)
+            except (OSError, ownership.OwnershipError) as exc:
+                self._parsed = f"{self.ownership_path} refused: {exc}"
+        view = self._parsed
+        if not isinstance(view, ownership.Ownership):
+            self._no_ownership("refused", str(view))
+            return
+        if view is not self.ownership:
+            if self.ownership != view or self._ownership_problem is not None:
+                log.info(
+                    "routing by the worker's partition ownership: %s",
+                    ownership.describe(view.owners),
+                )
+            self._scaled_out = self._scaled_out or view.others
+        self.ownership, self._ownership_problem = view, None
+
+    def _no_ownership(self, kind: str, detail: str) -> None:
+        """No view to route by; said once per kind of problem (a refused file: once per file)."""
+        self.ownership = None
+        said = self._ownership_problem
+        if (
+            said is None
+            or not said.startswith(kind + ":")
+            or (kind == "refused" and detail not in said)
+        ):
+            (log.warning if self._scaled_out or kind == "refused" else log.info)(
+                "%s: answering every user from this worker's tables", detail
+            )
+        self._ownership_problem = f"{kind}: {detail}"
+
+    def owner_url(self, user_id: str) -> str | None:
+        """The API URL of the worker owning the user's profiles partition as this reader's worker
+        sees it (streams/app.py `owner_url`), or None: that worker's own partition, or no usable
+        view of the group (then answered from the tables here, as a lone worker's reader does)."""
+        view = self.ownership
+        return None if view is None else view.owner_url(self.partition_of(user_id))
 
     def _changed(self, name: str) -> None:
         """What derives from table `name` once a catch-up moved its sequence numbers."""
@@ -509,15 +581,16 @@ class SecondaryState:
     def ready(self) -> tuple[bool, str]:
         if not self._opened:
             return False, "waiting for the worker's tables"
+        if self._scaled_out and (self.ownership is None or not any(self.ownership.owners)):
+            # the worker's peers own some users: without its view they would get a standby copy
+            why = self._ownership_problem or "rebalancing"
+            return False, f"partition ownership unknown ({why})"
         if self.models is None:
             return False, "models loading"
         if not self.content.synced and any(db is not None for db in self.tables["catalog"].dbs):
             # until then content neighbours were missing from recommendations and similar items
             return False, self.content.indexing()
         return True, "ok"
-
-    def owner_url(self, user_id: str) -> str | None:
-        return None  # a reader answers every user from the tables it reads
 
     async def _send(
         self, topic: str, key: bytes, value: bytes, headers: Headers | None = None

@@ -448,3 +448,56 @@ async def test_stop_waits_for_a_read_running_in_a_thread_before_closing_the_tabl
     await asyncio.wait_for(stopping, 10)
     assert read == [3]  # the thread read every row of the open tables
     assert all(db is None for db in state.tables["catalog"].dbs)  # closed after it
+
+
+def test_reader_routes_by_its_workers_ownership_file(
+    primary: Primary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader's `owner_url` follows the view its worker publishes (engine/ownership.py):
+    another worker's partition goes there, its own worker's is answered here, and without a
+    usable view (missing, refused, stale) every user is answered here, each problem logged once;
+    /readyz says so once the view had named another worker."""
+    from engine import ownership
+
+    own, other = "http://127.0.0.1:8081", "http://10.0.0.2:8080"
+    users = {partition(u): u for u in (f"route-{n}" for n in range(64))}
+    mine, theirs = users[0], users[1]
+    path = tmp_path / ownership.FILE_NAME
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    state.content.synced = True
+    caplog.set_level("INFO", logger="persona.readers")
+
+    state.check_ownership()  # no file (a lone worker of an older version): answered here
+    assert state.owner_url(theirs) is None and state.ready() == (True, "ok")
+
+    ownership.write(path, own, [own, other, own, other])
+    state.check_ownership()
+    assert state.owner_url(theirs) == other and state.owner_url(mine) is None
+    assert state.ready() == (True, "ok")
+
+    caplog.clear()
+    path.write_bytes(b'{"v": 1, "own": "http://x", "owners": ["file:///etc/passwd"]}')
+    for _ in range(3):
+        state.check_ownership()
+    assert state.owner_url(theirs) is None
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].levelname == "WARNING"
+    assert state.ready()[0] is False and "partition ownership unknown" in state.ready()[1]
+
+    ownership.write(path, own, [None] * PARTITIONS)  # the worker is rebalancing
+    state.check_ownership()
+    assert state.owner_url(theirs) is None
+    assert state.ready() == (False, "partition ownership unknown (rebalancing)")
+
+    ownership.write(path, own, [own, other, own, other])
+    state.check_ownership()
+    assert state.owner_url(theirs) == other and state.ready() == (True, "ok")
+    caplog.clear()
+    later = path.stat().st_mtime + ownership.STALE + 1  # the worker stopped touching it
+    for _ in range(3):
+        state.check_ownership(wall=later)
+    assert state.owner_url(theirs) is None and "stale" in state.ready()[1]
+    assert len([r for r in caplog.records if "not refreshed" in r.getMessage()]) == 1
+    state.check_ownership()  # touched again (here: the clock back to the file's time)
+    assert state.owner_url(theirs) == other

@@ -1,0 +1,156 @@
+"""Partition ownership as a worker sees it, published in its data dir for its readers.
+
+A worker forwards a request for a user whose `profiles` partition another worker of the group
+owns to that worker (api/routing.py); its readers (streams/readers.py) read the worker's tables
+from RocksDB secondaries and know nothing of the group. So the worker writes its view to
+`<data_dir>/ownership.json` whenever it changes (and touches it every `HEARTBEAT` seconds), and
+a reader's `owner_url` routes by it:
+
+    {"v": 1, "own": "http://10.0.0.1:8080", "owners": ["http://10.0.0.1:8080", null, ...]}
+
+`own` is the worker's advertised URL, `owners[p]` the API URL of the owner of profiles partition
+`p` (as the group's assignment advertises it), `null` while unknown (no assignment yet, a
+rebalance). The file is written atomically (a temporary file, then a rename).
+
+The file is input like any other: `parse` refuses one past `MAX_BYTES`, one that is not exactly
+this shape, one whose partition count is not the reader's, and any URL that is not a plain
+http(s) URL with a host (`url_problem`, also what api/hops.py checks a hop's target with).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+FILE_NAME = "ownership.json"
+VERSION = 1
+MAX_BYTES = 256 * 1024  # 4096 partitions of 60-character URLs fit; a reader reads no more
+MAX_URL = 2048
+HEARTBEAT = 5.0  # seconds: the worker touches the file at least this often while it runs
+STALE = 30.0  # seconds without a touch after which a reader no longer routes by the file
+
+
+class OwnershipError(ValueError):
+    """Why an ownership file cannot be used."""
+
+
+@dataclass(frozen=True)
+class Ownership:
+    own: str  # the publishing worker's URL
+    owners: tuple[str | None, ...]  # per profiles partition: its owner's URL, None unknown
+
+    def owner_url(self, partition: int) -> str | None:
+        """The URL to forward a request for a user of `partition` to; None: answer locally (the
+        publishing worker owns it, or nobody is known to)."""
+        if not 0 <= partition < len(self.owners):
+            return None
+        url = self.owners[partition]
+        return None if url is None or url == self.own else url
+
+    @property
+    def others(self) -> bool:
+        """Whether any partition is owned by another worker (a group of several)."""
+        return any(url is not None and url != self.own for url in self.owners)
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot receive a forwarded request, or None: an http(s) URL with a host and no
+    credentials, path, query or fragment."""
+    if len(url) > MAX_URL:
+        return "longer than 2048 characters"
+    if not url.isprintable() or any(c.isspace() for c in url):
+        return "control characters or spaces"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "not a URL"
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme!r} is not http(s)"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "the URL carries credentials"
+    if not parts.hostname or (port is not None and not 0 < port < 65536):
+        return "no host"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "the URL has a path, query or fragment"
+    return None
+
+
+def render(own: str, owners: Sequence[str | None]) -> bytes:
+    """The file's bytes for worker `own` and its per-partition view `owners`."""
+    body = {"v": VERSION, "own": own.rstrip("/"), "owners": [_strip(u) for u in owners]}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _strip(url: str | None) -> str | None:
+    return None if url is None else url.rstrip("/")
+
+
+def _url(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise OwnershipError(f"{where} is not a URL string")
+    problem = url_problem(value)
+    if problem is not None:
+        raise OwnershipError(f"{where}: {problem}")
+    return value.rstrip("/")
+
+
+def parse(raw: bytes, partitions: int) -> Ownership:
+    """The ownership `raw` (a file's bytes) states for `partitions` partitions; OwnershipError
+    says why it is refused."""
+    if len(raw) > MAX_BYTES:
+        raise OwnershipError(f"larger than {MAX_BYTES} bytes")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise OwnershipError(f"not JSON: {str(exc)[:80]}") from None
+    if not isinstance(body, dict) or set(body) != {"v", "own", "owners"}:
+        raise OwnershipError('not an object of exactly "v", "own" and "owners"')
+    if body["v"] != VERSION or isinstance(body["v"], bool):
+        raise OwnershipError(f"version {str(body['v'])[:20]!r} is not {VERSION}")
+    own = _url(body["own"], '"own"')
+    owners = body["owners"]
+    if not isinstance(owners, list):
+        raise OwnershipError('"owners" is not a list')
+    if len(owners) != partitions:
+        raise OwnershipError(f"{len(owners)} partitions where this process has {partitions}")
+    return Ownership(
+        own, tuple(None if u is None else _url(u, f"partition {p}") for p, u in enumerate(owners))
+    )
+
+
+def write(path: Path, own: str, owners: Sequence[str | None]) -> None:
+    """Write the file atomically (readers never see half of it), owner-only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(render(own, owners))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read(path: Path, partitions: int) -> Ownership:
+    """The file at `path`, read no further than its bound, parsed; OwnershipError (or OSError:
+    missing, unreadable) otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a FIFO never blocks
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OwnershipError("not a regular file")
+        raw = src.read(MAX_BYTES + 1)
+    return parse(raw, partitions)
+
+
+def describe(owners: Sequence[str | None]) -> str:
+    """`owners` for a log line: each URL with its partitions ("unknown" for None)."""
+    by: dict[str, list[int]] = {}
+    for p, url in enumerate(owners):
+        by.setdefault(url or "unknown", []).append(p)
+    return "; ".join(f"{url}: {','.join(map(str, ps))}" for url, ps in by.items())

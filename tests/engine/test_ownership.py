@@ -1,0 +1,87 @@
+"""The ownership file a worker publishes for its readers (engine/ownership.py): written and read
+back, and hostile contents refused with a reason, never half-used."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from engine import ownership
+from engine.ownership import MAX_BYTES, Ownership, OwnershipError, parse, read, write
+
+A = "http://10.0.0.1:8080"
+B = "https://persona-2.internal:8443"
+
+
+def body(**fields: object) -> bytes:
+    base: dict[str, object] = {"v": 1, "own": A, "owners": [A, B, None, B]}
+    base.update(fields)
+    return json.dumps(base).encode()
+
+
+def test_round_trip_and_routing(tmp_path: Path) -> None:
+    path = tmp_path / ownership.FILE_NAME
+    write(path, A + "/", [A, B + "/", None, B])
+    view = read(path, 4)
+    assert view == Ownership(A, (A, B, None, B))
+    assert [view.owner_url(p) for p in range(4)] == [None, B, None, B]
+    assert view.owner_url(4) is None and view.owner_url(-1) is None
+    assert view.others and not Ownership(A, (A, None, A, A)).others
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [ownership.FILE_NAME]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[" * 100_000, "not JSON"),
+        (b"[]", "exactly"),
+        (body(extra=1), "exactly"),
+        (body(v=2), "version"),
+        (body(v=True), "version"),
+        (body(own=None), '"own" is not a URL string'),
+        (body(own="ftp://x"), "scheme 'ftp'"),
+        (body(owners={"0": A}), "not a list"),
+        (body(owners=[A, B, None]), "3 partitions where this process has 4"),
+        (body(owners=[A] * 5), "5 partitions"),
+        (body(owners=[A, B, None, 7]), "partition 3 is not a URL string"),
+        (body(owners=[A, "http://u:p@evil", None, B]), "partition 1: the URL carries cred"),
+        (body(owners=[A, "http://evil/steal", None, B]), "partition 1: the URL has a path"),
+        (body(owners=[A, "http://evil:99999", None, B]), "partition 1: not a URL"),
+        (body(owners=[A, "http://ev il", None, B]), "control characters or spaces"),
+        (body(owners=[A, "http://e\nvil", None, B]), "control characters or spaces"),
+        (body(owners=[A, "http://" + "e" * 3000, None, B]), "longer than 2048"),
+        (body(owners=[A, "javascript:alert(1)", None, B]), "scheme 'javascript'"),
+        (b" " * (MAX_BYTES + 1), f"larger than {MAX_BYTES} bytes"),
+    ],
+)
+def test_hostile_contents_are_refused(raw: bytes, why: str) -> None:
+    with pytest.raises(OwnershipError) as refused:
+        parse(raw, 4)
+    assert why in str(refused.value)
+
+
+def test_reading_is_bounded_and_never_blocks(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(body() + b" " * (2 * MAX_BYTES))  # valid JSON past the bound: refused unread
+    with pytest.raises(OwnershipError, match="larger than"):
+        read(big, 4)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # a FIFO with no writer: a plain open would wait forever
+    with pytest.raises(OwnershipError, match="not a regular file"):
+        read(fifo, 4)
+    link = tmp_path / "link"
+    link.symlink_to(big)
+    with pytest.raises(OSError):
+        read(link, 4)
+    with pytest.raises(FileNotFoundError):
+        read(tmp_path / "missing", 4)
+
+
+def test_describe() -> None:
+    assert ownership.describe([A, B, None, A]) == f"{A}: 0,3; {B}: 1; unknown: 2"
