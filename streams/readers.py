@@ -25,6 +25,9 @@ the stream but by the CPU it uses.
   never newer: the worker keeps both for its own restarts), capped at the wall clock.
 - `produce(events)` / `erase(user_id)`: plain aiokafka producer into the input / command topics,
   keyed by user id like the worker's own API.
+- `owner_url(user_id)`: routing as the worker routes (api/routing.py forwards the request), by the
+  partition ownership the worker publishes in its data dir (engine/ownership.py), read again
+  when the file changed (`check_ownership`, once per catch-up round).
 
 The partition memo, the product memo, the best-seller ranking, produce and erase are the worker's
 own (streams/read_side.py): only where the rows come from differs.
