@@ -40,6 +40,11 @@ each) does not hold up the process's other requests (block GETs at send time, /h
 the whole batch. Exposures are logged per chunk, right after its blocks. The answer is the same
 as computed in one go.
 
+With several workers in a group, the users whose partition another worker owns are asked of
+that worker (one signed sub-request per owner, within the deadline) while this process computes
+its own, and the answers are merged in the request's order (api/fanout.py); an owner that fails
+has its users answered here. A forwarded request is answered here whole.
+
 A client that goes away (its connection closed: an ESP's own timeout) stops the batch at the
 next yield (`client_gone`): `persona` serves without aiohttp's handler cancellation, so the rest
 of the batch was computed, and its exposures logged, for nobody. Nothing is sent; the access
@@ -53,13 +58,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import msgpack
 from aiohttp import payload, web
 from aiohttp.abc import AbstractStreamWriter
 
+from api import fanout
 from api.bodies import BODY as BODY  # re-exported
 from api.bodies import MSGPACK, BadRequest, read_body, recipient_ids
 from api.encodings import gzipped, label
@@ -68,6 +74,7 @@ from api.models_routes import log_exposures
 from api.observability import TELEMETRY
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block
+from engine.fanout import merge
 from engine.params import BlockParams, InvalidParam, from_body
 
 BATCH_FIELDS = ("block", "format", "user_ids", "deadline_ms")  # the rest: block parameters
@@ -148,7 +155,17 @@ def respond(request: web.Request, payload: dict[str, Any]) -> web.Response:
     )
 
 
-def encode_results(user_ids: list[str], blocks: list[Block], as_msgpack: bool) -> bytes:
+class Entry(Protocol):
+    """What a batch answer is written from: a `Block`, or an owner's entry (api/fanout.py)."""
+
+    @property
+    def entry_json(self) -> str: ...
+
+    @property
+    def entry_msgpack(self) -> bytes: ...
+
+
+def encode_results(user_ids: list[str], blocks: Sequence[Entry], as_msgpack: bool) -> bytes:
     """`{"results": {user_id: entry}}` from the blocks' pre-encoded entries (a cached block is
     encoded once, not once per batch it is sent in): the same bytes `respond` would write."""
     if as_msgpack:
@@ -282,25 +299,83 @@ async def post_batch(request: web.Request) -> web.Response:
     if budget is not None:
         seconds = min(seconds, budget / 1000)
     deadline = read + seconds
+    groups = fanout.split(request, ids)  # None: every user answered here (one worker)
+    late_there = 0  # users their owners answered with the deadline fallback
     try:
-        blocks = await sliced_blocks(request, ids, block_name, fmt, params, deadline)
+        if groups is None:
+            blocks: Sequence[Entry] = await sliced_blocks(
+                request, ids, block_name, fmt, params, deadline
+            )
+            late = ids[len(blocks) :]
+            if late:
+                blocks = [*blocks, *late_blocks(request, late, block_name, fmt, params)]
+        else:
+            blocks, late, late_there = await fanned_blocks(
+                request, body, groups, ids, (block_name, fmt, params), deadline
+            )
     except ClientGone as gone:
         return abandoned(request, gone.done, len(ids))
-    late = ids[len(blocks) :]
-    if late:  # past the deadline: the fallback, rendered once for them all
-        blocks += request.app[CONTENT].stranger_blocks(late, block_name, fmt, params, "deadline")
-        telemetry = request.app.get(TELEMETRY)
-        if telemetry is not None:
-            telemetry.batch_deadline_fallbacks += len(late)
     as_msgpack = wants_msgpack(request)
     encoded = encode_results(ids, blocks, as_msgpack)
     packed = await gzipped(request, encoded)
     content_type = MSGPACK if as_msgpack else "application/json"
     response = web.Response(body=SlicedBody(encoded if packed is None else packed, content_type))
     label(response, packed is not None)
-    if budget is not None or late:
-        response.headers[DEADLINE_HEADER] = str(len(late))
+    if budget is not None or late or late_there:
+        response.headers[DEADLINE_HEADER] = str(len(late) + late_there)
     return response
+
+
+def late_blocks(
+    request: web.Request, late: list[str], block_name: str, fmt: str, params: BlockParams
+) -> list[Block]:
+    """The blocks of users left past the deadline: the fallback, rendered once for them all
+    (counted)."""
+    blocks = request.app[CONTENT].stranger_blocks(late, block_name, fmt, params, "deadline")
+    telemetry = request.app.get(TELEMETRY)
+    if telemetry is not None:
+        telemetry.batch_deadline_fallbacks += len(late)
+    return blocks
+
+
+async def fanned_blocks(
+    request: web.Request,
+    body: dict[str, Any],
+    groups: fanout.Groups,
+    ids: list[str],
+    what: tuple[str, str, BlockParams],
+    deadline: float,
+) -> tuple[list[Entry], list[str], int]:
+    """The entries of `ids` (in their order) when some users' partitions other workers own
+    (api/fanout.py): each owner asked once for its users while this process computes its own;
+    the users of an owner that fails are then computed here too (by the same deadline). Also
+    the users answered here with the deadline fallback, and how many the owners did."""
+    block_name, fmt, params = what
+    asked = [
+        asyncio.create_task(fanout.ask(request, body, owner, users, deadline))
+        for owner, users in groups.remote.items()
+    ]
+    try:
+        here = groups.local
+        blocks: list[Block] = await sliced_blocks(request, here, block_name, fmt, params, deadline)
+        late = here[len(blocks) :]
+        answers = await asyncio.gather(*asked)
+    finally:
+        for task in asked:
+            task.cancel()
+    failed = [answer for answer in answers if answer.entries is None]
+    fanout.answered_here(request.app, failed)
+    if failed:
+        extra = [uid for answer in failed for uid in answer.users]
+        more = [] if late else await sliced_blocks(request, extra, *what, deadline)
+        here, blocks = here[: len(blocks)] + extra, blocks + more
+        late += extra[len(more) :]
+    mine: dict[str, Entry] = dict(zip(here, blocks, strict=False))
+    if late:
+        mine.update(zip(late, late_blocks(request, late, block_name, fmt, params), strict=True))
+    theirs = [answer.entries for answer in answers if answer.entries is not None]
+    late_there = sum(answer.late for answer in answers if answer.entries is not None)
+    return merge(ids, mine, *theirs), late, late_there
 
 
 def register(app: web.Application) -> None:

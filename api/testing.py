@@ -99,6 +99,9 @@ class MemoryState:
     def owner_url(self, user_id: str) -> str | None:
         return None
 
+    def scaled_out(self) -> bool:
+        return False
+
     async def erase(self, user_id: str) -> None:
         self.erased.append(user_id)
         self.profiles.pop(user_id, None)

@@ -37,6 +37,10 @@ class StateView(Protocol):
 
     def owner_url(self, user_id: str) -> str | None: ...
 
+    # whether another worker owns some partition (a group of several): False means `owner_url`
+    # is None for every user, so a multi-user request skips asking it per user (api/fanout.py)
+    def scaled_out(self) -> bool: ...
+
     def sample_profiles(self, n: int) -> list[Profile]: ...  # up to n, for the pages' picker
 
     async def produce(self, events: list[Event]) -> None: ...

@@ -62,6 +62,7 @@ class StreamState:
         self.popular = streams.popular
         self.produce = streams.produce
         self.owner_url = streams.owner_url
+        self.scaled_out = streams.scaled_out
         self.products = streams.products
         self.erase = streams.erase
         self.content_index = streams.content.index  # engine.similarity, kept by the streams

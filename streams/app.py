@@ -398,6 +398,7 @@ class PersonaStreams:
         app.timer(OWNERSHIP_EVERY)(self._publish_ownership)
         self._ownership: tuple[str | None, ...] | None = None  # the view last published
         self._ownership_at = 0.0  # monotonic time it was written
+        self._others = False  # whether the view last taken names another worker (`scaled_out`)
         app.task(self._ready_at_start)
 
     # -- read side (used by the API, same process) ---------------------------------------------
@@ -597,6 +598,12 @@ class PersonaStreams:
             return None
         return None if url == self.settings.own_url else url
 
+    def scaled_out(self) -> bool:
+        """Whether the group's assignment (as last taken for the readers, every
+        `OWNERSHIP_EVERY` s) names another worker as the owner of some profiles partition: when
+        not, `owner_url` is None for every user and a batch asks it for none (api/fanout.py)."""
+        return self._others
+
     def ownership_view(self) -> tuple[str | None, ...]:
         """Per profiles partition, the API URL of its owner as the group's assignment says;
         None for each while rebalancing or before the first assignment (engine/ownership.py)."""
@@ -629,6 +636,8 @@ class PersonaStreams:
         self._write_ownership((None,) * self.settings.partitions)
 
     def _write_ownership(self, view: tuple[str | None, ...]) -> None:
+        own = self.settings.own_url
+        self._others = any(url is not None and url != own for url in view)
         try:
             path = self.settings.data_dir / ownership.FILE_NAME
             ownership.write(path, self.settings.own_url, view)

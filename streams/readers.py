@@ -301,6 +301,7 @@ class SecondaryState:
         self._parsed: ownership.Ownership | str | None = None  # its view, or why it was refused
         self._ownership_problem: str | None = None  # why there is no view (logged once)
         self._scaled_out = False  # a view ever named another worker
+        self._others = False  # the current view names another worker (`scaled_out`)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def refresh(
@@ -468,10 +469,11 @@ class SecondaryState:
                 )
             self._scaled_out = self._scaled_out or view.others
         self.ownership, self._ownership_problem = view, None
+        self._others = view.others
 
     def _no_ownership(self, kind: str, detail: str) -> None:
         """No view to route by; said once per kind of problem (a refused file: once per file)."""
-        self.ownership = None
+        self.ownership, self._others = None, False
         said = self._ownership_problem
         if (
             said is None
@@ -489,6 +491,10 @@ class SecondaryState:
         view of the group (then answered from the tables here, as a lone worker's reader does)."""
         view = self.ownership
         return None if view is None else view.owner_url(self.partition_of(user_id))
+
+    def scaled_out(self) -> bool:
+        """Whether the view names another worker as the owner of some partition."""
+        return self._others
 
     def _changed(self, name: str) -> None:
         """What derives from table `name` once a catch-up moved its sequence numbers."""
