@@ -14,7 +14,7 @@ from api.audit import refused
 from api.auth import KeyRing, secret_from_header
 from api.encodings import NOT_INFLATING, leave_unread
 from api.limits import THROTTLE, AuthThrottle
-from api.shared import KEY_NAME, KEYS, Handler, http_problem, problem, request_scope
+from api.shared import HOPPED, KEY_NAME, KEYS, Handler, http_problem, problem, request_scope
 from engine.clicks import logged_path
 from engine.errors import BrokerUnavailable
 from engine.signing import HOP_HEADER
@@ -167,6 +167,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     if HOP_HEADER in request.headers:  # forwarded by another Persona process (api/hops.py)
         name, refusal = await authorize_hop(request, scope)
+        request[HOPPED] = refusal is None
     else:
         name, refusal = authorize(request, scope)
     if refusal is not None:  # audited: the key's name on a 403, the address always

@@ -10,8 +10,9 @@
   passes when the bucket is full and leaves it in debt (a 1,000-recipient batch at 100/s passes,
   then the key waits 10 s), so every key's average stays its rate and a max-size request can always
   pass eventually. Over the limit: 429 with `Retry-After` (whole seconds until enough tokens are
-  there). Keys without an entry are not limited. Limits are per process: with N API processes behind
-  one port a key can get up to N times its rate.
+  there). Keys without an entry are not limited. A request let in by a signed hop (api/hops.py) is
+  not charged: the process the sender called charged it. Limits are per process: with N API
+  processes behind one port a key can get up to N times its rate.
 - Failed authentication (`AuthThrottle`): every 401 (no key or an unknown key; on the UI pages
   only a key that was sent and is wrong) takes a token from a bucket per client address (the
   connection's peer address, never `X-Forwarded-For`; IPv6 per /64): `auth_failures_per_minute`
@@ -58,6 +59,7 @@ from aiohttp.typedefs import Middleware
 from api.audit import DETAILS, REFUSED_STATUSES, audit, refused
 from api.audit import register as register_audit
 from api.bodies import BadRequest, read_body, recipient_ids
+from api.shared import HOPPED
 from engine.audit import FAILED, OK
 from engine.clicks import logged_path
 from engine.settings import parse_rate_limits
@@ -309,7 +311,8 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
     @web.middleware
     async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         app = request.app
-        key = key_of(request)
+        # a forwarded request (a signed hop) was charged by the process the sender called
+        key = None if request.get(HOPPED) else key_of(request)
         timeout = app[OPTIONS].request_timeout
         untimed = request.path.startswith(UNTIMED_PREFIXES)
         try:

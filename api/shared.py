@@ -22,6 +22,8 @@ CONTENT = web.AppKey("content", ContentService)
 KEYS = web.AppKey("keys", KeyRing)
 EVENT_SKEW_MS = web.AppKey("event_skew_ms", int)  # POST /v1/events: how far ahead is `future`
 KEY_NAME = web.RequestKey("api_key", str)
+# set on a request a signed hop let in: the process the sender called charged its rate limit
+HOPPED = web.RequestKey("hopped", bool)
 
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/sdk.js"})
 

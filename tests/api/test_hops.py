@@ -157,3 +157,26 @@ async def test_a_forged_hop_is_refused_before_its_body_is_read(cluster: str | No
         finally:
             writer.close()
         assert status_line.split(b" ", 2)[1] == b"401"
+
+
+async def test_a_hop_is_not_charged_to_the_keys_rate_limit_again() -> None:
+    """The process a sender called charged the key's rate limit (a batch one token per
+    recipient); the owner it forwards to must not charge the same request again, or a batch split
+    over two workers (api/fanout.py) costs a limited key up to twice its recipients. A request
+    with the bearer itself is still limited."""
+    state = MemoryState()
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    keys = KeyRing.from_settings(f"sender:{SECRET}:content:read", None)
+    options = ServingOptions(cluster_secret=CLUSTER, rate_limits={"sender": 1.0})
+    cluster = ClusterKey(CLUSTER)
+    async with TestClient(TestServer(create_app(content, keys, options))) as client:
+        for _ in range(3):  # one token a second: a hop never takes one
+            target = "/v1/users/u1/profile"
+            header = cluster.hop(
+                "GET", target, "sender", frozenset({"content:read"}), b"", now_ms()
+            )
+            response = await client.get(target, headers={HOP_HEADER: header})
+            assert response.status in (200, 404), await response.text()
+        first = await client.get("/v1/users/u1/profile", headers=AUTH)
+        second = await client.get("/v1/users/u1/profile", headers=AUTH)
+        assert first.status != 429 and second.status == 429  # the bearer is limited
