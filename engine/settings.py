@@ -227,6 +227,15 @@ class Settings:
         "before it stops everything (0: stop at the first death; see "
         "[Crashes and restarts](#crashes-and-restarts))",
     )
+    stop_timeout: float = setting(
+        30.0,
+        t.Real(1.0, 3600.0, says="must be 1..3600 seconds"),
+        "seconds from SIGTERM or SIGINT to a `persona worker`'s or `persona reader`'s exit: what "
+        "is still stopping then (a broker gone: the producer's flush, the consumer thread's "
+        "retries) is named in a warning and the process exits 1, its tables' writes kept in "
+        "their WAL (`persona run` kills its children sooner: 10 s in all; see "
+        "[Stopping](#stopping))",
+    )
     request_timeout: float = setting(
         10.0,
         t.Real(0.1, 600.0, says="must be 0.1..600 seconds"),

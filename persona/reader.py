@@ -43,7 +43,13 @@ from engine.repeat import parse_repeat
 from engine.settings import Settings, parse_origins, require_cluster_secret
 from models.registry import ModelSet
 from persona.models_wiring import count_refusals, process_signer
-from persona.runtime import READER_FILES_PER_PARTITION, check_open_files, place, tune_gc
+from persona.runtime import (
+    READER_FILES_PER_PARTITION,
+    StopBound,
+    check_open_files,
+    place,
+    tune_gc,
+)
 from persona.state_dir import MIN_FREE, free_bytes
 from persona.stats_wiring import stats_board
 from streams.backlog import EMBEDDED_ENV
@@ -184,11 +190,18 @@ def run_reader(settings: Settings, broker_url: Broker, index: int) -> None:
     tune_gc()
     place(settings.reader_cpus)  # PERSONA_READER_CPUS
 
+    bound = StopBound(settings.stop_timeout, log)  # PERSONA_STOP_TIMEOUT
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            bound.start(f"signal {sig.name}")
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         await serve(settings, broker_url, index, stop)
 
     asyncio.run(main())

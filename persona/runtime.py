@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import platform
 import struct
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 from engine.settings import SettingsError
 
@@ -148,3 +152,75 @@ def check_open_files(partitions: int, per_partition: int, what: str) -> None:
             f"{roomy} for the tables' growth (`ulimit -n {roomy}`; systemd: "
             f"LimitNOFILE={roomy}), or run with fewer partitions"
         )
+
+
+# -- a bounded stop --------------------------------------------------------------------------------
+# With its broker gone, a worker's stop waited for ever: Faust's App flushed a producer that could
+# not send (`Flush producer buffer...`), or, its loop closed, the interpreter joined Faust's
+# consumer thread (non-daemon), which kept retrying the broker; found live after 14 minutes.
+EXIT_STOP_FORCED = 1
+STOP_BOUND_THREAD = "persona-stop-bound"
+
+
+class StopBound:
+    """Ends the process `seconds` after `start()` (a stop signal, or the loop's shutdown: the
+    first counts) if it is still alive then: a warning names the threads left, the log handlers
+    are flushed, and `os._exit(EXIT_STOP_FORCED)`. RocksDB's writes are in its WAL before they
+    return (Faust's stores keep the WAL on), so a table not yet closed opens whole next time.
+    A daemon thread: it neither keeps the process up nor waits for the interpreter's joins."""
+
+    def __init__(
+        self, seconds: float, log: logging.Logger, exit: Callable[[int], object] = os._exit
+    ) -> None:
+        self.seconds = seconds
+        self.log = log
+        self._exit = exit
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.started_at: float | None = None
+
+    def start(self, why: str) -> None:
+        """Start the count (again: no effect). Safe to call from a signal handler's callback."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self.started_at = time.monotonic()
+            self._thread = threading.Thread(
+                target=self._run, args=(why,), name=STOP_BOUND_THREAD, daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, why: str) -> None:
+        time.sleep(self.seconds)
+        left = [
+            f"{t.name}{' (daemon)' if t.daemon else ''}"
+            for t in threading.enumerate()
+            if t is not threading.current_thread()
+        ]
+        self.log.warning(
+            "did not stop within %g s of the %s: exiting now (exit code %d); threads left: %s",
+            self.seconds,
+            why,
+            EXIT_STOP_FORCED,
+            ", ".join(left) or "none",
+        )
+        flush_logs()
+        self._exit(EXIT_STOP_FORCED)
+
+
+def flush_logs() -> None:
+    """Flush every logging handler and the standard streams, whatever fails (a stuck handler's
+    lock is not waited for)."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if handler.lock is not None and not handler.lock.acquire(timeout=1.0):
+                continue
+            try:
+                with contextlib.suppress(Exception):  # exiting: nothing more to do about it
+                    handler.flush()
+            finally:
+                if handler.lock is not None:
+                    handler.lock.release()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()

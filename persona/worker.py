@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -31,7 +32,13 @@ from persona.catalog_sync import catalog_services
 from persona.models_wiring import attach_registry
 from persona.reader import click_links, serving_options, ssl_context
 from persona.retrain import retrain_services
-from persona.runtime import WORKER_FILES_PER_PARTITION, check_open_files, place, tune_gc
+from persona.runtime import (
+    WORKER_FILES_PER_PARTITION,
+    StopBound,
+    check_open_files,
+    place,
+    tune_gc,
+)
 from persona.state_dir import MIN_FREE, free_bytes
 from persona.state_dir import prepare as prepare_state_dir
 from persona.stats_wiring import stats_board
@@ -162,6 +169,23 @@ class HttpService(Service):
             await self._runner.cleanup()
 
 
+class BoundedWorker(faust.Worker):
+    """Faust's worker, its stop bounded (`PERSONA_STOP_TIMEOUT`, persona/runtime.StopBound):
+    counted from the stop signal, or from the loop's shutdown when the worker stops otherwise."""
+
+    def __init__(self, *services: Any, stop_bound: StopBound, **kwargs: Any) -> None:
+        super().__init__(*services, **kwargs)
+        self.stop_bound = stop_bound
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self.stop_bound.start(f"signal {signal.name}")
+        super()._schedule_shutdown(signal)
+
+    def on_worker_shutdown(self) -> None:
+        self.stop_bound.start("worker's shutdown")
+        super().on_worker_shutdown()
+
+
 def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, PersonaStreams]:
     require_cluster_secret(settings)  # hops and records are signed: said before the data dir is
     # made or marked (a refused start left state-format.json behind)
@@ -221,11 +245,12 @@ def build_worker(settings: Settings, broker_url: Broker) -> tuple[faust.Worker, 
     services += retrain_services(settings, registry, http.web_app)  # PERSONA_RETRAIN_HOURS
     process = f"worker:{settings.own_url}"  # the dashboard's figures of every process
     services.append(stats_board(settings, broker_url, http.web_app, "worker", process))
-    worker = faust.Worker(
+    worker = BoundedWorker(
         streams.app,
         http,
         registry,
         *services,
+        stop_bound=StopBound(settings.stop_timeout, log),
         loglevel=settings.log_level,
         quiet=True,
         stdout=sys.stdout,

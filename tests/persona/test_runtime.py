@@ -1,9 +1,10 @@
-"""persona/runtime.py: asking for a short CPU slice."""
+"""persona/runtime.py: asking for a short CPU slice; the bounded stop."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 import threading
 
@@ -58,8 +59,6 @@ def test_elsewhere_nothing_is_asked() -> None:
     reason="needs Linux and two CPUs",
 )
 def test_place_puts_every_thread_of_the_process_on_the_cpus() -> None:
-    import subprocess
-
     cpu = max(os.sched_getaffinity(0))
     script = f"""
 import os, threading, time
@@ -90,8 +89,6 @@ print(sorted(lists), sorted(after[0]))
     reason="needs Linux and two CPUs",
 )
 def test_place_puts_another_process_on_the_cpus() -> None:
-    import subprocess
-
     from persona.runtime import place
 
     cpu = max(os.sched_getaffinity(0))
@@ -103,3 +100,33 @@ def test_place_puts_another_process_on_the_cpus() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+STUCK = """
+import logging, sys, threading, time
+from persona.runtime import StopBound
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+threading.Thread(target=lambda: time.sleep(3600), name="kafka-retrying").start()  # not daemon
+StopBound(0.5, logging.getLogger("persona.test")).start("signal SIGTERM")
+# the main thread returns: the interpreter joins the thread above, for an hour
+"""
+
+
+def test_stop_bound_ends_a_process_that_a_thread_keeps_up() -> None:
+    """The live case: the loop closed, the interpreter's join of a non-daemon thread that kept
+    retrying the broker held the process for ever. The bound ends it, naming the thread."""
+    done = subprocess.run(
+        [sys.executable, "-c", STUCK], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert "did not stop within 0.5 s of the signal SIGTERM" in done.stderr
+    assert "threads left: MainThread, kafka-retrying" in done.stderr
+
+
+def test_stop_bound_leaves_a_process_that_stops_in_time() -> None:
+    code = "import logging\nfrom persona.runtime import StopBound\n"
+    code += "StopBound(30, logging.getLogger('t')).start('signal SIGTERM')\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stderr) == (0, "")
