@@ -13,7 +13,6 @@ public port itself, as before. Readers follow the model registry like workers do
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -22,6 +21,7 @@ import signal
 import ssl
 import subprocess
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 from aiohttp import web
@@ -168,11 +168,28 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
         # Each stop is bounded: with the broker gone (a SIGKILLed `persona run`: every child
         # gets SIGTERM at once), aiokafka's consumers retried their fetches for ~40 s while the
         # reader lingered, holding its secondary and the process slot.
-        for service in (board, registry):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(service.stop(), STOP_WAIT)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.stop(), STOP_WAIT)
+        # And each is stopped whatever the one before raised (see `stop_within`).
+        await stop_within(board.stop(), "the stats board")
+        await stop_within(registry.stop(), "the model registry")
+        await stop_within(state.stop(), "the tables' readers")
+
+
+async def stop_within(stopping: Awaitable[object], what: str) -> None:
+    """Await `stopping` at most STOP_WAIT seconds; what it raises is logged, not raised. With the
+    broker gone, aiokafka's consumer `stop()` raised CancelledError (its fetcher awaits the fetch
+    tasks it has just cancelled): let through, it skipped the services after it and ended the
+    reader with a traceback and exit code 1. A cancellation of this task itself goes on up."""
+    try:
+        await asyncio.wait_for(stopping, STOP_WAIT)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("%s stopped with its tasks cancelled (the broker away?)", what)
+    except TimeoutError:
+        log.warning("%s did not stop within %g s (the broker away?)", what, STOP_WAIT)
+    except Exception as exc:
+        log.warning("%s did not stop cleanly: %r", what, exc)
 
 
 def run_reader(settings: Settings, broker_url: Broker, index: int) -> None:
