@@ -17,6 +17,7 @@ import contextlib
 import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,14 +221,19 @@ def check_sasl(config: KafkaClientConfig, timeout: float = HANDSHAKE_TIMEOUT) ->
         host, _, port = server.rpartition(":")
         try:
             with _connect(config, host.strip("[]"), int(port), timeout) as sock:
-                _sasl_handshake(config, sock, f"{host}:{port}")
+                _sasl_handshake(config, sock, f"{host}:{port}", timeout)
             return
         except KafkaConnectError as exc:
             errors.append(str(exc))
     raise KafkaConnectError("; ".join(errors))
 
 
-def _sasl_handshake(config: KafkaClientConfig, sock: socket.socket, where: str) -> None:
+def _sasl_handshake(
+    config: KafkaClientConfig, sock: socket.socket, where: str, timeout: float
+) -> None:
+    """Send the handshake and judge its answer, all of it within `timeout` seconds (each read
+    is given what is left: a broker trickling its answer a byte at a time is given up on)."""
+    deadline = time.monotonic() + timeout
     mechanism = config.mechanism or ""
     client, name = b"persona-check", mechanism.encode()
     request = struct.pack(">hhih", SASL_HANDSHAKE, 1, 1, len(client)) + client
@@ -235,11 +241,11 @@ def _sasl_handshake(config: KafkaClientConfig, sock: socket.socket, where: str) 
     protocol = f"PERSONA_KAFKA_SECURITY={config.protocol}"
     try:
         sock.sendall(struct.pack(">i", len(request)) + request)
-        error, offered = _parse_answer(_read_answer(sock))
+        error, offered = _parse_answer(_read_answer(sock, deadline))
     except TimeoutError:
         raise KafkaConnectError(
             f"the Kafka broker at {where} did not answer a SASL handshake within "
-            f"{sock.gettimeout() or 0:.0f} s ({protocol}; is it a Kafka SASL listener?)"
+            f"{timeout:.0f} s ({protocol}; is it a Kafka SASL listener?)"
         ) from None
     except (OSError, ValueError) as exc:
         reason = f": {exc.strerror or exc}" if isinstance(exc, OSError) else ""
@@ -268,18 +274,22 @@ def _sasl_handshake(config: KafkaClientConfig, sock: socket.socket, where: str) 
     )
 
 
-def _read_answer(sock: socket.socket) -> bytes:
-    """One size-prefixed Kafka answer; ValueError when the connection closes first or the size
-    is out of bounds."""
-    size = struct.unpack(">i", _read_exactly(sock, 4))[0]
+def _read_answer(sock: socket.socket, deadline: float) -> bytes:
+    """One size-prefixed Kafka answer, read by `deadline` (a `time.monotonic()` time; else
+    TimeoutError); ValueError when the connection closes first or the size is out of bounds."""
+    size = struct.unpack(">i", _read_exactly(sock, 4, deadline))[0]
     if not 4 <= size <= SASL_ANSWER_MAX:
         raise ValueError(f"an answer of {size} bytes")
-    return _read_exactly(sock, size)
+    return _read_exactly(sock, size, deadline)
 
 
-def _read_exactly(sock: socket.socket, n: int) -> bytes:
+def _read_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
     data = b""
     while len(data) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
         chunk = sock.recv(n - len(data))
         if not chunk:
             raise ValueError("closed")

@@ -312,3 +312,46 @@ def test_a_listener_that_hangs_up_names_the_protocol() -> None:
             check_sasl(from_settings(_sasl_plaintext("PLAIN"), f"127.0.0.1:{server.port}"))
     finally:
         server.close()
+
+
+def test_a_broker_that_trickles_its_answer_is_given_up_on_in_time() -> None:
+    """The check's timeout bounds the whole SASL answer, not each read: a listener that announces
+    64 KiB and sends a byte every 0.2 s (each read well within a 1 s timeout) held start-up for
+    hours (65,536 reads of 0.2 s)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall((64 * 1024).to_bytes(4, "big"))
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"\x00")
+                stop.wait(0.2)
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        config = from_settings(_sasl_plaintext("PLAIN"), f"127.0.0.1:{port}")
+        try:
+            check_sasl(config, timeout=1.0)
+            outcome.append(None)
+        except BaseException as exc:  # what the check raised: asserted below
+            outcome.append(exc)
+
+    client = threading.Thread(target=probe, daemon=True)
+    client.start()
+    client.join(60)  # the bound is 1 s (a loaded machine: a wide margin)
+    gave_up = not client.is_alive()
+    stop.set()
+    server.join(5)
+    listener.close()
+    client.join(5)
+    assert gave_up, "the SASL check still reads a trickled answer after 60 s"
+    assert isinstance(outcome[0], KafkaConnectError), outcome
+    assert "did not answer a SASL handshake within 1 s" in str(outcome[0]), outcome
