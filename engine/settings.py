@@ -391,6 +391,8 @@ class Settings:
         if self.advertised_url:
             return self.advertised_url
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        if ":" in host and not host.startswith("["):  # an IPv6 address: bracketed in a URL
+            host = f"[{host}]"
         return f"http://{host}:{self.http_port}"
 
 

@@ -85,3 +85,25 @@ def test_reading_is_bounded_and_never_blocks(tmp_path: Path) -> None:
 
 def test_describe() -> None:
     assert ownership.describe([A, B, None, A]) == f"{A}: 0,3; {B}: 1; unknown: 2"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("::1", "http://[::1]:8080"),
+        ("fd00::5", "http://[fd00::5]:8080"),
+        ("10.0.0.5", "http://10.0.0.5:8080"),
+    ],
+)
+def test_a_worker_listening_on_an_ipv6_address_publishes_a_url_readers_take(
+    tmp_path: Path, host: str, url: str
+) -> None:
+    """PERSONA_HTTP_HOST=::1 made the worker's own URL `http://::1:8080`, which is no URL: its
+    readers refused every ownership file it wrote (and peers every hop to it)."""
+    from engine.settings import load_settings
+
+    settings = load_settings({}, {"PERSONA_HTTP_HOST": host, "PERSONA_HTTP_PORT": "8080"})
+    assert settings.own_url == url
+    path = tmp_path / ownership.FILE_NAME
+    write(path, settings.own_url, [settings.own_url, B])
+    assert read(path, 2) == Ownership(url, (url, B))
