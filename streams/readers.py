@@ -433,7 +433,8 @@ class SecondaryState:
     def check_ownership(self, wall: float | None = None) -> None:
         """Load the worker's ownership file when it changed (one stat per catch-up round, none
         per request); without a usable one (missing, unreadable, refused, not touched for
-        `ownership.STALE` s: the worker is gone or stuck) every user is answered here."""
+        `ownership.STALE` s: the worker is gone or stuck; or dated more than that ahead of the
+        clock, whose age cannot be told) every user is answered here."""
         try:
             st = os.stat(self.ownership_path)
         except FileNotFoundError:
@@ -446,6 +447,13 @@ class SecondaryState:
         if age > ownership.STALE:
             self._no_ownership(
                 "stale", f"{self.ownership_path} not refreshed for {age:.0f} s (worker down?)"
+            )
+            return
+        if age < -ownership.STALE:  # the clock stepped back: its age unknown until rewritten
+            self._no_ownership(
+                "stale",
+                f"{self.ownership_path} is dated {-age:.0f} s ahead of the clock (the clock "
+                "stepped back? a running worker rewrites it within seconds)",
             )
             return
         key = (st.st_ino, st.st_size, st.st_mtime_ns)

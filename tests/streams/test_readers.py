@@ -501,3 +501,27 @@ def test_reader_routes_by_its_workers_ownership_file(
     assert len([r for r in caplog.records if "not refreshed" in r.getMessage()]) == 1
     state.check_ownership()  # touched again (here: the clock back to the file's time)
     assert state.owner_url(theirs) == other
+
+
+def test_an_ownership_file_dated_ahead_of_the_clock_is_not_trusted(
+    primary: Primary, tmp_path: Path
+) -> None:
+    """A file whose time is ahead of the clock (the clock stepped back after the worker wrote it,
+    then the worker died) never aged: the reader routed by a dead worker's view until the clock
+    caught up, an hour for a one-hour step. More than `STALE` s ahead is stale too (a running
+    worker rewrites it within `HEARTBEAT` s, dated by the new clock)."""
+    from engine import ownership
+
+    own, other = "http://127.0.0.1:8081", "http://10.0.0.2:8080"
+    theirs = {partition(u): u for u in (f"route-{n}" for n in range(64))}[1]
+    path = tmp_path / ownership.FILE_NAME
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    state.content.synced = True
+    ownership.write(path, own, [own, other, own, other])
+    written = path.stat().st_mtime
+    state.check_ownership(wall=written - ownership.STALE / 2)  # a small step back: still used
+    assert state.owner_url(theirs) == other
+    state.check_ownership(wall=written - 3600)  # the clock an hour behind the file's time
+    assert state.owner_url(theirs) is None
+    assert "ahead of the clock" in state.ready()[1], state.ready()
