@@ -193,8 +193,8 @@ def userinfo_problem(url: str) -> str | None:
     reads as the shop and goes to evil.example), or None when it has none. The authority is read
     as browsers read it (WHATWG URL, special schemes): after the scheme's `:` any slashes and
     backslashes, then up to the first `/`, `?`, `#` or backslash; its userinfo is what stands
-    before its last `@`."""
-    _, sep, rest = url.partition(":")
+    before its last `@`; tabs, CRs and LFs are removed first, as browsers remove them."""
+    _, sep, rest = url.translate(_STRIPPED).partition(":")
     if not sep:
         return None
     rest = rest.lstrip("/\\")
@@ -208,6 +208,7 @@ def userinfo_problem(url: str) -> str | None:
     )
 
 
+_STRIPPED = str.maketrans("", "", "\t\r\n")  # what a browser removes from a URL before reading it
 MAX_REPORTED = 10_000  # item ids `UnsafeProducts` remembers having reported
 
 

@@ -493,3 +493,19 @@ def test_urls_with_userinfo_are_refused_per_row() -> None:
     for (_, reason), field in zip(rejected, ["url"] * 4 + ["image_url"], strict=True):
         assert reason.startswith(f"{field} holds a user name before '@'"), reason
         assert "evil.example" in reason, reason
+
+
+def test_userinfo_is_found_where_browsers_strip_tabs_and_newlines() -> None:
+    """A browser removes every tab, CR and LF from a URL before reading it (WHATWG URL), so
+    `https://\\t/shop@evil.example/p` goes to evil.example; the slashes' tab hid the authority
+    (the catalog refuses such URLs; a stored one reached the click redirect's check)."""
+    from engine.catalog import userinfo_problem
+
+    for url in (
+        "https://\t/shop@evil.example/p",
+        "https:/\n/shop.example.com@evil.example/p",
+        "https://\r\n/shop@evil.example",
+    ):
+        problem = userinfo_problem(url)
+        assert problem is not None and "evil.example" in problem, url
+    assert userinfo_problem("https://shop.example.com/\t@home") is None  # in the path
