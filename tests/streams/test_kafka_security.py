@@ -355,3 +355,47 @@ def test_a_broker_that_trickles_its_answer_is_given_up_on_in_time() -> None:
     assert gave_up, "the SASL check still reads a trickled answer after 60 s"
     assert isinstance(outcome[0], KafkaConnectError), outcome
     assert "did not answer a SASL handshake within 1 s" in str(outcome[0]), outcome
+
+
+def test_a_tls_listener_that_trickles_its_handshake_is_given_up_on_in_time(pki: Pki) -> None:
+    """The check's timeout bounds the whole TLS handshake, not each read: a listener that starts
+    a 16 KiB handshake record and sends a byte every 0.2 s (each read well within a 1 s timeout)
+    would hold start-up for about an hour otherwise. (CPython's ssl module keeps one deadline for
+    a handshake on a socket with a timeout: a guard, which passed when it was written.)"""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)  # the client's hello
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16,384 bytes follows
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"\x00")
+                stop.wait(0.2)
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        config = from_settings(_settings(security="ssl", ca_file=str(pki.ca)), f"127.0.0.1:{port}")
+        try:
+            check_tls(config, timeout=1.0)
+            outcome.append(None)
+        except BaseException as exc:  # what the check raised: asserted below
+            outcome.append(exc)
+
+    client = threading.Thread(target=probe, daemon=True)
+    client.start()
+    client.join(60)  # the bound is 1 s (a loaded machine: a wide margin)
+    gave_up = not client.is_alive()
+    stop.set()
+    server.join(5)
+    listener.close()
+    client.join(5)
+    assert gave_up, "the TLS check still reads a trickled handshake after 60 s"
+    assert isinstance(outcome[0], KafkaConnectError), outcome
+    assert "TLS handshake" in str(outcome[0]) and "timed out" in str(outcome[0]), outcome
