@@ -1,10 +1,10 @@
-"""engine/fanout.py: a batch's users split by owner and the answers merged back (pure parts)."""
+"""engine/fanout.py: a request's users split by owner and the answers merged back (pure parts)."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.fanout import group, merge, owner_budget, owner_results
+from engine.fanout import group, merge, owner_budget, owner_renders, owner_results
 
 A, B = "http://a:1", "http://b:2"
 OWNERS = {"u1": None, "u2": B, "u3": A, "u4": B, "u5": None}
@@ -79,3 +79,42 @@ def test_owner_budget_leaves_time_to_answer_here() -> None:
     assert owner_budget(60.0) == (10_000, 48.0)  # deadline_ms is 1..10000
     assert owner_budget(0.01) is None  # too late to ask: answered here
     assert owner_budget(-1.0) is None
+
+
+def message(text: str | None = "<p>x</p>", error: str | None = None) -> dict:
+    return {"content": text, "fallback": error is not None, "fallback_blocks": [], "error": error}
+
+
+def test_owner_renders_takes_exactly_the_recipients_asked() -> None:
+    results = {"u2": message(), "u4": message(None, "BudgetExceeded: late")}
+    answer = {"results": results, "errors": 1}
+    assert owner_renders(answer, ["u2", "u4"]) == results
+    cut_and_failed = {"u2": message("<p>fb</p>", "TypeError: x"), "u4": message(None, "late")}
+    assert owner_renders({"results": cut_and_failed, "errors": 2}, ["u2", "u4"]) == cut_and_failed
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        {"results": {"u2": message(), "u4": message()}},  # no errors
+        {"results": {"u2": message(), "u4": message()}, "errors": 0, "more": 1},
+        {"results": [], "errors": 0},
+        {"results": {"u2": message()}, "errors": 0},  # u4 missing
+        {"results": {"u2": message(), "u9": message()}, "errors": 0},  # not asked
+        {"results": {"u2": message(), "u4": message()}, "errors": 1},  # miscounted
+        {"results": {"u2": message(), "u4": message()}, "errors": "0"},
+        {"results": {"u2": message(), "u4": message()}, "errors": False},
+        {"results": {"u2": message(), "u4": message(None)}, "errors": 0},  # null without error
+        {"results": {"u2": message(), "u4": message(3)}, "errors": 0},
+        {"results": {"u2": message(), "u4": message("x", 3)}, "errors": 0},
+        {"results": {"u2": message(), "u4": {**message(), "fallback": 0}}, "errors": 0},
+        {"results": {"u2": message(), "u4": {**message(), "fallback_blocks": "x"}}, "errors": 0},
+        {"results": {"u2": message(), "u4": {**message(), "fallback_blocks": [1]}}, "errors": 0},
+        {"results": {"u2": message(), "u4": {**message(), "script": 1}}, "errors": 0},
+        {"results": {"u2": message(), "u4": {"content": "x"}}, "errors": 0},
+        {"results": {"u2": message(), "u4": "text"}, "errors": 0},
+    ],
+)
+def test_owner_renders_refuses_what_was_not_asked_or_is_broken(answer: object) -> None:
+    assert isinstance(owner_renders(answer, ["u2", "u4"]), str)
