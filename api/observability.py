@@ -212,7 +212,8 @@ class Telemetry:
         self.variants: dict[tuple[str, str], list[int]] = {}  # (block, variant) -> [served, fb]
         self.clicks: dict[str, int] = {}  # "block:variant" -> clicks recorded (api/clicks.py)
         self.batch_deadline_fallbacks = 0  # batch users past their deadline (api/batch.py)
-        self.batch_owner_fallbacks = 0  # batch users whose owner failed: answered here (fanout)
+        # per route: users of a batch or render whose owner failed, answered here (api/fanout.py)
+        self.owner_fallbacks = {"/v1/blocks:batch": 0, "/v1/render": 0}
         self.latencies: list[float] = []
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.churn_counts: list[int] = [0] * (len(CHURN_EDGES) - 1)
@@ -540,12 +541,14 @@ class _HttpCollector(Collector):
             "were computed.",
             t.batch_deadline_fallbacks,
         )
-        yield _counter(
+        yield _labelled(
             "persona_http_batch_owner_fallbacks",
-            "Users of POST /v1/blocks:batch whose profiles partition another worker owns that were "
-            "answered here (from a standby copy, or the fallback) because that worker failed, "
-            "answered something unusable or ran out of time (api/fanout.py).",
-            t.batch_owner_fallbacks,
+            "Users of POST /v1/blocks:batch and recipients of POST /v1/render (by route) whose "
+            "profiles partition another worker owns that were answered here (from a standby copy, "
+            "or the fallback) because that worker failed, answered something unusable or ran out "
+            "of time (api/fanout.py).",
+            "route",
+            t.owner_fallbacks,
         )
 
 

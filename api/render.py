@@ -41,6 +41,15 @@ without a second try; recipients after the request's budget is spent get the sam
   `deadline_ms` (an integer 1..10000, as a batch's; anything else a 400 naming it) when that is
   sooner, counted from when the body was read: a sender with a client timeout of its own gets
   the messages rendered by then, the recipients left `content: null` and why in `error`.
+With several workers in a group, the recipients whose `profiles` partition another worker owns
+are rendered by that worker (api/fanout.py, as a batch's users: one signed sub-request per owner
+with the template, the parameters, their `data` only and a share of the time left as its
+`deadline_ms`), while this process renders its own; the messages are merged back in the
+request's order and `errors` counts theirs too. The owner renders them under its own request
+budget, counts its own template errors and logs their exposures. An owner that fails, answers
+something unusable or runs out of time has its recipients rendered here (by this request's
+budget and deadline), counted in `persona_http_batch_owner_fallbacks_total{route="/v1/render"}`.
+A forwarded request is rendered here whole.
 Recipients are rendered one at a time with a yield to the event loop between them, so the
 process keeps answering other requests (`/healthz`, block GETs) while a render runs; a client
 that went away stops the render at the next yield (api/batch.py `client_gone`: a 499 in the
@@ -62,8 +71,10 @@ import jinja2.nodes
 from aiohttp import web
 from markupsafe import Markup
 
+from api import fanout
 from api.batch import (
     BadRequest,
+    ClientGone,
     abandoned,
     block_params,
     client_gone,
@@ -79,6 +90,7 @@ from api.models_routes import log_exposures, log_shown_blocks
 from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS
 from engine.email_lines import wrap_html
+from engine.fanout import merge
 from engine.params import NO_PARAMS, BlockParams
 from engine.sandbox import (
     MESSAGE_LIMITS,
@@ -347,6 +359,51 @@ def request_budget(
     return RequestBudget(MESSAGE_LIMITS, REQUEST_LIMITS, left, clock=clock, late=late)
 
 
+class Rendered:
+    """The messages a request renders here, their template failures and cuts, and the blocks
+    each shows (content experiments' exposures)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, dict[str, Any]] = {}
+        self.counts = {FAILED: 0, CUT: 0}
+        self.shown: dict[str, list[str]] = {}
+
+    @property
+    def errors(self) -> int:
+        return self.counts[FAILED] + self.counts[CUT]
+
+
+async def render_here(
+    request: web.Request,
+    template: jinja2.Template,
+    ids: list[str],
+    data: dict[str, Any],
+    budget: RequestBudget,
+    params: BlockParams,
+    into: Rendered,
+) -> None:
+    """`ids`' messages into `into`, one at a time with a yield between two (ClientGone, with the
+    number rendered so far, when the client went away)."""
+    content = request.app[CONTENT]
+    for uid in ids:
+        shown = into.shown[uid] = []
+        into.results[uid], outcome = await render_one(
+            template, content, uid, data.get(uid), budget, params, shown
+        )
+        if outcome:
+            into.counts[outcome] += 1
+        await asyncio.sleep(0)  # let the loop answer other requests between two messages
+        if client_gone(request):  # nobody will read the rest (api/batch.py `client_gone`)
+            raise ClientGone(len(into.results))
+
+
+def owner_body(body: dict[str, Any], data: dict[str, Any], users: list[str]) -> dict[str, Any]:
+    """The render `body` an owner is sent for `users`: the sender's `data` of them only."""
+    if "data" not in body:
+        return body
+    return {**body, "data": {uid: data[uid] for uid in users if uid in data}}
+
+
 async def post_render(request: web.Request) -> web.Response:
     try:
         body = await read_body(request)
@@ -355,28 +412,24 @@ async def post_render(request: web.Request) -> web.Response:
         template = await compile_template(source)
     except BadRequest as exc:
         return exc.answer()
-    content = request.app[CONTENT]
     budget = request_budget(request, read, budget_ms)
-    results: dict[str, dict[str, Any]] = {}
-    errors = 0
-    counts = {FAILED: 0, CUT: 0}
-    shown: dict[str, list[str]] = {}
-    for uid in ids:
-        shown[uid] = []
-        results[uid], outcome = await render_one(
-            template, content, uid, data.get(uid), budget, params, shown[uid]
-        )
-        if outcome:
-            counts[outcome] += 1
-            errors += 1
-        await asyncio.sleep(0)  # let the loop answer other requests between two messages
-        if client_gone(request):  # nobody will read the rest (api/batch.py `client_gone`)
-            return abandoned(request, len(results), len(ids))
-    if errors:
-        request.app[RENDER_ERRORS][0] += counts[FAILED]
-        request.app[RENDER_ERRORS][1] += counts[CUT]
-    log_exposures(request, ids, "render")
-    log_shown_blocks(request, shown)
+    groups = fanout.split(request, ids)  # None: every recipient rendered here (one worker)
+    here = Rendered()
+    try:
+        if groups is None:
+            await render_here(request, template, ids, data, budget, params, here)
+            results, errors = here.results, here.errors
+        else:
+            results, errors = await fanned_renders(
+                request, (body, data, params), template, groups, ids, budget, here
+            )
+    except ClientGone as gone:
+        return abandoned(request, gone.done, len(ids))
+    if here.errors:
+        request.app[RENDER_ERRORS][0] += here.counts[FAILED]
+        request.app[RENDER_ERRORS][1] += here.counts[CUT]
+    log_exposures(request, list(here.results), "render")
+    log_shown_blocks(request, here.shown)
     response = respond(request, {"results": results, "errors": errors})
     assert isinstance(response.body, bytes)
     packed = await gzipped(request, response.body)
@@ -384,6 +437,50 @@ async def post_render(request: web.Request) -> web.Response:
         response.body = packed
     label(response, packed is not None)
     return response
+
+
+async def fanned_renders(
+    request: web.Request,
+    what: tuple[dict[str, Any], dict[str, Any], BlockParams],
+    template: jinja2.Template,
+    groups: fanout.Groups,
+    ids: list[str],
+    budget: RequestBudget,
+    here: Rendered,
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """The messages of `ids` (in their order) and their errors when some recipients' partitions
+    other workers own (api/fanout.py): each owner asked once for its recipients while this
+    process renders its own (into `here`); the recipients of an owner that fails are then
+    rendered here too, by the same budget and deadline."""
+    body, data, params = what
+    deadline = time.perf_counter() + budget.left()  # api/fanout.py counts in perf_counter time
+    asked = [
+        asyncio.create_task(
+            fanout.ask(
+                request, owner_body(body, data, users), owner, users, deadline, fanout.RENDER
+            )
+        )
+        for owner, users in groups.remote.items()
+    ]
+    try:
+        await render_here(request, template, groups.local, data, budget, params, here)
+        answers = await asyncio.gather(*asked)
+        failed = [answer for answer in answers if answer.entries is None]
+        fanout.answered_here(request.app, failed, fanout.RENDER)
+        extra = [uid for answer in failed for uid in answer.users]
+        await render_here(request, template, extra, data, budget, params, here)
+    finally:
+        for task in asked:
+            task.cancel()
+    theirs = [
+        {uid: entry.entry for uid, entry in answer.entries.items()}
+        for answer in answers
+        if answer.entries is not None
+    ]
+    errors = here.errors + sum(
+        entry["error"] is not None for entries in theirs for entry in entries.values()
+    )
+    return dict(zip(ids, merge(ids, here.results, *theirs), strict=True)), errors
 
 
 def register(app: web.Application) -> None:

@@ -882,6 +882,10 @@ class RequestBudget:
         self._deadline = clock() + wall_seconds
         self._late = late  # why a message asked for past `wall_seconds` is refused
 
+    def left(self) -> float:
+        """Seconds until messages are refused for the request's wall time (negative past it)."""
+        return self._deadline - self._clock()
+
     def message(self) -> Budget:
         """The budget of the next message; BudgetExceeded (`request`) once the request's is
         spent."""

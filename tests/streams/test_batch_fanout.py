@@ -1,15 +1,18 @@
-"""A batch split by owner: with two workers in one group, `POST /v1/blocks:batch` sent to worker a
-answers a's users from a's tables and asks worker b once (a signed hop) for b's users, so b's
-users get the blocks their owner makes, not a's standby copy. Before 2026-12-07 a batch (and a
-render) answered every user from the tables of whichever process received it."""
+"""Requests split by owner: with two workers in one group, `POST /v1/blocks:batch` and
+`POST /v1/render` sent to worker a answer a's users from a's tables and ask worker b once (a
+signed hop) for b's users, so b's users get what their owner makes, not a's standby copy. Before
+2026-12-07 a batch (and before 2026-12-08 a render) answered every user from the tables of
+whichever process received it. The two tests share one group (`group`: two workers, their users'
+carts folded)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -24,6 +27,7 @@ from tests.conftest import T0, Worker, http, metric, start_worker, wait_until
 pytestmark = pytest.mark.integration
 
 HOPS = "persona_hops_accepted_total"
+OWNER_FALLBACKS = "persona_http_batch_owner_fallbacks_total"
 
 
 def cart_of(worker: Worker, user: str) -> tuple[dict[str, int] | None, str | None]:
@@ -41,7 +45,18 @@ def own_block(worker: Worker, user: str) -> tuple[str, dict]:
     return headers["ETag"], json.loads(body)
 
 
-def test_a_batch_asks_the_owner_of_the_other_workers_users(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class Group:
+    a: Worker
+    b: Worker
+    users: list[str]  # every user, each with two items in their cart
+    of_a: list[str]  # those whose partition a owns
+    of_b: list[str]  # those whose partition b owns (folded by b: a's copy may lag)
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
+    tmp_path = tmp_path_factory.mktemp("fanout")
     products = [p for p in islice(read_catalog(DEMO_DIR / "catalog.jsonl.gz"), 60)]
     items = [p.item_id for p in products if p.availability == "in_stock"][:2]
     assert len(items) == 2
@@ -101,31 +116,101 @@ def test_a_batch_asks_the_owner_of_the_other_workers_users(tmp_path: Path) -> No
                 timeout=60,
                 what="b folding its users' second item",
             )
-            asked = [*reversed(users), users[0], of_b[0]]  # duplicates are answered once
-            hops = metric(b.base, HOPS)
-            body = {"block": "cart_reminder", "format": "json", "user_ids": asked}
-            status, headers, raw = http("POST", f"{a.base}/v1/blocks:batch", body, timeout=30)
-            assert status == 200, raw[:300]
-            results = json.loads(raw)["results"]
-            assert list(results) == list(dict.fromkeys(asked))  # the request's order
-            for user in of_b:  # exactly what their owner answers, from the fresh cart
-                etag, document = own_block(b, user)
-                entry = results[user]
-                assert entry["etag"] == etag and json.loads(entry["content"]) == document
-            for user in of_a:
-                assert results[user]["etag"] == own_block(a, user)[0]
-            assert metric(b.base, HOPS) == hops + 1  # one sub-request for all of b's users
-
-            # msgpack answers the same entries
-            status, headers, raw = http(
-                "POST",
-                f"{a.base}/v1/blocks:batch",
-                body,
-                headers={"Accept": "application/msgpack"},
-                timeout=30,
+            wait_until(
+                lambda: all(cart_of(a, u) == (fresh, None) for u in of_a),
+                timeout=60,
+                what="a folding its users' second item",
             )
-            assert status == 200 and headers["Content-Type"].startswith("application/msgpack")
-            assert msgpack.unpackb(raw, raw=False)["results"] == results
+            yield Group(a, b, users, of_a, of_b)
         finally:
             a.stop()
             b.stop()
+
+
+def test_a_batch_asks_the_owner_of_the_other_workers_users(group: Group) -> None:
+    a, b, users, of_a, of_b = group.a, group.b, group.users, group.of_a, group.of_b
+    asked = [*reversed(users), users[0], of_b[0]]  # duplicates are answered once
+    hops = metric(b.base, HOPS)
+    body = {"block": "cart_reminder", "format": "json", "user_ids": asked}
+    status, headers, raw = http("POST", f"{a.base}/v1/blocks:batch", body, timeout=30)
+    assert status == 200, raw[:300]
+    results = json.loads(raw)["results"]
+    assert list(results) == list(dict.fromkeys(asked))  # the request's order
+    for user in of_b:  # exactly what their owner answers, from the fresh cart
+        etag, document = own_block(b, user)
+        entry = results[user]
+        assert entry["etag"] == etag and json.loads(entry["content"]) == document
+    for user in of_a:
+        assert results[user]["etag"] == own_block(a, user)[0]
+    assert metric(b.base, HOPS) == hops + 1  # one sub-request for all of b's users
+
+    # msgpack answers the same entries
+    status, headers, raw = http(
+        "POST",
+        f"{a.base}/v1/blocks:batch",
+        body,
+        headers={"Accept": "application/msgpack"},
+        timeout=30,
+    )
+    assert status == 200 and headers["Content-Type"].startswith("application/msgpack")
+    assert msgpack.unpackb(raw, raw=False)["results"] == results
+
+
+# a template that shows the recipient's own cart (the owner's fresh one: 2 items), their block,
+# and the sender's merge fields; one recipient's `data` fails it (`boom` is no callable)
+TEMPLATE = (
+    "<p>{{ user.first_name }} has {{ user.cart_items }} items ({{ user.big }})</p>"
+    "{% if user.boom %}{{ user.boom() }}{% endif %}{{ blocks.cart_reminder }}"
+)
+
+
+def render(worker: Worker, body: dict, accept: str = "application/json") -> tuple[dict, dict]:
+    status, headers, raw = http(
+        "POST", f"{worker.base}/v1/render", body, headers={"Accept": accept}, timeout=30
+    )
+    assert status == 200, raw[:300]
+    if accept == "application/msgpack":
+        assert headers["Content-Type"].startswith("application/msgpack")
+        return msgpack.unpackb(raw, raw=False), headers
+    return json.loads(raw), headers
+
+
+def test_a_render_asks_the_owner_of_the_other_workers_recipients(group: Group) -> None:
+    a, b, users, of_a, of_b = group.a, group.b, group.users, group.of_a, group.of_b
+    ids = [*reversed(users), users[0]]  # a duplicate is rendered once
+    # the sender's data: a name each; an integer msgpack cannot carry (the hop goes as JSON);
+    # one of b's recipients and one of a's fail the template
+    data = {u: {"first_name": f"N{i}", "big": 2**70} for i, u in enumerate(users)}
+    data[of_b[0]]["boom"] = 1
+    data[of_a[0]]["boom"] = 1
+    body = {"template": TEMPLATE, "user_ids": ids, "data": data}
+    hops, errors_b = metric(b.base, HOPS), metric(b.base, "persona_render_errors_total")
+    answer, _ = render(a, body)
+    results = answer["results"]
+    assert list(results) == list(dict.fromkeys(ids))  # the request's order
+    assert answer["errors"] == 2
+    assert metric(b.base, HOPS) == hops + 1  # one sub-request for all of b's recipients
+    assert metric(b.base, "persona_render_errors_total") == errors_b + 1  # counted by b
+    for user in of_b:  # exactly what their owner renders itself, from its fresh profile
+        own = render(b, {**body, "user_ids": [user]})[0]["results"][user]
+        assert results[user] == own
+    for user in [*of_a, *of_b][1:]:
+        assert "has 2 items" in results[user]["content"] or user in (of_a[0], of_b[0])
+    assert results[of_b[0]]["error"] and results[of_a[0]]["error"]
+    for user in of_a:
+        assert results[user] == render(a, {**body, "user_ids": [user]})[0]["results"][user]
+
+    # msgpack answers the same
+    assert render(a, body, "application/msgpack")[0] == answer
+
+
+def test_a_render_answers_the_recipients_of_an_owner_out_of_time_here(group: Group) -> None:
+    """`deadline_ms` 1: too little time to ask b; its recipients are rendered here (cut, as
+    every recipient past the deadline), counted by route."""
+    a, b, users, of_b = group.a, group.b, group.users, group.of_b
+    label = OWNER_FALLBACKS + '{route="/v1/render"}'
+    before, hops = metric(a.base, label), metric(b.base, HOPS)
+    answer, _ = render(a, {"template": TEMPLATE, "user_ids": users, "deadline_ms": 1})
+    assert list(answer["results"]) == users
+    assert metric(a.base, label) == before + len(of_b)
+    assert metric(b.base, HOPS) == hops
