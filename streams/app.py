@@ -115,6 +115,9 @@ BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep 
 FOLD_SLICE = 100  # records (or 20 ms) folded between two turns of the event loop (Turns)
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list, at least
 CONTENT_SYNC_EVERY = 0.5  # seconds between checks whether the kept catalog is indexed (readyz)
+# Seconds at most between another worker's write to a global table (catalog, popularity) and this
+# worker applying it (`_apply_global_changelogs`).
+GLOBAL_APPLY_EVERY = 0.2
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 # Products kept decoded: whole for reads (HTTP routes served by the worker, catalog triggers),
 # as fold views for the fold (streams/read_side.FoldProducts: ~830 accounted bytes a view, ~644
@@ -391,6 +394,7 @@ class PersonaStreams:
         app.task(self._popularity_fold)
         app.timer(POPULAR_REFRESH)(self._refresh_popular)
         app.timer(CONTENT_SYNC_EVERY)(self._sync_content)
+        app.timer(GLOBAL_APPLY_EVERY)(self._apply_global_changelogs)
         app.timer(1.0)(self.triggers.check_due)
         app.timer(10.0)(self.triggers.sweep)
         app.timer(AUDIT_EVERY)(self._audit_positions)
@@ -1625,6 +1629,29 @@ class PersonaStreams:
             self._popularity_writer.write(partition, writes)
         await self._popularity_writer.ship()
         return True
+
+    async def _apply_global_changelogs(self) -> None:
+        """Apply the changelog records of the global tables (catalog, popularity) that Faust's
+        recovery holds back. Every partition of a global table's changelog is "active" on every
+        worker (faust/assignor, so that each recovers all of it at start), and Faust applies an
+        active partition's records 1,000 to a batch (`recovery_buffer_size`), also after recovery
+        has ended: in a group of several workers, the products and scores one worker folded
+        reached the others a thousand records at a time, or at the next rebalance (seen: every
+        user of worker b got the fallback cart_reminder, `nothing_personal`, for items a folded).
+        Not while a recovery runs: Faust applies its large batches then, and what is held at its
+        end. In order, with no await between applying and emptying the buffer."""
+        recovery = cast(Any, self.app.tables).recovery  # faust/tables/recovery.py
+        if recovery.in_recovery:
+            return
+        for table in (self.catalog, self.popularity):
+            held = recovery.buffers.get(table)
+            if not held:
+                continue
+            try:
+                table.apply_changelog_batch(held)
+            except Exception:  # stored rows are bytes: nothing here is expected to fail
+                log.exception("could not apply %s changelog records of %s", len(held), table.name)
+            held.clear()  # as Faust's own flush does
 
     async def _sync_content(self) -> None:
         """Once the tables are recovered: index the catalog rows kept from earlier runs, giving

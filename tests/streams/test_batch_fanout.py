@@ -121,6 +121,16 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
                 timeout=60,
                 what="a folding its users' second item",
             )
+            # each owner knows both items, the one the other worker folded too (global catalog)
+            wait_until(
+                lambda: all(
+                    own_block(owner, u)[1]["fallback"] is False
+                    for owner, mine in ((a, of_a), (b, of_b))
+                    for u in mine
+                ),
+                timeout=60,
+                what="personal cart_reminders from each user's owner",
+            )
             yield Group(a, b, users, of_a, of_b)
         finally:
             a.stop()
@@ -140,8 +150,10 @@ def test_a_batch_asks_the_owner_of_the_other_workers_users(group: Group) -> None
         etag, document = own_block(b, user)
         entry = results[user]
         assert entry["etag"] == etag and json.loads(entry["content"]) == document
+        assert entry["fallback"] is False, entry
     for user in of_a:
         assert results[user]["etag"] == own_block(a, user)[0]
+        assert results[user]["fallback"] is False, results[user]
     assert metric(b.base, HOPS) == hops + 1  # one sub-request for all of b's users
 
     # msgpack answers the same entries
