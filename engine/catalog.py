@@ -181,7 +181,15 @@ def _text(data: dict[str, Any], name: str, required: bool, max_len: int = 2048) 
 def _absolute_url(data: dict[str, Any], name: str) -> str:
     url = _text(data, name, True)
     if not url.startswith(("https://", "http://")):
-        raise InvalidProduct(f"{name} must be an absolute http(s) URL (e-mail clients need one)")
+        hint = ""
+        if url.startswith("/") and not url.startswith("//"):  # a shop's relative link
+            hint = (
+                f": write it with its scheme and host, such as https://shop.example.com{url[:60]}"
+            )
+        raise InvalidProduct(
+            f"{name} must be an absolute http(s) URL (e-mail clients need one), "
+            f"not {_shown(url)}{hint}"
+        )
     problem = userinfo_problem(url)
     if problem:
         raise InvalidProduct(f"{name} {problem}")
@@ -261,6 +269,37 @@ def shown_safely(product: Product) -> bool:
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
 
+# A price written for people: an optional currency symbol, digits grouped by `.`, `,`, a space
+# or an apostrophe, and a decimal part after `.` or `,` (`12,50`, `1.299,00`, `€24.90`, `$1,299`).
+_SYMBOLS = "€$£¥₹₽₺₩₪"
+_WRITTEN = re.compile(
+    rf"[{_SYMBOLS}]*\s?"  # a symbol before
+    r"(\d{1,3}(?:[., '\u00a0\u202f]\d{3})*|\d+)"  # the whole part, perhaps grouped
+    r"(?:([.,])(\d{1,2}))?"  # a decimal part
+    rf"\s?[{_SYMBOLS}]*",  # a symbol after
+    re.ASCII,
+)
+
+
+def price_hint(value: Any) -> str:
+    """What to write for a price written for people (`12,50` -> `12.50`; `1.299,00` ->
+    `1299.00`; `€24.90` -> `24.90`), as the tail of a refusal ("" when the text is no such
+    price, or a comma leaves it ambiguous: `1,299` is 1299 in one shop and 1.299 in another)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return ""
+    match = _WRITTEN.fullmatch(value.strip())
+    if match is None:
+        return ""
+    whole, point, decimals = match.groups()
+    digits = re.sub(r"\D", "", whole)
+    if point is None and ("." in whole or "," in whole):
+        return ""  # 1,299 or 1.299: a thousands separator, or a decimal one?
+    written = digits if point is None else f"{digits}.{decimals}"
+    symbol = any(c in _SYMBOLS for c in value)
+    also = " and the currency in the currency column" if symbol else ""
+    return f": write {written} (a decimal point, no thousands separator{also})"
+
+
 def _as_float(value: Any) -> float:
     """`value` as a float (TypeError, ValueError or OverflowError when it is none): a number, or
     text that is a plain decimal number (`_DECIMAL`, after trimming spaces)."""
@@ -279,7 +318,9 @@ def validate_product(data: Any) -> Product:
     try:
         price = _as_float(price_raw)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidProduct(f"price must be a number >= 0, not {_shown(price_raw)}") from None
+        raise InvalidProduct(
+            f"price must be a number >= 0, not {_shown(price_raw)}{price_hint(price_raw)}"
+        ) from None
     if not math.isfinite(price) or price < 0:
         raise InvalidProduct(f"price must be a finite number >= 0, not {_shown(price_raw)}")
     if price > MAX_PRICE:
@@ -355,7 +396,9 @@ def _price(value: Any, name: str) -> float:
     try:
         price = _as_float(value)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidProduct(f"{name} must be a number >= 0, not {_shown(value)}") from None
+        raise InvalidProduct(
+            f"{name} must be a number >= 0, not {_shown(value)}{price_hint(value)}"
+        ) from None
     if not math.isfinite(price) or price < 0 or price > MAX_PRICE:
         raise InvalidProduct(
             f"{name} must be a finite number from 0 to {MAX_PRICE:.0f}, not {_shown(value)}"

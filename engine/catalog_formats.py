@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import re
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -106,7 +107,18 @@ AVAILABILITY_WORDS = {
     "pre-order": "preorder",
     "backorder": "preorder",
     "available for order": "preorder",
+    # schema.org's ItemAvailability names (what shop platforms put in their own feeds), read
+    # lower-cased and without the `https://schema.org/` before them
+    "instock": "in_stock",
+    "limitedavailability": "in_stock",
+    "onlineonly": "in_stock",
+    "outofstock": "out_of_stock",
+    "soldout": "out_of_stock",
+    "presale": "preorder",
 }
+REPEATS_WARNED = 20  # repeated item ids named one by one, then counted
+TRACKED_IDS = 1_000_000  # item ids remembered (by hash) to find repeats: ~100 MB at most
+_SCHEMA_ORG = re.compile(r"https?://schema\.org/", re.IGNORECASE)
 
 
 class InvalidFeed(ValueError):
@@ -281,8 +293,8 @@ def _google_values(data: dict[str, Any]) -> None:
         _same_currency(data, currency)
     availability = data.get("availability")
     if isinstance(availability, str) and availability.strip():
-        word = availability.strip().lower()
-        data["availability"] = AVAILABILITY_WORDS.get(word, word)
+        word = _SCHEMA_ORG.sub("", availability.strip(), count=1).lower()
+        data["availability"] = AVAILABILITY_WORDS.get(word, availability.strip())
     product_type = data.pop("product_type", "")
     if product_type and not data.get("category"):
         data["category"] = product_type
@@ -337,15 +349,54 @@ def read_products(
     def header(names: list[str]) -> None:
         check_columns(names, mapping, warn)
 
+    repeats = _Repeats(warn)
     for line, fields, problem in _rows(source, fmt, header, mapping):
         try:
             if problem:
                 raise InvalidProduct(problem)
-            yield to_product(fields, mapping)
+            product = to_product(fields, mapping)
         except InvalidProduct as exc:
             if reject is None:
                 raise InvalidProduct(f"line {line}: {exc.reason}") from None
             reject(line, exc.reason)
+            continue
+        repeats.note(product.item_id, line)
+        yield product
+    repeats.close()
+
+
+class _Repeats:
+    """An item id a feed gives twice: both rows are sent, the later one wins (as before), but a
+    shop whose export repeats ids (two variants sharing a SKU) is told, with both lines; after
+    REPEATS_WARNED of them only a count. The first TRACKED_IDS ids are remembered, as 64-bit
+    hashes (a collision would cost a wrong warning, never a product)."""
+
+    def __init__(self, warn: Callable[[str], None] | None) -> None:
+        self._warn = warn
+        self._first: dict[int, int] = {}  # hash(item_id) -> its first line
+        self.repeated = 0
+
+    def note(self, item_id: str, line: int) -> None:
+        if self._warn is None:
+            return
+        first = self._first.get(hash(item_id))
+        if first is None:
+            if len(self._first) < TRACKED_IDS:
+                self._first[hash(item_id)] = line
+            return
+        self.repeated += 1
+        if self.repeated <= REPEATS_WARNED:
+            self._warn(
+                f"line {line}: item_id {item_id!r} was given before (line {first}): "
+                "the later row wins"
+            )
+
+    def close(self) -> None:
+        if self._warn is not None and self.repeated > REPEATS_WARNED:
+            self._warn(
+                f"{self.repeated} rows gave an item_id given before in this feed: "
+                "the later row wins"
+            )
 
 
 def _refuse_what_no_format_reads(head: bytes, fmt: str) -> None:
