@@ -23,6 +23,7 @@ from engine.audit import consent_fields
 from engine.clock import Clock, MonotonicClock
 from engine.events import MAX_EVENT_BYTES, Event, InvalidEvent, validate
 from engine.room import Room
+from engine.text import body_encoding_problem
 
 MAX_EVENTS = 10_000  # events in one POST /v1/events
 FULL_RETRY_AFTER = 30  # seconds: the Retry-After of a 503 for a full data dir
@@ -189,10 +190,18 @@ async def read_events(
     raw = await _read_bounded(request, max_bytes)
     if raw is None:
         return problem(413, "Body too large", f"at most {max_bytes} bytes per request")
+    seen = body_encoding_problem(raw)
+    if seen is not None:
+        return problem(400, "Bad body", f"the body must be UTF-8 JSON or NDJSON: {seen}")
     try:
         text = raw.decode("utf-8").removeprefix("\ufeff")  # a BOM: ignored, as RFC 8259 allows
-    except UnicodeDecodeError:
-        return problem(400, "Bad body", "the body must be UTF-8 JSON or NDJSON")
+    except UnicodeDecodeError as exc:
+        return problem(
+            400,
+            "Bad body",
+            f"the body must be UTF-8 JSON or NDJSON: byte {exc.start} is not UTF-8 "
+            "(Latin-1 or Windows-1252 text? send UTF-8)",
+        )
     try:
         items = _parse_events_body(text, limit)
     except ValueError as exc:

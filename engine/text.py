@@ -132,3 +132,19 @@ def urls_shown(text: str, shown: Callable[[str], str]) -> str:
     aiohttp's errors name URLs whole, tokens and signatures in their query or user info included
     (webhook receivers, streams/webhooks.py; catalog feeds, persona/catalog_sync.py)."""
     return _URL_IN_TEXT.sub(lambda match: shown(match.group()), text)
+
+
+def body_encoding_problem(raw: bytes) -> str | None:
+    """What a JSON body that is not UTF-8 text looks like, for the 400 that refuses it (None:
+    nothing seen in its first bytes): gzip sent without `Content-Encoding: gzip`, or UTF-16
+    (with or without its byte order mark; its NUL bytes decode as UTF-8, but JSON never has a
+    NUL in its first characters)."""
+    head = raw[:4]
+    if head.startswith(b"\x1f\x8b"):
+        return (
+            "the body is gzip-compressed: send it with the header Content-Encoding: gzip "
+            "(or send it uncompressed)"
+        )
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
+        return "the body is UTF-16 text: send it as UTF-8"
+    return None

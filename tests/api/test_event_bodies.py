@@ -87,3 +87,33 @@ async def test_an_array_of_arrays_says_to_send_the_events(client: TestClient) ->
     status, answer = await post(client, json.dumps([[event(1)], [event(2)]]))
     assert status == 202 and answer["rejected"] == 2
     assert "got an array" in answer["errors"][0]["reason"], answer
+
+
+async def test_a_gzipped_body_without_its_content_encoding_says_to_name_it(
+    client: TestClient,
+) -> None:
+    """Before: 400 'the body must be UTF-8 JSON or NDJSON', though the body was fine, only
+    compressed without `Content-Encoding: gzip` (what a shop's HTTP client leaves out)."""
+    import gzip
+
+    body = gzip.compress(json.dumps([event(1)]).encode())
+    r = await client.post("/v1/events", data=body, headers=AUTH)
+    answer = await r.json(content_type=None)
+    assert r.status == 400
+    assert "gzip" in answer["detail"] and "Content-Encoding: gzip" in answer["detail"], answer
+    r = await client.post("/v1/events", data=body, headers={**AUTH, "Content-Encoding": "gzip"})
+    assert r.status == 202 and (await r.json())["accepted"] == 1
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "latin-1"])
+async def test_a_body_in_another_encoding_names_it_or_says_utf_8(
+    client: TestClient, encoding: str
+) -> None:
+    text = json.dumps([{**event(1), "props": {"query": "café"}}], ensure_ascii=False)
+    r = await client.post("/v1/events", data=text.encode(encoding), headers=AUTH)
+    answer = await r.json(content_type=None)
+    assert r.status == 400 and "UTF-8" in answer["detail"], answer
+    if encoding.startswith("utf-16"):
+        assert "UTF-16" in answer["detail"], answer
+    else:  # where: the first byte that is not UTF-8
+        assert f"byte {text.index('é')} is not UTF-8" in answer["detail"], answer
