@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import gzip
 import os
-import re
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -118,7 +117,7 @@ AVAILABILITY_WORDS = {
 }
 REPEATS_WARNED = 20  # repeated item ids named one by one, then counted
 TRACKED_IDS = 1_000_000  # item ids remembered (by hash) to find repeats: ~100 MB at most
-_SCHEMA_ORG = re.compile(r"https?://schema\.org/", re.IGNORECASE)
+_SCHEMA_ORG = ("https://schema.org/", "http://schema.org/")
 
 
 class InvalidFeed(ValueError):
@@ -293,7 +292,9 @@ def _google_values(data: dict[str, Any]) -> None:
         _same_currency(data, currency)
     availability = data.get("availability")
     if isinstance(availability, str) and availability.strip():
-        word = _SCHEMA_ORG.sub("", availability.strip(), count=1).lower()
+        word = availability.strip().lower()
+        if word.startswith(_SCHEMA_ORG):
+            word = word.partition("schema.org/")[2]
         data["availability"] = AVAILABILITY_WORDS.get(word, availability.strip())
     product_type = data.pop("product_type", "")
     if product_type and not data.get("category"):
