@@ -18,7 +18,10 @@ def admit(
     """None when the fold takes an event of time `ts`, else the dead-letter reason."""
     ahead = ts - wall_ms
     if ahead > skew_ms:
-        return f"future: {ahead / 1000:.0f} s ahead of the wall clock (bound {skew_ms / 1000:g} s)"
+        reason = (
+            f"future: {ahead / 1000:.0f} s ahead of the wall clock (bound {skew_ms / 1000:g} s)"
+        )
+        return reason + _offset_hint(ahead, skew_ms)
     if stream_time is None:
         return None
     behind = min(stream_time, wall_ms) - ts
@@ -28,3 +31,22 @@ def admit(
             f"(bound {lateness_ms / 86_400_000:g} days)"
         )
     return None
+
+
+QUARTER_HOUR_MS = 900_000
+MAX_OFFSET_MS = 14 * 3_600_000  # the furthest time zone from UTC (UTC+14)
+
+
+def _offset_hint(ahead: int, skew_ms: int) -> str:
+    """A hint when `ahead` is a time zone's offset (a whole number of quarter hours, up to 14 h,
+    within the skew): local time written as UTC, or a local clock's epoch."""
+    quarters = round(ahead / QUARTER_HOUR_MS)
+    if not 0 < quarters * QUARTER_HOUR_MS <= MAX_OFFSET_MS:
+        return ""
+    if abs(ahead - quarters * QUARTER_HOUR_MS) > skew_ms:
+        return ""
+    hours = quarters / 4
+    return (
+        f"; {hours:g} h ahead is a time zone's offset: check the time zone (epoch milliseconds "
+        "are UTC; an RFC 3339 time carries its own offset, e.g. +01:00, or Z for UTC)"
+    )

@@ -34,3 +34,15 @@ def test_a_stream_time_ahead_of_the_wall_clock_counts_as_now():
 def test_a_replay_of_old_data_is_judged_by_its_own_stream_time():
     last_year = WALL - 365 * 86_400_000
     assert admit(last_year, last_year + 3_600_000, WALL, LATE, SKEW) is None
+
+
+def test_a_time_a_whole_time_zone_ahead_names_the_offset():
+    """A shop writing local time as UTC (`+01:00` meant, `Z` written; or a local clock's epoch)
+    is ahead by a whole number of quarter hours: the reason says to check the offset."""
+    for hours in (1, 2, 5.5, 9, 14):
+        ahead = int(hours * 3_600_000) + 2_000  # and the seconds the event took to arrive
+        reason = str(admit(WALL + ahead, None, WALL, LATE, SKEW))
+        assert reason.startswith("future:") and "time zone" in reason, reason
+        assert f"{hours:g} h" in reason, reason
+    odd = str(admit(WALL + 3 * 86_400_000, None, WALL, LATE, SKEW))  # days ahead: no offset
+    assert "time zone" not in odd, odd
