@@ -362,6 +362,14 @@ def validate(data: Any, history: bool = False) -> Event:
     if "ts" not in data:
         raise InvalidEvent("missing required field 'ts'")
     ts = parse_ts(data["ts"], history)
+    if data.get("item_id") is None and etype in _ITEM_REQUIRED:
+        listed = _item_list(data)
+        if listed is not None:
+            raise InvalidEvent(
+                f"missing required field 'item_id'; this {etype} holds a list of items under "
+                f"{listed!r}: send one {etype} event per item (each with its own event_id, "
+                "item_id, quantity and price)"
+            )
     item_id = _string(data, "item_id", etype in _ITEM_REQUIRED)
     quantity = data.get("quantity", 1)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
@@ -513,15 +521,21 @@ def _bad_currency(currency: Any) -> str:
     return f"currency {shown!r} must be an ISO 4217 code such as 'EUR'"
 
 
+def _item_list(data: dict[Any, Any]) -> str | None:
+    """The key of the first list of objects in `data`: an order's lines sent as one event
+    (`{"type": "purchase", "items": [...]}`), or events wrapped in an object (`_wrapping`)."""
+    for key, value in data.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return str(key)[:64]
+    return None
+
+
 def _wrapping(data: dict[Any, Any]) -> str | None:
     """The key of an object without the event fields that holds a list of objects: events
     wrapped as `{"events": [...]}` or `{"batch": [...]}`."""
     if "type" in data or "user_id" in data:
         return None
-    for key, value in data.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            return str(key)[:64]
-    return None
+    return _item_list(data)
 
 
 def _check_value(value: Any, where: str, depth: int) -> None:

@@ -217,3 +217,14 @@ def reason_of(data: Any) -> str:
     found = reasons(data)
     assert len(found) == 1, found
     return found.pop()
+
+
+@pytest.mark.parametrize("key", ["items", "products", "line_items"])
+def test_a_purchase_of_several_items_in_a_list_says_one_event_per_item(key: str) -> None:
+    """A shop's order (`{"type": "purchase", "items": [{...}, {...}]}`) got only "missing required
+    field 'item_id'": the reason says the list was seen and to send one event per item."""
+    data = {k: v for k, v in BASE.items() if k != "item_id"}
+    data.update(type="purchase", **{key: [{"item_id": "a", "price": 2.5}, {"item_id": "b"}]})
+    (reason,) = reasons(data)
+    assert reason.startswith("missing required field 'item_id'"), reason
+    assert repr(key) in reason and "one purchase event per item" in reason, reason
