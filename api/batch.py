@@ -279,7 +279,7 @@ async def sliced_blocks(
                 break  # the users left: the caller's fallbacks
         chunk = ids[start : start + CHUNK_USERS]
         blocks += content.blocks(chunk, block_name, fmt, params)
-        log_exposures(request, chunk, block_name)
+        log_exposures(request, chunk, block_name, fmt)
         if deadline is not None:
             took = clock() - now
     return blocks

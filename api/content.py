@@ -111,14 +111,15 @@ class ContentService:
         tests = self.models.content_experiments
         return tests.phase(self.state.now_ms()) if tests.experiments else 0
 
-    def arm(self, profile: Profile, block: str) -> str:
-        """The variant `block` is shown to this user in: the arm of the content experiment
-        running on it (engine/content_experiments.py), else of a model A/B test (`A`, `B`;
-        models/experiments.py), else `default`, as for a user who did not consent to
-        personalization (never assigned, never logged)."""
+    def arm(self, profile: Profile, block: str, fmt: str = "html") -> str:
+        """The variant `block` is shown to this user in, in format `fmt`: the arm of the content
+        experiment running on it (engine/content_experiments.py), else of a model A/B test
+        (`A`, `B`; models/experiments.py), else `default`, as for a user who did not consent to
+        what the format needs (personalization; ads too for json: engine.consent), who gets
+        the fallback (never assigned, never logged)."""
         running = self.models.content_experiments.running(block, self.state.now_ms())
         model = self.models.experiment
-        if (running is None and model is None) or not self.personal(profile):
+        if (running is None and model is None) or not self.shows_personal(profile, fmt):
             return DEFAULT
         if running is not None:
             return running.assign(profile.user_id)
@@ -164,6 +165,11 @@ class ContentService:
     def personal(self, profile: Profile) -> bool:
         """Whether outputs derived from this profile may be shown (engine.consent.personal)."""
         return consent.personal(profile, self.policy.consent_default)
+
+    def shows_personal(self, profile: Profile, fmt: str) -> bool:
+        """Whether a block in format `fmt` may be derived from this profile (engine.consent
+        `block_allowed`: personalization, and ads for json); otherwise it is the fallback."""
+        return consent.block_allowed(profile, fmt, self.policy.consent_default)
 
     def forget(self, user_id: str) -> None:
         """Drop everything cached about a user (after an erasure; and whenever a request finds
@@ -277,7 +283,7 @@ class ContentService:
             return self._unknown(user_id, block, fmt, variant, base)
         testing = self.models.content_experiments.by_block
         if variant == DEFAULT and (block in testing or self.models.experiment is not None):
-            variant = self.arm(profile, block)  # no experiment: a dict lookup and an attribute
+            variant = self.arm(profile, block, fmt)  # no experiment: a dict lookup, an attribute
         stamp = self._stamp(profile, base)
         key = (user_id, block, fmt, variant)
         cached, stale = self.cache.get_or_stale(key, stamp, self.state.now_ms())
@@ -375,7 +381,7 @@ class ContentService:
         has (profile version and `_base_stamp()`), rendered again whenever it changes."""
         profile = self.state.profile(user_id)
         if profile is not None and variant == DEFAULT:
-            variant = self.arm(profile, block)
+            variant = self.arm(profile, block, fmt)
         stamp = self._stamp(profile, base)
         slot = f"{variant}\x00{params.key}"
         if profile is None:

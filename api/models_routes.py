@@ -11,7 +11,9 @@
 While an experiment runs, every 200 answer of a block or profile read of a known user is logged
 as an exposure (variant, versions, the items shown, and in shadow mode the candidate's items); so
 is every known user of `POST /v1/blocks:batch` and `POST /v1/render` (`log_exposures`). Users
-without personalization consent are never logged (and are scored with the default model set).
+without personalization consent are never logged (and are scored with the default model set),
+nor are json blocks (ads) of users without ads consent (their fallback, in no arm); exports and
+explanations are no exposures.
 
 Every change (POST, PUT, DELETE) is audited by the audit middleware (api/limits.py) with its
 outcome; the handlers add what was asked and what was done (`DETAILS`).
@@ -196,32 +198,41 @@ async def get_report(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+# the reads that show a user what a model made for them: their exposures (not the export, nor
+# the preview's explanation, which name the user in their path too)
+EXPOSED_ROUTES = frozenset({"/v1/users/{user_id}/blocks/{block}", "/v1/users/{user_id}/profile"})
+
+
 @web.middleware
 async def exposures_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     admin = request.app.get(ADMIN)
-    if admin is None or response.status != 200 or "user_id" not in request.match_info:
+    if admin is None or response.status != 200 or request.method != "GET":
+        return response
+    route = request.match_info.route.resource
+    if route is None or route.canonical not in EXPOSED_ROUTES:
         return response
     content = request.app[CONTENT]
     models = content.models
     testing = models.content_experiments.experiments
-    if (models.experiment is None and not testing) or request.method != "GET":
+    if models.experiment is None and not testing:
         return response
     user_id = request.match_info["user_id"]
     block = request.match_info.get("block", "profile")
+    fmt = request.query.get("format", "html")  # a block's format (a bad one answered 400)
     try:
         if models.experiment is not None:
-            log_exposure(admin, content, user_id, block)
+            log_exposure(admin, content, user_id, block, fmt)
         if testing:
-            log_content_exposure(admin, content, user_id, block)
+            log_content_exposure(admin, content, user_id, block, fmt)
     except Exception:  # exposures must never break a read
         log.exception("could not log an exposure for %s", user_id)
     return response
 
 
-def log_exposures(request: web.Request, user_ids: list[str], block: str) -> None:
-    """The exposures of a send-time call (blocks:batch, render): one per known user, while an
-    experiment runs. Never raises: exposures must not break a send."""
+def log_exposures(request: web.Request, user_ids: list[str], block: str, fmt: str = "html") -> None:
+    """The exposures of a send-time call (blocks:batch in format `fmt`, render): one per known
+    user, while an experiment runs. Never raises: exposures must not break a send."""
     admin = request.app.get(ADMIN)
     content = request.app[CONTENT]
     models = content.models
@@ -231,19 +242,23 @@ def log_exposures(request: web.Request, user_ids: list[str], block: str) -> None
     for user_id in user_ids:
         try:
             if models.experiment is not None:
-                log_exposure(admin, content, user_id, block)
+                log_exposure(admin, content, user_id, block, fmt)
             if testing:
-                log_content_exposure(admin, content, user_id, block)
+                log_content_exposure(admin, content, user_id, block, fmt)
         except Exception:
             log.exception("could not log an exposure for %s", user_id)
 
 
-def log_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> None:
+def log_exposure(
+    admin: ModelAdmin, content: Any, user_id: str, block: str, fmt: str = "html"
+) -> None:
     models = content.models
     exp = models.experiment
     profile = content.state.profile(user_id)
-    if exp is None or profile is None or not content.personal(profile):
-        return  # no exposure for a user without personalization consent (engine.consent)
+    if exp is None or profile is None or not content.shows_personal(profile, fmt):
+        # no exposure for a user without the consent the format needs (engine.consent): their
+        # block is the fallback, made by no model
+        return
     scores = content.scores(profile)
     n = content.policy.items
     exposure: dict[str, Any] = {
@@ -281,18 +296,20 @@ def log_shown_blocks(request: web.Request, shown: dict[str, list[str]]) -> None:
                 log.exception("could not log an exposure for %s", user_id)
 
 
-def log_content_exposure(admin: ModelAdmin, content: Any, user_id: str, block: str) -> None:
+def log_content_exposure(
+    admin: ModelAdmin, content: Any, user_id: str, block: str, fmt: str = "html"
+) -> None:
     """One exposure of a content experiment (engine/content_experiments.py) running on `block`:
-    the variant the user was shown (`ContentService.arm`, as the block was made). Users without
-    personalization consent are never assigned, so never logged."""
+    the variant the user was shown in format `fmt` (`ContentService.arm`, as the block was
+    made). Users without the consent the format needs are never assigned, so never logged."""
     running = content.models.content_experiments.running(block, content.state.now_ms())
     profile = content.state.profile(user_id)
-    if running is None or profile is None or not content.personal(profile):
+    if running is None or profile is None or not content.shows_personal(profile, fmt):
         return
     exposure = {
         "experiment": running.name,
         "kind": "content",
-        "variant": content.arm(profile, block),
+        "variant": content.arm(profile, block, fmt),
         "user_id": user_id,
         "ts": content.state.now_ms(),
         "block": block,

@@ -18,6 +18,7 @@ The mapping (an output needs every purpose listed; a purpose the user never spok
 | `/profile` scores, recommendations, models, affinities        | personalization            |
 | `/explain`                                                    | personalization            |
 | exposures (the A/B log) and the A/B variant (model set)       | personalization            |
+| the same for a json block (its arm, its exposure)             | personalization, ads       |
 
 Without the purposes an output needs, the output is the one an unknown user gets: the fallback
 block, no trigger (and no webhook), `user.known` false with zero/empty fields, empty scores and

@@ -250,3 +250,47 @@ async def test_the_preview_user_list_needs_consent_when_it_is_required(required:
     shop("agreed", state, {"personalization": True})
     r = await client.get("/v1/users", headers=READER)
     assert [u["user_id"] for u in (await r.json())["users"]] == ["agreed"]
+
+
+async def test_no_exposure_nor_arm_for_a_json_block_without_ads_consent(granted: Any) -> None:
+    """A json block (ads) of a user who withdrew ads consent is the fallback: no model was shown
+    to them, so no exposure is logged and the variant is `default` (GET, batch)."""
+    client, admin, state = granted
+    users = [f"ads{i}" for i in range(12)]
+    for user in users:
+        shop(user, state, {"ads": False})
+    body = {"name": "t1", "model": "recs", "candidate": admin.candidate.version}
+    assert (await client.put("/v1/models/experiment", json=body, headers=ADMIN_KEY)).status == 200
+    arm = {u: admin.content.models.variant(u) for u in users}
+    assert "B" in arm.values()  # some of them would be in the candidate's arm
+    for user in users:
+        r = await client.get(f"/v1/users/{user}/blocks/cart_reminder?format=json", headers=READER)
+        assert r.status == 200 and r.headers["X-Persona-Fallback"] == "1"
+        assert r.headers["X-Persona-Variant"] == "default"
+        assert (await r.json())["variant"] == "default"
+    batch = {"block": "cart_reminder", "format": "json", "user_ids": users}
+    r = await client.post("/v1/blocks:batch", json=batch, headers=READER)
+    assert r.status == 200
+    results = (await r.json())["results"]
+    assert all(results[u]["fallback"] for u in users)
+    assert admin.exposures == []
+    # their html blocks (personalization only) are personalized: exposed and in their arm
+    for user in users:
+        r = await client.get(f"/v1/users/{user}/blocks/cart_reminder", headers=READER)
+        assert "X-Persona-Fallback" not in r.headers, r.headers.get("X-Persona-Fallback-Reason")
+        assert r.headers["X-Persona-Variant"] == arm[user]
+    assert sorted(e["user_id"] for e in admin.exposures) == sorted(users)
+
+
+async def test_an_export_or_explanation_logs_no_exposure(granted: Any) -> None:
+    """Only what the user is shown (blocks, and the profile reads as documented) is an exposure:
+    a privacy officer's export or the preview's explanation is not."""
+    client, admin, state = granted
+    shop("u", state)
+    body = {"name": "t1", "model": "recs", "candidate": admin.candidate.version}
+    assert (await client.put("/v1/models/experiment", json=body, headers=ADMIN_KEY)).status == 200
+    assert (await client.get("/v1/users/u/export", headers=ADMIN_KEY)).status == 200
+    assert (await client.get("/v1/users/u/explain", headers=READER)).status == 200
+    assert admin.exposures == []
+    assert (await client.get("/v1/users/u/profile", headers=READER)).status == 200
+    assert [e["block"] for e in admin.exposures] == ["profile"]
