@@ -64,6 +64,10 @@ class ModelAdmin(Protocol):
 
     def log_exposure(self, exposure: dict[str, Any]) -> None: ...
 
+    def forget_exposures(self, user_ids: list[str]) -> None:
+        """Drop the exposures of `user_ids` logged here and not yet written (an erasure)."""
+        ...
+
     # content experiments (api/experiments.py)
     def content_experiments(self) -> ContentExperiments: ...
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from api.audit import audit
 from api.content import ContentService
+from api.models_routes import ADMIN
 from api.shared import CONTENT, problem
 from engine import consent
 from engine.audit import AuditPseudonyms
@@ -111,12 +112,19 @@ async def delete_user(request: web.Request) -> web.Response:
         return problem(400, "Bad user id", f"the user id {why}: no user can hold it")
     content = _content(request)
     existed = content.state.profile(user_id) is not None
+    # the ids the erasure takes with the user (identity), read before it removes the list
+    gone = [user_id, *(i for i in content.state.merged_ids(user_id) if i != user_id)]
+    admin = request.app.get(ADMIN)
+    if admin is not None:  # exposures queued here, written after the tombstone otherwise
+        admin.forget_exposures(gone)
     await content.state.erase(user_id)
     deadline = time.monotonic() + ERASE_WAIT
     while content.state.profile(user_id) is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     done = content.state.profile(user_id) is None
     content.forget(user_id)
+    if admin is not None:  # and those logged while the erasure was on its way
+        admin.forget_exposures(gone)
     request_id = uuid.uuid4().hex  # names this erasure in the audit log, answered or not
     # the erasure's own record names the user by pseudonym only (engine/audit.py)
     erased = {user_id: request.app[PSEUDONYMS].of(user_id)}

@@ -179,6 +179,10 @@ class MemoryRegistry:
         if len(self.exposures) < MAX_EXPOSURES:
             self.exposures.append(exposure)
 
+    def forget_exposures(self, user_ids: list[str]) -> None:
+        """An erasure: the users' exposures go (here they are the topic, and its tombstone)."""
+        self.exposures = [e for e in self.exposures if e.get("user_id") not in set(user_ids)]
+
     def content_experiments(self) -> ContentExperiments:
         tests: ContentExperiments = self.content.models.content_experiments
         return tests

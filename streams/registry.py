@@ -602,6 +602,13 @@ class RegistryService(Service):
         if len(self._exposures) < 100_000:
             self._exposures.append(exposure)
 
+    def forget_exposures(self, user_ids: list[str]) -> None:
+        """An erasure answered here: the users' exposures still queued are never written (one
+        flushed after the erasure's tombstone would outlive it on the topic)."""
+        gone = set(user_ids)
+        if self._exposures and gone:
+            self._exposures = [e for e in self._exposures if e.get("user_id") not in gone]
+
     @Service.timer(0.5)
     async def _exposure_flusher(self) -> None:
         await self._flush_exposures()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,9 @@ from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
 from engine.events import validate
+from models.experiments import Experiment
 from models.registry import ModelSet
+from streams.registry import RegistryService
 from tests.api.test_models_routes import FakeAdmin
 
 T0 = 1_700_000_000_000
@@ -294,3 +297,43 @@ async def test_an_export_or_explanation_logs_no_exposure(granted: Any) -> None:
     assert admin.exposures == []
     assert (await client.get("/v1/users/u/profile", headers=READER)).status == 200
     assert [e["block"] for e in admin.exposures] == ["profile"]
+
+
+async def test_an_erasure_drops_the_users_exposures_not_yet_written(tmp_path: Path) -> None:
+    """A process writes its exposures to the `exposures` topic every half second: one logged
+    just before an erasure was written after the erasure's tombstone, so the export and the
+    experiment report showed it afterwards. The process answering the DELETE (the owner of the
+    user's partition, where reads during an experiment are answered) drops the user's queued
+    exposures, and those of the ids merged into the user; other users' stay queued."""
+    state = MemoryState()
+    models = ModelSet.default()
+    for item in [*models.recs.popular[:30], "a", "b", "c", "d"]:
+        state.put_product(product(item))
+    keys = KeyRing.from_settings(
+        "ro:ro-kkkkkkkkkkkkkkkkkkkkk:content:read;"
+        "admin:adm-kkkkkkkkkkkkkkkkkkkk:models:admin,content:read,privacy:admin",
+        None,
+    )
+    content = ContentService(state, models, Renderer(), BlockPolicy())
+    app = create_app(content, keys)
+    # the worker's own registry service, not started: its exposures stay queued
+    registry = RegistryService("kafka://127.0.0.1:9", tmp_path / "models", lambda _: None)
+    app[ADMIN] = registry
+    candidate = FakeAdmin(content).candidate
+    content.models = ModelSet(
+        models.churn, models.recs,
+        experiment=Experiment("t1", "recs", models.recs.version, candidate.version),
+        candidate=candidate,
+    )  # fmt: skip
+    for user in ("gone", "kept", "anon"):
+        shop(user, state)
+    state.merged["gone"] = ["anon"]
+    async with TestClient(TestServer(app)) as client:
+        for user in ("gone", "kept", "anon"):
+            r = await client.get(f"/v1/users/{user}/blocks/cart_reminder", headers=READER)
+            assert r.status == 200
+        queued = [e["user_id"] for e in registry._exposures]
+        assert sorted(queued) == ["anon", "gone", "kept"]
+        r = await client.delete("/v1/users/gone", headers=ADMIN_KEY)
+        assert r.status == 200 and (await r.json())["erased"] is True
+        assert [e["user_id"] for e in registry._exposures] == ["kept"]

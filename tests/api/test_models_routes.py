@@ -71,6 +71,9 @@ class FakeAdmin:
     def log_exposure(self, exposure: dict[str, Any]) -> None:
         self.exposures.append(exposure)
 
+    def forget_exposures(self, user_ids: list[str]) -> None:
+        self.exposures = [e for e in self.exposures if e["user_id"] not in user_ids]
+
 
 @pytest.fixture
 async def setup() -> AsyncIterator[tuple[TestClient, FakeAdmin, MemoryState]]:
