@@ -339,7 +339,9 @@ def privacy_paths() -> dict[str, Any]:
                 "summary": "GDPR erasure: the profile (with a changelog tombstone), every cache, "
                 "and tombstones for the user's triggers, dead letters and exposures",
                 "description": "Scope `privacy:admin`; audited (with `request_id`). 202 when "
-                "the erasure was queued but not yet applied within 10 s; it is applied in order: "
+                "the erasure was queued but not yet applied within 10 s (or, answered by a process "
+                "away from the user's unreachable owner that holds nothing of the user, not "
+                "known to be: `existed` null); it is applied in order: "
                 "events of the user produced before it are never folded afterwards (a fence). "
                 "An id no event could hold (over 128 characters, a control character) is a 400.",
                 "parameters": [user_param()],
@@ -354,7 +356,9 @@ def privacy_paths() -> dict[str, Any]:
                                     "properties": {
                                         "user_id": {"type": "string"},
                                         "erased": {"type": "boolean"},
-                                        "existed": {"type": "boolean"},
+                                        # null: answered away from the user's owner, who
+                                        # could not be reached, with nothing of the user here
+                                        "existed": {"type": "boolean", "nullable": True},
                                         "request_id": {"type": "string"},
                                     },
                                 }

@@ -2,7 +2,9 @@
 
 Erasure is queued on the user's partition (in order with their events) where the worker deletes the
 profile with a changelog tombstone; this handler waits until the profile is gone, drops every cached
-block and score of the user, and records the action in the audit log.
+block and score of the user, and records the action in the audit log. Answered away from the
+user's owner (unreachable: api/routing.py) with nothing of the user held here, it confirms
+nothing: 202, `existed` null.
 """
 
 from __future__ import annotations
@@ -111,7 +113,11 @@ async def delete_user(request: web.Request) -> web.Response:
     if why is not None:  # no event can have named it: nothing to erase, no fence to write
         return problem(400, "Bad user id", f"the user id {why}: no user can hold it")
     content = _content(request)
-    existed = content.state.profile(user_id) is not None
+    existed: bool | None = content.state.profile(user_id) is not None
+    # Answered here though another worker owns the user's partition: routing could not reach it
+    # (api/routing.py). Only a copy held here (a standby) can show the erasure applied; with
+    # nothing of the user here, neither the erasure nor the user's existence is known.
+    unseen = not existed and content.state.owner_url(user_id) is not None
     # the ids the erasure takes with the user (identity), read before it removes the list
     gone = [user_id, *(i for i in content.state.merged_ids(user_id) if i != user_id)]
     admin = request.app.get(ADMIN)
@@ -121,7 +127,9 @@ async def delete_user(request: web.Request) -> web.Response:
     deadline = time.monotonic() + ERASE_WAIT
     while content.state.profile(user_id) is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    done = content.state.profile(user_id) is None
+    done = content.state.profile(user_id) is None and not unseen
+    if unseen:
+        existed = None
     content.forget(user_id)
     if admin is not None:  # and those logged while the erasure was on its way
         admin.forget_exposures(gone)

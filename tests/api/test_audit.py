@@ -350,6 +350,40 @@ class _SlowErasure(MemoryState):
         return None  # queued, not applied yet
 
 
+class _OwnedElsewhere(MemoryState):
+    """A worker whose peer owns every user's partition and cannot be reached: the DELETE is
+    answered here (api/routing.py answers locally), where only a standby copy may hold them."""
+
+    def owner_url(self, user_id: str) -> str | None:
+        return "http://127.0.0.1:9"
+
+
+async def test_an_erasure_answered_away_from_the_users_owner_is_not_claimed_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Seen under two workers with one stopped: the other answered the DELETE of a user it did
+    not hold with 200 `erased: true, existed: false`, while the owner still had the profile (the
+    erase command waited on the owner's partition). Where the user's partition is another
+    worker's and nothing of the user is held here, neither is known: 202, `erased` false and
+    `existed` null. A copy held here (a standby) that loses the user still confirms it."""
+    state = _OwnedElsewhere()
+    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "held", "ts": T0}))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.INFO, "persona.audit"):
+            r = await client.delete("/v1/users/elsewhere", headers=_bearer(ALL))
+            body = await r.json()
+            assert r.status == 202 and body["erased"] is False and body["existed"] is None
+            assert state.erased == ["elsewhere"]  # queued all the same, for the owner
+            r = await client.delete("/v1/users/held", headers=_bearer(ALL))
+            body = await r.json()
+            assert r.status == 200 and body["erased"] is True and body["existed"] is True
+    first, second = [r for r in _records(caplog) if r["action"] == "erase"]
+    assert first["completed"] is False and first["existed"] is None
+    assert second["completed"] is True and second["existed"] is True
+
+
 async def test_an_erasure_not_confirmed_in_time_answers_202_with_a_request_id_and_is_audited(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
