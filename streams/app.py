@@ -133,6 +133,7 @@ PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 OWNERSHIP_EVERY = 1.0  # seconds between checks of the partition ownership the readers route by
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
+STANDBY_APPLY_EVERY = 1.0  # seconds between applications of the standby copies' changelog records
 TOPIC_CHECK_EVERY = 15.0  # seconds between checks of the co-partitioned topics' partition counts
 READY_POLL = 0.05  # seconds between looks at the first recovery, for readiness
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
@@ -400,6 +401,7 @@ class PersonaStreams:
         app.timer(AUDIT_EVERY)(self._audit_positions)
         app.timer(TOPIC_CHECK_EVERY)(self._check_topics)
         app.timer(OWNERSHIP_EVERY)(self._publish_ownership)
+        app.timer(STANDBY_APPLY_EVERY)(self._apply_standbys)
         self._ownership: tuple[str | None, ...] | None = None  # the view last published
         self._ownership_at = 0.0  # monotonic time it was written
         self._others = False  # whether the view last taken names another worker (`scaled_out`)
@@ -634,6 +636,17 @@ class PersonaStreams:
         if view == self._ownership and now - self._ownership_at < ownership.HEARTBEAT:
             return
         self._write_ownership(view)
+
+    async def _apply_standbys(self) -> None:
+        """Apply the changelog records Faust buffered for this worker's standby partitions. Faust
+        applies them only once `standby_buffer_size` (1,000) are buffered per table: in a quiet
+        shop a standby kept what the owner had since changed or erased (an erased user's
+        profile) indefinitely, and answered it whenever it answered locally (the owner
+        unreachable, a rebalance, a request marked routed) and to its readers. Not during a
+        table recovery, which applies its own buffers when it ends."""
+        recovery: Any = getattr(self.app.tables, "recovery", None)  # faust.tables.Recovery
+        if recovery is not None and not recovery.in_recovery and any(recovery.buffers.values()):
+            recovery.flush_buffers()
 
     async def _ownership_revoked(self, *args: Any, **kwargs: Any) -> None:
         """A rebalance began: ownership unknown until it ends (readers answer locally)."""
