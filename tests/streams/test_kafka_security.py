@@ -8,7 +8,7 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -314,10 +314,10 @@ def test_a_listener_that_hangs_up_names_the_protocol() -> None:
         server.close()
 
 
-def test_a_broker_that_trickles_its_answer_is_given_up_on_in_time() -> None:
-    """The check's timeout bounds the whole SASL answer, not each read: a listener that announces
-    64 KiB and sends a byte every 0.2 s (each read well within a 1 s timeout) held start-up for
-    hours (65,536 reads of 0.2 s)."""
+def _trickled(head: bytes, check: Callable[[int], None]) -> BaseException | None:
+    """What `check(port)` raised against a listener that reads the client's first bytes, sends
+    `head` and then a byte every 0.2 s (each read well within the check's 1 s timeout); fails
+    when the check still runs after 60 s (its bound is 1 s: a loaded machine, a wide margin)."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     stop = threading.Event()
@@ -325,8 +325,8 @@ def test_a_broker_that_trickles_its_answer_is_given_up_on_in_time() -> None:
     def trickle() -> None:
         conn, _ = listener.accept()
         with conn:
-            conn.recv(1024)
-            conn.sendall((64 * 1024).to_bytes(4, "big"))
+            conn.recv(4096)
+            conn.sendall(head)
             while not stop.is_set():
                 with contextlib.suppress(OSError):
                     conn.sendall(b"\x00")
@@ -337,65 +337,45 @@ def test_a_broker_that_trickles_its_answer_is_given_up_on_in_time() -> None:
     outcome: list[BaseException | None] = []
 
     def probe() -> None:
-        config = from_settings(_sasl_plaintext("PLAIN"), f"127.0.0.1:{port}")
         try:
-            check_sasl(config, timeout=1.0)
+            check(port)
             outcome.append(None)
-        except BaseException as exc:  # what the check raised: asserted below
+        except BaseException as exc:  # what the check raised: the caller asserts it
             outcome.append(exc)
 
     client = threading.Thread(target=probe, daemon=True)
     client.start()
-    client.join(60)  # the bound is 1 s (a loaded machine: a wide margin)
+    client.join(60)
     gave_up = not client.is_alive()
     stop.set()
     server.join(5)
     listener.close()
     client.join(5)
-    assert gave_up, "the SASL check still reads a trickled answer after 60 s"
-    assert isinstance(outcome[0], KafkaConnectError), outcome
-    assert "did not answer a SASL handshake within 1 s" in str(outcome[0]), outcome
+    assert gave_up, "the check still reads a trickled answer after 60 s"
+    return outcome[0]
+
+
+def test_a_broker_that_trickles_its_answer_is_given_up_on_in_time() -> None:
+    """The check's timeout bounds the whole SASL answer, not each read: a listener that announces
+    64 KiB and sends a byte every 0.2 s held start-up for hours (65,536 reads of 0.2 s)."""
+    settings = _sasl_plaintext("PLAIN")
+    raised = _trickled(
+        (64 * 1024).to_bytes(4, "big"),
+        lambda port: check_sasl(from_settings(settings, f"127.0.0.1:{port}"), timeout=1.0),
+    )
+    assert isinstance(raised, KafkaConnectError), raised
+    assert "did not answer a SASL handshake within 1 s" in str(raised), raised
 
 
 def test_a_tls_listener_that_trickles_its_handshake_is_given_up_on_in_time(pki: Pki) -> None:
     """The check's timeout bounds the whole TLS handshake, not each read: a listener that starts
-    a 16 KiB handshake record and sends a byte every 0.2 s (each read well within a 1 s timeout)
-    would hold start-up for about an hour otherwise. (CPython's ssl module keeps one deadline for
-    a handshake on a socket with a timeout: a guard, which passed when it was written.)"""
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    stop = threading.Event()
-
-    def trickle() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(4096)  # the client's hello
-            conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16,384 bytes follows
-            while not stop.is_set():
-                with contextlib.suppress(OSError):
-                    conn.sendall(b"\x00")
-                stop.wait(0.2)
-
-    server = threading.Thread(target=trickle, daemon=True)
-    server.start()
-    outcome: list[BaseException | None] = []
-
-    def probe() -> None:
-        config = from_settings(_settings(security="ssl", ca_file=str(pki.ca)), f"127.0.0.1:{port}")
-        try:
-            check_tls(config, timeout=1.0)
-            outcome.append(None)
-        except BaseException as exc:  # what the check raised: asserted below
-            outcome.append(exc)
-
-    client = threading.Thread(target=probe, daemon=True)
-    client.start()
-    client.join(60)  # the bound is 1 s (a loaded machine: a wide margin)
-    gave_up = not client.is_alive()
-    stop.set()
-    server.join(5)
-    listener.close()
-    client.join(5)
-    assert gave_up, "the TLS check still reads a trickled handshake after 60 s"
-    assert isinstance(outcome[0], KafkaConnectError), outcome
-    assert "TLS handshake" in str(outcome[0]) and "timed out" in str(outcome[0]), outcome
+    a 16 KiB handshake record and sends a byte every 0.2 s would hold start-up for about an hour
+    otherwise. (CPython's ssl module keeps one deadline for a handshake on a socket with a
+    timeout: a guard, which passed when it was written.)"""
+    settings = _settings(security="ssl", ca_file=str(pki.ca))
+    raised = _trickled(
+        b"\x16\x03\x03\x40\x00",  # a handshake record of 16,384 bytes follows
+        lambda port: check_tls(from_settings(settings, f"127.0.0.1:{port}"), timeout=1.0),
+    )
+    assert isinstance(raised, KafkaConnectError), raised
+    assert "TLS handshake" in str(raised) and "timed out" in str(raised), raised
