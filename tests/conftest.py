@@ -173,6 +173,14 @@ def start_worker(
 
 
 PORT_TRIES = 3
+# Every worker launched: one a failing test left running (`a` started, then `b` failed to) is
+# stopped when the session ends, not left behind its broker for good.
+_LAUNCHED: list[Worker] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for worker in _LAUNCHED:
+        worker.stop()
 
 
 def _launch(broker_url: str, data_dir: Path, env: dict[str, str], port: int, log: Path) -> Worker:
@@ -192,6 +200,7 @@ def _launch(broker_url: str, data_dir: Path, env: dict[str, str], port: int, log
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     worker = Worker(f"http://127.0.0.1:{port}", broker_url, data_dir, proc, log)
+    _LAUNCHED.append(worker)
     try:
         wait_until(
             lambda: proc.poll() is not None or http("GET", worker.base + "/readyz")[0] == 200,
