@@ -180,5 +180,6 @@ def test_a_restarted_worker_folds_its_backlog_and_answers_every_health_poll(
                 worker.stop()
     assert polls.health and set(polls.health) == {200}  # every poll answered, none took 5 s
     assert max(polls.behind) > 0 and polls.behind[-1] == 0
-    caught = [int(m) for b in polls.ready for m in re.findall(r"catching up: (\d+) input", b)]
+    said = (m for b in polls.ready for m in re.findall(r"catching up: ([\d,]+) input", b))
+    caught = [int(m.replace(",", "")) for m in said]  # written with separators: 12,345
     assert caught and max(caught) > 0  # ready while behind, and saying so
