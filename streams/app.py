@@ -115,9 +115,9 @@ BATCH_WITHIN = 0.02  # seconds a fold batch may wait to fill while records keep 
 FOLD_SLICE = 100  # records (or 20 ms) folded between two turns of the event loop (Turns)
 POPULAR_REFRESH = 5.0  # seconds between recomputations of the best-seller list, at least
 CONTENT_SYNC_EVERY = 0.5  # seconds between checks whether the kept catalog is indexed (readyz)
-# Seconds at most between another worker's write to a global table (catalog, popularity) and this
-# worker applying it (`_apply_global_changelogs`).
-GLOBAL_APPLY_EVERY = 0.2
+# Seconds at most between another worker's write to a global table (catalog, popularity) or to a
+# partition this worker stands by for, and this worker applying it (`_apply_held_changelogs`).
+HELD_APPLY_EVERY = 0.2
 POPULAR_STEP = 1000  # items ranked between two yields to the event loop
 # Products kept decoded: whole for reads (HTTP routes served by the worker, catalog triggers),
 # as fold views for the fold (streams/read_side.FoldProducts: ~830 accounted bytes a view, ~644
@@ -133,7 +133,6 @@ PARTITION_MEMO = 200_000  # user ids whose murmur2 partition is memoized
 PARTITION_MEMO_BYTES = 32 * 1024 * 1024
 OWNERSHIP_EVERY = 1.0  # seconds between checks of the partition ownership the readers route by
 AUDIT_EVERY = 2.0  # seconds between audits of the positions of partitions that receive nothing
-STANDBY_APPLY_EVERY = 1.0  # seconds between applications of the standby copies' changelog records
 TOPIC_CHECK_EVERY = 15.0  # seconds between checks of the co-partitioned topics' partition counts
 READY_POLL = 0.05  # seconds between looks at the first recovery, for readiness
 AUDIT_IDLE = 2.0  # seconds without a delivery before a partition's position is audited
@@ -395,13 +394,12 @@ class PersonaStreams:
         app.task(self._popularity_fold)
         app.timer(POPULAR_REFRESH)(self._refresh_popular)
         app.timer(CONTENT_SYNC_EVERY)(self._sync_content)
-        app.timer(GLOBAL_APPLY_EVERY)(self._apply_global_changelogs)
+        app.timer(HELD_APPLY_EVERY)(self._apply_held_changelogs)
         app.timer(1.0)(self.triggers.check_due)
         app.timer(10.0)(self.triggers.sweep)
         app.timer(AUDIT_EVERY)(self._audit_positions)
         app.timer(TOPIC_CHECK_EVERY)(self._check_topics)
         app.timer(OWNERSHIP_EVERY)(self._publish_ownership)
-        app.timer(STANDBY_APPLY_EVERY)(self._apply_standbys)
         self._ownership: tuple[str | None, ...] | None = None  # the view last published
         self._ownership_at = 0.0  # monotonic time it was written
         self._others = False  # whether the view last taken names another worker (`scaled_out`)
@@ -637,13 +635,19 @@ class PersonaStreams:
             return
         self._write_ownership(view)
 
-    async def _apply_standbys(self) -> None:
-        """Apply the changelog records Faust buffered for this worker's standby partitions. Faust
-        applies them only once `standby_buffer_size` (1,000) are buffered per table: in a quiet
-        shop a standby kept what the owner had since changed or erased (an erased user's
-        profile) indefinitely, and answered it whenever it answered locally (the owner
-        unreachable, a rebalance, a request marked routed) and to its readers. Not during a
-        table recovery, which applies its own buffers when it ends."""
+    async def _apply_held_changelogs(self) -> None:
+        """Apply the changelog records Faust holds back outside a table recovery (which applies
+        its own buffers when it ends). Faust applies them only once 1,000 are buffered per table
+        (`recovery_buffer_size`, `standby_buffer_size`), also after recovery has ended:
+        - the global tables (catalog, popularity): every partition of their changelog is
+          "active" on every worker (faust/assignor, so that each recovers all of it at start), so
+          in a group of several workers the products and scores one worker folded reached the
+          others a thousand records at a time, or at the next rebalance (seen: every user of
+          worker b got the fallback cart_reminder, `nothing_personal`, for items a folded);
+        - standby partitions: in a quiet shop a standby kept what the owner had since changed or
+          erased (an erased user's profile) indefinitely, and answered it whenever it answered
+          locally (the owner unreachable, a rebalance, a request marked routed) and to its
+          readers."""
         recovery: Any = getattr(self.app.tables, "recovery", None)  # faust.tables.Recovery
         if recovery is not None and not recovery.in_recovery and any(recovery.buffers.values()):
             recovery.flush_buffers()
@@ -1642,29 +1646,6 @@ class PersonaStreams:
             self._popularity_writer.write(partition, writes)
         await self._popularity_writer.ship()
         return True
-
-    async def _apply_global_changelogs(self) -> None:
-        """Apply the changelog records of the global tables (catalog, popularity) that Faust's
-        recovery holds back. Every partition of a global table's changelog is "active" on every
-        worker (faust/assignor, so that each recovers all of it at start), and Faust applies an
-        active partition's records 1,000 to a batch (`recovery_buffer_size`), also after recovery
-        has ended: in a group of several workers, the products and scores one worker folded
-        reached the others a thousand records at a time, or at the next rebalance (seen: every
-        user of worker b got the fallback cart_reminder, `nothing_personal`, for items a folded).
-        Not while a recovery runs: Faust applies its large batches then, and what is held at its
-        end. In order, with no await between applying and emptying the buffer."""
-        recovery = cast(Any, self.app.tables).recovery  # faust/tables/recovery.py
-        if recovery.in_recovery:
-            return
-        for table in (self.catalog, self.popularity):
-            held = recovery.buffers.get(table)
-            if not held:
-                continue
-            try:
-                table.apply_changelog_batch(held)
-            except Exception:  # stored rows are bytes: nothing here is expected to fail
-                log.exception("could not apply %s changelog records of %s", len(held), table.name)
-            held.clear()  # as Faust's own flush does
 
     async def _sync_content(self) -> None:
         """Once the tables are recovered: index the catalog rows kept from earlier runs, giving

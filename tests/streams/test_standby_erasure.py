@@ -5,7 +5,7 @@ buffered (`standby_buffer_size`), so in a quiet shop the standby kept an erased 
 indefinitely, and answered it whenever it answered locally: the owner unreachable, a rebalance
 (ownership unknown), or a caller sending `X-Persona-Routed`; its readers read those files too.
 Seen under `persona run` with a second `persona worker`. The worker now applies its standby
-buffers every second (streams/app.py `_apply_standbys`)."""
+buffers every 0.2 s (streams/app.py `_apply_held_changelogs`)."""
 
 from __future__ import annotations
 
