@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from streams.broker import EmbeddedBroker, free_port
+from streams.produce import ALL_INPUTS, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -223,6 +225,31 @@ def worker_of_its_own(tmp: Path, extra_env: dict[str, str] | None = None) -> Ite
             yield worker
         finally:
             worker.stop()
+
+
+@contextlib.contextmanager
+def two_workers(tmp: Path) -> Iterator[tuple[EmbeddedBroker, Worker, Worker]]:
+    """(broker, a, b): two workers in one group (data dirs `tmp/a`, `tmp/b`) on an embedded broker
+    of their own (`tmp/broker.log`, its input topics made first), once both answer /readyz 200
+    after the rebalance; both are stopped when the block ends."""
+    with EmbeddedBroker(log_file=tmp / "broker.log") as broker:
+        asyncio.run(ensure_topics(broker.url, 4, ALL_INPUTS))  # start_worker's PERSONA_PARTITIONS
+        a = start_worker(broker.url, tmp / "a")
+        try:
+            b = start_worker(broker.url, tmp / "b")
+            try:
+                wait_until(
+                    lambda: all(
+                        http("GET", w.base + "/readyz", key=None)[0] == 200 for w in (a, b)
+                    ),
+                    timeout=90,
+                    what="both workers ready after the rebalance",
+                )
+                yield broker, a, b
+            finally:
+                b.stop()
+        finally:
+            a.stop()
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,8 @@ import pytest
 from engine.events import validate
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
-from streams.broker import EmbeddedBroker
-from streams.produce import ALL_INPUTS, Producer, ensure_topics
-from tests.conftest import T0, Worker, http, metric, start_worker, wait_until
+from streams.produce import Producer
+from tests.conftest import T0, Worker, http, metric, two_workers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,79 +61,67 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
     assert len(items) == 2
     tag = uuid.uuid4().hex[:6]
     users = [f"fan-{tag}-{i}" for i in range(16)]
-    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
-        asyncio.run(ensure_topics(broker.url, 4, ALL_INPUTS))
-        a = start_worker(broker.url, tmp_path / "a")
-        b = start_worker(broker.url, tmp_path / "b")
-        try:
-            wait_until(
-                lambda: all(http("GET", w.base + "/readyz", key=None)[0] == 200 for w in (a, b)),
-                timeout=90,
-                what="both workers ready after the rebalance",
-            )
+    with two_workers(tmp_path) as (broker, a, b):
 
-            def carts(item: str, n: int) -> None:
-                async def go() -> None:
-                    async with Producer(broker.url) as producer:
-                        if n == 0:
-                            await producer.send_products(products)
-                        await producer.send_events(
-                            validate(
-                                {
-                                    "event_id": f"{tag}-{n}-{u}",
-                                    "type": "add_to_cart",
-                                    "user_id": u,
-                                    "ts": T0 + n * 1000,
-                                    "item_id": item,
-                                }
-                            )
-                            for u in users
+        def carts(item: str, n: int) -> None:
+            async def go() -> None:
+                async with Producer(broker.url) as producer:
+                    if n == 0:
+                        await producer.send_products(products)
+                    await producer.send_events(
+                        validate(
+                            {
+                                "event_id": f"{tag}-{n}-{u}",
+                                "type": "add_to_cart",
+                                "user_id": u,
+                                "ts": T0 + n * 1000,
+                                "item_id": item,
+                            }
                         )
+                        for u in users
+                    )
 
-                asyncio.run(go())
+            asyncio.run(go())
 
-            carts(items[0], 0)
+        carts(items[0], 0)
 
-            def owners() -> dict[str, str] | None:
-                out = {}
-                for user in users:
-                    cart, routed = cart_of(a, user)
-                    if cart != {items[0]: 1}:
-                        return None
-                    out[user] = routed or a.base
-                return out
+        def owners() -> dict[str, str] | None:
+            out = {}
+            for user in users:
+                cart, routed = cart_of(a, user)
+                if cart != {items[0]: 1}:
+                    return None
+                out[user] = routed or a.base
+            return out
 
-            owned = wait_until(owners, timeout=90, what="every cart folded, seen via worker a")
-            of_b = [u for u, owner in owned.items() if owner == b.base]
-            of_a = [u for u, owner in owned.items() if owner == a.base]
-            assert of_a and of_b, owned
+        owned = wait_until(owners, timeout=90, what="every cart folded, seen via worker a")
+        of_b = [u for u, owner in owned.items() if owner == b.base]
+        of_a = [u for u, owner in owned.items() if owner == a.base]
+        assert of_a and of_b, owned
 
-            carts(items[1], 1)  # folded by each user's owner; b's users' copy on a may lag
-            fresh = {items[0]: 1, items[1]: 1}
-            wait_until(
-                lambda: all(cart_of(b, u) == (fresh, None) for u in of_b),
-                timeout=60,
-                what="b folding its users' second item",
-            )
-            wait_until(
-                lambda: all(cart_of(a, u) == (fresh, None) for u in of_a),
-                timeout=60,
-                what="a folding its users' second item",
-            )
-            # each owner knows both items, the one the other worker folded too (global catalog)
-            wait_until(
-                lambda: all(
-                    own_block(owner, u)[1]["fallback"] is False
-                    for owner, mine in ((a, of_a), (b, of_b))
-                    for u in mine
-                ),
-                timeout=60,
-                what="personal cart_reminders from each user's owner",
-            )
-            yield Group(a, b, users, of_a, of_b)
-        finally:
-            a.stop()
-            b.stop()
+        carts(items[1], 1)  # folded by each user's owner; b's users' copy on a may lag
+        fresh = {items[0]: 1, items[1]: 1}
+        wait_until(
+            lambda: all(cart_of(b, u) == (fresh, None) for u in of_b),
+            timeout=60,
+            what="b folding its users' second item",
+        )
+        wait_until(
+            lambda: all(cart_of(a, u) == (fresh, None) for u in of_a),
+            timeout=60,
+            what="a folding its users' second item",
+        )
+        # each owner knows both items, the one the other worker folded too (global catalog)
+        wait_until(
+            lambda: all(
+                own_block(owner, u)[1]["fallback"] is False
+                for owner, mine in ((a, of_a), (b, of_b))
+                for u in mine
+            ),
+            timeout=60,
+            what="personal cart_reminders from each user's owner",
+        )
+        yield Group(a, b, users, of_a, of_b)
 
 
 def test_a_batch_asks_the_owner_of_the_other_workers_users(group: Group) -> None:

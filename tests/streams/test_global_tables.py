@@ -22,9 +22,8 @@ from engine.events import validate
 from engine.placement import partition
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
-from streams.broker import EmbeddedBroker
-from streams.produce import ALL_INPUTS, Producer, ensure_topics
-from tests.conftest import T0, Worker, http, start_worker, wait_until
+from streams.produce import Producer
+from tests.conftest import T0, Worker, http, two_workers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,72 +70,60 @@ def test_each_worker_knows_the_products_the_other_folded(tmp_path: Path) -> None
                 carts[user] = item
             if not wanted:
                 break
-    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
-        asyncio.run(ensure_topics(broker.url, PARTITIONS, ALL_INPUTS))
-        a = start_worker(broker.url, tmp_path / "a")
-        b = start_worker(broker.url, tmp_path / "b")
-        try:
-            wait_until(
-                lambda: all(http("GET", w.base + "/readyz", key=None)[0] == 200 for w in (a, b)),
-                timeout=90,
-                what="both workers ready after the rebalance",
-            )
+    with two_workers(tmp_path) as (broker, a, b):
 
-            async def send() -> None:
-                async with Producer(broker.url) as producer:
-                    await producer.send_products(products)
-                    await producer.send_events(
-                        validate(
-                            {
-                                "event_id": f"{tag}-{user}",
-                                "type": "add_to_cart",
-                                "user_id": user,
-                                "ts": T0,
-                                "item_id": item,
-                            }
-                        )
-                        for user, item in carts.items()
+        async def send() -> None:
+            async with Producer(broker.url) as producer:
+                await producer.send_products(products)
+                await producer.send_events(
+                    validate(
+                        {
+                            "event_id": f"{tag}-{user}",
+                            "type": "add_to_cart",
+                            "user_id": user,
+                            "ts": T0,
+                            "item_id": item,
+                        }
                     )
+                    for user, item in carts.items()
+                )
 
-            asyncio.run(send())
+        asyncio.run(send())
 
-            def folded() -> dict[str, str] | None:
-                owners = {}
-                for user, item in carts.items():
-                    status, headers, body = http("GET", f"{a.base}/v1/users/{user}/profile")
-                    if status != 200 or json.loads(body)["cart"] != {item: 1}:
-                        return None
-                    owners[user] = headers.get("X-Persona-Routed") or a.base
-                return owners
+        def folded() -> dict[str, str] | None:
+            owners = {}
+            for user, item in carts.items():
+                status, headers, body = http("GET", f"{a.base}/v1/users/{user}/profile")
+                if status != 200 or json.loads(body)["cart"] != {item: 1}:
+                    return None
+                owners[user] = headers.get("X-Persona-Routed") or a.base
+            return owners
 
-            owners = wait_until(folded, timeout=90, what="every cart folded, seen via worker a")
-            assert set(owners.values()) == {a.base, b.base}, owners
+        owners = wait_until(folded, timeout=90, what="every cart folded, seen via worker a")
+        assert set(owners.values()) == {a.base, b.base}, owners
 
-            def fallbacks() -> list[tuple[str, str, int, str | None]]:
-                """Every (worker asked, user, status, reason) whose block is not personal; each
-                user asked at both workers (one answers, the other asks the owner)."""
-                out = []
-                for worker in (a, b):
-                    for user in carts:
-                        status, reason, _ = reminder(worker, user)
-                        if status != 200 or reason is not None:
-                            out.append((worker.base, user, status, reason))
-                return out
+        def fallbacks() -> list[tuple[str, str, int, str | None]]:
+            """Every (worker asked, user, status, reason) whose block is not personal; each
+            user asked at both workers (one answers, the other asks the owner)."""
+            out = []
+            for worker in (a, b):
+                for user in carts:
+                    status, reason, _ = reminder(worker, user)
+                    if status != 200 or reason is not None:
+                        out.append((worker.base, user, status, reason))
+            return out
 
-            # Generous for a loaded machine: unfixed, b never learned a's products (nor a b's)
-            # until a thousand more catalog records had arrived.
-            left: list[tuple[str, str, int, str | None]] = []
+        # Generous for a loaded machine: unfixed, b never learned a's products (nor a b's)
+        # until a thousand more catalog records had arrived.
+        left: list[tuple[str, str, int, str | None]] = []
 
-            def personal() -> bool:
-                left[:] = fallbacks()
-                return not left
+        def personal() -> bool:
+            left[:] = fallbacks()
+            return not left
 
-            if not wait_until_or_false(personal, timeout=60):
-                raise AssertionError(f"{len(left)} answers still the fallback, e.g. {left[:4]}")
-            # answered by each user's owner, from its own catalog, for items of both workers
-            for user, owner in owners.items():
-                status, reason, headers = reminder(a if owner == a.base else b, user)
-                assert (status, reason) == (200, None) and "X-Persona-Routed" not in headers
-        finally:
-            a.stop()
-            b.stop()
+        if not wait_until_or_false(personal, timeout=60):
+            raise AssertionError(f"{len(left)} answers still the fallback, e.g. {left[:4]}")
+        # answered by each user's owner, from its own catalog, for items of both workers
+        for user, owner in owners.items():
+            status, reason, headers = reminder(a if owner == a.base else b, user)
+            assert (status, reason) == (200, None) and "X-Persona-Routed" not in headers

@@ -14,9 +14,9 @@ import pytest
 
 from engine.events import validate
 from engine.ownership import FILE_NAME, parse
-from streams.broker import EmbeddedBroker, free_port
-from streams.produce import ALL_INPUTS, Producer, ensure_topics
-from tests.conftest import http, start_worker, wait_until
+from streams.broker import free_port
+from streams.produce import Producer
+from tests.conftest import http, two_workers, wait_until
 from tests.streams.test_reader_process import start_reader
 
 pytestmark = pytest.mark.integration
@@ -27,19 +27,11 @@ PER_USER = 3
 
 
 def test_a_reader_forwards_the_other_workers_users_to_their_owner(tmp_path: Path) -> None:
-    with EmbeddedBroker(log_file=tmp_path / "broker.log") as broker:
-        asyncio.run(ensure_topics(broker.url, 4, ALL_INPUTS))
-        a = start_worker(broker.url, tmp_path / "a")
-        b = start_worker(broker.url, tmp_path / "b")
+    with two_workers(tmp_path) as (broker, a, b):
         port = free_port()
         reader = start_reader(a, port, 0)
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_until(
-                lambda: all(http("GET", w.base + "/readyz", key=None)[0] == 200 for w in (a, b)),
-                timeout=90,
-                what="both workers ready after the rebalance",
-            )
             wait_until(lambda: http("GET", base + "/readyz")[0] == 200, timeout=90, what="reader")
 
             async def go() -> None:
@@ -102,5 +94,3 @@ def test_a_reader_forwards_the_other_workers_users_to_their_owner(tmp_path: Path
         finally:
             reader.terminate()
             reader.wait(15)
-            a.stop()
-            b.stop()
