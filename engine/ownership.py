@@ -13,8 +13,11 @@ a reader's `owner_url` routes by it:
 rebalance). The file is written atomically (a temporary file, then a rename).
 
 The file is input like any other: `parse` refuses one past `MAX_BYTES`, one that is not exactly
-this shape, one whose partition count is not the reader's, and any URL that is not a plain
-http(s) URL with a host (`url_problem`, also what api/hops.py checks a hop's target with).
+this shape, one whose partition count is not the reader's, and one whose `own` is not a plain
+http(s) URL with a host (`url_problem`, also what api/hops.py checks a hop's target with). A
+peer's URL that is not one costs only its partitions: they are set aside as unknown (answered
+locally, no hop goes there), the rest of the view stands, and `Ownership.refused` says why
+(without repeating the URL, which may carry credentials).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class OwnershipError(ValueError):
 class Ownership:
     own: str  # the publishing worker's URL
     owners: tuple[str | None, ...]  # per profiles partition: its owner's URL, None unknown
+    # why the file's entries set aside as unknown were refused ("partition 3: no host", ...)
+    refused: tuple[str, ...] = ()
 
     def owner_url(self, partition: int) -> str | None:
         """The URL to forward a request for a user of `partition` to; None: answer locally (the
@@ -119,9 +124,15 @@ def parse(raw: bytes, partitions: int) -> Ownership:
         raise OwnershipError('"owners" is not a list')
     if len(owners) != partitions:
         raise OwnershipError(f"{len(owners)} partitions where this process has {partitions}")
-    return Ownership(
-        own, tuple(None if u is None else _url(u, f"partition {p}") for p, u in enumerate(owners))
-    )
+    urls: list[str | None] = []
+    refused: list[str] = []
+    for p, value in enumerate(owners):
+        try:
+            urls.append(None if value is None else _url(value, f"partition {p}"))
+        except OwnershipError as exc:  # this peer's partitions alone: answered locally
+            urls.append(None)
+            refused.append(str(exc))
+    return Ownership(own, tuple(urls), tuple(refused))
 
 
 def write(path: Path, own: str, owners: Sequence[str | None]) -> None:

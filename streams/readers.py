@@ -300,6 +300,7 @@ class SecondaryState:
         self._ownership_key: tuple[int, int, int] | None = None  # the file last parsed
         self._parsed: ownership.Ownership | str | None = None  # its view, or why it was refused
         self._ownership_problem: str | None = None  # why there is no view (logged once)
+        self._refused_said: tuple[str, ...] = ()  # the view's refused entries last logged
         self._scaled_out = False  # a view ever named another worker
         self._others = False  # the current view names another worker (`scaled_out`)
 
@@ -434,7 +435,10 @@ class SecondaryState:
         """Load the worker's ownership file when it changed (one stat per catch-up round, none
         per request); without a usable one (missing, unreadable, refused, not touched for
         `ownership.STALE` s: the worker is gone or stuck; or dated more than that ahead of the
-        clock, whose age cannot be told) every user is answered here."""
+        clock, whose age cannot be told) every user is answered here. A view whose peer URLs
+        are partly refused (engine/ownership.py) is used for the rest: those partitions are
+        answered here, said once per view (a warning, and
+        `persona_reader_ownership_entries_refused`)."""
         try:
             st = os.stat(self.ownership_path)
         except FileNotFoundError:
@@ -469,6 +473,16 @@ class SecondaryState:
         if not isinstance(view, ownership.Ownership):
             self._no_ownership("refused", str(view))
             return
+        if view.refused != self._refused_said:  # once per view, not per touch of the file
+            self._refused_said = view.refused
+            if view.refused:
+                log.warning(
+                    "%s: the owner URL of %d partitions refused (%s); their users are answered "
+                    "from this worker's tables, the other partitions routed",
+                    self.ownership_path,
+                    len(view.refused),
+                    "; ".join(view.refused[:5]) + ("; ..." if len(view.refused) > 5 else ""),
+                )
         if view is not self.ownership:
             if self.ownership != view or self._ownership_problem is not None:
                 log.info(
@@ -481,7 +495,7 @@ class SecondaryState:
 
     def _no_ownership(self, kind: str, detail: str) -> None:
         """No view to route by; said once per kind of problem (a refused file: once per file)."""
-        self.ownership, self._others = None, False
+        self.ownership, self._others, self._refused_said = None, False, ()
         said = self._ownership_problem
         if (
             said is None
@@ -656,7 +670,15 @@ class SecondaryState:
             " loop (requests wait for it).",
             "# TYPE persona_reader_catch_up_step_seconds histogram",
             *self._step_lines(),
+            "# HELP persona_reader_ownership_entries_refused Partitions whose owner URL in the"
+            " worker's ownership file was refused (answered from this worker's tables).",
+            "# TYPE persona_reader_ownership_entries_refused gauge",
+            f"persona_reader_ownership_entries_refused {self._refused_count()}",
         ]
+
+    def _refused_count(self) -> int:
+        view = self.ownership
+        return 0 if view is None else len(view.refused)
 
     def _step_lines(self) -> list[str]:
         lines, total = [], 0

@@ -49,14 +49,7 @@ def test_round_trip_and_routing(tmp_path: Path) -> None:
         (body(owners={"0": A}), "not a list"),
         (body(owners=[A, B, None]), "3 partitions where this process has 4"),
         (body(owners=[A] * 5), "5 partitions"),
-        (body(owners=[A, B, None, 7]), "partition 3 is not a URL string"),
-        (body(owners=[A, "http://u:p@evil", None, B]), "partition 1: the URL carries cred"),
-        (body(owners=[A, "http://evil/steal", None, B]), "partition 1: the URL has a path"),
-        (body(owners=[A, "http://evil:99999", None, B]), "partition 1: not a URL"),
-        (body(owners=[A, "http://ev il", None, B]), "control characters or spaces"),
-        (body(owners=[A, "http://e\nvil", None, B]), "control characters or spaces"),
-        (body(owners=[A, "http://" + "e" * 3000, None, B]), "longer than 2048"),
-        (body(owners=[A, "javascript:alert(1)", None, B]), "scheme 'javascript'"),
+        (body(own="http://u:p@evil"), '"own": the URL carries credentials'),
         (b" " * (MAX_BYTES + 1), f"larger than {MAX_BYTES} bytes"),
     ],
 )
@@ -64,6 +57,40 @@ def test_hostile_contents_are_refused(raw: bytes, why: str) -> None:
     with pytest.raises(OwnershipError) as refused:
         parse(raw, 4)
     assert why in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        (7, "partition 1 is not a URL string"),
+        ([B], "partition 1 is not a URL string"),
+        ("http://u:p@evil", "partition 1: the URL carries cred"),
+        ("http://evil/steal", "partition 1: the URL has a path"),
+        ("http://evil:99999", "partition 1: not a URL"),
+        ("http://ev il", "partition 1: control characters or spaces"),
+        ("http://e\nvil", "partition 1: control characters or spaces"),
+        ("http://" + "e" * 3000, "partition 1: longer than 2048"),
+        ("javascript:alert(1)", "partition 1: scheme 'javascript'"),
+    ],
+)
+def test_a_bad_peer_url_costs_only_its_own_partitions(entry: object, why: str) -> None:
+    """Before, one bad peer URL refused the whole file: the reader answered every user locally
+    (the good peers' users from a standby copy too). Now only that entry is set aside (its
+    partition answered locally: no hop goes to it), the rest of the view stands, and why is
+    kept for the reader to say once; the URL itself is never repeated (credentials)."""
+    view = parse(body(owners=[A, entry, None, B]), 4)
+    assert view.owners == (A, None, None, B)
+    assert [view.owner_url(p) for p in range(4)] == [None, None, None, B]
+    assert view.others
+    assert len(view.refused) == 1 and view.refused[0].startswith(why)
+    assert "u:p" not in view.refused[0] and "evil" not in view.refused[0]
+
+
+def test_every_bad_entry_is_said_and_a_clean_view_says_nothing() -> None:
+    view = parse(body(owners=["ftp://x", "http://a/b", A, B]), 4)
+    assert view.owners == (None, None, A, B)
+    assert [r.split(":")[0] for r in view.refused] == ["partition 0", "partition 1"]
+    assert parse(body(), 4).refused == ()
 
 
 def test_reading_is_bounded_and_never_blocks(tmp_path: Path) -> None:

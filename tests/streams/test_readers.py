@@ -503,6 +503,44 @@ def test_reader_routes_by_its_workers_ownership_file(
     assert state.owner_url(theirs) == other
 
 
+def test_a_bad_peer_url_in_the_ownership_file_costs_only_its_partitions(
+    primary: Primary, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One bad peer URL refused the reader's whole view before: every user was answered from
+    the worker's tables (the good peer's users from a standby copy), logged as a refused file.
+    Now its partition alone is answered here, the good peer's users are still forwarded, and
+    the bad entry is logged once and shown on /metrics, not per request or per touch of the
+    file (the worker rewrites it every 5 s)."""
+    from engine import ownership
+
+    own, other = "http://127.0.0.1:8081", "http://10.0.0.2:8080"
+    users = {partition(u): u for u in (f"route-{n}" for n in range(64))}
+    path = tmp_path / ownership.FILE_NAME
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    state.content.synced = True
+    caplog.set_level("INFO", logger="persona.readers")
+    raw = ownership.render(own, [own, other, own, other]).replace(
+        other.encode(), b"http://u:p@10.0.0.3:8080", 1
+    )
+    for _ in range(3):  # the worker touching the file: a new file each time, the same view
+        (tmp_path / "tmp").write_bytes(raw)
+        (tmp_path / "tmp").replace(path)
+        for _ in range(3):
+            state.check_ownership()
+    assert state.owner_url(users[1]) is None  # the bad peer's partition: answered here
+    assert state.owner_url(users[3]) == other  # the good peer's: still forwarded
+    assert state.owner_url(users[0]) is None and state.ready() == (True, "ok")
+    said = [r for r in caplog.records if "partition 1" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING", [r.getMessage() for r in said]
+    assert "u:p" not in caplog.text
+    assert "persona_reader_ownership_entries_refused 1" in state.metrics()
+    ownership.write(path, own, [own, other, own, other])  # mended
+    state.check_ownership()
+    assert state.owner_url(users[1]) == other
+    assert "persona_reader_ownership_entries_refused 0" in state.metrics()
+
+
 def test_an_ownership_file_dated_ahead_of_the_clock_is_not_trusted(
     primary: Primary, tmp_path: Path
 ) -> None:
