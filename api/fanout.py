@@ -41,7 +41,7 @@ from api.bodies import MSGPACK
 from api.gate import caller
 from api.observability import TELEMETRY
 from api.routing import ROUTED, SESSION, _target
-from api.shared import CONTENT
+from api.shared import CONTENT, HOPPED
 from engine.fanout import Groups, group, owner_budget, owner_renders, owner_results
 from engine.signing import HOP_HEADER
 
@@ -98,10 +98,10 @@ class OwnerAnswer:
 
 
 def split(request: web.Request, ids: list[str]) -> Groups | None:
-    """`ids` by owner, or None when every user is answered here: a forwarded request (its
-    sender split it), a process alone in its group, or no owner elsewhere that a hop may go to
-    (no cluster secret, a target refused: api/routing.py `_target`)."""
-    if HOP_HEADER in request.headers or ROUTED in request.headers:
+    """`ids` by owner, or None when every user is answered here: a forwarded request (a
+    verified hop: its sender split it), a process alone in its group, or no owner elsewhere
+    that a hop may go to (no cluster secret, a target refused: api/routing.py `_target`)."""
+    if request.get(HOPPED):  # a verified hop (a caller's own X-Persona-Routed is no hop)
         return None
     state = request.app[CONTENT].state
     if not state.scaled_out():

@@ -52,7 +52,6 @@ from api.models_routes import ADMIN
 from api.observability import TELEMETRY, Telemetry, _request_id, request_id
 from api.observability import Seen as Observed
 from api.protocol import ProblemRunner, rebuilt
-from api.routing import ROUTED
 from api.shared import CONTENT, problem
 from api.wire import Head, HotServer
 from engine.params import NO_PARAMS
@@ -63,15 +62,16 @@ log = logging.getLogger("persona.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def chain_needed(app: web.Application, content: ContentService, user_id: str, routed: bool) -> bool:
-    """Whether the middleware chain must answer a block GET for `user_id` (`routed`: it carries
-    the routing header)."""
+def chain_needed(app: web.Application, content: ContentService, user_id: str) -> bool:
+    """Whether the middleware chain must answer a block GET for `user_id`. A forwarded request
+    (a signed hop) never gets here: the chain verifies it. A caller's own `X-Persona-Routed`
+    is no hop: it is routed like any other request (api/routing.py)."""
     models = content.models
     testing = models.experiment is not None or bool(models.content_experiments.experiments)
     if testing and app.get(ADMIN) is not None:
         return True  # exposures_middleware logs the exposure
     # routing_middleware forwards to the owner of the user's partition
-    return not routed and content.state.owner_url(user_id) is not None
+    return content.state.owner_url(user_id) is not None
 
 
 def _record(
@@ -110,7 +110,7 @@ async def hot_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     user_id = match.get("user_id", "")
     app = request.app
-    if chain_needed(app, app[CONTENT], user_id, request.headers.get(ROUTED) is not None):
+    if chain_needed(app, app[CONTENT], user_id):
         return await handler(request)
     headers = request.headers
     rid = _request_id(headers.get("X-Request-Id"))
@@ -156,7 +156,6 @@ BLOCK_PREFIX = "/v1/users/"
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]+")
 # a query string the application's parser reads as written: no escapes, '+' or ';'
 _PLAIN_QUERY = re.compile(r"[A-Za-z0-9/._~!$&'()*,=:@?-]*")
-ROUTED_FIELD = ROUTED.lower().encode()
 HOP_FIELD = HOP_HEADER.lower().encode()
 _NOT_A_SEGMENT = frozenset({"", ".", ".."})  # empty, or a dot segment (URL normalization drops it)
 _STATUS_LINES = {200: b"HTTP/1.1 200 OK\r\n", 304: b"HTTP/1.1 304 Not Modified\r\n"}
@@ -310,7 +309,7 @@ class Front:
         headers = request.headers
         if headers.get("Expect") or HOP_HEADER in headers:
             return None  # the application answers expectations and checks hop signatures
-        if chain_needed(self.app, self.gate.content, user_id, headers.get(ROUTED) is not None):
+        if chain_needed(self.app, self.gate.content, user_id):
             return None
         fmt = "html"
         if query:
@@ -372,7 +371,7 @@ class Front:
         path, query, user_id, block_name = route
         if query and _PLAIN_QUERY.fullmatch(query) is None:
             return None  # percent-escapes, '+', ';': the application's query parser decides
-        if chain_needed(self.app, self.gate.content, user_id, ROUTED_FIELD in fields):
+        if chain_needed(self.app, self.gate.content, user_id):
             return None
         fmt = _format(query) if query else "html"
         if fmt is None:

@@ -1,7 +1,10 @@
 """Route per-user requests to the worker that owns the user's partition.
 
 Each worker advertises its API URL to the consumer group; a request for a user whose partition
-another worker owns is forwarded there once (`X-Persona-Routed` stops loops). If the owner cannot
+another worker owns is forwarded there once: the owner answers a verified hop (api/hops.py, the
+auth middleware sets `HOPPED`) itself, which stops loops. `X-Persona-Routed` on an answer names
+the owner it came from; on a request it is a mark only (a caller's own is ignored: routing
+proceeds, or any content:read caller got a non-owner's standby copy). If the owner cannot
 be reached, this worker answers from what it has (a standby copy, or the fallback): a sender always
 gets an answer.
 
@@ -22,6 +25,7 @@ from yarl import URL
 
 from api import hops
 from api.encodings import read_whole
+from api.shared import HOPPED
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.routing")
@@ -47,7 +51,7 @@ def routing_middleware(
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         user = _user_of(request)
-        if user is None or request.headers.get(ROUTED) or HOP_HEADER in request.headers:
+        if user is None or request.get(HOPPED):  # a verified hop: its sender routed it
             return await handler(request)
         owner = _target(request.app, owner_of(user))
         if owner is None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from engine.signing import HOP_HEADER, ClusterKey
 from streams.broker import EmbeddedBroker, free_port
 from streams.produce import ALL_INPUTS, ensure_topics
 
@@ -69,6 +70,15 @@ def http(
         return exc.code, dict(exc.headers), exc.read()
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return 0, {}, b""
+
+
+def hop_headers(method: str, target: str, body: bytes = b"") -> dict[str, str]:
+    """Headers that make a request a signed hop (api/hops.py) of the test key, as another
+    Persona process forwards one: the process answers it from its own tables, routing nothing.
+    (A caller's own `X-Persona-Routed` no longer does: any content:read caller could send it.)"""
+    key = ClusterKey(os.environ.get("PERSONA_CLUSTER_SECRET", CLUSTER_SECRET))
+    scopes = frozenset(SCOPES.split(","))
+    return {HOP_HEADER: key.hop(method, target, "test", scopes, body, int(time.time() * 1000))}
 
 
 METRICS_PATIENCE = 30.0  # seconds /metrics may keep not answering before a test fails

@@ -180,3 +180,40 @@ async def test_a_hop_is_not_charged_to_the_keys_rate_limit_again() -> None:
         first = await client.get("/v1/users/u1/profile", headers=AUTH)
         second = await client.get("/v1/users/u1/profile", headers=AUTH)
         assert first.status != 429 and second.status == 429  # the bearer is limited
+
+
+@pytest.mark.parametrize("runner", ["plain", "hot"])
+async def test_a_callers_own_routed_header_does_not_stop_forwarding(
+    echo: TestServer, runner: str
+) -> None:
+    """`X-Persona-Routed` marks a request another Persona process forwarded, and the process that
+    got it answers it locally. Any caller could send it: a content:read key then got this
+    process's local answer (a standby copy, stale) for a user another worker owns, on every
+    `/v1/users/...` route, the block GET fast paths (api/hot.py: the aiohttp front, the
+    connection's bytes, the middleware) and a batch's split. Only a verified hop is routed now;
+    a caller's own header is ignored and the request forwarded to the owner as any other."""
+    from tests.api.test_hot import HotTestServer
+
+    owner = str(echo.make_url("")).rstrip("/")
+    state = MemoryState()
+    state.owner_url = lambda user_id: owner  # type: ignore[method-assign]
+    state.scaled_out = lambda: True  # type: ignore[method-assign]
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    keys = KeyRing.from_settings(f"sender:{SECRET}:content:read", None)
+    app = create_app(content, keys, ServingOptions(cluster_secret=CLUSTER))
+    server = HotTestServer(app) if runner == "hot" else TestServer(app)
+    routed = {**AUTH, "X-Persona-Routed": "1"}
+    async with TestClient(server) as client:
+        for path in ("/v1/users/u1/profile", "/v1/users/u1/blocks/recommendations"):
+            for _ in range(2):  # a fresh connection, then a kept-alive one (api/wire.py)
+                response = await client.get(path, headers=routed)
+                assert response.headers.get("X-Persona-Routed") == owner, path
+                seen = (await response.json())["headers"]
+                assert HOP_HEADER in seen and "Authorization" not in seen
+        metrics = await (await client.get("/metrics")).text()
+        assert "persona_hops_forwarded_total 4" in metrics
+        body = {"user_ids": ["u1", "u2"], "block": "recommendations"}
+        response = await client.post("/v1/blocks:batch", json=body, headers=routed)
+        assert response.status == 200
+        metrics = await (await client.get("/metrics")).text()
+        assert "persona_hops_forwarded_total 5" in metrics  # the batch asked the owner

@@ -3,7 +3,8 @@ before the other joined keeps that partition as a standby (its RocksDB database,
 profile). Faust applies the changelog records a standby receives only once 1,000 of them are
 buffered (`standby_buffer_size`), so in a quiet shop the standby kept an erased user's profile
 indefinitely, and answered it whenever it answered locally: the owner unreachable, a rebalance
-(ownership unknown), or a caller sending `X-Persona-Routed`; its readers read those files too.
+(ownership unknown), or a signed hop (then a caller's own `X-Persona-Routed` too); its readers
+read those files too.
 Seen under `persona run` with a second `persona worker`. The worker now applies its standby
 buffers every 0.2 s (streams/app.py `_apply_held_changelogs`)."""
 
@@ -18,17 +19,20 @@ import pytest
 from engine.events import validate
 from streams.broker import EmbeddedBroker
 from streams.produce import ALL_INPUTS, Producer, ensure_topics
-from tests.conftest import Worker, http, start_worker, wait_until
+from tests.conftest import Worker, hop_headers, http, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
 USERS = [f"standby-{i}" for i in range(16)]
 T0 = 1_291_190_000_000
-LOCAL = {"X-Persona-Routed": "1"}  # answer from this worker's own tables, no forward
 
 
 def _local(worker: Worker, user: str) -> int:
-    return http("GET", f"{worker.base}/v1/users/{user}/profile", headers=LOCAL, timeout=5)[0]
+    """The status of the user's profile from this worker's own tables (a signed hop: no
+    forward)."""
+    path = f"/v1/users/{user}/profile"
+    local = hop_headers("GET", path)
+    return http("GET", worker.base + path, key=None, headers=local, timeout=5)[0]
 
 
 def _routed(worker: Worker, user: str) -> bool:
