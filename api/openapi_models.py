@@ -340,8 +340,9 @@ def privacy_paths() -> dict[str, Any]:
                 "and tombstones for the user's triggers, dead letters and exposures",
                 "description": "Scope `privacy:admin`; audited (with `request_id`). 202 when "
                 "the erasure was queued but not yet applied within 10 s (or, answered by a process "
-                "away from the user's unreachable owner that holds nothing of the user, not "
-                "known to be: `existed` null); it is applied in order: "
+                "that holds nothing of the user away from its unreachable owner or while no "
+                "owner is known (a rebalance), not known to be: `existed` null; queued all the "
+                "same, for whichever worker owns the user's partition); it is applied in order: "
                 "events of the user produced before it are never folded afterwards (a fence). "
                 "An id no event could hold (over 128 characters, a control character) is a 400.",
                 "parameters": [user_param()],

@@ -3,8 +3,8 @@
 Erasure is queued on the user's partition (in order with their events) where the worker deletes the
 profile with a changelog tombstone; this handler waits until the profile is gone, drops every cached
 block and score of the user, and records the action in the audit log. Answered away from the
-user's owner (unreachable: api/routing.py) with nothing of the user held here, it confirms
-nothing: 202, `existed` null.
+user's owner (unreachable: api/routing.py), or while no owner is known (a rebalance), with nothing
+of the user held here, it confirms nothing: 202, `existed` null (the erasure is still queued).
 """
 
 from __future__ import annotations
@@ -114,10 +114,15 @@ async def delete_user(request: web.Request) -> web.Response:
         return problem(400, "Bad user id", f"the user id {why}: no user can hold it")
     content = _content(request)
     existed: bool | None = content.state.profile(user_id) is not None
-    # Answered here though another worker owns the user's partition: routing could not reach it
-    # (api/routing.py). Only a copy held here (a standby) can show the erasure applied; with
-    # nothing of the user here, neither the erasure nor the user's existence is known.
-    unseen = not existed and content.state.owner_url(user_id) is not None
+    # Answered here though another worker owns the user's partition (routing could not reach it:
+    # api/routing.py), or while nobody is known to (a rebalance: `owner_known`). Only a copy held
+    # here (a standby) can show the erasure applied; with nothing of the user here, neither the
+    # erasure nor the user's existence is known. The erase command is queued all the same on
+    # the user's partition of the command topic: whoever owns it applies it.
+    state = content.state
+    unseen = not existed and (
+        state.owner_url(user_id) is not None or not state.owner_known(user_id)
+    )
     # the ids the erasure takes with the user (identity), read before it removes the list
     gone = [user_id, *(i for i in content.state.merged_ids(user_id) if i != user_id)]
     admin = request.app.get(ADMIN)

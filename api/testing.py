@@ -102,6 +102,9 @@ class MemoryState:
     def scaled_out(self) -> bool:
         return False
 
+    def owner_known(self, user_id: str) -> bool:
+        return True
+
     async def erase(self, user_id: str) -> None:
         self.erased.append(user_id)
         self.profiles.pop(user_id, None)

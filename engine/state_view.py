@@ -37,6 +37,12 @@ class StateView(Protocol):
 
     def owner_url(self, user_id: str) -> str | None: ...
 
+    # whether this process knows which worker owns the user's partition (itself or another):
+    # False while the group rebalances, before its first assignment, or (a reader) while its
+    # worker's view names no owner for it; `owner_url` is then None, yet what is held here may
+    # not be the owner's (api/privacy.py confirms no erasure from it)
+    def owner_known(self, user_id: str) -> bool: ...
+
     # whether another worker owns some partition (a group of several): False means `owner_url`
     # is None for every user, so a multi-user request skips asking it per user (api/fanout.py)
     def scaled_out(self) -> bool: ...

@@ -69,6 +69,7 @@ class StreamState:
         self.popular = streams.popular
         self.produce = streams.produce
         self.owner_url = streams.owner_url
+        self.owner_known = streams.owner_known
         self.scaled_out = streams.scaled_out
         self.products = streams.products
         self.erase = streams.erase

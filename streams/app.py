@@ -602,6 +602,18 @@ class PersonaStreams:
             return None
         return None if url == self.settings.own_url else url
 
+    def owner_known(self, user_id: str) -> bool:
+        """Whether the group's assignment names an owner of the user's partition (this worker or
+        another): not while rebalancing, nor before the first assignment or once the owner left
+        the group (then `owner_url` is None, and this worker holds at most a standby copy)."""
+        if self.app.rebalancing:
+            return False
+        try:
+            self.app.router.key_store("profiles", user_id.encode())
+        except Exception:  # no assignment yet, or the owner left the group
+            return False
+        return True
+
     def scaled_out(self) -> bool:
         """Whether the group's assignment (as last taken for the readers, every
         `OWNERSHIP_EVERY` s) names another worker as the owner of some profiles partition: when

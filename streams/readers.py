@@ -514,6 +514,17 @@ class SecondaryState:
         view = self.ownership
         return None if view is None else view.owner_url(self.partition_of(user_id))
 
+    def owner_known(self, user_id: str) -> bool:
+        """Whether the worker's view names the owner of the user's partition (the worker or
+        another). Not while the view says "unknown" (a rebalance), nor without a usable view
+        but a missing file (a lone worker of an older version: it owns every partition)."""
+        view = self.ownership
+        if view is None:
+            said = self._ownership_problem
+            return said is not None and said.startswith("missing:") and not self._scaled_out
+        partition = self.partition_of(user_id)
+        return 0 <= partition < len(view.owners) and view.owners[partition] is not None
+
     def scaled_out(self) -> bool:
         """Whether the view names another worker as the owner of some partition."""
         return self._others

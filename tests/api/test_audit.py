@@ -384,6 +384,42 @@ async def test_an_erasure_answered_away_from_the_users_owner_is_not_claimed_done
     assert second["completed"] is True and second["existed"] is True
 
 
+class _OwnerUnknown(MemoryState):
+    """A worker in the middle of a rebalance (or a reader whose worker's view says "unknown"):
+    nobody is known to own any partition, and this process holds only what it had."""
+
+    def owner_known(self, user_id: str) -> bool:
+        return False
+
+
+async def test_an_erasure_while_ownership_is_unknown_is_not_claimed_done(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """During a rebalance `owner_url` is None (answer here), so a process holding nothing of the
+    user answered 200 `erased: true, existed: false`: a claim it could not make (the owner,
+    whoever it turns out to be, may still hold the profile; the command waits in its partition).
+    Now answered as for an unreachable owner: 202, `erased` false, `existed` null, the erasure
+    queued all the same on the command topic for whoever owns the partition next. A copy held
+    here that loses the user still confirms it."""
+    state = _OwnerUnknown()
+    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "held", "ts": T0}))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.INFO, "persona.audit"):
+            r = await client.delete("/v1/users/unknown-owner", headers=_bearer(ALL))
+            body = await r.json()
+            assert r.status == 202, body
+            assert body["erased"] is False and body["existed"] is None
+            assert state.erased == ["unknown-owner"]  # queued all the same
+            r = await client.delete("/v1/users/held", headers=_bearer(ALL))
+            body = await r.json()
+            assert r.status == 200 and body["erased"] is True and body["existed"] is True
+    first, second = [r for r in _records(caplog) if r["action"] == "erase"]
+    assert first["completed"] is False and first["existed"] is None
+    assert second["completed"] is True and second["existed"] is True
+
+
 async def test_an_erasure_not_confirmed_in_time_answers_202_with_a_request_id_and_is_audited(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -468,19 +468,22 @@ def test_reader_routes_by_its_workers_ownership_file(
     state.content.synced = True
     caplog.set_level("INFO", logger="persona.readers")
 
+    assert not state.owner_known(mine)  # nothing looked at yet
     state.check_ownership()  # no file (a lone worker of an older version): answered here
     assert state.owner_url(theirs) is None and state.ready() == (True, "ok")
+    assert state.owner_known(theirs)  # that worker owns every partition
 
     ownership.write(path, own, [own, other, own, other])
     state.check_ownership()
     assert state.owner_url(theirs) == other and state.owner_url(mine) is None
     assert state.ready() == (True, "ok")
+    assert state.owner_known(theirs) and state.owner_known(mine)
 
     caplog.clear()
     path.write_bytes(b'{"v": 1, "own": "http://x", "owners": ["file:///etc/passwd"]}')
     for _ in range(3):
         state.check_ownership()
-    assert state.owner_url(theirs) is None
+    assert state.owner_url(theirs) is None and not state.owner_known(mine)
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelname == "WARNING"
     assert state.ready()[0] is False and "partition ownership unknown" in state.ready()[1]
@@ -488,6 +491,7 @@ def test_reader_routes_by_its_workers_ownership_file(
     ownership.write(path, own, [None] * PARTITIONS)  # the worker is rebalancing
     state.check_ownership()
     assert state.owner_url(theirs) is None
+    assert not state.owner_known(theirs) and not state.owner_known(mine)  # no erasure claimed
     assert state.ready() == (False, "partition ownership unknown (rebalancing)")
 
     ownership.write(path, own, [own, other, own, other])
@@ -498,9 +502,13 @@ def test_reader_routes_by_its_workers_ownership_file(
     for _ in range(3):
         state.check_ownership(wall=later)
     assert state.owner_url(theirs) is None and "stale" in state.ready()[1]
+    assert not state.owner_known(mine)
     assert len([r for r in caplog.records if "not refreshed" in r.getMessage()]) == 1
     state.check_ownership()  # touched again (here: the clock back to the file's time)
-    assert state.owner_url(theirs) == other
+    assert state.owner_url(theirs) == other and state.owner_known(theirs)
+    path.unlink()  # gone after the view named another worker: not a lone worker's
+    state.check_ownership()
+    assert not state.owner_known(mine)
 
 
 def test_a_bad_peer_url_in_the_ownership_file_costs_only_its_partitions(

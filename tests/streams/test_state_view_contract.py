@@ -26,6 +26,7 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from api.testing import MemoryState
+from engine import ownership
 from engine.catalog import Product
 from engine.clock import ManualClock
 from engine.events import Event, parse, validate
@@ -283,6 +284,23 @@ def test_now_is_the_newest_event_time_and_never_past_the_wall_clock(store: Store
 
 
 # -- produce and erase: what the Kafka-backed states send (the memory state folds at once) -------
+def test_an_owner_is_known_only_once_an_assignment_names_one(store: Store) -> None:
+    """`owner_url` is None both for "mine" and for "nobody is known to own it" (before the
+    first assignment, a rebalance): `owner_known` tells them apart, so that a DELETE answered
+    here claims no erasure from a process that holds nothing (api/privacy.py)."""
+    store.settle()
+    assert store.state.owner_url("ann") is None
+    if isinstance(store, MemoryStore):
+        assert store.state.owner_known("ann")  # a lone process: every partition its own
+        return
+    assert not store.state.owner_known("ann")  # no assignment yet (the worker's, or its view)
+    if isinstance(store, SecondaryStore):
+        own = "http://127.0.0.1:8081"
+        ownership.write(store.reader.data_dir / ownership.FILE_NAME, own, [own] * PARTITIONS)
+        store.reader.check_ownership()
+        assert store.state.owner_known("ann") and store.state.owner_url("ann") is None
+
+
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """A broker of its own: the session worker would fold what these tests produce."""
