@@ -604,15 +604,11 @@ class PersonaStreams:
 
     def owner_known(self, user_id: str) -> bool:
         """Whether the group's assignment names an owner of the user's partition (this worker or
-        another): not while rebalancing, nor before the first assignment or once the owner left
-        the group (then `owner_url` is None, and this worker holds at most a standby copy)."""
-        if self.app.rebalancing:
-            return False
-        try:
-            self.app.router.key_store("profiles", user_id.encode())
-        except Exception:  # no assignment yet, or the owner left the group
-            return False
-        return True
+        another), as `ownership_view` (what the readers route by) says: not while rebalancing,
+        nor before the first assignment (then `owner_url` is None, and this worker holds at
+        most a standby copy of the user's partition)."""
+        partition = self._partition_of.partition(user_id.encode())
+        return self.ownership_view()[partition] is not None
 
     def scaled_out(self) -> bool:
         """Whether the group's assignment (as last taken for the readers, every
