@@ -287,7 +287,9 @@ def privacy_paths() -> dict[str, Any]:
                 "still held on the `triggers`, `dead-letters` and `exposures` topics (keyed by "
                 "the user id; those an erasure's tombstone covers are left out), oldest first, "
                 "the newest 200 per topic found among the newest 100,000 records of the user's "
-                "partition; `complete` is false when the topics could not be read within 15 s. "
+                "partition; `complete` is false when the topics could not be read within 15 s or "
+                "a partition holds older records than those (`truncated`: the topics cut "
+                "short; `reason`: why, null when complete). "
                 "`merged_ids`: every anonymous id an `identify` merged into the user (its "
                 "history is in `stored` since the merge), each with `records`, the records "
                 "still held under that id's key, as above (null without the topics). "
@@ -323,6 +325,11 @@ def privacy_paths() -> dict[str, Any]:
                                             "dead_letters": {"type": "array"},
                                             "exposures": {"type": "array"},
                                             "complete": {"type": "boolean"},
+                                            "truncated": {
+                                                "type": "array",
+                                                "items": {"type": "string"},
+                                            },
+                                            "reason": {"type": "string", "nullable": True},
                                         },
                                     },
                                 },

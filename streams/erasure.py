@@ -55,13 +55,15 @@ def shown(value: bytes) -> Any:
 class HeldRecords:
     """`api.privacy.HeldRecords` over Kafka."""
 
-    def __init__(self, broker: Broker, wait: float = READ_WAIT) -> None:
+    def __init__(self, broker: Broker, wait: float = READ_WAIT, scan_max: int = SCAN_MAX) -> None:
         self.broker = broker
         self.wait = wait
+        self.scan_max = scan_max
 
     async def of_user(self, user_id: str) -> dict[str, Any]:
         """Per topic (triggers, dead_letters, exposures) the user's records still held, oldest
-        first, and `complete`: False when the topics could not be read in time."""
+        first; `complete`: False when the topics could not be read in time or a scan stopped at
+        its bound, `truncated`: the topics it stopped on, `reason`: why (None when complete)."""
         return (await self.of_users([user_id]))[user_id]
 
     async def of_users(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -72,32 +74,63 @@ class HeldRecords:
         for user_id in dict.fromkeys(user_ids):
             with contextlib.suppress(UnicodeEncodeError):  # no record can carry such a key
                 keys[user_id] = user_id.encode()
-        answer: dict[str, dict[str, Any]] = {u: {**empty, "complete": True} for u in user_ids}
+        answer: dict[str, dict[str, Any]] = {u: {**empty, **self._whole([])} for u in user_ids}
         if not keys:
             return answer
         try:
-            found = await asyncio.wait_for(self._read(set(keys.values())), self.wait)
+            found, cut = await asyncio.wait_for(self._read(set(keys.values())), self.wait)
         except (TimeoutError, OSError, RuntimeError):
-            return {u: {**empty, "complete": u not in keys} for u in user_ids}
+            late = {
+                "complete": False,
+                "truncated": [],
+                "reason": f"the topics could not be read within {self.wait:g} s",
+            }
+            return {u: {**empty, **(late if u in keys else self._whole([]))} for u in user_ids}
         for user_id, key in keys.items():
-            answer[user_id] = {**found.get(key, empty), "complete": True}
+            answer[user_id] = {**found.get(key, empty), **self._whole(cut.get(key, []))}
         return answer
 
-    async def _read(self, keys: set[bytes]) -> dict[bytes, dict[str, list[Any]]]:
+    def _whole(self, truncated: list[str]) -> dict[str, Any]:
+        """`complete`, `truncated` (the topics whose scan stopped at `scan_max` records before
+        the partition's first) and `reason` (None when complete)."""
+        if not truncated:
+            return {"complete": True, "truncated": [], "reason": None}
+        reason = (
+            f"only the newest {self.scan_max} records of the user's partition of "
+            f"{', '.join(truncated)} were read: older records were not searched"
+        )
+        return {"complete": False, "truncated": truncated, "reason": reason}
+
+    async def _read(
+        self, keys: set[bytes]
+    ) -> tuple[dict[bytes, dict[str, list[Any]]], dict[bytes, list[str]]]:
+        """Per key, its records per topic, and the topics (export names) whose scan of the
+        key's partition stopped at `scan_max` before the partition's first record."""
         consumer = topic_reader(self.broker)  # every partition is sought explicitly
         try:  # stopped also when its start is cut short (the wait, an unresponsive broker)
             await consumer.start()
-            parts = sorted({tp for key in keys for tp in self._placed(consumer, key)})
-            records = await _scan(consumer, parts, keys) if parts else {}
+            placed = {key: self._placed(consumer, key) for key in keys}
+            parts = sorted({tp for tps in placed.values() for tp in tps})
+            records, cut = (
+                await _scan(consumer, parts, keys, self.scan_max) if parts else ({}, set())
+            )
         finally:
             await consumer.stop()
-        return {
+        names = {topic: name for name, topic in ERASABLE_TOPICS.items()}
+        found = {
             key: {
                 name: [shown(v) for _, v in live(records.get((topic, key), []))][-HELD_MAX:]
                 for name, topic in ERASABLE_TOPICS.items()
             }
             for key in keys
         }
+        truncated = {
+            key: sorted(
+                {names[tp.topic] for tp in tps if tp in cut}, key=list(names.values()).index
+            )
+            for key, tps in placed.items()
+        }
+        return found, truncated
 
     def _placed(self, consumer: AIOKafkaConsumer, key: bytes) -> list[TopicPartition]:
         """The partition of each topic that `key` is produced to (none for a missing topic)."""
@@ -110,18 +143,20 @@ class HeldRecords:
 
 
 async def _scan(
-    consumer: AIOKafkaConsumer, parts: list[TopicPartition], keys: set[bytes]
-) -> dict[tuple[str, bytes], list[tuple[bytes, bytes | None]]]:
-    """Per topic and key, the records with one of `keys` among the newest SCAN_MAX of each
-    partition, in log order, up to each partition's end as the scan found it: records produced
-    meanwhile are not waited for, so a partition that keeps receiving records still exports
-    completely. ListOffsets may report the end short on Tansu (streams/tansu.py); the first
+    consumer: AIOKafkaConsumer, parts: list[TopicPartition], keys: set[bytes], scan_max: int
+) -> tuple[dict[tuple[str, bytes], list[tuple[bytes, bytes | None]]], set[TopicPartition]]:
+    """Per topic and key, the records with one of `keys` among the newest `scan_max` of each
+    partition, in log order, and the partitions whose older records were left unread (the scan
+    began after their first offset); up to each partition's end as the scan found it: records
+    produced meanwhile are not waited for, so a partition that keeps receiving records still
+    exports completely. ListOffsets may report the end short on Tansu (streams/tansu.py); the first
     fetch answer's high watermark is exact, and the larger of the two is the end."""
     consumer.assign(parts)
     start = await consumer.beginning_offsets(parts)
     reported = await consumer.end_offsets(parts)
+    cut = {tp for tp in parts if reported[tp] - scan_max > start[tp]}
     for tp in parts:
-        consumer.seek(tp, max(start[tp], reported[tp] - SCAN_MAX))
+        consumer.seek(tp, max(start[tp], reported[tp] - scan_max))
     end: dict[TopicPartition, int] = {}
     found: dict[tuple[str, bytes], list[tuple[bytes, bytes | None]]] = {}
     while True:
@@ -136,4 +171,4 @@ async def _scan(
                 if key in keys and msg.offset < end.get(tp, reported[tp]):
                     found.setdefault((tp.topic, key), []).append((key, msg.value))
         if len(end) == len(parts) and all([await consumer.position(tp) >= end[tp] for tp in parts]):
-            return found
+            return found, cut

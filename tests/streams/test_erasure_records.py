@@ -272,3 +272,42 @@ def test_the_export_of_a_partition_that_keeps_receiving_records_completes(
     assert during > 0  # records did arrive while the export read
     assert found["complete"] is True
     assert found["dead_letters"] == [{"reason": "theirs"}]
+
+
+def test_an_export_that_stopped_at_its_scan_bound_says_it_is_incomplete(
+    broker: EmbeddedBroker,
+) -> None:
+    """The scan reads at most the newest `scan_max` records of the user's partition; older ones
+    (the user's among them, maybe) are not read. It said `complete: true` all the same: now it
+    says false, names the topics cut short in `truncated` and why in `reason`. Within the bound
+    (the whole partition read) it is complete, `truncated` empty, no reason."""
+    user = "bounded-scan"
+    parts = 4
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        await ensure_topics(broker.url, parts, list(TOPICS))
+        where = partition(user.encode(), parts)
+        raw = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker.url))
+        await raw.start()
+        try:  # the user's old letter, then 20 newer letters of others on the same partition
+            await raw.send_and_wait("dead-letters", b'{"reason": "old"}', key=user.encode())
+            for n in range(20):
+                await raw.send_and_wait(
+                    "dead-letters", b'{"reason": "other"}', key=b"o%d" % n, partition=where
+                )
+            await raw.send_and_wait("dead-letters", b'{"reason": "new"}', key=user.encode())
+        finally:
+            await raw.stop()
+        short = await HeldRecords(broker.url, wait=60.0, scan_max=5).of_user(user)
+        whole = await HeldRecords(broker.url, wait=60.0, scan_max=1_000).of_user(user)
+        exact = await HeldRecords(broker.url, wait=60.0, scan_max=22).of_user(user)
+        return short, whole, exact
+
+    short, whole, exact = asyncio.run(go())
+    assert short["dead_letters"] == [{"reason": "new"}]
+    assert short["complete"] is False
+    assert short["truncated"] == ["dead_letters"]
+    assert "5" in short["reason"] and "dead_letters" in short["reason"]
+    for read in (whole, exact):  # the bound reaches the partition's first record: all of it read
+        assert read["dead_letters"] == [{"reason": "old"}, {"reason": "new"}]
+        assert read["complete"] is True and read["truncated"] == [] and read["reason"] is None
