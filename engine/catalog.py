@@ -17,9 +17,10 @@ import logging
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -38,10 +39,31 @@ MAX_ATTRIBUTE_VALUE = 1000
 MAX_PRICES = 20  # currencies in a product's `prices`
 
 
+_T = TypeVar("_T")
+
+MAX_PROBLEMS = 5  # a refused product's problems named in its reason; past them, a count
+
+
 class InvalidProduct(ValueError):
-    def __init__(self, reason: str) -> None:
+    """A refused product: `reason` names its first problem first (where a reason always began)
+    and then, after "; also: ", the others found (at most MAX_PROBLEMS named, then "and N
+    more"); `problems`: each of them."""
+
+    def __init__(self, reason: str, problems: list[str] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.problems = problems if problems is not None else [reason]
+
+    @classmethod
+    def of(cls, problems: list[str]) -> InvalidProduct:
+        """One refusal naming each of `problems` (at least one), the first one first."""
+        named = problems[:MAX_PROBLEMS]
+        reason = named[0]
+        if len(named) > 1:
+            reason += "; also: " + "; ".join(named[1:])
+        if len(problems) > MAX_PROBLEMS:
+            reason += f"; and {len(problems) - MAX_PROBLEMS} more"
+        return cls(reason, list(problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,10 +333,73 @@ def _as_float(value: Any) -> float:
 
 
 def validate_product(data: Any) -> Product:
+    """`data` as a valid product, or InvalidProduct naming every problem found in it (the
+    fields checked in a fixed order: the first problem comes first in the reason)."""
     if not isinstance(data, dict):
         raise InvalidProduct(f"a product must be an object, got {type(data).__name__}")
-    item_id = _text(data, "item_id", True, max_len=128)
-    price_raw = data.get("price")
+    problems: list[str] = []
+
+    def checked(check: Callable[[], _T], otherwise: _T) -> _T:
+        try:
+            return check()
+        except InvalidProduct as exc:
+            problems.extend(exc.problems)
+            return otherwise
+
+    item_id = checked(lambda: _text(data, "item_id", True, max_len=128), "")
+    price = checked(lambda: _product_price(data.get("price")), None)
+    currency = checked(lambda: _currency(_text(data, "currency", True, max_len=3), "currency"), "")
+    availability = checked(lambda: _availability(data), "in_stock")
+    no_sale: tuple[float | None, int | None, int | None] = (None, None, None)
+    sale_price, sale_starts, sale_ends = checked(lambda: _sale(data, price), no_sale)
+    title = checked(lambda: _text(data, "title", True, max_len=500), "")
+    url = checked(lambda: _absolute_url(data, "url"), "")
+    image_url = checked(lambda: _absolute_url(data, "image_url"), "")
+    category = checked(lambda: _text(data, "category", False, max_len=500), "")
+    brand = checked(lambda: _text(data, "brand", False, max_len=200), "")
+    description = checked(lambda: _text(data, "description", False, max_len=5000), "")
+    item_group_id = checked(lambda: _text(data, "item_group_id", False, max_len=50), "")
+    gtin = checked(lambda: _gtin(data), "")
+    mpn = checked(lambda: _text(data, "mpn", False, max_len=70), "")
+    condition = checked(lambda: _condition(data), "new")
+    availability_date = checked(lambda: _time(data, "availability_date"), None)
+    no_images: tuple[str, ...] = ()
+    images = checked(lambda: _images(data.get("additional_image_links")), no_images)
+    attributes: dict[str, str] = checked(lambda: _attributes(data.get("attributes")), {})
+    # rounded to 4 places as stored (+ 0.0: -0.0 is 0.0, shown "-0.00" otherwise)
+    stored = None if price is None else round(price, 4) + 0.0
+    prices: dict[str, float] = checked(
+        lambda: _prices(data.get("prices"), stored, currency or None), {}
+    )
+    if problems or stored is None:
+        raise InvalidProduct.of(problems)
+    return Product(
+        item_id=item_id,
+        title=title,
+        url=url,
+        image_url=image_url,
+        price=stored,
+        currency=currency,
+        availability=availability,
+        category=category,
+        brand=brand,
+        description=description,
+        sale_price=sale_price,
+        sale_starts=sale_starts,
+        sale_ends=sale_ends,
+        item_group_id=item_group_id,
+        gtin=gtin,
+        mpn=mpn,
+        condition=condition,
+        availability_date=availability_date,
+        additional_image_links=images,
+        attributes=attributes,
+        prices=prices,
+    )
+
+
+def _product_price(price_raw: Any) -> float:
+    """The product's `price` as a float, checked."""
     try:
         price = _as_float(price_raw)
     except (TypeError, ValueError, OverflowError):
@@ -325,36 +410,16 @@ def validate_product(data: Any) -> Product:
         raise InvalidProduct(f"price must be a finite number >= 0, not {_shown(price_raw)}")
     if price > MAX_PRICE:
         raise InvalidProduct(f"price must be at most {MAX_PRICE:.0f}, not {_shown(price_raw)}")
-    currency = _currency(_text(data, "currency", True, max_len=3), "currency")
+    return price
+
+
+def _availability(data: dict[str, Any]) -> str:
     availability = _text(data, "availability", False) or "in_stock"
     if availability not in AVAILABILITY:
         raise InvalidProduct(
             f"availability must be one of {', '.join(AVAILABILITY)}, not {_shown(availability)}"
         )
-    sale_price, sale_starts, sale_ends = _sale(data, price)
-    return Product(
-        item_id=item_id,
-        title=_text(data, "title", True, max_len=500),
-        url=_absolute_url(data, "url"),
-        image_url=_absolute_url(data, "image_url"),
-        price=round(price, 4) + 0.0,  # + 0.0: -0.0 is 0.0 (shown "-0.00" otherwise)
-        currency=currency,
-        availability=availability,
-        category=_text(data, "category", False, max_len=500),
-        brand=_text(data, "brand", False, max_len=200),
-        description=_text(data, "description", False, max_len=5000),
-        sale_price=sale_price,
-        sale_starts=sale_starts,
-        sale_ends=sale_ends,
-        item_group_id=_text(data, "item_group_id", False, max_len=50),
-        gtin=_gtin(data),
-        mpn=_text(data, "mpn", False, max_len=70),
-        condition=_condition(data),
-        availability_date=_time(data, "availability_date"),
-        additional_image_links=_images(data.get("additional_image_links")),
-        attributes=_attributes(data.get("attributes")),
-        prices=_prices(data.get("prices"), round(price, 4) + 0.0, currency),
-    )
+    return availability
 
 
 def _currency(text: str, name: str) -> str:
@@ -364,9 +429,10 @@ def _currency(text: str, name: str) -> str:
     return code
 
 
-def _prices(value: Any, price: float, currency: str) -> dict[str, float]:
+def _prices(value: Any, price: float | None, currency: str | None) -> dict[str, float]:
     """`prices`: an object of at most MAX_PRICES ISO 4217 code -> price (0..MAX_PRICE); the
-    product's own currency may appear only with its `price`."""
+    product's own currency may appear only with its `price` (not compared while either of them
+    is refused: None)."""
     if value is None or value == "" or value == {}:
         return {}
     if isinstance(value, str):  # a CSV/TSV cell: "12.50 EUR, 54.00 PLN" (Google's price form)
@@ -379,6 +445,8 @@ def _prices(value: Any, price: float, currency: str) -> dict[str, float]:
         if isinstance(amount, bool):
             raise InvalidProduct(f"prices[{key}] must be a number >= 0")
         out[key] = _price(amount, f"prices[{key}]")
+    if price is None or currency is None:
+        return out
     if out.get(currency, price) != price:
         raise InvalidProduct(f"prices[{currency}] differs from price in {currency}")
     out.pop(currency, None)
@@ -406,14 +474,15 @@ def _price(value: Any, name: str) -> float:
     return round(price, 4) + 0.0  # -0.0 is 0.0
 
 
-def _sale(data: dict[str, Any], price: float) -> tuple[float | None, int | None, int | None]:
+def _sale(data: dict[str, Any], price: float | None) -> tuple[float | None, int | None, int | None]:
     """(sale price, start, end) from `sale_price` and either `sale_price_effective_date`
-    (ISO 8601 `start/end`, Google's form) or `sale_starts`/`sale_ends` (epoch ms, ours)."""
+    (ISO 8601 `start/end`, Google's form) or `sale_starts`/`sale_ends` (epoch ms, ours); the
+    sale price is not compared with a refused `price` (None)."""
     raw = data.get("sale_price")
     if raw is None or raw == "":
         return None, None, None
     sale = _price(raw, "sale_price")
-    if sale >= price:
+    if price is not None and sale >= price:
         raise InvalidProduct("sale_price must be below price")
     period = data.get("sale_price_effective_date")
     starts: int | None

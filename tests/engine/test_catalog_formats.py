@@ -69,7 +69,10 @@ def test_google_rss_with_every_attribute() -> None:
     assert plain.title == "Plain RSS title" and plain.url == "https://shop.example.com/p/22423"
     assert plain.availability == "preorder"
     assert plain.availability_date == parse_time("2027-01-15T00:00+00:00")
-    assert rejected == [(39, "price must be a number >= 0, not 'cheap'")]  # the line of its <item>
+    # the line of its <item>; its price gave no currency either: each problem is named
+    assert rejected == [
+        (39, "price must be a number >= 0, not 'cheap'; also: missing required field 'currency'")
+    ]
 
 
 def test_google_atom() -> None:

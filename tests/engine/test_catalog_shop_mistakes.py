@@ -135,3 +135,58 @@ def test_many_repeated_ids_are_warned_about_a_bounded_number_of_times_then_count
     _, _, warned = _csv(rows)
     assert len(warned) <= 25
     assert warned[-1] == "490 rows gave an item_id given before in this feed: the later row wins"
+
+
+def test_a_row_with_several_problems_is_refused_naming_each_first_one_first() -> None:
+    """A refused row named only its first problem: a shop fixed it, re-imported, and met the
+    next. Every problem is named now, in the order the fields are checked, the first one where it
+    always was (the reason begins with it); past MAX_PROBLEMS only a count."""
+    with pytest.raises(InvalidProduct) as refused:
+        validate_product(
+            {**BASE, "price": "12,50", "currency": "euro", "url": "/a", "condition": "mint"}
+        )
+    reason = refused.value.reason
+    assert reason.startswith("price must be a number >= 0, not '12,50'")
+    assert refused.value.problems[0].startswith("price must be")
+    assert [p.split()[0] for p in refused.value.problems] == [
+        "price",
+        "currency",
+        "url",
+        "condition",
+    ]
+    for problem in refused.value.problems[1:]:
+        assert problem in reason
+    assert "more" not in reason
+    # a single problem reads as before: nothing added
+    with pytest.raises(InvalidProduct) as alone:
+        validate_product({**BASE, "currency": "EU1"})
+    assert alone.value.reason == "currency must be an ISO 4217 code such as 'EUR', not 'EU1'"
+    assert alone.value.problems == [alone.value.reason]
+    # many problems: the first MAX_PROBLEMS named, then how many more
+    every = {
+        "item_id": "",
+        "price": "x",
+        "currency": "euro",
+        "availability": "soon",
+        "title": "",
+        "url": "/a",
+        "image_url": "/a.jpg",
+        "gtin": "12",
+        "condition": "mint",
+    }
+    with pytest.raises(InvalidProduct) as many:
+        validate_product(every)
+    assert len(many.value.problems) == 9
+    assert many.value.reason.startswith(many.value.problems[0])
+    assert many.value.reason.endswith("and 4 more")
+    assert many.value.problems[5] not in many.value.reason
+    assert len(many.value.reason) < 2_000
+
+
+def test_a_csv_row_with_several_problems_is_rejected_naming_each() -> None:
+    products, rejected, _ = _csv("a,A lamp,/a,https://shop.example/a.jpg,12;50,euro,in_stock\n")
+    assert products == []
+    ((line, reason),) = rejected
+    assert line == 2
+    assert reason.startswith("price must be a number >= 0, not '12;50'")  # the first, first
+    assert "price" in reason and "url" in reason and "currency" in reason
