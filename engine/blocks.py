@@ -593,7 +593,9 @@ class Renderer:
             "fallback": fallback,
             "reason": reason,
             "locale": locale,
-            "dir": direction(locale),
+            # the language of the block's texts: English where `locale` has none (lang_of)
+            "lang": (lang := self.messages.lang_of(locale)),
+            "dir": direction(lang),
             "messages": dict(self.messages.for_locale(locale)),
             "items": views,
             "subtotal_text": subtotal_text(views, locale) if with_quantity else "",

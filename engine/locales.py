@@ -162,6 +162,17 @@ class Messages:
                 self._merged[locale] = merged
         return merged
 
+    def lang_of(self, locale: str) -> str:
+        """The language a block in `locale` is written in, for its `lang` (and `dir`): `locale`
+        itself when a message file of its chain (`fallbacks`, English aside) has texts, else
+        English (`en`): a locale without texts (`ar` with no `ar.json`) is written in English;
+        "" for "" (no locale)."""
+        if not locale or language_of(locale) == DEFAULT_LANGUAGE:
+            return locale
+        if any(self.catalogs.get(tag) for tag in fallbacks(locale)[:-1]):
+            return locale
+        return DEFAULT_LANGUAGE
+
 
 def _tag_of(path: Path) -> str:
     tag = valid_locale(path.stem)

@@ -22,6 +22,7 @@ from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import InvalidProduct, validate_product
 from engine.events import validate
+from engine.locales import Messages
 from models.registry import ModelSet
 from tests.engine.test_email_lines import assert_same_meaning
 
@@ -91,6 +92,10 @@ def state() -> MemoryState:
 async def client(state: MemoryState) -> AsyncIterator[TestClient]:
     renderer = Renderer()
     renderer.shop_url = "https://shop.example.com/"
+    # Arabic texts (a shop's i18n/ar.json): an `ar` block is then written right to left (one
+    # without texts is English, left to right)
+    arabic = {"heading_recommendations": "مقترح لك", "heading_cart_reminder": "في سلتك"}
+    renderer.messages = Messages({**renderer.messages.catalogs, "ar": arabic})
     content = ContentService(state, ModelSet.default(), renderer, BlockPolicy())
     app = create_app(content, KeyRing.from_settings(KEYS, None), ServingOptions({}, 3.0))
     async with TestClient(TestServer(app)) as c:

@@ -223,12 +223,12 @@ async def test_batch_refuses_bad_parameters(
 async def test_render_applies_the_parameters_to_every_block(client: TestClient) -> None:
     template = "{{ blocks.recommendations }}|{{ blocks.similar_items }}"
     body = {"template": template, "user_ids": ["u1"], "n": 2, "context_item": CONTEXT,
-            "locale": "fr-CA"}  # fmt: skip
+            "locale": "de-AT"}  # fmt: skip
     r = await client.post("/v1/render", json=body, headers=AUTH)
     result = (await r.json())["results"]["u1"]
     recs, similar = result["content"].split("|")
     assert len(re.findall(r"<img ", recs)) == 2 and len(re.findall(r"<img ", similar)) == 2
-    assert 'lang="fr-CA"' in similar and result["fallback_blocks"] == []
+    assert 'lang="de-AT"' in similar and result["fallback_blocks"] == []
     r = await client.post("/v1/render", json={**body, "n": 99}, headers=AUTH)
     assert r.status == 400 and (await r.json(content_type=None))["parameter"] == "n"
 

@@ -63,10 +63,15 @@ def test_similar_items_never_show_the_context_item() -> None:
 
 
 def test_locale_reaches_the_templates() -> None:
-    params = build({"context_item": "p5", "locale": "pt-br"})
+    params = build({"context_item": "p5", "locale": "de-de"})
     block = replace(inp("similar_items", profile=shopper(), recs=["p6"]), params=params)
     out = assemble(block, lookup, BlockPolicy(), Renderer())
-    assert 'lang="pt-BR"' in out.content and "More like this" in out.content
+    assert 'lang="de-DE"' in out.content and "Mehr davon" in out.content
+    # a language without texts is written in English, and says so (engine.locales.lang_of)
+    params = build({"context_item": "p5", "locale": "pt-br"})
+    block = replace(block, params=params)
+    out = assemble(block, lookup, BlockPolicy(), Renderer())
+    assert 'lang="en"' in out.content and "More like this" in out.content
 
 
 def test_a_template_directory_without_similar_items_takes_the_packaged_ones(

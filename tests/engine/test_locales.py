@@ -247,7 +247,9 @@ def test_the_currency_of_a_locale_reads_only_its_region_subtag() -> None:
     assert {tag: currency_of(tag) for tag in expected} == expected
 
 
-def _block_in(locale: str | None, block: str = "recommendations") -> str:
+def _block_in(
+    locale: str | None, block: str = "recommendations", renderer: Renderer | None = None
+) -> str:
     from engine.blocks import BlockInput, BlockPolicy, assemble
     from engine.events import validate
     from engine.params import build
@@ -279,7 +281,26 @@ def _block_in(locale: str | None, block: str = "recommendations") -> str:
         popular=["a", "b"],
         params=build({"locale": locale} if locale else {}),
     )
-    return assemble(inp, catalog.get, BlockPolicy(), Renderer()).content
+    return assemble(inp, catalog.get, BlockPolicy(), renderer or Renderer()).content
+
+
+# a text of its own for each right-to-left language below (and `az`): the block is written in it
+TRANSLATED = {"ar": "مقترح لك", "he": "מומלץ עבורך", "fa": "پیشنهاد برای شما", "ur": "آپ کے لیے"}
+TRANSLATED |= {"az": "Sizin üçün", "pa": "تہاڈے لئی"}
+
+
+@pytest.fixture(scope="module")
+def translated(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+    """A template directory (the packaged one's files) with texts for TRANSLATED's languages."""
+    directory = tmp_path_factory.mktemp("translated")
+    for path in PACKAGED.glob("*/*.*"):
+        target = directory / path.relative_to(PACKAGED)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    for tag, text in TRANSLATED.items():
+        headings = ("recommendations", "cart_reminder", "winback")
+        _write(directory, tag, {f"heading_{b}": text for b in headings})
+    return Renderer(directory)
 
 
 @pytest.mark.parametrize("block", ["recommendations", "cart_reminder", "winback"])
@@ -298,11 +319,12 @@ def _block_in(locale: str | None, block: str = "recommendations") -> str:
     ],
 )
 def test_an_e_mail_block_is_written_in_its_languages_direction(
-    block: str, locale: str, direction: str
+    block: str, locale: str, direction: str, translated: Renderer
 ) -> None:
-    """An Arabic or Hebrew block says `dir="rtl"` beside its `lang` and aligns its texts to the
-    right; a left-to-right one says `dir="ltr"` (it may sit in a right-to-left host message)."""
-    html = _block_in(locale, block)
+    """An Arabic or Hebrew block (its texts translated) says `dir="rtl"` beside its `lang` and
+    aligns its texts to the right; a left-to-right one says `dir="ltr"` (it may sit in a
+    right-to-left host message)."""
+    html = _block_in(locale, block, translated)
     first = html[: html.index(">")]
     assert f'lang="{locale}"' in first and f'dir="{direction}"' in first, first
     start = "right" if direction == "rtl" else "left"
@@ -312,6 +334,38 @@ def test_an_e_mail_block_is_written_in_its_languages_direction(
         assert re.search(r"vertical-align:top;text-align:(\w+);", html).group(1) == start  # type: ignore[union-attr]
         end = "left" if direction == "rtl" else "right"
         assert re.search(r"text-align:(\w+);font-size:16px", html).group(1) == end  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("block", ["recommendations", "cart_reminder"])
+@pytest.mark.parametrize(
+    ("locale", "lang"),
+    [
+        *[("ar", "en"), ("he-IL", "en"), ("az-Arab", "en"), ("az-Latn", "en"), ("fr-FR", "en")],
+        *[("de", "de"), ("pl-PL", "pl-PL"), ("en-GB", "en-GB")],
+    ],
+)
+def test_a_block_whose_texts_fell_back_to_english_says_english_left_to_right(
+    block: str, locale: str, lang: str
+) -> None:
+    """A locale without texts (no `ar.json`) is written in English: the block said `lang="ar"
+    dir="rtl"` over English texts (a screen reader read them as Arabic, the layout mirrored).
+    It says the language its texts are in, `en`, and `ltr`; a translated one keeps its tag."""
+    html = _block_in(locale, block)
+    first = html[: html.index(">")]
+    assert f'lang="{lang}"' in first and 'dir="ltr"' in first, first
+    heading = re.search(r'text-align:(\w+);"><h2', html)
+    assert heading is not None and heading.group(1) == "left"
+    if lang == "en":
+        assert "Recommended for you" in html or "Still in your cart" in html
+
+
+def test_a_translated_right_to_left_block_keeps_its_tag_and_direction(
+    translated: Renderer,
+) -> None:
+    html = _block_in("ar-EG", "recommendations", translated)
+    first = html[: html.index(">")]
+    assert 'lang="ar-EG"' in first and 'dir="rtl"' in first, first
+    assert TRANSLATED["ar"] in html
 
 
 def test_a_block_without_a_locale_keeps_its_hosts_direction() -> None:
