@@ -17,6 +17,7 @@
   if (w.persona && w.persona.version) return;
   var ANON = "persona_aid", USER = "persona_uid", CONSENT = "persona_consent";
   var BATCH = 20, QUEUE = 100, DELAY = 1000, TEXT = 2000;
+  var WARNED = 5, REASON = 200, ANSWER = 1048576; // refusals named, a reason's characters, bytes read
   var FIELDS = { item_id: 1, quantity: 1, price: 1, currency: 1, session_id: 1 };
   var me = d.currentScript;
   var cfg = null, queue = [], timer = null, granted = false, anon = null, user = null;
@@ -95,7 +96,39 @@
     return w.fetch(url, {
       method: "POST", body: body, mode: "cors", credentials: "omit", keepalive: body.length < 60000,
       headers: { "Content-Type": "text/plain;charset=UTF-8" }
-    }).then(function (r) { return r.status; }, function () { return "error"; });
+    }).then(function (r) {
+      return refusals(events, r).then(function () { return r.status; });
+    }, function () { return "error"; });
+  }
+
+  // One console warning per answer naming the events /v1/collect refused (202 with `errors`):
+  // at most WARNED of them, each reason cut to REASON characters, then how many more. An answer
+  // the tag cannot read (not JSON, no list, over ANSWER bytes) says nothing; it never throws.
+  function refusals(events, r) {
+    try {
+      var length = Number(r.headers.get("Content-Length"));
+      if (r.status !== 202 || length > ANSWER || !w.console || typeof w.console.warn !== "function") {
+        return Promise.resolve();
+      }
+      return r.text().then(function (body) {
+        try {
+          var answer = JSON.parse(body), errors = answer && answer.errors;
+          if (!Array.isArray(errors) || !errors.length) return;
+          var named = [];
+          for (var i = 0; i < errors.length && named.length < WARNED; i++) {
+            var e = errors[i], at = e && e.index, reason = e && e.reason;
+            var event = typeof at === "number" && at % 1 === 0 && at >= 0 && at < events.length ? events[at] : null;
+            named.push((event ? String(event.type).slice(0, 40) + " (#" + at + ")" : "an event") + ": " +
+              (typeof reason === "string" ? reason.slice(0, REASON) : "no reason given"));
+          }
+          var more = errors.length - named.length;
+          w.console.warn("persona: /v1/collect refused " + errors.length + " of " + events.length +
+            " events: " + named.join("; ") + (more > 0 ? "; and " + more + " more" : ""));
+        } catch (ignored) { /* an answer the tag cannot read: nothing to say */ }
+      }, function () { /* the body did not arrive */ });
+    } catch (ignored) {
+      return Promise.resolve();
+    }
   }
 
   function flush(beacon) {

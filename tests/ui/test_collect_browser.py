@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -69,6 +70,69 @@ persona.flush().then(function (sent) {{
 </script></body></html>"""
 
 
+# The page records each console warning and any error the tag lets out (thrown or rejected).
+WATCH = """<script>
+var warnings = [], escaped = [];
+console.warn = function () {{ warnings.push(Array.prototype.join.call(arguments, " ")); }};
+window.addEventListener("error", function (e) {{ escaped.push(String(e.message)); }});
+window.addEventListener("unhandledrejection", function (e) {{ escaped.push(String(e.reason)); }});
+function report(sent) {{
+  document.body.setAttribute("data-sent", JSON.stringify(sent));
+  document.body.setAttribute("data-warnings", JSON.stringify(warnings));
+  document.body.setAttribute("data-escaped", JSON.stringify(escaped));
+}}
+</script>"""
+
+REFUSED = (
+    """<!doctype html><html><head><title>Shop</title></head><body>"""
+    + WATCH
+    + """<script src="{persona}/v1/sdk.js"></script>
+<script>
+persona.init({{key: "{key}", endpoint: "{persona}", pageView: false}});
+persona.product("85123A");
+persona.track("not_a_type", {{note: "x"}});
+persona.purchase("85123A", 1);
+persona.flush().then(report, function (e) {{ escaped.push("flush: " + e); report(null); }});
+</script></body></html>"""
+)
+
+# Answers the tag cannot trust, from this test's own server (the page's origin): each key below
+# gets one (_serve); the tag must warn about a readable refusal list only, bounded, never throw.
+HOSTILE_KEYS = ("not-json", "errors-not-a-list", "odd-errors", "many-long", "none")
+HOSTILE = (
+    """<!doctype html><html><head><title>Shop</title></head><body>"""
+    + WATCH
+    + """<script src="{persona}/v1/sdk.js"></script>
+<script>
+var keys = {keys}, sent = [];
+function next(i) {{
+  if (i >= keys.length) return Promise.resolve(sent);
+  persona.init({{key: keys[i], endpoint: location.origin, pageView: false}});
+  persona.track("page_view", {{path: "/"}});
+  persona.track("product_view", {{item_id: "a"}});
+  return persona.flush().then(function (s) {{ sent.push(s[0]); return next(i + 1); }});
+}}
+next(0).then(report, function (e) {{ escaped.push("flush: " + e); report(null); }});
+</script></body></html>"""
+)
+
+
+def _hostile_answer(key: str) -> bytes:
+    """The body the test's server answers the tag's POST with, per key (HOSTILE_KEYS)."""
+    if key == "not-json":
+        return b"{oops"
+    if key == "errors-not-a-list":
+        return json.dumps({"accepted": 0, "rejected": 2, "errors": "all of them"}).encode()
+    if key == "odd-errors":  # indexes and reasons of every wrong kind
+        odd = [{"index": 0, "reason": "a real one"}, None, 7, {"index": "0", "reason": {"x": 1}}]
+        odd += [{"index": -1}, {"index": 99}, {"index": 1.5, "reason": None}]
+        return json.dumps({"errors": odd}).encode()
+    if key == "many-long":
+        errors = [{"index": n % 2, "reason": "r" * 800} for n in range(1000)]
+        return json.dumps({"accepted": 0, "rejected": 1000, "errors": errors}).encode()
+    return json.dumps({"accepted": 2, "rejected": 0, "errors": []}).encode()
+
+
 @dataclass
 class Shop:
     persona: Worker
@@ -78,8 +142,10 @@ class Shop:
 
 def _pages(persona: str) -> dict[str, bytes]:
     fields = {"persona": persona, "key": TAG_KEY, "shopper": SHOPPER}
-    pages = {"/": SHOP, "/consent": CONSENT, "/auto": AUTO}
-    return {path: page.format(**fields).encode() for path, page in pages.items()}
+    pages = {"/": SHOP, "/consent": CONSENT, "/auto": AUTO, "/refused": REFUSED}
+    found = {path: page.format(**fields).encode() for path, page in pages.items()}
+    found["/hostile"] = HOSTILE.format(persona=persona, keys=json.dumps(HOSTILE_KEYS)).encode()
+    return found
 
 
 def _serve(port: int, pages: dict[str, bytes]) -> ThreadingHTTPServer:
@@ -90,6 +156,16 @@ def _serve(port: int, pages: dict[str, bytes]) -> ThreadingHTTPServer:
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.end_headers()
             self.wfile.write(body or b"")
+
+        def do_POST(self) -> None:  # the hostile page's /v1/collect (same origin)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            key = parse_qs(urlsplit(self.path).query).get("key", [""])[0]
+            body = _hostile_answer(key)
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -222,3 +298,34 @@ def test_the_script_tag_alone_sets_the_tag_up(shop: Shop) -> None:
 
     events = wait_until(arrived, timeout=90, what="the auto-initialized tag's events")
     assert events == {"page_view": 1, "category_view": 1}
+
+
+def test_the_tag_warns_once_per_answer_naming_the_refused_events(shop: Shop) -> None:
+    """The tag ignored /v1/collect's per-event refusals: a shop whose events were refused (an
+    unknown type, a purchase its key may not send) saw nothing in the console. One warning per
+    answer now names them (type, index, reason); the accepted view still arrives."""
+    dom = browser.dom(shop.allowed + "/refused", budget_ms=8000)
+    assert _attribute(dom, "sent") == "[202]"
+    assert json.loads(_attribute(dom, "escaped")) == []
+    (warning,) = json.loads(_attribute(dom, "warnings"))
+    assert "refused 2 of 3 events" in warning, warning
+    assert "not_a_type (#1)" in warning and "purchase (#2)" in warning, warning
+    assert "product_view (#0)" not in warning
+
+
+def test_the_tag_reads_hostile_answers_without_throwing_and_warns_within_bounds(
+    shop: Shop,
+) -> None:
+    """Answers that are not JSON, whose errors are no list, whose entries are of every wrong
+    kind, or a thousand refusals of 800 characters each: the tag never throws, warns only
+    where there is a refusal list, once per answer, and its warning stays short (5 refusals
+    named, each reason cut, then how many more)."""
+    dom = browser.dom(shop.allowed + "/hostile", budget_ms=8000)
+    assert _attribute(dom, "sent") == "[202,202,202,202,202]"
+    assert json.loads(_attribute(dom, "escaped")) == []
+    odd, many = json.loads(_attribute(dom, "warnings"))
+    assert "refused 7 of 2 events" in odd and odd.endswith("and 2 more"), odd
+    assert "page_view (#0): a real one" in odd  # the one entry whose index names an event
+    assert odd.count("(#") == 1
+    assert "refused 1000 of 2 events" in many and many.endswith("and 995 more"), many[-200:]
+    assert len(many) < 1_500
