@@ -95,6 +95,7 @@ class OwnerAnswer:
     users: list[str]
     entries: dict[str, OwnerEntry] | None  # None: the owner failed; its users answered here
     late: int = 0  # of them, answered with the deadline fallback by the owner
+    reached: bool = True  # False: the owner was never sent the request (no time, no connection)
 
 
 def split(request: web.Request, ids: list[str]) -> Groups | None:
@@ -133,10 +134,13 @@ async def ask(
     budget = owner_budget(deadline - time.perf_counter())
     if budget is None:
         _note(route, owner, "too little time left to ask it")
-        return OwnerAnswer(owner, users, None)
+        return OwnerAnswer(owner, users, None, reached=False)
     owner_ms, wait = budget
     try:
         answer = await asyncio.wait_for(_ask(request, body, owner, users, owner_ms, route), wait)
+    except aiohttp.ClientConnectorError as exc:  # not connected: the request was never sent
+        _note(route, owner, f"{type(exc).__name__} {exc}".strip())
+        return OwnerAnswer(owner, users, None, reached=False)
     except (aiohttp.ClientError, TimeoutError, ValueError, TypeError) as exc:
         _note(route, owner, f"{type(exc).__name__} {exc}".strip())
         return OwnerAnswer(owner, users, None)

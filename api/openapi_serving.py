@@ -7,6 +7,7 @@ from typing import Any
 from api.batch import DEADLINE_HEADER, MAX_DEADLINE_MS, TIMEOUT_SHARE
 from api.limits import MAX_TEMPLATE
 from api.openapi_params import PARAMETERS_NOTE, body_properties
+from api.render import BUDGET_MOST
 from engine.blocks import ALL_BLOCKS, FORMATS, REASONS
 from engine.feeds import CONTENT_TYPES, FEEDS
 from engine.sandbox import REQUEST_TIME_SHARE, describe_limits
@@ -105,6 +106,18 @@ def serving_paths() -> dict[str, Any]:
                 "read: the recipients not rendered by then get `content: null` and why in "
                 "`error`",
             },
+            "render_budget": {
+                "type": "object",
+                "description": "lowers the request's rendering budget (never raises it): a "
+                "worker that splits a render by owner sends each owner its recipients' share "
+                "of what is left of its own, so the request as a whole stays within one budget",
+                "required": list(BUDGET_MOST),
+                "additionalProperties": False,
+                "properties": {
+                    name: {"type": "integer", "minimum": 0, "maximum": most}
+                    for name, most in BUDGET_MOST.items()
+                },
+            },
         },
     }
     render_response = {
@@ -191,7 +204,12 @@ def serving_paths() -> dict[str, Any]:
                     f"{MAX_DEADLINE_MS}, as a batch's; anything else is a 400 naming it) "
                     "milliseconds from when the body was read when that is sooner; the "
                     "recipients left get `content: null` and the reason in `error` (counted "
-                    "in `errors`). Other requests keep being answered meanwhile."
+                    "in `errors`). Other requests keep being answered meanwhile. With several "
+                    "workers, each owner of some recipients renders them under their share of "
+                    "what is left of the request's budget, sent as `render_budget` (`cpu_ms`, "
+                    "`steps`, `output_bytes`, `built_chars`; it can only lower a budget, values "
+                    "out of range are a 400 naming it): the request as a whole stays within one "
+                    "budget."
                 ),
                 "requestBody": {"required": True, "content": _both(render_request)},
                 "responses": {

@@ -45,10 +45,14 @@ With several workers in a group, the recipients whose `profiles` partition anoth
 are rendered by that worker (api/fanout.py, as a batch's users: one signed sub-request per owner
 with the template, the parameters, their `data` only and a share of the time left as its
 `deadline_ms`), while this process renders its own; the messages are merged back in the
-request's order and `errors` counts theirs too. The owner renders them under its own request
-budget, counts its own template errors and logs their exposures. An owner that fails, answers
-something unusable or runs out of time has its recipients rendered here (by this request's
-budget and deadline), counted in `persona_http_batch_owner_fallbacks_total{route="/v1/render"}`.
+request's order and `errors` counts theirs too. The owner renders them under a request
+budget sent as `render_budget`: its recipients' share of what is left of this request's, taken
+from it (this process renders its own within the rest), so a request split over N workers costs
+one budget, not N; it counts its own template errors and logs their exposures. An owner that
+fails, answers something unusable or runs out of time has its recipients rendered here (by what
+is left of this request's budget, and its deadline; the share of an owner never reached comes
+back first), counted in
+`persona_http_batch_owner_fallbacks_total{route="/v1/render"}`.
 A forwarded request is rendered here whole.
 Recipients are rendered one at a time with a yield to the event loop between them, so the
 process keeps answering other requests (`/healthz`, block GETs) while a render runs; a client
@@ -91,7 +95,7 @@ from api.shared import CONTENT
 from engine.blocks import ALL_BLOCKS
 from engine.email_lines import wrap_html
 from engine.fanout import merge
-from engine.params import NO_PARAMS, BlockParams
+from engine.params import NO_PARAMS, BlockParams, InvalidParam
 from engine.sandbox import (
     MESSAGE_LIMITS,
     REQUEST_LIMITS,
@@ -99,6 +103,7 @@ from engine.sandbox import (
     Budget,
     BudgetExceeded,
     LazyMapping,
+    Limits,
     RequestBudget,
     StrictEnvironment,
     describe_error,
@@ -241,7 +246,14 @@ def _failed(exc: Exception) -> dict[str, Any]:
 
 
 # the render's own fields; the rest: block parameters
-RENDER_FIELDS = ("template", "user_ids", "data", "deadline_ms")
+RENDER_FIELDS = ("template", "user_ids", "data", "deadline_ms", "render_budget")
+# `render_budget`'s fields and their largest values (REQUEST_LIMITS): what an owner may spend
+BUDGET_MOST = {
+    "cpu_ms": int(REQUEST_LIMITS.cpu_seconds * 1000),
+    "steps": REQUEST_LIMITS.steps,
+    "output_bytes": REQUEST_LIMITS.output_bytes,
+    "built_chars": REQUEST_LIMITS.built_chars,
+}
 clock: Callable[[], float] = time.monotonic  # seconds: the request's deadline (tests replace it)
 
 
@@ -265,6 +277,40 @@ def parse(body: Any) -> tuple[str, list[str], dict[str, Any], BlockParams, int |
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"data holds JSON values only: {exc}") from None
     return source, ids, data, params, deadline_ms(body)
+
+
+def render_budget(body: dict[str, Any]) -> Limits | None:
+    """The body's `render_budget` as the request's totals (None without one): what a process
+    that split a render (api/fanout.py) left to this owner of some of its recipients. It can
+    only lower REQUEST_LIMITS; BadRequest naming it unless an object of exactly BUDGET_MOST's
+    integers, each 0..its largest."""
+    if "render_budget" not in body:
+        return None
+    value = body["render_budget"]
+    if (
+        not isinstance(value, dict)
+        or set(value) != set(BUDGET_MOST)
+        or any(type(value[k]) is not int or not 0 <= value[k] <= m for k, m in BUDGET_MOST.items())
+    ):
+        most = ", ".join(f"{k} 0..{m}" for k, m in BUDGET_MOST.items())
+        raise BadRequest.of(InvalidParam("render_budget", f"must be an object of integers: {most}"))
+    return Limits(
+        cpu_seconds=value["cpu_ms"] / 1000,
+        steps=value["steps"],
+        output_bytes=value["output_bytes"],
+        built_chars=value["built_chars"],
+        depth=REQUEST_LIMITS.depth,
+    )
+
+
+def budget_body(share: Limits) -> dict[str, int]:
+    """`share` as an owner's `render_budget`."""
+    return {
+        "cpu_ms": int(share.cpu_seconds * 1000),
+        "steps": share.steps,
+        "output_bytes": share.output_bytes,
+        "built_chars": share.built_chars,
+    }
 
 
 shape_check("/v1/render", lambda body: parse(body)[1])  # the rate limit's check (api/limits.py)
@@ -343,11 +389,12 @@ async def compile_template(source: str) -> jinja2.Template:
 
 
 def request_budget(
-    request: web.Request, read: float, budget_ms: int | None = None
+    request: web.Request, read: float, budget_ms: int | None = None, totals: Limits | None = None
 ) -> RequestBudget:
     """The request's budget, its time counted from `read` (a `clock()` time: when the body was
     read, as a batch's): `REQUEST_TIME_SHARE` of the request timeout, or `budget_ms` (the
-    body's `deadline_ms`) when that is sooner."""
+    body's `deadline_ms`) when that is sooner; its totals REQUEST_LIMITS, or `totals` (the
+    body's `render_budget`)."""
     options = request.app.get(OPTIONS)
     timeout = options.request_timeout if options is not None else 10.0
     seconds = REQUEST_TIME_SHARE * timeout
@@ -356,7 +403,8 @@ def request_budget(
         seconds = budget_ms / 1000
         late = f"not rendered: the request's deadline_ms ({budget_ms}) had passed"
     left = seconds - (clock() - read)
-    return RequestBudget(MESSAGE_LIMITS, REQUEST_LIMITS, left, clock=clock, late=late)
+    limits = REQUEST_LIMITS if totals is None else totals
+    return RequestBudget(MESSAGE_LIMITS, limits, left, clock=clock, late=late)
 
 
 class Rendered:
@@ -409,10 +457,11 @@ async def post_render(request: web.Request) -> web.Response:
         body = await read_body(request)
         read = clock()
         source, ids, data, params, budget_ms = parse(body)
+        totals = render_budget(body)
         template = await compile_template(source)
     except BadRequest as exc:
         return exc.answer()
-    budget = request_budget(request, read, budget_ms)
+    budget = request_budget(request, read, budget_ms, totals)
     groups = fanout.split(request, ids)  # None: every recipient rendered here (one worker)
     here = Rendered()
     try:
@@ -454,10 +503,22 @@ async def fanned_renders(
     rendered here too, by the same budget and deadline."""
     body, data, params = what
     deadline = time.perf_counter() + budget.left()  # api/fanout.py counts in perf_counter time
+    # Each owner renders under its recipients' share of what is left of this request's budget
+    # (`render_budget`), taken from it: the request as a whole stays within one budget.
+    shares: dict[str, Limits] = {}
+    unshared = len(ids)
+    for owner, users in groups.remote.items():
+        shares[owner] = budget.give(len(users) / unshared)
+        unshared -= len(users)
     asked = [
         asyncio.create_task(
             fanout.ask(
-                request, owner_body(body, data, users), owner, users, deadline, fanout.RENDER
+                request,
+                {**owner_body(body, data, users), "render_budget": budget_body(shares[owner])},
+                owner,
+                users,
+                deadline,
+                fanout.RENDER,
             )
         )
         for owner, users in groups.remote.items()
@@ -467,6 +528,9 @@ async def fanned_renders(
         answers = await asyncio.gather(*asked)
         failed = [answer for answer in answers if answer.entries is None]
         fanout.answered_here(request.app, failed, fanout.RENDER)
+        for answer in failed:
+            if not answer.reached:  # it spent nothing: its recipients are rendered here by it
+                budget.take_back(shares[answer.owner])
         extra = [uid for answer in failed for uid in answer.users]
         await render_here(request, template, extra, data, budget, params, here)
     finally:

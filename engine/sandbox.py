@@ -862,6 +862,17 @@ class StrictEnvironment(ImmutableSandboxedEnvironment):
         return bounded(self.binop_table[operator](left, right), budget)
 
 
+def _plus(a: Limits, b: Limits, sign: int) -> Limits:
+    """`a` plus (`sign` 1) or minus (-1) `b`'s totals; `a`'s depth."""
+    return Limits(
+        cpu_seconds=a.cpu_seconds + sign * b.cpu_seconds,
+        steps=a.steps + sign * b.steps,
+        output_bytes=a.output_bytes + sign * b.output_bytes,
+        built_chars=a.built_chars + sign * b.built_chars,
+        depth=a.depth,
+    )
+
+
 class RequestBudget:
     """The resources left to a request that renders many messages, each under its own `Budget`
     (`message()`): `total` bounds their sum (CPU seconds, steps, output bytes, characters built),
@@ -902,6 +913,36 @@ class RequestBudget:
         if min(left.cpu_seconds, left.steps, left.output_bytes, left.built_chars) <= 0:
             raise BudgetExceeded("the request's rendering budget is spent", request=True)
         return Budget(left)
+
+    def left_totals(self) -> Limits:
+        """What is left of the request's totals (none below 0)."""
+        total, spent = self.total, self.spent
+        return Limits(
+            cpu_seconds=max(0.0, total.cpu_seconds - spent.cpu_seconds),
+            steps=max(0, total.steps - spent.steps),
+            output_bytes=max(0, total.output_bytes - spent.output_bytes),
+            built_chars=max(0, total.built_chars - spent.built_chars),
+            depth=total.depth,
+        )
+
+    def give(self, fraction: float) -> Limits:
+        """`fraction` (0..1) of what is left of the request's totals, taken from them: another
+        process renders part of the request under it (api/render.py), so the request as a
+        whole stays within one budget."""
+        left, part = self.left_totals(), min(1.0, max(0.0, fraction))
+        share = Limits(
+            cpu_seconds=math.floor(left.cpu_seconds * part * 1000) / 1000,
+            steps=math.floor(left.steps * part),
+            output_bytes=math.floor(left.output_bytes * part),
+            built_chars=math.floor(left.built_chars * part),
+            depth=left.depth,
+        )
+        self.total = _plus(self.total, share, -1)
+        return share
+
+    def take_back(self, share: Limits) -> None:
+        """A share `give` handed out that was never used (its process was not reached)."""
+        self.total = _plus(self.total, share, 1)
 
     def spend(self, budget: Budget) -> None:
         spent = self.spent
