@@ -41,13 +41,22 @@ class SizedMemo(Generic[K, V]):
         return None if entry is None else entry[0]
 
     def put(self, key: K, value: V, size: int) -> None:
-        """Hold `value` under `key`, accounted as `size` bytes (plus ENTRY_OVERHEAD)."""
-        self.pop(key)
+        """Hold `value` under `key`, accounted as `size` bytes (plus ENTRY_OVERHEAD), as the
+        newest entry. A kept key is replaced in place and moved to the newest end (the profile
+        cache's steady state: a batch's users were kept by the batch before), where a pop and
+        an insert cost ~30 % more per call (issue 21 item 5)."""
         cost = size + ENTRY_OVERHEAD
+        entries = self._entries
         if cost > self.max_bytes:
-            return  # larger than the whole memo: not kept
-        self._entries[key] = (value, cost)
-        self.bytes += cost
+            self.pop(key)  # larger than the whole memo: not kept, nor what it replaces
+            return
+        old = entries.get(key)
+        entries[key] = (value, cost)
+        if old is None:
+            self.bytes += cost
+        else:
+            entries.move_to_end(key)
+            self.bytes += cost - old[1]
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             _, (_, dropped) = self._entries.popitem(last=False)
             self.bytes -= dropped

@@ -98,3 +98,21 @@ def test_the_block_cache_gives_back_the_bytes_it_drops(how: str) -> None:
         assert cache.bytes == 0
         return
     assert cache.bytes == block_bytes(_block("v", "b"))
+
+
+def test_a_replaced_entry_counts_as_the_newest_and_an_oversized_one_drops_it() -> None:
+    """`put` over a kept key (the profile cache's steady state) replaces it in place: it moves
+    to the newest end (the oldest other entry goes first), its bytes are the new size, and a
+    replacement larger than the whole memo leaves the key out altogether."""
+    memo: SizedMemo[str, int] = SizedMemo(max_entries=3, max_bytes=10_000)
+    for key in ("a", "b", "c"):
+        memo.put(key, 0, size=100)
+    memo.put("a", 1, size=200)  # replaced: now the newest
+    assert memo.bytes == 100 + 100 + 200 + 3 * ENTRY_OVERHEAD
+    memo.put("d", 0, size=100)  # over the entries: "b" (the oldest) goes, not "a"
+    assert "b" not in memo and memo.get("a") == 1 and "c" in memo and "d" in memo
+    memo.put("c", 2, size=20_000)  # larger than the whole memo: the old "c" is dropped too
+    assert "c" not in memo and memo.bytes == 200 + 100 + 2 * ENTRY_OVERHEAD
+    memo.put("e", 0, size=100)
+    memo.put("f", 0, size=100)  # "a" (replaced before "d") is the oldest now
+    assert "a" not in memo and [k for k in ("d", "e", "f") if k in memo] == ["d", "e", "f"]
