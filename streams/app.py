@@ -1100,8 +1100,12 @@ class PersonaStreams:
         """Fold and write records in order and store their positions (False: not written)."""
         epoch = self._positions_epoch
         self._sends = []
-        # each topic-partition's records lie in offset order: its last one's offset wins
-        advanced = {(m.topic, m.partition): m.offset + 1 for m in [f.message for f in batch]}
+        # each topic-partition's records lie in offset order: its last one's offset wins (a
+        # fetched record is its own message: no property call a record, issue 21 item 5)
+        advanced: dict[tuple[str, int], int] = {}
+        for f in batch:
+            m = f if type(f) is FoldRecord else f.message
+            advanced[(m.topic, m.partition)] = m.offset + 1
         self._ensure_layout({partition for _, partition in advanced})
         written = await self._fold_batch(batch, fold_epoch)
         if written:
@@ -1154,7 +1158,7 @@ class PersonaStreams:
         fold_event = fold.event
         by_topic = self.stats.by_topic
         for fevent in batch:
-            msg = fevent.message
+            msg = fevent if type(fevent) is FoldRecord else fevent.message
             topic = msg.topic
             by_topic[topic] = by_topic.get(topic, 0) + 1
             if topic == COMMANDS_TOPIC:
