@@ -24,6 +24,7 @@ from mode import Service
 from engine.audit import OK, audit_log, record
 from engine.content_experiments import NO_EXPERIMENTS, ContentExperiment, ContentExperiments
 from engine.erasure import live
+from engine.errors import SettingsError
 from engine.events import Event, InvalidEvent, parse
 from engine.rules import Rules
 from engine.signing import ClusterKey, Signed
@@ -150,15 +151,40 @@ async def read_registry(
     """The registry's current state (metadata only unless a cache directory is given: then the
     artifacts too, or only version `only`'s), from the records signed with `cluster` (others are
     skipped, as the workers skip them); with `keys_of`, the keys of that version's chunks and
-    manifests too (`RegistryLog.keys`)."""
+    manifests too (`RegistryLog.keys`).
+
+    A topic holding records of which none verifies with `cluster` (a bad signature each) is
+    refused (SettingsError): the secret is not the one the records were signed with, and the
+    state it verifies (the shipped models alone) is not the registry the workers serve; a
+    publish would write records no worker accepts. Some refused among verified ones (records
+    of another cluster or forged) are counted in one warning."""
     await ensure_registry_topics(broker_url)
     state = RegistryLog(cache_dir, only, keys_of)
     gate = RecordGate(MODELS_TOPIC, cluster)
+    verified = forged = 0
     async for msg in read_messages(broker_url, [MODELS_TOPIC], idle=0.5):
-        if msg.key is not None and isinstance(
-            gate.admit(msg.key, msg.value, msg.headers, True), Signed
-        ):
+        if msg.key is None:
+            continue
+        found = gate.admit(msg.key, msg.value, msg.headers, True)
+        if isinstance(found, Signed):
+            verified += 1
             state.apply(msg.key.decode("utf-8", "replace"), msg.value)
+        elif found == "bad signature":
+            forged += 1
+    if forged and not verified:
+        raise SettingsError(
+            f"none of the {forged:,} records of the `{MODELS_TOPIC}` topic passes the signature "
+            "check with this PERSONA_CLUSTER_SECRET: it is not the secret the workers share "
+            "(`persona run` keeps the embedded default's in <data dir>/cluster-secret: "
+            "PERSONA_CLUSTER_SECRET_FILE=<data dir>/cluster-secret); nothing was read or written"
+        )
+    if forged:
+        log.warning(
+            "%d record(s) of the `%s` topic failed the signature check with this "
+            "PERSONA_CLUSTER_SECRET and were skipped (signed with another secret, or forged)",
+            forged,
+            MODELS_TOPIC,
+        )
     return state
 
 

@@ -1,0 +1,107 @@
+"""`persona models` with another PERSONA_CLUSTER_SECRET than the one the registry's records were
+signed with (a data scientist's wrong secret file or environment). Before, every record was
+skipped quietly (one log line each): `list` printed the shipped models alone as active and
+exited 0, `activate` said the version was not in the registry, and `publish` wrote records no
+worker would ever accept and said "registered". Now a registry whose records all fail the
+signature check is refused with a message naming the secret (exit 2), and nothing is written.
+On an embedded broker of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.signing import ClusterKey
+from models.bundle import read_bundle, save_model
+from models.recs import fit_recommender
+from persona.cli import main
+from streams.broker import EmbeddedBroker
+from streams.registry import MODELS_TOPIC, publish, read_messages
+from streams.signed import RecordSigner
+from tests.models.synthetic import basket_events
+
+pytestmark = pytest.mark.integration
+
+OTHER_SECRET = "another-secret-than-the-workers-0123456789"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_file=log) as own:
+        yield own
+
+
+def _records(broker: EmbeddedBroker) -> int:
+    async def count() -> int:
+        return len([m async for m in read_messages(broker.url, [MODELS_TOPIC], idle=0.5)])
+
+    return asyncio.run(count())
+
+
+@pytest.fixture(scope="module")
+def published(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> str:
+    signer = RecordSigner(ClusterKey(os.environ["PERSONA_CLUSTER_SECRET"]), "cli:test")
+    folder = tmp_path_factory.mktemp("recs") / "recs"
+    bundle = read_bundle(save_model(fit_recommender(basket_events(), k=5), folder))
+    asyncio.run(publish(broker.url, bundle, signer))
+    return bundle.version
+
+
+def _wrong_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSONA_CLUSTER_SECRET", OTHER_SECRET)
+    monkeypatch.delenv("PERSONA_CLUSTER_SECRET_FILE", raising=False)
+
+
+def _said_secret(err: str) -> None:
+    assert "PERSONA_CLUSTER_SECRET" in err and "signature" in err, err
+    assert "Traceback" not in err
+
+
+def test_list_with_the_wrong_secret_is_refused_not_a_registry_of_shipped_models(
+    broker: EmbeddedBroker,
+    published: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["models", "list", "--broker", broker.url]) == 0  # the right secret
+    assert published in capsys.readouterr().out
+    _wrong_secret(monkeypatch)
+    assert main(["models", "list", "--broker", broker.url]) == 2
+    captured = capsys.readouterr()
+    _said_secret(captured.err)
+    assert "active" not in captured.out  # no table of what this secret happens to verify
+
+
+def test_activate_with_the_wrong_secret_names_the_secret_not_a_missing_version(
+    broker: EmbeddedBroker,
+    published: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _wrong_secret(monkeypatch)
+    assert main(["models", "activate", "recs", published, "--broker", broker.url]) == 2
+    err = capsys.readouterr().err
+    _said_secret(err)
+    assert "no recs version" not in err
+
+
+def test_publish_with_the_wrong_secret_writes_nothing(
+    broker: EmbeddedBroker,
+    published: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = save_model(fit_recommender(basket_events(), k=9), tmp_path / "recs")
+    before = _records(broker)
+    _wrong_secret(monkeypatch)
+    assert main(["models", "publish", str(folder), "--broker", broker.url]) == 2
+    captured = capsys.readouterr()
+    _said_secret(captured.err)
+    assert "registered" not in captured.out
+    assert _records(broker) == before
