@@ -105,6 +105,27 @@ def _events(path: str) -> list[Any]:
     return events
 
 
+SKIP_WORDS = {"guest": "guest orders (no CustomerID)"}  # ReadStats.skipped's reasons, said
+
+
+def _require_events(path: str) -> None:
+    """A file of no event (empty, a header alone, every row skipped) is said naming it and
+    what was read, before any training: each model said only `no item signals to train on` or
+    `no events to train on`. Reads up to the first event: a file with events costs a line."""
+    from engine.sources import ReadStats, read_events
+
+    stats = ReadStats()
+    if next(iter(read_events(path, stats=stats, history=True)), None) is not None:
+        return
+    skipped = ", ".join(f"{n:,} {SKIP_WORDS.get(why, why)}" for why, n in stats.skipped.items())
+    read = f"{stats.rows:,} data row{'' if stats.rows == 1 else 's'}"
+    if Path(path).stat().st_size == 0:
+        read = "an empty file"
+    elif skipped:
+        read += f", skipped: {skipped}"
+    raise ValueError(f"{path}: no events to train on ({read})")
+
+
 def _publish(broker: KafkaClientConfig, directory: Path, signer: RecordSigner) -> str:
     from models.bundle import read_bundle
     from persona.progress import Progress
@@ -138,6 +159,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.ease_lambda != AUTO and (args.model == "churn" or args.kind == "als"):
         raise ValueError("--lambda sets the EASE neighbour table of recs (--kind knn)")
     _check_out(args)
+    if not Path(args.events).is_file():
+        raise FileNotFoundError(2, "No such file", args.events)
+    _require_events(args.events)
     if args.out and args.model == "all":  # the original form: both models into one directory
         from models.train import train_all
 
@@ -149,8 +173,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     broker = None if args.out else _broker(args)
     signer = None if args.out else _signer(args)  # before training: a missing secret says so
-    if not Path(args.events).is_file():
-        raise FileNotFoundError(2, "No such file", args.events)
     names = ("churn", "recs") if args.model == "all" else (args.model,)
     for name in names:
         model: Any

@@ -102,3 +102,36 @@ def test_an_out_where_no_folder_can_be_made_says_so_before_training(
     assert "/proc/x" in err and "no folder can be made in /proc" in err, err
     assert "file not found" not in err and "Traceback" not in err
     assert "training recs" not in err and "[models.train] read" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("empty.csv", ""),
+        (
+            "header.csv",
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n",
+        ),
+        (
+            "guests.csv",
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,"
+            "CustomerID,Country\n536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,,United Kingdom\n",
+        ),
+    ],
+)
+@pytest.mark.parametrize("model", ["recs", "churn", "all"])
+def test_a_file_without_events_is_named_with_what_was_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, model: str
+) -> None:
+    """An empty file, a header alone or rows that are no events (UCI guest orders) said
+    `no item signals to train on` (recs) or `no events to train on` (churn), naming neither
+    the file nor what was in it."""
+    path = tmp_path / name
+    path.write_text(text)
+    assert train(model, "--events", str(path), "--out", str(tmp_path / "m")) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: no events" in err, err
+    assert "Traceback" not in err
+    if name == "guests.csv":
+        assert "1 data row" in err and "customer" in err.lower(), err
+    assert not (tmp_path / "m" / model).exists()
