@@ -284,15 +284,23 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         if not args.candidate:
             raise ValueError("experiment start: --candidate names the version under test")
     broker, signer = _broker(args), _signer(args)
-    experiment = None
-    if args.action == "stop" and args.experiment:  # a name stops that one only, not any
+    experiment = running = None
+    if args.action == "stop":
         running = asyncio.run(read_registry(broker, signer.key)).experiment
-        if running is None or running.name != args.experiment:
-            now = f"{running.name!r} is running" if running else "none is running"
-            raise ValueError(
-                f"experiment stop: {args.experiment!r} is not running ({now}; `persona models "
-                "experiment stop` without a name stops the running one)"
-            )
+        if running is None and not args.experiment:  # nothing to stop: said, nothing written
+            print("experiment: no experiment is running (nothing to stop)")
+            return 0
+    # a name stops that one only, not any
+    if (
+        args.action == "stop"
+        and args.experiment
+        and (running is None or running.name != args.experiment)
+    ):
+        now = f"{running.name!r} is running" if running else "none is running"
+        raise ValueError(
+            f"experiment stop: {args.experiment!r} is not running ({now}; `persona models "
+            "experiment stop` without a name stops the running one)"
+        )
     if args.action == "start":
         state = asyncio.run(read_registry(broker, signer.key))
         experiment = Experiment(
@@ -306,7 +314,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         )
         state.check_experiment(experiment)
     asyncio.run(write_records(broker, [experiment_record(experiment)], signer))
-    print(f"experiment: {json.dumps(experiment.to_dict()) if experiment else 'stopped'}")
+    if experiment is not None:
+        print(f"experiment: {json.dumps(experiment.to_dict())}")
+    else:
+        print(f"experiment: stopped {running.name!r}" if running else "experiment: stopped")
     return 0
 
 

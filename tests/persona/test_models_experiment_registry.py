@@ -18,7 +18,7 @@ from models.bundle import read_bundle, save_model
 from models.recs import fit_recommender
 from persona.cli import main
 from streams.broker import EmbeddedBroker
-from streams.registry import publish, read_registry
+from streams.registry import MODELS_TOPIC, publish, read_messages, read_registry
 from streams.signed import RecordSigner
 from tests.models.synthetic import basket_events
 
@@ -41,8 +41,9 @@ def _running(broker: EmbeddedBroker) -> str | None:
     return experiment.name if experiment else None
 
 
-def _candidate(broker: EmbeddedBroker, tmp_path: Path) -> str:
-    bundle = read_bundle(save_model(fit_recommender(basket_events(), k=6), tmp_path / "k6"))
+def _candidate(broker: EmbeddedBroker, tmp_path: Path, k: int = 6) -> str:
+    folder = tmp_path / f"k{k}"
+    bundle = read_bundle(save_model(fit_recommender(basket_events(), k=k), folder))
     asyncio.run(publish(broker.url, bundle, RecordSigner(_key(), "cli:test")))
     return bundle.version
 
@@ -79,3 +80,29 @@ def test_stop_with_the_name_of_another_experiment_stops_nothing(
     assert _experiment(broker, "start", "ab-2", "--model", "recs", "--candidate", candidate) == 0
     assert _experiment(broker, "stop") == 0  # no name: whichever runs, as documented
     assert _running(broker) is None
+
+
+def _records(broker: EmbeddedBroker) -> int:
+    async def count() -> int:
+        return len([m async for m in read_messages(broker.url, [MODELS_TOPIC], idle=0.5)])
+
+    return asyncio.run(count())
+
+
+def test_stop_says_which_one_stopped_and_when_none_runs_writes_nothing(
+    broker: EmbeddedBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`experiment stop` with no experiment running printed `experiment: stopped` (as if one
+    had) and wrote a stop record; a stop of a running one did not say which."""
+    candidate = _candidate(broker, tmp_path, k=8)  # another version than the test above's
+    assert _experiment(broker, "start", "ab-3", "--model", "recs", "--candidate", candidate) == 0
+    capsys.readouterr()
+    assert _experiment(broker, "stop") == 0
+    assert "stopped 'ab-3'" in capsys.readouterr().out
+    assert _running(broker) is None
+
+    before = _records(broker)
+    assert _experiment(broker, "stop") == 0  # nothing to stop is no error (a script may repeat)
+    out = capsys.readouterr().out
+    assert "no experiment is running" in out and "stopped" not in out
+    assert _records(broker) == before  # no record written
