@@ -123,7 +123,7 @@ def read_bundle(directory: str | Path) -> Bundle:
     extra = sorted(p.name for p in d.iterdir() if p.is_file() and p.name not in allowed)
     if extra:
         raise ModelLoadError(
-            f"refused {', '.join(extra)} in {d}: a {name} artifact of kind {kind} holds only "
+            f"{d} holds {', '.join(extra)}: a {name} artifact of kind {kind} holds only "
             f"{', '.join(allowed)} (pickle/joblib files are never loaded; save scikit-learn "
             "estimators with skops, tables as .npz)"
         )
