@@ -133,33 +133,44 @@ class GapReader:
             return {}
         async with self._lock:
             consumer = await self._start()
-            tps = {TopicPartition(t, p): (start, end) for (t, p), (start, end) in ranges.items()}
-            consumer.assign(list(tps))
-            for tp, (start, _) in tps.items():
-                consumer.seek(tp, start)
-            out: dict[tuple[str, int], list[GapEvent]] = {
-                (tp.topic, tp.partition): [] for tp in tps
-            }
-            pending = set(tps)
-            room = _Room(limit)
-            deadline = time.monotonic() + self._timeout
-            while pending and time.monotonic() < deadline:
-                got = await consumer.getmany(*pending, timeout_ms=200, max_records=room.fetch())
-                for tp, records in got.items():
-                    start, end = tps[tp]
-                    _take(out[(tp.topic, tp.partition)], records, start, end, room)
-                for tp in list(pending):
-                    if await _complete(consumer, tp, tps[tp][1], room):
-                        pending.discard(tp)
-            bounded = [tp for tp in pending if tps[tp][1] is not None]
-            if bounded:
-                raise GapError(f"could not read the records of {bounded} within {self._timeout}s")
-            if pending:
-                log.warning("gap audit: no complete answer for %s; retried later", pending)
-                for tp in pending:
-                    out.pop((tp.topic, tp.partition), None)
-            self.records_read += sum(len(v) for v in out.values())
-            return out
+            try:
+                return await self._read(consumer, ranges, limit)
+            finally:
+                # nothing stays assigned between reads: aiokafka's fetcher would otherwise go on
+                # fetching the last read's partitions (every 20 ms at their end) on this loop
+                consumer.unsubscribe()
+
+    async def _read(
+        self,
+        consumer: AIOKafkaConsumer,
+        ranges: Mapping[tuple[str, int], tuple[int, int | None]],
+        limit: int | None,
+    ) -> dict[tuple[str, int], list[GapEvent]]:
+        tps = {TopicPartition(t, p): (start, end) for (t, p), (start, end) in ranges.items()}
+        consumer.assign(list(tps))
+        for tp, (start, _) in tps.items():
+            consumer.seek(tp, start)
+        out: dict[tuple[str, int], list[GapEvent]] = {(tp.topic, tp.partition): [] for tp in tps}
+        pending = set(tps)
+        room = _Room(limit)
+        deadline = time.monotonic() + self._timeout
+        while pending and time.monotonic() < deadline:
+            got = await consumer.getmany(*pending, timeout_ms=200, max_records=room.fetch())
+            for tp, records in got.items():
+                start, end = tps[tp]
+                _take(out[(tp.topic, tp.partition)], records, start, end, room)
+            for tp in list(pending):
+                if await _complete(consumer, tp, tps[tp][1], room):
+                    pending.discard(tp)
+        bounded = [tp for tp in pending if tps[tp][1] is not None]
+        if bounded:
+            raise GapError(f"could not read the records of {bounded} within {self._timeout}s")
+        if pending:
+            log.warning("gap audit: no complete answer for %s; retried later", pending)
+            for tp in pending:
+                out.pop((tp.topic, tp.partition), None)
+        self.records_read += sum(len(v) for v in out.values())
+        return out
 
     async def stop(self) -> None:
         if self._consumer is not None:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.admin import bootstrap_servers, ensure_topics
 from streams.broker import EmbeddedBroker, free_port
-from streams.positions import GapReader
+from streams.positions import GapError, GapReader
 from tests.conftest import http, metric, start_worker, wait_until
 from tests.streams.carts import CartStream
 from tests.streams.test_positions import commit_to_end
@@ -27,15 +27,15 @@ TOPIC = "catch-up-reads"
 PER_PARTITION = 1_200
 
 
-def _produce(broker_url: str) -> None:
+def _produce(broker_url: str, topic: str = TOPIC) -> None:
     async def go() -> None:
-        await ensure_topics(broker_url, 3, (TOPIC,))
+        await ensure_topics(broker_url, 3, (topic,))
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(broker_url))
         await producer.start()
         try:
             for n in range(PER_PARTITION):
                 for p in range(3):
-                    await producer.send(TOPIC, b"%d" % n, key=b"k", partition=p)
+                    await producer.send(topic, b"%d" % n, key=b"k", partition=p)
             await producer.flush()
         finally:
             await producer.stop()
@@ -68,6 +68,33 @@ def test_a_limited_gap_read_never_returns_more_than_its_limit(broker: EmbeddedBr
     assert len(reads) >= 4  # 3,600 records in reads of at most 1,000
     for p in range(3):  # each read goes on where the last one stopped: every record, once
         assert [o for got in reads for o in got[p]] == list(range(PER_PARTITION))
+
+
+def test_a_gap_reader_between_reads_fetches_nothing(broker: EmbeddedBroker) -> None:
+    """A read leaves no partition assigned: aiokafka's fetcher otherwise goes on fetching the
+    last read's partitions (every 20 ms at their end) on the worker's loop until the next read."""
+    topic = TOPIC + "-idle"
+    _produce(broker.url, topic)
+
+    async def go() -> tuple[set[object], set[object], int]:
+        reader = GapReader(broker.url)
+        try:
+            found = await reader.read({(topic, 0): (0, 10), (topic, 1): (5, None)}, 100)
+            assert reader._consumer is not None
+            after = set(reader._consumer.assignment())
+            with pytest.raises(GapError, match="could not read"):
+                short = GapReader(broker.url, timeout=0.5)
+                short._consumer = reader._consumer  # the same consumer, a range past the end
+                await short.read({(topic, 2): (0, 10**9)})
+            after_error = set(reader._consumer.assignment())
+            again = await reader.read({(topic, 0): (10, 20)})  # a read after them still works
+            return after, after_error, len(found[(topic, 0)]) + len(again[(topic, 0)])
+        finally:
+            await reader.stop()
+
+    after, after_error, read = asyncio.run(go())
+    assert after == set() and after_error == set()
+    assert read == 20
 
 
 def test_a_worker_behind_catches_up_in_chunks_and_keeps_answering(tmp_path: Path) -> None:
