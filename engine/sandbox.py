@@ -19,9 +19,9 @@ recursive loops). Whatever a deadline cannot interrupt (one C-level operation) i
 it runs: `**` and `*` on integers (`MAX_INT_BITS`), `*` and `+` building strings or lists
 (`MAX_STR`, `MAX_ITEMS`), `%`/`format` widths (`MAX_WIDTH`) and output (`percent_size`: a
 mapping key named in every conversion multiplies a value), `center`, `indent`, `wordwrap`,
-`replace`, `join`, `tojson` (its indent), `batch`, `slice`, `sum`, `list`, `range` and any joined
-buffer (macros, `set` blocks). A refusal raises `BudgetExceeded` (or jinja2's `SecurityError`)
-out of the render.
+`replace`, `join`, `round` (its precision), `tojson` (its indent), `batch`, `slice`, `sum`,
+`list`, `range` and any joined buffer (macros, `set` blocks). A refusal raises
+`BudgetExceeded` (or jinja2's `SecurityError`) out of the render.
 
 `StrictEnvironment.render(template, context, budget)` renders under a budget; a plain
 `Template.render()` gets a fresh `Budget(env.limits)`. Values computed while rendering
@@ -57,6 +57,7 @@ MAX_STR = 1 << 20  # characters of any one string a template builds
 MAX_ITEMS = 10_000  # items of any list, tuple or range a template builds
 MAX_INT_BITS = 4096  # bits of any integer a template computes (about 1,233 digits)
 MAX_WIDTH = 1000  # field width or precision in `%` and `|format`
+MAX_ROUND_DIGITS = MAX_INT_BITS * 3 // 10  # `round`'s precision: 10**it within MAX_INT_BITS
 MAX_SLOW_INPUT = 32 * 1024  # characters into the pure-Python filters (wordwrap, urlize)
 MAX_NODES = 100_000  # values visited when checking that a value is plain data
 MAX_DEPTH = 32  # nesting of plain data, and of calls (macros, recursive loops)
@@ -523,6 +524,12 @@ def pre_format(value: Any, *args: Any, **kwargs: Any) -> None:
     check_format(value if isinstance(value, str) else str(value), kwargs or args)
 
 
+def pre_round(value: Any, precision: Any = 0, method: Any = "common") -> None:
+    """`round` computes 10**precision in one C call (an integer's `round` with a negative
+    precision, `floor`/`ceil` with any): bound it as `**` is."""
+    _at_most(abs(int(precision)), MAX_ROUND_DIGITS, "a rounding precision")
+
+
 def pre_replace(value: Any, old: Any, new: Any, count: Any = None) -> None:
     text, old, new = str(value), str(old), str(new)
     n = text.count(old) if old else len(text) + 1
@@ -588,6 +595,7 @@ PRE_CHECKS: dict[str, Callable[..., None]] = {
     "urlize": pre_urlize,
     "format": pre_format,
     "replace": pre_replace,
+    "round": pre_round,
     "join": pre_join,
     "batch": pre_batch,
     "slice": pre_slice,

@@ -253,6 +253,11 @@ HOSTILE = {
     "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}"
     "{% endfor %}": "too long",
     "{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}": "output is larger",
+    # `round` computes 10**precision in one C call: `1|round(-(10**9))` held a reader's event loop
+    # at 100 % CPU for good (10**6 already takes ~1 s, 20 times a message's CPU budget)
+    "{{ 1|round(-(10**6)) }}": "rounding precision",
+    "{{ 1.5|round(10**6, 'floor') }}": "rounding precision",
+    "{{ 1.5|round(10**6, 'ceil') }}": "rounding precision",
 }
 
 
@@ -261,6 +266,11 @@ def test_hostile_templates_are_refused(source: str, context: dict[str, Any]) -> 
     text = answer(source, context)
     assert text.startswith(("BudgetExceeded", "SecurityError")), text[:200]
     assert HOSTILE[source] in text
+
+
+def test_round_within_its_bound_still_rounds(context: dict[str, Any]) -> None:
+    assert answer("{{ 42.55|round(1, 'floor') }} {{ 1234|round(-2) }}", context) == "42.5 1200"
+    assert answer("{{ 1|round(-1228) }} {{ 2.5|round(1228) }}", context) == "0 2.5"
 
 
 def test_the_right_associative_power_of_the_issue_is_harmless(context: dict[str, Any]) -> None:
