@@ -23,7 +23,7 @@ from engine.audit import consent_fields
 from engine.clock import Clock, MonotonicClock
 from engine.events import MAX_EVENT_BYTES, Event, InvalidEvent, validate
 from engine.room import Room
-from engine.text import body_encoding_problem
+from engine.text import body_encoding_problem, unique_keys
 
 MAX_EVENTS = 10_000  # events in one POST /v1/events
 FULL_RETRY_AFTER = 30  # seconds: the Retry-After of a 503 for a full data dir
@@ -86,7 +86,7 @@ def _parse_events_body(text: str, limit: int) -> list[Any]:
             if len(items) > limit:
                 break
             try:
-                items.append(json.loads(line))
+                items.append(json.loads(line, object_pairs_hook=unique_keys))
             except json.JSONDecodeError as exc:
                 comma = exc.msg == "Extra data" and line[exc.pos :].strip() == ","
                 hint = f" ({_COMMA_AFTER})" if comma else ""
@@ -125,7 +125,10 @@ def _lines(text: str) -> Iterator[str]:
 
 # (a JSON value, its end) at an index: what JSONDecoder.raw_decode calls (typeshed types the
 # scanner's argument as a scanner; it is the decoder whose options it reads)
-_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+# (a key given twice marks its object: the event is refused, engine/events.py)
+_SCAN = json.scanner.make_scanner(
+    json.JSONDecoder(object_pairs_hook=unique_keys)  # type: ignore[arg-type]
+)
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace (str.lstrip's is wider)
 _NEXT = re.compile(r"[ \t\n\r]*([,\]]?)[ \t\n\r]*")  # what follows an item, and spaces
 

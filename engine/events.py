@@ -19,11 +19,13 @@ from engine.consent import TEXT_VERSION
 from engine.text import (
     MAX_ID,
     BadJson,
+    RepeatedKeys,
     id_problem,
     new_id_problem,
     outside_json,
     short,
     text_problem,
+    unique_keys,
 )
 
 CLICKSTREAM_TYPES = frozenset({"page_view", "product_view", "category_view", "search"})
@@ -185,16 +187,16 @@ def decode(raw: bytes) -> Any:
     stripped = raw.lstrip()
     if stripped[:1] in (b"{", b"["):
         try:
-            return outside_json(raw)
+            return outside_json(raw, unique_keys)
         except BadJson as exc:
             raise InvalidEvent(str(exc)) from None
     if stripped[:1] and stripped[:1] in _JSON_SCALAR_STARTS:
         try:  # JSON that is no object ("an event must be an object, got ...": the route's reason)
-            return outside_json(raw)
+            return outside_json(raw, unique_keys)
         except BadJson:
             pass  # a msgpack integer (no msgpack map starts so): msgpack says what it is
     try:
-        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False, object_pairs_hook=unique_keys)
     except Exception as exc:  # msgpack raises several unrelated types
         raise InvalidEvent(
             f"neither JSON nor msgpack: {type(exc).__name__}: {short(exc)}"
@@ -335,11 +337,19 @@ def _string(data: dict[str, Any], name: str, required: bool, max_len: int = MAX_
     return value
 
 
+def _key_shown(key: Any) -> str:
+    """A key from outside for a reason: its repr, at most 66 characters."""
+    text = repr(key)
+    return text if len(text) <= 66 else text[:62] + "...'"
+
+
 def validate(data: Any, history: bool = False) -> Event:
     """A decoded event -> Event, or InvalidEvent with the reason. `history` True: an event read
     from a file for training or evaluation, whose time may be of any era (`parse_ts`)."""
     if not isinstance(data, dict):
         raise InvalidEvent(_not_object("an event", data))
+    if type(data) is RepeatedKeys:
+        raise InvalidEvent(f"the event gives the key {_key_shown(data.repeated)} more than once")
     if "event_id" not in data:
         wrapped = _wrapping(data)
         if wrapped is not None:
@@ -569,6 +579,8 @@ def _check_container(
         raise InvalidEvent(f"{where} is nested deeper than {MAX_PROPS_DEPTH} levels")
     if len(value) > MAX_PROPS_ENTRIES:
         raise InvalidEvent(f"{where} has more than {MAX_PROPS_ENTRIES} entries")
+    if type(value) is RepeatedKeys:
+        raise InvalidEvent(f"{where} gives the key {_key_shown(value.repeated)} more than once")
     if not isinstance(value, dict):
         for index, item in enumerate(value):
             _check_value(item, f"{where}[{index}]", depth + 1)

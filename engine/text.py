@@ -114,10 +114,38 @@ def short(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def outside_json(raw: str | bytes) -> Any:
+class RepeatedKeys(dict[Any, Any]):
+    """A JSON object or msgpack map that gave a key more than once, with the last value (what
+    json.loads keeps); `repeated` names the first key given twice. Parsers disagree on such an
+    object (the first value, the last, or an error), so readers of events refuse it."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: list[tuple[Any, Any]], repeated: Any) -> None:
+        super().__init__(pairs)
+        self.repeated = repeated
+
+
+def unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """`object_pairs_hook` (json, msgpack): the object as a dict, a `RepeatedKeys` when one of
+    its keys is given twice."""
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[Any] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return RepeatedKeys(pairs, key)
+        seen.add(key)
+    return out  # not reached: fewer keys than pairs means one was seen twice
+
+
+def outside_json(
+    raw: str | bytes, object_pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None = None
+) -> Any:
     """`json.loads(raw)`, every failure a `BadJson` with a short reason."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=object_pairs_hook)
     except RecursionError:
         raise BadJson("invalid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many integer digits

@@ -117,3 +117,18 @@ async def test_a_body_in_another_encoding_names_it_or_says_utf_8(
         assert "UTF-16" in answer["detail"], answer
     else:  # where: the first byte that is not UTF-8
         assert f"byte {text.index('é')} is not UTF-8" in answer["detail"], answer
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+async def test_an_event_giving_a_key_twice_is_one_refused_event(
+    client: TestClient, ndjson: bool
+) -> None:
+    twice = json.dumps(event(1)).replace('"user_id": "u1"', '"user_id": "u1", "user_id": "u2"')
+    items = [twice, json.dumps(event(2))]
+    body = "\n".join(items) if ndjson else "[" + ", ".join(items) + "]"
+    status, answer = await post(client, body)
+    assert status == 202, answer
+    assert answer["accepted"] == 1
+    assert answer["errors"] == [
+        {"index": 0, "reason": "the event gives the key 'user_id' more than once"}
+    ]

@@ -123,6 +123,8 @@ EVENT_PAYLOADS: list[Payload] = [
     lambda r, n: _mp(_event(n, ts=FUTURE_TS - r.randint(0, DAY_MS))),
     lambda r, n: _js(_event(n, ts=LATE_TS - r.randint(0, DAY_MS))),
     lambda r, n: _mp(_event(n, ts=LATE_TS)),
+    # a key given twice (a gateway reading the first value saw another user)
+    lambda r, n: _js(_event(n)).replace(b'"user_id"', b'"user_id": "hu-twice", "user_id"', 1),
 ]
 OVERSIZED: list[Payload] = [
     lambda r, n: r.randbytes(OVERSIZE),
