@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from engine.text import id_problem, new_id_problem, text_problem
+from engine.text import (
+    RepeatedKeys,
+    id_problem,
+    key_shown,
+    new_id_problem,
+    text_problem,
+    unique_keys,
+)
 
 log = logging.getLogger("persona.catalog")
 
@@ -337,6 +344,8 @@ def validate_product(data: Any) -> Product:
     fields checked in a fixed order: the first problem comes first in the reason)."""
     if not isinstance(data, dict):
         raise InvalidProduct(f"a product must be an object, got {type(data).__name__}")
+    if type(data) is RepeatedKeys:
+        raise InvalidProduct(f"the product gives the key {key_shown(data.repeated)} more than once")
     problems: list[str] = []
 
     def checked(check: Callable[[], _T], otherwise: _T) -> _T:
@@ -572,6 +581,9 @@ def _attributes(value: Any) -> dict[str, str]:
         return {}
     if not isinstance(value, dict) or len(value) > MAX_ATTRIBUTES:
         raise InvalidProduct(f"attributes must be an object of at most {MAX_ATTRIBUTES} texts")
+    if type(value) is RepeatedKeys:
+        shown = key_shown(value.repeated)
+        raise InvalidProduct(f"attributes gives the key {shown} more than once")
     out: dict[str, str] = {}
     for name, text in value.items():
         key = _text({"name": name}, "name", True, max_len=MAX_ATTRIBUTE_NAME)
@@ -583,7 +595,11 @@ def parse_product(raw: bytes) -> Product:
     """Decode a `catalog` topic value (JSON or msgpack) into a valid product."""
     try:
         is_json = raw.lstrip()[:1] == b"{"
-        data = json.loads(raw) if is_json else msgpack.unpackb(raw, raw=False)
+        data = (
+            json.loads(raw, object_pairs_hook=unique_keys)
+            if is_json
+            else msgpack.unpackb(raw, raw=False, object_pairs_hook=unique_keys)
+        )
     except Exception as exc:
         raise InvalidProduct(f"undecodable product: {str(exc)[:200]}") from None
     try:

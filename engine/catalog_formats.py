@@ -40,7 +40,7 @@ from xml.parsers import expat
 from engine.catalog import MAX_ATTRIBUTES, InvalidProduct, Product, validate_product
 from engine.files import read_regular
 from engine.suggest import closest, meaning
-from engine.text import BadJson, outside_json
+from engine.text import BadJson, RepeatedKeys, key_shown, outside_json, unique_keys
 
 FORMATS = ("auto", "jsonl", "csv", "tsv", "google-xml")
 MAX_LINE = 1 << 20  # characters of one line of a text feed
@@ -554,12 +554,15 @@ def _json_rows(lines: Iterable[str]) -> Iterator[Row]:
         if not line.strip():
             continue
         try:
-            data = outside_json(line)
+            data = outside_json(line, unique_keys)
         except BadJson as exc:
             yield number, {}, str(exc)
             continue
         if not isinstance(data, dict):
             yield number, {}, f"a product must be an object, got {type(data).__name__}"
+            continue
+        if type(data) is RepeatedKeys:
+            yield number, {}, f"the product gives the key {key_shown(data.repeated)} more than once"
             continue
         yield number, data, None
 

@@ -21,6 +21,7 @@ from engine.text import (
     BadJson,
     RepeatedKeys,
     id_problem,
+    key_shown,
     new_id_problem,
     outside_json,
     short,
@@ -337,19 +338,13 @@ def _string(data: dict[str, Any], name: str, required: bool, max_len: int = MAX_
     return value
 
 
-def _key_shown(key: Any) -> str:
-    """A key from outside for a reason: its repr, at most 66 characters."""
-    text = repr(key)
-    return text if len(text) <= 66 else text[:62] + "...'"
-
-
 def validate(data: Any, history: bool = False) -> Event:
     """A decoded event -> Event, or InvalidEvent with the reason. `history` True: an event read
     from a file for training or evaluation, whose time may be of any era (`parse_ts`)."""
     if not isinstance(data, dict):
         raise InvalidEvent(_not_object("an event", data))
     if type(data) is RepeatedKeys:
-        raise InvalidEvent(f"the event gives the key {_key_shown(data.repeated)} more than once")
+        raise InvalidEvent(f"the event gives the key {key_shown(data.repeated)} more than once")
     if "event_id" not in data:
         wrapped = _wrapping(data)
         if wrapped is not None:
@@ -580,7 +575,7 @@ def _check_container(
     if len(value) > MAX_PROPS_ENTRIES:
         raise InvalidEvent(f"{where} has more than {MAX_PROPS_ENTRIES} entries")
     if type(value) is RepeatedKeys:
-        raise InvalidEvent(f"{where} gives the key {_key_shown(value.repeated)} more than once")
+        raise InvalidEvent(f"{where} gives the key {key_shown(value.repeated)} more than once")
     if not isinstance(value, dict):
         for index, item in enumerate(value):
             _check_value(item, f"{where}[{index}]", depth + 1)

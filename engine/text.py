@@ -126,6 +126,12 @@ class RepeatedKeys(dict[Any, Any]):
         self.repeated = repeated
 
 
+def key_shown(key: Any) -> str:
+    """A key from outside for a reason: its repr, at most 66 characters."""
+    text = repr(key)
+    return text if len(text) <= 66 else text[:62] + "...'"
+
+
 def unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     """`object_pairs_hook` (json, msgpack): the object as a dict, a `RepeatedKeys` when one of
     its keys is given twice."""

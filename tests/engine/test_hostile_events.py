@@ -1,12 +1,14 @@
 """Hostile events: each is refused with a reason (InvalidEvent), never another exception, and
 whatever is accepted is bounded (issue 14, item 3)."""
 
+import io
 import json
 
 import msgpack
 import pytest
 
 from engine.catalog import InvalidProduct, parse_product
+from engine.catalog_formats import read_products
 from engine.events import MAX_EVENT_BYTES, MAX_QUANTITY, InvalidEvent, parse, validate
 from engine.profile import CART_LINES, CART_QUANTITY, Profile, apply
 
@@ -165,3 +167,43 @@ def test_a_key_given_twice_is_refused_with_a_reason(raw: bytes, reason: str):
     that checked `user_id` "a" must not see Persona fold the event under "b"."""
     with pytest.raises(InvalidEvent, match=reason):
         parse(raw)
+
+
+PRODUCT = (
+    b'"title":"T","url":"https://shop.example/i1","image_url":"https://shop.example/i1.jpg",'
+    b'"price":1.0,"currency":"EUR"'
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"item_id":"i1","item_id":"i2",' + PRODUCT + b"}", "'item_id' more than once"),
+        (
+            b'{"item_id":"i1",' + PRODUCT + b',"attributes":{"color":"red","color":"blue"}}',
+            "attributes gives the key 'color' more than once",
+        ),
+        (
+            _twice(
+                msgpack.packb({"title": "T", "price": 1.0, "currency": "EUR"}),
+                b"\xa7item_id",
+                b"\xa2i1",
+                b"\xa2i2",
+            ),
+            "'item_id' more than once",
+        ),
+    ],
+)
+def test_a_product_giving_a_key_twice_is_refused_with_a_reason(raw: bytes, reason: str):
+    with pytest.raises(InvalidProduct, match=reason):
+        parse_product(raw)
+
+
+def test_a_json_lines_feed_row_giving_a_key_twice_is_rejected_alone():
+    feed = b'{"item_id":"i1","item_id":"i2",' + PRODUCT + b'}\n{"item_id":"i3",' + PRODUCT + b"}\n"
+    rejected: list[tuple[int, str]] = []
+    products = list(
+        read_products(io.BytesIO(feed), "auto", None, lambda n, r: rejected.append((n, r)))
+    )
+    assert [p.item_id for p in products] == ["i3"]
+    assert rejected == [(1, "the product gives the key 'item_id' more than once")]
