@@ -356,7 +356,11 @@ class RegistryLog:
         """The manifest of a version that can be activated as `name`, or ValueError why not."""
         manifest = self.versions.get(version)
         if manifest is None:
-            raise LookupError(f"no {name} version {version!r} in the registry")
+            raise LookupError(
+                f"no {name} version {version!r} in the registry (a version gets there when "
+                "`persona models train` runs without --out, or with `persona models publish DIR` "
+                "of the folder a `train --out DIR` wrote)"
+            )
         if manifest.name != name:
             raise ValueError(f"{version} is a {manifest.name} model, not {name}")
         if not manifest.complete:

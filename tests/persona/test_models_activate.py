@@ -89,3 +89,16 @@ def test_only_assembles_one_versions_artifact(tmp_path: Path) -> None:
     assert sorted(p.name for p in cache.iterdir()) == [one.version]
     assert state.versions[one.version].complete and state.versions[other.version].complete
     assert state.load(one.version).version == one.version
+
+
+def test_activate_of_an_unknown_version_says_how_versions_get_into_the_registry(
+    broker: EmbeddedBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A version trained with `train --out DIR` and never published was said only "no recs
+    version ... in the registry": the message names the publish that puts it there."""
+    local = save_model(fit_recommender(basket_events(), k=11), tmp_path / "out" / "recs")
+    version = read_bundle(local).version
+    assert main(["models", "activate", "recs", version, "--broker", broker.url]) == 2
+    err = capsys.readouterr().err
+    assert f"no recs version {version!r} in the registry" in err, err
+    assert "persona models publish" in err and "--out" in err, err
