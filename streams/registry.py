@@ -157,10 +157,11 @@ async def read_registry(
     refused (SettingsError): the secret is not the one the records were signed with, and the
     state it verifies (the shipped models alone) is not the registry the workers serve; a
     publish would write records no worker accepts. Some refused among verified ones (records
-    of another cluster or forged) are counted in one warning."""
+    of another cluster or forged) are counted in one warning: one line, not one per record (a
+    topic of 10,000 records said 10,000 lines before the refusal)."""
     await ensure_registry_topics(broker_url)
     state = RegistryLog(cache_dir, only, keys_of)
-    gate = RecordGate(MODELS_TOPIC, cluster)
+    gate = RecordGate(MODELS_TOPIC, cluster, log_each=False)
     verified = forged = 0
     async for msg in read_messages(broker_url, [MODELS_TOPIC], idle=0.5):
         if msg.key is None:
@@ -184,6 +185,14 @@ async def read_registry(
             "PERSONA_CLUSTER_SECRET and were skipped (signed with another secret, or forged)",
             forged,
             MODELS_TOPIC,
+        )
+    others = gate.total_refused - forged  # unsigned, replayed: counted, said once
+    if others:
+        log.warning(
+            "%d other record(s) of the `%s` topic were refused and skipped: %s",
+            others,
+            MODELS_TOPIC,
+            ", ".join(f"{n} {why}" for why, n in gate.refused.items() if why != "bad"),
         )
     return state
 

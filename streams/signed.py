@@ -54,6 +54,7 @@ class RecordGate:
     refused: dict[str, int] = field(default_factory=dict)  # reason -> records
     clock: RecordClock = field(default_factory=RecordClock)
     _logged: set[str] = field(default_factory=set)
+    log_each: bool = True  # False: the caller logs one summary of `refused` (a CLI's read)
 
     def admit(
         self, key: bytes | None, value: bytes | None, headers: Any, fresh: bool = False
@@ -74,7 +75,7 @@ class RecordGate:
     def _refuse(self, name: str, reason: str) -> None:
         short = reason.split(" ", 1)[0]
         self.refused[short] = self.refused.get(short, 0) + 1
-        if name in self._logged or len(self._logged) >= MAX_LOGGED_KEYS:
+        if not self.log_each or name in self._logged or len(self._logged) >= MAX_LOGGED_KEYS:
             return
         self._logged.add(name)
         log.error("refused a %s record %r: %s", self.topic, name, reason)

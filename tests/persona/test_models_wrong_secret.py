@@ -105,3 +105,24 @@ def test_publish_with_the_wrong_secret_writes_nothing(
     _said_secret(captured.err)
     assert "registered" not in captured.out
     assert _records(broker) == before
+
+
+def test_the_wrong_secret_logs_one_summary_not_a_line_per_record(
+    broker: EmbeddedBroker,
+    published: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each refused record logged an ERROR line (up to 10,000 of them) before the one-line
+    refusal: the refusal counts them instead."""
+    records = _records(broker)
+    assert records > 1  # a version's chunks and its manifest
+    _wrong_secret(monkeypatch)
+    with caplog.at_level("INFO"):
+        assert main(["models", "list", "--broker", broker.url]) == 2
+    err = capsys.readouterr().err
+    _said_secret(err)
+    assert f"none of the {records:,} records" in err, err
+    per_record = [r for r in caplog.records if "refused a models record" in r.getMessage()]
+    assert per_record == []
