@@ -413,11 +413,19 @@ SERVICES = frozenset({"worker", "reader"})
 QUIET_LIBRARIES = ("aiokafka",)  # their INFO lines are noise among a tool's output
 
 
-def quiet_libraries(log_level: str) -> None:
+# The commands whose every broker error is said by Persona's own message (main's KafkaError):
+# aiokafka's ERROR line ("Unable connect to ...") before it said the same thing less clearly.
+OWN_BROKER_ERRORS = frozenset({"models"})
+
+
+def quiet_libraries(log_level: str, command: str = "") -> None:
     """A tool's terminal shows Persona's own messages and the libraries' warnings and errors:
-    aiokafka's INFO lines ("Updating subscribed topics to: ...") came in between. With
-    PERSONA_LOG_LEVEL=debug (verbose) the libraries say everything."""
-    level = logging.DEBUG if log_level == "debug" else logging.WARNING
+    aiokafka's INFO lines ("Updating subscribed topics to: ...") came in between; under
+    `OWN_BROKER_ERRORS` commands, its errors too. With PERSONA_LOG_LEVEL=debug (verbose) the
+    libraries say everything."""
+    level = logging.WARNING if command not in OWN_BROKER_ERRORS else logging.CRITICAL
+    if log_level == "debug":
+        level = logging.DEBUG
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(level)
 
@@ -439,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("asyncio").addFilter(_lost_connection_futures)
     if args.command not in SERVICES:
-        quiet_libraries(_log_level())
+        quiet_libraries(_log_level(), args.command)
     try:
         return int(args.func(args) or 0)
     except (SettingsError, InvalidKey, TopicMismatch, TemplateSetupError) as exc:
