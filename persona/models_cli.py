@@ -108,22 +108,24 @@ def _events(path: str) -> list[Any]:
 SKIP_WORDS = {"guest": "guest orders (no CustomerID)"}  # ReadStats.skipped's reasons, said
 
 
-def _require_events(path: str) -> None:
-    """A file of no event (empty, a header alone, every row skipped) is said naming it and
-    what was read, before any training: each model said only `no item signals to train on` or
-    `no events to train on`. Reads up to the first event: a file with events costs a line."""
+def _require_events(path: str, purpose: str = "train on") -> None:
+    """A file of no event (empty, a header alone, every row skipped) is said naming it, the
+    format read (none for an empty file: `evaluate` said "read 0 events (jsonl)" of an empty
+    .csv) and what was read, before any training or evaluation: each model said only `no item
+    signals to train on` or `no events to train on`. Reads up to the first event: a file with
+    events costs a line."""
     from engine.sources import ReadStats, read_events
 
     stats = ReadStats()
     if next(iter(read_events(path, stats=stats, history=True)), None) is not None:
         return
     skipped = ", ".join(f"{n:,} {SKIP_WORDS.get(why, why)}" for why, n in stats.skipped.items())
-    read = f"{stats.rows:,} data row{'' if stats.rows == 1 else 's'}"
+    read = f"{stats.format}, {stats.rows:,} data row{'' if stats.rows == 1 else 's'}"
     if Path(path).stat().st_size == 0:
         read = "an empty file"
     elif skipped:
         read += f", skipped: {skipped}"
-    raise ValueError(f"{path}: no events to train on ({read})")
+    raise ValueError(f"{path}: no events to {purpose} ({read})")
 
 
 def _publish(broker: KafkaClientConfig, directory: Path, signer: RecordSigner) -> str:
@@ -350,6 +352,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate_churn, evaluate_recs, markdown
     from persona.progress import step
 
+    if not Path(args.events).is_file():
+        raise FileNotFoundError(2, "No such file", args.events)
+    _require_events(args.events, "evaluate")
     events = _events(args.events)
     recs: list[dict[str, Any]] | None = None
     churn = None

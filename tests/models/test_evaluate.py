@@ -162,6 +162,6 @@ def test_an_empty_file_or_a_bad_setting_is_a_clear_error(
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert main(["models", "evaluate", "--events", str(empty)]) == 2
-    assert "the file holds no events to evaluate" in capsys.readouterr().err
+    assert f"{empty}: no events to evaluate (an empty file)" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least 1"):
         evaluate_recs(basket_events(), "last-n", n=0)

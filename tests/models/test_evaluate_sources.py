@@ -132,3 +132,29 @@ def test_a_test_window_as_long_as_the_events_is_refused_naming_their_span(
     assert [split["protocol"] for split in result["recs"]] == ["leave-last-1"]
     assert "span 8.0 days" in result["not_evaluated"]["recs (time split)"]
     assert main([*args, "--protocol", "time", "--test-days", "3"]) == 0  # within the span
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("empty.csv", "", "an empty file"),
+        (
+            "header.csv",
+            "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n",
+            "uci, 0 data rows",
+        ),
+        ("blank.jsonl", "\n\n", "jsonl, 0 data rows"),
+    ],
+)
+def test_evaluate_of_a_file_without_events_says_so_naming_what_was_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, said: str
+) -> None:
+    """An empty `.csv` printed "read 0 events (jsonl)" (a format it is not) and went on to
+    evaluate nothing: it is said as `train` says it, naming the format read (none for an empty
+    file), exit 2."""
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["models", "evaluate", "--events", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: no events to evaluate ({said})" in err, err
+    assert "read 0 events" not in err and "Traceback" not in err, err
