@@ -40,7 +40,15 @@ from typing import IO, Any
 from engine.catalog import InvalidProduct, Product
 from engine.catalog_formats import InvalidFeed, open_binary
 from engine.events import MAX_PRICE, MAX_QUANTITY, Event, InvalidEvent, validate
-from engine.text import MAX_ID, BadJson, new_id_problem, outside_json
+from engine.text import (
+    MAX_ID,
+    BadJson,
+    RepeatedKeys,
+    key_shown,
+    new_id_problem,
+    outside_json,
+    unique_keys,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 UCI_HEADER = (
@@ -294,7 +302,9 @@ def _read_jsonl(
             continue
         stats.rows += 1
         try:
-            event = validate(outside_json(line), history)
+            # a key given twice is refused (validate), as POST /v1/events refuses it: json.loads
+            # kept the last value, other parsers the first
+            event = validate(outside_json(line, unique_keys), history)
         except BadJson as exc:
             _fail(errors, stats, number, str(exc), InvalidEvent)
             continue
@@ -488,13 +498,20 @@ def _read_rees46(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats)
         )
 
 
+def _once(obj: Any, what: str) -> None:
+    """TypeError when `obj` (an OTTO line's object) gave a key twice (`unique_keys`)."""
+    if type(obj) is RepeatedKeys:
+        raise TypeError(f"{what} gives the key {key_shown(obj.repeated)} more than once")
+
+
 def _read_otto(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
     ids = _Ids("otto")
     for number, line in enumerate(fh, 1):
         if not line.strip():
             continue
         try:
-            obj = outside_json(line)
+            obj = outside_json(line, unique_keys)
+            _once(obj, "the session")
             session = _otto_id(obj["session"], "session")
             events = obj["events"]
             if not isinstance(events, list):
@@ -510,6 +527,7 @@ def _read_otto(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -
         for raw in events:
             stats.rows += 1
             try:
+                _once(raw, "an event")
                 etype = OTTO_TYPES.get(raw["type"])
                 aid, ts = _otto_id(raw["aid"], "aid"), raw["ts"]
                 if isinstance(ts, bool) or not isinstance(ts, int):

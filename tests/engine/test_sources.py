@@ -252,3 +252,51 @@ def test_a_hostile_json_line_is_an_error_of_its_own_line(
     assert [e.line for e in errors] == [2] and reason in errors[0].reason
     with pytest.raises(InvalidEvent, match=f"line 2: .*{reason}"):
         list(read_events(path))
+
+
+def _repeated_key_lines() -> list[str]:
+    good = '{"event_id": "e1", "type": "purchase", "user_id": "u1", "ts": 1700000000000, '
+    good += '"item_id": "a", "quantity": 1}'
+    twice = '{"event_id": "e2", "type": "purchase", "user_id": "u1", "ts": 1700000000000, '
+    twice += '"item_id": "a", "item_id": "b", "quantity": 1}'
+    props = '{"event_id": "e3", "type": "page_view", "user_id": "u1", "ts": 1700000000000, '
+    props += '"props": {"path": "/", "path": "/x"}}'
+    return [good, twice, props]
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_a_json_line_giving_a_key_twice_is_refused_naming_its_line(
+    tmp_path: Path, history: bool
+) -> None:
+    """Replay and training kept the last value of a repeated key (json.loads's choice; other
+    parsers keep the first or refuse), where POST /v1/events refuses such an object: the line
+    is refused with the key named, counted as other bad lines are."""
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(_repeated_key_lines()) + "\n")
+    errors: list[SourceError] = []
+    stats = ReadStats()
+    events = list(read_events(path, errors=errors, stats=stats, history=history))
+    assert [e.event_id for e in events] == ["e1"]
+    assert [e.line for e in errors] == [2, 3]
+    assert "'item_id' more than once" in errors[0].reason, errors
+    assert "'path' more than once" in errors[1].reason, errors
+    assert stats.invalid == 2
+    with pytest.raises(InvalidEvent, match=r"line 2: .*'item_id' more than once"):
+        list(read_events(path, history=history))
+
+
+def test_an_otto_session_or_event_giving_a_key_twice_is_refused_naming_its_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "otto.jsonl"
+    ok = '{"session": 1, "events": [{"aid": 5, "ts": 1659304800000, "type": "clicks"}]}'
+    session = '{"session": 2, "session": 3, "events": []}'
+    event = '{"session": 4, "events": [{"aid": 5, "aid": 6, "ts": 1659304800000, '
+    event += '"type": "clicks"}]}'
+    path.write_text("\n".join([ok, session, event]) + "\n")
+    errors: list[SourceError] = []
+    events = list(read_events(path, errors=errors))
+    assert [e.user_id for e in events] == ["otto-1"]
+    assert [e.line for e in errors] == [2, 3]
+    assert "'session' more than once" in errors[0].reason, errors
+    assert "'aid' more than once" in errors[1].reason, errors
