@@ -9,7 +9,7 @@ import hashlib
 import math
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from math import prod
 from pathlib import Path
@@ -31,16 +31,32 @@ NPZ_ERRORS = (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile)
 NPY_HEADER_MAX = 10_000  # bytes of one member's .npy header (numpy's own default limit)
 
 
-def check_npz(path: Path, limits: Mapping[str, int]) -> dict[str, tuple[tuple[int, ...], str]]:
+def check_npz(
+    path: Path,
+    limits: Mapping[str, int],
+    lengths: Mapping[str, int] | None = None,
+    mismatch: Callable[[str, int], str] | None = None,
+) -> dict[str, tuple[tuple[int, ...], str]]:
     """Each member's (shape, dtype) from its header alone, before any array is read: an .npz is a
     zip, and `np.load` allocates what a member's header declares and inflates what its zip entry
     declares. ModelLoadError unless every member is `<name>.npy` with `name` in `limits`, its
     header is a plain (non-object) dtype whose data takes at most `limits[name]` bytes, and the
     header and data fill exactly the size the zip declares (so nothing inflates past it: a zip
-    bomb or a header promising terabytes is refused without allocating them)."""
+    bomb or a header promising terabytes is refused without allocating them).
+
+    `lengths` names members whose 1-d length the metadata fixes (a recs table's n+1 offsets):
+    one of another length is refused first with `mismatch(name, found)`, the metadata and the
+    arrays no longer being of one artifact (a hand-edited items list), before any limit
+    derived from that metadata speaks of bytes."""
     out: dict[str, tuple[tuple[int, ...], str]] = {}
     try:
         with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename.removesuffix(".npy")
+                if lengths and mismatch and name in lengths and info.filename.endswith(".npy"):
+                    shape = _npy_header(path, zf, info)[0]
+                    if len(shape) == 1 and shape[0] != lengths[name]:
+                        raise ModelLoadError(mismatch(name, shape[0]))
             for info in zf.infolist():
                 name = info.filename.removesuffix(".npy")
                 if not info.filename.endswith(".npy") or name not in limits:
@@ -62,16 +78,7 @@ def _npy_member(
     ModelLoadError: format 1.0 or 2.0, no objects, at most `limit` bytes of data, and header
     plus data exactly the size the zip declares."""
     name = info.filename.removesuffix(".npy")
-    with zf.open(info) as fp:
-        version = npy.read_magic(fp)
-        if version == (1, 0):
-            shape, _, dtype = npy.read_array_header_1_0(fp, NPY_HEADER_MAX)
-        elif version == (2, 0):
-            shape, _, dtype = npy.read_array_header_2_0(fp, NPY_HEADER_MAX)
-        else:
-            raise ModelLoadError(f"{path}: {name} is .npy format {version}")
-        header = fp.tell()
-    dtype = np.dtype(dtype)
+    shape, dtype, header = _npy_header(path, zf, info)
     if dtype.hasobject:
         raise ModelLoadError(f"{path}: {name} holds objects (pickles are refused)")
     size = prod(shape) * dtype.itemsize
@@ -85,6 +92,22 @@ def _npy_member(
             f"{info.file_size - header:,}"
         )
     return tuple(shape), dtype.str
+
+
+def _npy_header(
+    path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """(shape, dtype, header length) of the .npy member `info`, from its header alone."""
+    with zf.open(info) as fp:
+        version = npy.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(fp, NPY_HEADER_MAX)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(fp, NPY_HEADER_MAX)
+        else:
+            name = info.filename.removesuffix(".npy")
+            raise ModelLoadError(f"{path}: {name} is .npy format {version}")
+        return tuple(shape), np.dtype(dtype), fp.tell()
 
 
 def check_zip_members(path: Path, limit: int, what: str) -> None:

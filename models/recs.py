@@ -272,7 +272,18 @@ class Recommender:
         entries = n * k * 8  # neighbours and weights: at most k per item, 8-byte numbers at most
         limits = {"indptr": (n + 1) * 8, "neighbours": entries, "weights": entries}
         try:
-            check_npz(d / NPZ_NAME, {**limits, "popular": n * 8})
+            check_npz(
+                d / NPZ_NAME,
+                {**limits, "popular": n * 8},
+                {"indptr": n + 1},
+                lambda _, found: (
+                    f"{d / JSON_NAME} no longer matches {d / NPZ_NAME}: its items list "
+                    f"holds {n:,} items, the table in {NPZ_NAME} is of {found - 1:,} "
+                    "(the two files "
+                    "are written together by training: an items list edited by hand, or "
+                    "files of two versions)"
+                ),
+            )
             with np.load(d / NPZ_NAME, allow_pickle=False) as npz:
                 arrays = {a: npz[a] for a in ("indptr", "neighbours", "weights", "popular")}
         except FileNotFoundError:

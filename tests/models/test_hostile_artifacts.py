@@ -243,3 +243,31 @@ def test_a_truncated_table_is_refused_naming_the_users_file_not_a_temporary_copy
     with pytest.raises(ModelLoadError) as refused:
         read_bundle(d)
     assert str(npz) in str(refused.value) and "not a valid .npz" in str(refused.value)
+
+
+@pytest.mark.parametrize("change", [-1, -7, 3])
+def test_an_items_list_edited_by_hand_is_said_to_no_longer_match_the_table(
+    tmp_path: Path, change: int
+) -> None:
+    """A `recs.json` whose `items` list was shortened by hand was refused as "indptr declares
+    21,056 bytes, more than the 88 its metadata allows": the refusal says first that recs.json
+    no longer matches recs.npz, with both item counts."""
+    from models.bundle import save_model
+    from models.recs import fit_recommender
+    from tests.models.synthetic import basket_events
+
+    d = save_model(fit_recommender(basket_events(), k=5), tmp_path / "recs")
+    meta = json.loads((d / "recs.json").read_text())
+    n = len(meta["items"])
+    meta["items"] = (
+        meta["items"][: n + change]
+        if change < 0
+        else meta["items"] + [f"added-{i}" for i in range(change)]
+    )
+    (d / "recs.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError) as refused:
+        Recommender.load(d)
+    said = str(refused.value)
+    assert "recs.json no longer matches" in said and "recs.npz" in said, said
+    assert f"{n + change:,} items" in said and f"{n:,}" in said, said
+    assert said.index("no longer matches") < len(said) // 2, said  # said first
