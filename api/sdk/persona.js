@@ -107,6 +107,7 @@
   function refusals(events, r) {
     try {
       var length = Number(r.headers.get("Content-Length"));
+      if (r.status >= 400 && r.status < 600) return refusedAll(events, r, length);
       if (r.status !== 202 || length > ANSWER || !w.console || typeof w.console.warn !== "function") {
         return Promise.resolve();
       }
@@ -126,6 +127,32 @@
             " events: " + named.join("; ") + (more > 0 ? "; and " + more + " more" : ""));
         } catch (ignored) { /* an answer the tag cannot read: nothing to say */ }
       }, function () { /* the body did not arrive */ });
+    } catch (ignored) {
+      return Promise.resolve();
+    }
+  }
+
+  // One console warning for an answer refusing the whole batch (413, 429, 403, 400...): its
+  // status and the problem's title and detail when they are text (each cut to REASON
+  // characters); a body the tag cannot read gives the status alone. Never throws.
+  function refusedAll(events, r, length) {
+    if (!w.console || typeof w.console.warn !== "function") return Promise.resolve();
+    function warn(problem) {
+      var said = [];
+      ["title", "detail"].forEach(function (f) {
+        var v = problem && problem[f];
+        if (typeof v === "string" && v) said.push(v.slice(0, REASON));
+      });
+      w.console.warn("persona: /v1/collect refused all " + events.length + " events: " + r.status +
+        (said.length ? " " + said.join(": ") : ""));
+    }
+    try {
+      if (length > ANSWER) { warn(null); return Promise.resolve(); }
+      return r.text().then(function (body) {
+        var problem = null;
+        try { problem = JSON.parse(body); } catch (ignored) { /* not a problem document */ }
+        try { warn(problem); } catch (ignored) { /* nothing to say */ }
+      }, function () { try { warn(null); } catch (ignored) { /* nothing to say */ } });
     } catch (ignored) {
       return Promise.resolve();
     }

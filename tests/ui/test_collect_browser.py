@@ -117,6 +117,16 @@ next(0).then(report, function (e) {{ escaped.push("flush: " + e); report(null); 
 )
 
 
+# Whole batches refused (the tag said nothing): key -> (status, body) from the test's server.
+WHOLE = {
+    "too-large": (413, {"title": "Payload Too Large", "detail": "the body is over 1 MiB"}),
+    "slow-down": (429, {"title": "Too Many Requests", "detail": "d" * 5000}),
+    "no-origin": (403, {"title": "Forbidden"}),
+    "not-json-400": (400, "<html>bad</html>"),
+    "odd-problem": (400, {"title": ["x"], "detail": {"y": 1}}),
+}
+
+
 def _hostile_answer(key: str) -> bytes:
     """The body the test's server answers the tag's POST with, per key (HOSTILE_KEYS)."""
     if key == "not-json":
@@ -145,6 +155,7 @@ def _pages(persona: str) -> dict[str, bytes]:
     pages = {"/": SHOP, "/consent": CONSENT, "/auto": AUTO, "/refused": REFUSED}
     found = {path: page.format(**fields).encode() for path, page in pages.items()}
     found["/hostile"] = HOSTILE.format(persona=persona, keys=json.dumps(HOSTILE_KEYS)).encode()
+    found["/whole"] = HOSTILE.format(persona=persona, keys=json.dumps(list(WHOLE))).encode()
     return found
 
 
@@ -160,8 +171,12 @@ def _serve(port: int, pages: dict[str, bytes]) -> ThreadingHTTPServer:
         def do_POST(self) -> None:  # the hostile page's /v1/collect (same origin)
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             key = parse_qs(urlsplit(self.path).query).get("key", [""])[0]
-            body = _hostile_answer(key)
-            self.send_response(202)
+            status, body = 202, _hostile_answer(key)
+            if key in WHOLE:
+                status, problem = WHOLE[key]
+                text = problem if isinstance(problem, str) else json.dumps(problem)
+                body = text.encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -329,3 +344,19 @@ def test_the_tag_reads_hostile_answers_without_throwing_and_warns_within_bounds(
     assert odd.count("(#") == 1
     assert "refused 1000 of 2 events" in many and many.endswith("and 995 more"), many[-200:]
     assert len(many) < 1_500
+
+
+def test_the_tag_warns_once_when_the_whole_batch_is_refused(shop: Shop) -> None:
+    """A 413, 429, 403 or 400 refusing the whole batch said nothing in the console (only a
+    202's per-event refusals were warned about): one warning per answer now gives the status
+    and the problem's title and detail, bounded, whatever the body; the tag never throws."""
+    dom = browser.dom(shop.allowed + "/whole", budget_ms=8000)
+    assert _attribute(dom, "sent") == "[413,429,403,400,400]"
+    assert json.loads(_attribute(dom, "escaped")) == []
+    large, slow, forbidden, not_json, odd = json.loads(_attribute(dom, "warnings"))
+    assert "refused all 2 events" in large and "413" in large, large
+    assert "Payload Too Large" in large and "the body is over 1 MiB" in large, large
+    assert "429" in slow and "Too Many Requests" in slow and len(slow) < 500, slow
+    assert "403" in forbidden and "Forbidden" in forbidden, forbidden
+    assert "400" in not_json and "<html>" not in not_json, not_json
+    assert "400" in odd and "[object" not in odd, odd
