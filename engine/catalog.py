@@ -441,16 +441,24 @@ def _currency(text: str, name: str) -> str:
 def _prices(value: Any, price: float | None, currency: str | None) -> dict[str, float]:
     """`prices`: an object of at most MAX_PRICES ISO 4217 code -> price (0..MAX_PRICE); the
     product's own currency may appear only with its `price` (not compared while either of them
-    is refused: None)."""
+    is refused: None); a currency given twice (a repeated key, "2 EUR, 3 EUR", "eur" and "EUR")
+    is refused, not one of its prices kept."""
     if value is None or value == "" or value == {}:
         return {}
+    pairs: list[tuple[Any, Any]]
     if isinstance(value, str):  # a CSV/TSV cell: "12.50 EUR, 54.00 PLN" (Google's price form)
-        value = _price_list(value)
-    if not isinstance(value, dict) or len(value) > MAX_PRICES:
+        pairs = _price_list(value)
+    elif not isinstance(value, dict) or len(value) > MAX_PRICES:
         raise InvalidProduct(f"prices must be an object of at most {MAX_PRICES} currency -> price")
+    elif type(value) is RepeatedKeys:
+        raise InvalidProduct(f"prices gives the key {key_shown(value.repeated)} more than once")
+    else:
+        pairs = list(value.items())
     out: dict[str, float] = {}
-    for code, amount in value.items():
+    for code, amount in pairs:
         key = _currency(str(code)[:8], f"prices key {str(code)[:8]!r}")
+        if key in out:
+            raise InvalidProduct(f"prices gives the currency {key!r} more than once")
         if isinstance(amount, bool):
             raise InvalidProduct(f"prices[{key}] must be a number >= 0")
         out[key] = _price(amount, f"prices[{key}]")
@@ -462,11 +470,12 @@ def _prices(value: Any, price: float | None, currency: str | None) -> dict[str, 
     return out
 
 
-def _price_list(text: str) -> dict[str, str]:
+def _price_list(text: str) -> list[tuple[str, str]]:
+    """The (code, amount) pairs of a cell "12.50 EUR, 54.00 PLN", in order."""
     pairs = [part.split() for part in text.split(",", MAX_PRICES) if part.strip()]
     if len(pairs) > MAX_PRICES or any(len(pair) != 2 for pair in pairs):
         raise InvalidProduct("prices must be written as '12.50 EUR, 54.00 PLN'")
-    return {code: amount for amount, code in pairs}
+    return [(code, amount) for amount, code in pairs]
 
 
 def _price(value: Any, name: str) -> float:

@@ -183,6 +183,18 @@ PRODUCT = (
             b'{"item_id":"i1",' + PRODUCT + b',"attributes":{"color":"red","color":"blue"}}',
             "attributes gives the key 'color' more than once",
         ),
+        (  # a price in each currency: which one a parser keeps is a different price
+            b'{"item_id":"i1",' + PRODUCT + b',"prices":{"USD":2.0,"USD":3.0}}',
+            "prices gives the key 'USD' more than once",
+        ),
+        (  # the CSV/TSV cell form of the same
+            b'{"item_id":"i1",' + PRODUCT + b',"prices":"2.00 USD, 3.00 USD"}',
+            "prices gives the currency 'USD' more than once",
+        ),
+        (  # one currency in two cases: the same key once upper-cased
+            b'{"item_id":"i1",' + PRODUCT + b',"prices":{"usd":2.0,"USD":3.0}}',
+            "prices gives the currency 'USD' more than once",
+        ),
         (
             _twice(
                 msgpack.packb({"title": "T", "price": 1.0, "currency": "EUR"}),
