@@ -104,6 +104,10 @@
   // One console warning per answer naming the events /v1/collect refused (202 with `errors`):
   // at most WARNED of them, each reason cut to REASON characters, then how many more. An answer
   // the tag cannot read (not JSON, no list, over ANSWER bytes) says nothing; it never throws.
+  // Control, line-break and bidi characters in the answer are shown as "?" (no console lines,
+  // escapes or reversed text of its own).
+  var CONTROLS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+  function shown(text, most) { return String(text).slice(0, most).replace(CONTROLS, "?"); }
   function refusals(events, r) {
     try {
       var length = Number(r.headers.get("Content-Length"));
@@ -119,8 +123,8 @@
           for (var i = 0; i < errors.length && named.length < WARNED; i++) {
             var e = errors[i], at = e && e.index, reason = e && e.reason;
             var event = typeof at === "number" && at % 1 === 0 && at >= 0 && at < events.length ? events[at] : null;
-            named.push((event ? String(event.type).slice(0, 40) + " (#" + at + ")" : "an event") + ": " +
-              (typeof reason === "string" ? reason.slice(0, REASON) : "no reason given"));
+            named.push((event ? shown(event.type, 40) + " (#" + at + ")" : "an event") + ": " +
+              (typeof reason === "string" ? shown(reason, REASON) : "no reason given"));
           }
           var more = errors.length - named.length;
           w.console.warn("persona: /v1/collect refused " + errors.length + " of " + events.length +

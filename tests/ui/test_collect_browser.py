@@ -98,7 +98,7 @@ persona.flush().then(report, function (e) {{ escaped.push("flush: " + e); report
 
 # Answers the tag cannot trust, from this test's own server (the page's origin): each key below
 # gets one (_serve); the tag must warn about a readable refusal list only, bounded, never throw.
-HOSTILE_KEYS = ("not-json", "errors-not-a-list", "odd-errors", "many-long", "none")
+HOSTILE_KEYS = ("not-json", "errors-not-a-list", "odd-errors", "many-long", "controls", "none")
 HOSTILE = (
     """<!doctype html><html><head><title>Shop</title></head><body>"""
     + WATCH
@@ -140,6 +140,9 @@ def _hostile_answer(key: str) -> bytes:
     if key == "many-long":
         errors = [{"index": n % 2, "reason": "r" * 800} for n in range(1000)]
         return json.dumps({"accepted": 0, "rejected": 1000, "errors": errors}).encode()
+    if key == "controls":  # a reason that would write its own console lines, colours, RTL text
+        reason = "bad\n\rpersona: all events accepted\x1b[31m\u202eevil\u2066\x00\x7f\x85end"
+        return json.dumps({"errors": [{"index": 0, "reason": reason}]}).encode()
     return json.dumps({"accepted": 2, "rejected": 0, "errors": []}).encode()
 
 
@@ -336,9 +339,13 @@ def test_the_tag_reads_hostile_answers_without_throwing_and_warns_within_bounds(
     where there is a refusal list, once per answer, and its warning stays short (5 refusals
     named, each reason cut, then how many more)."""
     dom = browser.dom(shop.allowed + "/hostile", budget_ms=8000)
-    assert _attribute(dom, "sent") == "[202,202,202,202,202]"
+    assert _attribute(dom, "sent") == "[202,202,202,202,202,202]"
     assert json.loads(_attribute(dom, "escaped")) == []
-    odd, many = json.loads(_attribute(dom, "warnings"))
+    odd, many, controls = json.loads(_attribute(dom, "warnings"))
+    # no line breaks, escapes, bidi controls or NULs from the answer reach the console
+    cleaned = "page_view (#0): bad??persona: all events accepted?[31m?evil????end"
+    assert cleaned in controls, controls
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", controls)
     assert "refused 7 of 2 events" in odd and odd.endswith("and 2 more"), odd
     assert "page_view (#0): a real one" in odd  # the one entry whose index names an event
     assert odd.count("(#") == 1
