@@ -175,9 +175,11 @@ async def read_registry(
     if forged and not verified:
         raise SettingsError(
             f"none of the {forged:,} records of the `{MODELS_TOPIC}` topic passes the signature "
-            "check with this PERSONA_CLUSTER_SECRET: it is not the secret the workers share "
-            "(`persona run` keeps the embedded default's in <data dir>/cluster-secret: "
-            "PERSONA_CLUSTER_SECRET_FILE=<data dir>/cluster-secret); nothing was read or written"
+            "check with this PERSONA_CLUSTER_SECRET: either it is not the secret the workers "
+            "share (`persona run` keeps the embedded default's in <data dir>/cluster-secret: "
+            "PERSONA_CLUSTER_SECRET_FILE=<data dir>/cluster-secret), or no record of it was "
+            "written by Persona (forged by someone who can write to the topic: no record carries "
+            "which secret signed it); nothing was read or written"
         )
     if forged:
         log.warning(

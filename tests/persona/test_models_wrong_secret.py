@@ -124,5 +124,8 @@ def test_the_wrong_secret_logs_one_summary_not_a_line_per_record(
     err = capsys.readouterr().err
     _said_secret(err)
     assert f"none of the {records:,} records" in err, err
+    # one record written without the secret on a registry never published to looks the same:
+    # the message says so rather than only blaming the secret
+    assert "forged by someone who can write to the topic" in err, err
     per_record = [r for r in caplog.records if "refused a models record" in r.getMessage()]
     assert per_record == []
