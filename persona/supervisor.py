@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from api.auth import LOCAL_KEY_FILE, KeyRing, ensure_local_key
+from engine.blocks import Renderer
 from engine.files import LOCK_FD_ENV, ensure_secret_file, lock_data_dir, private_dir
 from engine.settings import (
     Settings,
@@ -50,6 +51,9 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     KeyRing.from_settings(settings.api_keys, settings.api_keys_file)  # fail fast on bad keys
+    # the block templates and their variants (PERSONA_TEMPLATE_DIR), as every worker and reader
+    # checks them: a missing or broken file said once here, not by children restarted on it
+    Renderer(template_dir=settings.template_dir)
     if settings.http_port == 0:
         raise SettingsError(
             "PERSONA_HTTP_PORT=0: `persona run` needs a fixed port (its readers share it)"
