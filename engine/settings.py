@@ -677,6 +677,9 @@ def _check_cluster(settings: Settings) -> Settings:
     return settings
 
 
+EMBEDDED_SECRET_FILE = "cluster-secret"  # `persona run`'s embedded default: <data dir>/this
+
+
 def with_cluster_secret_file(settings: Settings, path: Path) -> Settings:
     """`settings` with the cluster secret `path` holds (checked as PERSONA_CLUSTER_SECRET_FILE
     is): `persona run` makes the embedded default's and uses it too (streams/adopt.py)."""

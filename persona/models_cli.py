@@ -11,7 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.settings import Settings, SettingsError, load_settings
+from engine.settings import (
+    EMBEDDED_SECRET_FILE,
+    Settings,
+    SettingsError,
+    load_settings,
+    with_cluster_secret_file,
+)
 from engine.signing import ClusterKey
 from models.artifacts import ModelLoadError
 from streams.kafka_security import KafkaClientConfig, client_config
@@ -63,8 +69,19 @@ def variant_share(text: str) -> float:
 
 
 def _cluster(args: argparse.Namespace) -> ClusterKey:
-    """The cluster secret's key: the registry's records are signed and verified with it."""
-    secret = load_settings({"broker_url": args.broker}).cluster_secret
+    """The cluster secret's key: the registry's records are signed and verified with it. With
+    none set, the embedded default's `<data dir>/cluster-secret` when `persona run` made one
+    (checked as PERSONA_CLUSTER_SECRET_FILE is; its path said on stderr, never the secret)."""
+    settings = load_settings({"broker_url": args.broker})
+    secret = settings.cluster_secret
+    kept = settings.data_dir / EMBEDDED_SECRET_FILE
+    if secret is None and kept.is_file():
+        secret = with_cluster_secret_file(settings, kept).cluster_secret
+        print(
+            f"persona: the cluster secret of {kept} (`persona run`'s embedded default; "
+            "PERSONA_CLUSTER_SECRET or PERSONA_CLUSTER_SECRET_FILE set another)",
+            file=sys.stderr,
+        )
     if secret is None:
         raise SettingsError(
             "PERSONA_CLUSTER_SECRET (or PERSONA_CLUSTER_SECRET_FILE) is not set: the model "

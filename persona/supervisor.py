@@ -26,6 +26,7 @@ from api.auth import LOCAL_KEY_FILE, KeyRing, ensure_local_key
 from engine.blocks import Renderer
 from engine.files import LOCK_FD_ENV, ensure_secret_file, lock_data_dir, private_dir
 from engine.settings import (
+    EMBEDDED_SECRET_FILE,
     Settings,
     SettingsError,
     require_cluster_secret,
@@ -39,7 +40,7 @@ from persona.state_dir import check_partitions
 from persona.state_dir import prepare as prepare_state_dir
 from streams.adopt import DEMO_MARK, DEMO_PROGRESS, partition_dbs, start_fresh
 
-CLUSTER_SECRET_FILE = "cluster-secret"  # the embedded default's PERSONA_CLUSTER_SECRET_FILE
+CLUSTER_SECRET_FILE = EMBEDDED_SECRET_FILE  # the embedded default's PERSONA_CLUSTER_SECRET_FILE
 
 
 def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:

@@ -14,8 +14,13 @@ from persona.supervisor import CLUSTER_SECRET_FILE, _cluster_secret
 from tests.conftest import persona_bare
 
 
-def _persona(*args: str, secret: str | None = None) -> subprocess.CompletedProcess[str]:
-    return persona_bare(*args, env=None if secret is None else {"PERSONA_CLUSTER_SECRET": secret})
+def _persona(
+    *args: str, secret: str | None = None, data_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {} if secret is None else {"PERSONA_CLUSTER_SECRET": secret}
+    if data_dir is not None:  # `persona models` reads <data dir>/cluster-secret when it exists
+        env["PERSONA_DATA_DIR"] = str(data_dir)
+    return persona_bare(*args, env=env)
 
 
 @pytest.mark.parametrize(
@@ -30,7 +35,7 @@ def _persona(*args: str, secret: str | None = None) -> subprocess.CompletedProce
 )
 def test_a_process_on_a_broker_needs_the_cluster_secret(tmp_path: Path, args: tuple[str]) -> None:
     data = ("--data-dir", str(tmp_path / "data")) if args[0] != "models" else ()
-    done = _persona(*args, *data)
+    done = _persona(*args, *data, data_dir=tmp_path / "data")
     assert done.returncode == 2, done.stderr
     assert "PERSONA_CLUSTER_SECRET" in done.stderr and "Traceback" not in done.stderr
     # refused before anything is made: `persona run` left <data dir>/state-format.json behind

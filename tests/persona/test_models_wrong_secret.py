@@ -129,3 +129,28 @@ def test_the_wrong_secret_logs_one_summary_not_a_line_per_record(
     assert "forged by someone who can write to the topic" in err, err
     per_record = [r for r in caplog.records if "refused a models record" in r.getMessage()]
     assert per_record == []
+
+
+def test_without_a_secret_set_the_embedded_defaults_file_in_the_data_dir_is_used(
+    broker: EmbeddedBroker,
+    published: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`persona run` keeps the embedded default's secret in <data dir>/cluster-secret: beside it,
+    `persona models` with no secret set reads that file (and says so) rather than refusing."""
+    secret = os.environ["PERSONA_CLUSTER_SECRET"]
+    monkeypatch.delenv("PERSONA_CLUSTER_SECRET")
+    monkeypatch.delenv("PERSONA_CLUSTER_SECRET_FILE", raising=False)
+    monkeypatch.setenv("PERSONA_DATA_DIR", str(tmp_path / "data"))
+    assert main(["models", "list", "--broker", broker.url]) == 2  # no file there: refused
+    assert "PERSONA_CLUSTER_SECRET" in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    kept = tmp_path / "data" / "cluster-secret"
+    kept.write_text(secret + "\n")
+    kept.chmod(0o600)
+    assert main(["models", "list", "--broker", broker.url]) == 0
+    captured = capsys.readouterr()
+    assert published in captured.out
+    assert str(kept) in captured.err and secret not in captured.err
