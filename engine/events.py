@@ -347,11 +347,16 @@ def validate(data: Any, history: bool = False) -> Event:
         raise InvalidEvent(f"the event gives the key {key_shown(data.repeated)} more than once")
     if "event_id" not in data:
         wrapped = _wrapping(data)
-        if wrapped is not None:
+        empty = _empty_wrapping(data) if wrapped is None else None
+        if wrapped is not None or empty is not None:
+            held = (
+                f"a list of objects under {wrapped!r}"
+                if wrapped is not None
+                else f"an empty list under {empty!r} (no events)"
+            )
             raise InvalidEvent(
-                f"missing required field 'event_id'; this object holds a list of objects under "
-                f"{wrapped!r}: send the events themselves (a JSON array or NDJSON over HTTP, "
-                "one per message on a topic)"
+                f"missing required field 'event_id'; this object holds {held}: send the events "
+                "themselves (a JSON array or NDJSON over HTTP, one per message on a topic)"
             )
     event_id = _string(data, "event_id", True)
     etype = data.get("type")
@@ -541,6 +546,17 @@ def _wrapping(data: dict[Any, Any]) -> str | None:
     if "type" in data or "user_id" in data:
         return None
     return _item_list(data)
+
+
+def _empty_wrapping(data: dict[Any, Any]) -> str | None:
+    """The key of an object that is nothing but an empty list (at most one other field): a
+    batch wrapper sent with no events in it, `{"events": []}`."""
+    if len(data) > 2 or "type" in data or "user_id" in data:
+        return None
+    for key, value in data.items():
+        if isinstance(value, list) and not value:
+            return str(key)[:64]
+    return None
 
 
 def _check_value(value: Any, where: str, depth: int) -> None:

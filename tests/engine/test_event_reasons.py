@@ -213,6 +213,17 @@ def test_an_object_wrapping_the_events_says_to_send_them_themselves() -> None:
         assert f"a list of objects under {key!r}" in text and "events themselves" in text, text
 
 
+def test_an_empty_wrapper_says_it_holds_no_events() -> None:
+    """`{"events": []}` (a batch wrapper sent with nothing in it) said only that `event_id` is
+    missing, where a wrapper with events in it names the wrapper."""
+    for key in ("events", "batch"):
+        text = reason_of({key: []})
+        assert "missing required field 'event_id'" in text
+        assert f"an empty list under {key!r}" in text and "events themselves" in text, text
+    # an object with more than its list is no wrapper: the plain reason
+    assert reason_of({"events": [], "shop": 1, "sent": 2}) == "missing required field 'event_id'"
+
+
 def reason_of(data: Any) -> str:
     found = reasons(data)
     assert len(found) == 1, found
