@@ -27,8 +27,10 @@ readers' secondaries and the artifact cache.
 `restore` verifies the manifest (its format and state format, every file's size and digest, no
 file missing or added, no path leaving the backup, no file a backup does not hold: only the kept
 files, the files of `faust/v1/tables/<table>-<partition>.db/` and of `registry/`; counts that
-add up, printable text) before it writes anything, then copies into an empty or absent data dir
-(0700 directories, 0600 files) that it holds locked (`engine.files.lock_data_dir`), and opens
+add up, printable text; the digests only once all else is right, and only when the files
+fit in the free space of the data dir's file system) before it writes anything, then copies
+into an empty or absent data dir (0700 directories, 0600 files) that it holds locked
+(`engine.files.lock_data_dir`), and opens
 every restored database to count its rows against the manifest: a backup whose digests match
 but whose databases do not open or hold other counts is refused and the copy removed. A backup
 of another partition count than PERSONA_PARTITIONS is refused (users would be looked up on other
@@ -462,7 +464,15 @@ def _present_files(source: Path) -> tuple[set[str], list[str]]:
 
 
 def verify(source: Path, manifest: dict[str, Any]) -> list[str]:
-    """Every difference between the backup's files and its manifest (empty: intact)."""
+    """Every difference between the backup's files and its manifest (empty: intact): first what
+    costs no reading (paths, layout, missing or added files, sizes), and only when that is all
+    right the digests (which read every byte)."""
+    return _layout_problems(source, manifest) or _digest_problems(source, manifest)
+
+
+def _layout_problems(source: Path, manifest: dict[str, Any]) -> list[str]:
+    """What is wrong with the backup's files short of their contents: paths, layout, files
+    missing or not listed, sizes."""
     listed: dict[str, Any] = manifest["files"]
     present, problems = _present_files(source)
     for rel, entry in sorted(listed.items()):
@@ -474,10 +484,35 @@ def verify(source: Path, manifest: dict[str, Any]) -> list[str]:
             problems.append(f"{rel} is missing")
         elif (source / rel).stat().st_size != entry["size"]:
             problems.append(f"{rel} has another size")
-        elif _digest(source / rel) != entry["sha256"]:
-            problems.append(f"{rel} has another SHA-256")
     problems += [f"{rel} is not in the manifest" for rel in sorted(present - listed.keys())]
     return problems
+
+
+def _digest_problems(source: Path, manifest: dict[str, Any]) -> list[str]:
+    """The listed files whose SHA-256 is not the manifest's (after `_layout_problems`)."""
+    return [
+        f"{rel} has another SHA-256"
+        for rel, entry in sorted(manifest["files"].items())
+        if _digest(source / rel) != entry["sha256"]
+    ]
+
+
+def _check_room(source: Path, data_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a backup whose files (sizes checked by `_layout_problems`) add up to more than the
+    data dir's file system has free, before any is read: a hostile backup of a huge sparse file
+    would take hours to digest and, copied, fill the disk under whatever else runs there."""
+    needed = sum(entry["size"] for entry in manifest["files"].values())
+    where = data_dir.absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    info = os.statvfs(where)
+    free = info.f_bavail * info.f_frsize
+    if needed > free:
+        raise BackupError(
+            f"the backup {source} needs {needed // (1 << 20)} MiB, but the file system of "
+            f"{data_dir} has {free // (1 << 20)} MiB free: make room there or restore into "
+            "another --data-dir (PERSONA_DATA_DIR); nothing was restored"
+        )
 
 
 def _copy_verified(source: Path, target: Path, rel: str, sha256: str) -> None:
@@ -505,7 +540,11 @@ def restore(source: Path, data_dir: Path, partitions: int | None = None) -> dict
 
 def _restore(source: Path, data_dir: Path, partitions: int | None) -> dict[str, Any]:
     manifest = read_manifest(source)
-    problems = verify(source, manifest)
+    problems = _layout_problems(source, manifest)
+    if problems:
+        raise _corrupt(source, problems)
+    _check_room(source, data_dir, manifest)
+    problems = _digest_problems(source, manifest)
     if problems:
         raise _corrupt(source, problems)
     found = None if partitions is None else partitions_of(manifest["tables"], partitions)

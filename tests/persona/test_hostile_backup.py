@@ -228,3 +228,48 @@ def test_the_partition_count_is_told_only_by_what_proves_it(
     as made with fewer partitions; only a database past the count, or both global tables whole
     for another count, tell (the missing ones are found when they open)."""
     assert partitions_of(names, partitions) == told
+
+
+def _list_sparse(saved: Path, size: int) -> str:
+    """A sparse file of `size` bytes in the backup, listed with its true size and a made-up
+    digest (a lie that only reading all of it can find)."""
+    rel = "faust/v1/tables/profiles-0.db/000777.log"
+    with open(saved / rel, "wb") as out:
+        out.truncate(size)
+    manifest = _manifest(saved)
+    manifest["files"][rel] = {"size": size, "sha256": "0" * 64}
+    (saved / MANIFEST).write_text(json.dumps(manifest))
+    return rel
+
+
+def test_a_cheap_problem_is_told_before_any_file_is_digested(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A backup with a file of the wrong size is refused on that alone: its other files (here a
+    sparse 256 MiB one whose digest is a lie) are not read first."""
+    _, saved = backed_up
+    _list_sparse(saved, 256 << 20)
+    manifest = _manifest(saved)
+    wrong = next(rel for rel in manifest["files"] if rel.endswith(".sst"))
+    manifest["files"][wrong]["size"] += 1
+    (saved / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="has another size") as refused:
+        restore(saved, tmp_path / "target")
+    assert "SHA-256" not in str(refused.value)
+    assert not (tmp_path / "target").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_backup_larger_than_the_free_space_is_refused_unread(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A backup whose files add up to more than the target's file system has free (here a sparse
+    file 1 TiB beyond it) is refused before any file is digested or copied: reading it would
+    take hours, copying it would fill the disk under a running engine."""
+    _, saved = backed_up
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    _list_sparse(saved, free + (1 << 40))
+    with pytest.raises(BackupError, match="free") as refused:
+        restore(saved, tmp_path / "target")
+    assert "needs" in str(refused.value)
+    assert not (tmp_path / "target").exists()
