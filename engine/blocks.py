@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import stat
 import sys
 import urllib.parse
 from collections import OrderedDict
@@ -86,6 +88,45 @@ class UnknownBlock(ValueError):
 
 class TemplateSetupError(RuntimeError):
     """A block template is missing or does not compile; the message names the file."""
+
+
+# bytes of one file in a template directory (the packaged ones are a few KiB; a rendered block
+# is bounded at 1 MiB by the sandbox)
+MAX_TEMPLATE_FILE = 1 << 20
+
+
+def check_template_dir(directory: Path) -> None:
+    """Refuse (TemplateSetupError naming the file) a file in the shop's template directory that
+    Persona must not read: a FIFO, socket or device (a read would wait forever or never end), a
+    symbolic link out of the directory (its target would be served in blocks), a file larger
+    than MAX_TEMPLATE_FILE. Links within the directory are taken."""
+    root = directory.resolve()
+    for where, dirs, names in os.walk(directory, followlinks=False):
+        for name in dirs + names:
+            path = Path(where) / name
+            try:
+                info = path.lstat()
+                if stat.S_ISLNK(info.st_mode):
+                    target = path.resolve(strict=True)
+                    if not target.is_relative_to(root):
+                        raise TemplateSetupError(
+                            f"template file {path} is a symbolic link out of {directory} "
+                            f"(to {target}): copy the file into the directory instead"
+                        )
+                    info = target.stat()
+            except OSError as exc:
+                raise TemplateSetupError(f"template file {path} cannot be read: {exc}") from None
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                raise TemplateSetupError(
+                    f"template file {path} is not a regular file (a FIFO, socket or device)"
+                )
+            if info.st_size > MAX_TEMPLATE_FILE:
+                raise TemplateSetupError(
+                    f"template file {path} is larger than {MAX_TEMPLATE_FILE} bytes: not a "
+                    "block template"
+                )
 
 
 @dataclass(frozen=True)
@@ -507,6 +548,8 @@ class Renderer:
         self.cart_url: str | None = None
         self.utm = ""  # PERSONA_UTM on e-mail blocks' product links (engine/utm.py)
         self.template_dir = directory
+        if template_dir is not None and directory.is_dir():
+            check_template_dir(directory)
         self.errors = 0
         self.oversized = 0
         # a directory of the six files from before `similar_items` takes the packaged one
