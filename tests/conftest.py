@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,6 +260,28 @@ def two_workers(tmp: Path) -> Iterator[tuple[EmbeddedBroker, Worker, Worker]]:
                 b.stop()
         finally:
             a.stop()
+
+
+def owners_via(
+    worker: Worker,
+    users: Iterable[str],
+    look: Callable[[str], tuple[bool, str | None]],
+    what: str,
+) -> dict[str, str]:
+    """Each user's owning worker (its base URL) as `worker` answers: the `X-Persona-Routed` of its
+    answer for the user, or `worker` itself; once `look(user)` -> (folded, routed) says every
+    user was folded (within 90 s)."""
+
+    def owners() -> dict[str, str] | None:
+        out = {}
+        for user in users:
+            folded, routed = look(user)
+            if not folded:
+                return None
+            out[user] = routed or worker.base
+        return out
+
+    return wait_until(owners, timeout=90, what=what)
 
 
 @pytest.fixture(scope="session")

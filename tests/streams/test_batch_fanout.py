@@ -21,7 +21,7 @@ from engine.events import validate
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
 from streams.produce import Producer
-from tests.conftest import T0, Worker, http, metric, two_workers, wait_until
+from tests.conftest import T0, Worker, http, metric, owners_via, two_workers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -85,16 +85,11 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
 
         carts(items[0], 0)
 
-        def owners() -> dict[str, str] | None:
-            out = {}
-            for user in users:
-                cart, routed = cart_of(a, user)
-                if cart != {items[0]: 1}:
-                    return None
-                out[user] = routed or a.base
-            return out
+        def folded(user: str) -> tuple[bool, str | None]:
+            cart, routed = cart_of(a, user)
+            return cart == {items[0]: 1}, routed
 
-        owned = wait_until(owners, timeout=90, what="every cart folded, seen via worker a")
+        owned = owners_via(a, users, folded, "every cart folded, seen via worker a")
         of_b = [u for u, owner in owned.items() if owner == b.base]
         of_a = [u for u, owner in owned.items() if owner == a.base]
         assert of_a and of_b, owned

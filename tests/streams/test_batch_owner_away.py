@@ -21,7 +21,7 @@ import pytest
 
 from engine.events import validate
 from streams.produce import Producer
-from tests.conftest import T0, Worker, http, metric, two_workers, wait_until
+from tests.conftest import T0, Worker, http, metric, owners_via, two_workers
 
 pytestmark = pytest.mark.integration
 
@@ -56,16 +56,11 @@ def test_a_batch_whose_other_owner_is_stopped_answers_every_user(tmp_path: Path)
 
         asyncio.run(produce())
 
-        def owners() -> dict[str, str] | None:
-            out = {}
-            for user in users:
-                status, routed = routed_to(a, user)
-                if status != 200:
-                    return None
-                out[user] = routed or a.base
-            return out
+        def folded(user: str) -> tuple[bool, str | None]:
+            status, routed = routed_to(a, user)
+            return status == 200, routed
 
-        owned = wait_until(owners, timeout=90, what="every user folded, seen via worker a")
+        owned = owners_via(a, users, folded, "every user folded, seen via worker a")
         of_b = [u for u, owner in owned.items() if owner == b.base]
         assert of_b and len(of_b) < len(users), owned
         before = metric(a.base, OWNER_FALLBACKS)

@@ -16,7 +16,7 @@ from engine.events import validate
 from engine.ownership import FILE_NAME, parse
 from streams.broker import free_port
 from streams.produce import Producer
-from tests.conftest import http, two_workers, wait_until
+from tests.conftest import http, owners_via, two_workers, wait_until
 from tests.streams.test_reader_process import start_reader
 
 pytestmark = pytest.mark.integration
@@ -58,16 +58,11 @@ def test_a_reader_forwards_the_other_workers_users_to_their_owner(tmp_path: Path
                 return got, headers.get("X-Persona-Routed")
 
             # who owns whom: a worker's answer for the other's user says where it was forwarded
-            def owners() -> dict[str, str] | None:
-                out = {}
-                for user in USERS:
-                    got, routed = views(a.base, user)
-                    if got != PER_USER:
-                        return None
-                    out[user] = routed or a.base
-                return out
+            def folded(user: str) -> tuple[bool, str | None]:
+                got, routed = views(a.base, user)
+                return got == PER_USER, routed
 
-            owned = wait_until(owners, timeout=90, what="every user folded, seen via worker a")
+            owned = owners_via(a, USERS, folded, "every user folded, seen via worker a")
             of_b = [u for u, owner in owned.items() if owner == b.base]
             of_a = [u for u, owner in owned.items() if owner == a.base]
             assert of_a and of_b, owned
