@@ -6,23 +6,15 @@ the file), without hanging."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from engine.blocks import DEFAULT_TEMPLATE_DIR, Renderer, TemplateSetupError
+from engine.blocks import Renderer, TemplateSetupError
+from tests.engine.test_blocks import copy_templates
 
 MAX_TEMPLATE_FILE = 1 << 20
-
-
-def _shop_dir(tmp_path: Path) -> Path:
-    shop = tmp_path / "templates"
-    shutil.copytree(
-        DEFAULT_TEMPLATE_DIR, shop, ignore=shutil.ignore_patterns("__pycache__", "*.py")
-    )
-    return shop
 
 
 def _fifo(path: Path) -> None:
@@ -55,7 +47,7 @@ def _huge(path: Path) -> None:
 def test_a_hostile_file_in_the_template_dir_is_refused_at_start(
     tmp_path: Path, rel: str, attack: Callable[[Path], None], told: str
 ) -> None:
-    shop = _shop_dir(tmp_path)
+    shop = copy_templates(tmp_path)
     attack(shop / rel)
     with pytest.raises(TemplateSetupError, match=told) as refused:
         Renderer(shop)
@@ -63,7 +55,7 @@ def test_a_hostile_file_in_the_template_dir_is_refused_at_start(
 
 
 def test_a_link_inside_the_template_dir_is_taken(tmp_path: Path) -> None:
-    shop = _shop_dir(tmp_path)
+    shop = copy_templates(tmp_path)
     (shop / "email" / "recommendations.html").rename(shop / "mine.html")
     (shop / "email" / "recommendations.html").symlink_to(shop / "mine.html")
     Renderer(shop)
