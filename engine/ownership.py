@@ -6,11 +6,21 @@ from RocksDB secondaries and know nothing of the group. So the worker writes its
 `<data_dir>/ownership.json` whenever it changes (and touches it every `HEARTBEAT` seconds), and
 a reader's `owner_url` routes by it:
 
-    {"v": 1, "own": "http://10.0.0.1:8080", "owners": ["http://10.0.0.1:8080", null, ...]}
+    {"v": 2, "own": "http://10.0.0.1:8080", "owners": ["http://10.0.0.1:8080", null, ...],
+     "held": [0, 1]}
 
 `own` is the worker's advertised URL, `owners[p]` the API URL of the owner of profiles partition
 `p` (as the group's assignment advertises it), `null` while unknown (no assignment yet, a
-rebalance). The file is written atomically (a temporary file, then a rename).
+rebalance). `held` lists the partitions the worker holds now: owned or stood by for, as its
+latest assignment says (kept through a rebalance until the next assignment arrives). Its data
+dir keeps the databases of every partition it ever held; with three or more workers those of
+the others are left over from an earlier assignment and no longer written, so a reader answers
+no user of them from its tables (`Ownership.holds`). A version-1 file (a worker before
+2026-12-07) has no `held`: every partition counts as held. The file is written atomically (a
+temporary file, then a rename), whenever the view changes (at once when a rebalance begins and
+when one ends) and at least every `HEARTBEAT` s; its modification time is its written-at time.
+A reader treats a file not rewritten for `STALE` s (six heartbeats: the worker is gone or
+stuck, and its group has moved its partitions elsewhere) as no view at all.
 
 The file is input like any other: `parse` refuses one past `MAX_BYTES`, one that is not exactly
 this shape, one whose partition count is not the reader's, and one whose `own` is not a plain
@@ -25,13 +35,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 FILE_NAME = "ownership.json"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # read: 1 has no "held" (every partition held)
 MAX_BYTES = 256 * 1024  # 4096 partitions of 60-character URLs fit; a reader reads no more
 MAX_URL = 2048
 HEARTBEAT = 5.0  # seconds: the worker touches the file at least this often while it runs
@@ -48,6 +59,13 @@ class Ownership:
     owners: tuple[str | None, ...]  # per profiles partition: its owner's URL, None unknown
     # why the file's entries set aside as unknown were refused ("partition 3: no host", ...)
     refused: tuple[str, ...] = ()
+    # the partitions the publishing worker holds (owned or standby); None: every one (version 1)
+    held: frozenset[int] | None = None
+
+    def holds(self, partition: int) -> bool:
+        """Whether the publishing worker's copy of `partition` is kept current (it owns the
+        partition or stands by for it), so its tables may answer that partition's users."""
+        return self.held is None or partition in self.held
 
     def owner_url(self, partition: int) -> str | None:
         """The URL to forward a request for a user of `partition` to; None: answer locally (the
@@ -86,9 +104,15 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def render(own: str, owners: Sequence[str | None]) -> bytes:
-    """The file's bytes for worker `own` and its per-partition view `owners`."""
-    body = {"v": VERSION, "own": own.rstrip("/"), "owners": [_strip(u) for u in owners]}
+def render(own: str, owners: Sequence[str | None], held: Iterable[int] | None = None) -> bytes:
+    """The file's bytes for worker `own`, its per-partition view `owners` and the partitions it
+    holds (`held`; None: every one)."""
+    body = {
+        "v": VERSION,
+        "own": own.rstrip("/"),
+        "owners": [_strip(u) for u in owners],
+        "held": sorted(set(range(len(owners)) if held is None else held)),
+    }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -114,10 +138,13 @@ def parse(raw: bytes, partitions: int) -> Ownership:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise OwnershipError(f"not JSON: {str(exc)[:80]}") from None
-    if not isinstance(body, dict) or set(body) != {"v", "own", "owners"}:
-        raise OwnershipError('not an object of exactly "v", "own" and "owners"')
-    if body["v"] != VERSION or isinstance(body["v"], bool):
+    if not isinstance(body, dict) or "v" not in body:
+        raise OwnershipError('not an object of exactly "v", "own", "owners" and "held"')
+    if body["v"] not in VERSIONS or isinstance(body["v"], bool):
         raise OwnershipError(f"version {str(body['v'])[:20]!r} is not {VERSION}")
+    fields = {"v", "own", "owners"} | ({"held"} if body["v"] >= 2 else set())
+    if set(body) != fields:
+        raise OwnershipError(f"not an object of exactly {', '.join(sorted(fields))}")
     own = _url(body["own"], '"own"')
     owners = body["owners"]
     if not isinstance(owners, list):
@@ -132,16 +159,34 @@ def parse(raw: bytes, partitions: int) -> Ownership:
         except OwnershipError as exc:  # this peer's partitions alone: answered locally
             urls.append(None)
             refused.append(str(exc))
-    return Ownership(own, tuple(urls), tuple(refused))
+    held = None if body["v"] < 2 else _held(body["held"], partitions)
+    return Ownership(own, tuple(urls), tuple(refused), held)
 
 
-def write(path: Path, own: str, owners: Sequence[str | None]) -> None:
+def _held(value: object, partitions: int) -> frozenset[int]:
+    if not isinstance(value, list):
+        raise OwnershipError('"held" is not a list')
+    held: set[int] = set()
+    for p in value:
+        if type(p) is not int:
+            raise OwnershipError(f'"held": {str(p)[:20]!r} is not a partition number')
+        if not 0 <= p < partitions:
+            raise OwnershipError(f'"held": partition {p} out of range')
+        if p in held:
+            raise OwnershipError(f'"held": partition {p} named twice')
+        held.add(p)
+    return frozenset(held)
+
+
+def write(
+    path: Path, own: str, owners: Sequence[str | None], held: Iterable[int] | None = None
+) -> None:
     """Write the file atomically (readers never see half of it), owner-only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(render(own, owners))
+            out.write(render(own, owners, held))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -25,6 +25,10 @@ the stream but by the CPU it uses.
   never newer: the worker keeps both for its own restarts), capped at the wall clock.
 - `produce(events)` / `erase(user_id)`: plain aiokafka producer into the input / command topics,
   keyed by user id like the worker's own API.
+- `holds(partition)`: whether the worker keeps the partition current (owned or standby, as its
+  ownership file's `held` says); the users of any other partition get no profile here (its
+  database is left over from an earlier assignment: with three or more workers, not every
+  worker holds every partition), never a stale copy served as current.
 - `owner_url(user_id)`: routing as the worker routes (api/routing.py forwards the request), by the
   partition ownership the worker publishes in its data dir (engine/ownership.py), read again
   when the file changed (`check_ownership`, once per catch-up round).
@@ -223,9 +227,12 @@ class SecondaryTables:
                     return value
         return None
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        for db in self.dbs:
-            if db is None:
+    def items(
+        self, partitions: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Every row of the open partitions (those `partitions` accepts, when given)."""
+        for p, db in enumerate(self.dbs):
+            if db is None or (partitions is not None and not partitions(p)):
                 continue
             for key, value in db.items():
                 if (
@@ -568,12 +575,27 @@ class SecondaryState:
         """The user's partition (murmur2, as producers key events), memoized."""
         return self._partition_memo.partition(user_id.encode())
 
+    def holds(self, partition: int) -> bool:
+        """Whether this reader's worker keeps `partition` current (owns it or stands by for it)
+        as its view says (engine/ownership.py `held`): only then are its users answered from
+        the tables here. Without a view: every partition while no view ever named another
+        worker (a lone worker, or one of an older version), none once one did (the worker is
+        gone or stuck and the group moved its partitions: nothing here is vouched for)."""
+        view = self.ownership
+        if view is None:
+            return not self._scaled_out
+        return view.holds(partition)
+
     def profile(self, user_id: str) -> Profile | None:
-        """The user's profile. Memoized with the sequence number its partition was caught up to:
-        a secondary's contents change only when it catches up, so while that number stands the
-        memo is the answer without a RocksDB read; after it moved, one read (and one bytes
-        comparison, which keeps the unpacked profile when the user's row did not change)."""
+        """The user's profile (None too when the worker does not hold its partition: `holds`,
+        a copy left over from an earlier assignment is never served). Memoized with the sequence
+        number its partition was caught up to: a secondary's contents change only when it
+        catches up, so while that number stands the memo is the answer without a RocksDB read;
+        after it moved, one read (and one bytes comparison, which keeps the unpacked profile
+        when the user's row did not change)."""
         partition = self.partition_of(user_id)
+        if not self.holds(partition):
+            return None
         table = self.tables["profiles"]
         sequence = table.sequences[partition]  # taken before the read: never newer than it
         hit = self._memo.get(user_id)
@@ -592,7 +614,10 @@ class SecondaryState:
     def merged_ids(self, user_id: str) -> list[str]:
         """The ids whose history an identify merged into the user (its `m:` row)."""
         key = merged_of(user_key(user_id))
-        return merged_ids_of(self.tables["profiles"].get(self.partition_of(user_id), key))
+        partition = self.partition_of(user_id)
+        if not self.holds(partition):
+            return []
+        return merged_ids_of(self.tables["profiles"].get(partition, key))
 
     def product(self, item_id: str) -> Product | None:
         """The catalog's product (None: unknown). Memoized while `catalog_generation` stands (it
@@ -613,7 +638,7 @@ class SecondaryState:
     def sample_profiles(self, n: int) -> list[Profile]:
         """Up to `n` profiles of the worker's tables, read from this reader's secondaries (the
         preview's user picker, the churn histogram): profile rows only, never bookkeeping."""
-        rows = (v for k, v in self.tables["profiles"].items() if is_profile_key(k))
+        rows = (v for k, v in self.tables["profiles"].items(self.holds) if is_profile_key(k))
         return [Profile.unpack(raw) for raw in itertools.islice(rows, n)]
 
     def now_ms(self) -> int:

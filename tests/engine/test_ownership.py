@@ -26,7 +26,7 @@ def test_round_trip_and_routing(tmp_path: Path) -> None:
     path = tmp_path / ownership.FILE_NAME
     write(path, A + "/", [A, B + "/", None, B])
     view = read(path, 4)
-    assert view == Ownership(A, (A, B, None, B))
+    assert view == Ownership(A, (A, B, None, B), held=frozenset(range(4)))  # every one
     assert [view.owner_url(p) for p in range(4)] == [None, B, None, B]
     assert view.owner_url(4) is None and view.owner_url(-1) is None
     assert view.others and not Ownership(A, (A, None, A, A)).others
@@ -42,7 +42,7 @@ def test_round_trip_and_routing(tmp_path: Path) -> None:
         (b"[" * 100_000, "not JSON"),
         (b"[]", "exactly"),
         (body(extra=1), "exactly"),
-        (body(v=2), "version"),
+        (body(v=3), "version"),
         (body(v=True), "version"),
         (body(own=None), '"own" is not a URL string'),
         (body(own="ftp://x"), "scheme 'ftp'"),
@@ -133,4 +133,38 @@ def test_a_worker_listening_on_an_ipv6_address_publishes_a_url_readers_take(
     assert settings.own_url == url
     path = tmp_path / ownership.FILE_NAME
     write(path, settings.own_url, [settings.own_url, B])
-    assert read(path, 2) == Ownership(url, (url, B))
+    assert read(path, 2).owners == (url, B)
+
+
+def test_the_file_says_which_partitions_the_worker_holds(tmp_path: Path) -> None:
+    """Version 2 names the partitions the worker holds now (owned or standby): a reader answers
+    no other partition from the worker's tables (their copies are left over from an earlier
+    assignment). A version-1 file (an older worker) says nothing of it: every partition."""
+    path = tmp_path / ownership.FILE_NAME
+    write(path, A, [A, B, None, B], held=[2, 0])
+    view = read(path, 4)
+    assert view.held == frozenset({0, 2})
+    assert [view.holds(p) for p in range(4)] == [True, False, True, False]
+    assert json.loads(path.read_bytes())["v"] == 2
+    old = parse(body(), 4)  # version 1
+    assert old.held is None and all(old.holds(p) for p in range(4))
+
+
+@pytest.mark.parametrize(
+    ("held", "why"),
+    [
+        ("0", '"held" is not a list'),
+        ([0, 4], "partition 4 out of range"),
+        ([-1], "partition -1 out of range"),
+        ([True], "not a partition number"),
+        ([0.0], "not a partition number"),
+        ([1, 1], "twice"),
+    ],
+)
+def test_a_hostile_held_list_is_refused(held: object, why: str) -> None:
+    raw = json.dumps({"v": 2, "own": A, "owners": [A, B, None, B], "held": held}).encode()
+    with pytest.raises(OwnershipError) as refused:
+        parse(raw, 4)
+    assert why in str(refused.value)
+    with pytest.raises(OwnershipError, match="exactly"):
+        parse(json.dumps({"v": 2, "own": A, "owners": [A, B, None, B]}).encode(), 4)

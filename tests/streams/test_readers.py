@@ -571,3 +571,41 @@ def test_an_ownership_file_dated_ahead_of_the_clock_is_not_trusted(
     state.check_ownership(wall=written - 3600)  # the clock an hour behind the file's time
     assert state.owner_url(theirs) is None
     assert "ahead of the clock" in state.ready()[1], state.ready()
+
+
+def test_a_partition_its_worker_no_longer_holds_is_never_answered_from_its_old_copy(
+    primary: Primary, tmp_path: Path
+) -> None:
+    """With three or more workers a worker holds (owns or stands by for) only some partitions;
+    the databases of the others stay in its data dir from an earlier assignment, no longer
+    written. A reader answered their users from them: stale profiles served as current (and a
+    DELETE claimed an erasure it could not see). Now only the partitions the worker's view
+    says it holds are read; another's user is forwarded, or (owner unknown or unreachable)
+    answered with no profile, and an erasure is not confirmed from here."""
+    from engine import ownership
+
+    own, other = "http://127.0.0.1:8081", "http://10.0.0.2:8080"
+    users = {partition(u): u for u in (f"held-{n}" for n in range(64))}
+    event = validate(
+        {"event_id": "h1", "type": "add_to_cart", "user_id": "x", "ts": T0, "item_id": "A"}
+    )
+    for p, user in users.items():
+        primary.put("profiles", p, user_key(user), apply(None, event, None).pack())
+    path = tmp_path / ownership.FILE_NAME
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    state.content.synced = True
+    # partition 0 owned, 1 stood by for, 2 and 3 left over (2's owner unknown: a rebalance)
+    ownership.write(path, own, [own, other, None, other], held=[0, 1])
+    state.check_ownership()
+    assert state.profile(users[0]) is not None and state.profile(users[1]) is not None
+    assert state.profile(users[2]) is None and state.profile(users[3]) is None
+    assert state.owner_url(users[3]) == other  # forwarded; answered without it if unreachable
+    assert not state.owner_known(users[2])  # DELETE: 202, erased false
+    assert len(state.sample_profiles(10)) == 2  # the picker reads held partitions only
+    ownership.write(path, own, [own, other, own, other], held=[0, 1, 2])  # 2 assigned here
+    state.check_ownership()
+    assert state.profile(users[2]) is not None and state.owner_known(users[2])
+    later = path.stat().st_mtime + ownership.STALE + 1  # the worker stopped touching the file
+    state.check_ownership(wall=later)
+    assert all(state.profile(u) is None for u in users.values())  # nothing vouched for
