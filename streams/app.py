@@ -209,6 +209,20 @@ class QuietMonitor(Monitor):
         return None
 
 
+class _App(faust.App):
+    """Faust's app, telling the worker when a rebalance has ended: Faust has no signal for it
+    (its `on_rebalance_complete` is sent before `rebalancing` drops, at the end of the table
+    recovery), and the readers' ownership file was rewritten only at the publishing timer's
+    next tick, their DELETEs answered "ownership unknown" meanwhile."""
+
+    rebalance_ended: Callable[[], None] | None = None
+
+    def on_rebalance_end(self) -> None:
+        super().on_rebalance_end()
+        if self.rebalance_ended is not None:
+            self.rebalance_ended()
+
+
 @dataclass
 class Ordered:
     """A batch put in order (`PersonaStreams._in_order`): the records to fold now, and, when it
@@ -275,7 +289,7 @@ class PersonaStreams:
             tansu_fix.install(kafka)
         (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         self._partitions = list(range(n))
-        self.app = faust.App(
+        self.app = _App(
             "persona",
             broker=kafka.url,
             broker_credentials=kafka.faust_credentials(),
@@ -400,7 +414,9 @@ class PersonaStreams:
         app.timer(AUDIT_EVERY)(self._audit_positions)
         app.timer(TOPIC_CHECK_EVERY)(self._check_topics)
         app.timer(OWNERSHIP_EVERY)(self._publish_ownership)
+        self.app.rebalance_ended = self._rebalance_ended
         self._ownership: tuple[str | None, ...] | None = None  # the view last published
+        self._held: frozenset[int] = frozenset()  # the held partitions last published
         self._ownership_at = 0.0  # monotonic time it was written
         self._others = False  # whether the view last taken names another worker (`scaled_out`)
         app.task(self._ready_at_start)
@@ -634,14 +650,33 @@ class PersonaStreams:
                         owners[p] = str(url).rstrip("/")
         return tuple(owners)
 
+    def held_partitions(self) -> frozenset[int]:
+        """The profiles partitions this worker holds as its latest assignment says: owned (its
+        input partitions, co-partitioned with the table) or stood by for (the table's changelog
+        partitions it is a standby of). Its readers answer no other partition's users from the
+        tables (engine/ownership.py `held`)."""
+        try:
+            assignor = cast(Any, self.app.assignor)
+            tps = assignor.assigned_actives() | assignor.assigned_standbys()
+            changelog = self.profiles.changelog_topic.get_topic_name()
+        except Exception:  # no assignment yet
+            return frozenset()
+        return frozenset(
+            tp.partition
+            for tp in tps
+            if (tp.topic in INPUT_TOPICS or tp.topic == changelog)
+            and 0 <= tp.partition < self.settings.partitions
+        )
+
     async def _publish_ownership(self) -> None:
         """Write the ownership view to the data dir for the readers (streams/readers.py) when it
         changed, and at least every `ownership.HEARTBEAT` s (they stop routing by a stale one)."""
-        view = self.ownership_view()
+        view, held = self.ownership_view(), self.held_partitions()
         now = time.monotonic()
-        if view == self._ownership and now - self._ownership_at < ownership.HEARTBEAT:
+        fresh = now - self._ownership_at < ownership.HEARTBEAT
+        if view == self._ownership and held == self._held and fresh:
             return
-        self._write_ownership(view)
+        self._write_ownership(view, held)
 
     async def _apply_held_changelogs(self) -> None:
         """Apply the changelog records Faust holds back outside a table recovery (which applies
@@ -660,22 +695,27 @@ class PersonaStreams:
         if recovery is not None and not recovery.in_recovery and any(recovery.buffers.values()):
             recovery.flush_buffers()
 
-    async def _ownership_revoked(self, *args: Any, **kwargs: Any) -> None:
-        """A rebalance began: ownership unknown until it ends (readers answer locally)."""
-        self._write_ownership((None,) * self.settings.partitions)
+    def _rebalance_ended(self) -> None:
+        """The readers' view at once when a rebalance ends (`_App`), not at the next tick."""
+        self._write_ownership(self.ownership_view(), self.held_partitions())
 
-    def _write_ownership(self, view: tuple[str | None, ...]) -> None:
+    async def _ownership_revoked(self, *args: Any, **kwargs: Any) -> None:
+        """A rebalance began: ownership unknown until it ends (readers answer locally, from the
+        partitions held until the next assignment: as current as any copy until it arrives)."""
+        self._write_ownership((None,) * self.settings.partitions, self.held_partitions())
+
+    def _write_ownership(self, view: tuple[str | None, ...], held: frozenset[int]) -> None:
         own = self.settings.own_url
         self._others = any(url is not None and url != own for url in view)
         try:
             path = self.settings.data_dir / ownership.FILE_NAME
-            ownership.write(path, self.settings.own_url, view)
+            ownership.write(path, self.settings.own_url, view, held)
         except OSError as exc:  # a full disk: readers stop routing once the file is stale
             log.warning("could not publish partition ownership for the readers: %s", exc)
             return
         if view != self._ownership:
             log.info("partition ownership for the readers: %s", ownership.describe(view))
-        self._ownership, self._ownership_at = view, time.monotonic()
+        self._ownership, self._held, self._ownership_at = view, held, time.monotonic()
 
     async def erase(self, user_id: str) -> None:
         """Queue the erasure of a user: it runs in the user's partition, in order with events;

@@ -1,0 +1,58 @@
+"""The ownership file a worker publishes for its readers (engine/ownership.py), written by the
+worker's own hooks (no broker: the group's assignment is set as Faust's assignor keeps it)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from faust.types import TP
+
+from engine import ownership
+from engine.events import INPUT_TOPICS
+from engine.settings import Settings
+from streams.app import PersonaStreams
+
+OTHER = "http://10.0.0.2:8080"
+
+
+def assigned(
+    streams: PersonaStreams, monkeypatch: pytest.MonkeyPatch, actives: set[int], standbys: set[int]
+) -> None:
+    """The group's assignment as Faust's assignor holds it after `on_assignment`: this worker
+    owns `actives`, stands by for `standbys`, OTHER owns the rest."""
+    assignor = cast(Any, streams.app.assignor)
+    changelog = streams.profiles.changelog_topic.get_topic_name()
+    own = streams.settings.own_url
+    rest = [p for p in range(4) if p not in actives]
+    assignor.changelog_distribution = {own: {changelog: sorted(actives)}, OTHER: {changelog: rest}}
+    monkeypatch.setattr(
+        assignor, "assigned_actives", lambda: {TP(INPUT_TOPICS[0], p) for p in actives}
+    )
+    monkeypatch.setattr(assignor, "assigned_standbys", lambda: {TP(changelog, p) for p in standbys})
+
+
+def test_the_file_names_the_owners_as_soon_as_a_rebalance_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The readers of a worker answered a DELETE 202 "erased": false (ownership unknown) for up
+    to a second after its rebalance ended, though the assignment named every owner: the file,
+    written all-unknown when the rebalance began, was rewritten only at the publishing timer's
+    next tick (`OWNERSHIP_EVERY`), Faust having no signal once `rebalancing` drops (its
+    `on_rebalance_complete` is sent before). Now the end of the rebalance writes it at once, with
+    the partitions the worker holds."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path, partitions=4), "kafka://127.0.0.1:9")
+    path = tmp_path / ownership.FILE_NAME
+    own = streams.settings.own_url
+    app = cast(Any, streams.app)
+    app.rebalancing = True
+    asyncio.run(streams._ownership_revoked(set()))  # the rebalance began
+    assert ownership.read(path, 4).owners == (None,) * 4
+    assigned(streams, monkeypatch, actives={0, 2}, standbys={1})
+    app.on_rebalance_end()  # recovery done: Faust drops `rebalancing`
+    view = ownership.read(path, 4)
+    assert view.owners == (own, OTHER, own, OTHER)
+    assert view.held == frozenset({0, 1, 2})
+    assert streams.owner_known("anyone") and streams.scaled_out()
