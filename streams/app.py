@@ -400,6 +400,7 @@ class PersonaStreams:
         app.on_partitions_revoked.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._forget_positions)
         app.on_partitions_assigned.connect(self._lean_delivery)
+        app.on_partitions_assigned.connect(self._assigned)
         app.on_partitions_revoked.connect(self._ownership_revoked)
         app.on_before_shutdown.connect(self._stop_gap_reader)
 
@@ -416,7 +417,8 @@ class PersonaStreams:
         app.timer(OWNERSHIP_EVERY)(self._publish_ownership)
         self.app.rebalance_ended = self._rebalance_ended
         self._ownership: tuple[str | None, ...] | None = None  # the view last published
-        self._held: frozenset[int] = frozenset()  # the held partitions last published
+        self._held: frozenset[int] | None = None  # the held partitions last published
+        self._ever_assigned = False  # whether an assignment has arrived (`held_partitions`)
         self._ownership_at = 0.0  # monotonic time it was written
         self._others = False  # whether the view last taken names another worker (`scaled_out`)
         app.task(self._ready_at_start)
@@ -650,11 +652,15 @@ class PersonaStreams:
                         owners[p] = str(url).rstrip("/")
         return tuple(owners)
 
-    def held_partitions(self) -> frozenset[int]:
+    def held_partitions(self) -> frozenset[int] | None:
         """The profiles partitions this worker holds as its latest assignment says: owned (its
         input partitions, co-partitioned with the table) or stood by for (the table's changelog
         partitions it is a standby of). Its readers answer no other partition's users from the
-        tables (engine/ownership.py `held`)."""
+        tables (engine/ownership.py `held`). None before the first assignment: it cannot tell,
+        and the file then says every partition (a restarted lone worker's readers answer what it
+        stored, as before `held` existed), an empty assignment once one arrived says none."""
+        if not self._ever_assigned:
+            return None
         try:
             assignor = cast(Any, self.app.assignor)
             tps = assignor.assigned_actives() | assignor.assigned_standbys()
@@ -695,6 +701,12 @@ class PersonaStreams:
         if recovery is not None and not recovery.in_recovery and any(recovery.buffers.values()):
             recovery.flush_buffers()
 
+    async def _assigned(self, *args: Any, **kwargs: Any) -> None:
+        """An assignment arrived: the held partitions it names at once (the owners stay unknown
+        until the rebalance ends, `_rebalance_ended`)."""
+        self._ever_assigned = True
+        self._write_ownership(self.ownership_view(), self.held_partitions())
+
     def _rebalance_ended(self) -> None:
         """The readers' view at once when a rebalance ends (`_App`), not at the next tick."""
         self._write_ownership(self.ownership_view(), self.held_partitions())
@@ -704,7 +716,7 @@ class PersonaStreams:
         partitions held until the next assignment: as current as any copy until it arrives)."""
         self._write_ownership((None,) * self.settings.partitions, self.held_partitions())
 
-    def _write_ownership(self, view: tuple[str | None, ...], held: frozenset[int]) -> None:
+    def _write_ownership(self, view: tuple[str | None, ...], held: frozenset[int] | None) -> None:
         own = self.settings.own_url
         self._others = any(url is not None and url != own for url in view)
         try:

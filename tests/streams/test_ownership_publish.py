@@ -51,8 +51,28 @@ def test_the_file_names_the_owners_as_soon_as_a_rebalance_ends(
     asyncio.run(streams._ownership_revoked(set()))  # the rebalance began
     assert ownership.read(path, 4).owners == (None,) * 4
     assigned(streams, monkeypatch, actives={0, 2}, standbys={1})
+    asyncio.run(streams._assigned(set()))  # the assignment arrives; recovery follows
+    assert ownership.read(path, 4).owners == (None,) * 4
     app.on_rebalance_end()  # recovery done: Faust drops `rebalancing`
     view = ownership.read(path, 4)
     assert view.owners == (own, OTHER, own, OTHER)
     assert view.held == frozenset({0, 1, 2})
     assert streams.owner_known("anyone") and streams.scaled_out()
+
+
+def test_before_its_first_assignment_the_worker_publishes_every_partition_as_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted lone worker's readers answered every user with the fallback until the first
+    assignment (the file said `held: []`), where they had answered what the worker stored. Until
+    an assignment arrives the worker cannot tell what it holds: the file says every partition (as
+    a version-1 file did); once assigned, only what the assignment names, an empty one included."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path, partitions=4), "kafka://127.0.0.1:9")
+    path = tmp_path / ownership.FILE_NAME
+    asyncio.run(streams._publish_ownership())
+    assert ownership.read(path, 4).held == frozenset(range(4))
+    asyncio.run(streams._ownership_revoked(set()))  # the first rebalance begins
+    assert ownership.read(path, 4).held == frozenset(range(4))
+    assigned(streams, monkeypatch, actives=set(), standbys=set())
+    asyncio.run(streams._assigned(set()))
+    assert ownership.read(path, 4).held == frozenset()
