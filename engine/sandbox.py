@@ -34,13 +34,14 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import operator
 import re
 import time
 import types
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from itertools import islice
 from typing import Any
 
@@ -69,13 +70,48 @@ CONCAT_FILTER = "persona concat"
 
 @dataclass(frozen=True)
 class Limits:
-    """What one render may use. Defaults: a message of a sender's template."""
+    """What one render may use. Defaults: a message of a sender's template.
 
-    cpu_seconds: float = 0.05
-    steps: int = 20_000  # loop iterations + calls + filters + intercepted operators
-    output_bytes: int = 1 << 20  # UTF-8 bytes of the rendered text
-    built_chars: int = 16 << 20  # characters of every intermediate string built
+    Every field but `depth` is a total: a request's budget adds, subtracts and shares them
+    field by field (`field_wise`, `part`); a total's metadata names the `Budget` attribute that
+    counts what one render used of it (`used`) and, for a fractional one, the units it is split
+    in (`per`: 1000, a share of CPU seconds is floored to the millisecond)."""
+
+    cpu_seconds: float = field(default=0.05, metadata={"used": "cpu_used", "per": 1000})
+    # loop iterations + calls + filters + intercepted operators
+    steps: int = field(default=20_000, metadata={"used": "steps"})
+    # UTF-8 bytes of the rendered text
+    output_bytes: int = field(default=1 << 20, metadata={"used": "output"})
+    # characters of every intermediate string built
+    built_chars: int = field(default=16 << 20, metadata={"used": "built"})
     depth: int = MAX_DEPTH  # nested macro calls and recursive loops
+
+    def amounts(self) -> tuple[float, ...]:
+        """The totals' values, in field order."""
+        return tuple(getattr(self, name) for name in TOTALS)
+
+    def part(self, fraction: float) -> Limits:
+        """`fraction` of each total, floored (to its `per`-th part, else to a whole number);
+        this depth."""
+        parts: dict[str, Any] = {}
+        for total in _TOTAL_FIELDS:
+            value, per = getattr(self, total.name) * fraction, total.metadata.get("per")
+            parts[total.name] = math.floor(value * per) / per if per else math.floor(value)
+        return replace(self, **parts)
+
+
+_TOTAL_FIELDS = tuple(f for f in fields(Limits) if "used" in f.metadata)
+TOTALS = tuple(f.name for f in _TOTAL_FIELDS)  # the names of Limits' totals
+# No total used: 0 of each total's type (0.0 CPU seconds, 0 steps, ...); the default depth.
+NOTHING = Limits(**{name: type(getattr(Limits(), name))(0) for name in TOTALS})
+
+
+def field_wise(op: Callable[..., Any], *limits: Limits, depth: int) -> Limits:
+    """The Limits whose each total is `op` of `limits`' values of it (in their order), and
+    whose depth is `depth`."""
+    return Limits(
+        depth=depth, **{name: op(*(getattr(each, name) for each in limits)) for name in TOTALS}
+    )
 
 
 MESSAGE_LIMITS = Limits()  # one message of POST /v1/render
@@ -137,6 +173,11 @@ class Budget:
         self.excluded = 0.0  # CPU seconds not charged: trusted code, the garbage collector
         self._deadline = float("inf")
         self._gc_started: float | None = None
+
+    def used(self) -> Limits:
+        """What this render used of each total (`Limits` metadata `used`); its limits' depth."""
+        used = {f.name: getattr(self, f.metadata["used"]) for f in _TOTAL_FIELDS}
+        return Limits(depth=self.limits.depth, **used)
 
     @contextmanager
     def activate(self) -> Iterator[Budget]:
@@ -872,13 +913,7 @@ class StrictEnvironment(ImmutableSandboxedEnvironment):
 
 def _plus(a: Limits, b: Limits, sign: int) -> Limits:
     """`a` plus (`sign` 1) or minus (-1) `b`'s totals; `a`'s depth."""
-    return Limits(
-        cpu_seconds=a.cpu_seconds + sign * b.cpu_seconds,
-        steps=a.steps + sign * b.steps,
-        output_bytes=a.output_bytes + sign * b.output_bytes,
-        built_chars=a.built_chars + sign * b.built_chars,
-        depth=a.depth,
-    )
+    return field_wise(lambda mine, theirs: mine + sign * theirs, a, b, depth=a.depth)
 
 
 class RequestBudget:
@@ -896,7 +931,7 @@ class RequestBudget:
     ) -> None:
         self.per_message = per_message
         self.total = total
-        self.spent = Limits(cpu_seconds=0.0, steps=0, output_bytes=0, built_chars=0)
+        self.spent = NOTHING
         self._clock = clock
         self._deadline = clock() + wall_seconds
         self._late = late  # why a message asked for past `wall_seconds` is refused
@@ -911,26 +946,16 @@ class RequestBudget:
         if self._clock() > self._deadline:
             raise BudgetExceeded(self._late, request=True)
         per, total, spent = self.per_message, self.total, self.spent
-        left = Limits(
-            cpu_seconds=min(per.cpu_seconds, total.cpu_seconds - spent.cpu_seconds),
-            steps=min(per.steps, total.steps - spent.steps),
-            output_bytes=min(per.output_bytes, total.output_bytes - spent.output_bytes),
-            built_chars=min(per.built_chars, total.built_chars - spent.built_chars),
-            depth=per.depth,
-        )
-        if min(left.cpu_seconds, left.steps, left.output_bytes, left.built_chars) <= 0:
+        left = field_wise(lambda p, t, s: min(p, t - s), per, total, spent, depth=per.depth)
+        if min(left.amounts()) <= 0:
             raise BudgetExceeded("the request's rendering budget is spent", request=True)
         return Budget(left)
 
     def left_totals(self) -> Limits:
         """What is left of the request's totals (none below 0)."""
         total, spent = self.total, self.spent
-        return Limits(
-            cpu_seconds=max(0.0, total.cpu_seconds - spent.cpu_seconds),
-            steps=max(0, total.steps - spent.steps),
-            output_bytes=max(0, total.output_bytes - spent.output_bytes),
-            built_chars=max(0, total.built_chars - spent.built_chars),
-            depth=total.depth,
+        return field_wise(
+            lambda zero, t, s: max(zero, t - s), NOTHING, total, spent, depth=total.depth
         )
 
     def give(self, fraction: float) -> Limits:
@@ -938,13 +963,7 @@ class RequestBudget:
         process renders part of the request under it (api/render.py), so the request as a
         whole stays within one budget."""
         left, part = self.left_totals(), min(1.0, max(0.0, fraction))
-        share = Limits(
-            cpu_seconds=math.floor(left.cpu_seconds * part * 1000) / 1000,
-            steps=math.floor(left.steps * part),
-            output_bytes=math.floor(left.output_bytes * part),
-            built_chars=math.floor(left.built_chars * part),
-            depth=left.depth,
-        )
+        share = left.part(part)
         self.total = _plus(self.total, share, -1)
         return share
 
@@ -953,10 +972,4 @@ class RequestBudget:
         self.total = _plus(self.total, share, 1)
 
     def spend(self, budget: Budget) -> None:
-        spent = self.spent
-        self.spent = Limits(
-            cpu_seconds=spent.cpu_seconds + budget.cpu_used,
-            steps=spent.steps + budget.steps,
-            output_bytes=spent.output_bytes + budget.output,
-            built_chars=spent.built_chars + budget.built,
-        )
+        self.spent = field_wise(operator.add, self.spent, budget.used(), depth=self.spent.depth)

@@ -22,6 +22,8 @@ from engine.sandbox import (
     MAX_INT_BITS,
     MAX_ITEMS,
     MAX_STR,
+    NOTHING,
+    TOTALS,
     Budget,
     BudgetExceeded,
     LazyMapping,
@@ -30,6 +32,7 @@ from engine.sandbox import (
     StrictEnvironment,
     check_percent,
     describe_error,
+    field_wise,
     output_too_large,
     plain_data,
 )
@@ -410,6 +413,46 @@ def test_request_budget_sums_its_messages() -> None:
     now[0] = 12.0
     with pytest.raises(BudgetExceeded, match="time"):
         fresh.message()
+
+
+def test_limits_are_combined_field_by_field_over_their_totals() -> None:
+    a = Limits(cpu_seconds=1.5, steps=10, output_bytes=100, built_chars=1000, depth=3)
+    b = Limits(cpu_seconds=0.5, steps=4, output_bytes=130, built_chars=200, depth=9)
+    assert TOTALS == ("cpu_seconds", "steps", "output_bytes", "built_chars")  # not depth
+    assert field_wise(lambda x, y: x - y, a, b, depth=7) == Limits(
+        cpu_seconds=1.0, steps=6, output_bytes=-30, built_chars=800, depth=7
+    )
+    assert field_wise(min, a, b, NOTHING, depth=1) == Limits(0.0, 0, 0, 0, 1)
+    assert a.amounts() == (1.5, 10, 100, 1000)
+    assert a.part(0.3333) == Limits(
+        cpu_seconds=0.499, steps=3, output_bytes=33, built_chars=333, depth=3
+    )
+    assert [type(value) for value in NOTHING.amounts()] == [float, int, int, int]
+    assert NOTHING.depth == Limits().depth
+    budget = Budget(a)
+    budget.cpu_used, budget.steps, budget.output, budget.built = 0.25, 2, 3, 4
+    assert budget.used() == Limits(0.25, 2, 3, 4, depth=3)
+
+
+def test_a_request_budget_gives_and_takes_back_shares_of_what_is_left() -> None:
+    total = Limits(cpu_seconds=2.0, steps=1000, output_bytes=500, built_chars=90, depth=5)
+    request = RequestBudget(Limits(), total, wall_seconds=5)
+    message = request.message()
+    message.cpu_used, message.steps, message.output, message.built = 0.5, 100, 600, 10
+    request.spend(message)
+    assert request.spent == Limits(cpu_seconds=0.5, steps=100, output_bytes=600, built_chars=10)
+    left = request.left_totals()  # none below 0, each of its type
+    assert left == Limits(cpu_seconds=1.5, steps=900, output_bytes=0, built_chars=80, depth=5)
+    assert [type(value) for value in left.amounts()] == [float, int, int, int]
+    share = request.give(0.3333)  # floored: CPU to the millisecond, the others to a whole
+    assert share == Limits(cpu_seconds=0.499, steps=299, output_bytes=0, built_chars=26, depth=5)
+    assert request.total == Limits(
+        cpu_seconds=2.0 - 0.499, steps=701, output_bytes=500, built_chars=64, depth=5
+    )
+    request.take_back(share)
+    assert request.total == total
+    with pytest.raises(BudgetExceeded, match="rendering budget is spent"):  # no output bytes left
+        request.message()
 
 
 def test_lazy_values_are_computed_once_outside_the_template_budget() -> None:
