@@ -29,6 +29,7 @@ from engine.text import (
     id_problem,
     key_shown,
     new_id_problem,
+    repr_cut,
     text_problem,
     unique_keys,
 )
@@ -184,8 +185,7 @@ def _shown(value: Any) -> str:
     characters; control characters come escaped, so the message stays one line."""
     if isinstance(value, int) and value.bit_length() > 64:  # repr could take long, or refuse
         return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= 42 else f"{text[:40]}... ({len(text)} characters)"
+    return repr_cut(value, 42, 40, counted="repr")
 
 
 def _text(data: dict[str, Any], name: str, required: bool, max_len: int = 2048) -> str:

@@ -25,6 +25,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from engine.text import cut
+
 REASON_MAX = 1000  # characters of a reason (a longer one is shortened)
 RECORD_OVERHEAD = 512  # bytes a record's framing may add beyond key, value and headers
 
@@ -52,7 +54,7 @@ class Letter:
 
 
 def shorten(reason: str) -> str:
-    return reason if len(reason) <= REASON_MAX else reason[:REASON_MAX] + "..."
+    return cut(reason, REASON_MAX)
 
 
 def letter(

@@ -20,6 +20,7 @@ from engine.text import (
     MAX_ID,
     BadJson,
     RepeatedKeys,
+    cut,
     id_problem,
     key_shown,
     new_id_problem,
@@ -77,7 +78,7 @@ def found(value: Any) -> str:
     if isinstance(value, int | float):
         return f"the number {value!r}"
     if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:40] + "..."
+        shown = cut(value, 40)
         return f"the string {shown!r}"
     if isinstance(value, list | tuple):
         return "an array"
@@ -522,7 +523,7 @@ def _bad_price(price: Any) -> str:
 def _bad_currency(currency: Any) -> str:
     if not isinstance(currency, str):
         return f"currency must be an ISO 4217 code such as 'EUR', got {found(currency)}"
-    shown = currency if len(currency) <= 40 else currency[:40] + "..."
+    shown = cut(currency, 40)
     if _CURRENCY.fullmatch(currency.strip().upper()):
         code = currency.strip().upper()
         return f"currency {shown!r} must be an ISO 4217 code in capital letters: send {code!r}"

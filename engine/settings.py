@@ -30,6 +30,7 @@ from engine.setting_types import parse_cpus as parse_cpus  # re-exported
 from engine.setting_types import parse_origins as parse_origins  # re-exported
 from engine.setting_types import parse_rate_limits as parse_rate_limits  # re-exported
 from engine.suggest import closest, meaning
+from engine.text import repr_cut
 
 MIN_SECRET = 24  # characters of every secret (API keys: api/auth.py; the webhook secret)
 KAFKA_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
@@ -429,8 +430,7 @@ def _convert(name: str, value: Any) -> Any:
 
 def _shown(value: Any) -> str:
     """A value for a message: its repr, cut to a readable length."""
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(str(value))} characters)"
+    return repr_cut(value, 80, 60, counted="str")
 
 
 def _default_text(name: str, spec: Spec) -> str:

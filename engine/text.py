@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 MAX_ID = 128  # characters of an id (user, event, item id): what an event may hold
 _INVISIBLE = {
@@ -108,10 +108,35 @@ class BadJson(ValueError):
     """JSON from outside that cannot be read; the message says why, without the input."""
 
 
+def cut(text: str, limit: int) -> str:
+    """`text` for a message: whole when at most `limit` characters, else its first `limit`
+    and "..."."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def repr_cut(
+    value: Any,
+    most: int,
+    keep: int,
+    *,
+    end: str = "...",
+    counted: Literal["repr", "str"] | None = None,
+) -> str:
+    """`value` for a message: its repr (control characters escaped, so the message stays one
+    line), whole when at most `most` characters, else its first `keep` and `end`, then
+    ` (N characters)` with N the length of its repr or str when `counted` says which."""
+    text = repr(value)
+    if len(text) <= most:
+        return text
+    if counted is None:
+        return text[:keep] + end
+    length = len(text) if counted == "repr" else len(str(value))
+    return f"{text[:keep]}{end} ({length} characters)"
+
+
 def short(exc: BaseException, limit: int = 200) -> str:
     """An exception's message for a reason given to users: at most `limit` characters."""
-    text = str(exc)
-    return text if len(text) <= limit else text[:limit] + "..."
+    return cut(str(exc), limit)
 
 
 class RepeatedKeys(dict[Any, Any]):
@@ -128,8 +153,7 @@ class RepeatedKeys(dict[Any, Any]):
 
 def key_shown(key: Any) -> str:
     """A key from outside for a reason: its repr, at most 66 characters."""
-    text = repr(key)
-    return text if len(text) <= 66 else text[:62] + "...'"
+    return repr_cut(key, 66, 62, end="...'")
 
 
 def unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:

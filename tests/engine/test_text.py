@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from engine.text import BadJson, id_problem, isolated, new_id_problem, outside_json
+from engine.text import (
+    BadJson,
+    cut,
+    id_problem,
+    isolated,
+    key_shown,
+    new_id_problem,
+    outside_json,
+    repr_cut,
+)
 
 DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECT = '{"a":' * 100_000 + "1" + "}" * 100_000
@@ -95,3 +104,19 @@ def test_text_without_direction_controls_is_left_alone() -> None:
     for text in ("Tea lights", "שמן זית", "قهوة", ""):
         assert isolated(text) == text
     assert isolated("قهوة \u200f").startswith(FSI)  # a mark, too, acts on what follows
+
+
+def test_cut_keeps_short_text_whole_and_cuts_long_text_with_dots() -> None:
+    assert cut("x" * 40, 40) == "x" * 40
+    assert cut("x" * 41, 40) == "x" * 40 + "..."
+
+
+def test_repr_cut_shows_a_repr_whole_or_cut_with_its_length_when_asked() -> None:
+    assert repr_cut("a\nb", 10, 5) == "'a\\nb'"  # one line: control characters escaped
+    assert repr_cut("x" * 10, 12, 12) == "'" + "x" * 10 + "'"
+    assert repr_cut("x" * 11, 12, 6) == "'xxxxx..."
+    assert repr_cut("x" * 11, 12, 6, end="...'") == "'xxxxx...'"
+    assert repr_cut("x" * 11, 12, 6, counted="repr") == "'xxxxx... (13 characters)"
+    assert repr_cut("x" * 11, 12, 6, counted="str") == "'xxxxx... (11 characters)"
+    assert key_shown("k" * 100) == "'" + "k" * 61 + "...'"  # at most 66 characters
+    assert len(key_shown("k" * 100)) == 66 and key_shown("k" * 64) == "'" + "k" * 64 + "'"
