@@ -49,8 +49,9 @@ import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from rocksdict import AccessType, Options, Rdict
@@ -133,6 +134,22 @@ def _files_signature(path: Path) -> tuple[tuple[str, int, int], ...] | None:
         return None
     entries.sort()
     return tuple(entries)
+
+
+# Why a reader has no ownership view to route by (`check_ownership`).
+OwnershipKind = Literal["missing", "unreadable", "stale", "refused"]
+
+
+@dataclass(frozen=True)
+class OwnershipProblem:
+    """Why a reader has no view of the worker's partition ownership: its kind, and the detail
+    logged. Shown (`ready`) as "kind: detail"."""
+
+    kind: OwnershipKind
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
 
 
 class SecondaryTables:
@@ -306,7 +323,7 @@ class SecondaryState:
         self.ownership: ownership.Ownership | None = None  # None: answer every user here
         self._ownership_key: tuple[int, int, int] | None = None  # the file last parsed
         self._parsed: ownership.Ownership | str | None = None  # its view, or why it was refused
-        self._ownership_problem: str | None = None  # why there is no view (logged once)
+        self._ownership_problem: OwnershipProblem | None = None  # why no view (logged once)
         self._refused_said: tuple[str, ...] = ()  # the view's refused entries last logged
         self._scaled_out = False  # a view ever named another worker
         self._others = False  # the current view names another worker (`scaled_out`)
@@ -500,19 +517,15 @@ class SecondaryState:
         self.ownership, self._ownership_problem = view, None
         self._others = view.others
 
-    def _no_ownership(self, kind: str, detail: str) -> None:
+    def _no_ownership(self, kind: OwnershipKind, detail: str) -> None:
         """No view to route by; said once per kind of problem (a refused file: once per file)."""
         self.ownership, self._others, self._refused_said = None, False, ()
         said = self._ownership_problem
-        if (
-            said is None
-            or not said.startswith(kind + ":")
-            or (kind == "refused" and detail not in said)
-        ):
+        if said is None or said.kind != kind or (kind == "refused" and detail not in said.detail):
             (log.warning if self._scaled_out or kind == "refused" else log.info)(
                 "%s: answering every user from this worker's tables", detail
             )
-        self._ownership_problem = f"{kind}: {detail}"
+        self._ownership_problem = OwnershipProblem(kind, detail)
 
     def owner_url(self, user_id: str) -> str | None:
         """The API URL of the worker owning the user's profiles partition as this reader's worker
@@ -528,7 +541,7 @@ class SecondaryState:
         view = self.ownership
         if view is None:
             said = self._ownership_problem
-            return said is not None and said.startswith("missing:") and not self._scaled_out
+            return said is not None and said.kind == "missing" and not self._scaled_out
         partition = self.partition_of(user_id)
         return 0 <= partition < len(view.owners) and view.owners[partition] is not None
 
@@ -650,7 +663,7 @@ class SecondaryState:
             return False, "waiting for the worker's tables"
         if self._scaled_out and (self.ownership is None or not any(self.ownership.owners)):
             # the worker's peers own some users: without its view they would get a standby copy
-            why = self._ownership_problem or "rebalancing"
+            why = self._ownership_problem or "rebalancing"  # "kind: detail"
             return False, f"partition ownership unknown ({why})"
         if self.models is None:
             return False, "models loading"

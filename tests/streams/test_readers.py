@@ -487,6 +487,7 @@ def test_reader_routes_by_its_workers_ownership_file(
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelname == "WARNING"
     assert state.ready()[0] is False and "partition ownership unknown" in state.ready()[1]
+    assert state.ready()[1].startswith(f"partition ownership unknown (refused: {path} refused: ")
 
     ownership.write(path, own, [None] * PARTITIONS)  # the worker is rebalancing
     state.check_ownership()
@@ -503,12 +504,14 @@ def test_reader_routes_by_its_workers_ownership_file(
         state.check_ownership(wall=later)
     assert state.owner_url(theirs) is None and "stale" in state.ready()[1]
     assert not state.owner_known(mine)
+    assert state.ready()[1].startswith(f"partition ownership unknown (stale: {path} not refresh")
     assert len([r for r in caplog.records if "not refreshed" in r.getMessage()]) == 1
     state.check_ownership()  # touched again (here: the clock back to the file's time)
     assert state.owner_url(theirs) == other and state.owner_known(theirs)
     path.unlink()  # gone after the view named another worker: not a lone worker's
     state.check_ownership()
     assert not state.owner_known(mine)
+    assert state.ready() == (False, f"partition ownership unknown (missing: {path} is missing)")
 
 
 def test_a_bad_peer_url_in_the_ownership_file_costs_only_its_partitions(
