@@ -10,21 +10,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.signing import ClusterKey
 from models.bundle import Bundle, read_bundle, save_model
 from models.recs import fit_recommender
 from models.registry_log import RegistryLog, bundle_records
 from persona.cli import main
 from streams.broker import EmbeddedBroker
 from streams.registry import publish, read_registry, write_records
-from streams.signed import RecordSigner
 from tests.models.synthetic import basket_events
+from tests.persona.conftest import cli_signer
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +32,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     log = tmp_path_factory.mktemp("broker") / "broker.log"
     with EmbeddedBroker(log_file=log) as own:
         yield own
-
-
-def _signer() -> RecordSigner:
-    return RecordSigner(ClusterKey(os.environ["PERSONA_CLUSTER_SECRET"]), "cli:test")
 
 
 def _bundle(tmp_path: Path, k: int) -> Bundle:
@@ -55,7 +49,7 @@ def _unloadable(bundle: Bundle) -> Bundle:
 
 
 def _active(broker: EmbeddedBroker) -> str:
-    return asyncio.run(read_registry(broker.url, _signer().key)).active("recs")
+    return asyncio.run(read_registry(broker.url, cli_signer().key)).active("recs")
 
 
 def test_activate_refuses_a_version_that_does_not_load_and_writes_nothing(
@@ -63,8 +57,8 @@ def test_activate_refuses_a_version_that_does_not_load_and_writes_nothing(
 ) -> None:
     good = _bundle(tmp_path, 5)
     bad = _unloadable(_bundle(tmp_path, 7))
-    asyncio.run(publish(broker.url, good, _signer()))
-    asyncio.run(write_records(broker.url, bundle_records(bad), _signer()))
+    asyncio.run(publish(broker.url, good, cli_signer()))
+    asyncio.run(write_records(broker.url, bundle_records(bad), cli_signer()))
     before = _active(broker)
 
     assert main(["models", "activate", "recs", bad.version, "--broker", broker.url]) == 2

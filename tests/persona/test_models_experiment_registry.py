@@ -7,20 +7,16 @@ session broker would change what the session worker serves)."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.signing import ClusterKey
-from models.bundle import read_bundle, save_model
-from models.recs import fit_recommender
 from persona.cli import main
 from streams.broker import EmbeddedBroker
-from streams.registry import MODELS_TOPIC, publish, read_messages, read_registry
-from streams.signed import RecordSigner
-from tests.models.synthetic import basket_events
+from streams.registry import read_registry
+from tests.persona.conftest import cli_signer, models_records, publish_recs
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +29,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 
 def _key() -> ClusterKey:
-    return ClusterKey(os.environ["PERSONA_CLUSTER_SECRET"])
+    return cli_signer().key
 
 
 def _running(broker: EmbeddedBroker) -> str | None:
@@ -42,10 +38,7 @@ def _running(broker: EmbeddedBroker) -> str | None:
 
 
 def _candidate(broker: EmbeddedBroker, tmp_path: Path, k: int = 6) -> str:
-    folder = tmp_path / f"k{k}"
-    bundle = read_bundle(save_model(fit_recommender(basket_events(), k=k), folder))
-    asyncio.run(publish(broker.url, bundle, RecordSigner(_key(), "cli:test")))
-    return bundle.version
+    return publish_recs(broker, tmp_path / f"k{k}", k)
 
 
 def _experiment(broker: EmbeddedBroker, *argv: str) -> int:
@@ -82,13 +75,6 @@ def test_stop_with_the_name_of_another_experiment_stops_nothing(
     assert _running(broker) is None
 
 
-def _records(broker: EmbeddedBroker) -> int:
-    async def count() -> int:
-        return len([m async for m in read_messages(broker.url, [MODELS_TOPIC], idle=0.5)])
-
-    return asyncio.run(count())
-
-
 def test_stop_says_which_one_stopped_and_when_none_runs_writes_nothing(
     broker: EmbeddedBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,8 +87,8 @@ def test_stop_says_which_one_stopped_and_when_none_runs_writes_nothing(
     assert "stopped 'ab-3'" in capsys.readouterr().out
     assert _running(broker) is None
 
-    before = _records(broker)
+    before = models_records(broker)
     assert _experiment(broker, "stop") == 0  # nothing to stop is no error (a script may repeat)
     out = capsys.readouterr().out
     assert "no experiment is running" in out and "stopped" not in out
-    assert _records(broker) == before  # no record written
+    assert models_records(broker) == before  # no record written

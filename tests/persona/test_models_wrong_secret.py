@@ -8,21 +8,18 @@ On an embedded broker of the test's own."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.signing import ClusterKey
-from models.bundle import read_bundle, save_model
+from models.bundle import save_model
 from models.recs import fit_recommender
 from persona.cli import main
 from streams.broker import EmbeddedBroker
-from streams.registry import MODELS_TOPIC, publish, read_messages
-from streams.signed import RecordSigner
 from tests.models.synthetic import basket_events
+from tests.persona.conftest import models_records, publish_recs
 
 pytestmark = pytest.mark.integration
 
@@ -36,25 +33,22 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield own
 
 
-def _records(broker: EmbeddedBroker) -> int:
-    async def count() -> int:
-        return len([m async for m in read_messages(broker.url, [MODELS_TOPIC], idle=0.5)])
-
-    return asyncio.run(count())
-
-
 @pytest.fixture(scope="module")
 def published(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> str:
-    signer = RecordSigner(ClusterKey(os.environ["PERSONA_CLUSTER_SECRET"]), "cli:test")
-    folder = tmp_path_factory.mktemp("recs") / "recs"
-    bundle = read_bundle(save_model(fit_recommender(basket_events(), k=5), folder))
-    asyncio.run(publish(broker.url, bundle, signer))
-    return bundle.version
+    """The version of a recs model published under the workers' secret."""
+    return publish_recs(broker, tmp_path_factory.mktemp("recs") / "recs", k=5)
 
 
 def _wrong_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERSONA_CLUSTER_SECRET", OTHER_SECRET)
     monkeypatch.delenv("PERSONA_CLUSTER_SECRET_FILE", raising=False)
+
+
+@pytest.fixture
+def wrong_secret(published: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`published` (made first, under the workers' secret), then the CLI's secret another."""
+    _wrong_secret(monkeypatch)
+    return published
 
 
 def _said_secret(err: str) -> None:
@@ -78,47 +72,36 @@ def test_list_with_the_wrong_secret_is_refused_not_a_registry_of_shipped_models(
 
 
 def test_activate_with_the_wrong_secret_names_the_secret_not_a_missing_version(
-    broker: EmbeddedBroker,
-    published: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    broker: EmbeddedBroker, wrong_secret: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _wrong_secret(monkeypatch)
-    assert main(["models", "activate", "recs", published, "--broker", broker.url]) == 2
+    assert main(["models", "activate", "recs", wrong_secret, "--broker", broker.url]) == 2
     err = capsys.readouterr().err
     _said_secret(err)
     assert "no recs version" not in err
 
 
 def test_publish_with_the_wrong_secret_writes_nothing(
-    broker: EmbeddedBroker,
-    published: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    broker: EmbeddedBroker, wrong_secret: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = save_model(fit_recommender(basket_events(), k=9), tmp_path / "recs")
-    before = _records(broker)
-    _wrong_secret(monkeypatch)
+    before = models_records(broker)
     assert main(["models", "publish", str(folder), "--broker", broker.url]) == 2
     captured = capsys.readouterr()
     _said_secret(captured.err)
     assert "registered" not in captured.out
-    assert _records(broker) == before
+    assert models_records(broker) == before
 
 
 def test_the_wrong_secret_logs_one_summary_not_a_line_per_record(
     broker: EmbeddedBroker,
-    published: str,
-    monkeypatch: pytest.MonkeyPatch,
+    wrong_secret: str,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Each refused record logged an ERROR line (up to 10,000 of them) before the one-line
     refusal: the refusal counts them instead."""
-    records = _records(broker)
+    records = models_records(broker)
     assert records > 1  # a version's chunks and its manifest
-    _wrong_secret(monkeypatch)
     with caplog.at_level("INFO"):
         assert main(["models", "list", "--broker", broker.url]) == 2
     err = capsys.readouterr().err
