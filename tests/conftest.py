@@ -12,16 +12,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.catalog import Product
+from engine.events import validate
 from engine.signing import HOP_HEADER, ClusterKey
 from streams.broker import EmbeddedBroker, free_port
-from streams.produce import ALL_INPUTS, ensure_topics
+from streams.produce import ALL_INPUTS, Producer, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -282,6 +284,36 @@ def owners_via(
         return out
 
     return wait_until(owners, timeout=90, what=what)
+
+
+def send_carts(
+    broker_url: str,
+    carts: Mapping[str, str],
+    prefix: str,
+    ts: int,
+    products: Sequence[Product] = (),
+) -> None:
+    """Produce `products` (when any), then one add_to_cart of each user of `carts` (user ->
+    item), event ids `prefix`-user, at event time `ts`."""
+
+    async def send() -> None:
+        async with Producer(broker_url) as producer:
+            if products:
+                await producer.send_products(products)
+            await producer.send_events(
+                validate(
+                    {
+                        "event_id": f"{prefix}-{user}",
+                        "type": "add_to_cart",
+                        "user_id": user,
+                        "ts": ts,
+                        "item_id": item,
+                    }
+                )
+                for user, item in carts.items()
+            )
+
+    asyncio.run(send())
 
 
 @pytest.fixture(scope="session")

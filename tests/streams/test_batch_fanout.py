@@ -7,7 +7,6 @@ carts folded)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -17,11 +16,18 @@ from itertools import islice
 import msgpack
 import pytest
 
-from engine.events import validate
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
-from streams.produce import Producer
-from tests.conftest import T0, Worker, http, metric, owners_via, two_workers, wait_until
+from tests.conftest import (
+    T0,
+    Worker,
+    http,
+    metric,
+    owners_via,
+    send_carts,
+    two_workers,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,24 +70,8 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
     with two_workers(tmp_path) as (broker, a, b):
 
         def carts(item: str, n: int) -> None:
-            async def go() -> None:
-                async with Producer(broker.url) as producer:
-                    if n == 0:
-                        await producer.send_products(products)
-                    await producer.send_events(
-                        validate(
-                            {
-                                "event_id": f"{tag}-{n}-{u}",
-                                "type": "add_to_cart",
-                                "user_id": u,
-                                "ts": T0 + n * 1000,
-                                "item_id": item,
-                            }
-                        )
-                        for u in users
-                    )
-
-            asyncio.run(go())
+            cart = dict.fromkeys(users, item)
+            send_carts(broker.url, cart, f"{tag}-{n}", T0 + n * 1000, products if n == 0 else ())
 
         carts(items[0], 0)
 

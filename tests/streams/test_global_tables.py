@@ -7,7 +7,6 @@ a minute later)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -18,12 +17,10 @@ from pathlib import Path
 import pytest
 
 from engine.blocks import _showable
-from engine.events import validate
 from engine.placement import partition
 from engine.sources import read_catalog
 from persona.supervisor import DEMO_DIR
-from streams.produce import Producer
-from tests.conftest import T0, Worker, http, two_workers, wait_until
+from tests.conftest import T0, Worker, http, send_carts, two_workers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,24 +68,7 @@ def test_each_worker_knows_the_products_the_other_folded(tmp_path: Path) -> None
             if not wanted:
                 break
     with two_workers(tmp_path) as (broker, a, b):
-
-        async def send() -> None:
-            async with Producer(broker.url) as producer:
-                await producer.send_products(products)
-                await producer.send_events(
-                    validate(
-                        {
-                            "event_id": f"{tag}-{user}",
-                            "type": "add_to_cart",
-                            "user_id": user,
-                            "ts": T0,
-                            "item_id": item,
-                        }
-                    )
-                    for user, item in carts.items()
-                )
-
-        asyncio.run(send())
+        send_carts(broker.url, carts, tag, T0, products)
 
         def folded() -> dict[str, str] | None:
             owners = {}
