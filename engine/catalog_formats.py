@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import os
 import stat
 import zlib
@@ -145,14 +146,18 @@ def open_binary(path: str | Path) -> IO[bytes]:
     InvalidFeed(NOT_REGULAR) at once. The file is opened without blocking and its type taken
     from the open descriptor, then read through that descriptor only, so a path swapped for a
     FIFO after a caller's check cannot block the reader (a FIFO without a writer blocked the
-    open for ever; /dev/zero and /dev/urandom never end)."""
+    open for ever; /dev/zero and /dev/urandom never end).
+
+    The file is read as it was when opened (its size then): one that another process keeps
+    appending to was read for ever. Its end raises InvalidFeed(GREW) once a reader asks for
+    more, when the file is larger by then, so what was appended is not taken for read."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InvalidFeed(0, NOT_REGULAR)
         os.set_blocking(fd, True)
-        raw = os.fdopen(fd, "rb")
+        raw: IO[bytes] = io.BufferedReader(_AsOpened(fd, info.st_size))
     except BaseException:
         os.close(fd)
         raise
@@ -166,6 +171,55 @@ def open_binary(path: str | Path) -> IO[bytes]:
         raw.close()
         raise
     return raw
+
+
+GREW = (
+    "the file grew while it was read (another process is writing it?): what it held when "
+    "opened was read, what was appended was not; read it again once it is complete"
+)
+
+
+class _AsOpened(io.RawIOBase):
+    """The bytes of a regular file's descriptor up to `size` (its size when opened): at that
+    end, InvalidFeed(GREW) when the file has grown since, else the end of the file."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._size - self._at)
+        if want <= 0:
+            if len(view) and os.fstat(self._fd).st_size > self._size:
+                raise InvalidFeed(0, GREW)
+            return 0
+        got = os.preadv(self._fd, [view[:want]], self._at)
+        self._at += got
+        return got
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._at, os.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 class _Inflating:

@@ -1,0 +1,103 @@
+"""A file that keeps growing while Persona reads it (another process appends to it for ever: a
+log, an export still running): `read_events` (what `persona replay` and `persona models` read)
+and a catalog feed (`persona catalog import`) read the file as it was when opened and end. What
+was appended meanwhile is not read, and the reader says so (InvalidEvent / InvalidFeed naming
+the growth) rather than ending as if the file were whole, or reading for ever.
+
+The appending process is played by the test itself, one line appended for each line read: an
+unbounded reader then never reaches the end, whatever the machine's speed (each test guards
+its loop with a count, so the unfixed reader fails instead of hanging)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.catalog_formats import InvalidFeed, open_binary, read_products
+from engine.events import InvalidEvent
+from engine.sources import read_events
+
+LINES = 2000  # several buffers of lines: the reader has read only some of them when growth starts
+HEADER = b"item_id,title,url,image_url,price,currency\n"
+GUARD = 3 * LINES  # a reader past this count read what was appended
+
+
+def _event(i: int) -> bytes:
+    event = {"event_id": f"e{i}", "type": "page_view", "user_id": "u1"}
+    return json.dumps({**event, "ts": "2024-01-01T00:00:00Z"}).encode() + b"\n"
+
+
+def _row(i: int) -> bytes:
+    url = f"https://shop.example/p{i}"
+    return f"p{i},Product {i},{url},{url}.jpg,9.99,EUR\n".encode()
+
+
+def _growing(path: Path, items: Iterator[object], line: bytes) -> int:
+    """Read `items`, appending `line` to `path` for each one; how many were read (GUARD + 1:
+    the reader did not stop)."""
+    count = 0
+    with path.open("ab") as out:
+        for _ in items:
+            count += 1
+            if count > GUARD:
+                break
+            out.write(line)
+            out.flush()
+    return count
+
+
+def test_an_event_file_that_grows_while_read_is_read_as_it_was_opened(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(_event(i) for i in range(LINES)))
+    with pytest.raises(InvalidEvent, match="grew while it was read"):
+        _growing(path, read_events(path), _event(LINES + 1))
+
+
+def test_the_events_read_before_the_growth_is_seen_are_all_of_the_file_as_opened(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(_event(i) for i in range(LINES)))
+    read: list[str] = []
+
+    def events() -> Iterator[object]:
+        for event in read_events(path):
+            read.append(event.event_id)
+            yield event
+
+    with pytest.raises(InvalidEvent, match="grew while it was read"):
+        _growing(path, events(), _event(LINES + 1))
+    assert read == [f"e{i}" for i in range(LINES)]
+
+
+def test_a_gzip_event_file_that_grows_while_read_ends(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(_event(i) for i in range(LINES))))
+    # gzip members appended one after another: a gzip file that keeps growing
+    count = _growing_or_told(path, read_events(path), gzip.compress(_event(LINES + 1)))
+    assert count <= LINES
+
+
+def _growing_or_told(path: Path, items: Iterator[object], line: bytes) -> int:
+    try:
+        return _growing(path, items, line)
+    except (InvalidEvent, InvalidFeed) as exc:
+        assert "grew while it was read" in str(exc)
+        return 0
+
+
+def test_a_feed_that_grows_while_read_is_read_as_it_was_opened(tmp_path: Path) -> None:
+    path = tmp_path / "products.csv"
+    path.write_bytes(HEADER + b"".join(_row(i) for i in range(LINES)))
+    with open_binary(path) as source, pytest.raises(InvalidFeed, match="grew while it was read"):
+        _growing(path, read_products(source), _row(LINES + 1))
+
+
+def test_a_file_that_does_not_grow_reads_whole(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(_event(i) for i in range(LINES)))
+    assert len(list(read_events(path))) == LINES
