@@ -9,6 +9,7 @@ are only served while the caller's `stamp` (what the block depends on) is unchan
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -98,24 +99,22 @@ MAX_TEMPLATE_FILE = 1 << 20
 def check_template_dir(directory: Path) -> None:
     """Refuse (TemplateSetupError naming the file) a file in the shop's template directory that
     Persona must not read: a FIFO, socket or device (a read would wait forever or never end), a
-    symbolic link out of the directory (its target would be served in blocks), a file larger
-    than MAX_TEMPLATE_FILE. Links within the directory are taken."""
+    symbolic link out of the directory (its target would be served in blocks; a link to a
+    directory out of it is refused as a whole, its files unread), a symbolic link loop, a file
+    larger than MAX_TEMPLATE_FILE. Links within the directory are taken; the walk follows no
+    link (a linked subdirectory within the directory is walked as itself), so a link up the
+    tree cannot make it loop."""
     root = directory.resolve()
     for where, dirs, names in os.walk(directory, followlinks=False):
         for name in dirs + names:
             path = Path(where) / name
-            try:
-                info = path.lstat()
-                if stat.S_ISLNK(info.st_mode):
-                    target = path.resolve(strict=True)
-                    if not target.is_relative_to(root):
-                        raise TemplateSetupError(
-                            f"template file {path} is a symbolic link out of {directory} "
-                            f"(to {target}): copy the file into the directory instead"
-                        )
-                    info = target.stat()
-            except OSError as exc:
-                raise TemplateSetupError(f"template file {path} cannot be read: {exc}") from None
+            info, target = _template_file(path)
+            if target is not None and not target.is_relative_to(root):
+                what = "directory" if stat.S_ISDIR(info.st_mode) else "file"
+                raise TemplateSetupError(
+                    f"template file {path} is a symbolic link to a {what} out of {directory} "
+                    f"(to {target}): copy the {what} into the directory instead"
+                )
             if stat.S_ISDIR(info.st_mode):
                 continue
             if not stat.S_ISREG(info.st_mode):
@@ -127,6 +126,25 @@ def check_template_dir(directory: Path) -> None:
                     f"template file {path} is larger than {MAX_TEMPLATE_FILE} bytes: not a "
                     "block template"
                 )
+
+
+def _template_file(path: Path) -> tuple[os.stat_result, Path | None]:
+    """What `path` in a template directory is (through a symbolic link) and, for a link, the
+    path it resolves to; TemplateSetupError naming it when it cannot be read or is a link loop
+    (Path.resolve raised RuntimeError for one, a traceback at start)."""
+    loop = f"template file {path} is a symbolic link loop (it leads back to itself)"
+    try:
+        info = path.lstat()
+        if not stat.S_ISLNK(info.st_mode):
+            return info, None
+        target = path.resolve(strict=True)
+        return target.stat(), target
+    except RuntimeError:  # "Symlink loop from ..." (Python < 3.13)
+        raise TemplateSetupError(loop) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TemplateSetupError(loop) from None
+        raise TemplateSetupError(f"template file {path} cannot be read: {exc}") from None
 
 
 @dataclass(frozen=True)
