@@ -44,10 +44,11 @@ def check_npz(
     header and data fill exactly the size the zip declares (so nothing inflates past it: a zip
     bomb or a header promising terabytes is refused without allocating them).
 
-    `lengths` names members whose 1-d length the metadata fixes (a recs table's n+1 offsets):
-    one of another length is refused first with `mismatch(name, found)`, the metadata and the
-    arrays no longer being of one artifact (a hand-edited items list), before any limit
-    derived from that metadata speaks of bytes."""
+    `lengths` names members whose length (rows: the first dimension) the metadata fixes (a
+    recs table's n+1 offsets, an embedding's n vectors): one of another length is refused
+    first with `mismatch(name, found)`, the metadata and the arrays no longer being of one
+    artifact (a hand-edited items list), before any limit derived from that metadata speaks
+    of bytes."""
     out: dict[str, tuple[tuple[int, ...], str]] = {}
     try:
         with zipfile.ZipFile(path) as zf:
@@ -55,7 +56,7 @@ def check_npz(
                 name = info.filename.removesuffix(".npy")
                 if lengths and mismatch and name in lengths and info.filename.endswith(".npy"):
                     shape = _npy_header(path, zf, info)[0]
-                    if len(shape) == 1 and shape[0] != lengths[name]:
+                    if shape and shape[0] != lengths[name]:
                         raise ModelLoadError(mismatch(name, shape[0]))
             for info in zf.infolist():
                 name = info.filename.removesuffix(".npy")

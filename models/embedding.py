@@ -289,7 +289,17 @@ def _read_arrays(
     matrix = n * MAX_DIM * 4  # float32 rows of at most MAX_DIM
     limits = {"vectors": matrix, "popular": n * 8, "ivf_centroids": matrix, "ivf_assign": n * 8}
     try:
-        check_npz(path, {a: limits[a] for a in expected})
+        check_npz(
+            path,
+            {a: limits[a] for a in expected},
+            {"vectors": n},
+            lambda _, found: (
+                f"{path.with_name(JSON_NAME)} no longer matches {path}: its items list holds "
+                f"{n:,} items, the vectors in {path.name} are of {found:,} (the two files are "
+                "written together by training: an items list edited by hand, or files of two "
+                "versions)"
+            ),
+        )
         with np.load(path, allow_pickle=False) as npz:
             names = sorted(npz.files)
             if names != sorted(expected) and not (with_layout and names == sorted(ARRAYS)):

@@ -90,7 +90,7 @@ def _write(d: Path, meta: dict[str, object], **arrays: np.ndarray) -> Path:
     ("change", "arrays", "message"),
     [
         ({}, {"vectors": np.ones((3, 2), np.float64)}, "float32"),
-        ({}, {"vectors": np.ones((2, 2), np.float32)}, "3 x dim"),
+        ({}, {"vectors": np.ones((2, 2), np.float32)}, "3 items, the vectors in recs.npz are of 2"),
         ({}, {"vectors": np.ones(3, np.float32)}, "3 x dim"),
         ({}, {"vectors": np.array([[1, 0], [np.nan, 0], [0, 1]], np.float32)}, "NaN"),
         ({}, {"popular": np.array([0, 7], np.int32)}, "outside"),

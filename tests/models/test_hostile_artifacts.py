@@ -271,3 +271,31 @@ def test_an_items_list_edited_by_hand_is_said_to_no_longer_match_the_table(
     assert "recs.json no longer matches" in said and "recs.npz" in said, said
     assert f"{n + change:,} items" in said and f"{n:,}" in said, said
     assert said.index("no longer matches") < len(said) // 2, said  # said first
+
+
+@pytest.mark.parametrize("change", [-1, -5, 3])
+def test_an_embedding_items_list_edited_by_hand_is_said_to_no_longer_match_the_table(
+    tmp_path: Path, change: int
+) -> None:
+    """The embedding kind's `recs.json` with an `items` list shortened or lengthened by hand
+    (what `persona models publish DIR` reads): refused as "recs.npz: vectors must be 6 x dim
+    (...), not 7 x 3", never saying that the two files are no longer of one artifact as the
+    item-kNN kind does. Now the same message, first, with both counts."""
+    from models.bundle import save_model
+    from tests.models.test_embedding import table
+
+    d = save_model(table(), tmp_path / "emb")
+    meta = json.loads((d / "recs.json").read_text())
+    n = len(meta["items"])
+    meta["items"] = (
+        meta["items"][: n + change]
+        if change < 0
+        else meta["items"] + [f"added-{i}" for i in range(change)]
+    )
+    (d / "recs.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError) as refused:
+        read_bundle(d)
+    said = str(refused.value)
+    assert "recs.json no longer matches" in said and "recs.npz" in said, said
+    assert f"{n + change:,} items" in said and f"{n:,}" in said, said
+    assert said.index("no longer matches") < len(said) // 2, said  # said first
