@@ -13,6 +13,9 @@
 - `read_regular` reads a small file named by a setting or a flag (a secret, a certificate, a map
   file): a FIFO or a device such as /dev/zero is refused before it is read (one would block
   forever, the other never end), a file larger than its bound unread.
+- `require_regular` checks a file named on the command line (an events file, a feed) before
+  it is opened: a FIFO, a directory or a device is refused, a symbolic link loop said to be
+  one (it was "file not found").
 - `lock_data_dir` takes the data dir for one `persona run`, standalone `persona worker` (or
   `persona restore`): two engines on one data dir would corrupt it (the second's start-up
   rewrites the tables' bookkeeping rows, `--fresh` removes the tables under the running worker,
@@ -26,6 +29,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -207,3 +211,22 @@ def read_regular(path: Path, limit: int) -> bytes:
     if len(data) > limit:  # it grew meanwhile
         raise ValueError(f"is larger than {limit} bytes")
     return data
+
+
+def require_regular(path: str) -> None:
+    """`path` is a regular file (through symbolic links): FileNotFoundError when nothing is
+    there; SettingsError (the command line prints it and exits 2) naming it when it is a
+    symbolic link loop, or a directory, FIFO or device (one blocks its reader, another never
+    ends). Nothing is opened."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(2, "No such file", path) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SettingsError(
+                f"{path} is a symbolic link loop (it leads back to itself)"
+            ) from None
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        raise SettingsError(f"{path} is not a regular file (a directory, FIFO or device?)")

@@ -16,6 +16,7 @@ from api.auth import InvalidKey
 from engine.blocks import TemplateSetupError
 from engine.catalog import InvalidProduct
 from engine.events import InvalidEvent
+from engine.files import require_regular
 from engine.settings import Settings, SettingsError, load_settings
 from persona.loading import import_catalog as import_catalog  # re-exported
 from persona.loading import replay as replay  # re-exported
@@ -79,12 +80,9 @@ def _require_broker(settings: Settings) -> KafkaClientConfig:
 
 def _require_file(path: str) -> None:
     """A regular file (through symbolic links): a directory, a FIFO or a device such as
-    /dev/zero is refused before it is opened (one blocks, the other never ends)."""
-    file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(2, "No such file", path)
-    if not file.is_file():
-        raise SettingsError(f"{path} is not a regular file (a directory, FIFO or device?)")
+    /dev/zero is refused before it is opened (one blocks, the other never ends), a symbolic
+    link loop said to be one (engine.files.require_regular)."""
+    require_regular(path)
 
 
 PRIVATE_UMASK = 0o077
@@ -150,8 +148,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     broker = _require_broker(settings)
     _require_file(args.file)
-    detect_format(args.file)  # a file of no known format: said before the broker is asked
-    sent = asyncio.run(replay(broker, settings.partitions, read_events(args.file), args.rate))
+    try:
+        detect_format(args.file)  # a file of no known format: said before the broker is asked
+        events = read_events(args.file)
+        sent = asyncio.run(replay(broker, settings.partitions, events, args.rate))
+    except InvalidEvent as exc:  # "line 7: ...": which file's, said
+        raise InvalidEvent(f"{args.file}: {exc.reason}") from None
     return 0 if sent >= 0 else 1
 
 

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from engine.events import InvalidEvent
+from engine.files import require_regular
 from engine.settings import (
     EMBEDDED_SECRET_FILE,
     Settings,
@@ -110,8 +112,7 @@ def _events(path: str) -> list[Any]:
     from engine.profile import is_reversal
     from engine.sources import ReadStats, read_events
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(2, "No such file", path)
+    require_regular(path)
     from persona.progress import track
 
     stats = ReadStats()
@@ -178,8 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.ease_lambda != AUTO and (args.model == "churn" or args.kind == "als"):
         raise ValueError("--lambda sets the EASE neighbour table of recs (--kind knn)")
     _check_out(args)
-    if not Path(args.events).is_file():
-        raise FileNotFoundError(2, "No such file", args.events)
+    require_regular(args.events)
     _require_events(args.events)
     if args.out and args.model == "all":  # the original form: both models into one directory
         from models.train import train_all
@@ -369,8 +369,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate_churn, evaluate_recs, markdown
     from persona.progress import step
 
-    if not Path(args.events).is_file():
-        raise FileNotFoundError(2, "No such file", args.events)
+    require_regular(args.events)
     _require_events(args.events, "evaluate")
     events = _events(args.events)
     recs: list[dict[str, Any]] | None = None
@@ -424,6 +423,10 @@ def _guarded(func: Any) -> Any:
             return int(func(args))
         except ModelLoadError as exc:
             print(f"persona: refused: {exc}", file=sys.stderr)
+            return 2
+        except InvalidEvent as exc:  # a line of the events file (train, evaluate): its name
+            where = f"{args.events}: " if getattr(args, "events", None) else ""
+            print(f"persona: {where}{exc.reason}", file=sys.stderr)
             return 2
         except (LookupError, ValueError, ImportError) as exc:
             print(f"persona: {exc}", file=sys.stderr)
