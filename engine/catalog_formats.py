@@ -129,6 +129,7 @@ class InvalidFeed(ValueError):
         super().__init__(f"{where}{reason}")
         self.line = line
         self.reason = f"{where}{reason}"
+        self.imported = 0  # products produced before it (persona.catalog_sync.import_feed)
 
 
 # -- opening and detection ------------------------------------------------------------------------

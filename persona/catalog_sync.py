@@ -214,10 +214,14 @@ async def import_feed(
             told = warn or _logged_warning
             read = read_products(polite, fmt, mapping, count, told)
             products = _noting(read, seen if full else None)
-            async for batch in _read_aside(products):
-                result.sent += await producer.send_products(
-                    batch, progress=_after(result, progress)
-                )
+            try:
+                async for batch in _read_aside(products):
+                    result.sent += await producer.send_products(
+                        batch, progress=_after(result, progress)
+                    )
+            except InvalidFeed as exc:  # the products before it are in the topic: say so
+                exc.imported = result.sent
+                raise
         if full and seen:
             missing = await missing_products(broker, seen)
             result.marked_out = await producer.send_products(missing)

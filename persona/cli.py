@@ -179,7 +179,12 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_catalog_import(args, broker, settings.partitions, mapping, remote))
     except InvalidFeed as exc:
-        lost = "nothing was imported" if exc.line <= 1 else "nothing after it was imported"
+        # the products produced before it (batches of persona.catalog_sync.READ_BATCH), told
+        lost = (
+            f"{exc.imported:,} products before it were imported, nothing after"
+            if exc.imported
+            else "nothing was imported"
+        )
         print(f"persona: {args.file}: {exc}; {lost}", file=sys.stderr)
         return 1
     except (FeedFetchError, aiohttp.ClientError, TimeoutError) as exc:

@@ -229,3 +229,26 @@ def test_a_feed_refused_at_its_first_line_says_nothing_was_imported(
     assert result.returncode == 1, result.stderr
     assert "line 1:" in result.stderr and "nothing was imported" in result.stderr, result.stderr
     assert "nothing after it" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_a_feed_cut_short_after_products_were_imported_says_how_many(
+    broker: Any, tmp_path: Path
+) -> None:
+    """A gzip feed whose stream breaks after thousands of rows (a download cut short, a file
+    still being written): the products before the break were produced, but the message said
+    "nothing was imported" (the gzip layer's error has no line). It says how many were."""
+    rows = "".join(
+        f"cut-{i},Product {i},https://shop.example/p{i},https://shop.example/p{i}.jpg,9.99,EUR\n"
+        for i in range(5000)
+    )
+    whole = gzip.compress(("item_id,title,url,image_url,price,currency\n" + rows).encode())
+    feed = tmp_path / "feed.csv.gz"
+    feed.write_bytes(whole[: len(whole) * 3 // 4])  # the last quarter never arrived
+    result = persona("catalog", "import", str(feed), "--broker", broker.url)
+    assert result.returncode == 1, result.stderr
+    assert "damaged or cut short" in result.stderr, result.stderr
+    assert "nothing was imported" not in result.stderr, result.stderr
+    said = result.stderr.rsplit("products before it were imported", 1)[0].split()[-1]
+    assert 1000 <= int(said.replace(",", "")) < 5000, result.stderr
+    assert "Traceback" not in result.stderr
