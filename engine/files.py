@@ -201,10 +201,11 @@ def read_regular(path: Path, limit: int) -> bytes:
     ValueError saying why not (the caller names the setting). OSError when it cannot be
     opened."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen: a directory's raised IsADirectoryError
+        os.close(fd)
+        raise ValueError("is not a regular file (a directory, FIFO or device?)")
     with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("is not a regular file (a directory, FIFO or device?)")
         if info.st_size > limit:
             raise ValueError(f"is larger than {limit} bytes")
         data = fh.read(limit + 1)

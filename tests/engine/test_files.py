@@ -177,3 +177,23 @@ def test_a_keys_file_of_binary_or_huge_content_is_refused_by_name(
     path.chmod(0o600)
     with pytest.raises(InvalidKey, match=rf"PERSONA_API_KEYS_FILE={path}.*{message}"):
         KeyRing.from_settings(None, path)
+
+
+@pytest.mark.timeout(60)
+def test_read_regular_refuses_what_is_no_regular_file_saying_so(tmp_path: Path) -> None:
+    """A directory given where a small file is read (`--map`, a secret file, a *_FILE setting)
+    raised IsADirectoryError out of os.fdopen, its "filename" the descriptor's number
+    ("[Errno 21] Is a directory: 3"); a FIFO without a writer and /dev/zero were refused
+    already. Each is now the one ValueError, saying what it is not; a small file reads."""
+    from engine.files import read_regular
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (tmp_path, fifo, Path("/dev/zero")):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            read_regular(path, 100)
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 100)
+    assert read_regular(small, 100) == b"x" * 100
+    with pytest.raises(ValueError, match="larger than 99 bytes"):
+        read_regular(small, 99)
