@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.catalog import InvalidProduct, Product
-from engine.catalog_formats import InvalidFeed, open_binary
+from engine.catalog_formats import InvalidFeed, _wide_encoding, open_binary
 from engine.events import MAX_PRICE, MAX_QUANTITY, Event, InvalidEvent, validate
 from engine.text import (
     MAX_ID,
@@ -162,6 +162,12 @@ class _Lines:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
+            wide = _wide_text(raw) if self.number == 1 else None
+            if wide:  # a Windows editor's "Unicode"
+                raise InvalidEvent(
+                    f"{where}: the file is {wide} text (its byte order mark says so): save it "
+                    "as UTF-8"
+                ) from None
             if len(raw) <= MAX_LINE * 4 or exc.start < MAX_LINE * 4 - 4:
                 raise InvalidEvent(
                     f"{where}: not UTF-8 text (byte {exc.start} of the line): not an event file?"
@@ -179,6 +185,27 @@ class _Lines:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_WIDE_CODECS = (  # byte order mark, codec, bytes of one character
+    (b"\xff\xfe\x00\x00", "utf-32-le", 4),
+    (b"\x00\x00\xfe\xff", "utf-32-be", 4),
+    (b"\xff\xfe", "utf-16-le", 2),
+    (b"\xfe\xff", "utf-16-be", 2),
+)
+
+
+def _wide_text(raw: bytes) -> str | None:
+    """ "UTF-16" or "UTF-32" when the first line `raw` starts with that encoding's byte order
+    mark and goes on with ASCII text in it (every event file starts with `{` or a header):
+    binary that merely starts with the mark's bytes stays "not UTF-8 text"."""
+    wide = _wide_encoding(raw)
+    for mark, codec, unit in _WIDE_CODECS:
+        if wide and raw.startswith(mark):
+            head = raw[len(mark) : len(mark) + 8 * unit]
+            text = head[: len(head) // unit * unit].decode(codec, errors="replace")
+            return wide if text[:1].isascii() and text[:1].isprintable() else None
+    return None
 
 
 def _first_line(path: str | Path) -> str:

@@ -114,3 +114,19 @@ def test_deterministic_ids_keep_bounded_memory_and_their_values() -> None:
 
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_wide_text_event_file_is_said_to_be_one(tmp_path: Path, codec: str) -> None:
+    """An events file saved as "Unicode" by a Windows editor (UTF-16 with its byte order mark)
+    was "line 1: not UTF-8 text (byte 0 of the line): not an event file?"; the catalog says of
+    the same feed which encoding it is and what to do. So do event files now."""
+    path = tmp_path / "events.jsonl"
+    text = json.dumps(EVENT) + "\n"
+    bom = {"utf-16-be": "\ufeff"}.get(codec, "")  # the BE codec writes no mark of its own
+    path.write_bytes((bom + text).encode(codec))
+    wide = codec.upper()[:6]
+    with pytest.raises(InvalidEvent, match=f"line 1: the file is {wide} text .*save it as UTF-8"):
+        list(read_events(path))
+    with pytest.raises(InvalidEvent, match=f"the file is {wide} text"):
+        detect_format(path)

@@ -68,4 +68,4 @@ def test_a_bad_line_is_said_with_its_file(
     utf16.write_bytes(EVENT.encode("utf-16"))  # what a Windows editor saves as "Unicode"
     assert main(_run(command, utf16, tmp_path)) in (1, 2)
     said = capsys.readouterr().err
-    assert f"persona: {utf16}: line 1: not UTF-8 text" in said, said
+    assert f"persona: {utf16}: line 1: the file is UTF-16 text" in said, said
