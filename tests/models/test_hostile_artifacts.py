@@ -245,6 +245,29 @@ def test_a_truncated_table_is_refused_naming_the_users_file_not_a_temporary_copy
     assert str(npz) in str(refused.value) and "not a valid .npz" in str(refused.value)
 
 
+def edit_items(d: Path, change: int) -> int:
+    """Shorten (`change` < 0) or lengthen the `items` list of the artifact's recs.json by hand;
+    the number of items it had."""
+    meta = json.loads((d / "recs.json").read_text())
+    n = len(meta["items"])
+    meta["items"] = (
+        meta["items"][: n + change]
+        if change < 0
+        else meta["items"] + [f"added-{i}" for i in range(change)]
+    )
+    (d / "recs.json").write_text(json.dumps(meta))
+    return n
+
+
+def said_no_longer_matches(error: BaseException, n: int, change: int) -> str:
+    """The refusal's text, checked to say that recs.json no longer matches recs.npz, with both
+    item counts."""
+    said = str(error)
+    assert "recs.json no longer matches" in said and "recs.npz" in said, said
+    assert f"{n + change:,} items" in said and f"{n:,}" in said, said
+    return said
+
+
 @pytest.mark.parametrize("change", [-1, -7, 3])
 def test_an_items_list_edited_by_hand_is_said_to_no_longer_match_the_table(
     tmp_path: Path, change: int
@@ -257,19 +280,10 @@ def test_an_items_list_edited_by_hand_is_said_to_no_longer_match_the_table(
     from tests.models.synthetic import basket_events
 
     d = save_model(fit_recommender(basket_events(), k=5), tmp_path / "recs")
-    meta = json.loads((d / "recs.json").read_text())
-    n = len(meta["items"])
-    meta["items"] = (
-        meta["items"][: n + change]
-        if change < 0
-        else meta["items"] + [f"added-{i}" for i in range(change)]
-    )
-    (d / "recs.json").write_text(json.dumps(meta))
+    n = edit_items(d, change)
     with pytest.raises(ModelLoadError) as refused:
         Recommender.load(d)
-    said = str(refused.value)
-    assert "recs.json no longer matches" in said and "recs.npz" in said, said
-    assert f"{n + change:,} items" in said and f"{n:,}" in said, said
+    said = said_no_longer_matches(refused.value, n, change)
     assert said.index("no longer matches") < len(said) // 2, said  # said first
 
 
@@ -285,17 +299,8 @@ def test_an_embedding_items_list_edited_by_hand_is_said_to_no_longer_match_the_t
     from tests.models.test_embedding import table
 
     d = save_model(table(), tmp_path / "emb")
-    meta = json.loads((d / "recs.json").read_text())
-    n = len(meta["items"])
-    meta["items"] = (
-        meta["items"][: n + change]
-        if change < 0
-        else meta["items"] + [f"added-{i}" for i in range(change)]
-    )
-    (d / "recs.json").write_text(json.dumps(meta))
+    n = edit_items(d, change)
     with pytest.raises(ModelLoadError) as refused:
         read_bundle(d)
-    said = str(refused.value)
-    assert "recs.json no longer matches" in said and "recs.npz" in said, said
-    assert f"{n + change:,} items" in said and f"{n:,}" in said, said
+    said = said_no_longer_matches(refused.value, n, change)
     assert said.index("no longer matches") < len(said) // 2, said  # said first
