@@ -35,10 +35,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from engine.catalog import InvalidProduct, Product
-from engine.catalog_formats import InvalidFeed, _wide_encoding, open_binary
+from engine.catalog_formats import (
+    InvalidFeed,
+    Peekable,
+    _wide_encoding,
+    open_binary,
+    skip_blank_lines,
+)
 from engine.events import MAX_PRICE, MAX_QUANTITY, Event, InvalidEvent, validate
 from engine.text import (
     MAX_ID,
@@ -152,10 +158,8 @@ class _Lines:
         where = f"line {self.number + 1}"
         try:
             raw = self._source.readline(MAX_LINE * 4 + 1)
-        except InvalidFeed as exc:
-            raise InvalidEvent(f"{where}: {exc.reason}") from None
-        except (OSError, EOFError, zlib.error) as exc:  # a damaged or cut gzip stream
-            raise InvalidEvent(f"{where}: the file cannot be read on ({exc})") from None
+        except (InvalidFeed, OSError, EOFError, zlib.error) as exc:
+            raise _unreadable(where, exc) from None
         if not raw:
             raise StopIteration
         self.number += 1
@@ -177,6 +181,15 @@ class _Lines:
             raise InvalidEvent(f"{where}: a line longer than {MAX_LINE} characters")
         return text.lstrip("\ufeff") if self.number == 1 else text
 
+    def skip_blank(self) -> None:
+        """After a blank line: the blank lines that follow, consumed a buffer at a time and
+        counted in `number` (`catalog_formats.skip_blank_lines`). The readers call it where
+        they skip a blank line (between CSV rows: never inside a quoted cell)."""
+        try:
+            self.number += skip_blank_lines(cast(Peekable, self._source))
+        except (InvalidFeed, OSError, EOFError, zlib.error) as exc:
+            raise _unreadable(f"in the blank lines after line {self.number}", exc) from None
+
     def close(self) -> None:
         self._source.close()
 
@@ -185,6 +198,13 @@ class _Lines:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unreadable(where: str, exc: BaseException) -> InvalidEvent:
+    """The gzip bound, a file grown while read, a damaged or cut gzip stream: an InvalidEvent."""
+    if isinstance(exc, InvalidFeed):
+        return InvalidEvent(f"{where}: {exc.reason}")
+    return InvalidEvent(f"{where}: the file cannot be read on ({exc})")
 
 
 _WIDE_CODECS = (  # byte order mark, codec, bytes of one character
@@ -213,6 +233,7 @@ def _first_line(path: str | Path) -> str:
         for line in lines:
             if line.strip():
                 return line.strip()
+            lines.skip_blank()
     return ""
 
 
@@ -324,9 +345,11 @@ def _read_history(
 def _read_jsonl(
     fh: _Lines, errors: list[SourceError] | None, stats: ReadStats, history: bool = False
 ) -> Iterator[Event]:
-    for number, line in enumerate(fh, 1):
+    for line in fh:
         if not line.strip():
+            fh.skip_blank()
             continue
+        number = fh.number
         stats.rows += 1
         try:
             # a key given twice is refused (validate), as POST /v1/events refuses it: json.loads
@@ -349,7 +372,7 @@ def _csv_rows(fh: _Lines, width: int) -> Iterator[tuple[int, list[str]]]:
     reader = csv.reader(fh)
     header = True
     while True:
-        start = reader.line_num + 1  # where the next row begins
+        start = fh.number + 1  # where the next row begins
         try:
             row = next(reader)
         except StopIteration:
@@ -360,10 +383,11 @@ def _csv_rows(fh: _Lines, width: int) -> Iterator[tuple[int, list[str]]]:
             header = False
             continue
         if not row or (len(row) == 1 and not row[0].strip()):
+            fh.skip_blank()  # between rows: csv has read the blank line and nothing after it
             continue
         if len(row) < width:
             row = row + [""] * (width - len(row))
-        yield reader.line_num, row
+        yield fh.number, row
 
 
 def _naive_utc_ms(text: str, cache: dict[str, int]) -> int:
@@ -533,9 +557,11 @@ def _once(obj: Any, what: str) -> None:
 
 def _read_otto(fh: _Lines, errors: list[SourceError] | None, stats: ReadStats) -> Iterator[Event]:
     ids = _Ids("otto")
-    for number, line in enumerate(fh, 1):
+    for line in fh:
         if not line.strip():
+            fh.skip_blank()
             continue
+        number = fh.number
         try:
             obj = outside_json(line, unique_keys)
             _once(obj, "the session")
