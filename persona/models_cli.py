@@ -9,7 +9,7 @@ import math
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.events import InvalidEvent
 from engine.files import require_regular
@@ -24,6 +24,9 @@ from engine.signing import ClusterKey
 from models.artifacts import ModelLoadError
 from streams.kafka_security import KafkaClientConfig, client_config
 from streams.signed import RecordSigner, cli_signer
+
+if TYPE_CHECKING:
+    from engine.sources import ReadStats
 
 EPILOG = """examples:
   persona models train recs --events events.jsonl --broker kafka://127.0.0.1:9092
@@ -137,13 +140,19 @@ def _require_events(path: str, purpose: str = "train on") -> None:
     stats = ReadStats()
     if next(iter(read_events(path, stats=stats, history=True)), None) is not None:
         return
+    raise ValueError(f"{path}: no events to {purpose} ({what_was_read(path, stats)})")
+
+
+def what_was_read(path: str, stats: ReadStats) -> str:
+    """What a file of no event held: `an empty file`, or the format read, its data rows and
+    those skipped (`uci, 3 data rows, skipped: 3 guest orders (no CustomerID)`)."""
     skipped = ", ".join(f"{n:,} {SKIP_WORDS.get(why, why)}" for why, n in stats.skipped.items())
     read = f"{stats.format}, {stats.rows:,} data row{'' if stats.rows == 1 else 's'}"
     if Path(path).stat().st_size == 0:
         read = "an empty file"
     elif skipped:
         read += f", skipped: {skipped}"
-    raise ValueError(f"{path}: no events to {purpose} ({read})")
+    return read
 
 
 def _publish(broker: KafkaClientConfig, directory: Path, signer: RecordSigner) -> str:
