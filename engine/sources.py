@@ -366,9 +366,9 @@ def _read_jsonl(
 
 
 def _csv_rows(fh: _Lines, width: int) -> Iterator[tuple[int, list[str]]]:
-    """(line number, row) after the header, skipping blank rows; short rows are padded. A row
-    csv cannot read (a quoted cell that never ends grows past csv's field limit) stops the
-    file: what follows it cannot be told apart."""
+    """(line number, row) after the header, skipping blank rows (before the header too); short
+    rows are padded. A row csv cannot read (a quoted cell that never ends grows past csv's
+    field limit) stops the file: what follows it cannot be told apart."""
     reader = csv.reader(fh)
     header = True
     while True:
@@ -379,11 +379,11 @@ def _csv_rows(fh: _Lines, width: int) -> Iterator[tuple[int, list[str]]]:
             return
         except csv.Error as exc:
             raise InvalidEvent(f"line {start}: unreadable CSV: {exc}") from None
-        if header:
-            header = False
-            continue
         if not row or (len(row) == 1 and not row[0].strip()):
             fh.skip_blank()  # between rows: csv has read the blank line and nothing after it
+            continue
+        if header:  # the first row that is not blank (one blank line before it was taken)
+            header = False
             continue
         if len(row) < width:
             row = row + [""] * (width - len(row))

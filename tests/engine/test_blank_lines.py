@@ -150,3 +150,18 @@ def test_the_blank_run_is_what_str_strip_takes_away(tmp_path: Path) -> None:
         assert source.readline() == "\u200b\n".encode()
         assert skip_blank_lines(source) == 1 and source.readline() == b""
         assert skip_blank_lines(source) == 0
+
+
+@pytest.mark.parametrize("before", ["\n", "\n  \n\n", "\t\n"])
+def test_blank_lines_before_a_csv_header_are_not_taken_for_it(tmp_path: Path, before: str) -> None:
+    """A CSV events file that began with a blank line took that line for its header and read the
+    real header as data: "line 2: bad UCI row: could not convert string to float: 'CustomerID'"
+    and its first row refused. Blank lines before the header are skipped like those between
+    rows; line numbers stay the file's."""
+    uci = tmp_path / "uci.csv"
+    row = "536365,85123A,LAMP,6,2010-12-01 08:26,2.55,17850,United Kingdom\n"
+    uci.write_text(before + ",".join(UCI_HEADER) + "\n" + row + "x,y,z,oops\n")
+    errors: list[SourceError] = []
+    events = list(read_events(uci, errors))
+    assert [e.user_id for e in events] == ["17850"], errors
+    assert [e.line for e in errors] == [before.count("\n") + 3], errors
