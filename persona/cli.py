@@ -169,8 +169,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_import(args: argparse.Namespace) -> int:
-    """Exit 0: imported, no row rejected; 1: rows rejected (the valid ones imported) or the feed
-    unreadable; 2: a usage error (file, URL scheme, map file)."""
+    """Exit 0: imported, no row rejected; 1: rows rejected (the valid ones imported), the feed
+    unreadable or without products; 2: a usage error (file, URL scheme, map file)."""
     import aiohttp
 
     from engine.catalog_formats import InvalidFeed, load_map
@@ -231,6 +231,13 @@ async def _catalog_import(
             broker, partitions, path, args.format, mapping, args.full, reject, progress, warn
         )
         progress.close(result.sent)
+    if not result.sent and not result.rejected:  # a header alone: not "0 products imported"
+        print(
+            f"persona: {args.file}: the feed holds no products (a header alone?); nothing was "
+            "imported" + (", nothing marked out of stock" if args.full else ""),
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"persona: catalog import: {result.sent} products, {result.rejected} rows rejected"
         + (f", {result.marked_out} missing products marked out of stock" if args.full else ""),
@@ -384,10 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="load a product feed (file or http(s) URL) into the catalog topic",
         epilog="formats: JSON lines, CSV, TSV (Persona's or Google Merchant Center's column "
         "names), Google Merchant Center XML (RSS or Atom); gzip or plain\nexit status: 0 "
-        "imported, 1 rows rejected (each printed with its line; the others imported) or an "
-        "unreadable feed, 2 usage\nexamples:\n  persona catalog import products.csv --broker "
-        "kafka://127.0.0.1:9092\n  persona catalog import https://shop.example.com/feed.xml "
-        "--full\n  persona catalog import export.csv --map columns.json   # "
+        "imported, 1 rows rejected (each printed with its line; the others imported), an "
+        "unreadable feed or one without products, 2 usage\nexamples:\n  persona catalog import "
+        "products.csv --broker kafka://127.0.0.1:9092\n  persona catalog import "
+        "https://shop.example.com/feed.xml --full\n  persona catalog import export.csv --map "
+        "columns.json   # "
         '{"SKU": "id", "Name": "title", ...}',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

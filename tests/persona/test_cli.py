@@ -252,3 +252,23 @@ def test_a_feed_cut_short_after_products_were_imported_says_how_many(
     said = result.stderr.rsplit("products before it were imported", 1)[0].split()[-1]
     assert 1000 <= int(said.replace(",", "")) < 5000, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "text",
+    ["item_id,title,url,image_url,price,currency\n", "item_id,title\n\n\n", ""],
+)
+def test_a_feed_without_products_is_not_reported_as_imported(
+    broker: Any, tmp_path: Path, text: str
+) -> None:
+    """A CSV feed holding its header alone was reported "catalog import: 0 products, 0 rows
+    rejected" with exit 0, as if the shop's catalog had been imported. It says the feed holds no
+    products and exits 1 (the feed unusable, nothing imported); an empty file is refused too."""
+    feed = tmp_path / "feed.csv"
+    feed.write_text(text)
+    result = persona("catalog", "import", str(feed), "--broker", broker.url)
+    assert result.returncode == 1, result.stderr
+    assert "nothing was imported" in result.stderr, result.stderr
+    assert "0 products, 0 rows rejected" not in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
