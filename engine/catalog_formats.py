@@ -153,14 +153,18 @@ def open_binary(path: str | Path) -> IO[bytes]:
 
     The file is read as it was when opened (its size then): one that another process keeps
     appending to was read for ever. Its end raises InvalidFeed(GREW) once a reader asks for
-    more, when the file is larger by then, so what was appended is not taken for read."""
+    more, when the file is larger by then, so what was appended is not taken for read; one cut
+    short meanwhile raises InvalidFeed(SHRANK) where it comes up short (it ended there, as if
+    whole: a full sync marked every product past the cut out of stock), one written meanwhile
+    (its modification time moved: rewritten in place to its size) InvalidFeed(CHANGED) at its
+    end."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InvalidFeed(0, NOT_REGULAR)
         os.set_blocking(fd, True)
-        raw: IO[bytes] = io.BufferedReader(_AsOpened(fd, info.st_size), BUFFER)
+        raw: IO[bytes] = io.BufferedReader(_AsOpened(fd, info), BUFFER)
     except BaseException:
         os.close(fd)
         raise
@@ -214,15 +218,26 @@ GREW = (
     "the file grew while it was read (another process is writing it?): what it held when "
     "opened was read, what was appended was not; read it again once it is complete"
 )
+SHRANK = (
+    "the file shrank while it was read (another process is rewriting it?): it ends before "
+    "what it held when opened; read it again once it is complete"
+)
+CHANGED = (
+    "the file changed while it was read (another process is rewriting it?): what was read "
+    "may mix its old and new contents; read it again once it is complete"
+)
 
 
 class _AsOpened(io.RawIOBase):
-    """The bytes of a regular file's descriptor up to `size` (its size when opened): at that
-    end, InvalidFeed(GREW) when the file has grown since, else the end of the file."""
+    """The bytes of a regular file's descriptor up to its size when opened (`opened`, its
+    fstat then): at that end, InvalidFeed(GREW) when the file has grown since, CHANGED when it
+    was written meanwhile (its modification time moved), else the end of the file; SHRANK
+    where it comes up short of that size (cut meanwhile)."""
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, opened: os.stat_result) -> None:
         self._fd = fd
-        self._size = size
+        self._size = opened.st_size
+        self._mtime = opened.st_mtime_ns
         self._at = 0
 
     def readable(self) -> bool:
@@ -235,10 +250,16 @@ class _AsOpened(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         want = min(len(view), self._size - self._at)
         if want <= 0:
-            if len(view) and os.fstat(self._fd).st_size > self._size:
-                raise InvalidFeed(0, GREW)
+            if len(view):
+                now = os.fstat(self._fd)
+                if now.st_size > self._size:
+                    raise InvalidFeed(0, GREW)
+                if now.st_mtime_ns != self._mtime:
+                    raise InvalidFeed(0, CHANGED)
             return 0
         got = os.preadv(self._fd, [view[:want]], self._at)
+        if got == 0:  # short of the size it had when opened: cut meanwhile
+            raise InvalidFeed(0, SHRANK)
         self._at += got
         return got
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +102,56 @@ def test_a_file_that_does_not_grow_reads_whole(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(_event(i) for i in range(LINES)))
     assert len(list(read_events(path))) == LINES
+
+
+def _shrinking(path: Path, items: Iterator[object], size: int) -> int:
+    """Read `items`, cutting `path` to `size` bytes after the first; how many were read."""
+    count = 0
+    for _ in items:
+        count += 1
+        if count == 1:
+            with path.open("r+b") as out:
+                out.truncate(size)
+    return count
+
+
+def test_a_feed_cut_short_while_read_is_not_taken_for_whole(tmp_path: Path) -> None:
+    """A feed truncated while read (an export rewriting it in place: `> feed.csv`, then the new
+    rows) ended where the cut was as if the file ended there: a full sync then marked every
+    product past the cut out of stock. Read as it was when opened, a file that comes up short
+    of its size then is refused, naming what happened."""
+    path = tmp_path / "products.csv"
+    path.write_bytes(HEADER + b"".join(_row(i) for i in range(LINES)))
+    cut = len(HEADER + b"".join(_row(i) for i in range(LINES // 2)))  # at a row's end
+    rejected: list[int] = []
+    with open_binary(path) as source, pytest.raises(InvalidFeed, match="shrank while it was read"):
+        _shrinking(path, read_products(source, reject=lambda n, _: rejected.append(n)), cut)
+    assert rejected == []
+
+
+def test_an_event_file_cut_short_while_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(_event(i) for i in range(LINES)))
+    cut = len(b"".join(_event(i) for i in range(LINES // 2)))  # at a line's end
+    with pytest.raises(InvalidEvent, match="shrank while it was read"):
+        _shrinking(path, read_events(path), cut)
+
+
+def test_a_file_rewritten_in_place_to_its_size_while_read_is_refused(tmp_path: Path) -> None:
+    """Rewritten in place to the very size it had (its later rows replaced): neither longer nor
+    shorter, but written meanwhile (its modification time moved): half old, half new rows were
+    read as one file."""
+    path = tmp_path / "products.csv"
+    path.write_bytes(HEADER + b"".join(_row(i) for i in range(LINES)))
+    size = path.stat().st_size
+    opened = path.stat().st_mtime_ns
+    half = len(HEADER + b"".join(_row(i) for i in range(LINES // 2)))  # at a row's end
+    new = b"".join(_row(i).replace(b"9.99", b"1.11") for i in range(LINES // 2, LINES))
+    assert half + len(new) == size
+    with open_binary(path) as source, pytest.raises(InvalidFeed, match="changed while it was read"):
+        for n, _ in enumerate(read_products(source)):
+            if n == 0:
+                with path.open("r+b") as out:
+                    out.seek(half)
+                    out.write(new)
+                os.utime(path, ns=(opened + 10**9, opened + 10**9))  # whatever the clock's tick
