@@ -147,6 +147,70 @@ def _template_file(path: Path) -> tuple[os.stat_result, Path | None]:
         raise TemplateSetupError(f"template file {path} cannot be read: {exc}") from None
 
 
+class _CheckedLoader(jinja2.FileSystemLoader):
+    """Jinja's file system loader, each file checked as it is opened as `check_template_dir`
+    checks the directory at start: a template is loaded at its first render (an include, a
+    macro file), after that check, so a file replaced meanwhile by a symbolic link out of the
+    directory was served in blocks. The file is opened without blocking and read through that
+    descriptor; what it is (a regular file of at most MAX_TEMPLATE_FILE bytes) and where it is
+    (the opened file's own path, so no swap between check and open passes: within the
+    directory) are told from the descriptor. Anything else is not found (a FIFO, a directory:
+    the next directory's file is taken, as Jinja's `isfile` did) or TemplateSetupError naming
+    the file (the render fails; the block falls back)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(str(directory))
+        self._root = directory.resolve()
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        filename = os.path.join(self.searchpath[0], *jinja2.loaders.split_template_path(template))
+        try:
+            fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise jinja2.TemplateNotFound(template) from None
+        except OSError as exc:
+            raise TemplateSetupError(f"template file {filename} cannot be read: {exc}") from None
+        with os.fdopen(fd, "rb") as src:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise jinja2.TemplateNotFound(template)
+            target = _opened_path(fd, filename)
+            if not target.is_relative_to(self._root):
+                raise TemplateSetupError(
+                    f"template file {filename} is a symbolic link to a file out of "
+                    f"{self.searchpath[0]} (to {target}): not read"
+                )
+            if info.st_size > MAX_TEMPLATE_FILE:
+                raise TemplateSetupError(
+                    f"template file {filename} is larger than {MAX_TEMPLATE_FILE} bytes"
+                )
+            raw = src.read(MAX_TEMPLATE_FILE + 1)
+        if len(raw) > MAX_TEMPLATE_FILE:
+            raise TemplateSetupError(
+                f"template file {filename} is larger than {MAX_TEMPLATE_FILE} bytes"
+            )
+        mtime = info.st_mtime_ns
+
+        def uptodate() -> bool:
+            try:
+                return os.stat(filename).st_mtime_ns == mtime
+            except OSError:
+                return False
+
+        return raw.decode(self.encoding), os.path.normpath(filename), uptodate
+
+
+def _opened_path(fd: int, filename: str) -> Path:
+    """Where the file open as `fd` is (Linux: its /proc link, whatever was swapped since);
+    where `filename` resolves to now without /proc."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return Path(filename).resolve()
+
+
 @dataclass(frozen=True)
 class BlockInput:
     block: str
@@ -573,7 +637,7 @@ class Renderer:
         # a directory of the six files from before `similar_items` takes the packaged one
         loader = jinja2.ChoiceLoader(
             [
-                jinja2.FileSystemLoader(str(directory)),
+                _CheckedLoader(directory),
                 jinja2.FileSystemLoader(str(DEFAULT_TEMPLATE_DIR)),
             ]
         )

@@ -101,3 +101,38 @@ def test_a_link_to_a_subdirectory_within_the_template_dir_is_taken_and_cannot_lo
     shop = copy_templates(tmp_path)
     (shop / "email" / "again").symlink_to(shop)
     Renderer(shop)
+
+
+def _swapped_after_start(tmp_path: Path, target: Callable[[Path], Path]) -> str:
+    """The e-mail block rendered after `email/_grid.html` (an include, loaded at the first
+    render, not at start) was replaced by a symbolic link to `target(shop)`: its content."""
+    from tests.engine.test_blocks import inp, lookup, product
+
+    shop = copy_templates(tmp_path)
+    renderer = Renderer(shop)  # the start-up check passes
+    grid = shop / "email" / "_grid.html"
+    link_to = target(shop)
+    grid.unlink()
+    grid.symlink_to(link_to)
+    return renderer.render(inp(fmt="html"), [product("p1")], True, "unknown_user", lookup).content
+
+
+@pytest.mark.timeout(60)
+def test_a_template_swapped_for_a_link_out_after_start_is_never_served(tmp_path: Path) -> None:
+    """The directory is checked at start, but an included template is loaded at its first
+    render: one replaced meanwhile by a link out of the directory was served in the block (a
+    secret beside it, /etc/passwd). Each file is checked as it is opened: such a one fails the
+    render (the block falls back), its target unread."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-MARKER-4711")
+    content = _swapped_after_start(tmp_path, lambda shop: secret)
+    assert "SECRET-MARKER-4711" not in content
+
+
+@pytest.mark.timeout(60)
+def test_a_template_swapped_for_a_link_within_after_start_is_served(tmp_path: Path) -> None:
+    def mine(shop: Path) -> Path:
+        (shop / "mine.html").write_text("MINE-{{ items | length }}")
+        return shop / "mine.html"
+
+    assert "MINE-1" in _swapped_after_start(tmp_path, mine)
