@@ -293,7 +293,10 @@ def privacy_paths() -> dict[str, Any]:
                 "`merged_ids`: every anonymous id an `identify` merged into the user (its "
                 "history is in `stored` since the merge), each with `records`, the records "
                 "still held under that id's key, as above (null without the topics). "
-                "404 when neither a profile nor such records exist.",
+                "404 when neither a profile nor such records exist. 503 (with Retry-After) "
+                "when answered by a process that holds nothing of the user away from its "
+                "unreachable owner or while no owner is known (a rebalance): whether anything "
+                "is stored is not known there.",
                 "parameters": [user_param()],
                 "responses": {
                     "200": {
@@ -338,6 +341,11 @@ def privacy_paths() -> dict[str, Any]:
                     },
                     **_AUTH,
                     "404": _PROBLEM,
+                    "503": {
+                        "description": "the user's owner unknown or unreachable, nothing of "
+                        "the user held here (Retry-After)",
+                        "content": {"application/problem+json": {"schema": {"type": "object"}}},
+                    },
                 },
             }
         },

@@ -4,7 +4,8 @@ Erasure is queued on the user's partition (in order with their events) where the
 profile with a changelog tombstone; this handler waits until the profile is gone, drops every cached
 block and score of the user, and records the action in the audit log. Answered away from the
 user's owner (unreachable: api/routing.py), or while no owner is known (a rebalance), with nothing
-of the user held here, it confirms nothing: 202, `existed` null (the erasure is still queued).
+of the user held here, it confirms nothing: 202, `existed` null (the erasure is still queued);
+an export then answers 503 with Retry-After (neither the user's data nor its absence is known).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from engine.profile import MINUTE_MS
 from engine.text import MAX_ID, id_problem
 
 ERASE_WAIT = 10.0  # seconds the DELETE waits for the erasure to be applied
+OWNER_RETRY_AFTER = 5  # seconds: the Retry-After of an export answered away from the owner
 
 
 class HeldRecords(Protocol):
@@ -82,6 +84,19 @@ async def get_export(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     content = _content(request)
     view = export_view(content, user_id)
+    if view is None and _away_from_owner(content, user_id):
+        # nothing of the user here, and the owner could not be asked: neither the user's
+        # existence nor their absence is known (a 404 told an access request no data existed)
+        audit(request, "export", user_id=user_id, found=None)
+        refusal = problem(
+            503,
+            "Owner unavailable",
+            f"the owner of user {user_id!r}'s partition is not known now (a rebalance) or "
+            "cannot be reached, and nothing of the user is held here: whether anything is "
+            "stored is not known; retry shortly",
+        )
+        refusal.headers["Retry-After"] = str(OWNER_RETRY_AFTER)
+        return refusal
     merged_ids = [i for i in content.state.merged_ids(user_id) if i != user_id]
     held = request.app.get(RECORDS)
     found = None if held is None else await held.of_users([user_id, *merged_ids])
@@ -102,6 +117,15 @@ async def get_export(request: web.Request) -> web.Response:
     return web.json_response(view)
 
 
+def _away_from_owner(content: ContentService, user_id: str) -> bool:
+    """Whether this process answers for the user though it is not their partition's known
+    owner: another worker owns it (routing could not reach it: api/routing.py), or nobody is
+    known to (a rebalance, or a reader whose worker does not hold the partition:
+    `owner_known`). Only a copy held here (a standby) then shows anything of the user."""
+    state = content.state
+    return state.owner_url(user_id) is not None or not state.owner_known(user_id)
+
+
 def _any_held(records: dict[str, Any]) -> bool:
     return any(isinstance(v, list) and v for v in records.values())
 
@@ -119,10 +143,7 @@ async def delete_user(request: web.Request) -> web.Response:
     # here (a standby) can show the erasure applied; with nothing of the user here, neither the
     # erasure nor the user's existence is known. The erase command is queued all the same on
     # the user's partition of the command topic: whoever owns it applies it.
-    state = content.state
-    unseen = not existed and (
-        state.owner_url(user_id) is not None or not state.owner_known(user_id)
-    )
+    unseen = not existed and _away_from_owner(content, user_id)
     # the ids the erasure takes with the user (identity), read before it removes the list
     gone = [user_id, *(i for i in content.state.merged_ids(user_id) if i != user_id)]
     admin = request.app.get(ADMIN)

@@ -397,6 +397,33 @@ async def test_an_erasure_the_process_cannot_know_is_done_is_not_claimed_done(
     assert second["completed"] is True and second["existed"] is True
 
 
+@pytest.mark.parametrize("state_type", [_OwnedElsewhere, _OwnerUnknown])
+async def test_an_export_the_process_cannot_know_is_empty_is_not_claimed_empty(
+    state_type: type[MemoryState], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answered away from the user's owner (unreachable) or while nobody is known to own the
+    user's partition (a rebalance; a reader whose worker does not hold the partition), with
+    nothing of the user here: the export answered 404 "nothing is stored about user", an
+    access request told no data exists while the owner holds a profile. Now a 503 saying the
+    owner could not be asked, with Retry-After, audited with `found` null; a user held here is
+    exported as before."""
+    state = state_type()
+    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "held", "ts": T0}))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.INFO, "persona.audit"):
+            r = await client.get("/v1/users/elsewhere/export", headers=_bearer(ALL))
+            body = await r.json()
+            assert r.status == 503, body
+            assert "nothing is stored" not in body["detail"] and "owner" in body["detail"]
+            assert int(r.headers["Retry-After"]) >= 1
+            r = await client.get("/v1/users/held/export", headers=_bearer(ALL))
+            assert r.status == 200 and (await r.json())["user_id"] == "held"
+    first, second = [r for r in _records(caplog) if r["action"] == "export"]
+    assert first["found"] is None and second["found"] is True
+
+
 async def test_an_erasure_not_confirmed_in_time_answers_202_with_a_request_id_and_is_audited(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
