@@ -325,7 +325,7 @@ class SecondaryState:
         self._parsed: ownership.Ownership | str | None = None  # its view, or why it was refused
         self._ownership_problem: OwnershipProblem | None = None  # why no view (logged once)
         self._refused_said: tuple[str, ...] = ()  # the view's refused entries last logged
-        self._scaled_out = False  # a view ever named another worker
+        self._scaled_out = False  # a view ever named another worker (or held fewer than all)
         self._others = False  # the current view names another worker (`scaled_out`)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -513,7 +513,10 @@ class SecondaryState:
                     "routing by the worker's partition ownership: %s",
                     ownership.describe(view.owners),
                 )
-            self._scaled_out = self._scaled_out or view.others
+            # a worker holding fewer than every partition has peers, whatever `owners` says
+            # (all unknown while it rebalances): its other partitions are theirs
+            some = view.held is not None and len(view.held) < self.partitions
+            self._scaled_out = self._scaled_out or view.others or some
         self.ownership, self._ownership_problem = view, None
         self._others = view.others
 
@@ -592,7 +595,8 @@ class SecondaryState:
         """Whether this reader's worker keeps `partition` current (owns it or stands by for it)
         as its view says (engine/ownership.py `held`): only then are its users answered from
         the tables here. Without a view: every partition while no view ever named another
-        worker (a lone worker, or one of an older version), none once one did (the worker is
+        worker or held fewer than all (a lone worker, or one of an older version), none once
+        one did (the worker is
         gone or stuck and the group moved its partitions: nothing here is vouched for)."""
         view = self.ownership
         if view is None:

@@ -612,3 +612,37 @@ def test_a_partition_its_worker_no_longer_holds_is_never_answered_from_its_old_c
     later = path.stat().st_mtime + ownership.STALE + 1  # the worker stopped touching the file
     state.check_ownership(wall=later)
     assert all(state.profile(u) is None for u in users.values())  # nothing vouched for
+
+
+def test_a_reader_whose_worker_holds_only_some_partitions_is_not_ready_without_owners(
+    primary: Primary, tmp_path: Path
+) -> None:
+    """A reader started while its worker rebalances (the file: every owner unknown) took itself
+    for a lone worker's and said ready, though the file's `held` names only some partitions (a
+    worker holding fewer than all has peers): the users of the others got the fallback, neither
+    their profile nor a hop to their owner. Held partitions short of all mark the group as
+    scaled out, as a view naming another worker does: not ready until the owners are known."""
+    from engine import ownership
+
+    own, other = "http://127.0.0.1:8081", "http://10.0.0.2:8080"
+    event = validate(
+        {"event_id": "r1", "type": "add_to_cart", "user_id": "x", "ts": T0, "item_id": "A"}
+    )
+    for p in range(PARTITIONS):
+        primary.put("profiles", p, user_key(f"seed-{p}"), apply(None, event, None).pack())
+    path = tmp_path / ownership.FILE_NAME
+    state = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary")
+    state.refresh()
+    state.content.synced = True
+    ownership.write(path, own, [None] * PARTITIONS, held=[0])  # rebalancing; holds 0 alone
+    state.check_ownership()
+    assert state.ready()[0] is False and "partition ownership unknown" in state.ready()[1]
+    ownership.write(path, own, [own] + [other] * (PARTITIONS - 1), held=[0])  # owners known
+    state.check_ownership()
+    assert state.ready() == (True, "ok")
+    lone = SecondaryState(tmp_path, PARTITIONS, tmp_path / "secondary-lone")
+    lone.refresh()
+    lone.content.synced = True
+    ownership.write(path, own, [None] * PARTITIONS)  # a lone worker before its assignment
+    lone.check_ownership()
+    assert lone.ready() == (True, "ok")
