@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from aiokafka.errors import KafkaError
 from api.auth import InvalidKey
 from engine.blocks import TemplateSetupError
 from engine.catalog import InvalidProduct
-from engine.events import InvalidEvent
+from engine.events import Event, InvalidEvent
 from engine.files import require_regular
 from engine.settings import Settings, SettingsError, load_settings
 from persona.loading import import_catalog as import_catalog  # re-exported
@@ -154,6 +155,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     broker = _require_broker(settings)
     _require_file(args.file)
     try:
+        read = [0]
         stats = ReadStats()
         # a file of no known format, or of no event: said before the broker is asked
         events = read_events(args.file, stats=stats)
@@ -161,10 +163,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if first is None:
             said = what_was_read(args.file, stats)
             raise SettingsError(f"{args.file}: no events to replay ({said})")
-        events = itertools.chain([first], events)
+        read = [0]  # events handed to the producer: those before a bad line are sent
+
+        def counted(events: Iterator[Event]) -> Iterator[Event]:
+            for event in events:
+                read[0] += 1
+                yield event
+
+        events = counted(itertools.chain([first], events))
         sent = asyncio.run(replay(broker, settings.partitions, events, args.rate))
-    except InvalidEvent as exc:  # "line 7: ...": which file's, said
-        raise InvalidEvent(f"{args.file}: {exc.reason}") from None
+    except InvalidEvent as exc:  # "line 7: ...": which file's, and what went before it
+        before = (
+            f"the {read[0]:,} events before it were sent, nothing after"
+            if read[0]
+            else "nothing was sent"
+        )
+        raise InvalidEvent(f"{args.file}: {exc.reason}; {before}") from None
     return 0 if sent >= 0 else 1
 
 
