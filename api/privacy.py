@@ -19,6 +19,7 @@ from aiohttp import web
 
 from api.audit import audit
 from api.content import ContentService
+from api.limits import OPTIONS, ServingOptions
 from api.models_routes import ADMIN
 from api.shared import CONTENT, problem
 from engine import consent
@@ -26,8 +27,18 @@ from engine.audit import AuditPseudonyms
 from engine.profile import MINUTE_MS
 from engine.text import MAX_ID, id_problem
 
-ERASE_WAIT = 10.0  # seconds the DELETE waits for the erasure to be applied
+ERASE_WAIT = 10.0  # seconds the DELETE waits at most for the erasure to be applied
+# ... and no longer than this share of the request timeout (PERSONA_REQUEST_TIMEOUT, 10 s by
+# default): the rest queues it, audits it and answers, before the timeout answers 503 instead
+ERASE_SHARE = 0.6
 OWNER_RETRY_AFTER = 5  # seconds: the Retry-After of an export answered away from the owner
+
+
+def erase_wait(request: web.Request) -> float:
+    """Seconds the DELETE waits for the erasure to be applied before answering 202."""
+    options = request.app.get(OPTIONS)
+    timeout = (options or ServingOptions()).request_timeout
+    return min(ERASE_WAIT, ERASE_SHARE * timeout)
 
 
 class HeldRecords(Protocol):
@@ -131,6 +142,7 @@ def _any_held(records: dict[str, Any]) -> bool:
 
 
 async def delete_user(request: web.Request) -> web.Response:
+    deadline = time.monotonic() + erase_wait(request)
     user_id = request.match_info["user_id"]
     too_long = len(user_id) > MAX_ID
     why = id_problem(user_id) or (f"is over {MAX_ID} characters" if too_long else None)
@@ -150,7 +162,6 @@ async def delete_user(request: web.Request) -> web.Response:
     if admin is not None:  # exposures queued here, written after the tombstone otherwise
         admin.forget_exposures(gone)
     await content.state.erase(user_id)
-    deadline = time.monotonic() + ERASE_WAIT
     while content.state.profile(user_id) is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     done = content.state.profile(user_id) is None and not unseen

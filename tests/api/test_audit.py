@@ -350,6 +350,30 @@ class _SlowErasure(MemoryState):
         return None  # queued, not applied yet
 
 
+async def test_an_erasure_not_applied_within_the_request_timeout_answers_202_not_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The DELETE waits for the erasure within the request's own timeout. It waited
+    `ERASE_WAIT` (10 s) whatever PERSONA_REQUEST_TIMEOUT said (10 s by default), so an erasure
+    not applied at once (a reader or standby during a rebalance, seen in
+    tests/streams/test_erase_during_rebalance.py) was answered by the timeout: a 503 "the
+    request took longer than 10 s", the erasure queued but neither audited nor answered with
+    its request id, the caches of the user not dropped."""
+    state = _SlowErasure()
+    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "u8", "ts": T0}))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    options = ServingOptions(request_timeout=1.0)
+    app = create_app(content, KeyRing.from_settings(KEYS, None), options)
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.INFO, "persona.audit"):
+            r = await client.delete("/v1/users/u8", headers=_bearer(ALL))
+            body = await r.json()
+    assert r.status == 202, body
+    assert body["erased"] is False and body["existed"] is True
+    (record,) = [r for r in _records(caplog) if r["action"] == "erase"]
+    assert record["request_id"] == body["request_id"] and record["completed"] is False
+
+
 class _OwnedElsewhere(MemoryState):
     """A worker whose peer owns every user's partition and cannot be reached: the DELETE is
     answered here (api/routing.py answers locally), where only a standby copy may hold them."""
