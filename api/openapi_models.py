@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.openapi_params import user_param
+from api.privacy import REASONS
 from engine.content_experiments import MAX_NAME
 from models.bundle import KINDS, NAMES
 from models.experiments import MODES
@@ -278,6 +279,23 @@ def models_paths() -> dict[str, Any]:
     }
 
 
+def _erased_schema(queued: bool) -> dict[str, Any]:
+    """The DELETE's answer: applied (200), or queued (202, with why: `reason`)."""
+    required = ["user_id", "erased", "existed", "request_id"]
+    properties: dict[str, Any] = {
+        "user_id": {"type": "string"},
+        "erased": {"type": "boolean"},
+        # null: answered away from the user's owner (unreachable, or none known), with nothing
+        # of the user here
+        "existed": {"type": "boolean", "nullable": True},
+        "request_id": {"type": "string"},
+    }
+    if queued:
+        properties["reason"] = {"type": "string", "enum": list(REASONS)}
+        required.append("reason")
+    return {"type": "object", "required": required, "properties": properties}
+
+
 def privacy_paths() -> dict[str, Any]:
     return {
         "/v1/users/{user_id}/export": {
@@ -354,34 +372,21 @@ def privacy_paths() -> dict[str, Any]:
                 "summary": "GDPR erasure: the profile (with a changelog tombstone), every cache, "
                 "and tombstones for the user's triggers, dead letters and exposures",
                 "description": "Scope `privacy:admin`; audited (with `request_id`). 202 when "
-                "the erasure was queued but not yet applied within 10 s (or, answered by a process "
+                "the erasure was queued but not yet applied within 60% of the request timeout "
+                "(PERSONA_REQUEST_TIMEOUT; at most 10 s) (or, answered by a process "
                 "that holds nothing of the user away from its unreachable owner or while no "
                 "owner is known (a rebalance), not known to be: `existed` null; queued all the "
-                "same, for whichever worker owns the user's partition); it is applied in order: "
+                "same, for whichever worker owns the user's partition); `reason` says why: "
+                "`ownership_unknown` (no owner of the user's partition known: a worker before "
+                "its first assignment, a rebalance; retry in seconds), `owner_unreachable` "
+                "(another worker owns it and could not be reached), `not_applied_yet` (queued "
+                "behind its partition's backlog). It is applied in order: "
                 "events of the user produced before it are never folded afterwards (a fence). "
                 "An id no event could hold (over 128 characters, a control character) is a 400.",
                 "parameters": [user_param()],
                 "responses": {
-                    **{
-                        status: {
-                            "description": what,
-                            "content": _json(
-                                {
-                                    "type": "object",
-                                    "required": ["user_id", "erased", "existed", "request_id"],
-                                    "properties": {
-                                        "user_id": {"type": "string"},
-                                        "erased": {"type": "boolean"},
-                                        # null: answered away from the user's owner, who
-                                        # could not be reached, with nothing of the user here
-                                        "existed": {"type": "boolean", "nullable": True},
-                                        "request_id": {"type": "string"},
-                                    },
-                                }
-                            ),
-                        }
-                        for status, what in (("200", "erased"), ("202", "queued"))
-                    },
+                    "200": {"description": "erased", "content": _json(_erased_schema(False))},
+                    "202": {"description": "queued", "content": _json(_erased_schema(True))},
                     "400": _PROBLEM,  # an id no user can hold (over 128 characters, controls)
                     **_AUTH,
                 },

@@ -6,6 +6,7 @@ block and score of the user, and records the action in the audit log. Answered a
 user's owner (unreachable: api/routing.py), or while no owner is known (a rebalance), with nothing
 of the user held here, it confirms nothing: 202, `existed` null (the erasure is still queued);
 an export then answers 503 with Retry-After (neither the user's data nor its absence is known).
+Every 202 says why in `reason` (`REASONS`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from api.shared import CONTENT, problem
 from engine import consent
 from engine.audit import AuditPseudonyms
 from engine.profile import MINUTE_MS
+from engine.state_view import StateView
 from engine.text import MAX_ID, id_problem
 
 ERASE_WAIT = 10.0  # seconds the DELETE waits at most for the erasure to be applied
@@ -32,6 +34,8 @@ ERASE_WAIT = 10.0  # seconds the DELETE waits at most for the erasure to be appl
 # default): the rest queues it, audits it and answers, before the timeout answers 503 instead
 ERASE_SHARE = 0.6
 OWNER_RETRY_AFTER = 5  # seconds: the Retry-After of an export answered away from the owner
+# why a 202 (`reason`): no owner known, the owner not reached, or queued behind the backlog here
+REASONS = ("ownership_unknown", "owner_unreachable", "not_applied_yet")
 
 
 def erase_wait(request: web.Request) -> float:
@@ -182,8 +186,27 @@ async def delete_user(request: web.Request) -> web.Response:
         completed=done,
         request_id=request_id,
     )
-    body = {"user_id": user_id, "erased": done, "existed": existed, "request_id": request_id}
+    body: dict[str, Any] = {
+        "user_id": user_id,
+        "erased": done,
+        "existed": existed,
+        "request_id": request_id,
+    }
+    if not done:
+        body["reason"] = _not_done(content.state, user_id)
     return web.json_response(body, status=200 if done else 202)
+
+
+def _not_done(state: StateView, user_id: str) -> str:
+    """Why an erasure is answered queued (202): `ownership_unknown` (no owner of the user's
+    partition is known: before the first assignment, a rebalance), `owner_unreachable` (another
+    worker owns it and could not be reached: answered here), or `not_applied_yet` (this
+    process's own partition: the erasure waits behind the partition's backlog)."""
+    if not state.owner_known(user_id):
+        return "ownership_unknown"
+    if state.owner_url(user_id) is not None:
+        return "owner_unreachable"
+    return "not_applied_yet"
 
 
 def register(app: web.Application, cluster_secret: str | None = None) -> None:

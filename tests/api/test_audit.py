@@ -403,6 +403,7 @@ async def test_an_erasure_the_process_cannot_know_is_done_is_not_claimed_done(
     Both answer 202, `erased` false and `existed` null, the erasure queued all the same on the
     command topic. A copy held here (a standby) that loses the user still confirms it."""
     state = state_type()
+    unknown = state_type is _OwnerUnknown
     state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "held", "ts": T0}))
     content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
     app = create_app(content, KeyRing.from_settings(KEYS, None))
@@ -412,10 +413,12 @@ async def test_an_erasure_the_process_cannot_know_is_done_is_not_claimed_done(
             body = await r.json()
             assert r.status == 202, body
             assert body["erased"] is False and body["existed"] is None
+            assert body["reason"] == ("ownership_unknown" if unknown else "owner_unreachable")
             assert state.erased == ["elsewhere"]  # queued all the same, for the owner
             r = await client.delete("/v1/users/held", headers=_bearer(ALL))
             body = await r.json()
             assert r.status == 200 and body["erased"] is True and body["existed"] is True
+            assert "reason" not in body
     first, second = [r for r in _records(caplog) if r["action"] == "erase"]
     assert first["completed"] is False and first["existed"] is None
     assert second["completed"] is True and second["existed"] is True
@@ -463,6 +466,7 @@ async def test_an_erasure_not_confirmed_in_time_answers_202_with_a_request_id_an
             r = await client.delete("/v1/users/u9", headers=_bearer(ALL))
         body = await r.json()
     assert r.status == 202 and body["erased"] is False and body["existed"] is True
+    assert body["reason"] == "not_applied_yet"  # its own partition: behind its backlog
     assert len(body["request_id"]) == 32
     (record,) = [r for r in _records(caplog) if r["action"] == "erase"]
     assert record["request_id"] == body["request_id"] and record["completed"] is False

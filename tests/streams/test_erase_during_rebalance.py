@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from api.privacy import REASONS
 from engine.ownership import FILE_NAME, parse
 from streams.broker import free_port
 from tests.conftest import (
@@ -162,8 +163,10 @@ def test_erasures_during_a_rebalance_are_applied_or_said_to_be_queued(tmp_path: 
                 assert body["erased"] is (status == 200), where
                 if status == 200:  # applied where it was answered: known to have existed
                     assert body["existed"] in (True, False), where
-                else:
+                    assert "reason" not in body, where
+                else:  # queued: why, said
                     assert body["existed"] in (True, None), where
+                    assert body["reason"] in REASONS, where
 
             left: list[tuple[str, str, int]] = []
 
