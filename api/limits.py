@@ -59,7 +59,7 @@ from aiohttp.typedefs import Middleware
 from api.audit import DETAILS, REFUSED_STATUSES, audit, refused
 from api.audit import register as register_audit
 from api.bodies import BadRequest, read_body, recipient_ids
-from api.shared import HOPPED
+from api.shared import HOPPED, STARTED
 from engine.audit import FAILED, OK
 from engine.clicks import logged_path
 from engine.settings import parse_rate_limits
@@ -311,6 +311,7 @@ def _middleware(key_of: Callable[[web.Request], str | None]) -> Middleware:
     @web.middleware
     async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         app = request.app
+        request[STARTED] = time.monotonic()
         # a forwarded request (a signed hop) was charged by the process the sender called
         key = None if request.get(HOPPED) else key_of(request)
         timeout = app[OPTIONS].request_timeout

@@ -22,7 +22,7 @@ from api.audit import audit
 from api.content import ContentService
 from api.limits import OPTIONS, ServingOptions
 from api.models_routes import ADMIN
-from api.shared import CONTENT, problem
+from api.shared import CONTENT, STARTED, problem
 from engine import consent
 from engine.audit import AuditPseudonyms
 from engine.profile import MINUTE_MS
@@ -39,10 +39,19 @@ REASONS = ("ownership_unknown", "owner_unreachable", "not_applied_yet")
 
 
 def erase_wait(request: web.Request) -> float:
-    """Seconds the DELETE waits for the erasure to be applied before answering 202."""
+    """Seconds the DELETE waits for the erasure to be applied before answering 202, counted from
+    the request's start (`erase_deadline`; a hop to the owner waits that long too:
+    api/routing.py)."""
     options = request.app.get(OPTIONS)
     timeout = (options or ServingOptions()).request_timeout
     return min(ERASE_WAIT, ERASE_SHARE * timeout)
+
+
+def erase_deadline(request: web.Request) -> float:
+    """The time.monotonic() until which the DELETE waits for the erasure: `erase_wait` after the
+    request began (a hop to an owner that did not answer in time has used it up: the answer
+    here is then at once)."""
+    return request.get(STARTED, time.monotonic()) + erase_wait(request)
 
 
 class HeldRecords(Protocol):
@@ -146,7 +155,7 @@ def _any_held(records: dict[str, Any]) -> bool:
 
 
 async def delete_user(request: web.Request) -> web.Response:
-    deadline = time.monotonic() + erase_wait(request)
+    deadline = erase_deadline(request)
     user_id = request.match_info["user_id"]
     too_long = len(user_id) > MAX_ID
     why = id_problem(user_id) or (f"is over {MAX_ID} characters" if too_long else None)

@@ -37,6 +37,8 @@ OwnerLookup = Callable[[str], "str | None"]
 Caller = Callable[[web.Request], "tuple[str, frozenset[str]]"]  # the authenticated key
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _WARNED: set[str] = set()
+HOP_TIMEOUT = 2.0  # seconds a hop may take (an owner that answers no sooner is unreachable)
+HOP_ANSWER = 1.0  # seconds for an owner's answer once its erasure wait is over (DELETE)
 
 
 def _user_of(request: web.Request) -> str | None:
@@ -105,6 +107,7 @@ async def _forward(
         headers=headers,
         data=body or None,
         allow_redirects=False,
+        timeout=_hop_timeout(request),
     ) as upstream:
         payload = await upstream.read()
         out = {
@@ -125,7 +128,20 @@ async def _forward(
 
 
 async def _open_session(app: web.Application) -> None:
-    app[SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
+    app[SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HOP_TIMEOUT))
+
+
+def _hop_timeout(request: web.Request) -> aiohttp.ClientTimeout:
+    """A DELETE's hop waits as long as the owner may wait for the erasure before it answers
+    (api/privacy.py `erase_wait`), plus a second for its answer: at the session's HOP_TIMEOUT an
+    owner applying the erasure was taken for unreachable (202 `owner_unreachable` from a
+    process holding nothing, the erase queued twice). Other hops: HOP_TIMEOUT (an explicit
+    timeout of None would be none at all, not the session's)."""
+    if request.method != "DELETE":
+        return aiohttp.ClientTimeout(total=HOP_TIMEOUT)
+    from api.privacy import erase_wait  # the handler's module: imported where it is needed
+
+    return aiohttp.ClientTimeout(total=max(HOP_TIMEOUT, erase_wait(request) + HOP_ANSWER))
 
 
 async def _close_session(app: web.Application) -> None:

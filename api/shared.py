@@ -24,6 +24,8 @@ EVENT_SKEW_MS = web.AppKey("event_skew_ms", int)  # POST /v1/events: how far ahe
 KEY_NAME = web.RequestKey("api_key", str)
 # set on a request a signed hop let in: the process the sender called charged its rate limit
 HOPPED = web.RequestKey("hopped", bool)
+# time.monotonic() when the request reached the limits middleware (its timeout counts from then)
+STARTED = web.RequestKey("started", float)
 
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v1/sdk.js"})
 

@@ -217,3 +217,31 @@ async def test_a_callers_own_routed_header_does_not_stop_forwarding(
         assert response.status == 200
         metrics = await (await client.get("/metrics")).text()
         assert "persona_hops_forwarded_total 5" in metrics  # the batch asked the owner
+
+
+async def test_a_forwarded_erasure_waits_for_an_owner_applying_it() -> None:
+    """The owner of a user's partition waits up to 60 % of the request timeout for an erasure to
+    be applied before it answers (api/privacy.py); the forwarding process gave every hop 2 s.
+    An owner that took 3 s was taken for unreachable: the DELETE answered 202 `owner_unreachable`
+    from a process holding nothing (and queued the erase twice) while the owner had erased the
+    user. A DELETE's hop waits as long as the owner may; a profile read still gives up at 2 s."""
+
+    async def slow_owner(request: web.Request) -> web.Response:
+        await asyncio.sleep(3.0)
+        user = request.match_info["user_id"]
+        return web.json_response(
+            {"user_id": user, "erased": True, "existed": True, "request_id": "r"}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/v1/users/{user_id}", slow_owner)
+    app.router.add_route("*", "/v1/users/{user_id}/profile", slow_owner)
+    async with TestServer(app) as owner_server:
+        owner = str(owner_server.make_url("")).rstrip("/")
+        async with _client(owner) as client:
+            erased = await client.delete("/v1/users/u1", headers=AUTH)
+            assert erased.status == 200, await erased.text()
+            assert erased.headers["X-Persona-Routed"] == owner
+            assert (await erased.json())["erased"] is True
+            read = await client.get("/v1/users/u1/profile", headers=AUTH)
+            assert "X-Persona-Routed" not in read.headers  # answered here after 2 s
