@@ -380,7 +380,9 @@ def privacy_paths() -> dict[str, Any]:
                 "`ownership_unknown` (no owner of the user's partition known: a worker before "
                 "its first assignment, a rebalance; retry in seconds), `owner_unreachable` "
                 "(another worker owns it and could not be reached), `not_applied_yet` (queued "
-                "behind its partition's backlog). It is applied in order: "
+                "behind its partition's backlog), `ownership_moved` (a rebalance moved the "
+                "user's partition to another worker while it was awaited). It is applied in "
+                "order: "
                 "events of the user produced before it are never folded afterwards (a fence). "
                 "An id no event could hold (over 128 characters, a control character) is a 400.",
                 "parameters": [user_param()],

@@ -35,7 +35,8 @@ ERASE_WAIT = 10.0  # seconds the DELETE waits at most for the erasure to be appl
 ERASE_SHARE = 0.6
 OWNER_RETRY_AFTER = 5  # seconds: the Retry-After of an export answered away from the owner
 # why a 202 (`reason`): no owner known, the owner not reached, or queued behind the backlog here
-REASONS = ("ownership_unknown", "owner_unreachable", "not_applied_yet")
+# or the user's partition moved to another owner while the erasure was awaited here
+REASONS = ("ownership_unknown", "owner_unreachable", "not_applied_yet", "ownership_moved")
 
 
 def erase_wait(request: web.Request) -> float:
@@ -168,7 +169,8 @@ async def delete_user(request: web.Request) -> web.Response:
     # here (a standby) can show the erasure applied; with nothing of the user here, neither the
     # erasure nor the user's existence is known. The erase command is queued all the same on
     # the user's partition of the command topic: whoever owns it applies it.
-    unseen = not existed and _away_from_owner(content, user_id)
+    away = _away_from_owner(content, user_id)
+    unseen = not existed and away
     # the ids the erasure takes with the user (identity), read before it removes the list
     gone = [user_id, *(i for i in content.state.merged_ids(user_id) if i != user_id)]
     admin = request.app.get(ADMIN)
@@ -177,7 +179,10 @@ async def delete_user(request: web.Request) -> web.Response:
     await content.state.erase(user_id)
     while content.state.profile(user_id) is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    done = content.state.profile(user_id) is None and not unseen
+    # a partition revoked during the wait (a rebalance) is dropped here: its users' profiles
+    # vanish without any erasure, which waits for the new owner
+    moved = not away and _away_from_owner(content, user_id)
+    done = content.state.profile(user_id) is None and not unseen and not moved
     if unseen:
         existed = None
     content.forget(user_id)
@@ -202,7 +207,7 @@ async def delete_user(request: web.Request) -> web.Response:
         "request_id": request_id,
     }
     if not done:
-        body["reason"] = _not_done(content.state, user_id)
+        body["reason"] = "ownership_moved" if moved else _not_done(content.state, user_id)
     return web.json_response(body, status=200 if done else 202)
 
 

@@ -4,6 +4,7 @@ rotation and sharing between processes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -372,6 +373,45 @@ async def test_an_erasure_not_applied_within_the_request_timeout_answers_202_not
     assert body["erased"] is False and body["existed"] is True
     (record,) = [r for r in _records(caplog) if r["action"] == "erase"]
     assert record["request_id"] == body["request_id"] and record["completed"] is False
+
+
+class _RevokedMeanwhile(MemoryState):
+    """A worker that owns the user's partition when the DELETE arrives and loses it in a
+    rebalance while the erasure waits behind its backlog: Faust drops the revoked partition's
+    table here (the profile is gone from this process), another worker owns it now."""
+
+    moved = False
+
+    def owner_url(self, user_id: str) -> str | None:
+        return "http://127.0.0.1:9" if self.moved else None
+
+    async def erase(self, user_id: str) -> None:
+        self.erased.append(user_id)  # queued behind the backlog, not applied here
+
+        async def revoke() -> None:
+            await asyncio.sleep(0.2)
+            self.moved = True
+            self.profiles.clear()
+
+        self.revoking = asyncio.ensure_future(revoke())
+
+
+async def test_an_erasure_whose_partition_moved_during_the_wait_is_not_claimed_done() -> None:
+    """The DELETE took the profile's absence after its wait for the erasure: a partition revoked
+    meanwhile (its table dropped here, the erase command still waiting for the new owner)
+    answered 200 `erased: true` though nothing had erased the user. It answers 202 `erased`
+    false with `reason` "ownership_moved"; the erase command stays queued for the new owner."""
+    state = _RevokedMeanwhile()
+    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "u9", "ts": T0}))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    async with TestClient(TestServer(app)) as client:
+        r = await client.delete("/v1/users/u9", headers=_bearer(ALL))
+        body = await r.json()
+    assert r.status == 202, body
+    assert body["erased"] is False and body["existed"] is True
+    assert body["reason"] == "ownership_moved", body
+    assert state.erased == ["u9"]
 
 
 class _OwnedElsewhere(MemoryState):
