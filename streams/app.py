@@ -419,6 +419,8 @@ class PersonaStreams:
         self._ownership: tuple[str | None, ...] | None = None  # the view last published
         self._held: frozenset[int] | None = None  # the held partitions last published
         self._ever_assigned = False  # whether an assignment has arrived (`held_partitions`)
+        self._last_held: frozenset[int] | None = None  # the held set last taken (`held_partitions`)
+        self._held_failures: set[str] = set()  # kinds of lookup failure logged (`held_partitions`)
         self._ownership_at = 0.0  # monotonic time it was written
         self._others = False  # whether the view last taken names another worker (`scaled_out`)
         app.task(self._ready_at_start)
@@ -658,21 +660,37 @@ class PersonaStreams:
         partitions it is a standby of). Its readers answer no other partition's users from the
         tables (engine/ownership.py `held`). None before the first assignment: it cannot tell,
         and the file then says every partition (a restarted lone worker's readers answer what it
-        stored, as before `held` existed), an empty assignment once one arrived says none."""
+        stored, as before `held` existed), an empty assignment once one arrived says none.
+        Should looking the assignment up fail, the held set last taken stands (None if none was:
+        it cannot tell), and a warning says why, once per kind of failure (an empty set would
+        have the readers answer nobody from the tables, silently)."""
         if not self._ever_assigned:
             return None
         try:
             assignor = cast(Any, self.app.assignor)
             tps = assignor.assigned_actives() | assignor.assigned_standbys()
             changelog = self.profiles.changelog_topic.get_topic_name()
-        except Exception:  # no assignment yet
-            return frozenset()
-        return frozenset(
-            tp.partition
-            for tp in tps
-            if (tp.topic in INPUT_TOPICS or tp.topic == changelog)
-            and 0 <= tp.partition < self.settings.partitions
-        )
+            held = frozenset(
+                tp.partition
+                for tp in tps
+                if (tp.topic in INPUT_TOPICS or tp.topic == changelog)
+                and 0 <= tp.partition < self.settings.partitions
+            )
+        except Exception as exc:  # Faust's assignor or the table in a state it should not be in
+            kind = type(exc).__name__
+            if kind not in self._held_failures:
+                self._held_failures.add(kind)
+                last = self._last_held
+                log.warning(
+                    "could not take the held partitions from the assignment (%s: %s): the"
+                    " readers keep the last taken (%s)",
+                    kind,
+                    exc,
+                    "none taken: every partition" if last is None else sorted(last),
+                )
+            return self._last_held
+        self._last_held = held
+        return held
 
     async def _publish_ownership(self) -> None:
         """Write the ownership view to the data dir for the readers (streams/readers.py) when it

@@ -76,3 +76,42 @@ def test_before_its_first_assignment_the_worker_publishes_every_partition_as_hel
     assigned(streams, monkeypatch, actives=set(), standbys=set())
     asyncio.run(streams._assigned(set()))
     assert ownership.read(path, 4).held == frozenset()
+
+
+def test_a_failing_assignment_lookup_keeps_the_last_held_partitions_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once an assignment had arrived, any exception looking up the held partitions (Faust's
+    assignor, the table's changelog topic) published an empty held set, silently: the readers
+    then answered nobody from the tables and no log line said why. Now the worker keeps the held
+    set it last took and logs a warning, once per kind of failure (the publishing timer asks
+    every `OWNERSHIP_EVERY` s)."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path, partitions=4), "kafka://127.0.0.1:9")
+    path = tmp_path / ownership.FILE_NAME
+    assigned(streams, monkeypatch, actives={0, 2}, standbys={1})
+    asyncio.run(streams._assigned(set()))
+    assert ownership.read(path, 4).held == frozenset({0, 1, 2})
+
+    def broken() -> set[TP]:
+        raise RuntimeError("assignor in a state it should not be in")
+
+    monkeypatch.setattr(cast(Any, streams.app.assignor), "assigned_actives", broken)
+    caplog.set_level("WARNING", logger="persona.streams")
+    for _ in range(3):
+        assert streams.held_partitions() == frozenset({0, 1, 2})
+        streams._rebalance_ended()
+        assert ownership.read(path, 4).held == frozenset({0, 1, 2})
+    warnings = [r for r in caplog.records if "held partitions" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "RuntimeError" in warnings[0].getMessage()
+    assert "assignor in a state" in warnings[0].getMessage()
+
+    def other() -> set[TP]:
+        raise KeyError("profiles")
+
+    monkeypatch.setattr(cast(Any, streams.app.assignor), "assigned_actives", other)
+    streams._rebalance_ended()
+    streams._rebalance_ended()
+    warnings = [r for r in caplog.records if "held partitions" in r.getMessage()]
+    assert len(warnings) == 2  # a new kind of failure is said once too
+    assert "KeyError" in warnings[1].getMessage()
