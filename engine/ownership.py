@@ -140,8 +140,9 @@ def parse(raw: bytes, partitions: int) -> Ownership:
         raise OwnershipError(f"not JSON: {str(exc)[:80]}") from None
     if not isinstance(body, dict) or "v" not in body:
         raise OwnershipError('not an object of exactly "v", "own", "owners" and "held"')
-    if body["v"] not in VERSIONS or isinstance(body["v"], bool):
-        raise OwnershipError(f"version {str(body['v'])[:20]!r} is not {VERSION}")
+    if type(body["v"]) is not int or body["v"] not in VERSIONS:  # not 1.0, nor true
+        read = ", ".join(map(str, VERSIONS))
+        raise OwnershipError(f"version {_shown(body['v'])} is not one read here ({read})")
     fields = {"v", "own", "owners"} | ({"held"} if body["v"] >= 2 else set())
     if set(body) != fields:
         raise OwnershipError(f"not an object of exactly {', '.join(sorted(fields))}")
@@ -161,6 +162,15 @@ def parse(raw: bytes, partitions: int) -> Ownership:
             refused.append(str(exc))
     held = None if body["v"] < 2 else _held(body["held"], partitions)
     return Ownership(own, tuple(urls), tuple(refused), held)
+
+
+def _shown(value: object) -> str:
+    """A JSON scalar as the file holds it (cut short), or what kind of value it is."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return json.dumps(value)[:20]
 
 
 def _held(value: object, partitions: int) -> frozenset[int]:

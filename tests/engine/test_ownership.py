@@ -60,6 +60,31 @@ def test_hostile_contents_are_refused(raw: bytes, why: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("v", "why"),
+    [
+        (3, "version 3 is not one read here (1, 2)"),
+        (0, "version 0 is not one read here (1, 2)"),
+        (1.0, "version 1.0 is not one read here (1, 2)"),
+        (2.0, "version 2.0 is not one read here (1, 2)"),
+        (True, "version true is not one read here (1, 2)"),
+        ("2", 'version "2" is not one read here (1, 2)'),
+        ([2], "version a list is not one read here (1, 2)"),
+        (None, "version null is not one read here (1, 2)"),
+    ],
+)
+def test_a_version_not_read_says_which_are(v: object, why: str) -> None:
+    """A file of an unknown version said "version 3 is not 2" though version 1 is read too; and
+    `"v": 1.0` or `2.0` (1.0 == 1 in Python) were read as 1 or 2. Now only the integers 1 and
+    2 are versions, and the refusal names both."""
+    fields: dict[str, object] = {"v": v}
+    if v in (2, 2.0):
+        fields["held"] = [0]
+    with pytest.raises(OwnershipError) as refused:
+        parse(body(**fields), 4)
+    assert str(refused.value) == why
+
+
+@pytest.mark.parametrize(
     ("entry", "why"),
     [
         (7, "partition 1 is not a URL string"),
