@@ -28,8 +28,10 @@ empty one, a binary one (a spreadsheet) and a JSON array (`_refuse_what_no_forma
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
+import operator
 import os
 import re
 import stat
@@ -264,9 +266,17 @@ class _AsOpened(io.RawIOBase):
         return got
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._at, os.SEEK_END: self._size}[whence]
-        self._at = max(0, base + offset)
-        return self._at
+        """As a file's `seek` (io.FileIO): ValueError for an unknown `whence`, OSError (EINVAL)
+        for a position before the start (nothing moves); one past the end reads nothing."""
+        offset = operator.index(offset)
+        bases = {os.SEEK_SET: 0, os.SEEK_CUR: self._at, os.SEEK_END: self._size}
+        if whence not in bases:
+            raise ValueError(f"invalid whence ({whence!r}, should be 0, 1 or 2)")
+        at = bases[whence] + offset
+        if at < 0:
+            raise OSError(errno.EINVAL, f"negative seek position {at}")
+        self._at = at
+        return at
 
     def tell(self) -> int:
         return self._at

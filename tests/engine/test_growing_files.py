@@ -10,7 +10,9 @@ its loop with a count, so the unfixed reader fails instead of hanging)."""
 
 from __future__ import annotations
 
+import errno
 import gzip
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.catalog_formats import InvalidFeed, open_binary, read_products
+from engine.catalog_formats import InvalidFeed, _AsOpened, open_binary, read_products
 from engine.events import InvalidEvent
 from engine.sources import read_events
 
@@ -155,3 +157,32 @@ def test_a_file_rewritten_in_place_to_its_size_while_read_is_refused(tmp_path: P
                     out.seek(half)
                     out.write(new)
                 os.utime(path, ns=(opened + 10**9, opened + 10**9))  # whatever the clock's tick
+
+
+def test_seeking_the_file_as_opened_behaves_as_a_file_does(tmp_path: Path) -> None:
+    """The raw file under `open_binary` (`_AsOpened`) raised KeyError for an unknown `whence`
+    and took a seek before the start for the start (what was read next was not what a seek
+    asked for). Now it answers as an io file does: OSError (EINVAL) for a position before the
+    start, ValueError for an unknown `whence`; a position past the end reads nothing."""
+    path = tmp_path / "feed.jsonl"
+    path.write_bytes(b"abcdef")
+    with open_binary(path) as src:
+        assert src.read(2) == b"ab"
+        for offset, whence in [(-1, os.SEEK_SET), (-3, os.SEEK_CUR), (-7, os.SEEK_END)]:
+            with pytest.raises(OSError) as refused:
+                src.seek(offset, whence)
+            assert refused.value.errno == errno.EINVAL
+        assert src.read(1) == b"c"  # a refused seek moves nothing
+        assert src.seek(-2, os.SEEK_END) == 4 and src.read() == b"ef"
+    fd = os.open(path, os.O_RDONLY)
+    with io.FileIO(os.dup(fd)) as plain, _AsOpened(fd, os.fstat(fd)) as raw:
+        for name, stream in (("plain", plain), ("as opened", raw)):
+            with pytest.raises((ValueError, OSError)):
+                stream.seek(0, 9)
+            with pytest.raises(OSError):
+                stream.seek(-1)
+            assert stream.seek(2) == 2 and stream.seek(1, os.SEEK_CUR) == 3, name
+            assert stream.seek(10) == 10 and stream.read(4) == b"", name
+            assert stream.seek(-1, os.SEEK_END) == 5 and stream.read(4) == b"f", name
+        with pytest.raises(ValueError, match="whence"):
+            raw.seek(0, 9)
