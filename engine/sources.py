@@ -166,7 +166,10 @@ class _Lines:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            wide = _wide_text(raw) if self.number == 1 else None
+            after = self._after() if self.number == 1 else b""
+            if self.number == 1 and not after and raw in _MARKS:
+                return ""  # a byte order mark alone: an empty file, as a UTF-8 one alone is
+            wide = _wide_text(raw + after) if self.number == 1 else None
             if wide:  # a Windows editor's "Unicode"
                 raise InvalidEvent(
                     f"{where}: the file is {wide} text (its byte order mark says so): save it "
@@ -180,6 +183,14 @@ class _Lines:
         if len(raw) > MAX_LINE * 4 or len(text.rstrip("\r\n")) > MAX_LINE:
             raise InvalidEvent(f"{where}: a line longer than {MAX_LINE} characters")
         return text.lstrip("\ufeff") if self.number == 1 else text
+
+    def _after(self) -> bytes:
+        """The first bytes after the line just read (a wide character's other bytes, when it
+        ends in one's line feed); none where they cannot be read (the next read says why)."""
+        try:
+            return bytes(cast(Peekable, self._source).peek(_WIDE_LOOK)[:_WIDE_LOOK])
+        except (InvalidFeed, OSError, EOFError, zlib.error):
+            return b""
 
     def skip_blank(self) -> None:
         """After a blank line: the blank lines that follow, consumed a buffer at a time and
@@ -215,16 +226,23 @@ _WIDE_CODECS = (  # byte order mark, codec, bytes of one character
 )
 
 
+_MARKS = {mark for mark, _, _ in _WIDE_CODECS}
+_WIDE_LOOK = 8 * 4  # bytes looked at after a wide byte order mark (8 characters of UTF-32)
+
+
 def _wide_text(raw: bytes) -> str | None:
-    """ "UTF-16" or "UTF-32" when the first line `raw` starts with that encoding's byte order
-    mark and goes on with ASCII text in it (every event file starts with `{` or a header):
-    binary that merely starts with the mark's bytes stays "not UTF-8 text"."""
+    """ "UTF-16" or "UTF-32" when `raw` (the first line and the bytes after it) starts with
+    that encoding's byte order mark and goes on with ASCII text in it (every event file starts
+    with `{`, a header or a blank line): binary that merely starts with the mark's bytes stays
+    "not UTF-8 text". A blank first line is told by the line end in that encoding (CR LF, LF:
+    the line read ends at the byte 0x0A, the bytes after it complete the character)."""
     wide = _wide_encoding(raw)
     for mark, codec, unit in _WIDE_CODECS:
         if wide and raw.startswith(mark):
             head = raw[len(mark) : len(mark) + 8 * unit]
-            text = head[: len(head) // unit * unit].decode(codec, errors="replace")
-            return wide if text[:1].isascii() and text[:1].isprintable() else None
+            first = head[: len(head) // unit * unit].decode(codec, errors="replace")[:1]
+            text = first.isascii() and (first.isprintable() or first in "\t\r\n")
+            return wide if first and text else None
     return None
 
 

@@ -130,3 +130,44 @@ def test_a_wide_text_event_file_is_said_to_be_one(tmp_path: Path, codec: str) ->
         list(read_events(path))
     with pytest.raises(InvalidEvent, match=f"the file is {wide} text"):
         detect_format(path)
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_a_wide_text_event_file_whose_first_line_is_blank_is_said_to_be_one(
+    tmp_path: Path, codec: str, end: str
+) -> None:
+    """The first line of a wide text file holding only its byte order mark and a line end was
+    judged by the bytes of that line alone: "UTF-16" for some (little-endian, a line feed, whose
+    high byte is on the next line), "not UTF-8 text: not an event file?" for others (a Windows
+    editor's CR LF, any big-endian file). The wide text is now told by what follows the mark,
+    the next line's first bytes included."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(("\ufeff" + end + json.dumps(EVENT) + "\n").encode(codec))
+    wide = codec.upper()[:6]
+    with pytest.raises(InvalidEvent, match=f"line 1: the file is {wide} text .*save it as UTF-8"):
+        list(read_events(path))
+    with pytest.raises(InvalidEvent, match=f"the file is {wide} text"):
+        detect_format(path)
+
+
+@pytest.mark.parametrize("mark", [b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xff\xfe\x00\x00"])
+def test_a_file_of_a_byte_order_mark_alone_is_an_empty_file(tmp_path: Path, mark: bytes) -> None:
+    """A file holding a UTF-8 byte order mark alone reads as an empty file (no events); one
+    holding a UTF-16 or UTF-32 mark alone was "the file is UTF-16 text (its byte order mark says
+    so): save it as UTF-8" though it holds no text to save. It is an empty file too now."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(mark)
+    assert detect_format(path) == "jsonl"
+    assert list(read_events(path)) == []
+
+
+def test_utf8_after_a_wide_mark_and_a_line_feed_is_not_taken_for_wide_text(
+    tmp_path: Path,
+) -> None:
+    """A UTF-16 mark, a one-byte line feed and UTF-8 lines (no wide text: its line feed is two
+    bytes) was said to be UTF-16 text, judged by the mark alone: it is not UTF-8 text."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\xff\xfe\n" + json.dumps(EVENT).encode() + b"\n")
+    with pytest.raises(InvalidEvent, match="line 1: not UTF-8 text"):
+        list(read_events(path))
