@@ -36,7 +36,7 @@ import os
 import re
 import stat
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 from xml.parsers import expat
@@ -654,32 +654,50 @@ def _rows(
 ) -> Iterator[Row]:
     if fmt == "google-xml":
         return xml_rows(source)
-    lines = _text_lines(source)
+    lines = _TextLines(source)
     if fmt == "jsonl":
         return _json_rows(lines)
     return _csv_rows(lines, "\t" if fmt == "tsv" else ",", header, mapping)
 
 
-def _text_lines(source: IO[bytes]) -> Iterator[str]:
+class _TextLines:
     """The feed's lines as text (UTF-8, a leading BOM dropped), each at most MAX_LINE long. A
     byte that is not UTF-8 is read as a lone surrogate (Python's `surrogateescape`), which the
     product's field checks refuse (`engine.text`): its row is rejected naming the field, where
-    U+FFFD stored a damaged title without a word."""
-    number = 0
-    while True:
-        raw = source.readline(MAX_LINE * 4 + 1)
+    U+FFFD stored a damaged title without a word. `number`: the lines read so far."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        self._peekable = callable(getattr(source, "peek", None))
+        self.number = 0
+
+    def __iter__(self) -> _TextLines:
+        return self
+
+    def __next__(self) -> str:
+        raw = self._source.readline(MAX_LINE * 4 + 1)
         if not raw:
-            return
-        number += 1
+            raise StopIteration
+        self.number += 1
         text = raw.decode("utf-8", errors="surrogateescape")
         if len(raw) > MAX_LINE * 4 or len(text.rstrip("\r\n")) > MAX_LINE:
-            raise InvalidFeed(number, f"a line longer than {MAX_LINE} characters")
-        yield text.lstrip("\ufeff") if number == 1 else text
+            raise InvalidFeed(self.number, f"a line longer than {MAX_LINE} characters")
+        return text.lstrip("\ufeff") if self.number == 1 else text
+
+    def skip_blank(self) -> None:
+        """After a blank line (between rows, never inside a quoted cell): the blank lines that
+        follow, consumed a buffer at a time and counted in `number` (`skip_blank_lines`): a gzip
+        feed of one product and 64 MiB of newlines was read a Python step per line. A source
+        that cannot peek (a caller's own) has them read one at a time, as lines."""
+        if self._peekable:
+            self.number += skip_blank_lines(cast(Peekable, self._source))
 
 
-def _json_rows(lines: Iterable[str]) -> Iterator[Row]:
-    for number, line in enumerate(lines, 1):
+def _json_rows(lines: _TextLines) -> Iterator[Row]:
+    for line in lines:
+        number = lines.number
         if not line.strip():
+            lines.skip_blank()
             continue
         try:
             data = outside_json(line, unique_keys)
@@ -700,21 +718,28 @@ class _RowLines:
     holding newlines on purpose) made one row of the rest of the feed, cell after cell in
     memory. `start_row()` between rows."""
 
-    def __init__(self, lines: Iterable[str]) -> None:
-        self._lines = iter(lines)
-        self.number = 0
+    def __init__(self, lines: _TextLines) -> None:
+        self._lines = lines
         self._first = 1
         self._size = 0
 
+    @property
+    def number(self) -> int:
+        """The lines read so far (blank ones skipped in bulk included)."""
+        return self._lines.number
+
     def start_row(self) -> None:
         self._first, self._size = self.number + 1, 0
+
+    def skip_blank(self) -> None:
+        """Between rows, after a blank one: `_TextLines.skip_blank`."""
+        self._lines.skip_blank()
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
         line = next(self._lines)
-        self.number += 1
         self._size += len(line)
         if self._size > MAX_LINE:
             raise InvalidFeed(
@@ -740,7 +765,7 @@ def _joined_columns(
 
 
 def _csv_rows(
-    lines: Iterable[str],
+    lines: _TextLines,
     delimiter: str,
     check: Callable[[list[str]], None] | None = None,
     mapping: dict[str, str] | None = None,
@@ -754,18 +779,18 @@ def _csv_rows(
         joined = _joined_columns(header, mapping)
         rows.start_row()
         for row in reader:
-            rows.start_row()
             if not any(cell.strip() for cell in row):
+                rows.skip_blank()  # csv has read the blank row's line and nothing after it
+                rows.start_row()
                 continue
+            rows.start_row()
             problem = None if len(row) <= len(header) else "more cells than header columns"
             fields = dict(zip(header, row, strict=False))
             for name, columns in joined:
                 fields[name] = ",".join(row[c] for c in columns if c < len(row) and row[c])
-            yield reader.line_num, fields, problem
+            yield rows.number, fields, problem
     except csv.Error as exc:
-        raise InvalidFeed(
-            reader.line_num, f"unreadable {delimiter!r}-separated text: {exc}"
-        ) from None
+        raise InvalidFeed(rows.number, f"unreadable {delimiter!r}-separated text: {exc}") from None
 
 
 # -- Google Merchant Center XML --------------------------------------------------------------------

@@ -263,6 +263,12 @@ class _Yielding:
         self._pause()
         return self._inner.readline(size)
 
+    def peek(self, size: int = 0) -> bytes:
+        """What `skip_blank_lines` reads runs of blank lines by (without it, a line at a
+        time: a feed of a product and 64 MiB of newlines took a Python step per line)."""
+        self._pause()
+        return cast(Any, self._inner).peek(size)  # open_binary's source: it peeks
+
     def tell(self) -> int:
         return self._inner.tell()
 
