@@ -120,6 +120,7 @@ class InvalidEvent(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.file: str | None = None  # the events file whose reading raised it (read_events)
 
 
 @dataclass(slots=True)

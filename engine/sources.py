@@ -341,8 +341,6 @@ def read_events(
     `history` True (training, evaluation) reads times of any era; False (replay into the engine)
     keeps the live bound of `engine.events.parse_ts`."""
     stats = stats if stats is not None else ReadStats()
-    fmt = detect_format(path)
-    stats.format = fmt
     readers: dict[str, Callable[[_Lines, list[SourceError] | None, ReadStats], Iterator[Event]]]
     readers = {
         "jsonl": _read_history if history else _read_jsonl,
@@ -350,8 +348,14 @@ def read_events(
         "rees46": _read_rees46,
         "otto": _read_otto,
     }
-    with _Lines(path) as lines:
-        yield from readers[fmt](lines, errors, stats)
+    try:
+        fmt = detect_format(path)
+        stats.format = fmt
+        with _Lines(path) as lines:
+            yield from readers[fmt](lines, errors, stats)
+    except InvalidEvent as exc:  # from reading the file: a caller may name it (models_cli)
+        exc.file = str(path)
+        raise
 
 
 def _read_history(

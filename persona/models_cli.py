@@ -434,7 +434,10 @@ def _guarded(func: Any) -> Any:
             print(f"persona: refused: {exc}", file=sys.stderr)
             return 2
         except InvalidEvent as exc:  # a line of the events file (train, evaluate): its name
-            where = f"{args.events}: " if getattr(args, "events", None) else ""
+            # the file's name in front of an error from reading it (read_events), not of
+            # another, nor of one that names it already (detect_format's "PATH: unknown ...")
+            named = exc.file is None or exc.reason.startswith(f"{exc.file}: ")
+            where = "" if named else f"{exc.file}: "
             print(f"persona: {where}{exc.reason}", file=sys.stderr)
             return 2
         except (LookupError, ValueError, ImportError) as exc:
