@@ -17,6 +17,7 @@ answers locally instead.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -25,7 +26,8 @@ from yarl import URL
 
 from api import hops
 from api.encodings import read_whole
-from api.shared import HOPPED
+from api.limits import OPTIONS, ServingOptions
+from api.shared import HOPPED, STARTED
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.routing")
@@ -39,6 +41,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _WARNED: set[str] = set()
 HOP_TIMEOUT = 2.0  # seconds a hop may take (an owner that answers no sooner is unreachable)
 HOP_ANSWER = 1.0  # seconds for an owner's answer once its erasure wait is over (DELETE)
+# a hop ends by this share of the request's own timeout (PERSONA_REQUEST_TIMEOUT): the rest
+# answers locally (and a DELETE queues and audits the erasure) before the timeout answers 503
+HOP_SHARE = 0.8
 
 
 def _user_of(request: web.Request) -> str | None:
@@ -56,10 +61,11 @@ def routing_middleware(
         if user is None or request.get(HOPPED):  # a verified hop: its sender routed it
             return await handler(request)
         owner = _target(request.app, owner_of(user))
-        if owner is None:
+        timeout = None if owner is None else _hop_timeout(request)
+        if owner is None or timeout is None:
             return await handler(request)
         try:
-            return await _forward(request, owner, caller(request))
+            return await _forward(request, owner, caller(request), timeout)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("owner %s of user %r unreachable (%s); answering locally", owner, user, exc)
             return await handler(request)
@@ -87,7 +93,10 @@ def _target(app: web.Application, owner: str | None) -> str | None:
 
 
 async def _forward(
-    request: web.Request, owner: str, caller: tuple[str, frozenset[str]]
+    request: web.Request,
+    owner: str,
+    caller: tuple[str, frozenset[str]],
+    timeout: aiohttp.ClientTimeout,
 ) -> web.Response:
     session = request.app[SESSION]
     headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
@@ -107,7 +116,7 @@ async def _forward(
         headers=headers,
         data=body or None,
         allow_redirects=False,
-        timeout=_hop_timeout(request),
+        timeout=timeout,
     ) as upstream:
         payload = await upstream.read()
         out = {
@@ -131,17 +140,29 @@ async def _open_session(app: web.Application) -> None:
     app[SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HOP_TIMEOUT))
 
 
-def _hop_timeout(request: web.Request) -> aiohttp.ClientTimeout:
+def _hop_timeout(request: web.Request) -> aiohttp.ClientTimeout | None:
     """A DELETE's hop waits as long as the owner may wait for the erasure before it answers
     (api/privacy.py `erase_wait`), plus a second for its answer: at the session's HOP_TIMEOUT an
     owner applying the erasure was taken for unreachable (202 `owner_unreachable` from a
     process holding nothing, the erase queued twice). Other hops: HOP_TIMEOUT (an explicit
-    timeout of None would be none at all, not the session's)."""
-    if request.method != "DELETE":
-        return aiohttp.ClientTimeout(total=HOP_TIMEOUT)
-    from api.privacy import erase_wait  # the handler's module: imported where it is needed
+    timeout of None would be none at all, not the session's). Either ends by HOP_SHARE of the
+    request's own timeout, counted from its start (`STARTED`): with a request timeout under
+    2.5 s an owner that did not answer held the request until the timeout middleware answered
+    503, nothing answered (or, for a DELETE, queued and audited) here. None: no time is left
+    for a hop (answered here)."""
+    total = HOP_TIMEOUT
+    if request.method == "DELETE":
+        from api.privacy import erase_wait  # the handler's module: imported where it is needed
 
-    return aiohttp.ClientTimeout(total=max(HOP_TIMEOUT, erase_wait(request) + HOP_ANSWER))
+        total = max(HOP_TIMEOUT, erase_wait(request) + HOP_ANSWER)
+    started = request.get(STARTED)
+    if started is not None:  # behind the limits middleware: its timeout counts from then
+        request_timeout = (request.app.get(OPTIONS) or ServingOptions()).request_timeout
+        left = started + HOP_SHARE * request_timeout - time.monotonic()
+        if left <= 0.001:  # aiohttp takes a total of 0 for no timeout at all
+            return None
+        total = min(total, left)
+    return aiohttp.ClientTimeout(total=total)
 
 
 async def _close_session(app: web.Application) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -27,12 +28,15 @@ CLUSTER = "cluster-secret-for-the-api-tests-kkkk"
 AUTH = {"Authorization": f"Bearer {SECRET}"}
 
 
-def _client(owner: str | None, cluster: str | None = CLUSTER) -> TestClient:
+def _client(
+    owner: str | None, cluster: str | None = CLUSTER, request_timeout: float = 10.0
+) -> TestClient:
     state = MemoryState()
     state.owner_url = lambda user_id: owner  # type: ignore[method-assign]
     content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
     keys = KeyRing.from_settings(f"sender:{SECRET}:content:read,privacy:admin", None)
-    return TestClient(TestServer(create_app(content, keys, ServingOptions(cluster_secret=cluster))))
+    options = ServingOptions(request_timeout=request_timeout, cluster_secret=cluster)
+    return TestClient(TestServer(create_app(content, keys, options)))
 
 
 @pytest.fixture
@@ -245,3 +249,38 @@ async def test_a_forwarded_erasure_waits_for_an_owner_applying_it() -> None:
             assert (await erased.json())["erased"] is True
             read = await client.get("/v1/users/u1/profile", headers=AUTH)
             assert "X-Persona-Routed" not in read.headers  # answered here after 2 s
+
+
+@pytest.mark.parametrize("request_timeout", [1.0, 0.3])
+async def test_a_hop_ends_in_time_for_a_local_answer_under_a_short_request_timeout(
+    request_timeout: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hop's timeout (2 s; a DELETE's 60 % of the request timeout + 1 s) ignored the request's
+    own timeout: with PERSONA_REQUEST_TIMEOUT under 2.5 s an owner that did not answer held the
+    request until the timeout middleware answered 503, so the sender never answered locally: a
+    DELETE neither queued the erasure here nor audited it, a read got no standby answer. A hop
+    now ends by 80 % of the request's time, leaving the rest for the local answer."""
+    release = asyncio.Event()
+
+    async def stuck_owner(request: web.Request) -> web.Response:
+        await release.wait()  # never answers in time
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", stuck_owner)
+    async with TestServer(app) as owner_server:
+        owner = str(owner_server.make_url("")).rstrip("/")
+        async with _client(owner, request_timeout=request_timeout) as client:
+            with caplog.at_level(logging.INFO, "persona.audit"):
+                erased = await client.delete("/v1/users/u1", headers=AUTH)
+                body = await erased.json()
+            assert erased.status == 202, body
+            assert "X-Persona-Routed" not in erased.headers  # answered here
+            assert body["erased"] is False and body["reason"] == "owner_unreachable"
+            lines = [r.getMessage() for r in caplog.records if r.name == "persona.audit"]
+            (record,) = [r for r in map(json.loads, lines) if r["action"] == "erase"]
+            assert record["request_id"] == body["request_id"]
+            read = await client.get("/v1/users/u1/profile", headers=AUTH)
+            assert read.status != 503, await read.text()
+            assert "X-Persona-Routed" not in read.headers
+        release.set()
