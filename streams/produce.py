@@ -23,6 +23,13 @@ __all__ = ["ALL_INPUTS", "Producer", "bootstrap_servers", "ensure_topics"]
 Progress = Callable[[int], None]
 
 
+async def _acknowledged(pending: list[asyncio.Future[Any]]) -> None:
+    """Wait for the records handed to the producer before their source failed (a bad line of a
+    replayed file: the caller says they were sent): the broker's error instead when it did not
+    take them. aiokafka's `stop()` waits for them too, but drops their delivery errors."""
+    await asyncio.gather(*pending)
+
+
 class Producer:
     def __init__(self, broker: Broker) -> None:
         self._producer = AIOKafkaProducer(
@@ -49,21 +56,25 @@ class Producer:
         sent = 0
         started = time.monotonic()
         pending: list[asyncio.Future[Any]] = []
-        for event in events:
-            fut = await self._producer.send(
-                event.topic(), encode(event, fmt), key=event.user_id.encode()
-            )
-            pending.append(fut)
-            sent += 1
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-            if rate:
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            if progress and sent % 1000 == 0:
-                progress(sent)
+        try:
+            for event in events:
+                fut = await self._producer.send(
+                    event.topic(), encode(event, fmt), key=event.user_id.encode()
+                )
+                pending.append(fut)
+                sent += 1
+                if len(pending) >= 5000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                if progress and sent % 1000 == 0:
+                    progress(sent)
+        except Exception:
+            await _acknowledged(pending)
+            raise
         await asyncio.gather(*pending)
         if progress:
             progress(sent)
@@ -74,16 +85,19 @@ class Producer:
     ) -> int:
         sent = 0
         pending: list[asyncio.Future[Any]] = []
-        for product in products:
-            pending.append(
-                await self._producer.send("catalog", product.pack(), key=product.item_id.encode())
-            )
-            sent += 1
-            if len(pending) >= 5000:  # a feed of millions of rows: bounded memory
-                await asyncio.gather(*pending)
-                pending.clear()
-            if progress and sent % 1000 == 0:
-                progress(sent)
+        try:
+            for product in products:
+                key = product.item_id.encode()
+                pending.append(await self._producer.send("catalog", product.pack(), key=key))
+                sent += 1
+                if len(pending) >= 5000:  # a feed of millions of rows: bounded memory
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                if progress and sent % 1000 == 0:
+                    progress(sent)
+        except Exception:
+            await _acknowledged(pending)
+            raise
         await asyncio.gather(*pending)
         if progress:
             progress(sent)
