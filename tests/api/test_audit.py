@@ -344,6 +344,17 @@ def test_attach_tightens_an_audit_log_others_could_read(
         logging.getLogger("persona.audit").propagate = True
 
 
+def _app_holding(
+    state: MemoryState, user: str, options: ServingOptions | None = None
+) -> web.Application:
+    """The API over `state` once it holds one page view of `user`."""
+    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": user, "ts": T0}))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    if options is None:
+        return create_app(content, KeyRing.from_settings(KEYS, None))
+    return create_app(content, KeyRing.from_settings(KEYS, None), options)
+
+
 class _SlowErasure(MemoryState):
     """A state whose erasures are not applied before the DELETE stops waiting (a backlog)."""
 
@@ -361,10 +372,7 @@ async def test_an_erasure_not_applied_within_the_request_timeout_answers_202_not
     request took longer than 10 s", the erasure queued but neither audited nor answered with
     its request id, the caches of the user not dropped."""
     state = _SlowErasure()
-    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "u8", "ts": T0}))
-    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
-    options = ServingOptions(request_timeout=1.0)
-    app = create_app(content, KeyRing.from_settings(KEYS, None), options)
+    app = _app_holding(state, "u8", ServingOptions(request_timeout=1.0))
     async with TestClient(TestServer(app)) as client:
         with caplog.at_level(logging.INFO, "persona.audit"):
             r = await client.delete("/v1/users/u8", headers=_bearer(ALL))
@@ -402,9 +410,7 @@ async def test_an_erasure_whose_partition_moved_during_the_wait_is_not_claimed_d
     answered 200 `erased: true` though nothing had erased the user. It answers 202 `erased`
     false with `reason` "ownership_moved"; the erase command stays queued for the new owner."""
     state = _RevokedMeanwhile()
-    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "u9", "ts": T0}))
-    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
-    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    app = _app_holding(state, "u9")
     async with TestClient(TestServer(app)) as client:
         r = await client.delete("/v1/users/u9", headers=_bearer(ALL))
         body = await r.json()
@@ -444,9 +450,7 @@ async def test_an_erasure_the_process_cannot_know_is_done_is_not_claimed_done(
     command topic. A copy held here (a standby) that loses the user still confirms it."""
     state = state_type()
     unknown = state_type is _OwnerUnknown
-    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "held", "ts": T0}))
-    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
-    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    app = _app_holding(state, "held")
     async with TestClient(TestServer(app)) as client:
         with caplog.at_level(logging.INFO, "persona.audit"):
             r = await client.delete("/v1/users/elsewhere", headers=_bearer(ALL))
@@ -475,9 +479,7 @@ async def test_an_export_the_process_cannot_know_is_empty_is_not_claimed_empty(
     owner could not be asked, with Retry-After, audited with `found` null; a user held here is
     exported as before."""
     state = state_type()
-    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "held", "ts": T0}))
-    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
-    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    app = _app_holding(state, "held")
     async with TestClient(TestServer(app)) as client:
         with caplog.at_level(logging.INFO, "persona.audit"):
             r = await client.get("/v1/users/elsewhere/export", headers=_bearer(ALL))
@@ -498,9 +500,7 @@ async def test_an_erasure_not_confirmed_in_time_answers_202_with_a_request_id_an
 
     monkeypatch.setattr(api.privacy, "ERASE_WAIT", 0.2)
     state = _SlowErasure()
-    state.apply(validate({"event_id": "e1", "type": "page_view", "user_id": "u9", "ts": T0}))
-    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
-    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    app = _app_holding(state, "u9")
     async with TestClient(TestServer(app)) as client:
         with caplog.at_level(logging.INFO, "persona.audit"):
             r = await client.delete("/v1/users/u9", headers=_bearer(ALL))
