@@ -163,7 +163,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if first is None:
             said = what_was_read(args.file, stats)
             raise SettingsError(f"{args.file}: no events to replay ({said})")
-        read = [0]  # events handed to the producer: those before a bad line are sent
+        # read[0]: events handed to the producer; those before a bad line are sent
 
         def counted(events: Iterator[Event]) -> Iterator[Event]:
             for event in events:

@@ -723,10 +723,11 @@ class PersonaStreams:
         """An assignment arrived: the held partitions it names at once (the owners stay unknown
         until the rebalance ends, `_rebalance_ended`)."""
         self._ever_assigned = True
-        self._write_ownership(self.ownership_view(), self.held_partitions())
+        self._rebalance_ended()
 
     def _rebalance_ended(self) -> None:
-        """The readers' view at once when a rebalance ends (`_App`), not at the next tick."""
+        """The readers' view at once when a rebalance ends (`_App`), not at the next tick (and
+        when an assignment arrives: `_assigned`)."""
         self._write_ownership(self.ownership_view(), self.held_partitions())
 
     async def _ownership_revoked(self, *args: Any, **kwargs: Any) -> None:

@@ -596,8 +596,8 @@ class SecondaryState:
         as its view says (engine/ownership.py `held`): only then are its users answered from
         the tables here. Without a view: every partition while no view ever named another
         worker or held fewer than all (a lone worker, or one of an older version), none once
-        one did (the worker is
-        gone or stuck and the group moved its partitions: nothing here is vouched for)."""
+        one did (the worker is gone or stuck and the group moved its partitions: nothing here
+        is vouched for)."""
         view = self.ownership
         if view is None:
             return not self._scaled_out
