@@ -13,9 +13,10 @@ caller may show: consent and the block's own choice (personal or the fallback) a
 before them.
 
 `apply_rules` runs on the API's event loop for every block of a batch: what it needs of a list
-of live rules (`Rules.live`, kept per block and phase) is worked out once and kept (`_plan`: the
-rules split by action and indexed by the item ids, brand or category they match, the pins'
-listed ids sorted), and each item's product and verdicts once per block (`_Block`).
+of live rules (`Rules.live`, kept per block for its current phase) is worked out once and kept
+with it (`_plan`: the rules split by action and indexed by the item ids, brand or category they
+match, the pins' listed ids sorted), and each item's product and verdicts once per block
+(`_Block`). A replaced document's plans, and an earlier phase's, are freed.
 
 Order of application: `exclude`, then `filter` (an item must match every filter of the block),
 then `boost`/`bury` (each candidate's reciprocal rank 1/(1 + rank) times the weights of the rules
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,7 +54,7 @@ MAX_WEIGHT = 100.0
 # (benchmarks/rules_batch.py), the bound's worst case.
 MAX_PIN_CHECKS = 10_000
 DEFAULT_WEIGHT = {"boost": 2.0, "bury": 0.5}
-MAX_LIVE = 64  # live lists a document keeps (per block and phase: `Rules.live`)
+MAX_LIVE = 16  # live lists a document keeps (one a block: `Rules.live`), each with its plan
 
 
 class InvalidRules(ValueError):
@@ -103,15 +105,20 @@ class Rules:
 
     def live(self, block: str, now_ms: int) -> list[Rule]:
         """The rules live in `block` at `now_ms`, in the document's order. The same in every
-        `phase` (each rule's start and end times are among the bounds), so kept per block and
-        phase: the same rule objects each time, which `apply_rules` keeps its plan for."""
-        key = (block, self.phase(now_ms))
-        found = self._live.get(key)
-        if found is None:
-            found = tuple(rule for rule in self.rules if rule.live(block, now_ms))
+        `phase` (each rule's start and end times are among the bounds), so kept per block for
+        the newest phase seen, with their plan (`apply_rules` finds it by the rules' ids): the
+        same rule objects each time. An earlier phase's lists and plans are not kept (a rule
+        starting every second made a new plan of the whole document each second, and 64 were
+        kept), nor are a replaced document's: they go with it."""
+        phase = self.phase(now_ms)
+        kept = self._live.get(block)
+        if kept is not None and kept[0] == phase:
+            return list(kept[1])
+        found = tuple(rule for rule in self.rules if rule.live(block, now_ms))
+        if kept is None or phase > kept[0]:  # a time before the newest seen: not kept
             if len(self._live) >= MAX_LIVE:
                 self._live.clear()
-            self._live[key] = found
+            self._live[block] = (phase, found, _plan(found))
         return list(found)
 
     def phase(self, now_ms: int) -> int:
@@ -125,7 +132,8 @@ class Rules:
         return sorted(times)
 
     @cached_property
-    def _live(self) -> dict[tuple[str, int], tuple[Rule, ...]]:
+    def _live(self) -> dict[str, tuple[int, tuple[Rule, ...], _Plan]]:
+        """Block -> (its newest phase seen, the rules live then, their plan)."""
         return {}
 
 
@@ -272,7 +280,7 @@ class _Plan:
     pins: tuple[tuple[Rule, tuple[str, ...] | None], ...]  # by position; listed ids sorted
 
     @staticmethod
-    def of(rules: list[Rule]) -> _Plan:
+    def of(rules: Sequence[Rule]) -> _Plan:
         pins = sorted((r for r in rules if r.action == "pin"), key=lambda r: r.position or 1)
         return _Plan(
             rules=tuple(rules),
@@ -287,21 +295,18 @@ class _Plan:
         )
 
 
-# Plans of the live rules lists seen lately, by the ids of their rules (a plan holds its rules,
-# so no other object can have those ids while it is here). A document has a live list per block
-# and phase (`Rules.live`): a few.
-_PLANS: dict[tuple[int, ...], _Plan] = {}
-MAX_PLANS = 64
+# The plans of the live rules lists that documents keep (`Rules.live`), by the ids of their
+# rules: held weakly, so a plan goes with the document (or the phase) that kept it. A plan holds
+# its rules, so no other rule has one of their ids while it is here. A list no document keeps
+# (a time before a block's newest phase, a list made by hand) gets a plan of its own each call.
+_PLANS: weakref.WeakValueDictionary[tuple[int, ...], _Plan] = weakref.WeakValueDictionary()
 
 
-def _plan(rules: list[Rule]) -> _Plan:
+def _plan(rules: Sequence[Rule]) -> _Plan:
     key = tuple(map(id, rules))
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _Plan.of(rules)
-        if len(_PLANS) >= MAX_PLANS:
-            _PLANS.clear()
-        _PLANS[key] = plan
+        plan = _PLANS[key] = _Plan.of(rules)
     return plan
 
 

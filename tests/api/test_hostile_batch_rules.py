@@ -6,8 +6,11 @@ with the same `If-Match` racing each other."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +26,7 @@ from api.models_routes import ADMIN
 from api.testing import MemoryRegistry, MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
+from engine.rules import _Plan
 from models.registry import ModelSet
 
 READ_KEY = "read-key-0123456789abcdefghij"
@@ -203,6 +207,52 @@ async def test_pins_and_exclusions_within_the_bound_are_accepted(shop: Shop) -> 
     r = await shop.client.put("/v1/rules", json=costly_rules(1, 9), headers=bearer(RULES_KEY))
     problem = await r.json(content_type=None)
     assert r.status == 400 and "10000 checks" in problem["detail"], problem
+
+
+async def block_status(shop: Shop) -> int:
+    r = await shop.client.get(
+        "/v1/users/u1/blocks/recommendations?format=json", headers=bearer(READ_KEY)
+    )
+    return r.status
+
+
+async def test_a_replaced_rules_document_is_not_kept_in_memory(shop: Shop) -> None:
+    """Every document served kept its rules and their indexes in a module-wide cache of 64
+    plans after it was replaced: 64 edits of a 512 KB document of item ids, each served once,
+    held ~800 MB. A replaced document's rules are freed with it."""
+    kept = []
+    for n in range(6):
+        listed = [f"gone-{n}-{i}" for i in range(1000)]
+        document = {"rules": [{"id": f"v{n}", "action": "exclude", "match": {"item_ids": listed}}]}
+        r = await shop.client.put("/v1/rules", json=document, headers=bearer(RULES_KEY))
+        assert r.status == 200
+        kept.append(weakref.ref(shop.content.models.rules.rules[0]))
+        assert await block_status(shop) == 200
+    gc.collect()
+    assert [ref() is not None for ref in kept] == [False] * 5 + [True]
+
+
+async def test_a_document_keeps_the_plans_of_the_current_phase_only(shop: Shop) -> None:
+    """A rule starting every second made a new live list, and a new plan of the whole document
+    (its indexes of every item id), each second; 64 were kept: 64 times the memory of the
+    largest document a minute after it was put. Only the current phase's plans are kept."""
+    big = f"big-{uuid.uuid4().hex}"
+    now = shop.content.state.now_ms()
+    rules: list[dict[str, Any]] = [
+        {"id": big, "action": "exclude", "match": {"item_ids": [f"x{i}" for i in range(1000)]}}
+    ]
+    rules += [
+        {"id": f"s{n}", "action": "boost", "match": {"brand": "b"}, "starts": now + 1000 * n}
+        for n in range(1, 21)
+    ]
+    r = await shop.client.put("/v1/rules", json={"rules": rules}, headers=bearer(RULES_KEY))
+    assert r.status == 200
+    for _ in range(21):
+        assert await block_status(shop) == 200
+        shop.content.state.wall.advance(1000)  # type: ignore[attr-defined]
+    gc.collect()
+    plans = [o for o in gc.get_objects() if isinstance(o, _Plan) and o.ids[0] == big]
+    assert 1 <= len(plans) <= 4, len(plans)  # at most one a block
 
 
 # -- two edits of the same version ----------------------------------------------------------------
