@@ -38,6 +38,8 @@ MAX_EXPERIMENTS = 50
 MAX_ARMS = 20
 MAX_NAME = 64  # characters of an experiment name or a version
 MAX_WEIGHT = 1000.0
+# experiments no longer in the document whose reports may still be asked for (the newest kept)
+MAX_PAST = 1000
 EXPERIMENT_FIELDS = frozenset({"name", "block", "arms", "holdout", "starts", "ends"})
 ARM_FIELDS = frozenset({"variant", "weight"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

@@ -303,7 +303,8 @@ class RegistryLog:
         self.experiments: dict[str, Experiment] = {}
         self.rules: Rules = NO_RULES
         self.content_experiments: ContentExperiments = NO_EXPERIMENTS
-        # every content experiment ever folded, by name (its report outlives its run)
+        # the content experiments folded, by name, oldest first (a report outlives its run): the
+        # newest `MAX_PAST`, so an admin putting new names cannot grow every process without end
         self.content_seen: dict[str, content.ContentExperiment] = {}
         self.held: dict[str, Held] = {name: Held() for name in DOCUMENTS}
         # files being assembled, by (version, publish, file), least recently fed first (`_chunk`)
@@ -510,7 +511,12 @@ class RegistryLog:
             before, self.rules = self.rules, found
             return "rules" if before != found else None
         was, self.content_experiments = self.content_experiments, found
-        self.content_seen.update((exp.name, exp) for exp in found.experiments)
+        seen = self.content_seen
+        for exp in found.experiments:
+            seen.pop(exp.name, None)  # the newest: kept longest
+            seen[exp.name] = exp
+        while len(seen) > content.MAX_PAST:  # never the document's own: the newest
+            del seen[next(iter(seen))]
         return document if was != found else None
 
     def _legacy(self, document: str, value: bytes | None) -> str | None:

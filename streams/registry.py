@@ -616,7 +616,7 @@ class RegistryService(Service):
         return await content_experiment_report(self.broker_url, experiment, window_hours)
 
     def content_experiment(self, name: str) -> ContentExperiment | None:
-        """A content experiment running or run before (its report outlives it)."""
+        """A content experiment running or run before (of the newest MAX_PAST put)."""
         return self.registry.content_seen.get(name)
 
     def _signer(self) -> RecordSigner:

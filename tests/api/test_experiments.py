@@ -6,6 +6,7 @@ report's arm counting a click and the purchase after it."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import shutil
@@ -28,7 +29,7 @@ from engine.blocks import DEFAULT_TEMPLATE_DIR, BlockPolicy, Renderer
 from engine.catalog import Product
 from engine.clicks import click_key, link_maker
 from engine.clock import ManualClock
-from engine.content_experiments import share
+from engine.content_experiments import EXPERIMENT_BLOCKS, MAX_PAST, ContentExperiment, share
 from engine.events import validate
 from models.experiments import Experiment
 from models.registry import ModelSet
@@ -168,6 +169,44 @@ async def test_bad_documents_are_400_problems_naming_the_place(shop: Shop) -> No
     r = await shop.client.get("/v1/experiments/nobody/report", headers=bearer())
     assert r.status == 404
     assert shop.content.models.content_experiments.experiments == ()
+
+
+async def test_the_experiments_kept_for_their_reports_are_bounded(shop: Shop) -> None:
+    """Every experiment ever put was kept, by name, in every process, for its report: an
+    admin putting 50 new names an edit grew every worker and reader without end. The newest
+    MAX_PAST are kept (the document's own always); an older one's report is a 404."""
+    start = shop.state.wall.now_ms() + 86_400_000
+
+    def document(edit: int) -> dict[str, Any]:
+        experiments = []
+        for n in range(50):  # one block each, one after another in time: none overlap
+            starts = start + 60_000 * n
+            experiments.append(
+                {
+                    "name": f"past-{edit}-{n}",
+                    "block": EXPERIMENT_BLOCKS[n % len(EXPERIMENT_BLOCKS)],
+                    "arms": [{"variant": "default"}],
+                    "holdout": 0.5,
+                    "starts": starts,
+                    "ends": starts + 60_000,
+                }
+            )
+        return {"experiments": experiments}
+
+    edits = MAX_PAST // 50 + 3
+    for edit in range(edits):
+        status, body = await put(shop, document(edit))
+        assert status == 200, body
+    gc.collect()
+    kept = [o for o in gc.get_objects() if isinstance(o, ContentExperiment)]
+    assert len([e for e in kept if e.name.startswith("past-")]) <= MAX_PAST + 50
+    for name, status in ((f"past-{edits - 1}-0", 200), ("past-0-0", 404)):
+        r = await shop.client.get(f"/v1/experiments/{name}/report", headers=bearer())
+        assert r.status == status, name
+    oldest = edits - MAX_PAST // 50  # the first edit whose names are among the newest MAX_PAST
+    for name, status in ((f"past-{oldest}-0", 200), (f"past-{oldest - 1}-49", 404)):
+        r = await shop.client.get(f"/v1/experiments/{name}/report", headers=bearer())
+        assert r.status == status, name
 
 
 async def test_versions_and_a_stale_edit(shop: Shop) -> None:
