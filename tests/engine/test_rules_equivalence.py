@@ -318,7 +318,7 @@ def test_the_probes_documents_give_what_the_reference_gives() -> None:
 
 
 def test_live_lists_follow_the_phases() -> None:
-    """`Rules.live` keeps a list per block and phase: every time between two bounds (and at
+    """`Rules.live` keeps a list per block (its newest phase): every time between two bounds (and at
     them) gives what a scan gives."""
     doc = parse_rules(
         {
