@@ -25,6 +25,7 @@ from engine.text import (
     key_shown,
     new_id_problem,
     outside_json,
+    repr_cut,
     short,
     text_problem,
     unique_keys,
@@ -314,13 +315,19 @@ def _number_in_string(value: str, text: str, history: bool) -> str:
 def _bounded(value: Any, ms: int, history: bool) -> int:
     if history:
         if not _HISTORY_MIN_MS <= ms <= _HISTORY_MAX_MS:
-            raise InvalidEvent(f"ts {value!r} is outside years 1..9999 (epoch milliseconds)")
+            raise InvalidEvent(f"ts {_shown(value)} is outside years 1..9999 (epoch milliseconds)")
     elif not _MIN_TS_MS <= ms <= _MAX_TS_MS:
         guess = _unit(ms)
         if guess is not None:
-            raise InvalidEvent(f"ts {value!r} is outside 2000..2100: {_looks_like(*guess)}")
-        raise InvalidEvent(f"ts {value!r} is outside 2000..2100: {LIVE_BOUND}")
+            raise InvalidEvent(f"ts {_shown(value)} is outside 2000..2100: {_looks_like(*guess)}")
+        raise InvalidEvent(f"ts {_shown(value)} is outside 2000..2100: {LIVE_BOUND}")
     return ms
+
+
+def _shown(value: Any) -> str:
+    """A `ts` out of bounds for its reason: a number of thousands of digits (JSON allows up to
+    4,300) is cut, not echoed whole into every answer and dead letter."""
+    return repr_cut(value, 40, 24, counted="repr")
 
 
 def _string(data: dict[str, Any], name: str, required: bool, max_len: int = MAX_ID) -> str | None:

@@ -9,7 +9,7 @@ import pytest
 
 from engine.catalog import InvalidProduct, parse_product
 from engine.catalog_formats import read_products
-from engine.events import MAX_EVENT_BYTES, MAX_QUANTITY, InvalidEvent, parse, validate
+from engine.events import MAX_EVENT_BYTES, MAX_QUANTITY, InvalidEvent, parse, parse_ts, validate
 from engine.profile import CART_LINES, CART_QUANTITY, Profile, apply
 
 BASE = {"event_id": "e1", "type": "add_to_cart", "user_id": "u1", "ts": 1700000000000}
@@ -219,3 +219,14 @@ def test_a_json_lines_feed_row_giving_a_key_twice_is_rejected_alone():
     )
     assert [p.item_id for p in products] == ["i3"]
     assert rejected == [(1, "the product gives the key 'item_id' more than once")]
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_a_ts_of_thousands_of_digits_is_cut_in_its_reason(history: bool):
+    huge = int("9" * 4000)  # JSON allows integers up to 4,300 digits
+    with pytest.raises(InvalidEvent) as refused:
+        parse_ts(huge, history=history)
+    reason = str(refused.value)
+    assert "outside" in reason
+    assert "(4000 characters)" in reason
+    assert len(reason) < 300, reason
