@@ -275,7 +275,9 @@ class PersonaStreams:
         self._products = ProductMemo(PRODUCT_CACHE_MAX, PRODUCT_CACHE_BYTES)
         self._fold_products = FoldProducts(FOLD_PRODUCTS_MAX, FOLD_PRODUCTS_BYTES)
         self._popular_pacer = Pacer(read_side.POPULAR_REST)
-        self.content = CatalogContent()  # content similarity of the catalog (issue 17)
+        # content similarity of the catalog (issue 17); its pass after a start warms the fold's
+        # product memo (a catch-up's first sightings then read nothing)
+        self.content = CatalogContent(warm=self._fold_products.warm)
         n = settings.partitions
         kafka = as_config(broker_url)  # the URL and PERSONA_KAFKA_* security of every client
         key = cluster_key(settings.cluster_secret)  # commands are signed (streams/signed.py)

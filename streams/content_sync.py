@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.catalog import Product
@@ -47,8 +47,15 @@ def _decode(key: Any, raw: Any) -> tuple[str, Product | None] | None:
 class CatalogContent:
     """A `ContentIndex` plus the fingerprints of the rows it was built from."""
 
-    def __init__(self, index: ContentIndex | None = None) -> None:
+    def __init__(
+        self,
+        index: ContentIndex | None = None,
+        warm: Callable[[str, Product], None] | None = None,
+    ) -> None:
         self.index = index or ContentIndex()
+        # given each product a `sync` decodes that was not applied one by one since it began
+        # (the worker's fold memo: streams/read_side.FoldProducts.warm)
+        self._warm = warm
         self._seen: dict[str, int] = {}  # item id -> hash of its row when last read by `diff`
         self._touched: set[str] | None = None  # items applied one by one while a sync runs
         self.synced = False  # a whole pass over the table was applied
@@ -77,7 +84,9 @@ class CatalogContent:
             self._touched.add(item_id)
 
     def apply(self, key: Any, raw: Any) -> None:
-        """One catalog row as stored (`raw` None or empty: a tombstone)."""
+        """One catalog row as stored (`raw` None or empty: a tombstone). Counts as applied one by
+        one even when it is no product: a sync must not warm what it read of the item before."""
+        self._touch(key.decode(errors="replace") if isinstance(key, bytes) else str(key))
         decoded = _decode(key, raw)
         if decoded is not None:
             item_id, product = decoded
@@ -96,8 +105,17 @@ class CatalogContent:
         return self._finish(seen, changes)
 
     def _read(
-        self, rows: Iterable[tuple[Any, Any]], seen: dict[str, int], out: list[Change]
+        self,
+        rows: Iterable[tuple[Any, Any]],
+        seen: dict[str, int],
+        out: list[Change],
+        warm: Callable[[str, Product], None] | None = None,
     ) -> None:
+        """Fingerprint `rows`, decoding those that changed into `out`; with `warm` (a sync on the
+        event loop, where one-by-one applies happen between chunks), give it each decoded product
+        not applied one by one since the sync began: a product applied later drops what `warm`
+        kept itself (the worker forgets a changed product before it applies it here)."""
+        touched = self._touched or ()
         for key, raw in rows:
             self.rows_read += 1
             item = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
@@ -109,6 +127,9 @@ class CatalogContent:
                 decoded = _decode(key, raw)
                 if decoded is not None:
                     out.append(decoded)
+                    product = decoded[1]
+                    if warm is not None and product is not None and item not in touched:
+                        warm(item, product)
 
     def _finish(self, seen: dict[str, int], changes: list[Change]) -> list[Change]:
         changes += [(item, None) for item in self._seen.keys() - seen.keys()]
@@ -153,7 +174,7 @@ class CatalogContent:
             changes: list[Change] = []
             iterator = iter(rows)
             while chunk := list(itertools.islice(iterator, step)):
-                self._read(chunk, seen, changes)
+                self._read(chunk, seen, changes, self._warm)
                 await asyncio.sleep(0)
             changed = await self.apply_async(self._finish(seen, changes), step)
         finally:

@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from engine.catalog import Product, stored_product
 from engine.errors import BrokerUnavailable
 from engine.events import Event, encode
-from engine.memo import SizedMemo
+from engine.memo import ENTRY_OVERHEAD, SizedMemo
 from engine.placement import partition
 from engine.popularity import rank_key
 from engine.ranking import POPULAR_KEEP, TopK
@@ -128,6 +128,19 @@ class FoldProducts(ProductMemo):
 
     def cost(self, item_id: str, raw: bytes | None, product: Product | None) -> int:
         return fold_view_cost(item_id, product)
+
+    def warm(self, item_id: str, product: Product) -> None:
+        """Keep `product`, read by a pass over the catalog (the content sync after a start),
+        while there is room: never drops an entry, nor replaces one. A restarted worker then
+        folds its catch-up without reading and unpacking each product on its first sighting
+        (~7 % of a worker's time folding new users over a 100,000-item catalog, 2026-12-08).
+        The caller keeps out products changed since its pass began (their rows may be older)."""
+        if item_id in self._entries or len(self._entries) >= self.max_entries:
+            return
+        view = product.fold_view()
+        cost = fold_view_cost(item_id, view)
+        if self.bytes + cost + ENTRY_OVERHEAD <= self.max_bytes:
+            self.put(item_id, (view,), cost)
 
 
 class BestSellers:

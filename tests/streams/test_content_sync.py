@@ -16,6 +16,7 @@ from engine.settings import Settings
 from engine.similarity import features
 from streams.app import PersonaStreams
 from streams.content_sync import CatalogContent
+from streams.read_side import FoldProducts
 from streams.readers import SecondaryState
 from tests.streams.test_catalog_cache import record
 from tests.streams.test_readers import PARTITIONS, Primary
@@ -168,3 +169,71 @@ async def test_a_pass_decodes_only_the_rows_that_changed() -> None:
     moved = product("hose2", "garden hose red")
     assert content.diff([(b"hose", HOSE.pack()), (b"hose2", moved.pack())]) == [("hose2", moved)]
     assert content.diff([(b"hose2", moved.pack())]) == [("hose", None)]
+
+
+async def test_the_workers_pass_after_a_start_warms_the_folds_product_memo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows kept from earlier runs are in the fold's memo once the pass has read them: the
+    catch-up's first sighting of each product reads nothing (issue 21 item 5)."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    keep(streams, 0, {b"hose": HOSE.pack(), b"junk": b"\xc1not a product"})
+    keep(streams, 1, {b"hose2": HOSE2.pack()})
+    monkeypatch.setattr(streams, "_recovered", lambda: "ok")
+    await streams._sync_content()
+    memo = streams._fold_products
+    assert sorted(memo._entries) == ["hose", "hose2"]
+    assert memo.get("hose") == (HOSE.fold_view(),)
+
+    def no_read(key: bytes) -> bytes | None:
+        raise AssertionError(f"read {key!r} from the table")
+
+    assert memo.lookup("hose2", no_read) == HOSE2.fold_view()
+
+
+async def test_a_changelog_record_applied_during_the_pass_wins_in_the_fold_memo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A product changed by a changelog record while the pass runs is never kept from the
+    pass's (older) read of its row, before or after the pass read it."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path), "kafka://127.0.0.1:9")
+    many = {f"mat-{n}".encode(): product(f"mat-{n}", f"door mat {n}").pack() for n in range(1200)}
+    old_rug = product("zz-rug", "old rug").pack()
+    keep(
+        streams, 0, {**many, b"zz-hose": product("zz-hose", "old hose").pack(), b"zz-rug": old_rug}
+    )
+    monkeypatch.setattr(streams, "_recovered", lambda: "ok")
+    syncing = asyncio.create_task(streams._sync_content())
+    await asyncio.sleep(0)  # the pass has read its first chunk (mat-0...) and warmed it
+    assert not syncing.done() and "mat-0" in streams._fold_products
+    red, blue = product("mat-0", "door mat red"), product("zz-hose", "garden hose blue")
+    streams.catalog.apply_changelog_batch(
+        [
+            record(b"mat-0", red.pack(), 0),
+            record(b"zz-hose", blue.pack(), 1),
+            record(b"zz-rug", b"\xc1not a product", 2),  # stored as sent: no product now
+        ]
+    )
+    await syncing
+    memo = streams._fold_products
+    assert "mat-0" not in memo and "zz-hose" not in memo  # forgotten, not warmed again
+    assert "zz-rug" not in memo and streams._fold_product("zz-rug") is None
+    assert streams._fold_product("mat-0") == red.fold_view()
+    assert streams._fold_product("zz-hose") == blue.fold_view()
+    assert "mat-1199" in memo
+
+
+async def test_warming_never_drops_or_replaces_an_entry() -> None:
+    memo = FoldProducts(max_entries=2, max_bytes=10**6)
+    memo.put("hose", (HOSE2.fold_view(),), 100)  # what the fold read itself: kept as it is
+    content = CatalogContent(warm=memo.warm)
+    rows = [
+        (b"hose", HOSE.pack()),
+        (b"a", product("a", "a").pack()),
+        (b"b", product("b", "b").pack()),
+    ]
+    await content.sync(rows)
+    assert list(memo._entries) == ["hose", "a"] and memo.get("hose") == (HOSE2.fold_view(),)
+    small = FoldProducts(max_entries=100, max_bytes=1)
+    CatalogContent(warm=small.warm)._read(rows, {}, [], small.warm)
+    assert len(small) == 0  # no room in bytes: nothing kept
