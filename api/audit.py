@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.observability import request_id
 from api.shared import KEY_NAME
 from engine.audit import (
     AUDIT_FILE,
@@ -73,8 +74,11 @@ def audit(
     **details: Any,
 ) -> None:
     """One audit record of a request: the key name the auth middleware stored, the client's
-    address, the method and path, and `details`; with `erased` (user id -> pseudonym), those
-    ids pseudonymized (`engine.audit.pseudonymized`)."""
+    address, the method and path, the request's id (its `X-Request-Id` answer; a forwarded
+    request's is the one the process called answered: api/routing.py), and `details`; with
+    `erased` (user id -> pseudonym), those ids pseudonymized (`engine.audit.pseudonymized`)."""
+    rid = request_id.get()
+    named: dict[str, Any] = {"request_id": rid} if rid else {}
     fields = entry(
         action,
         request.get(KEY_NAME, ""),
@@ -82,7 +86,7 @@ def audit(
         remote=request.remote or "",
         method=request.method,
         path=request.path,
-        **details,
+        **{**named, **details},
     )
     write(line(pseudonymized(fields, erased) if erased else fields))
 

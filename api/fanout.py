@@ -39,7 +39,7 @@ from yarl import URL
 from api import hops
 from api.bodies import MSGPACK
 from api.gate import caller
-from api.observability import TELEMETRY
+from api.observability import TELEMETRY, current_request_id
 from api.routing import ROUTED, SESSION, _target
 from api.shared import CONTENT, HOPPED
 from engine.fanout import Groups, group, owner_budget, owner_renders, owner_results
@@ -183,8 +183,7 @@ async def _ask(
         ROUTED: "1",
         HOP_HEADER: signature,
     }
-    if "X-Request-Id" in request.headers:
-        headers["X-Request-Id"] = request.headers["X-Request-Id"]
+    headers["X-Request-Id"] = current_request_id()  # the id the sender answers with
     hops.count(app, "hops_forwarded")
     async with app[SESSION].post(
         URL(owner + route.path, encoded=True), data=data, headers=headers, allow_redirects=False

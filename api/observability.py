@@ -147,6 +147,14 @@ def _request_id(header: str | None) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
+def current_request_id() -> str:
+    """The id of the request being answered (what its `X-Request-Id` answer says: the caller's
+    valid one, or one made here), or a fresh one outside a request (`observe_middleware` not in
+    the stack). A hop carries it to the owner (api/routing.py), which checks it as any caller's:
+    the owner's answer and audit records name the id the caller was answered."""
+    return request_id.get() or _request_id(None)
+
+
 # -- figures ---------------------------------------------------------------------------------------
 
 

@@ -371,7 +371,9 @@ def privacy_paths() -> dict[str, Any]:
             "delete": {
                 "summary": "GDPR erasure: the profile (with a changelog tombstone), every cache, "
                 "and tombstones for the user's triggers, dead letters and exposures",
-                "description": "Scope `privacy:admin`; audited (with `request_id`). 202 when "
+                "description": "Scope `privacy:admin`; audited with `request_id`, the "
+                "request's `X-Request-Id` (yours when valid; the owner a DELETE is forwarded to "
+                "answers and audits under the id the process you called answers with). 202 when "
                 "the erasure was queued but not yet applied within 60% of the request timeout "
                 "(PERSONA_REQUEST_TIMEOUT; at most 10 s) (or, answered by a process "
                 "that holds nothing of the user away from its unreachable owner or while no "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -22,6 +21,7 @@ from api.audit import audit
 from api.content import ContentService
 from api.limits import OPTIONS, ServingOptions
 from api.models_routes import ADMIN
+from api.observability import current_request_id
 from api.shared import CONTENT, STARTED, problem
 from engine import consent
 from engine.audit import AuditPseudonyms
@@ -188,7 +188,9 @@ async def delete_user(request: web.Request) -> web.Response:
     content.forget(user_id)
     if admin is not None:  # and those logged while the erasure was on its way
         admin.forget_exposures(gone)
-    request_id = uuid.uuid4().hex  # names this erasure in the audit log, answered or not
+    # names this erasure in the audit log, answered or not: the request's id (X-Request-Id), so
+    # the owner's record of a forwarded DELETE names what the process called answered
+    request_id = current_request_id()
     # the erasure's own record names the user by pseudonym only (engine/audit.py)
     erased = {user_id: request.app[PSEUDONYMS].of(user_id)}
     audit(

@@ -27,13 +27,15 @@ from yarl import URL
 from api import hops
 from api.encodings import read_whole
 from api.limits import OPTIONS, ServingOptions
+from api.observability import current_request_id
 from api.shared import HOPPED, STARTED
 from engine.signing import HOP_HEADER
 
 log = logging.getLogger("persona.routing")
 
 ROUTED = "X-Persona-Routed"
-FORWARDED_HEADERS = ("If-None-Match", "Accept", "Content-Type", "X-Request-Id")
+# the caller's X-Request-Id is not copied: the hop carries this request's id (`request_id`)
+FORWARDED_HEADERS = ("If-None-Match", "Accept", "Content-Type")
 SESSION = web.AppKey("routing_session", aiohttp.ClientSession)
 OwnerLookup = Callable[[str], "str | None"]
 Caller = Callable[[web.Request], "tuple[str, frozenset[str]]"]  # the authenticated key
@@ -101,6 +103,9 @@ async def _forward(
     session = request.app[SESSION]
     headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
     headers[ROUTED] = "1"
+    # the id this process answers with (the caller's valid one, or one made here): the owner takes
+    # it as any caller's (observability's check), so its answer and audit records name it too
+    headers["X-Request-Id"] = current_request_id()
     # inflated here (the owner is sent no Content-Encoding), its stream checked to its end
     body = await read_whole(request) if request.can_read_body else b""
     name, scopes = caller
