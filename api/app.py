@@ -156,8 +156,9 @@ def create_app(
     # unread), problem+json for errors, the audit of admin calls (with their outcome), browser
     # CORS before auth, auth, the 415 for a body coding not read here (after auth: a client
     # without a valid key learns nothing else; before anything reads the body), the per-key
-    # rate limit (it needs the key name, and reads a batch's body), routing to the user's
-    # worker, and the exposure log of model experiments.
+    # rate limit (it needs the key name, and reads a batch's body), the queued exposures an
+    # erasure drops whether answered here or forwarded, routing to the user's worker, and the
+    # exposure log of model experiments.
     app.middlewares.extend(
         [
             hot.hot_middleware,
@@ -169,6 +170,7 @@ def create_app(
             auth_middleware,
             encodings.coding_middleware,
             limits_middleware,
+            privacy.erasure_middleware,
             routing.routing_middleware(content.state.owner_url, caller),
             models_routes.exposures_middleware,
         ]

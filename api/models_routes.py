@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -64,8 +65,11 @@ class ModelAdmin(Protocol):
 
     def log_exposure(self, exposure: dict[str, Any]) -> None: ...
 
-    def forget_exposures(self, user_ids: list[str]) -> None:
-        """Drop the exposures of `user_ids` logged here and not yet written (an erasure)."""
+    def forget_exposures(
+        self, user_ids: list[str], also: Callable[[str], bool] | None = None
+    ) -> None:
+        """Drop the exposures of `user_ids`, and of the queued ids `also` names, logged here
+        and not yet written (an erasure: `engine.erasure.unerased_exposures`)."""
         ...
 
     # content experiments (api/experiments.py)

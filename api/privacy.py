@@ -20,9 +20,9 @@ from aiohttp import web
 from api.audit import audit
 from api.content import ContentService
 from api.limits import OPTIONS, ServingOptions
-from api.models_routes import ADMIN
+from api.models_routes import ADMIN, ModelAdmin
 from api.observability import current_request_id
-from api.shared import CONTENT, STARTED, problem
+from api.shared import CONTENT, STARTED, Handler, problem
 from engine import consent
 from engine.audit import AuditPseudonyms
 from engine.profile import MINUTE_MS
@@ -171,11 +171,7 @@ async def delete_user(request: web.Request) -> web.Response:
     # the user's partition of the command topic: whoever owns it applies it.
     away = _away_from_owner(content, user_id)
     unseen = not existed and away
-    # the ids the erasure takes with the user (identity), read before it removes the list
-    gone = [user_id, *(i for i in content.state.merged_ids(user_id) if i != user_id)]
-    admin = request.app.get(ADMIN)
-    if admin is not None:  # exposures queued here, written after the tombstone otherwise
-        admin.forget_exposures(gone)
+    # (the exposures queued here of the user and the ids merged into it: `erasure_middleware`)
     await content.state.erase(user_id)
     while content.state.profile(user_id) is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -186,8 +182,6 @@ async def delete_user(request: web.Request) -> web.Response:
     if unseen:
         existed = None
     content.forget(user_id)
-    if admin is not None:  # and those logged while the erasure was on its way
-        admin.forget_exposures(gone)
     # names this erasure in the audit log, answered or not: the request's id (X-Request-Id), so
     # the owner's record of a forwarded DELETE names what the process called answered
     request_id = current_request_id()
@@ -213,6 +207,57 @@ async def delete_user(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if done else 202)
 
 
+ERASE_ROUTE = "/v1/users/{user_id}"
+
+
+@web.middleware
+async def erasure_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An authorized DELETE of a user (it runs after auth and the rate limit, before routing):
+    the experiment exposures queued in this process (flushed to `exposures` every 0.5 s) of the
+    user and of the ids merged into the user that it knows of go before it is answered here or
+    forwarded to the owner of the user's partition, and again before the answer (those logged
+    meanwhile), whichever process answers. One flushed after the erasure's tombstone would
+    outlive it on the topic. Before, only the process answering did so: a process forwarding
+    the DELETE kept its own, and one answering for a partition it does not hold missed the
+    merged ids (`forget_exposures`)."""
+    resource = request.match_info.route.resource
+    admin = request.app.get(ADMIN)
+    if (
+        request.method != "DELETE"
+        or admin is None
+        or resource is None
+        or resource.canonical != ERASE_ROUTE
+    ):
+        return await handler(request)
+    user_id = request.match_info["user_id"]
+    gone = forget_exposures(admin, request.app[CONTENT].state, user_id)
+    try:
+        return await handler(request)
+    finally:
+        forget_exposures(admin, request.app[CONTENT].state, user_id, gone)
+
+
+def forget_exposures(
+    admin: ModelAdmin, state: StateView, user_id: str, known: list[str] | None = None
+) -> list[str]:
+    """Drop the exposures queued in this process of the user, of the ids merged into the user
+    (its `m:` row, where held here) and of every queued id whose alias row (held here) names
+    the user: a reader whose worker holds an anonymous id's partition but not the user's knows
+    of the merge only so. `known`: the ids found before the erasure removed those rows.
+    Returns every id dropped for (`known` the second time)."""
+    ids = [user_id, *(i for i in state.merged_ids(user_id) if i != user_id)]
+    ids += [i for i in known or () if i not in ids]
+
+    def merged_here(queued: str) -> bool:
+        if state.merged_into(queued) != user_id:
+            return False
+        ids.append(queued)
+        return True
+
+    admin.forget_exposures(list(ids), merged_here)
+    return ids
+
+
 def _not_done(state: StateView, user_id: str) -> str:
     """Why an erasure is answered queued (202): `ownership_unknown` (no owner of the user's
     partition is known: before the first assignment, a rebalance), `owner_unreachable` (another
@@ -230,4 +275,4 @@ def register(app: web.Application, cluster_secret: str | None = None) -> None:
     worker or reader refuses to start without it; "" keys them in a bare test app)."""
     app[PSEUDONYMS] = AuditPseudonyms(cluster_secret or "")
     app.router.add_get("/v1/users/{user_id}/export", get_export)
-    app.router.add_delete("/v1/users/{user_id}", delete_user)
+    app.router.add_delete(ERASE_ROUTE, delete_user)

@@ -8,13 +8,14 @@ is a `ManualClock` the caller controls. `MemoryRegistry` is the model registry's
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from engine.catalog import Product
 from engine.clock import EventTimeClock, ManualClock
 from engine.content_experiments import ContentExperiment, ContentExperiments
+from engine.erasure import unerased_exposures
 from engine.events import Event
 from engine.profile import Profile, apply
 from engine.rules import Rules
@@ -47,6 +48,7 @@ class MemoryState:
         self.is_ready = True
         self.erased: list[str] = []  # the user ids `erase` was asked for, in order
         self.merged: dict[str, list[str]] = {}  # user id -> ids merged into it (identity)
+        self.aliases: dict[str, str] = {}  # merged id -> the user it was merged into (identity)
         self.produced: list[Event] = []
 
     def profile(self, user_id: str) -> Profile | None:
@@ -54,6 +56,9 @@ class MemoryState:
 
     def merged_ids(self, user_id: str) -> list[str]:
         return list(self.merged.get(user_id, ()))
+
+    def merged_into(self, user_id: str) -> str | None:
+        return self.aliases.get(user_id)
 
     def product(self, item_id: str) -> Product | None:
         return self.catalog.get(item_id)
@@ -108,7 +113,9 @@ class MemoryState:
     async def erase(self, user_id: str) -> None:
         self.erased.append(user_id)
         self.profiles.pop(user_id, None)
-        self.merged.pop(user_id, None)
+        for merged in self.merged.pop(user_id, ()):  # erased with the user, alias and all
+            self.profiles.pop(merged, None)
+            self.aliases.pop(merged, None)
 
     async def produce(self, events: list[Event]) -> None:
         for event in events:
@@ -182,9 +189,12 @@ class MemoryRegistry:
         if len(self.exposures) < MAX_EXPOSURES:
             self.exposures.append(exposure)
 
-    def forget_exposures(self, user_ids: list[str]) -> None:
-        """An erasure: the users' exposures go (here they are the topic, and its tombstone)."""
-        self.exposures = [e for e in self.exposures if e.get("user_id") not in set(user_ids)]
+    def forget_exposures(
+        self, user_ids: list[str], also: Callable[[str], bool] | None = None
+    ) -> None:
+        """An erasure: the users' exposures go, and those of the ids `also` names (here they
+        are the topic, and its tombstone)."""
+        self.exposures = unerased_exposures(self.exposures, user_ids, also)
 
     def content_experiments(self) -> ContentExperiments:
         tests: ContentExperiments = self.content.models.content_experiments

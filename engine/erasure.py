@@ -9,8 +9,8 @@ every record that a later tombstone of its key covers: `live` is that rule.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from engine.events import CLICK, Event
 
@@ -54,3 +54,22 @@ def produced_ms(record_ms: int, event: Event) -> int:
         if type(link) is int and link < record_ms:
             return link
     return record_ms
+
+
+def unerased_exposures(
+    exposures: list[dict[str, Any]],
+    user_ids: Iterable[str],
+    also: Callable[[str], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """The queued exposures (not yet written to `exposures`) an erasure leaves: not those of
+    `user_ids`, nor those of the ids `also` names (asked once per distinct id queued: an id
+    merged into the user that only its alias row, held here, tells of). `exposures` itself when
+    none goes."""
+    gone = set(user_ids)
+    if not exposures or not gone:
+        return exposures
+    if also is not None:
+        queued = {str(e.get("user_id")) for e in exposures} - gone
+        gone |= {u for u in queued if also(u)}
+    kept = [e for e in exposures if str(e.get("user_id")) not in gone]
+    return exposures if len(kept) == len(exposures) else kept

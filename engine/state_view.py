@@ -27,6 +27,9 @@ class StateView(Protocol):
 
     def merged_ids(self, user_id: str) -> list[str]: ...  # merged into the user (identity)
 
+    # the user an identify merged this id into (its alias row), as held here; None: none known
+    def merged_into(self, user_id: str) -> str | None: ...
+
     def product(self, item_id: str) -> Product | None: ...
 
     def popular(self) -> list[str]: ...

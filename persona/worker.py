@@ -65,6 +65,7 @@ class StreamState:
         self.models = models
         self.profile = streams.profile
         self.merged_ids = streams.merged_ids
+        self.merged_into = streams.merged_into
         self.product = streams.product
         self.popular = streams.popular
         self.produce = streams.produce

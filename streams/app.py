@@ -88,6 +88,8 @@ from streams.keys import (
     FAUST_OFFSET_KEY,
     LAYOUT,
     LAYOUT_KEY,
+    alias_of,
+    alias_target_of,
     fence_of,
     layout_moves,
     merged_ids_of,
@@ -435,6 +437,10 @@ class PersonaStreams:
     def merged_ids(self, user_id: str) -> list[str]:
         """The ids whose history an identify merged into the user (its `m:` row)."""
         return merged_ids_of(self.profiles.get(merged_of(user_key(user_id))))
+
+    def merged_into(self, user_id: str) -> str | None:
+        """The user an identify merged this id into (its `a:` row), as held here."""
+        return alias_target_of(self.profiles.get(alias_of(user_key(user_id))))
 
     def product(self, item_id: str) -> Product | None:
         """A catalog product, through a decoded cache: the catalog changes rarely, events and

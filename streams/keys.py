@@ -77,6 +77,18 @@ def merged_ids_of(raw: Any) -> list[str]:
         return []
 
 
+def alias_target_of(raw: Any) -> str | None:
+    """The user an `a:` row names as the id's target (`streams.identity.Identity.alias`); None
+    for a missing or unreadable row."""
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        target, _, _ = msgpack.unpackb(raw, raw=False)
+        return str(target)
+    except Exception:
+        return None
+
+
 def layout_moves(rows: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes | None]]:
     """The writes that bring a profiles partition without LAYOUT_KEY to this layout: before key
     spaces, profiles were stored under the plain user id. Every row but Faust's offset and the

@@ -68,7 +68,14 @@ from streams import read_side
 from streams.backlog import Backlog, hold_wait
 from streams.content_sync import CatalogContent
 from streams.kafka_security import Broker, as_config
-from streams.keys import is_profile_key, merged_ids_of, merged_of, user_key
+from streams.keys import (
+    alias_of,
+    alias_target_of,
+    is_profile_key,
+    merged_ids_of,
+    merged_of,
+    user_key,
+)
 from streams.positions import parse_position, position_key
 from streams.profile_cache import profile_cost
 from streams.read_side import PartitionMemo, ProductMemo
@@ -635,6 +642,15 @@ class SecondaryState:
         if not self.holds(partition):
             return []
         return merged_ids_of(self.tables["profiles"].get(partition, key))
+
+    def merged_into(self, user_id: str) -> str | None:
+        """The user an identify merged this id into (its `a:` row), where the worker holds the
+        id's partition (an erasure of that user, answered here though its own partition is
+        not held, learns of the id so: api/privacy.py)."""
+        partition = self.partition_of(user_id)
+        if not self.holds(partition):
+            return None
+        return alias_target_of(self.tables["profiles"].get(partition, alias_of(user_key(user_id))))
 
     def product(self, item_id: str) -> Product | None:
         """The catalog's product (None: unknown). Memoized while `catalog_generation` stands (it

@@ -23,7 +23,7 @@ from mode import Service
 
 from engine.audit import OK, audit_log, record
 from engine.content_experiments import NO_EXPERIMENTS, ContentExperiment, ContentExperiments
-from engine.erasure import live
+from engine.erasure import live, unerased_exposures
 from engine.errors import SettingsError
 from engine.events import Event, InvalidEvent, parse
 from engine.rules import Rules
@@ -639,12 +639,13 @@ class RegistryService(Service):
         if len(self._exposures) < 100_000:
             self._exposures.append(exposure)
 
-    def forget_exposures(self, user_ids: list[str]) -> None:
-        """An erasure answered here: the users' exposures still queued are never written (one
-        flushed after the erasure's tombstone would outlive it on the topic)."""
-        gone = set(user_ids)
-        if self._exposures and gone:
-            self._exposures = [e for e in self._exposures if e.get("user_id") not in gone]
+    def forget_exposures(
+        self, user_ids: list[str], also: Callable[[str], bool] | None = None
+    ) -> None:
+        """An erasure seen here (answered or forwarded): the users' exposures still queued, and
+        those of the queued ids `also` names, are never written (one flushed after the
+        erasure's tombstone would outlive it on the topic)."""
+        self._exposures = unerased_exposures(self._exposures, user_ids, also)
 
     @Service.timer(0.5)
     async def _exposure_flusher(self) -> None:

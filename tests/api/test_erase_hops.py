@@ -103,3 +103,45 @@ async def test_the_owners_audit_record_names_the_request_id_the_sender_was_answe
     (erase_record,) = _audit(caplog, "erase")
     (export_record,) = _audit(caplog, "export")
     assert erase_record["request_id"] == rid and export_record["request_id"] == export_rid
+
+
+async def test_a_process_forwarding_an_erasure_drops_its_own_queued_exposures_of_the_user() -> None:
+    """Exposures queued on a process (flushed to `exposures` every 0.5 s) of a user who is then
+    erased: the owner answering the DELETE dropped its own, but the process that forwarded the
+    DELETE kept its queue, and flushed the user's exposures after the erasure's tombstone (a
+    record the erasure never covered). Every process that sees the DELETE drops them now: the
+    user's, and those of the ids merged into the user that it knows of; nobody else's."""
+    user, anon, other = (f"{k}-{uuid.uuid4().hex[:8]}" for k in ("u", "anon", "other"))
+    async with pair() as (owner, sender, client):
+        owner.hold(user)
+        sender.state.merged[user] = [anon]  # a standby copy here names the merged id
+        for process in (owner, sender):
+            for who in (user, anon, other):
+                process.queue_exposure(who)
+        erased = await client.delete(f"/v1/users/{user}", headers=AUTH)
+        assert erased.status == 200, await erased.text()
+        assert erased.headers["X-Persona-Routed"]  # answered by the owner
+        assert sender.queued() == {other}
+        assert owner.queued() == {anon, other}  # the owner's copy names no merged id here
+
+
+async def test_an_erasure_answered_away_from_the_users_partition_drops_the_merged_ids_known(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reader whose worker does not hold the user's partition answers a DELETE while the owner
+    is unreachable: it knows no `m:` row of the user, so it dropped the queued exposures of the
+    user alone, and kept those of the anonymous ids merged into the user, though the alias rows
+    of those ids (on partitions it holds) name the user. Now the ids of the queue whose alias
+    names the user go too."""
+    user, anon, other = (f"{k}-{uuid.uuid4().hex[:8]}" for k in ("u", "anon", "other"))
+    reader = Process("http://127.0.0.1:9")  # an owner nobody answers at
+    reader.state.aliases[anon] = user  # the anonymous id's partition, held here
+    reader.state.aliases[other] = f"someone-{user}"
+    for who in (user, anon, other):
+        reader.queue_exposure(who)
+    async with TestClient(TestServer(reader.app)) as client:
+        with caplog.at_level(logging.INFO, "persona.audit"):
+            erased = await client.delete(f"/v1/users/{user}", headers=AUTH)
+        body = await erased.json()
+    assert erased.status == 202 and body["reason"] == "owner_unreachable", body
+    assert reader.queued() == {other}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from api.content import ContentService
 from api.models_routes import ADMIN
 from api.testing import MemoryRegistry, MemoryState
 from engine.blocks import BlockPolicy, Renderer
+from engine.erasure import unerased_exposures
 from engine.events import validate
 from models.bundle import read_bundle, save_model
 from models.experiments import Experiment, report
@@ -71,8 +72,10 @@ class FakeAdmin:
     def log_exposure(self, exposure: dict[str, Any]) -> None:
         self.exposures.append(exposure)
 
-    def forget_exposures(self, user_ids: list[str]) -> None:
-        self.exposures = [e for e in self.exposures if e["user_id"] not in user_ids]
+    def forget_exposures(
+        self, user_ids: list[str], also: Callable[[str], bool] | None = None
+    ) -> None:
+        self.exposures = unerased_exposures(self.exposures, user_ids, also)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from persona.worker import StreamState
 from streams.admin import COMMANDS_TOPIC, prepare_broker
 from streams.app import PersonaStreams
 from streams.broker import EmbeddedBroker
-from streams.keys import merged_of, user_key
+from streams.keys import alias_of, merged_of, user_key
 from streams.readers import SecondaryState
 from streams.signed import RecordGate, RecordSigner
 
@@ -82,6 +82,8 @@ class Store(Protocol):
 
     def put_merged(self, user_id: str, ids: list[str]) -> None: ...  # the user's `m:` row
 
+    def put_alias(self, merged: str, into: str) -> None: ...  # the merged id's `a:` row
+
     def put_score(self, item_id: str, partition: int, score: Score) -> None: ...
 
     def put_event_time(self, partition: int, ts: int) -> None: ...
@@ -100,6 +102,9 @@ class MemoryStore:
 
     def put_merged(self, user_id: str, ids: list[str]) -> None:
         self.memory.merged[user_id] = ids
+
+    def put_alias(self, merged: str, into: str) -> None:
+        self.memory.aliases[merged] = into
 
     def put_product(self, item_id: str, product: Product | None) -> None:
         if product is None:
@@ -155,6 +160,11 @@ class LiveStore:
         """The `m:` row as streams.identity writes it: the ids and their merge keys."""
         row = msgpack.packb([ids, list(range(len(ids)))])
         self._write("profiles", partition_of(user_id), merged_of(user_key(user_id)), row)
+
+    def put_alias(self, merged: str, into: str) -> None:
+        """The `a:` row as streams.identity writes it: the user, the profile sent, ids before."""
+        row = msgpack.packb([into, None, []])
+        self._write("profiles", partition_of(merged), alias_of(user_key(merged)), row)
 
     def put_product(self, item_id: str, product: Product | None) -> None:
         value = None if product is None else product.pack()
@@ -225,6 +235,16 @@ def test_the_ids_merged_into_a_user_read_back(store: Store) -> None:
     assert store.state.merged_ids("ann") == ["anon-1", "anon-2"]
     assert store.state.merged_ids("anon-1") == [] and store.state.merged_ids("nobody") == []
     assert store.state.profile("ann") == profile_of("ann", "A")
+
+
+def test_the_user_an_id_was_merged_into_reads_back(store: Store) -> None:
+    """An erasure answered where only the merged id's partition is held finds it so (its queued
+    exposures go: api/privacy.py): the `a:` row of the anonymous id's partition."""
+    store.put_profile(profile_of("ann", "A"))
+    store.put_alias("anon-1", "ann")
+    store.settle()
+    assert store.state.merged_into("anon-1") == "ann"
+    assert store.state.merged_into("ann") is None and store.state.merged_into("nobody") is None
 
 
 def test_the_sample_of_profiles_holds_the_stored_users_and_nothing_else(store: Store) -> None:
