@@ -21,6 +21,8 @@ from streams.kafka_security import Broker, as_config
 __all__ = ["ALL_INPUTS", "Producer", "bootstrap_servers", "ensure_topics"]
 
 Progress = Callable[[int], None]
+Record = tuple[str, bytes, bytes]  # topic, value, key
+PENDING_MAX = 5000  # records handed to the producer and not yet acknowledged, at most
 
 
 async def _acknowledged(pending: list[asyncio.Future[Any]]) -> None:
@@ -53,46 +55,34 @@ class Producer:
         progress: Progress | None = None,
         fmt: str = "msgpack",
     ) -> int:
+        records = ((e.topic(), encode(e, fmt), e.user_id.encode()) for e in events)
+        return await self._send_bounded(records, rate, progress)
+
+    async def send_products(
+        self, products: Iterable[Product], progress: Progress | None = None
+    ) -> int:
+        records = (("catalog", p.pack(), p.item_id.encode()) for p in products)
+        return await self._send_bounded(records, None, progress)
+
+    async def _send_bounded(
+        self, records: Iterable[Record], rate: float | None, progress: Progress | None
+    ) -> int:
+        """Produce `records` (at `rate` records/s when given) with at most PENDING_MAX of them
+        unacknowledged at a time (a file or feed of millions of rows: bounded memory); the count."""
         sent = 0
         started = time.monotonic()
         pending: list[asyncio.Future[Any]] = []
         try:
-            for event in events:
-                fut = await self._producer.send(
-                    event.topic(), encode(event, fmt), key=event.user_id.encode()
-                )
-                pending.append(fut)
+            for topic, value, key in records:
+                pending.append(await self._producer.send(topic, value, key=key))
                 sent += 1
-                if len(pending) >= 5000:
+                if len(pending) >= PENDING_MAX:
                     await asyncio.gather(*pending)
                     pending.clear()
                 if rate:
                     ahead = sent / rate - (time.monotonic() - started)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-                if progress and sent % 1000 == 0:
-                    progress(sent)
-        except Exception:
-            await _acknowledged(pending)
-            raise
-        await asyncio.gather(*pending)
-        if progress:
-            progress(sent)
-        return sent
-
-    async def send_products(
-        self, products: Iterable[Product], progress: Progress | None = None
-    ) -> int:
-        sent = 0
-        pending: list[asyncio.Future[Any]] = []
-        try:
-            for product in products:
-                key = product.item_id.encode()
-                pending.append(await self._producer.send("catalog", product.pack(), key=key))
-                sent += 1
-                if len(pending) >= 5000:  # a feed of millions of rows: bounded memory
-                    await asyncio.gather(*pending)
-                    pending.clear()
                 if progress and sent % 1000 == 0:
                     progress(sent)
         except Exception:
