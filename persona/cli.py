@@ -26,6 +26,7 @@ from persona.models_cli import add_models_parser
 from persona.progress import Progress
 from streams.admin import TopicMismatch
 from streams.kafka_security import Broker, KafkaClientConfig, client_config
+from streams.produce import SendFailed
 
 EPILOG_MAIN = """examples:
   persona run --demo                      # everything, with the demo data (what `make run` does)
@@ -145,9 +146,10 @@ def cmd_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Exit 0: replayed; 1: a bad line (the events before it sent) or a broker error; 2: a usage
-    error, or a file of no event (empty, blank lines, a header alone, only skipped rows: it sent
-    0 events and exited 0 without a word), said naming the file before the broker is asked."""
+    """Exit 0: replayed; 1: a bad line (the events before it sent) or a broker error (part way:
+    how many events it acknowledged before, said); 2: a usage error, or a file of no event
+    (empty, blank lines, a header alone, only skipped rows: it sent 0 events and exited 0 without
+    a word), said naming the file before the broker is asked."""
     from engine.sources import ReadStats, read_events
     from persona.models_cli import what_was_read
 
@@ -179,6 +181,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
             else "nothing was sent"
         )
         raise InvalidEvent(f"{args.file}: {exc.reason}; {before}") from None
+    except SendFailed as exc:  # part way: what the broker took, as for a bad line
+        print(
+            f"persona: {args.file}: broker error: {exc}; {exc.acknowledged:,} events were sent "
+            "(acknowledged) before the error",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if sent >= 0 else 1
 
 

@@ -294,3 +294,51 @@ def test_a_replay_stopped_by_a_bad_line_says_how_many_events_were_sent(tmp_path:
     assert f"{path}: line 4:" in result.stderr, result.stderr
     assert "the 3 events before it were sent, nothing after" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_a_replay_stopped_by_a_broker_error_says_how_many_events_were_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replay the broker fails part way (here: the broker goes away after the first
+    `PENDING_MAX` events, which `send_events` waits to be acknowledged before it hands on) said
+    "broker error: ..." and nothing of what had gone: a shop replaying a large file could not tell
+    where to resume. It says how many events the broker acknowledged before the error, exit 1.
+    The real reader, producer and broker; the broker is stopped between two events read (in
+    process, so the point is exact). A broker of its own."""
+    from engine import sources
+    from persona.cli import main
+    from streams.produce import PENDING_MAX
+
+    total = PENDING_MAX + 3
+    events = [
+        {
+            "event_id": f"ack-{i}-{tmp_path.name}",
+            "type": "page_view",
+            "user_id": f"u{i}",
+            "ts": T0 + i,
+        }
+        for i in range(total)
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    real = sources.read_events
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as own:
+
+        def read_events(*args: Any, **kwargs: Any) -> Any:
+            for n, event in enumerate(real(*args, **kwargs)):
+                if n == PENDING_MAX:  # the first PENDING_MAX acknowledged: the broker goes
+                    own.stop()
+                yield event
+
+        monkeypatch.setattr(sources, "read_events", read_events)
+        monkeypatch.setenv("PERSONA_PARTITIONS", "4")
+        try:
+            code = main(["replay", str(path), "--broker", own.url])
+        finally:
+            logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # main quiets it
+    said = capsys.readouterr().err
+    assert code == 1, said
+    assert "broker error" in said, said
+    assert f"{PENDING_MAX:,} events were sent (acknowledged) before the error" in said, said
+    assert "Traceback" not in said
