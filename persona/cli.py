@@ -227,6 +227,27 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
         return 1
 
 
+class _Row(Exception):
+    """A row past the header (`_holds_rows` reads no further)."""
+
+
+def _holds_rows(path: Path, fmt: str, mapping: dict[str, str] | None) -> bool:
+    """Whether the feed holds a row past its header (a product, or a row to reject), read up to
+    the first one: a feed of nothing (0 bytes, blank lines, a header alone) is told before the
+    broker is asked (it was asked for its topics first, and a broker away was all a user heard).
+    InvalidFeed for a feed no format reads (empty, binary, a bad header), as the import says."""
+    from engine.catalog_formats import open_binary, read_products
+
+    def row(line: int, reason: str) -> None:
+        raise _Row
+
+    with open_binary(path) as source:
+        try:
+            return next(read_products(source, fmt, mapping, row, lambda _: None), None) is not None
+        except _Row:
+            return True
+
+
 async def _catalog_import(
     args: argparse.Namespace,
     broker: Broker,
@@ -236,7 +257,7 @@ async def _catalog_import(
 ) -> int:
     import tempfile
 
-    from persona.catalog_sync import download, import_feed
+    from persona.catalog_sync import ImportResult, download, import_feed
 
     def reject(line: int, reason: str) -> None:
         print(f"persona: line {line} rejected: {reason}", file=sys.stderr)
@@ -249,11 +270,14 @@ async def _catalog_import(
         if remote:
             path = Path(tmp) / "feed"
             await download(args.file, path)
-        progress = Progress("catalog import")
-        result = await import_feed(
-            broker, partitions, path, args.format, mapping, args.full, reject, progress, warn
-        )
-        progress.close(result.sent)
+        if not _holds_rows(path, args.format, mapping):  # told before the broker is asked
+            result = ImportResult()
+        else:
+            progress = Progress("catalog import")
+            result = await import_feed(
+                broker, partitions, path, args.format, mapping, args.full, reject, progress, warn
+            )
+            progress.close(result.sent)
     if not result.sent and not result.rejected:  # a header alone: not "0 products imported"
         print(
             f"persona: {args.file}: the feed holds no products (a header alone?); nothing was "

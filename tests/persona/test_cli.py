@@ -342,3 +342,27 @@ def test_a_replay_stopped_by_a_broker_error_says_how_many_events_were_acknowledg
     assert "broker error" in said, said
     assert f"{PENDING_MAX:,} events were sent (acknowledged) before the error" in said, said
     assert "Traceback" not in said
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n\n  \r\n\t\n", "item_id,title,url,image_url,price,currency\n", "item_id,title\n\n\n"],
+    ids=["empty", "blank-lines", "header", "header-blank-lines"],
+)
+def test_a_feed_of_nothing_to_import_is_refused_before_the_broker_is_asked(
+    tmp_path: Path, text: str
+) -> None:
+    """An empty feed (0 bytes, blank lines, a header alone) was found to hold nothing only after
+    the broker was asked for its topics: with the broker away, the user heard of the broker, not
+    of the feed. The file is read up to its first row first: the message is about the feed,
+    exit 1, whatever the broker (here a closed port)."""
+    from streams.broker import free_port
+
+    feed = tmp_path / "feed.csv"
+    feed.write_text(text)
+    closed = f"kafka://127.0.0.1:{free_port()}"
+    result = persona("catalog", "import", str(feed), "--broker", closed, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "nothing was imported" in result.stderr, result.stderr
+    assert "broker" not in result.stderr.lower(), result.stderr
+    assert "Traceback" not in result.stderr
