@@ -421,6 +421,12 @@ class PersonaStreams:
         app.timer(OWNERSHIP_EVERY)(self._publish_ownership)
         self.app.rebalance_ended = self._rebalance_ended
         self._ownership: tuple[str | None, ...] | None = None  # the view last published
+        # Two held sets, which differ only after a write of the ownership file failed: `_held`,
+        # the last published, tells the next tick to rewrite the file (a held set unlike it;
+        # the view may be unchanged and the heartbeat not yet due); `_last_held`, the last taken
+        # from the assignment, is what `held_partitions` falls back on when the lookup fails, so
+        # that rewrite carries the newer set, not the stale one published. Either alone loses
+        # one of the two (tests/streams/test_ownership_publish.py, a failed write retried).
         self._held: frozenset[int] | None = None  # the held partitions last published
         self._ever_assigned = False  # whether an assignment has arrived (`held_partitions`)
         self._last_held: frozenset[int] | None = None  # the held set last taken (`held_partitions`)

@@ -115,3 +115,32 @@ def test_a_failing_assignment_lookup_keeps_the_last_held_partitions_and_says_why
     warnings = [r for r in caplog.records if "held partitions" in r.getMessage()]
     assert len(warnings) == 2  # a new kind of failure is said once too
     assert "KeyError" in warnings[1].getMessage()
+
+
+def test_a_failed_write_is_retried_with_the_held_set_last_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why the worker keeps two held sets (streams/app.py `_held`, `_last_held`): a write of the
+    ownership file that failed (a full disk) leaves the last published set behind the last
+    taken one. The next tick rewrites the file because the held set differs from the one
+    published (the view and the heartbeat alone would wait), and should the assignment lookup
+    fail meanwhile, what it rewrites is the set last taken, not the stale one published."""
+    streams = PersonaStreams(Settings(data_dir=tmp_path, partitions=4), "kafka://127.0.0.1:9")
+    path = tmp_path / ownership.FILE_NAME
+    assigned(streams, monkeypatch, actives={0, 2}, standbys={1})
+    asyncio.run(streams._assigned(set()))
+    assert ownership.read(path, 4).held == frozenset({0, 1, 2})
+
+    path.unlink()
+    path.mkdir()  # the write's rename onto it fails: an OSError, as of a full disk
+    assigned(streams, monkeypatch, actives={0, 2}, standbys={1, 3})  # the same owners
+    asyncio.run(streams._assigned(set()))
+    assert path.is_dir()
+
+    def broken() -> set[TP]:
+        raise RuntimeError("assignor in a state it should not be in")
+
+    monkeypatch.setattr(cast(Any, streams.app.assignor), "assigned_actives", broken)
+    path.rmdir()
+    asyncio.run(streams._publish_ownership())  # the next tick, within the heartbeat
+    assert ownership.read(path, 4).held == frozenset({0, 1, 2, 3})
