@@ -29,10 +29,14 @@ from api.shared import CONTENT, KEYS, bad_param, problem, single
 from api.shop_words import shop_why
 from engine.blocks import BLOCKS
 from engine.params import InvalidParam
+from engine.text import repr_cut
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/ui/preview": "preview.html", "/ui/dashboard": "dashboard.html"}
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+# the assets served: the files of STATIC of those types, listed once. A request's name is looked
+# up here, never on the disk (a name longer than a file name may be made stat raise: a 500)
+ASSETS = frozenset(p.name for p in STATIC.iterdir() if p.suffix in STATIC_TYPES and p.is_file())
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src * data:; frame-src 'self' about:; connect-src 'self'; base-uri 'none'; "
@@ -82,13 +86,12 @@ async def page(request: web.Request) -> web.Response:
 
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
+    if name not in ASSETS:
+        return problem(404, "Not Found", f"no asset {repr_cut(name, 80, 60)}")
     path = STATIC / name
-    kind = STATIC_TYPES.get(path.suffix)
-    if kind is None or "/" in name or name.startswith(".") or not path.is_file():
-        return problem(404, "Not Found", f"no asset {name!r}")
     return web.Response(
         body=path.read_bytes(),
-        content_type=kind,
+        content_type=STATIC_TYPES[path.suffix],
         charset="utf-8",
         headers={"Content-Security-Policy": ASSET_CSP, "Cache-Control": "no-cache", **HARDENING},
     )

@@ -72,6 +72,27 @@ async def test_assets_are_served_by_persona_itself(client: TestClient) -> None:
     assert (await client.get("/ui/static/..%2fui.py")).status == 404
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a" * 300 + ".js",  # longer than a file name may be: stat raised ENAMETOOLONG
+        ("a" * 200 + "/") * 30 + "x.css",  # a path too long, after %2F decoding
+        "ui.css%00",  # a NUL byte
+        "%ED%A0%80.js",  # a lone surrogate
+    ],
+)
+async def test_an_asset_name_no_file_can_have_is_a_404_not_a_500(
+    client: TestClient, name: str
+) -> None:
+    """/ui/static/{name} looked the name up on the disk: a name longer than the file system's
+    limit raised OSError (ENAMETOOLONG) out of the handler, a 500 with a traceback in the log
+    for an unauthenticated request. Only the shipped assets are served; any other name is a 404
+    problem."""
+    r = await client.get("/ui/static/" + name.replace("/", "%2F"))
+    assert r.status == 404, await r.text()
+    assert (await r.json())["title"] == "Not Found"
+
+
 async def test_explain_says_why(client: TestClient) -> None:
     assert (await client.get("/v1/users/u1/explain")).status == 401
     assert (await client.get("/v1/users/nobody/explain", headers=AUTH)).status == 404
