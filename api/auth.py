@@ -131,12 +131,28 @@ def secret_from_header(header: str, allow_basic: bool = False) -> str | None:
     if scheme == "bearer":
         return value.strip()
     if scheme == "basic" and allow_basic:
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except ValueError:  # binascii.Error, UnicodeDecodeError, and text outside ASCII
-            return None
-        return decoded.partition(":")[2] or None
+        return basic_password(value)[0]
     return None
+
+
+def basic_password(value: str) -> tuple[str | None, str]:
+    """(the password of HTTP Basic credentials `value`, "") or (None, why there is none to
+    take). Only the password is decoded (UTF-8): the user name is ignored whatever its bytes
+    (RFC 7617 leaves the charset open; many clients send Latin-1)."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True)
+    except ValueError:  # binascii.Error, and text outside ASCII
+        return None, "the credentials are not Base64 of user:password"
+    _, colon, password = decoded.partition(b":")
+    if not colon or not password:
+        return None, (
+            "the credentials hold no password: the API key goes in the password (the user name "
+            "is ignored)"
+        )
+    try:
+        return password.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        return None, "the password is not UTF-8 text"
 
 
 def ensure_local_key(data_dir: Path) -> tuple[Path, str]:

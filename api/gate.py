@@ -11,7 +11,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 
 from api import hops
 from api.audit import refused
-from api.auth import KeyRing, secret_from_header
+from api.auth import KeyRing, basic_password, secret_from_header
 from api.encodings import NOT_INFLATING, leave_unread
 from api.limits import THROTTLE, AuthThrottle
 from api.shared import HOPPED, KEY_NAME, KEYS, Handler, http_problem, problem, request_scope
@@ -115,7 +115,7 @@ def authorize_header(
     secret = secret_from_header(authorization, allow_basic=feeds)
     key = keys.authenticate(secret) if secret else None
     if key is None:
-        response = problem(401, "Unauthorized", _unauthorized(keys, secret))
+        response = problem(401, "Unauthorized", _unauthorized(keys, secret, authorization, feeds))
         response.headers["WWW-Authenticate"] = (
             'Basic realm="persona feeds"' if feeds else 'Bearer realm="persona"'
         )
@@ -125,10 +125,18 @@ def authorize_header(
     return key.name, None
 
 
-def _unauthorized(keys: KeyRing, secret: str | None) -> str:
+def _unauthorized(
+    keys: KeyRing, secret: str | None, authorization: str = "", feeds: bool = False
+) -> str:
     """The 401's detail: what to send, or why the key sent is not taken (it said "send
-    Authorization: Bearer <api key>" to requests that had sent one)."""
+    Authorization: Bearer <api key>" to requests that had sent one, and to Basic credentials
+    a feed route could not read)."""
     if not secret:
+        scheme, _, value = authorization.partition(" ")
+        if feeds and scheme.lower() == "basic":
+            return f"HTTP Basic: {basic_password(value)[1]}"
+        if feeds:
+            return "send Authorization: Bearer <api key>, or HTTP Basic with the key as password"
         return "send Authorization: Bearer <api key>"
     if not keys.keys:
         return (

@@ -4,6 +4,7 @@ client library would not send."""
 
 from __future__ import annotations
 
+import base64
 import socket
 
 import pytest
@@ -78,3 +79,21 @@ def test_basic_credentials_that_are_not_ascii_are_a_401_not_a_500(
     status, body = raw(api_server, get(api_server, "/v1/feeds/google.tsv", authorization))
     assert status in (401, 429), body[:300]  # 429: the module's earlier 401s used the allowance
     assert b"Internal" not in body
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        b"\xff\xfe",  # no UTF-8
+        "Händler".encode("latin-1"),  # what clients that write Latin-1 send
+        b"",  # no user name at all
+    ],
+)
+def test_the_basic_user_name_is_ignored_whatever_its_bytes(api_server: Server, user: bytes) -> None:
+    """The feeds take HTTP Basic with the key as password and ignore the user name, but the
+    whole `user:password` was decoded as UTF-8 first: a user name in Latin-1 (RFC 7617 leaves
+    the charset open, and many clients send Latin-1) refused the right key with a 401 that said
+    "send Authorization: Bearer <api key>"."""
+    credentials = base64.b64encode(user + b":" + SECRET.encode())
+    status, body = raw(api_server, get(api_server, "/v1/feeds/google.tsv", b"Basic " + credentials))
+    assert status == 200, body[:300]

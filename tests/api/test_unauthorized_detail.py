@@ -5,6 +5,7 @@ tests' attempts (tests/api/test_hostile_auth.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from api.auth import KeyRing
 from api.gate import authorize_header
 from tests.api.test_hostile_auth import GATED, get, raw
-from tests.api.test_schemathesis import Server
+from tests.api.test_schemathesis import SECRET, Server
 
 
 @pytest.mark.parametrize("target", GATED[:4])
@@ -31,3 +32,34 @@ def test_a_process_without_keys_says_so() -> None:
     _, refused = authorize_header(KeyRing([]), "Bearer " + "y" * 32, "content:read")
     assert refused is not None and refused.status == 401
     assert refused.text is not None and "this process has no API keys" in refused.text
+
+
+@pytest.mark.parametrize(
+    ("credentials", "said"),
+    [
+        (f"{SECRET}:".encode(), "the password"),  # the key in the user name field
+        (SECRET.encode(), "the password"),  # no colon: only a user name
+        (b"\xff:\xff", "not UTF-8"),
+    ],
+)
+def test_a_basic_401_says_what_is_wrong_with_the_credentials(
+    api_server: Server, credentials: bytes, said: str
+) -> None:
+    """Basic credentials the feeds cannot take were answered "send Authorization: Bearer <api
+    key>": an ad platform's form filled with the key as user name (and no password) was told to
+    send a header it had sent, in a scheme it may not offer. The detail now says the key goes
+    in the password, or that the password is no UTF-8 text."""
+    header = b"Basic " + base64.b64encode(credentials)
+    status, body = raw(api_server, get(api_server, "/v1/feeds/google.tsv", header))
+    detail = json.loads(body)["detail"]
+    assert status == 401 and said in detail and "Bearer" not in detail, detail
+    assert SECRET not in detail  # a key sent in the wrong field is not echoed
+
+
+def test_a_feed_401_without_credentials_names_basic_too() -> None:
+    """A feed route takes HTTP Basic as well: its 401 says so (WWW-Authenticate says Basic)."""
+    keys = KeyRing.from_settings(f"f:{'z' * 32}:feeds:read", None)
+    _, refused = authorize_header(keys, "", "feeds:read")
+    assert refused is not None and refused.text is not None
+    assert "Basic" in json.loads(refused.text)["detail"]
+    assert refused.headers["WWW-Authenticate"].startswith("Basic")
