@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, cast
@@ -295,20 +295,31 @@ def _noting(products: Iterable[Product], seen: set[str] | None) -> Iterator[Prod
 
 async def missing_products(broker: Broker, listed: set[str]) -> list[Product]:
     """Out-of-stock copies of the catalog's purchasable products that `listed` leaves out."""
-    latest: dict[str, Product | None] = {}
-    async for key, value in read_catalog_topic(broker):
+    return await out_of_stock_copies(read_catalog_topic(broker), listed)
+
+
+async def out_of_stock_copies(
+    records: AsyncIterable[tuple[bytes, bytes | None]], listed: set[str]
+) -> list[Product]:
+    """Out-of-stock copies of the purchasable products of the catalog `records` (key, value;
+    the later record of a key wins) that `listed` leaves out. Only those are held while the
+    records are read: the products out of stock already (every earlier full sync's marks, a
+    shop's discontinued items, which only grow) and the deleted ones were held decoded until the
+    end, a copy of them all in memory at every sync."""
+    marked: dict[str, Product] = {}
+    async for key, value in records:
         item_id = key.decode("utf-8", errors="replace")
         if item_id in listed:
             continue
         try:
-            latest[item_id] = None if value is None else parse_product(value)
+            product = None if value is None else parse_product(value)
         except InvalidProduct:
             continue
-    return [
-        replace(p, availability="out_of_stock")
-        for p in latest.values()
-        if p is not None and p.purchasable
-    ]
+        if product is not None and product.purchasable:
+            marked[item_id] = replace(product, availability="out_of_stock")
+        else:  # deleted, or out of stock already: nothing to mark (an earlier record's undone)
+            marked.pop(item_id, None)
+    return list(marked.values())
 
 
 async def read_catalog_topic(broker: Broker) -> AsyncIterator[tuple[bytes, bytes | None]]:
