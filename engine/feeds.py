@@ -11,10 +11,10 @@ condition, more images; every free-text attribute is one line (a catalog's line 
 never add a row or a column); a missing description repeats the title; Meta gets the shop's name
 (`Channel.title`) as the brand of a product with no brand, GTIN nor MPN. URLs are
 percent-encoded. The RSS channel's link is `Channel.link` (PERSONA_FEED_LINK), else the origin of
-the first product's URL. `feed_id` makes ids every platform accepts: an item id of 1..50
-characters from `[A-Za-z0-9._-]` is used as is (the common case, so the ids of the ad JSON blocks
-match the feed); anything else becomes `p-<safe prefix>-<12 hex digest>` (at most 50 characters,
-stable).
+the first product's URL (empty when that URL cannot be read). `feed_id` makes ids every
+platform accepts: an item id of 1..50 characters from `[A-Za-z0-9._-]` is used as is (the
+common case, so the ids of the ad JSON blocks match the feed); anything else becomes
+`p-<safe prefix>-<12 hex digest>` (at most 50 characters, stable).
 
 Formula-looking text (a cell starting with `=`, `+`, `-` or `@`) is written as the catalog has
 it, on purpose: these files are read by the ad platforms, which take every cell as text and show
@@ -331,7 +331,12 @@ def _xml_text(value: str) -> str:
 
 
 def _origin(url: str) -> str:
-    parts = urlsplit(url)
+    """The origin of `url`, "" for one urlsplit cannot read (a host opening an IPv6 bracket
+    it never closes: the ValueError cut the feed off after its 200 was sent)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
     return f"{parts.scheme}://{parts.netloc}/"
 
 

@@ -56,3 +56,25 @@ async def test_the_channel_comes_from_the_settings() -> None:
 async def test_without_a_link_setting_the_shop_s_origin_is_the_link() -> None:
     _, link, _ = await channel_and_sales(None)
     assert link == "https://lamps.example.org/"
+
+
+async def test_a_first_product_whose_url_has_no_host_to_read_leaves_the_feed_whole() -> None:
+    """Without PERSONA_FEED_LINK the channel's link is the origin of the first product's URL,
+    read with urlsplit, which raises ValueError for a host opening an IPv6 bracket it never
+    closes (`https://[shop/p`: intake takes it, any http(s) URL without userinfo is taken). The
+    error came out of the stream after the 200 was sent: the connection was cut, and every ad
+    platform got an empty, unparseable google.xml for one product's typo. The channel's link is
+    empty for such a URL; every product is listed (the URL percent-encoded, as in every feed)."""
+    state = MemoryState()
+    state.put_product(
+        Product("typo", "Lamp", "https://[shop/p", "https://i.example/t.jpg", 2.0, "EUR")
+    )
+    state.put_product(lamp("fine", int(time.time() * 1000) + 3_600_000))
+    content = ContentService(state, ModelSet.default(), Renderer(), BlockPolicy())
+    app = create_app(content, KeyRing.from_settings(KEYS, None))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/v1/feeds/google.xml", headers=AUTH)
+        assert response.status == 200
+        root = ET.fromstring(await response.read())  # the whole document, well-formed
+    assert sorted(i.findtext(G + "id") or "" for i in root.iter("item")) == ["fine", "typo"]
+    assert root.findtext("./channel/link") == ""
