@@ -19,6 +19,7 @@ from api import (
     feeds,
     hops,
     hot,
+    key_reload,
     limits,
     models_routes,
     observability,
@@ -187,6 +188,7 @@ def create_app(
     for module in (batch, render, feeds, similar):
         module.register(app)
     observability.register(app, content)
+    key_reload.register(app, keys)  # PERSONA_API_KEYS_FILE read again when it changes
     app[observability.TELEMETRY].text_sources.append(
         lambda: limits.metrics_lines(app) + render.metrics_lines(app) + hops.metrics_lines(app)
     )

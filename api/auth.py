@@ -4,7 +4,9 @@ Keys are kept only as SHA-256 digests in memory; secrets are never logged. A sec
 `MIN_SECRET` characters is refused at start-up, with a message that names the entry (and the key's
 name) but never the secret: guessing a long random secret is infeasible, whatever the rate. A keys
 file (and the local key file) that is a symbolic link, owned by another user or readable by group
-or others is refused at start-up (engine/files.py).
+or others is refused at start-up (engine/files.py). A keys file is read again when it changes or
+on SIGHUP (api/key_reload.py), with the same checks; one that fails them leaves the keys as they
+were.
 """
 
 from __future__ import annotations
@@ -82,30 +84,80 @@ def parse_entry(entry: str, where: str) -> ApiKey:
     return ApiKey(name=name, digest=_digest(secret), scopes=scopes)
 
 
+# a keys file's (st_mtime_ns, st_size, st_ino, st_ctime_ns): changed or not (the change time
+# for a chmod or chown: a file refused for its mode is taken once its mode is fixed)
+Signature = tuple[int, int, int, int]
+
+
+def signature(path: Path) -> Signature | None:
+    """What tells one version of a keys file from the next, without reading it (the link
+    itself, not its target: a symbolic link swapped in is a change); None when nothing is
+    there or it cannot be looked at."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size, info.st_ino, info.st_ctime_ns
+
+
+def file_keys(keys_file: Path) -> list[ApiKey]:
+    """The entries of a keys file, checked as at start-up: 0600, ours, no symbolic link
+    (UnsafeFile), at most MAX_KEYS_FILE bytes of UTF-8, every entry valid (InvalidKey)."""
+    check_secret_file(keys_file, "PERSONA_API_KEYS_FILE")  # 0600, ours, no symlink
+    try:
+        lines = read_regular(keys_file, MAX_KEYS_FILE).decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidKey(
+            f"PERSONA_API_KEYS_FILE={keys_file}: not UTF-8 text (byte {exc.start})"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InvalidKey(f"PERSONA_API_KEYS_FILE={keys_file}: {exc}") from None
+    keys: list[ApiKey] = []
+    for n, line in enumerate(lines, 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            keys.append(parse_entry(line.strip(), f"{keys_file}:{n}"))
+    return keys
+
+
 class KeyRing:
-    def __init__(self, keys: list[ApiKey]) -> None:
+    """The keys of a process: `PERSONA_API_KEYS`' (`fixed`: the environment cannot change until
+    a restart) and then `keys_file`'s, which `reload` reads again (api/key_reload.py). `keys` is
+    only ever replaced whole, in one assignment: a request sees the old keys or the new ones,
+    never a mix; whatever holds the ring (the application, the hot path's `Gate`) sees the new
+    keys on its next request."""
+
+    def __init__(
+        self,
+        keys: list[ApiKey],
+        fixed: list[ApiKey] | None = None,
+        keys_file: Path | None = None,
+        seen: Signature | None = None,
+    ) -> None:
         self.keys = keys
+        self.fixed = list(keys) if fixed is None else fixed
+        self.keys_file = keys_file
+        self.seen = seen  # the keys file's signature when it was last read
 
     @classmethod
     def from_settings(cls, entries: str | None, keys_file: Path | None) -> KeyRing:
-        keys: list[ApiKey] = []
+        fixed: list[ApiKey] = []
         if entries:
             for i, entry in enumerate(e for e in entries.split(";") if e.strip()):
-                keys.append(parse_entry(entry, f"PERSONA_API_KEYS entry {i + 1}"))
-        if keys_file:
-            check_secret_file(keys_file, "PERSONA_API_KEYS_FILE")  # 0600, ours, no symlink
-            try:
-                lines = read_regular(keys_file, MAX_KEYS_FILE).decode("utf-8").splitlines()
-            except UnicodeDecodeError as exc:
-                raise InvalidKey(
-                    f"PERSONA_API_KEYS_FILE={keys_file}: not UTF-8 text (byte {exc.start})"
-                ) from None
-            except (OSError, ValueError) as exc:
-                raise InvalidKey(f"PERSONA_API_KEYS_FILE={keys_file}: {exc}") from None
-            for n, line in enumerate(lines, 1):
-                if line.strip() and not line.lstrip().startswith("#"):
-                    keys.append(parse_entry(line.strip(), f"{keys_file}:{n}"))
-        return cls(keys)
+                fixed.append(parse_entry(entry, f"PERSONA_API_KEYS entry {i + 1}"))
+        if not keys_file:
+            return cls(fixed, fixed)
+        seen = signature(keys_file)  # before the read: a change meanwhile is read again
+        return cls([*fixed, *file_keys(keys_file)], fixed, keys_file, seen)
+
+    def reload(self) -> int:
+        """Read the keys file again and take its keys (the number of keys now); InvalidKey or
+        UnsafeFile (a SettingsError) when it is not taken: the keys stay as they were."""
+        assert self.keys_file is not None
+        seen = signature(self.keys_file)
+        self.seen = seen
+        keys = [*self.fixed, *file_keys(self.keys_file)]
+        self.keys = keys  # the swap
+        return len(keys)
 
     def authenticate(self, secret: str) -> ApiKey | None:
         """The key whose secret this is, comparing every digest in constant time; None for a

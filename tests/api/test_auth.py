@@ -68,8 +68,8 @@ def test_the_local_key_is_long(tmp_path: Path) -> None:
 async def test_a_rotated_key_works_under_both_secrets_and_shares_its_name() -> None:
     """What docs/security.md 'Rotating an API key' relies on: an entry with the same name and a
     new secret beside the old one is accepted, both secrets act as that one key (its name: rate
-    limit, audit), and the old one stops working once its entry is removed and the process
-    starts again (keys are read once, at start-up)."""
+    limit, audit), and the old one stops working once its entry is removed (from the keys file:
+    read again without a restart, tests/api/test_key_reload.py)."""
     from aiohttp.test_utils import TestClient, TestServer
 
     from api.app import create_app
