@@ -94,7 +94,9 @@ class Settings:
     )
     api_keys_file: Path | None = optional(
         t.path,
-        "a file with one `name:secret:scopes` entry per line (secrets of 24+ characters)",
+        "a file with one `name:secret:scopes` entry per line (secrets of 24+ characters); read "
+        "again without a restart when it changes (looked at once a second) or on SIGHUP; a "
+        "changed file that is refused keeps the keys in use (docs/security.md)",
         example="/etc/persona/api-keys",
     )
     rate_limits: str | None = optional(

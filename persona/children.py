@@ -234,7 +234,7 @@ class Children:
 
         def launch() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                cmd, env=worker_env, preexec_fn=_die_with_parent, pass_fds=self.keep_fds
+                cmd, env=worker_env, preexec_fn=serving_child, pass_fds=self.keep_fds
             )
 
         child = Child(
@@ -252,7 +252,7 @@ class Children:
         def launch() -> subprocess.Popen[bytes]:
             # no lock for a reader: it writes nothing in the data dir but its own secondary
             # (readers/<index>-<pid>) and audit.log lines (each under audit.log.lock)
-            return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+            return subprocess.Popen(cmd, env=env, preexec_fn=serving_child)
 
         return Child(
             "reader", f"reader {index}", launch, self._policy(),
@@ -428,6 +428,13 @@ class Children:
         if self.stop.wait(delay):
             raise Stop
 
+    # -- signals -----------------------------------------------------------------------------
+
+    def hang_up(self) -> None:
+        """Pass a SIGHUP on to the worker and the readers: they read PERSONA_API_KEYS_FILE
+        again (api/key_reload.py). The broker has no keys."""
+        hang_up([c.proc for c in (self.worker, *self.readers) if c.proc is not None])
+
     # -- stopping ----------------------------------------------------------------------------
 
     def stop_all(self, broker: bool = True) -> None:
@@ -438,6 +445,20 @@ class Children:
         stop_by(procs, started + WORKER_GRACE)
         if broker and self.broker is not None and self.broker.proc is not None:
             stop_by([self.broker.proc], started + STOP_DEADLINE)
+
+
+def serving_child() -> None:  # the worker's and the readers' preexec_fn: between fork and exec
+    _die_with_parent()
+    # SIGHUP ignored until the child installs its handler (api/key_reload.py reload_on_hangup):
+    # a SIGHUP passed on while it starts does not end it (the default action)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def hang_up(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGHUP every process still running (safe in a signal handler: no waiting)."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGHUP)  # nothing when it was reaped already
 
 
 def stop_by(procs: list[subprocess.Popen[bytes]], deadline: float) -> None:

@@ -32,6 +32,7 @@ from api.auth import KeyRing
 from api.content import ContentService
 from api.event_routes import watch_data_dir
 from api.hot import HotRunner
+from api.key_reload import reload_on_hangup
 from api.limits import ServingOptions
 from api.models_routes import ADMIN
 from api.observability import configure_json_logging, follow_restarts
@@ -160,6 +161,7 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
         ssl_context=ssl_context(settings),
     )
     await site.start()
+    reload_on_hangup(app)  # SIGHUP: PERSONA_API_KEYS_FILE read again (else polled only)
     log.info("reader %d serving on %s:%s", index, settings.http_host, settings.http_port)
     try:
         await stop.wait()

@@ -5,8 +5,9 @@ dies is started again with a back-off, a broker death restarts all of them from 
 and a child that keeps failing stops everything. On SIGTERM/SIGINT the worker and the readers
 stop at once, then the broker, all within one deadline (`children.STOP_DEADLINE`); a stop is
 never answered with a restart, and a demo load in progress ends at once (the next `--demo`
-resumes it: persona/demo_load.py). Every child also dies with this process if it is killed
-(PR_SET_PDEATHSIG).
+resumes it: persona/demo_load.py). SIGHUP is passed on to the worker and the readers, which read
+PERSONA_API_KEYS_FILE again (api/key_reload.py); it does not end `persona run`. Every child also
+dies with this process if it is killed (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
             "--data-dir (PERSONA_DATA_DIR) must name a directory this user can write, with room"
         ) from None
     children = Children(settings, env, stop, keep_fds=(lock,))
+    # SIGHUP (e.g. `systemctl reload`): the worker and the readers read PERSONA_API_KEYS_FILE
+    # again at once (they also poll it every second)
+    signal.signal(signal.SIGHUP, lambda signum, frame: children.hang_up())
     try:
         _start(children, settings)
         if demo_kept:

@@ -19,6 +19,7 @@ from api.auth import KeyRing
 from api.content import ContentService
 from api.event_routes import watch_data_dir
 from api.hot import HotRunner
+from api.key_reload import reload_on_hangup
 from api.observability import TELEMETRY, configure_json_logging, follow_restarts
 from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
@@ -164,6 +165,7 @@ class HttpService(Service):
             self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl
         )
         await site.start()
+        reload_on_hangup(self.web_app)  # SIGHUP: PERSONA_API_KEYS_FILE read again
         log.info("HTTP API on http://%s:%s", self.host, self.port)
 
     async def on_stop(self) -> None:

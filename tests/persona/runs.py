@@ -18,6 +18,7 @@ class Run:
     base: str  # the public port: the readers
     worker: str  # the worker's private port
     log: Path  # what `persona run` and its children wrote (stdout and stderr)
+    pid: int = 0  # the `persona run` process (to signal it)
 
 
 @contextmanager
@@ -36,6 +37,6 @@ def persona_run(
         (pid,) = [p for p in _children(proc.pid) if _kind(p) == "worker"]
         worker = f"http://127.0.0.1:{_worker_port(pid)}"
         wait_until(lambda: http("GET", worker + "/readyz", key=None)[0] == 200, 120, what="worker")
-        yield Run(base, worker, log)
+        yield Run(base, worker, log, proc.pid)
     finally:
         _stop(proc, grace=15)
