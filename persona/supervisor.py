@@ -5,9 +5,10 @@ dies is started again with a back-off, a broker death restarts all of them from 
 and a child that keeps failing stops everything. On SIGTERM/SIGINT the worker and the readers
 stop at once, then the broker, all within one deadline (`children.STOP_DEADLINE`); a stop is
 never answered with a restart, and a demo load in progress ends at once (the next `--demo`
-resumes it: persona/demo_load.py). SIGHUP is passed on to the worker and the readers, which read
-PERSONA_API_KEYS_FILE again (api/key_reload.py); it does not end `persona run`. Every child also
-dies with this process if it is killed (PR_SET_PDEATHSIG).
+resumes it: persona/demo_load.py). Without a controlling terminal (a service), SIGHUP is passed
+on to the worker and the readers, which read PERSONA_API_KEYS_FILE again (api/key_reload.py), and
+does not end `persona run`; in a terminal it stops it, as a hangup does (`hangup_reloads`). Every
+child also dies with this process if it is killed (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ from persona.state_dir import prepare as prepare_state_dir
 from streams.adopt import DEMO_MARK, DEMO_PROGRESS, partition_dbs, start_fresh
 
 CLUSTER_SECRET_FILE = EMBEDDED_SECRET_FILE  # the embedded default's PERSONA_CLUSTER_SECRET_FILE
+
+
+def hangup_reloads() -> bool:
+    """Whether SIGHUP asks `persona run` to pass it on (the worker and the readers read
+    PERSONA_API_KEYS_FILE again at once; they also poll it every second) rather than to stop:
+    only without a controlling terminal (a service: `systemctl reload`). In a terminal, SIGHUP
+    is the terminal going away: `persona run` stops, as it always did, rather than run on
+    unseen, holding its port and data dir (or ignores it, under nohup)."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:  # no controlling terminal
+        return True
+    os.close(tty)
+    return False
 
 
 def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
@@ -91,9 +106,8 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
             "--data-dir (PERSONA_DATA_DIR) must name a directory this user can write, with room"
         ) from None
     children = Children(settings, env, stop, keep_fds=(lock,))
-    # SIGHUP (e.g. `systemctl reload`): the worker and the readers read PERSONA_API_KEYS_FILE
-    # again at once (they also poll it every second)
-    signal.signal(signal.SIGHUP, lambda signum, frame: children.hang_up())
+    if hangup_reloads():  # `systemctl reload`: the keys file read again at once
+        signal.signal(signal.SIGHUP, lambda signum, frame: children.hang_up())
     try:
         _start(children, settings)
         if demo_kept:

@@ -23,14 +23,21 @@ class Run:
 
 @contextmanager
 def persona_run(
-    tmp: Path, readers: int, api_keys: str, env: dict[str, str] | None = None
+    tmp: Path,
+    readers: int,
+    api_keys: str,
+    env: dict[str, str] | None = None,
+    service: bool = False,
 ) -> Iterator[Run]:
     """`persona run --no-demo` with `readers` readers, `PERSONA_API_KEYS` = `api_keys` and
-    `env`'s settings, its output in tmp/run.log; stopped on exit."""
+    `env`'s settings, its output in tmp/run.log; stopped on exit. `service`: in a session of its
+    own, without a controlling terminal (as under a service manager)."""
     port, log = free_port(), tmp / "run.log"
     extra = {"PERSONA_READERS": str(readers), "PERSONA_API_KEYS": api_keys, **(env or {})}
     with log.open("w") as out:
-        proc = _start_run(tmp / "data", port, "--no-demo", 2, out.fileno(), extra, out.fileno())
+        proc = _start_run(
+            tmp / "data", port, "--no-demo", 2, out.fileno(), extra, out.fileno(), service
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_ready(proc, base)

@@ -1,6 +1,7 @@
 """`persona run` with a reader, its keys in PERSONA_API_KEYS_FILE: a key revoked and one added in
 the file are taken by the reader (the public port) and the worker without a restart, and SIGHUP
-to `persona run` makes both read the file again at once (and ends nothing)."""
+to `persona run` without a controlling terminal (a service) makes both read the file again at
+once (and ends nothing); in a terminal, a SIGHUP stops it."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_keys_file_changes_are_taken_by_the_reader_and_the_worker(tmp_path: Path
     keys = tmp_path / "keys"
     _write(keys, f"old:{OLD}:content:read,models:admin\n")
     env = {"PERSONA_API_KEYS_FILE": str(keys)}
-    with persona_run(tmp_path, 1, "", env) as run:
+    with persona_run(tmp_path, 1, "", env, service=True) as run:  # no terminal: SIGHUP reloads
         ends = (run.base, run.worker)
         for base in ends:
             assert http("GET", base + PROFILE, key=OLD)[0] == 200
@@ -53,3 +54,38 @@ def test_keys_file_changes_are_taken_by_the_reader_and_the_worker(tmp_path: Path
             )
             assert http("GET", base + PROFILE, key=OLD)[0] == 401
             assert _reloads(base, NEW) == 2
+
+
+_SAYS = "from persona.supervisor import hangup_reloads; print(hangup_reloads())"
+
+
+def test_sighup_reloads_only_without_a_controlling_terminal() -> None:
+    """As a service (no controlling terminal) SIGHUP is a reload; in a terminal it is the
+    terminal going away, and `persona run` keeps stopping on it."""
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    detached = subprocess.run(
+        [sys.executable, "-c", _SAYS], cwd=ROOT, capture_output=True, text=True,
+        start_new_session=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert detached.stdout.strip() == "True"
+    pid, fd = pty.fork()  # the child's controlling terminal: the pty
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-c", _SAYS])
+    said = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        said += chunk
+    os.waitpid(pid, 0)
+    os.close(fd)
+    assert said.strip() == b"False", said

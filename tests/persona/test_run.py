@@ -55,15 +55,17 @@ def _start_run(
     stderr: int,
     extra: dict[str, str] | None = None,
     stdout: int = subprocess.PIPE,
+    new_session: bool = False,
 ) -> subprocess.Popen[str]:
-    """`persona run` on its own embedded broker, with none of this environment's PERSONA_*."""
+    """`persona run` on its own embedded broker, with none of this environment's PERSONA_*;
+    `new_session`: without a controlling terminal."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
     env["PERSONA_PARTITIONS"] = str(partitions)
     env.update(extra or {})
     return subprocess.Popen(
         [sys.executable, "-m", "persona", "run", demo_flag, "--port", str(port),
          "--data-dir", str(data_dir)],
-        cwd=ROOT, env=env, stdout=stdout, stderr=stderr, text=True,
+        cwd=ROOT, env=env, stdout=stdout, stderr=stderr, text=True, start_new_session=new_session,
     )  # fmt: skip
 
 
