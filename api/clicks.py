@@ -3,7 +3,9 @@
 No API key: a mail client or an ad's landing follows the link. A good token answers 302 to the
 item's URL in the catalog (never a URL from the request: no open redirect) and records a `click`
 event for the token's user (props `block`, `variant`), produced like `POST /v1/events`' events;
-a link older than engine.clicks.MAX_AGE_DAYS still redirects but records nothing, and so does a
+a link followed again within its minute is one click (the fold ignores the repeated event id, and
+the dashboard's A/B panel counts it once: engine.clicks.RecentClicks); a link older than
+engine.clicks.MAX_AGE_DAYS still redirects but records nothing, and so does a
 HEAD (a link checker's or mail scanner's probe, not a click). `Location` is ASCII: the URL's
 spaces and non-ASCII characters are percent-encoded. A token that does not verify is a 404
 problem and counts as a failed authentication of the client address (api/limits.py: repeated
@@ -25,7 +27,15 @@ from api.limits import THROTTLE, ServingOptions
 from api.observability import TELEMETRY
 from api.shared import CONTENT, problem
 from engine.catalog import userinfo_problem
-from engine.clicks import InvalidToken, click_event, click_key, is_fresh, read_token
+from engine.clicks import (
+    MINUTE_MS,
+    InvalidToken,
+    RecentClicks,
+    click_event,
+    click_key,
+    is_fresh,
+    read_token,
+)
 from engine.events import validate
 from engine.utm import with_utm
 
@@ -39,6 +49,7 @@ class Clicks:
     shop_url: str | None  # where a click on an item gone from the catalog lands
     utm: str = ""  # PERSONA_UTM on the target (engine/utm.py)
     counts: dict[str, int] = field(default_factory=dict)
+    recent: RecentClicks = field(default_factory=RecentClicks)  # the A/B panel's repeats
 
     def count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -74,9 +85,11 @@ async def get_click(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":  # a mail scanner checking the link, not a person clicking
         return web.Response(status=302, headers={"Location": _ascii(target), **NO_STORE})
     if is_fresh(click, now):
-        await request.app[CONTENT].state.produce([validate(click_event(click, now))])
+        event = validate(click_event(click, now))
+        await request.app[CONTENT].state.produce([event])
         clicks.count("recorded")
-        request.app[TELEMETRY].count_click(click.block, click.variant)  # the dashboard's A/B
+        if clicks.recent.first(event.event_id, now // MINUTE_MS):  # the fold keeps one too
+            request.app[TELEMETRY].count_click(click.block, click.variant)  # the dashboard's A/B
     else:
         clicks.count("expired")
     return web.Response(status=302, headers={"Location": _ascii(target), **NO_STORE})

@@ -96,6 +96,36 @@ def click_event(click: Click, now_ms: int) -> dict[str, Any]:
     }
 
 
+MAX_RECENT_CLICKS = 50_000  # click ids of the current minute `RecentClicks` remembers
+
+
+class RecentClicks:
+    """The click ids (`click_event`'s `event_id`) recorded in the current minute, so a link
+    followed again within it counts once on the dashboard's A/B panel, as it does in the fold
+    (which ignores the repeated event_id). An id names its minute, so only the current
+    minute's can repeat: a new minute starts the memory over. At most `limit` ids: past it a
+    click is counted without being remembered (a repeat of it may count again), so hostile
+    links cannot grow the process."""
+
+    def __init__(self, limit: int = MAX_RECENT_CLICKS) -> None:
+        self.limit = limit
+        self.minute = -1
+        self._ids: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def first(self, event_id: str, minute: int) -> bool:
+        """True unless `event_id` was recorded already in `minute` (and remembers it)."""
+        if minute != self.minute:
+            self.minute, self._ids = minute, set()
+        if event_id in self._ids:
+            return False
+        if len(self._ids) < self.limit:
+            self._ids.add(event_id)
+        return True
+
+
 def logged_path(path: str) -> str:
     """`path` as log lines write it: a click redirect's token replaced by `~` and the first
     LOGGED_DIGITS hex digits of its SHA-256. Anybody can decode a token into who clicked what

@@ -14,10 +14,11 @@ from api.app import create_app
 from api.auth import KeyRing
 from api.content import ContentService
 from api.limits import ServingOptions
+from api.observability import TELEMETRY
 from api.testing import MemoryState
 from engine.blocks import BlockPolicy, Renderer
 from engine.catalog import Product
-from engine.clicks import MAX_AGE_DAYS, MINUTE_MS, Click, click_key, make_token
+from engine.clicks import MAX_AGE_DAYS, MINUTE_MS, Click, RecentClicks, click_key, make_token
 from models.registry import ModelSet
 
 SECRET = "cluster-secret-of-this-test-cccccccccc"
@@ -238,3 +239,31 @@ async def test_a_stored_url_with_userinfo_is_not_followed(state: MemoryState) ->
         r = await client.get(link("E"), allow_redirects=False)
         assert r.status == 302 and r.headers["Location"] == "https://shop.example.com/"
     assert not state.produced
+
+
+async def test_a_link_followed_again_in_its_minute_counts_once_on_the_ab_panel(
+    client: TestClient, state: MemoryState
+) -> None:
+    """The dashboard's A/B clicks (api/observability.py `count_click`) counted every GET of a
+    link, while the fold keeps one click per link and minute (the event ids repeat): anybody
+    holding one mailed link could reload it to give its variant any click rate (over 100%).
+    A repeat within the minute is one click there too; another link is another click."""
+    url = link()
+    for _ in range(5):
+        assert (await client.get(url, allow_redirects=False)).status == 302
+    assert (await client.get(link(user="u-2"), allow_redirects=False)).status == 302
+    clicks = len({e.event_id for e in state.produced})  # 2, or 3 if a minute began meanwhile
+    assert clicks <= 3
+    assert client.server.app[TELEMETRY].clicks == {"recommendations:default": clicks}
+    assert (await profile_events(client, "u-1")) == {"click": clicks - 1}
+
+
+def test_the_memory_of_repeated_clicks_is_bounded() -> None:
+    """`RecentClicks` remembers the click ids of the current minute only, and at most `limit`
+    of them: past it a click is counted without being remembered (a repeat may count again),
+    so hostile links cannot grow the process."""
+    recent = RecentClicks(limit=3)
+    assert [recent.first(f"c-{n}", 7) for n in range(5)] == [True] * 5
+    assert len(recent) == 3
+    assert not recent.first("c-0", 7)
+    assert recent.first("c-0", 8) and len(recent) == 1  # a new minute starts over
