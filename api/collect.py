@@ -8,8 +8,9 @@
   `MAX_EVENTS` events, validated and answered exactly like `/v1/events` (202 with per-event errors).
 - Origins: a request whose `Origin` is not in `PERSONA_COLLECT_ORIGINS` is answered 403 with no
   CORS headers and nothing is produced; a listed origin gets `Access-Control-Allow-Origin` on every
-  answer and its preflight (`OPTIONS`) is answered 204. Every answer carries `Vary: Origin` (each
-  depends on it), so a shared cache keeps one origin's answers from another's. A request without
+  answer (errors too: a body that does not inflate, a broker that takes nothing, a 500) and its
+  preflight (`OPTIONS`) is answered 204. Every answer carries `Vary: Origin` (each depends on
+  it), so a shared cache keeps one origin's answers from another's. A request without
   `Origin` (not from a browser) passes to the key check: the origin list keeps other sites' pages
   out, the key's scope is what bounds a script that forges headers.
 - Rate: every request to /v1/collect (preflights and refusals included) takes a token from a
@@ -34,10 +35,10 @@ from multidict import CIMultiDict
 
 from api.audit import refused
 from api.event_routes import accept_events, read_events, refuse_when_full
-from api.gate import caller
+from api.gate import caller, error_answer
 from api.limits import AuthThrottle, ServingOptions
 from api.observability import TELEMETRY
-from api.shared import Handler, bad_param, http_problem, problem, single
+from api.shared import Handler, bad_param, problem, single
 from engine.collect import COLLECT_SCOPE, MAX_EVENTS, PURCHASE_SCOPE, collect_refusal
 from engine.collect import MAX_BYTES as MAX_BODY
 from engine.events import Event
@@ -105,10 +106,8 @@ async def collect_middleware(request: web.Request, handler: Handler) -> web.Stre
         return _cors(bad_param(exc), origin)
     try:
         response = await handler(keyed)
-    except web.HTTPException as exc:  # a 405, say: answered as api.gate's errors, with CORS
-        if exc.status < 400:
-            raise
-        response = http_problem(exc)
+    except Exception as exc:  # a 405, an unreadable body, a broker away: as api.gate answers
+        response = error_answer(keyed, exc)  # them, with CORS (the page reads the problem)
     return _cors(response, origin)
 
 

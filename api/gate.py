@@ -25,20 +25,30 @@ log = logging.getLogger("persona.api")
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            response = http_problem(exc)
-        else:
-            raise
-    except web.RequestPayloadError as exc:  # the body broke off or did not inflate: the client's
-        response = unreadable_body(exc)
-    except BrokerUnavailable as exc:
-        response = broker_unavailable(request, exc)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, logged_path(request.path))
-        response = problem(500, "Internal Server Error", "see the server log")
-    return response
+        return await handler(request)
+    except Exception as exc:
+        return error_answer(request, exc)
+
+
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The problem answering `exc`, raised by the handler of `request` (a redirect or other
+    HTTPException below 400 is raised again). `errors_middleware` answers every route so;
+    api/collect.py answers its own, to add its CORS headers."""
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return http_problem(exc)
+    if isinstance(exc, web.RequestPayloadError):  # the body broke off or did not inflate
+        return unreadable_body(exc)
+    if isinstance(exc, BrokerUnavailable):
+        return broker_unavailable(request, exc)
+    log.error(
+        "unhandled error on %s %s",
+        request.method,
+        logged_path(request.path),
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return problem(500, "Internal Server Error", "see the server log")
 
 
 BROKER_RETRY_AFTER = 5  # seconds: the Retry-After of a 503 for a broker that took nothing

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from api.collect import MAX_BODY, MAX_EVENTS
 from api.event_routes import MAX_EVENTS as MAX_POSTED
 from api.testing import MemoryState
+from tests.api.test_broker_unavailable import BrokerAway
 from tests.api.test_collect import OTHER, PK, SHOP, WRITE, _client, bearer, ev
 
 
@@ -137,3 +138,22 @@ async def test_refused_origins_take_from_the_address_allowance_too(state: Memory
         r = await client.post("/v1/collect", json=[ev("page_view", item=None)], headers=headers)
         assert r.status == 429 and r.headers["Access-Control-Allow-Origin"] == SHOP
     assert not state.produced
+
+
+async def test_answers_made_of_errors_carry_cors_and_vary_too() -> None:
+    """A body that does not inflate (400) and a broker that takes nothing (503) were answered
+    by the errors middleware, outside the collector's: without `Access-Control-Allow-Origin`
+    (the listed page's tag saw a network error, not the problem) and without `Vary: Origin`,
+    which every /v1/collect answer carries. Both are answered with them now."""
+    headers = {"Origin": SHOP, **bearer(PK), "Content-Encoding": "gzip"}
+    async with await _client(MemoryState()) as client:
+        r = await client.post("/v1/collect", data=b"not gzip", headers=headers)
+        assert r.status == 400 and r.content_type == "application/problem+json"
+        assert r.headers["Access-Control-Allow-Origin"] == SHOP
+        assert r.headers["Vary"] == "Origin"
+    async with await _client(BrokerAway()) as client:
+        body = [ev("page_view", item=None)]
+        r = await client.post("/v1/collect", json=body, headers={"Origin": SHOP, **bearer(PK)})
+        assert r.status == 503 and (await r.json())["title"] == "Broker unavailable"
+        assert r.headers["Access-Control-Allow-Origin"] == SHOP
+        assert r.headers["Vary"] == "Origin"
