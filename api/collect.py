@@ -6,6 +6,8 @@
   `purchase` only with `events:collect-purchase`). Bodies are those of `POST /v1/events` (a JSON
   array or NDJSON, also as `text/plain`, which is what a beacon sends), at most `MAX_BODY` bytes and
   `MAX_EVENTS` events, validated and answered exactly like `/v1/events` (202 with per-event errors).
+  Each event id is stored marked (`collect:<id>`, engine/collect.py): a page cannot spend an id
+  the shop's server gives its own events.
 - Origins: a request whose `Origin` is not in `PERSONA_COLLECT_ORIGINS` is answered 403 with no
   CORS headers and nothing is produced; a listed origin gets `Access-Control-Allow-Origin` on every
   answer (errors too: a body that does not inflate, a broker that takes nothing, a 500) and its
@@ -39,7 +41,13 @@ from api.gate import caller, error_answer
 from api.limits import AuthThrottle, ServingOptions
 from api.observability import TELEMETRY
 from api.shared import Handler, bad_param, problem, single
-from engine.collect import COLLECT_SCOPE, MAX_EVENTS, PURCHASE_SCOPE, collect_refusal
+from engine.collect import (
+    COLLECT_SCOPE,
+    MAX_EVENTS,
+    PURCHASE_SCOPE,
+    collect_refusal,
+    collected,
+)
 from engine.collect import MAX_BYTES as MAX_BODY
 from engine.events import Event
 from engine.params import InvalidParam
@@ -193,7 +201,7 @@ async def post_collect(request: web.Request) -> web.Response:
     def policy(event: Event) -> str | None:
         return collect_refusal(event, purchases, secret)
 
-    return await accept_events(request, items, policy)
+    return await accept_events(request, items, policy, collected)
 
 
 async def preflight(request: web.Request) -> web.Response:

@@ -259,14 +259,21 @@ async def _read_bounded(request: web.Request, max_bytes: int | None) -> bytes | 
 
 
 Policy = Callable[[Event], str | None]  # why an event is refused here (POST /v1/collect), or None
+Stored = Callable[[Event], Event]  # an accepted event as it is produced (POST /v1/collect)
 
 
 async def accept_events(
-    request: web.Request, items: list[Any], policy: Policy | None = None
+    request: web.Request,
+    items: list[Any],
+    policy: Policy | None = None,
+    stored: Stored | None = None,
 ) -> web.Response:
     """Validate, admit (and check with `policy`: POST /v1/collect's limits), produce the good
-    events; answer 202 with the counts and the reason of each refused one."""
+    events (each as `stored` makes it, when given); answer 202 with the counts and the reason
+    of each refused one."""
     accepted, errors = sort_events(items, request.app[EVENT_SKEW_MS], policy)
+    if stored is not None:
+        accepted = [stored(event) for event in accepted]
     if accepted:
         await request.app[CONTENT].state.produce(accepted)
         audit_consents(request, accepted)

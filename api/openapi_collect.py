@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.collect import COLLECTED_PREFIX, MAX_COLLECTED_ID, MAX_EVENTS
 from engine.collect import MAX_BYTES as MAX_BODY
-from engine.collect import MAX_EVENTS
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _LIMITED = {
@@ -53,7 +53,8 @@ def _post() -> dict[str, Any]:
         "description": "Clickstream and cart events, `identify`, and consent withdrawals; "
         "`purchase` only with the events:collect-purchase scope; other events are refused one "
         f"by one in `errors`. At most {MAX_EVENTS} events and {MAX_BODY} bytes; answered like "
-        "POST /v1/events." + _ORIGIN,
+        f"POST /v1/events. Each event_id (at most {MAX_COLLECTED_ID} characters) is stored as "
+        f"`{COLLECTED_PREFIX}<event_id>`, apart from the ids the shop's server sends." + _ORIGIN,
         "parameters": [_KEY],
         "requestBody": {
             "required": True,

@@ -18,15 +18,22 @@ therefore limited to what a visitor's browser reports about its own visit:
   the browser's random id): the merge moves the previous id's whole profile into the user and
   deletes it (streams/identity.py), so a key anybody can copy must not name a customer's user id
   there: a logged-in visitor (whose hash the page holds) would take that customer's history, cart
-  and purchases into their own profile, and see them in their own blocks.
+  and purchases into their own profile, and see them in their own blocks;
+- every event id it sends is stored as `COLLECTED_PREFIX` + the id (`collected`): a profile
+  applies an event id once, whoever sent it, so a page that sent the id the shop's server gives
+  an order (`order-1001`) for that customer made the server's purchase a repeat, dropped. Apart,
+  the ids still repeat among themselves (a beacon delivered twice is one event). An id must
+  leave room for the mark: at most MAX_COLLECTED_ID characters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 
 from engine.events import CART_TYPES, CLICKSTREAM_TYPES, CONSENT_PURPOSES, IDENTIFY, Event
+from engine.text import MAX_ID
 
 COLLECT_TYPES = CLICKSTREAM_TYPES | CART_TYPES | {IDENTIFY, "consent"}
 MAX_BYTES = 64 * 1024  # of one request: what a browser lets sendBeacon queue
@@ -35,6 +42,8 @@ COLLECT_SCOPE = "events:collect"  # the scope of a publishable key (api/auth.py)
 PURCHASE_SCOPE = "events:collect-purchase"  # such a key may send `purchase` too
 USER_HASH = "user_hash"  # props of a verified identify (PERSONA_IDENTIFY_SECRET)
 ANONYMOUS_PREFIX = "anon-"  # api/sdk/persona.js: the anonymous ids the tag makes
+COLLECTED_PREFIX = "collect:"  # before every event id sent with a publishable key (`collected`)
+MAX_COLLECTED_ID = MAX_ID - len(COLLECTED_PREFIX)  # characters of such an id as sent
 
 
 def collect_refusal(
@@ -42,6 +51,11 @@ def collect_refusal(
 ) -> str | None:
     """Why a publishable key may not send `event` (`purchases`: the key has PURCHASE_SCOPE;
     `identify_secret`: identify needs a user hash), or None when it may."""
+    if len(event.event_id) > MAX_COLLECTED_ID:
+        return (
+            f"event_id must be at most {MAX_COLLECTED_ID} characters from a publishable key "
+            f"(it is stored as {COLLECTED_PREFIX}<event_id>, at most {MAX_ID})"
+        )
     if event.type not in COLLECT_TYPES:
         return (
             f"a publishable key sends clickstream and cart events only, not {event.type!r} "
@@ -65,6 +79,12 @@ def collect_refusal(
         if identify_secret is not None:
             return _unverified(event, identify_secret)
     return None
+
+
+def collected(event: Event) -> Event:
+    """`event` (one `collect_refusal` let through) as it is stored: its id marked as sent
+    with a publishable key, so it can never repeat an id the shop's server sends."""
+    return dataclasses.replace(event, event_id=COLLECTED_PREFIX + event.event_id)
 
 
 def user_hash(secret: str, user_id: str) -> str:

@@ -15,8 +15,10 @@ from aiohttp.test_utils import TestClient
 from api.collect import MAX_BODY, MAX_EVENTS
 from api.event_routes import MAX_EVENTS as MAX_POSTED
 from api.testing import MemoryState
+from engine.collect import COLLECTED_PREFIX
+from engine.params import MAX_ID
 from tests.api.test_broker_unavailable import BrokerAway
-from tests.api.test_collect import OTHER, PK, SHOP, WRITE, _client, bearer, ev
+from tests.api.test_collect import OTHER, PK, READ, SHOP, WRITE, _client, bearer, ev
 
 
 @pytest.fixture
@@ -157,3 +159,40 @@ async def test_answers_made_of_errors_carry_cors_and_vary_too() -> None:
         assert r.status == 503 and (await r.json())["title"] == "Broker unavailable"
         assert r.headers["Access-Control-Allow-Origin"] == SHOP
         assert r.headers["Vary"] == "Origin"
+
+
+async def profile_events(client: TestClient, user: str) -> dict[str, int]:
+    r = await client.get(f"/v1/users/{user}/profile", headers=bearer(READ))
+    assert r.status == 200, await r.text()
+    events: dict[str, int] = (await r.json())["events"]
+    return events
+
+
+async def test_a_publishable_key_cannot_spend_the_shops_event_ids(client: TestClient) -> None:
+    """A profile applies an event_id once, whoever sent it: a page_view sent through the
+    public key with the event_id the shop's server would give an order (`order-1001`) made the
+    server's purchase a repeat, dropped. Collected events' ids are kept apart (stored as
+    `collect:<id>`), so they still repeat among themselves (a beacon delivered twice is one
+    event) but never meet the server's."""
+    view = ev("page_view", user="cust-7", item=None, event_id="order-1001")
+    for _ in range(2):
+        r = await client.post("/v1/collect", json=[view], headers=bearer(PK))
+        assert (await r.json())["accepted"] == 1
+    purchase = ev("purchase", user="cust-7", event_id="order-1001")
+    r = await client.post("/v1/events", json=[purchase], headers=bearer(WRITE))
+    assert (await r.json())["accepted"] == 1
+    assert (await profile_events(client, "cust-7")) == {"page_view": 1, "purchase": 1}
+
+
+async def test_a_collected_event_id_leaves_room_for_its_mark(
+    client: TestClient, state: MemoryState
+) -> None:
+    """An event id of the longest length (128) would not fit beside `collect:`: such an id is
+    a per-event error naming the bound, the rest of the request is taken."""
+    longest = ev("page_view", item=None, event_id="e" * (MAX_ID - len(COLLECTED_PREFIX) + 1))
+    fits = ev("page_view", item=None, event_id="e" * (MAX_ID - len(COLLECTED_PREFIX)))
+    r = await client.post("/v1/collect", json=[longest, fits], headers=bearer(PK))
+    answer = await r.json()
+    assert (answer["accepted"], answer["rejected"]) == (1, 1)
+    assert f"at most {MAX_ID - len(COLLECTED_PREFIX)} characters" in answer["errors"][0]["reason"]
+    assert [e.event_id for e in state.produced] == [COLLECTED_PREFIX + fits["event_id"]]
