@@ -944,8 +944,12 @@ def subtotal_text(views: list[dict[str, Any]], locale: str) -> str:
 
 
 def site_of(url: str) -> str:
-    """`https://shop.example.com/` of a product URL."""
-    parts = urllib.parse.urlsplit(url)
+    """`https://shop.example.com/` of a product URL ("" when it names none, or one urllib
+    cannot split: an unbalanced bracket in the host)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return ""
     return f"{parts.scheme}://{parts.netloc}/" if parts.scheme and parts.netloc else ""
 
 

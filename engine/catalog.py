@@ -17,6 +17,7 @@ import logging
 import math
 import re
 import sys
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -222,6 +223,11 @@ def _absolute_url(data: dict[str, Any], name: str) -> str:
     problem = userinfo_problem(url)
     if problem:
         raise InvalidProduct(f"{name} {problem}")
+    try:  # an unbalanced bracket in the host: no browser opens it, urllib cannot split it
+        urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        reason = f"{name} is not a URL a browser can open ({exc}): {_shown(url)}"
+        raise InvalidProduct(reason) from None
     return url
 
 

@@ -65,17 +65,22 @@ def written_octets(utm: str) -> int:
 
 
 def with_utm(url: str, utm: str, block: str, variant: str) -> str:
-    """`url` with the parameters of `utm` it does not set yet."""
+    """`url` with the parameters of `utm` it does not set yet, at the end of its query (before
+    its fragment). Only the query and fragment are read (after the first `?`, the first `#`):
+    the rest stays as the catalog wrote it. `urllib.parse.urlsplit` also read the host, and
+    raised ValueError for a stored URL with an unbalanced bracket there (`https://[shop...`),
+    which failed every e-mail block holding the item and its click redirect."""
     if not utm:
         return url
     filled = utm.replace("{block}", _quote(block)).replace("{variant}", _quote(variant))
-    parts = urllib.parse.urlsplit(url)
-    have = {key for key, _v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)}
+    before, hash_, fragment = url.partition("#")
+    base, _, query = before.partition("?")
+    have = {key for key, _v in urllib.parse.parse_qsl(query, keep_blank_values=True)}
     extra = [p for p in filled.split("&") if p.split("=", 1)[0] not in have]
     if not extra:
         return url
-    query = "&".join([parts.query, *extra] if parts.query else extra)
-    return urllib.parse.urlunsplit(parts._replace(query=query))
+    joined = "&".join([query, *extra] if query else extra)
+    return f"{base}?{joined}{hash_}{fragment}"
 
 
 def _quote(value: str) -> str:

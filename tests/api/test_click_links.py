@@ -94,3 +94,24 @@ async def test_json_strangers_and_users_without_consent_keep_the_product_url(
     assert not LINK.findall(stranger) and "https://shop.example.com/p/P0" in stranger
     refused = await block(client, "no-consent")
     assert not LINK.findall(refused) and "https://shop.example.com/p/P0" in refused
+
+
+async def test_a_stored_url_python_cannot_split_fails_no_block_and_no_click(
+    shop: tuple[TestClient, MemoryState],
+) -> None:
+    """A product URL with an unbalanced bracket where its host stands (`https://[shop...`):
+    adding PERSONA_UTM split it with urllib, which raises ValueError ("Invalid IPv6 URL"), so
+    every e-mail block holding the item failed to the empty safe block, and its click link
+    answered 500. The parameters are added without splitting the host now; the catalog
+    refuses such URLs (tests/engine/test_catalog_shop_mistakes.py), this one was stored
+    before it did."""
+    client, state = shop
+    odd = "https://[shop.example.com/p/P0"
+    state.put_product(Product("P0", "Item 0", odd, "https://shop.example.com/p/P0.jpg", 2.0, "GBP"))
+    html = await block(client, "u-1")
+    links = LINK.findall(html)
+    assert len(links) >= 6
+    clicked = [await client.get(link, allow_redirects=False) for link in links]
+    assert {r.status for r in clicked} == {302}
+    tail = "?utm_medium=email&utm_campaign=recommendations"
+    assert odd + tail in {r.headers["Location"] for r in clicked}

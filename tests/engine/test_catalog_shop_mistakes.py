@@ -190,3 +190,13 @@ def test_a_csv_row_with_several_problems_is_rejected_naming_each() -> None:
     assert line == 2
     assert reason.startswith("price must be a number >= 0, not '12;50'")  # the first, first
     assert "price" in reason and "url" in reason and "currency" in reason
+
+
+@pytest.mark.parametrize("url", ["https://[shop.example/a", "https://shop.example]/a"])
+@pytest.mark.parametrize("field", ["url", "image_url"])
+def test_a_link_with_an_unbalanced_bracket_in_its_host_is_refused(field: str, url: str) -> None:
+    """No browser opens `https://[shop.example/a` (a `[` starts an IPv6 address), and urllib
+    raised ValueError splitting it: adding PERSONA_UTM failed every e-mail block holding the
+    item (tests/api/test_click_links.py). Refused at intake, naming the field."""
+    with pytest.raises(InvalidProduct, match=f"{field} is not a URL a browser can open"):
+        validate_product({**BASE, field: url})
