@@ -53,8 +53,10 @@ def _post() -> dict[str, Any]:
         "description": "Clickstream and cart events, `identify`, and consent withdrawals; "
         "`purchase` only with the events:collect-purchase scope; other events are refused one "
         f"by one in `errors`. At most {MAX_EVENTS} events and {MAX_BODY} bytes; answered like "
-        f"POST /v1/events. Each event_id (at most {MAX_COLLECTED_ID} characters) is stored as "
-        f"`{COLLECTED_PREFIX}<event_id>`, apart from the ids the shop's server sends." + _ORIGIN,
+        "POST /v1/events. Each event_id is stored as "
+        f"`{COLLECTED_PREFIX}<event_id>` (one of more than {MAX_COLLECTED_ID} characters as "
+        f"`{COLLECTED_PREFIX}sha256:<its SHA-256>`), apart from the ids the shop's server sends."
+        + _ORIGIN,
         "parameters": [_KEY],
         "requestBody": {
             "required": True,

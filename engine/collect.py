@@ -22,8 +22,9 @@ therefore limited to what a visitor's browser reports about its own visit:
 - every event id it sends is stored as `COLLECTED_PREFIX` + the id (`collected`): a profile
   applies an event id once, whoever sent it, so a page that sent the id the shop's server gives
   an order (`order-1001`) for that customer made the server's purchase a repeat, dropped. Apart,
-  the ids still repeat among themselves (a beacon delivered twice is one event). An id must
-  leave room for the mark: at most MAX_COLLECTED_ID characters.
+  the ids still repeat among themselves (a beacon delivered twice is one event). An id longer
+  than MAX_COLLECTED_ID (no room for the mark within the contract's 128 characters) is stored as
+  the mark, `sha256:` and its SHA-256: the same id the same way, so its repeats still fold once.
 """
 
 from __future__ import annotations
@@ -51,11 +52,6 @@ def collect_refusal(
 ) -> str | None:
     """Why a publishable key may not send `event` (`purchases`: the key has PURCHASE_SCOPE;
     `identify_secret`: identify needs a user hash), or None when it may."""
-    if len(event.event_id) > MAX_COLLECTED_ID:
-        return (
-            f"event_id must be at most {MAX_COLLECTED_ID} characters from a publishable key "
-            f"(it is stored as {COLLECTED_PREFIX}<event_id>, at most {MAX_ID})"
-        )
     if event.type not in COLLECT_TYPES:
         return (
             f"a publishable key sends clickstream and cart events only, not {event.type!r} "
@@ -83,8 +79,12 @@ def collect_refusal(
 
 def collected(event: Event) -> Event:
     """`event` (one `collect_refusal` let through) as it is stored: its id marked as sent
-    with a publishable key, so it can never repeat an id the shop's server sends."""
-    return dataclasses.replace(event, event_id=COLLECTED_PREFIX + event.event_id)
+    with a publishable key, so it can never repeat an id the shop's server sends (one too long
+    for the mark: its digest, module doc)."""
+    event_id = event.event_id
+    if len(event_id) > MAX_COLLECTED_ID:
+        event_id = "sha256:" + hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return dataclasses.replace(event, event_id=COLLECTED_PREFIX + event_id)
 
 
 def user_hash(secret: str, user_id: str) -> str:
