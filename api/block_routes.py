@@ -20,7 +20,7 @@ from api.block_headers import header_lines, response
 from api.content import ContentService
 from api.gate import authorize_header, authorize_peer
 from api.limits import LIMITER, THROTTLE, AuthThrottle, RateLimiter, limited
-from api.shared import CONTENT, KEYS, bad_param, problem, scope_for, single
+from api.shared import CONTENT, KEYS, bad_param, problem, scope_for, shown_id, single
 from engine.blocks import ALL_BLOCKS, CONTEXT_BLOCKS, FORMATS, Block, models_header
 from engine.params import NO_PARAMS, BlockParams, InvalidParam, from_query
 
@@ -198,5 +198,5 @@ async def get_profile(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     view = request.app[CONTENT].profile_view(user_id)
     if view is None:
-        return problem(404, "Unknown user", f"no events were seen for user {user_id!r}")
+        return problem(404, "Unknown user", f"no events were seen for user {shown_id(user_id)}")
     return web.json_response(view, headers={"X-Persona-Model": models_header(view["models"])})

@@ -22,7 +22,7 @@ from api.content import ContentService
 from api.limits import OPTIONS, ServingOptions
 from api.models_routes import ADMIN, ModelAdmin
 from api.observability import current_request_id
-from api.shared import CONTENT, STARTED, Handler, problem
+from api.shared import CONTENT, STARTED, Handler, problem, shown_id
 from engine import consent
 from engine.audit import AuditPseudonyms
 from engine.profile import MINUTE_MS
@@ -116,7 +116,7 @@ async def get_export(request: web.Request) -> web.Response:
         refusal = problem(
             503,
             "Owner unavailable",
-            f"the owner of user {user_id!r}'s partition is not known now (a rebalance) or "
+            f"the owner of user {shown_id(user_id)}'s partition is not known now (a rebalance) or "
             "cannot be reached, and nothing of the user is held here: whether anything is "
             "stored is not known; retry shortly",
         )
@@ -131,7 +131,7 @@ async def get_export(request: web.Request) -> web.Response:
         view = {"user_id": user_id, "profile": None, "stored": None, "cached_blocks": []}
     audit(request, "export", user_id=user_id, found=view is not None)
     if view is None:
-        return problem(404, "Unknown user", f"nothing is stored about user {user_id!r}")
+        return problem(404, "Unknown user", f"nothing is stored about user {shown_id(user_id)}")
     if records is not None:
         view["records"] = records
     # Identity: the anonymous ids an `identify` merged into the user (their histories are in

@@ -14,6 +14,7 @@ from multidict import MultiMapping
 from api.auth import KeyRing
 from api.content import ContentService
 from engine.params import REPEATED, InvalidParam
+from engine.text import repr_cut
 
 MAX_BODY = 10 * 1024 * 1024  # bytes of one request body
 
@@ -38,6 +39,12 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Resp
     return web.Response(
         status=status, text=json.dumps(body), content_type="application/problem+json"
     )
+
+
+def shown_id(value: str) -> str:
+    """A user or item id from the request's path for a problem's detail: whole (quoted) when it
+    could be a real id, else cut (a path may carry ~8 KB: echoed whole, every 404 grew with it)."""
+    return repr_cut(value, 160, 130, counted="str")
 
 
 def http_problem(exc: web.HTTPException) -> web.Response:

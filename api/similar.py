@@ -14,7 +14,7 @@ from aiohttp import web
 
 from api.block_headers import response
 from api.block_routes import not_modified, parse_query
-from api.shared import CONTENT, bad_param, problem
+from api.shared import CONTENT, bad_param, problem, shown_id
 from engine.blocks import FORMATS
 from engine.params import BlockParams, InvalidParam
 
@@ -47,7 +47,7 @@ async def get_similar(request: web.Request) -> web.Response:
         return problem(400, "Bad item id", "item ids are 1..128 characters")
     block = request.app[CONTENT].similar_block(item_id, fmt, params)
     if block is None:
-        return problem(404, "Unknown item", f"item {item_id!r} is not in the catalog")
+        return problem(404, "Unknown item", f"item {shown_id(item_id)} is not in the catalog")
     return response(block, not_modified(block, request.headers.get("If-None-Match")))
 
 

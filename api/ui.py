@@ -25,7 +25,7 @@ from api.auth import ApiKey
 from api.explain import explain
 from api.limits import THROTTLE
 from api.observability import sample_profiles
-from api.shared import CONTENT, KEYS, bad_param, problem, single
+from api.shared import CONTENT, KEYS, bad_param, problem, shown_id, single
 from api.shop_words import shop_why
 from engine.blocks import BLOCKS
 from engine.params import InvalidParam
@@ -105,15 +105,15 @@ async def get_explain(request: web.Request) -> web.Response:
         return problem(
             404,
             "Unknown user",
-            f"no events were seen for user {user_id!r}: every block is the fallback "
+            f"no events were seen for user {shown_id(user_id)}: every block is the fallback "
             "(the best-sellers)",
         )
     if not content.personal(profile):  # engine.consent: an explanation is profiling
         return problem(
             403,
             "No consent",
-            f"user {user_id!r} does not consent to personalization: nothing is derived from "
-            "their profile, every block is the fallback",
+            f"user {shown_id(user_id)} does not consent to personalization: nothing is derived "
+            "from their profile, every block is the fallback",
         )
     scores = content.scores(profile)
     blocks: dict[str, dict[str, Any]] = {}
