@@ -118,8 +118,17 @@ class Refusals:
         self.windows: dict[str, _Window] = {}
 
     def refused(
-        self, remote: str, status: int, key: str, method: str, path: str, now: float | None = None
+        self,
+        remote: str,
+        status: int,
+        key: str,
+        method: str,
+        path: str,
+        now: float | None = None,
+        rid: str = "",
     ) -> None:
+        """Count a refusal of `remote`; the first of a window is a `denied` record (with the
+        request's id `rid`, when there is one), the others are summed in `denied_repeats`."""
         now = time.monotonic() if now is None else now
         self.flush(now)
         client = remote if remote in self.windows or len(self.windows) < self.max_clients else "*"
@@ -131,8 +140,18 @@ class Refusals:
                 current.keys.add(key)
             return
         self.windows[client] = _Window(now, utc())
+        named: dict[str, Any] = {"request_id": rid} if rid else {}
         self.out(
-            record("denied", key, REFUSED, remote=remote, method=method, path=path, status=status)
+            record(
+                "denied",
+                key,
+                REFUSED,
+                remote=remote,
+                method=method,
+                path=path,
+                status=status,
+                **named,
+            )
         )
 
     def flush(self, now: float | None = None, everything: bool = False) -> None:
@@ -170,7 +189,7 @@ def refused(
     app: web.Application, remote: str | None, status: int, key: str, method: str, path: str
 ) -> None:
     """Count a refused request (401/403/429) of `app` (see `Refusals`)."""
-    app[REFUSALS].refused(remote or "", status, key, method, path)
+    app[REFUSALS].refused(remote or "", status, key, method, path, rid=request_id.get() or "")
 
 
 async def _flusher(app: web.Application) -> AsyncIterator[None]:

@@ -130,6 +130,8 @@ async def test_refusals_on_every_route_are_audited(
     assert all(r["outcome"] == "refused" and r["remote"] == "127.0.0.1" for r in denied)
     assert [r["key"] for r in denied] == ["", "", "ro"][: len(expected)]
     assert (scope.status == 403) == (len(expected) == 3)
+    answered = [a.headers.get("X-Request-Id") for a in (nokey, wrong, scope)]
+    assert [r.get("request_id") for r in denied] == answered[: len(expected)]
 
 
 @pytest.mark.parametrize("mode", ["front", "middleware", "chain"])
