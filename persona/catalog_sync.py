@@ -197,7 +197,7 @@ async def import_feed(
 ) -> ImportResult:
     """Produce the feed at `path` into `catalog` (see the module docstring). A warning about
     the feed (a repeated column Persona does not use) goes to `warn`, else to the log."""
-    from streams.produce import ALL_INPUTS, Producer, ensure_topics
+    from streams.produce import ALL_INPUTS, Producer, SendFailed, ensure_topics
 
     result = ImportResult()
 
@@ -221,6 +221,9 @@ async def import_feed(
                     )
             except InvalidFeed as exc:  # the products before it are in the topic: say so
                 exc.imported = result.sent
+                raise
+            except SendFailed as exc:  # the broker part way: the batches before it, and its own
+                exc.acknowledged += result.sent
                 raise
         if full and seen:
             missing = await missing_products(broker, seen)

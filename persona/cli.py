@@ -193,7 +193,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_catalog_import(args: argparse.Namespace) -> int:
     """Exit 0: imported, no row rejected; 1: rows rejected (the valid ones imported), the feed
-    unreadable or without products; 2: a usage error (file, URL scheme, map file)."""
+    unreadable or without products, a broker error (part way: how many products it acknowledged
+    before, said); 2: a usage error (file, URL scheme, map file)."""
     import aiohttp
 
     from engine.catalog_formats import InvalidFeed, load_map
@@ -220,6 +221,13 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
             else "nothing was imported"
         )
         print(f"persona: {args.file}: {exc}; {lost}", file=sys.stderr)
+        return 1
+    except SendFailed as exc:  # part way: what the broker took (a resumed import sends it again)
+        print(
+            f"persona: {args.file}: broker error: {exc}; {exc.acknowledged:,} products were "
+            "imported (acknowledged) before the error",
+            file=sys.stderr,
+        )
         return 1
     except (FeedFetchError, aiohttp.ClientError, TimeoutError) as exc:
         reason = scrubbed(str(exc)) or type(exc).__name__  # InvalidURL's is the URL

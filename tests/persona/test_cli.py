@@ -344,6 +344,46 @@ def test_a_replay_stopped_by_a_broker_error_says_how_many_events_were_acknowledg
     assert "Traceback" not in said
 
 
+@pytest.mark.integration
+def test_a_catalog_import_stopped_by_a_broker_error_says_how_many_products_were_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the replay above, for `persona catalog import`: the broker goes away once the first
+    batch (READ_BATCH products, acknowledged before the next is read) is in; it said "broker
+    error: ..." alone. A broker of its own."""
+    from persona import catalog_sync
+    from persona.cli import main
+
+    total = catalog_sync.READ_BATCH + 5
+    rows = ["item_id,title,url,image_url,price,currency"] + [
+        f"sku-{i},Mug {i},https://shop.test/p/{i},https://shop.test/i/{i}.jpg,9.5,EUR"
+        for i in range(total)
+    ]
+    feed = tmp_path / "feed.csv"
+    feed.write_text("\n".join(rows) + "\n")
+    real = catalog_sync.read_products
+    with EmbeddedBroker(log_file=tmp_path / "broker.log") as own:
+
+        def read_products(*args: Any, **kwargs: Any) -> Any:
+            for n, product in enumerate(real(*args, **kwargs)):
+                if n == catalog_sync.READ_BATCH:  # the first batch acknowledged: the broker goes
+                    own.stop()
+                yield product
+
+        monkeypatch.setattr(catalog_sync, "read_products", read_products)
+        monkeypatch.setenv("PERSONA_PARTITIONS", "4")
+        try:
+            code = main(["catalog", "import", str(feed), "--broker", own.url])
+        finally:
+            logging.getLogger("aiokafka").setLevel(logging.NOTSET)  # main quiets it
+    said = capsys.readouterr().err
+    assert code == 1, said
+    assert "broker error" in said, said
+    done = f"{catalog_sync.READ_BATCH:,} products were imported (acknowledged) before the error"
+    assert done in said, said
+    assert "Traceback" not in said
+
+
 @pytest.mark.parametrize(
     "text",
     ["", "\n\n  \r\n\t\n", "item_id,title,url,image_url,price,currency\n", "item_id,title\n\n\n"],
