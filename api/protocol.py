@@ -35,6 +35,16 @@ and its Kafka clients (a flood of connections must not leave the store unable to
 - a connection without a request in progress is closed `KEEPALIVE_SECONDS` after its last answer
   (or after it opened): aiohttp's default is an hour. A request head that trickles in counts as no
   request: a client sending a byte now and then cannot hold a connection longer than that.
+- a connection whose client does not take its answers is aborted when its writing has stayed
+  paused for `SEND_STALL_SECONDS` (30 s): the kernel's send buffer full and more than 64 KiB
+  (the transport's high-water mark) waiting in the process, not drained to 16 KiB (its low-water
+  mark) all that time, i.e. under ~1.6 KB/s. A request being written is never idle, so no
+  keep-alive deadline applied: a sender that asked (pipelined block GETs, 1000-user batches)
+  and never read held the connection and every answer queued in it, hundreds of KB to MBs
+  each, for as long as its socket stayed open. The answers are dropped (the buffer freed at
+  once, the connection reset), counted in `persona_http_connections_stalled_total`, and a line
+  at info level says so. A client reading slowly but steadily resumes the writing each time it
+  drains and is never cut.
 
 `ProblemServer` is aiohttp's `Server` whose connections are `ProblemRequestHandler`s and
 `ProblemRunner` the `web.AppRunner` serving with it; the runner of the worker and of the readers
@@ -70,6 +80,7 @@ MAX_DETAIL = 120  # characters of the parser's reason kept in the detail
 _QUOTED = re.compile(r":|\s(?:b?['\"])")
 MAX_LINE = 8190  # aiohttp's limit on a request line and on a header line (its default, kept)
 KEEPALIVE_SECONDS = 75.0  # an idle connection's life (nginx's keepalive_timeout default)
+SEND_STALL_SECONDS = 30.0  # a connection's writing paused this long (its client reads nothing)
 FD_RESERVE = 4096  # descriptors kept for RocksDB, Kafka and files beyond the connections
 BUSY_WARN_EVERY = 60.0  # seconds between two warnings of refused connections
 _BUSY_BODY = json.dumps(
@@ -134,12 +145,48 @@ class ProblemRequestHandler(RequestHandler):
     """aiohttp's request handler whose own refusals are problem bodies, refusing connections
     beyond its server's cap (module doc)."""
 
-    __slots__ = ("_discarded", "_discarding")
+    __slots__ = ("_discarded", "_discarding", "_stall")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._discarding = False
         self._discarded: Any = None  # the body whose rest is discarded (its StreamReader)
+        self._stall: asyncio.TimerHandle | None = None  # aborts a connection whose client stalls
+
+    def pause_writing(self) -> None:
+        """The transport's buffer went over its high-water mark: the client is not taking the
+        answers as fast as they come. If it takes none for the server's `send_stall` seconds,
+        the connection is aborted (module doc)."""
+        super().pause_writing()
+        manager = self._manager
+        if self._stall is None and isinstance(manager, ProblemServer):
+            self._stall = self._loop.call_later(manager.send_stall, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def _unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        transport = self.transport
+        manager = self._manager
+        if transport is None or not self.writing_paused or not isinstance(manager, ProblemServer):
+            return
+        manager.stalled += 1
+        peer = transport.get_extra_info("peername")
+        log.info(
+            "dropped a connection from %s: its client took none of the %d bytes of answers "
+            "waiting for it in %g s",
+            peer[0] if isinstance(peer, tuple) and peer else peer,
+            transport.get_write_buffer_size(),
+            manager.send_stall,
+        )
+        transport.abort()  # the buffer is freed now; close() would wait for the client
 
     def discard_body(self, payload: Any = None) -> None:
         """From now on, take what the connection receives without parsing it: for the rest of a
@@ -153,6 +200,7 @@ class ProblemRequestHandler(RequestHandler):
         self._discarded = payload
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._unstall()
         super().connection_lost(exc)
         payload, self._discarded = self._discarded, None
         if payload is not None:
@@ -203,10 +251,19 @@ class ProblemServer(Server):
     deflate bodies as they were sent (`auto_decompress=False`, whatever it is given): they are
     inflated, and their streams checked to their end, by the body readers (`api.encodings`)."""
 
-    def __init__(self, *args: Any, max_connections: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_connections: int | None = None,
+        send_stall: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **{**kwargs, "auto_decompress": False})
         self.max_connections = connection_cap() if max_connections is None else max_connections
+        # seconds a connection's writing may stay paused before it is aborted (module doc)
+        self.send_stall = SEND_STALL_SECONDS if send_stall is None else send_stall
         self.refusals = 0  # connections refused for the cap
+        self.stalled = 0  # connections aborted: their clients took no answer for `send_stall`
         self._warned_at = -BUSY_WARN_EVERY
 
     def full(self) -> bool:
@@ -244,6 +301,10 @@ class ProblemServer(Server):
             "# HELP persona_http_connections_refused_total Connections refused (503) at the cap.",
             "# TYPE persona_http_connections_refused_total counter",
             f"persona_http_connections_refused_total {self.refusals}",
+            "# HELP persona_http_connections_stalled_total Connections aborted: their clients took"
+            " no answer bytes while SEND_STALL_SECONDS (30 s) passed.",
+            "# TYPE persona_http_connections_stalled_total counter",
+            f"persona_http_connections_stalled_total {self.stalled}",
         ]
 
 
@@ -252,6 +313,7 @@ def rebuilt(server: Server) -> dict[str, Any]:
     settings and loop): for a subclass taking its place."""
     return {
         "max_connections": getattr(server, "max_connections", None),
+        "send_stall": getattr(server, "send_stall", None),
         "request_factory": server.request_factory,
         "handler_cancellation": server.handler_cancellation,
         "loop": server._loop,

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +25,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.hot import HotRunner
 from api.openapi import openapi_document
-from api.protocol import KEEPALIVE_SECONDS, ProblemRunner, connection_cap, refusal_detail
+from api.protocol import (
+    KEEPALIVE_SECONDS,
+    ProblemRunner,
+    ProblemServer,
+    connection_cap,
+    refusal_detail,
+)
 from tests.api.test_hot import HotTestServer, ProblemTestServer, _app
 from tests.conftest import ROOT
 
@@ -414,3 +421,70 @@ async def test_a_connection_flood_leaves_the_store_its_descriptors(tmp_path: Pat
     finally:
         proc.kill()
         await proc.wait()
+
+
+def _pipelined_gets(count: int) -> bytes:
+    return b"".join(
+        _request(b"/v1/users/u%d/blocks/recommendations" % n, AUTH) for n in range(count)
+    )
+
+
+def _batch_requests(count: int) -> bytes:
+    body = json.dumps(
+        {"block": "recommendations", "user_ids": [f"user-{n:04d}" for n in range(1000)]}
+    ).encode()
+    one = _request(
+        b"/v1/blocks:batch",
+        AUTH,
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body),
+        method=b"POST",
+    )
+    return (one + body) * count
+
+
+STALLING = {  # (runner, what a client that never reads sends)
+    "hot: pipelined block GETs": ("hot", _pipelined_gets(3000)),
+    "problem: pipelined block GETs": ("problem", _pipelined_gets(3000)),
+    "problem: 1000-user batches": ("problem", _batch_requests(3)),
+}
+
+
+@pytest.mark.parametrize("case", list(STALLING))
+async def test_a_client_that_never_reads_its_answers_is_dropped(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender that asks and never reads the answers (a hung ESP worker, or on purpose, on as
+    many connections as the cap allows) held each connection and the answers queued in it
+    (hundreds of KB of block GETs, MBs of a batch) for as long as its socket stayed open: a
+    request being written is never idle, so no keep-alive deadline applied. A connection whose
+    writing stays paused (its client takes nothing) for SEND_STALL_SECONDS is aborted, its
+    buffer freed, and counted."""
+    import api.protocol
+
+    monkeypatch.setattr(api.protocol, "SEND_STALL_SECONDS", 0.5, raising=False)
+    kind, data = STALLING[case]
+    runner = RUNNERS[kind](_app())
+    async with _serving(runner) as port:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little in flight
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        try:
+            sending = asyncio.ensure_future(loop.sock_sendall(sock, data))
+            server = runner.server
+            assert server is not None
+            deadline = loop.time() + 30
+            while loop.time() < deadline and not any(c.writing_paused for c in server.connections):
+                await asyncio.sleep(0.02)  # the answers back up: the server's writing pauses
+            assert server.connections, "the answers never backed up"
+            while server.connections and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+            assert not server.connections, "a client that never reads still holds its connection"
+            sending.cancel()
+            assert isinstance(server, ProblemServer) and server.stalled == 1
+            assert "\npersona_http_connections_stalled_total 1\n" in "\n".join(
+                ["", *server.metric_lines(), ""]
+            )
+        finally:
+            sock.close()
