@@ -3,7 +3,8 @@
 Request (JSON, or msgpack with `Content-Type: application/msgpack`):
 `{"block": "recommendations", "format": "html" | "json", "user_ids": ["u1", ...]}`.
 Response: `{"results": {user_id: {"content": str, "fallback": bool, "etag": str}}}` as JSON, or as
-msgpack when the `Accept` header names `application/msgpack`; a fallback entry also has
+msgpack when the `Accept` header names `application/msgpack` with a q-value above 0 and at least
+JSON's (`prefers_msgpack`); a fallback entry also has
 `fallback_reason` (engine.blocks.REASONS, docs/serving.md). `content` is the block exactly as
 `GET /v1/users/{id}/blocks/{block}` serves it (the HTML fragment, or the JSON document as text).
 Duplicate user ids are answered once. Every user gets an answer: personalized or the fallback.
@@ -140,10 +141,45 @@ def block_params(body: dict[str, Any], own: tuple[str, ...]) -> BlockParams:
         raise BadRequest.of(exc) from None
 
 
+MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack"})
+
+
 def wants_msgpack(request: web.Request) -> bool:
-    return MSGPACK in request.headers.get("Accept", "") or "application/x-msgpack" in (
-        request.headers.get("Accept", "")
+    """Whether a batch's (a render's) answer is msgpack, by the request's `Accept`
+    (`prefers_msgpack`)."""
+    return prefers_msgpack(request.headers.get("Accept", ""))
+
+
+def prefers_msgpack(accept: str) -> bool:
+    """Whether an `Accept` value asks for msgpack (RFC 9110 12.5.1): `application/msgpack` (or
+    `application/x-msgpack`) named with a q-value above 0 and at least that of JSON
+    (`application/json`, else `application/*`, else `*/*`; equal: msgpack). Anything else is
+    answered JSON, never 406: `;q=0` refuses msgpack, a q that is no number counts as 0, and
+    only the exact type names count (the text `application/msgpack` anywhere in the header
+    chose msgpack, refused or less preferred than JSON)."""
+    packed: float | None = None
+    plain: dict[str, float] = {}  # application/json, application/*, */* -> its q
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        media = media.strip().lower()
+        q = 1.0
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if media in MSGPACK_TYPES:
+            packed = q if packed is None else max(packed, q)
+        elif media in ("application/json", "application/*", "*/*"):
+            plain[media] = max(q, plain.get(media, q))
+    if packed is None or not packed > 0:  # `not >`: a NaN q refuses it too
+        return False
+    json_q = next(
+        (plain[m] for m in ("application/json", "application/*", "*/*") if m in plain), 0.0
     )
+    return packed >= json_q
 
 
 def respond(request: web.Request, payload: dict[str, Any]) -> web.Response:

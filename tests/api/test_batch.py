@@ -468,3 +468,39 @@ async def test_every_bad_id_is_named_not_only_the_first(client: TestClient, rout
     detail = (await r.json())["detail"]
     assert r.status == 400 and detail.count("user_ids[") == MAX_NAMED
     assert detail.endswith("and 5 more")
+
+
+@pytest.mark.parametrize(
+    ("accept", "packed"),
+    [
+        ("application/msgpack", True),
+        ("application/x-msgpack", True),
+        ("application/msgpack, application/json", True),  # equally preferred: msgpack, as ever
+        ("APPLICATION/MSGPACK", True),  # media types are case-insensitive
+        ("application/json;q=0.5, application/msgpack", True),
+        ("application/json, application/msgpack;q=0", False),  # q=0: "not acceptable"
+        ("application/msgpack;q=0", False),
+        ("application/msgpack; q=0.0", False),
+        ("application/msgpack;q=0.4, application/json", False),  # JSON preferred
+        ("application/msgpack;q=0.4, application/*", False),
+        ("application/msgpack;q=zz, application/json", False),  # a q that is no number: 0
+        ("application/msgpackx", False),  # not msgpack: another type whose name starts so
+        ("text/html, */*", False),
+        ("", False),
+    ],
+)
+async def test_accept_negotiates_msgpack_by_its_q_values(
+    client: TestClient, accept: str, packed: bool
+) -> None:
+    """msgpack was chosen whenever `Accept` held the text `application/msgpack` anywhere, even
+    refused (`;q=0`) or less preferred than JSON: a sender saying it cannot read msgpack got it."""
+    body = {"block": "recommendations", "format": "json", "user_ids": USERS[:2]}
+    r = await client.post("/v1/blocks:batch", json=body, headers={**AUTH, "Accept": accept})
+    assert r.status == 200
+    raw = await r.read()
+    if packed:
+        assert r.content_type == "application/msgpack"
+        assert set(msgpack.unpackb(raw)["results"]) == set(USERS[:2])
+    else:
+        assert r.content_type == "application/json"
+        assert set(json.loads(raw)["results"]) == set(USERS[:2])
