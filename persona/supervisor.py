@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -119,7 +120,7 @@ def run(settings: Settings, demo: bool = False, fresh: bool = False) -> int:
             (data_dir / DEMO_MARK).touch()
             (data_dir / DEMO_PROGRESS).unlink(missing_ok=True)
         if demo and not stop.is_set():
-            print_examples(settings, children.public_base, data_dir, key_line)
+            print_examples(settings, children.public_base, data_dir, key_line, children.broker_url)
         children.watch()
         return 0
     except Stop:
@@ -268,7 +269,31 @@ def local_key(data_dir: Path) -> tuple[Path, str, str]:
     return path, line, said
 
 
-def print_examples(settings: Settings, base: str, data_dir: Path, key_line: str | None) -> None:
+def _persona_command(settings: Settings) -> str:
+    """`persona` as this process was started (`make run`: `.venv/bin/persona`, not on PATH), with
+    PERSONA_DATA_DIR when the data dir is not the default (the models commands find the embedded
+    default's cluster secret there)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    on_path = shutil.which("persona")
+    command = "persona"
+    if Path(argv0).name == "persona" and not (on_path and Path(on_path).samefile(argv0)):
+        command = argv0
+    if settings.data_dir != Path("data"):
+        command = f"PERSONA_DATA_DIR={settings.data_dir} {command}"
+    return command
+
+
+def _from_here(path: Path) -> str:
+    """`path` relative to the working directory when it lies under it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def print_examples(
+    settings: Settings, base: str, data_dir: Path, key_line: str | None, broker_url: str
+) -> None:
     users, newest = _demo_users()
     key_file = data_dir / LOCAL_KEY_FILE
     lines = ["", "Persona is running with the demo data. Try:", ""]
@@ -283,7 +308,10 @@ def print_examples(settings: Settings, base: str, data_dir: Path, key_line: str 
         u = users[0]
         lines.append(f"  curl {auth} '{base}/v1/users/{u}/blocks/recommendations?format=json'")
         lines.append(f"  curl {auth} {base}/v1/users/{u}/profile")
-        lines.append(f"  curl {auth} {base}/v1/users/{u}/blocks/winback")
+        lines.append(
+            f"  curl {auth} {base}/v1/users/{u}/blocks/winback"
+            "  # the fallback (low_churn_risk) while this customer is likely to stay"
+        )
     lines.append(f"  curl {auth} {base}/v1/users/someone-new/blocks/recommendations  # fallback")
     event = json.dumps(
         {
@@ -296,12 +324,20 @@ def print_examples(settings: Settings, base: str, data_dir: Path, key_line: str 
     )
     lines.append(f"  curl {auth} -X POST {base}/v1/events -d '[{event}]'")
     who = f"?user={users[0]}" if users else ""
+    persona = _persona_command(settings)
+    # the embedded broker takes a new free port at every start: the other commands need it
+    broker = f" --broker {broker_url}" if settings.embedded else ""
+    catalog = _from_here(DEMO_DIR / "catalog.jsonl.gz")
     lines += [
         "",
         "In a browser (sign in with the key's secret, or paste the whole line of "
         f"{key_file if key_line else 'your key entry'}):",
         f"  {base}/ui/preview{who}",
         f"  {base}/ui/dashboard",
+        "",
+        "The other commands (each has --help), from this directory:",
+        f"  {persona} models list{broker}",
+        f"  {persona} catalog import {catalog}{broker}",
         "",
         "Stop with Ctrl-C.",
         "",
