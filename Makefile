@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: help venv lock run test test-unit lint fmt models bench bench-heavy bench-ingest bench-fold bench-scale clean browser stunnel docs evaluate
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {t[++n] = $$1; d[n] = $$2; if (length($$1) > w) w = length($$1)} \
+		END {f = "  make %-" w "s %s\n"; for (i = 1; i <= n; i++) printf f, t[i], d[i]}' $(MAKEFILE_LIST)
 
 # pyproject.toml keeps the ranges (floors without published advisories); constraints.txt pins every
 # package of the tested environment, runtime and dev, to one version, so a fresh machine installs
