@@ -123,6 +123,8 @@ class Adopted:
     catalog: int = 0  # catalog products republished
 
     def describe(self) -> str:
+        if not (self.partitions or self.registry or self.catalog):
+            return "no state kept in the data dir: starting empty"
         return (
             f"kept state: {self.partitions} table partition(s); {self.catalog} catalog "
             f"product(s) and {self.registry} model registry record(s) republished into the new "
