@@ -310,7 +310,7 @@ def print_examples(
         lines.append(f"  curl {auth} {base}/v1/users/{u}/profile")
         lines.append(
             f"  curl {auth} {base}/v1/users/{u}/blocks/winback"
-            "  # the fallback (low_churn_risk) while this customer is likely to stay"
+            "  # its fallback (low_churn_risk) unless this customer is likely to leave"
         )
     lines.append(f"  curl {auth} {base}/v1/users/someone-new/blocks/recommendations  # fallback")
     event = json.dumps(
