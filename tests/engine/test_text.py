@@ -3,6 +3,8 @@ plain ValueError out of `json.loads` (engine.text.outside_json)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from engine.text import (
@@ -14,6 +16,7 @@ from engine.text import (
     new_id_problem,
     outside_json,
     repr_cut,
+    urls_shown,
 )
 
 DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
@@ -120,3 +123,42 @@ def test_repr_cut_shows_a_repr_whole_or_cut_with_its_length_when_asked() -> None
     assert repr_cut("x" * 11, 12, 6, counted="str") == "'xxxxx... (11 characters)"
     assert key_shown("k" * 100) == "'" + "k" * 61 + "...'"  # at most 66 characters
     assert len(key_shown("k" * 100)) == 66 and key_shown("k" * 64) == "'" + "k" * 64 + "'"
+
+
+def _hidden(url: str) -> str:
+    return "<" + url.partition("://")[0] + ">"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("at http://h/p?t=1 then", "at <http> then"),
+        ("x1http://h/p and 'https://a/b'", "<x1http> and '<https>'"),
+        ("1http://h/p", "1<http>"),  # a scheme begins with a letter
+        ("--git+ssh://u@h/r", "--<git+ssh>"),
+        ("a.b-c://h https://x/?n=http://y", "<a.b-c> <https>"),  # a URL in a URL: one
+        ("no url: //h/p, ://h, 9://h", "no url: //h/p, ://h, 9://h"),
+    ],
+)
+def test_urls_shown_replaces_every_url_whole(text: str, shown: str) -> None:
+    assert urls_shown(text, _hidden) == shown
+
+
+def test_urls_shown_takes_linear_time_on_a_run_of_scheme_characters() -> None:
+    """An error's message quotes what a server sent (aiohttp quotes some 100 KB of a bad answer):
+    a long run of letters with no `://` made the pattern try a scheme from each of its letters
+    to the end of the run, quadratic (100 KB: ~20 s of a stalled event loop). It must cost about
+    what text of the same length made of short words costs (a 100x margin)."""
+
+    def cost(text: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            urls_shown(text, _hidden)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    n = 60_000
+    words = cost("ab " * (n // 3))
+    for run in ("z" * n, "a1" * (n // 2), "a." * (n // 2), "zz:/" * (n // 4)):
+        assert cost(run) < 100 * words + 0.05, (run[:8], cost(run), words)
