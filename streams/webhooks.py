@@ -40,7 +40,7 @@ from urllib.parse import unquote
 import aiohttp
 from mode import Service
 
-from engine.text import urls_shown
+from engine.text import cut, urls_shown
 
 log = logging.getLogger("persona.webhooks")
 
@@ -134,6 +134,24 @@ def _scrubbed(text: str, url: str) -> str:
         if len(piece) >= _SHORTEST_HIDDEN:
             text = text.replace(piece, "***")
     return text
+
+
+REASON_MOST = 300  # characters of a failed attempt's reason in the log line
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """A failed attempt's reason for its log line: the error's type and message (for aiohttp's
+    ClientResponseError, a receiver's answer it could not read, its message only:
+    its repr holds the request's headers, the body's signature among them), scrubbed of what
+    `shown(url)` hides, on one line (control characters escaped: aiohttp quotes what the
+    receiver sent) and cut to REASON_MOST characters (it quotes up to ~128 KB of it)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        told = f"{type(exc).__name__} (an answer aiohttp could not read): {exc.message}"
+    else:
+        told = repr(exc)
+    told = _scrubbed(told, url)
+    told = "".join(c if c.isprintable() else repr(c)[1:-1] for c in told[: REASON_MOST * 8])
+    return cut(told, REASON_MOST)
 
 
 def _label(url: str, position: int, count: int) -> str:
@@ -298,7 +316,7 @@ class WebhookSender(Service):
                     if 400 <= response.status < 500 and response.status not in (408, 429):
                         break  # the receiver refuses it: retrying will not help
             except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = _scrubbed(repr(exc), url)  # InvalidURL's is the whole URL
+                reason = _reason(exc, url)  # InvalidURL's message is the whole URL
             if delivery.cancelled:
                 return  # taken back while this attempt was under way: counted by `cancel`
             if attempt + 1 < self.attempts:

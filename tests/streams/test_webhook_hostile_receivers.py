@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from streams.webhooks import WebhookSender
+from streams.webhooks import SIGNATURE_HEADER, WebhookSender
 
 SECRET = "secret-kkkkkkkkkkkkkkkkkkkk"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -120,3 +120,19 @@ def test_an_answer_quoting_a_long_run_of_letters_does_not_stall_the_event_loop(
     _, longest = _fail_once(answer, caplog)
     # the unfixed scrubbing stalled the loop ~20 s per attempt; fixed, milliseconds
     assert longest < 3.0, f"the event loop stalled {longest:.1f} s"
+
+
+@pytest.mark.parametrize("answer", LONG_RUNS)
+def test_a_bad_answer_is_logged_on_one_short_line_without_the_signature(
+    answer: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The failure's reason was aiohttp's error repr whole: its request's headers (the
+    `X-Persona-Signature` of the body) and ~128 KB of what the receiver answered, on every
+    failure. It is the error type, the status aiohttp gave and its message, cut short."""
+    _fail_once(answer, caplog)
+    lines = [r.getMessage() for r in caplog.records if r.name == "persona.webhooks"]
+    assert len(lines) == 1, [line[:300] for line in lines]
+    assert len(lines[0]) < 1_000, lines[0][:300]
+    assert "sha256=" not in lines[0] and SIGNATURE_HEADER not in lines[0], lines[0][:300]
+    assert "ClientResponseError" in lines[0] and "Bad status line" in lines[0], lines[0][:300]
+    assert "\n" not in lines[0]
