@@ -23,7 +23,9 @@ address: loopback, link-local or private ones (the embedded broker, a cloud meta
 
 `cancel(user_id)` takes a user's deliveries back on every URL: the copies still queued are
 dropped, those being sent stop retrying (consent withdrawn, erasure). Each copy is counted in
-`stats.cancelled`."""
+`stats.cancelled`. It costs the user's own pending deliveries, never a scan of the queues (a
+withdrawn user's kept notice makes each of their events ask again, while a receiver that is
+down holds 10,000 copies queued)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import hmac
 import logging
 import re
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -74,15 +77,19 @@ class Delivery:
     trigger: str = ""
     cancelled: bool = False
     copies: int = 0  # the URL copies queued or being sent
+    number: int = 0  # its key in every URL's queue and among its user's deliveries
 
 
 @dataclass(eq=False)
 class _Lane:
-    """One URL's queue and what its sender loop is sending."""
+    """One URL's queue (at most `size` copies, oldest first, by delivery number: `cancel`
+    takes one out in O(1)) and what its sender loop is sending."""
 
     url: str
     label: str  # as logs show it
-    queue: asyncio.Queue[Delivery]
+    size: int
+    queued: OrderedDict[int, Delivery] = field(default_factory=OrderedDict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # set: something is queued
     sending: Delivery | None = None
     unexpected: set[type[BaseException]] = field(default_factory=set)  # logged with a traceback
 
@@ -183,64 +190,58 @@ class WebhookSender(Service):
         self.stats = WebhookStats()
         # one queue of `queue_size` copies per URL (a URL listed twice is sent to twice)
         self._lanes = [
-            _Lane(url, _label(url, i, len(urls)), asyncio.Queue(maxsize=queue_size))
+            _Lane(url, _label(url, i, len(urls)), max(1, queue_size))
             for i, url in enumerate(urls, 1)
         ]
         self._session: aiohttp.ClientSession | None = None
-        self._pending: dict[str, int] = {}  # user -> their deliveries queued or being sent
+        # user -> their deliveries queued or being sent, by number (at most every URL's queue)
+        self._pending: dict[str, dict[int, Delivery]] = {}
+        self._numbered = 0
 
     def submit(self, body: bytes, user_id: str = "", trigger: str = "") -> None:
         """Queue a trigger for every URL; never waits. A URL whose queue is full drops its copy
         (counted in `stats.dropped`); the other URLs still get theirs."""
-        delivery = Delivery(body, user_id, trigger)
+        self._numbered += 1
+        delivery = Delivery(body, user_id, trigger, number=self._numbered)
         for lane in self._lanes:
-            try:
-                lane.queue.put_nowait(delivery)
-            except asyncio.QueueFull:
+            if len(lane.queued) >= lane.size:
                 self.stats.dropped += 1
             else:
+                lane.queued[delivery.number] = delivery
+                lane.ready.set()
                 delivery.copies += 1
         if delivery.copies:
-            self._pending[user_id] = self._pending.get(user_id, 0) + 1
+            self._pending.setdefault(user_id, {})[delivery.number] = delivery
 
     def cancel(self, user_id: str, keep: Callable[[str], bool] = _refuse_all) -> int:
         """Take back the user's deliveries whose trigger `keep` refuses (all by default), on
         every URL: the queued copies are dropped, the ones being sent stop retrying (a POST
         under way may still arrive). Returns how many URL copies were taken back (a delivery
         queued for two URLs is two; one already finished for a URL counts only for the others),
-        as `stats.cancelled` counts them. O(1) for a user with nothing pending, else O(the
-        copies queued)."""
-        if not self._pending.get(user_id):
+        as `stats.cancelled` counts them. O(the user's own deliveries pending x the URLs),
+        whatever the other users have queued: a withdrawn user's kept notice makes each of
+        their later events ask again (streams/triggers.py `evaluate`)."""
+        mine = self._pending.get(user_id)
+        if not mine:
             return 0
-        taken: dict[Delivery, bool] = {}  # each delivery's verdict, `keep` asked once
-
-        def takes(delivery: Delivery) -> bool:
-            if delivery.user_id != user_id or delivery.cancelled:
-                return False
-            if delivery not in taken:
-                taken[delivery] = not keep(delivery.trigger)
-            return taken[delivery]
-
         count = 0
-        for lane in self._lanes:
-            if lane.sending is not None and takes(lane.sending):
-                count += 1  # its loop stops retrying it and finishes it
-            queued = [lane.queue.get_nowait() for _ in range(lane.queue.qsize())]
-            for delivery in queued:
-                if takes(delivery):
+        for delivery in list(mine.values()):
+            if delivery.cancelled or keep(delivery.trigger):
+                continue
+            delivery.cancelled = True
+            for lane in self._lanes:
+                if lane.queued.pop(delivery.number, None) is not None:
                     count += 1
                     self._copy_finished(delivery)
-                else:
-                    lane.queue.put_nowait(delivery)
-        for delivery, take in taken.items():
-            delivery.cancelled = delivery.cancelled or take
+                elif lane.sending is delivery:
+                    count += 1  # its loop stops retrying it and finishes it
         self.stats.cancelled += count
         return count
 
     def pending(self, user_id: str) -> int:
         """The user's deliveries queued or being sent: one counts until every URL's copy of it
         is finished (delivered, failed or cancelled)."""
-        return self._pending.get(user_id, 0)
+        return len(self._pending.get(user_id, ()))
 
     def _copy_finished(self, delivery: Delivery) -> None:
         delivery.copies -= 1
@@ -248,11 +249,11 @@ class WebhookSender(Service):
             self._finished(delivery)
 
     def _finished(self, delivery: Delivery) -> None:
-        left = self._pending.get(delivery.user_id, 0) - 1
-        if left > 0:
-            self._pending[delivery.user_id] = left
-        else:
-            self._pending.pop(delivery.user_id, None)
+        mine = self._pending.get(delivery.user_id)
+        if mine is not None:
+            mine.pop(delivery.number, None)
+            if not mine:
+                del self._pending[delivery.user_id]
 
     async def on_start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -270,7 +271,11 @@ class WebhookSender(Service):
         """One URL's loop: its copies one after the other, whatever the other URLs do. Any
         exception of a delivery fails that copy only (cancelling the loop stops it)."""
         while not self.should_stop:
-            delivery = await lane.queue.get()
+            if not lane.queued:
+                lane.ready.clear()
+                await lane.ready.wait()
+                continue
+            _, delivery = lane.queued.popitem(last=False)
             lane.sending = delivery
             try:
                 await self._deliver(lane, delivery)

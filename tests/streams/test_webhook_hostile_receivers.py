@@ -136,3 +136,36 @@ def test_a_bad_answer_is_logged_on_one_short_line_without_the_signature(
     assert "sha256=" not in lines[0] and SIGNATURE_HEADER not in lines[0], lines[0][:300]
     assert "ClientResponseError" in lines[0] and "Bad status line" in lines[0], lines[0][:300]
     assert "\n" not in lines[0]
+
+
+def test_cancel_costs_the_users_own_deliveries_not_the_queue() -> None:
+    """A visitor who withdrew consent has a `consent_withdrawn` notice queued (kept: it needs no
+    consent); each of their later events asks `cancel(user, keep)` again (streams/triggers.py
+    `evaluate`). With a receiver down, its queue full (10,000 copies of other users'), each call
+    emptied and refilled every URL's queue: ~9 ms, so a batch of 1,000 such events stalled the
+    worker ~9 s. It must cost about the same with 10 copies queued as with 10,000 (the loops
+    are not running: what is queued stays queued)."""
+
+    def cost(others: int) -> float:
+        async def measure() -> float:
+            urls = ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
+            hooks = WebhookSender(urls, SECRET, queue_size=10_200)
+            for n in range(others):
+                hooks.submit(b'{"n": %d}' % n, f"other-{n}", "price_drop")
+            withdrawn = [f"withdrawn-{n}" for n in range(50)]
+            for user in withdrawn:
+                hooks.submit(b"{}", user, "consent_withdrawn")
+            best = float("inf")
+            for _ in range(5):
+                started = time.perf_counter()
+                for user in withdrawn:
+                    assert hooks.cancel(user, keep=lambda t: t == "consent_withdrawn") == 0
+                best = min(best, time.perf_counter() - started)
+            assert all(hooks.pending(user) == 1 for user in withdrawn)
+            assert hooks.cancel("other-0") == 2 and hooks.pending("other-0") == 0  # both URLs
+            return best
+
+        return asyncio.run(measure())
+
+    small, large = cost(10), cost(10_000)
+    assert large < 30 * small + 0.01, (small, large)
