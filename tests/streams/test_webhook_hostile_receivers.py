@@ -118,8 +118,9 @@ def test_an_answer_quoting_a_long_run_of_letters_does_not_stall_the_event_loop(
     quadratically over a run of letters: about 20 s of a stalled worker per attempt (the stream,
     the HTTP answers, every other URL's deliveries). The loop must keep turning."""
     _, longest = _fail_once(answer, caplog)
-    # the unfixed scrubbing stalled the loop ~20 s per attempt; fixed, milliseconds
-    assert longest < 3.0, f"the event loop stalled {longest:.1f} s"
+    # the unfixed scrubbing stalled the loop ~20 s per attempt; fixed, milliseconds (the bound
+    # leaves room for a loaded machine; tests/engine/test_text.py guards the complexity itself)
+    assert longest < 8.0, f"the event loop stalled {longest:.1f} s"
 
 
 @pytest.mark.parametrize("answer", LONG_RUNS)
