@@ -190,7 +190,8 @@ class Settings:
     )
     webhook_secret: str | None = optional(
         t.text,
-        "HMAC-SHA256 key of the `X-Persona-Signature` header of webhooks (24+ characters)",
+        "HMAC-SHA256 key of the `X-Persona-Signature-256` (time and body) and "
+        "`X-Persona-Signature` (body) headers of webhooks (24+ characters)",
         secret=True,
     )
     lateness_days: float = setting(

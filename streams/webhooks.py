@@ -1,6 +1,12 @@
 """Optional webhooks: each trigger POSTed to the configured URLs, signed with HMAC-SHA256, retried
 with exponential backoff, never blocking the stream.
 
+Each attempt carries `X-Persona-Signature-256: t=<unix seconds>,v1=<HMAC of "<t>." + body>`
+(`sign_at`; a receiver checks it with `verify`, refusing a time more than 5 minutes from its
+clock: a captured request replayed later is refused) and `X-Persona-Signature: sha256=<HMAC of
+the body>` (`sign`, the first signature, kept for receivers that check it; it verifies a copy for
+ever: receivers should move to the timestamped one and drop repeats by `trigger_id`).
+
 Each URL has its own bounded queue (`queue_size` copies) and its own sender loop: a receiver that
 is slow, down or retried with backoff delays only its own deliveries, never another URL's. When a
 URL's queue is full, the trigger's copy for that URL is dropped (it is still in the `triggers`
@@ -34,6 +40,7 @@ import hashlib
 import hmac
 import logging
 import re
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
@@ -50,9 +57,36 @@ log = logging.getLogger("persona.webhooks")
 SIGNATURE_HEADER = "X-Persona-Signature"
 
 
+# The signature of the sending time and the body (each attempt signs its own time): a receiver
+# that checks it refuses a captured request sent again later (SIGNATURE_HEADER signs the body
+# alone, so a copy verifies for ever; it stays for receivers written before this one).
+TIMESTAMPED_HEADER = "X-Persona-Signature-256"
+TOLERANCE_SECONDS = 300  # what `verify` accepts between the signed time and the receiver's clock
+
+
 def sign(secret: str, body: bytes) -> str:
     """The signature header value: `sha256=` + hex HMAC-SHA256 of the exact body bytes."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def sign_at(secret: str, body: bytes, seconds: int) -> str:
+    """TIMESTAMPED_HEADER's value: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`."""
+    mac = hmac.new(secret.encode(), b"%d." % seconds + body, hashlib.sha256).hexdigest()
+    return f"t={seconds},v1={mac}"
+
+
+def verify(
+    secret: str, body: bytes, header: str, now: float, tolerance: int = TOLERANCE_SECONDS
+) -> bool:
+    """What a receiver checks (docs/streams.md shows it in a few lines): TIMESTAMPED_HEADER's
+    value `header` signs `body` with `secret`, at a time within `tolerance` seconds of `now`."""
+    fields = dict(part.partition("=")[::2] for part in header.split(",") if "=" in part)
+    stamp, mac = fields.get("t", ""), fields.get("v1", "")
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
+        return False
+    if abs(now - int(stamp)) > tolerance:
+        return False
+    return hmac.compare_digest(sign_at(secret, body, int(stamp)), f"t={stamp},v1={mac}")
 
 
 @dataclass
@@ -306,6 +340,7 @@ class WebhookSender(Service):
         for attempt in range(self.attempts):
             if delivery.cancelled:
                 return  # counted by `cancel`
+            headers[TIMESTAMPED_HEADER] = sign_at(self.secret, body, int(time.time()))
             try:
                 async with self._session.post(
                     url, data=body, headers=headers, allow_redirects=False
