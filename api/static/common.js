@@ -31,9 +31,15 @@ const Persona = (() => {
     return node;
   }
 
+  // signed in (the tab holds a key): the app and "Sign out"; else the sign-in form alone
+  function signedIn(yes) {
+    document.getElementById("app").classList.toggle("hidden", !yes);
+    document.getElementById("sign-out").classList.toggle("hidden", !yes);
+    document.getElementById("login").classList.toggle("hidden", yes);
+  }
+
   function showLogin(message) {
-    document.getElementById("app").classList.add("hidden");
-    document.getElementById("login").classList.remove("hidden");
+    signedIn(false);
     document.getElementById("login-error").textContent = message || "";
   }
 
@@ -68,8 +74,7 @@ const Persona = (() => {
       const value = document.getElementById("login-key").value.trim();
       if (!value) return;
       sessionStorage.setItem(STORE, value.includes(":") ? value.split(":")[1] : value);
-      document.getElementById("login").classList.add("hidden");
-      document.getElementById("app").classList.remove("hidden");
+      signedIn(true);
       onReady(params);
     });
     document.getElementById("sign-out").addEventListener("click", () => {
@@ -77,7 +82,7 @@ const Persona = (() => {
       showLogin("Signed out.");
     });
     if (key()) {
-      document.getElementById("app").classList.remove("hidden");
+      signedIn(true);
       onReady(params);
     } else {
       showLogin("");

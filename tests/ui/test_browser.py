@@ -130,10 +130,28 @@ def test_preview_of_an_unknown_user_says_why_every_block_is_the_fallback(worker:
     assert len(reasons) == 3 and all("every block is the fallback" in r for r in reasons)
 
 
-def test_preview_without_a_key_shows_sign_in(worker: Worker) -> None:
-    dom = browser.dom(f"{worker.base}/ui/preview", budget_ms=2000)
+def _sign_out_shown(dom: str) -> bool:
+    button = re.search(r'<button id="sign-out"[^>]*>', dom)
+    assert button, "no sign-out button"
+    return not re.search(r'class="[^"]*\bhidden\b', button.group(0))
+
+
+@pytest.mark.parametrize("page", ["preview", "dashboard"])
+def test_without_a_key_the_page_shows_sign_in_and_no_sign_out(worker: Worker, page: str) -> None:
+    """The "Sign out" button showed beside the sign-in form (nothing to sign out of): it shows
+    only while the tab holds a key."""
+    dom = browser.dom(f"{worker.base}/ui/{page}", budget_ms=2000)
     assert re.search(r'<section id="login" class="card">', dom), "the sign-in form is visible"
     assert re.search(r'<section id="app" class="hidden">', dom)
+    assert not _sign_out_shown(dom), "Sign out shows while signed out"
+    signed_in = browser.dom(f"{worker.base}/ui/{page}#key={SECRET}", budget_ms=2000)
+    assert re.search(r'<section id="app" class="">', signed_in) or re.search(
+        r'<section id="app">', signed_in
+    ), signed_in[-2000:]
+    assert _sign_out_shown(signed_in), "no Sign out while signed in"
+    refused = browser.dom(f"{worker.base}/ui/{page}#key=not-a-key-{uuid.uuid4().hex}", 3000)
+    assert re.search(r'<section id="login" class="card">', refused), "refused: sign in again"
+    assert not _sign_out_shown(refused), "Sign out shows after the key was refused"
 
 
 def test_dashboard_draws_live_charts(worker: Worker, shopper: str) -> None:
