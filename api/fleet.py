@@ -149,7 +149,8 @@ def _by_kind(row: dict[str, Any]) -> tuple[str, str]:
 def _row(s: Snapshot, now: float, this: bool) -> dict[str, Any]:
     counters = s.get("stream", {}).get("counters", {})
     return {
-        "process": s.get("process", ""),
+        "process": s.get("process", ""),  # its id on the stats board
+        "label": s.get("label") or s.get("process", ""),  # how a page names it
         "kind": s.get("kind", ""),
         "host": s.get("host", ""),
         "this": this,

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
 import secrets
 import socket
@@ -231,7 +232,11 @@ class Telemetry:
         self._hot_seen = 0
         # the other processes' newest snapshots (api/fleet.py; `follow_peers` sets both)
         self.peers: Callable[[], list[fleet.Pair]] = list
-        self.identity = {"process": f"process:{socket.gethostname()}", "kind": "worker"}
+        self.identity = {
+            "process": f"process:{socket.gethostname()}",
+            "kind": "worker",
+            "label": f"worker (pid {os.getpid()})",
+        }
 
     # -- the hot path --------------------------------------------------------------------------
     def observe(
@@ -869,10 +874,15 @@ def register(app: web.Application, content: ContentService) -> None:
 
 
 def follow_peers(
-    app: web.Application, process: str, kind: str, peers: Callable[[], list[fleet.Pair]]
+    app: web.Application,
+    process: str,
+    kind: str,
+    peers: Callable[[], list[fleet.Pair]],
+    label: str = "",
 ) -> None:
-    """Name this process in what it publishes (`Telemetry.published`) and merge the other
-    processes' snapshots `peers` gives into its dashboard (`/v1/stats`, api/fleet.py)."""
+    """Name this process in what it publishes (`Telemetry.published`: its id `process` and the
+    `label` pages show, engine.process_stats.process_label) and merge the other processes'
+    snapshots `peers` gives into its dashboard (`/v1/stats`, api/fleet.py)."""
     telemetry = app[TELEMETRY]
-    telemetry.identity = {"process": process, "kind": kind}
+    telemetry.identity = {"process": process, "kind": kind, "label": label or process}
     telemetry.peers = peers

@@ -86,7 +86,9 @@ def extra_paths() -> dict[str, Any]:
                 "latency percentiles, triggers), totals, churn histogram, the triggers emitted "
                 "by name (`triggers`) and those recorded but not sent for being older than "
                 "PERSONA_TRIGGER_MAX_AGE_HOURS (`triggers_stale`), experiments, and the "
-                "processes they come from (kind, host, age of their figures)",
+                "processes they come from (`process`: its id on the stats board; `label`: "
+                "a readable name, e.g. `reader 1 (pid 15995) on :8080`; kind, host, age of "
+                "their figures)",
                 "responses": {
                     "200": {"description": "the figures", "content": _JSON},
                     "401": _PROBLEM,

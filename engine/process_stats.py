@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 MAX_SNAPSHOT = 64 * 1024  # bytes of one snapshot
 MAX_ENTRIES = 200  # entries of one map (topics, counters, triggers, variants, models)
 MAX_TEXT = 200  # characters of one text or map key
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"})
 KINDS = frozenset({"worker", "reader"})
 COUNTS = ("hits", "misses", "requests", "blocks", "fallbacks")
 STREAM_MAPS = ("counters", "consumed", "lag", "triggers", "triggers_stale")
@@ -52,6 +54,8 @@ def clean(data: Any) -> dict[str, Any]:
         raise BadSnapshot("churn must be an object")
     return {
         "process": _text(data.get("process"), "process"),
+        # how a page names the process (`process_label`); "" from a process that predates it
+        "label": _text(data.get("label", ""), "label"),
         "kind": kind,
         "host": _text(data.get("host", ""), "host"),
         "t": _number(data.get("t"), "t"),
@@ -70,6 +74,22 @@ def clean(data: Any) -> dict[str, Any]:
             "sum": _number(churn.get("sum", 0), "sum"),
         },
     }
+
+
+def process_label(kind: str, url: str, pid: int, index: int | None = None) -> str:
+    """How the dashboard names a process: "reader 1 (pid 15995) on :8080", "worker (pid 412)
+    on shop-2:8080". Its id on the stats board ("reader:http://127.0.0.1:8080:1:15995": kind,
+    URL, reader number, pid) read as a second port. `url`: the URL it serves on (the port alone
+    for this machine's addresses: the dashboard's host column names the machine)."""
+    name = kind if index is None else f"{kind} {index}"
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # no URL a setting should give: named as given
+        host, port = url, None
+    where = f"{'' if host in LOOPBACK else host}:{port}" if port is not None else host
+    label = f"{name} (pid {pid})" + (f" on {where}" if where else "")
+    return label[:MAX_TEXT]  # `clean` refuses a longer text: the snapshot would be dropped
 
 
 def _text(value: Any, where: str) -> str:

@@ -147,7 +147,7 @@ async def serve(settings: Settings, broker_url: Broker, index: int, stop: asynci
     app[ADMIN] = registry
     count_refusals(app, registry)
     process = f"reader:{settings.own_url}:{index}:{os.getpid()}"
-    board = stats_board(settings, broker_url, app, "reader", process)  # every process's figures
+    board = stats_board(settings, broker_url, app, "reader", process, index)  # every process's
     await state.start()
     await registry.start()
     await board.start()

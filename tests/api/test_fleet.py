@@ -11,7 +11,7 @@ import pytest
 
 from api.fleet import latency_percentiles, merged_point, processes, totals
 from api.observability import LATENCY_BUCKETS, make_point
-from engine.process_stats import BadSnapshot, clean, decode
+from engine.process_stats import MAX_TEXT, BadSnapshot, clean, decode, process_label
 from engine.signing import cluster_key
 from streams.signed import RecordSigner
 from streams.stats_board import STATS_TOPIC, StatsBoard
@@ -92,6 +92,8 @@ def test_totals_add_the_processes_up_but_take_one_churn_sample() -> None:
         {"stream": {"consumed": {f"t{i}": 1 for i in range(201)}}},
         {"models": {"recs": 5}},
         {"process": None},
+        {"label": 5},
+        {"label": "x" * 201},
     ],
 )
 def test_a_snapshot_out_of_shape_is_refused(bad: dict[str, Any]) -> None:
@@ -140,3 +142,27 @@ def test_stale_triggers_of_every_worker_are_added_up_and_checked() -> None:
     }
     with pytest.raises(BadSnapshot):
         clean({**snap(1), "stream": {"triggers_stale": {"abandoned_cart": -1}}})
+
+
+def test_processes_are_named_by_the_label_they_publish() -> None:
+    """A reader's id on the board, `reader:http://127.0.0.1:8080:1:15995`, read as a second
+    port on the dashboard: each process publishes a label (kind, number, pid, port) that the
+    page shows; a process that predates it is named by its id."""
+    assert process_label("reader", "http://127.0.0.1:8080", 15995, 1) == (
+        "reader 1 (pid 15995) on :8080"
+    )
+    assert process_label("worker", "https://shop-2.internal:8443", 412) == (
+        "worker (pid 412) on shop-2.internal:8443"
+    )
+    assert process_label("worker", "http://[::1]:8080", 7) == "worker (pid 7) on :8080"
+    assert process_label("worker", "http://h:99999", 7) == "worker (pid 7) on http://h:99999"
+    long = process_label("reader", "http://" + "a" * 300 + ":80", 1, 2)
+    assert len(long) == MAX_TEXT and clean({**snap(1), "label": long})["label"] == long
+    reader = snap(1, "reader", process="reader:http://127.0.0.1:8080:1:15995")
+    reader = clean({**reader, "label": "reader 1 (pid 15995) on :8080"})
+    older = snap(1, process="worker:http://127.0.0.1:8081")  # no label: predates it
+    rows = processes(reader, [(None, older)], 2.0)
+    assert [(r["process"], r["label"]) for r in rows] == [
+        ("reader:http://127.0.0.1:8080:1:15995", "reader 1 (pid 15995) on :8080"),
+        ("worker:http://127.0.0.1:8081", "worker:http://127.0.0.1:8081"),
+    ]
