@@ -30,14 +30,14 @@ const Charts = (() => {
     return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 2 : 1);
   }
 
-  function frame(svg, yMax, w, h) {
+  function frame(svg, yMax, w, h, format) {
     svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
     svg.replaceChildren();
     const plotH = h - PAD.top - PAD.bottom;
     for (const f of [0, 0.5, 1]) {
       const y = PAD.top + plotH * (1 - f);
       svg.append(node("line", { class: "axis", x1: PAD.left, x2: w - PAD.right, y1: y, y2: y }));
-      svg.append(node("text", { x: PAD.left - 4, y: y + 3, "text-anchor": "end" }, fmt(yMax * f)));
+      svg.append(node("text", { x: PAD.left - 4, y: y + 3, "text-anchor": "end" }, (format || fmt)(yMax * f)));
     }
     return plotH;
   }
@@ -53,26 +53,46 @@ const Charts = (() => {
     }));
   }
 
-  // series: [{name, values: [number|null]}], times: [seconds since epoch]
+  const known = (v) => typeof v === "number" && Number.isFinite(v);
+
+  // The newest value of `values` (null, undefined and NaN are no value), its time in `times` and
+  // its index, or null: what a legend or a tile shows for a series whose newest second had none.
+  function latest(times, values) {
+    for (let i = values.length - 1; i >= 0; i -= 1) {
+      if (known(values[i])) return { value: values[i], t: times[i], i };
+    }
+    return null;
+  }
+
+  // series: [{name, values: [number|null]}], times: [seconds since epoch];
+  // opts: {legend: element, yMax: number, format: value -> text (axis and legend)}
   function lines(svg, times, series, opts) {
     const { w, h } = size(svg);
-    const all = series.flatMap((s) => s.values).filter((v) => v !== null && v !== undefined);
+    const format = (opts && opts.format) || fmt;
+    const all = series.flatMap((s) => s.values).filter(known);
     const yMax = (opts && opts.yMax) || nice(Math.max(0, ...all) * 1.1);
-    const plotH = frame(svg, yMax, w, h);
+    const plotH = frame(svg, yMax, w, h, format);
     const n = times.length;
     const x = (i) => PAD.left + (n > 1 ? (i / (n - 1)) : 1) * (w - PAD.left - PAD.right);
-    const y = (v) => PAD.top + plotH * (1 - Math.min(v, yMax) / yMax);
+    const y = (v) => PAD.top + plotH * (1 - Math.max(0, Math.min(v, yMax)) / yMax);
     let drawn = 0;
     series.forEach((s, k) => {
+      const color = COLORS[k % COLORS.length];
       let path = "";
-      let gap = true;  // a null breaks the line: no value in that second
+      // a null breaks the line (no value in that second): a value between two gaps is a path
+      // of a single "M", which draws nothing, so it is drawn as a dot
       s.values.forEach((v, i) => {
-        if (v === null || v === undefined) { gap = true; return; }
-        path += `${gap ? "M" : "L"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
-        gap = false;
+        if (!known(v)) return;
+        const gapBefore = i === 0 || !known(s.values[i - 1]);
+        const gapAfter = i === s.values.length - 1 || !known(s.values[i + 1]);
+        if (gapBefore && gapAfter) {
+          svg.append(node("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, fill: color, "data-series": s.name }));
+        } else {
+          path += `${gapBefore ? "M" : "L"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+        }
         drawn += 1;
       });
-      if (path) svg.append(node("path", { d: path, fill: "none", stroke: COLORS[k % COLORS.length], "stroke-width": 1.8, "data-series": s.name }));
+      if (path) svg.append(node("path", { d: path, fill: "none", stroke: color, "stroke-width": 1.8, "data-series": s.name }));
     });
     if (n) {
       const span = Math.round(times[n - 1] - times[0]);
@@ -82,8 +102,8 @@ const Charts = (() => {
     if (!drawn) svg.append(node("text", { x: w / 2, y: h / 2, "text-anchor": "middle" }, "no data yet"));
     svg.setAttribute("data-points", String(drawn));
     legend(opts && opts.legend, series.map((s) => {
-      const last = [...s.values].reverse().find((v) => v !== null && v !== undefined);
-      return `${s.name} ${last === undefined ? "–" : fmt(last)}`;
+      const last = latest(times, s.values);
+      return `${s.name} ${last === null ? "–" : format(last.value)}`;
     }));
   }
 
@@ -101,5 +121,5 @@ const Charts = (() => {
     if (opts && opts.legend) opts.legend.textContent = opts.caption || "";
   }
 
-  return { lines, bars };
+  return { lines, bars, latest };
 })();

@@ -9,6 +9,18 @@ function tile(label, value) {
 }
 
 const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
+const pctShort = (v) => `${Math.round(100 * v)}%`;  // a chart's axis and legend
+
+// The p95 tile: the newest p95 of the latency chart's window (a second without requests has
+// none), with its age when it is not the newest second's; "–" only when the window has none.
+function p95Tile(s) {
+  const found = Charts.latest(s.map((p) => p.t), s.map((p) => p.latency_ms.p95));
+  if (found === null) return tile(`p95 latency (none in ${s.length} s)`, "–");
+  // a point a second: an older point is at least a second older
+  const seconds = Math.max(1, Math.round(s[s.length - 1].t - found.t));
+  const ago = found.i === s.length - 1 ? "" : ` (${seconds} s ago)`;
+  return tile(`p95 latency${ago}`, found.value.toFixed(2) + " ms");
+}
 const byKey = (series, field) => {
   const names = [...new Set(series.flatMap((p) => Object.keys(p[field] || {})))].sort();
   return names.map((name) => ({ name, values: series.map((p) => (p[field] || {})[name] ?? null) }));
@@ -20,7 +32,8 @@ function processTable(rows) {
   return el("table", { class: "kv", id: "process-table" },
     el("tr", {}, ["process", "kind", "host", "figures from", "status", "events folded", "API requests"].map((h) => el("th", {}, h))),
     rows.map((p) => el("tr", { "data-kind": p.kind },
-      el("td", {}, p.process + (p.this ? " (this page)" : "")), el("td", {}, p.kind), el("td", {}, p.host),
+      el("td", { title: p.process }, (p.label || p.process) + (p.this ? " (this page)" : "")),
+      el("td", {}, p.kind), el("td", {}, p.host),
       el("td", {}, p.this ? "now" : `${p.age_s} s ago`), el("td", {}, p.ready ? "ready" : p.ready_detail),
       el("td", {}, p.kind === "worker" ? Number(p.events).toLocaleString() : "–"),
       el("td", {}, Number(p.requests).toLocaleString()))));
@@ -31,7 +44,6 @@ function draw(stats) {
   const t = s.map((p) => p.t);
   const totals = stats.totals;
   const lagTotal = Object.values(totals.lag).reduce((a, b) => a + b, 0);
-  const last = s[s.length - 1] || { latency_ms: {} };
   document.getElementById("tiles").replaceChildren(
     tile("status", stats.ready ? "ready" : stats.ready_detail),
     tile("events processed", totals.events.toLocaleString()),
@@ -40,7 +52,7 @@ function draw(stats) {
     tile("cache hit rate", pct(totals.cache_hit_rate)),
     tile("fallback rate", pct(totals.fallback_rate)),
     tile("API requests", totals.requests.toLocaleString()),
-    tile("p95 latency", last.latency_ms.p95 == null ? "–" : last.latency_ms.p95.toFixed(2) + " ms"),
+    p95Tile(s),
   );
   document.getElementById("processes").replaceChildren(processTable(stats.processes || []));
   document.getElementById("models").textContent = "models: " + Object.entries(stats.models).map(([n, v]) => `${n} ${v}`).join(" · ");
@@ -53,7 +65,7 @@ function draw(stats) {
   Charts.lines(document.getElementById("chart-cache"), t, [
     { name: "hit rate", values: s.map((p) => p.cache_hit_rate) },
     { name: "fallback rate", values: s.map((p) => p.fallback_rate) },
-  ], { ...L("cache"), yMax: 1 });
+  ], { ...L("cache"), yMax: 1, format: pctShort });
   Charts.lines(document.getElementById("chart-requests"), t, [{ name: "requests/s", values: s.map((p) => p.requests_per_s) }], L("requests"));
   Charts.lines(document.getElementById("chart-latency"), t, ["p50", "p95", "p99"].map((q) => ({ name: q, values: s.map((p) => p.latency_ms[q]) })), L("latency"));
   const edges = stats.churn.edges;
