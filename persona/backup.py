@@ -30,7 +30,9 @@ files, the files of `faust/v1/tables/<table>-<partition>.db/` and of `registry/`
 add up, printable text; the digests only once all else is right, and only when the files
 fit in the free space of the data dir's file system) before it writes anything, then copies
 into an empty or absent data dir (0700 directories, 0600 files) that it holds locked
-(`engine.files.lock_data_dir`), and opens
+(`engine.files.lock_data_dir`) and marks unfinished (`persona.state_dir.UNFINISHED_RESTORE`,
+written first, removed once every file is fsynced and checked: a restore killed half way leaves
+a data dir that start-up, a backup and another restore refuse), and opens
 every restored database to count its rows against the manifest: a backup whose digests match
 but whose databases do not open or hold other counts is refused and the copy removed. A backup
 of another partition count than PERSONA_PARTITIONS is refused (users would be looked up on other
@@ -61,7 +63,10 @@ from engine.settings import SettingsError
 from models.artifacts import rfc3339, utc_now
 from persona.state_dir import (
     FORMAT_FILE,
+    UNFINISHED_RESTORE,
     StateFormat,
+    StateFormatError,
+    check_finished,
     check_readable,
     partitions_of,
     persona_version,
@@ -121,15 +126,39 @@ def _claim_empty(path: Path, what: str) -> bool:
 
 
 def _abandon(path: Path, created: bool) -> None:
-    """Remove what a failed backup or restore wrote into `path`."""
-    if created:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    for child in path.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
+    """Remove what a failed backup or restore wrote into `path` (and `path` when it was created
+    here). A restore's unfinished mark goes last, and only once all else is gone: what could not
+    be removed stays marked."""
+    marker = path / UNFINISHED_RESTORE
+    with contextlib.suppress(OSError):
+        for child in list(path.iterdir()):
+            if child == marker:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        if any(child != marker for child in path.iterdir()):
+            return
+        marker.unlink(missing_ok=True)
+        if created:
+            path.rmdir()
+
+
+def _refuse_unfinished(data_dir: Path) -> None:
+    """BackupError when `data_dir` holds the part of a restore that was killed."""
+    try:
+        check_finished(data_dir)
+    except StateFormatError as exc:
+        raise BackupError(str(exc)) from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _open_regular(path: Path) -> BinaryIO:
@@ -291,6 +320,7 @@ def backup(data_dir: Path, dest: Path) -> dict[str, Any]:
 
 
 def _backup(data_dir: Path, dest: Path) -> dict[str, Any]:
+    _refuse_unfinished(data_dir)
     found = read_format(data_dir)
     check_readable(found, f"the data dir {data_dir}")
     created = _claim_empty(dest, "backup directory")
@@ -525,6 +555,8 @@ def _copy_verified(source: Path, target: Path, rel: str, sha256: str) -> None:
         for block in iter(lambda: data.read(1 << 20), b""):
             sha.update(block)
             out.write(block)
+        out.flush()
+        os.fsync(out.fileno())  # on disk before the unfinished mark is removed
     if sha.hexdigest() != sha256:
         raise _corrupt(source, [f"{rel} changed while it was restored"])
 
@@ -539,6 +571,7 @@ def restore(source: Path, data_dir: Path, partitions: int | None = None) -> dict
 
 
 def _restore(source: Path, data_dir: Path, partitions: int | None) -> dict[str, Any]:
+    _refuse_unfinished(data_dir)
     manifest = read_manifest(source)
     problems = _layout_problems(source, manifest)
     if problems:
@@ -557,11 +590,24 @@ def _restore(source: Path, data_dir: Path, partitions: int | None) -> dict[str, 
         )
     created = _claim_empty(data_dir, "data dir")
     lock = lock_data_dir(data_dir)  # no `persona run` starts on it while it is filled
+    marker = data_dir / UNFINISHED_RESTORE
     try:
+        # marked before the first file and unmarked after the last is on disk and checked: a
+        # restore killed in between (no `except` runs) leaves a data dir nothing starts on
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"persona restore {source}: unfinished; remove this data dir\n")
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_dir(data_dir)
         for rel, entry in manifest["files"].items():
             _copy_verified(source, data_dir, rel, entry["sha256"])
         _private_tree(data_dir)
         _check_databases(source, data_dir, manifest)
+        for where, _, _ in os.walk(data_dir):
+            _fsync_dir(Path(where))
+        marker.unlink()
+        _fsync_dir(data_dir)
     except BaseException:
         _abandon(data_dir, created)
         raise

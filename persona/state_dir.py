@@ -220,10 +220,29 @@ def write_format(data_dir: Path, state: StateFormat) -> None:
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
+# written first and removed last by `persona restore` (persona/backup.py): a data dir holding it is
+# the part of a restore that was killed (kill -9, an OOM kill, a power cut) before it had copied
+# and checked every file
+UNFINISHED_RESTORE = "restore-unfinished"
+
+
+def check_finished(data_dir: Path) -> None:
+    """StateFormatError when `data_dir` holds an unfinished restore (UNFINISHED_RESTORE)."""
+    if os.path.lexists(data_dir / UNFINISHED_RESTORE):
+        raise StateFormatError(
+            f"the data dir {data_dir} holds an unfinished restore (its {UNFINISHED_RESTORE} "
+            "file: `persona restore` was stopped before it had copied and checked every file, "
+            f"so tables may lack partitions or rows): remove it (`rm -r {data_dir}`) and restore "
+            "the backup again; nothing was changed"
+        )
+
+
 def prepare(data_dir: Path) -> str | None:
     """At start-up, in an existing data dir: refuse a newer format, record this release's; the
-    note to log when an earlier release's data dir was taken over, else None. Refuses a data dir
-    with pieces this user cannot read or write (`check_access`), or without room (`check_room`)."""
+    note to log when an earlier release's data dir was taken over, else None. Refuses an
+    unfinished restore (`check_finished`), a data dir with pieces this user cannot read or write
+    (`check_access`), or without room (`check_room`)."""
+    check_finished(data_dir)
     check_access(data_dir)
     check_room(data_dir)
     found = read_format(data_dir)

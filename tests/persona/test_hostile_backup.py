@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,9 +21,9 @@ from typing import Any
 import pytest
 
 from persona.backup import CLUSTER_SECRET, MANIFEST, BackupError, backup, restore
-from persona.state_dir import partitions_of
+from persona.state_dir import StateFormatError, partitions_of, prepare
 from streams.broker import free_port
-from tests.conftest import persona_bare
+from tests.conftest import ROOT, persona_bare
 from tests.persona.test_backup import _sst, _state_dir
 
 
@@ -273,3 +276,42 @@ def test_a_backup_larger_than_the_free_space_is_refused_unread(
         restore(saved, tmp_path / "target")
     assert "needs" in str(refused.value)
     assert not (tmp_path / "target").exists()
+
+
+# `persona restore` in a child whose file-size limit is far below a table file's: the kernel kills
+# it (SIGXFSZ) in the middle of the copy, as a kill -9, an OOM kill or a power cut would
+_KILLED_MID_COPY = (
+    "import resource, signal, sys\n"
+    "from persona.cli import main\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_DFL)\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_a_restore_killed_mid_copy_leaves_a_data_dir_nothing_starts_on(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A restore killed half way (no `except` runs) leaves part of the tables: `persona run` on
+    it would start with some partitions missing or cut short and fold new events over them. The
+    data dir is marked unfinished from before the first file to after the last; start-up, a
+    backup and another restore into it refuse it, saying to remove it and restore again."""
+    _, saved = backed_up
+    target = tmp_path / "target"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PERSONA_")}
+    killed = subprocess.run(
+        [sys.executable, "-B", "-c", _KILLED_MID_COPY, "restore", str(saved), "--data-dir",
+         str(target)],
+        cwd=ROOT, env={**clean, "PERSONA_PARTITIONS": "2"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGXFSZ, killed.stderr
+    assert any(target.rglob("*.sst"))  # part of the tables is there
+    with pytest.raises(StateFormatError, match="unfinished restore") as refused:
+        prepare(target)  # `persona run` and `persona worker`, under the data dir's lock
+    assert f"rm -r {target}" in str(refused.value)
+    with pytest.raises(BackupError, match="unfinished restore"):
+        restore(saved, target)
+    with pytest.raises(BackupError, match="unfinished restore"):
+        backup(target, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
