@@ -177,11 +177,28 @@ def _open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
+class _Grew(BackupError):
+    """A file held more than its size (`_blocks`)."""
+
+
+def _blocks(path: Path, size: int) -> Iterator[bytes]:
+    """The bytes of the regular file `path` (`_open_regular`) in blocks, read at most to one
+    byte past `size`: _Grew when it holds more (a file still written to, growing as it is read,
+    is not read without end). One that holds fewer ends early: its digest tells."""
+    left = size
     with _open_regular(path) as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            sha.update(block)
+        while block := data.read(min(1 << 20, left + 1)):
+            if len(block) > left:
+                raise _Grew(f"{path} grew past {size} bytes while it was read")
+            left -= len(block)
+            yield block
+
+
+def _digest(path: Path, size: int) -> str:
+    """The SHA-256 of `path`, which holds `size` bytes (_Grew when it holds more)."""
+    sha = hashlib.sha256()
+    for block in _blocks(path, size):
+        sha.update(block)
     return sha.hexdigest()
 
 
@@ -289,8 +306,9 @@ def _file_digests(root: Path) -> dict[str, dict[str, Any]]:
         for name in names:
             path = Path(where) / name
             rel = path.relative_to(root).as_posix()
-            if rel != MANIFEST:
-                files[rel] = {"size": path.stat().st_size, "sha256": _digest(path)}
+            if rel != MANIFEST:  # written here, by this backup: its size holds
+                size = path.stat().st_size
+                files[rel] = {"size": size, "sha256": _digest(path, size)}
     return dict(sorted(files.items()))
 
 
@@ -519,12 +537,16 @@ def _layout_problems(source: Path, manifest: dict[str, Any]) -> list[str]:
 
 
 def _digest_problems(source: Path, manifest: dict[str, Any]) -> list[str]:
-    """The listed files whose SHA-256 is not the manifest's (after `_layout_problems`)."""
-    return [
-        f"{rel} has another SHA-256"
-        for rel, entry in sorted(manifest["files"].items())
-        if _digest(source / rel) != entry["sha256"]
-    ]
+    """The listed files whose SHA-256 is not the manifest's (after `_layout_problems`), or that
+    grew past their listed size since (read no further)."""
+    problems = []
+    for rel, entry in sorted(manifest["files"].items()):
+        try:
+            if _digest(source / rel, entry["size"]) != entry["sha256"]:
+                problems.append(f"{rel} has another SHA-256")
+        except _Grew:
+            problems.append(f"{rel} grew past its listed size while it was read")
+    return problems
 
 
 def _check_room(source: Path, data_dir: Path, manifest: dict[str, Any]) -> None:
@@ -545,19 +567,23 @@ def _check_room(source: Path, data_dir: Path, manifest: dict[str, Any]) -> None:
         )
 
 
-def _copy_verified(source: Path, target: Path, rel: str, sha256: str) -> None:
-    """Copy one file (created 0600, parents 0700), checking its digest on the way."""
+def _copy_verified(source: Path, target: Path, rel: str, entry: dict[str, Any]) -> None:
+    """Copy one file (created 0600, parents 0700) of its listed size, checking its digest on the
+    way (never copying more than the size: the free space was checked against the sizes)."""
     out_path = target / rel
     out_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     sha = hashlib.sha256()
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with _open_regular(source / rel) as data, os.fdopen(fd, "wb") as out:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            sha.update(block)
-            out.write(block)
-        out.flush()
-        os.fsync(out.fileno())  # on disk before the unfinished mark is removed
-    if sha.hexdigest() != sha256:
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for block in _blocks(source / rel, entry["size"]):
+                sha.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the unfinished mark is removed
+    except _Grew:
+        raise _corrupt(source, [f"{rel} changed while it was restored (it grew)"]) from None
+    if sha.hexdigest() != entry["sha256"]:
         raise _corrupt(source, [f"{rel} changed while it was restored"])
 
 
@@ -601,7 +627,7 @@ def _restore(source: Path, data_dir: Path, partitions: int | None) -> dict[str, 
             os.fsync(out.fileno())
         _fsync_dir(data_dir)
         for rel, entry in manifest["files"].items():
-            _copy_verified(source, data_dir, rel, entry["sha256"])
+            _copy_verified(source, data_dir, rel, entry)
         _private_tree(data_dir)
         _check_databases(source, data_dir, manifest)
         for where, _, _ in os.walk(data_dir):

@@ -20,7 +20,15 @@ from typing import Any
 
 import pytest
 
-from persona.backup import CLUSTER_SECRET, MANIFEST, BackupError, backup, restore
+from persona.backup import (
+    CLUSTER_SECRET,
+    MANIFEST,
+    BackupError,
+    _copy_verified,
+    _digest_problems,
+    backup,
+    restore,
+)
 from persona.state_dir import StateFormatError, partitions_of, prepare
 from streams.broker import free_port
 from tests.conftest import ROOT, persona_bare
@@ -315,3 +323,48 @@ def test_a_restore_killed_mid_copy_leaves_a_data_dir_nothing_starts_on(
     with pytest.raises(BackupError, match="unfinished restore"):
         backup(target, tmp_path / "again")
     assert not (tmp_path / "again").exists()
+
+
+def _read_bytes() -> int:
+    """Bytes this process has read through read(2) so far (/proc/self/io rchar)."""
+    io = Path("/proc/self/io").read_text()
+    return int(next(line for line in io.splitlines() if line.startswith("rchar:")).split()[1])
+
+
+def _grown(saved: Path) -> tuple[str, dict[str, Any]]:
+    """A listed file that now holds far more than its listed size: as a file still written to
+    (a copy in progress, a writer appending) that grew after restore checked its size. Its
+    listed digest is that of its first listed bytes."""
+    manifest = _manifest(saved)
+    rel = next(rel for rel in manifest["files"] if rel.endswith(".sst"))
+    path = saved / rel
+    listed = path.stat().st_size
+    manifest["files"][rel]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("r+b") as grow:
+        grow.truncate(listed + (64 << 20))  # sparse: nothing written, 64 MiB more to read
+    return rel, {**manifest, "files": {rel: manifest["files"][rel]}}
+
+
+def test_a_file_that_grew_past_its_size_is_not_digested_to_its_end(
+    backed_up: tuple[Path, Path],
+) -> None:
+    """After the sizes are checked, a file that grows (here by 64 MiB at once) is read only to
+    one byte past its listed size: a file that never stops growing would be read forever."""
+    _, saved = backed_up
+    rel, manifest = _grown(saved)
+    before = _read_bytes()
+    problems = _digest_problems(saved, manifest)
+    assert problems == [f"{rel} grew past its listed size while it was read"]
+    assert _read_bytes() - before < 16 << 20  # not the 64 MiB it grew by
+
+
+def test_a_file_that_grew_past_its_size_is_not_copied_to_its_end(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The copy into the data dir stops at the listed size too: a file growing as it is copied
+    would fill the data dir's disk (the free space was checked against the listed sizes)."""
+    _, saved = backed_up
+    rel, manifest = _grown(saved)
+    with pytest.raises(BackupError, match="changed while it was restored"):
+        _copy_verified(saved, tmp_path, rel, manifest["files"][rel])
+    assert (tmp_path / rel).stat().st_size <= manifest["files"][rel]["size"]
