@@ -494,6 +494,12 @@ def _check_state_format(source: Path, raw: Any) -> None:
     check_readable(found, f"the backup {source}")
 
 
+def _shown(rel: str) -> str:
+    """A name found in the backup, fit to print: as it is when printable, else escaped (a name
+    made of terminal control sequences is not sent to the operator's terminal)."""
+    return rel if rel.isprintable() else ascii(rel)
+
+
 def _present_files(source: Path) -> tuple[set[str], list[str]]:
     """The regular files under `source` (relative, POSIX) and what else is there."""
     files: set[str] = set()
@@ -503,9 +509,9 @@ def _present_files(source: Path) -> tuple[set[str], list[str]]:
             path = Path(where) / name
             rel = path.relative_to(source).as_posix()
             if path.is_symlink():
-                odd.append(f"{rel} is a symbolic link")
+                odd.append(f"{_shown(rel)} is a symbolic link")
             elif name in names and not path.is_file():
-                odd.append(f"{rel} is not a regular file")
+                odd.append(f"{_shown(rel)} is not a regular file")
             elif name in names and rel != MANIFEST:
                 files.add(rel)
     return files, odd
@@ -532,7 +538,7 @@ def _layout_problems(source: Path, manifest: dict[str, Any]) -> list[str]:
             problems.append(f"{rel} is missing")
         elif (source / rel).stat().st_size != entry["size"]:
             problems.append(f"{rel} has another size")
-    problems += [f"{rel} is not in the manifest" for rel in sorted(present - listed.keys())]
+    problems += [f"{_shown(rel)} is not in the manifest" for rel in sorted(present - listed.keys())]
     return problems
 
 

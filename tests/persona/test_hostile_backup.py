@@ -368,3 +368,26 @@ def test_a_file_that_grew_past_its_size_is_not_copied_to_its_end(
     with pytest.raises(BackupError, match="changed while it was restored"):
         _copy_verified(saved, tmp_path, rel, manifest["files"][rel])
     assert (tmp_path / rel).stat().st_size <= manifest["files"][rel]["size"]
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "fifo"])
+def test_a_file_name_with_terminal_escapes_is_shown_escaped(
+    backed_up: tuple[Path, Path], tmp_path: Path, kind: str
+) -> None:
+    """A name in the backup the manifest does not list is told in the refusal: a name made of
+    terminal control sequences (retitle the window, clear the screen) is shown escaped, never
+    sent to the operator's terminal as it is."""
+    _, saved = backed_up
+    path = saved / "registry" / "\x1b]0;owned\x07\x1b[2Jx"
+    if kind == "file":
+        path.write_bytes(b"x")
+    elif kind == "symlink":
+        path.symlink_to("/etc/passwd")
+    else:
+        os.mkfifo(path)
+    with pytest.raises(BackupError, match="damaged or was changed") as refused:
+        restore(saved, tmp_path / "target")
+    message = str(refused.value)
+    assert "\x1b" not in message and "\x07" not in message
+    assert "\\x1b]0;owned\\x07\\x1b[2Jx" in message
+    assert not (tmp_path / "target").exists()
