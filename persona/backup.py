@@ -555,6 +555,24 @@ def _digest_problems(source: Path, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _format_problems(source: Path, manifest: dict[str, Any]) -> list[str]:
+    """The backup's state-format.json, which `persona run` reads, must hold the state format
+    the manifest records (the one `read_manifest` checked): not another, newer or damaged."""
+    entry = manifest["files"].get(FORMAT_FILE)
+    recorded = manifest.get("state_format")
+    held: Any = None
+    if entry is not None:
+        if entry["size"] > 4096:  # a few dozen bytes
+            return [f"{FORMAT_FILE} is too large"]
+        try:
+            held = json.loads(b"".join(_blocks(source / FORMAT_FILE, entry["size"])))
+        except (ValueError, RecursionError):
+            held = "not JSON"
+    if held == recorded:
+        return []
+    return [f"its {FORMAT_FILE} is not the state format its manifest records"]
+
+
 def _check_room(source: Path, data_dir: Path, manifest: dict[str, Any]) -> None:
     """Refuse a backup whose files (sizes checked by `_layout_problems`) add up to more than the
     data dir's file system has free, before any is read: a hostile backup of a huge sparse file
@@ -609,7 +627,7 @@ def _restore(source: Path, data_dir: Path, partitions: int | None) -> dict[str, 
     if problems:
         raise _corrupt(source, problems)
     _check_room(source, data_dir, manifest)
-    problems = _digest_problems(source, manifest)
+    problems = _digest_problems(source, manifest) or _format_problems(source, manifest)
     if problems:
         raise _corrupt(source, problems)
     found = None if partitions is None else partitions_of(manifest["tables"], partitions)

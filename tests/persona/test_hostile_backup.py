@@ -29,7 +29,7 @@ from persona.backup import (
     backup,
     restore,
 )
-from persona.state_dir import StateFormatError, partitions_of, prepare
+from persona.state_dir import FORMAT, FORMAT_FILE, StateFormatError, partitions_of, prepare
 from streams.broker import free_port
 from tests.conftest import ROOT, persona_bare
 from tests.persona.test_backup import _sst, _state_dir
@@ -390,4 +390,25 @@ def test_a_file_name_with_terminal_escapes_is_shown_escaped(
     message = str(refused.value)
     assert "\x1b" not in message and "\x07" not in message
     assert "\\x1b]0;owned\\x07\\x1b[2Jx" in message
+    assert not (tmp_path / "target").exists()
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        {"format": FORMAT + 1, "written_by": "99.0.0", "layout": 2, "profile_pack": 3},  # newer
+        {"format": "one"},  # damaged
+    ],
+)
+def test_a_state_format_file_other_than_the_manifests_is_refused(
+    backed_up: tuple[Path, Path], tmp_path: Path, recorded: dict[str, Any]
+) -> None:
+    """Restore checks the state format the manifest records; the backup's state-format.json,
+    which `persona run` reads, must be that one: a newer or damaged one (listed with its true
+    digest) was restored, and the restored data dir refused at start."""
+    _, saved = backed_up
+    (saved / FORMAT_FILE).unlink()
+    _plant(saved, FORMAT_FILE, json.dumps(recorded).encode())
+    with pytest.raises(BackupError, match=r"state-format\.json is not the state format"):
+        restore(saved, tmp_path / "target")
     assert not (tmp_path / "target").exists()
