@@ -687,6 +687,7 @@ COUNTER_HELP = {
     "catalog_kept_unverified": (
         "Catalog records marked kept whose mark did not verify: applied, not passed over."
     ),
+    "changelog_unkeyed": "Table changelog records without a key (not Persona's): passed over.",
 }
 
 

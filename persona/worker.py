@@ -116,6 +116,7 @@ class StreamState:
                 "identity_forwarded": stats.identity_forwarded,
                 "catalog_updates": stats.catalog_updates,
                 "catalog_kept_unverified": stats.kept_unverified,
+                "changelog_unkeyed": stats.changelog_unkeyed,
                 "fold_batches": stats.batches,
                 **self._webhook_counters(),
             },

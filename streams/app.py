@@ -250,6 +250,7 @@ class StreamStats:
     redelivered: int = 0  # records below their partition's stored position: already folded
     unsigned_commands: int = 0  # commands without a valid cluster signature: dead-lettered
     kept_unverified: int = 0  # catalog records marked kept whose mark did not verify: applied
+    changelog_unkeyed: int = 0  # table changelog records without a key: passed over
     identity_merged: int = 0  # identity: anonymous profiles merged into a user (streams/identity)
     identity_forwarded: int = 0  # identity: events of a merged anonymous id sent to its user
     identity_repeated: int = 0  # identity: merge records already merged (changed nothing)
@@ -357,6 +358,11 @@ class PersonaStreams:
         self._popularity_writer = TableWriter(self.popularity)  # the popularity fold's writes
         # newest event time per partition: the event-time clock survives restarts
         self.clock_table = app.Table("clock", default=None, **table_kw)
+        self._unkeyed_logged: set[str] = set()  # tables whose keyless changelog records were logged
+        for table in (self.profiles, self.catalog, self.popularity, self.clock_table):
+            cast(Any, table).apply_changelog_batch = functools.partial(
+                self._keyed_changelog, table.name, table.apply_changelog_batch
+            )
         # every partition of every table within one memory budget (streams/rocks_memory.py)
         self.rocks_memory = RocksMemory(settings.rocksdb_memory_mb * 1024 * 1024)
         for table in (self.profiles, self.catalog, self.popularity, self.clock_table):
@@ -512,6 +518,31 @@ class PersonaStreams:
                 self._forget_product(key.decode(errors="replace"))
                 self.content.apply(key, record.message.value)
         self.catalog_generation += 1
+
+    def _keyed_changelog(self, name: str, apply: Callable[[Any], None], batch: Any) -> None:
+        """A table's `apply_changelog_batch` (recovery, standbys, the global tables), passing
+        over records without a key: Persona writes none, but anyone who can produce to the
+        changelog topic can, and Faust's RocksDB store raised on one, which stopped every table
+        recovery of the worker (a restart never became ready). Counted in
+        `changelog_unkeyed`, logged once per table."""
+        records: list[Any] = []
+        unkeyed = 0
+        for record in batch:
+            if isinstance(record.message.key, bytes):
+                records.append(record)
+            else:
+                unkeyed += 1
+        if unkeyed:
+            if name not in self._unkeyed_logged:
+                self._unkeyed_logged.add(name)
+                log.error(
+                    "passed over %d record(s) without a key on the changelog of table %s "
+                    "(not written by Persona: someone produced to the topic; counted in "
+                    "persona_changelog_unkeyed_total)",
+                    unkeyed, name,
+                )  # fmt: skip
+            self.stats.changelog_unkeyed += unkeyed
+        apply(records)
 
     def popular(self) -> list[str]:
         return self._popular
