@@ -255,10 +255,12 @@ def _unpacked(payload: str | None, source: str) -> Profile | None:
 
 
 def _hops(headers: Any) -> int:
+    """The record's hop count: 0 without the header; a value other than the 1..2 ASCII digits
+    Persona writes (the re-key topic is open to producers: `int()` took "-1000000", " 3",
+    "1_0") counts as past the bound."""
     for name, value in headers or ():
         if name == HOPS_HEADER:
-            try:
+            if isinstance(value, bytes) and 1 <= len(value) <= 2 and value.isdigit():
                 return int(value)
-            except (TypeError, ValueError):
-                return MAX_HOPS
+            return MAX_HOPS
     return 0

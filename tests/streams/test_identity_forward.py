@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 
 from engine.events import validate
-from streams.identity import Identity
+from streams.identity import HOPS_HEADER, Identity
 from streams.keys import alias_of, user_key
 from tests.conftest import T0
 
@@ -47,3 +47,30 @@ def test_a_forwarded_event_keeps_its_record_time() -> None:
     (sent,) = streams.sent
     assert sent["key"] == b"user-fwd"
     assert sent["timestamp_ms"] == produced_ms
+
+
+def test_a_forged_hop_count_cannot_make_a_record_forward_for_ever() -> None:
+    """The hop count is a header of the re-key topic, which anyone who can produce to Kafka can
+    write: `int()` took "-1000000" (and " 3 ", "1_0"), and a record given a negative count was
+    forwarded a million times around an alias cycle instead of MAX_HOPS. Only the decimal
+    digits Persona writes count; anything else is a count past the bound (dead-lettered)."""
+    anon = user_key("anon-fwd")
+    letters: list[str] = []
+
+    class Lettered(FakeStreams):
+        async def _dead_letter(self, fevent: Any, reason: str) -> None:
+            letters.append(reason)
+
+    event = validate({"event_id": "e1", "type": "page_view", "user_id": "anon-fwd", "ts": T0})
+    for forged in (b"-1000000", b"-1", b" 1", b"1_0", b"\xd9\xa1", b"+1", b"1" * 5000):
+        streams = Lettered({alias_of(anon): msgpack.packb(["user-fwd", None, []])})
+        message = SimpleNamespace(partition=0, headers=[(HOPS_HEADER, forged)], timestamp=1.0)
+        letters.clear()
+        assert asyncio.run(Identity(streams).forward(event, SimpleNamespace(message=message), anon))  # type: ignore[arg-type]
+        assert streams.sent == [] and len(letters) == 1, forged
+    streams = Lettered({alias_of(anon): msgpack.packb(["user-fwd", None, []])})
+    message = SimpleNamespace(partition=0, headers=[(HOPS_HEADER, b"2")], timestamp=1.0)
+    letters.clear()
+    assert asyncio.run(Identity(streams).forward(event, SimpleNamespace(message=message), anon))  # type: ignore[arg-type]
+    (sent,) = streams.sent
+    assert sent["headers"] == [(HOPS_HEADER, b"3")] and letters == []
