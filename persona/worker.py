@@ -25,7 +25,7 @@ from api.privacy import RECORDS
 from engine.blocks import BlockPolicy, Renderer
 from engine.events import INPUT_TOPICS
 from engine.files import LOCK_FD_ENV, hold_data_dir, private_dir
-from engine.profile import Profile
+from engine.profile import Profile, readable_profiles
 from engine.repeat import parse_repeat
 from engine.settings import Settings, require_cluster_secret
 from models.registry import ModelSet
@@ -142,7 +142,7 @@ class StreamState:
         }
 
     def sample_profiles(self, n: int) -> list[Profile]:
-        return [Profile.unpack(raw) for raw in sample_profile_values(self.streams.profiles, n)]
+        return readable_profiles(sample_profile_values(self.streams.profiles, n), n)
 
 
 class HttpService(Service):

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import shutil
@@ -62,7 +61,7 @@ from engine.clock import Clock, WallClock
 from engine.events import Event
 from engine.memo import SizedMemo
 from engine.pacing import Pacer
-from engine.profile import Profile
+from engine.profile import Profile, readable_profiles
 from engine.signing import Headers
 from streams import read_side
 from streams.backlog import Backlog, hold_wait
@@ -672,7 +671,7 @@ class SecondaryState:
         """Up to `n` profiles of the worker's tables, read from this reader's secondaries (the
         preview's user picker, the churn histogram): profile rows only, never bookkeeping."""
         rows = (v for k, v in self.tables["profiles"].items(self.holds) if is_profile_key(k))
-        return [Profile.unpack(raw) for raw in itertools.islice(rows, n)]
+        return readable_profiles(rows, n)  # a row that does not unpack is left out
 
     def now_ms(self) -> int:
         wall = self._wall.now_ms()

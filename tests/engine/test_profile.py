@@ -335,3 +335,14 @@ def test_identify_is_counted_and_merges_nothing_yet():
     assert after.counts == {"page_view": 1, "identify": 1}
     assert after.recent == before.recent and after.cart == before.cart == {}
     assert viewed.recent and not after.recent  # the anonymous history stays where it was
+
+
+def test_readable_profiles_passes_over_rows_that_do_not_unpack() -> None:
+    """A sample of the profiles table (the user list, the churn histogram) must not fail on one
+    row a producer of the changelog wrote (tests/streams/test_hostile_internal.py)."""
+    from engine.profile import new_profile, readable_profiles
+
+    good = [new_profile(f"u{i}") for i in range(3)]
+    rows = [b"\xc1", good[0].pack(), b"", good[1].pack(), b"\x93\x01\x02\x03", good[2].pack()]
+    assert [p.user_id for p in readable_profiles(rows, 10)] == ["u0", "u1", "u2"]
+    assert [p.user_id for p in readable_profiles(rows, 2)] == ["u0", "u1"]

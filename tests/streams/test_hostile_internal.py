@@ -68,3 +68,23 @@ def test_keyless_changelog_records_do_not_stop_a_restart(tmp_path: Path) -> None
             assert metric(again.base, "persona_changelog_unkeyed_total") >= 2
         finally:
             again.stop()
+
+
+def test_an_unreadable_profile_row_leaves_the_user_list_answering(tmp_path: Path) -> None:
+    """A profiles-changelog row under `u:` that is no profile (anyone who can produce to the
+    topic can write one) reaches RocksDB at the next recovery. The preview's user list and the
+    dashboard's churn sample unpacked every sampled row: one such row made `GET /v1/users` a
+    500 (and the churn sampler fail every 10 s). Unreadable rows are left out of the sample."""
+    with worker_of_its_own(tmp_path) as worker:
+        user = f"u-{uuid.uuid4().hex[:8]}"
+        view(worker, user, T0)
+        wait_until(lambda: folded(worker, user), timeout=60, what="the event folded")
+        produce(worker.broker_url, "persona-profiles-changelog", [(b"u:!", b"\xc1")])
+        worker.stop()
+        again = start_worker(worker.broker_url, worker.data_dir)
+        try:
+            status, _, body = http("GET", again.base + "/v1/users")
+            assert status == 200, body
+            assert user in body.decode()
+        finally:
+            again.stop()
