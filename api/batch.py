@@ -69,7 +69,7 @@ from aiohttp.abc import AbstractStreamWriter
 from api import fanout
 from api.bodies import BODY as BODY  # re-exported
 from api.bodies import MSGPACK, BadRequest, read_body, recipient_ids
-from api.encodings import gzipped, label
+from api.encodings import gzipped, label, weighted
 from api.limits import MAX_USERS, OPTIONS, ServingOptions, shape_check
 from api.models_routes import log_exposures
 from api.observability import TELEMETRY
@@ -159,17 +159,7 @@ def prefers_msgpack(accept: str) -> bool:
     chose msgpack, refused or less preferred than JSON)."""
     packed: float | None = None
     plain: dict[str, float] = {}  # application/json, application/*, */* -> its q
-    for item in accept.split(","):
-        media, *params = item.split(";")
-        media = media.strip().lower()
-        q = 1.0
-        for param in params:
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
+    for media, q in weighted(accept):
         if media in MSGPACK_TYPES:
             packed = q if packed is None else max(packed, q)
         elif media in ("application/json", "application/*", "*/*"):

@@ -312,15 +312,11 @@ def leave_unread(request: web.BaseRequest, response: web.StreamResponse) -> None
         discard(request.content)
 
 
-def accepts_gzip(header: str) -> bool:
-    """Whether an `Accept-Encoding` value accepts gzip (RFC 9110 12.5.3): `gzip` or `x-gzip`
-    with a q-value above 0, or else `*` with one; `gzip;q=0` refuses it. (aiohttp's own
-    `enable_compression` looks for the word `gzip` or `deflate` anywhere in it, q=0 or not.)"""
-    named: float | None = None
-    anything: float | None = None
+def weighted(header: str) -> Iterator[tuple[str, float]]:
+    """The items of an `Accept` or `Accept-Encoding` value with their q-values (RFC 9110
+    12.4.2): (the item lower-cased, its q: 1 when not given, 0 when not a number)."""
     for item in header.split(","):
-        coding, *params = item.split(";")
-        coding = coding.strip().lower()
+        token, *params = item.split(";")
         q = 1.0
         for param in params:
             name, _, value = param.strip().partition("=")
@@ -329,6 +325,16 @@ def accepts_gzip(header: str) -> bool:
                     q = float(value.strip())
                 except ValueError:
                     q = 0.0
+        yield token.strip().lower(), q
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an `Accept-Encoding` value accepts gzip (RFC 9110 12.5.3): `gzip` or `x-gzip`
+    with a q-value above 0, or else `*` with one; `gzip;q=0` refuses it. (aiohttp's own
+    `enable_compression` looks for the word `gzip` or `deflate` anywhere in it, q=0 or not.)"""
+    named: float | None = None
+    anything: float | None = None
+    for coding, q in weighted(header):
         if coding in ("gzip", "x-gzip"):
             named = q if named is None else max(named, q)
         elif coding == "*":
