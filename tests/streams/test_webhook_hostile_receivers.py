@@ -8,33 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from streams.webhooks import SIGNATURE_HEADER, WebhookSender
-
-SECRET = "secret-kkkkkkkkkkkkkkkkkkkk"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@asynccontextmanager
-async def _receiver(handler: Handler) -> AsyncIterator[str]:
-    """A receiver on a loopback port: yields its URL."""
-    app = web.Application()
-    app.router.add_post("/hook", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+from tests.streams.test_webhook_isolation import SECRET, Handler, _receiver, _sending, _until
 
 
 def _raw(answer: bytes) -> Handler:
@@ -50,28 +29,6 @@ def _raw(answer: bytes) -> Handler:
         raise asyncio.CancelledError  # nothing more to write: the connection is gone
 
     return handle
-
-
-@asynccontextmanager
-async def _sending(hooks: WebhookSender) -> AsyncIterator[asyncio.Task[None]]:
-    """The sender's loops running (as its `on_start` would) until the block ends."""
-    hooks._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=hooks.timeout))
-    task = asyncio.create_task(hooks._run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await hooks._session.close()
-
-
-async def _until(predicate: Callable[[], object], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 async def _ticking(longest: list[float]) -> None:

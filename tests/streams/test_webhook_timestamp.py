@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 from aiohttp import web
 
-from streams.broker import free_port
 from streams.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMPED_HEADER,
@@ -20,6 +18,7 @@ from streams.webhooks import (
     sign_at,
     verify,
 )
+from tests.streams.test_webhook_isolation import _receiver, _sending, _until
 
 SECRET = "hook-secret-kkkkkkkkkkkkkkkk"
 BODY = b'{"trigger": "abandoned_cart", "trigger_id": "abandoned_cart:u:1"}'
@@ -28,31 +27,17 @@ BODY = b'{"trigger": "abandoned_cart", "trigger_id": "abandoned_cart:u:1"}'
 def test_each_attempt_is_signed_with_its_time_and_a_replay_later_is_refused() -> None:
     seen: list[tuple[bytes, dict[str, str]]] = []
 
-    async def scenario() -> None:
-        async def hook(request: web.Request) -> web.Response:
-            seen.append((await request.read(), dict(request.headers)))
-            return web.Response(status=500 if len(seen) == 1 else 204)  # the first is retried
+    async def hook(request: web.Request) -> web.Response:
+        seen.append((await request.read(), dict(request.headers)))
+        return web.Response(status=500 if len(seen) == 1 else 204)  # the first is retried
 
-        app = web.Application()
-        app.router.add_post("/hook", hook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        hooks = WebhookSender([f"http://127.0.0.1:{port}/hook"], SECRET, timeout=5.0)
-        hooks._session = aiohttp.ClientSession()
-        sending = asyncio.create_task(hooks._run())
-        try:
-            hooks.submit(BODY, "u", "abandoned_cart")
-            for _ in range(400):
-                if hooks.stats.delivered:
-                    break
-                await asyncio.sleep(0.05)
-            assert hooks.stats.delivered == 1 and len(seen) == 2
-        finally:
-            sending.cancel()
-            await hooks._session.close()
-            await runner.cleanup()
+    async def scenario() -> None:
+        async with _receiver(hook) as url:
+            hooks = WebhookSender([url], SECRET, timeout=5.0)
+            async with _sending(hooks):
+                hooks.submit(BODY, "u", "abandoned_cart")
+                assert await _until(lambda: hooks.stats.delivered, 20.0)
+        assert hooks.stats.delivered == 1 and len(seen) == 2
 
     before = int(time.time())
     asyncio.run(scenario())
